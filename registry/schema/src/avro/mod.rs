@@ -1,0 +1,107 @@
+//! Avro: parsing (with references), canonical text, and the named-type table the
+//! compatibility checker resolves `Ref`s through.
+
+pub(crate) mod compat;
+
+use std::collections::HashMap;
+
+use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
+use apache_avro::Schema;
+
+use crate::{ParseError, ResolvedReference};
+
+/// A parsed Avro schema plus every named type it can reach (its own and its references').
+#[derive(Debug, Clone)]
+pub(crate) struct AvroSchema {
+    root: Schema,
+    named: HashMap<String, Schema>,
+}
+
+impl AvroSchema {
+    pub(crate) fn parse(text: &str, references: &[ResolvedReference]) -> Result<Self, ParseError> {
+        let (root, referenced) = if references.is_empty() {
+            let root = Schema::parse_str(text).map_err(|e| ParseError::Avro(e.to_string()))?;
+            (root, Vec::new())
+        } else {
+            Schema::parse_str_with_list(text, references.iter().map(|r| r.schema.as_str()))
+                .map_err(|e| ParseError::Avro(e.to_string()))?
+        };
+        let mut named = HashMap::new();
+        for schema in referenced.iter().chain(std::iter::once(&root)) {
+            collect_named(schema, &mut named);
+        }
+        Ok(Self { root, named })
+    }
+
+    pub(crate) fn root(&self) -> &Schema {
+        &self.root
+    }
+
+    /// Follows a `Ref` to its definition; other schemas are returned as they are.
+    pub(crate) fn resolve<'s>(&'s self, schema: &'s Schema) -> &'s Schema {
+        match schema {
+            Schema::Ref { name } => self.named.get(&name.fullname(None)).unwrap_or(schema),
+            other => other,
+        }
+    }
+
+    /// Compact single-line JSON, re-serialised from the parsed schema (Confluent's form).
+    pub(crate) fn canonical_text(&self) -> String {
+        // Serialising a parsed schema into a String cannot fail: every value is plain JSON.
+        serde_json::to_string(&self.root).unwrap_or_default()
+    }
+
+    /// Canonical JSON with object keys sorted, so attribute order does not matter.
+    pub(crate) fn normalized_text(&self) -> String {
+        serde_json::to_value(&self.root)
+            .map(|value| value.to_string())
+            .unwrap_or_else(|_| self.canonical_text())
+    }
+
+    pub(crate) fn record_names(&self) -> Vec<String> {
+        match &self.root {
+            Schema::Record(record) => vec![record.name.fullname(None)],
+            Schema::Enum(schema) => vec![schema.name.fullname(None)],
+            Schema::Fixed(schema) => vec![schema.name.fullname(None)],
+            Schema::Union(union) => union
+                .variants()
+                .iter()
+                .filter_map(|variant| variant.name().map(|name| name.fullname(None)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn collect_named(schema: &Schema, named: &mut HashMap<String, Schema>) {
+    match schema {
+        Schema::Record(record) => {
+            named.insert(record.name.fullname(None), schema.clone());
+            for field in &record.fields {
+                collect_named(&field.schema, named);
+            }
+        }
+        Schema::Enum(inner) => {
+            named.insert(inner.name.fullname(None), schema.clone());
+        }
+        Schema::Fixed(inner) | Schema::Duration(inner) => {
+            named.insert(inner.name.fullname(None), Schema::Fixed(inner.clone()));
+        }
+        Schema::Decimal(decimal) => {
+            if let InnerDecimalSchema::Fixed(inner) = &decimal.inner {
+                named.insert(inner.name.fullname(None), Schema::Fixed(inner.clone()));
+            }
+        }
+        Schema::Uuid(UuidSchema::Fixed(inner)) => {
+            named.insert(inner.name.fullname(None), Schema::Fixed(inner.clone()));
+        }
+        Schema::Array(array) => collect_named(&array.items, named),
+        Schema::Map(map) => collect_named(&map.types, named),
+        Schema::Union(union) => {
+            for variant in union.variants() {
+                collect_named(variant, named);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,160 @@
+//! Protobuf: `.proto` text (or a base64 `FileDescriptorProto`, as Confluent's Python and Go
+//! serializers register it) compiled with protox, imports resolved from schema references and
+//! from the well-known types.
+
+pub(crate) mod compat;
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use prost::Message;
+use prost_reflect::FileDescriptor;
+use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
+
+use crate::{ParseError, ParsedKind, ParsedSchema, ResolvedReference};
+
+/// The file name the schema being parsed gets inside its descriptor pool.
+const ROOT_FILE_NAME: &str = "herald/root.proto";
+
+/// Deepest message nesting a message-index path may describe (bounds decoding loops).
+pub(crate) const MESSAGE_INDEX_DEPTH_MAX: usize = 64;
+
+#[derive(Debug, Clone)]
+pub(crate) struct ProtobufSchema {
+    file: FileDescriptor,
+    text: String,
+}
+
+impl ProtobufSchema {
+    pub(crate) fn parse(text: &str, references: &[ResolvedReference]) -> Result<Self, ParseError> {
+        let mut memory = MemoryResolver::default();
+        for reference in references {
+            memory
+                .files
+                .insert(reference.name.clone(), reference.schema.clone());
+        }
+        memory
+            .files
+            .insert(ROOT_FILE_NAME.to_owned(), text.to_owned());
+        let mut resolver = ChainFileResolver::new();
+        resolver.add(memory);
+        resolver.add(GoogleFileResolver::new());
+        let mut compiler = protox::Compiler::with_file_resolver(resolver);
+        compiler.include_imports(true);
+        compiler
+            .open_file(ROOT_FILE_NAME)
+            .map_err(|e| ParseError::Protobuf(format!("{e:?}")))?;
+        let pool = compiler.descriptor_pool();
+        let file = pool
+            .get_file_by_name(ROOT_FILE_NAME)
+            .ok_or_else(|| ParseError::Protobuf("compiled schema has no root file".to_owned()))?;
+        Ok(Self {
+            file,
+            text: text.trim().to_owned(),
+        })
+    }
+
+    pub(crate) fn file(&self) -> &FileDescriptor {
+        &self.file
+    }
+
+    pub(crate) fn canonical_text(&self) -> String {
+        self.text.clone()
+    }
+
+    /// The descriptor without source positions or comments: what the schema means.
+    pub(crate) fn identity_bytes(&self) -> Vec<u8> {
+        let mut proto = self.file.file_descriptor_proto().clone();
+        proto.source_code_info = None;
+        proto.encode_to_vec()
+    }
+
+    pub(crate) fn descriptor_bytes(&self) -> Vec<u8> {
+        let mut proto = self.file.file_descriptor_proto().clone();
+        proto.source_code_info = None;
+        proto.encode_to_vec()
+    }
+
+    pub(crate) fn message_names(&self) -> Vec<String> {
+        self.file
+            .messages()
+            .map(|message| message.full_name().to_owned())
+            .collect()
+    }
+}
+
+/// A message name that a Protobuf schema does not define, or a schema of another format.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProtobufIndexError {
+    #[error("schema is not a protobuf schema")]
+    NotProtobuf,
+    #[error("message '{name}' is not defined in the schema; it defines {defined:?}")]
+    UnknownMessage { name: String, defined: Vec<String> },
+}
+
+/// The Confluent message-index path of `full_name` in `schema`: the position of the top-level
+/// message among the file's messages, then the position among nested messages at each level.
+pub fn message_index_path(
+    schema: &ParsedSchema,
+    full_name: &str,
+) -> Result<Vec<i32>, ProtobufIndexError> {
+    let ParsedKind::Protobuf(proto) = &schema.kind else {
+        return Err(ProtobufIndexError::NotProtobuf);
+    };
+    let mut path = Vec::new();
+    let mut candidates: Vec<prost_reflect::MessageDescriptor> = proto.file.messages().collect();
+    'descend: while path.len() < MESSAGE_INDEX_DEPTH_MAX {
+        for (index, message) in candidates.iter().enumerate() {
+            let name = message.full_name();
+            if name == full_name {
+                path.push(index as i32);
+                return Ok(path);
+            }
+            if full_name.starts_with(name) && full_name.as_bytes().get(name.len()) == Some(&b'.') {
+                path.push(index as i32);
+                candidates = message.child_messages().collect();
+                continue 'descend;
+            }
+        }
+        break;
+    }
+    Err(ProtobufIndexError::UnknownMessage {
+        name: full_name.to_owned(),
+        defined: proto.message_names(),
+    })
+}
+
+/// Serves the schema and its references from memory. A text that is not `.proto` source but
+/// decodes as base64 into a `FileDescriptorProto` is taken as that descriptor.
+#[derive(Default)]
+struct MemoryResolver {
+    files: HashMap<String, String>,
+}
+
+impl FileResolver for MemoryResolver {
+    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+        let Some(text) = self.files.get(name) else {
+            return Err(protox::Error::file_not_found(name));
+        };
+        match File::from_source(name, text) {
+            Ok(file) => Ok(file),
+            Err(parse_error) => match decode_descriptor(name, text) {
+                Some(file) => Ok(file),
+                None => Err(parse_error),
+            },
+        }
+    }
+}
+
+fn decode_descriptor(name: &str, text: &str) -> Option<File> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    let mut proto = prost_types::FileDescriptorProto::decode(bytes.as_slice()).ok()?;
+    // A base64 string that happens to decode to an empty descriptor is not a schema.
+    if proto.message_type.is_empty() && proto.enum_type.is_empty() && proto.service.is_empty() {
+        return None;
+    }
+    proto.name = Some(name.to_owned());
+    Some(File::from_file_descriptor_proto(proto))
+}

@@ -1,0 +1,245 @@
+//! The HTTP server: the API router wrapped in limits, auth, content negotiation and metrics,
+//! plus `/metrics` and `/health`, served until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Router, ServiceExt};
+use tower::Layer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::api::{router, ApiError};
+use crate::auth::{AuthConfig, AuthConfigError, Denied};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+
+/// Largest request body, in bytes: the schema limit plus room for JSON escaping.
+pub const REQUEST_BODY_BYTES_MAX: usize = 4 * herald_schema::SCHEMA_BYTES_MAX;
+/// Requests handled at once; further requests wait for a slot (bounded by connections).
+pub const REQUESTS_INFLIGHT_MAX: usize = 1024;
+/// A request that takes longer is answered 408 (a registration waits for one flush).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to run a registry.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Basic-auth users file; `None` leaves the API open.
+    pub auth_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the registry store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone)]
+struct Shared {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    auth: Option<Arc<AuthConfig>>,
+}
+
+/// The complete application: API, `/metrics`, `/health` and every layer but path
+/// normalisation (added by [`serve`]).
+pub fn app(registry: Arc<Registry>, auth: Option<AuthConfig>) -> Router {
+    let shared = Shared {
+        registry: registry.clone(),
+        metrics: Arc::new(Metrics::default()),
+        auth: auth.map(Arc::new),
+    };
+    let ops = Router::new()
+        .route("/metrics", get(metrics_endpoint))
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .with_state(shared.clone());
+    router(registry)
+        .merge(ops)
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            record_metrics,
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            REQUESTS_INFLIGHT_MAX,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(RequestBodyLimitLayer::new(REQUEST_BODY_BYTES_MAX))
+        .layer(middleware::from_fn(negotiate_content_type))
+        .layer(middleware::from_fn_with_state(shared, authorize))
+}
+
+/// Opens the store in `config.data_dir`, binds and serves until `shutdown` completes.
+/// `on_bound` receives the bound address (useful with port 0).
+pub async fn serve(
+    config: ServerConfig,
+    on_bound: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let auth = config
+        .auth_file
+        .as_deref()
+        .map(AuthConfig::load)
+        .transpose()?;
+    let registry = Arc::new(Registry::open(Store::open(&config.data_dir)?)?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), auth = auth.is_some(), "registry listening");
+    on_bound(addr);
+    let app = NormalizePathLayer::trim_trailing_slash().layer(app(registry, auth));
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("registry stopped");
+    Ok(())
+}
+
+async fn metrics_endpoint(State(shared): State<Shared>) -> Response {
+    let (schemas, subjects) = {
+        let state = shared.registry.read();
+        let live = state
+            .subjects
+            .keys()
+            .filter(|s| state.subject_exists(s, false))
+            .count();
+        (state.schemas.len() as u64, live as u64)
+    };
+    let text = shared.metrics.render(&[
+        (
+            "herald_registry_schemas",
+            "Schemas stored (distinct IDs).",
+            schemas,
+        ),
+        (
+            "herald_registry_subjects",
+            "Subjects with at least one live version.",
+            subjects,
+        ),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn record_metrics(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    shared.metrics.record(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let Some(auth) = &shared.auth else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    if path == "/health" || path == "/metrics" {
+        return next.run(request).await;
+    }
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or(path);
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match auth.authorize(header, request.method().as_str(), target) {
+        Ok(()) => next.run(request).await,
+        Err(Denied::Unauthenticated) => {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                40101,
+                "Unauthorized: valid basic-auth credentials are required",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"herald\""),
+            );
+            response
+        }
+        Err(Denied::Forbidden) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            40301,
+            "Forbidden: this user's role does not allow the operation",
+        )
+        .into_response(),
+    }
+}
+
+/// Answers in `application/vnd.schemaregistry.v1+json` unless the client only accepts plain
+/// `application/json`.
+async fn negotiate_content_type(request: Request, next: Next) -> Response {
+    let plain_json_only = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept.contains("application/json")
+                && !accept.contains("schemaregistry")
+                && !accept.contains("*/*")
+        });
+    let mut response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if is_json && !plain_json_only {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.schemaregistry.v1+json"),
+        );
+    }
+    response
+}

@@ -472,8 +472,10 @@ impl Registry {
         let (number, ops) = {
             let state = self.read();
             self.ensure_writable(&state, subject)?;
-            // A permanent delete addresses soft-deleted versions; `latest` means the newest one.
-            let (number, record) = state.resolve_version(subject, spec, permanent)?;
+            // A numbered version is found even when soft-deleted (to answer 40406); a soft
+            // delete of `latest` means the newest live version.
+            let include_deleted = permanent || matches!(spec, VersionSpec::Number(_));
+            let (number, record) = state.resolve_version(subject, spec, include_deleted)?;
             let mut ops = Vec::new();
             if permanent {
                 if !record.deleted {

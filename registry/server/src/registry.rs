@@ -181,10 +181,9 @@ impl Registry {
 
         // Same content already live under this subject: idempotent, no check, no new version.
         if let Some(&existing) = state.by_content.get(&candidate.content_key) {
-            if mode != Mode::Import || request.id == Some(existing) {
-                if live.iter().any(|(_, record)| record.id == existing) {
-                    return Ok((existing, Vec::new()));
-                }
+            let id_fits = mode != Mode::Import || request.id == Some(existing);
+            if id_fits && live.iter().any(|(_, record)| record.id == existing) {
+                return Ok((existing, Vec::new()));
             }
         }
 

@@ -1,0 +1,62 @@
+//! The `herald` binary's own command-line behaviour. (Building this test also makes cargo
+//! build the binary that the cross-crate tests in `tests/` spawn.)
+
+use std::process::Command;
+
+fn herald() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+}
+
+#[test]
+fn help_lists_the_commands_with_examples() {
+    let output = herald()
+        .args(["registry", "serve", "--help"])
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("--data-dir") && text.contains("Example:"),
+        "{text}"
+    );
+    let output = herald().arg("--help").output().expect("runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("up") && text.contains("registry"), "{text}");
+}
+
+#[test]
+fn bad_arguments_exit_with_a_usage_error() {
+    let output = herald()
+        .args([
+            "registry",
+            "serve",
+            "--listen",
+            "not-an-address",
+            "--data-dir",
+            "x",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("--listen"), "{text}");
+}
+
+#[test]
+fn an_unusable_data_dir_is_reported() {
+    let file = tempfile_path();
+    std::fs::write(&file, b"not a directory").expect("write");
+    let output = herald()
+        .args(["registry", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("data directory"), "{text}");
+    let _ = std::fs::remove_file(file);
+}
+
+fn tempfile_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("herald-cli-test-{}", std::process::id()))
+}

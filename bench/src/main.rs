@@ -1,1 +1,26 @@
-fn main() {}
+//! herald-bench: Herald against an in-run baseline or peer. Every figure printed here is
+//! meant to be quoted as a ratio against the other side of the same run.
+
+mod registry;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "herald-bench", about = "Herald benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Schema registry: ID lookups vs a constant axum handler, registration under
+    /// FULL_TRANSITIVE against many versions, resident memory with many schemas.
+    Registry(registry::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Registry(options) => registry::run(options),
+    }
+}

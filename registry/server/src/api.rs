@@ -344,6 +344,18 @@ async fn schema_by_id(
     Query(params): Params,
 ) -> ApiResult {
     let id = parse_id(&id)?;
+    // `subject` and `referenceFormat` do not change the answer here; `format` and
+    // `fetchMaxId` do, and take the slow path.
+    if !params.contains_key("format") && !flag(&params, "fetchMaxId") {
+        let body = registry.read().id_responses.get(&id).cloned();
+        if let Some(body) = body {
+            return Ok((
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response());
+        }
+    }
     let record = registry.schema_by_id(id)?;
     let mut object = Map::new();
     schema_fields(&record, &mut object);

@@ -26,6 +26,25 @@ pub struct SchemaRecord {
     pub content_key: String,
 }
 
+impl SchemaRecord {
+    /// The body of `GET /schemas/ids/{id}`: `schemaType` omitted for Avro, `references`
+    /// omitted when empty (what older clients expect). Rendered once per schema, at insert.
+    pub fn id_response_json(&self) -> Vec<u8> {
+        let mut object = serde_json::Map::new();
+        if self.schema_type != SchemaType::Avro {
+            object.insert("schemaType".into(), self.schema_type.as_str().into());
+        }
+        if !self.references.is_empty() {
+            object.insert(
+                "references".into(),
+                serde_json::to_value(&self.references).unwrap_or_default(),
+            );
+        }
+        object.insert("schema".into(), self.text.clone().into());
+        serde_json::to_vec(&object).unwrap_or_default()
+    }
+}
+
 /// One version of one subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionRecord {

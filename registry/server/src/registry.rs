@@ -6,7 +6,6 @@
 //! concurrent registrations of one schema produce one ID and one version, and nothing is
 //! acknowledged before it is on disk. Reads never wait for the gate.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use herald_schema::{
@@ -15,14 +14,11 @@ use herald_schema::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::cache::{ParsedCache, PARSED_CACHE_TEXT_BYTES_MAX};
 use crate::error::{ReadError, WriteError};
 use crate::model::{ConfigRecord, Mode, SchemaRecord, SchemaReference, VersionRecord};
 use crate::state::{State, VersionSpec};
 use crate::store::{Op, Store, StoreError};
-
-/// Parsed schemas kept for compatibility checks; past this the cache starts over. At a few
-/// KiB per parsed schema this bounds the cache to tens of MiB.
-pub const PARSED_CACHE_ENTRIES_MAX: usize = 4096;
 
 /// A registration, lookup or compatibility request body.
 #[derive(Debug, Clone)]
@@ -54,7 +50,7 @@ pub struct Registry {
     state: RwLock<State>,
     store: Store,
     write_gate: tokio::sync::Mutex<()>,
-    parsed: Mutex<HashMap<u32, Arc<ParsedSchema>>>,
+    parsed: Mutex<ParsedCache>,
 }
 
 impl Registry {
@@ -64,7 +60,7 @@ impl Registry {
             state: RwLock::new(state),
             store,
             write_gate: tokio::sync::Mutex::new(()),
-            parsed: Mutex::new(HashMap::new()),
+            parsed: Mutex::new(ParsedCache::new(PARSED_CACHE_TEXT_BYTES_MAX)),
         })
     }
 
@@ -81,6 +77,11 @@ impl Registry {
             return Ok(());
         }
         self.store.commit(&ops).await?;
+        for op in &ops {
+            if let Op::DeleteSchema(id) = op {
+                self.parsed_cache().remove(*id);
+            }
+        }
         self.state
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -96,8 +97,8 @@ impl Registry {
 
     /// The parsed form of stored schema `id`, from the cache when possible.
     pub fn parsed(&self, id: u32) -> Result<Arc<ParsedSchema>, WriteError> {
-        if let Some(found) = self.parsed_cache().get(&id) {
-            return Ok(found.clone());
+        if let Some(found) = self.parsed_cache().get(id) {
+            return Ok(found);
         }
         let record = self.schema_by_id(id)?;
         let resolved = {
@@ -109,15 +110,11 @@ impl Registry {
                 WriteError::InvalidSchema(format!("stored schema {id} no longer parses: {e}"))
             })?;
         let parsed = Arc::new(parsed);
-        let mut cache = self.parsed_cache();
-        if cache.len() >= PARSED_CACHE_ENTRIES_MAX {
-            cache.clear();
-        }
-        cache.insert(id, parsed.clone());
+        self.parsed_cache().insert(id, parsed.clone());
         Ok(parsed)
     }
 
-    fn parsed_cache(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<ParsedSchema>>> {
+    fn parsed_cache(&self) -> std::sync::MutexGuard<'_, ParsedCache> {
         self.parsed
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -134,8 +131,13 @@ impl Registry {
     ) -> Result<u32, WriteError> {
         validate_subject(subject)?;
         let _gate = self.write_gate.lock().await;
-        let (id, ops) = self.plan_register(subject, request, normalize)?;
+        let (id, ops, parsed) = self.plan_register(subject, request, normalize)?;
         self.commit(ops).await?;
+        // Only after the commit: a failed commit must not leave a parsed schema under an ID
+        // that may later be given to other content.
+        if let Some(parsed) = parsed {
+            self.parsed_cache().insert(id, Arc::new(parsed));
+        }
         Ok(id)
     }
 
@@ -144,7 +146,7 @@ impl Registry {
         subject: &str,
         mut request: SchemaRequest,
         normalize: bool,
-    ) -> Result<(u32, Vec<Op>), WriteError> {
+    ) -> Result<(u32, Vec<Op>, Option<ParsedSchema>), WriteError> {
         let state = self.read();
         let mode = state.mode(subject);
         match (mode, request.id) {
@@ -183,7 +185,7 @@ impl Registry {
         if let Some(&existing) = state.by_content.get(&candidate.content_key) {
             let id_fits = mode != Mode::Import || request.id == Some(existing);
             if id_fits && live.iter().any(|(_, record)| record.id == existing) {
-                return Ok((existing, Vec::new()));
+                return Ok((existing, Vec::new(), None));
             }
         }
 
@@ -274,9 +276,7 @@ impl Registry {
             version,
             VersionRecord { id, deleted: false },
         ));
-        drop(state);
-        self.parsed_cache().insert(id, Arc::new(candidate.parsed));
-        Ok((id, ops))
+        Ok((id, ops, Some(candidate.parsed)))
     }
 
     /// Parsed live versions, oldest first.

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use herald_schema::CompatibilityLevel;
 
 use crate::error::ReadError;
@@ -36,6 +37,8 @@ impl VersionSpec {
 #[derive(Debug, Default)]
 pub struct State {
     pub schemas: HashMap<u32, Arc<SchemaRecord>>,
+    /// Pre-rendered `GET /schemas/ids/{id}` bodies: the hot path of every deserializer.
+    pub id_responses: HashMap<u32, Bytes>,
     pub by_content: HashMap<String, u32>,
     pub subjects: BTreeMap<String, BTreeMap<u32, VersionRecord>>,
     pub configs: HashMap<Option<String>, ConfigRecord>,
@@ -50,8 +53,7 @@ impl State {
             ..State::default()
         };
         for (id, record) in snapshot.schemas {
-            state.by_content.insert(record.content_key.clone(), id);
-            state.schemas.insert(id, Arc::new(record));
+            state.insert_schema(id, record);
         }
         for (subject, version, record) in snapshot.versions {
             state
@@ -68,11 +70,9 @@ impl State {
     pub fn apply(&mut self, ops: &[Op]) {
         for op in ops {
             match op {
-                Op::PutSchema(id, record) => {
-                    self.by_content.insert(record.content_key.clone(), *id);
-                    self.schemas.insert(*id, Arc::new(record.clone()));
-                }
+                Op::PutSchema(id, record) => self.insert_schema(*id, record.clone()),
                 Op::DeleteSchema(id) => {
+                    self.id_responses.remove(id);
                     if let Some(record) = self.schemas.remove(id) {
                         self.by_content.remove(&record.content_key);
                     }
@@ -106,6 +106,13 @@ impl State {
                 Op::NextId(id) => self.next_id = *id,
             }
         }
+    }
+
+    fn insert_schema(&mut self, id: u32, record: SchemaRecord) {
+        self.by_content.insert(record.content_key.clone(), id);
+        self.id_responses
+            .insert(id, Bytes::from(record.id_response_json()));
+        self.schemas.insert(id, Arc::new(record));
     }
 
     /// Versions of `subject`, oldest first, soft-deleted ones only when asked.

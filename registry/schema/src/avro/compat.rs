@@ -30,6 +30,7 @@ pub(crate) fn can_read(
         writer,
         direction,
         in_progress: HashSet::new(),
+        in_progress_log: Vec::new(),
         found: Vec::new(),
     };
     let root_path = reader
@@ -38,8 +39,8 @@ pub(crate) fn can_read(
         .map(|name| name.name().to_owned())
         .unwrap_or_default();
     let mut at = At {
-        pointer: String::new(),
-        path: root_path,
+        root: root_path,
+        steps: Vec::new(),
     };
     checker.compare(reader.root(), writer.root(), &mut at);
     checker.found
@@ -116,31 +117,66 @@ pub(crate) fn describe(schema: &Schema) -> String {
     }
 }
 
-/// Where the walk is: a JSON pointer into the reader schema and a readable path.
-struct At {
-    pointer: String,
-    path: String,
+/// One step of the walk into the reader schema; rendered only when something is reported.
+#[derive(Clone, Copy)]
+enum Step<'s> {
+    Field { index: usize, name: &'s str },
+    FieldType,
+    Items,
+    Values,
+    Branch(usize),
 }
 
-impl At {
-    fn enter(&mut self, pointer: &str, path: &str) -> (usize, usize) {
-        let mark = (self.pointer.len(), self.path.len());
-        self.pointer.push_str(pointer);
-        self.path.push_str(path);
-        mark
+/// Where the walk is: the root's name and the steps taken from it.
+struct At<'s> {
+    root: String,
+    steps: Vec<Step<'s>>,
+}
+
+impl<'s> At<'s> {
+    fn enter(&mut self, step: Step<'s>) {
+        self.steps.push(step);
     }
 
-    fn leave(&mut self, mark: (usize, usize)) {
-        self.pointer.truncate(mark.0);
-        self.path.truncate(mark.1);
+    fn leave(&mut self) {
+        self.steps.pop();
     }
 
+    /// The JSON pointer into the reader schema, e.g. `/fields/1/type`.
     fn pointer(&self) -> String {
-        if self.pointer.is_empty() {
-            "/".to_owned()
-        } else {
-            self.pointer.clone()
+        let mut pointer = String::new();
+        for step in &self.steps {
+            match step {
+                Step::Field { index, .. } => pointer.push_str(&format!("/fields/{index}")),
+                Step::FieldType => pointer.push_str("/type"),
+                Step::Items => pointer.push_str("/items"),
+                Step::Values => pointer.push_str("/values"),
+                Step::Branch(index) => pointer.push_str(&format!("/{index}")),
+            }
         }
+        if pointer.is_empty() {
+            pointer.push('/');
+        }
+        pointer
+    }
+
+    /// The readable path, e.g. `Order.items[].price`.
+    fn path(&self) -> String {
+        let mut path = self.root.clone();
+        for step in &self.steps {
+            match step {
+                Step::Field { name, .. } => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(name);
+                }
+                Step::Items => path.push_str("[]"),
+                Step::Values => path.push_str("{}"),
+                Step::FieldType | Step::Branch(_) => {}
+            }
+        }
+        path
     }
 }
 
@@ -150,6 +186,8 @@ struct Checker<'s> {
     direction: Direction,
     /// Named (reader, writer) pairs already being compared: recursion stops there.
     in_progress: HashSet<(String, String)>,
+    /// Pairs in the order they were added, so a probe can undo its own additions.
+    in_progress_log: Vec<(String, String)>,
     found: Vec<Incompatibility>,
 }
 
@@ -183,7 +221,7 @@ impl<'s> Checker<'s> {
         self.found.push(Incompatibility {
             rule,
             direction: self.direction,
-            path: at.path.clone(),
+            path: at.path(),
             location: at.pointer(),
             old,
             new,
@@ -192,41 +230,41 @@ impl<'s> Checker<'s> {
         });
     }
 
-    /// True when `reader` can read `writer` without recording anything (used to pick a
-    /// reader union branch).
-    fn readable(&self, reader: &'s Schema, writer: &'s Schema) -> bool {
-        let mut probe = Checker {
-            reader: self.reader,
-            writer: self.writer,
-            direction: self.direction,
-            in_progress: self.in_progress.clone(),
-            found: Vec::new(),
-        };
+    /// True when `reader` can read `writer`; leaves no trace (used to pick a reader union
+    /// branch).
+    fn readable(&mut self, reader: &'s Schema, writer: &'s Schema) -> bool {
+        let found_mark = self.found.len();
+        let log_mark = self.in_progress_log.len();
         let mut at = At {
-            pointer: String::new(),
-            path: String::new(),
+            root: String::new(),
+            steps: Vec::new(),
         };
-        probe.compare(reader, writer, &mut at);
-        probe.found.is_empty()
+        self.compare(reader, writer, &mut at);
+        let readable = self.found.len() == found_mark;
+        self.found.truncate(found_mark);
+        for key in self.in_progress_log.drain(log_mark..) {
+            self.in_progress.remove(&key);
+        }
+        readable
     }
 
-    fn compare(&mut self, reader: &'s Schema, writer: &'s Schema, at: &mut At) {
+    fn compare(&mut self, reader: &'s Schema, writer: &'s Schema, at: &mut At<'s>) {
         let reader = self.reader.resolve(reader);
         let writer = self.writer.resolve(writer);
         match (shape(reader), shape(writer)) {
             (_, Shape::Union(branches)) if !matches!(shape(reader), Shape::Union(_)) => {
                 // Every branch the writer may have used must be readable.
                 for (index, branch) in branches.iter().enumerate() {
-                    let mark = at.enter(&format!("/{index}"), "");
+                    at.enter(Step::Branch(index));
                     self.compare(reader, branch, at);
-                    at.leave(mark);
+                    at.leave();
                 }
             }
             (Shape::Union(_), Shape::Union(writer_branches)) => {
                 for (index, branch) in writer_branches.iter().enumerate() {
-                    let mark = at.enter(&format!("/{index}"), "");
+                    at.enter(Step::Branch(index));
                     self.compare_union_reader(reader, branch, at);
-                    at.leave(mark);
+                    at.leave();
                 }
             }
             (Shape::Union(_), _) => self.compare_union_reader(reader, writer, at),
@@ -239,14 +277,14 @@ impl<'s> Checker<'s> {
             | (Shape::Bytes, Shape::Bytes | Shape::String)
             | (Shape::String, Shape::String | Shape::Bytes) => {}
             (Shape::Array(reader_items), Shape::Array(writer_items)) => {
-                let mark = at.enter("/items", "[]");
+                at.enter(Step::Items);
                 self.compare(reader_items, writer_items, at);
-                at.leave(mark);
+                at.leave();
             }
             (Shape::Map(reader_values), Shape::Map(writer_values)) => {
-                let mark = at.enter("/values", "{}");
+                at.enter(Step::Values);
                 self.compare(reader_values, writer_values, at);
-                at.leave(mark);
+                at.leave();
             }
             (Shape::Fixed(reader_fixed), Shape::Fixed(writer_fixed)) => {
                 self.check_name(
@@ -293,7 +331,8 @@ impl<'s> Checker<'s> {
                     reader_record.name.fullname(None),
                     writer_record.name.fullname(None),
                 );
-                if self.in_progress.insert(key) {
+                if self.in_progress.insert(key.clone()) {
+                    self.in_progress_log.push(key);
                     self.compare_records(reader_record, writer_record, at);
                 }
             }
@@ -318,7 +357,7 @@ impl<'s> Checker<'s> {
     }
 
     /// A reader union reading one (non-union) writer type: some branch must read it.
-    fn compare_union_reader(&mut self, reader: &'s Schema, writer: &'s Schema, at: &mut At) {
+    fn compare_union_reader(&mut self, reader: &'s Schema, writer: &'s Schema, at: &mut At<'s>) {
         let Shape::Union(branches) = shape(reader) else {
             return self.compare(reader, writer, at);
         };
@@ -412,23 +451,27 @@ impl<'s> Checker<'s> {
         );
     }
 
-    fn compare_records(&mut self, reader: &'s RecordSchema, writer: &'s RecordSchema, at: &mut At) {
+    fn compare_records(
+        &mut self,
+        reader: &'s RecordSchema,
+        writer: &'s RecordSchema,
+        at: &mut At<'s>,
+    ) {
         for (index, reader_field) in reader.fields.iter().enumerate() {
             // Only the reader's aliases count (the writer's own aliases are not used), so the
             // writer is searched by declared field name, not through its alias-aware lookup.
             let writer_field = std::iter::once(&reader_field.name)
                 .chain(reader_field.aliases.iter())
                 .find_map(|name| writer.fields.iter().find(|field| &field.name == name));
-            let separator = if at.path.is_empty() { "" } else { "." };
-            let mark = at.enter(
-                &format!("/fields/{index}"),
-                &format!("{separator}{}", reader_field.name),
-            );
+            at.enter(Step::Field {
+                index,
+                name: &reader_field.name,
+            });
             match writer_field {
                 Some(writer_field) => {
-                    let type_mark = at.enter("/type", "");
+                    at.enter(Step::FieldType);
                     self.compare(&reader_field.schema, &writer_field.schema, at);
-                    at.leave(type_mark);
+                    at.leave();
                 }
                 None if reader_field.default.is_none() => {
                     let description = format!(
@@ -452,7 +495,7 @@ impl<'s> Checker<'s> {
                 }
                 None => {}
             }
-            at.leave(mark);
+            at.leave();
         }
     }
 }

@@ -3,7 +3,7 @@
 
 pub(crate) mod compat;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
 use apache_avro::Schema;
@@ -26,9 +26,17 @@ impl AvroSchema {
             Schema::parse_str_with_list(text, references.iter().map(|r| r.schema.as_str()))
                 .map_err(|e| ParseError::Avro(e.to_string()))?
         };
-        let mut named = HashMap::new();
+        // Only types that some `Ref` points at are kept by name: most schemas have none, and
+        // a copy of every named type would double the memory of each parsed schema.
+        let mut wanted = HashSet::new();
         for schema in referenced.iter().chain(std::iter::once(&root)) {
-            collect_named(schema, &mut named);
+            collect_refs(schema, &mut wanted);
+        }
+        let mut named = HashMap::new();
+        if !wanted.is_empty() {
+            for schema in referenced.iter().chain(std::iter::once(&root)) {
+                collect_named(schema, &wanted, &mut named);
+            }
         }
         Ok(Self { root, named })
     }
@@ -73,35 +81,49 @@ impl AvroSchema {
     }
 }
 
-fn collect_named(schema: &Schema, named: &mut HashMap<String, Schema>) {
+fn children(schema: &Schema) -> Vec<&Schema> {
     match schema {
-        Schema::Record(record) => {
-            named.insert(record.name.fullname(None), schema.clone());
-            for field in &record.fields {
-                collect_named(&field.schema, named);
-            }
-        }
-        Schema::Enum(inner) => {
-            named.insert(inner.name.fullname(None), schema.clone());
-        }
+        Schema::Record(record) => record.fields.iter().map(|field| &field.schema).collect(),
+        Schema::Array(array) => vec![&array.items],
+        Schema::Map(map) => vec![&map.types],
+        Schema::Union(union) => union.variants().iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn collect_refs(schema: &Schema, wanted: &mut HashSet<String>) {
+    if let Schema::Ref { name } = schema {
+        wanted.insert(name.fullname(None));
+    }
+    for child in children(schema) {
+        collect_refs(child, wanted);
+    }
+}
+
+fn collect_named(schema: &Schema, wanted: &HashSet<String>, named: &mut HashMap<String, Schema>) {
+    let definition = match schema {
+        Schema::Record(record) => Some((record.name.fullname(None), schema.clone())),
+        Schema::Enum(inner) => Some((inner.name.fullname(None), schema.clone())),
         Schema::Fixed(inner) | Schema::Duration(inner) => {
-            named.insert(inner.name.fullname(None), Schema::Fixed(inner.clone()));
+            Some((inner.name.fullname(None), Schema::Fixed(inner.clone())))
         }
-        Schema::Decimal(decimal) => {
-            if let InnerDecimalSchema::Fixed(inner) = &decimal.inner {
-                named.insert(inner.name.fullname(None), Schema::Fixed(inner.clone()));
+        Schema::Decimal(decimal) => match &decimal.inner {
+            InnerDecimalSchema::Fixed(inner) => {
+                Some((inner.name.fullname(None), Schema::Fixed(inner.clone())))
             }
-        }
+            InnerDecimalSchema::Bytes => None,
+        },
         Schema::Uuid(UuidSchema::Fixed(inner)) => {
-            named.insert(inner.name.fullname(None), Schema::Fixed(inner.clone()));
+            Some((inner.name.fullname(None), Schema::Fixed(inner.clone())))
         }
-        Schema::Array(array) => collect_named(&array.items, named),
-        Schema::Map(map) => collect_named(&map.types, named),
-        Schema::Union(union) => {
-            for variant in union.variants() {
-                collect_named(variant, named);
-            }
+        _ => None,
+    };
+    if let Some((name, definition)) = definition {
+        if wanted.contains(&name) {
+            named.insert(name, definition);
         }
-        _ => {}
+    }
+    for child in children(schema) {
+        collect_named(child, wanted, named);
     }
 }

@@ -227,3 +227,82 @@ fn schema_type_change_is_incompatible() {
     );
     assert!(check(&previous, &proto, CompatibilityLevel::None).is_compatible());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Schema text comes from the network: any input gives a schema or a typed error.
+    #[test]
+    fn parsing_arbitrary_text_never_panics(text in "\\PC{0,160}") {
+        let _ = ParsedSchema::parse(SchemaType::Avro, &text, &[]);
+        let _ = ParsedSchema::parse(SchemaType::Protobuf, &text, &[]);
+    }
+
+    #[test]
+    fn parsing_arbitrary_json_never_panics(value in arbitrary_json()) {
+        let _ = ParsedSchema::parse(SchemaType::Avro, &value.to_string(), &[]);
+    }
+
+    /// Base64 `FileDescriptorProto`s are decoded from untrusted bytes too.
+    #[test]
+    fn arbitrary_descriptor_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        use base64::Engine;
+        let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let _ = ParsedSchema::parse(SchemaType::Protobuf, &text, &[]);
+    }
+}
+
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        prop::sample::select(vec![
+            "record",
+            "enum",
+            "fixed",
+            "array",
+            "map",
+            "int",
+            "string",
+            "null",
+            "name",
+            "fields",
+            "type",
+            "symbols",
+            "size",
+            "items",
+            "values",
+            "default",
+            "logicalType",
+            "decimal"
+        ])
+        .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop::sample::select(vec![
+                    "type",
+                    "name",
+                    "fields",
+                    "symbols",
+                    "size",
+                    "items",
+                    "values",
+                    "default",
+                    "namespace",
+                    "aliases",
+                    "logicalType",
+                    "precision",
+                    "scale"
+                ])
+                .prop_map(str::to_owned),
+                inner,
+                0..5,
+            )
+            .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}

@@ -256,6 +256,27 @@ mod tests {
         assert_eq!(snapshot.next_id, 8);
     }
 
+    proptest::proptest! {
+        /// Whatever bytes sit on disk, loading answers Ok or a typed error, never a panic.
+        #[test]
+        fn loading_arbitrary_records_never_panics(
+            records in proptest::collection::vec(
+                (proptest::sample::select(vec![b's', b'v', b'c', b'm', b'n', b'x']),
+                 proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+                 proptest::collection::vec(proptest::num::u8::ANY, 0..40)),
+                1..20,
+            )
+        ) {
+            let store = Store::temporary().expect("temporary store");
+            for (prefix, key, value) in records {
+                let mut full = vec![prefix];
+                full.extend(key);
+                store.db.insert(full, value).expect("insert");
+            }
+            let _ = store.load();
+        }
+    }
+
     #[test]
     fn version_keys_split_even_when_the_version_has_zero_bytes() {
         for version in [1u32, 256, 65_536, u32::MAX] {

@@ -1128,3 +1128,139 @@ async fn everything_survives_a_reopen() {
         "id allocation continues after the highest id"
     );
 }
+
+#[tokio::test]
+async fn basic_auth_roles_are_enforced_through_the_stack() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        "[[user]]\nname = \"reader\"\npassword_sha256 = \"51e98042068c15c3b59877f3ae364f747fddf0e5b15ebd8172d9c0804304512a\"\nrole = \"read\"\n\
+         [[user]]\nname = \"writer\"\npassword_sha256 = \"f828b5cac5909cff4ac0c3f8727e498124d75b321fe45e7e5d7c65930876fa44\"\nrole = \"write\"\n\
+         [[user]]\nname = \"admin\"\npassword_sha256 = \"b630f5d579dfef28c45ddf5e3c7a65f09ebca4d5b064a70c4203578c8667fdeb\"\nrole = \"admin\"\n",
+    )
+    .expect("write users");
+    let auth = herald_registry::auth::AuthConfig::load(&users).expect("valid users file");
+    let registry =
+        Arc::new(Registry::open(Store::open(dir.path()).expect("store")).expect("registry"));
+    let app = NormalizePathLayer::trim_trailing_slash().layer(app(registry, Some(auth)));
+    let call = |method: &str, path: &str, user: Option<(&str, &str)>, body: Option<&str>| {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some((name, password)) = user {
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
+            request = request.header("Authorization", format!("Basic {token}"));
+        }
+        let request = request
+            .body(
+                body.map(|b| Body::from(b.to_owned()))
+                    .unwrap_or_else(Body::empty),
+            )
+            .expect("request");
+        let app = app.clone();
+        async move {
+            app.oneshot(request)
+                .await
+                .expect("infallible")
+                .status()
+                .as_u16()
+        }
+    };
+    let schema = r#"{"schema": "\"string\""}"#;
+    assert_eq!(call("GET", "/subjects", None, None).await, 401);
+    assert_eq!(
+        call("GET", "/subjects", Some(("reader", "wrong")), None).await,
+        401
+    );
+    assert_eq!(
+        call("GET", "/health", None, None).await,
+        200,
+        "health stays open for probes"
+    );
+    assert_eq!(
+        call("GET", "/subjects", Some(("reader", "reader-pass")), None).await,
+        200
+    );
+    assert_eq!(
+        call(
+            "POST",
+            "/subjects/a/versions",
+            Some(("reader", "reader-pass")),
+            Some(schema)
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        call(
+            "POST",
+            "/subjects/a/versions",
+            Some(("writer", "writer-pass")),
+            Some(schema)
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        call(
+            "POST",
+            "/subjects/a",
+            Some(("reader", "reader-pass")),
+            Some(schema)
+        )
+        .await,
+        200,
+        "lookup is a read"
+    );
+    assert_eq!(
+        call(
+            "PUT",
+            "/config",
+            Some(("writer", "writer-pass")),
+            Some(r#"{"compatibility":"NONE"}"#)
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        call(
+            "PUT",
+            "/config",
+            Some(("admin", "admin-pass")),
+            Some(r#"{"compatibility":"NONE"}"#)
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        call(
+            "DELETE",
+            "/subjects/a",
+            Some(("writer", "writer-pass")),
+            None
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        call(
+            "DELETE",
+            "/subjects/a?permanent=true",
+            Some(("writer", "writer-pass")),
+            None
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        call(
+            "DELETE",
+            "/subjects/a?permanent=true",
+            Some(("admin", "admin-pass")),
+            None
+        )
+        .await,
+        200
+    );
+}

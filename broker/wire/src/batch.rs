@@ -1,0 +1,695 @@
+//! Record batches: encoded once by the producer, stamped by the broker, stored and served as
+//! the same bytes.
+//!
+//! ```text
+//! offset size field
+//!  0     8    base_offset         i64  stamped by the broker (outside the CRC)
+//!  8     4    batch_length        u32  bytes after this field
+//! 12     8    append_time_ms      i64  stamped by the broker (outside the CRC)
+//! 20     4    crc32c              u32  CRC32C of bytes 24..end
+//! 24     1    magic               = 1
+//! 25     1    attributes          reserved, 0
+//! 26     4    record_count        u32
+//! 30     8    first_timestamp_ms  i64  producer clock
+//! 38     8    max_timestamp_ms    i64
+//! 46     8    producer_id         i64  -1 when not idempotent
+//! 54     2    producer_epoch      i16
+//! 56     4    base_sequence       i32  -1 when not idempotent
+//! 60     ..   records
+//!
+//! record:
+//!   u32 record_length (bytes after this field)
+//!   i64 timestamp_delta_ms (from first_timestamp_ms)
+//!   i32 key_length  (-1 = no key)      key bytes
+//!   i32 value_length (-1 = tombstone)  value bytes
+//!   u16 header_count, then per header: u16 key_length, UTF-8 key, u32 value_length, value
+//! ```
+
+use crate::codec::{DecodeError, Reader};
+use crate::limits::{
+    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, HEADERS_PER_RECORD_MAX, HEADER_KEY_BYTES_MAX,
+    HEADER_VALUE_BYTES_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX,
+};
+
+/// Bytes before `batch_length` ends: base offset + length. A log reads this much to learn a
+/// batch's size.
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+/// Size of the fixed batch header.
+pub const BATCH_HEADER_BYTES: usize = 60;
+/// Where the CRC-covered part starts.
+const CRC_START: usize = 24;
+/// The batch format version this code writes and reads.
+pub const BATCH_MAGIC: u8 = 1;
+
+/// Why a batch is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("batch checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("unsupported batch format {0}")]
+    UnsupportedMagic(u8),
+    #[error("batch says {declared} records but holds {actual}")]
+    RecordCountMismatch { declared: u32, actual: u32 },
+    #[error("batch holds no records")]
+    Empty,
+}
+
+/// A header on a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// A record to put in a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    /// `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+}
+
+/// Builds the bytes of one batch.
+#[derive(Debug, Clone)]
+pub struct BatchBuilder {
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    records: Vec<Record>,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            records: Vec::new(),
+        }
+    }
+}
+
+impl BatchBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks the batch as sent by an idempotent producer.
+    pub fn idempotent(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    pub fn push(&mut self, record: Record) -> &mut Self {
+        self.records.push(record);
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The encoded batch (base offset 0, append time -1, CRC filled in). Fails when a limit
+    /// is exceeded, so a producer learns it before sending.
+    pub fn encode(&self) -> Result<Vec<u8>, BatchError> {
+        if self.records.is_empty() {
+            return Err(BatchError::Empty);
+        }
+        if self.records.len() > BATCH_RECORDS_MAX as usize {
+            return Err(DecodeError::TooLarge {
+                what: "batch records",
+                size: self.records.len(),
+                limit: BATCH_RECORDS_MAX as usize,
+            }
+            .into());
+        }
+        let first_timestamp = self.records[0].timestamp_ms;
+        let max_timestamp = self
+            .records
+            .iter()
+            .map(|r| r.timestamp_ms)
+            .max()
+            .unwrap_or(first_timestamp);
+        let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + self.records.len() * 64);
+        out.extend_from_slice(&0i64.to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&(-1i64).to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.push(BATCH_MAGIC);
+        out.push(0);
+        out.extend_from_slice(&(self.records.len() as u32).to_be_bytes());
+        out.extend_from_slice(&first_timestamp.to_be_bytes());
+        out.extend_from_slice(&max_timestamp.to_be_bytes());
+        out.extend_from_slice(&self.producer_id.to_be_bytes());
+        out.extend_from_slice(&self.producer_epoch.to_be_bytes());
+        out.extend_from_slice(&self.base_sequence.to_be_bytes());
+        for record in &self.records {
+            encode_record(&mut out, record, first_timestamp)?;
+        }
+        if out.len() > BATCH_BYTES_MAX {
+            return Err(DecodeError::TooLarge {
+                what: "batch",
+                size: out.len(),
+                limit: BATCH_BYTES_MAX,
+            }
+            .into());
+        }
+        let length = (out.len() - LOG_OVERHEAD_BYTES) as u32;
+        out[8..12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&out[CRC_START..]);
+        out[20..24].copy_from_slice(&crc.to_be_bytes());
+        Ok(out)
+    }
+}
+
+fn encode_record(
+    out: &mut Vec<u8>,
+    record: &Record,
+    first_timestamp: i64,
+) -> Result<(), BatchError> {
+    let too_large =
+        |what, size, limit| BatchError::from(DecodeError::TooLarge { what, size, limit });
+    if let Some(key) = &record.key {
+        if key.len() > KEY_BYTES_MAX {
+            return Err(too_large("key", key.len(), KEY_BYTES_MAX));
+        }
+    }
+    if let Some(value) = &record.value {
+        if value.len() > VALUE_BYTES_MAX {
+            return Err(too_large("value", value.len(), VALUE_BYTES_MAX));
+        }
+    }
+    if record.headers.len() > HEADERS_PER_RECORD_MAX as usize {
+        return Err(too_large(
+            "headers",
+            record.headers.len(),
+            HEADERS_PER_RECORD_MAX as usize,
+        ));
+    }
+    let delta = record.timestamp_ms.wrapping_sub(first_timestamp);
+    let start = out.len();
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&delta.to_be_bytes());
+    put_optional(out, record.key.as_deref());
+    put_optional(out, record.value.as_deref());
+    out.extend_from_slice(&(record.headers.len() as u16).to_be_bytes());
+    for header in &record.headers {
+        if header.key.len() > HEADER_KEY_BYTES_MAX {
+            return Err(too_large(
+                "header key",
+                header.key.len(),
+                HEADER_KEY_BYTES_MAX,
+            ));
+        }
+        if header.value.len() > HEADER_VALUE_BYTES_MAX {
+            return Err(too_large(
+                "header value",
+                header.value.len(),
+                HEADER_VALUE_BYTES_MAX,
+            ));
+        }
+        out.extend_from_slice(&(header.key.len() as u16).to_be_bytes());
+        out.extend_from_slice(header.key.as_bytes());
+        out.extend_from_slice(&(header.value.len() as u32).to_be_bytes());
+        out.extend_from_slice(&header.value);
+    }
+    let length = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&length.to_be_bytes());
+    Ok(())
+}
+
+fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+}
+
+/// A validated view over one encoded batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchView<'a> {
+    bytes: &'a [u8],
+}
+
+/// The size of the batch starting at `bytes`, from its first 12 bytes; `None` if fewer.
+pub fn batch_size(bytes: &[u8]) -> Option<usize> {
+    let length: [u8; 4] = bytes.get(8..12)?.try_into().ok()?;
+    Some(LOG_OVERHEAD_BYTES + u32::from_be_bytes(length) as usize)
+}
+
+impl<'a> BatchView<'a> {
+    /// Parses the batch at the start of `bytes` (which may hold more after it), checking
+    /// its length, format and CRC. Records are checked by [`BatchView::validate_records`].
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, BatchError> {
+        if bytes.len() < BATCH_HEADER_BYTES {
+            return Err(DecodeError::Truncated {
+                what: "batch header",
+                needed: BATCH_HEADER_BYTES - bytes.len(),
+            }
+            .into());
+        }
+        let size = batch_size(bytes).unwrap_or(0);
+        if size > BATCH_BYTES_MAX {
+            return Err(DecodeError::TooLarge {
+                what: "batch",
+                size,
+                limit: BATCH_BYTES_MAX,
+            }
+            .into());
+        }
+        if size < BATCH_HEADER_BYTES {
+            return Err(DecodeError::Invalid {
+                what: "batch length",
+                detail: format!("{size} is shorter than the header"),
+            }
+            .into());
+        }
+        if bytes.len() < size {
+            return Err(DecodeError::Truncated {
+                what: "batch",
+                needed: size - bytes.len(),
+            }
+            .into());
+        }
+        let view = Self {
+            bytes: &bytes[..size],
+        };
+        if view.bytes[24] != BATCH_MAGIC {
+            return Err(BatchError::UnsupportedMagic(view.bytes[24]));
+        }
+        let stored = view.crc();
+        let computed = crc32c::crc32c(&view.bytes[CRC_START..]);
+        if stored != computed {
+            return Err(BatchError::CrcMismatch { stored, computed });
+        }
+        if view.record_count() == 0 {
+            return Err(BatchError::Empty);
+        }
+        if view.record_count() > BATCH_RECORDS_MAX {
+            return Err(DecodeError::TooLarge {
+                what: "batch records",
+                size: view.record_count() as usize,
+                limit: BATCH_RECORDS_MAX as usize,
+            }
+            .into());
+        }
+        Ok(view)
+    }
+
+    /// Walks every record, checking lengths and limits and that the count matches.
+    pub fn validate_records(&self) -> Result<(), BatchError> {
+        let mut count = 0u32;
+        for record in self.records() {
+            record?;
+            count += 1;
+        }
+        if count != self.record_count() {
+            return Err(BatchError::RecordCountMismatch {
+                declared: self.record_count(),
+                actual: count,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn field<const N: usize>(&self, at: usize) -> [u8; N] {
+        let mut array = [0u8; N];
+        array.copy_from_slice(&self.bytes[at..at + N]);
+        array
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        i64::from_be_bytes(self.field(0))
+    }
+
+    pub fn append_time_ms(&self) -> i64 {
+        i64::from_be_bytes(self.field(12))
+    }
+
+    pub fn crc(&self) -> u32 {
+        u32::from_be_bytes(self.field(20))
+    }
+
+    pub fn record_count(&self) -> u32 {
+        u32::from_be_bytes(self.field(26))
+    }
+
+    /// Offset of the last record: base + count - 1.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset() + i64::from(self.record_count()) - 1
+    }
+
+    /// The offset after this batch.
+    pub fn next_offset(&self) -> i64 {
+        self.base_offset() + i64::from(self.record_count())
+    }
+
+    pub fn first_timestamp_ms(&self) -> i64 {
+        i64::from_be_bytes(self.field(30))
+    }
+
+    pub fn max_timestamp_ms(&self) -> i64 {
+        i64::from_be_bytes(self.field(38))
+    }
+
+    pub fn producer_id(&self) -> i64 {
+        i64::from_be_bytes(self.field(46))
+    }
+
+    pub fn producer_epoch(&self) -> i16 {
+        i16::from_be_bytes(self.field(54))
+    }
+
+    pub fn base_sequence(&self) -> i32 {
+        i32::from_be_bytes(self.field(56))
+    }
+
+    /// The records, each decoded lazily; a malformed one yields an error and ends the walk.
+    pub fn records(&self) -> RecordIter<'a> {
+        RecordIter {
+            reader: Reader::new(&self.bytes[BATCH_HEADER_BYTES..]),
+            first_timestamp: self.first_timestamp_ms(),
+            failed: false,
+        }
+    }
+}
+
+/// Stamps the broker-assigned base offset and append time into an encoded batch. Both fields
+/// are outside the CRC, so the producer's checksum stays valid.
+pub fn stamp(bytes: &mut [u8], base_offset: i64, append_time_ms: i64) {
+    if bytes.len() >= BATCH_HEADER_BYTES {
+        bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
+        bytes[12..20].copy_from_slice(&append_time_ms.to_be_bytes());
+    }
+}
+
+/// One record inside a batch, borrowing its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub timestamp_ms: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a str, &'a [u8])>,
+}
+
+impl RecordView<'_> {
+    pub fn to_owned_record(&self) -> Record {
+        Record {
+            timestamp_ms: self.timestamp_ms,
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.map(<[u8]>::to_vec),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| Header {
+                    key: (*k).to_owned(),
+                    value: v.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn header(&self, key: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+}
+
+pub struct RecordIter<'a> {
+    reader: Reader<'a>,
+    first_timestamp: i64,
+    failed: bool,
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<RecordView<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.reader.remaining() == 0 {
+            return None;
+        }
+        let result = decode_record(&mut self.reader, self.first_timestamp);
+        self.failed = result.is_err();
+        Some(result.map_err(BatchError::from))
+    }
+}
+
+fn decode_record<'a>(
+    reader: &mut Reader<'a>,
+    first_timestamp: i64,
+) -> Result<RecordView<'a>, DecodeError> {
+    let length = reader.u32("record length")? as usize;
+    let body = reader.take(length, "record")?;
+    let mut record = Reader::new(body);
+    let delta = record.i64("timestamp delta")?;
+    let key = optional(&mut record, "key", KEY_BYTES_MAX)?;
+    let value = optional(&mut record, "value", VALUE_BYTES_MAX)?;
+    let count = record.u16("header count")?;
+    if count > HEADERS_PER_RECORD_MAX {
+        return Err(DecodeError::TooLarge {
+            what: "headers",
+            size: count as usize,
+            limit: HEADERS_PER_RECORD_MAX as usize,
+        });
+    }
+    let mut headers = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let key_len = record.u16("header key length")? as usize;
+        if key_len > HEADER_KEY_BYTES_MAX {
+            return Err(DecodeError::TooLarge {
+                what: "header key",
+                size: key_len,
+                limit: HEADER_KEY_BYTES_MAX,
+            });
+        }
+        let key = std::str::from_utf8(record.take(key_len, "header key")?)
+            .map_err(|_| DecodeError::InvalidUtf8 { what: "header key" })?;
+        let value = record.bytes("header value", HEADER_VALUE_BYTES_MAX)?;
+        headers.push((key, value));
+    }
+    record.finish("record")?;
+    Ok(RecordView {
+        timestamp_ms: first_timestamp.wrapping_add(delta),
+        key,
+        value,
+        headers,
+    })
+}
+
+fn optional<'a>(
+    reader: &mut Reader<'a>,
+    what: &'static str,
+    limit: usize,
+) -> Result<Option<&'a [u8]>, DecodeError> {
+    let len = reader.i32(what)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let len = len as usize;
+    if len > limit {
+        return Err(DecodeError::TooLarge {
+            what,
+            size: len,
+            limit,
+        });
+    }
+    reader.take(len, what).map(Some)
+}
+
+/// Walks a buffer of consecutive batches (a log segment or a fetch response), yielding each
+/// valid batch; stops with an error at the first torn or corrupt one.
+pub fn batches(bytes: &[u8]) -> impl Iterator<Item = Result<BatchView<'_>, BatchError>> {
+    let mut rest = bytes;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || rest.is_empty() {
+            return None;
+        }
+        match BatchView::parse(rest) {
+            Ok(view) => {
+                rest = &rest[view.size()..];
+                Some(Ok(view))
+            }
+            Err(error) => {
+                failed = true;
+                Some(Err(error))
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record(i: u8) -> Record {
+        Record {
+            timestamp_ms: 1_700_000_000_000 + i64::from(i),
+            key: Some(vec![i; 3]),
+            value: if i % 5 == 0 { None } else { Some(vec![i; 10]) },
+            headers: vec![Header {
+                key: "idempotency-key".into(),
+                value: vec![i],
+            }],
+        }
+    }
+
+    #[test]
+    fn encode_parse_and_stamp() {
+        let mut builder = BatchBuilder::new().idempotent(7, 1, 42);
+        for i in 0..10 {
+            builder.push(record(i));
+        }
+        let mut bytes = builder.encode().expect("encodes");
+        stamp(&mut bytes, 1000, 123);
+        let view = BatchView::parse(&bytes).expect("valid after stamping");
+        view.validate_records().expect("records valid");
+        assert_eq!(
+            (view.base_offset(), view.last_offset(), view.next_offset()),
+            (1000, 1009, 1010)
+        );
+        assert_eq!(
+            (
+                view.producer_id(),
+                view.producer_epoch(),
+                view.base_sequence()
+            ),
+            (7, 1, 42)
+        );
+        assert_eq!(view.append_time_ms(), 123);
+        let decoded: Vec<Record> = view
+            .records()
+            .map(|r| r.expect("record").to_owned_record())
+            .collect();
+        assert_eq!(decoded, (0..10).map(record).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_flipped_bit_is_caught_by_the_crc() {
+        let mut builder = BatchBuilder::new();
+        builder.push(record(1));
+        let mut bytes = builder.encode().expect("encodes");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(matches!(
+            BatchView::parse(&bytes),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn limits_are_enforced_when_building() {
+        let mut builder = BatchBuilder::new();
+        builder.push(Record {
+            key: Some(vec![0; KEY_BYTES_MAX + 1]),
+            ..Record::default()
+        });
+        assert!(matches!(
+            builder.encode(),
+            Err(BatchError::Decode(DecodeError::TooLarge {
+                what: "key",
+                ..
+            }))
+        ));
+        assert!(matches!(
+            BatchBuilder::new().encode(),
+            Err(BatchError::Empty)
+        ));
+    }
+
+    fn arbitrary_record() -> impl Strategy<Value = Record> {
+        (
+            any::<i32>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..50)),
+            proptest::collection::vec(
+                ("[a-z-]{0,12}", proptest::collection::vec(any::<u8>(), 0..8)),
+                0..3,
+            ),
+        )
+            .prop_map(|(t, key, value, headers)| Record {
+                timestamp_ms: 1_700_000_000_000 + i64::from(t),
+                key,
+                value,
+                headers: headers
+                    .into_iter()
+                    .map(|(key, value)| Header { key, value })
+                    .collect(),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn batches_round_trip(records in proptest::collection::vec(arbitrary_record(), 1..20), base in 0i64..1_000_000) {
+            let mut builder = BatchBuilder::new();
+            for record in &records {
+                builder.push(record.clone());
+            }
+            let mut bytes = builder.encode().expect("encodes");
+            stamp(&mut bytes, base, 5);
+            let view = BatchView::parse(&bytes).expect("parses");
+            view.validate_records().expect("valid");
+            let decoded: Vec<Record> = view.records().map(|r| r.expect("record").to_owned_record()).collect();
+            prop_assert_eq!(decoded, records);
+        }
+
+        #[test]
+        fn random_and_truncated_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400), cut in 0usize..400) {
+            if let Ok(view) = BatchView::parse(&bytes) {
+                let _ = view.validate_records();
+            }
+            let _ = batches(&bytes).count();
+            let mut builder = BatchBuilder::new();
+            builder.push(Record { value: Some(bytes.clone()), ..Record::default() });
+            let encoded = builder.encode().expect("encodes");
+            let cut = cut.min(encoded.len());
+            if let Ok(view) = BatchView::parse(&encoded[..cut]) {
+                prop_assert_eq!(cut, encoded.len());
+                view.validate_records().expect("complete batch is valid");
+            }
+        }
+
+        /// A CRC-valid batch whose record section lies (forged by recomputing the CRC) is
+        /// still refused by record validation, never a panic.
+        #[test]
+        fn forged_record_sections_are_refused(garbage in proptest::collection::vec(any::<u8>(), 0..100), count in 1u32..5) {
+            let mut builder = BatchBuilder::new();
+            builder.push(Record::default());
+            let mut bytes = builder.encode().expect("encodes");
+            bytes.truncate(BATCH_HEADER_BYTES);
+            bytes.extend_from_slice(&garbage);
+            bytes[26..30].copy_from_slice(&count.to_be_bytes());
+            let length = (bytes.len() - LOG_OVERHEAD_BYTES) as u32;
+            bytes[8..12].copy_from_slice(&length.to_be_bytes());
+            let crc = crc32c::crc32c(&bytes[CRC_START..]);
+            bytes[20..24].copy_from_slice(&crc.to_be_bytes());
+            if let Ok(view) = BatchView::parse(&bytes) {
+                let _ = view.validate_records();
+            }
+        }
+    }
+}

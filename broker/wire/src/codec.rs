@@ -1,0 +1,135 @@
+//! Bounds-checked big-endian reading and writing shared by every decoder.
+
+/// Why bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated: {what} needs {needed} more bytes")]
+    Truncated { what: &'static str, needed: usize },
+    #[error("{what} is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    #[error("{what} is not valid UTF-8")]
+    InvalidUtf8 { what: &'static str },
+    #[error("invalid {what}: {detail}")]
+    Invalid { what: &'static str, detail: String },
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    #[error("unknown api {0}")]
+    UnknownApi(u16),
+    #[error("{trailing} unexpected bytes after {what}")]
+    Trailing { what: &'static str, trailing: usize },
+}
+
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, position: 0 }
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.position
+    }
+
+    pub(crate) fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.remaining() < len {
+            return Err(DecodeError::Truncated {
+                what,
+                needed: len - self.remaining(),
+            });
+        }
+        let slice = &self.bytes[self.position..self.position + len];
+        self.position += len;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
+        let slice = self.take(N, what)?;
+        let mut array = [0u8; N];
+        array.copy_from_slice(slice);
+        Ok(array)
+    }
+
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.array(what)?))
+    }
+
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array(what)?))
+    }
+
+    pub(crate) fn i32(&mut self, what: &'static str) -> Result<i32, DecodeError> {
+        Ok(i32::from_be_bytes(self.array(what)?))
+    }
+
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array(what)?))
+    }
+
+    pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(self.array(what)?))
+    }
+
+    /// A u16-length-prefixed UTF-8 string of at most `limit` bytes.
+    pub(crate) fn string(
+        &mut self,
+        what: &'static str,
+        limit: usize,
+    ) -> Result<String, DecodeError> {
+        let len = self.u16(what)? as usize;
+        if len > limit {
+            return Err(DecodeError::TooLarge {
+                what,
+                size: len,
+                limit,
+            });
+        }
+        let bytes = self.take(len, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { what })
+    }
+
+    /// A u32-length-prefixed byte string of at most `limit` bytes.
+    pub(crate) fn bytes(
+        &mut self,
+        what: &'static str,
+        limit: usize,
+    ) -> Result<&'a [u8], DecodeError> {
+        let len = self.u32(what)? as usize;
+        if len > limit {
+            return Err(DecodeError::TooLarge {
+                what,
+                size: len,
+                limit,
+            });
+        }
+        self.take(len, what)
+    }
+
+    pub(crate) fn finish(&self, what: &'static str) -> Result<(), DecodeError> {
+        match self.remaining() {
+            0 => Ok(()),
+            trailing => Err(DecodeError::Trailing { what, trailing }),
+        }
+    }
+}
+
+pub(crate) fn put_string(out: &mut Vec<u8>, text: &str) {
+    let len = text.len().min(u16::MAX as usize);
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend_from_slice(&text.as_bytes()[..len]);
+}
+
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}

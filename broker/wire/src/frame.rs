@@ -1,0 +1,134 @@
+//! Frames: the length-prefixed, versioned envelope of every request and response.
+
+use crate::codec::{DecodeError, Reader};
+use crate::limits::FRAME_BYTES_MAX;
+
+/// The protocol version this code speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Length prefix plus fixed header.
+pub const FRAME_HEADER_BYTES: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Request,
+    Response,
+}
+
+/// The fixed part of a frame after its length prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub kind: FrameKind,
+    pub api: u16,
+    pub request_id: u64,
+}
+
+/// A decoded frame: header plus body bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub header: FrameHeader,
+    pub body: Vec<u8>,
+}
+
+impl Frame {
+    /// Encodes header and `body` with the length prefix.
+    pub fn encode(header: FrameHeader, body: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        let length = FRAME_HEADER_BYTES - 4 + body.len();
+        if length > FRAME_BYTES_MAX {
+            return Err(DecodeError::TooLarge {
+                what: "frame",
+                size: length,
+                limit: FRAME_BYTES_MAX,
+            });
+        }
+        let mut out = Vec::with_capacity(4 + length);
+        out.extend_from_slice(&(length as u32).to_be_bytes());
+        out.push(PROTOCOL_VERSION);
+        out.push(match header.kind {
+            FrameKind::Request => 0,
+            FrameKind::Response => 1,
+        });
+        out.extend_from_slice(&header.api.to_be_bytes());
+        out.extend_from_slice(&header.request_id.to_be_bytes());
+        out.extend_from_slice(body);
+        Ok(out)
+    }
+
+    /// The length announced by a 4-byte prefix, checked against the limit.
+    pub fn announced_length(prefix: [u8; 4]) -> Result<usize, DecodeError> {
+        let length = u32::from_be_bytes(prefix) as usize;
+        if length > FRAME_BYTES_MAX {
+            return Err(DecodeError::TooLarge {
+                what: "frame",
+                size: length,
+                limit: FRAME_BYTES_MAX,
+            });
+        }
+        if length < FRAME_HEADER_BYTES - 4 {
+            return Err(DecodeError::Invalid {
+                what: "frame length",
+                detail: format!("{length} is shorter than the header"),
+            });
+        }
+        Ok(length)
+    }
+
+    /// Decodes the bytes after the length prefix.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(bytes);
+        let version = reader.u8("frame version")?;
+        if version != PROTOCOL_VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let kind = match reader.u8("frame kind")? {
+            0 => FrameKind::Request,
+            1 => FrameKind::Response,
+            other => {
+                return Err(DecodeError::Invalid {
+                    what: "frame kind",
+                    detail: other.to_string(),
+                })
+            }
+        };
+        let api = reader.u16("api")?;
+        let request_id = reader.u64("request id")?;
+        let body = reader.take(reader.remaining(), "body")?.to_vec();
+        Ok(Self {
+            header: FrameHeader {
+                kind,
+                api,
+                request_id,
+            },
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn frames_round_trip(api in any::<u16>(), request_id in any::<u64>(), body in proptest::collection::vec(any::<u8>(), 0..100), response in any::<bool>()) {
+            let header = FrameHeader { kind: if response { FrameKind::Response } else { FrameKind::Request }, api, request_id };
+            let bytes = Frame::encode(header, &body).expect("encodes");
+            let length = Frame::announced_length([bytes[0], bytes[1], bytes[2], bytes[3]]).expect("length");
+            prop_assert_eq!(length, bytes.len() - 4);
+            let frame = Frame::decode(&bytes[4..]).expect("decodes");
+            prop_assert_eq!(frame, Frame { header, body });
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64), prefix in any::<[u8; 4]>()) {
+            let _ = Frame::decode(&bytes);
+            let _ = Frame::announced_length(prefix);
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        assert!(Frame::announced_length(((FRAME_BYTES_MAX + 1) as u32).to_be_bytes()).is_err());
+        assert!(Frame::decode(&[9, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
+    }
+}

@@ -1,0 +1,34 @@
+//! Named limits, with units and reasons. Relations between them are checked at compile time.
+
+/// Largest frame, in bytes (after the length prefix). Bounds per-request memory on both ends.
+pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest record batch, in bytes. A batch travels in one produce frame with its envelope.
+pub const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Most records in one batch (1,000-record batches are the benchmark shape; 64 Ki is generous).
+pub const BATCH_RECORDS_MAX: u32 = 65_536;
+/// Largest key, in bytes.
+pub const KEY_BYTES_MAX: usize = 64 * 1024;
+/// Largest value, in bytes.
+pub const VALUE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most headers on one record.
+pub const HEADERS_PER_RECORD_MAX: u16 = 64;
+/// Largest header key, in bytes.
+pub const HEADER_KEY_BYTES_MAX: usize = 256;
+/// Largest header value, in bytes.
+pub const HEADER_VALUE_BYTES_MAX: usize = 64 * 1024;
+/// Longest topic name, in bytes (Kafka's limit is 249).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Most partitions in one topic.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 1024;
+/// Longest error message carried in a response, in bytes.
+pub const ERROR_MESSAGE_BYTES_MAX: usize = 4096;
+/// Most topics described in one ListTopics response.
+pub const TOPICS_LISTED_MAX: usize = 100_000;
+/// Largest fetch response payload a client may ask for, in bytes.
+pub const FETCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Longest long-poll wait a fetch may ask for, in milliseconds.
+pub const FETCH_WAIT_MS_MAX: u32 = 60_000;
+
+const _: () = assert!(BATCH_BYTES_MAX + 1024 <= FRAME_BYTES_MAX);
+const _: () = assert!(FETCH_BYTES_MAX + 1024 <= FRAME_BYTES_MAX);
+const _: () = assert!(VALUE_BYTES_MAX + KEY_BYTES_MAX < BATCH_BYTES_MAX);

@@ -1,1 +1,18 @@
-//! placeholder
+//! herald-broker-core: the broker's logic with no I/O of its own.
+//!
+//! - [`storage`]: the [`Storage`](storage::Storage) trait a partition writes through, and
+//!   [`MemoryStorage`](storage::MemoryStorage), an in-memory implementation that can
+//!   simulate a crash (unsynced bytes lost or torn) for tests. The file implementation lives
+//!   in `herald-broker`.
+//! - [`log`]: a partition's log — segments named by base offset, sparse offset and time
+//!   indexes, roll by size and age, retention by age and size, reads by offset and by
+//!   timestamp, and recovery that truncates at the first torn or corrupt batch.
+//! - [`validation`]: schema-ID checks of a batch against an oracle of allowed IDs, as a pure
+//!   function that says which IDs it still needs to learn.
+//!
+//! Time is always a parameter (`now_ms`); nothing here reads a clock, spawns a task or opens a
+//! socket. This crate never imports tokio, quinn or std::net.
+
+pub mod log;
+pub mod storage;
+pub mod validation;

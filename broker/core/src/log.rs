@@ -1,0 +1,753 @@
+//! A partition's log: a directory of segments named by base offset.
+//!
+//! Each segment is three files: `<base:020>.log` (record batches exactly as produced, with
+//! base offset and append time stamped), `<base:020>.index` (sparse offset index: 8-byte
+//! entries of relative offset u32 + byte position u32, one per `index_interval_bytes` of log)
+//! and `<base:020>.timeindex` (12-byte entries of max timestamp i64 + relative offset u32,
+//! whenever the max timestamp grows at an index point). Indexes are hints: they are rebuilt
+//! from the log when missing or damaged, and never trusted past the log's end.
+//!
+//! Invariants: offsets are dense and increasing across segments (each segment's base offset
+//! is the previous one's next offset); only the active (last) segment is appended to; on
+//! open, the active segment is verified batch by batch (length, CRC, offsets) and truncated
+//! at the first torn or corrupt batch.
+
+use herald_wire::batch::{self, BatchError, BatchView, LOG_OVERHEAD_BYTES};
+use herald_wire::limits::BATCH_BYTES_MAX;
+
+use crate::storage::{Storage, StorageError, StorageFile, SyncHandle};
+
+/// Bytes read per batch head when walking a segment without reading whole batches.
+const BATCH_HEAD_BYTES: usize = 60;
+const OFFSET_ENTRY_BYTES: usize = 8;
+const TIME_ENTRY_BYTES: usize = 12;
+/// Largest segment: positions in the offset index are u32.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64 - BATCH_BYTES_MAX as u64;
+
+/// How a partition's log behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll when the active segment would grow past this size.
+    pub segment_bytes: u64,
+    /// Roll when the active segment's first append is this old.
+    pub segment_age_ms: u64,
+    /// Delete sealed segments whose newest append is older; `None` keeps them.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest sealed segments while the log stays at least this large without them.
+    pub retention_bytes: Option<u64>,
+    /// Bytes of log between two offset-index entries.
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 256 * 1024 * 1024,
+            segment_age_ms: 24 * 3600 * 1000,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("invalid batch: {0}")]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error(
+        "offset {offset} is out of range: the log holds [{log_start_offset}, {high_watermark})"
+    )]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("stored batch at position {position} of segment {segment} is corrupt: {error}")]
+    Corrupt {
+        segment: i64,
+        position: u64,
+        error: BatchError,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(
+        "segment {base} does not follow the previous segment, which ends at offset {expected}"
+    )]
+    Gap { base: i64, expected: i64 },
+    #[error("invalid log config: {0}")]
+    Config(String),
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub segments: usize,
+    /// Bytes cut from the active segment's tail (torn or corrupt batches).
+    pub truncated_bytes: u64,
+    /// Why the tail was cut, if it was.
+    pub truncated_because: Option<String>,
+    /// Indexes rebuilt because they were missing or damaged.
+    pub indexes_rebuilt: usize,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub append_time_ms: i64,
+}
+
+/// Batches read from the log, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub bytes: Vec<u8>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retained {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+struct Segment<F> {
+    base_offset: i64,
+    log: F,
+    offset_index: F,
+    time_index: F,
+    offset_entries: Vec<(u32, u32)>,
+    time_entries: Vec<(i64, u32)>,
+    size: u64,
+    next_offset: i64,
+    max_timestamp_ms: i64,
+    max_append_time_ms: i64,
+    first_append_time_ms: Option<i64>,
+    bytes_since_index: u64,
+}
+
+fn file_name(base: i64, extension: &str) -> String {
+    format!("{base:020}.{extension}")
+}
+
+/// The head of one stored batch: enough to walk a segment.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    base_offset: i64,
+    size: u64,
+    next_offset: i64,
+    append_time_ms: i64,
+    max_timestamp_ms: i64,
+}
+
+fn read_head<F: StorageFile>(file: &F, position: u64) -> Result<Option<Head>, StorageError> {
+    let bytes = file.read_at(position, BATCH_HEAD_BYTES)?;
+    if bytes.len() < BATCH_HEAD_BYTES {
+        return Ok(None);
+    }
+    let field = |at: usize| -> [u8; 8] {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&bytes[at..at + 8]);
+        a
+    };
+    let size = batch::batch_size(&bytes).unwrap_or(0) as u64;
+    let count = u32::from_be_bytes([bytes[26], bytes[27], bytes[28], bytes[29]]);
+    let base_offset = i64::from_be_bytes(field(0));
+    Ok(Some(Head {
+        base_offset,
+        size,
+        next_offset: base_offset + i64::from(count),
+        append_time_ms: i64::from_be_bytes(field(12)),
+        max_timestamp_ms: i64::from_be_bytes(field(38)),
+    }))
+}
+
+impl<F: StorageFile> Segment<F> {
+    fn create<S: Storage<File = F>>(
+        storage: &S,
+        dir: &str,
+        base_offset: i64,
+    ) -> Result<Self, StorageError> {
+        Ok(Self {
+            base_offset,
+            log: storage.open(dir, &file_name(base_offset, "log"), true)?,
+            offset_index: storage.open(dir, &file_name(base_offset, "index"), true)?,
+            time_index: storage.open(dir, &file_name(base_offset, "timeindex"), true)?,
+            offset_entries: Vec::new(),
+            time_entries: Vec::new(),
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp_ms: i64::MIN,
+            max_append_time_ms: i64::MIN,
+            first_append_time_ms: None,
+            bytes_since_index: 0,
+        })
+    }
+
+    /// Records index entries for a batch stored at `position`.
+    fn index_batch(
+        &mut self,
+        position: u64,
+        head: &Head,
+        interval: u64,
+    ) -> Result<(), StorageError> {
+        let relative = (head.base_offset - self.base_offset) as u32;
+        if self.offset_entries.is_empty() || self.bytes_since_index >= interval {
+            let entry = (relative, position as u32);
+            let mut bytes = [0u8; OFFSET_ENTRY_BYTES];
+            bytes[..4].copy_from_slice(&entry.0.to_be_bytes());
+            bytes[4..].copy_from_slice(&entry.1.to_be_bytes());
+            self.offset_index.append(&bytes)?;
+            self.offset_entries.push(entry);
+            self.bytes_since_index = 0;
+            if head.max_timestamp_ms > self.time_entries.last().map_or(i64::MIN, |e| e.0) {
+                let mut bytes = [0u8; TIME_ENTRY_BYTES];
+                bytes[..8].copy_from_slice(&head.max_timestamp_ms.to_be_bytes());
+                bytes[8..].copy_from_slice(&relative.to_be_bytes());
+                self.time_index.append(&bytes)?;
+                self.time_entries.push((head.max_timestamp_ms, relative));
+            }
+        }
+        self.bytes_since_index += head.size;
+        self.size = position + head.size;
+        self.next_offset = head.next_offset;
+        self.max_timestamp_ms = self.max_timestamp_ms.max(head.max_timestamp_ms);
+        self.max_append_time_ms = self.max_append_time_ms.max(head.append_time_ms);
+        self.first_append_time_ms.get_or_insert(head.append_time_ms);
+        Ok(())
+    }
+
+    /// Loads the index files; `false` when they are missing, damaged or inconsistent.
+    fn load_indexes(&mut self) -> Result<bool, StorageError> {
+        let offset_bytes = self
+            .offset_index
+            .read_at(0, self.offset_index.len() as usize)?;
+        let time_bytes = self.time_index.read_at(0, self.time_index.len() as usize)?;
+        if offset_bytes.is_empty()
+            || offset_bytes.len() % OFFSET_ENTRY_BYTES != 0
+            || time_bytes.len() % TIME_ENTRY_BYTES != 0
+        {
+            return Ok(false);
+        }
+        let offsets: Vec<(u32, u32)> = offset_bytes
+            .chunks_exact(OFFSET_ENTRY_BYTES)
+            .map(|c| {
+                (
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                    u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+                )
+            })
+            .collect();
+        let times: Vec<(i64, u32)> = time_bytes
+            .chunks_exact(TIME_ENTRY_BYTES)
+            .map(|c| {
+                (
+                    i64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+                    u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
+                )
+            })
+            .collect();
+        let monotonic = offsets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1)
+            && times
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
+        let in_bounds = offsets
+            .iter()
+            .all(|&(_, position)| u64::from(position) < self.log.len())
+            && offsets.first() == Some(&(0, 0));
+        if !monotonic || !in_bounds {
+            return Ok(false);
+        }
+        // Each entry must point at a batch with the offset it claims.
+        for &(relative, position) in &offsets {
+            match read_head(&self.log, u64::from(position))? {
+                Some(head) if head.base_offset == self.base_offset + i64::from(relative) => {}
+                _ => return Ok(false),
+            }
+        }
+        self.offset_entries = offsets;
+        self.time_entries = times;
+        Ok(true)
+    }
+
+    fn reset_indexes(&mut self) -> Result<(), StorageError> {
+        self.offset_index.truncate(0)?;
+        self.time_index.truncate(0)?;
+        self.offset_entries.clear();
+        self.time_entries.clear();
+        self.bytes_since_index = 0;
+        self.size = 0;
+        self.next_offset = self.base_offset;
+        self.max_timestamp_ms = i64::MIN;
+        self.max_append_time_ms = i64::MIN;
+        self.first_append_time_ms = None;
+        Ok(())
+    }
+
+    /// The byte position to start scanning at for `offset`: the last index entry at or below.
+    fn index_position(&self, offset: i64) -> u64 {
+        let relative = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let at = self.offset_entries.partition_point(|&(r, _)| r <= relative);
+        at.checked_sub(1)
+            .map_or(0, |i| u64::from(self.offset_entries[i].1))
+    }
+
+    fn remove_files<S: Storage<File = F>>(
+        &self,
+        storage: &S,
+        dir: &str,
+    ) -> Result<(), StorageError> {
+        for extension in ["log", "index", "timeindex"] {
+            storage.remove(dir, &file_name(self.base_offset, extension))?;
+        }
+        Ok(())
+    }
+}
+
+/// One partition's log over a [`Storage`].
+pub struct PartitionLog<S: Storage> {
+    storage: S,
+    dir: String,
+    config: LogConfig,
+    segments: Vec<Segment<S::File>>,
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// Opens the log in `dir`, creating it if empty, and recovers the active segment.
+    pub fn open(storage: S, dir: &str, config: LogConfig) -> Result<(Self, Recovery), OpenError> {
+        if config.segment_bytes == 0 || config.segment_bytes > SEGMENT_BYTES_MAX {
+            return Err(OpenError::Config(format!(
+                "segment_bytes must be within 1..={SEGMENT_BYTES_MAX}"
+            )));
+        }
+        if config.index_interval_bytes == 0 {
+            return Err(OpenError::Config(
+                "index_interval_bytes must be positive".to_owned(),
+            ));
+        }
+        storage.create_dir(dir)?;
+        let mut bases: Vec<i64> = storage
+            .list(dir)?
+            .iter()
+            .filter_map(|name| name.strip_suffix(".log"))
+            .filter_map(|base| base.parse::<i64>().ok())
+            .collect();
+        bases.sort_unstable();
+        let mut recovery = Recovery {
+            segments: bases.len().max(1),
+            ..Recovery::default()
+        };
+        let mut segments = Vec::with_capacity(bases.len());
+        let last = bases.len().saturating_sub(1);
+        for (i, base) in bases.into_iter().enumerate() {
+            let mut segment = Segment::create(&storage, dir, base)?;
+            if let Some(previous) = segments.last() {
+                let previous: &Segment<S::File> = previous;
+                if previous.next_offset != base {
+                    return Err(OpenError::Gap {
+                        base,
+                        expected: previous.next_offset,
+                    });
+                }
+            }
+            if i == last {
+                Self::recover_active(&mut segment, config.index_interval_bytes, &mut recovery)?;
+            } else {
+                Self::load_sealed(&mut segment, config.index_interval_bytes, &mut recovery)?;
+            }
+            segments.push(segment);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(&storage, dir, 0)?);
+        }
+        Ok((
+            Self {
+                storage,
+                dir: dir.to_owned(),
+                config,
+                segments,
+            },
+            recovery,
+        ))
+    }
+
+    /// Verifies every batch of the active segment and truncates at the first bad one.
+    fn recover_active(
+        segment: &mut Segment<S::File>,
+        interval: u64,
+        recovery: &mut Recovery,
+    ) -> Result<(), StorageError> {
+        let file_len = segment.log.len();
+        segment.reset_indexes()?;
+        let mut position = 0u64;
+        let mut expected = segment.base_offset;
+        let mut problem = None;
+        while position < file_len {
+            let Some(head) = read_head(&segment.log, position)? else {
+                problem = Some(format!("torn batch header at position {position}"));
+                break;
+            };
+            if head.size < LOG_OVERHEAD_BYTES as u64
+                || head.size > BATCH_BYTES_MAX as u64
+                || position + head.size > file_len
+            {
+                problem = Some(format!("torn batch at position {position}"));
+                break;
+            }
+            let bytes = segment.log.read_at(position, head.size as usize)?;
+            match BatchView::parse(&bytes) {
+                Ok(view) if view.base_offset() == expected => {}
+                Ok(view) => {
+                    problem = Some(format!(
+                        "batch at position {position} has offset {} where {expected} was expected",
+                        view.base_offset()
+                    ));
+                    break;
+                }
+                Err(error) => {
+                    problem = Some(format!("corrupt batch at position {position}: {error}"));
+                    break;
+                }
+            }
+            segment.index_batch(position, &head, interval)?;
+            expected = head.next_offset;
+            position += head.size;
+        }
+        if position < file_len {
+            segment.log.truncate(position)?;
+            recovery.truncated_bytes = file_len - position;
+            recovery.truncated_because = problem;
+        }
+        recovery.indexes_rebuilt += 1;
+        Ok(())
+    }
+
+    /// Loads a sealed segment's indexes (rebuilding them if needed) and finds its end.
+    fn load_sealed(
+        segment: &mut Segment<S::File>,
+        interval: u64,
+        recovery: &mut Recovery,
+    ) -> Result<(), StorageError> {
+        let file_len = segment.log.len();
+        let (mut position, indexed) = if segment.load_indexes()? {
+            let last = segment.offset_entries.last().map_or(0, |e| u64::from(e.1));
+            (last, true)
+        } else {
+            segment.reset_indexes()?;
+            recovery.indexes_rebuilt += 1;
+            (0, false)
+        };
+        if indexed {
+            // Restore the counters the walk below does not recompute for indexed batches.
+            segment.max_timestamp_ms = segment.time_entries.last().map_or(i64::MIN, |e| e.0);
+        }
+        while position < file_len {
+            let Some(head) = read_head(&segment.log, position)? else {
+                break;
+            };
+            if head.size < LOG_OVERHEAD_BYTES as u64 || position + head.size > file_len {
+                break;
+            }
+            if indexed {
+                // Past the last index entry: advance without adding entries before the interval.
+                segment.size = position + head.size;
+                segment.next_offset = head.next_offset;
+                segment.max_timestamp_ms = segment.max_timestamp_ms.max(head.max_timestamp_ms);
+                segment.max_append_time_ms = segment.max_append_time_ms.max(head.append_time_ms);
+                segment
+                    .first_append_time_ms
+                    .get_or_insert(head.append_time_ms);
+            } else {
+                segment.index_batch(position, &head, interval)?;
+            }
+            position += head.size;
+        }
+        Ok(())
+    }
+
+    fn active(&self) -> &Segment<S::File> {
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn active_mut(&mut self) -> &mut Segment<S::File> {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    /// The offset the next record will get (one past the last stored record).
+    pub fn high_watermark(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments[0].base_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// A handle that makes everything appended so far to the active segment durable.
+    pub fn sync_handle(&self) -> Result<std::sync::Arc<dyn SyncHandle>, StorageError> {
+        self.active().log.sync_handle()
+    }
+
+    /// Validates `batch`, stamps its base offset and append time, and appends it.
+    pub fn append(&mut self, batch: &mut [u8], now_ms: i64) -> Result<Appended, AppendError> {
+        let view = BatchView::parse(batch)?;
+        if view.size() != batch.len() {
+            return Err(BatchError::Decode(herald_wire::DecodeError::Trailing {
+                what: "batch",
+                trailing: batch.len() - view.size(),
+            })
+            .into());
+        }
+        view.validate_records()?;
+        let count = i64::from(view.record_count());
+        let max_timestamp_ms = view.max_timestamp_ms();
+        self.maybe_roll(batch.len() as u64, now_ms)?;
+        let interval = self.config.index_interval_bytes;
+        let segment = self.active_mut();
+        let base_offset = segment.next_offset;
+        batch::stamp(batch, base_offset, now_ms);
+        let position = segment.size;
+        segment.log.append(batch)?;
+        let head = Head {
+            base_offset,
+            size: batch.len() as u64,
+            next_offset: base_offset + count,
+            append_time_ms: now_ms,
+            max_timestamp_ms,
+        };
+        segment.index_batch(position, &head, interval)?;
+        Ok(Appended {
+            base_offset,
+            last_offset: base_offset + count - 1,
+            append_time_ms: now_ms,
+        })
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), StorageError> {
+        let config = self.config;
+        let active = self.active();
+        if active.size == 0 {
+            return Ok(());
+        }
+        let full = active.size + incoming > config.segment_bytes;
+        let old = active
+            .first_append_time_ms
+            .is_some_and(|first| now_ms.saturating_sub(first) >= config.segment_age_ms as i64);
+        if !full && !old {
+            return Ok(());
+        }
+        // Sealing makes the old segment durable: recovery only verifies the active one.
+        let next = active.next_offset;
+        let segment = self.active_mut();
+        segment.log.sync()?;
+        segment.offset_index.sync()?;
+        segment.time_index.sync()?;
+        let fresh = Segment::create(&self.storage, &self.dir, next)?;
+        self.segments.push(fresh);
+        Ok(())
+    }
+
+    /// Whole batches starting with the one holding `offset`, up to about `max_bytes` (always
+    /// at least one batch if any exists). Reading at the high watermark returns no bytes.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Read, ReadError> {
+        let high_watermark = self.high_watermark();
+        let log_start_offset = self.log_start_offset();
+        let done = |bytes| {
+            Ok(Read {
+                bytes,
+                high_watermark,
+                log_start_offset,
+            })
+        };
+        if offset == high_watermark {
+            return done(Vec::new());
+        }
+        if offset < log_start_offset || offset > high_watermark {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                high_watermark,
+            });
+        }
+        let index = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        let mut out = Vec::new();
+        for segment in &self.segments[index..] {
+            let start = if out.is_empty() {
+                Self::locate(segment, offset)?
+            } else {
+                Some(0)
+            };
+            let Some(start) = start else { continue };
+            // Move on to the next segment only when this one was read to its end: batches
+            // must come out contiguous.
+            if !Self::collect(segment, start, max_bytes, &mut out)? {
+                break;
+            }
+        }
+        done(out)
+    }
+
+    /// Position of the batch holding `offset` in `segment`, if it is there.
+    fn locate(segment: &Segment<S::File>, offset: i64) -> Result<Option<u64>, ReadError> {
+        let mut position = segment.index_position(offset);
+        while position < segment.size {
+            let Some(head) = read_head(&segment.log, position)? else {
+                break;
+            };
+            if head.size == 0 {
+                break;
+            }
+            if head.next_offset > offset {
+                return Ok(Some(position));
+            }
+            position += head.size;
+        }
+        Ok(None)
+    }
+
+    /// Appends whole batches from `position` until `max_bytes` would be passed; true when
+    /// the segment was read to its end.
+    fn collect(
+        segment: &Segment<S::File>,
+        position: u64,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ReadError> {
+        let budget = max_bytes.saturating_sub(out.len());
+        let available = segment.size.saturating_sub(position) as usize;
+        let window = segment.log.read_at(position, budget.min(available))?;
+        let mut used = 0;
+        while used + LOG_OVERHEAD_BYTES <= window.len() {
+            let Some(size) = batch::batch_size(&window[used..]) else {
+                break;
+            };
+            if used + size > window.len() {
+                break;
+            }
+            used += size;
+        }
+        if used == 0 && out.is_empty() && available > 0 {
+            // The first batch alone is larger than max_bytes: serve it whole.
+            let head = read_head(&segment.log, position)?.ok_or(ReadError::Corrupt {
+                segment: segment.base_offset,
+                position,
+                error: BatchError::Empty,
+            })?;
+            let size = (head.size as usize).min(available);
+            out.extend_from_slice(&segment.log.read_at(position, size)?);
+            return Ok(size == available);
+        }
+        out.extend_from_slice(&window[..used]);
+        Ok(used == available)
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp_ms`, with that
+    /// record's timestamp; `None` if every record is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, ReadError> {
+        for segment in self
+            .segments
+            .iter()
+            .filter(|s| s.size > 0 && s.max_timestamp_ms >= timestamp_ms)
+        {
+            let at = segment
+                .time_entries
+                .partition_point(|&(t, _)| t < timestamp_ms);
+            // Start from the index point before the first entry reaching the timestamp.
+            let relative = at.checked_sub(1).map_or(0, |i| segment.time_entries[i].1);
+            let mut position = segment.index_position(segment.base_offset + i64::from(relative));
+            while position < segment.size {
+                let Some(head) = read_head(&segment.log, position)? else {
+                    break;
+                };
+                if head.max_timestamp_ms >= timestamp_ms {
+                    let bytes = segment.log.read_at(position, head.size as usize)?;
+                    let view = BatchView::parse(&bytes).map_err(|error| ReadError::Corrupt {
+                        segment: segment.base_offset,
+                        position,
+                        error,
+                    })?;
+                    for (i, record) in view.records().enumerate() {
+                        let record = record.map_err(|error| ReadError::Corrupt {
+                            segment: segment.base_offset,
+                            position,
+                            error,
+                        })?;
+                        if record.timestamp_ms >= timestamp_ms {
+                            return Ok(Some((view.base_offset() + i as i64, record.timestamp_ms)));
+                        }
+                    }
+                }
+                position += head.size.max(1);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes whole sealed segments past the retention limits.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<Retained, StorageError> {
+        let mut retained = Retained::default();
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let total = self.size_bytes();
+            let expired = self.config.retention_ms.is_some_and(|ms| {
+                oldest.max_append_time_ms != i64::MIN
+                    && now_ms.saturating_sub(oldest.max_append_time_ms) >= ms as i64
+            });
+            let oversized = self
+                .config
+                .retention_bytes
+                .is_some_and(|bytes| total - oldest.size >= bytes);
+            if !expired && !oversized {
+                break;
+            }
+            oldest.remove_files(&self.storage, &self.dir)?;
+            retained.segments_deleted += 1;
+            retained.bytes_deleted += oldest.size;
+            self.segments.remove(0);
+        }
+        Ok(retained)
+    }
+
+    /// Removes every file of the log.
+    pub fn delete(self) -> Result<(), StorageError> {
+        for segment in &self.segments {
+            segment.remove_files(&self.storage, &self.dir)?;
+        }
+        self.storage.remove_dir(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,411 @@
+//! Model-based and simulation tests: after any sequence of appends, rolls, retention runs,
+//! crashes (unsynced tails lost or torn) and reopenings, the log reads back as a prefix-free
+//! window of a plain `Vec` of records.
+
+use herald_wire::batch::{batches, BatchBuilder, Record};
+use proptest::prelude::*;
+
+use super::*;
+use crate::storage::MemoryStorage;
+
+const DIR: &str = "topic/0";
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 600,
+        segment_age_ms: 10_000,
+        retention_ms: None,
+        retention_bytes: None,
+        index_interval_bytes: 150,
+    }
+}
+
+fn batch_of(values: &[u64], timestamp_ms: i64) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    for (i, value) in values.iter().enumerate() {
+        builder.push(Record {
+            timestamp_ms: timestamp_ms + i as i64,
+            key: None,
+            value: Some(value.to_be_bytes().to_vec()),
+            headers: Vec::new(),
+        });
+    }
+    builder.encode().expect("valid batch")
+}
+
+/// Every record from `from` on, as (offset, value), checking CRCs and offsets on the way.
+fn read_all(log: &PartitionLog<MemoryStorage>, from: i64) -> Vec<(i64, u64)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let read = log.read(offset, 512).expect("readable");
+        if read.bytes.is_empty() {
+            return out;
+        }
+        for view in batches(&read.bytes) {
+            let view = view.expect("stored batches are valid");
+            for (i, record) in view.records().enumerate() {
+                let record = record.expect("valid record");
+                let record_offset = view.base_offset() + i as i64;
+                if record_offset >= offset {
+                    let value = record.value.expect("value");
+                    out.push((
+                        record_offset,
+                        u64::from_be_bytes(value.try_into().expect("8 bytes")),
+                    ));
+                }
+            }
+            offset = view.next_offset();
+        }
+    }
+}
+
+#[test]
+fn append_read_roll_and_reopen() {
+    let storage = MemoryStorage::new();
+    let (mut log, recovery) =
+        PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    assert_eq!(recovery.truncated_bytes, 0);
+    for n in 0..30u64 {
+        let appended = log
+            .append(
+                &mut batch_of(&[n * 2, n * 2 + 1], 1000 + n as i64 * 10),
+                5_000 + n as i64,
+            )
+            .expect("append");
+        assert_eq!(appended.base_offset, n as i64 * 2);
+    }
+    assert!(
+        log.segment_count() > 3,
+        "small segments roll: {}",
+        log.segment_count()
+    );
+    let expected: Vec<(i64, u64)> = (0..60).map(|n| (n as i64, n)).collect();
+    assert_eq!(read_all(&log, 0), expected);
+    assert_eq!(
+        read_all(&log, 37),
+        expected[37..].to_vec(),
+        "reads start inside a batch"
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1000 + 150).expect("ok"),
+        Some((30, 1150))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1000 + 151).expect("ok"),
+        Some((31, 1151))
+    );
+    assert_eq!(log.offset_for_timestamp(99_999).expect("ok"), None);
+    assert_eq!(log.offset_for_timestamp(0).expect("ok"), Some((0, 1000)));
+    assert!(matches!(
+        log.read(61, 100),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    assert!(log.read(60, 100).expect("at the end").bytes.is_empty());
+    drop(log);
+    let (log, recovery) = PartitionLog::open(storage, DIR, small_config()).expect("reopen");
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(read_all(&log, 0), expected);
+    assert_eq!(log.high_watermark(), 60);
+}
+
+#[test]
+fn a_batch_larger_than_max_bytes_is_served_whole() {
+    let (mut log, _) =
+        PartitionLog::open(MemoryStorage::new(), DIR, LogConfig::default()).expect("open");
+    log.append(&mut batch_of(&(0..50).collect::<Vec<_>>(), 1), 1)
+        .expect("append");
+    let read = log.read(0, 10).expect("read");
+    assert_eq!(batches(&read.bytes).count(), 1);
+    assert_eq!(read_all(&log, 0).len(), 50);
+}
+
+#[test]
+fn invalid_batches_are_refused_and_nothing_is_written() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    let mut bad = batch_of(&[1], 1);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    assert!(matches!(
+        log.append(&mut bad, 1),
+        Err(AppendError::Batch(BatchError::CrcMismatch { .. }))
+    ));
+    let mut trailing = batch_of(&[1], 1);
+    trailing.push(0);
+    assert!(log.append(&mut trailing, 1).is_err());
+    assert_eq!(log.high_watermark(), 0);
+    assert_eq!(storage.file_len(DIR, &file_name(0, "log")), Some(0));
+}
+
+#[test]
+fn recovery_truncates_a_torn_and_a_corrupt_tail() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) =
+        PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("open");
+    for n in 0..5u64 {
+        log.append(&mut batch_of(&[n], 1), 1).expect("append");
+    }
+    log.sync_handle().expect("handle").sync().expect("sync");
+    for n in 5..8u64 {
+        log.append(&mut batch_of(&[n], 1), 1).expect("append");
+    }
+    drop(log);
+    // A torn tail: half of the unsynced bytes survive.
+    storage.crash(|unsynced| unsynced / 2);
+    let (log, recovery) =
+        PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("reopen");
+    assert!(recovery.truncated_bytes > 0, "{recovery:?}");
+    let records = read_all(&log, 0);
+    assert!(records.len() >= 5 && records.len() < 8, "{records:?}");
+    assert_eq!(
+        records,
+        (0..records.len() as u64)
+            .map(|n| (n as i64, n))
+            .collect::<Vec<_>>()
+    );
+    drop(log);
+    // Garbage in the middle of the third batch: everything from it on is cut.
+    let one = batch_of(&[0], 1).len();
+    storage.corrupt(DIR, &file_name(0, "log"), one * 2 + 70, &[0xde, 0xad]);
+    let (log, recovery) = PartitionLog::open(storage, DIR, LogConfig::default()).expect("reopen");
+    assert!(
+        recovery
+            .truncated_because
+            .as_deref()
+            .unwrap_or_default()
+            .contains("corrupt"),
+        "{recovery:?}"
+    );
+    assert_eq!(read_all(&log, 0), vec![(0, 0), (1, 1)]);
+    assert_eq!(log.high_watermark(), 2);
+}
+
+#[test]
+fn damaged_or_missing_indexes_are_rebuilt() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    for n in 0..40u64 {
+        log.append(&mut batch_of(&[n], 100 + n as i64), 1)
+            .expect("append");
+    }
+    let expected = read_all(&log, 0);
+    drop(log);
+    storage.remove(DIR, &file_name(0, "index")).expect("remove");
+    storage.corrupt(DIR, &file_name(0, "timeindex"), 0, &[0xff; 4]);
+    let second_base = {
+        let mut names = storage.list(DIR).expect("list");
+        names.sort();
+        names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".log"))
+            .nth(1)
+            .expect("second segment")
+            .parse::<i64>()
+            .expect("base")
+    };
+    storage.corrupt(DIR, &file_name(second_base, "index"), 4, &[0, 0, 0, 99]);
+    let (log, recovery) = PartitionLog::open(storage, DIR, small_config()).expect("reopen");
+    assert!(recovery.indexes_rebuilt >= 3, "{recovery:?}");
+    assert_eq!(read_all(&log, 0), expected);
+    assert_eq!(read_all(&log, 17), expected[17..].to_vec());
+    assert_eq!(log.offset_for_timestamp(120).expect("ok"), Some((20, 120)));
+}
+
+#[test]
+fn retention_deletes_whole_sealed_segments_by_age_and_size() {
+    let config = LogConfig {
+        retention_ms: Some(1_000),
+        ..small_config()
+    };
+    let (mut log, _) = PartitionLog::open(MemoryStorage::new(), DIR, config).expect("open");
+    for n in 0..20u64 {
+        log.append(&mut batch_of(&[n], 1), n as i64 * 100)
+            .expect("append");
+    }
+    let segments = log.segment_count();
+    assert_eq!(
+        log.enforce_retention(1_000).expect("retention"),
+        Retained::default(),
+        "nothing old enough yet"
+    );
+    let retained = log.enforce_retention(2_500).expect("retention");
+    assert!(retained.segments_deleted > 0 && log.segment_count() < segments);
+    assert!(log.log_start_offset() > 0);
+    let start = log.log_start_offset();
+    assert!(matches!(
+        log.read(0, 100),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(read_all(&log, start).first().map(|r| r.0), Some(start));
+    let retained = log.enforce_retention(1_000_000).expect("retention");
+    assert!(retained.segments_deleted > 0);
+    assert_eq!(
+        log.segment_count(),
+        1,
+        "the active segment is never deleted"
+    );
+
+    let config = LogConfig {
+        retention_bytes: Some(1_000),
+        ..small_config()
+    };
+    let (mut log, _) = PartitionLog::open(MemoryStorage::new(), "t/1", config).expect("open");
+    for n in 0..40u64 {
+        log.append(&mut batch_of(&[n], 1), 1).expect("append");
+    }
+    log.enforce_retention(1).expect("retention");
+    assert!(
+        log.size_bytes() >= 1_000 && log.size_bytes() < 1_000 + 600,
+        "{}",
+        log.size_bytes()
+    );
+}
+
+#[test]
+fn segments_roll_by_age() {
+    let (mut log, _) = PartitionLog::open(
+        MemoryStorage::new(),
+        DIR,
+        LogConfig {
+            segment_age_ms: 100,
+            ..LogConfig::default()
+        },
+    )
+    .expect("open");
+    log.append(&mut batch_of(&[1], 1), 0).expect("append");
+    log.append(&mut batch_of(&[2], 1), 50).expect("append");
+    assert_eq!(log.segment_count(), 1);
+    log.append(&mut batch_of(&[3], 1), 100).expect("append");
+    assert_eq!(log.segment_count(), 2);
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Append(u8),
+    Sync,
+    Crash { keep_per_mille: u16 },
+    Reopen,
+    Retention { advance_ms: u16 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (1u8..6).prop_map(Step::Append),
+        2 => Just(Step::Sync),
+        1 => (0u16..1000).prop_map(|keep_per_mille| Step::Crash { keep_per_mille }),
+        1 => Just(Step::Reopen),
+        1 => (0u16..2000).prop_map(|advance_ms| Step::Retention { advance_ms }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// The log is a window of a Vec: after crashes it holds at least every synced record and
+    /// at most every appended one, always a contiguous run with dense offsets.
+    #[test]
+    fn log_behaves_like_a_vec(steps in proptest::collection::vec(step(), 1..60)) {
+        let storage = MemoryStorage::new();
+        let config = LogConfig { retention_ms: Some(3_000), ..small_config() };
+        let (mut log, _) = PartitionLog::open(storage.clone(), DIR, config).expect("open");
+        let mut model: Vec<u64> = Vec::new();
+        let mut synced = 0usize;
+        let mut now = 0i64;
+        let mut next_value = 0u64;
+        for step in steps {
+            match step {
+                Step::Append(count) => {
+                    let values: Vec<u64> = (0..count).map(|i| next_value + u64::from(i)).collect();
+                    next_value += u64::from(count);
+                    now += 10;
+                    let appended = log.append(&mut batch_of(&values, now), now).expect("append");
+                    prop_assert_eq!(appended.base_offset, model.len() as i64);
+                    model.extend(values);
+                }
+                Step::Sync => {
+                    log.sync_handle().expect("handle").sync().expect("sync");
+                    synced = model.len();
+                }
+                Step::Crash { keep_per_mille } => {
+                    drop(log);
+                    storage.crash(|unsynced| unsynced * keep_per_mille as usize / 1000);
+                    let (reopened, _) = PartitionLog::open(storage.clone(), DIR, config).expect("reopen after crash");
+                    log = reopened;
+                    let survived = log.high_watermark() as usize;
+                    prop_assert!(survived >= synced, "synced records lost: {survived} < {synced}");
+                    prop_assert!(survived <= model.len());
+                    model.truncate(survived);
+                    synced = survived;
+                }
+                Step::Reopen => {
+                    drop(log);
+                    let (reopened, recovery) = PartitionLog::open(storage.clone(), DIR, config).expect("reopen");
+                    prop_assert_eq!(recovery.truncated_bytes, 0);
+                    log = reopened;
+                }
+                Step::Retention { advance_ms } => {
+                    now += i64::from(advance_ms);
+                    log.enforce_retention(now).expect("retention");
+                }
+            }
+            let start = log.log_start_offset();
+            prop_assert_eq!(log.high_watermark(), model.len() as i64);
+            let expected: Vec<(i64, u64)> = model.iter().enumerate().skip(start as usize).map(|(i, v)| (i as i64, *v)).collect();
+            prop_assert_eq!(read_all(&log, start), expected);
+        }
+    }
+}
+
+/// A seeded simulation: long random runs with faults; the seed is printed on failure.
+#[test]
+fn seeded_simulation_with_faults() {
+    for seed in 1..=20u64 {
+        let mut rng = seed;
+        let mut next = move |bound: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % bound
+        };
+        let storage = MemoryStorage::new();
+        let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+        let mut model = Vec::new();
+        let mut synced = 0;
+        for round in 0..300 {
+            match next(20) {
+                0 => {
+                    drop(log);
+                    storage.crash(|unsynced| (next(unsynced as u64 + 1)) as usize);
+                    log = PartitionLog::open(storage.clone(), DIR, small_config())
+                        .expect("reopen")
+                        .0;
+                    let survived = log.high_watermark() as usize;
+                    assert!(
+                        survived >= synced && survived <= model.len(),
+                        "seed {seed} round {round}"
+                    );
+                    model.truncate(survived);
+                    synced = survived;
+                }
+                1..=3 => {
+                    log.sync_handle().expect("handle").sync().expect("sync");
+                    synced = model.len();
+                }
+                _ => {
+                    let values: Vec<u64> =
+                        (0..=next(4)).map(|v| model.len() as u64 * 10 + v).collect();
+                    log.append(&mut batch_of(&values, round), round)
+                        .expect("append");
+                    model.extend(values);
+                }
+            }
+        }
+        let expected: Vec<(i64, u64)> = model
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as i64, *v))
+            .collect();
+        assert_eq!(read_all(&log, 0), expected, "seed {seed}");
+    }
+}

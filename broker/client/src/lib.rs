@@ -1,1 +1,447 @@
-//! placeholder
+//! herald-broker-client: a minimal async client for Herald's broker over QUIC (quinn).
+//!
+//! One QUIC connection, one bidirectional stream per request (opening a stream costs no round
+//! trip), so any number of requests can be in flight at once. The server's certificate is
+//! trusted by pinning: its SHA-256 fingerprint, or the certificate file itself. The SDK
+//! builds batching, retries and consumer groups on top of this.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_wire::frame::{Frame, FrameHeader, FrameKind};
+use herald_wire::messages::{Durability, ErrorBody, OffsetSpec, TopicConfig, TopicDescription};
+use herald_wire::{Api, DecodeError, ErrorCode, Request, Response};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// The ALPN protocol both ends speak.
+pub const ALPN: &[u8] = b"herald/1";
+/// A request without an answer for this long fails (long polls add their own wait).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the client decides to trust the broker's certificate.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Hex SHA-256 of the certificate's DER bytes, as the broker logs it at start.
+    Fingerprint(String),
+    /// The broker's certificate file (PEM); that exact certificate is pinned.
+    CertificateFile(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot read certificate {path}: {reason}")]
+    Certificate { path: String, reason: String },
+    #[error("invalid fingerprint '{0}': expected 64 hex characters")]
+    Fingerprint(String),
+    #[error("tls configuration: {0}")]
+    Tls(String),
+    #[error("cannot create a local endpoint: {0}")]
+    Endpoint(std::io::Error),
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("connection failed: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("stream failed: {0}")]
+    Stream(String),
+    #[error("bad answer from the broker: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("broker error {code:?}: {message}")]
+    Broker {
+        code: ErrorCode,
+        message: String,
+        retry_after_ms: u32,
+    },
+    #[error("unexpected answer to {api}: {answer}")]
+    Unexpected { api: &'static str, answer: String },
+}
+
+impl RequestError {
+    /// Whether sending the same request again may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            RequestError::Connection(_) | RequestError::Stream(_) | RequestError::Timeout(_) => {
+                true
+            }
+            RequestError::Broker { code, .. } => code.retryable(),
+            RequestError::Decode(_) | RequestError::Unexpected { .. } => false,
+        }
+    }
+
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            RequestError::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// What a fetch returned: raw stored batches plus the partition's bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub batches: Vec<u8>,
+}
+
+/// A connection to one broker.
+#[derive(Clone)]
+pub struct BrokerClient {
+    connection: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+    next_request_id: Arc<AtomicU64>,
+}
+
+impl BrokerClient {
+    pub async fn connect(addr: SocketAddr, trust: Trust) -> Result<Self, ConnectError> {
+        let pinned = match trust {
+            Trust::Fingerprint(hex_text) => {
+                let bytes = hex::decode(hex_text.trim())
+                    .map_err(|_| ConnectError::Fingerprint(hex_text.clone()))?;
+                <[u8; 32]>::try_from(bytes).map_err(|_| ConnectError::Fingerprint(hex_text))?
+            }
+            Trust::CertificateFile(path) => fingerprint_of_pem_file(&path)?,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| ConnectError::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+                fingerprint: pinned,
+                provider,
+            }))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(Arc::new(transport()));
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .map_err(|_| ConnectError::Tls("bind address".into()))?;
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(ConnectError::Endpoint)?;
+        endpoint.set_default_client_config(config);
+        let connection = endpoint
+            .connect(addr, "herald")
+            .map_err(|e| ConnectError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?
+            .await
+            .map_err(|e| ConnectError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            connection,
+            _endpoint: endpoint,
+            next_request_id: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// Sends one request on its own stream and waits for the answer. Broker errors come
+    /// back as `Ok(Response::Error)`; see the typed helpers for `Err` on them.
+    pub async fn request(&self, request: &Request) -> Result<Response, RequestError> {
+        let wait = match request {
+            Request::Fetch { max_wait_ms, .. } => Duration::from_millis(u64::from(*max_wait_ms)),
+            _ => Duration::ZERO,
+        };
+        let timeout = REQUEST_TIMEOUT + wait;
+        tokio::time::timeout(timeout, self.exchange(request))
+            .await
+            .map_err(|_| RequestError::Timeout(timeout))?
+    }
+
+    async fn exchange(&self, request: &Request) -> Result<Response, RequestError> {
+        let api = request.api();
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let mut body = Vec::new();
+        request.encode(&mut body);
+        let frame = Frame::encode(
+            FrameHeader {
+                kind: FrameKind::Request,
+                api: api as u16,
+                request_id,
+            },
+            &body,
+        )?;
+        let (mut send, mut recv) = self.connection.open_bi().await?;
+        send.write_all(&frame)
+            .await
+            .map_err(|e| RequestError::Stream(e.to_string()))?;
+        send.finish()
+            .map_err(|e| RequestError::Stream(e.to_string()))?;
+        let frame = read_frame(&mut recv).await?;
+        if frame.header.request_id != request_id
+            || frame.header.kind != FrameKind::Response
+            || frame.header.api != api as u16
+        {
+            return Err(RequestError::Unexpected {
+                api: api.name(),
+                answer: format!("{:?}", frame.header),
+            });
+        }
+        Ok(Response::decode(api, &frame.body)?)
+    }
+
+    async fn call(&self, request: Request) -> Result<Response, RequestError> {
+        match self.request(&request).await? {
+            Response::Error(ErrorBody {
+                code,
+                retry_after_ms,
+                message,
+            }) => Err(RequestError::Broker {
+                code,
+                message,
+                retry_after_ms,
+            }),
+            response => Ok(response),
+        }
+    }
+
+    pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<(), RequestError> {
+        self.call(Request::CreateTopic {
+            name: name.to_owned(),
+            config,
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), RequestError> {
+        self.call(Request::DeleteTopic {
+            name: name.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<TopicDescription>, RequestError> {
+        match self.call(Request::ListTopics).await? {
+            Response::Topics(topics) => Ok(topics),
+            other => Err(unexpected(Api::ListTopics, other)),
+        }
+    }
+
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, RequestError> {
+        match self
+            .call(Request::DescribeTopic {
+                name: name.to_owned(),
+            })
+            .await?
+        {
+            Response::Topic(topic) => Ok(topic),
+            other => Err(unexpected(Api::DescribeTopic, other)),
+        }
+    }
+
+    /// Appends an encoded batch; returns its base offset and the broker's append time.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        durability: Durability,
+        batch: Vec<u8>,
+    ) -> Result<(i64, i64), RequestError> {
+        match self
+            .call(Request::Produce {
+                topic: topic.to_owned(),
+                partition,
+                durability,
+                batch,
+            })
+            .await?
+        {
+            Response::Produced {
+                base_offset,
+                append_time_ms,
+            } => Ok((base_offset, append_time_ms)),
+            other => Err(unexpected(Api::Produce, other)),
+        }
+    }
+
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: u32,
+        max_wait: Duration,
+        min_bytes: u32,
+    ) -> Result<Fetched, RequestError> {
+        let request = Request::Fetch {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            max_bytes,
+            max_wait_ms: max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
+            min_bytes,
+        };
+        match self.call(request).await? {
+            Response::Fetched {
+                high_watermark,
+                log_start_offset,
+                batches,
+            } => Ok(Fetched {
+                high_watermark,
+                log_start_offset,
+                batches,
+            }),
+            other => Err(unexpected(Api::Fetch, other)),
+        }
+    }
+
+    /// The offset for `spec` and the timestamp of the record there (-1 if none).
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<(i64, i64), RequestError> {
+        match self
+            .call(Request::ListOffsets {
+                topic: topic.to_owned(),
+                partition,
+                spec,
+            })
+            .await?
+        {
+            Response::Offset {
+                offset,
+                timestamp_ms,
+            } => Ok((offset, timestamp_ms)),
+            other => Err(unexpected(Api::ListOffsets, other)),
+        }
+    }
+
+    pub fn close(&self) {
+        self.connection.close(0u32.into(), b"bye");
+    }
+}
+
+fn unexpected(api: Api, answer: Response) -> RequestError {
+    RequestError::Unexpected {
+        api: api.name(),
+        answer: format!("{answer:?}"),
+    }
+}
+
+/// Reads one length-prefixed frame, refusing lengths over the limit before allocating.
+pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Frame, RequestError> {
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(|e| RequestError::Stream(e.to_string()))?;
+    let length = Frame::announced_length(prefix)?;
+    let mut body = vec![0u8; length];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| RequestError::Stream(e.to_string()))?;
+    Ok(Frame::decode(&body)?)
+}
+
+/// Transport settings shared by both ends: windows large enough for 8 MiB batches in flight
+/// on several streams (a small window is what slows Iggy's QUIC path).
+pub fn transport() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(quinn::VarInt::from_u32(16 * 1024 * 1024));
+    transport.receive_window(quinn::VarInt::from_u32(64 * 1024 * 1024));
+    transport.send_window(64 * 1024 * 1024);
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    transport
+}
+
+/// SHA-256 of a certificate's DER bytes, hex encoded.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+fn fingerprint_of_pem_file(path: &std::path::Path) -> Result<[u8; 32], ConnectError> {
+    use rustls::pki_types::pem::PemObject;
+    let error = |reason: String| ConnectError::Certificate {
+        path: path.display().to_string(),
+        reason,
+    };
+    let cert = CertificateDer::from_pem_file(path).map_err(|e| error(e.to_string()))?;
+    Ok(Sha256::digest(cert.as_ref()).into())
+}
+
+/// Accepts exactly one certificate, by fingerprint, and checks handshake signatures with it.
+#[derive(Debug)]
+struct PinnedCertificate {
+    fingerprint: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let actual: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if actual == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "certificate fingerprint {} is not the pinned {}",
+                hex::encode(actual),
+                hex::encode(self.fingerprint)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -512,6 +512,11 @@ impl<S: Storage> PartitionLog<S> {
         &self.config
     }
 
+    /// Base offset of the active segment (changes when the log rolls).
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset
+    }
+
     /// A handle that makes everything appended so far to the active segment durable.
     pub fn sync_handle(&self) -> Result<std::sync::Arc<dyn SyncHandle>, StorageError> {
         self.active().log.sync_handle()

@@ -1,1 +1,19 @@
-//! placeholder
+//! herald-broker: Herald's QUIC log broker.
+//!
+//! [`server`] accepts QUIC connections (quinn, TLS 1.3, ALPN `herald/1`) and streams, and
+//! feeds decoded requests to [`broker::Broker`], which owns topics and partitions
+//! (`herald-broker-core` logs over [`fs::FileStorage`]), checks schema IDs through
+//! [`schema_cache::SchemaCache`] and acknowledges `Fsync` produces through
+//! [`group_commit::GroupCommit`]. [`tls`] generates or loads the certificate.
+//!
+//! It deliberately does not (yet) do consumer groups, idempotent-producer dedup or
+//! replication: batches already carry producer id, epoch and sequence for the former.
+
+pub mod broker;
+pub mod fs;
+pub mod group_commit;
+pub mod schema_cache;
+pub mod server;
+pub mod tls;
+
+pub use server::{serve, Bound, BrokerConfig, ServeError};

@@ -550,7 +550,11 @@ mod tests {
         Record {
             timestamp_ms: 1_700_000_000_000 + i64::from(i),
             key: Some(vec![i; 3]),
-            value: if i.is_multiple_of(5) { None } else { Some(vec![i; 10]) },
+            value: if i.is_multiple_of(5) {
+                None
+            } else {
+                Some(vec![i; 10])
+            },
             headers: vec![Header {
                 key: "idempotency-key".into(),
                 value: vec![i],

@@ -13,7 +13,6 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod error;
-pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod server;

@@ -20,9 +20,9 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::api::{router, ApiError};
 use crate::auth::{AuthConfig, AuthConfigError, Denied};
-use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
+use herald_metrics::Metrics;
 
 /// Largest request body, in bytes: the schema limit plus room for JSON escaping.
 pub const REQUEST_BODY_BYTES_MAX: usize = 4 * herald_schema::SCHEMA_BYTES_MAX;
@@ -144,18 +144,20 @@ async fn metrics_endpoint(State(shared): State<Shared>) -> Response {
             .count();
         (state.schemas.len() as u64, live as u64)
     };
-    let text = shared.metrics.render(&[
-        (
-            "herald_registry_schemas",
-            "Schemas stored (distinct IDs).",
-            schemas,
-        ),
-        (
-            "herald_registry_subjects",
-            "Subjects with at least one live version.",
-            subjects,
-        ),
-    ]);
+    let metrics = &shared.metrics;
+    metrics.gauge_set(
+        "herald_registry_schemas",
+        "Schemas stored (distinct IDs).",
+        &[],
+        schemas as f64,
+    );
+    metrics.gauge_set(
+        "herald_registry_subjects",
+        "Subjects with at least one live version.",
+        &[],
+        subjects as f64,
+    );
+    let text = metrics.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -168,11 +170,22 @@ async fn record_metrics(State(shared): State<Shared>, request: Request, next: Ne
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
-    shared.metrics.record(
-        &route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed(),
+    let status = response.status().as_u16().to_string();
+    let labels = [
+        ("route", route.as_str()),
+        ("method", method.as_str()),
+        ("status", status.as_str()),
+    ];
+    let help = "HTTP requests by route, method and status.";
+    shared
+        .metrics
+        .counter_add("herald_registry_requests_total", help, &labels, 1);
+    let seconds = started.elapsed().as_secs_f64();
+    shared.metrics.observe_seconds(
+        "herald_registry_request_duration_seconds",
+        "Request latency by route.",
+        &labels[..1],
+        seconds,
     );
     response
 }

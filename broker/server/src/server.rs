@@ -1,0 +1,302 @@
+//! The QUIC glue: accept connections (bounded), accept streams, read frames (bounded), hand
+//! requests to the [`Broker`], write responses. Plus the HTTP `/metrics` endpoint and the
+//! periodic retention task.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_metrics::Metrics;
+use herald_registry_client::RegistryClient;
+use herald_wire::frame::{Frame, FrameHeader, FrameKind};
+use herald_wire::messages::ErrorBody;
+use herald_wire::{Api, ErrorCode, Request, Response};
+use tokio::sync::Semaphore;
+
+use crate::broker::{Broker, THROTTLE_RETRY_AFTER_MS};
+use crate::schema_cache::SchemaCache;
+use crate::tls;
+
+/// Connections served at once; more are refused at the handshake.
+pub const CONNECTIONS_MAX: usize = 1024;
+/// Requests in flight per connection; more are answered `Throttled`.
+pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 256;
+
+/// How to run a broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Schema registry for schema-ID validation; topics that validate need it.
+    pub registry_url: Option<String>,
+    /// HTTP address of `/metrics`; `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// How often retention runs.
+    pub retention_check_interval: Duration,
+}
+
+impl BrokerConfig {
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen,
+            data_dir: data_dir.into(),
+            registry_url: None,
+            metrics_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            retention_check_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a started broker tells its caller.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub fingerprint: String,
+    pub certificate_path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot open the broker's data: {0}")]
+    Open(#[from] crate::broker::OpenError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid registry URL: {0}")]
+    Registry(String),
+}
+
+/// Opens the data directory, binds, and serves until `shutdown` completes.
+pub async fn serve(
+    config: BrokerConfig,
+    on_bound: impl FnOnce(Bound),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let identity = tls::identity(
+        &config.data_dir,
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+    )?;
+    let registry = config
+        .registry_url
+        .as_deref()
+        .map(RegistryClient::new)
+        .transpose()
+        .map_err(|e| ServeError::Registry(e.to_string()))?;
+    let metrics = Arc::new(Metrics::new());
+    let broker = Arc::new(Broker::open(
+        &config.data_dir,
+        SchemaCache::new(registry),
+        metrics,
+    )?);
+    let endpoint = quinn::Endpoint::server(tls::server_config(&identity)?, config.listen).map_err(
+        |source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        },
+    )?;
+    let addr = endpoint.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let metrics_addr =
+        match config.metrics_listen {
+            Some(listen) => Some(spawn_metrics(listen, broker.clone()).await.map_err(
+                |source| ServeError::Bind {
+                    addr: listen,
+                    source,
+                },
+            )?),
+            None => None,
+        };
+    tracing::info!(%addr, fingerprint = %identity.fingerprint, certificate = %identity.certificate_path.display(), "broker listening (QUIC, ALPN herald/1)");
+    on_bound(Bound {
+        addr,
+        metrics_addr,
+        fingerprint: identity.fingerprint.clone(),
+        certificate_path: identity.certificate_path.clone(),
+    });
+    let retention = tokio::spawn(retention_loop(
+        broker.clone(),
+        config.retention_check_interval,
+    ));
+    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    broker.metrics.counter_add("herald_broker_connections_refused_total", "Connections refused at the limit.", &[], 1);
+                    incoming.refuse();
+                    continue;
+                };
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = serve_connection(incoming, broker).await {
+                        tracing::debug!(%error, "connection ended");
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+    retention.abort();
+    endpoint.close(0u32.into(), b"shutting down");
+    endpoint.wait_idle().await;
+    tracing::info!("broker stopped");
+    Ok(())
+}
+
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    broker: Arc<Broker>,
+) -> Result<(), quinn::ConnectionError> {
+    let connection = incoming.await?;
+    let inflight = Arc::new(Semaphore::new(INFLIGHT_REQUESTS_PER_CONNECTION_MAX));
+    loop {
+        let (send, recv) = connection.accept_bi().await?;
+        let broker = broker.clone();
+        let inflight = inflight.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_stream(send, recv, broker, inflight).await {
+                tracing::debug!(%error, "stream ended");
+            }
+        });
+    }
+}
+
+/// Serves frames on one stream, in order, until the client finishes it.
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    broker: Arc<Broker>,
+    inflight: Arc<Semaphore>,
+) -> Result<(), String> {
+    loop {
+        let frame = match next_frame(&mut recv).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(error) => {
+                let response = Response::error(
+                    ErrorCode::InvalidRequest,
+                    format!("unreadable frame: {error}"),
+                );
+                let _ = write_response(
+                    &mut send,
+                    FrameHeader {
+                        kind: FrameKind::Response,
+                        api: 0,
+                        request_id: 0,
+                    },
+                    &response,
+                )
+                .await;
+                return Err(error);
+            }
+        };
+        let header = FrameHeader {
+            kind: FrameKind::Response,
+            ..frame.header
+        };
+        let response = match (frame.header.kind, Api::from_code(frame.header.api)) {
+            (FrameKind::Request, Ok(api)) => match Request::decode(api, &frame.body) {
+                Ok(request) => match inflight.clone().try_acquire_owned() {
+                    Ok(_permit) => broker.handle(request).await,
+                    Err(_) => Response::Error(ErrorBody { code: ErrorCode::Throttled, retry_after_ms: THROTTLE_RETRY_AFTER_MS, message: format!("more than {INFLIGHT_REQUESTS_PER_CONNECTION_MAX} requests in flight on this connection") }),
+                },
+                Err(error) => Response::error(ErrorCode::InvalidRequest, format!("bad {} request: {error}", api.name())),
+            },
+            (FrameKind::Response, _) => Response::error(ErrorCode::InvalidRequest, "clients send requests, not responses"),
+            (_, Err(error)) => Response::error(ErrorCode::UnsupportedVersion, error.to_string()),
+        };
+        write_response(&mut send, header, &response).await?;
+    }
+    send.finish().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The next frame on a stream, or `None` when the client finished the stream between frames.
+async fn next_frame(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, String> {
+    let mut prefix = [0u8; 4];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(error) => return Err(error.to_string()),
+    }
+    let length = Frame::announced_length(prefix).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; length];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    Frame::decode(&body).map(Some).map_err(|e| e.to_string())
+}
+
+async fn write_response(
+    send: &mut quinn::SendStream,
+    header: FrameHeader,
+    response: &Response,
+) -> Result<(), String> {
+    let mut body = Vec::new();
+    response.encode(&mut body);
+    let frame = Frame::encode(header, &body).map_err(|e| e.to_string())?;
+    send.write_all(&frame).await.map_err(|e| e.to_string())
+}
+
+async fn retention_loop(broker: Arc<Broker>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let deleted = broker.enforce_retention();
+        if deleted > 0 {
+            tracing::info!(segments = deleted, "retention deleted segments");
+            broker.metrics.counter_add(
+                "herald_broker_retention_segments_deleted_total",
+                "Segments deleted by retention.",
+                &[],
+                deleted as u64,
+            );
+        }
+    }
+}
+
+async fn spawn_metrics(listen: SocketAddr, broker: Arc<Broker>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let broker = broker.clone();
+                async move {
+                    broker.update_gauges();
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        broker.metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/health", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "metrics endpoint failed");
+        }
+    });
+    Ok(addr)
+}

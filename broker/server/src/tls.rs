@@ -1,0 +1,106 @@
+//! TLS for the QUIC endpoint: an operator-supplied certificate and key, or a self-signed pair
+//! generated into the data directory on first start. The SHA-256 fingerprint is what clients
+//! pin.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("cannot write {path}: {reason}")]
+    Write { path: String, reason: String },
+    #[error("cannot generate a certificate: {0}")]
+    Generate(String),
+    #[error("invalid tls configuration: {0}")]
+    Config(String),
+}
+
+/// Certificate and key in use, with the certificate's fingerprint.
+pub struct Identity {
+    pub certificate: CertificateDer<'static>,
+    pub key: PrivateKeyDer<'static>,
+    pub certificate_path: PathBuf,
+    pub fingerprint: String,
+}
+
+/// Loads `cert`/`key` when given; otherwise loads or creates `data_dir/tls/{cert,key}.pem`.
+pub fn identity(
+    data_dir: &Path,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Identity, TlsError> {
+    let (cert_path, key_path) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert.to_path_buf(), key.to_path_buf()),
+        (None, None) => {
+            let dir = data_dir.join("tls");
+            let cert_path = dir.join("cert.pem");
+            let key_path = dir.join("key.pem");
+            if !cert_path.exists() || !key_path.exists() {
+                generate(&dir, &cert_path, &key_path)?;
+            }
+            (cert_path, key_path)
+        }
+        _ => {
+            return Err(TlsError::Config(
+                "give both a certificate and a key, or neither".to_owned(),
+            ))
+        }
+    };
+    let read_error = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let certificate =
+        CertificateDer::from_pem_file(&cert_path).map_err(|e| read_error(&cert_path, e))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| read_error(&key_path, e))?;
+    let fingerprint = herald_broker_client::fingerprint(certificate.as_ref());
+    Ok(Identity {
+        certificate,
+        key,
+        certificate_path: cert_path,
+        fingerprint,
+    })
+}
+
+fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+    let write_error = |path: &Path, e: std::io::Error| TlsError::Write {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
+    let names = vec![
+        "localhost".to_owned(),
+        "herald".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let generated =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    std::fs::write(key_path, generated.signing_key.serialize_pem())
+        .map_err(|e| write_error(key_path, e))?;
+    std::fs::write(cert_path, generated.cert.pem()).map_err(|e| write_error(cert_path, e))?;
+    Ok(())
+}
+
+/// The quinn server configuration for `identity`.
+pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.certificate.clone()], identity.key.clone_key())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![herald_broker_client::ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(herald_broker_client::transport()));
+    Ok(config)
+}

@@ -1,0 +1,542 @@
+//! End to end over real QUIC: a broker (and a registry) on port 0, the minimal client, real
+//! files. Topics, both durabilities, fetch in order with long polling, offsets by time,
+//! retention, schema-ID validation, restart.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald_broker::{serve, Bound, BrokerConfig};
+use herald_broker_client::{BrokerClient, RequestError, Trust};
+use herald_registry_client::{NewSchema, RegistryClient};
+use herald_wire::batch::{batches, BatchBuilder, Record};
+use herald_wire::messages::{
+    Durability, OffsetSpec, SchemaValidation, SubjectStrategy, TopicConfig,
+};
+use herald_wire::schema_id::write_schema_id;
+use herald_wire::ErrorCode;
+use tokio::sync::oneshot;
+
+struct RunningBroker {
+    bound: Bound,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBroker {
+    async fn start(
+        data_dir: &Path,
+        registry_url: Option<String>,
+        retention_check: Duration,
+    ) -> Self {
+        let mut config = BrokerConfig::new("127.0.0.1:0".parse().expect("addr"), data_dir);
+        config.registry_url = registry_url;
+        config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        config.retention_check_interval = retention_check;
+        let (bound_tx, bound_rx) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve(
+                config,
+                move |bound| drop(bound_tx.send(bound)),
+                async move { drop(stopped.await) },
+            )
+            .await
+            .expect("broker serves");
+        });
+        let bound = bound_rx.await.expect("broker bound");
+        Self {
+            bound,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn client(&self) -> BrokerClient {
+        BrokerClient::connect(
+            self.bound.addr,
+            Trust::Fingerprint(self.bound.fingerprint.clone()),
+        )
+        .await
+        .expect("connects")
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+async fn start_registry(data_dir: &Path) -> String {
+    let (tx, rx) = oneshot::channel();
+    let config = herald_registry::ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data_dir.to_owned(),
+        auth_file: None,
+    };
+    tokio::spawn(async move {
+        let _ = herald_registry::serve(
+            config,
+            move |addr: SocketAddr| {
+                let _ = tx.send(addr);
+            },
+            std::future::pending(),
+        )
+        .await;
+    });
+    format!("http://{}", rx.await.expect("registry bound"))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn batch(values: impl IntoIterator<Item = Vec<u8>>, timestamp_ms: i64) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    for value in values {
+        builder.push(Record {
+            timestamp_ms,
+            key: Some(b"k".to_vec()),
+            value: Some(value),
+            headers: Vec::new(),
+        });
+    }
+    builder.encode().expect("valid batch")
+}
+
+fn numbered(from: u32, count: u32) -> Vec<Vec<u8>> {
+    (from..from + count)
+        .map(|n| format!("record-{n}").into_bytes())
+        .collect()
+}
+
+async fn read_values(
+    client: &BrokerClient,
+    topic: &str,
+    partition: u32,
+    from: i64,
+) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let fetched = client
+            .fetch(topic, partition, offset, 64 * 1024, Duration::ZERO, 1)
+            .await
+            .expect("fetch");
+        if fetched.batches.is_empty() {
+            return out;
+        }
+        for view in batches(&fetched.batches) {
+            let view = view.expect("served batches carry valid CRCs");
+            for (i, record) in view.records().enumerate() {
+                let record = record.expect("record");
+                let record_offset = view.base_offset() + i as i64;
+                if record_offset >= offset {
+                    out.push((
+                        record_offset,
+                        String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned(),
+                    ));
+                }
+            }
+            offset = view.next_offset();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_fetch_offsets_and_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let client = broker.client().await;
+    let config = TopicConfig {
+        partitions: 2,
+        ..TopicConfig::default()
+    };
+    client.create_topic("orders", config).await.expect("create");
+    let error = client
+        .create_topic("orders", config)
+        .await
+        .expect_err("exists");
+    assert_eq!(error.code(), Some(ErrorCode::TopicAlreadyExists));
+    let error = client
+        .create_topic("bad/name", config)
+        .await
+        .expect_err("invalid");
+    assert_eq!(error.code(), Some(ErrorCode::InvalidRequest));
+
+    let early = now_ms() - 60_000;
+    let (base, _) = client
+        .produce(
+            "orders",
+            0,
+            Durability::Memory,
+            batch(numbered(0, 10), early),
+        )
+        .await
+        .expect("memory produce");
+    assert_eq!(base, 0);
+    let (base, _) = client
+        .produce(
+            "orders",
+            0,
+            Durability::Fsync,
+            batch(numbered(10, 10), now_ms()),
+        )
+        .await
+        .expect("fsync produce");
+    assert_eq!(base, 10);
+    client
+        .produce(
+            "orders",
+            1,
+            Durability::Fsync,
+            batch(numbered(100, 3), now_ms()),
+        )
+        .await
+        .expect("partition 1");
+    let values = read_values(&client, "orders", 0, 0).await;
+    assert_eq!(
+        values,
+        (0..20)
+            .map(|n| (n as i64, format!("record-{n}")))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        read_values(&client, "orders", 0, 15).await.first().cloned(),
+        Some((15, "record-15".to_owned()))
+    );
+
+    assert_eq!(
+        client
+            .list_offsets("orders", 0, OffsetSpec::Earliest)
+            .await
+            .expect("earliest")
+            .0,
+        0
+    );
+    assert_eq!(
+        client
+            .list_offsets("orders", 0, OffsetSpec::Latest)
+            .await
+            .expect("latest")
+            .0,
+        20
+    );
+    assert_eq!(
+        client
+            .list_offsets("orders", 0, OffsetSpec::Timestamp(early + 1))
+            .await
+            .expect("by time")
+            .0,
+        10
+    );
+    assert_eq!(
+        client
+            .list_offsets("orders", 0, OffsetSpec::Timestamp(now_ms() + 60_000))
+            .await
+            .expect("future"),
+        (20, -1)
+    );
+
+    let error = client
+        .fetch("orders", 0, 21, 1024, Duration::ZERO, 1)
+        .await
+        .expect_err("out of range");
+    assert_eq!(error.code(), Some(ErrorCode::OffsetOutOfRange));
+    let error = client
+        .produce("orders", 9, Durability::Memory, batch(numbered(0, 1), 0))
+        .await
+        .expect_err("no partition 9");
+    assert_eq!(error.code(), Some(ErrorCode::UnknownPartition));
+    let error = client
+        .produce("nope", 0, Durability::Memory, batch(numbered(0, 1), 0))
+        .await
+        .expect_err("no topic");
+    assert_eq!(error.code(), Some(ErrorCode::UnknownTopic));
+    let mut corrupt = batch(numbered(0, 1), 0);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    let error = client
+        .produce("orders", 0, Durability::Memory, corrupt)
+        .await
+        .expect_err("corrupt");
+    assert_eq!(error.code(), Some(ErrorCode::CorruptBatch));
+
+    // Long polling: a fetch at the end waits for the next produce.
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .fetch("orders", 0, 20, 1024, Duration::from_secs(10), 1)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client
+        .produce(
+            "orders",
+            0,
+            Durability::Memory,
+            batch(numbered(20, 1), now_ms()),
+        )
+        .await
+        .expect("produce");
+    let fetched = waiting.await.expect("task").expect("long poll answered");
+    assert_eq!(
+        batches(&fetched.batches)
+            .next()
+            .expect("a batch")
+            .expect("valid")
+            .base_offset(),
+        20
+    );
+    let started = std::time::Instant::now();
+    let empty = client
+        .fetch("orders", 0, 21, 1024, Duration::from_millis(200), 1)
+        .await
+        .expect("times out empty");
+    assert!(empty.batches.is_empty() && started.elapsed() >= Duration::from_millis(190));
+
+    let topics = client.list_topics().await.expect("list");
+    assert_eq!(topics.len(), 1);
+    assert_eq!(topics[0].partitions[0].high_watermark, 21);
+    let metrics = reqwest_get(broker.bound.metrics_addr.expect("metrics")).await;
+    assert!(
+        metrics.contains("herald_broker_records_in_total{topic=\"orders\"} 24"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "herald_broker_rejected_batches_total{topic=\"orders\",reason=\"corrupt\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herald_broker_fsync_duration_seconds_count"),
+        "{metrics}"
+    );
+
+    // Restart on the same data directory: everything is still there.
+    client.close();
+    broker.stop().await;
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let client = broker.client().await;
+    assert_eq!(read_values(&client, "orders", 0, 0).await.len(), 21);
+    assert_eq!(read_values(&client, "orders", 1, 0).await.len(), 3);
+    client.delete_topic("orders").await.expect("delete");
+    assert_eq!(
+        client
+            .describe_topic("orders")
+            .await
+            .expect_err("deleted")
+            .code(),
+        Some(ErrorCode::UnknownTopic)
+    );
+    broker.stop().await;
+}
+
+async fn reqwest_get(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("read");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_old_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_millis(100)).await;
+    let client = broker.client().await;
+    let config = TopicConfig {
+        segment_bytes: 4096,
+        retention: Some(Duration::from_millis(300)),
+        ..TopicConfig::default()
+    };
+    client.create_topic("short", config).await.expect("create");
+    for n in 0..40 {
+        client
+            .produce(
+                "short",
+                0,
+                Durability::Memory,
+                batch(vec![vec![b'x'; 400]], now_ms()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("produce {n}: {e}"));
+    }
+    let before = client
+        .describe_topic("short")
+        .await
+        .expect("describe")
+        .partitions[0];
+    assert!(before.segments > 2, "{before:?}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let after = client
+        .describe_topic("short")
+        .await
+        .expect("describe")
+        .partitions[0];
+    assert_eq!(
+        after.segments, 1,
+        "only the active segment is left: {after:?}"
+    );
+    assert!(after.log_start_offset > 0);
+    let error = client
+        .fetch("short", 0, 0, 1024, Duration::ZERO, 1)
+        .await
+        .expect_err("deleted by retention");
+    assert_eq!(error.code(), Some(ErrorCode::OffsetOutOfRange));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_validation_refuses_unregistered_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry_url = start_registry(&dir.path().join("registry")).await;
+    let registry = RegistryClient::new(&registry_url).expect("client");
+    let order = r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"id","type":"string"}]}"#;
+    let order_id = registry
+        .register("orders-value", &NewSchema::avro(order))
+        .await
+        .expect("register");
+    let other_id = registry
+        .register(
+            "payments-value",
+            &NewSchema::avro(r#"{"type":"record","name":"Payment","fields":[]}"#),
+        )
+        .await
+        .expect("register");
+    let broker = RunningBroker::start(
+        &dir.path().join("broker"),
+        Some(registry_url),
+        Duration::from_secs(3600),
+    )
+    .await;
+    let client = broker.client().await;
+    let validated = TopicConfig {
+        validation: SchemaValidation {
+            key: false,
+            value: true,
+            strategy: SubjectStrategy::TopicName,
+        },
+        ..TopicConfig::default()
+    };
+    client
+        .create_topic("orders", validated)
+        .await
+        .expect("create");
+    let framed = |id: u32| {
+        let mut value = Vec::new();
+        write_schema_id(&mut value, id);
+        value.extend_from_slice(b"\x08o-1");
+        value
+    };
+    client
+        .produce(
+            "orders",
+            0,
+            Durability::Memory,
+            batch(vec![framed(order_id), framed(order_id)], now_ms()),
+        )
+        .await
+        .expect("registered id accepted");
+    let mut builder = BatchBuilder::new();
+    builder.push(Record {
+        value: None,
+        ..Record::default()
+    });
+    client
+        .produce(
+            "orders",
+            0,
+            Durability::Memory,
+            builder.encode().expect("tombstone"),
+        )
+        .await
+        .expect("tombstones pass");
+    let refused = client
+        .produce(
+            "orders",
+            0,
+            Durability::Memory,
+            batch(vec![framed(order_id), framed(other_id)], now_ms()),
+        )
+        .await
+        .expect_err("other subject's id");
+    let RequestError::Broker { code, message, .. } = &refused else {
+        panic!("broker error expected: {refused}")
+    };
+    assert_eq!(*code, ErrorCode::SchemaValidationFailed);
+    assert!(
+        message.contains("record 1")
+            && message.contains(&format!("schema ID {other_id}"))
+            && message.contains("orders-value"),
+        "{message}"
+    );
+    let refused = client
+        .produce(
+            "orders",
+            0,
+            Durability::Memory,
+            batch(vec![b"raw bytes".to_vec()], now_ms()),
+        )
+        .await
+        .expect_err("no framing");
+    assert_eq!(refused.code(), Some(ErrorCode::SchemaValidationFailed));
+    let refused = client
+        .produce(
+            "orders",
+            0,
+            Durability::Memory,
+            batch(vec![framed(9999)], now_ms()),
+        )
+        .await
+        .expect_err("unknown id");
+    assert_eq!(refused.code(), Some(ErrorCode::SchemaValidationFailed));
+    assert_eq!(
+        read_values(&client, "orders", 0, 0).await.len(),
+        3,
+        "refused batches stored nothing"
+    );
+    // A broker without a registry refuses to create validating topics.
+    let bare =
+        RunningBroker::start(&dir.path().join("bare"), None, Duration::from_secs(3600)).await;
+    let error = bare
+        .client()
+        .await
+        .create_topic("orders", validated)
+        .await
+        .expect_err("needs a registry");
+    assert_eq!(error.code(), Some(ErrorCode::InvalidTopicConfig));
+    bare.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_fingerprint_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let wrong = "00".repeat(32);
+    assert!(
+        BrokerClient::connect(broker.bound.addr, Trust::Fingerprint(wrong))
+            .await
+            .is_err()
+    );
+    let by_file = BrokerClient::connect(
+        broker.bound.addr,
+        Trust::CertificateFile(broker.bound.certificate_path.clone()),
+    )
+    .await
+    .expect("pinned by file");
+    assert!(by_file.list_topics().await.expect("works").is_empty());
+    broker.stop().await;
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use herald_broker::BrokerConfig;
 use herald_registry::ServerConfig;
 
 /// Herald: a schema-governed event platform.
@@ -17,8 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run everything Herald has on one embedded data directory (today: the schema registry
-    /// on 127.0.0.1:8081).
+    /// Run everything Herald has on one embedded data directory: the schema registry on
+    /// 127.0.0.1:8081 and the QUIC broker on 127.0.0.1:7070 (metrics on 127.0.0.1:7071).
     ///
     /// Example: herald up --data-dir ./herald-data
     Up {
@@ -28,6 +29,17 @@ enum Command {
         /// Address of the schema registry's HTTP API.
         #[arg(long, default_value = "127.0.0.1:8081")]
         registry_listen: SocketAddr,
+        /// Address of the broker's QUIC endpoint.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        broker_listen: SocketAddr,
+        /// Address of the broker's HTTP /metrics endpoint.
+        #[arg(long, default_value = "127.0.0.1:7071")]
+        broker_metrics_listen: SocketAddr,
+    },
+    /// Broker commands.
+    Broker {
+        #[command(subcommand)]
+        command: BrokerCommand,
     },
     /// Schema registry commands.
     Registry {
@@ -54,6 +66,85 @@ enum RegistryCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum BrokerCommand {
+    /// Serve the QUIC log broker. Flags override the TOML config file.
+    ///
+    /// Example: herald broker serve --listen 127.0.0.1:7070 --data-dir ./herald-data/broker --registry http://127.0.0.1:8081
+    Serve(BrokerServeArgs),
+}
+
+#[derive(clap::Args)]
+struct BrokerServeArgs {
+    /// TOML file with any of: listen, data_dir, registry, metrics_listen, tls_cert, tls_key,
+    /// retention_check_interval_ms.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// QUIC address (port 0 picks a free port; the chosen address is printed).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory of topics, segments and the generated certificate.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Schema registry URL, needed by topics that validate schema IDs.
+    #[arg(long)]
+    registry: Option<String>,
+    /// HTTP address of /metrics.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// PEM certificate to serve instead of the generated self-signed one (with --tls-key).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+}
+
+/// The broker's TOML config file.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BrokerFile {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    registry: Option<String>,
+    metrics_listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    retention_check_interval_ms: Option<u64>,
+}
+
+impl BrokerServeArgs {
+    fn into_config(self) -> anyhow::Result<BrokerConfig> {
+        let file: BrokerFile = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid broker config {}", path.display()))?
+            }
+            None => BrokerFile::default(),
+        };
+        let listen = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070)));
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .context("--data-dir (or data_dir in --config) is required")?;
+        let mut config = BrokerConfig::new(listen, data_dir);
+        config.registry_url = self.registry.or(file.registry);
+        config.metrics_listen = self.metrics_listen.or(file.metrics_listen);
+        config.tls_cert = self.tls_cert.or(file.tls_cert);
+        config.tls_key = self.tls_key.or(file.tls_key);
+        if let Some(ms) = file.retention_check_interval_ms {
+            anyhow::ensure!(ms > 0, "retention_check_interval_ms must be positive");
+            config.retention_check_interval = std::time::Duration::from_millis(ms);
+        }
+        Ok(config)
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -75,14 +166,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Up {
             data_dir,
             registry_listen,
+            broker_listen,
+            broker_metrics_listen,
         } => {
-            serve_registry(ServerConfig {
+            let registry = ServerConfig {
                 listen: registry_listen,
                 data_dir: data_dir.join("registry"),
                 auth_file: None,
-            })
-            .await
+            };
+            let mut broker = BrokerConfig::new(broker_listen, data_dir.join("broker"));
+            broker.registry_url = Some(format!("http://{registry_listen}"));
+            broker.metrics_listen = Some(broker_metrics_listen);
+            let (registry_result, broker_result) =
+                tokio::join!(serve_registry(registry), serve_broker(broker));
+            registry_result.and(broker_result)
         }
+        Command::Broker {
+            command: BrokerCommand::Serve(args),
+        } => serve_broker(args.into_config()?).await,
         Command::Registry {
             command:
                 RegistryCommand::Serve {
@@ -109,6 +210,26 @@ async fn serve_registry(config: ServerConfig) -> anyhow::Result<()> {
     )
     .await
     .context("the schema registry failed")
+}
+
+async fn serve_broker(config: BrokerConfig) -> anyhow::Result<()> {
+    herald_broker::serve(
+        config,
+        |bound| {
+            println!(
+                "herald broker listening on quic://{} fingerprint={} certificate={}",
+                bound.addr,
+                bound.fingerprint,
+                bound.certificate_path.display()
+            );
+            if let Some(metrics) = bound.metrics_addr {
+                println!("herald broker metrics on http://{metrics}/metrics");
+            }
+        },
+        shutdown_signal(),
+    )
+    .await
+    .context("the broker failed")
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -33,23 +33,24 @@ pub fn herald_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A running `herald registry serve` process.
-pub struct RegistryProcess {
+/// A running `herald` process, started with some arguments, whose first stdout line with a
+/// given prefix was read.
+pub struct HeraldProcess {
     child: Child,
-    pub url: String,
+    /// The rest of the announced line after the prefix.
+    pub announced: String,
 }
 
-impl RegistryProcess {
-    /// Starts a registry on `127.0.0.1:0` over `data_dir` and waits for its address.
-    pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
-        Self::start_with(data_dir, &[])
-    }
-
-    pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
+impl HeraldProcess {
+    pub fn start(
+        args: &[&str],
+        data_dir: &Path,
+        announce_prefix: &'static str,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(herald_binary()?)
-            .args(["registry", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(args)
+            .arg("--data-dir")
             .arg(data_dir)
-            .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -59,18 +60,18 @@ impl RegistryProcess {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("herald registry listening on ") {
-                    let _ = sender.send(url.trim().to_owned());
+                if let Some(rest) = line.strip_prefix(announce_prefix) {
+                    let _ = sender.send(rest.trim().to_owned());
                 }
             }
         });
         let started = Instant::now();
         match receiver.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(url) => Ok(Self { child, url }),
+            Ok(announced) => Ok(Self { child, announced }),
             Err(_) => {
                 let _ = child.kill();
                 bail!(
-                    "herald did not report its address within {:?}",
+                    "herald did not announce itself within {:?}",
                     started.elapsed()
                 )
             }
@@ -109,9 +110,75 @@ impl RegistryProcess {
     }
 }
 
-impl Drop for RegistryProcess {
+impl Drop for HeraldProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A running `herald registry serve` process.
+pub struct RegistryProcess {
+    process: HeraldProcess,
+    pub url: String,
+}
+
+impl RegistryProcess {
+    /// Starts a registry on `127.0.0.1:0` over `data_dir` and waits for its address.
+    pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        let process = HeraldProcess::start(
+            &["registry", "serve", "--listen", "127.0.0.1:0"],
+            data_dir,
+            "herald registry listening on ",
+        )?;
+        let url = process.announced.clone();
+        Ok(Self { process, url })
+    }
+
+    pub fn kill(self) -> anyhow::Result<()> {
+        self.process.kill()
+    }
+
+    #[cfg(unix)]
+    pub fn terminate(self) -> anyhow::Result<std::process::ExitStatus> {
+        self.process.terminate()
+    }
+}
+
+/// A running `herald broker serve` process.
+pub struct BrokerProcess {
+    process: HeraldProcess,
+    pub addr: std::net::SocketAddr,
+    pub fingerprint: String,
+}
+
+impl BrokerProcess {
+    pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        let process = HeraldProcess::start(
+            &["broker", "serve", "--listen", "127.0.0.1:0"],
+            data_dir,
+            "herald broker listening on quic://",
+        )?;
+        // "<addr> fingerprint=<hex> certificate=<path>"
+        let mut words = process.announced.split_whitespace();
+        let addr = words
+            .next()
+            .context("no address")?
+            .parse()
+            .context("bad address")?;
+        let fingerprint = words
+            .next()
+            .and_then(|w| w.strip_prefix("fingerprint="))
+            .context("no fingerprint")?
+            .to_owned();
+        Ok(Self {
+            process,
+            addr,
+            fingerprint,
+        })
+    }
+
+    pub fn kill(self) -> anyhow::Result<()> {
+        self.process.kill()
     }
 }

@@ -364,7 +364,11 @@ pub fn transport() -> quinn::TransportConfig {
     transport.receive_window(quinn::VarInt::from_u32(64 * 1024 * 1024));
     transport.send_window(64 * 1024 * 1024);
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
-    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    // A dead peer is noticed within 10 s; keep-alives keep a quiet connection open.
+    transport.keep_alive_interval(Some(Duration::from_secs(3)));
+    transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        10_000,
+    ))));
     transport
 }
 

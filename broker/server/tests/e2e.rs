@@ -540,3 +540,69 @@ async fn a_wrong_fingerprint_is_refused() {
     assert!(by_file.list_topics().await.expect("works").is_empty());
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_and_garbled_segment_tail_is_recovered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let client = broker.client().await;
+    client
+        .create_topic("torn", TopicConfig::default())
+        .await
+        .expect("create");
+    for n in 0..10 {
+        client
+            .produce(
+                "torn",
+                0,
+                Durability::Fsync,
+                batch(numbered(n * 3, 3), now_ms()),
+            )
+            .await
+            .expect("produce");
+    }
+    client.close();
+    broker.stop().await;
+    let log = dir
+        .path()
+        .join("topics/torn/0")
+        .join(format!("{:020}.log", 0));
+    let bytes = std::fs::read(&log).expect("segment");
+    let ends: Vec<usize> = batches(&bytes)
+        .scan(0, |end, view| {
+            *end += view.expect("valid").size();
+            Some(*end)
+        })
+        .collect();
+    assert_eq!(ends.len(), 10);
+    // Cut the last batch in half, and garble a byte inside the eighth.
+    let mut damaged = bytes[..(ends[8] + ends[9]) / 2].to_vec();
+    damaged[ends[6] + 70] ^= 0x5a;
+    std::fs::write(&log, &damaged).expect("write damaged segment");
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let client = broker.client().await;
+    let values = read_values(&client, "torn", 0, 0).await;
+    assert_eq!(
+        values,
+        (0..21)
+            .map(|n| (n as i64, format!("record-{n}")))
+            .collect::<Vec<_>>(),
+        "the seven intact batches survive"
+    );
+    assert_eq!(
+        std::fs::metadata(&log).expect("segment").len() as usize,
+        ends[6],
+        "the file was truncated at the first bad batch"
+    );
+    let (base, _) = client
+        .produce(
+            "torn",
+            0,
+            Durability::Fsync,
+            batch(numbered(21, 1), now_ms()),
+        )
+        .await
+        .expect("appends continue");
+    assert_eq!(base, 21);
+    broker.stop().await;
+}

@@ -1,6 +1,8 @@
 //! herald-bench: Herald against an in-run baseline or peer. Every figure printed here is
 //! meant to be quoted as a ratio against the other side of the same run.
 
+mod broker;
+mod broker_nats;
 mod registry;
 
 use clap::{Parser, Subcommand};
@@ -17,10 +19,14 @@ enum Command {
     /// Schema registry: ID lookups vs a constant axum handler, registration under
     /// FULL_TRANSITIVE against many versions, resident memory with many schemas.
     Registry(registry::Options),
+    /// Broker: produce and consume throughput, ack latency at half the maximum rate, against
+    /// NATS JetStream in the same run with `--peer nats`.
+    Broker(broker::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Registry(options) => registry::run(options),
+        Command::Broker(options) => broker::run(options),
     }
 }

@@ -201,7 +201,7 @@ async fn serve_stream(
                         api: 0,
                         request_id: 0,
                     },
-                    &response,
+                    response,
                 )
                 .await;
                 return Err(error);
@@ -222,7 +222,7 @@ async fn serve_stream(
             (FrameKind::Response, _) => Response::error(ErrorCode::InvalidRequest, "clients send requests, not responses"),
             (_, Err(error)) => Response::error(ErrorCode::UnsupportedVersion, error.to_string()),
         };
-        write_response(&mut send, header, &response).await?;
+        write_response(&mut send, header, response).await?;
     }
     send.finish().map_err(|e| e.to_string())?;
     Ok(())
@@ -244,15 +244,28 @@ async fn next_frame(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, Strin
     Frame::decode(&body).map(Some).map_err(|e| e.to_string())
 }
 
+/// Writes a response frame; a fetch's batches are handed to quinn as they are, uncopied.
 async fn write_response(
     send: &mut quinn::SendStream,
     header: FrameHeader,
-    response: &Response,
+    response: Response,
 ) -> Result<(), String> {
-    let mut body = Vec::new();
-    response.encode(&mut body);
-    let frame = Frame::encode(header, &body).map_err(|e| e.to_string())?;
-    send.write_all(&frame).await.map_err(|e| e.to_string())
+    let mut head = Vec::with_capacity(64);
+    let tail = response.encode_split(&mut head);
+    let body_len = head.len() + tail.as_ref().map_or(0, Vec::len);
+    let frame_head = Frame::encode_header(header, body_len).map_err(|e| e.to_string())?;
+    let mut first = Vec::with_capacity(frame_head.len() + head.len());
+    first.extend_from_slice(&frame_head);
+    first.extend_from_slice(&head);
+    send.write_chunk(first.into())
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(tail) = tail {
+        send.write_chunk(tail.into())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 async fn retention_loop(broker: Arc<Broker>, interval: Duration) {

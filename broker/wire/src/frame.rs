@@ -32,7 +32,19 @@ pub struct Frame {
 impl Frame {
     /// Encodes header and `body` with the length prefix.
     pub fn encode(header: FrameHeader, body: &[u8]) -> Result<Vec<u8>, DecodeError> {
-        let length = FRAME_HEADER_BYTES - 4 + body.len();
+        let head = Self::encode_header(header, body.len())?;
+        let mut out = Vec::with_capacity(head.len() + body.len());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(body);
+        Ok(out)
+    }
+
+    /// The 16 bytes that precede a body of `body_len` bytes.
+    pub fn encode_header(
+        header: FrameHeader,
+        body_len: usize,
+    ) -> Result<[u8; FRAME_HEADER_BYTES], DecodeError> {
+        let length = FRAME_HEADER_BYTES - 4 + body_len;
         if length > FRAME_BYTES_MAX {
             return Err(DecodeError::TooLarge {
                 what: "frame",
@@ -40,17 +52,26 @@ impl Frame {
                 limit: FRAME_BYTES_MAX,
             });
         }
-        let mut out = Vec::with_capacity(4 + length);
-        out.extend_from_slice(&(length as u32).to_be_bytes());
-        out.push(PROTOCOL_VERSION);
-        out.push(match header.kind {
+        let mut out = [0u8; FRAME_HEADER_BYTES];
+        out[..4].copy_from_slice(&(length as u32).to_be_bytes());
+        out[4] = PROTOCOL_VERSION;
+        out[5] = match header.kind {
             FrameKind::Request => 0,
             FrameKind::Response => 1,
-        });
-        out.extend_from_slice(&header.api.to_be_bytes());
-        out.extend_from_slice(&header.request_id.to_be_bytes());
-        out.extend_from_slice(body);
+        };
+        out[6..8].copy_from_slice(&header.api.to_be_bytes());
+        out[8..16].copy_from_slice(&header.request_id.to_be_bytes());
         Ok(out)
+    }
+
+    /// Decodes an owned frame (after its length prefix) without copying the body.
+    pub fn decode_owned(mut bytes: Vec<u8>) -> Result<Self, DecodeError> {
+        let header = Self::decode(bytes.get(..FRAME_HEADER_BYTES - 4).unwrap_or(&bytes))?.header;
+        bytes.drain(..FRAME_HEADER_BYTES - 4);
+        Ok(Self {
+            header,
+            body: bytes,
+        })
     }
 
     /// The length announced by a 4-byte prefix, checked against the limit.
@@ -116,12 +137,14 @@ mod tests {
             let length = Frame::announced_length([bytes[0], bytes[1], bytes[2], bytes[3]]).expect("length");
             prop_assert_eq!(length, bytes.len() - 4);
             let frame = Frame::decode(&bytes[4..]).expect("decodes");
-            prop_assert_eq!(frame, Frame { header, body });
+            prop_assert_eq!(&frame, &Frame { header, body });
+            prop_assert_eq!(Frame::decode_owned(bytes[4..].to_vec()).expect("decodes owned"), frame);
         }
 
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64), prefix in any::<[u8; 4]>()) {
             let _ = Frame::decode(&bytes);
+            let _ = Frame::decode_owned(bytes.clone());
             let _ = Frame::announced_length(prefix);
         }
     }

@@ -396,6 +396,69 @@ impl Response {
         }
     }
 
+    /// Encodes into `out` everything but a trailing payload, which is returned to be sent
+    /// as is: a fetch's batches go to the transport without being copied into the frame.
+    pub fn encode_split(self, out: &mut Vec<u8>) -> Option<Vec<u8>> {
+        match self {
+            Response::Fetched {
+                high_watermark,
+                log_start_offset,
+                batches,
+            } => {
+                out.extend_from_slice(&0u16.to_be_bytes());
+                out.extend_from_slice(&high_watermark.to_be_bytes());
+                out.extend_from_slice(&log_start_offset.to_be_bytes());
+                out.extend_from_slice(&(batches.len() as u32).to_be_bytes());
+                Some(batches)
+            }
+            other => {
+                other.encode(out);
+                None
+            }
+        }
+    }
+
+    /// Decodes an owned body; a fetch's batches are taken from it without a copy.
+    pub fn decode_owned(api: Api, mut body: Vec<u8>) -> Result<Self, DecodeError> {
+        const FETCHED_HEAD_BYTES: usize = 2 + 8 + 8 + 4;
+        if api == Api::Fetch && body.len() >= FETCHED_HEAD_BYTES && body[..2] == [0, 0] {
+            let mut r = Reader::new(&body[..FETCHED_HEAD_BYTES]);
+            let _status = r.u16("status")?;
+            let high_watermark = r.i64("high watermark")?;
+            let log_start_offset = r.i64("log start offset")?;
+            let length = r.u32("batches")? as usize;
+            let limit = FETCH_BYTES_MAX + BATCH_BYTES_MAX;
+            if length > limit {
+                return Err(DecodeError::TooLarge {
+                    what: "batches",
+                    size: length,
+                    limit,
+                });
+            }
+            let available = body.len() - FETCHED_HEAD_BYTES;
+            if length != available {
+                return Err(if length > available {
+                    DecodeError::Truncated {
+                        what: "batches",
+                        needed: length - available,
+                    }
+                } else {
+                    DecodeError::Trailing {
+                        what: "response",
+                        trailing: available - length,
+                    }
+                });
+            }
+            body.drain(..FETCHED_HEAD_BYTES);
+            return Ok(Response::Fetched {
+                high_watermark,
+                log_start_offset,
+                batches: body,
+            });
+        }
+        Self::decode(api, &body)
+    }
+
     pub fn decode(api: Api, body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let status = r.u16("status")?;
@@ -760,7 +823,13 @@ mod tests {
         fn responses_round_trip((api, response) in response()) {
             let mut body = Vec::new();
             response.encode(&mut body);
-            prop_assert_eq!(Response::decode(api, &body).expect("decodes"), response);
+            prop_assert_eq!(Response::decode(api, &body).expect("decodes"), response.clone());
+            prop_assert_eq!(Response::decode_owned(api, body.clone()).expect("decodes owned"), response.clone());
+            let mut split = Vec::new();
+            if let Some(tail) = response.clone().encode_split(&mut split) {
+                split.extend_from_slice(&tail);
+            }
+            prop_assert_eq!(split, body);
         }
 
         #[test]
@@ -768,6 +837,7 @@ mod tests {
             let api = Api::from_code(api).expect("known api");
             let _ = Request::decode(api, &bytes);
             let _ = Response::decode(api, &bytes);
+            let _ = Response::decode_owned(api, bytes.clone());
             let mut body = Vec::new();
             request.encode(&mut body);
             let cut = cut.min(body.len());

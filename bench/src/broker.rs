@@ -1,0 +1,315 @@
+//! Broker benchmarks: one producer (a window of in-flight batches), one consumer, over real
+//! QUIC to a `herald broker` process started by the bench; optionally the same workload
+//! against NATS JetStream (`--peer nats`) in the same run.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use herald_broker_client::{BrokerClient, Trust};
+use herald_wire::batch::{batches, BatchBuilder, Record};
+use herald_wire::messages::{Durability, TopicConfig};
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct Options {
+    /// Records produced (and then consumed).
+    #[arg(long, default_value_t = 2_000_000)]
+    records: usize,
+    /// Value bytes per record.
+    #[arg(long, default_value_t = 100)]
+    record_bytes: usize,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_records: usize,
+    /// Partitions of the topic (batches go round robin).
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// memory or fsync.
+    #[arg(long, default_value = "memory")]
+    durability: String,
+    /// Produce requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Seconds of rate-limited produce for the latency phase (0 skips it).
+    #[arg(long, default_value_t = 5)]
+    latency_seconds: u64,
+    /// Also run the workload against this peer: nats.
+    #[arg(long)]
+    peer: Option<String>,
+}
+
+pub(crate) fn run(options: Options) -> anyhow::Result<()> {
+    let durability = match options.durability.as_str() {
+        "memory" => Durability::Memory,
+        "fsync" => Durability::Fsync,
+        other => anyhow::bail!("--durability must be memory or fsync, not '{other}'"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(herald(&options, durability))?;
+    if let Some(peer) = &options.peer {
+        anyhow::ensure!(
+            peer == "nats",
+            "unknown peer '{peer}': only nats is supported"
+        );
+        runtime.block_on(crate::broker_nats::run(
+            &options_view(&options),
+            durability == Durability::Fsync,
+        ))?;
+    }
+    Ok(())
+}
+
+/// What the NATS side needs of the options.
+pub(crate) struct Workload {
+    pub(crate) records: usize,
+    pub(crate) record_bytes: usize,
+    pub(crate) batch_records: usize,
+    pub(crate) window: usize,
+}
+
+fn options_view(options: &Options) -> Workload {
+    Workload {
+        records: options.records,
+        record_bytes: options.record_bytes,
+        batch_records: options.batch_records,
+        window: options.window,
+    }
+}
+
+struct HeraldProcess {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for HeraldProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn herald_binary() -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?
+        .parent()
+        .context("exe dir")?
+        .join("herald");
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: cargo build --release -p herald-cli first",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn start_broker() -> anyhow::Result<(HeraldProcess, std::net::SocketAddr, String)> {
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(herald_binary()?)
+        .args(["broker", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let rest = line
+        .trim()
+        .strip_prefix("herald broker listening on quic://")
+        .context("no address line")?;
+    let mut words = rest.split_whitespace();
+    let addr = words.next().context("addr")?.parse()?;
+    let fingerprint = words
+        .next()
+        .and_then(|w| w.strip_prefix("fingerprint="))
+        .context("fingerprint")?
+        .to_owned();
+    Ok((HeraldProcess { child, _dir: dir }, addr, fingerprint))
+}
+
+pub(crate) fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+    samples.sort_unstable();
+    let at = |fraction: f64| {
+        if samples.is_empty() {
+            return 0.0;
+        }
+        samples[((samples.len() as f64 - 1.0) * fraction).round() as usize].as_secs_f64() * 1000.0
+    };
+    (at(0.5), at(0.99), at(0.999))
+}
+
+pub(crate) fn report(
+    system: &str,
+    phase: &str,
+    records: usize,
+    record_bytes: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+) -> f64 {
+    let per_second = records as f64 / elapsed.as_secs_f64();
+    let (p50, p99, p999) = percentiles(latencies);
+    println!(
+        "system={system} phase={phase} records={records} records_per_s={per_second:.0} mb_per_s={:.1} p50_ms={p50:.3} p99_ms={p99:.3} p999_ms={p999:.3}",
+        per_second * record_bytes as f64 / 1e6
+    );
+    per_second
+}
+
+fn encode_batch(first: usize, count: usize, value: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut builder = BatchBuilder::new();
+    for n in 0..count {
+        builder.push(Record {
+            timestamp_ms: (first + n) as i64,
+            key: None,
+            value: Some(value.to_vec()),
+            headers: Vec::new(),
+        });
+    }
+    Ok(builder.encode()?)
+}
+
+async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()> {
+    let (_process, addr, fingerprint) = start_broker()?;
+    let client = BrokerClient::connect(addr, Trust::Fingerprint(fingerprint)).await?;
+    client
+        .create_topic(
+            "bench",
+            TopicConfig {
+                partitions: options.partitions,
+                retention: None,
+                segment_bytes: 1 << 30,
+                ..TopicConfig::default()
+            },
+        )
+        .await?;
+    let value = vec![b'x'; options.record_bytes];
+    let batch_count = options.records.div_ceil(options.batch_records);
+    let label = format!("herald-{}", options.durability);
+    println!("# herald: {} records of {} bytes in batches of {}, {} partition(s), window {}, durability {}", options.records, options.record_bytes, options.batch_records, options.partitions, options.window, options.durability);
+
+    // Produce at full speed with a window of in-flight batches.
+    let started = Instant::now();
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut latencies = Vec::with_capacity(batch_count);
+    for n in 0..batch_count {
+        if in_flight.len() >= options.window {
+            if let Some(done) = in_flight.join_next().await {
+                latencies.push(done??);
+            }
+        }
+        let batch = encode_batch(n * options.batch_records, options.batch_records, &value)?;
+        let client = client.clone();
+        let partition = n as u32 % options.partitions;
+        in_flight.spawn(async move {
+            let sent = Instant::now();
+            client
+                .produce("bench", partition, durability, batch)
+                .await?;
+            Ok::<_, anyhow::Error>(sent.elapsed())
+        });
+    }
+    while let Some(done) = in_flight.join_next().await {
+        latencies.push(done??);
+    }
+    let produced = batch_count * options.batch_records;
+    let max_rate = report(
+        &label,
+        "produce",
+        produced,
+        options.records_bytes(),
+        started.elapsed(),
+        latencies,
+    );
+
+    // Consume everything back, checking every CRC and counting records.
+    let started = Instant::now();
+    let mut consumed = 0usize;
+    let mut fetch_latencies = Vec::new();
+    for partition in 0..options.partitions {
+        let mut offset = 0i64;
+        loop {
+            let sent = Instant::now();
+            let fetched = client
+                .fetch(
+                    "bench",
+                    partition,
+                    offset,
+                    4 * 1024 * 1024,
+                    Duration::ZERO,
+                    1,
+                )
+                .await?;
+            fetch_latencies.push(sent.elapsed());
+            if fetched.batches.is_empty() {
+                break;
+            }
+            for view in batches(&fetched.batches) {
+                let view = view?;
+                consumed += view.records().filter(|r| r.is_ok()).count();
+                offset = view.next_offset();
+            }
+        }
+    }
+    anyhow::ensure!(
+        consumed == produced,
+        "consumed {consumed} of {produced} records"
+    );
+    report(
+        &label,
+        "consume",
+        consumed,
+        options.records_bytes(),
+        started.elapsed(),
+        fetch_latencies,
+    );
+
+    // Ack latency at half the maximum rate, one batch at a time on a fixed schedule.
+    if options.latency_seconds > 0 {
+        let batches_per_second = (max_rate / 2.0 / options.batch_records as f64).max(1.0);
+        let interval = Duration::from_secs_f64(1.0 / batches_per_second);
+        let total = (batches_per_second * options.latency_seconds as f64) as usize;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut latencies = Vec::with_capacity(total);
+        let started = Instant::now();
+        for n in 0..total {
+            ticker.tick().await;
+            let batch = encode_batch(n * options.batch_records, options.batch_records, &value)?;
+            let client = client.clone();
+            let partition = n as u32 % options.partitions;
+            in_flight.spawn(async move {
+                let sent = Instant::now();
+                client
+                    .produce("bench", partition, durability, batch)
+                    .await?;
+                Ok::<_, anyhow::Error>(sent.elapsed())
+            });
+            while let Some(done) = in_flight.try_join_next() {
+                latencies.push(done??);
+            }
+        }
+        while let Some(done) = in_flight.join_next().await {
+            latencies.push(done??);
+        }
+        report(
+            &label,
+            "produce_at_half_rate",
+            total * options.batch_records,
+            options.records_bytes(),
+            started.elapsed(),
+            latencies,
+        );
+    }
+    client.close();
+    Ok(())
+}
+
+impl Options {
+    fn records_bytes(&self) -> usize {
+        self.record_bytes
+    }
+}

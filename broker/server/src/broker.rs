@@ -500,6 +500,12 @@ impl Broker {
             if read.bytes.len() >= wanted || now >= deadline {
                 let labels = [("topic", topic_name)];
                 self.metrics.counter_add(
+                    "herald_broker_records_out_total",
+                    "Records served by fetches, by topic.",
+                    &labels,
+                    herald_wire::batch::count_records(&read.bytes),
+                );
+                self.metrics.counter_add(
                     "herald_broker_bytes_out_total",
                     "Batch bytes served by fetches, by topic.",
                     &labels,

@@ -319,6 +319,14 @@ async fn produce_fetch_offsets_and_restart() {
         metrics.contains("herald_broker_fsync_duration_seconds_count"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("herald_broker_records_out_total{topic=\"orders\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herald_broker_segments{topic=\"orders\",partition=\"0\"} 1"),
+        "{metrics}"
+    );
 
     // Restart on the same data directory: everything is still there.
     client.close();
@@ -507,6 +515,45 @@ async fn schema_validation_refuses_unregistered_ids() {
         3,
         "refused batches stored nothing"
     );
+    // RecordNameStrategy: the subject is the record's full name, whatever the topic.
+    let by_record = TopicConfig {
+        validation: SchemaValidation {
+            key: false,
+            value: true,
+            strategy: SubjectStrategy::RecordName,
+        },
+        ..TopicConfig::default()
+    };
+    client
+        .create_topic("mixed", by_record)
+        .await
+        .expect("create");
+    let refused = client
+        .produce(
+            "mixed",
+            0,
+            Durability::Memory,
+            batch(vec![framed(order_id)], now_ms()),
+        )
+        .await
+        .expect_err("shop.Order not registered yet");
+    assert!(refused.to_string().contains("'shop.Order'"), "{refused}");
+    let same_id = registry
+        .register("shop.Order", &NewSchema::avro(order))
+        .await
+        .expect("register under the record name");
+    assert_eq!(same_id, order_id);
+    tokio::time::sleep(herald_broker::schema_cache::NEGATIVE_TTL + Duration::from_millis(200))
+        .await;
+    client
+        .produce(
+            "mixed",
+            0,
+            Durability::Memory,
+            batch(vec![framed(order_id)], now_ms()),
+        )
+        .await
+        .expect("accepted once registered, after the negative entry expired");
     // A broker without a registry refuses to create validating topics.
     let bare =
         RunningBroker::start(&dir.path().join("bare"), None, Duration::from_secs(3600)).await;

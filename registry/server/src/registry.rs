@@ -6,6 +6,7 @@
 //! concurrent registrations of one schema produce one ID and one version, and nothing is
 //! acknowledged before it is on disk. Reads never wait for the gate.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use herald_schema::{
@@ -545,14 +546,13 @@ impl Registry {
             compatibility: Some(global.compatibility.unwrap_or_default()),
             ..global
         };
-        match subject {
-            None => Ok(global),
-            Some(subject) => match state.configs.get(&Some(subject.to_owned())) {
-                Some(config) => Ok(*config),
-                None if default_to_global => Ok(global),
-                None => Err(ReadError::NoSubjectConfig(subject.to_owned())),
-            },
-        }
+        scoped(
+            &state.configs,
+            subject,
+            default_to_global,
+            global,
+            ReadError::NoSubjectConfig,
+        )
     }
 
     pub async fn set_config(
@@ -570,36 +570,29 @@ impl Registry {
 
     /// Removes a config and returns what it was.
     pub async fn delete_config(&self, subject: Option<&str>) -> Result<ConfigRecord, WriteError> {
-        let _gate = self.write_gate.lock().await;
-        let previous = {
-            let state = self.read();
-            match (subject, state.configs.get(&subject.map(str::to_owned))) {
-                (_, Some(config)) => *config,
-                (None, None) => ConfigRecord {
-                    compatibility: Some(CompatibilityLevel::default()),
-                    normalize: None,
-                },
-                (Some(subject), None) => {
-                    return Err(ReadError::SubjectNotFound(subject.to_owned()).into())
-                }
-            }
+        let global_default = ConfigRecord {
+            compatibility: Some(CompatibilityLevel::default()),
+            normalize: None,
         };
-        self.commit(vec![Op::DeleteConfig(subject.map(str::to_owned))])
-            .await?;
-        Ok(previous)
+        self.delete_scoped(
+            subject,
+            |state| &state.configs,
+            global_default,
+            Op::DeleteConfig,
+        )
+        .await
     }
 
     pub fn mode(&self, subject: Option<&str>, default_to_global: bool) -> Result<Mode, ReadError> {
         let state = self.read();
         let global = state.modes.get(&None).copied().unwrap_or_default();
-        match subject {
-            None => Ok(global),
-            Some(subject) => match state.modes.get(&Some(subject.to_owned())) {
-                Some(mode) => Ok(*mode),
-                None if default_to_global => Ok(global),
-                None => Err(ReadError::NoSubjectMode(subject.to_owned())),
-            },
-        }
+        scoped(
+            &state.modes,
+            subject,
+            default_to_global,
+            global,
+            ReadError::NoSubjectMode,
+        )
     }
 
     pub async fn set_mode(
@@ -632,18 +625,36 @@ impl Registry {
     }
 
     pub async fn delete_mode(&self, subject: Option<&str>) -> Result<Mode, WriteError> {
+        self.delete_scoped(
+            subject,
+            |state| &state.modes,
+            Mode::default(),
+            Op::DeleteMode,
+        )
+        .await
+    }
+
+    /// Deletes a global or subject-level setting, answering what it was (the default for an
+    /// unset global one; 40401 for an unset subject one).
+    async fn delete_scoped<T: Copy>(
+        &self,
+        subject: Option<&str>,
+        settings: impl Fn(&State) -> &HashMap<Option<String>, T>,
+        global_default: T,
+        delete: impl Fn(Option<String>) -> Op,
+    ) -> Result<T, WriteError> {
         let _gate = self.write_gate.lock().await;
         let previous = {
             let state = self.read();
-            match (subject, state.modes.get(&subject.map(str::to_owned))) {
-                (_, Some(mode)) => *mode,
-                (None, None) => Mode::default(),
+            match (subject, settings(&state).get(&subject.map(str::to_owned))) {
+                (_, Some(value)) => *value,
+                (None, None) => global_default,
                 (Some(subject), None) => {
                     return Err(ReadError::SubjectNotFound(subject.to_owned()).into())
                 }
             }
         };
-        self.commit(vec![Op::DeleteMode(subject.map(str::to_owned))])
+        self.commit(vec![delete(subject.map(str::to_owned))])
             .await?;
         Ok(previous)
     }
@@ -665,6 +676,25 @@ impl Registry {
             id: record.id,
             record: state.schema(record.id)?.clone(),
         })
+    }
+}
+
+/// A global (`None`) or subject-level setting: the subject's own, else the global one when
+/// asked, else `missing`.
+fn scoped<T: Copy>(
+    settings: &HashMap<Option<String>, T>,
+    subject: Option<&str>,
+    default_to_global: bool,
+    global: T,
+    missing: impl FnOnce(String) -> ReadError,
+) -> Result<T, ReadError> {
+    match subject {
+        None => Ok(global),
+        Some(subject) => match settings.get(&Some(subject.to_owned())) {
+            Some(value) => Ok(*value),
+            None if default_to_global => Ok(global),
+            None => Err(missing(subject.to_owned())),
+        },
     }
 }
 

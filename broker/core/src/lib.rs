@@ -7,6 +7,8 @@
 //! - [`log`]: a partition's log — segments named by base offset, sparse offset and time
 //!   indexes, roll by size and age, retention by age and size, reads by offset and by
 //!   timestamp, and recovery that truncates at the first torn or corrupt batch.
+//! - [`producers`]: idempotent-producer state (epochs, sequences, the last five batches)
+//!   that turns a retried batch into an acknowledgement of the original offsets.
 //! - [`validation`]: schema-ID checks of a batch against an oracle of allowed IDs, as a pure
 //!   function that says which IDs it still needs to learn.
 //!
@@ -14,5 +16,6 @@
 //! socket. This crate never imports tokio, quinn or std::net.
 
 pub mod log;
+pub mod producers;
 pub mod storage;
 pub mod validation;

@@ -15,6 +15,7 @@
 use herald_wire::batch::{self, BatchError, BatchView, LOG_OVERHEAD_BYTES};
 use herald_wire::limits::BATCH_BYTES_MAX;
 
+use crate::producers::{ProducerTable, SequenceCheck};
 use crate::storage::{Storage, StorageError, StorageFile, SyncHandle};
 
 /// Bytes read per batch head when walking a segment without reading whole batches.
@@ -37,6 +38,8 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// Bytes of log between two offset-index entries.
     pub index_interval_bytes: u64,
+    /// Idempotent-producer state idle this long is forgotten.
+    pub producer_expiry_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -47,6 +50,7 @@ impl Default for LogConfig {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             index_interval_bytes: 4096,
+            producer_expiry_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -55,6 +59,10 @@ impl Default for LogConfig {
 pub enum AppendError {
     #[error("invalid batch: {0}")]
     Batch(#[from] BatchError),
+    #[error("out of order sequence for producer {producer_id}: expected {expected}, received {received}")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, received: i32 },
+    #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current_epoch}")]
+    ProducerFenced { producer_id: i64, epoch: i16, current_epoch: i16 },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -109,6 +117,9 @@ pub struct Appended {
     pub base_offset: i64,
     pub last_offset: i64,
     pub append_time_ms: i64,
+    /// The batch had been stored already (an idempotent retry): nothing was written and the
+    /// offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// Batches read from the log, as stored.
@@ -153,6 +164,9 @@ struct Head {
     next_offset: i64,
     append_time_ms: i64,
     max_timestamp_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
 }
 
 fn read_head<F: StorageFile>(file: &F, position: u64) -> Result<Option<Head>, StorageError> {
@@ -174,6 +188,9 @@ fn read_head<F: StorageFile>(file: &F, position: u64) -> Result<Option<Head>, St
         next_offset: base_offset + i64::from(count),
         append_time_ms: i64::from_be_bytes(field(12)),
         max_timestamp_ms: i64::from_be_bytes(field(38)),
+        producer_id: i64::from_be_bytes(field(46)),
+        producer_epoch: i16::from_be_bytes([bytes[54], bytes[55]]),
+        base_sequence: i32::from_be_bytes([bytes[56], bytes[57], bytes[58], bytes[59]]),
     }))
 }
 
@@ -327,6 +344,7 @@ pub struct PartitionLog<S: Storage> {
     dir: String,
     config: LogConfig,
     segments: Vec<Segment<S::File>>,
+    producers: ProducerTable,
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -377,15 +395,47 @@ impl<S: Storage> PartitionLog<S> {
         if segments.is_empty() {
             segments.push(Segment::create(&storage, dir, 0)?);
         }
-        Ok((
-            Self {
-                storage,
-                dir: dir.to_owned(),
-                config,
-                segments,
-            },
-            recovery,
-        ))
+        let mut log = Self { storage, dir: dir.to_owned(), config, segments, producers: ProducerTable::default() };
+        log.restore_producers()?;
+        Ok((log, recovery))
+    }
+
+    /// Loads the newest usable producer snapshot and replays the batches after it.
+    fn restore_producers(&mut self) -> Result<(), StorageError> {
+        let mut snapshots: Vec<i64> = self
+            .storage
+            .list(&self.dir)?
+            .iter()
+            .filter_map(|name| name.strip_suffix(".snapshot"))
+            .filter_map(|offset| offset.parse::<i64>().ok())
+            .filter(|offset| *offset >= self.log_start_offset() && *offset <= self.high_watermark())
+            .collect();
+        snapshots.sort_unstable();
+        let mut from = self.log_start_offset();
+        self.producers = ProducerTable::default();
+        for offset in snapshots.into_iter().rev() {
+            let file = self.storage.open(&self.dir, &file_name(offset, "snapshot"), false)?;
+            if let Some(table) = ProducerTable::decode(&file.read_at(0, file.len() as usize)?) {
+                self.producers = table;
+                from = offset;
+                break;
+            }
+        }
+        for segment in self.segments.iter().filter(|s| s.next_offset > from) {
+            let mut position = if segment.base_offset >= from { 0 } else { segment.index_position(from) };
+            while position < segment.size {
+                let Some(head) = read_head(&segment.log, position)? else { break };
+                if head.size == 0 {
+                    break;
+                }
+                if head.base_offset >= from {
+                    let count = (head.next_offset - head.base_offset) as u32;
+                    self.producers.record(head.producer_id, head.producer_epoch, head.base_sequence, count, head.base_offset, head.append_time_ms);
+                }
+                position += head.size;
+            }
+        }
+        Ok(())
     }
 
     /// Verifies every batch of the active segment and truncates at the first bad one.
@@ -508,6 +558,11 @@ impl<S: Storage> PartitionLog<S> {
         self.segments.len()
     }
 
+    /// Idempotent producers currently remembered.
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+
     pub fn config(&self) -> &LogConfig {
         &self.config
     }
@@ -535,6 +590,15 @@ impl<S: Storage> PartitionLog<S> {
         view.validate_records()?;
         let count = i64::from(view.record_count());
         let max_timestamp_ms = view.max_timestamp_ms();
+        let (producer_id, epoch, base_sequence) = (view.producer_id(), view.producer_epoch(), view.base_sequence());
+        match self.producers.check(producer_id, epoch, base_sequence, view.record_count()) {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate { base_offset } => {
+                return Ok(Appended { base_offset, last_offset: base_offset + count - 1, append_time_ms: now_ms, duplicate: true });
+            }
+            SequenceCheck::OutOfOrder { expected, received } => return Err(AppendError::OutOfOrderSequence { producer_id, expected, received }),
+            SequenceCheck::Fenced { current_epoch } => return Err(AppendError::ProducerFenced { producer_id, epoch, current_epoch }),
+        }
         self.maybe_roll(batch.len() as u64, now_ms)?;
         let interval = self.config.index_interval_bytes;
         let segment = self.active_mut();
@@ -548,13 +612,13 @@ impl<S: Storage> PartitionLog<S> {
             next_offset: base_offset + count,
             append_time_ms: now_ms,
             max_timestamp_ms,
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence,
         };
         segment.index_batch(position, &head, interval)?;
-        Ok(Appended {
-            base_offset,
-            last_offset: base_offset + count - 1,
-            append_time_ms: now_ms,
-        })
+        self.producers.record(producer_id, epoch, base_sequence, count as u32, base_offset, now_ms);
+        Ok(Appended { base_offset, last_offset: base_offset + count - 1, append_time_ms: now_ms, duplicate: false })
     }
 
     fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), StorageError> {
@@ -576,6 +640,11 @@ impl<S: Storage> PartitionLog<S> {
         segment.log.sync()?;
         segment.offset_index.sync()?;
         segment.time_index.sync()?;
+        // Producer state as of the new segment's start: recovery replays only what follows.
+        let mut snapshot = self.storage.open(&self.dir, &file_name(next, "snapshot"), true)?;
+        snapshot.truncate(0)?;
+        snapshot.append(&self.producers.encode())?;
+        snapshot.sync()?;
         let fresh = Segment::create(&self.storage, &self.dir, next)?;
         self.segments.push(fresh);
         Ok(())
@@ -722,6 +791,8 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Deletes whole sealed segments past the retention limits.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<Retained, StorageError> {
+        self.producers.expire(now_ms, self.config.producer_expiry_ms);
+        self.producers.expire(now_ms, self.config.producer_expiry_ms);
         let mut retained = Retained::default();
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
@@ -738,6 +809,10 @@ impl<S: Storage> PartitionLog<S> {
                 break;
             }
             oldest.remove_files(&self.storage, &self.dir)?;
+            // A snapshot at this segment's start now lies before the log start.
+            self.storage.remove(&self.dir, &file_name(oldest.base_offset, "snapshot"))?;
+            // A snapshot at this segment's start now lies before the log start.
+            self.storage.remove(&self.dir, &file_name(oldest.base_offset, "snapshot"))?;
             retained.segments_deleted += 1;
             retained.bytes_deleted += oldest.size;
             self.segments.remove(0);

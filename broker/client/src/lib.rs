@@ -332,6 +332,19 @@ impl BrokerClient {
         }
     }
 
+    /// An idempotent producer id and epoch; see [`Request::InitProducer`].
+    pub async fn init_producer(&self, name: &str) -> Result<(i64, i16), RequestError> {
+        match self
+            .call(Request::InitProducer {
+                name: name.to_owned(),
+            })
+            .await?
+        {
+            Response::ProducerInit { producer_id, epoch } => Ok((producer_id, epoch)),
+            other => Err(unexpected(Api::InitProducer, other)),
+        }
+    }
+
     pub fn close(&self) {
         self.connection.close(0u32.into(), b"bye");
     }

@@ -60,9 +60,17 @@ pub enum AppendError {
     #[error("invalid batch: {0}")]
     Batch(#[from] BatchError),
     #[error("out of order sequence for producer {producer_id}: expected {expected}, received {received}")]
-    OutOfOrderSequence { producer_id: i64, expected: i32, received: i32 },
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        received: i32,
+    },
     #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current_epoch}")]
-    ProducerFenced { producer_id: i64, epoch: i16, current_epoch: i16 },
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        current_epoch: i16,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -395,7 +403,13 @@ impl<S: Storage> PartitionLog<S> {
         if segments.is_empty() {
             segments.push(Segment::create(&storage, dir, 0)?);
         }
-        let mut log = Self { storage, dir: dir.to_owned(), config, segments, producers: ProducerTable::default() };
+        let mut log = Self {
+            storage,
+            dir: dir.to_owned(),
+            config,
+            segments,
+            producers: ProducerTable::default(),
+        };
         log.restore_producers()?;
         Ok((log, recovery))
     }
@@ -414,7 +428,9 @@ impl<S: Storage> PartitionLog<S> {
         let mut from = self.log_start_offset();
         self.producers = ProducerTable::default();
         for offset in snapshots.into_iter().rev() {
-            let file = self.storage.open(&self.dir, &file_name(offset, "snapshot"), false)?;
+            let file = self
+                .storage
+                .open(&self.dir, &file_name(offset, "snapshot"), false)?;
             if let Some(table) = ProducerTable::decode(&file.read_at(0, file.len() as usize)?) {
                 self.producers = table;
                 from = offset;
@@ -422,15 +438,28 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         for segment in self.segments.iter().filter(|s| s.next_offset > from) {
-            let mut position = if segment.base_offset >= from { 0 } else { segment.index_position(from) };
+            let mut position = if segment.base_offset >= from {
+                0
+            } else {
+                segment.index_position(from)
+            };
             while position < segment.size {
-                let Some(head) = read_head(&segment.log, position)? else { break };
+                let Some(head) = read_head(&segment.log, position)? else {
+                    break;
+                };
                 if head.size == 0 {
                     break;
                 }
                 if head.base_offset >= from {
                     let count = (head.next_offset - head.base_offset) as u32;
-                    self.producers.record(head.producer_id, head.producer_epoch, head.base_sequence, count, head.base_offset, head.append_time_ms);
+                    self.producers.record(
+                        head.producer_id,
+                        head.producer_epoch,
+                        head.base_sequence,
+                        count,
+                        head.base_offset,
+                        head.append_time_ms,
+                    );
                 }
                 position += head.size;
             }
@@ -590,14 +619,38 @@ impl<S: Storage> PartitionLog<S> {
         view.validate_records()?;
         let count = i64::from(view.record_count());
         let max_timestamp_ms = view.max_timestamp_ms();
-        let (producer_id, epoch, base_sequence) = (view.producer_id(), view.producer_epoch(), view.base_sequence());
-        match self.producers.check(producer_id, epoch, base_sequence, view.record_count()) {
+        let (producer_id, epoch, base_sequence) = (
+            view.producer_id(),
+            view.producer_epoch(),
+            view.base_sequence(),
+        );
+        match self
+            .producers
+            .check(producer_id, epoch, base_sequence, view.record_count())
+        {
             SequenceCheck::Append => {}
             SequenceCheck::Duplicate { base_offset } => {
-                return Ok(Appended { base_offset, last_offset: base_offset + count - 1, append_time_ms: now_ms, duplicate: true });
+                return Ok(Appended {
+                    base_offset,
+                    last_offset: base_offset + count - 1,
+                    append_time_ms: now_ms,
+                    duplicate: true,
+                });
             }
-            SequenceCheck::OutOfOrder { expected, received } => return Err(AppendError::OutOfOrderSequence { producer_id, expected, received }),
-            SequenceCheck::Fenced { current_epoch } => return Err(AppendError::ProducerFenced { producer_id, epoch, current_epoch }),
+            SequenceCheck::OutOfOrder { expected, received } => {
+                return Err(AppendError::OutOfOrderSequence {
+                    producer_id,
+                    expected,
+                    received,
+                })
+            }
+            SequenceCheck::Fenced { current_epoch } => {
+                return Err(AppendError::ProducerFenced {
+                    producer_id,
+                    epoch,
+                    current_epoch,
+                })
+            }
         }
         self.maybe_roll(batch.len() as u64, now_ms)?;
         let interval = self.config.index_interval_bytes;
@@ -617,8 +670,20 @@ impl<S: Storage> PartitionLog<S> {
             base_sequence,
         };
         segment.index_batch(position, &head, interval)?;
-        self.producers.record(producer_id, epoch, base_sequence, count as u32, base_offset, now_ms);
-        Ok(Appended { base_offset, last_offset: base_offset + count - 1, append_time_ms: now_ms, duplicate: false })
+        self.producers.record(
+            producer_id,
+            epoch,
+            base_sequence,
+            count as u32,
+            base_offset,
+            now_ms,
+        );
+        Ok(Appended {
+            base_offset,
+            last_offset: base_offset + count - 1,
+            append_time_ms: now_ms,
+            duplicate: false,
+        })
     }
 
     fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), StorageError> {
@@ -641,7 +706,9 @@ impl<S: Storage> PartitionLog<S> {
         segment.offset_index.sync()?;
         segment.time_index.sync()?;
         // Producer state as of the new segment's start: recovery replays only what follows.
-        let mut snapshot = self.storage.open(&self.dir, &file_name(next, "snapshot"), true)?;
+        let mut snapshot = self
+            .storage
+            .open(&self.dir, &file_name(next, "snapshot"), true)?;
         snapshot.truncate(0)?;
         snapshot.append(&self.producers.encode())?;
         snapshot.sync()?;
@@ -791,8 +858,10 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Deletes whole sealed segments past the retention limits.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<Retained, StorageError> {
-        self.producers.expire(now_ms, self.config.producer_expiry_ms);
-        self.producers.expire(now_ms, self.config.producer_expiry_ms);
+        self.producers
+            .expire(now_ms, self.config.producer_expiry_ms);
+        self.producers
+            .expire(now_ms, self.config.producer_expiry_ms);
         let mut retained = Retained::default();
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
@@ -810,9 +879,11 @@ impl<S: Storage> PartitionLog<S> {
             }
             oldest.remove_files(&self.storage, &self.dir)?;
             // A snapshot at this segment's start now lies before the log start.
-            self.storage.remove(&self.dir, &file_name(oldest.base_offset, "snapshot"))?;
+            self.storage
+                .remove(&self.dir, &file_name(oldest.base_offset, "snapshot"))?;
             // A snapshot at this segment's start now lies before the log start.
-            self.storage.remove(&self.dir, &file_name(oldest.base_offset, "snapshot"))?;
+            self.storage
+                .remove(&self.dir, &file_name(oldest.base_offset, "snapshot"))?;
             retained.segments_deleted += 1;
             retained.bytes_deleted += oldest.size;
             self.segments.remove(0);

@@ -36,11 +36,18 @@ struct Entry {
 pub enum SequenceCheck {
     Append,
     /// Already stored: acknowledge with the original base offset.
-    Duplicate { base_offset: i64 },
+    Duplicate {
+        base_offset: i64,
+    },
     /// A gap or a reordering: the producer must resend from `expected`.
-    OutOfOrder { expected: i32, received: i32 },
+    OutOfOrder {
+        expected: i32,
+        received: i32,
+    },
     /// The producer's epoch is older than the current one: a zombie.
-    Fenced { current_epoch: i16 },
+    Fenced {
+        current_epoch: i16,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,50 +65,105 @@ impl ProducerTable {
     }
 
     /// Decides an incoming batch of `count` records.
-    pub fn check(&self, producer_id: i64, epoch: i16, base_sequence: i32, count: u32) -> SequenceCheck {
+    pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+        count: u32,
+    ) -> SequenceCheck {
         if producer_id < 0 {
             return SequenceCheck::Append;
         }
         let Some(entry) = self.entries.get(&producer_id) else {
             // Unknown (new or expired) producer: it must start a sequence.
-            return if base_sequence == 0 { SequenceCheck::Append } else { SequenceCheck::OutOfOrder { expected: 0, received: base_sequence } };
+            return if base_sequence == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    received: base_sequence,
+                }
+            };
         };
         if epoch < entry.epoch {
-            return SequenceCheck::Fenced { current_epoch: entry.epoch };
+            return SequenceCheck::Fenced {
+                current_epoch: entry.epoch,
+            };
         }
         if epoch > entry.epoch {
-            return if base_sequence == 0 { SequenceCheck::Append } else { SequenceCheck::OutOfOrder { expected: 0, received: base_sequence } };
+            return if base_sequence == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    received: base_sequence,
+                }
+            };
         }
         let last = base_sequence.wrapping_add(count as i32 - 1);
-        if let Some(batch) = entry.batches.iter().find(|b| b.first_sequence == base_sequence && b.last_sequence == last) {
-            return SequenceCheck::Duplicate { base_offset: batch.base_offset };
+        if let Some(batch) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_sequence == base_sequence && b.last_sequence == last)
+        {
+            return SequenceCheck::Duplicate {
+                base_offset: batch.base_offset,
+            };
         }
         let expected = entry.last_sequence.wrapping_add(1);
         if base_sequence == expected {
             SequenceCheck::Append
         } else {
-            SequenceCheck::OutOfOrder { expected, received: base_sequence }
+            SequenceCheck::OutOfOrder {
+                expected,
+                received: base_sequence,
+            }
         }
     }
 
     /// Records a batch that was appended at `base_offset`.
-    pub fn record(&mut self, producer_id: i64, epoch: i16, base_sequence: i32, count: u32, base_offset: i64, now_ms: i64) {
+    pub fn record(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+        count: u32,
+        base_offset: i64,
+        now_ms: i64,
+    ) {
         if producer_id < 0 {
             return;
         }
-        if !self.entries.contains_key(&producer_id) && self.entries.len() >= PRODUCERS_PER_PARTITION_MAX {
+        if !self.entries.contains_key(&producer_id)
+            && self.entries.len() >= PRODUCERS_PER_PARTITION_MAX
+        {
             if let Some((&idlest, _)) = self.entries.iter().min_by_key(|(_, e)| e.last_seen_ms) {
                 self.entries.remove(&idlest);
             }
         }
-        let entry = self.entries.entry(producer_id).or_insert_with(|| Entry { epoch, last_sequence: -1, batches: VecDeque::new(), last_seen_ms: now_ms });
+        let entry = self.entries.entry(producer_id).or_insert_with(|| Entry {
+            epoch,
+            last_sequence: -1,
+            batches: VecDeque::new(),
+            last_seen_ms: now_ms,
+        });
         if epoch != entry.epoch {
-            *entry = Entry { epoch, last_sequence: -1, batches: VecDeque::new(), last_seen_ms: now_ms };
+            *entry = Entry {
+                epoch,
+                last_sequence: -1,
+                batches: VecDeque::new(),
+                last_seen_ms: now_ms,
+            };
         }
         let last_sequence = base_sequence.wrapping_add(count as i32 - 1);
         entry.last_sequence = last_sequence;
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
-        entry.batches.push_back(BatchMeta { first_sequence: base_sequence, last_sequence, base_offset });
+        entry.batches.push_back(BatchMeta {
+            first_sequence: base_sequence,
+            last_sequence,
+            base_offset,
+        });
         while entry.batches.len() > PRODUCER_BATCHES_REMEMBERED {
             entry.batches.pop_front();
         }
@@ -110,7 +172,8 @@ impl ProducerTable {
     /// Forgets producers idle for `expiry_ms` or longer.
     pub fn expire(&mut self, now_ms: i64, expiry_ms: i64) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|_, entry| now_ms.saturating_sub(entry.last_seen_ms) < expiry_ms);
+        self.entries
+            .retain(|_, entry| now_ms.saturating_sub(entry.last_seen_ms) < expiry_ms);
         before - self.entries.len()
     }
 
@@ -144,7 +207,9 @@ impl ProducerTable {
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let (magic, rest) = bytes.split_at_checked(4)?;
         let (crc, body) = rest.split_at_checked(4)?;
-        if magic != SNAPSHOT_MAGIC || u32::from_be_bytes(crc.try_into().ok()?) != crc32c::crc32c(body) {
+        if magic != SNAPSHOT_MAGIC
+            || u32::from_be_bytes(crc.try_into().ok()?) != crc32c::crc32c(body)
+        {
             return None;
         }
         let mut at = 0usize;
@@ -172,9 +237,21 @@ impl ProducerTable {
                 let first_sequence = i32::from_be_bytes(take(4)?.try_into().ok()?);
                 let last_sequence = i32::from_be_bytes(take(4)?.try_into().ok()?);
                 let base_offset = i64::from_be_bytes(take(8)?.try_into().ok()?);
-                batches.push_back(BatchMeta { first_sequence, last_sequence, base_offset });
+                batches.push_back(BatchMeta {
+                    first_sequence,
+                    last_sequence,
+                    base_offset,
+                });
             }
-            entries.insert(id, Entry { epoch, last_sequence, batches, last_seen_ms });
+            entries.insert(
+                id,
+                Entry {
+                    epoch,
+                    last_sequence,
+                    batches,
+                    last_seen_ms,
+                },
+            );
         }
         (at == body.len()).then_some(Self { entries })
     }
@@ -188,21 +265,57 @@ mod tests {
     #[test]
     fn kafka_rules() {
         let mut table = ProducerTable::default();
-        assert_eq!(table.check(-1, -1, -1, 3), SequenceCheck::Append, "non-idempotent batches always append");
-        assert_eq!(table.check(7, 0, 5, 1), SequenceCheck::OutOfOrder { expected: 0, received: 5 });
+        assert_eq!(
+            table.check(-1, -1, -1, 3),
+            SequenceCheck::Append,
+            "non-idempotent batches always append"
+        );
+        assert_eq!(
+            table.check(7, 0, 5, 1),
+            SequenceCheck::OutOfOrder {
+                expected: 0,
+                received: 5
+            }
+        );
         assert_eq!(table.check(7, 0, 0, 3), SequenceCheck::Append);
         table.record(7, 0, 0, 3, 100, 1);
-        assert_eq!(table.check(7, 0, 0, 3), SequenceCheck::Duplicate { base_offset: 100 });
+        assert_eq!(
+            table.check(7, 0, 0, 3),
+            SequenceCheck::Duplicate { base_offset: 100 }
+        );
         assert_eq!(table.check(7, 0, 3, 2), SequenceCheck::Append);
-        assert_eq!(table.check(7, 0, 4, 2), SequenceCheck::OutOfOrder { expected: 3, received: 4 });
+        assert_eq!(
+            table.check(7, 0, 4, 2),
+            SequenceCheck::OutOfOrder {
+                expected: 3,
+                received: 4
+            }
+        );
         for n in 0..6 {
             table.record(7, 0, 3 + n * 2, 2, 200 + i64::from(n) * 2, 2);
         }
-        assert_eq!(table.check(7, 0, 0, 3), SequenceCheck::OutOfOrder { expected: 15, received: 0 }, "only the last five batches are remembered");
-        assert_eq!(table.check(7, 0, 13, 2), SequenceCheck::Duplicate { base_offset: 210 });
-        assert_eq!(table.check(7, 1, 0, 1), SequenceCheck::Append, "a new epoch starts over");
+        assert_eq!(
+            table.check(7, 0, 0, 3),
+            SequenceCheck::OutOfOrder {
+                expected: 15,
+                received: 0
+            },
+            "only the last five batches are remembered"
+        );
+        assert_eq!(
+            table.check(7, 0, 13, 2),
+            SequenceCheck::Duplicate { base_offset: 210 }
+        );
+        assert_eq!(
+            table.check(7, 1, 0, 1),
+            SequenceCheck::Append,
+            "a new epoch starts over"
+        );
         table.record(7, 1, 0, 1, 300, 3);
-        assert_eq!(table.check(7, 0, 15, 1), SequenceCheck::Fenced { current_epoch: 1 });
+        assert_eq!(
+            table.check(7, 0, 15, 1),
+            SequenceCheck::Fenced { current_epoch: 1 }
+        );
         assert_eq!(table.expire(3 + 1000, 1000), 1);
         assert!(table.is_empty());
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use herald_broker_core::log::{LogConfig, PartitionLog, ReadError, SEGMENT_BYTES_MAX};
+use herald_broker_core::log::{AppendError, LogConfig, PartitionLog, ReadError, SEGMENT_BYTES_MAX};
 use herald_broker_core::storage::{StorageError, SyncHandle};
 use herald_broker_core::validation::{validate_batch, BatchVerdict};
 use herald_metrics::Metrics;
@@ -22,10 +22,14 @@ use herald_wire::{Api, ErrorCode, Request, Response};
 
 use crate::fs::FileStorage;
 use crate::group_commit::{GroupCommit, SyncError};
+use crate::producer_ids::ProducerIds;
 use crate::schema_cache::SchemaCache;
 
 /// Smallest segment a topic may configure (smaller only makes sense in tests).
 pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
+/// Idempotent-producer state idle this long is forgotten (Kafka's producer.id.expiration.ms
+/// is one day; a week tolerates long-paused producers).
+pub const PRODUCER_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
 /// How long a Throttled answer asks the client to wait.
 pub const THROTTLE_RETRY_AFTER_MS: u32 = 20;
 /// Most topics one broker holds.
@@ -74,6 +78,7 @@ pub struct Broker {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     group_commit: GroupCommit,
     schemas: SchemaCache,
+    producer_ids: ProducerIds,
     pub metrics: Arc<Metrics>,
 }
 
@@ -101,6 +106,7 @@ fn log_config(config: &TopicConfig) -> LogConfig {
         retention_ms: config.retention.map(|d| d.as_millis() as u64),
         retention_bytes: config.retention_bytes,
         index_interval_bytes: 4096,
+        producer_expiry_ms: PRODUCER_EXPIRY_MS,
     }
 }
 
@@ -177,12 +183,17 @@ impl Broker {
             })?;
             topics.insert(name, Arc::new(topic));
         }
+        let producer_ids = ProducerIds::open(data_dir).map_err(|e| OpenError::Io {
+            path: data_dir.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         Ok(Self {
             topics_dir,
             storage,
             topics: RwLock::new(topics),
             group_commit: GroupCommit::start(metrics.clone()),
             schemas,
+            producer_ids,
             metrics,
         })
     }
@@ -258,6 +269,13 @@ impl Broker {
                 partition,
                 spec,
             } => self.list_offsets(&topic, partition, spec),
+            Request::InitProducer { name } => match self.producer_ids.init(&name) {
+                Ok((producer_id, epoch)) => Ok(Response::ProducerInit { producer_id, epoch }),
+                Err(e @ crate::producer_ids::ProducerIdError::InvalidName(_)) => {
+                    Err(error(ErrorCode::InvalidRequest, e.to_string()))
+                }
+                Err(e) => Err(error(ErrorCode::Storage, e.to_string())),
+            },
         };
         result.unwrap_or_else(|response| response)
     }
@@ -378,9 +396,32 @@ impl Broker {
         }
         let (appended, handle) = {
             let mut log = partition.log();
-            let appended = log
-                .append(&mut batch, now_ms())
-                .map_err(|e| error(ErrorCode::Storage, e.to_string()))?;
+            let appended = log.append(&mut batch, now_ms()).map_err(|e| match e {
+                AppendError::OutOfOrderSequence { .. } => self.reject(
+                    topic_name,
+                    "sequence",
+                    error(ErrorCode::OutOfOrderSequence, e.to_string()),
+                ),
+                AppendError::ProducerFenced { .. } => self.reject(
+                    topic_name,
+                    "fenced",
+                    error(ErrorCode::ProducerFenced, e.to_string()),
+                ),
+                AppendError::Batch(_) => self.reject(
+                    topic_name,
+                    "corrupt",
+                    error(ErrorCode::CorruptBatch, e.to_string()),
+                ),
+                AppendError::Storage(_) => error(ErrorCode::Storage, e.to_string()),
+            })?;
+            if appended.duplicate {
+                self.metrics.counter_add(
+                    "herald_broker_duplicate_batches_total",
+                    "Idempotent retries acknowledged without storing, by topic.",
+                    &[("topic", topic_name)],
+                    1,
+                );
+            }
             let handle = match durability {
                 Durability::Fsync => Some(
                     partition
@@ -669,7 +710,7 @@ fn open_topic(
     })
 }
 
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let temporary = dir.join(format!("{name}.tmp"));

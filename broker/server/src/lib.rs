@@ -6,12 +6,14 @@
 //! [`schema_cache::SchemaCache`] and acknowledges `Fsync` produces through
 //! [`group_commit::GroupCommit`]. [`tls`] generates or loads the certificate.
 //!
-//! It deliberately does not (yet) do consumer groups, idempotent-producer dedup or
-//! replication: batches already carry producer id, epoch and sequence for the former.
+//! Idempotent producers get ids from [`producer_ids::ProducerIds`]; the per-partition
+//! sequence state lives in the core's log. It deliberately does not (yet) do consumer groups
+//! or replication.
 
 pub mod broker;
 pub mod fs;
 pub mod group_commit;
+pub mod producer_ids;
 pub mod schema_cache;
 pub mod server;
 pub mod tls;

@@ -17,6 +17,10 @@ pub enum ErrorCode {
     Storage,
     RegistryUnavailable,
     InvalidTopicConfig,
+    /// An idempotent producer skipped or repeated sequences: resend from the expected one.
+    OutOfOrderSequence,
+    /// An idempotent producer's epoch was superseded: this instance is a zombie.
+    ProducerFenced,
     /// A code this client does not know (a newer broker); the number is kept.
     Unknown(u16),
 }
@@ -38,6 +42,8 @@ impl ErrorCode {
             ErrorCode::Storage => 12,
             ErrorCode::RegistryUnavailable => 13,
             ErrorCode::InvalidTopicConfig => 14,
+            ErrorCode::OutOfOrderSequence => 15,
+            ErrorCode::ProducerFenced => 16,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -58,6 +64,8 @@ impl ErrorCode {
             12 => ErrorCode::Storage,
             13 => ErrorCode::RegistryUnavailable,
             14 => ErrorCode::InvalidTopicConfig,
+            15 => ErrorCode::OutOfOrderSequence,
+            16 => ErrorCode::ProducerFenced,
             other => ErrorCode::Unknown(other),
         }
     }

@@ -18,6 +18,8 @@ pub const HEADER_KEY_BYTES_MAX: usize = 256;
 pub const HEADER_VALUE_BYTES_MAX: usize = 64 * 1024;
 /// Longest topic name, in bytes (Kafka's limit is 249).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Longest idempotent-producer name, in bytes.
+pub const PRODUCER_NAME_BYTES_MAX: usize = 249;
 /// Most partitions in one topic.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 1024;
 /// Longest error message carried in a response, in bytes.

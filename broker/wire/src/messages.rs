@@ -10,7 +10,7 @@ use crate::codec::{put_bytes, put_string, DecodeError, Reader};
 use crate::error::ErrorCode;
 use crate::limits::{
     BATCH_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX, FETCH_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX,
-    TOPICS_LISTED_MAX, TOPIC_NAME_BYTES_MAX,
+    PRODUCER_NAME_BYTES_MAX, TOPICS_LISTED_MAX, TOPIC_NAME_BYTES_MAX,
 };
 
 /// Which request a frame carries. Never renumber.
@@ -23,6 +23,7 @@ pub enum Api {
     Produce = 5,
     Fetch = 6,
     ListOffsets = 7,
+    InitProducer = 8,
 }
 
 impl Api {
@@ -35,6 +36,7 @@ impl Api {
             5 => Api::Produce,
             6 => Api::Fetch,
             7 => Api::ListOffsets,
+            8 => Api::InitProducer,
             other => return Err(DecodeError::UnknownApi(other)),
         })
     }
@@ -48,6 +50,7 @@ impl Api {
             Api::Produce => "produce",
             Api::Fetch => "fetch",
             Api::ListOffsets => "list_offsets",
+            Api::InitProducer => "init_producer",
         }
     }
 }
@@ -151,6 +154,12 @@ pub enum Request {
         partition: u32,
         spec: OffsetSpec,
     },
+    /// Asks for an idempotent producer id and epoch. A named producer keeps its id across
+    /// restarts and gets a higher epoch each time, fencing its previous instance; an empty
+    /// name gets a fresh id.
+    InitProducer {
+        name: String,
+    },
 }
 
 /// One partition as described to clients.
@@ -199,6 +208,10 @@ pub enum Response {
         offset: i64,
         timestamp_ms: i64,
     },
+    ProducerInit {
+        producer_id: i64,
+        epoch: i16,
+    },
 }
 
 impl Request {
@@ -211,6 +224,7 @@ impl Request {
             Request::Produce { .. } => Api::Produce,
             Request::Fetch { .. } => Api::Fetch,
             Request::ListOffsets { .. } => Api::ListOffsets,
+            Request::InitProducer { .. } => Api::InitProducer,
         }
     }
 
@@ -268,6 +282,7 @@ impl Request {
                 out.push(kind);
                 out.extend_from_slice(&timestamp.to_be_bytes());
             }
+            Request::InitProducer { name } => put_string(out, name),
         }
     }
 
@@ -330,6 +345,9 @@ impl Request {
                     spec,
                 }
             }
+            Api::InitProducer => Request::InitProducer {
+                name: r.string("producer name", PRODUCER_NAME_BYTES_MAX)?,
+            },
         };
         r.finish("request")?;
         Ok(request)
@@ -392,6 +410,10 @@ impl Response {
             } => {
                 out.extend_from_slice(&offset.to_be_bytes());
                 out.extend_from_slice(&timestamp_ms.to_be_bytes());
+            }
+            Response::ProducerInit { producer_id, epoch } => {
+                out.extend_from_slice(&producer_id.to_be_bytes());
+                out.extend_from_slice(&epoch.to_be_bytes());
             }
         }
     }
@@ -505,6 +527,10 @@ impl Response {
             Api::ListOffsets => Response::Offset {
                 offset: r.i64("offset")?,
                 timestamp_ms: r.i64("timestamp")?,
+            },
+            Api::InitProducer => Response::ProducerInit {
+                producer_id: r.i64("producer id")?,
+                epoch: r.i16("epoch")?,
             },
         };
         r.finish("response")?;
@@ -725,6 +751,7 @@ mod tests {
                     partition,
                     spec
                 }),
+            ".{0,20}".prop_map(|name| Request::InitProducer { name }),
         ]
     }
 
@@ -808,6 +835,10 @@ mod tests {
                     timestamp_ms
                 }
             )),
+            (any::<i64>(), any::<i16>()).prop_map(|(producer_id, epoch)| (
+                Api::InitProducer,
+                Response::ProducerInit { producer_id, epoch }
+            )),
         ]
     }
 
@@ -833,7 +864,7 @@ mod tests {
         }
 
         #[test]
-        fn random_and_truncated_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128), api in 1u16..8, request in request(), cut in 0usize..200) {
+        fn random_and_truncated_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128), api in 1u16..9, request in request(), cut in 0usize..200) {
             let api = Api::from_code(api).expect("known api");
             let _ = Request::decode(api, &bytes);
             let _ = Response::decode(api, &bytes);

@@ -284,7 +284,12 @@ fn segments_roll_by_age() {
 fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[u64]) -> Vec<u8> {
     let mut builder = BatchBuilder::new().idempotent(producer_id, epoch, sequence);
     for value in values {
-        builder.push(Record { timestamp_ms: 1, key: None, value: Some(value.to_be_bytes().to_vec()), headers: Vec::new() });
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(value.to_be_bytes().to_vec()),
+            headers: Vec::new(),
+        });
     }
     builder.encode().expect("valid batch")
 }
@@ -295,35 +300,85 @@ fn idempotent_retries_are_acknowledged_not_stored_and_survive_reopen_and_rolls()
     let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
     let mut sequence = 0;
     for n in 0..20u64 {
-        let first = log.append(&mut idempotent_batch(9, 0, sequence, &[n]), 1).expect("append");
+        let first = log
+            .append(&mut idempotent_batch(9, 0, sequence, &[n]), 1)
+            .expect("append");
         assert!(!first.duplicate);
-        let retry = log.append(&mut idempotent_batch(9, 0, sequence, &[n]), 2).expect("retry");
-        assert!(retry.duplicate && retry.base_offset == first.base_offset, "{retry:?} vs {first:?}");
+        let retry = log
+            .append(&mut idempotent_batch(9, 0, sequence, &[n]), 2)
+            .expect("retry");
+        assert!(
+            retry.duplicate && retry.base_offset == first.base_offset,
+            "{retry:?} vs {first:?}"
+        );
         sequence += 1;
     }
-    assert!(log.segment_count() > 2, "rolls happened, writing producer snapshots");
+    assert!(
+        log.segment_count() > 2,
+        "rolls happened, writing producer snapshots"
+    );
     assert_eq!(log.high_watermark(), 20);
-    let gap = log.append(&mut idempotent_batch(9, 0, sequence + 1, &[99]), 3).expect_err("gap");
-    assert!(matches!(gap, AppendError::OutOfOrderSequence { expected: 20, received: 21, .. }), "{gap}");
+    let gap = log
+        .append(&mut idempotent_batch(9, 0, sequence + 1, &[99]), 3)
+        .expect_err("gap");
+    assert!(
+        matches!(
+            gap,
+            AppendError::OutOfOrderSequence {
+                expected: 20,
+                received: 21,
+                ..
+            }
+        ),
+        "{gap}"
+    );
     drop(log);
     let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("reopen");
-    let retry = log.append(&mut idempotent_batch(9, 0, sequence - 1, &[19]), 4).expect("retry after reopen");
+    let retry = log
+        .append(&mut idempotent_batch(9, 0, sequence - 1, &[19]), 4)
+        .expect("retry after reopen");
     assert!(retry.duplicate && retry.base_offset == 19);
-    let next = log.append(&mut idempotent_batch(9, 0, sequence, &[20]), 5).expect("next after reopen");
+    let next = log
+        .append(&mut idempotent_batch(9, 0, sequence, &[20]), 5)
+        .expect("next after reopen");
     assert!(!next.duplicate && next.base_offset == 20);
     // A new epoch fences the old one.
-    log.append(&mut idempotent_batch(9, 1, 0, &[21]), 6).expect("new epoch");
-    let fenced = log.append(&mut idempotent_batch(9, 0, sequence + 1, &[22]), 7).expect_err("zombie");
-    assert!(matches!(fenced, AppendError::ProducerFenced { current_epoch: 1, .. }), "{fenced}");
+    log.append(&mut idempotent_batch(9, 1, 0, &[21]), 6)
+        .expect("new epoch");
+    let fenced = log
+        .append(&mut idempotent_batch(9, 0, sequence + 1, &[22]), 7)
+        .expect_err("zombie");
+    assert!(
+        matches!(
+            fenced,
+            AppendError::ProducerFenced {
+                current_epoch: 1,
+                ..
+            }
+        ),
+        "{fenced}"
+    );
     // Damaged snapshots are skipped: replay from an older one or from the start.
     drop(log);
-    for name in storage.list(DIR).expect("list").iter().filter(|n| n.ends_with(".snapshot")) {
+    for name in storage
+        .list(DIR)
+        .expect("list")
+        .iter()
+        .filter(|n| n.ends_with(".snapshot"))
+    {
         storage.corrupt(DIR, name, 6, &[0xff]);
     }
-    let (mut log, _) = PartitionLog::open(storage, DIR, small_config()).expect("reopen with damaged snapshots");
-    let retry = log.append(&mut idempotent_batch(9, 1, 0, &[21]), 8).expect("retry");
+    let (mut log, _) =
+        PartitionLog::open(storage, DIR, small_config()).expect("reopen with damaged snapshots");
+    let retry = log
+        .append(&mut idempotent_batch(9, 1, 0, &[21]), 8)
+        .expect("retry");
     assert!(retry.duplicate && retry.base_offset == 21);
-    assert_eq!(read_all(&log, 0).len(), 22, "every record stored exactly once");
+    assert_eq!(
+        read_all(&log, 0).len(),
+        22,
+        "every record stored exactly once"
+    );
 }
 
 #[derive(Debug, Clone)]

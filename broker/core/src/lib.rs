@@ -7,6 +7,8 @@
 //! - [`log`]: a partition's log — segments named by base offset, sparse offset and time
 //!   indexes, roll by size and age, retention by age and size, reads by offset and by
 //!   timestamp, and recovery that truncates at the first torn or corrupt batch.
+//! - [`groups`]: consumer groups — membership, sticky incremental assignment, epochs that
+//!   fence zombie commits, static members.
 //! - [`producers`]: idempotent-producer state (epochs, sequences, the last five batches)
 //!   that turns a retried batch into an acknowledgement of the original offsets.
 //! - [`validation`]: schema-ID checks of a batch against an oracle of allowed IDs, as a pure
@@ -15,6 +17,7 @@
 //! Time is always a parameter (`now_ms`); nothing here reads a clock, spawns a task or opens a
 //! socket. This crate never imports tokio, quinn or std::net.
 
+pub mod groups;
 pub mod log;
 pub mod producers;
 pub mod storage;

@@ -1,0 +1,419 @@
+//! Consumer groups, server-side (in the spirit of Kafka's KIP-848): members join and
+//! heartbeat with one call, the coordinator computes a sticky target assignment (range or
+//! round robin) and hands partitions over incrementally — a partition moves only after its
+//! previous owner stopped reporting it (revoked), left, expired, or its revoke timed out — so
+//! no partition is ever owned by two live members. Member epochs fence commits from zombies;
+//! static members (an instance id) keep their partitions across restarts within the session
+//! timeout. Pure: time is a parameter; persistence of committed offsets is the caller's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A partition of a topic.
+pub type TopicPartition = (String, u32);
+
+/// Members in one group; joins beyond are refused.
+pub const MEMBERS_PER_GROUP_MAX: usize = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Assignor {
+    /// Contiguous ranges of each topic's partitions per member (Kafka's range).
+    #[default]
+    Range,
+    /// Partitions dealt to members in turn.
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// A member silent this long is removed and its partitions move.
+    pub session_timeout_ms: i64,
+    /// A revoked partition is handed over after this long even if its owner still lists it.
+    pub revoke_timeout_ms: i64,
+    pub assignor: Assignor,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 45_000,
+            revoke_timeout_ms: 30_000,
+            assignor: Assignor::Range,
+        }
+    }
+}
+
+/// What a member sends on every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Empty to join.
+    pub member_id: String,
+    /// The epoch the member last received (0 when joining).
+    pub member_epoch: i32,
+    /// A stable id across restarts (static membership), if any.
+    pub instance_id: Option<String>,
+    pub topics: BTreeSet<String>,
+    /// Partitions the member still consumes (it stops reporting a revoked one once done).
+    pub owned: BTreeSet<TopicPartition>,
+}
+
+/// The coordinator's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub member_id: String,
+    pub member_epoch: i32,
+    /// Partitions the member may consume now.
+    pub partitions: BTreeSet<TopicPartition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("unknown member '{0}': it left or its session expired; join again")]
+    UnknownMember(String),
+    #[error("member '{member}' is at epoch {current}; epoch {sent} is stale")]
+    FencedMember {
+        member: String,
+        sent: i32,
+        current: i32,
+    },
+    #[error("the group already has {MEMBERS_PER_GROUP_MAX} members")]
+    Full,
+    #[error("member '{member}' does not own {topic}/{partition}")]
+    NotOwner {
+        member: String,
+        topic: String,
+        partition: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    epoch: i32,
+    instance_id: Option<String>,
+    topics: BTreeSet<String>,
+    owned: BTreeSet<TopicPartition>,
+    last_heartbeat_ms: i64,
+}
+
+/// A group's live state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Group {
+    config: GroupConfig,
+    /// Bumped whenever the target assignment changes.
+    pub generation: i32,
+    members: BTreeMap<String, Member>,
+    target: BTreeMap<TopicPartition, String>,
+    /// Revoked partitions still reported by their old owner, with the hand-over deadline.
+    revoking: BTreeMap<TopicPartition, i64>,
+    next_member: u64,
+}
+
+impl Group {
+    pub fn new(config: GroupConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// Joins, heartbeats or rejoins. `partitions` gives every partition count by topic.
+    pub fn heartbeat(
+        &mut self,
+        request: Heartbeat,
+        partitions: &BTreeMap<String, u32>,
+        now_ms: i64,
+    ) -> Result<Assignment, GroupError> {
+        self.expire(partitions, now_ms);
+        let member_id = if request.member_id.is_empty() {
+            self.join(&request, now_ms)?
+        } else {
+            let member = self
+                .members
+                .get(&request.member_id)
+                .ok_or_else(|| GroupError::UnknownMember(request.member_id.clone()))?;
+            if request.member_epoch != member.epoch {
+                return Err(GroupError::FencedMember {
+                    member: request.member_id.clone(),
+                    sent: request.member_epoch,
+                    current: member.epoch,
+                });
+            }
+            request.member_id.clone()
+        };
+        let topics_changed = {
+            let member = self
+                .members
+                .get_mut(&member_id)
+                .ok_or_else(|| GroupError::UnknownMember(member_id.clone()))?;
+            member.last_heartbeat_ms = now_ms;
+            member.owned = request.owned.clone();
+            let changed = member.topics != request.topics;
+            member.topics = request.topics.clone();
+            changed
+        };
+        if topics_changed || request.member_id.is_empty() {
+            self.rebalance(partitions, now_ms);
+        }
+        self.settle_revocations(partitions, now_ms);
+        let member = self
+            .members
+            .get(&member_id)
+            .ok_or_else(|| GroupError::UnknownMember(member_id.clone()))?;
+        Ok(Assignment {
+            member_id: member_id.clone(),
+            member_epoch: member.epoch,
+            partitions: self.grantable(&member_id),
+        })
+    }
+
+    fn join(&mut self, request: &Heartbeat, now_ms: i64) -> Result<String, GroupError> {
+        // A static member coming back replaces its previous incarnation in place.
+        if let Some(instance) = &request.instance_id {
+            if let Some((old_id, _)) = self
+                .members
+                .iter()
+                .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
+            {
+                let old_id = old_id.clone();
+                if let Some(member) = self.members.get_mut(&old_id) {
+                    member.epoch += 1;
+                    member.owned.clear();
+                    member.last_heartbeat_ms = now_ms;
+                }
+                return Ok(old_id);
+            }
+        }
+        if self.members.len() >= MEMBERS_PER_GROUP_MAX {
+            return Err(GroupError::Full);
+        }
+        self.next_member += 1;
+        let member_id = match &request.instance_id {
+            Some(instance) => format!("{instance}-{}", self.next_member),
+            None => format!("member-{}", self.next_member),
+        };
+        self.members.insert(
+            member_id.clone(),
+            Member {
+                epoch: 1,
+                instance_id: request.instance_id.clone(),
+                topics: request.topics.clone(),
+                owned: BTreeSet::new(),
+                last_heartbeat_ms: now_ms,
+            },
+        );
+        Ok(member_id)
+    }
+
+    /// Removes a member; its partitions become free at once.
+    pub fn leave(
+        &mut self,
+        member_id: &str,
+        partitions: &BTreeMap<String, u32>,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        self.members
+            .remove(member_id)
+            .ok_or_else(|| GroupError::UnknownMember(member_id.to_owned()))?;
+        self.rebalance(partitions, now_ms);
+        Ok(())
+    }
+
+    /// Drops members whose session expired.
+    pub fn expire(&mut self, partitions: &BTreeMap<String, u32>, now_ms: i64) -> usize {
+        let timeout = self.config.session_timeout_ms;
+        let before = self.members.len();
+        self.members
+            .retain(|_, m| now_ms.saturating_sub(m.last_heartbeat_ms) < timeout);
+        let expired = before - self.members.len();
+        if expired > 0 {
+            self.rebalance(partitions, now_ms);
+        }
+        expired
+    }
+
+    /// Checks that `member_id` at `member_epoch` may commit for `partition`.
+    pub fn authorize_commit(
+        &self,
+        member_id: &str,
+        member_epoch: i32,
+        partition: &TopicPartition,
+    ) -> Result<(), GroupError> {
+        let member = self
+            .members
+            .get(member_id)
+            .ok_or_else(|| GroupError::UnknownMember(member_id.to_owned()))?;
+        if member.epoch != member_epoch {
+            return Err(GroupError::FencedMember {
+                member: member_id.to_owned(),
+                sent: member_epoch,
+                current: member.epoch,
+            });
+        }
+        // The current owner may commit, and so may a member finishing a revoked partition.
+        let owns = self.grantable(member_id).contains(partition)
+            || (member.owned.contains(partition) && self.revoking.contains_key(partition));
+        if !owns {
+            return Err(GroupError::NotOwner {
+                member: member_id.to_owned(),
+                topic: partition.0.clone(),
+                partition: partition.1,
+            });
+        }
+        Ok(())
+    }
+
+    /// Members and what each may consume now.
+    pub fn assignments(&self) -> BTreeMap<String, BTreeSet<TopicPartition>> {
+        self.members
+            .keys()
+            .map(|id| (id.clone(), self.grantable(id)))
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The partitions `member_id` may consume: its target partitions that no other live
+    /// member still reports owning.
+    fn grantable(&self, member_id: &str) -> BTreeSet<TopicPartition> {
+        self.target
+            .iter()
+            .filter(|(_, owner)| owner.as_str() == member_id)
+            .map(|(partition, _)| partition)
+            .filter(|partition| {
+                !self.members.iter().any(|(other, m)| {
+                    other != member_id
+                        && m.owned.contains(*partition)
+                        && self.revoking.contains_key(*partition)
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Hands over revoked partitions whose old owner stopped reporting them. An owner that
+    /// still holds a revoked partition at the revoke deadline is removed from the group (as
+    /// KIP-848 fences a member that misses its rebalance timeout): it must rejoin, and its
+    /// commits are refused meanwhile.
+    fn settle_revocations(&mut self, partitions: &BTreeMap<String, u32>, now_ms: i64) {
+        let mut stuck_owners = BTreeSet::new();
+        let members = &self.members;
+        let target = &self.target;
+        self.revoking.retain(|partition, deadline| {
+            let holders: Vec<&String> = members
+                .iter()
+                .filter(|(id, m)| m.owned.contains(partition) && target.get(partition) != Some(*id))
+                .map(|(id, _)| id)
+                .collect();
+            if !holders.is_empty() && now_ms >= *deadline {
+                stuck_owners.extend(holders.into_iter().cloned());
+                return false;
+            }
+            !holders.is_empty()
+        });
+        if !stuck_owners.is_empty() {
+            self.members.retain(|id, _| !stuck_owners.contains(id));
+            self.rebalance(partitions, now_ms);
+        }
+    }
+
+    /// Recomputes the sticky target assignment and marks moved partitions as revoking.
+    fn rebalance(&mut self, partitions: &BTreeMap<String, u32>, now_ms: i64) {
+        let new_target = assign(
+            self.config.assignor,
+            &self.members,
+            partitions,
+            &self.target,
+        );
+        if new_target == self.target {
+            return;
+        }
+        for (partition, owner) in &self.target {
+            let moved = new_target.get(partition) != Some(owner);
+            let still_owned = self
+                .members
+                .get(owner)
+                .is_some_and(|m| m.owned.contains(partition));
+            if moved && still_owned {
+                self.revoking
+                    .insert(partition.clone(), now_ms + self.config.revoke_timeout_ms);
+            }
+        }
+        self.target = new_target;
+        self.generation += 1;
+    }
+}
+
+/// A sticky assignment: partitions keep their owner while it stays subscribed and within its
+/// fair share; the rest are dealt by the chosen assignor. Members beyond the partition count
+/// get nothing (they stay idle, not failing).
+fn assign(
+    assignor: Assignor,
+    members: &BTreeMap<String, Member>,
+    partitions: &BTreeMap<String, u32>,
+    previous: &BTreeMap<TopicPartition, String>,
+) -> BTreeMap<TopicPartition, String> {
+    let mut target = BTreeMap::new();
+    let topics: BTreeSet<&String> = members.values().flat_map(|m| m.topics.iter()).collect();
+    for topic in topics {
+        let Some(&count) = partitions.get(topic) else {
+            continue;
+        };
+        let subscribers: Vec<&String> = members
+            .iter()
+            .filter(|(_, m)| m.topics.contains(topic))
+            .map(|(id, _)| id)
+            .collect();
+        if subscribers.is_empty() || count == 0 {
+            continue;
+        }
+        let fair_max = (count as usize).div_ceil(subscribers.len());
+        let mut load: BTreeMap<&String, usize> = subscribers.iter().map(|id| (*id, 0)).collect();
+        let mut unassigned = Vec::new();
+        for partition in 0..count {
+            let key = (topic.clone(), partition);
+            match previous
+                .get(&key)
+                .and_then(|owner| load.get_key_value(owner).map(|(k, _)| *k))
+            {
+                Some(owner) if load[owner] < fair_max => {
+                    *load.entry(owner).or_default() += 1;
+                    target.insert(key, owner.clone());
+                }
+                _ => unassigned.push(key),
+            }
+        }
+        match assignor {
+            Assignor::RoundRobin => {
+                for key in unassigned {
+                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, (*id).clone()))
+                    else {
+                        break;
+                    };
+                    *load.entry(owner).or_default() += 1;
+                    target.insert(key, owner.clone());
+                }
+            }
+            Assignor::Range => {
+                // Contiguous runs: fill the least-loaded member with consecutive partitions.
+                let mut rest = unassigned.into_iter().peekable();
+                while rest.peek().is_some() {
+                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, (*id).clone()))
+                    else {
+                        break;
+                    };
+                    let room = fair_max.saturating_sub(load[owner]).max(1);
+                    for _ in 0..room {
+                        let Some(key) = rest.next() else { break };
+                        *load.entry(owner).or_default() += 1;
+                        target.insert(key, owner.clone());
+                    }
+                }
+            }
+        }
+    }
+    target
+}
+
+#[cfg(test)]
+mod tests;

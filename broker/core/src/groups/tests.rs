@@ -1,0 +1,368 @@
+//! Group tests: targeted cases, and a deterministic simulation of members joining, leaving,
+//! crashing and pausing (zombies) under a seeded RNG, checking after every step that no
+//! partition is held by two live members, that committed offsets only grow, and that every
+//! record is eventually delivered.
+
+use super::*;
+
+fn topics(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn partitions(count: u32) -> BTreeMap<String, u32> {
+    BTreeMap::from([("orders".to_owned(), count)])
+}
+
+fn beat(
+    group: &mut Group,
+    member: &Assignment,
+    owned: &BTreeSet<TopicPartition>,
+    now: i64,
+) -> Result<Assignment, GroupError> {
+    let request = Heartbeat {
+        member_id: member.member_id.clone(),
+        member_epoch: member.member_epoch,
+        instance_id: None,
+        topics: topics(&["orders"]),
+        owned: owned.clone(),
+    };
+    group.heartbeat(request, &partitions(4), now)
+}
+
+fn join(group: &mut Group, instance: Option<&str>, now: i64) -> Assignment {
+    let request = Heartbeat {
+        member_id: String::new(),
+        member_epoch: 0,
+        instance_id: instance.map(str::to_owned),
+        topics: topics(&["orders"]),
+        owned: BTreeSet::new(),
+    };
+    group.heartbeat(request, &partitions(4), now).expect("join")
+}
+
+#[test]
+fn partitions_move_only_after_their_owner_lets_go() {
+    let mut group = Group::new(GroupConfig::default());
+    let a = join(&mut group, None, 0);
+    assert_eq!(a.partitions.len(), 4, "a single member gets everything");
+    let a = beat(&mut group, &a, &a.partitions.clone(), 10).expect("beat");
+    let b = join(&mut group, None, 20);
+    assert!(
+        b.partitions.is_empty(),
+        "b waits while a still owns what moves to it"
+    );
+    let a2 = beat(&mut group, &a, &a.partitions.clone(), 30).expect("a told to revoke");
+    assert_eq!(
+        a2.partitions.len(),
+        2,
+        "incremental: a keeps two, gives up two"
+    );
+    let a3 = beat(&mut group, &a2, &a2.partitions.clone(), 40).expect("a lets go");
+    assert_eq!(
+        a3.partitions, a2.partitions,
+        "a's kept partitions are untouched"
+    );
+    let b = beat(&mut group, &b, &BTreeSet::new(), 50).expect("b gets its share");
+    assert_eq!(b.partitions.len(), 2);
+    assert!(b.partitions.is_disjoint(&a3.partitions));
+}
+
+#[test]
+fn a_revoke_times_out_and_expired_members_lose_everything() {
+    let config = GroupConfig {
+        session_timeout_ms: 1_000,
+        revoke_timeout_ms: 300,
+        assignor: Assignor::RoundRobin,
+    };
+    let mut group = Group::new(config);
+    let a = join(&mut group, None, 0);
+    let a = beat(&mut group, &a, &a.partitions.clone(), 10).expect("beat");
+    let b = join(&mut group, None, 20);
+    // a keeps reporting everything (stuck processing): at the revoke deadline it is removed
+    // from the group and b takes everything.
+    let stuck = a.partitions.clone();
+    beat(&mut group, &a, &stuck, 100).expect("beat");
+    assert!(beat(&mut group, &b, &BTreeSet::new(), 200)
+        .expect("beat")
+        .partitions
+        .is_empty());
+    assert_eq!(
+        beat(&mut group, &a, &stuck, 400),
+        Err(GroupError::UnknownMember(a.member_id.clone())),
+        "a missed its revoke deadline"
+    );
+    assert!(
+        matches!(
+            group.authorize_commit(&a.member_id, a.member_epoch, &("orders".to_owned(), 0)),
+            Err(GroupError::UnknownMember(_))
+        ),
+        "a zombie cannot commit"
+    );
+    let b = beat(&mut group, &b, &BTreeSet::new(), 450).expect("beat");
+    assert_eq!(b.partitions.len(), 4);
+    // b goes silent: after the session timeout the group is empty.
+    assert_eq!(group.expire(&partitions(4), 2_000), 1);
+    assert!(group.is_empty());
+}
+
+#[test]
+fn static_members_keep_their_partitions_across_a_restart() {
+    let mut group = Group::new(GroupConfig::default());
+    let a = join(&mut group, Some("inventory-1"), 0);
+    let b = join(&mut group, Some("inventory-2"), 1);
+    let a = beat(&mut group, &a, &a.partitions.clone(), 2).expect("beat");
+    let a = beat(&mut group, &a, &a.partitions.clone(), 3).expect("beat");
+    let b = beat(&mut group, &b, &b.partitions.clone(), 4).expect("beat");
+    let generation = group.generation;
+    let restarted = join(&mut group, Some("inventory-1"), 10);
+    assert_eq!(restarted.member_id, a.member_id);
+    assert_eq!(
+        restarted.partitions, a.partitions,
+        "same partitions, no rebalance"
+    );
+    assert_eq!(group.generation, generation);
+    assert!(
+        matches!(
+            group.authorize_commit(
+                &a.member_id,
+                a.member_epoch,
+                &a.partitions.iter().next().cloned().expect("one")
+            ),
+            Err(GroupError::FencedMember { .. })
+        ),
+        "the old incarnation's epoch is fenced"
+    );
+    assert!(b.partitions.is_disjoint(&restarted.partitions));
+}
+
+#[test]
+fn extra_members_stay_idle_and_ranges_are_contiguous() {
+    let mut group = Group::new(GroupConfig::default());
+    let members: Vec<Assignment> = (0..6).map(|n| join(&mut group, None, n)).collect();
+    let mut granted = BTreeSet::new();
+    for (n, member) in members.iter().enumerate() {
+        let answer = beat(&mut group, member, &BTreeSet::new(), 10 + n as i64).expect("beat");
+        granted.extend(answer.partitions.iter().cloned());
+    }
+    let idle = group
+        .assignments()
+        .values()
+        .filter(|p| p.is_empty())
+        .count();
+    assert_eq!(
+        idle, 2,
+        "six members, four partitions: two idle, none failing"
+    );
+    let mut group = Group::new(GroupConfig::default());
+    let a = join(&mut group, None, 0);
+    let b = join(&mut group, None, 1);
+    let a = beat(&mut group, &a, &BTreeSet::new(), 2).expect("beat");
+    let b = beat(&mut group, &b, &BTreeSet::new(), 3).expect("beat");
+    let ids = |set: &BTreeSet<TopicPartition>| set.iter().map(|(_, p)| *p).collect::<Vec<_>>();
+    let (mut x, mut y) = (ids(&a.partitions), ids(&b.partitions));
+    x.sort_unstable();
+    y.sort_unstable();
+    assert!(
+        x == vec![0, 1] && y == vec![2, 3] || x == vec![2, 3] && y == vec![0, 1],
+        "{x:?} {y:?}"
+    );
+}
+
+/// The simulated client: what it was last granted, whether it runs, and its pause.
+struct SimMember {
+    assignment: Assignment,
+    crashed: bool,
+    paused_until: i64,
+}
+
+#[test]
+fn seeded_simulation_of_churn() {
+    for seed in 1..=25u64 {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move |bound: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % bound
+        };
+        let config = GroupConfig {
+            session_timeout_ms: 500,
+            revoke_timeout_ms: 200,
+            assignor: if seed % 2 == 0 {
+                Assignor::Range
+            } else {
+                Assignor::RoundRobin
+            },
+        };
+        let mut group = Group::new(config);
+        let count = 4u32;
+        let parts = BTreeMap::from([("orders".to_owned(), count)]);
+        let mut log_end = [0i64; 4];
+        let mut committed = [0i64; 4];
+        let mut delivered: Vec<BTreeSet<i64>> = vec![BTreeSet::new(); 4];
+        let mut members: Vec<SimMember> = Vec::new();
+        let mut now = 0i64;
+        for step in 0..600 {
+            now += 10 + next(20) as i64;
+            for end in log_end.iter_mut() {
+                *end += next(3) as i64;
+            }
+            match next(30) {
+                0 | 1 if members.iter().filter(|m| !m.crashed).count() < 6 => {
+                    let request = Heartbeat {
+                        member_id: String::new(),
+                        member_epoch: 0,
+                        instance_id: None,
+                        topics: topics(&["orders"]),
+                        owned: BTreeSet::new(),
+                    };
+                    let assignment = group.heartbeat(request, &parts, now).expect("join");
+                    members.push(SimMember {
+                        assignment,
+                        crashed: false,
+                        paused_until: 0,
+                    });
+                }
+                2 => {
+                    if let Some(member) = members
+                        .iter_mut()
+                        .filter(|m| !m.crashed)
+                        .nth(next(6) as usize)
+                    {
+                        member.crashed = true;
+                    }
+                }
+                3 => {
+                    if let Some(member) = members
+                        .iter_mut()
+                        .filter(|m| !m.crashed)
+                        .nth(next(6) as usize)
+                    {
+                        member.paused_until = now + 300 + next(600) as i64;
+                    }
+                }
+                4 => {
+                    if let Some(member) = members
+                        .iter_mut()
+                        .filter(|m| !m.crashed)
+                        .nth(next(6) as usize)
+                    {
+                        let _ = group.leave(&member.assignment.member_id, &parts, now);
+                        member.crashed = true;
+                    }
+                }
+                _ => {}
+            }
+            for member in members
+                .iter_mut()
+                .filter(|m| !m.crashed && m.paused_until <= now)
+            {
+                // Consume what was granted, commit progress (a zombie's commit must be refused).
+                for (_, partition) in member.assignment.partitions.clone() {
+                    let p = partition as usize;
+                    let key = ("orders".to_owned(), partition);
+                    let upto = (committed[p] + 1 + next(3) as i64).min(log_end[p]);
+                    if upto <= committed[p] {
+                        continue;
+                    }
+                    match group.authorize_commit(
+                        &member.assignment.member_id,
+                        member.assignment.member_epoch,
+                        &key,
+                    ) {
+                        Ok(()) => {
+                            for offset in committed[p]..upto {
+                                delivered[p].insert(offset);
+                            }
+                            assert!(
+                                upto >= committed[p],
+                                "seed {seed} step {step}: commits only grow"
+                            );
+                            committed[p] = upto;
+                        }
+                        Err(_) => {
+                            member.assignment.partitions.remove(&key);
+                        }
+                    }
+                }
+                let owned = member.assignment.partitions.clone();
+                let request = Heartbeat {
+                    member_id: member.assignment.member_id.clone(),
+                    member_epoch: member.assignment.member_epoch,
+                    instance_id: None,
+                    topics: topics(&["orders"]),
+                    owned,
+                };
+                match group.heartbeat(request, &parts, now) {
+                    Ok(assignment) => member.assignment = assignment,
+                    Err(_) => {
+                        // Expired while paused: drop everything and rejoin.
+                        let request = Heartbeat {
+                            member_id: String::new(),
+                            member_epoch: 0,
+                            instance_id: None,
+                            topics: topics(&["orders"]),
+                            owned: BTreeSet::new(),
+                        };
+                        member.assignment = group.heartbeat(request, &parts, now).expect("rejoin");
+                    }
+                }
+            }
+            // No partition is held by two live members.
+            let live: Vec<&SimMember> = members
+                .iter()
+                .filter(|m| !m.crashed && group.assignments().contains_key(&m.assignment.member_id))
+                .collect();
+            for partition in 0..count {
+                let holders = live
+                    .iter()
+                    .filter(|m| {
+                        m.assignment
+                            .partitions
+                            .contains(&("orders".to_owned(), partition))
+                    })
+                    .count();
+                assert!(
+                    holders <= 1,
+                    "seed {seed} step {step}: partition {partition} held by {holders} members"
+                );
+            }
+        }
+        // Settle: one healthy member drains everything; every record is delivered at least once.
+        let request = Heartbeat {
+            member_id: String::new(),
+            member_epoch: 0,
+            instance_id: None,
+            topics: topics(&["orders"]),
+            owned: BTreeSet::new(),
+        };
+        now += 10_000;
+        let mut last = group.heartbeat(request, &parts, now).expect("join");
+        for _ in 0..3 {
+            now += 100;
+            let request = Heartbeat {
+                member_id: last.member_id.clone(),
+                member_epoch: last.member_epoch,
+                instance_id: None,
+                topics: topics(&["orders"]),
+                owned: last.partitions.clone(),
+            };
+            last = group.heartbeat(request, &parts, now).expect("beat");
+        }
+        assert_eq!(
+            last.partitions.len(),
+            count as usize,
+            "seed {seed}: the survivor owns everything"
+        );
+        for (p, end) in log_end.iter().enumerate() {
+            for offset in committed[p]..*end {
+                delivered[p].insert(offset);
+            }
+            assert_eq!(
+                delivered[p].len() as i64,
+                *end,
+                "seed {seed}: every record of partition {p} delivered"
+            );
+        }
+    }
+}

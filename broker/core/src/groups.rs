@@ -386,7 +386,7 @@ fn assign(
         match assignor {
             Assignor::RoundRobin => {
                 for key in unassigned {
-                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, (*id).clone()))
+                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, **id))
                     else {
                         break;
                     };
@@ -398,7 +398,7 @@ fn assign(
                 // Contiguous runs: fill the least-loaded member with consecutive partitions.
                 let mut rest = unassigned.into_iter().peekable();
                 while rest.peek().is_some() {
-                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, (*id).clone()))
+                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, **id))
                     else {
                         break;
                     };

@@ -21,6 +21,14 @@ pub enum ErrorCode {
     OutOfOrderSequence,
     /// An idempotent producer's epoch was superseded: this instance is a zombie.
     ProducerFenced,
+    /// The group does not know this member (it left or expired): join again.
+    UnknownMember,
+    /// The member's epoch is stale: a newer incarnation exists, or it must rejoin.
+    FencedMemberEpoch,
+    /// The member committed for a partition it does not own.
+    NotPartitionOwner,
+    /// The group has as many members as it may.
+    GroupFull,
     /// A code this client does not know (a newer broker); the number is kept.
     Unknown(u16),
 }
@@ -44,6 +52,10 @@ impl ErrorCode {
             ErrorCode::InvalidTopicConfig => 14,
             ErrorCode::OutOfOrderSequence => 15,
             ErrorCode::ProducerFenced => 16,
+            ErrorCode::UnknownMember => 17,
+            ErrorCode::FencedMemberEpoch => 18,
+            ErrorCode::NotPartitionOwner => 19,
+            ErrorCode::GroupFull => 20,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -66,6 +78,10 @@ impl ErrorCode {
             14 => ErrorCode::InvalidTopicConfig,
             15 => ErrorCode::OutOfOrderSequence,
             16 => ErrorCode::ProducerFenced,
+            17 => ErrorCode::UnknownMember,
+            18 => ErrorCode::FencedMemberEpoch,
+            19 => ErrorCode::NotPartitionOwner,
+            20 => ErrorCode::GroupFull,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -88,7 +104,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_never_move() {
-        for code in 0..=20u16 {
+        for code in 0..=24u16 {
             assert_eq!(ErrorCode::from_code(code).code(), code);
         }
         assert_eq!(ErrorCode::SchemaValidationFailed.code(), 7);

@@ -36,6 +36,7 @@ pub mod batch;
 mod codec;
 pub mod error;
 pub mod frame;
+pub mod groups;
 pub mod limits;
 pub mod messages;
 pub mod schema_id;

@@ -20,6 +20,10 @@ pub const HEADER_VALUE_BYTES_MAX: usize = 64 * 1024;
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Longest idempotent-producer name, in bytes.
 pub const PRODUCER_NAME_BYTES_MAX: usize = 249;
+/// Longest group, member or instance id, in bytes.
+pub const GROUP_NAME_BYTES_MAX: usize = 249;
+/// Most items (topics, partitions, members, offsets) in one group request or response.
+pub const GROUP_ITEMS_MAX: usize = 100_000;
 /// Most partitions in one topic.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 1024;
 /// Longest error message carried in a response, in bytes.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::codec::{put_bytes, put_string, DecodeError, Reader};
 use crate::error::ErrorCode;
+use crate::groups::{GroupRequest, GroupResponse};
 use crate::limits::{
     BATCH_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX, FETCH_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX,
     PRODUCER_NAME_BYTES_MAX, TOPICS_LISTED_MAX, TOPIC_NAME_BYTES_MAX,
@@ -24,6 +25,12 @@ pub enum Api {
     Fetch = 6,
     ListOffsets = 7,
     InitProducer = 8,
+    GroupHeartbeat = 9,
+    LeaveGroup = 10,
+    CommitOffsets = 11,
+    FetchOffsets = 12,
+    DescribeGroup = 13,
+    ListGroups = 14,
 }
 
 impl Api {
@@ -37,6 +44,12 @@ impl Api {
             6 => Api::Fetch,
             7 => Api::ListOffsets,
             8 => Api::InitProducer,
+            9 => Api::GroupHeartbeat,
+            10 => Api::LeaveGroup,
+            11 => Api::CommitOffsets,
+            12 => Api::FetchOffsets,
+            13 => Api::DescribeGroup,
+            14 => Api::ListGroups,
             other => return Err(DecodeError::UnknownApi(other)),
         })
     }
@@ -51,6 +64,12 @@ impl Api {
             Api::Fetch => "fetch",
             Api::ListOffsets => "list_offsets",
             Api::InitProducer => "init_producer",
+            Api::GroupHeartbeat => "group_heartbeat",
+            Api::LeaveGroup => "leave_group",
+            Api::CommitOffsets => "commit_offsets",
+            Api::FetchOffsets => "fetch_offsets",
+            Api::DescribeGroup => "describe_group",
+            Api::ListGroups => "list_groups",
         }
     }
 }
@@ -160,6 +179,8 @@ pub enum Request {
     InitProducer {
         name: String,
     },
+    /// Consumer-group requests (APIs 9-14).
+    Group(GroupRequest),
 }
 
 /// One partition as described to clients.
@@ -212,6 +233,7 @@ pub enum Response {
         producer_id: i64,
         epoch: i16,
     },
+    Group(GroupResponse),
 }
 
 impl Request {
@@ -225,6 +247,7 @@ impl Request {
             Request::Fetch { .. } => Api::Fetch,
             Request::ListOffsets { .. } => Api::ListOffsets,
             Request::InitProducer { .. } => Api::InitProducer,
+            Request::Group(group) => group.api(),
         }
     }
 
@@ -283,6 +306,7 @@ impl Request {
                 out.extend_from_slice(&timestamp.to_be_bytes());
             }
             Request::InitProducer { name } => put_string(out, name),
+            Request::Group(group) => group.encode(out),
         }
     }
 
@@ -348,6 +372,9 @@ impl Request {
             Api::InitProducer => Request::InitProducer {
                 name: r.string("producer name", PRODUCER_NAME_BYTES_MAX)?,
             },
+            Api::GroupHeartbeat | Api::LeaveGroup | Api::CommitOffsets | Api::FetchOffsets | Api::DescribeGroup | Api::ListGroups => {
+                Request::Group(GroupRequest::decode(api, &mut r)?)
+            }
         };
         r.finish("request")?;
         Ok(request)
@@ -415,6 +442,7 @@ impl Response {
                 out.extend_from_slice(&producer_id.to_be_bytes());
                 out.extend_from_slice(&epoch.to_be_bytes());
             }
+            Response::Group(group) => group.encode(out),
         }
     }
 
@@ -532,6 +560,9 @@ impl Response {
                 producer_id: r.i64("producer id")?,
                 epoch: r.i16("epoch")?,
             },
+            Api::GroupHeartbeat | Api::LeaveGroup | Api::CommitOffsets | Api::FetchOffsets | Api::DescribeGroup | Api::ListGroups => {
+                Response::Group(GroupResponse::decode(api, &mut r)?)
+            }
         };
         r.finish("response")?;
         Ok(response)
@@ -652,6 +683,7 @@ fn read_description(r: &mut Reader<'_>) -> Result<TopicDescription, DecodeError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::groups::{GroupDescription, MemberDescription, PartitionLag};
     use proptest::prelude::*;
 
     fn config() -> impl Strategy<Value = TopicConfig> {
@@ -752,6 +784,7 @@ mod tests {
                     spec
                 }),
             ".{0,20}".prop_map(|name| Request::InitProducer { name }),
+            group_request().prop_map(Request::Group),
         ]
     }
 
@@ -839,6 +872,50 @@ mod tests {
                 Api::InitProducer,
                 Response::ProducerInit { producer_id, epoch }
             )),
+            group_response().prop_map(|(api, response)| (api, Response::Group(response))),
+        ]
+    }
+
+    fn partitions() -> impl Strategy<Value = Vec<(String, u32)>> {
+        proptest::collection::vec(("[a-z]{1,8}", any::<u32>()), 0..4)
+    }
+
+    fn group_request() -> impl Strategy<Value = GroupRequest> {
+        prop_oneof![
+            ("[a-z]{1,8}", "[a-z0-9-]{0,12}", any::<i32>(), "[a-z0-9]{0,8}", proptest::collection::vec("[a-z]{1,8}", 0..3), partitions()).prop_map(
+                |(group, member_id, member_epoch, instance_id, topics, owned)| GroupRequest::Heartbeat { group, member_id, member_epoch, instance_id, topics, owned }
+            ),
+            ("[a-z]{1,8}", "[a-z0-9-]{1,12}").prop_map(|(group, member_id)| GroupRequest::Leave { group, member_id }),
+            ("[a-z]{1,8}", "[a-z0-9-]{1,12}", any::<i32>(), proptest::collection::vec((("[a-z]{1,8}", any::<u32>()), any::<i64>(), ".{0,10}"), 0..4)).prop_map(
+                |(group, member_id, member_epoch, offsets)| GroupRequest::Commit { group, member_id, member_epoch, offsets }
+            ),
+            ("[a-z]{1,8}", partitions()).prop_map(|(group, partitions)| GroupRequest::FetchOffsets { group, partitions }),
+            "[a-z]{1,8}".prop_map(|group| GroupRequest::Describe { group }),
+            Just(GroupRequest::List),
+        ]
+    }
+
+    fn group_response() -> impl Strategy<Value = (Api, GroupResponse)> {
+        prop_oneof![
+            ("[a-z0-9-]{1,12}", any::<i32>(), any::<u32>(), partitions()).prop_map(|(member_id, member_epoch, heartbeat_interval_ms, partitions)| (
+                Api::GroupHeartbeat,
+                GroupResponse::Assignment { member_id, member_epoch, heartbeat_interval_ms, partitions }
+            )),
+            Just((Api::LeaveGroup, GroupResponse::Left)),
+            Just((Api::CommitOffsets, GroupResponse::Committed)),
+            proptest::collection::vec((("[a-z]{1,8}", any::<u32>()), any::<i64>(), ".{0,10}"), 0..4).prop_map(|offsets| (Api::FetchOffsets, GroupResponse::Offsets(offsets))),
+            ("[a-z]{1,8}", any::<i32>(), proptest::collection::vec(("[a-z0-9-]{1,12}", "[a-z]{0,6}", partitions()), 0..3), proptest::collection::vec((("[a-z]{1,8}", any::<u32>()), any::<[i64; 4]>()), 0..3)).prop_map(
+                |(group, generation, members, lags)| (
+                    Api::DescribeGroup,
+                    GroupResponse::Description(GroupDescription {
+                        group,
+                        generation,
+                        members: members.into_iter().map(|(member_id, instance_id, partitions)| MemberDescription { member_id, instance_id, partitions }).collect(),
+                        partitions: lags.into_iter().map(|(partition, [committed, end_offset, lag_records, lag_ms])| PartitionLag { partition, committed, end_offset, lag_records, lag_ms }).collect(),
+                    })
+                )
+            ),
+            proptest::collection::vec("[a-z]{1,8}", 0..4).prop_map(|groups| (Api::ListGroups, GroupResponse::Groups(groups))),
         ]
     }
 
@@ -864,7 +941,7 @@ mod tests {
         }
 
         #[test]
-        fn random_and_truncated_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128), api in 1u16..9, request in request(), cut in 0usize..200) {
+        fn random_and_truncated_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128), api in 1u16..15, request in request(), cut in 0usize..200) {
             let api = Api::from_code(api).expect("known api");
             let _ = Request::decode(api, &bytes);
             let _ = Response::decode(api, &bytes);
@@ -873,7 +950,7 @@ mod tests {
             request.encode(&mut body);
             let cut = cut.min(body.len());
             if cut < body.len() {
-                prop_assert!(Request::decode(request.api(), &body[..cut]).is_err() || matches!(request, Request::ListTopics));
+                prop_assert!(Request::decode(request.api(), &body[..cut]).is_err() || matches!(request, Request::ListTopics | Request::Group(GroupRequest::List)));
             }
         }
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_wire::frame::{Frame, FrameHeader, FrameKind};
+use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::messages::{Durability, ErrorBody, OffsetSpec, TopicConfig, TopicDescription};
 use herald_wire::{Api, DecodeError, ErrorCode, Request, Response};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -342,6 +343,15 @@ impl BrokerClient {
         {
             Response::ProducerInit { producer_id, epoch } => Ok((producer_id, epoch)),
             other => Err(unexpected(Api::InitProducer, other)),
+        }
+    }
+
+    /// Any consumer-group request; group errors come back as `Err`.
+    pub async fn group(&self, request: GroupRequest) -> Result<GroupResponse, RequestError> {
+        let api = request.api();
+        match self.call(Request::Group(request)).await? {
+            Response::Group(response) => Ok(response),
+            other => Err(unexpected(api, other)),
         }
     }
 

@@ -154,14 +154,18 @@ impl Group {
             self.rebalance(partitions, now_ms);
         }
         self.settle_revocations(partitions, now_ms);
+        let partitions = self.grantable(&member_id);
         let member = self
             .members
-            .get(&member_id)
+            .get_mut(&member_id)
             .ok_or_else(|| GroupError::UnknownMember(member_id.clone()))?;
+        // What was just granted counts as owned until the member reports otherwise: moving it
+        // elsewhere needs a revocation first.
+        member.owned.extend(partitions.iter().cloned());
         Ok(Assignment {
             member_id: member_id.clone(),
             member_epoch: member.epoch,
-            partitions: self.grantable(&member_id),
+            partitions,
         })
     }
 
@@ -386,8 +390,7 @@ fn assign(
         match assignor {
             Assignor::RoundRobin => {
                 for key in unassigned {
-                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, **id))
-                    else {
+                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, **id)) else {
                         break;
                     };
                     *load.entry(owner).or_default() += 1;
@@ -398,8 +401,7 @@ fn assign(
                 // Contiguous runs: fill the least-loaded member with consecutive partitions.
                 let mut rest = unassigned.into_iter().peekable();
                 while rest.peek().is_some() {
-                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, **id))
-                    else {
+                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, **id)) else {
                         break;
                     };
                     let room = fair_max.saturating_sub(load[owner]).max(1);

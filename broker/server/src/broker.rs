@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use herald_broker_core::groups::{GroupConfig, Heartbeat};
 use herald_broker_core::log::{AppendError, LogConfig, PartitionLog, ReadError, SEGMENT_BYTES_MAX};
 use herald_broker_core::storage::{StorageError, SyncHandle};
 use herald_broker_core::validation::{validate_batch, BatchVerdict};
 use herald_metrics::Metrics;
 use herald_wire::batch::BatchView;
+use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::limits::{
     FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX,
 };
@@ -20,6 +22,7 @@ use herald_wire::messages::{
 };
 use herald_wire::{Api, ErrorCode, Request, Response};
 
+use crate::coordinator::Coordinator;
 use crate::fs::FileStorage;
 use crate::group_commit::{GroupCommit, SyncError};
 use crate::producer_ids::ProducerIds;
@@ -79,6 +82,7 @@ pub struct Broker {
     group_commit: GroupCommit,
     schemas: SchemaCache,
     producer_ids: ProducerIds,
+    coordinator: Coordinator,
     pub metrics: Arc<Metrics>,
 }
 
@@ -144,6 +148,7 @@ impl Broker {
         data_dir: &Path,
         schemas: SchemaCache,
         metrics: Arc<Metrics>,
+        groups: GroupConfig,
     ) -> Result<Self, OpenError> {
         let topics_dir = data_dir.join("topics");
         std::fs::create_dir_all(&topics_dir).map_err(|source| OpenError::Io {
@@ -187,6 +192,10 @@ impl Broker {
             path: data_dir.display().to_string(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        let coordinator = Coordinator::open(data_dir, groups).map_err(|source| OpenError::Io {
+            path: data_dir.join("groups").display().to_string(),
+            source,
+        })?;
         Ok(Self {
             topics_dir,
             storage,
@@ -194,6 +203,7 @@ impl Broker {
             group_commit: GroupCommit::start(metrics.clone()),
             schemas,
             producer_ids,
+            coordinator,
             metrics,
         })
     }
@@ -276,6 +286,7 @@ impl Broker {
                 }
                 Err(e) => Err(error(ErrorCode::Storage, e.to_string())),
             },
+            Request::Group(request) => self.handle_group(request),
         };
         result.unwrap_or_else(|response| response)
     }
@@ -469,6 +480,86 @@ impl Broker {
         })
     }
 
+    fn partition_counts(&self) -> BTreeMap<String, u32> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, topic)| (name.clone(), topic.partitions.len() as u32))
+            .collect()
+    }
+
+    fn handle_group(&self, request: GroupRequest) -> Result<Response, Response> {
+        let partitions = self.partition_counts();
+        let now = now_ms();
+        let failed = |(code, message): (ErrorCode, String)| error(code, message);
+        let answer = match request {
+            GroupRequest::Heartbeat {
+                group,
+                member_id,
+                member_epoch,
+                instance_id,
+                topics,
+                owned,
+            } => {
+                let heartbeat = Heartbeat {
+                    member_id,
+                    member_epoch,
+                    instance_id: (!instance_id.is_empty()).then_some(instance_id),
+                    topics: topics.into_iter().collect(),
+                    owned: owned.into_iter().collect(),
+                };
+                self.coordinator
+                    .heartbeat(&group, heartbeat, &partitions, now)
+                    .map_err(failed)?
+            }
+            GroupRequest::Leave { group, member_id } => self
+                .coordinator
+                .leave(&group, &member_id, &partitions, now)
+                .map_err(failed)?,
+            GroupRequest::Commit {
+                group,
+                member_id,
+                member_epoch,
+                offsets,
+            } => self
+                .coordinator
+                .commit(&group, &member_id, member_epoch, offsets, &partitions, now)
+                .map_err(failed)?,
+            GroupRequest::FetchOffsets { group, partitions } => {
+                self.coordinator.fetch_offsets(&group, partitions)
+            }
+            GroupRequest::Describe { group } => GroupResponse::Description(
+                self.describe_group(&group, &partitions, now)
+                    .map_err(failed)?,
+            ),
+            GroupRequest::List => self.coordinator.list(),
+        };
+        Ok(Response::Group(answer))
+    }
+
+    fn describe_group(
+        &self,
+        group: &str,
+        partitions: &BTreeMap<String, u32>,
+        now: i64,
+    ) -> Result<herald_wire::groups::GroupDescription, (ErrorCode, String)> {
+        let bounds = |(topic, partition): &(String, u32)| {
+            let (_, found) = self.partition(topic, *partition).ok()?;
+            let log = found.log();
+            Some((log.log_start_offset(), log.high_watermark()))
+        };
+        let append_time = |(topic, partition): &(String, u32), offset: i64| {
+            let (_, found) = self.partition(topic, *partition).ok()?;
+            let read = found.log().read(offset, 1).ok()?;
+            BatchView::parse(&read.bytes)
+                .ok()
+                .map(|view| view.append_time_ms())
+        };
+        self.coordinator
+            .describe(group, partitions, now, bounds, append_time)
+    }
+
     fn reject(&self, topic: &str, reason: &str, response: Response) -> Response {
         self.metrics.counter_add(
             "herald_broker_rejected_batches_total",
@@ -614,8 +705,40 @@ impl Broker {
         deleted
     }
 
-    /// Refreshes gauges (segments, high watermarks) before `/metrics` renders.
+    /// Refreshes gauges (segments, high watermarks, group lag) before `/metrics` renders.
     pub fn update_gauges(&self) {
+        let partitions = self.partition_counts();
+        let now = now_ms();
+        for group in self.coordinator.group_names() {
+            let Ok(description) = self.describe_group(&group, &partitions, now) else {
+                continue;
+            };
+            for lag in description.partitions {
+                let partition = lag.partition.1.to_string();
+                let labels = [
+                    ("group", group.as_str()),
+                    ("topic", lag.partition.0.as_str()),
+                    ("partition", partition.as_str()),
+                ];
+                self.metrics.gauge_set(
+                    "herald_broker_group_lag_records",
+                    "Records not yet committed by a group, per partition.",
+                    &labels,
+                    lag.lag_records as f64,
+                );
+                let seconds = if lag.lag_ms < 0 {
+                    0.0
+                } else {
+                    lag.lag_ms as f64 / 1000.0
+                };
+                self.metrics.gauge_set(
+                    "herald_broker_group_lag_seconds",
+                    "Age of the oldest record a group has not committed, per partition.",
+                    &labels,
+                    seconds,
+                );
+            }
+        }
         let topics: Vec<Arc<Topic>> = self
             .topics
             .read()

@@ -7,10 +7,11 @@
 //! [`group_commit::GroupCommit`]. [`tls`] generates or loads the certificate.
 //!
 //! Idempotent producers get ids from [`producer_ids::ProducerIds`]; the per-partition
-//! sequence state lives in the core's log. It deliberately does not (yet) do consumer groups
-//! or replication.
+//! sequence state lives in the core's log. Consumer groups are coordinated by
+//! [`coordinator::Coordinator`] over the core's group state machine. No replication (yet).
 
 pub mod broker;
+pub mod coordinator;
 pub mod fs;
 pub mod group_commit;
 pub mod producer_ids;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_broker_core::groups::GroupConfig;
 use herald_metrics::Metrics;
 use herald_registry_client::RegistryClient;
 use herald_wire::frame::{Frame, FrameHeader, FrameKind};
@@ -37,6 +38,8 @@ pub struct BrokerConfig {
     pub tls_key: Option<PathBuf>,
     /// How often retention runs.
     pub retention_check_interval: Duration,
+    /// Consumer groups: session and revoke timeouts, assignor.
+    pub groups: GroupConfig,
 }
 
 impl BrokerConfig {
@@ -49,6 +52,7 @@ impl BrokerConfig {
             tls_cert: None,
             tls_key: None,
             retention_check_interval: Duration::from_secs(30),
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -99,6 +103,7 @@ pub async fn serve(
         &config.data_dir,
         SchemaCache::new(registry),
         metrics,
+        config.groups,
     )?);
     let endpoint = quinn::Endpoint::server(tls::server_config(&identity)?, config.listen).map_err(
         |source| ServeError::Bind {

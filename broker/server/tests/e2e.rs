@@ -10,6 +10,7 @@ use herald_broker::{serve, Bound, BrokerConfig};
 use herald_broker_client::{BrokerClient, RequestError, Trust};
 use herald_registry_client::{NewSchema, RegistryClient};
 use herald_wire::batch::{batches, BatchBuilder, Record};
+use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::messages::{
     Durability, OffsetSpec, SchemaValidation, SubjectStrategy, TopicConfig,
 };
@@ -651,5 +652,160 @@ async fn a_truncated_and_garbled_segment_tail_is_recovered() {
         .await
         .expect("appends continue");
     assert_eq!(base, 21);
+    broker.stop().await;
+}
+
+async fn heartbeat(
+    client: &BrokerClient,
+    member: &(String, i32),
+    owned: &[(String, u32)],
+) -> Result<(String, i32, Vec<(String, u32)>), RequestError> {
+    let request = GroupRequest::Heartbeat {
+        group: "g".into(),
+        member_id: member.0.clone(),
+        member_epoch: member.1,
+        instance_id: String::new(),
+        topics: vec!["events".into()],
+        owned: owned.to_vec(),
+    };
+    match client.group(request).await? {
+        GroupResponse::Assignment {
+            member_id,
+            member_epoch,
+            partitions,
+            ..
+        } => Ok((member_id, member_epoch, partitions)),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_groups_assign_commit_fence_and_survive_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let client = broker.client().await;
+    client
+        .create_topic(
+            "events",
+            TopicConfig {
+                partitions: 4,
+                ..TopicConfig::default()
+            },
+        )
+        .await
+        .expect("create");
+    for partition in 0..4 {
+        client
+            .produce(
+                "events",
+                partition,
+                Durability::Memory,
+                batch(numbered(0, 10), now_ms()),
+            )
+            .await
+            .expect("produce");
+    }
+    let (a_id, a_epoch, a_parts) = heartbeat(&client, &(String::new(), 0), &[])
+        .await
+        .expect("a joins");
+    assert_eq!(a_parts.len(), 4);
+    let a = (a_id, a_epoch);
+    let commit = |member: &(String, i32), partition: u32, offset: i64| GroupRequest::Commit {
+        group: "g".into(),
+        member_id: member.0.clone(),
+        member_epoch: member.1,
+        offsets: vec![(("events".to_owned(), partition), offset, "m".to_owned())],
+    };
+    for partition in 0..4 {
+        client
+            .group(commit(&a, partition, 5))
+            .await
+            .expect("a commits");
+    }
+    let (b_id, b_epoch, b_parts) = heartbeat(&client, &(String::new(), 0), &[])
+        .await
+        .expect("b joins");
+    assert!(b_parts.is_empty(), "b waits for a to let go");
+    let b = (b_id, b_epoch);
+    let (_, _, kept) = heartbeat(&client, &a, &a_parts)
+        .await
+        .expect("a is told to revoke");
+    assert_eq!(kept.len(), 2);
+    heartbeat(&client, &a, &kept).await.expect("a lets go");
+    let (_, _, b_parts) = heartbeat(&client, &b, &[]).await.expect("b gets its share");
+    assert_eq!(b_parts.len(), 2);
+    let moved = b_parts[0].1;
+    client
+        .group(commit(&b, moved, 7))
+        .await
+        .expect("b commits its partition");
+    let error = client
+        .group(commit(&a, moved, 9))
+        .await
+        .expect_err("a no longer owns it");
+    assert_eq!(error.code(), Some(ErrorCode::NotPartitionOwner));
+    let error = client
+        .group(commit(&(a.0.clone(), a.1 + 5), kept[0].1, 9))
+        .await
+        .expect_err("stale epoch");
+    assert_eq!(error.code(), Some(ErrorCode::FencedMemberEpoch));
+    let error = heartbeat(&client, &("nobody".into(), 1), &[])
+        .await
+        .expect_err("unknown member");
+    assert_eq!(error.code(), Some(ErrorCode::UnknownMember));
+
+    let GroupResponse::Description(description) = client
+        .group(GroupRequest::Describe { group: "g".into() })
+        .await
+        .expect("describe")
+    else {
+        panic!("description")
+    };
+    assert_eq!(description.members.len(), 2);
+    let moved_lag = description
+        .partitions
+        .iter()
+        .find(|lag| lag.partition.1 == moved)
+        .expect("moved partition");
+    assert_eq!(
+        (
+            moved_lag.committed,
+            moved_lag.end_offset,
+            moved_lag.lag_records
+        ),
+        (7, 10, 3)
+    );
+    assert!(moved_lag.lag_ms >= 0, "{moved_lag:?}");
+    let metrics = reqwest_get(broker.bound.metrics_addr.expect("metrics")).await;
+    assert!(metrics.contains(&format!("herald_broker_group_lag_records{{group=\"g\",topic=\"events\",partition=\"{moved}\"}} 3")), "{metrics}");
+    assert_eq!(
+        client.group(GroupRequest::List).await.expect("list"),
+        GroupResponse::Groups(vec!["g".into()])
+    );
+
+    // A restarted broker resumes the group from its committed offsets.
+    client.close();
+    broker.stop().await;
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let client = broker.client().await;
+    let asked = (0..4).map(|p| ("events".to_owned(), p)).collect();
+    let GroupResponse::Offsets(offsets) = client
+        .group(GroupRequest::FetchOffsets {
+            group: "g".into(),
+            partitions: asked,
+        })
+        .await
+        .expect("fetch offsets")
+    else {
+        panic!("offsets")
+    };
+    for ((_, partition), offset, metadata) in offsets {
+        assert_eq!(offset, if partition == moved { 7 } else { 5 });
+        assert_eq!(metadata, "m");
+    }
+    let (_, _, all) = heartbeat(&client, &(String::new(), 0), &[])
+        .await
+        .expect("rejoin after restart");
+    assert_eq!(all.len(), 4);
     broker.stop().await;
 }

@@ -2,7 +2,9 @@
 //! stays one concept. Encoded inside the same frames and envelopes.
 
 use crate::codec::{put_string, DecodeError, Reader};
-use crate::limits::{ERROR_MESSAGE_BYTES_MAX, GROUP_ITEMS_MAX, GROUP_NAME_BYTES_MAX, TOPIC_NAME_BYTES_MAX};
+use crate::limits::{
+    ERROR_MESSAGE_BYTES_MAX, GROUP_ITEMS_MAX, GROUP_NAME_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
+};
 use crate::messages::Api;
 
 /// A topic partition.
@@ -11,12 +13,32 @@ pub type TopicPartition = (String, u32);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupRequest {
     /// Join (empty member id) or heartbeat, reporting the partitions still consumed.
-    Heartbeat { group: String, member_id: String, member_epoch: i32, instance_id: String, topics: Vec<String>, owned: Vec<TopicPartition> },
-    Leave { group: String, member_id: String },
+    Heartbeat {
+        group: String,
+        member_id: String,
+        member_epoch: i32,
+        instance_id: String,
+        topics: Vec<String>,
+        owned: Vec<TopicPartition>,
+    },
+    Leave {
+        group: String,
+        member_id: String,
+    },
     /// Offsets to resume from (the next record to consume), with optional metadata.
-    Commit { group: String, member_id: String, member_epoch: i32, offsets: Vec<(TopicPartition, i64, String)> },
-    FetchOffsets { group: String, partitions: Vec<TopicPartition> },
-    Describe { group: String },
+    Commit {
+        group: String,
+        member_id: String,
+        member_epoch: i32,
+        offsets: Vec<(TopicPartition, i64, String)>,
+    },
+    FetchOffsets {
+        group: String,
+        partitions: Vec<TopicPartition>,
+    },
+    Describe {
+        group: String,
+    },
     List,
 }
 
@@ -50,7 +72,12 @@ pub struct GroupDescription {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupResponse {
-    Assignment { member_id: String, member_epoch: i32, heartbeat_interval_ms: u32, partitions: Vec<TopicPartition> },
+    Assignment {
+        member_id: String,
+        member_epoch: i32,
+        heartbeat_interval_ms: u32,
+        partitions: Vec<TopicPartition>,
+    },
     Left,
     Committed,
     /// Committed offset (-1: none) and metadata per asked partition.
@@ -70,13 +97,20 @@ fn put_partitions(out: &mut Vec<u8>, partitions: &[TopicPartition]) {
 fn count(r: &mut Reader<'_>, what: &'static str) -> Result<usize, DecodeError> {
     let count = r.u32(what)? as usize;
     if count > GROUP_ITEMS_MAX {
-        return Err(DecodeError::TooLarge { what, size: count, limit: GROUP_ITEMS_MAX });
+        return Err(DecodeError::TooLarge {
+            what,
+            size: count,
+            limit: GROUP_ITEMS_MAX,
+        });
     }
     Ok(count)
 }
 
 fn read_partition(r: &mut Reader<'_>) -> Result<TopicPartition, DecodeError> {
-    Ok((r.string("topic", TOPIC_NAME_BYTES_MAX)?, r.u32("partition")?))
+    Ok((
+        r.string("topic", TOPIC_NAME_BYTES_MAX)?,
+        r.u32("partition")?,
+    ))
 }
 
 fn read_partitions(r: &mut Reader<'_>) -> Result<Vec<TopicPartition>, DecodeError> {
@@ -102,7 +136,14 @@ impl GroupRequest {
 
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            GroupRequest::Heartbeat { group, member_id, member_epoch, instance_id, topics, owned } => {
+            GroupRequest::Heartbeat {
+                group,
+                member_id,
+                member_epoch,
+                instance_id,
+                topics,
+                owned,
+            } => {
                 put_string(out, group);
                 put_string(out, member_id);
                 out.extend_from_slice(&member_epoch.to_be_bytes());
@@ -117,7 +158,12 @@ impl GroupRequest {
                 put_string(out, group);
                 put_string(out, member_id);
             }
-            GroupRequest::Commit { group, member_id, member_epoch, offsets } => {
+            GroupRequest::Commit {
+                group,
+                member_id,
+                member_epoch,
+                offsets,
+            } => {
                 put_string(out, group);
                 put_string(out, member_id);
                 out.extend_from_slice(&member_epoch.to_be_bytes());
@@ -146,11 +192,23 @@ impl GroupRequest {
                 let member_epoch = r.i32("member epoch")?;
                 let instance_id = r.string("instance id", GROUP_NAME_BYTES_MAX)?;
                 let n = count(r, "topics")?;
-                let topics = (0..n).map(|_| r.string("topic", TOPIC_NAME_BYTES_MAX)).collect::<Result<_, _>>()?;
+                let topics = (0..n)
+                    .map(|_| r.string("topic", TOPIC_NAME_BYTES_MAX))
+                    .collect::<Result<_, _>>()?;
                 let owned = read_partitions(r)?;
-                GroupRequest::Heartbeat { group, member_id, member_epoch, instance_id, topics, owned }
+                GroupRequest::Heartbeat {
+                    group,
+                    member_id,
+                    member_epoch,
+                    instance_id,
+                    topics,
+                    owned,
+                }
             }
-            Api::LeaveGroup => GroupRequest::Leave { group: group_name(r)?, member_id: r.string("member id", GROUP_NAME_BYTES_MAX)? },
+            Api::LeaveGroup => GroupRequest::Leave {
+                group: group_name(r)?,
+                member_id: r.string("member id", GROUP_NAME_BYTES_MAX)?,
+            },
             Api::CommitOffsets => {
                 let group = group_name(r)?;
                 let member_id = r.string("member id", GROUP_NAME_BYTES_MAX)?;
@@ -159,12 +217,26 @@ impl GroupRequest {
                 let mut offsets = Vec::with_capacity(n);
                 for _ in 0..n {
                     let partition = read_partition(r)?;
-                    offsets.push((partition, r.i64("offset")?, r.string("metadata", ERROR_MESSAGE_BYTES_MAX)?));
+                    offsets.push((
+                        partition,
+                        r.i64("offset")?,
+                        r.string("metadata", ERROR_MESSAGE_BYTES_MAX)?,
+                    ));
                 }
-                GroupRequest::Commit { group, member_id, member_epoch, offsets }
+                GroupRequest::Commit {
+                    group,
+                    member_id,
+                    member_epoch,
+                    offsets,
+                }
             }
-            Api::FetchOffsets => GroupRequest::FetchOffsets { group: group_name(r)?, partitions: read_partitions(r)? },
-            Api::DescribeGroup => GroupRequest::Describe { group: group_name(r)? },
+            Api::FetchOffsets => GroupRequest::FetchOffsets {
+                group: group_name(r)?,
+                partitions: read_partitions(r)?,
+            },
+            Api::DescribeGroup => GroupRequest::Describe {
+                group: group_name(r)?,
+            },
             Api::ListGroups => GroupRequest::List,
             other => return Err(DecodeError::UnknownApi(other as u16)),
         })
@@ -174,7 +246,12 @@ impl GroupRequest {
 impl GroupResponse {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            GroupResponse::Assignment { member_id, member_epoch, heartbeat_interval_ms, partitions } => {
+            GroupResponse::Assignment {
+                member_id,
+                member_epoch,
+                heartbeat_interval_ms,
+                partitions,
+            } => {
                 put_string(out, member_id);
                 out.extend_from_slice(&member_epoch.to_be_bytes());
                 out.extend_from_slice(&heartbeat_interval_ms.to_be_bytes());
@@ -232,7 +309,11 @@ impl GroupResponse {
                 let mut offsets = Vec::with_capacity(n);
                 for _ in 0..n {
                     let partition = read_partition(r)?;
-                    offsets.push((partition, r.i64("offset")?, r.string("metadata", ERROR_MESSAGE_BYTES_MAX)?));
+                    offsets.push((
+                        partition,
+                        r.i64("offset")?,
+                        r.string("metadata", ERROR_MESSAGE_BYTES_MAX)?,
+                    ));
                 }
                 GroupResponse::Offsets(offsets)
             }
@@ -252,9 +333,20 @@ impl GroupResponse {
                 let mut partitions = Vec::with_capacity(n);
                 for _ in 0..n {
                     let partition = read_partition(r)?;
-                    partitions.push(PartitionLag { partition, committed: r.i64("committed")?, end_offset: r.i64("end offset")?, lag_records: r.i64("lag")?, lag_ms: r.i64("lag ms")? });
+                    partitions.push(PartitionLag {
+                        partition,
+                        committed: r.i64("committed")?,
+                        end_offset: r.i64("end offset")?,
+                        lag_records: r.i64("lag")?,
+                        lag_ms: r.i64("lag ms")?,
+                    });
                 }
-                GroupResponse::Description(GroupDescription { group, generation, members, partitions })
+                GroupResponse::Description(GroupDescription {
+                    group,
+                    generation,
+                    members,
+                    partitions,
+                })
             }
             Api::ListGroups => {
                 let n = count(r, "groups")?;

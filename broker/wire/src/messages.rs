@@ -372,9 +372,12 @@ impl Request {
             Api::InitProducer => Request::InitProducer {
                 name: r.string("producer name", PRODUCER_NAME_BYTES_MAX)?,
             },
-            Api::GroupHeartbeat | Api::LeaveGroup | Api::CommitOffsets | Api::FetchOffsets | Api::DescribeGroup | Api::ListGroups => {
-                Request::Group(GroupRequest::decode(api, &mut r)?)
-            }
+            Api::GroupHeartbeat
+            | Api::LeaveGroup
+            | Api::CommitOffsets
+            | Api::FetchOffsets
+            | Api::DescribeGroup
+            | Api::ListGroups => Request::Group(GroupRequest::decode(api, &mut r)?),
         };
         r.finish("request")?;
         Ok(request)
@@ -560,9 +563,12 @@ impl Response {
                 producer_id: r.i64("producer id")?,
                 epoch: r.i16("epoch")?,
             },
-            Api::GroupHeartbeat | Api::LeaveGroup | Api::CommitOffsets | Api::FetchOffsets | Api::DescribeGroup | Api::ListGroups => {
-                Response::Group(GroupResponse::decode(api, &mut r)?)
-            }
+            Api::GroupHeartbeat
+            | Api::LeaveGroup
+            | Api::CommitOffsets
+            | Api::FetchOffsets
+            | Api::DescribeGroup
+            | Api::ListGroups => Response::Group(GroupResponse::decode(api, &mut r)?),
         };
         r.finish("response")?;
         Ok(response)
@@ -882,14 +888,47 @@ mod tests {
 
     fn group_request() -> impl Strategy<Value = GroupRequest> {
         prop_oneof![
-            ("[a-z]{1,8}", "[a-z0-9-]{0,12}", any::<i32>(), "[a-z0-9]{0,8}", proptest::collection::vec("[a-z]{1,8}", 0..3), partitions()).prop_map(
-                |(group, member_id, member_epoch, instance_id, topics, owned)| GroupRequest::Heartbeat { group, member_id, member_epoch, instance_id, topics, owned }
-            ),
-            ("[a-z]{1,8}", "[a-z0-9-]{1,12}").prop_map(|(group, member_id)| GroupRequest::Leave { group, member_id }),
-            ("[a-z]{1,8}", "[a-z0-9-]{1,12}", any::<i32>(), proptest::collection::vec((("[a-z]{1,8}", any::<u32>()), any::<i64>(), ".{0,10}"), 0..4)).prop_map(
-                |(group, member_id, member_epoch, offsets)| GroupRequest::Commit { group, member_id, member_epoch, offsets }
-            ),
-            ("[a-z]{1,8}", partitions()).prop_map(|(group, partitions)| GroupRequest::FetchOffsets { group, partitions }),
+            (
+                "[a-z]{1,8}",
+                "[a-z0-9-]{0,12}",
+                any::<i32>(),
+                "[a-z0-9]{0,8}",
+                proptest::collection::vec("[a-z]{1,8}", 0..3),
+                partitions()
+            )
+                .prop_map(
+                    |(group, member_id, member_epoch, instance_id, topics, owned)| {
+                        GroupRequest::Heartbeat {
+                            group,
+                            member_id,
+                            member_epoch,
+                            instance_id,
+                            topics,
+                            owned,
+                        }
+                    }
+                ),
+            ("[a-z]{1,8}", "[a-z0-9-]{1,12}")
+                .prop_map(|(group, member_id)| GroupRequest::Leave { group, member_id }),
+            (
+                "[a-z]{1,8}",
+                "[a-z0-9-]{1,12}",
+                any::<i32>(),
+                proptest::collection::vec(
+                    (("[a-z]{1,8}", any::<u32>()), any::<i64>(), ".{0,10}"),
+                    0..4
+                )
+            )
+                .prop_map(|(group, member_id, member_epoch, offsets)| {
+                    GroupRequest::Commit {
+                        group,
+                        member_id,
+                        member_epoch,
+                        offsets,
+                    }
+                }),
+            ("[a-z]{1,8}", partitions())
+                .prop_map(|(group, partitions)| GroupRequest::FetchOffsets { group, partitions }),
             "[a-z]{1,8}".prop_map(|group| GroupRequest::Describe { group }),
             Just(GroupRequest::List),
         ]
@@ -897,25 +936,61 @@ mod tests {
 
     fn group_response() -> impl Strategy<Value = (Api, GroupResponse)> {
         prop_oneof![
-            ("[a-z0-9-]{1,12}", any::<i32>(), any::<u32>(), partitions()).prop_map(|(member_id, member_epoch, heartbeat_interval_ms, partitions)| (
-                Api::GroupHeartbeat,
-                GroupResponse::Assignment { member_id, member_epoch, heartbeat_interval_ms, partitions }
-            )),
+            ("[a-z0-9-]{1,12}", any::<i32>(), any::<u32>(), partitions()).prop_map(
+                |(member_id, member_epoch, heartbeat_interval_ms, partitions)| (
+                    Api::GroupHeartbeat,
+                    GroupResponse::Assignment {
+                        member_id,
+                        member_epoch,
+                        heartbeat_interval_ms,
+                        partitions
+                    }
+                )
+            ),
             Just((Api::LeaveGroup, GroupResponse::Left)),
             Just((Api::CommitOffsets, GroupResponse::Committed)),
-            proptest::collection::vec((("[a-z]{1,8}", any::<u32>()), any::<i64>(), ".{0,10}"), 0..4).prop_map(|offsets| (Api::FetchOffsets, GroupResponse::Offsets(offsets))),
-            ("[a-z]{1,8}", any::<i32>(), proptest::collection::vec(("[a-z0-9-]{1,12}", "[a-z]{0,6}", partitions()), 0..3), proptest::collection::vec((("[a-z]{1,8}", any::<u32>()), any::<[i64; 4]>()), 0..3)).prop_map(
-                |(group, generation, members, lags)| (
+            proptest::collection::vec(
+                (("[a-z]{1,8}", any::<u32>()), any::<i64>(), ".{0,10}"),
+                0..4
+            )
+            .prop_map(|offsets| (Api::FetchOffsets, GroupResponse::Offsets(offsets))),
+            (
+                "[a-z]{1,8}",
+                any::<i32>(),
+                proptest::collection::vec(("[a-z0-9-]{1,12}", "[a-z]{0,6}", partitions()), 0..3),
+                proptest::collection::vec((("[a-z]{1,8}", any::<u32>()), any::<[i64; 4]>()), 0..3)
+            )
+                .prop_map(|(group, generation, members, lags)| (
                     Api::DescribeGroup,
                     GroupResponse::Description(GroupDescription {
                         group,
                         generation,
-                        members: members.into_iter().map(|(member_id, instance_id, partitions)| MemberDescription { member_id, instance_id, partitions }).collect(),
-                        partitions: lags.into_iter().map(|(partition, [committed, end_offset, lag_records, lag_ms])| PartitionLag { partition, committed, end_offset, lag_records, lag_ms }).collect(),
+                        members: members
+                            .into_iter()
+                            .map(|(member_id, instance_id, partitions)| MemberDescription {
+                                member_id,
+                                instance_id,
+                                partitions
+                            })
+                            .collect(),
+                        partitions: lags
+                            .into_iter()
+                            .map(
+                                |(partition, [committed, end_offset, lag_records, lag_ms])| {
+                                    PartitionLag {
+                                        partition,
+                                        committed,
+                                        end_offset,
+                                        lag_records,
+                                        lag_ms,
+                                    }
+                                }
+                            )
+                            .collect(),
                     })
-                )
-            ),
-            proptest::collection::vec("[a-z]{1,8}", 0..4).prop_map(|groups| (Api::ListGroups, GroupResponse::Groups(groups))),
+                )),
+            proptest::collection::vec("[a-z]{1,8}", 0..4)
+                .prop_map(|groups| (Api::ListGroups, GroupResponse::Groups(groups))),
         ]
     }
 

@@ -111,6 +111,10 @@ struct BrokerFile {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     retention_check_interval_ms: Option<u64>,
+    group_session_timeout_ms: Option<i64>,
+    group_revoke_timeout_ms: Option<i64>,
+    /// "range" or "round_robin".
+    group_assignor: Option<String>,
 }
 
 impl BrokerServeArgs {
@@ -140,6 +144,21 @@ impl BrokerServeArgs {
         if let Some(ms) = file.retention_check_interval_ms {
             anyhow::ensure!(ms > 0, "retention_check_interval_ms must be positive");
             config.retention_check_interval = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = file.group_session_timeout_ms {
+            anyhow::ensure!(ms > 0, "group_session_timeout_ms must be positive");
+            config.groups.session_timeout_ms = ms;
+        }
+        if let Some(ms) = file.group_revoke_timeout_ms {
+            anyhow::ensure!(ms > 0, "group_revoke_timeout_ms must be positive");
+            config.groups.revoke_timeout_ms = ms;
+        }
+        match file.group_assignor.as_deref() {
+            None | Some("range") => {}
+            Some("round_robin") => config.groups.assignor = herald_broker::Assignor::RoundRobin,
+            Some(other) => {
+                anyhow::bail!("group_assignor must be range or round_robin, not '{other}'")
+            }
         }
         Ok(config)
     }

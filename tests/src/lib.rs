@@ -154,11 +154,14 @@ pub struct BrokerProcess {
 
 impl BrokerProcess {
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
-        let process = HeraldProcess::start(
-            &["broker", "serve", "--listen", "127.0.0.1:0"],
-            data_dir,
-            "herald broker listening on quic://",
-        )?;
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts with extra arguments (e.g. `--config FILE`).
+    pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec!["broker", "serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra_args);
+        let process = HeraldProcess::start(&args, data_dir, "herald broker listening on quic://")?;
         // "<addr> fingerprint=<hex> certificate=<path>"
         let mut words = process.announced.split_whitespace();
         let addr = words

@@ -19,4 +19,5 @@ pub mod schema_cache;
 pub mod server;
 pub mod tls;
 
+pub use herald_broker_core::groups::{Assignor, GroupConfig};
 pub use server::{serve, Bound, BrokerConfig, ServeError};

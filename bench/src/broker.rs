@@ -34,6 +34,9 @@ pub(crate) struct Options {
     /// Seconds of rate-limited produce for the latency phase (0 skips it).
     #[arg(long, default_value_t = 5)]
     latency_seconds: u64,
+    /// Produce as an idempotent producer (producer id, epoch, sequences), to measure its cost.
+    #[arg(long)]
+    idempotent: bool,
     /// Also run the workload against this peer: nats.
     #[arg(long)]
     peer: Option<String>,
@@ -158,8 +161,17 @@ pub(crate) fn report(
     per_second
 }
 
-fn encode_batch(first: usize, count: usize, value: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut builder = BatchBuilder::new();
+fn encode_batch(
+    first: usize,
+    count: usize,
+    value: &[u8],
+    producer: Option<(i64, i16)>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut builder = match producer {
+        // One partition per sequence space: the bench's sequences count records per partition.
+        Some((id, epoch)) => BatchBuilder::new().idempotent(id, epoch, first as i32),
+        None => BatchBuilder::new(),
+    };
     for n in 0..count {
         builder.push(Record {
             timestamp_ms: (first + n) as i64,
@@ -187,32 +199,88 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
         .await?;
     let value = vec![b'x'; options.record_bytes];
     let batch_count = options.records.div_ceil(options.batch_records);
-    let label = format!("herald-{}", options.durability);
+    let label = format!(
+        "herald-{}{}",
+        options.durability,
+        if options.idempotent {
+            "-idempotent"
+        } else {
+            ""
+        }
+    );
+    let producer = if options.idempotent {
+        Some(client.init_producer("bench").await?)
+    } else {
+        None
+    };
     println!("# herald: {} records of {} bytes in batches of {}, {} partition(s), window {}, durability {}", options.records, options.record_bytes, options.batch_records, options.partitions, options.window, options.durability);
 
     // Produce at full speed with a window of in-flight batches.
     let started = Instant::now();
     let mut in_flight = tokio::task::JoinSet::new();
     let mut latencies = Vec::with_capacity(batch_count);
-    for n in 0..batch_count {
-        if in_flight.len() >= options.window {
-            if let Some(done) = in_flight.join_next().await {
-                latencies.push(done??);
-            }
+    if let Some(producer) = producer {
+        // Idempotent: each partition's batches go through one ordered pipeline so their
+        // sequences arrive in order; the window is shared across partitions.
+        let mut pipelines = Vec::new();
+        for _ in 0..options.partitions {
+            pipelines.push(client.pipeline().await?);
         }
-        let batch = encode_batch(n * options.batch_records, options.batch_records, &value)?;
-        let client = client.clone();
-        let partition = n as u32 % options.partitions;
-        in_flight.spawn(async move {
+        let mut waiting = std::collections::VecDeque::new();
+        for n in 0..batch_count {
+            if waiting.len() >= options.window {
+                let (sent, answer): (Instant, tokio::sync::oneshot::Receiver<_>) =
+                    waiting.pop_front().context("window")?;
+                check_produced(answer.await??)?;
+                latencies.push(Instant::elapsed(&sent));
+            }
+            let partition = n as u32 % options.partitions;
+            let first_in_partition = (n / options.partitions as usize) * options.batch_records;
+            let batch = encode_batch(
+                first_in_partition,
+                options.batch_records,
+                &value,
+                Some(producer),
+            )?;
+            let request = herald_wire::Request::Produce {
+                topic: "bench".into(),
+                partition,
+                durability,
+                batch,
+            };
             let sent = Instant::now();
-            client
-                .produce("bench", partition, durability, batch)
-                .await?;
-            Ok::<_, anyhow::Error>(sent.elapsed())
-        });
-    }
-    while let Some(done) = in_flight.join_next().await {
-        latencies.push(done??);
+            waiting.push_back((sent, pipelines[partition as usize].send(&request).await?));
+        }
+        while let Some((sent, answer)) = waiting.pop_front() {
+            check_produced(answer.await??)?;
+            latencies.push(sent.elapsed());
+        }
+    } else {
+        for n in 0..batch_count {
+            if in_flight.len() >= options.window {
+                if let Some(done) = in_flight.join_next().await {
+                    latencies.push(done??);
+                }
+            }
+            let batch = encode_batch(
+                n * options.batch_records,
+                options.batch_records,
+                &value,
+                None,
+            )?;
+            let client = client.clone();
+            let partition = n as u32 % options.partitions;
+            in_flight.spawn(async move {
+                let sent = Instant::now();
+                client
+                    .produce("bench", partition, durability, batch)
+                    .await?;
+                Ok::<_, anyhow::Error>(sent.elapsed())
+            });
+        }
+        while let Some(done) = in_flight.join_next().await {
+            latencies.push(done??);
+        }
     }
     let produced = batch_count * options.batch_records;
     let max_rate = report(
@@ -278,7 +346,12 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
         let started = Instant::now();
         for n in 0..total {
             ticker.tick().await;
-            let batch = encode_batch(n * options.batch_records, options.batch_records, &value)?;
+            let batch = encode_batch(
+                n * options.batch_records,
+                options.batch_records,
+                &value,
+                None,
+            )?;
             let client = client.clone();
             let partition = n as u32 % options.partitions;
             in_flight.spawn(async move {
@@ -306,6 +379,13 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
     }
     client.close();
     Ok(())
+}
+
+fn check_produced(response: herald_wire::Response) -> anyhow::Result<()> {
+    match response {
+        herald_wire::Response::Produced { .. } => Ok(()),
+        other => anyhow::bail!("produce failed: {other:?}"),
+    }
 }
 
 impl Options {

@@ -90,6 +90,66 @@ impl RequestError {
     }
 }
 
+/// Requests one pipeline may have in flight.
+pub const PIPELINE_DEPTH_MAX: usize = 64;
+
+type Waiter = (
+    u64,
+    Api,
+    tokio::sync::oneshot::Sender<Result<Response, RequestError>>,
+);
+
+/// An ordered request stream; see [`BrokerClient::pipeline`].
+pub struct Pipeline {
+    send: tokio::sync::Mutex<quinn::SendStream>,
+    pending: Arc<std::sync::Mutex<std::collections::VecDeque<Waiter>>>,
+    next_request_id: Arc<AtomicU64>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Pipeline {
+    /// Sends `request`; the returned receiver yields its answer. Requests are handled in the
+    /// order they were sent.
+    pub async fn send(
+        &self,
+        request: &Request,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Response, RequestError>>, RequestError> {
+        let api = request.api();
+        let mut body = Vec::new();
+        request.encode(&mut body);
+        let mut send = self.send.lock().await;
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame::encode(
+            FrameHeader {
+                kind: FrameKind::Request,
+                api: api as u16,
+                request_id,
+            },
+            &body,
+        )?;
+        let (done, answer) = tokio::sync::oneshot::channel();
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.len() >= PIPELINE_DEPTH_MAX {
+                return Err(RequestError::Stream(format!(
+                    "more than {PIPELINE_DEPTH_MAX} requests in flight on one pipeline"
+                )));
+            }
+            pending.push_back((request_id, api, done));
+        }
+        send.write_all(&frame)
+            .await
+            .map_err(|e| RequestError::Stream(e.to_string()))?;
+        Ok(answer)
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
 /// What a fetch returned: raw stored batches plus the partition's bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -344,6 +404,55 @@ impl BrokerClient {
             Response::ProducerInit { producer_id, epoch } => Ok((producer_id, epoch)),
             other => Err(unexpected(Api::InitProducer, other)),
         }
+    }
+
+    /// Opens a pipeline: one stream whose requests the broker handles strictly in order, with
+    /// up to `PIPELINE_DEPTH_MAX` in flight. An idempotent producer sends each partition's
+    /// batches through one pipeline so that their sequences arrive in order.
+    pub async fn pipeline(&self) -> Result<Pipeline, RequestError> {
+        let (send, mut recv) = self.connection.open_bi().await?;
+        let pending: Arc<std::sync::Mutex<std::collections::VecDeque<Waiter>>> = Arc::default();
+        let reader_pending = pending.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let frame = read_frame(&mut recv).await;
+                let waiter = reader_pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop_front();
+                let Some((request_id, api, done)) = waiter else {
+                    return;
+                };
+                let answer = frame.and_then(|frame| {
+                    if frame.header.request_id != request_id || frame.header.api != api as u16 {
+                        return Err(RequestError::Unexpected {
+                            api: api.name(),
+                            answer: format!("{:?}", frame.header),
+                        });
+                    }
+                    Ok(Response::decode_owned(api, frame.body)?)
+                });
+                let failed = answer.is_err();
+                let _ = done.send(answer);
+                if failed {
+                    // The stream is unusable: fail everything still waiting.
+                    for (_, _, done) in reader_pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .drain(..)
+                    {
+                        let _ = done.send(Err(RequestError::Stream("pipeline broken".to_owned())));
+                    }
+                    return;
+                }
+            }
+        });
+        Ok(Pipeline {
+            send: tokio::sync::Mutex::new(send),
+            pending,
+            next_request_id: self.next_request_id.clone(),
+            reader,
+        })
     }
 
     /// Any consumer-group request; group errors come back as `Err`.

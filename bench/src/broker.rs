@@ -37,6 +37,13 @@ pub(crate) struct Options {
     /// Produce as an idempotent producer (producer id, epoch, sequences), to measure its cost.
     #[arg(long)]
     idempotent: bool,
+    /// Also consume through a consumer group with this many members, and time a rebalance
+    /// when one more joins (0 skips both).
+    #[arg(long, default_value_t = 0)]
+    consumers: usize,
+    /// Group session timeout for the group phases (heartbeat interval is a third of it).
+    #[arg(long, default_value_t = 3000)]
+    group_session_ms: u64,
     /// Also run the workload against this peer: nats.
     #[arg(long)]
     peer: Option<String>,
@@ -108,11 +115,15 @@ fn herald_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn start_broker() -> anyhow::Result<(HeraldProcess, std::net::SocketAddr, String)> {
+fn start_broker(group_session_ms: u64) -> anyhow::Result<(HeraldProcess, std::net::SocketAddr, String)> {
     let dir = tempfile::tempdir()?;
+    let config = dir.path().join("broker.toml");
+    std::fs::write(&config, format!("group_session_timeout_ms = {group_session_ms}\n"))?;
     let mut child = Command::new(herald_binary()?)
-        .args(["broker", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
+        .args(["broker", "serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()?;
@@ -184,8 +195,8 @@ fn encode_batch(
 }
 
 async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()> {
-    let (_process, addr, fingerprint) = start_broker()?;
-    let client = BrokerClient::connect(addr, Trust::Fingerprint(fingerprint)).await?;
+    let (_process, addr, fingerprint) = start_broker(options.group_session_ms)?;
+    let client = BrokerClient::connect(addr, Trust::Fingerprint(fingerprint.clone())).await?;
     client
         .create_topic(
             "bench",
@@ -325,6 +336,14 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
         consumed == produced,
         "consumed {consumed} of {produced} records"
     );
+    if options.consumers > 0 {
+        let mut clients = Vec::new();
+        for _ in 0..options.consumers {
+            clients.push(BrokerClient::connect(addr, Trust::Fingerprint(fingerprint.clone())).await?);
+        }
+        let group = format!("bench-{}", options.consumers);
+        crate::broker_groups::consume(&clients, &group, options.consumers, produced, options.record_bytes, &label).await?;
+    }
     report(
         &label,
         "consume",
@@ -376,6 +395,9 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
             started.elapsed(),
             latencies,
         );
+    }
+    if options.consumers > 0 {
+        crate::broker_groups::rebalance(&client, options.consumers, &label).await?;
     }
     client.close();
     Ok(())

@@ -21,14 +21,13 @@ type Seen = Arc<Mutex<BTreeMap<u32, BTreeSet<i64>>>>;
 async fn consume(
     client: BrokerClient,
     seen: Seen,
-    stop_after: Option<Duration>,
+    stop_after: Option<usize>,
 ) -> anyhow::Result<usize> {
     let mut consumed = 0usize;
-    let started = std::time::Instant::now();
     let (mut member_id, mut epoch) = (String::new(), 0);
     let mut owned: Vec<(String, u32)> = Vec::new();
     loop {
-        if stop_after.is_some_and(|limit| started.elapsed() > limit) {
+        if stop_after.is_some_and(|limit| consumed >= limit) {
             return Ok(consumed); // "killed": no leave, no more heartbeats
         }
         let request = GroupRequest::Heartbeat {
@@ -151,11 +150,16 @@ async fn a_killed_consumer_partitions_move_and_commits_survive_a_broker_restart(
         }
     }
     let seen: Seen = Arc::new(Mutex::new(BTreeMap::new()));
+    // The doomed consumer starts alone and owns everything; it dies (no leave) while the
+    // survivors wait for its partitions.
     let doomed = tokio::spawn(consume(
         client.clone(),
         seen.clone(),
-        Some(Duration::from_millis(150)),
+        Some(100),
     ));
+    while seen.lock().expect("lock").is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let survivors: Vec<_> = (0..2)
         .map(|_| tokio::spawn(consume(client.clone(), seen.clone(), None)))
         .collect();

@@ -115,10 +115,15 @@ fn herald_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn start_broker(group_session_ms: u64) -> anyhow::Result<(HeraldProcess, std::net::SocketAddr, String)> {
+fn start_broker(
+    group_session_ms: u64,
+) -> anyhow::Result<(HeraldProcess, std::net::SocketAddr, String)> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("broker.toml");
-    std::fs::write(&config, format!("group_session_timeout_ms = {group_session_ms}\n"))?;
+    std::fs::write(
+        &config,
+        format!("group_session_timeout_ms = {group_session_ms}\n"),
+    )?;
     let mut child = Command::new(herald_binary()?)
         .args(["broker", "serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
@@ -339,10 +344,19 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
     if options.consumers > 0 {
         let mut clients = Vec::new();
         for _ in 0..options.consumers {
-            clients.push(BrokerClient::connect(addr, Trust::Fingerprint(fingerprint.clone())).await?);
+            clients
+                .push(BrokerClient::connect(addr, Trust::Fingerprint(fingerprint.clone())).await?);
         }
         let group = format!("bench-{}", options.consumers);
-        crate::broker_groups::consume(&clients, &group, options.consumers, produced, options.record_bytes, &label).await?;
+        crate::broker_groups::consume(
+            &clients,
+            &group,
+            options.consumers,
+            produced,
+            options.record_bytes,
+            &label,
+        )
+        .await?;
     }
     report(
         &label,
@@ -397,7 +411,20 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
         );
     }
     if options.consumers > 0 {
-        crate::broker_groups::rebalance(&client, options.consumers, &label).await?;
+        if options.partitions as usize > options.consumers {
+            crate::broker_groups::rebalance(
+                &client,
+                options.consumers,
+                &label,
+                Duration::from_millis(options.group_session_ms / 3),
+            )
+            .await?;
+        } else {
+            println!(
+                "# rebalance skipped: with {} partition(s) a member joining {} would stay idle",
+                options.partitions, options.consumers
+            );
+        }
     }
     client.close();
     Ok(())

@@ -21,9 +21,21 @@ struct Member {
 }
 
 async fn heartbeat(client: &BrokerClient, group: &str, member: &mut Member) -> anyhow::Result<()> {
-    let request = GroupRequest::Heartbeat { group: group.into(), member_id: member.id.clone(), member_epoch: member.epoch, instance_id: String::new(), topics: vec!["bench".into()], owned: member.owned.clone() };
+    let request = GroupRequest::Heartbeat {
+        group: group.into(),
+        member_id: member.id.clone(),
+        member_epoch: member.epoch,
+        instance_id: String::new(),
+        topics: vec!["bench".into()],
+        owned: member.owned.clone(),
+    };
     match client.group(request).await? {
-        GroupResponse::Assignment { member_id, member_epoch, heartbeat_interval_ms, partitions } => {
+        GroupResponse::Assignment {
+            member_id,
+            member_epoch,
+            heartbeat_interval_ms,
+            partitions,
+        } => {
             member.id = member_id;
             member.epoch = member_epoch;
             member.owned = partitions;
@@ -35,11 +47,23 @@ async fn heartbeat(client: &BrokerClient, group: &str, member: &mut Member) -> a
 }
 
 fn new_member() -> Member {
-    Member { id: String::new(), epoch: 0, owned: Vec::new(), interval: Duration::from_secs(1) }
+    Member {
+        id: String::new(),
+        epoch: 0,
+        owned: Vec::new(),
+        interval: Duration::from_secs(1),
+    }
 }
 
 /// Consumes every record of topic `bench` with `consumers` members of group `group`.
-pub(crate) async fn consume(clients: &[BrokerClient], group: &str, consumers: usize, total: usize, record_bytes: usize, label: &str) -> anyhow::Result<()> {
+pub(crate) async fn consume(
+    clients: &[BrokerClient],
+    group: &str,
+    consumers: usize,
+    total: usize,
+    record_bytes: usize,
+    label: &str,
+) -> anyhow::Result<()> {
     let consumed = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -62,12 +86,30 @@ pub(crate) async fn consume(clients: &[BrokerClient], group: &str, consumers: us
                 }
                 for partition in member.owned.clone() {
                     let position = *positions.entry(partition.clone()).or_insert(0);
-                    let fetched = client.fetch(&partition.0, partition.1, position, 4 * 1024 * 1024, Duration::ZERO, 1).await?;
+                    let fetched = client
+                        .fetch(
+                            &partition.0,
+                            partition.1,
+                            position,
+                            4 * 1024 * 1024,
+                            Duration::ZERO,
+                            1,
+                        )
+                        .await?;
                     let records = count_records(&fetched.batches) as usize;
                     if records > 0 {
                         positions.insert(partition.clone(), position + records as i64);
                         consumed.fetch_add(records, Ordering::Relaxed);
-                        let commit = GroupRequest::Commit { group: group.clone(), member_id: member.id.clone(), member_epoch: member.epoch, offsets: vec![(partition.clone(), position + records as i64, String::new())] };
+                        let commit = GroupRequest::Commit {
+                            group: group.clone(),
+                            member_id: member.id.clone(),
+                            member_epoch: member.epoch,
+                            offsets: vec![(
+                                partition.clone(),
+                                position + records as i64,
+                                String::new(),
+                            )],
+                        };
                         let _ = client.group(commit).await;
                     }
                 }
@@ -79,13 +121,25 @@ pub(crate) async fn consume(clients: &[BrokerClient], group: &str, consumers: us
         done??;
     }
     let name = format!("{label}-group-{consumers}-consumers");
-    report(&name, "group_consume", consumed.load(Ordering::Relaxed), record_bytes, started.elapsed(), Vec::new());
+    report(
+        &name,
+        "group_consume",
+        consumed.load(Ordering::Relaxed),
+        record_bytes,
+        started.elapsed(),
+        Vec::new(),
+    );
     Ok(())
 }
 
 /// Members heartbeating at their interval; a newcomer joins; reports how long until its
 /// partitions are granted (flowing), in milliseconds and in heartbeat intervals.
-pub(crate) async fn rebalance(client: &BrokerClient, members: usize, label: &str) -> anyhow::Result<()> {
+pub(crate) async fn rebalance(
+    client: &BrokerClient,
+    members: usize,
+    label: &str,
+    interval: Duration,
+) -> anyhow::Result<()> {
     let group = "rebalance";
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
@@ -104,8 +158,12 @@ pub(crate) async fn rebalance(client: &BrokerClient, members: usize, label: &str
     // Let the group settle: several intervals.
     let mut probe = new_member();
     heartbeat(client, group, &mut probe).await?;
-    let interval = probe.interval;
-    client.group(GroupRequest::Leave { group: group.into(), member_id: probe.id.clone() }).await?;
+    client
+        .group(GroupRequest::Leave {
+            group: group.into(),
+            member_id: probe.id.clone(),
+        })
+        .await?;
     tokio::time::sleep(interval * 3).await;
     let mut newcomer = new_member();
     let joined = Instant::now();
@@ -114,7 +172,10 @@ pub(crate) async fn rebalance(client: &BrokerClient, members: usize, label: &str
         // The newcomer heartbeats at its interval, like every member.
         tokio::time::sleep(newcomer.interval).await;
         heartbeat(client, group, &mut newcomer).await?;
-        anyhow::ensure!(joined.elapsed() < interval * 20, "the newcomer got no partition within 20 heartbeat intervals");
+        anyhow::ensure!(
+            joined.elapsed() < interval * 20,
+            "the newcomer got no partition within 20 heartbeat intervals"
+        );
     }
     let elapsed = joined.elapsed();
     stop.store(true, Ordering::Relaxed);

@@ -152,11 +152,7 @@ async fn a_killed_consumer_partitions_move_and_commits_survive_a_broker_restart(
     let seen: Seen = Arc::new(Mutex::new(BTreeMap::new()));
     // The doomed consumer starts alone and owns everything; it dies (no leave) while the
     // survivors wait for its partitions.
-    let doomed = tokio::spawn(consume(
-        client.clone(),
-        seen.clone(),
-        Some(100),
-    ));
+    let doomed = tokio::spawn(consume(client.clone(), seen.clone(), Some(100)));
     while seen.lock().expect("lock").is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -63,6 +63,9 @@ pub struct Assignment {
     pub member_epoch: i32,
     /// Partitions the member may consume now.
     pub partitions: BTreeSet<TopicPartition>,
+    /// Partitions are assigned to the member but still held by their previous owner: it
+    /// should heartbeat again soon to pick them up.
+    pub waiting: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,10 +165,18 @@ impl Group {
         // What was just granted counts as owned until the member reports otherwise: moving it
         // elsewhere needs a revocation first.
         member.owned.extend(partitions.iter().cloned());
+        let member_epoch = member.epoch;
+        let waiting = self
+            .target
+            .values()
+            .filter(|owner| **owner == member_id)
+            .count()
+            > partitions.len();
         Ok(Assignment {
             member_id: member_id.clone(),
-            member_epoch: member.epoch,
+            member_epoch,
             partitions,
+            waiting,
         })
     }
 
@@ -371,47 +382,50 @@ fn assign(
         if subscribers.is_empty() || count == 0 {
             continue;
         }
-        let fair_max = (count as usize).div_ceil(subscribers.len());
+        // Balanced quotas: every member gets `base` partitions, `extra` of them one more.
+        let base = count as usize / subscribers.len();
+        let mut extra = count as usize % subscribers.len();
+        let can_take = |load: usize, extra: usize| load < base || (load == base && extra > 0);
         let mut load: BTreeMap<&String, usize> = subscribers.iter().map(|id| (*id, 0)).collect();
         let mut unassigned = Vec::new();
         for partition in 0..count {
             let key = (topic.clone(), partition);
-            match previous
+            let sticky_owner = previous
                 .get(&key)
-                .and_then(|owner| load.get_key_value(owner).map(|(k, _)| *k))
-            {
-                Some(owner) if load[owner] < fair_max => {
-                    *load.entry(owner).or_default() += 1;
+                .and_then(|owner| load.get_key_value(owner).map(|(k, n)| (*k, *n)));
+            match sticky_owner {
+                Some((owner, taken)) if can_take(taken, extra) => {
+                    if taken == base {
+                        extra -= 1;
+                    }
+                    load.insert(owner, taken + 1);
                     target.insert(key, owner.clone());
                 }
                 _ => unassigned.push(key),
             }
         }
-        match assignor {
-            Assignor::RoundRobin => {
-                for key in unassigned {
-                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, **id)) else {
-                        break;
-                    };
-                    *load.entry(owner).or_default() += 1;
-                    target.insert(key, owner.clone());
-                }
+        let mut last_owner: Option<&String> = None;
+        for key in unassigned {
+            let least_loaded = load
+                .iter()
+                .filter(|(_, n)| can_take(**n, extra))
+                .min_by_key(|(id, n)| (**n, **id))
+                .map(|(id, _)| *id);
+            let owner = match assignor {
+                // Range: keep filling the same member while it has room, for contiguous runs.
+                Assignor::Range => last_owner
+                    .filter(|o| can_take(load[o], extra))
+                    .or(least_loaded),
+                Assignor::RoundRobin => least_loaded,
+            };
+            let Some(owner) = owner else { break };
+            let taken = load[owner];
+            if taken == base {
+                extra -= 1;
             }
-            Assignor::Range => {
-                // Contiguous runs: fill the least-loaded member with consecutive partitions.
-                let mut rest = unassigned.into_iter().peekable();
-                while rest.peek().is_some() {
-                    let Some((&owner, _)) = load.iter().min_by_key(|(id, n)| (**n, **id)) else {
-                        break;
-                    };
-                    let room = fair_max.saturating_sub(load[owner]).max(1);
-                    for _ in 0..room {
-                        let Some(key) = rest.next() else { break };
-                        *load.entry(owner).or_default() += 1;
-                        target.insert(key, owner.clone());
-                    }
-                }
-            }
+            load.insert(owner, taken + 1);
+            target.insert(key, owner.clone());
+            last_owner = Some(owner);
         }
     }
     target

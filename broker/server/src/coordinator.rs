@@ -14,6 +14,8 @@ use herald_wire::ErrorCode;
 
 use crate::broker::write_atomically;
 
+/// A member waiting for partitions heartbeats this many times more often.
+pub const WAITING_HEARTBEAT_DIVISOR: u32 = 4;
 /// Groups one broker coordinates.
 pub const GROUPS_MAX: usize = 10_000;
 
@@ -146,7 +148,12 @@ impl Coordinator {
         Ok(GroupResponse::Assignment {
             member_id: assignment.member_id,
             member_epoch: assignment.member_epoch,
-            heartbeat_interval_ms: self.heartbeat_interval_ms(),
+            // A member waiting for partitions to be released comes back sooner.
+            heartbeat_interval_ms: if assignment.waiting {
+                (self.heartbeat_interval_ms() / WAITING_HEARTBEAT_DIVISOR).max(1)
+            } else {
+                self.heartbeat_interval_ms()
+            },
             partitions: assignment.partitions.into_iter().collect(),
         })
     }

@@ -366,3 +366,56 @@ fn seeded_simulation_of_churn() {
         }
     }
 }
+
+#[test]
+fn a_newcomer_always_gets_its_balanced_share() {
+    for existing in 1..=4usize {
+        let mut group = Group::new(GroupConfig::default());
+        let mut members: Vec<Assignment> = (0..existing)
+            .map(|n| join(&mut group, None, n as i64))
+            .collect();
+        // Let everyone settle with what they were granted.
+        for round in 0..3 {
+            for member in members.iter_mut() {
+                *member = beat(&mut group, member, &member.partitions.clone(), 100 + round)
+                    .expect("beat");
+            }
+        }
+        let newcomer = join(&mut group, None, 200);
+        let mut newcomer = newcomer;
+        for round in 0..3 {
+            for member in members.iter_mut() {
+                *member = beat(
+                    &mut group,
+                    member,
+                    &member.partitions.clone(),
+                    300 + round * 10,
+                )
+                .expect("beat");
+            }
+            newcomer = beat(
+                &mut group,
+                &newcomer,
+                &newcomer.partitions.clone(),
+                305 + round * 10,
+            )
+            .expect("beat");
+        }
+        let expected_min = 4 / (existing + 1);
+        assert!(
+            newcomer.partitions.len() >= expected_min.max(if existing < 4 { 1 } else { 0 }),
+            "{existing} members + 1: newcomer got {:?}",
+            newcomer.partitions
+        );
+        let mut sizes: Vec<usize> = members
+            .iter()
+            .map(|m| m.partitions.len())
+            .chain([newcomer.partitions.len()])
+            .collect();
+        sizes.sort_unstable();
+        assert!(
+            sizes[sizes.len() - 1] - sizes[0] <= 1,
+            "balanced: {sizes:?}"
+        );
+    }
+}

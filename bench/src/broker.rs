@@ -284,15 +284,13 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
                 &value,
                 None,
             )?;
-            let client = client.clone();
-            let partition = n as u32 % options.partitions;
-            in_flight.spawn(async move {
-                let sent = Instant::now();
-                client
-                    .produce("bench", partition, durability, batch)
-                    .await?;
-                Ok::<_, anyhow::Error>(sent.elapsed())
-            });
+            spawn_produce(
+                &mut in_flight,
+                &client,
+                n as u32 % options.partitions,
+                durability,
+                batch,
+            );
         }
         while let Some(done) = in_flight.join_next().await {
             latencies.push(done??);
@@ -385,15 +383,13 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
                 &value,
                 None,
             )?;
-            let client = client.clone();
-            let partition = n as u32 % options.partitions;
-            in_flight.spawn(async move {
-                let sent = Instant::now();
-                client
-                    .produce("bench", partition, durability, batch)
-                    .await?;
-                Ok::<_, anyhow::Error>(sent.elapsed())
-            });
+            spawn_produce(
+                &mut in_flight,
+                &client,
+                n as u32 % options.partitions,
+                durability,
+                batch,
+            );
             while let Some(done) = in_flight.try_join_next() {
                 latencies.push(done??);
             }
@@ -428,6 +424,24 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
     }
     client.close();
     Ok(())
+}
+
+/// Sends one produce in the background; the task yields its ack latency.
+fn spawn_produce(
+    in_flight: &mut tokio::task::JoinSet<anyhow::Result<Duration>>,
+    client: &BrokerClient,
+    partition: u32,
+    durability: Durability,
+    batch: Vec<u8>,
+) {
+    let client = client.clone();
+    in_flight.spawn(async move {
+        let sent = Instant::now();
+        client
+            .produce("bench", partition, durability, batch)
+            .await?;
+        Ok(sent.elapsed())
+    });
 }
 
 fn check_produced(response: herald_wire::Response) -> anyhow::Result<()> {

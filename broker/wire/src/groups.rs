@@ -94,6 +94,32 @@ fn put_partitions(out: &mut Vec<u8>, partitions: &[TopicPartition]) {
     }
 }
 
+type CommittedOffset = (TopicPartition, i64, String);
+
+fn put_offsets(out: &mut Vec<u8>, offsets: &[CommittedOffset]) {
+    out.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
+    for ((topic, partition), offset, metadata) in offsets {
+        put_string(out, topic);
+        out.extend_from_slice(&partition.to_be_bytes());
+        out.extend_from_slice(&offset.to_be_bytes());
+        put_string(out, metadata);
+    }
+}
+
+fn read_offsets(r: &mut Reader<'_>) -> Result<Vec<CommittedOffset>, DecodeError> {
+    let n = count(r, "offsets")?;
+    let mut offsets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let partition = read_partition(r)?;
+        offsets.push((
+            partition,
+            r.i64("offset")?,
+            r.string("metadata", ERROR_MESSAGE_BYTES_MAX)?,
+        ));
+    }
+    Ok(offsets)
+}
+
 fn count(r: &mut Reader<'_>, what: &'static str) -> Result<usize, DecodeError> {
     let count = r.u32(what)? as usize;
     if count > GROUP_ITEMS_MAX {
@@ -167,13 +193,7 @@ impl GroupRequest {
                 put_string(out, group);
                 put_string(out, member_id);
                 out.extend_from_slice(&member_epoch.to_be_bytes());
-                out.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
-                for ((topic, partition), offset, metadata) in offsets {
-                    put_string(out, topic);
-                    out.extend_from_slice(&partition.to_be_bytes());
-                    out.extend_from_slice(&offset.to_be_bytes());
-                    put_string(out, metadata);
-                }
+                put_offsets(out, offsets);
             }
             GroupRequest::FetchOffsets { group, partitions } => {
                 put_string(out, group);
@@ -213,16 +233,7 @@ impl GroupRequest {
                 let group = group_name(r)?;
                 let member_id = r.string("member id", GROUP_NAME_BYTES_MAX)?;
                 let member_epoch = r.i32("member epoch")?;
-                let n = count(r, "offsets")?;
-                let mut offsets = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let partition = read_partition(r)?;
-                    offsets.push((
-                        partition,
-                        r.i64("offset")?,
-                        r.string("metadata", ERROR_MESSAGE_BYTES_MAX)?,
-                    ));
-                }
+                let offsets = read_offsets(r)?;
                 GroupRequest::Commit {
                     group,
                     member_id,
@@ -259,13 +270,7 @@ impl GroupResponse {
             }
             GroupResponse::Left | GroupResponse::Committed => {}
             GroupResponse::Offsets(offsets) => {
-                out.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
-                for ((topic, partition), offset, metadata) in offsets {
-                    put_string(out, topic);
-                    out.extend_from_slice(&partition.to_be_bytes());
-                    out.extend_from_slice(&offset.to_be_bytes());
-                    put_string(out, metadata);
-                }
+                put_offsets(out, offsets);
             }
             GroupResponse::Description(description) => {
                 put_string(out, &description.group);
@@ -305,16 +310,7 @@ impl GroupResponse {
             Api::LeaveGroup => GroupResponse::Left,
             Api::CommitOffsets => GroupResponse::Committed,
             Api::FetchOffsets => {
-                let n = count(r, "offsets")?;
-                let mut offsets = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let partition = read_partition(r)?;
-                    offsets.push((
-                        partition,
-                        r.i64("offset")?,
-                        r.string("metadata", ERROR_MESSAGE_BYTES_MAX)?,
-                    ));
-                }
+                let offsets = read_offsets(r)?;
                 GroupResponse::Offsets(offsets)
             }
             Api::DescribeGroup => {

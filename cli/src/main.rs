@@ -77,7 +77,8 @@ enum BrokerCommand {
 #[derive(clap::Args)]
 struct BrokerServeArgs {
     /// TOML file with any of: listen, data_dir, registry, metrics_listen, tls_cert, tls_key,
-    /// retention_check_interval_ms.
+    /// retention_check_interval_ms, producer_expiry_ms, group_session_timeout_ms,
+    /// group_revoke_timeout_ms, group_assignor (range | round_robin).
     #[arg(long)]
     config: Option<PathBuf>,
     /// QUIC address (port 0 picks a free port; the chosen address is printed).
@@ -112,6 +113,7 @@ struct BrokerFile {
     tls_key: Option<PathBuf>,
     retention_check_interval_ms: Option<u64>,
     group_session_timeout_ms: Option<i64>,
+    producer_expiry_ms: Option<u64>,
     group_revoke_timeout_ms: Option<i64>,
     /// "range" or "round_robin".
     group_assignor: Option<String>,
@@ -144,6 +146,10 @@ impl BrokerServeArgs {
         if let Some(ms) = file.retention_check_interval_ms {
             anyhow::ensure!(ms > 0, "retention_check_interval_ms must be positive");
             config.retention_check_interval = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = file.producer_expiry_ms {
+            anyhow::ensure!(ms > 0, "producer_expiry_ms must be positive");
+            config.producer_expiry = std::time::Duration::from_millis(ms);
         }
         if let Some(ms) = file.group_session_timeout_ms {
             anyhow::ensure!(ms > 0, "group_session_timeout_ms must be positive");

@@ -83,6 +83,7 @@ pub struct Broker {
     schemas: SchemaCache,
     producer_ids: ProducerIds,
     coordinator: Coordinator,
+    producer_expiry_ms: i64,
     pub metrics: Arc<Metrics>,
 }
 
@@ -103,14 +104,14 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn log_config(config: &TopicConfig) -> LogConfig {
+fn log_config(config: &TopicConfig, producer_expiry_ms: i64) -> LogConfig {
     LogConfig {
         segment_bytes: config.segment_bytes,
         segment_age_ms: config.segment_age.as_millis() as u64,
         retention_ms: config.retention.map(|d| d.as_millis() as u64),
         retention_bytes: config.retention_bytes,
         index_interval_bytes: 4096,
-        producer_expiry_ms: PRODUCER_EXPIRY_MS,
+        producer_expiry_ms,
     }
 }
 
@@ -149,6 +150,7 @@ impl Broker {
         schemas: SchemaCache,
         metrics: Arc<Metrics>,
         groups: GroupConfig,
+        producer_expiry_ms: i64,
     ) -> Result<Self, OpenError> {
         let topics_dir = data_dir.join("topics");
         std::fs::create_dir_all(&topics_dir).map_err(|source| OpenError::Io {
@@ -180,12 +182,12 @@ impl Broker {
                     })
                 }
             };
-            let topic = open_topic(&storage, &name, config, &metrics).map_err(|reason| {
-                OpenError::Topic {
+            let topic = open_topic(&storage, &name, config, &metrics, producer_expiry_ms).map_err(
+                |reason| OpenError::Topic {
                     topic: name.clone(),
                     reason,
-                }
-            })?;
+                },
+            )?;
             topics.insert(name, Arc::new(topic));
         }
         let producer_ids = ProducerIds::open(data_dir).map_err(|e| OpenError::Io {
@@ -204,6 +206,7 @@ impl Broker {
             schemas,
             producer_ids,
             coordinator,
+            producer_expiry_ms,
             metrics,
         })
     }
@@ -331,8 +334,14 @@ impl Broker {
             ));
         }
         let storage_error = |e: String| error(ErrorCode::Storage, e);
-        let topic =
-            open_topic(&self.storage, &name, config, &self.metrics).map_err(storage_error)?;
+        let topic = open_topic(
+            &self.storage,
+            &name,
+            config,
+            &self.metrics,
+            self.producer_expiry_ms,
+        )
+        .map_err(storage_error)?;
         // The meta file is written last and atomically: a topic exists once it is there.
         let mut body = Vec::new();
         Request::CreateTopic {
@@ -805,12 +814,17 @@ fn open_topic(
     name: &str,
     config: TopicConfig,
     metrics: &Metrics,
+    producer_expiry_ms: i64,
 ) -> Result<Topic, String> {
     let mut partitions = Vec::with_capacity(config.partitions as usize);
     for id in 0..config.partitions {
         let dir = format!("{name}/{id}");
-        let (log, recovery) = PartitionLog::open(storage.clone(), &dir, log_config(&config))
-            .map_err(|e| e.to_string())?;
+        let (log, recovery) = PartitionLog::open(
+            storage.clone(),
+            &dir,
+            log_config(&config, producer_expiry_ms),
+        )
+        .map_err(|e| e.to_string())?;
         if recovery.truncated_bytes > 0 {
             tracing::warn!(topic = name, partition = id, bytes = recovery.truncated_bytes, because = ?recovery.truncated_because, "recovery truncated a torn tail");
             metrics.counter_add(

@@ -40,6 +40,8 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// Consumer groups: session and revoke timeouts, assignor.
     pub groups: GroupConfig,
+    /// Idempotent-producer state idle this long is forgotten.
+    pub producer_expiry: Duration,
 }
 
 impl BrokerConfig {
@@ -53,6 +55,7 @@ impl BrokerConfig {
             tls_key: None,
             retention_check_interval: Duration::from_secs(30),
             groups: GroupConfig::default(),
+            producer_expiry: Duration::from_millis(crate::broker::PRODUCER_EXPIRY_MS as u64),
         }
     }
 }
@@ -104,6 +107,7 @@ pub async fn serve(
         SchemaCache::new(registry),
         metrics,
         config.groups,
+        config.producer_expiry.as_millis().min(i64::MAX as u128) as i64,
     )?);
     let endpoint = quinn::Endpoint::server(tls::server_config(&identity)?, config.listen).map_err(
         |source| ServeError::Bind {

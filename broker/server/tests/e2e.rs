@@ -809,3 +809,53 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
     assert_eq!(all.len(), 4);
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_requests_in_flight_on_one_connection_are_throttled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let client = broker.client().await;
+    client
+        .create_topic("idle", TopicConfig::default())
+        .await
+        .expect("create");
+    // Long polls at the end of an empty partition each hold an in-flight slot for a second.
+    let limit = herald_broker::server::INFLIGHT_REQUESTS_PER_CONNECTION_MAX;
+    let mut polls = tokio::task::JoinSet::new();
+    for _ in 0..limit + 20 {
+        let client = client.clone();
+        polls.spawn(async move {
+            client
+                .fetch("idle", 0, 0, 1024, Duration::from_millis(1500), 1)
+                .await
+        });
+    }
+    let mut throttled = 0;
+    let mut answered = 0;
+    while let Some(result) = polls.join_next().await {
+        match result.expect("task") {
+            Ok(fetched) => {
+                assert!(fetched.batches.is_empty());
+                answered += 1;
+            }
+            Err(RequestError::Broker {
+                code: ErrorCode::Throttled,
+                retry_after_ms,
+                ..
+            }) => {
+                assert!(retry_after_ms > 0);
+                throttled += 1;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        throttled >= 20 && answered <= limit,
+        "throttled {throttled}, answered {answered}"
+    );
+    assert!(
+        ErrorCode::Throttled.retryable(),
+        "throttling is a retryable error"
+    );
+    broker.stop().await;
+}

@@ -859,3 +859,47 @@ async fn too_many_requests_in_flight_on_one_connection_are_throttled() {
     );
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_supplied_certificate_is_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["broker.example".to_owned()]).expect("certificate");
+    let cert = dir.path().join("operator-cert.pem");
+    let key = dir.path().join("operator-key.pem");
+    std::fs::write(&cert, generated.cert.pem()).expect("write cert");
+    std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write key");
+    let mut config = BrokerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.path().join("data"),
+    );
+    config.tls_cert = Some(cert.clone());
+    config.tls_key = Some(key);
+    let (bound_tx, bound_rx) = oneshot::channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        serve(
+            config,
+            move |bound| drop(bound_tx.send(bound)),
+            async move { drop(stopped.await) },
+        )
+        .await
+        .expect("serves");
+    });
+    let bound = bound_rx.await.expect("bound");
+    assert_eq!(bound.certificate_path, cert);
+    assert_eq!(
+        bound.fingerprint,
+        herald_broker_client::fingerprint(generated.cert.der())
+    );
+    assert!(
+        !dir.path().join("data/tls").exists(),
+        "no self-signed certificate is generated"
+    );
+    let client = BrokerClient::connect(bound.addr, Trust::CertificateFile(cert))
+        .await
+        .expect("trusts the operator's certificate");
+    assert!(client.list_topics().await.expect("works").is_empty());
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}

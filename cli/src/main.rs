@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use herald_broker::BrokerConfig;
 use herald_registry::ServerConfig;
 
+mod schema_check;
+
 /// Herald: a schema-governed event platform.
 #[derive(Parser)]
 #[command(name = "herald", version, about)]
@@ -35,6 +37,11 @@ enum Command {
         /// Address of the broker's HTTP /metrics endpoint.
         #[arg(long, default_value = "127.0.0.1:7071")]
         broker_metrics_listen: SocketAddr,
+    },
+    /// Schema commands.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
     },
     /// Broker commands.
     Broker {
@@ -64,6 +71,17 @@ enum RegistryCommand {
         #[arg(long)]
         auth_file: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Check a schema file against the registry or a previous version: the CI step.
+    /// Exit codes: 0 compatible (or a new subject), 1 incompatible, 2 usage, parse or
+    /// connection error.
+    ///
+    /// Example: herald schema check --subject orders-value --type avro schemas/order.avsc --registry http://127.0.0.1:8081
+    /// Example: herald schema check --subject orders-value schemas/order.avsc --against git:origin/main --format github
+    Check(schema_check::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -183,6 +201,14 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if let Command::Schema {
+        command: SchemaCommand::Check(args),
+    } = cli.command
+    {
+        // The CI step has its own exit codes (0 compatible, 1 incompatible, 2 error).
+        let code = runtime.block_on(schema_check::run(args));
+        std::process::exit(code);
+    }
     runtime.block_on(run(cli.command))
 }
 
@@ -205,6 +231,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (registry_result, broker_result) =
                 tokio::join!(serve_registry(registry), serve_broker(broker));
             registry_result.and(broker_result)
+        }
+        Command::Schema {
+            command: SchemaCommand::Check(args),
+        } => {
+            std::process::exit(schema_check::run(args).await);
         }
         Command::Broker {
             command: BrokerCommand::Serve(args),

@@ -1,0 +1,346 @@
+//! `herald schema check`: the compatibility step a CI runs on every pull request.
+//!
+//! Compares local schema files with what they will replace — the registry's versions (using
+//! the registry's own endpoint and level), a directory of the previous files, or the same
+//! files at a git revision (read with `git show`, no checkout) — and reports every
+//! incompatibility with subject, file, path, rule and old vs new. Exit codes: 0 compatible,
+//! 1 incompatible, 2 usage, parse or connection error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use herald_registry_client::{NewSchema, RegistryClient};
+use herald_schema::{check_pair, CompatibilityLevel, Incompatibility, ParsedSchema, SchemaType};
+use serde_json::json;
+
+/// Exit code: every schema is compatible.
+pub(crate) const EXIT_COMPATIBLE: i32 = 0;
+/// Exit code: at least one schema is incompatible.
+pub(crate) const EXIT_INCOMPATIBLE: i32 = 1;
+/// Exit code: bad arguments, unparsable schema, unreachable registry.
+pub(crate) const EXIT_ERROR: i32 = 2;
+
+#[derive(clap::Args)]
+pub(crate) struct CheckArgs {
+    /// Subject the schema is registered under (e.g. orders-value).
+    #[arg(long)]
+    subject: String,
+    /// Schema format.
+    #[arg(long = "type", value_enum, default_value = "avro")]
+    schema_type: TypeArg,
+    /// The new schema file.
+    file: PathBuf,
+    /// Registry to check against, with the subject's own level.
+    #[arg(long, conflicts_with = "against")]
+    registry: Option<String>,
+    /// Basic-auth user for the registry (or HERALD_REGISTRY_USER).
+    #[arg(long, env = "HERALD_REGISTRY_USER")]
+    user: Option<String>,
+    /// Basic-auth password for the registry (or HERALD_REGISTRY_PASSWORD).
+    #[arg(long, env = "HERALD_REGISTRY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Offline: a directory holding the previous version at the same relative path, or
+    /// `git:REV` for the file at a git revision of this repository.
+    #[arg(long)]
+    against: Option<String>,
+    /// Level for offline checks.
+    #[arg(long, default_value = "BACKWARD")]
+    level: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum TypeArg {
+    Avro,
+    Protobuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    Text,
+    Json,
+    Github,
+}
+
+/// The verdict for one schema file.
+#[derive(Debug)]
+enum Verdict {
+    New,
+    Compatible,
+    /// Structured findings (offline) or the registry's messages.
+    Incompatible {
+        findings: Vec<Incompatibility>,
+        messages: Vec<String>,
+    },
+}
+
+/// Runs the check and returns the process exit code.
+pub(crate) async fn run(args: CheckArgs) -> i32 {
+    match verdict(&args).await {
+        Ok(verdict) => {
+            print!("{}", render(&args, &verdict));
+            match verdict {
+                Verdict::Incompatible { .. } => EXIT_INCOMPATIBLE,
+                _ => EXIT_COMPATIBLE,
+            }
+        }
+        Err(message) => {
+            match args.format {
+                Format::Json => println!(
+                    "{}",
+                    json!({"subject": args.subject, "file": args.file, "status": "error", "error": message})
+                ),
+                Format::Github => println!(
+                    "::error file={}::{}",
+                    args.file.display(),
+                    escape_github(&message)
+                ),
+                Format::Text => {}
+            }
+            eprintln!("error: {message}");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn schema_type(arg: TypeArg) -> SchemaType {
+    match arg {
+        TypeArg::Avro => SchemaType::Avro,
+        TypeArg::Protobuf => SchemaType::Protobuf,
+    }
+}
+
+async fn verdict(args: &CheckArgs) -> Result<Verdict, String> {
+    let new_text = std::fs::read_to_string(&args.file)
+        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let kind = schema_type(args.schema_type);
+    let new = ParsedSchema::parse(kind, &new_text, &[])
+        .map_err(|e| format!("{}: {e}", args.file.display()))?;
+    match (&args.registry, &args.against) {
+        (Some(url), None) => against_registry(args, url, kind, &new_text).await,
+        (None, Some(against)) => {
+            let level: CompatibilityLevel = args.level.parse().map_err(|e| format!("{e}"))?;
+            let Some(old_text) = previous_text(against, &args.file)? else {
+                return Ok(Verdict::New);
+            };
+            let old = ParsedSchema::parse(kind, &old_text, &[])
+                .map_err(|e| format!("previous version of {}: {e}", args.file.display()))?;
+            let findings = check_pair(&old, &new, level);
+            Ok(if findings.is_empty() {
+                Verdict::Compatible
+            } else {
+                Verdict::Incompatible {
+                    findings,
+                    messages: Vec::new(),
+                }
+            })
+        }
+        _ => Err("give either --registry URL or --against DIR|git:REV".to_owned()),
+    }
+}
+
+async fn against_registry(
+    args: &CheckArgs,
+    url: &str,
+    kind: SchemaType,
+    text: &str,
+) -> Result<Verdict, String> {
+    let mut client = RegistryClient::new(url).map_err(|e| e.to_string())?;
+    if let (Some(user), Some(password)) = (&args.user, &args.password) {
+        client = client.with_basic_auth(user.clone(), password.clone());
+    }
+    match client.versions(&args.subject).await {
+        Err(error) if error.code() == Some(40401) => return Ok(Verdict::New),
+        Err(error) => return Err(format!("registry {url}: {error}")),
+        Ok(_) => {}
+    }
+    let schema = match kind {
+        SchemaType::Avro => NewSchema::avro(text),
+        SchemaType::Protobuf => NewSchema::protobuf(text),
+    };
+    let answer = client
+        .check_compatibility(&args.subject, None, &schema)
+        .await
+        .map_err(|e| format!("registry {url}: {e}"))?;
+    Ok(if answer.is_compatible {
+        Verdict::Compatible
+    } else {
+        // The trailer "{validateFields: ..., compatibility: ...}" is context, not a finding.
+        let messages = answer
+            .messages
+            .into_iter()
+            .filter(|m| !m.starts_with("{validateFields"))
+            .collect();
+        Verdict::Incompatible {
+            findings: Vec::new(),
+            messages,
+        }
+    })
+}
+
+/// The previous version of `file`: from `DIR/<file>` or `git show REV:<file>`; `None` if it
+/// did not exist there.
+fn previous_text(against: &str, file: &Path) -> Result<Option<String>, String> {
+    if let Some(revision) = against.strip_prefix("git:") {
+        let output = Command::new("git")
+            .args(["show", &format!("{revision}:./{}", file.display())])
+            .output()
+            .map_err(|e| format!("cannot run git: {e}"))?;
+        if output.status.success() {
+            return String::from_utf8(output.stdout)
+                .map(Some)
+                .map_err(|_| format!("{} at {revision} is not UTF-8", file.display()));
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stderr.contains("does not exist") || stderr.contains("exists on disk, but not in") {
+            return Ok(None);
+        }
+        return Err(format!(
+            "git show {revision}:{}: {}",
+            file.display(),
+            stderr.trim()
+        ));
+    }
+    let path = Path::new(against).join(file.file_name().map(Path::new).unwrap_or(file));
+    let relative = Path::new(against).join(file);
+    for candidate in [relative, path] {
+        if candidate.exists() {
+            return std::fs::read_to_string(&candidate)
+                .map(Some)
+                .map_err(|e| format!("cannot read {}: {e}", candidate.display()));
+        }
+    }
+    Ok(None)
+}
+
+/// The 1-based line of the schema file that names the last segment of `path`, else 1.
+fn line_of(text: &str, path: &str) -> usize {
+    let field = path
+        .rsplit(['.', '[', '{'])
+        .find(|s| !s.is_empty() && !s.ends_with(']') && !s.ends_with('}'))
+        .unwrap_or("");
+    if field.is_empty() {
+        return 1;
+    }
+    let quoted = format!("\"{field}\"");
+    text.lines()
+        .position(|line| {
+            line.contains(&quoted)
+                || line
+                    .split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .any(|word| word == field)
+        })
+        .map_or(1, |index| index + 1)
+}
+
+fn escape_github(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn render(args: &CheckArgs, verdict: &Verdict) -> String {
+    let file = args.file.display().to_string();
+    let text = std::fs::read_to_string(&args.file).unwrap_or_default();
+    match args.format {
+        Format::Text => match verdict {
+            Verdict::New => format!(
+                "{}: new subject ({file}), nothing to compare\n",
+                args.subject
+            ),
+            Verdict::Compatible => format!("{}: compatible ({file})\n", args.subject),
+            Verdict::Incompatible { findings, messages } => {
+                let mut out = format!("{}: INCOMPATIBLE ({file})\n", args.subject);
+                for finding in findings {
+                    out.push_str(&format!(
+                        "  {} at {} [{}]: {}\n",
+                        finding.rule, finding.path, finding.location, finding.description
+                    ));
+                    out.push_str(&format!(
+                        "    old: {}\n    new: {}\n",
+                        finding.old.as_deref().unwrap_or("-"),
+                        finding.new.as_deref().unwrap_or("-")
+                    ));
+                }
+                for message in messages {
+                    out.push_str(&format!("  {message}\n"));
+                }
+                out
+            }
+        },
+        Format::Json => {
+            let (status, findings, messages) = match verdict {
+                Verdict::New => ("new", Vec::new(), Vec::new()),
+                Verdict::Compatible => ("compatible", Vec::new(), Vec::new()),
+                Verdict::Incompatible { findings, messages } => {
+                    ("incompatible", findings.iter().collect(), messages.clone())
+                }
+            };
+            let findings: Vec<serde_json::Value> = findings
+                .iter()
+                .map(|f| json!({"rule": f.rule.as_str(), "path": f.path, "location": f.location, "old": f.old, "new": f.new, "description": f.description, "line": line_of(&text, &f.path)}))
+                .collect();
+            format!(
+                "{}\n",
+                json!({"subject": args.subject, "file": file, "status": status, "incompatibilities": findings, "messages": messages})
+            )
+        }
+        Format::Github => match verdict {
+            Verdict::Incompatible { findings, messages } => {
+                let mut out = String::new();
+                for f in findings {
+                    let message = format!(
+                        "{}: {} at {}: {} (old: {}, new: {})",
+                        args.subject,
+                        f.rule,
+                        f.path,
+                        f.description,
+                        f.old.as_deref().unwrap_or("-"),
+                        f.new.as_deref().unwrap_or("-")
+                    );
+                    out.push_str(&format!(
+                        "::error file={file},line={},title=Incompatible schema change::{}\n",
+                        line_of(&text, &f.path),
+                        escape_github(&message)
+                    ));
+                }
+                for m in messages {
+                    out.push_str(&format!(
+                        "::error file={file},line=1,title=Incompatible schema change::{}\n",
+                        escape_github(&format!("{}: {m}", args.subject))
+                    ));
+                }
+                out
+            }
+            Verdict::New => format!("::notice file={file}::{} is a new subject\n", args.subject),
+            Verdict::Compatible => String::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_point_at_the_field() {
+        let text = "{\n  \"type\": \"record\",\n  \"name\": \"Order\",\n  \"fields\": [\n    {\"name\": \"coupon\", \"type\": \"string\"}\n  ]\n}";
+        assert_eq!(line_of(text, "Order.coupon"), 5);
+        assert_eq!(
+            line_of(text, "Order.items[]"),
+            1,
+            "unknown fields fall back to line 1"
+        );
+        assert_eq!(
+            line_of("message M {\n  string qty = 2;\n}", "shop.v1.M.qty"),
+            2
+        );
+    }
+
+    #[test]
+    fn github_messages_are_escaped() {
+        assert_eq!(escape_github("a\nb%"), "a%0Ab%25");
+    }
+}

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use herald_broker::BrokerConfig;
 use herald_registry::ServerConfig;
 
+mod admin;
 mod schema_check;
 
 /// Herald: a schema-governed event platform.
@@ -42,6 +43,16 @@ enum Command {
     Schema {
         #[command(subcommand)]
         command: SchemaCommand,
+    },
+    /// Topic commands (against the broker).
+    Topic {
+        #[command(subcommand)]
+        command: admin::TopicAdmin,
+    },
+    /// Consumer-group commands (against the broker).
+    Group {
+        #[command(subcommand)]
+        command: admin::GroupAdmin,
     },
     /// Broker commands.
     Broker {
@@ -82,6 +93,8 @@ enum SchemaCommand {
     /// Example: herald schema check --subject orders-value --type avro schemas/order.avsc --registry http://127.0.0.1:8081
     /// Example: herald schema check --subject orders-value schemas/order.avsc --against git:origin/main --format github
     Check(schema_check::CheckArgs),
+    #[command(flatten)]
+    Admin(admin::SchemaAdmin),
 }
 
 #[derive(Subcommand)]
@@ -237,6 +250,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             std::process::exit(schema_check::run(args).await);
         }
+        Command::Schema {
+            command: SchemaCommand::Admin(command),
+        } => admin::schema(command).await,
+        Command::Topic { command } => admin::topic(command).await,
+        Command::Group { command } => admin::group(command).await,
         Command::Broker {
             command: BrokerCommand::Serve(args),
         } => serve_broker(args.into_config()?).await,

@@ -91,6 +91,15 @@ pub(crate) enum SchemaAdmin {
         #[arg(long)]
         permanent: bool,
     },
+    /// Compare two schema files in both directions, offline.
+    ///
+    /// Example: herald schema diff old/order.avsc schemas/order.avsc
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        #[arg(long = "type", default_value = "avro")]
+        schema_type: String,
+    },
     /// Show or set a compatibility level (global without --subject).
     ///
     /// Example: herald schema config --subject orders-value --level FULL_TRANSITIVE
@@ -106,6 +115,41 @@ pub(crate) enum SchemaAdmin {
 
 pub(crate) async fn schema(command: SchemaAdmin) -> anyhow::Result<()> {
     match command {
+        SchemaAdmin::Diff {
+            old,
+            new,
+            schema_type,
+        } => {
+            let kind: herald_schema::SchemaType = schema_type.parse()?;
+            let read = |path: &PathBuf| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))
+            };
+            let old_schema = herald_schema::ParsedSchema::parse(kind, &read(&old)?, &[])
+                .with_context(|| old.display().to_string())?;
+            let new_schema = herald_schema::ParsedSchema::parse(kind, &read(&new)?, &[])
+                .with_context(|| new.display().to_string())?;
+            for (label, level) in [
+                (
+                    "backward (new reads old)",
+                    herald_schema::CompatibilityLevel::Backward,
+                ),
+                (
+                    "forward (old reads new)",
+                    herald_schema::CompatibilityLevel::Forward,
+                ),
+            ] {
+                let findings = herald_schema::check_pair(&old_schema, &new_schema, level);
+                if findings.is_empty() {
+                    println!("{label}: compatible");
+                } else {
+                    println!("{label}: {} incompatibilities", findings.len());
+                    for finding in findings {
+                        println!("  {finding}");
+                    }
+                }
+            }
+        }
         SchemaAdmin::Register {
             registry,
             subject,

@@ -54,6 +54,13 @@ enum Command {
         #[command(subcommand)]
         command: admin::GroupAdmin,
     },
+    /// Print a shell completion script.
+    ///
+    /// Example: herald completions bash > /etc/bash_completion.d/herald
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Broker commands.
     Broker {
         #[command(subcommand)]
@@ -254,6 +261,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             command: SchemaCommand::Admin(command),
         } => admin::schema(command).await,
         Command::Topic { command } => admin::topic(command).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Group { command } => admin::group(command).await,
         Command::Broker {
             command: BrokerCommand::Serve(args),

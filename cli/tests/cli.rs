@@ -60,3 +60,46 @@ fn an_unusable_data_dir_is_reported() {
 fn tempfile_path() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("herald-cli-test-{}", std::process::id()))
 }
+
+#[test]
+fn completions_and_offline_diff() {
+    let output = herald()
+        .args(["completions", "bash"])
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("herald"),
+        "a bash completion script"
+    );
+    let dir = std::env::temp_dir().join(format!("herald-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("old.avsc"),
+        r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}"#,
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("new.avsc"),
+        r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#,
+    )
+    .expect("write");
+    let output = herald()
+        .args(["schema", "diff"])
+        .arg(dir.join("old.avsc"))
+        .arg(dir.join("new.avsc"))
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("backward (new reads old): compatible"),
+        "{text}"
+    );
+    assert!(
+        text.contains("forward (old reads new): 1 incompatibilities")
+            && text.contains("TYPE_MISMATCH at R.a"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,16 @@
+//! herald: the crate applications depend on to produce and consume Herald events.
+//!
+//! This first layer holds the resilience policies every producer and consumer composes, each a
+//! small pure state machine that takes `now` (and, where randomness is needed, a uniform
+//! sample) as parameters, so it is tested by feeding instants rather than by sleeping:
+//!
+//! - [`policy::backoff`]: exponential backoff with full jitter, bounded by attempts and a
+//!   delivery deadline;
+//! - [`policy::budget`]: a retry budget (token bucket) that stops retry storms;
+//! - [`policy::breaker`]: a count-window circuit breaker (closed, open, half-open);
+//! - [`policy::dedup`]: an idempotency-key window, the in-memory core of the consumer inbox.
+//!
+//! Producers, consumers, serializers and the dead-letter topic build on these (see the SDK
+//! issue); defaults follow `reference/sdk-defaults.md` §9.
+
+pub mod policy;

@@ -1,0 +1,234 @@
+//! A count-window circuit breaker (Resilience4j's model, with the SDK's defaults): it records
+//! the outcomes of the last `window` calls; once at least `minimum_calls` are recorded and
+//! the failure rate reaches the threshold it opens and rejects calls for `open_duration`;
+//! then it lets `half_open_probes` calls through and closes if their failure rate is below
+//! the threshold, or opens again. A consumer pauses while its breaker is open.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Outcomes remembered while closed.
+    pub window: usize,
+    /// Outcomes needed before the rate is judged.
+    pub minimum_calls: usize,
+    /// Failure rate (0..=1) at which the breaker opens.
+    pub failure_rate_threshold: f64,
+    pub open_duration: Duration,
+    /// Calls let through while half-open before deciding.
+    pub half_open_probes: usize,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            window: 100,
+            minimum_calls: 20,
+            failure_rate_threshold: 0.5,
+            open_duration: Duration::from_secs(30),
+            half_open_probes: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open { until: Instant },
+    HalfOpen,
+}
+
+/// The answer to "may I call now?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    Allowed,
+    /// Fail fast; the breaker may let a probe through after `retry_after`.
+    Rejected {
+        retry_after: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker {
+    config: BreakerConfig,
+    state: BreakerState,
+    outcomes: VecDeque<bool>,
+    probes_started: usize,
+}
+
+impl CircuitBreaker {
+    pub fn new(config: BreakerConfig) -> Self {
+        Self {
+            config,
+            state: BreakerState::Closed,
+            outcomes: VecDeque::with_capacity(config.window),
+            probes_started: 0,
+        }
+    }
+
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    /// Asks before a call; half-open admits at most `half_open_probes` calls.
+    pub fn allow(&mut self, now: Instant) -> Permission {
+        match self.state {
+            BreakerState::Closed => Permission::Allowed,
+            BreakerState::Open { until } if now < until => Permission::Rejected {
+                retry_after: until - now,
+            },
+            BreakerState::Open { .. } => {
+                self.state = BreakerState::HalfOpen;
+                self.outcomes.clear();
+                self.probes_started = 1;
+                Permission::Allowed
+            }
+            BreakerState::HalfOpen if self.probes_started < self.config.half_open_probes => {
+                self.probes_started += 1;
+                Permission::Allowed
+            }
+            BreakerState::HalfOpen => Permission::Rejected {
+                retry_after: Duration::ZERO,
+            },
+        }
+    }
+
+    pub fn on_success(&mut self, now: Instant) {
+        self.record(true, now);
+    }
+
+    pub fn on_failure(&mut self, now: Instant) {
+        self.record(false, now);
+    }
+
+    fn failure_rate(&self) -> f64 {
+        let failures = self.outcomes.iter().filter(|ok| !**ok).count();
+        failures as f64 / self.outcomes.len().max(1) as f64
+    }
+
+    fn record(&mut self, success: bool, now: Instant) {
+        match self.state {
+            // A late outcome of a call made before opening changes nothing.
+            BreakerState::Open { .. } => {}
+            BreakerState::Closed => {
+                if self.outcomes.len() == self.config.window {
+                    self.outcomes.pop_front();
+                }
+                self.outcomes.push_back(success);
+                if self.outcomes.len() >= self.config.minimum_calls
+                    && self.failure_rate() >= self.config.failure_rate_threshold
+                {
+                    self.open(now);
+                }
+            }
+            BreakerState::HalfOpen => {
+                self.outcomes.push_back(success);
+                if self.outcomes.len() >= self.config.half_open_probes {
+                    if self.failure_rate() >= self.config.failure_rate_threshold {
+                        self.open(now);
+                    } else {
+                        self.state = BreakerState::Closed;
+                        self.outcomes.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, now: Instant) {
+        self.state = BreakerState::Open {
+            until: now + self.config.open_duration,
+        };
+        self.outcomes.clear();
+        self.probes_started = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_on_failure_rate_rejects_then_probes_and_closes() {
+        let start = Instant::now();
+        let mut breaker = CircuitBreaker::new(BreakerConfig::default());
+        for n in 0..19 {
+            assert_eq!(breaker.allow(start), Permission::Allowed);
+            breaker.on_failure(start + Duration::from_millis(n));
+        }
+        assert_eq!(
+            breaker.state(),
+            BreakerState::Closed,
+            "not judged before 20 calls"
+        );
+        breaker.on_failure(start);
+        let opened = breaker.state();
+        assert!(matches!(opened, BreakerState::Open { .. }));
+        assert_eq!(
+            breaker.allow(start + Duration::from_secs(10)),
+            Permission::Rejected {
+                retry_after: Duration::from_secs(20)
+            }
+        );
+        let later = start + Duration::from_secs(31);
+        for _ in 0..10 {
+            assert_eq!(breaker.allow(later), Permission::Allowed);
+        }
+        assert_eq!(
+            breaker.allow(later),
+            Permission::Rejected {
+                retry_after: Duration::ZERO
+            },
+            "only ten probes"
+        );
+        for n in 0..10 {
+            if n < 3 {
+                breaker.on_failure(later)
+            } else {
+                breaker.on_success(later)
+            }
+        }
+        assert_eq!(
+            breaker.state(),
+            BreakerState::Closed,
+            "30 % failures among probes closes it"
+        );
+    }
+
+    #[test]
+    fn failing_probes_open_it_again_and_a_healthy_mix_stays_closed() {
+        let start = Instant::now();
+        let mut breaker = CircuitBreaker::new(BreakerConfig {
+            minimum_calls: 4,
+            half_open_probes: 2,
+            ..BreakerConfig::default()
+        });
+        for _ in 0..4 {
+            breaker.on_failure(start);
+        }
+        let later = start + Duration::from_secs(30);
+        assert_eq!(breaker.allow(later), Permission::Allowed);
+        breaker.on_failure(later);
+        breaker.on_failure(later);
+        assert_eq!(
+            breaker.state(),
+            BreakerState::Open {
+                until: later + Duration::from_secs(30)
+            }
+        );
+        let mut healthy = CircuitBreaker::new(BreakerConfig::default());
+        for n in 0..1_000 {
+            if n % 3 == 0 {
+                healthy.on_failure(start)
+            } else {
+                healthy.on_success(start)
+            }
+        }
+        assert_eq!(
+            healthy.state(),
+            BreakerState::Closed,
+            "33 % failures stay under 50 %"
+        );
+    }
+}

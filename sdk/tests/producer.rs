@@ -1,0 +1,158 @@
+//! RawProducer against a real in-process broker over QUIC.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use herald::partitioner::partition_for_key;
+use herald::producer::{ProduceError, ProducerConfig, RawProducer};
+use herald_broker::{serve, BrokerConfig};
+use herald_broker_client::{BrokerClient, Trust};
+use herald_wire::batch::{batches, Header};
+use herald_wire::messages::TopicConfig;
+
+async fn broker(dir: &std::path::Path) -> (BrokerClient, tokio::sync::oneshot::Sender<()>) {
+    let config = BrokerConfig::new("127.0.0.1:0".parse().expect("addr"), dir);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = serve(
+            config,
+            move |bound| drop(bound_tx.send(bound)),
+            async move { drop(stopped.await) },
+        )
+        .await;
+    });
+    let bound = bound_rx.await.expect("bound");
+    (
+        BrokerClient::connect(bound.addr, Trust::Fingerprint(bound.fingerprint))
+            .await
+            .expect("connect"),
+        stop,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_records_are_batched_partitioned_and_delivered_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _stop) = broker(dir.path()).await;
+    client
+        .create_topic(
+            "orders",
+            TopicConfig {
+                partitions: 3,
+                ..TopicConfig::default()
+            },
+        )
+        .await
+        .expect("create");
+    let producer = RawProducer::new(
+        client.clone(),
+        "orders",
+        ProducerConfig {
+            batch_bytes_max: 16 * 1024,
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("producer");
+    let mut deliveries = Vec::new();
+    for n in 0..3_000u32 {
+        let key = format!("customer-{}", n % 50).into_bytes();
+        let header = Header {
+            key: "idempotency-key".into(),
+            value: n.to_be_bytes().to_vec(),
+        };
+        let delivery = producer
+            .send(
+                Some(key.clone()),
+                Some(n.to_be_bytes().to_vec()),
+                vec![header],
+            )
+            .await
+            .expect("queued");
+        deliveries.push((key, n, delivery));
+    }
+    producer.flush().await;
+    let mut per_partition: BTreeMap<u32, Vec<(i64, u32)>> = BTreeMap::new();
+    for (key, n, delivery) in deliveries {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), delivery)
+            .await
+            .expect("in time")
+            .expect("answered")
+            .expect("delivered");
+        assert_eq!(
+            delivery.partition,
+            partition_for_key(&key, 3),
+            "same key, same partition"
+        );
+        per_partition
+            .entry(delivery.partition)
+            .or_default()
+            .push((delivery.offset, n));
+    }
+    for (partition, mut records) in per_partition {
+        records.sort_unstable();
+        let offsets: Vec<i64> = records.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as i64).collect::<Vec<_>>(),
+            "dense offsets in partition {partition}"
+        );
+        assert!(
+            records.windows(2).all(|w| w[0].1 < w[1].1),
+            "send order kept in partition {partition}"
+        );
+        let fetched = client
+            .fetch("orders", partition, 0, 8 * 1024 * 1024, Duration::ZERO, 1)
+            .await
+            .expect("fetch");
+        let stored: usize = batches(&fetched.batches)
+            .map(|b| b.expect("valid").record_count() as usize)
+            .sum();
+        assert_eq!(stored, records.len(), "stored exactly once");
+        let first = batches(&fetched.batches)
+            .next()
+            .expect("a batch")
+            .expect("valid");
+        assert!(first.producer_id() >= 0, "batches are idempotent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_limits_are_typed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _stop) = broker(dir.path()).await;
+    assert!(matches!(
+        RawProducer::new(client.clone(), "missing", ProducerConfig::default()).await,
+        Err(ProduceError::Setup(_))
+    ));
+    client
+        .create_topic("small", TopicConfig::default())
+        .await
+        .expect("create");
+    let producer = RawProducer::new(
+        client,
+        "small",
+        ProducerConfig {
+            buffer_bytes_max: 1024,
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("producer");
+    let error = producer
+        .send(None, Some(vec![0; 4096]), Vec::new())
+        .await
+        .expect_err("bigger than the buffer");
+    assert!(matches!(error, ProduceError::TooLarge { .. }) && !error.retryable());
+    let delivery = producer
+        .send(None, Some(b"ok".to_vec()), Vec::new())
+        .await
+        .expect("queued");
+    let delivered = tokio::time::timeout(Duration::from_secs(10), delivery)
+        .await
+        .expect("in time")
+        .expect("answered")
+        .expect("delivered by the linger timer");
+    assert_eq!(delivered.offset, 0);
+}

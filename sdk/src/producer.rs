@@ -108,8 +108,17 @@ struct Accumulated {
     bytes: usize,
 }
 
+/// Makes a new connection to the broker (used after the current one fails).
+pub type Connector = Arc<
+    dyn Fn() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<BrokerClient, String>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 struct Shared {
-    client: BrokerClient,
+    client: Mutex<BrokerClient>,
+    connector: Option<Connector>,
     topic: String,
     config: ProducerConfig,
     producer: (i64, i16),
@@ -134,6 +143,26 @@ impl RawProducer {
         topic: &str,
         config: ProducerConfig,
     ) -> Result<Arc<Self>, ProduceError> {
+        Self::start(client, None, topic, config).await
+    }
+
+    /// Like [`RawProducer::new`], reconnecting with `connector` whenever the connection fails
+    /// (a broker restart), so sends survive it.
+    pub async fn with_reconnect(
+        connector: Connector,
+        topic: &str,
+        config: ProducerConfig,
+    ) -> Result<Arc<Self>, ProduceError> {
+        let client = connector().await.map_err(ProduceError::Setup)?;
+        Self::start(client, Some(connector), topic, config).await
+    }
+
+    async fn start(
+        client: BrokerClient,
+        connector: Option<Connector>,
+        topic: &str,
+        config: ProducerConfig,
+    ) -> Result<Arc<Self>, ProduceError> {
         let description = client
             .describe_topic(topic)
             .await
@@ -144,7 +173,8 @@ impl RawProducer {
             .map_err(|e| ProduceError::Setup(e.to_string()))?;
         let partitions = description.partitions.len() as u32;
         let shared = Arc::new(Shared {
-            client,
+            client: Mutex::new(client),
+            connector,
             topic: topic.to_owned(),
             breaker: Mutex::new(CircuitBreaker::new(config.breaker)),
             budget: Mutex::new(RetryBudget::new(config.budget)),
@@ -310,7 +340,7 @@ async fn partition_sender(
                 // The failed batch may or may not be stored: reusing its sequence could make
                 // the next batch look like its duplicate, skipping it could leave a gap. A
                 // fresh producer id for this partition starts a clean sequence instead.
-                if let Ok(fresh) = shared.client.init_producer("").await {
+                if let Ok(fresh) = shared.client().init_producer("").await {
                     producer = fresh;
                     sequence = 0;
                 }
@@ -325,7 +355,7 @@ async fn deliver(shared: &Shared, partition: u32, batch: Vec<u8>) -> Result<i64,
     loop {
         attempts += 1;
         let result = shared
-            .client
+            .client()
             .produce(
                 &shared.topic,
                 partition,
@@ -397,5 +427,24 @@ async fn deliver(shared: &Shared, partition: u32, batch: Vec<u8>) -> Result<i64,
                 },
             };
         tokio::time::sleep(wait).await;
+        let connection_lost = matches!(
+            error,
+            RequestError::Connection(_) | RequestError::Stream(_) | RequestError::Timeout(_)
+        );
+        if let (true, Some(connector)) = (connection_lost, &shared.connector) {
+            // Best effort: if the broker is still down, the next attempt fails and retries.
+            if let Ok(fresh) = connector().await {
+                *shared.client.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn client(&self) -> BrokerClient {
+        self.client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

@@ -157,11 +157,26 @@ impl BrokerProcess {
         Self::start_with(data_dir, &[])
     }
 
+    /// Starts on a fixed address (to restart a broker where its clients expect it).
+    pub fn start_on(data_dir: &Path, listen: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let listen = listen.to_string();
+        let process = HeraldProcess::start(
+            &["broker", "serve", "--listen", &listen],
+            data_dir,
+            "herald broker listening on quic://",
+        )?;
+        Self::from_process(process)
+    }
+
     /// Starts with extra arguments (e.g. `--config FILE`).
     pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
         let mut args = vec!["broker", "serve", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra_args);
         let process = HeraldProcess::start(&args, data_dir, "herald broker listening on quic://")?;
+        Self::from_process(process)
+    }
+
+    fn from_process(process: HeraldProcess) -> anyhow::Result<Self> {
         // "<addr> fingerprint=<hex> certificate=<path>"
         let mut words = process.announced.split_whitespace();
         let addr = words

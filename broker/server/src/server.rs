@@ -109,12 +109,20 @@ pub async fn serve(
         config.groups,
         config.producer_expiry.as_millis().min(i64::MAX as u128) as i64,
     )?);
-    let endpoint = quinn::Endpoint::server(tls::server_config(&identity)?, config.listen).map_err(
-        |source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        },
-    )?;
+    let socket = std::net::UdpSocket::bind(config.listen).map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::new(tls::reset_key(&identity)),
+        Some(tls::server_config(&identity)?),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let addr = endpoint.local_addr().map_err(|source| ServeError::Bind {
         addr: config.listen,
         source,

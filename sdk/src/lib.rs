@@ -13,6 +13,7 @@
 //! Producers, consumers, serializers and the dead-letter topic build on these (see the SDK
 //! issue); defaults follow `reference/sdk-defaults.md` §9.
 
+pub mod consumer;
 pub mod partitioner;
 pub mod policy;
 pub mod producer;

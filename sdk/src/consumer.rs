@@ -1,0 +1,503 @@
+//! `RawConsumer`: group membership and at-least-once processing for raw records.
+//!
+//! `run(handler)` joins the group, heartbeats at the interval the broker asks for, consumes
+//! the partitions it is granted from the committed offset (or the reset policy's offset when
+//! nothing is committed), calls the handler record by record (so per-key order is kept),
+//! retries a failing record with full-jitter backoff, sends a record that still fails — or
+//! fails fatally — to the dead-letter topic with the failure headers, and commits after the
+//! handler succeeded (or the record was dead-lettered). While the handler's failure rate trips
+//! the circuit breaker, consumption pauses (heartbeats go on) until half-open probes pass.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use herald_broker_client::{BrokerClient, RequestError};
+use herald_wire::batch::{batches, BatchBuilder, Header, Record};
+use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
+use herald_wire::messages::{Durability, OffsetSpec, TopicConfig};
+use herald_wire::ErrorCode;
+
+use crate::policy::backoff::{RetryDecision, RetryPolicy};
+use crate::policy::breaker::{BreakerConfig, CircuitBreaker, Permission};
+
+/// Longest error message kept in a dead-letter header, in bytes.
+pub const DLQ_MESSAGE_BYTES_MAX: usize = 4096;
+
+/// Where records that cannot be processed go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetter {
+    /// `<topic>.dlq`, created on first use.
+    Default,
+    Topic(String),
+    /// Fail the run instead.
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetPolicy {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub group: String,
+    pub topic: String,
+    /// Static membership: keep partitions across restarts.
+    pub instance_id: Option<String>,
+    pub retry: RetryPolicy,
+    pub dead_letter: DeadLetter,
+    pub breaker: BreakerConfig,
+    pub reset: ResetPolicy,
+    pub fetch_bytes_max: u32,
+    pub fetch_wait: Duration,
+}
+
+impl ConsumerConfig {
+    pub fn new(group: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            group: group.into(),
+            topic: topic.into(),
+            instance_id: None,
+            retry: RetryPolicy::HANDLER,
+            dead_letter: DeadLetter::Default,
+            breaker: BreakerConfig::default(),
+            reset: ResetPolicy::Earliest,
+            fetch_bytes_max: 1024 * 1024,
+            fetch_wait: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A record handed to the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+}
+
+/// How a handler failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerError {
+    /// Worth retrying (a downstream hiccup).
+    Retryable(String),
+    /// Never going to work (bad data): straight to the dead-letter topic.
+    Fatal(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("broker: {0}")]
+    Broker(#[from] RequestError),
+    #[error("record {topic}/{partition}@{offset} failed and dead-lettering is disabled: {reason}")]
+    Unprocessable {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        reason: String,
+    },
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub processed: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+}
+
+pub struct RawConsumer {
+    client: BrokerClient,
+    config: ConsumerConfig,
+}
+
+struct Membership {
+    member_id: String,
+    epoch: i32,
+    owned: Vec<TopicPartition>,
+    interval: Duration,
+    last: Option<Instant>,
+}
+
+impl RawConsumer {
+    pub fn new(client: BrokerClient, config: ConsumerConfig) -> Self {
+        Self { client, config }
+    }
+
+    /// Consumes until `stop` completes, then leaves the group.
+    pub async fn run<H, F>(
+        &self,
+        handler: H,
+        stop: impl Future<Output = ()>,
+    ) -> Result<RunSummary, ConsumeError>
+    where
+        H: Fn(ConsumedRecord) -> F,
+        F: Future<Output = Result<(), HandlerError>>,
+    {
+        tokio::pin!(stop);
+        let mut summary = RunSummary::default();
+        let mut membership = Membership {
+            member_id: String::new(),
+            epoch: 0,
+            owned: Vec::new(),
+            interval: Duration::from_secs(1),
+            last: None,
+        };
+        let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        let mut breaker = CircuitBreaker::new(self.config.breaker);
+        loop {
+            if membership
+                .last
+                .is_none_or(|last| last.elapsed() >= membership.interval)
+            {
+                self.heartbeat(&mut membership).await?;
+                positions.retain(|partition, _| membership.owned.contains(partition));
+            }
+            let paused = matches!(breaker.allow(Instant::now()), Permission::Rejected { .. });
+            let work = async {
+                if paused || membership.owned.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return Ok::<_, ConsumeError>(());
+                }
+                for partition in membership.owned.clone() {
+                    self.consume_partition(
+                        &partition,
+                        &mut positions,
+                        &mut membership,
+                        &mut breaker,
+                        &handler,
+                        &mut summary,
+                    )
+                    .await?;
+                }
+                Ok(())
+            };
+            tokio::select! {
+                _ = &mut stop => break,
+                result = work => result?,
+            }
+        }
+        if !membership.member_id.is_empty() {
+            let _ = self
+                .client
+                .group(GroupRequest::Leave {
+                    group: self.config.group.clone(),
+                    member_id: membership.member_id.clone(),
+                })
+                .await;
+        }
+        Ok(summary)
+    }
+
+    async fn heartbeat(&self, membership: &mut Membership) -> Result<(), ConsumeError> {
+        let request = GroupRequest::Heartbeat {
+            group: self.config.group.clone(),
+            member_id: membership.member_id.clone(),
+            member_epoch: membership.epoch,
+            instance_id: self.config.instance_id.clone().unwrap_or_default(),
+            topics: vec![self.config.topic.clone()],
+            owned: membership.owned.clone(),
+        };
+        match self.client.group(request).await {
+            Ok(GroupResponse::Assignment {
+                member_id,
+                member_epoch,
+                heartbeat_interval_ms,
+                partitions,
+            }) => {
+                membership.member_id = member_id;
+                membership.epoch = member_epoch;
+                membership.owned = partitions;
+                membership.interval =
+                    Duration::from_millis(u64::from(heartbeat_interval_ms.max(10)));
+            }
+            Ok(_) => {}
+            Err(RequestError::Broker {
+                code: ErrorCode::UnknownMember | ErrorCode::FencedMemberEpoch,
+                ..
+            }) => {
+                // Expired or fenced: drop everything and rejoin on the next beat.
+                *membership = Membership {
+                    member_id: String::new(),
+                    epoch: 0,
+                    owned: Vec::new(),
+                    interval: Duration::ZERO,
+                    last: None,
+                };
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        }
+        membership.last = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn start_position(&self, partition: &TopicPartition) -> Result<i64, ConsumeError> {
+        let asked = vec![partition.clone()];
+        if let GroupResponse::Offsets(offsets) = self
+            .client
+            .group(GroupRequest::FetchOffsets {
+                group: self.config.group.clone(),
+                partitions: asked,
+            })
+            .await?
+        {
+            if let Some((_, offset, _)) = offsets.first().filter(|(_, offset, _)| *offset >= 0) {
+                return Ok(*offset);
+            }
+        }
+        let spec = match self.config.reset {
+            ResetPolicy::Earliest => OffsetSpec::Earliest,
+            ResetPolicy::Latest => OffsetSpec::Latest,
+        };
+        Ok(self
+            .client
+            .list_offsets(&partition.0, partition.1, spec)
+            .await?
+            .0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn consume_partition<H, F>(
+        &self,
+        partition: &TopicPartition,
+        positions: &mut BTreeMap<TopicPartition, i64>,
+        membership: &mut Membership,
+        breaker: &mut CircuitBreaker,
+        handler: &H,
+        summary: &mut RunSummary,
+    ) -> Result<(), ConsumeError>
+    where
+        H: Fn(ConsumedRecord) -> F,
+        F: Future<Output = Result<(), HandlerError>>,
+    {
+        let position = match positions.get(partition) {
+            Some(position) => *position,
+            None => self.start_position(partition).await?,
+        };
+        let wait = if membership.owned.len() > 1 {
+            Duration::ZERO
+        } else {
+            self.config.fetch_wait
+        };
+        let fetched = match self
+            .client
+            .fetch(
+                &partition.0,
+                partition.1,
+                position,
+                self.config.fetch_bytes_max,
+                wait,
+                1,
+            )
+            .await
+        {
+            Ok(fetched) => fetched,
+            Err(RequestError::Broker {
+                code: ErrorCode::OffsetOutOfRange,
+                ..
+            }) => {
+                // Retention removed what we were at: restart from the reset policy.
+                positions.remove(partition);
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let mut next = position;
+        for view in batches(&fetched.batches) {
+            let Ok(view) = view else { break };
+            for (index, record) in view.records().enumerate() {
+                let offset = view.base_offset() + index as i64;
+                let Ok(record) = record else { continue };
+                if offset < position {
+                    continue;
+                }
+                let owned = record.to_owned_record();
+                let consumed = ConsumedRecord {
+                    topic: partition.0.clone(),
+                    partition: partition.1,
+                    offset,
+                    timestamp_ms: owned.timestamp_ms,
+                    key: owned.key,
+                    value: owned.value,
+                    headers: owned.headers,
+                };
+                self.process(consumed, breaker, handler, summary).await?;
+                next = offset + 1;
+                if matches!(breaker.allow(Instant::now()), Permission::Rejected { .. }) {
+                    break;
+                }
+            }
+        }
+        if next > position {
+            positions.insert(partition.clone(), next);
+            let commit = GroupRequest::Commit {
+                group: self.config.group.clone(),
+                member_id: membership.member_id.clone(),
+                member_epoch: membership.epoch,
+                offsets: vec![(partition.clone(), next, String::new())],
+            };
+            match self.client.group(commit).await {
+                Ok(_) => {}
+                // The partition moved or we were fenced: the new owner resumes from the last
+                // commit (at-least-once); rejoin on the next beat.
+                Err(RequestError::Broker {
+                    code:
+                        ErrorCode::NotPartitionOwner
+                        | ErrorCode::UnknownMember
+                        | ErrorCode::FencedMemberEpoch,
+                    ..
+                }) => {
+                    positions.remove(partition);
+                    membership.last = None;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn process<H, F>(
+        &self,
+        record: ConsumedRecord,
+        breaker: &mut CircuitBreaker,
+        handler: &H,
+        summary: &mut RunSummary,
+    ) -> Result<(), ConsumeError>
+    where
+        H: Fn(ConsumedRecord) -> F,
+        F: Future<Output = Result<(), HandlerError>>,
+    {
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let (kind, reason) = match handler(record.clone()).await {
+                Ok(()) => {
+                    breaker.on_success(Instant::now());
+                    summary.processed += 1;
+                    return Ok(());
+                }
+                Err(HandlerError::Fatal(reason)) => ("fatal", reason),
+                Err(HandlerError::Retryable(reason)) => {
+                    breaker.on_failure(Instant::now());
+                    match self.config.retry.decide(
+                        attempts,
+                        started.elapsed(),
+                        rand::random::<f64>(),
+                    ) {
+                        RetryDecision::RetryAfter(delay) => {
+                            summary.retried += 1;
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        RetryDecision::GiveUp(_) => ("retries-exhausted", reason),
+                    }
+                }
+            };
+            self.dead_letter(&record, kind, &reason, attempts).await?;
+            summary.dead_lettered += 1;
+            return Ok(());
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        record: &ConsumedRecord,
+        kind: &str,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), ConsumeError> {
+        let topic = match &self.config.dead_letter {
+            DeadLetter::Disabled => {
+                return Err(ConsumeError::Unprocessable {
+                    topic: record.topic.clone(),
+                    partition: record.partition,
+                    offset: record.offset,
+                    reason: reason.to_owned(),
+                });
+            }
+            DeadLetter::Default => format!("{}.dlq", record.topic),
+            DeadLetter::Topic(topic) => topic.clone(),
+        };
+        let mut message = reason.to_owned();
+        if message.len() > DLQ_MESSAGE_BYTES_MAX {
+            let mut cut = DLQ_MESSAGE_BYTES_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        // Failure headers replace earlier ones when a dead letter is dead-lettered again.
+        let mut headers: Vec<Header> = record
+            .headers
+            .iter()
+            .filter(|h| !h.key.starts_with("herald.dlq."))
+            .cloned()
+            .collect();
+        for (key, value) in [
+            ("herald.dlq.topic", record.topic.clone()),
+            ("herald.dlq.partition", record.partition.to_string()),
+            ("herald.dlq.offset", record.offset.to_string()),
+            ("herald.dlq.timestamp", record.timestamp_ms.to_string()),
+            ("herald.dlq.group", self.config.group.clone()),
+            ("herald.dlq.error-kind", kind.to_owned()),
+            ("herald.dlq.error-message", message),
+            ("herald.dlq.attempts", attempts.to_string()),
+        ] {
+            headers.push(Header {
+                key: key.to_owned(),
+                value: value.into_bytes(),
+            });
+        }
+        let mut builder = BatchBuilder::new();
+        builder.push(Record {
+            timestamp_ms: record.timestamp_ms,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers,
+        });
+        let batch = builder.encode().map_err(|e| ConsumeError::Unprocessable {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            reason: e.to_string(),
+        })?;
+        match self
+            .client
+            .produce(&topic, 0, Durability::Fsync, batch.clone())
+            .await
+        {
+            Err(RequestError::Broker {
+                code: ErrorCode::UnknownTopic,
+                ..
+            }) => {
+                match self
+                    .client
+                    .create_topic(&topic, TopicConfig::default())
+                    .await
+                {
+                    Ok(())
+                    | Err(RequestError::Broker {
+                        code: ErrorCode::TopicAlreadyExists,
+                        ..
+                    }) => {}
+                    Err(error) => return Err(error.into()),
+                }
+                self.client
+                    .produce(&topic, 0, Durability::Fsync, batch)
+                    .await?;
+            }
+            result => {
+                result?;
+            }
+        }
+        Ok(())
+    }
+}

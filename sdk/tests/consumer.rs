@@ -1,0 +1,157 @@
+//! RawConsumer against a real in-process broker: at-least-once processing with commits,
+//! in-handler retries, dead-lettering with failure headers, resuming from commits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald::consumer::{ConsumedRecord, ConsumerConfig, HandlerError, RawConsumer};
+use herald_broker::{serve, BrokerConfig};
+use herald_broker_client::{BrokerClient, Trust};
+use herald_wire::batch::{batches, BatchBuilder, Record};
+use herald_wire::messages::{Durability, TopicConfig};
+
+async fn broker(dir: &std::path::Path) -> (BrokerClient, tokio::sync::oneshot::Sender<()>) {
+    let config = BrokerConfig::new("127.0.0.1:0".parse().expect("addr"), dir);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = serve(
+            config,
+            move |bound| drop(bound_tx.send(bound)),
+            async move { drop(stopped.await) },
+        )
+        .await;
+    });
+    let bound = bound_rx.await.expect("bound");
+    (
+        BrokerClient::connect(bound.addr, Trust::Fingerprint(bound.fingerprint))
+            .await
+            .expect("connect"),
+        stop,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_retries_dead_letters_and_resumes_from_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _stop) = broker(dir.path()).await;
+    client
+        .create_topic(
+            "events",
+            TopicConfig {
+                partitions: 2,
+                ..TopicConfig::default()
+            },
+        )
+        .await
+        .expect("create");
+    for partition in 0..2u32 {
+        let mut builder = BatchBuilder::new();
+        for n in (0..100u32).filter(|n| n % 2 == partition) {
+            builder.push(Record {
+                timestamp_ms: 1,
+                key: Some(n.to_string().into_bytes()),
+                value: Some(n.to_string().into_bytes()),
+                headers: Vec::new(),
+            });
+        }
+        client
+            .produce(
+                "events",
+                partition,
+                Durability::Memory,
+                builder.encode().expect("batch"),
+            )
+            .await
+            .expect("produce");
+    }
+    let processed: Arc<Mutex<BTreeSet<u32>>> = Arc::default();
+    let attempts: Arc<Mutex<BTreeMap<u32, u32>>> = Arc::default();
+    let handler = {
+        let processed = processed.clone();
+        let attempts = attempts.clone();
+        move |record: ConsumedRecord| {
+            let processed = processed.clone();
+            let attempts = attempts.clone();
+            async move {
+                let n: u32 = String::from_utf8_lossy(&record.value.unwrap_or_default())
+                    .parse()
+                    .map_err(|_| HandlerError::Fatal("not a number".into()))?;
+                let attempt = {
+                    let mut attempts = attempts.lock().expect("lock");
+                    let entry = attempts.entry(n).or_default();
+                    *entry += 1;
+                    *entry
+                };
+                if n % 10 == 0 {
+                    return Err(HandlerError::Fatal(format!("record {n} is poison")));
+                }
+                if n % 7 == 0 && attempt == 1 {
+                    return Err(HandlerError::Retryable(format!("downstream hiccup on {n}")));
+                }
+                processed.lock().expect("lock").insert(n);
+                Ok(())
+            }
+        }
+    };
+    let consumer = RawConsumer::new(client.clone(), ConsumerConfig::new("billing", "events"));
+    let done = {
+        let attempts = attempts.clone();
+        async move {
+            while attempts.lock().expect("lock").len() < 100 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let summary =
+        tokio::time::timeout(Duration::from_secs(60), consumer.run(handler.clone(), done))
+            .await
+            .expect("in time")
+            .expect("runs");
+    assert_eq!(summary.dead_lettered, 10);
+    assert_eq!(summary.processed, 90);
+    let expected_retries = (0..100u32).filter(|n| n % 7 == 0 && n % 10 != 0).count() as u64;
+    assert_eq!(summary.retried, expected_retries);
+    assert_eq!(processed.lock().expect("lock").len(), 90);
+
+    let fetched = client
+        .fetch("events.dlq", 0, 0, 1024 * 1024, Duration::ZERO, 1)
+        .await
+        .expect("dlq created on demand");
+    let mut dead = Vec::new();
+    for view in batches(&fetched.batches) {
+        for record in view.expect("valid").records() {
+            let record = record.expect("record");
+            assert_eq!(record.header("herald.dlq.error-kind"), Some(&b"fatal"[..]));
+            assert_eq!(record.header("herald.dlq.group"), Some(&b"billing"[..]));
+            assert_eq!(record.header("herald.dlq.topic"), Some(&b"events"[..]));
+            assert!(
+                record.header("herald.dlq.offset").is_some()
+                    && record.header("herald.dlq.attempts") == Some(&b"1"[..])
+            );
+            assert!(String::from_utf8_lossy(
+                record
+                    .header("herald.dlq.error-message")
+                    .unwrap_or_default()
+            )
+            .contains("poison"));
+            dead.push(String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned());
+        }
+    }
+    dead.sort();
+    assert_eq!(dead.len(), 10);
+
+    // A new member of the same group resumes from the commits: nothing is processed again.
+    let again = RawConsumer::new(client, ConsumerConfig::new("billing", "events"));
+    let summary = again
+        .run(handler, tokio::time::sleep(Duration::from_millis(800)))
+        .await
+        .expect("runs");
+    assert_eq!(
+        (summary.processed, summary.dead_lettered),
+        (0, 0),
+        "resumed from committed offsets"
+    );
+}

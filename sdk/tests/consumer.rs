@@ -84,10 +84,10 @@ async fn processes_retries_dead_letters_and_resumes_from_commits() {
                     *entry += 1;
                     *entry
                 };
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     return Err(HandlerError::Fatal(format!("record {n} is poison")));
                 }
-                if n % 7 == 0 && attempt == 1 {
+                if n.is_multiple_of(7) && attempt == 1 {
                     return Err(HandlerError::Retryable(format!("downstream hiccup on {n}")));
                 }
                 processed.lock().expect("lock").insert(n);
@@ -112,7 +112,7 @@ async fn processes_retries_dead_letters_and_resumes_from_commits() {
             .expect("runs");
     assert_eq!(summary.dead_lettered, 10);
     assert_eq!(summary.processed, 90);
-    let expected_retries = (0..100u32).filter(|n| n % 7 == 0 && n % 10 != 0).count() as u64;
+    let expected_retries = (0..100u32).filter(|n| n.is_multiple_of(7) && !n.is_multiple_of(10)).count() as u64;
     assert_eq!(summary.retried, expected_retries);
     assert_eq!(processed.lock().expect("lock").len(), 90);
 

@@ -112,7 +112,9 @@ async fn processes_retries_dead_letters_and_resumes_from_commits() {
             .expect("runs");
     assert_eq!(summary.dead_lettered, 10);
     assert_eq!(summary.processed, 90);
-    let expected_retries = (0..100u32).filter(|n| n.is_multiple_of(7) && !n.is_multiple_of(10)).count() as u64;
+    let expected_retries = (0..100u32)
+        .filter(|n| n.is_multiple_of(7) && !n.is_multiple_of(10))
+        .count() as u64;
     assert_eq!(summary.retried, expected_retries);
     assert_eq!(processed.lock().expect("lock").len(), 90);
 

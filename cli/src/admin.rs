@@ -246,7 +246,7 @@ pub(crate) struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    async fn client(&self) -> anyhow::Result<BrokerClient> {
+    pub(crate) async fn client(&self) -> anyhow::Result<BrokerClient> {
         let trust = match &self.fingerprint {
             Some(fingerprint) => Trust::Fingerprint(fingerprint.clone()),
             None => Trust::CertificateFile(self.certificate.clone()),

@@ -9,6 +9,7 @@ use herald_broker::BrokerConfig;
 use herald_registry::ServerConfig;
 
 mod admin;
+mod dlq;
 mod schema_check;
 
 /// Herald: a schema-governed event platform.
@@ -53,6 +54,11 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: admin::GroupAdmin,
+    },
+    /// Dead-letter triage: list, inspect and replay records the SDK's consumers gave up on.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
     },
     /// Print a shell completion script.
     ///
@@ -261,6 +267,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             command: SchemaCommand::Admin(command),
         } => admin::schema(command).await,
         Command::Topic { command } => admin::topic(command).await,
+        Command::Dlq { command } => dlq::run(command).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());

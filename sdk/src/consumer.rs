@@ -21,6 +21,15 @@ use herald_wire::ErrorCode;
 use crate::policy::backoff::{RetryDecision, RetryPolicy};
 use crate::policy::breaker::{BreakerConfig, CircuitBreaker, Permission};
 
+/// The header carrying a record's idempotency key.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Longest error message kept in a dead-letter header, in bytes.
 pub const DLQ_MESSAGE_BYTES_MAX: usize = 4096;
 
@@ -52,6 +61,9 @@ pub struct ConsumerConfig {
     pub reset: ResetPolicy,
     pub fetch_bytes_max: u32,
     pub fetch_wait: Duration,
+    /// Opt-in inbox: records whose `idempotency-key` header was processed within its window
+    /// are skipped (and committed), across restarts.
+    pub inbox: Option<std::sync::Arc<crate::inbox::Inbox>>,
 }
 
 impl ConsumerConfig {
@@ -66,6 +78,7 @@ impl ConsumerConfig {
             reset: ResetPolicy::Earliest,
             fetch_bytes_max: 1024 * 1024,
             fetch_wait: Duration::from_millis(200),
+            inbox: None,
         }
     }
 }
@@ -110,6 +123,8 @@ pub struct RunSummary {
     pub processed: u64,
     pub retried: u64,
     pub dead_lettered: u64,
+    /// Skipped by the inbox as already processed.
+    pub deduplicated: u64,
 }
 
 pub struct RawConsumer {
@@ -374,6 +389,20 @@ impl RawConsumer {
         H: Fn(ConsumedRecord) -> F,
         F: Future<Output = Result<(), HandlerError>>,
     {
+        let idempotency_key = record
+            .headers
+            .iter()
+            .find(|h| h.key == IDEMPOTENCY_KEY_HEADER)
+            .map(|h| h.value.clone());
+        if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {
+            if inbox
+                .seen(key, now_ms())
+                .map_err(|e| self.unprocessable(&record, e.to_string()))?
+            {
+                summary.deduplicated += 1;
+                return Ok(());
+            }
+        }
         let started = Instant::now();
         let mut attempts = 0u32;
         loop {
@@ -382,6 +411,11 @@ impl RawConsumer {
                 Ok(()) => {
                     breaker.on_success(Instant::now());
                     summary.processed += 1;
+                    if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {
+                        inbox
+                            .record(key, now_ms())
+                            .map_err(|e| self.unprocessable(&record, e.to_string()))?;
+                    }
                     return Ok(());
                 }
                 Err(HandlerError::Fatal(reason)) => ("fatal", reason),
@@ -404,6 +438,15 @@ impl RawConsumer {
             self.dead_letter(&record, kind, &reason, attempts).await?;
             summary.dead_lettered += 1;
             return Ok(());
+        }
+    }
+
+    fn unprocessable(&self, record: &ConsumedRecord, reason: String) -> ConsumeError {
+        ConsumeError::Unprocessable {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            reason,
         }
     }
 

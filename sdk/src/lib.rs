@@ -14,6 +14,7 @@
 //! issue); defaults follow `reference/sdk-defaults.md` §9.
 
 pub mod consumer;
+pub mod inbox;
 pub mod partitioner;
 pub mod policy;
 pub mod producer;

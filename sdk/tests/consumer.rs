@@ -157,3 +157,88 @@ async fn processes_retries_dead_letters_and_resumes_from_commits() {
         "resumed from committed offsets"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_skips_already_processed_idempotency_keys_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _stop) = broker(&dir.path().join("broker")).await;
+    client
+        .create_topic("payments", TopicConfig::default())
+        .await
+        .expect("create");
+    let produce = |round: u32| {
+        let client = client.clone();
+        async move {
+            let mut builder = BatchBuilder::new();
+            for n in 0..20u32 {
+                let key = format!("payment-{}", n % 10).into_bytes();
+                let headers = vec![herald_wire::batch::Header {
+                    key: "idempotency-key".into(),
+                    value: key,
+                }];
+                builder.push(Record {
+                    timestamp_ms: 1,
+                    key: None,
+                    value: Some(format!("{round}-{n}").into_bytes()),
+                    headers,
+                });
+            }
+            client
+                .produce(
+                    "payments",
+                    0,
+                    Durability::Memory,
+                    builder.encode().expect("batch"),
+                )
+                .await
+                .expect("produce");
+        }
+    };
+    produce(1).await;
+    let inbox_path = dir.path().join("inbox");
+    let run = |inbox_path: std::path::PathBuf| {
+        let client = client.clone();
+        async move {
+            let inbox = Arc::new(
+                herald::inbox::Inbox::open(
+                    &inbox_path,
+                    herald::inbox::INBOX_WINDOW_MS_DEFAULT,
+                    1_000,
+                )
+                .expect("inbox"),
+            );
+            let config = ConsumerConfig {
+                inbox: Some(inbox),
+                ..ConsumerConfig::new("settlement", "payments")
+            };
+            let seen = Arc::new(Mutex::new(0u64));
+            let handler = {
+                let seen = seen.clone();
+                move |_record: ConsumedRecord| {
+                    let seen = seen.clone();
+                    async move {
+                        *seen.lock().expect("lock") += 1;
+                        Ok::<(), HandlerError>(())
+                    }
+                }
+            };
+            RawConsumer::new(client, config)
+                .run(handler, tokio::time::sleep(Duration::from_millis(700)))
+                .await
+                .expect("runs")
+        }
+    };
+    let first = run(inbox_path.clone()).await;
+    assert_eq!(
+        (first.processed, first.deduplicated),
+        (10, 10),
+        "ten distinct keys, ten repeats"
+    );
+    produce(2).await;
+    let second = run(inbox_path).await;
+    assert_eq!(
+        (second.processed, second.deduplicated),
+        (0, 20),
+        "a restarted consumer still remembers"
+    );
+}

@@ -134,6 +134,9 @@ pub struct RawProducer {
     buffer: Arc<Semaphore>,
     accumulators: Mutex<HashMap<u32, Accumulated>>,
     senders: Vec<mpsc::Sender<Vec<Pending>>>,
+    /// Held from taking a partition's batch until it is queued, so batches are queued in
+    /// the order they were taken (a linger timer and a full batch can race).
+    flush_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl RawProducer {
@@ -195,6 +198,9 @@ impl RawProducer {
             buffer,
             accumulators: Mutex::new(HashMap::new()),
             senders,
+            flush_locks: (0..partitions)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }))
     }
 
@@ -278,6 +284,10 @@ impl RawProducer {
     }
 
     async fn flush_partition(&self, partition: u32) {
+        let Some(flush_lock) = self.flush_locks.get(partition as usize) else {
+            return;
+        };
+        let _ordered = flush_lock.lock().await;
         let batch = {
             let mut accumulators = self.accumulators.lock().unwrap_or_else(|p| p.into_inner());
             accumulators.remove(&partition)

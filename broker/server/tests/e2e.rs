@@ -819,7 +819,7 @@ async fn too_many_requests_in_flight_on_one_connection_are_throttled() {
         .create_topic("idle", TopicConfig::default())
         .await
         .expect("create");
-    // Long polls at the end of an empty partition each hold an in-flight slot for a second.
+    // Long polls at the end of an empty partition each hold an in-flight slot for three seconds.
     let limit = herald_broker::server::INFLIGHT_REQUESTS_PER_CONNECTION_MAX;
     let mut polls = tokio::task::JoinSet::new();
     for _ in 0..limit + 20 {

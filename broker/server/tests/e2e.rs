@@ -826,7 +826,7 @@ async fn too_many_requests_in_flight_on_one_connection_are_throttled() {
         let client = client.clone();
         polls.spawn(async move {
             client
-                .fetch("idle", 0, 0, 1024, Duration::from_millis(1500), 1)
+                .fetch("idle", 0, 0, 1024, Duration::from_millis(3000), 1)
                 .await
         });
     }

@@ -1,13 +1,14 @@
 //! `herald dlq list|inspect|replay` against a live broker process holding dead letters in the
 //! format the SDK's consumer writes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use herald_broker_client::{BrokerClient, Trust};
 use herald_wire::batch::{batches, BatchBuilder, Header, Record};
 use herald_wire::messages::{Durability, TopicConfig};
+
+mod support;
 
 fn dead_letter(value: &str, kind: &str, offset: i64) -> Record {
     let mut headers = vec![Header {
@@ -40,30 +41,7 @@ fn dead_letter(value: &str, kind: &str, offset: i64) -> Record {
 #[test]
 fn list_inspect_and_replay_dead_letters() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut broker = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["broker", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("broker"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("broker starts");
-    let mut line = String::new();
-    BufReader::new(broker.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("announces");
-    let rest = line
-        .trim()
-        .strip_prefix("herald broker listening on quic://")
-        .expect("announcement")
-        .to_owned();
-    let mut words = rest.split_whitespace();
-    let addr = words.next().expect("addr").to_owned();
-    let fingerprint = words
-        .next()
-        .and_then(|w| w.strip_prefix("fingerprint="))
-        .expect("fingerprint")
-        .to_owned();
-
+    let (_broker, addr, fingerprint) = support::broker(&dir.path().join("broker"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -177,6 +155,4 @@ fn list_inspect_and_replay_dead_letters() {
         replayed[0].headers.iter().any(|h| h.key == "trace-id"),
         "the record's own headers are kept"
     );
-    let _ = broker.kill();
-    let _ = broker.wait();
 }

@@ -1,26 +1,16 @@
 //! `herald schema check` end to end: every exit code in every mode (directory, git revision,
 //! registry) and every output format.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+
+mod support;
+
+use support::herald;
 
 const V1: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"id","type":"string"}]}"#;
 const V2_OK: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"note","type":"string","default":""}]}"#;
 const V2_BAD: &str = "{\"type\":\"record\",\"name\":\"Order\",\"namespace\":\"shop\",\"fields\":[\n  {\"name\":\"id\",\"type\":\"string\"},\n  {\"name\":\"coupon\",\"type\":\"string\"}\n]}";
-
-fn herald(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn write(dir: &Path, name: &str, text: &str) {
     if let Some(parent) = dir.join(name).parent() {
@@ -269,22 +259,7 @@ fn against_a_git_revision() {
 #[test]
 fn against_a_live_registry() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut registry = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["registry", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("registry"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("registry starts");
-    let mut line = String::new();
-    BufReader::new(registry.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("announces");
-    let url = line
-        .trim()
-        .strip_prefix("herald registry listening on ")
-        .expect("address line")
-        .to_owned();
+    let (_registry, url) = support::registry(&dir.path().join("registry"));
     write(dir.path(), "order.avsc", V1);
     let check = |format: &str| {
         herald(
@@ -331,6 +306,4 @@ fn against_a_live_registry() {
     let (code, out, _) = check("github");
     assert_eq!(code, 1);
     assert!(out.starts_with("::error file=order.avsc"), "{out}");
-    let _ = registry.kill();
-    let _ = registry.wait();
 }

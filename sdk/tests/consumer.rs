@@ -1,36 +1,17 @@
 //! RawConsumer against a real in-process broker: at-least-once processing with commits,
 //! in-handler retries, dead-lettering with failure headers, resuming from commits.
 
+mod support;
+
+use support::broker;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::consumer::{ConsumedRecord, ConsumerConfig, HandlerError, RawConsumer};
-use herald_broker::{serve, BrokerConfig};
-use herald_broker_client::{BrokerClient, Trust};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
-
-async fn broker(dir: &std::path::Path) -> (BrokerClient, tokio::sync::oneshot::Sender<()>) {
-    let config = BrokerConfig::new("127.0.0.1:0".parse().expect("addr"), dir);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = serve(
-            config,
-            move |bound| drop(bound_tx.send(bound)),
-            async move { drop(stopped.await) },
-        )
-        .await;
-    });
-    let bound = bound_rx.await.expect("bound");
-    (
-        BrokerClient::connect(bound.addr, Trust::Fingerprint(bound.fingerprint))
-            .await
-            .expect("connect"),
-        stop,
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_retries_dead_letters_and_resumes_from_commits() {

@@ -1,35 +1,16 @@
 //! RawProducer against a real in-process broker over QUIC.
 
+mod support;
+
+use support::broker;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald::partitioner::partition_for_key;
 use herald::producer::{ProduceError, ProducerConfig, RawProducer};
-use herald_broker::{serve, BrokerConfig};
-use herald_broker_client::{BrokerClient, Trust};
 use herald_wire::batch::{batches, Header};
 use herald_wire::messages::TopicConfig;
-
-async fn broker(dir: &std::path::Path) -> (BrokerClient, tokio::sync::oneshot::Sender<()>) {
-    let config = BrokerConfig::new("127.0.0.1:0".parse().expect("addr"), dir);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = serve(
-            config,
-            move |bound| drop(bound_tx.send(bound)),
-            async move { drop(stopped.await) },
-        )
-        .await;
-    });
-    let bound = bound_rx.await.expect("bound");
-    (
-        BrokerClient::connect(bound.addr, Trust::Fingerprint(bound.fingerprint))
-            .await
-            .expect("connect"),
-        stop,
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_records_are_batched_partitioned_and_delivered_in_order() {

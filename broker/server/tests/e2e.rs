@@ -34,6 +34,10 @@ impl RunningBroker {
         config.registry_url = registry_url;
         config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
         config.retention_check_interval = retention_check;
+        Self::start_with(config).await
+    }
+
+    async fn start_with(config: BrokerConfig) -> Self {
         let (bound_tx, bound_rx) = oneshot::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -875,18 +879,8 @@ async fn an_operator_supplied_certificate_is_served() {
     );
     config.tls_cert = Some(cert.clone());
     config.tls_key = Some(key);
-    let (bound_tx, bound_rx) = oneshot::channel();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        serve(
-            config,
-            move |bound| drop(bound_tx.send(bound)),
-            async move { drop(stopped.await) },
-        )
-        .await
-        .expect("serves");
-    });
-    let bound = bound_rx.await.expect("bound");
+    let broker = RunningBroker::start_with(config).await;
+    let bound = broker.bound.clone();
     assert_eq!(bound.certificate_path, cert);
     assert_eq!(
         bound.fingerprint,
@@ -900,6 +894,5 @@ async fn an_operator_supplied_certificate_is_served() {
         .await
         .expect("trusts the operator's certificate");
     assert!(client.list_topics().await.expect("works").is_empty());
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    broker.stop().await;
 }

@@ -1,0 +1,80 @@
+//! Shared by the CLI's integration tests: run `herald`, start servers on port 0.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A server process, killed when dropped.
+pub(crate) struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `herald args` in `dir`: (exit code, stdout, stderr).
+pub(crate) fn herald(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Starts `herald args --data-dir data_dir` and returns the rest of its first stdout line,
+/// which must start with `prefix`.
+pub(crate) fn start(args: &[&str], data_dir: &Path, prefix: &str) -> (Server, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("announces");
+    let rest = line
+        .trim()
+        .strip_prefix(prefix)
+        .expect("announcement")
+        .to_owned();
+    (Server(child), rest)
+}
+
+/// A registry on port 0: (process, URL).
+pub(crate) fn registry(data_dir: &Path) -> (Server, String) {
+    start(
+        &["registry", "serve", "--listen", "127.0.0.1:0"],
+        data_dir,
+        "herald registry listening on ",
+    )
+}
+
+/// A broker on port 0: (process, address, certificate fingerprint).
+pub(crate) fn broker(data_dir: &Path) -> (Server, String, String) {
+    let (server, announced) = start(
+        &["broker", "serve", "--listen", "127.0.0.1:0"],
+        data_dir,
+        "herald broker listening on quic://",
+    );
+    let mut words = announced.split_whitespace();
+    let addr = words.next().expect("addr").to_owned();
+    let fingerprint = words
+        .next()
+        .and_then(|w| w.strip_prefix("fingerprint="))
+        .expect("fingerprint")
+        .to_owned();
+    (server, addr, fingerprint)
+}

@@ -12,14 +12,14 @@
 //! open, the active segment is verified batch by batch (length, CRC, offsets) and truncated
 //! at the first torn or corrupt batch.
 
-use herald_wire::batch::{self, BatchError, BatchView, LOG_OVERHEAD_BYTES};
+use herald_wire::batch::{
+    self, BatchError, BatchHeader, BatchView, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES,
+};
 use herald_wire::limits::BATCH_BYTES_MAX;
 
 use crate::producers::{ProducerTable, SequenceCheck};
 use crate::storage::{Storage, StorageError, StorageFile, SyncHandle};
 
-/// Bytes read per batch head when walking a segment without reading whole batches.
-const BATCH_HEAD_BYTES: usize = 60;
 const OFFSET_ENTRY_BYTES: usize = 8;
 const TIME_ENTRY_BYTES: usize = 12;
 /// Largest segment: positions in the offset index are u32.
@@ -164,42 +164,11 @@ fn file_name(base: i64, extension: &str) -> String {
     format!("{base:020}.{extension}")
 }
 
-/// The head of one stored batch: enough to walk a segment.
-#[derive(Debug, Clone, Copy)]
-struct Head {
-    base_offset: i64,
-    size: u64,
-    next_offset: i64,
-    append_time_ms: i64,
-    max_timestamp_ms: i64,
-    producer_id: i64,
-    producer_epoch: i16,
-    base_sequence: i32,
-}
-
-fn read_head<F: StorageFile>(file: &F, position: u64) -> Result<Option<Head>, StorageError> {
-    let bytes = file.read_at(position, BATCH_HEAD_BYTES)?;
-    if bytes.len() < BATCH_HEAD_BYTES {
-        return Ok(None);
-    }
-    let field = |at: usize| -> [u8; 8] {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&bytes[at..at + 8]);
-        a
-    };
-    let size = batch::batch_size(&bytes).unwrap_or(0) as u64;
-    let count = u32::from_be_bytes([bytes[26], bytes[27], bytes[28], bytes[29]]);
-    let base_offset = i64::from_be_bytes(field(0));
-    Ok(Some(Head {
-        base_offset,
-        size,
-        next_offset: base_offset + i64::from(count),
-        append_time_ms: i64::from_be_bytes(field(12)),
-        max_timestamp_ms: i64::from_be_bytes(field(38)),
-        producer_id: i64::from_be_bytes(field(46)),
-        producer_epoch: i16::from_be_bytes([bytes[54], bytes[55]]),
-        base_sequence: i32::from_be_bytes([bytes[56], bytes[57], bytes[58], bytes[59]]),
-    }))
+/// The header of the stored batch at `position`, if a whole header is there.
+fn read_head<F: StorageFile>(file: &F, position: u64) -> Result<Option<BatchHeader>, StorageError> {
+    Ok(BatchHeader::read(
+        &file.read_at(position, BATCH_HEADER_BYTES)?,
+    ))
 }
 
 impl<F: StorageFile> Segment<F> {
@@ -228,7 +197,7 @@ impl<F: StorageFile> Segment<F> {
     fn index_batch(
         &mut self,
         position: u64,
-        head: &Head,
+        head: &BatchHeader,
         interval: u64,
     ) -> Result<(), StorageError> {
         let relative = (head.base_offset - self.base_offset) as u32;
@@ -248,9 +217,9 @@ impl<F: StorageFile> Segment<F> {
                 self.time_entries.push((head.max_timestamp_ms, relative));
             }
         }
-        self.bytes_since_index += head.size;
-        self.size = position + head.size;
-        self.next_offset = head.next_offset;
+        self.bytes_since_index += head.size as u64;
+        self.size = position + (head.size as u64);
+        self.next_offset = head.next_offset();
         self.max_timestamp_ms = self.max_timestamp_ms.max(head.max_timestamp_ms);
         self.max_append_time_ms = self.max_append_time_ms.max(head.append_time_ms);
         self.first_append_time_ms.get_or_insert(head.append_time_ms);
@@ -447,11 +416,11 @@ impl<S: Storage> PartitionLog<S> {
                 let Some(head) = read_head(&segment.log, position)? else {
                     break;
                 };
-                if head.size == 0 {
+                if (head.size as u64) == 0 {
                     break;
                 }
                 if head.base_offset >= from {
-                    let count = (head.next_offset - head.base_offset) as u32;
+                    let count = (head.next_offset() - head.base_offset) as u32;
                     self.producers.record(
                         head.producer_id,
                         head.producer_epoch,
@@ -461,7 +430,7 @@ impl<S: Storage> PartitionLog<S> {
                         head.append_time_ms,
                     );
                 }
-                position += head.size;
+                position += head.size as u64;
             }
         }
         Ok(())
@@ -483,14 +452,14 @@ impl<S: Storage> PartitionLog<S> {
                 problem = Some(format!("torn batch header at position {position}"));
                 break;
             };
-            if head.size < LOG_OVERHEAD_BYTES as u64
-                || head.size > BATCH_BYTES_MAX as u64
-                || position + head.size > file_len
+            if (head.size as u64) < LOG_OVERHEAD_BYTES as u64
+                || (head.size as u64) > BATCH_BYTES_MAX as u64
+                || position + (head.size as u64) > file_len
             {
                 problem = Some(format!("torn batch at position {position}"));
                 break;
             }
-            let bytes = segment.log.read_at(position, head.size as usize)?;
+            let bytes = segment.log.read_at(position, (head.size as u64) as usize)?;
             match BatchView::parse(&bytes) {
                 Ok(view) if view.base_offset() == expected => {}
                 Ok(view) => {
@@ -506,8 +475,8 @@ impl<S: Storage> PartitionLog<S> {
                 }
             }
             segment.index_batch(position, &head, interval)?;
-            expected = head.next_offset;
-            position += head.size;
+            expected = head.next_offset();
+            position += head.size as u64;
         }
         if position < file_len {
             segment.log.truncate(position)?;
@@ -541,13 +510,15 @@ impl<S: Storage> PartitionLog<S> {
             let Some(head) = read_head(&segment.log, position)? else {
                 break;
             };
-            if head.size < LOG_OVERHEAD_BYTES as u64 || position + head.size > file_len {
+            if (head.size as u64) < LOG_OVERHEAD_BYTES as u64
+                || position + (head.size as u64) > file_len
+            {
                 break;
             }
             if indexed {
                 // Past the last index entry: advance without adding entries before the interval.
-                segment.size = position + head.size;
-                segment.next_offset = head.next_offset;
+                segment.size = position + (head.size as u64);
+                segment.next_offset = head.next_offset();
                 segment.max_timestamp_ms = segment.max_timestamp_ms.max(head.max_timestamp_ms);
                 segment.max_append_time_ms = segment.max_append_time_ms.max(head.append_time_ms);
                 segment
@@ -556,7 +527,7 @@ impl<S: Storage> PartitionLog<S> {
             } else {
                 segment.index_batch(position, &head, interval)?;
             }
-            position += head.size;
+            position += head.size as u64;
         }
         Ok(())
     }
@@ -618,7 +589,6 @@ impl<S: Storage> PartitionLog<S> {
         }
         view.validate_records()?;
         let count = i64::from(view.record_count());
-        let max_timestamp_ms = view.max_timestamp_ms();
         let (producer_id, epoch, base_sequence) = (
             view.producer_id(),
             view.producer_epoch(),
@@ -659,15 +629,9 @@ impl<S: Storage> PartitionLog<S> {
         batch::stamp(batch, base_offset, now_ms);
         let position = segment.size;
         segment.log.append(batch)?;
-        let head = Head {
-            base_offset,
-            size: batch.len() as u64,
-            next_offset: base_offset + count,
-            append_time_ms: now_ms,
-            max_timestamp_ms,
-            producer_id,
-            producer_epoch: epoch,
-            base_sequence,
+        // Just stamped and validated: the header is there.
+        let Some(head) = BatchHeader::read(batch) else {
+            return Err(AppendError::Batch(BatchError::Empty));
         };
         segment.index_batch(position, &head, interval)?;
         self.producers.record(
@@ -767,13 +731,13 @@ impl<S: Storage> PartitionLog<S> {
             let Some(head) = read_head(&segment.log, position)? else {
                 break;
             };
-            if head.size == 0 {
+            if (head.size as u64) == 0 {
                 break;
             }
-            if head.next_offset > offset {
+            if head.next_offset() > offset {
                 return Ok(Some(position));
             }
-            position += head.size;
+            position += head.size as u64;
         }
         Ok(None)
     }
@@ -806,7 +770,7 @@ impl<S: Storage> PartitionLog<S> {
                 position,
                 error: BatchError::Empty,
             })?;
-            let size = (head.size as usize).min(available);
+            let size = ((head.size as u64) as usize).min(available);
             out.extend_from_slice(&segment.log.read_at(position, size)?);
             return Ok(size == available);
         }
@@ -833,7 +797,7 @@ impl<S: Storage> PartitionLog<S> {
                     break;
                 };
                 if head.max_timestamp_ms >= timestamp_ms {
-                    let bytes = segment.log.read_at(position, head.size as usize)?;
+                    let bytes = segment.log.read_at(position, (head.size as u64) as usize)?;
                     let view = BatchView::parse(&bytes).map_err(|error| ReadError::Corrupt {
                         segment: segment.base_offset,
                         position,
@@ -850,7 +814,7 @@ impl<S: Storage> PartitionLog<S> {
                         }
                     }
                 }
-                position += head.size.max(1);
+                position += (head.size as u64).max(1);
             }
         }
         Ok(None)

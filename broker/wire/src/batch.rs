@@ -238,10 +238,60 @@ fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
+/// The fixed header of a stored batch, read without checking the CRC: what walking a log,
+/// indexing it or counting records needs. The one place that knows the header's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    /// Bytes of the whole batch, from its length field.
+    pub size: usize,
+    pub append_time_ms: i64,
+    pub crc: u32,
+    pub magic: u8,
+    pub record_count: u32,
+    pub first_timestamp_ms: i64,
+    pub max_timestamp_ms: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+fn be<const N: usize>(header: &[u8], at: usize) -> [u8; N] {
+    let mut array = [0u8; N];
+    array.copy_from_slice(&header[at..at + N]);
+    array
+}
+
+impl BatchHeader {
+    /// Reads the header at the start of `bytes`; `None` if fewer than its 60 bytes.
+    pub fn read(bytes: &[u8]) -> Option<Self> {
+        let h = bytes.get(..BATCH_HEADER_BYTES)?;
+        Some(Self {
+            base_offset: i64::from_be_bytes(be(h, 0)),
+            size: LOG_OVERHEAD_BYTES + u32::from_be_bytes(be(h, 8)) as usize,
+            append_time_ms: i64::from_be_bytes(be(h, 12)),
+            crc: u32::from_be_bytes(be(h, 20)),
+            magic: h[24],
+            record_count: u32::from_be_bytes(be(h, 26)),
+            first_timestamp_ms: i64::from_be_bytes(be(h, 30)),
+            max_timestamp_ms: i64::from_be_bytes(be(h, 38)),
+            producer_id: i64::from_be_bytes(be(h, 46)),
+            producer_epoch: i16::from_be_bytes(be(h, 54)),
+            base_sequence: i32::from_be_bytes(be(h, 56)),
+        })
+    }
+
+    /// The offset after this batch.
+    pub fn next_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.record_count)
+    }
+}
+
 /// A validated view over one encoded batch.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchView<'a> {
     bytes: &'a [u8],
+    header: BatchHeader,
 }
 
 /// The size of the batch starting at `bytes`, from its first 12 bytes; `None` if fewer.
@@ -254,14 +304,14 @@ impl<'a> BatchView<'a> {
     /// Parses the batch at the start of `bytes` (which may hold more after it), checking
     /// its length, format and CRC. Records are checked by [`BatchView::validate_records`].
     pub fn parse(bytes: &'a [u8]) -> Result<Self, BatchError> {
-        if bytes.len() < BATCH_HEADER_BYTES {
+        let Some(header) = BatchHeader::read(bytes) else {
             return Err(DecodeError::Truncated {
                 what: "batch header",
                 needed: BATCH_HEADER_BYTES - bytes.len(),
             }
             .into());
-        }
-        let size = batch_size(bytes).unwrap_or(0);
+        };
+        let size = header.size;
         if size > BATCH_BYTES_MAX {
             return Err(DecodeError::TooLarge {
                 what: "batch",
@@ -286,9 +336,10 @@ impl<'a> BatchView<'a> {
         }
         let view = Self {
             bytes: &bytes[..size],
+            header,
         };
-        if view.bytes[24] != BATCH_MAGIC {
-            return Err(BatchError::UnsupportedMagic(view.bytes[24]));
+        if header.magic != BATCH_MAGIC {
+            return Err(BatchError::UnsupportedMagic(header.magic));
         }
         let stored = view.crc();
         let computed = crc32c::crc32c(&view.bytes[CRC_START..]);
@@ -333,56 +384,55 @@ impl<'a> BatchView<'a> {
         self.bytes.len()
     }
 
-    fn field<const N: usize>(&self, at: usize) -> [u8; N] {
-        let mut array = [0u8; N];
-        array.copy_from_slice(&self.bytes[at..at + N]);
-        array
+    /// The batch's fixed header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
     }
 
     pub fn base_offset(&self) -> i64 {
-        i64::from_be_bytes(self.field(0))
+        self.header.base_offset
     }
 
     pub fn append_time_ms(&self) -> i64 {
-        i64::from_be_bytes(self.field(12))
+        self.header.append_time_ms
     }
 
     pub fn crc(&self) -> u32 {
-        u32::from_be_bytes(self.field(20))
+        self.header.crc
     }
 
     pub fn record_count(&self) -> u32 {
-        u32::from_be_bytes(self.field(26))
+        self.header.record_count
     }
 
     /// Offset of the last record: base + count - 1.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset() + i64::from(self.record_count()) - 1
+        self.next_offset() - 1
     }
 
     /// The offset after this batch.
     pub fn next_offset(&self) -> i64 {
-        self.base_offset() + i64::from(self.record_count())
+        self.header.next_offset()
     }
 
     pub fn first_timestamp_ms(&self) -> i64 {
-        i64::from_be_bytes(self.field(30))
+        self.header.first_timestamp_ms
     }
 
     pub fn max_timestamp_ms(&self) -> i64 {
-        i64::from_be_bytes(self.field(38))
+        self.header.max_timestamp_ms
     }
 
     pub fn producer_id(&self) -> i64 {
-        i64::from_be_bytes(self.field(46))
+        self.header.producer_id
     }
 
     pub fn producer_epoch(&self) -> i16 {
-        i16::from_be_bytes(self.field(54))
+        self.header.producer_epoch
     }
 
     pub fn base_sequence(&self) -> i32 {
-        i32::from_be_bytes(self.field(56))
+        self.header.base_sequence
     }
 
     /// The records, each decoded lazily; a malformed one yields an error and ends the walk.
@@ -524,12 +574,12 @@ fn optional<'a>(
 pub fn count_records(bytes: &[u8]) -> u64 {
     let mut rest = bytes;
     let mut records = 0u64;
-    while let Some(size) = batch_size(rest) {
-        if size < BATCH_HEADER_BYTES || size > rest.len() {
+    while let Some(header) = BatchHeader::read(rest) {
+        if header.size < BATCH_HEADER_BYTES || header.size > rest.len() {
             break;
         }
-        records += u64::from(u32::from_be_bytes([rest[26], rest[27], rest[28], rest[29]]));
-        rest = &rest[size..];
+        records += u64::from(header.record_count);
+        rest = &rest[header.size..];
     }
     records
 }

@@ -41,7 +41,7 @@ pub mod limits;
 pub mod messages;
 pub mod schema_id;
 
-pub use batch::{BatchBuilder, BatchError, BatchView, Header, Record, RecordView};
+pub use batch::{BatchBuilder, BatchError, BatchHeader, BatchView, Header, Record, RecordView};
 pub use codec::DecodeError;
 pub use error::ErrorCode;
 pub use frame::{Frame, FrameHeader, FrameKind, PROTOCOL_VERSION};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use herald_broker_client::BrokerClient;
 use herald_wire::batch::{batches, BatchBuilder, Header, Record};
+use herald_wire::headers;
 use herald_wire::messages::Durability;
 use serde_json::json;
 
@@ -125,9 +126,9 @@ async fn read(client: &BrokerClient, selection: &Selection) -> anyhow::Result<Ve
         let kind_ok = selection
             .error_kind
             .as_ref()
-            .is_none_or(|kind| dead.header("herald.dlq.error-kind").as_ref() == Some(kind));
+            .is_none_or(|kind| dead.header(headers::DLQ_ERROR_KIND).as_ref() == Some(kind));
         let time = dead
-            .header("herald.dlq.timestamp")
+            .header(headers::DLQ_TIMESTAMP)
             .and_then(|t| t.parse::<i64>().ok())
             .unwrap_or(dead.record.timestamp_ms);
         kind_ok
@@ -145,12 +146,12 @@ pub(crate) async fn run(command: DlqCommand) -> anyhow::Result<()> {
                 println!(
                     "{}\t{}/{}@{}\t{}\tattempts={}\t{}",
                     dead.dlq_offset,
-                    dead.header("herald.dlq.topic").unwrap_or_default(),
-                    dead.header("herald.dlq.partition").unwrap_or_default(),
-                    dead.header("herald.dlq.offset").unwrap_or_default(),
-                    dead.header("herald.dlq.error-kind").unwrap_or_default(),
-                    dead.header("herald.dlq.attempts").unwrap_or_default(),
-                    dead.header("herald.dlq.error-message")
+                    dead.header(headers::DLQ_TOPIC).unwrap_or_default(),
+                    dead.header(headers::DLQ_PARTITION).unwrap_or_default(),
+                    dead.header(headers::DLQ_OFFSET).unwrap_or_default(),
+                    dead.header(headers::DLQ_ERROR_KIND).unwrap_or_default(),
+                    dead.header(headers::DLQ_ATTEMPTS).unwrap_or_default(),
+                    dead.header(headers::DLQ_ERROR_MESSAGE)
                         .unwrap_or_default()
                         .replace('\n', " "),
                 );
@@ -189,14 +190,14 @@ pub(crate) async fn run(command: DlqCommand) -> anyhow::Result<()> {
             }
             for (done, dead) in selected.into_iter().enumerate() {
                 let partition: u32 = dead
-                    .header("herald.dlq.partition")
+                    .header(headers::DLQ_PARTITION)
                     .and_then(|p| p.parse().ok())
                     .unwrap_or(0);
                 let headers: Vec<Header> = dead
                     .record
                     .headers
                     .iter()
-                    .filter(|h| !h.key.starts_with("herald.dlq."))
+                    .filter(|h| !h.key.starts_with(headers::DLQ_PREFIX))
                     .cloned()
                     .collect();
                 let mut builder = BatchBuilder::new();

@@ -16,13 +16,13 @@ use herald_broker_client::{BrokerClient, RequestError};
 use herald_wire::batch::{batches, BatchBuilder, Header, Record};
 use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::{Durability, OffsetSpec, TopicConfig};
-use herald_wire::ErrorCode;
+use herald_wire::{headers, ErrorCode};
 
 use crate::policy::backoff::{RetryDecision, RetryPolicy};
 use crate::policy::breaker::{BreakerConfig, CircuitBreaker, Permission};
 
 /// The header carrying a record's idempotency key.
-pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+pub const IDEMPOTENCY_KEY_HEADER: &str = headers::IDEMPOTENCY_KEY;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -481,18 +481,18 @@ impl RawConsumer {
         let mut headers: Vec<Header> = record
             .headers
             .iter()
-            .filter(|h| !h.key.starts_with("herald.dlq."))
+            .filter(|h| !h.key.starts_with(headers::DLQ_PREFIX))
             .cloned()
             .collect();
         for (key, value) in [
-            ("herald.dlq.topic", record.topic.clone()),
-            ("herald.dlq.partition", record.partition.to_string()),
-            ("herald.dlq.offset", record.offset.to_string()),
-            ("herald.dlq.timestamp", record.timestamp_ms.to_string()),
-            ("herald.dlq.group", self.config.group.clone()),
-            ("herald.dlq.error-kind", kind.to_owned()),
-            ("herald.dlq.error-message", message),
-            ("herald.dlq.attempts", attempts.to_string()),
+            (headers::DLQ_TOPIC, record.topic.clone()),
+            (headers::DLQ_PARTITION, record.partition.to_string()),
+            (headers::DLQ_OFFSET, record.offset.to_string()),
+            (headers::DLQ_TIMESTAMP, record.timestamp_ms.to_string()),
+            (headers::DLQ_GROUP, self.config.group.clone()),
+            (headers::DLQ_ERROR_KIND, kind.to_owned()),
+            (headers::DLQ_ERROR_MESSAGE, message),
+            (headers::DLQ_ATTEMPTS, attempts.to_string()),
         ] {
             headers.push(Header {
                 key: key.to_owned(),

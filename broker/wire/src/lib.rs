@@ -37,6 +37,7 @@ mod codec;
 pub mod error;
 pub mod frame;
 pub mod groups;
+pub mod headers;
 pub mod limits;
 pub mod messages;
 pub mod schema_id;

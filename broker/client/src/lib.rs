@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 pub const ALPN: &[u8] = b"herald/1";
 /// Largest UDP payload path-MTU discovery may try (IPv4's maximum is 65,507).
 pub const MTU_DISCOVERY_UPPER_BOUND_BYTES: u16 = 65_000;
+/// Capacity a frame buffer starts with; it grows with the data actually received.
+pub const READ_BUFFER_INITIAL_BYTES: usize = 64 * 1024;
 /// A request without an answer for this long fails (long polls add their own wait).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -483,11 +485,27 @@ pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Frame, RequestEr
         .await
         .map_err(|e| RequestError::Stream(e.to_string()))?;
     let length = Frame::announced_length(prefix)?;
-    let mut body = vec![0u8; length];
-    recv.read_exact(&mut body)
+    let body = read_body(recv, length)
         .await
         .map_err(|e| RequestError::Stream(e.to_string()))?;
-    Ok(Frame::decode(&body)?)
+    Ok(Frame::decode_owned(body)?)
+}
+
+/// Reads exactly `length` bytes (already checked against the frame limit) chunk by chunk into
+/// one buffer that grows as data arrives: no zero-filling, no up-front allocation of what a
+/// peer merely announced.
+pub async fn read_body(
+    recv: &mut quinn::RecvStream,
+    length: usize,
+) -> Result<Vec<u8>, quinn::ReadError> {
+    let mut body = Vec::with_capacity(length.min(READ_BUFFER_INITIAL_BYTES));
+    while body.len() < length {
+        match recv.read_chunk(length - body.len(), true).await? {
+            Some(chunk) => body.extend_from_slice(&chunk.bytes),
+            None => return Err(quinn::ReadError::ClosedStream),
+        }
+    }
+    Ok(body)
 }
 
 /// Transport settings shared by both ends: windows large enough for 8 MiB batches in flight

@@ -22,6 +22,9 @@ use crate::tls;
 
 /// Connections served at once; more are refused at the handshake.
 pub const CONNECTIONS_MAX: usize = 1024;
+/// Request bytes one connection may have buffered (frames being read or handled); more wait.
+pub const CONNECTION_READ_BYTES_MAX: usize = 64 * 1024 * 1024;
+const _: () = assert!(herald_wire::limits::FRAME_BYTES_MAX <= CONNECTION_READ_BYTES_MAX);
 /// Requests in flight per connection; more are answered `Throttled`.
 pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 256;
 
@@ -183,12 +186,14 @@ async fn serve_connection(
 ) -> Result<(), quinn::ConnectionError> {
     let connection = incoming.await?;
     let inflight = Arc::new(Semaphore::new(INFLIGHT_REQUESTS_PER_CONNECTION_MAX));
+    let read_budget = Arc::new(Semaphore::new(CONNECTION_READ_BYTES_MAX));
     loop {
         let (send, recv) = connection.accept_bi().await?;
         let broker = broker.clone();
         let inflight = inflight.clone();
+        let read_budget = read_budget.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_stream(send, recv, broker, inflight).await {
+            if let Err(error) = serve_stream(send, recv, broker, inflight, read_budget).await {
                 tracing::debug!(%error, "stream ended");
             }
         });
@@ -201,10 +206,11 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
     broker: Arc<Broker>,
     inflight: Arc<Semaphore>,
+    read_budget: Arc<Semaphore>,
 ) -> Result<(), String> {
     loop {
-        let frame = match next_frame(&mut recv).await {
-            Ok(Some(frame)) => frame,
+        let (frame, _read_permit) = match next_frame(&mut recv, &read_budget).await {
+            Ok(Some(read)) => read,
             Ok(None) => break,
             Err(error) => {
                 let response = Response::error(
@@ -246,7 +252,10 @@ async fn serve_stream(
 }
 
 /// The next frame on a stream, or `None` when the client finished the stream between frames.
-async fn next_frame(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, String> {
+async fn next_frame(
+    recv: &mut quinn::RecvStream,
+    read_budget: &Arc<Semaphore>,
+) -> Result<Option<(Frame, tokio::sync::OwnedSemaphorePermit)>, String> {
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -254,11 +263,19 @@ async fn next_frame(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, Strin
         Err(error) => return Err(error.to_string()),
     }
     let length = Frame::announced_length(prefix).map_err(|e| e.to_string())?;
-    let mut body = vec![0u8; length];
-    recv.read_exact(&mut body)
+    // Frame bodies buffered by one connection are bounded: a peer announcing large frames on
+    // many streams waits here, and QUIC flow control holds its data back meanwhile.
+    let permit = read_budget
+        .clone()
+        .acquire_many_owned(length as u32)
         .await
         .map_err(|e| e.to_string())?;
-    Frame::decode(&body).map(Some).map_err(|e| e.to_string())
+    let body = herald_broker_client::read_body(recv, length)
+        .await
+        .map_err(|e| e.to_string())?;
+    Frame::decode_owned(body)
+        .map(|frame| Some((frame, permit)))
+        .map_err(|e| e.to_string())
 }
 
 /// Writes a response frame; a fetch's batches are handed to quinn as they are, uncopied.

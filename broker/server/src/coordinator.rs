@@ -131,6 +131,17 @@ impl Coordinator {
     ) -> Result<GroupResponse, Failure> {
         validate_name(group)?;
         let mut groups = self.groups();
+        // Only a join may create a group: a stray heartbeat for an unknown group must not
+        // leave an empty one behind.
+        if !groups.contains_key(group) && !request.member_id.is_empty() {
+            return Err((
+                ErrorCode::UnknownMember,
+                format!(
+                    "unknown member '{}' in group '{group}': join again",
+                    request.member_id
+                ),
+            ));
+        }
         if !groups.contains_key(group) && groups.len() >= GROUPS_MAX {
             return Err((
                 ErrorCode::GroupFull,
@@ -324,5 +335,40 @@ mod tests {
         assert_eq!(decode_offsets(&encode_offsets(&committed)), Some(committed));
         assert_eq!(decode_offsets("x\ty"), None);
         assert_eq!(file_name("g/1"), "672f31.offsets");
+    }
+}
+
+#[cfg(test)]
+mod coordinator_tests {
+    use super::*;
+
+    #[test]
+    fn a_stray_heartbeat_does_not_create_a_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
+        let partitions = BTreeMap::from([("t".to_owned(), 2)]);
+        let heartbeat = |member_id: &str| Heartbeat {
+            member_id: member_id.to_owned(),
+            member_epoch: 1,
+            instance_id: None,
+            topics: ["t".to_owned()].into(),
+            owned: Default::default(),
+        };
+        let error = coordinator
+            .heartbeat("ghosts", heartbeat("member-9"), &partitions, 0)
+            .expect_err("unknown");
+        assert_eq!(error.0, ErrorCode::UnknownMember);
+        assert_eq!(
+            coordinator.list(),
+            GroupResponse::Groups(Vec::new()),
+            "no empty group left behind"
+        );
+        coordinator
+            .heartbeat("real", heartbeat(""), &partitions, 0)
+            .expect("a join creates the group");
+        assert_eq!(
+            coordinator.list(),
+            GroupResponse::Groups(vec!["real".to_owned()])
+        );
     }
 }

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use herald_schema::{
-    check, check_pair, CompatibilityLevel, ParsedSchema, PreviousVersion, ResolvedReference,
-    SchemaType, REFERENCE_DEPTH_MAX, SCHEMA_BYTES_MAX,
+    check, CompatibilityLevel, ParsedSchema, PreviousVersion, ResolvedReference, SchemaType,
+    REFERENCE_DEPTH_MAX, SCHEMA_BYTES_MAX,
 };
 use sha2::{Digest, Sha256};
 
@@ -230,7 +230,7 @@ impl Registry {
 
         if mode != Mode::Import {
             let level = state.level(subject);
-            let previous = self.previous_versions(&state, &live)?;
+            let previous = self.previous_versions(&live)?;
             let previous_refs: Vec<PreviousVersion<'_>> = previous
                 .iter()
                 .map(|(version, schema)| PreviousVersion {
@@ -283,7 +283,6 @@ impl Registry {
     /// Parsed live versions, oldest first.
     fn previous_versions(
         &self,
-        _state: &State,
         live: &[(u32, VersionRecord)],
     ) -> Result<Vec<(u32, Arc<ParsedSchema>)>, WriteError> {
         live.iter()
@@ -355,7 +354,7 @@ impl Registry {
                 vec![found.ok_or_else(|| ReadError::VersionNotFound(number.to_string()))?]
             }
         };
-        let previous = self.previous_versions(&state, &selected)?;
+        let previous = self.previous_versions(&selected)?;
         drop(state);
         let previous_refs: Vec<PreviousVersion<'_>> = previous
             .iter()
@@ -364,20 +363,9 @@ impl Registry {
                 schema,
             })
             .collect();
-        let report = match spec {
-            None => check(&previous_refs, &candidate.parsed, level),
-            Some(_) => {
-                let mut report = check(&previous_refs, &candidate.parsed, CompatibilityLevel::None);
-                report.level = level;
-                if let Some(old) = previous_refs.first() {
-                    report.incompatibilities = check_pair(old.schema, &candidate.parsed, level);
-                    for found in &mut report.incompatibilities {
-                        found.old_version = Some(old.version);
-                    }
-                }
-                report
-            }
-        };
+        // With a version given, `selected` holds just that one, so even a transitive level
+        // compares with it alone (Confluent's behaviour for this endpoint).
+        let report = check(&previous_refs, &candidate.parsed, level);
         Ok(CompatOutcome {
             is_compatible: report.is_compatible(),
             messages: if verbose {

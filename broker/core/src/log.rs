@@ -452,14 +452,11 @@ impl<S: Storage> PartitionLog<S> {
                 problem = Some(format!("torn batch header at position {position}"));
                 break;
             };
-            if (head.size as u64) < LOG_OVERHEAD_BYTES as u64
-                || (head.size as u64) > BATCH_BYTES_MAX as u64
-                || position + (head.size as u64) > file_len
-            {
+            if head.size > BATCH_BYTES_MAX || position + head.size as u64 > file_len {
                 problem = Some(format!("torn batch at position {position}"));
                 break;
             }
-            let bytes = segment.log.read_at(position, (head.size as u64) as usize)?;
+            let bytes = segment.log.read_at(position, head.size)?;
             match BatchView::parse(&bytes) {
                 Ok(view) if view.base_offset() == expected => {}
                 Ok(view) => {
@@ -510,9 +507,7 @@ impl<S: Storage> PartitionLog<S> {
             let Some(head) = read_head(&segment.log, position)? else {
                 break;
             };
-            if (head.size as u64) < LOG_OVERHEAD_BYTES as u64
-                || position + (head.size as u64) > file_len
-            {
+            if position + head.size as u64 > file_len {
                 break;
             }
             if indexed {
@@ -770,7 +765,7 @@ impl<S: Storage> PartitionLog<S> {
                 position,
                 error: BatchError::Empty,
             })?;
-            let size = ((head.size as u64) as usize).min(available);
+            let size = (head.size).min(available);
             out.extend_from_slice(&segment.log.read_at(position, size)?);
             return Ok(size == available);
         }
@@ -797,7 +792,7 @@ impl<S: Storage> PartitionLog<S> {
                     break;
                 };
                 if head.max_timestamp_ms >= timestamp_ms {
-                    let bytes = segment.log.read_at(position, (head.size as u64) as usize)?;
+                    let bytes = segment.log.read_at(position, head.size)?;
                     let view = BatchView::parse(&bytes).map_err(|error| ReadError::Corrupt {
                         segment: segment.base_offset,
                         position,

@@ -102,6 +102,22 @@ pub enum HandlerError {
     Retryable(String),
     /// Never going to work (bad data): straight to the dead-letter topic.
     Fatal(String),
+    /// The payload cannot be decoded: straight to the dead-letter topic.
+    Deserialization(String),
+    /// The payload's schema ID is not in the registry: straight to the dead-letter topic.
+    UnknownSchema(String),
+}
+
+impl HandlerError {
+    /// The `herald.dlq.error-kind` of a record that failed this way without retries.
+    fn fatal_kind(&self) -> Option<&'static str> {
+        match self {
+            HandlerError::Retryable(_) => None,
+            HandlerError::Fatal(_) => Some("fatal"),
+            HandlerError::Deserialization(_) => Some("deserialization"),
+            HandlerError::UnknownSchema(_) => Some("unknown-schema"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -350,6 +366,13 @@ impl RawConsumer {
                 }
             }
         }
+        metrics::gauge!(
+            crate::metrics::CONSUMER_LAG,
+            "topic" => partition.0.clone(),
+            "group" => self.config.group.clone(),
+            "partition" => partition.1.to_string(),
+        )
+        .set((fetched.high_watermark - next).max(0) as f64);
         if next > position {
             positions.insert(partition.clone(), next);
             let commit = GroupRequest::Commit {
@@ -400,6 +423,7 @@ impl RawConsumer {
                 .map_err(|e| self.unprocessable(&record, e.to_string()))?
             {
                 summary.deduplicated += 1;
+                self.count(crate::metrics::CONSUMER_DEDUPLICATED, 1);
                 return Ok(());
             }
         }
@@ -410,7 +434,9 @@ impl RawConsumer {
             let (kind, reason) = match handler(record.clone()).await {
                 Ok(()) => {
                     breaker.on_success(Instant::now());
+                    self.breaker_gauge(breaker);
                     summary.processed += 1;
+                    self.count(crate::metrics::CONSUMER_PROCESSED, 1);
                     if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {
                         inbox
                             .record(key, now_ms())
@@ -418,9 +444,9 @@ impl RawConsumer {
                     }
                     return Ok(());
                 }
-                Err(HandlerError::Fatal(reason)) => ("fatal", reason),
                 Err(HandlerError::Retryable(reason)) => {
                     breaker.on_failure(Instant::now());
+                    self.breaker_gauge(breaker);
                     match self.config.retry.decide(
                         attempts,
                         started.elapsed(),
@@ -428,17 +454,51 @@ impl RawConsumer {
                     ) {
                         RetryDecision::RetryAfter(delay) => {
                             summary.retried += 1;
+                            self.count(crate::metrics::CONSUMER_RETRIED, 1);
                             tokio::time::sleep(delay).await;
                             continue;
                         }
                         RetryDecision::GiveUp(_) => ("retries-exhausted", reason),
                     }
                 }
+                Err(
+                    error @ (HandlerError::Fatal(_)
+                    | HandlerError::Deserialization(_)
+                    | HandlerError::UnknownSchema(_)),
+                ) => {
+                    let kind = error.fatal_kind().unwrap_or("fatal");
+                    let (HandlerError::Fatal(reason)
+                    | HandlerError::Deserialization(reason)
+                    | HandlerError::UnknownSchema(reason)
+                    | HandlerError::Retryable(reason)) = error;
+                    (kind, reason)
+                }
             };
             self.dead_letter(&record, kind, &reason, attempts).await?;
             summary.dead_lettered += 1;
+            metrics::counter!(
+                crate::metrics::CONSUMER_DEAD_LETTERED,
+                "topic" => self.config.topic.clone(),
+                "group" => self.config.group.clone(),
+                "kind" => kind,
+            )
+            .increment(1);
             return Ok(());
         }
+    }
+
+    fn count(&self, name: &'static str, n: u64) {
+        metrics::counter!(name, "topic" => self.config.topic.clone(), "group" => self.config.group.clone())
+            .increment(n);
+    }
+
+    fn breaker_gauge(&self, breaker: &CircuitBreaker) {
+        metrics::gauge!(
+            crate::metrics::CONSUMER_BREAKER_STATE,
+            "topic" => self.config.topic.clone(),
+            "group" => self.config.group.clone(),
+        )
+        .set(breaker.state().gauge());
     }
 
     fn unprocessable(&self, record: &ConsumedRecord, reason: String) -> ConsumeError {

@@ -13,8 +13,20 @@
 //! Producers, consumers, serializers and the dead-letter topic build on these (see the SDK
 //! issue); defaults follow `reference/sdk-defaults.md` §9.
 
+pub mod client;
+pub mod codec;
 pub mod consumer;
 pub mod inbox;
+pub mod message;
+pub mod metrics;
 pub mod partitioner;
 pub mod policy;
 pub mod producer;
+pub mod schemas;
+
+pub use client::{Client, ClientConfig, Consumer, Event, Producer, SendOptions};
+pub use consumer::{HandlerError, RawConsumer};
+pub use herald_broker_client::Trust;
+pub use message::{Message, SchemaDependency, SchemaFormat, SchemaInfo};
+pub use producer::{Delivery, RawProducer};
+pub use schemas::{Registration, SubjectStrategy};

@@ -76,6 +76,10 @@ pub enum ProduceError {
     Closed,
     #[error("cannot start the producer: {0}")]
     Setup(String),
+    #[error("schema: {0}")]
+    Schema(String),
+    #[error(transparent)]
+    Encode(crate::codec::CodecError),
 }
 
 impl ProduceError {
@@ -95,6 +99,23 @@ impl ProduceError {
 pub struct Delivery {
     pub partition: u32,
     pub offset: i64,
+}
+
+/// Resolves to where a queued record landed, or why it was not delivered.
+#[derive(Debug)]
+pub struct DeliveryFuture(oneshot::Receiver<Result<Delivery, ProduceError>>);
+
+impl std::future::Future for DeliveryFuture {
+    type Output = Result<Delivery, ProduceError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(ProduceError::Closed)))
+    }
 }
 
 struct Pending {
@@ -211,7 +232,7 @@ impl RawProducer {
         key: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
         headers: Vec<Header>,
-    ) -> Result<oneshot::Receiver<Result<Delivery, ProduceError>>, ProduceError> {
+    ) -> Result<DeliveryFuture, ProduceError> {
         let size = 64
             + key.as_ref().map_or(0, Vec::len)
             + value.as_ref().map_or(0, Vec::len)
@@ -239,6 +260,8 @@ impl RawProducer {
         let timestamp_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
+        metrics::counter!(crate::metrics::PRODUCER_SENT, "topic" => self.shared.topic.clone())
+            .increment(1);
         let (done, delivery) = oneshot::channel();
         let pending = Pending {
             record: Record {
@@ -273,7 +296,7 @@ impl RawProducer {
                 producer.flush_partition(partition).await;
             });
         }
-        Ok(delivery)
+        Ok(DeliveryFuture(delivery))
     }
 
     /// Sends every partition's pending batch now.
@@ -335,6 +358,8 @@ async fn partition_sender(
         };
         match outcome {
             Ok(base_offset) => {
+                metrics::counter!(crate::metrics::PRODUCER_ACKED, "topic" => shared.topic.clone())
+                    .increment(records.len() as u64);
                 sequence = sequence.wrapping_add(records.len() as i32);
                 for (i, pending) in records.into_iter().enumerate() {
                     let _ = pending.done.send(Ok(Delivery {
@@ -344,6 +369,8 @@ async fn partition_sender(
                 }
             }
             Err(error) => {
+                metrics::counter!(crate::metrics::PRODUCER_FAILED, "topic" => shared.topic.clone())
+                    .increment(records.len() as u64);
                 for pending in records {
                     let _ = pending.done.send(Err(error.clone()));
                 }
@@ -376,11 +403,7 @@ async fn deliver(shared: &Shared, partition: u32, batch: Vec<u8>) -> Result<i64,
         let now = Instant::now();
         let error = match result {
             Ok((base_offset, _)) => {
-                shared
-                    .breaker
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .on_success(now);
+                shared.on_outcome(now, true);
                 shared
                     .budget
                     .lock()
@@ -397,11 +420,7 @@ async fn deliver(shared: &Shared, partition: u32, batch: Vec<u8>) -> Result<i64,
             }
             Err(error) => error,
         };
-        shared
-            .breaker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .on_failure(now);
+        shared.on_outcome(now, false);
         let kind = if matches!(error, RequestError::Timeout(_)) {
             RetryKind::Timeout
         } else {
@@ -436,6 +455,8 @@ async fn deliver(shared: &Shared, partition: u32, batch: Vec<u8>) -> Result<i64,
                     }
                 },
             };
+        metrics::counter!(crate::metrics::PRODUCER_RETRIED, "topic" => shared.topic.clone())
+            .increment(1);
         tokio::time::sleep(wait).await;
         let connection_lost = matches!(
             error,
@@ -451,6 +472,17 @@ async fn deliver(shared: &Shared, partition: u32, batch: Vec<u8>) -> Result<i64,
 }
 
 impl Shared {
+    fn on_outcome(&self, now: Instant, success: bool) {
+        let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        if success {
+            breaker.on_success(now);
+        } else {
+            breaker.on_failure(now);
+        }
+        metrics::gauge!(crate::metrics::PRODUCER_BREAKER_STATE, "topic" => self.topic.clone())
+            .set(breaker.state().gauge());
+    }
+
     fn client(&self) -> BrokerClient {
         self.client
             .lock()

@@ -84,11 +84,7 @@ pub fn record_subject(
     strategy: SubjectStrategy,
     record_name: &str,
 ) -> String {
-    match strategy {
-        SubjectStrategy::TopicName => format!("{topic}-{}", part.as_str()),
-        SubjectStrategy::RecordName => record_name.to_owned(),
-        SubjectStrategy::TopicRecordName => format!("{topic}-{record_name}"),
-    }
+    strategy.subject(topic, part.as_str(), record_name)
 }
 
 /// Checks every record of `batch`. Null keys and tombstones (null values) pass: there is no

@@ -86,6 +86,18 @@ pub enum SubjectStrategy {
     TopicRecordName,
 }
 
+impl SubjectStrategy {
+    /// The subject of a schema whose record is `record_name`, used for the record `part`
+    /// (`"key"` or `"value"`) of `topic`.
+    pub fn subject(self, topic: &str, part: &str, record_name: &str) -> String {
+        match self {
+            SubjectStrategy::TopicName => format!("{topic}-{part}"),
+            SubjectStrategy::RecordName => record_name.to_owned(),
+            SubjectStrategy::TopicRecordName => format!("{topic}-{record_name}"),
+        }
+    }
+}
+
 /// Which parts of a record must carry a registered schema ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SchemaValidation {

@@ -39,6 +39,17 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// The state as a metric value: 0 closed, 1 half-open, 2 open.
+    pub fn gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open { .. } => 2.0,
+        }
+    }
+}
+
 /// The answer to "may I call now?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {

@@ -1,0 +1,319 @@
+//! The typed entry point: [`Client::connect`] once per process, then
+//! [`Client::producer`] and [`Client::consumer`] per topic for any [`Message`] type.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use herald_broker_client::{BrokerClient, ConnectError, Trust};
+use herald_registry_client::RegistryClient;
+use herald_wire::batch::Header;
+use herald_wire::headers;
+
+use crate::codec::{self, WriterSchema};
+use crate::consumer::{
+    ConsumeError, ConsumedRecord, ConsumerConfig, HandlerError, RawConsumer, RunSummary,
+};
+use crate::message::Message;
+use crate::producer::{Connector, DeliveryFuture, ProduceError, ProducerConfig, RawProducer};
+use crate::schemas::{Registration, SchemaError, Schemas, SubjectStrategy, SCHEMA_CACHE_MAX};
+
+/// Where the broker and registry are, and how typed producers pick their schema.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub broker: SocketAddr,
+    pub trust: Trust,
+    pub registry_url: String,
+    /// Basic-auth user and password for the registry.
+    pub registry_auth: Option<(String, String)>,
+    /// Default registration policy of typed producers (`AutoRegister`).
+    pub registration: Registration,
+    /// Default subject strategy (`<topic>-value`).
+    pub subject_strategy: SubjectStrategy,
+}
+
+impl ClientConfig {
+    pub fn new(broker: SocketAddr, trust: Trust, registry_url: impl Into<String>) -> Self {
+        Self {
+            broker,
+            trust,
+            registry_url: registry_url.into(),
+            registry_auth: None,
+            registration: Registration::default(),
+            subject_strategy: SubjectStrategy::default(),
+        }
+    }
+}
+
+/// Why a client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("broker: {0}")]
+    Broker(#[from] ConnectError),
+    #[error("registry: {0}")]
+    Registry(#[from] herald_registry_client::ClientError),
+}
+
+/// A connection to one broker and one registry.
+#[derive(Clone)]
+pub struct Client {
+    config: ClientConfig,
+    broker: BrokerClient,
+    schemas: Arc<Schemas>,
+}
+
+impl Client {
+    /// Connects to the broker (QUIC, pinned certificate) and prepares the registry client.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let broker = BrokerClient::connect(config.broker, config.trust.clone()).await?;
+        let mut registry = RegistryClient::new(config.registry_url.clone())?;
+        if let Some((user, password)) = &config.registry_auth {
+            registry = registry.with_basic_auth(user.clone(), password.clone());
+        }
+        Ok(Self {
+            config,
+            broker,
+            schemas: Arc::new(Schemas::new(registry)),
+        })
+    }
+
+    /// The broker connection (for admin calls and raw producers and consumers).
+    pub fn broker(&self) -> &BrokerClient {
+        &self.broker
+    }
+
+    /// The registry access shared by this client's producers and consumers.
+    pub fn schemas(&self) -> &Arc<Schemas> {
+        &self.schemas
+    }
+
+    /// Makes fresh broker connections for producers that must survive a broker restart.
+    pub fn connector(&self) -> Connector {
+        let addr = self.config.broker;
+        let trust = self.config.trust.clone();
+        Arc::new(move || {
+            let trust = trust.clone();
+            Box::pin(async move {
+                BrokerClient::connect(addr, trust)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+    }
+
+    /// A typed producer for `topic` with default settings.
+    pub async fn producer<T: Message>(&self, topic: &str) -> Result<Producer<T>, ProduceError> {
+        self.producer_with(topic, ProducerConfig::default(), self.config.registration)
+            .await
+    }
+
+    /// A typed producer with explicit settings and registration policy.
+    pub async fn producer_with<T: Message>(
+        &self,
+        topic: &str,
+        config: ProducerConfig,
+        registration: Registration,
+    ) -> Result<Producer<T>, ProduceError> {
+        let writer = self
+            .schemas
+            .writer_for_produce(
+                topic,
+                &T::SCHEMA,
+                registration,
+                self.config.subject_strategy,
+            )
+            .await
+            .map_err(|e| ProduceError::Schema(e.to_string()))?;
+        let raw = RawProducer::with_reconnect(self.connector(), topic, config).await?;
+        Ok(Producer {
+            raw,
+            writer: Arc::new(writer),
+            _type: PhantomData,
+        })
+    }
+
+    /// A typed consumer of `topic` in `group` with default settings.
+    pub fn consumer<T: Message>(&self, topic: &str, group: &str) -> Consumer<T> {
+        self.consumer_with(ConsumerConfig::new(group, topic))
+    }
+
+    /// A typed consumer with explicit settings.
+    pub fn consumer_with<T: Message>(&self, config: ConsumerConfig) -> Consumer<T> {
+        Consumer {
+            raw: RawConsumer::new(self.broker.clone(), config),
+            schemas: self.schemas.clone(),
+            writers: Mutex::new(HashMap::new()),
+            _type: PhantomData,
+        }
+    }
+}
+
+/// What to set on one record besides the message.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// Partition key; `None` uses the message's own ([`Message::partition_key`]).
+    pub key: Option<Vec<u8>>,
+    /// Idempotency key; `None` uses the message's own, else a fresh UUIDv7.
+    pub idempotency_key: Option<String>,
+    pub headers: Vec<Header>,
+}
+
+/// Produces `T` records to one topic.
+pub struct Producer<T> {
+    raw: Arc<RawProducer>,
+    writer: Arc<WriterSchema>,
+    _type: PhantomData<fn(T)>,
+}
+
+impl<T: Message> Producer<T> {
+    /// Queues `message`; the returned future resolves to where it landed.
+    pub async fn send(&self, message: &T) -> Result<DeliveryFuture, ProduceError> {
+        self.send_with(message, SendOptions::default()).await
+    }
+
+    /// Queues `message` with an explicit key, idempotency key or headers.
+    pub async fn send_with(
+        &self,
+        message: &T,
+        options: SendOptions,
+    ) -> Result<DeliveryFuture, ProduceError> {
+        let mut value = Vec::with_capacity(64);
+        self.writer.write_prefix(&mut value);
+        message
+            .encode(&self.writer, &mut value)
+            .map_err(ProduceError::Encode)?;
+        let idempotency_key = options
+            .idempotency_key
+            .or_else(|| message.idempotency_key())
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let mut headers = options.headers;
+        headers.retain(|h| h.key != headers::IDEMPOTENCY_KEY);
+        headers.push(Header {
+            key: headers::IDEMPOTENCY_KEY.to_owned(),
+            value: idempotency_key.into_bytes(),
+        });
+        let key = options.key.or_else(|| message.partition_key());
+        self.raw.send(key, Some(value), headers).await
+    }
+
+    /// Sends every pending batch now.
+    pub async fn flush(&self) {
+        self.raw.flush().await;
+    }
+
+    /// The schema ID records are framed with.
+    pub fn schema_id(&self) -> u32 {
+        self.writer.id()
+    }
+}
+
+/// A decoded record handed to a typed handler.
+#[derive(Debug, Clone)]
+pub struct Event<T> {
+    pub message: T,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+    pub schema_id: u32,
+}
+
+impl<T> Event<T> {
+    /// The record's idempotency key, if it carries one.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.key == headers::IDEMPOTENCY_KEY)
+            .and_then(|h| std::str::from_utf8(&h.value).ok())
+    }
+}
+
+/// Consumes `T` records of one topic in a group.
+pub struct Consumer<T> {
+    raw: RawConsumer,
+    schemas: Arc<Schemas>,
+    writers: Mutex<HashMap<u32, Arc<WriterSchema>>>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Message> Consumer<T> {
+    /// Runs `handler` on every record until `stop` completes (see [`RawConsumer::run`]):
+    /// at-least-once, retries with backoff, dead letters, breaker and inbox as configured.
+    /// A record that cannot be decoded or whose schema is unknown goes straight to the
+    /// dead-letter topic (kinds `deserialization`, `unknown-schema`).
+    pub async fn run<H, F>(
+        &self,
+        handler: H,
+        stop: impl Future<Output = ()>,
+    ) -> Result<RunSummary, ConsumeError>
+    where
+        H: Fn(Event<T>) -> F,
+        F: Future<Output = Result<(), HandlerError>>,
+    {
+        let handler = &handler;
+        self.raw
+            .run(
+                |record| async move {
+                    let event = self.decode(record).await?;
+                    handler(event).await
+                },
+                stop,
+            )
+            .await
+    }
+
+    async fn decode(&self, record: ConsumedRecord) -> Result<Event<T>, HandlerError> {
+        let payload = record
+            .value
+            .as_deref()
+            .ok_or_else(|| HandlerError::Deserialization("record has no value".to_owned()))?;
+        let id =
+            codec::schema_id(payload).map_err(|e| HandlerError::Deserialization(e.to_string()))?;
+        let writer = self.writer(id).await?;
+        let body = writer
+            .body(payload)
+            .map_err(|e| HandlerError::Deserialization(e.to_string()))?;
+        let message =
+            T::decode(body, &writer).map_err(|e| HandlerError::Deserialization(e.to_string()))?;
+        Ok(Event {
+            message,
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            key: record.key,
+            headers: record.headers,
+            schema_id: id,
+        })
+    }
+
+    async fn writer(&self, id: u32) -> Result<Arc<WriterSchema>, HandlerError> {
+        if let Some(found) = self.writers_cache().get(&id) {
+            return Ok(found.clone());
+        }
+        let writer = match self.schemas.writer_for_id(id, &T::SCHEMA).await {
+            Ok(writer) => Arc::new(writer),
+            Err(error @ SchemaError::UnknownId { .. }) => {
+                return Err(HandlerError::UnknownSchema(error.to_string()))
+            }
+            Err(error) if error.retryable() => {
+                return Err(HandlerError::Retryable(error.to_string()))
+            }
+            Err(error) => return Err(HandlerError::Deserialization(error.to_string())),
+        };
+        let mut writers = self.writers_cache();
+        if writers.len() >= SCHEMA_CACHE_MAX {
+            writers.clear();
+        }
+        writers.insert(id, writer.clone());
+        Ok(writer)
+    }
+
+    fn writers_cache(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<WriterSchema>>> {
+        self.writers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,238 @@
+//! Payload encoding with Confluent's registry framing: magic byte, schema ID, the Protobuf
+//! message-index path, then the Avro or Protobuf body. Framing itself is herald-wire's
+//! (`schema_id`); this module pairs it with the schemas a message was written and is read with.
+
+use herald_schema::{ParsedSchema, ResolvedReference, SchemaType};
+use herald_wire::schema_id::{
+    read_message_indexes, read_schema_id, write_message_indexes, write_schema_id, FramingError,
+};
+
+use crate::message::{SchemaFormat, SchemaInfo};
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("invalid schema for {full_name}: {reason}")]
+    Schema { full_name: String, reason: String },
+    #[error("cannot encode {full_name}: {reason}")]
+    Encode { full_name: String, reason: String },
+    #[error("cannot decode {full_name}: {reason}")]
+    Decode { full_name: String, reason: String },
+    #[error("payload framing: {0}")]
+    Framing(#[from] FramingError),
+    #[error(
+        "record holds message index path {found:?}, but {full_name} is {expected:?} in its schema"
+    )]
+    WrongMessage {
+        full_name: String,
+        expected: Vec<i32>,
+        found: Vec<i32>,
+    },
+}
+
+/// The schema a payload is written with (when producing: the registered schema; when
+/// consuming: the one its ID names), paired with the local type's schema for resolution.
+#[derive(Debug)]
+pub struct WriterSchema {
+    id: u32,
+    full_name: &'static str,
+    message_indexes: Vec<i32>,
+    avro: Option<AvroPair>,
+}
+
+#[derive(Debug)]
+struct AvroPair {
+    writer: apache_avro::Schema,
+    reader: apache_avro::Schema,
+    /// Writer and reader are the same schema: serde reads and writes directly, no resolution.
+    same: bool,
+}
+
+impl WriterSchema {
+    /// Pairs the registered schema `text` (with its resolved `references`) under `id` with
+    /// the local type described by `info`.
+    pub fn new(
+        id: u32,
+        info: &SchemaInfo,
+        text: &str,
+        references: &[ResolvedReference],
+    ) -> Result<Self, CodecError> {
+        let schema_error = |reason: String| CodecError::Schema {
+            full_name: info.full_name.to_owned(),
+            reason,
+        };
+        match info.format {
+            SchemaFormat::Avro => {
+                let parse = |text: &str| {
+                    apache_avro::Schema::parse_str(text).map_err(|e| schema_error(e.to_string()))
+                };
+                let writer = parse(text)?;
+                let reader = parse(info.schema)?;
+                let same = writer.canonical_form() == reader.canonical_form();
+                Ok(Self {
+                    id,
+                    full_name: info.full_name,
+                    message_indexes: Vec::new(),
+                    avro: Some(AvroPair {
+                        writer,
+                        reader,
+                        same,
+                    }),
+                })
+            }
+            SchemaFormat::Protobuf => {
+                let parsed = ParsedSchema::parse(SchemaType::Protobuf, text, references)
+                    .map_err(|e| schema_error(e.to_string()))?;
+                let message_indexes = herald_schema::message_index_path(&parsed, info.full_name)
+                    .map_err(|e| schema_error(e.to_string()))?;
+                Ok(Self {
+                    id,
+                    full_name: info.full_name,
+                    message_indexes,
+                    avro: None,
+                })
+            }
+        }
+    }
+
+    /// The registry ID.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The Protobuf message-index path of the local type in the writer schema.
+    pub fn message_indexes(&self) -> &[i32] {
+        &self.message_indexes
+    }
+
+    /// Writes the framing prefix (magic byte, ID, message indexes for Protobuf).
+    pub fn write_prefix(&self, out: &mut Vec<u8>) {
+        write_schema_id(out, self.id);
+        if self.avro.is_none() {
+            write_message_indexes(out, &self.message_indexes);
+        }
+    }
+
+    /// The body of a framed Protobuf `payload` after checking its message-index path names
+    /// the local type; for Avro, the body after the 5-byte prefix.
+    pub fn body<'p>(&self, payload: &'p [u8]) -> Result<&'p [u8], CodecError> {
+        let rest = payload
+            .get(5..)
+            .ok_or(FramingError::TooShort(payload.len()))?;
+        if self.avro.is_some() {
+            return Ok(rest);
+        }
+        let (found, used) = read_message_indexes(rest).map_err(FramingError::from)?;
+        if found != self.message_indexes {
+            return Err(CodecError::WrongMessage {
+                full_name: self.full_name.to_owned(),
+                expected: self.message_indexes.clone(),
+                found,
+            });
+        }
+        Ok(rest.get(used..).unwrap_or_default())
+    }
+}
+
+/// The schema ID of a framed payload.
+pub fn schema_id(payload: &[u8]) -> Result<u32, CodecError> {
+    Ok(read_schema_id(payload)?)
+}
+
+/// Avro bodies for serde types.
+pub mod avro {
+    use apache_avro::reader::datum::GenericDatumReader;
+    use apache_avro::writer::datum::GenericDatumWriter;
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    use super::{CodecError, WriterSchema};
+
+    fn pair(writer: &WriterSchema) -> Result<&super::AvroPair, CodecError> {
+        writer.avro.as_ref().ok_or_else(|| CodecError::Schema {
+            full_name: writer.full_name.to_owned(),
+            reason: "the registered schema is not Avro".to_owned(),
+        })
+    }
+
+    /// Appends the Avro binary encoding of `value` under the writer schema. When the writer
+    /// schema differs from the type's own (a pinned or latest version), the value is
+    /// resolved to it first (defaults filled, promotions applied).
+    pub fn encode<T: Serialize>(
+        value: &T,
+        writer: &WriterSchema,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        let error = |reason: String| CodecError::Encode {
+            full_name: writer.full_name.to_owned(),
+            reason,
+        };
+        let pair = pair(writer)?;
+        let datum_writer = GenericDatumWriter::builder(&pair.writer)
+            .build()
+            .map_err(|e| error(e.to_string()))?;
+        if pair.same {
+            datum_writer
+                .write_ser(out, value)
+                .map_err(|e| error(e.to_string()))?;
+        } else {
+            let value = apache_avro::to_value(value)
+                .and_then(|v| v.resolve(&pair.writer))
+                .map_err(|e| error(e.to_string()))?;
+            datum_writer
+                .write_value_ref(out, &value)
+                .map_err(|e| error(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Decodes an Avro body written with the writer schema into `T`, resolving it to the
+    /// type's own schema when they differ (Avro schema resolution).
+    pub fn decode<T: DeserializeOwned>(
+        mut body: &[u8],
+        writer: &WriterSchema,
+    ) -> Result<T, CodecError> {
+        let error = |reason: String| CodecError::Decode {
+            full_name: writer.full_name.to_owned(),
+            reason,
+        };
+        let pair = pair(writer)?;
+        let value = if pair.same {
+            GenericDatumReader::builder(&pair.writer)
+                .build()
+                .and_then(|r| r.read_value(&mut body))
+        } else {
+            GenericDatumReader::builder(&pair.writer)
+                .reader_schema(&pair.reader)
+                .build()
+                .and_then(|r| r.read_value(&mut body))
+        }
+        .map_err(|e| error(e.to_string()))?;
+        if !body.is_empty() {
+            return Err(error(format!("{} bytes left after the datum", body.len())));
+        }
+        apache_avro::from_value(&value).map_err(|e| error(e.to_string()))
+    }
+}
+
+/// Protobuf bodies for prost messages.
+pub mod protobuf {
+    use super::CodecError;
+
+    /// Appends the message's Protobuf encoding.
+    pub fn encode<M: prost::Message>(message: &M, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.reserve(message.encoded_len());
+        message.encode(out).map_err(|e| CodecError::Encode {
+            full_name: std::any::type_name::<M>().to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Decodes a Protobuf body.
+    pub fn decode<M: prost::Message + Default>(body: &[u8]) -> Result<M, CodecError> {
+        M::decode(body).map_err(|e| CodecError::Decode {
+            full_name: std::any::type_name::<M>().to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! The message trait: what a type tells the SDK so that it can be produced and consumed with
+//! registry framing. Generated code implements it; for hand-written types the
+//! [`avro_message!`](crate::avro_message) and [`protobuf_message!`](crate::protobuf_message)
+//! macros write the impl for a serde type with an Avro schema or a prost message.
+
+use crate::codec::{CodecError, WriterSchema};
+
+/// The schema language of a message type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SchemaFormat {
+    Avro,
+    Protobuf,
+}
+
+impl SchemaFormat {
+    /// The registry's name for it (`schemaType`).
+    pub fn registry_name(self) -> &'static str {
+        match self {
+            SchemaFormat::Avro => "AVRO",
+            SchemaFormat::Protobuf => "PROTOBUF",
+        }
+    }
+}
+
+/// A schema another one imports (Protobuf `import "name"`), registered under the subject
+/// `name` before the schema that uses it, as Confluent's serializers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaDependency {
+    /// The import path.
+    pub name: &'static str,
+    pub schema: &'static str,
+    /// The import paths this dependency itself uses (each listed earlier in the same slice).
+    pub imports: &'static [&'static str],
+}
+
+/// Everything the SDK needs to know about a message type's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaInfo {
+    pub format: SchemaFormat,
+    /// Fully-qualified name: Avro record full name or Protobuf message full name.
+    pub full_name: &'static str,
+    /// Avro schema JSON, or the text of the `.proto` file that declares the message.
+    pub schema: &'static str,
+    /// Imported schemas, dependencies first (Protobuf; empty for self-contained schemas).
+    pub dependencies: &'static [SchemaDependency],
+    /// The imports `schema` itself uses (a subset of `dependencies`' names).
+    pub imports: &'static [&'static str],
+    /// Protobuf message-index path of `full_name` in `schema`, when computed at build time;
+    /// `None` makes the SDK compute it once at start.
+    pub message_indexes: Option<&'static [i32]>,
+}
+
+impl SchemaInfo {
+    /// A self-contained Avro schema.
+    pub const fn avro(full_name: &'static str, schema: &'static str) -> Self {
+        Self {
+            format: SchemaFormat::Avro,
+            full_name,
+            schema,
+            dependencies: &[],
+            imports: &[],
+            message_indexes: None,
+        }
+    }
+
+    /// A Protobuf message declared in the `.proto` text `schema` (imports only of well-known
+    /// types; use the struct form to list dependencies).
+    pub const fn protobuf(full_name: &'static str, schema: &'static str) -> Self {
+        Self {
+            format: SchemaFormat::Protobuf,
+            full_name,
+            schema,
+            dependencies: &[],
+            imports: &[],
+            message_indexes: None,
+        }
+    }
+}
+
+/// A type that can be produced and consumed through the registry.
+pub trait Message: Sized + Send + Sync + 'static {
+    /// The type's schema (the reader schema when consuming).
+    const SCHEMA: SchemaInfo;
+
+    /// Appends the encoded body (no framing) as `writer` describes it.
+    fn encode(&self, writer: &WriterSchema, out: &mut Vec<u8>) -> Result<(), CodecError>;
+
+    /// Decodes a body (framing already removed) written with `writer`.
+    fn decode(body: &[u8], writer: &WriterSchema) -> Result<Self, CodecError>;
+
+    /// Bytes that choose the partition (same key, same partition); `None` spreads records.
+    fn partition_key(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// The record's idempotency key; `None` lets the producer mint a UUIDv7.
+    fn idempotency_key(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Implements [`Message`] for a serde type with an Avro schema:
+/// `herald::avro_message!(Payment, "shop.Payment", PAYMENT_AVSC);`
+#[macro_export]
+macro_rules! avro_message {
+    ($type:ty, $full_name:expr, $schema:expr) => {
+        impl $crate::Message for $type {
+            const SCHEMA: $crate::SchemaInfo = $crate::SchemaInfo::avro($full_name, $schema);
+
+            fn encode(
+                &self,
+                writer: &$crate::codec::WriterSchema,
+                out: &mut ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<(), $crate::codec::CodecError> {
+                $crate::codec::avro::encode(self, writer, out)
+            }
+
+            fn decode(
+                body: &[u8],
+                writer: &$crate::codec::WriterSchema,
+            ) -> ::std::result::Result<Self, $crate::codec::CodecError> {
+                $crate::codec::avro::decode(body, writer)
+            }
+        }
+    };
+}
+
+/// Implements [`Message`] for a prost message declared in the `.proto` text `schema`:
+/// `herald::protobuf_message!(OrderCreated, "shop.v1.OrderCreated", ORDERS_PROTO);`
+#[macro_export]
+macro_rules! protobuf_message {
+    ($type:ty, $full_name:expr, $schema:expr) => {
+        impl $crate::Message for $type {
+            const SCHEMA: $crate::SchemaInfo = $crate::SchemaInfo::protobuf($full_name, $schema);
+
+            fn encode(
+                &self,
+                _writer: &$crate::codec::WriterSchema,
+                out: &mut ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<(), $crate::codec::CodecError> {
+                $crate::codec::protobuf::encode(self, out)
+            }
+
+            fn decode(
+                body: &[u8],
+                _writer: &$crate::codec::WriterSchema,
+            ) -> ::std::result::Result<Self, $crate::codec::CodecError> {
+                $crate::codec::protobuf::decode(body)
+            }
+        }
+    };
+}

@@ -1,0 +1,26 @@
+//! Metric names the SDK reports through the `metrics` facade (install any recorder, e.g. a
+//! Prometheus exporter, to collect them; without one they cost a no-op call). Every metric
+//! carries a `topic` label; consumer metrics also `group`.
+
+/// Records accepted by `send` (counter).
+pub const PRODUCER_SENT: &str = "herald_producer_sent_total";
+/// Records acknowledged by the broker (counter).
+pub const PRODUCER_ACKED: &str = "herald_producer_acked_total";
+/// Produce attempts retried after a transient failure (counter).
+pub const PRODUCER_RETRIED: &str = "herald_producer_retried_total";
+/// Records that failed for good (counter).
+pub const PRODUCER_FAILED: &str = "herald_producer_failed_total";
+/// Producer breaker state: 0 closed, 1 half-open, 2 open (gauge).
+pub const PRODUCER_BREAKER_STATE: &str = "herald_producer_breaker_state";
+/// Records the handler processed successfully (counter).
+pub const CONSUMER_PROCESSED: &str = "herald_consumer_processed_total";
+/// Handler attempts retried (counter).
+pub const CONSUMER_RETRIED: &str = "herald_consumer_retried_total";
+/// Records sent to the dead-letter topic (counter, with `kind`).
+pub const CONSUMER_DEAD_LETTERED: &str = "herald_consumer_dead_lettered_total";
+/// Records skipped by the inbox as already processed (counter).
+pub const CONSUMER_DEDUPLICATED: &str = "herald_consumer_deduplicated_total";
+/// Consumer breaker state: 0 closed, 1 half-open, 2 open (gauge).
+pub const CONSUMER_BREAKER_STATE: &str = "herald_consumer_breaker_state";
+/// Records between the consumer's position and the partition end (gauge, with `partition`).
+pub const CONSUMER_LAG: &str = "herald_consumer_lag_records";

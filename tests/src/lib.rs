@@ -200,3 +200,42 @@ impl BrokerProcess {
         self.process.kill()
     }
 }
+
+/// The pinned Confluent Python client the interop tests drive.
+pub const CONFLUENT_CLIENT_REQUIREMENT: &str =
+    "confluent-kafka[avro,protobuf,schemaregistry]==2.16.0";
+
+/// A Python with Confluent's client installed, in `target/interop-venv` (created on first use;
+/// `.ci/run` does it up front). Needs `python3` with `venv` and access to PyPI.
+pub fn interop_python() -> anyhow::Result<PathBuf> {
+    let venv = target_profile_dir()?
+        .parent()
+        .context("target dir")?
+        .join("interop-venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join("herald-installed");
+    if !marker.exists() {
+        run_checked(
+            std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv),
+        )?;
+        run_checked(std::process::Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            CONFLUENT_CLIENT_REQUIREMENT,
+        ]))?;
+        std::fs::write(&marker, CONFLUENT_CLIENT_REQUIREMENT)?;
+    }
+    Ok(python)
+}
+
+fn run_checked(command: &mut std::process::Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    anyhow::ensure!(status.success(), "{command:?} failed with {status}");
+    Ok(())
+}

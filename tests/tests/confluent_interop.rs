@@ -4,38 +4,10 @@
 //! The client is installed into `target/interop-venv` on first use (`.ci/run` does it up
 //! front); this needs `python3` with `venv` and access to PyPI.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Context};
-use herald_tests::{target_profile_dir, RegistryProcess};
-
-const CLIENT_REQUIREMENT: &str = "confluent-kafka[avro,protobuf,schemaregistry]==2.16.0";
-
-fn python() -> anyhow::Result<PathBuf> {
-    let venv = target_profile_dir()?
-        .parent()
-        .context("target dir")?
-        .join("interop-venv");
-    let python = venv.join("bin/python");
-    let marker = venv.join("herald-installed");
-    if !marker.exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        run(Command::new(&python).args(["-m", "pip", "install", "--quiet", CLIENT_REQUIREMENT]))?;
-        std::fs::write(&marker, CLIENT_REQUIREMENT)?;
-    }
-    Ok(python)
-}
-
-fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("cannot run {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed with {status}");
-    }
-    Ok(())
-}
+use herald_tests::{interop_python as python, RegistryProcess};
 
 #[test]
 fn confluent_python_client_works_unchanged() -> anyhow::Result<()> {

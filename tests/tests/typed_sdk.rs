@@ -263,3 +263,169 @@ async fn typed_events_round_trip_evolve_and_dead_letter() -> anyhow::Result<()> 
     assert_eq!(header(headers::DLQ_ATTEMPTS).as_deref(), Some("1"));
     Ok(())
 }
+
+/// Runs the interop script with `args`, feeding `input` lines; returns its output lines.
+fn confluent(args: &[&str], input: &str) -> anyhow::Result<Vec<String>> {
+    use std::io::Write;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/sdk_payloads.py");
+    let mut child = std::process::Command::new(herald_tests::interop_python()?)
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("stdin"))?
+        .write_all(input.as_bytes())?;
+    let output = child.wait_with_output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "interop script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> anyhow::Result<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| Ok(u8::from_str_radix(text.get(i..i + 2).unwrap_or("zz"), 16)?))
+        .collect()
+}
+
+/// The values stored in partition 0 of `topic`.
+async fn stored_values(client: &Client, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let fetched = client
+        .broker()
+        .fetch(topic, 0, 0, 1 << 20, Duration::ZERO, 1)
+        .await?;
+    let mut values = Vec::new();
+    for view in batches(&fetched.batches) {
+        for record in view?.records() {
+            values.push(record?.to_owned_record().value.unwrap_or_default());
+        }
+    }
+    Ok(values)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_payloads_interoperate_with_confluent_serializers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let registry = RegistryProcess::start(&dir.path().join("registry"))?;
+    let broker = BrokerProcess::start(&dir.path().join("broker"))?;
+    let client = Client::connect(ClientConfig::new(
+        broker.addr,
+        Trust::Fingerprint(broker.fingerprint.clone()),
+        registry.url.clone(),
+    ))
+    .await?;
+    for topic in ["pay", "ord"] {
+        client
+            .broker()
+            .create_topic(topic, TopicConfig::default())
+            .await?;
+    }
+    let payments = client.producer::<Payment>("pay").await?;
+    let orders = client.producer::<OrderCreated>("ord").await?;
+    payments
+        .send(&Payment {
+            id: "p-1".into(),
+            amount_cents: 1250,
+            note: Some("gift".into()),
+        })
+        .await?
+        .await?;
+    orders
+        .send(&OrderCreated {
+            order_id: "o-1".into(),
+            total_cents: 990,
+            customer: Some(Customer { id: "c-9".into() }),
+        })
+        .await?
+        .await?;
+
+    // SDK -> Confluent deserializers.
+    let mut lines = String::new();
+    for value in stored_values(&client, "pay").await? {
+        lines += &format!(
+            "{{\"format\":\"avro\",\"message\":\"\",\"hex\":\"{}\"}}\n",
+            hex(&value)
+        );
+    }
+    for value in stored_values(&client, "ord").await? {
+        lines += &format!(
+            "{{\"format\":\"protobuf\",\"message\":\"shop.v1.OrderCreated\",\"hex\":\"{}\"}}\n",
+            hex(&value)
+        );
+    }
+    let decoded = confluent(&[&registry.url, "decode"], &lines)?;
+    assert_eq!(
+        decoded,
+        [
+            r#"{"amount_cents": 1250, "id": "p-1", "note": "gift"}"#,
+            r#"{"customer": {"id": "c-9"}, "order_id": "o-1", "total_cents": "990"}"#,
+        ]
+    );
+
+    // Confluent serializers -> SDK consumers.
+    let avro = confluent(
+        &[&registry.url, "encode", "avro", "pay", "shop.Payment"],
+        "{\"id\":\"p-2\",\"amount_cents\":7,\"note\":null}\n",
+    )?;
+    let proto = confluent(
+        &[
+            &registry.url,
+            "encode",
+            "protobuf",
+            "ord",
+            "shop.v1.OrderCreated",
+        ],
+        "{\"order_id\":\"o-2\",\"total_cents\":\"5\",\"customer\":{\"id\":\"c-1\"}}\n",
+    )?;
+    for (topic, payloads) in [("pay", avro), ("ord", proto)] {
+        let mut builder = BatchBuilder::new();
+        for payload in payloads {
+            builder.push(Record {
+                timestamp_ms: 1,
+                key: None,
+                value: Some(unhex(&payload)?),
+                headers: Vec::new(),
+            });
+        }
+        client
+            .broker()
+            .produce(topic, 0, Durability::Memory, builder.encode()?)
+            .await?;
+    }
+    let (events, summary) = collect(&client.consumer::<Payment>("pay", "g"), 2).await?;
+    assert_eq!(summary.dead_lettered, 0);
+    assert_eq!(
+        events.last().map(|e| e.message.clone()),
+        Some(Payment {
+            id: "p-2".into(),
+            amount_cents: 7,
+            note: None
+        })
+    );
+    let (events, summary) = collect(&client.consumer::<OrderCreated>("ord", "g"), 2).await?;
+    assert_eq!(summary.dead_lettered, 0);
+    assert_eq!(
+        events.last().map(|e| e.message.clone()),
+        Some(OrderCreated {
+            order_id: "o-2".into(),
+            total_cents: 5,
+            customer: Some(Customer { id: "c-1".into() }),
+        })
+    );
+    Ok(())
+}

@@ -359,20 +359,33 @@ async fn schema_by_id(
     let record = registry.schema_by_id(id)?;
     let mut object = Map::new();
     schema_fields(&record, &mut object);
-    let text = match params.get("format").map(String::as_str) {
+    object.insert(
+        "schema".into(),
+        json!(formatted_text(&registry, id, &record, &params)?),
+    );
+    if flag(&params, "fetchMaxId") {
+        let max = registry.read().schemas.keys().copied().max().unwrap_or(0);
+        object.insert("maxId".into(), json!(max));
+    }
+    ok(Value::Object(object))
+}
+
+/// The schema text as `format` asks: `serialized` turns Protobuf into a base64
+/// FileDescriptorProto (what Confluent's serializers fetch); anything else is the text.
+fn formatted_text(
+    registry: &AppState,
+    id: u32,
+    record: &SchemaRecord,
+    params: &HashMap<String, String>,
+) -> Result<String, ApiError> {
+    Ok(match params.get("format").map(String::as_str) {
         Some("serialized") if record.schema_type == SchemaType::Protobuf => {
             let parsed = registry.parsed(id)?;
             let bytes = parsed.serialized_descriptor().unwrap_or_default();
             base64::engine::general_purpose::STANDARD.encode(bytes)
         }
         _ => record.text.clone(),
-    };
-    object.insert("schema".into(), json!(text));
-    if flag(&params, "fetchMaxId") {
-        let max = registry.read().schemas.keys().copied().max().unwrap_or(0);
-        object.insert("maxId".into(), json!(max));
-    }
-    ok(Value::Object(object))
+    })
 }
 
 async fn raw_schema_by_id(State(registry): State<AppState>, Path(id): Path<String>) -> ApiResult {
@@ -495,7 +508,11 @@ async fn get_version(
     Query(params): Params,
 ) -> ApiResult {
     let found = registry.subject_version(&subject, &version, flag(&params, "deleted"))?;
-    ok(version_json(&found))
+    let mut body = version_json(&found);
+    if params.contains_key("format") {
+        body["schema"] = json!(formatted_text(&registry, found.id, &found.record, &params)?);
+    }
+    ok(body)
 }
 
 async fn raw_version(

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use herald_broker_client::{BrokerClient, RequestError};
@@ -61,6 +62,9 @@ pub struct ConsumerConfig {
     pub reset: ResetPolicy,
     pub fetch_bytes_max: u32,
     pub fetch_wait: Duration,
+    /// Records of one partition processed at once (default 1); records with the same key
+    /// are always processed one after another, in offset order.
+    pub concurrency: usize,
     /// Opt-in inbox: records whose `idempotency-key` header was processed within its window
     /// are skipped (and committed), across restarts.
     pub inbox: Option<std::sync::Arc<crate::inbox::Inbox>>,
@@ -78,6 +82,7 @@ impl ConsumerConfig {
             reset: ResetPolicy::Earliest,
             fetch_bytes_max: 1024 * 1024,
             fetch_wait: Duration::from_millis(200),
+            concurrency: 1,
             inbox: None,
         }
     }
@@ -143,6 +148,28 @@ pub struct RunSummary {
     pub deduplicated: u64,
 }
 
+/// Most concurrent handler lanes per partition a consumer may run.
+pub const CONCURRENCY_MAX: usize = 256;
+
+/// The breaker and counters shared by a run's lanes (never locked across an await).
+struct Progress {
+    breaker: CircuitBreaker,
+    summary: RunSummary,
+}
+
+impl Progress {
+    fn paused(&mut self) -> bool {
+        matches!(
+            self.breaker.allow(Instant::now()),
+            Permission::Rejected { .. }
+        )
+    }
+}
+
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub struct RawConsumer {
     client: BrokerClient,
     config: ConsumerConfig,
@@ -172,7 +199,6 @@ impl RawConsumer {
         F: Future<Output = Result<(), HandlerError>>,
     {
         tokio::pin!(stop);
-        let mut summary = RunSummary::default();
         let mut membership = Membership {
             member_id: String::new(),
             epoch: 0,
@@ -181,7 +207,10 @@ impl RawConsumer {
             last: None,
         };
         let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        let mut breaker = CircuitBreaker::new(self.config.breaker);
+        let progress = Mutex::new(Progress {
+            breaker: CircuitBreaker::new(self.config.breaker),
+            summary: RunSummary::default(),
+        });
         loop {
             if membership
                 .last
@@ -190,7 +219,7 @@ impl RawConsumer {
                 self.heartbeat(&mut membership).await?;
                 positions.retain(|partition, _| membership.owned.contains(partition));
             }
-            let paused = matches!(breaker.allow(Instant::now()), Permission::Rejected { .. });
+            let paused = lock(&progress).paused();
             let work = async {
                 if paused || membership.owned.is_empty() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -201,9 +230,8 @@ impl RawConsumer {
                         &partition,
                         &mut positions,
                         &mut membership,
-                        &mut breaker,
+                        &progress,
                         &handler,
-                        &mut summary,
                     )
                     .await?;
                 }
@@ -223,6 +251,7 @@ impl RawConsumer {
                 })
                 .await;
         }
+        let summary = lock(&progress).summary;
         Ok(summary)
     }
 
@@ -300,9 +329,8 @@ impl RawConsumer {
         partition: &TopicPartition,
         positions: &mut BTreeMap<TopicPartition, i64>,
         membership: &mut Membership,
-        breaker: &mut CircuitBreaker,
+        progress: &Mutex<Progress>,
         handler: &H,
-        summary: &mut RunSummary,
     ) -> Result<(), ConsumeError>
     where
         H: Fn(ConsumedRecord) -> F,
@@ -340,7 +368,11 @@ impl RawConsumer {
             }
             Err(error) => return Err(error.into()),
         };
-        let mut next = position;
+        // Records go to lanes by key (records of one key share a lane, so their order is
+        // kept); lanes run concurrently, each record by record.
+        let lanes_max = self.config.concurrency.clamp(1, CONCURRENCY_MAX);
+        let mut lanes: Vec<Vec<ConsumedRecord>> = vec![Vec::new(); lanes_max];
+        let mut end = position;
         for view in batches(&fetched.batches) {
             let Ok(view) = view else { break };
             for (index, record) in view.records().enumerate() {
@@ -350,20 +382,43 @@ impl RawConsumer {
                     continue;
                 }
                 let owned = record.to_owned_record();
-                let consumed = ConsumedRecord {
-                    topic: partition.0.clone(),
-                    partition: partition.1,
-                    offset,
-                    timestamp_ms: owned.timestamp_ms,
-                    key: owned.key,
-                    value: owned.value,
-                    headers: owned.headers,
+                let lane = match &owned.key {
+                    Some(key) => {
+                        (crate::partitioner::murmur2(key) & 0x7fff_ffff) as usize % lanes_max
+                    }
+                    None => offset.unsigned_abs() as usize % lanes_max,
                 };
-                self.process(consumed, breaker, handler, summary).await?;
-                next = offset + 1;
-                if matches!(breaker.allow(Instant::now()), Permission::Rejected { .. }) {
-                    break;
+                end = offset + 1;
+                if let Some(lane) = lanes.get_mut(lane) {
+                    lane.push(ConsumedRecord {
+                        topic: partition.0.clone(),
+                        partition: partition.1,
+                        offset,
+                        timestamp_ms: owned.timestamp_ms,
+                        key: owned.key,
+                        value: owned.value,
+                        headers: owned.headers,
+                    });
                 }
+            }
+        }
+        let outcomes = futures::future::join_all(lanes.into_iter().map(|lane| async move {
+            // The first offset of this lane left unprocessed (the breaker opened).
+            for record in lane {
+                if lock(progress).paused() {
+                    return Ok(Some(record.offset));
+                }
+                self.process(record, progress, handler).await?;
+            }
+            Ok::<_, ConsumeError>(None)
+        }))
+        .await;
+        // Commit up to the first record some lane left (at-least-once: records after it that
+        // other lanes processed are delivered again).
+        let mut next = end;
+        for outcome in outcomes {
+            if let Some(stopped_at) = outcome? {
+                next = next.min(stopped_at);
             }
         }
         metrics::gauge!(
@@ -404,9 +459,8 @@ impl RawConsumer {
     async fn process<H, F>(
         &self,
         record: ConsumedRecord,
-        breaker: &mut CircuitBreaker,
+        progress: &Mutex<Progress>,
         handler: &H,
-        summary: &mut RunSummary,
     ) -> Result<(), ConsumeError>
     where
         H: Fn(ConsumedRecord) -> F,
@@ -422,7 +476,7 @@ impl RawConsumer {
                 .seen(key, now_ms())
                 .map_err(|e| self.unprocessable(&record, e.to_string()))?
             {
-                summary.deduplicated += 1;
+                lock(progress).summary.deduplicated += 1;
                 self.count(crate::metrics::CONSUMER_DEDUPLICATED, 1);
                 return Ok(());
             }
@@ -433,9 +487,12 @@ impl RawConsumer {
             attempts += 1;
             let (kind, reason) = match handler(record.clone()).await {
                 Ok(()) => {
-                    breaker.on_success(Instant::now());
-                    self.breaker_gauge(breaker);
-                    summary.processed += 1;
+                    {
+                        let mut progress = lock(progress);
+                        progress.breaker.on_success(Instant::now());
+                        self.breaker_gauge(&progress.breaker);
+                        progress.summary.processed += 1;
+                    }
                     self.count(crate::metrics::CONSUMER_PROCESSED, 1);
                     if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {
                         inbox
@@ -445,15 +502,18 @@ impl RawConsumer {
                     return Ok(());
                 }
                 Err(HandlerError::Retryable(reason)) => {
-                    breaker.on_failure(Instant::now());
-                    self.breaker_gauge(breaker);
+                    {
+                        let mut progress = lock(progress);
+                        progress.breaker.on_failure(Instant::now());
+                        self.breaker_gauge(&progress.breaker);
+                    }
                     match self.config.retry.decide(
                         attempts,
                         started.elapsed(),
                         rand::random::<f64>(),
                     ) {
                         RetryDecision::RetryAfter(delay) => {
-                            summary.retried += 1;
+                            lock(progress).summary.retried += 1;
                             self.count(crate::metrics::CONSUMER_RETRIED, 1);
                             tokio::time::sleep(delay).await;
                             continue;
@@ -475,7 +535,7 @@ impl RawConsumer {
                 }
             };
             self.dead_letter(&record, kind, &reason, attempts).await?;
-            summary.dead_lettered += 1;
+            lock(progress).summary.dead_lettered += 1;
             metrics::counter!(
                 crate::metrics::CONSUMER_DEAD_LETTERED,
                 "topic" => self.config.topic.clone(),

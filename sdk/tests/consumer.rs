@@ -223,3 +223,90 @@ async fn the_inbox_skips_already_processed_idempotency_keys_across_restarts() {
         "a restarted consumer still remembers"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lanes_keep_per_key_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _stop) = broker(dir.path()).await;
+    client
+        .create_topic("keyed", TopicConfig::default())
+        .await
+        .expect("create");
+    let mut builder = BatchBuilder::new();
+    for n in 0..200u32 {
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: Some(format!("key-{}", n % 8).into_bytes()),
+            value: Some(n.to_string().into_bytes()),
+            headers: Vec::new(),
+        });
+    }
+    client
+        .produce(
+            "keyed",
+            0,
+            Durability::Memory,
+            builder.encode().expect("batch"),
+        )
+        .await
+        .expect("produce");
+    let order: Arc<Mutex<BTreeMap<Vec<u8>, Vec<i64>>>> = Arc::default();
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler = {
+        let (order, running, peak) = (order.clone(), running.clone(), peak.clone());
+        move |record: ConsumedRecord| {
+            let (order, running, peak) = (order.clone(), running.clone(), peak.clone());
+            async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                let now = running.fetch_add(1, SeqCst) + 1;
+                peak.fetch_max(now, SeqCst);
+                tokio::time::sleep(Duration::from_millis(u64::from(record.offset as u8 % 3))).await;
+                order
+                    .lock()
+                    .expect("lock")
+                    .entry(record.key.clone().unwrap_or_default())
+                    .or_default()
+                    .push(record.offset);
+                running.fetch_sub(1, SeqCst);
+                Ok(())
+            }
+        }
+    };
+    let mut config = ConsumerConfig::new("lanes", "keyed");
+    config.concurrency = 4;
+    let consumer = RawConsumer::new(client.clone(), config);
+    let done = {
+        let order = order.clone();
+        async move {
+            while order
+                .lock()
+                .expect("lock")
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
+                < 200
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let summary = tokio::time::timeout(Duration::from_secs(30), consumer.run(handler, done))
+        .await
+        .expect("in time")
+        .expect("run");
+    assert_eq!(summary.processed, 200);
+    let order = order.lock().expect("lock");
+    assert_eq!(order.len(), 8);
+    for offsets in order.values() {
+        assert_eq!(offsets.len(), 25);
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "per-key order: {offsets:?}"
+        );
+    }
+    assert!(
+        peak.load(std::sync::atomic::Ordering::SeqCst) > 1,
+        "lanes ran concurrently"
+    );
+}

@@ -158,11 +158,9 @@ struct Progress {
 }
 
 impl Progress {
-    fn paused(&mut self) -> bool {
-        matches!(
-            self.breaker.allow(Instant::now()),
-            Permission::Rejected { .. }
-        )
+    /// Whether fetching is pointless now (the breaker would refuse every record).
+    fn paused(&self) -> bool {
+        self.breaker.is_rejecting(Instant::now())
     }
 }
 
@@ -405,10 +403,10 @@ impl RawConsumer {
         let outcomes = futures::future::join_all(lanes.into_iter().map(|lane| async move {
             // The first offset of this lane left unprocessed (the breaker opened).
             for record in lane {
-                if lock(progress).paused() {
-                    return Ok(Some(record.offset));
+                let offset = record.offset;
+                if !self.process(record, progress, handler).await? {
+                    return Ok(Some(offset));
                 }
-                self.process(record, progress, handler).await?;
             }
             Ok::<_, ConsumeError>(None)
         }))
@@ -456,12 +454,14 @@ impl RawConsumer {
         Ok(())
     }
 
+    /// Processes one record to the end (handled, deduplicated or dead-lettered): `true`;
+    /// `false` when the breaker refused it (left for later).
     async fn process<H, F>(
         &self,
         record: ConsumedRecord,
         progress: &Mutex<Progress>,
         handler: &H,
-    ) -> Result<(), ConsumeError>
+    ) -> Result<bool, ConsumeError>
     where
         H: Fn(ConsumedRecord) -> F,
         F: Future<Output = Result<(), HandlerError>>,
@@ -478,8 +478,16 @@ impl RawConsumer {
             {
                 lock(progress).summary.deduplicated += 1;
                 self.count(crate::metrics::CONSUMER_DEDUPLICATED, 1);
-                return Ok(());
+                return Ok(true);
             }
+        }
+        // One breaker permission per record (a half-open probe is a record), its retries
+        // included.
+        if matches!(
+            lock(progress).breaker.allow(Instant::now()),
+            Permission::Rejected { .. }
+        ) {
+            return Ok(false);
         }
         let started = Instant::now();
         let mut attempts = 0u32;
@@ -499,7 +507,7 @@ impl RawConsumer {
                             .record(key, now_ms())
                             .map_err(|e| self.unprocessable(&record, e.to_string()))?;
                     }
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(HandlerError::Retryable(reason)) => {
                     {
@@ -543,7 +551,7 @@ impl RawConsumer {
                 "kind" => kind,
             )
             .increment(1);
-            return Ok(());
+            return Ok(true);
         }
     }
 

@@ -429,3 +429,119 @@ async fn sdk_payloads_interoperate_with_confluent_serializers() -> anyhow::Resul
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_downstream_opens_the_breaker_and_consumption_resumes() -> anyhow::Result<()> {
+    use herald::consumer::ConsumerConfig;
+    use herald::policy::backoff::RetryPolicy;
+    use herald::policy::breaker::BreakerConfig;
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir()?;
+    let registry = RegistryProcess::start(&dir.path().join("registry"))?;
+    let broker = BrokerProcess::start(&dir.path().join("broker"))?;
+    let client = Client::connect(ClientConfig::new(
+        broker.addr,
+        Trust::Fingerprint(broker.fingerprint.clone()),
+        registry.url.clone(),
+    ))
+    .await?;
+    client
+        .broker()
+        .create_topic("flaky", TopicConfig::default())
+        .await?;
+    let producer = client.producer::<Payment>("flaky").await?;
+    let mut deliveries = Vec::new();
+    for n in 0..50i64 {
+        let payment = Payment {
+            id: format!("p-{n}"),
+            amount_cents: n,
+            note: None,
+        };
+        deliveries.push(producer.send(&payment).await?);
+    }
+    producer.flush().await;
+    for delivery in deliveries {
+        delivery.await?;
+    }
+
+    let mut config = ConsumerConfig::new("flaky-group", "flaky");
+    config.breaker = BreakerConfig {
+        window: 10,
+        minimum_calls: 4,
+        failure_rate_threshold: 0.5,
+        open_duration: Duration::from_millis(500),
+        half_open_probes: 2,
+    };
+    config.retry = RetryPolicy {
+        base: Duration::from_millis(10),
+        cap: Duration::from_millis(20),
+        max_attempts: Some(3),
+        deadline: None,
+    };
+    let consumer = client.consumer_with::<Payment>(config);
+    const DOWN_FOR: Duration = Duration::from_millis(1500);
+    let down_since: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let calls_while_down = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let succeeded: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+    let handler = {
+        let (down_since, calls_while_down, succeeded) = (
+            down_since.clone(),
+            calls_while_down.clone(),
+            succeeded.clone(),
+        );
+        move |event: Event<Payment>| {
+            let (down_since, calls_while_down, succeeded) = (
+                down_since.clone(),
+                calls_while_down.clone(),
+                succeeded.clone(),
+            );
+            async move {
+                let down = {
+                    let mut since = down_since
+                        .lock()
+                        .map_err(|_| HandlerError::Fatal("lock".into()))?;
+                    if event.message.id == "p-10" && since.is_none() {
+                        *since = Some(Instant::now());
+                    }
+                    since.is_some_and(|t| t.elapsed() < DOWN_FOR)
+                };
+                if down {
+                    calls_while_down.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return Err(HandlerError::Retryable("downstream unavailable".into()));
+                }
+                succeeded
+                    .lock()
+                    .map_err(|_| HandlerError::Fatal("lock".into()))?
+                    .insert(event.message.id);
+                Ok(())
+            }
+        }
+    };
+    let summary = {
+        let succeeded = succeeded.clone();
+        let stop = async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while succeeded.lock().map_or(0, |s| s.len()) < 45 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        consumer.run(handler, stop).await?
+    };
+    let calls = calls_while_down.load(std::sync::atomic::Ordering::SeqCst);
+    // Without the breaker: ~3 attempts per record every ~30 ms, some 150 calls in 1.5 s. With
+    // it: the calls that open it, then two probes per 500 ms open period.
+    assert!(calls >= 4, "the breaker needed failures to open: {calls}");
+    assert!(
+        calls <= 20,
+        "consumption paused while the breaker was open: {calls} calls"
+    );
+    assert!(
+        summary.dead_lettered <= 6,
+        "no dead-letter flood: {summary:?}"
+    );
+    let processed = succeeded.lock().map_err(|_| anyhow::anyhow!("lock"))?.len() as u64;
+    assert_eq!(processed + summary.dead_lettered, 50, "{summary:?}");
+    Ok(())
+}

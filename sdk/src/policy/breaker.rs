@@ -82,6 +82,16 @@ impl CircuitBreaker {
         self.state
     }
 
+    /// Whether calls are being refused now, without asking for (and using up) a half-open
+    /// probe: for deciding whether to fetch at all.
+    pub fn is_rejecting(&self, now: Instant) -> bool {
+        match self.state {
+            BreakerState::Closed => false,
+            BreakerState::Open { until } => now < until,
+            BreakerState::HalfOpen => self.probes_started >= self.config.half_open_probes,
+        }
+    }
+
     /// Asks before a call; half-open admits at most `half_open_probes` calls.
     pub fn allow(&mut self, now: Instant) -> Permission {
         match self.state {
@@ -159,6 +169,32 @@ impl CircuitBreaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn asking_whether_it_rejects_uses_up_no_probe() {
+        let start = Instant::now();
+        let config = BreakerConfig {
+            minimum_calls: 2,
+            half_open_probes: 1,
+            ..BreakerConfig::default()
+        };
+        let mut breaker = CircuitBreaker::new(config);
+        breaker.on_failure(start);
+        breaker.on_failure(start);
+        assert!(breaker.is_rejecting(start));
+        let later = start + config.open_duration;
+        for _ in 0..5 {
+            assert!(
+                !breaker.is_rejecting(later),
+                "open period over: a probe may go"
+            );
+        }
+        assert_eq!(breaker.allow(later), Permission::Allowed);
+        assert!(breaker.is_rejecting(later), "the one probe is out");
+        breaker.on_success(later);
+        assert!(!breaker.is_rejecting(later));
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
 
     #[test]
     fn opens_on_failure_rate_rejects_then_probes_and_closes() {

@@ -5,17 +5,18 @@
 //! retry budget, and a circuit breaker fails sends fast while the broker is unreachable. The
 //! buffer is bounded: `send` waits for room.
 //!
-//! This first version keeps one batch in flight per partition (ordering is then trivially
-//! kept across retries); the protocol allows more (see `BrokerClient::pipeline`).
+//! Each partition keeps up to [`IN_FLIGHT_MAX`] batches in flight on one ordered pipeline;
+//! after a transient failure all of them are resent in order (the broker deduplicates), so
+//! ordering and exactly-once storage hold across retries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_broker_client::{BrokerClient, RequestError};
+use herald_broker_client::{BrokerClient, Pipeline, RequestError, REQUEST_TIMEOUT};
 use herald_wire::batch::{BatchBuilder, Header, Record};
-use herald_wire::messages::Durability;
+use herald_wire::messages::{Durability, ErrorBody, Request, Response};
 use herald_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -334,144 +335,278 @@ impl RawProducer {
     }
 }
 
-/// Sends one partition's batches in order, one at a time, retrying each until it is
-/// acknowledged or its delivery timeout passes. Sequences advance only on acknowledgement,
-/// so a retried batch carries the same sequence and is deduplicated by the broker.
+/// Batches of one partition in flight at once (Kafka's limit for idempotent producers: the
+/// broker remembers the last five batches per producer, so any of them can be resent).
+pub const IN_FLIGHT_MAX: usize = 5;
+
+struct InFlight {
+    records: Vec<Pending>,
+    batch: Vec<u8>,
+    started: Instant,
+    attempts: u32,
+    /// The broker's answer, once sent on the current pipeline.
+    answer: Option<oneshot::Receiver<Result<Response, RequestError>>>,
+}
+
+/// Sends one partition's batches in order on one pipeline (an ordered stream), up to
+/// [`IN_FLIGHT_MAX`] at once. Sequences are assigned when a batch is encoded; a retry resends
+/// the same bytes, and after a transient failure every batch in flight is resent in order,
+/// so the broker stores each exactly once (it acknowledges a resent duplicate with its
+/// original offsets).
 async fn partition_sender(
     shared: Arc<Shared>,
     partition: u32,
     mut batches: mpsc::Receiver<Vec<Pending>>,
 ) {
     let mut producer = shared.producer;
-    let mut sequence: i32 = 0;
-    while let Some(records) = batches.recv().await {
-        let mut builder = BatchBuilder::new().idempotent(producer.0, producer.1, sequence);
-        for pending in &records {
-            builder.push(pending.record.clone());
-        }
-        let outcome = match builder.encode() {
-            Ok(bytes) => deliver(&shared, partition, bytes).await,
-            Err(error) => Err(ProduceError::Refused {
-                code: ErrorCode::CorruptBatch,
-                message: error.to_string(),
-            }),
-        };
-        match outcome {
-            Ok(base_offset) => {
-                metrics::counter!(crate::metrics::PRODUCER_ACKED, "topic" => shared.topic.clone())
-                    .increment(records.len() as u64);
-                sequence = sequence.wrapping_add(records.len() as i32);
-                for (i, pending) in records.into_iter().enumerate() {
-                    let _ = pending.done.send(Ok(Delivery {
-                        partition,
-                        offset: base_offset + i as i64,
-                    }));
-                }
-            }
-            Err(error) => {
-                metrics::counter!(crate::metrics::PRODUCER_FAILED, "topic" => shared.topic.clone())
-                    .increment(records.len() as u64);
-                for pending in records {
-                    let _ = pending.done.send(Err(error.clone()));
-                }
-                // The failed batch may or may not be stored: reusing its sequence could make
-                // the next batch look like its duplicate, skipping it could leave a gap. A
-                // fresh producer id for this partition starts a clean sequence instead.
-                if let Ok(fresh) = shared.client().init_producer("").await {
-                    producer = fresh;
-                    sequence = 0;
-                }
-            }
-        }
-    }
-}
-
-async fn deliver(shared: &Shared, partition: u32, batch: Vec<u8>) -> Result<i64, ProduceError> {
-    let started = Instant::now();
-    let mut attempts = 0u32;
+    let mut next_sequence: i32 = 0;
+    let mut window: VecDeque<InFlight> = VecDeque::new();
+    let mut pipeline: Option<Pipeline> = None;
+    let mut closed = false;
     loop {
-        attempts += 1;
-        let result = shared
-            .client()
-            .produce(
-                &shared.topic,
-                partition,
-                shared.config.durability,
-                batch.clone(),
-            )
-            .await;
-        let now = Instant::now();
-        let error = match result {
-            Ok((base_offset, _)) => {
-                shared.on_outcome(now, true);
-                shared
-                    .budget
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .on_success();
-                return Ok(base_offset);
+        if window.is_empty() {
+            match batches.recv().await {
+                Some(records) => admit(&mut window, records, producer, &mut next_sequence),
+                None => return,
             }
-            Err(error) if !error.retryable() => {
-                let (code, message) = match &error {
-                    RequestError::Broker { code, message, .. } => (*code, message.clone()),
-                    other => (ErrorCode::Internal, other.to_string()),
+        }
+        let outcome = match send_unsent(&shared, partition, &mut pipeline, &mut window).await {
+            Err(error) => Err(error),
+            Ok(()) => {
+                let Some(mut answer) = window.front_mut().and_then(|f| f.answer.take()) else {
+                    continue;
                 };
-                return Err(ProduceError::Refused { code, message });
+                tokio::select! {
+                    biased;
+                    answer = tokio::time::timeout(REQUEST_TIMEOUT, &mut answer) => produced(answer),
+                    more = batches.recv(), if !closed && window.len() < IN_FLIGHT_MAX => {
+                        match more {
+                            Some(records) => {
+                                admit(&mut window, records, producer, &mut next_sequence);
+                            }
+                            None => closed = true,
+                        }
+                        if let Some(front) = window.front_mut() {
+                            front.answer = Some(answer);
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let now = Instant::now();
+        let error = match outcome {
+            Ok(base_offset) => {
+                shared.on_outcome(now, true);
+                shared.budget().on_success();
+                if let Some(done) = window.pop_front() {
+                    metrics::counter!(crate::metrics::PRODUCER_ACKED, "topic" => shared.topic.clone())
+                        .increment(done.records.len() as u64);
+                    for (i, pending) in done.records.into_iter().enumerate() {
+                        let _ = pending.done.send(Ok(Delivery {
+                            partition,
+                            offset: base_offset + i as i64,
+                        }));
+                    }
+                }
+                continue;
             }
             Err(error) => error,
         };
         shared.on_outcome(now, false);
-        let kind = if matches!(error, RequestError::Timeout(_)) {
-            RetryKind::Timeout
-        } else {
-            RetryKind::Error
-        };
-        if !shared
-            .budget
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_retry(kind)
+        let (attempts, started) = window
+            .front()
+            .map_or((1, now), |front| (front.attempts.max(1), front.started));
+        let verdict = if !error.retryable() {
+            let (code, message) = match &error {
+                RequestError::Broker { code, message, .. } => (*code, message.clone()),
+                other => (ErrorCode::Internal, other.to_string()),
+            };
+            Err(ProduceError::Refused { code, message })
+        } else if !shared
+            .budget()
+            .try_retry(if matches!(error, RequestError::Timeout(_)) {
+                RetryKind::Timeout
+            } else {
+                RetryKind::Error
+            })
         {
-            return Err(ProduceError::BudgetExhausted {
+            Err(ProduceError::BudgetExhausted {
                 last: error.to_string(),
-            });
-        }
-        let wait =
+            })
+        } else {
             match &error {
                 RequestError::Broker { retry_after_ms, .. } if *retry_after_ms > 0 => {
-                    Duration::from_millis(u64::from(*retry_after_ms))
+                    Ok(Duration::from_millis(u64::from(*retry_after_ms)))
                 }
                 _ => match shared.config.retry.decide(
                     attempts,
                     started.elapsed(),
                     rand::random::<f64>(),
                 ) {
-                    RetryDecision::RetryAfter(delay) => delay,
-                    RetryDecision::GiveUp(_) => {
-                        return Err(ProduceError::Timeout {
-                            attempts,
-                            last: error.to_string(),
-                        })
-                    }
+                    RetryDecision::RetryAfter(delay) => Ok(delay),
+                    RetryDecision::GiveUp(_) => Err(ProduceError::Timeout {
+                        attempts,
+                        last: error.to_string(),
+                    }),
                 },
-            };
-        metrics::counter!(crate::metrics::PRODUCER_RETRIED, "topic" => shared.topic.clone())
-            .increment(1);
-        tokio::time::sleep(wait).await;
-        let connection_lost = matches!(
-            error,
-            RequestError::Connection(_) | RequestError::Stream(_) | RequestError::Timeout(_)
-        );
-        if let (true, Some(connector)) = (connection_lost, &shared.connector) {
-            // Best effort: if the broker is still down, the next attempt fails and retries.
-            if let Ok(fresh) = connector().await {
-                *shared.client.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+            }
+        };
+        // Whatever happens next, the batches behind the failed one are sent again.
+        pipeline = None;
+        for entry in &mut window {
+            entry.answer = None;
+        }
+        match verdict {
+            Ok(delay) => {
+                metrics::counter!(crate::metrics::PRODUCER_RETRIED, "topic" => shared.topic.clone())
+                    .increment(1);
+                tokio::time::sleep(delay).await;
+                let connection_lost = matches!(
+                    error,
+                    RequestError::Connection(_)
+                        | RequestError::Stream(_)
+                        | RequestError::Timeout(_)
+                );
+                if let (true, Some(connector)) = (connection_lost, &shared.connector) {
+                    // Best effort: if the broker is still down, the next attempt fails again.
+                    if let Ok(fresh) = connector().await {
+                        *shared.client.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+                    }
+                }
+            }
+            Err(failure) => {
+                if let Some(failed) = window.pop_front() {
+                    metrics::counter!(crate::metrics::PRODUCER_FAILED, "topic" => shared.topic.clone())
+                        .increment(failed.records.len() as u64);
+                    for pending in failed.records {
+                        let _ = pending.done.send(Err(failure.clone()));
+                    }
+                }
+                // The failed batch may or may not be stored: reusing its sequence could make
+                // the next batch look like its duplicate, skipping it could leave a gap. A
+                // fresh producer id starts a clean sequence for the batches behind it.
+                if let Ok(fresh) = shared.client().init_producer("").await {
+                    producer = fresh;
+                    next_sequence = 0;
+                    for entry in &mut window {
+                        match encode(&entry.records, producer, next_sequence) {
+                            Ok(batch) => entry.batch = batch,
+                            Err(_) => continue,
+                        }
+                        next_sequence = next_sequence.wrapping_add(entry.records.len() as i32);
+                    }
+                }
             }
         }
     }
 }
 
+fn encode(records: &[Pending], producer: (i64, i16), sequence: i32) -> Result<Vec<u8>, String> {
+    let mut builder = BatchBuilder::new().idempotent(producer.0, producer.1, sequence);
+    for pending in records {
+        builder.push(pending.record.clone());
+    }
+    builder.encode().map_err(|e| e.to_string())
+}
+
+/// Encodes `records` with the next sequence and queues them in the window (or fails them).
+fn admit(
+    window: &mut VecDeque<InFlight>,
+    records: Vec<Pending>,
+    producer: (i64, i16),
+    next_sequence: &mut i32,
+) {
+    match encode(&records, producer, *next_sequence) {
+        Ok(batch) => {
+            *next_sequence = next_sequence.wrapping_add(records.len() as i32);
+            window.push_back(InFlight {
+                records,
+                batch,
+                started: Instant::now(),
+                attempts: 0,
+                answer: None,
+            });
+        }
+        Err(message) => {
+            for pending in records {
+                let _ = pending.done.send(Err(ProduceError::Refused {
+                    code: ErrorCode::CorruptBatch,
+                    message: message.clone(),
+                }));
+            }
+        }
+    }
+}
+
+/// Sends, in order, every batch of the window not yet sent on the current pipeline.
+async fn send_unsent(
+    shared: &Shared,
+    partition: u32,
+    pipeline: &mut Option<Pipeline>,
+    window: &mut VecDeque<InFlight>,
+) -> Result<(), RequestError> {
+    if window.iter().all(|entry| entry.answer.is_some()) {
+        return Ok(());
+    }
+    if pipeline.is_none() {
+        *pipeline = Some(shared.client().pipeline().await?);
+    }
+    let Some(open) = pipeline.as_ref() else {
+        return Ok(());
+    };
+    for entry in window.iter_mut().filter(|entry| entry.answer.is_none()) {
+        let request = Request::Produce {
+            topic: shared.topic.clone(),
+            partition,
+            durability: shared.config.durability,
+            batch: entry.batch.clone(),
+        };
+        entry.attempts += 1;
+        match open.send(&request).await {
+            Ok(answer) => entry.answer = Some(answer),
+            Err(error) => {
+                *pipeline = None;
+                return Err(error);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The base offset of an acknowledged batch, or why it was not.
+fn produced(
+    answer: Result<
+        Result<Result<Response, RequestError>, oneshot::error::RecvError>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Result<i64, RequestError> {
+    match answer {
+        Err(_) => Err(RequestError::Timeout(REQUEST_TIMEOUT)),
+        Ok(Err(_)) => Err(RequestError::Stream("pipeline closed".to_owned())),
+        Ok(Ok(Err(error))) => Err(error),
+        Ok(Ok(Ok(Response::Produced { base_offset, .. }))) => Ok(base_offset),
+        Ok(Ok(Ok(Response::Error(ErrorBody {
+            code,
+            retry_after_ms,
+            message,
+        })))) => Err(RequestError::Broker {
+            code,
+            message,
+            retry_after_ms,
+        }),
+        Ok(Ok(Ok(other))) => Err(RequestError::Unexpected {
+            api: "produce",
+            answer: format!("{other:?}"),
+        }),
+    }
+}
+
 impl Shared {
+    fn budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
+        self.budget.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn on_outcome(&self, now: Instant, success: bool) {
         let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
         if success {

@@ -90,9 +90,15 @@ fn options_view(options: &Options) -> Workload {
     }
 }
 
-struct HeraldProcess {
+pub(crate) struct HeraldProcess {
     child: Child,
     _dir: tempfile::TempDir,
+}
+
+impl HeraldProcess {
+    pub(crate) fn new(child: Child, dir: tempfile::TempDir) -> Self {
+        Self { child, _dir: dir }
+    }
 }
 
 impl Drop for HeraldProcess {
@@ -102,7 +108,7 @@ impl Drop for HeraldProcess {
     }
 }
 
-fn herald_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn herald_binary() -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?
         .parent()
         .context("exe dir")?
@@ -115,7 +121,7 @@ fn herald_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn start_broker(
+pub(crate) fn start_broker(
     group_session_ms: u64,
 ) -> anyhow::Result<(HeraldProcess, std::net::SocketAddr, String)> {
     let dir = tempfile::tempdir()?;
@@ -444,7 +450,7 @@ fn spawn_produce(
     });
 }
 
-fn check_produced(response: herald_wire::Response) -> anyhow::Result<()> {
+pub(crate) fn check_produced(response: herald_wire::Response) -> anyhow::Result<()> {
     match response {
         herald_wire::Response::Produced { .. } => Ok(()),
         other => anyhow::bail!("produce failed: {other:?}"),

@@ -5,6 +5,7 @@ mod broker;
 mod broker_groups;
 mod broker_nats;
 mod registry;
+mod sdk;
 
 use clap::{Parser, Subcommand};
 
@@ -23,11 +24,15 @@ enum Command {
     /// Broker: produce and consume throughput, ack latency at half the maximum rate, against
     /// NATS JetStream in the same run with `--peer nats`.
     Broker(broker::Options),
+    /// SDK: typed Producer<T>/Consumer<T> vs the raw wire client in the same run, and the
+    /// per-message serialize + frame cost vs bare prost / apache-avro.
+    Sdk(sdk::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Registry(options) => registry::run(options),
         Command::Broker(options) => broker::run(options),
+        Command::Sdk(options) => sdk::run(options),
     }
 }

@@ -182,7 +182,7 @@ impl<T: Message> Producer<T> {
         let mut value = Vec::with_capacity(64);
         self.writer.write_prefix(&mut value);
         message
-            .encode(&self.writer, &mut value)
+            .encode_body(&self.writer, &mut value)
             .map_err(ProduceError::Encode)?;
         let idempotency_key = options
             .idempotency_key
@@ -277,8 +277,8 @@ impl<T: Message> Consumer<T> {
         let body = writer
             .body(payload)
             .map_err(|e| HandlerError::Deserialization(e.to_string()))?;
-        let message =
-            T::decode(body, &writer).map_err(|e| HandlerError::Deserialization(e.to_string()))?;
+        let message = T::decode_body(body, &writer)
+            .map_err(|e| HandlerError::Deserialization(e.to_string()))?;
         Ok(Event {
             message,
             topic: record.topic,

@@ -171,6 +171,7 @@ fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
 pub struct RawConsumer {
     client: BrokerClient,
     config: ConsumerConfig,
+    metrics: crate::metrics::ConsumerMetrics,
 }
 
 struct Membership {
@@ -183,7 +184,11 @@ struct Membership {
 
 impl RawConsumer {
     pub fn new(client: BrokerClient, config: ConsumerConfig) -> Self {
-        Self { client, config }
+        Self {
+            client,
+            metrics: crate::metrics::ConsumerMetrics::new(&config.topic, &config.group),
+            config,
+        }
     }
 
     /// Consumes until `stop` completes, then leaves the group.
@@ -477,7 +482,7 @@ impl RawConsumer {
                 .map_err(|e| self.unprocessable(&record, e.to_string()))?
             {
                 lock(progress).summary.deduplicated += 1;
-                self.count(crate::metrics::CONSUMER_DEDUPLICATED, 1);
+                self.metrics.deduplicated.increment(1);
                 return Ok(true);
             }
         }
@@ -501,7 +506,7 @@ impl RawConsumer {
                         self.breaker_gauge(&progress.breaker);
                         progress.summary.processed += 1;
                     }
-                    self.count(crate::metrics::CONSUMER_PROCESSED, 1);
+                    self.metrics.processed.increment(1);
                     if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {
                         inbox
                             .record(key, now_ms())
@@ -522,7 +527,7 @@ impl RawConsumer {
                     ) {
                         RetryDecision::RetryAfter(delay) => {
                             lock(progress).summary.retried += 1;
-                            self.count(crate::metrics::CONSUMER_RETRIED, 1);
+                            self.metrics.retried.increment(1);
                             tokio::time::sleep(delay).await;
                             continue;
                         }
@@ -555,18 +560,8 @@ impl RawConsumer {
         }
     }
 
-    fn count(&self, name: &'static str, n: u64) {
-        metrics::counter!(name, "topic" => self.config.topic.clone(), "group" => self.config.group.clone())
-            .increment(n);
-    }
-
     fn breaker_gauge(&self, breaker: &CircuitBreaker) {
-        metrics::gauge!(
-            crate::metrics::CONSUMER_BREAKER_STATE,
-            "topic" => self.config.topic.clone(),
-            "group" => self.config.group.clone(),
-        )
-        .set(breaker.state().gauge());
+        self.metrics.breaker_state.set(breaker.state().gauge());
     }
 
     fn unprocessable(&self, record: &ConsumedRecord, reason: String) -> ConsumeError {

@@ -77,16 +77,17 @@ impl SchemaInfo {
     }
 }
 
-/// A type that can be produced and consumed through the registry.
+/// A type that can be produced and consumed through the registry. (The methods are named
+/// `*_body` so that they never clash with `prost::Message::encode`/`decode` on the same type.)
 pub trait Message: Sized + Send + Sync + 'static {
     /// The type's schema (the reader schema when consuming).
     const SCHEMA: SchemaInfo;
 
     /// Appends the encoded body (no framing) as `writer` describes it.
-    fn encode(&self, writer: &WriterSchema, out: &mut Vec<u8>) -> Result<(), CodecError>;
+    fn encode_body(&self, writer: &WriterSchema, out: &mut Vec<u8>) -> Result<(), CodecError>;
 
     /// Decodes a body (framing already removed) written with `writer`.
-    fn decode(body: &[u8], writer: &WriterSchema) -> Result<Self, CodecError>;
+    fn decode_body(body: &[u8], writer: &WriterSchema) -> Result<Self, CodecError>;
 
     /// Bytes that choose the partition (same key, same partition); `None` spreads records.
     fn partition_key(&self) -> Option<Vec<u8>> {
@@ -107,7 +108,7 @@ macro_rules! avro_message {
         impl $crate::Message for $type {
             const SCHEMA: $crate::SchemaInfo = $crate::SchemaInfo::avro($full_name, $schema);
 
-            fn encode(
+            fn encode_body(
                 &self,
                 writer: &$crate::codec::WriterSchema,
                 out: &mut ::std::vec::Vec<u8>,
@@ -115,7 +116,7 @@ macro_rules! avro_message {
                 $crate::codec::avro::encode(self, writer, out)
             }
 
-            fn decode(
+            fn decode_body(
                 body: &[u8],
                 writer: &$crate::codec::WriterSchema,
             ) -> ::std::result::Result<Self, $crate::codec::CodecError> {
@@ -133,7 +134,7 @@ macro_rules! protobuf_message {
         impl $crate::Message for $type {
             const SCHEMA: $crate::SchemaInfo = $crate::SchemaInfo::protobuf($full_name, $schema);
 
-            fn encode(
+            fn encode_body(
                 &self,
                 _writer: &$crate::codec::WriterSchema,
                 out: &mut ::std::vec::Vec<u8>,
@@ -141,7 +142,7 @@ macro_rules! protobuf_message {
                 $crate::codec::protobuf::encode(self, out)
             }
 
-            fn decode(
+            fn decode_body(
                 body: &[u8],
                 _writer: &$crate::codec::WriterSchema,
             ) -> ::std::result::Result<Self, $crate::codec::CodecError> {

@@ -24,3 +24,46 @@ pub const CONSUMER_DEDUPLICATED: &str = "herald_consumer_deduplicated_total";
 pub const CONSUMER_BREAKER_STATE: &str = "herald_consumer_breaker_state";
 /// Records between the consumer's position and the partition end (gauge, with `partition`).
 pub const CONSUMER_LAG: &str = "herald_consumer_lag_records";
+
+/// A producer's metric handles, registered once (install the recorder before creating
+/// producers and consumers), so the per-record path allocates no labels.
+pub(crate) struct ProducerMetrics {
+    pub(crate) sent: metrics::Counter,
+    pub(crate) acked: metrics::Counter,
+    pub(crate) retried: metrics::Counter,
+    pub(crate) failed: metrics::Counter,
+    pub(crate) breaker_state: metrics::Gauge,
+}
+
+impl ProducerMetrics {
+    pub(crate) fn new(topic: &str) -> Self {
+        let labels = [("topic", topic.to_owned())];
+        Self {
+            sent: metrics::counter!(PRODUCER_SENT, &labels),
+            acked: metrics::counter!(PRODUCER_ACKED, &labels),
+            retried: metrics::counter!(PRODUCER_RETRIED, &labels),
+            failed: metrics::counter!(PRODUCER_FAILED, &labels),
+            breaker_state: metrics::gauge!(PRODUCER_BREAKER_STATE, &labels),
+        }
+    }
+}
+
+/// A consumer's metric handles (see [`ProducerMetrics`]).
+pub(crate) struct ConsumerMetrics {
+    pub(crate) processed: metrics::Counter,
+    pub(crate) retried: metrics::Counter,
+    pub(crate) deduplicated: metrics::Counter,
+    pub(crate) breaker_state: metrics::Gauge,
+}
+
+impl ConsumerMetrics {
+    pub(crate) fn new(topic: &str, group: &str) -> Self {
+        let labels = [("topic", topic.to_owned()), ("group", group.to_owned())];
+        Self {
+            processed: metrics::counter!(CONSUMER_PROCESSED, &labels),
+            retried: metrics::counter!(CONSUMER_RETRIED, &labels),
+            deduplicated: metrics::counter!(CONSUMER_DEDUPLICATED, &labels),
+            breaker_state: metrics::gauge!(CONSUMER_BREAKER_STATE, &labels),
+        }
+    }
+}

@@ -122,11 +122,17 @@ impl std::future::Future for DeliveryFuture {
 struct Pending {
     record: Record,
     done: oneshot::Sender<Result<Delivery, ProduceError>>,
-    _permit: OwnedSemaphorePermit,
+}
+
+/// A batch's records and their buffer bytes (one permit for the batch: released once).
+struct Queued {
+    records: Vec<Pending>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 struct Accumulated {
     records: Vec<Pending>,
+    permit: Option<OwnedSemaphorePermit>,
     bytes: usize,
 }
 
@@ -146,6 +152,7 @@ struct Shared {
     producer: (i64, i16),
     breaker: Mutex<CircuitBreaker>,
     budget: Mutex<RetryBudget>,
+    metrics: crate::metrics::ProducerMetrics,
 }
 
 /// A producer of raw records for one topic.
@@ -155,7 +162,7 @@ pub struct RawProducer {
     round_robin: AtomicU32,
     buffer: Arc<Semaphore>,
     accumulators: Mutex<HashMap<u32, Accumulated>>,
-    senders: Vec<mpsc::Sender<Vec<Pending>>>,
+    senders: Vec<mpsc::Sender<Queued>>,
     /// Held from taking a partition's batch until it is queued, so batches are queued in
     /// the order they were taken (a linger timer and a full batch can race).
     flush_locks: Vec<tokio::sync::Mutex<()>>,
@@ -204,6 +211,7 @@ impl RawProducer {
             breaker: Mutex::new(CircuitBreaker::new(config.breaker)),
             budget: Mutex::new(RetryBudget::new(config.budget)),
             producer,
+            metrics: crate::metrics::ProducerMetrics::new(topic),
             config: config.clone(),
         });
         let mut senders = Vec::with_capacity(partitions as usize);
@@ -261,8 +269,7 @@ impl RawProducer {
         let timestamp_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        metrics::counter!(crate::metrics::PRODUCER_SENT, "topic" => self.shared.topic.clone())
-            .increment(1);
+        self.shared.metrics.sent.increment(1);
         let (done, delivery) = oneshot::channel();
         let pending = Pending {
             record: Record {
@@ -272,7 +279,6 @@ impl RawProducer {
                 headers,
             },
             done,
-            _permit: permit,
         };
         let (full, first) = {
             let mut accumulators = self.accumulators.lock().unwrap_or_else(|p| p.into_inner());
@@ -280,9 +286,14 @@ impl RawProducer {
                 .entry(partition)
                 .or_insert_with(|| Accumulated {
                     records: Vec::new(),
+                    permit: None,
                     bytes: 0,
                 });
             let first = batch.records.is_empty();
+            match &mut batch.permit {
+                Some(held) => held.merge(permit),
+                None => batch.permit = Some(permit),
+            }
             batch.bytes += size;
             batch.records.push(pending);
             (batch.bytes >= self.shared.config.batch_bytes_max, first)
@@ -318,8 +329,12 @@ impl RawProducer {
         };
         if let Some(batch) = batch.filter(|b| !b.records.is_empty()) {
             if let Some(sender) = self.senders.get(partition as usize) {
-                if let Err(mpsc::error::SendError(records)) = sender.send(batch.records).await {
-                    for pending in records {
+                let queued = Queued {
+                    records: batch.records,
+                    permit: batch.permit,
+                };
+                if let Err(mpsc::error::SendError(queued)) = sender.send(queued).await {
+                    for pending in queued.records {
                         let _ = pending.done.send(Err(ProduceError::Closed));
                     }
                 }
@@ -341,6 +356,7 @@ pub const IN_FLIGHT_MAX: usize = 5;
 
 struct InFlight {
     records: Vec<Pending>,
+    _permit: Option<OwnedSemaphorePermit>,
     batch: Vec<u8>,
     started: Instant,
     attempts: u32,
@@ -356,7 +372,7 @@ struct InFlight {
 async fn partition_sender(
     shared: Arc<Shared>,
     partition: u32,
-    mut batches: mpsc::Receiver<Vec<Pending>>,
+    mut batches: mpsc::Receiver<Queued>,
 ) {
     let mut producer = shared.producer;
     let mut next_sequence: i32 = 0;
@@ -400,8 +416,7 @@ async fn partition_sender(
                 shared.on_outcome(now, true);
                 shared.budget().on_success();
                 if let Some(done) = window.pop_front() {
-                    metrics::counter!(crate::metrics::PRODUCER_ACKED, "topic" => shared.topic.clone())
-                        .increment(done.records.len() as u64);
+                    shared.metrics.acked.increment(done.records.len() as u64);
                     for (i, pending) in done.records.into_iter().enumerate() {
                         let _ = pending.done.send(Ok(Delivery {
                             partition,
@@ -459,8 +474,7 @@ async fn partition_sender(
         }
         match verdict {
             Ok(delay) => {
-                metrics::counter!(crate::metrics::PRODUCER_RETRIED, "topic" => shared.topic.clone())
-                    .increment(1);
+                shared.metrics.retried.increment(1);
                 tokio::time::sleep(delay).await;
                 let connection_lost = matches!(
                     error,
@@ -477,8 +491,7 @@ async fn partition_sender(
             }
             Err(failure) => {
                 if let Some(failed) = window.pop_front() {
-                    metrics::counter!(crate::metrics::PRODUCER_FAILED, "topic" => shared.topic.clone())
-                        .increment(failed.records.len() as u64);
+                    shared.metrics.failed.increment(failed.records.len() as u64);
                     for pending in failed.records {
                         let _ = pending.done.send(Err(failure.clone()));
                     }
@@ -503,25 +516,26 @@ async fn partition_sender(
 }
 
 fn encode(records: &[Pending], producer: (i64, i16), sequence: i32) -> Result<Vec<u8>, String> {
-    let mut builder = BatchBuilder::new().idempotent(producer.0, producer.1, sequence);
-    for pending in records {
-        builder.push(pending.record.clone());
-    }
-    builder.encode().map_err(|e| e.to_string())
+    BatchBuilder::new()
+        .idempotent(producer.0, producer.1, sequence)
+        .encode_records(records.iter().map(|pending| &pending.record))
+        .map_err(|e| e.to_string())
 }
 
 /// Encodes `records` with the next sequence and queues them in the window (or fails them).
 fn admit(
     window: &mut VecDeque<InFlight>,
-    records: Vec<Pending>,
+    queued: Queued,
     producer: (i64, i16),
     next_sequence: &mut i32,
 ) {
+    let Queued { records, permit } = queued;
     match encode(&records, producer, *next_sequence) {
         Ok(batch) => {
             *next_sequence = next_sequence.wrapping_add(records.len() as i32);
             window.push_back(InFlight {
                 records,
+                _permit: permit,
                 batch,
                 started: Instant::now(),
                 attempts: 0,
@@ -614,8 +628,7 @@ impl Shared {
         } else {
             breaker.on_failure(now);
         }
-        metrics::gauge!(crate::metrics::PRODUCER_BREAKER_STATE, "topic" => self.topic.clone())
-            .set(breaker.state().gauge());
+        self.metrics.breaker_state.set(breaker.state().gauge());
     }
 
     fn client(&self) -> BrokerClient {

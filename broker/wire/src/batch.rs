@@ -122,38 +122,47 @@ impl BatchBuilder {
     /// The encoded batch (base offset 0, append time -1, CRC filled in). Fails when a limit
     /// is exceeded, so a producer learns it before sending.
     pub fn encode(&self) -> Result<Vec<u8>, BatchError> {
-        if self.records.is_empty() {
+        self.encode_records(self.records.iter())
+    }
+
+    /// Encodes `records` (instead of the pushed ones) with this builder's producer fields:
+    /// for a producer that keeps its records to resend them, without copying them first.
+    pub fn encode_records<'r, I>(&self, records: I) -> Result<Vec<u8>, BatchError>
+    where
+        I: ExactSizeIterator<Item = &'r Record> + Clone,
+    {
+        let count = records.len();
+        let Some(first) = records.clone().next() else {
             return Err(BatchError::Empty);
-        }
-        if self.records.len() > BATCH_RECORDS_MAX as usize {
+        };
+        if count > BATCH_RECORDS_MAX as usize {
             return Err(DecodeError::TooLarge {
                 what: "batch records",
-                size: self.records.len(),
+                size: count,
                 limit: BATCH_RECORDS_MAX as usize,
             }
             .into());
         }
-        let first_timestamp = self.records[0].timestamp_ms;
-        let max_timestamp = self
-            .records
-            .iter()
+        let first_timestamp = first.timestamp_ms;
+        let max_timestamp = records
+            .clone()
             .map(|r| r.timestamp_ms)
             .max()
             .unwrap_or(first_timestamp);
-        let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + self.records.len() * 64);
+        let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + count * 64);
         out.extend_from_slice(&0i64.to_be_bytes());
         out.extend_from_slice(&0u32.to_be_bytes());
         out.extend_from_slice(&(-1i64).to_be_bytes());
         out.extend_from_slice(&0u32.to_be_bytes());
         out.push(BATCH_MAGIC);
         out.push(0);
-        out.extend_from_slice(&(self.records.len() as u32).to_be_bytes());
+        out.extend_from_slice(&(count as u32).to_be_bytes());
         out.extend_from_slice(&first_timestamp.to_be_bytes());
         out.extend_from_slice(&max_timestamp.to_be_bytes());
         out.extend_from_slice(&self.producer_id.to_be_bytes());
         out.extend_from_slice(&self.producer_epoch.to_be_bytes());
         out.extend_from_slice(&self.base_sequence.to_be_bytes());
-        for record in &self.records {
+        for record in records {
             encode_record(&mut out, record, first_timestamp)?;
         }
         if out.len() > BATCH_BYTES_MAX {

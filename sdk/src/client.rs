@@ -105,28 +105,28 @@ impl Client {
 
     /// A typed producer for `topic` with default settings.
     pub async fn producer<T: Message>(&self, topic: &str) -> Result<Producer<T>, ProduceError> {
-        self.producer_with(topic, ProducerConfig::default(), self.config.registration)
-            .await
+        self.producer_with(topic, ProducerOptions::default()).await
     }
 
-    /// A typed producer with explicit settings and registration policy.
+    /// A typed producer with explicit settings; unset policies take the client's.
     pub async fn producer_with<T: Message>(
         &self,
         topic: &str,
-        config: ProducerConfig,
-        registration: Registration,
+        options: ProducerOptions,
     ) -> Result<Producer<T>, ProduceError> {
         let writer = self
             .schemas
             .writer_for_produce(
                 topic,
                 &T::SCHEMA,
-                registration,
-                self.config.subject_strategy,
+                options.registration.unwrap_or(self.config.registration),
+                options
+                    .subject_strategy
+                    .unwrap_or(self.config.subject_strategy),
             )
             .await
             .map_err(|e| ProduceError::Schema(e.to_string()))?;
-        let raw = RawProducer::with_reconnect(self.connector(), topic, config).await?;
+        let raw = RawProducer::with_reconnect(self.connector(), topic, options.config).await?;
         Ok(Producer {
             raw,
             writer: Arc::new(writer),
@@ -148,6 +148,16 @@ impl Client {
             _type: PhantomData,
         }
     }
+}
+
+/// How a typed producer batches, retries and picks its schema.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerOptions {
+    pub config: ProducerConfig,
+    /// `None`: the client's registration policy.
+    pub registration: Option<Registration>,
+    /// `None`: the client's subject strategy.
+    pub subject_strategy: Option<SubjectStrategy>,
 }
 
 /// What to set on one record besides the message.

@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod codegen;
 pub mod consumer;
 pub mod inbox;
 pub mod message;
@@ -24,7 +25,7 @@ pub mod policy;
 pub mod producer;
 pub mod schemas;
 
-pub use client::{Client, ClientConfig, Consumer, Event, Producer, SendOptions};
+pub use client::{Client, ClientConfig, Consumer, Event, Producer, ProducerOptions, SendOptions};
 pub use consumer::{HandlerError, RawConsumer};
 pub use herald_broker_client::Trust;
 pub use message::{Message, SchemaDependency, SchemaFormat, SchemaInfo};

@@ -396,10 +396,13 @@ pub fn load_inputs(
                 .collect();
             includes.dedup();
         }
-        let mut compiler = protox::Compiler::new(&includes).map_err(|e| proto_error(&e))?;
+        let mut compiler =
+            protox::Compiler::new(&includes).map_err(|e| proto_error(&e, &includes))?;
         compiler.include_imports(true).include_source_info(true);
         for path in &proto_paths {
-            compiler.open_file(path).map_err(|e| proto_error(&e))?;
+            compiler
+                .open_file(path)
+                .map_err(|e| proto_error(&e, &includes))?;
         }
         let descriptors: BTreeMap<String, prost_types::FileDescriptorProto> = compiler
             .file_descriptor_set()
@@ -438,9 +441,15 @@ pub fn load_inputs(
 }
 
 /// A protox error as file:line:column: message.
-fn proto_error(error: &protox::Error) -> Error {
+fn proto_error(error: &protox::Error, includes: &[PathBuf]) -> Error {
     use miette::Diagnostic;
-    let file = error.file().unwrap_or("<protobuf>").to_owned();
+    let name = error.file().unwrap_or("<protobuf>");
+    // The error names the file as imported; report the path on disk.
+    let file = includes
+        .iter()
+        .map(|dir| dir.join(name))
+        .find(|path| path.exists())
+        .map_or_else(|| name.to_owned(), |path| path.display().to_string());
     let offset = error
         .labels()
         .and_then(|mut labels| labels.next())

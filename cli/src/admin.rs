@@ -3,7 +3,7 @@
 //! over the registry and broker clients; errors come back as one line.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,6 +13,60 @@ use herald_registry_client::{NewSchema, RegistryClient, Version};
 use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::messages::{SchemaValidation, SubjectStrategy, TopicConfig};
 use serde_json::json;
+
+/// `herald schema pin`: fetches every pinned version and writes herald.lock.
+async fn pin(
+    manifest_path: &Path,
+    registry: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+) -> anyhow::Result<()> {
+    let manifest = herald_codegen::Manifest::load(manifest_path)?;
+    let Some(pins) = &manifest.registry else {
+        anyhow::bail!(
+            "{} has no [registry] section with pins to resolve",
+            manifest_path.display()
+        );
+    };
+    let url = registry.unwrap_or_else(|| pins.url.clone());
+    let mut client = RegistryClient::new(&url)?;
+    if let (Some(user), Some(password)) = (user, password) {
+        client = client.with_basic_auth(user, password);
+    }
+    let lock_path = manifest.lock_path();
+    let mut lock = herald_codegen::Lock::load(&lock_path)?;
+    for pin in &pins.pins {
+        let found = client
+            .version(&pin.subject, Version::Number(pin.version))
+            .await
+            .with_context(|| format!("{} version {} at {url}", pin.subject, pin.version))?;
+        anyhow::ensure!(
+            found.references.is_empty(),
+            "{} version {} has references; pinning schemas with references is not supported yet",
+            pin.subject,
+            pin.version
+        );
+        let kind: herald_schema::SchemaType = found.schema_type.parse()?;
+        let parsed = herald_schema::ParsedSchema::parse(kind, &found.schema, &[])
+            .with_context(|| format!("{} version {}", pin.subject, pin.version))?;
+        lock.put(herald_codegen::LockEntry {
+            subject: pin.subject.clone(),
+            version: found.version,
+            id: found.id,
+            schema_type: kind.as_str().to_owned(),
+            fingerprint: hex::encode(parsed.fingerprint()),
+            schema: found.schema,
+        });
+        println!("{} v{} -> id {}", pin.subject, found.version, found.id);
+    }
+    let written = lock.save(&lock_path)?;
+    println!(
+        "{} {}",
+        lock_path.display(),
+        if written { "updated" } else { "unchanged" }
+    );
+    Ok(())
+}
 
 #[derive(clap::Args)]
 pub(crate) struct RegistryArgs {
@@ -99,6 +153,21 @@ pub(crate) enum SchemaAdmin {
         new: PathBuf,
         #[arg(long = "type", default_value = "avro")]
         schema_type: String,
+    },
+    /// Resolve the manifest's registry pins into herald.lock (subject, version, ID,
+    /// fingerprint, schema text), so builds use them offline. Commit herald.lock.
+    ///
+    /// Example: herald schema pin --manifest herald.toml
+    Pin {
+        #[arg(long, default_value = "herald.toml")]
+        manifest: PathBuf,
+        /// Registry URL (default: the manifest's [registry] url).
+        #[arg(long)]
+        registry: Option<String>,
+        #[arg(long, env = "HERALD_REGISTRY_USER")]
+        user: Option<String>,
+        #[arg(long, env = "HERALD_REGISTRY_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
     /// Show or set a compatibility level (global without --subject).
     ///
@@ -207,6 +276,12 @@ pub(crate) async fn schema(command: SchemaAdmin) -> anyhow::Result<()> {
                 }
             }
         }
+        SchemaAdmin::Pin {
+            manifest,
+            registry,
+            user,
+            password,
+        } => pin(&manifest, registry, user, password).await?,
         SchemaAdmin::Config {
             registry,
             subject,

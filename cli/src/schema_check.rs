@@ -9,8 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use herald_registry_client::{NewSchema, RegistryClient};
-use herald_schema::{check_pair, CompatibilityLevel, Incompatibility, ParsedSchema, SchemaType};
+use herald_registry_client::{NewSchema, RegistryClient, SchemaReference, Version};
+use herald_schema::{
+    check_pair, CompatibilityLevel, Incompatibility, ParsedSchema, ResolvedReference, SchemaType,
+};
 use serde_json::json;
 
 /// Exit code: every schema is compatible.
@@ -22,14 +24,19 @@ pub(crate) const EXIT_ERROR: i32 = 2;
 
 #[derive(clap::Args)]
 pub(crate) struct CheckArgs {
-    /// Subject the schema is registered under (e.g. orders-value).
-    #[arg(long)]
-    subject: String,
+    /// Subject the schema is registered under (e.g. orders-value); with FILE. Without both,
+    /// every topic of the manifest is checked.
+    #[arg(long, requires = "file")]
+    subject: Option<String>,
     /// Schema format.
     #[arg(long = "type", value_enum, default_value = "avro")]
     schema_type: TypeArg,
     /// The new schema file.
-    file: PathBuf,
+    #[arg(requires = "subject")]
+    file: Option<PathBuf>,
+    /// The manifest whose topics to check (subjects follow each topic's strategy).
+    #[arg(long, default_value = "herald.toml", conflicts_with = "file")]
+    manifest: PathBuf,
     /// Registry to check against, with the subject's own level.
     #[arg(long, conflicts_with = "against")]
     registry: Option<String>,
@@ -76,33 +83,105 @@ enum Verdict {
     },
 }
 
-/// Runs the check and returns the process exit code.
+/// One schema to check: from `--subject FILE` or from a manifest topic.
+struct Target {
+    subject: String,
+    kind: SchemaType,
+    /// The file as the user knows it (also where GitHub annotations point).
+    file: PathBuf,
+    text: String,
+    /// Imported files (Protobuf), by import name.
+    references: Vec<ResolvedReference>,
+}
+
+/// Runs the check and returns the process exit code (the worst over all targets).
 pub(crate) async fn run(args: CheckArgs) -> i32 {
-    match verdict(&args).await {
-        Ok(verdict) => {
-            print!("{}", render(&args, &verdict));
-            match verdict {
-                Verdict::Incompatible { .. } => EXIT_INCOMPATIBLE,
-                _ => EXIT_COMPATIBLE,
-            }
-        }
+    let targets = match targets(&args) {
+        Ok(targets) => targets,
         Err(message) => {
-            match args.format {
-                Format::Json => println!(
-                    "{}",
-                    json!({"subject": args.subject, "file": args.file, "status": "error", "error": message})
-                ),
-                Format::Github => println!(
-                    "::error file={}::{}",
-                    args.file.display(),
-                    escape_github(&message)
-                ),
-                Format::Text => {}
+            report_error(&args, None, &message);
+            return EXIT_ERROR;
+        }
+    };
+    let mut code = EXIT_COMPATIBLE;
+    for target in &targets {
+        match verdict(&args, target).await {
+            Ok(verdict) => {
+                print!("{}", render(&args, target, &verdict));
+                if matches!(verdict, Verdict::Incompatible { .. }) {
+                    code = code.max(EXIT_INCOMPATIBLE);
+                }
             }
-            eprintln!("error: {message}");
-            EXIT_ERROR
+            Err(message) => {
+                report_error(&args, Some(target), &message);
+                code = EXIT_ERROR;
+            }
         }
     }
+    code
+}
+
+fn report_error(args: &CheckArgs, target: Option<&Target>, message: &str) {
+    let file = target.map_or_else(|| args.manifest.clone(), |t| t.file.clone());
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            json!({"subject": target.map(|t| t.subject.clone()), "file": file, "status": "error", "error": message})
+        ),
+        Format::Github => println!(
+            "::error file={}::{}",
+            file.display(),
+            escape_github(message)
+        ),
+        Format::Text => {}
+    }
+    eprintln!("error: {message}");
+}
+
+/// The schemas to check: the explicit file, or every topic of the manifest.
+fn targets(args: &CheckArgs) -> Result<Vec<Target>, String> {
+    if let (Some(subject), Some(file)) = (&args.subject, &args.file) {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        return Ok(vec![Target {
+            subject: subject.clone(),
+            kind: schema_type(args.schema_type),
+            file: file.clone(),
+            text,
+            references: Vec::new(),
+        }]);
+    }
+    let manifest = herald_codegen::Manifest::load(&args.manifest)
+        .map_err(|e| format!("{e} (give --subject S FILE, or a manifest with --manifest PATH)"))?;
+    let scratch = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let lock = herald_codegen::Lock::load(&manifest.lock_path()).map_err(|e| e.to_string())?;
+    let (inputs, _) =
+        herald_codegen::load_inputs(&manifest, &lock, scratch.path()).map_err(|e| e.to_string())?;
+    let schemas = herald_codegen::topic_schemas(&inputs).map_err(|e| e.to_string())?;
+    if schemas.is_empty() {
+        return Err(format!("{} declares no [[topic]]", args.manifest.display()));
+    }
+    Ok(schemas
+        .into_iter()
+        .map(|schema| Target {
+            subject: schema.subject,
+            kind: schema.schema_type,
+            file: relative_to_cwd(Path::new(&schema.origin)),
+            text: schema.text,
+            references: schema.references,
+        })
+        .collect())
+}
+
+/// `path` relative to the working directory when it is below it (annotations and `git show`
+/// want repository paths).
+fn relative_to_cwd(path: &Path) -> PathBuf {
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| std::fs::canonicalize(cwd).ok())
+        .and_then(|cwd| absolute.strip_prefix(cwd).ok().map(Path::to_owned))
+        .unwrap_or_else(|| path.to_owned())
 }
 
 fn schema_type(arg: TypeArg) -> SchemaType {
@@ -112,21 +191,20 @@ fn schema_type(arg: TypeArg) -> SchemaType {
     }
 }
 
-async fn verdict(args: &CheckArgs) -> Result<Verdict, String> {
-    let new_text = std::fs::read_to_string(&args.file)
-        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
-    let kind = schema_type(args.schema_type);
-    let new = ParsedSchema::parse(kind, &new_text, &[])
-        .map_err(|e| format!("{}: {e}", args.file.display()))?;
+async fn verdict(args: &CheckArgs, target: &Target) -> Result<Verdict, String> {
+    let kind = target.kind;
+    let new = ParsedSchema::parse(kind, &target.text, &target.references)
+        .map_err(|e| format!("{}: {e}", target.file.display()))?;
     match (&args.registry, &args.against) {
-        (Some(url), None) => against_registry(args, url, kind, &new_text).await,
+        (Some(url), None) => against_registry(args, target, url).await,
         (None, Some(against)) => {
             let level: CompatibilityLevel = args.level.parse().map_err(|e| format!("{e}"))?;
-            let Some(old_text) = previous_text(against, &args.file)? else {
+            let Some(old_text) = previous_text(against, &target.file)? else {
                 return Ok(Verdict::New);
             };
-            let old = ParsedSchema::parse(kind, &old_text, &[])
-                .map_err(|e| format!("previous version of {}: {e}", args.file.display()))?;
+            // Imports resolve to their current text on both sides.
+            let old = ParsedSchema::parse(kind, &old_text, &target.references)
+                .map_err(|e| format!("previous version of {}: {e}", target.file.display()))?;
             let findings = check_pair(&old, &new, level);
             Ok(if findings.is_empty() {
                 Verdict::Compatible
@@ -141,27 +219,44 @@ async fn verdict(args: &CheckArgs) -> Result<Verdict, String> {
     }
 }
 
-async fn against_registry(
-    args: &CheckArgs,
-    url: &str,
-    kind: SchemaType,
-    text: &str,
-) -> Result<Verdict, String> {
+async fn against_registry(args: &CheckArgs, target: &Target, url: &str) -> Result<Verdict, String> {
     let mut client = RegistryClient::new(url).map_err(|e| e.to_string())?;
     if let (Some(user), Some(password)) = (&args.user, &args.password) {
         client = client.with_basic_auth(user.clone(), password.clone());
     }
-    match client.versions(&args.subject).await {
+    match client.versions(&target.subject).await {
         Err(error) if error.code() == Some(40401) => return Ok(Verdict::New),
         Err(error) => return Err(format!("registry {url}: {error}")),
         Ok(_) => {}
     }
-    let schema = match kind {
-        SchemaType::Avro => NewSchema::avro(text),
-        SchemaType::Protobuf => NewSchema::protobuf(text),
-    };
+    // Imports are registered under their import name (as Confluent's serializers do); the
+    // check uses their latest versions.
+    let mut references = Vec::new();
+    for reference in &target.references {
+        let latest = client
+            .version(&reference.name, Version::Latest)
+            .await
+            .map_err(|e| {
+                format!(
+                    "{} imports {}, which is not registered under subject '{}': {e}",
+                    target.file.display(),
+                    reference.name,
+                    reference.name
+                )
+            })?;
+        references.push(SchemaReference {
+            name: reference.name.clone(),
+            subject: reference.name.clone(),
+            version: i64::from(latest.version),
+        });
+    }
+    let schema = match target.kind {
+        SchemaType::Avro => NewSchema::avro(target.text.clone()),
+        SchemaType::Protobuf => NewSchema::protobuf(target.text.clone()),
+    }
+    .with_references(references);
     let answer = client
-        .check_compatibility(&args.subject, None, &schema)
+        .check_compatibility(&target.subject, None, &schema)
         .await
         .map_err(|e| format!("registry {url}: {e}"))?;
     Ok(if answer.is_compatible {
@@ -241,18 +336,16 @@ fn escape_github(text: &str) -> String {
         .replace('\n', "%0A")
 }
 
-fn render(args: &CheckArgs, verdict: &Verdict) -> String {
-    let file = args.file.display().to_string();
-    let text = std::fs::read_to_string(&args.file).unwrap_or_default();
+fn render(args: &CheckArgs, target: &Target, verdict: &Verdict) -> String {
+    let file = target.file.display().to_string();
+    let text = &target.text;
+    let subject = &target.subject;
     match args.format {
         Format::Text => match verdict {
-            Verdict::New => format!(
-                "{}: new subject ({file}), nothing to compare\n",
-                args.subject
-            ),
-            Verdict::Compatible => format!("{}: compatible ({file})\n", args.subject),
+            Verdict::New => format!("{}: new subject ({file}), nothing to compare\n", subject),
+            Verdict::Compatible => format!("{}: compatible ({file})\n", subject),
             Verdict::Incompatible { findings, messages } => {
-                let mut out = format!("{}: INCOMPATIBLE ({file})\n", args.subject);
+                let mut out = format!("{}: INCOMPATIBLE ({file})\n", subject);
                 for finding in findings {
                     out.push_str(&format!(
                         "  {} at {} [{}]: {}\n",
@@ -280,11 +373,11 @@ fn render(args: &CheckArgs, verdict: &Verdict) -> String {
             };
             let findings: Vec<serde_json::Value> = findings
                 .iter()
-                .map(|f| json!({"rule": f.rule.as_str(), "path": f.path, "location": f.location, "old": f.old, "new": f.new, "description": f.description, "line": line_of(&text, &f.path)}))
+                .map(|f| json!({"rule": f.rule.as_str(), "path": f.path, "location": f.location, "old": f.old, "new": f.new, "description": f.description, "line": line_of(text, &f.path)}))
                 .collect();
             format!(
                 "{}\n",
-                json!({"subject": args.subject, "file": file, "status": status, "incompatibilities": findings, "messages": messages})
+                json!({"subject": subject, "file": file, "status": status, "incompatibilities": findings, "messages": messages})
             )
         }
         Format::Github => match verdict {
@@ -293,7 +386,7 @@ fn render(args: &CheckArgs, verdict: &Verdict) -> String {
                 for f in findings {
                     let message = format!(
                         "{}: {} at {}: {} (old: {}, new: {})",
-                        args.subject,
+                        subject,
                         f.rule,
                         f.path,
                         f.description,
@@ -302,19 +395,19 @@ fn render(args: &CheckArgs, verdict: &Verdict) -> String {
                     );
                     out.push_str(&format!(
                         "::error file={file},line={},title=Incompatible schema change::{}\n",
-                        line_of(&text, &f.path),
+                        line_of(text, &f.path),
                         escape_github(&message)
                     ));
                 }
                 for m in messages {
                     out.push_str(&format!(
                         "::error file={file},line=1,title=Incompatible schema change::{}\n",
-                        escape_github(&format!("{}: {m}", args.subject))
+                        escape_github(&format!("{}: {m}", subject))
                     ));
                 }
                 out
             }
-            Verdict::New => format!("::notice file={file}::{} is a new subject\n", args.subject),
+            Verdict::New => format!("::notice file={file}::{} is a new subject\n", subject),
             Verdict::Compatible => String::new(),
         },
     }

@@ -307,3 +307,168 @@ fn against_a_live_registry() {
     assert_eq!(code, 1);
     assert!(out.starts_with("::error file=order.avsc"), "{out}");
 }
+
+const MONEY: &str = "syntax = \"proto3\";\npackage common;\nmessage Money {\n  string currency = 1;\n  int64 units = 2;\n}\n";
+const ORDERS_V1: &str = "syntax = \"proto3\";\npackage shop.v1;\nimport \"common/money.proto\";\nmessage OrderCreated {\n  string order_id = 1;\n  common.Money total = 2;\n}\n";
+const ORDERS_BAD: &str = "syntax = \"proto3\";\npackage shop.v1;\nimport \"common/money.proto\";\nmessage OrderCreated {\n  string order_id = 1;\n  int64 total = 2;\n}\n";
+const MANIFEST: &str = "[schemas]\nproto = [\"proto/shop/v1/orders.proto\"]\nproto_include = [\"proto\"]\navro = [\"avro/order.avsc\"]\n\n[[topic]]\nname = \"orders\"\nmessage = \"shop.v1.OrderCreated\"\n\n[[topic]]\nname = \"legacy-orders\"\nmessage = \"shop.Order\"\n";
+
+/// A manifest with a Protobuf topic (with an import) and an Avro topic.
+fn manifest_crate(dir: &Path) {
+    write(dir, "herald.toml", MANIFEST);
+    write(dir, "proto/common/money.proto", MONEY);
+    write(dir, "proto/shop/v1/orders.proto", ORDERS_V1);
+    write(dir, "avro/order.avsc", V1);
+}
+
+#[test]
+fn manifest_mode_checks_every_topic_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    manifest_crate(dir.path());
+    write(dir.path(), "old/proto/shop/v1/orders.proto", ORDERS_V1);
+    write(dir.path(), "old/avro/order.avsc", V1);
+    let check = |format: &str| {
+        herald(
+            dir.path(),
+            &["schema", "check", "--against", "old", "--format", format],
+        )
+    };
+    let (code, out, err) = check("text");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("orders-value: compatible (proto/shop/v1/orders.proto)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("legacy-orders-value: compatible (avro/order.avsc)"),
+        "{out}"
+    );
+
+    write(dir.path(), "proto/shop/v1/orders.proto", ORDERS_BAD);
+    let (code, out, _) = check("text");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("orders-value: INCOMPATIBLE"), "{out}");
+    assert!(out.contains("legacy-orders-value: compatible"), "{out}");
+    let (code, out, _) = check("github");
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("::error file=proto/shop/v1/orders.proto,line=6"),
+        "{out}"
+    );
+    let (code, out, _) = check("json");
+    assert_eq!(code, 1);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["status"], "incompatible");
+
+    // A manifest naming a message no file defines is a usage error.
+    write(
+        dir.path(),
+        "herald.toml",
+        &MANIFEST.replace("shop.Order\"", "shop.Missing\""),
+    );
+    let (code, _, err) = check("text");
+    assert_eq!(code, 2);
+    assert!(err.contains("shop.Missing"), "{err}");
+}
+
+#[test]
+fn manifest_mode_against_a_registry_resolves_imports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_registry, url) = support::registry(&dir.path().join("registry"));
+    manifest_crate(dir.path());
+    let check = || herald(dir.path(), &["schema", "check", "--registry", &url]);
+    let (code, out, err) = check();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("orders-value: new subject"), "{out}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(async {
+            use herald_registry_client::{NewSchema, RegistryClient, SchemaReference};
+            let client = RegistryClient::new(&url)?;
+            client
+                .register("common/money.proto", &NewSchema::protobuf(MONEY))
+                .await?;
+            client
+                .register(
+                    "orders-value",
+                    &NewSchema::protobuf(ORDERS_V1).with_references(vec![SchemaReference {
+                        name: "common/money.proto".into(),
+                        subject: "common/money.proto".into(),
+                        version: 1,
+                    }]),
+                )
+                .await?;
+            client
+                .register("legacy-orders-value", &NewSchema::avro(V1))
+                .await
+        })
+        .expect("seed the registry");
+    let (code, out, err) = check();
+    assert_eq!(code, 0, "{out}{err}");
+    write(dir.path(), "proto/shop/v1/orders.proto", ORDERS_BAD);
+    let (code, out, _) = check();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("orders-value: INCOMPATIBLE"), "{out}");
+}
+
+#[test]
+fn schema_pin_writes_the_lock_from_the_registry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_registry, url) = support::registry(&dir.path().join("registry"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let id = runtime
+        .block_on(async {
+            let client = herald_registry_client::RegistryClient::new(&url)?;
+            client
+                .register(
+                    "payments-value",
+                    &herald_registry_client::NewSchema::avro(V1),
+                )
+                .await?;
+            client
+                .register(
+                    "payments-value",
+                    &herald_registry_client::NewSchema::avro(V2_OK),
+                )
+                .await
+        })
+        .expect("seed");
+    write(
+        dir.path(),
+        "herald.toml",
+        &format!("[registry]\nurl = \"{url}\"\npins = [{{ subject = \"payments-value\", version = 2 }}]\n"),
+    );
+    let (code, out, err) = herald(dir.path(), &["schema", "pin"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("payments-value v2 -> id {id}")),
+        "{out}"
+    );
+    let lock = herald_codegen::Lock::load(&dir.path().join("herald.lock")).expect("lock");
+    let entry = lock.get("payments-value").expect("entry");
+    assert_eq!((entry.version, entry.id), (2, id));
+    assert!(entry.schema.contains("note"));
+    assert_eq!(entry.fingerprint.len(), 64);
+    let (code, out, _) = herald(dir.path(), &["schema", "pin"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("unchanged"), "{out}");
+    // A pin of a version that does not exist fails, naming it.
+    write(
+        dir.path(),
+        "herald.toml",
+        &format!("[registry]\nurl = \"{url}\"\npins = [{{ subject = \"payments-value\", version = 9 }}]\n"),
+    );
+    let (code, _, err) = herald(dir.path(), &["schema", "pin"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("payments-value version 9"), "{err}");
+}

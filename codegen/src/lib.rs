@@ -425,6 +425,7 @@ pub fn load_inputs(
             files.push(ProtoFile {
                 name: file.name().to_owned(),
                 source,
+                path: file.path().map(Path::to_owned),
                 descriptor: descriptors.get(file.name()).cloned().unwrap_or_default(),
             });
         }
@@ -485,62 +486,114 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, Error> {
     Ok(true)
 }
 
+/// The schema a topic's records carry, as found among the inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSchema {
+    pub topic: String,
+    pub subject: String,
+    pub schema_type: herald_schema::SchemaType,
+    /// The schema text to register or check (the whole `.avsc` or `.proto` file).
+    pub text: String,
+    /// Where it came from (a path, or the lock entry).
+    pub origin: String,
+    /// Imported files (Protobuf), dependencies first: import name and text.
+    pub references: Vec<herald_schema::ResolvedReference>,
+}
+
+/// Finds, for every topic of the inputs, the file that defines its message.
+pub fn topic_schemas(inputs: &Inputs) -> Result<Vec<TopicSchema>, GenerateError> {
+    use herald_schema::{ParsedSchema, ResolvedReference, SchemaType};
+    let mut found = Vec::new();
+    for topic in &inputs.topics {
+        let avro = inputs.avro.iter().find(|source| {
+            ParsedSchema::parse(SchemaType::Avro, &source.text, &[])
+                .is_ok_and(|parsed| parsed.record_names().first() == Some(&topic.message))
+        });
+        if let Some(source) = avro {
+            found.push(TopicSchema {
+                topic: topic.name.clone(),
+                subject: topic.subject(),
+                schema_type: SchemaType::Avro,
+                text: source.text.clone(),
+                origin: source.origin.clone(),
+                references: Vec::new(),
+            });
+            continue;
+        }
+        let proto = inputs.proto.iter().find(|file| {
+            !protobuf::well_known(&file.name) && declares(&file.descriptor, &topic.message)
+        });
+        let Some(file) = proto else {
+            return Err(GenerateError::UnknownMessage {
+                topic: topic.name.clone(),
+                message: topic.message.clone(),
+                known: "(see the schema files of herald.toml)".to_owned(),
+            });
+        };
+        let mut references = Vec::new();
+        for name in protobuf::dependency_order(&file.name, &inputs.proto)? {
+            if let Some(text) = inputs
+                .proto
+                .iter()
+                .find(|f| f.name == name)
+                .and_then(|f| f.source.clone())
+            {
+                references.push(ResolvedReference { name, schema: text });
+            }
+        }
+        found.push(TopicSchema {
+            topic: topic.name.clone(),
+            subject: topic.subject(),
+            schema_type: SchemaType::Protobuf,
+            text: file.source.clone().unwrap_or_default(),
+            origin: file
+                .path
+                .as_ref()
+                .map_or_else(|| file.name.clone(), |p| p.display().to_string()),
+            references,
+        });
+    }
+    Ok(found)
+}
+
+/// Whether a file declares message `full_name` (at any nesting depth).
+fn declares(file: &prost_types::FileDescriptorProto, full_name: &str) -> bool {
+    fn walk(prefix: &str, messages: &[prost_types::DescriptorProto], target: &str) -> bool {
+        messages.iter().any(|m| {
+            let name = format!("{prefix}{}", m.name());
+            name == target || walk(&format!("{name}."), &m.nested_type, target)
+        })
+    }
+    let prefix = if file.package().is_empty() {
+        String::new()
+    } else {
+        format!("{}.", file.package())
+    };
+    walk(&prefix, &file.message_type, full_name)
+}
+
 /// Compares each topic's local schema with the version locked for its subject and returns
 /// one warning per incompatible edit (BACKWARD, the registry's default level).
 pub fn lock_warnings(inputs: &Inputs, lock: &Lock) -> Vec<String> {
-    use herald_schema::{check_pair, CompatibilityLevel, ParsedSchema, SchemaType};
+    use herald_schema::{check_pair, CompatibilityLevel, ParsedSchema};
     let mut warnings = Vec::new();
-    for topic in &inputs.topics {
-        let Some(entry) = lock.get(&topic.subject()) else {
-            continue;
-        };
-        let local = inputs
-            .avro
-            .iter()
-            .find(|s| {
-                serde_json::from_str::<serde_json::Value>(&s.text)
-                    .ok()
-                    .is_some_and(|v| {
-                        let name = v.get("name").and_then(|n| n.as_str()).unwrap_or_default();
-                        let namespace = v.get("namespace").and_then(|n| n.as_str());
-                        let full = match namespace {
-                            Some(ns) if !name.contains('.') => format!("{ns}.{name}"),
-                            _ => name.to_owned(),
-                        };
-                        full == topic.message
-                    })
-            })
-            .map(|s| (SchemaType::Avro, s.text.clone()))
-            .or_else(|| {
-                inputs
-                    .proto
-                    .iter()
-                    .find(|f| {
-                        let package = f.descriptor.package();
-                        f.descriptor.message_type.iter().any(|m| {
-                            let full = if package.is_empty() {
-                                m.name().to_owned()
-                            } else {
-                                format!("{package}.{}", m.name())
-                            };
-                            topic.message.starts_with(&full)
-                        })
-                    })
-                    .and_then(|f| f.source.clone().map(|s| (SchemaType::Protobuf, s)))
-            });
-        let Some((schema_type, text)) = local else {
+    let Ok(schemas) = topic_schemas(inputs) else {
+        return warnings;
+    };
+    for local in schemas {
+        let Some(entry) = lock.get(&local.subject) else {
             continue;
         };
         let (Ok(old), Ok(new)) = (
-            ParsedSchema::parse(schema_type, &entry.schema, &[]),
-            ParsedSchema::parse(schema_type, &text, &[]),
+            ParsedSchema::parse(local.schema_type, &entry.schema, &local.references),
+            ParsedSchema::parse(local.schema_type, &local.text, &local.references),
         ) else {
             continue;
         };
         for problem in check_pair(&old, &new, CompatibilityLevel::Backward) {
             warnings.push(format!(
-                "{}: incompatible with {} version {} in herald.lock: {problem}",
-                topic.message, entry.subject, entry.version
+                "{} ({}): incompatible with {} version {} in herald.lock: {problem}",
+                local.origin, local.topic, entry.subject, entry.version
             ));
         }
     }

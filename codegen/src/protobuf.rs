@@ -19,10 +19,12 @@ pub struct ProtoFile {
     pub name: String,
     /// Its text (what is registered); `None` for well-known types built into protox.
     pub source: Option<String>,
+    /// Where it was read from.
+    pub path: Option<std::path::PathBuf>,
     pub descriptor: FileDescriptorProto,
 }
 
-fn well_known(name: &str) -> bool {
+pub(crate) fn well_known(name: &str) -> bool {
     name.starts_with("google/protobuf/")
 }
 
@@ -196,7 +198,7 @@ pub(crate) fn generate(
 }
 
 /// The non-well-known imports of `name`.
-fn direct_imports(name: &str, files: &[ProtoFile]) -> Vec<String> {
+pub(crate) fn direct_imports(name: &str, files: &[ProtoFile]) -> Vec<String> {
     files
         .iter()
         .find(|f| f.name == name)
@@ -212,7 +214,10 @@ fn direct_imports(name: &str, files: &[ProtoFile]) -> Vec<String> {
 }
 
 /// Every file `name` imports, directly or not, dependencies first.
-fn dependency_order(name: &str, files: &[ProtoFile]) -> Result<Vec<String>, GenerateError> {
+pub(crate) fn dependency_order(
+    name: &str,
+    files: &[ProtoFile],
+) -> Result<Vec<String>, GenerateError> {
     fn visit(
         name: &str,
         files: &[ProtoFile],

@@ -1,0 +1,3 @@
+fn main() -> Result<(), herald_codegen::Error> {
+    herald_codegen::compile("herald.toml")
+}

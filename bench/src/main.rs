@@ -4,6 +4,7 @@
 mod broker;
 mod broker_groups;
 mod broker_nats;
+mod codegen;
 mod registry;
 mod sdk;
 
@@ -27,6 +28,9 @@ enum Command {
     /// SDK: typed Producer<T>/Consumer<T> vs the raw wire client in the same run, and the
     /// per-message serialize + frame cost vs bare prost / apache-avro.
     Sdk(sdk::Options),
+    /// Codegen: build-script time for many schemas and for a no-change rebuild, against
+    /// protox + prost-build alone on the Protobuf half.
+    Codegen(codegen::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +38,6 @@ fn main() -> anyhow::Result<()> {
         Command::Registry(options) => registry::run(options),
         Command::Broker(options) => broker::run(options),
         Command::Sdk(options) => sdk::run(options),
+        Command::Codegen(options) => codegen::run(options),
     }
 }

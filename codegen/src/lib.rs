@@ -649,20 +649,99 @@ impl Config {
         };
         let manifest = Manifest::load(&manifest_path)?;
         let lock_path = manifest.lock_path();
+        let output = out_dir.join(OUTPUT_FILE);
+        let stamp_path = out_dir.join(STAMP_FILE);
+        // A rebuild whose inputs are byte-for-byte those of the last build does nothing.
+        if output.exists() {
+            if let Some(stamp) = Stamp::load(&stamp_path) {
+                if stamp.is_current(&manifest_path, &lock_path) {
+                    if self.emit_rerun {
+                        emit_rerun(&manifest_path, &lock_path, &stamp.files, &out_dir);
+                    }
+                    return Ok(false);
+                }
+            }
+        }
         let lock = Lock::load(&lock_path)?;
         let (inputs, read) = load_inputs(&manifest, &lock, &out_dir)?;
         if self.emit_rerun {
-            println!("cargo:rerun-if-changed={}", manifest_path.display());
-            println!("cargo:rerun-if-changed={}", lock_path.display());
-            for path in read.iter().filter(|p| !p.starts_with(&out_dir)) {
-                println!("cargo:rerun-if-changed={}", path.display());
-            }
+            emit_rerun(&manifest_path, &lock_path, &read, &out_dir);
         }
         for warning in lock_warnings(&inputs, &lock) {
             println!("cargo:warning=herald: {warning}");
         }
         let generated = generate(&inputs)?;
-        write_if_changed(&out_dir.join(OUTPUT_FILE), generated.source.as_bytes())
+        let written = write_if_changed(&output, generated.source.as_bytes())?;
+        Stamp::of(&manifest_path, &lock_path, read).save(&stamp_path)?;
+        Ok(written)
+    }
+}
+
+/// The record of a build's inputs in `OUT_DIR`, next to `herald.rs`.
+pub const STAMP_FILE: &str = "herald.rs.inputs";
+
+fn emit_rerun(manifest: &Path, lock: &Path, read: &[PathBuf], out_dir: &Path) {
+    println!("cargo:rerun-if-changed={}", manifest.display());
+    println!("cargo:rerun-if-changed={}", lock.display());
+    for path in read.iter().filter(|p| !p.starts_with(out_dir)) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+}
+
+/// Digests of every input of the last build (the generator's version included).
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    files: Vec<PathBuf>,
+    digest: String,
+}
+
+impl Stamp {
+    fn digest(manifest: &Path, lock: &Path, files: &[PathBuf]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+        for path in [manifest, lock]
+            .into_iter()
+            .chain(files.iter().map(PathBuf::as_path))
+        {
+            hasher.update(path.as_os_str().as_encoded_bytes());
+            hasher.update([0]);
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    hasher.update((bytes.len() as u64).to_le_bytes());
+                    hasher.update(&bytes);
+                }
+                Err(_) => hasher.update(b"<missing>"),
+            }
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    fn of(manifest: &Path, lock: &Path, files: Vec<PathBuf>) -> Self {
+        let digest = Self::digest(manifest, lock, &files);
+        Self { files, digest }
+    }
+
+    fn is_current(&self, manifest: &Path, lock: &Path) -> bool {
+        Self::digest(manifest, lock, &self.files) == self.digest
+    }
+
+    fn load(path: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut lines = text.lines();
+        let digest = lines.next()?.to_owned();
+        Some(Self {
+            digest,
+            files: lines.map(PathBuf::from).collect(),
+        })
+    }
+
+    fn save(&self, path: &Path) -> Result<bool, Error> {
+        let mut text = format!("{}\n", self.digest);
+        for file in &self.files {
+            text.push_str(&format!("{}\n", file.display()));
+        }
+        write_if_changed(path, text.as_bytes())
     }
 }
 

@@ -51,9 +51,11 @@ pub(crate) fn generate(
     // prost-derive's oneof support names `::prost` whatever `prost_path` says, so the client
     // crate depends on `prost` itself (as every prost user does); well-known types come
     // through herald.
+    // Formatting happens once, over the whole generated file.
     config
         .prost_types_path("::herald::codegen::prost_types")
-        .btree_map(["."]);
+        .btree_map(["."])
+        .format(false);
     let requests = generated
         .iter()
         .map(|file| {

@@ -46,9 +46,9 @@ struct Everything {
     i: i32,
     b: bool,
     d: f64,
-    #[serde(with = "apache_avro::serde_avro_bytes")]
+    #[serde(with = "apache_avro::serde::bytes")]
     bytes: Vec<u8>,
-    #[serde(with = "apache_avro::serde_avro_fixed")]
+    #[serde(with = "apache_avro::serde::fixed")]
     fixed: [u8; 4],
     color: Color,
     list: Vec<i64>,
@@ -76,7 +76,7 @@ fn sample(depth: u32) -> Everything {
         map: [("k".to_string(), "v".to_string())].into(),
         maybe: Some("m".into()),
         late_null: None,
-        either: if depth % 2 == 0 {
+        either: if depth.is_multiple_of(2) {
             Either::Long(7)
         } else {
             Either::String("x".into())

@@ -202,7 +202,7 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
         refund_id: format!("r-{n}"),
         payment_id: format!("p-{n}"),
         amount_cents: 100,
-        reason: (n % 2 == 0).then(|| "damaged".to_string()),
+        reason: n.is_multiple_of(2).then(|| "damaged".to_string()),
     };
     refunds.send(&refund(0)).await?.await?;
     let mut poison = BatchBuilder::new();

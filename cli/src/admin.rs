@@ -80,7 +80,7 @@ pub(crate) struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn client(&self) -> anyhow::Result<RegistryClient> {
+    pub(crate) fn client(&self) -> anyhow::Result<RegistryClient> {
         let client = RegistryClient::new(&self.registry)?;
         Ok(match (&self.user, &self.password) {
             (Some(user), Some(password)) => client.with_basic_auth(user.clone(), password.clone()),

@@ -11,6 +11,7 @@ use herald_registry::ServerConfig;
 mod admin;
 mod dlq;
 mod schema_check;
+mod stream;
 
 /// Herald: a schema-governed event platform.
 #[derive(Parser)]
@@ -60,6 +61,14 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Produce JSON lines from stdin, encoded with the topic's schema.
+    ///
+    /// Example: echo '{"id":"o-1","total":1250}' | herald produce orders --key-field id
+    Produce(stream::ProduceArgs),
+    /// Print a topic's records as JSON lines, decoded with their schemas.
+    ///
+    /// Example: herald consume orders --group audit --from earliest --count 10
+    Consume(stream::ConsumeArgs),
     /// Print a shell completion script.
     ///
     /// Example: herald completions bash > /etc/bash_completion.d/herald
@@ -214,14 +223,59 @@ impl BrokerServeArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Colour for terminals only: `NO_COLOR` or a redirected stream get plain text.
+pub(crate) mod style {
+    use std::io::IsTerminal;
+
+    fn enabled(terminal: bool) -> bool {
+        terminal && std::env::var_os("NO_COLOR").is_none()
+    }
+
+    fn paint(text: &str, code: &str, terminal: bool) -> String {
+        if enabled(terminal) {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// Red, for stderr.
+    pub(crate) fn error(text: &str) -> String {
+        paint(text, "1;31", std::io::stderr().is_terminal())
+    }
+
+    /// Red, for stdout.
+    pub(crate) fn bad(text: &str) -> String {
+        paint(text, "1;31", std::io::stdout().is_terminal())
+    }
+
+    /// Green, for stdout.
+    pub(crate) fn good(text: &str) -> String {
+        paint(text, "32", std::io::stdout().is_terminal())
+    }
+
+    pub(crate) fn stderr_is_terminal() -> bool {
+        enabled(std::io::stderr().is_terminal())
+    }
+}
+
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(style::stderr_is_terminal())
         .init();
+    if let Err(error) = real_main() {
+        // One line: what went wrong, with its causes (`{:#}` joins them with ": ").
+        eprintln!("{} {error:#}", style::error("error:"));
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -268,6 +322,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => admin::schema(command).await,
         Command::Topic { command } => admin::topic(command).await,
         Command::Dlq { command } => dlq::run(command).await,
+        Command::Produce(args) => stream::produce(args).await,
+        Command::Consume(args) => stream::consume(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());

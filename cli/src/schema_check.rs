@@ -135,7 +135,7 @@ fn report_error(args: &CheckArgs, target: Option<&Target>, message: &str) {
         ),
         Format::Text => {}
     }
-    eprintln!("error: {message}");
+    eprintln!("{} {message}", crate::style::error("error:"));
 }
 
 /// The schemas to check: the explicit file, or every topic of the manifest.
@@ -343,9 +343,17 @@ fn render(args: &CheckArgs, target: &Target, verdict: &Verdict) -> String {
     match args.format {
         Format::Text => match verdict {
             Verdict::New => format!("{}: new subject ({file}), nothing to compare\n", subject),
-            Verdict::Compatible => format!("{}: compatible ({file})\n", subject),
+            Verdict::Compatible => format!(
+                "{}: {} ({file})\n",
+                subject,
+                crate::style::good("compatible")
+            ),
             Verdict::Incompatible { findings, messages } => {
-                let mut out = format!("{}: INCOMPATIBLE ({file})\n", subject);
+                let mut out = format!(
+                    "{}: {} ({file})\n",
+                    subject,
+                    crate::style::bad("INCOMPATIBLE")
+                );
                 for finding in findings {
                     out.push_str(&format!(
                         "  {} at {} [{}]: {}\n",

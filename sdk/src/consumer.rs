@@ -48,6 +48,8 @@ pub enum DeadLetter {
 pub enum ResetPolicy {
     Earliest,
     Latest,
+    /// The first record at or after this time (ms since the epoch).
+    Timestamp(i64),
 }
 
 #[derive(Debug, Clone)]
@@ -318,6 +320,7 @@ impl RawConsumer {
         let spec = match self.config.reset {
             ResetPolicy::Earliest => OffsetSpec::Earliest,
             ResetPolicy::Latest => OffsetSpec::Latest,
+            ResetPolicy::Timestamp(ms) => OffsetSpec::Timestamp(ms),
         };
         Ok(self
             .client

@@ -17,6 +17,7 @@ pub mod client;
 pub mod codec;
 pub mod codegen;
 pub mod consumer;
+pub mod dynamic;
 pub mod inbox;
 pub mod message;
 pub mod metrics;

@@ -144,6 +144,31 @@ impl Schemas {
         )?)
     }
 
+    /// The registered schema `id` as a [`DynamicSchema`](crate::dynamic::DynamicSchema) (for
+    /// tools converting JSON); `message` picks the Protobuf message to write.
+    pub async fn dynamic(
+        &self,
+        id: u32,
+        message: Option<&str>,
+    ) -> Result<crate::dynamic::DynamicSchema, SchemaError> {
+        let registered = self.by_id(id).await?;
+        let kind: herald_schema::SchemaType =
+            registered
+                .schema_type
+                .parse()
+                .map_err(|e: herald_schema::UnknownSchemaType| CodecError::Schema {
+                    full_name: format!("schema {id}"),
+                    reason: e.to_string(),
+                })?;
+        let parsed =
+            herald_schema::ParsedSchema::parse(kind, &registered.text, &registered.references)
+                .map_err(|e| CodecError::Schema {
+                    full_name: format!("schema {id}"),
+                    reason: e.to_string(),
+                })?;
+        Ok(crate::dynamic::DynamicSchema::new(id, &parsed, message)?)
+    }
+
     async fn by_id(&self, id: u32) -> Result<Arc<Registered>, SchemaError> {
         if let Some(found) = self.cache().get(&id) {
             return Ok(found.clone());

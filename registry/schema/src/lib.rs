@@ -201,4 +201,22 @@ impl ParsedSchema {
             ParsedKind::Protobuf(schema) => schema.message_names(),
         }
     }
+
+    /// The Avro schema and the named types its references define (for tools that encode or
+    /// decode values dynamically); `None` for Protobuf.
+    pub fn avro(&self) -> Option<(&apache_avro::Schema, Vec<&apache_avro::Schema>)> {
+        match &self.kind {
+            ParsedKind::Avro(schema) => Some(schema.parts()),
+            ParsedKind::Protobuf(_) => None,
+        }
+    }
+
+    /// The Protobuf file descriptor, its imports in its pool (for dynamic messages); `None`
+    /// for Avro.
+    pub fn protobuf_file(&self) -> Option<&prost_reflect::FileDescriptor> {
+        match &self.kind {
+            ParsedKind::Avro(_) => None,
+            ParsedKind::Protobuf(schema) => Some(schema.file()),
+        }
+    }
 }

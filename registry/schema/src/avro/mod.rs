@@ -18,6 +18,13 @@ pub(crate) struct AvroSchema {
 }
 
 impl AvroSchema {
+    /// The root schema and the referenced named types.
+    pub(crate) fn parts(&self) -> (&Schema, Vec<&Schema>) {
+        let mut named: Vec<(&String, &Schema)> = self.named.iter().collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        (&self.root, named.into_iter().map(|(_, s)| s).collect())
+    }
+
     pub(crate) fn parse(text: &str, references: &[ResolvedReference]) -> Result<Self, ParseError> {
         let (root, referenced) = if references.is_empty() {
             let root = Schema::parse_str(text).map_err(|e| ParseError::Avro(e.to_string()))?;

@@ -46,6 +46,21 @@ struct AvroPair {
     reader: apache_avro::Schema,
     /// Writer and reader are the same schema: serde reads and writes directly, no resolution.
     same: bool,
+    /// The writer schema names no type by reference: encoding needs no name table.
+    self_contained: bool,
+}
+
+/// Whether `schema` contains a reference to a named type (which needs a name table).
+fn has_refs(schema: &apache_avro::Schema) -> bool {
+    use apache_avro::Schema as S;
+    match schema {
+        S::Ref { .. } => true,
+        S::Record(record) => record.fields.iter().any(|f| has_refs(&f.schema)),
+        S::Array(array) => has_refs(&array.items),
+        S::Map(map) => has_refs(&map.types),
+        S::Union(union) => union.variants().iter().any(has_refs),
+        _ => false,
+    }
 }
 
 impl WriterSchema {
@@ -69,6 +84,7 @@ impl WriterSchema {
                 let writer = parse(text)?;
                 let reader = parse(info.schema)?;
                 let same = writer.canonical_form() == reader.canonical_form();
+                let self_contained = !has_refs(&writer);
                 Ok(Self {
                     id,
                     full_name: info.full_name,
@@ -77,6 +93,7 @@ impl WriterSchema {
                         writer,
                         reader,
                         same,
+                        self_contained,
                     }),
                 })
             }
@@ -168,6 +185,12 @@ pub mod avro {
             reason,
         };
         let pair = pair(writer)?;
+        if pair.same && pair.self_contained {
+            // The common case: no name table to build, serde straight into the buffer.
+            apache_avro::write_avro_datum_ref(&pair.writer, &Default::default(), value, out)
+                .map_err(|e| error(e.to_string()))?;
+            return Ok(());
+        }
         let datum_writer = GenericDatumWriter::builder(&pair.writer)
             .build()
             .map_err(|e| error(e.to_string()))?;

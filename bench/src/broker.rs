@@ -421,6 +421,16 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
                 Duration::from_millis(options.group_session_ms / 3),
             )
             .await?;
+            if options.consumers >= 2 {
+                crate::broker_groups::rebalance_on_death(
+                    &client,
+                    options.consumers,
+                    options.partitions,
+                    &label,
+                    Duration::from_millis(options.group_session_ms / 3),
+                )
+                .await?;
+            }
         } else {
             println!(
                 "# rebalance skipped: with {} partition(s) a member joining {} would stay idle",

@@ -190,3 +190,82 @@ pub(crate) async fn rebalance(
     );
     Ok(())
 }
+
+/// Time from a member's crash (it stops heartbeating, no leave) until every partition of
+/// topic `bench` is owned by a surviving member again. Bounded by the session timeout (three
+/// heartbeat intervals) plus the survivors' next heartbeat.
+pub(crate) async fn rebalance_on_death(
+    client: &BrokerClient,
+    members: usize,
+    partitions: u32,
+    label: &str,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(members >= 2, "a death needs a survivor");
+    let group = "rebalance-death";
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let owned: Arc<std::sync::Mutex<Vec<Vec<TopicPartition>>>> =
+        Arc::new(std::sync::Mutex::new(vec![Vec::new(); members]));
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..members {
+        let (client, stop, killed, owned) =
+            (client.clone(), stop.clone(), killed.clone(), owned.clone());
+        tasks.spawn(async move {
+            let mut member = new_member();
+            while !stop.load(Ordering::Relaxed) {
+                if index == 0 && killed.load(Ordering::Relaxed) {
+                    // Crashed: silent from now on.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                heartbeat(&client, group, &mut member).await?;
+                if let Ok(mut owned) = owned.lock() {
+                    owned[index] = member.owned.clone();
+                }
+                tokio::time::sleep(member.interval).await;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    let covered = |owned: &Vec<Vec<TopicPartition>>, from: usize| {
+        let mut all: Vec<u32> = owned[from..].iter().flatten().map(|p| p.1).collect();
+        all.sort_unstable();
+        all.dedup();
+        all.len() == partitions as usize
+    };
+    // Settle: every partition owned by someone, the victim holding some.
+    let settle = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let ready = owned
+            .lock()
+            .map(|o| covered(&o, 0) && !o[0].is_empty())
+            .unwrap_or(false);
+        if ready {
+            break;
+        }
+        anyhow::ensure!(settle.elapsed() < interval * 30, "the group never settled");
+    }
+    let died = Instant::now();
+    killed.store(true, Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if owned.lock().map(|o| covered(&o, 1)).unwrap_or(false) {
+            break;
+        }
+        anyhow::ensure!(died.elapsed() < interval * 30, "partitions never moved");
+    }
+    let elapsed = died.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    println!(
+        "system={label} phase=rebalance_on_death members_before={members} heartbeat_interval_ms={} rebalance_ms={:.1} heartbeat_intervals={:.2}",
+        interval.as_millis(),
+        elapsed.as_secs_f64() * 1000.0,
+        elapsed.as_secs_f64() / interval.as_secs_f64()
+    );
+    Ok(())
+}

@@ -336,7 +336,7 @@ impl BrokerArgs {
 pub(crate) enum TopicAdmin {
     /// Create a topic.
     ///
-    /// Example: herald topic create orders --partitions 4 --retention-hours 168 --validate-value
+    /// Example: herald topic create orders --partitions 4 --retention-hours 168 --validate-value --dedup-window 120
     Create {
         #[command(flatten)]
         broker: BrokerArgs,
@@ -360,6 +360,10 @@ pub(crate) enum TopicAdmin {
         /// Subject naming: topic (default), record, topic-record.
         #[arg(long, default_value = "topic")]
         strategy: String,
+        /// Broker-side dedup on the idempotency-key header: a record whose key was stored
+        /// within this many seconds is acknowledged without being stored again.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "120")]
+        dedup_window: Option<u64>,
     },
     /// List topics, one per line.
     List {
@@ -392,6 +396,7 @@ pub(crate) async fn topic(command: TopicAdmin) -> anyhow::Result<()> {
             validate_value,
             validate_key,
             strategy,
+            dedup_window,
         } => {
             let strategy = match strategy.as_str() {
                 "topic" => SubjectStrategy::TopicName,
@@ -409,6 +414,12 @@ pub(crate) async fn topic(command: TopicAdmin) -> anyhow::Result<()> {
                     key: validate_key,
                     value: validate_value,
                     strategy,
+                },
+                dedup_window: match dedup_window {
+                    Some(0) => anyhow::bail!(
+                        "--dedup-window must be at least 1 second (omit it to turn dedup off)"
+                    ),
+                    seconds => seconds.map(Duration::from_secs),
                 },
                 ..TopicConfig::default()
             };
@@ -442,6 +453,7 @@ pub(crate) async fn topic(command: TopicAdmin) -> anyhow::Result<()> {
                 "validate_key": config.validation.key,
                 "validate_value": config.validation.value,
                 "strategy": format!("{:?}", config.validation.strategy),
+                "dedup_window_ms": config.dedup_window.map(|d| d.as_millis() as u64),
             });
             println!("{}", serde_json::to_string_pretty(&value)?);
         }

@@ -311,7 +311,7 @@ impl BrokerClient {
             })
             .await?
         {
-            Response::Topic(topic) => Ok(topic),
+            Response::Topic(topic) => Ok(*topic),
             other => Err(unexpected(Api::DescribeTopic, other)),
         }
     }

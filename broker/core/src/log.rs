@@ -15,8 +15,10 @@
 use herald_wire::batch::{
     self, BatchError, BatchHeader, BatchView, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES,
 };
+use herald_wire::headers::IDEMPOTENCY_KEY;
 use herald_wire::limits::BATCH_BYTES_MAX;
 
+use crate::dedup::{KeyWindow, DEDUP_KEYS_MAX};
 use crate::producers::{ProducerTable, SequenceCheck};
 use crate::storage::{Storage, StorageError, StorageFile, SyncHandle};
 
@@ -40,6 +42,9 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// Idempotent-producer state idle this long is forgotten.
     pub producer_expiry_ms: i64,
+    /// When set, a record whose `idempotency-key` header was stored within this many ms is
+    /// acknowledged without being stored again (bounded by `dedup::DEDUP_KEYS_MAX` keys).
+    pub dedup_window_ms: Option<i64>,
 }
 
 impl Default for LogConfig {
@@ -51,6 +56,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             index_interval_bytes: 4096,
             producer_expiry_ms: 7 * 24 * 3600 * 1000,
+            dedup_window_ms: None,
         }
     }
 }
@@ -322,6 +328,7 @@ pub struct PartitionLog<S: Storage> {
     config: LogConfig,
     segments: Vec<Segment<S::File>>,
     producers: ProducerTable,
+    dedup: Option<KeyWindow>,
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -378,8 +385,10 @@ impl<S: Storage> PartitionLog<S> {
             config,
             segments,
             producers: ProducerTable::default(),
+            dedup: None,
         };
         log.restore_producers()?;
+        log.restore_dedup()?;
         Ok((log, recovery))
     }
 
@@ -433,6 +442,47 @@ impl<S: Storage> PartitionLog<S> {
                 position += head.size as u64;
             }
         }
+        Ok(())
+    }
+
+    /// Rebuilds the idempotency-key window from the last two segments' records (the window is
+    /// minutes; a segment spans far more unless it is tiny), relative to the newest append.
+    fn restore_dedup(&mut self) -> Result<(), StorageError> {
+        let Some(window_ms) = self.config.dedup_window_ms else {
+            return Ok(());
+        };
+        let mut window = KeyWindow::new(window_ms, DEDUP_KEYS_MAX);
+        let from = self
+            .segments
+            .iter()
+            .rev()
+            .nth(1)
+            .or_else(|| self.segments.first())
+            .map_or(0, |s| s.base_offset)
+            .max(self.log_start_offset());
+        let mut offset = from;
+        while offset < self.high_watermark() {
+            let Ok(read) = self.read(offset, 1 << 20) else {
+                break;
+            };
+            let mut advanced = false;
+            for view in batch::batches(&read.bytes) {
+                let Ok(view) = view else { break };
+                let append_time = view.append_time_ms();
+                for (index, record) in view.records().enumerate() {
+                    let Ok(record) = record else { continue };
+                    if let Some(key) = record.header(IDEMPOTENCY_KEY) {
+                        window.insert(key, view.base_offset() + index as i64, append_time);
+                    }
+                }
+                offset = view.next_offset();
+                advanced = true;
+            }
+            if !advanced {
+                break;
+            }
+        }
+        self.dedup = Some(window);
         Ok(())
     }
 
@@ -617,18 +667,10 @@ impl<S: Storage> PartitionLog<S> {
                 })
             }
         }
-        self.maybe_roll(batch.len() as u64, now_ms)?;
-        let interval = self.config.index_interval_bytes;
-        let segment = self.active_mut();
-        let base_offset = segment.next_offset;
-        batch::stamp(batch, base_offset, now_ms);
-        let position = segment.size;
-        segment.log.append(batch)?;
-        // Just stamped and validated: the header is there.
-        let Some(head) = BatchHeader::read(batch) else {
-            return Err(AppendError::Batch(BatchError::Empty));
-        };
-        segment.index_batch(position, &head, interval)?;
+        if self.dedup.is_some() {
+            return self.append_deduplicated(batch, now_ms);
+        }
+        let base_offset = self.store(batch, now_ms)?;
         self.producers.record(
             producer_id,
             epoch,
@@ -643,6 +685,158 @@ impl<S: Storage> PartitionLog<S> {
             append_time_ms: now_ms,
             duplicate: false,
         })
+    }
+
+    /// Writes a validated batch at the end of the log; returns its base offset.
+    fn store(&mut self, batch: &mut [u8], now_ms: i64) -> Result<i64, AppendError> {
+        self.maybe_roll(batch.len() as u64, now_ms)?;
+        let interval = self.config.index_interval_bytes;
+        let segment = self.active_mut();
+        let base_offset = segment.next_offset;
+        batch::stamp(batch, base_offset, now_ms);
+        let position = segment.size;
+        segment.log.append(batch)?;
+        // Just stamped and validated: the header is there.
+        let Some(head) = BatchHeader::read(batch) else {
+            return Err(AppendError::Batch(BatchError::Empty));
+        };
+        segment.index_batch(position, &head, interval)?;
+        Ok(base_offset)
+    }
+
+    /// Appends with the idempotency-key window: records whose key was stored within the
+    /// window (or earlier in the same batch) are dropped. A batch with some dropped is stored
+    /// re-encoded with the rest; its base sequence moves up by the number dropped, so its last
+    /// sequence — what the producer continues from — stays the producer's. A batch of
+    /// duplicates only is acknowledged with the first one's original offset; for an
+    /// idempotent producer its sequences still advance, made durable by a producer snapshot
+    /// at the log end (the log itself holds nothing to replay them from).
+    fn append_deduplicated(
+        &mut self,
+        batch: &mut [u8],
+        now_ms: i64,
+    ) -> Result<Appended, AppendError> {
+        let view = BatchView::parse(batch)?;
+        let count = i64::from(view.record_count());
+        let (producer_id, epoch, base_sequence) = (
+            view.producer_id(),
+            view.producer_epoch(),
+            view.base_sequence(),
+        );
+        let mut keys: Vec<Option<Vec<u8>>> = Vec::with_capacity(count as usize);
+        let mut first_duplicate: Option<i64> = None;
+        let mut kept = Vec::new();
+        {
+            let window = self
+                .dedup
+                .as_mut()
+                .ok_or(AppendError::Batch(BatchError::Empty))?;
+            let mut in_batch = std::collections::HashSet::new();
+            for record in view.records() {
+                let record = record?;
+                let key = record.header(IDEMPOTENCY_KEY).map(<[u8]>::to_vec);
+                let duplicate = match &key {
+                    Some(key) => match window.lookup(key, now_ms) {
+                        Some(offset) => Some(offset),
+                        None if !in_batch.insert(key.clone()) => Some(-1),
+                        None => None,
+                    },
+                    None => None,
+                };
+                match duplicate {
+                    Some(offset) => {
+                        if first_duplicate.is_none() && offset >= 0 {
+                            first_duplicate = Some(offset);
+                        }
+                    }
+                    None => {
+                        kept.push(record.to_owned_record());
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        let dropped = count - kept.len() as i64;
+        if kept.is_empty() {
+            let base_offset = first_duplicate.unwrap_or_else(|| self.high_watermark());
+            if producer_id >= 0 {
+                self.producers.record(
+                    producer_id,
+                    epoch,
+                    base_sequence,
+                    count as u32,
+                    base_offset,
+                    now_ms,
+                );
+                self.snapshot_producers()?;
+            }
+            return Ok(Appended {
+                base_offset,
+                last_offset: base_offset,
+                append_time_ms: now_ms,
+                duplicate: true,
+            });
+        }
+        let base_offset = if dropped == 0 {
+            self.store(batch, now_ms)?
+        } else {
+            let builder = if producer_id >= 0 {
+                batch::BatchBuilder::new().idempotent(
+                    producer_id,
+                    epoch,
+                    base_sequence.wrapping_add(dropped as i32),
+                )
+            } else {
+                batch::BatchBuilder::new()
+            };
+            let mut rewritten = builder.encode_records(kept.iter())?;
+            self.store(&mut rewritten, now_ms)?
+        };
+        self.producers.record(
+            producer_id,
+            epoch,
+            base_sequence,
+            count as u32,
+            base_offset,
+            now_ms,
+        );
+        if let Some(window) = self.dedup.as_mut() {
+            for (index, key) in keys.iter().enumerate() {
+                if let Some(key) = key {
+                    window.insert(key, base_offset + index as i64, now_ms);
+                }
+            }
+        }
+        Ok(Appended {
+            base_offset,
+            last_offset: base_offset + kept.len() as i64 - 1,
+            append_time_ms: now_ms,
+            duplicate: false,
+        })
+    }
+
+    /// Writes the producer table as a snapshot at the log end (replacing an earlier one made
+    /// the same way inside the active segment).
+    fn snapshot_producers(&mut self) -> Result<(), StorageError> {
+        let end = self.high_watermark();
+        let active_base = self.active().base_offset;
+        for name in self.storage.list(&self.dir)? {
+            if let Some(offset) = name
+                .strip_suffix(".snapshot")
+                .and_then(|o| o.parse::<i64>().ok())
+            {
+                if offset > active_base && offset < end {
+                    self.storage.remove(&self.dir, &name)?;
+                }
+            }
+        }
+        let mut snapshot = self
+            .storage
+            .open(&self.dir, &file_name(end, "snapshot"), true)?;
+        snapshot.truncate(0)?;
+        snapshot.append(&self.producers.encode())?;
+        snapshot.sync()?;
+        Ok(())
     }
 
     fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), StorageError> {
@@ -837,12 +1031,17 @@ impl<S: Storage> PartitionLog<S> {
                 break;
             }
             oldest.remove_files(&self.storage, &self.dir)?;
-            // A snapshot at this segment's start now lies before the log start.
-            self.storage
-                .remove(&self.dir, &file_name(oldest.base_offset, "snapshot"))?;
-            // A snapshot at this segment's start now lies before the log start.
-            self.storage
-                .remove(&self.dir, &file_name(oldest.base_offset, "snapshot"))?;
+            // Snapshots inside the deleted segment (at its start, or taken by the dedup
+            // window at a log end) now lie before the log start.
+            let end = oldest.next_offset;
+            for name in self.storage.list(&self.dir)? {
+                let offset = name
+                    .strip_suffix(".snapshot")
+                    .and_then(|o| o.parse::<i64>().ok());
+                if offset.is_some_and(|o| o >= oldest.base_offset && o < end) {
+                    self.storage.remove(&self.dir, &name)?;
+                }
+            }
             retained.segments_deleted += 1;
             retained.bytes_deleted += oldest.size;
             self.segments.remove(0);

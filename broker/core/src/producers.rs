@@ -105,7 +105,9 @@ impl ProducerTable {
         if let Some(batch) = entry
             .batches
             .iter()
-            .find(|b| b.first_sequence == base_sequence && b.last_sequence == last)
+            // A batch stored with duplicate idempotency keys dropped starts later than it
+            // was sent, but ends where it was sent: its last sequence identifies it.
+            .find(|b| b.last_sequence == last && b.first_sequence >= base_sequence)
         {
             return SequenceCheck::Duplicate {
                 base_offset: batch.base_offset,

@@ -112,6 +112,7 @@ fn log_config(config: &TopicConfig, producer_expiry_ms: i64) -> LogConfig {
         retention_bytes: config.retention_bytes,
         index_interval_bytes: 4096,
         producer_expiry_ms,
+        dedup_window_ms: config.dedup_window.map(|d| d.as_millis() as i64),
     }
 }
 
@@ -258,7 +259,7 @@ impl Broker {
             )),
             Request::DescribeTopic { name } => self
                 .topic(&name)
-                .map(|t| Response::Topic(describe(&t)))
+                .map(|t| Response::Topic(Box::new(describe(&t))))
                 .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic '{name}'"))),
             Request::Produce {
                 topic,

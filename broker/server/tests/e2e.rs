@@ -896,3 +896,60 @@ async fn an_operator_supplied_certificate_is_served() {
     assert!(client.list_topics().await.expect("works").is_empty());
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dedup_window_drops_seen_idempotency_keys_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keyed = |keys: &[&str]| {
+        let mut builder = BatchBuilder::new();
+        for key in keys {
+            builder.push(Record {
+                timestamp_ms: now_ms(),
+                key: None,
+                value: Some(key.as_bytes().to_vec()),
+                headers: vec![herald_wire::batch::Header {
+                    key: herald_wire::headers::IDEMPOTENCY_KEY.into(),
+                    value: key.as_bytes().to_vec(),
+                }],
+            });
+        }
+        builder.encode().expect("batch")
+    };
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(60)).await;
+    let client = broker.client().await;
+    client
+        .create_topic(
+            "payments",
+            TopicConfig {
+                dedup_window: Some(Duration::from_secs(60)),
+                ..TopicConfig::default()
+            },
+        )
+        .await
+        .expect("create");
+    let described = client.describe_topic("payments").await.expect("describe");
+    assert_eq!(described.config.dedup_window, Some(Duration::from_secs(60)));
+    client
+        .produce("payments", 0, Durability::Fsync, keyed(&["p-1", "p-2"]))
+        .await
+        .expect("first");
+    client
+        .produce("payments", 0, Durability::Fsync, keyed(&["p-2", "p-3"]))
+        .await
+        .expect("second");
+    broker.stop().await;
+
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(60)).await;
+    let client = broker.client().await;
+    let (offset, _) = client
+        .produce("payments", 0, Durability::Fsync, keyed(&["p-1"]))
+        .await
+        .expect("a duplicate is acknowledged");
+    assert_eq!(offset, 0, "with the original offset");
+    let fetched = client
+        .fetch("payments", 0, 0, 1 << 20, Duration::ZERO, 1)
+        .await
+        .expect("fetch");
+    assert_eq!(fetched.high_watermark, 3, "p-1, p-2, p-3 once each");
+    broker.stop().await;
+}

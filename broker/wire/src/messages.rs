@@ -119,7 +119,13 @@ pub struct TopicConfig {
     /// A segment rolls when its first record is this old.
     pub segment_age: Duration,
     pub validation: SchemaValidation,
+    /// Broker-side dedup on the `idempotency-key` header: a record whose key was stored
+    /// within this window is acknowledged without being stored again. `None`: off.
+    pub dedup_window: Option<Duration>,
 }
+
+/// The dedup window `herald topic create --dedup` turns on (NATS's default duplicate window).
+pub const DEDUP_WINDOW_DEFAULT: Duration = Duration::from_secs(120);
 
 impl Default for TopicConfig {
     fn default() -> Self {
@@ -130,6 +136,7 @@ impl Default for TopicConfig {
             segment_bytes: 256 * 1024 * 1024,
             segment_age: Duration::from_secs(24 * 3600),
             validation: SchemaValidation::default(),
+            dedup_window: None,
         }
     }
 }
@@ -227,7 +234,7 @@ pub enum Response {
     TopicCreated,
     TopicDeleted,
     Topics(Vec<TopicDescription>),
-    Topic(TopicDescription),
+    Topic(Box<TopicDescription>),
     Produced {
         base_offset: i64,
         append_time_ms: i64,
@@ -555,7 +562,7 @@ impl Response {
                 }
                 Response::Topics(topics)
             }
-            Api::DescribeTopic => Response::Topic(read_description(&mut r)?),
+            Api::DescribeTopic => Response::Topic(Box::new(read_description(&mut r)?)),
             Api::Produce => Response::Produced {
                 base_offset: r.i64("base offset")?,
                 append_time_ms: r.i64("append time")?,
@@ -610,13 +617,19 @@ fn put_config(out: &mut Vec<u8>, config: &TopicConfig) {
     put_optional_u64(out, config.retention_bytes);
     out.extend_from_slice(&config.segment_bytes.to_be_bytes());
     out.extend_from_slice(&(config.segment_age.as_millis() as u64).to_be_bytes());
-    let flags = u8::from(config.validation.key) | (u8::from(config.validation.value) << 1);
+    let flags = u8::from(config.validation.key)
+        | (u8::from(config.validation.value) << 1)
+        | (u8::from(config.dedup_window.is_some()) << 2);
     out.push(flags);
     out.push(match config.validation.strategy {
         SubjectStrategy::TopicName => 0,
         SubjectStrategy::RecordName => 1,
         SubjectStrategy::TopicRecordName => 2,
     });
+    // Only present when the flag says so: configs written before the field read unchanged.
+    if let Some(window) = config.dedup_window {
+        out.extend_from_slice(&(window.as_millis() as u64).to_be_bytes());
+    }
 }
 
 fn read_config(r: &mut Reader<'_>) -> Result<TopicConfig, DecodeError> {
@@ -643,6 +656,18 @@ fn read_config(r: &mut Reader<'_>) -> Result<TopicConfig, DecodeError> {
             })
         }
     };
+    let dedup_window = if flags & 4 != 0 {
+        let ms = r.u64("dedup window")?;
+        if ms == 0 {
+            return Err(DecodeError::Invalid {
+                what: "dedup window",
+                detail: "0 ms (omit the window to turn dedup off)".to_owned(),
+            });
+        }
+        Some(Duration::from_millis(ms))
+    } else {
+        None
+    };
     Ok(TopicConfig {
         partitions,
         retention,
@@ -654,6 +679,7 @@ fn read_config(r: &mut Reader<'_>) -> Result<TopicConfig, DecodeError> {
             value: flags & 2 != 0,
             strategy,
         },
+        dedup_window,
     })
 }
 
@@ -714,6 +740,7 @@ mod tests {
             any::<bool>(),
             any::<bool>(),
             0u8..3,
+            proptest::option::of(1u64..1u64 << 40),
         )
             .prop_map(
                 |(
@@ -725,6 +752,7 @@ mod tests {
                     key,
                     value,
                     strategy,
+                    dedup_ms,
                 )| TopicConfig {
                     partitions,
                     retention: retention.map(Duration::from_millis),
@@ -740,6 +768,7 @@ mod tests {
                             SubjectStrategy::TopicRecordName,
                         ][strategy as usize],
                     },
+                    dedup_window: dedup_ms.map(Duration::from_millis),
                 },
             )
     }
@@ -858,7 +887,7 @@ mod tests {
             Just((Api::DeleteTopic, Response::TopicDeleted)),
             proptest::collection::vec(description(), 0..3)
                 .prop_map(|topics| (Api::ListTopics, Response::Topics(topics))),
-            description().prop_map(|topic| (Api::DescribeTopic, Response::Topic(topic))),
+            description().prop_map(|topic| (Api::DescribeTopic, Response::Topic(Box::new(topic)))),
             (any::<i64>(), any::<i64>()).prop_map(|(base_offset, append_time_ms)| (
                 Api::Produce,
                 Response::Produced {

@@ -18,6 +18,7 @@ fn small_config() -> LogConfig {
         retention_bytes: None,
         index_interval_bytes: 150,
         producer_expiry_ms: 1_000_000,
+        dedup_window_ms: None,
     }
 }
 
@@ -509,4 +510,117 @@ fn seeded_simulation_with_faults() {
             .collect();
         assert_eq!(read_all(&log, 0), expected, "seed {seed}");
     }
+}
+
+/// A batch whose records carry idempotency keys; `producer` makes it idempotent.
+fn keyed_batch(keys: &[&str], producer: Option<(i64, i16, i32)>) -> Vec<u8> {
+    let mut builder = match producer {
+        Some((id, epoch, sequence)) => BatchBuilder::new().idempotent(id, epoch, sequence),
+        None => BatchBuilder::new(),
+    };
+    for key in keys {
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(key.as_bytes().to_vec()),
+            headers: vec![herald_wire::batch::Header {
+                key: IDEMPOTENCY_KEY.into(),
+                value: key.as_bytes().to_vec(),
+            }],
+        });
+    }
+    builder.encode().expect("batch")
+}
+
+/// The values stored, in offset order.
+fn stored_values(log: &PartitionLog<MemoryStorage>) -> Vec<String> {
+    let read = log.read(0, 1 << 20).expect("read");
+    let mut values = Vec::new();
+    for view in batches(&read.bytes) {
+        for record in view.expect("batch").records() {
+            values.push(
+                String::from_utf8_lossy(record.expect("record").value.unwrap_or_default())
+                    .into_owned(),
+            );
+        }
+    }
+    values
+}
+
+fn dedup_config() -> LogConfig {
+    LogConfig {
+        dedup_window_ms: Some(120_000),
+        segment_bytes: 1 << 20,
+        ..small_config()
+    }
+}
+
+#[test]
+fn the_key_window_drops_records_seen_within_it() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, dedup_config()).expect("open");
+    let first = log
+        .append(&mut keyed_batch(&["a", "b"], None), 1_000)
+        .expect("append");
+    assert_eq!((first.base_offset, first.duplicate), (0, false));
+    // "b" again, plus a repeat inside the batch: only "c" is stored.
+    let second = log
+        .append(&mut keyed_batch(&["b", "c", "c"], None), 2_000)
+        .expect("append");
+    assert_eq!((second.base_offset, second.last_offset), (2, 2));
+    // Only duplicates: acknowledged with the original offset, nothing stored.
+    let third = log
+        .append(&mut keyed_batch(&["a"], None), 3_000)
+        .expect("append");
+    assert!(third.duplicate);
+    assert_eq!(third.base_offset, 0);
+    assert_eq!(stored_values(&log), ["a", "b", "c"]);
+    // After the window the key is new again.
+    let later = log
+        .append(&mut keyed_batch(&["a"], None), 1_000 + 120_000)
+        .expect("append");
+    assert!(!later.duplicate);
+    assert_eq!(stored_values(&log), ["a", "b", "c", "a"]);
+
+    // The window survives a restart (rebuilt from the log).
+    drop(log);
+    let (mut log, _) = PartitionLog::open(storage, DIR, dedup_config()).expect("reopen");
+    let again = log
+        .append(&mut keyed_batch(&["c", "d"], None), 121_500)
+        .expect("append");
+    assert_eq!(again.last_offset - again.base_offset, 0, "c was dropped");
+    assert_eq!(stored_values(&log), ["a", "b", "c", "a", "d"]);
+}
+
+#[test]
+fn an_idempotent_producer_keeps_its_sequence_through_dropped_records() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, dedup_config()).expect("open");
+    let producer = |sequence| Some((7, 0, sequence));
+    log.append(&mut keyed_batch(&["a", "b"], producer(0)), 1)
+        .expect("append");
+    // Sequences 2..=4; "a" is dropped, the stored batch keeps the last sequence (4).
+    let mut partial = keyed_batch(&["a", "c", "d"], producer(2));
+    let stored = log.append(&mut partial.clone(), 2).expect("append");
+    assert!(!stored.duplicate);
+    // A retry of that batch is recognised as a duplicate, not a gap.
+    let retry = log.append(&mut partial, 3).expect("retry");
+    assert!(retry.duplicate);
+    // Sequences 5..=6 all duplicates: nothing stored, but the sequence advances...
+    let all_seen = log
+        .append(&mut keyed_batch(&["c", "d"], producer(5)), 4)
+        .expect("append");
+    assert!(all_seen.duplicate);
+    // ...so the producer continues at 7, also after a restart (snapshot at the log end).
+    drop(log);
+    let (mut log, _) = PartitionLog::open(storage, DIR, dedup_config()).expect("reopen");
+    let next = log
+        .append(&mut keyed_batch(&["e"], producer(7)), 5)
+        .expect("append");
+    assert!(!next.duplicate);
+    assert_eq!(stored_values(&log), ["a", "b", "c", "d", "e"]);
+    assert!(matches!(
+        log.append(&mut keyed_batch(&["f"], producer(9)), 6),
+        Err(AppendError::OutOfOrderSequence { expected: 8, .. })
+    ));
 }

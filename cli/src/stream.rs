@@ -40,6 +40,10 @@ pub(crate) struct ProduceArgs {
     /// A top-level field of each value used as the record key (same key, same partition).
     #[arg(long)]
     key_field: Option<String>,
+    /// A top-level field whose value becomes the record's idempotency-key header (consumer
+    /// inboxes and a topic's dedup window drop repeats).
+    #[arg(long)]
+    idempotency_field: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -104,10 +108,14 @@ pub(crate) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 break;
             }
         };
+        let field_text = |field: &str| match value.get(field) {
+            Some(serde_json::Value::String(s)) => Some(s.clone().into_bytes()),
+            Some(other) => Some(other.to_string().into_bytes()),
+            None => None,
+        };
         let key = match &args.key_field {
-            Some(field) => match value.get(field) {
-                Some(serde_json::Value::String(s)) => Some(s.clone().into_bytes()),
-                Some(other) => Some(other.to_string().into_bytes()),
+            Some(field) => match field_text(field) {
+                Some(key) => Some(key),
                 None => {
                     failure = Some(format!(
                         "line {line_number}: no field '{field}' for the key"
@@ -117,6 +125,21 @@ pub(crate) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             },
             None => None,
         };
+        let mut headers = Vec::new();
+        if let Some(field) = &args.idempotency_field {
+            match field_text(field) {
+                Some(id) => headers.push(herald_wire::batch::Header {
+                    key: herald_wire::headers::IDEMPOTENCY_KEY.to_owned(),
+                    value: id,
+                }),
+                None => {
+                    failure = Some(format!(
+                        "line {line_number}: no field '{field}' for the idempotency key"
+                    ));
+                    break;
+                }
+            }
+        }
         let payload = match schema.encode_json(&value) {
             Ok(payload) => payload,
             Err(e) => {
@@ -127,7 +150,7 @@ pub(crate) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 break;
             }
         };
-        deliveries.push(producer.send(key, Some(payload), Vec::new()).await?);
+        deliveries.push(producer.send(key, Some(payload), headers).await?);
     }
     // Whatever was accepted before a bad line is still delivered.
     producer.flush().await;

@@ -135,6 +135,33 @@ fn produce_and_consume_json_lines_through_schemas() {
     assert_eq!(seen.len(), 3);
     assert_eq!(seen, got, "every record once across the two runs");
 
+    // A topic with a dedup window drops a repeated idempotency key.
+    let (code, _, err) = run(&["topic", "create", "payments", "--dedup-window"], "");
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run(&["topic", "describe", "payments"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("\"dedup_window_ms\": 120000"), "{out}");
+    runtime
+        .block_on(async {
+            herald_registry_client::RegistryClient::new(&url)?
+                .register(
+                    "payments-value",
+                    &herald_registry_client::NewSchema::avro(ORDER),
+                )
+                .await
+        })
+        .expect("schema");
+    let twice = "{\"id\":\"p-1\",\"total\":5}\n{\"id\":\"p-1\",\"total\":5}\n{\"id\":\"p-2\",\"total\":6}\n";
+    let (code, _, err) = run(&["produce", "payments", "--idempotency-field", "id"], twice);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run(&["topic", "describe", "payments"], "");
+    assert_eq!(code, 0);
+    let described: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        described["partitions"][0]["high_watermark"], 2,
+        "the repeated p-1 was not stored: {out}"
+    );
+
     // Protobuf through its JSON mapping (int64 as a string, as the mapping says).
     let (code, _, err) = run(
         &["produce", "refunds"],

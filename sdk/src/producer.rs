@@ -34,8 +34,10 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// A batch is sent once this big (default 1 MiB).
     pub batch_bytes_max: usize,
-    /// Bytes of records accepted but not yet acknowledged; `send` waits beyond (32 MiB).
+    /// Bytes of records accepted but not yet acknowledged (32 MiB); beyond, `send` waits or
+    /// fails as `buffer_full` says.
     pub buffer_bytes_max: usize,
+    pub buffer_full: BufferFull,
     pub durability: Durability,
     pub retry: RetryPolicy,
     pub budget: BudgetConfig,
@@ -51,6 +53,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             batch_bytes_max: 1024 * 1024,
             buffer_bytes_max: 32 * 1024 * 1024,
+            buffer_full: BufferFull::Wait,
             durability: Durability::Memory,
             retry: RetryPolicy::PRODUCER,
             budget: BudgetConfig::default(),
@@ -58,6 +61,16 @@ impl Default for ProducerConfig {
             producer_name: String::new(),
         }
     }
+}
+
+/// What `send` does when the buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BufferFull {
+    /// Wait for acknowledgements to make room (backpressure).
+    #[default]
+    Wait,
+    /// Fail at once with [`ProduceError::BufferFull`].
+    Fail,
 }
 
 /// Why a record was not delivered.
@@ -73,6 +86,8 @@ pub enum ProduceError {
     BudgetExhausted { last: String },
     #[error("circuit open: the broker is failing; retry after {retry_after:?}")]
     CircuitOpen { retry_after: Duration },
+    #[error("the producer's buffer of {limit} bytes is full (records wait for acknowledgements)")]
+    BufferFull { limit: usize },
     #[error("the producer is closed")]
     Closed,
     #[error("cannot start the producer: {0}")]
@@ -91,6 +106,7 @@ impl ProduceError {
             ProduceError::Timeout { .. }
                 | ProduceError::BudgetExhausted { .. }
                 | ProduceError::CircuitOpen { .. }
+                | ProduceError::BufferFull { .. }
         )
     }
 }
@@ -256,12 +272,21 @@ impl RawProducer {
         if let Permission::Rejected { retry_after } = self.breaker().allow(Instant::now()) {
             return Err(ProduceError::CircuitOpen { retry_after });
         }
-        let permit = self
-            .buffer
-            .clone()
-            .acquire_many_owned(size as u32)
-            .await
-            .map_err(|_| ProduceError::Closed)?;
+        let permit = match self.shared.config.buffer_full {
+            BufferFull::Wait => self
+                .buffer
+                .clone()
+                .acquire_many_owned(size as u32)
+                .await
+                .map_err(|_| ProduceError::Closed)?,
+            BufferFull::Fail => match self.buffer.clone().try_acquire_many_owned(size as u32) {
+                Ok(permit) => permit,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    return Err(ProduceError::BufferFull { limit });
+                }
+                Err(tokio::sync::TryAcquireError::Closed) => return Err(ProduceError::Closed),
+            },
+        };
         let partition = match &key {
             Some(key) => partition_for_key(key, self.partitions),
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % self.partitions.max(1),

@@ -135,3 +135,51 @@ async fn refusals_and_limits_are_typed() {
         .expect("delivered by the linger timer");
     assert_eq!(delivered.offset, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_fails_sends_when_asked_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _stop) = broker(dir.path()).await;
+    client
+        .create_topic("full", TopicConfig::default())
+        .await
+        .expect("create");
+    let producer = RawProducer::new(
+        client,
+        "full",
+        ProducerConfig {
+            buffer_bytes_max: 1024,
+            buffer_full: herald::producer::BufferFull::Fail,
+            // Nothing leaves before the test fills the buffer.
+            linger: Duration::from_secs(30),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("producer");
+    let mut accepted = Vec::new();
+    let error = loop {
+        match producer.send(None, Some(vec![1; 100]), Vec::new()).await {
+            Ok(delivery) => accepted.push(delivery),
+            Err(error) => break error,
+        }
+        assert!(accepted.len() < 100, "the buffer is bounded");
+    };
+    assert!(
+        matches!(error, ProduceError::BufferFull { limit: 1024 }) && error.retryable(),
+        "{error}"
+    );
+    assert!(!accepted.is_empty());
+    producer.flush().await;
+    for delivery in accepted {
+        tokio::time::timeout(Duration::from_secs(10), delivery)
+            .await
+            .expect("in time")
+            .expect("what was accepted is delivered");
+    }
+    // Acknowledgements made room again.
+    assert!(producer
+        .send(None, Some(vec![1; 100]), Vec::new())
+        .await
+        .is_ok());
+}

@@ -545,3 +545,112 @@ async fn a_failing_downstream_opens_the_breaker_and_consumption_resumes() -> any
     assert_eq!(processed + summary.dead_lettered, 50, "{summary:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_policies_and_subject_strategies() -> anyhow::Result<()> {
+    use herald::{ProducerOptions, Registration, SubjectStrategy};
+    let dir = tempfile::tempdir()?;
+    let registry = RegistryProcess::start(&dir.path().join("registry"))?;
+    let broker = BrokerProcess::start(&dir.path().join("broker"))?;
+    let client = Client::connect(ClientConfig::new(
+        broker.addr,
+        Trust::Fingerprint(broker.fingerprint.clone()),
+        registry.url.clone(),
+    ))
+    .await?;
+    client
+        .broker()
+        .create_topic("ledger", TopicConfig::default())
+        .await?;
+    let v1 = client.producer::<Payment>("ledger").await?.schema_id();
+    let v2 = client.producer::<PaymentV2>("ledger").await?.schema_id();
+    assert_ne!(v1, v2);
+
+    // UseLatest: a v1 type writes with v2 (the default fills the new field).
+    let latest = client
+        .producer_with::<Payment>(
+            "ledger",
+            ProducerOptions {
+                registration: Some(Registration::UseLatest),
+                ..ProducerOptions::default()
+            },
+        )
+        .await?;
+    assert_eq!(latest.schema_id(), v2);
+    // Pinned: a v2 type writes with v1 (the new field is dropped).
+    let pinned = client
+        .producer_with::<PaymentV2>(
+            "ledger",
+            ProducerOptions {
+                registration: Some(Registration::Pinned(v1)),
+                ..ProducerOptions::default()
+            },
+        )
+        .await?;
+    assert_eq!(pinned.schema_id(), v1);
+    let payment = |n: i64| Payment {
+        id: format!("p-{n}"),
+        amount_cents: n,
+        note: None,
+    };
+    latest.send(&payment(1)).await?.await?;
+    pinned
+        .send(&PaymentV2 {
+            id: "p-2".into(),
+            amount_cents: 2,
+            note: None,
+            currency: "USD".into(),
+        })
+        .await?
+        .await?;
+    let (events, summary) = collect(&client.consumer::<PaymentV2>("ledger", "policies"), 2).await?;
+    assert_eq!(summary.dead_lettered, 0);
+    let seen: Vec<(u32, String)> = events
+        .iter()
+        .map(|e| (e.schema_id, e.message.currency.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [(v2, "EUR".to_string()), (v1, "EUR".to_string())],
+        "written with v2 (default filled) and v1 (currency dropped)"
+    );
+
+    // A pinned ID that does not exist fails at start, naming it.
+    let missing = client
+        .producer_with::<Payment>(
+            "ledger",
+            ProducerOptions {
+                registration: Some(Registration::Pinned(999)),
+                ..ProducerOptions::default()
+            },
+        )
+        .await;
+    assert!(
+        missing
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("999")),
+        "{:?}",
+        missing.err()
+    );
+
+    // RecordName / TopicRecordName register under the record's name.
+    for (strategy, subject) in [
+        (SubjectStrategy::RecordName, "shop.Payment"),
+        (SubjectStrategy::TopicRecordName, "ledger-shop.Payment"),
+    ] {
+        client
+            .producer_with::<Payment>(
+                "ledger",
+                ProducerOptions {
+                    subject_strategy: Some(strategy),
+                    ..ProducerOptions::default()
+                },
+            )
+            .await?;
+        let versions = herald_registry_client::RegistryClient::new(registry.url.clone())?
+            .versions(subject)
+            .await?;
+        assert_eq!(versions, [1], "{subject}");
+    }
+    Ok(())
+}

@@ -604,6 +604,8 @@ pub fn lock_warnings(inputs: &Inputs, lock: &Lock) -> Vec<String> {
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     manifest: Option<PathBuf>,
+    /// A manifest built in code (`proto`, `avro`, `topic`...), instead of a file.
+    inline: Option<Manifest>,
     out_dir: Option<PathBuf>,
     emit_rerun: bool,
 }
@@ -612,9 +614,62 @@ impl Config {
     pub fn new() -> Self {
         Self {
             manifest: None,
+            inline: None,
             out_dir: None,
             emit_rerun: true,
         }
+    }
+
+    fn inline(&mut self) -> &mut Manifest {
+        self.inline.get_or_insert_with(|| Manifest {
+            schemas: Schemas::default(),
+            topics: Vec::new(),
+            registry: None,
+            // Relative paths are the crate's, as in a manifest beside Cargo.toml.
+            root: std::env::var_os("CARGO_MANIFEST_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// A `.proto` file to compile (in code, instead of a manifest).
+    pub fn proto(mut self, path: impl Into<PathBuf>) -> Self {
+        self.inline().schemas.proto.push(path.into());
+        self
+    }
+
+    /// A directory `.proto` imports are resolved from.
+    pub fn proto_include(mut self, path: impl Into<PathBuf>) -> Self {
+        self.inline().schemas.proto_include.push(path.into());
+        self
+    }
+
+    /// An `.avsc` file.
+    pub fn avro(mut self, path: impl Into<PathBuf>) -> Self {
+        self.inline().schemas.avro.push(path.into());
+        self
+    }
+
+    /// A topic binding (see [`Topic::new`]).
+    pub fn topic(mut self, topic: Topic) -> Self {
+        self.inline().topics.push(topic);
+        self
+    }
+
+    /// Pins `subject` at `version` from the registry at `url` (resolved into `herald.lock` by
+    /// `herald schema pin`).
+    pub fn pin(mut self, url: impl Into<String>, subject: impl Into<String>, version: u32) -> Self {
+        let url = url.into();
+        let registry = self.inline().registry.get_or_insert_with(|| Registry {
+            url: url.clone(),
+            pins: Vec::new(),
+        });
+        registry.url = url;
+        registry.pins.push(Pin {
+            subject: subject.into(),
+            version,
+        });
+        self
     }
 
     /// The manifest to read (default `herald.toml` in the crate).
@@ -637,17 +692,35 @@ impl Config {
 
     /// Generates `herald.rs`; returns whether it was rewritten.
     pub fn compile(&self) -> Result<bool, Error> {
-        let manifest_path = self
-            .manifest
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("herald.toml"));
         let out_dir = match &self.out_dir {
             Some(dir) => dir.clone(),
             None => std::env::var_os("OUT_DIR")
                 .map(PathBuf::from)
                 .ok_or(Error::NoOutDir)?,
         };
-        let manifest = Manifest::load(&manifest_path)?;
+        let (manifest, manifest_path) = match (&self.inline, &self.manifest) {
+            (Some(inline), None) => {
+                inline.validate(Path::new("build.rs"))?;
+                // The in-code configuration is an input like a manifest file: recorded in
+                // OUT_DIR so the input stamp covers it.
+                let path = out_dir.join("herald.config");
+                write_if_changed(&path, format!("{inline:#?}").as_bytes())?;
+                (inline.clone(), path)
+            }
+            (None, manifest) => {
+                let path = manifest
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("herald.toml"));
+                (Manifest::load(&path)?, path)
+            }
+            (Some(_), Some(path)) => {
+                return Err(Error::Io {
+                    path: path.display().to_string(),
+                    message: "give either a manifest file or schemas and topics in code, not both"
+                        .to_owned(),
+                })
+            }
+        };
         let lock_path = manifest.lock_path();
         let output = out_dir.join(OUTPUT_FILE);
         let stamp_path = out_dir.join(STAMP_FILE);
@@ -681,7 +754,9 @@ impl Config {
 pub const STAMP_FILE: &str = "herald.rs.inputs";
 
 fn emit_rerun(manifest: &Path, lock: &Path, read: &[PathBuf], out_dir: &Path) {
-    println!("cargo:rerun-if-changed={}", manifest.display());
+    if !manifest.starts_with(out_dir) {
+        println!("cargo:rerun-if-changed={}", manifest.display());
+    }
     println!("cargo:rerun-if-changed={}", lock.display());
     for path in read.iter().filter(|p| !p.starts_with(out_dir)) {
         println!("cargo:rerun-if-changed={}", path.display());

@@ -78,6 +78,37 @@ pub struct Topic {
 }
 
 impl Topic {
+    /// A topic carrying `message` (a fully-qualified Protobuf message or Avro record).
+    pub fn new(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            message: message.into(),
+            key: None,
+            idempotency_key: Vec::new(),
+            subject_strategy: SubjectStrategy::Topic,
+        }
+    }
+
+    /// The field whose value is the partition key.
+    pub fn key(mut self, field: impl Into<String>) -> Self {
+        self.key = Some(field.into());
+        self
+    }
+
+    /// The fields whose values form the idempotency key.
+    pub fn idempotency_key<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        fields: I,
+    ) -> Self {
+        self.idempotency_key = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn subject_strategy(mut self, strategy: SubjectStrategy) -> Self {
+        self.subject_strategy = strategy;
+        self
+    }
+
     /// The registry subject of this topic's value schema.
     pub fn subject(&self) -> String {
         match self.subject_strategy {
@@ -138,8 +169,18 @@ impl Manifest {
         };
         let mut manifest: Manifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         manifest.root = root;
+        manifest.validate(path)?;
+        Ok(manifest)
+    }
+
+    /// Checks what the format cannot: every topic named, with a message, once.
+    pub fn validate(&self, origin: &Path) -> Result<(), ManifestError> {
+        let invalid = |message: String| ManifestError::Invalid {
+            path: origin.to_owned(),
+            message,
+        };
         let mut names = std::collections::BTreeSet::new();
-        for topic in &manifest.topics {
+        for topic in &self.topics {
             if topic.name.is_empty() || topic.message.is_empty() {
                 return Err(invalid("every [[topic]] needs a name and a message".into()));
             }
@@ -147,7 +188,7 @@ impl Manifest {
                 return Err(invalid(format!("topic '{}' is declared twice", topic.name)));
             }
         }
-        Ok(manifest)
+        Ok(())
     }
 
     /// A manifest path resolved against the manifest's directory.

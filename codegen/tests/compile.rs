@@ -140,3 +140,40 @@ fn a_proto_error_names_file_line_and_column() -> anyhow::Result<()> {
     assert!(text.contains("Missing"), "{text}");
     Ok(())
 }
+
+#[test]
+fn the_builder_has_the_manifests_powers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write(dir.path(), "a.avsc", PAYMENT_V1)?;
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out)?;
+    let config = Config::new()
+        .avro(dir.path().join("a.avsc"))
+        .topic(
+            herald_codegen::Topic::new("payment-events", "pinned.Payment")
+                .key("id")
+                .idempotency_key(["id", "amount"]),
+        )
+        .out_dir(&out)
+        .emit_rerun_if_changed(false);
+    assert!(config.compile()?);
+    let generated = std::fs::read_to_string(out.join("herald.rs"))?;
+    assert!(generated.contains("pub struct PaymentEventsProducer"));
+    assert!(generated.contains("&message.amount as &dyn ::herald::codegen::KeyPart"));
+    assert!(!config.compile()?, "unchanged: nothing rewritten");
+    // A changed in-code configuration is a changed input.
+    let changed = config.topic(herald_codegen::Topic::new("audit", "pinned.Payment"));
+    assert!(changed.compile()?);
+    assert!(std::fs::read_to_string(out.join("herald.rs"))?.contains("pub struct AuditConsumer"));
+    // Two topics of one name are refused, as in a manifest.
+    let twice = Config::new()
+        .avro(dir.path().join("a.avsc"))
+        .topic(herald_codegen::Topic::new("t", "pinned.Payment"))
+        .topic(herald_codegen::Topic::new("t", "pinned.Payment"))
+        .out_dir(&out)
+        .emit_rerun_if_changed(false);
+    assert!(twice
+        .compile()
+        .is_err_and(|e| e.to_string().contains("declared twice")));
+    Ok(())
+}

@@ -219,23 +219,44 @@ impl<T: Message> Producer<T> {
     }
 }
 
-/// A decoded record handed to a typed handler.
+/// A decoded record handed to a typed handler: the message and the record it came from.
 #[derive(Debug, Clone)]
 pub struct Event<T> {
     pub message: T,
-    pub topic: String,
-    pub partition: u32,
-    pub offset: i64,
-    pub timestamp_ms: i64,
-    pub key: Option<Vec<u8>>,
-    pub headers: Vec<Header>,
+    /// The registry ID of the schema the record was written with.
     pub schema_id: u32,
+    pub record: Arc<ConsumedRecord>,
 }
 
 impl<T> Event<T> {
+    pub fn topic(&self) -> &str {
+        &self.record.topic
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.record.partition
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.record.offset
+    }
+
+    pub fn timestamp_ms(&self) -> i64 {
+        self.record.timestamp_ms
+    }
+
+    pub fn key(&self) -> Option<&[u8]> {
+        self.record.key.as_deref()
+    }
+
+    pub fn headers(&self) -> &[Header] {
+        &self.record.headers
+    }
+
     /// The record's idempotency key, if it carries one.
     pub fn idempotency_key(&self) -> Option<&str> {
-        self.headers
+        self.record
+            .headers
             .iter()
             .find(|h| h.key == headers::IDEMPOTENCY_KEY)
             .and_then(|h| std::str::from_utf8(&h.value).ok())
@@ -276,7 +297,7 @@ impl<T: Message> Consumer<T> {
             .await
     }
 
-    async fn decode(&self, record: ConsumedRecord) -> Result<Event<T>, HandlerError> {
+    async fn decode(&self, record: Arc<ConsumedRecord>) -> Result<Event<T>, HandlerError> {
         let payload = record
             .value
             .as_deref()
@@ -291,13 +312,8 @@ impl<T: Message> Consumer<T> {
             .map_err(|e| HandlerError::Deserialization(e.to_string()))?;
         Ok(Event {
             message,
-            topic: record.topic,
-            partition: record.partition,
-            offset: record.offset,
-            timestamp_ms: record.timestamp_ms,
-            key: record.key,
-            headers: record.headers,
             schema_id: id,
+            record,
         })
     }
 

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_broker_client::{BrokerClient, RequestError};
@@ -90,7 +90,8 @@ impl ConsumerConfig {
     }
 }
 
-/// A record handed to the handler.
+/// A record handed to the handler (shared: a retry hands the same record again without
+/// copying it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
     pub topic: String,
@@ -200,7 +201,7 @@ impl RawConsumer {
         stop: impl Future<Output = ()>,
     ) -> Result<RunSummary, ConsumeError>
     where
-        H: Fn(ConsumedRecord) -> F,
+        H: Fn(Arc<ConsumedRecord>) -> F,
         F: Future<Output = Result<(), HandlerError>>,
     {
         tokio::pin!(stop);
@@ -339,7 +340,7 @@ impl RawConsumer {
         handler: &H,
     ) -> Result<(), ConsumeError>
     where
-        H: Fn(ConsumedRecord) -> F,
+        H: Fn(Arc<ConsumedRecord>) -> F,
         F: Future<Output = Result<(), HandlerError>>,
     {
         let position = match positions.get(partition) {
@@ -377,7 +378,7 @@ impl RawConsumer {
         // Records go to lanes by key (records of one key share a lane, so their order is
         // kept); lanes run concurrently, each record by record.
         let lanes_max = self.config.concurrency.clamp(1, CONCURRENCY_MAX);
-        let mut lanes: Vec<Vec<ConsumedRecord>> = vec![Vec::new(); lanes_max];
+        let mut lanes: Vec<Vec<Arc<ConsumedRecord>>> = vec![Vec::new(); lanes_max];
         let mut end = position;
         for view in batches(&fetched.batches) {
             let Ok(view) = view else { break };
@@ -396,7 +397,7 @@ impl RawConsumer {
                 };
                 end = offset + 1;
                 if let Some(lane) = lanes.get_mut(lane) {
-                    lane.push(ConsumedRecord {
+                    lane.push(Arc::new(ConsumedRecord {
                         topic: partition.0.clone(),
                         partition: partition.1,
                         offset,
@@ -404,7 +405,7 @@ impl RawConsumer {
                         key: owned.key,
                         value: owned.value,
                         headers: owned.headers,
-                    });
+                    }));
                 }
             }
         }
@@ -466,12 +467,12 @@ impl RawConsumer {
     /// `false` when the breaker refused it (left for later).
     async fn process<H, F>(
         &self,
-        record: ConsumedRecord,
+        record: Arc<ConsumedRecord>,
         progress: &Mutex<Progress>,
         handler: &H,
     ) -> Result<bool, ConsumeError>
     where
-        H: Fn(ConsumedRecord) -> F,
+        H: Fn(Arc<ConsumedRecord>) -> F,
         F: Future<Output = Result<(), HandlerError>>,
     {
         let idempotency_key = record

@@ -118,36 +118,93 @@ pub struct Delivery {
     pub offset: i64,
 }
 
+/// The outcome of one batch (its base offset, or why it failed), shared by the delivery
+/// futures of its records: one allocation per batch, not per record.
+#[derive(Debug, Default)]
+struct BatchOutcome {
+    result: std::sync::OnceLock<Result<i64, ProduceError>>,
+    wakers: Mutex<Vec<std::task::Waker>>,
+}
+
+/// Completes a batch's outcome once; dropped without completing, it reports `Closed`.
+#[derive(Debug)]
+struct Completer(Arc<BatchOutcome>);
+
+impl Completer {
+    fn new() -> Self {
+        Self(Arc::new(BatchOutcome::default()))
+    }
+
+    fn complete(&self, result: Result<i64, ProduceError>) {
+        if self.0.result.set(result).is_ok() {
+            let wakers =
+                std::mem::take(&mut *self.0.wakers.lock().unwrap_or_else(|p| p.into_inner()));
+            for waker in wakers {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Drop for Completer {
+    fn drop(&mut self) {
+        self.complete(Err(ProduceError::Closed));
+    }
+}
+
 /// Resolves to where a queued record landed, or why it was not delivered.
 #[derive(Debug)]
-pub struct DeliveryFuture(oneshot::Receiver<Result<Delivery, ProduceError>>);
+pub struct DeliveryFuture {
+    outcome: Arc<BatchOutcome>,
+    partition: u32,
+    index: u32,
+}
+
+impl DeliveryFuture {
+    fn ready(&self) -> Option<Result<Delivery, ProduceError>> {
+        self.outcome.result.get().map(|result| match result {
+            Ok(base_offset) => Ok(Delivery {
+                partition: self.partition,
+                offset: base_offset + i64::from(self.index),
+            }),
+            Err(error) => Err(error.clone()),
+        })
+    }
+}
 
 impl std::future::Future for DeliveryFuture {
     type Output = Result<Delivery, ProduceError>;
 
     fn poll(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|answer| answer.unwrap_or(Err(ProduceError::Closed)))
+        if let Some(result) = self.ready() {
+            return std::task::Poll::Ready(result);
+        }
+        self.outcome
+            .wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cx.waker().clone());
+        // Completed while registering: the waker list may already have been drained.
+        match self.ready() {
+            Some(result) => std::task::Poll::Ready(result),
+            None => std::task::Poll::Pending,
+        }
     }
 }
 
-struct Pending {
-    record: Record,
-    done: oneshot::Sender<Result<Delivery, ProduceError>>,
-}
-
-/// A batch's records and their buffer bytes (one permit for the batch: released once).
+/// A batch's records, its outcome and its buffer bytes (one permit: released once).
 struct Queued {
-    records: Vec<Pending>,
+    records: Vec<Record>,
+    outcome: Completer,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 struct Accumulated {
-    records: Vec<Pending>,
+    records: Vec<Record>,
+    outcome: Completer,
     permit: Option<OwnedSemaphorePermit>,
     bytes: usize,
 }
@@ -295,22 +352,19 @@ impl RawProducer {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         self.shared.metrics.sent.increment(1);
-        let (done, delivery) = oneshot::channel();
-        let pending = Pending {
-            record: Record {
-                timestamp_ms,
-                key,
-                value,
-                headers,
-            },
-            done,
+        let record = Record {
+            timestamp_ms,
+            key,
+            value,
+            headers,
         };
-        let (full, first) = {
+        let (full, first, delivery) = {
             let mut accumulators = self.accumulators.lock().unwrap_or_else(|p| p.into_inner());
             let batch = accumulators
                 .entry(partition)
                 .or_insert_with(|| Accumulated {
                     records: Vec::new(),
+                    outcome: Completer::new(),
                     permit: None,
                     bytes: 0,
                 });
@@ -320,8 +374,17 @@ impl RawProducer {
                 None => batch.permit = Some(permit),
             }
             batch.bytes += size;
-            batch.records.push(pending);
-            (batch.bytes >= self.shared.config.batch_bytes_max, first)
+            let delivery = DeliveryFuture {
+                outcome: batch.outcome.0.clone(),
+                partition,
+                index: batch.records.len() as u32,
+            };
+            batch.records.push(record);
+            (
+                batch.bytes >= self.shared.config.batch_bytes_max,
+                first,
+                delivery,
+            )
         };
         if full {
             self.flush_partition(partition).await;
@@ -333,7 +396,7 @@ impl RawProducer {
                 producer.flush_partition(partition).await;
             });
         }
-        Ok(DeliveryFuture(delivery))
+        Ok(delivery)
     }
 
     /// Sends every partition's pending batch now.
@@ -356,13 +419,11 @@ impl RawProducer {
             if let Some(sender) = self.senders.get(partition as usize) {
                 let queued = Queued {
                     records: batch.records,
+                    outcome: batch.outcome,
                     permit: batch.permit,
                 };
-                if let Err(mpsc::error::SendError(queued)) = sender.send(queued).await {
-                    for pending in queued.records {
-                        let _ = pending.done.send(Err(ProduceError::Closed));
-                    }
-                }
+                // A closed channel drops the batch: its outcome reports `Closed`.
+                let _ = sender.send(queued).await;
             }
         }
     }
@@ -380,7 +441,8 @@ impl RawProducer {
 pub const IN_FLIGHT_MAX: usize = 5;
 
 struct InFlight {
-    records: Vec<Pending>,
+    records: Vec<Record>,
+    outcome: Completer,
     _permit: Option<OwnedSemaphorePermit>,
     batch: Vec<u8>,
     started: Instant,
@@ -442,12 +504,7 @@ async fn partition_sender(
                 shared.budget().on_success();
                 if let Some(done) = window.pop_front() {
                     shared.metrics.acked.increment(done.records.len() as u64);
-                    for (i, pending) in done.records.into_iter().enumerate() {
-                        let _ = pending.done.send(Ok(Delivery {
-                            partition,
-                            offset: base_offset + i as i64,
-                        }));
-                    }
+                    done.outcome.complete(Ok(base_offset));
                 }
                 continue;
             }
@@ -517,9 +574,7 @@ async fn partition_sender(
             Err(failure) => {
                 if let Some(failed) = window.pop_front() {
                     shared.metrics.failed.increment(failed.records.len() as u64);
-                    for pending in failed.records {
-                        let _ = pending.done.send(Err(failure.clone()));
-                    }
+                    failed.outcome.complete(Err(failure));
                 }
                 // The failed batch may or may not be stored: reusing its sequence could make
                 // the next batch look like its duplicate, skipping it could leave a gap. A
@@ -540,10 +595,10 @@ async fn partition_sender(
     }
 }
 
-fn encode(records: &[Pending], producer: (i64, i16), sequence: i32) -> Result<Vec<u8>, String> {
+fn encode(records: &[Record], producer: (i64, i16), sequence: i32) -> Result<Vec<u8>, String> {
     BatchBuilder::new()
         .idempotent(producer.0, producer.1, sequence)
-        .encode_records(records.iter().map(|pending| &pending.record))
+        .encode_records(records.iter())
         .map_err(|e| e.to_string())
 }
 
@@ -554,12 +609,17 @@ fn admit(
     producer: (i64, i16),
     next_sequence: &mut i32,
 ) {
-    let Queued { records, permit } = queued;
+    let Queued {
+        records,
+        outcome,
+        permit,
+    } = queued;
     match encode(&records, producer, *next_sequence) {
         Ok(batch) => {
             *next_sequence = next_sequence.wrapping_add(records.len() as i32);
             window.push_back(InFlight {
                 records,
+                outcome,
                 _permit: permit,
                 batch,
                 started: Instant::now(),
@@ -568,12 +628,10 @@ fn admit(
             });
         }
         Err(message) => {
-            for pending in records {
-                let _ = pending.done.send(Err(ProduceError::Refused {
-                    code: ErrorCode::CorruptBatch,
-                    message: message.clone(),
-                }));
-            }
+            outcome.complete(Err(ProduceError::Refused {
+                code: ErrorCode::CorruptBatch,
+                message,
+            }));
         }
     }
 }

@@ -52,11 +52,11 @@ async fn processes_retries_dead_letters_and_resumes_from_commits() {
     let handler = {
         let processed = processed.clone();
         let attempts = attempts.clone();
-        move |record: ConsumedRecord| {
+        move |record: std::sync::Arc<ConsumedRecord>| {
             let processed = processed.clone();
             let attempts = attempts.clone();
             async move {
-                let n: u32 = String::from_utf8_lossy(&record.value.unwrap_or_default())
+                let n: u32 = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default())
                     .parse()
                     .map_err(|_| HandlerError::Fatal("not a number".into()))?;
                 let attempt = {
@@ -195,7 +195,7 @@ async fn the_inbox_skips_already_processed_idempotency_keys_across_restarts() {
             let seen = Arc::new(Mutex::new(0u64));
             let handler = {
                 let seen = seen.clone();
-                move |_record: ConsumedRecord| {
+                move |_record: std::sync::Arc<ConsumedRecord>| {
                     let seen = seen.clone();
                     async move {
                         *seen.lock().expect("lock") += 1;
@@ -255,7 +255,7 @@ async fn concurrent_lanes_keep_per_key_order() {
     let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handler = {
         let (order, running, peak) = (order.clone(), running.clone(), peak.clone());
-        move |record: ConsumedRecord| {
+        move |record: std::sync::Arc<ConsumedRecord>| {
             let (order, running, peak) = (order.clone(), running.clone(), peak.clone());
             async move {
                 use std::sync::atomic::Ordering::SeqCst;

@@ -259,6 +259,7 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             .await?;
         positions.push((partition.partition, offset));
     }
+    let topic: std::sync::Arc<str> = std::sync::Arc::from(args.topic.as_str());
     let mut printed = 0u64;
     while printed < limit {
         let mut progressed = false;
@@ -271,23 +272,22 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             let fetched = client
                 .fetch(&args.topic, *partition, *offset, 1 << 20, wait, 1)
                 .await?;
-            for view in batches(&fetched.batches) {
+            let buffer = bytes::Bytes::from(fetched.batches);
+            for view in batches(&buffer) {
                 let view = view?;
                 for (index, record) in view.records().enumerate() {
                     let record_offset = view.base_offset() + index as i64;
-                    let record = record?.to_owned_record();
+                    let record = record?;
                     if record_offset < *offset || printed >= limit {
                         continue;
                     }
-                    let consumed = ConsumedRecord {
-                        topic: args.topic.clone(),
-                        partition: *partition,
-                        offset: record_offset,
-                        timestamp_ms: record.timestamp_ms,
-                        key: record.key,
-                        value: record.value,
-                        headers: record.headers,
-                    };
+                    let consumed = ConsumedRecord::from_view(
+                        &topic,
+                        *partition,
+                        record_offset,
+                        &record,
+                        &buffer,
+                    );
                     print_line(&render(&schemas, &consumed).await)?;
                     printed += 1;
                     *offset = record_offset + 1;

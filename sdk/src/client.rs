@@ -249,17 +249,15 @@ impl<T> Event<T> {
         self.record.key.as_deref()
     }
 
-    pub fn headers(&self) -> &[Header] {
+    pub fn headers(&self) -> &[crate::consumer::RecordHeader] {
         &self.record.headers
     }
 
     /// The record's idempotency key, if it carries one.
     pub fn idempotency_key(&self) -> Option<&str> {
         self.record
-            .headers
-            .iter()
-            .find(|h| h.key == headers::IDEMPOTENCY_KEY)
-            .and_then(|h| std::str::from_utf8(&h.value).ok())
+            .header(headers::IDEMPOTENCY_KEY)
+            .and_then(|value| std::str::from_utf8(value).ok())
     }
 }
 

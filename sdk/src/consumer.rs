@@ -11,6 +11,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 use herald_broker_client::{BrokerClient, RequestError};
@@ -92,15 +94,79 @@ impl ConsumerConfig {
 
 /// A record handed to the handler (shared: a retry hands the same record again without
 /// copying it).
+/// Key, value and headers are slices of the fetched buffer (no copies).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: u32,
     pub offset: i64,
     pub timestamp_ms: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<Header>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<RecordHeader>,
+}
+
+/// A header of a consumed record (slices of the fetched buffer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// UTF-8 (checked when the record was read).
+    key: Bytes,
+    pub value: Bytes,
+}
+
+impl RecordHeader {
+    pub fn new(key: &str, value: impl Into<Bytes>) -> Self {
+        Self {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: value.into(),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        std::str::from_utf8(&self.key).unwrap_or_default()
+    }
+
+    /// Whether the key is `name` (no UTF-8 check).
+    pub fn is(&self, name: &str) -> bool {
+        self.key.as_ref() == name.as_bytes()
+    }
+}
+
+impl ConsumedRecord {
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.is(name))
+            .map(|h| h.value.as_ref())
+    }
+
+    /// A record read from `view` in the buffer `buffer` (which `view`'s slices point into).
+    pub fn from_view(
+        topic: &Arc<str>,
+        partition: u32,
+        offset: i64,
+        view: &herald_wire::batch::RecordView<'_>,
+        buffer: &Bytes,
+    ) -> Self {
+        let slice = |part: &[u8]| buffer.slice_ref(part);
+        Self {
+            topic: topic.clone(),
+            partition,
+            offset,
+            timestamp_ms: view.timestamp_ms,
+            key: view.key.map(slice),
+            value: view.value.map(slice),
+            headers: view
+                .headers
+                .iter()
+                .map(|(key, value)| RecordHeader {
+                    key: slice(key.as_bytes()),
+                    value: slice(value),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// How a handler failed.
@@ -380,7 +446,10 @@ impl RawConsumer {
         let lanes_max = self.config.concurrency.clamp(1, CONCURRENCY_MAX);
         let mut lanes: Vec<Vec<Arc<ConsumedRecord>>> = vec![Vec::new(); lanes_max];
         let mut end = position;
-        for view in batches(&fetched.batches) {
+        let high_watermark = fetched.high_watermark;
+        let buffer = Bytes::from(fetched.batches);
+        let topic: Arc<str> = Arc::from(partition.0.as_str());
+        for view in batches(&buffer) {
             let Ok(view) = view else { break };
             for (index, record) in view.records().enumerate() {
                 let offset = view.base_offset() + index as i64;
@@ -388,7 +457,8 @@ impl RawConsumer {
                 if offset < position {
                     continue;
                 }
-                let owned = record.to_owned_record();
+                let owned =
+                    ConsumedRecord::from_view(&topic, partition.1, offset, &record, &buffer);
                 let lane = match &owned.key {
                     Some(key) => {
                         (crate::partitioner::murmur2(key) & 0x7fff_ffff) as usize % lanes_max
@@ -397,15 +467,7 @@ impl RawConsumer {
                 };
                 end = offset + 1;
                 if let Some(lane) = lanes.get_mut(lane) {
-                    lane.push(Arc::new(ConsumedRecord {
-                        topic: partition.0.clone(),
-                        partition: partition.1,
-                        offset,
-                        timestamp_ms: owned.timestamp_ms,
-                        key: owned.key,
-                        value: owned.value,
-                        headers: owned.headers,
-                    }));
+                    lane.push(Arc::new(owned));
                 }
             }
         }
@@ -434,7 +496,7 @@ impl RawConsumer {
             "group" => self.config.group.clone(),
             "partition" => partition.1.to_string(),
         )
-        .set((fetched.high_watermark - next).max(0) as f64);
+        .set((high_watermark - next).max(0) as f64);
         if next > position {
             positions.insert(partition.clone(), next);
             let commit = GroupRequest::Commit {
@@ -478,7 +540,7 @@ impl RawConsumer {
         let idempotency_key = record
             .headers
             .iter()
-            .find(|h| h.key == IDEMPOTENCY_KEY_HEADER)
+            .find(|h| h.is(IDEMPOTENCY_KEY_HEADER))
             .map(|h| h.value.clone());
         if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {
             if inbox
@@ -570,7 +632,7 @@ impl RawConsumer {
 
     fn unprocessable(&self, record: &ConsumedRecord, reason: String) -> ConsumeError {
         ConsumeError::Unprocessable {
-            topic: record.topic.clone(),
+            topic: record.topic.to_string(),
             partition: record.partition,
             offset: record.offset,
             reason,
@@ -587,7 +649,7 @@ impl RawConsumer {
         let topic = match &self.config.dead_letter {
             DeadLetter::Disabled => {
                 return Err(ConsumeError::Unprocessable {
-                    topic: record.topic.clone(),
+                    topic: record.topic.to_string(),
                     partition: record.partition,
                     offset: record.offset,
                     reason: reason.to_owned(),
@@ -608,11 +670,14 @@ impl RawConsumer {
         let mut headers: Vec<Header> = record
             .headers
             .iter()
-            .filter(|h| !h.key.starts_with(headers::DLQ_PREFIX))
-            .cloned()
+            .filter(|h| !h.key().starts_with(headers::DLQ_PREFIX))
+            .map(|h| Header {
+                key: h.key().to_owned(),
+                value: h.value.to_vec(),
+            })
             .collect();
         for (key, value) in [
-            (headers::DLQ_TOPIC, record.topic.clone()),
+            (headers::DLQ_TOPIC, record.topic.to_string()),
             (headers::DLQ_PARTITION, record.partition.to_string()),
             (headers::DLQ_OFFSET, record.offset.to_string()),
             (headers::DLQ_TIMESTAMP, record.timestamp_ms.to_string()),
@@ -629,12 +694,12 @@ impl RawConsumer {
         let mut builder = BatchBuilder::new();
         builder.push(Record {
             timestamp_ms: record.timestamp_ms,
-            key: record.key.clone(),
-            value: record.value.clone(),
+            key: record.key.as_ref().map(|k| k.to_vec()),
+            value: record.value.as_ref().map(|v| v.to_vec()),
             headers,
         });
         let batch = builder.encode().map_err(|e| ConsumeError::Unprocessable {
-            topic: record.topic.clone(),
+            topic: record.topic.to_string(),
             partition: record.partition,
             offset: record.offset,
             reason: e.to_string(),

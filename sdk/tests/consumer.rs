@@ -265,7 +265,7 @@ async fn concurrent_lanes_keep_per_key_order() {
                 order
                     .lock()
                     .expect("lock")
-                    .entry(record.key.clone().unwrap_or_default())
+                    .entry(record.key.as_deref().unwrap_or_default().to_vec())
                     .or_default()
                     .push(record.offset);
                 running.fetch_sub(1, SeqCst);

@@ -553,14 +553,15 @@ impl RawConsumer {
             }
         }
         // One breaker permission per record (a half-open probe is a record), its retries
-        // included.
+        // included. One clock read per record: a success needs no fresher time (only a
+        // failure that opens the breaker dates its open period).
+        let started = Instant::now();
         if matches!(
-            lock(progress).breaker.allow(Instant::now()),
+            lock(progress).breaker.allow(started),
             Permission::Rejected { .. }
         ) {
             return Ok(false);
         }
-        let started = Instant::now();
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -568,7 +569,7 @@ impl RawConsumer {
                 Ok(()) => {
                     {
                         let mut progress = lock(progress);
-                        progress.breaker.on_success(Instant::now());
+                        progress.breaker.on_success(started);
                         self.breaker_gauge(&progress.breaker);
                         progress.summary.processed += 1;
                     }

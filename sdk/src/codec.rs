@@ -37,7 +37,19 @@ pub struct WriterSchema {
     id: u32,
     full_name: &'static str,
     message_indexes: Vec<i32>,
+    /// The framing prefix every payload of this schema starts with (magic byte, ID and, for
+    /// Protobuf, the encoded message indexes): written and recognised as bytes.
+    prefix: Vec<u8>,
     avro: Option<AvroPair>,
+}
+
+fn prefix(id: u32, message_indexes: Option<&[i32]>) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(8);
+    write_schema_id(&mut prefix, id);
+    if let Some(indexes) = message_indexes {
+        write_message_indexes(&mut prefix, indexes);
+    }
+    prefix
 }
 
 #[derive(Debug)]
@@ -89,6 +101,7 @@ impl WriterSchema {
                     id,
                     full_name: info.full_name,
                     message_indexes: Vec::new(),
+                    prefix: prefix(id, None),
                     avro: Some(AvroPair {
                         writer,
                         reader,
@@ -105,6 +118,7 @@ impl WriterSchema {
                 Ok(Self {
                     id,
                     full_name: info.full_name,
+                    prefix: prefix(id, Some(&message_indexes)),
                     message_indexes,
                     avro: None,
                 })
@@ -124,10 +138,7 @@ impl WriterSchema {
 
     /// Writes the framing prefix (magic byte, ID, message indexes for Protobuf).
     pub fn write_prefix(&self, out: &mut Vec<u8>) {
-        write_schema_id(out, self.id);
-        if self.avro.is_none() {
-            write_message_indexes(out, &self.message_indexes);
-        }
+        out.extend_from_slice(&self.prefix);
     }
 
     /// The body of a framed Protobuf `payload` after checking its message-index path names

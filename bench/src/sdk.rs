@@ -196,7 +196,7 @@ async fn end_to_end(options: &Options) -> anyhow::Result<()> {
         "# sdk: {n} records per phase, {} alternating rounds, 1 partition, durability memory",
         options.rounds
     );
-    let mut results: [Vec<f64>; 4] = Default::default();
+    let mut results: [Vec<f64>; 5] = Default::default();
     for round in 0..options.rounds {
         let raw_topic = format!("raw-{round}");
         let typed_topic = format!("typed-{round}");
@@ -221,15 +221,20 @@ async fn end_to_end(options: &Options) -> anyhow::Result<()> {
         results[2].push(tokio::spawn(async move { raw_consume(c.broker(), &t, n).await }).await??);
         let (c, t) = (client.clone(), typed_topic.clone());
         results[3].push(tokio::spawn(async move { typed_consume(&c, &t, n, round).await }).await??);
+        let (c, t) = (client.clone(), typed_topic.clone());
+        results[4].push(
+            tokio::spawn(async move { raw_consumer_consume(&c, &t, n, round).await }).await??,
+        );
     }
-    let [raw_p, typed_p, raw_c, typed_c] = results.map(median);
+    let [raw_p, typed_p, raw_c, typed_c, raw_consumer_c] = results.map(median);
     println!(
         "phase=produce raw_records_per_s={raw_p:.0} typed_records_per_s={typed_p:.0} typed_vs_raw={:.2}",
         typed_p / raw_p
     );
     println!(
-        "phase=consume raw_records_per_s={raw_c:.0} typed_records_per_s={typed_c:.0} typed_vs_raw={:.2}",
-        typed_c / raw_c
+        "phase=consume raw_records_per_s={raw_c:.0} typed_records_per_s={typed_c:.0} typed_vs_raw={:.2} raw_consumer_records_per_s={raw_consumer_c:.0} raw_consumer_vs_raw={:.2}",
+        typed_c / raw_c,
+        raw_consumer_c / raw_c
     );
     Ok(())
 }
@@ -363,5 +368,51 @@ async fn typed_consume(
         "typed consume dead-lettered {}",
         summary.dead_lettered
     );
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// The SDK's `RawConsumer` (group, lanes, breaker, commits) with a handler that only decodes
+/// the payload with prost: where the consumer machinery's cost shows, without `Consumer<T>`.
+async fn raw_consumer_consume(
+    client: &Client,
+    topic: &str,
+    n: usize,
+    round: usize,
+) -> anyhow::Result<f64> {
+    let mut config = herald::consumer::ConsumerConfig::new(format!("bench-raw-{round}"), topic);
+    config.fetch_bytes_max = 4 << 20;
+    let consumer = herald::RawConsumer::new(client.broker().clone(), config);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let first = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let counter = seen.clone();
+    let stop = {
+        let seen = seen.clone();
+        async move {
+            while seen.load(Ordering::Relaxed) < n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    let started = first.clone();
+    consumer
+        .run(
+            move |record: Arc<herald::consumer::ConsumedRecord>| {
+                let counter = counter.clone();
+                started.get_or_init(Instant::now);
+                async move {
+                    let value = record.value.as_deref().unwrap_or_default();
+                    let message = <OrderCreated as prost::Message>::decode(
+                        value.get(6..).unwrap_or_default(),
+                    )
+                    .map_err(|e| herald::HandlerError::Fatal(e.to_string()))?;
+                    std::hint::black_box(&message);
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+            },
+            stop,
+        )
+        .await?;
+    let elapsed = first.get().context("nothing consumed")?.elapsed();
     Ok(n as f64 / elapsed.as_secs_f64())
 }

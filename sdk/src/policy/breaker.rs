@@ -65,6 +65,8 @@ pub struct CircuitBreaker {
     config: BreakerConfig,
     state: BreakerState,
     outcomes: VecDeque<bool>,
+    /// Failures among `outcomes`, kept as they change (the rate is read on every failure).
+    failures: usize,
     probes_started: usize,
 }
 
@@ -74,6 +76,7 @@ impl CircuitBreaker {
             config,
             state: BreakerState::Closed,
             outcomes: VecDeque::with_capacity(config.window),
+            failures: 0,
             probes_started: 0,
         }
     }
@@ -101,7 +104,7 @@ impl CircuitBreaker {
             },
             BreakerState::Open { .. } => {
                 self.state = BreakerState::HalfOpen;
-                self.outcomes.clear();
+                self.clear_outcomes();
                 self.probes_started = 1;
                 Permission::Allowed
             }
@@ -124,8 +127,19 @@ impl CircuitBreaker {
     }
 
     fn failure_rate(&self) -> f64 {
-        let failures = self.outcomes.iter().filter(|ok| !**ok).count();
-        failures as f64 / self.outcomes.len().max(1) as f64
+        self.failures as f64 / self.outcomes.len().max(1) as f64
+    }
+
+    fn push_outcome(&mut self, success: bool) {
+        self.outcomes.push_back(success);
+        if !success {
+            self.failures += 1;
+        }
+    }
+
+    fn clear_outcomes(&mut self) {
+        self.outcomes.clear();
+        self.failures = 0;
     }
 
     fn record(&mut self, success: bool, now: Instant) {
@@ -133,24 +147,29 @@ impl CircuitBreaker {
             // A late outcome of a call made before opening changes nothing.
             BreakerState::Open { .. } => {}
             BreakerState::Closed => {
-                if self.outcomes.len() == self.config.window {
-                    self.outcomes.pop_front();
+                if self.outcomes.len() == self.config.window
+                    && self.outcomes.pop_front() == Some(false)
+                {
+                    self.failures -= 1;
                 }
-                self.outcomes.push_back(success);
-                if self.outcomes.len() >= self.config.minimum_calls
+                self.push_outcome(success);
+                // Past the minimum, a success never raises the failure rate: the rate is
+                // judged on a failure, or when the minimum is first reached.
+                if (!success || self.outcomes.len() == self.config.minimum_calls)
+                    && self.outcomes.len() >= self.config.minimum_calls
                     && self.failure_rate() >= self.config.failure_rate_threshold
                 {
                     self.open(now);
                 }
             }
             BreakerState::HalfOpen => {
-                self.outcomes.push_back(success);
+                self.push_outcome(success);
                 if self.outcomes.len() >= self.config.half_open_probes {
                     if self.failure_rate() >= self.config.failure_rate_threshold {
                         self.open(now);
                     } else {
                         self.state = BreakerState::Closed;
-                        self.outcomes.clear();
+                        self.clear_outcomes();
                     }
                 }
             }
@@ -161,7 +180,7 @@ impl CircuitBreaker {
         self.state = BreakerState::Open {
             until: now + self.config.open_duration,
         };
-        self.outcomes.clear();
+        self.clear_outcomes();
         self.probes_started = 0;
     }
 }
@@ -169,6 +188,37 @@ impl CircuitBreaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn the_failure_count_matches_the_window(outcomes in proptest::collection::vec(proptest::bool::ANY, 0..400)) {
+            let start = Instant::now();
+            let config = BreakerConfig { window: 16, minimum_calls: 8, ..BreakerConfig::default() };
+            let mut breaker = CircuitBreaker::new(config);
+            let mut reference: VecDeque<bool> = VecDeque::new();
+            for (i, success) in outcomes.into_iter().enumerate() {
+                let now = start + Duration::from_secs(i as u64 * 100);
+                if breaker.allow(now) == Permission::Allowed {
+                    if breaker.state() == BreakerState::Closed {
+                        if reference.len() == config.window {
+                            reference.pop_front();
+                        }
+                        reference.push_back(success);
+                        let failures = reference.iter().filter(|ok| !**ok).count();
+                        let opens = reference.len() >= config.minimum_calls
+                            && failures as f64 / reference.len() as f64 >= config.failure_rate_threshold;
+                        breaker.record(success, now);
+                        proptest::prop_assert_eq!(breaker.state() != BreakerState::Closed, opens);
+                        if opens { reference.clear(); }
+                    } else {
+                        breaker.record(success, now);
+                        if breaker.state() != BreakerState::HalfOpen { reference.clear(); }
+                    }
+                }
+                proptest::prop_assert_eq!(breaker.failures, breaker.outcomes.iter().filter(|ok| !**ok).count());
+            }
+        }
+    }
 
     #[test]
     fn asking_whether_it_rejects_uses_up_no_probe() {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use apache_avro::schema::{Name, RecordSchema, Schema};
 use heck::{ToSnakeCase, ToUpperCamelCase};
+use herald_schema::AvroShape;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
@@ -332,42 +333,51 @@ fn record_item(record: &RecordSchema, context: &Context<'_>) -> Result<RecordPar
 /// A field default as a Rust expression, for the simple shapes (others: none).
 fn default_expr(default: &serde_json::Value, schema: &Schema) -> Option<TokenStream> {
     use serde_json::Value as J;
-    let schema = match schema {
-        // Only a nullable union is an Option; other unions get no Rust default.
+    // A nullable union is an Option: its default is for the first branch.
+    let (schema, optional) = match schema {
         Schema::Union(u)
             if u.variants().len() == 2
                 && u.variants().iter().any(|v| matches!(v, Schema::Null)) =>
         {
-            u.variants().first()?
+            (u.variants().first()?, true)
         }
+        // Other unions get no Rust default.
         Schema::Union(_) => return None,
-        other => other,
+        other => (other, false),
     };
-    let is_union_null = matches!(schema, Schema::Null);
-    Some(match (default, schema) {
-        (J::Null, _) if is_union_null => quote!(::core::option::Option::None),
-        (J::Bool(b), Schema::Boolean) => quote!(#b),
-        (J::Number(n), Schema::Int | Schema::Date | Schema::TimeMillis) => {
-            let v = i32::try_from(n.as_i64()?).ok()?;
-            quote!(#v)
-        }
-        (
-            J::Number(n),
-            Schema::Long | Schema::TimeMicros | Schema::TimestampMillis | Schema::TimestampMicros,
-        ) => {
-            let v = n.as_i64()?;
-            quote!(#v)
-        }
-        (J::Number(n), Schema::Double) => {
-            let v = n.as_f64()?;
-            quote!(#v)
-        }
-        (J::String(s), Schema::String | Schema::Uuid(_)) => quote!(::std::string::String::from(#s)),
+    let value = match (default, schema) {
+        (J::Null, Schema::Null) => return Some(quote!(::core::option::Option::None)),
         (J::Array(a), Schema::Array(_)) if a.is_empty() => quote!(::std::vec::Vec::new()),
         (J::Object(o), Schema::Map(_)) if o.is_empty() => {
             quote!(::std::collections::BTreeMap::new())
         }
+        (J::Bool(b), _) if matches!(herald_schema::avro_shape(schema), AvroShape::Boolean) => {
+            quote!(#b)
+        }
+        (J::Number(n), _) => match herald_schema::avro_shape(schema) {
+            AvroShape::Int => {
+                let v = i32::try_from(n.as_i64()?).ok()?;
+                quote!(#v)
+            }
+            AvroShape::Long => {
+                let v = n.as_i64()?;
+                quote!(#v)
+            }
+            AvroShape::Double => {
+                let v = n.as_f64()?;
+                quote!(#v)
+            }
+            _ => return None,
+        },
+        (J::String(text), _) if matches!(herald_schema::avro_shape(schema), AvroShape::String) => {
+            quote!(::std::string::String::from(#text))
+        }
         _ => return None,
+    };
+    Some(if optional {
+        quote!(::core::option::Option::Some(#value))
+    } else {
+        value
     })
 }
 
@@ -385,24 +395,7 @@ fn field_type(
 ) -> Result<FieldType, GenerateError> {
     let plain = |ty: TokenStream| Ok(FieldType { ty, with: None });
     match schema {
-        Schema::Null => plain(quote!(())),
-        Schema::Boolean => plain(quote!(bool)),
-        Schema::Int | Schema::Date | Schema::TimeMillis => plain(quote!(i32)),
-        Schema::Long
-        | Schema::TimeMicros
-        | Schema::TimestampMillis
-        | Schema::TimestampMicros
-        | Schema::TimestampNanos
-        | Schema::LocalTimestampMillis
-        | Schema::LocalTimestampMicros
-        | Schema::LocalTimestampNanos => plain(quote!(i64)),
-        Schema::Float => plain(quote!(f32)),
-        Schema::Double => plain(quote!(f64)),
-        Schema::String | Schema::Uuid(_) => plain(quote!(::std::string::String)),
-        Schema::Bytes => Ok(FieldType {
-            ty: quote!(::std::vec::Vec<u8>),
-            with: Some("::herald::codegen::apache_avro::serde::bytes"),
-        }),
+        // Logical types with a Rust type of their own; every other one is its base type.
         Schema::Decimal(_) | Schema::BigDecimal => {
             plain(quote!(::herald::codegen::apache_avro::Decimal))
         }
@@ -498,6 +491,22 @@ fn field_type(
             });
             plain(quote!(#enum_ident))
         }
+        // Primitives and the logical types that are their base type (herald-schema's one
+        // mapping of Avro's logical types).
+        other => match herald_schema::avro_shape(other) {
+            AvroShape::Null => plain(quote!(())),
+            AvroShape::Boolean => plain(quote!(bool)),
+            AvroShape::Int => plain(quote!(i32)),
+            AvroShape::Long => plain(quote!(i64)),
+            AvroShape::Float => plain(quote!(f32)),
+            AvroShape::Double => plain(quote!(f64)),
+            AvroShape::String => plain(quote!(::std::string::String)),
+            AvroShape::Bytes => Ok(FieldType {
+                ty: quote!(::std::vec::Vec<u8>),
+                with: Some("::herald::codegen::apache_avro::serde::bytes"),
+            }),
+            _ => Err(unsupported(record, "uuids stored as fixed")),
+        },
     }
 }
 

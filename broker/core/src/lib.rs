@@ -17,7 +17,6 @@
 //! Time is always a parameter (`now_ms`); nothing here reads a clock, spawns a task or opens a
 //! socket. This crate never imports tokio, quinn or std::net.
 
-pub mod dedup;
 pub mod groups;
 pub mod log;
 pub mod producers;

@@ -18,9 +18,9 @@ use herald_wire::batch::{
 use herald_wire::headers::IDEMPOTENCY_KEY;
 use herald_wire::limits::BATCH_BYTES_MAX;
 
-use crate::dedup::{KeyWindow, DEDUP_KEYS_MAX};
 use crate::producers::{ProducerTable, SequenceCheck};
 use crate::storage::{Storage, StorageError, StorageFile, SyncHandle};
+use herald_wire::dedup::{KeyWindow, DEDUP_KEYS_MAX};
 
 const OFFSET_ENTRY_BYTES: usize = 8;
 const TIME_ENTRY_BYTES: usize = 12;

@@ -34,6 +34,7 @@
 
 pub mod batch;
 mod codec;
+pub mod dedup;
 pub mod error;
 pub mod frame;
 pub mod groups;

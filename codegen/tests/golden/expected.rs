@@ -121,6 +121,9 @@ pub mod shop {
             pub card: ::core::option::Option<super::super::shop::payments::Card>,
             #[serde(rename = "note")]
             pub note: ::core::option::Option<::std::string::String>,
+            #[serde(rename = "source")]
+            #[serde(default = "PaymentCaptured::default_source")]
+            pub source: ::core::option::Option<::std::string::String>,
             #[serde(rename = "reference")]
             pub reference: PaymentCapturedReferenceUnion,
             #[serde(rename = "tags")]
@@ -181,6 +184,12 @@ pub mod shop {
                 ::core::option::Option::None
             }
         }
+        impl PaymentCaptured {
+            #[doc(hidden)]
+            pub fn default_source() -> ::core::option::Option<::std::string::String> {
+                ::core::option::Option::Some(::std::string::String::from("web"))
+            }
+        }
         /// The branches of an Avro union, in schema order, in `shop.payments.PaymentCaptured`.
         #[derive(
             Debug,
@@ -233,7 +242,7 @@ pub mod shop {
         impl ::herald::Message for PaymentCaptured {
             const SCHEMA: ::herald::SchemaInfo = ::herald::SchemaInfo::avro(
                 "shop.payments.PaymentCaptured",
-                "{\n  \"type\": \"record\",\n  \"name\": \"PaymentCaptured\",\n  \"namespace\": \"shop.payments\",\n  \"doc\": \"A payment the provider captured for an order.\",\n  \"fields\": [\n    {\"name\": \"payment_id\", \"type\": {\"type\": \"string\", \"logicalType\": \"uuid\"}, \"doc\": \"Provider-independent payment id.\"},\n    {\"name\": \"order_id\", \"type\": \"string\"},\n    {\"name\": \"amount_cents\", \"type\": \"long\"},\n    {\"name\": \"currency\", \"type\": \"string\", \"default\": \"EUR\"},\n    {\"name\": \"captured\", \"type\": \"boolean\", \"default\": true},\n    {\"name\": \"fee_rate\", \"type\": \"double\", \"default\": 0.0},\n    {\"name\": \"method\", \"type\": {\"type\": \"enum\", \"name\": \"Method\", \"symbols\": [\"CARD\", \"TRANSFER\", \"WALLET\"], \"doc\": \"How the customer paid.\"}},\n    {\"name\": \"card\", \"type\": [\"null\", {\"type\": \"record\", \"name\": \"Card\", \"fields\": [\n      {\"name\": \"last4\", \"type\": \"string\"},\n      {\"name\": \"fingerprint\", \"type\": {\"type\": \"fixed\", \"name\": \"CardFingerprint\", \"size\": 8}}\n    ]}], \"default\": null},\n    {\"name\": \"note\", \"type\": [\"string\", \"null\"]},\n    {\"name\": \"reference\", \"type\": [\"null\", \"string\", \"long\"], \"default\": null},\n    {\"name\": \"tags\", \"type\": {\"type\": \"array\", \"items\": \"string\"}, \"default\": []},\n    {\"name\": \"metadata\", \"type\": {\"type\": \"map\", \"values\": \"string\"}, \"default\": {}},\n    {\"name\": \"receipt\", \"type\": [\"null\", \"bytes\"], \"default\": null},\n    {\"name\": \"captured_on\", \"type\": {\"type\": \"int\", \"logicalType\": \"date\"}},\n    {\"name\": \"captured_at\", \"type\": {\"type\": \"long\", \"logicalType\": \"timestamp-millis\"}},\n    {\"name\": \"settled_at\", \"type\": [\"null\", {\"type\": \"long\", \"logicalType\": \"timestamp-micros\"}], \"default\": null},\n    {\"name\": \"cutoff\", \"type\": {\"type\": \"int\", \"logicalType\": \"time-millis\"}},\n    {\"name\": \"cutoff_precise\", \"type\": {\"type\": \"long\", \"logicalType\": \"time-micros\"}},\n    {\"name\": \"exact_amount\", \"type\": {\"type\": \"bytes\", \"logicalType\": \"decimal\", \"precision\": 12, \"scale\": 2}},\n    {\"name\": \"previous_attempt\", \"type\": [\"null\", \"PaymentCaptured\"], \"default\": null}\n  ]\n}\n",
+                "{\n  \"type\": \"record\",\n  \"name\": \"PaymentCaptured\",\n  \"namespace\": \"shop.payments\",\n  \"doc\": \"A payment the provider captured for an order.\",\n  \"fields\": [\n    {\"name\": \"payment_id\", \"type\": {\"type\": \"string\", \"logicalType\": \"uuid\"}, \"doc\": \"Provider-independent payment id.\"},\n    {\"name\": \"order_id\", \"type\": \"string\"},\n    {\"name\": \"amount_cents\", \"type\": \"long\"},\n    {\"name\": \"currency\", \"type\": \"string\", \"default\": \"EUR\"},\n    {\"name\": \"captured\", \"type\": \"boolean\", \"default\": true},\n    {\"name\": \"fee_rate\", \"type\": \"double\", \"default\": 0.0},\n    {\"name\": \"method\", \"type\": {\"type\": \"enum\", \"name\": \"Method\", \"symbols\": [\"CARD\", \"TRANSFER\", \"WALLET\"], \"doc\": \"How the customer paid.\"}},\n    {\"name\": \"card\", \"type\": [\"null\", {\"type\": \"record\", \"name\": \"Card\", \"fields\": [\n      {\"name\": \"last4\", \"type\": \"string\"},\n      {\"name\": \"fingerprint\", \"type\": {\"type\": \"fixed\", \"name\": \"CardFingerprint\", \"size\": 8}}\n    ]}], \"default\": null},\n    {\"name\": \"note\", \"type\": [\"string\", \"null\"]},\n    {\"name\": \"source\", \"type\": [\"string\", \"null\"], \"default\": \"web\"},\n    {\"name\": \"reference\", \"type\": [\"null\", \"string\", \"long\"], \"default\": null},\n    {\"name\": \"tags\", \"type\": {\"type\": \"array\", \"items\": \"string\"}, \"default\": []},\n    {\"name\": \"metadata\", \"type\": {\"type\": \"map\", \"values\": \"string\"}, \"default\": {}},\n    {\"name\": \"receipt\", \"type\": [\"null\", \"bytes\"], \"default\": null},\n    {\"name\": \"captured_on\", \"type\": {\"type\": \"int\", \"logicalType\": \"date\"}},\n    {\"name\": \"captured_at\", \"type\": {\"type\": \"long\", \"logicalType\": \"timestamp-millis\"}},\n    {\"name\": \"settled_at\", \"type\": [\"null\", {\"type\": \"long\", \"logicalType\": \"timestamp-micros\"}], \"default\": null},\n    {\"name\": \"cutoff\", \"type\": {\"type\": \"int\", \"logicalType\": \"time-millis\"}},\n    {\"name\": \"cutoff_precise\", \"type\": {\"type\": \"long\", \"logicalType\": \"time-micros\"}},\n    {\"name\": \"exact_amount\", \"type\": {\"type\": \"bytes\", \"logicalType\": \"decimal\", \"precision\": 12, \"scale\": 2}},\n    {\"name\": \"previous_attempt\", \"type\": [\"null\", \"PaymentCaptured\"], \"default\": null}\n  ]\n}\n",
             );
             fn encode_body(
                 &self,

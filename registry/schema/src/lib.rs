@@ -18,6 +18,7 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
+pub use avro::compat::{shape as avro_shape, Shape as AvroShape};
 pub use compat::{
     check, check_pair, CompatReport, CompatibilityLevel, Direction, Incompatibility, InvalidLevel,
     PreviousVersion, Rule,

@@ -63,6 +63,7 @@ fn payment(n: i64) -> PaymentCaptured {
             fingerprint: [1, 2, 3, 4, 5, 6, 7, 8],
         }),
         note: None,
+        source: PaymentCaptured::default_source(),
         reference: if n % 2 == 0 {
             PaymentCapturedReferenceUnion::Long(n)
         } else {

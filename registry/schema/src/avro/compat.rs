@@ -46,8 +46,10 @@ pub(crate) fn can_read(
     checker.found
 }
 
-/// The structural shape of a schema once logical types are stripped to their base types.
-enum Shape<'s> {
+/// The structural shape of a schema once logical types are stripped to their base types
+/// (one mapping of Avro's logical types, shared with codegen).
+#[derive(Debug, Clone, Copy)]
+pub enum Shape<'s> {
     Null,
     Boolean,
     Int,
@@ -64,7 +66,8 @@ enum Shape<'s> {
     Fixed(&'s FixedSchema),
 }
 
-fn shape(schema: &Schema) -> Shape<'_> {
+/// The shape of `schema` (a `Ref` must be resolved first).
+pub fn shape(schema: &Schema) -> Shape<'_> {
     match schema {
         Schema::Null => Shape::Null,
         Schema::Boolean => Shape::Boolean,

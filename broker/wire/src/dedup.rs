@@ -1,16 +1,17 @@
-//! The optional per-partition idempotency-key window (NATS's duplicate window, on the record
-//! header `idempotency-key`): a record whose key was stored within the window is
-//! acknowledged without being stored again. Bounded by [`DEDUP_KEYS_MAX`]: beyond it the
-//! oldest keys are forgotten first.
+//! The idempotency-key window both ends apply to the `idempotency-key` header: a broker
+//! topic's optional duplicate window (NATS's, per partition: a record whose key was stored
+//! within the window is acknowledged without being stored again) and the core of the SDK
+//! consumer's inbox. Pure: time is a parameter (ms), so it is tested with a simulated clock.
+//! Bounded: beyond `keys_max` the oldest keys are forgotten first.
 
 use std::collections::{HashMap, VecDeque};
 
-/// Keys remembered per partition at most.
+/// Keys a broker partition's window remembers at most.
 pub const DEDUP_KEYS_MAX: usize = 100_000;
 /// Longest idempotency key considered, in bytes (longer keys are not deduplicated).
 pub const DEDUP_KEY_BYTES_MAX: usize = 256;
 
-/// Keys seen within the window, with the offset they were stored at.
+/// Keys seen within the window, each with a value (the broker: the offset it was stored at).
 #[derive(Debug, Clone)]
 pub struct KeyWindow {
     window_ms: i64,
@@ -52,13 +53,13 @@ impl KeyWindow {
         }
     }
 
-    /// The offset `key` was stored at, if that was within the window.
+    /// The value recorded with `key`, if that was within the window.
     pub fn lookup(&mut self, key: &[u8], now_ms: i64) -> Option<i64> {
         self.expire(now_ms);
         self.seen.get(key).map(|(offset, _)| *offset)
     }
 
-    /// Remembers `key` stored at `offset` at `now_ms`.
+    /// Remembers `key` with `offset` (any value the caller wants back) at `now_ms`.
     pub fn insert(&mut self, key: &[u8], offset: i64, now_ms: i64) {
         if key.len() > DEDUP_KEY_BYTES_MAX {
             return;

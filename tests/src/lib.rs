@@ -239,3 +239,72 @@ fn run_checked(command: &mut std::process::Command) -> anyhow::Result<()> {
     anyhow::ensure!(status.success(), "{command:?} failed with {status}");
     Ok(())
 }
+
+/// A registry and a broker process over `dir`, and an SDK client connected to both.
+pub struct Servers {
+    pub registry: RegistryProcess,
+    pub broker: BrokerProcess,
+    pub client: herald::Client,
+}
+
+/// Starts [`Servers`] (the broker without schema validation unless `broker_args` asks).
+pub async fn servers(dir: &Path, broker_args: &[&str]) -> anyhow::Result<Servers> {
+    let registry = RegistryProcess::start(&dir.join("registry"))?;
+    let mut args: Vec<String> = broker_args.iter().map(|a| (*a).to_owned()).collect();
+    if args.iter().any(|a| a == "--registry") {
+        args.push(registry.url.clone());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let broker = BrokerProcess::start_with(&dir.join("broker"), &args)?;
+    let client = herald::Client::connect(herald::ClientConfig::new(
+        broker.addr,
+        herald::Trust::Fingerprint(broker.fingerprint.clone()),
+        registry.url.clone(),
+    ))
+    .await?;
+    Ok(Servers {
+        registry,
+        broker,
+        client,
+    })
+}
+
+/// Events a handler made by [`collector`] gathered.
+pub type Seen<T> = std::sync::Arc<std::sync::Mutex<Vec<herald::Event<T>>>>;
+
+/// A handler that keeps every event it is given in `seen`.
+pub fn collector<T: Send + 'static>(
+    seen: Seen<T>,
+) -> impl Fn(herald::Event<T>) -> std::future::Ready<Result<(), herald::HandlerError>> {
+    move |event| {
+        let pushed = seen
+            .lock()
+            .map(|mut s| s.push(event))
+            .map_err(|_| herald::HandlerError::Fatal("lock".into()));
+        std::future::ready(pushed)
+    }
+}
+
+/// Runs `consume(seen, stop)` (a consumer's `run` with [`collector`]) until `expected` events
+/// were handled or 30 s passed; returns them with the run's summary.
+pub async fn drain<T: Send + 'static>(
+    expected: usize,
+    consume: impl AsyncFnOnce(
+        Seen<T>,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> anyhow::Result<herald::consumer::RunSummary>,
+) -> anyhow::Result<(Vec<herald::Event<T>>, herald::consumer::RunSummary)> {
+    let seen: Seen<T> = std::sync::Arc::default();
+    let watch = seen.clone();
+    let stop = Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while watch.lock().map_or(0, |s| s.len()) < expected
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let summary = consume(seen.clone(), stop).await?;
+    let events = std::mem::take(&mut *seen.lock().map_err(|_| anyhow::anyhow!("lock"))?);
+    Ok((events, summary))
+}

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::consumer::HandlerError;
-use herald::{Client, ClientConfig, Event, Trust};
-use herald_tests::{BrokerProcess, RegistryProcess};
+use herald::{Client, Event};
+use herald_tests::{collector, drain, servers};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::headers;
 use herald_wire::messages::{Durability, SchemaValidation, TopicConfig};
@@ -74,52 +74,21 @@ struct OrderCreated {
 herald::protobuf_message!(OrderCreated, "shop.v1.OrderCreated", ORDERS_PROTO);
 
 /// Runs `consumer` until `expected` events arrived (or 30 s passed) and returns them.
-async fn collect<T: herald::Message + Clone>(
+async fn collect<T: herald::Message>(
     consumer: &herald::Consumer<T>,
     expected: usize,
 ) -> anyhow::Result<(Vec<Event<T>>, herald::consumer::RunSummary)> {
-    let seen: Arc<Mutex<Vec<Event<T>>>> = Arc::default();
-    let stop = {
-        let seen = seen.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            while seen.lock().map_or(0, |s| s.len()) < expected
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    let summary = consumer
-        .run(
-            |event: Event<T>| {
-                let seen = seen.clone();
-                async move {
-                    seen.lock()
-                        .map_err(|_| HandlerError::Fatal("poisoned".into()))?
-                        .push(event);
-                    Ok(())
-                }
-            },
-            stop,
-        )
-        .await?;
-    let events = std::mem::take(&mut *seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-    Ok((events, summary))
+    drain(expected, async |seen, stop| {
+        Ok(consumer.run(collector(seen), stop).await?)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_events_round_trip_evolve_and_dead_letter() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let registry = RegistryProcess::start(&dir.path().join("registry"))?;
-    let broker =
-        BrokerProcess::start_with(&dir.path().join("broker"), &["--registry", &registry.url])?;
-    let client = Client::connect(ClientConfig::new(
-        broker.addr,
-        Trust::Fingerprint(broker.fingerprint.clone()),
-        registry.url.clone(),
-    ))
-    .await?;
+    let servers = servers(dir.path(), &["--registry"]).await?;
+    let client = &servers.client;
     client
         .broker()
         .create_topic(
@@ -321,14 +290,9 @@ async fn stored_values(client: &Client, topic: &str) -> anyhow::Result<Vec<Vec<u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_payloads_interoperate_with_confluent_serializers() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let registry = RegistryProcess::start(&dir.path().join("registry"))?;
-    let broker = BrokerProcess::start(&dir.path().join("broker"))?;
-    let client = Client::connect(ClientConfig::new(
-        broker.addr,
-        Trust::Fingerprint(broker.fingerprint.clone()),
-        registry.url.clone(),
-    ))
-    .await?;
+    let servers = servers(dir.path(), &[]).await?;
+    let client = &servers.client;
+    let registry = &servers.registry;
     for topic in ["pay", "ord"] {
         client
             .broker()
@@ -356,13 +320,13 @@ async fn sdk_payloads_interoperate_with_confluent_serializers() -> anyhow::Resul
 
     // SDK -> Confluent deserializers.
     let mut lines = String::new();
-    for value in stored_values(&client, "pay").await? {
+    for value in stored_values(client, "pay").await? {
         lines += &format!(
             "{{\"format\":\"avro\",\"message\":\"\",\"hex\":\"{}\"}}\n",
             hex(&value)
         );
     }
-    for value in stored_values(&client, "ord").await? {
+    for value in stored_values(client, "ord").await? {
         lines += &format!(
             "{{\"format\":\"protobuf\",\"message\":\"shop.v1.OrderCreated\",\"hex\":\"{}\"}}\n",
             hex(&value)
@@ -438,14 +402,8 @@ async fn a_failing_downstream_opens_the_breaker_and_consumption_resumes() -> any
     use std::time::Instant;
 
     let dir = tempfile::tempdir()?;
-    let registry = RegistryProcess::start(&dir.path().join("registry"))?;
-    let broker = BrokerProcess::start(&dir.path().join("broker"))?;
-    let client = Client::connect(ClientConfig::new(
-        broker.addr,
-        Trust::Fingerprint(broker.fingerprint.clone()),
-        registry.url.clone(),
-    ))
-    .await?;
+    let servers = servers(dir.path(), &[]).await?;
+    let client = &servers.client;
     client
         .broker()
         .create_topic("flaky", TopicConfig::default())
@@ -550,14 +508,9 @@ async fn a_failing_downstream_opens_the_breaker_and_consumption_resumes() -> any
 async fn registration_policies_and_subject_strategies() -> anyhow::Result<()> {
     use herald::{ProducerOptions, Registration, SubjectStrategy};
     let dir = tempfile::tempdir()?;
-    let registry = RegistryProcess::start(&dir.path().join("registry"))?;
-    let broker = BrokerProcess::start(&dir.path().join("broker"))?;
-    let client = Client::connect(ClientConfig::new(
-        broker.addr,
-        Trust::Fingerprint(broker.fingerprint.clone()),
-        registry.url.clone(),
-    ))
-    .await?;
+    let servers = servers(dir.path(), &[]).await?;
+    let client = &servers.client;
+    let registry = &servers.registry;
     client
         .broker()
         .create_topic("ledger", TopicConfig::default())

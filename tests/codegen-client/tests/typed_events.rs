@@ -5,10 +5,8 @@
 //! the records behind it are processed.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald::{Client, ClientConfig, Event, HandlerError, Trust};
 use herald_codegen_client::shop::payments::refunds::RefundIssued;
 use herald_codegen_client::shop::payments::{
     Card, Method, PaymentCaptured, PaymentCapturedReferenceUnion,
@@ -18,7 +16,7 @@ use herald_codegen_client::{
     common::Money, OrdersConsumer, OrdersProducer, PaymentEventsV2Consumer,
     PaymentEventsV2Producer, RefundsConsumer, RefundsProducer,
 };
-use herald_tests::{BrokerProcess, RegistryProcess};
+use herald_tests::{collector, drain, servers};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::headers;
 use herald_wire::messages::{Durability, TopicConfig};
@@ -82,52 +80,11 @@ fn payment(n: i64) -> PaymentCaptured {
     }
 }
 
-/// Runs `consume` until `expected` events were handled (or 30 s) and returns them.
-async fn drain<T: Clone + Send + 'static>(
-    expected: usize,
-    consume: impl AsyncFnOnce(
-        Arc<Mutex<Vec<Event<T>>>>,
-        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-    ) -> anyhow::Result<herald::consumer::RunSummary>,
-) -> anyhow::Result<(Vec<Event<T>>, herald::consumer::RunSummary)> {
-    let seen: Arc<Mutex<Vec<Event<T>>>> = Arc::default();
-    let watch = seen.clone();
-    let stop = Box::pin(async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while watch.lock().map_or(0, |s| s.len()) < expected
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    let summary = consume(seen.clone(), stop).await?;
-    let events = std::mem::take(&mut *seen.lock().map_err(|_| anyhow::anyhow!("lock"))?);
-    Ok((events, summary))
-}
-
-fn collector<T: Send + 'static>(
-    seen: Arc<Mutex<Vec<Event<T>>>>,
-) -> impl Fn(Event<T>) -> std::future::Ready<Result<(), HandlerError>> {
-    move |event| {
-        let pushed = seen
-            .lock()
-            .map(|mut s| s.push(event))
-            .map_err(|_| HandlerError::Fatal("lock".into()));
-        std::future::ready(pushed)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let registry = RegistryProcess::start(&dir.path().join("registry"))?;
-    let broker = BrokerProcess::start(&dir.path().join("broker"))?;
-    let client = Client::connect(ClientConfig::new(
-        broker.addr,
-        Trust::Fingerprint(broker.fingerprint.clone()),
-        registry.url.clone(),
-    ))
-    .await?;
+    let servers = servers(dir.path(), &[]).await?;
+    let client = &servers.client;
     for (topic, partitions) in [("orders", 3), ("payment-events.v2", 1), ("refunds", 1)] {
         client
             .broker()
@@ -142,7 +99,7 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
     }
 
     // Protobuf, keyed by customer, idempotency key = order id.
-    let orders = OrdersProducer::new(&client).await?;
+    let orders = OrdersProducer::new(client).await?;
     let mut deliveries = Vec::new();
     for n in 0..30 {
         deliveries.push((n, orders.send(&order(n)).await?));
@@ -157,7 +114,7 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
             .or_insert(delivered.partition);
         assert_eq!(first, delivered.partition, "same key, same partition");
     }
-    let consumer = OrdersConsumer::new(&client, "email");
+    let consumer = OrdersConsumer::new(client, "email");
     let (events, summary) = drain(30, async |seen, stop| {
         Ok(consumer.run(collector(seen), stop).await?)
     })
@@ -185,11 +142,11 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
     }
 
     // Avro with every supported shape.
-    let payments = PaymentEventsV2Producer::new(&client).await?;
+    let payments = PaymentEventsV2Producer::new(client).await?;
     for n in 0..6 {
         payments.send(&payment(n)).await?.await?;
     }
-    let consumer = PaymentEventsV2Consumer::new(&client, "ledger");
+    let consumer = PaymentEventsV2Consumer::new(client, "ledger");
     let (events, _) = drain(6, async |seen, stop| {
         Ok(consumer.run(collector(seen), stop).await?)
     })
@@ -198,7 +155,7 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
     assert_eq!(received, (0..6).map(payment).collect::<Vec<_>>());
 
     // A poison record between valid refunds.
-    let refunds = RefundsProducer::new(&client).await?;
+    let refunds = RefundsProducer::new(client).await?;
     let refund = |n: u32| RefundIssued {
         refund_id: format!("r-{n}"),
         payment_id: format!("p-{n}"),
@@ -218,7 +175,7 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
         .produce("refunds", 0, Durability::Memory, poison.encode()?)
         .await?;
     refunds.send(&refund(1)).await?.await?;
-    let consumer = RefundsConsumer::new(&client, "accounting");
+    let consumer = RefundsConsumer::new(client, "accounting");
     let (events, summary) = drain(2, async |seen, stop| {
         Ok(consumer.run(collector(seen), stop).await?)
     })

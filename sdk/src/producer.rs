@@ -504,7 +504,13 @@ async fn partition_sender(
                 shared.budget().on_success();
                 if let Some(done) = window.pop_front() {
                     shared.metrics.acked.increment(done.records.len() as u64);
-                    done.outcome.complete(Ok(base_offset));
+                    // Room in the buffer first, then the news: a sender woken by the
+                    // acknowledgement finds the space freed.
+                    let InFlight {
+                        outcome, _permit, ..
+                    } = done;
+                    drop(_permit);
+                    outcome.complete(Ok(base_offset));
                 }
                 continue;
             }
@@ -574,7 +580,11 @@ async fn partition_sender(
             Err(failure) => {
                 if let Some(failed) = window.pop_front() {
                     shared.metrics.failed.increment(failed.records.len() as u64);
-                    failed.outcome.complete(Err(failure));
+                    let InFlight {
+                        outcome, _permit, ..
+                    } = failed;
+                    drop(_permit);
+                    outcome.complete(Err(failure));
                 }
                 // The failed batch may or may not be stored: reusing its sequence could make
                 // the next batch look like its duplicate, skipping it could leave a gap. A

@@ -441,22 +441,40 @@ impl RawConsumer {
             }
             Err(error) => return Err(error.into()),
         };
-        // Records go to lanes by key (records of one key share a lane, so their order is
-        // kept); lanes run concurrently, each record by record.
         let lanes_max = self.config.concurrency.clamp(1, CONCURRENCY_MAX);
-        let mut lanes: Vec<Vec<Arc<ConsumedRecord>>> = vec![Vec::new(); lanes_max];
-        let mut end = position;
         let high_watermark = fetched.high_watermark;
         let buffer = Bytes::from(fetched.batches);
         let topic: Arc<str> = Arc::from(partition.0.as_str());
-        for view in batches(&buffer) {
-            let Ok(view) = view else { break };
-            for (index, record) in view.records().enumerate() {
-                let offset = view.base_offset() + index as i64;
+        let records = batches(&buffer)
+            .map_while(Result::ok)
+            .flat_map(|view| {
+                let base = view.base_offset();
+                view.records()
+                    .enumerate()
+                    .map(move |(index, record)| (base + index as i64, record))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|(offset, _)| *offset >= position);
+        let next = if lanes_max == 1 {
+            // One lane: records in order as they are read, no lane bookkeeping.
+            let mut next = position;
+            for (offset, record) in records {
                 let Ok(record) = record else { continue };
-                if offset < position {
-                    continue;
+                let record =
+                    ConsumedRecord::from_view(&topic, partition.1, offset, &record, &buffer);
+                if !self.process(Arc::new(record), progress, handler).await? {
+                    break;
                 }
+                next = offset + 1;
+            }
+            next
+        } else {
+            // Records go to lanes by key (records of one key share a lane, so their order is
+            // kept); lanes run concurrently, each record by record.
+            let mut lanes: Vec<Vec<Arc<ConsumedRecord>>> = vec![Vec::new(); lanes_max];
+            let mut end = position;
+            for (offset, record) in records {
+                let Ok(record) = record else { continue };
                 let owned =
                     ConsumedRecord::from_view(&topic, partition.1, offset, &record, &buffer);
                 let lane = match &owned.key {
@@ -470,26 +488,27 @@ impl RawConsumer {
                     lane.push(Arc::new(owned));
                 }
             }
-        }
-        let outcomes = futures::future::join_all(lanes.into_iter().map(|lane| async move {
-            // The first offset of this lane left unprocessed (the breaker opened).
-            for record in lane {
-                let offset = record.offset;
-                if !self.process(record, progress, handler).await? {
-                    return Ok(Some(offset));
+            let outcomes = futures::future::join_all(lanes.into_iter().map(|lane| async move {
+                // The first offset of this lane left unprocessed (the breaker opened).
+                for record in lane {
+                    let offset = record.offset;
+                    if !self.process(record, progress, handler).await? {
+                        return Ok(Some(offset));
+                    }
+                }
+                Ok::<_, ConsumeError>(None)
+            }))
+            .await;
+            // Commit up to the first record some lane left (at-least-once: records after it
+            // that other lanes processed are delivered again).
+            let mut next = end;
+            for outcome in outcomes {
+                if let Some(stopped_at) = outcome? {
+                    next = next.min(stopped_at);
                 }
             }
-            Ok::<_, ConsumeError>(None)
-        }))
-        .await;
-        // Commit up to the first record some lane left (at-least-once: records after it that
-        // other lanes processed are delivered again).
-        let mut next = end;
-        for outcome in outcomes {
-            if let Some(stopped_at) = outcome? {
-                next = next.min(stopped_at);
-            }
-        }
+            next
+        };
         metrics::gauge!(
             crate::metrics::CONSUMER_LAG,
             "topic" => partition.0.clone(),
@@ -537,11 +556,14 @@ impl RawConsumer {
         H: Fn(Arc<ConsumedRecord>) -> F,
         F: Future<Output = Result<(), HandlerError>>,
     {
-        let idempotency_key = record
-            .headers
-            .iter()
-            .find(|h| h.is(IDEMPOTENCY_KEY_HEADER))
-            .map(|h| h.value.clone());
+        let idempotency_key = match &self.config.inbox {
+            Some(_) => record
+                .headers
+                .iter()
+                .find(|h| h.is(IDEMPOTENCY_KEY_HEADER))
+                .map(|h| h.value.clone()),
+            None => None,
+        };
         if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {
             if inbox
                 .seen(key, now_ms())

@@ -469,7 +469,46 @@ pub struct RecordView<'a> {
     pub timestamp_ms: i64,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
-    pub headers: Vec<(&'a str, &'a [u8])>,
+    pub headers: Headers<'a>,
+}
+
+/// A record's headers, validated when the record was read and decoded as they are iterated
+/// (no allocation per record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headers<'a> {
+    raw: &'a [u8],
+    count: u16,
+}
+
+impl<'a> Headers<'a> {
+    pub fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// (key, value) pairs in record order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        let mut reader = Reader::new(self.raw);
+        (0..self.count).map_while(move |_| read_header(&mut reader).ok())
+    }
+}
+
+fn read_header<'a>(record: &mut Reader<'a>) -> Result<(&'a str, &'a [u8]), DecodeError> {
+    let key_len = record.u16("header key length")? as usize;
+    if key_len > HEADER_KEY_BYTES_MAX {
+        return Err(DecodeError::TooLarge {
+            what: "header key",
+            size: key_len,
+            limit: HEADER_KEY_BYTES_MAX,
+        });
+    }
+    let key = std::str::from_utf8(record.take(key_len, "header key")?)
+        .map_err(|_| DecodeError::InvalidUtf8 { what: "header key" })?;
+    let value = record.bytes("header value", HEADER_VALUE_BYTES_MAX)?;
+    Ok((key, value))
 }
 
 impl RecordView<'_> {
@@ -482,7 +521,7 @@ impl RecordView<'_> {
                 .headers
                 .iter()
                 .map(|(k, v)| Header {
-                    key: (*k).to_owned(),
+                    key: k.to_owned(),
                     value: v.to_vec(),
                 })
                 .collect(),
@@ -490,10 +529,7 @@ impl RecordView<'_> {
     }
 
     pub fn header(&self, key: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
+        self.headers.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 }
 
@@ -534,27 +570,17 @@ fn decode_record<'a>(
             limit: HEADERS_PER_RECORD_MAX as usize,
         });
     }
-    let mut headers = Vec::with_capacity(count as usize);
+    // Validated here, decoded again when iterated: the headers are what remains of the body.
+    let raw = record.rest();
     for _ in 0..count {
-        let key_len = record.u16("header key length")? as usize;
-        if key_len > HEADER_KEY_BYTES_MAX {
-            return Err(DecodeError::TooLarge {
-                what: "header key",
-                size: key_len,
-                limit: HEADER_KEY_BYTES_MAX,
-            });
-        }
-        let key = std::str::from_utf8(record.take(key_len, "header key")?)
-            .map_err(|_| DecodeError::InvalidUtf8 { what: "header key" })?;
-        let value = record.bytes("header value", HEADER_VALUE_BYTES_MAX)?;
-        headers.push((key, value));
+        read_header(&mut record)?;
     }
     record.finish("record")?;
     Ok(RecordView {
         timestamp_ms: first_timestamp.wrapping_add(delta),
         key,
         value,
-        headers,
+        headers: Headers { raw, count },
     })
 }
 

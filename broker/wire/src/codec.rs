@@ -37,6 +37,11 @@ impl<'a> Reader<'a> {
         self.bytes.len() - self.position
     }
 
+    /// The bytes not read yet (without consuming them).
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.position..).unwrap_or_default()
+    }
+
     pub(crate) fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < len {
             return Err(DecodeError::Truncated {

@@ -249,7 +249,7 @@ impl<T> Event<T> {
         self.record.key.as_deref()
     }
 
-    pub fn headers(&self) -> &[crate::consumer::RecordHeader] {
+    pub fn headers(&self) -> &crate::consumer::RecordHeaders {
         &self.record.headers
     }
 

@@ -103,42 +103,43 @@ pub struct ConsumedRecord {
     pub timestamp_ms: i64,
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
-    pub headers: Vec<RecordHeader>,
+    pub headers: RecordHeaders,
 }
 
-/// A header of a consumed record (slices of the fetched buffer).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordHeader {
-    /// UTF-8 (checked when the record was read).
-    key: Bytes,
-    pub value: Bytes,
+/// A consumed record's headers: its encoded header section (a slice of the fetched buffer),
+/// decoded as iterated.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordHeaders {
+    raw: Bytes,
+    count: u16,
 }
 
-impl RecordHeader {
-    pub fn new(key: &str, value: impl Into<Bytes>) -> Self {
-        Self {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            value: value.into(),
-        }
+impl RecordHeaders {
+    /// (key, value) pairs in record order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        herald_wire::batch::Headers::from_validated(&self.raw, self.count).iter()
     }
 
-    pub fn key(&self) -> &str {
-        std::str::from_utf8(&self.key).unwrap_or_default()
+    /// The value of the first header named `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
     }
 
-    /// Whether the key is `name` (no UTF-8 check).
-    pub fn is(&self, name: &str) -> bool {
-        self.key.as_ref() == name.as_bytes()
+    pub fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }
 
 impl ConsumedRecord {
     /// The value of the first header named `name`.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|h| h.is(name))
-            .map(|h| h.value.as_ref())
+        self.headers.get(name)
     }
 
     /// A record read from `view` in the buffer `buffer` (which `view`'s slices point into).
@@ -157,14 +158,10 @@ impl ConsumedRecord {
             timestamp_ms: view.timestamp_ms,
             key: view.key.map(slice),
             value: view.value.map(slice),
-            headers: view
-                .headers
-                .iter()
-                .map(|(key, value)| RecordHeader {
-                    key: slice(key.as_bytes()),
-                    value: slice(value),
-                })
-                .collect(),
+            headers: RecordHeaders {
+                raw: slice(view.headers.raw()),
+                count: view.headers.len() as u16,
+            },
         }
     }
 }
@@ -559,9 +556,8 @@ impl RawConsumer {
         let idempotency_key = match &self.config.inbox {
             Some(_) => record
                 .headers
-                .iter()
-                .find(|h| h.is(IDEMPOTENCY_KEY_HEADER))
-                .map(|h| h.value.clone()),
+                .get(IDEMPOTENCY_KEY_HEADER)
+                .map(Bytes::copy_from_slice),
             None => None,
         };
         if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {
@@ -693,10 +689,10 @@ impl RawConsumer {
         let mut headers: Vec<Header> = record
             .headers
             .iter()
-            .filter(|h| !h.key().starts_with(headers::DLQ_PREFIX))
-            .map(|h| Header {
-                key: h.key().to_owned(),
-                value: h.value.to_vec(),
+            .filter(|(key, _)| !key.starts_with(headers::DLQ_PREFIX))
+            .map(|(key, value)| Header {
+                key: key.to_owned(),
+                value: value.to_vec(),
             })
             .collect();
         for (key, value) in [

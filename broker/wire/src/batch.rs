@@ -481,6 +481,18 @@ pub struct Headers<'a> {
 }
 
 impl<'a> Headers<'a> {
+    /// Headers from a record's raw header bytes and count, as [`Headers::raw`] and
+    /// [`Headers::len`] gave them for an already validated record (for owners of the bytes
+    /// who keep them past the view's lifetime).
+    pub fn from_validated(raw: &'a [u8], count: u16) -> Self {
+        Self { raw, count }
+    }
+
+    /// The encoded header section.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
     pub fn len(&self) -> usize {
         usize::from(self.count)
     }

@@ -158,6 +158,9 @@ pub struct DeliveryFuture {
     outcome: Arc<BatchOutcome>,
     partition: u32,
     index: u32,
+    /// Where this future's waker sits in the batch's list once registered: a re-poll
+    /// replaces it there, so the list holds at most one waker per future.
+    slot: Option<usize>,
 }
 
 impl DeliveryFuture {
@@ -176,17 +179,28 @@ impl std::future::Future for DeliveryFuture {
     type Output = Result<Delivery, ProduceError>;
 
     fn poll(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         if let Some(result) = self.ready() {
             return std::task::Poll::Ready(result);
         }
-        self.outcome
-            .wakers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(cx.waker().clone());
+        {
+            let mut wakers = self
+                .outcome
+                .wakers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match self.slot.and_then(|slot| wakers.get_mut(slot)) {
+                Some(waker) => waker.clone_from(cx.waker()),
+                None => {
+                    wakers.push(cx.waker().clone());
+                    let slot = wakers.len() - 1;
+                    drop(wakers);
+                    self.slot = Some(slot);
+                }
+            }
+        }
         // Completed while registering: the waker list may already have been drained.
         match self.ready() {
             Some(result) => std::task::Poll::Ready(result),
@@ -378,6 +392,7 @@ impl RawProducer {
                 outcome: batch.outcome.0.clone(),
                 partition,
                 index: batch.records.len() as u32,
+                slot: None,
             };
             batch.records.push(record);
             (
@@ -729,5 +744,59 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+
+    #[test]
+    fn a_delivery_future_keeps_one_waker_however_often_it_is_polled() {
+        let completer = Completer::new();
+        let mut futures: Vec<DeliveryFuture> = (0..3)
+            .map(|index| DeliveryFuture {
+                outcome: completer.0.clone(),
+                partition: 2,
+                index,
+                slot: None,
+            })
+            .collect();
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        for _ in 0..100 {
+            for future in &mut futures {
+                assert!(std::pin::Pin::new(future).poll(&mut cx).is_pending());
+            }
+        }
+        assert_eq!(completer.0.wakers.lock().map(|w| w.len()).unwrap_or(0), 3);
+        completer.complete(Ok(40));
+        let offsets: Vec<i64> = futures
+            .iter_mut()
+            .map(|future| match std::pin::Pin::new(future).poll(&mut cx) {
+                std::task::Poll::Ready(Ok(delivery)) => delivery.offset,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(offsets, [40, 41, 42]);
+    }
+
+    #[test]
+    fn a_dropped_batch_reports_closed() {
+        let completer = Completer::new();
+        let mut future = DeliveryFuture {
+            outcome: completer.0.clone(),
+            partition: 0,
+            index: 0,
+            slot: None,
+        };
+        drop(completer);
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(matches!(
+            std::pin::Pin::new(&mut future).poll(&mut cx),
+            std::task::Poll::Ready(Err(ProduceError::Closed))
+        ));
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use herald_broker_client::{BrokerClient, Pipeline, RequestError, REQUEST_TIMEOUT};
 use herald_wire::batch::{BatchBuilder, Header, Record};
-use herald_wire::messages::{Durability, ErrorBody, Request, Response};
+use herald_wire::messages::{Durability, Request, Response};
 use herald_wire::ErrorCode;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -706,21 +706,13 @@ fn produced(
     match answer {
         Err(_) => Err(RequestError::Timeout(REQUEST_TIMEOUT)),
         Ok(Err(_)) => Err(RequestError::Stream("pipeline closed".to_owned())),
-        Ok(Ok(Err(error))) => Err(error),
-        Ok(Ok(Ok(Response::Produced { base_offset, .. }))) => Ok(base_offset),
-        Ok(Ok(Ok(Response::Error(ErrorBody {
-            code,
-            retry_after_ms,
-            message,
-        })))) => Err(RequestError::Broker {
-            code,
-            message,
-            retry_after_ms,
-        }),
-        Ok(Ok(Ok(other))) => Err(RequestError::Unexpected {
-            api: "produce",
-            answer: format!("{other:?}"),
-        }),
+        Ok(Ok(answer)) => match answer.and_then(herald_broker_client::refused)? {
+            Response::Produced { base_offset, .. } => Ok(base_offset),
+            other => Err(RequestError::Unexpected {
+                api: "produce",
+                answer: format!("{other:?}"),
+            }),
+        },
     }
 }
 

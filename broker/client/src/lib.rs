@@ -152,6 +152,23 @@ impl Drop for Pipeline {
     }
 }
 
+/// The broker's answer, with an error answer turned into [`RequestError::Broker`] (for
+/// answers read from a [`Pipeline`]; the one-shot calls do this themselves).
+pub fn refused(response: Response) -> Result<Response, RequestError> {
+    match response {
+        Response::Error(ErrorBody {
+            code,
+            retry_after_ms,
+            message,
+        }) => Err(RequestError::Broker {
+            code,
+            message,
+            retry_after_ms,
+        }),
+        response => Ok(response),
+    }
+}
+
 /// What a fetch returned: raw stored batches plus the partition's bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -266,18 +283,7 @@ impl BrokerClient {
     }
 
     async fn call(&self, request: Request) -> Result<Response, RequestError> {
-        match self.request(&request).await? {
-            Response::Error(ErrorBody {
-                code,
-                retry_after_ms,
-                message,
-            }) => Err(RequestError::Broker {
-                code,
-                message,
-                retry_after_ms,
-            }),
-            response => Ok(response),
-        }
+        refused(self.request(&request).await?)
     }
 
     pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<(), RequestError> {

@@ -193,11 +193,7 @@ fn topic_items(
     let producer = ident(&format!("{base}Producer"));
     let consumer = ident(&format!("{base}Consumer"));
     let name = &topic.name;
-    let strategy = match topic.subject_strategy {
-        SubjectStrategy::Topic => quote!(TopicName),
-        SubjectStrategy::Record => quote!(RecordName),
-        SubjectStrategy::TopicRecord => quote!(TopicRecordName),
-    };
+    let strategy = ident(&format!("{:?}", topic.subject_strategy.wire()));
     let key = match &topic.key {
         Some(key) => {
             let key = field(key)?;

@@ -109,12 +109,23 @@ impl Topic {
         self
     }
 
-    /// The registry subject of this topic's value schema.
+    /// The registry subject of this topic's value schema (herald-wire's one derivation, as
+    /// the SDK and the broker name it).
     pub fn subject(&self) -> String {
-        match self.subject_strategy {
-            SubjectStrategy::Topic => format!("{}-value", self.name),
-            SubjectStrategy::Record => self.message.clone(),
-            SubjectStrategy::TopicRecord => format!("{}-{}", self.name, self.message),
+        self.subject_strategy
+            .wire()
+            .subject(&self.name, "value", &self.message)
+    }
+}
+
+impl SubjectStrategy {
+    /// The same strategy as the wire protocol and the SDK name it.
+    pub fn wire(self) -> herald_wire::messages::SubjectStrategy {
+        use herald_wire::messages::SubjectStrategy as Wire;
+        match self {
+            SubjectStrategy::Topic => Wire::TopicName,
+            SubjectStrategy::Record => Wire::RecordName,
+            SubjectStrategy::TopicRecord => Wire::TopicRecordName,
         }
     }
 }

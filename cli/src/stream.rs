@@ -23,6 +23,9 @@ use crate::admin::{BrokerArgs, RegistryArgs};
 
 /// Longest stdin line `produce` accepts.
 pub(crate) const LINE_BYTES_MAX: usize = 1024 * 1024;
+/// Delivery reports `produce` keeps before waiting for the oldest (the producer's own
+/// buffer bounds bytes; this bounds the reports of a long stdin).
+pub(crate) const PENDING_DELIVERIES_MAX: usize = 10_000;
 
 #[derive(clap::Args)]
 pub(crate) struct ProduceArgs {
@@ -85,7 +88,8 @@ pub(crate) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let producer = RawProducer::new(client, &args.topic, ProducerConfig::default())
         .await
         .with_context(|| format!("cannot produce to '{}'", args.topic))?;
-    let mut deliveries = Vec::new();
+    let mut deliveries = std::collections::VecDeque::new();
+    let mut delivered = 0usize;
     let mut failure = None;
     let stdin = std::io::stdin();
     for (number, line) in stdin.lock().lines().enumerate() {
@@ -150,11 +154,16 @@ pub(crate) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 break;
             }
         };
-        deliveries.push(producer.send(key, Some(payload), headers).await?);
+        deliveries.push_back(producer.send(key, Some(payload), headers).await?);
+        if deliveries.len() > PENDING_DELIVERIES_MAX {
+            if let Some(oldest) = deliveries.pop_front() {
+                oldest.await.context("a record was not delivered")?;
+                delivered += 1;
+            }
+        }
     }
     // Whatever was accepted before a bad line is still delivered.
     producer.flush().await;
-    let mut delivered = 0usize;
     for delivery in deliveries {
         delivery.await.context("a record was not delivered")?;
         delivered += 1;

@@ -69,13 +69,20 @@ struct Registered {
 pub struct Schemas {
     registry: RegistryClient,
     by_id: Mutex<HashMap<u32, Arc<Registered>>>,
+    /// Parsed dynamic schemas by (ID, Protobuf message): tools decode many records of few
+    /// schemas, and parsing (a protox compile for Protobuf) is the expensive part.
+    dynamic: Mutex<HashMap<DynamicKey, Arc<crate::dynamic::DynamicSchema>>>,
 }
+
+/// Schema ID and the Protobuf message picked for writing.
+type DynamicKey = (u32, Option<String>);
 
 impl Schemas {
     pub fn new(registry: RegistryClient) -> Self {
         Self {
             registry,
             by_id: Mutex::new(HashMap::new()),
+            dynamic: Mutex::new(HashMap::new()),
         }
     }
 
@@ -150,7 +157,11 @@ impl Schemas {
         &self,
         id: u32,
         message: Option<&str>,
-    ) -> Result<crate::dynamic::DynamicSchema, SchemaError> {
+    ) -> Result<Arc<crate::dynamic::DynamicSchema>, SchemaError> {
+        let key = (id, message.map(str::to_owned));
+        if let Some(found) = lock(&self.dynamic).get(&key) {
+            return Ok(found.clone());
+        }
         let registered = self.by_id(id).await?;
         let kind: herald_schema::SchemaType =
             registered
@@ -166,7 +177,13 @@ impl Schemas {
                     full_name: format!("schema {id}"),
                     reason: e.to_string(),
                 })?;
-        Ok(crate::dynamic::DynamicSchema::new(id, &parsed, message)?)
+        let schema = Arc::new(crate::dynamic::DynamicSchema::new(id, &parsed, message)?);
+        let mut cache = lock(&self.dynamic);
+        if cache.len() >= SCHEMA_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, schema.clone());
+        Ok(schema)
     }
 
     async fn by_id(&self, id: u32) -> Result<Arc<Registered>, SchemaError> {
@@ -215,8 +232,12 @@ impl Schemas {
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Registered>>> {
-        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.by_id)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn new_schema(format: SchemaFormat, text: &str) -> NewSchema {

@@ -325,6 +325,44 @@ async fn raw_consume(client: &BrokerClient, topic: &str, n: usize) -> anyhow::Re
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Counts handled records for a consumer run: `stop` completes at `n`, the rate is taken
+/// from the first record handled (joining the group is not throughput).
+struct Tally {
+    seen: Arc<AtomicUsize>,
+    first: Arc<std::sync::OnceLock<Instant>>,
+    n: usize,
+}
+
+impl Tally {
+    fn new(n: usize) -> Self {
+        Self {
+            seen: Arc::default(),
+            first: Arc::default(),
+            n,
+        }
+    }
+
+    /// Call once per record handled.
+    fn handled(seen: &AtomicUsize, first: &std::sync::OnceLock<Instant>) {
+        first.get_or_init(Instant::now);
+        seen.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stop(&self) -> impl std::future::Future<Output = ()> {
+        let (seen, n) = (self.seen.clone(), self.n);
+        async move {
+            while seen.load(Ordering::Relaxed) < n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+
+    fn rate(&self) -> anyhow::Result<f64> {
+        let elapsed = self.first.get().context("nothing consumed")?.elapsed();
+        Ok(self.n as f64 / elapsed.as_secs_f64())
+    }
+}
+
 /// `Consumer<OrderCreated>::run` in a group: decode, handler, commit per fetch.
 async fn typed_consume(
     client: &Client,
@@ -335,40 +373,24 @@ async fn typed_consume(
     let mut config = herald::consumer::ConsumerConfig::new(format!("bench-{round}"), topic);
     config.fetch_bytes_max = 4 << 20;
     let consumer = client.consumer_with::<OrderCreated>(config);
-    let seen = Arc::new(AtomicUsize::new(0));
-    // Steady state: from the first record handled (joining the group is not throughput).
-    let first = Arc::new(std::sync::OnceLock::<Instant>::new());
-    let counter = seen.clone();
-    let stop = {
-        let seen = seen.clone();
-        async move {
-            while seen.load(Ordering::Relaxed) < n {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-    };
-    let started = first.clone();
+    let tally = Tally::new(n);
+    let (seen, first) = (tally.seen.clone(), tally.first.clone());
     let summary = consumer
         .run(
             move |event: herald::Event<OrderCreated>| {
-                let counter = counter.clone();
-                started.get_or_init(Instant::now);
-                async move {
-                    std::hint::black_box(&event.message);
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
+                std::hint::black_box(&event.message);
+                Tally::handled(&seen, &first);
+                std::future::ready(Ok(()))
             },
-            stop,
+            tally.stop(),
         )
         .await?;
-    let elapsed = first.get().context("nothing consumed")?.elapsed();
     anyhow::ensure!(
         summary.dead_lettered == 0,
         "typed consume dead-lettered {}",
         summary.dead_lettered
     );
-    Ok(n as f64 / elapsed.as_secs_f64())
+    tally.rate()
 }
 
 /// The SDK's `RawConsumer` (group, lanes, breaker, commits) with a handler that only decodes
@@ -382,37 +404,23 @@ async fn raw_consumer_consume(
     let mut config = herald::consumer::ConsumerConfig::new(format!("bench-raw-{round}"), topic);
     config.fetch_bytes_max = 4 << 20;
     let consumer = herald::RawConsumer::new(client.broker().clone(), config);
-    let seen = Arc::new(AtomicUsize::new(0));
-    let first = Arc::new(std::sync::OnceLock::<Instant>::new());
-    let counter = seen.clone();
-    let stop = {
-        let seen = seen.clone();
-        async move {
-            while seen.load(Ordering::Relaxed) < n {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-    };
-    let started = first.clone();
+    let tally = Tally::new(n);
+    let (seen, first) = (tally.seen.clone(), tally.first.clone());
     consumer
         .run(
             move |record: Arc<herald::consumer::ConsumedRecord>| {
-                let counter = counter.clone();
-                started.get_or_init(Instant::now);
-                async move {
-                    let value = record.value.as_deref().unwrap_or_default();
-                    let message = <OrderCreated as prost::Message>::decode(
-                        value.get(6..).unwrap_or_default(),
-                    )
-                    .map_err(|e| herald::HandlerError::Fatal(e.to_string()))?;
-                    std::hint::black_box(&message);
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
+                let value = record.value.as_deref().unwrap_or_default();
+                let decoded =
+                    <OrderCreated as prost::Message>::decode(value.get(6..).unwrap_or_default())
+                        .map(|message| {
+                            std::hint::black_box(&message);
+                            Tally::handled(&seen, &first);
+                        })
+                        .map_err(|e| herald::HandlerError::Fatal(e.to_string()));
+                std::future::ready(decoded)
             },
-            stop,
+            tally.stop(),
         )
         .await?;
-    let elapsed = first.get().context("nothing consumed")?.elapsed();
-    Ok(n as f64 / elapsed.as_secs_f64())
+    tally.rate()
 }

@@ -280,17 +280,10 @@ fn against_a_live_registry() {
     let (code, out, _) = check("text");
     assert_eq!(code, 0);
     assert!(out.contains("new subject"), "{out}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime
-        .block_on(async {
-            herald_registry_client::RegistryClient::new(&url)?
-                .register("orders-value", &herald_registry_client::NewSchema::avro(V1))
-                .await
-        })
-        .expect("seed the registry");
+    support::register(
+        &url,
+        &[("orders-value", herald_registry_client::NewSchema::avro(V1))],
+    );
     write(dir.path(), "order.avsc", V2_OK);
     assert_eq!(check("text").0, 0);
     write(dir.path(), "order.avsc", V2_BAD);
@@ -384,32 +377,22 @@ fn manifest_mode_against_a_registry_resolves_imports() {
     let (code, out, err) = check();
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("orders-value: new subject"), "{out}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime
-        .block_on(async {
-            use herald_registry_client::{NewSchema, RegistryClient, SchemaReference};
-            let client = RegistryClient::new(&url)?;
-            client
-                .register("common/money.proto", &NewSchema::protobuf(MONEY))
-                .await?;
-            client
-                .register(
-                    "orders-value",
-                    &NewSchema::protobuf(ORDERS_V1).with_references(vec![SchemaReference {
-                        name: "common/money.proto".into(),
-                        subject: "common/money.proto".into(),
-                        version: 1,
-                    }]),
-                )
-                .await?;
-            client
-                .register("legacy-orders-value", &NewSchema::avro(V1))
-                .await
-        })
-        .expect("seed the registry");
+    use herald_registry_client::{NewSchema, SchemaReference};
+    support::register(
+        &url,
+        &[
+            ("common/money.proto", NewSchema::protobuf(MONEY)),
+            (
+                "orders-value",
+                NewSchema::protobuf(ORDERS_V1).with_references(vec![SchemaReference {
+                    name: "common/money.proto".into(),
+                    subject: "common/money.proto".into(),
+                    version: 1,
+                }]),
+            ),
+            ("legacy-orders-value", NewSchema::avro(V1)),
+        ],
+    );
     let (code, out, err) = check();
     assert_eq!(code, 0, "{out}{err}");
     write(dir.path(), "proto/shop/v1/orders.proto", ORDERS_BAD);
@@ -422,27 +405,20 @@ fn manifest_mode_against_a_registry_resolves_imports() {
 fn schema_pin_writes_the_lock_from_the_registry() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_registry, url) = support::registry(&dir.path().join("registry"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let id = runtime
-        .block_on(async {
-            let client = herald_registry_client::RegistryClient::new(&url)?;
-            client
-                .register(
-                    "payments-value",
-                    &herald_registry_client::NewSchema::avro(V1),
-                )
-                .await?;
-            client
-                .register(
-                    "payments-value",
-                    &herald_registry_client::NewSchema::avro(V2_OK),
-                )
-                .await
-        })
-        .expect("seed");
+    let ids = support::register(
+        &url,
+        &[
+            (
+                "payments-value",
+                herald_registry_client::NewSchema::avro(V1),
+            ),
+            (
+                "payments-value",
+                herald_registry_client::NewSchema::avro(V2_OK),
+            ),
+        ],
+    );
+    let id = ids[1];
     write(
         dir.path(),
         "herald.toml",

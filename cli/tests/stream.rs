@@ -59,27 +59,14 @@ fn produce_and_consume_json_lines_through_schemas() {
         ("HERALD_REGISTRY", url.as_str()),
     ];
     let run = |args: &[&str], input: &str| herald_with_stdin(dir.path(), &env, args, input);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime
-        .block_on(async {
-            let client = herald_registry_client::RegistryClient::new(&url)?;
-            client
-                .register(
-                    "orders-value",
-                    &herald_registry_client::NewSchema::avro(ORDER),
-                )
-                .await?;
-            client
-                .register(
-                    "refunds-value",
-                    &herald_registry_client::NewSchema::protobuf(REFUND),
-                )
-                .await
-        })
-        .expect("schemas");
+    use herald_registry_client::NewSchema;
+    support::register(
+        &url,
+        &[
+            ("orders-value", NewSchema::avro(ORDER)),
+            ("refunds-value", NewSchema::protobuf(REFUND)),
+        ],
+    );
     let (code, _, err) = run(&["topic", "create", "orders", "--partitions", "2"], "");
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run(&["topic", "create", "refunds"], "");
@@ -141,16 +128,7 @@ fn produce_and_consume_json_lines_through_schemas() {
     let (code, out, _) = run(&["topic", "describe", "payments"], "");
     assert_eq!(code, 0);
     assert!(out.contains("\"dedup_window_ms\": 120000"), "{out}");
-    runtime
-        .block_on(async {
-            herald_registry_client::RegistryClient::new(&url)?
-                .register(
-                    "payments-value",
-                    &herald_registry_client::NewSchema::avro(ORDER),
-                )
-                .await
-        })
-        .expect("schema");
+    support::register(&url, &[("payments-value", NewSchema::avro(ORDER))]);
     let twice = "{\"id\":\"p-1\",\"total\":5}\n{\"id\":\"p-1\",\"total\":5}\n{\"id\":\"p-2\",\"total\":6}\n";
     let (code, _, err) = run(&["produce", "payments", "--idempotency-field", "id"], twice);
     assert_eq!(code, 0, "{err}");

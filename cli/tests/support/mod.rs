@@ -78,3 +78,22 @@ pub(crate) fn broker(data_dir: &Path) -> (Server, String, String) {
         .to_owned();
     (server, addr, fingerprint)
 }
+
+/// Registers `schemas` in order (subject, schema) at the registry `url`; returns their IDs.
+pub(crate) fn register(
+    url: &str,
+    schemas: &[(&str, herald_registry_client::NewSchema)],
+) -> Vec<u32> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = herald_registry_client::RegistryClient::new(url).expect("client");
+        let mut ids = Vec::new();
+        for (subject, schema) in schemas {
+            ids.push(client.register(subject, schema).await.expect("register"));
+        }
+        ids
+    })
+}

@@ -449,6 +449,7 @@ impl RawConsumer {
                 view.records()
                     .enumerate()
                     .map(move |(index, record)| (base + index as i64, record))
+                    .collect::<Vec<_>>()
             })
             .filter(|(offset, _)| *offset >= position);
         let next = if lanes_max == 1 {

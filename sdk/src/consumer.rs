@@ -446,6 +446,8 @@ impl RawConsumer {
             .map_while(Result::ok)
             .flat_map(|view| {
                 let base = view.base_offset();
+                // Collected per batch: iterating lazily here makes the run future fail the
+                // `Send` check (a higher-ranked closure lifetime), so it could not be spawned.
                 view.records()
                     .enumerate()
                     .map(move |(index, record)| (base + index as i64, record))

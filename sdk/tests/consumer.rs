@@ -310,3 +310,18 @@ async fn concurrent_lanes_keep_per_key_order() {
         "lanes ran concurrently"
     );
 }
+
+/// Compiles only if a consumer's run future can be spawned (is `Send`): an earlier change
+/// that iterated fetched records lazily broke exactly this.
+#[allow(dead_code)]
+fn run_futures_can_be_spawned(consumer: RawConsumer) {
+    fn spawnable<T: Send>(_: T) {}
+    spawnable(async move {
+        consumer
+            .run(
+                |_record: std::sync::Arc<ConsumedRecord>| std::future::ready(Ok(())),
+                std::future::pending(),
+            )
+            .await
+    });
+}

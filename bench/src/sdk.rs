@@ -408,8 +408,8 @@ async fn raw_consumer_consume(
     let (seen, first) = (tally.seen.clone(), tally.first.clone());
     consumer
         .run(
-            move |record: Arc<herald::consumer::ConsumedRecord>| {
-                let value = record.value.as_deref().unwrap_or_default();
+            move |record: herald::consumer::ConsumedRecord| {
+                let value = record.value().unwrap_or_default();
                 let decoded =
                     <OrderCreated as prost::Message>::decode(value.get(6..).unwrap_or_default())
                         .map(|message| {

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use herald::consumer::{ConsumedRecord, ConsumerConfig, HandlerError, RawConsumer, ResetPolicy};
+use herald::consumer::{
+    ConsumedRecord, ConsumerConfig, FetchedBuffer, HandlerError, RawConsumer, ResetPolicy,
+};
 use herald::producer::{ProducerConfig, RawProducer};
 use herald::schemas::Schemas;
 use herald_registry_client::Version;
@@ -181,7 +183,7 @@ pub(crate) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
 
 /// Decodes and renders one record as a JSON line.
 async fn render(schemas: &Schemas, record: &ConsumedRecord) -> String {
-    let value = match &record.value {
+    let value = match record.value() {
         None => serde_json::Value::Null,
         Some(payload) => match herald::codec::schema_id(payload) {
             Ok(id) => match schemas.dynamic(id, None).await {
@@ -194,10 +196,10 @@ async fn render(schemas: &Schemas, record: &ConsumedRecord) -> String {
         },
     };
     json!({
-        "partition": record.partition,
-        "offset": record.offset,
-        "timestamp": record.timestamp_ms,
-        "key": record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+        "partition": record.partition(),
+        "offset": record.offset(),
+        "timestamp": record.timestamp_ms(),
+        "key": record.key().map(|k| String::from_utf8_lossy(k).into_owned()),
         "value": value,
     })
     .to_string()
@@ -268,7 +270,6 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             .await?;
         positions.push((partition.partition, offset));
     }
-    let topic: std::sync::Arc<str> = std::sync::Arc::from(args.topic.as_str());
     let mut printed = 0u64;
     while printed < limit {
         let mut progressed = false;
@@ -281,8 +282,9 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             let fetched = client
                 .fetch(&args.topic, *partition, *offset, 1 << 20, wait, 1)
                 .await?;
-            let buffer = bytes::Bytes::from(fetched.batches);
-            for view in batches(&buffer) {
+            let source =
+                FetchedBuffer::new(args.topic.as_str(), *partition, fetched.batches.into());
+            for view in batches(source.bytes()) {
                 let view = view?;
                 for (index, record) in view.records().enumerate() {
                     let record_offset = view.base_offset() + index as i64;
@@ -290,13 +292,8 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
                     if record_offset < *offset || printed >= limit {
                         continue;
                     }
-                    let consumed = ConsumedRecord::from_view(
-                        &topic,
-                        *partition,
-                        record_offset,
-                        &record,
-                        &buffer,
-                    );
+                    let consumed = ConsumedRecord::from_view(&source, record_offset, &record)
+                        .context("a fetched record outside its buffer")?;
                     print_line(&render(&schemas, &consumed).await)?;
                     printed += 1;
                     *offset = record_offset + 1;

@@ -225,32 +225,32 @@ pub struct Event<T> {
     pub message: T,
     /// The registry ID of the schema the record was written with.
     pub schema_id: u32,
-    pub record: Arc<ConsumedRecord>,
+    pub record: ConsumedRecord,
 }
 
 impl<T> Event<T> {
     pub fn topic(&self) -> &str {
-        &self.record.topic
+        self.record.topic()
     }
 
     pub fn partition(&self) -> u32 {
-        self.record.partition
+        self.record.partition()
     }
 
     pub fn offset(&self) -> i64 {
-        self.record.offset
+        self.record.offset()
     }
 
     pub fn timestamp_ms(&self) -> i64 {
-        self.record.timestamp_ms
+        self.record.timestamp_ms()
     }
 
     pub fn key(&self) -> Option<&[u8]> {
-        self.record.key.as_deref()
+        self.record.key()
     }
 
-    pub fn headers(&self) -> &crate::consumer::RecordHeaders {
-        &self.record.headers
+    pub fn headers(&self) -> crate::consumer::RecordHeaders<'_> {
+        self.record.headers()
     }
 
     /// The record's idempotency key, if it carries one.
@@ -286,27 +286,65 @@ impl<T: Message> Consumer<T> {
         let handler = &handler;
         self.raw
             .run(
-                |record| async move {
-                    let event = self.decode(record).await?;
-                    handler(event).await
+                |record| {
+                    // Decoded here, synchronously, when the writer schema is cached (nearly
+                    // always); only a schema seen for the first time awaits the registry, in a
+                    // boxed future, so the per-record future stays small.
+                    let decoded = self.decode_cached(record);
+                    async move {
+                        let event = match decoded {
+                            Ok(decoded) => decoded?,
+                            Err(record) => Box::pin(self.decode_fetching(record)).await?,
+                        };
+                        handler(event).await
+                    }
                 },
                 stop,
             )
             .await
     }
 
-    async fn decode(&self, record: Arc<ConsumedRecord>) -> Result<Event<T>, HandlerError> {
-        let payload = record
-            .value
-            .as_deref()
-            .ok_or_else(|| HandlerError::Deserialization("record has no value".to_owned()))?;
-        let id =
-            codec::schema_id(payload).map_err(|e| HandlerError::Deserialization(e.to_string()))?;
+    /// The record decoded with a cached writer schema; the record back when its schema is not
+    /// cached.
+    #[allow(clippy::result_large_err)]
+    fn decode_cached(
+        &self,
+        record: ConsumedRecord,
+    ) -> Result<Result<Event<T>, HandlerError>, ConsumedRecord> {
+        let id = match Self::schema_id(&record) {
+            Ok(id) => id,
+            Err(error) => return Ok(Err(error)),
+        };
+        let Some(writer) = self.writers_cache().get(&id).cloned() else {
+            return Err(record);
+        };
+        Ok(Self::decode_with(record, id, &writer))
+    }
+
+    /// The record decoded after fetching its writer schema from the registry.
+    async fn decode_fetching(&self, record: ConsumedRecord) -> Result<Event<T>, HandlerError> {
+        let id = Self::schema_id(&record)?;
         let writer = self.writer(id).await?;
-        let body = writer
+        Self::decode_with(record, id, &writer)
+    }
+
+    /// The schema ID the record's value is framed with.
+    fn schema_id(record: &ConsumedRecord) -> Result<u32, HandlerError> {
+        let payload = record
+            .value()
+            .ok_or_else(|| HandlerError::Deserialization("record has no value".to_owned()))?;
+        codec::schema_id(payload).map_err(|e| HandlerError::Deserialization(e.to_string()))
+    }
+
+    fn decode_with(
+        record: ConsumedRecord,
+        id: u32,
+        writer: &WriterSchema,
+    ) -> Result<Event<T>, HandlerError> {
+        let payload = record.value().unwrap_or_default();
+        let message = writer
             .body(payload)
-            .map_err(|e| HandlerError::Deserialization(e.to_string()))?;
-        let message = T::decode_body(body, &writer)
+            .and_then(|body| T::decode_body(body, writer))
             .map_err(|e| HandlerError::Deserialization(e.to_string()))?;
         Ok(Event {
             message,

@@ -150,6 +150,10 @@ impl WriterSchema {
         if self.avro.is_some() {
             return Ok(rest);
         }
+        // The common case: framed exactly as this writer frames (no allocation).
+        if let Some(body) = payload.strip_prefix(self.prefix.as_slice()) {
+            return Ok(body);
+        }
         let (found, used) = read_message_indexes(rest).map_err(FramingError::from)?;
         if found != self.message_indexes {
             return Err(CodecError::WrongMessage {
@@ -268,5 +272,34 @@ pub mod protobuf {
             full_name: std::any::type_name::<M>().to_owned(),
             reason: e.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROTO: &str = "syntax = \"proto3\";\npackage t;\nmessage A { string s = 1; }\nmessage B { int64 n = 1; }\n";
+
+    #[test]
+    fn protobuf_bodies_are_found_after_any_encoding_of_the_local_path() {
+        let writer =
+            WriterSchema::new(9, &SchemaInfo::protobuf("t.A", PROTO), PROTO, &[]).expect("schema");
+        let mut framed = Vec::new();
+        writer.write_prefix(&mut framed);
+        framed.extend_from_slice(b"body");
+        // Confluent's short form of path [0] (one zero byte): the prefix itself.
+        assert_eq!(framed, [0, 0, 0, 0, 9, 0, b'b', b'o', b'd', b'y']);
+        assert_eq!(writer.body(&framed).expect("short form"), b"body");
+        // The long form of [0] (count 1, index 0) names the same message.
+        let long = [0, 0, 0, 0, 9, 2, 0, b'b', b'o', b'd', b'y'];
+        assert_eq!(writer.body(&long).expect("long form"), b"body");
+        // Path [1] is message B, not the local type.
+        let other = [0, 0, 0, 0, 9, 2, 2, b'b'];
+        assert!(matches!(
+            writer.body(&other),
+            Err(CodecError::WrongMessage { .. })
+        ));
+        assert!(writer.body(&[0, 0, 0]).is_err());
     }
 }

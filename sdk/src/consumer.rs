@@ -92,79 +92,164 @@ impl ConsumerConfig {
     }
 }
 
-/// A record handed to the handler (shared: a retry hands the same record again without
-/// copying it).
-/// Key, value and headers are slices of the fetched buffer (no copies).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One fetch's buffer, shared by the records read from it: a record is a few positions
+/// into it plus one reference count, so handing records out (and again on a retry) allocates
+/// and copies nothing.
+pub struct FetchedBuffer {
+    topic: String,
+    partition: u32,
+    bytes: Bytes,
+}
+
+impl FetchedBuffer {
+    pub fn new(topic: impl Into<String>, partition: u32, bytes: Bytes) -> Arc<Self> {
+        Arc::new(Self {
+            topic: topic.into(),
+            partition,
+            bytes,
+        })
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Where `part` (a slice of this buffer) lies in it.
+    fn span(&self, part: &[u8]) -> Option<Span> {
+        let start = (part.as_ptr() as usize).checked_sub(self.bytes.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        (end <= self.bytes.len()).then_some(Span {
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(end).ok()?,
+        })
+    }
+
+    fn get(&self, span: Span) -> &[u8] {
+        self.bytes
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// A part of a record within its fetched buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+/// The headers of a consumed record, decoded as iterated (`get(name)`, `iter()`).
+pub type RecordHeaders<'a> = herald_wire::batch::Headers<'a>;
+
+/// A record handed to the handler. Key, value and headers stay in the fetched buffer;
+/// cloning a record (a retry hands the same record again) costs one reference count.
+#[derive(Clone)]
 pub struct ConsumedRecord {
-    pub topic: Arc<str>,
-    pub partition: u32,
-    pub offset: i64,
-    pub timestamp_ms: i64,
-    pub key: Option<Bytes>,
-    pub value: Option<Bytes>,
-    pub headers: RecordHeaders,
-}
-
-/// A consumed record's headers: its encoded header section (a slice of the fetched buffer),
-/// decoded as iterated.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RecordHeaders {
-    raw: Bytes,
-    count: u16,
-}
-
-impl RecordHeaders {
-    /// (key, value) pairs in record order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        herald_wire::batch::Headers::from_validated(&self.raw, self.count).iter()
-    }
-
-    /// The value of the first header named `name`.
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value)
-    }
-
-    pub fn len(&self) -> usize {
-        usize::from(self.count)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
+    source: Arc<FetchedBuffer>,
+    offset: i64,
+    timestamp_ms: i64,
+    key: Option<Span>,
+    value: Option<Span>,
+    headers: Span,
+    header_count: u16,
 }
 
 impl ConsumedRecord {
-    /// The value of the first header named `name`.
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name)
-    }
-
-    /// A record read from `view` in the buffer `buffer` (which `view`'s slices point into).
+    /// The record `view` (read from `source`'s buffer) at `offset`; `None` when `view` does
+    /// not point into `source`.
     pub fn from_view(
-        topic: &Arc<str>,
-        partition: u32,
+        source: &Arc<FetchedBuffer>,
         offset: i64,
         view: &herald_wire::batch::RecordView<'_>,
-        buffer: &Bytes,
-    ) -> Self {
-        let slice = |part: &[u8]| buffer.slice_ref(part);
-        Self {
-            topic: topic.clone(),
-            partition,
+    ) -> Option<Self> {
+        let part = |part: Option<&[u8]>| match part {
+            None => Some(None),
+            Some(part) => source.span(part).map(Some),
+        };
+        Some(Self {
+            source: source.clone(),
             offset,
             timestamp_ms: view.timestamp_ms,
-            key: view.key.map(slice),
-            value: view.value.map(slice),
-            headers: RecordHeaders {
-                raw: slice(view.headers.raw()),
-                count: view.headers.len() as u16,
-            },
-        }
+            key: part(view.key)?,
+            value: part(view.value)?,
+            headers: source.span(view.headers.raw())?,
+            header_count: view.headers.len() as u16,
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.source.topic
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.source.partition
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    pub fn timestamp_ms(&self) -> i64 {
+        self.timestamp_ms
+    }
+
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.map(|span| self.source.get(span))
+    }
+
+    pub fn value(&self) -> Option<&[u8]> {
+        self.value.map(|span| self.source.get(span))
+    }
+
+    /// The key as a shared slice of the fetched buffer (no copy).
+    pub fn key_bytes(&self) -> Option<Bytes> {
+        self.key
+            .map(|span| self.source.bytes.slice_ref(self.source.get(span)))
+    }
+
+    /// The value as a shared slice of the fetched buffer (no copy).
+    pub fn value_bytes(&self) -> Option<Bytes> {
+        self.value
+            .map(|span| self.source.bytes.slice_ref(self.source.get(span)))
+    }
+
+    pub fn headers(&self) -> RecordHeaders<'_> {
+        RecordHeaders::from_validated(self.source.get(self.headers), self.header_count)
+    }
+
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers().get(name)
     }
 }
+
+impl std::fmt::Debug for ConsumedRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumedRecord")
+            .field("topic", &self.topic())
+            .field("partition", &self.partition())
+            .field("offset", &self.offset)
+            .field("timestamp_ms", &self.timestamp_ms)
+            .field("key", &self.key())
+            .field("value", &self.value())
+            .field("headers", &self.headers().iter().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PartialEq for ConsumedRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.topic() == other.topic()
+            && self.partition() == other.partition()
+            && self.offset == other.offset
+            && self.timestamp_ms == other.timestamp_ms
+            && self.key() == other.key()
+            && self.value() == other.value()
+            && self.headers().raw() == other.headers().raw()
+    }
+}
+
+impl Eq for ConsumedRecord {}
 
 /// How a handler failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,7 +349,7 @@ impl RawConsumer {
         stop: impl Future<Output = ()>,
     ) -> Result<RunSummary, ConsumeError>
     where
-        H: Fn(Arc<ConsumedRecord>) -> F,
+        H: Fn(ConsumedRecord) -> F,
         F: Future<Output = Result<(), HandlerError>>,
     {
         tokio::pin!(stop);
@@ -403,7 +488,7 @@ impl RawConsumer {
         handler: &H,
     ) -> Result<(), ConsumeError>
     where
-        H: Fn(Arc<ConsumedRecord>) -> F,
+        H: Fn(ConsumedRecord) -> F,
         F: Future<Output = Result<(), HandlerError>>,
     {
         let position = match positions.get(partition) {
@@ -440,58 +525,72 @@ impl RawConsumer {
         };
         let lanes_max = self.config.concurrency.clamp(1, CONCURRENCY_MAX);
         let high_watermark = fetched.high_watermark;
-        let buffer = Bytes::from(fetched.batches);
-        let topic: Arc<str> = Arc::from(partition.0.as_str());
-        let records = batches(&buffer)
-            .map_while(Result::ok)
-            .flat_map(|view| {
-                let base = view.base_offset();
-                // Collected per batch: iterating lazily here makes the run future fail the
-                // `Send` check (a higher-ranked closure lifetime), so it could not be spawned.
-                view.records()
-                    .enumerate()
-                    .map(move |(index, record)| (base + index as i64, record))
-                    .collect::<Vec<_>>()
-            })
-            .filter(|(offset, _)| *offset >= position);
+        let source = FetchedBuffer::new(partition.0.as_str(), partition.1, fetched.batches.into());
+        // One clock read per fetch for the breaker's permissions (see `process`).
+        let fetched_at = Instant::now();
+        // Plain loops, no iterator closures: a closure-built iterator held across the
+        // handler's await makes the run future fail the `Send` check (a higher-ranked closure
+        // lifetime), and then it could not be spawned (`run_futures_can_be_spawned` guards it).
         let next = if lanes_max == 1 {
             // One lane: records in order as they are read, no lane bookkeeping.
             let mut next = position;
-            for (offset, record) in records {
-                let Ok(record) = record else { continue };
-                let record =
-                    ConsumedRecord::from_view(&topic, partition.1, offset, &record, &buffer);
-                if !self.process(Arc::new(record), progress, handler).await? {
-                    break;
+            'batches: for view in batches(source.bytes()) {
+                let Ok(view) = view else { break };
+                if view.next_offset() <= position {
+                    continue;
                 }
-                next = offset + 1;
+                let base = view.base_offset();
+                let mut offset = base - 1;
+                for record in view.records() {
+                    offset += 1;
+                    let Some(record) = record
+                        .ok()
+                        .filter(|_| offset >= position)
+                        .and_then(|view| ConsumedRecord::from_view(&source, offset, &view))
+                    else {
+                        continue;
+                    };
+                    if !self.process(record, fetched_at, progress, handler).await? {
+                        break 'batches;
+                    }
+                    next = offset + 1;
+                }
             }
             next
         } else {
             // Records go to lanes by key (records of one key share a lane, so their order is
             // kept); lanes run concurrently, each record by record.
-            let mut lanes: Vec<Vec<Arc<ConsumedRecord>>> = vec![Vec::new(); lanes_max];
+            let mut lanes: Vec<Vec<ConsumedRecord>> = vec![Vec::new(); lanes_max];
             let mut end = position;
-            for (offset, record) in records {
-                let Ok(record) = record else { continue };
-                let owned =
-                    ConsumedRecord::from_view(&topic, partition.1, offset, &record, &buffer);
-                let lane = match &owned.key {
-                    Some(key) => {
-                        (crate::partitioner::murmur2(key) & 0x7fff_ffff) as usize % lanes_max
+            for view in batches(source.bytes()) {
+                let Ok(view) = view else { break };
+                let mut offset = view.base_offset() - 1;
+                for record in view.records() {
+                    offset += 1;
+                    let Some(record) = record
+                        .ok()
+                        .filter(|_| offset >= position)
+                        .and_then(|view| ConsumedRecord::from_view(&source, offset, &view))
+                    else {
+                        continue;
+                    };
+                    let lane = match record.key() {
+                        Some(key) => {
+                            (crate::partitioner::murmur2(key) & 0x7fff_ffff) as usize % lanes_max
+                        }
+                        None => offset.unsigned_abs() as usize % lanes_max,
+                    };
+                    end = offset + 1;
+                    if let Some(lane) = lanes.get_mut(lane) {
+                        lane.push(record);
                     }
-                    None => offset.unsigned_abs() as usize % lanes_max,
-                };
-                end = offset + 1;
-                if let Some(lane) = lanes.get_mut(lane) {
-                    lane.push(Arc::new(owned));
                 }
             }
             let outcomes = futures::future::join_all(lanes.into_iter().map(|lane| async move {
                 // The first offset of this lane left unprocessed (the breaker opened).
                 for record in lane {
                     let offset = record.offset;
-                    if !self.process(record, progress, handler).await? {
+                    if !self.process(record, fetched_at, progress, handler).await? {
                         return Ok(Some(offset));
                     }
                 }
@@ -544,21 +643,23 @@ impl RawConsumer {
     }
 
     /// Processes one record to the end (handled, deduplicated or dead-lettered): `true`;
-    /// `false` when the breaker refused it (left for later).
+    /// `false` when the breaker refused it (left for later). `fetched_at` dates the breaker's
+    /// permission and a success: a fetch is processed within moments, and only a failure
+    /// (which may open the breaker) needs a fresh time to date the open period from.
     async fn process<H, F>(
         &self,
-        record: Arc<ConsumedRecord>,
+        record: ConsumedRecord,
+        fetched_at: Instant,
         progress: &Mutex<Progress>,
         handler: &H,
     ) -> Result<bool, ConsumeError>
     where
-        H: Fn(Arc<ConsumedRecord>) -> F,
+        H: Fn(ConsumedRecord) -> F,
         F: Future<Output = Result<(), HandlerError>>,
     {
         let idempotency_key = match &self.config.inbox {
             Some(_) => record
-                .headers
-                .get(IDEMPOTENCY_KEY_HEADER)
+                .header(IDEMPOTENCY_KEY_HEADER)
                 .map(Bytes::copy_from_slice),
             None => None,
         };
@@ -573,9 +674,8 @@ impl RawConsumer {
             }
         }
         // One breaker permission per record (a half-open probe is a record), its retries
-        // included. One clock read per record: a success needs no fresher time (only a
-        // failure that opens the breaker dates its open period).
-        let started = Instant::now();
+        // included.
+        let started = fetched_at;
         if matches!(
             lock(progress).breaker.allow(started),
             Permission::Rejected { .. }
@@ -583,6 +683,8 @@ impl RawConsumer {
             return Ok(false);
         }
         let mut attempts = 0u32;
+        // Retries are timed from the first failure (the clock is read on failures only).
+        let mut first_failure: Option<Instant> = None;
         loop {
             attempts += 1;
             let (kind, reason) = match handler(record.clone()).await {
@@ -602,14 +704,15 @@ impl RawConsumer {
                     return Ok(true);
                 }
                 Err(HandlerError::Retryable(reason)) => {
+                    let now = Instant::now();
                     {
                         let mut progress = lock(progress);
-                        progress.breaker.on_failure(Instant::now());
+                        progress.breaker.on_failure(now);
                         self.breaker_gauge(&progress.breaker);
                     }
                     match self.config.retry.decide(
                         attempts,
-                        started.elapsed(),
+                        now - *first_failure.get_or_insert(now),
                         rand::random::<f64>(),
                     ) {
                         RetryDecision::RetryAfter(delay) => {
@@ -653,9 +756,9 @@ impl RawConsumer {
 
     fn unprocessable(&self, record: &ConsumedRecord, reason: String) -> ConsumeError {
         ConsumeError::Unprocessable {
-            topic: record.topic.to_string(),
-            partition: record.partition,
-            offset: record.offset,
+            topic: record.topic().to_owned(),
+            partition: record.partition(),
+            offset: record.offset(),
             reason,
         }
     }
@@ -668,15 +771,8 @@ impl RawConsumer {
         attempts: u32,
     ) -> Result<(), ConsumeError> {
         let topic = match &self.config.dead_letter {
-            DeadLetter::Disabled => {
-                return Err(ConsumeError::Unprocessable {
-                    topic: record.topic.to_string(),
-                    partition: record.partition,
-                    offset: record.offset,
-                    reason: reason.to_owned(),
-                });
-            }
-            DeadLetter::Default => format!("{}.dlq", record.topic),
+            DeadLetter::Disabled => return Err(self.unprocessable(record, reason.to_owned())),
+            DeadLetter::Default => format!("{}.dlq", record.topic()),
             DeadLetter::Topic(topic) => topic.clone(),
         };
         let mut message = reason.to_owned();
@@ -689,7 +785,7 @@ impl RawConsumer {
         }
         // Failure headers replace earlier ones when a dead letter is dead-lettered again.
         let mut headers: Vec<Header> = record
-            .headers
+            .headers()
             .iter()
             .filter(|(key, _)| !key.starts_with(headers::DLQ_PREFIX))
             .map(|(key, value)| Header {
@@ -698,10 +794,10 @@ impl RawConsumer {
             })
             .collect();
         for (key, value) in [
-            (headers::DLQ_TOPIC, record.topic.to_string()),
-            (headers::DLQ_PARTITION, record.partition.to_string()),
-            (headers::DLQ_OFFSET, record.offset.to_string()),
-            (headers::DLQ_TIMESTAMP, record.timestamp_ms.to_string()),
+            (headers::DLQ_TOPIC, record.topic().to_owned()),
+            (headers::DLQ_PARTITION, record.partition().to_string()),
+            (headers::DLQ_OFFSET, record.offset().to_string()),
+            (headers::DLQ_TIMESTAMP, record.timestamp_ms().to_string()),
             (headers::DLQ_GROUP, self.config.group.clone()),
             (headers::DLQ_ERROR_KIND, kind.to_owned()),
             (headers::DLQ_ERROR_MESSAGE, message),
@@ -714,17 +810,14 @@ impl RawConsumer {
         }
         let mut builder = BatchBuilder::new();
         builder.push(Record {
-            timestamp_ms: record.timestamp_ms,
-            key: record.key.as_ref().map(|k| k.to_vec()),
-            value: record.value.as_ref().map(|v| v.to_vec()),
+            timestamp_ms: record.timestamp_ms(),
+            key: record.key().map(<[u8]>::to_vec),
+            value: record.value().map(<[u8]>::to_vec),
             headers,
         });
-        let batch = builder.encode().map_err(|e| ConsumeError::Unprocessable {
-            topic: record.topic.to_string(),
-            partition: record.partition,
-            offset: record.offset,
-            reason: e.to_string(),
-        })?;
+        let batch = builder
+            .encode()
+            .map_err(|e| self.unprocessable(record, e.to_string()))?;
         match self
             .client
             .produce(&topic, 0, Durability::Fsync, batch.clone())
@@ -755,5 +848,72 @@ impl RawConsumer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded() -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        builder.push(Record {
+            timestamp_ms: 7,
+            key: Some(b"k1".to_vec()),
+            value: Some(b"v1".to_vec()),
+            headers: vec![Header {
+                key: "h".into(),
+                value: b"x".to_vec(),
+            }],
+        });
+        builder.push(Record {
+            timestamp_ms: 8,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        });
+        builder.encode().expect("encode")
+    }
+
+    #[test]
+    fn a_record_reads_its_parts_from_the_shared_buffer() {
+        let source = FetchedBuffer::new("orders", 3, Bytes::from(encoded()));
+        let view = batches(source.bytes())
+            .next()
+            .expect("a batch")
+            .expect("valid");
+        let records: Vec<ConsumedRecord> = view
+            .records()
+            .enumerate()
+            .map(|(i, r)| {
+                ConsumedRecord::from_view(&source, 10 + i as i64, &r.expect("record"))
+                    .expect("inside the buffer")
+            })
+            .collect();
+        let [first, second] = records.as_slice() else {
+            panic!("two records")
+        };
+        assert_eq!(
+            (first.topic(), first.partition(), first.offset()),
+            ("orders", 3, 10)
+        );
+        assert_eq!(first.timestamp_ms(), 7);
+        assert_eq!(first.key(), Some(&b"k1"[..]));
+        assert_eq!(first.value_bytes().as_deref(), Some(&b"v1"[..]));
+        assert_eq!(first.header("h"), Some(&b"x"[..]));
+        assert_eq!(first.headers().len(), 1);
+        assert_eq!((second.key(), second.value()), (None, None));
+        assert!(second.headers().is_empty());
+        assert_eq!(first.clone(), *first);
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn a_view_of_another_buffer_is_refused() {
+        let source = FetchedBuffer::new("orders", 0, Bytes::from(encoded()));
+        let other = encoded();
+        let view = batches(&other).next().expect("a batch").expect("valid");
+        let record = view.records().next().expect("a record").expect("valid");
+        assert!(ConsumedRecord::from_view(&source, 0, &record).is_none());
     }
 }

@@ -52,11 +52,11 @@ async fn processes_retries_dead_letters_and_resumes_from_commits() {
     let handler = {
         let processed = processed.clone();
         let attempts = attempts.clone();
-        move |record: std::sync::Arc<ConsumedRecord>| {
+        move |record: ConsumedRecord| {
             let processed = processed.clone();
             let attempts = attempts.clone();
             async move {
-                let n: u32 = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default())
+                let n: u32 = String::from_utf8_lossy(record.value().unwrap_or_default())
                     .parse()
                     .map_err(|_| HandlerError::Fatal("not a number".into()))?;
                 let attempt = {
@@ -195,7 +195,7 @@ async fn the_inbox_skips_already_processed_idempotency_keys_across_restarts() {
             let seen = Arc::new(Mutex::new(0u64));
             let handler = {
                 let seen = seen.clone();
-                move |_record: std::sync::Arc<ConsumedRecord>| {
+                move |_record: ConsumedRecord| {
                     let seen = seen.clone();
                     async move {
                         *seen.lock().expect("lock") += 1;
@@ -255,19 +255,20 @@ async fn concurrent_lanes_keep_per_key_order() {
     let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handler = {
         let (order, running, peak) = (order.clone(), running.clone(), peak.clone());
-        move |record: std::sync::Arc<ConsumedRecord>| {
+        move |record: ConsumedRecord| {
             let (order, running, peak) = (order.clone(), running.clone(), peak.clone());
             async move {
                 use std::sync::atomic::Ordering::SeqCst;
                 let now = running.fetch_add(1, SeqCst) + 1;
                 peak.fetch_max(now, SeqCst);
-                tokio::time::sleep(Duration::from_millis(u64::from(record.offset as u8 % 3))).await;
+                tokio::time::sleep(Duration::from_millis(u64::from(record.offset() as u8 % 3)))
+                    .await;
                 order
                     .lock()
                     .expect("lock")
-                    .entry(record.key.as_deref().unwrap_or_default().to_vec())
+                    .entry(record.key().unwrap_or_default().to_vec())
                     .or_default()
-                    .push(record.offset);
+                    .push(record.offset());
                 running.fetch_sub(1, SeqCst);
                 Ok(())
             }
@@ -319,7 +320,7 @@ fn run_futures_can_be_spawned(consumer: RawConsumer) {
     spawnable(async move {
         consumer
             .run(
-                |_record: std::sync::Arc<ConsumedRecord>| std::future::ready(Ok(())),
+                |_record: ConsumedRecord| std::future::ready(Ok(())),
                 std::future::pending(),
             )
             .await

@@ -506,6 +506,13 @@ impl<'a> Headers<'a> {
         let mut reader = Reader::new(self.raw);
         (0..self.count).map_while(move |_| read_header(&mut reader).ok())
     }
+
+    /// The value of the first header named `name`.
+    pub fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    }
 }
 
 fn read_header<'a>(record: &mut Reader<'a>) -> Result<(&'a str, &'a [u8]), DecodeError> {
@@ -541,7 +548,7 @@ impl RecordView<'_> {
     }
 
     pub fn header(&self, key: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.headers.get(key)
     }
 }
 

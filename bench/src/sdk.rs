@@ -11,7 +11,7 @@ use anyhow::Context;
 use herald::codec::WriterSchema;
 use herald::{Client, ClientConfig, Message, Trust};
 use herald_broker_client::BrokerClient;
-use herald_wire::batch::{batches, BatchBuilder, Header, Record};
+use herald_wire::batch::{batches, BatchWriter};
 use herald_wire::messages::{Durability, TopicConfig};
 use serde::{Deserialize, Serialize};
 
@@ -239,10 +239,11 @@ async fn end_to_end(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The raw wire client doing by hand what the typed producer does for the application:
-/// the same messages encoded with prost behind the same framing, the same UUIDv7
-/// idempotency-key header, so the same records go over the wire; batches of 1000, idempotent,
-/// eight in flight on one ordered pipeline.
+/// The raw wire client doing by hand what the typed producer does for the application, as
+/// well as it can: the same messages encoded with prost behind the same framing, the same
+/// UUIDv7 idempotency-key header and wall-clock timestamps, so the same records go over the
+/// wire; records encoded straight into the batch (`BatchWriter`), batches of 1000,
+/// idempotent, eight in flight on one ordered pipeline.
 async fn raw_produce(client: &BrokerClient, topic: &str, n: usize) -> anyhow::Result<f64> {
     use prost::Message as _;
     let writer = WriterSchema::new(1, &OrderCreated::SCHEMA, ORDERS_PROTO, &[])?;
@@ -250,32 +251,36 @@ async fn raw_produce(client: &BrokerClient, topic: &str, n: usize) -> anyhow::Re
     let pipeline = client.pipeline().await?;
     let started = Instant::now();
     let mut waiting = std::collections::VecDeque::new();
+    let mut value = Vec::with_capacity(64);
     for first in (0..n).step_by(1000) {
         if waiting.len() >= 8 {
             let answer: tokio::sync::oneshot::Receiver<_> =
                 waiting.pop_front().context("window")?;
             crate::broker::check_produced(answer.await??)?;
         }
-        let mut builder = BatchBuilder::new().idempotent(producer.0, producer.1, first as i32);
+        let mut batch = BatchWriter::new();
         for i in first..(first + 1000).min(n) {
-            let mut value = Vec::with_capacity(64);
+            value.clear();
             writer.write_prefix(&mut value);
             order(i).encode(&mut value)?;
-            builder.push(Record {
-                timestamp_ms: i as i64,
-                key: None,
-                value: Some(value),
-                headers: vec![Header {
-                    key: herald_wire::headers::IDEMPOTENCY_KEY.into(),
-                    value: uuid::Uuid::now_v7().to_string().into_bytes(),
-                }],
-            });
+            let mut key = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let key = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut key);
+            let timestamp_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64;
+            batch.push(
+                timestamp_ms,
+                None,
+                Some(&value),
+                [(herald_wire::headers::IDEMPOTENCY_KEY, key.as_bytes())].into_iter(),
+            )?;
         }
+        let batch = batch.finish(producer.0, producer.1, first as i32)?;
         let request = herald_wire::Request::Produce {
             topic: topic.into(),
             partition: 0,
             durability: Durability::Memory,
-            batch: builder.encode()?,
+            batch,
         };
         waiting.push_back(pipeline.send(&request).await?);
     }

@@ -194,18 +194,37 @@ impl<T: Message> Producer<T> {
         message
             .encode_body(&self.writer, &mut value)
             .map_err(ProduceError::Encode)?;
-        let idempotency_key = options
+        let given = options
             .idempotency_key
-            .or_else(|| message.idempotency_key())
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let mut headers = options.headers;
-        headers.retain(|h| h.key != headers::IDEMPOTENCY_KEY);
-        headers.push(Header {
-            key: headers::IDEMPOTENCY_KEY.to_owned(),
-            value: idempotency_key.into_bytes(),
-        });
+            .or_else(|| message.idempotency_key());
+        let mut generated = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let idempotency_key: &[u8] = match &given {
+            Some(key) => key.as_bytes(),
+            None => uuid::Uuid::now_v7()
+                .hyphenated()
+                .encode_lower(&mut generated)
+                .as_bytes(),
+        };
         let key = options.key.or_else(|| message.partition_key());
-        self.raw.send(key, Some(value), headers).await
+        let only_key;
+        let all;
+        // The usual record carries the idempotency key alone: no header list to allocate.
+        let headers: &[(&str, &[u8])] = if options.headers.is_empty() {
+            only_key = [(headers::IDEMPOTENCY_KEY, idempotency_key)];
+            &only_key
+        } else {
+            all = options
+                .headers
+                .iter()
+                .filter(|h| h.key != headers::IDEMPOTENCY_KEY)
+                .map(|h| (h.key.as_str(), h.value.as_slice()))
+                .chain([(headers::IDEMPOTENCY_KEY, idempotency_key)])
+                .collect::<Vec<_>>();
+            &all
+        };
+        self.raw
+            .send_parts(key.as_deref(), Some(&value), headers)
+            .await
     }
 
     /// Sends every pending batch now.

@@ -9,30 +9,35 @@
 //! after a transient failure all of them are resent in order (the broker deduplicates), so
 //! ordering and exactly-once storage hold across retries.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_broker_client::{BrokerClient, Pipeline, RequestError, REQUEST_TIMEOUT};
-use herald_wire::batch::{BatchBuilder, Header, Record};
+use herald_wire::batch::{restamp_producer, BatchWriter, Header, BATCH_HEADER_BYTES};
+use herald_wire::limits::BATCH_BYTES_MAX;
 use herald_wire::messages::{Durability, Request, Response};
-use herald_wire::ErrorCode;
+use herald_wire::{Api, ErrorCode};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::partitioner::partition_for_key;
 use crate::policy::backoff::{RetryDecision, RetryPolicy};
-use crate::policy::breaker::{BreakerConfig, CircuitBreaker, Permission};
+use crate::policy::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permission};
 use crate::policy::budget::{BudgetConfig, RetryBudget, RetryKind};
 
 /// Batches queued per partition before `send` waits (besides the byte budget).
 pub const PARTITION_QUEUE_MAX: usize = 64;
 
+/// The largest record `send` takes, by its size estimate (half the wire's batch limit: a
+/// batch below its size cap plus one such record always fits in one batch).
+pub const RECORD_BYTES_MAX: usize = BATCH_BYTES_MAX / 2 - BATCH_HEADER_BYTES;
+
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     /// How long a partition's batch waits for more records (default 5 ms).
     pub linger: Duration,
-    /// A batch is sent once this big (default 1 MiB).
+    /// A batch is sent once this big (default 1 MiB; at most half the wire's batch limit).
     pub batch_bytes_max: usize,
     /// Bytes of records accepted but not yet acknowledged (32 MiB); beyond, `send` waits or
     /// fails as `buffer_full` says.
@@ -76,8 +81,10 @@ pub enum BufferFull {
 /// Why a record was not delivered.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProduceError {
-    #[error("record is {size} bytes, more than the buffer of {limit} bytes")]
+    #[error("record is {size} bytes, more than the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
     #[error("the broker refused the batch: {code:?}: {message}")]
     Refused { code: ErrorCode, message: String },
     #[error("not delivered within the delivery timeout after {attempts} attempts: {last}")]
@@ -209,18 +216,34 @@ impl std::future::Future for DeliveryFuture {
     }
 }
 
-/// A batch's records, its outcome and its buffer bytes (one permit: released once).
+/// A batch's records (encoded as they were sent), its outcome and its buffer bytes (one
+/// permit: released once).
 struct Queued {
-    records: Vec<Record>,
+    batch: BatchWriter,
     outcome: Completer,
     permit: Option<OwnedSemaphorePermit>,
 }
 
+/// A partition's batch being filled.
 struct Accumulated {
-    records: Vec<Record>,
+    batch: BatchWriter,
     outcome: Completer,
     permit: Option<OwnedSemaphorePermit>,
+    /// Size estimates of its records (at least their encoded size).
     bytes: usize,
+}
+
+impl Accumulated {
+    /// An empty batch with room for `record_bytes` (the previous batch's size: batches of a
+    /// steady stream are alike, so the buffer rarely grows).
+    fn new(record_bytes: usize) -> Self {
+        Self {
+            batch: BatchWriter::with_capacity(record_bytes),
+            outcome: Completer::new(),
+            permit: None,
+            bytes: 0,
+        }
+    }
 }
 
 /// Makes a new connection to the broker (used after the current one fails).
@@ -248,7 +271,8 @@ pub struct RawProducer {
     partitions: u32,
     round_robin: AtomicU32,
     buffer: Arc<Semaphore>,
-    accumulators: Mutex<HashMap<u32, Accumulated>>,
+    /// One batch being filled per partition (indexed by partition).
+    accumulators: Mutex<Vec<Accumulated>>,
     senders: Vec<mpsc::Sender<Queued>>,
     /// Held from taking a partition's batch until it is queued, so batches are queued in
     /// the order they were taken (a linger timer and a full batch can race).
@@ -313,7 +337,7 @@ impl RawProducer {
             partitions,
             round_robin: AtomicU32::new(0),
             buffer,
-            accumulators: Mutex::new(HashMap::new()),
+            accumulators: Mutex::new((0..partitions).map(|_| Accumulated::new(0)).collect()),
             senders,
             flush_locks: (0..partitions)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -321,7 +345,7 @@ impl RawProducer {
         }))
     }
 
-    /// Queues a record; the returned receiver yields where it landed. Waits while the buffer
+    /// Queues a record; the returned future yields where it landed. Waits while the buffer
     /// is full. The first record of a partition's batch starts its linger timer.
     pub async fn send(
         self: &Arc<Self>,
@@ -329,19 +353,41 @@ impl RawProducer {
         value: Option<Vec<u8>>,
         headers: Vec<Header>,
     ) -> Result<DeliveryFuture, ProduceError> {
+        let headers: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_slice()))
+            .collect();
+        self.send_parts(key.as_deref(), value.as_deref(), &headers)
+            .await
+    }
+
+    /// Like [`RawProducer::send`] for borrowed parts: they are copied once, into the batch
+    /// (encoded in place as it fills).
+    pub async fn send_parts(
+        self: &Arc<Self>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<DeliveryFuture, ProduceError> {
         let size = 64
-            + key.as_ref().map_or(0, Vec::len)
-            + value.as_ref().map_or(0, Vec::len)
+            + key.map_or(0, <[u8]>::len)
+            + value.map_or(0, <[u8]>::len)
             + headers
                 .iter()
-                .map(|h| h.key.len() + h.value.len() + 6)
+                .map(|(key, value)| key.len() + value.len() + 6)
                 .sum::<usize>();
-        let limit = self.shared.config.buffer_bytes_max;
+        let limit = self.shared.config.buffer_bytes_max.min(RECORD_BYTES_MAX);
         if size > limit {
             return Err(ProduceError::TooLarge { size, limit });
         }
-        if let Permission::Rejected { retry_after } = self.breaker().allow(Instant::now()) {
-            return Err(ProduceError::CircuitOpen { retry_after });
+        {
+            // Closed (nearly always): no clock read.
+            let mut breaker = self.breaker();
+            if !matches!(breaker.state(), BreakerState::Closed) {
+                if let Permission::Rejected { retry_after } = breaker.allow(Instant::now()) {
+                    return Err(ProduceError::CircuitOpen { retry_after });
+                }
+            }
         }
         let permit = match self.shared.config.buffer_full {
             BufferFull::Wait => self
@@ -353,36 +399,31 @@ impl RawProducer {
             BufferFull::Fail => match self.buffer.clone().try_acquire_many_owned(size as u32) {
                 Ok(permit) => permit,
                 Err(tokio::sync::TryAcquireError::NoPermits) => {
-                    return Err(ProduceError::BufferFull { limit });
+                    return Err(ProduceError::BufferFull {
+                        limit: self.shared.config.buffer_bytes_max,
+                    });
                 }
                 Err(tokio::sync::TryAcquireError::Closed) => return Err(ProduceError::Closed),
             },
         };
-        let partition = match &key {
+        let partition = match key {
             Some(key) => partition_for_key(key, self.partitions),
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % self.partitions.max(1),
         };
         let timestamp_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        self.shared.metrics.sent.increment(1);
-        let record = Record {
-            timestamp_ms,
-            key,
-            value,
-            headers,
-        };
+        let batch_bytes_max = self.shared.config.batch_bytes_max.min(BATCH_BYTES_MAX / 2);
         let (full, first, delivery) = {
             let mut accumulators = self.accumulators.lock().unwrap_or_else(|p| p.into_inner());
-            let batch = accumulators
-                .entry(partition)
-                .or_insert_with(|| Accumulated {
-                    records: Vec::new(),
-                    outcome: Completer::new(),
-                    permit: None,
-                    bytes: 0,
-                });
-            let first = batch.records.is_empty();
+            let Some(batch) = accumulators.get_mut(partition as usize) else {
+                return Err(ProduceError::Closed);
+            };
+            batch
+                .batch
+                .push(timestamp_ms, key, value, headers.iter().copied())
+                .map_err(|e| ProduceError::InvalidRecord(e.to_string()))?;
+            let first = batch.batch.len() == 1;
             match &mut batch.permit {
                 Some(held) => held.merge(permit),
                 None => batch.permit = Some(permit),
@@ -391,16 +432,12 @@ impl RawProducer {
             let delivery = DeliveryFuture {
                 outcome: batch.outcome.0.clone(),
                 partition,
-                index: batch.records.len() as u32,
+                index: batch.batch.len() - 1,
                 slot: None,
             };
-            batch.records.push(record);
-            (
-                batch.bytes >= self.shared.config.batch_bytes_max,
-                first,
-                delivery,
-            )
+            (batch.bytes >= batch_bytes_max, first, delivery)
         };
+        self.shared.metrics.sent.increment(1);
         if full {
             self.flush_partition(partition).await;
         } else if first {
@@ -428,12 +465,18 @@ impl RawProducer {
         let _ordered = flush_lock.lock().await;
         let batch = {
             let mut accumulators = self.accumulators.lock().unwrap_or_else(|p| p.into_inner());
-            accumulators.remove(&partition)
+            accumulators
+                .get_mut(partition as usize)
+                .filter(|batch| !batch.batch.is_empty())
+                .map(|batch| {
+                    let size = batch.batch.encoded_len();
+                    std::mem::replace(batch, Accumulated::new(size))
+                })
         };
-        if let Some(batch) = batch.filter(|b| !b.records.is_empty()) {
+        if let Some(batch) = batch {
             if let Some(sender) = self.senders.get(partition as usize) {
                 let queued = Queued {
-                    records: batch.records,
+                    batch: batch.batch,
                     outcome: batch.outcome,
                     permit: batch.permit,
                 };
@@ -456,7 +499,8 @@ impl RawProducer {
 pub const IN_FLIGHT_MAX: usize = 5;
 
 struct InFlight {
-    records: Vec<Record>,
+    /// Records in the batch.
+    records: u32,
     outcome: Completer,
     _permit: Option<OwnedSemaphorePermit>,
     batch: Vec<u8>,
@@ -518,7 +562,7 @@ async fn partition_sender(
                 shared.on_outcome(now, true);
                 shared.budget().on_success();
                 if let Some(done) = window.pop_front() {
-                    shared.metrics.acked.increment(done.records.len() as u64);
+                    shared.metrics.acked.increment(u64::from(done.records));
                     // Room in the buffer first, then the news: a sender woken by the
                     // acknowledgement finds the space freed.
                     let InFlight {
@@ -594,7 +638,7 @@ async fn partition_sender(
             }
             Err(failure) => {
                 if let Some(failed) = window.pop_front() {
-                    shared.metrics.failed.increment(failed.records.len() as u64);
+                    shared.metrics.failed.increment(u64::from(failed.records));
                     let InFlight {
                         outcome, _permit, ..
                     } = failed;
@@ -608,11 +652,8 @@ async fn partition_sender(
                     producer = fresh;
                     next_sequence = 0;
                     for entry in &mut window {
-                        match encode(&entry.records, producer, next_sequence) {
-                            Ok(batch) => entry.batch = batch,
-                            Err(_) => continue,
-                        }
-                        next_sequence = next_sequence.wrapping_add(entry.records.len() as i32);
+                        restamp_producer(&mut entry.batch, producer.0, producer.1, next_sequence);
+                        next_sequence = next_sequence.wrapping_add(entry.records as i32);
                     }
                 }
             }
@@ -620,14 +661,7 @@ async fn partition_sender(
     }
 }
 
-fn encode(records: &[Record], producer: (i64, i16), sequence: i32) -> Result<Vec<u8>, String> {
-    BatchBuilder::new()
-        .idempotent(producer.0, producer.1, sequence)
-        .encode_records(records.iter())
-        .map_err(|e| e.to_string())
-}
-
-/// Encodes `records` with the next sequence and queues them in the window (or fails them).
+/// Finishes a queued batch with the next sequence and puts it in the window (or fails it).
 fn admit(
     window: &mut VecDeque<InFlight>,
     queued: Queued,
@@ -635,13 +669,14 @@ fn admit(
     next_sequence: &mut i32,
 ) {
     let Queued {
-        records,
+        batch,
         outcome,
         permit,
     } = queued;
-    match encode(&records, producer, *next_sequence) {
+    let records = batch.len();
+    match batch.finish(producer.0, producer.1, *next_sequence) {
         Ok(batch) => {
-            *next_sequence = next_sequence.wrapping_add(records.len() as i32);
+            *next_sequence = next_sequence.wrapping_add(records as i32);
             window.push_back(InFlight {
                 records,
                 outcome,
@@ -652,10 +687,10 @@ fn admit(
                 answer: None,
             });
         }
-        Err(message) => {
+        Err(error) => {
             outcome.complete(Err(ProduceError::Refused {
                 code: ErrorCode::CorruptBatch,
-                message,
+                message: error.to_string(),
             }));
         }
     }
@@ -678,14 +713,21 @@ async fn send_unsent(
         return Ok(());
     };
     for entry in window.iter_mut().filter(|entry| entry.answer.is_none()) {
-        let request = Request::Produce {
-            topic: shared.topic.clone(),
-            partition,
-            durability: shared.config.durability,
-            batch: entry.batch.clone(),
-        };
         entry.attempts += 1;
-        match open.send(&request).await {
+        let batch = &entry.batch;
+        let body_bytes = shared.topic.len() + batch.len() + 16;
+        let sent = open
+            .send_encoded(Api::Produce, body_bytes, |out| {
+                Request::encode_produce(
+                    out,
+                    &shared.topic,
+                    partition,
+                    shared.config.durability,
+                    batch,
+                )
+            })
+            .await;
+        match sent {
             Ok(answer) => entry.answer = Some(answer),
             Err(error) => {
                 *pipeline = None;

@@ -116,19 +116,31 @@ impl Pipeline {
         &self,
         request: &Request,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<Response, RequestError>>, RequestError> {
-        let api = request.api();
-        let mut body = Vec::new();
-        request.encode(&mut body);
+        self.send_encoded(request.api(), request.encoded_len_hint(), |out| {
+            request.encode(out)
+        })
+        .await
+    }
+
+    /// Sends an `api` request whose body `write_body` appends (for a caller that keeps the
+    /// request's parts, such as a producer that may resend its batch: nothing is copied into
+    /// a `Request` first). `body_bytes_hint` sizes the frame buffer.
+    pub async fn send_encoded(
+        &self,
+        api: Api,
+        body_bytes_hint: usize,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Response, RequestError>>, RequestError> {
+        let header = FrameHeader {
+            kind: FrameKind::Request,
+            api: api as u16,
+            request_id: 0,
+        };
+        let mut frame = Frame::encode_with(header, body_bytes_hint, write_body)?;
         let mut send = self.send.lock().await;
+        // The ID is taken under the stream lock, so IDs go out in order.
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let frame = Frame::encode(
-            FrameHeader {
-                kind: FrameKind::Request,
-                api: api as u16,
-                request_id,
-            },
-            &body,
-        )?;
+        Frame::set_request_id(&mut frame, request_id);
         let (done, answer) = tokio::sync::oneshot::channel();
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -253,15 +265,14 @@ impl BrokerClient {
     async fn exchange(&self, request: &Request) -> Result<Response, RequestError> {
         let api = request.api();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let mut body = Vec::new();
-        request.encode(&mut body);
-        let frame = Frame::encode(
+        let frame = Frame::encode_with(
             FrameHeader {
                 kind: FrameKind::Request,
                 api: api as u16,
                 request_id,
             },
-            &body,
+            request.encoded_len_hint(),
+            |out| request.encode(out),
         )?;
         let (mut send, mut recv) = self.connection.open_bi().await?;
         send.write_all(&frame)

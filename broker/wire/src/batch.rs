@@ -129,108 +129,209 @@ impl BatchBuilder {
     /// for a producer that keeps its records to resend them, without copying them first.
     pub fn encode_records<'r, I>(&self, records: I) -> Result<Vec<u8>, BatchError>
     where
-        I: ExactSizeIterator<Item = &'r Record> + Clone,
+        I: ExactSizeIterator<Item = &'r Record>,
     {
-        let count = records.len();
-        let Some(first) = records.clone().next() else {
-            return Err(BatchError::Empty);
-        };
-        if count > BATCH_RECORDS_MAX as usize {
+        let mut writer = BatchWriter::with_capacity(records.len() * 64);
+        for record in records {
+            writer.push(
+                record.timestamp_ms,
+                record.key.as_deref(),
+                record.value.as_deref(),
+                record
+                    .headers
+                    .iter()
+                    .map(|header| (header.key.as_str(), header.value.as_slice())),
+            )?;
+        }
+        writer.finish(self.producer_id, self.producer_epoch, self.base_sequence)
+    }
+}
+
+/// A batch encoded record by record as records arrive (a producer's accumulator): each
+/// record is written in its final form when pushed, the header when the batch is finished.
+#[derive(Debug, Clone)]
+pub struct BatchWriter {
+    out: Vec<u8>,
+    count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+}
+
+impl Default for BatchWriter {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl BatchWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A writer with room for `record_bytes` of records.
+    pub fn with_capacity(record_bytes: usize) -> Self {
+        let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + record_bytes);
+        out.resize(BATCH_HEADER_BYTES, 0);
+        Self {
+            out,
+            count: 0,
+            first_timestamp: 0,
+            max_timestamp: i64::MIN,
+        }
+    }
+
+    /// Records pushed so far.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The size of the batch as finished now.
+    pub fn encoded_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Appends a record. When a limit would be exceeded it fails and the batch is unchanged
+    /// (so one bad record never spoils the records already in it).
+    pub fn push<'h>(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl ExactSizeIterator<Item = (&'h str, &'h [u8])>,
+    ) -> Result<(), BatchError> {
+        if self.count >= BATCH_RECORDS_MAX {
             return Err(DecodeError::TooLarge {
                 what: "batch records",
-                size: count,
+                size: self.count as usize + 1,
                 limit: BATCH_RECORDS_MAX as usize,
             }
             .into());
         }
-        let first_timestamp = first.timestamp_ms;
-        let max_timestamp = records
-            .clone()
-            .map(|r| r.timestamp_ms)
-            .max()
-            .unwrap_or(first_timestamp);
-        let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + count * 64);
-        out.extend_from_slice(&0i64.to_be_bytes());
-        out.extend_from_slice(&0u32.to_be_bytes());
-        out.extend_from_slice(&(-1i64).to_be_bytes());
-        out.extend_from_slice(&0u32.to_be_bytes());
-        out.push(BATCH_MAGIC);
-        out.push(0);
-        out.extend_from_slice(&(count as u32).to_be_bytes());
-        out.extend_from_slice(&first_timestamp.to_be_bytes());
-        out.extend_from_slice(&max_timestamp.to_be_bytes());
-        out.extend_from_slice(&self.producer_id.to_be_bytes());
-        out.extend_from_slice(&self.producer_epoch.to_be_bytes());
-        out.extend_from_slice(&self.base_sequence.to_be_bytes());
-        for record in records {
-            encode_record(&mut out, record, first_timestamp)?;
+        let first_timestamp = if self.count == 0 {
+            timestamp_ms
+        } else {
+            self.first_timestamp
+        };
+        let start = self.out.len();
+        if let Err(error) = encode_record(
+            &mut self.out,
+            timestamp_ms.wrapping_sub(first_timestamp),
+            key,
+            value,
+            headers,
+        ) {
+            self.out.truncate(start);
+            return Err(error);
         }
-        if out.len() > BATCH_BYTES_MAX {
+        self.first_timestamp = first_timestamp;
+        self.max_timestamp = self.max_timestamp.max(timestamp_ms);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The finished batch with these producer fields (base offset 0, append time -1, CRC
+    /// filled in); fails when empty or past the batch size limit.
+    pub fn finish(
+        mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) -> Result<Vec<u8>, BatchError> {
+        if self.count == 0 {
+            return Err(BatchError::Empty);
+        }
+        if self.out.len() > BATCH_BYTES_MAX {
             return Err(DecodeError::TooLarge {
                 what: "batch",
-                size: out.len(),
+                size: self.out.len(),
                 limit: BATCH_BYTES_MAX,
             }
             .into());
         }
-        let length = (out.len() - LOG_OVERHEAD_BYTES) as u32;
-        out[8..12].copy_from_slice(&length.to_be_bytes());
-        let crc = crc32c::crc32c(&out[CRC_START..]);
-        out[20..24].copy_from_slice(&crc.to_be_bytes());
-        Ok(out)
+        let length = (self.out.len() - LOG_OVERHEAD_BYTES) as u32;
+        let header = &mut self.out[..BATCH_HEADER_BYTES];
+        header[0..8].copy_from_slice(&0i64.to_be_bytes());
+        header[8..12].copy_from_slice(&length.to_be_bytes());
+        header[12..20].copy_from_slice(&(-1i64).to_be_bytes());
+        header[24] = BATCH_MAGIC;
+        header[25] = 0;
+        header[26..30].copy_from_slice(&self.count.to_be_bytes());
+        header[30..38].copy_from_slice(&self.first_timestamp.to_be_bytes());
+        header[38..46].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        restamp_producer(&mut self.out, producer_id, producer_epoch, base_sequence);
+        Ok(self.out)
     }
 }
 
-fn encode_record(
+/// Rewrites the producer fields of an encoded batch and its CRC: a batch re-sequenced under
+/// another producer id keeps its record bytes.
+pub fn restamp_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return;
+    }
+    batch[46..54].copy_from_slice(&producer_id.to_be_bytes());
+    batch[54..56].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[56..60].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[20..24].copy_from_slice(&crc.to_be_bytes());
+}
+
+fn encode_record<'h>(
     out: &mut Vec<u8>,
-    record: &Record,
-    first_timestamp: i64,
+    timestamp_delta: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: impl ExactSizeIterator<Item = (&'h str, &'h [u8])>,
 ) -> Result<(), BatchError> {
     let too_large =
         |what, size, limit| BatchError::from(DecodeError::TooLarge { what, size, limit });
-    if let Some(key) = &record.key {
+    if let Some(key) = key {
         if key.len() > KEY_BYTES_MAX {
             return Err(too_large("key", key.len(), KEY_BYTES_MAX));
         }
     }
-    if let Some(value) = &record.value {
+    if let Some(value) = value {
         if value.len() > VALUE_BYTES_MAX {
             return Err(too_large("value", value.len(), VALUE_BYTES_MAX));
         }
     }
-    if record.headers.len() > HEADERS_PER_RECORD_MAX as usize {
+    if headers.len() > HEADERS_PER_RECORD_MAX as usize {
         return Err(too_large(
             "headers",
-            record.headers.len(),
+            headers.len(),
             HEADERS_PER_RECORD_MAX as usize,
         ));
     }
-    let delta = record.timestamp_ms.wrapping_sub(first_timestamp);
     let start = out.len();
     out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&delta.to_be_bytes());
-    put_optional(out, record.key.as_deref());
-    put_optional(out, record.value.as_deref());
-    out.extend_from_slice(&(record.headers.len() as u16).to_be_bytes());
-    for header in &record.headers {
-        if header.key.len() > HEADER_KEY_BYTES_MAX {
-            return Err(too_large(
-                "header key",
-                header.key.len(),
-                HEADER_KEY_BYTES_MAX,
-            ));
+    out.extend_from_slice(&timestamp_delta.to_be_bytes());
+    put_optional(out, key);
+    put_optional(out, value);
+    out.extend_from_slice(&(headers.len() as u16).to_be_bytes());
+    for (key, value) in headers {
+        if key.len() > HEADER_KEY_BYTES_MAX {
+            return Err(too_large("header key", key.len(), HEADER_KEY_BYTES_MAX));
         }
-        if header.value.len() > HEADER_VALUE_BYTES_MAX {
+        if value.len() > HEADER_VALUE_BYTES_MAX {
             return Err(too_large(
                 "header value",
-                header.value.len(),
+                value.len(),
                 HEADER_VALUE_BYTES_MAX,
             ));
         }
-        out.extend_from_slice(&(header.key.len() as u16).to_be_bytes());
-        out.extend_from_slice(header.key.as_bytes());
-        out.extend_from_slice(&(header.value.len() as u32).to_be_bytes());
-        out.extend_from_slice(&header.value);
+        out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(value);
     }
     let length = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&length.to_be_bytes());
@@ -746,6 +847,32 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_refused_push_leaves_the_batch_as_it_was() {
+        let mut writer = BatchWriter::new();
+        writer
+            .push(5, Some(b"k"), Some(b"v"), std::iter::empty())
+            .expect("first record");
+        let before = writer.encoded_len();
+        let huge = vec![0; VALUE_BYTES_MAX + 1];
+        assert!(writer
+            .push(6, None, Some(&huge), std::iter::empty())
+            .is_err());
+        let long_key = "k".repeat(HEADER_KEY_BYTES_MAX + 1);
+        assert!(writer
+            .push(6, None, None, [(long_key.as_str(), &b""[..])].into_iter())
+            .is_err());
+        assert_eq!((writer.len(), writer.encoded_len()), (1, before));
+        let bytes = writer.finish(1, 0, 0).expect("finishes");
+        let view = BatchView::parse(&bytes).expect("parses");
+        view.validate_records().expect("valid");
+        assert_eq!(view.record_count(), 1);
+        assert!(matches!(
+            BatchWriter::new().finish(1, 0, 0),
+            Err(BatchError::Empty)
+        ));
+    }
+
     fn arbitrary_record() -> impl Strategy<Value = Record> {
         (
             any::<i32>(),
@@ -780,6 +907,20 @@ mod tests {
             view.validate_records().expect("valid");
             let decoded: Vec<Record> = view.records().map(|r| r.expect("record").to_owned_record()).collect();
             prop_assert_eq!(decoded, records);
+        }
+
+        #[test]
+        fn a_restamped_batch_is_the_batch_encoded_with_those_fields(records in proptest::collection::vec(arbitrary_record(), 1..10), producer in any::<i64>(), epoch in any::<i16>(), sequence in any::<i32>()) {
+            let mut builder = BatchBuilder::new();
+            for record in &records {
+                builder.push(record.clone());
+            }
+            let mut restamped = builder.encode().expect("encodes");
+            restamp_producer(&mut restamped, producer, epoch, sequence);
+            let direct = builder.clone().idempotent(producer, epoch, sequence).encode().expect("encodes");
+            prop_assert_eq!(&restamped, &direct);
+            let view = BatchView::parse(&restamped).expect("CRC still right");
+            prop_assert_eq!((view.producer_id(), view.producer_epoch(), view.base_sequence()), (producer, epoch, sequence));
         }
 
         #[test]

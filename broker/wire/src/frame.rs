@@ -32,11 +32,29 @@ pub struct Frame {
 impl Frame {
     /// Encodes header and `body` with the length prefix.
     pub fn encode(header: FrameHeader, body: &[u8]) -> Result<Vec<u8>, DecodeError> {
-        let head = Self::encode_header(header, body.len())?;
-        let mut out = Vec::with_capacity(head.len() + body.len());
-        out.extend_from_slice(&head);
-        out.extend_from_slice(body);
+        Self::encode_with(header, body.len(), |out| out.extend_from_slice(body))
+    }
+
+    /// Encodes header and the body `write_body` appends, in one buffer (the body is written
+    /// in place, not copied); `body_bytes_hint` sizes the buffer.
+    pub fn encode_with(
+        header: FrameHeader,
+        body_bytes_hint: usize,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Vec<u8>, DecodeError> {
+        let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + body_bytes_hint);
+        out.resize(FRAME_HEADER_BYTES, 0);
+        write_body(&mut out);
+        let head = Self::encode_header(header, out.len() - FRAME_HEADER_BYTES)?;
+        out[..FRAME_HEADER_BYTES].copy_from_slice(&head);
         Ok(out)
+    }
+
+    /// Rewrites the request ID of an encoded frame (an ID assigned after encoding).
+    pub fn set_request_id(frame: &mut [u8], request_id: u64) {
+        if let Some(field) = frame.get_mut(8..FRAME_HEADER_BYTES) {
+            field.copy_from_slice(&request_id.to_be_bytes());
+        }
     }
 
     /// The 16 bytes that precede a body of `body_len` bytes.
@@ -137,8 +155,12 @@ mod tests {
             let length = Frame::announced_length([bytes[0], bytes[1], bytes[2], bytes[3]]).expect("length");
             prop_assert_eq!(length, bytes.len() - 4);
             let frame = Frame::decode(&bytes[4..]).expect("decodes");
-            prop_assert_eq!(&frame, &Frame { header, body });
+            prop_assert_eq!(&frame, &Frame { header, body: body.clone() });
             prop_assert_eq!(Frame::decode_owned(bytes[4..].to_vec()).expect("decodes owned"), frame);
+            // Encoded with a late request ID: the same frame.
+            let mut late = Frame::encode_with(FrameHeader { request_id: 0, ..header }, 0, |out| out.extend_from_slice(&body)).expect("encodes");
+            Frame::set_request_id(&mut late, request_id);
+            prop_assert_eq!(late, bytes);
         }
 
         #[test]

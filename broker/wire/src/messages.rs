@@ -270,6 +270,32 @@ impl Request {
         }
     }
 
+    /// Roughly how many bytes [`Request::encode`] appends (exact for the bulk of a produce).
+    pub fn encoded_len_hint(&self) -> usize {
+        match self {
+            Request::Produce { topic, batch, .. } => topic.len() + batch.len() + 16,
+            _ => 64,
+        }
+    }
+
+    /// The body of a `Produce` request for a batch the caller keeps (a producer that may
+    /// resend it encodes from its own copy instead of handing one over).
+    pub fn encode_produce(
+        out: &mut Vec<u8>,
+        topic: &str,
+        partition: u32,
+        durability: Durability,
+        batch: &[u8],
+    ) {
+        put_string(out, topic);
+        out.extend_from_slice(&partition.to_be_bytes());
+        out.push(match durability {
+            Durability::Memory => 0,
+            Durability::Fsync => 1,
+        });
+        put_bytes(out, batch);
+    }
+
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Request::CreateTopic { name, config } => {
@@ -285,15 +311,7 @@ impl Request {
                 partition,
                 durability,
                 batch,
-            } => {
-                put_string(out, topic);
-                out.extend_from_slice(&partition.to_be_bytes());
-                out.push(match durability {
-                    Durability::Memory => 0,
-                    Durability::Fsync => 1,
-                });
-                put_bytes(out, batch);
-            }
+            } => Self::encode_produce(out, topic, *partition, *durability, batch),
             Request::Fetch {
                 topic,
                 partition,

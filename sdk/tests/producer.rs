@@ -129,6 +129,20 @@ async fn refusals_and_limits_are_typed() {
         .send(None, Some(b"ok".to_vec()), Vec::new())
         .await
         .expect("queued");
+    // A record breaking a wire limit fails its own send; the batch it would have joined
+    // (holding the record above) is delivered untouched.
+    let bad_header = Header {
+        key: "k".repeat(300),
+        value: Vec::new(),
+    };
+    let error = producer
+        .send(None, Some(b"bad".to_vec()), vec![bad_header])
+        .await
+        .expect_err("a header key over the limit");
+    assert!(
+        matches!(&error, ProduceError::InvalidRecord(reason) if reason.contains("header key")),
+        "{error}"
+    );
     let delivered = tokio::time::timeout(Duration::from_secs(10), delivery)
         .await
         .expect("in time")

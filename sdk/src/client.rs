@@ -1,10 +1,11 @@
 //! The typed entry point: [`Client::connect`] once per process, then
 //! [`Client::producer`] and [`Client::consumer`] per topic for any [`Message`] type.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use herald_broker_client::{BrokerClient, ConnectError, Trust};
@@ -130,6 +131,7 @@ impl Client {
         Ok(Producer {
             raw,
             writer: Arc::new(writer),
+            value_bytes_hint: AtomicUsize::new(64),
             _type: PhantomData,
         })
     }
@@ -144,7 +146,7 @@ impl Client {
         Consumer {
             raw: RawConsumer::new(self.broker.clone(), config),
             schemas: self.schemas.clone(),
-            writers: Mutex::new(HashMap::new()),
+            writers: Mutex::new(BTreeMap::new()),
             _type: PhantomData,
         }
     }
@@ -170,10 +172,16 @@ pub struct SendOptions {
     pub headers: Vec<Header>,
 }
 
+/// The most a typed producer preallocates for one value.
+pub const VALUE_BYTES_HINT_MAX: usize = 16 * 1024;
+
 /// Produces `T` records to one topic.
 pub struct Producer<T> {
     raw: Arc<RawProducer>,
     writer: Arc<WriterSchema>,
+    /// The largest value encoded so far (up to [`VALUE_BYTES_HINT_MAX`]): each value buffer
+    /// starts this big, so encoding rarely grows it.
+    value_bytes_hint: AtomicUsize,
     _type: PhantomData<fn(T)>,
 }
 
@@ -189,11 +197,16 @@ impl<T: Message> Producer<T> {
         message: &T,
         options: SendOptions,
     ) -> Result<DeliveryFuture, ProduceError> {
-        let mut value = Vec::with_capacity(64);
+        let hint = self.value_bytes_hint.load(Ordering::Relaxed);
+        let mut value = Vec::with_capacity(hint);
         self.writer.write_prefix(&mut value);
         message
             .encode_body(&self.writer, &mut value)
             .map_err(ProduceError::Encode)?;
+        if value.len() > hint {
+            self.value_bytes_hint
+                .store(value.len().min(VALUE_BYTES_HINT_MAX), Ordering::Relaxed);
+        }
         let given = options
             .idempotency_key
             .or_else(|| message.idempotency_key());
@@ -284,7 +297,9 @@ impl<T> Event<T> {
 pub struct Consumer<T> {
     raw: RawConsumer,
     schemas: Arc<Schemas>,
-    writers: Mutex<HashMap<u32, Arc<WriterSchema>>>,
+    /// Writer schemas by ID (a B-tree: a consumer sees a handful of IDs, and a lookup is a
+    /// few comparisons instead of a SipHash per record).
+    writers: Mutex<BTreeMap<u32, Arc<WriterSchema>>>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -394,7 +409,7 @@ impl<T: Message> Consumer<T> {
         Ok(writer)
     }
 
-    fn writers_cache(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<WriterSchema>>> {
+    fn writers_cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Arc<WriterSchema>>> {
         self.writers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
-use herald_broker_client::{BrokerClient, RequestError};
-use herald_wire::batch::{batches, BatchBuilder, Header, Record};
+use herald_broker_client::{BrokerClient, Fetched, RequestError};
+use herald_wire::batch::{batches, next_offset_after, BatchBuilder, Header, Record};
 use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::{Durability, OffsetSpec, TopicConfig};
 use herald_wire::{headers, ErrorCode};
@@ -319,6 +319,22 @@ fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
     progress.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A fetch issued before its records are needed, so the broker reads and sends them while
+/// the handler works through the previous fetch. At most one per run (bounded by
+/// `fetch_bytes_max`); dropped unused (the partition moved, the breaker stopped processing
+/// early, the run ended), it is cancelled.
+struct Prefetch {
+    partition: TopicPartition,
+    position: i64,
+    handle: tokio::task::JoinHandle<Result<Fetched, RequestError>>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
 pub struct RawConsumer {
     client: BrokerClient,
     config: ConsumerConfig,
@@ -361,6 +377,7 @@ impl RawConsumer {
             last: None,
         };
         let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        let mut prefetch: Option<Prefetch> = None;
         let progress = Mutex::new(Progress {
             breaker: CircuitBreaker::new(self.config.breaker),
             summary: RunSummary::default(),
@@ -379,10 +396,15 @@ impl RawConsumer {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     return Ok::<_, ConsumeError>(());
                 }
-                for partition in membership.owned.clone() {
+                let owned = membership.owned.clone();
+                for (index, partition) in owned.iter().enumerate() {
+                    // The partition visited after this one (itself when it is the only one).
+                    let after = owned.get((index + 1) % owned.len()).unwrap_or(partition);
                     self.consume_partition(
-                        &partition,
+                        partition,
+                        after,
                         &mut positions,
+                        &mut prefetch,
                         &mut membership,
                         &progress,
                         &handler,
@@ -478,11 +500,16 @@ impl RawConsumer {
             .0)
     }
 
+    /// Fetches `partition` (or takes the fetch issued ahead for it), hands its records to
+    /// the handler, commits; meanwhile the fetch for `after`, the partition visited next, is
+    /// already on its way.
     #[allow(clippy::too_many_arguments)]
     async fn consume_partition<H, F>(
         &self,
         partition: &TopicPartition,
+        after: &TopicPartition,
         positions: &mut BTreeMap<TopicPartition, i64>,
+        prefetch: &mut Option<Prefetch>,
         membership: &mut Membership,
         progress: &Mutex<Progress>,
         handler: &H,
@@ -500,18 +527,17 @@ impl RawConsumer {
         } else {
             self.config.fetch_wait
         };
-        let fetched = match self
-            .client
-            .fetch(
-                &partition.0,
-                partition.1,
-                position,
-                self.config.fetch_bytes_max,
-                wait,
-                1,
-            )
-            .await
-        {
+        let ahead = prefetch
+            .take()
+            .filter(|ahead| ahead.partition == *partition && ahead.position == position);
+        let fetched = match ahead {
+            Some(mut ahead) => match (&mut ahead.handle).await {
+                Ok(fetched) => fetched,
+                Err(_) => self.fetch(partition, position, wait).await,
+            },
+            None => self.fetch(partition, position, wait).await,
+        };
+        let fetched = match fetched {
             Ok(fetched) => fetched,
             Err(RequestError::Broker {
                 code: ErrorCode::OffsetOutOfRange,
@@ -523,6 +549,16 @@ impl RawConsumer {
             }
             Err(error) => return Err(error.into()),
         };
+        // Ask for what comes next while these records are handled (nothing when this fetch
+        // came back empty: the next one long-polls as usual).
+        let ahead_position = if after == partition {
+            next_offset_after(&fetched.batches)
+        } else {
+            positions.get(after).copied()
+        };
+        if let Some(ahead_position) = ahead_position {
+            *prefetch = Some(self.prefetch(after, ahead_position, wait));
+        }
         let lanes_max = self.config.concurrency.clamp(1, CONCURRENCY_MAX);
         let high_watermark = fetched.high_watermark;
         let source = FetchedBuffer::new(partition.0.as_str(), partition.1, fetched.batches.into());
@@ -642,6 +678,34 @@ impl RawConsumer {
         Ok(())
     }
 
+    async fn fetch(
+        &self,
+        partition: &TopicPartition,
+        position: i64,
+        wait: Duration,
+    ) -> Result<Fetched, RequestError> {
+        let max_bytes = self.config.fetch_bytes_max;
+        self.client
+            .fetch(&partition.0, partition.1, position, max_bytes, wait, 1)
+            .await
+    }
+
+    /// Issues the fetch of `partition` at `position` in the background.
+    fn prefetch(&self, partition: &TopicPartition, position: i64, wait: Duration) -> Prefetch {
+        let client = self.client.clone();
+        let (topic, number) = (partition.0.clone(), partition.1);
+        let max_bytes = self.config.fetch_bytes_max;
+        Prefetch {
+            partition: partition.clone(),
+            position,
+            handle: tokio::spawn(async move {
+                client
+                    .fetch(&topic, number, position, max_bytes, wait, 1)
+                    .await
+            }),
+        }
+    }
+
     /// Processes one record to the end (handled, deduplicated or dead-lettered): `true`;
     /// `false` when the breaker refused it (left for later). `fetched_at` dates the breaker's
     /// permission and a success: a fetch is processed within moments, and only a failure
@@ -737,7 +801,8 @@ impl RawConsumer {
                     (kind, reason)
                 }
             };
-            self.dead_letter(&record, kind, &reason, attempts).await?;
+            // Boxed: the rare path keeps its (large) future out of every record's.
+            Box::pin(self.dead_letter(&record, kind, &reason, attempts)).await?;
             lock(progress).summary.dead_lettered += 1;
             metrics::counter!(
                 crate::metrics::CONSUMER_DEAD_LETTERED,

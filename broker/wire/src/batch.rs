@@ -727,16 +727,30 @@ fn optional<'a>(
 /// Records in a buffer of consecutive stored batches, read from their headers only (no CRC
 /// check; for metrics on the serving path). A torn tail is not counted.
 pub fn count_records(bytes: &[u8]) -> u64 {
+    batch_headers(bytes)
+        .map(|header| u64::from(header.record_count))
+        .sum()
+}
+
+/// The offset after the last whole batch in `bytes` (headers only, CRCs unchecked): where
+/// the next fetch starts once these records are consumed.
+pub fn next_offset_after(bytes: &[u8]) -> Option<i64> {
+    batch_headers(bytes)
+        .last()
+        .map(|header| header.next_offset())
+}
+
+/// The headers of the whole batches at the start of `bytes`, without checking CRCs.
+fn batch_headers(bytes: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
     let mut rest = bytes;
-    let mut records = 0u64;
-    while let Some(header) = BatchHeader::read(rest) {
+    std::iter::from_fn(move || {
+        let header = BatchHeader::read(rest)?;
         if header.size < BATCH_HEADER_BYTES || header.size > rest.len() {
-            break;
+            return None;
         }
-        records += u64::from(header.record_count);
         rest = &rest[header.size..];
-    }
-    records
+        Some(header)
+    })
 }
 
 /// Walks a buffer of consecutive batches (a log segment or a fetch response), yielding each
@@ -845,6 +859,25 @@ mod tests {
             BatchBuilder::new().encode(),
             Err(BatchError::Empty)
         ));
+    }
+
+    #[test]
+    fn the_offset_after_a_fetch_comes_from_its_last_whole_batch() {
+        let mut bytes = Vec::new();
+        for (base, count) in [(10i64, 2usize), (12, 3)] {
+            let mut builder = BatchBuilder::new();
+            for _ in 0..count {
+                builder.push(Record::default());
+            }
+            let mut batch = builder.encode().expect("encodes");
+            stamp(&mut batch, base, 0);
+            bytes.extend_from_slice(&batch);
+        }
+        assert_eq!(next_offset_after(&bytes), Some(15));
+        assert_eq!(count_records(&bytes), 5);
+        // A torn last batch does not count.
+        assert_eq!(next_offset_after(&bytes[..bytes.len() - 1]), Some(12));
+        assert_eq!(next_offset_after(&[]), None);
     }
 
     #[test]

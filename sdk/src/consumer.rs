@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -302,21 +303,69 @@ pub struct RunSummary {
 /// Most concurrent handler lanes per partition a consumer may run.
 pub const CONCURRENCY_MAX: usize = 256;
 
-/// The breaker and counters shared by a run's lanes (never locked across an await).
+/// The breaker and counters shared by a run's lanes (the breaker never locked across an
+/// await). While the breaker is steady (closed, a full window of successes) the per-record
+/// path takes no lock: a success would change nothing and every record is allowed.
 struct Progress {
-    breaker: CircuitBreaker,
-    summary: RunSummary,
+    breaker: Mutex<CircuitBreaker>,
+    steady: AtomicBool,
+    processed: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    deduplicated: AtomicU64,
 }
 
 impl Progress {
+    fn new(config: BreakerConfig) -> Self {
+        Self {
+            breaker: Mutex::new(CircuitBreaker::new(config)),
+            steady: AtomicBool::new(false),
+            processed: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            deduplicated: AtomicU64::new(0),
+        }
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, CircuitBreaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether fetching is pointless now (the breaker would refuse every record).
     fn paused(&self) -> bool {
-        self.breaker.is_rejecting(Instant::now())
+        !self.steady.load(Ordering::Relaxed) && self.breaker().is_rejecting(Instant::now())
     }
-}
 
-fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
-    progress.lock().unwrap_or_else(|p| p.into_inner())
+    /// One breaker permission for a record.
+    fn allow(&self, now: Instant) -> bool {
+        self.steady.load(Ordering::Relaxed)
+            || matches!(self.breaker().allow(now), Permission::Allowed)
+    }
+
+    /// Records an outcome; `gauge` is set to the breaker's state when it may have changed.
+    fn record(&self, success: bool, now: Instant, gauge: &metrics::Gauge) {
+        if success && self.steady.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut breaker = self.breaker();
+        if success {
+            breaker.on_success(now);
+        } else {
+            breaker.on_failure(now);
+        }
+        self.steady
+            .store(breaker.success_changes_nothing(), Ordering::Relaxed);
+        gauge.set(breaker.state().gauge());
+    }
+
+    fn summary(&self) -> RunSummary {
+        RunSummary {
+            processed: self.processed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            deduplicated: self.deduplicated.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A fetch issued before its records are needed, so the broker reads and sends them while
@@ -378,10 +427,7 @@ impl RawConsumer {
         };
         let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         let mut prefetch: Option<Prefetch> = None;
-        let progress = Mutex::new(Progress {
-            breaker: CircuitBreaker::new(self.config.breaker),
-            summary: RunSummary::default(),
-        });
+        let progress = Progress::new(self.config.breaker);
         loop {
             if membership
                 .last
@@ -390,7 +436,7 @@ impl RawConsumer {
                 self.heartbeat(&mut membership).await?;
                 positions.retain(|partition, _| membership.owned.contains(partition));
             }
-            let paused = lock(&progress).paused();
+            let paused = progress.paused();
             let work = async {
                 if paused || membership.owned.is_empty() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -427,7 +473,7 @@ impl RawConsumer {
                 })
                 .await;
         }
-        let summary = lock(&progress).summary;
+        let summary = progress.summary();
         Ok(summary)
     }
 
@@ -511,7 +557,7 @@ impl RawConsumer {
         positions: &mut BTreeMap<TopicPartition, i64>,
         prefetch: &mut Option<Prefetch>,
         membership: &mut Membership,
-        progress: &Mutex<Progress>,
+        progress: &Progress,
         handler: &H,
     ) -> Result<(), ConsumeError>
     where
@@ -714,7 +760,7 @@ impl RawConsumer {
         &self,
         record: ConsumedRecord,
         fetched_at: Instant,
-        progress: &Mutex<Progress>,
+        progress: &Progress,
         handler: &H,
     ) -> Result<bool, ConsumeError>
     where
@@ -732,7 +778,7 @@ impl RawConsumer {
                 .seen(key, now_ms())
                 .map_err(|e| self.unprocessable(&record, e.to_string()))?
             {
-                lock(progress).summary.deduplicated += 1;
+                progress.deduplicated.fetch_add(1, Ordering::Relaxed);
                 self.metrics.deduplicated.increment(1);
                 return Ok(true);
             }
@@ -740,10 +786,7 @@ impl RawConsumer {
         // One breaker permission per record (a half-open probe is a record), its retries
         // included.
         let started = fetched_at;
-        if matches!(
-            lock(progress).breaker.allow(started),
-            Permission::Rejected { .. }
-        ) {
+        if !progress.allow(started) {
             return Ok(false);
         }
         let mut attempts = 0u32;
@@ -753,12 +796,8 @@ impl RawConsumer {
             attempts += 1;
             let (kind, reason) = match handler(record.clone()).await {
                 Ok(()) => {
-                    {
-                        let mut progress = lock(progress);
-                        progress.breaker.on_success(started);
-                        self.breaker_gauge(&progress.breaker);
-                        progress.summary.processed += 1;
-                    }
+                    progress.record(true, started, &self.metrics.breaker_state);
+                    progress.processed.fetch_add(1, Ordering::Relaxed);
                     self.metrics.processed.increment(1);
                     if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {
                         inbox
@@ -769,18 +808,14 @@ impl RawConsumer {
                 }
                 Err(HandlerError::Retryable(reason)) => {
                     let now = Instant::now();
-                    {
-                        let mut progress = lock(progress);
-                        progress.breaker.on_failure(now);
-                        self.breaker_gauge(&progress.breaker);
-                    }
+                    progress.record(false, now, &self.metrics.breaker_state);
                     match self.config.retry.decide(
                         attempts,
                         now - *first_failure.get_or_insert(now),
                         rand::random::<f64>(),
                     ) {
                         RetryDecision::RetryAfter(delay) => {
-                            lock(progress).summary.retried += 1;
+                            progress.retried.fetch_add(1, Ordering::Relaxed);
                             self.metrics.retried.increment(1);
                             tokio::time::sleep(delay).await;
                             continue;
@@ -803,7 +838,7 @@ impl RawConsumer {
             };
             // Boxed: the rare path keeps its (large) future out of every record's.
             Box::pin(self.dead_letter(&record, kind, &reason, attempts)).await?;
-            lock(progress).summary.dead_lettered += 1;
+            progress.dead_lettered.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(
                 crate::metrics::CONSUMER_DEAD_LETTERED,
                 "topic" => self.config.topic.clone(),
@@ -813,10 +848,6 @@ impl RawConsumer {
             .increment(1);
             return Ok(true);
         }
-    }
-
-    fn breaker_gauge(&self, breaker: &CircuitBreaker) {
-        self.metrics.breaker_state.set(breaker.state().gauge());
     }
 
     fn unprocessable(&self, record: &ConsumedRecord, reason: String) -> ConsumeError {

@@ -60,7 +60,7 @@ pub enum Permission {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CircuitBreaker {
     config: BreakerConfig,
     state: BreakerState,
@@ -83,6 +83,15 @@ impl CircuitBreaker {
 
     pub fn state(&self) -> BreakerState {
         self.state
+    }
+
+    /// Closed with a full window of successes: another success changes nothing and every
+    /// call is allowed (a healthy steady state callers may skip recording in).
+    pub fn success_changes_nothing(&self) -> bool {
+        self.state == BreakerState::Closed
+            && self.config.window > 0
+            && self.outcomes.len() == self.config.window
+            && self.failures == 0
     }
 
     /// Whether calls are being refused now, without asking for (and using up) a half-open
@@ -190,6 +199,24 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
+        #[test]
+        fn a_success_in_the_steady_state_changes_nothing(outcomes in proptest::collection::vec(proptest::bool::weighted(0.9), 0..300)) {
+            let start = Instant::now();
+            let config = BreakerConfig { window: 16, minimum_calls: 8, ..BreakerConfig::default() };
+            let mut breaker = CircuitBreaker::new(config);
+            for (i, success) in outcomes.into_iter().enumerate() {
+                let now = start + Duration::from_secs(i as u64 * 100);
+                if breaker.success_changes_nothing() {
+                    let before = breaker.clone();
+                    breaker.on_success(now);
+                    proptest::prop_assert_eq!(&breaker, &before);
+                    proptest::prop_assert_eq!(breaker.allow(now), Permission::Allowed);
+                }
+                let _ = breaker.allow(now);
+                if success { breaker.on_success(now) } else { breaker.on_failure(now) }
+            }
+        }
+
         #[test]
         fn the_failure_count_matches_the_window(outcomes in proptest::collection::vec(proptest::bool::ANY, 0..400)) {
             let start = Instant::now();

@@ -17,7 +17,9 @@ use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 use herald_broker_client::{BrokerClient, Fetched, RequestError};
-use herald_wire::batch::{batches, next_offset_after, BatchBuilder, Header, Record};
+use herald_wire::batch::{
+    batches, next_offset_after, BatchBuilder, BatchError, BatchView, Header, Record, RecordIter,
+};
 use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::{Durability, OffsetSpec, TopicConfig};
 use herald_wire::{headers, ErrorCode};
@@ -137,6 +139,62 @@ impl FetchedBuffer {
 struct Span {
     start: u32,
     end: u32,
+}
+
+/// The records of a fetch from `position` on, in order; reading stops at the first corrupt
+/// batch, an unreadable record is skipped.
+struct FetchedRecords<'a, B> {
+    source: &'a Arc<FetchedBuffer>,
+    position: i64,
+    batches: B,
+    /// The batch being read and the offset of its last record read.
+    current: Option<(i64, RecordIter<'a>)>,
+}
+
+impl<'a> FetchedRecords<'a, ()> {
+    fn new(
+        source: &'a Arc<FetchedBuffer>,
+        position: i64,
+    ) -> FetchedRecords<'a, impl Iterator<Item = Result<BatchView<'a>, BatchError>>> {
+        FetchedRecords {
+            source,
+            position,
+            batches: batches(source.bytes()),
+            current: None,
+        }
+    }
+}
+
+impl<'a, B: Iterator<Item = Result<BatchView<'a>, BatchError>>> Iterator for FetchedRecords<'a, B> {
+    type Item = ConsumedRecord;
+
+    fn next(&mut self) -> Option<ConsumedRecord> {
+        loop {
+            if let Some((offset, records)) = &mut self.current {
+                match records.next() {
+                    Some(record) => {
+                        *offset += 1;
+                        let found =
+                            record
+                                .ok()
+                                .filter(|_| *offset >= self.position)
+                                .and_then(|view| {
+                                    ConsumedRecord::from_view(self.source, *offset, &view)
+                                });
+                        if found.is_some() {
+                            return found;
+                        }
+                        continue;
+                    }
+                    None => self.current = None,
+                }
+            }
+            let view = self.batches.next()?.ok()?;
+            if view.next_offset() > self.position {
+                self.current = Some((view.base_offset() - 1, view.records()));
+            }
+        }
+    }
 }
 
 /// The headers of a consumed record, decoded as iterated (`get(name)`, `iter()`).
@@ -610,33 +668,19 @@ impl RawConsumer {
         let source = FetchedBuffer::new(partition.0.as_str(), partition.1, fetched.batches.into());
         // One clock read per fetch for the breaker's permissions (see `process`).
         let fetched_at = Instant::now();
-        // Plain loops, no iterator closures: a closure-built iterator held across the
-        // handler's await makes the run future fail the `Send` check (a higher-ranked closure
-        // lifetime), and then it could not be spawned (`run_futures_can_be_spawned` guards it).
+        // `FetchedRecords` is a named iterator, not an adapter chain: a closure-built
+        // iterator held across the handler's await made the run future fail the `Send` check
+        // (a higher-ranked closure lifetime), so it could not be spawned
+        // (`run_futures_can_be_spawned` guards it).
         let next = if lanes_max == 1 {
             // One lane: records in order as they are read, no lane bookkeeping.
             let mut next = position;
-            'batches: for view in batches(source.bytes()) {
-                let Ok(view) = view else { break };
-                if view.next_offset() <= position {
-                    continue;
+            for record in FetchedRecords::new(&source, position) {
+                let offset = record.offset();
+                if !self.process(record, fetched_at, progress, handler).await? {
+                    break;
                 }
-                let base = view.base_offset();
-                let mut offset = base - 1;
-                for record in view.records() {
-                    offset += 1;
-                    let Some(record) = record
-                        .ok()
-                        .filter(|_| offset >= position)
-                        .and_then(|view| ConsumedRecord::from_view(&source, offset, &view))
-                    else {
-                        continue;
-                    };
-                    if !self.process(record, fetched_at, progress, handler).await? {
-                        break 'batches;
-                    }
-                    next = offset + 1;
-                }
+                next = offset + 1;
             }
             next
         } else {
@@ -644,28 +688,17 @@ impl RawConsumer {
             // kept); lanes run concurrently, each record by record.
             let mut lanes: Vec<Vec<ConsumedRecord>> = vec![Vec::new(); lanes_max];
             let mut end = position;
-            for view in batches(source.bytes()) {
-                let Ok(view) = view else { break };
-                let mut offset = view.base_offset() - 1;
-                for record in view.records() {
-                    offset += 1;
-                    let Some(record) = record
-                        .ok()
-                        .filter(|_| offset >= position)
-                        .and_then(|view| ConsumedRecord::from_view(&source, offset, &view))
-                    else {
-                        continue;
-                    };
-                    let lane = match record.key() {
-                        Some(key) => {
-                            (crate::partitioner::murmur2(key) & 0x7fff_ffff) as usize % lanes_max
-                        }
-                        None => offset.unsigned_abs() as usize % lanes_max,
-                    };
-                    end = offset + 1;
-                    if let Some(lane) = lanes.get_mut(lane) {
-                        lane.push(record);
+            for record in FetchedRecords::new(&source, position) {
+                let offset = record.offset();
+                let lane = match record.key() {
+                    Some(key) => {
+                        (crate::partitioner::murmur2(key) & 0x7fff_ffff) as usize % lanes_max
                     }
+                    None => offset.unsigned_abs() as usize % lanes_max,
+                };
+                end = offset + 1;
+                if let Some(lane) = lanes.get_mut(lane) {
+                    lane.push(record);
                 }
             }
             let outcomes = futures::future::join_all(lanes.into_iter().map(|lane| async move {
@@ -1002,6 +1035,32 @@ mod tests {
         assert!(second.headers().is_empty());
         assert_eq!(first.clone(), *first);
         assert_ne!(first, second);
+    }
+
+    #[test]
+    fn a_fetch_is_read_from_the_position_on_across_batches() {
+        let mut bytes = Vec::new();
+        for base in [10i64, 12] {
+            let mut batch = encoded();
+            herald_wire::batch::stamp(&mut batch, base, 0);
+            bytes.extend_from_slice(&batch);
+        }
+        let source = FetchedBuffer::new("orders", 0, Bytes::from(bytes));
+        let offsets = |position| -> Vec<i64> {
+            FetchedRecords::new(&source, position)
+                .map(|record| record.offset())
+                .collect()
+        };
+        assert_eq!(offsets(10), [10, 11, 12, 13]);
+        assert_eq!(offsets(11), [11, 12, 13]);
+        assert_eq!(offsets(13), [13]);
+        assert!(offsets(14).is_empty());
+        // A damaged second batch ends the reading after the first.
+        let mut damaged = source.bytes().to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        let damaged = FetchedBuffer::new("orders", 0, Bytes::from(damaged));
+        assert_eq!(FetchedRecords::new(&damaged, 0).count(), 2);
     }
 
     #[test]

@@ -305,11 +305,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 data_dir: data_dir.join("registry"),
                 auth_file: None,
             };
+            // The broker validates against the registry's address as bound (a port 0 in
+            // `--registry-listen` is resolved first).
+            let (bound, listening) = tokio::sync::oneshot::channel();
+            let registry = serve_registry_then(registry, move |addr| {
+                let _ = bound.send(addr);
+            });
+            tokio::pin!(registry);
+            let registry_addr = tokio::select! {
+                addr = listening => addr.context("the schema registry did not start")?,
+                result = &mut registry => {
+                    result?;
+                    anyhow::bail!("the schema registry stopped before it was listening");
+                }
+            };
             let mut broker = BrokerConfig::new(broker_listen, data_dir.join("broker"));
-            broker.registry_url = Some(format!("http://{registry_listen}"));
+            broker.registry_url = Some(format!("http://{registry_addr}"));
             broker.metrics_listen = Some(broker_metrics_listen);
-            let (registry_result, broker_result) =
-                tokio::join!(serve_registry(registry), serve_broker(broker));
+            let (registry_result, broker_result) = tokio::join!(registry, serve_broker(broker));
             registry_result.and(broker_result)
         }
         Command::Schema {
@@ -352,9 +365,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn serve_registry(config: ServerConfig) -> anyhow::Result<()> {
+    serve_registry_then(config, |_| {}).await
+}
+
+/// Serves the registry; `on_bound` learns its address once it listens.
+async fn serve_registry_then(
+    config: ServerConfig,
+    on_bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
     herald_registry::serve(
         config,
-        |addr| println!("herald registry listening on http://{addr}"),
+        |addr| {
+            println!("herald registry listening on http://{addr}");
+            on_bound(addr);
+        },
         shutdown_signal(),
     )
     .await

@@ -2,43 +2,12 @@
 //! in through the topic's Avro or Protobuf schema, JSON lines out, a bad line stops with its
 //! line number and loses nothing before it, group consumption resumes from commits.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 mod support;
+
+use support::herald_with_stdin;
 
 const ORDER: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"total","type":"long"},{"name":"note","type":["null","string"],"default":null}]}"#;
 const REFUND: &str = "syntax = \"proto3\";\npackage shop.v1;\nmessage RefundIssued {\n  string refund_id = 1;\n  int64 cents = 2;\n}\n";
-
-/// Runs `herald args` with `input` on stdin: (exit code, stdout, stderr).
-fn herald_with_stdin(
-    dir: &std::path::Path,
-    env: &[(&str, &str)],
-    args: &[&str],
-    input: &str,
-) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("waits");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn values(out: &str) -> Vec<serde_json::Value> {
     out.lines()

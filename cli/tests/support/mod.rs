@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -33,6 +33,17 @@ pub(crate) fn herald(dir: &Path, args: &[&str]) -> (i32, String, String) {
 /// Starts `herald args --data-dir data_dir` and returns the rest of its first stdout line,
 /// which must start with `prefix`.
 pub(crate) fn start(args: &[&str], data_dir: &Path, prefix: &str) -> (Server, String) {
+    let (server, lines) = spawn(args, data_dir, 1);
+    let rest = lines
+        .first()
+        .and_then(|line| line.strip_prefix(prefix))
+        .expect("announcement")
+        .to_owned();
+    (server, rest)
+}
+
+/// Starts `herald args --data-dir data_dir` and returns its first `lines` stdout lines.
+pub(crate) fn spawn(args: &[&str], data_dir: &Path, lines: usize) -> (Server, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(args)
         .arg("--data-dir")
@@ -41,16 +52,46 @@ pub(crate) fn start(args: &[&str], data_dir: &Path, prefix: &str) -> (Server, St
         .stdout(Stdio::piped())
         .spawn()
         .expect("starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("announces");
-    let rest = line
-        .trim()
-        .strip_prefix(prefix)
-        .expect("announcement")
-        .to_owned();
-    (Server(child), rest)
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let server = Server(child);
+    let announced = (0..lines)
+        .map(|_| {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("announces");
+            line.trim().to_owned()
+        })
+        .collect();
+    (server, announced)
+}
+
+/// Runs `herald args` in `dir` with `env` and `input` on stdin: (exit code, stdout, stderr).
+pub(crate) fn herald_with_stdin(
+    dir: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+    input: &str,
+) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("waits");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// A registry on port 0: (process, URL).

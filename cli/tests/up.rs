@@ -1,0 +1,91 @@
+//! `herald up` (the README's first command) with every address on port 0: the registry and
+//! the broker come up on one data directory, the broker validates schema IDs against the
+//! registry's address as bound, and a record goes in and out through the CLI.
+
+use std::io::{Read, Write};
+
+mod support;
+
+use support::herald_with_stdin;
+
+const ORDER: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"total","type":"long"}]}"#;
+
+/// `GET /metrics` over plain HTTP/1.0: (status line, body).
+fn get_metrics(addr: &str) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connects");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: herald\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[test]
+fn up_serves_registry_and_validating_broker_on_one_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("herald-data");
+    let (_up, lines) = support::spawn(
+        &[
+            "up",
+            "--registry-listen",
+            "127.0.0.1:0",
+            "--broker-listen",
+            "127.0.0.1:0",
+            "--broker-metrics-listen",
+            "127.0.0.1:0",
+        ],
+        &data,
+        3,
+    );
+    let after = |prefix: &str| {
+        lines
+            .iter()
+            .find_map(|line| line.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no '{prefix}' line in {lines:?}"))
+            .to_owned()
+    };
+    let url = after("herald registry listening on ");
+    let broker = after("herald broker listening on quic://");
+    let metrics = after("herald broker metrics on http://");
+    let mut words = broker.split_whitespace();
+    let addr = words.next().expect("address").to_owned();
+    let fingerprint = words
+        .next()
+        .and_then(|w| w.strip_prefix("fingerprint="))
+        .expect("fingerprint")
+        .to_owned();
+    assert!(!url.ends_with(":0") && !addr.ends_with(":0"), "{lines:?}");
+    assert!(data.join("registry").is_dir() && data.join("broker").is_dir());
+
+    let env = [
+        ("HERALD_BROKER", addr.as_str()),
+        ("HERALD_BROKER_FINGERPRINT", fingerprint.as_str()),
+        ("HERALD_REGISTRY", url.as_str()),
+    ];
+    let run = |args: &[&str], input: &str| herald_with_stdin(dir.path(), &env, args, input);
+    support::register(
+        &url,
+        &[(
+            "orders-value",
+            herald_registry_client::NewSchema::avro(ORDER),
+        )],
+    );
+    let (code, _, err) = run(&["topic", "create", "orders", "--validate-value"], "");
+    assert_eq!(code, 0, "{err}");
+    // The broker checks the record's schema ID with the registry `up` started.
+    let (code, _, err) = run(&["produce", "orders"], "{\"id\":\"o-1\",\"total\":5}\n");
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["consume", "orders", "--count", "1"], "");
+    assert_eq!(code, 0, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json line");
+    assert_eq!(line["value"], serde_json::json!({"id": "o-1", "total": 5}));
+
+    let (status, body) = get_metrics(metrics.trim_end_matches("/metrics"));
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("herald_"), "{body}");
+}

@@ -127,11 +127,28 @@ pub struct Delivery {
     pub offset: i64,
 }
 
+/// Where a batch's records landed.
+#[derive(Debug)]
+struct Landed {
+    base_offset: i64,
+    /// Each record's offset when not dense from `base_offset` (a dedup window dropped some).
+    record_offsets: Vec<i64>,
+}
+
+impl Landed {
+    fn offset(&self, index: u32) -> i64 {
+        self.record_offsets
+            .get(index as usize)
+            .copied()
+            .unwrap_or(self.base_offset + i64::from(index))
+    }
+}
+
 /// The outcome of one batch (its base offset, or why it failed), shared by the delivery
 /// futures of its records: one allocation per batch, not per record.
 #[derive(Debug, Default)]
 struct BatchOutcome {
-    result: std::sync::OnceLock<Result<i64, ProduceError>>,
+    result: std::sync::OnceLock<Result<Landed, ProduceError>>,
     wakers: Mutex<Vec<std::task::Waker>>,
 }
 
@@ -144,7 +161,7 @@ impl Completer {
         Self(Arc::new(BatchOutcome::default()))
     }
 
-    fn complete(&self, result: Result<i64, ProduceError>) {
+    fn complete(&self, result: Result<Landed, ProduceError>) {
         if self.0.result.set(result).is_ok() {
             let wakers =
                 std::mem::take(&mut *self.0.wakers.lock().unwrap_or_else(|p| p.into_inner()));
@@ -175,9 +192,9 @@ pub struct DeliveryFuture {
 impl DeliveryFuture {
     fn ready(&self) -> Option<Result<Delivery, ProduceError>> {
         self.outcome.result.get().map(|result| match result {
-            Ok(base_offset) => Ok(Delivery {
+            Ok(landed) => Ok(Delivery {
                 partition: self.partition,
-                offset: base_offset + i64::from(self.index),
+                offset: landed.offset(self.index),
             }),
             Err(error) => Err(error.clone()),
         })
@@ -560,7 +577,7 @@ async fn partition_sender(
         };
         let now = Instant::now();
         let error = match outcome {
-            Ok(base_offset) => {
+            Ok(landed) => {
                 shared.on_outcome(now, true);
                 shared.budget().on_success();
                 if let Some(done) = window.pop_front() {
@@ -571,7 +588,7 @@ async fn partition_sender(
                         outcome, _permit, ..
                     } = done;
                     drop(_permit);
-                    outcome.complete(Ok(base_offset));
+                    outcome.complete(Ok(landed));
                 }
                 continue;
             }
@@ -746,12 +763,19 @@ fn produced(
         Result<Result<Response, RequestError>, oneshot::error::RecvError>,
         tokio::time::error::Elapsed,
     >,
-) -> Result<i64, RequestError> {
+) -> Result<Landed, RequestError> {
     match answer {
         Err(_) => Err(RequestError::Timeout(REQUEST_TIMEOUT)),
         Ok(Err(_)) => Err(RequestError::Stream("pipeline closed".to_owned())),
         Ok(Ok(answer)) => match answer.and_then(herald_broker_client::refused)? {
-            Response::Produced { base_offset, .. } => Ok(base_offset),
+            Response::Produced {
+                base_offset,
+                record_offsets,
+                ..
+            } => Ok(Landed {
+                base_offset,
+                record_offsets,
+            }),
             other => Err(RequestError::Unexpected {
                 api: "produce",
                 answer: format!("{other:?}"),
@@ -807,7 +831,10 @@ mod tests {
             }
         }
         assert_eq!(completer.0.wakers.lock().map(|w| w.len()).unwrap_or(0), 3);
-        completer.complete(Ok(40));
+        completer.complete(Ok(Landed {
+            base_offset: 40,
+            record_offsets: Vec::new(),
+        }));
         let offsets: Vec<i64> = futures
             .iter_mut()
             .map(|future| match std::pin::Pin::new(future).poll(&mut cx) {

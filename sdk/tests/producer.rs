@@ -197,3 +197,51 @@ async fn a_full_buffer_fails_sends_when_asked_to() {
         .await
         .is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_dropped_by_a_dedup_window_report_where_their_first_copy_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _stop) = broker(dir.path()).await;
+    client
+        .create_topic(
+            "payments",
+            TopicConfig {
+                dedup_window: Some(Duration::from_secs(120)),
+                ..TopicConfig::default()
+            },
+        )
+        .await
+        .expect("create");
+    let producer = RawProducer::new(client, "payments", ProducerConfig::default())
+        .await
+        .expect("producer");
+    let send_batch = |keys: &'static [&'static str]| {
+        let producer = producer.clone();
+        async move {
+            let mut deliveries = Vec::new();
+            for key in keys {
+                let header = Header {
+                    key: "idempotency-key".into(),
+                    value: key.as_bytes().to_vec(),
+                };
+                deliveries.push(
+                    producer
+                        .send(None, Some(key.as_bytes().to_vec()), vec![header])
+                        .await
+                        .expect("queued"),
+                );
+            }
+            producer.flush().await;
+            let mut offsets = Vec::new();
+            for delivery in deliveries {
+                offsets.push(delivery.await.expect("delivered").offset);
+            }
+            offsets
+        }
+    };
+    // "a" repeats inside the batch, then "b" repeats from the first batch.
+    assert_eq!(send_batch(&["a", "b", "a", "c"]).await, [0, 1, 0, 2]);
+    assert_eq!(send_batch(&["b", "d"]).await, [1, 3]);
+    assert_eq!(send_batch(&["d", "a"]).await, [3, 0], "only duplicates");
+    assert_eq!(send_batch(&["e"]).await, [4]);
+}

@@ -353,6 +353,7 @@ impl BrokerClient {
             Response::Produced {
                 base_offset,
                 append_time_ms,
+                ..
             } => Ok((base_offset, append_time_ms)),
             other => Err(unexpected(Api::Produce, other)),
         }

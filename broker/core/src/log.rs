@@ -126,7 +126,7 @@ pub struct Recovery {
 }
 
 /// Where an append landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     pub base_offset: i64,
     pub last_offset: i64,
@@ -134,6 +134,9 @@ pub struct Appended {
     /// The batch had been stored already (an idempotent retry): nothing was written and the
     /// offsets are the original ones.
     pub duplicate: bool,
+    /// Where each record of the batch is, when that is not `base_offset + index` (the dedup
+    /// window dropped some: a dropped record is where its first copy is); empty otherwise.
+    pub record_offsets: Vec<i64>,
 }
 
 /// Batches read from the log, as stored.
@@ -650,6 +653,7 @@ impl<S: Storage> PartitionLog<S> {
                     last_offset: base_offset + count - 1,
                     append_time_ms: now_ms,
                     duplicate: true,
+                    record_offsets: Vec::new(),
                 });
             }
             SequenceCheck::OutOfOrder { expected, received } => {
@@ -684,6 +688,7 @@ impl<S: Storage> PartitionLog<S> {
             last_offset: base_offset + count - 1,
             append_time_ms: now_ms,
             duplicate: false,
+            record_offsets: Vec::new(),
         })
     }
 
@@ -723,42 +728,67 @@ impl<S: Storage> PartitionLog<S> {
             view.producer_epoch(),
             view.base_sequence(),
         );
+        // Where each record goes: kept (its index among the kept), or dropped onto the
+        // stored offset of its key, or onto the record earlier in this batch with its key.
+        #[derive(Clone, Copy)]
+        enum Placement {
+            Kept(i64),
+            Stored(i64),
+        }
         let mut keys: Vec<Option<Vec<u8>>> = Vec::with_capacity(count as usize);
-        let mut first_duplicate: Option<i64> = None;
+        let mut placements: Vec<Placement> = Vec::with_capacity(count as usize);
         let mut kept = Vec::new();
         {
             let window = self
                 .dedup
                 .as_mut()
                 .ok_or(AppendError::Batch(BatchError::Empty))?;
-            let mut in_batch = std::collections::HashSet::new();
+            let mut in_batch: std::collections::HashMap<Vec<u8>, Placement> =
+                std::collections::HashMap::new();
             for record in view.records() {
                 let record = record?;
                 let key = record.header(IDEMPOTENCY_KEY).map(<[u8]>::to_vec);
-                let duplicate = match &key {
-                    Some(key) => match window.lookup(key, now_ms) {
-                        Some(offset) => Some(offset),
-                        None if !in_batch.insert(key.clone()) => Some(-1),
-                        None => None,
-                    },
-                    None => None,
-                };
-                match duplicate {
-                    Some(offset) => {
-                        if first_duplicate.is_none() && offset >= 0 {
-                            first_duplicate = Some(offset);
-                        }
-                    }
+                let earlier = key.as_ref().and_then(|key| {
+                    in_batch
+                        .get(key)
+                        .copied()
+                        .or_else(|| window.lookup(key, now_ms).map(Placement::Stored))
+                });
+                let placement = match earlier {
+                    Some(placement) => placement,
                     None => {
+                        let placement = Placement::Kept(kept.len() as i64);
                         kept.push(record.to_owned_record());
-                        keys.push(key);
+                        keys.push(key.clone());
+                        placement
                     }
+                };
+                if let Some(key) = key {
+                    in_batch.entry(key).or_insert(placement);
                 }
+                placements.push(placement);
             }
         }
         let dropped = count - kept.len() as i64;
+        let record_offsets = |base_offset: i64| -> Vec<i64> {
+            if dropped == 0 {
+                return Vec::new();
+            }
+            placements
+                .iter()
+                .map(|placement| match placement {
+                    Placement::Kept(index) => base_offset + index,
+                    Placement::Stored(offset) => *offset,
+                })
+                .collect()
+        };
         if kept.is_empty() {
-            let base_offset = first_duplicate.unwrap_or_else(|| self.high_watermark());
+            // Every record is a duplicate: all placements are stored offsets.
+            let record_offsets = record_offsets(self.high_watermark());
+            let base_offset = record_offsets
+                .first()
+                .copied()
+                .unwrap_or_else(|| self.high_watermark());
             if producer_id >= 0 {
                 self.producers.record(
                     producer_id,
@@ -775,6 +805,7 @@ impl<S: Storage> PartitionLog<S> {
                 last_offset: base_offset,
                 append_time_ms: now_ms,
                 duplicate: true,
+                record_offsets,
             });
         }
         let base_offset = if dropped == 0 {
@@ -812,6 +843,7 @@ impl<S: Storage> PartitionLog<S> {
             last_offset: base_offset + kept.len() as i64 - 1,
             append_time_ms: now_ms,
             duplicate: false,
+            record_offsets: record_offsets(base_offset),
         })
     }
 

@@ -487,6 +487,7 @@ impl Broker {
         Ok(Response::Produced {
             base_offset: appended.base_offset,
             append_time_ms: appended.append_time_ms,
+            record_offsets: appended.record_offsets,
         })
     }
 

@@ -10,8 +10,8 @@ use crate::codec::{put_bytes, put_string, DecodeError, Reader};
 use crate::error::ErrorCode;
 use crate::groups::{GroupRequest, GroupResponse};
 use crate::limits::{
-    BATCH_BYTES_MAX, ERROR_MESSAGE_BYTES_MAX, FETCH_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX,
-    PRODUCER_NAME_BYTES_MAX, TOPICS_LISTED_MAX, TOPIC_NAME_BYTES_MAX,
+    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, ERROR_MESSAGE_BYTES_MAX, FETCH_BYTES_MAX,
+    PARTITIONS_PER_TOPIC_MAX, PRODUCER_NAME_BYTES_MAX, TOPICS_LISTED_MAX, TOPIC_NAME_BYTES_MAX,
 };
 
 /// Which request a frame carries. Never renumber.
@@ -238,6 +238,10 @@ pub enum Response {
     Produced {
         base_offset: i64,
         append_time_ms: i64,
+        /// Where each record of the batch is, when that is not `base_offset + index`: a
+        /// topic's dedup window dropped some, and a dropped record is where its first copy
+        /// is. Empty otherwise.
+        record_offsets: Vec<i64>,
     },
     Fetched {
         high_watermark: i64,
@@ -458,9 +462,14 @@ impl Response {
             Response::Produced {
                 base_offset,
                 append_time_ms,
+                record_offsets,
             } => {
                 out.extend_from_slice(&base_offset.to_be_bytes());
                 out.extend_from_slice(&append_time_ms.to_be_bytes());
+                out.extend_from_slice(&(record_offsets.len() as u32).to_be_bytes());
+                for offset in record_offsets {
+                    out.extend_from_slice(&offset.to_be_bytes());
+                }
             }
             Response::Fetched {
                 high_watermark,
@@ -581,10 +590,27 @@ impl Response {
                 Response::Topics(topics)
             }
             Api::DescribeTopic => Response::Topic(Box::new(read_description(&mut r)?)),
-            Api::Produce => Response::Produced {
-                base_offset: r.i64("base offset")?,
-                append_time_ms: r.i64("append time")?,
-            },
+            Api::Produce => {
+                let base_offset = r.i64("base offset")?;
+                let append_time_ms = r.i64("append time")?;
+                let count = r.u32("record offsets")? as usize;
+                if count > BATCH_RECORDS_MAX as usize {
+                    return Err(DecodeError::TooLarge {
+                        what: "record offsets",
+                        size: count,
+                        limit: BATCH_RECORDS_MAX as usize,
+                    });
+                }
+                let mut record_offsets = Vec::with_capacity(count.min(r.remaining() / 8));
+                for _ in 0..count {
+                    record_offsets.push(r.i64("record offset")?);
+                }
+                Response::Produced {
+                    base_offset,
+                    append_time_ms,
+                    record_offsets,
+                }
+            }
             Api::Fetch => Response::Fetched {
                 high_watermark: r.i64("high watermark")?,
                 log_start_offset: r.i64("log start offset")?,
@@ -906,13 +932,19 @@ mod tests {
             proptest::collection::vec(description(), 0..3)
                 .prop_map(|topics| (Api::ListTopics, Response::Topics(topics))),
             description().prop_map(|topic| (Api::DescribeTopic, Response::Topic(Box::new(topic)))),
-            (any::<i64>(), any::<i64>()).prop_map(|(base_offset, append_time_ms)| (
-                Api::Produce,
-                Response::Produced {
-                    base_offset,
-                    append_time_ms
-                }
-            )),
+            (
+                any::<i64>(),
+                any::<i64>(),
+                proptest::collection::vec(any::<i64>(), 0..5)
+            )
+                .prop_map(|(base_offset, append_time_ms, record_offsets)| (
+                    Api::Produce,
+                    Response::Produced {
+                        base_offset,
+                        append_time_ms,
+                        record_offsets
+                    }
+                )),
             (
                 any::<i64>(),
                 any::<i64>(),

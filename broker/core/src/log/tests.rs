@@ -563,17 +563,21 @@ fn the_key_window_drops_records_seen_within_it() {
         .append(&mut keyed_batch(&["a", "b"], None), 1_000)
         .expect("append");
     assert_eq!((first.base_offset, first.duplicate), (0, false));
-    // "b" again, plus a repeat inside the batch: only "c" is stored.
+    assert!(first.record_offsets.is_empty(), "nothing dropped: dense");
+    // "b" again, plus a repeat inside the batch: only "c" is stored; each record is reported
+    // where its first copy is.
     let second = log
         .append(&mut keyed_batch(&["b", "c", "c"], None), 2_000)
         .expect("append");
     assert_eq!((second.base_offset, second.last_offset), (2, 2));
-    // Only duplicates: acknowledged with the original offset, nothing stored.
+    assert_eq!(second.record_offsets, [1, 2, 2]);
+    // Only duplicates: acknowledged with the original offsets, nothing stored.
     let third = log
-        .append(&mut keyed_batch(&["a"], None), 3_000)
+        .append(&mut keyed_batch(&["a", "c", "a"], None), 3_000)
         .expect("append");
     assert!(third.duplicate);
     assert_eq!(third.base_offset, 0);
+    assert_eq!(third.record_offsets, [0, 2, 0]);
     assert_eq!(stored_values(&log), ["a", "b", "c"]);
     // After the window the key is new again.
     let later = log

@@ -22,11 +22,7 @@ fn produce_and_consume_json_lines_through_schemas() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_registry, url) = support::registry(&dir.path().join("registry"));
     let (_broker, addr, fingerprint) = support::broker(&dir.path().join("broker"));
-    let env = [
-        ("HERALD_BROKER", addr.as_str()),
-        ("HERALD_BROKER_FINGERPRINT", fingerprint.as_str()),
-        ("HERALD_REGISTRY", url.as_str()),
-    ];
+    let env = support::server_env(&addr, &fingerprint, &url);
     let run = |args: &[&str], input: &str| herald_with_stdin(dir.path(), &env, args, input);
     use herald_registry_client::NewSchema;
     support::register(

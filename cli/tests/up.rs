@@ -52,21 +52,11 @@ fn up_serves_registry_and_validating_broker_on_one_data_dir() {
     let url = after("herald registry listening on ");
     let broker = after("herald broker listening on quic://");
     let metrics = after("herald broker metrics on http://");
-    let mut words = broker.split_whitespace();
-    let addr = words.next().expect("address").to_owned();
-    let fingerprint = words
-        .next()
-        .and_then(|w| w.strip_prefix("fingerprint="))
-        .expect("fingerprint")
-        .to_owned();
+    let (addr, fingerprint) = support::broker_announcement(&broker);
     assert!(!url.ends_with(":0") && !addr.ends_with(":0"), "{lines:?}");
     assert!(data.join("registry").is_dir() && data.join("broker").is_dir());
 
-    let env = [
-        ("HERALD_BROKER", addr.as_str()),
-        ("HERALD_BROKER_FINGERPRINT", fingerprint.as_str()),
-        ("HERALD_REGISTRY", url.as_str()),
-    ];
+    let env = support::server_env(&addr, &fingerprint, &url);
     let run = |args: &[&str], input: &str| herald_with_stdin(dir.path(), &env, args, input);
     support::register(
         &url,

@@ -110,6 +110,12 @@ pub(crate) fn broker(data_dir: &Path) -> (Server, String, String) {
         data_dir,
         "herald broker listening on quic://",
     );
+    let (addr, fingerprint) = broker_announcement(&announced);
+    (server, addr, fingerprint)
+}
+
+/// (address, fingerprint) from what follows `quic://` in a broker's announcement.
+pub(crate) fn broker_announcement(announced: &str) -> (String, String) {
     let mut words = announced.split_whitespace();
     let addr = words.next().expect("addr").to_owned();
     let fingerprint = words
@@ -117,7 +123,20 @@ pub(crate) fn broker(data_dir: &Path) -> (Server, String, String) {
         .and_then(|w| w.strip_prefix("fingerprint="))
         .expect("fingerprint")
         .to_owned();
-    (server, addr, fingerprint)
+    (addr, fingerprint)
+}
+
+/// The environment that points `herald` commands at a broker and a registry.
+pub(crate) fn server_env<'a>(
+    addr: &'a str,
+    fingerprint: &'a str,
+    registry_url: &'a str,
+) -> [(&'static str, &'a str); 3] {
+    [
+        ("HERALD_BROKER", addr),
+        ("HERALD_BROKER_FINGERPRINT", fingerprint),
+        ("HERALD_REGISTRY", registry_url),
+    ]
 }
 
 /// Registers `schemas` in order (subject, schema) at the registry `url`; returns their IDs.

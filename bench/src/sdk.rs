@@ -196,11 +196,13 @@ async fn end_to_end(options: &Options) -> anyhow::Result<()> {
         "# sdk: {n} records per phase, {} alternating rounds, 1 partition, durability memory",
         options.rounds
     );
-    let mut results: [Vec<f64>; 5] = Default::default();
+    let mut results: [Vec<f64>; 7] = Default::default();
     for round in 0..options.rounds {
         let raw_topic = format!("raw-{round}");
         let typed_topic = format!("typed-{round}");
-        for topic in [&raw_topic, &typed_topic] {
+        let raw_e2e_topic = format!("raw-e2e-{round}");
+        let typed_e2e_topic = format!("typed-e2e-{round}");
+        for topic in [&raw_topic, &typed_topic, &raw_e2e_topic, &typed_e2e_topic] {
             client
                 .broker()
                 .create_topic(
@@ -218,15 +220,30 @@ async fn end_to_end(options: &Options) -> anyhow::Result<()> {
         let (c, t) = (client.clone(), typed_topic.clone());
         results[1].push(tokio::spawn(async move { typed_produce(&c, &t, n).await }).await??);
         let (c, t) = (client.clone(), raw_topic.clone());
-        results[2].push(tokio::spawn(async move { raw_consume(c.broker(), &t, n).await }).await??);
+        results[2].push(
+            tokio::spawn(async move {
+                let (started, finished) = raw_consume(c.broker(), &t, n).await?;
+                Ok::<_, anyhow::Error>(n as f64 / (finished - started).as_secs_f64())
+            })
+            .await??,
+        );
         let (c, t) = (client.clone(), typed_topic.clone());
-        results[3].push(tokio::spawn(async move { typed_consume(&c, &t, n, round).await }).await??);
+        results[3].push(
+            tokio::spawn(async move {
+                typed_consume(&c, &t, &format!("bench-{round}"), n)
+                    .await?
+                    .rate()
+            })
+            .await??,
+        );
         let (c, t) = (client.clone(), typed_topic.clone());
         results[4].push(
             tokio::spawn(async move { raw_consumer_consume(&c, &t, n, round).await }).await??,
         );
+        results[5].push(producer_to_consumer(&client, false, &raw_e2e_topic, n).await?);
+        results[6].push(producer_to_consumer(&client, true, &typed_e2e_topic, n).await?);
     }
-    let [raw_p, typed_p, raw_c, typed_c, raw_consumer_c] = results.map(median);
+    let [raw_p, typed_p, raw_c, typed_c, raw_consumer_c, raw_e2e, typed_e2e] = results.map(median);
     println!(
         "phase=produce raw_records_per_s={raw_p:.0} typed_records_per_s={typed_p:.0} typed_vs_raw={:.2}",
         typed_p / raw_p
@@ -236,7 +253,46 @@ async fn end_to_end(options: &Options) -> anyhow::Result<()> {
         typed_c / raw_c,
         raw_consumer_c / raw_c
     );
+    println!(
+        "phase=end_to_end raw_records_per_s={raw_e2e:.0} typed_records_per_s={typed_e2e:.0} typed_vs_raw={:.2}",
+        typed_e2e / raw_e2e
+    );
     Ok(())
+}
+
+/// Producer and consumer at once: the consumer (raw fetch loop, or `Consumer<T>` in a group)
+/// is started first and given time to join and long-poll; then the producer (raw pipeline,
+/// or `Producer<T>`) sends `n` records. Rate = `n` / time from the producer's start to the
+/// consumer's `n`-th record.
+async fn producer_to_consumer(
+    client: &Client,
+    typed: bool,
+    topic: &str,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let (c, t) = (client.clone(), topic.to_owned());
+    let consumer = tokio::spawn(async move {
+        if typed {
+            typed_consume(&c, &t, &format!("e2e-{t}"), n)
+                .await?
+                .finished()
+        } else {
+            Ok(raw_consume(c.broker(), &t, n).await?.1)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let (c, t) = (client.clone(), topic.to_owned());
+    let producer = tokio::spawn(async move {
+        if typed {
+            typed_produce(&c, &t, n).await
+        } else {
+            raw_produce(c.broker(), &t, n).await
+        }
+    });
+    producer.await??;
+    let finished = consumer.await??;
+    Ok(n as f64 / (finished - started).as_secs_f64())
 }
 
 /// The raw wire client doing by hand what the typed producer does for the application, as
@@ -305,8 +361,13 @@ async fn typed_produce(client: &Client, topic: &str, n: usize) -> anyhow::Result
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Fetches and decodes every record (framing skipped, prost decode), no group.
-async fn raw_consume(client: &BrokerClient, topic: &str, n: usize) -> anyhow::Result<f64> {
+/// Fetches and decodes every record (framing skipped, prost decode), no group: (started,
+/// finished).
+async fn raw_consume(
+    client: &BrokerClient,
+    topic: &str,
+    n: usize,
+) -> anyhow::Result<(Instant, Instant)> {
     let started = Instant::now();
     let mut consumed = 0usize;
     let mut offset = 0i64;
@@ -327,14 +388,16 @@ async fn raw_consume(client: &BrokerClient, topic: &str, n: usize) -> anyhow::Re
             offset = view.next_offset();
         }
     }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    Ok((started, Instant::now()))
 }
 
-/// Counts handled records for a consumer run: `stop` completes at `n`, the rate is taken
-/// from the first record handled (joining the group is not throughput).
+/// Counts handled records for a consumer run: `stop` completes at `n`; the rate is taken
+/// from the first record handled to the `n`-th (joining the group is not throughput).
+#[derive(Clone)]
 struct Tally {
     seen: Arc<AtomicUsize>,
     first: Arc<std::sync::OnceLock<Instant>>,
+    done: Arc<std::sync::OnceLock<Instant>>,
     n: usize,
 }
 
@@ -343,14 +406,17 @@ impl Tally {
         Self {
             seen: Arc::default(),
             first: Arc::default(),
+            done: Arc::default(),
             n,
         }
     }
 
     /// Call once per record handled.
-    fn handled(seen: &AtomicUsize, first: &std::sync::OnceLock<Instant>) {
-        first.get_or_init(Instant::now);
-        seen.fetch_add(1, Ordering::Relaxed);
+    fn handled(&self) {
+        self.first.get_or_init(Instant::now);
+        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.n {
+            let _ = self.done.set(Instant::now());
+        }
     }
 
     fn stop(&self) -> impl std::future::Future<Output = ()> {
@@ -362,9 +428,17 @@ impl Tally {
         }
     }
 
+    /// When the `n`-th record was handled.
+    fn finished(&self) -> anyhow::Result<Instant> {
+        self.done
+            .get()
+            .copied()
+            .context("not every record consumed")
+    }
+
     fn rate(&self) -> anyhow::Result<f64> {
-        let elapsed = self.first.get().context("nothing consumed")?.elapsed();
-        Ok(self.n as f64 / elapsed.as_secs_f64())
+        let first = self.first.get().context("nothing consumed")?;
+        Ok(self.n as f64 / (self.finished()? - *first).as_secs_f64())
     }
 }
 
@@ -372,19 +446,19 @@ impl Tally {
 async fn typed_consume(
     client: &Client,
     topic: &str,
+    group: &str,
     n: usize,
-    round: usize,
-) -> anyhow::Result<f64> {
-    let mut config = herald::consumer::ConsumerConfig::new(format!("bench-{round}"), topic);
+) -> anyhow::Result<Tally> {
+    let mut config = herald::consumer::ConsumerConfig::new(group, topic);
     config.fetch_bytes_max = 4 << 20;
     let consumer = client.consumer_with::<OrderCreated>(config);
     let tally = Tally::new(n);
-    let (seen, first) = (tally.seen.clone(), tally.first.clone());
+    let counter = tally.clone();
     let summary = consumer
         .run(
             move |event: herald::Event<OrderCreated>| {
                 std::hint::black_box(&event.message);
-                Tally::handled(&seen, &first);
+                counter.handled();
                 std::future::ready(Ok(()))
             },
             tally.stop(),
@@ -395,7 +469,7 @@ async fn typed_consume(
         "typed consume dead-lettered {}",
         summary.dead_lettered
     );
-    tally.rate()
+    Ok(tally)
 }
 
 /// The SDK's `RawConsumer` (group, lanes, breaker, commits) with a handler that only decodes
@@ -410,7 +484,7 @@ async fn raw_consumer_consume(
     config.fetch_bytes_max = 4 << 20;
     let consumer = herald::RawConsumer::new(client.broker().clone(), config);
     let tally = Tally::new(n);
-    let (seen, first) = (tally.seen.clone(), tally.first.clone());
+    let counter = tally.clone();
     consumer
         .run(
             move |record: herald::consumer::ConsumedRecord| {
@@ -419,7 +493,7 @@ async fn raw_consumer_consume(
                     <OrderCreated as prost::Message>::decode(value.get(6..).unwrap_or_default())
                         .map(|message| {
                             std::hint::black_box(&message);
-                            Tally::handled(&seen, &first);
+                            counter.handled();
                         })
                         .map_err(|e| herald::HandlerError::Fatal(e.to_string()));
                 std::future::ready(decoded)

@@ -14,7 +14,11 @@ use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::messages::{SchemaValidation, SubjectStrategy, TopicConfig};
 use serde_json::json;
 
-/// `herald schema pin`: fetches every pinned version and writes herald.lock.
+/// Most schemas one `herald schema pin` locks (pins and the schemas they import).
+const PINNED_SCHEMAS_MAX: usize = 1024;
+
+/// `herald schema pin`: fetches every pinned version (and what it imports) and writes
+/// herald.lock.
 async fn pin(
     manifest_path: &Path,
     registry: Option<String>,
@@ -35,29 +39,93 @@ async fn pin(
     }
     let lock_path = manifest.lock_path();
     let mut lock = herald_codegen::Lock::load(&lock_path)?;
-    for pin in &pins.pins {
-        let found = client
-            .version(&pin.subject, Version::Number(pin.version))
-            .await
-            .with_context(|| format!("{} version {} at {url}", pin.subject, pin.version))?;
+    // Every pin, then every schema they import (Confluent references), each locked as an
+    // entry of its own at the version referenced.
+    let mut pending: Vec<(String, u32, Option<String>)> = pins
+        .pins
+        .iter()
+        .map(|pin| (pin.subject.clone(), pin.version, None))
+        .collect();
+    let mut pinned: Vec<herald_codegen::LockEntry> = Vec::new();
+    while let Some((subject, version, imported_by)) = pending.pop() {
+        if let Some(done) = pinned.iter().find(|e| e.subject == subject) {
+            anyhow::ensure!(
+                done.version == version,
+                "{subject} is needed at versions {} and {version}{}; one lock holds one version per subject",
+                done.version,
+                imported_by.map(|by| format!(" (imported by {by})")).unwrap_or_default()
+            );
+            continue;
+        }
         anyhow::ensure!(
-            found.references.is_empty(),
-            "{} version {} has references; pinning schemas with references is not supported yet",
-            pin.subject,
-            pin.version
+            pinned.len() < PINNED_SCHEMAS_MAX,
+            "more than {PINNED_SCHEMAS_MAX} schemas to pin (pins and their references)"
         );
+        let found = client
+            .version(&subject, Version::Number(version))
+            .await
+            .with_context(|| {
+                let by = imported_by
+                    .as_ref()
+                    .map(|by| format!(" (imported by {by})"))
+                    .unwrap_or_default();
+                format!("{subject} version {version}{by} at {url}")
+            })?;
         let kind: herald_schema::SchemaType = found.schema_type.parse()?;
-        let parsed = herald_schema::ParsedSchema::parse(kind, &found.schema, &[])
-            .with_context(|| format!("{} version {}", pin.subject, pin.version))?;
-        lock.put(herald_codegen::LockEntry {
-            subject: pin.subject.clone(),
+        anyhow::ensure!(
+            found.references.is_empty() || kind == herald_schema::SchemaType::Protobuf,
+            "{subject} version {version} is an Avro schema with references; pinning those is not supported yet"
+        );
+        let mut references = Vec::new();
+        for reference in &found.references {
+            let version = u32::try_from(reference.version).with_context(|| {
+                format!(
+                    "{subject} version {version} references {} version {}",
+                    reference.subject, reference.version
+                )
+            })?;
+            pending.push((
+                reference.subject.clone(),
+                version,
+                Some(format!("{subject} v{}", found.version)),
+            ));
+            references.push(herald_codegen::LockReference {
+                name: reference.name.clone(),
+                subject: reference.subject.clone(),
+                version,
+            });
+        }
+        pinned.push(herald_codegen::LockEntry {
+            subject,
             version: found.version,
             id: found.id,
             schema_type: kind.as_str().to_owned(),
-            fingerprint: hex::encode(parsed.fingerprint()),
+            fingerprint: String::new(),
             schema: found.schema,
+            references,
         });
-        println!("{} v{} -> id {}", pin.subject, found.version, found.id);
+    }
+    for entry in &pinned {
+        lock.put(entry.clone());
+    }
+    // Fingerprints once every import is locked (a schema is parsed with its imports).
+    for entry in &pinned {
+        let references = lock
+            .references_of(entry)?
+            .into_iter()
+            .map(|(name, imported)| herald_schema::ResolvedReference {
+                name,
+                schema: imported.schema.clone(),
+            })
+            .collect::<Vec<_>>();
+        let kind: herald_schema::SchemaType = entry.schema_type.parse()?;
+        let parsed = herald_schema::ParsedSchema::parse(kind, &entry.schema, &references)
+            .with_context(|| format!("{} version {}", entry.subject, entry.version))?;
+        lock.put(herald_codegen::LockEntry {
+            fingerprint: hex::encode(parsed.fingerprint()),
+            ..entry.clone()
+        });
+        println!("{} v{} -> id {}", entry.subject, entry.version, entry.id);
     }
     let written = lock.save(&lock_path)?;
     println!(

@@ -6,6 +6,7 @@
 //! incompatibility with subject, file, path, rule and old vs new. Exit codes: 0 compatible,
 //! 1 incompatible, 2 usage, parse or connection error.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -92,6 +93,9 @@ struct Target {
     text: String,
     /// Imported files (Protobuf), by import name.
     references: Vec<ResolvedReference>,
+    /// Where herald.lock says imports of a pinned schema are registered: import name →
+    /// (subject, version). Other imports are looked up under their import name.
+    locked: BTreeMap<String, (String, u32)>,
 }
 
 /// Runs the check and returns the process exit code (the worst over all targets).
@@ -149,6 +153,7 @@ fn targets(args: &CheckArgs) -> Result<Vec<Target>, String> {
             file: file.clone(),
             text,
             references: Vec::new(),
+            locked: BTreeMap::new(),
         }]);
     }
     let manifest = herald_codegen::Manifest::load(&args.manifest)
@@ -161,16 +166,28 @@ fn targets(args: &CheckArgs) -> Result<Vec<Target>, String> {
     if schemas.is_empty() {
         return Err(format!("{} declares no [[topic]]", args.manifest.display()));
     }
-    Ok(schemas
+    schemas
         .into_iter()
-        .map(|schema| Target {
-            subject: schema.subject,
-            kind: schema.schema_type,
-            file: relative_to_cwd(Path::new(&schema.origin)),
-            text: schema.text,
-            references: schema.references,
+        .map(|schema| {
+            let locked = match lock.get(&schema.subject) {
+                Some(entry) => lock
+                    .references_of(entry)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|(name, imported)| (name, (imported.subject.clone(), imported.version)))
+                    .collect(),
+                None => BTreeMap::new(),
+            };
+            Ok(Target {
+                subject: schema.subject,
+                kind: schema.schema_type,
+                file: relative_to_cwd(Path::new(&schema.origin)),
+                text: schema.text,
+                references: schema.references,
+                locked,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// `path` relative to the working directory when it is below it (annotations and `git show`
@@ -229,10 +246,18 @@ async fn against_registry(args: &CheckArgs, target: &Target, url: &str) -> Resul
         Err(error) => return Err(format!("registry {url}: {error}")),
         Ok(_) => {}
     }
-    // Imports are registered under their import name (as Confluent's serializers do); the
-    // check uses their latest versions.
+    // Imports of a pinned schema are where herald.lock says; others are registered under
+    // their import name (as Confluent's serializers do) and checked at their latest version.
     let mut references = Vec::new();
     for reference in &target.references {
+        if let Some((subject, version)) = target.locked.get(&reference.name) {
+            references.push(SchemaReference {
+                name: reference.name.clone(),
+                subject: subject.clone(),
+                version: i64::from(*version),
+            });
+            continue;
+        }
         let latest = client
             .version(&reference.name, Version::Latest)
             .await

@@ -448,3 +448,50 @@ fn schema_pin_writes_the_lock_from_the_registry() {
     assert_ne!(code, 0);
     assert!(err.contains("payments-value version 9"), "{err}");
 }
+
+#[test]
+fn schema_pin_locks_what_a_protobuf_schema_imports() {
+    const COMMON: &str =
+        "syntax = \"proto3\";\npackage shop.v1;\nmessage Money {\n  int64 cents = 1;\n}\n";
+    const ORDER: &str = "syntax = \"proto3\";\npackage shop.v1;\nimport \"shop/v1/common.proto\";\nmessage OrderPlaced {\n  string id = 1;\n  Money total = 2;\n}\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_registry, url) = support::registry(&dir.path().join("registry"));
+    use herald_registry_client::{NewSchema, SchemaReference};
+    let ids = support::register(
+        &url,
+        &[
+            ("shop-common", NewSchema::protobuf(COMMON)),
+            (
+                "orders-value",
+                NewSchema::protobuf(ORDER).with_references(vec![SchemaReference {
+                    name: "shop/v1/common.proto".into(),
+                    subject: "shop-common".into(),
+                    version: 1,
+                }]),
+            ),
+        ],
+    );
+    write(
+        dir.path(),
+        "herald.toml",
+        &format!("[[topic]]\nname = \"orders\"\nmessage = \"shop.v1.OrderPlaced\"\n\n[registry]\nurl = \"{url}\"\npins = [{{ subject = \"orders-value\", version = 1 }}]\n"),
+    );
+    let (code, out, err) = herald(dir.path(), &["schema", "pin"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("shop-common v1 -> id {}", ids[0])),
+        "{out}"
+    );
+    let lock = herald_codegen::Lock::load(&dir.path().join("herald.lock")).expect("lock");
+    let order = lock.get("orders-value").expect("pinned");
+    assert_eq!(order.id, ids[1]);
+    assert_eq!(order.references.len(), 1);
+    assert_eq!(order.fingerprint.len(), 64, "parsed with its import");
+    let imported = lock.references_of(order).expect("import locked");
+    assert_eq!(imported.len(), 1);
+    assert_eq!(imported[0].0, "shop/v1/common.proto");
+    assert_eq!(imported[0].1.schema.trim_end(), COMMON.trim_end());
+    // The manifest check compiles the pinned schema from the lock with its import.
+    let (code, out, err) = herald(dir.path(), &["schema", "check", "--registry", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -32,7 +32,9 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 pub use avro::AvroSource;
-pub use lock::{Entry as LockEntry, Lock, LockError};
+pub use lock::{
+    Entry as LockEntry, Lock, LockError, Reference as LockReference, REFERENCE_DEPTH_MAX,
+};
 pub use manifest::{
     Manifest, ManifestError, Pin, Registry, Schemas, SubjectStrategy, Topic, LOCK_FILE,
 };
@@ -119,6 +121,9 @@ pub struct Inputs {
     pub proto: Vec<ProtoFile>,
     pub avro: Vec<AvroSource>,
     pub topics: Vec<Topic>,
+    /// Registry IDs of pinned subjects (from herald.lock): a topic whose subject is pinned
+    /// produces with that ID by default.
+    pub pinned_ids: BTreeMap<String, u32>,
 }
 
 /// The generated source and the messages it defines.
@@ -135,7 +140,7 @@ pub fn generate(inputs: &Inputs) -> Result<Generated, GenerateError> {
     messages.extend(avro::generate(&inputs.avro, &mut tree)?);
     let mut topics = Vec::new();
     for topic in &inputs.topics {
-        topics.push(topic_items(topic, &messages)?);
+        topics.push(topic_items(topic, &messages, &inputs.pinned_ids)?);
     }
     let body = tree.tokens();
     let file = quote! {
@@ -168,6 +173,7 @@ fn known_messages(messages: &BTreeMap<String, MessageInfo>) -> String {
 fn topic_items(
     topic: &Topic,
     messages: &BTreeMap<String, MessageInfo>,
+    pinned_ids: &BTreeMap<String, u32>,
 ) -> Result<TokenStream, GenerateError> {
     let info = messages
         .get(&topic.message)
@@ -194,6 +200,16 @@ fn topic_items(
     let consumer = ident(&format!("{base}Consumer"));
     let name = &topic.name;
     let strategy = ident(&format!("{:?}", topic.subject_strategy.wire()));
+    let (registration, registration_doc) = match pinned_ids.get(&topic.subject()) {
+        Some(id) => (
+            quote! { options.registration.get_or_insert(::herald::Registration::Pinned(#id)); },
+            format!(" A producer with default settings (writes with the pinned schema ID {id})."),
+        ),
+        None => (
+            quote! {},
+            " A producer with default settings (registers the schema if needed).".to_owned(),
+        ),
+    };
     let key = match &topic.key {
         Some(key) => {
             let key = field(key)?;
@@ -237,7 +253,7 @@ fn topic_items(
         impl #producer {
             pub const TOPIC: &'static str = #name;
 
-            /// A producer with default settings (registers the schema if needed).
+            #[doc = #registration_doc]
             pub async fn new(client: &::herald::Client) -> ::core::result::Result<Self, ::herald::producer::ProduceError> {
                 Self::with_options(client, ::herald::ProducerOptions::default()).await
             }
@@ -248,6 +264,7 @@ fn topic_items(
                 mut options: ::herald::ProducerOptions,
             ) -> ::core::result::Result<Self, ::herald::producer::ProduceError> {
                 options.subject_strategy.get_or_insert(::herald::SubjectStrategy::#strategy);
+                #registration
                 ::core::result::Result::Ok(Self {
                     inner: client.producer_with(Self::TOPIC, options).await?,
                 })
@@ -325,6 +342,7 @@ pub fn load_inputs(
     let mut read = Vec::new();
     let mut avro = Vec::new();
     let mut pinned_protos = Vec::new();
+    let mut pinned_ids = BTreeMap::new();
     if let Some(registry) = &manifest.registry {
         for pin in &registry.pins {
             let entry = lock
@@ -334,8 +352,14 @@ pub fn load_inputs(
                     subject: pin.subject.clone(),
                     version: pin.version,
                 })?;
+            pinned_ids.insert(entry.subject.clone(), entry.id);
             if entry.schema_type.eq_ignore_ascii_case("PROTOBUF") {
                 pinned_protos.push(entry.clone());
+            } else if !entry.references.is_empty() {
+                return Err(Error::Generate(GenerateError::Unsupported {
+                    record: format!("herald.lock [{} v{}]", entry.subject, entry.version),
+                    what: "pinned Avro schemas with references".to_owned(),
+                }));
             } else {
                 avro.push(AvroSource {
                     origin: format!("herald.lock [{} v{}]", entry.subject, entry.version),
@@ -379,6 +403,31 @@ pub fn load_inputs(
             let path = dir.join(format!("{}.proto", entry.subject));
             write_if_changed(&path, entry.schema.as_bytes())?;
             proto_paths.push(path);
+            // Its imports go where its import statements look for them.
+            for (name, imported) in lock.references_of(entry)? {
+                let relative = Path::new(&name);
+                if relative.is_absolute()
+                    || relative
+                        .components()
+                        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+                {
+                    return Err(Error::Io {
+                        path: name.clone(),
+                        message: format!(
+                            "import name in herald.lock [{} v{}] is not a plain relative path",
+                            entry.subject, entry.version
+                        ),
+                    });
+                }
+                let path = dir.join(relative);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::Io {
+                        path: parent.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                }
+                write_if_changed(&path, imported.schema.as_bytes())?;
+            }
         }
         includes.push(dir);
     }
@@ -432,6 +481,7 @@ pub fn load_inputs(
             proto,
             avro,
             topics: manifest.topics.clone(),
+            pinned_ids,
         },
         read,
     ))

@@ -21,6 +21,27 @@ pub enum LockError {
     },
     #[error("{path} is not a valid lock file: {message}")]
     Invalid { path: String, message: String },
+    #[error("herald.lock: {from} imports '{name}' ({subject} version {version}), which is not locked: run `herald schema pin` and commit herald.lock")]
+    MissingReference {
+        from: String,
+        name: String,
+        subject: String,
+        version: u32,
+    },
+    #[error("herald.lock: the references of {from} go deeper than {REFERENCE_DEPTH_MAX} levels or in a circle")]
+    ReferenceDepth { from: String },
+}
+
+/// How deep references of a locked schema may nest.
+pub const REFERENCE_DEPTH_MAX: usize = 16;
+
+/// A schema a locked schema imports (a Confluent schema reference): the import `name` it is
+/// known by, and the locked subject and version holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    pub name: String,
+    pub subject: String,
+    pub version: u32,
 }
 
 /// One locked schema.
@@ -36,6 +57,9 @@ pub struct Entry {
     /// Hex SHA-256 of the schema's canonical form (herald-schema's fingerprint).
     pub fingerprint: String,
     pub schema: String,
+    /// Schemas it imports, each locked as an entry of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<Reference>,
 }
 
 /// The whole lock file, entries keyed by subject (sorted: the file is deterministic).
@@ -101,6 +125,46 @@ impl Lock {
         self.entries.iter()
     }
 
+    /// Every schema `entry` imports, directly or not, as (import name, locked entry), each
+    /// after the ones it imports; fails when one is not locked at the referenced version.
+    pub fn references_of<'a>(
+        &'a self,
+        entry: &'a Entry,
+    ) -> Result<Vec<(String, &'a Entry)>, LockError> {
+        let mut ordered: Vec<(String, &Entry)> = Vec::new();
+        self.collect_references(entry, 0, &mut ordered)?;
+        Ok(ordered)
+    }
+
+    fn collect_references<'a>(
+        &'a self,
+        entry: &'a Entry,
+        depth: usize,
+        ordered: &mut Vec<(String, &'a Entry)>,
+    ) -> Result<(), LockError> {
+        if depth >= REFERENCE_DEPTH_MAX {
+            return Err(LockError::ReferenceDepth {
+                from: entry.subject.clone(),
+            });
+        }
+        for reference in &entry.references {
+            let found = self
+                .get(&reference.subject)
+                .filter(|found| found.version == reference.version)
+                .ok_or_else(|| LockError::MissingReference {
+                    from: format!("{} version {}", entry.subject, entry.version),
+                    name: reference.name.clone(),
+                    subject: reference.subject.clone(),
+                    version: reference.version,
+                })?;
+            self.collect_references(found, depth + 1, ordered)?;
+            if !ordered.iter().any(|(name, _)| *name == reference.name) {
+                ordered.push((reference.name.clone(), found));
+            }
+        }
+        Ok(())
+    }
+
     /// Entries by subject.
     pub fn by_subject(&self) -> BTreeMap<&str, &Entry> {
         self.entries
@@ -125,6 +189,7 @@ mod tests {
                 schema_type: "AVRO".into(),
                 fingerprint: "00".into(),
                 schema: "{\"type\":\"string\"}\n".into(),
+                references: Vec::new(),
             });
         }
         let text = lock.to_text();
@@ -132,5 +197,61 @@ mod tests {
         let again: Lock = toml::from_str(&text).expect("parse");
         assert_eq!(again.to_text(), text);
         assert_eq!(again.get("b-value").map(|e| e.id), Some(7));
+    }
+
+    fn entry(subject: &str, version: u32, references: &[(&str, &str, u32)]) -> Entry {
+        Entry {
+            subject: subject.into(),
+            version,
+            id: version,
+            schema_type: "PROTOBUF".into(),
+            fingerprint: String::new(),
+            schema: format!("// {subject}"),
+            references: references
+                .iter()
+                .map(|(name, subject, version)| Reference {
+                    name: (*name).into(),
+                    subject: (*subject).into(),
+                    version: *version,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn references_come_transitively_dependencies_first_and_round_trip() {
+        let mut lock = Lock::default();
+        lock.put(entry("money", 1, &[]));
+        lock.put(entry("common", 2, &[("shop/money.proto", "money", 1)]));
+        lock.put(entry(
+            "orders-value",
+            5,
+            &[
+                ("shop/common.proto", "common", 2),
+                ("shop/money.proto", "money", 1),
+            ],
+        ));
+        let again: Lock = toml::from_str(&lock.to_text()).expect("parse");
+        assert_eq!(again, lock);
+        let orders = again.get("orders-value").expect("entry");
+        let names: Vec<String> = again
+            .references_of(orders)
+            .expect("locked")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(names, ["shop/money.proto", "shop/common.proto"]);
+        // A reference locked at another version is missing, and says how to fix it.
+        lock.put(entry("money", 2, &[]));
+        let error = lock
+            .references_of(lock.get("orders-value").expect("entry"))
+            .expect_err("money v1 is gone");
+        assert!(error.to_string().contains("herald schema pin"), "{error}");
+        // A circle is refused, not followed forever.
+        lock.put(entry("money", 1, &[("shop/common.proto", "common", 2)]));
+        assert!(matches!(
+            lock.references_of(lock.get("common").expect("entry")),
+            Err(LockError::ReferenceDepth { .. })
+        ));
     }
 }

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use herald_codegen::{load_inputs, lock_warnings, Config, Lock, LockEntry, Manifest};
+use herald_codegen::{
+    load_inputs, lock_warnings, Config, Lock, LockEntry, LockReference, Manifest,
+};
 
 const PAYMENT_V1: &str = r#"{"type":"record","name":"Payment","namespace":"pinned","fields":[
   {"name":"id","type":"string"},{"name":"amount","type":"long"}]}"#;
@@ -69,6 +71,7 @@ fn pins_come_from_the_lock_and_a_missing_one_says_how_to_fix_it() -> anyhow::Res
         schema_type: "AVRO".into(),
         fingerprint: String::new(),
         schema: PAYMENT_V1.into(),
+        references: Vec::new(),
     });
     lock.save(&manifest.lock_path())?;
     let out = dir.path().join("out");
@@ -82,6 +85,69 @@ fn pins_come_from_the_lock_and_a_missing_one_says_how_to_fix_it() -> anyhow::Res
     assert!(
         generated.contains("pub struct Payment"),
         "pinned schema generated"
+    );
+    Ok(())
+}
+
+const COMMON_PROTO: &str = "syntax = \"proto3\";\npackage shop.v1;\nmessage Money {\n  int64 cents = 1;\n  string currency = 2;\n}\n";
+const ORDER_PROTO: &str = "syntax = \"proto3\";\npackage shop.v1;\nimport \"shop/v1/common.proto\";\nmessage OrderPlaced {\n  string id = 1;\n  Money total = 2;\n}\n";
+
+#[test]
+fn a_pinned_protobuf_schema_compiles_with_its_locked_imports() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write(
+        dir.path(),
+        "herald.toml",
+        "[[topic]]\nname = \"orders\"\nmessage = \"shop.v1.OrderPlaced\"\nkey = \"id\"\n\n[registry]\nurl = \"http://127.0.0.1:9\"\npins = [{ subject = \"orders-value\", version = 3 }]\n",
+    )?;
+    let manifest = Manifest::load(&dir.path().join("herald.toml"))?;
+    let order = LockEntry {
+        subject: "orders-value".into(),
+        version: 3,
+        id: 21,
+        schema_type: "PROTOBUF".into(),
+        fingerprint: String::new(),
+        schema: ORDER_PROTO.into(),
+        references: vec![LockReference {
+            name: "shop/v1/common.proto".into(),
+            subject: "shop-common".into(),
+            version: 1,
+        }],
+    };
+    let mut lock = Lock::default();
+    lock.put(order);
+    // The import is not locked: the build says so.
+    let error = load_inputs(&manifest, &lock, dir.path()).expect_err("import missing");
+    assert!(
+        error.to_string().contains("shop/v1/common.proto"),
+        "{error}"
+    );
+    lock.put(LockEntry {
+        subject: "shop-common".into(),
+        version: 1,
+        id: 20,
+        schema_type: "PROTOBUF".into(),
+        fingerprint: String::new(),
+        schema: COMMON_PROTO.into(),
+        references: Vec::new(),
+    });
+    lock.save(&manifest.lock_path())?;
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out)?;
+    Config::new()
+        .manifest(dir.path().join("herald.toml"))
+        .out_dir(&out)
+        .emit_rerun_if_changed(false)
+        .compile()?;
+    let generated = std::fs::read_to_string(out.join("herald.rs"))?;
+    assert!(generated.contains("pub struct OrderPlaced"), "pinned type");
+    assert!(generated.contains("pub struct Money"), "imported type");
+    assert!(generated.contains("pub struct OrdersProducer"));
+    // The generated impl names its import, and the producer writes with the pinned ID.
+    assert!(generated.contains("shop/v1/common.proto"));
+    assert!(
+        generated.contains("Registration::Pinned(21"),
+        "pinned ID is the default"
     );
     Ok(())
 }
@@ -107,6 +173,7 @@ fn an_incompatible_local_edit_is_reported_with_its_path() -> anyhow::Result<()> 
         schema_type: "AVRO".into(),
         fingerprint: String::new(),
         schema: PAYMENT_V1.into(),
+        references: Vec::new(),
     });
     let (inputs, _) = load_inputs(&manifest, &lock, dir.path())?;
     let warnings = lock_warnings(&inputs, &lock);

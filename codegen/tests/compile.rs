@@ -15,6 +15,38 @@ fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A lock entry as `herald schema pin` writes one (no fingerprint: builds do not read it).
+fn locked(
+    subject: &str,
+    version: u32,
+    id: u32,
+    schema_type: &str,
+    schema: &str,
+    references: Vec<LockReference>,
+) -> LockEntry {
+    LockEntry {
+        subject: subject.into(),
+        version,
+        id,
+        schema_type: schema_type.into(),
+        fingerprint: String::new(),
+        schema: schema.into(),
+        references,
+    }
+}
+
+/// Runs the build of `dir/herald.toml` into `dir/out` and returns `herald.rs`.
+fn build(dir: &Path) -> anyhow::Result<String> {
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out)?;
+    Config::new()
+        .manifest(dir.join("herald.toml"))
+        .out_dir(&out)
+        .emit_rerun_if_changed(false)
+        .compile()?;
+    Ok(std::fs::read_to_string(out.join("herald.rs"))?)
+}
+
 #[test]
 fn unchanged_inputs_rewrite_nothing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -64,24 +96,16 @@ fn pins_come_from_the_lock_and_a_missing_one_says_how_to_fix_it() -> anyhow::Res
     let error = load_inputs(&manifest, &Lock::default(), dir.path()).expect_err("no lock");
     assert!(error.to_string().contains("herald schema pin"), "{error}");
     let mut lock = Lock::default();
-    lock.put(LockEntry {
-        subject: "payments-value".into(),
-        version: 2,
-        id: 11,
-        schema_type: "AVRO".into(),
-        fingerprint: String::new(),
-        schema: PAYMENT_V1.into(),
-        references: Vec::new(),
-    });
+    lock.put(locked(
+        "payments-value",
+        2,
+        11,
+        "AVRO",
+        PAYMENT_V1,
+        Vec::new(),
+    ));
     lock.save(&manifest.lock_path())?;
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out)?;
-    Config::new()
-        .manifest(dir.path().join("herald.toml"))
-        .out_dir(&out)
-        .emit_rerun_if_changed(false)
-        .compile()?;
-    let generated = std::fs::read_to_string(out.join("herald.rs"))?;
+    let generated = build(dir.path())?;
     assert!(
         generated.contains("pub struct Payment"),
         "pinned schema generated"
@@ -101,19 +125,18 @@ fn a_pinned_protobuf_schema_compiles_with_its_locked_imports() -> anyhow::Result
         "[[topic]]\nname = \"orders\"\nmessage = \"shop.v1.OrderPlaced\"\nkey = \"id\"\n\n[registry]\nurl = \"http://127.0.0.1:9\"\npins = [{ subject = \"orders-value\", version = 3 }]\n",
     )?;
     let manifest = Manifest::load(&dir.path().join("herald.toml"))?;
-    let order = LockEntry {
-        subject: "orders-value".into(),
-        version: 3,
-        id: 21,
-        schema_type: "PROTOBUF".into(),
-        fingerprint: String::new(),
-        schema: ORDER_PROTO.into(),
-        references: vec![LockReference {
+    let order = locked(
+        "orders-value",
+        3,
+        21,
+        "PROTOBUF",
+        ORDER_PROTO,
+        vec![LockReference {
             name: "shop/v1/common.proto".into(),
             subject: "shop-common".into(),
             version: 1,
         }],
-    };
+    );
     let mut lock = Lock::default();
     lock.put(order);
     // The import is not locked: the build says so.
@@ -122,24 +145,16 @@ fn a_pinned_protobuf_schema_compiles_with_its_locked_imports() -> anyhow::Result
         error.to_string().contains("shop/v1/common.proto"),
         "{error}"
     );
-    lock.put(LockEntry {
-        subject: "shop-common".into(),
-        version: 1,
-        id: 20,
-        schema_type: "PROTOBUF".into(),
-        fingerprint: String::new(),
-        schema: COMMON_PROTO.into(),
-        references: Vec::new(),
-    });
+    lock.put(locked(
+        "shop-common",
+        1,
+        20,
+        "PROTOBUF",
+        COMMON_PROTO,
+        Vec::new(),
+    ));
     lock.save(&manifest.lock_path())?;
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out)?;
-    Config::new()
-        .manifest(dir.path().join("herald.toml"))
-        .out_dir(&out)
-        .emit_rerun_if_changed(false)
-        .compile()?;
-    let generated = std::fs::read_to_string(out.join("herald.rs"))?;
+    let generated = build(dir.path())?;
     assert!(generated.contains("pub struct OrderPlaced"), "pinned type");
     assert!(generated.contains("pub struct Money"), "imported type");
     assert!(generated.contains("pub struct OrdersProducer"));
@@ -166,15 +181,14 @@ fn an_incompatible_local_edit_is_reported_with_its_path() -> anyhow::Result<()> 
     )?;
     let manifest = Manifest::load(&dir.path().join("herald.toml"))?;
     let mut lock = Lock::default();
-    lock.put(LockEntry {
-        subject: "payments-value".into(),
-        version: 4,
-        id: 9,
-        schema_type: "AVRO".into(),
-        fingerprint: String::new(),
-        schema: PAYMENT_V1.into(),
-        references: Vec::new(),
-    });
+    lock.put(locked(
+        "payments-value",
+        4,
+        9,
+        "AVRO",
+        PAYMENT_V1,
+        Vec::new(),
+    ));
     let (inputs, _) = load_inputs(&manifest, &lock, dir.path())?;
     let warnings = lock_warnings(&inputs, &lock);
     assert_eq!(warnings.len(), 1, "{warnings:?}");

@@ -147,6 +147,7 @@ impl Client {
             raw: RawConsumer::new(self.broker.clone(), config),
             schemas: self.schemas.clone(),
             writers: Mutex::new(BTreeMap::new()),
+            first_writer: std::sync::OnceLock::new(),
             _type: PhantomData,
         }
     }
@@ -300,6 +301,9 @@ pub struct Consumer<T> {
     /// Writer schemas by ID (a B-tree: a consumer sees a handful of IDs, and a lookup is a
     /// few comparisons instead of a SipHash per record).
     writers: Mutex<BTreeMap<u32, Arc<WriterSchema>>>,
+    /// The first writer schema fetched, read without a lock: a topic's records mostly carry
+    /// one schema ID, and those skip the map.
+    first_writer: std::sync::OnceLock<Arc<WriterSchema>>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -349,6 +353,9 @@ impl<T: Message> Consumer<T> {
             Ok(id) => id,
             Err(error) => return Ok(Err(error)),
         };
+        if let Some(writer) = self.first_writer.get().filter(|w| w.id() == id) {
+            return Ok(Self::decode_with(record, id, writer));
+        }
         let Some(writer) = self.writers_cache().get(&id).cloned() else {
             return Err(record);
         };
@@ -401,6 +408,7 @@ impl<T: Message> Consumer<T> {
             }
             Err(error) => return Err(HandlerError::Deserialization(error.to_string())),
         };
+        let _ = self.first_writer.set(writer.clone());
         let mut writers = self.writers_cache();
         if writers.len() >= SCHEMA_CACHE_MAX {
             writers.clear();

@@ -56,6 +56,12 @@ fn prefix(id: u32, message_indexes: Option<&[i32]>) -> Vec<u8> {
 struct AvroPair {
     writer: apache_avro::Schema,
     reader: apache_avro::Schema,
+    /// The named types the writer's references define, each after the ones it uses, then
+    /// the writer itself: what resolving its references needs (just the writer without
+    /// references).
+    writer_schemata: Vec<apache_avro::Schema>,
+    /// The same for the reader (the local type's dependencies, then its schema).
+    reader_schemata: Vec<apache_avro::Schema>,
     /// Writer and reader are the same schema: serde reads and writes directly, no resolution.
     same: bool,
     /// The writer schema names no type by reference: encoding needs no name table.
@@ -90,12 +96,32 @@ impl WriterSchema {
         };
         match info.format {
             SchemaFormat::Avro => {
-                let parse = |text: &str| {
-                    apache_avro::Schema::parse_str(text).map_err(|e| schema_error(e.to_string()))
+                // A schema with references is parsed after the schemas it references (their
+                // named types are what its references name).
+                let parse = |dependencies: Vec<&str>, text: &str| {
+                    let mut all =
+                        apache_avro::Schema::parse_list(dependencies.into_iter().chain([text]))
+                            .map_err(|e| schema_error(e.to_string()))?;
+                    let main = all
+                        .last()
+                        .cloned()
+                        .ok_or_else(|| schema_error("no schema".to_owned()))?;
+                    all.shrink_to_fit();
+                    Ok::<_, CodecError>((main, all))
                 };
-                let writer = parse(text)?;
-                let reader = parse(info.schema)?;
-                let same = writer.canonical_form() == reader.canonical_form();
+                let (writer, writer_schemata) =
+                    parse(references.iter().map(|r| r.schema.as_str()).collect(), text)?;
+                let (reader, reader_schemata) = parse(
+                    info.dependencies.iter().map(|d| d.schema).collect(),
+                    info.schema,
+                )?;
+                let canonical = |schemata: &[apache_avro::Schema]| {
+                    schemata
+                        .iter()
+                        .map(apache_avro::Schema::canonical_form)
+                        .collect::<Vec<_>>()
+                };
+                let same = canonical(&writer_schemata) == canonical(&reader_schemata);
                 let self_contained = !has_refs(&writer);
                 Ok(Self {
                     id,
@@ -105,6 +131,8 @@ impl WriterSchema {
                     avro: Some(AvroPair {
                         writer,
                         reader,
+                        writer_schemata,
+                        reader_schemata,
                         same,
                         self_contained,
                     }),
@@ -207,7 +235,8 @@ pub mod avro {
             return Ok(());
         }
         let datum_writer = GenericDatumWriter::builder(&pair.writer)
-            .build()
+            .schemata(pair.writer_schemata.iter().collect())
+            .and_then(|builder| builder.build())
             .map_err(|e| error(e.to_string()))?;
         if pair.same {
             datum_writer
@@ -215,7 +244,9 @@ pub mod avro {
                 .map_err(|e| error(e.to_string()))?;
         } else {
             let value = apache_avro::to_value(value)
-                .and_then(|v| v.resolve(&pair.writer))
+                .and_then(|v| {
+                    v.resolve_schemata(&pair.writer, pair.writer_schemata.iter().collect())
+                })
                 .map_err(|e| error(e.to_string()))?;
             datum_writer
                 .write_value_ref(out, &value)
@@ -237,12 +268,18 @@ pub mod avro {
         let pair = pair(writer)?;
         let value = if pair.same {
             GenericDatumReader::builder(&pair.writer)
-                .build()
+                .writer_schemata(pair.writer_schemata.iter().collect())
+                .and_then(|builder| builder.build())
                 .and_then(|r| r.read_value(&mut body))
         } else {
             GenericDatumReader::builder(&pair.writer)
-                .reader_schema(&pair.reader)
-                .build()
+                .writer_schemata(pair.writer_schemata.iter().collect())
+                .and_then(|builder| {
+                    builder
+                        .reader_schema(&pair.reader)
+                        .reader_schemata(pair.reader_schemata.iter().collect())
+                })
+                .and_then(|builder| builder.build())
                 .and_then(|r| r.read_value(&mut body))
         }
         .map_err(|e| error(e.to_string()))?;

@@ -101,12 +101,18 @@ pub trait Message: Sized + Send + Sync + 'static {
 }
 
 /// Implements [`Message`] for a serde type with an Avro schema:
-/// `herald::avro_message!(Payment, "shop.Payment", PAYMENT_AVSC);`
+/// `herald::avro_message!(Payment, "shop.Payment", PAYMENT_AVSC);`, or with a full
+/// [`SchemaInfo`] for a schema with references (its `dependencies` are the referenced
+/// schemas, named by the full name of the type each defines, as Confluent names Avro
+/// references): `herald::avro_message!(Order, ORDER_INFO);`.
 #[macro_export]
 macro_rules! avro_message {
     ($type:ty, $full_name:expr, $schema:expr) => {
+        $crate::avro_message!($type, $crate::SchemaInfo::avro($full_name, $schema));
+    };
+    ($type:ty, $info:expr) => {
         impl $crate::Message for $type {
-            const SCHEMA: $crate::SchemaInfo = $crate::SchemaInfo::avro($full_name, $schema);
+            const SCHEMA: $crate::SchemaInfo = $info;
 
             fn encode_body(
                 &self,

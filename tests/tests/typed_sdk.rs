@@ -607,3 +607,77 @@ async fn registration_policies_and_subject_strategies() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+const MONEY: &str = r#"{"type":"record","name":"Money","namespace":"shop","fields":[
+  {"name":"cents","type":"long"},{"name":"currency","type":"string"}]}"#;
+const INVOICE: &str = r#"{"type":"record","name":"Invoice","namespace":"shop","fields":[
+  {"name":"id","type":"string"},{"name":"total","type":"shop.Money"}]}"#;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Money {
+    cents: i64,
+    currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Invoice {
+    id: String,
+    total: Money,
+}
+herald::avro_message!(
+    Invoice,
+    herald::SchemaInfo {
+        format: herald::SchemaFormat::Avro,
+        full_name: "shop.Invoice",
+        schema: INVOICE,
+        dependencies: &[herald::SchemaDependency {
+            name: "shop.Money",
+            schema: MONEY,
+            imports: &[],
+        }],
+        imports: &["shop.Money"],
+        message_indexes: None,
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_schemas_with_references_register_and_round_trip() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let servers = servers(dir.path(), &["--registry"]).await?;
+    let client = &servers.client;
+    client
+        .broker()
+        .create_topic(
+            "invoices",
+            TopicConfig {
+                validation: SchemaValidation {
+                    value: true,
+                    ..SchemaValidation::default()
+                },
+                ..TopicConfig::default()
+            },
+        )
+        .await?;
+    let producer = client.producer::<Invoice>("invoices").await?;
+    // The referenced type is registered under its full name, the invoice with a reference
+    // to it (as Confluent's Avro serializer does).
+    let registry = herald_registry_client::RegistryClient::new(&servers.registry.url)?;
+    let invoice_version = registry
+        .version("invoices-value", herald_registry_client::Version::Latest)
+        .await?;
+    assert_eq!(invoice_version.id, producer.schema_id());
+    assert_eq!(invoice_version.references.len(), 1);
+    assert_eq!(invoice_version.references[0].subject, "shop.Money");
+    let invoice = Invoice {
+        id: "i-1".into(),
+        total: Money {
+            cents: 1250,
+            currency: "EUR".into(),
+        },
+    };
+    producer.send(&invoice).await?.await?;
+    let (events, summary) = collect(&client.consumer::<Invoice>("invoices", "billing"), 1).await?;
+    assert_eq!(summary.dead_lettered, 0);
+    assert_eq!(events.first().map(|e| &e.message), Some(&invoice));
+    Ok(())
+}

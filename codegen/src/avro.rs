@@ -82,6 +82,122 @@ fn references(schema: &Schema, out: &mut BTreeSet<String>) {
     }
 }
 
+/// Every named type `schema` mentions by reference (without walking into other types'
+/// definitions: a reference is where the name is used, not defined).
+fn referenced(schema: &Schema, out: &mut BTreeSet<String>) {
+    match schema {
+        Schema::Ref { name } => {
+            out.insert(full_name(name));
+        }
+        Schema::Record(r) => r.fields.iter().for_each(|f| referenced(&f.schema, out)),
+        Schema::Array(a) => referenced(&a.items, out),
+        Schema::Map(m) => referenced(&m.types, out),
+        Schema::Union(u) => u.variants().iter().for_each(|v| referenced(v, out)),
+        _ => {}
+    }
+}
+
+/// Which schema texts use types another text defines: the Avro form of imports. A text's
+/// references are named, as Confluent names Avro references, by the full name of the
+/// referenced text's root type.
+pub(crate) struct Graph {
+    /// Root type full name of each text.
+    pub(crate) roots: Vec<String>,
+    /// Texts each text uses directly (by index).
+    direct: Vec<Vec<usize>>,
+}
+
+impl Graph {
+    pub(crate) fn new(schemas: &[Schema]) -> Self {
+        let roots: Vec<String> = schemas
+            .iter()
+            .map(|schema| match schema {
+                Schema::Record(r) => full_name(&r.name),
+                Schema::Enum(e) => full_name(&e.name),
+                Schema::Fixed(f) => full_name(&f.name),
+                _ => String::new(),
+            })
+            .collect();
+        let defined: Vec<BTreeSet<String>> = schemas
+            .iter()
+            .map(|schema| {
+                let mut named = BTreeMap::new();
+                collect(schema, &mut named);
+                named.into_keys().collect()
+            })
+            .collect();
+        let direct = schemas
+            .iter()
+            .enumerate()
+            .map(|(index, schema)| {
+                let mut used = BTreeSet::new();
+                referenced(schema, &mut used);
+                let mut texts: Vec<usize> = used
+                    .iter()
+                    .filter(|name| !defined[index].contains(*name))
+                    .filter_map(|name| defined.iter().position(|d| d.contains(name)))
+                    .filter(|other| *other != index)
+                    .collect();
+                texts.sort_unstable();
+                texts.dedup();
+                texts
+            })
+            .collect();
+        Self { roots, direct }
+    }
+
+    /// Root names of the texts `index` uses directly.
+    pub(crate) fn imports(&self, index: usize) -> Vec<&str> {
+        self.direct
+            .get(index)
+            .map(|texts| texts.iter().map(|t| self.roots[*t].as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every text `index` uses, directly or not, each after the ones it uses.
+    pub(crate) fn dependencies(&self, index: usize) -> Vec<usize> {
+        fn visit(graph: &Graph, at: usize, seen: &mut BTreeSet<usize>, out: &mut Vec<usize>) {
+            for next in graph.direct.get(at).into_iter().flatten() {
+                if seen.insert(*next) {
+                    visit(graph, *next, seen, out);
+                    out.push(*next);
+                }
+            }
+        }
+        let mut seen = BTreeSet::from([index]);
+        let mut out = Vec::new();
+        visit(self, index, &mut seen, &mut out);
+        out
+    }
+}
+
+/// Parses every source together (their named types may refer to each other).
+pub(crate) fn parse(sources: &[AvroSource]) -> Result<Vec<Schema>, GenerateError> {
+    for source in sources {
+        if let Err(error) = serde_json::from_str::<serde_json::Value>(&source.text) {
+            return Err(GenerateError::Schema {
+                origin: source.origin.clone(),
+                line: error.line(),
+                column: error.column(),
+                message: error.to_string(),
+            });
+        }
+    }
+    Schema::parse_list(sources.iter().map(|s| s.text.as_str())).map_err(|e| {
+        // apache-avro does not say which text failed: find it by parsing alone when possible.
+        let origin = sources
+            .iter()
+            .find(|s| Schema::parse_str(&s.text).is_err())
+            .map_or_else(|| "avro schemas".to_owned(), |s| s.origin.clone());
+        GenerateError::Schema {
+            origin,
+            line: 1,
+            column: 1,
+            message: e.to_string(),
+        }
+    })
+}
+
 struct Context<'s> {
     named: BTreeMap<String, Named<'s>>,
     /// Record → records its fields mention directly.
@@ -122,29 +238,8 @@ pub(crate) fn generate(
     if sources.is_empty() {
         return Ok(messages);
     }
-    for source in sources {
-        if let Err(error) = serde_json::from_str::<serde_json::Value>(&source.text) {
-            return Err(GenerateError::Schema {
-                origin: source.origin.clone(),
-                line: error.line(),
-                column: error.column(),
-                message: error.to_string(),
-            });
-        }
-    }
-    let schemas = Schema::parse_list(sources.iter().map(|s| s.text.as_str())).map_err(|e| {
-        // apache-avro does not say which text failed: find it by parsing alone when possible.
-        let origin = sources
-            .iter()
-            .find(|s| Schema::parse_str(&s.text).is_err())
-            .map_or_else(|| "avro schemas".to_owned(), |s| s.origin.clone());
-        GenerateError::Schema {
-            origin,
-            line: 1,
-            column: 1,
-            message: e.to_string(),
-        }
-    })?;
+    let schemas = parse(sources)?;
+    let graph = Graph::new(&schemas);
     let mut named = BTreeMap::new();
     for schema in &schemas {
         collect(schema, &mut named);
@@ -211,8 +306,9 @@ pub(crate) fn generate(
             _ => {}
         }
     }
-    // Root records of each text carry the Message impl, with the text as their schema.
-    for (source, schema) in sources.iter().zip(&schemas) {
+    // Root records of each text carry the Message impl, with the text as their schema and
+    // the texts it uses as its dependencies.
+    for (index, (source, schema)) in sources.iter().zip(&schemas).enumerate() {
         let Schema::Record(record) = schema else {
             continue;
         };
@@ -223,11 +319,35 @@ pub(crate) fn generate(
         info.kind = SchemaKind::Avro;
         let ty = ident(&info.rust_type);
         let text = &source.text;
+        let dependencies = graph.dependencies(index);
+        let schema_info = if dependencies.is_empty() {
+            quote! { ::herald::SchemaInfo::avro(#name, #text) }
+        } else {
+            let entries = dependencies.iter().map(|used| {
+                let name = &graph.roots[*used];
+                let text = &sources[*used].text;
+                let imports = graph.imports(*used);
+                quote! {
+                    ::herald::SchemaDependency { name: #name, schema: #text, imports: &[#(#imports),*] }
+                }
+            });
+            let imports = graph.imports(index);
+            quote! {
+                ::herald::SchemaInfo {
+                    format: ::herald::SchemaFormat::Avro,
+                    full_name: #name,
+                    schema: #text,
+                    dependencies: &[#(#entries),*],
+                    imports: &[#(#imports),*],
+                    message_indexes: ::core::option::Option::None,
+                }
+            }
+        };
         tree.push(
             &info.module,
             quote! {
                 impl ::herald::Message for #ty {
-                    const SCHEMA: ::herald::SchemaInfo = ::herald::SchemaInfo::avro(#name, #text);
+                    const SCHEMA: ::herald::SchemaInfo = #schema_info;
 
                     fn encode_body(
                         &self,

@@ -548,21 +548,38 @@ pub struct TopicSchema {
 
 /// Finds, for every topic of the inputs, the file that defines its message.
 pub fn topic_schemas(inputs: &Inputs) -> Result<Vec<TopicSchema>, GenerateError> {
-    use herald_schema::{ParsedSchema, ResolvedReference, SchemaType};
+    use herald_schema::{ResolvedReference, SchemaType};
     let mut found = Vec::new();
+    let avro_graph = if inputs.avro.is_empty() {
+        None
+    } else {
+        Some(avro::Graph::new(&avro::parse(&inputs.avro)?))
+    };
     for topic in &inputs.topics {
-        let avro = inputs.avro.iter().find(|source| {
-            ParsedSchema::parse(SchemaType::Avro, &source.text, &[])
-                .is_ok_and(|parsed| parsed.record_names().first() == Some(&topic.message))
+        let avro = avro_graph.as_ref().and_then(|graph| {
+            graph
+                .roots
+                .iter()
+                .position(|root| *root == topic.message)
+                .map(|index| (graph, index))
         });
-        if let Some(source) = avro {
+        if let Some((graph, index)) = avro {
+            let source = &inputs.avro[index];
+            let references = graph
+                .dependencies(index)
+                .into_iter()
+                .map(|used| ResolvedReference {
+                    name: graph.roots[used].clone(),
+                    schema: inputs.avro[used].text.clone(),
+                })
+                .collect();
             found.push(TopicSchema {
                 topic: topic.name.clone(),
                 subject: topic.subject(),
                 schema_type: SchemaType::Avro,
                 text: source.text.clone(),
                 origin: source.origin.clone(),
-                references: Vec::new(),
+                references,
             });
             continue;
         }

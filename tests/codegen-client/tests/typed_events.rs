@@ -2,19 +2,20 @@
 //! Protobuf (nested messages, imports, well-known types, oneof, maps) and Avro (every type
 //! shape codegen supports) round-trip; the declared key field partitions and the declared
 //! idempotency-key fields become the header; an undecodable record reaches the DLQ while
-//! the records behind it are processed.
+//! the records behind it are processed; an Avro type using a type from another file is
+//! registered with a schema reference and round-trips.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald_codegen_client::shop::payments::refunds::RefundIssued;
 use herald_codegen_client::shop::payments::{
-    Card, Method, PaymentCaptured, PaymentCapturedReferenceUnion,
+    Card, Chargeback, Method, Money as PaymentMoney, PaymentCaptured, PaymentCapturedReferenceUnion,
 };
 use herald_codegen_client::shop::v1::{order_created, OrderCreated};
 use herald_codegen_client::{
-    common::Money, OrdersConsumer, OrdersProducer, PaymentEventsV2Consumer,
-    PaymentEventsV2Producer, RefundsConsumer, RefundsProducer,
+    common::Money, ChargebacksConsumer, ChargebacksProducer, OrdersConsumer, OrdersProducer,
+    PaymentEventsV2Consumer, PaymentEventsV2Producer, RefundsConsumer, RefundsProducer,
 };
 use herald_tests::{collector, drain, servers};
 use herald_wire::batch::{batches, BatchBuilder, Record};
@@ -203,5 +204,65 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
         }
     }
     assert_eq!(kinds, ["deserialization"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_avro_type_using_another_files_type_is_registered_with_a_reference() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let servers = servers(dir.path(), &["--registry"]).await?;
+    let client = &servers.client;
+    client
+        .broker()
+        .create_topic(
+            "chargebacks",
+            TopicConfig {
+                validation: herald_wire::messages::SchemaValidation {
+                    value: true,
+                    ..Default::default()
+                },
+                ..TopicConfig::default()
+            },
+        )
+        .await?;
+    let producer = ChargebacksProducer::new(client).await?;
+    let registry = herald_registry_client::RegistryClient::new(&servers.registry.url)?;
+    let registered = registry
+        .version("chargebacks-value", herald_registry_client::Version::Latest)
+        .await?;
+    assert_eq!(registered.id, producer.inner().schema_id());
+    let references: Vec<(String, String)> = registered
+        .references
+        .iter()
+        .map(|r| (r.name.clone(), r.subject.clone()))
+        .collect();
+    assert_eq!(
+        references,
+        [(
+            "shop.payments.Money".to_string(),
+            "shop.payments.Money".to_string()
+        )]
+    );
+    let chargeback = Chargeback {
+        chargeback_id: "cb-1".into(),
+        payment_id: "p-1".into(),
+        amount: PaymentMoney {
+            cents: 1999,
+            currency: "EUR".into(),
+        },
+        fees: vec![PaymentMoney {
+            cents: 1500,
+            currency: "USD".into(),
+        }],
+    };
+    producer.send(&chargeback).await?.await?;
+    let consumer = ChargebacksConsumer::new(client, "disputes");
+    let (events, summary) = drain(1, async |seen, stop| {
+        Ok(consumer.run(collector(seen), stop).await?)
+    })
+    .await?;
+    assert_eq!(summary.dead_lettered, 0);
+    assert_eq!(events.first().map(|e| &e.message), Some(&chargeback));
     Ok(())
 }

@@ -72,10 +72,6 @@ async fn pin(
                 format!("{subject} version {version}{by} at {url}")
             })?;
         let kind: herald_schema::SchemaType = found.schema_type.parse()?;
-        anyhow::ensure!(
-            found.references.is_empty() || kind == herald_schema::SchemaType::Protobuf,
-            "{subject} version {version} is an Avro schema with references; pinning those is not supported yet"
-        );
         let mut references = Vec::new();
         for reference in &found.references {
             let version = u32::try_from(reference.version).with_context(|| {

@@ -495,3 +495,39 @@ fn schema_pin_locks_what_a_protobuf_schema_imports() {
     let (code, out, err) = herald(dir.path(), &["schema", "check", "--registry", &url]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn schema_pin_locks_what_an_avro_schema_references() {
+    const MONEY: &str = r#"{"type":"record","name":"Money","namespace":"shop","fields":[{"name":"cents","type":"long"}]}"#;
+    const INVOICE: &str = r#"{"type":"record","name":"Invoice","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"total","type":"shop.Money"}]}"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_registry, url) = support::registry(&dir.path().join("registry"));
+    use herald_registry_client::{NewSchema, SchemaReference};
+    support::register(
+        &url,
+        &[
+            ("shop.Money", NewSchema::avro(MONEY)),
+            (
+                "invoices-value",
+                NewSchema::avro(INVOICE).with_references(vec![SchemaReference {
+                    name: "shop.Money".into(),
+                    subject: "shop.Money".into(),
+                    version: 1,
+                }]),
+            ),
+        ],
+    );
+    write(
+        dir.path(),
+        "herald.toml",
+        &format!("[[topic]]\nname = \"invoices\"\nmessage = \"shop.Invoice\"\n\n[registry]\nurl = \"{url}\"\npins = [{{ subject = \"invoices-value\", version = 1 }}]\n"),
+    );
+    let (code, out, err) = herald(dir.path(), &["schema", "pin"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lock = herald_codegen::Lock::load(&dir.path().join("herald.lock")).expect("lock");
+    let invoice = lock.get("invoices-value").expect("pinned");
+    assert_eq!(invoice.fingerprint.len(), 64, "parsed with its reference");
+    assert_eq!(lock.references_of(invoice).expect("locked").len(), 1);
+    let (code, out, err) = herald(dir.path(), &["schema", "check", "--registry", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -355,12 +355,20 @@ pub fn load_inputs(
             pinned_ids.insert(entry.subject.clone(), entry.id);
             if entry.schema_type.eq_ignore_ascii_case("PROTOBUF") {
                 pinned_protos.push(entry.clone());
-            } else if !entry.references.is_empty() {
-                return Err(Error::Generate(GenerateError::Unsupported {
-                    record: format!("herald.lock [{} v{}]", entry.subject, entry.version),
-                    what: "pinned Avro schemas with references".to_owned(),
-                }));
             } else {
+                // The texts it references go in beside it (parsed together, so its references
+                // resolve), once each.
+                for (name, imported) in lock.references_of(entry)? {
+                    if !avro.iter().any(|a: &AvroSource| a.text == imported.schema) {
+                        avro.push(AvroSource {
+                            origin: format!(
+                                "herald.lock [{} v{}] ({name})",
+                                imported.subject, imported.version
+                            ),
+                            text: imported.schema.clone(),
+                        });
+                    }
+                }
                 avro.push(AvroSource {
                     origin: format!("herald.lock [{} v{}]", entry.subject, entry.version),
                     text: entry.schema.clone(),

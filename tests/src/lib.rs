@@ -269,6 +269,25 @@ pub async fn servers(dir: &Path, broker_args: &[&str]) -> anyhow::Result<Servers
     })
 }
 
+/// Creates `topic` with `partitions`, its values' schema IDs checked against the registry
+/// (the broker must run with `--registry`).
+pub async fn create_validating_topic(
+    client: &herald::Client,
+    topic: &str,
+    partitions: u32,
+) -> anyhow::Result<()> {
+    use herald_wire::messages::{SchemaValidation, TopicConfig};
+    let config = TopicConfig {
+        partitions,
+        validation: SchemaValidation {
+            value: true,
+            ..SchemaValidation::default()
+        },
+        ..TopicConfig::default()
+    };
+    Ok(client.broker().create_topic(topic, config).await?)
+}
+
 /// Events a handler made by [`collector`] gathered.
 pub type Seen<T> = std::sync::Arc<std::sync::Mutex<Vec<herald::Event<T>>>>;
 

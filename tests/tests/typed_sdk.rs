@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use herald::consumer::HandlerError;
 use herald::{Client, Event};
-use herald_tests::{collector, drain, servers};
+use herald_tests::{collector, create_validating_topic, drain, servers};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::headers;
-use herald_wire::messages::{Durability, SchemaValidation, TopicConfig};
+use herald_wire::messages::{Durability, TopicConfig};
 use serde::{Deserialize, Serialize};
 
 const PAYMENT_V1: &str = r#"{"type":"record","name":"Payment","namespace":"shop","fields":[
@@ -89,20 +89,7 @@ async fn typed_events_round_trip_evolve_and_dead_letter() -> anyhow::Result<()> 
     let dir = tempfile::tempdir()?;
     let servers = servers(dir.path(), &["--registry"]).await?;
     let client = &servers.client;
-    client
-        .broker()
-        .create_topic(
-            "payments",
-            TopicConfig {
-                partitions: 2,
-                validation: SchemaValidation {
-                    value: true,
-                    ..SchemaValidation::default()
-                },
-                ..TopicConfig::default()
-            },
-        )
-        .await?;
+    create_validating_topic(client, "payments", 2).await?;
     client
         .broker()
         .create_topic("orders", TopicConfig::default())
@@ -645,19 +632,7 @@ async fn avro_schemas_with_references_register_and_round_trip() -> anyhow::Resul
     let dir = tempfile::tempdir()?;
     let servers = servers(dir.path(), &["--registry"]).await?;
     let client = &servers.client;
-    client
-        .broker()
-        .create_topic(
-            "invoices",
-            TopicConfig {
-                validation: SchemaValidation {
-                    value: true,
-                    ..SchemaValidation::default()
-                },
-                ..TopicConfig::default()
-            },
-        )
-        .await?;
+    create_validating_topic(client, "invoices", 1).await?;
     let producer = client.producer::<Invoice>("invoices").await?;
     // The referenced type is registered under its full name, the invoice with a reference
     // to it (as Confluent's Avro serializer does).

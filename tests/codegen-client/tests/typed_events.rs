@@ -17,7 +17,7 @@ use herald_codegen_client::{
     common::Money, ChargebacksConsumer, ChargebacksProducer, OrdersConsumer, OrdersProducer,
     PaymentEventsV2Consumer, PaymentEventsV2Producer, RefundsConsumer, RefundsProducer,
 };
-use herald_tests::{collector, drain, servers};
+use herald_tests::{collector, create_validating_topic, drain, servers};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::headers;
 use herald_wire::messages::{Durability, TopicConfig};
@@ -213,19 +213,7 @@ async fn an_avro_type_using_another_files_type_is_registered_with_a_reference() 
     let dir = tempfile::tempdir()?;
     let servers = servers(dir.path(), &["--registry"]).await?;
     let client = &servers.client;
-    client
-        .broker()
-        .create_topic(
-            "chargebacks",
-            TopicConfig {
-                validation: herald_wire::messages::SchemaValidation {
-                    value: true,
-                    ..Default::default()
-                },
-                ..TopicConfig::default()
-            },
-        )
-        .await?;
+    create_validating_topic(client, "chargebacks", 1).await?;
     let producer = ChargebacksProducer::new(client).await?;
     let registry = herald_registry_client::RegistryClient::new(&servers.registry.url)?;
     let registered = registry

@@ -654,5 +654,16 @@ async fn avro_schemas_with_references_register_and_round_trip() -> anyhow::Resul
     let (events, summary) = collect(&client.consumer::<Invoice>("invoices", "billing"), 1).await?;
     assert_eq!(summary.dead_lettered, 0);
     assert_eq!(events.first().map(|e| &e.message), Some(&invoice));
+    // Confluent's AvroDeserializer resolves the reference through the registry too.
+    let stored = stored_values(client, "invoices").await?;
+    let line = format!(
+        "{{\"format\":\"avro\",\"message\":\"shop.Invoice\",\"hex\":\"{}\"}}\n",
+        hex(stored.first().map(Vec::as_slice).unwrap_or_default())
+    );
+    let decoded = confluent(&[&servers.registry.url, "decode"], &line)?;
+    assert_eq!(
+        decoded,
+        [r#"{"id": "i-1", "total": {"cents": 1250, "currency": "EUR"}}"#]
+    );
     Ok(())
 }

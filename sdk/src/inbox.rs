@@ -22,30 +22,15 @@ pub struct Inbox {
     keys_max: usize,
 }
 
-/// How long `open` waits for an inbox another instance is still closing (sled releases its
-/// file lock from a background thread after the last handle is dropped).
-pub const INBOX_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 impl Inbox {
     /// Opens (or creates) the inbox at `path`. While the directory is still locked by an
-    /// instance that is closing, waits up to [`INBOX_LOCK_WAIT`].
+    /// instance that is closing, waits up to [`herald_sled::LOCK_WAIT`].
     pub fn open(path: &Path, window_ms: i64, keys_max: usize) -> Result<Self, InboxError> {
-        let deadline = std::time::Instant::now() + INBOX_LOCK_WAIT;
-        let db = loop {
-            match sled::Config::new()
+        let db = herald_sled::open(
+            &sled::Config::new()
                 .path(path)
-                .cache_capacity(8 * 1024 * 1024)
-                .open()
-            {
-                Err(sled::Error::Io(error))
-                    if error.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                result => break result?,
-            }
-        };
+                .cache_capacity(8 * 1024 * 1024),
+        )?;
         Ok(Self {
             keys: db.open_tree("keys")?,
             by_time: db.open_tree("by_time")?,
@@ -125,20 +110,6 @@ fn time_key(at: &[u8], key: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_open_waits_for_a_closing_instance_to_let_go() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let first = Inbox::open(dir.path(), 1_000, 3).expect("open");
-        first.record(b"a", 0).expect("record");
-        let closing = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            drop(first);
-        });
-        let second = Inbox::open(dir.path(), 1_000, 3).expect("opens once the first closed");
-        assert!(second.seen(b"a", 1).expect("seen"));
-        closing.join().expect("join");
-    }
 
     #[test]
     fn remembers_within_the_window_across_reopen_and_stays_bounded() {

@@ -50,10 +50,12 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir.join("registry.sled"))
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        // Waits for a store this process is still closing (a reopen right after a drop).
+        let db = herald_sled::open(
+            &sled::Config::new()
+                .path(dir.join("registry.sled"))
+                .mode(sled::Mode::HighThroughput),
+        )?;
         Ok(Self { db })
     }
 

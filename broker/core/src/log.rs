@@ -139,6 +139,28 @@ pub struct Appended {
     pub record_offsets: Vec<i64>,
 }
 
+/// Where a record of a batch appended under a dedup window goes: kept (its index among the
+/// kept records), or dropped onto the stored offset of its key (an earlier record of the same
+/// batch with its key shares that record's placement).
+#[derive(Debug, Clone, Copy)]
+enum Placement {
+    Kept(i64),
+    Stored(i64),
+}
+
+/// What the dedup window decided for one batch.
+struct DedupPlan {
+    /// (producer id, epoch, base sequence) of the batch as sent.
+    producer: (i64, i16, i32),
+    /// Records in the batch as sent.
+    count: u32,
+    placements: Vec<Placement>,
+    /// Idempotency keys of the kept records, in order.
+    kept_keys: Vec<Option<Vec<u8>>>,
+    /// The batch of the kept records, when some were dropped.
+    rewritten: Option<Vec<u8>>,
+}
+
 /// Batches read from the log, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Read {
@@ -672,7 +694,8 @@ impl<S: Storage> PartitionLog<S> {
             }
         }
         if self.dedup.is_some() {
-            return self.append_deduplicated(batch, now_ms);
+            let plan = self.plan_deduplication(&view, now_ms)?;
+            return self.append_deduplicated(batch, plan, now_ms);
         }
         let base_offset = self.store(batch, now_ms)?;
         self.producers.record(
@@ -709,69 +732,107 @@ impl<S: Storage> PartitionLog<S> {
         Ok(base_offset)
     }
 
-    /// Appends with the idempotency-key window: records whose key was stored within the
-    /// window (or earlier in the same batch) are dropped. A batch with some dropped is stored
-    /// re-encoded with the rest; its base sequence moves up by the number dropped, so its last
-    /// sequence — what the producer continues from — stays the producer's. A batch of
-    /// duplicates only is acknowledged with the first one's original offset; for an
-    /// idempotent producer its sequences still advance, made durable by a producer snapshot
-    /// at the log end (the log itself holds nothing to replay them from).
+    /// Decides, from an already validated batch, which records the idempotency-key window
+    /// drops (their key was stored within the window, or earlier in the same batch) and,
+    /// when some are dropped, encodes the batch of the rest: its base sequence moves up by the
+    /// number dropped, so its last sequence — what the producer continues from — stays the
+    /// producer's.
+    fn plan_deduplication(
+        &mut self,
+        view: &BatchView<'_>,
+        now_ms: i64,
+    ) -> Result<DedupPlan, AppendError> {
+        let window = self
+            .dedup
+            .as_mut()
+            .ok_or(AppendError::Batch(BatchError::Empty))?;
+        let count = view.record_count() as usize;
+        let mut plan = DedupPlan {
+            producer: (
+                view.producer_id(),
+                view.producer_epoch(),
+                view.base_sequence(),
+            ),
+            count: count as u32,
+            placements: Vec::with_capacity(count),
+            kept_keys: Vec::with_capacity(count),
+            rewritten: None,
+        };
+        let mut in_batch: std::collections::HashMap<Vec<u8>, Placement> =
+            std::collections::HashMap::new();
+        for record in view.records() {
+            let record = record?;
+            let key = record.header(IDEMPOTENCY_KEY).map(<[u8]>::to_vec);
+            let earlier = key.as_ref().and_then(|key| {
+                in_batch
+                    .get(key)
+                    .copied()
+                    .or_else(|| window.lookup(key, now_ms).map(Placement::Stored))
+            });
+            let placement = earlier.unwrap_or_else(|| {
+                let placement = Placement::Kept(plan.kept_keys.len() as i64);
+                plan.kept_keys.push(key.clone());
+                placement
+            });
+            if let Some(key) = key {
+                in_batch.entry(key).or_insert(placement);
+            }
+            plan.placements.push(placement);
+        }
+        let dropped = plan.placements.len() - plan.kept_keys.len();
+        if dropped > 0 && !plan.kept_keys.is_empty() {
+            let mut writer = batch::BatchWriter::with_capacity(view.size());
+            // A kept record is the first with its index; later ones share it as duplicates.
+            let mut next_kept = 0;
+            for (record, placement) in view.records().zip(&plan.placements) {
+                if let (Ok(record), Placement::Kept(index)) = (record, placement) {
+                    if *index != next_kept {
+                        continue;
+                    }
+                    next_kept += 1;
+                    let headers: Vec<(&str, &[u8])> = record.headers.iter().collect();
+                    writer.push(
+                        record.timestamp_ms,
+                        record.key,
+                        record.value,
+                        headers.into_iter(),
+                    )?;
+                }
+            }
+            let (producer_id, epoch, base_sequence) = plan.producer;
+            plan.rewritten = Some(if producer_id >= 0 {
+                writer.finish(
+                    producer_id,
+                    epoch,
+                    base_sequence.wrapping_add(dropped as i32),
+                )?
+            } else {
+                writer.finish(-1, -1, -1)?
+            });
+        }
+        Ok(plan)
+    }
+
+    /// Appends a batch as `plan` says. A batch of duplicates only is acknowledged with the
+    /// first one's original offset; for an idempotent producer its sequences still advance,
+    /// made durable by a producer snapshot at the log end (the log itself holds nothing to
+    /// replay them from).
     fn append_deduplicated(
         &mut self,
         batch: &mut [u8],
+        plan: DedupPlan,
         now_ms: i64,
     ) -> Result<Appended, AppendError> {
-        let view = BatchView::parse(batch)?;
-        let count = i64::from(view.record_count());
-        let (producer_id, epoch, base_sequence) = (
-            view.producer_id(),
-            view.producer_epoch(),
-            view.base_sequence(),
-        );
-        // Where each record goes: kept (its index among the kept), or dropped onto the
-        // stored offset of its key, or onto the record earlier in this batch with its key.
-        #[derive(Clone, Copy)]
-        enum Placement {
-            Kept(i64),
-            Stored(i64),
-        }
-        let mut keys: Vec<Option<Vec<u8>>> = Vec::with_capacity(count as usize);
-        let mut placements: Vec<Placement> = Vec::with_capacity(count as usize);
-        let mut kept = Vec::new();
-        {
-            let window = self
-                .dedup
-                .as_mut()
-                .ok_or(AppendError::Batch(BatchError::Empty))?;
-            let mut in_batch: std::collections::HashMap<Vec<u8>, Placement> =
-                std::collections::HashMap::new();
-            for record in view.records() {
-                let record = record?;
-                let key = record.header(IDEMPOTENCY_KEY).map(<[u8]>::to_vec);
-                let earlier = key.as_ref().and_then(|key| {
-                    in_batch
-                        .get(key)
-                        .copied()
-                        .or_else(|| window.lookup(key, now_ms).map(Placement::Stored))
-                });
-                let placement = match earlier {
-                    Some(placement) => placement,
-                    None => {
-                        let placement = Placement::Kept(kept.len() as i64);
-                        kept.push(record.to_owned_record());
-                        keys.push(key.clone());
-                        placement
-                    }
-                };
-                if let Some(key) = key {
-                    in_batch.entry(key).or_insert(placement);
-                }
-                placements.push(placement);
-            }
-        }
-        let dropped = count - kept.len() as i64;
+        let DedupPlan {
+            producer: (producer_id, epoch, base_sequence),
+            count,
+            placements,
+            kept_keys,
+            rewritten,
+        } = plan;
+        let kept = kept_keys.len() as i64;
         let record_offsets = |base_offset: i64| -> Vec<i64> {
-            if dropped == 0 {
+            if kept == i64::from(count) {
                 return Vec::new();
             }
             placements
@@ -782,7 +843,7 @@ impl<S: Storage> PartitionLog<S> {
                 })
                 .collect()
         };
-        if kept.is_empty() {
+        if kept == 0 {
             // Every record is a duplicate: all placements are stored offsets.
             let record_offsets = record_offsets(self.high_watermark());
             let base_offset = record_offsets
@@ -794,7 +855,7 @@ impl<S: Storage> PartitionLog<S> {
                     producer_id,
                     epoch,
                     base_sequence,
-                    count as u32,
+                    count,
                     base_offset,
                     now_ms,
                 );
@@ -808,31 +869,20 @@ impl<S: Storage> PartitionLog<S> {
                 record_offsets,
             });
         }
-        let base_offset = if dropped == 0 {
-            self.store(batch, now_ms)?
-        } else {
-            let builder = if producer_id >= 0 {
-                batch::BatchBuilder::new().idempotent(
-                    producer_id,
-                    epoch,
-                    base_sequence.wrapping_add(dropped as i32),
-                )
-            } else {
-                batch::BatchBuilder::new()
-            };
-            let mut rewritten = builder.encode_records(kept.iter())?;
-            self.store(&mut rewritten, now_ms)?
+        let base_offset = match rewritten {
+            Some(mut rewritten) => self.store(&mut rewritten, now_ms)?,
+            None => self.store(batch, now_ms)?,
         };
         self.producers.record(
             producer_id,
             epoch,
             base_sequence,
-            count as u32,
+            count,
             base_offset,
             now_ms,
         );
         if let Some(window) = self.dedup.as_mut() {
-            for (index, key) in keys.iter().enumerate() {
+            for (index, key) in kept_keys.iter().enumerate() {
                 if let Some(key) = key {
                     window.insert(key, base_offset + index as i64, now_ms);
                 }
@@ -840,7 +890,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         Ok(Appended {
             base_offset,
-            last_offset: base_offset + kept.len() as i64 - 1,
+            last_offset: base_offset + kept - 1,
             append_time_ms: now_ms,
             duplicate: false,
             record_offsets: record_offsets(base_offset),

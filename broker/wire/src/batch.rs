@@ -122,17 +122,8 @@ impl BatchBuilder {
     /// The encoded batch (base offset 0, append time -1, CRC filled in). Fails when a limit
     /// is exceeded, so a producer learns it before sending.
     pub fn encode(&self) -> Result<Vec<u8>, BatchError> {
-        self.encode_records(self.records.iter())
-    }
-
-    /// Encodes `records` (instead of the pushed ones) with this builder's producer fields:
-    /// for a producer that keeps its records to resend them, without copying them first.
-    pub fn encode_records<'r, I>(&self, records: I) -> Result<Vec<u8>, BatchError>
-    where
-        I: ExactSizeIterator<Item = &'r Record>,
-    {
-        let mut writer = BatchWriter::with_capacity(records.len() * 64);
-        for record in records {
+        let mut writer = BatchWriter::with_capacity(self.records.len() * 64);
+        for record in &self.records {
             writer.push(
                 record.timestamp_ms,
                 record.key.as_deref(),

@@ -757,31 +757,30 @@ impl RawConsumer {
         Ok(())
     }
 
-    async fn fetch(
+    /// The fetch of `partition` at `position`, owning what it needs (so it can also run as
+    /// a background task).
+    fn fetch(
         &self,
         partition: &TopicPartition,
         position: i64,
         wait: Duration,
-    ) -> Result<Fetched, RequestError> {
+    ) -> impl Future<Output = Result<Fetched, RequestError>> + Send + 'static {
+        let client = self.client.clone();
+        let (topic, number) = (partition.0.clone(), partition.1);
         let max_bytes = self.config.fetch_bytes_max;
-        self.client
-            .fetch(&partition.0, partition.1, position, max_bytes, wait, 1)
-            .await
+        async move {
+            client
+                .fetch(&topic, number, position, max_bytes, wait, 1)
+                .await
+        }
     }
 
     /// Issues the fetch of `partition` at `position` in the background.
     fn prefetch(&self, partition: &TopicPartition, position: i64, wait: Duration) -> Prefetch {
-        let client = self.client.clone();
-        let (topic, number) = (partition.0.clone(), partition.1);
-        let max_bytes = self.config.fetch_bytes_max;
         Prefetch {
             partition: partition.clone(),
             position,
-            handle: tokio::spawn(async move {
-                client
-                    .fetch(&topic, number, position, max_bytes, wait, 1)
-                    .await
-            }),
+            handle: tokio::spawn(self.fetch(partition, position, wait)),
         }
     }
 
@@ -818,8 +817,7 @@ impl RawConsumer {
         }
         // One breaker permission per record (a half-open probe is a record), its retries
         // included.
-        let started = fetched_at;
-        if !progress.allow(started) {
+        if !progress.allow(fetched_at) {
             return Ok(false);
         }
         let mut attempts = 0u32;
@@ -829,7 +827,7 @@ impl RawConsumer {
             attempts += 1;
             let (kind, reason) = match handler(record.clone()).await {
                 Ok(()) => {
-                    progress.record(true, started, &self.metrics.breaker_state);
+                    progress.record(true, fetched_at, &self.metrics.breaker_state);
                     progress.processed.fetch_add(1, Ordering::Relaxed);
                     self.metrics.processed.increment(1);
                     if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {

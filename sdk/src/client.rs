@@ -332,7 +332,7 @@ impl<T: Message> Consumer<T> {
                     async move {
                         let event = match decoded {
                             Ok(decoded) => decoded?,
-                            Err(record) => Box::pin(self.decode_fetching(record)).await?,
+                            Err((record, id)) => Box::pin(self.decode_fetching(record, id)).await?,
                         };
                         handler(event).await
                     }
@@ -342,13 +342,13 @@ impl<T: Message> Consumer<T> {
             .await
     }
 
-    /// The record decoded with a cached writer schema; the record back when its schema is not
-    /// cached.
+    /// The record decoded with a cached writer schema; the record and its schema ID back when
+    /// that schema is not cached.
     #[allow(clippy::result_large_err)]
     fn decode_cached(
         &self,
         record: ConsumedRecord,
-    ) -> Result<Result<Event<T>, HandlerError>, ConsumedRecord> {
+    ) -> Result<Result<Event<T>, HandlerError>, (ConsumedRecord, u32)> {
         let id = match Self::schema_id(&record) {
             Ok(id) => id,
             Err(error) => return Ok(Err(error)),
@@ -357,14 +357,18 @@ impl<T: Message> Consumer<T> {
             return Ok(Self::decode_with(record, id, writer));
         }
         let Some(writer) = self.writers_cache().get(&id).cloned() else {
-            return Err(record);
+            return Err((record, id));
         };
         Ok(Self::decode_with(record, id, &writer))
     }
 
-    /// The record decoded after fetching its writer schema from the registry.
-    async fn decode_fetching(&self, record: ConsumedRecord) -> Result<Event<T>, HandlerError> {
-        let id = Self::schema_id(&record)?;
+    /// The record, framed with schema `id`, decoded after fetching that writer schema from
+    /// the registry.
+    async fn decode_fetching(
+        &self,
+        record: ConsumedRecord,
+        id: u32,
+    ) -> Result<Event<T>, HandlerError> {
         let writer = self.writer(id).await?;
         Self::decode_with(record, id, &writer)
     }

@@ -77,6 +77,19 @@ impl<'a> Reader<'a> {
         Ok(u32::from_be_bytes(self.array(what)?))
     }
 
+    /// A u32 element count, refused above `limit` (before anything is allocated for it).
+    pub(crate) fn count(&mut self, what: &'static str, limit: usize) -> Result<usize, DecodeError> {
+        let count = self.u32(what)? as usize;
+        if count > limit {
+            return Err(DecodeError::TooLarge {
+                what,
+                size: count,
+                limit,
+            });
+        }
+        Ok(count)
+    }
+
     pub(crate) fn i32(&mut self, what: &'static str) -> Result<i32, DecodeError> {
         Ok(i32::from_be_bytes(self.array(what)?))
     }

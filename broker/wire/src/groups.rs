@@ -121,15 +121,7 @@ fn read_offsets(r: &mut Reader<'_>) -> Result<Vec<CommittedOffset>, DecodeError>
 }
 
 fn count(r: &mut Reader<'_>, what: &'static str) -> Result<usize, DecodeError> {
-    let count = r.u32(what)? as usize;
-    if count > GROUP_ITEMS_MAX {
-        return Err(DecodeError::TooLarge {
-            what,
-            size: count,
-            limit: GROUP_ITEMS_MAX,
-        });
-    }
-    Ok(count)
+    r.count(what, GROUP_ITEMS_MAX)
 }
 
 fn read_partition(r: &mut Reader<'_>) -> Result<TopicPartition, DecodeError> {

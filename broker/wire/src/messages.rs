@@ -575,14 +575,7 @@ impl Response {
             Api::CreateTopic => Response::TopicCreated,
             Api::DeleteTopic => Response::TopicDeleted,
             Api::ListTopics => {
-                let count = r.u32("topic count")? as usize;
-                if count > TOPICS_LISTED_MAX {
-                    return Err(DecodeError::TooLarge {
-                        what: "topic list",
-                        size: count,
-                        limit: TOPICS_LISTED_MAX,
-                    });
-                }
+                let count = r.count("topic list", TOPICS_LISTED_MAX)?;
                 let mut topics = Vec::with_capacity(count.min(1024));
                 for _ in 0..count {
                     topics.push(read_description(&mut r)?);
@@ -593,14 +586,7 @@ impl Response {
             Api::Produce => {
                 let base_offset = r.i64("base offset")?;
                 let append_time_ms = r.i64("append time")?;
-                let count = r.u32("record offsets")? as usize;
-                if count > BATCH_RECORDS_MAX as usize {
-                    return Err(DecodeError::TooLarge {
-                        what: "record offsets",
-                        size: count,
-                        limit: BATCH_RECORDS_MAX as usize,
-                    });
-                }
+                let count = r.count("record offsets", BATCH_RECORDS_MAX as usize)?;
                 let mut record_offsets = Vec::with_capacity(count.min(r.remaining() / 8));
                 for _ in 0..count {
                     record_offsets.push(r.i64("record offset")?);
@@ -743,15 +729,8 @@ fn put_description(out: &mut Vec<u8>, topic: &TopicDescription) {
 fn read_description(r: &mut Reader<'_>) -> Result<TopicDescription, DecodeError> {
     let name = topic_name(r)?;
     let config = read_config(r)?;
-    let count = r.u32("partition count")?;
-    if count > PARTITIONS_PER_TOPIC_MAX {
-        return Err(DecodeError::TooLarge {
-            what: "partitions",
-            size: count as usize,
-            limit: PARTITIONS_PER_TOPIC_MAX as usize,
-        });
-    }
-    let mut partitions = Vec::with_capacity(count as usize);
+    let count = r.count("partitions", PARTITIONS_PER_TOPIC_MAX as usize)?;
+    let mut partitions = Vec::with_capacity(count);
     for _ in 0..count {
         partitions.push(PartitionDescription {
             partition: r.u32("partition")?,

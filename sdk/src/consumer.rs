@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use herald_wire::messages::{Durability, OffsetSpec, TopicConfig};
 use herald_wire::{headers, ErrorCode};
 
 use crate::policy::backoff::{RetryDecision, RetryPolicy};
-use crate::policy::breaker::{BreakerConfig, CircuitBreaker, Permission};
+use crate::policy::breaker::{BreakerConfig, Permission, SharedBreaker};
 
 /// The header carrying a record's idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = headers::IDEMPOTENCY_KEY;
@@ -361,12 +361,10 @@ pub struct RunSummary {
 /// Most concurrent handler lanes per partition a consumer may run.
 pub const CONCURRENCY_MAX: usize = 256;
 
-/// The breaker and counters shared by a run's lanes (the breaker never locked across an
-/// await). While the breaker is steady (closed, a full window of successes) the per-record
-/// path takes no lock: a success would change nothing and every record is allowed.
+/// The breaker and counters shared by a run's lanes (the breaker is never locked across an
+/// await, and not at all per record while it is closed and steady).
 struct Progress {
-    breaker: Mutex<CircuitBreaker>,
-    steady: AtomicBool,
+    breaker: SharedBreaker,
     processed: AtomicU64,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
@@ -376,8 +374,7 @@ struct Progress {
 impl Progress {
     fn new(config: BreakerConfig) -> Self {
         Self {
-            breaker: Mutex::new(CircuitBreaker::new(config)),
-            steady: AtomicBool::new(false),
+            breaker: SharedBreaker::new(config),
             processed: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
@@ -385,35 +382,21 @@ impl Progress {
         }
     }
 
-    fn breaker(&self) -> std::sync::MutexGuard<'_, CircuitBreaker> {
-        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Whether fetching is pointless now (the breaker would refuse every record).
     fn paused(&self) -> bool {
-        !self.steady.load(Ordering::Relaxed) && self.breaker().is_rejecting(Instant::now())
+        self.breaker.is_rejecting(Instant::now)
     }
 
     /// One breaker permission for a record.
     fn allow(&self, now: Instant) -> bool {
-        self.steady.load(Ordering::Relaxed)
-            || matches!(self.breaker().allow(now), Permission::Allowed)
+        matches!(self.breaker.allow(|| now), Permission::Allowed)
     }
 
     /// Records an outcome; `gauge` is set to the breaker's state when it may have changed.
     fn record(&self, success: bool, now: Instant, gauge: &metrics::Gauge) {
-        if success && self.steady.load(Ordering::Relaxed) {
-            return;
+        if let Some(state) = self.breaker.record(success, now) {
+            gauge.set(state.gauge());
         }
-        let mut breaker = self.breaker();
-        if success {
-            breaker.on_success(now);
-        } else {
-            breaker.on_failure(now);
-        }
-        self.steady
-            .store(breaker.success_changes_nothing(), Ordering::Relaxed);
-        gauge.set(breaker.state().gauge());
     }
 
     fn summary(&self) -> RunSummary {

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::partitioner::partition_for_key;
 use crate::policy::backoff::{RetryDecision, RetryPolicy};
-use crate::policy::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permission};
+use crate::policy::breaker::{BreakerConfig, Permission, SharedBreaker};
 use crate::policy::budget::{BudgetConfig, RetryBudget, RetryKind};
 
 /// Batches queued per partition before `send` waits (besides the byte budget).
@@ -279,7 +279,7 @@ struct Shared {
     topic: String,
     config: ProducerConfig,
     producer: (i64, i16),
-    breaker: Mutex<CircuitBreaker>,
+    breaker: SharedBreaker,
     budget: Mutex<RetryBudget>,
     metrics: crate::metrics::ProducerMetrics,
 }
@@ -338,7 +338,7 @@ impl RawProducer {
             client: Mutex::new(client),
             connector,
             topic: topic.to_owned(),
-            breaker: Mutex::new(CircuitBreaker::new(config.breaker)),
+            breaker: SharedBreaker::new(config.breaker),
             budget: Mutex::new(RetryBudget::new(config.budget)),
             producer,
             metrics: crate::metrics::ProducerMetrics::new(topic),
@@ -399,14 +399,9 @@ impl RawProducer {
         if size > limit {
             return Err(ProduceError::TooLarge { size, limit });
         }
-        {
-            // Closed (nearly always): no clock read.
-            let mut breaker = self.breaker();
-            if !matches!(breaker.state(), BreakerState::Closed) {
-                if let Permission::Rejected { retry_after } = breaker.allow(Instant::now()) {
-                    return Err(ProduceError::CircuitOpen { retry_after });
-                }
-            }
+        // Closed (nearly always): no lock, no clock read.
+        if let Permission::Rejected { retry_after } = self.shared.breaker.allow(Instant::now) {
+            return Err(ProduceError::CircuitOpen { retry_after });
         }
         let permit = match self.shared.config.buffer_full {
             BufferFull::Wait => self
@@ -503,13 +498,6 @@ impl RawProducer {
                 let _ = sender.send(queued).await;
             }
         }
-    }
-
-    fn breaker(&self) -> std::sync::MutexGuard<'_, CircuitBreaker> {
-        self.shared
-            .breaker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -790,13 +778,9 @@ impl Shared {
     }
 
     fn on_outcome(&self, now: Instant, success: bool) {
-        let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
-        if success {
-            breaker.on_success(now);
-        } else {
-            breaker.on_failure(now);
+        if let Some(state) = self.breaker.record(success, now) {
+            self.metrics.breaker_state.set(state.gauge());
         }
-        self.metrics.breaker_state.set(breaker.state().gauge());
     }
 
     fn client(&self) -> BrokerClient {

@@ -194,6 +194,72 @@ impl CircuitBreaker {
     }
 }
 
+/// A breaker shared by the tasks of one producer or consumer: decisions are made under a
+/// lock, but the per-call path takes none while it can answer without one — `allow` while
+/// closed (a closed breaker allows every call and is not changed by asking), `record` of a
+/// success while steady (closed with a full window of successes: a success changes
+/// nothing). Both flags are set under the lock after every change.
+#[derive(Debug)]
+pub struct SharedBreaker {
+    breaker: std::sync::Mutex<CircuitBreaker>,
+    closed: std::sync::atomic::AtomicBool,
+    steady: std::sync::atomic::AtomicBool,
+}
+
+impl SharedBreaker {
+    pub fn new(config: BreakerConfig) -> Self {
+        Self {
+            breaker: std::sync::Mutex::new(CircuitBreaker::new(config)),
+            closed: std::sync::atomic::AtomicBool::new(true),
+            steady: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CircuitBreaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, breaker: &CircuitBreaker) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.closed
+            .store(breaker.state == BreakerState::Closed, Relaxed);
+        self.steady
+            .store(breaker.success_changes_nothing(), Relaxed);
+    }
+
+    /// Permission for a call; `now` is read only when the breaker is not closed.
+    pub fn allow(&self, now: impl FnOnce() -> Instant) -> Permission {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Permission::Allowed;
+        }
+        let mut breaker = self.lock();
+        let permission = breaker.allow(now());
+        self.publish(&breaker);
+        permission
+    }
+
+    /// Whether every call would be refused now (without using up a half-open probe).
+    pub fn is_rejecting(&self, now: impl FnOnce() -> Instant) -> bool {
+        !self.closed.load(std::sync::atomic::Ordering::Relaxed) && self.lock().is_rejecting(now())
+    }
+
+    /// Records a call's outcome; the state after it, or `None` when nothing could change (a
+    /// success while steady).
+    pub fn record(&self, success: bool, now: Instant) -> Option<BreakerState> {
+        if success && self.steady.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let mut breaker = self.lock();
+        if success {
+            breaker.on_success(now);
+        } else {
+            breaker.on_failure(now);
+        }
+        self.publish(&breaker);
+        Some(breaker.state())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +419,40 @@ mod tests {
             healthy.state(),
             BreakerState::Closed,
             "33 % failures stay under 50 %"
+        );
+    }
+
+    #[test]
+    fn the_shared_breaker_answers_closed_and_steady_calls_without_its_lock_or_clock() {
+        let start = Instant::now();
+        let config = BreakerConfig {
+            window: 4,
+            minimum_calls: 4,
+            ..BreakerConfig::default()
+        };
+        let shared = SharedBreaker::new(config);
+        let no_clock = || -> Instant { panic!("a closed breaker reads no clock") };
+        assert_eq!(shared.allow(no_clock), Permission::Allowed);
+        assert!(!shared.is_rejecting(no_clock));
+        // Filling the window changes the breaker; once full of successes, nothing does.
+        for _ in 0..4 {
+            assert_eq!(shared.record(true, start), Some(BreakerState::Closed));
+        }
+        assert_eq!(shared.record(true, start), None, "steady");
+        // Failures past the threshold open it: calls are refused, and the clock is read.
+        for _ in 0..4 {
+            shared.record(false, start);
+        }
+        assert!(matches!(
+            shared.allow(|| start),
+            Permission::Rejected { .. }
+        ));
+        assert!(shared.is_rejecting(|| start));
+        let later = start + config.open_duration;
+        assert_eq!(
+            shared.allow(|| later),
+            Permission::Allowed,
+            "half-open probe"
         );
     }
 }

@@ -56,19 +56,27 @@ pub(crate) fn generate(
         .prost_types_path("::herald::codegen::prost_types")
         .btree_map(["."])
         .format(false);
-    let requests = generated
+    // prost-build builds its message graph (which decides `Eq`/`Copy` derives and boxing)
+    // from the files it is asked to generate, so every file of the set goes in, well-known
+    // imports included: a field of type `.google.protobuf.Timestamp` must find its message
+    // there. The well-known files are generated under a module of their own and dropped:
+    // their types come from prost-types.
+    let requests = files
         .iter()
         .map(|file| {
-            (
-                prost_build::Module::from_protobuf_package_name(file.descriptor.package()),
-                file.descriptor.clone(),
-            )
+            let module = if well_known(&file.name) {
+                prost_build::Module::from_parts([WELL_KNOWN_MODULE, file.name.as_str()])
+            } else {
+                prost_build::Module::from_protobuf_package_name(file.descriptor.package())
+            };
+            (module, file.descriptor.clone())
         })
         .collect();
-    let modules = config
-        .generate(requests)
-        .map_err(|e| GenerateError::Protobuf(e.to_string()))?;
-    let mut modules: Vec<_> = modules.into_iter().collect();
+    let modules = run_prost_build(&mut config, requests, &generated)?;
+    let mut modules: Vec<_> = modules
+        .into_iter()
+        .filter(|(module, _)| module.parts().next() != Some(WELL_KNOWN_MODULE))
+        .collect();
     modules.sort_by(|a, b| a.0.cmp(&b.0));
     for (module, code) in modules {
         let path: ModulePath = module.parts().map(str::to_owned).collect();
@@ -197,6 +205,42 @@ pub(crate) fn generate(
         }
     }
     Ok(messages)
+}
+
+/// The module key under which prost-build generates the well-known files (then dropped).
+const WELL_KNOWN_MODULE: &str = "__herald_well_known";
+
+/// prost-build's `generate`, with a panic inside it (a prost-build bug met by some input)
+/// turned into an error naming the files: a build script never panics.
+fn run_prost_build(
+    config: &mut prost_build::Config,
+    requests: Vec<(prost_build::Module, FileDescriptorProto)>,
+    generated: &[&ProtoFile],
+) -> Result<std::collections::HashMap<prost_build::Module, String>, GenerateError> {
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.generate(requests)));
+    let names = || {
+        generated
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match outcome {
+        Ok(Ok(modules)) => Ok(modules),
+        Ok(Err(e)) => Err(GenerateError::Protobuf(format!("{}: {e}", names()))),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            Err(GenerateError::Protobuf(format!(
+                "prost-build failed on {} ({reason}); please report this input as a herald-codegen bug",
+                names()
+            )))
+        }
+    }
 }
 
 /// The non-well-known imports of `name`.

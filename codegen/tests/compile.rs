@@ -293,3 +293,150 @@ fn the_builder_has_the_manifests_powers() -> anyhow::Result<()> {
         .is_err_and(|e| e.to_string().contains("declared twice")));
     Ok(())
 }
+
+/// The shape that made prost-build panic in the build script: every field before the
+/// Timestamp can derive `Eq`, so prost-build looked `.google.protobuf.Timestamp` up in a
+/// message graph that had not been given the well-known files.
+#[test]
+fn a_timestamp_after_a_string_generates() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write(
+        dir.path(),
+        "billing.proto",
+        r#"syntax = "proto3";
+package billing.v1;
+import "google/protobuf/timestamp.proto";
+message InvoicePaid {
+  string invoice_id = 1;
+  google.protobuf.Timestamp paid_at = 2;
+}
+"#,
+    )?;
+    write(
+        dir.path(),
+        "herald.toml",
+        "[schemas]\nproto = [\"billing.proto\"]\nproto_include = [\".\"]\n\n[[topic]]\nname = \"invoices\"\nmessage = \"billing.v1.InvoicePaid\"\nkey = \"invoice_id\"\n",
+    )?;
+    let generated = build(dir.path())?;
+    assert!(generated.contains("pub struct InvoicePaid"), "{generated}");
+    assert!(generated.contains("::herald::codegen::prost_types::Timestamp"));
+    // The well-known file itself is not generated: its types come from prost-types.
+    assert!(!generated.contains("pub struct Timestamp"), "{generated}");
+    assert!(generated.contains("pub struct InvoicesProducer"));
+    Ok(())
+}
+
+/// The well-known types every position of `schemas/proto/wkt/v1/well_known_fields.proto`
+/// must cover (tests/codegen-client compiles that file and round-trips its messages).
+const WELL_KNOWN_TYPES: [&str; 17] = [
+    "Timestamp",
+    "Duration",
+    "Struct",
+    "Value",
+    "ListValue",
+    "Any",
+    "Empty",
+    "FieldMask",
+    "DoubleValue",
+    "FloatValue",
+    "Int64Value",
+    "UInt64Value",
+    "Int32Value",
+    "UInt32Value",
+    "BoolValue",
+    "StringValue",
+    "BytesValue",
+];
+
+#[test]
+fn every_well_known_type_in_every_position_generates() -> anyhow::Result<()> {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/proto");
+    let dir = tempfile::tempdir()?;
+    write(
+        dir.path(),
+        "herald.toml",
+        &format!(
+            "[schemas]\nproto = [{:?}]\nproto_include = [{:?}]\n",
+            schemas.join("wkt/v1/well_known_fields.proto"),
+            schemas
+        ),
+    )?;
+    let manifest = Manifest::load(&dir.path().join("herald.toml"))?;
+    let (inputs, _) = load_inputs(&manifest, &Lock::default(), dir.path())?;
+    let file = inputs
+        .proto
+        .iter()
+        .find(|f| f.name == "wkt/v1/well_known_fields.proto")
+        .ok_or_else(|| anyhow::anyhow!("fixture not loaded"))?;
+    // The fixture covers each type in each position (a guard against it shrinking).
+    let messages: std::collections::BTreeMap<&str, &prost_types::DescriptorProto> = file
+        .descriptor
+        .message_type
+        .iter()
+        .map(|m| (m.name(), m))
+        .collect();
+    let field_type = |message: &prost_types::DescriptorProto, name: &str| {
+        message
+            .field
+            .iter()
+            .find(|f| f.name() == name)
+            .map(|f| (f.type_name().to_owned(), f.label(), f.oneof_index.is_some()))
+    };
+    for ty in WELL_KNOWN_TYPES {
+        let full = format!(".google.protobuf.{ty}");
+        let get = |suffix: &str| {
+            messages
+                .get(format!("{ty}{suffix}").as_str())
+                .copied()
+                .ok_or_else(|| anyhow::anyhow!("no {ty}{suffix} in the fixture"))
+        };
+        let first = get("First")?;
+        assert_eq!(first.field[0].type_name(), full, "{ty}First");
+        let after = get("AfterScalars")?;
+        assert_eq!(
+            after.field.last().map(|f| f.type_name()),
+            Some(full.as_str())
+        );
+        assert!(after.field[0].r#type() == Type::String, "{ty}AfterScalars");
+        assert_eq!(
+            field_type(get("InOneof")?, "value"),
+            Some((full.clone(), Label::Optional, true))
+        );
+        assert_eq!(
+            field_type(get("Repeated")?, "values"),
+            Some((full.clone(), Label::Repeated, false))
+        );
+        let map = get("MapValue")?;
+        let entry = map
+            .nested_type
+            .iter()
+            .find(|m| m.options.as_ref().is_some_and(|o| o.map_entry()))
+            .ok_or_else(|| anyhow::anyhow!("{ty}MapValue has no map"))?;
+        assert_eq!(field_type(entry, "value").map(|t| t.0), Some(full.clone()));
+        let nested = get("Nested")?;
+        assert_eq!(
+            field_type(&nested.nested_type[0], "value").map(|t| t.0),
+            Some(full.clone())
+        );
+    }
+    let generated = herald_codegen::generate(&inputs)?;
+    for ty in WELL_KNOWN_TYPES {
+        for suffix in [
+            "First",
+            "AfterScalars",
+            "InOneof",
+            "Repeated",
+            "MapValue",
+            "Nested",
+        ] {
+            assert!(
+                generated
+                    .messages
+                    .contains_key(&format!("wkt.v1.{ty}{suffix}")),
+                "{ty}{suffix} not generated"
+            );
+        }
+    }
+    Ok(())
+}

@@ -168,15 +168,114 @@ fn extra_members_stay_idle_and_ranges_are_contiguous() {
     );
 }
 
-/// The simulated client: what it was last granted, whether it runs, and its pause.
+/// The simulated client: its identity, the partitions it consumes with its position in
+/// each (what it fetched up to), whether it runs, and its pause.
 struct SimMember {
-    assignment: Assignment,
+    member_id: String,
+    member_epoch: i32,
+    positions: BTreeMap<u32, i64>,
     crashed: bool,
     paused_until: i64,
 }
 
+/// The simulation's view of the partitions: log ends, committed offsets, records really
+/// fetched by some member, and counts that show each path ran.
+struct SimLog {
+    log_end: Vec<i64>,
+    committed: Vec<i64>,
+    fetched: Vec<BTreeSet<i64>>,
+    commits_accepted: usize,
+    zombie_commits_refused: usize,
+}
+
+impl SimLog {
+    /// A member commits its position in `partition`; asserts what the group promises.
+    /// Returns whether the commit was accepted.
+    fn commit(
+        &mut self,
+        group: &Group,
+        member: &SimMember,
+        partition: u32,
+        position: i64,
+        context: &str,
+    ) -> bool {
+        let key = ("orders".to_owned(), partition);
+        let p = partition as usize;
+        let holders = group.assignments();
+        let known = holders.contains_key(&member.member_id);
+        let held_elsewhere = holders
+            .iter()
+            .any(|(other, set)| *other != member.member_id && set.contains(&key));
+        match group.authorize_commit(&member.member_id, member.member_epoch, &key) {
+            Ok(()) => {
+                assert!(known, "{context}: a member the group dropped committed");
+                assert!(
+                    !held_elsewhere,
+                    "{context}: commit on {partition} accepted while another member holds it"
+                );
+                assert!(
+                    position >= self.committed[p],
+                    "{context}: commit of {partition} went back from {} to {position}",
+                    self.committed[p]
+                );
+                self.committed[p] = position;
+                self.commits_accepted += 1;
+                true
+            }
+            Err(_) => {
+                if !known {
+                    self.zombie_commits_refused += 1;
+                }
+                false
+            }
+        }
+    }
+}
+
+fn join_request() -> Heartbeat {
+    Heartbeat {
+        member_id: String::new(),
+        member_epoch: 0,
+        instance_id: None,
+        topics: topics(&["orders"]),
+        owned: BTreeSet::new(),
+    }
+}
+
+/// Applies an assignment the way a consumer does: a partition no longer granted is
+/// committed at its position and let go; a newly granted one starts at the committed offset.
+fn apply_assignment(
+    group: &Group,
+    log: &mut SimLog,
+    member: &mut SimMember,
+    assignment: &Assignment,
+    context: &str,
+) {
+    member.member_id = assignment.member_id.clone();
+    member.member_epoch = assignment.member_epoch;
+    let granted: BTreeSet<u32> = assignment.partitions.iter().map(|(_, p)| *p).collect();
+    let revoked: Vec<(u32, i64)> = member
+        .positions
+        .iter()
+        .filter(|(p, _)| !granted.contains(p))
+        .map(|(p, pos)| (*p, *pos))
+        .collect();
+    for (partition, position) in revoked {
+        log.commit(group, member, partition, position, context);
+        member.positions.remove(&partition);
+    }
+    for partition in granted {
+        member
+            .positions
+            .entry(partition)
+            .or_insert(log.committed[partition as usize]);
+    }
+}
+
 #[test]
 fn seeded_simulation_of_churn() {
+    let mut total_zombie_refusals = 0;
+    let mut total_accepted = 0;
     for seed in 1..=25u64 {
         let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut next = move |bound: u64| {
@@ -197,31 +296,33 @@ fn seeded_simulation_of_churn() {
         let mut group = Group::new(config);
         let count = 4u32;
         let parts = BTreeMap::from([("orders".to_owned(), count)]);
-        let mut log_end = [0i64; 4];
-        let mut committed = [0i64; 4];
-        let mut delivered: Vec<BTreeSet<i64>> = vec![BTreeSet::new(); 4];
+        let mut log = SimLog {
+            log_end: vec![0; count as usize],
+            committed: vec![0; count as usize],
+            fetched: vec![BTreeSet::new(); count as usize],
+            commits_accepted: 0,
+            zombie_commits_refused: 0,
+        };
         let mut members: Vec<SimMember> = Vec::new();
         let mut now = 0i64;
         for step in 0..600 {
+            let context = format!("seed {seed} step {step}");
             now += 10 + next(20) as i64;
-            for end in log_end.iter_mut() {
+            for end in log.log_end.iter_mut() {
                 *end += next(3) as i64;
             }
             match next(30) {
                 0 | 1 if members.iter().filter(|m| !m.crashed).count() < 6 => {
-                    let request = Heartbeat {
+                    let assignment = group.heartbeat(join_request(), &parts, now).expect("join");
+                    let mut member = SimMember {
                         member_id: String::new(),
                         member_epoch: 0,
-                        instance_id: None,
-                        topics: topics(&["orders"]),
-                        owned: BTreeSet::new(),
-                    };
-                    let assignment = group.heartbeat(request, &parts, now).expect("join");
-                    members.push(SimMember {
-                        assignment,
+                        positions: BTreeMap::new(),
                         crashed: false,
                         paused_until: 0,
-                    });
+                    };
+                    apply_assignment(&group, &mut log, &mut member, &assignment, &context);
+                    members.push(member);
                 }
                 2 => {
                     if let Some(member) = members
@@ -233,6 +334,8 @@ fn seeded_simulation_of_churn() {
                     }
                 }
                 3 => {
+                    // Long enough, often, for the session to expire: the member comes back a
+                    // zombie that still believes it owns its partitions.
                     if let Some(member) = members
                         .iter_mut()
                         .filter(|m| !m.crashed)
@@ -247,7 +350,11 @@ fn seeded_simulation_of_churn() {
                         .filter(|m| !m.crashed)
                         .nth(next(6) as usize)
                     {
-                        let _ = group.leave(&member.assignment.member_id, &parts, now);
+                        // A clean leave commits first, as the SDK does on stop.
+                        for (partition, position) in member.positions.clone() {
+                            log.commit(&group, member, partition, position, &context);
+                        }
+                        let _ = group.leave(&member.member_id, &parts, now);
                         member.crashed = true;
                     }
                 }
@@ -257,114 +364,121 @@ fn seeded_simulation_of_churn() {
                 .iter_mut()
                 .filter(|m| !m.crashed && m.paused_until <= now)
             {
-                // Consume what was granted, commit progress (a zombie's commit must be refused).
-                for (_, partition) in member.assignment.partitions.clone() {
+                // Fetch a few records of each partition it believes it owns, then commit the
+                // position (a zombie's commit must be refused).
+                for (partition, position) in member.positions.clone() {
                     let p = partition as usize;
-                    let key = ("orders".to_owned(), partition);
-                    let upto = (committed[p] + 1 + next(3) as i64).min(log_end[p]);
-                    if upto <= committed[p] {
-                        continue;
-                    }
-                    match group.authorize_commit(
-                        &member.assignment.member_id,
-                        member.assignment.member_epoch,
-                        &key,
-                    ) {
-                        Ok(()) => {
-                            for offset in committed[p]..upto {
-                                delivered[p].insert(offset);
-                            }
-                            assert!(
-                                upto >= committed[p],
-                                "seed {seed} step {step}: commits only grow"
-                            );
-                            committed[p] = upto;
-                        }
-                        Err(_) => {
-                            member.assignment.partitions.remove(&key);
-                        }
+                    let upto = (position + next(4) as i64).min(log.log_end[p]);
+                    log.fetched[p].extend(position..upto);
+                    member.positions.insert(partition, upto);
+                    if next(2) == 0 && !log.commit(&group, member, partition, upto, &context) {
+                        // Refused: the member lost the partition; it stops consuming it.
+                        member.positions.remove(&partition);
                     }
                 }
-                let owned = member.assignment.partitions.clone();
+                // Now and then a buggy client commits a partition it does not consume: the
+                // group must refuse it while another member holds that partition.
+                let stray = next(count as u64 * 4) as u32;
+                if stray < count && !member.positions.contains_key(&stray) {
+                    let at = log.committed[stray as usize];
+                    log.commit(&group, member, stray, at, &context);
+                }
                 let request = Heartbeat {
-                    member_id: member.assignment.member_id.clone(),
-                    member_epoch: member.assignment.member_epoch,
+                    member_id: member.member_id.clone(),
+                    member_epoch: member.member_epoch,
                     instance_id: None,
                     topics: topics(&["orders"]),
-                    owned,
+                    owned: member
+                        .positions
+                        .keys()
+                        .map(|p| ("orders".to_owned(), *p))
+                        .collect(),
                 };
-                match group.heartbeat(request, &parts, now) {
-                    Ok(assignment) => member.assignment = assignment,
+                let assignment = match group.heartbeat(request, &parts, now) {
+                    Ok(assignment) => assignment,
                     Err(_) => {
-                        // Expired while paused: drop everything and rejoin.
-                        let request = Heartbeat {
-                            member_id: String::new(),
-                            member_epoch: 0,
-                            instance_id: None,
-                            topics: topics(&["orders"]),
-                            owned: BTreeSet::new(),
-                        };
-                        member.assignment = group.heartbeat(request, &parts, now).expect("rejoin");
+                        // Expired while paused: drop everything uncommitted and rejoin.
+                        member.positions.clear();
+                        group
+                            .heartbeat(join_request(), &parts, now)
+                            .expect("rejoin")
                     }
-                }
+                };
+                apply_assignment(&group, &mut log, member, &assignment, &context);
             }
             // No partition is held by two live members.
             let live: Vec<&SimMember> = members
                 .iter()
-                .filter(|m| !m.crashed && group.assignments().contains_key(&m.assignment.member_id))
+                .filter(|m| !m.crashed && group.assignments().contains_key(&m.member_id))
                 .collect();
             for partition in 0..count {
                 let holders = live
                     .iter()
-                    .filter(|m| {
-                        m.assignment
-                            .partitions
-                            .contains(&("orders".to_owned(), partition))
-                    })
+                    .filter(|m| m.positions.contains_key(&partition))
                     .count();
                 assert!(
                     holders <= 1,
-                    "seed {seed} step {step}: partition {partition} held by {holders} members"
+                    "{context}: partition {partition} consumed by {holders} live members"
                 );
             }
         }
-        // Settle: one healthy member drains everything; every record is delivered at least once.
-        let request = Heartbeat {
+        // Settle: every earlier member is gone; one healthy member joins, is granted every
+        // partition, starts from the committed offsets and fetches to the end.
+        now += 10_000;
+        let context = format!("seed {seed} settle");
+        let mut survivor = SimMember {
             member_id: String::new(),
             member_epoch: 0,
-            instance_id: None,
-            topics: topics(&["orders"]),
-            owned: BTreeSet::new(),
+            positions: BTreeMap::new(),
+            crashed: false,
+            paused_until: 0,
         };
-        now += 10_000;
-        let mut last = group.heartbeat(request, &parts, now).expect("join");
+        let assignment = group.heartbeat(join_request(), &parts, now).expect("join");
+        apply_assignment(&group, &mut log, &mut survivor, &assignment, &context);
         for _ in 0..3 {
             now += 100;
             let request = Heartbeat {
-                member_id: last.member_id.clone(),
-                member_epoch: last.member_epoch,
+                member_id: survivor.member_id.clone(),
+                member_epoch: survivor.member_epoch,
                 instance_id: None,
                 topics: topics(&["orders"]),
-                owned: last.partitions.clone(),
+                owned: survivor
+                    .positions
+                    .keys()
+                    .map(|p| ("orders".to_owned(), *p))
+                    .collect(),
             };
-            last = group.heartbeat(request, &parts, now).expect("beat");
+            let assignment = group.heartbeat(request, &parts, now).expect("beat");
+            apply_assignment(&group, &mut log, &mut survivor, &assignment, &context);
         }
         assert_eq!(
-            last.partitions.len(),
+            survivor.positions.len(),
             count as usize,
             "seed {seed}: the survivor owns everything"
         );
-        for (p, end) in log_end.iter().enumerate() {
-            for offset in committed[p]..*end {
-                delivered[p].insert(offset);
-            }
-            assert_eq!(
-                delivered[p].len() as i64,
-                *end,
-                "seed {seed}: every record of partition {p} delivered"
+        for (partition, position) in survivor.positions.clone() {
+            let p = partition as usize;
+            log.fetched[p].extend(position..log.log_end[p]);
+            assert!(log.commit(&group, &survivor, partition, log.log_end[p], &context));
+        }
+        for p in 0..count as usize {
+            let missing: Vec<i64> = (0..log.log_end[p])
+                .filter(|o| !log.fetched[p].contains(o))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "seed {seed}: partition {p}: offsets never fetched by any member: {missing:?}"
             );
         }
+        total_zombie_refusals += log.zombie_commits_refused;
+        total_accepted += log.commits_accepted;
     }
+    // The paths the assertions guard really ran.
+    assert!(total_accepted > 1000, "accepted commits: {total_accepted}");
+    assert!(
+        total_zombie_refusals > 10,
+        "zombie commits refused: {total_zombie_refusals}"
+    );
 }
 
 #[test]

@@ -99,6 +99,14 @@ pub enum ParseError {
     Protobuf(String),
 }
 
+fn digest(schema_type: SchemaType, text: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(schema_type.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(text.as_bytes());
+    hasher.finalize().into()
+}
+
 /// A parsed, validated schema together with its canonical text.
 #[derive(Debug, Clone)]
 pub struct ParsedSchema {
@@ -155,34 +163,36 @@ impl ParsedSchema {
         }
     }
 
-    /// The text stored and served for this schema: compact re-serialised JSON for Avro (as
-    /// Confluent does), the submitted text for Protobuf.
+    /// The text stored and served for this schema, as Confluent's `canonicalString()`:
+    /// compact re-serialised JSON for Avro, Confluent's printed form for Protobuf (comments and
+    /// layout dropped, fields before oneofs before nested types, names and options as written;
+    /// a base64 descriptor is printed as `.proto` text). Parsing it again gives it back.
     pub fn canonical_text(&self) -> &str {
         &self.canonical
     }
 
     /// The normalised text used with `normalize=true`: for Avro, the canonical JSON with every
-    /// object's keys sorted; for Protobuf, the canonical text (identity is already decided by
-    /// the descriptor, see [`ParsedSchema::fingerprint`]).
+    /// object's keys sorted; for Protobuf, Confluent's normalised print (imports, options,
+    /// fields, enum constants and reserved ranges sorted, type names fully qualified, no
+    /// `syntax` line for proto2). Normalising it again changes nothing.
     pub fn normalized_text(&self) -> String {
         match &self.kind {
             ParsedKind::Avro(schema) => schema.normalized_text(),
-            ParsedKind::Protobuf(_) => self.canonical.clone(),
+            ParsedKind::Protobuf(schema) => schema.normalized_text(),
         }
     }
 
-    /// A stable digest of what the schema *means*: two texts that differ only in layout,
-    /// whitespace or comments get the same fingerprint. Used to give the same content the
-    /// same schema ID.
+    /// A stable digest of the schema's canonical text (and type): two texts that differ only
+    /// in layout, whitespace or comments get the same fingerprint, as Confluent compares
+    /// schemas by `canonicalString()`. Used to give the same content the same schema ID.
     pub fn fingerprint(&self) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        hasher.update(self.schema_type().as_str().as_bytes());
-        hasher.update([0]);
-        match &self.kind {
-            ParsedKind::Avro(_) => hasher.update(self.canonical.as_bytes()),
-            ParsedKind::Protobuf(schema) => hasher.update(schema.identity_bytes()),
-        }
-        hasher.finalize().into()
+        digest(self.schema_type(), &self.canonical)
+    }
+
+    /// The digest of [`ParsedSchema::normalized_text`]: the identity to use with
+    /// `normalize=true` (two schemas that normalise alike share it).
+    pub fn normalized_fingerprint(&self) -> [u8; 32] {
+        digest(self.schema_type(), &self.normalized_text())
     }
 
     /// For Protobuf: the file descriptor as protobuf bytes (Confluent's `format=serialized`).

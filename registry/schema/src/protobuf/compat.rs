@@ -116,6 +116,52 @@ fn real_oneof(field: &FieldDescriptor) -> Option<String> {
         .map(|oneof| oneof.name().to_owned())
 }
 
+/// A field label as Confluent's parser (square/wire) records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Label {
+    Optional,
+    Required,
+    Repeated,
+}
+
+impl Label {
+    fn as_str(self) -> &'static str {
+        match self {
+            Label::Optional => "optional",
+            Label::Required => "required",
+            Label::Repeated => "repeated",
+        }
+    }
+}
+
+/// The label Confluent sees on `field`: `repeated` (maps excluded), `required`, `optional` (proto2,
+/// or proto3 with an explicit `optional`), and none for a proto3 field without a label, a member
+/// of a real oneof, or a map field.
+fn confluent_label(field: &FieldDescriptor) -> Option<Label> {
+    if field.is_map() {
+        return None;
+    }
+    match field.cardinality() {
+        Cardinality::Repeated => return Some(Label::Repeated),
+        Cardinality::Required => return Some(Label::Required),
+        Cardinality::Optional => {}
+    }
+    if real_oneof(field).is_some() {
+        return None;
+    }
+    let proto3 = field
+        .parent_file()
+        .file_descriptor_proto()
+        .syntax
+        .as_deref()
+        == Some("proto3");
+    let explicit_optional = field.field_descriptor_proto().proto3_optional == Some(true);
+    if proto3 && !explicit_optional {
+        return None;
+    }
+    Some(Label::Optional)
+}
+
 /// A type name as the schema means it: names of types defined in the schema's own package
 /// are taken relative to it, so a package rename is reported once, not at every field.
 fn relative_type_name(message: &MessageDescriptor) -> String {
@@ -355,12 +401,14 @@ impl Differ {
                     );
                     self.report(
                         Rule::FieldScalarKindChanged,
-                        location.clone(),
-                        path.clone(),
+                        location,
+                        path,
                         Some(kind_name(original)),
                         Some(kind_name(update)),
                         description,
                     );
+                    // Confluent compares labels only when the scalar kind group is unchanged.
+                    return;
                 }
                 self.check_label(original, update, location, path);
             }
@@ -387,6 +435,12 @@ impl Differ {
         }
     }
 
+    /// Confluent's label rule (`FieldSchemaDiff.compareScalarTypes`): labels are compared only
+    /// when both fields have one (see [`confluent_label`]); a change is incompatible for numeric
+    /// kinds (enums and bools included) and compatible (`FIELD_STRING_OR_BYTES_LABEL_CHANGED`,
+    /// not reported) for strings and bytes. Becoming or ceasing to be `required` is judged here
+    /// like any other label change; REQUIRED_FIELD_ADDED/REMOVED only concern added or removed
+    /// tags.
     fn check_label(
         &mut self,
         original: &FieldDescriptor,
@@ -394,42 +448,21 @@ impl Differ {
         location: String,
         path: String,
     ) {
-        let before = original.cardinality();
-        let after = update.cardinality();
+        let (Some(before), Some(after)) = (confluent_label(original), confluent_label(update))
+        else {
+            return;
+        };
         if before == after {
             return;
         }
-        if after == Cardinality::Required {
-            let description = format!("The field at path '{location}' became required");
-            self.report(
-                Rule::RequiredFieldAdded,
-                location,
-                path,
-                Some(kind_name(original)),
-                Some(kind_name(update)),
-                description,
-            );
-            return;
-        }
-        if before == Cardinality::Required {
-            let description = format!("The field at path '{location}' is no longer required");
-            self.report(
-                Rule::RequiredFieldRemoved,
-                location,
-                path,
-                Some(kind_name(original)),
-                Some(kind_name(update)),
-                description,
-            );
-            return;
-        }
-        // optional <-> repeated is wire-safe for length-delimited types only.
         if matches!(original.kind(), Kind::String | Kind::Bytes) {
             return;
         }
         let description = format!(
-            "The label of the numeric field at path '{location}' changed between the {} and the {} schema",
+            "The label of the numeric field at path '{location}' changed from {} in the {} schema to {} in the {} schema",
+            before.as_str(),
             self.original_side(),
+            after.as_str(),
             self.update_side()
         );
         self.report(

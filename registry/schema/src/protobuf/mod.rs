@@ -3,12 +3,13 @@
 //! from the well-known types.
 
 pub(crate) mod compat;
+mod print;
 
 use std::collections::HashMap;
 
 use base64::Engine;
 use prost::Message;
-use prost_reflect::FileDescriptor;
+use prost_reflect::{DynamicMessage, FileDescriptor, ReflectMessage};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
 use crate::{ParseError, ParsedKind, ParsedSchema, ResolvedReference};
@@ -22,7 +23,10 @@ pub(crate) const MESSAGE_INDEX_DEPTH_MAX: usize = 64;
 #[derive(Debug, Clone)]
 pub(crate) struct ProtobufSchema {
     file: FileDescriptor,
-    text: String,
+    /// Confluent's `canonicalString()`: the schema as its printer writes it.
+    canonical: String,
+    /// Confluent's `normalize().canonicalString()`.
+    normalized: String,
 }
 
 impl ProtobufSchema {
@@ -48,9 +52,11 @@ impl ProtobufSchema {
         let file = pool
             .get_file_by_name(ROOT_FILE_NAME)
             .ok_or_else(|| ParseError::Protobuf("compiled schema has no root file".to_owned()))?;
+        let printed = print::print(text, &file).map_err(ParseError::Protobuf)?;
         Ok(Self {
             file,
-            text: text.trim().to_owned(),
+            canonical: printed.canonical,
+            normalized: printed.normalized,
         })
     }
 
@@ -58,21 +64,34 @@ impl ProtobufSchema {
         &self.file
     }
 
+    /// The text Confluent stores, serves and compares: its printer's output (comments and
+    /// layout dropped, elements in its fixed order, names and options as written).
     pub(crate) fn canonical_text(&self) -> String {
-        self.text.clone()
+        self.canonical.clone()
     }
 
-    /// The descriptor without source positions or comments: what the schema means.
-    pub(crate) fn identity_bytes(&self) -> Vec<u8> {
-        let mut proto = self.file.file_descriptor_proto().clone();
-        proto.source_code_info = None;
-        proto.encode_to_vec()
+    /// The printed text with Confluent's normalisation (sorted imports, options and fields,
+    /// fully-qualified type names, ...).
+    pub(crate) fn normalized_text(&self) -> String {
+        self.normalized.clone()
     }
 
+    /// The compiled `FileDescriptorProto` without source positions, custom (extension) options
+    /// included.
     pub(crate) fn descriptor_bytes(&self) -> Vec<u8> {
-        let mut proto = self.file.file_descriptor_proto().clone();
-        proto.source_code_info = None;
-        proto.encode_to_vec()
+        let encoded = self.file.encode_to_vec();
+        let descriptor = prost_types::FileDescriptorProto::default().descriptor();
+        match DynamicMessage::decode(descriptor, encoded.as_slice()) {
+            Ok(mut message) => {
+                message.clear_field_by_name("source_code_info");
+                message.encode_to_vec()
+            }
+            Err(_) => {
+                let mut proto = self.file.file_descriptor_proto().clone();
+                proto.source_code_info = None;
+                proto.encode_to_vec()
+            }
+        }
     }
 
     pub(crate) fn message_names(&self) -> Vec<String> {
@@ -147,14 +166,28 @@ impl FileResolver for MemoryResolver {
 }
 
 fn decode_descriptor(name: &str, text: &str) -> Option<File> {
-    let bytes = base64::engine::general_purpose::STANDARD
+    let mut bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .ok()?;
-    let mut proto = prost_types::FileDescriptorProto::decode(bytes.as_slice()).ok()?;
+    let proto = prost_types::FileDescriptorProto::decode(bytes.as_slice()).ok()?;
     // A base64 string that happens to decode to an empty descriptor is not a schema.
     if proto.message_type.is_empty() && proto.enum_type.is_empty() && proto.service.is_empty() {
         return None;
     }
-    proto.name = Some(name.to_owned());
-    Some(File::from_file_descriptor_proto(proto))
+    // Rename the file to `name` without going through prost types, which would drop the
+    // extension (custom) options: a later occurrence of a singular field wins, so appending
+    // field 1 (`name`) is enough.
+    bytes.push(0x0a);
+    let mut length = name.len() as u64;
+    loop {
+        let low = (length & 0x7f) as u8;
+        length >>= 7;
+        if length == 0 {
+            bytes.push(low);
+            break;
+        }
+        bytes.push(low | 0x80);
+    }
+    bytes.extend_from_slice(name.as_bytes());
+    File::decode_file_descriptor_proto(bytes.as_slice()).ok()
 }

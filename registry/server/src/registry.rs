@@ -56,7 +56,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn open(store: Store) -> Result<Self, StoreError> {
-        let state = State::from_snapshot(store.load()?);
+        let snapshot = store.load()?;
+        let scheme = snapshot.content_key_scheme;
+        let mut state = State::from_snapshot(snapshot);
+        if scheme < CONTENT_KEY_SCHEME {
+            rekey_protobuf(&store, &mut state)?;
+        }
         Ok(Self {
             state: RwLock::new(state),
             store,
@@ -687,6 +692,59 @@ fn scoped<T: Copy>(
 }
 
 /// A candidate schema: parsed, with its stored record and content key.
+/// How content keys are computed: 2 = Protobuf identity by Confluent's printed canonical
+/// text (scheme 1 hashed the resolved descriptor, so `Line` and `.pkg.Msg.Line` were one
+/// schema). Stores of an older scheme have their Protobuf keys recomputed at open.
+const CONTENT_KEY_SCHEME: u32 = 2;
+
+/// Recomputes the content key of every stored Protobuf schema from its text (a one-time
+/// migration from an older key scheme), so that registering a schema that is already stored
+/// still answers its ID. The stored texts are kept as they are.
+fn rekey_protobuf(store: &Store, state: &mut State) -> Result<(), StoreError> {
+    let mut ops = Vec::new();
+    let mut ids: Vec<u32> = state.schemas.keys().copied().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let Some(record) = state.schemas.get(&id).cloned() else {
+            continue;
+        };
+        if record.schema_type != SchemaType::Protobuf {
+            continue;
+        }
+        let request = SchemaRequest {
+            schema: record.text.clone(),
+            schema_type: record.schema_type,
+            references: record.references.clone(),
+            id: None,
+            version: None,
+        };
+        match Candidate::parse(state, &request, false) {
+            Ok(candidate) if candidate.content_key != record.content_key => {
+                let mut updated = (*record).clone();
+                updated.content_key = candidate.content_key;
+                ops.push(Op::PutSchema(id, updated));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(id, %error, "stored Protobuf schema does not parse; its content key is kept");
+            }
+        }
+    }
+    ops.push(Op::ContentKeyScheme(CONTENT_KEY_SCHEME));
+    store.commit_blocking(&ops)?;
+    // Drop the old keys before the new ones go in (an old key may equal no new one).
+    for op in &ops {
+        if let Op::PutSchema(id, _) = op {
+            if let Some(old) = state.schemas.get(id) {
+                let old_key = old.content_key.clone();
+                state.by_content.remove(&old_key);
+            }
+        }
+    }
+    state.apply(&ops);
+    Ok(())
+}
+
 struct Candidate {
     parsed: ParsedSchema,
     record: SchemaRecord,
@@ -709,8 +767,15 @@ impl Candidate {
         } else {
             parsed.canonical_text().to_owned()
         };
+        // Identity is the stored text, as Confluent compares `canonicalString()`s: with
+        // `normalize` the incoming schema is normalised first (stored versions are not), so
+        // it matches a version whose text is already in normal form.
         let mut hasher = Sha256::new();
-        hasher.update(parsed.fingerprint());
+        hasher.update(if normalize {
+            parsed.normalized_fingerprint()
+        } else {
+            parsed.fingerprint()
+        });
         for reference in &references {
             hasher.update(reference.name.as_bytes());
             hasher.update([0]);

@@ -104,6 +104,7 @@ impl State {
                     self.modes.remove(scope);
                 }
                 Op::NextId(id) => self.next_id = *id,
+                Op::ContentKeyScheme(_) => {}
             }
         }
     }

@@ -4,7 +4,9 @@
 //! Key layout (all integers big-endian):
 //! `s` id → [`SchemaRecord`]; `v` subject 0x00 version → [`VersionRecord`];
 //! `c` 0x00 → global [`ConfigRecord`], `c` 0x01 subject → subject config;
-//! `m` 0x00 / `m` 0x01 subject → [`Mode`]; `n` → next schema ID.
+//! `m` 0x00 / `m` 0x01 subject → [`Mode`]; `n` → next schema ID; `k` → how content keys
+//! were computed (absent in stores written before Protobuf identity followed Confluent's
+//! printed text; see `Registry::open`).
 
 use std::path::Path;
 
@@ -31,6 +33,8 @@ pub enum Op {
     PutMode(Option<String>, Mode),
     DeleteMode(Option<String>),
     NextId(u32),
+    /// The content-key scheme the stored records follow.
+    ContentKeyScheme(u32),
 }
 
 /// Everything stored, as loaded at start.
@@ -41,6 +45,8 @@ pub struct Snapshot {
     pub configs: Vec<(Option<String>, ConfigRecord)>,
     pub modes: Vec<(Option<String>, Mode)>,
     pub next_id: u32,
+    /// 0 when the store predates the marker.
+    pub content_key_scheme: u32,
 }
 
 pub struct Store {
@@ -103,6 +109,10 @@ impl Store {
                     snapshot.next_id =
                         read_u32(&value).ok_or_else(|| corrupt("bad next id".into()))?;
                 }
+                Some(b'k') => {
+                    snapshot.content_key_scheme =
+                        read_u32(&value).ok_or_else(|| corrupt("bad content key scheme".into()))?;
+                }
                 _ => return Err(corrupt("unknown key prefix".into())),
             }
         }
@@ -111,28 +121,40 @@ impl Store {
 
     /// Applies `ops` atomically and waits until they are on disk.
     pub async fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for op in ops {
-            match op {
-                Op::PutSchema(id, record) => batch.insert(schema_key(*id), encode(record)),
-                Op::DeleteSchema(id) => batch.remove(schema_key(*id)),
-                Op::PutVersion(subject, version, record) => {
-                    batch.insert(version_key(subject, *version), encode(record))
-                }
-                Op::DeleteVersion(subject, version) => batch.remove(version_key(subject, *version)),
-                Op::PutConfig(scope, record) => {
-                    batch.insert(scope_key(b'c', scope), encode(record))
-                }
-                Op::DeleteConfig(scope) => batch.remove(scope_key(b'c', scope)),
-                Op::PutMode(scope, mode) => batch.insert(scope_key(b'm', scope), encode(mode)),
-                Op::DeleteMode(scope) => batch.remove(scope_key(b'm', scope)),
-                Op::NextId(id) => batch.insert(b"n".to_vec(), id.to_be_bytes().to_vec()),
-            }
-        }
-        self.db.apply_batch(batch)?;
+        self.db.apply_batch(batch(ops))?;
         self.db.flush_async().await?;
         Ok(())
     }
+
+    /// [`Store::commit`] for callers outside a runtime (a migration at open).
+    pub fn commit_blocking(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.db.apply_batch(batch(ops))?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn batch(ops: &[Op]) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for op in ops {
+        match op {
+            Op::PutSchema(id, record) => batch.insert(schema_key(*id), encode(record)),
+            Op::DeleteSchema(id) => batch.remove(schema_key(*id)),
+            Op::PutVersion(subject, version, record) => {
+                batch.insert(version_key(subject, *version), encode(record))
+            }
+            Op::DeleteVersion(subject, version) => batch.remove(version_key(subject, *version)),
+            Op::PutConfig(scope, record) => batch.insert(scope_key(b'c', scope), encode(record)),
+            Op::DeleteConfig(scope) => batch.remove(scope_key(b'c', scope)),
+            Op::PutMode(scope, mode) => batch.insert(scope_key(b'm', scope), encode(mode)),
+            Op::DeleteMode(scope) => batch.remove(scope_key(b'm', scope)),
+            Op::NextId(id) => batch.insert(b"n".to_vec(), id.to_be_bytes().to_vec()),
+            Op::ContentKeyScheme(scheme) => {
+                batch.insert(b"k".to_vec(), scheme.to_be_bytes().to_vec())
+            }
+        }
+    }
+    batch
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {

@@ -55,6 +55,8 @@ impl Model {
                 self.modes.remove(scope);
             }
             Op::NextId(id) => self.next_id = *id,
+            // Not part of the projection: the registry reads it at open.
+            Op::ContentKeyScheme(_) => {}
         }
     }
 

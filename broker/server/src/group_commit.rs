@@ -256,7 +256,7 @@ mod tests {
         let config = LogConfig::default();
         let commit = GroupCommit::start(Arc::new(Metrics::new()));
         let (mut log, _) =
-            PartitionLog::open(storage.clone(), "t/0", config.clone()).expect("open");
+            PartitionLog::open(storage.clone(), "t/0", config).expect("open");
         let mut acknowledged = Vec::new();
         for n in 0..20u64 {
             log.append(&mut batch(n * 3, 3), n as i64).expect("append");
@@ -270,13 +270,13 @@ mod tests {
         log.append(&mut batch(60, 3), 100).expect("append");
         drop(log);
         storage.crash(|_| 0);
-        let (log, _) = PartitionLog::open(storage.clone(), "t/0", config.clone()).expect("reopen");
+        let (log, _) = PartitionLog::open(storage.clone(), "t/0", config).expect("reopen");
         assert_eq!(stored_values(&log), acknowledged);
 
         // The same appends without the sync are lost by the same crash.
         let unsynced = MemoryStorage::new();
         let (mut log, _) =
-            PartitionLog::open(unsynced.clone(), "t/0", config.clone()).expect("open");
+            PartitionLog::open(unsynced.clone(), "t/0", config).expect("open");
         log.append(&mut batch(0, 3), 0).expect("append");
         drop(log);
         unsynced.crash(|_| 0);

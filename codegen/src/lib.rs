@@ -834,7 +834,25 @@ fn emit_rerun(manifest: &Path, lock: &Path, read: &[PathBuf], out_dir: &Path) {
     }
 }
 
-/// Digests of every input of the last build (the generator's version included).
+/// The program generating (the build script, which links herald-codegen): its size and
+/// modification time. Cargo rebuilds and reruns the build script when herald-codegen changes,
+/// but the inputs are then unchanged; without this the stamp would keep the output of the
+/// older generator.
+fn generator_identity() -> String {
+    std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|meta| {
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}:{modified}", meta.len())
+        })
+        .unwrap_or_default()
+}
+
+/// Digests of every input of the last build (the generator's version and binary included).
 #[derive(Debug, PartialEq, Eq)]
 struct Stamp {
     files: Vec<PathBuf>,
@@ -846,6 +864,7 @@ impl Stamp {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
         hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+        hasher.update(generator_identity().as_bytes());
         for path in [manifest, lock]
             .into_iter()
             .chain(files.iter().map(PathBuf::as_path))

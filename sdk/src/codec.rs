@@ -2,7 +2,10 @@
 //! message-index path, then the Avro or Protobuf body. Framing itself is herald-wire's
 //! (`schema_id`); this module pairs it with the schemas a message was written and is read with.
 
-use herald_schema::{ParsedSchema, ResolvedReference, SchemaType};
+use herald_schema::{ParsedSchema, SchemaType};
+
+/// A schema a writer schema references, resolved to its text (what [`WriterSchema::new`] takes).
+pub use herald_schema::ResolvedReference;
 use herald_wire::schema_id::{
     read_message_indexes, read_schema_id, write_message_indexes, write_schema_id, FramingError,
 };

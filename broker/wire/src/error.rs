@@ -102,12 +102,103 @@ impl ErrorCode {
 mod tests {
     use super::*;
 
+    /// Every code on the wire, as literals: a released number never moves.
+    const TABLE: [(ErrorCode, u16); 20] = [
+        (ErrorCode::UnknownTopic, 1),
+        (ErrorCode::UnknownPartition, 2),
+        (ErrorCode::TopicAlreadyExists, 3),
+        (ErrorCode::InvalidRequest, 4),
+        (ErrorCode::OffsetOutOfRange, 5),
+        (ErrorCode::CorruptBatch, 6),
+        (ErrorCode::SchemaValidationFailed, 7),
+        (ErrorCode::Throttled, 8),
+        (ErrorCode::TooLarge, 9),
+        (ErrorCode::UnsupportedVersion, 10),
+        (ErrorCode::Internal, 11),
+        (ErrorCode::Storage, 12),
+        (ErrorCode::RegistryUnavailable, 13),
+        (ErrorCode::InvalidTopicConfig, 14),
+        (ErrorCode::OutOfOrderSequence, 15),
+        (ErrorCode::ProducerFenced, 16),
+        (ErrorCode::UnknownMember, 17),
+        (ErrorCode::FencedMemberEpoch, 18),
+        (ErrorCode::NotPartitionOwner, 19),
+        (ErrorCode::GroupFull, 20),
+    ];
+
+    /// The row of `code` in `TABLE`. Exhaustive on purpose (no `_` arm): a new variant
+    /// does not compile until it is given a row here, and its row must be in `TABLE`.
+    fn row_of(code: ErrorCode) -> Option<usize> {
+        Some(match code {
+            ErrorCode::UnknownTopic => 0,
+            ErrorCode::UnknownPartition => 1,
+            ErrorCode::TopicAlreadyExists => 2,
+            ErrorCode::InvalidRequest => 3,
+            ErrorCode::OffsetOutOfRange => 4,
+            ErrorCode::CorruptBatch => 5,
+            ErrorCode::SchemaValidationFailed => 6,
+            ErrorCode::Throttled => 7,
+            ErrorCode::TooLarge => 8,
+            ErrorCode::UnsupportedVersion => 9,
+            ErrorCode::Internal => 10,
+            ErrorCode::Storage => 11,
+            ErrorCode::RegistryUnavailable => 12,
+            ErrorCode::InvalidTopicConfig => 13,
+            ErrorCode::OutOfOrderSequence => 14,
+            ErrorCode::ProducerFenced => 15,
+            ErrorCode::UnknownMember => 16,
+            ErrorCode::FencedMemberEpoch => 17,
+            ErrorCode::NotPartitionOwner => 18,
+            ErrorCode::GroupFull => 19,
+            ErrorCode::Unknown(_) => return None,
+        })
+    }
+
+    /// Fails if two numbers in `ErrorCode::code`/`from_code` are swapped (say Throttled and
+    /// TooLarge), a number moves, a variant is missing from the table, or an unknown
+    /// number is not kept as `Unknown`.
     #[test]
     fn codes_round_trip_and_never_move() {
-        for code in 0..=24u16 {
-            assert_eq!(ErrorCode::from_code(code).code(), code);
+        for (row, (variant, number)) in TABLE.into_iter().enumerate() {
+            assert_eq!(variant.code(), number, "{variant:?} encodes to {number}");
+            assert_eq!(
+                ErrorCode::from_code(number),
+                variant,
+                "{number} decodes to {variant:?}"
+            );
+            assert_eq!(
+                row_of(variant),
+                Some(row),
+                "{variant:?} has one row in TABLE"
+            );
         }
-        assert_eq!(ErrorCode::SchemaValidationFailed.code(), 7);
-        assert_eq!(ErrorCode::Throttled.code(), 8);
+        // `row_of` is exhaustive, so a new variant must be given a row; the loop above
+        // checks each TABLE row maps back to itself. No number is used twice.
+        let mut numbers: Vec<u16> = TABLE.iter().map(|(_, number)| *number).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), TABLE.len(), "distinct numbers");
+
+        // Every number decodes either to the variant TABLE gives it (so a variant that
+        // `from_code` can produce but TABLE lacks is caught: `row_of` must name its row)
+        // or to `Unknown` carrying it (a newer broker's code), encoded back unchanged.
+        for number in 0..=u16::MAX {
+            let decoded = ErrorCode::from_code(number);
+            match row_of(decoded) {
+                Some(row) => assert_eq!(
+                    TABLE.get(row).copied(),
+                    Some((decoded, number)),
+                    "{number} decodes to {decoded:?}, which TABLE must list with it"
+                ),
+                None => {
+                    assert_eq!(decoded, ErrorCode::Unknown(number), "{number} is unknown");
+                    assert_eq!(decoded.code(), number);
+                }
+            }
+        }
+        assert_eq!(ErrorCode::from_code(0), ErrorCode::Unknown(0));
+        assert_eq!(ErrorCode::from_code(21), ErrorCode::Unknown(21));
+        assert_eq!(ErrorCode::from_code(u16::MAX), ErrorCode::Unknown(u16::MAX));
+        assert_eq!(row_of(ErrorCode::Unknown(7)), None);
     }
 }

@@ -304,8 +304,14 @@ pub fn collector<T: Send + 'static>(
     }
 }
 
+/// How long [`drain`] keeps consuming after the expected count arrived, so that a copy
+/// delivered after it (a duplicate) is among the events returned.
+pub const DRAIN_SETTLE: Duration = Duration::from_millis(250);
+
 /// Runs `consume(seen, stop)` (a consumer's `run` with [`collector`]) until `expected` events
-/// were handled or 30 s passed; returns them with the run's summary.
+/// were handled (and [`DRAIN_SETTLE`] more passed) or 30 s passed; returns every event handled
+/// with the run's summary. Reaching the count proves nothing about which records arrived:
+/// callers check the delivered IDs, e.g. with [`assert_each_once`].
 pub async fn drain<T: Send + 'static>(
     expected: usize,
     consume: impl AsyncFnOnce(
@@ -322,8 +328,36 @@ pub async fn drain<T: Send + 'static>(
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        tokio::time::sleep(DRAIN_SETTLE).await;
     });
     let summary = consume(seen.clone(), stop).await?;
     let events = std::mem::take(&mut *seen.lock().map_err(|_| anyhow::anyhow!("lock"))?);
     Ok((events, summary))
+}
+
+/// Asserts that the delivered IDs are exactly `expected`, each delivered once: a missing ID,
+/// an unexpected one, or an ID delivered twice (say a duplicate standing in for a lost record,
+/// which a count check lets pass) fails, naming them.
+pub fn assert_each_once<I: Ord + std::fmt::Debug>(
+    delivered: impl IntoIterator<Item = I>,
+    expected: impl IntoIterator<Item = I>,
+    what: &str,
+) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut counts: BTreeMap<I, usize> = BTreeMap::new();
+    for id in delivered {
+        *counts.entry(id).or_default() += 1;
+    }
+    let expected: BTreeSet<I> = expected.into_iter().collect();
+    let missing: Vec<&I> = expected
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .collect();
+    let unexpected: Vec<&I> = counts.keys().filter(|id| !expected.contains(*id)).collect();
+    let repeated: Vec<(&I, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        missing.is_empty() && unexpected.is_empty() && repeated.is_empty(),
+        "{what}: missing {missing:?}, unexpected {unexpected:?}, delivered more than once \
+         (id, times) {repeated:?}"
+    );
 }

@@ -17,7 +17,7 @@ use herald_codegen_client::{
     common::Money, ChargebacksConsumer, ChargebacksProducer, OrdersConsumer, OrdersProducer,
     PaymentEventsV2Consumer, PaymentEventsV2Producer, RefundsConsumer, RefundsProducer,
 };
-use herald_tests::{collector, create_validating_topic, drain, servers};
+use herald_tests::{assert_each_once, collector, create_validating_topic, drain, servers};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::headers;
 use herald_wire::messages::{Durability, TopicConfig};
@@ -81,6 +81,21 @@ fn payment(n: i64) -> PaymentCaptured {
     }
 }
 
+/// The partition of the orders topic (3 partitions) for a customer's key, by Kafka's
+/// mapping `toPositive(murmur2(key)) % 3` with the key the customer id's UTF-8 bytes. Worked
+/// out with a murmur2 checked against Kafka's and librdkafka's test vectors, not with the
+/// SDK, so a partitioner that ignores the key (one returning 0, say) fails against it.
+fn kafka_partition_of_customer(customer: &str) -> u32 {
+    match customer {
+        "c-0" => 2, // murmur2 = -1176113850
+        "c-1" => 2, // murmur2 = 460065359
+        "c-2" => 1, // murmur2 = -494967646
+        "c-3" => 1, // murmur2 = -743861065
+        "c-4" => 1, // murmur2 = 892320688
+        other => panic!("no expected partition for customer {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -106,14 +121,17 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
         deliveries.push((n, orders.send(&order(n)).await?));
     }
     orders.flush().await;
-    let mut partition_of_customer: BTreeMap<String, u32> = BTreeMap::new();
+    // The declared key field (customer_id) decides the partition, as Kafka's default
+    // partitioner would: the record key is the field's UTF-8 bytes, and the partition
+    // `toPositive(murmur2(key)) % 3`.
     for (n, delivery) in deliveries {
         let delivered = delivery.await?;
         let customer = order(n).customer_id;
-        let first = *partition_of_customer
-            .entry(customer)
-            .or_insert(delivered.partition);
-        assert_eq!(first, delivered.partition, "same key, same partition");
+        assert_eq!(
+            delivered.partition,
+            kafka_partition_of_customer(&customer),
+            "order {n} of {customer} is delivered to Kafka's partition for its key"
+        );
     }
     let consumer = OrdersConsumer::new(client, "email");
     let (events, summary) = drain(30, async |seen, stop| {
@@ -121,7 +139,13 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
     })
     .await?;
     assert_eq!(summary.dead_lettered, 0);
+    assert_each_once(
+        events.iter().map(|e| e.message.order_id.clone()),
+        (0..30).map(|n| format!("o-{n}")),
+        "orders",
+    );
     let mut by_customer: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut partitions_used = std::collections::BTreeSet::new();
     for event in &events {
         let n: u32 = event.message.order_id[2..].parse()?;
         assert_eq!(event.message, order(n), "round trip");
@@ -129,12 +153,34 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
             event.idempotency_key(),
             Some(event.message.order_id.as_str())
         );
+        let customer = event.message.customer_id.as_str();
+        assert_eq!(
+            event.key(),
+            Some(customer.as_bytes()),
+            "the key is the declared key field"
+        );
+        assert_eq!(
+            event.partition(),
+            kafka_partition_of_customer(customer),
+            "order {n} of {customer} was stored in Kafka's partition for its key"
+        );
+        assert_eq!(
+            event.partition(),
+            herald::partitioner::partition_for_key(customer.as_bytes(), 3),
+            "the SDK's partitioner agrees"
+        );
+        partitions_used.insert(event.partition());
         by_customer
             .entry(event.message.customer_id.clone())
             .or_default()
             .push(n);
     }
     assert_eq!(events.len(), 30);
+    assert_eq!(
+        partitions_used,
+        std::collections::BTreeSet::from([1, 2]),
+        "the five customers spread over two of the three partitions"
+    );
     for numbers in by_customer.values() {
         assert!(
             numbers.windows(2).all(|w| w[0] < w[1]),
@@ -152,6 +198,11 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
         Ok(consumer.run(collector(seen), stop).await?)
     })
     .await?;
+    assert_each_once(
+        events.iter().map(|e| e.message.payment_id.clone()),
+        (0..6).map(|n| payment(n).payment_id),
+        "payments",
+    );
     let received: Vec<PaymentCaptured> = events.into_iter().map(|e| e.message).collect();
     assert_eq!(received, (0..6).map(payment).collect::<Vec<_>>());
 
@@ -181,6 +232,11 @@ async fn generated_producers_and_consumers_work_end_to_end() -> anyhow::Result<(
         Ok(consumer.run(collector(seen), stop).await?)
     })
     .await?;
+    assert_each_once(
+        events.iter().map(|e| e.message.refund_id.clone()),
+        ["r-0".to_string(), "r-1".to_string()],
+        "refunds around the poison record",
+    );
     assert_eq!(
         events.into_iter().map(|e| e.message).collect::<Vec<_>>(),
         vec![refund(0), refund(1)]
@@ -251,6 +307,11 @@ async fn an_avro_type_using_another_files_type_is_registered_with_a_reference() 
     })
     .await?;
     assert_eq!(summary.dead_lettered, 0);
+    assert_each_once(
+        events.iter().map(|e| e.message.chargeback_id.clone()),
+        ["cb-1".to_string()],
+        "chargebacks",
+    );
     assert_eq!(events.first().map(|e| &e.message), Some(&chargeback));
     Ok(())
 }

@@ -1067,26 +1067,141 @@ async fn protobuf_schemas() {
     assert!(message.contains(":2:"), "line is named: {message}");
 }
 
-#[tokio::test]
-async fn concurrent_registrations_of_one_schema_give_one_id_and_one_version() {
-    let api = Arc::new(Api::new());
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
+/// How many registrations race in the concurrency tests.
+const RACERS: usize = 64;
+
+/// Runs `RACERS` registrations as real tasks on the (multi-thread) runtime, all released at
+/// once by a barrier so their plan and commit phases interleave. `target(i)` names the
+/// subject and schema of racer `i`. Returns the IDs in racer order.
+async fn race_registrations(
+    api: &Arc<Api>,
+    target: impl Fn(usize) -> (String, String),
+) -> Vec<u64> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let mut tasks = Vec::with_capacity(RACERS);
+    for i in 0..RACERS {
         let api = api.clone();
+        let barrier = barrier.clone();
+        let (subject, schema) = target(i);
         tasks.push(tokio::spawn(async move {
-            api.register("race", &record(ID)).await
+            barrier.wait().await;
+            api.register(&subject, &schema).await
         }));
     }
-    let mut ids = Vec::new();
-    for task in tasks {
-        ids.push(task.await.expect("task"));
-    }
-    ids.dedup();
-    assert_eq!(ids.len(), 1);
+    // Bounded: a registration path that deadlocks under concurrency fails, not hangs.
+    tokio::time::timeout(std::time::Duration::from_secs(60), async move {
+        let mut ids = Vec::with_capacity(RACERS);
+        for task in tasks {
+            ids.push(
+                task.await
+                    .expect("registration task panicked (a registration failed)"),
+            );
+        }
+        ids
+    })
+    .await
+    .expect("the racing registrations finish within 60 s")
+}
+
+/// Racer `i`'s schema: `shop.Order` with its own defaulted field, so every pair is
+/// BACKWARD compatible (the reader's extra field has a default) and all are distinct.
+fn distinct_record(i: usize) -> String {
+    record(&format!(
+        r#"{ID},{{"name":"f{i}","type":"int","default":{i}}}"#
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_registrations_of_one_schema_give_one_id_and_one_version() {
+    let api = Arc::new(Api::new());
+    let ids = race_registrations(&api, |_| ("race".to_owned(), record(ID))).await;
+    let first = ids[0];
+    assert!(ids.iter().all(|id| *id == first), "{ids:?}");
     assert_eq!(
         api.ok("GET", "/subjects/race/versions", None).await,
         json!([1])
     );
+}
+
+/// Distinct schemas raced into one subject: without the write gate, two racers plan against
+/// the same state, take the same next ID and the same next version, and one overwrites the
+/// other. With it, every racer gets its own ID and its own version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_registrations_of_distinct_schemas_to_one_subject_get_distinct_ids_and_versions()
+{
+    let api = Arc::new(Api::new());
+    let ids = race_registrations(&api, |i| ("race".to_owned(), distinct_record(i))).await;
+
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        RACERS,
+        "every distinct schema gets its own id: {ids:?}"
+    );
+
+    let expected_versions: Vec<u64> = (1..=RACERS as u64).collect();
+    assert_eq!(
+        api.ok("GET", "/subjects/race/versions", None).await,
+        json!(expected_versions),
+        "versions are exactly 1..=N"
+    );
+
+    // Each version holds one of the returned ids, no id twice: a bijection versions ↔ ids,
+    // and each id's stored schema is the one its racer sent.
+    let mut version_ids = Vec::with_capacity(RACERS);
+    for version in 1..=RACERS {
+        let found = api
+            .ok("GET", &format!("/subjects/race/versions/{version}"), None)
+            .await;
+        let id = found["id"].as_u64().expect("id");
+        let racer = ids
+            .iter()
+            .position(|returned| *returned == id)
+            .unwrap_or_else(|| panic!("version {version} holds id {id}, returned to no racer"));
+        assert_eq!(
+            found["schema"],
+            json!(distinct_record(racer)),
+            "version {version} (id {id}) holds racer {racer}'s schema"
+        );
+        version_ids.push(id);
+    }
+    version_ids.sort_unstable();
+    assert_eq!(
+        version_ids, unique,
+        "versions and returned ids are in bijection"
+    );
+}
+
+/// Distinct schemas raced into distinct subjects: IDs come from one shared counter, so
+/// without the gate two racers take the same next ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_registrations_to_distinct_subjects_get_distinct_ids() {
+    let api = Arc::new(Api::new());
+    let ids = race_registrations(&api, |i| (format!("race-{i}"), distinct_record(i))).await;
+
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        RACERS,
+        "every distinct schema gets its own id: {ids:?}"
+    );
+
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            api.ok("GET", &format!("/subjects/race-{i}/versions"), None)
+                .await,
+            json!([1])
+        );
+        assert_eq!(
+            api.ok("GET", &format!("/schemas/ids/{id}"), None).await,
+            json!({"schema": distinct_record(i)}),
+            "id {id} holds racer {i}'s schema"
+        );
+    }
 }
 
 #[tokio::test]

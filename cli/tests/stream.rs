@@ -94,7 +94,8 @@ fn produce_and_consume_json_lines_through_schemas() {
     assert_eq!(code, 0);
     assert!(out.contains("\"dedup_window_ms\": 120000"), "{out}");
     support::register(&url, &[("payments-value", NewSchema::avro(ORDER))]);
-    let twice = "{\"id\":\"p-1\",\"total\":5}\n{\"id\":\"p-1\",\"total\":5}\n{\"id\":\"p-2\",\"total\":6}\n";
+    // The repeat of p-1 carries another total: what is stored shows which copy was kept.
+    let twice = "{\"id\":\"p-1\",\"total\":5}\n{\"id\":\"p-1\",\"total\":7}\n{\"id\":\"p-2\",\"total\":6}\n";
     let (code, _, err) = run(&["produce", "payments", "--idempotency-field", "id"], twice);
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = run(&["topic", "describe", "payments"], "");
@@ -103,6 +104,37 @@ fn produce_and_consume_json_lines_through_schemas() {
     assert_eq!(
         described["partitions"][0]["high_watermark"], 2,
         "the repeated p-1 was not stored: {out}"
+    );
+    // The high watermark is 2, so these two are everything stored: the first p-1, then p-2.
+    let (code, out, err) = run(&["consume", "payments", "--count", "2"], "");
+    assert_eq!(code, 0, "{err}");
+    let mut stored: Vec<(i64, i64, serde_json::Value)> = out
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).expect("json line");
+            (
+                record["partition"].as_i64().expect("partition"),
+                record["offset"].as_i64().expect("offset"),
+                record["value"].clone(),
+            )
+        })
+        .collect();
+    stored.sort_by_key(|(partition, offset, _)| (*partition, *offset));
+    assert_eq!(
+        stored,
+        vec![
+            (
+                0,
+                0,
+                serde_json::json!({"id": "p-1", "total": 5, "note": null})
+            ),
+            (
+                0,
+                1,
+                serde_json::json!({"id": "p-2", "total": 6, "note": null})
+            ),
+        ],
+        "the stored values in offset order are the de-duplicated input: {out}"
     );
 
     // Protobuf through its JSON mapping (int64 as a string, as the mapping says).

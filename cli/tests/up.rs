@@ -10,6 +10,9 @@ use support::herald_with_stdin;
 
 const ORDER: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"total","type":"long"}]}"#;
 
+/// A schema ID the registry `up` started never issued.
+const UNREGISTERED_ID: u32 = 0x7f7f;
+
 /// `GET /metrics` over plain HTTP/1.0: (status line, body).
 fn get_metrics(addr: &str) -> (String, String) {
     let mut stream = std::net::TcpStream::connect(addr).expect("connects");
@@ -74,6 +77,58 @@ fn up_serves_registry_and_validating_broker_on_one_data_dir() {
     assert_eq!(code, 0, "{err}");
     let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json line");
     assert_eq!(line["value"], serde_json::json!({"id": "o-1", "total": 5}));
+
+    // A record framed with a schema ID the registry never issued is refused, and not stored.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (refused, high_watermark) = runtime.block_on(async {
+        use herald_broker_client::{BrokerClient, Trust};
+        use herald_wire::batch::{BatchBuilder, Record};
+        use herald_wire::messages::{Durability, OffsetSpec};
+        let client = BrokerClient::connect(
+            addr.parse::<std::net::SocketAddr>()
+                .expect("broker address"),
+            Trust::Fingerprint(fingerprint.clone()),
+        )
+        .await
+        .expect("connects");
+        let mut value = Vec::new();
+        herald_wire::schema_id::write_schema_id(&mut value, UNREGISTERED_ID);
+        value.extend_from_slice(b"\x06o-2\x0a");
+        let mut builder = BatchBuilder::new();
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(value),
+            headers: Vec::new(),
+        });
+        let refused = client
+            .produce(
+                "orders",
+                0,
+                Durability::Memory,
+                builder.encode().expect("batch"),
+            )
+            .await;
+        let (high_watermark, _) = client
+            .list_offsets("orders", 0, OffsetSpec::Latest)
+            .await
+            .expect("latest offset");
+        (refused, high_watermark)
+    });
+    let error = refused.expect_err("an unregistered schema ID is refused");
+    assert_eq!(
+        error.code(),
+        Some(herald_wire::ErrorCode::SchemaValidationFailed),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains(&UNREGISTERED_ID.to_string()),
+        "names the ID: {error}"
+    );
+    assert_eq!(high_watermark, 1, "only the valid record is stored");
 
     let (status, body) = get_metrics(metrics.trim_end_matches("/metrics"));
     assert!(status.contains("200"), "{status}");

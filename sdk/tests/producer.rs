@@ -37,8 +37,14 @@ async fn keyed_records_are_batched_partitioned_and_delivered_in_order() {
     .await
     .expect("producer");
     let mut deliveries = Vec::new();
+    // The values sent to each partition, in send order.
+    let mut sent_to: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for n in 0..3_000u32 {
         let key = format!("customer-{}", n % 50).into_bytes();
+        sent_to
+            .entry(partition_for_key(&key, 3))
+            .or_default()
+            .push(n);
         let header = Header {
             key: "idempotency-key".into(),
             value: n.to_be_bytes().to_vec(),
@@ -86,15 +92,79 @@ async fn keyed_records_are_batched_partitioned_and_delivered_in_order() {
             .fetch("orders", partition, 0, 8 * 1024 * 1024, Duration::ZERO, 1)
             .await
             .expect("fetch");
-        let stored: usize = batches(&fetched.batches)
-            .map(|b| b.expect("valid").record_count() as usize)
-            .sum();
-        assert_eq!(stored, records.len(), "stored exactly once");
         let first = batches(&fetched.batches)
             .next()
             .expect("a batch")
             .expect("valid");
         assert!(first.producer_id() >= 0, "batches are idempotent");
+        // What the partition holds, decoded in offset order, is exactly what was sent to
+        // it, in send order: nothing lost, nothing stored twice, nothing reordered.
+        let stored = stored_values(&client, "orders", partition).await;
+        let stored_offsets: Vec<i64> = stored.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(
+            stored_offsets,
+            (0..stored.len() as i64).collect::<Vec<_>>(),
+            "dense stored offsets in partition {partition}"
+        );
+        let reported: Vec<(i64, Option<u32>)> = records
+            .iter()
+            .map(|(offset, n)| (*offset, Some(*n)))
+            .collect();
+        assert_eq!(
+            reported, stored,
+            "each delivery reports the offset its value is stored at, partition {partition}"
+        );
+        let stored_numbers: Vec<Option<u32>> = stored.into_iter().map(|(_, n)| n).collect();
+        let expected = sent_to
+            .remove(&partition)
+            .expect("records were sent to this partition");
+        assert_eq!(
+            stored_numbers,
+            expected.into_iter().map(Some).collect::<Vec<_>>(),
+            "partition {partition} stores the sent values in order, exactly once"
+        );
+    }
+    assert!(
+        sent_to.is_empty(),
+        "a partition records were sent to delivered nothing: {:?}",
+        sent_to.keys().collect::<Vec<_>>()
+    );
+}
+
+/// Every record of `partition` from offset 0 to the high watermark: (offset, its value as a
+/// big-endian u32, `None` when the value is not 4 bytes).
+async fn stored_values(
+    client: &herald_broker_client::BrokerClient,
+    topic: &str,
+    partition: u32,
+) -> Vec<(i64, Option<u32>)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = client
+            .fetch(topic, partition, offset, 1024 * 1024, Duration::ZERO, 1)
+            .await
+            .expect("fetch");
+        if fetched.batches.is_empty() {
+            assert_eq!(offset, fetched.high_watermark, "read up to the end");
+            return out;
+        }
+        for view in batches(&fetched.batches) {
+            let view = view.expect("valid batch");
+            for (index, record) in view.records().enumerate() {
+                let record = record.expect("valid record");
+                let record_offset = view.base_offset() + index as i64;
+                if record_offset < offset {
+                    continue;
+                }
+                let value = record
+                    .value
+                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                    .map(u32::from_be_bytes);
+                out.push((record_offset, value));
+            }
+            offset = view.next_offset();
+        }
     }
 }
 

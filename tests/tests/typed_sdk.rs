@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use herald::consumer::HandlerError;
 use herald::{Client, Event};
-use herald_tests::{collector, create_validating_topic, drain, servers};
+use herald_tests::{assert_each_once, collector, create_validating_topic, drain, servers};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::headers;
 use herald_wire::messages::{Durability, TopicConfig};
@@ -127,7 +127,11 @@ async fn typed_events_round_trip_evolve_and_dead_letter() -> anyhow::Result<()> 
     let (events, summary) =
         collect(&client.consumer::<PaymentV2>("payments", "ledger"), 60).await?;
     assert_eq!(summary.dead_lettered, 0);
-    assert_eq!(events.len(), 60);
+    assert_each_once(
+        events.iter().map(|e| e.message.id.clone()),
+        (0..60).map(|n| format!("p-{n}")),
+        "payments read by a v2 reader",
+    );
     for event in &events {
         let n: i64 = event.message.id[2..].parse()?;
         assert_eq!(event.message.amount_cents, n * 100);
@@ -138,7 +142,11 @@ async fn typed_events_round_trip_evolve_and_dead_letter() -> anyhow::Result<()> 
         assert_eq!(uuid.get_version_num(), 7, "UUIDv7 idempotency key");
     }
     let (old, _) = collect(&client.consumer::<Payment>("payments", "audit"), 60).await?;
-    assert_eq!(old.len(), 60);
+    assert_each_once(
+        old.iter().map(|e| e.message.id.clone()),
+        (0..60).map(|n| format!("p-{n}")),
+        "payments read by a v1 reader",
+    );
     assert!(old
         .iter()
         .any(|e| e.message.id == "p-4" && e.message.note.as_deref() == Some("note 4")));
@@ -155,7 +163,20 @@ async fn typed_events_round_trip_evolve_and_dead_letter() -> anyhow::Result<()> 
         .broker()
         .produce("payments", 0, Durability::Memory, builder.encode()?)
         .await;
-    assert!(refused.is_err(), "unregistered schema ID must be refused");
+    match &refused {
+        Err(herald_broker_client::RequestError::Broker { code, message, .. }) => {
+            assert_eq!(
+                *code,
+                herald_wire::ErrorCode::SchemaValidationFailed,
+                "unregistered schema ID must be refused by validation: {message}"
+            );
+            assert!(
+                message.contains(&format!("schema ID {}", 0x7f7f)),
+                "names the ID: {message}"
+            );
+        }
+        other => panic!("unregistered schema ID must be refused by validation: {other:?}"),
+    }
 
     // Protobuf: 20 orders with one undecodable record in the middle.
     let orders = client.producer::<OrderCreated>("orders").await?;
@@ -360,6 +381,11 @@ async fn sdk_payloads_interoperate_with_confluent_serializers() -> anyhow::Resul
     }
     let (events, summary) = collect(&client.consumer::<Payment>("pay", "g"), 2).await?;
     assert_eq!(summary.dead_lettered, 0);
+    assert_each_once(
+        events.iter().map(|e| e.message.id.clone()),
+        ["p-1".to_string(), "p-2".to_string()],
+        "payments from the SDK and from Confluent",
+    );
     assert_eq!(
         events.last().map(|e| e.message.clone()),
         Some(Payment {
@@ -370,6 +396,11 @@ async fn sdk_payloads_interoperate_with_confluent_serializers() -> anyhow::Resul
     );
     let (events, summary) = collect(&client.consumer::<OrderCreated>("ord", "g"), 2).await?;
     assert_eq!(summary.dead_lettered, 0);
+    assert_each_once(
+        events.iter().map(|e| e.message.order_id.clone()),
+        ["o-1".to_string(), "o-2".to_string()],
+        "orders from the SDK and from Confluent",
+    );
     assert_eq!(
         events.last().map(|e| e.message.clone()),
         Some(OrderCreated {
@@ -545,13 +576,22 @@ async fn registration_policies_and_subject_strategies() -> anyhow::Result<()> {
         .await?;
     let (events, summary) = collect(&client.consumer::<PaymentV2>("ledger", "policies"), 2).await?;
     assert_eq!(summary.dead_lettered, 0);
-    let seen: Vec<(u32, String)> = events
+    let seen: Vec<(String, u32, String)> = events
         .iter()
-        .map(|e| (e.schema_id, e.message.currency.clone()))
+        .map(|e| {
+            (
+                e.message.id.clone(),
+                e.schema_id,
+                e.message.currency.clone(),
+            )
+        })
         .collect();
     assert_eq!(
         seen,
-        [(v2, "EUR".to_string()), (v1, "EUR".to_string())],
+        [
+            ("p-1".to_string(), v2, "EUR".to_string()),
+            ("p-2".to_string(), v1, "EUR".to_string())
+        ],
         "written with v2 (default filled) and v1 (currency dropped)"
     );
 
@@ -653,6 +693,11 @@ async fn avro_schemas_with_references_register_and_round_trip() -> anyhow::Resul
     producer.send(&invoice).await?.await?;
     let (events, summary) = collect(&client.consumer::<Invoice>("invoices", "billing"), 1).await?;
     assert_eq!(summary.dead_lettered, 0);
+    assert_each_once(
+        events.iter().map(|e| e.message.id.clone()),
+        ["i-1".to_string()],
+        "invoices",
+    );
     assert_eq!(events.first().map(|e| &e.message), Some(&invoice));
     // Confluent's AvroDeserializer resolves the reference through the registry too.
     let stored = stored_values(client, "invoices").await?;

@@ -272,6 +272,7 @@ async fn produce_fetch_offsets_and_restart() {
     assert_eq!(error.code(), Some(ErrorCode::CorruptBatch));
 
     // Long polling: a fetch at the end waits for the next produce.
+    let poll_started = std::time::Instant::now();
     let waiting = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -291,6 +292,11 @@ async fn produce_fetch_offsets_and_restart() {
         .await
         .expect("produce");
     let fetched = waiting.await.expect("task").expect("long poll answered");
+    assert!(
+        poll_started.elapsed() < Duration::from_secs(5),
+        "answered by the produce, not at max_wait: {:?}",
+        poll_started.elapsed()
+    );
     assert_eq!(
         batches(&fetched.batches)
             .next()
@@ -900,13 +906,15 @@ async fn an_operator_supplied_certificate_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dedup_window_drops_seen_idempotency_keys_across_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let keyed = |keys: &[&str]| {
+    // Each record's value names its key and the batch it was sent in, so a stored duplicate
+    // cannot pass for the original it should have been dropped in favour of.
+    let keyed = |sent_in: u32, keys: &[&str]| {
         let mut builder = BatchBuilder::new();
         for key in keys {
             builder.push(Record {
                 timestamp_ms: now_ms(),
                 key: None,
-                value: Some(key.as_bytes().to_vec()),
+                value: Some(format!("{key}#{sent_in}").into_bytes()),
                 headers: vec![herald_wire::batch::Header {
                     key: herald_wire::headers::IDEMPOTENCY_KEY.into(),
                     value: key.as_bytes().to_vec(),
@@ -930,11 +938,12 @@ async fn the_dedup_window_drops_seen_idempotency_keys_across_a_restart() {
     let described = client.describe_topic("payments").await.expect("describe");
     assert_eq!(described.config.dedup_window, Some(Duration::from_secs(60)));
     client
-        .produce("payments", 0, Durability::Fsync, keyed(&["p-1", "p-2"]))
+        .produce("payments", 0, Durability::Fsync, keyed(1, &["p-1", "p-2"]))
         .await
         .expect("first");
+    // p-2 repeats from the first batch: the batch is rewritten to hold p-3 only.
     client
-        .produce("payments", 0, Durability::Fsync, keyed(&["p-2", "p-3"]))
+        .produce("payments", 0, Durability::Fsync, keyed(2, &["p-2", "p-3"]))
         .await
         .expect("second");
     broker.stop().await;
@@ -942,14 +951,95 @@ async fn the_dedup_window_drops_seen_idempotency_keys_across_a_restart() {
     let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(60)).await;
     let client = broker.client().await;
     let (offset, _) = client
-        .produce("payments", 0, Durability::Fsync, keyed(&["p-1"]))
+        .produce("payments", 0, Durability::Fsync, keyed(3, &["p-1"]))
         .await
         .expect("a duplicate is acknowledged");
     assert_eq!(offset, 0, "with the original offset");
+    // The window restored from the log drops p-3 and keeps the new p-4.
+    client
+        .produce("payments", 0, Durability::Fsync, keyed(4, &["p-3", "p-4"]))
+        .await
+        .expect("a partly duplicate batch");
     let fetched = client
         .fetch("payments", 0, 0, 1 << 20, Duration::ZERO, 1)
         .await
         .expect("fetch");
-    assert_eq!(fetched.high_watermark, 3, "p-1, p-2, p-3 once each");
+    assert_eq!(fetched.high_watermark, 4, "p-1, p-2, p-3, p-4 once each");
+    assert_eq!(
+        read_values(&client, "payments", 0, 0).await,
+        [
+            (0, "p-1#1".to_owned()),
+            (1, "p-2#1".to_owned()),
+            (2, "p-3#2".to_owned()),
+            (3, "p-4#4".to_owned()),
+        ],
+        "each key's first copy is stored, in offset order; every later copy is dropped"
+    );
+    broker.stop().await;
+}
+
+/// A fetch on an empty partition with a long `max_wait` parks on the broker and is answered
+/// by the produce that gives it a record: it neither returns at once (it waited) nor at
+/// `max_wait` (it was woken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_waits_and_is_woken_by_the_next_produce() {
+    const MAX_WAIT: Duration = Duration::from_secs(5);
+    const PRODUCE_AFTER: Duration = Duration::from_millis(300);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let client = broker.client().await;
+    client
+        .create_topic("quiet", TopicConfig::default())
+        .await
+        .expect("create");
+    let started = std::time::Instant::now();
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let fetched = client.fetch("quiet", 0, 0, 1024, MAX_WAIT, 1).await;
+            (fetched, started.elapsed())
+        })
+    };
+    tokio::time::sleep(PRODUCE_AFTER).await;
+    assert!(
+        !waiting.is_finished(),
+        "a fetch on an empty partition waits for data"
+    );
+    let (base, _) = client
+        .produce(
+            "quiet",
+            0,
+            Durability::Memory,
+            batch(vec![b"wake up".to_vec()], now_ms()),
+        )
+        .await
+        .expect("produce");
+    assert_eq!(base, 0);
+    let (fetched, elapsed) = waiting.await.expect("task");
+    let fetched = fetched.expect("long poll answered");
+    let mut values = Vec::new();
+    for view in batches(&fetched.batches) {
+        let view = view.expect("valid batch");
+        for (i, record) in view.records().enumerate() {
+            let record = record.expect("record");
+            values.push((
+                view.base_offset() + i as i64,
+                String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned(),
+            ));
+        }
+    }
+    assert_eq!(
+        values,
+        [(0, "wake up".to_owned())],
+        "the waiting fetch returns the produced record"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "the fetch waited for the produce: answered after {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(2500),
+        "the produce woke the fetch well before max_wait ({MAX_WAIT:?}): answered after {elapsed:?}"
+    );
     broker.stop().await;
 }

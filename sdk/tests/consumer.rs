@@ -126,16 +126,51 @@ async fn processes_retries_dead_letters_and_resumes_from_commits() {
     dead.sort();
     assert_eq!(dead.len(), 10);
 
-    // A new member of the same group resumes from the commits: nothing is processed again.
-    let again = RawConsumer::new(client, ConsumerConfig::new("billing", "events"));
-    let summary = again
-        .run(handler, tokio::time::sleep(Duration::from_millis(800)))
+    // A new member of the same group resumes from the commits: one record produced after the
+    // first run is processed (evidence that the member ran), and nothing before it again.
+    let handled_before = attempts.lock().expect("lock").clone();
+    let mut builder = BatchBuilder::new();
+    builder.push(Record {
+        timestamp_ms: 1,
+        key: Some(b"101".to_vec()),
+        value: Some(b"101".to_vec()),
+        headers: Vec::new(),
+    });
+    client
+        .produce(
+            "events",
+            1,
+            Durability::Memory,
+            builder.encode().expect("batch"),
+        )
         .await
-        .expect("runs");
+        .expect("produce");
+    let again = RawConsumer::new(client, ConsumerConfig::new("billing", "events"));
+    let new_record_seen = {
+        let processed = processed.clone();
+        async move {
+            while !processed.lock().expect("lock").contains(&101) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Time for anything wrongly redelivered to show up too.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let summary =
+        tokio::time::timeout(Duration::from_secs(30), again.run(handler, new_record_seen))
+            .await
+            .expect("the new record is processed in time")
+            .expect("runs");
     assert_eq!(
         (summary.processed, summary.dead_lettered),
-        (0, 0),
-        "resumed from committed offsets"
+        (1, 0),
+        "resumed from committed offsets: only the new record"
+    );
+    let mut handled_after = attempts.lock().expect("lock").clone();
+    assert_eq!(handled_after.remove(&101), Some(1));
+    assert_eq!(
+        handled_after, handled_before,
+        "no earlier record handled again"
     );
 }
 

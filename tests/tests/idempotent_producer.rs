@@ -53,6 +53,8 @@ async fn retries_through_sigkills_store_every_record_exactly_once() -> anyhow::R
     let acked = Arc::new(AtomicUsize::new(0));
     let mut broker = Some(broker);
     let mut client = client;
+    // Acknowledged batches when each kill landed: every kill must hit the stream mid-way.
+    let mut progress_at_kills = Vec::new();
     for kill in 0..=KILLS {
         let sender = {
             let client = client.clone();
@@ -73,26 +75,45 @@ async fn retries_through_sigkills_store_every_record_exactly_once() -> anyhow::R
                         Ok(_) => {
                             acked.fetch_add(1, Ordering::SeqCst);
                         }
-                        Err(error) => {
-                            assert_ne!(
-                                error.code(),
-                                Some(ErrorCode::OutOfOrderSequence),
-                                "a retry must never be out of order: {error}"
-                            );
-                            return;
+                        Err(error) if error.code() == Some(ErrorCode::OutOfOrderSequence) => {
+                            return Err(format!("a retry must never be out of order: {error}"));
                         }
+                        // The broker died under the send: the next round retries the batch.
+                        Err(_) => return Ok(()),
                     }
                 }
+                Ok(())
             })
         };
         if kill == KILLS {
-            sender.await?;
+            let outcome = sender.await?;
+            assert_eq!(outcome, Ok(()));
             break;
         }
-        tokio::time::sleep(Duration::from_millis(40 + (kill as u64 * 37) % 90)).await;
+        // Kill once the stream has moved on by a share of the batches (not by a timer, which
+        // may fire after the last batch on a fast machine or before the first on a slow one).
+        let threshold = (kill + 1) * BATCHES / (KILLS + 2);
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while acked.load(Ordering::SeqCst) < threshold {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await?;
+        progress_at_kills.push(acked.load(Ordering::SeqCst));
         broker.take().expect("running broker").kill()?;
-        sender.abort();
-        let _ = sender.await;
+        // The sender ends on its failed send; a panic or an out-of-order answer fails the
+        // test (a sender still waiting on the dead connection is cancelled).
+        let mut sender = sender;
+        match tokio::time::timeout(Duration::from_secs(3), &mut sender).await {
+            Ok(joined) => assert_eq!(joined?, Ok(()), "sender before kill {kill}"),
+            Err(_) => {
+                sender.abort();
+                match sender.await {
+                    Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                    _ => {}
+                }
+            }
+        }
         client.close();
         let restarted = BrokerProcess::start(dir.path())?;
         client = connect(&restarted).await?;
@@ -116,6 +137,17 @@ async fn retries_through_sigkills_store_every_record_exactly_once() -> anyhow::R
             );
         }
     }
+    assert_eq!(progress_at_kills.len(), KILLS);
+    assert!(
+        progress_at_kills
+            .iter()
+            .all(|&progress| progress > 0 && progress < BATCHES),
+        "every kill landed mid-stream: {progress_at_kills:?}"
+    );
+    assert!(
+        progress_at_kills.windows(2).all(|w| w[0] < w[1]),
+        "the stream advanced between kills: {progress_at_kills:?}"
+    );
     assert_eq!(acked.load(Ordering::SeqCst), BATCHES);
     let mut values = Vec::new();
     let mut offset = 0i64;

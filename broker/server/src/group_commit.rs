@@ -255,8 +255,7 @@ mod tests {
         let storage = MemoryStorage::new();
         let config = LogConfig::default();
         let commit = GroupCommit::start(Arc::new(Metrics::new()));
-        let (mut log, _) =
-            PartitionLog::open(storage.clone(), "t/0", config).expect("open");
+        let (mut log, _) = PartitionLog::open(storage.clone(), "t/0", config).expect("open");
         let mut acknowledged = Vec::new();
         for n in 0..20u64 {
             log.append(&mut batch(n * 3, 3), n as i64).expect("append");
@@ -275,8 +274,7 @@ mod tests {
 
         // The same appends without the sync are lost by the same crash.
         let unsynced = MemoryStorage::new();
-        let (mut log, _) =
-            PartitionLog::open(unsynced.clone(), "t/0", config).expect("open");
+        let (mut log, _) = PartitionLog::open(unsynced.clone(), "t/0", config).expect("open");
         log.append(&mut batch(0, 3), 0).expect("append");
         drop(log);
         unsynced.crash(|_| 0);

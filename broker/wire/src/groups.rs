@@ -1,11 +1,11 @@
 //! Consumer-group requests and responses (APIs 9–14), kept apart from `messages` so each file
 //! stays one concept. Encoded inside the same frames and envelopes.
 
+use crate::api::Api;
 use crate::codec::{put_string, DecodeError, Reader};
 use crate::limits::{
     ERROR_MESSAGE_BYTES_MAX, GROUP_ITEMS_MAX, GROUP_NAME_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
 };
-use crate::messages::Api;
 
 /// A topic partition.
 pub type TopicPartition = (String, u32);

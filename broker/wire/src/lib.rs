@@ -32,6 +32,7 @@
 //! [`schema_id`] reads and writes Confluent's framing (magic byte 0, 4-byte big-endian ID,
 //! Protobuf message-index path) so that payloads interoperate with Confluent serializers.
 
+mod api;
 pub mod batch;
 mod codec;
 pub mod dedup;
@@ -43,8 +44,9 @@ pub mod limits;
 pub mod messages;
 pub mod schema_id;
 
+pub use api::Api;
 pub use batch::{BatchBuilder, BatchError, BatchHeader, BatchView, Header, Record, RecordView};
 pub use codec::DecodeError;
 pub use error::ErrorCode;
 pub use frame::{Frame, FrameHeader, FrameKind, PROTOCOL_VERSION};
-pub use messages::{Api, Request, Response};
+pub use messages::{Request, Response};

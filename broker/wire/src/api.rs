@@ -1,0 +1,64 @@
+//! Which request a frame carries: the api number in every frame header. Kept apart from
+//! `messages` and `groups` so that both can name an api without importing each other.
+
+use crate::codec::DecodeError;
+
+/// Which request a frame carries. Never renumber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    CreateTopic = 1,
+    DeleteTopic = 2,
+    ListTopics = 3,
+    DescribeTopic = 4,
+    Produce = 5,
+    Fetch = 6,
+    ListOffsets = 7,
+    InitProducer = 8,
+    GroupHeartbeat = 9,
+    LeaveGroup = 10,
+    CommitOffsets = 11,
+    FetchOffsets = 12,
+    DescribeGroup = 13,
+    ListGroups = 14,
+}
+
+impl Api {
+    pub fn from_code(code: u16) -> Result<Self, DecodeError> {
+        Ok(match code {
+            1 => Api::CreateTopic,
+            2 => Api::DeleteTopic,
+            3 => Api::ListTopics,
+            4 => Api::DescribeTopic,
+            5 => Api::Produce,
+            6 => Api::Fetch,
+            7 => Api::ListOffsets,
+            8 => Api::InitProducer,
+            9 => Api::GroupHeartbeat,
+            10 => Api::LeaveGroup,
+            11 => Api::CommitOffsets,
+            12 => Api::FetchOffsets,
+            13 => Api::DescribeGroup,
+            14 => Api::ListGroups,
+            other => return Err(DecodeError::UnknownApi(other)),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::CreateTopic => "create_topic",
+            Api::DeleteTopic => "delete_topic",
+            Api::ListTopics => "list_topics",
+            Api::DescribeTopic => "describe_topic",
+            Api::Produce => "produce",
+            Api::Fetch => "fetch",
+            Api::ListOffsets => "list_offsets",
+            Api::InitProducer => "init_producer",
+            Api::GroupHeartbeat => "group_heartbeat",
+            Api::LeaveGroup => "leave_group",
+            Api::CommitOffsets => "commit_offsets",
+            Api::FetchOffsets => "fetch_offsets",
+            Api::DescribeGroup => "describe_group",
+            Api::ListGroups => "list_groups",
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Requests: the [`Request`] enum, encoded into and decoded from request frame bodies.
+
+use crate::api::Api;
+use crate::codec::{put_bytes, put_string, DecodeError, Reader};
+use crate::groups::GroupRequest;
+use crate::limits::{BATCH_BYTES_MAX, PRODUCER_NAME_BYTES_MAX};
+
+use super::topic::{put_config, read_config, topic_name, Durability, OffsetSpec, TopicConfig};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    CreateTopic {
+        name: String,
+        config: TopicConfig,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    ListTopics,
+    DescribeTopic {
+        name: String,
+    },
+    Produce {
+        topic: String,
+        partition: u32,
+        durability: Durability,
+        batch: Vec<u8>,
+    },
+    Fetch {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+        min_bytes: u32,
+    },
+    ListOffsets {
+        topic: String,
+        partition: u32,
+        spec: OffsetSpec,
+    },
+    /// Asks for an idempotent producer id and epoch. A named producer keeps its id across
+    /// restarts and gets a higher epoch each time, fencing its previous instance; an empty
+    /// name gets a fresh id.
+    InitProducer {
+        name: String,
+    },
+    /// Consumer-group requests (APIs 9-14).
+    Group(GroupRequest),
+}
+
+impl Request {
+    pub fn api(&self) -> Api {
+        match self {
+            Request::CreateTopic { .. } => Api::CreateTopic,
+            Request::DeleteTopic { .. } => Api::DeleteTopic,
+            Request::ListTopics => Api::ListTopics,
+            Request::DescribeTopic { .. } => Api::DescribeTopic,
+            Request::Produce { .. } => Api::Produce,
+            Request::Fetch { .. } => Api::Fetch,
+            Request::ListOffsets { .. } => Api::ListOffsets,
+            Request::InitProducer { .. } => Api::InitProducer,
+            Request::Group(group) => group.api(),
+        }
+    }
+
+    /// Roughly how many bytes [`Request::encode`] appends (exact for the bulk of a produce).
+    pub fn encoded_len_hint(&self) -> usize {
+        match self {
+            Request::Produce { topic, batch, .. } => topic.len() + batch.len() + 16,
+            _ => 64,
+        }
+    }
+
+    /// The body of a `Produce` request for a batch the caller keeps (a producer that may
+    /// resend it encodes from its own copy instead of handing one over).
+    pub fn encode_produce(
+        out: &mut Vec<u8>,
+        topic: &str,
+        partition: u32,
+        durability: Durability,
+        batch: &[u8],
+    ) {
+        put_string(out, topic);
+        out.extend_from_slice(&partition.to_be_bytes());
+        out.push(match durability {
+            Durability::Memory => 0,
+            Durability::Fsync => 1,
+        });
+        put_bytes(out, batch);
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Request::CreateTopic { name, config } => {
+                put_string(out, name);
+                put_config(out, config);
+            }
+            Request::DeleteTopic { name } | Request::DescribeTopic { name } => {
+                put_string(out, name)
+            }
+            Request::ListTopics => {}
+            Request::Produce {
+                topic,
+                partition,
+                durability,
+                batch,
+            } => Self::encode_produce(out, topic, *partition, *durability, batch),
+            Request::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+                max_wait_ms,
+                min_bytes,
+            } => {
+                put_string(out, topic);
+                out.extend_from_slice(&partition.to_be_bytes());
+                out.extend_from_slice(&offset.to_be_bytes());
+                out.extend_from_slice(&max_bytes.to_be_bytes());
+                out.extend_from_slice(&max_wait_ms.to_be_bytes());
+                out.extend_from_slice(&min_bytes.to_be_bytes());
+            }
+            Request::ListOffsets {
+                topic,
+                partition,
+                spec,
+            } => {
+                put_string(out, topic);
+                out.extend_from_slice(&partition.to_be_bytes());
+                let (kind, timestamp) = match spec {
+                    OffsetSpec::Earliest => (0u8, 0i64),
+                    OffsetSpec::Latest => (1, 0),
+                    OffsetSpec::Timestamp(t) => (2, *t),
+                };
+                out.push(kind);
+                out.extend_from_slice(&timestamp.to_be_bytes());
+            }
+            Request::InitProducer { name } => put_string(out, name),
+            Request::Group(group) => group.encode(out),
+        }
+    }
+
+    pub fn decode(api: Api, body: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(body);
+        let request = match api {
+            Api::CreateTopic => Request::CreateTopic {
+                name: topic_name(&mut r)?,
+                config: read_config(&mut r)?,
+            },
+            Api::DeleteTopic => Request::DeleteTopic {
+                name: topic_name(&mut r)?,
+            },
+            Api::ListTopics => Request::ListTopics,
+            Api::DescribeTopic => Request::DescribeTopic {
+                name: topic_name(&mut r)?,
+            },
+            Api::Produce => Request::Produce {
+                topic: topic_name(&mut r)?,
+                partition: r.u32("partition")?,
+                durability: match r.u8("durability")? {
+                    0 => Durability::Memory,
+                    1 => Durability::Fsync,
+                    other => {
+                        return Err(DecodeError::Invalid {
+                            what: "durability",
+                            detail: other.to_string(),
+                        })
+                    }
+                },
+                batch: r.bytes("batch", BATCH_BYTES_MAX)?.to_vec(),
+            },
+            Api::Fetch => Request::Fetch {
+                topic: topic_name(&mut r)?,
+                partition: r.u32("partition")?,
+                offset: r.i64("offset")?,
+                max_bytes: r.u32("max bytes")?,
+                max_wait_ms: r.u32("max wait")?,
+                min_bytes: r.u32("min bytes")?,
+            },
+            Api::ListOffsets => {
+                let topic = topic_name(&mut r)?;
+                let partition = r.u32("partition")?;
+                let kind = r.u8("offset spec")?;
+                let timestamp = r.i64("timestamp")?;
+                let spec = match kind {
+                    0 => OffsetSpec::Earliest,
+                    1 => OffsetSpec::Latest,
+                    2 => OffsetSpec::Timestamp(timestamp),
+                    other => {
+                        return Err(DecodeError::Invalid {
+                            what: "offset spec",
+                            detail: other.to_string(),
+                        })
+                    }
+                };
+                Request::ListOffsets {
+                    topic,
+                    partition,
+                    spec,
+                }
+            }
+            Api::InitProducer => Request::InitProducer {
+                name: r.string("producer name", PRODUCER_NAME_BYTES_MAX)?,
+            },
+            Api::GroupHeartbeat
+            | Api::LeaveGroup
+            | Api::CommitOffsets
+            | Api::FetchOffsets
+            | Api::DescribeGroup
+            | Api::ListGroups => Request::Group(GroupRequest::decode(api, &mut r)?),
+        };
+        r.finish("request")?;
+        Ok(request)
+    }
+}

@@ -1,0 +1,251 @@
+//! Responses: the [`Response`] enum and its error answer, encoded into and decoded from
+//! response frame bodies.
+
+use crate::api::Api;
+use crate::codec::{put_bytes, put_string, DecodeError, Reader};
+use crate::error::ErrorCode;
+use crate::groups::GroupResponse;
+use crate::limits::{
+    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, ERROR_MESSAGE_BYTES_MAX, FETCH_BYTES_MAX, TOPICS_LISTED_MAX,
+};
+
+use super::topic::{put_description, read_description, TopicDescription};
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// For `Throttled`: when to try again.
+    pub retry_after_ms: u32,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Error(ErrorBody),
+    TopicCreated,
+    TopicDeleted,
+    Topics(Vec<TopicDescription>),
+    Topic(Box<TopicDescription>),
+    Produced {
+        base_offset: i64,
+        append_time_ms: i64,
+        /// Where each record of the batch is, when that is not `base_offset + index`: a
+        /// topic's dedup window dropped some, and a dropped record is where its first copy
+        /// is. Empty otherwise.
+        record_offsets: Vec<i64>,
+    },
+    Fetched {
+        high_watermark: i64,
+        log_start_offset: i64,
+        batches: Vec<u8>,
+    },
+    Offset {
+        offset: i64,
+        timestamp_ms: i64,
+    },
+    ProducerInit {
+        producer_id: i64,
+        epoch: i16,
+    },
+    Group(GroupResponse),
+}
+
+impl Response {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error(ErrorBody {
+            code,
+            retry_after_ms: 0,
+            message: message.into(),
+        })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        if let Response::Error(error) = self {
+            out.extend_from_slice(&error.code.code().to_be_bytes());
+            out.extend_from_slice(&error.retry_after_ms.to_be_bytes());
+            let mut message = error.message.as_str();
+            if message.len() > ERROR_MESSAGE_BYTES_MAX {
+                let mut cut = ERROR_MESSAGE_BYTES_MAX;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                message = &message[..cut];
+            }
+            put_string(out, message);
+            return;
+        }
+        out.extend_from_slice(&0u16.to_be_bytes());
+        match self {
+            Response::Error(_) | Response::TopicCreated | Response::TopicDeleted => {}
+            Response::Topics(topics) => {
+                out.extend_from_slice(&(topics.len() as u32).to_be_bytes());
+                for topic in topics {
+                    put_description(out, topic);
+                }
+            }
+            Response::Topic(topic) => put_description(out, topic),
+            Response::Produced {
+                base_offset,
+                append_time_ms,
+                record_offsets,
+            } => {
+                out.extend_from_slice(&base_offset.to_be_bytes());
+                out.extend_from_slice(&append_time_ms.to_be_bytes());
+                out.extend_from_slice(&(record_offsets.len() as u32).to_be_bytes());
+                for offset in record_offsets {
+                    out.extend_from_slice(&offset.to_be_bytes());
+                }
+            }
+            Response::Fetched {
+                high_watermark,
+                log_start_offset,
+                batches,
+            } => {
+                out.extend_from_slice(&high_watermark.to_be_bytes());
+                out.extend_from_slice(&log_start_offset.to_be_bytes());
+                put_bytes(out, batches);
+            }
+            Response::Offset {
+                offset,
+                timestamp_ms,
+            } => {
+                out.extend_from_slice(&offset.to_be_bytes());
+                out.extend_from_slice(&timestamp_ms.to_be_bytes());
+            }
+            Response::ProducerInit { producer_id, epoch } => {
+                out.extend_from_slice(&producer_id.to_be_bytes());
+                out.extend_from_slice(&epoch.to_be_bytes());
+            }
+            Response::Group(group) => group.encode(out),
+        }
+    }
+
+    /// Encodes into `out` everything but a trailing payload, which is returned to be sent
+    /// as is: a fetch's batches go to the transport without being copied into the frame.
+    pub fn encode_split(self, out: &mut Vec<u8>) -> Option<Vec<u8>> {
+        match self {
+            Response::Fetched {
+                high_watermark,
+                log_start_offset,
+                batches,
+            } => {
+                out.extend_from_slice(&0u16.to_be_bytes());
+                out.extend_from_slice(&high_watermark.to_be_bytes());
+                out.extend_from_slice(&log_start_offset.to_be_bytes());
+                out.extend_from_slice(&(batches.len() as u32).to_be_bytes());
+                Some(batches)
+            }
+            other => {
+                other.encode(out);
+                None
+            }
+        }
+    }
+
+    /// Decodes an owned body; a fetch's batches are taken from it without a copy.
+    pub fn decode_owned(api: Api, mut body: Vec<u8>) -> Result<Self, DecodeError> {
+        const FETCHED_HEAD_BYTES: usize = 2 + 8 + 8 + 4;
+        if api == Api::Fetch && body.len() >= FETCHED_HEAD_BYTES && body[..2] == [0, 0] {
+            let mut r = Reader::new(&body[..FETCHED_HEAD_BYTES]);
+            let _status = r.u16("status")?;
+            let high_watermark = r.i64("high watermark")?;
+            let log_start_offset = r.i64("log start offset")?;
+            let length = r.u32("batches")? as usize;
+            let limit = FETCH_BYTES_MAX + BATCH_BYTES_MAX;
+            if length > limit {
+                return Err(DecodeError::TooLarge {
+                    what: "batches",
+                    size: length,
+                    limit,
+                });
+            }
+            let available = body.len() - FETCHED_HEAD_BYTES;
+            if length != available {
+                return Err(if length > available {
+                    DecodeError::Truncated {
+                        what: "batches",
+                        needed: length - available,
+                    }
+                } else {
+                    DecodeError::Trailing {
+                        what: "response",
+                        trailing: available - length,
+                    }
+                });
+            }
+            body.drain(..FETCHED_HEAD_BYTES);
+            return Ok(Response::Fetched {
+                high_watermark,
+                log_start_offset,
+                batches: body,
+            });
+        }
+        Self::decode(api, &body)
+    }
+
+    pub fn decode(api: Api, body: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(body);
+        let status = r.u16("status")?;
+        if status != 0 {
+            let retry_after_ms = r.u32("retry after")?;
+            let message = r.string("error message", ERROR_MESSAGE_BYTES_MAX)?;
+            r.finish("error response")?;
+            return Ok(Response::Error(ErrorBody {
+                code: ErrorCode::from_code(status),
+                retry_after_ms,
+                message,
+            }));
+        }
+        let response = match api {
+            Api::CreateTopic => Response::TopicCreated,
+            Api::DeleteTopic => Response::TopicDeleted,
+            Api::ListTopics => {
+                let count = r.count("topic list", TOPICS_LISTED_MAX)?;
+                let mut topics = Vec::with_capacity(count.min(1024));
+                for _ in 0..count {
+                    topics.push(read_description(&mut r)?);
+                }
+                Response::Topics(topics)
+            }
+            Api::DescribeTopic => Response::Topic(Box::new(read_description(&mut r)?)),
+            Api::Produce => {
+                let base_offset = r.i64("base offset")?;
+                let append_time_ms = r.i64("append time")?;
+                let count = r.count("record offsets", BATCH_RECORDS_MAX as usize)?;
+                let mut record_offsets = Vec::with_capacity(count.min(r.remaining() / 8));
+                for _ in 0..count {
+                    record_offsets.push(r.i64("record offset")?);
+                }
+                Response::Produced {
+                    base_offset,
+                    append_time_ms,
+                    record_offsets,
+                }
+            }
+            Api::Fetch => Response::Fetched {
+                high_watermark: r.i64("high watermark")?,
+                log_start_offset: r.i64("log start offset")?,
+                batches: r
+                    .bytes("batches", FETCH_BYTES_MAX + BATCH_BYTES_MAX)?
+                    .to_vec(),
+            },
+            Api::ListOffsets => Response::Offset {
+                offset: r.i64("offset")?,
+                timestamp_ms: r.i64("timestamp")?,
+            },
+            Api::InitProducer => Response::ProducerInit {
+                producer_id: r.i64("producer id")?,
+                epoch: r.i16("epoch")?,
+            },
+            Api::GroupHeartbeat
+            | Api::LeaveGroup
+            | Api::CommitOffsets
+            | Api::FetchOffsets
+            | Api::DescribeGroup
+            | Api::ListGroups => Response::Group(GroupResponse::decode(api, &mut r)?),
+        };
+        r.finish("response")?;
+        Ok(response)
+    }
+}

@@ -1,0 +1,354 @@
+//! Property tests: arbitrary requests and responses survive encode and decode, and random or
+//! truncated bodies never panic.
+
+use std::time::Duration;
+
+use super::*;
+use crate::error::ErrorCode;
+use crate::groups::{
+    GroupDescription, GroupRequest, GroupResponse, MemberDescription, PartitionLag,
+};
+use proptest::prelude::*;
+
+fn config() -> impl Strategy<Value = TopicConfig> {
+    (
+        1u32..100,
+        proptest::option::of(0u64..1u64 << 40),
+        proptest::option::of(any::<u32>()),
+        any::<u32>(),
+        any::<u32>(),
+        any::<bool>(),
+        any::<bool>(),
+        0u8..3,
+        proptest::option::of(1u64..1u64 << 40),
+    )
+        .prop_map(
+            |(
+                partitions,
+                retention,
+                retention_bytes,
+                segment_bytes,
+                segment_ms,
+                key,
+                value,
+                strategy,
+                dedup_ms,
+            )| TopicConfig {
+                partitions,
+                retention: retention.map(Duration::from_millis),
+                retention_bytes: retention_bytes.map(u64::from),
+                segment_bytes: u64::from(segment_bytes),
+                segment_age: Duration::from_millis(u64::from(segment_ms)),
+                validation: SchemaValidation {
+                    key,
+                    value,
+                    strategy: [
+                        SubjectStrategy::TopicName,
+                        SubjectStrategy::RecordName,
+                        SubjectStrategy::TopicRecordName,
+                    ][strategy as usize],
+                },
+                dedup_window: dedup_ms.map(Duration::from_millis),
+            },
+        )
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    let name = "[a-z.-]{1,20}";
+    prop_oneof![
+        (name, config()).prop_map(|(name, config)| Request::CreateTopic { name, config }),
+        name.prop_map(|name| Request::DeleteTopic { name }),
+        Just(Request::ListTopics),
+        name.prop_map(|name| Request::DescribeTopic { name }),
+        (
+            name,
+            any::<u32>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(topic, partition, fsync, batch)| Request::Produce {
+                topic,
+                partition,
+                durability: if fsync {
+                    Durability::Fsync
+                } else {
+                    Durability::Memory
+                },
+                batch
+            }),
+        (
+            name,
+            any::<u32>(),
+            any::<i64>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(topic, partition, offset, max_bytes, max_wait_ms, min_bytes)| {
+                    Request::Fetch {
+                        topic,
+                        partition,
+                        offset,
+                        max_bytes,
+                        max_wait_ms,
+                        min_bytes,
+                    }
+                }
+            ),
+        (
+            name,
+            any::<u32>(),
+            prop_oneof![
+                Just(OffsetSpec::Earliest),
+                Just(OffsetSpec::Latest),
+                any::<i64>().prop_map(OffsetSpec::Timestamp)
+            ]
+        )
+            .prop_map(|(topic, partition, spec)| Request::ListOffsets {
+                topic,
+                partition,
+                spec
+            }),
+        ".{0,20}".prop_map(|name| Request::InitProducer { name }),
+        group_request().prop_map(Request::Group),
+    ]
+}
+
+fn response() -> impl Strategy<Value = (Api, Response)> {
+    let description = || {
+        (
+            "[a-z]{1,10}",
+            config(),
+            proptest::collection::vec(
+                (
+                    any::<u32>(),
+                    any::<i64>(),
+                    any::<i64>(),
+                    any::<u32>(),
+                    any::<u64>(),
+                ),
+                0..4,
+            ),
+        )
+            .prop_map(|(name, config, partitions)| TopicDescription {
+                name,
+                config,
+                partitions: partitions
+                    .into_iter()
+                    .map(
+                        |(partition, log_start_offset, high_watermark, segments, size_bytes)| {
+                            PartitionDescription {
+                                partition,
+                                log_start_offset,
+                                high_watermark,
+                                segments,
+                                size_bytes,
+                            }
+                        },
+                    )
+                    .collect(),
+            })
+    };
+    prop_oneof![
+        (0u16..20, any::<u32>(), ".{0,40}").prop_map(|(code, retry_after_ms, message)| (
+            Api::Produce,
+            Response::Error(ErrorBody {
+                code: ErrorCode::from_code(code.max(1)),
+                retry_after_ms,
+                message
+            })
+        )),
+        Just((Api::CreateTopic, Response::TopicCreated)),
+        Just((Api::DeleteTopic, Response::TopicDeleted)),
+        proptest::collection::vec(description(), 0..3)
+            .prop_map(|topics| (Api::ListTopics, Response::Topics(topics))),
+        description().prop_map(|topic| (Api::DescribeTopic, Response::Topic(Box::new(topic)))),
+        (
+            any::<i64>(),
+            any::<i64>(),
+            proptest::collection::vec(any::<i64>(), 0..5)
+        )
+            .prop_map(|(base_offset, append_time_ms, record_offsets)| (
+                Api::Produce,
+                Response::Produced {
+                    base_offset,
+                    append_time_ms,
+                    record_offsets
+                }
+            )),
+        (
+            any::<i64>(),
+            any::<i64>(),
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(high_watermark, log_start_offset, batches)| (
+                Api::Fetch,
+                Response::Fetched {
+                    high_watermark,
+                    log_start_offset,
+                    batches
+                }
+            )),
+        (any::<i64>(), any::<i64>()).prop_map(|(offset, timestamp_ms)| (
+            Api::ListOffsets,
+            Response::Offset {
+                offset,
+                timestamp_ms
+            }
+        )),
+        (any::<i64>(), any::<i16>()).prop_map(|(producer_id, epoch)| (
+            Api::InitProducer,
+            Response::ProducerInit { producer_id, epoch }
+        )),
+        group_response().prop_map(|(api, response)| (api, Response::Group(response))),
+    ]
+}
+
+fn partitions() -> impl Strategy<Value = Vec<(String, u32)>> {
+    proptest::collection::vec(("[a-z]{1,8}", any::<u32>()), 0..4)
+}
+
+fn group_request() -> impl Strategy<Value = GroupRequest> {
+    prop_oneof![
+        (
+            "[a-z]{1,8}",
+            "[a-z0-9-]{0,12}",
+            any::<i32>(),
+            "[a-z0-9]{0,8}",
+            proptest::collection::vec("[a-z]{1,8}", 0..3),
+            partitions()
+        )
+            .prop_map(
+                |(group, member_id, member_epoch, instance_id, topics, owned)| {
+                    GroupRequest::Heartbeat {
+                        group,
+                        member_id,
+                        member_epoch,
+                        instance_id,
+                        topics,
+                        owned,
+                    }
+                }
+            ),
+        ("[a-z]{1,8}", "[a-z0-9-]{1,12}")
+            .prop_map(|(group, member_id)| GroupRequest::Leave { group, member_id }),
+        (
+            "[a-z]{1,8}",
+            "[a-z0-9-]{1,12}",
+            any::<i32>(),
+            proptest::collection::vec(
+                (("[a-z]{1,8}", any::<u32>()), any::<i64>(), ".{0,10}"),
+                0..4
+            )
+        )
+            .prop_map(|(group, member_id, member_epoch, offsets)| {
+                GroupRequest::Commit {
+                    group,
+                    member_id,
+                    member_epoch,
+                    offsets,
+                }
+            }),
+        ("[a-z]{1,8}", partitions())
+            .prop_map(|(group, partitions)| GroupRequest::FetchOffsets { group, partitions }),
+        "[a-z]{1,8}".prop_map(|group| GroupRequest::Describe { group }),
+        Just(GroupRequest::List),
+    ]
+}
+
+fn group_response() -> impl Strategy<Value = (Api, GroupResponse)> {
+    prop_oneof![
+        ("[a-z0-9-]{1,12}", any::<i32>(), any::<u32>(), partitions()).prop_map(
+            |(member_id, member_epoch, heartbeat_interval_ms, partitions)| (
+                Api::GroupHeartbeat,
+                GroupResponse::Assignment {
+                    member_id,
+                    member_epoch,
+                    heartbeat_interval_ms,
+                    partitions
+                }
+            )
+        ),
+        Just((Api::LeaveGroup, GroupResponse::Left)),
+        Just((Api::CommitOffsets, GroupResponse::Committed)),
+        proptest::collection::vec(
+            (("[a-z]{1,8}", any::<u32>()), any::<i64>(), ".{0,10}"),
+            0..4
+        )
+        .prop_map(|offsets| (Api::FetchOffsets, GroupResponse::Offsets(offsets))),
+        (
+            "[a-z]{1,8}",
+            any::<i32>(),
+            proptest::collection::vec(("[a-z0-9-]{1,12}", "[a-z]{0,6}", partitions()), 0..3),
+            proptest::collection::vec((("[a-z]{1,8}", any::<u32>()), any::<[i64; 4]>()), 0..3)
+        )
+            .prop_map(|(group, generation, members, lags)| (
+                Api::DescribeGroup,
+                GroupResponse::Description(GroupDescription {
+                    group,
+                    generation,
+                    members: members
+                        .into_iter()
+                        .map(|(member_id, instance_id, partitions)| MemberDescription {
+                            member_id,
+                            instance_id,
+                            partitions
+                        })
+                        .collect(),
+                    partitions: lags
+                        .into_iter()
+                        .map(
+                            |(partition, [committed, end_offset, lag_records, lag_ms])| {
+                                PartitionLag {
+                                    partition,
+                                    committed,
+                                    end_offset,
+                                    lag_records,
+                                    lag_ms,
+                                }
+                            }
+                        )
+                        .collect(),
+                })
+            )),
+        proptest::collection::vec("[a-z]{1,8}", 0..4)
+            .prop_map(|groups| (Api::ListGroups, GroupResponse::Groups(groups))),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn requests_round_trip(request in request()) {
+        let mut body = Vec::new();
+        request.encode(&mut body);
+        prop_assert_eq!(Request::decode(request.api(), &body).expect("decodes"), request);
+    }
+
+    #[test]
+    fn responses_round_trip((api, response) in response()) {
+        let mut body = Vec::new();
+        response.encode(&mut body);
+        prop_assert_eq!(Response::decode(api, &body).expect("decodes"), response.clone());
+        prop_assert_eq!(Response::decode_owned(api, body.clone()).expect("decodes owned"), response.clone());
+        let mut split = Vec::new();
+        if let Some(tail) = response.clone().encode_split(&mut split) {
+            split.extend_from_slice(&tail);
+        }
+        prop_assert_eq!(split, body);
+    }
+
+    #[test]
+    fn random_and_truncated_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128), api in 1u16..15, request in request(), cut in 0usize..200) {
+        let api = Api::from_code(api).expect("known api");
+        let _ = Request::decode(api, &bytes);
+        let _ = Response::decode(api, &bytes);
+        let _ = Response::decode_owned(api, bytes.clone());
+        let mut body = Vec::new();
+        request.encode(&mut body);
+        let cut = cut.min(body.len());
+        if cut < body.len() {
+            prop_assert!(Request::decode(request.api(), &body[..cut]).is_err() || matches!(request, Request::ListTopics | Request::Group(GroupRequest::List)));
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Topic configuration and description: what a topic is created with and how it is described
+//! to clients, and their encoding inside request and response bodies.
+
+use std::time::Duration;
+
+use crate::codec::{put_string, DecodeError, Reader};
+use crate::limits::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
+
+/// How a subject name is derived for schema-ID validation (Confluent's strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubjectStrategy {
+    /// `<topic>-key` / `<topic>-value`.
+    #[default]
+    TopicName,
+    /// The record's fully-qualified name.
+    RecordName,
+    /// `<topic>-<record name>`.
+    TopicRecordName,
+}
+
+impl SubjectStrategy {
+    /// The subject of a schema whose record is `record_name`, used for the record `part`
+    /// (`"key"` or `"value"`) of `topic`.
+    pub fn subject(self, topic: &str, part: &str, record_name: &str) -> String {
+        match self {
+            SubjectStrategy::TopicName => format!("{topic}-{part}"),
+            SubjectStrategy::RecordName => record_name.to_owned(),
+            SubjectStrategy::TopicRecordName => format!("{topic}-{record_name}"),
+        }
+    }
+}
+
+/// Which parts of a record must carry a registered schema ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchemaValidation {
+    pub key: bool,
+    pub value: bool,
+    pub strategy: SubjectStrategy,
+}
+
+/// A topic's configuration, given at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub partitions: u32,
+    /// Segments whose newest record is older are deleted; `None` keeps them forever.
+    pub retention: Option<Duration>,
+    /// Oldest segments are deleted while a partition is larger; `None` is unbounded.
+    pub retention_bytes: Option<u64>,
+    /// A segment rolls when it reaches this size.
+    pub segment_bytes: u64,
+    /// A segment rolls when its first record is this old.
+    pub segment_age: Duration,
+    pub validation: SchemaValidation,
+    /// Broker-side dedup on the `idempotency-key` header: a record whose key was stored
+    /// within this window is acknowledged without being stored again. `None`: off.
+    pub dedup_window: Option<Duration>,
+}
+
+/// The dedup window `herald topic create --dedup` turns on (NATS's default duplicate window).
+pub const DEDUP_WINDOW_DEFAULT: Duration = Duration::from_secs(120);
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_bytes: None,
+            segment_bytes: 256 * 1024 * 1024,
+            segment_age: Duration::from_secs(24 * 3600),
+            validation: SchemaValidation::default(),
+            dedup_window: None,
+        }
+    }
+}
+
+/// When a produce is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Once written to the page cache.
+    #[default]
+    Memory,
+    /// After an fdatasync that covers the batch (group commit).
+    Fsync,
+}
+
+/// Which offset ListOffsets asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    Earliest,
+    Latest,
+    /// The first offset whose timestamp is at or after this time (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// One partition as described to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub segments: u32,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionDescription>,
+}
+
+pub(super) fn topic_name(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    r.string("topic name", TOPIC_NAME_BYTES_MAX)
+}
+
+fn put_optional_u64(out: &mut Vec<u8>, value: Option<u64>) {
+    out.extend_from_slice(
+        &value
+            .map_or(-1i64, |v| v.min(i64::MAX as u64) as i64)
+            .to_be_bytes(),
+    );
+}
+
+fn read_optional_u64(r: &mut Reader<'_>, what: &'static str) -> Result<Option<u64>, DecodeError> {
+    let value = r.i64(what)?;
+    Ok((value >= 0).then_some(value as u64))
+}
+
+pub(super) fn put_config(out: &mut Vec<u8>, config: &TopicConfig) {
+    out.extend_from_slice(&config.partitions.to_be_bytes());
+    put_optional_u64(out, config.retention.map(|d| d.as_millis() as u64));
+    put_optional_u64(out, config.retention_bytes);
+    out.extend_from_slice(&config.segment_bytes.to_be_bytes());
+    out.extend_from_slice(&(config.segment_age.as_millis() as u64).to_be_bytes());
+    let flags = u8::from(config.validation.key)
+        | (u8::from(config.validation.value) << 1)
+        | (u8::from(config.dedup_window.is_some()) << 2);
+    out.push(flags);
+    out.push(match config.validation.strategy {
+        SubjectStrategy::TopicName => 0,
+        SubjectStrategy::RecordName => 1,
+        SubjectStrategy::TopicRecordName => 2,
+    });
+    // Only present when the flag says so: configs written before the field read unchanged.
+    if let Some(window) = config.dedup_window {
+        out.extend_from_slice(&(window.as_millis() as u64).to_be_bytes());
+    }
+}
+
+pub(super) fn read_config(r: &mut Reader<'_>) -> Result<TopicConfig, DecodeError> {
+    let partitions = r.u32("partitions")?;
+    if partitions == 0 || partitions > PARTITIONS_PER_TOPIC_MAX {
+        return Err(DecodeError::Invalid {
+            what: "partitions",
+            detail: format!("{partitions} is not within 1..={PARTITIONS_PER_TOPIC_MAX}"),
+        });
+    }
+    let retention = read_optional_u64(r, "retention")?.map(Duration::from_millis);
+    let retention_bytes = read_optional_u64(r, "retention bytes")?;
+    let segment_bytes = r.u64("segment bytes")?;
+    let segment_age = Duration::from_millis(r.u64("segment age")?);
+    let flags = r.u8("validation flags")?;
+    let strategy = match r.u8("subject strategy")? {
+        0 => SubjectStrategy::TopicName,
+        1 => SubjectStrategy::RecordName,
+        2 => SubjectStrategy::TopicRecordName,
+        other => {
+            return Err(DecodeError::Invalid {
+                what: "subject strategy",
+                detail: other.to_string(),
+            })
+        }
+    };
+    let dedup_window = if flags & 4 != 0 {
+        let ms = r.u64("dedup window")?;
+        if ms == 0 {
+            return Err(DecodeError::Invalid {
+                what: "dedup window",
+                detail: "0 ms (omit the window to turn dedup off)".to_owned(),
+            });
+        }
+        Some(Duration::from_millis(ms))
+    } else {
+        None
+    };
+    Ok(TopicConfig {
+        partitions,
+        retention,
+        retention_bytes,
+        segment_bytes,
+        segment_age,
+        validation: SchemaValidation {
+            key: flags & 1 != 0,
+            value: flags & 2 != 0,
+            strategy,
+        },
+        dedup_window,
+    })
+}
+
+pub(super) fn put_description(out: &mut Vec<u8>, topic: &TopicDescription) {
+    put_string(out, &topic.name);
+    put_config(out, &topic.config);
+    out.extend_from_slice(&(topic.partitions.len() as u32).to_be_bytes());
+    for p in &topic.partitions {
+        out.extend_from_slice(&p.partition.to_be_bytes());
+        out.extend_from_slice(&p.log_start_offset.to_be_bytes());
+        out.extend_from_slice(&p.high_watermark.to_be_bytes());
+        out.extend_from_slice(&p.segments.to_be_bytes());
+        out.extend_from_slice(&p.size_bytes.to_be_bytes());
+    }
+}
+
+pub(super) fn read_description(r: &mut Reader<'_>) -> Result<TopicDescription, DecodeError> {
+    let name = topic_name(r)?;
+    let config = read_config(r)?;
+    let count = r.count("partitions", PARTITIONS_PER_TOPIC_MAX as usize)?;
+    let mut partitions = Vec::with_capacity(count);
+    for _ in 0..count {
+        partitions.push(PartitionDescription {
+            partition: r.u32("partition")?,
+            log_start_offset: r.i64("log start offset")?,
+            high_watermark: r.i64("high watermark")?,
+            segments: r.u32("segments")?,
+            size_bytes: r.u64("size")?,
+        });
+    }
+    Ok(TopicDescription {
+        name,
+        config,
+        partitions,
+    })
+}

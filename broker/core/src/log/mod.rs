@@ -1,0 +1,555 @@
+//! A partition's log: a directory of segments named by base offset.
+//!
+//! Each segment is three files: `<base:020>.log` (record batches exactly as produced, with
+//! base offset and append time stamped), `<base:020>.index` (sparse offset index: 8-byte
+//! entries of relative offset u32 + byte position u32, one per `index_interval_bytes` of log)
+//! and `<base:020>.timeindex` (12-byte entries of max timestamp i64 + relative offset u32,
+//! whenever the max timestamp grows at an index point). Indexes are hints: they are rebuilt
+//! from the log when missing or damaged, and never trusted past the log's end.
+//!
+//! Invariants: offsets are dense and increasing across segments (each segment's base offset
+//! is the previous one's next offset); only the active (last) segment is appended to; on
+//! open, the active segment is verified batch by batch (length, CRC, offsets) and truncated
+//! at the first torn or corrupt batch.
+//!
+//! Where things live:
+//!
+//! - this file: the public types ([`LogConfig`], the errors, [`Appended`], [`Read`],
+//!   [`Retained`]) and [`PartitionLog`] itself — append, read by offset and by timestamp,
+//!   roll, producer snapshots, retention and deletion;
+//! - `segment`: the `Segment` type — its files and in-memory indexes, creating it,
+//!   loading and rebuilding its indexes, index lookups, file naming;
+//! - `recovery`: opening a log ([`PartitionLog::open`]) — verifying the active segment
+//!   batch by batch and truncating a torn tail, loading sealed segments and rebuilding
+//!   damaged indexes, restoring producer state — and the [`Recovery`] it reports;
+//! - `dedup`: the idempotency-key window — planning which records a batch drops
+//!   (`DedupPlan`, `Placement`), appending as planned, and rebuilding the window on open;
+//! - `tests`: model-based and simulation tests.
+
+mod dedup;
+mod recovery;
+mod segment;
+
+use herald_wire::batch::{self, BatchError, BatchHeader, BatchView, LOG_OVERHEAD_BYTES};
+#[cfg(test)]
+use herald_wire::headers::IDEMPOTENCY_KEY;
+use herald_wire::limits::BATCH_BYTES_MAX;
+
+use crate::producers::{ProducerTable, SequenceCheck};
+use crate::storage::{Storage, StorageError, StorageFile, SyncHandle};
+use herald_wire::dedup::KeyWindow;
+use segment::{file_name, read_head, Segment};
+
+pub use recovery::Recovery;
+
+/// Largest segment: positions in the offset index are u32.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64 - BATCH_BYTES_MAX as u64;
+
+/// How a partition's log behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll when the active segment would grow past this size.
+    pub segment_bytes: u64,
+    /// Roll when the active segment's first append is this old.
+    pub segment_age_ms: u64,
+    /// Delete sealed segments whose newest append is older; `None` keeps them.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest sealed segments while the log stays at least this large without them.
+    pub retention_bytes: Option<u64>,
+    /// Bytes of log between two offset-index entries.
+    pub index_interval_bytes: u64,
+    /// Idempotent-producer state idle this long is forgotten.
+    pub producer_expiry_ms: i64,
+    /// When set, a record whose `idempotency-key` header was stored within this many ms is
+    /// acknowledged without being stored again (bounded by `dedup::DEDUP_KEYS_MAX` keys).
+    pub dedup_window_ms: Option<i64>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 256 * 1024 * 1024,
+            segment_age_ms: 24 * 3600 * 1000,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            index_interval_bytes: 4096,
+            producer_expiry_ms: 7 * 24 * 3600 * 1000,
+            dedup_window_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("invalid batch: {0}")]
+    Batch(#[from] BatchError),
+    #[error("out of order sequence for producer {producer_id}: expected {expected}, received {received}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        received: i32,
+    },
+    #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current_epoch}")]
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        current_epoch: i16,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error(
+        "offset {offset} is out of range: the log holds [{log_start_offset}, {high_watermark})"
+    )]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("stored batch at position {position} of segment {segment} is corrupt: {error}")]
+    Corrupt {
+        segment: i64,
+        position: u64,
+        error: BatchError,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(
+        "segment {base} does not follow the previous segment, which ends at offset {expected}"
+    )]
+    Gap { base: i64, expected: i64 },
+    #[error("invalid log config: {0}")]
+    Config(String),
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub append_time_ms: i64,
+    /// The batch had been stored already (an idempotent retry): nothing was written and the
+    /// offsets are the original ones.
+    pub duplicate: bool,
+    /// Where each record of the batch is, when that is not `base_offset + index` (the dedup
+    /// window dropped some: a dropped record is where its first copy is); empty otherwise.
+    pub record_offsets: Vec<i64>,
+}
+
+/// Batches read from the log, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub bytes: Vec<u8>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retained {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+/// One partition's log over a [`Storage`].
+pub struct PartitionLog<S: Storage> {
+    storage: S,
+    dir: String,
+    config: LogConfig,
+    segments: Vec<Segment<S::File>>,
+    producers: ProducerTable,
+    dedup: Option<KeyWindow>,
+}
+
+impl<S: Storage> PartitionLog<S> {
+    fn active(&self) -> &Segment<S::File> {
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn active_mut(&mut self) -> &mut Segment<S::File> {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    /// The offset the next record will get (one past the last stored record).
+    pub fn high_watermark(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments[0].base_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Idempotent producers currently remembered.
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Base offset of the active segment (changes when the log rolls).
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset
+    }
+
+    /// A handle that makes everything appended so far to the active segment durable.
+    pub fn sync_handle(&self) -> Result<std::sync::Arc<dyn SyncHandle>, StorageError> {
+        self.active().log.sync_handle()
+    }
+
+    /// Validates `batch`, stamps its base offset and append time, and appends it.
+    pub fn append(&mut self, batch: &mut [u8], now_ms: i64) -> Result<Appended, AppendError> {
+        let view = BatchView::parse(batch)?;
+        if view.size() != batch.len() {
+            return Err(BatchError::Decode(herald_wire::DecodeError::Trailing {
+                what: "batch",
+                trailing: batch.len() - view.size(),
+            })
+            .into());
+        }
+        view.validate_records()?;
+        let count = i64::from(view.record_count());
+        let (producer_id, epoch, base_sequence) = (
+            view.producer_id(),
+            view.producer_epoch(),
+            view.base_sequence(),
+        );
+        match self
+            .producers
+            .check(producer_id, epoch, base_sequence, view.record_count())
+        {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate { base_offset } => {
+                return Ok(Appended {
+                    base_offset,
+                    last_offset: base_offset + count - 1,
+                    append_time_ms: now_ms,
+                    duplicate: true,
+                    record_offsets: Vec::new(),
+                });
+            }
+            SequenceCheck::OutOfOrder { expected, received } => {
+                return Err(AppendError::OutOfOrderSequence {
+                    producer_id,
+                    expected,
+                    received,
+                })
+            }
+            SequenceCheck::Fenced { current_epoch } => {
+                return Err(AppendError::ProducerFenced {
+                    producer_id,
+                    epoch,
+                    current_epoch,
+                })
+            }
+        }
+        if let Some(window) = self.dedup.as_mut() {
+            let plan = Self::plan_deduplication(window, &view, now_ms)?;
+            return self.append_deduplicated(batch, plan, now_ms);
+        }
+        let base_offset = self.store(batch, now_ms)?;
+        self.producers.record(
+            producer_id,
+            epoch,
+            base_sequence,
+            count as u32,
+            base_offset,
+            now_ms,
+        );
+        Ok(Appended {
+            base_offset,
+            last_offset: base_offset + count - 1,
+            append_time_ms: now_ms,
+            duplicate: false,
+            record_offsets: Vec::new(),
+        })
+    }
+
+    /// Writes a validated batch at the end of the log; returns its base offset.
+    fn store(&mut self, batch: &mut [u8], now_ms: i64) -> Result<i64, AppendError> {
+        self.maybe_roll(batch.len() as u64, now_ms)?;
+        let interval = self.config.index_interval_bytes;
+        let segment = self.active_mut();
+        let base_offset = segment.next_offset;
+        batch::stamp(batch, base_offset, now_ms);
+        let position = segment.size;
+        segment.log.append(batch)?;
+        // Just stamped and validated: the header is there.
+        let Some(head) = BatchHeader::read(batch) else {
+            debug_assert!(false, "a stamped, validated batch without a header");
+            return Err(AppendError::Batch(BatchError::Empty));
+        };
+        segment.index_batch(position, &head, interval)?;
+        // A validated batch holds at least one record: the log end only moves forward.
+        debug_assert!(
+            segment.next_offset > base_offset,
+            "append moved the log end from {base_offset} to {}",
+            segment.next_offset
+        );
+        Ok(base_offset)
+    }
+
+    /// Writes the producer table as a snapshot at the log end (replacing an earlier one made
+    /// the same way inside the active segment).
+    fn snapshot_producers(&mut self) -> Result<(), StorageError> {
+        let end = self.high_watermark();
+        let active_base = self.active().base_offset;
+        for name in self.storage.list(&self.dir)? {
+            if let Some(offset) = name
+                .strip_suffix(".snapshot")
+                .and_then(|o| o.parse::<i64>().ok())
+            {
+                if offset > active_base && offset < end {
+                    self.storage.remove(&self.dir, &name)?;
+                }
+            }
+        }
+        let mut snapshot = self
+            .storage
+            .open(&self.dir, &file_name(end, "snapshot"), true)?;
+        snapshot.truncate(0)?;
+        snapshot.append(&self.producers.encode())?;
+        snapshot.sync()?;
+        Ok(())
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), StorageError> {
+        let config = self.config;
+        let active = self.active();
+        if active.size == 0 {
+            return Ok(());
+        }
+        let full = active.size + incoming > config.segment_bytes;
+        let old = active
+            .first_append_time_ms
+            .is_some_and(|first| now_ms.saturating_sub(first) >= config.segment_age_ms as i64);
+        if !full && !old {
+            return Ok(());
+        }
+        // Sealing makes the old segment durable: recovery only verifies the active one.
+        let next = active.next_offset;
+        let segment = self.active_mut();
+        segment.log.sync()?;
+        segment.offset_index.sync()?;
+        segment.time_index.sync()?;
+        // Producer state as of the new segment's start: recovery replays only what follows.
+        let mut snapshot = self
+            .storage
+            .open(&self.dir, &file_name(next, "snapshot"), true)?;
+        snapshot.truncate(0)?;
+        snapshot.append(&self.producers.encode())?;
+        snapshot.sync()?;
+        let fresh = Segment::create(&self.storage, &self.dir, next)?;
+        self.segments.push(fresh);
+        Ok(())
+    }
+
+    /// Whole batches starting with the one holding `offset`, up to about `max_bytes` (always
+    /// at least one batch if any exists). Reading at the high watermark returns no bytes.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Read, ReadError> {
+        let high_watermark = self.high_watermark();
+        let log_start_offset = self.log_start_offset();
+        let done = |bytes| {
+            Ok(Read {
+                bytes,
+                high_watermark,
+                log_start_offset,
+            })
+        };
+        if offset == high_watermark {
+            return done(Vec::new());
+        }
+        if offset < log_start_offset || offset > high_watermark {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                high_watermark,
+            });
+        }
+        let index = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        let mut out = Vec::new();
+        for segment in &self.segments[index..] {
+            let start = if out.is_empty() {
+                Self::locate(segment, offset)?
+            } else {
+                Some(0)
+            };
+            let Some(start) = start else { continue };
+            // Move on to the next segment only when this one was read to its end: batches
+            // must come out contiguous.
+            if !Self::collect(segment, start, max_bytes, &mut out)? {
+                break;
+            }
+        }
+        done(out)
+    }
+
+    /// Position of the batch holding `offset` in `segment`, if it is there.
+    fn locate(segment: &Segment<S::File>, offset: i64) -> Result<Option<u64>, ReadError> {
+        let mut position = segment.index_position(offset);
+        while position < segment.size {
+            let Some(head) = read_head(&segment.log, position)? else {
+                break;
+            };
+            if (head.size as u64) == 0 {
+                break;
+            }
+            if head.next_offset() > offset {
+                return Ok(Some(position));
+            }
+            position += head.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Appends whole batches from `position` until `max_bytes` would be passed; true when
+    /// the segment was read to its end.
+    fn collect(
+        segment: &Segment<S::File>,
+        position: u64,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ReadError> {
+        let budget = max_bytes.saturating_sub(out.len());
+        let available = segment.size.saturating_sub(position) as usize;
+        let window = segment.log.read_at(position, budget.min(available))?;
+        let mut used = 0;
+        while used + LOG_OVERHEAD_BYTES <= window.len() {
+            let Some(size) = batch::batch_size(&window[used..]) else {
+                break;
+            };
+            if used + size > window.len() {
+                break;
+            }
+            used += size;
+        }
+        if used == 0 && out.is_empty() && available > 0 {
+            // The first batch alone is larger than max_bytes: serve it whole.
+            let head = read_head(&segment.log, position)?.ok_or(ReadError::Corrupt {
+                segment: segment.base_offset,
+                position,
+                error: BatchError::Empty,
+            })?;
+            let size = (head.size).min(available);
+            out.extend_from_slice(&segment.log.read_at(position, size)?);
+            return Ok(size == available);
+        }
+        out.extend_from_slice(&window[..used]);
+        Ok(used == available)
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp_ms`, with that
+    /// record's timestamp; `None` if every record is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, ReadError> {
+        for segment in self
+            .segments
+            .iter()
+            .filter(|s| s.size > 0 && s.max_timestamp_ms >= timestamp_ms)
+        {
+            let at = segment
+                .time_entries
+                .partition_point(|&(t, _)| t < timestamp_ms);
+            // Start from the index point before the first entry reaching the timestamp.
+            let relative = at.checked_sub(1).map_or(0, |i| segment.time_entries[i].1);
+            let mut position = segment.index_position(segment.base_offset + i64::from(relative));
+            while position < segment.size {
+                let Some(head) = read_head(&segment.log, position)? else {
+                    break;
+                };
+                if head.max_timestamp_ms >= timestamp_ms {
+                    let bytes = segment.log.read_at(position, head.size)?;
+                    let view = BatchView::parse(&bytes).map_err(|error| ReadError::Corrupt {
+                        segment: segment.base_offset,
+                        position,
+                        error,
+                    })?;
+                    for (i, record) in view.records().enumerate() {
+                        let record = record.map_err(|error| ReadError::Corrupt {
+                            segment: segment.base_offset,
+                            position,
+                            error,
+                        })?;
+                        if record.timestamp_ms >= timestamp_ms {
+                            return Ok(Some((view.base_offset() + i as i64, record.timestamp_ms)));
+                        }
+                    }
+                }
+                position += (head.size as u64).max(1);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes whole sealed segments past the retention limits.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<Retained, StorageError> {
+        self.producers
+            .expire(now_ms, self.config.producer_expiry_ms);
+        self.producers
+            .expire(now_ms, self.config.producer_expiry_ms);
+        let mut retained = Retained::default();
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let total = self.size_bytes();
+            let expired = self.config.retention_ms.is_some_and(|ms| {
+                oldest.max_append_time_ms != i64::MIN
+                    && now_ms.saturating_sub(oldest.max_append_time_ms) >= ms as i64
+            });
+            let oversized = self
+                .config
+                .retention_bytes
+                .is_some_and(|bytes| total - oldest.size >= bytes);
+            if !expired && !oversized {
+                break;
+            }
+            oldest.remove_files(&self.storage, &self.dir)?;
+            // Snapshots inside the deleted segment (at its start, or taken by the dedup
+            // window at a log end) now lie before the log start.
+            let end = oldest.next_offset;
+            for name in self.storage.list(&self.dir)? {
+                let offset = name
+                    .strip_suffix(".snapshot")
+                    .and_then(|o| o.parse::<i64>().ok());
+                if offset.is_some_and(|o| o >= oldest.base_offset && o < end) {
+                    self.storage.remove(&self.dir, &name)?;
+                }
+            }
+            retained.segments_deleted += 1;
+            retained.bytes_deleted += oldest.size;
+            self.segments.remove(0);
+        }
+        Ok(retained)
+    }
+
+    /// Removes every file of the log.
+    pub fn delete(self) -> Result<(), StorageError> {
+        for segment in &self.segments {
+            segment.remove_files(&self.storage, &self.dir)?;
+        }
+        self.storage.remove_dir(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests;

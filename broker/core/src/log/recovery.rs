@@ -1,0 +1,229 @@
+//! Opening a log: listing its segments, verifying the active one batch by batch and
+//! truncating a torn or corrupt tail, loading sealed segments (rebuilding damaged or
+//! missing indexes), restoring producer state from snapshots, and the [`Recovery`] report.
+
+use herald_wire::batch::BatchView;
+use herald_wire::limits::BATCH_BYTES_MAX;
+
+use super::segment::{file_name, read_head, Segment};
+use super::{LogConfig, OpenError, PartitionLog, SEGMENT_BYTES_MAX};
+use crate::producers::ProducerTable;
+use crate::storage::{Storage, StorageError, StorageFile};
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub segments: usize,
+    /// Bytes cut from the active segment's tail (torn or corrupt batches).
+    pub truncated_bytes: u64,
+    /// Why the tail was cut, if it was.
+    pub truncated_because: Option<String>,
+    /// Indexes rebuilt because they were missing or damaged.
+    pub indexes_rebuilt: usize,
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// Opens the log in `dir`, creating it if empty, and recovers the active segment.
+    pub fn open(storage: S, dir: &str, config: LogConfig) -> Result<(Self, Recovery), OpenError> {
+        if config.segment_bytes == 0 || config.segment_bytes > SEGMENT_BYTES_MAX {
+            return Err(OpenError::Config(format!(
+                "segment_bytes must be within 1..={SEGMENT_BYTES_MAX}"
+            )));
+        }
+        if config.index_interval_bytes == 0 {
+            return Err(OpenError::Config(
+                "index_interval_bytes must be positive".to_owned(),
+            ));
+        }
+        storage.create_dir(dir)?;
+        let mut bases: Vec<i64> = storage
+            .list(dir)?
+            .iter()
+            .filter_map(|name| name.strip_suffix(".log"))
+            .filter_map(|base| base.parse::<i64>().ok())
+            .collect();
+        bases.sort_unstable();
+        let mut recovery = Recovery {
+            segments: bases.len().max(1),
+            ..Recovery::default()
+        };
+        let mut segments = Vec::with_capacity(bases.len());
+        let last = bases.len().saturating_sub(1);
+        for (i, base) in bases.into_iter().enumerate() {
+            let mut segment = Segment::create(&storage, dir, base)?;
+            if let Some(previous) = segments.last() {
+                let previous: &Segment<S::File> = previous;
+                if previous.next_offset != base {
+                    return Err(OpenError::Gap {
+                        base,
+                        expected: previous.next_offset,
+                    });
+                }
+            }
+            if i == last {
+                Self::recover_active(&mut segment, config.index_interval_bytes, &mut recovery)?;
+            } else {
+                Self::load_sealed(&mut segment, config.index_interval_bytes, &mut recovery)?;
+            }
+            segments.push(segment);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(&storage, dir, 0)?);
+        }
+        let mut log = Self {
+            storage,
+            dir: dir.to_owned(),
+            config,
+            segments,
+            producers: ProducerTable::default(),
+            dedup: None,
+        };
+        log.restore_producers()?;
+        log.restore_dedup()?;
+        Ok((log, recovery))
+    }
+
+    /// Loads the newest usable producer snapshot and replays the batches after it.
+    fn restore_producers(&mut self) -> Result<(), StorageError> {
+        let mut snapshots: Vec<i64> = self
+            .storage
+            .list(&self.dir)?
+            .iter()
+            .filter_map(|name| name.strip_suffix(".snapshot"))
+            .filter_map(|offset| offset.parse::<i64>().ok())
+            .filter(|offset| *offset >= self.log_start_offset() && *offset <= self.high_watermark())
+            .collect();
+        snapshots.sort_unstable();
+        let mut from = self.log_start_offset();
+        self.producers = ProducerTable::default();
+        for offset in snapshots.into_iter().rev() {
+            let file = self
+                .storage
+                .open(&self.dir, &file_name(offset, "snapshot"), false)?;
+            if let Some(table) = ProducerTable::decode(&file.read_at(0, file.len() as usize)?) {
+                self.producers = table;
+                from = offset;
+                break;
+            }
+        }
+        for segment in self.segments.iter().filter(|s| s.next_offset > from) {
+            let mut position = if segment.base_offset >= from {
+                0
+            } else {
+                segment.index_position(from)
+            };
+            while position < segment.size {
+                let Some(head) = read_head(&segment.log, position)? else {
+                    break;
+                };
+                if (head.size as u64) == 0 {
+                    break;
+                }
+                if head.base_offset >= from {
+                    let count = (head.next_offset() - head.base_offset) as u32;
+                    self.producers.record(
+                        head.producer_id,
+                        head.producer_epoch,
+                        head.base_sequence,
+                        count,
+                        head.base_offset,
+                        head.append_time_ms,
+                    );
+                }
+                position += head.size as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies every batch of the active segment and truncates at the first bad one.
+    fn recover_active(
+        segment: &mut Segment<S::File>,
+        interval: u64,
+        recovery: &mut Recovery,
+    ) -> Result<(), StorageError> {
+        let file_len = segment.log.len();
+        segment.reset_indexes()?;
+        let mut position = 0u64;
+        let mut expected = segment.base_offset;
+        let mut problem = None;
+        while position < file_len {
+            let Some(head) = read_head(&segment.log, position)? else {
+                problem = Some(format!("torn batch header at position {position}"));
+                break;
+            };
+            if head.size > BATCH_BYTES_MAX || position + head.size as u64 > file_len {
+                problem = Some(format!("torn batch at position {position}"));
+                break;
+            }
+            let bytes = segment.log.read_at(position, head.size)?;
+            match BatchView::parse(&bytes) {
+                Ok(view) if view.base_offset() == expected => {}
+                Ok(view) => {
+                    problem = Some(format!(
+                        "batch at position {position} has offset {} where {expected} was expected",
+                        view.base_offset()
+                    ));
+                    break;
+                }
+                Err(error) => {
+                    problem = Some(format!("corrupt batch at position {position}: {error}"));
+                    break;
+                }
+            }
+            segment.index_batch(position, &head, interval)?;
+            expected = head.next_offset();
+            position += head.size as u64;
+        }
+        if position < file_len {
+            segment.log.truncate(position)?;
+            recovery.truncated_bytes = file_len - position;
+            recovery.truncated_because = problem;
+        }
+        recovery.indexes_rebuilt += 1;
+        Ok(())
+    }
+
+    /// Loads a sealed segment's indexes (rebuilding them if needed) and finds its end.
+    fn load_sealed(
+        segment: &mut Segment<S::File>,
+        interval: u64,
+        recovery: &mut Recovery,
+    ) -> Result<(), StorageError> {
+        let file_len = segment.log.len();
+        let (mut position, indexed) = if segment.load_indexes()? {
+            let last = segment.offset_entries.last().map_or(0, |e| u64::from(e.1));
+            (last, true)
+        } else {
+            segment.reset_indexes()?;
+            recovery.indexes_rebuilt += 1;
+            (0, false)
+        };
+        if indexed {
+            // Restore the counters the walk below does not recompute for indexed batches.
+            segment.max_timestamp_ms = segment.time_entries.last().map_or(i64::MIN, |e| e.0);
+        }
+        while position < file_len {
+            let Some(head) = read_head(&segment.log, position)? else {
+                break;
+            };
+            if position + head.size as u64 > file_len {
+                break;
+            }
+            if indexed {
+                // Past the last index entry: advance without adding entries before the interval.
+                segment.size = position + (head.size as u64);
+                segment.next_offset = head.next_offset();
+                segment.max_timestamp_ms = segment.max_timestamp_ms.max(head.max_timestamp_ms);
+                segment.max_append_time_ms = segment.max_append_time_ms.max(head.append_time_ms);
+                segment
+                    .first_append_time_ms
+                    .get_or_insert(head.append_time_ms);
+            } else {
+                segment.index_batch(position, &head, interval)?;
+            }
+            position += head.size as u64;
+        }
+        Ok(())
+    }
+}

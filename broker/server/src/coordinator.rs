@@ -12,7 +12,7 @@ use herald_wire::groups::{GroupDescription, GroupResponse, MemberDescription, Pa
 use herald_wire::limits::GROUP_NAME_BYTES_MAX;
 use herald_wire::ErrorCode;
 
-use crate::broker::write_atomically;
+use crate::fs::write_atomically;
 
 /// A member waiting for partitions heartbeats this many times more often.
 pub const WAITING_HEARTBEAT_DIVISOR: u32 = 4;

@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use herald_broker_core::storage::{Storage, StorageError, StorageFile, SyncHandle};
@@ -164,4 +164,17 @@ impl Storage for FileStorage {
             _ => Ok(()),
         }
     }
+}
+
+/// Writes `bytes` to `dir/name` atomically: a temporary file, synced, renamed over `name`,
+/// then the directory synced. Used for `topic.meta`, `producers.meta` and group offsets.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }

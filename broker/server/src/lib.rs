@@ -9,8 +9,13 @@
 //! Idempotent producers get ids from [`producer_ids::ProducerIds`]; the per-partition
 //! sequence state lives in the core's log. Consumer groups are coordinated by
 //! [`coordinator::Coordinator`] over the core's group state machine. No replication (yet).
+//!
+//! Small shared pieces: `clock` is the broker's wall clock (`now_ms`); `fs` also holds
+//! `write_atomically`, which writes the metadata files (topic.meta, producers.meta, group
+//! offsets).
 
 pub mod broker;
+mod clock;
 pub mod coordinator;
 pub mod fs;
 pub mod group_commit;

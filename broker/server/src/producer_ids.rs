@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::broker::write_atomically;
+use crate::fs::write_atomically;
 
 const FILE: &str = "producers.meta";
 /// Named producers remembered.

@@ -1,0 +1,225 @@
+//! The produce path: batch checks, schema-ID checks through the schema cache, append, then
+//! a group-commit fsync (`Durability::Fsync`) or flush-behind (`Durability::Memory`).
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use herald_broker_core::log::{AppendError, PartitionLog};
+use herald_broker_core::validation::{validate_batch, BatchVerdict};
+use herald_wire::batch::BatchView;
+use herald_wire::messages::Durability;
+use herald_wire::{ErrorCode, Response};
+
+use super::{error, throttled, Broker, Partition, Topic};
+use crate::clock::now_ms;
+use crate::fs::FileStorage;
+use crate::group_commit::SyncError;
+
+/// Flush-behind: once a partition has this many bytes appended with `Memory` durability and
+/// not synced, a background sync of its active segment starts (the produce does not wait for
+/// it). Sealing a segment syncs it under the partition lock (recovery verifies only the active
+/// segment); without flush-behind a segment written without fsync reaches that point with up
+/// to a whole segment (1 GiB by default) dirty, and every produce waits for its writeback
+/// (~0.8 s at 1M records/s in the fixed-rate bench).
+pub const FLUSH_BEHIND_BYTES: u64 = 16 * 1024 * 1024;
+
+impl Broker {
+    pub(super) async fn produce(
+        &self,
+        topic_name: &str,
+        partition_id: u32,
+        durability: Durability,
+        mut batch: Vec<u8>,
+    ) -> Result<Response, Response> {
+        let started = Instant::now();
+        let (topic, partition) = self.partition(topic_name, partition_id)?;
+        let record_count;
+        {
+            let view = BatchView::parse(&batch).map_err(|e| {
+                self.reject(
+                    topic_name,
+                    "corrupt",
+                    error(ErrorCode::CorruptBatch, e.to_string()),
+                )
+            })?;
+            if view.size() != batch.len() {
+                return Err(self.reject(
+                    topic_name,
+                    "corrupt",
+                    error(ErrorCode::CorruptBatch, "bytes after the batch"),
+                ));
+            }
+            view.validate_records().map_err(|e| {
+                self.reject(
+                    topic_name,
+                    "corrupt",
+                    error(ErrorCode::CorruptBatch, e.to_string()),
+                )
+            })?;
+            record_count = view.record_count();
+            self.check_schemas(&topic, &view).await?;
+        }
+        let (appended, handle) = {
+            let mut log = partition.log();
+            let appended = log.append(&mut batch, now_ms()).map_err(|e| match e {
+                AppendError::OutOfOrderSequence { .. } => self.reject(
+                    topic_name,
+                    "sequence",
+                    error(ErrorCode::OutOfOrderSequence, e.to_string()),
+                ),
+                AppendError::ProducerFenced { .. } => self.reject(
+                    topic_name,
+                    "fenced",
+                    error(ErrorCode::ProducerFenced, e.to_string()),
+                ),
+                AppendError::Batch(_) => self.reject(
+                    topic_name,
+                    "corrupt",
+                    error(ErrorCode::CorruptBatch, e.to_string()),
+                ),
+                AppendError::Storage(_) => error(ErrorCode::Storage, e.to_string()),
+            })?;
+            if appended.duplicate {
+                self.metrics.counter_add(
+                    "herald_broker_duplicate_batches_total",
+                    "Idempotent retries acknowledged without storing, by topic.",
+                    &[("topic", topic_name)],
+                    1,
+                );
+            }
+            let handle = match durability {
+                Durability::Fsync => {
+                    partition.unflushed_bytes.store(0, Ordering::Relaxed);
+                    Some(
+                        partition
+                            .sync_handle(&log)
+                            .map_err(|e| error(ErrorCode::Storage, e.to_string()))?,
+                    )
+                }
+                Durability::Memory => {
+                    self.flush_behind(&partition, &log, topic_name, batch.len() as u64);
+                    None
+                }
+            };
+            (appended, handle)
+        };
+        partition.appended.notify_waiters();
+        if let Some(handle) = handle {
+            self.group_commit.sync(handle).await.map_err(|e| match e {
+                SyncError::QueueFull => throttled(e.to_string()),
+                other => error(ErrorCode::Storage, other.to_string()),
+            })?;
+        }
+        let labels = [("topic", topic_name)];
+        self.metrics.counter_add(
+            "herald_broker_records_in_total",
+            "Records appended, by topic.",
+            &labels,
+            u64::from(record_count),
+        );
+        self.metrics.counter_add(
+            "herald_broker_bytes_in_total",
+            "Batch bytes appended, by topic.",
+            &labels,
+            batch.len() as u64,
+        );
+        let durability_label = if durability == Durability::Fsync {
+            "fsync"
+        } else {
+            "memory"
+        };
+        self.metrics.observe_seconds(
+            "herald_broker_produce_duration_seconds",
+            "Produce latency, by durability.",
+            &[("durability", durability_label)],
+            started.elapsed().as_secs_f64(),
+        );
+        Ok(Response::Produced {
+            base_offset: appended.base_offset,
+            append_time_ms: appended.append_time_ms,
+            record_offsets: appended.record_offsets,
+        })
+    }
+
+    fn reject(&self, topic: &str, reason: &str, response: Response) -> Response {
+        self.metrics.counter_add(
+            "herald_broker_rejected_batches_total",
+            "Batches refused, by topic and reason.",
+            &[("topic", topic), ("reason", reason)],
+            1,
+        );
+        response
+    }
+
+    async fn check_schemas(&self, topic: &Topic, view: &BatchView<'_>) -> Result<(), Response> {
+        let validation = &topic.config.validation;
+        // Two rounds at most: learn what the cache lacks, then decide.
+        for _ in 0..2 {
+            match validate_batch(view, validation, |part, id| {
+                self.schemas.cached(&topic.name, part, id)
+            }) {
+                BatchVerdict::Accepted => return Ok(()),
+                BatchVerdict::Refused(failure) => {
+                    let message = format!("batch refused: {failure}");
+                    return Err(self.reject(
+                        &topic.name,
+                        "schema",
+                        error(ErrorCode::SchemaValidationFailed, message),
+                    ));
+                }
+                BatchVerdict::NeedLookups(missing) => {
+                    for (part, id) in missing {
+                        self.schemas
+                            .learn(&topic.name, validation.strategy, part, id)
+                            .await
+                            .map_err(|e| error(ErrorCode::RegistryUnavailable, e.to_string()))?;
+                    }
+                }
+            }
+        }
+        // Entries expired between learning and checking: ask the caller to retry.
+        Err(throttled("schema cache is churning; retry"))
+    }
+
+    /// Starts a background sync of `partition`'s active segment once `FLUSH_BEHIND_BYTES`
+    /// were appended without one (see the constant). Called with the log locked.
+    fn flush_behind(
+        &self,
+        partition: &Partition,
+        log: &PartitionLog<FileStorage>,
+        topic: &str,
+        appended: u64,
+    ) {
+        let pending = partition
+            .unflushed_bytes
+            .fetch_add(appended, Ordering::Relaxed)
+            + appended;
+        if pending < FLUSH_BEHIND_BYTES || partition.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        partition.unflushed_bytes.store(0, Ordering::Relaxed);
+        let handle = match partition.sync_handle(log) {
+            Ok(handle) => handle,
+            Err(error) => {
+                partition.flushing.store(false, Ordering::Release);
+                tracing::warn!(topic, %error, "flush-behind: no sync handle");
+                return;
+            }
+        };
+        let flushing = partition.flushing.clone();
+        let metrics = self.metrics.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = handle.sync() {
+                tracing::error!(topic, %error, "flush-behind sync failed");
+                metrics.counter_add(
+                    "herald_broker_flush_behind_errors_total",
+                    "Background syncs of Memory-durability appends that failed, by topic.",
+                    &[("topic", topic.as_str())],
+                    1,
+                );
+            }
+            flushing.store(false, Ordering::Release);
+        });
+    }
+}

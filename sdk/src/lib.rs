@@ -1,17 +1,24 @@
 //! herald: the crate applications depend on to produce and consume Herald events.
 //!
-//! This first layer holds the resilience policies every producer and consumer composes, each a
-//! small pure state machine that takes `now` (and, where randomness is needed, a uniform
-//! sample) as parameters, so it is tested by feeding instants rather than by sleeping:
+//! What lives where:
 //!
-//! - [`policy::backoff`]: exponential backoff with full jitter, bounded by attempts and a
-//!   delivery deadline;
-//! - [`policy::budget`]: a retry budget (token bucket) that stops retry storms;
-//! - [`policy::breaker`]: a count-window circuit breaker (closed, open, half-open);
-//! - [`policy::dedup`]: an idempotency-key window, the in-memory core of the consumer inbox.
+//! - [`client`]: `Client::connect` and the typed `Producer<T>` / `Consumer<T>` over the raw
+//!   layer, with schema registration ([`schemas`]) and payload framing ([`codec`]);
+//! - [`producer`]: `RawProducer` (per-partition batching, idempotent pipelines, delivery
+//!   futures, retries, breaker, bounded buffer);
+//! - [`consumer`]: `RawConsumer` (group membership, at-least-once handling, key lanes,
+//!   retries, dead letters, inbox dedup);
+//! - [`policy`]: the resilience policies both compose, each a small pure state machine that
+//!   takes `now` (and, where randomness is needed, a uniform sample) as parameters, so it is
+//!   tested by feeding instants rather than by sleeping: [`policy::backoff`] (exponential
+//!   backoff with full jitter), [`policy::budget`] (a retry budget), [`policy::breaker`] (a
+//!   count-window circuit breaker), [`policy::dedup`] (the idempotency-key window of the
+//!   [`inbox`]);
+//! - [`partitioner`] (Kafka's murmur2 mapping), [`message`] (the `Message` trait codegen
+//!   implements), [`dynamic`] (schemas known only at run time, for tools), [`metrics`] (the
+//!   `metrics` facade handles), [`codegen`] (what generated code names).
 //!
-//! Producers, consumers, serializers and the dead-letter topic build on these (see the SDK
-//! issue); defaults follow `reference/sdk-defaults.md` §9.
+//! Defaults follow `reference/sdk-defaults.md` §9.
 
 pub mod client;
 pub mod codec;

@@ -13,8 +13,9 @@ use crate::message::{SchemaFormat, SchemaInfo};
 
 /// Schemas kept by ID in a client's cache; beyond, the cache is cleared and refilled.
 pub const SCHEMA_CACHE_MAX: usize = 1024;
-/// Deepest chain of references followed when fetching a schema.
-pub const REFERENCE_DEPTH_MAX: usize = 16;
+/// Deepest chain of references followed when fetching a schema: the registry's own bound
+/// (one limit, one constant, shared through herald-schema).
+pub use herald_schema::REFERENCE_DEPTH_MAX;
 
 /// Which registered schema a producer writes with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

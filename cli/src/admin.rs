@@ -14,9 +14,6 @@ use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::messages::{SchemaValidation, SubjectStrategy, TopicConfig};
 use serde_json::json;
 
-/// Most schemas one `herald schema pin` locks (pins and the schemas they import).
-const PINNED_SCHEMAS_MAX: usize = 1024;
-
 /// `herald schema pin`: fetches every pinned version (and what it imports) and writes
 /// herald.lock.
 async fn pin(
@@ -39,90 +36,43 @@ async fn pin(
     }
     let lock_path = manifest.lock_path();
     let mut lock = herald_codegen::Lock::load(&lock_path)?;
-    // Every pin, then every schema they import (Confluent references), each locked as an
-    // entry of its own at the version referenced.
-    let mut pending: Vec<(String, u32, Option<String>)> = pins
-        .pins
-        .iter()
-        .map(|pin| (pin.subject.clone(), pin.version, None))
-        .collect();
-    let mut pinned: Vec<herald_codegen::LockEntry> = Vec::new();
-    while let Some((subject, version, imported_by)) = pending.pop() {
-        if let Some(done) = pinned.iter().find(|e| e.subject == subject) {
-            anyhow::ensure!(
-                done.version == version,
-                "{subject} is needed at versions {} and {version}{}; one lock holds one version per subject",
-                done.version,
-                imported_by.map(|by| format!(" (imported by {by})")).unwrap_or_default()
-            );
-            continue;
-        }
-        anyhow::ensure!(
-            pinned.len() < PINNED_SCHEMAS_MAX,
-            "more than {PINNED_SCHEMAS_MAX} schemas to pin (pins and their references)"
-        );
-        let found = client
-            .version(&subject, Version::Number(version))
-            .await
-            .with_context(|| {
-                let by = imported_by
-                    .as_ref()
-                    .map(|by| format!(" (imported by {by})"))
-                    .unwrap_or_default();
-                format!("{subject} version {version}{by} at {url}")
-            })?;
-        let kind: herald_schema::SchemaType = found.schema_type.parse()?;
-        let mut references = Vec::new();
-        for reference in &found.references {
-            let version = u32::try_from(reference.version).with_context(|| {
-                format!(
-                    "{subject} version {version} references {} version {}",
-                    reference.subject, reference.version
-                )
-            })?;
-            pending.push((
-                reference.subject.clone(),
-                version,
-                Some(format!("{subject} v{}", found.version)),
-            ));
-            references.push(herald_codegen::LockReference {
-                name: reference.name.clone(),
-                subject: reference.subject.clone(),
-                version,
-            });
-        }
-        pinned.push(herald_codegen::LockEntry {
-            subject,
-            version: found.version,
-            id: found.id,
-            schema_type: kind.as_str().to_owned(),
-            fingerprint: String::new(),
-            schema: found.schema,
-            references,
-        });
-    }
-    for entry in &pinned {
-        lock.put(entry.clone());
-    }
-    // Fingerprints once every import is locked (a schema is parsed with its imports).
-    for entry in &pinned {
-        let references = lock
-            .references_of(entry)?
-            .into_iter()
-            .map(|(name, imported)| herald_schema::ResolvedReference {
-                name,
-                schema: imported.schema.clone(),
+    // herald-codegen walks the pins and what they import; the registry calls are here.
+    let pinned = herald_codegen::resolve_pins(
+        &pins.pins,
+        async |subject: &str,
+               version: u32,
+               imported_by: Option<&str>|
+               -> anyhow::Result<herald_codegen::FetchedSchema> {
+            let found = client
+                .version(subject, Version::Number(version))
+                .await
+                .with_context(|| {
+                    let by = imported_by
+                        .map(|by| format!(" (imported by {by})"))
+                        .unwrap_or_default();
+                    format!("{subject} version {version}{by} at {url}")
+                })?;
+            Ok(herald_codegen::FetchedSchema {
+                version: found.version,
+                id: found.id,
+                schema_type: found.schema_type,
+                schema: found.schema,
+                references: found
+                    .references
+                    .into_iter()
+                    .map(|reference| herald_codegen::FetchedReference {
+                        name: reference.name,
+                        subject: reference.subject,
+                        version: reference.version,
+                    })
+                    .collect(),
             })
-            .collect::<Vec<_>>();
-        let kind: herald_schema::SchemaType = entry.schema_type.parse()?;
-        let parsed = herald_schema::ParsedSchema::parse(kind, &entry.schema, &references)
-            .with_context(|| format!("{} version {}", entry.subject, entry.version))?;
-        lock.put(herald_codegen::LockEntry {
-            fingerprint: hex::encode(parsed.fingerprint()),
-            ..entry.clone()
-        });
+        },
+    )
+    .await?;
+    herald_codegen::lock_pinned(&mut lock, &pinned, |entry| {
         println!("{} v{} -> id {}", entry.subject, entry.version, entry.id);
-    }
+    })?;
     let written = lock.save(&lock_path)?;
     println!(
         "{} {}",

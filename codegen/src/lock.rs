@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Pin;
+
 /// Why the lock file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -32,8 +34,9 @@ pub enum LockError {
     ReferenceDepth { from: String },
 }
 
-/// How deep references of a locked schema may nest.
-pub const REFERENCE_DEPTH_MAX: usize = 16;
+/// How deep references of a locked schema may nest: the registry's own bound, shared
+/// through herald-schema (one limit, one constant).
+pub use herald_schema::REFERENCE_DEPTH_MAX;
 
 /// A schema a locked schema imports (a Confluent schema reference): the import `name` it is
 /// known by, and the locked subject and version holding it.
@@ -174,6 +177,179 @@ impl Lock {
     }
 }
 
+/// Most schemas one `herald schema pin` locks (pins and the schemas they import).
+pub const PINNED_SCHEMAS_MAX: usize = 1024;
+
+/// A subject version as the registry serves it: what [`resolve_pins`] asks its `fetch` for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedSchema {
+    pub version: u32,
+    pub id: u32,
+    /// The registry's `schemaType` (`AVRO` or `PROTOBUF`).
+    pub schema_type: String,
+    pub schema: String,
+    pub references: Vec<FetchedReference>,
+}
+
+/// A schema reference as the registry serves it (its version not checked yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedReference {
+    pub name: String,
+    pub subject: String,
+    pub version: i64,
+}
+
+/// Why pinned versions could not be locked (fetching aside: that is the caller's error).
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{subject} is needed at versions {locked} and {version}{}; one lock holds one version per subject", imported_by_suffix(.imported_by))]
+    VersionConflict {
+        subject: String,
+        /// The version already locked for `subject`.
+        locked: u32,
+        version: u32,
+        imported_by: Option<String>,
+    },
+    #[error("more than {PINNED_SCHEMAS_MAX} schemas to pin (pins and their references)")]
+    TooMany,
+    #[error("{subject} version {version} references {reference} version {reference_version}")]
+    ReferenceVersion {
+        subject: String,
+        version: u32,
+        reference: String,
+        reference_version: i64,
+        #[source]
+        source: std::num::TryFromIntError,
+    },
+    #[error(transparent)]
+    SchemaType(#[from] herald_schema::UnknownSchemaType),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("{subject} version {version}")]
+    Parse {
+        subject: String,
+        version: u32,
+        #[source]
+        source: herald_schema::ParseError,
+    },
+}
+
+fn imported_by_suffix(imported_by: &Option<String>) -> String {
+    imported_by
+        .as_ref()
+        .map(|by| format!(" (imported by {by})"))
+        .unwrap_or_default()
+}
+
+/// Resolves `pins` into lock entries (fingerprints still empty: see [`lock_pinned`]): every
+/// pin, then every schema it imports, transitively. `fetch(subject, version, imported_by)`
+/// gets one version from the registry (`imported_by` is `"subject vN"` for a reference, to
+/// name in its errors); the caller's error type takes [`PinError`]s too.
+pub async fn resolve_pins<F, E>(pins: &[Pin], mut fetch: F) -> Result<Vec<Entry>, E>
+where
+    F: AsyncFnMut(&str, u32, Option<&str>) -> Result<FetchedSchema, E>,
+    E: From<PinError>,
+{
+    // Every pin, then every schema they import (Confluent references), each locked as an
+    // entry of its own at the version referenced.
+    let mut pending: Vec<(String, u32, Option<String>)> = pins
+        .iter()
+        .map(|pin| (pin.subject.clone(), pin.version, None))
+        .collect();
+    let mut pinned: Vec<Entry> = Vec::new();
+    while let Some((subject, version, imported_by)) = pending.pop() {
+        if let Some(done) = pinned.iter().find(|e| e.subject == subject) {
+            if done.version != version {
+                return Err(PinError::VersionConflict {
+                    locked: done.version,
+                    subject,
+                    version,
+                    imported_by,
+                }
+                .into());
+            }
+            continue;
+        }
+        if pinned.len() >= PINNED_SCHEMAS_MAX {
+            return Err(PinError::TooMany.into());
+        }
+        let found = fetch(&subject, version, imported_by.as_deref()).await?;
+        let kind = found
+            .schema_type
+            .parse::<herald_schema::SchemaType>()
+            .map_err(PinError::from)?;
+        let mut references = Vec::new();
+        for reference in &found.references {
+            let referenced =
+                u32::try_from(reference.version).map_err(|source| PinError::ReferenceVersion {
+                    subject: subject.clone(),
+                    version,
+                    reference: reference.subject.clone(),
+                    reference_version: reference.version,
+                    source,
+                })?;
+            pending.push((
+                reference.subject.clone(),
+                referenced,
+                Some(format!("{subject} v{}", found.version)),
+            ));
+            references.push(Reference {
+                name: reference.name.clone(),
+                subject: reference.subject.clone(),
+                version: referenced,
+            });
+        }
+        pinned.push(Entry {
+            subject,
+            version: found.version,
+            id: found.id,
+            schema_type: kind.as_str().to_owned(),
+            fingerprint: String::new(),
+            schema: found.schema,
+            references,
+        });
+    }
+    Ok(pinned)
+}
+
+/// Puts the entries of [`resolve_pins`] into `lock`, then fingerprints each (parsed with its
+/// imports) and calls `locked` with it once it is locked.
+pub fn lock_pinned(
+    lock: &mut Lock,
+    pinned: &[Entry],
+    mut locked: impl FnMut(&Entry),
+) -> Result<(), PinError> {
+    for entry in pinned {
+        lock.put(entry.clone());
+    }
+    // Fingerprints once every import is locked (a schema is parsed with its imports).
+    for entry in pinned {
+        let references = lock
+            .references_of(entry)?
+            .into_iter()
+            .map(|(name, imported)| herald_schema::ResolvedReference {
+                name,
+                schema: imported.schema.clone(),
+            })
+            .collect::<Vec<_>>();
+        let kind: herald_schema::SchemaType = entry.schema_type.parse()?;
+        let parsed = herald_schema::ParsedSchema::parse(kind, &entry.schema, &references).map_err(
+            |source| PinError::Parse {
+                subject: entry.subject.clone(),
+                version: entry.version,
+                source,
+            },
+        )?;
+        let entry = Entry {
+            fingerprint: hex::encode(parsed.fingerprint()),
+            ..entry.clone()
+        };
+        lock.put(entry.clone());
+        locked(&entry);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +429,98 @@ mod tests {
             lock.references_of(lock.get("common").expect("entry")),
             Err(LockError::ReferenceDepth { .. })
         ));
+    }
+
+    /// Polls a future that never waits (the test registry answers at once).
+    fn ready<T>(future: impl std::future::Future<Output = T>) -> T {
+        let mut future = std::pin::pin!(future);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => panic!("the test registry never waits"),
+        }
+    }
+
+    #[test]
+    fn pins_lock_what_they_reference_at_one_version_per_subject() {
+        const MONEY: &str = r#"{"type":"record","name":"Money","namespace":"shop","fields":[{"name":"cents","type":"long"}]}"#;
+        const INVOICE: &str = r#"{"type":"record","name":"Invoice","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"total","type":"shop.Money"}]}"#;
+        let fetched = |version: u32, id: u32, schema: &str, references: Vec<FetchedReference>| {
+            FetchedSchema {
+                version,
+                id,
+                schema_type: "AVRO".into(),
+                schema: schema.into(),
+                references,
+            }
+        };
+        let mut registry = BTreeMap::new();
+        registry.insert(
+            ("shop.Money".to_owned(), 1),
+            fetched(1, 1, MONEY, Vec::new()),
+        );
+        registry.insert(
+            ("shop.Money".to_owned(), 2),
+            fetched(2, 3, MONEY, Vec::new()),
+        );
+        registry.insert(
+            ("invoices-value".to_owned(), 1),
+            fetched(
+                1,
+                2,
+                INVOICE,
+                vec![FetchedReference {
+                    name: "shop.Money".into(),
+                    subject: "shop.Money".into(),
+                    version: 1,
+                }],
+            ),
+        );
+        let pin = |subject: &str, version: u32| Pin {
+            subject: subject.into(),
+            version,
+        };
+        let resolve = |pins: &[Pin]| {
+            ready(resolve_pins(
+                pins,
+                async |subject: &str,
+                       version: u32,
+                       _: Option<&str>|
+                       -> Result<FetchedSchema, Box<dyn std::error::Error>> {
+                    registry
+                        .get(&(subject.to_owned(), version))
+                        .cloned()
+                        .ok_or_else(|| {
+                            format!("{subject} version {version} is not registered").into()
+                        })
+                },
+            ))
+        };
+        let pinned = resolve(&[pin("invoices-value", 1)]).expect("resolved");
+        let subjects: Vec<&str> = pinned.iter().map(|e| e.subject.as_str()).collect();
+        assert_eq!(subjects, ["invoices-value", "shop.Money"]);
+        let mut lock = Lock::default();
+        let mut locked = Vec::new();
+        lock_pinned(&mut lock, &pinned, |entry| {
+            locked.push(format!(
+                "{} v{} -> id {}",
+                entry.subject, entry.version, entry.id
+            ));
+        })
+        .expect("locked");
+        assert_eq!(
+            locked,
+            ["invoices-value v1 -> id 2", "shop.Money v1 -> id 1"]
+        );
+        let invoice = lock.get("invoices-value").expect("entry");
+        assert_eq!(invoice.fingerprint.len(), 64, "parsed with its reference");
+        assert_eq!(invoice.references.len(), 1);
+        // A subject needed at two versions is refused, naming who needs which.
+        let error = resolve(&[pin("invoices-value", 1), pin("shop.Money", 2)])
+            .expect_err("two versions of shop.Money");
+        assert_eq!(
+            error.to_string(),
+            "shop.Money is needed at versions 2 and 1 (imported by invoices-value v1); one lock holds one version per subject"
+        );
     }
 }

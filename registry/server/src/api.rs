@@ -1,5 +1,5 @@
 //! The Confluent Schema Registry REST API over [`Registry`]. Handlers only extract, call the
-//! registry and shape JSON; every rule lives in `registry.rs`.
+//! registry and shape JSON; every rule lives in `registry/`.
 
 use std::collections::HashMap;
 use std::sync::Arc;

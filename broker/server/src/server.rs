@@ -270,7 +270,7 @@ async fn next_frame(
         .acquire_many_owned(length as u32)
         .await
         .map_err(|e| e.to_string())?;
-    let body = herald_broker_client::read_body(recv, length)
+    let body = herald_quic::read_body(recv, length)
         .await
         .map_err(|e| e.to_string())?;
     Frame::decode_owned(body)

@@ -58,7 +58,7 @@ pub fn identity(
     let certificate =
         CertificateDer::from_pem_file(&cert_path).map_err(|e| read_error(&cert_path, e))?;
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| read_error(&key_path, e))?;
-    let fingerprint = herald_broker_client::fingerprint(certificate.as_ref());
+    let fingerprint = herald_quic::fingerprint(certificate.as_ref());
     Ok(Identity {
         certificate,
         key,
@@ -109,11 +109,11 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsErro
         .with_no_client_auth()
         .with_single_cert(vec![identity.certificate.clone()], identity.key.clone_key())
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![herald_broker_client::ALPN.to_vec()];
+    tls.alpn_protocols = vec![herald_quic::ALPN.to_vec()];
     tls.max_early_data_size = 0;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(Arc::new(herald_broker_client::transport()));
+    config.transport_config(Arc::new(herald_quic::transport()));
     Ok(config)
 }

@@ -2,6 +2,10 @@
 //! its committed offsets, persisted per group in `groups/<hex(group)>.offsets` (rewritten
 //! atomically on every commit, so a restarted broker resumes every group from its committed
 //! offsets). Membership itself is not persisted: members rejoin after a restart.
+//!
+//! An offsets file is a versioned [`crate::meta`] envelope; files from before it (TSV:
+//! `offset<TAB>partition<TAB>hex(metadata)<TAB>topic` lines) are still read, and the group's
+//! next commit rewrites them as an envelope.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,18 +15,68 @@ use herald_broker_core::groups::{Group, GroupConfig, GroupError, Heartbeat, Topi
 use herald_wire::groups::{GroupDescription, GroupResponse, MemberDescription, PartitionLag};
 use herald_wire::limits::GROUP_NAME_BYTES_MAX;
 use herald_wire::ErrorCode;
+use serde::{Deserialize, Serialize};
 
-use crate::fs::write_atomically;
+use crate::meta::{self, MetaError};
 
 /// A member waiting for partitions heartbeats this many times more often.
 pub const WAITING_HEARTBEAT_DIVISOR: u32 = 4;
 /// Groups one broker coordinates.
 pub const GROUPS_MAX: usize = 10_000;
+/// The kind and format version of the offsets files.
+const KIND: meta::Kind = meta::Kind {
+    name: "group-offsets",
+    version: 1,
+};
+
+type Committed = BTreeMap<TopicPartition, (i64, String)>;
+
+/// Version 1 payload of an offsets file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OffsetsV1 {
+    /// The group, also in the file name: checked on reading.
+    group: String,
+    offsets: Vec<CommittedOffsetV1>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CommittedOffsetV1 {
+    topic: String,
+    partition: u32,
+    offset: i64,
+    metadata: String,
+}
+
+impl OffsetsV1 {
+    fn new(group: &str, committed: &Committed) -> Self {
+        OffsetsV1 {
+            group: group.to_owned(),
+            offsets: committed
+                .iter()
+                .map(
+                    |((topic, partition), (offset, metadata))| CommittedOffsetV1 {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        offset: *offset,
+                        metadata: metadata.clone(),
+                    },
+                )
+                .collect(),
+        }
+    }
+
+    fn into_committed(self) -> Committed {
+        self.offsets
+            .into_iter()
+            .map(|o| ((o.topic, o.partition), (o.offset, o.metadata)))
+            .collect()
+    }
+}
 
 #[derive(Default)]
 struct Entry {
     group: Group,
-    committed: BTreeMap<TopicPartition, (i64, String)>,
+    committed: Committed,
 }
 
 pub struct Coordinator {
@@ -55,20 +109,29 @@ fn file_name(group: &str) -> String {
     format!("{}.offsets", hex::encode(group.as_bytes()))
 }
 
-fn encode_offsets(committed: &BTreeMap<TopicPartition, (i64, String)>) -> String {
-    committed
-        .iter()
-        .map(|((topic, partition), (offset, metadata))| {
-            format!(
-                "{offset}\t{partition}\t{}\t{}\n",
-                hex::encode(metadata),
-                topic
-            )
-        })
-        .collect()
+/// The committed offsets of `group` from its file at `path`: an envelope, or the TSV written
+/// before it.
+fn read_offsets(path: &Path, group: &str, bytes: &[u8]) -> Result<Committed, MetaError> {
+    if let Some(payload) = meta::decode::<OffsetsV1>(path, bytes, KIND)? {
+        if payload.group != group {
+            return Err(MetaError::corrupt(
+                path,
+                format!(
+                    "it holds the offsets of group '{}', not of '{group}'",
+                    payload.group
+                ),
+            ));
+        }
+        return Ok(payload.into_committed());
+    }
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(decode_offsets)
+        .ok_or_else(|| MetaError::corrupt(path, "malformed offsets (old TSV format)"))
 }
 
-fn decode_offsets(text: &str) -> Option<BTreeMap<TopicPartition, (i64, String)>> {
+/// The TSV offsets format written before the versioned envelope.
+fn decode_offsets(text: &str) -> Option<Committed> {
     let mut committed = BTreeMap::new();
     for line in text.lines() {
         let mut fields = line.splitn(4, '\t');
@@ -94,10 +157,9 @@ impl Coordinator {
             else {
                 continue;
             };
-            let text = std::fs::read_to_string(entry.path())?;
-            let committed = decode_offsets(&text).ok_or_else(|| {
-                std::io::Error::other(format!("malformed {}", entry.path().display()))
-            })?;
+            let path = entry.path();
+            let bytes = std::fs::read(&path)?;
+            let committed = read_offsets(&path, &group, &bytes).map_err(std::io::Error::other)?;
             groups.insert(
                 group,
                 Entry {
@@ -222,10 +284,11 @@ impl Coordinator {
         for (partition, offset, metadata) in offsets {
             committed.insert(partition, (offset, metadata));
         }
-        write_atomically(
+        meta::write(
             &self.dir,
             &file_name(group),
-            encode_offsets(&committed).as_bytes(),
+            KIND,
+            &OffsetsV1::new(group, &committed),
         )
         .map_err(|e| (ErrorCode::Storage, format!("cannot persist offsets: {e}")))?;
         entry.committed = committed;
@@ -323,18 +386,150 @@ impl Coordinator {
 mod tests {
     use super::*;
 
-    #[test]
-    fn offsets_files_round_trip_any_names_and_metadata() {
-        let committed = BTreeMap::from([
+    fn committed() -> Committed {
+        BTreeMap::from([
             (
                 ("orders".to_owned(), 3),
                 (42, "tab\tand\nnewline".to_owned()),
             ),
             (("a.b-c".to_owned(), 0), (0, String::new())),
-        ]);
-        assert_eq!(decode_offsets(&encode_offsets(&committed)), Some(committed));
-        assert_eq!(decode_offsets("x\ty"), None);
+        ])
+    }
+
+    /// `committed()` exactly as the TSV writer (before the envelope) wrote it.
+    const OLD_FILE: &str = "0\t0\t\ta.b-c\n42\t3\t74616209616e640a6e65776c696e65\torders\n";
+
+    #[test]
+    fn offsets_files_round_trip_any_names_and_metadata() {
+        let path = Path::new("groups/672f31.offsets");
+        let bytes = meta::encode(KIND, &OffsetsV1::new("g/1", &committed())).expect("encode");
+        assert!(meta::is_versioned(&bytes));
+        assert_eq!(read_offsets(path, "g/1", &bytes), Ok(committed()));
+        let error = read_offsets(path, "g/2", &bytes).expect_err("another group's file");
+        assert!(error.to_string().contains("'g/1'"), "{error}");
         assert_eq!(file_name("g/1"), "672f31.offsets");
+    }
+
+    #[test]
+    fn old_tsv_offsets_read_unchanged() {
+        let path = Path::new("groups/67.offsets");
+        assert_eq!(decode_offsets(OLD_FILE), Some(committed()));
+        assert_eq!(
+            read_offsets(path, "g", OLD_FILE.as_bytes()),
+            Ok(committed())
+        );
+        assert_eq!(read_offsets(path, "g", b""), Ok(BTreeMap::new()));
+        assert_eq!(decode_offsets("x\ty"), None);
+        assert!(matches!(
+            read_offsets(path, "g", b"x\ty"),
+            Err(MetaError::Corrupt { .. })
+        ));
+    }
+
+    fn join(coordinator: &Coordinator, partitions: &BTreeMap<String, u32>) -> (String, i32) {
+        let heartbeat = Heartbeat {
+            member_id: String::new(),
+            member_epoch: 0,
+            instance_id: None,
+            topics: ["orders".to_owned()].into(),
+            owned: Default::default(),
+        };
+        match coordinator.heartbeat("g", heartbeat, partitions, 0) {
+            Ok(GroupResponse::Assignment {
+                member_id,
+                member_epoch,
+                ..
+            }) => (member_id, member_epoch),
+            other => panic!("join: {other:?}"),
+        }
+    }
+
+    fn open_error(dir: &Path) -> std::io::Error {
+        match Coordinator::open(dir, GroupConfig::default()) {
+            Ok(_) => panic!("opened"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn an_old_offsets_file_is_read_and_rewritten_as_an_envelope_on_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("groups").join(file_name("g"));
+        std::fs::create_dir_all(dir.path().join("groups")).expect("mkdir");
+        std::fs::write(&path, OLD_FILE).expect("write");
+        let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
+        let asked = vec![("orders".to_owned(), 3), ("a.b-c".to_owned(), 0)];
+        let expected = GroupResponse::Offsets(vec![
+            (("orders".to_owned(), 3), 42, "tab\tand\nnewline".to_owned()),
+            (("a.b-c".to_owned(), 0), 0, String::new()),
+        ]);
+        assert_eq!(coordinator.fetch_offsets("g", asked.clone()), expected);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            OLD_FILE,
+            "opening does not rewrite"
+        );
+        let partitions = BTreeMap::from([("orders".to_owned(), 4)]);
+        let (member, epoch) = join(&coordinator, &partitions);
+        coordinator
+            .commit(
+                "g",
+                &member,
+                epoch,
+                vec![(("orders".to_owned(), 1), 7, "m".to_owned())],
+                &partitions,
+                0,
+            )
+            .expect("commit");
+        assert!(meta::is_versioned(&std::fs::read(&path).expect("read")));
+        drop(coordinator);
+        let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("reopen");
+        assert_eq!(coordinator.fetch_offsets("g", asked), expected);
+        assert_eq!(
+            coordinator.fetch_offsets("g", vec![("orders".to_owned(), 1)]),
+            GroupResponse::Offsets(vec![(("orders".to_owned(), 1), 7, "m".to_owned())])
+        );
+    }
+
+    #[test]
+    fn a_damaged_offsets_file_is_refused_with_a_checksum_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("groups").join(file_name("g"));
+        let bytes = meta::encode(KIND, &OffsetsV1::new("g", &committed())).expect("encode");
+        std::fs::create_dir_all(dir.path().join("groups")).expect("mkdir");
+        let text = String::from_utf8(bytes).expect("utf-8");
+        assert!(text.contains("\"orders\""), "{text}");
+        std::fs::write(&path, text.replace("\"orders\"", "\"orderz\"")).expect("write");
+        let message = open_error(dir.path()).to_string();
+        assert!(message.contains(&file_name("g")), "{message}");
+        assert!(message.contains("checksum mismatch"), "{message}");
+    }
+
+    #[test]
+    fn a_newer_offsets_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let newer = meta::Kind {
+            name: KIND.name,
+            version: 2,
+        };
+        let bytes = meta::encode(newer, &OffsetsV1::new("g", &committed())).expect("encode");
+        std::fs::create_dir_all(dir.path().join("groups")).expect("mkdir");
+        std::fs::write(dir.path().join("groups").join(file_name("g")), bytes).expect("write");
+        let error = open_error(dir.path());
+        let message = error.to_string();
+        assert!(
+            matches!(
+                error.get_ref().and_then(|e| e.downcast_ref::<MetaError>()),
+                Some(MetaError::UnsupportedVersion {
+                    found: 2,
+                    supported: 1,
+                    ..
+                })
+            ),
+            "{message}"
+        );
+        assert!(message.contains(&file_name("g")), "{message}");
+        assert!(message.contains("version 2"), "{message}");
     }
 }
 

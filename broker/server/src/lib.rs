@@ -4,7 +4,9 @@
 //! feeds decoded requests to [`broker::Broker`], which owns topics and partitions
 //! (`herald-broker-core` logs over [`fs::FileStorage`]), checks schema IDs through
 //! [`schema_cache::SchemaCache`] and acknowledges `Fsync` produces through
-//! [`group_commit::GroupCommit`]. [`tls`] generates or loads the certificate.
+//! [`group_commit::GroupCommit`]. [`tls`] generates or loads the certificate. The QUIC plumbing
+//! shared with the client (ALPN, transport settings, frame-body reading, fingerprints) comes
+//! from `herald-quic`.
 //!
 //! Idempotent producers get ids from [`producer_ids::ProducerIds`]; the per-partition
 //! sequence state lives in the core's log. Consumer groups are coordinated by
@@ -19,6 +21,7 @@ mod clock;
 pub mod coordinator;
 pub mod fs;
 pub mod group_commit;
+mod meta;
 pub mod producer_ids;
 pub mod schema_cache;
 pub mod server;

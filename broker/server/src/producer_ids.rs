@@ -1,15 +1,23 @@
 //! Idempotent-producer ids: a persistent counter plus the id and epoch of every named
 //! producer, so a named producer keeps its id across restarts and each new instance fences the
-//! previous one with a higher epoch. Stored in `producers.meta`, rewritten atomically before
-//! an id is handed out.
+//! previous one with a higher epoch. Stored in `producers.meta` (a versioned [`crate::meta`]
+//! envelope; files from before it, TSV, are still read), rewritten atomically before an id is
+//! handed out.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::fs::write_atomically;
+use serde::{Deserialize, Serialize};
+
+use crate::meta::{self, MetaError};
 
 const FILE: &str = "producers.meta";
+/// The kind and format version of `producers.meta`.
+const KIND: meta::Kind = meta::Kind {
+    name: "producers",
+    version: 1,
+};
 /// Named producers remembered.
 pub const NAMED_PRODUCERS_MAX: usize = 100_000;
 
@@ -17,6 +25,14 @@ pub const NAMED_PRODUCERS_MAX: usize = 100_000;
 pub enum ProducerIdError {
     #[error("cannot read {path}: {reason}")]
     Read { path: String, reason: String },
+    #[error("{path}: producer-id format version {version} is newer than this broker reads (up to version {supported}); run a newer broker or restore the file from a backup")]
+    UnsupportedVersion {
+        path: String,
+        version: u32,
+        supported: u32,
+    },
+    #[error("{path} is corrupt: {reason}")]
+    Corrupt { path: String, reason: String },
     #[error("cannot persist producer ids: {0}")]
     Write(std::io::Error),
     #[error("invalid producer name: {0}")]
@@ -25,22 +41,56 @@ pub enum ProducerIdError {
     TooMany,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+impl From<MetaError> for ProducerIdError {
+    fn from(error: MetaError) -> Self {
+        match error {
+            MetaError::UnsupportedVersion {
+                path,
+                found,
+                supported,
+                ..
+            } => ProducerIdError::UnsupportedVersion {
+                path,
+                version: found,
+                supported,
+            },
+            MetaError::Corrupt { path, reason } => ProducerIdError::Corrupt { path, reason },
+        }
+    }
+}
+
+/// A named producer's id and current epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Named {
+    id: i64,
+    epoch: i16,
+}
+
+/// The ids; also the version 1 payload of `producers.meta` (a change of shape needs a new
+/// version in [`KIND`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Table {
     next_id: i64,
-    named: BTreeMap<String, (i64, i16)>,
+    named: BTreeMap<String, Named>,
 }
 
 impl Table {
-    fn encode(&self) -> String {
-        let mut out = format!("{}\n", self.next_id);
-        for (name, (id, epoch)) in &self.named {
-            out.push_str(&format!("{id}\t{epoch}\t{name}\n"));
+    /// The contents of `producers.meta` at `path`: the envelope, or the TSV written before it
+    /// (`next_id`, then `id<TAB>epoch<TAB>name` lines).
+    fn read(path: &Path, bytes: &[u8]) -> Result<Self, ProducerIdError> {
+        if let Some(table) = meta::decode::<Table>(path, bytes, KIND)? {
+            return Ok(table);
         }
-        out
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(Self::decode_tsv)
+            .ok_or_else(|| ProducerIdError::Read {
+                path: path.display().to_string(),
+                reason: "malformed".to_owned(),
+            })
     }
 
-    fn decode(text: &str) -> Option<Self> {
+    fn decode_tsv(text: &str) -> Option<Self> {
         let mut lines = text.lines();
         let next_id = lines.next()?.trim().parse().ok()?;
         let mut named = BTreeMap::new();
@@ -48,7 +98,7 @@ impl Table {
             let mut fields = line.splitn(3, '\t');
             let id = fields.next()?.parse().ok()?;
             let epoch = fields.next()?.parse().ok()?;
-            named.insert(fields.next()?.to_owned(), (id, epoch));
+            named.insert(fields.next()?.to_owned(), Named { id, epoch });
         }
         Some(Self { next_id, named })
     }
@@ -62,11 +112,8 @@ pub struct ProducerIds {
 impl ProducerIds {
     pub fn open(dir: &Path) -> Result<Self, ProducerIdError> {
         let path = dir.join(FILE);
-        let table = match std::fs::read_to_string(&path) {
-            Ok(text) => Table::decode(&text).ok_or_else(|| ProducerIdError::Read {
-                path: path.display().to_string(),
-                reason: "malformed".to_owned(),
-            })?,
+        let table = match std::fs::read(&path) {
+            Ok(bytes) => Table::read(&path, &bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Table {
                 next_id: 1,
                 named: BTreeMap::new(),
@@ -99,7 +146,7 @@ impl ProducerIds {
             (id, 0)
         } else {
             match next.named.get(name).copied() {
-                Some((id, epoch)) if epoch < i16::MAX => (id, epoch + 1),
+                Some(Named { id, epoch }) if epoch < i16::MAX => (id, epoch + 1),
                 // Epochs exhausted: a new id, which no zombie can share.
                 Some(_) | None => {
                     if next.named.len() >= NAMED_PRODUCERS_MAX && !next.named.contains_key(name) {
@@ -112,10 +159,10 @@ impl ProducerIds {
             }
         };
         if !name.is_empty() {
-            next.named.insert(name.to_owned(), answer);
+            let (id, epoch) = answer;
+            next.named.insert(name.to_owned(), Named { id, epoch });
         }
-        write_atomically(&self.dir, FILE, next.encode().as_bytes())
-            .map_err(ProducerIdError::Write)?;
+        meta::write(&self.dir, FILE, KIND, &next).map_err(ProducerIdError::Write)?;
         *table = next;
         Ok(answer)
     }
@@ -141,5 +188,77 @@ mod tests {
             "ids are never reused"
         );
         assert!(ids.init("bad\nname").is_err());
+    }
+
+    #[test]
+    fn an_old_tsv_file_is_read_unchanged_and_rewritten_as_an_envelope() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE);
+        // Exactly what the TSV writer produced: next id, then id, epoch, name by name.
+        std::fs::write(&path, "5\n3\t0\tbilling\n1\t2\tcheckout\n").expect("write");
+        let ids = ProducerIds::open(dir.path()).expect("open old file");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"5\n3\t0\tbilling\n1\t2\tcheckout\n",
+            "opening does not rewrite"
+        );
+        assert_eq!(ids.init("checkout").expect("init"), (1, 3));
+        let bytes = std::fs::read(&path).expect("read");
+        assert!(meta::is_versioned(&bytes), "rewritten as an envelope");
+        drop(ids);
+        let ids = ProducerIds::open(dir.path()).expect("reopen");
+        assert_eq!(ids.init("billing").expect("init"), (3, 1));
+        assert_eq!(ids.init("checkout").expect("init"), (1, 4));
+        assert_eq!(ids.init("").expect("anonymous"), (5, 0));
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_with_a_checksum_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ids = ProducerIds::open(dir.path()).expect("open");
+        ids.init("checkout").expect("init");
+        drop(ids);
+        let path = dir.path().join(FILE);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains("\"checkout\""), "{text}");
+        std::fs::write(&path, text.replace("\"checkout\"", "\"checkous\"")).expect("write");
+        let Err(error) = ProducerIds::open(dir.path()) else {
+            panic!("a damaged producers.meta was accepted");
+        };
+        let message = error.to_string();
+        assert!(
+            matches!(error, ProducerIdError::Corrupt { .. }),
+            "{message}"
+        );
+        assert!(message.contains("producers.meta"), "{message}");
+        assert!(message.contains("checksum mismatch"), "{message}");
+    }
+
+    #[test]
+    fn a_newer_format_version_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let newer = meta::Kind {
+            name: "producers",
+            version: 2,
+        };
+        let bytes = meta::encode(newer, &Table::default()).expect("encode");
+        std::fs::write(dir.path().join(FILE), bytes).expect("write");
+        let Err(error) = ProducerIds::open(dir.path()) else {
+            panic!("a newer producers.meta was accepted");
+        };
+        let message = error.to_string();
+        assert!(
+            matches!(
+                error,
+                ProducerIdError::UnsupportedVersion {
+                    version: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{message}"
+        );
+        assert!(message.contains("producers.meta"), "{message}");
+        assert!(message.contains("version 2"), "{message}");
     }
 }

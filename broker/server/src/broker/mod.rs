@@ -31,7 +31,7 @@ use herald_metrics::Metrics;
 use herald_wire::batch::BatchView;
 use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::messages::TopicConfig;
-use herald_wire::{Api, ErrorCode, Request, Response};
+use herald_wire::{ErrorCode, Request, Response};
 
 use crate::clock::now_ms;
 use crate::coordinator::Coordinator;
@@ -41,7 +41,7 @@ use crate::producer_ids::ProducerIds;
 use crate::schema_cache::SchemaCache;
 
 pub use produce::FLUSH_BEHIND_BYTES;
-use topics::{describe, open_topic, TOPIC_META_FILE};
+use topics::{describe, load_topic_meta, open_topic, TOPIC_META_FILE};
 pub use topics::{validate_topic_name, SEGMENT_BYTES_MIN, TOPICS_MAX};
 
 /// Idempotent-producer state idle this long is forgotten (Kafka's producer.id.expiration.ms
@@ -154,15 +154,10 @@ impl Broker {
                 let _ = std::fs::remove_dir_all(entry.path());
                 continue;
             };
-            let config = match Request::decode(Api::CreateTopic, &bytes) {
-                Ok(Request::CreateTopic { config, .. }) => config,
-                _ => {
-                    return Err(OpenError::Topic {
-                        topic: name,
-                        reason: "unreadable topic.meta".to_owned(),
-                    })
-                }
-            };
+            let config = load_topic_meta(&meta, &bytes).map_err(|e| OpenError::Topic {
+                topic: name.clone(),
+                reason: e.to_string(),
+            })?;
             let topic = open_topic(&storage, &name, config, &metrics, producer_expiry_ms).map_err(
                 |reason| OpenError::Topic {
                     topic: name.clone(),

@@ -1,18 +1,28 @@
 //! Topics: create, delete, list and describe; the `topic.meta` file (written last and
-//! atomically on create, removed first on delete, read back by `Broker::open`); `open_topic`,
-//! which opens and recovers a topic's partitions.
+//! atomically on create, removed first on delete, read back by `Broker::open` through
+//! [`load_topic_meta`]); `open_topic`, which opens and recovers a topic's partitions.
+//!
+//! `topic.meta` is a versioned [`crate::meta`] envelope around [`TopicMetaV1`]. Files from
+//! before it hold a `CreateTopic` wire body: they are still read, and rewritten as an envelope
+//! when loaded.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use herald_broker_core::log::{LogConfig, PartitionLog, SEGMENT_BYTES_MAX};
 use herald_metrics::Metrics;
 use herald_wire::limits::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
-use herald_wire::messages::{PartitionDescription, TopicConfig, TopicDescription};
-use herald_wire::{ErrorCode, Request, Response};
+use herald_wire::messages::{
+    PartitionDescription, SchemaValidation, SubjectStrategy, TopicConfig, TopicDescription,
+};
+use herald_wire::{Api, ErrorCode, Request, Response};
+use serde::{Deserialize, Serialize};
 
 use super::{error, Broker, Partition, Topic};
-use crate::fs::{write_atomically, FileStorage};
+use crate::fs::FileStorage;
+use crate::meta::{self, MetaError};
 
 /// Smallest segment a topic may configure (smaller only makes sense in tests).
 pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
@@ -20,6 +30,155 @@ pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
 pub const TOPICS_MAX: usize = 10_000;
 /// Name of the file holding a topic's configuration, inside the topic's directory.
 pub(super) const TOPIC_META_FILE: &str = "topic.meta";
+/// The kind and format version of `topic.meta`.
+const KIND: meta::Kind = meta::Kind {
+    name: "topic",
+    version: 1,
+};
+
+/// Version 1 payload of `topic.meta`: every field of [`TopicConfig`], durations in
+/// milliseconds (as on the wire).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct TopicMetaV1 {
+    /// The topic's name when it was written; the directory name is what counts.
+    name: String,
+    partitions: u32,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    segment_bytes: u64,
+    segment_age_ms: u64,
+    validation: ValidationV1,
+    dedup_window_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct ValidationV1 {
+    key: bool,
+    value: bool,
+    strategy: StrategyV1,
+}
+
+/// Named as Confluent names the strategies (the stored names are part of the format).
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StrategyV1 {
+    TopicName,
+    RecordName,
+    TopicRecordName,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl TopicMetaV1 {
+    fn new(name: &str, config: &TopicConfig) -> Self {
+        TopicMetaV1 {
+            name: name.to_owned(),
+            partitions: config.partitions,
+            retention_ms: config.retention.map(millis),
+            retention_bytes: config.retention_bytes,
+            segment_bytes: config.segment_bytes,
+            segment_age_ms: millis(config.segment_age),
+            validation: ValidationV1 {
+                key: config.validation.key,
+                value: config.validation.value,
+                strategy: match config.validation.strategy {
+                    SubjectStrategy::TopicName => StrategyV1::TopicName,
+                    SubjectStrategy::RecordName => StrategyV1::RecordName,
+                    SubjectStrategy::TopicRecordName => StrategyV1::TopicRecordName,
+                },
+            },
+            dedup_window_ms: config.dedup_window.map(millis),
+        }
+    }
+
+    /// The configuration, checked as the wire decoder checks a `CreateTopic` body.
+    fn config(&self, path: &Path) -> Result<TopicConfig, MetaError> {
+        if self.partitions == 0 || self.partitions > PARTITIONS_PER_TOPIC_MAX {
+            return Err(MetaError::corrupt(
+                path,
+                format!(
+                    "partitions {} is not within 1..={PARTITIONS_PER_TOPIC_MAX}",
+                    self.partitions
+                ),
+            ));
+        }
+        if self.dedup_window_ms == Some(0) {
+            return Err(MetaError::corrupt(
+                path,
+                "a dedup window of 0 ms (no window turns dedup off)",
+            ));
+        }
+        Ok(TopicConfig {
+            partitions: self.partitions,
+            retention: self.retention_ms.map(Duration::from_millis),
+            retention_bytes: self.retention_bytes,
+            segment_bytes: self.segment_bytes,
+            segment_age: Duration::from_millis(self.segment_age_ms),
+            validation: SchemaValidation {
+                key: self.validation.key,
+                value: self.validation.value,
+                strategy: match self.validation.strategy {
+                    StrategyV1::TopicName => SubjectStrategy::TopicName,
+                    StrategyV1::RecordName => SubjectStrategy::RecordName,
+                    StrategyV1::TopicRecordName => SubjectStrategy::TopicRecordName,
+                },
+            },
+            dedup_window: self.dedup_window_ms.map(Duration::from_millis),
+        })
+    }
+}
+
+/// Writes `topic_dir/topic.meta` for topic `name`, atomically.
+pub(super) fn write_topic_meta(
+    topic_dir: &Path,
+    name: &str,
+    config: &TopicConfig,
+) -> std::io::Result<()> {
+    meta::write(
+        topic_dir,
+        TOPIC_META_FILE,
+        KIND,
+        &TopicMetaV1::new(name, config),
+    )
+}
+
+/// The configuration in `bytes`, the contents of the `topic.meta` at `path`: an envelope, or
+/// the `CreateTopic` wire body written before it, which is then rewritten as an envelope (a
+/// failed rewrite is logged: the old file stays readable).
+pub(super) fn load_topic_meta(path: &Path, bytes: &[u8]) -> Result<TopicConfig, MetaError> {
+    if let Some(payload) = meta::decode::<TopicMetaV1>(path, bytes, KIND)? {
+        return payload.config(path);
+    }
+    let (name, config) = match Request::decode(Api::CreateTopic, bytes) {
+        Ok(Request::CreateTopic { name, config }) => (name, config),
+        Ok(_) => {
+            return Err(MetaError::corrupt(
+                path,
+                "unreadable topic.meta (old wire format)",
+            ))
+        }
+        Err(e) => {
+            return Err(MetaError::corrupt(
+                path,
+                format!("unreadable topic.meta (old wire format): {e}"),
+            ))
+        }
+    };
+    if let Some(dir) = path.parent() {
+        match write_topic_meta(dir, &name, &config) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "rewrote topic.meta in the versioned format")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot rewrite topic.meta in the versioned format: keeping the old one")
+            }
+        }
+    }
+    Ok(config)
+}
 
 fn log_config(config: &TopicConfig, producer_expiry_ms: i64) -> LogConfig {
     LogConfig {
@@ -103,13 +262,7 @@ impl Broker {
         )
         .map_err(storage_error)?;
         // The meta file is written last and atomically: a topic exists once it is there.
-        let mut body = Vec::new();
-        Request::CreateTopic {
-            name: name.clone(),
-            config,
-        }
-        .encode(&mut body);
-        write_atomically(&self.topics_dir.join(&name), TOPIC_META_FILE, &body)
+        write_topic_meta(&self.topics_dir.join(&name), &name, &config)
             .map_err(|e| storage_error(e.to_string()))?;
         topics.insert(name, Arc::new(topic));
         Ok(Response::TopicCreated)
@@ -201,4 +354,153 @@ pub(super) fn open_topic(
         config,
         partitions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TopicConfig {
+        TopicConfig {
+            partitions: 3,
+            retention: None,
+            retention_bytes: Some(1 << 30),
+            segment_bytes: 8 * 1024 * 1024,
+            segment_age: Duration::from_secs(3600),
+            validation: SchemaValidation {
+                key: true,
+                value: true,
+                strategy: SubjectStrategy::TopicRecordName,
+            },
+            dedup_window: Some(Duration::from_secs(120)),
+        }
+    }
+
+    /// `config()` of topic `orders` exactly as `topic.meta` was written before the envelope:
+    /// a `CreateTopic` wire body.
+    fn old_bytes() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&6u16.to_be_bytes());
+        bytes.extend_from_slice(b"orders");
+        bytes.extend_from_slice(&3u32.to_be_bytes());
+        bytes.extend_from_slice(&(-1i64).to_be_bytes()); // retention: forever
+        bytes.extend_from_slice(&(1i64 << 30).to_be_bytes()); // retention bytes
+        bytes.extend_from_slice(&(8u64 * 1024 * 1024).to_be_bytes()); // segment bytes
+        bytes.extend_from_slice(&3_600_000u64.to_be_bytes()); // segment age
+        bytes.push(0b111); // key and value validated, dedup window present
+        bytes.push(2); // TopicRecordName
+        bytes.extend_from_slice(&120_000u64.to_be_bytes()); // dedup window
+        bytes
+    }
+
+    fn load(path: &Path) -> Result<TopicConfig, MetaError> {
+        load_topic_meta(path, &std::fs::read(path).expect("read"))
+    }
+
+    #[test]
+    fn the_hand_written_old_bytes_are_what_the_old_writer_produced() {
+        let mut body = Vec::new();
+        Request::CreateTopic {
+            name: "orders".to_owned(),
+            config: config(),
+        }
+        .encode(&mut body);
+        assert_eq!(body, old_bytes());
+    }
+
+    #[test]
+    fn topic_meta_round_trips_every_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(TOPIC_META_FILE);
+        for config in [config(), TopicConfig::default()] {
+            write_topic_meta(dir.path(), "orders", &config).expect("write");
+            let bytes = std::fs::read(&path).expect("read");
+            assert!(
+                bytes.starts_with(br#"{"kind":"topic","version":1,"#),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert_eq!(load_topic_meta(&path, &bytes), Ok(config));
+        }
+    }
+
+    #[test]
+    fn an_old_wire_body_is_read_unchanged_and_rewritten_as_an_envelope() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(TOPIC_META_FILE);
+        std::fs::write(&path, old_bytes()).expect("write");
+        assert_eq!(load(&path), Ok(config()));
+        let bytes = std::fs::read(&path).expect("read");
+        assert!(meta::is_versioned(&bytes), "rewritten as an envelope");
+        assert_eq!(load(&path), Ok(config()));
+        // A damaged old body is refused, naming the file.
+        let mut damaged = old_bytes();
+        damaged.truncate(10);
+        let error = load_topic_meta(&path, &damaged).expect_err("truncated");
+        assert!(error.to_string().contains("topic.meta"), "{error}");
+    }
+
+    #[test]
+    fn a_damaged_topic_meta_is_refused_with_a_checksum_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(TOPIC_META_FILE);
+        write_topic_meta(dir.path(), "orders", &config()).expect("write");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(r#""partitions":3"#), "{text}");
+        std::fs::write(
+            &path,
+            text.replace(r#""partitions":3"#, r#""partitions":4"#),
+        )
+        .expect("write");
+        let error = load(&path).expect_err("damaged");
+        let message = error.to_string();
+        assert!(matches!(error, MetaError::Corrupt { .. }), "{message}");
+        assert!(message.contains("topic.meta"), "{message}");
+        assert!(message.contains("checksum mismatch"), "{message}");
+    }
+
+    #[test]
+    fn a_newer_topic_meta_version_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(TOPIC_META_FILE);
+        let newer = meta::Kind {
+            name: "topic",
+            version: 2,
+        };
+        let bytes = meta::encode(newer, &TopicMetaV1::new("orders", &config())).expect("encode");
+        let error = load_topic_meta(&path, &bytes).expect_err("newer");
+        let message = error.to_string();
+        assert!(
+            matches!(
+                error,
+                MetaError::UnsupportedVersion {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{message}"
+        );
+        assert!(message.contains("topic.meta"), "{message}");
+        assert!(message.contains("version 2"), "{message}");
+    }
+
+    #[test]
+    fn an_envelope_keeps_the_old_limits() {
+        let path = Path::new("topics/orders/topic.meta");
+        let mut payload = TopicMetaV1::new("orders", &config());
+        payload.partitions = 0;
+        let bytes = meta::encode(KIND, &payload).expect("encode");
+        assert!(matches!(
+            load_topic_meta(path, &bytes),
+            Err(MetaError::Corrupt { .. })
+        ));
+        let mut payload = TopicMetaV1::new("orders", &config());
+        payload.dedup_window_ms = Some(0);
+        let bytes = meta::encode(KIND, &payload).expect("encode");
+        assert!(matches!(
+            load_topic_meta(path, &bytes),
+            Err(MetaError::Corrupt { .. })
+        ));
+    }
 }

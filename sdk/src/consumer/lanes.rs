@@ -1,10 +1,14 @@
 //! Handing a fetch's records to the handler: in order on one lane, or on concurrent lanes by
-//! key (records of one key share a lane, so their order is kept).
+//! key (records of one key share a lane, so their order is kept). Each record handed out and
+//! each record handled is reported to the core, which keeps the committable offset.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use herald_wire::groups::TopicPartition;
+
+use super::core::ConsumerCore;
 use super::fetched::FetchedRecords;
 use super::run::Progress;
 use super::{
@@ -12,43 +16,48 @@ use super::{
 };
 
 impl RawConsumer {
-    /// Hands the records of `source` from `position` on to the handler, on one lane or on up
-    /// to `concurrency` lanes by key, and returns the offset to commit up to: after the last
-    /// record processed, or the first record the breaker left for later.
+    /// Hands the records of `source` (fetched from `partition` at the core's position) to
+    /// the handler, on one lane or on up to `concurrency` lanes by key, reporting them to the
+    /// core: handed out, then handled. A record the breaker refused stays unhandled, so the
+    /// committable offset stops before it.
     pub(super) async fn process_fetch<H, F>(
         &self,
         source: &Arc<FetchedBuffer>,
-        position: i64,
+        partition: &TopicPartition,
+        core: &mut ConsumerCore,
         fetched_at: Instant,
         progress: &Progress,
         handler: &H,
-    ) -> Result<i64, ConsumeError>
+    ) -> Result<(), ConsumeError>
     where
         H: Fn(ConsumedRecord) -> F,
         F: Future<Output = Result<(), HandlerError>>,
     {
+        let Some(position) = core.position(partition) else {
+            return Ok(());
+        };
         let lanes_max = self.config.concurrency.clamp(1, CONCURRENCY_MAX);
         // `FetchedRecords` is a named iterator, not an adapter chain: a closure-built
         // iterator held across the handler's await made the run future fail the `Send` check
         // (a higher-ranked closure lifetime), so it could not be spawned
         // (`run_futures_can_be_spawned` guards it).
-        let next = if lanes_max == 1 {
-            // One lane: records in order as they are read, no lane bookkeeping.
-            let mut next = position;
+        if lanes_max == 1 {
+            // One lane: records in order as they are read; the first one refused ends it.
             for record in FetchedRecords::new(source, position) {
                 let offset = record.offset();
+                core.on_fetched(partition, offset, 1);
                 if !self.process(record, fetched_at, progress, handler).await? {
                     break;
                 }
-                next = offset + 1;
+                core.on_handled(partition, offset);
             }
-            next
         } else {
             // Records go to lanes by key, as the partitioner spreads keys over partitions
             // (records of one key share a lane, so their order is kept); keyless records by
             // offset. Lanes run concurrently, each record by record.
             let mut lanes: Vec<Vec<ConsumedRecord>> = vec![Vec::new(); lanes_max];
-            let mut end = position;
+            // The offsets of each lane's records, to report what each lane handled.
+            let mut lane_offsets: Vec<Vec<i64>> = vec![Vec::new(); lanes_max];
             for record in FetchedRecords::new(source, position) {
                 let offset = record.offset();
                 let lane = match record.key() {
@@ -58,9 +67,12 @@ impl RawConsumer {
                     }
                     None => offset.unsigned_abs() as usize % lanes_max,
                 };
-                end = offset + 1;
-                if let Some(lane) = lanes.get_mut(lane) {
-                    lane.push(record);
+                if let (Some(records), Some(offsets)) =
+                    (lanes.get_mut(lane), lane_offsets.get_mut(lane))
+                {
+                    core.on_fetched(partition, offset, 1);
+                    records.push(record);
+                    offsets.push(offset);
                 }
             }
             let outcomes = futures::future::join_all(lanes.into_iter().map(|lane| async move {
@@ -74,16 +86,19 @@ impl RawConsumer {
                 Ok::<_, ConsumeError>(None)
             }))
             .await;
-            // Commit up to the first record some lane left (at-least-once: records after it
-            // that other lanes processed are delivered again).
-            let mut next = end;
-            for outcome in outcomes {
-                if let Some(stopped_at) = outcome? {
-                    next = next.min(stopped_at);
+            // Each lane handled its records before the one it stopped at (at-least-once: the
+            // committable offset stops at the first record some lane left, and records after
+            // it that other lanes processed are delivered again).
+            for (outcome, offsets) in outcomes.into_iter().zip(lane_offsets) {
+                let stopped_at = outcome?;
+                for offset in offsets {
+                    if stopped_at.is_some_and(|stopped_at| offset >= stopped_at) {
+                        break;
+                    }
+                    core.on_handled(partition, offset);
                 }
             }
-            next
-        };
-        Ok(next)
+        }
+        Ok(())
     }
 }

@@ -1,7 +1,7 @@
-//! Group membership: joining and heartbeats (rejoining when expired or fenced), where a
-//! partition starts, commits, and leaving.
+//! Group membership's requests: heartbeats (joining, and rejoining when expired or fenced),
+//! where a partition starts, commits, and leaving. What to send and when is the core's
+//! decision (`core`); the answers are reported back to it.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use herald_broker_client::RequestError;
@@ -9,25 +9,21 @@ use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::OffsetSpec;
 use herald_wire::ErrorCode;
 
+use super::core::{ConsumerCore, HeartbeatError, MemberAssignment};
 use super::{ConsumeError, RawConsumer, ResetPolicy};
 
-pub(super) struct Membership {
-    pub(super) member_id: String,
-    pub(super) epoch: i32,
-    pub(super) owned: Vec<TopicPartition>,
-    pub(super) interval: Duration,
-    pub(super) last: Option<Instant>,
-}
-
 impl RawConsumer {
-    pub(super) async fn heartbeat(&self, membership: &mut Membership) -> Result<(), ConsumeError> {
+    /// Sends the heartbeat the core asks for and reports the answer to it (an expiry or a
+    /// fence drops everything and rejoins on the next beat).
+    pub(super) async fn heartbeat(&self, core: &mut ConsumerCore) -> Result<(), ConsumeError> {
+        let beat = core.heartbeat_request();
         let request = GroupRequest::Heartbeat {
             group: self.config.group.clone(),
-            member_id: membership.member_id.clone(),
-            member_epoch: membership.epoch,
+            member_id: beat.member_id,
+            member_epoch: beat.member_epoch,
             instance_id: self.config.instance_id.clone().unwrap_or_default(),
             topics: vec![self.config.topic.clone()],
-            owned: membership.owned.clone(),
+            owned: beat.owned,
         };
         match self.client.group(request).await {
             Ok(GroupResponse::Assignment {
@@ -35,31 +31,26 @@ impl RawConsumer {
                 member_epoch,
                 heartbeat_interval_ms,
                 partitions,
-            }) => {
-                membership.member_id = member_id;
-                membership.epoch = member_epoch;
-                membership.owned = partitions;
-                membership.interval =
-                    Duration::from_millis(u64::from(heartbeat_interval_ms.max(10)));
-            }
-            Ok(_) => {}
+            }) => core.on_assignment(
+                MemberAssignment {
+                    member_id,
+                    member_epoch,
+                    partitions,
+                    heartbeat_interval: Duration::from_millis(u64::from(heartbeat_interval_ms)),
+                },
+                Instant::now(),
+            ),
+            Ok(_) => core.on_heartbeat_acknowledged(Instant::now()),
             Err(RequestError::Broker {
-                code: ErrorCode::UnknownMember | ErrorCode::FencedMemberEpoch,
+                code: ErrorCode::UnknownMember,
                 ..
-            }) => {
-                // Expired or fenced: drop everything and rejoin on the next beat.
-                *membership = Membership {
-                    member_id: String::new(),
-                    epoch: 0,
-                    owned: Vec::new(),
-                    interval: Duration::ZERO,
-                    last: None,
-                };
-                return Ok(());
-            }
+            }) => core.on_heartbeat_error(HeartbeatError::UnknownMember, Instant::now()),
+            Err(RequestError::Broker {
+                code: ErrorCode::FencedMemberEpoch,
+                ..
+            }) => core.on_heartbeat_error(HeartbeatError::FencedEpoch, Instant::now()),
             Err(error) => return Err(error.into()),
         }
-        membership.last = Some(Instant::now());
         Ok(())
     }
 
@@ -92,21 +83,18 @@ impl RawConsumer {
             .0)
     }
 
-    /// Commits `next` for `partition` (and remembers it as the partition's position); when
-    /// the partition moved or the member was fenced, forgets the position and rejoins on the
-    /// next beat.
+    /// Commits `next` for `partition` (a commit the core decided); when the partition moved
+    /// or the member was fenced, the core forgets the position and rejoins on the next beat.
     pub(super) async fn commit(
         &self,
         partition: &TopicPartition,
         next: i64,
-        positions: &mut BTreeMap<TopicPartition, i64>,
-        membership: &mut Membership,
+        core: &mut ConsumerCore,
     ) -> Result<(), ConsumeError> {
-        positions.insert(partition.clone(), next);
         let commit = GroupRequest::Commit {
             group: self.config.group.clone(),
-            member_id: membership.member_id.clone(),
-            member_epoch: membership.epoch,
+            member_id: core.member_id().to_owned(),
+            member_epoch: core.member_epoch(),
             offsets: vec![(partition.clone(), next, String::new())],
         };
         match self.client.group(commit).await {
@@ -119,23 +107,20 @@ impl RawConsumer {
                     | ErrorCode::UnknownMember
                     | ErrorCode::FencedMemberEpoch,
                 ..
-            }) => {
-                positions.remove(partition);
-                membership.last = None;
-            }
+            }) => core.on_commit_rejected(partition),
             Err(error) => return Err(error.into()),
         }
         Ok(())
     }
 
     /// Leaves the group (when joined), best effort.
-    pub(super) async fn leave(&self, membership: &Membership) {
-        if !membership.member_id.is_empty() {
+    pub(super) async fn leave(&self, core: &ConsumerCore) {
+        if !core.member_id().is_empty() {
             let _ = self
                 .client
                 .group(GroupRequest::Leave {
                     group: self.config.group.clone(),
-                    member_id: membership.member_id.clone(),
+                    member_id: core.member_id().to_owned(),
                 })
                 .await;
         }

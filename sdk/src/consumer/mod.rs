@@ -11,10 +11,14 @@
 //! Where things live:
 //!
 //! - `config`: [`ConsumerConfig`], [`ResetPolicy`], [`DeadLetter`] and the consumer's limits;
+//! - `core`: [`ConsumerCore`], the decisions without I/O — membership state, positions,
+//!   the committable offset per partition, which commits to send (only increasing) and when
+//!   to heartbeat — driven by `now` and events (the run loop reports to it; a seeded
+//!   simulation in `tests/consumer_simulation.rs` drives it against `herald-broker-core`);
 //! - `fetched`: the records of a fetch ([`FetchedBuffer`], [`ConsumedRecord`],
 //!   [`RecordHeaders`]) and the iterator reading them;
-//! - `membership`: joining the group, heartbeats and rejoining, start positions, commits and
-//!   leaving;
+//! - `membership`: the group requests — heartbeats (joining, rejoining), start positions,
+//!   commits and leaving — whose answers go to the core;
 //! - `run`: the run loop ([`RawConsumer::run`]), consuming one partition, prefetching, and
 //!   processing one record (inbox, breaker, retries);
 //! - `lanes`: handing a fetch's records to the handler, on one lane or on concurrent key lanes;
@@ -23,6 +27,7 @@
 //! This file holds the handler's and the run's public types and [`RawConsumer`] itself.
 
 mod config;
+mod core;
 mod dead_letter;
 mod fetched;
 mod lanes;
@@ -36,6 +41,11 @@ pub use config::{
     IDEMPOTENCY_KEY_HEADER,
 };
 pub use fetched::{ConsumedRecord, FetchedBuffer, RecordHeaders};
+// `self::`: a bare `core` here would be ambiguous with the `core` crate.
+pub use self::core::{
+    ConsumerCore, Fetch, FetchFrom, HeartbeatError, HeartbeatRequest, MemberAssignment,
+    MembershipState, HEARTBEAT_INTERVAL_MIN,
+};
 
 /// How a handler failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

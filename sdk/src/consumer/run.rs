@@ -1,7 +1,7 @@
 //! The run loop: membership, partitions in turn, a fetch ahead, and each record processed
-//! to the end (inbox, breaker, retries, dead letter).
+//! to the end (inbox, breaker, retries, dead letter). Heartbeat timing, positions and
+//! commit decisions are the core's (`core`): the loop does the I/O and reports back.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use herald_wire::ErrorCode;
 use crate::policy::backoff::RetryDecision;
 use crate::policy::breaker::{BreakerConfig, Permission, SharedBreaker};
 
-use super::membership::Membership;
+use super::core::{ConsumerCore, FetchFrom};
 use super::{
     ConsumeError, ConsumedRecord, FetchedBuffer, HandlerError, RawConsumer, RunSummary,
     IDEMPOTENCY_KEY_HEADER,
@@ -97,9 +97,8 @@ impl Drop for Prefetch {
 struct PartitionRun<'a, H> {
     partition: &'a TopicPartition,
     after: &'a TopicPartition,
-    positions: &'a mut BTreeMap<TopicPartition, i64>,
+    core: &'a mut ConsumerCore,
     prefetch: &'a mut Option<Prefetch>,
-    membership: &'a mut Membership,
     progress: &'a Progress,
     handler: &'a H,
 }
@@ -116,40 +115,29 @@ impl RawConsumer {
         F: Future<Output = Result<(), HandlerError>>,
     {
         tokio::pin!(stop);
-        let mut membership = Membership {
-            member_id: String::new(),
-            epoch: 0,
-            owned: Vec::new(),
-            interval: Duration::from_secs(1),
-            last: None,
-        };
-        let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        let mut core = ConsumerCore::new();
         let mut prefetch: Option<Prefetch> = None;
         let progress = Progress::new(self.config.breaker);
         loop {
-            if membership
-                .last
-                .is_none_or(|last| last.elapsed() >= membership.interval)
-            {
-                self.heartbeat(&mut membership).await?;
-                positions.retain(|partition, _| membership.owned.contains(partition));
+            if core.heartbeat_due(Instant::now()) {
+                // The core drops the positions of partitions no longer owned.
+                self.heartbeat(&mut core).await?;
             }
             let paused = progress.paused();
             let work = async {
-                if paused || membership.owned.is_empty() {
+                if paused || core.owned().is_empty() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     return Ok::<_, ConsumeError>(());
                 }
-                let owned = membership.owned.clone();
+                let owned = core.owned().to_vec();
                 for (index, partition) in owned.iter().enumerate() {
                     // The partition visited after this one (itself when it is the only one).
                     let after = owned.get((index + 1) % owned.len()).unwrap_or(partition);
                     self.consume_partition(PartitionRun {
                         partition,
                         after,
-                        positions: &mut positions,
+                        core: &mut core,
                         prefetch: &mut prefetch,
-                        membership: &mut membership,
                         progress: &progress,
                         handler: &handler,
                     })
@@ -162,14 +150,14 @@ impl RawConsumer {
                 result = work => result?,
             }
         }
-        self.leave(&membership).await;
+        self.leave(&core).await;
         let summary = progress.summary();
         Ok(summary)
     }
 
-    /// Fetches `partition` (or takes the fetch issued ahead for it), hands its records to
-    /// the handler, commits; meanwhile the fetch for `after`, the partition visited next, is
-    /// already on its way.
+    /// Fetches `partition` at the core's position (or takes the fetch issued ahead for it),
+    /// hands its records to the handler, commits what the core decides; meanwhile the fetch
+    /// for `after`, the partition visited next, is already on its way.
     async fn consume_partition<H, F>(&self, run: PartitionRun<'_, H>) -> Result<(), ConsumeError>
     where
         H: Fn(ConsumedRecord) -> F,
@@ -178,17 +166,22 @@ impl RawConsumer {
         let PartitionRun {
             partition,
             after,
-            positions,
+            core,
             prefetch,
-            membership,
             progress,
             handler,
         } = run;
-        let position = match positions.get(partition) {
-            Some(position) => *position,
-            None => self.start_position(partition).await?,
+        let position = match core.fetch_from(partition) {
+            Some(FetchFrom::Offset(position)) => position,
+            Some(FetchFrom::Start) => {
+                let position = self.start_position(partition).await?;
+                core.on_start_position(partition, position);
+                position
+            }
+            // Not owned (any more): nothing to do.
+            None => return Ok(()),
         };
-        let wait = if membership.owned.len() > 1 {
+        let wait = if core.owned().len() > 1 {
             Duration::ZERO
         } else {
             self.config.fetch_wait
@@ -210,7 +203,7 @@ impl RawConsumer {
                 ..
             }) => {
                 // Retention removed what we were at: restart from the reset policy.
-                positions.remove(partition);
+                core.on_offset_out_of_range(partition);
                 return Ok(());
             }
             Err(error) => return Err(error.into()),
@@ -220,7 +213,7 @@ impl RawConsumer {
         let ahead_position = if after == partition {
             next_offset_after(&fetched.batches)
         } else {
-            positions.get(after).copied()
+            core.position(after)
         };
         if let Some(ahead_position) = ahead_position {
             *prefetch = Some(self.prefetch(after, ahead_position, wait));
@@ -229,9 +222,11 @@ impl RawConsumer {
         let source = FetchedBuffer::new(partition.0.as_str(), partition.1, fetched.batches.into());
         // One clock read per fetch for the breaker's permissions (see `process`).
         let fetched_at = Instant::now();
-        let next = self
-            .process_fetch(&source, position, fetched_at, progress, handler)
+        self.process_fetch(&source, partition, core, fetched_at, progress, handler)
             .await?;
+        // Records the handler did not get to are fetched again from the committable offset.
+        core.on_fetch_finished(partition);
+        let next = core.position(partition).unwrap_or(position);
         metrics::gauge!(
             crate::metrics::CONSUMER_LAG,
             "topic" => partition.0.clone(),
@@ -239,8 +234,8 @@ impl RawConsumer {
             "partition" => partition.1.to_string(),
         )
         .set((high_watermark - next).max(0) as f64);
-        if next > position {
-            self.commit(partition, next, positions, membership).await?;
+        if let Some(offset) = core.take_commit(partition) {
+            self.commit(partition, offset, core).await?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use herald_wire::schema_id::{
     read_message_indexes, read_schema_id, write_message_indexes, write_schema_id, FramingError,
 };
 
-use crate::message::{SchemaFormat, SchemaInfo};
+use crate::schema_info::{SchemaFormat, SchemaInfo};
 
 /// Why a payload could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod partitioner;
 pub mod policy;
 pub mod producer;
+pub mod schema_info;
 pub mod schemas;
 
 pub use client::{Client, ClientConfig, Consumer, Event, Producer, ProducerOptions, SendOptions};

@@ -11,6 +11,7 @@
 
 mod avro;
 mod compat;
+mod findings;
 mod protobuf;
 
 use std::fmt;

@@ -16,7 +16,7 @@ use apache_avro::schema::{
 use apache_avro::Schema;
 
 use super::AvroSchema;
-use crate::compat::{Direction, Incompatibility, Rule};
+use crate::findings::{Direction, Incompatibility, Rule};
 
 /// Every reason why `reader` cannot read data written with `writer`. `direction` says which
 /// of the two is the new schema (Backward: the reader).

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use prost_reflect::{Cardinality, FieldDescriptor, Kind, MessageDescriptor};
 
 use super::ProtobufSchema;
-use crate::compat::{Direction, Incompatibility, Rule};
+use crate::findings::{Direction, Incompatibility, Rule};
 
 /// Every incompatible difference between `original` and `update`, where data written with
 /// `original` must stay readable by `update`. `direction` tells which one is the new schema

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use herald_broker_client::BrokerClient;
 use herald_wire::batch::count_records;
-use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
+use herald_wire::groups::{Commit, GroupRequest, GroupResponse, TopicPartition};
 
 use crate::broker::report;
 
 struct Member {
-    id: String,
+    /// `None` until joined.
+    id: Option<String>,
     epoch: i32,
     owned: Vec<TopicPartition>,
     interval: Duration,
@@ -25,7 +26,7 @@ async fn heartbeat(client: &BrokerClient, group: &str, member: &mut Member) -> a
         group: group.into(),
         member_id: member.id.clone(),
         member_epoch: member.epoch,
-        instance_id: String::new(),
+        instance_id: None,
         topics: vec!["bench".into()],
         owned: member.owned.clone(),
     };
@@ -36,7 +37,7 @@ async fn heartbeat(client: &BrokerClient, group: &str, member: &mut Member) -> a
             heartbeat_interval_ms,
             partitions,
         } => {
-            member.id = member_id;
+            member.id = Some(member_id);
             member.epoch = member_epoch;
             member.owned = partitions;
             member.interval = Duration::from_millis(u64::from(heartbeat_interval_ms));
@@ -48,7 +49,7 @@ async fn heartbeat(client: &BrokerClient, group: &str, member: &mut Member) -> a
 
 fn new_member() -> Member {
     Member {
-        id: String::new(),
+        id: None,
         epoch: 0,
         owned: Vec::new(),
         interval: Duration::from_secs(1),
@@ -88,8 +89,8 @@ pub(crate) async fn consume(
                     let position = *positions.entry(partition.clone()).or_insert(0);
                     let fetched = client
                         .fetch(
-                            &partition.0,
-                            partition.1,
+                            &partition.topic,
+                            partition.partition,
                             position,
                             4 * 1024 * 1024,
                             Duration::ZERO,
@@ -102,13 +103,13 @@ pub(crate) async fn consume(
                         consumed.fetch_add(records, Ordering::Relaxed);
                         let commit = GroupRequest::Commit {
                             group: group.clone(),
-                            member_id: member.id.clone(),
+                            member_id: member.id.clone().unwrap_or_default(),
                             member_epoch: member.epoch,
-                            offsets: vec![(
-                                partition.clone(),
-                                position + records as i64,
-                                String::new(),
-                            )],
+                            offsets: vec![Commit {
+                                partition: partition.clone(),
+                                offset: position + records as i64,
+                                metadata: String::new(),
+                            }],
                         };
                         let _ = client.group(commit).await;
                     }
@@ -161,7 +162,7 @@ pub(crate) async fn rebalance(
     client
         .group(GroupRequest::Leave {
             group: group.into(),
-            member_id: probe.id.clone(),
+            member_id: probe.id.clone().unwrap_or_default(),
         })
         .await?;
     tokio::time::sleep(interval * 3).await;
@@ -229,7 +230,11 @@ pub(crate) async fn rebalance_on_death(
         });
     }
     let covered = |owned: &Vec<Vec<TopicPartition>>, from: usize| {
-        let mut all: Vec<u32> = owned[from..].iter().flatten().map(|p| p.1).collect();
+        let mut all: Vec<u32> = owned[from..]
+            .iter()
+            .flatten()
+            .map(|p| p.partition)
+            .collect();
         all.sort_unstable();
         all.dedup();
         all.len() == partitions as usize

@@ -523,11 +523,8 @@ pub(crate) async fn group(command: GroupAdmin) -> anyhow::Result<()> {
                 description.members.len()
             );
             for member in &description.members {
-                let partitions: Vec<String> = member
-                    .partitions
-                    .iter()
-                    .map(|(t, p)| format!("{t}/{p}"))
-                    .collect();
+                let partitions: Vec<String> =
+                    member.partitions.iter().map(ToString::to_string).collect();
                 println!("  member {}: {}", member.member_id, partitions.join(" "));
             }
             println!(
@@ -535,15 +532,18 @@ pub(crate) async fn group(command: GroupAdmin) -> anyhow::Result<()> {
                 "partition", "committed", "end", "lag", "lag_s"
             );
             for lag in &description.partitions {
-                let seconds = if lag.lag_ms < 0 {
-                    "-".to_owned()
-                } else {
-                    format!("{:.1}", lag.lag_ms as f64 / 1000.0)
+                let seconds = match lag.lag_ms {
+                    Some(ms) => format!("{:.1}", ms as f64 / 1000.0),
+                    None => "-".to_owned(),
                 };
+                // Printed as -1 when nothing was committed, as always.
+                let committed = lag
+                    .committed
+                    .map_or_else(|| "-1".to_owned(), |offset| offset.to_string());
                 println!(
                     "  {:<30} {:>12} {:>12} {:>10} {:>10}",
-                    format!("{}/{}", lag.partition.0, lag.partition.1),
-                    lag.committed,
+                    lag.partition.to_string(),
+                    committed,
                     lag.end_offset,
                     lag.lag_records,
                     seconds

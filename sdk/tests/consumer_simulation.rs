@@ -11,10 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use herald::consumer::{ConsumerCore, FetchFrom, HeartbeatError, MemberAssignment};
-use herald_broker_core::groups::{Assignor, Group, GroupConfig, GroupError, Heartbeat};
+use herald_broker_core::groups::{
+    Assignor, Group, GroupConfig, GroupError, Heartbeat, TopicPartition,
+};
 use herald_broker_core::log::{LogConfig, PartitionLog};
 use herald_broker_core::storage::MemoryStorage;
 use herald_wire::batch::{batches, BatchBuilder, Record};
+use herald_wire::groups::Commit;
 
 const TOPIC: &str = "orders";
 const SEEDS: u64 = 20;
@@ -53,8 +56,8 @@ impl Rng {
     }
 }
 
-fn partition(number: u32) -> (String, u32) {
-    (TOPIC.to_owned(), number)
+fn partition(number: u32) -> TopicPartition {
+    TopicPartition::new(TOPIC, number)
 }
 
 /// How often each path ran, so the assertions are known to guard something.
@@ -211,7 +214,7 @@ impl Broker {
             owned: beat.owned.into_iter().collect(),
         };
         let now = self.at(now_ms);
-        let before: Vec<(String, u32)> = consumer.core.owned().to_vec();
+        let before: Vec<TopicPartition> = consumer.core.owned().to_vec();
         match self
             .group
             .heartbeat(request, &self.partition_counts, now_ms)
@@ -260,7 +263,7 @@ impl Broker {
     /// positions, looking up the committed offset where the start is unknown.
     fn fetch(&mut self, consumer: &mut SimConsumer, rng: &mut Rng, percent: u64, context: &str) {
         for fetch in consumer.core.fetches() {
-            let number = fetch.partition.1;
+            let number = fetch.partition.partition;
             let offset = match fetch.from {
                 FetchFrom::Start => {
                     let start = self.committed(number);
@@ -366,10 +369,15 @@ impl Broker {
     /// Sends the commits the core decides; the coordinator authorizes each (a zombie's is
     /// refused). An accepted commit never goes back and never passes an unhandled record.
     fn commit(&mut self, consumer: &mut SimConsumer, context: &str) {
-        for (tp, offset) in consumer.core.take_commits() {
-            let number = tp.1;
+        for Commit {
+            partition: tp,
+            offset,
+            ..
+        } in consumer.core.take_commits()
+        {
+            let number = tp.partition;
             match self.group.authorize_commit(
-                consumer.core.member_id(),
+                consumer.core.member_id().unwrap_or_default(),
                 consumer.core.member_epoch(),
                 &tp,
             ) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use herald_broker_client::{BrokerClient, Trust};
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
-use herald_wire::groups::{GroupRequest, GroupResponse};
+use herald_wire::groups::{Commit, GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::{Durability, TopicConfig};
 
 const PARTITIONS: u32 = 4;
@@ -24,8 +24,8 @@ async fn consume(
     stop_after: Option<usize>,
 ) -> anyhow::Result<usize> {
     let mut consumed = 0usize;
-    let (mut member_id, mut epoch) = (String::new(), 0);
-    let mut owned: Vec<(String, u32)> = Vec::new();
+    let (mut member_id, mut epoch): (Option<String>, i32) = (None, 0);
+    let mut owned: Vec<TopicPartition> = Vec::new();
     loop {
         if stop_after.is_some_and(|limit| consumed >= limit) {
             return Ok(consumed); // "killed": no leave, no more heartbeats
@@ -34,7 +34,7 @@ async fn consume(
             group: "workers".into(),
             member_id: member_id.clone(),
             member_epoch: epoch,
-            instance_id: String::new(),
+            instance_id: None,
             topics: vec!["jobs".into()],
             owned: owned.clone(),
         };
@@ -45,21 +45,22 @@ async fn consume(
                 partitions,
                 ..
             }) => {
-                member_id = id;
+                member_id = Some(id);
                 epoch = member_epoch;
                 owned = partitions;
             }
             Ok(other) => anyhow::bail!("unexpected {other:?}"),
             Err(_) => {
                 // Fenced or expired: rejoin with nothing.
-                member_id.clear();
+                member_id = None;
                 epoch = 0;
                 owned.clear();
                 continue;
             }
         }
-        for (topic, partition) in owned.clone() {
-            let asked = vec![(topic.clone(), partition)];
+        for tp in owned.clone() {
+            let partition = tp.partition;
+            let asked = vec![tp.clone()];
             let GroupResponse::Offsets(offsets) = client
                 .group(GroupRequest::FetchOffsets {
                     group: "workers".into(),
@@ -69,10 +70,10 @@ async fn consume(
             else {
                 anyhow::bail!("offsets")
             };
-            let from = offsets.first().map_or(0, |o| o.1.max(0));
+            let from = offsets.first().and_then(|o| o.offset).unwrap_or(0);
             // One batch per round: slow enough that the doomed consumer dies holding partitions.
             let fetched = client
-                .fetch(&topic, partition, from, 200, Duration::ZERO, 1)
+                .fetch(&tp.topic, partition, from, 200, Duration::ZERO, 1)
                 .await?;
             let mut next = from;
             for view in batches(&fetched.batches) {
@@ -89,9 +90,13 @@ async fn consume(
             if next > from {
                 let commit = GroupRequest::Commit {
                     group: "workers".into(),
-                    member_id: member_id.clone(),
+                    member_id: member_id.clone().unwrap_or_default(),
                     member_epoch: epoch,
-                    offsets: vec![((topic.clone(), partition), next, String::new())],
+                    offsets: vec![Commit {
+                        partition: tp,
+                        offset: next,
+                        metadata: String::new(),
+                    }],
                 };
                 // A commit refused because the partition moved is fine: the new owner re-reads.
                 let _ = client.group(commit).await;
@@ -177,7 +182,9 @@ async fn a_killed_consumer_partitions_move_and_commits_survive_a_broker_restart(
             );
         }
     }
-    let asked: Vec<(String, u32)> = (0..PARTITIONS).map(|p| ("jobs".to_owned(), p)).collect();
+    let asked: Vec<TopicPartition> = (0..PARTITIONS)
+        .map(|p| TopicPartition::new("jobs", p))
+        .collect();
     let before = client
         .group(GroupRequest::FetchOffsets {
             group: "workers".into(),
@@ -190,7 +197,7 @@ async fn a_killed_consumer_partitions_move_and_commits_survive_a_broker_restart(
     assert!(
         offsets
             .iter()
-            .all(|(_, offset, _)| *offset == RECORDS_PER_PARTITION as i64),
+            .all(|committed| committed.offset == Some(RECORDS_PER_PARTITION as i64)),
         "every partition committed to its end: {offsets:?}"
     );
     client.close();

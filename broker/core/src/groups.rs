@@ -8,8 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A partition of a topic.
-pub type TopicPartition = (String, u32);
+pub use herald_wire::groups::TopicPartition;
 
 /// Members in one group; joins beyond are refused.
 pub const MEMBERS_PER_GROUP_MAX: usize = 1_000;
@@ -45,8 +44,8 @@ impl Default for GroupConfig {
 /// What a member sends on every heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
-    /// Empty to join.
-    pub member_id: String,
+    /// `None` to join.
+    pub member_id: Option<String>,
     /// The epoch the member last received (0 when joining).
     pub member_epoch: i32,
     /// A stable id across restarts (static membership), if any.
@@ -126,21 +125,22 @@ impl Group {
         now_ms: i64,
     ) -> Result<Assignment, GroupError> {
         self.expire(partitions, now_ms);
-        let member_id = if request.member_id.is_empty() {
-            self.join(&request, now_ms)?
-        } else {
-            let member = self
-                .members
-                .get(&request.member_id)
-                .ok_or_else(|| GroupError::UnknownMember(request.member_id.clone()))?;
-            if request.member_epoch != member.epoch {
-                return Err(GroupError::FencedMember {
-                    member: request.member_id.clone(),
-                    sent: request.member_epoch,
-                    current: member.epoch,
-                });
+        let member_id = match &request.member_id {
+            None => self.join(&request, now_ms)?,
+            Some(member_id) => {
+                let member = self
+                    .members
+                    .get(member_id)
+                    .ok_or_else(|| GroupError::UnknownMember(member_id.clone()))?;
+                if request.member_epoch != member.epoch {
+                    return Err(GroupError::FencedMember {
+                        member: member_id.clone(),
+                        sent: request.member_epoch,
+                        current: member.epoch,
+                    });
+                }
+                member_id.clone()
             }
-            request.member_id.clone()
         };
         let topics_changed = {
             let member = self
@@ -153,7 +153,7 @@ impl Group {
             member.topics = request.topics.clone();
             changed
         };
-        if topics_changed || request.member_id.is_empty() {
+        if topics_changed || request.member_id.is_none() {
             self.rebalance(partitions, now_ms);
         }
         self.settle_revocations(partitions, now_ms);
@@ -269,8 +269,8 @@ impl Group {
         if !owns {
             return Err(GroupError::NotOwner {
                 member: member_id.to_owned(),
-                topic: partition.0.clone(),
-                partition: partition.1,
+                topic: partition.topic.clone(),
+                partition: partition.partition,
             });
         }
         Ok(())
@@ -389,7 +389,7 @@ fn assign(
         let mut load: BTreeMap<&String, usize> = subscribers.iter().map(|id| (*id, 0)).collect();
         let mut unassigned = Vec::new();
         for partition in 0..count {
-            let key = (topic.clone(), partition);
+            let key = TopicPartition::new(topic.as_str(), partition);
             let sticky_owner = previous
                 .get(&key)
                 .and_then(|owner| load.get_key_value(owner).map(|(k, n)| (*k, *n)));

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use herald_broker_core::groups::{Group, GroupConfig, GroupError, Heartbeat, TopicPartition};
-use herald_wire::groups::{GroupDescription, GroupResponse, MemberDescription, PartitionLag};
+use herald_wire::groups::{
+    Commit, CommittedOffset, GroupDescription, GroupResponse, MemberDescription, PartitionLag,
+};
 use herald_wire::limits::GROUP_NAME_BYTES_MAX;
 use herald_wire::ErrorCode;
 use serde::{Deserialize, Serialize};
@@ -29,7 +31,14 @@ const KIND: meta::Kind = meta::Kind {
     version: 1,
 };
 
-type Committed = BTreeMap<TopicPartition, (i64, String)>;
+/// A group's committed position in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Position {
+    offset: i64,
+    metadata: String,
+}
+
+type Committed = BTreeMap<TopicPartition, Position>;
 
 /// Version 1 payload of an offsets file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,14 +62,12 @@ impl OffsetsV1 {
             group: group.to_owned(),
             offsets: committed
                 .iter()
-                .map(
-                    |((topic, partition), (offset, metadata))| CommittedOffsetV1 {
-                        topic: topic.clone(),
-                        partition: *partition,
-                        offset: *offset,
-                        metadata: metadata.clone(),
-                    },
-                )
+                .map(|(partition, position)| CommittedOffsetV1 {
+                    topic: partition.topic.clone(),
+                    partition: partition.partition,
+                    offset: position.offset,
+                    metadata: position.metadata.clone(),
+                })
                 .collect(),
         }
     }
@@ -68,7 +75,15 @@ impl OffsetsV1 {
     fn into_committed(self) -> Committed {
         self.offsets
             .into_iter()
-            .map(|o| ((o.topic, o.partition), (o.offset, o.metadata)))
+            .map(|o| {
+                (
+                    TopicPartition::new(o.topic, o.partition),
+                    Position {
+                        offset: o.offset,
+                        metadata: o.metadata,
+                    },
+                )
+            })
             .collect()
     }
 }
@@ -138,7 +153,10 @@ fn decode_offsets(text: &str) -> Option<Committed> {
         let offset = fields.next()?.parse().ok()?;
         let partition = fields.next()?.parse().ok()?;
         let metadata = String::from_utf8(hex::decode(fields.next()?).ok()?).ok()?;
-        committed.insert((fields.next()?.to_owned(), partition), (offset, metadata));
+        committed.insert(
+            TopicPartition::new(fields.next()?, partition),
+            Position { offset, metadata },
+        );
     }
     Some(committed)
 }
@@ -195,14 +213,13 @@ impl Coordinator {
         let mut groups = self.groups();
         // Only a join may create a group: a stray heartbeat for an unknown group must not
         // leave an empty one behind.
-        if !groups.contains_key(group) && !request.member_id.is_empty() {
-            return Err((
-                ErrorCode::UnknownMember,
-                format!(
-                    "unknown member '{}' in group '{group}': join again",
-                    request.member_id
-                ),
-            ));
+        if !groups.contains_key(group) {
+            if let Some(member_id) = &request.member_id {
+                return Err((
+                    ErrorCode::UnknownMember,
+                    format!("unknown member '{member_id}' in group '{group}': join again"),
+                ));
+            }
         }
         if !groups.contains_key(group) && groups.len() >= GROUPS_MAX {
             return Err((
@@ -256,7 +273,7 @@ impl Coordinator {
         group: &str,
         member_id: &str,
         member_epoch: i32,
-        offsets: Vec<(TopicPartition, i64, String)>,
+        offsets: Vec<Commit>,
         partitions: &BTreeMap<String, u32>,
         now_ms: i64,
     ) -> Result<GroupResponse, Failure> {
@@ -265,7 +282,10 @@ impl Coordinator {
             .get_mut(group)
             .ok_or_else(|| (ErrorCode::UnknownMember, format!("unknown group '{group}'")))?;
         entry.group.expire(partitions, now_ms);
-        for (partition, offset, _) in &offsets {
+        for Commit {
+            partition, offset, ..
+        } in &offsets
+        {
             entry
                 .group
                 .authorize_commit(member_id, member_epoch, partition)
@@ -273,16 +293,18 @@ impl Coordinator {
             if *offset < 0 {
                 return Err((
                     ErrorCode::InvalidRequest,
-                    format!(
-                        "offset {offset} for {}/{} is negative",
-                        partition.0, partition.1
-                    ),
+                    format!("offset {offset} for {partition} is negative"),
                 ));
             }
         }
         let mut committed = entry.committed.clone();
-        for (partition, offset, metadata) in offsets {
-            committed.insert(partition, (offset, metadata));
+        for Commit {
+            partition,
+            offset,
+            metadata,
+        } in offsets
+        {
+            committed.insert(partition, Position { offset, metadata });
         }
         meta::write(
             &self.dir,
@@ -301,11 +323,12 @@ impl Coordinator {
         let answer = asked
             .into_iter()
             .map(|partition| {
-                let (offset, metadata) = committed
-                    .and_then(|c| c.get(&partition))
-                    .cloned()
-                    .unwrap_or((-1, String::new()));
-                (partition, offset, metadata)
+                let position = committed.and_then(|c| c.get(&partition));
+                CommittedOffset {
+                    offset: position.map(|p| p.offset),
+                    metadata: position.map(|p| p.metadata.clone()).unwrap_or_default(),
+                    partition,
+                }
             })
             .collect();
         GroupResponse::Offsets(answer)
@@ -338,7 +361,7 @@ impl Coordinator {
             .iter()
             .map(|(member_id, owned)| MemberDescription {
                 member_id: member_id.clone(),
-                instance_id: String::new(),
+                instance_id: None,
                 partitions: owned.iter().cloned().collect(),
             })
             .collect();
@@ -349,16 +372,13 @@ impl Coordinator {
             .into_iter()
             .filter_map(|partition| {
                 let (log_start, end_offset) = bounds(&partition)?;
-                let committed = entry
-                    .committed
-                    .get(&partition)
-                    .map_or(-1, |(offset, _)| *offset);
-                let from = committed.max(log_start);
+                let committed = entry.committed.get(&partition).map(|p| p.offset);
+                let from = committed.map_or(log_start, |offset| offset.max(log_start));
                 let lag_records = (end_offset - from).max(0);
                 let lag_ms = if lag_records > 0 {
-                    append_time(&partition, from).map_or(-1, |t| (now_ms - t).max(0))
+                    append_time(&partition, from).map(|t| (now_ms - t).max(0))
                 } else {
-                    -1
+                    None
                 };
                 Some(PartitionLag {
                     partition,
@@ -389,11 +409,28 @@ mod tests {
     fn committed() -> Committed {
         BTreeMap::from([
             (
-                ("orders".to_owned(), 3),
-                (42, "tab\tand\nnewline".to_owned()),
+                TopicPartition::new("orders", 3),
+                Position {
+                    offset: 42,
+                    metadata: "tab\tand\nnewline".to_owned(),
+                },
             ),
-            (("a.b-c".to_owned(), 0), (0, String::new())),
+            (
+                TopicPartition::new("a.b-c", 0),
+                Position {
+                    offset: 0,
+                    metadata: String::new(),
+                },
+            ),
         ])
+    }
+
+    fn fetched(topic: &str, partition: u32, offset: i64, metadata: &str) -> CommittedOffset {
+        CommittedOffset {
+            partition: TopicPartition::new(topic, partition),
+            offset: Some(offset),
+            metadata: metadata.to_owned(),
+        }
     }
 
     /// `committed()` exactly as the TSV writer (before the envelope) wrote it.
@@ -428,7 +465,7 @@ mod tests {
 
     fn join(coordinator: &Coordinator, partitions: &BTreeMap<String, u32>) -> (String, i32) {
         let heartbeat = Heartbeat {
-            member_id: String::new(),
+            member_id: None,
             member_epoch: 0,
             instance_id: None,
             topics: ["orders".to_owned()].into(),
@@ -458,10 +495,13 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("groups")).expect("mkdir");
         std::fs::write(&path, OLD_FILE).expect("write");
         let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
-        let asked = vec![("orders".to_owned(), 3), ("a.b-c".to_owned(), 0)];
+        let asked = vec![
+            TopicPartition::new("orders", 3),
+            TopicPartition::new("a.b-c", 0),
+        ];
         let expected = GroupResponse::Offsets(vec![
-            (("orders".to_owned(), 3), 42, "tab\tand\nnewline".to_owned()),
-            (("a.b-c".to_owned(), 0), 0, String::new()),
+            fetched("orders", 3, 42, "tab\tand\nnewline"),
+            fetched("a.b-c", 0, 0, ""),
         ]);
         assert_eq!(coordinator.fetch_offsets("g", asked.clone()), expected);
         assert_eq!(
@@ -476,7 +516,11 @@ mod tests {
                 "g",
                 &member,
                 epoch,
-                vec![(("orders".to_owned(), 1), 7, "m".to_owned())],
+                vec![Commit {
+                    partition: TopicPartition::new("orders", 1),
+                    offset: 7,
+                    metadata: "m".to_owned(),
+                }],
                 &partitions,
                 0,
             )
@@ -486,8 +530,8 @@ mod tests {
         let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("reopen");
         assert_eq!(coordinator.fetch_offsets("g", asked), expected);
         assert_eq!(
-            coordinator.fetch_offsets("g", vec![("orders".to_owned(), 1)]),
-            GroupResponse::Offsets(vec![(("orders".to_owned(), 1), 7, "m".to_owned())])
+            coordinator.fetch_offsets("g", vec![TopicPartition::new("orders", 1)]),
+            GroupResponse::Offsets(vec![fetched("orders", 1, 7, "m")])
         );
     }
 
@@ -542,15 +586,15 @@ mod coordinator_tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
         let partitions = BTreeMap::from([("t".to_owned(), 2)]);
-        let heartbeat = |member_id: &str| Heartbeat {
-            member_id: member_id.to_owned(),
+        let heartbeat = |member_id: Option<&str>| Heartbeat {
+            member_id: member_id.map(str::to_owned),
             member_epoch: 1,
             instance_id: None,
             topics: ["t".to_owned()].into(),
             owned: Default::default(),
         };
         let error = coordinator
-            .heartbeat("ghosts", heartbeat("member-9"), &partitions, 0)
+            .heartbeat("ghosts", heartbeat(Some("member-9")), &partitions, 0)
             .expect_err("unknown");
         assert_eq!(error.0, ErrorCode::UnknownMember);
         assert_eq!(
@@ -559,7 +603,7 @@ mod coordinator_tests {
             "no empty group left behind"
         );
         coordinator
-            .heartbeat("real", heartbeat(""), &partitions, 0)
+            .heartbeat("real", heartbeat(None), &partitions, 0)
             .expect("a join creates the group");
         assert_eq!(
             coordinator.list(),

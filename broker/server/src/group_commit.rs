@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use herald_broker_core::storage::{StorageError, SyncHandle};
-use herald_metrics::Metrics;
+use herald_metrics::broker::{FSYNC_DURATION, FSYNC_REQUESTS};
+use herald_metrics::{Counter, Histogram, Metrics};
 
 /// Sync requests waiting at once; past this, producers are throttled.
 pub const SYNC_QUEUE_MAX: usize = 65_536;
@@ -34,11 +35,16 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub fn start(metrics: Arc<Metrics>) -> Self {
+    /// Starts the group-commit thread, recording into `metrics`.
+    pub fn start(metrics: &Metrics) -> Self {
         let (sender, receiver) = sync_channel(SYNC_QUEUE_MAX);
+        let recorded = CommitMetrics {
+            duration: metrics.histogram(FSYNC_DURATION, &[]),
+            requests: metrics.counter(FSYNC_REQUESTS, &[]),
+        };
         let spawned = std::thread::Builder::new()
             .name("herald-fsync".to_owned())
-            .spawn(move || run(receiver, &metrics));
+            .spawn(move || run(receiver, &recorded));
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start the group-commit thread; fsync produces will fail");
         }
@@ -59,7 +65,13 @@ impl GroupCommit {
     }
 }
 
-fn run(receiver: Receiver<SyncRequest>, metrics: &Metrics) {
+/// Group commit's handles, kept by its thread.
+struct CommitMetrics {
+    duration: Histogram,
+    requests: Counter,
+}
+
+fn run(receiver: Receiver<SyncRequest>, metrics: &CommitMetrics) {
     while let Ok(first) = receiver.recv() {
         let mut waiting = vec![first];
         while let Ok(more) = receiver.try_recv() {
@@ -74,18 +86,8 @@ fn run(receiver: Receiver<SyncRequest>, metrics: &Metrics) {
                 results.push((key, request.handle.sync()));
             }
         }
-        metrics.observe_seconds(
-            "herald_broker_fsync_duration_seconds",
-            "Duration of one group commit (all files synced).",
-            &[],
-            started.elapsed().as_secs_f64(),
-        );
-        metrics.counter_add(
-            "herald_broker_fsync_requests_total",
-            "Produce requests acknowledged by group commit.",
-            &[],
-            waiting.len() as u64,
-        );
+        metrics.duration.record(started.elapsed());
+        metrics.requests.increment(waiting.len() as u64);
         for request in waiting {
             let key = Arc::as_ptr(&request.handle) as *const ();
             let result = results
@@ -165,7 +167,7 @@ mod tests {
             release: Mutex::new(release_rx),
         });
         let started = Mutex::new(started_rx);
-        let commit = GroupCommit::start(Arc::new(Metrics::new()));
+        let commit = GroupCommit::start(&Metrics::new());
 
         // A's sync starts and blocks.
         let a = tokio::spawn({
@@ -212,7 +214,7 @@ mod tests {
                 })
             }
         }
-        let commit = GroupCommit::start(Arc::new(Metrics::new()));
+        let commit = GroupCommit::start(&Metrics::new());
         let handle: Arc<dyn SyncHandle> = Arc::new(Failing);
         let outcome = commit.sync(handle).await;
         assert!(
@@ -254,7 +256,7 @@ mod tests {
     async fn acknowledged_fsync_appends_survive_a_crash_that_drops_unsynced_bytes() {
         let storage = MemoryStorage::new();
         let config = LogConfig::default();
-        let commit = GroupCommit::start(Arc::new(Metrics::new()));
+        let commit = GroupCommit::start(&Metrics::new());
         let (mut log, _) = PartitionLog::open(storage.clone(), "t/0", config).expect("open");
         let mut acknowledged = Vec::new();
         for n in 0..20u64 {

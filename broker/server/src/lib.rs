@@ -12,6 +12,9 @@
 //! sequence state lives in the core's log. Consumer groups are coordinated by
 //! [`coordinator::Coordinator`] over the core's group state machine. No replication (yet).
 //!
+//! [`metrics`] holds the metric handles (per broker, topic and partition), recorded into the
+//! broker's own `herald_metrics::Metrics` and rendered on `/metrics`.
+//!
 //! Small shared pieces: `clock` is the broker's wall clock (`now_ms`); `fs` also holds
 //! `write_atomically`, which writes the metadata files (topic.meta, producers.meta, group
 //! offsets).
@@ -22,6 +25,7 @@ pub mod coordinator;
 pub mod fs;
 pub mod group_commit;
 mod meta;
+pub mod metrics;
 pub mod producer_ids;
 pub mod schema_cache;
 pub mod server;

@@ -104,11 +104,10 @@ pub async fn serve(
         .map(RegistryClient::new)
         .transpose()
         .map_err(|e| ServeError::Registry(e.to_string()))?;
-    let metrics = Arc::new(Metrics::new());
     let broker = Arc::new(Broker::open(
         &config.data_dir,
         SchemaCache::new(registry),
-        metrics,
+        Metrics::new(),
         config.groups,
         config.producer_expiry.as_millis().min(i64::MAX as u128) as i64,
     )?);
@@ -159,7 +158,7 @@ pub async fn serve(
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    broker.metrics.counter_add("herald_broker_connections_refused_total", "Connections refused at the limit.", &[], 1);
+                    broker.metrics.connections_refused.increment(1);
                     incoming.refuse();
                     continue;
                 };
@@ -309,12 +308,10 @@ async fn retention_loop(broker: Arc<Broker>, interval: Duration) {
         let deleted = broker.enforce_retention();
         if deleted > 0 {
             tracing::info!(segments = deleted, "retention deleted segments");
-            broker.metrics.counter_add(
-                "herald_broker_retention_segments_deleted_total",
-                "Segments deleted by retention.",
-                &[],
-                deleted as u64,
-            );
+            broker
+                .metrics
+                .retention_segments_deleted
+                .increment(deleted as u64);
         }
     }
 }

@@ -10,7 +10,7 @@ use herald_broker::{serve, Bound, BrokerConfig};
 use herald_broker_client::{BrokerClient, RequestError, Trust};
 use herald_registry_client::{NewSchema, RegistryClient};
 use herald_wire::batch::{batches, BatchBuilder, Record};
-use herald_wire::groups::{GroupRequest, GroupResponse};
+use herald_wire::groups::{Commit, CommittedOffset, GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::{
     Durability, OffsetSpec, SchemaValidation, SubjectStrategy, TopicConfig,
 };
@@ -668,13 +668,14 @@ async fn a_truncated_and_garbled_segment_tail_is_recovered() {
 async fn heartbeat(
     client: &BrokerClient,
     member: &(String, i32),
-    owned: &[(String, u32)],
-) -> Result<(String, i32, Vec<(String, u32)>), RequestError> {
+    owned: &[TopicPartition],
+) -> Result<(String, i32, Vec<TopicPartition>), RequestError> {
     let request = GroupRequest::Heartbeat {
         group: "g".into(),
-        member_id: member.0.clone(),
+        // An empty id joins.
+        member_id: Some(member.0.clone()).filter(|id| !id.is_empty()),
         member_epoch: member.1,
-        instance_id: String::new(),
+        instance_id: None,
         topics: vec!["events".into()],
         owned: owned.to_vec(),
     };
@@ -724,7 +725,11 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
         group: "g".into(),
         member_id: member.0.clone(),
         member_epoch: member.1,
-        offsets: vec![(("events".to_owned(), partition), offset, "m".to_owned())],
+        offsets: vec![Commit {
+            partition: TopicPartition::new("events", partition),
+            offset,
+            metadata: "m".to_owned(),
+        }],
     };
     for partition in 0..4 {
         client
@@ -744,7 +749,7 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
     heartbeat(&client, &a, &kept).await.expect("a lets go");
     let (_, _, b_parts) = heartbeat(&client, &b, &[]).await.expect("b gets its share");
     assert_eq!(b_parts.len(), 2);
-    let moved = b_parts[0].1;
+    let moved = b_parts[0].partition;
     client
         .group(commit(&b, moved, 7))
         .await
@@ -755,7 +760,7 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
         .expect_err("a no longer owns it");
     assert_eq!(error.code(), Some(ErrorCode::NotPartitionOwner));
     let error = client
-        .group(commit(&(a.0.clone(), a.1 + 5), kept[0].1, 9))
+        .group(commit(&(a.0.clone(), a.1 + 5), kept[0].partition, 9))
         .await
         .expect_err("stale epoch");
     assert_eq!(error.code(), Some(ErrorCode::FencedMemberEpoch));
@@ -775,7 +780,7 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
     let moved_lag = description
         .partitions
         .iter()
-        .find(|lag| lag.partition.1 == moved)
+        .find(|lag| lag.partition.partition == moved)
         .expect("moved partition");
     assert_eq!(
         (
@@ -783,9 +788,9 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
             moved_lag.end_offset,
             moved_lag.lag_records
         ),
-        (7, 10, 3)
+        (Some(7), 10, 3)
     );
-    assert!(moved_lag.lag_ms >= 0, "{moved_lag:?}");
+    assert!(moved_lag.lag_ms.is_some_and(|ms| ms >= 0), "{moved_lag:?}");
     let metrics = reqwest_get(broker.bound.metrics_addr.expect("metrics")).await;
     assert!(metrics.contains(&format!("herald_broker_group_lag_records{{group=\"g\",topic=\"events\",partition=\"{moved}\"}} 3")), "{metrics}");
     assert_eq!(
@@ -798,7 +803,7 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
     broker.stop().await;
     let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
     let client = broker.client().await;
-    let asked = (0..4).map(|p| ("events".to_owned(), p)).collect();
+    let asked = (0..4).map(|p| TopicPartition::new("events", p)).collect();
     let GroupResponse::Offsets(offsets) = client
         .group(GroupRequest::FetchOffsets {
             group: "g".into(),
@@ -809,8 +814,14 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
     else {
         panic!("offsets")
     };
-    for ((_, partition), offset, metadata) in offsets {
-        assert_eq!(offset, if partition == moved { 7 } else { 5 });
+    for CommittedOffset {
+        partition,
+        offset,
+        metadata,
+    } in offsets
+    {
+        let expected = if partition.partition == moved { 7 } else { 5 };
+        assert_eq!(offset, Some(expected));
         assert_eq!(metadata, "m");
     }
     let (_, _, all) = heartbeat(&client, &(String::new(), 0), &[])

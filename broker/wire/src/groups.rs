@@ -1,23 +1,86 @@
 //! Consumer-group requests and responses (APIs 9–14), kept apart from `messages` so each file
 //! stays one concept. Encoded inside the same frames and envelopes.
 
+use std::fmt;
+
 use crate::api::Api;
 use crate::codec::{put_string, DecodeError, Reader};
 use crate::limits::{
     ERROR_MESSAGE_BYTES_MAX, GROUP_ITEMS_MAX, GROUP_NAME_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
 };
 
-/// A topic partition.
-pub type TopicPartition = (String, u32);
+/// A partition of a topic. Orders by topic, then partition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    /// `topic/partition`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// An offset a member commits for a partition: the next record to consume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub partition: TopicPartition,
+    pub offset: i64,
+    /// Free-form, empty when the member has nothing to add.
+    pub metadata: String,
+}
+
+/// A partition's committed offset as fetched back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub partition: TopicPartition,
+    /// `None` when nothing was committed (-1 on the wire).
+    pub offset: Option<i64>,
+    pub metadata: String,
+}
+
+/// The wire's "none" for an offset or a lag.
+const NONE_I64: i64 = -1;
+
+fn put_optional_i64(out: &mut Vec<u8>, value: Option<i64>) {
+    out.extend_from_slice(&value.unwrap_or(NONE_I64).to_be_bytes());
+}
+
+/// Negative values mean none.
+fn optional_i64(value: i64) -> Option<i64> {
+    (value >= 0).then_some(value)
+}
+
+/// Empty on the wire means none.
+fn put_optional_string(out: &mut Vec<u8>, value: Option<&str>) {
+    put_string(out, value.unwrap_or(""));
+}
+
+fn optional_string(value: String) -> Option<String> {
+    (!value.is_empty()).then_some(value)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupRequest {
-    /// Join (empty member id) or heartbeat, reporting the partitions still consumed.
+    /// Join (no member id; empty on the wire) or heartbeat, reporting the partitions still
+    /// consumed.
     Heartbeat {
         group: String,
-        member_id: String,
+        member_id: Option<String>,
         member_epoch: i32,
-        instance_id: String,
+        /// A stable id across restarts (static membership), if any; empty on the wire if not.
+        instance_id: Option<String>,
         topics: Vec<String>,
         owned: Vec<TopicPartition>,
     },
@@ -30,7 +93,7 @@ pub enum GroupRequest {
         group: String,
         member_id: String,
         member_epoch: i32,
-        offsets: Vec<(TopicPartition, i64, String)>,
+        offsets: Vec<Commit>,
     },
     FetchOffsets {
         group: String,
@@ -46,7 +109,8 @@ pub enum GroupRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberDescription {
     pub member_id: String,
-    pub instance_id: String,
+    /// Empty on the wire when the member is not static.
+    pub instance_id: Option<String>,
     pub partitions: Vec<TopicPartition>,
 }
 
@@ -54,12 +118,13 @@ pub struct MemberDescription {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionLag {
     pub partition: TopicPartition,
-    /// -1 when nothing was committed.
-    pub committed: i64,
+    /// `None` when nothing was committed (-1 on the wire).
+    pub committed: Option<i64>,
     pub end_offset: i64,
     pub lag_records: i64,
-    /// Age of the oldest unconsumed record, -1 when there is none.
-    pub lag_ms: i64,
+    /// Age of the oldest unconsumed record; `None` when there is none or it is unknown (-1 on
+    /// the wire).
+    pub lag_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,42 +145,82 @@ pub enum GroupResponse {
     },
     Left,
     Committed,
-    /// Committed offset (-1: none) and metadata per asked partition.
-    Offsets(Vec<(TopicPartition, i64, String)>),
+    /// Committed offset and metadata per asked partition.
+    Offsets(Vec<CommittedOffset>),
     Description(GroupDescription),
     Groups(Vec<String>),
 }
 
+fn put_partition(out: &mut Vec<u8>, partition: &TopicPartition) {
+    put_string(out, &partition.topic);
+    out.extend_from_slice(&partition.partition.to_be_bytes());
+}
+
 fn put_partitions(out: &mut Vec<u8>, partitions: &[TopicPartition]) {
     out.extend_from_slice(&(partitions.len() as u32).to_be_bytes());
-    for (topic, partition) in partitions {
-        put_string(out, topic);
-        out.extend_from_slice(&partition.to_be_bytes());
+    for partition in partitions {
+        put_partition(out, partition);
     }
 }
 
-type CommittedOffset = (TopicPartition, i64, String);
+/// Commits and fetched offsets share one layout: partition, offset (-1: none), metadata.
+fn put_offset(out: &mut Vec<u8>, partition: &TopicPartition, offset: i64, metadata: &str) {
+    put_partition(out, partition);
+    out.extend_from_slice(&offset.to_be_bytes());
+    put_string(out, metadata);
+}
 
-fn put_offsets(out: &mut Vec<u8>, offsets: &[CommittedOffset]) {
+fn read_offset(r: &mut Reader<'_>) -> Result<(TopicPartition, i64, String), DecodeError> {
+    Ok((
+        read_partition(r)?,
+        r.i64("offset")?,
+        r.string("metadata", ERROR_MESSAGE_BYTES_MAX)?,
+    ))
+}
+
+fn put_commits(out: &mut Vec<u8>, commits: &[Commit]) {
+    out.extend_from_slice(&(commits.len() as u32).to_be_bytes());
+    for commit in commits {
+        put_offset(out, &commit.partition, commit.offset, &commit.metadata);
+    }
+}
+
+fn read_commits(r: &mut Reader<'_>) -> Result<Vec<Commit>, DecodeError> {
+    let n = count(r, "offsets")?;
+    let mut commits = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (partition, offset, metadata) = read_offset(r)?;
+        commits.push(Commit {
+            partition,
+            offset,
+            metadata,
+        });
+    }
+    Ok(commits)
+}
+
+fn put_committed(out: &mut Vec<u8>, offsets: &[CommittedOffset]) {
     out.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
-    for ((topic, partition), offset, metadata) in offsets {
-        put_string(out, topic);
-        out.extend_from_slice(&partition.to_be_bytes());
-        out.extend_from_slice(&offset.to_be_bytes());
-        put_string(out, metadata);
+    for committed in offsets {
+        put_offset(
+            out,
+            &committed.partition,
+            committed.offset.unwrap_or(NONE_I64),
+            &committed.metadata,
+        );
     }
 }
 
-fn read_offsets(r: &mut Reader<'_>) -> Result<Vec<CommittedOffset>, DecodeError> {
+fn read_committed(r: &mut Reader<'_>) -> Result<Vec<CommittedOffset>, DecodeError> {
     let n = count(r, "offsets")?;
     let mut offsets = Vec::with_capacity(n);
     for _ in 0..n {
-        let partition = read_partition(r)?;
-        offsets.push((
+        let (partition, offset, metadata) = read_offset(r)?;
+        offsets.push(CommittedOffset {
             partition,
-            r.i64("offset")?,
-            r.string("metadata", ERROR_MESSAGE_BYTES_MAX)?,
-        ));
+            offset: optional_i64(offset),
+            metadata,
+        });
     }
     Ok(offsets)
 }
@@ -125,10 +230,10 @@ fn count(r: &mut Reader<'_>, what: &'static str) -> Result<usize, DecodeError> {
 }
 
 fn read_partition(r: &mut Reader<'_>) -> Result<TopicPartition, DecodeError> {
-    Ok((
-        r.string("topic", TOPIC_NAME_BYTES_MAX)?,
-        r.u32("partition")?,
-    ))
+    Ok(TopicPartition {
+        topic: r.string("topic", TOPIC_NAME_BYTES_MAX)?,
+        partition: r.u32("partition")?,
+    })
 }
 
 fn read_partitions(r: &mut Reader<'_>) -> Result<Vec<TopicPartition>, DecodeError> {
@@ -163,9 +268,9 @@ impl GroupRequest {
                 owned,
             } => {
                 put_string(out, group);
-                put_string(out, member_id);
+                put_optional_string(out, member_id.as_deref());
                 out.extend_from_slice(&member_epoch.to_be_bytes());
-                put_string(out, instance_id);
+                put_optional_string(out, instance_id.as_deref());
                 out.extend_from_slice(&(topics.len() as u32).to_be_bytes());
                 for topic in topics {
                     put_string(out, topic);
@@ -185,7 +290,7 @@ impl GroupRequest {
                 put_string(out, group);
                 put_string(out, member_id);
                 out.extend_from_slice(&member_epoch.to_be_bytes());
-                put_offsets(out, offsets);
+                put_commits(out, offsets);
             }
             GroupRequest::FetchOffsets { group, partitions } => {
                 put_string(out, group);
@@ -200,9 +305,9 @@ impl GroupRequest {
         Ok(match api {
             Api::GroupHeartbeat => {
                 let group = group_name(r)?;
-                let member_id = r.string("member id", GROUP_NAME_BYTES_MAX)?;
+                let member_id = optional_string(r.string("member id", GROUP_NAME_BYTES_MAX)?);
                 let member_epoch = r.i32("member epoch")?;
-                let instance_id = r.string("instance id", GROUP_NAME_BYTES_MAX)?;
+                let instance_id = optional_string(r.string("instance id", GROUP_NAME_BYTES_MAX)?);
                 let n = count(r, "topics")?;
                 let topics = (0..n)
                     .map(|_| r.string("topic", TOPIC_NAME_BYTES_MAX))
@@ -225,7 +330,7 @@ impl GroupRequest {
                 let group = group_name(r)?;
                 let member_id = r.string("member id", GROUP_NAME_BYTES_MAX)?;
                 let member_epoch = r.i32("member epoch")?;
-                let offsets = read_offsets(r)?;
+                let offsets = read_commits(r)?;
                 GroupRequest::Commit {
                     group,
                     member_id,
@@ -262,7 +367,7 @@ impl GroupResponse {
             }
             GroupResponse::Left | GroupResponse::Committed => {}
             GroupResponse::Offsets(offsets) => {
-                put_offsets(out, offsets);
+                put_committed(out, offsets);
             }
             GroupResponse::Description(description) => {
                 put_string(out, &description.group);
@@ -270,16 +375,16 @@ impl GroupResponse {
                 out.extend_from_slice(&(description.members.len() as u32).to_be_bytes());
                 for member in &description.members {
                     put_string(out, &member.member_id);
-                    put_string(out, &member.instance_id);
+                    put_optional_string(out, member.instance_id.as_deref());
                     put_partitions(out, &member.partitions);
                 }
                 out.extend_from_slice(&(description.partitions.len() as u32).to_be_bytes());
                 for lag in &description.partitions {
-                    put_string(out, &lag.partition.0);
-                    out.extend_from_slice(&lag.partition.1.to_be_bytes());
-                    for value in [lag.committed, lag.end_offset, lag.lag_records, lag.lag_ms] {
-                        out.extend_from_slice(&value.to_be_bytes());
-                    }
+                    put_partition(out, &lag.partition);
+                    put_optional_i64(out, lag.committed);
+                    out.extend_from_slice(&lag.end_offset.to_be_bytes());
+                    out.extend_from_slice(&lag.lag_records.to_be_bytes());
+                    put_optional_i64(out, lag.lag_ms);
                 }
             }
             GroupResponse::Groups(groups) => {
@@ -302,7 +407,7 @@ impl GroupResponse {
             Api::LeaveGroup => GroupResponse::Left,
             Api::CommitOffsets => GroupResponse::Committed,
             Api::FetchOffsets => {
-                let offsets = read_offsets(r)?;
+                let offsets = read_committed(r)?;
                 GroupResponse::Offsets(offsets)
             }
             Api::DescribeGroup => {
@@ -313,7 +418,9 @@ impl GroupResponse {
                 for _ in 0..n {
                     members.push(MemberDescription {
                         member_id: r.string("member id", GROUP_NAME_BYTES_MAX)?,
-                        instance_id: r.string("instance id", GROUP_NAME_BYTES_MAX)?,
+                        instance_id: optional_string(
+                            r.string("instance id", GROUP_NAME_BYTES_MAX)?,
+                        ),
                         partitions: read_partitions(r)?,
                     });
                 }
@@ -323,10 +430,10 @@ impl GroupResponse {
                     let partition = read_partition(r)?;
                     partitions.push(PartitionLag {
                         partition,
-                        committed: r.i64("committed")?,
+                        committed: optional_i64(r.i64("committed")?),
                         end_offset: r.i64("end offset")?,
                         lag_records: r.i64("lag")?,
-                        lag_ms: r.i64("lag ms")?,
+                        lag_ms: optional_i64(r.i64("lag ms")?),
                     });
                 }
                 GroupResponse::Description(GroupDescription {

@@ -1,174 +1,337 @@
-//! herald-metrics: counters, gauges and histograms rendered in Prometheus' text format.
+//! herald-metrics: the metric names of Herald's servers, their descriptions, and the
+//! Prometheus recorder each server records into and renders `/metrics` from.
 //!
-//! Shared by the registry and the broker so both expose `/metrics` the same way. Families are
-//! created on first use; label sets are bounded by what the servers name (routes, topics,
-//! reasons), never by request content.
+//! Servers record through the `metrics` facade's handles ([`Counter`], [`Gauge`],
+//! [`Histogram`]), registered once per topic, partition or route and kept where those live, so
+//! a hot path (a produce) is an atomic add: no lock, no label formatting. Rendering is
+//! `metrics-exporter-prometheus`.
+//!
+//! Each server instance records into its own recorder ([`Metrics`]), not the process-global
+//! one: a test process runs a registry and a broker side by side (a global recorder can be
+//! installed once per process), and an application embedding the SDK installs its own. Label
+//! sets are bounded by what the servers name (routes, topics, partitions, groups, reasons),
+//! never by request content.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-/// Latency buckets, in seconds: 100 µs to 5 s.
+pub use metrics::{Counter, Gauge, Histogram};
+use metrics::{Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_util::MetricKindMask;
+
+/// Latency buckets, in seconds: 100 µs to 5 s (every histogram uses them).
 pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// Most label sets one family may hold; further ones are folded into `overflow="true"`.
-pub const SERIES_PER_FAMILY_MAX: usize = 10_000;
+/// A gauge not set for this long is dropped at the next render. Servers set their gauges
+/// right before rendering, so this removes only series nothing sets any more: a deleted
+/// topic's partitions, a vanished group's lag.
+pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How often histogram samples are folded into their buckets when nobody scrapes `/metrics`
+/// (a scrape folds them too); bounds the memory samples take between scrapes.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The schema registry's metrics.
+pub mod registry {
+    /// HTTP requests (counter; `route`, `method`, `status`).
+    pub const REQUESTS: &str = "herald_registry_requests_total";
+    /// Request latency in seconds (histogram; `route`).
+    pub const REQUEST_DURATION: &str = "herald_registry_request_duration_seconds";
+    /// Schemas stored, distinct IDs (gauge).
+    pub const SCHEMAS: &str = "herald_registry_schemas";
+    /// Subjects with at least one live version (gauge).
+    pub const SUBJECTS: &str = "herald_registry_subjects";
+}
+
+/// The broker's metrics.
+pub mod broker {
+    /// Connections refused at the limit (counter).
+    pub const CONNECTIONS_REFUSED: &str = "herald_broker_connections_refused_total";
+    /// Segments deleted by retention (counter).
+    pub const RETENTION_SEGMENTS_DELETED: &str = "herald_broker_retention_segments_deleted_total";
+    /// Records appended (counter; `topic`).
+    pub const RECORDS_IN: &str = "herald_broker_records_in_total";
+    /// Batch bytes appended (counter; `topic`).
+    pub const BYTES_IN: &str = "herald_broker_bytes_in_total";
+    /// Idempotent retries acknowledged without storing (counter; `topic`).
+    pub const DUPLICATE_BATCHES: &str = "herald_broker_duplicate_batches_total";
+    /// Batches refused (counter; `topic`, `reason`: see [`REJECT_REASONS`]).
+    pub const REJECTED_BATCHES: &str = "herald_broker_rejected_batches_total";
+    /// Every `reason` of [`REJECTED_BATCHES`].
+    pub const REJECT_REASONS: [&str; 4] = ["corrupt", "sequence", "fenced", "schema"];
+    /// Failed background syncs of `Memory`-durability appends (counter; `topic`).
+    pub const FLUSH_BEHIND_ERRORS: &str = "herald_broker_flush_behind_errors_total";
+    /// Bytes cut from torn or corrupt log tails at start (counter; `topic`).
+    pub const RECOVERY_TRUNCATED_BYTES: &str = "herald_broker_recovery_truncated_bytes_total";
+    /// Produce latency in seconds (histogram; `durability`: `fsync` or `memory`).
+    pub const PRODUCE_DURATION: &str = "herald_broker_produce_duration_seconds";
+    /// Records served by fetches (counter; `topic`).
+    pub const RECORDS_OUT: &str = "herald_broker_records_out_total";
+    /// Batch bytes served by fetches (counter; `topic`).
+    pub const BYTES_OUT: &str = "herald_broker_bytes_out_total";
+    /// Fetch latency in seconds, long-poll waits included (histogram).
+    pub const FETCH_DURATION: &str = "herald_broker_fetch_duration_seconds";
+    /// Duration of one group commit in seconds (histogram).
+    pub const FSYNC_DURATION: &str = "herald_broker_fsync_duration_seconds";
+    /// Produce requests acknowledged by group commit (counter).
+    pub const FSYNC_REQUESTS: &str = "herald_broker_fsync_requests_total";
+    /// Segments (gauge; `topic`, `partition`).
+    pub const SEGMENTS: &str = "herald_broker_segments";
+    /// Next offset (gauge; `topic`, `partition`).
+    pub const HIGH_WATERMARK: &str = "herald_broker_high_watermark";
+    /// Stored bytes (gauge; `topic`, `partition`).
+    pub const PARTITION_BYTES: &str = "herald_broker_partition_bytes";
+    /// Records a group has not committed (gauge; `group`, `topic`, `partition`).
+    pub const GROUP_LAG_RECORDS: &str = "herald_broker_group_lag_records";
+    /// Age in seconds of the oldest record a group has not committed (gauge; `group`, `topic`,
+    /// `partition`).
+    pub const GROUP_LAG_SECONDS: &str = "herald_broker_group_lag_seconds";
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Counter,
     Gauge,
     Histogram,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Series {
-    value: f64,
-    buckets: Vec<u64>,
-    count: u64,
+/// A metric's name, kind and help text (the `# HELP` line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Description {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
 }
 
-#[derive(Debug)]
-struct Family {
-    help: &'static str,
-    kind: Kind,
-    series: BTreeMap<String, Series>,
+const fn described(name: &'static str, kind: Kind, help: &'static str) -> Description {
+    Description { name, kind, help }
 }
 
-#[derive(Debug, Default)]
-pub struct Metrics {
-    families: Mutex<BTreeMap<&'static str, Family>>,
-}
+/// Every metric of both servers, with its help text.
+pub const DESCRIPTIONS: [Description; 23] = [
+    described(
+        registry::REQUESTS,
+        Kind::Counter,
+        "HTTP requests by route, method and status.",
+    ),
+    described(
+        registry::REQUEST_DURATION,
+        Kind::Histogram,
+        "Request latency by route.",
+    ),
+    described(
+        registry::SCHEMAS,
+        Kind::Gauge,
+        "Schemas stored (distinct IDs).",
+    ),
+    described(
+        registry::SUBJECTS,
+        Kind::Gauge,
+        "Subjects with at least one live version.",
+    ),
+    described(
+        broker::CONNECTIONS_REFUSED,
+        Kind::Counter,
+        "Connections refused at the limit.",
+    ),
+    described(
+        broker::RETENTION_SEGMENTS_DELETED,
+        Kind::Counter,
+        "Segments deleted by retention.",
+    ),
+    described(
+        broker::RECORDS_IN,
+        Kind::Counter,
+        "Records appended, by topic.",
+    ),
+    described(
+        broker::BYTES_IN,
+        Kind::Counter,
+        "Batch bytes appended, by topic.",
+    ),
+    described(
+        broker::DUPLICATE_BATCHES,
+        Kind::Counter,
+        "Idempotent retries acknowledged without storing, by topic.",
+    ),
+    described(
+        broker::REJECTED_BATCHES,
+        Kind::Counter,
+        "Batches refused, by topic and reason.",
+    ),
+    described(
+        broker::FLUSH_BEHIND_ERRORS,
+        Kind::Counter,
+        "Background syncs of Memory-durability appends that failed, by topic.",
+    ),
+    described(
+        broker::RECOVERY_TRUNCATED_BYTES,
+        Kind::Counter,
+        "Bytes cut from torn or corrupt log tails at start.",
+    ),
+    described(
+        broker::PRODUCE_DURATION,
+        Kind::Histogram,
+        "Produce latency, by durability.",
+    ),
+    described(
+        broker::RECORDS_OUT,
+        Kind::Counter,
+        "Records served by fetches, by topic.",
+    ),
+    described(
+        broker::BYTES_OUT,
+        Kind::Counter,
+        "Batch bytes served by fetches, by topic.",
+    ),
+    described(
+        broker::FETCH_DURATION,
+        Kind::Histogram,
+        "Fetch latency including long-poll waits.",
+    ),
+    described(
+        broker::FSYNC_DURATION,
+        Kind::Histogram,
+        "Duration of one group commit (all files synced).",
+    ),
+    described(
+        broker::FSYNC_REQUESTS,
+        Kind::Counter,
+        "Produce requests acknowledged by group commit.",
+    ),
+    described(broker::SEGMENTS, Kind::Gauge, "Segments per partition."),
+    described(
+        broker::HIGH_WATERMARK,
+        Kind::Gauge,
+        "Next offset per partition.",
+    ),
+    described(
+        broker::PARTITION_BYTES,
+        Kind::Gauge,
+        "Stored bytes per partition.",
+    ),
+    described(
+        broker::GROUP_LAG_RECORDS,
+        Kind::Gauge,
+        "Records not yet committed by a group, per partition.",
+    ),
+    described(
+        broker::GROUP_LAG_SECONDS,
+        Kind::Gauge,
+        "Age of the oldest record a group has not committed, per partition.",
+    ),
+];
 
-fn label_text(labels: &[(&str, &str)]) -> String {
-    let mut text = String::new();
-    for (i, (name, value)) in labels.iter().enumerate() {
-        if i > 0 {
-            text.push(',');
+/// Describes every metric in [`DESCRIPTIONS`] to the current recorder (the global one, or a
+/// local one set with `metrics::with_local_recorder`). [`Metrics::new`] does it for its own.
+pub fn describe() {
+    for description in DESCRIPTIONS {
+        match description.kind {
+            Kind::Counter => metrics::describe_counter!(description.name, description.help),
+            Kind::Gauge => metrics::describe_gauge!(description.name, description.help),
+            Kind::Histogram => metrics::describe_histogram!(description.name, description.help),
         }
-        let escaped = value
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let _ = write!(text, "{name}=\"{escaped}\"");
     }
-    text
+}
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|&(label, value)| Label::new(label, value.to_owned()))
+        .collect();
+    Key::from_parts(name, labels)
+}
+
+struct Shared {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+/// One server's metrics: a Prometheus recorder of its own (see the crate docs), the handles
+/// registered with it, and the rendering of `/metrics`. Clones share the recorder.
+///
+/// Register a handle once per label set (per topic, partition, route) and keep it: every
+/// `counter`/`gauge`/`histogram` call looks the series up (a hash and a shard lock), while
+/// the handle it returns updates an atomic. A background thread folds histogram samples into
+/// buckets every [`UPKEEP_INTERVAL`] until the last clone is dropped.
+#[derive(Clone)]
+pub struct Metrics {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
+    /// A recorder with [`LATENCY_BUCKETS_SECONDS`] for every histogram, gauges expiring after
+    /// [`GAUGE_IDLE_TIMEOUT`] unset, and every metric of [`DESCRIPTIONS`] described.
     pub fn new() -> Self {
-        Self::default()
+        let recorder = PrometheusBuilder::new()
+            .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
+            .set_buckets(&LATENCY_BUCKETS_SECONDS)
+            .expect("LATENCY_BUCKETS_SECONDS is not empty (only empty buckets are refused)")
+            .build_recorder();
+        metrics::with_local_recorder(&recorder, describe);
+        let handle = recorder.handle();
+        let shared = Arc::new(Shared { recorder, handle });
+        spawn_upkeep(Arc::downgrade(&shared));
+        Self { shared }
     }
 
-    fn with_series(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        kind: Kind,
-        labels: &[(&str, &str)],
-        update: impl FnOnce(&mut Series),
-    ) {
-        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        let family = families.entry(name).or_insert_with(|| Family {
-            help,
-            kind,
-            series: BTreeMap::new(),
-        });
-        let mut key = label_text(labels);
-        if !family.series.contains_key(&key) && family.series.len() >= SERIES_PER_FAMILY_MAX {
-            key = "overflow=\"true\"".to_owned();
-        }
-        let series = family.series.entry(key).or_default();
-        if kind == Kind::Histogram && series.buckets.is_empty() {
-            series.buckets = vec![0; LATENCY_BUCKETS_SECONDS.len()];
-        }
-        update(series);
+    /// The counter `name` with `labels` (in the order given, as rendered).
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.shared
+            .recorder
+            .register_counter(&key(name, labels), &METADATA)
     }
 
-    pub fn counter_add(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&str, &str)],
-        value: u64,
-    ) {
-        self.with_series(name, help, Kind::Counter, labels, |series| {
-            series.value += value as f64
-        });
+    /// The gauge `name` with `labels`.
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.shared
+            .recorder
+            .register_gauge(&key(name, labels), &METADATA)
     }
 
-    pub fn gauge_set(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&str, &str)],
-        value: f64,
-    ) {
-        self.with_series(name, help, Kind::Gauge, labels, |series| {
-            series.value = value
-        });
+    /// The histogram `name` with `labels`, in [`LATENCY_BUCKETS_SECONDS`].
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        self.shared
+            .recorder
+            .register_histogram(&key(name, labels), &METADATA)
     }
 
-    pub fn observe_seconds(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&str, &str)],
-        seconds: f64,
-    ) {
-        self.with_series(name, help, Kind::Histogram, labels, |series| {
-            for (bucket, bound) in series.buckets.iter_mut().zip(LATENCY_BUCKETS_SECONDS) {
-                if seconds <= bound {
-                    *bucket += 1;
-                }
-            }
-            series.count += 1;
-            series.value += seconds;
-        });
-    }
-
-    /// Every family in Prometheus' text exposition format.
+    /// Every registered series in Prometheus' text exposition format.
     pub fn render(&self) -> String {
-        let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::new();
-        for (name, family) in families.iter() {
-            let kind = match family.kind {
-                Kind::Counter => "counter",
-                Kind::Gauge => "gauge",
-                Kind::Histogram => "histogram",
-            };
-            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", family.help);
-            for (labels, series) in &family.series {
-                if family.kind != Kind::Histogram {
-                    let braces = if labels.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{{{labels}}}")
-                    };
-                    let _ = writeln!(out, "{name}{braces} {}", series.value);
-                    continue;
-                }
-                let sep = if labels.is_empty() { "" } else { "," };
-                for (count, bound) in series.buckets.iter().zip(LATENCY_BUCKETS_SECONDS) {
-                    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
-                }
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-                    series.count
-                );
-                let braces = if labels.is_empty() {
-                    String::new()
-                } else {
-                    format!("{{{labels}}}")
-                };
-                let _ = writeln!(out, "{name}_sum{braces} {}", series.value);
-                let _ = writeln!(out, "{name}_count{braces} {}", series.count);
+        self.shared.handle.render()
+    }
+}
+
+fn spawn_upkeep(shared: Weak<Shared>) {
+    let spawned = std::thread::Builder::new()
+        .name("herald-metrics".to_owned())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            match shared.upgrade() {
+                Some(shared) => shared.handle.run_upkeep(),
+                None => break,
             }
-        }
-        out
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the metrics upkeep thread; histogram samples wait for a scrape");
     }
 }
 
@@ -177,47 +340,103 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_every_kind() {
+    fn renders_every_kind_with_help_and_buckets() {
         let metrics = Metrics::new();
-        metrics.counter_add(
-            "requests_total",
-            "Requests.",
-            &[("route", "/a"), ("status", "200")],
-            2,
+        let requests = metrics.counter(
+            registry::REQUESTS,
+            &[("route", "/a"), ("method", "GET"), ("status", "200")],
         );
-        metrics.gauge_set("schemas", "Schemas.", &[], 3.0);
-        metrics.observe_seconds("latency_seconds", "Latency.", &[("route", "/a")], 0.002);
-        metrics.observe_seconds("latency_seconds", "Latency.", &[("route", "/a")], 0.2);
+        requests.increment(2);
+        metrics.gauge(registry::SCHEMAS, &[]).set(3.0);
+        let latency = metrics.histogram(registry::REQUEST_DURATION, &[("route", "/a")]);
+        latency.record(0.002);
+        latency.record(0.2);
         let text = metrics.render();
         assert!(
             text.contains(
-                "# TYPE requests_total counter\nrequests_total{route=\"/a\",status=\"200\"} 2"
+                "# HELP herald_registry_requests_total HTTP requests by route, method and status.\n"
             ),
             "{text}"
         );
-        assert!(text.contains("schemas 3"), "{text}");
         assert!(
-            text.contains("latency_seconds_bucket{route=\"/a\",le=\"0.0025\"} 1"),
+            text.contains("# TYPE herald_registry_requests_total counter\n"),
             "{text}"
         );
         assert!(
-            text.contains("latency_seconds_bucket{route=\"/a\",le=\"+Inf\"} 2"),
+            text.contains(
+                "herald_registry_requests_total{route=\"/a\",method=\"GET\",status=\"200\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("herald_registry_schemas 3\n"), "{text}");
+        assert!(
+            text.contains("# TYPE herald_registry_request_duration_seconds histogram\n"),
             "{text}"
         );
         assert!(
-            text.contains("latency_seconds_count{route=\"/a\"} 2"),
+            text.contains(
+                "herald_registry_request_duration_seconds_bucket{route=\"/a\",le=\"0.0025\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "herald_registry_request_duration_seconds_bucket{route=\"/a\",le=\"+Inf\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("herald_registry_request_duration_seconds_count{route=\"/a\"} 2\n"),
             "{text}"
         );
     }
 
     #[test]
-    fn label_values_are_escaped_and_series_bounded() {
+    fn a_handle_registered_twice_is_one_series_and_recorders_are_separate() {
+        let one = Metrics::new();
+        let other = Metrics::new();
+        one.counter(broker::RECORDS_IN, &[("topic", "t")])
+            .increment(1);
+        one.counter(broker::RECORDS_IN, &[("topic", "t")])
+            .increment(2);
+        other
+            .counter(broker::RECORDS_IN, &[("topic", "t")])
+            .increment(10);
+        assert!(one
+            .render()
+            .contains("herald_broker_records_in_total{topic=\"t\"} 3\n"));
+        assert!(other
+            .render()
+            .contains("herald_broker_records_in_total{topic=\"t\"} 10\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
         let metrics = Metrics::new();
-        metrics.counter_add("c", "C.", &[("topic", "a\"b")], 1);
-        assert!(metrics.render().contains("c{topic=\"a\\\"b\"} 1"));
-        for n in 0..SERIES_PER_FAMILY_MAX + 5 {
-            metrics.counter_add("many", "Many.", &[("n", &n.to_string())], 1);
+        metrics
+            .gauge(broker::GROUP_LAG_RECORDS, &[("group", "a\"b\nc")])
+            .set(1.0);
+        let text = metrics.render();
+        assert!(
+            text.contains("herald_broker_group_lag_records{group=\"a\\\"b\\nc\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_name_is_described_once() {
+        let mut names: Vec<&str> = DESCRIPTIONS.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DESCRIPTIONS.len());
+        for description in DESCRIPTIONS {
+            assert!(description.name.starts_with("herald_"), "{description:?}");
+            let counter = description.kind == Kind::Counter;
+            assert_eq!(
+                counter,
+                description.name.ends_with("_total"),
+                "{description:?}"
+            );
         }
-        assert!(metrics.render().contains("many{overflow=\"true\"} 5"));
     }
 }

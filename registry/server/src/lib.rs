@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod error;
+mod metrics;
 pub mod model;
 pub mod registry;
 pub mod server;

@@ -20,9 +20,9 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::api::{router, ApiError};
 use crate::auth::{AuthConfig, AuthConfigError, Denied};
+use crate::metrics::{RegistryMetrics, UNMATCHED_ROUTE};
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
-use herald_metrics::Metrics;
 
 /// Largest request body, in bytes: the schema limit plus room for JSON escaping.
 pub const REQUEST_BODY_BYTES_MAX: usize = 4 * herald_schema::SCHEMA_BYTES_MAX;
@@ -63,7 +63,7 @@ pub enum ServeError {
 #[derive(Clone)]
 struct Shared {
     registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<RegistryMetrics>,
     auth: Option<Arc<AuthConfig>>,
 }
 
@@ -72,7 +72,7 @@ struct Shared {
 pub fn app(registry: Arc<Registry>, auth: Option<AuthConfig>) -> Router {
     let shared = Shared {
         registry: registry.clone(),
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(RegistryMetrics::new()),
         auth: auth.map(Arc::new),
     };
     let ops = Router::new()
@@ -144,49 +144,21 @@ async fn metrics_endpoint(State(shared): State<Shared>) -> Response {
             .count();
         (state.schemas.len() as u64, live as u64)
     };
-    let metrics = &shared.metrics;
-    metrics.gauge_set(
-        "herald_registry_schemas",
-        "Schemas stored (distinct IDs).",
-        &[],
-        schemas as f64,
-    );
-    metrics.gauge_set(
-        "herald_registry_subjects",
-        "Subjects with at least one live version.",
-        &[],
-        subjects as f64,
-    );
-    let text = metrics.render();
+    shared.metrics.schemas.set(schemas as f64);
+    shared.metrics.subjects.set(subjects as f64);
+    let text = shared.metrics.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn record_metrics(State(shared): State<Shared>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("route", route.as_str()),
-        ("method", method.as_str()),
-        ("status", status.as_str()),
-    ];
-    let help = "HTTP requests by route, method and status.";
+    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     shared
         .metrics
-        .counter_add("herald_registry_requests_total", help, &labels, 1);
-    let seconds = started.elapsed().as_secs_f64();
-    shared.metrics.observe_seconds(
-        "herald_registry_request_duration_seconds",
-        "Request latency by route.",
-        &labels[..1],
-        seconds,
-    );
+        .record(route, &method, response.status(), started.elapsed());
     response
 }
 

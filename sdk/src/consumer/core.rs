@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use herald_wire::groups::TopicPartition;
+use herald_wire::groups::{Commit, TopicPartition};
 
 /// Shortest heartbeat interval honoured, whatever the coordinator asks for.
 pub const HEARTBEAT_INTERVAL_MIN: Duration = Duration::from_millis(10);
@@ -39,8 +39,8 @@ pub enum MembershipState {
 /// What the next heartbeat reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatRequest {
-    /// Empty to join.
-    pub member_id: String,
+    /// `None` to join.
+    pub member_id: Option<String>,
     /// 0 when joining.
     pub member_epoch: i32,
     /// The partitions still consumed (a revoked one is no longer listed).
@@ -107,7 +107,8 @@ struct PartitionState {
 /// The consumer's membership, positions and commit decisions, without I/O.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerCore {
-    member_id: String,
+    /// `None` while joining.
+    member_id: Option<String>,
     member_epoch: i32,
     /// Owned partitions in the coordinator's order (the order they are consumed in).
     owned: Vec<TopicPartition>,
@@ -127,7 +128,7 @@ impl ConsumerCore {
     /// A consumer that has not joined yet: its first heartbeat (the join) is due now.
     pub fn new() -> Self {
         Self {
-            member_id: String::new(),
+            member_id: None,
             member_epoch: 0,
             owned: Vec::new(),
             partitions: BTreeMap::new(),
@@ -139,16 +140,15 @@ impl ConsumerCore {
     // --- What the consumer is -------------------------------------------------------------
 
     pub fn state(&self) -> MembershipState {
-        if self.member_id.is_empty() {
-            MembershipState::Joining
-        } else {
-            MembershipState::Member
+        match self.member_id {
+            None => MembershipState::Joining,
+            Some(_) => MembershipState::Member,
         }
     }
 
-    /// The member id (empty while joining).
-    pub fn member_id(&self) -> &str {
-        &self.member_id
+    /// The member id (`None` while joining).
+    pub fn member_id(&self) -> Option<&str> {
+        self.member_id.as_deref()
     }
 
     /// The epoch of the last assignment (0 while joining).
@@ -226,7 +226,7 @@ impl ConsumerCore {
             partitions,
             heartbeat_interval,
         } = assignment;
-        self.member_id = member_id;
+        self.member_id = Some(member_id);
         self.member_epoch = member_epoch;
         let mut owned: Vec<TopicPartition> = Vec::with_capacity(partitions.len());
         for partition in partitions {
@@ -253,7 +253,7 @@ impl ConsumerCore {
     /// The heartbeat was refused at `now` (expired or fenced): everything is dropped (the new
     /// owners resume from the last commits) and the rejoin is due at once.
     pub fn on_heartbeat_error(&mut self, _kind: HeartbeatError, now: Instant) {
-        self.member_id.clear();
+        self.member_id = None;
         self.member_epoch = 0;
         self.owned.clear();
         self.partitions.clear();
@@ -375,14 +375,18 @@ impl ConsumerCore {
         Some(committable)
     }
 
-    /// Every commit to send (see [`ConsumerCore::take_commit`]), in the coordinator's order.
-    pub fn take_commits(&mut self) -> Vec<(TopicPartition, i64)> {
+    /// Every commit to send (see [`ConsumerCore::take_commit`]), in the coordinator's order,
+    /// without metadata.
+    pub fn take_commits(&mut self) -> Vec<Commit> {
         let owned = self.owned.clone();
         owned
             .into_iter()
             .filter_map(|partition| {
-                self.take_commit(&partition)
-                    .map(|offset| (partition, offset))
+                self.take_commit(&partition).map(|offset| Commit {
+                    partition,
+                    offset,
+                    metadata: String::new(),
+                })
             })
             .collect()
     }
@@ -403,7 +407,7 @@ mod tests {
     use super::*;
 
     fn orders(partition: u32) -> TopicPartition {
-        ("orders".to_owned(), partition)
+        TopicPartition::new("orders", partition)
     }
 
     fn member(partitions: &[u32], now: Instant) -> ConsumerCore {
@@ -433,7 +437,7 @@ mod tests {
         assert_eq!(
             core.heartbeat_request(),
             HeartbeatRequest {
-                member_id: "member-1".to_owned(),
+                member_id: Some("member-1".to_owned()),
                 member_epoch: 1,
                 owned: vec![orders(0)],
             }
@@ -457,7 +461,14 @@ mod tests {
         assert_eq!(core.take_commit(&orders(0)), None);
         core.on_handled(&orders(0), 10);
         assert_eq!(core.committable(&orders(0)), Some(13));
-        assert_eq!(core.take_commits(), vec![(orders(0), 13)]);
+        assert_eq!(
+            core.take_commits(),
+            vec![Commit {
+                partition: orders(0),
+                offset: 13,
+                metadata: String::new(),
+            }]
+        );
         assert!(core.take_commits().is_empty(), "sent once");
         // A start below what was committed never makes a commit go back.
         core.on_offset_out_of_range(&orders(0));

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use herald_broker_client::RequestError;
-use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
+use herald_wire::groups::{Commit, GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::OffsetSpec;
 use herald_wire::ErrorCode;
 
@@ -21,7 +21,7 @@ impl RawConsumer {
             group: self.config.group.clone(),
             member_id: beat.member_id,
             member_epoch: beat.member_epoch,
-            instance_id: self.config.instance_id.clone().unwrap_or_default(),
+            instance_id: self.config.instance_id.clone(),
             topics: vec![self.config.topic.clone()],
             owned: beat.owned,
         };
@@ -67,8 +67,8 @@ impl RawConsumer {
             })
             .await?
         {
-            if let Some((_, offset, _)) = offsets.first().filter(|(_, offset, _)| *offset >= 0) {
-                return Ok(*offset);
+            if let Some(offset) = offsets.first().and_then(|committed| committed.offset) {
+                return Ok(offset);
             }
         }
         let spec = match self.config.reset {
@@ -78,7 +78,7 @@ impl RawConsumer {
         };
         Ok(self
             .client
-            .list_offsets(&partition.0, partition.1, spec)
+            .list_offsets(&partition.topic, partition.partition, spec)
             .await?
             .0)
     }
@@ -93,9 +93,13 @@ impl RawConsumer {
     ) -> Result<(), ConsumeError> {
         let commit = GroupRequest::Commit {
             group: self.config.group.clone(),
-            member_id: core.member_id().to_owned(),
+            member_id: core.member_id().unwrap_or_default().to_owned(),
             member_epoch: core.member_epoch(),
-            offsets: vec![(partition.clone(), next, String::new())],
+            offsets: vec![Commit {
+                partition: partition.clone(),
+                offset: next,
+                metadata: String::new(),
+            }],
         };
         match self.client.group(commit).await {
             Ok(_) => {}
@@ -115,12 +119,12 @@ impl RawConsumer {
 
     /// Leaves the group (when joined), best effort.
     pub(super) async fn leave(&self, core: &ConsumerCore) {
-        if !core.member_id().is_empty() {
+        if let Some(member_id) = core.member_id() {
             let _ = self
                 .client
                 .group(GroupRequest::Leave {
                     group: self.config.group.clone(),
-                    member_id: core.member_id().to_owned(),
+                    member_id: member_id.to_owned(),
                 })
                 .await;
         }

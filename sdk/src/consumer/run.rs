@@ -219,7 +219,11 @@ impl RawConsumer {
             *prefetch = Some(self.prefetch(after, ahead_position, wait));
         }
         let high_watermark = fetched.high_watermark;
-        let source = FetchedBuffer::new(partition.0.as_str(), partition.1, fetched.batches.into());
+        let source = FetchedBuffer::new(
+            partition.topic.as_str(),
+            partition.partition,
+            fetched.batches.into(),
+        );
         // One clock read per fetch for the breaker's permissions (see `process`).
         let fetched_at = Instant::now();
         self.process_fetch(&source, partition, core, fetched_at, progress, handler)
@@ -229,9 +233,9 @@ impl RawConsumer {
         let next = core.position(partition).unwrap_or(position);
         metrics::gauge!(
             crate::metrics::CONSUMER_LAG,
-            "topic" => partition.0.clone(),
+            "topic" => partition.topic.clone(),
             "group" => self.config.group.clone(),
-            "partition" => partition.1.to_string(),
+            "partition" => partition.partition.to_string(),
         )
         .set((high_watermark - next).max(0) as f64);
         if let Some(offset) = core.take_commit(partition) {
@@ -249,7 +253,10 @@ impl RawConsumer {
         wait: Duration,
     ) -> impl Future<Output = Result<Fetched, RequestError>> + Send + 'static {
         let client = self.client.clone();
-        let (topic, number) = (partition.0.clone(), partition.1);
+        let TopicPartition {
+            topic,
+            partition: number,
+        } = partition.clone();
         let max_bytes = self.config.fetch_bytes_max;
         async move {
             client

@@ -20,7 +20,7 @@ fn beat(
     now: i64,
 ) -> Result<Assignment, GroupError> {
     let request = Heartbeat {
-        member_id: member.member_id.clone(),
+        member_id: Some(member.member_id.clone()),
         member_epoch: member.member_epoch,
         instance_id: None,
         topics: topics(&["orders"]),
@@ -31,7 +31,7 @@ fn beat(
 
 fn join(group: &mut Group, instance: Option<&str>, now: i64) -> Assignment {
     let request = Heartbeat {
-        member_id: String::new(),
+        member_id: None,
         member_epoch: 0,
         instance_id: instance.map(str::to_owned),
         topics: topics(&["orders"]),
@@ -93,7 +93,11 @@ fn a_revoke_times_out_and_expired_members_lose_everything() {
     );
     assert!(
         matches!(
-            group.authorize_commit(&a.member_id, a.member_epoch, &("orders".to_owned(), 0)),
+            group.authorize_commit(
+                &a.member_id,
+                a.member_epoch,
+                &TopicPartition::new("orders", 0)
+            ),
             Err(GroupError::UnknownMember(_))
         ),
         "a zombie cannot commit"
@@ -158,7 +162,8 @@ fn extra_members_stay_idle_and_ranges_are_contiguous() {
     let b = join(&mut group, None, 1);
     let a = beat(&mut group, &a, &BTreeSet::new(), 2).expect("beat");
     let b = beat(&mut group, &b, &BTreeSet::new(), 3).expect("beat");
-    let ids = |set: &BTreeSet<TopicPartition>| set.iter().map(|(_, p)| *p).collect::<Vec<_>>();
+    let ids =
+        |set: &BTreeSet<TopicPartition>| set.iter().map(|tp| tp.partition).collect::<Vec<_>>();
     let (mut x, mut y) = (ids(&a.partitions), ids(&b.partitions));
     x.sort_unstable();
     y.sort_unstable();
@@ -199,7 +204,7 @@ impl SimLog {
         position: i64,
         context: &str,
     ) -> bool {
-        let key = ("orders".to_owned(), partition);
+        let key = TopicPartition::new("orders", partition);
         let p = partition as usize;
         let holders = group.assignments();
         let known = holders.contains_key(&member.member_id);
@@ -234,7 +239,7 @@ impl SimLog {
 
 fn join_request() -> Heartbeat {
     Heartbeat {
-        member_id: String::new(),
+        member_id: None,
         member_epoch: 0,
         instance_id: None,
         topics: topics(&["orders"]),
@@ -253,7 +258,11 @@ fn apply_assignment(
 ) {
     member.member_id = assignment.member_id.clone();
     member.member_epoch = assignment.member_epoch;
-    let granted: BTreeSet<u32> = assignment.partitions.iter().map(|(_, p)| *p).collect();
+    let granted: BTreeSet<u32> = assignment
+        .partitions
+        .iter()
+        .map(|tp| tp.partition)
+        .collect();
     let revoked: Vec<(u32, i64)> = member
         .positions
         .iter()
@@ -384,14 +393,14 @@ fn seeded_simulation_of_churn() {
                     log.commit(&group, member, stray, at, &context);
                 }
                 let request = Heartbeat {
-                    member_id: member.member_id.clone(),
+                    member_id: Some(member.member_id.clone()),
                     member_epoch: member.member_epoch,
                     instance_id: None,
                     topics: topics(&["orders"]),
                     owned: member
                         .positions
                         .keys()
-                        .map(|p| ("orders".to_owned(), *p))
+                        .map(|p| TopicPartition::new("orders", *p))
                         .collect(),
                 };
                 let assignment = match group.heartbeat(request, &parts, now) {
@@ -438,14 +447,14 @@ fn seeded_simulation_of_churn() {
         for _ in 0..3 {
             now += 100;
             let request = Heartbeat {
-                member_id: survivor.member_id.clone(),
+                member_id: Some(survivor.member_id.clone()),
                 member_epoch: survivor.member_epoch,
                 instance_id: None,
                 topics: topics(&["orders"]),
                 owned: survivor
                     .positions
                     .keys()
-                    .map(|p| ("orders".to_owned(), *p))
+                    .map(|p| TopicPartition::new("orders", *p))
                     .collect(),
             };
             let assignment = group.heartbeat(request, &parts, now).expect("beat");

@@ -21,7 +21,7 @@ impl Broker {
         min_bytes: u32,
     ) -> Result<Response, Response> {
         let started = Instant::now();
-        let (_, partition) = self.partition(topic_name, partition_id)?;
+        let (topic, partition) = self.partition(topic_name, partition_id)?;
         let max_bytes = (max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
         let deadline =
             Instant::now() + Duration::from_millis(u64::from(max_wait_ms.min(FETCH_WAIT_MS_MAX)));
@@ -41,25 +41,12 @@ impl Broker {
                 })?;
             let now = Instant::now();
             if read.bytes.len() >= wanted || now >= deadline {
-                let labels = [("topic", topic_name)];
-                self.metrics.counter_add(
-                    "herald_broker_records_out_total",
-                    "Records served by fetches, by topic.",
-                    &labels,
-                    herald_wire::batch::count_records(&read.bytes),
-                );
-                self.metrics.counter_add(
-                    "herald_broker_bytes_out_total",
-                    "Batch bytes served by fetches, by topic.",
-                    &labels,
-                    read.bytes.len() as u64,
-                );
-                self.metrics.observe_seconds(
-                    "herald_broker_fetch_duration_seconds",
-                    "Fetch latency including long-poll waits.",
-                    &[],
-                    started.elapsed().as_secs_f64(),
-                );
+                topic
+                    .metrics
+                    .records_out
+                    .increment(herald_wire::batch::count_records(&read.bytes));
+                topic.metrics.bytes_out.increment(read.bytes.len() as u64);
+                self.metrics.fetch_duration.record(started.elapsed());
                 return Ok(Response::Fetched {
                     high_watermark: read.high_watermark,
                     log_start_offset: read.log_start_offset,

@@ -27,9 +27,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use herald_broker_core::groups::{GroupConfig, Heartbeat};
 use herald_broker_core::log::PartitionLog;
 use herald_broker_core::storage::{StorageError, SyncHandle};
+use herald_metrics::broker::{GROUP_LAG_RECORDS, GROUP_LAG_SECONDS};
 use herald_metrics::Metrics;
 use herald_wire::batch::BatchView;
-use herald_wire::groups::{GroupRequest, GroupResponse};
+use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::TopicConfig;
 use herald_wire::{ErrorCode, Request, Response};
 
@@ -37,6 +38,7 @@ use crate::clock::now_ms;
 use crate::coordinator::Coordinator;
 use crate::fs::FileStorage;
 use crate::group_commit::GroupCommit;
+use crate::metrics::{BrokerMetrics, PartitionGauges, TopicMetrics};
 use crate::producer_ids::ProducerIds;
 use crate::schema_cache::SchemaCache;
 
@@ -59,6 +61,7 @@ pub struct Partition {
     unflushed_bytes: AtomicU64,
     /// A flush-behind sync is running (at most one per partition).
     flushing: Arc<AtomicBool>,
+    gauges: PartitionGauges,
 }
 
 impl Partition {
@@ -87,6 +90,7 @@ pub struct Topic {
     pub name: String,
     pub config: TopicConfig,
     partitions: Vec<Arc<Partition>>,
+    metrics: TopicMetrics,
 }
 
 pub struct Broker {
@@ -98,7 +102,7 @@ pub struct Broker {
     producer_ids: ProducerIds,
     coordinator: Coordinator,
     producer_expiry_ms: i64,
-    pub metrics: Arc<Metrics>,
+    pub metrics: BrokerMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,11 +129,12 @@ fn throttled(message: impl Into<String>) -> Response {
 }
 
 impl Broker {
-    /// Opens every topic under `data_dir/topics`, recovering each partition.
+    /// Opens every topic under `data_dir/topics`, recovering each partition; records into
+    /// `metrics`.
     pub fn open(
         data_dir: &Path,
         schemas: SchemaCache,
-        metrics: Arc<Metrics>,
+        metrics: Metrics,
         groups: GroupConfig,
         producer_expiry_ms: i64,
     ) -> Result<Self, OpenError> {
@@ -139,6 +144,7 @@ impl Broker {
             source,
         })?;
         let storage = FileStorage::new(&topics_dir);
+        let metrics = BrokerMetrics::new(metrics);
         let mut topics = BTreeMap::new();
         let entries = std::fs::read_dir(&topics_dir).map_err(|source| OpenError::Io {
             path: topics_dir.display().to_string(),
@@ -158,12 +164,17 @@ impl Broker {
                 topic: name.clone(),
                 reason: e.to_string(),
             })?;
-            let topic = open_topic(&storage, &name, config, &metrics, producer_expiry_ms).map_err(
-                |reason| OpenError::Topic {
-                    topic: name.clone(),
-                    reason,
-                },
-            )?;
+            let topic = open_topic(
+                &storage,
+                &name,
+                config,
+                metrics.recorder(),
+                producer_expiry_ms,
+            )
+            .map_err(|reason| OpenError::Topic {
+                topic: name.clone(),
+                reason,
+            })?;
             topics.insert(name, Arc::new(topic));
         }
         let producer_ids = ProducerIds::open(data_dir).map_err(|e| OpenError::Io {
@@ -178,7 +189,7 @@ impl Broker {
             topics_dir,
             storage,
             topics: RwLock::new(topics),
-            group_commit: GroupCommit::start(metrics.clone()),
+            group_commit: GroupCommit::start(metrics.recorder()),
             schemas,
             producer_ids,
             coordinator,
@@ -295,7 +306,7 @@ impl Broker {
                 let heartbeat = Heartbeat {
                     member_id,
                     member_epoch,
-                    instance_id: (!instance_id.is_empty()).then_some(instance_id),
+                    instance_id,
                     topics: topics.into_iter().collect(),
                     owned: owned.into_iter().collect(),
                 };
@@ -334,13 +345,13 @@ impl Broker {
         partitions: &BTreeMap<String, u32>,
         now: i64,
     ) -> Result<herald_wire::groups::GroupDescription, (ErrorCode, String)> {
-        let bounds = |(topic, partition): &(String, u32)| {
-            let (_, found) = self.partition(topic, *partition).ok()?;
+        let bounds = |tp: &TopicPartition| {
+            let (_, found) = self.partition(&tp.topic, tp.partition).ok()?;
             let log = found.log();
             Some((log.log_start_offset(), log.high_watermark()))
         };
-        let append_time = |(topic, partition): &(String, u32), offset: i64| {
-            let (_, found) = self.partition(topic, *partition).ok()?;
+        let append_time = |tp: &TopicPartition, offset: i64| {
+            let (_, found) = self.partition(&tp.topic, tp.partition).ok()?;
             let read = found.log().read(offset, 1).ok()?;
             BatchView::parse(&read.bytes)
                 .ok()
@@ -378,34 +389,23 @@ impl Broker {
     pub fn update_gauges(&self) {
         let partitions = self.partition_counts();
         let now = now_ms();
+        let recorder = self.metrics.recorder();
         for group in self.coordinator.group_names() {
             let Ok(description) = self.describe_group(&group, &partitions, now) else {
                 continue;
             };
             for lag in description.partitions {
-                let partition = lag.partition.1.to_string();
+                let partition = lag.partition.partition.to_string();
                 let labels = [
                     ("group", group.as_str()),
-                    ("topic", lag.partition.0.as_str()),
+                    ("topic", lag.partition.topic.as_str()),
                     ("partition", partition.as_str()),
                 ];
-                self.metrics.gauge_set(
-                    "herald_broker_group_lag_records",
-                    "Records not yet committed by a group, per partition.",
-                    &labels,
-                    lag.lag_records as f64,
-                );
-                let seconds = if lag.lag_ms < 0 {
-                    0.0
-                } else {
-                    lag.lag_ms as f64 / 1000.0
-                };
-                self.metrics.gauge_set(
-                    "herald_broker_group_lag_seconds",
-                    "Age of the oldest record a group has not committed, per partition.",
-                    &labels,
-                    seconds,
-                );
+                recorder
+                    .gauge(GROUP_LAG_RECORDS, &labels)
+                    .set(lag.lag_records as f64);
+                let seconds = lag.lag_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
+                recorder.gauge(GROUP_LAG_SECONDS, &labels).set(seconds);
             }
         }
         let topics: Vec<Arc<Topic>> = self
@@ -416,31 +416,12 @@ impl Broker {
             .cloned()
             .collect();
         for topic in topics {
-            let description = describe(&topic);
-            for p in description.partitions {
-                let partition = p.partition.to_string();
-                let labels = [
-                    ("topic", topic.name.as_str()),
-                    ("partition", partition.as_str()),
-                ];
-                self.metrics.gauge_set(
-                    "herald_broker_segments",
-                    "Segments per partition.",
-                    &labels,
-                    f64::from(p.segments),
-                );
-                self.metrics.gauge_set(
-                    "herald_broker_high_watermark",
-                    "Next offset per partition.",
-                    &labels,
-                    p.high_watermark as f64,
-                );
-                self.metrics.gauge_set(
-                    "herald_broker_partition_bytes",
-                    "Stored bytes per partition.",
-                    &labels,
-                    p.size_bytes as f64,
-                );
+            for partition in &topic.partitions {
+                let log = partition.log();
+                let gauges = &partition.gauges;
+                gauges.segments.set(log.segment_count() as f64);
+                gauges.high_watermark.set(log.high_watermark() as f64);
+                gauges.bytes.set(log.size_bytes() as f64);
             }
         }
     }

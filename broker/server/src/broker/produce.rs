@@ -14,6 +14,7 @@ use super::{error, throttled, Broker, Partition, Topic};
 use crate::clock::now_ms;
 use crate::fs::FileStorage;
 use crate::group_commit::SyncError;
+use crate::metrics::Reject;
 
 /// Flush-behind: once a partition has this many bytes appended with `Memory` durability and
 /// not synced, a background sync of its active segment starts (the produce does not wait for
@@ -36,23 +37,23 @@ impl Broker {
         let record_count;
         {
             let view = BatchView::parse(&batch).map_err(|e| {
-                self.reject(
-                    topic_name,
-                    "corrupt",
+                reject(
+                    &topic,
+                    Reject::Corrupt,
                     error(ErrorCode::CorruptBatch, e.to_string()),
                 )
             })?;
             if view.size() != batch.len() {
-                return Err(self.reject(
-                    topic_name,
-                    "corrupt",
+                return Err(reject(
+                    &topic,
+                    Reject::Corrupt,
                     error(ErrorCode::CorruptBatch, "bytes after the batch"),
                 ));
             }
             view.validate_records().map_err(|e| {
-                self.reject(
-                    topic_name,
-                    "corrupt",
+                reject(
+                    &topic,
+                    Reject::Corrupt,
                     error(ErrorCode::CorruptBatch, e.to_string()),
                 )
             })?;
@@ -62,30 +63,25 @@ impl Broker {
         let (appended, handle) = {
             let mut log = partition.log();
             let appended = log.append(&mut batch, now_ms()).map_err(|e| match e {
-                AppendError::OutOfOrderSequence { .. } => self.reject(
-                    topic_name,
-                    "sequence",
+                AppendError::OutOfOrderSequence { .. } => reject(
+                    &topic,
+                    Reject::Sequence,
                     error(ErrorCode::OutOfOrderSequence, e.to_string()),
                 ),
-                AppendError::ProducerFenced { .. } => self.reject(
-                    topic_name,
-                    "fenced",
+                AppendError::ProducerFenced { .. } => reject(
+                    &topic,
+                    Reject::Fenced,
                     error(ErrorCode::ProducerFenced, e.to_string()),
                 ),
-                AppendError::Batch(_) => self.reject(
-                    topic_name,
-                    "corrupt",
+                AppendError::Batch(_) => reject(
+                    &topic,
+                    Reject::Corrupt,
                     error(ErrorCode::CorruptBatch, e.to_string()),
                 ),
                 AppendError::Storage(_) => error(ErrorCode::Storage, e.to_string()),
             })?;
             if appended.duplicate {
-                self.metrics.counter_add(
-                    "herald_broker_duplicate_batches_total",
-                    "Idempotent retries acknowledged without storing, by topic.",
-                    &[("topic", topic_name)],
-                    1,
-                );
+                topic.metrics.duplicate_batches.increment(1);
             }
             let handle = match durability {
                 Durability::Fsync => {
@@ -97,7 +93,7 @@ impl Broker {
                     )
                 }
                 Durability::Memory => {
-                    self.flush_behind(&partition, &log, topic_name, batch.len() as u64);
+                    self.flush_behind(&partition, &log, &topic, batch.len() as u64);
                     None
                 }
             };
@@ -110,45 +106,16 @@ impl Broker {
                 other => error(ErrorCode::Storage, other.to_string()),
             })?;
         }
-        let labels = [("topic", topic_name)];
-        self.metrics.counter_add(
-            "herald_broker_records_in_total",
-            "Records appended, by topic.",
-            &labels,
-            u64::from(record_count),
-        );
-        self.metrics.counter_add(
-            "herald_broker_bytes_in_total",
-            "Batch bytes appended, by topic.",
-            &labels,
-            batch.len() as u64,
-        );
-        let durability_label = if durability == Durability::Fsync {
-            "fsync"
-        } else {
-            "memory"
-        };
-        self.metrics.observe_seconds(
-            "herald_broker_produce_duration_seconds",
-            "Produce latency, by durability.",
-            &[("durability", durability_label)],
-            started.elapsed().as_secs_f64(),
-        );
+        topic.metrics.records_in.increment(u64::from(record_count));
+        topic.metrics.bytes_in.increment(batch.len() as u64);
+        self.metrics
+            .produce_duration(durability)
+            .record(started.elapsed());
         Ok(Response::Produced {
             base_offset: appended.base_offset,
             append_time_ms: appended.append_time_ms,
             record_offsets: appended.record_offsets,
         })
-    }
-
-    fn reject(&self, topic: &str, reason: &str, response: Response) -> Response {
-        self.metrics.counter_add(
-            "herald_broker_rejected_batches_total",
-            "Batches refused, by topic and reason.",
-            &[("topic", topic), ("reason", reason)],
-            1,
-        );
-        response
     }
 
     async fn check_schemas(&self, topic: &Topic, view: &BatchView<'_>) -> Result<(), Response> {
@@ -161,9 +128,9 @@ impl Broker {
                 BatchVerdict::Accepted => return Ok(()),
                 BatchVerdict::Refused(failure) => {
                     let message = format!("batch refused: {failure}");
-                    return Err(self.reject(
-                        &topic.name,
-                        "schema",
+                    return Err(reject(
+                        topic,
+                        Reject::Schema,
                         error(ErrorCode::SchemaValidationFailed, message),
                     ));
                 }
@@ -187,7 +154,7 @@ impl Broker {
         &self,
         partition: &Partition,
         log: &PartitionLog<FileStorage>,
-        topic: &str,
+        topic: &Topic,
         appended: u64,
     ) {
         let pending = partition
@@ -202,24 +169,25 @@ impl Broker {
             Ok(handle) => handle,
             Err(error) => {
                 partition.flushing.store(false, Ordering::Release);
-                tracing::warn!(topic, %error, "flush-behind: no sync handle");
+                tracing::warn!(topic = %topic.name, %error, "flush-behind: no sync handle");
                 return;
             }
         };
         let flushing = partition.flushing.clone();
-        let metrics = self.metrics.clone();
-        let topic = topic.to_owned();
+        let errors = topic.metrics.flush_behind_errors.clone();
+        let topic = topic.name.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(error) = handle.sync() {
                 tracing::error!(topic, %error, "flush-behind sync failed");
-                metrics.counter_add(
-                    "herald_broker_flush_behind_errors_total",
-                    "Background syncs of Memory-durability appends that failed, by topic.",
-                    &[("topic", topic.as_str())],
-                    1,
-                );
+                errors.increment(1);
             }
             flushing.store(false, Ordering::Release);
         });
     }
+}
+
+/// Counts a refused batch on `topic`, by `reason`, and passes the response on.
+fn reject(topic: &Topic, reason: Reject, response: Response) -> Response {
+    topic.metrics.rejected(reason).increment(1);
+    response
 }

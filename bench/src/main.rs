@@ -7,6 +7,7 @@ mod broker_nats;
 mod codegen;
 mod fixed_rate;
 mod registry;
+mod report;
 mod sdk;
 
 use clap::{Parser, Subcommand};

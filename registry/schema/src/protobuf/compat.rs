@@ -61,21 +61,6 @@ fn scalar_group(kind: &Kind) -> Option<u8> {
 
 fn kind_name(field: &FieldDescriptor) -> String {
     let base = match field.kind() {
-        Kind::Double => "double".to_owned(),
-        Kind::Float => "float".to_owned(),
-        Kind::Int32 => "int32".to_owned(),
-        Kind::Int64 => "int64".to_owned(),
-        Kind::Uint32 => "uint32".to_owned(),
-        Kind::Uint64 => "uint64".to_owned(),
-        Kind::Sint32 => "sint32".to_owned(),
-        Kind::Sint64 => "sint64".to_owned(),
-        Kind::Fixed32 => "fixed32".to_owned(),
-        Kind::Fixed64 => "fixed64".to_owned(),
-        Kind::Sfixed32 => "sfixed32".to_owned(),
-        Kind::Sfixed64 => "sfixed64".to_owned(),
-        Kind::Bool => "bool".to_owned(),
-        Kind::String => "string".to_owned(),
-        Kind::Bytes => "bytes".to_owned(),
         Kind::Message(message) if field.is_map() => {
             let key = message.map_entry_key_field();
             let value = message.map_entry_value_field();
@@ -83,6 +68,7 @@ fn kind_name(field: &FieldDescriptor) -> String {
         }
         Kind::Message(message) => message.full_name().to_owned(),
         Kind::Enum(inner) => inner.full_name().to_owned(),
+        scalar => super::scalar_name(&scalar).to_owned(),
     };
     match field.cardinality() {
         Cardinality::Repeated => format!("repeated {base}"),

@@ -102,6 +102,30 @@ impl ProtobufSchema {
     }
 }
 
+/// The `.proto` name of a scalar kind (`int32`, `bytes`, ...); message and enum kinds, named
+/// by their types, give an empty string.
+pub(crate) fn scalar_name(kind: &prost_reflect::Kind) -> &'static str {
+    use prost_reflect::Kind;
+    match kind {
+        Kind::Double => "double",
+        Kind::Float => "float",
+        Kind::Int32 => "int32",
+        Kind::Int64 => "int64",
+        Kind::Uint32 => "uint32",
+        Kind::Uint64 => "uint64",
+        Kind::Sint32 => "sint32",
+        Kind::Sint64 => "sint64",
+        Kind::Fixed32 => "fixed32",
+        Kind::Fixed64 => "fixed64",
+        Kind::Sfixed32 => "sfixed32",
+        Kind::Sfixed64 => "sfixed64",
+        Kind::Bool => "bool",
+        Kind::String => "string",
+        Kind::Bytes => "bytes",
+        Kind::Message(_) | Kind::Enum(_) => "",
+    }
+}
+
 /// A message name that a Protobuf schema does not define, or a schema of another format.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProtobufIndexError {

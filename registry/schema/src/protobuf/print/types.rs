@@ -38,23 +38,9 @@ pub(super) fn written_type(field: &FieldDescriptorProto) -> String {
 
 fn kind_type_name(kind: &Kind) -> String {
     match kind {
-        Kind::Double => "double".to_owned(),
-        Kind::Float => "float".to_owned(),
-        Kind::Int32 => "int32".to_owned(),
-        Kind::Int64 => "int64".to_owned(),
-        Kind::Uint32 => "uint32".to_owned(),
-        Kind::Uint64 => "uint64".to_owned(),
-        Kind::Sint32 => "sint32".to_owned(),
-        Kind::Sint64 => "sint64".to_owned(),
-        Kind::Fixed32 => "fixed32".to_owned(),
-        Kind::Fixed64 => "fixed64".to_owned(),
-        Kind::Sfixed32 => "sfixed32".to_owned(),
-        Kind::Sfixed64 => "sfixed64".to_owned(),
-        Kind::Bool => "bool".to_owned(),
-        Kind::String => "string".to_owned(),
-        Kind::Bytes => "bytes".to_owned(),
         Kind::Message(message) => format!(".{}", message.full_name()),
         Kind::Enum(enumeration) => format!(".{}", enumeration.full_name()),
+        scalar => crate::protobuf::scalar_name(scalar).to_owned(),
     }
 }
 

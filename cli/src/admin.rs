@@ -357,9 +357,10 @@ pub(crate) enum TopicAdmin {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: u32,
-        /// Delete segments older than this; omit to keep a week, 0 to keep forever.
-        #[arg(long)]
-        retention_hours: Option<u64>,
+        /// Delete segments older than this many hours, or `forever` to keep them; omit to
+        /// keep a week.
+        #[arg(long, value_parser = parse_retention)]
+        retention_hours: Option<Retention>,
         /// Delete the oldest segments while a partition is larger than this.
         #[arg(long)]
         retention_bytes: Option<u64>,
@@ -438,8 +439,10 @@ pub(crate) async fn topic(command: TopicAdmin) -> anyhow::Result<()> {
                 ..TopicConfig::default()
             };
             match retention_hours {
-                Some(0) => config.retention = None,
-                Some(hours) => config.retention = Some(Duration::from_secs(hours * 3600)),
+                Some(Retention::Forever) => config.retention = None,
+                Some(Retention::Hours(hours)) => {
+                    config.retention = Some(Duration::from_secs(hours * 3600))
+                }
                 None => {}
             }
             broker.client().await?.create_topic(&name, config).await?;
@@ -552,4 +555,45 @@ pub(crate) async fn group(command: GroupAdmin) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long a topic keeps its segments (`--retention-hours`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retention {
+    Hours(u64),
+    Forever,
+}
+
+/// Most hours `--retention-hours` takes (about 100 years; more would overflow milliseconds
+/// on the broker).
+const RETENTION_HOURS_MAX: u64 = 24 * 365 * 100;
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    if text.eq_ignore_ascii_case("forever") {
+        return Ok(Retention::Forever);
+    }
+    match text.parse::<u64>() {
+        Ok(0) => Err(
+            "0 hours would delete everything at once; use `forever` to keep segments".to_owned(),
+        ),
+        Ok(hours) if hours > RETENTION_HOURS_MAX => Err(format!(
+            "at most {RETENTION_HOURS_MAX} hours; use `forever` to keep segments"
+        )),
+        Ok(hours) => Ok(Retention::Hours(hours)),
+        Err(_) => Err(format!("'{text}' is not a number of hours or `forever`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_hours_or_forever() {
+        assert_eq!(parse_retention("168"), Ok(Retention::Hours(168)));
+        assert_eq!(parse_retention("Forever"), Ok(Retention::Forever));
+        assert!(parse_retention("0").is_err_and(|e| e.contains("forever")));
+        assert!(parse_retention("876001").is_err());
+        assert!(parse_retention("a week").is_err());
+    }
 }

@@ -194,8 +194,13 @@ impl BrokerServeArgs {
         let mut config = BrokerConfig::new(listen, data_dir);
         config.registry_url = self.registry.or(file.registry);
         config.metrics_listen = self.metrics_listen.or(file.metrics_listen);
-        config.tls_cert = self.tls_cert.or(file.tls_cert);
-        config.tls_key = self.tls_key.or(file.tls_key);
+        config.tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => herald_broker::TlsSource::Files { cert, key },
+            (None, None) => herald_broker::TlsSource::Generated,
+            _ => anyhow::bail!(
+                "--tls-cert and --tls-key (or tls_cert and tls_key in --config) go together: give both, or neither for a generated self-signed certificate"
+            ),
+        };
         if let Some(ms) = file.retention_check_interval_ms {
             anyhow::ensure!(ms > 0, "retention_check_interval_ms must be positive");
             config.retention_check_interval = std::time::Duration::from_millis(ms);

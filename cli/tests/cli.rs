@@ -103,3 +103,29 @@ fn completions_and_offline_diff() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A certificate without its key (or the reverse) is refused before anything starts, naming
+/// both flags; `--retention-hours 0` is refused (it would delete everything), `forever` is
+/// the way to keep segments.
+#[test]
+fn half_a_tls_pair_and_zero_retention_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = herald()
+        .args(["broker", "serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(dir.path().join("cert.pem"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("--tls-cert and --tls-key"), "{text}");
+
+    let output = herald()
+        .args(["topic", "create", "t", "--retention-hours", "0"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("forever"), "{text}");
+}

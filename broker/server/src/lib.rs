@@ -33,3 +33,4 @@ pub mod tls;
 
 pub use herald_broker_core::groups::{Assignor, GroupConfig};
 pub use server::{serve, Bound, BrokerConfig, ServeError};
+pub use tls::TlsSource;

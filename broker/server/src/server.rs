@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::broker::{Broker, THROTTLE_RETRY_AFTER_MS};
 use crate::schema_cache::SchemaCache;
-use crate::tls;
+use crate::tls::{self, TlsSource};
 
 /// Connections served at once; more are refused at the handshake.
 pub const CONNECTIONS_MAX: usize = 1024;
@@ -37,8 +37,8 @@ pub struct BrokerConfig {
     pub registry_url: Option<String>,
     /// HTTP address of `/metrics`; `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
+    /// The endpoint's certificate and key.
+    pub tls: TlsSource,
     /// How often retention runs.
     pub retention_check_interval: Duration,
     /// Consumer groups: session and revoke timeouts, assignor.
@@ -54,8 +54,7 @@ impl BrokerConfig {
             data_dir: data_dir.into(),
             registry_url: None,
             metrics_listen: None,
-            tls_cert: None,
-            tls_key: None,
+            tls: TlsSource::Generated,
             retention_check_interval: Duration::from_secs(30),
             groups: GroupConfig::default(),
             producer_expiry: Duration::from_millis(crate::broker::PRODUCER_EXPIRY_MS as u64),
@@ -93,11 +92,7 @@ pub async fn serve(
     on_bound: impl FnOnce(Bound),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let identity = tls::identity(
-        &config.data_dir,
-        config.tls_cert.as_deref(),
-        config.tls_key.as_deref(),
-    )?;
+    let identity = tls::identity(&config.data_dir, &config.tls)?;
     let registry = config
         .registry_url
         .as_deref()

@@ -28,15 +28,22 @@ pub struct Identity {
     pub fingerprint: String,
 }
 
-/// Loads `cert`/`key` when given; otherwise loads or creates `data_dir/tls/{cert,key}.pem`.
-pub fn identity(
-    data_dir: &Path,
-    cert: Option<&Path>,
-    key: Option<&Path>,
-) -> Result<Identity, TlsError> {
-    let (cert_path, key_path) = match (cert, key) {
-        (Some(cert), Some(key)) => (cert.to_path_buf(), key.to_path_buf()),
-        (None, None) => {
+/// Where the endpoint's certificate and key come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TlsSource {
+    /// A self-signed pair generated into `data_dir/tls/{cert,key}.pem` on first start (and
+    /// loaded from there afterwards).
+    #[default]
+    Generated,
+    /// An operator-supplied PEM certificate and its private key.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+/// Loads the identity `source` names, generating the self-signed pair when it is missing.
+pub fn identity(data_dir: &Path, source: &TlsSource) -> Result<Identity, TlsError> {
+    let (cert_path, key_path) = match source {
+        TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
+        TlsSource::Generated => {
             let dir = data_dir.join("tls");
             let cert_path = dir.join("cert.pem");
             let key_path = dir.join("key.pem");
@@ -44,11 +51,6 @@ pub fn identity(
                 generate(&dir, &cert_path, &key_path)?;
             }
             (cert_path, key_path)
-        }
-        _ => {
-            return Err(TlsError::Config(
-                "give both a certificate and a key, or neither".to_owned(),
-            ))
         }
     };
     let read_error = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Read {

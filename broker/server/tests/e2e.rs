@@ -894,8 +894,10 @@ async fn an_operator_supplied_certificate_is_served() {
         "127.0.0.1:0".parse().expect("addr"),
         dir.path().join("data"),
     );
-    config.tls_cert = Some(cert.clone());
-    config.tls_key = Some(key);
+    config.tls = herald_broker::TlsSource::Files {
+        cert: cert.clone(),
+        key,
+    };
     let broker = RunningBroker::start_with(config).await;
     let bound = broker.bound.clone();
     assert_eq!(bound.certificate_path, cert);

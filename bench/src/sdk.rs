@@ -331,7 +331,11 @@ async fn raw_produce(client: &BrokerClient, topic: &str, n: usize) -> anyhow::Re
                 [(herald_wire::headers::IDEMPOTENCY_KEY, key.as_bytes())].into_iter(),
             )?;
         }
-        let batch = batch.finish(producer.0, producer.1, first as i32)?;
+        let batch = batch.finish(Some(herald_wire::batch::ProducerStamp {
+            id: producer.0,
+            epoch: producer.1,
+            base_sequence: first as i32,
+        }))?;
         let request = herald_wire::Request::Produce {
             topic: topic.into(),
             partition: 0,

@@ -10,6 +10,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+pub use herald_wire::batch::ProducerStamp;
+
 /// Batches remembered per producer: a producer keeps at most this many in flight.
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 /// Most producers remembered per partition; the longest idle are forgotten first beyond it.
@@ -65,16 +67,12 @@ impl ProducerTable {
     }
 
     /// Decides an incoming batch of `count` records.
-    pub fn check(
-        &self,
-        producer_id: i64,
-        epoch: i16,
-        base_sequence: i32,
-        count: u32,
-    ) -> SequenceCheck {
-        if producer_id < 0 {
-            return SequenceCheck::Append;
-        }
+    pub fn check(&self, producer: ProducerStamp, count: u32) -> SequenceCheck {
+        let ProducerStamp {
+            id: producer_id,
+            epoch,
+            base_sequence,
+        } = producer;
         let Some(entry) = self.entries.get(&producer_id) else {
             // Unknown (new or expired) producer: it must start a sequence.
             return if base_sequence == 0 {
@@ -125,18 +123,12 @@ impl ProducerTable {
     }
 
     /// Records a batch that was appended at `base_offset`.
-    pub fn record(
-        &mut self,
-        producer_id: i64,
-        epoch: i16,
-        base_sequence: i32,
-        count: u32,
-        base_offset: i64,
-        now_ms: i64,
-    ) {
-        if producer_id < 0 {
-            return;
-        }
+    pub fn record(&mut self, producer: ProducerStamp, count: u32, base_offset: i64, now_ms: i64) {
+        let ProducerStamp {
+            id: producer_id,
+            epoch,
+            base_sequence,
+        } = producer;
         if !self.entries.contains_key(&producer_id)
             && self.entries.len() >= PRODUCERS_PER_PARTITION_MAX
         {
@@ -264,40 +256,43 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn stamp(id: i64, epoch: i16, base_sequence: i32) -> ProducerStamp {
+        ProducerStamp {
+            id,
+            epoch,
+            base_sequence,
+        }
+    }
+
     #[test]
     fn kafka_rules() {
         let mut table = ProducerTable::default();
         assert_eq!(
-            table.check(-1, -1, -1, 3),
-            SequenceCheck::Append,
-            "non-idempotent batches always append"
-        );
-        assert_eq!(
-            table.check(7, 0, 5, 1),
+            table.check(stamp(7, 0, 5), 1),
             SequenceCheck::OutOfOrder {
                 expected: 0,
                 received: 5
             }
         );
-        assert_eq!(table.check(7, 0, 0, 3), SequenceCheck::Append);
-        table.record(7, 0, 0, 3, 100, 1);
+        assert_eq!(table.check(stamp(7, 0, 0), 3), SequenceCheck::Append);
+        table.record(stamp(7, 0, 0), 3, 100, 1);
         assert_eq!(
-            table.check(7, 0, 0, 3),
+            table.check(stamp(7, 0, 0), 3),
             SequenceCheck::Duplicate { base_offset: 100 }
         );
-        assert_eq!(table.check(7, 0, 3, 2), SequenceCheck::Append);
+        assert_eq!(table.check(stamp(7, 0, 3), 2), SequenceCheck::Append);
         assert_eq!(
-            table.check(7, 0, 4, 2),
+            table.check(stamp(7, 0, 4), 2),
             SequenceCheck::OutOfOrder {
                 expected: 3,
                 received: 4
             }
         );
         for n in 0..6 {
-            table.record(7, 0, 3 + n * 2, 2, 200 + i64::from(n) * 2, 2);
+            table.record(stamp(7, 0, 3 + n * 2), 2, 200 + i64::from(n) * 2, 2);
         }
         assert_eq!(
-            table.check(7, 0, 0, 3),
+            table.check(stamp(7, 0, 0), 3),
             SequenceCheck::OutOfOrder {
                 expected: 15,
                 received: 0
@@ -305,17 +300,17 @@ mod tests {
             "only the last five batches are remembered"
         );
         assert_eq!(
-            table.check(7, 0, 13, 2),
+            table.check(stamp(7, 0, 13), 2),
             SequenceCheck::Duplicate { base_offset: 210 }
         );
         assert_eq!(
-            table.check(7, 1, 0, 1),
+            table.check(stamp(7, 1, 0), 1),
             SequenceCheck::Append,
             "a new epoch starts over"
         );
-        table.record(7, 1, 0, 1, 300, 3);
+        table.record(stamp(7, 1, 0), 1, 300, 3);
         assert_eq!(
-            table.check(7, 0, 15, 1),
+            table.check(stamp(7, 0, 15), 1),
             SequenceCheck::Fenced { current_epoch: 1 }
         );
         assert_eq!(table.expire(3 + 1000, 1000), 1);
@@ -327,7 +322,7 @@ mod tests {
         fn snapshots_round_trip(ops in proptest::collection::vec((0i64..5, 0i16..3, 0i32..100, 1u32..5, 0i64..10_000), 0..50)) {
             let mut table = ProducerTable::default();
             for (id, epoch, seq, count, offset) in ops {
-                table.record(id, epoch, seq, count, offset, offset);
+                table.record(stamp(id, epoch, seq), count, offset, offset);
             }
             let bytes = table.encode();
             prop_assert_eq!(ProducerTable::decode(&bytes), Some(table));
@@ -337,7 +332,7 @@ mod tests {
         fn damaged_snapshots_are_refused_not_panicked_on(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = ProducerTable::decode(&bytes);
             let mut table = ProducerTable::default();
-            table.record(1, 0, 0, 1, 0, 0);
+            table.record(stamp(1, 0, 0), 1, 0, 0);
             let mut encoded = table.encode();
             if let Some(byte) = encoded.get_mut(bytes.len() % 30 + 8) {
                 *byte ^= 0x40;

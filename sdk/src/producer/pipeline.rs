@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_broker_client::{Pipeline, RequestError, REQUEST_TIMEOUT};
-use herald_wire::batch::restamp_producer;
+use herald_wire::batch::{restamp_producer, ProducerStamp};
 use herald_wire::messages::{Request, Response};
 use herald_wire::{Api, ErrorCode};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -199,7 +199,11 @@ fn admit(
         permit,
     } = queued;
     let records = batch.len();
-    match batch.finish(producer.0, producer.1, *next_sequence) {
+    match batch.finish(Some(ProducerStamp {
+        id: producer.0,
+        epoch: producer.1,
+        base_sequence: *next_sequence,
+    })) {
         Ok(batch) => {
             *next_sequence = next_sequence.wrapping_add(records as i32);
             window.push_back(InFlight {

@@ -2,7 +2,7 @@
 //! (`DedupPlan`, `Placement`), appending a batch as planned, and rebuilding the window
 //! from the log on open.
 
-use herald_wire::batch::{self, BatchView};
+use herald_wire::batch::{self, BatchView, ProducerStamp};
 use herald_wire::dedup::{KeyWindow, DEDUP_KEYS_MAX};
 use herald_wire::headers::IDEMPOTENCY_KEY;
 
@@ -21,7 +21,7 @@ enum Placement {
 /// What the dedup window decided for one batch.
 pub(super) struct DedupPlan {
     /// (producer id, epoch, base sequence) of the batch as sent.
-    producer: (i64, i16, i32),
+    producer: Option<ProducerStamp>,
     /// Records in the batch as sent.
     count: u32,
     placements: Vec<Placement>,
@@ -85,11 +85,7 @@ impl<S: Storage> PartitionLog<S> {
     ) -> Result<DedupPlan, AppendError> {
         let count = view.record_count() as usize;
         let mut plan = DedupPlan {
-            producer: (
-                view.producer_id(),
-                view.producer_epoch(),
-                view.base_sequence(),
-            ),
+            producer: view.producer(),
             count: count as u32,
             placements: Vec::with_capacity(count),
             kept_keys: Vec::with_capacity(count),
@@ -136,16 +132,12 @@ impl<S: Storage> PartitionLog<S> {
                     )?;
                 }
             }
-            let (producer_id, epoch, base_sequence) = plan.producer;
-            plan.rewritten = Some(if producer_id >= 0 {
-                writer.finish(
-                    producer_id,
-                    epoch,
-                    base_sequence.wrapping_add(dropped as i32),
-                )?
-            } else {
-                writer.finish(-1, -1, -1)?
-            });
+            // The kept records end where the batch was sent: its first sequence moves up by
+            // the records dropped.
+            plan.rewritten = Some(writer.finish(plan.producer.map(|p| ProducerStamp {
+                base_sequence: p.base_sequence.wrapping_add(dropped as i32),
+                ..p
+            }))?);
         }
         Ok(plan)
     }
@@ -161,7 +153,7 @@ impl<S: Storage> PartitionLog<S> {
         now_ms: i64,
     ) -> Result<Appended, AppendError> {
         let DedupPlan {
-            producer: (producer_id, epoch, base_sequence),
+            producer,
             count,
             placements,
             kept_keys,
@@ -187,15 +179,8 @@ impl<S: Storage> PartitionLog<S> {
                 .first()
                 .copied()
                 .unwrap_or_else(|| self.high_watermark());
-            if producer_id >= 0 {
-                self.producers.record(
-                    producer_id,
-                    epoch,
-                    base_sequence,
-                    count,
-                    base_offset,
-                    now_ms,
-                );
+            if let Some(producer) = producer {
+                self.producers.record(producer, count, base_offset, now_ms);
                 self.snapshot_producers()?;
             }
             return Ok(Appended {
@@ -210,14 +195,9 @@ impl<S: Storage> PartitionLog<S> {
             Some(mut rewritten) => self.store(&mut rewritten, now_ms)?,
             None => self.store(batch, now_ms)?,
         };
-        self.producers.record(
-            producer_id,
-            epoch,
-            base_sequence,
-            count,
-            base_offset,
-            now_ms,
-        );
+        if let Some(producer) = producer {
+            self.producers.record(producer, count, base_offset, now_ms);
+        }
         // A plan is only made with the window (see `append`), so it is there.
         debug_assert!(
             self.dedup.is_some(),

@@ -228,38 +228,34 @@ impl<S: Storage> PartitionLog<S> {
         }
         view.validate_records()?;
         let count = i64::from(view.record_count());
-        let (producer_id, epoch, base_sequence) = (
-            view.producer_id(),
-            view.producer_epoch(),
-            view.base_sequence(),
-        );
-        match self
-            .producers
-            .check(producer_id, epoch, base_sequence, view.record_count())
-        {
-            SequenceCheck::Append => {}
-            SequenceCheck::Duplicate { base_offset } => {
-                return Ok(Appended {
-                    base_offset,
-                    last_offset: base_offset + count - 1,
-                    append_time_ms: now_ms,
-                    duplicate: true,
-                    record_offsets: Vec::new(),
-                });
-            }
-            SequenceCheck::OutOfOrder { expected, received } => {
-                return Err(AppendError::OutOfOrderSequence {
-                    producer_id,
-                    expected,
-                    received,
-                })
-            }
-            SequenceCheck::Fenced { current_epoch } => {
-                return Err(AppendError::ProducerFenced {
-                    producer_id,
-                    epoch,
-                    current_epoch,
-                })
+        // A batch without a producer (not idempotent) always appends.
+        let producer = view.producer();
+        if let Some(producer) = producer {
+            match self.producers.check(producer, view.record_count()) {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate { base_offset } => {
+                    return Ok(Appended {
+                        base_offset,
+                        last_offset: base_offset + count - 1,
+                        append_time_ms: now_ms,
+                        duplicate: true,
+                        record_offsets: Vec::new(),
+                    });
+                }
+                SequenceCheck::OutOfOrder { expected, received } => {
+                    return Err(AppendError::OutOfOrderSequence {
+                        producer_id: producer.id,
+                        expected,
+                        received,
+                    })
+                }
+                SequenceCheck::Fenced { current_epoch } => {
+                    return Err(AppendError::ProducerFenced {
+                        producer_id: producer.id,
+                        epoch: producer.epoch,
+                        current_epoch,
+                    })
+                }
             }
         }
         if let Some(window) = self.dedup.as_mut() {
@@ -267,14 +263,10 @@ impl<S: Storage> PartitionLog<S> {
             return self.append_deduplicated(batch, plan, now_ms);
         }
         let base_offset = self.store(batch, now_ms)?;
-        self.producers.record(
-            producer_id,
-            epoch,
-            base_sequence,
-            count as u32,
-            base_offset,
-            now_ms,
-        );
+        if let Some(producer) = producer {
+            self.producers
+                .record(producer, count as u32, base_offset, now_ms);
+        }
         Ok(Appended {
             base_offset,
             last_offset: base_offset + count - 1,

@@ -121,14 +121,14 @@ impl<S: Storage> PartitionLog<S> {
                 }
                 if head.base_offset >= from {
                     let count = (head.next_offset() - head.base_offset) as u32;
-                    self.producers.record(
-                        head.producer_id,
-                        head.producer_epoch,
-                        head.base_sequence,
-                        count,
-                        head.base_offset,
-                        head.append_time_ms,
-                    );
+                    if let Some(producer) = head.producer() {
+                        self.producers.record(
+                            producer,
+                            count,
+                            head.base_offset,
+                            head.append_time_ms,
+                        );
+                    }
                 }
                 position += head.size as u64;
             }

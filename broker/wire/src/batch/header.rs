@@ -35,7 +35,25 @@ fn be<const N: usize>(header: &[u8], at: usize) -> [u8; N] {
     array
 }
 
+/// The idempotent producer a batch belongs to: its id, epoch and the sequence of its first
+/// record. A batch without one (the header holds -1s) has no stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    pub id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+}
+
 impl BatchHeader {
+    /// The batch's producer, `None` when it was not written by an idempotent producer.
+    pub fn producer(&self) -> Option<ProducerStamp> {
+        (self.producer_id >= 0).then_some(ProducerStamp {
+            id: self.producer_id,
+            epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+        })
+    }
+
     /// Reads the header at the start of `bytes`; `None` if fewer than its 60 bytes.
     pub fn read(bytes: &[u8]) -> Option<Self> {
         let h = bytes.get(..BATCH_HEADER_BYTES)?;

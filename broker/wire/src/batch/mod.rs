@@ -46,8 +46,8 @@ mod tests;
 
 pub use error::BatchError;
 pub use header::{
-    batch_size, restamp_producer, stamp, BatchHeader, BATCH_HEADER_BYTES, BATCH_MAGIC,
-    LOG_OVERHEAD_BYTES,
+    batch_size, restamp_producer, stamp, BatchHeader, ProducerStamp, BATCH_HEADER_BYTES,
+    BATCH_MAGIC, LOG_OVERHEAD_BYTES,
 };
 pub use reader::{BatchView, Headers, RecordIter, RecordView};
 pub use scan::{batches, count_records, next_offset_after};

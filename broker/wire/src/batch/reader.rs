@@ -8,6 +8,7 @@ use crate::limits::{
 };
 
 use super::error::BatchError;
+use super::header::ProducerStamp;
 use super::header::{BatchHeader, BATCH_HEADER_BYTES, BATCH_MAGIC, CRC_START};
 use super::writer::{Header, Record};
 
@@ -139,6 +140,11 @@ impl<'a> BatchView<'a> {
 
     pub fn max_timestamp_ms(&self) -> i64 {
         self.header.max_timestamp_ms
+    }
+
+    /// The batch's idempotent producer, `None` for a batch without one.
+    pub fn producer(&self) -> Option<ProducerStamp> {
+        self.header.producer()
     }
 
     pub fn producer_id(&self) -> i64 {

@@ -49,6 +49,23 @@ fn encode_parse_and_stamp() {
         ),
         (7, 1, 42)
     );
+    assert_eq!(
+        view.producer(),
+        Some(ProducerStamp {
+            id: 7,
+            epoch: 1,
+            base_sequence: 42
+        })
+    );
+    let mut plain = BatchBuilder::new();
+    plain.push(record(0));
+    let plain = plain.encode().expect("encodes");
+    let plain = BatchView::parse(&plain).expect("valid");
+    assert_eq!(
+        plain.producer(),
+        None,
+        "a non-idempotent batch has no producer"
+    );
     assert_eq!(view.append_time_ms(), 123);
     let decoded: Vec<Record> = view
         .records()
@@ -125,12 +142,22 @@ fn a_refused_push_leaves_the_batch_as_it_was() {
         .push(6, None, None, [(long_key.as_str(), &b""[..])].into_iter())
         .is_err());
     assert_eq!((writer.len(), writer.encoded_len()), (1, before));
-    let bytes = writer.finish(1, 0, 0).expect("finishes");
+    let bytes = writer
+        .finish(Some(ProducerStamp {
+            id: 1,
+            epoch: 0,
+            base_sequence: 0,
+        }))
+        .expect("finishes");
     let view = BatchView::parse(&bytes).expect("parses");
     view.validate_records().expect("valid");
     assert_eq!(view.record_count(), 1);
     assert!(matches!(
-        BatchWriter::new().finish(1, 0, 0),
+        BatchWriter::new().finish(Some(ProducerStamp {
+            id: 1,
+            epoch: 0,
+            base_sequence: 0
+        })),
         Err(BatchError::Empty)
     ));
 }
@@ -172,7 +199,7 @@ proptest! {
     }
 
     #[test]
-    fn a_restamped_batch_is_the_batch_encoded_with_those_fields(records in proptest::collection::vec(arbitrary_record(), 1..10), producer in any::<i64>(), epoch in any::<i16>(), sequence in any::<i32>()) {
+    fn a_restamped_batch_is_the_batch_encoded_with_those_fields(records in proptest::collection::vec(arbitrary_record(), 1..10), producer in 0..i64::MAX, epoch in any::<i16>(), sequence in any::<i32>()) {
         let mut builder = BatchBuilder::new();
         for record in &records {
             builder.push(record.clone());

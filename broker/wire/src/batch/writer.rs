@@ -8,7 +8,9 @@ use crate::limits::{
 };
 
 use super::error::BatchError;
-use super::header::{restamp_producer, BATCH_HEADER_BYTES, BATCH_MAGIC, LOG_OVERHEAD_BYTES};
+use super::header::{
+    restamp_producer, ProducerStamp, BATCH_HEADER_BYTES, BATCH_MAGIC, LOG_OVERHEAD_BYTES,
+};
 
 /// A header on a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +90,11 @@ impl BatchBuilder {
                     .map(|header| (header.key.as_str(), header.value.as_slice())),
             )?;
         }
-        writer.finish(self.producer_id, self.producer_epoch, self.base_sequence)
+        writer.finish((self.producer_id >= 0).then_some(ProducerStamp {
+            id: self.producer_id,
+            epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+        }))
     }
 }
 
@@ -178,14 +184,12 @@ impl BatchWriter {
         Ok(())
     }
 
-    /// The finished batch with these producer fields (base offset 0, append time -1, CRC
-    /// filled in); fails when empty or past the batch size limit.
-    pub fn finish(
-        mut self,
-        producer_id: i64,
-        producer_epoch: i16,
-        base_sequence: i32,
-    ) -> Result<Vec<u8>, BatchError> {
+    /// The finished batch stamped with `producer` (none: the -1s of a non-idempotent batch;
+    /// base offset 0, append time -1, CRC filled in); fails when empty or past the batch size
+    /// limit.
+    pub fn finish(mut self, producer: Option<ProducerStamp>) -> Result<Vec<u8>, BatchError> {
+        let (producer_id, producer_epoch, base_sequence) =
+            producer.map_or((-1, -1, -1), |p| (p.id, p.epoch, p.base_sequence));
         if self.count == 0 {
             return Err(BatchError::Empty);
         }

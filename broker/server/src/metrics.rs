@@ -7,8 +7,8 @@
 
 use herald_metrics::broker::{
     BYTES_IN, BYTES_OUT, CONNECTIONS_REFUSED, DUPLICATE_BATCHES, FETCH_DURATION,
-    FLUSH_BEHIND_ERRORS, HIGH_WATERMARK, PARTITION_BYTES, PRODUCE_DURATION, RECORDS_IN,
-    RECORDS_OUT, RECOVERY_TRUNCATED_BYTES, REJECTED_BATCHES, REJECT_REASONS,
+    FLUSH_BEHIND_ERRORS, FLUSH_BEHIND_SYNCS, HIGH_WATERMARK, PARTITION_BYTES, PRODUCE_DURATION,
+    RECORDS_IN, RECORDS_OUT, RECOVERY_TRUNCATED_BYTES, REJECTED_BATCHES, REJECT_REASONS,
     RETENTION_SEGMENTS_DELETED, SEGMENTS,
 };
 use herald_metrics::{Counter, Gauge, Histogram, Metrics};
@@ -84,6 +84,7 @@ pub struct TopicMetrics {
     pub duplicate_batches: Counter,
     pub records_out: Counter,
     pub bytes_out: Counter,
+    pub flush_behind_syncs: Counter,
     pub flush_behind_errors: Counter,
     pub recovery_truncated_bytes: Counter,
     /// By [`Reject::index`], in the order of `REJECT_REASONS`.
@@ -99,6 +100,7 @@ impl TopicMetrics {
             duplicate_batches: metrics.counter(DUPLICATE_BATCHES, &labels),
             records_out: metrics.counter(RECORDS_OUT, &labels),
             bytes_out: metrics.counter(BYTES_OUT, &labels),
+            flush_behind_syncs: metrics.counter(FLUSH_BEHIND_SYNCS, &labels),
             flush_behind_errors: metrics.counter(FLUSH_BEHIND_ERRORS, &labels),
             recovery_truncated_bytes: metrics.counter(RECOVERY_TRUNCATED_BYTES, &labels),
             rejected: REJECT_REASONS.map(|reason| {

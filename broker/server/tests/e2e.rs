@@ -1056,3 +1056,53 @@ async fn a_long_poll_waits_and_is_woken_by_the_next_produce() {
     );
     broker.stop().await;
 }
+
+/// Memory-durability appends start a background sync of the active segment every
+/// `FLUSH_BEHIND_BYTES` (so sealing a segment never waits for a whole segment of writeback):
+/// ~20 MiB appended without fsync start at least one; 1 MiB starts none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_appends_flush_behind_every_16_mib() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(30)).await;
+    let client = broker.client().await;
+    for name in ["bulk", "small"] {
+        client
+            .create_topic(name, TopicConfig::default())
+            .await
+            .expect("create");
+    }
+    let value = vec![b'x'; 64 * 1024];
+    let big_batch = |first: i64| {
+        let mut builder = BatchBuilder::new();
+        for n in 0..16 {
+            builder.push(Record {
+                timestamp_ms: first + n,
+                key: None,
+                value: Some(value.clone()),
+                headers: Vec::new(),
+            });
+        }
+        builder.encode().expect("batch")
+    };
+    // 20 batches of 1 MiB: 20 MiB.
+    for n in 0..20 {
+        client
+            .produce("bulk", 0, Durability::Memory, big_batch(n * 16))
+            .await
+            .expect("produce");
+    }
+    client
+        .produce("small", 0, Durability::Memory, big_batch(0))
+        .await
+        .expect("produce");
+    let metrics = reqwest_get(broker.bound.metrics_addr.expect("metrics")).await;
+    let syncs = |topic: &str| {
+        let prefix = format!("herald_broker_flush_behind_syncs_total{{topic=\"{topic}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    };
+    assert!(syncs("bulk").is_some_and(|n| n >= 1), "{metrics}");
+    assert_eq!(syncs("small"), Some(0), "{metrics}");
+}

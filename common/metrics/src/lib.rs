@@ -62,6 +62,8 @@ pub mod broker {
     pub const REJECTED_BATCHES: &str = "herald_broker_rejected_batches_total";
     /// Every `reason` of [`REJECTED_BATCHES`].
     pub const REJECT_REASONS: [&str; 4] = ["corrupt", "sequence", "fenced", "schema"];
+    /// Background syncs of `Memory`-durability appends started (counter; `topic`).
+    pub const FLUSH_BEHIND_SYNCS: &str = "herald_broker_flush_behind_syncs_total";
     /// Failed background syncs of `Memory`-durability appends (counter; `topic`).
     pub const FLUSH_BEHIND_ERRORS: &str = "herald_broker_flush_behind_errors_total";
     /// Bytes cut from torn or corrupt log tails at start (counter; `topic`).
@@ -111,7 +113,7 @@ const fn described(name: &'static str, kind: Kind, help: &'static str) -> Descri
 }
 
 /// Every metric of both servers, with its help text.
-pub const DESCRIPTIONS: [Description; 23] = [
+pub const DESCRIPTIONS: [Description; 24] = [
     described(
         registry::REQUESTS,
         Kind::Counter,
@@ -161,6 +163,11 @@ pub const DESCRIPTIONS: [Description; 23] = [
         broker::REJECTED_BATCHES,
         Kind::Counter,
         "Batches refused, by topic and reason.",
+    ),
+    described(
+        broker::FLUSH_BEHIND_SYNCS,
+        Kind::Counter,
+        "Background syncs of Memory-durability appends started, by topic.",
     ),
     described(
         broker::FLUSH_BEHIND_ERRORS,

@@ -173,6 +173,7 @@ impl Broker {
                 return;
             }
         };
+        topic.metrics.flush_behind_syncs.increment(1);
         let flushing = partition.flushing.clone();
         let errors = topic.metrics.flush_behind_errors.clone();
         let topic = topic.name.clone();

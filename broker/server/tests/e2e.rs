@@ -1106,3 +1106,25 @@ async fn memory_appends_flush_behind_every_16_mib() {
     assert!(syncs("bulk").is_some_and(|n| n >= 1), "{metrics}");
     assert_eq!(syncs("small"), Some(0), "{metrics}");
 }
+
+/// A segment age past i64 milliseconds would wrap negative on the log's clock (every append
+/// rolling a segment); it is refused at creation, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_that_would_overflow_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(30)).await;
+    let client = broker.client().await;
+    let refused = client
+        .create_topic(
+            "ages",
+            TopicConfig {
+                segment_age: Duration::from_millis(u64::MAX),
+                ..TopicConfig::default()
+            },
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Some(ErrorCode::InvalidTopicConfig));
+    assert!(refused.to_string().contains("segment_age"), "{refused}");
+    assert!(client.list_topics().await.expect("list").is_empty());
+}

@@ -331,9 +331,9 @@ impl<S: Storage> PartitionLog<S> {
             return Ok(());
         }
         let full = active.size + incoming > config.segment_bytes;
-        let old = active
-            .first_append_time_ms
-            .is_some_and(|first| now_ms.saturating_sub(first) >= config.segment_age_ms as i64);
+        let old = active.first_append_time_ms.is_some_and(|first| {
+            now_ms.saturating_sub(first) >= saturating_ms(config.segment_age_ms)
+        });
         if !full && !old {
             return Ok(());
         }
@@ -506,7 +506,7 @@ impl<S: Storage> PartitionLog<S> {
             let total = self.size_bytes();
             let expired = self.config.retention_ms.is_some_and(|ms| {
                 oldest.max_append_time_ms != i64::MIN
-                    && now_ms.saturating_sub(oldest.max_append_time_ms) >= ms as i64
+                    && now_ms.saturating_sub(oldest.max_append_time_ms) >= saturating_ms(ms)
             });
             let oversized = self
                 .config
@@ -541,6 +541,12 @@ impl<S: Storage> PartitionLog<S> {
         }
         self.storage.remove_dir(&self.dir)
     }
+}
+
+/// A configured duration in milliseconds as the signed clock arithmetic needs it: past
+/// `i64::MAX` it stays `i64::MAX` ("never") instead of wrapping negative ("always").
+fn saturating_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

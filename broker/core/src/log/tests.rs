@@ -628,3 +628,30 @@ fn an_idempotent_producer_keeps_its_sequence_through_dropped_records() {
         Err(AppendError::OutOfOrderSequence { expected: 8, .. })
     ));
 }
+
+/// Durations past i64 milliseconds must not wrap negative: a segment age of u64::MAX ms never
+/// rolls a segment by age, and a retention of u64::MAX ms never deletes one.
+#[test]
+fn huge_durations_do_not_wrap_into_roll_or_delete_everything() {
+    let storage = MemoryStorage::new();
+    let config = LogConfig {
+        segment_bytes: 600,
+        segment_age_ms: u64::MAX,
+        retention_ms: Some(u64::MAX),
+        ..small_config()
+    };
+    let (mut log, _) = PartitionLog::open(storage, DIR, config).expect("open");
+    log.append(&mut batch_of(&[1], 1000), 1000).expect("append");
+    log.append(&mut batch_of(&[2], 1001), 2000).expect("append");
+    assert_eq!(log.segment_count(), 1, "no roll by age");
+    // Fill a few segments by size, then run retention much later.
+    for n in 0..30u64 {
+        log.append(&mut batch_of(&[n, n + 1], 3000), 3000 + n as i64)
+            .expect("append");
+    }
+    let segments = log.segment_count();
+    assert!(segments > 2);
+    log.enforce_retention(10_000_000).expect("retention");
+    assert_eq!(log.segment_count(), segments, "nothing deleted by age");
+    assert_eq!(read_all(&log, 0).len(), 62);
+}

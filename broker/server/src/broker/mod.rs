@@ -44,7 +44,7 @@ use crate::schema_cache::SchemaCache;
 
 pub use produce::FLUSH_BEHIND_BYTES;
 use topics::{describe, load_topic_meta, open_topic, TOPIC_META_FILE};
-pub use topics::{validate_topic_name, SEGMENT_BYTES_MIN, TOPICS_MAX};
+pub use topics::{validate_topic_name, DURATION_MAX, SEGMENT_BYTES_MIN, TOPICS_MAX};
 
 /// Idempotent-producer state idle this long is forgotten (Kafka's producer.id.expiration.ms
 /// is one day; a week tolerates long-paused producers).

@@ -184,14 +184,22 @@ pub(super) fn load_topic_meta(path: &Path, bytes: &[u8]) -> Result<TopicConfig, 
 fn log_config(config: &TopicConfig, producer_expiry_ms: i64) -> LogConfig {
     LogConfig {
         segment_bytes: config.segment_bytes,
-        segment_age_ms: config.segment_age.as_millis() as u64,
-        retention_ms: config.retention.map(|d| d.as_millis() as u64),
+        segment_age_ms: u64::try_from(config.segment_age.as_millis()).unwrap_or(u64::MAX),
+        retention_ms: config
+            .retention
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         retention_bytes: config.retention_bytes,
         index_interval_bytes: 4096,
         producer_expiry_ms,
-        dedup_window_ms: config.dedup_window.map(|d| d.as_millis() as i64),
+        dedup_window_ms: config
+            .dedup_window
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
     }
 }
+
+/// Longest duration a topic may configure (segment age, retention, dedup window): what fits
+/// in i64 milliseconds, the log's clock arithmetic.
+pub const DURATION_MAX: Duration = Duration::from_millis(i64::MAX as u64);
 
 /// Kafka's topic-name rule: ASCII letters, digits, `.`, `_`, `-`; not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
@@ -233,6 +241,22 @@ impl Broker {
                 ErrorCode::InvalidTopicConfig,
                 "segment_age must be positive",
             ));
+        }
+        // Durations are kept as milliseconds on signed clocks: larger ones would wrap.
+        for (what, duration) in [
+            ("segment_age", Some(config.segment_age)),
+            ("retention", config.retention),
+            ("dedup_window", config.dedup_window),
+        ] {
+            if duration.is_some_and(|d| d > DURATION_MAX) {
+                return Err(error(
+                    ErrorCode::InvalidTopicConfig,
+                    format!(
+                        "{what} must be at most {} ms (omit retention to keep data forever)",
+                        DURATION_MAX.as_millis()
+                    ),
+                ));
+            }
         }
         if (config.validation.key || config.validation.value) && !self.schemas.has_registry() {
             return Err(error(

@@ -92,6 +92,9 @@ impl OffsetsV1 {
 struct Entry {
     group: Group,
     committed: Committed,
+    /// The group's offsets file under an older Herald's name, removed once the offsets are
+    /// written under the current one.
+    legacy_file: Option<String>,
 }
 
 pub struct Coordinator {
@@ -120,8 +123,42 @@ fn validate_name(group: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The offsets file of `group`: named by a digest of the group name, so that every allowed
+/// name (up to `GROUP_NAME_BYTES_MAX` bytes) fits a file name; the name itself is inside.
 fn file_name(group: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "g-{}.offsets",
+        hex::encode(sha2::Sha256::digest(group.as_bytes()))
+    )
+}
+
+/// The name an older Herald gave the file: the group name in hex, too long for a file name
+/// past 127 bytes of group name (those groups could never commit).
+fn legacy_file_name(group: &str) -> String {
     format!("{}.offsets", hex::encode(group.as_bytes()))
+}
+
+/// A current offsets file: the group it belongs to (checked against the file name) and its
+/// offsets.
+fn read_named_offsets(
+    path: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(String, Committed), MetaError> {
+    let payload = meta::decode::<OffsetsV1>(path, bytes, KIND)?
+        .ok_or_else(|| MetaError::corrupt(path, "not a versioned offsets file"))?;
+    if file_name(&payload.group) != name {
+        return Err(MetaError::corrupt(
+            path,
+            format!(
+                "it holds the offsets of group '{}', whose file has another name",
+                payload.group
+            ),
+        ));
+    }
+    let group = payload.group.clone();
+    Ok((group, payload.into_committed()))
 }
 
 /// The committed offsets of `group` from its file at `path`: an envelope, or the TSV written
@@ -168,6 +205,19 @@ impl Coordinator {
         let mut groups = BTreeMap::new();
         for entry in std::fs::read_dir(&dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with("g-") && name.ends_with(".offsets") {
+                let bytes = std::fs::read(&path)?;
+                let (group, committed) =
+                    read_named_offsets(&path, &name, &bytes).map_err(std::io::Error::other)?;
+                // The current file wins over a legacy one left by an interrupted migration.
+                let entry = groups.entry(group).or_insert_with(|| Entry {
+                    group: Group::new(config),
+                    ..Entry::default()
+                });
+                entry.committed = committed;
+                continue;
+            }
             let Some(group) = name
                 .strip_suffix(".offsets")
                 .and_then(|h| hex::decode(h).ok())
@@ -175,16 +225,20 @@ impl Coordinator {
             else {
                 continue;
             };
-            let path = entry.path();
+            if legacy_file_name(&group) != name {
+                continue;
+            }
             let bytes = std::fs::read(&path)?;
             let committed = read_offsets(&path, &group, &bytes).map_err(std::io::Error::other)?;
-            groups.insert(
-                group,
-                Entry {
-                    group: Group::new(config),
-                    committed,
-                },
-            );
+            let current_exists = dir.join(file_name(&group)).exists();
+            let entry = groups.entry(group).or_insert_with(|| Entry {
+                group: Group::new(config),
+                ..Entry::default()
+            });
+            if !current_exists {
+                entry.committed = committed;
+            }
+            entry.legacy_file = Some(name);
         }
         Ok(Self {
             dir,
@@ -314,6 +368,13 @@ impl Coordinator {
         )
         .map_err(|e| (ErrorCode::Storage, format!("cannot persist offsets: {e}")))?;
         entry.committed = committed;
+        if let Some(legacy) = entry.legacy_file.take() {
+            if let Err(error) = std::fs::remove_file(self.dir.join(&legacy)) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(group, file = legacy, %error, "cannot remove the old offsets file");
+                }
+            }
+        }
         Ok(GroupResponse::Committed)
     }
 
@@ -444,7 +505,53 @@ mod tests {
         assert_eq!(read_offsets(path, "g/1", &bytes), Ok(committed()));
         let error = read_offsets(path, "g/2", &bytes).expect_err("another group's file");
         assert!(error.to_string().contains("'g/1'"), "{error}");
-        assert_eq!(file_name("g/1"), "672f31.offsets");
+        assert_eq!(legacy_file_name("g/1"), "672f31.offsets");
+        assert_eq!(file_name("g/1").len(), "g-.offsets".len() + 64);
+    }
+
+    /// Every allowed group name can commit: a 249-byte name made a 498-character file name
+    /// (past NAME_MAX), so such a group could never commit. Its offsets survive a reopen.
+    #[test]
+    fn the_longest_group_name_commits_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let group = "g".repeat(GROUP_NAME_BYTES_MAX);
+        let partitions = BTreeMap::from([("orders".to_owned(), 1)]);
+        let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
+        let heartbeat = Heartbeat {
+            member_id: None,
+            member_epoch: 0,
+            instance_id: None,
+            topics: ["orders".to_owned()].into(),
+            owned: Default::default(),
+        };
+        let (member, epoch) = match coordinator.heartbeat(&group, heartbeat, &partitions, 0) {
+            Ok(GroupResponse::Assignment {
+                member_id,
+                member_epoch,
+                ..
+            }) => (member_id, member_epoch),
+            other => panic!("join: {other:?}"),
+        };
+        coordinator
+            .commit(
+                &group,
+                &member,
+                epoch,
+                vec![Commit {
+                    partition: TopicPartition::new("orders", 0),
+                    offset: 11,
+                    metadata: String::new(),
+                }],
+                &partitions,
+                0,
+            )
+            .expect("a group of the longest allowed name commits");
+        drop(coordinator);
+        let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("reopen");
+        assert_eq!(
+            coordinator.fetch_offsets(&group, vec![TopicPartition::new("orders", 0)]),
+            GroupResponse::Offsets(vec![fetched("orders", 0, 11, "")])
+        );
     }
 
     #[test]
@@ -491,7 +598,7 @@ mod tests {
     #[test]
     fn an_old_offsets_file_is_read_and_rewritten_as_an_envelope_on_commit() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("groups").join(file_name("g"));
+        let path = dir.path().join("groups").join(legacy_file_name("g"));
         std::fs::create_dir_all(dir.path().join("groups")).expect("mkdir");
         std::fs::write(&path, OLD_FILE).expect("write");
         let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
@@ -525,7 +632,10 @@ mod tests {
                 0,
             )
             .expect("commit");
-        assert!(meta::is_versioned(&std::fs::read(&path).expect("read")));
+        // Written under the current name; the old file is gone.
+        let current = dir.path().join("groups").join(file_name("g"));
+        assert!(meta::is_versioned(&std::fs::read(&current).expect("read")));
+        assert!(!path.exists(), "the legacy file is removed once rewritten");
         drop(coordinator);
         let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("reopen");
         assert_eq!(coordinator.fetch_offsets("g", asked), expected);

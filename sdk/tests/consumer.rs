@@ -276,3 +276,100 @@ fn run_futures_can_be_spawned(consumer: RawConsumer) {
             .await
     });
 }
+
+/// A run stopped while a fetch is being handled (as `herald consume --count` stops) commits
+/// what it handled before leaving, and a commit the broker fails is the run's error, not a
+/// silent success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_run_commits_what_it_handled_and_reports_a_failed_commit() {
+    use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _stop) = broker(dir.path()).await;
+    client
+        .create_topic("stops", TopicConfig::default())
+        .await
+        .expect("create");
+    let mut builder = BatchBuilder::new();
+    for n in 0..10u32 {
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(n.to_string().into_bytes()),
+            headers: Vec::new(),
+        });
+    }
+    client
+        .produce(
+            "stops",
+            0,
+            Durability::Memory,
+            builder.encode().expect("batch"),
+        )
+        .await
+        .expect("produce");
+    // Handles the first `limit` records, then waits forever (the stop ends the run).
+    let run = |limit: usize| {
+        let consumer =
+            RawConsumer::new(client.clone(), ConsumerConfig::new("stops-group", "stops"));
+        let handled = Arc::new(Mutex::new(0usize));
+        let handler = {
+            let handled = handled.clone();
+            move |_record: ConsumedRecord| {
+                let handled = handled.clone();
+                async move {
+                    if *handled.lock().expect("lock") >= limit {
+                        std::future::pending::<()>().await;
+                    }
+                    *handled.lock().expect("lock") += 1;
+                    Ok(())
+                }
+            }
+        };
+        let stop = async move {
+            while *handled.lock().expect("lock") < limit {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        async move { consumer.run(handler, stop).await }
+    };
+    let committed = || async {
+        match client
+            .group(GroupRequest::FetchOffsets {
+                group: "stops-group".into(),
+                partitions: vec![TopicPartition::new("stops", 0)],
+            })
+            .await
+            .expect("fetch offsets")
+        {
+            GroupResponse::Offsets(offsets) => offsets[0].offset,
+            other => panic!("{other:?}"),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), run(4))
+        .await
+        .expect("in time")
+        .expect("the run ends cleanly");
+    assert_eq!(
+        committed().await,
+        Some(4),
+        "the 4 handled records are committed"
+    );
+
+    // The broker cannot persist offsets any more (its groups directory is now a file): the
+    // commit at the stop fails, and the run says so.
+    let groups = dir.path().join("groups");
+    std::fs::remove_dir_all(&groups).expect("remove groups dir");
+    std::fs::write(&groups, b"not a directory").expect("block it");
+    let outcome = tokio::time::timeout(Duration::from_secs(30), run(3))
+        .await
+        .expect("in time");
+    assert!(
+        outcome
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("offsets")),
+        "a failed commit is the run's error: {:?}",
+        outcome.map(|_| ())
+    );
+}

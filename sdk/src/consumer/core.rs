@@ -95,6 +95,62 @@ struct Cursor {
     handled_ahead: BTreeSet<i64>,
 }
 
+impl Cursor {
+    fn fetched(&mut self, first_offset: i64, count: u32) {
+        let end = first_offset.saturating_add(i64::from(count));
+        if end <= self.position {
+            return;
+        }
+        if first_offset > self.position {
+            if self.committable == self.position {
+                // Nothing outstanding: the skipped offsets are simply passed.
+                self.committable = first_offset;
+            } else {
+                self.handled_ahead.extend(self.position..first_offset);
+            }
+        }
+        self.position = end;
+    }
+
+    fn handled(&mut self, offset: i64) {
+        if offset < self.committable || offset >= self.position {
+            return;
+        }
+        if offset == self.committable {
+            self.committable += 1;
+            while self.handled_ahead.remove(&self.committable) {
+                self.committable += 1;
+            }
+        } else {
+            self.handled_ahead.insert(offset);
+        }
+    }
+}
+
+/// One owned partition's progress, borrowed from the [`ConsumerCore`]
+/// ([`ConsumerCore::partition_progress`]).
+#[derive(Debug)]
+pub struct PartitionProgress<'a> {
+    cursor: &'a mut Cursor,
+}
+
+impl PartitionProgress<'_> {
+    /// The next offset to hand out.
+    pub fn position(&self) -> i64 {
+        self.cursor.position
+    }
+
+    /// As [`ConsumerCore::on_fetched`].
+    pub fn fetched(&mut self, first_offset: i64, count: u32) {
+        self.cursor.fetched(first_offset, count);
+    }
+
+    /// As [`ConsumerCore::on_handled`].
+    pub fn handled(&mut self, offset: i64) {
+        self.cursor.handled(offset);
+    }
+}
+
 /// What the consumer knows of one owned partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PartitionState {
@@ -304,63 +360,30 @@ impl ConsumerCore {
     /// out: unreadable) and count as done; offsets below the position are not handed out
     /// again.
     pub fn on_fetched(&mut self, partition: &TopicPartition, first_offset: i64, count: u32) {
-        let Some(cursor) = self.cursor_mut(partition) else {
-            return;
-        };
-        let end = first_offset.saturating_add(i64::from(count));
-        if end <= cursor.position {
-            return;
+        if let Some(cursor) = self.cursor_mut(partition) {
+            cursor.fetched(first_offset, count);
         }
-        if first_offset > cursor.position {
-            if cursor.committable == cursor.position {
-                // Nothing outstanding: the skipped offsets are simply passed.
-                cursor.committable = first_offset;
-            } else {
-                cursor.handled_ahead.extend(cursor.position..first_offset);
-            }
-        }
-        cursor.position = end;
     }
 
     /// The record at `offset` of `partition` was handled (processed, deduplicated or
     /// dead-lettered). Offsets not handed out, already passed, or of a partition no longer
     /// owned are ignored.
     pub fn on_handled(&mut self, partition: &TopicPartition, offset: i64) {
-        let Some(cursor) = self.cursor_mut(partition) else {
-            return;
-        };
-        if offset < cursor.committable || offset >= cursor.position {
-            return;
-        }
-        if offset == cursor.committable {
-            cursor.committable += 1;
-            while cursor.handled_ahead.remove(&cursor.committable) {
-                cursor.committable += 1;
-            }
-        } else {
-            cursor.handled_ahead.insert(offset);
+        if let Some(cursor) = self.cursor_mut(partition) {
+            cursor.handled(offset);
         }
     }
 
-    /// Records `from .. to` of `partition` were handled (`on_handled` for each, in one map
-    /// lookup: the one-lane loop reports a fetch's run of handled records at once).
-    pub fn on_handled_range(&mut self, partition: &TopicPartition, from: i64, to: i64) {
-        let Some(cursor) = self.cursor_mut(partition) else {
-            return;
-        };
-        let to = to.min(cursor.position);
-        let from = from.max(cursor.committable);
-        if from >= to {
-            return;
-        }
-        if from == cursor.committable {
-            cursor.committable = to;
-            while cursor.handled_ahead.remove(&cursor.committable) {
-                cursor.committable += 1;
-            }
-        } else {
-            cursor.handled_ahead.extend(from..to);
-        }
+    /// The progress of `partition`, borrowed for a run of records: the same events as
+    /// [`ConsumerCore::on_fetched`] / [`ConsumerCore::on_handled`] without looking the
+    /// partition up per record (the one-lane loop reports each record as it goes, so a run
+    /// stopped between two records has reported all it handled).
+    pub fn partition_progress(
+        &mut self,
+        partition: &TopicPartition,
+    ) -> Option<PartitionProgress<'_>> {
+        self.cursor_mut(partition)
+            .map(|cursor| PartitionProgress { cursor })
     }
 
     /// The handler is done with what was handed out of `partition`: records it did not
@@ -445,10 +468,10 @@ mod tests {
         core
     }
 
-    /// A handled range is the same as each of its records handled one by one, whatever was
-    /// handled out of order before it.
+    /// Reporting through a borrowed partition progress is the same as through the core,
+    /// whatever was handled out of order before.
     #[test]
-    fn a_handled_range_equals_its_records_one_by_one() {
+    fn partition_progress_reports_as_the_core_does() {
         let now = Instant::now();
         for ahead in [None, Some(14), Some(30)] {
             let mut by_one = member(&[0], now);
@@ -465,7 +488,10 @@ mod tests {
                 for offset in from..to {
                     by_one.on_handled(&orders(0), offset);
                 }
-                by_range.on_handled_range(&orders(0), from, to);
+                let mut progress = by_range.partition_progress(&orders(0)).expect("owned");
+                for offset in from..to {
+                    progress.handled(offset);
+                }
                 assert_eq!(
                     by_range.committable(&orders(0)),
                     by_one.committable(&orders(0)),

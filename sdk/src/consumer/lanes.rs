@@ -43,37 +43,20 @@ impl RawConsumer {
         // (`run_futures_can_be_spawned` guards it).
         if lanes_max == 1 {
             // One lane: records in order as they are read; the first one refused ends it.
-            // Reported to the core once per fetch (two map lookups per record showed as 5 %
-            // of consume throughput): handed out `first .. end`, handled `first .. handled`.
-            let mut first = None;
-            let mut handled = None;
-            let mut stopped_at = None;
-            let mut outcome = Ok(());
+            // Each record is reported as it goes (a run stopped between two records has
+            // reported all it handled), through the partition's borrowed progress: no map
+            // lookup per record (two per record cost 5 % of consume throughput).
+            let Some(mut cursor) = core.partition_progress(partition) else {
+                return Ok(());
+            };
             for record in FetchedRecords::new(source, position) {
                 let offset = record.offset();
-                first.get_or_insert(offset);
-                match self.process(record, fetched_at, progress, handler).await {
-                    Ok(true) => handled = Some(offset + 1),
-                    Ok(false) => {
-                        stopped_at = Some(offset);
-                        break;
-                    }
-                    Err(error) => {
-                        stopped_at = Some(offset);
-                        outcome = Err(error);
-                        break;
-                    }
+                cursor.fetched(offset, 1);
+                if !self.process(record, fetched_at, progress, handler).await? {
+                    break;
                 }
+                cursor.handled(offset);
             }
-            if let Some(first) = first {
-                let end = stopped_at.map_or(handled.unwrap_or(first), |offset| offset + 1);
-                let count = u32::try_from(end.saturating_sub(first)).unwrap_or(u32::MAX);
-                core.on_fetched(partition, first, count);
-                if let Some(handled) = handled {
-                    core.on_handled_range(partition, first, handled);
-                }
-            }
-            outcome?;
         } else {
             // Records go to lanes by key, as the partitioner spreads keys over partitions
             // (records of one key share a lane, so their order is kept); keyless records by

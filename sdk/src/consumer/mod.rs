@@ -44,7 +44,7 @@ pub use fetched::{ConsumedRecord, FetchedBuffer, RecordHeaders};
 // `self::`: a bare `core` here would be ambiguous with the `core` crate.
 pub use self::core::{
     ConsumerCore, Fetch, FetchFrom, HeartbeatError, HeartbeatRequest, MemberAssignment,
-    MembershipState, HEARTBEAT_INTERVAL_MIN,
+    MembershipState, PartitionProgress, HEARTBEAT_INTERVAL_MIN,
 };
 
 /// How a handler failed.

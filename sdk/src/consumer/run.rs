@@ -150,7 +150,21 @@ impl RawConsumer {
                 result = work => result?,
             }
         }
+        // What was handled before the stop is committed before leaving (a stop in the middle
+        // of a fetch drops the commit that would have followed it); a commit that fails for
+        // another reason than a moved partition is the run's error, after leaving.
+        let mut committed = Ok(());
+        for commit in core.take_commits() {
+            if let Err(error) = self
+                .commit(&commit.partition, commit.offset, &mut core)
+                .await
+            {
+                committed = Err(error);
+                break;
+            }
+        }
         self.leave(&core).await;
+        committed?;
         let summary = progress.summary();
         Ok(summary)
     }

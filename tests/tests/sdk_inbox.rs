@@ -80,14 +80,17 @@ impl metrics::Recorder for Recording {
 }
 
 /// One consumer run with the inbox at `inbox`: hands every event's id to `handled` and
-/// stops once `stop_after` events were handled in this run (the next one is never handled,
-/// and the run ends without committing its fetch) or after a quiet spell.
+/// stops once `stop_after` events were handled in this run (the next one is never handled)
+/// or after a quiet spell. With `crash`, the run is dropped there, as a killed process stops:
+/// nothing committed, the group not left (a static instance id lets the next run take the
+/// member's place at once); without it, the run stops cleanly. `None` for a crashed run.
 async fn consume_once(
     client: &herald::Client,
     inbox: &std::path::Path,
     handled: &Arc<Mutex<Vec<String>>>,
     stop_after: usize,
-) -> anyhow::Result<RunSummary> {
+    crash: bool,
+) -> anyhow::Result<Option<RunSummary>> {
     let inbox = Arc::new(Inbox::open(
         inbox,
         INBOX_WINDOW_MS_DEFAULT,
@@ -95,6 +98,7 @@ async fn consume_once(
     )?);
     let config = ConsumerConfig {
         inbox: Some(inbox),
+        instance_id: Some("settlement-1".to_owned()),
         ..ConsumerConfig::new("settlement", "payments")
     };
     let consumer = client.consumer_with::<Payment>(config);
@@ -132,7 +136,14 @@ async fn consume_once(
             }
         }
     };
-    Ok(consumer.run(handler, stop).await?)
+    if crash {
+        tokio::select! {
+            summary = consumer.run(handler, std::future::pending()) => Ok(Some(summary?)),
+            () = stop => Ok(None),
+        }
+    } else {
+        Ok(Some(consumer.run(handler, stop).await?))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,11 +179,14 @@ async fn redelivered_records_are_processed_once_across_a_consumer_restart() -> a
 
     let inbox = dir.path().join("inbox");
     let handled = Arc::new(Mutex::new(Vec::new()));
-    let first = consume_once(client, &inbox, &handled, 12).await?;
-    assert_eq!((first.processed, first.deduplicated), (12, 0), "{first:?}");
+    let first = consume_once(client, &inbox, &handled, 12, true).await?;
+    assert!(first.is_none(), "the first run crashed");
+    assert_eq!(handled.lock().map_or(0, |h| h.len()), 12);
     // Same group, nothing committed: everything is delivered again; the inbox lets only the
     // eight payments never handled through.
-    let second = consume_once(client, &inbox, &handled, usize::MAX).await?;
+    let second = consume_once(client, &inbox, &handled, usize::MAX, false)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the second run ends cleanly"))?;
     assert_eq!(
         (second.processed, second.deduplicated),
         (8, 22),

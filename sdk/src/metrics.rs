@@ -22,6 +22,10 @@ pub const CONSUMER_DEAD_LETTERED: &str = "herald_consumer_dead_lettered_total";
 pub const CONSUMER_DEDUPLICATED: &str = "herald_consumer_deduplicated_total";
 /// Consumer breaker state: 0 closed, 1 half-open, 2 open (gauge).
 pub const CONSUMER_BREAKER_STATE: &str = "herald_consumer_breaker_state";
+/// Positions that fell out of the log's range and were reset by the reset policy (counter,
+/// with `partition`): retention removed them, or a committed offset is past the end of a
+/// recreated topic.
+pub const CONSUMER_OFFSET_RESETS: &str = "herald_consumer_offset_resets_total";
 /// Records between the consumer's position and the partition end (gauge, with `partition`).
 pub const CONSUMER_LAG: &str = "herald_consumer_lag_records";
 

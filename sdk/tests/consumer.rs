@@ -373,3 +373,85 @@ async fn a_stopped_run_commits_what_it_handled_and_reports_a_failed_commit() {
         outcome.map(|_| ())
     );
 }
+
+/// A committed offset past the end of the log (the topic was deleted and created again) is
+/// out of range: the reset policy decides where to start, instead of the consumer fetching
+/// the same out-of-range offset forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_offset_past_the_end_applies_the_reset_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _stop) = broker(dir.path()).await;
+    let produce = |values: std::ops::Range<u32>| {
+        let client = client.clone();
+        async move {
+            let mut builder = BatchBuilder::new();
+            for n in values {
+                builder.push(Record {
+                    timestamp_ms: 1,
+                    key: None,
+                    value: Some(n.to_string().into_bytes()),
+                    headers: Vec::new(),
+                });
+            }
+            client
+                .produce(
+                    "short",
+                    0,
+                    Durability::Memory,
+                    builder.encode().expect("batch"),
+                )
+                .await
+                .expect("produce");
+        }
+    };
+    let drain = |count: usize| {
+        let consumer = RawConsumer::new(client.clone(), ConsumerConfig::new("short", "short"));
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let handler = {
+            let seen = seen.clone();
+            move |record: ConsumedRecord| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().expect("lock").push(
+                        String::from_utf8_lossy(record.value().unwrap_or_default()).into_owned(),
+                    );
+                    Ok(())
+                }
+            }
+        };
+        let stop = {
+            let seen = seen.clone();
+            async move {
+                while seen.lock().expect("lock").len() < count {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), consumer.run(handler, stop))
+                .await
+                .expect("the consumer handles what is there, in time")
+                .expect("runs");
+            let seen = seen.lock().expect("lock").clone();
+            seen
+        }
+    };
+    client
+        .create_topic("short", TopicConfig::default())
+        .await
+        .expect("create");
+    produce(0..6).await;
+    assert_eq!(drain(6).await.len(), 6, "offset 6 committed");
+    client.delete_topic("short").await.expect("delete");
+    client
+        .create_topic("short", TopicConfig::default())
+        .await
+        .expect("create again");
+    produce(0..3).await;
+    assert_eq!(
+        drain(3).await,
+        ["0", "1", "2"],
+        "started over from the earliest"
+    );
+}

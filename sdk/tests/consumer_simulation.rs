@@ -265,7 +265,7 @@ impl Broker {
         for fetch in consumer.core.fetches() {
             let number = fetch.partition.partition;
             let offset = match fetch.from {
-                FetchFrom::Start => {
+                FetchFrom::Start | FetchFrom::Reset => {
                     let start = self.committed(number);
                     consumer.core.on_start_position(&fetch.partition, start);
                     start

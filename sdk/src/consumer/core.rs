@@ -73,6 +73,10 @@ pub enum FetchFrom {
     /// The start is not known: look up the committed offset (or the reset policy's offset)
     /// and report it with [`ConsumerCore::on_start_position`].
     Start,
+    /// The position fell out of the log's range (retention removed it, or the committed
+    /// offset is past the end of a recreated topic): look up the reset policy's offset, not
+    /// the committed one, and report it with [`ConsumerCore::on_start_position`].
+    Reset,
     /// Fetch from this offset.
     Offset(i64),
 }
@@ -156,8 +160,11 @@ impl PartitionProgress<'_> {
 struct PartitionState {
     /// `None` until the start position is known (again).
     cursor: Option<Cursor>,
-    /// The highest commit decided, or the start position; never decreases while owned.
+    /// The highest commit decided, or the start position; never decreases while owned
+    /// (except after a reset: the log it was decided against is gone).
     committed: Option<i64>,
+    /// The position went out of range: the next start applies the reset policy.
+    reset: bool,
 }
 
 /// The consumer's membership, positions and commit decisions, without I/O.
@@ -324,6 +331,7 @@ impl ConsumerCore {
         let state = self.partitions.get(partition)?;
         Some(match &state.cursor {
             Some(cursor) => FetchFrom::Offset(cursor.position),
+            None if state.reset => FetchFrom::Reset,
             None => FetchFrom::Start,
         })
     }
@@ -352,6 +360,7 @@ impl ConsumerCore {
             committable: offset,
             handled_ahead: BTreeSet::new(),
         });
+        state.reset = false;
         state.committed = Some(state.committed.map_or(offset, |done| done.max(offset)));
     }
 
@@ -397,11 +406,15 @@ impl ConsumerCore {
         }
     }
 
-    /// The position of `partition` is out of the log's range (retention removed it): its
-    /// start is looked up again.
+    /// The position of `partition` is out of the log's range (retention removed it, or a
+    /// committed offset is past the end of a recreated topic): the reset policy decides the
+    /// new start (the committed offset would only lead back out of range), and commits start
+    /// over from it.
     pub fn on_offset_out_of_range(&mut self, partition: &TopicPartition) {
         if let Some(state) = self.partitions.get_mut(partition) {
             state.cursor = None;
+            state.committed = None;
+            state.reset = true;
         }
     }
 

@@ -54,21 +54,26 @@ impl RawConsumer {
         Ok(())
     }
 
+    /// Where `partition` starts: its committed offset (when `use_committed`) or else the
+    /// reset policy's offset.
     pub(super) async fn start_position(
         &self,
         partition: &TopicPartition,
+        use_committed: bool,
     ) -> Result<i64, ConsumeError> {
-        let asked = vec![partition.clone()];
-        if let GroupResponse::Offsets(offsets) = self
-            .client
-            .group(GroupRequest::FetchOffsets {
-                group: self.config.group.clone(),
-                partitions: asked,
-            })
-            .await?
-        {
-            if let Some(offset) = offsets.first().and_then(|committed| committed.offset) {
-                return Ok(offset);
+        if use_committed {
+            let asked = vec![partition.clone()];
+            if let GroupResponse::Offsets(offsets) = self
+                .client
+                .group(GroupRequest::FetchOffsets {
+                    group: self.config.group.clone(),
+                    partitions: asked,
+                })
+                .await?
+            {
+                if let Some(offset) = offsets.first().and_then(|committed| committed.offset) {
+                    return Ok(offset);
+                }
             }
         }
         let spec = match self.config.reset {

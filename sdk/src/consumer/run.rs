@@ -188,7 +188,20 @@ impl RawConsumer {
         let position = match core.fetch_from(partition) {
             Some(FetchFrom::Offset(position)) => position,
             Some(FetchFrom::Start) => {
-                let position = self.start_position(partition).await?;
+                let position = self.start_position(partition, true).await?;
+                core.on_start_position(partition, position);
+                position
+            }
+            Some(FetchFrom::Reset) => {
+                let position = self.start_position(partition, false).await?;
+                // Rare: a handle registered here, not once per partition.
+                metrics::counter!(
+                    crate::metrics::CONSUMER_OFFSET_RESETS,
+                    "topic" => partition.topic.clone(),
+                    "group" => self.config.group.clone(),
+                    "partition" => partition.partition.to_string(),
+                )
+                .increment(1);
                 core.on_start_position(partition, position);
                 position
             }

@@ -560,14 +560,18 @@ mod tests {
             }]
         );
         assert!(core.take_commits().is_empty(), "sent once");
-        // A start below what was committed never makes a commit go back.
+        // Out of range (the log it was decided against is gone, e.g. a recreated topic): the
+        // reset policy decides the start and commits start over from it, lower or not.
         core.on_offset_out_of_range(&orders(0));
+        assert_eq!(core.fetch_from(&orders(0)), Some(FetchFrom::Reset));
         core.on_start_position(&orders(0), 5);
+        assert_eq!(core.fetch_from(&orders(0)), Some(FetchFrom::Offset(5)));
         core.on_fetched(&orders(0), 5, 4);
         for offset in 5..9 {
             core.on_handled(&orders(0), offset);
         }
-        assert_eq!(core.take_commit(&orders(0)), None);
+        assert_eq!(core.take_commit(&orders(0)), Some(9));
+        assert_eq!(core.take_commit(&orders(0)), None, "sent once");
     }
 
     #[test]

@@ -100,7 +100,9 @@ pub enum ParseError {
     Protobuf(String),
 }
 
-fn digest(schema_type: SchemaType, text: &str) -> [u8; 32] {
+/// The digest identifying a stored schema text of `schema_type` (what
+/// [`ParsedSchema::fingerprint`] is for the canonical text).
+pub fn text_fingerprint(schema_type: SchemaType, text: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(schema_type.as_str().as_bytes());
     hasher.update([0]);
@@ -187,13 +189,13 @@ impl ParsedSchema {
     /// in layout, whitespace or comments get the same fingerprint, as Confluent compares
     /// schemas by `canonicalString()`. Used to give the same content the same schema ID.
     pub fn fingerprint(&self) -> [u8; 32] {
-        digest(self.schema_type(), &self.canonical)
+        text_fingerprint(self.schema_type(), &self.canonical)
     }
 
     /// The digest of [`ParsedSchema::normalized_text`]: the identity to use with
     /// `normalize=true` (two schemas that normalise alike share it).
     pub fn normalized_fingerprint(&self) -> [u8; 32] {
-        digest(self.schema_type(), &self.normalized_text())
+        text_fingerprint(self.schema_type(), &self.normalized_text())
     }
 
     /// For Protobuf: the file descriptor as protobuf bytes (Confluent's `format=serialized`).

@@ -23,10 +23,10 @@ pub(crate) const MESSAGE_INDEX_DEPTH_MAX: usize = 64;
 #[derive(Debug, Clone)]
 pub(crate) struct ProtobufSchema {
     file: FileDescriptor,
+    /// The text as submitted (the normalised print is made from it when asked for).
+    source: String,
     /// Confluent's `canonicalString()`: the schema as its printer writes it.
     canonical: String,
-    /// Confluent's `normalize().canonicalString()`.
-    normalized: String,
 }
 
 impl ProtobufSchema {
@@ -52,11 +52,11 @@ impl ProtobufSchema {
         let file = pool
             .get_file_by_name(ROOT_FILE_NAME)
             .ok_or_else(|| ParseError::Protobuf("compiled schema has no root file".to_owned()))?;
-        let printed = print::print(text, &file).map_err(ParseError::Protobuf)?;
+        let canonical = print::print(text, &file, false).map_err(ParseError::Protobuf)?;
         Ok(Self {
             file,
-            canonical: printed.canonical,
-            normalized: printed.normalized,
+            source: text.to_owned(),
+            canonical,
         })
     }
 
@@ -73,7 +73,9 @@ impl ProtobufSchema {
     /// The printed text with Confluent's normalisation (sorted imports, options and fields,
     /// fully-qualified type names, ...).
     pub(crate) fn normalized_text(&self) -> String {
-        self.normalized.clone()
+        // The same text printed once already at parse, so printing it again cannot fail; the
+        // canonical text is the fallback all the same.
+        print::print(&self.source, &self.file, true).unwrap_or_else(|_| self.canonical.clone())
     }
 
     /// The compiled `FileDescriptorProto` without source positions, custom (extension) options

@@ -98,11 +98,7 @@ impl Candidate {
         // `normalize` the incoming schema is normalised first (stored versions are not), so
         // it matches a version whose text is already in normal form.
         let mut hasher = Sha256::new();
-        hasher.update(if normalize {
-            parsed.normalized_fingerprint()
-        } else {
-            parsed.fingerprint()
-        });
+        hasher.update(herald_schema::text_fingerprint(request.schema_type, &text));
         for reference in &references {
             hasher.update(reference.name.as_bytes());
             hasher.update([0]);

@@ -47,18 +47,10 @@ use source::SourceBuilder;
 /// Confluent's largest field number; a range ending there prints as `max`.
 const MAX_TAG_VALUE: i32 = 536_870_911;
 
-/// The two texts of a schema.
-#[derive(Debug, Clone)]
-pub(crate) struct Printed {
-    /// `canonicalString()`: stored, served and compared.
-    pub(crate) canonical: String,
-    /// `normalize().canonicalString()`.
-    pub(crate) normalized: String,
-}
-
 /// Prints `text` (`.proto` source, or a base64 `FileDescriptorProto`) that compiled into
-/// `file`.
-pub(crate) fn print(text: &str, file: &FileDescriptor) -> Result<Printed, String> {
+/// `file`: `canonicalString()` (stored, served and compared), or with `normalize`
+/// `normalize().canonicalString()` (only asked for with `normalize=true`).
+pub(crate) fn print(text: &str, file: &FileDescriptor, normalize: bool) -> Result<String, String> {
     let element = match protox_parse::parse(file.name(), text) {
         Ok(parsed) => SourceBuilder::new(text, &parsed, file).file(&parsed),
         Err(parse_error) => match decode_base64_descriptor(text) {
@@ -66,11 +58,7 @@ pub(crate) fn print(text: &str, file: &FileDescriptor) -> Result<Printed, String
             None => return Err(parse_error.to_string()),
         },
     };
-    let pool = file.parent_pool();
-    Ok(Printed {
-        canonical: Printer::new(false, pool, &element).file(&element),
-        normalized: Printer::new(true, pool, &element).file(&element),
-    })
+    Ok(Printer::new(normalize, file.parent_pool(), &element).file(&element))
 }
 
 /// A `FileDescriptorProto` sent as base64 text (Confluent's Python and Go serializers): its

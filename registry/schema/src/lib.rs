@@ -192,6 +192,16 @@ impl ParsedSchema {
         text_fingerprint(self.schema_type(), &self.canonical)
     }
 
+    /// Bytes of schema text this parsed schema keeps in memory (for caches that bound it):
+    /// the canonical text, and for Protobuf also the submitted text the normalised print is
+    /// made from.
+    pub fn text_bytes(&self) -> usize {
+        match &self.kind {
+            ParsedKind::Avro(_) => self.canonical.len(),
+            ParsedKind::Protobuf(schema) => schema.text_bytes(),
+        }
+    }
+
     /// The digest of [`ParsedSchema::normalized_text`]: the identity to use with
     /// `normalize=true` (two schemas that normalise alike share it).
     pub fn normalized_fingerprint(&self) -> [u8; 32] {

@@ -32,19 +32,19 @@ impl ParsedCache {
     }
 
     pub fn insert(&mut self, id: u32, parsed: Arc<ParsedSchema>) {
-        let size = parsed.canonical_text().len();
+        let size = parsed.text_bytes();
         if size > self.text_bytes_max {
             return;
         }
         if let Some(previous) = self.entries.remove(&id) {
-            self.text_bytes -= previous.canonical_text().len();
+            self.text_bytes -= previous.text_bytes();
         }
         while self.text_bytes + size > self.text_bytes_max {
             let Some(&victim) = self.entries.keys().next() else {
                 break;
             };
             if let Some(evicted) = self.entries.remove(&victim) {
-                self.text_bytes -= evicted.canonical_text().len();
+                self.text_bytes -= evicted.text_bytes();
             }
         }
         self.text_bytes += size;
@@ -53,7 +53,7 @@ impl ParsedCache {
 
     pub fn remove(&mut self, id: u32) {
         if let Some(evicted) = self.entries.remove(&id) {
-            self.text_bytes -= evicted.canonical_text().len();
+            self.text_bytes -= evicted.text_bytes();
         }
     }
 

@@ -70,6 +70,11 @@ impl ProtobufSchema {
         self.canonical.clone()
     }
 
+    /// Bytes of schema text this value keeps (the submitted text as well as the print).
+    pub(crate) fn text_bytes(&self) -> usize {
+        self.canonical.len() + self.source.len()
+    }
+
     /// The printed text with Confluent's normalisation (sorted imports, options and fields,
     /// fully-qualified type names, ...).
     pub(crate) fn normalized_text(&self) -> String {

@@ -126,10 +126,14 @@ impl<'a> Spans<'a> {
         let mut loose: Vec<(usize, Vec<usize>)> = Vec::new();
         for item in 0..count {
             let span = self.first(&path_with(statement_path, &[index(item)]));
+            // Statements at one path are sorted and do not overlap: the owner is the last
+            // one starting at or before the item, if it reaches past it (a binary search;
+            // a linear scan per item was quadratic in the statements of a large schema).
             let owner = span.and_then(|(start, end)| {
                 statements
-                    .iter()
-                    .position(|(s, e)| *s <= start && end <= *e)
+                    .partition_point(|(s, _)| *s <= start)
+                    .checked_sub(1)
+                    .filter(|&i| statements.get(i).is_some_and(|(_, e)| end <= *e))
             });
             match (owner, groups.get_mut(owner.unwrap_or(usize::MAX))) {
                 (Some(_), Some((_, items))) => items.push(item),

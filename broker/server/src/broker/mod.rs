@@ -61,6 +61,11 @@ pub struct Partition {
     unflushed_bytes: AtomicU64,
     /// A flush-behind sync is running (at most one per partition).
     flushing: Arc<AtomicBool>,
+    /// Set by the first failed sync of the partition's segment (group commit or
+    /// flush-behind): from then on the partition acknowledges no produce, since a later sync
+    /// that succeeds says nothing of the pages the failed one lost. A restart recovers from
+    /// the log.
+    sync_failure: Arc<std::sync::OnceLock<String>>,
     gauges: PartitionGauges,
 }
 

@@ -60,8 +60,17 @@ impl Broker {
             record_count = view.record_count();
             self.check_schemas(&topic, &view).await?;
         }
+        let fenced = |reason: &str| {
+            error(
+                ErrorCode::Storage,
+                format!("partition {topic_name}/{partition_id} is fenced: a sync of its log failed ({reason}), so data it acknowledged no longer can be; restart the broker to recover from the log"),
+            )
+        };
         let (appended, handle) = {
             let mut log = partition.log();
+            if let Some(reason) = partition.sync_failure.get() {
+                return Err(fenced(reason));
+            }
             let appended = log.append(&mut batch, now_ms()).map_err(|e| match e {
                 AppendError::OutOfOrderSequence { .. } => reject(
                     &topic,
@@ -93,7 +102,9 @@ impl Broker {
                     )
                 }
                 Durability::Memory => {
-                    self.flush_behind(&partition, &log, &topic, batch.len() as u64);
+                    if !appended.duplicate {
+                        self.flush_behind(&partition, &log, &topic, batch.len() as u64);
+                    }
                     None
                 }
             };
@@ -103,6 +114,10 @@ impl Broker {
         if let Some(handle) = handle {
             self.group_commit.sync(handle).await.map_err(|e| match e {
                 SyncError::QueueFull => throttled(e.to_string()),
+                SyncError::Storage(failure) => {
+                    let _ = partition.sync_failure.set(failure.to_string());
+                    fenced(&failure.to_string())
+                }
                 other => error(ErrorCode::Storage, other.to_string()),
             })?;
         }
@@ -175,12 +190,14 @@ impl Broker {
         };
         topic.metrics.flush_behind_syncs.increment(1);
         let flushing = partition.flushing.clone();
+        let failure = partition.sync_failure.clone();
         let errors = topic.metrics.flush_behind_errors.clone();
         let topic = topic.name.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(error) = handle.sync() {
-                tracing::error!(topic, %error, "flush-behind sync failed");
+                tracing::error!(topic, %error, "flush-behind sync failed: the partition is fenced");
                 errors.increment(1);
+                let _ = failure.set(error.to_string());
             }
             flushing.store(false, Ordering::Release);
         });
@@ -191,4 +208,103 @@ impl Broker {
 fn reject(topic: &Topic, reason: Reject, response: Response) -> Response {
     topic.metrics.rejected(reason).increment(1);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    //! A failed sync fences its partition: after one, no produce on it is acknowledged (the
+    //! kernel reports a failed writeback once, so a later sync that succeeds says nothing
+    //! about the pages the failed one lost — the "fsyncgate" lesson).
+
+    use std::sync::Arc;
+
+    use herald_broker_core::storage::{StorageError, SyncHandle};
+    use herald_metrics::Metrics;
+    use herald_wire::batch::{BatchBuilder, Record};
+    use herald_wire::messages::{Durability, TopicConfig};
+    use herald_wire::{ErrorCode, Request, Response};
+
+    use crate::broker::Broker;
+    use crate::schema_cache::SchemaCache;
+
+    struct FailingSync;
+
+    impl SyncHandle for FailingSync {
+        fn sync(&self) -> Result<(), StorageError> {
+            Err(StorageError {
+                operation: "fdatasync",
+                path: "segment".to_owned(),
+                reason: "EIO".to_owned(),
+            })
+        }
+    }
+
+    fn batch() -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(b"v".to_vec()),
+            headers: Vec::new(),
+        });
+        builder.encode().expect("batch")
+    }
+
+    fn code(response: &Response) -> Option<ErrorCode> {
+        match response {
+            Response::Error(body) => Some(body.code),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_sync_the_partition_acknowledges_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(
+            dir.path(),
+            SchemaCache::new(None),
+            Metrics::new(),
+            Default::default(),
+            1_000_000,
+        )
+        .expect("open");
+        let created = broker
+            .handle(Request::CreateTopic {
+                name: "t".into(),
+                config: TopicConfig::default(),
+            })
+            .await;
+        assert!(matches!(created, Response::TopicCreated), "{created:?}");
+        let produce = |durability| {
+            broker.handle(Request::Produce {
+                topic: "t".into(),
+                partition: 0,
+                durability,
+                batch: batch(),
+            })
+        };
+        assert!(code(&produce(Durability::Fsync).await).is_none());
+        // The next sync of the segment fails.
+        let (_, partition) = broker.partition("t", 0).expect("partition");
+        {
+            let base = partition.log().active_base_offset();
+            *partition
+                .sync_handle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some((base, Arc::new(FailingSync)));
+        }
+        assert_eq!(
+            code(&produce(Durability::Fsync).await),
+            Some(ErrorCode::Storage)
+        );
+        // A working handle again: the partition still acknowledges nothing.
+        *partition
+            .sync_handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        for durability in [Durability::Fsync, Durability::Memory] {
+            let answer = produce(durability).await;
+            assert_eq!(code(&answer), Some(ErrorCode::Storage), "{answer:?}");
+        }
+    }
 }

@@ -370,6 +370,7 @@ pub(super) fn open_topic(
             appended: tokio::sync::Notify::new(),
             unflushed_bytes: AtomicU64::new(0),
             flushing: Arc::new(AtomicBool::new(false)),
+            sync_failure: Arc::default(),
             gauges: PartitionGauges::new(metrics, name, id),
         }));
     }

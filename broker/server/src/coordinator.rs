@@ -228,14 +228,20 @@ impl Coordinator {
             if legacy_file_name(&group) != name {
                 continue;
             }
-            let bytes = std::fs::read(&path)?;
-            let committed = read_offsets(&path, &group, &bytes).map_err(std::io::Error::other)?;
+            // A legacy file beside a current one is what a crash between writing the current
+            // file and removing the legacy one leaves: its content is stale, not even read.
             let current_exists = dir.join(file_name(&group)).exists();
+            let committed = if current_exists {
+                None
+            } else {
+                let bytes = std::fs::read(&path)?;
+                Some(read_offsets(&path, &group, &bytes).map_err(std::io::Error::other)?)
+            };
             let entry = groups.entry(group).or_insert_with(|| Entry {
                 group: Group::new(config),
                 ..Entry::default()
             });
-            if !current_exists {
+            if let Some(committed) = committed {
                 entry.committed = committed;
             }
             entry.legacy_file = Some(name);
@@ -551,6 +557,28 @@ mod tests {
         assert_eq!(
             coordinator.fetch_offsets(&group, vec![TopicPartition::new("orders", 0)]),
             GroupResponse::Offsets(vec![fetched("orders", 0, 11, "")])
+        );
+    }
+
+    /// A crash between writing the current offsets file and removing the legacy one leaves
+    /// both: the current one is read, the stale legacy one (even damaged) is not.
+    #[test]
+    fn a_stale_legacy_file_beside_the_current_one_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let groups = dir.path().join("groups");
+        std::fs::create_dir_all(&groups).expect("mkdir");
+        meta::write(
+            &groups,
+            &file_name("g"),
+            KIND,
+            &OffsetsV1::new("g", &committed()),
+        )
+        .expect("write current");
+        std::fs::write(groups.join(legacy_file_name("g")), b"x\ty").expect("write legacy");
+        let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
+        assert_eq!(
+            coordinator.fetch_offsets("g", vec![TopicPartition::new("orders", 3)]),
+            GroupResponse::Offsets(vec![fetched("orders", 3, 42, "tab\tand\nnewline")])
         );
     }
 

@@ -21,12 +21,11 @@ pub(crate) fn report(
     record_bytes: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
-) -> f64 {
+) {
     let per_second = records as f64 / elapsed.as_secs_f64();
     let (p50, p99, p999) = percentiles(latencies);
     println!(
         "system={system} phase={phase} records={records} records_per_s={per_second:.0} mb_per_s={:.1} p50_ms={p50:.3} p99_ms={p99:.3} p999_ms={p999:.3}",
         per_second * record_bytes as f64 / 1e6
     );
-    per_second
 }

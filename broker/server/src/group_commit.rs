@@ -203,7 +203,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_sync_fails_every_request_it_covered() {
+    async fn a_failed_sync_fails_the_request_waiting_on_it() {
         struct Failing;
         impl SyncHandle for Failing {
             fn sync(&self) -> Result<(), StorageError> {

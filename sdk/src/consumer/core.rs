@@ -139,11 +139,6 @@ pub struct PartitionProgress<'a> {
 }
 
 impl PartitionProgress<'_> {
-    /// The next offset to hand out.
-    pub fn position(&self) -> i64 {
-        self.cursor.position
-    }
-
     /// As [`ConsumerCore::on_fetched`].
     pub fn fetched(&mut self, first_offset: i64, count: u32) {
         self.cursor.fetched(first_offset, count);

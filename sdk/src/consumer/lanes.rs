@@ -64,6 +64,10 @@ impl RawConsumer {
             let mut lanes: Vec<Vec<ConsumedRecord>> = vec![Vec::new(); lanes_max];
             // The offsets of each lane's records, to report what each lane handled.
             let mut lane_offsets: Vec<Vec<i64>> = vec![Vec::new(); lanes_max];
+            // One lookup of the partition's progress for the whole fetch.
+            let Some(mut cursor) = core.partition_progress(partition) else {
+                return Ok(());
+            };
             for record in FetchedRecords::new(source, position) {
                 let offset = record.offset();
                 let lane = match record.key() {
@@ -76,7 +80,7 @@ impl RawConsumer {
                 if let (Some(records), Some(offsets)) =
                     (lanes.get_mut(lane), lane_offsets.get_mut(lane))
                 {
-                    core.on_fetched(partition, offset, 1);
+                    cursor.fetched(offset, 1);
                     records.push(record);
                     offsets.push(offset);
                 }
@@ -101,7 +105,7 @@ impl RawConsumer {
                     if stopped_at.is_some_and(|stopped_at| offset >= stopped_at) {
                         break;
                     }
-                    core.on_handled(partition, offset);
+                    cursor.handled(offset);
                 }
             }
         }

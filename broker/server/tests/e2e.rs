@@ -1107,8 +1107,8 @@ async fn memory_appends_flush_behind_every_16_mib() {
     assert_eq!(syncs("small"), Some(0), "{metrics}");
 }
 
-/// A segment age past i64 milliseconds would wrap negative on the log's clock (every append
-/// rolling a segment); it is refused at creation, naming the field.
+/// A segment age past i64 milliseconds is not a duration the log can compare (it saturates to
+/// "never"): it is refused at creation with an error naming the field, not silently taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durations_that_would_overflow_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -121,7 +121,19 @@ impl Storage for FileStorage {
 
     fn create_dir(&self, dir: &str) -> Result<(), StorageError> {
         let path = self.root.join(dir);
-        std::fs::create_dir_all(&path).map_err(|e| error("mkdir", &path, e))
+        if path.is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&path).map_err(|e| error("mkdir", &path, e))?;
+        // Each directory created must survive a crash: sync it and every parent up to the
+        // root (rare: once per partition).
+        for ancestor in path.ancestors() {
+            sync_dir(ancestor).map_err(|e| error("fsync", ancestor, e))?;
+            if ancestor == self.root {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
@@ -160,10 +172,26 @@ impl Storage for FileStorage {
     fn remove_dir(&self, dir: &str) -> Result<(), StorageError> {
         let path = self.root.join(dir);
         match std::fs::remove_dir_all(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(error("rmdir", &path, e)),
-            _ => Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(error("rmdir", &path, e))
+            }
+            _ => {}
+        }
+        match path.parent() {
+            Some(parent) => sync_dir(parent).map_err(|e| error("fsync", parent, e)),
+            None => Ok(()),
         }
     }
+
+    fn sync_dir(&self, dir: &str) -> Result<(), StorageError> {
+        let path = self.root.join(dir);
+        sync_dir(&path).map_err(|e| error("fsync", &path, e))
+    }
+}
+
+/// Makes the entries of a directory durable (files created, renamed or removed in it).
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Writes `bytes` to `dir/name` atomically: a temporary file, synced, renamed over `name`,
@@ -176,5 +204,5 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io:
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temporary, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
+    sync_dir(dir)
 }

@@ -97,6 +97,8 @@ pub enum AppendError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("the partition is fenced and acknowledges nothing until the broker restarts and recovers it from its log: {reason}")]
+    Fenced { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,7 +162,32 @@ pub struct Retained {
     pub bytes_deleted: u64,
 }
 
+/// Set once a partition's log can no longer promise that what it acknowledges is stored
+/// where it says: a sync failed (the kernel reports a lost writeback once, so a later sync
+/// that succeeds proves nothing about those pages — the "fsyncgate" lesson), or an append
+/// failed and cutting its partial write back failed too. A fenced log refuses every append;
+/// reopening it (a broker restart) recovers from what the files hold. Clones share the state,
+/// so syncs made outside the log (group commit, flush-behind) fence it too.
+#[derive(Debug, Clone, Default)]
+pub struct Fence(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl Fence {
+    /// Fences with `reason`; the first reason stays.
+    pub fn set(&self, reason: impl Into<String>) {
+        let _ = self.0.set(reason.into());
+    }
+
+    /// Why the log is fenced, if it is.
+    pub fn reason(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
 /// One partition's log over a [`Storage`].
+///
+/// A failed append leaves the log exactly as before it: a partial write is cut back to the
+/// last whole batch (if that fails too, the log is fenced). A failed sync fences the log
+/// (see [`Fence`]). Either way, no offset after a failure ever shifts.
 pub struct PartitionLog<S: Storage> {
     storage: S,
     dir: String,
@@ -168,6 +195,7 @@ pub struct PartitionLog<S: Storage> {
     segments: Vec<Segment<S::File>>,
     producers: ProducerTable,
     dedup: Option<KeyWindow>,
+    fence: Fence,
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -211,13 +239,29 @@ impl<S: Storage> PartitionLog<S> {
         self.active().base_offset
     }
 
-    /// A handle that makes everything appended so far to the active segment durable.
+    /// A handle that makes everything appended so far to the active segment durable. Whoever
+    /// syncs through it must [`Fence::set`] the log's [`fence`](Self::fence) if the sync fails.
     pub fn sync_handle(&self) -> Result<std::sync::Arc<dyn SyncHandle>, StorageError> {
         self.active().log.sync_handle()
     }
 
+    /// The log's fence (shared: setting a clone fences the log).
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// Syncs `file`, fencing the log if that fails.
+    fn sync_or_fence(fence: &Fence, file: &mut impl StorageFile) -> Result<(), StorageError> {
+        file.sync().inspect_err(|error| fence.set(format!("a sync failed: {error}")))
+    }
+
     /// Validates `batch`, stamps its base offset and append time, and appends it.
     pub fn append(&mut self, batch: &mut [u8], now_ms: i64) -> Result<Appended, AppendError> {
+        if let Some(reason) = self.fence.reason() {
+            return Err(AppendError::Fenced {
+                reason: reason.to_owned(),
+            });
+        }
         let view = BatchView::parse(batch)?;
         if view.size() != batch.len() {
             return Err(BatchError::Decode(herald_wire::DecodeError::Trailing {
@@ -276,21 +320,33 @@ impl<S: Storage> PartitionLog<S> {
         })
     }
 
-    /// Writes a validated batch at the end of the log; returns its base offset.
+    /// Writes a validated batch at the end of the log; returns its base offset. On failure
+    /// the segment is put back as it was (files cut to their old lengths), or the log fenced.
     fn store(&mut self, batch: &mut [u8], now_ms: i64) -> Result<i64, AppendError> {
         self.maybe_roll(batch.len() as u64, now_ms)?;
         let interval = self.config.index_interval_bytes;
+        let fence = self.fence.clone();
         let segment = self.active_mut();
         let base_offset = segment.next_offset;
         batch::stamp(batch, base_offset, now_ms);
-        let position = segment.size;
-        segment.log.append(batch)?;
         // Just stamped and validated: the header is there.
         let Some(head) = BatchHeader::read(batch) else {
             debug_assert!(false, "a stamped, validated batch without a header");
             return Err(AppendError::Batch(BatchError::Empty));
         };
-        segment.index_batch(position, &head, interval)?;
+        let mark = segment.mark();
+        let written = segment
+            .log
+            .append(batch)
+            .and_then(|()| segment.index_batch(mark.size, &head, interval));
+        if let Err(error) = written {
+            if let Err(undo) = segment.roll_back(&mark) {
+                fence.set(format!(
+                    "an append failed ({error}) and cutting its partial write back failed too ({undo})"
+                ));
+            }
+            return Err(error.into());
+        }
         // A validated batch holds at least one record: the log end only moves forward.
         debug_assert!(
             segment.next_offset > base_offset,
@@ -315,13 +371,18 @@ impl<S: Storage> PartitionLog<S> {
                 }
             }
         }
+        self.write_snapshot(end)
+    }
+
+    /// Writes the producer table as the snapshot at `offset`, durably (file and entry).
+    fn write_snapshot(&mut self, offset: i64) -> Result<(), StorageError> {
         let mut snapshot = self
             .storage
-            .open(&self.dir, &file_name(end, "snapshot"), true)?;
+            .open(&self.dir, &file_name(offset, "snapshot"), true)?;
         snapshot.truncate(0)?;
         snapshot.append(&self.producers.encode())?;
-        snapshot.sync()?;
-        Ok(())
+        Self::sync_or_fence(&self.fence, &mut snapshot)?;
+        self.storage.sync_dir(&self.dir)
     }
 
     fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), StorageError> {
@@ -339,20 +400,35 @@ impl<S: Storage> PartitionLog<S> {
         }
         // Sealing makes the old segment durable: recovery only verifies the active one.
         let next = active.next_offset;
+        let fence = self.fence.clone();
         let segment = self.active_mut();
-        segment.log.sync()?;
-        segment.offset_index.sync()?;
-        segment.time_index.sync()?;
+        Self::sync_or_fence(&fence, &mut segment.log)?;
+        Self::sync_or_fence(&fence, &mut segment.offset_index)?;
+        Self::sync_or_fence(&fence, &mut segment.time_index)?;
         // Producer state as of the new segment's start: recovery replays only what follows.
-        let mut snapshot = self
-            .storage
-            .open(&self.dir, &file_name(next, "snapshot"), true)?;
-        snapshot.truncate(0)?;
-        snapshot.append(&self.producers.encode())?;
-        snapshot.sync()?;
-        let fresh = Segment::create(&self.storage, &self.dir, next)?;
-        self.segments.push(fresh);
-        Ok(())
+        self.write_snapshot(next)?;
+        // The new files must exist after a crash before anything acknowledged lands in them.
+        let created = Segment::create(&self.storage, &self.dir, next)
+            .and_then(|fresh| self.storage.sync_dir(&self.dir).map(|()| fresh));
+        match created {
+            Ok(fresh) => {
+                self.segments.push(fresh);
+                Ok(())
+            }
+            Err(error) => {
+                // Left behind, a file of the new segment would be named inside this one's
+                // range once appends go on here, and the log would not open again. If it
+                // cannot be removed, nothing more is appended here (its name stays the end).
+                let removed = Segment::<S::File>::remove_named(&self.storage, &self.dir, next)
+                    .and_then(|()| self.storage.sync_dir(&self.dir));
+                if let Err(undo) = removed {
+                    self.fence.set(format!(
+                        "creating segment {next} failed ({error}) and removing its files failed too ({undo})"
+                    ));
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Whole batches starting with the one holding `offset`, up to about `max_bytes` (always
@@ -498,8 +574,6 @@ impl<S: Storage> PartitionLog<S> {
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<Retained, StorageError> {
         self.producers
             .expire(now_ms, self.config.producer_expiry_ms);
-        self.producers
-            .expire(now_ms, self.config.producer_expiry_ms);
         let mut retained = Retained::default();
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
@@ -531,6 +605,9 @@ impl<S: Storage> PartitionLog<S> {
             retained.bytes_deleted += oldest.size;
             self.segments.remove(0);
         }
+        if retained.segments_deleted > 0 {
+            self.storage.sync_dir(&self.dir)?;
+        }
         Ok(retained)
     }
 
@@ -549,5 +626,7 @@ fn saturating_ms(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

@@ -77,10 +77,33 @@ impl<S: Storage> PartitionLog<S> {
             segments,
             producers: ProducerTable::default(),
             dedup: None,
+            fence: super::Fence::default(),
         };
+        log.remove_stray_snapshots()?;
         log.restore_producers()?;
         log.restore_dedup()?;
+        // Whatever opening created or removed (a first segment, index files of a segment
+        // whose creation was cut short, stray snapshots) is durable before anything is
+        // acknowledged on top of it.
+        log.storage.sync_dir(dir)?;
         Ok((log, recovery))
+    }
+
+    /// Removes producer snapshots outside the log: past its end (taken before a crash cut the
+    /// tail they describe — left there, one would be trusted once the log grows past it
+    /// again, with producer state of records that are gone) or before its start (left by a
+    /// retention run cut short).
+    fn remove_stray_snapshots(&mut self) -> Result<(), StorageError> {
+        let (start, end) = (self.log_start_offset(), self.high_watermark());
+        for name in self.storage.list(&self.dir)? {
+            let offset = name
+                .strip_suffix(".snapshot")
+                .and_then(|offset| offset.parse::<i64>().ok());
+            if offset.is_some_and(|offset| offset < start || offset > end) {
+                self.storage.remove(&self.dir, &name)?;
+            }
+        }
+        Ok(())
     }
 
     /// Loads the newest usable producer snapshot and replays the batches after it.

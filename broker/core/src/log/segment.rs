@@ -23,6 +23,20 @@ pub(super) struct Segment<F> {
     bytes_since_index: u64,
 }
 
+/// A segment's state before an append, to put it back if the append fails.
+pub(super) struct Mark {
+    pub(super) size: u64,
+    offset_index_len: u64,
+    time_index_len: u64,
+    offset_entries: usize,
+    time_entries: usize,
+    next_offset: i64,
+    max_timestamp_ms: i64,
+    max_append_time_ms: i64,
+    first_append_time_ms: Option<i64>,
+    bytes_since_index: u64,
+}
+
 pub(super) fn file_name(base: i64, extension: &str) -> String {
     format!("{base:020}.{extension}")
 }
@@ -57,6 +71,38 @@ impl<F: StorageFile> Segment<F> {
             first_append_time_ms: None,
             bytes_since_index: 0,
         })
+    }
+
+    pub(super) fn mark(&self) -> Mark {
+        Mark {
+            size: self.size,
+            offset_index_len: self.offset_index.len(),
+            time_index_len: self.time_index.len(),
+            offset_entries: self.offset_entries.len(),
+            time_entries: self.time_entries.len(),
+            next_offset: self.next_offset,
+            max_timestamp_ms: self.max_timestamp_ms,
+            max_append_time_ms: self.max_append_time_ms,
+            first_append_time_ms: self.first_append_time_ms,
+            bytes_since_index: self.bytes_since_index,
+        }
+    }
+
+    /// Puts the segment back as it was at `mark`: every file cut to its old length (a failed
+    /// write may have left part of its bytes), the in-memory state restored.
+    pub(super) fn roll_back(&mut self, mark: &Mark) -> Result<(), StorageError> {
+        self.log.truncate(mark.size)?;
+        self.offset_index.truncate(mark.offset_index_len)?;
+        self.time_index.truncate(mark.time_index_len)?;
+        self.offset_entries.truncate(mark.offset_entries);
+        self.time_entries.truncate(mark.time_entries);
+        self.size = mark.size;
+        self.next_offset = mark.next_offset;
+        self.max_timestamp_ms = mark.max_timestamp_ms;
+        self.max_append_time_ms = mark.max_append_time_ms;
+        self.first_append_time_ms = mark.first_append_time_ms;
+        self.bytes_since_index = mark.bytes_since_index;
+        Ok(())
     }
 
     /// Records index entries for a batch stored at `position`.
@@ -174,8 +220,19 @@ impl<F: StorageFile> Segment<F> {
         storage: &S,
         dir: &str,
     ) -> Result<(), StorageError> {
-        for extension in ["log", "index", "timeindex"] {
-            storage.remove(dir, &file_name(self.base_offset, extension))?;
+        Self::remove_named(storage, dir, self.base_offset)
+    }
+
+    /// Removes the files of the segment based at `base_offset`, if there.
+    pub(super) fn remove_named<S: Storage<File = F>>(
+        storage: &S,
+        dir: &str,
+        base_offset: i64,
+    ) -> Result<(), StorageError> {
+        // The log file last: a removal cut short leaves a segment whose indexes are rebuilt,
+        // never index files without their log.
+        for extension in ["index", "timeindex", "log"] {
+            storage.remove(dir, &file_name(base_offset, extension))?;
         }
         Ok(())
     }

@@ -8,9 +8,9 @@ use proptest::prelude::*;
 use super::*;
 use crate::storage::MemoryStorage;
 
-const DIR: &str = "topic/0";
+pub(super) const DIR: &str = "topic/0";
 
-fn small_config() -> LogConfig {
+pub(super) fn small_config() -> LogConfig {
     LogConfig {
         segment_bytes: 600,
         segment_age_ms: 10_000,
@@ -22,7 +22,7 @@ fn small_config() -> LogConfig {
     }
 }
 
-fn batch_of(values: &[u64], timestamp_ms: i64) -> Vec<u8> {
+pub(super) fn batch_of(values: &[u64], timestamp_ms: i64) -> Vec<u8> {
     let mut builder = BatchBuilder::new();
     for (i, value) in values.iter().enumerate() {
         builder.push(Record {
@@ -36,7 +36,7 @@ fn batch_of(values: &[u64], timestamp_ms: i64) -> Vec<u8> {
 }
 
 /// Every record from `from` on, as (offset, value), checking CRCs and offsets on the way.
-fn read_all(log: &PartitionLog<MemoryStorage>, from: i64) -> Vec<(i64, u64)> {
+pub(super) fn read_all<S: Storage>(log: &PartitionLog<S>, from: i64) -> Vec<(i64, u64)> {
     let mut out = Vec::new();
     let mut offset = from;
     loop {
@@ -282,7 +282,7 @@ fn segments_roll_by_age() {
     assert_eq!(log.segment_count(), 2);
 }
 
-fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[u64]) -> Vec<u8> {
+pub(super) fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[u64]) -> Vec<u8> {
     let mut builder = BatchBuilder::new().idempotent(producer_id, epoch, sequence);
     for value in values {
         builder.push(Record {
@@ -513,7 +513,7 @@ fn seeded_simulation_with_faults() {
 }
 
 /// A batch whose records carry idempotency keys; `producer` makes it idempotent.
-fn keyed_batch(keys: &[&str], producer: Option<(i64, i16, i32)>) -> Vec<u8> {
+pub(super) fn keyed_batch(keys: &[&str], producer: Option<(i64, i16, i32)>) -> Vec<u8> {
     let mut builder = match producer {
         Some((id, epoch, sequence)) => BatchBuilder::new().idempotent(id, epoch, sequence),
         None => BatchBuilder::new(),
@@ -533,7 +533,7 @@ fn keyed_batch(keys: &[&str], producer: Option<(i64, i16, i32)>) -> Vec<u8> {
 }
 
 /// The values stored, in offset order.
-fn stored_values(log: &PartitionLog<MemoryStorage>) -> Vec<String> {
+pub(super) fn stored_values(log: &PartitionLog<MemoryStorage>) -> Vec<String> {
     let read = log.read(0, 1 << 20).expect("read");
     let mut values = Vec::new();
     for view in batches(&read.bytes) {
@@ -547,7 +547,7 @@ fn stored_values(log: &PartitionLog<MemoryStorage>) -> Vec<String> {
     values
 }
 
-fn dedup_config() -> LogConfig {
+pub(super) fn dedup_config() -> LogConfig {
     LogConfig {
         dedup_window_ms: Some(120_000),
         segment_bytes: 1 << 20,

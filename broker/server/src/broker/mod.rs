@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use herald_broker_core::groups::{GroupConfig, Heartbeat};
-use herald_broker_core::log::PartitionLog;
+use herald_broker_core::log::{Fence, PartitionLog};
 use herald_broker_core::storage::{StorageError, SyncHandle};
 use herald_metrics::broker::{GROUP_LAG_RECORDS, GROUP_LAG_SECONDS};
 use herald_metrics::Metrics;
@@ -61,11 +61,11 @@ pub struct Partition {
     unflushed_bytes: AtomicU64,
     /// A flush-behind sync is running (at most one per partition).
     flushing: Arc<AtomicBool>,
-    /// Set by the first failed sync of the partition's segment (group commit or
-    /// flush-behind): from then on the partition acknowledges no produce, since a later sync
-    /// that succeeds says nothing of the pages the failed one lost. A restart recovers from
-    /// the log.
-    sync_failure: Arc<std::sync::OnceLock<String>>,
+    /// The log's fence (a shared clone): set by the first failed sync of the partition's
+    /// segment, in the log or here (group commit, flush-behind); from then on the partition
+    /// acknowledges no produce, since a later sync that succeeds says nothing of the pages the
+    /// failed one lost. A restart recovers from the log.
+    fence: Fence,
     gauges: PartitionGauges,
 }
 

@@ -63,14 +63,11 @@ impl Broker {
         let fenced = |reason: &str| {
             error(
                 ErrorCode::Storage,
-                format!("partition {topic_name}/{partition_id} is fenced: a sync of its log failed ({reason}), so data it acknowledged no longer can be; restart the broker to recover from the log"),
+                format!("partition {topic_name}/{partition_id} is fenced and acknowledges nothing until the broker restarts and recovers it from its log: {reason}"),
             )
         };
         let (appended, handle) = {
             let mut log = partition.log();
-            if let Some(reason) = partition.sync_failure.get() {
-                return Err(fenced(reason));
-            }
             let appended = log.append(&mut batch, now_ms()).map_err(|e| match e {
                 AppendError::OutOfOrderSequence { .. } => reject(
                     &topic,
@@ -88,6 +85,7 @@ impl Broker {
                     error(ErrorCode::CorruptBatch, e.to_string()),
                 ),
                 AppendError::Storage(_) => error(ErrorCode::Storage, e.to_string()),
+                AppendError::Fenced { reason } => fenced(&reason),
             })?;
             if appended.duplicate {
                 topic.metrics.duplicate_batches.increment(1);
@@ -115,8 +113,9 @@ impl Broker {
             self.group_commit.sync(handle).await.map_err(|e| match e {
                 SyncError::QueueFull => throttled(e.to_string()),
                 SyncError::Storage(failure) => {
-                    let _ = partition.sync_failure.set(failure.to_string());
-                    fenced(&failure.to_string())
+                    let reason = format!("a sync failed: {failure}");
+                    partition.fence.set(reason.as_str());
+                    fenced(&reason)
                 }
                 other => error(ErrorCode::Storage, other.to_string()),
             })?;
@@ -190,14 +189,14 @@ impl Broker {
         };
         topic.metrics.flush_behind_syncs.increment(1);
         let flushing = partition.flushing.clone();
-        let failure = partition.sync_failure.clone();
+        let fence = partition.fence.clone();
         let errors = topic.metrics.flush_behind_errors.clone();
         let topic = topic.name.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(error) = handle.sync() {
                 tracing::error!(topic, %error, "flush-behind sync failed: the partition is fenced");
                 errors.increment(1);
-                let _ = failure.set(error.to_string());
+                fence.set(format!("a flush-behind sync failed: {error}"));
             }
             flushing.store(false, Ordering::Release);
         });

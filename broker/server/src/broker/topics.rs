@@ -364,13 +364,14 @@ pub(super) fn open_topic(
                 .recovery_truncated_bytes
                 .increment(recovery.truncated_bytes);
         }
+        let fence = log.fence().clone();
         partitions.push(Arc::new(Partition {
             log: Mutex::new(log),
             sync_handle: Mutex::new(None),
             appended: tokio::sync::Notify::new(),
             unflushed_bytes: AtomicU64::new(0),
             flushing: Arc::new(AtomicBool::new(false)),
-            sync_failure: Arc::default(),
+            fence,
             gauges: PartitionGauges::new(metrics, name, id),
         }));
     }

@@ -1,7 +1,15 @@
 //! Where partition files live. The log only ever appends, reads at positions, truncates,
 //! syncs, lists and removes, so that is all the trait asks for.
+//!
+//! Durability has two parts, as on a POSIX file system: a file's bytes are durable once the
+//! file is synced, and its directory entry (that it exists, or that it was removed) once its
+//! directory is synced ([`Storage::sync_dir`]). [`MemoryStorage`] models both, so a crash in a
+//! test loses a file created since its directory was last synced and brings back one removed
+//! since then. [`faults::FaultyStorage`] wraps any storage and fails chosen calls.
 
-use std::collections::BTreeMap;
+pub mod faults;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A storage failure: I/O error, missing file, full disk...
@@ -40,7 +48,11 @@ pub trait Storage: Send + Sync {
     /// Opens `dir/name`, creating it if `create`.
     fn open(&self, dir: &str, name: &str, create: bool) -> Result<Self::File, StorageError>;
     fn remove(&self, dir: &str, name: &str) -> Result<(), StorageError>;
+    /// Removes `dir` and everything in it, durably (its parent directory is synced).
     fn remove_dir(&self, dir: &str) -> Result<(), StorageError>;
+    /// Makes the entries of `dir` durable: files created in it since the last call survive a
+    /// crash, files removed from it stay removed.
+    fn sync_dir(&self, dir: &str) -> Result<(), StorageError>;
 }
 
 #[derive(Debug, Default)]
@@ -51,11 +63,23 @@ struct MemoryFileData {
 
 type Files = BTreeMap<String, Arc<Mutex<MemoryFileData>>>;
 
+/// The directory entries of a [`MemoryStorage`].
+#[derive(Debug, Default)]
+struct Entries {
+    /// Files that exist now, by `dir/name`.
+    live: Files,
+    /// Paths whose existence is durable (their directory was synced since they were created).
+    durable: BTreeSet<String>,
+    /// Removed files whose removal is not durable yet: a crash brings them back.
+    unlinked: Files,
+}
+
 /// In-memory storage with crash simulation: [`MemoryStorage::crash`] drops what was never
-/// synced, optionally leaving a torn tail, as a power cut would.
+/// synced, optionally leaving a torn tail, as a power cut would — file bytes not synced, and
+/// directory entries (creations, removals) whose directory was not synced.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStorage {
-    files: Arc<Mutex<Files>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,15 +88,32 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+fn in_dir(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|name| !name.contains('/'))
+}
+
 impl MemoryStorage {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Simulates a crash: every file keeps its synced bytes plus `torn(unsynced_len)` of
-    /// the unsynced tail (0 loses it all).
+    /// Simulates a crash: files created since their directory was last synced vanish, files
+    /// removed since then come back, and every file keeps its synced bytes plus
+    /// `torn(unsynced_len)` of the unsynced tail (0 loses it all).
     pub fn crash(&self, mut torn: impl FnMut(usize) -> usize) {
-        for file in lock(&self.files).values() {
+        let mut entries = lock(&self.entries);
+        let Entries {
+            live,
+            durable,
+            unlinked,
+        } = &mut *entries;
+        live.retain(|path, _| durable.contains(path));
+        for (path, data) in std::mem::take(unlinked) {
+            live.insert(path, data);
+        }
+        for file in live.values() {
             let mut data = lock(file);
             let unsynced = data.bytes.len() - data.synced_len;
             let keep = data.synced_len + torn(unsynced).min(unsynced);
@@ -83,7 +124,7 @@ impl MemoryStorage {
 
     /// Overwrites bytes of a file (tests of corruption).
     pub fn corrupt(&self, dir: &str, name: &str, position: usize, bytes: &[u8]) {
-        if let Some(file) = lock(&self.files).get(&format!("{dir}/{name}")) {
+        if let Some(file) = lock(&self.entries).live.get(&format!("{dir}/{name}")) {
             let mut data = lock(file);
             for (i, byte) in bytes.iter().enumerate() {
                 if let Some(slot) = data.bytes.get_mut(position + i) {
@@ -94,9 +135,20 @@ impl MemoryStorage {
     }
 
     pub fn file_len(&self, dir: &str, name: &str) -> Option<usize> {
-        lock(&self.files)
+        lock(&self.entries)
+            .live
             .get(&format!("{dir}/{name}"))
             .map(|file| lock(file).bytes.len())
+    }
+
+    /// The names of the files in `dir` (those that exist now).
+    pub fn names(&self, dir: &str) -> Vec<String> {
+        lock(&self.entries)
+            .live
+            .keys()
+            .filter(|path| in_dir(path, dir))
+            .filter_map(|path| path.rsplit('/').next().map(str::to_owned))
+            .collect()
     }
 }
 
@@ -162,23 +214,17 @@ impl Storage for MemoryStorage {
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
-        let prefix = format!("{dir}/");
-        Ok(lock(&self.files)
-            .keys()
-            .filter_map(|path| path.strip_prefix(&prefix))
-            .filter(|name| !name.contains('/'))
-            .map(str::to_owned)
-            .collect())
+        Ok(self.names(dir))
     }
 
     fn open(&self, dir: &str, name: &str, create: bool) -> Result<MemoryFile, StorageError> {
         let path = format!("{dir}/{name}");
-        let mut files = lock(&self.files);
-        match files.get(&path) {
+        let mut entries = lock(&self.entries);
+        match entries.live.get(&path) {
             Some(data) => Ok(MemoryFile { data: data.clone() }),
             None if create => {
                 let data = Arc::new(Mutex::new(MemoryFileData::default()));
-                files.insert(path, data.clone());
+                entries.live.insert(path, data.clone());
                 Ok(MemoryFile { data })
             }
             None => Err(StorageError {
@@ -190,13 +236,36 @@ impl Storage for MemoryStorage {
     }
 
     fn remove(&self, dir: &str, name: &str) -> Result<(), StorageError> {
-        lock(&self.files).remove(&format!("{dir}/{name}"));
+        let path = format!("{dir}/{name}");
+        let mut entries = lock(&self.entries);
+        if let Some(data) = entries.live.remove(&path) {
+            if entries.durable.contains(&path) {
+                entries.unlinked.insert(path, data);
+            }
+        }
         Ok(())
     }
 
     fn remove_dir(&self, dir: &str) -> Result<(), StorageError> {
+        // Durable at once: the parent directory is synced.
         let prefix = format!("{dir}/");
-        lock(&self.files).retain(|path, _| !path.starts_with(&prefix));
+        let mut entries = lock(&self.entries);
+        entries.live.retain(|path, _| !path.starts_with(&prefix));
+        entries.durable.retain(|path| !path.starts_with(&prefix));
+        entries.unlinked.retain(|path, _| !path.starts_with(&prefix));
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &str) -> Result<(), StorageError> {
+        let mut entries = lock(&self.entries);
+        let Entries {
+            live,
+            durable,
+            unlinked,
+        } = &mut *entries;
+        durable.retain(|path| !in_dir(path, dir) || live.contains_key(path));
+        durable.extend(live.keys().filter(|path| in_dir(path, dir)).cloned());
+        unlinked.retain(|path, _| !in_dir(path, dir));
         Ok(())
     }
 }

@@ -458,7 +458,7 @@ pub(crate) async fn topic(command: TopicAdmin) -> anyhow::Result<()> {
             let partitions: Vec<serde_json::Value> = topic
                 .partitions
                 .iter()
-                .map(|p| json!({"partition": p.partition, "log_start_offset": p.log_start_offset, "high_watermark": p.high_watermark, "segments": p.segments, "size_bytes": p.size_bytes}))
+                .map(|p| json!({"partition": p.partition, "log_start_offset": p.log_start_offset, "high_watermark": p.high_watermark, "segments": p.segments, "size_bytes": p.size_bytes, "problem": p.problem}))
                 .collect();
             let config = &topic.config;
             let value = json!({

@@ -135,3 +135,100 @@ async fn acknowledged_records_survive_sigkill_of_the_broker_process() -> anyhow:
     );
     Ok(())
 }
+
+/// One flipped byte in a sealed segment (the length of a batch) must not keep the broker from
+/// starting: that partition is quarantined — served up to the damage, refusing reads past it
+/// and produces, saying so in `topic describe` — and every other topic is served as before.
+/// (Before, the damaged log failed to open and so did the broker.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_a_sealed_segment_quarantines_only_its_partition() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = BrokerProcess::start(dir.path())?;
+    let client =
+        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    client
+        .create_topic(
+            "damaged",
+            TopicConfig {
+                segment_bytes: 4 * 1024,
+                ..TopicConfig::default()
+            },
+        )
+        .await?;
+    client
+        .create_topic("healthy", TopicConfig::default())
+        .await?;
+    let batch = |n: usize| -> anyhow::Result<Vec<u8>> {
+        let mut builder = BatchBuilder::new();
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(format!("{n:0>600}").into_bytes()),
+            headers: Vec::new(),
+        });
+        Ok(builder.encode()?)
+    };
+    for n in 0..40 {
+        client
+            .produce("damaged", 0, Durability::Fsync, batch(n)?)
+            .await?;
+        client
+            .produce("healthy", 0, Durability::Fsync, batch(n)?)
+            .await?;
+    }
+    client.close();
+    broker.kill()?;
+
+    let partition_dir = dir.path().join("topics/damaged/0");
+    let mut logs: Vec<std::path::PathBuf> = std::fs::read_dir(&partition_dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    anyhow::ensure!(logs.len() >= 3, "expected several segments: {logs:?}");
+    let damaged_base: i64 = logs[1]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("segment name {:?}", logs[1]))?;
+    let mut bytes = std::fs::read(&logs[1])?;
+    bytes[8] = 0x7f;
+    std::fs::write(&logs[1], bytes)?;
+
+    let broker = BrokerProcess::start(dir.path())?;
+    let client =
+        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    let described = client.describe_topic("damaged").await?;
+    let problem = described.partitions[0].problem.clone().unwrap_or_default();
+    assert!(problem.contains("quarantined"), "{described:?}");
+    assert_eq!(described.partitions[0].high_watermark, damaged_base);
+    let before = client
+        .fetch("damaged", 0, 0, 1024 * 1024, Duration::ZERO, 1)
+        .await?;
+    assert!(
+        !before.batches.is_empty(),
+        "what precedes the damage is served"
+    );
+    let past = client
+        .fetch("damaged", 0, damaged_base, 1024 * 1024, Duration::ZERO, 1)
+        .await
+        .expect_err("reads past the damage are refused");
+    assert!(past.to_string().contains("quarantined"), "{past}");
+    let produced = client
+        .produce("damaged", 0, Durability::Fsync, batch(99)?)
+        .await
+        .expect_err("produces are refused");
+    assert!(produced.to_string().contains("quarantined"), "{produced}");
+    // The other topic is untouched.
+    let (offset, _) = client
+        .produce("healthy", 0, Durability::Fsync, batch(40)?)
+        .await?;
+    assert_eq!(offset, 40);
+    let fetched = client
+        .fetch("healthy", 0, 0, 1024 * 1024, Duration::ZERO, 1)
+        .await?;
+    assert_eq!(batches(&fetched.batches).count(), 41);
+    client.close();
+    broker.kill()?;
+    Ok(())
+}

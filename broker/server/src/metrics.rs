@@ -7,8 +7,9 @@
 
 use herald_metrics::broker::{
     BYTES_IN, BYTES_OUT, CONNECTIONS_REFUSED, DUPLICATE_BATCHES, FETCH_DURATION,
-    FLUSH_BEHIND_ERRORS, FLUSH_BEHIND_SYNCS, HIGH_WATERMARK, PARTITION_BYTES, PRODUCE_DURATION,
-    RECORDS_IN, RECORDS_OUT, RECOVERY_TRUNCATED_BYTES, REJECTED_BATCHES, REJECT_REASONS,
+    FLUSH_BEHIND_ERRORS, FLUSH_BEHIND_SYNCS, HIGH_WATERMARK, PARTITION_BYTES, PARTITION_FENCED,
+    PRODUCE_DURATION, RECORDS_IN, RECORDS_OUT, RECOVERY_TRUNCATED_BYTES, REJECTED_BATCHES,
+    REJECT_REASONS, RESPONSE_BYTES_OUTSTANDING, RESPONSE_WRITE_TIMEOUTS,
     RETENTION_SEGMENTS_DELETED, SEGMENTS,
 };
 use herald_metrics::{Counter, Gauge, Histogram, Metrics};
@@ -20,6 +21,8 @@ pub struct BrokerMetrics {
     pub connections_refused: Counter,
     pub retention_segments_deleted: Counter,
     pub fetch_duration: Histogram,
+    pub response_bytes_outstanding: Gauge,
+    pub response_write_timeouts: Counter,
     produce_fsync_duration: Histogram,
     produce_memory_duration: Histogram,
 }
@@ -30,6 +33,8 @@ impl BrokerMetrics {
             connections_refused: metrics.counter(CONNECTIONS_REFUSED, &[]),
             retention_segments_deleted: metrics.counter(RETENTION_SEGMENTS_DELETED, &[]),
             fetch_duration: metrics.histogram(FETCH_DURATION, &[]),
+            response_bytes_outstanding: metrics.gauge(RESPONSE_BYTES_OUTSTANDING, &[]),
+            response_write_timeouts: metrics.counter(RESPONSE_WRITE_TIMEOUTS, &[]),
             produce_fsync_duration: metrics.histogram(PRODUCE_DURATION, &[("durability", "fsync")]),
             produce_memory_duration: metrics
                 .histogram(PRODUCE_DURATION, &[("durability", "memory")]),
@@ -120,6 +125,7 @@ pub struct PartitionGauges {
     pub segments: Gauge,
     pub high_watermark: Gauge,
     pub bytes: Gauge,
+    pub fenced: Gauge,
 }
 
 impl PartitionGauges {
@@ -130,6 +136,7 @@ impl PartitionGauges {
             segments: metrics.gauge(SEGMENTS, &labels),
             high_watermark: metrics.gauge(HIGH_WATERMARK, &labels),
             bytes: metrics.gauge(PARTITION_BYTES, &labels),
+            fenced: metrics.gauge(PARTITION_FENCED, &labels),
         }
     }
 }

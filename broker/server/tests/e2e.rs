@@ -396,14 +396,16 @@ async fn retention_removes_old_segments() {
         .describe_topic("short")
         .await
         .expect("describe")
-        .partitions[0];
+        .partitions[0]
+        .clone();
     assert!(before.segments > 2, "{before:?}");
     tokio::time::sleep(Duration::from_millis(700)).await;
     let after = client
         .describe_topic("short")
         .await
         .expect("describe")
-        .partitions[0];
+        .partitions[0]
+        .clone();
     assert_eq!(
         after.segments, 1,
         "only the active segment is left: {after:?}"

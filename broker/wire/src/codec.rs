@@ -145,6 +145,15 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
+    let mut cut = max.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
 pub(crate) fn put_string(out: &mut Vec<u8>, text: &str) {
     let len = text.len().min(u16::MAX as usize);
     out.extend_from_slice(&(len as u16).to_be_bytes());

@@ -86,6 +86,15 @@ pub mod broker {
     pub const HIGH_WATERMARK: &str = "herald_broker_high_watermark";
     /// Stored bytes (gauge; `topic`, `partition`).
     pub const PARTITION_BYTES: &str = "herald_broker_partition_bytes";
+    /// Response bytes held against the broker-wide response budget: encoded, not yet taken
+    /// by the transport (gauge; set when `/metrics` is scraped).
+    pub const RESPONSE_BYTES_OUTSTANDING: &str = "herald_broker_response_bytes_outstanding";
+    /// Response streams reset because the client read nothing of the answer for the write
+    /// timeout (counter).
+    pub const RESPONSE_WRITE_TIMEOUTS: &str = "herald_broker_response_write_timeouts_total";
+    /// 1 while a partition acknowledges no produce — fenced after a failed write or sync, or
+    /// quarantined past damage in its log — else 0 (gauge; `topic`, `partition`).
+    pub const PARTITION_FENCED: &str = "herald_broker_partition_fenced";
     /// Records a group has not committed (gauge; `group`, `topic`, `partition`).
     pub const GROUP_LAG_RECORDS: &str = "herald_broker_group_lag_records";
     /// Age in seconds of the oldest record a group has not committed (gauge; `group`, `topic`,
@@ -113,7 +122,7 @@ const fn described(name: &'static str, kind: Kind, help: &'static str) -> Descri
 }
 
 /// Every metric of both servers, with its help text.
-pub const DESCRIPTIONS: [Description; 24] = [
+pub const DESCRIPTIONS: [Description; 27] = [
     described(
         registry::REQUESTS,
         Kind::Counter,
@@ -219,6 +228,21 @@ pub const DESCRIPTIONS: [Description; 24] = [
         broker::PARTITION_BYTES,
         Kind::Gauge,
         "Stored bytes per partition.",
+    ),
+    described(
+        broker::RESPONSE_BYTES_OUTSTANDING,
+        Kind::Gauge,
+        "Response bytes encoded and not yet taken by the transport, against the broker-wide budget.",
+    ),
+    described(
+        broker::RESPONSE_WRITE_TIMEOUTS,
+        Kind::Counter,
+        "Response streams reset because the client read nothing for the write timeout.",
+    ),
+    described(
+        broker::PARTITION_FENCED,
+        Kind::Gauge,
+        "1 while a partition refuses produces (fenced after a failed write or sync, or quarantined past damage in its log).",
     ),
     described(
         broker::GROUP_LAG_RECORDS,

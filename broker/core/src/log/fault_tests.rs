@@ -3,9 +3,7 @@
 //! consistent through crashes — and a seeded model run through random faults and crashes
 //! keeps the log equal to the acknowledged history.
 
-use super::tests::{
-    batch_of, dedup_config, keyed_batch, read_all, small_config, DIR,
-};
+use super::tests::{batch_of, dedup_config, keyed_batch, read_all, small_config, DIR};
 use super::*;
 use crate::storage::faults::{Call, Fault, FaultyStorage};
 use crate::storage::MemoryStorage;
@@ -25,7 +23,8 @@ fn numbered(range: std::ops::Range<u64>) -> Vec<(i64, u64)> {
 #[test]
 fn a_partial_write_is_cut_back_and_later_offsets_do_not_shift() {
     let (memory, storage) = faulty(1);
-    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("open");
+    let (mut log, _) =
+        PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("open");
     log.append(&mut batch_of(&[0, 1], 1), 1).expect("append");
     storage.fail_next(Call::Append, Fault::Partial);
     let values: Vec<u64> = (100..150).collect();
@@ -52,7 +51,8 @@ fn a_partial_write_is_cut_back_and_later_offsets_do_not_shift() {
 #[test]
 fn a_failed_index_write_cuts_the_batch_back() {
     let (memory, storage) = faulty(2);
-    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("open");
+    let (mut log, _) =
+        PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("open");
     // Append calls of a first batch: the log, then its offset-index entry.
     storage.fail_nth(Call::Append, 1, Fault::NoSpace);
     log.append(&mut batch_of(&[7], 1), 1)
@@ -73,7 +73,8 @@ fn a_failed_index_write_cuts_the_batch_back() {
 #[test]
 fn a_failed_cut_back_fences_the_log_until_it_is_reopened() {
     let (memory, storage) = faulty(3);
-    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("open");
+    let (mut log, _) =
+        PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("open");
     log.append(&mut batch_of(&[0, 1], 1), 1).expect("append");
     storage.fail_next(Call::Append, Fault::Partial);
     storage.fail_next(Call::Truncate, Fault::Io);
@@ -85,7 +86,8 @@ fn a_failed_cut_back_fences_the_log_until_it_is_reopened() {
     drop(log);
     let (mut log, _) = PartitionLog::open(memory, DIR, LogConfig::default()).expect("reopen");
     assert_eq!(read_all(&log, 0), numbered(0..2));
-    log.append(&mut batch_of(&[2], 4), 4).expect("a reopened log appends");
+    log.append(&mut batch_of(&[2], 4), 4)
+        .expect("a reopened log appends");
     assert_eq!(read_all(&log, 0), numbered(0..3));
 }
 
@@ -262,8 +264,8 @@ fn run_with_faults(seed: u64) {
     // recognised from the recovered producer state.
     let mut in_doubt: Option<Vec<u64>> = None;
     let settle = |log: &PartitionLog<FaultyStorage<MemoryStorage>>,
-                      acknowledged: &mut Vec<u64>,
-                      in_doubt: &mut Option<Vec<u64>>| {
+                  acknowledged: &mut Vec<u64>,
+                  in_doubt: &mut Option<Vec<u64>>| {
         if let Some(values) = in_doubt.take() {
             if log.high_watermark() as usize == acknowledged.len() + values.len() {
                 acknowledged.extend(values);
@@ -340,11 +342,7 @@ fn run_with_faults(seed: u64) {
         }
         // Check with the disk healthy (reads are not what is under test here).
         set_faults(0);
-        assert_eq!(
-            log.high_watermark(),
-            acknowledged.len() as i64,
-            "{context}"
-        );
+        assert_eq!(log.high_watermark(), acknowledged.len() as i64, "{context}");
         let start = log.log_start_offset();
         let expected: Vec<(i64, u64)> = acknowledged
             .iter()
@@ -355,4 +353,86 @@ fn run_with_faults(seed: u64) {
         assert_eq!(read_all(&log, start), expected, "{context}");
     }
     assert!(failures > 0, "seed {seed}: no fault was injected");
+}
+
+fn segment_bases(memory: &MemoryStorage) -> Vec<i64> {
+    let mut bases: Vec<i64> = memory
+        .names(DIR)
+        .iter()
+        .filter_map(|name| name.strip_suffix(".log")?.parse().ok())
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
+fn log_with_segments(memory: &MemoryStorage, segments: usize) -> u64 {
+    let (mut log, _) = PartitionLog::open(memory.clone(), DIR, small_config()).expect("open");
+    let mut n = 0u64;
+    while log.segment_count() < segments {
+        log.append(&mut batch_of(&[n, n + 1], 1), 1)
+            .expect("append");
+        n += 2;
+    }
+    log.sync_handle().expect("handle").sync().expect("sync");
+    n
+}
+
+/// Defect: one flipped byte in a sealed segment (here the length of its first batch) kept the
+/// log from opening at all, so the broker did not start. Now the partition is quarantined:
+/// what precedes the damage is served, reads from it on are refused naming it, appends too.
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_quarantines_the_partition() {
+    let memory = MemoryStorage::new();
+    log_with_segments(&memory, 4);
+    let damaged = segment_bases(&memory)[1];
+    memory.corrupt(DIR, &file_name(damaged, "log"), 8, &[0x7f]);
+    let (mut log, recovery) =
+        PartitionLog::open(memory.clone(), DIR, small_config()).expect("a damaged log opens");
+    let quarantine = log.quarantine().cloned().expect("quarantined");
+    assert_eq!(recovery.quarantined.as_ref(), Some(&quarantine));
+    assert_eq!(quarantine.offset, damaged);
+    assert_eq!(quarantine.segment, damaged);
+    assert!(quarantine.reason.contains("claims"), "{quarantine:?}");
+    assert_eq!(read_all(&log, 0), numbered(0..damaged as u64));
+    let refused = log.read(damaged, 1024).expect_err("past the damage");
+    assert!(
+        matches!(refused, ReadError::Quarantined { .. }),
+        "{refused}"
+    );
+    let appended = log.append(&mut batch_of(&[1], 1), 1).expect_err("fenced");
+    assert!(matches!(appended, AppendError::Fenced { .. }), "{appended}");
+    // The files past the damage are kept for the operator.
+    drop(log);
+    assert_eq!(segment_bases(&memory).len(), 4);
+}
+
+/// A sealed segment whose batches skip offsets (a flipped byte in a record count) is
+/// quarantined where the offsets stop following each other.
+#[test]
+fn offsets_that_do_not_follow_quarantine_the_partition_there() {
+    let memory = MemoryStorage::new();
+    log_with_segments(&memory, 3);
+    let damaged = segment_bases(&memory)[0];
+    // Remove the indexes so the whole segment is walked; flip the first batch's record count
+    // (its CRC is not what the walk checks, its offsets are).
+    memory.corrupt(DIR, &file_name(damaged, "index"), 0, &[0xff; 8]);
+    memory.corrupt(DIR, &file_name(damaged, "log"), 29, &[9]);
+    let (log, _) = PartitionLog::open(memory, DIR, small_config()).expect("opens");
+    let quarantine = log.quarantine().expect("quarantined");
+    assert!(quarantine.reason.contains("was expected"), "{quarantine:?}");
+}
+
+/// A sealed segment file missing in the middle: the log serves up to the gap.
+#[test]
+fn a_missing_segment_quarantines_the_partition_at_the_gap() {
+    let memory = MemoryStorage::new();
+    log_with_segments(&memory, 4);
+    let bases = segment_bases(&memory);
+    memory
+        .remove(DIR, &file_name(bases[2], "log"))
+        .expect("remove");
+    let (log, _) = PartitionLog::open(memory, DIR, small_config()).expect("opens");
+    let quarantine = log.quarantine().expect("quarantined");
+    assert_eq!(quarantine.offset, bases[2]);
+    assert_eq!(read_all(&log, 0), numbered(0..bases[2] as u64));
 }

@@ -113,6 +113,12 @@ pub enum ReadError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("offset {offset} is past damage in the partition's log at offset {damaged_at}, which is quarantined: {reason}")]
+    Quarantined {
+        offset: i64,
+        damaged_at: i64,
+        reason: String,
+    },
     #[error("stored batch at position {position} of segment {segment} is corrupt: {error}")]
     Corrupt {
         segment: i64,
@@ -125,12 +131,20 @@ pub enum ReadError {
 pub enum OpenError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error(
-        "segment {base} does not follow the previous segment, which ends at offset {expected}"
-    )]
-    Gap { base: i64, expected: i64 },
     #[error("invalid log config: {0}")]
     Config(String),
+}
+
+/// Damage found in a sealed segment when the log was opened (a flipped byte, a missing
+/// segment file). The log serves what comes before it and refuses reads from `offset` on
+/// and every append (it is fenced); the files are left as they are for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    /// The first offset that cannot be served.
+    pub offset: i64,
+    /// Base offset of the damaged segment.
+    pub segment: i64,
+    pub reason: String,
 }
 
 /// Where an append landed.
@@ -196,6 +210,7 @@ pub struct PartitionLog<S: Storage> {
     producers: ProducerTable,
     dedup: Option<KeyWindow>,
     fence: Fence,
+    quarantine: Option<Quarantine>,
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -245,6 +260,11 @@ impl<S: Storage> PartitionLog<S> {
         self.active().log.sync_handle()
     }
 
+    /// The damage that keeps part of the log unserved, if any (see [`Quarantine`]).
+    pub fn quarantine(&self) -> Option<&Quarantine> {
+        self.quarantine.as_ref()
+    }
+
     /// The log's fence (shared: setting a clone fences the log).
     pub fn fence(&self) -> &Fence {
         &self.fence
@@ -252,7 +272,8 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Syncs `file`, fencing the log if that fails.
     fn sync_or_fence(fence: &Fence, file: &mut impl StorageFile) -> Result<(), StorageError> {
-        file.sync().inspect_err(|error| fence.set(format!("a sync failed: {error}")))
+        file.sync()
+            .inspect_err(|error| fence.set(format!("a sync failed: {error}")))
     }
 
     /// Validates `batch`, stamps its base offset and append time, and appends it.
@@ -443,6 +464,15 @@ impl<S: Storage> PartitionLog<S> {
                 log_start_offset,
             })
         };
+        if let Some(quarantine) = &self.quarantine {
+            if offset >= quarantine.offset {
+                return Err(ReadError::Quarantined {
+                    offset,
+                    damaged_at: quarantine.offset,
+                    reason: quarantine.reason.clone(),
+                });
+            }
+        }
         if offset == high_watermark {
             return done(Vec::new());
         }

@@ -2,11 +2,11 @@
 //! truncating a torn or corrupt tail, loading sealed segments (rebuilding damaged or
 //! missing indexes), restoring producer state from snapshots, and the [`Recovery`] report.
 
-use herald_wire::batch::BatchView;
+use herald_wire::batch::{BatchView, BATCH_HEADER_BYTES};
 use herald_wire::limits::BATCH_BYTES_MAX;
 
 use super::segment::{file_name, read_head, Segment};
-use super::{LogConfig, OpenError, PartitionLog, SEGMENT_BYTES_MAX};
+use super::{LogConfig, OpenError, PartitionLog, Quarantine, SEGMENT_BYTES_MAX};
 use crate::producers::ProducerTable;
 use crate::storage::{Storage, StorageError, StorageFile};
 
@@ -20,6 +20,8 @@ pub struct Recovery {
     pub truncated_because: Option<String>,
     /// Indexes rebuilt because they were missing or damaged.
     pub indexes_rebuilt: usize,
+    /// Damage in a sealed segment: the log is quarantined there.
+    pub quarantined: Option<Quarantine>,
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -47,23 +49,36 @@ impl<S: Storage> PartitionLog<S> {
             segments: bases.len().max(1),
             ..Recovery::default()
         };
-        let mut segments = Vec::with_capacity(bases.len());
+        let mut segments: Vec<Segment<S::File>> = Vec::with_capacity(bases.len());
         let last = bases.len().saturating_sub(1);
+        let mut quarantine = None;
         for (i, base) in bases.into_iter().enumerate() {
-            let mut segment = Segment::create(&storage, dir, base)?;
             if let Some(previous) = segments.last() {
-                let previous: &Segment<S::File> = previous;
                 if previous.next_offset != base {
-                    return Err(OpenError::Gap {
-                        base,
-                        expected: previous.next_offset,
+                    quarantine = Some(Quarantine {
+                        offset: previous.next_offset,
+                        segment: previous.base_offset,
+                        reason: format!(
+                            "segment {base} does not follow the previous segment, which ends at offset {}",
+                            previous.next_offset
+                        ),
                     });
+                    break;
                 }
             }
+            let mut segment = Segment::create(&storage, dir, base)?;
             if i == last {
                 Self::recover_active(&mut segment, config.index_interval_bytes, &mut recovery)?;
-            } else {
-                Self::load_sealed(&mut segment, config.index_interval_bytes, &mut recovery)?;
+            } else if let Some(damage) =
+                Self::load_sealed(&mut segment, config.index_interval_bytes, &mut recovery)?
+            {
+                quarantine = Some(Quarantine {
+                    offset: segment.next_offset,
+                    segment: base,
+                    reason: format!("segment {base}: {damage}"),
+                });
+                segments.push(segment);
+                break;
             }
             segments.push(segment);
         }
@@ -78,8 +93,20 @@ impl<S: Storage> PartitionLog<S> {
             producers: ProducerTable::default(),
             dedup: None,
             fence: super::Fence::default(),
+            quarantine: None,
         };
-        log.remove_stray_snapshots()?;
+        if let Some(quarantine) = quarantine {
+            // Nothing is appended behind damage; the snapshots and segments past it stay on
+            // disk as they are, for the operator.
+            log.fence.set(format!(
+                "quarantined at offset {}: {}",
+                quarantine.offset, quarantine.reason
+            ));
+            recovery.quarantined = Some(quarantine.clone());
+            log.quarantine = Some(quarantine);
+        } else {
+            log.remove_stray_snapshots()?;
+        }
         log.restore_producers()?;
         log.restore_dedup()?;
         // Whatever opening created or removed (a first segment, index files of a segment
@@ -207,12 +234,14 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
-    /// Loads a sealed segment's indexes (rebuilding them if needed) and finds its end.
+    /// Loads a sealed segment's indexes (rebuilding them if needed) and finds its end by
+    /// walking the batch headers after the last index entry. Returns what is wrong if the
+    /// walk meets damage before the file's end (the segment then ends where it stopped).
     fn load_sealed(
         segment: &mut Segment<S::File>,
         interval: u64,
         recovery: &mut Recovery,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let file_len = segment.log.len();
         let (mut position, indexed) = if segment.load_indexes()? {
             let last = segment.offset_entries.last().map_or(0, |e| u64::from(e.1));
@@ -226,13 +255,39 @@ impl<S: Storage> PartitionLog<S> {
             // Restore the counters the walk below does not recompute for indexed batches.
             segment.max_timestamp_ms = segment.time_entries.last().map_or(i64::MIN, |e| e.0);
         }
+        let mut expected = indexed
+            .then(|| {
+                segment
+                    .offset_entries
+                    .last()
+                    .map(|e| segment.base_offset + i64::from(e.0))
+            })
+            .flatten()
+            .unwrap_or(segment.base_offset);
+        // What the indexes vouch for is served even if the walk below meets damage.
+        segment.size = position;
+        segment.next_offset = expected;
         while position < file_len {
             let Some(head) = read_head(&segment.log, position)? else {
-                break;
+                return Ok(Some(format!("torn batch header at position {position}")));
             };
-            if position + head.size as u64 > file_len {
-                break;
+            if head.size < BATCH_HEADER_BYTES
+                || head.size > BATCH_BYTES_MAX
+                || position + head.size as u64 > file_len
+            {
+                return Ok(Some(format!(
+                    "batch at position {position} claims {} bytes, which the segment does not hold",
+                    head.size
+                )));
             }
+            if head.base_offset != expected || head.next_offset() <= head.base_offset {
+                return Ok(Some(format!(
+                    "batch at position {position} has offsets [{}, {}) where {expected} was expected",
+                    head.base_offset,
+                    head.next_offset()
+                )));
+            }
+            expected = head.next_offset();
             if indexed {
                 // Past the last index entry: advance without adding entries before the interval.
                 segment.size = position + (head.size as u64);
@@ -247,6 +302,6 @@ impl<S: Storage> PartitionLog<S> {
             }
             position += head.size as u64;
         }
-        Ok(())
+        Ok(None)
     }
 }

@@ -181,10 +181,14 @@ impl<F: StorageFile> Segment<F> {
         if !monotonic || !in_bounds {
             return Ok(false);
         }
-        // Each entry must point at a batch with the offset it claims.
+        // Each entry must point at a batch with the offset it claims, and a size the file
+        // holds (else the walk from the start finds what is wrong).
         for &(relative, position) in &offsets {
             match read_head(&self.log, u64::from(position))? {
-                Some(head) if head.base_offset == self.base_offset + i64::from(relative) => {}
+                Some(head)
+                    if head.base_offset == self.base_offset + i64::from(relative)
+                        && head.size >= BATCH_HEADER_BYTES
+                        && u64::from(position) + head.size as u64 <= self.log.len() => {}
                 _ => return Ok(false),
             }
         }

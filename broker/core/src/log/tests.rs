@@ -40,6 +40,9 @@ pub(super) fn read_all<S: Storage>(log: &PartitionLog<S>, from: i64) -> Vec<(i64
     let mut out = Vec::new();
     let mut offset = from;
     loop {
+        if offset >= log.high_watermark() {
+            return out;
+        }
         let read = log.read(offset, 512).expect("readable");
         if read.bytes.is_empty() {
             return out;
@@ -282,7 +285,12 @@ fn segments_roll_by_age() {
     assert_eq!(log.segment_count(), 2);
 }
 
-pub(super) fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[u64]) -> Vec<u8> {
+pub(super) fn idempotent_batch(
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+    values: &[u64],
+) -> Vec<u8> {
     let mut builder = BatchBuilder::new().idempotent(producer_id, epoch, sequence);
     for value in values {
         builder.push(Record {

@@ -37,6 +37,8 @@ impl Broker {
                     ReadError::OffsetOutOfRange { .. } => {
                         error(ErrorCode::OffsetOutOfRange, e.to_string())
                     }
+                    // Quarantined: a Storage error, not out of range, so that no consumer
+                    // applies its reset policy and skips the damage silently.
                     other => error(ErrorCode::Storage, other.to_string()),
                 })?;
             let now = Instant::now();

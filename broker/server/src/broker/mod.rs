@@ -427,6 +427,9 @@ impl Broker {
                 gauges.segments.set(log.segment_count() as f64);
                 gauges.high_watermark.set(log.high_watermark() as f64);
                 gauges.bytes.set(log.size_bytes() as f64);
+                gauges
+                    .fenced
+                    .set(f64::from(u8::from(log.fence().reason().is_some())));
             }
         }
     }

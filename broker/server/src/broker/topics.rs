@@ -331,6 +331,7 @@ pub(super) fn describe(topic: &Topic) -> TopicDescription {
                 high_watermark: log.high_watermark(),
                 segments: log.segment_count() as u32,
                 size_bytes: log.size_bytes(),
+                problem: log.fence().reason().map(str::to_owned),
             }
         })
         .collect();
@@ -363,6 +364,15 @@ pub(super) fn open_topic(
             topic_metrics
                 .recovery_truncated_bytes
                 .increment(recovery.truncated_bytes);
+        }
+        if let Some(quarantine) = &recovery.quarantined {
+            tracing::error!(
+                topic = name,
+                partition = id,
+                offset = quarantine.offset,
+                reason = %quarantine.reason,
+                "partition quarantined: its log is damaged; offsets from here on are not served and produces are refused until an operator repairs or deletes it"
+            );
         }
         let fence = log.fence().clone();
         partitions.push(Arc::new(Partition {

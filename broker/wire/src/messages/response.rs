@@ -64,15 +64,10 @@ impl Response {
         if let Response::Error(error) = self {
             out.extend_from_slice(&error.code.code().to_be_bytes());
             out.extend_from_slice(&error.retry_after_ms.to_be_bytes());
-            let mut message = error.message.as_str();
-            if message.len() > ERROR_MESSAGE_BYTES_MAX {
-                let mut cut = ERROR_MESSAGE_BYTES_MAX;
-                while !message.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                message = &message[..cut];
-            }
-            put_string(out, message);
+            put_string(
+                out,
+                crate::codec::truncate_utf8(&error.message, ERROR_MESSAGE_BYTES_MAX),
+            );
             return;
         }
         out.extend_from_slice(&0u16.to_be_bytes());

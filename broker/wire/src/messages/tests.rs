@@ -145,6 +145,8 @@ fn response() -> impl Strategy<Value = (Api, Response)> {
                                 high_watermark,
                                 segments,
                                 size_bytes,
+                                problem: (segments % 3 == 0)
+                                    .then(|| format!("quarantined at offset {high_watermark}")),
                             }
                         },
                     )

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::codec::{put_string, DecodeError, Reader};
-use crate::limits::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
+use crate::limits::{ERROR_MESSAGE_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
 
 /// How a subject name is derived for schema-ID validation (Confluent's strategies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,13 +93,17 @@ pub enum OffsetSpec {
 }
 
 /// One partition as described to clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionDescription {
     pub partition: u32,
     pub log_start_offset: i64,
     pub high_watermark: i64,
     pub segments: u32,
     pub size_bytes: u64,
+    /// Why the partition is not fully served, if it is not: quarantined past damage found in
+    /// its log, or fenced after a failed write or sync (empty on the wire when healthy; at
+    /// most `ERROR_MESSAGE_BYTES_MAX` bytes).
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +212,11 @@ pub(super) fn put_description(out: &mut Vec<u8>, topic: &TopicDescription) {
         out.extend_from_slice(&p.high_watermark.to_be_bytes());
         out.extend_from_slice(&p.segments.to_be_bytes());
         out.extend_from_slice(&p.size_bytes.to_be_bytes());
+        let problem = p.problem.as_deref().unwrap_or("");
+        put_string(
+            out,
+            crate::codec::truncate_utf8(problem, ERROR_MESSAGE_BYTES_MAX),
+        );
     }
 }
 
@@ -223,6 +232,8 @@ pub(super) fn read_description(r: &mut Reader<'_>) -> Result<TopicDescription, D
             high_watermark: r.i64("high watermark")?,
             segments: r.u32("segments")?,
             size_bytes: r.u64("size")?,
+            problem: Some(r.string("partition problem", ERROR_MESSAGE_BYTES_MAX)?)
+                .filter(|problem| !problem.is_empty()),
         });
     }
     Ok(TopicDescription {

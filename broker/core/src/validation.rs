@@ -2,6 +2,12 @@
 //! framing with a schema ID registered for the topic's subject. Pure: the caller supplies an
 //! oracle that knows (from its cache) whether an ID is allowed, and is told which IDs it must
 //! still look up when the oracle does not know.
+//!
+//! The lookups a batch can cause are bounded: a round asks for at most
+//! [`LOOKUPS_PER_ROUND_MAX`] IDs, the first unknown ones in record order (the caller looks them
+//! up in that order and stops at the first refused one, so a batch of thousands of distinct
+//! unregistered IDs costs one lookup), and a batch may carry at most
+//! [`SCHEMA_IDS_PER_BATCH_MAX`] distinct IDs in all.
 
 use std::collections::BTreeSet;
 
@@ -59,13 +65,37 @@ impl std::fmt::Display for ValidationFailure {
     }
 }
 
+/// Most distinct (part, schema ID) pairs one batch may carry. A producer writes a batch with
+/// one serializer per part, so real batches carry one schema ID per part, a few when a topic
+/// mixes record types (RecordNameStrategy) or a batch spans a schema upgrade; 64 leaves room
+/// for all of that. Without a bound a batch of 65,536 records could carry 65,536 distinct IDs,
+/// each a registry round trip (and a cache entry) if the registry knows them. A batch with
+/// more is refused, at the record that brings the 65th pair, after the pairs before it were
+/// decided; so the registry work of one batch is at most this many lookups.
+pub const SCHEMA_IDS_PER_BATCH_MAX: usize = 64;
+
+/// Most unknown pairs [`validate_batch`] asks for in one round: the first ones in record
+/// order. The caller looks them up one after another and stops at the first refused one (the
+/// batch is refused then, whatever the others are), so asking for more would not cost more
+/// registry calls, only re-scans of the batch saved; a few per round keeps a batch of
+/// [`SCHEMA_IDS_PER_BATCH_MAX`] distinct valid IDs to a handful of rounds.
+pub const LOOKUPS_PER_ROUND_MAX: usize = 8;
+
+/// Most rounds (calls of [`validate_batch`]) a caller needs when every round learns all the
+/// pairs it was asked for: each round but the last asks for at least one new pair, a full
+/// round for [`LOOKUPS_PER_ROUND_MAX`], and a batch has at most [`SCHEMA_IDS_PER_BATCH_MAX`].
+pub const VALIDATION_ROUNDS_MAX: usize =
+    SCHEMA_IDS_PER_BATCH_MAX.div_ceil(LOOKUPS_PER_ROUND_MAX) + 1;
+
 /// The outcome of checking a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchVerdict {
     Accepted,
     Refused(ValidationFailure),
-    /// The oracle must learn these (part, schema ID) pairs first.
-    NeedLookups(BTreeSet<(Part, u32)>),
+    /// The oracle must learn these (part, schema ID) pairs first: distinct, in the order of
+    /// the records that carry them (the first unknown one first), at most
+    /// [`LOOKUPS_PER_ROUND_MAX`]. The records after the last of them were not checked yet.
+    NeedLookups(Vec<(Part, u32)>),
 }
 
 /// The subject TopicNameStrategy demands, or `None` for the strategies that need the
@@ -89,6 +119,12 @@ pub fn record_subject(
 
 /// Checks every record of `batch`. Null keys and tombstones (null values) pass: there is no
 /// payload to validate. The batch's records must already be validated structurally.
+///
+/// The oracle is asked once per distinct (part, schema ID) pair, not once per record (a batch
+/// usually repeats one ID in every record). The scan stops at the first refused record, at
+/// the record that brings more than [`SCHEMA_IDS_PER_BATCH_MAX`] distinct pairs, and once it
+/// has [`LOOKUPS_PER_ROUND_MAX`] unknown pairs to ask for: the caller learns those and calls
+/// again.
 pub fn validate_batch(
     batch: &BatchView<'_>,
     validation: &SchemaValidation,
@@ -97,7 +133,9 @@ pub fn validate_batch(
     if !validation.key && !validation.value {
         return BatchVerdict::Accepted;
     }
-    let mut unknown = BTreeSet::new();
+    // Pairs the oracle already answered Allowed or Unknown for (a Refused one ends the scan).
+    let mut seen: BTreeSet<(Part, u32)> = BTreeSet::new();
+    let mut unknown = Vec::new();
     for (index, record) in batch.records().enumerate() {
         let index = index as u32;
         let record = match record {
@@ -132,10 +170,30 @@ pub fn validate_batch(
                     })
                 }
             };
+            if seen.contains(&(part, id)) {
+                continue;
+            }
+            if seen.len() >= SCHEMA_IDS_PER_BATCH_MAX {
+                return BatchVerdict::Refused(ValidationFailure {
+                    record_index: index,
+                    part,
+                    schema_id: Some(id),
+                    subject: None,
+                    reason: format!(
+                        "schema ID {id} makes more than {SCHEMA_IDS_PER_BATCH_MAX} distinct schema IDs in one batch; split the batch"
+                    ),
+                });
+            }
             match oracle(part, id) {
-                Verdict::Allowed => {}
+                Verdict::Allowed => {
+                    seen.insert((part, id));
+                }
                 Verdict::Unknown => {
-                    unknown.insert((part, id));
+                    seen.insert((part, id));
+                    unknown.push((part, id));
+                    if unknown.len() >= LOOKUPS_PER_ROUND_MAX {
+                        return BatchVerdict::NeedLookups(unknown);
+                    }
                 }
                 Verdict::Refused { subject } => {
                     let reason =
@@ -243,7 +301,7 @@ mod tests {
         let view = BatchView::parse(&bytes).expect("batch");
         assert_eq!(
             validate_batch(&view, &VALUE_ONLY, oracle),
-            BatchVerdict::NeedLookups([(Part::Value, 9)].into())
+            BatchVerdict::NeedLookups(vec![(Part::Value, 9)])
         );
         let both = SchemaValidation {
             key: true,
@@ -258,6 +316,120 @@ mod tests {
             validate_batch(&view, &SchemaValidation::default(), oracle),
             BatchVerdict::Accepted
         );
+    }
+
+    /// IDs from 100 on are not in the cache.
+    fn unknown_from_100(part: Part, id: u32) -> Verdict {
+        if id >= 100 {
+            Verdict::Unknown
+        } else {
+            oracle(part, id)
+        }
+    }
+
+    #[test]
+    fn lookups_are_asked_first_unknown_first_a_bounded_round_at_a_time() {
+        // 1,000 distinct unknown IDs (the shape of the hostile batch), after a known
+        // one and with a repeat: the first LOOKUPS_PER_ROUND_MAX distinct ones, in record
+        // order, and nothing past them is examined (the garbage last record is not reported).
+        let mut values = vec![Some(framed(1)), Some(framed(500)), Some(framed(500))];
+        values.extend((0..1000).map(|n| Some(framed(1000 + n))));
+        values.push(Some(b"no framing".to_vec()));
+        let bytes = batch(values);
+        let view = BatchView::parse(&bytes).expect("batch");
+        let mut expected = vec![(Part::Value, 500)];
+        expected.extend((0..LOOKUPS_PER_ROUND_MAX as u32 - 1).map(|n| (Part::Value, 1000 + n)));
+        assert_eq!(
+            validate_batch(&view, &VALUE_ONLY, unknown_from_100),
+            BatchVerdict::NeedLookups(expected)
+        );
+        // A refused ID before the unknown ones refuses the batch without any lookup.
+        let bytes = batch(vec![Some(framed(7)), Some(framed(500))]);
+        let view = BatchView::parse(&bytes).expect("batch");
+        assert!(matches!(
+            validate_batch(&view, &VALUE_ONLY, unknown_from_100),
+            BatchVerdict::Refused(ValidationFailure {
+                record_index: 0,
+                schema_id: Some(7),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_batch_with_more_distinct_ids_than_the_bound_is_refused() {
+        let allowed = |_: Part, _: u32| Verdict::Allowed;
+        let bound = SCHEMA_IDS_PER_BATCH_MAX as u32;
+        // Exactly the bound, each ID twice: accepted.
+        let bytes = batch(
+            (0..2 * bound)
+                .map(|n| Some(framed(1 + n % bound)))
+                .collect(),
+        );
+        let view = BatchView::parse(&bytes).expect("batch");
+        assert_eq!(
+            validate_batch(&view, &VALUE_ONLY, allowed),
+            BatchVerdict::Accepted
+        );
+        // One more distinct ID: refused at the record that brings it.
+        let bytes = batch((0..=bound).map(|n| Some(framed(1 + n))).collect());
+        let view = BatchView::parse(&bytes).expect("batch");
+        let BatchVerdict::Refused(failure) = validate_batch(&view, &VALUE_ONLY, allowed) else {
+            panic!("too many distinct IDs")
+        };
+        assert_eq!(
+            (failure.record_index, failure.schema_id),
+            (bound, Some(bound + 1))
+        );
+        assert!(failure.reason.contains("distinct schema IDs"), "{failure}");
+    }
+
+    #[test]
+    fn the_oracle_is_asked_once_per_distinct_id() {
+        let asked = std::cell::Cell::new(0);
+        let counting = |part: Part, id: u32| {
+            asked.set(asked.get() + 1);
+            oracle(part, id)
+        };
+        let bytes = batch((0..1000).map(|n| Some(framed(1 + n % 2))).collect());
+        let view = BatchView::parse(&bytes).expect("batch");
+        assert_eq!(
+            validate_batch(&view, &VALUE_ONLY, counting),
+            BatchVerdict::Accepted
+        );
+        assert_eq!(asked.get(), 2);
+    }
+
+    #[test]
+    fn the_rounds_bound_covers_a_batch_of_the_most_distinct_ids() {
+        // Learning everything asked for, a batch of SCHEMA_IDS_PER_BATCH_MAX distinct unknown
+        // IDs is decided within VALIDATION_ROUNDS_MAX rounds.
+        let bound = SCHEMA_IDS_PER_BATCH_MAX as u32;
+        let bytes = batch((0..bound).map(|n| Some(framed(100 + n))).collect());
+        let view = BatchView::parse(&bytes).expect("batch");
+        let learned = std::cell::RefCell::new(BTreeSet::new());
+        let mut rounds = 0;
+        let verdict = loop {
+            rounds += 1;
+            let verdict = validate_batch(&view, &VALUE_ONLY, |_, id| {
+                if learned.borrow().contains(&id) {
+                    Verdict::Allowed
+                } else {
+                    Verdict::Unknown
+                }
+            });
+            match verdict {
+                BatchVerdict::NeedLookups(missing) => {
+                    assert!(missing.len() <= LOOKUPS_PER_ROUND_MAX);
+                    learned
+                        .borrow_mut()
+                        .extend(missing.into_iter().map(|(_, id)| id));
+                }
+                other => break other,
+            }
+        };
+        assert_eq!(verdict, BatchVerdict::Accepted);
+        assert!(rounds <= VALIDATION_ROUNDS_MAX, "{rounds} rounds");
     }
 
     #[test]

@@ -132,13 +132,30 @@ impl Broker {
         })
     }
 
+    /// Checks the batch's schema IDs, learning what the cache lacks a bounded round at a
+    /// time (see `herald_broker_core::validation`): each round's IDs are looked up in record
+    /// order, and the first refused one ends the lookups, so the next round refuses the batch
+    /// there without asking the registry about the IDs after it.
     async fn check_schemas(&self, topic: &Topic, view: &BatchView<'_>) -> Result<(), Response> {
+        use std::collections::BTreeMap;
+
+        use herald_broker_core::validation::{Part, Verdict, VALIDATION_ROUNDS_MAX};
+
+        use crate::schema_cache::LookupError;
+
         let validation = &topic.config.validation;
-        // Two rounds at most: learn what the cache lacks, then decide.
-        for _ in 0..2 {
-            match validate_batch(view, validation, |part, id| {
-                self.schemas.cached(&topic.name, part, id)
-            }) {
+        // What this produce learned, consulted before the cache: an entry evicted or expired
+        // between rounds does not send us back to the registry. At most
+        // SCHEMA_IDS_PER_BATCH_MAX entries (validate_batch refuses a batch with more).
+        let mut learned: BTreeMap<(Part, u32), Verdict> = BTreeMap::new();
+        for _ in 0..VALIDATION_ROUNDS_MAX {
+            let verdict = validate_batch(view, validation, |part, id| {
+                match learned.get(&(part, id)) {
+                    Some(verdict) => verdict.clone(),
+                    None => self.schemas.cached(&topic.name, part, id),
+                }
+            });
+            match verdict {
                 BatchVerdict::Accepted => return Ok(()),
                 BatchVerdict::Refused(failure) => {
                     let message = format!("batch refused: {failure}");
@@ -150,15 +167,28 @@ impl Broker {
                 }
                 BatchVerdict::NeedLookups(missing) => {
                     for (part, id) in missing {
-                        self.schemas
+                        let verdict = self
+                            .schemas
                             .learn(&topic.name, validation.strategy, part, id)
                             .await
-                            .map_err(|e| error(ErrorCode::RegistryUnavailable, e.to_string()))?;
+                            .map_err(|e| {
+                                if matches!(e, LookupError::Busy { .. }) {
+                                    throttled(e.to_string())
+                                } else {
+                                    error(ErrorCode::RegistryUnavailable, e.to_string())
+                                }
+                            })?;
+                        let refused = matches!(verdict, Verdict::Refused { .. });
+                        learned.insert((part, id), verdict);
+                        if refused {
+                            break;
+                        }
                     }
                 }
             }
         }
-        // Entries expired between learning and checking: ask the caller to retry.
+        // Only if cached verdicts of the IDs this produce did not learn itself expired
+        // between rounds: ask the caller to retry.
         Err(throttled("schema cache is churning; retry"))
     }
 

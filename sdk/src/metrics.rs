@@ -10,6 +10,9 @@ pub const PRODUCER_ACKED: &str = "herald_producer_acked_total";
 pub const PRODUCER_RETRIED: &str = "herald_producer_retried_total";
 /// Records that failed for good (counter).
 pub const PRODUCER_FAILED: &str = "herald_producer_failed_total";
+/// Records whose send ended without knowing whether the broker stored them: they went out
+/// behind a batch that failed for good and were not resent (counter; not in `failed`).
+pub const PRODUCER_INDETERMINATE: &str = "herald_producer_indeterminate_total";
 /// Producer breaker state: 0 closed, 1 half-open, 2 open (gauge).
 pub const PRODUCER_BREAKER_STATE: &str = "herald_producer_breaker_state";
 /// Records the handler processed successfully (counter).
@@ -28,6 +31,12 @@ pub const CONSUMER_BREAKER_STATE: &str = "herald_consumer_breaker_state";
 pub const CONSUMER_OFFSET_RESETS: &str = "herald_consumer_offset_resets_total";
 /// Records between the consumer's position and the partition end (gauge, with `partition`).
 pub const CONSUMER_LAG: &str = "herald_consumer_lag_records";
+/// Interruptions a consumer recovered from without ending its run (counter, with `cause`):
+/// `retry` (a broker request failed for now and is tried again after a backoff), `reconnect`
+/// (the connection failed and is being replaced), `max-poll-interval` (handling one fetch took
+/// longer than `max_poll_interval`: the member left its group, and rejoins once the handler is
+/// back).
+pub const CONSUMER_INTERRUPTIONS: &str = "herald_consumer_interruptions_total";
 
 /// A producer's metric handles, registered once (install the recorder before creating
 /// producers and consumers), so the per-record path allocates no labels.
@@ -36,6 +45,7 @@ pub(crate) struct ProducerMetrics {
     pub(crate) acked: metrics::Counter,
     pub(crate) retried: metrics::Counter,
     pub(crate) failed: metrics::Counter,
+    pub(crate) indeterminate: metrics::Counter,
     pub(crate) breaker_state: metrics::Gauge,
 }
 
@@ -47,6 +57,7 @@ impl ProducerMetrics {
             acked: metrics::counter!(PRODUCER_ACKED, &labels),
             retried: metrics::counter!(PRODUCER_RETRIED, &labels),
             failed: metrics::counter!(PRODUCER_FAILED, &labels),
+            indeterminate: metrics::counter!(PRODUCER_INDETERMINATE, &labels),
             breaker_state: metrics::gauge!(PRODUCER_BREAKER_STATE, &labels),
         }
     }

@@ -75,8 +75,22 @@ pub enum ProduceError {
     InvalidRecord(String),
     #[error("the broker refused the batch: {code:?}: {message}")]
     Refused { code: ErrorCode, message: String },
+    /// The batch was not acknowledged within the delivery timeout. If it went out, only its
+    /// answer may have been lost: it may be stored (resend it as for
+    /// [`ProduceError::Indeterminate`]).
     #[error("not delivered within the delivery timeout after {attempts} attempts: {last}")]
     Timeout { attempts: u32, last: String },
+    /// The batch went out, but a batch sent before it on the same partition failed for good,
+    /// so whether the broker stored this one is unknown: it may or may not be stored. It was
+    /// not resent: a copy under a fresh producer id would be stored twice wherever the first
+    /// one was (see the `herald::producer` module docs).
+    ///
+    /// To retry it without risking a duplicate, send it again with the same idempotency key
+    /// (the `idempotency-key` header; on the typed producer `SendOptions::idempotency_key` or
+    /// `Message::idempotency_key`, since a generated key differs per send) to a topic with a
+    /// dedup window: the broker drops the copy if the first one was stored.
+    #[error("the batch may or may not have been stored; it was not resent, so that it cannot be stored twice: {reason}")]
+    Indeterminate { reason: String },
     #[error("the retry budget is spent (the broker has been failing for everyone): {last}")]
     BudgetExhausted { last: String },
     #[error("circuit open: the broker is failing; retry after {retry_after:?}")]
@@ -94,11 +108,14 @@ pub enum ProduceError {
 }
 
 impl ProduceError {
-    /// Whether sending the record again later may succeed.
+    /// Whether sending the record again later may succeed. After
+    /// [`ProduceError::Indeterminate`] or [`ProduceError::Timeout`] the first copy may be
+    /// stored: resend with the same idempotency key to a topic with a dedup window.
     pub fn retryable(&self) -> bool {
         matches!(
             self,
             ProduceError::Timeout { .. }
+                | ProduceError::Indeterminate { .. }
                 | ProduceError::BudgetExhausted { .. }
                 | ProduceError::CircuitOpen { .. }
                 | ProduceError::BufferFull { .. }

@@ -9,6 +9,26 @@
 //! after a transient failure all of them are resent in order (the broker deduplicates), so
 //! ordering and exactly-once storage hold across retries.
 //!
+//! A batch is stored at most once per send, also when one fails for good. Its delivery
+//! timeout (`ProducerConfig::retry.deadline`) bounds the wait for its answer too. When the
+//! oldest batch in flight fails for good (its own error says why; a [`ProduceError::Timeout`]
+//! after it went out may still be stored), the broker's sequence for the producer id is
+//! unknown, so:
+//! - each batch behind it that already went out reports [`ProduceError::Indeterminate`]: it
+//!   may or may not be stored, and it is not resent, since a copy re-stamped under a fresh
+//!   producer id would be stored a second time wherever the broker already holds it;
+//! - the batches never sent go out under a fresh producer id, with a clean sequence (what
+//!   Kafka's KIP-360 epoch bump does).
+//!
+//! Except when the broker refused the failed batch outright (a non-retryable code, the one
+//! time it was sent): it then stored nothing behind it either (it refuses a sequence gap),
+//! so all the batches behind it go out again under the fresh producer id.
+//!
+//! To retry an indeterminate (or timed-out) send without risking a duplicate, send it again
+//! with the same idempotency key (the `idempotency-key` header) to a topic with a dedup
+//! window: the broker drops the copy if the first one was stored. Indeterminate records are
+//! counted in [`crate::metrics::PRODUCER_INDETERMINATE`], not in the failed ones.
+//!
 //! What lives where (`impl RawProducer` is spread over two files):
 //! - `mod.rs` (here): the public API: `RawProducer` (start, `send`, `send_parts`, `flush`),
 //!   the `Connector` type, the state its partition senders share, and the re-exports.
@@ -18,8 +38,9 @@
 //! - `accumulator.rs`: the per-partition batch being filled, and flushing it (linger or
 //!   full) to the partition's sender.
 //! - `pipeline.rs`: each partition's sender: the in-flight window on one ordered pipeline,
-//!   sequences, retries with backoff and budget, the breaker's outcomes, re-sequencing after
-//!   a failed batch.
+//!   sequences, retries with backoff and budget, the breaker's outcomes, and after a batch
+//!   fails for good, indeterminate outcomes for the batches that went out behind it and a
+//!   fresh producer id for the others.
 
 mod accumulator;
 mod config;

@@ -1,0 +1,326 @@
+//! RawProducer against a real in-process broker through a UDP proxy that loses datagrams: a
+//! send is stored at most once, also when the batch in front of it fails for good.
+
+#[path = "support/udp_proxy.rs"]
+mod udp_proxy;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::policy::backoff::RetryPolicy;
+use herald::producer::{
+    Connector, Delivery, DeliveryFuture, ProduceError, ProducerConfig, RawProducer, IN_FLIGHT_MAX,
+};
+use herald_broker::{serve, Bound, BrokerConfig};
+use herald_broker_client::{BrokerClient, Trust};
+use herald_wire::batch::batches;
+use herald_wire::messages::TopicConfig;
+use tokio::time::Instant;
+
+use udp_proxy::UdpProxy;
+
+/// The producer's delivery timeout: short, so that the outage outlasts it.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the broker's answers are lost: longer than the delivery timeout, shorter than
+/// QUIC's 10 s idle timeout, so the connection survives the outage (and a producer that
+/// re-stamped its window after the failure would get its fresh id and store it again).
+const OUTAGE: Duration = Duration::from_secs(3);
+/// By when, from the start of the outage, every send in flight has its outcome: its delivery
+/// timeout bounds the wait for a lost answer, so each resolves before the outage ends.
+const RESOLVED_WITHIN: Duration = Duration::from_secs(2);
+/// Seed of the proxy's loss decisions.
+const SEED: u64 = 0x5EED_0000_0014;
+
+/// Starts a broker over `dir` on a free port of 127.0.0.1; it runs until the returned sender
+/// is dropped or fired. (Like `support::broker`, but the proxy needs the address and the
+/// fingerprint, not a client.)
+async fn start_broker(dir: &std::path::Path) -> (Bound, tokio::sync::oneshot::Sender<()>) {
+    let config = BrokerConfig::new("127.0.0.1:0".parse().expect("addr"), dir);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = serve(
+            config,
+            move |bound| drop(bound_tx.send(bound)),
+            async move { drop(stopped.await) },
+        )
+        .await;
+    });
+    (bound_rx.await.expect("bound"), stop)
+}
+
+/// Connects through `proxy` (and again through it after a connection is lost).
+fn through(proxy: &UdpProxy, fingerprint: &str) -> Connector {
+    let addr = proxy.addr();
+    let fingerprint = fingerprint.to_owned();
+    Arc::new(move || {
+        let fingerprint = fingerprint.clone();
+        Box::pin(async move {
+            BrokerClient::connect(addr, Trust::Fingerprint(fingerprint))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// Queues `value` (a big-endian u32) as a batch of its own.
+async fn send_alone(producer: &Arc<RawProducer>, value: u32) -> DeliveryFuture {
+    let delivery = producer
+        .send(None, Some(value.to_be_bytes().to_vec()), Vec::new())
+        .await
+        .expect("queued");
+    producer.flush().await;
+    delivery
+}
+
+/// Every record of the topic's partition 0 in offset order: (offset, its value as a
+/// big-endian u32), read straight from the broker.
+async fn stored(client: &BrokerClient, topic: &str) -> Vec<(i64, u32)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetched = client
+            .fetch(topic, 0, offset, 1024 * 1024, Duration::ZERO, 1)
+            .await
+            .expect("fetch");
+        if fetched.batches.is_empty() {
+            assert_eq!(offset, fetched.high_watermark, "read up to the end");
+            return out;
+        }
+        for view in batches(&fetched.batches) {
+            let view = view.expect("valid batch");
+            for (index, record) in view.records().enumerate() {
+                let record = record.expect("valid record");
+                let record_offset = view.base_offset() + index as i64;
+                if record_offset < offset {
+                    continue;
+                }
+                let value = record
+                    .value
+                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                    .map(u32::from_be_bytes)
+                    .expect("a 4-byte value");
+                out.push((record_offset, value));
+            }
+            offset = view.next_offset();
+        }
+    }
+}
+
+/// Checks the at-most-once contract against what the partition holds: no value is stored
+/// twice; a send that succeeded is stored once, where its delivery says; a send that failed
+/// is not stored unless its outcome was unknown (indeterminate, or the timed-out batch whose
+/// answer was lost).
+fn assert_at_most_once(
+    stored: &[(i64, u32)],
+    outcomes: &BTreeMap<u32, Result<Delivery, ProduceError>>,
+) {
+    let mut copies: BTreeMap<u32, Vec<i64>> = BTreeMap::new();
+    for (offset, value) in stored {
+        copies.entry(*value).or_default().push(*offset);
+    }
+    for (value, offsets) in &copies {
+        assert_eq!(
+            offsets.len(),
+            1,
+            "value {value} is stored {} times, at offsets {offsets:?}",
+            offsets.len()
+        );
+    }
+    for (value, outcome) in outcomes {
+        let at = copies.get(value).and_then(|offsets| offsets.first());
+        match outcome {
+            Ok(delivery) => assert_eq!(
+                at,
+                Some(&delivery.offset),
+                "value {value} was acknowledged at {}, stored at {at:?}",
+                delivery.offset
+            ),
+            Err(ProduceError::Indeterminate { .. } | ProduceError::Timeout { .. }) => {}
+            Err(error) => assert_eq!(at, None, "value {value} failed ({error}) but is stored"),
+        }
+    }
+    for value in copies.keys() {
+        assert!(
+            outcomes.contains_key(value),
+            "value {value} is stored but was never sent"
+        );
+    }
+}
+
+/// The defect: when the oldest batch in flight failed for good, the batches pipelined behind
+/// it were re-stamped under a fresh producer id and sent again, though the broker already
+/// held them under the old one: stored twice. Here the broker gets every request and only its
+/// answers are lost, for longer than the delivery timeout, while a whole window of batches is
+/// in flight; then the path heals and more is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_behind_a_failed_one_are_indeterminate_and_never_stored_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (bound, _stop) = start_broker(dir.path()).await;
+    let direct = BrokerClient::connect(bound.addr, Trust::Fingerprint(bound.fingerprint.clone()))
+        .await
+        .expect("connect");
+    direct
+        .create_topic(
+            "faults",
+            TopicConfig {
+                partitions: 1,
+                ..TopicConfig::default()
+            },
+        )
+        .await
+        .expect("create");
+    let proxy = UdpProxy::start(bound.addr, SEED).await.expect("proxy");
+    let producer = RawProducer::with_reconnect(
+        through(&proxy, &bound.fingerprint),
+        "faults",
+        ProducerConfig {
+            linger: Duration::from_millis(1),
+            retry: RetryPolicy {
+                deadline: Some(DELIVERY_TIMEOUT),
+                ..RetryPolicy::PRODUCER
+            },
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("producer");
+    let mut outcomes: BTreeMap<u32, Result<Delivery, ProduceError>> = BTreeMap::new();
+    let mut next_value = 0u32;
+
+    // The path works: the pipeline is open and the producer id in use.
+    let warm_up = send_alone(&producer, next_value).await;
+    outcomes.insert(
+        next_value,
+        tokio::time::timeout(Duration::from_secs(10), warm_up)
+            .await
+            .expect("in time"),
+    );
+    assert!(outcomes[&next_value].is_ok(), "{:?}", outcomes[&next_value]);
+    next_value += 1;
+
+    // The answers stop; a whole window of batches goes out (and is stored).
+    proxy.faults().lose_answers(true);
+    let outage_started = Instant::now();
+    let mut in_flight = Vec::new();
+    for _ in 0..IN_FLIGHT_MAX {
+        in_flight.push((next_value, send_alone(&producer, next_value).await));
+        next_value += 1;
+    }
+    let mut lost_window = Vec::new();
+    for (value, delivery) in in_flight {
+        let outcome = tokio::time::timeout_at(outage_started + RESOLVED_WITHIN, delivery)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("value {value} outlived its delivery timeout of {DELIVERY_TIMEOUT:?}")
+            });
+        lost_window.push((value, outcome.clone()));
+        outcomes.insert(value, outcome);
+    }
+    // The front batch timed out; every batch behind it went out and has an unknown outcome.
+    let (front, behind) = lost_window.split_first().expect("a window");
+    assert!(
+        matches!(front.1, Err(ProduceError::Timeout { .. })),
+        "the front batch: {:?}",
+        front.1
+    );
+    for (value, outcome) in behind {
+        assert!(
+            matches!(outcome, Err(ProduceError::Indeterminate { .. })),
+            "value {value} went out behind the failed batch: {outcome:?}"
+        );
+    }
+    assert!(proxy.faults().lost() > 0, "the proxy lost the answers");
+
+    // The path heals; what is sent now is delivered (under a fresh producer id).
+    tokio::time::sleep_until(outage_started + OUTAGE).await;
+    proxy.faults().lose_answers(false);
+    for _ in 0..IN_FLIGHT_MAX {
+        let delivery = send_alone(&producer, next_value).await;
+        let outcome = tokio::time::timeout(Duration::from_secs(30), delivery)
+            .await
+            .expect("in time");
+        assert!(
+            outcome.is_ok(),
+            "value {next_value} after the outage: {outcome:?}"
+        );
+        outcomes.insert(next_value, outcome);
+        next_value += 1;
+    }
+
+    let stored = stored(&direct, "faults").await;
+    assert_at_most_once(&stored, &outcomes);
+    // The broker got every request: the lost window is stored, once each.
+    for (value, _) in &lost_window {
+        assert!(
+            stored.iter().any(|(_, stored)| stored == value),
+            "value {value} reached the broker"
+        );
+    }
+}
+
+/// A path that loses a seeded share of the datagrams either way costs QUIC retransmissions,
+/// not deliveries: every send succeeds and is stored exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_path_delivers_every_send_exactly_once() {
+    /// At least this many sends, and more until the proxy lost a few datagrams (the
+    /// producer packs many records per request, so datagrams are fewer than records).
+    const RECORDS: u32 = 500;
+    const RECORDS_MAX: u32 = 20_000;
+    const LOSSES_WANTED: u64 = 4;
+    const LOSS_PER_MILLE: u32 = 50;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (bound, _stop) = start_broker(dir.path()).await;
+    let direct = BrokerClient::connect(bound.addr, Trust::Fingerprint(bound.fingerprint.clone()))
+        .await
+        .expect("connect");
+    direct
+        .create_topic("lossy", TopicConfig::default())
+        .await
+        .expect("create");
+    let proxy = UdpProxy::start(bound.addr, SEED).await.expect("proxy");
+    let producer = RawProducer::with_reconnect(
+        through(&proxy, &bound.fingerprint),
+        "lossy",
+        ProducerConfig {
+            linger: Duration::from_millis(1),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("producer");
+    proxy.faults().set_loss_per_mille(LOSS_PER_MILLE);
+    let mut deliveries = Vec::new();
+    let mut sent = 0u32;
+    while sent < RECORDS || (proxy.faults().lost() < LOSSES_WANTED && sent < RECORDS_MAX) {
+        let delivery = producer
+            .send(None, Some(sent.to_be_bytes().to_vec()), Vec::new())
+            .await
+            .expect("queued");
+        deliveries.push((sent, delivery));
+        sent += 1;
+        if sent.is_multiple_of(10) {
+            producer.flush().await;
+        }
+    }
+    producer.flush().await;
+    let mut outcomes = BTreeMap::new();
+    for (value, delivery) in deliveries {
+        let outcome = tokio::time::timeout(Duration::from_secs(60), delivery)
+            .await
+            .expect("in time");
+        assert!(outcome.is_ok(), "value {value}: {outcome:?}");
+        outcomes.insert(value, outcome);
+    }
+    assert!(proxy.faults().lost() > 0, "the proxy lost datagrams");
+    proxy.faults().set_loss_per_mille(0);
+    let stored = stored(&direct, "lossy").await;
+    assert_at_most_once(&stored, &outcomes);
+    let values: Vec<u32> = stored.iter().map(|(_, value)| *value).collect();
+    assert_eq!(
+        values,
+        (0..sent).collect::<Vec<_>>(),
+        "every send stored once, in send order"
+    );
+}

@@ -144,7 +144,7 @@ impl Client {
     /// A typed consumer with explicit settings.
     pub fn consumer_with<T: Message>(&self, config: ConsumerConfig) -> Consumer<T> {
         Consumer {
-            raw: RawConsumer::new(self.broker.clone(), config),
+            raw: RawConsumer::with_reconnect(self.broker.clone(), self.connector(), config),
             schemas: self.schemas.clone(),
             writers: Mutex::new(BTreeMap::new()),
             first_writer: std::sync::OnceLock::new(),

@@ -19,7 +19,9 @@ impl RawConsumer {
     /// Hands the records of `source` (fetched from `partition` at the core's position) to
     /// the handler, on one lane or on up to `concurrency` lanes by key, reporting them to the
     /// core: handed out, then handled. A record the breaker refused stays unhandled, so the
-    /// committable offset stops before it.
+    /// committable offset stops before it; so do the records left when the member lost its
+    /// partitions meanwhile (expired, fenced, or left for slow handling: they are the new
+    /// owner's now).
     pub(super) async fn process_fetch<H, F>(
         &self,
         source: &Arc<FetchedBuffer>,
@@ -50,6 +52,9 @@ impl RawConsumer {
                 return Ok(());
             };
             for record in FetchedRecords::new(source, position) {
+                if progress.member_gone() {
+                    break;
+                }
                 let offset = record.offset();
                 cursor.fetched(offset, 1);
                 if !self.process(record, fetched_at, progress, handler).await? {
@@ -86,9 +91,13 @@ impl RawConsumer {
                 }
             }
             let outcomes = futures::future::join_all(lanes.into_iter().map(|lane| async move {
-                // The first offset of this lane left unprocessed (the breaker opened).
+                // The first offset of this lane left unprocessed (the breaker opened, or the
+                // member lost the partition).
                 for record in lane {
                     let offset = record.offset;
+                    if progress.member_gone() {
+                        return Ok(Some(offset));
+                    }
                     if !self.process(record, fetched_at, progress, handler).await? {
                         return Ok(Some(offset));
                     }

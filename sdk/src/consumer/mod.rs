@@ -1,24 +1,37 @@
 //! `RawConsumer`: group membership and at-least-once processing for raw records.
 //!
-//! `run(handler)` joins the group, heartbeats at the interval the broker asks for, consumes
-//! the partitions it is granted from the committed offset (or the reset policy's offset when
-//! nothing is committed), calls the handler record by record (so per-key order is kept),
-//! retries a failing record with full-jitter backoff, sends a record that still fails — or
-//! fails fatally — to the dead-letter topic with the failure headers, and commits after the
-//! handler succeeded (or the record was dead-lettered). While the handler's failure rate trips
-//! the circuit breaker, consumption pauses (heartbeats go on) until half-open probes pass.
+//! `run(handler)` joins the group, consumes the partitions it is granted from the committed
+//! offset (or the reset policy's offset when nothing is committed), calls the handler record
+//! by record (so per-key order is kept), retries a failing record with full-jitter backoff,
+//! sends a record that still fails — or fails fatally — to the dead-letter topic with the
+//! failure headers, and commits after the handler succeeded (or the record was
+//! dead-lettered). While the handler's failure rate trips the circuit breaker, consumption
+//! pauses (heartbeats go on) until half-open probes pass.
+//!
+//! Heartbeats run in their own task, at the interval the coordinator asks for, however long
+//! the handler takes: a slow handler keeps its partitions (a partition moves only once its
+//! owner let it go, so no partition is handled by two live members). A handler slower than
+//! `max_poll_interval` over one fetch is taken for stuck: the member leaves, its partitions
+//! move on, and it rejoins once the handler returns (Kafka's `max.poll.interval.ms`).
+//! Transient failures (a lost connection, a throttled or failing broker) never end a run:
+//! requests are retried with full-jitter backoff up to `reconnect_backoff_max`, a failed
+//! connection is replaced (with a [`Connector`], see [`RawConsumer::with_reconnect`]), the
+//! member rejoins and resumes from the committed offsets. Only fatal errors end it.
 //!
 //! Where things live:
 //!
-//! - `config`: [`ConsumerConfig`], [`ResetPolicy`], [`DeadLetter`] and the consumer's limits;
+//! - `config`: [`ConsumerConfig`], [`ResetPolicy`], [`DeadLetter`], [`Connector`] and the
+//!   consumer's limits;
 //! - `core`: [`ConsumerCore`], the decisions without I/O — membership state, positions,
 //!   the committable offset per partition, which commits to send (only increasing) and when
-//!   to heartbeat — driven by `now` and events (the run loop reports to it; a seeded
-//!   simulation in `tests/consumer_simulation.rs` drives it against `herald-broker-core`);
+//!   to heartbeat — driven by `now` and events (the run loop and the heartbeat task report
+//!   to it; a seeded simulation in `tests/consumer_simulation.rs` drives it against
+//!   `herald-broker-core`);
 //! - `fetched`: the records of a fetch ([`FetchedBuffer`], [`ConsumedRecord`],
 //!   [`RecordHeaders`]) and the iterator reading them;
-//! - `membership`: the group requests — heartbeats (joining, rejoining), start positions,
-//!   commits and leaving — whose answers go to the core;
+//! - `membership`: the connection (replaced after it failed) and how failed requests are
+//!   recovered from; the heartbeat task (joining, rejoining, the processing-time limit) and
+//!   what it and the run loop tell each other; start positions, commits and leaving;
 //! - `run`: the run loop ([`RawConsumer::run`]), consuming one partition, prefetching, and
 //!   processing one record (inbox, breaker, retries);
 //! - `lanes`: handing a fetch's records to the handler, on one lane or on concurrent key lanes;
@@ -34,11 +47,16 @@ mod lanes;
 mod membership;
 mod run;
 
+use std::sync::Arc;
+
 use herald_broker_client::{BrokerClient, RequestError};
 
+use membership::{Interruptions, Link};
+
 pub use config::{
-    ConsumerConfig, DeadLetter, ResetPolicy, CONCURRENCY_MAX, DLQ_MESSAGE_BYTES_MAX,
-    IDEMPOTENCY_KEY_HEADER,
+    Connector, ConsumerConfig, DeadLetter, ResetPolicy, CONCURRENCY_MAX, CONNECT_TIMEOUT,
+    DLQ_MESSAGE_BYTES_MAX, IDEMPOTENCY_KEY_HEADER, RECONNECT_BACKOFF_MIN,
+    UNKNOWN_TOPIC_ATTEMPTS_MAX,
 };
 pub use fetched::{ConsumedRecord, FetchedBuffer, RecordHeaders};
 // `self::`: a bare `core` here would be ambiguous with the `core` crate.
@@ -83,6 +101,9 @@ pub enum ConsumeError {
         offset: i64,
         reason: String,
     },
+    /// The run's heartbeat task was cancelled from outside (the runtime is shutting down).
+    #[error("the heartbeat task was cancelled")]
+    HeartbeatCancelled,
 }
 
 /// What a run did.
@@ -96,16 +117,38 @@ pub struct RunSummary {
 }
 
 pub struct RawConsumer {
-    client: BrokerClient,
+    /// The connection every request goes over (shared with the heartbeat task), replaced
+    /// after it failed when the consumer has a connector.
+    client: Arc<Link>,
     config: ConsumerConfig,
     metrics: crate::metrics::ConsumerMetrics,
+    interruptions: Interruptions,
 }
 
 impl RawConsumer {
+    /// A consumer over `client`. Without a connector a closed connection cannot be replaced,
+    /// so losing it ends the run (other transient failures are retried); see
+    /// [`RawConsumer::with_reconnect`].
     pub fn new(client: BrokerClient, config: ConsumerConfig) -> Self {
+        Self::build(client, None, config)
+    }
+
+    /// A consumer over `client` that replaces a failed connection with one from `connector`
+    /// (a broker restart, a network failure), rejoins its group and resumes from the
+    /// committed offsets, instead of ending its run.
+    pub fn with_reconnect(
+        client: BrokerClient,
+        connector: Connector,
+        config: ConsumerConfig,
+    ) -> Self {
+        Self::build(client, Some(connector), config)
+    }
+
+    fn build(client: BrokerClient, connector: Option<Connector>, config: ConsumerConfig) -> Self {
         Self {
-            client,
+            client: Arc::new(Link::new(client, connector)),
             metrics: crate::metrics::ConsumerMetrics::new(&config.topic, &config.group),
+            interruptions: Interruptions::new(&config.topic, &config.group),
             config,
         }
     }

@@ -1,9 +1,15 @@
-//! The run loop: membership, partitions in turn, a fetch ahead, and each record processed
-//! to the end (inbox, breaker, retries, dead letter). Heartbeat timing, positions and
-//! commit decisions are the core's (`core`): the loop does the I/O and reports back.
+//! The run loop: partitions in turn, a fetch ahead, and each record processed to the end
+//! (inbox, breaker, retries, dead letter), while the heartbeat task (`membership`) keeps the
+//! membership alive on its own. The loop takes the task's news between partitions (a revoked
+//! partition is let go before it is consumed again) and tells it what it consumes and when
+//! it is handling a fetch. A failed round is recovered from (`membership::Link::recover`):
+//! retried after a backoff, or over a new connection, after which nothing is consumed until a
+//! heartbeat on it answered. Heartbeat timing, positions and commit decisions are the core's
+//! (`core`): the loop does the I/O and reports back.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,15 +18,21 @@ use herald_broker_client::{Fetched, RequestError};
 use herald_wire::batch::next_offset_after;
 use herald_wire::groups::TopicPartition;
 use herald_wire::ErrorCode;
+use tokio::sync::{watch, Notify};
 
 use crate::policy::backoff::RetryDecision;
 use crate::policy::breaker::{BreakerConfig, Permission, SharedBreaker};
 
-use super::core::{ConsumerCore, FetchFrom};
+use super::core::{ConsumerCore, FetchFrom, HeartbeatError};
+use super::membership::{apply_news, Consuming, Membership, News, Recovery};
 use super::{
     ConsumeError, ConsumedRecord, FetchedBuffer, HandlerError, RawConsumer, RunSummary,
     IDEMPOTENCY_KEY_HEADER,
 };
+
+/// How long an idle run loop (nothing owned, or the breaker open) waits before looking again;
+/// news from the heartbeat task (the first assignment, a rebalance) wakes it at once.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -36,17 +48,31 @@ pub(super) struct Progress {
     retried: AtomicU64,
     dead_lettered: AtomicU64,
     deduplicated: AtomicU64,
+    /// Memberships the heartbeat task lost so far (it counts one before telling the loop).
+    losses: Arc<AtomicU64>,
+    /// The losses the loop has applied (dropping what the lost member owned).
+    losses_applied: AtomicU64,
 }
 
 impl Progress {
-    fn new(config: BreakerConfig) -> Self {
+    fn new(config: BreakerConfig, losses: Arc<AtomicU64>) -> Self {
         Self {
             breaker: SharedBreaker::new(config),
             processed: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             deduplicated: AtomicU64::new(0),
+            losses,
+            losses_applied: AtomicU64::new(0),
         }
+    }
+
+    /// Whether the member lost its partitions (expired, fenced, or left for slow handling)
+    /// since the loop last took the heartbeat task's news: the rest of the fetch being
+    /// handled is no longer this member's to handle (its new owner gets it from the last
+    /// commit), so handling stops before the next record. One relaxed load per record.
+    pub(super) fn member_gone(&self) -> bool {
+        self.losses.load(Ordering::Relaxed) != self.losses_applied.load(Ordering::Relaxed)
     }
 
     /// Whether fetching is pointless now (the breaker would refuse every record).
@@ -101,10 +127,86 @@ struct PartitionRun<'a, H> {
     prefetch: &'a mut Option<Prefetch>,
     progress: &'a Progress,
     handler: &'a H,
+    beats: &'a BeatLink,
+}
+
+/// The run loop's end of its heartbeat task: the task's news, what the loop tells it, and
+/// the loop's recovery state. Both channels hold one value (the latest), so neither side can
+/// fall behind the other.
+struct BeatLink {
+    news: watch::Receiver<News>,
+    consuming: watch::Sender<Consuming>,
+    beat_now: Arc<Notify>,
+    /// Assignments answered on a connection older than this are stale: the loop reconnected
+    /// since, and consumes again only once a heartbeat on the new connection answered.
+    fresh_from: u64,
+    /// Rounds failed in a row.
+    failures: u32,
+}
+
+impl BeatLink {
+    /// Applies the heartbeat task's latest news to the core (a revoked partition is dropped,
+    /// a lost membership drops everything) and tells the task what is consumed now.
+    fn take_news(&mut self, core: &mut ConsumerCore, progress: &Progress) {
+        if !self.news.has_changed().unwrap_or(false) {
+            return;
+        }
+        let news = self.news.borrow_and_update().clone();
+        if apply_news(core, &news.membership, self.fresh_from, Instant::now()) {
+            self.report(core);
+        }
+        // The latest loss is applied (or, for an assignment gone stale, was dropped with
+        // everything at the reconnect that made it stale).
+        progress
+            .losses_applied
+            .store(news.losses, Ordering::Relaxed);
+    }
+
+    /// Tells the heartbeat task which member the loop consumes as, and what (only when that
+    /// changed: the task beats at once to report a let-go partition).
+    fn report(&self, core: &ConsumerCore) {
+        let member = core
+            .member_id()
+            .map(|id| (id.to_owned(), core.member_epoch()));
+        self.consuming.send_if_modified(|consuming| {
+            if consuming.member == member && consuming.owned == core.owned() {
+                return false;
+            }
+            consuming.member = member;
+            consuming.owned = core.owned().to_vec();
+            true
+        });
+    }
+
+    /// Marks the start (`Some`) or the end (`None`) of handling a fetch: the heartbeat task
+    /// holds it against `max_poll_interval`.
+    fn handling(&self, since: Option<Instant>) {
+        self.consuming
+            .send_modify(|consuming| consuming.handling_since = since);
+    }
+
+    /// A rejected commit asks the core for a heartbeat at once (to learn the new
+    /// assignment): passed on to the heartbeat task (notifications coalesce).
+    fn beat_if_asked(&self, core: &ConsumerCore) {
+        if core.member_id().is_some() && core.next_heartbeat_at().is_none() {
+            self.beat_now.notify_one();
+        }
+    }
+
+    /// The member the coordinator knows now (the heartbeat task may have rejoined since the
+    /// loop last looked), to leave as.
+    fn member(&self) -> Option<String> {
+        match &self.news.borrow().membership {
+            Membership::Assigned { assignment, .. } => Some(assignment.member_id.clone()),
+            Membership::Joining | Membership::Lost(_) | Membership::LeftSlow => None,
+        }
+    }
 }
 
 impl RawConsumer {
-    /// Consumes until `stop` completes, then leaves the group.
+    /// Consumes until `stop` completes, then commits what was handled and leaves the group.
+    /// Transient failures are recovered from (see the module documentation); the run ends
+    /// early only with a fatal error (after leaving the group, without the final commits).
     pub async fn run<H, F>(
         &self,
         handler: H,
@@ -117,56 +219,162 @@ impl RawConsumer {
         tokio::pin!(stop);
         let mut core = ConsumerCore::new();
         let mut prefetch: Option<Prefetch> = None;
-        let progress = Progress::new(self.config.breaker);
-        loop {
-            if core.heartbeat_due(Instant::now()) {
-                // The core drops the positions of partitions no longer owned.
-                self.heartbeat(&mut core).await?;
-            }
-            let paused = progress.paused();
+        let losses = Arc::new(AtomicU64::new(0));
+        let progress = Progress::new(self.config.breaker, losses.clone());
+        let (consuming, consuming_rx) = watch::channel(Consuming::default());
+        let (news_tx, news) = watch::channel(News::joining());
+        let beat_now = Arc::new(Notify::new());
+        // Heartbeats go on in their own task whatever the handler does; it is aborted when
+        // the run ends (or this future is dropped).
+        let mut heartbeats = self.heartbeats(consuming_rx, news_tx, beat_now.clone(), losses);
+        let mut beats = BeatLink {
+            news,
+            consuming,
+            beat_now,
+            fresh_from: 0,
+            failures: 0,
+        };
+        let ended = loop {
             let work = async {
-                if paused || core.owned().is_empty() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    return Ok::<_, ConsumeError>(());
+                let generation = self.client.generation();
+                match self
+                    .round(&mut core, &mut prefetch, &progress, &handler, &mut beats)
+                    .await
+                {
+                    Ok(()) => {
+                        beats.failures = 0;
+                        Ok(())
+                    }
+                    Err(error) => {
+                        beats.failures = beats.failures.saturating_add(1);
+                        self.recover_round(error, generation, &mut core, &mut prefetch, &mut beats)
+                            .await
+                    }
                 }
-                let owned = core.owned().to_vec();
-                for (index, partition) in owned.iter().enumerate() {
-                    // The partition visited after this one (itself when it is the only one).
-                    let after = owned.get((index + 1) % owned.len()).unwrap_or(partition);
-                    self.consume_partition(PartitionRun {
-                        partition,
-                        after,
-                        core: &mut core,
-                        prefetch: &mut prefetch,
-                        progress: &progress,
-                        handler: &handler,
-                    })
-                    .await?;
-                }
-                Ok(())
             };
             tokio::select! {
-                _ = &mut stop => break,
-                result = work => result?,
+                _ = &mut stop => break Ok(()),
+                error = heartbeats.ended() => break Err(error),
+                result = work => {
+                    if let Err(error) = result {
+                        break Err(error);
+                    }
+                }
             }
-        }
+        };
+        // Handling is over: the final commits are not held against `max_poll_interval`.
+        beats.handling(None);
+        drop(prefetch);
         // What was handled before the stop is committed before leaving (a stop in the middle
         // of a fetch drops the commit that would have followed it); a commit that fails for
         // another reason than a moved partition is the run's error, after leaving.
-        let mut committed = Ok(());
-        for commit in core.take_commits() {
-            if let Err(error) = self
-                .commit(&commit.partition, commit.offset, &mut core)
-                .await
-            {
-                committed = Err(error);
-                break;
+        let committed = match ended {
+            Ok(()) => {
+                let mut committed = Ok(());
+                for commit in core.take_commits() {
+                    if let Err(error) = self
+                        .commit(&commit.partition, commit.offset, &mut core)
+                        .await
+                    {
+                        committed = Err(error);
+                        break;
+                    }
+                }
+                committed
             }
-        }
-        self.leave(&core).await;
+            Err(error) => Err(error),
+        };
+        let member = beats
+            .member()
+            .or_else(|| core.member_id().map(str::to_owned));
+        // No heartbeat after the leave.
+        drop(heartbeats);
+        self.leave(member.as_deref()).await;
         committed?;
         let summary = progress.summary();
         Ok(summary)
+    }
+
+    /// One round: every owned partition in turn, the heartbeat task's news taken before each
+    /// (so a revoked partition is let go before it is consumed again, and a lost membership
+    /// stops the round); idle for a moment when there is nothing to consume.
+    async fn round<H, F>(
+        &self,
+        core: &mut ConsumerCore,
+        prefetch: &mut Option<Prefetch>,
+        progress: &Progress,
+        handler: &H,
+        beats: &mut BeatLink,
+    ) -> Result<(), ConsumeError>
+    where
+        H: Fn(ConsumedRecord) -> F,
+        F: Future<Output = Result<(), HandlerError>>,
+    {
+        beats.take_news(core, progress);
+        beats.beat_if_asked(core);
+        if progress.paused() || core.owned().is_empty() {
+            match tokio::time::timeout(IDLE_WAIT, beats.news.changed()).await {
+                // Taken at the start of the next round.
+                Ok(Ok(())) => beats.news.mark_changed(),
+                // The heartbeat task ended: the run learns why from its handle.
+                Ok(Err(_)) => tokio::time::sleep(IDLE_WAIT).await,
+                Err(_) => {}
+            }
+            return Ok(());
+        }
+        let owned = core.owned().to_vec();
+        for (index, partition) in owned.iter().enumerate() {
+            if index > 0 {
+                beats.take_news(core, progress);
+                beats.beat_if_asked(core);
+            }
+            // The partition visited after this one (itself when it is the only one).
+            let after = owned.get((index + 1) % owned.len()).unwrap_or(partition);
+            self.consume_partition(PartitionRun {
+                partition,
+                after,
+                core: &mut *core,
+                prefetch: &mut *prefetch,
+                progress,
+                handler,
+                beats: &*beats,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// After a failed round (`generation`: the connection it started on): the fetch issued
+    /// ahead is dropped, the failure recovered from (a backoff, a new connection) or the
+    /// run's error. Over a new connection, whether the member survived is only known from a
+    /// heartbeat on it (a restarted broker forgot every member): until one answers nothing
+    /// is consumed, and what was owned starts again from its committed offset.
+    async fn recover_round(
+        &self,
+        error: ConsumeError,
+        generation: u64,
+        core: &mut ConsumerCore,
+        prefetch: &mut Option<Prefetch>,
+        beats: &mut BeatLink,
+    ) -> Result<(), ConsumeError> {
+        *prefetch = None;
+        let recovery = self
+            .client
+            .recover(
+                error,
+                beats.failures,
+                generation,
+                &self.config.reconnect_policy(),
+                &self.interruptions,
+            )
+            .await?;
+        if recovery == Recovery::Reconnect {
+            core.on_heartbeat_error(HeartbeatError::UnknownMember, Instant::now());
+            beats.fresh_from = generation.saturating_add(1);
+            beats.report(core);
+            beats.beat_now.notify_one();
+        }
+        Ok(())
     }
 
     /// Fetches `partition` at the core's position (or takes the fetch issued ahead for it),
@@ -184,6 +392,7 @@ impl RawConsumer {
             prefetch,
             progress,
             handler,
+            beats,
         } = run;
         let position = match core.fetch_from(partition) {
             Some(FetchFrom::Offset(position)) => position,
@@ -251,12 +460,18 @@ impl RawConsumer {
             partition.partition,
             fetched.batches.into(),
         );
-        // One clock read per fetch for the breaker's permissions (see `process`).
+        // One clock read per fetch for the breaker's permissions (see `process`), and the
+        // start of the handling the heartbeat task holds against `max_poll_interval`.
         let fetched_at = Instant::now();
-        self.process_fetch(&source, partition, core, fetched_at, progress, handler)
-            .await?;
-        // Records the handler did not get to are fetched again from the committable offset.
+        beats.handling(Some(fetched_at));
+        let handled = self
+            .process_fetch(&source, partition, core, fetched_at, progress, handler)
+            .await;
+        beats.handling(None);
+        // Records the handler did not get to (the breaker left them, the member lost the
+        // partition, a request failed) are fetched again from the committable offset.
         core.on_fetch_finished(partition);
+        handled?;
         let next = core.position(partition).unwrap_or(position);
         metrics::gauge!(
             crate::metrics::CONSUMER_LAG,
@@ -279,7 +494,7 @@ impl RawConsumer {
         position: i64,
         wait: Duration,
     ) -> impl Future<Output = Result<Fetched, RequestError>> + Send + 'static {
-        let client = self.client.clone();
+        let client = self.client.connection();
         let TopicPartition {
             topic,
             partition: number,
@@ -322,14 +537,22 @@ impl RawConsumer {
                 .map(Bytes::copy_from_slice),
             None => None,
         };
+        // The key is claimed before handling, so a record with the same key on another lane
+        // waits for this one instead of being handled beside it; the claim is released when
+        // this returns, recorded only on success.
+        let mut claim = None;
         if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {
-            if inbox
-                .seen(key, now_ms())
+            match inbox
+                .claim(key, now_ms())
+                .await
                 .map_err(|e| self.unprocessable(&record, e.to_string()))?
             {
-                progress.deduplicated.fetch_add(1, Ordering::Relaxed);
-                self.metrics.deduplicated.increment(1);
-                return Ok(true);
+                crate::inbox::Admission::Processed => {
+                    progress.deduplicated.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.deduplicated.increment(1);
+                    return Ok(true);
+                }
+                crate::inbox::Admission::Claimed(held) => claim = Some(held),
             }
         }
         // One breaker permission per record (a half-open probe is a record), its retries
@@ -347,9 +570,9 @@ impl RawConsumer {
                     progress.record(true, fetched_at, &self.metrics.breaker_state);
                     progress.processed.fetch_add(1, Ordering::Relaxed);
                     self.metrics.processed.increment(1);
-                    if let (Some(inbox), Some(key)) = (&self.config.inbox, &idempotency_key) {
-                        inbox
-                            .record(key, now_ms())
+                    if let Some(claim) = claim.take() {
+                        claim
+                            .record(now_ms())
                             .map_err(|e| self.unprocessable(&record, e.to_string()))?;
                     }
                     return Ok(true);

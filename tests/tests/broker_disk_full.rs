@@ -145,10 +145,7 @@ async fn a_full_disk_refuses_produces_and_loses_nothing_acknowledged() -> anyhow
         }
     }
     let refused = refused.ok_or_else(|| anyhow::anyhow!("the disk never filled up"))?;
-    println!(
-        "refused after {} records: {refused}",
-        acked.len()
-    );
+    println!("refused after {} records: {refused}", acked.len());
     assert!(!acked.is_empty(), "nothing fit on the disk");
 
     std::fs::remove_file(&filler)?;
@@ -169,7 +166,10 @@ async fn a_full_disk_refuses_produces_and_loses_nothing_acknowledged() -> anyhow
             }
         }
     }
-    assert_eq!(after, RECORDS_AFTER, "with space again every produce is acknowledged");
+    assert_eq!(
+        after, RECORDS_AFTER,
+        "with space again every produce is acknowledged"
+    );
     assert_acknowledged_stored(&acked, &read_back(&client).await?, "with space again");
     client.close();
     broker.kill()?;

@@ -98,7 +98,12 @@ impl Plan {
 
 type SharedPlan = Arc<Mutex<Plan>>;
 
-fn check(plan: &SharedPlan, call: Call, operation: &'static str, path: &str) -> Result<(), StorageError> {
+fn check(
+    plan: &SharedPlan,
+    call: Call,
+    operation: &'static str,
+    path: &str,
+) -> Result<(), StorageError> {
     match lock(plan).decide(call) {
         Some(fault) => Err(injected(fault, operation, path)),
         None => Ok(()),
@@ -289,7 +294,11 @@ mod tests {
         storage.fail_next(Call::Append, Fault::Partial);
         let error = file.append(b"0123456789").expect_err("injected");
         assert!(error.reason.contains("No space left"), "{error}");
-        assert!((5..15).contains(&file.len()), "a prefix only: {}", file.len());
+        assert!(
+            (5..15).contains(&file.len()),
+            "a prefix only: {}",
+            file.len()
+        );
         file.append(b"!").expect("the next append works");
     }
 

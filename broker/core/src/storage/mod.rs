@@ -252,7 +252,9 @@ impl Storage for MemoryStorage {
         let mut entries = lock(&self.entries);
         entries.live.retain(|path, _| !path.starts_with(&prefix));
         entries.durable.retain(|path| !path.starts_with(&prefix));
-        entries.unlinked.retain(|path, _| !path.starts_with(&prefix));
+        entries
+            .unlinked
+            .retain(|path, _| !path.starts_with(&prefix));
         Ok(())
     }
 

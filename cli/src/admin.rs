@@ -463,6 +463,7 @@ pub(crate) async fn topic(command: TopicAdmin) -> anyhow::Result<()> {
             let config = &topic.config;
             let value = json!({
                 "name": topic.name,
+                "id": topic.id.to_string(),
                 "partitions": partitions,
                 "retention_ms": config.retention.map(|d| d.as_millis() as u64),
                 "retention_bytes": config.retention_bytes,
@@ -497,10 +498,29 @@ pub(crate) enum GroupAdmin {
         broker: BrokerArgs,
         group: String,
     },
+    /// Delete a group and its committed offsets. Refused while the group has live members:
+    /// stop its consumers first (their sessions then expire).
+    ///
+    /// Example: herald group delete email-sender
+    Delete {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        group: String,
+    },
 }
 
 pub(crate) async fn group(command: GroupAdmin) -> anyhow::Result<()> {
     match command {
+        GroupAdmin::Delete { broker, group } => {
+            broker
+                .client()
+                .await?
+                .group(GroupRequest::Delete {
+                    group: group.clone(),
+                })
+                .await?;
+            println!("deleted group {group}");
+        }
         GroupAdmin::List { broker } => {
             if let GroupResponse::Groups(groups) =
                 broker.client().await?.group(GroupRequest::List).await?
@@ -551,6 +571,9 @@ pub(crate) async fn group(command: GroupAdmin) -> anyhow::Result<()> {
                     lag.lag_records,
                     seconds
                 );
+                if let Some(problem) = &lag.problem {
+                    println!("    ! {problem}");
+                }
             }
         }
     }

@@ -16,6 +16,7 @@ use herald_wire::groups::{
     Commit, CommittedOffset, GroupDescription, GroupResponse, MemberDescription, PartitionLag,
 };
 use herald_wire::limits::GROUP_NAME_BYTES_MAX;
+use herald_wire::messages::TopicId;
 use herald_wire::ErrorCode;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,9 @@ use crate::meta::{self, MetaError};
 pub const WAITING_HEARTBEAT_DIVISOR: u32 = 4;
 /// Groups one broker coordinates.
 pub const GROUPS_MAX: usize = 10_000;
+/// A group without members keeps its committed offsets this long after its last activity
+/// (a member, a commit), then it is deleted — Kafka's `offsets.retention.minutes` default.
+pub const OFFSETS_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// The kind and format version of the offsets files.
 const KIND: meta::Kind = meta::Kind {
     name: "group-offsets",
@@ -36,6 +40,21 @@ const KIND: meta::Kind = meta::Kind {
 struct Position {
     offset: i64,
     metadata: String,
+    /// The topic incarnation it was committed to (`None` in files from before topic ids:
+    /// taken to be the current one).
+    topic_id: Option<TopicId>,
+}
+
+/// The current incarnation of each topic, by name.
+pub type TopicIds = BTreeMap<String, TopicId>;
+
+impl Position {
+    /// Committed to an incarnation of the topic other than the current one (the topic was
+    /// deleted — and maybe created again — since).
+    fn is_stale(&self, topic: &str, ids: &TopicIds) -> bool {
+        self.topic_id
+            .is_some_and(|committed| ids.get(topic) != Some(&committed))
+    }
 }
 
 type Committed = BTreeMap<TopicPartition, Position>;
@@ -46,6 +65,10 @@ struct OffsetsV1 {
     /// The group, also in the file name: checked on reading.
     group: String,
     offsets: Vec<CommittedOffsetV1>,
+    /// When the file was written (ms since the epoch): where offset retention counts from
+    /// after a restart. Absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    committed_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,12 +77,16 @@ struct CommittedOffsetV1 {
     partition: u32,
     offset: i64,
     metadata: String,
+    /// The topic incarnation (hyphenated UUID); absent in files from before topic ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topic_id: Option<String>,
 }
 
 impl OffsetsV1 {
-    fn new(group: &str, committed: &Committed) -> Self {
+    fn new(group: &str, committed: &Committed, now_ms: i64) -> Self {
         OffsetsV1 {
             group: group.to_owned(),
+            committed_at_ms: Some(now_ms),
             offsets: committed
                 .iter()
                 .map(|(partition, position)| CommittedOffsetV1 {
@@ -67,6 +94,7 @@ impl OffsetsV1 {
                     partition: partition.partition,
                     offset: position.offset,
                     metadata: position.metadata.clone(),
+                    topic_id: position.topic_id.map(|id| id.to_string()),
                 })
                 .collect(),
         }
@@ -81,6 +109,9 @@ impl OffsetsV1 {
                     Position {
                         offset: o.offset,
                         metadata: o.metadata,
+                        // An unreadable id reads as another incarnation's: the group starts
+                        // over rather than trusting a position it cannot place.
+                        topic_id: o.topic_id.map(|id| TopicId::parse(&id).unwrap_or_default()),
                     },
                 )
             })
@@ -95,11 +126,15 @@ struct Entry {
     /// The group's offsets file under an older Herald's name, removed once the offsets are
     /// written under the current one.
     legacy_file: Option<String>,
+    /// Its last member or commit (ms); `None` when unknown (loaded from an older file: the
+    /// first expiry sweep starts counting).
+    last_active_ms: Option<i64>,
 }
 
 pub struct Coordinator {
     dir: PathBuf,
     config: GroupConfig,
+    offsets_retention_ms: i64,
     groups: Mutex<BTreeMap<String, Entry>>,
 }
 
@@ -145,7 +180,7 @@ fn read_named_offsets(
     path: &Path,
     name: &str,
     bytes: &[u8],
-) -> Result<(String, Committed), MetaError> {
+) -> Result<(String, Committed, Option<i64>), MetaError> {
     let payload = meta::decode::<OffsetsV1>(path, bytes, KIND)?
         .ok_or_else(|| MetaError::corrupt(path, "not a versioned offsets file"))?;
     if file_name(&payload.group) != name {
@@ -158,7 +193,8 @@ fn read_named_offsets(
         ));
     }
     let group = payload.group.clone();
-    Ok((group, payload.into_committed()))
+    let committed_at_ms = payload.committed_at_ms;
+    Ok((group, payload.into_committed(), committed_at_ms))
 }
 
 /// The committed offsets of `group` from its file at `path`: an envelope, or the TSV written
@@ -192,7 +228,11 @@ fn decode_offsets(text: &str) -> Option<Committed> {
         let metadata = String::from_utf8(hex::decode(fields.next()?).ok()?).ok()?;
         committed.insert(
             TopicPartition::new(fields.next()?, partition),
-            Position { offset, metadata },
+            Position {
+                offset,
+                metadata,
+                topic_id: None,
+            },
         );
     }
     Some(committed)
@@ -208,7 +248,7 @@ impl Coordinator {
             let path = entry.path();
             if name.starts_with("g-") && name.ends_with(".offsets") {
                 let bytes = std::fs::read(&path)?;
-                let (group, committed) =
+                let (group, committed, committed_at_ms) =
                     read_named_offsets(&path, &name, &bytes).map_err(std::io::Error::other)?;
                 // The current file wins over a legacy one left by an interrupted migration.
                 let entry = groups.entry(group).or_insert_with(|| Entry {
@@ -216,6 +256,7 @@ impl Coordinator {
                     ..Entry::default()
                 });
                 entry.committed = committed;
+                entry.last_active_ms = committed_at_ms;
                 continue;
             }
             let Some(group) = name
@@ -249,8 +290,15 @@ impl Coordinator {
         Ok(Self {
             dir,
             config,
+            offsets_retention_ms: OFFSETS_RETENTION_MS,
             groups: Mutex::new(groups),
         })
+    }
+
+    /// Keeps the offsets of member-less groups this long instead of `OFFSETS_RETENTION_MS`.
+    pub fn with_offsets_retention_ms(mut self, ms: i64) -> Self {
+        self.offsets_retention_ms = ms;
+        self
     }
 
     fn groups(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -291,6 +339,7 @@ impl Coordinator {
             group: Group::new(self.config),
             ..Entry::default()
         });
+        entry.last_active_ms = Some(now_ms);
         let assignment = entry
             .group
             .heartbeat(request, partitions, now_ms)
@@ -335,6 +384,7 @@ impl Coordinator {
         member_epoch: i32,
         offsets: Vec<Commit>,
         partitions: &BTreeMap<String, u32>,
+        ids: &TopicIds,
         now_ms: i64,
     ) -> Result<GroupResponse, Failure> {
         let mut groups = self.groups();
@@ -364,16 +414,25 @@ impl Coordinator {
             metadata,
         } in offsets
         {
-            committed.insert(partition, Position { offset, metadata });
+            let topic_id = ids.get(&partition.topic).copied();
+            committed.insert(
+                partition,
+                Position {
+                    offset,
+                    metadata,
+                    topic_id,
+                },
+            );
         }
         meta::write(
             &self.dir,
             &file_name(group),
             KIND,
-            &OffsetsV1::new(group, &committed),
+            &OffsetsV1::new(group, &committed, now_ms),
         )
         .map_err(|e| (ErrorCode::Storage, format!("cannot persist offsets: {e}")))?;
         entry.committed = committed;
+        entry.last_active_ms = Some(now_ms);
         if let Some(legacy) = entry.legacy_file.take() {
             if let Err(error) = std::fs::remove_file(self.dir.join(&legacy)) {
                 if error.kind() != std::io::ErrorKind::NotFound {
@@ -384,13 +443,22 @@ impl Coordinator {
         Ok(GroupResponse::Committed)
     }
 
-    pub fn fetch_offsets(&self, group: &str, asked: Vec<TopicPartition>) -> GroupResponse {
+    /// Committed positions; one committed to another incarnation of its topic reads as none,
+    /// so the consumer starts as its reset policy says.
+    pub fn fetch_offsets(
+        &self,
+        group: &str,
+        asked: Vec<TopicPartition>,
+        ids: &TopicIds,
+    ) -> GroupResponse {
         let groups = self.groups();
         let committed = groups.get(group).map(|e| &e.committed);
         let answer = asked
             .into_iter()
             .map(|partition| {
-                let position = committed.and_then(|c| c.get(&partition));
+                let position = committed
+                    .and_then(|c| c.get(&partition))
+                    .filter(|p| !p.is_stale(&partition.topic, ids));
                 CommittedOffset {
                     offset: position.map(|p| p.offset),
                     metadata: position.map(|p| p.metadata.clone()).unwrap_or_default(),
@@ -406,11 +474,14 @@ impl Coordinator {
     }
 
     /// Members, assignments and per-partition lag; `bounds` gives (log start, high watermark)
-    /// and `append_time` the append time of the record at an offset.
+    /// and `append_time` the append time of the record at an offset. A committed position the
+    /// consumer cannot resume from is shown with its problem: another incarnation of the topic,
+    /// past the log's end, or before its start.
     pub fn describe(
         &self,
         group: &str,
         partitions: &BTreeMap<String, u32>,
+        ids: &TopicIds,
         now_ms: i64,
         bounds: impl Fn(&TopicPartition) -> Option<(i64, i64)>,
         append_time: impl Fn(&TopicPartition, i64) -> Option<i64>,
@@ -439,7 +510,25 @@ impl Coordinator {
             .into_iter()
             .filter_map(|partition| {
                 let (log_start, end_offset) = bounds(&partition)?;
-                let committed = entry.committed.get(&partition).map(|p| p.offset);
+                let position = entry.committed.get(&partition);
+                let stale = position.is_some_and(|p| p.is_stale(&partition.topic, ids));
+                let committed = position.filter(|_| !stale).map(|p| p.offset);
+                let problem = if stale {
+                    Some(
+                        "committed to an earlier incarnation of the topic (deleted and created again): the group starts as its reset policy says"
+                            .to_owned(),
+                    )
+                } else {
+                    committed.and_then(|offset| {
+                        if offset > end_offset {
+                            Some(format!("committed offset {offset} is past the log's end {end_offset}: the consumer applies its reset policy"))
+                        } else if offset < log_start {
+                            Some(format!("committed offset {offset} is before the log's start {log_start} (removed by retention): the consumer applies its reset policy"))
+                        } else {
+                            None
+                        }
+                    })
+                };
                 let from = committed.map_or(log_start, |offset| offset.max(log_start));
                 let lag_records = (end_offset - from).max(0);
                 let lag_ms = if lag_records > 0 {
@@ -453,6 +542,7 @@ impl Coordinator {
                     end_offset,
                     lag_records,
                     lag_ms,
+                    problem,
                 })
             })
             .collect();
@@ -467,6 +557,84 @@ impl Coordinator {
     pub fn group_names(&self) -> Vec<String> {
         self.groups().keys().cloned().collect()
     }
+
+    /// Deletes a group without live members, with its offsets file.
+    pub fn delete(
+        &self,
+        group: &str,
+        partitions: &BTreeMap<String, u32>,
+        now_ms: i64,
+    ) -> Result<GroupResponse, Failure> {
+        let mut groups = self.groups();
+        let entry = groups.get_mut(group).ok_or_else(|| {
+            (
+                ErrorCode::InvalidRequest,
+                format!("unknown group '{group}'"),
+            )
+        })?;
+        entry.group.expire(partitions, now_ms);
+        if !entry.group.is_empty() {
+            return Err((
+                ErrorCode::GroupNotEmpty,
+                format!(
+                    "group '{group}' has {} live member(s): stop its consumers (their sessions then expire) before deleting it",
+                    entry.group.assignments().len()
+                ),
+            ));
+        }
+        self.remove_files(group, entry.legacy_file.as_deref())
+            .map_err(|e| {
+                (
+                    ErrorCode::Storage,
+                    format!("cannot delete the offsets of group '{group}': {e}"),
+                )
+            })?;
+        groups.remove(group);
+        Ok(GroupResponse::Deleted)
+    }
+
+    /// Deletes the groups that have had no member and no commit for the offsets retention;
+    /// returns their names.
+    pub fn expire_offsets(&self, partitions: &BTreeMap<String, u32>, now_ms: i64) -> Vec<String> {
+        let mut groups = self.groups();
+        let mut expired = Vec::new();
+        for (name, entry) in groups.iter_mut() {
+            entry.group.expire(partitions, now_ms);
+            if !entry.group.is_empty() {
+                entry.last_active_ms = Some(now_ms);
+                continue;
+            }
+            let since = *entry.last_active_ms.get_or_insert(now_ms);
+            if now_ms.saturating_sub(since) >= self.offsets_retention_ms {
+                expired.push(name.clone());
+            }
+        }
+        expired.retain(|name| {
+            let legacy = groups.get(name).and_then(|e| e.legacy_file.clone());
+            match self.remove_files(name, legacy.as_deref()) {
+                Ok(()) => {
+                    groups.remove(name);
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!(group = name, %error, "cannot remove the offsets of an expired group");
+                    false
+                }
+            }
+        });
+        expired
+    }
+
+    /// Removes a group's offsets files (current and legacy name), durably.
+    fn remove_files(&self, group: &str, legacy: Option<&str>) -> std::io::Result<()> {
+        for name in std::iter::once(file_name(group)).chain(legacy.map(str::to_owned)) {
+            match std::fs::remove_file(self.dir.join(&name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        crate::fs::sync_dir(&self.dir)
+    }
 }
 
 #[cfg(test)]
@@ -480,6 +648,7 @@ mod tests {
                 Position {
                     offset: 42,
                     metadata: "tab\tand\nnewline".to_owned(),
+                    topic_id: None,
                 },
             ),
             (
@@ -487,12 +656,18 @@ mod tests {
                 Position {
                     offset: 0,
                     metadata: String::new(),
+                    topic_id: None,
                 },
             ),
         ])
     }
 
-    fn fetched(topic: &str, partition: u32, offset: i64, metadata: &str) -> CommittedOffset {
+    pub(super) fn fetched(
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        metadata: &str,
+    ) -> CommittedOffset {
         CommittedOffset {
             partition: TopicPartition::new(topic, partition),
             offset: Some(offset),
@@ -506,7 +681,7 @@ mod tests {
     #[test]
     fn offsets_files_round_trip_any_names_and_metadata() {
         let path = Path::new("groups/672f31.offsets");
-        let bytes = meta::encode(KIND, &OffsetsV1::new("g/1", &committed())).expect("encode");
+        let bytes = meta::encode(KIND, &OffsetsV1::new("g/1", &committed(), 0)).expect("encode");
         assert!(meta::is_versioned(&bytes));
         assert_eq!(read_offsets(path, "g/1", &bytes), Ok(committed()));
         let error = read_offsets(path, "g/2", &bytes).expect_err("another group's file");
@@ -549,13 +724,18 @@ mod tests {
                     metadata: String::new(),
                 }],
                 &partitions,
+                &TopicIds::new(),
                 0,
             )
             .expect("a group of the longest allowed name commits");
         drop(coordinator);
         let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("reopen");
         assert_eq!(
-            coordinator.fetch_offsets(&group, vec![TopicPartition::new("orders", 0)]),
+            coordinator.fetch_offsets(
+                &group,
+                vec![TopicPartition::new("orders", 0)],
+                &TopicIds::new()
+            ),
             GroupResponse::Offsets(vec![fetched("orders", 0, 11, "")])
         );
     }
@@ -571,13 +751,17 @@ mod tests {
             &groups,
             &file_name("g"),
             KIND,
-            &OffsetsV1::new("g", &committed()),
+            &OffsetsV1::new("g", &committed(), 0),
         )
         .expect("write current");
         std::fs::write(groups.join(legacy_file_name("g")), b"x\ty").expect("write legacy");
         let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
         assert_eq!(
-            coordinator.fetch_offsets("g", vec![TopicPartition::new("orders", 3)]),
+            coordinator.fetch_offsets(
+                "g",
+                vec![TopicPartition::new("orders", 3)],
+                &TopicIds::new()
+            ),
             GroupResponse::Offsets(vec![fetched("orders", 3, 42, "tab\tand\nnewline")])
         );
     }
@@ -598,7 +782,10 @@ mod tests {
         ));
     }
 
-    fn join(coordinator: &Coordinator, partitions: &BTreeMap<String, u32>) -> (String, i32) {
+    pub(super) fn join(
+        coordinator: &Coordinator,
+        partitions: &BTreeMap<String, u32>,
+    ) -> (String, i32) {
         let heartbeat = Heartbeat {
             member_id: None,
             member_epoch: 0,
@@ -638,7 +825,10 @@ mod tests {
             fetched("orders", 3, 42, "tab\tand\nnewline"),
             fetched("a.b-c", 0, 0, ""),
         ]);
-        assert_eq!(coordinator.fetch_offsets("g", asked.clone()), expected);
+        assert_eq!(
+            coordinator.fetch_offsets("g", asked.clone(), &TopicIds::new()),
+            expected
+        );
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
             OLD_FILE,
@@ -657,6 +847,7 @@ mod tests {
                     metadata: "m".to_owned(),
                 }],
                 &partitions,
+                &TopicIds::new(),
                 0,
             )
             .expect("commit");
@@ -666,9 +857,16 @@ mod tests {
         assert!(!path.exists(), "the legacy file is removed once rewritten");
         drop(coordinator);
         let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("reopen");
-        assert_eq!(coordinator.fetch_offsets("g", asked), expected);
         assert_eq!(
-            coordinator.fetch_offsets("g", vec![TopicPartition::new("orders", 1)]),
+            coordinator.fetch_offsets("g", asked, &TopicIds::new()),
+            expected
+        );
+        assert_eq!(
+            coordinator.fetch_offsets(
+                "g",
+                vec![TopicPartition::new("orders", 1)],
+                &TopicIds::new()
+            ),
             GroupResponse::Offsets(vec![fetched("orders", 1, 7, "m")])
         );
     }
@@ -677,7 +875,7 @@ mod tests {
     fn a_damaged_offsets_file_is_refused_with_a_checksum_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("groups").join(file_name("g"));
-        let bytes = meta::encode(KIND, &OffsetsV1::new("g", &committed())).expect("encode");
+        let bytes = meta::encode(KIND, &OffsetsV1::new("g", &committed(), 0)).expect("encode");
         std::fs::create_dir_all(dir.path().join("groups")).expect("mkdir");
         let text = String::from_utf8(bytes).expect("utf-8");
         assert!(text.contains("\"orders\""), "{text}");
@@ -694,7 +892,7 @@ mod tests {
             name: KIND.name,
             version: 2,
         };
-        let bytes = meta::encode(newer, &OffsetsV1::new("g", &committed())).expect("encode");
+        let bytes = meta::encode(newer, &OffsetsV1::new("g", &committed(), 0)).expect("encode");
         std::fs::create_dir_all(dir.path().join("groups")).expect("mkdir");
         std::fs::write(dir.path().join("groups").join(file_name("g")), bytes).expect("write");
         let error = open_error(dir.path());
@@ -717,6 +915,7 @@ mod tests {
 
 #[cfg(test)]
 mod coordinator_tests {
+    use super::tests::{fetched, join};
     use super::*;
 
     #[test]
@@ -747,5 +946,160 @@ mod coordinator_tests {
             coordinator.list(),
             GroupResponse::Groups(vec!["real".to_owned()])
         );
+    }
+
+    /// A commit remembers the topic incarnation it was made to: served while that incarnation
+    /// lives, read as none once the topic was created again, and kept in the file.
+    #[test]
+    fn a_commit_to_an_earlier_incarnation_reads_as_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
+        let partitions = BTreeMap::from([("orders".to_owned(), 1)]);
+        let first = TopicIds::from([("orders".to_owned(), TopicId([1; 16]))]);
+        let second = TopicIds::from([("orders".to_owned(), TopicId([2; 16]))]);
+        let (member, epoch) = join(&coordinator, &partitions);
+        coordinator
+            .commit(
+                "g",
+                &member,
+                epoch,
+                vec![Commit {
+                    partition: TopicPartition::new("orders", 0),
+                    offset: 6,
+                    metadata: String::new(),
+                }],
+                &partitions,
+                &first,
+                0,
+            )
+            .expect("commit");
+        let asked = || vec![TopicPartition::new("orders", 0)];
+        assert_eq!(
+            coordinator.fetch_offsets("g", asked(), &first),
+            GroupResponse::Offsets(vec![fetched("orders", 0, 6, "")])
+        );
+        drop(coordinator);
+        let coordinator = Coordinator::open(dir.path(), GroupConfig::default()).expect("reopen");
+        assert_eq!(
+            coordinator.fetch_offsets("g", asked(), &first),
+            GroupResponse::Offsets(vec![fetched("orders", 0, 6, "")]),
+            "the incarnation is kept in the file"
+        );
+        let GroupResponse::Offsets(offsets) = coordinator.fetch_offsets("g", asked(), &second)
+        else {
+            panic!("offsets")
+        };
+        assert_eq!(offsets[0].offset, None);
+        let description = coordinator
+            .describe("g", &partitions, &second, 0, |_| Some((0, 3)), |_, _| None)
+            .expect("describe");
+        let lag = &description.partitions[0];
+        assert_eq!((lag.committed, lag.lag_records), (None, 3));
+        assert!(lag.problem.is_some(), "{lag:?}");
+    }
+
+    /// `herald group delete`: refused while a member lives, then the group and its file go.
+    #[test]
+    fn a_group_is_deleted_only_without_live_members() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = GroupConfig {
+            session_timeout_ms: 1_000,
+            ..GroupConfig::default()
+        };
+        let coordinator = Coordinator::open(dir.path(), config).expect("open");
+        let partitions = BTreeMap::from([("orders".to_owned(), 1)]);
+        let (member, epoch) = join(&coordinator, &partitions);
+        coordinator
+            .commit(
+                "g",
+                &member,
+                epoch,
+                vec![Commit {
+                    partition: TopicPartition::new("orders", 0),
+                    offset: 3,
+                    metadata: String::new(),
+                }],
+                &partitions,
+                &TopicIds::new(),
+                0,
+            )
+            .expect("commit");
+        let (code, message) = coordinator
+            .delete("g", &partitions, 10)
+            .expect_err("a live member");
+        assert_eq!(code, ErrorCode::GroupNotEmpty, "{message}");
+        // The member's session ends.
+        assert_eq!(
+            coordinator.delete("g", &partitions, 5_000),
+            Ok(GroupResponse::Deleted)
+        );
+        assert!(coordinator.group_names().is_empty());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("groups"))
+                .expect("dir")
+                .count(),
+            0
+        );
+        drop(coordinator);
+        let coordinator = Coordinator::open(dir.path(), config).expect("reopen");
+        assert!(coordinator.group_names().is_empty(), "deleted for good");
+        assert_eq!(
+            coordinator.delete("g", &partitions, 5_000).map_err(|e| e.0),
+            Err(ErrorCode::InvalidRequest)
+        );
+    }
+
+    /// Offsets of a group without members expire after the retention, counted from its last
+    /// activity — also across a restart (the file says when it was written).
+    #[test]
+    fn offsets_of_an_empty_group_expire_after_the_retention() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = GroupConfig {
+            session_timeout_ms: 1_000,
+            ..GroupConfig::default()
+        };
+        let retention = 60_000;
+        let coordinator = Coordinator::open(dir.path(), config)
+            .expect("open")
+            .with_offsets_retention_ms(retention);
+        let partitions = BTreeMap::from([("orders".to_owned(), 1)]);
+        let (member, epoch) = join(&coordinator, &partitions);
+        coordinator
+            .commit(
+                "g",
+                &member,
+                epoch,
+                vec![Commit {
+                    partition: TopicPartition::new("orders", 0),
+                    offset: 3,
+                    metadata: String::new(),
+                }],
+                &partitions,
+                &TopicIds::new(),
+                100,
+            )
+            .expect("commit");
+        assert!(coordinator.expire_offsets(&partitions, 30_000).is_empty());
+        drop(coordinator);
+        let coordinator = Coordinator::open(dir.path(), config)
+            .expect("reopen")
+            .with_offsets_retention_ms(retention);
+        assert!(
+            coordinator.expire_offsets(&partitions, 50_000).is_empty(),
+            "within the retention of the last commit"
+        );
+        assert_eq!(
+            coordinator.expire_offsets(&partitions, 60_100),
+            vec!["g".to_owned()]
+        );
+        assert!(coordinator.group_names().is_empty());
+        let GroupResponse::Offsets(offsets) = coordinator.fetch_offsets(
+            "g",
+            vec![TopicPartition::new("orders", 0)],
+            &TopicIds::new(),
+        ) else {
+            panic!("offsets")
+        };
+        assert_eq!(offsets[0].offset, None);
     }
 }

@@ -1130,3 +1130,138 @@ async fn durations_that_would_overflow_are_refused() {
     assert!(refused.to_string().contains("segment_age"), "{refused}");
     assert!(client.list_topics().await.expect("list").is_empty());
 }
+
+/// Defect 2 of issue 14: a group commits offset 6, the topic is deleted and created again, 3
+/// records are produced. The old commit must not be taken for a position in the new topic
+/// (it made the consumer wait past the end forever, and describe showed lag 0): the new topic
+/// has another incarnation id, fetching the group's offsets answers "none committed" (the
+/// consumer starts as its reset policy says), and describe names the anomaly. A commit past
+/// the end within one incarnation is shown as such too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_topic_is_a_new_incarnation_for_committed_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let client = broker.client().await;
+    client
+        .create_topic("events", TopicConfig::default())
+        .await
+        .expect("create");
+    let first_id = client.describe_topic("events").await.expect("describe").id;
+    client
+        .produce(
+            "events",
+            0,
+            Durability::Memory,
+            batch(numbered(0, 6), now_ms()),
+        )
+        .await
+        .expect("produce");
+    let member = heartbeat(&client, &(String::new(), 0), &[])
+        .await
+        .expect("join");
+    let member = (member.0, member.1);
+    client
+        .group(GroupRequest::Commit {
+            group: "g".into(),
+            member_id: member.0.clone(),
+            member_epoch: member.1,
+            offsets: vec![Commit {
+                partition: TopicPartition::new("events", 0),
+                offset: 6,
+                metadata: String::new(),
+            }],
+        })
+        .await
+        .expect("commit");
+    client.delete_topic("events").await.expect("delete");
+    client
+        .create_topic("events", TopicConfig::default())
+        .await
+        .expect("create again");
+    let second_id = client.describe_topic("events").await.expect("describe").id;
+    assert_ne!(
+        first_id, second_id,
+        "a recreated topic is a new incarnation"
+    );
+    client
+        .produce(
+            "events",
+            0,
+            Durability::Memory,
+            batch(numbered(0, 3), now_ms()),
+        )
+        .await
+        .expect("produce");
+    let fetched = client
+        .group(GroupRequest::FetchOffsets {
+            group: "g".into(),
+            partitions: vec![TopicPartition::new("events", 0)],
+        })
+        .await
+        .expect("fetch offsets");
+    let GroupResponse::Offsets(offsets) = fetched else {
+        panic!("offsets: {fetched:?}")
+    };
+    assert_eq!(
+        offsets[0].offset, None,
+        "the old incarnation's commit is not served"
+    );
+    let GroupResponse::Description(description) = client
+        .group(GroupRequest::Describe { group: "g".into() })
+        .await
+        .expect("describe")
+    else {
+        panic!("description")
+    };
+    let lag = &description.partitions[0];
+    assert_eq!(
+        (lag.committed, lag.end_offset, lag.lag_records),
+        (None, 3, 3)
+    );
+    assert!(
+        lag.problem
+            .as_deref()
+            .is_some_and(|p| p.contains("earlier incarnation")),
+        "{lag:?}"
+    );
+    // Within one incarnation, a commit past the end is named as well.
+    let member = heartbeat(&client, &member, &[TopicPartition::new("events", 0)])
+        .await
+        .expect("heartbeat");
+    client
+        .group(GroupRequest::Commit {
+            group: "g".into(),
+            member_id: member.0.clone(),
+            member_epoch: member.1,
+            offsets: vec![Commit {
+                partition: TopicPartition::new("events", 0),
+                offset: 9,
+                metadata: String::new(),
+            }],
+        })
+        .await
+        .expect("commit");
+    let GroupResponse::Description(description) = client
+        .group(GroupRequest::Describe { group: "g".into() })
+        .await
+        .expect("describe")
+    else {
+        panic!("description")
+    };
+    let lag = &description.partitions[0];
+    assert!(
+        lag.problem
+            .as_deref()
+            .is_some_and(|p| p.contains("past the log's end")),
+        "{lag:?}"
+    );
+    // The incarnation survives a restart.
+    broker.stop().await;
+    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let client = broker.client().await;
+    assert_eq!(
+        client.describe_topic("events").await.expect("describe").id,
+        second_id
+    );
+    broker.stop().await;
+}

@@ -20,6 +20,7 @@ pub enum Api {
     FetchOffsets = 12,
     DescribeGroup = 13,
     ListGroups = 14,
+    DeleteGroup = 15,
 }
 
 impl Api {
@@ -39,6 +40,7 @@ impl Api {
             12 => Api::FetchOffsets,
             13 => Api::DescribeGroup,
             14 => Api::ListGroups,
+            15 => Api::DeleteGroup,
             other => return Err(DecodeError::UnknownApi(other)),
         })
     }
@@ -59,6 +61,7 @@ impl Api {
             Api::FetchOffsets => "fetch_offsets",
             Api::DescribeGroup => "describe_group",
             Api::ListGroups => "list_groups",
+            Api::DeleteGroup => "delete_group",
         }
     }
 }

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     NotPartitionOwner,
     /// The group has as many members as it may.
     GroupFull,
+    /// The group still has live members (stop its consumers before deleting it).
+    GroupNotEmpty,
     /// A code this client does not know (a newer broker); the number is kept.
     Unknown(u16),
 }
@@ -56,6 +58,7 @@ impl ErrorCode {
             ErrorCode::FencedMemberEpoch => 18,
             ErrorCode::NotPartitionOwner => 19,
             ErrorCode::GroupFull => 20,
+            ErrorCode::GroupNotEmpty => 21,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -82,6 +85,7 @@ impl ErrorCode {
             18 => ErrorCode::FencedMemberEpoch,
             19 => ErrorCode::NotPartitionOwner,
             20 => ErrorCode::GroupFull,
+            21 => ErrorCode::GroupNotEmpty,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -103,7 +107,7 @@ mod tests {
     use super::*;
 
     /// Every code on the wire, as literals: a released number never moves.
-    const TABLE: [(ErrorCode, u16); 20] = [
+    const TABLE: [(ErrorCode, u16); 21] = [
         (ErrorCode::UnknownTopic, 1),
         (ErrorCode::UnknownPartition, 2),
         (ErrorCode::TopicAlreadyExists, 3),
@@ -124,6 +128,7 @@ mod tests {
         (ErrorCode::FencedMemberEpoch, 18),
         (ErrorCode::NotPartitionOwner, 19),
         (ErrorCode::GroupFull, 20),
+        (ErrorCode::GroupNotEmpty, 21),
     ];
 
     /// The row of `code` in `TABLE`. Exhaustive on purpose (no `_` arm): a new variant
@@ -150,6 +155,7 @@ mod tests {
             ErrorCode::FencedMemberEpoch => 17,
             ErrorCode::NotPartitionOwner => 18,
             ErrorCode::GroupFull => 19,
+            ErrorCode::GroupNotEmpty => 20,
             ErrorCode::Unknown(_) => return None,
         })
     }
@@ -197,7 +203,7 @@ mod tests {
             }
         }
         assert_eq!(ErrorCode::from_code(0), ErrorCode::Unknown(0));
-        assert_eq!(ErrorCode::from_code(21), ErrorCode::Unknown(21));
+        assert_eq!(ErrorCode::from_code(22), ErrorCode::Unknown(22));
         assert_eq!(ErrorCode::from_code(u16::MAX), ErrorCode::Unknown(u16::MAX));
         assert_eq!(row_of(ErrorCode::Unknown(7)), None);
     }

@@ -103,6 +103,10 @@ pub enum GroupRequest {
         group: String,
     },
     List,
+    /// Deletes a group with no live members and its committed offsets.
+    Delete {
+        group: String,
+    },
 }
 
 /// One member as described.
@@ -125,6 +129,10 @@ pub struct PartitionLag {
     /// Age of the oldest unconsumed record; `None` when there is none or it is unknown (-1 on
     /// the wire).
     pub lag_ms: Option<i64>,
+    /// What is wrong with the committed position, if anything: past the log's end or before
+    /// its start (the consumer applies its reset policy there), or committed to an earlier
+    /// incarnation of the topic (deleted and created again). Empty on the wire when fine.
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +157,7 @@ pub enum GroupResponse {
     Offsets(Vec<CommittedOffset>),
     Description(GroupDescription),
     Groups(Vec<String>),
+    Deleted,
 }
 
 fn put_partition(out: &mut Vec<u8>, partition: &TopicPartition) {
@@ -254,6 +263,7 @@ impl GroupRequest {
             GroupRequest::FetchOffsets { .. } => Api::FetchOffsets,
             GroupRequest::Describe { .. } => Api::DescribeGroup,
             GroupRequest::List => Api::ListGroups,
+            GroupRequest::Delete { .. } => Api::DeleteGroup,
         }
     }
 
@@ -296,7 +306,9 @@ impl GroupRequest {
                 put_string(out, group);
                 put_partitions(out, partitions);
             }
-            GroupRequest::Describe { group } => put_string(out, group),
+            GroupRequest::Describe { group } | GroupRequest::Delete { group } => {
+                put_string(out, group)
+            }
             GroupRequest::List => {}
         }
     }
@@ -346,6 +358,9 @@ impl GroupRequest {
                 group: group_name(r)?,
             },
             Api::ListGroups => GroupRequest::List,
+            Api::DeleteGroup => GroupRequest::Delete {
+                group: group_name(r)?,
+            },
             other => return Err(DecodeError::UnknownApi(other as u16)),
         })
     }
@@ -365,7 +380,7 @@ impl GroupResponse {
                 out.extend_from_slice(&heartbeat_interval_ms.to_be_bytes());
                 put_partitions(out, partitions);
             }
-            GroupResponse::Left | GroupResponse::Committed => {}
+            GroupResponse::Left | GroupResponse::Committed | GroupResponse::Deleted => {}
             GroupResponse::Offsets(offsets) => {
                 put_committed(out, offsets);
             }
@@ -385,6 +400,12 @@ impl GroupResponse {
                     out.extend_from_slice(&lag.end_offset.to_be_bytes());
                     out.extend_from_slice(&lag.lag_records.to_be_bytes());
                     put_optional_i64(out, lag.lag_ms);
+                    put_optional_string(
+                        out,
+                        lag.problem
+                            .as_deref()
+                            .map(|p| crate::codec::truncate_utf8(p, ERROR_MESSAGE_BYTES_MAX)),
+                    );
                 }
             }
             GroupResponse::Groups(groups) => {
@@ -406,6 +427,7 @@ impl GroupResponse {
             },
             Api::LeaveGroup => GroupResponse::Left,
             Api::CommitOffsets => GroupResponse::Committed,
+            Api::DeleteGroup => GroupResponse::Deleted,
             Api::FetchOffsets => {
                 let offsets = read_committed(r)?;
                 GroupResponse::Offsets(offsets)
@@ -434,6 +456,7 @@ impl GroupResponse {
                         end_offset: r.i64("end offset")?,
                         lag_records: r.i64("lag")?,
                         lag_ms: optional_i64(r.i64("lag ms")?),
+                        problem: optional_string(r.string("problem", ERROR_MESSAGE_BYTES_MAX)?),
                     });
                 }
                 GroupResponse::Description(GroupDescription {

@@ -41,6 +41,7 @@ pub mod frame;
 pub mod groups;
 pub mod headers;
 pub mod limits;
+pub mod lru;
 pub mod messages;
 pub mod schema_id;
 

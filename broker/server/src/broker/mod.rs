@@ -19,7 +19,7 @@ mod fetch;
 mod produce;
 mod topics;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -31,11 +31,11 @@ use herald_metrics::broker::{GROUP_LAG_RECORDS, GROUP_LAG_SECONDS};
 use herald_metrics::Metrics;
 use herald_wire::batch::BatchView;
 use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
-use herald_wire::messages::TopicConfig;
+use herald_wire::messages::{TopicConfig, TopicId};
 use herald_wire::{ErrorCode, Request, Response};
 
 use crate::clock::now_ms;
-use crate::coordinator::Coordinator;
+use crate::coordinator::{Coordinator, TopicIds};
 use crate::fs::FileStorage;
 use crate::group_commit::GroupCommit;
 use crate::metrics::{BrokerMetrics, PartitionGauges, TopicMetrics};
@@ -93,6 +93,8 @@ impl Partition {
 
 pub struct Topic {
     pub name: String,
+    /// This incarnation of the topic (a topic deleted and created again gets a new one).
+    pub id: TopicId,
     pub config: TopicConfig,
     partitions: Vec<Arc<Partition>>,
     metrics: TopicMetrics,
@@ -102,6 +104,9 @@ pub struct Broker {
     topics_dir: PathBuf,
     storage: FileStorage,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Names of topics whose deletion has not finished (at most `TOPICS_MAX`): not created
+    /// again until their files are gone.
+    deleting: Mutex<BTreeSet<String>>,
     group_commit: GroupCommit,
     schemas: SchemaCache,
     producer_ids: ProducerIds,
@@ -165,13 +170,14 @@ impl Broker {
                 let _ = std::fs::remove_dir_all(entry.path());
                 continue;
             };
-            let config = load_topic_meta(&meta, &bytes).map_err(|e| OpenError::Topic {
+            let (config, id) = load_topic_meta(&meta, &bytes).map_err(|e| OpenError::Topic {
                 topic: name.clone(),
                 reason: e.to_string(),
             })?;
             let topic = open_topic(
                 &storage,
                 &name,
+                id,
                 config,
                 metrics.recorder(),
                 producer_expiry_ms,
@@ -194,6 +200,7 @@ impl Broker {
             topics_dir,
             storage,
             topics: RwLock::new(topics),
+            deleting: Mutex::default(),
             group_commit: GroupCommit::start(metrics.recorder()),
             schemas,
             producer_ids,
@@ -286,17 +293,26 @@ impl Broker {
         result.unwrap_or_else(|response| response)
     }
 
-    fn partition_counts(&self) -> BTreeMap<String, u32> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+    fn deleting(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.deleting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Each topic's partition count and incarnation, by name.
+    fn topic_shapes(&self) -> (BTreeMap<String, u32>, TopicIds) {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        let counts = topics
             .iter()
             .map(|(name, topic)| (name.clone(), topic.partitions.len() as u32))
-            .collect()
+            .collect();
+        let ids = topics
+            .iter()
+            .map(|(name, topic)| (name.clone(), topic.id))
+            .collect();
+        (counts, ids)
     }
 
     fn handle_group(&self, request: GroupRequest) -> Result<Response, Response> {
-        let partitions = self.partition_counts();
+        let (partitions, ids) = self.topic_shapes();
         let now = now_ms();
         let failed = |(code, message): (ErrorCode, String)| error(code, message);
         let answer = match request {
@@ -330,16 +346,28 @@ impl Broker {
                 offsets,
             } => self
                 .coordinator
-                .commit(&group, &member_id, member_epoch, offsets, &partitions, now)
+                .commit(
+                    &group,
+                    &member_id,
+                    member_epoch,
+                    offsets,
+                    &partitions,
+                    &ids,
+                    now,
+                )
                 .map_err(failed)?,
             GroupRequest::FetchOffsets { group, partitions } => {
-                self.coordinator.fetch_offsets(&group, partitions)
+                self.coordinator.fetch_offsets(&group, partitions, &ids)
             }
             GroupRequest::Describe { group } => GroupResponse::Description(
-                self.describe_group(&group, &partitions, now)
+                self.describe_group(&group, &partitions, &ids, now)
                     .map_err(failed)?,
             ),
             GroupRequest::List => self.coordinator.list(),
+            GroupRequest::Delete { group } => self
+                .coordinator
+                .delete(&group, &partitions, now)
+                .map_err(failed)?,
         };
         Ok(Response::Group(answer))
     }
@@ -348,6 +376,7 @@ impl Broker {
         &self,
         group: &str,
         partitions: &BTreeMap<String, u32>,
+        ids: &TopicIds,
         now: i64,
     ) -> Result<herald_wire::groups::GroupDescription, (ErrorCode, String)> {
         let bounds = |tp: &TopicPartition| {
@@ -363,11 +392,19 @@ impl Broker {
                 .map(|view| view.append_time_ms())
         };
         self.coordinator
-            .describe(group, partitions, now, bounds, append_time)
+            .describe(group, partitions, ids, now, bounds, append_time)
     }
 
-    /// Applies retention to every partition; returns segments deleted.
+    /// Applies retention to every partition, and offset retention to groups without members;
+    /// returns segments deleted.
     pub fn enforce_retention(&self) -> usize {
+        let (partitions, _) = self.topic_shapes();
+        for group in self.coordinator.expire_offsets(&partitions, now_ms()) {
+            tracing::info!(
+                group,
+                "deleted a group without members past the offsets retention"
+            );
+        }
         let topics: Vec<Arc<Topic>> = self
             .topics
             .read()
@@ -392,11 +429,11 @@ impl Broker {
 
     /// Refreshes gauges (segments, high watermarks, group lag) before `/metrics` renders.
     pub fn update_gauges(&self) {
-        let partitions = self.partition_counts();
+        let (partitions, ids) = self.topic_shapes();
         let now = now_ms();
         let recorder = self.metrics.recorder();
         for group in self.coordinator.group_names() {
-            let Ok(description) = self.describe_group(&group, &partitions, now) else {
+            let Ok(description) = self.describe_group(&group, &partitions, &ids, now) else {
                 continue;
             };
             for lag in description.partitions {

@@ -15,12 +15,12 @@ use herald_broker_core::log::{LogConfig, PartitionLog, SEGMENT_BYTES_MAX};
 use herald_metrics::Metrics;
 use herald_wire::limits::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
 use herald_wire::messages::{
-    PartitionDescription, SchemaValidation, SubjectStrategy, TopicConfig, TopicDescription,
+    PartitionDescription, SchemaValidation, SubjectStrategy, TopicConfig, TopicDescription, TopicId,
 };
 use herald_wire::{Api, ErrorCode, Request, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{error, Broker, Partition, Topic};
+use super::{error, throttled, Broker, Partition, Topic};
 use crate::fs::FileStorage;
 use crate::meta::{self, MetaError};
 use crate::metrics::{PartitionGauges, TopicMetrics};
@@ -43,6 +43,10 @@ const KIND: meta::Kind = meta::Kind {
 struct TopicMetaV1 {
     /// The topic's name when it was written; the directory name is what counts.
     name: String,
+    /// The topic's incarnation ([`TopicId`], hyphenated); absent in files written before
+    /// topics had one (an id is then given and the file rewritten at load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
     partitions: u32,
     retention_ms: Option<u64>,
     retention_bytes: Option<u64>,
@@ -74,9 +78,10 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl TopicMetaV1 {
-    fn new(name: &str, config: &TopicConfig) -> Self {
+    fn new(name: &str, id: TopicId, config: &TopicConfig) -> Self {
         TopicMetaV1 {
             name: name.to_owned(),
+            id: Some(id.to_string()),
             partitions: config.partitions,
             retention_ms: config.retention.map(millis),
             retention_bytes: config.retention_bytes,
@@ -132,53 +137,74 @@ impl TopicMetaV1 {
     }
 }
 
+/// A fresh incarnation id (a version 7 UUID: random, and ordered by creation time).
+pub(super) fn new_topic_id() -> TopicId {
+    TopicId(uuid::Uuid::now_v7().into_bytes())
+}
+
 /// Writes `topic_dir/topic.meta` for topic `name`, atomically.
 pub(super) fn write_topic_meta(
     topic_dir: &Path,
     name: &str,
+    id: TopicId,
     config: &TopicConfig,
 ) -> std::io::Result<()> {
     meta::write(
         topic_dir,
         TOPIC_META_FILE,
         KIND,
-        &TopicMetaV1::new(name, config),
+        &TopicMetaV1::new(name, id, config),
     )
 }
 
-/// The configuration in `bytes`, the contents of the `topic.meta` at `path`: an envelope, or
-/// the `CreateTopic` wire body written before it, which is then rewritten as an envelope (a
-/// failed rewrite is logged: the old file stays readable).
-pub(super) fn load_topic_meta(path: &Path, bytes: &[u8]) -> Result<TopicConfig, MetaError> {
-    if let Some(payload) = meta::decode::<TopicMetaV1>(path, bytes, KIND)? {
-        return payload.config(path);
-    }
-    let (name, config) = match Request::decode(Api::CreateTopic, bytes) {
-        Ok(Request::CreateTopic { name, config }) => (name, config),
-        Ok(_) => {
-            return Err(MetaError::corrupt(
-                path,
-                "unreadable topic.meta (old wire format)",
-            ))
+/// The configuration and incarnation in `bytes`, the contents of the `topic.meta` at `path`:
+/// an envelope, or the `CreateTopic` wire body written before it. A file without an id (or in
+/// the old format) gets one and is rewritten (a failed rewrite is logged: the old file stays
+/// readable, and the topic gets another id at the next start).
+pub(super) fn load_topic_meta(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(TopicConfig, TopicId), MetaError> {
+    let (name, config) = match meta::decode::<TopicMetaV1>(path, bytes, KIND)? {
+        Some(payload) => {
+            let config = payload.config(path)?;
+            match payload.id.as_deref().map(TopicId::parse) {
+                Some(Some(id)) => return Ok((config, id)),
+                Some(None) => {
+                    return Err(MetaError::corrupt(path, "topic id is not a UUID"));
+                }
+                None => (payload.name, config),
+            }
         }
-        Err(e) => {
-            return Err(MetaError::corrupt(
-                path,
-                format!("unreadable topic.meta (old wire format): {e}"),
-            ))
-        }
+        None => old_topic_meta(path, bytes)?,
     };
+    let id = new_topic_id();
     if let Some(dir) = path.parent() {
-        match write_topic_meta(dir, &name, &config) {
+        match write_topic_meta(dir, &name, id, &config) {
             Ok(()) => {
-                tracing::info!(path = %path.display(), "rewrote topic.meta in the versioned format")
+                tracing::info!(path = %path.display(), %id, "gave the topic an incarnation id and rewrote topic.meta")
             }
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot rewrite topic.meta in the versioned format: keeping the old one")
+                tracing::warn!(path = %path.display(), error = %e, "cannot rewrite topic.meta with an incarnation id: keeping the old one")
             }
         }
     }
-    Ok(config)
+    Ok((config, id))
+}
+
+/// A `topic.meta` from before the versioned format: a `CreateTopic` wire body.
+fn old_topic_meta(path: &Path, bytes: &[u8]) -> Result<(String, TopicConfig), MetaError> {
+    match Request::decode(Api::CreateTopic, bytes) {
+        Ok(Request::CreateTopic { name, config }) => Ok((name, config)),
+        Ok(_) => Err(MetaError::corrupt(
+            path,
+            "unreadable topic.meta (old wire format)",
+        )),
+        Err(e) => Err(MetaError::corrupt(
+            path,
+            format!("unreadable topic.meta (old wire format): {e}"),
+        )),
+    }
 }
 
 fn log_config(config: &TopicConfig, producer_expiry_ms: i64) -> LogConfig {
@@ -271,6 +297,11 @@ impl Broker {
                 format!("topic '{name}' already exists"),
             ));
         }
+        if self.deleting().contains(&name) {
+            return Err(throttled(format!(
+                "topic '{name}' is being deleted; create it again once that is done"
+            )));
+        }
         if topics.len() >= TOPICS_MAX {
             return Err(error(
                 ErrorCode::InvalidTopicConfig,
@@ -278,37 +309,60 @@ impl Broker {
             ));
         }
         let storage_error = |e: String| error(ErrorCode::Storage, e);
+        let id = new_topic_id();
         let topic = open_topic(
             &self.storage,
             &name,
+            id,
             config,
             self.metrics.recorder(),
             self.producer_expiry_ms,
         )
         .map_err(storage_error)?;
         // The meta file is written last and atomically: a topic exists once it is there.
-        write_topic_meta(&self.topics_dir.join(&name), &name, &config)
+        write_topic_meta(&self.topics_dir.join(&name), &name, id, &config)
             .map_err(|e| storage_error(e.to_string()))?;
+        crate::fs::sync_dir(&self.topics_dir).map_err(|e| storage_error(e.to_string()))?;
         topics.insert(name, Arc::new(topic));
         Ok(Response::TopicCreated)
     }
 
+    /// Deletes a topic and finishes before answering: its name is reserved until its files
+    /// are gone (a create of the same name meanwhile is asked to retry), and each partition
+    /// is fenced under its lock, so a produce already past the topic lookup is either done
+    /// before the files go or refused — never written into a topic created after.
     pub(super) fn delete_topic(&self, name: &str) -> Result<Response, Response> {
-        let removed = self
-            .topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        let Some(_topic) = removed else {
+        let removed = {
+            let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            let removed = topics.remove(name);
+            if removed.is_some() {
+                self.deleting().insert(name.to_owned());
+            }
+            removed
+        };
+        let Some(topic) = removed else {
             return Err(error(
                 ErrorCode::UnknownTopic,
                 format!("unknown topic '{name}'"),
             ));
         };
+        for partition in &topic.partitions {
+            partition
+                .log()
+                .fence()
+                .set(format!("topic '{name}' was deleted"));
+        }
         let dir = self.topics_dir.join(name);
         // The meta file goes first so that a crash mid-delete leaves no half topic behind.
-        let _ = std::fs::remove_file(dir.join(TOPIC_META_FILE));
-        std::fs::remove_dir_all(&dir).map_err(|e| {
+        let removed = std::fs::remove_file(dir.join(TOPIC_META_FILE))
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+            .and_then(|()| std::fs::remove_dir_all(&dir))
+            .and_then(|()| crate::fs::sync_dir(&self.topics_dir));
+        self.deleting().remove(name);
+        removed.map_err(|e| {
             error(
                 ErrorCode::Storage,
                 format!("cannot delete {}: {e}", dir.display()),
@@ -337,6 +391,7 @@ pub(super) fn describe(topic: &Topic) -> TopicDescription {
         .collect();
     TopicDescription {
         name: topic.name.clone(),
+        id: topic.id,
         config: topic.config,
         partitions,
     }
@@ -345,6 +400,7 @@ pub(super) fn describe(topic: &Topic) -> TopicDescription {
 pub(super) fn open_topic(
     storage: &FileStorage,
     name: &str,
+    id: TopicId,
     config: TopicConfig,
     metrics: &Metrics,
     producer_expiry_ms: i64,
@@ -387,6 +443,7 @@ pub(super) fn open_topic(
     }
     Ok(Topic {
         name: name.to_owned(),
+        id,
         config,
         partitions,
         metrics: topic_metrics,
@@ -431,8 +488,10 @@ mod tests {
     }
 
     fn load(path: &Path) -> Result<TopicConfig, MetaError> {
-        load_topic_meta(path, &std::fs::read(path).expect("read"))
+        load_topic_meta(path, &std::fs::read(path).expect("read")).map(|(config, _)| config)
     }
+
+    const ID: TopicId = TopicId([7; 16]);
 
     #[test]
     fn the_hand_written_old_bytes_are_what_the_old_writer_produced() {
@@ -450,14 +509,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(TOPIC_META_FILE);
         for config in [config(), TopicConfig::default()] {
-            write_topic_meta(dir.path(), "orders", &config).expect("write");
+            write_topic_meta(dir.path(), "orders", ID, &config).expect("write");
             let bytes = std::fs::read(&path).expect("read");
             assert!(
                 bytes.starts_with(br#"{"kind":"topic","version":1,"#),
                 "{}",
                 String::from_utf8_lossy(&bytes)
             );
-            assert_eq!(load_topic_meta(&path, &bytes), Ok(config));
+            assert_eq!(load_topic_meta(&path, &bytes), Ok((config, ID)));
         }
     }
 
@@ -466,10 +525,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(TOPIC_META_FILE);
         std::fs::write(&path, old_bytes()).expect("write");
-        assert_eq!(load(&path), Ok(config()));
+        let (loaded, id) = load_topic_meta(&path, &old_bytes()).expect("old body");
+        assert_eq!(loaded, config());
         let bytes = std::fs::read(&path).expect("read");
         assert!(meta::is_versioned(&bytes), "rewritten as an envelope");
-        assert_eq!(load(&path), Ok(config()));
+        assert_eq!(
+            load_topic_meta(&path, &bytes),
+            Ok((config(), id)),
+            "the id given at the rewrite is kept"
+        );
         // A damaged old body is refused, naming the file.
         let mut damaged = old_bytes();
         damaged.truncate(10);
@@ -481,7 +545,7 @@ mod tests {
     fn a_damaged_topic_meta_is_refused_with_a_checksum_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(TOPIC_META_FILE);
-        write_topic_meta(dir.path(), "orders", &config()).expect("write");
+        write_topic_meta(dir.path(), "orders", ID, &config()).expect("write");
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains(r#""partitions":3"#), "{text}");
         std::fs::write(
@@ -504,7 +568,8 @@ mod tests {
             name: "topic",
             version: 2,
         };
-        let bytes = meta::encode(newer, &TopicMetaV1::new("orders", &config())).expect("encode");
+        let bytes =
+            meta::encode(newer, &TopicMetaV1::new("orders", ID, &config())).expect("encode");
         let error = load_topic_meta(&path, &bytes).expect_err("newer");
         let message = error.to_string();
         assert!(
@@ -525,19 +590,114 @@ mod tests {
     #[test]
     fn an_envelope_keeps_the_old_limits() {
         let path = Path::new("topics/orders/topic.meta");
-        let mut payload = TopicMetaV1::new("orders", &config());
+        let mut payload = TopicMetaV1::new("orders", ID, &config());
         payload.partitions = 0;
         let bytes = meta::encode(KIND, &payload).expect("encode");
         assert!(matches!(
             load_topic_meta(path, &bytes),
             Err(MetaError::Corrupt { .. })
         ));
-        let mut payload = TopicMetaV1::new("orders", &config());
+        let mut payload = TopicMetaV1::new("orders", ID, &config());
         payload.dedup_window_ms = Some(0);
         let bytes = meta::encode(KIND, &payload).expect("encode");
         assert!(matches!(
             load_topic_meta(path, &bytes),
             Err(MetaError::Corrupt { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod incarnation_tests {
+    use super::*;
+
+    /// A topic.meta written before topics had ids gets one, written back, and keeps it.
+    #[test]
+    fn a_topic_meta_without_an_id_gets_one_and_keeps_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(TOPIC_META_FILE);
+        let mut payload = TopicMetaV1::new("orders", TopicId::default(), &TopicConfig::default());
+        payload.id = None;
+        let bytes = meta::encode(KIND, &payload).expect("encode");
+        let (_, id) = load_topic_meta(&path, &bytes).expect("load");
+        assert_ne!(id, TopicId::default());
+        let rewritten = std::fs::read(&path).expect("rewritten");
+        assert_eq!(load_topic_meta(&path, &rewritten).expect("load").1, id);
+        assert_ne!(new_topic_id(), new_topic_id());
+    }
+}
+
+#[cfg(test)]
+mod deletion_tests {
+    use herald_metrics::Metrics;
+    use herald_wire::batch::{BatchBuilder, Record};
+    use herald_wire::messages::Durability;
+
+    use super::*;
+    use crate::schema_cache::SchemaCache;
+
+    fn batch() -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(b"old".to_vec()),
+            headers: Vec::new(),
+        });
+        builder.encode().expect("batch")
+    }
+
+    /// A produce that found the partition before the topic was deleted must not write into
+    /// the topic created after under the same name: deletion fences every partition, under
+    /// its lock, before the files go.
+    #[tokio::test]
+    async fn a_produce_in_flight_at_deletion_never_lands_in_the_recreated_topic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(
+            dir.path(),
+            SchemaCache::new(None),
+            Metrics::new(),
+            Default::default(),
+            1_000_000,
+        )
+        .expect("open");
+        let create = || Request::CreateTopic {
+            name: "t".into(),
+            config: TopicConfig::default(),
+        };
+        assert!(matches!(
+            broker.handle(create()).await,
+            Response::TopicCreated
+        ));
+        // A produce past its topic lookup: it holds the old partition.
+        let (_, old) = broker.partition("t", 0).expect("partition");
+        let deleted = broker
+            .handle(Request::DeleteTopic { name: "t".into() })
+            .await;
+        assert!(matches!(deleted, Response::TopicDeleted), "{deleted:?}");
+        assert!(matches!(
+            broker.handle(create()).await,
+            Response::TopicCreated
+        ));
+        let refused = old.log().append(&mut batch(), 1);
+        assert!(
+            matches!(
+                refused,
+                Err(herald_broker_core::log::AppendError::Fenced { .. })
+            ),
+            "{refused:?}"
+        );
+        let produced = broker
+            .handle(Request::Produce {
+                topic: "t".into(),
+                partition: 0,
+                durability: Durability::Memory,
+                batch: batch(),
+            })
+            .await;
+        assert!(
+            matches!(produced, Response::Produced { base_offset: 0, .. }),
+            "the new topic starts empty: {produced:?}"
+        );
     }
 }

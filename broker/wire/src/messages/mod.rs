@@ -28,5 +28,5 @@ pub use request::Request;
 pub use response::{ErrorBody, Response};
 pub use topic::{
     Durability, OffsetSpec, PartitionDescription, SchemaValidation, SubjectStrategy, TopicConfig,
-    TopicDescription, DEDUP_WINDOW_DEFAULT,
+    TopicDescription, TopicId, DEDUP_WINDOW_DEFAULT,
 };

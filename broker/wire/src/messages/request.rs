@@ -208,7 +208,8 @@ impl Request {
             | Api::CommitOffsets
             | Api::FetchOffsets
             | Api::DescribeGroup
-            | Api::ListGroups => Request::Group(GroupRequest::decode(api, &mut r)?),
+            | Api::ListGroups
+            | Api::DeleteGroup => Request::Group(GroupRequest::decode(api, &mut r)?),
         };
         r.finish("request")?;
         Ok(request)

@@ -238,7 +238,8 @@ impl Response {
             | Api::CommitOffsets
             | Api::FetchOffsets
             | Api::DescribeGroup
-            | Api::ListGroups => Response::Group(GroupResponse::decode(api, &mut r)?),
+            | Api::ListGroups
+            | Api::DeleteGroup => Response::Group(GroupResponse::decode(api, &mut r)?),
         };
         r.finish("response")?;
         Ok(response)

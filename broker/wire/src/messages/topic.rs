@@ -92,6 +92,40 @@ pub enum OffsetSpec {
     Timestamp(i64),
 }
 
+/// A topic's incarnation: 16 random bytes fixed when the topic is created (as Kafka's topic
+/// IDs). A topic deleted and created again under the same name is a new incarnation, so
+/// positions committed to the old one are not taken for positions in the new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicId(pub [u8; 16]);
+
+impl TopicId {
+    /// Parses the hyphenated form `Display` writes (32 hex digits, hyphens anywhere).
+    pub fn parse(text: &str) -> Option<Self> {
+        let digits: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
+        if digits.len() != 32 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            let text = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(text, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+}
+
+impl std::fmt::Display for TopicId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One partition as described to clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionDescription {
@@ -109,6 +143,7 @@ pub struct PartitionDescription {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicDescription {
     pub name: String,
+    pub id: TopicId,
     pub config: TopicConfig,
     pub partitions: Vec<PartitionDescription>,
 }
@@ -204,6 +239,7 @@ pub(super) fn read_config(r: &mut Reader<'_>) -> Result<TopicConfig, DecodeError
 
 pub(super) fn put_description(out: &mut Vec<u8>, topic: &TopicDescription) {
     put_string(out, &topic.name);
+    out.extend_from_slice(&topic.id.0);
     put_config(out, &topic.config);
     out.extend_from_slice(&(topic.partitions.len() as u32).to_be_bytes());
     for p in &topic.partitions {
@@ -222,6 +258,7 @@ pub(super) fn put_description(out: &mut Vec<u8>, topic: &TopicDescription) {
 
 pub(super) fn read_description(r: &mut Reader<'_>) -> Result<TopicDescription, DecodeError> {
     let name = topic_name(r)?;
+    let id = TopicId(r.array("topic id")?);
     let config = read_config(r)?;
     let count = r.count("partitions", PARTITIONS_PER_TOPIC_MAX as usize)?;
     let mut partitions = Vec::with_capacity(count);
@@ -238,6 +275,7 @@ pub(super) fn read_description(r: &mut Reader<'_>) -> Result<TopicDescription, D
     }
     Ok(TopicDescription {
         name,
+        id,
         config,
         partitions,
     })

@@ -436,3 +436,23 @@ fn a_missing_segment_quarantines_the_partition_at_the_gap() {
     assert_eq!(quarantine.offset, bases[2]);
     assert_eq!(read_all(&log, 0), numbered(0..bases[2] as u64));
 }
+
+/// A sealed segment is read by name, which may have to open its file: a failed open (say
+/// EMFILE, the descriptor limit) fails that read only; the next read and appends work.
+#[test]
+fn a_failed_open_for_a_read_of_a_sealed_segment_fails_only_that_read() {
+    let (_memory, storage) = faulty(6);
+    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    let mut n = 0u64;
+    while log.segment_count() < 3 {
+        log.append(&mut batch_of(&[n], 1), 1).expect("append");
+        n += 1;
+    }
+    storage.fail_next(Call::Open, Fault::Io);
+    let error = log.read(0, 1024).expect_err("the open fails");
+    assert!(matches!(error, ReadError::Storage(_)), "{error}");
+    assert_eq!(read_all(&log, 0), numbered(0..n));
+    log.append(&mut batch_of(&[n], 1), 1)
+        .expect("appends go on");
+    assert_eq!(read_all(&log, 0), numbered(0..n + 1));
+}

@@ -12,13 +12,20 @@
 //! open, the active segment is verified batch by batch (length, CRC, offsets) and truncated
 //! at the first torn or corrupt batch.
 //!
+//! Open files: only the last segment keeps its three files open. Sealed segments keep none —
+//! their indexes are in memory and their logs are read by name through
+//! [`Storage::read_at`], which the file storage serves from a bounded cache of open handles
+//! shared by all partitions — so a broker's descriptors grow with its partitions, not with
+//! its segments.
+//!
 //! Where things live:
 //!
 //! - this file: the public types ([`LogConfig`], the errors, [`Appended`], [`Read`],
 //!   [`Retained`]) and [`PartitionLog`] itself — append, read by offset and by timestamp,
 //!   roll, producer snapshots, retention and deletion;
-//! - `segment`: the `Segment` type — its files and in-memory indexes, creating it,
-//!   loading and rebuilding its indexes, index lookups, file naming;
+//! - `segment`: the `Segment` type — its files (open while it is active) and in-memory
+//!   indexes, creating and sealing it, reading its log, loading and rebuilding its indexes,
+//!   index lookups, file naming;
 //! - `recovery`: opening a log ([`PartitionLog::open`]) — verifying the active segment
 //!   batch by batch and truncating a torn tail, loading sealed segments and rebuilding
 //!   damaged indexes, restoring producer state — and the [`Recovery`] it reports;
@@ -38,7 +45,7 @@ use herald_wire::limits::BATCH_BYTES_MAX;
 use crate::producers::{ProducerTable, SequenceCheck};
 use crate::storage::{Storage, StorageError, StorageFile, SyncHandle};
 use herald_wire::dedup::KeyWindow;
-use segment::{file_name, read_head, Segment};
+use segment::{file_name, Segment};
 
 pub use recovery::Recovery;
 
@@ -257,7 +264,7 @@ impl<S: Storage> PartitionLog<S> {
     /// A handle that makes everything appended so far to the active segment durable. Whoever
     /// syncs through it must [`Fence::set`] the log's [`fence`](Self::fence) if the sync fails.
     pub fn sync_handle(&self) -> Result<std::sync::Arc<dyn SyncHandle>, StorageError> {
-        self.active().log.sync_handle()
+        self.active().log_file()?.sync_handle()
     }
 
     /// The damage that keeps part of the log unserved, if any (see [`Quarantine`]).
@@ -357,8 +364,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         let mark = segment.mark();
         let written = segment
-            .log
-            .append(batch)
+            .append_log(batch)
             .and_then(|()| segment.index_batch(mark.size, &head, interval));
         if let Err(error) = written {
             if let Err(undo) = segment.roll_back(&mark) {
@@ -422,10 +428,10 @@ impl<S: Storage> PartitionLog<S> {
         // Sealing makes the old segment durable: recovery only verifies the active one.
         let next = active.next_offset;
         let fence = self.fence.clone();
-        let segment = self.active_mut();
-        Self::sync_or_fence(&fence, &mut segment.log)?;
-        Self::sync_or_fence(&fence, &mut segment.offset_index)?;
-        Self::sync_or_fence(&fence, &mut segment.time_index)?;
+        let files = self.active_mut().files_mut()?;
+        Self::sync_or_fence(&fence, &mut files.log)?;
+        Self::sync_or_fence(&fence, &mut files.offset_index)?;
+        Self::sync_or_fence(&fence, &mut files.time_index)?;
         // Producer state as of the new segment's start: recovery replays only what follows.
         self.write_snapshot(next)?;
         // The new files must exist after a crash before anything acknowledged lands in them.
@@ -433,6 +439,10 @@ impl<S: Storage> PartitionLog<S> {
             .and_then(|fresh| self.storage.sync_dir(&self.dir).map(|()| fresh));
         match created {
             Ok(fresh) => {
+                // Synced above and never written again: its files are closed (its indexes are
+                // in memory; its log is read through the storage from now on). Only now — had
+                // the new segment failed, appends would have gone on here.
+                self.active_mut().seal();
                 self.segments.push(fresh);
                 Ok(())
             }
@@ -490,14 +500,14 @@ impl<S: Storage> PartitionLog<S> {
         let mut out = Vec::new();
         for segment in &self.segments[index..] {
             let start = if out.is_empty() {
-                Self::locate(segment, offset)?
+                self.locate(segment, offset)?
             } else {
                 Some(0)
             };
             let Some(start) = start else { continue };
             // Move on to the next segment only when this one was read to its end: batches
             // must come out contiguous.
-            if !Self::collect(segment, start, max_bytes, &mut out)? {
+            if !self.collect(segment, start, max_bytes, &mut out)? {
                 break;
             }
         }
@@ -505,10 +515,10 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Position of the batch holding `offset` in `segment`, if it is there.
-    fn locate(segment: &Segment<S::File>, offset: i64) -> Result<Option<u64>, ReadError> {
+    fn locate(&self, segment: &Segment<S::File>, offset: i64) -> Result<Option<u64>, ReadError> {
         let mut position = segment.index_position(offset);
         while position < segment.size {
-            let Some(head) = read_head(&segment.log, position)? else {
+            let Some(head) = segment.head_at(&self.storage, &self.dir, position)? else {
                 break;
             };
             if (head.size as u64) == 0 {
@@ -525,6 +535,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Appends whole batches from `position` until `max_bytes` would be passed; true when
     /// the segment was read to its end.
     fn collect(
+        &self,
         segment: &Segment<S::File>,
         position: u64,
         max_bytes: usize,
@@ -532,7 +543,7 @@ impl<S: Storage> PartitionLog<S> {
     ) -> Result<bool, ReadError> {
         let budget = max_bytes.saturating_sub(out.len());
         let available = segment.size.saturating_sub(position) as usize;
-        let window = segment.log.read_at(position, budget.min(available))?;
+        let window = segment.read_at(&self.storage, &self.dir, position, budget.min(available))?;
         let mut used = 0;
         while used + LOG_OVERHEAD_BYTES <= window.len() {
             let Some(size) = batch::batch_size(&window[used..]) else {
@@ -545,13 +556,16 @@ impl<S: Storage> PartitionLog<S> {
         }
         if used == 0 && out.is_empty() && available > 0 {
             // The first batch alone is larger than max_bytes: serve it whole.
-            let head = read_head(&segment.log, position)?.ok_or(ReadError::Corrupt {
-                segment: segment.base_offset,
-                position,
-                error: BatchError::Empty,
-            })?;
+            let head =
+                segment
+                    .head_at(&self.storage, &self.dir, position)?
+                    .ok_or(ReadError::Corrupt {
+                        segment: segment.base_offset,
+                        position,
+                        error: BatchError::Empty,
+                    })?;
             let size = (head.size).min(available);
-            out.extend_from_slice(&segment.log.read_at(position, size)?);
+            out.extend_from_slice(&segment.read_at(&self.storage, &self.dir, position, size)?);
             return Ok(size == available);
         }
         out.extend_from_slice(&window[..used]);
@@ -573,11 +587,11 @@ impl<S: Storage> PartitionLog<S> {
             let relative = at.checked_sub(1).map_or(0, |i| segment.time_entries[i].1);
             let mut position = segment.index_position(segment.base_offset + i64::from(relative));
             while position < segment.size {
-                let Some(head) = read_head(&segment.log, position)? else {
+                let Some(head) = segment.head_at(&self.storage, &self.dir, position)? else {
                     break;
                 };
                 if head.max_timestamp_ms >= timestamp_ms {
-                    let bytes = segment.log.read_at(position, head.size)?;
+                    let bytes = segment.read_at(&self.storage, &self.dir, position, head.size)?;
                     let view = BatchView::parse(&bytes).map_err(|error| ReadError::Corrupt {
                         segment: segment.base_offset,
                         position,
@@ -620,6 +634,13 @@ impl<S: Storage> PartitionLog<S> {
                 break;
             }
             oldest.remove_files(&self.storage, &self.dir)?;
+            // Its log file is gone (removed last): the segment leaves the log now, even if
+            // what follows fails — a sealed segment is read by name, so one kept without its
+            // file would fail every read of it. (Not durable until the directory is synced:
+            // a crash before brings the whole segment back, which is consistent too.)
+            let oldest = self.segments.remove(0);
+            retained.segments_deleted += 1;
+            retained.bytes_deleted += oldest.size;
             // Snapshots inside the deleted segment (at its start, or taken by the dedup
             // window at a log end) now lie before the log start.
             let end = oldest.next_offset;
@@ -631,9 +652,6 @@ impl<S: Storage> PartitionLog<S> {
                     self.storage.remove(&self.dir, &name)?;
                 }
             }
-            retained.segments_deleted += 1;
-            retained.bytes_deleted += oldest.size;
-            self.segments.remove(0);
         }
         if retained.segments_deleted > 0 {
             self.storage.sync_dir(&self.dir)?;

@@ -79,11 +79,18 @@ impl<S: Storage> PartitionLog<S> {
                 });
                 segments.push(segment);
                 break;
+            } else {
+                // Loaded: its files are closed before the next segment's are opened, so
+                // opening a log holds at most one sealed segment's files at a time.
+                segment.seal();
             }
             segments.push(segment);
         }
-        if segments.is_empty() {
-            segments.push(Segment::create(&storage, dir, 0)?);
+        match segments.last_mut() {
+            // The last segment always has its files open (appends go there). It is sealed
+            // here only when a gap after it quarantined the log.
+            Some(last) => last.reopen(&storage, dir)?,
+            None => segments.push(Segment::create(&storage, dir, 0)?),
         }
         let mut log = Self {
             storage,
@@ -163,7 +170,7 @@ impl<S: Storage> PartitionLog<S> {
                 segment.index_position(from)
             };
             while position < segment.size {
-                let Some(head) = read_head(&segment.log, position)? else {
+                let Some(head) = segment.head_at(&self.storage, &self.dir, position)? else {
                     break;
                 };
                 if (head.size as u64) == 0 {
@@ -192,13 +199,13 @@ impl<S: Storage> PartitionLog<S> {
         interval: u64,
         recovery: &mut Recovery,
     ) -> Result<(), StorageError> {
-        let file_len = segment.log.len();
+        let file_len = segment.log_file()?.len();
         segment.reset_indexes()?;
         let mut position = 0u64;
         let mut expected = segment.base_offset;
         let mut problem = None;
         while position < file_len {
-            let Some(head) = read_head(&segment.log, position)? else {
+            let Some(head) = read_head(segment.log_file()?, position)? else {
                 problem = Some(format!("torn batch header at position {position}"));
                 break;
             };
@@ -206,7 +213,7 @@ impl<S: Storage> PartitionLog<S> {
                 problem = Some(format!("torn batch at position {position}"));
                 break;
             }
-            let bytes = segment.log.read_at(position, head.size)?;
+            let bytes = segment.log_file()?.read_at(position, head.size)?;
             match BatchView::parse(&bytes) {
                 Ok(view) if view.base_offset() == expected => {}
                 Ok(view) => {
@@ -226,7 +233,7 @@ impl<S: Storage> PartitionLog<S> {
             position += head.size as u64;
         }
         if position < file_len {
-            segment.log.truncate(position)?;
+            segment.files_mut()?.log.truncate(position)?;
             recovery.truncated_bytes = file_len - position;
             recovery.truncated_because = problem;
         }
@@ -242,7 +249,7 @@ impl<S: Storage> PartitionLog<S> {
         interval: u64,
         recovery: &mut Recovery,
     ) -> Result<Option<String>, StorageError> {
-        let file_len = segment.log.len();
+        let file_len = segment.log_file()?.len();
         let (mut position, indexed) = if segment.load_indexes()? {
             let last = segment.offset_entries.last().map_or(0, |e| u64::from(e.1));
             (last, true)
@@ -268,7 +275,7 @@ impl<S: Storage> PartitionLog<S> {
         segment.size = position;
         segment.next_offset = expected;
         while position < file_len {
-            let Some(head) = read_head(&segment.log, position)? else {
+            let Some(head) = read_head(segment.log_file()?, position)? else {
                 return Ok(Some(format!("torn batch header at position {position}")));
             };
             if head.size < BATCH_HEADER_BYTES

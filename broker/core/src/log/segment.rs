@@ -1,5 +1,12 @@
 //! A segment: its three files (`.log`, `.index`, `.timeindex`), the in-memory copy of its
-//! indexes, creating and opening it, and index lookups.
+//! indexes, creating and opening it, sealing it, reading its log, and index lookups.
+//!
+//! Only the active segment holds its files open ([`ActiveFiles`]): it is appended to, and a
+//! failed append is cut back in all three. A sealed segment holds none — its indexes are in
+//! memory, its index files are never read again until the log is reopened, and its log is read
+//! by name through [`Storage::read_at`], which the file storage serves from a bounded cache of
+//! open handles. (Every segment holding three descriptors for its whole life ran a broker with
+//! many partitions of many segments out of them: "Too many open files".)
 
 use herald_wire::batch::{BatchHeader, BATCH_HEADER_BYTES};
 
@@ -10,17 +17,25 @@ const TIME_ENTRY_BYTES: usize = 12;
 
 pub(super) struct Segment<F> {
     pub(super) base_offset: i64,
-    pub(super) log: F,
-    pub(super) offset_index: F,
-    pub(super) time_index: F,
+    /// The open files while the segment is active (or being loaded); `None` once sealed.
+    files: Option<ActiveFiles<F>>,
     pub(super) offset_entries: Vec<(u32, u32)>,
     pub(super) time_entries: Vec<(i64, u32)>,
+    /// Bytes of the log that hold whole, verified batches: reads never go past it, so a sealed
+    /// segment knows its end without a handle.
     pub(super) size: u64,
     pub(super) next_offset: i64,
     pub(super) max_timestamp_ms: i64,
     pub(super) max_append_time_ms: i64,
     pub(super) first_append_time_ms: Option<i64>,
     bytes_since_index: u64,
+}
+
+/// The open files of the active segment.
+pub(super) struct ActiveFiles<F> {
+    pub(super) log: F,
+    pub(super) offset_index: F,
+    pub(super) time_index: F,
 }
 
 /// A segment's state before an append, to put it back if the append fails.
@@ -41,7 +56,7 @@ pub(super) fn file_name(base: i64, extension: &str) -> String {
     format!("{base:020}.{extension}")
 }
 
-/// The header of the stored batch at `position`, if a whole header is there.
+/// The header of the stored batch at `position` of an open file, if a whole header is there.
 pub(super) fn read_head<F: StorageFile>(
     file: &F,
     position: u64,
@@ -51,7 +66,37 @@ pub(super) fn read_head<F: StorageFile>(
     ))
 }
 
+/// The error for a write to a sealed segment. Only the last segment of a log is written, and
+/// it always has its files (see `PartitionLog::open`), so this is a broken invariant reported
+/// as a failed write rather than a panic.
+fn sealed(base_offset: i64) -> StorageError {
+    debug_assert!(false, "segment {base_offset} is sealed but was written to");
+    StorageError {
+        operation: "write",
+        path: file_name(base_offset, "log"),
+        reason: "the segment is sealed: only the active segment is written".to_owned(),
+    }
+}
+
+impl<F: StorageFile> ActiveFiles<F> {
+    /// Opens (creating them if missing) the three files of the segment based at `base_offset`,
+    /// the log first: a missing index is rebuilt, a missing log is not a segment.
+    fn open<S: Storage<File = F>>(
+        storage: &S,
+        dir: &str,
+        base_offset: i64,
+    ) -> Result<Self, StorageError> {
+        Ok(Self {
+            log: storage.open(dir, &file_name(base_offset, "log"), true)?,
+            offset_index: storage.open(dir, &file_name(base_offset, "index"), true)?,
+            time_index: storage.open(dir, &file_name(base_offset, "timeindex"), true)?,
+        })
+    }
+}
+
 impl<F: StorageFile> Segment<F> {
+    /// Creates the segment based at `base_offset`, or opens its files if they exist (to load
+    /// or recover it), with empty in-memory state.
     pub(super) fn create<S: Storage<File = F>>(
         storage: &S,
         dir: &str,
@@ -59,9 +104,7 @@ impl<F: StorageFile> Segment<F> {
     ) -> Result<Self, StorageError> {
         Ok(Self {
             base_offset,
-            log: storage.open(dir, &file_name(base_offset, "log"), true)?,
-            offset_index: storage.open(dir, &file_name(base_offset, "index"), true)?,
-            time_index: storage.open(dir, &file_name(base_offset, "timeindex"), true)?,
+            files: Some(ActiveFiles::open(storage, dir, base_offset)?),
             offset_entries: Vec::new(),
             time_entries: Vec::new(),
             size: 0,
@@ -73,11 +116,84 @@ impl<F: StorageFile> Segment<F> {
         })
     }
 
+    /// Closes the segment's files: nothing is written to it again and its indexes are in
+    /// memory; its log is read through [`Storage::read_at`] from now on. The caller has synced
+    /// what it wrote (a roll does).
+    pub(super) fn seal(&mut self) {
+        self.files = None;
+    }
+
+    /// Opens the files of a sealed segment again, to make it the last segment of a log (which
+    /// always has its files). Does nothing if they are open.
+    pub(super) fn reopen<S: Storage<File = F>>(
+        &mut self,
+        storage: &S,
+        dir: &str,
+    ) -> Result<(), StorageError> {
+        if self.files.is_none() {
+            self.files = Some(ActiveFiles::open(storage, dir, self.base_offset)?);
+        }
+        Ok(())
+    }
+
+    /// The open files of the active segment.
+    pub(super) fn files_mut(&mut self) -> Result<&mut ActiveFiles<F>, StorageError> {
+        let base_offset = self.base_offset;
+        self.files.as_mut().ok_or_else(|| sealed(base_offset))
+    }
+
+    /// The open log file of the active segment (or of one being loaded).
+    pub(super) fn log_file(&self) -> Result<&F, StorageError> {
+        self.files
+            .as_ref()
+            .map(|files| &files.log)
+            .ok_or_else(|| sealed(self.base_offset))
+    }
+
+    /// Appends `bytes` to the active segment's log file.
+    pub(super) fn append_log(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.files_mut()?.log.append(bytes)
+    }
+
+    /// Reads `len` bytes of the segment's log at `position` (fewer only at the file's end):
+    /// through the open file of the active segment, by name through `storage` for a sealed
+    /// one.
+    pub(super) fn read_at<S: Storage<File = F>>(
+        &self,
+        storage: &S,
+        dir: &str,
+        position: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, StorageError> {
+        match &self.files {
+            Some(files) => files.log.read_at(position, len),
+            None => storage.read_at(dir, &file_name(self.base_offset, "log"), position, len),
+        }
+    }
+
+    /// The header of the batch at `position` of the segment's log, if a whole header is there.
+    pub(super) fn head_at<S: Storage<File = F>>(
+        &self,
+        storage: &S,
+        dir: &str,
+        position: u64,
+    ) -> Result<Option<BatchHeader>, StorageError> {
+        Ok(BatchHeader::read(&self.read_at(
+            storage,
+            dir,
+            position,
+            BATCH_HEADER_BYTES,
+        )?))
+    }
+
     pub(super) fn mark(&self) -> Mark {
+        let (offset_index_len, time_index_len) = self.files.as_ref().map_or((0, 0), |files| {
+            (files.offset_index.len(), files.time_index.len())
+        });
         Mark {
             size: self.size,
-            offset_index_len: self.offset_index.len(),
-            time_index_len: self.time_index.len(),
+            offset_index_len,
+            time_index_len,
             offset_entries: self.offset_entries.len(),
             time_entries: self.time_entries.len(),
             next_offset: self.next_offset,
@@ -91,9 +207,10 @@ impl<F: StorageFile> Segment<F> {
     /// Puts the segment back as it was at `mark`: every file cut to its old length (a failed
     /// write may have left part of its bytes), the in-memory state restored.
     pub(super) fn roll_back(&mut self, mark: &Mark) -> Result<(), StorageError> {
-        self.log.truncate(mark.size)?;
-        self.offset_index.truncate(mark.offset_index_len)?;
-        self.time_index.truncate(mark.time_index_len)?;
+        let files = self.files_mut()?;
+        files.log.truncate(mark.size)?;
+        files.offset_index.truncate(mark.offset_index_len)?;
+        files.time_index.truncate(mark.time_index_len)?;
         self.offset_entries.truncate(mark.offset_entries);
         self.time_entries.truncate(mark.time_entries);
         self.size = mark.size;
@@ -114,18 +231,21 @@ impl<F: StorageFile> Segment<F> {
     ) -> Result<(), StorageError> {
         let relative = (head.base_offset - self.base_offset) as u32;
         if self.offset_entries.is_empty() || self.bytes_since_index >= interval {
+            let base_offset = self.base_offset;
+            // The field, not `files_mut`: the entries below are pushed while it is borrowed.
+            let files = self.files.as_mut().ok_or_else(|| sealed(base_offset))?;
             let entry = (relative, position as u32);
             let mut bytes = [0u8; OFFSET_ENTRY_BYTES];
             bytes[..4].copy_from_slice(&entry.0.to_be_bytes());
             bytes[4..].copy_from_slice(&entry.1.to_be_bytes());
-            self.offset_index.append(&bytes)?;
+            files.offset_index.append(&bytes)?;
             self.offset_entries.push(entry);
             self.bytes_since_index = 0;
             if head.max_timestamp_ms > self.time_entries.last().map_or(i64::MIN, |e| e.0) {
                 let mut bytes = [0u8; TIME_ENTRY_BYTES];
                 bytes[..8].copy_from_slice(&head.max_timestamp_ms.to_be_bytes());
                 bytes[8..].copy_from_slice(&relative.to_be_bytes());
-                self.time_index.append(&bytes)?;
+                files.time_index.append(&bytes)?;
                 self.time_entries.push((head.max_timestamp_ms, relative));
             }
         }
@@ -138,12 +258,17 @@ impl<F: StorageFile> Segment<F> {
         Ok(())
     }
 
-    /// Loads the index files; `false` when they are missing, damaged or inconsistent.
+    /// Loads the index files (the segment's files are open: it is being loaded); `false` when
+    /// they are missing, damaged or inconsistent.
     pub(super) fn load_indexes(&mut self) -> Result<bool, StorageError> {
-        let offset_bytes = self
+        let base_offset = self.base_offset;
+        let files = self.files.as_ref().ok_or_else(|| sealed(base_offset))?;
+        let offset_bytes = files
             .offset_index
-            .read_at(0, self.offset_index.len() as usize)?;
-        let time_bytes = self.time_index.read_at(0, self.time_index.len() as usize)?;
+            .read_at(0, files.offset_index.len() as usize)?;
+        let time_bytes = files
+            .time_index
+            .read_at(0, files.time_index.len() as usize)?;
         if offset_bytes.is_empty()
             || offset_bytes.len() % OFFSET_ENTRY_BYTES != 0
             || time_bytes.len() % TIME_ENTRY_BYTES != 0
@@ -176,7 +301,7 @@ impl<F: StorageFile> Segment<F> {
                 .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1);
         let in_bounds = offsets
             .iter()
-            .all(|&(_, position)| u64::from(position) < self.log.len())
+            .all(|&(_, position)| u64::from(position) < files.log.len())
             && offsets.first() == Some(&(0, 0));
         if !monotonic || !in_bounds {
             return Ok(false);
@@ -184,11 +309,11 @@ impl<F: StorageFile> Segment<F> {
         // Each entry must point at a batch with the offset it claims, and a size the file
         // holds (else the walk from the start finds what is wrong).
         for &(relative, position) in &offsets {
-            match read_head(&self.log, u64::from(position))? {
+            match read_head(&files.log, u64::from(position))? {
                 Some(head)
-                    if head.base_offset == self.base_offset + i64::from(relative)
+                    if head.base_offset == base_offset + i64::from(relative)
                         && head.size >= BATCH_HEADER_BYTES
-                        && u64::from(position) + head.size as u64 <= self.log.len() => {}
+                        && u64::from(position) + head.size as u64 <= files.log.len() => {}
                 _ => return Ok(false),
             }
         }
@@ -197,9 +322,11 @@ impl<F: StorageFile> Segment<F> {
         Ok(true)
     }
 
+    /// Empties the indexes, in memory and in their files, to rebuild them from the log.
     pub(super) fn reset_indexes(&mut self) -> Result<(), StorageError> {
-        self.offset_index.truncate(0)?;
-        self.time_index.truncate(0)?;
+        let files = self.files_mut()?;
+        files.offset_index.truncate(0)?;
+        files.time_index.truncate(0)?;
         self.offset_entries.clear();
         self.time_entries.clear();
         self.bytes_since_index = 0;

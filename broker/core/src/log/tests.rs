@@ -663,3 +663,69 @@ fn huge_durations_do_not_wrap_into_roll_or_delete_everything() {
     assert_eq!(log.segment_count(), segments, "nothing deleted by age");
     assert_eq!(read_all(&log, 0).len(), 62);
 }
+
+/// Defect (issue 14): every segment held its three files open for the log's whole life, so a
+/// broker with many partitions of many segments ran out of descriptors ("Too many open
+/// files"). Only the active segment holds files now; sealed segments are read by name through
+/// the storage. Counted with the memory storage's handle count through appends and rolls,
+/// reads by offset and by time, a reopen, a crash and retention.
+#[test]
+fn only_the_active_segment_holds_open_files() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    let mut n = 0u64;
+    while log.segment_count() < 40 {
+        // Record v has timestamp 1000 + v.
+        log.append(&mut batch_of(&[n, n + 1], 1000 + n as i64), 1 + n as i64)
+            .expect("append");
+        n += 2;
+        assert_eq!(
+            storage.open_handles(),
+            3,
+            "{} segments: the active segment's log and indexes only",
+            log.segment_count()
+        );
+    }
+    let expected: Vec<(i64, u64)> = (0..n).map(|v| (v as i64, v)).collect();
+    assert_eq!(read_all(&log, 0), expected);
+    assert_eq!(read_all(&log, 37), expected[37..].to_vec());
+    assert_eq!(
+        log.offset_for_timestamp(1037).expect("ok"),
+        Some((37, 1037))
+    );
+    assert_eq!(
+        storage.open_handles(),
+        3,
+        "reads of sealed segments keep none"
+    );
+    let handle = log.sync_handle().expect("handle");
+    handle.sync().expect("sync");
+    assert_eq!(storage.open_handles(), 4, "a sync handle is one more");
+    drop(handle);
+    drop(log);
+    assert_eq!(storage.open_handles(), 0);
+
+    let (log, recovery) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("reopen");
+    assert_eq!(recovery.truncated_bytes, 0, "{recovery:?}");
+    assert_eq!(
+        storage.open_handles(),
+        3,
+        "loading a sealed segment closes its files"
+    );
+    assert_eq!(read_all(&log, 0), expected);
+    drop(log);
+
+    storage.crash(|_| 0);
+    let config = LogConfig {
+        retention_bytes: Some(2_000),
+        ..small_config()
+    };
+    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, config).expect("reopen");
+    assert_eq!(storage.open_handles(), 3);
+    assert_eq!(read_all(&log, 0), expected, "everything was synced");
+    let retained = log.enforce_retention(1_000_000).expect("retention");
+    assert!(retained.segments_deleted > 0, "{retained:?}");
+    let start = log.log_start_offset();
+    assert_eq!(read_all(&log, start), expected[start as usize..].to_vec());
+    assert_eq!(storage.open_handles(), 3);
+}

@@ -16,6 +16,8 @@ use super::{lock, Storage, StorageError, StorageFile, SyncHandle};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Call {
     Append,
+    /// A read, through an open file or by name ([`Storage::read_at`], which also counts as an
+    /// `Open`).
     Read,
     Truncate,
     /// A file's sync, through the file or through a sync handle.
@@ -263,6 +265,20 @@ impl<S: Storage> Storage for FaultyStorage<S> {
             plan: self.plan.clone(),
             path,
         })
+    }
+
+    fn read_at(
+        &self,
+        dir: &str,
+        name: &str,
+        position: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, StorageError> {
+        let path = format!("{dir}/{name}");
+        // A read by name may have to open the file (EMFILE, ENOENT...) before reading it.
+        check(&self.plan, Call::Open, "open", &path)?;
+        check(&self.plan, Call::Read, "read", &path)?;
+        self.inner.read_at(dir, name, position, len)
     }
 
     fn remove(&self, dir: &str, name: &str) -> Result<(), StorageError> {

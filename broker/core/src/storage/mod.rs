@@ -1,6 +1,12 @@
 //! Where partition files live. The log only ever appends, reads at positions, truncates,
 //! syncs, lists and removes, so that is all the trait asks for.
 //!
+//! Open files are a bounded resource (a process's descriptor limit), so the log holds a file
+//! open ([`Storage::open`]) only while it writes it: the active segment. Files it only reads —
+//! sealed segments — it reads by name ([`Storage::read_at`]), and the storage decides how
+//! many handles to keep open for that (the file storage: a bounded cache shared by every
+//! partition).
+//!
 //! Durability has two parts, as on a POSIX file system: a file's bytes are durable once the
 //! file is synced, and its directory entry (that it exists, or that it was removed) once its
 //! directory is synced ([`Storage::sync_dir`]). [`MemoryStorage`] models both, so a crash in a
@@ -10,6 +16,7 @@
 pub mod faults;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A storage failure: I/O error, missing file, full disk...
@@ -45,10 +52,25 @@ pub trait Storage: Send + Sync {
     type File: StorageFile;
     fn create_dir(&self, dir: &str) -> Result<(), StorageError>;
     fn list(&self, dir: &str) -> Result<Vec<String>, StorageError>;
-    /// Opens `dir/name`, creating it if `create`.
+    /// Opens `dir/name`, creating it if `create`. The handle is the caller's until dropped:
+    /// the log keeps only the active segment's files open this way.
     fn open(&self, dir: &str, name: &str, create: bool) -> Result<Self::File, StorageError>;
+    /// Reads up to `len` bytes of `dir/name` at `position` (fewer only at end of file), for a
+    /// file nobody writes any more (a sealed segment). The caller holds no handle: the
+    /// storage opens the file itself and may keep a bounded number of such handles open
+    /// across calls; it takes its own locks, so reads of different partitions run together.
+    fn read_at(
+        &self,
+        dir: &str,
+        name: &str,
+        position: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, StorageError>;
+    /// Removes `dir/name`, and any handle the storage keeps open for [`read_at`](Self::read_at)
+    /// (an open handle to an unlinked file keeps its space on disk).
     fn remove(&self, dir: &str, name: &str) -> Result<(), StorageError>;
-    /// Removes `dir` and everything in it, durably (its parent directory is synced).
+    /// Removes `dir` and everything in it, durably (its parent directory is synced), with any
+    /// handles kept open for reads of its files.
     fn remove_dir(&self, dir: &str) -> Result<(), StorageError>;
     /// Makes the entries of `dir` durable: files created in it since the last call survive a
     /// crash, files removed from it stay removed.
@@ -77,9 +99,15 @@ struct Entries {
 /// In-memory storage with crash simulation: [`MemoryStorage::crash`] drops what was never
 /// synced, optionally leaving a torn tail, as a power cut would — file bytes not synced, and
 /// directory entries (creations, removals) whose directory was not synced.
+///
+/// It counts the handles its callers hold ([`MemoryStorage::open_handles`]) as a file system
+/// counts descriptors, so tests can see what a log keeps open; [`Storage::read_at`] reads
+/// without one.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStorage {
     entries: Arc<Mutex<Entries>>,
+    /// Open files and sync handles alive, over all clones.
+    open_handles: Arc<AtomicUsize>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,6 +169,12 @@ impl MemoryStorage {
             .map(|file| lock(file).bytes.len())
     }
 
+    /// Files opened through [`Storage::open`] and sync handles made from them that are still
+    /// alive (each would be a descriptor in a file storage).
+    pub fn open_handles(&self) -> usize {
+        self.open_handles.load(Ordering::SeqCst)
+    }
+
     /// The names of the files in `dir` (those that exist now).
     pub fn names(&self, dir: &str) -> Vec<String> {
         lock(&self.entries)
@@ -152,18 +186,50 @@ impl MemoryStorage {
     }
 }
 
+/// Counts one live handle of a [`MemoryStorage`] until dropped.
+#[derive(Debug)]
+struct HandleCount(Arc<AtomicUsize>);
+
+impl HandleCount {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for HandleCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 pub struct MemoryFile {
     data: Arc<Mutex<MemoryFileData>>,
+    handle: HandleCount,
 }
 
 struct MemorySync {
     data: Arc<Mutex<MemoryFileData>>,
+    _handle: HandleCount,
+}
+
+fn sync_data(data: &Mutex<MemoryFileData>) {
+    let mut data = lock(data);
+    data.synced_len = data.bytes.len();
+}
+
+/// Up to `len` bytes of `bytes` at `position` (fewer at the end).
+fn read_bytes(bytes: &[u8], position: u64, len: usize) -> Vec<u8> {
+    let start = usize::try_from(position)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let end = start.saturating_add(len).min(bytes.len());
+    bytes[start..end].to_vec()
 }
 
 impl SyncHandle for MemorySync {
     fn sync(&self) -> Result<(), StorageError> {
-        let mut data = lock(&self.data);
-        data.synced_len = data.bytes.len();
+        sync_data(&self.data);
         Ok(())
     }
 }
@@ -179,10 +245,7 @@ impl StorageFile for MemoryFile {
     }
 
     fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>, StorageError> {
-        let data = lock(&self.data);
-        let start = (position as usize).min(data.bytes.len());
-        let end = start.saturating_add(len).min(data.bytes.len());
-        Ok(data.bytes[start..end].to_vec())
+        Ok(read_bytes(&lock(&self.data).bytes, position, len))
     }
 
     fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
@@ -193,15 +256,14 @@ impl StorageFile for MemoryFile {
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
-        MemorySync {
-            data: self.data.clone(),
-        }
-        .sync()
+        sync_data(&self.data);
+        Ok(())
     }
 
     fn sync_handle(&self) -> Result<Arc<dyn SyncHandle>, StorageError> {
         Ok(Arc::new(MemorySync {
             data: self.data.clone(),
+            _handle: HandleCount::new(&self.handle.0),
         }))
     }
 }
@@ -220,13 +282,39 @@ impl Storage for MemoryStorage {
     fn open(&self, dir: &str, name: &str, create: bool) -> Result<MemoryFile, StorageError> {
         let path = format!("{dir}/{name}");
         let mut entries = lock(&self.entries);
+        let handle = || HandleCount::new(&self.open_handles);
         match entries.live.get(&path) {
-            Some(data) => Ok(MemoryFile { data: data.clone() }),
+            Some(data) => Ok(MemoryFile {
+                data: data.clone(),
+                handle: handle(),
+            }),
             None if create => {
                 let data = Arc::new(Mutex::new(MemoryFileData::default()));
                 entries.live.insert(path, data.clone());
-                Ok(MemoryFile { data })
+                Ok(MemoryFile {
+                    data,
+                    handle: handle(),
+                })
             }
+            None => Err(StorageError {
+                operation: "open",
+                path,
+                reason: "no such file".to_owned(),
+            }),
+        }
+    }
+
+    fn read_at(
+        &self,
+        dir: &str,
+        name: &str,
+        position: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, StorageError> {
+        let path = format!("{dir}/{name}");
+        let data = lock(&self.entries).live.get(&path).cloned();
+        match data {
+            Some(data) => Ok(read_bytes(&lock(&data).bytes, position, len)),
             None => Err(StorageError {
                 operation: "open",
                 path,

@@ -1,7 +1,6 @@
 //! The typed entry point: [`Client::connect`] once per process, then
 //! [`Client::producer`] and [`Client::consumer`] per topic for any [`Message`] type.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -12,6 +11,7 @@ use herald_broker_client::{BrokerClient, ConnectError, Trust};
 use herald_registry_client::RegistryClient;
 use herald_wire::batch::Header;
 use herald_wire::headers;
+use herald_wire::lru::Lru;
 
 use crate::codec::{self, WriterSchema};
 use crate::consumer::{
@@ -146,7 +146,7 @@ impl Client {
         Consumer {
             raw: RawConsumer::with_reconnect(self.broker.clone(), self.connector(), config),
             schemas: self.schemas.clone(),
-            writers: Mutex::new(BTreeMap::new()),
+            writers: Mutex::new(Lru::new(SCHEMA_CACHE_MAX)),
             first_writer: std::sync::OnceLock::new(),
             _type: PhantomData,
         }
@@ -298,9 +298,9 @@ impl<T> Event<T> {
 pub struct Consumer<T> {
     raw: RawConsumer,
     schemas: Arc<Schemas>,
-    /// Writer schemas by ID (a B-tree: a consumer sees a handful of IDs, and a lookup is a
-    /// few comparisons instead of a SipHash per record).
-    writers: Mutex<BTreeMap<u32, Arc<WriterSchema>>>,
+    /// Writer schemas by ID, at most [`SCHEMA_CACHE_MAX`], the least recently used evicted
+    /// beyond. Only records not framed with `first_writer`'s ID look here.
+    writers: Mutex<Lru<u32, Arc<WriterSchema>>>,
     /// The first writer schema fetched, read without a lock: a topic's records mostly carry
     /// one schema ID, and those skip the map.
     first_writer: std::sync::OnceLock<Arc<WriterSchema>>,
@@ -413,15 +413,11 @@ impl<T: Message> Consumer<T> {
             Err(error) => return Err(HandlerError::Deserialization(error.to_string())),
         };
         let _ = self.first_writer.set(writer.clone());
-        let mut writers = self.writers_cache();
-        if writers.len() >= SCHEMA_CACHE_MAX {
-            writers.clear();
-        }
-        writers.insert(id, writer.clone());
+        self.writers_cache().insert(id, writer.clone());
         Ok(writer)
     }
 
-    fn writers_cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Arc<WriterSchema>>> {
+    fn writers_cache(&self) -> std::sync::MutexGuard<'_, Lru<u32, Arc<WriterSchema>>> {
         self.writers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

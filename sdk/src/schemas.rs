@@ -6,12 +6,16 @@ use std::sync::{Arc, Mutex};
 
 use herald_registry_client::{ClientError, NewSchema, RegistryClient, SchemaReference, Version};
 use herald_schema::ResolvedReference;
+use herald_wire::lru::Lru;
 pub use herald_wire::messages::SubjectStrategy;
 
 use crate::codec::{CodecError, WriterSchema};
 use crate::message::{SchemaFormat, SchemaInfo};
 
-/// Schemas kept by ID in a client's cache; beyond, the cache is cleared and refilled.
+/// Entries each of the SDK's schema caches keeps (a client's schemas by ID, its parsed dynamic
+/// schemas, a typed consumer's writer schemas); beyond, the least recently used one is
+/// evicted ([`herald_wire::lru`]). Clearing a full cache, as they once did, sent every schema
+/// in use back to the registry at once.
 pub const SCHEMA_CACHE_MAX: usize = 1024;
 /// Deepest chain of references followed when fetching a schema: the registry's own bound
 /// (one limit, one constant, shared through herald-schema).
@@ -69,10 +73,12 @@ struct Registered {
 #[derive(Debug)]
 pub struct Schemas {
     registry: RegistryClient,
-    by_id: Mutex<HashMap<u32, Arc<Registered>>>,
+    /// At most [`SCHEMA_CACHE_MAX`], the least recently used evicted beyond.
+    by_id: Mutex<Lru<u32, Arc<Registered>>>,
     /// Parsed dynamic schemas by (ID, Protobuf message): tools decode many records of few
-    /// schemas, and parsing (a protox compile for Protobuf) is the expensive part.
-    dynamic: Mutex<HashMap<DynamicKey, Arc<crate::dynamic::DynamicSchema>>>,
+    /// schemas, and parsing (a protox compile for Protobuf) is the expensive part. At most
+    /// [`SCHEMA_CACHE_MAX`], the least recently used evicted beyond.
+    dynamic: Mutex<Lru<DynamicKey, Arc<crate::dynamic::DynamicSchema>>>,
 }
 
 /// Schema ID and the Protobuf message picked for writing.
@@ -82,8 +88,8 @@ impl Schemas {
     pub fn new(registry: RegistryClient) -> Self {
         Self {
             registry,
-            by_id: Mutex::new(HashMap::new()),
-            dynamic: Mutex::new(HashMap::new()),
+            by_id: Mutex::new(Lru::new(SCHEMA_CACHE_MAX)),
+            dynamic: Mutex::new(Lru::new(SCHEMA_CACHE_MAX)),
         }
     }
 
@@ -179,11 +185,7 @@ impl Schemas {
                     reason: e.to_string(),
                 })?;
         let schema = Arc::new(crate::dynamic::DynamicSchema::new(id, &parsed, message)?);
-        let mut cache = lock(&self.dynamic);
-        if cache.len() >= SCHEMA_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key, schema.clone());
+        lock(&self.dynamic).insert(key, schema.clone());
         Ok(schema)
     }
 
@@ -224,15 +226,11 @@ impl Schemas {
             text: found.schema,
             references,
         });
-        let mut cache = self.cache();
-        if cache.len() >= SCHEMA_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(id, registered.clone());
+        self.cache().insert(id, registered.clone());
         Ok(registered)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Registered>>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Lru<u32, Arc<Registered>>> {
         lock(&self.by_id)
     }
 }

@@ -9,8 +9,6 @@
 //! unregistered IDs costs one lookup), and a batch may carry at most
 //! [`SCHEMA_IDS_PER_BATCH_MAX`] distinct IDs in all.
 
-use std::collections::BTreeSet;
-
 use herald_wire::batch::BatchView;
 use herald_wire::messages::{SchemaValidation, SubjectStrategy};
 use herald_wire::schema_id::read_schema_id;
@@ -134,7 +132,7 @@ pub fn validate_batch(
         return BatchVerdict::Accepted;
     }
     // Pairs the oracle already answered Allowed or Unknown for (a Refused one ends the scan).
-    let mut seen: BTreeSet<(Part, u32)> = BTreeSet::new();
+    let mut seen = SeenPairs::new();
     let mut unknown = Vec::new();
     for (index, record) in batch.records().enumerate() {
         let index = index as u32;
@@ -170,7 +168,7 @@ pub fn validate_batch(
                     })
                 }
             };
-            if seen.contains(&(part, id)) {
+            if seen.contains(part, id) {
                 continue;
             }
             if seen.len() >= SCHEMA_IDS_PER_BATCH_MAX {
@@ -186,10 +184,10 @@ pub fn validate_batch(
             }
             match oracle(part, id) {
                 Verdict::Allowed => {
-                    seen.insert((part, id));
+                    seen.insert(part, id);
                 }
                 Verdict::Unknown => {
-                    seen.insert((part, id));
+                    seen.insert(part, id);
                     unknown.push((part, id));
                     if unknown.len() >= LOOKUPS_PER_ROUND_MAX {
                         return BatchVerdict::NeedLookups(unknown);
@@ -216,8 +214,73 @@ pub fn validate_batch(
     }
 }
 
+/// The distinct (part, schema ID) pairs of one batch that the oracle was asked about, without
+/// an allocation per batch (a produce validates every batch): there are at most
+/// [`SCHEMA_IDS_PER_BATCH_MAX`] (the batch is refused beyond), kept sorted in a fixed array
+/// on the stack (512 bytes) and found by binary search. Before searching, the last pair found
+/// or added for the part is compared, because the records of a batch mostly repeat the
+/// previous record's ID: then a record costs one comparison per part.
+struct SeenPairs {
+    /// `pairs[..len]` is sorted and distinct; the rest is filler.
+    pairs: [(Part, u32); SCHEMA_IDS_PER_BATCH_MAX],
+    len: usize,
+    /// The ID last found or added, per part (indexed by `part_index`).
+    last: [Option<u32>; 2],
+}
+
+impl SeenPairs {
+    fn new() -> Self {
+        Self {
+            pairs: [(Part::Key, 0); SCHEMA_IDS_PER_BATCH_MAX],
+            len: 0,
+            last: [None; 2],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn contains(&mut self, part: Part, id: u32) -> bool {
+        let last = &mut self.last[part_index(part)];
+        if *last == Some(id) {
+            return true;
+        }
+        let found = self.pairs[..self.len].binary_search(&(part, id)).is_ok();
+        if found {
+            *last = Some(id);
+        }
+        found
+    }
+
+    /// Adds the pair; nothing if it is already in or the set is full (the caller refuses a
+    /// batch before it brings one pair more than the bound, so a full set is not reached).
+    fn insert(&mut self, part: Part, id: u32) {
+        let at = match self.pairs[..self.len].binary_search(&(part, id)) {
+            Ok(_) => return,
+            Err(at) => at,
+        };
+        if self.len >= SCHEMA_IDS_PER_BATCH_MAX {
+            return;
+        }
+        self.pairs.copy_within(at..self.len, at + 1);
+        self.pairs[at] = (part, id);
+        self.len += 1;
+        self.last[part_index(part)] = Some(id);
+    }
+}
+
+fn part_index(part: Part) -> usize {
+    match part {
+        Part::Key => 0,
+        Part::Value => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use herald_wire::batch::{BatchBuilder, Record};
     use herald_wire::schema_id::write_schema_id;
@@ -398,6 +461,87 @@ mod tests {
             BatchVerdict::Accepted
         );
         assert_eq!(asked.get(), 2);
+    }
+
+    #[test]
+    fn keys_and_values_ask_the_oracle_once_per_distinct_pair_in_record_order() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let counting = |part: Part, id: u32| {
+            asked.borrow_mut().push((part, id));
+            Verdict::Allowed
+        };
+        let mut builder = BatchBuilder::new();
+        for n in 0..1000u32 {
+            builder.push(Record {
+                key: Some(framed(1 + n % 3)),
+                value: Some(framed(1 + n % 2)),
+                ..Record::default()
+            });
+        }
+        let bytes = builder.encode().expect("valid");
+        let view = BatchView::parse(&bytes).expect("batch");
+        let both = SchemaValidation {
+            key: true,
+            value: true,
+            strategy: SubjectStrategy::TopicName,
+        };
+        assert_eq!(
+            validate_batch(&view, &both, counting),
+            BatchVerdict::Accepted
+        );
+        assert_eq!(
+            asked.into_inner(),
+            vec![
+                (Part::Key, 1),
+                (Part::Value, 1),
+                (Part::Key, 2),
+                (Part::Value, 2),
+                (Part::Key, 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn seen_pairs_stay_sorted_and_distinct_up_to_the_bound() {
+        let mut seen = SeenPairs::new();
+        // Out of order, keys and values interleaved, with repeats.
+        let pairs = [
+            (Part::Value, 9),
+            (Part::Key, 3),
+            (Part::Value, 1),
+            (Part::Key, 3),
+            (Part::Value, 9),
+            (Part::Key, 1),
+        ];
+        for (part, id) in pairs {
+            if !seen.contains(part, id) {
+                seen.insert(part, id);
+            }
+        }
+        assert_eq!(
+            &seen.pairs[..seen.len()],
+            &[
+                (Part::Key, 1),
+                (Part::Key, 3),
+                (Part::Value, 1),
+                (Part::Value, 9)
+            ]
+        );
+        assert!(seen.contains(Part::Key, 3) && seen.contains(Part::Value, 9));
+        assert!(!seen.contains(Part::Key, 9));
+        // Filled to the bound, a further pair is not added (the caller refuses the batch
+        // before that).
+        let bound = SCHEMA_IDS_PER_BATCH_MAX as u32;
+        let mut seen = SeenPairs::new();
+        for id in (0..bound).rev() {
+            seen.insert(Part::Value, id);
+        }
+        assert_eq!(seen.len(), SCHEMA_IDS_PER_BATCH_MAX);
+        seen.insert(Part::Value, bound);
+        assert_eq!(seen.len(), SCHEMA_IDS_PER_BATCH_MAX);
+        assert!(!seen.contains(Part::Value, bound));
+        assert!((0..bound).all(|id| seen.contains(Part::Value, id)));
+        assert!(seen.pairs.windows(2).all(|pair| pair[0] < pair[1]));
     }
 
     #[test]

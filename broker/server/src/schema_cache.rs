@@ -1,24 +1,30 @@
 //! Which schema IDs a topic accepts, cached so that a warm produce path makes no HTTP call.
 //!
-//! Entries are per (topic, key/value, schema ID). A positive answer is kept for
-//! `POSITIVE_TTL` (a subject's versions can be deleted), a negative one for `NEGATIVE_TTL`
-//! (a producer may register the schema a moment later).
+//! Entries are per (topic, subject strategy, key/value, schema ID). The strategy is part of
+//! the key because it decides the subject an ID must be registered under: a topic deleted and
+//! created again with another strategy must not be served verdicts made under the old one. A
+//! positive answer is kept for `POSITIVE_TTL` (a subject's versions can be deleted), a
+//! negative one for `NEGATIVE_TTL` (a producer may register the schema a moment later).
 //!
-//! The cache is bounded by entries and evicts the least recently used one when full: the IDs
-//! the live producers use are read on every produce and stay, while a client that sprays
-//! unknown IDs only pushes out other cold entries (clearing the whole cache, as it once did,
-//! sent every producer back to the registry at once).
+//! The cache is bounded by entries and evicts the least recently used one when full
+//! ([`herald_wire::lru`]): the IDs the live producers use are read on every produce and stay,
+//! while a client that sprays unknown IDs only pushes out other cold entries (clearing the
+//! whole cache, as it once did, sent every producer back to the registry at once). Recency is
+//! approximate so that a hit, taken under the cache's one lock on every produce, is a hash
+//! lookup: an entry is re-stamped only when its stamp is half a capacity of inserts old, and
+//! an entry used within the last half a capacity of inserts is never the one evicted.
 //!
-//! Lookups are coalesced: produces that need the same unknown (topic, part, ID) at the same
-//! time make one registry call, the first one's, and all get its answer.
+//! Lookups are coalesced: produces that need the same unknown (topic, strategy, part, ID) at
+//! the same time make one registry call, the first one's, and all get its answer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use herald_broker_core::validation::{record_subject, topic_subject, Part, Verdict};
 use herald_registry_client::{ClientError, RegistryClient, Version};
 use herald_schema::{ParsedSchema, ResolvedReference};
+use herald_wire::lru::Lru;
 use herald_wire::messages::SubjectStrategy;
 use tokio::sync::watch;
 
@@ -31,13 +37,14 @@ pub const POSITIVE_TTL: Duration = Duration::from_secs(300);
 /// `NEGATIVE_TTL` instead of one per batch. A client rotating fresh bad IDs is bounded by the
 /// produce path instead: it refuses a batch at its first unregistered ID, one lookup.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
-/// Most distinct (topic, part, ID) lookups in flight at once. Lookups of the same key share
-/// one entry, and a produce has at most one lookup in flight (it looks IDs up one after
-/// another), but the broker's request limits still let through far more concurrent produces
-/// (connections × in-flight requests) than a registry should see distinct calls; producers
-/// use a few IDs, so thousands of distinct keys at once is a client spraying IDs. Beyond the
-/// bound a lookup fails as `LookupError::Busy` and its produce is throttled (retried later),
-/// rather than growing the in-flight map and fanning out to the registry without bound.
+/// Most distinct (topic, strategy, part, ID) lookups in flight at once. Lookups of the same
+/// key share one entry, and a produce has at most one lookup in flight (it looks IDs up one
+/// after another), but the broker's request limits still let through far more concurrent
+/// produces (connections × in-flight requests) than a registry should see distinct calls;
+/// producers use a few IDs, so thousands of distinct keys at once is a client spraying IDs.
+/// Beyond the bound a lookup fails as `LookupError::Busy` and its produce is throttled
+/// (retried later), rather than growing the in-flight map and fanning out to the registry
+/// without bound.
 pub const LOOKUPS_IN_FLIGHT_MAX: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,18 +62,42 @@ pub enum LookupError {
     Shared(Arc<LookupError>),
 }
 
-type Key = (String, Part, u32);
+/// What a verdict is cached under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    /// The topic's name, one allocation shared by all the topic's entries (see
+    /// `Verdicts::topics`).
+    topic: Arc<str>,
+    /// The topic's subject strategy, as `strategy_tag` numbers it.
+    strategy: u8,
+    part: Part,
+    id: u32,
+}
+
+/// What a lookup in flight is keyed by: the verdict's key, with the topic's name owned. A
+/// lookup is rare enough to copy the name, and keeping the shared names out of this map lets
+/// `Verdicts` drop a name with its last entry.
+type FlightKey = (String, u8, Part, u32);
+
+/// `strategy` as part of a key (the wire type derives no `Hash`).
+fn strategy_tag(strategy: SubjectStrategy) -> u8 {
+    match strategy {
+        SubjectStrategy::TopicName => 0,
+        SubjectStrategy::RecordName => 1,
+        SubjectStrategy::TopicRecordName => 2,
+    }
+}
 
 /// What a coalesced lookup ends with, as its waiters see it.
 type Outcome = Result<Verdict, Arc<LookupError>>;
 
 pub struct SchemaCache {
     client: Option<RegistryClient>,
-    entries: Mutex<Lru>,
+    verdicts: Mutex<Verdicts>,
     /// Lookups under way, by key: a produce that needs the same key waits on the receiver
     /// (`None` until the lookup ends) instead of calling the registry again. The entry is
     /// removed when the lookup ends or its future is dropped, see `InFlight`.
-    in_flight: Mutex<HashMap<Key, watch::Receiver<Option<Outcome>>>>,
+    in_flight: Mutex<HashMap<FlightKey, watch::Receiver<Option<Outcome>>>>,
 }
 
 impl SchemaCache {
@@ -78,7 +109,7 @@ impl SchemaCache {
     pub fn with_capacity(client: Option<RegistryClient>, capacity: usize) -> Self {
         Self {
             client,
-            entries: Mutex::new(Lru::new(capacity)),
+            verdicts: Mutex::new(Verdicts::new(capacity)),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -87,14 +118,16 @@ impl SchemaCache {
         self.client.is_some()
     }
 
-    /// What the cache knows now, without any I/O. A hit counts as a use for eviction.
-    pub fn cached(&self, topic: &str, part: Part, id: u32) -> Verdict {
-        lock(&self.entries).get(&(topic.to_owned(), part, id), Instant::now())
+    /// What the cache knows now about `id` for `part` of `topic` validated under `strategy`,
+    /// without any I/O. A hit counts as a use for eviction; it allocates nothing.
+    pub fn cached(&self, topic: &str, strategy: SubjectStrategy, part: Part, id: u32) -> Verdict {
+        let now = Instant::now();
+        lock(&self.verdicts).get(topic, strategy, part, id, now)
     }
 
     /// How many verdicts are cached (expired ones not yet dropped included).
     pub fn cached_entries(&self) -> usize {
-        lock(&self.entries).len()
+        lock(&self.verdicts).len()
     }
 
     /// How many registry lookups are under way.
@@ -113,16 +146,17 @@ impl SchemaCache {
         id: u32,
     ) -> Result<Verdict, LookupError> {
         let client = self.client.as_ref().ok_or(LookupError::NoRegistry)?;
-        let key: Key = (topic.to_owned(), part, id);
+        let flight: FlightKey = (topic.to_owned(), strategy_tag(strategy), part, id);
         loop {
             // Under the in-flight lock, so that a lookup that ends meanwhile is seen either
             // in flight or in the cache: it stores its verdict before leaving the map.
             let role = {
                 let mut in_flight = lock(&self.in_flight);
-                if let Some(receiver) = in_flight.get(&key) {
+                if let Some(receiver) = in_flight.get(&flight) {
                     Role::Wait(receiver.clone())
                 } else {
-                    let known = lock(&self.entries).get(&key, Instant::now());
+                    let now = Instant::now();
+                    let known = lock(&self.verdicts).get(topic, strategy, part, id, now);
                     if known != Verdict::Unknown {
                         return Ok(known);
                     }
@@ -132,7 +166,7 @@ impl SchemaCache {
                         });
                     }
                     let (sender, receiver) = watch::channel(None);
-                    in_flight.insert(key.clone(), receiver);
+                    in_flight.insert(flight.clone(), receiver);
                     Role::Lead(sender)
                 }
             };
@@ -142,13 +176,13 @@ impl SchemaCache {
                     // then `sender` is dropped too and the waiters try again themselves.
                     let _in_flight = InFlight {
                         map: &self.in_flight,
-                        key: &key,
+                        key: &flight,
                     };
                     let outcome = look_up(client, topic, strategy, part, id)
                         .await
                         .map_err(Arc::new);
                     if let Ok(verdict) = &outcome {
-                        self.store(key.clone(), verdict.clone());
+                        self.store(topic, strategy, part, id, verdict.clone());
                     }
                     sender.send_replace(Some(outcome.clone()));
                     return outcome.map_err(LookupError::Shared);
@@ -169,13 +203,17 @@ impl SchemaCache {
         }
     }
 
-    fn store(&self, key: Key, verdict: Verdict) {
+    fn store(&self, topic: &str, strategy: SubjectStrategy, part: Part, id: u32, verdict: Verdict) {
         let ttl = if verdict == Verdict::Allowed {
             POSITIVE_TTL
         } else {
             NEGATIVE_TTL
         };
-        lock(&self.entries).insert(key, verdict, Instant::now() + ttl);
+        let entry = Entry {
+            verdict,
+            expires: Instant::now() + ttl,
+        };
+        lock(&self.verdicts).insert(topic, strategy, part, id, entry);
     }
 }
 
@@ -187,8 +225,8 @@ enum Role {
 
 /// Removes a lookup's in-flight entry when the lookup ends, however it ends.
 struct InFlight<'a> {
-    map: &'a Mutex<HashMap<Key, watch::Receiver<Option<Outcome>>>>,
-    key: &'a Key,
+    map: &'a Mutex<HashMap<FlightKey, watch::Receiver<Option<Outcome>>>>,
+    key: &'a FlightKey,
 }
 
 impl Drop for InFlight<'_> {
@@ -269,84 +307,108 @@ async fn record_name(client: &RegistryClient, id: u32) -> Result<Option<String>,
 struct Entry {
     verdict: Verdict,
     expires: Instant,
-    /// The tick of its last use (insert or hit), its key in `Lru::by_use`.
-    used: u64,
 }
 
-/// Verdicts bounded by count, evicting the least recently used. A map plus an index of last
-/// use (tick → key, oldest first): a hit or an insert is O(log n), so is an eviction. No LRU
-/// crate is in the dependency tree, and this one is small.
-struct Lru {
-    capacity: usize,
-    /// Bumped on every use; never wraps in practice (u64).
-    clock: u64,
-    entries: HashMap<Key, Entry>,
-    by_use: BTreeMap<u64, Key>,
+/// The cached verdicts, and the topic names their keys share.
+struct Verdicts {
+    lru: Lru<Key, Entry>,
+    /// Each topic name the entries use, held once, with how many entries use it. Keys hold a
+    /// clone of the shared name, so an entry costs no copy of its topic's name (the LRU keeps
+    /// two clones of every key), and a lookup borrows the name from here instead of
+    /// allocating a key. A name goes with its last entry: this holds at most one name per
+    /// entry.
+    topics: HashMap<Arc<str>, usize>,
 }
 
-impl Lru {
+impl Verdicts {
     fn new(capacity: usize) -> Self {
         Self {
-            capacity: capacity.max(1),
-            clock: 0,
-            entries: HashMap::new(),
-            by_use: BTreeMap::new(),
+            lru: Lru::new(capacity),
+            topics: HashMap::new(),
         }
     }
 
     fn len(&self) -> usize {
-        self.entries.len()
+        self.lru.len()
     }
 
-    /// The verdict for `key` if cached and not expired (a use), else `Unknown` (an expired
-    /// entry is dropped).
-    fn get(&mut self, key: &Key, now: Instant) -> Verdict {
-        let Some(entry) = self.entries.get_mut(key) else {
+    /// The key of a verdict on `topic`, `None` if no entry of `topic` is cached.
+    fn key(&self, topic: &str, strategy: SubjectStrategy, part: Part, id: u32) -> Option<Key> {
+        let (name, _) = self.topics.get_key_value(topic)?;
+        Some(Key {
+            topic: name.clone(),
+            strategy: strategy_tag(strategy),
+            part,
+            id,
+        })
+    }
+
+    /// The verdict cached for the key if it has not expired at `now` (a use), else `Unknown`
+    /// (an expired entry is dropped).
+    fn get(
+        &mut self,
+        topic: &str,
+        strategy: SubjectStrategy,
+        part: Part,
+        id: u32,
+        now: Instant,
+    ) -> Verdict {
+        let Some(key) = self.key(topic, strategy, part, id) else {
             return Verdict::Unknown;
         };
-        let previous = entry.used;
-        if entry.expires <= now {
-            self.entries.remove(key);
-            self.by_use.remove(&previous);
-            return Verdict::Unknown;
+        match self.lru.get(&key) {
+            None => return Verdict::Unknown,
+            Some(entry) if entry.expires > now => return entry.verdict.clone(),
+            Some(_) => {}
         }
-        self.clock += 1;
-        entry.used = self.clock;
-        let verdict = entry.verdict.clone();
-        let owned = self.by_use.remove(&previous).unwrap_or_else(|| key.clone());
-        self.by_use.insert(self.clock, owned);
-        verdict
+        if self.lru.remove(&key).is_some() {
+            self.release(&key.topic);
+        }
+        Verdict::Unknown
     }
 
-    /// Caches `verdict` for `key` until `expires` (a use), evicting the least recently used
-    /// entry if the cache is full. Expired entries are not searched for: they are dropped when
-    /// read, or age out of the order like any unused entry.
-    fn insert(&mut self, key: Key, verdict: Verdict, expires: Instant) {
-        self.clock += 1;
-        let used = self.clock;
-        if let Some(entry) = self.entries.get_mut(&key) {
-            self.by_use.remove(&entry.used);
-            entry.verdict = verdict;
-            entry.expires = expires;
-            entry.used = used;
-            self.by_use.insert(used, key);
-            return;
+    /// Caches `entry` for the key (a use), evicting the least recently used entry if the
+    /// cache is full. Expired entries are not searched for: they are dropped when read, or
+    /// age out of the order like any unused entry.
+    fn insert(
+        &mut self,
+        topic: &str,
+        strategy: SubjectStrategy,
+        part: Part,
+        id: u32,
+        entry: Entry,
+    ) {
+        let name = match self.topics.get_key_value(topic) {
+            Some((name, _)) => name.clone(),
+            None => Arc::<str>::from(topic),
+        };
+        let key = Key {
+            topic: name.clone(),
+            strategy: strategy_tag(strategy),
+            part,
+            id,
+        };
+        // Replacing a verdict is no new use of the name.
+        if self.lru.peek(&key).is_none() {
+            *self.topics.entry(name).or_insert(0) += 1;
         }
-        while self.entries.len() >= self.capacity {
-            let Some((_, oldest)) = self.by_use.pop_first() else {
-                break;
-            };
-            self.entries.remove(&oldest);
+        if let Some((evicted, _)) = self.lru.insert(key, entry) {
+            self.release(&evicted.topic);
         }
-        self.by_use.insert(used, key.clone());
-        self.entries.insert(
-            key,
-            Entry {
-                verdict,
-                expires,
-                used,
-            },
-        );
+    }
+
+    /// One entry of `topic` left the cache: the name goes with the last one.
+    fn release(&mut self, topic: &str) {
+        let left = match self.topics.get_mut(topic) {
+            Some(count) => {
+                *count = count.saturating_sub(1);
+                *count
+            }
+            None => return,
+        };
+        if left == 0 {
+            self.topics.remove(topic);
+        }
     }
 }
 
@@ -354,9 +416,7 @@ impl Lru {
 mod tests {
     use super::*;
 
-    fn key(id: u32) -> Key {
-        ("orders".to_owned(), Part::Value, id)
-    }
+    const TOPIC_NAME: SubjectStrategy = SubjectStrategy::TopicName;
 
     fn refused() -> Verdict {
         Verdict::Refused {
@@ -365,55 +425,95 @@ mod tests {
     }
 
     #[test]
-    fn a_full_lru_evicts_the_least_recently_used_entry() {
-        let now = Instant::now();
-        let later = now + POSITIVE_TTL;
-        let mut lru = Lru::new(3);
-        for id in 1..=3 {
-            lru.insert(key(id), Verdict::Allowed, later);
-        }
-        // 1 is used: 2 is now the least recently used.
-        assert_eq!(lru.get(&key(1), now), Verdict::Allowed);
-        lru.insert(key(4), refused(), later);
-        assert_eq!(lru.len(), 3);
-        assert_eq!(lru.get(&key(2), now), Verdict::Unknown);
-        assert_eq!(lru.get(&key(1), now), Verdict::Allowed);
-        assert_eq!(lru.get(&key(3), now), Verdict::Allowed);
-        assert_eq!(lru.get(&key(4), now), refused());
-        // Replacing an entry's verdict takes no room and counts as a use: 1 is now the least
-        // recently used (1, 3, 4 were read in that order above, then 3 replaced).
-        lru.insert(key(3), refused(), later);
-        lru.insert(key(5), Verdict::Allowed, later);
-        assert_eq!(lru.get(&key(1), now), Verdict::Unknown);
-        assert_eq!(lru.get(&key(3), now), refused());
-        assert_eq!(lru.entries.len(), lru.by_use.len());
-    }
-
-    #[test]
-    fn expired_entries_read_as_unknown_and_are_dropped() {
-        let now = Instant::now();
-        let mut lru = Lru::new(10);
-        lru.insert(key(1), refused(), now + NEGATIVE_TTL);
-        assert_eq!(lru.get(&key(1), now), refused());
-        assert_eq!(lru.get(&key(1), now + NEGATIVE_TTL), Verdict::Unknown);
-        assert_eq!((lru.len(), lru.by_use.len()), (0, 0));
-    }
-
-    #[test]
     fn a_capacity_of_zero_still_holds_one_entry() {
         let cache = SchemaCache::with_capacity(None, 0);
-        cache.store(key(1), Verdict::Allowed);
-        assert_eq!(cache.cached("orders", Part::Value, 1), Verdict::Allowed);
-        cache.store(key(2), Verdict::Allowed);
-        assert_eq!(cache.cached("orders", Part::Value, 1), Verdict::Unknown);
+        cache.store("orders", TOPIC_NAME, Part::Value, 1, Verdict::Allowed);
+        assert_eq!(
+            cache.cached("orders", TOPIC_NAME, Part::Value, 1),
+            Verdict::Allowed
+        );
+        cache.store("orders", TOPIC_NAME, Part::Value, 2, Verdict::Allowed);
+        assert_eq!(
+            cache.cached("orders", TOPIC_NAME, Part::Value, 1),
+            Verdict::Unknown
+        );
         assert_eq!(cache.cached_entries(), 1);
+    }
+
+    #[test]
+    fn verdicts_are_kept_per_subject_strategy() {
+        // A topic deleted and created again with another strategy is not served the
+        // verdicts made under the old one.
+        let cache = SchemaCache::new(None);
+        cache.store("orders", TOPIC_NAME, Part::Value, 1, Verdict::Allowed);
+        for other in [
+            SubjectStrategy::RecordName,
+            SubjectStrategy::TopicRecordName,
+        ] {
+            assert_eq!(
+                cache.cached("orders", other, Part::Value, 1),
+                Verdict::Unknown
+            );
+        }
+        cache.store(
+            "orders",
+            SubjectStrategy::RecordName,
+            Part::Value,
+            1,
+            refused(),
+        );
+        assert_eq!(
+            cache.cached("orders", TOPIC_NAME, Part::Value, 1),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            cache.cached("orders", SubjectStrategy::RecordName, Part::Value, 1),
+            refused()
+        );
+        assert_eq!(cache.cached_entries(), 2);
+    }
+
+    #[test]
+    fn topic_names_are_shared_and_go_with_their_last_entry() {
+        let now = Instant::now();
+        let later = now + POSITIVE_TTL;
+        let entry = |expires: Instant| Entry {
+            verdict: Verdict::Allowed,
+            expires,
+        };
+        let mut verdicts = Verdicts::new(2);
+        verdicts.insert("orders", TOPIC_NAME, Part::Value, 1, entry(later));
+        verdicts.insert("orders", TOPIC_NAME, Part::Value, 2, entry(later));
+        // Replacing a verdict is no new entry.
+        verdicts.insert("orders", TOPIC_NAME, Part::Value, 2, entry(later));
+        assert_eq!(verdicts.topics.get("orders"), Some(&2));
+        // Two entries of another topic push out the two of `orders`, and its name with them.
+        verdicts.insert("payments", TOPIC_NAME, Part::Value, 1, entry(now));
+        assert_eq!(verdicts.topics.get("orders"), Some(&1));
+        verdicts.insert("payments", TOPIC_NAME, Part::Value, 2, entry(later));
+        assert_eq!(verdicts.topics.get("orders"), None);
+        assert_eq!(
+            verdicts.get("orders", TOPIC_NAME, Part::Value, 1, now),
+            Verdict::Unknown
+        );
+        // An expired entry reads as unknown and is dropped, with its use of the name.
+        assert_eq!(
+            verdicts.get("payments", TOPIC_NAME, Part::Value, 1, now),
+            Verdict::Unknown
+        );
+        assert_eq!(verdicts.topics.get("payments"), Some(&1));
+        assert_eq!(
+            verdicts.get("payments", TOPIC_NAME, Part::Value, 2, now),
+            Verdict::Allowed
+        );
+        assert_eq!((verdicts.len(), verdicts.topics.len()), (1, 1));
     }
 
     #[tokio::test]
     async fn without_a_registry_learning_fails_and_leaves_nothing_in_flight() {
         let cache = SchemaCache::new(None);
         let error = cache
-            .learn("orders", SubjectStrategy::TopicName, Part::Value, 1)
+            .learn("orders", TOPIC_NAME, Part::Value, 1)
             .await
             .expect_err("no registry");
         assert!(matches!(error, LookupError::NoRegistry), "{error}");

@@ -3,12 +3,21 @@
 //!
 //! The fake answers `GET /schemas/ids/{id}/versions` (the one call TopicNameStrategy needs):
 //! registered IDs are used by `orders-value`, IDs from `FAILING_FROM` on fail with HTTP 500,
-//! other IDs are unknown (404, error code 40403). Any other call is counted and answered 500.
+//! other IDs are unknown (404, error code 40403). It also answers `GET /schemas/ids/{id}`
+//! (the first call of the record-name strategies): a registered ID is the Avro record
+//! `shop.Order`. Any other call is counted and answered 500.
+//!
+//! Concurrent lookups are made deterministic without sleeps: each future is polled exactly
+//! once (`poll_once`) so that it is registered as the lookup's lead or as a waiter before
+//! any lookup can end.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::Path as FsPath;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -53,6 +62,22 @@ async fn versions_for_id(State(fake): State<Fake>, Path(id): Path<u32>) -> HttpR
     }
 }
 
+/// An Avro record whose full name, `shop.Order`, is the subject RecordNameStrategy demands.
+const ORDER_SCHEMA: &str =
+    r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"id","type":"long"}]}"#;
+
+async fn schema_by_id(State(fake): State<Fake>, Path(id): Path<u32>) -> HttpResponse {
+    fake.requests.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(fake.delay).await;
+    if fake.registered.contains(&id) {
+        Json(serde_json::json!({ "schema": ORDER_SCHEMA })).into_response()
+    } else {
+        let body =
+            serde_json::json!({ "error_code": 40403, "message": format!("Schema {id} not found") });
+        (StatusCode::NOT_FOUND, Json(body)).into_response()
+    }
+}
+
 async fn unexpected(State(fake): State<Fake>) -> HttpResponse {
     fake.requests.fetch_add(1, Ordering::SeqCst);
     (StatusCode::INTERNAL_SERVER_ERROR, "unexpected call").into_response()
@@ -75,6 +100,7 @@ impl FakeRegistry {
         };
         let app = Router::new()
             .route("/schemas/ids/{id}/versions", get(versions_for_id))
+            .route("/schemas/ids/{id}", get(schema_by_id))
             .fallback(unexpected)
             .with_state(fake);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -233,26 +259,49 @@ async fn many_valid_uncached_ids_are_learned_and_more_than_the_bound_are_refused
     assert_eq!(registry.requests(), bound as usize);
 }
 
-/// `count` concurrent `learn`s of `id`, each in its own task; their outcomes.
+/// Polls `future` exactly once (as `futures::poll!`, which this crate does not depend on);
+/// its output if that poll finished it.
+async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *future).poll(cx) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// `count` concurrent `learn`s of `id` under TopicNameStrategy; their outcomes.
+///
+/// Each is polled once, in order, before any is awaited: the first becomes the lookup's lead
+/// (its registry call under way, its in-flight entry made) and every other one finds that
+/// entry and waits for it. None can find the lookup already over and lead another (a failed
+/// lookup is not cached), however late a loaded runner would have started it in a task of
+/// its own.
 async fn learn_concurrently(
-    cache: &Arc<SchemaCache>,
+    cache: &SchemaCache,
     id: u32,
     count: usize,
 ) -> Vec<Result<Verdict, String>> {
-    let learners: Vec<_> = (0..count)
-        .map(|_| {
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .learn(TOPIC, SubjectStrategy::TopicName, Part::Value, id)
-                    .await
-                    .map_err(|error| error.to_string())
-            })
-        })
+    let mut learners: Vec<_> = (0..count)
+        .map(|_| Box::pin(cache.learn(TOPIC, SubjectStrategy::TopicName, Part::Value, id)))
         .collect();
+    let mut first_polls = Vec::new();
+    for learner in &mut learners {
+        first_polls.push(poll_once(learner).await);
+    }
+    assert_eq!(
+        cache.lookups_in_flight(),
+        1,
+        "one lead, every other learner waiting for it"
+    );
     let mut outcomes = Vec::new();
-    for learner in learners {
-        outcomes.push(learner.await.expect("joins"));
+    for (learner, first_poll) in learners.iter_mut().zip(first_polls) {
+        let outcome = match first_poll {
+            Some(outcome) => outcome,
+            None => learner.await,
+        };
+        outcomes.push(outcome.map_err(|error| error.to_string()));
     }
     outcomes
 }
@@ -260,7 +309,7 @@ async fn learn_concurrently(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_lookups_of_one_id_make_one_registry_call() {
     let registry = FakeRegistry::start(Duration::from_millis(200), [7]).await;
-    let cache = Arc::new(SchemaCache::new(Some(registry.client())));
+    let cache = SchemaCache::new(Some(registry.client()));
     let outcomes = learn_concurrently(&cache, 7, 20).await;
     assert_eq!(registry.requests(), 1, "{outcomes:?}");
     assert!(
@@ -269,7 +318,10 @@ async fn concurrent_lookups_of_one_id_make_one_registry_call() {
             .all(|outcome| *outcome == Ok(Verdict::Allowed)),
         "{outcomes:?}"
     );
-    assert_eq!(cache.cached(TOPIC, Part::Value, 7), Verdict::Allowed);
+    assert_eq!(
+        cache.cached(TOPIC, SubjectStrategy::TopicName, Part::Value, 7),
+        Verdict::Allowed
+    );
     assert_eq!(cache.lookups_in_flight(), 0);
     // An unknown ID: one call, every learner gets the refusal.
     let outcomes = learn_concurrently(&cache, 8, 20).await;
@@ -291,7 +343,7 @@ async fn concurrent_lookups_of_one_id_make_one_registry_call() {
         "{outcomes:?}"
     );
     assert_eq!(
-        cache.cached(TOPIC, Part::Value, FAILING_FROM),
+        cache.cached(TOPIC, SubjectStrategy::TopicName, Part::Value, FAILING_FROM),
         Verdict::Unknown
     );
     assert_eq!(cache.lookups_in_flight(), 0);
@@ -300,41 +352,95 @@ async fn concurrent_lookups_of_one_id_make_one_registry_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_lookup_leaves_nothing_that_blocks_the_next() {
     let registry = FakeRegistry::start(Duration::from_millis(300), [7]).await;
-    let cache = Arc::new(SchemaCache::new(Some(registry.client())));
+    let cache = SchemaCache::new(Some(registry.client()));
     // The first lookup leads (its call is under way) ...
     let mut first = Box::pin(cache.learn(TOPIC, SubjectStrategy::TopicName, Part::Value, 7));
     assert!(
-        tokio::time::timeout(Duration::from_millis(50), &mut first)
-            .await
-            .is_err(),
+        poll_once(&mut first).await.is_none(),
         "the registry answers after 300 ms"
     );
     assert_eq!(cache.lookups_in_flight(), 1);
-    // ... a second waits for it, then the first is dropped (its produce cancelled).
-    let second = tokio::spawn({
-        let cache = cache.clone();
-        async move {
-            cache
-                .learn(TOPIC, SubjectStrategy::TopicName, Part::Value, 7)
-                .await
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ... a second waits for it (its first poll found the lookup in flight), then the first
+    // is dropped (its produce cancelled), which takes its entry away.
+    let mut second = Box::pin(cache.learn(TOPIC, SubjectStrategy::TopicName, Part::Value, 7));
+    assert!(
+        poll_once(&mut second).await.is_none(),
+        "waits for the first"
+    );
+    assert_eq!(cache.lookups_in_flight(), 1);
     drop(first);
+    assert_eq!(cache.lookups_in_flight(), 0);
     let verdict = tokio::time::timeout(Duration::from_secs(5), second)
         .await
         .expect("not blocked by the dropped lookup")
-        .expect("joins")
         .expect("learns");
     assert_eq!(verdict, Verdict::Allowed);
     assert_eq!(cache.lookups_in_flight(), 0);
     // A lookup dropped with nobody waiting leaves no entry either.
     let mut third = Box::pin(cache.learn(TOPIC, SubjectStrategy::TopicName, Part::Value, 8));
-    assert!(tokio::time::timeout(Duration::from_millis(50), &mut third)
-        .await
-        .is_err());
+    assert!(poll_once(&mut third).await.is_none());
     assert_eq!(cache.lookups_in_flight(), 1);
     drop(third);
+    assert_eq!(cache.lookups_in_flight(), 0);
+}
+
+#[tokio::test]
+async fn verdicts_and_lookups_are_kept_apart_per_subject_strategy() {
+    // A topic deleted and created again with another strategy must not be served the
+    // verdicts made under the old one: ID 7 is used by `orders-value` (TopicName allows it)
+    // but is the record `shop.Order`, not registered under `shop.Order` (RecordName
+    // refuses it).
+    let registry = FakeRegistry::start(Duration::ZERO, [7]).await;
+    let cache = SchemaCache::new(Some(registry.client()));
+    let verdict = cache
+        .learn(TOPIC, SubjectStrategy::TopicName, Part::Value, 7)
+        .await
+        .expect("learns");
+    assert_eq!(verdict, Verdict::Allowed);
+    assert_eq!(registry.requests(), 1);
+    assert_eq!(
+        cache.cached(TOPIC, SubjectStrategy::RecordName, Part::Value, 7),
+        Verdict::Unknown
+    );
+    let verdict = cache
+        .learn(TOPIC, SubjectStrategy::RecordName, Part::Value, 7)
+        .await
+        .expect("learns");
+    let refused = Verdict::Refused {
+        subject: "shop.Order".to_owned(),
+    };
+    assert_eq!(verdict, refused);
+    assert_eq!(registry.requests(), 3, "the schema, then its subjects");
+    assert_eq!(
+        cache.cached(TOPIC, SubjectStrategy::TopicName, Part::Value, 7),
+        Verdict::Allowed
+    );
+    assert_eq!(
+        cache.cached(TOPIC, SubjectStrategy::RecordName, Part::Value, 7),
+        refused
+    );
+    // Lookups of one ID under two strategies at once are not coalesced: each asks its own
+    // question (8 is unknown: refused under both, for different subjects).
+    let mut by_topic = Box::pin(cache.learn(TOPIC, SubjectStrategy::TopicName, Part::Value, 8));
+    let mut by_record =
+        Box::pin(cache.learn(TOPIC, SubjectStrategy::TopicRecordName, Part::Value, 8));
+    assert!(poll_once(&mut by_topic).await.is_none());
+    assert!(poll_once(&mut by_record).await.is_none());
+    assert_eq!(cache.lookups_in_flight(), 2);
+    let by_topic = by_topic.await.expect("learns");
+    let by_record = by_record.await.expect("learns");
+    assert_eq!(
+        by_topic,
+        Verdict::Refused {
+            subject: SUBJECT.to_owned()
+        }
+    );
+    assert_ne!(by_record, by_topic);
+    assert!(
+        matches!(by_record, Verdict::Refused { .. }),
+        "{by_record:?}"
+    );
+    assert_eq!(registry.requests(), 5);
     assert_eq!(cache.lookups_in_flight(), 0);
 }
 
@@ -349,16 +455,31 @@ async fn a_full_cache_evicts_the_least_recently_used_entry() {
             .expect("learns");
     }
     // Touch the oldest entry: 2 becomes the least recently used.
-    assert_eq!(cache.cached(TOPIC, Part::Value, 1), Verdict::Allowed);
+    assert_eq!(
+        cache.cached(TOPIC, SubjectStrategy::TopicName, Part::Value, 1),
+        Verdict::Allowed
+    );
     cache
         .learn(TOPIC, SubjectStrategy::TopicName, Part::Value, 4)
         .await
         .expect("learns");
     assert_eq!(cache.cached_entries(), 3);
-    assert_eq!(cache.cached(TOPIC, Part::Value, 1), Verdict::Allowed);
-    assert_eq!(cache.cached(TOPIC, Part::Value, 2), Verdict::Unknown);
-    assert_eq!(cache.cached(TOPIC, Part::Value, 3), Verdict::Allowed);
-    assert_eq!(cache.cached(TOPIC, Part::Value, 4), Verdict::Allowed);
+    assert_eq!(
+        cache.cached(TOPIC, SubjectStrategy::TopicName, Part::Value, 1),
+        Verdict::Allowed
+    );
+    assert_eq!(
+        cache.cached(TOPIC, SubjectStrategy::TopicName, Part::Value, 2),
+        Verdict::Unknown
+    );
+    assert_eq!(
+        cache.cached(TOPIC, SubjectStrategy::TopicName, Part::Value, 3),
+        Verdict::Allowed
+    );
+    assert_eq!(
+        cache.cached(TOPIC, SubjectStrategy::TopicName, Part::Value, 4),
+        Verdict::Allowed
+    );
     assert_eq!(registry.requests(), 4);
     // Learning a cached ID answers from the cache.
     cache

@@ -152,7 +152,9 @@ impl Broker {
             let verdict = validate_batch(view, validation, |part, id| {
                 match learned.get(&(part, id)) {
                     Some(verdict) => verdict.clone(),
-                    None => self.schemas.cached(&topic.name, part, id),
+                    None => self
+                        .schemas
+                        .cached(&topic.name, validation.strategy, part, id),
                 }
             });
             match verdict {

@@ -380,8 +380,7 @@ impl Coordinator {
     pub fn commit(
         &self,
         group: &str,
-        member_id: &str,
-        member_epoch: i32,
+        (member_id, member_epoch): (&str, i32),
         offsets: Vec<Commit>,
         partitions: &BTreeMap<String, u32>,
         ids: &TopicIds,
@@ -716,8 +715,7 @@ mod tests {
         coordinator
             .commit(
                 &group,
-                &member,
-                epoch,
+                (&member, epoch),
                 vec![Commit {
                     partition: TopicPartition::new("orders", 0),
                     offset: 11,
@@ -839,8 +837,7 @@ mod tests {
         coordinator
             .commit(
                 "g",
-                &member,
-                epoch,
+                (&member, epoch),
                 vec![Commit {
                     partition: TopicPartition::new("orders", 1),
                     offset: 7,
@@ -961,8 +958,7 @@ mod coordinator_tests {
         coordinator
             .commit(
                 "g",
-                &member,
-                epoch,
+                (&member, epoch),
                 vec![Commit {
                     partition: TopicPartition::new("orders", 0),
                     offset: 6,
@@ -1012,8 +1008,7 @@ mod coordinator_tests {
         coordinator
             .commit(
                 "g",
-                &member,
-                epoch,
+                (&member, epoch),
                 vec![Commit {
                     partition: TopicPartition::new("orders", 0),
                     offset: 3,
@@ -1067,8 +1062,7 @@ mod coordinator_tests {
         coordinator
             .commit(
                 "g",
-                &member,
-                epoch,
+                (&member, epoch),
                 vec![Commit {
                     partition: TopicPartition::new("orders", 0),
                     offset: 3,

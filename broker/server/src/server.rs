@@ -2,13 +2,19 @@
 //! requests to the [`Broker`], write responses (bounded). Plus the HTTP `/metrics` endpoint
 //! and the periodic retention task.
 //!
-//! Response memory is bounded like request memory: an encoded response's bytes are held
-//! against its connection's budget ([`CONNECTION_RESPONSE_BYTES_MAX`]) and the broker-wide one
-//! ([`RESPONSE_BYTES_MAX`]) until quinn has taken them all, and a write that a client does not
-//! read for [`RESPONSE_WRITE_TIMEOUT`] resets its stream. Otherwise a client that opens many
-//! fetch streams and never reads them makes the broker keep every answer (up to 8 MiB each).
-//! The accounting (`Charge`, `ResponseBudgets`) is kept apart from the stream glue and tested
-//! on its own.
+//! Response memory is bounded like request memory, for the answers that can be large. A bulk
+//! answer (a fetch's, or any over [`SMALL_RESPONSE_BYTES`]) is held against its connection's
+//! budget ([`CONNECTION_RESPONSE_BYTES_MAX`]) and the broker-wide one ([`RESPONSE_BYTES_MAX`])
+//! from encoding until quinn has taken all of it. Otherwise a client that opens many fetch
+//! streams and never reads them makes the broker keep every answer (up to 8 MiB each). Small
+//! answers (acknowledgements, heartbeats, offsets, errors) are not charged: they are bounded by
+//! the requests in flight, and must never wait behind other clients' bulk answers. A fetch that
+//! finds the broker-wide budget full is answered `Throttled` after [`BROKER_RESPONSE_WAIT_MAX`]
+//! instead of queueing behind clients that do not read. Every write has a deadline: a client
+//! that takes nothing of a response for [`RESPONSE_WRITE_TIMEOUT`], or takes it slower than
+//! [`RESPONSE_WRITE_RATE_MIN`], has its stream reset, so no client holds budget for good. The
+//! accounting (`Charge`, `ResponseBudgets`, `write_deadline`) is kept apart from the stream glue
+//! and tested on its own.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +33,7 @@ use herald_wire::limits::{FETCH_BYTES_MAX, FRAME_BYTES_MAX};
 use herald_wire::messages::ErrorBody;
 use herald_wire::{Api, DecodeError, ErrorCode, Request, Response};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::broker::{Broker, THROTTLE_RETRY_AFTER_MS};
 use crate::schema_cache::SchemaCache;
@@ -40,7 +47,20 @@ const _: () = assert!(herald_wire::limits::FRAME_BYTES_MAX <= CONNECTION_READ_BY
 /// Requests in flight per connection (from decoding until the response is written); more are
 /// answered `Throttled`.
 pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 256;
-/// Response bytes one connection may hold encoded and not yet taken by quinn; more wait.
+/// Answers up to this size are not charged to the response budgets: acknowledgements,
+/// heartbeats, offsets, errors, most metadata. They are bounded without them: a request's
+/// in-flight permit is held until its answer is written, so one connection holds at most
+/// [`INFLIGHT_REQUESTS_PER_CONNECTION_MAX`] of them (16 MiB), plus one error answer (a few KiB)
+/// per open stream for requests refused before they were in flight; fewer bytes than the
+/// requests it may buffer ([`CONNECTION_READ_BYTES_MAX`]), and each unread one is reset at its
+/// write deadline. Charging them would make every produce acknowledgement take the broker-wide
+/// semaphore (a lock shared by all connections, on the hot path) and wait behind the bulk
+/// answers of clients that do not read them: one slow client would hold up everyone.
+pub const SMALL_RESPONSE_BYTES: usize = 64 * 1024;
+const _: () = assert!(
+    INFLIGHT_REQUESTS_PER_CONNECTION_MAX * SMALL_RESPONSE_BYTES <= CONNECTION_READ_BYTES_MAX
+);
+/// Bulk response bytes one connection may hold encoded and not yet taken by quinn; more wait.
 /// 64 MiB is eight maximal fetch responses (`FETCH_BYTES_MAX`, 8 MiB) and as much as the
 /// connection-level flow-control window (`herald_quic::transport`, 64 MiB) lets a client have
 /// unread: a client that reads keeps its window busy with this much, and more would only
@@ -48,28 +68,56 @@ pub const INFLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 256;
 /// holds this much, not 8 MiB per stream. The same size as the request side
 /// ([`CONNECTION_READ_BYTES_MAX`]).
 pub const CONNECTION_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Response bytes the whole broker may hold encoded and not yet taken by quinn; more wait.
-/// 512 MiB is eight connections' full budgets (64 maximal fetch responses): busy consumers
-/// stream at full window side by side, while the [`CONNECTIONS_MAX`] connections together
-/// cannot make the broker hold 64 GiB of answers (1,024 × 64 MiB) a small host does not have.
+/// Bulk response bytes the whole broker may hold encoded and not yet taken by quinn. 512 MiB
+/// is eight connections' full budgets (64 maximal fetch responses): busy consumers stream at
+/// full window side by side. When it is full, a fetch waits at most
+/// [`BROKER_RESPONSE_WAIT_MAX`] for room and is then answered `Throttled`, and small answers do
+/// not wait for it at all (they are not charged): clients that do not read use up this budget,
+/// not other clients' time.
+///
+/// What it does not count: bytes quinn has taken. quinn keeps them until the client
+/// acknowledges them, up to the connection's send window (`herald_quic::transport`, 64 MiB).
+/// A client that acknowledges but does not read keeps them in its own memory, not the
+/// broker's; one that withholds acknowledgements keeps up to a send window of them in the
+/// broker. So response memory is bounded by this budget, plus one send window per connection
+/// ([`CONNECTIONS_MAX`] × 64 MiB = 64 GiB at worst, a bound set by quinn's flow and congestion
+/// control, not by this budget), plus the small answers (see [`SMALL_RESPONSE_BYTES`]), plus
+/// one fetch answer per runtime worker thread between its read and its charge.
 pub const RESPONSE_BYTES_MAX: usize = 512 * 1024 * 1024;
 /// A response write that makes no progress for this long is given up: the stream is reset and
-/// the response's budget released. Progress, not the whole write, is timed, so that a slow
-/// link reading an 8 MiB answer is not cut off; a client that reads nothing of it for 30 s
-/// (ten keep-alive periods of `herald_quic::transport`) is not reading it at all, and must not
-/// hold its connection's budget (and the other streams waiting for it) for good.
+/// the response's budget released. A client that reads nothing of an answer for 30 s (ten
+/// keep-alive periods of `herald_quic::transport`) is not reading it at all, and must not hold
+/// its connection's budget (and the other streams waiting for it) for good. It is also the
+/// least a write is given in all (see [`RESPONSE_WRITE_RATE_MIN`]).
 pub const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The slowest a client may take a response, in bytes per second: a write of `len` bytes is
+/// reset after `max(RESPONSE_WRITE_TIMEOUT, len / RESPONSE_WRITE_RATE_MIN)` in all (an 8 MiB
+/// answer: 128 s) however it progresses, so that a slow link still reads a whole answer but a
+/// client granting a few bytes of flow-control credit just before each no-progress timeout
+/// does not hold the answer's budget for good.
+pub const RESPONSE_WRITE_RATE_MIN: usize = 64 * 1024;
+/// How long a fetch waits for room in the broker-wide budget before it is answered
+/// `Throttled`. (Its connection's own budget it waits for as long as that takes: those are the
+/// client's own unread answers, back-pressure.) Room normally comes within milliseconds, as
+/// writes to clients that read complete; a budget still full after a second is held by clients
+/// that do not read, whose writes end only at their deadlines (30 s or more), and other clients
+/// are better told to come back (consumers retry after `retry_after_ms`, with backoff) than
+/// queued behind them for that long, past their own request timeout (30 s). A fetch is sized
+/// by what it may return (its `max_bytes`), not known before it is read: while the budget is
+/// full, even a consumer at the end of its partition is told to come back.
+pub const BROKER_RESPONSE_WAIT_MAX: Duration = Duration::from_secs(1);
 // Every frame fits in one connection's budget, so clamping a charge to the budget (see
 // `Charge::of`) only ever concerns a budget configured smaller than a frame.
 const _: () = assert!(FRAME_BYTES_MAX <= CONNECTION_RESPONSE_BYTES_MAX);
 const _: () = assert!(CONNECTION_RESPONSE_BYTES_MAX <= RESPONSE_BYTES_MAX);
+const _: () = assert!(SMALL_RESPONSE_BYTES < FETCH_BYTES_MAX);
 // Charges are semaphore permits, acquired by the `u32`.
 const _: () = assert!(RESPONSE_BYTES_MAX <= u32::MAX as usize);
 /// What a fetch answer adds to its batches: the frame header (16 bytes) and the `Fetched`
 /// head (status, high watermark, log start, length: 22 bytes), rounded up.
 const FETCH_RESPONSE_OVERHEAD_BYTES: usize = 64;
-/// The application error code of a stream reset because the client read none of its response
-/// for [`RESPONSE_WRITE_TIMEOUT`].
+/// The application error code of a stream reset because the client did not take its response
+/// in time (see [`RESPONSE_WRITE_TIMEOUT`] and [`RESPONSE_WRITE_RATE_MIN`]).
 const WRITE_TIMEOUT_RESET_CODE: quinn::VarInt = quinn::VarInt::from_u32(1);
 
 /// How to run a broker.
@@ -89,8 +137,9 @@ pub struct BrokerConfig {
     pub groups: GroupConfig,
     /// Idempotent-producer state idle this long is forgotten.
     pub producer_expiry: Duration,
-    /// A response write that makes no progress this long resets its stream (see
-    /// [`RESPONSE_WRITE_TIMEOUT`], the default).
+    /// A response write that makes no progress this long resets its stream, and no write is
+    /// reset sooner than this (see [`RESPONSE_WRITE_TIMEOUT`], the default, and
+    /// [`RESPONSE_WRITE_RATE_MIN`]).
     pub response_write_timeout: Duration,
 }
 
@@ -140,6 +189,9 @@ pub async fn serve(
     on_bound: impl FnOnce(Bound),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Before the broker opens its partitions: the file storage sizes its cache of read handles
+    // from the limit (see `fs`).
+    crate::fs::raise_open_files_limit();
     let identity = tls::identity(&config.data_dir, &config.tls)?;
     let registry = config
         .registry_url
@@ -233,7 +285,7 @@ struct ConnectionState {
     inflight: Arc<Semaphore>,
     /// Request bytes buffered: [`CONNECTION_READ_BYTES_MAX`] permits.
     read_budget: Arc<Semaphore>,
-    /// Response bytes held: this connection's budget and the broker's.
+    /// Bulk response bytes held: this connection's budget and the broker's.
     responses: ResponseBudgets,
     /// See [`BrokerConfig::response_write_timeout`].
     write_timeout: Duration,
@@ -271,9 +323,11 @@ enum StreamError {
     Frame(String),
     #[error("cannot encode the response: {0}")]
     Encode(#[from] DecodeError),
+    #[error("cannot decode the fetch again: {0}")]
+    Redecode(DecodeError),
     #[error("cannot write the response: {0}")]
     Write(#[from] quinn::WriteError),
-    #[error("the client read nothing of a response for {0:?}; the stream was reset")]
+    #[error("the client did not take its response within {0:?}; the stream was reset")]
     WriteTimedOut(Duration),
     #[error("the client stopped the stream, or the connection was lost, while its response waited for budget")]
     Abandoned,
@@ -281,6 +335,14 @@ enum StreamError {
     Budget(#[from] AcquireError),
     #[error("cannot finish the stream: {0}")]
     Finish(#[from] quinn::ClosedStream),
+}
+
+/// What a stream answers a frame with.
+enum Reply {
+    /// A request in flight, for the broker to handle.
+    Handle(Request),
+    /// An answer made without the broker (an error, or `Throttled`).
+    Ready(Response),
 }
 
 /// Serves frames on one stream, in order, until the client finishes it.
@@ -304,7 +366,7 @@ async fn serve_stream(
                     request_id: 0,
                 };
                 // Best effort: the stream ends with the frame's error whatever the answer's fate.
-                let _ = respond(&mut send, &conn, header, response, None).await;
+                let _ = respond(&mut send, &conn, header, Reply::Ready(response), &[]).await;
                 return Err(StreamError::Frame(error));
             }
         };
@@ -315,21 +377,18 @@ async fn serve_stream(
         // The in-flight permit (`_inflight`) lives until the response is written: a request
         // whose answer waits for budget or for the client to read it is still in flight, so a
         // client cannot pile up answers beyond the in-flight limit by not reading them.
-        let (response, refetch, _inflight) = match (frame.header.kind, Api::from_code(frame.header.api)) {
+        let (reply, _inflight) = match (frame.header.kind, Api::from_code(frame.header.api)) {
             (FrameKind::Request, Ok(api)) => match Request::decode(api, &frame.body) {
                 Ok(request) => match conn.inflight.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let refetch = Refetch::of(&request);
-                        (conn.broker.handle(request).await, refetch, Some(permit))
-                    }
-                    Err(_) => (Response::Error(ErrorBody { code: ErrorCode::Throttled, retry_after_ms: THROTTLE_RETRY_AFTER_MS, message: format!("more than {INFLIGHT_REQUESTS_PER_CONNECTION_MAX} requests in flight on this connection") }), None, None),
+                    Ok(permit) => (Reply::Handle(request), Some(permit)),
+                    Err(_) => (Reply::Ready(Response::Error(ErrorBody { code: ErrorCode::Throttled, retry_after_ms: THROTTLE_RETRY_AFTER_MS, message: format!("more than {INFLIGHT_REQUESTS_PER_CONNECTION_MAX} requests in flight on this connection") })), None),
                 },
-                Err(error) => (Response::error(ErrorCode::InvalidRequest, format!("bad {} request: {error}", api.name())), None, None),
+                Err(error) => (Reply::Ready(Response::error(ErrorCode::InvalidRequest, format!("bad {} request: {error}", api.name()))), None),
             },
-            (FrameKind::Response, _) => (Response::error(ErrorCode::InvalidRequest, "clients send requests, not responses"), None, None),
-            (_, Err(error)) => (Response::error(ErrorCode::UnsupportedVersion, error.to_string()), None, None),
+            (FrameKind::Response, _) => (Reply::Ready(Response::error(ErrorCode::InvalidRequest, "clients send requests, not responses")), None),
+            (_, Err(error)) => (Reply::Ready(Response::error(ErrorCode::UnsupportedVersion, error.to_string())), None),
         };
-        respond(&mut send, &conn, header, response, refetch).await?;
+        respond(&mut send, &conn, header, reply, &frame.body).await?;
     }
     send.finish()?;
     Ok(())
@@ -362,17 +421,25 @@ async fn next_frame(
         .map_err(|e| e.to_string())
 }
 
-/// Answers on `send`: encodes `response`, holds its bytes against the response budgets
-/// (waiting for room: back-pressure), writes it, and releases the bytes once quinn has taken
-/// them all, or the write failed or timed out.
+/// Answers on `send`: gets the answer (from the broker for a request in flight), holds its
+/// bytes against the response budgets if it is bulk, writes it, and releases the bytes once
+/// quinn has taken them all, or the write failed or missed its deadline. `body` is the
+/// request frame's body, for a fetch to be decoded again (see [`Refetch`]).
 async fn respond(
     send: &mut quinn::SendStream,
     conn: &ConnectionState,
     header: FrameHeader,
-    response: Response,
-    refetch: Option<Refetch>,
+    reply: Reply,
+    body: &[u8],
 ) -> Result<(), StreamError> {
-    let (encoded, held) = hold_response(send, conn, header, response, refetch).await?;
+    let (encoded, held) = match reply {
+        Reply::Handle(request) => answer(send, conn, header, request, body).await?,
+        Reply::Ready(response) => {
+            let encoded = Encoded::new(header, response)?;
+            let held = hold_answer(send, &conn.responses, encoded.len()).await?;
+            (encoded, held)
+        }
+    };
     write_response(
         send,
         encoded,
@@ -384,96 +451,204 @@ async fn respond(
     Ok(())
 }
 
-/// Encodes `response` and holds its bytes against the budgets.
+/// Holds an answer of `len` bytes already in hand that is not read again (anything but a
+/// fetch's): nothing if it is small (see [`SMALL_RESPONSE_BYTES`]), otherwise its charge,
+/// waiting for room in both budgets unless the client stops the stream. Bulk ones are rare
+/// (large metadata listings); they wait with their bytes in hand, since throwing one away and
+/// asking the broker again could repeat a side effect.
+async fn hold_answer(
+    send: &quinn::SendStream,
+    budgets: &ResponseBudgets,
+    len: usize,
+) -> Result<Option<Held>, StreamError> {
+    let Some(charge) = budgets.charge(len) else {
+        return Ok(None);
+    };
+    if let Some(held) = budgets.try_hold(charge) {
+        return Ok(Some(held));
+    }
+    unless_stopped(send, budgets.hold(charge)).await.map(Some)
+}
+
+/// Has the broker answer `request` and holds the answer's bytes against the budgets (nothing
+/// for a small answer).
 ///
-/// When the budgets have room the answer is charged at once. When they have none, waiting
-/// with the answer in hand would keep its bytes in memory uncounted, as many as there are
-/// waiting streams; so a fetch's answer (`refetch`) is dropped instead, the most its read can
-/// return is reserved (waiting for room), and the fetch is read again, without a long-poll
-/// wait, into the reservation. Other answers wait with their bytes: reading them again could
-/// repeat a side effect, and they are small (errors, acknowledgements, metadata). A fetch read
-/// twice is counted twice in the per-topic records-out and bytes-out counters and the fetch
-/// duration histogram.
+/// A fetch's answer can be 8 MiB, and is never waited for in hand (as many as there are
+/// waiting streams, uncounted): when the budgets have no room for the most the fetch can
+/// return (or it does not wait anyway), that much is reserved first and the fetch is read
+/// into it, without its long-poll wait (holding budget while waiting for data would lock out
+/// the answers that are ready); see [`fetch_into_reservation`]. A fetch that found room
+/// long-polls as asked and is charged when it returns; if another stream took the room
+/// meanwhile, its answer is dropped and read again into a reservation.
 ///
-/// What is not counted: an answer between its read and this charge, at most one per runtime
-/// worker thread (the read and the charge have no await between them).
-async fn hold_response(
+/// So a fetch is read twice only when it was read without a reservation and its answer then
+/// found no room (another stream took it after the check, or a first batch larger than a
+/// small `max_bytes` made the answer bulk), or when such a batch was appended at the offset
+/// between a reservation and its read. It is then counted twice in the per-topic records-out
+/// and bytes-out counters and the fetch duration histogram, which `Broker::fetch` records as it
+/// reads; counting only the answer sent needs `Broker::fetch` to hand its counts back instead.
+///
+/// What is not counted: an answer between its read and its charge, at most one per runtime
+/// worker thread (the read returns and is charged with no await between them).
+async fn answer(
     send: &quinn::SendStream,
     conn: &ConnectionState,
     header: FrameHeader,
-    response: Response,
-    refetch: Option<Refetch>,
-) -> Result<(Encoded, Held), StreamError> {
+    mut request: Request,
+    body: &[u8],
+) -> Result<(Encoded, Option<Held>), StreamError> {
     let budgets = &conn.responses;
-    let encoded = Encoded::new(header, response)?;
-    let charge = budgets.charge(encoded.len());
-    if let Some(held) = budgets.try_hold(charge) {
-        return Ok((encoded, held));
+    let fetch = Refetch::of(&request, body);
+    if let Some(fetch) = fetch {
+        if is_bulk(fetch_answer_bytes_most(fetch.max_bytes, 0)) {
+            let reserve = budgets.refetch_charge(fetch.max_bytes, 0);
+            if !fetch.long_poll || !budgets.has_room(reserve) {
+                without_wait(&mut request);
+                return fetch_into_reservation(send, conn, header, fetch, Some(request), reserve)
+                    .await;
+            }
+        }
     }
-    let Some(refetch) = refetch else {
-        let held = hold_unless_stopped(send, budgets, charge).await?;
+    let encoded = Encoded::new(header, conn.broker.handle(request).await)?;
+    let Some(fetch) = fetch else {
+        let held = hold_answer(send, budgets, encoded.len()).await?;
         return Ok((encoded, held));
     };
-    let mut reserve = budgets.refetch_charge(refetch.max_bytes, encoded.len());
+    let Some(charge) = budgets.charge(encoded.len()) else {
+        return Ok((encoded, None));
+    };
+    if let Some(held) = budgets.try_hold(charge) {
+        return Ok((encoded, Some(held)));
+    }
+    // Another stream took the room since the check (or a batch larger than `max_bytes` made
+    // the answer bulk): not waited for in hand, but read again into a reservation.
+    let reserve = budgets.refetch_charge(fetch.max_bytes, encoded.len());
     drop(encoded);
+    fetch_into_reservation(send, conn, header, fetch, None, reserve).await
+}
+
+/// Reserves `reserve` (waiting for room: back-pressure), then reads the fetch into it: the
+/// fetch `request` without its wait, or, when `None`, decoded again from its frame. The
+/// answer keeps only what it needs of the reservation, or none of it if it is small.
+///
+/// A fetch waits for its connection's budget as long as that takes (those are its own
+/// client's unread answers), but for the broker-wide budget only [`BROKER_RESPONSE_WAIT_MAX`]:
+/// then it is answered `Throttled`, a small answer that waits for nothing.
+async fn fetch_into_reservation(
+    send: &quinn::SendStream,
+    conn: &ConnectionState,
+    header: FrameHeader,
+    fetch: Refetch<'_>,
+    mut request: Option<Request>,
+    mut reserve: Charge,
+) -> Result<(Encoded, Option<Held>), StreamError> {
+    let budgets = &conn.responses;
     loop {
-        let mut held = hold_unless_stopped(send, budgets, reserve).await?;
-        let encoded = Encoded::new(header, conn.broker.handle(refetch.request.clone()).await)?;
-        let needed = budgets.charge(encoded.len());
-        if needed <= reserve {
-            held.shrink_to(needed);
-            return Ok((encoded, held));
+        let held = match budgets.try_hold(reserve) {
+            Some(held) => Some(held),
+            None => {
+                unless_stopped(send, budgets.hold_within(reserve, BROKER_RESPONSE_WAIT_MAX)).await?
+            }
+        };
+        let Some(mut held) = held else {
+            tracing::debug!(
+                bytes = reserve.0,
+                "fetch throttled: the broker-wide response budget stayed full"
+            );
+            return Ok((Encoded::new(header, broker_budget_full())?, None));
+        };
+        let request = match request.take() {
+            Some(request) => request,
+            None => fetch.request().map_err(StreamError::Redecode)?,
+        };
+        let encoded = Encoded::new(header, conn.broker.handle(request).await)?;
+        match budgets.charge(encoded.len()) {
+            // Small after all: not charged, and the reservation (`held`) released here.
+            None => return Ok((encoded, None)),
+            Some(needed) if needed <= reserve => {
+                held.shrink_to(needed);
+                return Ok((encoded, Some(held)));
+            }
+            // Larger than reserved: a first batch larger than `max_bytes` (served whole) is at
+            // the offset, appended since the answer that sized the reservation if there was
+            // one. Reserve for it and read again: each round reserves more, up to the budget,
+            // which any answer fits.
+            Some(needed) => reserve = needed,
         }
-        // A batch larger than `max_bytes` was appended at the offset since the first read
-        // (which found less): reserve for it and read again. Each round reserves more, up to
-        // the budget, which any answer fits.
-        reserve = needed;
     }
 }
 
-/// Waits for room for `charge` in the budgets, unless the client stops the stream or the
-/// connection is lost meanwhile: no one would read the answer, and the place in the queue is
-/// given up.
-async fn hold_unless_stopped(
+/// The answer to a fetch that found the broker-wide response budget full for
+/// [`BROKER_RESPONSE_WAIT_MAX`].
+fn broker_budget_full() -> Response {
+    Response::Error(ErrorBody {
+        code: ErrorCode::Throttled,
+        retry_after_ms: THROTTLE_RETRY_AFTER_MS,
+        message: format!(
+            "the broker's response budget stayed full for {} ms",
+            BROKER_RESPONSE_WAIT_MAX.as_millis()
+        ),
+    })
+}
+
+/// Waits for `hold`, unless the client stops the stream or the connection is lost meanwhile:
+/// no one would read the answer, and the place in the queue is given up.
+async fn unless_stopped<T>(
     send: &quinn::SendStream,
-    budgets: &ResponseBudgets,
-    charge: Charge,
-) -> Result<Held, StreamError> {
+    hold: impl Future<Output = Result<T, AcquireError>>,
+) -> Result<T, StreamError> {
     let stopped = send.stopped();
     tokio::select! {
-        held = budgets.hold(charge) => Ok(held?),
+        held = hold => Ok(held?),
         _ = stopped => Err(StreamError::Abandoned),
     }
 }
 
 /// Writes an encoded response; a fetch's batches are handed to quinn as they are, uncopied.
-/// Each write waits until the client's flow control takes more; one that takes nothing for
-/// `timeout` (a client that does not read) resets the stream, counted in `timeouts`, so that
-/// the response's budget is released instead of held for good.
+/// Each write waits until the client's flow control takes more. The stream is reset (counted
+/// in `timeouts`), and the response's budget released, when the client takes nothing for
+/// `stall`, or has not taken all of it by its deadline (see [`write_deadline`]): a client
+/// that does not read, or reads a trickle, does not hold budget for good.
 async fn write_response(
     send: &mut quinn::SendStream,
     encoded: Encoded,
-    timeout: Duration,
+    stall: Duration,
     timeouts: &Counter,
 ) -> Result<(), StreamError> {
-    let mut chunks = vec![Bytes::from(encoded.head)];
-    if let Some(batches) = encoded.batches.filter(|batches| !batches.is_empty()) {
-        chunks.push(Bytes::from(batches));
-    }
+    let started = Instant::now();
+    let deadline = saturating_after(started, write_deadline(encoded.len(), stall));
+    let (mut chunks, count) = encoded.into_chunks();
     let mut written: usize = 0;
-    while written < chunks.len() {
-        match tokio::time::timeout(timeout, send.write_chunks(&mut chunks[written..])).await {
+    while written < count {
+        let give_up = deadline.min(saturating_after(Instant::now(), stall));
+        match tokio::time::timeout_at(give_up, send.write_chunks(&mut chunks[written..count])).await
+        {
             Ok(progress) => written += progress?.chunks,
             Err(_) => {
                 timeouts.increment(1);
                 // Fails only on a stream already finished or reset, which the write would
                 // have reported instead of waiting.
                 let _ = send.reset(WRITE_TIMEOUT_RESET_CODE);
-                return Err(StreamError::WriteTimedOut(timeout));
+                return Err(StreamError::WriteTimedOut(started.elapsed()));
             }
         }
     }
     Ok(())
+}
+
+/// How long writing a response of `len` bytes may take in all: `floor` (the no-progress
+/// timeout), or what [`RESPONSE_WRITE_RATE_MIN`] needs for it if longer.
+fn write_deadline(len: usize, floor: Duration) -> Duration {
+    let at_min_rate =
+        Duration::from_millis((len as u64).saturating_mul(1000) / RESPONSE_WRITE_RATE_MIN as u64);
+    floor.max(at_min_rate)
+}
+
+/// `from + after`, or about thirty years from `from` where that overflows (as tokio does for a
+/// timeout too long to represent).
+fn saturating_after(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after)
+        .unwrap_or_else(|| from + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
 /// A response frame ready to write: the frame header with the body's head, and a fetch's
@@ -499,45 +674,79 @@ impl Encoded {
     fn len(&self) -> usize {
         self.head.len() + self.batches.as_ref().map_or(0, Vec::len)
     }
-}
 
-/// A fetch to read again, without a long-poll wait, once its bytes are reserved (see
-/// [`hold_response`]).
-struct Refetch {
-    request: Request,
-    max_bytes: u32,
-}
-
-impl Refetch {
-    /// The fetch `request` without its wait; `None` for other requests (not read again).
-    fn of(request: &Request) -> Option<Self> {
-        let Request::Fetch {
-            topic,
-            partition,
-            offset,
-            max_bytes,
-            min_bytes,
-            ..
-        } = request
-        else {
-            return None;
-        };
-        Some(Self {
-            request: Request::Fetch {
-                topic: topic.clone(),
-                partition: *partition,
-                offset: *offset,
-                max_bytes: *max_bytes,
-                max_wait_ms: 0,
-                min_bytes: *min_bytes,
-            },
-            max_bytes: *max_bytes,
-        })
+    /// The chunks to hand quinn, and how many of them count: the head, then the batches if
+    /// any. A fixed array: writing allocates no list of chunks.
+    fn into_chunks(self) -> ([Bytes; 2], usize) {
+        match self.batches {
+            Some(batches) if !batches.is_empty() => {
+                ([Bytes::from(self.head), Bytes::from(batches)], 2)
+            }
+            _ => ([Bytes::from(self.head), Bytes::new()], 1),
+        }
     }
 }
 
-/// What a response is charged against the response budgets, in bytes (semaphore permits).
-/// Only arithmetic: the rules, kept apart from the semaphores and streams that follow them.
+/// A fetch as its answer's accounting sees it: the most it may return, whether it long-polls,
+/// and the frame body it was decoded from, to decode it again only when it must be read again
+/// (rare), instead of copying it (its topic name) on every fetch.
+#[derive(Clone, Copy)]
+struct Refetch<'a> {
+    body: &'a [u8],
+    max_bytes: u32,
+    long_poll: bool,
+}
+
+impl<'a> Refetch<'a> {
+    /// The fetch `request`, decoded from `body`; `None` for other requests (never read again).
+    fn of(request: &Request, body: &'a [u8]) -> Option<Self> {
+        match request {
+            Request::Fetch {
+                max_bytes,
+                max_wait_ms,
+                ..
+            } => Some(Self {
+                body,
+                max_bytes: *max_bytes,
+                long_poll: *max_wait_ms > 0,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The fetch decoded again from its frame, without its wait.
+    fn request(&self) -> Result<Request, DecodeError> {
+        let mut request = Request::decode(Api::Fetch, self.body)?;
+        without_wait(&mut request);
+        Ok(request)
+    }
+}
+
+/// Drops a fetch's long-poll wait: it answers with what is there now.
+fn without_wait(request: &mut Request) {
+    if let Request::Fetch { max_wait_ms, .. } = request {
+        *max_wait_ms = 0;
+    }
+}
+
+/// Whether an answer of `len` bytes is charged to the response budgets (see
+/// [`SMALL_RESPONSE_BYTES`]).
+fn is_bulk(len: usize) -> bool {
+    len > SMALL_RESPONSE_BYTES
+}
+
+/// The most a fetch of `max_bytes` can answer, frame included, given that a read at the same
+/// offset answered `answered_len` bytes: `max_bytes` (clamped as the broker clamps it) plus
+/// the frame's overhead, or the answer already read if larger (a first batch larger than
+/// `max_bytes` is served whole, and is there again).
+fn fetch_answer_bytes_most(max_bytes: u32, answered_len: usize) -> usize {
+    let payload = (max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
+    answered_len.max(payload + FETCH_RESPONSE_OVERHEAD_BYTES)
+}
+
+/// What a bulk response is charged against the response budgets, in bytes (semaphore
+/// permits). Only arithmetic: the rules, kept apart from the semaphores and streams that
+/// follow them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Charge(u32);
 
@@ -549,17 +758,10 @@ impl Charge {
         Self(len.min(most).min(u32::MAX as usize) as u32)
     }
 
-    /// What a fetch whose answer of `answered_len` bytes found no room reserves before it is
-    /// read again at the same offset: the most that read can return. That is `max_bytes`
-    /// (clamped as the broker clamps it) plus the frame's overhead, or the answer already
-    /// read if larger (a first batch larger than `max_bytes` is served whole, and is there
-    /// again).
+    /// What a fetch reserves before it is read (again): the most that read can return (see
+    /// [`fetch_answer_bytes_most`]).
     fn refetch(max_bytes: u32, answered_len: usize, most: usize) -> Self {
-        let payload = (max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
-        Self::of(
-            answered_len.max(payload + FETCH_RESPONSE_OVERHEAD_BYTES),
-            most,
-        )
+        Self::of(fetch_answer_bytes_most(max_bytes, answered_len), most)
     }
 }
 
@@ -587,9 +789,9 @@ impl BrokerResponseBudget {
     }
 }
 
-/// The budgets one connection's responses are held against: its own and the broker's. Every
-/// response takes its connection's budget first, then the broker's: one order everywhere, so
-/// a response never waits for bytes held by one that waits for it.
+/// The budgets one connection's bulk responses are held against: its own and the broker's.
+/// Every response takes its connection's budget first, then the broker's: one order
+/// everywhere, so a response never waits for bytes held by one that waits for it.
 #[derive(Clone)]
 struct ResponseBudgets {
     connection: Arc<Semaphore>,
@@ -607,18 +809,25 @@ impl ResponseBudgets {
         }
     }
 
-    /// What a response of `len` bytes is charged.
-    fn charge(&self, len: usize) -> Charge {
-        Charge::of(len, self.most)
+    /// What a response of `len` bytes is charged; `None` for a small one, which is not (see
+    /// [`SMALL_RESPONSE_BYTES`]).
+    fn charge(&self, len: usize) -> Option<Charge> {
+        is_bulk(len).then(|| Charge::of(len, self.most))
     }
 
-    /// What a fetch reserves before it is read again (see [`Charge::refetch`]).
+    /// What a fetch reserves before it is read (see [`Charge::refetch`]).
     fn refetch_charge(&self, max_bytes: u32, answered_len: usize) -> Charge {
         Charge::refetch(max_bytes, answered_len, self.most)
     }
 
-    /// Holds `charge` if both budgets have room for it now (and no earlier response is
-    /// waiting for that room).
+    /// Whether both budgets have room for `charge` now. Only a hint (another stream may take
+    /// the room next): it decides whether a fetch reserves before it reads.
+    fn has_room(&self, charge: Charge) -> bool {
+        let needed = charge.0 as usize;
+        self.connection.available_permits() >= needed && self.broker.available_permits() >= needed
+    }
+
+    /// Holds `charge` if both budgets have room for it now.
     fn try_hold(&self, charge: Charge) -> Option<Held> {
         let connection = self
             .connection
@@ -634,6 +843,25 @@ impl ResponseBudgets {
         let connection = self.connection.clone().acquire_many_owned(charge.0).await?;
         let broker = self.broker.clone().acquire_many_owned(charge.0).await?;
         Ok(Held { connection, broker })
+    }
+
+    /// Holds `charge`, waiting as long as it takes for the connection's budget but at most
+    /// `broker_wait` for the broker's; `None` (holding nothing) if the broker's had no room
+    /// by then.
+    async fn hold_within(
+        &self,
+        charge: Charge,
+        broker_wait: Duration,
+    ) -> Result<Option<Held>, AcquireError> {
+        let connection = self.connection.clone().acquire_many_owned(charge.0).await?;
+        let broker = self.broker.clone().acquire_many_owned(charge.0);
+        match tokio::time::timeout(broker_wait, broker).await {
+            Ok(broker) => Ok(Some(Held {
+                connection,
+                broker: broker?,
+            })),
+            Err(_) => Ok(None),
+        }
     }
 }
 
@@ -721,10 +949,32 @@ mod tests {
         assert_eq!(Charge::of(usize::MAX, usize::MAX), Charge(u32::MAX));
         let budgets = ResponseBudgets::new(60, &BrokerResponseBudget::new(40));
         assert_eq!(
-            budgets.charge(50),
-            Charge(40),
+            budgets.charge(SMALL_RESPONSE_BYTES + 1),
+            Some(Charge(40)),
             "the broker's budget is the smaller"
         );
+    }
+
+    #[test]
+    fn small_answers_are_not_charged() {
+        let budgets = ResponseBudgets::new(
+            CONNECTION_RESPONSE_BYTES_MAX,
+            &BrokerResponseBudget::new(RESPONSE_BYTES_MAX),
+        );
+        assert_eq!(budgets.charge(0), None);
+        assert_eq!(budgets.charge(100), None, "an acknowledgement");
+        assert_eq!(budgets.charge(SMALL_RESPONSE_BYTES), None);
+        assert_eq!(
+            budgets.charge(SMALL_RESPONSE_BYTES + 1),
+            Some(Charge((SMALL_RESPONSE_BYTES + 1) as u32))
+        );
+        // A fetch is bulk by what it may return, not by what it returned.
+        assert!(is_bulk(fetch_answer_bytes_most(FETCH_BYTES_MAX as u32, 0)));
+        assert!(!is_bulk(fetch_answer_bytes_most(1024, 0)));
+        assert!(is_bulk(fetch_answer_bytes_most(
+            1024,
+            SMALL_RESPONSE_BYTES + 1
+        )));
     }
 
     #[test]
@@ -752,21 +1002,25 @@ mod tests {
     async fn a_response_waits_for_room_and_gets_it_when_another_is_released() {
         let broker = BrokerResponseBudget::new(100);
         let budgets = ResponseBudgets::new(60, &broker);
-        let first = budgets.try_hold(budgets.charge(50)).expect("room for 50");
+        let first = budgets.try_hold(Charge(50)).expect("room for 50");
         assert_eq!(broker.outstanding(), 50);
-        assert!(
-            budgets.try_hold(budgets.charge(20)).is_none(),
-            "only 10 left"
-        );
+        assert!(budgets.try_hold(Charge(20)).is_none(), "only 10 left");
         assert!(
             tokio::time::timeout(Duration::from_millis(20), budgets.hold(Charge(20)))
                 .await
                 .is_err(),
             "waits while the connection's budget is taken"
         );
-        assert_eq!(broker.outstanding(), 50, "a wait given up holds nothing");
+        // The wait was handed the 10 permits left before it was given up: it returned them.
+        assert_eq!(
+            budgets.connection.available_permits(),
+            10,
+            "a wait given up holds nothing"
+        );
+        assert_eq!(broker.outstanding(), 50);
         drop(first);
         assert_eq!(broker.outstanding(), 0);
+        assert_eq!(budgets.connection.available_permits(), 60);
         let second = tokio::time::timeout(Duration::from_secs(5), budgets.hold(Charge(20)))
             .await
             .expect("room once the first is released")
@@ -780,7 +1034,9 @@ mod tests {
     async fn a_response_larger_than_the_budget_holds_all_of_it_and_is_served() {
         let broker = BrokerResponseBudget::new(100);
         let budgets = ResponseBudgets::new(60, &broker);
-        let charge = budgets.charge(500);
+        let charge = budgets
+            .charge(SMALL_RESPONSE_BYTES * 2)
+            .expect("a bulk answer is charged");
         assert_eq!(charge, Charge(60));
         let held = tokio::time::timeout(Duration::from_secs(5), budgets.hold(charge))
             .await
@@ -807,8 +1063,76 @@ mod tests {
             60,
             "a failed hold keeps nothing of the connection's budget"
         );
+        assert!(!other.has_room(Charge(50)), "no room broker-wide");
+        assert!(other.has_room(Charge(40)));
+        assert!(!one.has_room(Charge(1)), "no room on its connection");
         let _also = other.try_hold(Charge(40)).expect("room for 40");
         assert_eq!(broker.outstanding(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_waits_for_the_broker_budget_only_so_long() {
+        let broker = BrokerResponseBudget::new(100);
+        let one = ResponseBudgets::new(60, &broker);
+        let other = ResponseBudgets::new(60, &broker);
+        let held = one.try_hold(Charge(60)).expect("room on one");
+        let given_up = tokio::time::timeout(
+            Duration::from_secs(5),
+            other.hold_within(Charge(50), Duration::from_millis(20)),
+        )
+        .await
+        .expect("the broker-wide wait is bounded")
+        .expect("budgets stay open");
+        assert!(given_up.is_none(), "no room broker-wide within the wait");
+        assert_eq!(
+            other.connection.available_permits(),
+            60,
+            "a fetch given up holds nothing of its connection's budget"
+        );
+        assert_eq!(
+            broker.outstanding(),
+            60,
+            "nor of the broker's (the 40 left were handed to the wait, and returned)"
+        );
+        drop(held);
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            other.hold_within(Charge(50), Duration::from_secs(5)),
+        )
+        .await
+        .expect("room at once")
+        .expect("budgets stay open");
+        assert!(got.is_some());
+        assert_eq!(broker.outstanding(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_waits_for_its_connection_budget_as_long_as_it_takes() {
+        let broker = BrokerResponseBudget::new(100);
+        let budgets = ResponseBudgets::new(60, &broker);
+        let first = budgets.try_hold(Charge(50)).expect("room for 50");
+        // The broker's budget has room; the connection's does not: the short broker-wide
+        // bound does not apply, and the wait goes on (back-pressure on the client itself).
+        assert!(
+            tokio::time::timeout(
+                Duration::from_millis(50),
+                budgets.hold_within(Charge(20), Duration::from_millis(1)),
+            )
+            .await
+            .is_err(),
+            "still waiting for the connection's budget"
+        );
+        assert_eq!(budgets.connection.available_permits(), 10);
+        drop(first);
+        let held = tokio::time::timeout(
+            Duration::from_secs(5),
+            budgets.hold_within(Charge(20), Duration::from_millis(1)),
+        )
+        .await
+        .expect("room once the first is released")
+        .expect("budgets stay open");
+        assert!(held.is_some());
+        assert_eq!(broker.outstanding(), 20);
     }
 
     #[test]
@@ -827,7 +1151,60 @@ mod tests {
     }
 
     #[test]
-    fn a_refetch_is_the_fetch_without_its_wait() {
+    fn a_write_has_the_timeout_or_what_the_minimum_rate_needs_in_all() {
+        let floor = Duration::from_secs(30);
+        assert_eq!(write_deadline(0, floor), floor);
+        assert_eq!(write_deadline(SMALL_RESPONSE_BYTES, floor), floor);
+        assert_eq!(
+            write_deadline(FETCH_BYTES_MAX, floor),
+            Duration::from_secs(128),
+            "8 MiB at 64 KiB/s"
+        );
+        assert_eq!(
+            write_deadline(FETCH_BYTES_MAX, Duration::from_secs(600)),
+            Duration::from_secs(600),
+            "never less than the no-progress timeout"
+        );
+        assert_eq!(
+            write_deadline(RESPONSE_WRITE_RATE_MIN / 2, Duration::ZERO),
+            Duration::from_millis(500)
+        );
+        // No overflow, whatever the length.
+        assert!(write_deadline(usize::MAX, floor) > Duration::from_secs(1 << 30));
+        let now = Instant::now();
+        assert!(saturating_after(now, Duration::MAX) > now);
+    }
+
+    #[test]
+    fn an_answer_is_written_as_one_or_two_chunks() {
+        let header = FrameHeader {
+            kind: FrameKind::Response,
+            api: Api::Fetch as u16,
+            request_id: 7,
+        };
+        let fetched = |batches: Vec<u8>| Response::Fetched {
+            high_watermark: 1,
+            log_start_offset: 0,
+            batches,
+        };
+        let encoded = Encoded::new(header, fetched(vec![1; 1000])).expect("encodes");
+        let len = encoded.len();
+        let (chunks, count) = encoded.into_chunks();
+        assert_eq!(count, 2);
+        assert_eq!(chunks[1].len(), 1000, "the batches, as they are");
+        assert_eq!(chunks[0].len() + chunks[1].len(), len);
+        let (chunks, count) = Encoded::new(header, fetched(Vec::new()))
+            .expect("encodes")
+            .into_chunks();
+        assert_eq!((count, chunks[1].len()), (1, 0), "no empty chunk to write");
+        let (_, count) = Encoded::new(header, Response::error(ErrorCode::Throttled, "later"))
+            .expect("encodes")
+            .into_chunks();
+        assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn a_refetch_is_decoded_again_without_its_wait() {
         let fetch = Request::Fetch {
             topic: "t".to_owned(),
             partition: 3,
@@ -836,10 +1213,13 @@ mod tests {
             max_wait_ms: 5000,
             min_bytes: 10,
         };
-        let refetch = Refetch::of(&fetch).expect("a fetch is read again");
+        let mut body = Vec::new();
+        fetch.encode(&mut body);
+        let refetch = Refetch::of(&fetch, &body).expect("a fetch may be read again");
         assert_eq!(refetch.max_bytes, 1024);
+        assert!(refetch.long_poll);
         assert_eq!(
-            refetch.request,
+            refetch.request().expect("decodes"),
             Request::Fetch {
                 topic: "t".to_owned(),
                 partition: 3,
@@ -849,6 +1229,9 @@ mod tests {
                 min_bytes: 10,
             }
         );
-        assert!(Refetch::of(&Request::ListTopics).is_none());
+        let mut at_once = fetch.clone();
+        without_wait(&mut at_once);
+        assert!(!Refetch::of(&at_once, &body).expect("a fetch").long_poll);
+        assert!(Refetch::of(&Request::ListTopics, &[]).is_none());
     }
 }

@@ -348,8 +348,7 @@ impl Broker {
                 .coordinator
                 .commit(
                     &group,
-                    &member_id,
-                    member_epoch,
+                    (&member_id, member_epoch),
                     offsets,
                     &partitions,
                     &ids,

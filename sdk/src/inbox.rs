@@ -97,7 +97,8 @@ pub enum Admission<'a> {
 #[must_use = "dropping a claim releases the key unrecorded"]
 pub struct InboxClaim<'a> {
     inbox: &'a Inbox,
-    key: Vec<u8>,
+    /// The same allocation as the key's entry in the claimed set (copied once, at the claim).
+    key: Arc<[u8]>,
 }
 
 impl InboxClaim<'_> {
@@ -160,19 +161,16 @@ impl Inbox {
     /// holds nothing. A caller must not claim a key it already holds (it would wait on
     /// itself).
     pub async fn claim(&self, key: &[u8], now_ms: i64) -> Result<Admission<'_>, InboxError> {
-        loop {
+        let key = loop {
             match self.claims.try_claim(key) {
-                Attempt::Claimed => break,
+                Attempt::Claimed(key) => break key,
                 Attempt::Wait(released) => released.await,
             }
-        }
+        };
         // The key is ours from here: the claim releases it however this ends (an error of
         // the check included).
-        let claim = InboxClaim {
-            inbox: self,
-            key: key.to_vec(),
-        };
-        if self.seen(key, now_ms)? {
+        let claim = InboxClaim { inbox: self, key };
+        if self.seen(&claim.key, now_ms)? {
             return Ok(Admission::Processed);
         }
         Ok(Admission::Claimed(claim))
@@ -347,17 +345,25 @@ fn migrate_legacy(db: &sled::Db, entries: &sled::Tree) -> Result<(), InboxError>
     Ok(())
 }
 
-/// The claimed keys, each with what its waiters wait on.
+/// Claimed keys, each with what its waiters wait on (`None` until one waits).
+type HeldKeys = HashMap<Arc<[u8]>, Option<Arc<Notify>>>;
+
+/// The claimed keys, each with what its waiters wait on: nothing until a second claimer
+/// waits for it (most keys are claimed by one record at a time, so most claims allocate no
+/// `Notify`).
 struct Claims {
-    held: Mutex<HashMap<Vec<u8>, Arc<Notify>>>,
-    /// Woken by every release: claimers waiting for room while [`Claims::max`] keys are held.
+    held: Mutex<HeldKeys>,
+    /// Woken by a release that leaves room: claimers wait on it only while [`Claims::max`]
+    /// keys are held, so a release of a set below its bound wakes nobody.
     released: Arc<Notify>,
     max: usize,
 }
 
 /// One try at a claim.
 enum Attempt {
-    Claimed,
+    /// The key is the caller's; this is the claimed set's own copy of it (shared, not copied
+    /// again), for the [`InboxClaim`].
+    Claimed(Arc<[u8]>),
     /// Held by another claimer, or no room: try again once this completes.
     Wait(OwnedNotified),
 }
@@ -373,7 +379,7 @@ impl Claims {
 
     /// The claimed set. A panic while it was locked (an allocation failure) left it whole:
     /// each change is one map operation.
-    fn held(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Arc<Notify>>> {
+    fn held(&self) -> MutexGuard<'_, HeldKeys> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -381,23 +387,34 @@ impl Claims {
         let mut held = self.held();
         // The waits are created under the lock, before the holder can release: a
         // `notify_waiters` reaches a notified future from its creation on, polled or not, so
-        // no release slips between this check and the wait.
-        if let Some(notify) = held.get(key) {
+        // no release slips between this check and the wait. A key's `Notify` is made by its
+        // first waiter, under the same lock, so a release finds every waiter's.
+        if let Some(waiters) = held.get_mut(key) {
+            let notify = waiters.get_or_insert_with(|| Arc::new(Notify::new()));
             return Attempt::Wait(Arc::clone(notify).notified_owned());
         }
         if held.len() >= self.max {
             return Attempt::Wait(Arc::clone(&self.released).notified_owned());
         }
-        held.insert(key.to_vec(), Arc::new(Notify::new()));
-        Attempt::Claimed
+        let key: Arc<[u8]> = Arc::from(key);
+        held.insert(Arc::clone(&key), None);
+        Attempt::Claimed(key)
     }
 
     fn release(&self, key: &[u8]) {
         let mut held = self.held();
-        if let Some(notify) = held.remove(key) {
+        // Claimers wait for room only while the set is full (`try_claim`), and it never grows
+        // past its bound, so only a release from a full set can have any to wake.
+        let was_full = held.len() >= self.max;
+        let Some(waiters) = held.remove(key) else {
+            return;
+        };
+        if let Some(notify) = waiters {
             notify.notify_waiters();
         }
-        self.released.notify_waiters();
+        if was_full {
+            self.released.notify_waiters();
+        }
     }
 
     fn len(&self) -> usize {
@@ -679,8 +696,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_claim_set_makes_the_next_claimer_wait_for_a_release() {
         let claims = Claims::new(2);
-        assert!(matches!(claims.try_claim(b"a"), Attempt::Claimed));
-        assert!(matches!(claims.try_claim(b"b"), Attempt::Claimed));
+        assert!(matches!(claims.try_claim(b"a"), Attempt::Claimed(_)));
+        assert!(matches!(claims.try_claim(b"b"), Attempt::Claimed(_)));
         let Attempt::Wait(room) = claims.try_claim(b"c") else {
             panic!("a third key is refused while two are held");
         };
@@ -689,7 +706,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), room)
             .await
             .expect("woken by the release");
-        assert!(matches!(claims.try_claim(b"c"), Attempt::Claimed));
+        assert!(matches!(claims.try_claim(b"c"), Attempt::Claimed(_)));
         assert!(
             matches!(claims.try_claim(b"b"), Attempt::Wait(_)),
             "still held"

@@ -244,8 +244,9 @@ async fn a_recorded_claim_survives_a_reopen() {
 
 /// Catches, end to end: two keyless records with one idempotency key at offsets 0 and 1 go
 /// to lanes 0 and 1 under concurrency 2 and are handled at once; the inbox must let one
-/// through. Ignored until the consumer claims through the inbox (`RawConsumer::process` in
-/// `sdk/src/consumer/run.rs` still checks `seen` and calls `record`, so both are handled).
+/// through. The consumer claims the key through the inbox before handling
+/// (`sdk/src/consumer/run.rs`); with the earlier "`seen`, handle, `record`" both lanes pass
+/// the check before either records the key, both are handled, and this fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyless_duplicates_on_two_lanes_are_handled_once() {
     let dir = tempfile::tempdir().expect("tempdir");

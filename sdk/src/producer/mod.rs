@@ -16,7 +16,8 @@
 //! unknown, so:
 //! - each batch behind it that already went out reports [`ProduceError::Indeterminate`]: it
 //!   may or may not be stored, and it is not resent, since a copy re-stamped under a fresh
-//!   producer id would be stored a second time wherever the broker already holds it;
+//!   producer id would be stored a second time wherever the broker already holds it (one
+//!   whose acknowledgement had already come completes with its offsets);
 //! - the batches never sent go out under a fresh producer id, with a clean sequence (what
 //!   Kafka's KIP-360 epoch bump does).
 //!
@@ -24,14 +25,17 @@
 //! time it was sent): it then stored nothing behind it either (it refuses a sequence gap),
 //! so all the batches behind it go out again under the fresh producer id.
 //!
-//! To retry an indeterminate (or timed-out) send without risking a duplicate, send it again
-//! with the same idempotency key (the `idempotency-key` header) to a topic with a dedup
-//! window: the broker drops the copy if the first one was stored. Indeterminate records are
-//! counted in [`crate::metrics::PRODUCER_INDETERMINATE`], not in the failed ones.
+//! [`ProduceError::may_be_stored`] tells such an outcome (indeterminate, or a timed-out
+//! send that went out), and [`ProduceError::retryable`] is false for it. To retry it without
+//! risking a duplicate, send it again with the same idempotency key (the `idempotency-key`
+//! header) to a topic with a dedup window: the broker drops the copy if the first one was
+//! stored. Indeterminate records are counted in [`crate::metrics::PRODUCER_INDETERMINATE`],
+//! not in the failed ones.
 //!
 //! What lives where (`impl RawProducer` is spread over two files):
 //! - `mod.rs` (here): the public API: `RawProducer` (start, `send`, `send_parts`, `flush`),
-//!   the `Connector` type, the state its partition senders share, and the re-exports.
+//!   the `Connector` type, the state its partition senders share (the connection, replaced
+//!   once however many of them saw it fail), and the re-exports.
 //! - `config.rs`: `ProducerConfig`, `BufferFull`, `ProduceError` and the size limits.
 //! - `delivery.rs`: `Delivery`, the `DeliveryFuture`s of a batch's records and the batch
 //!   outcome (with its wakers) they share.
@@ -56,6 +60,7 @@ use herald_wire::batch::Header;
 use herald_wire::limits::BATCH_BYTES_MAX;
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::consumer::CONNECT_TIMEOUT;
 use crate::partitioner::partition_for_key;
 use crate::policy::breaker::{Permission, SharedBreaker};
 use crate::policy::budget::RetryBudget;
@@ -67,7 +72,9 @@ pub use config::{BufferFull, ProduceError, ProducerConfig, PARTITION_QUEUE_MAX, 
 pub use delivery::{Delivery, DeliveryFuture};
 pub use pipeline::IN_FLIGHT_MAX;
 
-/// Makes a new connection to the broker (used after the current one fails).
+/// Makes a new connection to the broker (used after the current one fails). The one
+/// definition: the consumer's `Connector` is this type. A running producer gives each
+/// reconnection at most [`crate::consumer::CONNECT_TIMEOUT`].
 pub type Connector = Arc<
     dyn Fn() -> std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<BrokerClient, String>> + Send>,
@@ -76,7 +83,11 @@ pub type Connector = Arc<
 >;
 
 struct Shared {
-    client: Mutex<BrokerClient>,
+    /// The connection in use and its generation. Never locked across an await.
+    link: Mutex<Link>,
+    /// Held while a replacement connects, so that however many partition senders saw the
+    /// connection fail, it is replaced once.
+    connecting: tokio::sync::Mutex<()>,
     connector: Option<Connector>,
     topic: String,
     config: ProducerConfig,
@@ -84,6 +95,13 @@ struct Shared {
     breaker: SharedBreaker,
     budget: Mutex<RetryBudget>,
     metrics: crate::metrics::ProducerMetrics,
+}
+
+/// The connection the partition senders share, and its generation: bumped by every
+/// replacement, so a sender asks to replace the connection it saw fail, not a newer one.
+struct Link {
+    generation: u64,
+    client: BrokerClient,
 }
 
 /// A producer of raw records for one topic.
@@ -137,7 +155,11 @@ impl RawProducer {
             .map_err(|e| ProduceError::Setup(e.to_string()))?;
         let partitions = description.partitions.len() as u32;
         let shared = Arc::new(Shared {
-            client: Mutex::new(client),
+            link: Mutex::new(Link {
+                generation: 0,
+                client,
+            }),
+            connecting: tokio::sync::Mutex::new(()),
             connector,
             topic: topic.to_owned(),
             breaker: SharedBreaker::new(config.breaker),
@@ -286,10 +308,38 @@ impl Shared {
         }
     }
 
-    fn client(&self) -> BrokerClient {
-        self.client
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    fn link(&self) -> std::sync::MutexGuard<'_, Link> {
+        self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection in use (a clone: cheap, and nothing stays locked while it is used),
+    /// with its generation.
+    fn current(&self) -> (u64, BrokerClient) {
+        let link = self.link();
+        (link.generation, link.client.clone())
+    }
+
+    /// Replaces the connection of generation `failed` with a new one from the connector, at
+    /// most [`CONNECT_TIMEOUT`] in the making, unless it was replaced already: the senders
+    /// that saw it fail queue here, the first connects, the others find the newer generation
+    /// and use it. Best effort: without a connector, or when connecting fails, the connection
+    /// stays as it is and the next attempt fails (and comes back here) again. The connection
+    /// replaced is not closed: a sender's pipeline on it that still works finishes its window
+    /// there, and one that does not fails on its own.
+    async fn reconnect(&self, failed: u64) {
+        let Some(connector) = &self.connector else {
+            return;
+        };
+        let _connecting = self.connecting.lock().await;
+        let current = self.link().generation;
+        if current != failed {
+            return;
+        }
+        let Ok(Ok(fresh)) = tokio::time::timeout(CONNECT_TIMEOUT, connector()).await else {
+            return;
+        };
+        let mut link = self.link();
+        link.generation = link.generation.wrapping_add(1);
+        link.client = fresh;
     }
 }

@@ -29,6 +29,15 @@
 //! `delivery.timeout.ms`) also bounds the wait for its answer, so a send whose answers are
 //! lost resolves by then rather than after [`REQUEST_TIMEOUT`] or the connection's idle
 //! timeout.
+//!
+//! Every failed try counts towards the oldest batch's backoff: a write whose answer failed or
+//! did not come, and also a fresh producer id not obtained or a pipeline not opened before it
+//! could be written. Otherwise a sender whose broker is down retries at the first backoff
+//! step (and reconnects) for the whole delivery timeout. A connection lost is replaced once
+//! for all the partitions' senders (see `Shared::reconnect`).
+//!
+//! A batch behind the failed one whose acknowledgement already came is stored where it says:
+//! it completes with its offsets, not as indeterminate.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -58,9 +67,16 @@ struct InFlight {
     outcome: Completer,
     _permit: Option<OwnedSemaphorePermit>,
     batch: Vec<u8>,
+    /// When it was queued: its delivery timeout counts from here.
     started: Instant,
-    /// Writes of the batch under its current stamp.
+    /// Tries at delivering it under its current stamp, what its backoff grows with: each
+    /// write, and each failure to get it ready for one while it was the oldest in the window
+    /// (no fresh producer id, no pipeline).
     attempts: u32,
+    /// Writes of the batch under its current stamp (a subset of `attempts`).
+    writes: u32,
+    /// When it was last written (its answer has been awaited since).
+    written: Instant,
     /// Whether the batch went out at least once under its current stamp (set before the
     /// write, so a write that failed part way counts): the broker may hold it, so it is only
     /// ever resent as these bytes, never re-stamped under another producer id.
@@ -74,7 +90,8 @@ struct InFlight {
 /// the same bytes, and after a transient failure every batch in flight is resent in order,
 /// so the broker stores each exactly once (it acknowledges a resent duplicate with its
 /// original offsets). After a batch fails for good (see the module docs), the batches that
-/// went out behind it end indeterminate and the others go out under a fresh producer id.
+/// went out behind it end indeterminate (or acknowledged, when their answer came) and the
+/// others go out under a fresh producer id.
 pub(super) async fn partition_sender(
     shared: Arc<Shared>,
     partition: u32,
@@ -84,6 +101,10 @@ pub(super) async fn partition_sender(
     let mut next_sequence: i32 = 0;
     let mut window: VecDeque<InFlight> = VecDeque::new();
     let mut pipeline: Option<Pipeline> = None;
+    // The generation of the connection the last request went over (the pipeline's, or the
+    // fresh producer id's): a failure replaces that connection, unless another sender has
+    // already replaced it.
+    let mut generation = shared.current().0;
     let mut closed = false;
     // Set when a batch failed for good: the broker's sequence for `producer` is unknown, so
     // nothing more goes out under it. The window's batches (none of them sent by then) are
@@ -97,37 +118,54 @@ pub(super) async fn partition_sender(
             }
         }
         let ready = if fresh_producer_needed {
-            // A failure here counts as a failed attempt of the front batch (never sent):
-            // backoff, reconnecting, and in the end its delivery timeout.
-            match shared.client().init_producer("").await {
+            let (current, client) = shared.current();
+            generation = current;
+            match client.init_producer("").await {
                 Ok(fresh) => {
                     producer = fresh;
                     next_sequence = restamp_unsent(&mut window, producer);
                     fresh_producer_needed = false;
                     Ok(())
                 }
-                Err(error) => Err(error),
+                Err(error) => {
+                    // A failed attempt of the front batch (never sent): its backoff grows,
+                    // and in the end its delivery timeout ends it.
+                    if let Some(front) = window.front_mut() {
+                        front.attempts += 1;
+                    }
+                    Err(error)
+                }
             }
         } else {
             Ok(())
         };
         let sent = match ready {
-            Ok(()) => send_unsent(&shared, partition, &mut pipeline, &mut window).await,
+            Ok(()) => {
+                send_unsent(
+                    &shared,
+                    partition,
+                    &mut pipeline,
+                    &mut generation,
+                    &mut window,
+                )
+                .await
+            }
             Err(error) => Err(error),
         };
         let outcome = match sent {
             Err(error) => Err(error),
             Ok(()) => {
                 let deadline = shared.config.retry.deadline;
-                let Some((wait, mut answer)) = window.front_mut().and_then(|front| {
+                let Some((wait, written, mut answer)) = window.front_mut().and_then(|front| {
                     let wait = answer_wait(deadline, front.started.elapsed());
-                    front.answer.take().map(|answer| (wait, answer))
+                    let written = front.written;
+                    front.answer.take().map(|answer| (wait, written, answer))
                 }) else {
                     continue;
                 };
                 tokio::select! {
                     biased;
-                    answer = tokio::time::timeout(wait, &mut answer) => produced(answer, wait),
+                    answer = tokio::time::timeout(wait, &mut answer) => produced(answer, written),
                     more = batches.recv(), if !closed && window.len() < IN_FLIGHT_MAX => {
                         match more {
                             Some(records) => {
@@ -157,9 +195,9 @@ pub(super) async fn partition_sender(
             Err(error) => error,
         };
         shared.on_outcome(now, false);
-        let (attempts, started) = window
-            .front()
-            .map_or((1, now), |front| (front.attempts.max(1), front.started));
+        let (attempts, started, front_sent) = window.front().map_or((1, now, false), |front| {
+            (front.attempts.max(1), front.started, front.sent)
+        });
         let verdict = if !error.retryable() {
             let (code, message) = match &error {
                 RequestError::Broker { code, message, .. } => (*code, message.clone()),
@@ -175,6 +213,7 @@ pub(super) async fn partition_sender(
             })
         {
             Err(ProduceError::BudgetExhausted {
+                sent: front_sent,
                 last: error.to_string(),
             })
         } else {
@@ -190,19 +229,20 @@ pub(super) async fn partition_sender(
                     RetryDecision::RetryAfter(delay) => Ok(delay),
                     RetryDecision::GiveUp(_) => Err(ProduceError::Timeout {
                         attempts,
+                        sent: front_sent,
                         last: error.to_string(),
                     }),
                 },
             }
         };
-        // Whatever happens next, no answer is awaited on this pipeline any more: a retry
-        // resends the window as it is, a final failure settles it first.
-        pipeline = None;
-        for entry in &mut window {
-            entry.answer = None;
-        }
         match verdict {
             Ok(delay) => {
+                // No answer is awaited on this pipeline any more: the window is resent as it
+                // is, on a new one.
+                pipeline = None;
+                for entry in &mut window {
+                    entry.answer = None;
+                }
                 shared.metrics.retried.increment(1);
                 tokio::time::sleep(delay).await;
                 let connection_lost = matches!(
@@ -211,23 +251,27 @@ pub(super) async fn partition_sender(
                         | RequestError::Stream(_)
                         | RequestError::Timeout(_)
                 );
-                if let (true, Some(connector)) = (connection_lost, &shared.connector) {
+                if connection_lost {
                     // Best effort: if the broker is still down, the next attempt fails again.
-                    if let Ok(fresh) = connector().await {
-                        *shared.client.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
-                    }
+                    shared.reconnect(generation).await;
                 }
             }
             Err(failure) => {
                 // The failed batch may or may not be stored: reusing its sequence could make
                 // the next batch look like its duplicate, skipping it could leave a gap. So
                 // the batches that went out behind it end indeterminate (unless the broker
-                // refused it outright), and the others get a fresh producer id (a clean
-                // sequence) before anything more is sent.
+                // refused it outright, or acknowledged them already), and the others get a
+                // fresh producer id (a clean sequence) before anything more is sent.
                 let front_unstored = window.front().is_some_and(|front| {
-                    !front.sent || (front.attempts == 1 && refused_unstored(&error))
+                    !front.sent || (front.writes == 1 && refused_unstored(&error))
                 });
+                // The answers already received are read first, then nothing more is awaited
+                // on this pipeline.
                 settle_failed_front(&mut window, failure, front_unstored, &shared.metrics);
+                pipeline = None;
+                for entry in &mut window {
+                    entry.answer = None;
+                }
                 fresh_producer_needed = true;
             }
         }
@@ -245,8 +289,9 @@ fn finish(entry: InFlight, result: Result<Landed, ProduceError>) {
 }
 
 /// After the front batch failed for good: completes it with `failure` and keeps, in order,
-/// the batches behind it that may go out under a fresh producer id; completes the others with
-/// [`ProduceError::Indeterminate`].
+/// the batches behind it that may go out under a fresh producer id; completes the others,
+/// with their offsets when their acknowledgement already came (they are stored, once), else
+/// with [`ProduceError::Indeterminate`].
 ///
 /// Kept: the batches never sent, and all of them when the front was certainly not stored
 /// (`front_unstored`: never sent, or refused by the broker the only time it was sent). In
@@ -266,16 +311,17 @@ fn settle_failed_front(
     let reason = format!("a batch sent before it on its partition failed for good: {failure}");
     metrics.failed.increment(u64::from(failed.records));
     finish(failed, Err(failure));
-    if front_unstored {
-        for entry in window.iter_mut() {
+    for mut entry in std::mem::take(window) {
+        if let Some(landing) = acknowledged(&mut entry) {
+            metrics.acked.increment(u64::from(entry.records));
+            finish(entry, Ok(landing));
+        } else if front_unstored {
             // Not stored under its current stamp: it goes out again as a new batch.
             entry.sent = false;
             entry.attempts = 0;
-        }
-        return;
-    }
-    for entry in std::mem::take(window) {
-        if entry.sent {
+            entry.writes = 0;
+            window.push_back(entry);
+        } else if entry.sent {
             metrics.indeterminate.increment(u64::from(entry.records));
             finish(
                 entry,
@@ -287,6 +333,14 @@ fn settle_failed_front(
             window.push_back(entry);
         }
     }
+}
+
+/// Where `entry` landed, if the broker's acknowledgement of it has already been received
+/// (answers on a pipeline come in order, so behind a front whose answer never came there is
+/// none; behind a front the broker answered with an error there may be).
+fn acknowledged(entry: &mut InFlight) -> Option<Landed> {
+    let answer = entry.answer.as_mut()?.try_recv().ok()?;
+    landed(answer).ok()
 }
 
 /// Whether the broker answered a produce with `error` without storing its batch. It refuses a
@@ -347,13 +401,16 @@ fn admit(
     })) {
         Ok(batch) => {
             *next_sequence = next_sequence.wrapping_add(records as i32);
+            let now = Instant::now();
             window.push_back(InFlight {
                 records,
                 outcome,
                 _permit: permit,
                 batch,
-                started: Instant::now(),
+                started: now,
                 attempts: 0,
+                writes: 0,
+                written: now,
                 sent: false,
                 answer: None,
             });
@@ -367,26 +424,42 @@ fn admit(
     }
 }
 
-/// Sends, in order, every batch of the window not yet sent on the current pipeline.
+/// Sends, in order, every batch of the window not yet sent on the current pipeline, opening
+/// one first if there is none (`generation`: set to the generation of its connection).
 async fn send_unsent(
     shared: &Shared,
     partition: u32,
     pipeline: &mut Option<Pipeline>,
+    generation: &mut u64,
     window: &mut VecDeque<InFlight>,
 ) -> Result<(), RequestError> {
     if window.iter().all(|entry| entry.answer.is_some()) {
         return Ok(());
     }
     if pipeline.is_none() {
-        *pipeline = Some(shared.client().pipeline().await?);
+        let (current, client) = shared.current();
+        *generation = current;
+        match client.pipeline().await {
+            Ok(open) => *pipeline = Some(open),
+            Err(error) => {
+                // Without a pipeline, no answer is awaited: the front is among the batches
+                // to write, and this is a failed attempt of it (its backoff grows).
+                if let Some(front) = window.front_mut() {
+                    front.attempts += 1;
+                }
+                return Err(error);
+            }
+        }
     }
     let Some(open) = pipeline.as_ref() else {
         return Ok(());
     };
     for entry in window.iter_mut().filter(|entry| entry.answer.is_none()) {
         entry.attempts += 1;
+        entry.writes += 1;
         // From here the broker may get the batch, even if the write fails part way.
         entry.sent = true;
+        entry.written = Instant::now();
         let batch = &entry.batch;
         let body_bytes = shared.topic.len() + batch.len() + 16;
         let sent = open
@@ -411,32 +484,38 @@ async fn send_unsent(
     Ok(())
 }
 
-/// The base offset of an acknowledged batch, or why it was not (`waited`: how long its
-/// answer was awaited).
+/// The base offset of an acknowledged batch, or why it was not (`written`: when the batch was
+/// written, so a missing answer reports how long it was really awaited, not the last wait's
+/// remainder of the delivery timeout, which is zero once that has passed).
 fn produced(
     answer: Result<
         Result<Result<Response, RequestError>, oneshot::error::RecvError>,
         tokio::time::error::Elapsed,
     >,
-    waited: Duration,
+    written: Instant,
 ) -> Result<Landed, RequestError> {
     match answer {
-        Err(_) => Err(RequestError::Timeout(waited)),
+        Err(_) => Err(RequestError::Timeout(written.elapsed())),
         Ok(Err(_)) => Err(RequestError::Stream("pipeline closed".to_owned())),
-        Ok(Ok(answer)) => match answer.and_then(herald_broker_client::refused)? {
-            Response::Produced {
-                base_offset,
-                record_offsets,
-                ..
-            } => Ok(Landed {
-                base_offset,
-                record_offsets,
-            }),
-            other => Err(RequestError::Unexpected {
-                api: "produce",
-                answer: format!("{other:?}"),
-            }),
-        },
+        Ok(Ok(answer)) => landed(answer),
+    }
+}
+
+/// The landing an answer to a produce reports, or the error it is.
+fn landed(answer: Result<Response, RequestError>) -> Result<Landed, RequestError> {
+    match answer.and_then(herald_broker_client::refused)? {
+        Response::Produced {
+            base_offset,
+            record_offsets,
+            ..
+        } => Ok(Landed {
+            base_offset,
+            record_offsets,
+        }),
+        other => Err(RequestError::Unexpected {
+            api: "produce",
+            answer: format!("{other:?}"),
+        }),
     }
 }
 
@@ -482,13 +561,16 @@ mod tests {
             index: 0,
             slot: None,
         };
+        let now = Instant::now();
         let entry = InFlight {
             records,
             outcome,
             _permit: None,
             batch,
-            started: Instant::now(),
+            started: now,
             attempts: u32::from(sent),
+            writes: u32::from(sent),
+            written: now,
             sent,
             answer: None,
         };
@@ -524,6 +606,7 @@ mod tests {
             &mut window,
             ProduceError::Timeout {
                 attempts: 1,
+                sent: true,
                 last: "no answer within 1s".to_owned(),
             },
             false,
@@ -577,6 +660,7 @@ mod tests {
         settle_failed_front(
             &mut window,
             ProduceError::BudgetExhausted {
+                sent: false,
                 last: "connection lost".to_owned(),
             },
             true,
@@ -618,8 +702,56 @@ mod tests {
         assert_eq!(window.len(), 2);
         assert!(window
             .iter()
-            .all(|entry| !entry.sent && entry.attempts == 0));
+            .all(|entry| !entry.sent && entry.attempts == 0 && entry.writes == 0));
         assert_eq!(restamp_unsent(&mut window, (6, 0)), 2);
+    }
+
+    /// Catches: an acknowledgement already received behind the failed front reported as
+    /// indeterminate (the batch is stored, at the offsets it says).
+    #[test]
+    fn a_batch_acknowledged_behind_the_failed_front_completes_with_its_offsets() {
+        let mut window = VecDeque::new();
+        let mut deliveries = Vec::new();
+        for sequence in 0..3 {
+            let (entry, future) = in_flight(1, (9, 0), sequence, true);
+            window.push_back(entry);
+            deliveries.push(future);
+        }
+        // The broker answered the second batch (the answer came in, unread); the third's
+        // answer never came.
+        let (acked, acked_answer) = oneshot::channel();
+        acked
+            .send(Ok(Response::Produced {
+                base_offset: 41,
+                append_time_ms: 0,
+                record_offsets: Vec::new(),
+            }))
+            .expect("receiver alive");
+        let (_unanswered, unanswered_answer) = oneshot::channel();
+        window[1].answer = Some(acked_answer);
+        window[2].answer = Some(unanswered_answer);
+        settle_failed_front(
+            &mut window,
+            ProduceError::BudgetExhausted {
+                sent: true,
+                last: "broker error Storage".to_owned(),
+            },
+            false,
+            &ProducerMetrics::new("settle"),
+        );
+        assert!(matches!(
+            resolved(&mut deliveries[0]),
+            Some(Err(ProduceError::BudgetExhausted { .. }))
+        ));
+        match resolved(&mut deliveries[1]) {
+            Some(Ok(delivery)) => assert_eq!(delivery.offset, 41),
+            other => panic!("acknowledged before the front failed: {other:?}"),
+        }
+        assert!(matches!(
+            resolved(&mut deliveries[2]),
+            Some(Err(ProduceError::Indeterminate { .. }))
+        ));
+        assert!(window.is_empty());
     }
 
     #[test]

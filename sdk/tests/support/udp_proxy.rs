@@ -34,7 +34,10 @@ pub(crate) struct Faults {
     /// Lose this many per thousand datagrams, either way.
     loss_per_mille: AtomicU32,
     /// xorshift64 states, one per direction, so each direction's sequence of loss decisions
-    /// is the same in every run with the same seed.
+    /// (lose, forward, forward, ...) is the same in every run with the same seed. Which
+    /// datagram each decision falls on is not: that depends on timing (how many datagrams
+    /// QUIC sends, its retransmissions and acknowledgements, and how the two directions and
+    /// the clients interleave), so a seed does not replay the same losses exactly.
     to_broker_rng: Mutex<u64>,
     to_client_rng: Mutex<u64>,
     /// Datagrams lost so far.

@@ -29,6 +29,11 @@ pub const CONSUMER_BREAKER_STATE: &str = "herald_consumer_breaker_state";
 /// with `partition`): retention removed them, or a committed offset is past the end of a
 /// recreated topic.
 pub const CONSUMER_OFFSET_RESETS: &str = "herald_consumer_offset_resets_total";
+/// Corrupt batches a consumer met (a fetched batch failing its checksum or not parsing; counter,
+/// with `partition` and `action`: `stopped`, the run ended with `ConsumeError::CorruptBatch`,
+/// or `dead-lettered`, its bytes went to the dead-letter topic and consuming went on after
+/// it). See `CorruptBatchPolicy`.
+pub const CONSUMER_CORRUPT_BATCHES: &str = "herald_consumer_corrupt_batches_total";
 /// Records between the consumer's position and the partition end (gauge, with `partition`).
 pub const CONSUMER_LAG: &str = "herald_consumer_lag_records";
 /// Interruptions a consumer recovered from without ending its run (counter, with `cause`):

@@ -22,8 +22,13 @@ use herald_wire::messages::{Durability, TopicConfig};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// How long the slow handlers below take over their first record.
-const SLOW: Duration = Duration::from_secs(3);
+/// How long the slow handlers below take over their first record: three times the short
+/// session below, so the handler outlasts it by far without any timing being tight.
+const SLOW: Duration = Duration::from_secs(9);
+/// The session timeout of the group whose handler is slower than it: its heartbeats come
+/// every second (a third of it), and one is late enough to expire the member only past 2 s,
+/// which a loaded CI machine does not reach (with a 1 s session, 667 ms late was enough).
+const SHORT_SESSION_MS: i64 = 3_000;
 /// Longest any wait below may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -37,9 +42,11 @@ struct RunningBroker {
 impl RunningBroker {
     /// Serves `dir` on `listen` with `groups` as its group settings. The address may still be
     /// held for a moment by a broker stopped just before (its endpoint lets go of the socket
-    /// once its connections drained): binding is tried again until it is free.
+    /// once its connections drained): binding is tried again until it is free, for up to
+    /// [`PATIENCE`].
     async fn start(dir: &Path, listen: SocketAddr, groups: GroupConfig) -> Self {
-        for _ in 0..100 {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
             let mut config = BrokerConfig::new(listen, dir);
             config.groups = groups;
             let (bound_tx, bound_rx) = oneshot::channel();
@@ -83,7 +90,7 @@ impl RunningBroker {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let stopped = tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+        let stopped = tokio::time::timeout(PATIENCE, &mut self.task)
             .await
             .expect("the broker stops in time")
             .expect("the broker task");
@@ -259,14 +266,15 @@ fn handled_counts(log: &Log) -> BTreeMap<(u32, i64), usize> {
 /// A handler slower than the session timeout: heartbeats go on in their own task, so its
 /// member is not expired while it handles, a member joining meanwhile does not get its
 /// partition, and every record is handled once, never by two members at the same time.
-/// (Before, heartbeats ran only between fetches: the 3 s handler lost its 1 s session and
-/// the second member handled the same partition while the first still did.)
+/// (Before, heartbeats ran only between fetches: a handler slower than the session lost its
+/// member, and the second member handled the same partition while the first still did.)
+/// The handler takes [`SLOW`] (9 s), three times the [`SHORT_SESSION_MS`] session (3 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_handler_slower_than_the_session_timeout_keeps_its_partition() {
     const GROUP: &str = "patient";
     const TOPIC: &str = "slow";
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), any_port(), groups(1_000)).await;
+    let broker = RunningBroker::start(dir.path(), any_port(), groups(SHORT_SESSION_MS)).await;
     let admin = broker.client().await;
     admin
         .create_topic(
@@ -295,10 +303,12 @@ async fn a_handler_slower_than_the_session_timeout_keeps_its_partition() {
     let first_member = first_members.into_iter().next().expect("one member");
 
     // Through the slow handling and past it, the first member stays in the group; the
-    // second joins once the first's session would have run out without heartbeats.
+    // second joins once the first's session would have run out without heartbeats (half a
+    // session later, still well within the slow handling).
+    let session = Duration::from_millis(SHORT_SESSION_MS.unsigned_abs());
     let mut second = None;
     while slow_since.elapsed() < SLOW + Duration::from_millis(500) {
-        if second.is_none() && slow_since.elapsed() >= Duration::from_millis(1_500) {
+        if second.is_none() && slow_since.elapsed() >= session + session / 2 {
             second = Some(spawn_run(
                 RawConsumer::new(broker.client().await, ConsumerConfig::new(GROUP, TOPIC)),
                 recording("second", log.clone(), None),
@@ -418,13 +428,25 @@ async fn a_handler_slower_than_max_poll_interval_hands_its_partition_over() {
         (offsets.len() >= 5).then_some(())
     })
     .await;
-    // The first one's slow handler finishes (a stop would cut it short).
+    // The first one's slow handler finishes (a stop would cut it short), and its member,
+    // back from the slow handling, joins again (as a new member).
     wait_for("the first consumer's slow record handled", || {
         let log = log.lock().expect("lock");
         log.iter().any(|h| h.consumer == "first").then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = members(&admin, GROUP).await;
+        if now.len() == 2 && !now.contains(&first_member) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first consumer never joined again after its slow handling: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stop.send_replace(true);
     tokio::time::timeout(PATIENCE, first)
         .await
@@ -545,6 +567,431 @@ async fn a_consumer_survives_a_broker_restart() {
         assert!(
             counts.contains_key(&(0, offset)),
             "offset {offset} handled after the restart"
+        );
+    }
+}
+
+/// A run stopped at any moment of its join leaves no member behind: at the end of a run the
+/// heartbeat task is stopped, not aborted, so a join in flight is answered and the run
+/// leaves as the member it made. (Before, the task was aborted mid-join: the member the
+/// coordinator had made was never left, and held its partitions until its session expired.)
+/// The stops are spread over the first milliseconds of the runs, the join's round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_stopped_while_joining_leaves_no_member_behind() {
+    use herald_broker_client::RequestError;
+    use herald_wire::ErrorCode;
+
+    const GROUP: &str = "hasty";
+    const TOPIC: &str = "brief";
+    /// The group's member ids (none before the group exists: a describe of a group no
+    /// member ever joined is refused).
+    async fn members_if_any(client: &BrokerClient) -> BTreeSet<String> {
+        match client
+            .group(GroupRequest::Describe {
+                group: GROUP.to_owned(),
+            })
+            .await
+        {
+            Ok(GroupResponse::Description(description)) => description
+                .members
+                .into_iter()
+                .map(|member| member.member_id)
+                .collect(),
+            Err(RequestError::Broker {
+                code: ErrorCode::InvalidRequest,
+                ..
+            }) => BTreeSet::new(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = RunningBroker::start(dir.path(), any_port(), GroupConfig::default()).await;
+    let admin = broker.client().await;
+    admin
+        .create_topic(TOPIC, TopicConfig::default())
+        .await
+        .expect("create");
+    produce(&admin, TOPIC, 0, 0..3).await;
+    let client = broker.client().await;
+    for attempt in 0..40u64 {
+        let (stop, stopped) = watch::channel(false);
+        let run = spawn_run(
+            RawConsumer::new(client.clone(), ConsumerConfig::new(GROUP, TOPIC)),
+            recording("hasty", Log::default(), None),
+            stopped,
+        );
+        let after = Duration::from_micros(250 * attempt);
+        tokio::time::sleep(after).await;
+        stop.send_replace(true);
+        tokio::time::timeout(PATIENCE, run)
+            .await
+            .expect("the run ends in time")
+            .expect("the run's task")
+            .expect("the run ends cleanly");
+        let behind = members_if_any(&admin).await;
+        assert!(
+            behind.is_empty(),
+            "a run stopped {after:?} after it started left {behind:?} in the group"
+        );
+    }
+}
+
+/// A corrupt batch on the broker's disk (one byte of a record value flipped in the stored
+/// segment, so the batch's header and lengths stay intact and its checksum fails): by
+/// default the run ends with an error naming it, after handling (and committing) the records
+/// before it once; asked to, the consumer sends the batch's bytes to the dead-letter topic
+/// and goes on after it. Either way it is counted, and never fetched again and again
+/// (before, the consumer fetched it forever: reading stopped silently at the corrupt batch,
+/// the position stayed there, and the next fetch brought the same bytes back).
+mod corrupt_batches {
+    use super::*;
+
+    use std::io::{Seek, SeekFrom, Write};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    use herald::consumer::{
+        CorruptBatchPolicy, DeadLetter, CORRUPT_BATCH_ERROR_KIND, DLQ_BATCH_OFFSET_HEADER,
+        DLQ_CHUNKS_HEADER, DLQ_CHUNK_HEADER, DLQ_LAST_OFFSET_HEADER,
+    };
+    use herald::metrics::CONSUMER_CORRUPT_BATCHES;
+    use herald_wire::batch::{batch_size, batches, BatchView};
+    use herald_wire::headers;
+
+    /// Counters by name and labels, recorded for this test binary (the consumer registers
+    /// its corrupt-batch counter when it meets one).
+    /// A counter's name and labels.
+    type CounterKey = (String, Vec<(String, String)>);
+    #[derive(Default, Clone)]
+    struct Counters(Arc<Mutex<BTreeMap<CounterKey, Arc<AtomicU64>>>>);
+
+    impl Counters {
+        /// The recorder of this test binary, installed on first use.
+        fn installed() -> &'static Counters {
+            static COUNTERS: OnceLock<Counters> = OnceLock::new();
+            COUNTERS.get_or_init(|| {
+                let counters = Counters::default();
+                ::metrics::set_global_recorder(counters.clone())
+                    .expect("the only recorder of this test binary");
+                counters
+            })
+        }
+
+        fn cell(&self, key: &::metrics::Key) -> Arc<AtomicU64> {
+            let mut labels: Vec<(String, String)> = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            labels.sort();
+            self.0
+                .lock()
+                .expect("lock")
+                .entry((key.name().to_owned(), labels))
+                .or_default()
+                .clone()
+        }
+
+        /// The sum of the counters named `name` carrying all of `labels`.
+        fn sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+            self.0
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|((counter, carried), _)| {
+                    counter == name
+                        && labels
+                            .iter()
+                            .all(|(k, v)| carried.iter().any(|(ck, cv)| ck == k && cv == v))
+                })
+                .map(|(_, value)| value.load(Ordering::SeqCst))
+                .sum()
+        }
+    }
+
+    impl ::metrics::Recorder for Counters {
+        fn describe_counter(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<::metrics::Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<::metrics::Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: ::metrics::KeyName,
+            _: Option<::metrics::Unit>,
+            _: ::metrics::SharedString,
+        ) {
+        }
+
+        fn register_counter(
+            &self,
+            key: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Counter {
+            ::metrics::Counter::from_arc(self.cell(key))
+        }
+
+        fn register_gauge(
+            &self,
+            _: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Gauge {
+            ::metrics::Gauge::noop()
+        }
+
+        fn register_histogram(
+            &self,
+            _: &::metrics::Key,
+            _: &::metrics::Metadata<'_>,
+        ) -> ::metrics::Histogram {
+            ::metrics::Histogram::noop()
+        }
+    }
+
+    /// The first segment file of `topic`/`partition` under the broker's data directory.
+    fn segment(dir: &Path, topic: &str, partition: u32) -> PathBuf {
+        dir.join("topics")
+            .join(topic)
+            .join(partition.to_string())
+            .join(format!("{:020}.log", 0))
+    }
+
+    /// Damages the stored batch `index` (from 0) of the segment file at `path` in place: one
+    /// byte of its first record's value flipped, so its header and lengths stay intact and
+    /// its checksum fails. The broker reads the file at every fetch (no cache): the next
+    /// fetch serves the damage. Returns the damaged batch's bytes, as now stored.
+    fn damage_batch(path: &Path, index: usize) -> Vec<u8> {
+        let mut bytes = std::fs::read(path).expect("read the segment");
+        let mut start = 0;
+        for _ in 0..index {
+            start += batch_size(&bytes[start..]).expect("a stored batch");
+        }
+        let end = start + batch_size(&bytes[start..]).expect("a stored batch");
+        let at = {
+            let view = BatchView::parse(&bytes[start..end]).expect("intact before");
+            let record = view.records().next().expect("a record").expect("readable");
+            let value = record.value.expect("a value");
+            value.as_ptr() as usize - bytes.as_ptr() as usize
+        };
+        bytes[at] ^= 0x01;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open the segment");
+        file.seek(SeekFrom::Start(at as u64)).expect("seek");
+        file.write_all(&bytes[at..=at]).expect("write");
+        file.sync_all().expect("sync");
+        let damaged = bytes[start..end].to_vec();
+        assert!(
+            BatchView::parse(&damaged).is_err(),
+            "the damaged batch fails its checksum"
+        );
+        damaged
+    }
+
+    /// A broker serving `topic` (one partition) holding three batches of three records
+    /// (offsets 0..3, 3..6, 6..9), the second damaged on disk; its bytes as stored.
+    async fn damaged_topic(dir: &Path, topic: &str) -> (RunningBroker, BrokerClient, Vec<u8>) {
+        let broker = RunningBroker::start(dir, any_port(), GroupConfig::default()).await;
+        let admin = broker.client().await;
+        admin
+            .create_topic(topic, TopicConfig::default())
+            .await
+            .expect("create");
+        for values in [0..3, 3..6, 6..9] {
+            produce(&admin, topic, 0, values).await;
+        }
+        let damaged = damage_batch(&segment(dir, topic, 0), 1);
+        (broker, admin, damaged)
+    }
+
+    /// How many times each offset of partition 0 was handled.
+    fn handled_once(offsets: impl IntoIterator<Item = i64>) -> BTreeMap<(u32, i64), usize> {
+        offsets.into_iter().map(|offset| ((0, offset), 1)).collect()
+    }
+
+    /// By default the run ends with `ConsumeError::CorruptBatch` naming the topic, the
+    /// partition and the batch's first offset, well within the patience (it does not fetch
+    /// the batch again and again: the old consumer never returned), after the records before
+    /// it were handled exactly once and committed; the batch is counted as `stopped`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_corrupt_batch_ends_the_run_with_an_error_naming_it() {
+        const GROUP: &str = "careful";
+        const TOPIC: &str = "damaged";
+        let counters = Counters::installed();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (broker, admin, _) = damaged_topic(dir.path(), TOPIC).await;
+        let log: Log = Arc::default();
+        let (stop, stopped) = watch::channel(false);
+        let run = spawn_run(
+            RawConsumer::new(broker.client().await, ConsumerConfig::new(GROUP, TOPIC)),
+            recording("only", log.clone(), None),
+            stopped,
+        );
+        let ended = tokio::time::timeout(PATIENCE, run)
+            .await
+            .expect("the run ends instead of fetching the corrupt batch forever")
+            .expect("the run's task");
+        match ended {
+            Err(ConsumeError::CorruptBatch {
+                topic,
+                partition,
+                offset,
+                reason,
+            }) => {
+                assert_eq!(
+                    (topic.as_str(), partition, offset),
+                    (TOPIC, 0, 3),
+                    "{reason}"
+                );
+                assert!(reason.contains("checksum"), "{reason}");
+            }
+            other => panic!("the run ended with {other:?}, not the corrupt batch"),
+        }
+        assert_eq!(
+            handled_counts(&log),
+            handled_once(0..3),
+            "the records before the corrupt batch, once each; none of it or after it"
+        );
+        assert_eq!(
+            committed(&admin, GROUP, TOPIC).await,
+            Some(3),
+            "committed up to the corrupt batch"
+        );
+        let labels = [("topic", TOPIC), ("group", GROUP), ("partition", "0")];
+        let counted = [
+            ("topic", TOPIC),
+            ("group", GROUP),
+            ("partition", "0"),
+            ("action", "stopped"),
+        ];
+        assert_eq!(counters.sum(CONSUMER_CORRUPT_BATCHES, &counted), 1);
+        assert_eq!(
+            counters.sum(CONSUMER_CORRUPT_BATCHES, &labels),
+            1,
+            "counted once"
+        );
+        drop(stop);
+    }
+
+    /// With `CorruptBatchPolicy::SkipToDeadLetter` and a dead-letter topic, the records
+    /// before and after the corrupt batch are handled (once each, none of the batch's), the
+    /// dead-letter topic holds one record: the batch's bytes as stored, with headers naming
+    /// the source topic, partition and the offsets skipped; everything is committed and the
+    /// run ends cleanly when stopped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_corrupt_batch_goes_to_the_dead_letter_topic_when_asked() {
+        const GROUP: &str = "forgiving";
+        const TOPIC: &str = "scratched";
+        const DEAD_LETTERS: &str = "scratched-corrupt";
+        let counters = Counters::installed();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (broker, admin, damaged) = damaged_topic(dir.path(), TOPIC).await;
+        let log: Log = Arc::default();
+        let (stop, stopped) = watch::channel(false);
+        let config = ConsumerConfig {
+            on_corrupt_batch: CorruptBatchPolicy::SkipToDeadLetter,
+            dead_letter: DeadLetter::Topic(DEAD_LETTERS.to_owned()),
+            ..ConsumerConfig::new(GROUP, TOPIC)
+        };
+        let run = spawn_run(
+            RawConsumer::new(broker.client().await, config),
+            recording("only", log.clone(), None),
+            stopped,
+        );
+        let deadline = Instant::now() + PATIENCE;
+        while committed(&admin, GROUP, TOPIC).await != Some(9) {
+            if run.is_finished() {
+                panic!("the run ended at the corrupt batch: {:?}", run.await);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "offset 9 never committed; handled {:?}",
+                handled_counts(&log)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send_replace(true);
+        let summary = tokio::time::timeout(PATIENCE, run)
+            .await
+            .expect("the run ends in time")
+            .expect("the run's task")
+            .expect("the run ends cleanly");
+        assert_eq!(summary.corrupt_batches, 1, "{summary:?}");
+        assert_eq!(summary.processed, 6, "{summary:?}");
+        assert_eq!(
+            handled_counts(&log),
+            handled_once((0..3).chain(6..9)),
+            "the records before and after the corrupt batch, once each"
+        );
+
+        let fetched = admin
+            .fetch(DEAD_LETTERS, 0, 0, 1 << 20, Duration::ZERO, 1)
+            .await
+            .expect("fetch the dead letters");
+        assert_eq!(fetched.high_watermark, 1, "one dead letter, written once");
+        let dead: Vec<Record> = batches(&fetched.batches)
+            .flat_map(|view| {
+                let view = view.expect("a valid dead-letter batch");
+                view.records()
+                    .map(|record| record.expect("readable").to_owned_record())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let [dead] = dead.as_slice() else {
+            panic!("one dead letter: {dead:?}")
+        };
+        assert_eq!(
+            dead.value.as_deref(),
+            Some(damaged.as_slice()),
+            "the corrupt batch's bytes, as stored"
+        );
+        let header = |name: &str| {
+            dead.headers
+                .iter()
+                .find(|h| h.key == name)
+                .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+        };
+        assert_eq!(header(headers::DLQ_TOPIC).as_deref(), Some(TOPIC));
+        assert_eq!(header(headers::DLQ_PARTITION).as_deref(), Some("0"));
+        assert_eq!(header(headers::DLQ_OFFSET).as_deref(), Some("3"));
+        assert_eq!(header(DLQ_BATCH_OFFSET_HEADER).as_deref(), Some("3"));
+        assert_eq!(header(DLQ_LAST_OFFSET_HEADER).as_deref(), Some("5"));
+        assert_eq!(header(headers::DLQ_GROUP).as_deref(), Some(GROUP));
+        assert_eq!(
+            header(headers::DLQ_ERROR_KIND).as_deref(),
+            Some(CORRUPT_BATCH_ERROR_KIND)
+        );
+        assert!(
+            header(headers::DLQ_ERROR_MESSAGE).is_some_and(|m| m.contains("checksum")),
+            "{:?}",
+            header(headers::DLQ_ERROR_MESSAGE)
+        );
+        assert_eq!(header(DLQ_CHUNK_HEADER).as_deref(), Some("0"));
+        assert_eq!(header(DLQ_CHUNKS_HEADER).as_deref(), Some("1"));
+
+        let labels = [("topic", TOPIC), ("group", GROUP), ("partition", "0")];
+        let counted = [
+            ("topic", TOPIC),
+            ("group", GROUP),
+            ("partition", "0"),
+            ("action", "dead-lettered"),
+        ];
+        assert_eq!(counters.sum(CONSUMER_CORRUPT_BATCHES, &counted), 1);
+        assert_eq!(
+            counters.sum(CONSUMER_CORRUPT_BATCHES, &labels),
+            1,
+            "counted once"
         );
     }
 }

@@ -1,6 +1,6 @@
 //! The consumer's decisions without I/O: a state machine that takes `now` and events (an
-//! assignment, a start position, records handed out and handled, a rejected commit, a failed
-//! heartbeat) and answers what to do next (which partitions to fetch and from where, which
+//! assignment, a start position, records handed out and handled, a rejected or failed
+//! commit, a failed heartbeat) and answers what to do next (which partitions to fetch and from where, which
 //! commits to send, when to heartbeat). Like the policies and `herald-broker-core` it reads
 //! no clock, spawns nothing and opens no socket, so the run loop's choices can be driven by
 //! a seeded simulation (`tests/consumer_simulation.rs`) as well as by the run loop.
@@ -13,7 +13,8 @@
 //!   dead-lettered) or skipped, so committing it loses nothing (at-least-once); records
 //!   handled out of order (key lanes) wait above it until the gap closes;
 //! - the committed offset: the highest commit decided (or the start position): commits only
-//!   go up while the partition is owned.
+//!   go up while the partition is owned. A commit that got no answer goes back to the one
+//!   decided before it, so it is decided (and sent) again.
 //!
 //! Membership: joining (no member id) → member (id and epoch from the coordinator's
 //! assignment) → on an unknown member (expired) or a fenced epoch, everything is dropped and
@@ -116,6 +117,18 @@ impl Cursor {
         self.position = end;
     }
 
+    fn skipped(&mut self, next_offset: i64) {
+        if next_offset <= self.position {
+            return;
+        }
+        if self.committable == self.position {
+            self.committable = next_offset;
+        } else {
+            self.handled_ahead.extend(self.position..next_offset);
+        }
+        self.position = next_offset;
+    }
+
     fn handled(&mut self, offset: i64) {
         if offset < self.committable || offset >= self.position {
             return;
@@ -156,7 +169,8 @@ struct PartitionState {
     /// `None` until the start position is known (again).
     cursor: Option<Cursor>,
     /// The highest commit decided, or the start position; never decreases while owned
-    /// (except after a reset: the log it was decided against is gone).
+    /// (except after a reset: the log it was decided against is gone; and a commit that got
+    /// no answer, which goes back to the one decided before it).
     committed: Option<i64>,
     /// The position went out of range: the next start applies the reset policy.
     reset: bool,
@@ -378,6 +392,17 @@ impl ConsumerCore {
         }
     }
 
+    /// The records of `partition` from its position up to `next_offset` are passed over
+    /// without being handed to the handler: a corrupt batch sent whole to the dead-letter
+    /// topic ([`crate::consumer::CorruptBatchPolicy::SkipToDeadLetter`]). They count as done
+    /// (the committable offset moves past them once nothing before them is outstanding);
+    /// an offset at or below the position changes nothing.
+    pub fn on_skipped(&mut self, partition: &TopicPartition, next_offset: i64) {
+        if let Some(cursor) = self.cursor_mut(partition) {
+            cursor.skipped(next_offset);
+        }
+    }
+
     /// The progress of `partition`, borrowed for a run of records: the same events as
     /// [`ConsumerCore::on_fetched`] / [`ConsumerCore::on_handled`] without looking the
     /// partition up per record (the one-lane loop reports each record as it goes, so a run
@@ -416,7 +441,8 @@ impl ConsumerCore {
     // --- Commits --------------------------------------------------------------------------
 
     /// The commit to send for `partition`, if its committable offset passed the last one
-    /// decided; it counts as decided from now on (commits only go up).
+    /// decided; it counts as decided from now on (commits only go up), unless reported back
+    /// with [`ConsumerCore::on_commit_failed`] when it got no answer.
     pub fn take_commit(&mut self, partition: &TopicPartition) -> Option<i64> {
         let state = self.partitions.get_mut(partition)?;
         let committable = state.cursor.as_ref()?.committable;
@@ -441,6 +467,27 @@ impl ConsumerCore {
                 })
             })
             .collect()
+    }
+
+    /// The commit of `offset` for `partition` ([`ConsumerCore::take_commit`]) got no answer
+    /// (the connection failed, the broker was busy, the run stopped mid-request): it no longer
+    /// counts as decided, `previous` (what [`ConsumerCore::committed`] said before it was
+    /// taken) is the last one decided again, so the next [`ConsumerCore::take_commit`] (or
+    /// the final [`ConsumerCore::take_commits`]) sends it again, even with nothing new handled
+    /// (an idle partition would otherwise never commit it). Sending it twice is harmless: the
+    /// same offset, or a higher one. Ignored when something else was decided since (the
+    /// partition was looked up again, reset, rejected or is no longer owned).
+    pub fn on_commit_failed(
+        &mut self,
+        partition: &TopicPartition,
+        offset: i64,
+        previous: Option<i64>,
+    ) {
+        if let Some(state) = self.partitions.get_mut(partition) {
+            if state.committed == Some(offset) {
+                state.committed = previous;
+            }
+        }
     }
 
     /// A commit of `partition` was refused (it moved, or the member expired or was fenced):
@@ -584,6 +631,81 @@ mod tests {
         core.on_fetched(&orders(0), 2, 1);
         core.on_handled(&orders(0), 2);
         assert_eq!(core.committable(&orders(0)), Some(3));
+    }
+
+    /// A corrupt batch skipped to the dead-letter topic counts as done: the position and the
+    /// committable offset move past it, and the commit follows.
+    #[test]
+    fn a_skipped_batch_counts_as_done() {
+        let now = Instant::now();
+        let mut core = member(&[0], now);
+        core.on_start_position(&orders(0), 0);
+        core.on_fetched(&orders(0), 0, 3);
+        for offset in 0..3 {
+            core.on_handled(&orders(0), offset);
+        }
+        core.on_fetch_finished(&orders(0));
+        assert_eq!(core.take_commit(&orders(0)), Some(3));
+        core.on_skipped(&orders(0), 6);
+        assert_eq!(core.fetch_from(&orders(0)), Some(FetchFrom::Offset(6)));
+        assert_eq!(core.committable(&orders(0)), Some(6));
+        assert_eq!(core.take_commit(&orders(0)), Some(6));
+        // Backwards changes nothing.
+        core.on_skipped(&orders(0), 4);
+        assert_eq!(core.position(&orders(0)), Some(6));
+        // With a record still outstanding, the skipped ones wait above it.
+        core.on_fetched(&orders(0), 6, 1);
+        core.on_skipped(&orders(0), 9);
+        assert_eq!(core.committable(&orders(0)), Some(6));
+        core.on_handled(&orders(0), 6);
+        assert_eq!(core.committable(&orders(0)), Some(9));
+        // Not owned: ignored.
+        core.on_skipped(&orders(1), 5);
+        assert_eq!(core.position(&orders(1)), None);
+    }
+
+    /// A commit that got no answer (a transient failure, or a stop mid-request) is decided
+    /// again: the next take sends it even though nothing new was handled (an idle partition
+    /// would never have committed it again), and so do the final commits of a stop.
+    #[test]
+    fn a_failed_commit_is_sent_again() {
+        let now = Instant::now();
+        let mut core = member(&[0, 1], now);
+        core.on_start_position(&orders(0), 10);
+        core.on_fetched(&orders(0), 10, 2);
+        core.on_handled(&orders(0), 10);
+        core.on_handled(&orders(0), 11);
+        let previous = core.committed(&orders(0));
+        assert_eq!(previous, Some(10), "the start position");
+        assert_eq!(core.take_commit(&orders(0)), Some(12));
+        core.on_commit_failed(&orders(0), 12, previous);
+        assert_eq!(core.committed(&orders(0)), Some(10));
+        assert_eq!(
+            core.take_commit(&orders(0)),
+            Some(12),
+            "sent again, with nothing new handled"
+        );
+        core.on_commit_failed(&orders(0), 12, previous);
+        assert_eq!(
+            core.take_commits(),
+            vec![Commit {
+                partition: orders(0),
+                offset: 12,
+                metadata: String::new(),
+            }],
+            "and by the final commits"
+        );
+        assert!(core.take_commits().is_empty(), "answered: sent once");
+        // A stale failure (another commit decided since) undoes nothing.
+        core.on_commit_failed(&orders(0), 11, previous);
+        assert_eq!(core.committed(&orders(0)), Some(12));
+        assert_eq!(core.take_commit(&orders(0)), None);
+        // Refused meanwhile (looked up again), or not owned: nothing to undo.
+        core.on_commit_rejected(&orders(0));
+        core.on_commit_failed(&orders(0), 12, previous);
+        assert_eq!(core.committed(&orders(0)), None);
+        core.on_commit_failed(&orders(2), 12, None);
+        assert!(!core.owns(&orders(2)));
     }
 
     #[test]

@@ -21,7 +21,8 @@ impl RawConsumer {
     /// core: handed out, then handled. A record the breaker refused stays unhandled, so the
     /// committable offset stops before it; so do the records left when the member lost its
     /// partitions meanwhile (expired, fenced, or left for slow handling: they are the new
-    /// owner's now).
+    /// owner's now), or when the run is ending (the heartbeat task failed: the record in hand
+    /// is finished, none after it started).
     pub(super) async fn process_fetch<H, F>(
         &self,
         source: &Arc<FetchedBuffer>,
@@ -52,7 +53,7 @@ impl RawConsumer {
                 return Ok(());
             };
             for record in FetchedRecords::new(source, position) {
-                if progress.member_gone() {
+                if progress.should_stop() {
                     break;
                 }
                 let offset = record.offset();
@@ -91,11 +92,11 @@ impl RawConsumer {
                 }
             }
             let outcomes = futures::future::join_all(lanes.into_iter().map(|lane| async move {
-                // The first offset of this lane left unprocessed (the breaker opened, or the
-                // member lost the partition).
+                // The first offset of this lane left unprocessed (the breaker opened, the
+                // member lost the partition, or the run is ending).
                 for record in lane {
                     let offset = record.offset;
-                    if progress.member_gone() {
+                    if progress.should_stop() {
                         return Ok(Some(offset));
                     }
                     if !self.process(record, fetched_at, progress, handler).await? {

@@ -10,7 +10,12 @@
 //!   ([`Membership`], on a watch channel: only the latest matters, each assignment being
 //!   whole) and learns from it what is consumed ([`Consuming`], also a watch channel), which
 //!   is what its heartbeats report: a revoked partition moves on only once the run loop let
-//!   it go;
+//!   it go. So while the network is sound no partition is handled by two live members; but
+//!   after a member expired while cut off from the coordinator (its handler may still be at
+//!   work on what it fetched), or left for `max_poll_interval` with its handler still
+//!   running, the partition's new owner may handle the same records meanwhile
+//!   (at-least-once, not exclusive). At the end of a run the task is stopped, not aborted: a
+//!   join in flight is answered first, so the run leaves as the member it made;
 //! - where a partition starts, commits, and leaving.
 //!
 //! The decisions are made without I/O: by a `ConsumerCore` (the heartbeat task keeps one for
@@ -158,15 +163,20 @@ impl Link {
         Ok(generation)
     }
 
-    /// Recovers from `error`, the `attempt`-th failure in a row of requests made on the
-    /// connection of `generation`: waits a backoff (full jitter, up to the configured cap,
-    /// at least what a throttling broker asked for) and, when the connection failed, replaces
-    /// it. `Err` gives the error back when it ends the run: a fatal one, a lost connection
-    /// that cannot be replaced (no connector), an unknown topic that stayed unknown.
+    /// Recovers from `error`, a failure of a request made on the connection of
+    /// `generation`: waits a backoff (full jitter below a ceiling set by `attempt`, the
+    /// failures counted so far, up to the configured cap; at least what a throttling broker
+    /// asked for) and, when the connection failed, replaces it. `Err` gives the error back
+    /// when it ends the run: a fatal one, a lost connection that cannot be replaced (no
+    /// connector), an unknown topic that stayed unknown (`failed_in_a_row`: the failures
+    /// since the last success of any kind, idle rounds included, past
+    /// [`UNKNOWN_TOPIC_ATTEMPTS_MAX`]; kept apart from `attempt`, which a run loop lets grow
+    /// across idle rounds, so a long outage does not count against a topic).
     pub(super) async fn recover(
         &self,
         error: ConsumeError,
         attempt: u32,
+        failed_in_a_row: u32,
         generation: u64,
         policy: &RetryPolicy,
         interruptions: &Interruptions,
@@ -174,7 +184,7 @@ impl Link {
         let recovery = recovery_for(&error, self.connector.is_some());
         let gives_up = match recovery {
             Recovery::Fatal => true,
-            Recovery::RetryUnknown => attempt > UNKNOWN_TOPIC_ATTEMPTS_MAX,
+            Recovery::RetryUnknown => failed_in_a_row > UNKNOWN_TOPIC_ATTEMPTS_MAX,
             Recovery::Retry | Recovery::Reconnect => false,
         };
         if gives_up {
@@ -310,10 +320,15 @@ pub(super) struct Consuming {
     pub(super) member: Option<(String, i32)>,
     /// The partitions it consumes. A revoked partition stays listed until the run loop let
     /// it go (its records handled, its commit sent): only then does the coordinator hand it
-    /// to its new owner, so no partition is consumed by two live members.
+    /// to its new owner (so, while the network is sound, it is not consumed by two live
+    /// members; see the module documentation for when it may be).
     pub(super) owned: Vec<TopicPartition>,
     /// Since when the handler has been working through a fetch (`None` between fetches):
-    /// held against `max_poll_interval`.
+    /// held against `max_poll_interval`. Updated without waking the task (twice per fetch
+    /// would be two wakes per fetch): it reads it at its next wake, so a handler past the
+    /// limit is noticed at most one heartbeat interval late (only when `max_poll_interval`
+    /// is shorter than the heartbeat interval; otherwise the task's wake at the next
+    /// heartbeat sees the handling and sets its wake-up at the limit).
     pub(super) handling_since: Option<Instant>,
 }
 
@@ -405,11 +420,12 @@ pub(super) fn next_beat_step(
 
 /// The partitions a heartbeat reports as consumed: what the run loop consumes when it
 /// consumes as this very member; nothing otherwise (joining, or the run loop still holds what
-/// an earlier incarnation was given, which is not this member's).
-pub(super) fn owned_to_report(
+/// an earlier incarnation was given, which is not this member's). Borrowed: the task copies
+/// it only when a heartbeat reports something new, not at every wake.
+pub(super) fn owned_to_report<'a>(
     membership: &ConsumerCore,
-    consuming: &Consuming,
-) -> Vec<TopicPartition> {
+    consuming: &'a Consuming,
+) -> &'a [TopicPartition] {
     let same_member = match (&consuming.member, membership.member_id()) {
         (Some((consumed_as, epoch)), Some(member)) => {
             consumed_as.as_str() == member && *epoch == membership.member_epoch()
@@ -417,9 +433,9 @@ pub(super) fn owned_to_report(
         _ => false,
     };
     if same_member {
-        consuming.owned.clone()
+        &consuming.owned
     } else {
-        Vec::new()
+        &[]
     }
 }
 
@@ -480,10 +496,30 @@ pub(super) struct Beater {
     losses: Arc<AtomicU64>,
 }
 
+/// How a heartbeat task ended.
+#[derive(Debug)]
+pub(super) struct BeatEnd {
+    /// The member the coordinator knows this consumer as, to leave as (`None`: not a member:
+    /// not joined yet, lost, or left for slow handling).
+    pub(super) member_id: Option<String>,
+    /// Why it ended on its own (the error that ends the run); `None` when the run stopped it.
+    pub(super) error: Option<ConsumeError>,
+}
+
+/// Completes once the run asked its heartbeat task to stop, or is gone (the channel closed:
+/// as good as asked).
+async fn stop_asked(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
 impl Beater {
-    /// Heartbeats until the run ends (this task is aborted then); returns only with the
-    /// error that ends the run.
-    pub(super) async fn run(mut self) -> ConsumeError {
+    /// Heartbeats until the run stops it through `stop` (or aborts it): it then ends with
+    /// the member it is, to leave as. A join in flight is answered first (it makes a member:
+    /// abandoned, the member would hold partitions until its session expired; so a stop
+    /// waits for it, at most the request timeout); a heartbeat in flight, a leave for slow
+    /// handling or a backoff after a failed request is cut short (the member is the same
+    /// whatever their outcome). Otherwise it ends only with the error that ends the run.
+    pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) -> BeatEnd {
         // The membership as the coordinator answered: identity and heartbeat timing (its
         // partitions are the latest assignment, not what the run loop consumes).
         let mut membership = ConsumerCore::new();
@@ -493,24 +529,31 @@ impl Beater {
         let mut forced = false;
         let mut failures = 0u32;
         loop {
+            if *stop.borrow() || stop.is_closed() {
+                return BeatEnd {
+                    member_id: membership.member_id().map(str::to_owned),
+                    error: None,
+                };
+            }
             let now = Instant::now();
-            let (handling_since, owned) = {
+            // Decided while what the run loop reports is borrowed (never across an await);
+            // it is copied only for a heartbeat reporting something new.
+            let (step, fresh) = {
                 let consuming = self.consuming.borrow_and_update();
-                (
+                let owned = owned_to_report(&membership, &consuming);
+                let owned_changed = reported.as_deref() != Some(owned);
+                let step = next_beat_step(
+                    &membership,
                     consuming.handling_since,
-                    owned_to_report(&membership, &consuming),
-                )
+                    left_slow_at,
+                    owned_changed,
+                    forced,
+                    self.max_poll_interval,
+                    now,
+                );
+                let fresh = (step == BeatStep::Beat && owned_changed).then(|| owned.to_vec());
+                (step, fresh)
             };
-            let owned_changed = reported.as_ref() != Some(&owned);
-            let step = next_beat_step(
-                &membership,
-                handling_since,
-                left_slow_at,
-                owned_changed,
-                forced,
-                self.max_poll_interval,
-                now,
-            );
             match step {
                 BeatStep::Leave => {
                     self.interruptions.max_poll_interval.increment(1);
@@ -519,8 +562,12 @@ impl Beater {
                             group: self.group.clone(),
                             member_id: member_id.to_owned(),
                         };
-                        // Best effort: a member no longer heard from expires anyway.
-                        let _ = self.link.group(leave).await;
+                        // Best effort: a member no longer heard from expires anyway. A stop
+                        // meanwhile ends the task as this member (the run leaves as it).
+                        tokio::select! {
+                            _ = self.link.group(leave) => {}
+                            () = stop_asked(&mut stop) => continue,
+                        }
                     }
                     membership = ConsumerCore::new();
                     reported = None;
@@ -535,25 +582,49 @@ impl Beater {
                 BeatStep::Beat => {
                     forced = false;
                     let generation = self.link.generation();
-                    match self.beat(&mut membership, &owned).await {
+                    let joining = membership.member_id().is_none();
+                    // What is consumed: new (`fresh`), or as last reported.
+                    let owned = fresh.as_deref().or(reported.as_deref()).unwrap_or_default();
+                    let beat = self.beat(&mut membership, owned);
+                    let answered = if joining {
+                        // Answered even when the run stops meanwhile: the run must leave as
+                        // the member it makes.
+                        beat.await
+                    } else {
+                        tokio::select! {
+                            answered = beat => answered,
+                            // The member is the same whatever the answer: the run leaves as
+                            // it.
+                            () = stop_asked(&mut stop) => continue,
+                        }
+                    };
+                    match answered {
                         Ok(()) => {
                             failures = 0;
-                            reported = Some(owned);
+                            if let Some(fresh) = fresh {
+                                reported = Some(fresh);
+                            }
                         }
                         Err(error) => {
                             failures = failures.saturating_add(1);
-                            if let Err(error) = self
-                                .link
-                                .recover(
+                            let recovered = tokio::select! {
+                                recovered = self.link.recover(
                                     error.into(),
+                                    failures,
                                     failures,
                                     generation,
                                     &self.backoff,
                                     &self.interruptions,
-                                )
-                                .await
-                            {
-                                return error;
+                                ) => recovered,
+                                // The run is ending: nothing to recover for (the member is
+                                // as before the failed request).
+                                () = stop_asked(&mut stop) => continue,
+                            };
+                            if let Err(error) = recovered {
+                                return BeatEnd {
+                                    member_id: membership.member_id().map(str::to_owned),
+                                    error: Some(error),
+                                };
                             }
                         }
                     }
@@ -576,6 +647,8 @@ impl Beater {
                                 std::future::pending::<()>().await;
                             }
                         }
+                        // Ends the task at the top of the loop.
+                        () = stop_asked(&mut stop) => {}
                     }
                 }
             }
@@ -658,23 +731,55 @@ impl Beater {
     }
 }
 
-/// A run's heartbeat task, aborted when the run ends or its future is dropped: a run that is
+/// A run's heartbeat task. The run stops it at its end ([`Heartbeats::stop`]), to learn the
+/// member to leave as; dropped (the run's future was dropped), it is aborted: a run that is
 /// gone must not keep its member alive.
 pub(super) struct Heartbeats {
-    handle: tokio::task::JoinHandle<ConsumeError>,
+    handle: tokio::task::JoinHandle<BeatEnd>,
+    stop: watch::Sender<bool>,
+    /// Set once the task ended on its own (its handle is not awaited again): the member it
+    /// ended as.
+    ended_as: Option<Option<String>>,
 }
 
 impl Heartbeats {
-    /// Waits for the task to end, which it does only with an error that ends the run (a
-    /// panic in it goes on in the run).
-    pub(super) async fn ended(&mut self) -> ConsumeError {
-        match (&mut self.handle).await {
-            Ok(error) => error,
-            Err(join) => match join.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => ConsumeError::HeartbeatCancelled,
-            },
+    /// Waits for the task to end on its own, which it does only with an error that ends the
+    /// run (a panic in it goes on in the run). Cancel safe; once it returned, it never
+    /// completes again.
+    pub(super) async fn failed(&mut self) -> ConsumeError {
+        if self.ended_as.is_some() {
+            return std::future::pending().await;
         }
+        let end = joined((&mut self.handle).await);
+        self.ended_as = Some(end.member_id);
+        // Only `stop` asks it to end without an error: ending so here is a cancellation.
+        end.error.unwrap_or(ConsumeError::HeartbeatCancelled)
+    }
+
+    /// Stops the task and waits for it to end (see [`Beater::run`]: a join in flight is
+    /// answered first), and returns the member the coordinator knows this consumer as
+    /// (`None`: none), to leave as. No heartbeat is sent after it returned.
+    pub(super) async fn stop(mut self) -> Option<String> {
+        if let Some(member_id) = self.ended_as.take() {
+            return member_id;
+        }
+        self.stop.send_replace(true);
+        joined((&mut self.handle).await).member_id
+    }
+}
+
+/// The end of a heartbeat task from its join: a panic goes on in the caller, a cancellation
+/// (the runtime shutting down) ends it without a member.
+fn joined(joined: Result<BeatEnd, tokio::task::JoinError>) -> BeatEnd {
+    match joined {
+        Ok(end) => end,
+        Err(join) => match join.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => BeatEnd {
+                member_id: None,
+                error: Some(ConsumeError::HeartbeatCancelled),
+            },
+        },
     }
 }
 
@@ -686,10 +791,31 @@ impl Drop for Heartbeats {
 
 // --- The requests -----------------------------------------------------------------------------
 
+/// A commit sent and not answered yet: dropped so (the request failed, or the run stopped
+/// while it was in flight), it is handed back to the core
+/// ([`ConsumerCore::on_commit_failed`]), to be sent again.
+struct Unanswered<'a> {
+    core: &'a mut ConsumerCore,
+    partition: &'a TopicPartition,
+    offset: i64,
+    previous: Option<i64>,
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.core
+                .on_commit_failed(self.partition, self.offset, self.previous);
+        }
+    }
+}
+
 impl RawConsumer {
     /// Starts the heartbeat task of a run: it learns what is consumed from `consuming`,
     /// publishes the coordinator's answers on `news`, heartbeats at once when `beat_now` is
-    /// notified, and counts lost memberships in `losses`.
+    /// notified, and counts lost memberships in `losses`; it runs until stopped
+    /// ([`Heartbeats::stop`]) or dropped.
     pub(super) fn heartbeats(
         &self,
         consuming: watch::Receiver<Consuming>,
@@ -710,8 +836,11 @@ impl RawConsumer {
             beat_now,
             losses,
         };
+        let (stop, stop_rx) = watch::channel(false);
         Heartbeats {
-            handle: tokio::spawn(beater.run()),
+            handle: tokio::spawn(beater.run(stop_rx)),
+            stop,
+            ended_as: None,
         }
     }
 
@@ -749,13 +878,18 @@ impl RawConsumer {
             .0)
     }
 
-    /// Commits `next` for `partition` (a commit the core decided); when the partition moved
+    /// Commits `next` for `partition` (a commit the core decided; `previous`: the one decided
+    /// before it, [`ConsumerCore::committed`] before it was taken). When the partition moved
     /// or the member was fenced, the core forgets the position and asks for a heartbeat at
-    /// once (the run loop passes it on to the heartbeat task).
+    /// once (the run loop passes it on to the heartbeat task). When it gets no answer — the
+    /// request failed (its error is returned) or this future is dropped mid-request (a stop)
+    /// — the core goes back to `previous`, so the commit is sent again (by the next round,
+    /// or by the final commits).
     pub(super) async fn commit(
         &self,
         partition: &TopicPartition,
         next: i64,
+        previous: Option<i64>,
         core: &mut ConsumerCore,
     ) -> Result<(), ConsumeError> {
         let commit = GroupRequest::Commit {
@@ -768,8 +902,15 @@ impl RawConsumer {
                 metadata: String::new(),
             }],
         };
+        let mut unanswered = Unanswered {
+            core,
+            partition,
+            offset: next,
+            previous,
+            answered: false,
+        };
         match self.client.group(commit).await {
-            Ok(_) => {}
+            Ok(_) => unanswered.answered = true,
             // The partition moved or we were fenced (or left for slow handling): the new
             // owner resumes from the last commit (at-least-once).
             Err(RequestError::Broker {
@@ -778,7 +919,11 @@ impl RawConsumer {
                     | ErrorCode::UnknownMember
                     | ErrorCode::FencedMemberEpoch,
                 ..
-            }) => core.on_commit_rejected(partition),
+            }) => {
+                unanswered.answered = true;
+                unanswered.core.on_commit_rejected(partition);
+            }
+            // Handed back to the core as `unanswered` drops.
             Err(error) => return Err(error.into()),
         }
         Ok(())
@@ -940,8 +1085,15 @@ mod tests {
             handling_since: None,
         };
         assert_eq!(
-            owned_to_report(&core, &consuming),
+            owned_to_report(&core, &consuming).to_vec(),
             vec![orders(0), orders(1)]
+        );
+        assert!(
+            std::ptr::eq(
+                owned_to_report(&core, &consuming),
+                consuming.owned.as_slice()
+            ),
+            "borrowed, not copied"
         );
         let earlier_incarnation = Consuming {
             member: Some(("m-0".to_owned(), 1)),
@@ -957,6 +1109,38 @@ mod tests {
             owned_to_report(&ConsumerCore::new(), &consuming).is_empty(),
             "a join reports nothing"
         );
+    }
+
+    /// A commit still in flight when its future is dropped (the run stopped) or whose
+    /// request failed goes back to the core, so the next round or the final commits send it
+    /// again; an answered one stays decided.
+    #[test]
+    fn a_commit_left_unanswered_is_handed_back_to_the_core() {
+        let now = Instant::now();
+        let mut core = member("m-1", &[0], now);
+        core.on_start_position(&orders(0), 0);
+        core.on_fetched(&orders(0), 0, 3);
+        for offset in 0..3 {
+            core.on_handled(&orders(0), offset);
+        }
+        let previous = core.committed(&orders(0));
+        let offset = core.take_commit(&orders(0)).expect("a commit to send");
+        drop(Unanswered {
+            core: &mut core,
+            partition: &orders(0),
+            offset,
+            previous,
+            answered: false,
+        });
+        assert_eq!(core.take_commit(&orders(0)), Some(3), "sent again");
+        drop(Unanswered {
+            core: &mut core,
+            partition: &orders(0),
+            offset,
+            previous,
+            answered: true,
+        });
+        assert_eq!(core.take_commit(&orders(0)), None, "answered: decided");
     }
 
     #[test]

@@ -10,13 +10,42 @@
 //!
 //! Heartbeats run in their own task, at the interval the coordinator asks for, however long
 //! the handler takes: a slow handler keeps its partitions (a partition moves only once its
-//! owner let it go, so no partition is handled by two live members). A handler slower than
-//! `max_poll_interval` over one fetch is taken for stuck: the member leaves, its partitions
-//! move on, and it rejoins once the handler returns (Kafka's `max.poll.interval.ms`).
+//! owner let it go, so while the network is sound no partition is handled by two live
+//! members). That is not a guarantee of exclusive handling: a member cut off from the
+//! coordinator expires while its handler may still be at work, and a handler still running
+//! after its member left for `max_poll_interval` finishes its record; meanwhile the
+//! partition's new owner may handle the same records from the last commit (at-least-once).
+//! A handler slower than `max_poll_interval` over one fetch is taken for stuck: the member
+//! leaves, its partitions move on, and it rejoins once the handler returns (Kafka's
+//! `max.poll.interval.ms`; noticed at most one heartbeat interval late when the limit is
+//! shorter than the heartbeat interval).
 //! Transient failures (a lost connection, a throttled or failing broker) never end a run:
-//! requests are retried with full-jitter backoff up to `reconnect_backoff_max`, a failed
-//! connection is replaced (with a [`Connector`], see [`RawConsumer::with_reconnect`]), the
-//! member rejoins and resumes from the committed offsets. Only fatal errors end it.
+//! requests are retried with full-jitter backoff up to `reconnect_backoff_max` (a commit that
+//! got no answer is sent again), a failed connection is replaced (with a [`Connector`], see
+//! [`RawConsumer::with_reconnect`]), the member rejoins and resumes from the committed
+//! offsets. Only fatal errors end it; a fatal error of the heartbeat task lets the record
+//! being handled finish first (for at most `max_poll_interval`), see [`RawConsumer::run`].
+//! At the end of a run the heartbeat task is stopped, a join in flight answered first, and
+//! the run leaves the group as the member the coordinator knows.
+//!
+//! A fetched batch that cannot be read — it fails its checksum, does not parse (a record, the
+//! record count, a batch cut short: the broker sends whole batches only, so a short one is
+//! damage, not a partial read), or its offsets do not follow on from the fetch position or
+//! the batch before it — is never skipped silently nor fetched again and again. The records
+//! before it are handled and committed; then, by [`ConsumerConfig::on_corrupt_batch`]:
+//!
+//! - [`CorruptBatchPolicy::Stop`] (the default): the run ends with
+//!   [`ConsumeError::CorruptBatch`], naming the topic, partition and first offset that could
+//!   not be read, and why. A restarted consumer meets the same batch again (nothing is skipped
+//!   unless asked).
+//! - [`CorruptBatchPolicy::SkipToDeadLetter`]: the batch's raw bytes go to the dead-letter
+//!   topic (error kind [`CORRUPT_BATCH_ERROR_KIND`], headers naming the source topic,
+//!   partition and the offsets skipped), and consuming goes on after it. Only when its range
+//!   can be relied on (a whole header whose offsets follow on, and a next batch starting
+//!   where it ends) and dead-lettering is not disabled; otherwise the run stops as above.
+//!
+//! Either way the batch is counted under `herald_consumer_corrupt_batches_total`, and one
+//! skipped is counted in [`RunSummary::corrupt_batches`].
 //!
 //! Where things live:
 //!
@@ -28,14 +57,16 @@
 //!   to it; a seeded simulation in `tests/consumer_simulation.rs` drives it against
 //!   `herald-broker-core`);
 //! - `fetched`: the records of a fetch ([`FetchedBuffer`], [`ConsumedRecord`],
-//!   [`RecordHeaders`]) and the iterator reading them;
+//!   [`RecordHeaders`]) and the iterator reading them, which checks the batches and notes
+//!   the first corrupt one;
 //! - `membership`: the connection (replaced after it failed) and how failed requests are
 //!   recovered from; the heartbeat task (joining, rejoining, the processing-time limit) and
 //!   what it and the run loop tell each other; start positions, commits and leaving;
 //! - `run`: the run loop ([`RawConsumer::run`]), consuming one partition, prefetching, and
 //!   processing one record (inbox, breaker, retries);
 //! - `lanes`: handing a fetch's records to the handler, on one lane or on concurrent key lanes;
-//! - `dead_letter`: sending a record that cannot be processed to the dead-letter topic.
+//! - `dead_letter`: sending a record that cannot be processed to the dead-letter topic, and
+//!   acting on a corrupt batch (stopping, or sending its bytes there and moving past it).
 //!
 //! This file holds the handler's and the run's public types and [`RawConsumer`] itself.
 
@@ -54,9 +85,10 @@ use herald_broker_client::{BrokerClient, RequestError};
 use membership::{Interruptions, Link};
 
 pub use config::{
-    Connector, ConsumerConfig, DeadLetter, ResetPolicy, CONCURRENCY_MAX, CONNECT_TIMEOUT,
-    DLQ_MESSAGE_BYTES_MAX, IDEMPOTENCY_KEY_HEADER, RECONNECT_BACKOFF_MIN,
-    UNKNOWN_TOPIC_ATTEMPTS_MAX,
+    Connector, ConsumerConfig, CorruptBatchPolicy, DeadLetter, ResetPolicy, CONCURRENCY_MAX,
+    CONNECT_TIMEOUT, CORRUPT_BATCH_ERROR_KIND, DLQ_BATCH_OFFSET_HEADER, DLQ_CHUNKS_HEADER,
+    DLQ_CHUNK_HEADER, DLQ_LAST_OFFSET_HEADER, DLQ_MESSAGE_BYTES_MAX, IDEMPOTENCY_KEY_HEADER,
+    RECONNECT_BACKOFF_MIN, UNKNOWN_TOPIC_ATTEMPTS_MAX,
 };
 pub use fetched::{ConsumedRecord, FetchedBuffer, RecordHeaders};
 // `self::`: a bare `core` here would be ambiguous with the `core` crate.
@@ -101,6 +133,18 @@ pub enum ConsumeError {
         offset: i64,
         reason: String,
     },
+    /// A fetched batch of `topic`/`partition` cannot be read (see the module documentation):
+    /// `offset` is the first offset the consumer could not read (everything before it was
+    /// handled and committed), `reason` what is wrong with the batch — and, under
+    /// [`CorruptBatchPolicy::SkipToDeadLetter`], why it was not skipped. Fatal: the run ends
+    /// instead of fetching the batch again and again.
+    #[error("corrupt batch in {topic}/{partition} at offset {offset}: {reason}")]
+    CorruptBatch {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        reason: String,
+    },
     /// The run's heartbeat task was cancelled from outside (the runtime is shutting down).
     #[error("the heartbeat task was cancelled")]
     HeartbeatCancelled,
@@ -114,6 +158,9 @@ pub struct RunSummary {
     pub dead_lettered: u64,
     /// Skipped by the inbox as already processed.
     pub deduplicated: u64,
+    /// Corrupt batches sent to the dead-letter topic and skipped
+    /// ([`CorruptBatchPolicy::SkipToDeadLetter`]).
+    pub corrupt_batches: u64,
 }
 
 pub struct RawConsumer {

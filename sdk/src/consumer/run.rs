@@ -5,10 +5,12 @@
 //! it is handling a fetch. A failed round is recovered from (`membership::Link::recover`):
 //! retried after a backoff, or over a new connection, after which nothing is consumed until a
 //! heartbeat on it answered. Heartbeat timing, positions and commit decisions are the core's
-//! (`core`): the loop does the I/O and reports back.
+//! (`core`): the loop does the I/O and reports back (a commit that got no answer is handed
+//! back, to be sent again). At the end of a run the heartbeat task is stopped (a join in
+//! flight answered first) and the run leaves as the member it names.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ use crate::policy::backoff::RetryDecision;
 use crate::policy::breaker::{BreakerConfig, Permission, SharedBreaker};
 
 use super::core::{ConsumerCore, FetchFrom, HeartbeatError};
-use super::membership::{apply_news, Consuming, Membership, News, Recovery};
+use super::membership::{apply_news, Consuming, News, Recovery};
 use super::{
     ConsumeError, ConsumedRecord, FetchedBuffer, HandlerError, RawConsumer, RunSummary,
     IDEMPOTENCY_KEY_HEADER,
@@ -34,7 +36,7 @@ use super::{
 /// news from the heartbeat task (the first assignment, a rebalance) wakes it at once.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -48,10 +50,14 @@ pub(super) struct Progress {
     retried: AtomicU64,
     dead_lettered: AtomicU64,
     deduplicated: AtomicU64,
+    corrupt_batches: AtomicU64,
     /// Memberships the heartbeat task lost so far (it counts one before telling the loop).
     losses: Arc<AtomicU64>,
     /// The losses the loop has applied (dropping what the lost member owned).
     losses_applied: AtomicU64,
+    /// The run is ending with the heartbeat task's error: the record being handled is let
+    /// finish, nothing after it is handled (nor is it retried), nothing more is fetched.
+    halted: AtomicBool,
 }
 
 impl Progress {
@@ -62,9 +68,28 @@ impl Progress {
             retried: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             deduplicated: AtomicU64::new(0),
+            corrupt_batches: AtomicU64::new(0),
             losses,
             losses_applied: AtomicU64::new(0),
+            halted: AtomicBool::new(false),
         }
+    }
+
+    /// The run ends (the heartbeat task failed for good): handling stops after the record
+    /// in hand.
+    fn halt(&self) {
+        self.halted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the run is ending (see [`Progress::halt`]).
+    pub(super) fn halted(&self) -> bool {
+        self.halted.load(Ordering::Relaxed)
+    }
+
+    /// Whether handling stops before the next record: the member lost its partitions
+    /// ([`Progress::member_gone`]) or the run is ending ([`Progress::halted`]). Relaxed loads.
+    pub(super) fn should_stop(&self) -> bool {
+        self.member_gone() || self.halted()
     }
 
     /// Whether the member lost its partitions (expired, fenced, or left for slow handling)
@@ -98,6 +123,7 @@ impl Progress {
             retried: self.retried.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             deduplicated: self.deduplicated.load(Ordering::Relaxed),
+            corrupt_batches: self.corrupt_batches.load(Ordering::Relaxed),
         }
     }
 }
@@ -140,8 +166,13 @@ struct BeatLink {
     /// Assignments answered on a connection older than this are stale: the loop reconnected
     /// since, and consumes again only once a heartbeat on the new connection answered.
     fresh_from: u64,
-    /// Rounds failed in a row.
+    /// Rounds failed, as the rounds since that carried something lowered the count
+    /// ([`failures_after`]): the exponent of the next backoff.
     failures: u32,
+    /// Rounds failed in a row, reset by any round that succeeded, idle or not: what an
+    /// unknown topic is given up after ([`super::UNKNOWN_TOPIC_ATTEMPTS_MAX`]), as before the
+    /// backoff's count stopped being reset by idle rounds.
+    failed_in_a_row: u32,
 }
 
 impl BeatLink {
@@ -178,11 +209,25 @@ impl BeatLink {
         });
     }
 
-    /// Marks the start (`Some`) or the end (`None`) of handling a fetch: the heartbeat task
-    /// holds it against `max_poll_interval`.
-    fn handling(&self, since: Option<Instant>) {
-        self.consuming
-            .send_modify(|consuming| consuming.handling_since = since);
+    /// Marks the start of handling a fetch, which the heartbeat task holds against
+    /// `max_poll_interval`. Without waking it (this is done per fetch): it reads the mark at
+    /// its next wake, at the latest its next heartbeat, so handling past the limit is noticed
+    /// at most one heartbeat interval late (see `Consuming::handling_since`).
+    fn handling_started(&self, since: Instant) {
+        self.consuming.send_if_modified(|consuming| {
+            consuming.handling_since = Some(since);
+            false
+        });
+    }
+
+    /// Marks the end of handling a fetch; wakes the heartbeat task only when `member_lost`
+    /// (the member was lost meanwhile: having left for slow handling, the task waits for the
+    /// handler's return to join again). Otherwise the task reads it at its next wake.
+    fn handling_ended(&self, member_lost: bool) {
+        self.consuming.send_if_modified(|consuming| {
+            consuming.handling_since = None;
+            member_lost
+        });
     }
 
     /// A rejected commit asks the core for a heartbeat at once (to learn the new
@@ -192,14 +237,32 @@ impl BeatLink {
             self.beat_now.notify_one();
         }
     }
+}
 
-    /// The member the coordinator knows now (the heartbeat task may have rejoined since the
-    /// loop last looked), to leave as.
-    fn member(&self) -> Option<String> {
-        match &self.news.borrow().membership {
-            Membership::Assigned { assignment, .. } => Some(assignment.member_id.clone()),
-            Membership::Joining | Membership::Lost(_) | Membership::LeftSlow => None,
-        }
+/// What a round's fetches brought: what its success does to the count of failed rounds in a
+/// row (the backoff's exponent). A round carried the most any of its fetches did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Carried {
+    /// No fetch answered: an idle round (nothing owned, e.g. waiting after a reconnect for a
+    /// heartbeat on the new connection; the breaker open; the run ending).
+    Nothing,
+    /// Fetches answered, without records.
+    Answers,
+    /// A fetch answered with records.
+    Records,
+}
+
+/// The failures counted for the backoff after a round that succeeded carrying `carried`.
+/// Records prove the connection carries work: the count starts over. Answers without records
+/// halve it (the sporadic failures of an idle partition do not pile up, and the count a long
+/// outage ran up is gone within a few rounds). An idle round proves nothing and leaves it:
+/// it used to start the count over, so a connection that came up and failed again before
+/// carrying anything was retried after the first, shortest backoff every time.
+fn failures_after(failures: u32, carried: Carried) -> u32 {
+    match carried {
+        Carried::Nothing => failures,
+        Carried::Answers => failures / 2,
+        Carried::Records => 0,
     }
 }
 
@@ -207,6 +270,12 @@ impl RawConsumer {
     /// Consumes until `stop` completes, then commits what was handled and leaves the group.
     /// Transient failures are recovered from (see the module documentation); the run ends
     /// early only with a fatal error (after leaving the group, without the final commits).
+    ///
+    /// When the heartbeat task fails for good (a fatal error), the record being handled is
+    /// let finish rather than cancelled mid-way: no record after it is handled, it is not
+    /// retried, nothing more is fetched, and the handler gets at most `max_poll_interval`
+    /// (or until `stop` completes) to return; a handler not back by then is dropped. Then
+    /// the run ends with the heartbeat task's error. A `stop` still cuts a handler short.
     pub async fn run<H, F>(
         &self,
         handler: H,
@@ -224,8 +293,8 @@ impl RawConsumer {
         let (consuming, consuming_rx) = watch::channel(Consuming::default());
         let (news_tx, news) = watch::channel(News::joining());
         let beat_now = Arc::new(Notify::new());
-        // Heartbeats go on in their own task whatever the handler does; it is aborted when
-        // the run ends (or this future is dropped).
+        // Heartbeats go on in their own task whatever the handler does; it is stopped when
+        // the run ends (aborted if this future is dropped).
         let mut heartbeats = self.heartbeats(consuming_rx, news_tx, beat_now.clone(), losses);
         let mut beats = BeatLink {
             news,
@@ -233,6 +302,7 @@ impl RawConsumer {
             beat_now,
             fresh_from: 0,
             failures: 0,
+            failed_in_a_row: 0,
         };
         let ended = loop {
             let work = async {
@@ -241,21 +311,35 @@ impl RawConsumer {
                     .round(&mut core, &mut prefetch, &progress, &handler, &mut beats)
                     .await
                 {
-                    Ok(()) => {
-                        beats.failures = 0;
+                    Ok(carried) => {
+                        beats.failures = failures_after(beats.failures, carried);
+                        beats.failed_in_a_row = 0;
                         Ok(())
                     }
+                    // The run is ending (the heartbeat task failed): nothing to recover for.
+                    Err(error) if progress.halted() => Err(error),
                     Err(error) => {
                         beats.failures = beats.failures.saturating_add(1);
+                        beats.failed_in_a_row = beats.failed_in_a_row.saturating_add(1);
                         self.recover_round(error, generation, &mut core, &mut prefetch, &mut beats)
                             .await
                     }
                 }
             };
+            tokio::pin!(work);
             tokio::select! {
                 _ = &mut stop => break Ok(()),
-                error = heartbeats.ended() => break Err(error),
-                result = work => {
+                error = heartbeats.failed() => {
+                    // The record in hand is let finish (see above), bounded by
+                    // `max_poll_interval`; its result does not matter any more.
+                    progress.halt();
+                    tokio::select! {
+                        _ = &mut stop => {}
+                        _ = tokio::time::timeout(self.config.max_poll_interval, &mut work) => {}
+                    }
+                    break Err(error);
+                }
+                result = &mut work => {
                     if let Err(error) = result {
                         break Err(error);
                     }
@@ -263,19 +347,18 @@ impl RawConsumer {
             }
         };
         // Handling is over: the final commits are not held against `max_poll_interval`.
-        beats.handling(None);
+        beats.handling_ended(false);
         drop(prefetch);
         // What was handled before the stop is committed before leaving (a stop in the middle
-        // of a fetch drops the commit that would have followed it); a commit that fails for
-        // another reason than a moved partition is the run's error, after leaving.
+        // of a fetch drops the commit that would have followed it; a commit in flight at the
+        // stop, or one that failed in the last round, was handed back to the core and is sent
+        // here); a commit that fails for another reason than a moved partition is the run's
+        // error, after leaving.
         let committed = match ended {
             Ok(()) => {
                 let mut committed = Ok(());
-                for commit in core.take_commits() {
-                    if let Err(error) = self
-                        .commit(&commit.partition, commit.offset, &mut core)
-                        .await
-                    {
+                for partition in core.owned().to_vec() {
+                    if let Err(error) = self.commit_decided(&partition, &mut core).await {
                         committed = Err(error);
                         break;
                     }
@@ -284,20 +367,38 @@ impl RawConsumer {
             }
             Err(error) => Err(error),
         };
-        let member = beats
-            .member()
+        // The heartbeat task is stopped, not aborted: a join in flight is answered first, so
+        // the member it made is the one left (not a ghost holding partitions until its
+        // session expires). It heartbeats no more: nothing after the leave. The core's member
+        // is a fallback for a task cancelled by the runtime (a stale one is refused, harmless).
+        let member = heartbeats
+            .stop()
+            .await
             .or_else(|| core.member_id().map(str::to_owned));
-        // No heartbeat after the leave.
-        drop(heartbeats);
         self.leave(member.as_deref()).await;
         committed?;
         let summary = progress.summary();
         Ok(summary)
     }
 
+    /// Sends the commit the core decides for `partition`, if any; one that gets no answer is
+    /// handed back to the core (see [`RawConsumer::commit`]), to be sent again.
+    async fn commit_decided(
+        &self,
+        partition: &TopicPartition,
+        core: &mut ConsumerCore,
+    ) -> Result<(), ConsumeError> {
+        let previous = core.committed(partition);
+        match core.take_commit(partition) {
+            Some(offset) => self.commit(partition, offset, previous, core).await,
+            None => Ok(()),
+        }
+    }
+
     /// One round: every owned partition in turn, the heartbeat task's news taken before each
     /// (so a revoked partition is let go before it is consumed again, and a lost membership
-    /// stops the round); idle for a moment when there is nothing to consume.
+    /// stops the round); idle for a moment when there is nothing to consume. Nothing is
+    /// fetched once the run is ending ([`Progress::halted`]).
     async fn round<H, F>(
         &self,
         core: &mut ConsumerCore,
@@ -305,13 +406,16 @@ impl RawConsumer {
         progress: &Progress,
         handler: &H,
         beats: &mut BeatLink,
-    ) -> Result<(), ConsumeError>
+    ) -> Result<Carried, ConsumeError>
     where
         H: Fn(ConsumedRecord) -> F,
         F: Future<Output = Result<(), HandlerError>>,
     {
         beats.take_news(core, progress);
         beats.beat_if_asked(core);
+        if progress.halted() {
+            return Ok(Carried::Nothing);
+        }
         if progress.paused() || core.owned().is_empty() {
             match tokio::time::timeout(IDLE_WAIT, beats.news.changed()).await {
                 // Taken at the start of the next round.
@@ -320,28 +424,34 @@ impl RawConsumer {
                 Ok(Err(_)) => tokio::time::sleep(IDLE_WAIT).await,
                 Err(_) => {}
             }
-            return Ok(());
+            return Ok(Carried::Nothing);
         }
         let owned = core.owned().to_vec();
+        let mut carried = Carried::Nothing;
         for (index, partition) in owned.iter().enumerate() {
+            if progress.halted() {
+                break;
+            }
             if index > 0 {
                 beats.take_news(core, progress);
                 beats.beat_if_asked(core);
             }
             // The partition visited after this one (itself when it is the only one).
             let after = owned.get((index + 1) % owned.len()).unwrap_or(partition);
-            self.consume_partition(PartitionRun {
-                partition,
-                after,
-                core: &mut *core,
-                prefetch: &mut *prefetch,
-                progress,
-                handler,
-                beats: &*beats,
-            })
-            .await?;
+            let fetched = self
+                .consume_partition(PartitionRun {
+                    partition,
+                    after,
+                    core: &mut *core,
+                    prefetch: &mut *prefetch,
+                    progress,
+                    handler,
+                    beats: &*beats,
+                })
+                .await?;
+            carried = carried.max(fetched);
         }
-        Ok(())
+        Ok(carried)
     }
 
     /// After a failed round (`generation`: the connection it started on): the fetch issued
@@ -363,6 +473,7 @@ impl RawConsumer {
             .recover(
                 error,
                 beats.failures,
+                beats.failed_in_a_row,
                 generation,
                 &self.config.reconnect_policy(),
                 &self.interruptions,
@@ -379,8 +490,12 @@ impl RawConsumer {
 
     /// Fetches `partition` at the core's position (or takes the fetch issued ahead for it),
     /// hands its records to the handler, commits what the core decides; meanwhile the fetch
-    /// for `after`, the partition visited next, is already on its way.
-    async fn consume_partition<H, F>(&self, run: PartitionRun<'_, H>) -> Result<(), ConsumeError>
+    /// for `after`, the partition visited next, is already on its way. Returns what the fetch
+    /// brought.
+    async fn consume_partition<H, F>(
+        &self,
+        run: PartitionRun<'_, H>,
+    ) -> Result<Carried, ConsumeError>
     where
         H: Fn(ConsumedRecord) -> F,
         F: Future<Output = Result<(), HandlerError>>,
@@ -415,7 +530,7 @@ impl RawConsumer {
                 position
             }
             // Not owned (any more): nothing to do.
-            None => return Ok(()),
+            None => return Ok(Carried::Nothing),
         };
         let wait = if core.owned().len() > 1 {
             Duration::ZERO
@@ -440,9 +555,14 @@ impl RawConsumer {
             }) => {
                 // Retention removed what we were at: restart from the reset policy.
                 core.on_offset_out_of_range(partition);
-                return Ok(());
+                return Ok(Carried::Answers);
             }
             Err(error) => return Err(error.into()),
+        };
+        let carried = if fetched.batches.is_empty() {
+            Carried::Answers
+        } else {
+            Carried::Records
         };
         // Ask for what comes next while these records are handled (nothing when this fetch
         // came back empty: the next one long-polls as usual).
@@ -463,11 +583,11 @@ impl RawConsumer {
         // One clock read per fetch for the breaker's permissions (see `process`), and the
         // start of the handling the heartbeat task holds against `max_poll_interval`.
         let fetched_at = Instant::now();
-        beats.handling(Some(fetched_at));
+        beats.handling_started(fetched_at);
         let handled = self
             .process_fetch(&source, partition, core, fetched_at, progress, handler)
             .await;
-        beats.handling(None);
+        beats.handling_ended(progress.member_gone());
         // Records the handler did not get to (the breaker left them, the member lost the
         // partition, a request failed) are fetched again from the committable offset.
         core.on_fetch_finished(partition);
@@ -480,10 +600,21 @@ impl RawConsumer {
             "partition" => partition.partition.to_string(),
         )
         .set((high_watermark - next).max(0) as f64);
-        if let Some(offset) = core.take_commit(partition) {
-            self.commit(partition, offset, core).await?;
+        self.commit_decided(partition, core).await?;
+        // A corrupt batch ended the reading, and every record before it was handled (and
+        // committed, above): stop, or skip it to the dead-letter topic. Not reached (the
+        // breaker left records, the member lost the partition, the run is ending), it is met
+        // again by the fetch that resumes before it.
+        if let Some(corruption) = source.corruption() {
+            if !progress.should_stop() && core.position(partition) == Some(corruption.offset) {
+                // Boxed: the rare path keeps its future out of every fetch's.
+                Box::pin(self.corrupt_batch(partition, &source, corruption, high_watermark, core))
+                    .await?;
+                progress.corrupt_batches.fetch_add(1, Ordering::Relaxed);
+                self.commit_decided(partition, core).await?;
+            }
         }
-        Ok(())
+        Ok(carried)
     }
 
     /// The fetch of `partition` at `position`, owning what it needs (so it can also run as
@@ -517,7 +648,8 @@ impl RawConsumer {
     }
 
     /// Processes one record to the end (handled, deduplicated or dead-lettered): `true`;
-    /// `false` when the breaker refused it (left for later). `fetched_at` dates the breaker's
+    /// `false` when the breaker refused it, or it failed and would be retried while the run
+    /// is ending (left for later). `fetched_at` dates the breaker's
     /// permission and a success: a fetch is processed within moments, and only a failure
     /// (which may open the breaker) needs a fresh time to date the open period from.
     pub(super) async fn process<H, F>(
@@ -585,10 +717,16 @@ impl RawConsumer {
                         now - *first_failure.get_or_insert(now),
                         rand::random::<f64>(),
                     ) {
+                        // The run is ending: the record is left for later (its partition's next
+                        // consumer gets it from the last commit), not retried.
+                        RetryDecision::RetryAfter(_) if progress.halted() => return Ok(false),
                         RetryDecision::RetryAfter(delay) => {
                             progress.retried.fetch_add(1, Ordering::Relaxed);
                             self.metrics.retried.increment(1);
                             tokio::time::sleep(delay).await;
+                            if progress.halted() {
+                                return Ok(false);
+                            }
                             continue;
                         }
                         RetryDecision::GiveUp(_) => ("retries-exhausted", reason),
@@ -619,5 +757,47 @@ impl RawConsumer {
             .increment(1);
             return Ok(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that keeps coming up and failing again backs off longer each time: the
+    /// idle rounds in between (waiting after a reconnect for a heartbeat on the new
+    /// connection) do not start the count of failures over.
+    #[test]
+    fn only_rounds_that_carried_something_lower_the_failure_count() {
+        let mut failures = 0u32;
+        for _ in 0..4 {
+            // A failed round, then idle ones on the new connection.
+            failures = failures.saturating_add(1);
+            for _ in 0..3 {
+                failures = failures_after(failures, Carried::Nothing);
+            }
+        }
+        assert_eq!(failures, 4, "idle rounds leave the count");
+        assert_eq!(
+            failures_after(failures, Carried::Answers),
+            2,
+            "answers without records halve it"
+        );
+        assert_eq!(failures_after(1, Carried::Answers), 0);
+        let mut outage = u32::MAX;
+        for _ in 0..32 {
+            outage = failures_after(outage, Carried::Answers);
+        }
+        assert_eq!(outage, 0, "a long outage's count is gone within 32 rounds");
+        assert_eq!(
+            failures_after(failures, Carried::Records),
+            0,
+            "records start it over"
+        );
+        assert_eq!(
+            Carried::Nothing.max(Carried::Records).max(Carried::Answers),
+            Carried::Records,
+            "a round carried the most any of its fetches did"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::broker;
+use support::{broker, produce_numbers};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -12,32 +12,6 @@ use std::time::Duration;
 use herald::consumer::{ConsumedRecord, ConsumerConfig, HandlerError, RawConsumer};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
-
-/// Produces one batch to `topic` partition 0 whose record values are the numbers of `values`.
-async fn produce_numbers(
-    client: &herald_broker_client::BrokerClient,
-    topic: &str,
-    values: std::ops::Range<u32>,
-) {
-    let mut builder = BatchBuilder::new();
-    for n in values {
-        builder.push(Record {
-            timestamp_ms: 1,
-            key: None,
-            value: Some(n.to_string().into_bytes()),
-            headers: Vec::new(),
-        });
-    }
-    client
-        .produce(
-            topic,
-            0,
-            Durability::Memory,
-            builder.encode().expect("batch"),
-        )
-        .await
-        .expect("produce");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_retries_dead_letters_and_resumes_from_commits() {
@@ -316,7 +290,7 @@ async fn a_stopped_run_commits_what_it_handled_and_reports_a_failed_commit() {
         .create_topic("stops", TopicConfig::default())
         .await
         .expect("create");
-    produce_numbers(&client, "stops", 0..10).await;
+    produce_numbers(&client, "stops", 0, Durability::Memory, 0..10).await;
     // Handles the first `limit` records, then waits forever (the stop ends the run).
     let run = |limit: usize| {
         let consumer =
@@ -427,14 +401,14 @@ async fn a_committed_offset_past_the_end_applies_the_reset_policy() {
         .create_topic("short", TopicConfig::default())
         .await
         .expect("create");
-    produce_numbers(&client, "short", 0..6).await;
+    produce_numbers(&client, "short", 0, Durability::Memory, 0..6).await;
     assert_eq!(drain(6).await.len(), 6, "offset 6 committed");
     client.delete_topic("short").await.expect("delete");
     client
         .create_topic("short", TopicConfig::default())
         .await
         .expect("create again");
-    produce_numbers(&client, "short", 0..3).await;
+    produce_numbers(&client, "short", 0, Durability::Memory, 0..3).await;
     assert_eq!(
         drain(3).await,
         ["0", "1", "2"],

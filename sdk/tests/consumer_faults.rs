@@ -3,6 +3,8 @@
 //! handler slower than `max_poll_interval` hands its partition over; a broker restart on the
 //! same data directory and address does not end the run.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,14 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald::consumer::{
-    Connector, ConsumeError, ConsumedRecord, ConsumerConfig, HandlerError, RawConsumer, RunSummary,
+    ConsumeError, ConsumedRecord, ConsumerConfig, HandlerError, RawConsumer, RunSummary,
 };
-use herald_broker::{serve, Bound, BrokerConfig, GroupConfig, ServeError};
-use herald_broker_client::{BrokerClient, Trust};
-use herald_wire::batch::{BatchBuilder, Record};
+use herald_broker::{BrokerConfig, GroupConfig};
+use herald_broker_client::BrokerClient;
 use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::{Durability, TopicConfig};
-use tokio::sync::{oneshot, watch};
+use support::{any_port, RunningBroker};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How long the slow handlers below take over their first record: three times the short
@@ -32,74 +34,12 @@ const SHORT_SESSION_MS: i64 = 3_000;
 /// Longest any wait below may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A broker served in this process.
-struct RunningBroker {
-    bound: Bound,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServeError>>,
-}
-
-impl RunningBroker {
-    /// Serves `dir` on `listen` with `groups` as its group settings. The address may still be
-    /// held for a moment by a broker stopped just before (its endpoint lets go of the socket
-    /// once its connections drained): binding is tried again until it is free, for up to
-    /// [`PATIENCE`].
-    async fn start(dir: &Path, listen: SocketAddr, groups: GroupConfig) -> Self {
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            let mut config = BrokerConfig::new(listen, dir);
-            config.groups = groups;
-            let (bound_tx, bound_rx) = oneshot::channel();
-            let (stop, stopped) = oneshot::channel::<()>();
-            let task = tokio::spawn(serve(
-                config,
-                move |bound| drop(bound_tx.send(bound)),
-                async move { drop(stopped.await) },
-            ));
-            match bound_rx.await {
-                Ok(bound) => {
-                    return Self {
-                        bound,
-                        stop: Some(stop),
-                        task,
-                    }
-                }
-                Err(_) => match task.await.expect("the broker task") {
-                    Err(ServeError::Bind { .. }) => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    other => panic!("the broker did not start: {other:?}"),
-                },
-            }
-        }
-        panic!("{listen} stayed in use");
-    }
-
-    fn trust(&self) -> Trust {
-        Trust::Fingerprint(self.bound.fingerprint.clone())
-    }
-
-    async fn client(&self) -> BrokerClient {
-        BrokerClient::connect(self.bound.addr, self.trust())
-            .await
-            .expect("connect")
-    }
-
-    /// Stops serving (the broker closes its connections) and waits until it stopped.
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let stopped = tokio::time::timeout(PATIENCE, &mut self.task)
-            .await
-            .expect("the broker stops in time")
-            .expect("the broker task");
-        stopped.expect("the broker served");
-    }
-}
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("addr")
+/// Serves `dir` on `listen` with `groups` as its group settings (waiting, if need be, for a
+/// broker stopped just before to let go of the address: see [`RunningBroker::start_with`]).
+async fn start_broker(dir: &Path, listen: SocketAddr, groups: GroupConfig) -> RunningBroker {
+    let mut config = BrokerConfig::new(listen, dir);
+    config.groups = groups;
+    RunningBroker::start_with(config).await
 }
 
 /// An address nothing listens on now, to serve on and come back to after a restart.
@@ -120,24 +60,23 @@ fn groups(session_timeout_ms: i64) -> GroupConfig {
 /// Produces records whose values are the numbers of `values` to `topic`/`partition`, durably
 /// (they must survive a broker restart).
 async fn produce(client: &BrokerClient, topic: &str, partition: u32, values: std::ops::Range<u32>) {
-    let mut builder = BatchBuilder::new();
-    for n in values {
-        builder.push(Record {
-            timestamp_ms: 1,
-            key: None,
-            value: Some(n.to_string().into_bytes()),
-            headers: Vec::new(),
-        });
-    }
-    client
-        .produce(
+    support::produce_numbers(client, topic, partition, Durability::Fsync, values).await;
+}
+
+/// A client of `broker` for the test's own requests, which created `topic` with `partitions`.
+async fn admin_with_topic(broker: &RunningBroker, topic: &str, partitions: u32) -> BrokerClient {
+    let admin = broker.client().await;
+    admin
+        .create_topic(
             topic,
-            partition,
-            Durability::Fsync,
-            builder.encode().expect("batch"),
+            TopicConfig {
+                partitions,
+                ..TopicConfig::default()
+            },
         )
         .await
-        .expect("produce");
+        .expect("create");
+    admin
 }
 
 /// The group's member ids, as the coordinator sees them (describing expires the members
@@ -157,6 +96,13 @@ async fn members(client: &BrokerClient, group: &str) -> BTreeSet<String> {
             .collect(),
         other => panic!("{other:?}"),
     }
+}
+
+/// The group's one member id; it must have exactly one.
+async fn only_member(client: &BrokerClient, group: &str) -> String {
+    let ids = members(client, group).await;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    ids.into_iter().next().expect("one member")
 }
 
 async fn committed(client: &BrokerClient, group: &str, topic: &str) -> Option<i64> {
@@ -240,6 +186,19 @@ fn spawn_run(
     })
 }
 
+/// Waits for `run` to end, which it must do cleanly and within [`PATIENCE`]; its summary.
+/// `which` names the run in a failure.
+async fn ended_cleanly(
+    run: JoinHandle<Result<RunSummary, ConsumeError>>,
+    which: &str,
+) -> RunSummary {
+    tokio::time::timeout(PATIENCE, run)
+        .await
+        .unwrap_or_else(|e| panic!("{which} ends in time: {e:?}"))
+        .unwrap_or_else(|e| panic!("{which}'s task: {e:?}"))
+        .unwrap_or_else(|e| panic!("{which} ends cleanly: {e:?}"))
+}
+
 /// Waits until `ready` gives a value.
 async fn wait_for<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;
@@ -274,18 +233,8 @@ async fn a_handler_slower_than_the_session_timeout_keeps_its_partition() {
     const GROUP: &str = "patient";
     const TOPIC: &str = "slow";
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), any_port(), groups(SHORT_SESSION_MS)).await;
-    let admin = broker.client().await;
-    admin
-        .create_topic(
-            TOPIC,
-            TopicConfig {
-                partitions: 2,
-                ..TopicConfig::default()
-            },
-        )
-        .await
-        .expect("create");
+    let broker = start_broker(dir.path(), any_port(), groups(SHORT_SESSION_MS)).await;
+    let admin = admin_with_topic(&broker, TOPIC, 2).await;
     for partition in 0..2 {
         produce(&admin, TOPIC, partition, 0..5).await;
     }
@@ -298,9 +247,7 @@ async fn a_handler_slower_than_the_session_timeout_keeps_its_partition() {
         stopped.clone(),
     );
     let slow_since = wait_for("the slow record", || *slow.lock().expect("lock")).await;
-    let first_members = members(&admin, GROUP).await;
-    assert_eq!(first_members.len(), 1, "{first_members:?}");
-    let first_member = first_members.into_iter().next().expect("one member");
+    let first_member = only_member(&admin, GROUP).await;
 
     // Through the slow handling and past it, the first member stays in the group; the
     // second joins once the first's session would have run out without heartbeats (half a
@@ -332,16 +279,8 @@ async fn a_handler_slower_than_the_session_timeout_keeps_its_partition() {
     // Time for anything handled twice to show up.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send_replace(true);
-    tokio::time::timeout(PATIENCE, first)
-        .await
-        .expect("the first run ends in time")
-        .expect("the first run's task")
-        .expect("the first run ends cleanly");
-    tokio::time::timeout(PATIENCE, second)
-        .await
-        .expect("the second run ends in time")
-        .expect("the second run's task")
-        .expect("the second run ends cleanly");
+    ended_cleanly(first, "the first run").await;
+    ended_cleanly(second, "the second run").await;
 
     let counts = handled_counts(&log);
     let expected: BTreeMap<(u32, i64), usize> = (0..2u32)
@@ -377,12 +316,8 @@ async fn a_handler_slower_than_max_poll_interval_hands_its_partition_over() {
     const TOPIC: &str = "stalled";
     let dir = tempfile::tempdir().expect("tempdir");
     // A session long enough that only the processing limit can move the partition.
-    let broker = RunningBroker::start(dir.path(), any_port(), groups(6_000)).await;
-    let admin = broker.client().await;
-    admin
-        .create_topic(TOPIC, TopicConfig::default())
-        .await
-        .expect("create");
+    let broker = start_broker(dir.path(), any_port(), groups(6_000)).await;
+    let admin = admin_with_topic(&broker, TOPIC, 1).await;
     produce(&admin, TOPIC, 0, 0..5).await;
     let log: Log = Arc::default();
     let slow: SlowStart = Arc::default();
@@ -397,9 +332,7 @@ async fn a_handler_slower_than_max_poll_interval_hands_its_partition_over() {
         stopped.clone(),
     );
     let slow_since = wait_for("the slow record", || *slow.lock().expect("lock")).await;
-    let first_members = members(&admin, GROUP).await;
-    assert_eq!(first_members.len(), 1, "{first_members:?}");
-    let first_member = first_members.into_iter().next().expect("one member");
+    let first_member = only_member(&admin, GROUP).await;
     let second = spawn_run(
         RawConsumer::new(broker.client().await, ConsumerConfig::new(GROUP, TOPIC)),
         recording("second", log.clone(), None),
@@ -448,16 +381,9 @@ async fn a_handler_slower_than_max_poll_interval_hands_its_partition_over() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.send_replace(true);
-    tokio::time::timeout(PATIENCE, first)
-        .await
-        .expect("the first run ends in time")
-        .expect("the first run's task")
-        .expect("the first run goes on after leaving, and ends cleanly");
-    tokio::time::timeout(PATIENCE, second)
-        .await
-        .expect("the second run ends in time")
-        .expect("the second run's task")
-        .expect("the second run ends cleanly");
+    // The first run went on after leaving; it ends cleanly.
+    ended_cleanly(first, "the first run").await;
+    ended_cleanly(second, "the second run").await;
     let log = log.lock().expect("lock").clone();
     let by_first: Vec<i64> = log
         .iter()
@@ -491,27 +417,12 @@ async fn a_consumer_survives_a_broker_restart() {
     const TOPIC: &str = "restarts";
     let dir = tempfile::tempdir().expect("tempdir");
     let listen = free_port();
-    let broker = RunningBroker::start(dir.path(), listen, GroupConfig::default()).await;
-    let admin = broker.client().await;
-    admin
-        .create_topic(TOPIC, TopicConfig::default())
-        .await
-        .expect("create");
+    let broker = start_broker(dir.path(), listen, GroupConfig::default()).await;
+    let admin = admin_with_topic(&broker, TOPIC, 1).await;
     produce(&admin, TOPIC, 0, 0..5).await;
-    let connector: Connector = {
-        let trust = broker.trust();
-        Arc::new(move || {
-            let trust = trust.clone();
-            Box::pin(async move {
-                BrokerClient::connect(listen, trust)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        })
-    };
     let consumer = RawConsumer::with_reconnect(
         broker.client().await,
-        connector,
+        support::connector(listen, broker.trust()),
         ConsumerConfig::new(GROUP, TOPIC),
     );
     let log: Log = Arc::default();
@@ -529,7 +440,7 @@ async fn a_consumer_survives_a_broker_restart() {
 
     admin.close();
     broker.stop().await;
-    let broker = RunningBroker::start(dir.path(), listen, GroupConfig::default()).await;
+    let broker = start_broker(dir.path(), listen, GroupConfig::default()).await;
     let admin = broker.client().await;
     produce(&admin, TOPIC, 0, 5..10).await;
 
@@ -549,11 +460,7 @@ async fn a_consumer_survives_a_broker_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.send_replace(true);
-    let summary = tokio::time::timeout(PATIENCE, run)
-        .await
-        .expect("the run ends in time")
-        .expect("the run's task")
-        .expect("the run ends cleanly");
+    let summary = ended_cleanly(run, "the run").await;
     assert!(summary.processed >= 10, "{summary:?}");
     let counts = handled_counts(&log);
     for offset in 0..5 {
@@ -606,12 +513,8 @@ async fn a_run_stopped_while_joining_leaves_no_member_behind() {
     }
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), any_port(), GroupConfig::default()).await;
-    let admin = broker.client().await;
-    admin
-        .create_topic(TOPIC, TopicConfig::default())
-        .await
-        .expect("create");
+    let broker = RunningBroker::start(dir.path()).await;
+    let admin = admin_with_topic(&broker, TOPIC, 1).await;
     produce(&admin, TOPIC, 0, 0..3).await;
     let client = broker.client().await;
     for attempt in 0..40u64 {
@@ -624,11 +527,7 @@ async fn a_run_stopped_while_joining_leaves_no_member_behind() {
         let after = Duration::from_micros(250 * attempt);
         tokio::time::sleep(after).await;
         stop.send_replace(true);
-        tokio::time::timeout(PATIENCE, run)
-            .await
-            .expect("the run ends in time")
-            .expect("the run's task")
-            .expect("the run ends cleanly");
+        ended_cleanly(run, "the run").await;
         let behind = members_if_any(&admin).await;
         assert!(
             behind.is_empty(),
@@ -657,7 +556,7 @@ mod corrupt_batches {
         DLQ_CHUNKS_HEADER, DLQ_CHUNK_HEADER, DLQ_LAST_OFFSET_HEADER,
     };
     use herald::metrics::CONSUMER_CORRUPT_BATCHES;
-    use herald_wire::batch::{batch_size, batches, BatchView};
+    use herald_wire::batch::{batch_size, batches, BatchView, Record};
     use herald_wire::headers;
 
     /// Counters by name and labels, recorded for this test binary (the consumer registers
@@ -707,6 +606,24 @@ mod corrupt_batches {
                 })
                 .map(|(_, value)| value.load(Ordering::SeqCst))
                 .sum()
+        }
+
+        /// Asserts that one corrupt batch of `topic` partition 0 was counted, for `group` and
+        /// as `action`, and nothing else.
+        fn assert_counted_once(&self, topic: &str, group: &str, action: &str) {
+            let labels = [("topic", topic), ("group", group), ("partition", "0")];
+            let counted = [
+                ("topic", topic),
+                ("group", group),
+                ("partition", "0"),
+                ("action", action),
+            ];
+            assert_eq!(self.sum(CONSUMER_CORRUPT_BATCHES, &counted), 1);
+            assert_eq!(
+                self.sum(CONSUMER_CORRUPT_BATCHES, &labels),
+                1,
+                "counted once"
+            );
         }
     }
 
@@ -802,12 +719,8 @@ mod corrupt_batches {
     /// A broker serving `topic` (one partition) holding three batches of three records
     /// (offsets 0..3, 3..6, 6..9), the second damaged on disk; its bytes as stored.
     async fn damaged_topic(dir: &Path, topic: &str) -> (RunningBroker, BrokerClient, Vec<u8>) {
-        let broker = RunningBroker::start(dir, any_port(), GroupConfig::default()).await;
-        let admin = broker.client().await;
-        admin
-            .create_topic(topic, TopicConfig::default())
-            .await
-            .expect("create");
+        let broker = RunningBroker::start(dir).await;
+        let admin = admin_with_topic(&broker, topic, 1).await;
         for values in [0..3, 3..6, 6..9] {
             produce(&admin, topic, 0, values).await;
         }
@@ -868,19 +781,7 @@ mod corrupt_batches {
             Some(3),
             "committed up to the corrupt batch"
         );
-        let labels = [("topic", TOPIC), ("group", GROUP), ("partition", "0")];
-        let counted = [
-            ("topic", TOPIC),
-            ("group", GROUP),
-            ("partition", "0"),
-            ("action", "stopped"),
-        ];
-        assert_eq!(counters.sum(CONSUMER_CORRUPT_BATCHES, &counted), 1);
-        assert_eq!(
-            counters.sum(CONSUMER_CORRUPT_BATCHES, &labels),
-            1,
-            "counted once"
-        );
+        counters.assert_counted_once(TOPIC, GROUP, "stopped");
         drop(stop);
     }
 
@@ -922,11 +823,7 @@ mod corrupt_batches {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         stop.send_replace(true);
-        let summary = tokio::time::timeout(PATIENCE, run)
-            .await
-            .expect("the run ends in time")
-            .expect("the run's task")
-            .expect("the run ends cleanly");
+        let summary = ended_cleanly(run, "the run").await;
         assert_eq!(summary.corrupt_batches, 1, "{summary:?}");
         assert_eq!(summary.processed, 6, "{summary:?}");
         assert_eq!(
@@ -980,18 +877,6 @@ mod corrupt_batches {
         assert_eq!(header(DLQ_CHUNK_HEADER).as_deref(), Some("0"));
         assert_eq!(header(DLQ_CHUNKS_HEADER).as_deref(), Some("1"));
 
-        let labels = [("topic", TOPIC), ("group", GROUP), ("partition", "0")];
-        let counted = [
-            ("topic", TOPIC),
-            ("group", GROUP),
-            ("partition", "0"),
-            ("action", "dead-lettered"),
-        ];
-        assert_eq!(counters.sum(CONSUMER_CORRUPT_BATCHES, &counted), 1);
-        assert_eq!(
-            counters.sum(CONSUMER_CORRUPT_BATCHES, &labels),
-            1,
-            "counted once"
-        );
+        counters.assert_counted_once(TOPIC, GROUP, "dead-lettered");
     }
 }

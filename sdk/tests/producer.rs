@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::broker;
+use support::{broker, stored_values};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -129,43 +129,6 @@ async fn keyed_records_are_batched_partitioned_and_delivered_in_order() {
         "a partition records were sent to delivered nothing: {:?}",
         sent_to.keys().collect::<Vec<_>>()
     );
-}
-
-/// Every record of `partition` from offset 0 to the high watermark: (offset, its value as a
-/// big-endian u32, `None` when the value is not 4 bytes).
-async fn stored_values(
-    client: &herald_broker_client::BrokerClient,
-    topic: &str,
-    partition: u32,
-) -> Vec<(i64, Option<u32>)> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let fetched = client
-            .fetch(topic, partition, offset, 1024 * 1024, Duration::ZERO, 1)
-            .await
-            .expect("fetch");
-        if fetched.batches.is_empty() {
-            assert_eq!(offset, fetched.high_watermark, "read up to the end");
-            return out;
-        }
-        for view in batches(&fetched.batches) {
-            let view = view.expect("valid batch");
-            for (index, record) in view.records().enumerate() {
-                let record = record.expect("valid record");
-                let record_offset = view.base_offset() + index as i64;
-                if record_offset < offset {
-                    continue;
-                }
-                let value = record
-                    .value
-                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
-                    .map(u32::from_be_bytes);
-                out.push((record_offset, value));
-            }
-            offset = view.next_offset();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

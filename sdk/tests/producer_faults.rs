@@ -1,23 +1,24 @@
 //! RawProducer against a real in-process broker through a UDP proxy that loses datagrams: a
 //! send is stored at most once, also when the batch in front of it fails for good.
 
+mod support;
 #[path = "support/udp_proxy.rs"]
 mod udp_proxy;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald::policy::backoff::RetryPolicy;
 use herald::producer::{
-    Connector, Delivery, DeliveryFuture, ProduceError, ProducerConfig, RawProducer, IN_FLIGHT_MAX,
+    Delivery, DeliveryFuture, ProduceError, ProducerConfig, RawProducer, IN_FLIGHT_MAX,
 };
-use herald_broker::{serve, Bound, BrokerConfig};
-use herald_broker_client::{BrokerClient, Trust};
-use herald_wire::batch::batches;
+use herald_broker_client::BrokerClient;
 use herald_wire::messages::TopicConfig;
 use tokio::time::Instant;
 
+use support::RunningBroker;
 use udp_proxy::UdpProxy;
 
 /// The producer's delivery timeout: short, so that the outage outlasts it.
@@ -36,36 +37,31 @@ const RESOLVED_WITHIN: Duration = DELIVERY_TIMEOUT.saturating_add(SLACK);
 /// Seed of the proxy's loss decisions.
 const SEED: u64 = 0x5EED_0000_0014;
 
-/// Starts a broker over `dir` on a free port of 127.0.0.1; it runs until the returned sender
-/// is dropped or fired. (Like `support::broker`, but the proxy needs the address and the
-/// fingerprint, not a client.)
-async fn start_broker(dir: &std::path::Path) -> (Bound, tokio::sync::oneshot::Sender<()>) {
-    let config = BrokerConfig::new("127.0.0.1:0".parse().expect("addr"), dir);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = serve(
-            config,
-            move |bound| drop(bound_tx.send(bound)),
-            async move { drop(stopped.await) },
-        )
-        .await;
-    });
-    (bound_rx.await.expect("bound"), stop)
-}
-
-/// Connects through `proxy` (and again through it after a connection is lost).
-fn through(proxy: &UdpProxy, fingerprint: &str) -> Connector {
-    let addr = proxy.addr();
-    let fingerprint = fingerprint.to_owned();
-    Arc::new(move || {
-        let fingerprint = fingerprint.clone();
-        Box::pin(async move {
-            BrokerClient::connect(addr, Trust::Fingerprint(fingerprint))
-                .await
-                .map_err(|e| e.to_string())
-        })
-    })
+/// A broker over `dir` holding `topic` (one partition), a client connected to it directly, a
+/// proxy in front of it, and a producer to `topic` with `config` that connects through the
+/// proxy (and again through it after a connection is lost).
+async fn producer_through_proxy(
+    dir: &Path,
+    topic: &str,
+    config: ProducerConfig,
+) -> (RunningBroker, BrokerClient, UdpProxy, Arc<RawProducer>) {
+    let broker = RunningBroker::start(dir).await;
+    let direct = broker.client().await;
+    direct
+        .create_topic(topic, TopicConfig::default())
+        .await
+        .expect("create");
+    let proxy = UdpProxy::start(broker.bound.addr, SEED)
+        .await
+        .expect("proxy");
+    let producer = RawProducer::with_reconnect(
+        support::connector(proxy.addr(), broker.trust()),
+        topic,
+        config,
+    )
+    .await
+    .expect("producer");
+    (broker, direct, proxy, producer)
 }
 
 /// Queues `value` (a big-endian u32) as a batch of its own.
@@ -81,35 +77,11 @@ async fn send_alone(producer: &Arc<RawProducer>, value: u32) -> DeliveryFuture {
 /// Every record of the topic's partition 0 in offset order: (offset, its value as a
 /// big-endian u32), read straight from the broker.
 async fn stored(client: &BrokerClient, topic: &str) -> Vec<(i64, u32)> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let fetched = client
-            .fetch(topic, 0, offset, 1024 * 1024, Duration::ZERO, 1)
-            .await
-            .expect("fetch");
-        if fetched.batches.is_empty() {
-            assert_eq!(offset, fetched.high_watermark, "read up to the end");
-            return out;
-        }
-        for view in batches(&fetched.batches) {
-            let view = view.expect("valid batch");
-            for (index, record) in view.records().enumerate() {
-                let record = record.expect("valid record");
-                let record_offset = view.base_offset() + index as i64;
-                if record_offset < offset {
-                    continue;
-                }
-                let value = record
-                    .value
-                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
-                    .map(u32::from_be_bytes)
-                    .expect("a 4-byte value");
-                out.push((record_offset, value));
-            }
-            offset = view.next_offset();
-        }
-    }
+    support::stored_values(client, topic, 0)
+        .await
+        .into_iter()
+        .map(|(offset, value)| (offset, value.expect("a 4-byte value")))
+        .collect()
 }
 
 /// Checks the at-most-once contract against what the partition holds: no value is stored
@@ -181,23 +153,8 @@ fn assert_at_most_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_behind_a_failed_one_are_indeterminate_and_never_stored_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (bound, _stop) = start_broker(dir.path()).await;
-    let direct = BrokerClient::connect(bound.addr, Trust::Fingerprint(bound.fingerprint.clone()))
-        .await
-        .expect("connect");
-    direct
-        .create_topic(
-            "faults",
-            TopicConfig {
-                partitions: 1,
-                ..TopicConfig::default()
-            },
-        )
-        .await
-        .expect("create");
-    let proxy = UdpProxy::start(bound.addr, SEED).await.expect("proxy");
-    let producer = RawProducer::with_reconnect(
-        through(&proxy, &bound.fingerprint),
+    let (_broker, direct, proxy, producer) = producer_through_proxy(
+        dir.path(),
         "faults",
         ProducerConfig {
             linger: Duration::from_millis(1),
@@ -208,8 +165,7 @@ async fn batches_behind_a_failed_one_are_indeterminate_and_never_stored_twice() 
             ..ProducerConfig::default()
         },
     )
-    .await
-    .expect("producer");
+    .await;
     let mut outcomes: BTreeMap<u32, Result<Delivery, ProduceError>> = BTreeMap::new();
     let mut next_value = 0u32;
 
@@ -305,25 +261,15 @@ async fn a_lossy_path_delivers_every_send_exactly_once() {
     const LOSSES_WANTED: u64 = 4;
     const LOSS_PER_MILLE: u32 = 50;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (bound, _stop) = start_broker(dir.path()).await;
-    let direct = BrokerClient::connect(bound.addr, Trust::Fingerprint(bound.fingerprint.clone()))
-        .await
-        .expect("connect");
-    direct
-        .create_topic("lossy", TopicConfig::default())
-        .await
-        .expect("create");
-    let proxy = UdpProxy::start(bound.addr, SEED).await.expect("proxy");
-    let producer = RawProducer::with_reconnect(
-        through(&proxy, &bound.fingerprint),
+    let (_broker, direct, proxy, producer) = producer_through_proxy(
+        dir.path(),
         "lossy",
         ProducerConfig {
             linger: Duration::from_millis(1),
             ..ProducerConfig::default()
         },
     )
-    .await
-    .expect("producer");
+    .await;
     proxy.faults().set_loss_per_mille(LOSS_PER_MILLE);
     let mut deliveries = Vec::new();
     let mut sent = 0u32;

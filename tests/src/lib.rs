@@ -4,12 +4,16 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
 /// How long a started server may take to print its address.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `herald broker serve` prints before its address.
+const BROKER_ANNOUNCE: &str = "herald broker listening on quic://";
 
 /// The directory holding the test executables' sibling binaries (`target/<profile>`).
 pub fn target_profile_dir() -> anyhow::Result<PathBuf> {
@@ -47,16 +51,61 @@ impl HeraldProcess {
         data_dir: &Path,
         announce_prefix: &'static str,
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(herald_binary()?)
+        let mut command = Command::new(herald_binary()?);
+        command
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        Self::spawn(command, announce_prefix)
+    }
+
+    /// Like [`HeraldProcess::start`], through `sh -c '<shell_prefix> exec herald …'`: the shell
+    /// runs `shell_prefix` (say `ulimit -n 256;`), then becomes herald, so what the prefix sets
+    /// holds from herald's first instruction. Herald's stderr is echoed to the test's output
+    /// and, should herald not start, quoted in the error with its exit status.
+    #[cfg(unix)]
+    pub fn start_in_shell(
+        shell_prefix: &str,
+        args: &[&str],
+        data_dir: &Path,
+        announce_prefix: &'static str,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("{shell_prefix} exec \"$0\" \"$@\""))
+            .arg(herald_binary()?)
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stderr(Stdio::piped());
+        Self::spawn(command, announce_prefix)
+    }
+
+    /// Spawns `command` (herald, or a shell that becomes herald) and waits for the first line
+    /// of its stdout that starts with `announce_prefix`. A piped stderr is echoed to the test's
+    /// output and kept for the error should that line not come.
+    fn spawn(mut command: Command, announce_prefix: &'static str) -> anyhow::Result<Self> {
+        command.env("RUST_LOG", "warn").stdout(Stdio::piped());
+        let mut child = command
             .spawn()
-            .context("cannot spawn herald")?;
+            .with_context(|| format!("cannot spawn {:?}", command.get_program()))?;
         let stdout = child.stdout.take().context("no stdout")?;
+        let errors = Arc::new(Mutex::new(String::new()));
+        let stderr_kept = child.stderr.is_some();
+        if let Some(stderr) = child.stderr.take() {
+            let kept = errors.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    if let Ok(mut kept) = kept.lock() {
+                        kept.push_str(&line);
+                        kept.push('\n');
+                    }
+                }
+            });
+        }
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -66,16 +115,25 @@ impl HeraldProcess {
             }
         });
         let started = Instant::now();
-        match receiver.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(announced) => Ok(Self { child, announced }),
-            Err(_) => {
-                let _ = child.kill();
+        // Disconnected (stdout closed) as soon as a herald that failed to start exits.
+        let Ok(announced) = receiver.recv_timeout(STARTUP_TIMEOUT) else {
+            let _ = child.kill();
+            if !stderr_kept {
                 bail!(
                     "herald did not announce itself within {:?}",
                     started.elapsed()
-                )
+                );
             }
-        }
+            let status = child.wait().context("wait")?;
+            // Let the stderr thread take the last lines.
+            std::thread::sleep(Duration::from_millis(100));
+            let errors = errors.lock().map(|e| e.clone()).unwrap_or_default();
+            bail!(
+                "herald did not announce itself within {:?} ({status}): {errors}",
+                started.elapsed()
+            );
+        };
+        Ok(Self { child, announced })
     }
 
     /// SIGKILL: no shutdown hook runs, like a power cut for the process.
@@ -163,7 +221,7 @@ impl BrokerProcess {
         let process = HeraldProcess::start(
             &["broker", "serve", "--listen", &listen],
             data_dir,
-            "herald broker listening on quic://",
+            BROKER_ANNOUNCE,
         )?;
         Self::from_process(process)
     }
@@ -172,8 +230,26 @@ impl BrokerProcess {
     pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
         let mut args = vec!["broker", "serve", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra_args);
-        let process = HeraldProcess::start(&args, data_dir, "herald broker listening on quic://")?;
+        let process = HeraldProcess::start(&args, data_dir, BROKER_ANNOUNCE)?;
         Self::from_process(process)
+    }
+
+    /// Starts on `127.0.0.1:0` through `sh -c '<shell_prefix> exec herald …'` (see
+    /// [`HeraldProcess::start_in_shell`]), e.g. under `ulimit -n 256;`.
+    #[cfg(unix)]
+    pub fn start_in_shell(data_dir: &Path, shell_prefix: &str) -> anyhow::Result<Self> {
+        let process = HeraldProcess::start_in_shell(
+            shell_prefix,
+            &["broker", "serve", "--listen", "127.0.0.1:0"],
+            data_dir,
+            BROKER_ANNOUNCE,
+        )?;
+        Self::from_process(process)
+    }
+
+    /// The broker's process id (for `/proc/<pid>/…`).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
     }
 
     fn from_process(process: HeraldProcess) -> anyhow::Result<Self> {

@@ -11,16 +11,12 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use herald_broker_client::{BrokerClient, Trust};
-use herald_tests::{herald_binary, STARTUP_TIMEOUT};
+use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
 
@@ -48,8 +44,8 @@ async fn a_broker_of_many_segments_runs_and_restarts_under_a_low_open_files_limi
         "a batch of {batch_bytes} bytes must fill a segment of its own"
     );
     let dir = tempfile::tempdir()?;
-    let broker = LimitedBroker::start(dir.path())?;
-    if let Some((soft, hard)) = broker.open_files_limits() {
+    let broker = start_limited(dir.path())?;
+    if let Some((soft, hard)) = open_files_limits(broker.pid()) {
         assert_eq!(
             (soft, hard),
             (OPEN_FILES_LIMIT, OPEN_FILES_LIMIT),
@@ -103,16 +99,16 @@ async fn a_broker_of_many_segments_runs_and_restarts_under_a_low_open_files_limi
         check_partition(&client, partition).await?;
     }
     client.close();
-    broker.kill();
+    broker.kill()?;
 
-    let broker = LimitedBroker::start(dir.path())
-        .context("restart with 300 segments under `ulimit -n 256`")?;
+    let broker =
+        start_limited(dir.path()).context("restart with 300 segments under `ulimit -n 256`")?;
     let client =
         BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
     for partition in 0..PARTITIONS {
         check_partition(&client, partition).await?;
     }
-    if let Some(open) = broker.open_descriptors() {
+    if let Some(open) = open_descriptors(broker.pid()) {
         // The active segments' files, the bounded read cache (a quarter of the limit),
         // sockets and the runtime's own: well within the limit however many segments exist.
         assert!(
@@ -121,7 +117,7 @@ async fn a_broker_of_many_segments_runs_and_restarts_under_a_low_open_files_limi
         );
     }
     client.close();
-    broker.kill();
+    broker.kill()?;
     Ok(())
 }
 
@@ -198,118 +194,31 @@ fn segment_count(dir: &Path) -> usize {
         .sum()
 }
 
-/// `herald broker serve` started through `sh -c 'ulimit -n …; exec herald …'`, so the limit
-/// is the broker's own from its first instruction (the shared `BrokerProcess` helper spawns
-/// the binary directly).
-struct LimitedBroker {
-    child: Child,
-    addr: SocketAddr,
-    fingerprint: String,
+/// `herald broker serve` under the limit, soft and hard, from its first instruction: started
+/// through a shell that sets the limit and then becomes the broker (`BrokerProcess::start`
+/// spawns the binary directly, under this process's limit).
+fn start_limited(data_dir: &Path) -> anyhow::Result<BrokerProcess> {
+    BrokerProcess::start_in_shell(
+        data_dir,
+        // Soft first: a hard limit below the soft one is refused.
+        &format!("ulimit -Sn {OPEN_FILES_LIMIT} && ulimit -Hn {OPEN_FILES_LIMIT} || exit 97;"),
+    )
+    .with_context(|| format!("the broker did not start under `ulimit -n {OPEN_FILES_LIMIT}`"))
 }
 
-impl LimitedBroker {
-    fn start(data_dir: &Path) -> anyhow::Result<Self> {
-        const ANNOUNCE: &str = "herald broker listening on quic://";
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                // Soft first: a hard limit below the soft one is refused.
-                "ulimit -Sn {OPEN_FILES_LIMIT} && ulimit -Hn {OPEN_FILES_LIMIT} || exit 97; \
-                 exec \"$0\" \"$@\""
-            ))
-            .arg(herald_binary()?)
-            .args(["broker", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot spawn sh")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        // Echoed for the test's output, and kept for the error if the broker does not start.
-        let errors = Arc::new(Mutex::new(String::new()));
-        let kept = errors.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("{line}");
-                if let Ok(mut kept) = kept.lock() {
-                    kept.push_str(&line);
-                    kept.push('\n');
-                }
-            }
-        });
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix(ANNOUNCE) {
-                    let _ = sender.send(rest.trim().to_owned());
-                }
-            }
-        });
-        let started = Instant::now();
-        // Disconnected (stdout closed) as soon as a broker that failed to start exits.
-        let Ok(announced) = receiver.recv_timeout(STARTUP_TIMEOUT) else {
-            let _ = child.kill();
-            let status = child.wait().context("wait")?;
-            // Let the stderr thread take the last lines.
-            std::thread::sleep(Duration::from_millis(100));
-            let errors = errors.lock().map(|e| e.clone()).unwrap_or_default();
-            bail!(
-                "the broker did not start under `ulimit -n {OPEN_FILES_LIMIT}` ({status} after {:?}): {errors}",
-                started.elapsed()
-            );
-        };
-        // "<addr> fingerprint=<hex> certificate=<path>"
-        let mut words = announced.split_whitespace();
-        let addr = words
-            .next()
-            .context("no address")?
-            .parse()
-            .context("bad address")?;
-        let fingerprint = words
-            .next()
-            .and_then(|w| w.strip_prefix("fingerprint="))
-            .context("no fingerprint")?
-            .to_owned();
-        Ok(Self {
-            child,
-            addr,
-            fingerprint,
-        })
-    }
-
-    /// The broker's (soft, hard) open-files limits, where `/proc` tells.
-    fn open_files_limits(&self) -> Option<(usize, usize)> {
-        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id())).ok()?;
-        let line = limits
-            .lines()
-            .find(|line| line.starts_with("Max open files"))?;
-        let mut numbers = line
-            .split_whitespace()
-            .filter_map(|word| word.parse::<usize>().ok());
-        Some((numbers.next()?, numbers.next()?))
-    }
-
-    /// Descriptors the broker has open, where `/proc` tells.
-    fn open_descriptors(&self) -> Option<usize> {
-        Some(
-            std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-                .ok()?
-                .count(),
-        )
-    }
-
-    /// SIGKILL: no shutdown hook runs.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The (soft, hard) open-files limits of process `pid`, where `/proc` tells.
+fn open_files_limits(pid: u32) -> Option<(usize, usize)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|word| word.parse::<usize>().ok());
+    Some((numbers.next()?, numbers.next()?))
 }
 
-impl Drop for LimitedBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Descriptors process `pid` has open, where `/proc` tells.
+fn open_descriptors(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }

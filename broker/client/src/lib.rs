@@ -192,6 +192,40 @@ pub struct Fetched {
     pub batches: Vec<u8>,
 }
 
+/// The QUIC client configuration [`BrokerClient::connect`] connects with: TLS 1.3 accepting
+/// exactly the certificate `trust` pins, Herald's ALPN, and [`transport`]'s settings.
+///
+/// Public only for callers that need a raw quinn connection to the broker, such as tests that
+/// open streams and leave their answers unread; everything else should use [`BrokerClient`].
+/// Such a caller connects with server name `"herald"` and may replace the transport settings
+/// (`quinn::ClientConfig::transport_config`).
+pub fn quic_client_config(trust: &Trust) -> Result<quinn::ClientConfig, ConnectError> {
+    let pinned = match trust {
+        Trust::Fingerprint(hex_text) => {
+            let bytes = hex::decode(hex_text.trim())
+                .map_err(|_| ConnectError::Fingerprint(hex_text.clone()))?;
+            <[u8; 32]>::try_from(bytes).map_err(|_| ConnectError::Fingerprint(hex_text.clone()))?
+        }
+        Trust::CertificateFile(path) => fingerprint_of_pem_file(path)?,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ConnectError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+            fingerprint: pinned,
+            provider,
+        }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| ConnectError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport()));
+    Ok(config)
+}
+
 /// A connection to one broker.
 #[derive(Clone)]
 pub struct BrokerClient {
@@ -202,29 +236,7 @@ pub struct BrokerClient {
 
 impl BrokerClient {
     pub async fn connect(addr: SocketAddr, trust: Trust) -> Result<Self, ConnectError> {
-        let pinned = match trust {
-            Trust::Fingerprint(hex_text) => {
-                let bytes = hex::decode(hex_text.trim())
-                    .map_err(|_| ConnectError::Fingerprint(hex_text.clone()))?;
-                <[u8; 32]>::try_from(bytes).map_err(|_| ConnectError::Fingerprint(hex_text))?
-            }
-            Trust::CertificateFile(path) => fingerprint_of_pem_file(&path)?,
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| ConnectError::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
-                fingerprint: pinned,
-                provider,
-            }))
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|e| ConnectError::Tls(e.to_string()))?;
-        let mut config = quinn::ClientConfig::new(Arc::new(quic));
-        config.transport_config(Arc::new(transport()));
+        let config = quic_client_config(&trust)?;
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"
         } else {

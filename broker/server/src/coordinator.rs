@@ -915,6 +915,32 @@ mod coordinator_tests {
     use super::tests::{fetched, join};
     use super::*;
 
+    /// A member joins group `g` (at 0) and commits `offset` of `orders` partition 0 (no
+    /// metadata), made to the topic incarnations `ids`, at `now_ms`.
+    fn join_and_commit(
+        coordinator: &Coordinator,
+        partitions: &BTreeMap<String, u32>,
+        offset: i64,
+        ids: &TopicIds,
+        now_ms: i64,
+    ) {
+        let (member, epoch) = join(coordinator, partitions);
+        coordinator
+            .commit(
+                "g",
+                (&member, epoch),
+                vec![Commit {
+                    partition: TopicPartition::new("orders", 0),
+                    offset,
+                    metadata: String::new(),
+                }],
+                partitions,
+                ids,
+                now_ms,
+            )
+            .expect("commit");
+    }
+
     #[test]
     fn a_stray_heartbeat_does_not_create_a_group() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -954,21 +980,7 @@ mod coordinator_tests {
         let partitions = BTreeMap::from([("orders".to_owned(), 1)]);
         let first = TopicIds::from([("orders".to_owned(), TopicId([1; 16]))]);
         let second = TopicIds::from([("orders".to_owned(), TopicId([2; 16]))]);
-        let (member, epoch) = join(&coordinator, &partitions);
-        coordinator
-            .commit(
-                "g",
-                (&member, epoch),
-                vec![Commit {
-                    partition: TopicPartition::new("orders", 0),
-                    offset: 6,
-                    metadata: String::new(),
-                }],
-                &partitions,
-                &first,
-                0,
-            )
-            .expect("commit");
+        join_and_commit(&coordinator, &partitions, 6, &first, 0);
         let asked = || vec![TopicPartition::new("orders", 0)];
         assert_eq!(
             coordinator.fetch_offsets("g", asked(), &first),
@@ -1004,21 +1016,7 @@ mod coordinator_tests {
         };
         let coordinator = Coordinator::open(dir.path(), config).expect("open");
         let partitions = BTreeMap::from([("orders".to_owned(), 1)]);
-        let (member, epoch) = join(&coordinator, &partitions);
-        coordinator
-            .commit(
-                "g",
-                (&member, epoch),
-                vec![Commit {
-                    partition: TopicPartition::new("orders", 0),
-                    offset: 3,
-                    metadata: String::new(),
-                }],
-                &partitions,
-                &TopicIds::new(),
-                0,
-            )
-            .expect("commit");
+        join_and_commit(&coordinator, &partitions, 3, &TopicIds::new(), 0);
         let (code, message) = coordinator
             .delete("g", &partitions, 10)
             .expect_err("a live member");
@@ -1058,21 +1056,7 @@ mod coordinator_tests {
             .expect("open")
             .with_offsets_retention_ms(retention);
         let partitions = BTreeMap::from([("orders".to_owned(), 1)]);
-        let (member, epoch) = join(&coordinator, &partitions);
-        coordinator
-            .commit(
-                "g",
-                (&member, epoch),
-                vec![Commit {
-                    partition: TopicPartition::new("orders", 0),
-                    offset: 3,
-                    metadata: String::new(),
-                }],
-                &partitions,
-                &TopicIds::new(),
-                100,
-            )
-            .expect("commit");
+        join_and_commit(&coordinator, &partitions, 3, &TopicIds::new(), 100);
         assert!(coordinator.expire_offsets(&partitions, 30_000).is_empty());
         drop(coordinator);
         let coordinator = Coordinator::open(dir.path(), config)

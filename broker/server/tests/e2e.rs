@@ -2,76 +2,50 @@
 //! files. Topics, both durabilities, fetch in order with long polling, offsets by time,
 //! retention, schema-ID validation, restart.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use herald_broker::{serve, Bound, BrokerConfig};
+use herald_broker::BrokerConfig;
 use herald_broker_client::{BrokerClient, RequestError, Trust};
 use herald_registry_client::{NewSchema, RegistryClient};
 use herald_wire::batch::{batches, BatchBuilder, Record};
-use herald_wire::groups::{Commit, CommittedOffset, GroupRequest, GroupResponse, TopicPartition};
+use herald_wire::groups::{
+    Commit, CommittedOffset, GroupDescription, GroupRequest, GroupResponse, TopicPartition,
+};
 use herald_wire::messages::{
     Durability, OffsetSpec, SchemaValidation, SubjectStrategy, TopicConfig,
 };
 use herald_wire::schema_id::write_schema_id;
 use herald_wire::ErrorCode;
+use support::{now_ms, scrape, RunningBroker};
 use tokio::sync::oneshot;
 
-struct RunningBroker {
-    bound: Bound,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+/// A broker over `data_dir` (with `/metrics`) using the registry at `registry_url`, running
+/// retention every `retention_check`.
+async fn start_broker(
+    data_dir: &Path,
+    registry_url: Option<String>,
+    retention_check: Duration,
+) -> RunningBroker {
+    let mut config = support::config(data_dir);
+    config.registry_url = registry_url;
+    config.retention_check_interval = retention_check;
+    RunningBroker::start_with(config).await
 }
 
-impl RunningBroker {
-    async fn start(
-        data_dir: &Path,
-        registry_url: Option<String>,
-        retention_check: Duration,
-    ) -> Self {
-        let mut config = BrokerConfig::new("127.0.0.1:0".parse().expect("addr"), data_dir);
-        config.registry_url = registry_url;
-        config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
-        config.retention_check_interval = retention_check;
-        Self::start_with(config).await
-    }
-
-    async fn start_with(config: BrokerConfig) -> Self {
-        let (bound_tx, bound_rx) = oneshot::channel();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            serve(
-                config,
-                move |bound| drop(bound_tx.send(bound)),
-                async move { drop(stopped.await) },
-            )
-            .await
-            .expect("broker serves");
-        });
-        let bound = bound_rx.await.expect("broker bound");
-        Self {
-            bound,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn client(&self) -> BrokerClient {
-        BrokerClient::connect(
-            self.bound.addr,
-            Trust::Fingerprint(self.bound.fingerprint.clone()),
-        )
+/// A broker over `dir` (no registry, retention checked hourly), a client of it, and `topic`
+/// created with the default configuration.
+async fn broker_with_topic(dir: &Path, topic: &str) -> (RunningBroker, BrokerClient) {
+    let broker = start_broker(dir, None, Duration::from_secs(3600)).await;
+    let client = broker.client().await;
+    client
+        .create_topic(topic, TopicConfig::default())
         .await
-        .expect("connects")
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
-    }
+        .expect("create");
+    (broker, client)
 }
 
 async fn start_registry(data_dir: &Path) -> String {
@@ -94,12 +68,6 @@ async fn start_registry(data_dir: &Path) -> String {
     format!("http://{}", rx.await.expect("registry bound"))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 fn batch(values: impl IntoIterator<Item = Vec<u8>>, timestamp_ms: i64) -> Vec<u8> {
     let mut builder = BatchBuilder::new();
     for value in values {
@@ -117,6 +85,26 @@ fn numbered(from: u32, count: u32) -> Vec<Vec<u8>> {
     (from..from + count)
         .map(|n| format!("record-{n}").into_bytes())
         .collect()
+}
+
+/// Stores `record-{from}` and the `count - 1` numbers after it, stamped now, in
+/// `topic`/`partition` (memory durability).
+async fn produce_numbered(
+    client: &BrokerClient,
+    topic: &str,
+    partition: u32,
+    from: u32,
+    count: u32,
+) {
+    client
+        .produce(
+            topic,
+            partition,
+            Durability::Memory,
+            batch(numbered(from, count), now_ms()),
+        )
+        .await
+        .expect("produce");
 }
 
 async fn read_values(
@@ -155,7 +143,7 @@ async fn read_values(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_fetch_offsets_and_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_secs(3600)).await;
     let client = broker.client().await;
     let config = TopicConfig {
         partitions: 2,
@@ -282,15 +270,7 @@ async fn produce_fetch_offsets_and_restart() {
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    client
-        .produce(
-            "orders",
-            0,
-            Durability::Memory,
-            batch(numbered(20, 1), now_ms()),
-        )
-        .await
-        .expect("produce");
+    produce_numbered(&client, "orders", 0, 20, 1).await;
     let fetched = waiting.await.expect("task").expect("long poll answered");
     assert!(
         poll_started.elapsed() < Duration::from_secs(5),
@@ -315,7 +295,7 @@ async fn produce_fetch_offsets_and_restart() {
     let topics = client.list_topics().await.expect("list");
     assert_eq!(topics.len(), 1);
     assert_eq!(topics[0].partitions[0].high_watermark, 21);
-    let metrics = reqwest_get(broker.bound.metrics_addr.expect("metrics")).await;
+    let metrics = scrape(broker.metrics_addr()).await;
     assert!(
         metrics.contains("herald_broker_records_in_total{topic=\"orders\"} 24"),
         "{metrics}"
@@ -342,7 +322,7 @@ async fn produce_fetch_offsets_and_restart() {
     // Restart on the same data directory: everything is still there.
     client.close();
     broker.stop().await;
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_secs(3600)).await;
     let client = broker.client().await;
     assert_eq!(read_values(&client, "orders", 0, 0).await.len(), 21);
     assert_eq!(read_values(&client, "orders", 1, 0).await.len(), 3);
@@ -358,22 +338,10 @@ async fn produce_fetch_offsets_and_restart() {
     broker.stop().await;
 }
 
-async fn reqwest_get(addr: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.expect("read");
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_old_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_millis(100)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_millis(100)).await;
     let client = broker.client().await;
     let config = TopicConfig {
         segment_bytes: 4096,
@@ -436,7 +404,7 @@ async fn schema_validation_refuses_unregistered_ids() {
         )
         .await
         .expect("register");
-    let broker = RunningBroker::start(
+    let broker = start_broker(
         &dir.path().join("broker"),
         Some(registry_url),
         Duration::from_secs(3600),
@@ -568,8 +536,7 @@ async fn schema_validation_refuses_unregistered_ids() {
         .await
         .expect("accepted once registered, after the negative entry expired");
     // A broker without a registry refuses to create validating topics.
-    let bare =
-        RunningBroker::start(&dir.path().join("bare"), None, Duration::from_secs(3600)).await;
+    let bare = start_broker(&dir.path().join("bare"), None, Duration::from_secs(3600)).await;
     let error = bare
         .client()
         .await
@@ -584,7 +551,7 @@ async fn schema_validation_refuses_unregistered_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_fingerprint_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_secs(3600)).await;
     let wrong = "00".repeat(32);
     assert!(
         BrokerClient::connect(broker.bound.addr, Trust::Fingerprint(wrong))
@@ -604,12 +571,7 @@ async fn a_wrong_fingerprint_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_and_garbled_segment_tail_is_recovered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
-    let client = broker.client().await;
-    client
-        .create_topic("torn", TopicConfig::default())
-        .await
-        .expect("create");
+    let (broker, client) = broker_with_topic(dir.path(), "torn").await;
     for n in 0..10 {
         client
             .produce(
@@ -639,7 +601,7 @@ async fn a_truncated_and_garbled_segment_tail_is_recovered() {
     let mut damaged = bytes[..(ends[8] + ends[9]) / 2].to_vec();
     damaged[ends[6] + 70] ^= 0x5a;
     std::fs::write(&log, &damaged).expect("write damaged segment");
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_secs(3600)).await;
     let client = broker.client().await;
     let values = read_values(&client, "torn", 0, 0).await;
     assert_eq!(
@@ -692,10 +654,36 @@ async fn heartbeat(
     }
 }
 
+/// `member` of group `g` commits `offset` of `events`/`partition` with `metadata`.
+fn commit(member: &(String, i32), partition: u32, offset: i64, metadata: &str) -> GroupRequest {
+    GroupRequest::Commit {
+        group: "g".into(),
+        member_id: member.0.clone(),
+        member_epoch: member.1,
+        offsets: vec![Commit {
+            partition: TopicPartition::new("events", partition),
+            offset,
+            metadata: metadata.to_owned(),
+        }],
+    }
+}
+
+/// Group `g` as the coordinator describes it.
+async fn describe_group(client: &BrokerClient) -> GroupDescription {
+    let GroupResponse::Description(description) = client
+        .group(GroupRequest::Describe { group: "g".into() })
+        .await
+        .expect("describe")
+    else {
+        panic!("description")
+    };
+    description
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_groups_assign_commit_fence_and_survive_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_secs(3600)).await;
     let client = broker.client().await;
     client
         .create_topic(
@@ -708,34 +696,16 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
         .await
         .expect("create");
     for partition in 0..4 {
-        client
-            .produce(
-                "events",
-                partition,
-                Durability::Memory,
-                batch(numbered(0, 10), now_ms()),
-            )
-            .await
-            .expect("produce");
+        produce_numbered(&client, "events", partition, 0, 10).await;
     }
     let (a_id, a_epoch, a_parts) = heartbeat(&client, &(String::new(), 0), &[])
         .await
         .expect("a joins");
     assert_eq!(a_parts.len(), 4);
     let a = (a_id, a_epoch);
-    let commit = |member: &(String, i32), partition: u32, offset: i64| GroupRequest::Commit {
-        group: "g".into(),
-        member_id: member.0.clone(),
-        member_epoch: member.1,
-        offsets: vec![Commit {
-            partition: TopicPartition::new("events", partition),
-            offset,
-            metadata: "m".to_owned(),
-        }],
-    };
     for partition in 0..4 {
         client
-            .group(commit(&a, partition, 5))
+            .group(commit(&a, partition, 5, "m"))
             .await
             .expect("a commits");
     }
@@ -753,16 +723,16 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
     assert_eq!(b_parts.len(), 2);
     let moved = b_parts[0].partition;
     client
-        .group(commit(&b, moved, 7))
+        .group(commit(&b, moved, 7, "m"))
         .await
         .expect("b commits its partition");
     let error = client
-        .group(commit(&a, moved, 9))
+        .group(commit(&a, moved, 9, "m"))
         .await
         .expect_err("a no longer owns it");
     assert_eq!(error.code(), Some(ErrorCode::NotPartitionOwner));
     let error = client
-        .group(commit(&(a.0.clone(), a.1 + 5), kept[0].partition, 9))
+        .group(commit(&(a.0.clone(), a.1 + 5), kept[0].partition, 9, "m"))
         .await
         .expect_err("stale epoch");
     assert_eq!(error.code(), Some(ErrorCode::FencedMemberEpoch));
@@ -771,13 +741,7 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
         .expect_err("unknown member");
     assert_eq!(error.code(), Some(ErrorCode::UnknownMember));
 
-    let GroupResponse::Description(description) = client
-        .group(GroupRequest::Describe { group: "g".into() })
-        .await
-        .expect("describe")
-    else {
-        panic!("description")
-    };
+    let description = describe_group(&client).await;
     assert_eq!(description.members.len(), 2);
     let moved_lag = description
         .partitions
@@ -793,7 +757,7 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
         (Some(7), 10, 3)
     );
     assert!(moved_lag.lag_ms.is_some_and(|ms| ms >= 0), "{moved_lag:?}");
-    let metrics = reqwest_get(broker.bound.metrics_addr.expect("metrics")).await;
+    let metrics = scrape(broker.metrics_addr()).await;
     assert!(metrics.contains(&format!("herald_broker_group_lag_records{{group=\"g\",topic=\"events\",partition=\"{moved}\"}} 3")), "{metrics}");
     assert_eq!(
         client.group(GroupRequest::List).await.expect("list"),
@@ -803,7 +767,7 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
     // A restarted broker resumes the group from its committed offsets.
     client.close();
     broker.stop().await;
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_secs(3600)).await;
     let client = broker.client().await;
     let asked = (0..4).map(|p| TopicPartition::new("events", p)).collect();
     let GroupResponse::Offsets(offsets) = client
@@ -836,12 +800,7 @@ async fn consumer_groups_assign_commit_fence_and_survive_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_requests_in_flight_on_one_connection_are_throttled() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
-    let client = broker.client().await;
-    client
-        .create_topic("idle", TopicConfig::default())
-        .await
-        .expect("create");
+    let (broker, client) = broker_with_topic(dir.path(), "idle").await;
     // Long polls at the end of an empty partition each hold an in-flight slot for three seconds.
     let limit = herald_broker::server::INFLIGHT_REQUESTS_PER_CONNECTION_MAX;
     let mut polls = tokio::task::JoinSet::new();
@@ -938,7 +897,7 @@ async fn the_dedup_window_drops_seen_idempotency_keys_across_a_restart() {
         }
         builder.encode().expect("batch")
     };
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(60)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_secs(60)).await;
     let client = broker.client().await;
     client
         .create_topic(
@@ -963,7 +922,7 @@ async fn the_dedup_window_drops_seen_idempotency_keys_across_a_restart() {
         .expect("second");
     broker.stop().await;
 
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(60)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_secs(60)).await;
     let client = broker.client().await;
     let (offset, _) = client
         .produce("payments", 0, Durability::Fsync, keyed(3, &["p-1"]))
@@ -1001,12 +960,7 @@ async fn a_long_poll_waits_and_is_woken_by_the_next_produce() {
     const MAX_WAIT: Duration = Duration::from_secs(5);
     const PRODUCE_AFTER: Duration = Duration::from_millis(300);
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
-    let client = broker.client().await;
-    client
-        .create_topic("quiet", TopicConfig::default())
-        .await
-        .expect("create");
+    let (broker, client) = broker_with_topic(dir.path(), "quiet").await;
     let started = std::time::Instant::now();
     let waiting = {
         let client = client.clone();
@@ -1065,7 +1019,7 @@ async fn a_long_poll_waits_and_is_woken_by_the_next_produce() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_appends_flush_behind_every_16_mib() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(30)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_secs(30)).await;
     let client = broker.client().await;
     for name in ["bulk", "small"] {
         client
@@ -1097,7 +1051,7 @@ async fn memory_appends_flush_behind_every_16_mib() {
         .produce("small", 0, Durability::Memory, big_batch(0))
         .await
         .expect("produce");
-    let metrics = reqwest_get(broker.bound.metrics_addr.expect("metrics")).await;
+    let metrics = scrape(broker.metrics_addr()).await;
     let syncs = |topic: &str| {
         let prefix = format!("herald_broker_flush_behind_syncs_total{{topic=\"{topic}\"}} ");
         metrics
@@ -1114,7 +1068,7 @@ async fn memory_appends_flush_behind_every_16_mib() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durations_that_would_overflow_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(30)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_secs(30)).await;
     let client = broker.client().await;
     let refused = client
         .create_topic(
@@ -1140,37 +1094,15 @@ async fn durations_that_would_overflow_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_topic_is_a_new_incarnation_for_committed_offsets() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
-    let client = broker.client().await;
-    client
-        .create_topic("events", TopicConfig::default())
-        .await
-        .expect("create");
+    let (broker, client) = broker_with_topic(dir.path(), "events").await;
     let first_id = client.describe_topic("events").await.expect("describe").id;
-    client
-        .produce(
-            "events",
-            0,
-            Durability::Memory,
-            batch(numbered(0, 6), now_ms()),
-        )
-        .await
-        .expect("produce");
+    produce_numbered(&client, "events", 0, 0, 6).await;
     let member = heartbeat(&client, &(String::new(), 0), &[])
         .await
         .expect("join");
     let member = (member.0, member.1);
     client
-        .group(GroupRequest::Commit {
-            group: "g".into(),
-            member_id: member.0.clone(),
-            member_epoch: member.1,
-            offsets: vec![Commit {
-                partition: TopicPartition::new("events", 0),
-                offset: 6,
-                metadata: String::new(),
-            }],
-        })
+        .group(commit(&member, 0, 6, ""))
         .await
         .expect("commit");
     client.delete_topic("events").await.expect("delete");
@@ -1183,15 +1115,7 @@ async fn a_recreated_topic_is_a_new_incarnation_for_committed_offsets() {
         first_id, second_id,
         "a recreated topic is a new incarnation"
     );
-    client
-        .produce(
-            "events",
-            0,
-            Durability::Memory,
-            batch(numbered(0, 3), now_ms()),
-        )
-        .await
-        .expect("produce");
+    produce_numbered(&client, "events", 0, 0, 3).await;
     let fetched = client
         .group(GroupRequest::FetchOffsets {
             group: "g".into(),
@@ -1206,13 +1130,7 @@ async fn a_recreated_topic_is_a_new_incarnation_for_committed_offsets() {
         offsets[0].offset, None,
         "the old incarnation's commit is not served"
     );
-    let GroupResponse::Description(description) = client
-        .group(GroupRequest::Describe { group: "g".into() })
-        .await
-        .expect("describe")
-    else {
-        panic!("description")
-    };
+    let description = describe_group(&client).await;
     let lag = &description.partitions[0];
     assert_eq!(
         (lag.committed, lag.end_offset, lag.lag_records),
@@ -1225,29 +1143,15 @@ async fn a_recreated_topic_is_a_new_incarnation_for_committed_offsets() {
         "{lag:?}"
     );
     // Within one incarnation, a commit past the end is named as well.
-    let member = heartbeat(&client, &member, &[TopicPartition::new("events", 0)])
-        .await
-        .expect("heartbeat");
+    let (member_id, member_epoch, _) =
+        heartbeat(&client, &member, &[TopicPartition::new("events", 0)])
+            .await
+            .expect("heartbeat");
     client
-        .group(GroupRequest::Commit {
-            group: "g".into(),
-            member_id: member.0.clone(),
-            member_epoch: member.1,
-            offsets: vec![Commit {
-                partition: TopicPartition::new("events", 0),
-                offset: 9,
-                metadata: String::new(),
-            }],
-        })
+        .group(commit(&(member_id, member_epoch), 0, 9, ""))
         .await
         .expect("commit");
-    let GroupResponse::Description(description) = client
-        .group(GroupRequest::Describe { group: "g".into() })
-        .await
-        .expect("describe")
-    else {
-        panic!("description")
-    };
+    let description = describe_group(&client).await;
     let lag = &description.partitions[0];
     assert!(
         lag.problem
@@ -1257,7 +1161,7 @@ async fn a_recreated_topic_is_a_new_incarnation_for_committed_offsets() {
     );
     // The incarnation survives a restart.
     broker.stop().await;
-    let broker = RunningBroker::start(dir.path(), None, Duration::from_secs(3600)).await;
+    let broker = start_broker(dir.path(), None, Duration::from_secs(3600)).await;
     let client = broker.client().await;
     assert_eq!(
         client.describe_topic("events").await.expect("describe").id,

@@ -12,24 +12,24 @@
 //! The tests run one at a time (`SERIAL`): the heap is the whole process's, and another test's
 //! answers must not count in it.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use herald_broker::server::{CONNECTION_RESPONSE_BYTES_MAX, RESPONSE_BYTES_MAX};
-use herald_broker::{serve, Bound, BrokerConfig};
-use herald_broker_client::{BrokerClient, Trust};
+use herald_broker::Bound;
+use herald_broker_client::{quic_client_config, Trust};
 use herald_metrics::broker::{RESPONSE_BYTES_OUTSTANDING, RESPONSE_WRITE_TIMEOUTS};
 use herald_wire::batch::{BatchBuilder, Record};
 use herald_wire::frame::{Frame, FrameHeader, FrameKind};
 use herald_wire::limits::{FETCH_BYTES_MAX, FRAME_BYTES_MAX};
 use herald_wire::messages::{Durability, OffsetSpec, TopicConfig};
 use herald_wire::{Api, ErrorCode, Request};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::sync::{oneshot, Mutex};
+use support::{now_ms, scrape, RunningBroker};
+use tokio::sync::Mutex;
 
 const TOPIC: &str = "bulk";
 /// Held by each test for its whole run: they share the process's heap.
@@ -53,62 +53,13 @@ const HEAP_SLACK_BYTES: usize = 32 * 1024 * 1024;
 /// process does not also buffer 64 MiB for each of them.
 const SMALL_WINDOW_BYTES: u32 = 1024 * 1024;
 
-struct RunningBroker {
-    bound: Bound,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningBroker {
-    async fn start(data_dir: &Path, response_write_timeout: Duration) -> Self {
-        let mut config = BrokerConfig::new("127.0.0.1:0".parse().expect("addr"), data_dir);
-        config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
-        config.retention_check_interval = Duration::from_secs(3600);
-        config.response_write_timeout = response_write_timeout;
-        let (bound_tx, bound_rx) = oneshot::channel();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            serve(
-                config,
-                move |bound| drop(bound_tx.send(bound)),
-                async move { drop(stopped.await) },
-            )
-            .await
-            .expect("broker serves");
-        });
-        let bound = bound_rx.await.expect("broker bound");
-        Self {
-            bound,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn client(&self) -> BrokerClient {
-        BrokerClient::connect(
-            self.bound.addr,
-            Trust::Fingerprint(self.bound.fingerprint.clone()),
-        )
-        .await
-        .expect("connects")
-    }
-
-    fn metrics_addr(&self) -> SocketAddr {
-        self.bound.metrics_addr.expect("metrics endpoint")
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+/// A broker over `data_dir` (with `/metrics`, retention out of the way) whose response writes
+/// time out after `response_write_timeout`.
+async fn start_broker(data_dir: &Path, response_write_timeout: Duration) -> RunningBroker {
+    let mut config = support::config(data_dir);
+    config.retention_check_interval = Duration::from_secs(3600);
+    config.response_write_timeout = response_write_timeout;
+    RunningBroker::start_with(config).await
 }
 
 /// This process's anonymous resident memory (its heap, beside thread stacks and other
@@ -183,19 +134,6 @@ async fn fill(broker: &RunningBroker) -> usize {
     fetched.batches.len()
 }
 
-/// The whole `/metrics` text.
-async fn scrape(addr: SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.expect("read");
-    text
-}
-
 /// The value of the unlabelled series `name`, if `/metrics` has it.
 async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
     let text = scrape(addr).await;
@@ -230,64 +168,18 @@ where
     }
 }
 
-/// Accepts exactly the broker's certificate (by fingerprint), as the real client does.
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if herald_quic::fingerprint(end_entity.as_ref()) == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "not the broker's certificate".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+/// Asserts that the broker comes to hold no response bytes within 30 s; `after` names what
+/// should have released them.
+async fn assert_released(metrics: SocketAddr, after: &str) {
+    let released = eventually(Duration::from_secs(30), move || async move {
+        outstanding(metrics).await == 0.0
+    })
+    .await;
+    assert!(
+        released,
+        "{} response bytes still held after {after}",
+        outstanding(metrics).await
+    );
 }
 
 /// A raw QUIC connection to the broker, with the transport settings the real client uses
@@ -308,24 +200,14 @@ async fn raw_connection_with_window(
     raw_connection_with(bound, transport).await
 }
 
-/// A raw QUIC connection to the broker with the transport settings `transport`.
+/// A raw QUIC connection to the broker with the transport settings `transport`; otherwise
+/// configured as the real client is (its pinned certificate, its ALPN).
 async fn raw_connection_with(
     bound: &Bound,
     transport: quinn::TransportConfig,
 ) -> (quinn::Endpoint, quinn::Connection) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned {
-            fingerprint: bound.fingerprint.clone(),
-            provider,
-        }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![herald_quic::ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    let mut config = quic_client_config(&Trust::Fingerprint(bound.fingerprint.clone()))
+        .expect("QUIC client configuration");
     config.transport_config(Arc::new(transport));
     let mut endpoint =
         quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
@@ -384,7 +266,7 @@ async fn unread_fetches(
 async fn a_client_reading_no_answers_holds_at_most_its_connection_budget() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), BLOCKED_WRITE_TIMEOUT).await;
+    let broker = start_broker(dir.path(), BLOCKED_WRITE_TIMEOUT).await;
     let metrics = broker.metrics_addr();
     let answer_len = fill(&broker).await;
     let budget = CONNECTION_RESPONSE_BYTES_MAX as f64;
@@ -455,15 +337,7 @@ async fn a_client_reading_no_answers_holds_at_most_its_connection_budget() {
 
     // The connection going away releases everything it held or waited for.
     connection.close(0u32.into(), b"done");
-    let released = eventually(Duration::from_secs(30), move || async move {
-        outstanding(metrics).await == 0.0
-    })
-    .await;
-    assert!(
-        released,
-        "{} response bytes still held after the connection closed",
-        outstanding(metrics).await
-    );
+    assert_released(metrics, "the connection closed").await;
     drop(streams);
     broker.stop().await;
 }
@@ -476,7 +350,7 @@ async fn a_client_reading_no_answers_holds_at_most_its_connection_budget() {
 async fn an_answer_nobody_reads_is_reset_after_the_write_timeout() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), Duration::from_secs(1)).await;
+    let broker = start_broker(dir.path(), Duration::from_secs(1)).await;
     let metrics = broker.metrics_addr();
     let answer_len = fill(&broker).await;
     assert_eq!(
@@ -493,15 +367,7 @@ async fn an_answer_nobody_reads_is_reset_after_the_write_timeout() {
     })
     .await;
     assert!(timed_out, "no unread answer was reset");
-    let released = eventually(Duration::from_secs(30), move || async move {
-        outstanding(metrics).await == 0.0
-    })
-    .await;
-    assert!(
-        released,
-        "{} response bytes still held after the writes timed out",
-        outstanding(metrics).await
-    );
+    assert_released(metrics, "the writes timed out").await;
 
     // Every stream has ended: answered whole, or reset with the write-timeout code.
     let mut delivered: u32 = 0;
@@ -543,7 +409,7 @@ async fn an_answer_nobody_reads_is_reset_after_the_write_timeout() {
 async fn small_requests_are_answered_while_other_connections_fill_the_broker_budget() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = RunningBroker::start(dir.path(), BLOCKED_WRITE_TIMEOUT).await;
+    let broker = start_broker(dir.path(), BLOCKED_WRITE_TIMEOUT).await;
     let metrics = broker.metrics_addr();
     let answer_len = fill(&broker).await;
 
@@ -607,15 +473,7 @@ async fn small_requests_are_answered_while_other_connections_fill_the_broker_bud
     for (_endpoint, connection, _streams) in &unread {
         connection.close(0u32.into(), b"done");
     }
-    let released = eventually(Duration::from_secs(30), move || async move {
-        outstanding(metrics).await == 0.0
-    })
-    .await;
-    assert!(
-        released,
-        "{} response bytes still held after the connections closed",
-        outstanding(metrics).await
-    );
+    assert_released(metrics, "the connections closed").await;
     drop(unread);
     broker.stop().await;
 }

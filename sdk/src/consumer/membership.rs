@@ -201,6 +201,7 @@ impl Link {
         } else {
             interruptions.retry.increment(1);
         }
+        tracing::warn!(%error, attempt, ?recovery, "consumer interrupted: retrying with backoff");
         tokio::time::sleep(backoff_delay(
             policy,
             attempt,
@@ -557,6 +558,11 @@ impl Beater {
             match step {
                 BeatStep::Leave => {
                     self.interruptions.max_poll_interval.increment(1);
+                    tracing::warn!(
+                        group = %self.group,
+                        max_poll_interval = ?self.max_poll_interval,
+                        "handling took longer than max_poll_interval: leaving the group so its partitions move; rejoining when the handler returns"
+                    );
                     if let Some(member_id) = membership.member_id() {
                         let leave = GroupRequest::Leave {
                             group: self.group.clone(),

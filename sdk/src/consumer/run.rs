@@ -518,6 +518,12 @@ impl RawConsumer {
             }
             Some(FetchFrom::Reset) => {
                 let position = self.start_position(partition, false).await?;
+                tracing::warn!(
+                    group = %self.config.group,
+                    %partition,
+                    position,
+                    "the consumer's position is outside the partition's log (retention, or a topic created again): restarting from the reset policy's position"
+                );
                 // Rare: a handle registered here, not once per partition.
                 metrics::counter!(
                     crate::metrics::CONSUMER_OFFSET_RESETS,
@@ -608,6 +614,13 @@ impl RawConsumer {
         if let Some(corruption) = source.corruption() {
             if !progress.should_stop() && core.position(partition) == Some(corruption.offset) {
                 // Boxed: the rare path keeps its future out of every fetch's.
+                tracing::error!(
+                    group = %self.config.group,
+                    %partition,
+                    offset = corruption.offset,
+                    "corrupt batch fetched: {}",
+                    corruption.reason
+                );
                 Box::pin(self.corrupt_batch(partition, &source, corruption, high_watermark, core))
                     .await?;
                 progress.corrupt_batches.fetch_add(1, Ordering::Relaxed);

@@ -323,6 +323,11 @@ fn settle_failed_front(
             window.push_back(entry);
         } else if entry.sent {
             metrics.indeterminate.increment(u64::from(entry.records));
+            tracing::warn!(
+                records = entry.records,
+                %reason,
+                "a batch behind a failed one may or may not be stored: reported indeterminate, not resent"
+            );
             finish(
                 entry,
                 Err(ProduceError::Indeterminate {

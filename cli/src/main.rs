@@ -104,6 +104,11 @@ enum RegistryCommand {
         #[arg(long)]
         auth_file: Option<PathBuf>,
     },
+    /// Print a `password_hash` for a users file: reads the password from standard input (one
+    /// line; the newline is not part of it) and prints a salted PBKDF2 hash.
+    ///
+    /// Example: printf %s 'secret' | herald registry hash-password
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -351,6 +356,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Broker {
             command: BrokerCommand::Serve(args),
         } => serve_broker(args.into_config()?).await,
+        Command::Registry {
+            command: RegistryCommand::HashPassword,
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            println!(
+                "password_hash = \"{}\"",
+                herald_registry::auth::hash_password(password)?
+            );
+            Ok(())
+        }
         Command::Registry {
             command:
                 RegistryCommand::Serve {

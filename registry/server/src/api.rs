@@ -165,7 +165,10 @@ pub fn router(registry: AppState) -> Router {
 
 type Params = Query<HashMap<String, String>>;
 
-fn flag(params: &HashMap<String, String>, name: &str) -> bool {
+/// A boolean query parameter as the handlers read it (`true` in any case). Authorization
+/// decides from the same parsed parameters with this same function, so the two can never
+/// read a request differently.
+pub(crate) fn flag(params: &HashMap<String, String>, name: &str) -> bool {
     params
         .get(name)
         .is_some_and(|value| value.eq_ignore_ascii_case("true"))

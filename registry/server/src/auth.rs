@@ -3,18 +3,46 @@
 //! ```toml
 //! [[user]]
 //! name = "ci"
-//! password_sha256 = "<hex sha-256 of the password>"
+//! password_hash = "pbkdf2-sha256$210000$<salt, base64>$<hash, base64>"   # herald registry hash-password
 //! role = "read"        # read | write | admin
 //! ```
 //!
 //! `read` may use every GET plus the non-mutating POSTs (lookup, compatibility); `write` may
 //! also register and soft-delete; `admin` may do everything (config, mode, permanent delete).
+//!
+//! Passwords are stored as salted, iterated PBKDF2-HMAC-SHA256 ([`hash_password`]) and
+//! checked in constant time. Files written before that hold `password_sha256` (unsalted
+//! SHA-256, hex): still accepted, compared in constant time, and named in a warning at load
+//! so operators rehash them. A successful check is remembered (keyed by a keyed hash of the
+//! credentials, never the password) so that a client sending basic auth with every request
+//! pays for PBKDF2 once, not per request.
+//!
+//! The role a request needs is decided from its method, path and the query parameters as the
+//! handlers parse them (`api::flag`), so `permanent=TRUE` is a permanent delete for both.
 
+use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::path::Path;
+use std::sync::Mutex;
 
 use base64::Engine;
+use ring::{hmac, pbkdf2, rand as ring_rand};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// PBKDF2 iterations for new hashes (OWASP's 2023 figure for PBKDF2-HMAC-SHA256 is 600,000;
+/// 210,000 keeps a cold check near 100 ms on a small core, and checks are remembered).
+pub const PBKDF2_ITERATIONS: u32 = 210_000;
+/// Fewer iterations than this in a users file are refused as too weak.
+pub const PBKDF2_ITERATIONS_MIN: u32 = 10_000;
+/// More than this is refused: a hostile or mistyped file must not make one check take minutes.
+pub const PBKDF2_ITERATIONS_MAX: u32 = 10_000_000;
+const SALT_BYTES: usize = 16;
+const HASH_BYTES: usize = 32;
+/// Successful checks remembered; past this, one is forgotten to make room.
+pub const VERIFIED_CREDENTIALS_MAX: usize = 1024;
+const HASH_PREFIX: &str = "pbkdf2-sha256";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -25,16 +53,49 @@ pub enum Role {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct User {
+#[serde(deny_unknown_fields)]
+struct UserEntry {
     name: String,
-    password_sha256: String,
+    #[serde(default)]
+    password_hash: Option<String>,
+    /// Legacy: unsalted SHA-256 of the password, hex.
+    #[serde(default)]
+    password_sha256: Option<String>,
     role: Role,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct AuthConfig {
+struct UsersFile {
     #[serde(rename = "user", default)]
+    users: Vec<UserEntry>,
+}
+
+/// How a user's password is checked.
+#[derive(Debug, Clone)]
+enum Secret {
+    Pbkdf2 {
+        iterations: NonZeroU32,
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+    },
+    LegacySha256([u8; 32]),
+}
+
+#[derive(Debug, Clone)]
+struct User {
+    name: String,
+    secret: Secret,
+    role: Role,
+}
+
+/// The users file, parsed, and the checks it has already passed.
+#[derive(Debug)]
+pub struct AuthConfig {
     users: Vec<User>,
+    /// Keys the remembered credentials: a random key per process, so the map holds no
+    /// password-equivalent value.
+    cache_key: hmac::Key,
+    verified: Mutex<HashMap<[u8; 32], Role>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +112,14 @@ pub enum AuthConfigError {
     },
     #[error("auth file {path} defines no users")]
     Empty { path: String },
+    #[error("auth file {path}, user '{user}': {reason}")]
+    User {
+        path: String,
+        user: String,
+        reason: String,
+    },
+    #[error("cannot draw random bytes for a salt")]
+    Random,
 }
 
 /// Why a request was refused.
@@ -62,6 +131,75 @@ pub enum Denied {
     Forbidden,
 }
 
+/// A `password_hash` value for `password`: PBKDF2-HMAC-SHA256 with a fresh 16-byte salt and
+/// [`PBKDF2_ITERATIONS`].
+pub fn hash_password(password: &str) -> Result<String, AuthConfigError> {
+    hash_password_with(password, PBKDF2_ITERATIONS)
+}
+
+/// [`hash_password`] with a chosen iteration count (tests use the minimum: PBKDF2 is slow
+/// in debug builds).
+pub fn hash_password_with(password: &str, iterations: u32) -> Result<String, AuthConfigError> {
+    let mut salt = [0u8; SALT_BYTES];
+    ring_rand::SecureRandom::fill(&ring_rand::SystemRandom::new(), &mut salt)
+        .map_err(|_| AuthConfigError::Random)?;
+    let iterations = NonZeroU32::new(iterations).ok_or(AuthConfigError::Random)?;
+    let mut hash = [0u8; HASH_BYTES];
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        &salt,
+        password.as_bytes(),
+        &mut hash,
+    );
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    Ok(format!(
+        "{HASH_PREFIX}${iterations}${}${}",
+        b64.encode(salt),
+        b64.encode(hash)
+    ))
+}
+
+fn parse_hash(text: &str) -> Result<Secret, String> {
+    let mut parts = text.split('$');
+    let (Some(HASH_PREFIX), Some(iterations), Some(salt), Some(hash), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(format!(
+            "password_hash must be {HASH_PREFIX}$<iterations>$<salt>$<hash> (herald registry hash-password prints one)"
+        ));
+    };
+    let iterations: u32 = iterations
+        .parse()
+        .map_err(|_| format!("password_hash iterations '{iterations}' is not a number"))?;
+    if !(PBKDF2_ITERATIONS_MIN..=PBKDF2_ITERATIONS_MAX).contains(&iterations) {
+        return Err(format!(
+            "password_hash iterations {iterations} is not within {PBKDF2_ITERATIONS_MIN}..={PBKDF2_ITERATIONS_MAX}"
+        ));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let salt = b64
+        .decode(salt.trim_end_matches('='))
+        .map_err(|e| format!("password_hash salt is not base64: {e}"))?;
+    let hash = b64
+        .decode(hash.trim_end_matches('='))
+        .map_err(|e| format!("password_hash hash is not base64: {e}"))?;
+    if salt.len() < 8 || hash.len() != HASH_BYTES {
+        return Err(format!(
+            "password_hash needs a salt of at least 8 bytes and a {HASH_BYTES}-byte hash"
+        ));
+    }
+    Ok(Secret::Pbkdf2 {
+        iterations: NonZeroU32::new(iterations).ok_or("zero iterations")?,
+        salt,
+        hash,
+    })
+}
+
 impl AuthConfig {
     pub fn load(path: &Path) -> Result<Self, AuthConfigError> {
         let shown = path.display().to_string();
@@ -69,58 +207,207 @@ impl AuthConfig {
             path: shown.clone(),
             source,
         })?;
-        let config: AuthConfig =
-            toml::from_str(&text).map_err(|source| AuthConfigError::Parse {
-                path: shown.clone(),
-                source,
-            })?;
-        if config.users.is_empty() {
-            return Err(AuthConfigError::Empty { path: shown });
-        }
-        Ok(config)
+        Self::parse(&text, &shown)
     }
 
-    /// Decides a request from its `Authorization` header, method and path.
+    /// Parses a users file's text (`path` names it in errors).
+    pub fn parse(text: &str, path: &str) -> Result<Self, AuthConfigError> {
+        let file: UsersFile = toml::from_str(text).map_err(|source| AuthConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        if file.users.is_empty() {
+            return Err(AuthConfigError::Empty {
+                path: path.to_owned(),
+            });
+        }
+        let invalid = |user: &str, reason: String| AuthConfigError::User {
+            path: path.to_owned(),
+            user: user.to_owned(),
+            reason,
+        };
+        let mut users = Vec::with_capacity(file.users.len());
+        let mut legacy = Vec::new();
+        for entry in file.users {
+            if users.iter().any(|u: &User| u.name == entry.name) {
+                return Err(invalid(&entry.name, "defined twice".to_owned()));
+            }
+            let secret = match (&entry.password_hash, &entry.password_sha256) {
+                (Some(hash), None) => parse_hash(hash).map_err(|e| invalid(&entry.name, e))?,
+                (None, Some(hex_digest)) => {
+                    let digest: [u8; 32] = hex::decode(hex_digest)
+                        .ok()
+                        .and_then(|bytes| bytes.try_into().ok())
+                        .ok_or_else(|| {
+                            invalid(
+                                &entry.name,
+                                "password_sha256 must be 64 hex digits".to_owned(),
+                            )
+                        })?;
+                    legacy.push(entry.name.clone());
+                    Secret::LegacySha256(digest)
+                }
+                _ => {
+                    return Err(invalid(
+                        &entry.name,
+                        "give exactly one of password_hash and password_sha256".to_owned(),
+                    ))
+                }
+            };
+            users.push(User {
+                name: entry.name,
+                secret,
+                role: entry.role,
+            });
+        }
+        if !legacy.is_empty() {
+            tracing::warn!(
+                path,
+                users = ?legacy,
+                "users with unsalted password_sha256: replace each with a password_hash from `herald registry hash-password`"
+            );
+        }
+        let mut key = [0u8; 32];
+        ring_rand::SecureRandom::fill(&ring_rand::SystemRandom::new(), &mut key)
+            .map_err(|_| AuthConfigError::Random)?;
+        Ok(Self {
+            users,
+            cache_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The `(name, password)` of a basic `Authorization` header.
+    fn credentials(authorization: Option<&str>) -> Option<(String, String)> {
+        let encoded = authorization?.strip_prefix("Basic ")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        let pair = String::from_utf8(decoded).ok()?;
+        let (name, password) = pair.split_once(':')?;
+        Some((name.to_owned(), password.to_owned()))
+    }
+
+    fn remembered_key(&self, name: &str, password: &str) -> [u8; 32] {
+        let mut context = hmac::Context::with_key(&self.cache_key);
+        context.update(name.as_bytes());
+        context.update(&[0]);
+        context.update(password.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(context.sign().as_ref());
+        out
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Role>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The role of already-checked credentials, without running PBKDF2 (`None`: not seen, or
+    /// no credentials).
+    pub fn remembered(&self, authorization: Option<&str>) -> Option<Role> {
+        let (name, password) = Self::credentials(authorization)?;
+        let key = self.remembered_key(&name, &password);
+        self.verified().get(&key).copied()
+    }
+
+    /// Checks the credentials of a basic `Authorization` header; slow (PBKDF2) unless they
+    /// were checked before — run it off the async threads.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Role, Denied> {
+        let (name, password) = Self::credentials(authorization).ok_or(Denied::Unauthenticated)?;
+        let key = self.remembered_key(&name, &password);
+        if let Some(role) = self.verified().get(&key) {
+            return Ok(*role);
+        }
+        let user = self.users.iter().find(|user| user.name == name);
+        let matches = match user.map(|u| &u.secret) {
+            Some(Secret::Pbkdf2 {
+                iterations,
+                salt,
+                hash,
+            }) => pbkdf2::verify(
+                pbkdf2::PBKDF2_HMAC_SHA256,
+                *iterations,
+                salt,
+                password.as_bytes(),
+                hash,
+            )
+            .is_ok(),
+            Some(Secret::LegacySha256(digest)) => {
+                let computed: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+                bool::from(computed.ct_eq(digest))
+            }
+            None => {
+                // An unknown name costs what a known one does (the file's first PBKDF2
+                // user's iterations), so timing does not tell which names exist.
+                let iterations = self.users.iter().find_map(|u| match &u.secret {
+                    Secret::Pbkdf2 { iterations, .. } => Some(*iterations),
+                    Secret::LegacySha256(_) => None,
+                });
+                if let Some(iterations) = iterations {
+                    let mut sink = [0u8; HASH_BYTES];
+                    pbkdf2::derive(
+                        pbkdf2::PBKDF2_HMAC_SHA256,
+                        iterations,
+                        b"herald-unknown-user",
+                        password.as_bytes(),
+                        &mut sink,
+                    );
+                }
+                false
+            }
+        };
+        let role = user
+            .filter(|_| matches)
+            .map(|u| u.role)
+            .ok_or(Denied::Unauthenticated)?;
+        let mut verified = self.verified();
+        if verified.len() >= VERIFIED_CREDENTIALS_MAX {
+            if let Some(evicted) = verified.keys().next().copied() {
+                verified.remove(&evicted);
+            }
+        }
+        verified.insert(key, role);
+        Ok(role)
+    }
+
+    /// Decides a request from its `Authorization` header, method, path and query parameters
+    /// (as the handlers parse them; `None` when they do not parse, which needs admin).
     pub fn authorize(
         &self,
         authorization: Option<&str>,
         method: &str,
         path: &str,
+        params: Option<&HashMap<String, String>>,
     ) -> Result<(), Denied> {
-        let role = authorization
-            .and_then(|header| header.strip_prefix("Basic "))
-            .and_then(|encoded| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(encoded.trim())
-                    .ok()
-            })
-            .and_then(|decoded| String::from_utf8(decoded).ok())
-            .and_then(|pair| {
-                let (name, password) = pair.split_once(':')?;
-                let digest = hex::encode(Sha256::digest(password.as_bytes()));
-                self.users
-                    .iter()
-                    .find(|user| {
-                        user.name == name && user.password_sha256.eq_ignore_ascii_case(&digest)
-                    })
-                    .map(|user| user.role)
-            })
-            .ok_or(Denied::Unauthenticated)?;
-        if role >= required_role(method, path) {
-            Ok(())
-        } else {
-            Err(Denied::Forbidden)
-        }
+        let role = self.authenticate(authorization)?;
+        permit(role, method, path, params)
     }
 }
 
-fn required_role(method: &str, path: &str) -> Role {
+/// Whether `role` may make the request.
+pub fn permit(
+    role: Role,
+    method: &str,
+    path: &str,
+    params: Option<&HashMap<String, String>>,
+) -> Result<(), Denied> {
+    if role >= required_role(method, path, params) {
+        Ok(())
+    } else {
+        Err(Denied::Forbidden)
+    }
+}
+
+fn required_role(method: &str, path: &str, params: Option<&HashMap<String, String>>) -> Role {
     let is_subject_lookup = path.starts_with("/subjects/") && path.matches('/').count() == 2;
+    let Some(params) = params else {
+        return Role::Admin;
+    };
     match method {
         "GET" | "HEAD" => Role::Read,
         "POST" if path.starts_with("/compatibility/") || is_subject_lookup => Role::Read,
         "POST" if path.starts_with("/subjects/") => Role::Write,
-        "DELETE" if path.starts_with("/subjects/") && !path.contains("permanent=true") => {
+        "DELETE" if path.starts_with("/subjects/") && !crate::api::flag(params, "permanent") => {
             Role::Write
         }
         _ => Role::Admin,
@@ -132,12 +419,15 @@ mod tests {
     use super::*;
 
     fn config() -> AuthConfig {
-        let digest = |password: &str| hex::encode(Sha256::digest(password.as_bytes()));
-        toml::from_str(&format!(
-            "[[user]]\nname = \"reader\"\npassword_sha256 = \"{}\"\nrole = \"read\"\n[[user]]\nname = \"boss\"\npassword_sha256 = \"{}\"\nrole = \"admin\"\n",
-            digest("r"),
-            digest("b")
-        ))
+        let legacy = hex::encode(Sha256::digest(b"r"));
+        let hashed = hash_password_with("b", PBKDF2_ITERATIONS_MIN).expect("hash");
+        AuthConfig::parse(
+            &format!(
+                "[[user]]\nname = \"reader\"\npassword_sha256 = \"{legacy}\"\nrole = \"read\"\n[[user]]\nname = \"boss\"\npassword_hash = \"{hashed}\"\nrole = \"admin\"\n[[user]]\nname = \"writer\"\npassword_hash = \"{}\"\nrole = \"write\"\n",
+                hash_password_with("w", PBKDF2_ITERATIONS_MIN).expect("hash")
+            ),
+            "users.toml",
+        )
         .expect("valid config")
     }
 
@@ -148,44 +438,137 @@ mod tests {
         )
     }
 
+    fn no_params() -> HashMap<String, String> {
+        HashMap::new()
+    }
+
     #[test]
     fn roles_gate_methods() {
         let config = config();
+        let none = no_params();
+        let params = Some(&none);
         assert_eq!(
-            config.authorize(None, "GET", "/subjects"),
+            config.authorize(None, "GET", "/subjects", params),
             Err(Denied::Unauthenticated)
         );
         assert_eq!(
-            config.authorize(Some(&basic("reader", "wrong")), "GET", "/subjects"),
+            config.authorize(Some(&basic("reader", "wrong")), "GET", "/subjects", params),
             Err(Denied::Unauthenticated)
         );
         assert_eq!(
-            config.authorize(Some(&basic("reader", "r")), "GET", "/subjects"),
+            config.authorize(Some(&basic("nobody", "r")), "GET", "/subjects", params),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(
+            config.authorize(Some(&basic("reader", "r")), "GET", "/subjects", params),
             Ok(())
         );
         assert_eq!(
-            config.authorize(Some(&basic("reader", "r")), "POST", "/subjects/a"),
+            config.authorize(Some(&basic("reader", "r")), "POST", "/subjects/a", params),
             Ok(())
         );
         assert_eq!(
             config.authorize(
                 Some(&basic("reader", "r")),
                 "POST",
-                "/compatibility/subjects/a/versions"
+                "/compatibility/subjects/a/versions",
+                params
             ),
             Ok(())
         );
         assert_eq!(
-            config.authorize(Some(&basic("reader", "r")), "POST", "/subjects/a/versions"),
+            config.authorize(
+                Some(&basic("reader", "r")),
+                "POST",
+                "/subjects/a/versions",
+                params
+            ),
             Err(Denied::Forbidden)
         );
         assert_eq!(
-            config.authorize(Some(&basic("reader", "r")), "PUT", "/config"),
+            config.authorize(Some(&basic("reader", "r")), "PUT", "/config", params),
             Err(Denied::Forbidden)
         );
         assert_eq!(
-            config.authorize(Some(&basic("boss", "b")), "PUT", "/config"),
+            config.authorize(Some(&basic("boss", "b")), "PUT", "/config", params),
             Ok(())
         );
+        assert_eq!(
+            config.authorize(Some(&basic("boss", "wrong")), "PUT", "/config", params),
+            Err(Denied::Unauthenticated)
+        );
+    }
+
+    /// The bypass: the role check matched `permanent=true` case-sensitively on the raw path
+    /// while the handler read the parameter in any case, so a writer hard-deleted with
+    /// `permanent=TRUE`. Both now read the same parsed parameter.
+    #[test]
+    fn a_permanent_delete_needs_admin_however_it_is_spelled() {
+        let config = config();
+        let writer = basic("writer", "w");
+        for spelling in ["true", "TRUE", "True", "tRuE"] {
+            let params = HashMap::from([("permanent".to_owned(), spelling.to_owned())]);
+            assert_eq!(
+                config.authorize(Some(&writer), "DELETE", "/subjects/x", Some(&params)),
+                Err(Denied::Forbidden),
+                "permanent={spelling}"
+            );
+        }
+        let soft = HashMap::from([("permanent".to_owned(), "false".to_owned())]);
+        assert_eq!(
+            config.authorize(Some(&writer), "DELETE", "/subjects/x", Some(&soft)),
+            Ok(())
+        );
+        // Parameters that do not parse are decided as an admin operation.
+        assert_eq!(
+            config.authorize(Some(&writer), "DELETE", "/subjects/x", None),
+            Err(Denied::Forbidden)
+        );
+    }
+
+    #[test]
+    fn hashes_are_salted_and_a_checked_password_is_remembered() {
+        let first = hash_password_with("same", PBKDF2_ITERATIONS_MIN).expect("hash");
+        let second = hash_password_with("same", PBKDF2_ITERATIONS_MIN).expect("hash");
+        assert_ne!(first, second, "salted");
+        assert!(first.starts_with("pbkdf2-sha256$10000$"), "{first}");
+        let config = config();
+        assert_eq!(config.remembered(Some(&basic("boss", "b"))), None);
+        assert_eq!(
+            config.authenticate(Some(&basic("boss", "b"))),
+            Ok(Role::Admin)
+        );
+        assert_eq!(
+            config.remembered(Some(&basic("boss", "b"))),
+            Some(Role::Admin)
+        );
+        assert_eq!(config.remembered(Some(&basic("boss", "B"))), None);
+    }
+
+    #[test]
+    fn bad_users_files_are_refused_naming_the_user() {
+        for (text, expected) in [
+            (
+                "[[user]]\nname = \"a\"\nrole = \"read\"\n",
+                "exactly one of",
+            ),
+            (
+                "[[user]]\nname = \"a\"\npassword_hash = \"md5$1$x$y\"\nrole = \"read\"\n",
+                "password_hash must be",
+            ),
+            (
+                "[[user]]\nname = \"a\"\npassword_hash = \"pbkdf2-sha256$5$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\"\nrole = \"read\"\n",
+                "iterations 5",
+            ),
+            (
+                "[[user]]\nname = \"a\"\npassword_sha256 = \"abc\"\nrole = \"read\"\n",
+                "64 hex digits",
+            ),
+        ] {
+            let error = AuthConfig::parse(text, "users.toml").expect_err(text);
+            let message = error.to_string();
+            assert!(message.contains(expected), "{message}");
+            assert!(message.contains("'a'"), "{message}");
+        }
     }
 }

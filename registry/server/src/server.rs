@@ -170,16 +170,31 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
     if path == "/health" || path == "/metrics" {
         return next.run(request).await;
     }
-    let target = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or(path);
+    // The query parameters exactly as the handlers parse them.
+    let params = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
+        request.uri(),
+    )
+    .ok()
+    .map(|query| query.0);
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match auth.authorize(header, request.method().as_str(), target) {
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // Checked credentials are remembered; a first check runs PBKDF2, off the async threads.
+    let role = match auth.remembered(header.as_deref()) {
+        Some(role) => Ok(role),
+        None => {
+            let auth = auth.clone();
+            tokio::task::spawn_blocking(move || auth.authenticate(header.as_deref()))
+                .await
+                .unwrap_or(Err(Denied::Unauthenticated))
+        }
+    };
+    let decision = role.and_then(|role| {
+        crate::auth::permit(role, request.method().as_str(), path, params.as_ref())
+    });
+    match decision {
         Ok(()) => next.run(request).await,
         Err(Denied::Unauthenticated) => {
             let mut response = ApiError::new(

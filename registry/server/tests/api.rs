@@ -1368,6 +1368,21 @@ async fn basic_auth_roles_are_enforced_through_the_stack() {
         .await,
         403
     );
+    // The handler reads the flag in any case: so does the role check (a writer hard-deleted
+    // with permanent=TRUE before).
+    for spelling in ["TRUE", "True"] {
+        assert_eq!(
+            call(
+                "DELETE",
+                &format!("/subjects/a?permanent={spelling}"),
+                Some(("writer", "writer-pass")),
+                None
+            )
+            .await,
+            403,
+            "permanent={spelling}"
+        );
+    }
     assert_eq!(
         call(
             "DELETE",

@@ -50,6 +50,7 @@ pub fn identity(data_dir: &Path, source: &TlsSource) -> Result<Identity, TlsErro
             if !cert_path.exists() || !key_path.exists() {
                 generate(&dir, &cert_path, &key_path)?;
             }
+            tighten(&key_path);
             (cert_path, key_path)
         }
     };
@@ -83,10 +84,54 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsErro
     ];
     let generated =
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    std::fs::write(key_path, generated.signing_key.serialize_pem())
+    write_private(key_path, generated.signing_key.serialize_pem().as_bytes())
         .map_err(|e| write_error(key_path, e))?;
     std::fs::write(cert_path, generated.cert.pem()).map_err(|e| write_error(cert_path, e))?;
     Ok(())
+}
+
+/// Writes a secret readable by its owner only (0600 from its creation: never briefly
+/// readable by others), durably, replacing any earlier file.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&temporary);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent() {
+        crate::fs::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Narrows a generated key that an older Herald wrote readable by others to 0600.
+fn tighten(key_path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(key_path) {
+            if metadata.permissions().mode() & 0o077 != 0 {
+                match std::fs::set_permissions(key_path, std::fs::Permissions::from_mode(0o600)) {
+                    Ok(()) => {
+                        tracing::warn!(path = %key_path.display(), "the generated TLS key was readable by others: narrowed to 0600")
+                    }
+                    Err(error) => {
+                        tracing::warn!(path = %key_path.display(), %error, "the generated TLS key is readable by others and cannot be narrowed")
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = key_path;
 }
 
 /// A stateless-reset key derived from the certificate's private key, so that it is the same
@@ -118,4 +163,32 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsErro
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(herald_quic::transport()));
     Ok(config)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    /// The generated private key is readable by its owner only (it was 0644 under the usual
+    /// umask), and one an older Herald left readable is narrowed at start.
+    #[test]
+    fn the_generated_key_is_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        identity(dir.path(), &TlsSource::Generated).expect("generate");
+        let key = dir.path().join("tls/key.pem");
+        assert_eq!(mode(&key), 0o600);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        identity(dir.path(), &TlsSource::Generated).expect("load");
+        assert_eq!(mode(&key), 0o600);
+    }
 }

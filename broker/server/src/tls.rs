@@ -184,9 +184,12 @@ mod tests {
     #[test]
     fn the_generated_key_is_readable_by_its_owner_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        identity(dir.path(), &TlsSource::Generated).expect("generate");
-        let key = dir.path().join("tls/key.pem");
+        let tls = dir.path().join("tls");
+        let key = tls.join("key.pem");
+        // Created 0600 (not narrowed after: it must never be readable by others).
+        generate(&tls, &tls.join("cert.pem"), &key).expect("generate");
         assert_eq!(mode(&key), 0o600);
+        identity(dir.path(), &TlsSource::Generated).expect("load");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         identity(dir.path(), &TlsSource::Generated).expect("load");
         assert_eq!(mode(&key), 0o600);

@@ -1,0 +1,14 @@
+//! herald-auth: who is asking and what they may do, as pure logic shared by the broker, the
+//! registry, the CLI and the SDK.
+//!
+//! - [`scram`]: SCRAM-SHA-256 (RFC 5802 / RFC 7677) as sans-IO client and server state
+//!   machines over the exchange's messages, and the salted credentials a server stores.
+//! - [`acl`]: Kafka-shaped access control — principals, resource patterns (literal and
+//!   prefixed), operations with their implications, allow and deny with deny winning, super
+//!   users and default deny — and the decision function.
+//!
+//! Nothing here opens a file or a socket or reads a clock; randomness (nonces, salts) comes
+//! from the caller or from `ring`'s system generator where a function says so.
+
+pub mod acl;
+pub mod scram;

@@ -86,6 +86,78 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// The broker's users (SCRAM-SHA-256 credentials in its data directory; passwords are
+    /// read from standard input and never stored).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; its password is read from standard input (one line).
+    ///
+    /// Example: printf %s 'correct horse' | herald user add alice --data-dir ./herald-data/broker
+    Add {
+        name: String,
+        #[arg(long, default_value = "./herald-data/broker")]
+        data_dir: PathBuf,
+    },
+    /// List the users, one per line.
+    List {
+        #[arg(long, default_value = "./herald-data/broker")]
+        data_dir: PathBuf,
+    },
+    /// Remove a user.
+    Remove {
+        name: String,
+        #[arg(long, default_value = "./herald-data/broker")]
+        data_dir: PathBuf,
+    },
+    /// Give a user a new password, read from standard input (one line).
+    Passwd {
+        name: String,
+        #[arg(long, default_value = "./herald-data/broker")]
+        data_dir: PathBuf,
+    },
+}
+
+/// One line of standard input, without its line ending.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    Ok(password)
+}
+
+fn user(command: UserCommand) -> anyhow::Result<()> {
+    use herald_broker::users::Users;
+    match command {
+        UserCommand::Add { name, data_dir } => {
+            let password = password_from_stdin()?;
+            Users::open(&data_dir)?.add(&name, &password)?;
+            println!("added user {name}");
+        }
+        UserCommand::List { data_dir } => {
+            for name in Users::open(&data_dir)?.names() {
+                println!("{name}");
+            }
+        }
+        UserCommand::Remove { name, data_dir } => {
+            Users::open(&data_dir)?.remove(&name)?;
+            println!("removed user {name}");
+        }
+        UserCommand::Passwd { name, data_dir } => {
+            let password = password_from_stdin()?;
+            Users::open(&data_dir)?.passwd(&name, &password)?;
+            println!("changed the password of {name}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -359,18 +431,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Registry {
             command: RegistryCommand::HashPassword,
         } => {
-            let mut password = String::new();
-            std::io::stdin()
-                .read_line(&mut password)
-                .context("reading the password from standard input")?;
-            let password = password.trim_end_matches(['\n', '\r']);
-            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            let password = password_from_stdin()?;
             println!(
                 "password_hash = \"{}\"",
-                herald_registry::auth::hash_password(password)?
+                herald_registry::auth::hash_password(&password)?
             );
             Ok(())
         }
+        Command::User { command } => user(command),
         Command::Registry {
             command:
                 RegistryCommand::Serve {

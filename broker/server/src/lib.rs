@@ -30,6 +30,7 @@ pub mod producer_ids;
 pub mod schema_cache;
 pub mod server;
 pub mod tls;
+pub mod users;
 
 pub use herald_broker_core::groups::{Assignor, GroupConfig};
 pub use server::{serve, Bound, BrokerConfig, ServeError};

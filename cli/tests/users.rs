@@ -1,0 +1,61 @@
+//! `herald user add|list|passwd|remove` on a broker data directory, and
+//! `herald registry hash-password`.
+
+mod support;
+
+use support::{herald, herald_with_stdin};
+
+#[test]
+fn users_are_managed_in_the_data_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("broker");
+    let data = data.to_str().expect("utf-8 path");
+    let with_password = |args: &[&str], password: &str| {
+        herald_with_stdin(dir.path(), &[], args, &format!("{password}\n"))
+    };
+    let (code, out, err) = with_password(
+        &["user", "add", "alice", "--data-dir", data],
+        "correct horse",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "added user alice");
+    let (code, _, err) = with_password(
+        &["user", "add", "alice", "--data-dir", data],
+        "correct horse",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = with_password(&["user", "add", "bob", "--data-dir", data], "short");
+    assert_ne!(code, 0);
+    assert!(err.contains("at least 8 characters"), "{err}");
+    let (code, out, _) = herald(dir.path(), &["user", "list", "--data-dir", data]);
+    assert_eq!((code, out.trim()), (0, "alice"));
+    let stored = std::fs::read_to_string(dir.path().join("broker/users.meta")).expect("read");
+    assert!(
+        !stored.contains("correct horse"),
+        "no password is stored: {stored}"
+    );
+    let (code, _, err) = with_password(
+        &["user", "passwd", "alice", "--data-dir", data],
+        "battery staple",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = herald(dir.path(), &["user", "remove", "alice", "--data-dir", data]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = herald(dir.path(), &["user", "remove", "alice", "--data-dir", data]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no user 'alice'"), "{err}");
+}
+
+#[test]
+fn a_registry_password_hash_is_printed_for_the_users_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, out, err) =
+        herald_with_stdin(dir.path(), &[], &["registry", "hash-password"], "secret\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("password_hash = \"pbkdf2-sha256$210000$"),
+        "{out}"
+    );
+    assert!(!out.contains("secret"), "{out}");
+}

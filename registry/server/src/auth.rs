@@ -19,6 +19,12 @@
 //!
 //! The role a request needs is decided from its method, path and the query parameters as the
 //! handlers parse them (`api::flag`), so `permanent=TRUE` is a permanent delete for both.
+//!
+//! A user may be limited to subjects by prefix (`subjects = ["team-a."]`): then every request
+//! naming a subject (`/subjects/{s}…`, `/compatibility/subjects/{s}…`, `/config/{s}`,
+//! `/mode/{s}`) must name one with a listed prefix, global changes (`/config`, `/mode`) are
+//! refused, and `GET /subjects` lists only the user's subjects. Schemas stay readable by ID
+//! (consumers need them), and the other listings by ID still show every subject name.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -62,6 +68,9 @@ struct UserEntry {
     #[serde(default)]
     password_sha256: Option<String>,
     role: Role,
+    /// Subject prefixes the user is limited to; absent: every subject.
+    #[serde(default)]
+    subjects: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,7 +94,32 @@ enum Secret {
 struct User {
     name: String,
     secret: Secret,
-    role: Role,
+    identity: Identity,
+}
+
+/// What an authenticated user may do: a role, and the subjects it applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub role: Role,
+    /// Subject prefixes the user is limited to; `None`: every subject.
+    pub subjects: Option<std::sync::Arc<[String]>>,
+}
+
+impl Identity {
+    /// An identity of `role` over every subject.
+    pub fn unscoped(role: Role) -> Self {
+        Self {
+            role,
+            subjects: None,
+        }
+    }
+
+    /// Whether the identity covers `subject`.
+    pub fn covers(&self, subject: &str) -> bool {
+        self.subjects
+            .as_ref()
+            .is_none_or(|prefixes| prefixes.iter().any(|p| subject.starts_with(p.as_str())))
+    }
 }
 
 /// The users file, parsed, and the checks it has already passed.
@@ -95,7 +129,7 @@ pub struct AuthConfig {
     /// Keys the remembered credentials: a random key per process, so the map holds no
     /// password-equivalent value.
     cache_key: hmac::Key,
-    verified: Mutex<HashMap<[u8; 32], Role>>,
+    verified: Mutex<HashMap<[u8; 32], Identity>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,10 +288,22 @@ impl AuthConfig {
                     ))
                 }
             };
+            if let Some(prefixes) = &entry.subjects {
+                if prefixes.is_empty() || prefixes.iter().any(String::is_empty) {
+                    return Err(invalid(
+                        &entry.name,
+                        "subjects must list non-empty prefixes (leave it out for every subject)"
+                            .to_owned(),
+                    ));
+                }
+            }
             users.push(User {
                 name: entry.name,
                 secret,
-                role: entry.role,
+                identity: Identity {
+                    role: entry.role,
+                    subjects: entry.subjects.map(Into::into),
+                },
             });
         }
         if !legacy.is_empty() {
@@ -298,25 +344,25 @@ impl AuthConfig {
         out
     }
 
-    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Role>> {
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Identity>> {
         self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The role of already-checked credentials, without running PBKDF2 (`None`: not seen, or
     /// no credentials).
-    pub fn remembered(&self, authorization: Option<&str>) -> Option<Role> {
+    pub fn remembered(&self, authorization: Option<&str>) -> Option<Identity> {
         let (name, password) = Self::credentials(authorization)?;
         let key = self.remembered_key(&name, &password);
-        self.verified().get(&key).copied()
+        self.verified().get(&key).cloned()
     }
 
     /// Checks the credentials of a basic `Authorization` header; slow (PBKDF2) unless they
     /// were checked before — run it off the async threads.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Role, Denied> {
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, Denied> {
         let (name, password) = Self::credentials(authorization).ok_or(Denied::Unauthenticated)?;
         let key = self.remembered_key(&name, &password);
-        if let Some(role) = self.verified().get(&key) {
-            return Ok(*role);
+        if let Some(identity) = self.verified().get(&key) {
+            return Ok(identity.clone());
         }
         let user = self.users.iter().find(|user| user.name == name);
         let matches = match user.map(|u| &u.secret) {
@@ -356,9 +402,9 @@ impl AuthConfig {
                 false
             }
         };
-        let role = user
+        let identity = user
             .filter(|_| matches)
-            .map(|u| u.role)
+            .map(|u| u.identity.clone())
             .ok_or(Denied::Unauthenticated)?;
         let mut verified = self.verified();
         if verified.len() >= VERIFIED_CREDENTIALS_MAX {
@@ -366,8 +412,8 @@ impl AuthConfig {
                 verified.remove(&evicted);
             }
         }
-        verified.insert(key, role);
-        Ok(role)
+        verified.insert(key, identity.clone());
+        Ok(identity)
     }
 
     /// Decides a request from its `Authorization` header, method, path and query parameters
@@ -379,23 +425,64 @@ impl AuthConfig {
         path: &str,
         params: Option<&HashMap<String, String>>,
     ) -> Result<(), Denied> {
-        let role = self.authenticate(authorization)?;
-        permit(role, method, path, params)
+        let identity = self.authenticate(authorization)?;
+        permit(&identity, method, path, params)
     }
 }
 
-/// Whether `role` may make the request.
+/// Whether `identity` may make the request: its role, then its subjects.
 pub fn permit(
-    role: Role,
+    identity: &Identity,
     method: &str,
     path: &str,
     params: Option<&HashMap<String, String>>,
 ) -> Result<(), Denied> {
-    if role >= required_role(method, path, params) {
-        Ok(())
-    } else {
-        Err(Denied::Forbidden)
+    if identity.role < required_role(method, path, params) {
+        return Err(Denied::Forbidden);
     }
+    if identity.subjects.is_none() {
+        return Ok(());
+    }
+    match subject_of(path) {
+        Some(subject) if identity.covers(&subject) => Ok(()),
+        Some(_) => Err(Denied::Forbidden),
+        // Nothing subject-scoped: reads only (global configuration is not a team's to change).
+        None if matches!(method, "GET" | "HEAD") => Ok(()),
+        None => Err(Denied::Forbidden),
+    }
+}
+
+/// The subject a request path names, percent-decoded as the router decodes path parameters.
+pub fn subject_of(path: &str) -> Option<String> {
+    let rest = [
+        "/subjects/",
+        "/compatibility/subjects/",
+        "/config/",
+        "/mode/",
+    ]
+    .iter()
+    .find_map(|prefix| path.strip_prefix(prefix))?;
+    let raw = rest.split('/').next().filter(|s| !s.is_empty())?;
+    percent_decode(raw)
+}
+
+/// `%XX` sequences decoded; `None` for a malformed sequence or bytes that are not UTF-8 (the
+/// router refuses those paths too).
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn required_role(method: &str, path: &str, params: Option<&HashMap<String, String>>) -> Role {
@@ -536,13 +623,58 @@ mod tests {
         assert_eq!(config.remembered(Some(&basic("boss", "b"))), None);
         assert_eq!(
             config.authenticate(Some(&basic("boss", "b"))),
-            Ok(Role::Admin)
+            Ok(Identity::unscoped(Role::Admin))
         );
         assert_eq!(
             config.remembered(Some(&basic("boss", "b"))),
-            Some(Role::Admin)
+            Some(Identity::unscoped(Role::Admin))
         );
         assert_eq!(config.remembered(Some(&basic("boss", "B"))), None);
+    }
+
+    /// Team A's writer evolves team A's subjects only (issue 15: team A cannot evolve team
+    /// B's schemas), cannot change global settings, and reads what is global.
+    #[test]
+    fn a_user_limited_to_subject_prefixes_acts_on_those_only() {
+        let config = AuthConfig::parse(
+            &format!(
+                "[[user]]\nname = \"a\"\npassword_hash = \"{}\"\nrole = \"admin\"\nsubjects = [\"team-a.\"]\n",
+                hash_password_with("pw", PBKDF2_ITERATIONS_MIN).expect("hash")
+            ),
+            "users.toml",
+        )
+        .expect("valid");
+        let a = basic("a", "pw");
+        let none = no_params();
+        let call = |method: &str, path: &str| config.authorize(Some(&a), method, path, Some(&none));
+        assert_eq!(call("POST", "/subjects/team-a.orders/versions"), Ok(()));
+        assert_eq!(call("PUT", "/config/team-a.orders"), Ok(()));
+        assert_eq!(
+            call("POST", "/compatibility/subjects/team-a.orders/versions"),
+            Ok(())
+        );
+        assert_eq!(
+            call("POST", "/subjects/team-b.orders/versions"),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            call("DELETE", "/subjects/team-b.orders"),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(call("PUT", "/mode/team-b.orders"), Err(Denied::Forbidden));
+        // Encoded the way the router decodes it.
+        assert_eq!(
+            call("POST", "/subjects/team-b%2Eorders/versions"),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(call("POST", "/subjects/%74eam-a.orders/versions"), Ok(()));
+        assert_eq!(
+            call("PUT", "/config"),
+            Err(Denied::Forbidden),
+            "global config"
+        );
+        assert_eq!(call("GET", "/config"), Ok(()));
+        assert_eq!(call("GET", "/schemas/ids/1"), Ok(()));
     }
 
     #[test]
@@ -563,6 +695,10 @@ mod tests {
             (
                 "[[user]]\nname = \"a\"\npassword_sha256 = \"abc\"\nrole = \"read\"\n",
                 "64 hex digits",
+            ),
+            (
+                "[[user]]\nname = \"a\"\npassword_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nrole = \"read\"\nsubjects = []\n",
+                "non-empty prefixes",
             ),
         ] {
             let error = AuthConfig::parse(text, "users.toml").expect_err(text);

@@ -26,6 +26,9 @@ use crate::store::{Store, StoreError};
 
 /// Largest request body, in bytes: the schema limit plus room for JSON escaping.
 pub const REQUEST_BODY_BYTES_MAX: usize = 4 * herald_schema::SCHEMA_BYTES_MAX;
+/// Most bytes of a subject list filtered for a user limited to subject prefixes (a million
+/// names of 64 bytes).
+pub const SUBJECT_LIST_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Requests handled at once; further requests wait for a slot (bounded by connections).
 pub const REQUESTS_INFLIGHT_MAX: usize = 1024;
 /// A request that takes longer is answered 408 (a registration waits for one flush).
@@ -162,6 +165,40 @@ async fn record_metrics(State(shared): State<Shared>, request: Request, next: Ne
     response
 }
 
+/// `GET /subjects` for a user limited to subject prefixes: only the subjects it covers. The
+/// body is a JSON array of names (bounded by the request limits); anything else passes as is.
+async fn only_covered_subjects(response: Response, identity: &crate::auth::Identity) -> Response {
+    if !response.status().is_success() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, SUBJECT_LIST_BYTES_MAX).await else {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            50001,
+            "cannot list subjects",
+        )
+        .into_response();
+    };
+    let filtered = serde_json::from_slice::<Vec<String>>(&bytes)
+        .ok()
+        .map(|names| {
+            names
+                .into_iter()
+                .filter(|name| identity.covers(name))
+                .collect::<Vec<_>>()
+        })
+        .and_then(|names| serde_json::to_vec(&names).ok());
+    let mut parts = parts;
+    match filtered {
+        Some(body) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(body))
+        }
+        None => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
+}
+
 async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -> Response {
     let Some(auth) = &shared.auth else {
         return next.run(request).await;
@@ -191,11 +228,22 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
                 .unwrap_or(Err(Denied::Unauthenticated))
         }
     };
-    let decision = role.and_then(|role| {
-        crate::auth::permit(role, request.method().as_str(), path, params.as_ref())
+    let decision = role.and_then(|identity| {
+        crate::auth::permit(&identity, request.method().as_str(), path, params.as_ref())
+            .map(|()| identity)
     });
     match decision {
-        Ok(()) => next.run(request).await,
+        Ok(identity) => {
+            let lists_subjects = identity.subjects.is_some()
+                && request.method() == axum::http::Method::GET
+                && path == "/subjects";
+            let response = next.run(request).await;
+            if lists_subjects {
+                only_covered_subjects(response, &identity).await
+            } else {
+                response
+            }
+        }
         Err(Denied::Unauthenticated) => {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,

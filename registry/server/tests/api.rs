@@ -1394,3 +1394,94 @@ async fn basic_auth_roles_are_enforced_through_the_stack() {
         200
     );
 }
+
+/// Issue 15: a user limited to subject prefixes evolves its team's subjects only, sees only
+/// them in `GET /subjects`, and cannot change global settings.
+#[tokio::test]
+async fn a_user_limited_to_subject_prefixes_acts_on_those_only() {
+    use base64::Engine;
+    use herald_registry::auth::{hash_password_with, PBKDF2_ITERATIONS_MIN};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hash = |password: &str| hash_password_with(password, PBKDF2_ITERATIONS_MIN).expect("hash");
+    let users = format!(
+        "[[user]]\nname = \"root\"\npassword_hash = \"{}\"\nrole = \"admin\"\n\
+         [[user]]\nname = \"team-a\"\npassword_hash = \"{}\"\nrole = \"write\"\nsubjects = [\"team-a.\"]\n",
+        hash("root-pass"),
+        hash("a-pass")
+    );
+    let auth = herald_registry::auth::AuthConfig::parse(&users, "users.toml").expect("users");
+    let registry =
+        Arc::new(Registry::open(Store::open(dir.path()).expect("store")).expect("registry"));
+    let app = NormalizePathLayer::trim_trailing_slash().layer(app(registry, Some(auth)));
+    let call = |method: &str, path: &str, user: (&str, &str), body: Option<&str>| {
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", user.0, user.1));
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Authorization", format!("Basic {token}"))
+            .body(
+                body.map(|b| Body::from(b.to_owned()))
+                    .unwrap_or_else(Body::empty),
+            )
+            .expect("request");
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.expect("infallible");
+            let status = response.status().as_u16();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let schema = r#"{"schema": "\"string\""}"#;
+    let root = ("root", "root-pass");
+    let team = ("team-a", "a-pass");
+    for subject in ["team-a.orders", "team-b.payments"] {
+        let path = format!("/subjects/{subject}/versions");
+        assert_eq!(call("POST", &path, root, Some(schema)).await.0, 200);
+    }
+    assert_eq!(
+        call(
+            "POST",
+            "/subjects/team-a.orders/versions",
+            team,
+            Some(schema)
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            "POST",
+            "/subjects/team-b.payments/versions",
+            team,
+            Some(schema)
+        )
+        .await
+        .0,
+        403,
+        "team A cannot evolve team B's schemas"
+    );
+    assert_eq!(
+        call("DELETE", "/subjects/team-b.payments", team, None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call("PUT", "/config", team, Some(r#"{"compatibility":"NONE"}"#))
+            .await
+            .0,
+        403
+    );
+    let (status, body) = call("GET", "/subjects", team, None).await;
+    assert_eq!(status, 200);
+    let listed: Vec<String> = serde_json::from_str(&body).expect("json");
+    assert_eq!(listed, ["team-a.orders"]);
+    let (_, body) = call("GET", "/subjects", root, None).await;
+    let listed: Vec<String> = serde_json::from_str(&body).expect("json");
+    assert_eq!(listed.len(), 2);
+}

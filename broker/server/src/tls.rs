@@ -84,31 +84,9 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsErro
     ];
     let generated =
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    write_private(key_path, generated.signing_key.serialize_pem().as_bytes())
+    crate::fs::write_private(key_path, generated.signing_key.serialize_pem().as_bytes())
         .map_err(|e| write_error(key_path, e))?;
     std::fs::write(cert_path, generated.cert.pem()).map_err(|e| write_error(cert_path, e))?;
-    Ok(())
-}
-
-/// Writes a secret readable by its owner only (0600 from its creation: never briefly
-/// readable by others), durably, replacing any earlier file.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&temporary);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options.open(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(dir) = path.parent() {
-        crate::fs::sync_dir(dir)?;
-    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The broker's users: each name with its salted SCRAM-SHA-256 credential
 //! ([`herald_auth::scram::Credential`]; no password is stored), in `users.meta` in the data
-//! directory (a versioned [`crate::meta`] envelope, rewritten atomically on every change and
-//! narrowed to its owner, 0600, after each rewrite). `herald user add|list|remove|passwd` edits it; the broker
+//! directory (a versioned [`crate::meta`] envelope, rewritten atomically on every change,
+//! created 0600 so it is never readable by others). `herald user add|list|remove|passwd` edits it; the broker
 //! authenticates connections against it.
 
 use std::collections::BTreeMap;
@@ -166,23 +166,13 @@ impl Users {
             path: self.dir.join(FILE).display().to_string(),
             reason: e.to_string(),
         };
-        meta::write(&self.dir, FILE, KIND, &payload).map_err(write_error)?;
-        restrict(&self.dir.join(FILE)).map_err(write_error)?;
+        std::fs::create_dir_all(&self.dir).map_err(write_error)?;
+        let bytes = meta::encode(KIND, &payload).map_err(write_error)?;
+        // Readable by its owner only from its creation.
+        crate::fs::write_private(&self.dir.join(FILE), &bytes).map_err(write_error)?;
         self.users = payload.users;
         Ok(())
     }
-}
-
-/// Credentials are readable by their owner only.
-fn restrict(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -130,6 +130,9 @@ pub struct AuthConfig {
     /// password-equivalent value.
     cache_key: hmac::Key,
     verified: Mutex<HashMap<[u8; 32], Identity>>,
+    /// Password checks running at once (one per core): a flood of made-up credentials costs
+    /// at most the cores, and the rest are answered 503 at once.
+    checking: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +323,9 @@ impl AuthConfig {
             users,
             cache_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             verified: Mutex::new(HashMap::new()),
+            checking: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, usize::from),
+            )),
         })
     }
 
@@ -346,6 +352,11 @@ impl AuthConfig {
 
     fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Identity>> {
         self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Leave to run one password check, if a core is free for it.
+    pub fn check_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.checking.clone().try_acquire_owned().ok()
     }
 
     /// The role of already-checked credentials, without running PBKDF2 (`None`: not seen, or
@@ -443,17 +454,38 @@ pub fn permit(
     if identity.subjects.is_none() {
         return Ok(());
     }
+    // Listings across subjects show other teams' subject names and schemas; modes (IMPORT
+    // lets a registration choose IDs for everyone) are not a team's to change.
+    let spans_subjects = path == "/schemas"
+        || (path.starts_with("/schemas/ids/")
+            && (path.ends_with("/subjects") || path.ends_with("/versions")));
+    if spans_subjects || (path.starts_with("/mode") && !matches!(method, "GET" | "HEAD")) {
+        return Err(Denied::Forbidden);
+    }
     match subject_of(path) {
-        Some(subject) if identity.covers(&subject) => Ok(()),
-        Some(_) => Err(Denied::Forbidden),
+        Subject::Named(subject) if identity.covers(&subject) => Ok(()),
+        Subject::Named(_) | Subject::Undecodable => Err(Denied::Forbidden),
+        // `GET /subjects` is filtered; `HEAD` would tell its unfiltered length.
+        Subject::None if path == "/subjects" && method == "HEAD" => Err(Denied::Forbidden),
         // Nothing subject-scoped: reads only (global configuration is not a team's to change).
-        None if matches!(method, "GET" | "HEAD") => Ok(()),
-        None => Err(Denied::Forbidden),
+        Subject::None if matches!(method, "GET" | "HEAD") => Ok(()),
+        Subject::None => Err(Denied::Forbidden),
     }
 }
 
-/// The subject a request path names, percent-decoded as the router decodes path parameters.
-pub fn subject_of(path: &str) -> Option<String> {
+/// What subject a request path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    None,
+    /// Percent-decoded as the router decodes path parameters.
+    Named(String),
+    /// A subject segment that does not decode: refused for limited users (never read as "no
+    /// subject").
+    Undecodable,
+}
+
+/// The subject a request path names.
+pub fn subject_of(path: &str) -> Subject {
     let rest = [
         "/subjects/",
         "/compatibility/subjects/",
@@ -461,9 +493,14 @@ pub fn subject_of(path: &str) -> Option<String> {
         "/mode/",
     ]
     .iter()
-    .find_map(|prefix| path.strip_prefix(prefix))?;
-    let raw = rest.split('/').next().filter(|s| !s.is_empty())?;
-    percent_decode(raw)
+    .find_map(|prefix| path.strip_prefix(prefix));
+    let Some(raw) = rest
+        .and_then(|rest| rest.split('/').next())
+        .filter(|s| !s.is_empty())
+    else {
+        return Subject::None;
+    };
+    percent_decode(raw).map_or(Subject::Undecodable, Subject::Named)
 }
 
 /// `%XX` sequences decoded; `None` for a malformed sequence or bytes that are not UTF-8 (the
@@ -474,7 +511,11 @@ fn percent_decode(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            let digits = bytes.get(i + 1..i + 3)?;
+            if !digits.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let hex = std::str::from_utf8(digits).ok()?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -675,6 +716,42 @@ mod tests {
         );
         assert_eq!(call("GET", "/config"), Ok(()));
         assert_eq!(call("GET", "/schemas/ids/1"), Ok(()));
+        // Reviewed bypasses: an undecodable subject is not "no subject"; listings across
+        // subjects, HEAD of the filtered list and mode changes are refused.
+        assert_eq!(
+            call("GET", "/subjects/team-b.100%-coverage/versions/latest"),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            call("GET", "/subjects/team-a.%+5x/versions"),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(call("GET", "/schemas"), Err(Denied::Forbidden));
+        assert_eq!(
+            call("GET", "/schemas/ids/1/subjects"),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            call("GET", "/schemas/ids/1/versions"),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(call("HEAD", "/subjects"), Err(Denied::Forbidden));
+        assert_eq!(call("PUT", "/mode/team-a.orders"), Err(Denied::Forbidden));
+        assert_eq!(call("GET", "/mode/team-a.orders"), Ok(()));
+    }
+
+    /// Password checks are bounded by the cores: made-up credentials cannot queue unbounded
+    /// PBKDF2 work.
+    #[test]
+    fn password_checks_at_once_are_bounded() {
+        let config = config();
+        let held: Vec<_> = std::iter::from_fn(|| config.check_permit())
+            .take(1024)
+            .collect();
+        assert!(!held.is_empty() && held.len() < 1024, "{}", held.len());
+        assert!(config.check_permit().is_none());
+        drop(held);
+        assert!(config.check_permit().is_some());
     }
 
     #[test]

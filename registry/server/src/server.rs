@@ -222,10 +222,21 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
     let role = match auth.remembered(header.as_deref()) {
         Some(role) => Ok(role),
         None => {
+            let Some(permit) = auth.check_permit() else {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    50301,
+                    "too many password checks at once: retry",
+                )
+                .into_response();
+            };
             let auth = auth.clone();
-            tokio::task::spawn_blocking(move || auth.authenticate(header.as_deref()))
-                .await
-                .unwrap_or(Err(Denied::Unauthenticated))
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                auth.authenticate(header.as_deref())
+            })
+            .await
+            .unwrap_or(Err(Denied::Unauthenticated))
         }
     };
     let decision = role.and_then(|identity| {

@@ -343,9 +343,11 @@ async fn retention_removes_old_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = start_broker(dir.path(), None, Duration::from_millis(100)).await;
     let client = broker.client().await;
+    // Retention well above how long the produces take on a loaded machine (with 300 ms the
+    // first segments could go before the count below).
     let config = TopicConfig {
         segment_bytes: 4096,
-        retention: Some(Duration::from_millis(300)),
+        retention: Some(Duration::from_millis(1_500)),
         ..TopicConfig::default()
     };
     client.create_topic("short", config).await.expect("create");
@@ -367,13 +369,20 @@ async fn retention_removes_old_segments() {
         .partitions[0]
         .clone();
     assert!(before.segments > 2, "{before:?}");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let after = client
-        .describe_topic("short")
-        .await
-        .expect("describe")
-        .partitions[0]
-        .clone();
+    // Retention runs every 100 ms: wait (bounded) until only the active segment is left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let after = client
+            .describe_topic("short")
+            .await
+            .expect("describe")
+            .partitions[0]
+            .clone();
+        if after.segments == 1 || std::time::Instant::now() > deadline {
+            break after;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
         after.segments, 1,
         "only the active segment is left: {after:?}"

@@ -660,7 +660,9 @@ impl fmt::Debug for ScramClientStarted {
     }
 }
 
-/// The client after sending client-final, waiting for the server-final message.
+/// The client after sending client-final, waiting for the server-final message. Dropping it
+/// without [`ScramClientFinal::finish`] skips checking that the server knows the credential.
+#[must_use = "finish() checks the server's signature"]
 pub struct ScramClientFinal {
     server_signature: Key32,
 }

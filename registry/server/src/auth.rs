@@ -341,9 +341,10 @@ impl AuthConfig {
     }
 
     fn remembered_key(&self, name: &str, password: &str) -> [u8; 32] {
+        // Length-prefixed fields: no (name, password) pair shares another's key.
         let mut context = hmac::Context::with_key(&self.cache_key);
+        context.update(&(name.len() as u64).to_be_bytes());
         context.update(name.as_bytes());
-        context.update(&[0]);
         context.update(password.as_bytes());
         let mut out = [0u8; 32];
         out.copy_from_slice(context.sign().as_ref());

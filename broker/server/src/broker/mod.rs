@@ -470,3 +470,40 @@ impl Broker {
         }
     }
 }
+
+/// What the broker's in-crate tests share: a broker over a temporary directory and a batch of
+/// one record.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+
+    use herald_metrics::Metrics;
+    use herald_wire::batch::{BatchBuilder, Record};
+
+    use super::Broker;
+    use crate::schema_cache::SchemaCache;
+
+    /// A broker over `dir`, without a registry, default groups.
+    pub(crate) fn broker(dir: &Path) -> Broker {
+        Broker::open(
+            dir,
+            SchemaCache::new(None),
+            Metrics::new(),
+            Default::default(),
+            1_000_000,
+        )
+        .expect("open")
+    }
+
+    /// A batch of one record holding `value`.
+    pub(crate) fn one_record(value: &[u8]) -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(value.to_vec()),
+            headers: Vec::new(),
+        });
+        builder.encode().expect("batch")
+    }
+}

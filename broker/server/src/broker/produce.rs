@@ -250,13 +250,10 @@ mod tests {
     use std::sync::Arc;
 
     use herald_broker_core::storage::{StorageError, SyncHandle};
-    use herald_metrics::Metrics;
-    use herald_wire::batch::{BatchBuilder, Record};
     use herald_wire::messages::{Durability, TopicConfig};
     use herald_wire::{ErrorCode, Request, Response};
 
-    use crate::broker::Broker;
-    use crate::schema_cache::SchemaCache;
+    use crate::broker::test_support;
 
     struct FailingSync;
 
@@ -271,14 +268,7 @@ mod tests {
     }
 
     fn batch() -> Vec<u8> {
-        let mut builder = BatchBuilder::new();
-        builder.push(Record {
-            timestamp_ms: 1,
-            key: None,
-            value: Some(b"v".to_vec()),
-            headers: Vec::new(),
-        });
-        builder.encode().expect("batch")
+        test_support::one_record(b"v")
     }
 
     fn code(response: &Response) -> Option<ErrorCode> {
@@ -291,14 +281,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_failed_sync_the_partition_acknowledges_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let broker = Broker::open(
-            dir.path(),
-            SchemaCache::new(None),
-            Metrics::new(),
-            Default::default(),
-            1_000_000,
-        )
-        .expect("open");
+        let broker = test_support::broker(dir.path());
         let created = broker
             .handle(Request::CreateTopic {
                 name: "t".into(),

@@ -629,22 +629,13 @@ mod incarnation_tests {
 
 #[cfg(test)]
 mod deletion_tests {
-    use herald_metrics::Metrics;
-    use herald_wire::batch::{BatchBuilder, Record};
     use herald_wire::messages::Durability;
 
     use super::*;
-    use crate::schema_cache::SchemaCache;
+    use crate::broker::test_support;
 
     fn batch() -> Vec<u8> {
-        let mut builder = BatchBuilder::new();
-        builder.push(Record {
-            timestamp_ms: 1,
-            key: None,
-            value: Some(b"old".to_vec()),
-            headers: Vec::new(),
-        });
-        builder.encode().expect("batch")
+        test_support::one_record(b"old")
     }
 
     /// A produce that found the partition before the topic was deleted must not write into
@@ -653,14 +644,7 @@ mod deletion_tests {
     #[tokio::test]
     async fn a_produce_in_flight_at_deletion_never_lands_in_the_recreated_topic() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let broker = Broker::open(
-            dir.path(),
-            SchemaCache::new(None),
-            Metrics::new(),
-            Default::default(),
-            1_000_000,
-        )
-        .expect("open");
+        let broker = test_support::broker(dir.path());
         let create = || Request::CreateTopic {
             name: "t".into(),
             config: TopicConfig::default(),

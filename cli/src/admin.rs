@@ -1,6 +1,7 @@
 //! Day-to-day administration: `herald schema register|get|list|versions|delete|config`,
 //! `herald topic create|list|describe|delete` and `herald group list|describe`. Thin wrappers
-//! over the registry and broker clients; errors come back as one line.
+//! over the registry and broker clients; errors come back as one line. [`BrokerArgs`] is how
+//! every broker command finds and authenticates to the broker.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use herald_broker_client::{BrokerClient, Trust};
+use herald_auth::local::LOCAL_CREDENTIALS_FILE;
+use herald_broker_client::{BrokerClient, ConnectError, Credentials, RequestError, Trust};
 use herald_registry_client::{NewSchema, RegistryClient, Version};
 use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::messages::{SchemaValidation, SubjectStrategy, TopicConfig};
+use herald_wire::ErrorCode;
 use serde_json::json;
 
 /// `herald schema pin`: fetches every pinned version (and what it imports) and writes
@@ -95,12 +98,51 @@ pub(crate) struct RegistryArgs {
 
 impl RegistryArgs {
     pub(crate) fn client(&self) -> anyhow::Result<RegistryClient> {
-        let client = RegistryClient::new(&self.registry)?;
-        Ok(match (&self.user, &self.password) {
-            (Some(user), Some(password)) => client.with_basic_auth(user.clone(), password.clone()),
-            _ => client,
-        })
+        registry_client(
+            &self.registry,
+            self.user.as_deref(),
+            self.password.as_deref(),
+        )
     }
+}
+
+/// The registry flags of the commands that also talk to the broker (`herald produce|consume`):
+/// there `--user` is the broker's ([`BrokerArgs`]), so the registry's basic-auth user and
+/// password are `--registry-user` and `--registry-password`.
+#[derive(clap::Args)]
+pub(crate) struct StreamRegistryArgs {
+    /// Registry URL.
+    #[arg(long, env = "HERALD_REGISTRY", default_value = "http://127.0.0.1:8081")]
+    registry: String,
+    /// Basic-auth user for the registry.
+    #[arg(long, env = "HERALD_REGISTRY_USER")]
+    registry_user: Option<String>,
+    /// Basic-auth password for the registry.
+    #[arg(long, env = "HERALD_REGISTRY_PASSWORD", hide_env_values = true)]
+    registry_password: Option<String>,
+}
+
+impl StreamRegistryArgs {
+    pub(crate) fn client(&self) -> anyhow::Result<RegistryClient> {
+        registry_client(
+            &self.registry,
+            self.registry_user.as_deref(),
+            self.registry_password.as_deref(),
+        )
+    }
+}
+
+/// A registry client for `url`, with basic auth when both `user` and `password` are given.
+fn registry_client(
+    url: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+) -> anyhow::Result<RegistryClient> {
+    let client = RegistryClient::new(url)?;
+    Ok(match (user, password) {
+        (Some(user), Some(password)) => client.with_basic_auth(user, password),
+        _ => client,
+    })
 }
 
 #[derive(Subcommand)]
@@ -313,6 +355,15 @@ pub(crate) async fn schema(command: SchemaAdmin) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `herald up` keeps the broker's data, relative to where it runs.
+const LOCAL_BROKER_DATA_DIR: &str = "./herald-data/broker";
+/// The environment variable `--user`'s password is read from (never a flag: flags show in
+/// `ps`).
+const PASSWORD_ENV: &str = "HERALD_PASSWORD";
+/// Added to an error the broker gave because the client did not, or could not, authenticate.
+const AUTHENTICATION_HINT: &str =
+    "the broker requires authentication: run where `herald up` keeps ./herald-data, or pass --user with HERALD_PASSWORD set";
+
 #[derive(clap::Args)]
 pub(crate) struct BrokerArgs {
     /// Broker QUIC address.
@@ -332,17 +383,120 @@ pub(crate) struct BrokerArgs {
         default_value = "./herald-data/broker/tls/cert.pem"
     )]
     certificate: PathBuf,
+    /// User to authenticate to the broker as (SCRAM-SHA-256). Its password is read from the
+    /// HERALD_PASSWORD environment variable, never from a flag.
+    #[arg(long, env = "HERALD_USER", value_name = "NAME")]
+    user: Option<String>,
+    /// Credentials file (`user = "..."` and `password = "..."` lines) used without --user
+    /// [default: ./herald-data/broker/admin.credentials, the super user `herald up` generates,
+    /// when that file exists].
+    #[arg(long, env = "HERALD_CREDENTIALS", value_name = "FILE")]
+    credentials: Option<PathBuf>,
+    /// Client certificate (PEM) to authenticate with, together with --client-key.
+    #[arg(long, env = "HERALD_CLIENT_CERT", value_name = "FILE")]
+    client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, env = "HERALD_CLIENT_KEY", value_name = "FILE")]
+    client_key: Option<PathBuf>,
 }
 
 impl BrokerArgs {
+    /// How to authenticate to the broker: the client certificate (--client-cert and
+    /// --client-key), else --user with the password in HERALD_PASSWORD, else the credentials
+    /// file (--credentials, or `herald up`'s when it exists), else not at all.
+    pub(crate) fn credentials(&self) -> anyhow::Result<Credentials> {
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                anyhow::ensure!(
+                    self.user.is_none(),
+                    "--client-cert and --user are two ways to authenticate: give one of them"
+                );
+                return Ok(Credentials::Certificate {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                });
+            }
+            (None, None) => {}
+            _ => anyhow::bail!(
+                "--client-cert and --client-key (HERALD_CLIENT_CERT and HERALD_CLIENT_KEY) go together: give both, or neither"
+            ),
+        }
+        if let Some(user) = &self.user {
+            let password = match std::env::var(PASSWORD_ENV) {
+                Ok(password) if !password.is_empty() => password,
+                Ok(_) | Err(std::env::VarError::NotPresent) => anyhow::bail!(
+                    "--user {user} needs its password in the {PASSWORD_ENV} environment variable (it is never a flag: flags show in `ps`)"
+                ),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    anyhow::bail!("{PASSWORD_ENV} is not valid UTF-8")
+                }
+            };
+            return Ok(Credentials::scram(user.clone(), password));
+        }
+        let (path, explicit) = match &self.credentials {
+            Some(path) => (path.clone(), true),
+            None => (
+                Path::new(LOCAL_BROKER_DATA_DIR).join(LOCAL_CREDENTIALS_FILE),
+                false,
+            ),
+        };
+        let exists = path
+            .try_exists()
+            .with_context(|| format!("cannot look for the credentials file {}", path.display()))?;
+        if !exists {
+            anyhow::ensure!(
+                !explicit,
+                "the credentials file {} does not exist",
+                path.display()
+            );
+            return Ok(Credentials::None);
+        }
+        // The error names the file.
+        Ok(Credentials::from_local_file(&path)?)
+    }
+
     pub(crate) async fn client(&self) -> anyhow::Result<BrokerClient> {
         let trust = match &self.fingerprint {
             Some(fingerprint) => Trust::Fingerprint(fingerprint.clone()),
             None => Trust::CertificateFile(self.certificate.clone()),
         };
-        BrokerClient::connect(self.broker, trust)
+        let credentials = self.credentials()?;
+        let who = match &credentials {
+            Credentials::Scram { user, .. } => format!(" as {user}"),
+            Credentials::Certificate { cert, .. } => {
+                format!(" with the client certificate {}", cert.display())
+            }
+            Credentials::None => String::new(),
+        };
+        BrokerClient::connect_with(self.broker, trust, &credentials)
             .await
-            .with_context(|| format!("cannot connect to the broker at {}", self.broker))
+            .with_context(|| format!("cannot connect to the broker at {}{who}", self.broker))
+    }
+}
+
+/// Whether the broker refused because the client did not, or could not, authenticate.
+fn is_authentication_error(cause: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(error) = cause.downcast_ref::<RequestError>() {
+        return matches!(
+            error.code(),
+            Some(ErrorCode::NotAuthenticated | ErrorCode::AuthenticationFailed)
+        );
+    }
+    if let Some(error) = cause.downcast_ref::<ConnectError>() {
+        return matches!(error, ConnectError::Authentication(_));
+    }
+    // The SDK may carry the broker's code as text (`{code:?}`).
+    let text = cause.to_string();
+    text.contains("NotAuthenticated") || text.contains("AuthenticationFailed")
+}
+
+/// `error` with [`AUTHENTICATION_HINT`] when the broker refused it for want of
+/// authentication; otherwise `error` as it is.
+pub(crate) fn hint_authentication(error: anyhow::Error) -> anyhow::Error {
+    if error.chain().any(is_authentication_error) {
+        error.context(AUTHENTICATION_HINT)
+    } else {
+        error
     }
 }
 
@@ -618,5 +772,57 @@ mod tests {
         assert!(parse_retention("0").is_err_and(|e| e.contains("forever")));
         assert!(parse_retention("876001").is_err());
         assert!(parse_retention("a week").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct BrokerOnly {
+        #[command(flatten)]
+        broker: BrokerArgs,
+    }
+
+    fn broker_args(flags: &[&str]) -> BrokerArgs {
+        use clap::Parser;
+        let args = std::iter::once("herald").chain(flags.iter().copied());
+        BrokerOnly::try_parse_from(args)
+            .expect("flags parse")
+            .broker
+    }
+
+    fn credentials_error(flags: &[&str]) -> String {
+        match broker_args(flags).credentials() {
+            Ok(_) => panic!("{flags:?} should be refused"),
+            Err(error) => format!("{error:#}"),
+        }
+    }
+
+    #[test]
+    fn client_certificate_and_key_go_together_and_not_with_a_user() {
+        assert!(credentials_error(&["--client-cert", "c.pem"]).contains("go together"));
+        assert!(credentials_error(&["--client-key", "k.pem"]).contains("go together"));
+        assert!(credentials_error(&[
+            "--client-cert",
+            "c.pem",
+            "--client-key",
+            "k.pem",
+            "--user",
+            "alice"
+        ])
+        .contains("--user"));
+        let credentials = broker_args(&["--client-cert", "c.pem", "--client-key", "k.pem"])
+            .credentials()
+            .expect("a certificate");
+        assert!(matches!(
+            credentials,
+            Credentials::Certificate { cert, key }
+                if cert.as_path() == Path::new("c.pem") && key.as_path() == Path::new("k.pem")
+        ));
+    }
+
+    #[test]
+    fn an_explicit_credentials_file_must_exist() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("nope.credentials");
+        let missing = missing.to_str().expect("utf-8 path");
+        assert!(credentials_error(&["--credentials", missing]).contains("does not exist"));
     }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use herald_broker::BrokerConfig;
 use herald_registry::ServerConfig;
 
+mod acl;
 mod admin;
 mod dlq;
 mod schema_check;
@@ -25,6 +26,9 @@ struct Cli {
 enum Command {
     /// Run everything Herald has on one embedded data directory: the schema registry on
     /// 127.0.0.1:8081 and the QUIC broker on 127.0.0.1:7070 (metrics on 127.0.0.1:7071).
+    /// The broker requires authentication: on first start it creates the super user `admin`
+    /// with a random password in <data-dir>/broker/admin.credentials (readable by you only),
+    /// which the CLI and the SDK use when run from the same directory.
     ///
     /// Example: herald up --data-dir ./herald-data
     Up {
@@ -40,6 +44,8 @@ enum Command {
         /// Address of the broker's HTTP /metrics endpoint.
         #[arg(long, default_value = "127.0.0.1:7071")]
         broker_metrics_listen: SocketAddr,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// Schema commands.
     Schema {
@@ -91,6 +97,14 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Access control lists (against the broker): allow or deny users operations on topics,
+    /// groups, subjects and the cluster.
+    ///
+    /// Example: herald acl add --principal User:alice --resource-type topic --name orders --operation write
+    Acl {
+        #[command(subcommand)]
+        command: acl::AclCommand,
     },
 }
 
@@ -208,7 +222,8 @@ enum BrokerCommand {
 struct BrokerServeArgs {
     /// TOML file with any of: listen, data_dir, registry, metrics_listen, tls_cert, tls_key,
     /// retention_check_interval_ms, producer_expiry_ms, group_session_timeout_ms,
-    /// group_revoke_timeout_ms, group_assignor (range | round_robin).
+    /// group_revoke_timeout_ms, group_assignor (range | round_robin), insecure_no_auth,
+    /// super_users (list of names), acl_file, client_ca, principal_rules (list).
     #[arg(long)]
     config: Option<PathBuf>,
     /// QUIC address (port 0 picks a free port; the chosen address is printed).
@@ -229,6 +244,86 @@ struct BrokerServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+/// How the broker authenticates and authorizes (flags shared by `herald up` and `herald
+/// broker serve`).
+#[derive(clap::Args, Default)]
+struct SecurityArgs {
+    /// Turn authentication and ACLs off: every client may do everything. For throwaway
+    /// setups only.
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// A user who may do everything (repeatable; default: admin, the user generated on first
+    /// start).
+    #[arg(long = "super-user", value_name = "NAME")]
+    super_users: Vec<String>,
+    /// TOML file of ACL entries ([[acl]] tables) added at start.
+    #[arg(long, value_name = "FILE")]
+    acl_file: Option<PathBuf>,
+    /// PEM file of CA certificates: clients presenting a certificate signed by one are
+    /// authenticated by it.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// How a client certificate's subject becomes a user name, in order (repeatable):
+    /// RULE:<regex>/<replacement>/[L|U] or DEFAULT (the whole subject).
+    #[arg(long = "principal-rule", value_name = "RULE")]
+    principal_rules: Vec<String>,
+}
+
+impl SecurityArgs {
+    /// The flags over the config file's values, into `config`.
+    fn apply(
+        self,
+        file: SecurityFile,
+        config: &mut herald_broker::SecurityConfig,
+    ) -> anyhow::Result<()> {
+        let insecure = self.insecure_no_auth || file.insecure_no_auth.unwrap_or(false);
+        config.authentication = !insecure;
+        let super_users = if self.super_users.is_empty() {
+            file.super_users
+        } else {
+            Some(self.super_users)
+        };
+        if let Some(names) = super_users {
+            config.super_users = names
+                .iter()
+                .map(|name| {
+                    herald_auth::acl::Principal::user(name.as_str())
+                        .with_context(|| format!("invalid super user '{name}'"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        config.acl_seed = self.acl_file.or(file.acl_file);
+        config.client_ca = self.client_ca.or(file.client_ca);
+        let rules = if self.principal_rules.is_empty() {
+            file.principal_rules.unwrap_or_default()
+        } else {
+            self.principal_rules
+        };
+        config.principal_rules = herald_broker::security::PrincipalRules::parse(&rules)?;
+        if insecure {
+            eprintln!(
+                "{}",
+                style::bad(
+                    "WARNING: authentication is off (--insecure-no-auth): anyone who can reach the broker may read, write and delete everything"
+                )
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The security keys of the broker's TOML config file.
+#[derive(Default)]
+struct SecurityFile {
+    insecure_no_auth: Option<bool>,
+    super_users: Option<Vec<String>>,
+    acl_file: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    principal_rules: Option<Vec<String>>,
 }
 
 /// The broker's TOML config file.
@@ -247,6 +342,11 @@ struct BrokerFile {
     group_revoke_timeout_ms: Option<i64>,
     /// "range" or "round_robin".
     group_assignor: Option<String>,
+    insecure_no_auth: Option<bool>,
+    super_users: Option<Vec<String>>,
+    acl_file: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    principal_rules: Option<Vec<String>>,
 }
 
 impl BrokerServeArgs {
@@ -269,6 +369,14 @@ impl BrokerServeArgs {
             .or(file.data_dir)
             .context("--data-dir (or data_dir in --config) is required")?;
         let mut config = BrokerConfig::new(listen, data_dir);
+        let security = SecurityFile {
+            insecure_no_auth: file.insecure_no_auth,
+            super_users: file.super_users,
+            acl_file: file.acl_file,
+            client_ca: file.client_ca,
+            principal_rules: file.principal_rules,
+        };
+        self.security.apply(security, &mut config.security)?;
         config.registry_url = self.registry.or(file.registry);
         config.metrics_listen = self.metrics_listen.or(file.metrics_listen);
         config.tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
@@ -371,7 +479,9 @@ fn real_main() -> anyhow::Result<()> {
         let code = runtime.block_on(schema_check::run(args));
         std::process::exit(code);
     }
-    runtime.block_on(run(cli.command))
+    runtime
+        .block_on(run(cli.command))
+        .map_err(admin::hint_authentication)
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -381,7 +491,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             registry_listen,
             broker_listen,
             broker_metrics_listen,
+            security,
         } => {
+            let mut broker_security = herald_broker::SecurityConfig::default();
+            security.apply(SecurityFile::default(), &mut broker_security)?;
             let registry = ServerConfig {
                 listen: registry_listen,
                 data_dir: data_dir.join("registry"),
@@ -404,6 +517,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let mut broker = BrokerConfig::new(broker_listen, data_dir.join("broker"));
             broker.registry_url = Some(format!("http://{registry_addr}"));
             broker.metrics_listen = Some(broker_metrics_listen);
+            broker.security = broker_security;
             let (registry_result, broker_result) = tokio::join!(registry, serve_broker(broker));
             registry_result.and(broker_result)
         }
@@ -439,6 +553,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { command } => user(command),
+        Command::Acl { command } => acl::run(command).await,
         Command::Registry {
             command:
                 RegistryCommand::Serve {
@@ -533,5 +648,81 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     });
     async move {
         let _ = triggered.wait_for(|stop| *stop).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parses(args: &[&str]) -> bool {
+        Cli::try_parse_from(std::iter::once("herald").chain(args.iter().copied())).is_ok()
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Duplicate flags (e.g. two flattened `--user`s) and dangling ids panic here.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn acl_flags_take_keywords_in_any_case() {
+        let add = ["acl", "add", "--principal", "User:alice", "--resource-type"];
+        let with = |rest: &[&'static str]| -> Vec<&'static str> {
+            add.iter().chain(rest).copied().collect()
+        };
+        assert!(parses(&with(&[
+            "Topic",
+            "--name",
+            "orders",
+            "--operation",
+            "WRITE",
+            "--operation",
+            "read"
+        ])));
+        assert!(parses(&with(&["cluster", "--operation", "alter"])));
+        assert!(
+            !parses(&with(&["topic", "--name", "orders"])),
+            "no operation"
+        );
+        assert!(!parses(&with(&[
+            "table",
+            "--name",
+            "t",
+            "--operation",
+            "read"
+        ])));
+        assert!(!parses(&[
+            "acl",
+            "add",
+            "--principal",
+            "alice",
+            "--resource-type",
+            "topic",
+            "--name",
+            "o",
+            "--operation",
+            "read"
+        ]));
+        assert!(parses(&[
+            "acl",
+            "list",
+            "--principal",
+            "User:*",
+            "--pattern",
+            "prefixed",
+            "--json"
+        ]));
+        assert!(parses(&["acl", "remove", "--all"]));
+        assert!(parses(&[
+            "produce",
+            "orders",
+            "--user",
+            "alice",
+            "--registry-user",
+            "reader"
+        ]));
     }
 }

@@ -21,7 +21,7 @@ use herald_wire::batch::batches;
 use herald_wire::messages::OffsetSpec;
 use serde_json::json;
 
-use crate::admin::{BrokerArgs, RegistryArgs};
+use crate::admin::{BrokerArgs, StreamRegistryArgs};
 
 /// Longest stdin line `produce` accepts.
 pub(crate) const LINE_BYTES_MAX: usize = 1024 * 1024;
@@ -34,7 +34,7 @@ pub(crate) struct ProduceArgs {
     #[command(flatten)]
     broker: BrokerArgs,
     #[command(flatten)]
-    registry: RegistryArgs,
+    registry: StreamRegistryArgs,
     topic: String,
     /// Subject whose latest schema encodes the values (default `<topic>-value`).
     #[arg(long)]
@@ -56,7 +56,7 @@ pub(crate) struct ConsumeArgs {
     #[command(flatten)]
     broker: BrokerArgs,
     #[command(flatten)]
-    registry: RegistryArgs,
+    registry: StreamRegistryArgs,
     topic: String,
     /// Consume as a member of this group (committing offsets); without it, read every
     /// partition directly.

@@ -9,7 +9,7 @@ use support::{broker, herald, registry};
 fn schema_topic_and_group_commands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_registry, registry_url) = registry(&dir.path().join("registry"));
-    let (_broker, addr, fingerprint) = broker(&dir.path().join("broker"));
+    let (_broker, addr, fingerprint) = broker(&dir.path().join("herald-data/broker"));
 
     std::fs::write(
         dir.path().join("order.avsc"),

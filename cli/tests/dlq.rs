@@ -41,15 +41,16 @@ fn dead_letter(value: &str, kind: &str, offset: i64) -> Record {
 #[test]
 fn list_inspect_and_replay_dead_letters() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_broker, addr, fingerprint) = support::broker(&dir.path().join("broker"));
+    let (_broker, addr, fingerprint) = support::broker(&dir.path().join("herald-data/broker"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let client = runtime
-        .block_on(BrokerClient::connect(
+        .block_on(BrokerClient::connect_with(
             addr.parse().expect("addr"),
             Trust::Fingerprint(fingerprint.clone()),
+            &support::admin_credentials(&dir.path().join("herald-data/broker")),
         ))
         .expect("connect");
     runtime
@@ -82,7 +83,10 @@ fn list_inspect_and_replay_dead_letters() {
         .expect("seed dead letters");
 
     let herald = |args: &[&str]| {
+        // Run where the data directory is: the CLI finds the broker's generated admin
+        // credential at ./herald-data/broker/admin.credentials.
         let output = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .current_dir(dir.path())
             .args(args)
             .args(["--broker", &addr, "--fingerprint", &fingerprint])
             .output()

@@ -21,7 +21,7 @@ fn values(out: &str) -> Vec<serde_json::Value> {
 fn produce_and_consume_json_lines_through_schemas() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_registry, url) = support::registry(&dir.path().join("registry"));
-    let (_broker, addr, fingerprint) = support::broker(&dir.path().join("broker"));
+    let (_broker, addr, fingerprint) = support::broker(&dir.path().join("herald-data/broker"));
     let env = support::server_env(&addr, &fingerprint, &url);
     let run = |args: &[&str], input: &str| herald_with_stdin(dir.path(), &env, args, input);
     use herald_registry_client::NewSchema;

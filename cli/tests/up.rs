@@ -87,10 +87,11 @@ fn up_serves_registry_and_validating_broker_on_one_data_dir() {
         use herald_broker_client::{BrokerClient, Trust};
         use herald_wire::batch::{BatchBuilder, Record};
         use herald_wire::messages::{Durability, OffsetSpec};
-        let client = BrokerClient::connect(
+        let client = BrokerClient::connect_with(
             addr.parse::<std::net::SocketAddr>()
                 .expect("broker address"),
             Trust::Fingerprint(fingerprint.clone()),
+            &support::admin_credentials(&data.join("broker")),
         )
         .await
         .expect("connects");

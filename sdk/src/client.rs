@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use herald_broker_client::{BrokerClient, ConnectError, Trust};
+use herald_broker_client::{BrokerClient, ConnectError, Credentials, Trust};
 use herald_registry_client::RegistryClient;
 use herald_wire::batch::Header;
 use herald_wire::headers;
@@ -26,6 +26,9 @@ use crate::schemas::{Registration, SchemaError, Schemas, SubjectStrategy, SCHEMA
 pub struct ClientConfig {
     pub broker: SocketAddr,
     pub trust: Trust,
+    /// How the client proves who it is to the broker, at connection and at every
+    /// reconnection (`Credentials::None`).
+    pub credentials: Credentials,
     pub registry_url: String,
     /// Basic-auth user and password for the registry.
     pub registry_auth: Option<(String, String)>,
@@ -40,11 +43,18 @@ impl ClientConfig {
         Self {
             broker,
             trust,
+            credentials: Credentials::None,
             registry_url: registry_url.into(),
             registry_auth: None,
             registration: Registration::default(),
             subject_strategy: SubjectStrategy::default(),
         }
+    }
+
+    /// The same configuration, connecting to the broker with `credentials`.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
     }
 }
 
@@ -66,9 +76,12 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the broker (QUIC, pinned certificate) and prepares the registry client.
+    /// Connects to the broker (QUIC, pinned certificate, authenticated with the configured
+    /// credentials) and prepares the registry client.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
-        let broker = BrokerClient::connect(config.broker, config.trust.clone()).await?;
+        let broker =
+            BrokerClient::connect_with(config.broker, config.trust.clone(), &config.credentials)
+                .await?;
         let mut registry = RegistryClient::new(config.registry_url.clone())?;
         if let Some((user, password)) = &config.registry_auth {
             registry = registry.with_basic_auth(user.clone(), password.clone());
@@ -90,14 +103,17 @@ impl Client {
         &self.schemas
     }
 
-    /// Makes fresh broker connections for producers that must survive a broker restart.
+    /// Makes fresh broker connections for producers and consumers that must survive a broker
+    /// restart; each one authenticates again with the configured credentials.
     pub fn connector(&self) -> Connector {
         let addr = self.config.broker;
         let trust = self.config.trust.clone();
+        let credentials = self.config.credentials.clone();
         Arc::new(move || {
             let trust = trust.clone();
+            let credentials = credentials.clone();
             Box::pin(async move {
-                BrokerClient::connect(addr, trust)
+                BrokerClient::connect_with(addr, trust, &credentials)
                     .await
                     .map_err(|e| e.to_string())
             })

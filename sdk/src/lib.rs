@@ -36,7 +36,8 @@ pub mod schemas;
 
 pub use client::{Client, ClientConfig, Consumer, Event, Producer, ProducerOptions, SendOptions};
 pub use consumer::{HandlerError, RawConsumer};
-pub use herald_broker_client::Trust;
+pub use herald_auth::local::LOCAL_CREDENTIALS_FILE;
+pub use herald_broker_client::{Credentials, Trust};
 pub use message::{Message, SchemaDependency, SchemaFormat, SchemaInfo};
 pub use producer::{Delivery, RawProducer};
 pub use schemas::{Registration, SubjectStrategy};

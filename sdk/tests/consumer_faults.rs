@@ -422,7 +422,7 @@ async fn a_consumer_survives_a_broker_restart() {
     produce(&admin, TOPIC, 0, 0..5).await;
     let consumer = RawConsumer::with_reconnect(
         broker.client().await,
-        support::connector(listen, broker.trust()),
+        support::connector(listen, broker.trust(), broker.credentials.clone()),
         ConsumerConfig::new(GROUP, TOPIC),
     );
     let log: Log = Arc::default();

@@ -55,7 +55,7 @@ async fn producer_through_proxy(
         .await
         .expect("proxy");
     let producer = RawProducer::with_reconnect(
-        support::connector(proxy.addr(), broker.trust()),
+        support::connector(proxy.addr(), broker.trust(), broker.credentials.clone()),
         topic,
         config,
     )

@@ -208,6 +208,9 @@ pub struct BrokerProcess {
     process: HeraldProcess,
     pub addr: std::net::SocketAddr,
     pub fingerprint: String,
+    /// The admin credential the broker generated into its data directory on first start
+    /// (authentication is on by default); `None` with `--insecure-no-auth`.
+    pub credentials: herald_broker_client::Credentials,
 }
 
 impl BrokerProcess {
@@ -223,7 +226,7 @@ impl BrokerProcess {
             data_dir,
             BROKER_ANNOUNCE,
         )?;
-        Self::from_process(process)
+        Self::from_process(process, data_dir)
     }
 
     /// Starts with extra arguments (e.g. `--config FILE`).
@@ -231,7 +234,7 @@ impl BrokerProcess {
         let mut args = vec!["broker", "serve", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra_args);
         let process = HeraldProcess::start(&args, data_dir, BROKER_ANNOUNCE)?;
-        Self::from_process(process)
+        Self::from_process(process, data_dir)
     }
 
     /// Starts on `127.0.0.1:0` through `sh -c '<shell_prefix> exec herald …'` (see
@@ -244,7 +247,7 @@ impl BrokerProcess {
             data_dir,
             BROKER_ANNOUNCE,
         )?;
-        Self::from_process(process)
+        Self::from_process(process, data_dir)
     }
 
     /// The broker's process id (for `/proc/<pid>/…`).
@@ -252,7 +255,29 @@ impl BrokerProcess {
         self.process.child.id()
     }
 
-    fn from_process(process: HeraldProcess) -> anyhow::Result<Self> {
+    /// A client connected to this broker as its admin (or unauthenticated with
+    /// `--insecure-no-auth`).
+    pub async fn client(&self) -> anyhow::Result<herald_broker_client::BrokerClient> {
+        Ok(herald_broker_client::BrokerClient::connect_with(
+            self.addr,
+            self.trust(),
+            &self.credentials,
+        )
+        .await?)
+    }
+
+    /// Trust in this broker's certificate.
+    pub fn trust(&self) -> herald_broker_client::Trust {
+        herald_broker_client::Trust::Fingerprint(self.fingerprint.clone())
+    }
+
+    /// An SDK configuration for this broker as its admin, with `registry_url`.
+    pub fn client_config(&self, registry_url: impl Into<String>) -> herald::ClientConfig {
+        herald::ClientConfig::new(self.addr, self.trust(), registry_url)
+            .with_credentials(self.credentials.clone())
+    }
+
+    fn from_process(process: HeraldProcess, data_dir: &Path) -> anyhow::Result<Self> {
         // "<addr> fingerprint=<hex> certificate=<path>"
         let mut words = process.announced.split_whitespace();
         let addr = words
@@ -265,10 +290,17 @@ impl BrokerProcess {
             .and_then(|w| w.strip_prefix("fingerprint="))
             .context("no fingerprint")?
             .to_owned();
+        let file = data_dir.join(herald_auth::local::LOCAL_CREDENTIALS_FILE);
+        let credentials = if file.exists() {
+            herald_broker_client::Credentials::from_local_file(&file)?
+        } else {
+            herald_broker_client::Credentials::None
+        };
         Ok(Self {
             process,
             addr,
             fingerprint,
+            credentials,
         })
     }
 
@@ -332,12 +364,7 @@ pub async fn servers(dir: &Path, broker_args: &[&str]) -> anyhow::Result<Servers
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let broker = BrokerProcess::start_with(&dir.join("broker"), &args)?;
-    let client = herald::Client::connect(herald::ClientConfig::new(
-        broker.addr,
-        herald::Trust::Fingerprint(broker.fingerprint.clone()),
-        registry.url.clone(),
-    ))
-    .await?;
+    let client = herald::Client::connect(broker.client_config(registry.url.clone())).await?;
     Ok(Servers {
         registry,
         broker,

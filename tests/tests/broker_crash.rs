@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_broker_client::{BrokerClient, Trust};
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
@@ -29,9 +28,7 @@ async fn acknowledged_records_survive_sigkill_of_the_broker_process() -> anyhow:
     let seed = u64::from(std::process::id());
     for round in 0..ROUNDS {
         let broker = BrokerProcess::start(dir.path())?;
-        let client =
-            BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone()))
-                .await?;
+        let client = broker.client().await?;
         if round == 0 {
             // Small segments so that rolls happen under the crashes too.
             client
@@ -90,8 +87,7 @@ async fn acknowledged_records_survive_sigkill_of_the_broker_process() -> anyhow:
         client.close();
     }
     let broker = BrokerProcess::start(dir.path())?;
-    let client =
-        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    let client = broker.client().await?;
     let acked = acked.lock().expect("lock").clone();
     assert!(
         acked.len() >= ROUNDS * RECORDS_PER_BATCH,
@@ -144,8 +140,7 @@ async fn acknowledged_records_survive_sigkill_of_the_broker_process() -> anyhow:
 async fn a_flipped_byte_in_a_sealed_segment_quarantines_only_its_partition() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = BrokerProcess::start(dir.path())?;
-    let client =
-        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    let client = broker.client().await?;
     client
         .create_topic(
             "damaged",
@@ -196,8 +191,7 @@ async fn a_flipped_byte_in_a_sealed_segment_quarantines_only_its_partition() -> 
     std::fs::write(&logs[1], bytes)?;
 
     let broker = BrokerProcess::start(dir.path())?;
-    let client =
-        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    let client = broker.client().await?;
     let described = client.describe_topic("damaged").await?;
     let problem = described.partitions[0].problem.clone().unwrap_or_default();
     assert!(problem.contains("quarantined"), "{described:?}");
@@ -241,8 +235,7 @@ async fn a_flipped_byte_in_a_sealed_segment_quarantines_only_its_partition() -> 
 async fn a_paused_broker_resumes_without_losing_or_doubling_anything() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = BrokerProcess::start(dir.path())?;
-    let client =
-        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    let client = broker.client().await?;
     client
         .create_topic("paused", TopicConfig::default())
         .await?;

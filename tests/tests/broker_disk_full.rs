@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use herald_broker_client::{BrokerClient, Trust};
+use herald_broker_client::BrokerClient;
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
@@ -116,8 +116,7 @@ async fn a_full_disk_refuses_produces_and_loses_nothing_acknowledged() -> anyhow
     std::fs::write(&filler, vec![0u8; FILLER_BYTES])?;
 
     let broker = BrokerProcess::start(&data)?;
-    let client =
-        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    let client = broker.client().await?;
     client
         .create_topic(
             "full",
@@ -175,8 +174,7 @@ async fn a_full_disk_refuses_produces_and_loses_nothing_acknowledged() -> anyhow
     broker.kill()?;
 
     let broker = BrokerProcess::start(&data)?;
-    let client =
-        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    let client = broker.client().await?;
     assert_acknowledged_stored(&acked, &read_back(&client).await?, "after SIGKILL");
     // Restarted, the partition takes produces again.
     for n in 0..RECORDS_AFTER {

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use herald_broker_client::{BrokerClient, Trust};
+use herald_broker_client::BrokerClient;
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
@@ -52,8 +52,7 @@ async fn a_broker_of_many_segments_runs_and_restarts_under_a_low_open_files_limi
             "the broker runs under the limit"
         );
     }
-    let client =
-        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    let client = broker.client().await?;
     client
         .create_topic(
             TOPIC,
@@ -103,8 +102,7 @@ async fn a_broker_of_many_segments_runs_and_restarts_under_a_low_open_files_limi
 
     let broker =
         start_limited(dir.path()).context("restart with 300 segments under `ulimit -n 256`")?;
-    let client =
-        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    let client = broker.client().await?;
     for partition in 0..PARTITIONS {
         check_partition(&client, partition).await?;
     }

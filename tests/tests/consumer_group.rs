@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_broker_client::{BrokerClient, Trust};
+use herald_broker_client::BrokerClient;
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::groups::{Commit, GroupRequest, GroupResponse, TopicPartition};
@@ -127,8 +127,7 @@ async fn a_killed_consumer_partitions_move_and_commits_survive_a_broker_restart(
     )?;
     let config_arg = config.display().to_string();
     let broker = BrokerProcess::start_with(&dir.path().join("data"), &["--config", &config_arg])?;
-    let client =
-        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    let client = broker.client().await?;
     client
         .create_topic(
             "jobs",
@@ -203,8 +202,7 @@ async fn a_killed_consumer_partitions_move_and_commits_survive_a_broker_restart(
     client.close();
     broker.kill()?;
     let broker = BrokerProcess::start_with(&dir.path().join("data"), &["--config", &config_arg])?;
-    let client =
-        BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?;
+    let client = broker.client().await?;
     let after = client
         .group(GroupRequest::FetchOffsets {
             group: "workers".into(),

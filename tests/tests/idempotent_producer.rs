@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_broker_client::{BrokerClient, Trust};
+use herald_broker_client::BrokerClient;
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
@@ -32,7 +32,7 @@ fn batch(producer_id: i64, epoch: i16, index: usize) -> Vec<u8> {
 }
 
 async fn connect(broker: &BrokerProcess) -> anyhow::Result<BrokerClient> {
-    Ok(BrokerClient::connect(broker.addr, Trust::Fingerprint(broker.fingerprint.clone())).await?)
+    broker.client().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

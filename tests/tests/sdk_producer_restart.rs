@@ -20,7 +20,8 @@ async fn producer_survives_broker_sigkills_exactly_once() -> anyhow::Result<()> 
     let listen = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
     let broker = BrokerProcess::start_on(dir.path(), listen)?;
     let fingerprint = broker.fingerprint.clone();
-    let setup = BrokerClient::connect(listen, Trust::Fingerprint(fingerprint.clone())).await?;
+    let credentials = broker.credentials.clone();
+    let setup = broker.client().await?;
     setup
         .create_topic(
             "payments",
@@ -33,8 +34,9 @@ async fn producer_survives_broker_sigkills_exactly_once() -> anyhow::Result<()> 
     setup.close();
     let connector: Connector = Arc::new(move || {
         let fingerprint = fingerprint.clone();
+        let credentials = credentials.clone();
         Box::pin(async move {
-            BrokerClient::connect(listen, Trust::Fingerprint(fingerprint))
+            BrokerClient::connect_with(listen, Trust::Fingerprint(fingerprint), &credentials)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -77,11 +79,7 @@ async fn producer_survives_broker_sigkills_exactly_once() -> anyhow::Result<()> 
             .await?
             .map_err(|e| anyhow::anyhow!("record {n} not delivered: {e}"))?;
     }
-    let check = BrokerClient::connect(
-        listen,
-        Trust::Fingerprint(broker.as_ref().expect("running").fingerprint.clone()),
-    )
-    .await?;
+    let check = broker.as_ref().expect("running").client().await?;
     let mut seen: BTreeMap<u32, usize> = BTreeMap::new();
     for partition in 0..2 {
         let mut offset = 0;

@@ -6,19 +6,30 @@
 //! builds batching, retries and consumer groups on top of this. The QUIC plumbing shared with
 //! the broker (ALPN, transport settings, reading frame bodies, fingerprints) comes from
 //! herald-quic and is re-exported here.
+//!
+//! A broker that requires authentication is connected to with [`BrokerClient::connect_with`]
+//! and [`Credentials`]: a user and password run a SCRAM-SHA-256 exchange
+//! ([`BrokerClient::authenticate`], two `Authenticate` round trips) right after the handshake,
+//! and the connection then acts as the [`Principal`] the broker names; a client certificate is
+//! presented in the TLS handshake instead, and the broker maps it to a principal itself. The
+//! ACL helpers ([`BrokerClient::create_acls`] and the others) administer who may do what.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_auth::acl::{AclEntry, AclFilter};
+use herald_auth::local::{LocalCredentials, LOCAL_CREDENTIALS_BYTES_MAX};
+use herald_auth::scram::{self, ScramClient, ScramError};
 use herald_wire::frame::{Frame, FrameHeader, FrameKind};
 use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::messages::{Durability, ErrorBody, OffsetSpec, TopicConfig, TopicDescription};
+use herald_wire::security::{SecurityRequest, SecurityResponse};
 use herald_wire::{Api, DecodeError, ErrorCode, Request, Response};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
@@ -28,6 +39,9 @@ pub use herald_quic::{
     fingerprint, read_body, transport, ALPN, MTU_DISCOVERY_UPPER_BOUND_BYTES,
     READ_BUFFER_INITIAL_BYTES,
 };
+
+/// Who a connection acts as once authenticated (`User:<name>`).
+pub use herald_auth::acl::Principal;
 
 /// A request without an answer for this long fails (long polls add their own wait).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,6 +53,81 @@ pub enum Trust {
     Fingerprint(String),
     /// The broker's certificate file (PEM); that exact certificate is pinned.
     CertificateFile(PathBuf),
+}
+
+/// Most certificates read from a client certificate chain file.
+pub const CLIENT_CERTIFICATE_CHAIN_MAX: usize = 16;
+
+/// How the client proves who it is to the broker.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    /// No identity: for a broker without authentication.
+    #[default]
+    None,
+    /// A user and password, checked with a SCRAM-SHA-256 exchange right after the handshake
+    /// (and after every reconnection).
+    Scram { user: String, password: String },
+    /// A client certificate presented in the TLS handshake, for a broker that maps client
+    /// certificates to principals.
+    Certificate {
+        /// PEM certificate chain, the client's own certificate first.
+        cert: PathBuf,
+        /// PEM private key of that certificate.
+        key: PathBuf,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::Scram { user, .. } => f
+                .debug_struct("Scram")
+                .field("user", user)
+                .field("password", &"<redacted>")
+                .finish(),
+            Credentials::Certificate { cert, key } => f
+                .debug_struct("Certificate")
+                .field("cert", cert)
+                .field("key", key)
+                .finish(),
+        }
+    }
+}
+
+impl Credentials {
+    /// A user and password for a SCRAM-SHA-256 exchange.
+    pub fn scram(user: impl Into<String>, password: impl Into<String>) -> Self {
+        Credentials::Scram {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    /// The user and password of a local credentials file (the one `herald up` writes as
+    /// [`herald_auth::local::LOCAL_CREDENTIALS_FILE`] in the broker's data directory). A file
+    /// longer than [`LOCAL_CREDENTIALS_BYTES_MAX`] is refused without being read further.
+    pub fn from_local_file(path: &Path) -> Result<Self, ConnectError> {
+        use std::io::Read;
+        let error = |reason: String| ConnectError::Credentials {
+            path: path.display().to_string(),
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(|e| error(e.to_string()))?;
+        // One byte past the limit tells a file at the limit from a longer one.
+        let mut text = String::new();
+        file.take(LOCAL_CREDENTIALS_BYTES_MAX as u64 + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| error(e.to_string()))?;
+        if text.len() > LOCAL_CREDENTIALS_BYTES_MAX {
+            return Err(error(format!(
+                "the file is longer than {LOCAL_CREDENTIALS_BYTES_MAX} bytes"
+            )));
+        }
+        let LocalCredentials { user, password } =
+            LocalCredentials::parse(&text).map_err(|e| error(e.to_string()))?;
+        Ok(Credentials::Scram { user, password })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +142,13 @@ pub enum ConnectError {
     Endpoint(std::io::Error),
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
+    /// The credentials file could not be read or parsed.
+    #[error("cannot read credentials {path}: {reason}")]
+    Credentials { path: String, reason: String },
+    /// The connection was made but the broker did not accept the credentials (the text
+    /// includes the broker's message), or the broker could not prove it knows them.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +169,10 @@ pub enum RequestError {
     },
     #[error("unexpected answer to {api}: {answer}")]
     Unexpected { api: &'static str, answer: String },
+    /// The client side of an authentication exchange failed: a malformed server message, or
+    /// a server signature that does not verify (the broker does not hold the password's keys).
+    #[error("authentication exchange failed: {0}")]
+    Authentication(String),
 }
 
 impl RequestError {
@@ -83,7 +183,9 @@ impl RequestError {
                 true
             }
             RequestError::Broker { code, .. } => code.retryable(),
-            RequestError::Decode(_) | RequestError::Unexpected { .. } => false,
+            RequestError::Decode(_)
+            | RequestError::Unexpected { .. }
+            | RequestError::Authentication(_) => false,
         }
     }
 
@@ -193,13 +295,24 @@ pub struct Fetched {
 }
 
 /// The QUIC client configuration [`BrokerClient::connect`] connects with: TLS 1.3 accepting
-/// exactly the certificate `trust` pins, Herald's ALPN, and [`transport`]'s settings.
+/// exactly the certificate `trust` pins, Herald's ALPN, and [`transport`]'s settings, without
+/// a client certificate.
 ///
 /// Public only for callers that need a raw quinn connection to the broker, such as tests that
 /// open streams and leave their answers unread; everything else should use [`BrokerClient`].
 /// Such a caller connects with server name `"herald"` and may replace the transport settings
 /// (`quinn::ClientConfig::transport_config`).
 pub fn quic_client_config(trust: &Trust) -> Result<quinn::ClientConfig, ConnectError> {
+    quic_client_config_with(trust, None)
+}
+
+/// [`quic_client_config`], presenting a client certificate when `certificate` names one:
+/// `(PEM certificate chain file, PEM private key file)`, at most
+/// [`CLIENT_CERTIFICATE_CHAIN_MAX`] certificates, the client's own first.
+pub fn quic_client_config_with(
+    trust: &Trust,
+    certificate: Option<(&Path, &Path)>,
+) -> Result<quinn::ClientConfig, ConnectError> {
     let pinned = match trust {
         Trust::Fingerprint(hex_text) => {
             let bytes = hex::decode(hex_text.trim())
@@ -209,15 +322,23 @@ pub fn quic_client_config(trust: &Trust) -> Result<quinn::ClientConfig, ConnectE
         Trust::CertificateFile(path) => fingerprint_of_pem_file(path)?,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ConnectError::Tls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
             fingerprint: pinned,
             provider,
-        }))
-        .with_no_client_auth();
+        }));
+    let mut tls = match certificate {
+        None => builder.with_no_client_auth(),
+        Some((cert_path, key_path)) => {
+            let (chain, key) = client_certificate(cert_path, key_path)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| certificate_error(cert_path, e))?
+        }
+    };
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| ConnectError::Tls(e.to_string()))?;
@@ -226,17 +347,84 @@ pub fn quic_client_config(trust: &Trust) -> Result<quinn::ClientConfig, ConnectE
     Ok(config)
 }
 
+/// A client certificate chain and its private key, read from PEM files.
+fn client_certificate(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConnectError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut chain: Vec<CertificateDer<'static>> = Vec::new();
+    for certificate in
+        CertificateDer::pem_file_iter(cert_path).map_err(|e| certificate_error(cert_path, e))?
+    {
+        let certificate = certificate.map_err(|e| certificate_error(cert_path, e))?;
+        if chain.len() == CLIENT_CERTIFICATE_CHAIN_MAX {
+            return Err(certificate_error(
+                cert_path,
+                format!("more than {CLIENT_CERTIFICATE_CHAIN_MAX} certificates"),
+            ));
+        }
+        chain.push(certificate);
+    }
+    if chain.is_empty() {
+        return Err(certificate_error(cert_path, "no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| certificate_error(key_path, e))?;
+    Ok((chain, key))
+}
+
+fn certificate_error(path: &Path, reason: impl std::fmt::Display) -> ConnectError {
+    ConnectError::Certificate {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
 /// A connection to one broker.
 #[derive(Clone)]
 pub struct BrokerClient {
     connection: quinn::Connection,
     _endpoint: quinn::Endpoint,
     next_request_id: Arc<AtomicU64>,
+    /// Who the connection acts as, once [`BrokerClient::authenticate`] succeeded (shared by
+    /// clones: they are the same connection).
+    principal: Arc<std::sync::Mutex<Option<Principal>>>,
 }
 
 impl BrokerClient {
+    /// Connects without credentials: [`BrokerClient::connect_with`] with [`Credentials::None`].
     pub async fn connect(addr: SocketAddr, trust: Trust) -> Result<Self, ConnectError> {
-        let config = quic_client_config(&trust)?;
+        Self::connect_with(addr, trust, &Credentials::None).await
+    }
+
+    /// Connects and proves who the client is: a SCRAM exchange right after the handshake for
+    /// [`Credentials::Scram`] (the connection is closed if it fails), the certificate in the
+    /// handshake for [`Credentials::Certificate`].
+    pub async fn connect_with(
+        addr: SocketAddr,
+        trust: Trust,
+        credentials: &Credentials,
+    ) -> Result<Self, ConnectError> {
+        let certificate = match credentials {
+            Credentials::Certificate { cert, key } => Some((cert.as_path(), key.as_path())),
+            Credentials::None | Credentials::Scram { .. } => None,
+        };
+        let config = quic_client_config_with(&trust, certificate)?;
+        let client = Self::open(addr, config).await?;
+        if let Credentials::Scram { user, password } = credentials {
+            if let Err(error) = client.authenticate(user, password).await {
+                client.close();
+                return Err(ConnectError::Authentication(match error {
+                    RequestError::Authentication(reason) => reason,
+                    other => other.to_string(),
+                }));
+            }
+        }
+        Ok(client)
+    }
+
+    /// A QUIC connection to `addr` with `config`, from a fresh local endpoint.
+    async fn open(addr: SocketAddr, config: quinn::ClientConfig) -> Result<Self, ConnectError> {
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"
         } else {
@@ -261,7 +449,73 @@ impl BrokerClient {
             connection,
             _endpoint: endpoint,
             next_request_id: Arc::new(AtomicU64::new(1)),
+            principal: Arc::default(),
         })
+    }
+
+    /// Authenticates this connection as `user` with a SCRAM-SHA-256 exchange (two
+    /// `Authenticate` round trips; the broker keeps the exchange per connection) and returns
+    /// the principal the broker now treats it as. The broker's refusal comes back as
+    /// [`RequestError::Broker`] (`AuthenticationFailed`), a server message the client cannot
+    /// accept (a server signature that does not verify) as [`RequestError::Authentication`].
+    pub async fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Principal, RequestError> {
+        let client_nonce = scram::nonce().map_err(scram_failed)?;
+        let (started, client_first) =
+            ScramClient::new(user, password, &client_nonce).map_err(scram_failed)?;
+        let (server_first, principal) = self.authenticate_step(client_first).await?;
+        if let Some(principal) = principal {
+            return Err(RequestError::Unexpected {
+                api: Api::Authenticate.name(),
+                answer: format!("a principal ({principal}) before the exchange finished"),
+            });
+        }
+        // PBKDF2 over the password: thousands of HMACs, kept off the async workers.
+        let (waiting, client_final) =
+            tokio::task::spawn_blocking(move || started.step(&server_first))
+                .await
+                .map_err(|e| RequestError::Authentication(format!("key derivation: {e}")))?
+                .map_err(scram_failed)?;
+        let (server_final, principal) = self.authenticate_step(client_final).await?;
+        waiting.finish(&server_final).map_err(scram_failed)?;
+        let Some(principal) = principal else {
+            return Err(RequestError::Unexpected {
+                api: Api::Authenticate.name(),
+                answer: "no principal at the end of the exchange".to_owned(),
+            });
+        };
+        *self.principal.lock().unwrap_or_else(|p| p.into_inner()) = Some(principal.clone());
+        Ok(principal)
+    }
+
+    /// One `Authenticate` round trip: the server's message and, on the last, the principal.
+    async fn authenticate_step(
+        &self,
+        message: Vec<u8>,
+    ) -> Result<(Vec<u8>, Option<Principal>), RequestError> {
+        let request = Request::Security(SecurityRequest::Authenticate {
+            mechanism: scram::MECHANISM.to_owned(),
+            message,
+        });
+        match self.call(request).await? {
+            Response::Security(SecurityResponse::Authenticated { message, principal }) => {
+                Ok((message, principal))
+            }
+            other => Err(unexpected(Api::Authenticate, other)),
+        }
+    }
+
+    /// Who this connection acts as: `None` until [`BrokerClient::authenticate`] succeeded
+    /// (also for a connection authenticated by its client certificate: the broker names
+    /// that principal only in its own logs and decisions).
+    pub fn principal(&self) -> Option<Principal> {
+        self.principal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Sends one request on its own stream and waits for the answer. Broker errors come
@@ -499,9 +753,47 @@ impl BrokerClient {
         }
     }
 
+    /// Adds ACL entries (those already present are kept once); returns how many were new.
+    pub async fn create_acls(&self, entries: Vec<AclEntry>) -> Result<u32, RequestError> {
+        match self
+            .call(Request::Security(SecurityRequest::CreateAcls { entries }))
+            .await?
+        {
+            Response::Security(SecurityResponse::AclsCreated { added }) => Ok(added),
+            other => Err(unexpected(Api::CreateAcls, other)),
+        }
+    }
+
+    /// The ACL entries `filter` matches.
+    pub async fn describe_acls(&self, filter: AclFilter) -> Result<Vec<AclEntry>, RequestError> {
+        match self
+            .call(Request::Security(SecurityRequest::DescribeAcls { filter }))
+            .await?
+        {
+            Response::Security(SecurityResponse::Acls(entries)) => Ok(entries),
+            other => Err(unexpected(Api::DescribeAcls, other)),
+        }
+    }
+
+    /// Removes the ACL entries `filter` matches; returns those removed.
+    pub async fn delete_acls(&self, filter: AclFilter) -> Result<Vec<AclEntry>, RequestError> {
+        match self
+            .call(Request::Security(SecurityRequest::DeleteAcls { filter }))
+            .await?
+        {
+            Response::Security(SecurityResponse::AclsDeleted(entries)) => Ok(entries),
+            other => Err(unexpected(Api::DeleteAcls, other)),
+        }
+    }
+
     pub fn close(&self) {
         self.connection.close(0u32.into(), b"bye");
     }
+}
+
+/// A SCRAM error on the client's side of the exchange.
+fn scram_failed(error: ScramError) -> RequestError {
+    RequestError::Authentication(error.to_string())
 }
 
 fn unexpected(api: Api, answer: Response) -> RequestError {
@@ -524,7 +816,7 @@ pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Frame, RequestEr
     Ok(Frame::decode_owned(body)?)
 }
 
-fn fingerprint_of_pem_file(path: &std::path::Path) -> Result<[u8; 32], ConnectError> {
+fn fingerprint_of_pem_file(path: &Path) -> Result<[u8; 32], ConnectError> {
     use rustls::pki_types::pem::PemObject;
     let error = |reason: String| ConnectError::Certificate {
         path: path.display().to_string(),

@@ -8,6 +8,9 @@
 //! shared with the client (ALPN, transport settings, frame-body reading, fingerprints) comes
 //! from `herald-quic`.
 //!
+//! [`security`] authenticates connections (SCRAM-SHA-256 against [`users`], or a client
+//! certificate) and checks every request against the ACLs before the broker sees it.
+//!
 //! Idempotent producers get ids from [`producer_ids::ProducerIds`]; the per-partition
 //! sequence state lives in the core's log. Consumer groups are coordinated by
 //! [`coordinator::Coordinator`] over the core's group state machine. No replication (yet).
@@ -28,10 +31,12 @@ mod meta;
 pub mod metrics;
 pub mod producer_ids;
 pub mod schema_cache;
+pub mod security;
 pub mod server;
 pub mod tls;
 pub mod users;
 
 pub use herald_broker_core::groups::{Assignor, GroupConfig};
+pub use security::SecurityConfig;
 pub use server::{serve, Bound, BrokerConfig, ServeError};
 pub use tls::TlsSource;

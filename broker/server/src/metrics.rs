@@ -6,10 +6,10 @@
 //! Group lag gauges are registered when `/metrics` is scraped (groups come and go).
 
 use herald_metrics::broker::{
-    BYTES_IN, BYTES_OUT, CONNECTIONS_REFUSED, DUPLICATE_BATCHES, FETCH_DURATION,
+    AUTHENTICATIONS, BYTES_IN, BYTES_OUT, CONNECTIONS_REFUSED, DUPLICATE_BATCHES, FETCH_DURATION,
     FLUSH_BEHIND_ERRORS, FLUSH_BEHIND_SYNCS, HIGH_WATERMARK, PARTITION_BYTES, PARTITION_FENCED,
     PRODUCE_DURATION, RECORDS_IN, RECORDS_OUT, RECOVERY_TRUNCATED_BYTES, REJECTED_BATCHES,
-    REJECT_REASONS, RESPONSE_BYTES_OUTSTANDING, RESPONSE_WRITE_TIMEOUTS,
+    REJECT_REASONS, REQUESTS_REFUSED, RESPONSE_BYTES_OUTSTANDING, RESPONSE_WRITE_TIMEOUTS,
     RETENTION_SEGMENTS_DELETED, SEGMENTS,
 };
 use herald_metrics::{Counter, Gauge, Histogram, Metrics};
@@ -19,6 +19,10 @@ use herald_wire::messages::Durability;
 pub struct BrokerMetrics {
     metrics: Metrics,
     pub connections_refused: Counter,
+    pub authentication_successes: Counter,
+    pub authentication_failures: Counter,
+    pub not_authenticated: Counter,
+    pub not_authorized: Counter,
     pub retention_segments_deleted: Counter,
     pub fetch_duration: Histogram,
     pub response_bytes_outstanding: Gauge,
@@ -31,6 +35,11 @@ impl BrokerMetrics {
     pub fn new(metrics: Metrics) -> Self {
         Self {
             connections_refused: metrics.counter(CONNECTIONS_REFUSED, &[]),
+            authentication_successes: metrics.counter(AUTHENTICATIONS, &[("result", "success")]),
+            authentication_failures: metrics.counter(AUTHENTICATIONS, &[("result", "failure")]),
+            not_authenticated: metrics
+                .counter(REQUESTS_REFUSED, &[("reason", "not_authenticated")]),
+            not_authorized: metrics.counter(REQUESTS_REFUSED, &[("reason", "not_authorized")]),
             retention_segments_deleted: metrics.counter(RETENTION_SEGMENTS_DELETED, &[]),
             fetch_duration: metrics.histogram(FETCH_DURATION, &[]),
             response_bytes_outstanding: metrics.gauge(RESPONSE_BYTES_OUTSTANDING, &[]),

@@ -20,6 +20,9 @@ const KIND: meta::Kind = meta::Kind {
 };
 /// Named producers remembered.
 pub const NAMED_PRODUCERS_MAX: usize = 100_000;
+/// Producer ids whose owner is remembered; beyond, the oldest (smallest) ids are forgotten
+/// (an id whose owner is forgotten may be used by anyone allowed to write its topic).
+pub const OWNED_IDS_MAX: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerIdError {
@@ -39,6 +42,8 @@ pub enum ProducerIdError {
     InvalidName(String),
     #[error("the broker already remembers {NAMED_PRODUCERS_MAX} named producers")]
     TooMany,
+    #[error("producer name '{name}' belongs to {owner}")]
+    NotOwner { name: String, owner: String },
 }
 
 impl From<MetaError> for ProducerIdError {
@@ -67,11 +72,16 @@ struct Named {
 }
 
 /// The ids; also the version 1 payload of `producers.meta` (a change of shape needs a new
-/// version in [`KIND`]).
+/// version in [`KIND`]; `owners` was added compatibly: absent in older files).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Table {
     next_id: i64,
     named: BTreeMap<String, Named>,
+    /// The principal each id was handed to (with authentication on), by id: a named producer
+    /// belongs to the principal that first used its name, and nobody else may fence it or
+    /// write under its id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    owners: BTreeMap<i64, String>,
 }
 
 impl Table {
@@ -100,7 +110,11 @@ impl Table {
             let epoch = fields.next()?.parse().ok()?;
             named.insert(fields.next()?.to_owned(), Named { id, epoch });
         }
-        Some(Self { next_id, named })
+        Some(Self {
+            next_id,
+            named,
+            owners: BTreeMap::new(),
+        })
     }
 }
 
@@ -117,6 +131,7 @@ impl ProducerIds {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Table {
                 next_id: 1,
                 named: BTreeMap::new(),
+                owners: BTreeMap::new(),
             },
             Err(e) => {
                 return Err(ProducerIdError::Read {
@@ -132,13 +147,26 @@ impl ProducerIds {
     }
 
     /// A producer id and epoch for `name` (empty: an anonymous, fresh id), persisted first.
-    pub fn init(&self, name: &str) -> Result<(i64, i16), ProducerIdError> {
+    /// With an `owner` (the asking principal, when authentication is on), a named producer
+    /// already owned by someone else is refused ([`ProducerIdError::NotOwner`]), and the id
+    /// handed out is recorded as the owner's.
+    pub fn init(&self, name: &str, owner: Option<&str>) -> Result<(i64, i16), ProducerIdError> {
         if name.chars().any(char::is_control) {
             return Err(ProducerIdError::InvalidName(
                 "control characters are not allowed".to_owned(),
             ));
         }
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(owner), Some(named)) = (owner, table.named.get(name)) {
+            if let Some(current) = table.owners.get(&named.id) {
+                if current != owner {
+                    return Err(ProducerIdError::NotOwner {
+                        name: name.to_owned(),
+                        owner: format!("User:{current}"),
+                    });
+                }
+            }
+        }
         let mut next = table.clone();
         let answer = if name.is_empty() {
             let id = next.next_id;
@@ -162,9 +190,25 @@ impl ProducerIds {
             let (id, epoch) = answer;
             next.named.insert(name.to_owned(), Named { id, epoch });
         }
+        if let Some(owner) = owner {
+            next.owners.insert(answer.0, owner.to_owned());
+            while next.owners.len() > OWNED_IDS_MAX {
+                next.owners.pop_first();
+            }
+        }
         meta::write(&self.dir, FILE, KIND, &next).map_err(ProducerIdError::Write)?;
         *table = next;
         Ok(answer)
+    }
+
+    /// The principal name producer id `id` was handed to, if it is remembered.
+    pub fn owner(&self, id: i64) -> Option<String> {
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .owners
+            .get(&id)
+            .cloned()
     }
 }
 
@@ -176,18 +220,43 @@ mod tests {
     fn named_producers_keep_their_id_and_bump_their_epoch_across_reopens() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ids = ProducerIds::open(dir.path()).expect("open");
-        let (checkout, epoch) = ids.init("checkout").expect("init");
+        let (checkout, epoch) = ids.init("checkout", None).expect("init");
         assert_eq!(epoch, 0);
-        let anonymous = ids.init("").expect("anonymous").0;
+        let anonymous = ids.init("", None).expect("anonymous").0;
         assert_ne!(anonymous, checkout);
         drop(ids);
         let ids = ProducerIds::open(dir.path()).expect("reopen");
-        assert_eq!(ids.init("checkout").expect("init"), (checkout, 1));
+        assert_eq!(ids.init("checkout", None).expect("init"), (checkout, 1));
         assert!(
-            ids.init("").expect("anonymous").0 > anonymous,
+            ids.init("", None).expect("anonymous").0 > anonymous,
             "ids are never reused"
         );
-        assert!(ids.init("bad\nname").is_err());
+        assert!(ids.init("bad\nname", None).is_err());
+    }
+
+    #[test]
+    fn a_named_producer_belongs_to_the_principal_that_first_used_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ids = ProducerIds::open(dir.path()).expect("open");
+        let (id, _) = ids.init("checkout", Some("alice")).expect("init");
+        assert_eq!(ids.owner(id).as_deref(), Some("alice"));
+        assert!(matches!(
+            ids.init("checkout", Some("mallory")),
+            Err(ProducerIdError::NotOwner { .. })
+        ));
+        assert_eq!(ids.init("checkout", Some("alice")).expect("init"), (id, 1));
+        let (anonymous, _) = ids.init("", Some("bob")).expect("init");
+        assert_eq!(ids.owner(anonymous).as_deref(), Some("bob"));
+        drop(ids);
+        let ids = ProducerIds::open(dir.path()).expect("reopen");
+        assert!(
+            matches!(
+                ids.init("checkout", Some("mallory")),
+                Err(ProducerIdError::NotOwner { .. })
+            ),
+            "kept across restarts"
+        );
+        assert_eq!(ids.owner(anonymous).as_deref(), Some("bob"));
     }
 
     #[test]
@@ -202,21 +271,21 @@ mod tests {
             b"5\n3\t0\tbilling\n1\t2\tcheckout\n",
             "opening does not rewrite"
         );
-        assert_eq!(ids.init("checkout").expect("init"), (1, 3));
+        assert_eq!(ids.init("checkout", None).expect("init"), (1, 3));
         let bytes = std::fs::read(&path).expect("read");
         assert!(meta::is_versioned(&bytes), "rewritten as an envelope");
         drop(ids);
         let ids = ProducerIds::open(dir.path()).expect("reopen");
-        assert_eq!(ids.init("billing").expect("init"), (3, 1));
-        assert_eq!(ids.init("checkout").expect("init"), (1, 4));
-        assert_eq!(ids.init("").expect("anonymous"), (5, 0));
+        assert_eq!(ids.init("billing", None).expect("init"), (3, 1));
+        assert_eq!(ids.init("checkout", None).expect("init"), (1, 4));
+        assert_eq!(ids.init("", None).expect("anonymous"), (5, 0));
     }
 
     #[test]
     fn a_damaged_file_is_refused_with_a_checksum_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ids = ProducerIds::open(dir.path()).expect("open");
-        ids.init("checkout").expect("init");
+        ids.init("checkout", None).expect("init");
         drop(ids);
         let path = dir.path().join(FILE);
         let text = std::fs::read_to_string(&path).expect("read");

@@ -37,7 +37,12 @@ use tokio::time::Instant;
 
 use crate::broker::{Broker, THROTTLE_RETRY_AFTER_MS};
 use crate::schema_cache::SchemaCache;
+use crate::security::access::{self, Access};
+use crate::security::{
+    Security, SecurityConfig, Session, AUTHENTICATION_CLOSE_CODE, AUTHENTICATION_FAILURE_DELAY,
+};
 use crate::tls::{self, TlsSource};
+use herald_wire::security::SecurityRequest;
 
 /// Connections served at once; more are refused at the handshake.
 pub const CONNECTIONS_MAX: usize = 1024;
@@ -141,6 +146,8 @@ pub struct BrokerConfig {
     /// reset sooner than this (see [`RESPONSE_WRITE_TIMEOUT`], the default, and
     /// [`RESPONSE_WRITE_RATE_MIN`]).
     pub response_write_timeout: Duration,
+    /// Authentication (on by default), super users, ACL seed, client certificates.
+    pub security: SecurityConfig,
 }
 
 impl BrokerConfig {
@@ -155,6 +162,7 @@ impl BrokerConfig {
             groups: GroupConfig::default(),
             producer_expiry: Duration::from_millis(crate::broker::PRODUCER_EXPIRY_MS as u64),
             response_write_timeout: RESPONSE_WRITE_TIMEOUT,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -181,6 +189,8 @@ pub enum ServeError {
     },
     #[error("invalid registry URL: {0}")]
     Registry(String),
+    #[error("security: {0}")]
+    Security(#[from] crate::security::SecurityError),
 }
 
 /// Opens the data directory, binds, and serves until `shutdown` completes.
@@ -206,13 +216,20 @@ pub async fn serve(
         config.groups,
         config.producer_expiry.as_millis().min(i64::MAX as u128) as i64,
     )?);
+    let security = Arc::new(Security::open(&config.data_dir, &config.security)?);
+    if !security.required() {
+        tracing::warn!("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this broker may read, write and delete every topic and group; use it for throwaway setups only");
+    }
     let socket = std::net::UdpSocket::bind(config.listen).map_err(|source| ServeError::Bind {
         addr: config.listen,
         source,
     })?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::new(tls::reset_key(&identity)),
-        Some(tls::server_config(&identity)?),
+        Some(tls::server_config(
+            &identity,
+            config.security.client_ca.as_deref(),
+        )?),
         socket,
         Arc::new(quinn::TokioRuntime),
     )
@@ -260,10 +277,11 @@ pub async fn serve(
                     continue;
                 };
                 let broker = broker.clone();
+                let security = security.clone();
                 let responses = responses.clone();
                 let write_timeout = config.response_write_timeout;
                 tokio::spawn(async move {
-                    if let Err(error) = serve_connection(incoming, broker, responses, write_timeout).await {
+                    if let Err(error) = serve_connection(incoming, broker, security, responses, write_timeout).await {
                         tracing::debug!(%error, "connection ended");
                     }
                     drop(permit);
@@ -281,6 +299,10 @@ pub async fn serve(
 /// What the streams of one connection share.
 struct ConnectionState {
     broker: Arc<Broker>,
+    security: Arc<Security>,
+    /// Who is asking, once known.
+    session: Session,
+    connection: quinn::Connection,
     /// Requests in flight: [`INFLIGHT_REQUESTS_PER_CONNECTION_MAX`] permits.
     inflight: Arc<Semaphore>,
     /// Request bytes buffered: [`CONNECTION_READ_BYTES_MAX`] permits.
@@ -294,12 +316,18 @@ struct ConnectionState {
 async fn serve_connection(
     incoming: quinn::Incoming,
     broker: Arc<Broker>,
+    security: Arc<Security>,
     responses: BrokerResponseBudget,
     write_timeout: Duration,
 ) -> Result<(), quinn::ConnectionError> {
     let connection = incoming.await?;
+    let subject = tls::client_subject(&connection);
+    let session = security.session(connection.remote_address().ip(), subject.as_deref());
     let state = Arc::new(ConnectionState {
         broker,
+        security,
+        session,
+        connection: connection.clone(),
         inflight: Arc::new(Semaphore::new(INFLIGHT_REQUESTS_PER_CONNECTION_MAX)),
         read_budget: Arc::new(Semaphore::new(CONNECTION_READ_BYTES_MAX)),
         responses: ResponseBudgets::new(CONNECTION_RESPONSE_BYTES_MAX, &responses),
@@ -379,9 +407,24 @@ async fn serve_stream(
         // client cannot pile up answers beyond the in-flight limit by not reading them.
         let (reply, _inflight) = match (frame.header.kind, Api::from_code(frame.header.api)) {
             (FrameKind::Request, Ok(api)) => match Request::decode(api, &frame.body) {
-                Ok(request) => match conn.inflight.clone().try_acquire_owned() {
+                Ok(Request::Security(SecurityRequest::Authenticate { mechanism, message })) => {
+                    let step = conn.security.authenticate(&conn.session, &mechanism, &message, std::time::Instant::now(), &conn.broker.metrics);
+                    if step.failed {
+                        tokio::time::sleep(AUTHENTICATION_FAILURE_DELAY).await;
+                    }
+                    respond(&mut send, &conn, header, Reply::Ready(step.response), &frame.body).await?;
+                    if step.close {
+                        conn.connection.close(AUTHENTICATION_CLOSE_CODE.into(), b"too many failed authentications");
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Ok(request) => match conn.security.admit(&conn.session, &request, &conn.broker.metrics) {
+                    Err(refused) => (Reply::Ready(refused), None),
+                    Ok(()) => match conn.inflight.clone().try_acquire_owned() {
                     Ok(permit) => (Reply::Handle(request), Some(permit)),
                     Err(_) => (Reply::Ready(Response::Error(ErrorBody { code: ErrorCode::Throttled, retry_after_ms: THROTTLE_RETRY_AFTER_MS, message: format!("more than {INFLIGHT_REQUESTS_PER_CONNECTION_MAX} requests in flight on this connection") })), None),
+                    },
                 },
                 Err(error) => (Reply::Ready(Response::error(ErrorCode::InvalidRequest, format!("bad {} request: {error}", api.name()))), None),
             },
@@ -509,7 +552,7 @@ async fn answer(
             }
         }
     }
-    let encoded = Encoded::new(header, conn.broker.handle(request).await)?;
+    let encoded = Encoded::new(header, handle(conn, request).await)?;
     let Some(fetch) = fetch else {
         let held = hold_answer(send, budgets, encoded.len()).await?;
         return Ok((encoded, held));
@@ -525,6 +568,52 @@ async fn answer(
     let reserve = budgets.refetch_charge(fetch.max_bytes, encoded.len());
     drop(encoded);
     fetch_into_reservation(send, conn, header, fetch, None, reserve).await
+}
+
+/// Handles an admitted request: ACL administration here, everything else by the broker, with
+/// list answers kept to what the principal may describe and a deleted topic's ACL entries
+/// removed with it.
+async fn handle(conn: &ConnectionState, request: Request) -> Response {
+    match request {
+        Request::Security(request) => conn.security.administer(request),
+        Request::InitProducer { name } => {
+            let owner = conn
+                .session
+                .principal()
+                .filter(|_| conn.security.required());
+            conn.broker.init_producer(&name, owner)
+        }
+        request => {
+            let listing = match access::required(&request) {
+                Access::Filtered(listing) => Some(listing),
+                _ => None,
+            };
+            let deleted = match &request {
+                Request::DeleteTopic { name } => Some(name.clone()),
+                _ => None,
+            };
+            if let Request::Produce { batch, .. } = &request {
+                if let Some(header) = herald_wire::BatchHeader::read(batch) {
+                    if let Err(refused) = conn.security.may_use_producer_id(
+                        &conn.session,
+                        header.producer_id,
+                        |id| conn.broker.producer_owner(id),
+                        &conn.broker.metrics,
+                    ) {
+                        return refused;
+                    }
+                }
+            }
+            let response = conn.broker.handle(request).await;
+            if let (Some(name), Response::TopicDeleted) = (deleted, &response) {
+                conn.security.topic_deleted(&name);
+            }
+            match listing {
+                Some(listing) => conn.security.filter(&conn.session, listing, response),
+                None => response,
+            }
+        }
+    }
 }
 
 /// Reserves `reserve` (waiting for room: back-pressure), then reads the fetch into it: the

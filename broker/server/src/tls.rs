@@ -125,13 +125,50 @@ pub fn reset_key(identity: &Identity) -> Arc<dyn quinn::crypto::HmacKey> {
     ))
 }
 
-/// The quinn server configuration for `identity`.
-pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsError> {
+/// Most CA certificates read from a client-CA file.
+pub const CLIENT_CAS_MAX: usize = 1000;
+
+/// The quinn server configuration for `identity`. With `client_ca` (a PEM file of CA
+/// certificates), clients may present a certificate that chains to one of them (and are then
+/// authenticated by it); clients without one are still accepted, to authenticate otherwise.
+pub fn server_config(
+    identity: &Identity,
+    client_ca: Option<&Path>,
+) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let failed = |reason: String| {
+                TlsError::Config(format!("client CA {}: {reason}", path.display()))
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| failed(e.to_string()))?
+                .take(CLIENT_CAS_MAX)
+            {
+                roots
+                    .add(certificate.map_err(|e| failed(e.to_string()))?)
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(failed("no certificate in the file".to_owned()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut tls = builder
         .with_single_cert(vec![identity.certificate.clone()], identity.key.clone_key())
         .map_err(|e| TlsError::Config(e.to_string()))?;
     tls.alpn_protocols = vec![herald_quic::ALPN.to_vec()];
@@ -141,6 +178,61 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsErro
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(herald_quic::transport()));
     Ok(config)
+}
+
+/// The subject of the certificate the peer of `connection` presented (verified against the
+/// client CAs), in RFC 2253 form (`CN=orders,OU=payments,O=Acme`: the last RDN first, `,`
+/// between RDNs, `+` inside one); `None` when it presented none.
+pub fn client_subject(connection: &quinn::Connection) -> Option<String> {
+    let identity = connection.peer_identity()?;
+    let chain = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    subject_of(chain.first()?.as_ref())
+}
+
+/// The RFC 2253 subject of a DER certificate.
+pub fn subject_of(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let (_, certificate) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let registry = x509_parser::objects::oid_registry();
+    let rdns: Vec<String> = certificate
+        .subject()
+        .iter()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attribute| {
+                    let key = x509_parser::objects::oid2abbrev(attribute.attr_type(), registry)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|_| attribute.attr_type().to_id_string());
+                    let value = match attribute.as_str() {
+                        Ok(text) => escape_rfc2253(text),
+                        Err(_) => format!("#{}", hex::encode(attribute.attr_value().data)),
+                    };
+                    format!("{key}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    Some(rdns.into_iter().rev().collect::<Vec<_>>().join(","))
+}
+
+/// RFC 2253 section 2.4: special characters backslash-escaped, and a leading `#` or space and
+/// a trailing space.
+fn escape_rfc2253(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (index, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (index == 0 && (c == '#' || c == ' '))
+            || (index == last && c == ' ');
+        if special {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 #[cfg(all(test, unix))]

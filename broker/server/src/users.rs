@@ -81,6 +81,11 @@ fn check_password(password: &str) -> Result<(), UsersError> {
 }
 
 impl Users {
+    /// Where the users of `data_dir` are kept.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(FILE)
+    }
+
     /// Reads the users of `data_dir` (none if the file does not exist yet).
     pub fn open(data_dir: &Path) -> Result<Self, UsersError> {
         let path = data_dir.join(FILE);

@@ -567,9 +567,10 @@ async fn a_wrong_fingerprint_is_refused() {
             .await
             .is_err()
     );
-    let by_file = BrokerClient::connect(
+    let by_file = BrokerClient::connect_with(
         broker.bound.addr,
         Trust::CertificateFile(broker.bound.certificate_path.clone()),
+        &broker.credentials,
     )
     .await
     .expect("pinned by file");
@@ -879,9 +880,13 @@ async fn an_operator_supplied_certificate_is_served() {
         !dir.path().join("data/tls").exists(),
         "no self-signed certificate is generated"
     );
-    let client = BrokerClient::connect(bound.addr, Trust::CertificateFile(cert))
-        .await
-        .expect("trusts the operator's certificate");
+    let client = BrokerClient::connect_with(
+        bound.addr,
+        Trust::CertificateFile(cert),
+        &broker.credentials,
+    )
+    .await
+    .expect("trusts the operator's certificate");
     assert!(client.list_topics().await.expect("works").is_empty());
     broker.stop().await;
 }

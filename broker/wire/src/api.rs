@@ -21,6 +21,10 @@ pub enum Api {
     DescribeGroup = 13,
     ListGroups = 14,
     DeleteGroup = 15,
+    Authenticate = 16,
+    CreateAcls = 17,
+    DescribeAcls = 18,
+    DeleteAcls = 19,
 }
 
 impl Api {
@@ -41,6 +45,10 @@ impl Api {
             13 => Api::DescribeGroup,
             14 => Api::ListGroups,
             15 => Api::DeleteGroup,
+            16 => Api::Authenticate,
+            17 => Api::CreateAcls,
+            18 => Api::DescribeAcls,
+            19 => Api::DeleteAcls,
             other => return Err(DecodeError::UnknownApi(other)),
         })
     }
@@ -62,6 +70,10 @@ impl Api {
             Api::DescribeGroup => "describe_group",
             Api::ListGroups => "list_groups",
             Api::DeleteGroup => "delete_group",
+            Api::Authenticate => "authenticate",
+            Api::CreateAcls => "create_acls",
+            Api::DescribeAcls => "describe_acls",
+            Api::DeleteAcls => "delete_acls",
         }
     }
 }

@@ -31,6 +31,12 @@ pub enum ErrorCode {
     GroupFull,
     /// The group still has live members (stop its consumers before deleting it).
     GroupNotEmpty,
+    /// The connection has not authenticated: it may only authenticate.
+    NotAuthenticated,
+    /// The credentials were wrong, or the exchange was malformed.
+    AuthenticationFailed,
+    /// The principal may not perform the operation on the resource (the message names both).
+    NotAuthorized,
     /// A code this client does not know (a newer broker); the number is kept.
     Unknown(u16),
 }
@@ -59,6 +65,9 @@ impl ErrorCode {
             ErrorCode::NotPartitionOwner => 19,
             ErrorCode::GroupFull => 20,
             ErrorCode::GroupNotEmpty => 21,
+            ErrorCode::NotAuthenticated => 22,
+            ErrorCode::AuthenticationFailed => 23,
+            ErrorCode::NotAuthorized => 24,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -86,6 +95,9 @@ impl ErrorCode {
             19 => ErrorCode::NotPartitionOwner,
             20 => ErrorCode::GroupFull,
             21 => ErrorCode::GroupNotEmpty,
+            22 => ErrorCode::NotAuthenticated,
+            23 => ErrorCode::AuthenticationFailed,
+            24 => ErrorCode::NotAuthorized,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -107,7 +119,7 @@ mod tests {
     use super::*;
 
     /// Every code on the wire, as literals: a released number never moves.
-    const TABLE: [(ErrorCode, u16); 21] = [
+    const TABLE: [(ErrorCode, u16); 24] = [
         (ErrorCode::UnknownTopic, 1),
         (ErrorCode::UnknownPartition, 2),
         (ErrorCode::TopicAlreadyExists, 3),
@@ -129,6 +141,9 @@ mod tests {
         (ErrorCode::NotPartitionOwner, 19),
         (ErrorCode::GroupFull, 20),
         (ErrorCode::GroupNotEmpty, 21),
+        (ErrorCode::NotAuthenticated, 22),
+        (ErrorCode::AuthenticationFailed, 23),
+        (ErrorCode::NotAuthorized, 24),
     ];
 
     /// The row of `code` in `TABLE`. Exhaustive on purpose (no `_` arm): a new variant
@@ -156,6 +171,9 @@ mod tests {
             ErrorCode::NotPartitionOwner => 18,
             ErrorCode::GroupFull => 19,
             ErrorCode::GroupNotEmpty => 20,
+            ErrorCode::NotAuthenticated => 21,
+            ErrorCode::AuthenticationFailed => 22,
+            ErrorCode::NotAuthorized => 23,
             ErrorCode::Unknown(_) => return None,
         })
     }
@@ -203,7 +221,7 @@ mod tests {
             }
         }
         assert_eq!(ErrorCode::from_code(0), ErrorCode::Unknown(0));
-        assert_eq!(ErrorCode::from_code(22), ErrorCode::Unknown(22));
+        assert_eq!(ErrorCode::from_code(25), ErrorCode::Unknown(25));
         assert_eq!(ErrorCode::from_code(u16::MAX), ErrorCode::Unknown(u16::MAX));
         assert_eq!(row_of(ErrorCode::Unknown(7)), None);
     }

@@ -1,7 +1,7 @@
 //! herald-wire: the bytes Herald's broker and its clients exchange, and nothing else.
 //!
-//! Pure codec: no sockets, no files, no async runtime. Depends on `bytes`, `thiserror` and
-//! `crc32c` (a pure checksum). Every decoder takes untrusted bytes and answers a typed
+//! Pure codec: no sockets, no files, no async runtime. Depends on `bytes`, `thiserror`,
+//! `crc32c` (a pure checksum) and `herald-auth` (the ACL types it carries, themselves pure). Every decoder takes untrusted bytes and answers a typed
 //! [`DecodeError`] instead of panicking; every length is checked against a named limit in
 //! [`limits`].
 //!
@@ -44,6 +44,7 @@ pub mod limits;
 pub mod lru;
 pub mod messages;
 pub mod schema_id;
+pub mod security;
 
 pub use api::Api;
 pub use batch::{BatchBuilder, BatchError, BatchHeader, BatchView, Header, Record, RecordView};

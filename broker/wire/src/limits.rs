@@ -32,6 +32,14 @@ pub const ERROR_MESSAGE_BYTES_MAX: usize = 4096;
 pub const TOPICS_LISTED_MAX: usize = 100_000;
 /// Largest fetch response payload a client may ask for, in bytes.
 pub const FETCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Largest message of one authentication step, in bytes (SCRAM messages are far smaller).
+pub const AUTH_MESSAGE_BYTES_MAX: usize = 4096;
+/// Longest authentication mechanism name, in bytes (`SCRAM-SHA-256` is 13).
+pub const MECHANISM_BYTES_MAX: usize = 32;
+/// Most ACL entries one CreateAcls request adds.
+pub const ACLS_PER_REQUEST_MAX: usize = 1000;
+/// Most ACL entries one DescribeAcls or DeleteAcls response lists (as many as a broker holds).
+pub const ACLS_LISTED_MAX: usize = 100_000;
 /// Longest long-poll wait a fetch may ask for, in milliseconds.
 pub const FETCH_WAIT_MS_MAX: u32 = 60_000;
 

@@ -94,6 +94,14 @@ pub(crate) fn herald_with_stdin(
     )
 }
 
+/// The admin credential a broker generated into `data_dir` on first start.
+pub(crate) fn admin_credentials(data_dir: &Path) -> herald_broker_client::Credentials {
+    herald_broker_client::Credentials::from_local_file(
+        &data_dir.join(herald_auth::local::LOCAL_CREDENTIALS_FILE),
+    )
+    .expect("the broker generated an admin credential")
+}
+
 /// A registry on port 0: (process, URL).
 pub(crate) fn registry(data_dir: &Path) -> (Server, String) {
     start(

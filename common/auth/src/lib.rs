@@ -6,9 +6,11 @@
 //! - [`acl`]: Kafka-shaped access control — principals, resource patterns (literal and
 //!   prefixed), operations with their implications, allow and deny with deny winning, super
 //!   users and default deny — and the decision function.
+//! - [`local`]: the credential a local `herald up` generates for its first super user.
 //!
 //! Nothing here opens a file or a socket or reads a clock; randomness (nonces, salts) comes
 //! from the caller or from `ring`'s system generator where a function says so.
 
 pub mod acl;
+pub mod local;
 pub mod scram;

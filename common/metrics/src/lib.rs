@@ -50,6 +50,11 @@ pub mod registry {
 pub mod broker {
     /// Connections refused at the limit (counter).
     pub const CONNECTIONS_REFUSED: &str = "herald_broker_connections_refused_total";
+    /// Authentication exchanges by `result`: `success` or `failure` (counter).
+    pub const AUTHENTICATIONS: &str = "herald_broker_authentications_total";
+    /// Requests refused because the principal lacked a permission, or had not authenticated
+    /// (counter; `reason`: `not_authorized` or `not_authenticated`).
+    pub const REQUESTS_REFUSED: &str = "herald_broker_requests_refused_total";
     /// Segments deleted by retention (counter).
     pub const RETENTION_SEGMENTS_DELETED: &str = "herald_broker_retention_segments_deleted_total";
     /// Records appended (counter; `topic`).
@@ -122,7 +127,7 @@ const fn described(name: &'static str, kind: Kind, help: &'static str) -> Descri
 }
 
 /// Every metric of both servers, with its help text.
-pub const DESCRIPTIONS: [Description; 27] = [
+pub const DESCRIPTIONS: [Description; 29] = [
     described(
         registry::REQUESTS,
         Kind::Counter,
@@ -147,6 +152,16 @@ pub const DESCRIPTIONS: [Description; 27] = [
         broker::CONNECTIONS_REFUSED,
         Kind::Counter,
         "Connections refused at the limit.",
+    ),
+    described(
+        broker::AUTHENTICATIONS,
+        Kind::Counter,
+        "Authentication exchanges by result (success or failure).",
+    ),
+    described(
+        broker::REQUESTS_REFUSED,
+        Kind::Counter,
+        "Requests refused for want of authentication or permission, by reason.",
     ),
     described(
         broker::RETENTION_SEGMENTS_DELETED,

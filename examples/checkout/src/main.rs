@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use herald::{Client, ClientConfig, Event, HandlerError, Trust};
+use herald::{Client, ClientConfig, Credentials, Event, HandlerError, Trust};
 use herald_wire::batch::{BatchBuilder, Record};
 use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::messages::{Durability, TopicConfig};
@@ -60,11 +60,21 @@ async fn servers(dir: &std::path::Path) -> anyhow::Result<ClientConfig> {
         std::env::var("HERALD_FINGERPRINT"),
         std::env::var("HERALD_REGISTRY"),
     ) {
-        return Ok(ClientConfig::new(
-            broker.parse()?,
-            Trust::Fingerprint(fingerprint),
-            registry,
-        ));
+        // HERALD_USER with HERALD_PASSWORD, or the credentials file HERALD_CREDENTIALS (as
+        // `herald up` writes), authenticate to a broker that requires it.
+        let credentials = match (
+            std::env::var("HERALD_USER"),
+            std::env::var("HERALD_PASSWORD"),
+            std::env::var("HERALD_CREDENTIALS"),
+        ) {
+            (Ok(user), Ok(password), _) => Credentials::scram(user, password),
+            (_, _, Ok(file)) => Credentials::from_local_file(std::path::Path::new(&file))?,
+            _ => Credentials::None,
+        };
+        return Ok(
+            ClientConfig::new(broker.parse()?, Trust::Fingerprint(fingerprint), registry)
+                .with_credentials(credentials),
+        );
     }
     let (registry_tx, registry_rx) = tokio::sync::oneshot::channel();
     let registry_config = herald_registry::ServerConfig {
@@ -92,6 +102,9 @@ async fn servers(dir: &std::path::Path) -> anyhow::Result<ClientConfig> {
         std::future::pending(),
     ));
     let bound = broker_rx.await.context("broker did not start")?;
+    // The broker requires authentication; on first start it generated an admin credential.
+    let credentials =
+        Credentials::from_local_file(&dir.join("broker").join(herald::LOCAL_CREDENTIALS_FILE))?;
     println!(
         "registry http://{registry}, broker quic://{} (fingerprint {})",
         bound.addr, bound.fingerprint
@@ -100,7 +113,8 @@ async fn servers(dir: &std::path::Path) -> anyhow::Result<ClientConfig> {
         bound.addr,
         Trust::Fingerprint(bound.fingerprint),
         format!("http://{registry}"),
-    ))
+    )
+    .with_credentials(credentials))
 }
 
 #[tokio::main]

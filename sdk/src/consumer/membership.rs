@@ -264,7 +264,9 @@ pub(super) fn recovery_for(error: &ConsumeError, can_reconnect: bool) -> Recover
             code if code.retryable() => Recovery::Retry,
             _ => Recovery::Fatal,
         },
-        RequestError::Decode(_) | RequestError::Unexpected { .. } => Recovery::Fatal,
+        RequestError::Decode(_)
+        | RequestError::Unexpected { .. }
+        | RequestError::Authentication(_) => Recovery::Fatal,
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use herald::producer::Connector;
 use herald_broker::{serve, Bound, BrokerConfig, ServeError};
-use herald_broker_client::{BrokerClient, Trust};
+use herald_broker_client::{BrokerClient, Credentials, Trust};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::Durability;
 use tokio::sync::oneshot;
@@ -28,6 +28,8 @@ pub(crate) const BROKER_PATIENCE: Duration = Duration::from_secs(60);
 /// [`RunningBroker::stop`].
 pub(crate) struct RunningBroker {
     pub(crate) bound: Bound,
+    /// The admin credential the broker generated into its data directory.
+    pub(crate) credentials: Credentials,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -52,7 +54,14 @@ impl RunningBroker {
                 async move { drop(stopped.await) },
             ));
             match bound_rx.await {
-                Ok(bound) => return Self { bound, stop, task },
+                Ok(bound) => {
+                    return Self {
+                        bound,
+                        credentials: credentials(&config.data_dir),
+                        stop,
+                        task,
+                    }
+                }
                 Err(_) => match task.await.expect("the broker task") {
                     Err(ServeError::Bind { .. }) => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -69,11 +78,16 @@ impl RunningBroker {
         Trust::Fingerprint(self.bound.fingerprint.clone())
     }
 
-    /// A new connection to the broker.
+    /// A new connection to the broker, as its admin.
     pub(crate) async fn client(&self) -> BrokerClient {
-        BrokerClient::connect(self.bound.addr, self.trust())
+        BrokerClient::connect_with(self.bound.addr, self.trust(), &self.credentials)
             .await
             .expect("connect")
+    }
+
+    /// A connector to this broker as its admin (see [`connector`]).
+    pub(crate) fn connector(&self) -> Connector {
+        connector(self.bound.addr, self.trust(), self.credentials.clone())
     }
 
     /// Stops serving (the broker closes its connections) and waits until it stopped.
@@ -101,13 +115,24 @@ pub(crate) async fn broker(dir: &Path) -> (BrokerClient, oneshot::Sender<()>) {
     (client, broker.stop)
 }
 
-/// Connects to `addr`, trusting the certificate `trust` pins, whenever a producer or
-/// consumer asks for a new connection.
-pub(crate) fn connector(addr: SocketAddr, trust: Trust) -> Connector {
+/// The admin credential a broker generated into `data_dir` (none when authentication is off).
+pub(crate) fn credentials(data_dir: &Path) -> Credentials {
+    let file = data_dir.join(herald_auth::local::LOCAL_CREDENTIALS_FILE);
+    if file.exists() {
+        Credentials::from_local_file(&file).expect("the generated credentials")
+    } else {
+        Credentials::None
+    }
+}
+
+/// Connects to `addr`, trusting the certificate `trust` pins and authenticating with
+/// `credentials`, whenever a producer or consumer asks for a new connection.
+pub(crate) fn connector(addr: SocketAddr, trust: Trust, credentials: Credentials) -> Connector {
     Arc::new(move || {
         let trust = trust.clone();
+        let credentials = credentials.clone();
         Box::pin(async move {
-            BrokerClient::connect(addr, trust)
+            BrokerClient::connect_with(addr, trust, &credentials)
                 .await
                 .map_err(|e| e.to_string())
         })

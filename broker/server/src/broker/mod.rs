@@ -281,16 +281,41 @@ impl Broker {
                 partition,
                 spec,
             } => self.list_offsets(&topic, partition, spec),
-            Request::InitProducer { name } => match self.producer_ids.init(&name) {
-                Ok((producer_id, epoch)) => Ok(Response::ProducerInit { producer_id, epoch }),
-                Err(e @ crate::producer_ids::ProducerIdError::InvalidName(_)) => {
-                    Err(error(ErrorCode::InvalidRequest, e.to_string()))
-                }
-                Err(e) => Err(error(ErrorCode::Storage, e.to_string())),
-            },
+            Request::InitProducer { name } => Ok(self.init_producer(&name, None)),
             Request::Group(request) => self.handle_group(request),
+            Request::Security(request) => Err(error(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{} is answered by the server's security layer, not the broker",
+                    request.api().name()
+                ),
+            )),
         };
         result.unwrap_or_else(|response| response)
+    }
+
+    /// A producer id and epoch for `name`, handed to `owner` (see `ProducerIds::init`).
+    pub fn init_producer(
+        &self,
+        name: &str,
+        owner: Option<&herald_auth::acl::Principal>,
+    ) -> Response {
+        use crate::producer_ids::ProducerIdError;
+        match self.producer_ids.init(name, owner.map(|p| p.name())) {
+            Ok((producer_id, epoch)) => Response::ProducerInit { producer_id, epoch },
+            Err(e @ ProducerIdError::InvalidName(_)) => {
+                error(ErrorCode::InvalidRequest, e.to_string())
+            }
+            Err(e @ ProducerIdError::NotOwner { .. }) => {
+                error(ErrorCode::NotAuthorized, e.to_string())
+            }
+            Err(e) => error(ErrorCode::Storage, e.to_string()),
+        }
+    }
+
+    /// The principal name producer id `id` was handed to, if remembered.
+    pub fn producer_owner(&self, id: i64) -> Option<String> {
+        self.producer_ids.owner(id)
     }
 
     fn deleting(&self) -> MutexGuard<'_, BTreeSet<String>> {

@@ -10,12 +10,15 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_broker::{serve, Bound, BrokerConfig};
-use herald_broker_client::{BrokerClient, Trust};
+use herald_broker_client::{BrokerClient, Credentials, Trust};
 use tokio::sync::oneshot;
 
 /// A broker served in this process until [`RunningBroker::stop`] (or until it is dropped).
 pub(crate) struct RunningBroker {
     pub(crate) bound: Bound,
+    /// The admin credential the broker generated into its data directory (none when
+    /// authentication is off).
+    pub(crate) credentials: Credentials,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -30,6 +33,7 @@ pub(crate) fn config(data_dir: &Path) -> BrokerConfig {
 impl RunningBroker {
     /// Serves `config`; returns once the broker is bound.
     pub(crate) async fn start_with(config: BrokerConfig) -> Self {
+        let data_dir = config.data_dir.clone();
         let (bound_tx, bound_rx) = oneshot::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -42,17 +46,25 @@ impl RunningBroker {
             .expect("broker serves");
         });
         let bound = bound_rx.await.expect("broker bound");
+        let file = data_dir.join(herald_auth::local::LOCAL_CREDENTIALS_FILE);
+        let credentials = if file.exists() {
+            Credentials::from_local_file(&file).expect("the generated credentials")
+        } else {
+            Credentials::None
+        };
         Self {
             bound,
+            credentials,
             stop: Some(stop),
             task,
         }
     }
 
     pub(crate) async fn client(&self) -> BrokerClient {
-        BrokerClient::connect(
+        BrokerClient::connect_with(
             self.bound.addr,
             Trust::Fingerprint(self.bound.fingerprint.clone()),
+            &self.credentials,
         )
         .await
         .expect("connects")

@@ -4,6 +4,7 @@ use crate::api::Api;
 use crate::codec::{put_bytes, put_string, DecodeError, Reader};
 use crate::groups::GroupRequest;
 use crate::limits::{BATCH_BYTES_MAX, PRODUCER_NAME_BYTES_MAX};
+use crate::security::SecurityRequest;
 
 use super::topic::{put_config, read_config, topic_name, Durability, OffsetSpec, TopicConfig};
 
@@ -47,6 +48,8 @@ pub enum Request {
     },
     /// Consumer-group requests (APIs 9-14).
     Group(GroupRequest),
+    /// Authentication and ACL administration (APIs 16-19).
+    Security(SecurityRequest),
 }
 
 impl Request {
@@ -61,6 +64,7 @@ impl Request {
             Request::ListOffsets { .. } => Api::ListOffsets,
             Request::InitProducer { .. } => Api::InitProducer,
             Request::Group(group) => group.api(),
+            Request::Security(security) => security.api(),
         }
     }
 
@@ -138,6 +142,7 @@ impl Request {
             }
             Request::InitProducer { name } => put_string(out, name),
             Request::Group(group) => group.encode(out),
+            Request::Security(security) => security.encode(out),
         }
     }
 
@@ -210,6 +215,9 @@ impl Request {
             | Api::DescribeGroup
             | Api::ListGroups
             | Api::DeleteGroup => Request::Group(GroupRequest::decode(api, &mut r)?),
+            Api::Authenticate | Api::CreateAcls | Api::DescribeAcls | Api::DeleteAcls => {
+                Request::Security(SecurityRequest::decode(api, &mut r)?)
+            }
         };
         r.finish("request")?;
         Ok(request)

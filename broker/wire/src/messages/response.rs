@@ -8,6 +8,7 @@ use crate::groups::GroupResponse;
 use crate::limits::{
     BATCH_BYTES_MAX, BATCH_RECORDS_MAX, ERROR_MESSAGE_BYTES_MAX, FETCH_BYTES_MAX, TOPICS_LISTED_MAX,
 };
+use crate::security::SecurityResponse;
 
 use super::topic::{put_description, read_description, TopicDescription};
 
@@ -49,6 +50,7 @@ pub enum Response {
         epoch: i16,
     },
     Group(GroupResponse),
+    Security(SecurityResponse),
 }
 
 impl Response {
@@ -113,6 +115,7 @@ impl Response {
                 out.extend_from_slice(&epoch.to_be_bytes());
             }
             Response::Group(group) => group.encode(out),
+            Response::Security(security) => security.encode(out),
         }
     }
 
@@ -240,6 +243,9 @@ impl Response {
             | Api::DescribeGroup
             | Api::ListGroups
             | Api::DeleteGroup => Response::Group(GroupResponse::decode(api, &mut r)?),
+            Api::Authenticate | Api::CreateAcls | Api::DescribeAcls | Api::DeleteAcls => {
+                Response::Security(SecurityResponse::decode(api, &mut r)?)
+            }
         };
         r.finish("response")?;
         Ok(response)

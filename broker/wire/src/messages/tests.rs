@@ -9,7 +9,98 @@ use crate::groups::{
     Commit, CommittedOffset, GroupDescription, GroupRequest, GroupResponse, MemberDescription,
     PartitionLag, TopicPartition,
 };
+use crate::security::{SecurityRequest, SecurityResponse};
+use herald_auth::acl::{
+    AclEntry, AclFilter, Operation, PatternType, Permission, Principal, ResourceType,
+};
 use proptest::prelude::*;
+
+fn principal() -> impl Strategy<Value = Principal> {
+    prop_oneof![
+        "[a-z][a-z0-9._-]{0,12}".prop_map(|name| Principal::user(name).expect("valid name")),
+        Just(Principal::wildcard()),
+    ]
+}
+
+fn acl_entry() -> impl Strategy<Value = AclEntry> {
+    (
+        principal(),
+        proptest::sample::select(ResourceType::VALUES.to_vec()),
+        proptest::sample::select(PatternType::VALUES.to_vec()),
+        "[a-z][a-z0-9.-]{0,12}",
+        proptest::sample::select(Operation::VALUES.to_vec()),
+        proptest::sample::select(Permission::VALUES.to_vec()),
+    )
+        .prop_map(
+            |(principal, resource_type, pattern_type, name, operation, permission)| {
+                // The cluster is one literal resource.
+                let (pattern_type, name) = if resource_type == ResourceType::Cluster {
+                    (PatternType::Literal, "herald".to_owned())
+                } else {
+                    (pattern_type, name)
+                };
+                AclEntry::new(
+                    principal,
+                    resource_type,
+                    pattern_type,
+                    name,
+                    operation,
+                    permission,
+                )
+                .expect("valid entry")
+            },
+        )
+}
+
+fn acl_filter() -> impl Strategy<Value = AclFilter> {
+    (
+        proptest::option::of(principal()),
+        proptest::option::of(proptest::sample::select(ResourceType::VALUES.to_vec())),
+        proptest::option::of(proptest::sample::select(PatternType::VALUES.to_vec())),
+        proptest::option::of("[a-z.*-]{0,12}"),
+        proptest::option::of(proptest::sample::select(Operation::VALUES.to_vec())),
+        proptest::option::of(proptest::sample::select(Permission::VALUES.to_vec())),
+    )
+        .prop_map(
+            |(principal, resource_type, pattern_type, name, operation, permission)| AclFilter {
+                principal,
+                resource_type,
+                pattern_type,
+                name,
+                operation,
+                permission,
+            },
+        )
+}
+
+fn security_request() -> impl Strategy<Value = SecurityRequest> {
+    prop_oneof![
+        (".{0,16}", proptest::collection::vec(any::<u8>(), 0..200))
+            .prop_map(|(mechanism, message)| SecurityRequest::Authenticate { mechanism, message }),
+        proptest::collection::vec(acl_entry(), 0..4)
+            .prop_map(|entries| SecurityRequest::CreateAcls { entries }),
+        acl_filter().prop_map(|filter| SecurityRequest::DescribeAcls { filter }),
+        acl_filter().prop_map(|filter| SecurityRequest::DeleteAcls { filter }),
+    ]
+}
+
+fn security_response() -> impl Strategy<Value = (Api, SecurityResponse)> {
+    prop_oneof![
+        (
+            proptest::collection::vec(any::<u8>(), 0..200),
+            proptest::option::of(principal().prop_filter("an identity", |p| !p.is_wildcard()))
+        )
+            .prop_map(|(message, principal)| (
+                Api::Authenticate,
+                SecurityResponse::Authenticated { message, principal }
+            )),
+        any::<u32>().prop_map(|added| (Api::CreateAcls, SecurityResponse::AclsCreated { added })),
+        proptest::collection::vec(acl_entry(), 0..4)
+            .prop_map(|entries| (Api::DescribeAcls, SecurityResponse::Acls(entries))),
+        proptest::collection::vec(acl_entry(), 0..4)
+            .prop_map(|entries| (Api::DeleteAcls, SecurityResponse::AclsDeleted(entries))),
+    ]
+}
 
 fn config() -> impl Strategy<Value = TopicConfig> {
     (
@@ -113,6 +204,7 @@ fn request() -> impl Strategy<Value = Request> {
             }),
         ".{0,20}".prop_map(|name| Request::InitProducer { name }),
         group_request().prop_map(Request::Group),
+        security_request().prop_map(Request::Security),
     ]
 }
 
@@ -206,6 +298,7 @@ fn response() -> impl Strategy<Value = (Api, Response)> {
             Response::ProducerInit { producer_id, epoch }
         )),
         group_response().prop_map(|(api, response)| (api, Response::Group(response))),
+        security_response().prop_map(|(api, response)| (api, Response::Security(response))),
     ]
 }
 
@@ -385,7 +478,7 @@ proptest! {
     }
 
     #[test]
-    fn random_and_truncated_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128), api in 1u16..16, request in request(), cut in 0usize..200) {
+    fn random_and_truncated_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128), api in 1u16..20, request in request(), cut in 0usize..200) {
         let api = Api::from_code(api).expect("known api");
         let _ = Request::decode(api, &bytes);
         let _ = Response::decode(api, &bytes);

@@ -1,0 +1,800 @@
+//! Who is asking and what they may do, for the QUIC server: authentication at connection start
+//! (SCRAM-SHA-256 over the `Authenticate` API, or the principal a client certificate maps to),
+//! then every request checked against the ACLs before the broker sees it.
+//!
+//! What lives where:
+//! - `mod.rs` (here): [`SecurityConfig`], [`Security`] (users, ACLs, the unknown-user secret,
+//!   the failure limiter) and the per-connection [`Session`] with its decision cache.
+//! - `access`: what each request needs (pure table).
+//! - `acls`: the persisted ACL store.
+//! - `limiter`: failed authentications per source address.
+//! - `principals`: client-certificate subjects to principals (mapping rules).
+//!
+//! With authentication off (`--insecure-no-auth`), every connection is `User:ANONYMOUS` and
+//! every request is allowed; SCRAM exchanges still verify passwords.
+
+pub mod access;
+pub mod acls;
+pub mod limiter;
+pub mod principals;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use herald_auth::acl::{Operation, Principal, ResourceType};
+use herald_auth::local::{LocalCredentials, LOCAL_ADMIN_USER, LOCAL_CREDENTIALS_FILE};
+use herald_auth::scram::{self, ScramServer, ScramServerWaiting};
+use herald_wire::groups::GroupResponse;
+use herald_wire::messages::ErrorBody;
+use herald_wire::security::{SecurityRequest, SecurityResponse};
+use herald_wire::{ErrorCode, Request, Response};
+
+use crate::metrics::BrokerMetrics;
+use crate::users::{Users, UsersError};
+use access::{Access, Listing};
+use acls::{AclStore, AclStoreError};
+use limiter::FailureLimiter;
+pub use principals::{PrincipalRule, PrincipalRules};
+
+/// The secret that keys the fake salts unknown users get (see `herald_auth::scram`).
+const SECRET_FILE: &str = "auth.secret";
+const SECRET_BYTES: usize = 32;
+/// How long a failed authentication waits before it is answered: a password guesser gets a
+/// few tries per second per connection at most.
+pub const AUTHENTICATION_FAILURE_DELAY: Duration = Duration::from_millis(500);
+/// Failed authentications one connection may make before it is closed.
+pub const FAILURES_PER_CONNECTION_MAX: u32 = 3;
+/// Decisions one connection remembers (cleared when full, or when the ACLs change).
+pub const DECISIONS_CACHED_MAX: usize = 4096;
+/// Producer ids one connection remembers as its principal's (cleared when full).
+pub const PRODUCER_IDS_CACHED_MAX: usize = 64;
+/// The principal of every connection when authentication is off.
+pub const ANONYMOUS: &str = "ANONYMOUS";
+/// The QUIC application close code for a connection closed after too many failed
+/// authentications.
+pub const AUTHENTICATION_CLOSE_CODE: u32 = 2;
+
+/// How the broker decides who is asking and what they may do.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// Whether every connection must authenticate (the default). Off: everyone is
+    /// `User:ANONYMOUS` and may do everything (throwaway setups only).
+    pub authentication: bool,
+    /// Principals that may do everything (default `User:admin`).
+    pub super_users: BTreeSet<Principal>,
+    /// A TOML file of ACL entries added at start (`[[acl]]` tables).
+    pub acl_seed: Option<PathBuf>,
+    /// CA certificates (PEM) whose client certificates are accepted; `None` asks for none.
+    pub client_ca: Option<PathBuf>,
+    /// How a client certificate's subject becomes a principal.
+    pub principal_rules: PrincipalRules,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            authentication: true,
+            super_users: Principal::user(LOCAL_ADMIN_USER).into_iter().collect(),
+            acl_seed: None,
+            client_ca: None,
+            principal_rules: PrincipalRules::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error(transparent)]
+    Users(#[from] UsersError),
+    #[error(transparent)]
+    Acls(#[from] AclStoreError),
+    #[error("cannot prepare {path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("the system random generator failed")]
+    Random,
+}
+
+/// The users file as last read, read again when it changes (so `herald user add` applies to a
+/// running broker at the next authentication).
+struct UsersWatch {
+    dir: PathBuf,
+    stamp: Option<(SystemTime, u64)>,
+    users: Arc<Users>,
+}
+
+impl UsersWatch {
+    fn stamp(dir: &Path) -> Option<(SystemTime, u64)> {
+        let metadata = std::fs::metadata(Users::path(dir)).ok()?;
+        Some((metadata.modified().ok()?, metadata.len()))
+    }
+
+    /// The current users; a file that changed but cannot be read keeps the previous ones.
+    fn current(&mut self) -> Arc<Users> {
+        let stamp = Self::stamp(&self.dir);
+        if stamp != self.stamp {
+            match Users::open(&self.dir) {
+                Ok(users) => {
+                    self.users = Arc::new(users);
+                    self.stamp = stamp;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the users file again; keeping the users read before")
+                }
+            }
+        }
+        self.users.clone()
+    }
+}
+
+/// The broker's authentication and authorization.
+pub struct Security {
+    required: bool,
+    users: Mutex<UsersWatch>,
+    acls: AclStore,
+    secret: [u8; SECRET_BYTES],
+    limiter: Mutex<FailureLimiter>,
+    rules: PrincipalRules,
+    anonymous: Arc<Principal>,
+}
+
+impl Security {
+    /// Reads users and ACLs from `data_dir`. With authentication required and no user at all,
+    /// creates [`LOCAL_ADMIN_USER`] with a random password and writes it to
+    /// `data_dir/admin.credentials` (readable by its owner only), where the CLI and the SDK on
+    /// this machine find it.
+    pub fn open(data_dir: &Path, config: &SecurityConfig) -> Result<Self, SecurityError> {
+        let mut users = Users::open(data_dir)?;
+        if config.authentication && users.names().next().is_none() {
+            let credentials = LocalCredentials::generate().map_err(|_| SecurityError::Random)?;
+            users.add(&credentials.user, &credentials.password)?;
+            let path = data_dir.join(LOCAL_CREDENTIALS_FILE);
+            crate::fs::write_private(&path, credentials.to_text().as_bytes()).map_err(|e| {
+                SecurityError::Io {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+            tracing::warn!(credentials = %path.display(), "no users yet: created user '{}', a super user; its password is in the credentials file (readable by this account only)", credentials.user);
+        }
+        let acls = AclStore::open(
+            data_dir,
+            config.super_users.clone(),
+            config.acl_seed.as_deref(),
+        )?;
+        Ok(Self {
+            required: config.authentication,
+            users: Mutex::new(UsersWatch {
+                dir: data_dir.to_owned(),
+                stamp: UsersWatch::stamp(data_dir),
+                users: Arc::new(users),
+            }),
+            acls,
+            secret: secret(data_dir)?,
+            limiter: Mutex::new(FailureLimiter::default()),
+            rules: config.principal_rules.clone(),
+            anonymous: Arc::new(Principal::user(ANONYMOUS).map_err(|_| SecurityError::Random)?),
+        })
+    }
+
+    /// Whether connections must authenticate.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// The ACL store.
+    pub fn acls(&self) -> &AclStore {
+        &self.acls
+    }
+
+    /// The state of a new connection from `peer`; `subject` is its client certificate's
+    /// subject, if it presented one (it is then authenticated as the principal the rules map
+    /// the subject to).
+    pub fn session(&self, peer: IpAddr, subject: Option<&str>) -> Session {
+        let session = Session {
+            peer,
+            principal: OnceLock::new(),
+            exchange: Mutex::new(Exchange::default()),
+            decisions: Mutex::new(Decisions::default()),
+            producer_ids: Mutex::new(HashSet::new()),
+        };
+        if !self.required {
+            let _ = session.principal.set(self.anonymous.clone());
+        } else if let Some(subject) = subject {
+            match self.rules.principal(subject) {
+                Some(principal) => {
+                    tracing::debug!(%peer, %principal, "authenticated by client certificate");
+                    let _ = session.principal.set(Arc::new(principal));
+                }
+                None => {
+                    tracing::warn!(%peer, subject, "no principal for the client certificate's subject; the connection must authenticate otherwise")
+                }
+            }
+        }
+        session
+    }
+
+    /// Whether `session` may send `request` (not an `Authenticate`, which
+    /// [`Security::authenticate`] answers): `Err` is the answer refusing it.
+    pub fn admit(
+        &self,
+        session: &Session,
+        request: &Request,
+        metrics: &BrokerMetrics,
+    ) -> Result<(), Response> {
+        let access = access::required(request);
+        if access == Access::Open {
+            return Ok(());
+        }
+        let Some(principal) = session.principal.get() else {
+            metrics.not_authenticated.increment(1);
+            return Err(Response::error(
+                ErrorCode::NotAuthenticated,
+                format!(
+                    "{} needs an authenticated connection: authenticate first (SCRAM-SHA-256 or a client certificate)",
+                    request.api().name()
+                ),
+            ));
+        };
+        if !self.required {
+            return Ok(());
+        }
+        let Access::All(checks) = access else {
+            return Ok(());
+        };
+        for check in checks {
+            if !self.allowed(
+                session,
+                principal,
+                check.resource_type,
+                check.name,
+                check.operation,
+            ) {
+                metrics.not_authorized.increment(1);
+                let decision = self.acls.with(|authorizer| {
+                    authorizer.authorize(
+                        principal,
+                        check.operation,
+                        check.resource_type,
+                        check.name,
+                    )
+                });
+                let reason = decision.reason().map(str::to_owned).unwrap_or_else(|| {
+                    format!(
+                        "{principal} may not {} {} {}",
+                        check.operation, check.resource_type, check.name
+                    )
+                });
+                tracing::debug!(peer = %session.peer, %reason, "request refused");
+                return Err(Response::error(ErrorCode::NotAuthorized, reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `principal` may perform `operation` on the resource, from the session's cache
+    /// while the ACLs have not changed.
+    fn allowed(
+        &self,
+        session: &Session,
+        principal: &Principal,
+        resource_type: ResourceType,
+        name: &str,
+        operation: Operation,
+    ) -> bool {
+        let generation = self.acls.generation();
+        let mut decisions = session.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        if decisions.generation != generation {
+            decisions.clear(generation);
+        }
+        if let Some(allowed) = decisions.get(resource_type, operation, name) {
+            return allowed;
+        }
+        let allowed = self
+            .acls
+            .with(|authorizer| authorizer.is_allowed(principal, operation, resource_type, name));
+        decisions.insert(resource_type, operation, name, allowed);
+        allowed
+    }
+
+    /// Whether the session's principal may write under idempotent producer id `id`: an id
+    /// handed to another principal may not be used (it would fence that producer or write into
+    /// its sequence); `owner` looks up whom an id was handed to (`None`: not remembered, any
+    /// writer may use it). Ids checked once per connection.
+    pub fn may_use_producer_id(
+        &self,
+        session: &Session,
+        id: i64,
+        owner: impl FnOnce(i64) -> Option<String>,
+        metrics: &BrokerMetrics,
+    ) -> Result<(), Response> {
+        if !self.required || id < 0 {
+            return Ok(());
+        }
+        let mut known = session
+            .producer_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if known.contains(&id) {
+            return Ok(());
+        }
+        let Some(principal) = session.principal.get() else {
+            return Err(Response::error(
+                ErrorCode::NotAuthenticated,
+                "produce needs an authenticated connection",
+            ));
+        };
+        match owner(id) {
+            Some(owner) if owner != principal.name() => {
+                metrics.not_authorized.increment(1);
+                Err(Response::error(
+                    ErrorCode::NotAuthorized,
+                    format!("{principal} may not write as producer id {id}: it was handed to User:{owner}"),
+                ))
+            }
+            _ => {
+                if known.len() >= PRODUCER_IDS_CACHED_MAX {
+                    known.clear();
+                }
+                known.insert(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// The principal of `session`, if it has one.
+    pub fn principal<'a>(&self, session: &'a Session) -> Option<&'a Principal> {
+        session.principal.get().map(|p| p.as_ref())
+    }
+
+    /// Keeps in a list answer only what the session's principal may describe.
+    pub fn filter(&self, session: &Session, listing: Listing, response: Response) -> Response {
+        let Some(principal) = session.principal.get() else {
+            return response;
+        };
+        if !self.required {
+            return response;
+        }
+        match (listing, response) {
+            (Listing::Topics, Response::Topics(topics)) => Response::Topics(
+                topics
+                    .into_iter()
+                    .filter(|topic| {
+                        self.allowed(
+                            session,
+                            principal,
+                            ResourceType::Topic,
+                            &topic.name,
+                            Operation::Describe,
+                        )
+                    })
+                    .collect(),
+            ),
+            (Listing::Groups, Response::Group(GroupResponse::Groups(groups))) => {
+                Response::Group(GroupResponse::Groups(
+                    groups
+                        .into_iter()
+                        .filter(|group| {
+                            self.allowed(
+                                session,
+                                principal,
+                                ResourceType::Group,
+                                group,
+                                Operation::Describe,
+                            )
+                        })
+                        .collect(),
+                ))
+            }
+            (_, other) => other,
+        }
+    }
+
+    /// One step of an authentication exchange on `session`. A failure's answer is to be sent
+    /// after [`AUTHENTICATION_FAILURE_DELAY`]; `close` says the connection has failed too often.
+    pub fn authenticate(
+        &self,
+        session: &Session,
+        mechanism: &str,
+        message: &[u8],
+        now: Instant,
+        metrics: &BrokerMetrics,
+    ) -> Step {
+        let peer = session.peer;
+        let failed = |reason: String, log: &str| {
+            metrics.authentication_failures.increment(1);
+            self.limiter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .failed(peer, now);
+            let mut exchange = session.exchange.lock().unwrap_or_else(|p| p.into_inner());
+            exchange.waiting = None;
+            exchange.failures += 1;
+            tracing::warn!(%peer, failures = exchange.failures, "authentication failed: {log}");
+            Step {
+                response: Response::error(ErrorCode::AuthenticationFailed, reason),
+                failed: true,
+                close: exchange.failures >= FAILURES_PER_CONNECTION_MAX,
+            }
+        };
+        if session.principal.get().is_some() && self.required {
+            return Step::answer(Response::error(
+                ErrorCode::InvalidRequest,
+                "this connection has already authenticated; open a new connection to authenticate as someone else",
+            ));
+        }
+        if mechanism != scram::MECHANISM {
+            return failed(
+                format!(
+                    "unsupported mechanism '{}'; this broker speaks {}",
+                    mechanism.escape_debug(),
+                    scram::MECHANISM
+                ),
+                "unsupported mechanism",
+            );
+        }
+        if let Err(wait) = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(peer, now)
+        {
+            metrics.authentication_failures.increment(1);
+            return Step {
+                response: Response::Error(ErrorBody {
+                    code: ErrorCode::AuthenticationFailed,
+                    retry_after_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+                    message: format!(
+                        "too many failed authentications from {peer}; try again in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                }),
+                failed: true,
+                close: true,
+            };
+        }
+        let waiting = session
+            .exchange
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiting
+            .take();
+        match waiting {
+            None => {
+                let users = self
+                    .users
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .current();
+                let nonce = match scram::nonce() {
+                    Ok(nonce) => nonce,
+                    Err(e) => {
+                        return Step::answer(Response::error(ErrorCode::Internal, e.to_string()))
+                    }
+                };
+                match ScramServer::start(
+                    message,
+                    |name| users.credential(name).cloned(),
+                    &nonce,
+                    &self.secret,
+                ) {
+                    Ok((waiting, server_first)) => {
+                        session
+                            .exchange
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .waiting = Some(waiting);
+                        Step::answer(Response::Security(SecurityResponse::Authenticated {
+                            message: server_first,
+                            principal: None,
+                        }))
+                    }
+                    Err(error) => failed(error.to_string(), &error.to_string()),
+                }
+            }
+            Some(waiting) => {
+                let user = waiting.user().to_owned();
+                match waiting.finish(message) {
+                    Ok((name, server_final)) => match Principal::user(name) {
+                        Ok(principal) => {
+                            metrics.authentication_successes.increment(1);
+                            tracing::info!(%peer, %principal, "authenticated");
+                            let principal = Arc::new(principal);
+                            let _ = session.principal.set(principal.clone());
+                            Step::answer(Response::Security(SecurityResponse::Authenticated {
+                                message: server_final,
+                                principal: Some(principal.as_ref().clone()),
+                            }))
+                        }
+                        Err(error) => failed(error.to_string(), &error.to_string()),
+                    },
+                    Err(error) => failed(
+                        error.to_string(),
+                        &format!("user {:?}: {error}", user.escape_debug().to_string()),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Answers an ACL administration request (already admitted).
+    pub fn administer(&self, request: SecurityRequest) -> Response {
+        let stored = |e: AclStoreError| match e {
+            AclStoreError::Invalid(e) => Response::error(ErrorCode::InvalidRequest, e.to_string()),
+            other => Response::error(ErrorCode::Storage, other.to_string()),
+        };
+        match request {
+            SecurityRequest::CreateAcls { entries } => match self.acls.add(entries) {
+                Ok(added) => Response::Security(SecurityResponse::AclsCreated { added }),
+                Err(e) => stored(e),
+            },
+            SecurityRequest::DescribeAcls { filter } => {
+                Response::Security(SecurityResponse::Acls(self.acls.list(&filter)))
+            }
+            SecurityRequest::DeleteAcls { filter } => match self.acls.remove(&filter) {
+                Ok(removed) => Response::Security(SecurityResponse::AclsDeleted(removed)),
+                Err(e) => stored(e),
+            },
+            SecurityRequest::Authenticate { .. } => Response::error(
+                ErrorCode::InvalidRequest,
+                "authentication is answered by the connection, not as administration",
+            ),
+        }
+    }
+
+    /// Called once topic `name` is deleted: its literal ACL entries go with it.
+    pub fn topic_deleted(&self, name: &str) {
+        match self.acls.remove_topic(name) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(
+                    topic = name,
+                    removed = removed.len(),
+                    "ACL entries of the deleted topic removed"
+                )
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(topic = name, %error, "cannot remove the deleted topic's ACL entries")
+            }
+        }
+    }
+}
+
+/// The answer to one authentication step.
+#[derive(Debug)]
+pub struct Step {
+    pub response: Response,
+    /// Answer after [`AUTHENTICATION_FAILURE_DELAY`].
+    pub failed: bool,
+    /// Close the connection once answered.
+    pub close: bool,
+}
+
+impl Step {
+    fn answer(response: Response) -> Self {
+        Self {
+            response,
+            failed: false,
+            close: false,
+        }
+    }
+}
+
+/// One connection's authentication state and decisions.
+pub struct Session {
+    peer: IpAddr,
+    /// Set once, when the connection authenticates (or at once: certificate, auth off).
+    principal: OnceLock<Arc<Principal>>,
+    exchange: Mutex<Exchange>,
+    decisions: Mutex<Decisions>,
+    /// Producer ids this connection's principal may write under.
+    producer_ids: Mutex<HashSet<i64>>,
+}
+
+impl Session {
+    /// The authenticated principal, if any.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.get().map(|p| p.as_ref())
+    }
+}
+
+#[derive(Default)]
+struct Exchange {
+    waiting: Option<ScramServerWaiting>,
+    failures: u32,
+}
+
+/// Decisions made for one connection under one generation of the ACLs.
+#[derive(Default)]
+struct Decisions {
+    generation: u64,
+    len: usize,
+    by_kind: HashMap<(ResourceType, Operation), HashMap<String, bool>>,
+}
+
+impl Decisions {
+    fn clear(&mut self, generation: u64) {
+        self.generation = generation;
+        self.len = 0;
+        self.by_kind.clear();
+    }
+
+    fn get(&self, resource_type: ResourceType, operation: Operation, name: &str) -> Option<bool> {
+        self.by_kind
+            .get(&(resource_type, operation))?
+            .get(name)
+            .copied()
+    }
+
+    fn insert(
+        &mut self,
+        resource_type: ResourceType,
+        operation: Operation,
+        name: &str,
+        allowed: bool,
+    ) {
+        if self.len >= DECISIONS_CACHED_MAX {
+            let generation = self.generation;
+            self.clear(generation);
+        }
+        self.len += 1;
+        self.by_kind
+            .entry((resource_type, operation))
+            .or_default()
+            .insert(name.to_owned(), allowed);
+    }
+}
+
+/// The secret in `data_dir/auth.secret`, created (0600) on first use.
+fn secret(data_dir: &Path) -> Result<[u8; SECRET_BYTES], SecurityError> {
+    let path = data_dir.join(SECRET_FILE);
+    let io = |e: std::io::Error| SecurityError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            <[u8; SECRET_BYTES]>::try_from(bytes.as_slice()).map_err(|_| SecurityError::Io {
+                path: path.display().to_string(),
+                reason: format!("expected {SECRET_BYTES} bytes, found {}", bytes.len()),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use ring::rand::SecureRandom;
+            let mut bytes = [0u8; SECRET_BYTES];
+            ring::rand::SystemRandom::new()
+                .fill(&mut bytes)
+                .map_err(|_| SecurityError::Random)?;
+            std::fs::create_dir_all(data_dir).map_err(io)?;
+            crate::fs::write_private(&path, &bytes).map_err(io)?;
+            Ok(bytes)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use herald_auth::scram::{nonce, ScramClient, MECHANISM};
+    use herald_metrics::Metrics;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn security(dir: &Path) -> Security {
+        Security::open(dir, &SecurityConfig::default()).expect("open")
+    }
+
+    fn local() -> IpAddr {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+
+    #[test]
+    fn first_start_generates_an_admin_whose_credentials_authenticate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let security = security(dir.path());
+        let metrics = BrokerMetrics::new(Metrics::new());
+        let text = std::fs::read_to_string(dir.path().join(LOCAL_CREDENTIALS_FILE)).expect("file");
+        let credentials = LocalCredentials::parse(&text).expect("parse");
+        let session = security.session(local(), None);
+        let (client, first) = ScramClient::new(
+            &credentials.user,
+            &credentials.password,
+            &nonce().expect("nonce"),
+        )
+        .expect("client");
+        let step = security.authenticate(&session, MECHANISM, &first, Instant::now(), &metrics);
+        let Response::Security(SecurityResponse::Authenticated {
+            message,
+            principal: None,
+        }) = step.response
+        else {
+            panic!("{:?}", step.response);
+        };
+        let (client, last) = client.step(&message).expect("step");
+        let step = security.authenticate(&session, MECHANISM, &last, Instant::now(), &metrics);
+        let Response::Security(SecurityResponse::Authenticated {
+            message,
+            principal: Some(principal),
+        }) = step.response
+        else {
+            panic!("{:?}", step.response);
+        };
+        client
+            .finish(&message)
+            .expect("the server proved it knows the key");
+        assert_eq!(principal.to_string(), "User:admin");
+        assert_eq!(session.principal(), Some(&principal));
+        // Reopening keeps the users (no second admin, no new file).
+        drop(security);
+        let again = super::tests::security(dir.path());
+        drop(again);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(LOCAL_CREDENTIALS_FILE)).expect("file"),
+            text
+        );
+    }
+
+    #[test]
+    fn with_authentication_off_everyone_is_anonymous_and_no_admin_is_made() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = SecurityConfig {
+            authentication: false,
+            ..SecurityConfig::default()
+        };
+        let security = Security::open(dir.path(), &config).expect("open");
+        assert!(!dir.path().join(LOCAL_CREDENTIALS_FILE).exists());
+        let session = security.session(local(), None);
+        assert_eq!(
+            session.principal().map(ToString::to_string).as_deref(),
+            Some("User:ANONYMOUS")
+        );
+        let metrics = BrokerMetrics::new(Metrics::new());
+        assert!(security
+            .admit(
+                &session,
+                &Request::DeleteTopic { name: "t".into() },
+                &metrics
+            )
+            .is_ok());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Malformed or forged authentication messages, at either step, fail cleanly: no
+        /// panic, an `AuthenticationFailed` answer, and no principal.
+        #[test]
+        fn malformed_authentication_messages_never_panic_nor_authenticate(
+            first in proptest::collection::vec(any::<u8>(), 0..300),
+            last in proptest::collection::vec(any::<u8>(), 0..300),
+            user in "[a-z]{1,8}",
+            use_real_first in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let security = security(dir.path());
+            let metrics = BrokerMetrics::new(Metrics::new());
+            let session = security.session(local(), None);
+            let first = if use_real_first {
+                ScramClient::new(&user, "password", "abcdefgh").expect("client").1
+            } else {
+                first
+            };
+            let step = security.authenticate(&session, MECHANISM, &first, Instant::now(), &metrics);
+            if !step.failed {
+                let step = security.authenticate(&session, MECHANISM, &last, Instant::now(), &metrics);
+                prop_assert!(step.failed);
+                let refused = matches!(
+                    step.response,
+                    Response::Error(ErrorBody { code: ErrorCode::AuthenticationFailed, .. })
+                );
+                prop_assert!(refused, "{:?}", step.response);
+            }
+            prop_assert!(session.principal().is_none());
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! Authentication and authorization over real QUIC connections to a broker served in this
+//! process: SCRAM-SHA-256 against the users file, failures delayed, counted and closed,
+//! ACLs checked on every request (lists filtered, named producers bound to their principal,
+//! a deleted topic's grants gone with it), and client certificates mapped to principals.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use herald_auth::acl::{
+    AclEntry, AclFilter, Operation, PatternType, Permission, Principal, ResourceType, CLUSTER_NAME,
+};
+use herald_broker::users::Users;
+use herald_broker_client::{BrokerClient, ConnectError, Credentials, RequestError, Trust};
+use herald_wire::batch::{BatchBuilder, Record};
+use herald_wire::groups::GroupRequest;
+use herald_wire::messages::{Durability, OffsetSpec, TopicConfig};
+use herald_wire::ErrorCode;
+use support::{scrape, RunningBroker};
+
+const ALICE_PASSWORD: &str = "alice's long password";
+const BOB_PASSWORD: &str = "bob's long password";
+
+async fn start(dir: &Path) -> RunningBroker {
+    let mut config = support::config(dir);
+    config.retention_check_interval = Duration::from_secs(3600);
+    RunningBroker::start_with(config).await
+}
+
+/// Adds `name` to the running broker's users file (as `herald user add` does).
+fn add_user(dir: &Path, name: &str, password: &str) {
+    Users::open(dir)
+        .expect("users")
+        .add(name, password)
+        .expect("add user");
+}
+
+async fn connect_as(broker: &RunningBroker, user: &str, password: &str) -> BrokerClient {
+    BrokerClient::connect_with(
+        broker.bound.addr,
+        Trust::Fingerprint(broker.bound.fingerprint.clone()),
+        &Credentials::scram(user, password),
+    )
+    .await
+    .expect("authenticates")
+}
+
+async fn anonymous(broker: &RunningBroker) -> BrokerClient {
+    BrokerClient::connect(
+        broker.bound.addr,
+        Trust::Fingerprint(broker.bound.fingerprint.clone()),
+    )
+    .await
+    .expect("connects")
+}
+
+fn allow(user: &str, resource_type: ResourceType, name: &str, operation: Operation) -> AclEntry {
+    AclEntry::new(
+        Principal::user(user).expect("principal"),
+        resource_type,
+        PatternType::Literal,
+        name,
+        operation,
+        Permission::Allow,
+    )
+    .expect("entry")
+}
+
+fn batch(producer: Option<(i64, i16, i32)>) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    if let Some((id, epoch, sequence)) = producer {
+        builder = builder.idempotent(id, epoch, sequence);
+    }
+    builder.push(Record {
+        timestamp_ms: 1,
+        key: None,
+        value: Some(b"v".to_vec()),
+        headers: Vec::new(),
+    });
+    builder.encode().expect("batch")
+}
+
+/// The broker's code and message, or a panic naming what came back instead.
+fn refusal<T: std::fmt::Debug>(result: Result<T, RequestError>) -> (ErrorCode, String) {
+    match result {
+        Err(RequestError::Broker { code, message, .. }) => (code, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_connection_may_only_authenticate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    let admin = broker.client().await;
+    admin
+        .create_topic("orders", TopicConfig::default())
+        .await
+        .expect("create");
+
+    let stranger = anonymous(&broker).await;
+    let refusals = [
+        refusal(stranger.list_topics().await),
+        refusal(stranger.describe_topic("orders").await),
+        refusal(stranger.create_topic("other", TopicConfig::default()).await),
+        refusal(stranger.delete_topic("orders").await),
+        refusal(
+            stranger
+                .produce("orders", 0, Durability::Memory, batch(None))
+                .await,
+        ),
+        refusal(
+            stranger
+                .fetch("orders", 0, 0, 1024, Duration::ZERO, 0)
+                .await,
+        ),
+        refusal(stranger.list_offsets("orders", 0, OffsetSpec::Latest).await),
+        refusal(stranger.init_producer("p").await),
+        refusal(stranger.group(GroupRequest::List).await),
+        refusal(stranger.describe_acls(AclFilter::any()).await),
+        refusal(
+            stranger
+                .create_acls(vec![allow(
+                    "x",
+                    ResourceType::Topic,
+                    "orders",
+                    Operation::Read,
+                )])
+                .await,
+        ),
+    ];
+    for (code, message) in refusals {
+        assert_eq!(code, ErrorCode::NotAuthenticated, "{message}");
+        assert!(message.contains("authenticate"), "{message}");
+    }
+    // Nothing changed.
+    let topics = admin.list_topics().await.expect("list");
+    assert_eq!(topics.len(), 1);
+    assert_eq!(
+        admin
+            .list_offsets("orders", 0, OffsetSpec::Latest)
+            .await
+            .expect("offsets")
+            .0,
+        0
+    );
+    assert!(admin
+        .describe_acls(AclFilter::any())
+        .await
+        .expect("acls")
+        .is_empty());
+
+    // The same connection may authenticate and then go on.
+    let Credentials::Scram { user, password } = &broker.credentials else {
+        panic!("the broker generated a SCRAM credential");
+    };
+    let principal = stranger
+        .authenticate(user, password)
+        .await
+        .expect("authenticates");
+    assert_eq!(principal.to_string(), "User:admin");
+    assert_eq!(stranger.principal(), Some(principal));
+    assert_eq!(stranger.list_topics().await.expect("list").len(), 1);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_are_delayed_counted_and_close_the_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    add_user(dir.path(), "alice", ALICE_PASSWORD);
+
+    let wrong = BrokerClient::connect_with(
+        broker.bound.addr,
+        Trust::Fingerprint(broker.bound.fingerprint.clone()),
+        &Credentials::scram("alice", "not her password"),
+    )
+    .await;
+    match wrong {
+        Err(ConnectError::Authentication(message)) => {
+            assert!(
+                message.contains("unknown user or bad password"),
+                "{message}"
+            )
+        }
+        Err(other) => panic!("expected an authentication failure, got {other}"),
+        Ok(_) => panic!("a wrong password authenticated"),
+    }
+    // An unknown user fails the same way.
+    let client = anonymous(&broker).await;
+    let started = Instant::now();
+    let (code, message) = refusal(client.authenticate("nobody", "whatever it is").await);
+    assert_eq!(code, ErrorCode::AuthenticationFailed);
+    assert!(
+        message.contains("unknown user or bad password"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "a failure is answered after a delay ({:?})",
+        started.elapsed()
+    );
+    // Third failure on this connection (one above, two here): closed.
+    let _ = client.authenticate("alice", "wrong again!").await;
+    let _ = client.authenticate("alice", "wrong again!").await;
+    let after = client.list_topics().await;
+    assert!(
+        matches!(
+            after,
+            Err(RequestError::Connection(_) | RequestError::Stream(_))
+        ),
+        "the connection is closed: {after:?}"
+    );
+    let metrics = scrape(broker.metrics_addr()).await;
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("herald_broker_authentications_total{result=\"failure\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(failures >= 4.0, "{metrics}");
+    // No password in the users file, and the right one still works.
+    let users = std::fs::read_to_string(Users::path(dir.path())).expect("users file");
+    assert!(!users.contains(ALICE_PASSWORD));
+    let alice = connect_as(&broker, "alice", ALICE_PASSWORD).await;
+    assert_eq!(
+        alice.principal().map(|p| p.to_string()).as_deref(),
+        Some("User:alice")
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acls_gate_every_request_and_lists_show_only_what_may_be_described() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    let admin = broker.client().await;
+    for topic in ["orders", "secret"] {
+        admin
+            .create_topic(topic, TopicConfig::default())
+            .await
+            .expect("create");
+    }
+    add_user(dir.path(), "alice", ALICE_PASSWORD);
+    let alice = connect_as(&broker, "alice", ALICE_PASSWORD).await;
+
+    assert!(
+        alice.list_topics().await.expect("list").is_empty(),
+        "nothing granted, nothing listed"
+    );
+    let (code, message) = refusal(
+        alice
+            .produce("orders", 0, Durability::Memory, batch(None))
+            .await,
+    );
+    assert_eq!(code, ErrorCode::NotAuthorized);
+    assert!(
+        message.contains("User:alice") && message.contains("WRITE") && message.contains("orders"),
+        "{message}"
+    );
+    assert_eq!(
+        admin
+            .list_offsets("orders", 0, OffsetSpec::Latest)
+            .await
+            .expect("offsets")
+            .0,
+        0,
+        "nothing stored"
+    );
+
+    admin
+        .create_acls(vec![
+            allow("alice", ResourceType::Topic, "orders", Operation::Write),
+            allow("alice", ResourceType::Topic, "orders", Operation::Read),
+        ])
+        .await
+        .expect("grant");
+    // The grant applies to the open connection at once (its cached decisions are dropped).
+    alice
+        .produce("orders", 0, Durability::Memory, batch(None))
+        .await
+        .expect("may write now");
+    let fetched = alice
+        .fetch("orders", 0, 0, 1 << 20, Duration::ZERO, 0)
+        .await
+        .expect("may read");
+    assert!(!fetched.batches.is_empty());
+    let listed: Vec<String> = alice
+        .list_topics()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(
+        listed,
+        ["orders"],
+        "WRITE and READ imply DESCRIBE; secret stays hidden"
+    );
+    let (code, message) = refusal(alice.fetch("secret", 0, 0, 1024, Duration::ZERO, 0).await);
+    assert_eq!(code, ErrorCode::NotAuthorized, "{message}");
+    assert!(
+        message.contains("READ") && message.contains("secret"),
+        "{message}"
+    );
+    let (code, _) = refusal(alice.delete_topic("orders").await);
+    assert_eq!(code, ErrorCode::NotAuthorized);
+    assert_eq!(
+        admin.list_topics().await.expect("list").len(),
+        2,
+        "nothing deleted"
+    );
+
+    // ACL administration needs ALTER on the cluster.
+    let (code, message) = refusal(
+        alice
+            .create_acls(vec![allow(
+                "alice",
+                ResourceType::Topic,
+                "secret",
+                Operation::Read,
+            )])
+            .await,
+    );
+    assert_eq!(code, ErrorCode::NotAuthorized);
+    assert!(
+        message.contains("ALTER") && message.contains(CLUSTER_NAME),
+        "{message}"
+    );
+    // A DENY wins over the ALLOW.
+    admin
+        .create_acls(vec![AclEntry::new(
+            Principal::user("alice").expect("principal"),
+            ResourceType::Topic,
+            PatternType::Prefixed,
+            "ord",
+            Operation::Write,
+            Permission::Deny,
+        )
+        .expect("entry")])
+        .await
+        .expect("deny");
+    let (code, _) = refusal(
+        alice
+            .produce("orders", 0, Durability::Memory, batch(None))
+            .await,
+    );
+    assert_eq!(code, ErrorCode::NotAuthorized);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_producer_and_its_id_belong_to_the_principal_that_first_used_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    let admin = broker.client().await;
+    admin
+        .create_topic("payments", TopicConfig::default())
+        .await
+        .expect("create");
+    add_user(dir.path(), "alice", ALICE_PASSWORD);
+    add_user(dir.path(), "bob", BOB_PASSWORD);
+    admin
+        .create_acls(vec![
+            allow("alice", ResourceType::Topic, "payments", Operation::Write),
+            allow("bob", ResourceType::Topic, "payments", Operation::Write),
+        ])
+        .await
+        .expect("grant");
+    let alice = connect_as(&broker, "alice", ALICE_PASSWORD).await;
+    let bob = connect_as(&broker, "bob", BOB_PASSWORD).await;
+
+    let (id, epoch) = alice.init_producer("checkout").await.expect("init");
+    alice
+        .produce(
+            "payments",
+            0,
+            Durability::Memory,
+            batch(Some((id, epoch, 0))),
+        )
+        .await
+        .expect("alice writes as her producer");
+    // Bob can neither fence alice's named producer nor write under its id.
+    let (code, message) = refusal(bob.init_producer("checkout").await);
+    assert_eq!(code, ErrorCode::NotAuthorized);
+    assert!(message.contains("User:alice"), "{message}");
+    let (code, message) = refusal(
+        bob.produce(
+            "payments",
+            0,
+            Durability::Memory,
+            batch(Some((id, epoch + 1, 0))),
+        )
+        .await,
+    );
+    assert_eq!(code, ErrorCode::NotAuthorized);
+    assert!(message.contains(&id.to_string()), "{message}");
+    // Alice's producer goes on, unfenced.
+    alice
+        .produce(
+            "payments",
+            0,
+            Durability::Memory,
+            batch(Some((id, epoch, 1))),
+        )
+        .await
+        .expect("alice is not fenced");
+    assert_eq!(
+        admin
+            .list_offsets("payments", 0, OffsetSpec::Latest)
+            .await
+            .expect("offsets")
+            .0,
+        2
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topic_takes_its_grants_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    let admin = broker.client().await;
+    admin
+        .create_topic("orders", TopicConfig::default())
+        .await
+        .expect("create");
+    add_user(dir.path(), "alice", ALICE_PASSWORD);
+    admin
+        .create_acls(vec![
+            allow("alice", ResourceType::Topic, "orders", Operation::Write),
+            allow(
+                "alice",
+                ResourceType::Group,
+                "orders-readers",
+                Operation::Read,
+            ),
+        ])
+        .await
+        .expect("grant");
+    admin.delete_topic("orders").await.expect("delete");
+    admin
+        .create_topic("orders", TopicConfig::default())
+        .await
+        .expect("create again");
+    let alice = connect_as(&broker, "alice", ALICE_PASSWORD).await;
+    let (code, _) = refusal(
+        alice
+            .produce("orders", 0, Durability::Memory, batch(None))
+            .await,
+    );
+    assert_eq!(
+        code,
+        ErrorCode::NotAuthorized,
+        "the new topic is not alice's"
+    );
+    let left = admin.describe_acls(AclFilter::any()).await.expect("acls");
+    assert_eq!(
+        left,
+        vec![allow(
+            "alice",
+            ResourceType::Group,
+            "orders-readers",
+            Operation::Read
+        )],
+        "only the topic's own entries went"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_authenticates_as_the_principal_its_subject_maps_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A CA, and a client certificate it signs for CN=orders-service,OU=payments,O=Acme.
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Herald test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let client_key = rcgen::KeyPair::generate().expect("key");
+    let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    // Encoded O, OU, CN: RFC 2253 prints the last first.
+    client_params.distinguished_name = rcgen::DistinguishedName::new();
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Acme");
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationalUnitName, "payments");
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "orders-service");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let client_cert = client_params
+        .signed_by(&client_key, &issuer)
+        .expect("client certificate");
+    assert_eq!(
+        herald_broker::tls::subject_of(client_cert.der()).as_deref(),
+        Some("CN=orders-service,OU=payments,O=Acme")
+    );
+    let files = dir.path().join("pki");
+    std::fs::create_dir(&files).expect("mkdir");
+    std::fs::write(files.join("ca.pem"), ca.pem()).expect("ca");
+    std::fs::write(files.join("client.pem"), client_cert.pem()).expect("cert");
+    std::fs::write(files.join("client.key"), client_key.serialize_pem()).expect("key");
+    // A certificate from a CA the broker does not trust.
+    let stranger_key = rcgen::KeyPair::generate().expect("key");
+    let stranger = rcgen::CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .self_signed(&stranger_key)
+        .expect("self-signed");
+    std::fs::write(files.join("stranger.pem"), stranger.pem()).expect("cert");
+    std::fs::write(files.join("stranger.key"), stranger_key.serialize_pem()).expect("key");
+
+    let mut config = support::config(&dir.path().join("data"));
+    config.security.client_ca = Some(files.join("ca.pem"));
+    config.security.principal_rules =
+        herald_broker::security::PrincipalRules::parse(&["RULE:^CN=([^,]+),OU=payments,.*$/$1/L"])
+            .expect("rules");
+    let broker = RunningBroker::start_with(config).await;
+    let admin = broker.client().await;
+    admin
+        .create_topic("orders", TopicConfig::default())
+        .await
+        .expect("create");
+    admin
+        .create_acls(vec![allow(
+            "orders-service",
+            ResourceType::Topic,
+            "orders",
+            Operation::Write,
+        )])
+        .await
+        .expect("grant");
+    let trust = Trust::Fingerprint(broker.bound.fingerprint.clone());
+    let service = BrokerClient::connect_with(
+        broker.bound.addr,
+        trust.clone(),
+        &Credentials::Certificate {
+            cert: files.join("client.pem"),
+            key: files.join("client.key"),
+        },
+    )
+    .await
+    .expect("connects with its certificate");
+    service
+        .produce("orders", 0, Durability::Memory, batch(None))
+        .await
+        .expect("authenticated as User:orders-service, which may write");
+    let (code, message) = refusal(service.delete_topic("orders").await);
+    assert_eq!(code, ErrorCode::NotAuthorized);
+    assert!(message.contains("User:orders-service"), "{message}");
+
+    // An untrusted certificate does not get through the handshake.
+    let untrusted = BrokerClient::connect_with(
+        broker.bound.addr,
+        trust,
+        &Credentials::Certificate {
+            cert: files.join("stranger.pem"),
+            key: files.join("stranger.key"),
+        },
+    )
+    .await;
+    let refused = match untrusted {
+        Err(_) => true,
+        Ok(client) => client.list_topics().await.is_err(),
+    };
+    assert!(refused, "a certificate from an unknown CA is refused");
+    broker.stop().await;
+}

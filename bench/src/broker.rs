@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use herald_broker_client::{BrokerClient, Trust};
+use herald_broker_client::{BrokerClient, Credentials, Trust};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
 
@@ -62,6 +62,10 @@ pub(crate) struct Options {
     /// Also run the workload against this peer: nats.
     #[arg(long)]
     peer: Option<String>,
+    /// on: the broker requires authentication and the bench connects as a user that is not a
+    /// super user, so every request is checked against ACLs; off: `--insecure-no-auth`.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    auth: String,
 }
 
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
@@ -117,6 +121,11 @@ impl HeraldProcess {
     pub(crate) fn new(child: Child, dir: tempfile::TempDir) -> Self {
         Self { child, _dir: dir }
     }
+
+    /// The broker's data directory (`start_broker` serves `<dir>/data`).
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
 }
 
 impl Drop for HeraldProcess {
@@ -139,8 +148,92 @@ pub(crate) fn herald_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The user the benches connect as when authentication is on.
+const BENCH_USER: &str = "bench";
+const BENCH_PASSWORD: &str = "bench password, long enough";
+
+/// A broker the bench started, and how to connect to it.
+pub(crate) struct StartedBroker {
+    /// Kept for its lifetime: dropping it kills the broker.
+    pub(crate) _process: HeraldProcess,
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) fingerprint: String,
+    pub(crate) credentials: Credentials,
+}
+
+impl StartedBroker {
+    pub(crate) async fn client(&self) -> anyhow::Result<BrokerClient> {
+        Ok(BrokerClient::connect_with(
+            self.addr,
+            Trust::Fingerprint(self.fingerprint.clone()),
+            &self.credentials,
+        )
+        .await?)
+    }
+}
+
+/// Starts a broker; with `auth`, adds [`BENCH_USER`] (with `herald user add`) and grants it
+/// everything on every topic and group through ACL entries (literal `*`), as the generated
+/// admin, so that its requests take the whole authorization path (a super user would skip
+/// the ACLs).
+pub(crate) async fn start_broker_as_user(
+    group_session_ms: u64,
+    auth: bool,
+) -> anyhow::Result<StartedBroker> {
+    use herald_auth::acl::{AclEntry, Operation, PatternType, Permission, Principal, ResourceType};
+    let (process, addr, fingerprint) = start_broker(group_session_ms, auth)?;
+    if !auth {
+        return Ok(StartedBroker {
+            _process: process,
+            addr,
+            fingerprint,
+            credentials: Credentials::None,
+        });
+    }
+    let data_dir = process.data_dir();
+    let mut child = Command::new(herald_binary()?)
+        .args(["user", "add", BENCH_USER, "--data-dir"])
+        .arg(&data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    std::io::Write::write_all(
+        &mut child.stdin.take().context("stdin")?,
+        format!("{BENCH_PASSWORD}\n").as_bytes(),
+    )?;
+    anyhow::ensure!(child.wait()?.success(), "herald user add failed");
+    let admin = BrokerClient::connect_with(
+        addr,
+        Trust::Fingerprint(fingerprint.clone()),
+        &Credentials::from_local_file(&data_dir.join(herald_auth::local::LOCAL_CREDENTIALS_FILE))?,
+    )
+    .await?;
+    let principal = Principal::user(BENCH_USER)?;
+    let entries = [ResourceType::Topic, ResourceType::Group]
+        .into_iter()
+        .map(|resource_type| {
+            AclEntry::new(
+                principal.clone(),
+                resource_type,
+                PatternType::Literal,
+                "*",
+                Operation::All,
+                Permission::Allow,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    admin.create_acls(entries).await?;
+    Ok(StartedBroker {
+        _process: process,
+        addr,
+        fingerprint,
+        credentials: Credentials::scram(BENCH_USER, BENCH_PASSWORD),
+    })
+}
+
 pub(crate) fn start_broker(
     group_session_ms: u64,
+    auth: bool,
 ) -> anyhow::Result<(HeraldProcess, std::net::SocketAddr, String)> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("broker.toml");
@@ -153,7 +246,12 @@ pub(crate) fn start_broker(
         .arg(&config)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
+        .args(if auth {
+            &[][..]
+        } else {
+            &["--insecure-no-auth"][..]
+        })
+        .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
@@ -196,8 +294,8 @@ fn encode_batch(
 }
 
 async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()> {
-    let (_process, addr, fingerprint) = start_broker(options.group_session_ms)?;
-    let client = BrokerClient::connect(addr, Trust::Fingerprint(fingerprint.clone())).await?;
+    let broker = start_broker_as_user(options.group_session_ms, options.auth == "on").await?;
+    let client = broker.client().await?;
     client
         .create_topic(
             "bench",
@@ -225,7 +323,7 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
     } else {
         None
     };
-    println!("# herald: {} records of {} bytes in batches of {}, {} partition(s), window {}, durability {}", options.records, options.record_bytes, options.batch_records, options.partitions, options.window, options.durability);
+    println!("# herald: {} records of {} bytes in batches of {}, {} partition(s), window {}, durability {}, auth {}", options.records, options.record_bytes, options.batch_records, options.partitions, options.window, options.durability, options.auth);
 
     // Produce at full speed with a window of in-flight batches.
     let started = Instant::now();
@@ -338,8 +436,7 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
     if options.consumers > 0 {
         let mut clients = Vec::new();
         for _ in 0..options.consumers {
-            clients
-                .push(BrokerClient::connect(addr, Trust::Fingerprint(fingerprint.clone())).await?);
+            clients.push(broker.client().await?);
         }
         let group = format!("bench-{}", options.consumers);
         crate::broker_groups::consume(

@@ -20,6 +20,10 @@ pub(crate) struct Options {
     /// Records per phase and round.
     #[arg(long, default_value_t = 300_000)]
     records: usize,
+    /// on: the broker requires authentication and the bench connects as a user whose requests
+    /// are checked against ACLs; off: `--insecure-no-auth`.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    auth: String,
     /// Alternating rounds of raw and typed; medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -184,17 +188,20 @@ fn start_registry() -> anyhow::Result<(crate::broker::HeraldProcess, String)> {
 
 async fn end_to_end(options: &Options) -> anyhow::Result<()> {
     let (_registry, registry_url) = start_registry()?;
-    let (_broker, addr, fingerprint) = crate::broker::start_broker(3000)?;
-    let client = Client::connect(ClientConfig::new(
-        addr,
-        Trust::Fingerprint(fingerprint),
-        registry_url,
-    ))
+    let broker = crate::broker::start_broker_as_user(3000, options.auth == "on").await?;
+    let client = Client::connect(
+        ClientConfig::new(
+            broker.addr,
+            Trust::Fingerprint(broker.fingerprint.clone()),
+            registry_url,
+        )
+        .with_credentials(broker.credentials.clone()),
+    )
     .await?;
     let n = options.records;
     println!(
-        "# sdk: {n} records per phase, {} alternating rounds, 1 partition, durability memory",
-        options.rounds
+        "# sdk: {n} records per phase, {} alternating rounds, 1 partition, durability memory, auth {}",
+        options.rounds, options.auth
     );
     let mut results: [Vec<f64>; 7] = Default::default();
     for round in 0..options.rounds {

@@ -64,11 +64,14 @@ impl From<MetaError> for ProducerIdError {
     }
 }
 
-/// A named producer's id and current epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A named producer's id and current epoch, and the principal it belongs to (with
+/// authentication on: the first that used the name; kept as long as the name is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Named {
     id: i64,
     epoch: i16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 /// The ids; also the version 1 payload of `producers.meta` (a change of shape needs a new
@@ -108,7 +111,14 @@ impl Table {
             let mut fields = line.splitn(3, '\t');
             let id = fields.next()?.parse().ok()?;
             let epoch = fields.next()?.parse().ok()?;
-            named.insert(fields.next()?.to_owned(), Named { id, epoch });
+            named.insert(
+                fields.next()?.to_owned(),
+                Named {
+                    id,
+                    epoch,
+                    owner: None,
+                },
+            );
         }
         Some(Self {
             next_id,
@@ -116,6 +126,17 @@ impl Table {
             owners: BTreeMap::new(),
         })
     }
+}
+
+/// Whom a producer id was handed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProducerOwner {
+    /// No such id was handed out yet: a batch claiming it is forged.
+    NeverIssued,
+    /// Handed out without authentication, or its owner was forgotten.
+    Unknown,
+    /// The principal (user name) it was handed to.
+    Principal(String),
 }
 
 pub struct ProducerIds {
@@ -158,7 +179,7 @@ impl ProducerIds {
         }
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if let (Some(owner), Some(named)) = (owner, table.named.get(name)) {
-            if let Some(current) = table.owners.get(&named.id) {
+            if let Some(current) = &named.owner {
                 if current != owner {
                     return Err(ProducerIdError::NotOwner {
                         name: name.to_owned(),
@@ -173,8 +194,8 @@ impl ProducerIds {
             next.next_id += 1;
             (id, 0)
         } else {
-            match next.named.get(name).copied() {
-                Some(Named { id, epoch }) if epoch < i16::MAX => (id, epoch + 1),
+            match next.named.get(name).map(|named| (named.id, named.epoch)) {
+                Some((id, epoch)) if epoch < i16::MAX => (id, epoch + 1),
                 // Epochs exhausted: a new id, which no zombie can share.
                 Some(_) | None => {
                     if next.named.len() >= NAMED_PRODUCERS_MAX && !next.named.contains_key(name) {
@@ -188,12 +209,35 @@ impl ProducerIds {
         };
         if !name.is_empty() {
             let (id, epoch) = answer;
-            next.named.insert(name.to_owned(), Named { id, epoch });
+            let owner = owner
+                .map(str::to_owned)
+                .or_else(|| next.named.get(name).and_then(|named| named.owner.clone()));
+            next.named
+                .insert(name.to_owned(), Named { id, epoch, owner });
         }
         if let Some(owner) = owner {
             next.owners.insert(answer.0, owner.to_owned());
-            while next.owners.len() > OWNED_IDS_MAX {
-                next.owners.pop_first();
+            if next.owners.len() > OWNED_IDS_MAX {
+                // Forget an anonymous id (named producers keep their owner with their name):
+                // the asking principal's oldest first, so that one principal asking for ids
+                // over and over forgets its own, not others'.
+                let named: std::collections::HashSet<i64> =
+                    next.named.values().map(|named| named.id).collect();
+                let forget = next
+                    .owners
+                    .iter()
+                    .find(|(id, who)| {
+                        **id != answer.0 && who.as_str() == owner && !named.contains(id)
+                    })
+                    .or_else(|| {
+                        next.owners
+                            .iter()
+                            .find(|(id, _)| **id != answer.0 && !named.contains(id))
+                    })
+                    .map(|(id, _)| *id);
+                if let Some(id) = forget {
+                    next.owners.remove(&id);
+                }
             }
         }
         meta::write(&self.dir, FILE, KIND, &next).map_err(ProducerIdError::Write)?;
@@ -201,14 +245,16 @@ impl ProducerIds {
         Ok(answer)
     }
 
-    /// The principal name producer id `id` was handed to, if it is remembered.
-    pub fn owner(&self, id: i64) -> Option<String> {
-        self.table
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .owners
-            .get(&id)
-            .cloned()
+    /// Whom producer id `id` was handed to.
+    pub fn owner(&self, id: i64) -> ProducerOwner {
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if id >= table.next_id {
+            return ProducerOwner::NeverIssued;
+        }
+        match table.owners.get(&id) {
+            Some(owner) => ProducerOwner::Principal(owner.clone()),
+            None => ProducerOwner::Unknown,
+        }
     }
 }
 
@@ -239,14 +285,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ids = ProducerIds::open(dir.path()).expect("open");
         let (id, _) = ids.init("checkout", Some("alice")).expect("init");
-        assert_eq!(ids.owner(id).as_deref(), Some("alice"));
+        assert_eq!(ids.owner(id), ProducerOwner::Principal("alice".to_owned()));
+        assert_eq!(ids.owner(id + 1), ProducerOwner::NeverIssued);
         assert!(matches!(
             ids.init("checkout", Some("mallory")),
             Err(ProducerIdError::NotOwner { .. })
         ));
         assert_eq!(ids.init("checkout", Some("alice")).expect("init"), (id, 1));
         let (anonymous, _) = ids.init("", Some("bob")).expect("init");
-        assert_eq!(ids.owner(anonymous).as_deref(), Some("bob"));
+        assert_eq!(
+            ids.owner(anonymous),
+            ProducerOwner::Principal("bob".to_owned())
+        );
         drop(ids);
         let ids = ProducerIds::open(dir.path()).expect("reopen");
         assert!(
@@ -256,7 +306,10 @@ mod tests {
             ),
             "kept across restarts"
         );
-        assert_eq!(ids.owner(anonymous).as_deref(), Some("bob"));
+        assert_eq!(
+            ids.owner(anonymous),
+            ProducerOwner::Principal("bob".to_owned())
+        );
     }
 
     #[test]

@@ -40,6 +40,7 @@ use crate::schema_cache::SchemaCache;
 use crate::security::access::{self, Access};
 use crate::security::{
     Security, SecurityConfig, Session, AUTHENTICATION_CLOSE_CODE, AUTHENTICATION_FAILURE_DELAY,
+    AUTHENTICATION_TIMEOUT, UNAUTHENTICATED_FRAME_BYTES_MAX,
 };
 use crate::tls::{self, TlsSource};
 use herald_wire::security::SecurityRequest;
@@ -333,6 +334,23 @@ async fn serve_connection(
         responses: ResponseBudgets::new(CONNECTION_RESPONSE_BYTES_MAX, &responses),
         write_timeout,
     });
+    if state.security.required() && state.session.principal().is_none() {
+        // A connection that has not authenticated in time is closed: it would hold one of the
+        // broker's connection slots for nothing.
+        let state = Arc::downgrade(&state);
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(AUTHENTICATION_TIMEOUT).await;
+            if let Some(state) = state.upgrade() {
+                if state.session.principal().is_none() {
+                    connection.close(
+                        AUTHENTICATION_CLOSE_CODE.into(),
+                        b"not authenticated in time",
+                    );
+                }
+            }
+        });
+    }
     loop {
         let (send, recv) = connection.accept_bi().await?;
         let state = state.clone();
@@ -380,7 +398,14 @@ async fn serve_stream(
     conn: Arc<ConnectionState>,
 ) -> Result<(), StreamError> {
     loop {
-        let (frame, _read_permit) = match next_frame(&mut recv, &conn.read_budget).await {
+        // Until the connection has authenticated, only frames the size of an authentication
+        // step are read: a stranger gets no room to make the broker buffer large requests.
+        let frame_most = match conn.session.principal() {
+            Some(_) => FRAME_BYTES_MAX,
+            None => UNAUTHENTICATED_FRAME_BYTES_MAX,
+        };
+        let (frame, _read_permit) = match next_frame(&mut recv, &conn.read_budget, frame_most).await
+        {
             Ok(Some(read)) => read,
             Ok(None) => break,
             Err(error) => {
@@ -409,14 +434,16 @@ async fn serve_stream(
             (FrameKind::Request, Ok(api)) => match Request::decode(api, &frame.body) {
                 Ok(Request::Security(SecurityRequest::Authenticate { mechanism, message })) => {
                     let step = conn.security.authenticate(&conn.session, &mechanism, &message, std::time::Instant::now(), &conn.broker.metrics);
+                    if step.close {
+                        // At once: a connection that failed too often gets no further tries
+                        // while a delayed answer is pending.
+                        conn.connection.close(AUTHENTICATION_CLOSE_CODE.into(), b"too many failed authentications");
+                        return Ok(());
+                    }
                     if step.failed {
                         tokio::time::sleep(AUTHENTICATION_FAILURE_DELAY).await;
                     }
                     respond(&mut send, &conn, header, Reply::Ready(step.response), &frame.body).await?;
-                    if step.close {
-                        conn.connection.close(AUTHENTICATION_CLOSE_CODE.into(), b"too many failed authentications");
-                        return Ok(());
-                    }
                     continue;
                 }
                 Ok(request) => match conn.security.admit(&conn.session, &request, &conn.broker.metrics) {
@@ -441,6 +468,7 @@ async fn serve_stream(
 async fn next_frame(
     recv: &mut quinn::RecvStream,
     read_budget: &Arc<Semaphore>,
+    most: usize,
 ) -> Result<Option<(Frame, OwnedSemaphorePermit)>, String> {
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
@@ -449,6 +477,11 @@ async fn next_frame(
         Err(error) => return Err(error.to_string()),
     }
     let length = Frame::announced_length(prefix).map_err(|e| e.to_string())?;
+    if length > most {
+        return Err(format!(
+            "a frame of {length} bytes before authenticating; at most {most} until then"
+        ));
+    }
     // Frame bodies buffered by one connection are bounded: a peer announcing large frames on
     // many streams waits here, and QUIC flow control holds its data back meanwhile.
     let permit = read_budget
@@ -588,10 +621,11 @@ async fn handle(conn: &ConnectionState, request: Request) -> Response {
                 Access::Filtered(listing) => Some(listing),
                 _ => None,
             };
-            let deleted = match &request {
-                Request::DeleteTopic { name } => Some(name.clone()),
-                _ => None,
-            };
+            if let Request::DeleteTopic { name } = &request {
+                if let Err(refused) = conn.security.deleting_topic(name) {
+                    return refused;
+                }
+            }
             if let Request::Produce { batch, .. } = &request {
                 if let Some(header) = herald_wire::BatchHeader::read(batch) {
                     if let Err(refused) = conn.security.may_use_producer_id(
@@ -605,9 +639,6 @@ async fn handle(conn: &ConnectionState, request: Request) -> Response {
                 }
             }
             let response = conn.broker.handle(request).await;
-            if let (Some(name), Response::TopicDeleted) = (deleted, &response) {
-                conn.security.topic_deleted(&name);
-            }
             match listing {
                 Some(listing) => conn.security.filter(&conn.session, listing, response),
                 None => response,

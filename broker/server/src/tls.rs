@@ -147,10 +147,13 @@ pub fn server_config(
                 TlsError::Config(format!("client CA {}: {reason}", path.display()))
             };
             let mut roots = rustls::RootCertStore::empty();
-            for certificate in rustls::pki_types::CertificateDer::pem_file_iter(path)
+            for (index, certificate) in rustls::pki_types::CertificateDer::pem_file_iter(path)
                 .map_err(|e| failed(e.to_string()))?
-                .take(CLIENT_CAS_MAX)
+                .enumerate()
             {
+                if index >= CLIENT_CAS_MAX {
+                    return Err(failed(format!("more than {CLIENT_CAS_MAX} certificates")));
+                }
                 roots
                     .add(certificate.map_err(|e| failed(e.to_string()))?)
                     .map_err(|e| failed(e.to_string()))?;
@@ -219,11 +222,19 @@ pub fn subject_of(der: &[u8]) -> Option<String> {
 }
 
 /// RFC 2253 section 2.4: special characters backslash-escaped, and a leading `#` or space and
-/// a trailing space.
+/// a trailing space; control characters as `\XX` (hex), so that a subject never breaks a log
+/// line.
 fn escape_rfc2253(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
     let last = value.chars().count().saturating_sub(1);
     for (index, c) in value.chars().enumerate() {
+        if c.is_control() {
+            let mut bytes = [0u8; 4];
+            for byte in c.encode_utf8(&mut bytes).bytes() {
+                escaped.push_str(&format!("\\{byte:02X}"));
+            }
+            continue;
+        }
         let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
             || (index == 0 && (c == '#' || c == ' '))
             || (index == last && c == ' ');

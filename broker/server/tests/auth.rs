@@ -166,6 +166,45 @@ async fn an_unauthenticated_connection_may_only_authenticate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_may_send_no_large_frame_and_is_closed_if_it_does_not_authenticate_in_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    let stranger = anonymous(&broker).await;
+    let big = herald_wire::Request::Produce {
+        topic: "orders".to_owned(),
+        partition: 0,
+        durability: Durability::Memory,
+        batch: vec![0; 1 << 20],
+    };
+    // Refused from its length prefix, before its body is buffered: the answer is the
+    // stream's frame error (header api 0), which the client reports as unexpected.
+    match stranger.request(&big).await {
+        Err(RequestError::Unexpected { answer, .. }) => {
+            assert!(answer.contains("api: 0"), "{answer}")
+        }
+        other => panic!("a 1 MiB frame before authenticating: {other:?}"),
+    }
+    // The connection itself is still there to authenticate on.
+    let (code, _) = refusal(stranger.list_topics().await);
+    assert_eq!(code, ErrorCode::NotAuthenticated);
+    // Idle and unauthenticated: closed after the authentication timeout.
+    tokio::time::sleep(herald_broker::security::AUTHENTICATION_TIMEOUT + Duration::from_secs(1))
+        .await;
+    let after = stranger.list_topics().await;
+    assert!(
+        matches!(
+            after,
+            Err(RequestError::Connection(_) | RequestError::Stream(_))
+        ),
+        "closed: {after:?}"
+    );
+    // An authenticated connection stays.
+    let admin = broker.client().await;
+    assert!(admin.list_topics().await.is_ok());
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_authentications_are_delayed_counted_and_close_the_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = start(dir.path()).await;
@@ -396,6 +435,18 @@ async fn a_named_producer_and_its_id_belong_to_the_principal_that_first_used_it(
     );
     assert_eq!(code, ErrorCode::NotAuthorized);
     assert!(message.contains(&id.to_string()), "{message}");
+    // Nor write under an id nobody was handed (fencing whoever gets it later).
+    let (code, message) = refusal(
+        bob.produce(
+            "payments",
+            0,
+            Durability::Memory,
+            batch(Some((id + 1000, 0, 0))),
+        )
+        .await,
+    );
+    assert_eq!(code, ErrorCode::NotAuthorized);
+    assert!(message.contains("no such id"), "{message}");
     // Alice's producer goes on, unfenced.
     alice
         .produce(

@@ -38,11 +38,13 @@ pub const AUTH_MESSAGE_BYTES_MAX: usize = 4096;
 pub const MECHANISM_BYTES_MAX: usize = 32;
 /// Most ACL entries one CreateAcls request adds.
 pub const ACLS_PER_REQUEST_MAX: usize = 1000;
-/// Most ACL entries one DescribeAcls or DeleteAcls response lists (as many as a broker holds).
-pub const ACLS_LISTED_MAX: usize = 100_000;
+/// Most ACL entries one DescribeAcls or DeleteAcls response lists: an entry takes at most
+/// about 520 bytes, so a full listing stays well inside one frame.
+pub const ACLS_LISTED_MAX: usize = 20_000;
 /// Longest long-poll wait a fetch may ask for, in milliseconds.
 pub const FETCH_WAIT_MS_MAX: u32 = 60_000;
 
 const _: () = assert!(BATCH_BYTES_MAX + 1024 <= FRAME_BYTES_MAX);
+const _: () = assert!(ACLS_LISTED_MAX * 600 < FRAME_BYTES_MAX);
 const _: () = assert!(FETCH_BYTES_MAX + 1024 <= FRAME_BYTES_MAX);
 const _: () = assert!(VALUE_BYTES_MAX + KEY_BYTES_MAX < BATCH_BYTES_MAX);

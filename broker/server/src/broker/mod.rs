@@ -313,8 +313,8 @@ impl Broker {
         }
     }
 
-    /// The principal name producer id `id` was handed to, if remembered.
-    pub fn producer_owner(&self, id: i64) -> Option<String> {
+    /// Whom producer id `id` was handed to.
+    pub fn producer_owner(&self, id: i64) -> crate::producer_ids::ProducerOwner {
         self.producer_ids.owner(id)
     }
 

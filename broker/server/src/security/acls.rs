@@ -135,9 +135,10 @@ impl AclStore {
         })
     }
 
-    /// Removes the literal entries naming topic `name` (called when the topic is deleted, so
-    /// that a topic created again under the name does not inherit them). Prefixed entries and
-    /// `*` stay: they name no topic in particular.
+    /// Removes the literal ALLOW entries naming topic `name` (called when the topic is
+    /// deleted, so that a topic created again under the name does not inherit them). Prefixed
+    /// entries and `*` stay: they name no topic in particular; DENY entries stay: removing one
+    /// could only open access.
     pub fn remove_topic(&self, name: &str) -> Result<Vec<AclEntry>, AclStoreError> {
         if name == herald_auth::acl::WILDCARD {
             return Ok(Vec::new());
@@ -146,6 +147,7 @@ impl AclStore {
             resource_type: Some(ResourceType::Topic),
             pattern_type: Some(PatternType::Literal),
             name: Some(name.to_owned()),
+            permission: Some(herald_auth::acl::Permission::Allow),
             ..AclFilter::any()
         })
     }
@@ -271,14 +273,24 @@ mod tests {
     }
 
     #[test]
-    fn deleting_a_topic_removes_its_literal_entries_only() {
+    fn deleting_a_topic_removes_its_literal_grants_only() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = AclStore::open(dir.path(), BTreeSet::new(), None).expect("open");
+        let deny = AclEntry::new(
+            alice(),
+            ResourceType::Topic,
+            PatternType::Literal,
+            "orders",
+            Operation::Delete,
+            Permission::Deny,
+        )
+        .expect("entry");
         store
             .add(vec![
                 entry("orders", PatternType::Literal, Operation::Write),
                 entry("ord", PatternType::Prefixed, Operation::Read),
                 entry("other", PatternType::Literal, Operation::Read),
+                deny.clone(),
             ])
             .expect("add");
         let removed = store.remove_topic("orders").expect("remove");
@@ -293,7 +305,12 @@ mod tests {
         );
         assert!(allowed(&store, Operation::Read, "other"));
         let reopened = AclStore::open(dir.path(), BTreeSet::new(), None).expect("reopen");
-        assert_eq!(reopened.list(&AclFilter::any()).len(), 2);
+        let left = reopened.list(&AclFilter::any());
+        assert_eq!(left.len(), 3);
+        assert!(
+            left.contains(&deny),
+            "a DENY stays: removing it could only open access"
+        );
     }
 
     #[test]

@@ -26,13 +26,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use herald_auth::acl::{Operation, Principal, ResourceType};
 use herald_auth::local::{LocalCredentials, LOCAL_ADMIN_USER, LOCAL_CREDENTIALS_FILE};
-use herald_auth::scram::{self, ScramServer, ScramServerWaiting};
+use herald_auth::scram::{self, Credential, ScramServer, ScramServerWaiting};
 use herald_wire::groups::GroupResponse;
+use herald_wire::limits::ACLS_LISTED_MAX;
 use herald_wire::messages::ErrorBody;
 use herald_wire::security::{SecurityRequest, SecurityResponse};
 use herald_wire::{ErrorCode, Request, Response};
 
 use crate::metrics::BrokerMetrics;
+use crate::producer_ids::ProducerOwner;
 use crate::users::{Users, UsersError};
 use access::{Access, Listing};
 use acls::{AclStore, AclStoreError};
@@ -45,6 +47,14 @@ const SECRET_BYTES: usize = 32;
 /// How long a failed authentication waits before it is answered: a password guesser gets a
 /// few tries per second per connection at most.
 pub const AUTHENTICATION_FAILURE_DELAY: Duration = Duration::from_millis(500);
+/// How long an exchange may wait for its final message.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may stay unauthenticated (when authentication is required) before it
+/// is closed: an idle, unauthenticated connection holds a slot for nothing.
+pub const AUTHENTICATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest frame an unauthenticated connection may send, in bytes: an authentication step
+/// and its envelope (anything bigger is refused before it is buffered).
+pub const UNAUTHENTICATED_FRAME_BYTES_MAX: usize = 64 * 1024;
 /// Failed authentications one connection may make before it is closed.
 pub const FAILURES_PER_CONNECTION_MAX: u32 = 3;
 /// Decisions one connection remembers (cleared when full, or when the ACLs change).
@@ -99,16 +109,25 @@ pub enum SecurityError {
 
 /// The users file as last read, read again when it changes (so `herald user add` applies to a
 /// running broker at the next authentication).
+/// When, how long and which file: what tells a changed users file.
+type Stamp = (SystemTime, u64, u64);
+
 struct UsersWatch {
     dir: PathBuf,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Stamp>,
     users: Arc<Users>,
 }
 
 impl UsersWatch {
-    fn stamp(dir: &Path) -> Option<(SystemTime, u64)> {
+    fn stamp(dir: &Path) -> Option<Stamp> {
         let metadata = std::fs::metadata(Users::path(dir)).ok()?;
-        Some((metadata.modified().ok()?, metadata.len()))
+        // The file is replaced by a rename on every change: a new inode even when the size and
+        // the modification time (coarse on some file systems) are the same.
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some((metadata.modified().ok()?, metadata.len(), inode))
     }
 
     /// The current users; a file that changed but cannot be read keeps the previous ones.
@@ -193,6 +212,7 @@ impl Security {
     /// subject, if it presented one (it is then authenticated as the principal the rules map
     /// the subject to).
     pub fn session(&self, peer: IpAddr, subject: Option<&str>) -> Session {
+        let peer = limiter::source(peer);
         let session = Session {
             peer,
             principal: OnceLock::new(),
@@ -300,14 +320,15 @@ impl Security {
     }
 
     /// Whether the session's principal may write under idempotent producer id `id`: an id
-    /// handed to another principal may not be used (it would fence that producer or write into
-    /// its sequence); `owner` looks up whom an id was handed to (`None`: not remembered, any
-    /// writer may use it). Ids checked once per connection.
+    /// handed to another principal, or never handed out, may not be used (it would fence that
+    /// producer or write into its sequence); `owner` looks up whom an id was handed to (one
+    /// handed out without authentication, or whose owner was forgotten, may be used by any
+    /// writer). Ids checked once per connection.
     pub fn may_use_producer_id(
         &self,
         session: &Session,
         id: i64,
-        owner: impl FnOnce(i64) -> Option<String>,
+        owner: impl FnOnce(i64) -> ProducerOwner,
         metrics: &BrokerMetrics,
     ) -> Result<(), Response> {
         if !self.required || id < 0 {
@@ -327,11 +348,18 @@ impl Security {
             ));
         };
         match owner(id) {
-            Some(owner) if owner != principal.name() => {
+            ProducerOwner::Principal(owner) if owner != principal.name() => {
                 metrics.not_authorized.increment(1);
                 Err(Response::error(
                     ErrorCode::NotAuthorized,
                     format!("{principal} may not write as producer id {id}: it was handed to User:{owner}"),
+                ))
+            }
+            ProducerOwner::NeverIssued => {
+                metrics.not_authorized.increment(1);
+                Err(Response::error(
+                    ErrorCode::NotAuthorized,
+                    format!("{principal} may not write as producer id {id}: no such id was handed out (ask for one with InitProducer)"),
                 ))
             }
             _ => {
@@ -393,7 +421,11 @@ impl Security {
     }
 
     /// One step of an authentication exchange on `session`. A failure's answer is to be sent
-    /// after [`AUTHENTICATION_FAILURE_DELAY`]; `close` says the connection has failed too often.
+    /// after [`AUTHENTICATION_FAILURE_DELAY`]; `close` says the connection has failed too often
+    /// (then close it at once, without the delay).
+    ///
+    /// The connection's exchange stays locked for the whole step: two steps racing on two
+    /// streams of one connection are taken one after the other, never interleaved.
     pub fn authenticate(
         &self,
         session: &Session,
@@ -403,38 +435,6 @@ impl Security {
         metrics: &BrokerMetrics,
     ) -> Step {
         let peer = session.peer;
-        let failed = |reason: String, log: &str| {
-            metrics.authentication_failures.increment(1);
-            self.limiter
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .failed(peer, now);
-            let mut exchange = session.exchange.lock().unwrap_or_else(|p| p.into_inner());
-            exchange.waiting = None;
-            exchange.failures += 1;
-            tracing::warn!(%peer, failures = exchange.failures, "authentication failed: {log}");
-            Step {
-                response: Response::error(ErrorCode::AuthenticationFailed, reason),
-                failed: true,
-                close: exchange.failures >= FAILURES_PER_CONNECTION_MAX,
-            }
-        };
-        if session.principal.get().is_some() && self.required {
-            return Step::answer(Response::error(
-                ErrorCode::InvalidRequest,
-                "this connection has already authenticated; open a new connection to authenticate as someone else",
-            ));
-        }
-        if mechanism != scram::MECHANISM {
-            return failed(
-                format!(
-                    "unsupported mechanism '{}'; this broker speaks {}",
-                    mechanism.escape_debug(),
-                    scram::MECHANISM
-                ),
-                "unsupported mechanism",
-            );
-        }
         if let Err(wait) = self
             .limiter
             .lock()
@@ -455,72 +455,143 @@ impl Security {
                 close: true,
             };
         }
-        let waiting = session
-            .exchange
+        // Read before the exchange is locked: a reload reads a file.
+        let users = self
+            .users
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .current();
+        let mut exchange = session.exchange.lock().unwrap_or_else(|p| p.into_inner());
+        if exchange.failures >= FAILURES_PER_CONNECTION_MAX {
+            return Step {
+                response: Response::error(
+                    ErrorCode::AuthenticationFailed,
+                    "too many failed authentications on this connection",
+                ),
+                failed: true,
+                close: true,
+            };
+        }
+        let failed = |exchange: &mut Exchange, reason: String, log: &str| {
+            metrics.authentication_failures.increment(1);
+            self.limiter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .failed(peer, now);
+            exchange.waiting = None;
+            exchange.failures += 1;
+            tracing::warn!(%peer, failures = exchange.failures, "authentication failed: {log}");
+            Step {
+                response: Response::error(ErrorCode::AuthenticationFailed, reason),
+                failed: true,
+                close: exchange.failures >= FAILURES_PER_CONNECTION_MAX,
+            }
+        };
+        if session.principal.get().is_some() && self.required {
+            return Step::answer(Response::error(
+                ErrorCode::InvalidRequest,
+                "this connection has already authenticated; open a new connection to authenticate as someone else",
+            ));
+        }
+        if mechanism != scram::MECHANISM {
+            return failed(
+                &mut exchange,
+                format!(
+                    "unsupported mechanism '{}'; this broker speaks {}",
+                    mechanism.escape_debug(),
+                    scram::MECHANISM
+                ),
+                "unsupported mechanism",
+            );
+        }
+        // An exchange left waiting too long is over: its credential may since have changed.
+        let waiting = exchange
             .waiting
-            .take();
+            .take()
+            .filter(|(_, _, started)| now.saturating_duration_since(*started) < EXCHANGE_TIMEOUT);
         match waiting {
             None => {
-                let users = self
-                    .users
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .current();
                 let nonce = match scram::nonce() {
                     Ok(nonce) => nonce,
                     Err(e) => {
                         return Step::answer(Response::error(ErrorCode::Internal, e.to_string()))
                     }
                 };
-                match ScramServer::start(
+                let mut used = None;
+                let started = ScramServer::start(
                     message,
-                    |name| users.credential(name).cloned(),
+                    |name| {
+                        used = users.credential(name).cloned();
+                        used.clone()
+                    },
                     &nonce,
                     &self.secret,
-                ) {
+                );
+                match started {
                     Ok((waiting, server_first)) => {
-                        session
-                            .exchange
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .waiting = Some(waiting);
+                        exchange.waiting = Some((waiting, used, now));
                         Step::answer(Response::Security(SecurityResponse::Authenticated {
                             message: server_first,
                             principal: None,
                         }))
                     }
-                    Err(error) => failed(error.to_string(), &error.to_string()),
+                    Err(error) => failed(&mut exchange, error.to_string(), &error.to_string()),
                 }
             }
-            Some(waiting) => {
+            Some((waiting, used, _)) => {
                 let user = waiting.user().to_owned();
+                // The credential must still be the one the exchange started with (no
+                // `herald user passwd` or `remove` in between).
+                let current = users.credential(&user);
+                if used.is_some() && current != used.as_ref() {
+                    return failed(
+                        &mut exchange,
+                        "the user's credential changed during the exchange; authenticate again"
+                            .to_owned(),
+                        "credential changed during the exchange",
+                    );
+                }
                 match waiting.finish(message) {
                     Ok((name, server_final)) => match Principal::user(name) {
                         Ok(principal) => {
+                            let principal = Arc::new(principal);
+                            if self.required && session.principal.set(principal.clone()).is_err() {
+                                return Step::answer(Response::error(
+                                    ErrorCode::InvalidRequest,
+                                    "this connection has already authenticated",
+                                ));
+                            }
                             metrics.authentication_successes.increment(1);
                             tracing::info!(%peer, %principal, "authenticated");
-                            let principal = Arc::new(principal);
-                            let _ = session.principal.set(principal.clone());
+                            // With authentication off the connection stays anonymous: say so.
+                            let principal = session.principal.get().cloned().unwrap_or(principal);
                             Step::answer(Response::Security(SecurityResponse::Authenticated {
                                 message: server_final,
                                 principal: Some(principal.as_ref().clone()),
                             }))
                         }
-                        Err(error) => failed(error.to_string(), &error.to_string()),
+                        Err(error) => failed(&mut exchange, error.to_string(), &error.to_string()),
                     },
-                    Err(error) => failed(
-                        error.to_string(),
-                        &format!("user {:?}: {error}", user.escape_debug().to_string()),
-                    ),
+                    Err(error) => {
+                        // The claimed name may be a mistyped password: debug level only.
+                        tracing::debug!(%peer, user = %user.escape_debug(), "authentication failed for this name");
+                        failed(&mut exchange, error.to_string(), &error.to_string())
+                    }
                 }
             }
         }
     }
 
-    /// Answers an ACL administration request (already admitted).
+    /// Answers an ACL administration request (already admitted). A listing or removal that
+    /// matches more than one answer can carry ([`ACLS_LISTED_MAX`]) is refused, changing
+    /// nothing.
     pub fn administer(&self, request: SecurityRequest) -> Response {
+        let too_many = |count: usize| {
+            Response::error(
+                ErrorCode::TooLarge,
+                format!("{count} ACL entries match, more than one answer lists ({ACLS_LISTED_MAX}); narrow the filter"),
+            )
+        };
         let stored = |e: AclStoreError| match e {
             AclStoreError::Invalid(e) => Response::error(ErrorCode::InvalidRequest, e.to_string()),
             other => Response::error(ErrorCode::Storage, other.to_string()),
@@ -531,12 +602,22 @@ impl Security {
                 Err(e) => stored(e),
             },
             SecurityRequest::DescribeAcls { filter } => {
-                Response::Security(SecurityResponse::Acls(self.acls.list(&filter)))
+                let entries = self.acls.list(&filter);
+                if entries.len() > ACLS_LISTED_MAX {
+                    return too_many(entries.len());
+                }
+                Response::Security(SecurityResponse::Acls(entries))
             }
-            SecurityRequest::DeleteAcls { filter } => match self.acls.remove(&filter) {
-                Ok(removed) => Response::Security(SecurityResponse::AclsDeleted(removed)),
-                Err(e) => stored(e),
-            },
+            SecurityRequest::DeleteAcls { filter } => {
+                let matching = self.acls.list(&filter).len();
+                if matching > ACLS_LISTED_MAX {
+                    return too_many(matching);
+                }
+                match self.acls.remove(&filter) {
+                    Ok(removed) => Response::Security(SecurityResponse::AclsDeleted(removed)),
+                    Err(e) => stored(e),
+                }
+            }
             SecurityRequest::Authenticate { .. } => Response::error(
                 ErrorCode::InvalidRequest,
                 "authentication is answered by the connection, not as administration",
@@ -544,20 +625,26 @@ impl Security {
         }
     }
 
-    /// Called once topic `name` is deleted: its literal ACL entries go with it.
-    pub fn topic_deleted(&self, name: &str) {
+    /// Called before topic `name` is deleted: its literal ALLOW entries go first, so that a
+    /// topic created again under the name never inherits them (if the deletion then fails, the
+    /// topic is left without them: closed, not open). `Err` is the answer refusing the
+    /// deletion when they cannot be removed.
+    pub fn deleting_topic(&self, name: &str) -> Result<(), Response> {
         match self.acls.remove_topic(name) {
-            Ok(removed) if !removed.is_empty() => {
-                tracing::info!(
-                    topic = name,
-                    removed = removed.len(),
-                    "ACL entries of the deleted topic removed"
-                )
+            Ok(removed) => {
+                if !removed.is_empty() {
+                    tracing::info!(
+                        topic = name,
+                        removed = removed.len(),
+                        "ACL grants of the topic being deleted removed"
+                    );
+                }
+                Ok(())
             }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(topic = name, %error, "cannot remove the deleted topic's ACL entries")
-            }
+            Err(error) => Err(Response::error(
+                ErrorCode::Storage,
+                format!("cannot remove the topic's ACL grants, so it is not deleted: {error}"),
+            )),
         }
     }
 }
@@ -602,7 +689,9 @@ impl Session {
 
 #[derive(Default)]
 struct Exchange {
-    waiting: Option<ScramServerWaiting>,
+    /// The exchange waiting for its final message, the credential it started with (`None`:
+    /// an unknown user) and when it started.
+    waiting: Option<(ScramServerWaiting, Option<Credential>, Instant)>,
     failures: u32,
 }
 
@@ -737,6 +826,34 @@ mod tests {
             std::fs::read_to_string(dir.path().join(LOCAL_CREDENTIALS_FILE)).expect("file"),
             text
         );
+    }
+
+    #[test]
+    fn an_exchange_fails_if_the_password_changes_before_it_finishes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let security = security(dir.path());
+        let metrics = BrokerMetrics::new(Metrics::new());
+        Users::open(dir.path())
+            .expect("users")
+            .add("alice", "first password")
+            .expect("add");
+        let session = security.session(local(), None);
+        let (client, first) =
+            ScramClient::new("alice", "first password", &nonce().expect("nonce")).expect("client");
+        let step = security.authenticate(&session, MECHANISM, &first, Instant::now(), &metrics);
+        let Response::Security(SecurityResponse::Authenticated { message, .. }) = step.response
+        else {
+            panic!("{:?}", step.response);
+        };
+        let (_, last) = client.step(&message).expect("step");
+        // Changed meanwhile: same size, maybe the same second (the watch also compares inodes).
+        Users::open(dir.path())
+            .expect("users")
+            .passwd("alice", "other password")
+            .expect("passwd");
+        let step = security.authenticate(&session, MECHANISM, &last, Instant::now(), &metrics);
+        assert!(step.failed, "{:?}", step.response);
+        assert!(session.principal().is_none());
     }
 
     #[test]

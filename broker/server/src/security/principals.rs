@@ -93,11 +93,29 @@ impl FromStr for PrincipalRule {
         })?;
         Ok(PrincipalRule::Rule {
             pattern,
-            replacement: replacement.to_owned(),
+            replacement: braced_groups(replacement),
             case,
             text: text.to_owned(),
         })
     }
+}
+
+/// `$1` as `${1}`: Java's (and so Kafka's) replacements end a group number at the first
+/// non-digit, where the regex crate would read `$1_` as a group named `1_`.
+fn braced_groups(replacement: &str) -> String {
+    let mut out = String::with_capacity(replacement.len() + 4);
+    let mut chars = replacement.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('{');
+            while let Some(digit) = chars.next_if(char::is_ascii_digit) {
+                out.push(digit);
+            }
+            out.push('}');
+        }
+    }
+    out
 }
 
 /// `text` split at its first '/' not preceded by a backslash.
@@ -190,6 +208,15 @@ mod tests {
         );
         assert_eq!(name(&rules, "CN=Bob,O=Acme").as_deref(), Some("ext-Bob"));
         assert_eq!(name(&rules, "O=Acme").as_deref(), Some("O=Acme"));
+        // As in Kafka, `$1_$2` is group 1, an underscore, group 2.
+        assert_eq!(
+            name(
+                &["RULE:^CN=([a-z]+),OU=([a-z]+)$/$1_$2/"],
+                "CN=orders,OU=payments"
+            )
+            .as_deref(),
+            Some("orders_payments")
+        );
     }
 
     #[test]

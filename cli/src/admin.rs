@@ -24,6 +24,7 @@ async fn pin(
     registry: Option<String>,
     user: Option<String>,
     password: Option<String>,
+    registry_ca: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let manifest = herald_codegen::Manifest::load(manifest_path)?;
     let Some(pins) = &manifest.registry else {
@@ -33,10 +34,12 @@ async fn pin(
         );
     };
     let url = registry.unwrap_or_else(|| pins.url.clone());
-    let mut client = RegistryClient::new(&url)?;
-    if let (Some(user), Some(password)) = (user, password) {
-        client = client.with_basic_auth(user, password);
-    }
+    let client = registry_client(
+        &url,
+        user.as_deref(),
+        password.as_deref(),
+        registry_ca.as_deref(),
+    )?;
     let lock_path = manifest.lock_path();
     let mut lock = herald_codegen::Lock::load(&lock_path)?;
     // herald-codegen walks the pins and what they import; the registry calls are here.
@@ -94,6 +97,10 @@ pub(crate) struct RegistryArgs {
     user: Option<String>,
     #[arg(long, env = "HERALD_REGISTRY_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// PEM file of the certificate (or its CA) to trust for an https:// registry, besides
+    /// the system's roots.
+    #[arg(long, env = "HERALD_REGISTRY_CA", value_name = "FILE")]
+    registry_ca: Option<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -102,6 +109,7 @@ impl RegistryArgs {
             &self.registry,
             self.user.as_deref(),
             self.password.as_deref(),
+            self.registry_ca.as_deref(),
         )
     }
 }
@@ -120,6 +128,10 @@ pub(crate) struct StreamRegistryArgs {
     /// Basic-auth password for the registry.
     #[arg(long, env = "HERALD_REGISTRY_PASSWORD", hide_env_values = true)]
     registry_password: Option<String>,
+    /// PEM file of the certificate (or its CA) to trust for an https:// registry, besides
+    /// the system's roots.
+    #[arg(long, env = "HERALD_REGISTRY_CA", value_name = "FILE")]
+    registry_ca: Option<PathBuf>,
 }
 
 impl StreamRegistryArgs {
@@ -128,17 +140,24 @@ impl StreamRegistryArgs {
             &self.registry,
             self.registry_user.as_deref(),
             self.registry_password.as_deref(),
+            self.registry_ca.as_deref(),
         )
     }
 }
 
-/// A registry client for `url`, with basic auth when both `user` and `password` are given.
-fn registry_client(
+/// A registry client for `url`, with basic auth when both `user` and `password` are given,
+/// trusting the certificates of `ca` (a PEM file) for an https:// registry. Every command
+/// that talks to the registry gets its client here.
+pub(crate) fn registry_client(
     url: &str,
     user: Option<&str>,
     password: Option<&str>,
+    ca: Option<&Path>,
 ) -> anyhow::Result<RegistryClient> {
-    let client = RegistryClient::new(url)?;
+    let mut client = RegistryClient::new(url)?;
+    if let Some(ca) = ca {
+        client = client.with_ca_file(ca)?;
+    }
     Ok(match (user, password) {
         (Some(user), Some(password)) => client.with_basic_auth(user, password),
         _ => client,
@@ -224,6 +243,10 @@ pub(crate) enum SchemaAdmin {
         user: Option<String>,
         #[arg(long, env = "HERALD_REGISTRY_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        /// PEM file of the certificate (or its CA) to trust for an https:// registry, besides
+        /// the system's roots.
+        #[arg(long, env = "HERALD_REGISTRY_CA", value_name = "FILE")]
+        registry_ca: Option<PathBuf>,
     },
     /// Show or set a compatibility level (global without --subject).
     ///
@@ -337,7 +360,8 @@ pub(crate) async fn schema(command: SchemaAdmin) -> anyhow::Result<()> {
             registry,
             user,
             password,
-        } => pin(&manifest, registry, user, password).await?,
+            registry_ca,
+        } => pin(&manifest, registry, user, password, registry_ca).await?,
         SchemaAdmin::Config {
             registry,
             subject,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald_broker::BrokerConfig;
-use herald_registry::ServerConfig;
+use herald_registry::{RegistryTls, ServerConfig};
 
 mod acl;
 mod admin;
@@ -135,6 +135,21 @@ enum UserCommand {
         #[arg(long, default_value = "./herald-data/broker")]
         data_dir: PathBuf,
     },
+    /// Print a user as a `[[user]]` block for the registry's users file (`--auth-file`), with
+    /// the same SCRAM-SHA-256 credential: the same password then works on both servers.
+    ///
+    /// Example: herald user export alice --role write --subject team-a. >> registry-users.toml
+    Export {
+        name: String,
+        #[arg(long, default_value = "./herald-data/broker")]
+        data_dir: PathBuf,
+        /// The registry role: read, write or admin.
+        #[arg(long, default_value = "read", value_parser = ["read", "write", "admin"])]
+        role: String,
+        /// Limit the user to subjects with this prefix (repeatable).
+        #[arg(long = "subject", value_name = "PREFIX")]
+        subjects: Vec<String>,
+    },
 }
 
 /// One line of standard input, without its line ending.
@@ -170,6 +185,27 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
             Users::open(&data_dir)?.passwd(&name, &password)?;
             println!("changed the password of {name}");
         }
+        UserCommand::Export {
+            name,
+            data_dir,
+            role,
+            subjects,
+        } => {
+            let users = Users::open(&data_dir)?;
+            let credential = users
+                .credential(&name)
+                .with_context(|| format!("no user '{name}' in {}", data_dir.display()))?;
+            // TOML basic strings, escaped by the TOML serializer.
+            let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();
+            println!("[[user]]");
+            println!("name = {}", quote(&name));
+            println!("password_hash = {}", quote(&credential.to_text()));
+            println!("role = {}", quote(&role));
+            if !subjects.is_empty() {
+                let list: Vec<String> = subjects.iter().map(|s| quote(s)).collect();
+                println!("subjects = [{}]", list.join(", "));
+            }
+        }
     }
     Ok(())
 }
@@ -189,6 +225,13 @@ enum RegistryCommand {
         /// TOML file of basic-auth users and roles; without it the API is open.
         #[arg(long)]
         auth_file: Option<PathBuf>,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key); without both, plain
+        /// HTTP.
+        #[arg(long, value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, value_name = "FILE")]
+        tls_key: Option<PathBuf>,
     },
     /// Print a `password_hash` for a users file: reads the password from standard input (one
     /// line; the newline is not part of it) and prints a salted PBKDF2 hash.
@@ -220,8 +263,8 @@ enum BrokerCommand {
 
 #[derive(clap::Args)]
 struct BrokerServeArgs {
-    /// TOML file with any of: listen, data_dir, registry, metrics_listen, tls_cert, tls_key,
-    /// retention_check_interval_ms, producer_expiry_ms, group_session_timeout_ms,
+    /// TOML file with any of: listen, data_dir, registry, registry_ca, metrics_listen, tls_cert,
+    /// tls_key, retention_check_interval_ms, producer_expiry_ms, group_session_timeout_ms,
     /// group_revoke_timeout_ms, group_assignor (range | round_robin), insecure_no_auth,
     /// super_users (list of names), acl_file, client_ca, principal_rules (list).
     #[arg(long)]
@@ -235,6 +278,10 @@ struct BrokerServeArgs {
     /// Schema registry URL, needed by topics that validate schema IDs.
     #[arg(long)]
     registry: Option<String>,
+    /// PEM file of the certificate (or its CA) to trust for an https:// registry, besides the
+    /// system's roots.
+    #[arg(long, value_name = "FILE")]
+    registry_ca: Option<PathBuf>,
     /// HTTP address of /metrics.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -333,6 +380,7 @@ struct BrokerFile {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     registry: Option<String>,
+    registry_ca: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -378,6 +426,7 @@ impl BrokerServeArgs {
         };
         self.security.apply(security, &mut config.security)?;
         config.registry_url = self.registry.or(file.registry);
+        config.registry_ca = self.registry_ca.or(file.registry_ca);
         config.metrics_listen = self.metrics_listen.or(file.metrics_listen);
         config.tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
             (Some(cert), Some(key)) => herald_broker::TlsSource::Files { cert, key },
@@ -499,6 +548,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 listen: registry_listen,
                 data_dir: data_dir.join("registry"),
                 auth_file: None,
+                // Loopback, for this machine's own clients: plain HTTP.
+                tls: None,
             };
             // The broker validates against the registry's address as bound (a port 0 in
             // `--registry-listen` is resolved first).
@@ -560,12 +611,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     listen,
                     data_dir,
                     auth_file,
+                    tls_cert,
+                    tls_key,
                 },
         } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(RegistryTls { cert, key }),
+                (None, None) => None,
+                _ => anyhow::bail!(
+                    "--tls-cert and --tls-key go together: give both for HTTPS, or neither for plain HTTP"
+                ),
+            };
             serve_registry(ServerConfig {
                 listen,
                 data_dir,
                 auth_file,
+                tls,
             })
             .await
         }
@@ -581,10 +642,15 @@ async fn serve_registry_then(
     config: ServerConfig,
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     herald_registry::serve(
         config,
         |addr| {
-            println!("herald registry listening on http://{addr}");
+            println!("herald registry listening on {scheme}://{addr}");
             on_bound(addr);
         },
         shutdown_signal(),

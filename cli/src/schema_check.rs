@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use herald_registry_client::{NewSchema, RegistryClient, SchemaReference, Version};
+use herald_registry_client::{NewSchema, SchemaReference, Version};
 use herald_schema::{
     check_pair, CompatibilityLevel, Incompatibility, ParsedSchema, ResolvedReference, SchemaType,
 };
@@ -47,6 +47,10 @@ pub(crate) struct CheckArgs {
     /// Basic-auth password for the registry (or HERALD_REGISTRY_PASSWORD).
     #[arg(long, env = "HERALD_REGISTRY_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// PEM file of the certificate (or its CA) to trust for an https:// registry, besides
+    /// the system's roots (or HERALD_REGISTRY_CA).
+    #[arg(long, env = "HERALD_REGISTRY_CA", value_name = "FILE")]
+    registry_ca: Option<PathBuf>,
     /// Offline: a directory holding the previous version at the same relative path, or
     /// `git:REV` for the file at a git revision of this repository.
     #[arg(long)]
@@ -237,10 +241,13 @@ async fn verdict(args: &CheckArgs, target: &Target) -> Result<Verdict, String> {
 }
 
 async fn against_registry(args: &CheckArgs, target: &Target, url: &str) -> Result<Verdict, String> {
-    let mut client = RegistryClient::new(url).map_err(|e| e.to_string())?;
-    if let (Some(user), Some(password)) = (&args.user, &args.password) {
-        client = client.with_basic_auth(user.clone(), password.clone());
-    }
+    let client = crate::admin::registry_client(
+        url,
+        args.user.as_deref(),
+        args.password.as_deref(),
+        args.registry_ca.as_deref(),
+    )
+    .map_err(|e| format!("{e:#}"))?;
     match client.versions(&target.subject).await {
         Err(error) if error.code() == Some(40401) => return Ok(Verdict::New),
         Err(error) => return Err(format!("registry {url}: {error}")),

@@ -1,5 +1,5 @@
 //! `herald user add|list|passwd|remove` on a broker data directory, and
-//! `herald registry hash-password`.
+//! `herald registry hash-password`, and `herald user export` into the registry's users file.
 
 mod support;
 
@@ -58,4 +58,73 @@ fn a_registry_password_hash_is_printed_for_the_users_file() {
         "{out}"
     );
     assert!(!out.contains("secret"), "{out}");
+}
+
+/// `herald user export` prints a registry users-file entry with the broker's credential, and
+/// the registry then accepts the same password.
+#[test]
+fn an_exported_user_logs_in_to_the_registry_with_the_same_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("broker");
+    let data = data.to_str().expect("utf-8");
+    let (code, _, err) = herald_with_stdin(
+        dir.path(),
+        &[],
+        &["user", "add", "alice", "--data-dir", data],
+        "correct horse battery\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = herald_with_stdin(
+        dir.path(),
+        &[],
+        &[
+            "user",
+            "export",
+            "alice",
+            "--data-dir",
+            data,
+            "--role",
+            "write",
+            "--subject",
+            "team-a.",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("password_hash = \"scram-sha256$"), "{out}");
+    let users = dir.path().join("registry-users.toml");
+    std::fs::write(&users, &out).expect("write");
+    let (_registry, url) = support::start(
+        &[
+            "registry",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth-file",
+            users.to_str().expect("utf-8"),
+        ],
+        &dir.path().join("registry"),
+        "herald registry listening on ",
+    );
+    let status = |password: &str| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            herald_registry_client::RegistryClient::new(url.clone())
+                .expect("client")
+                .with_basic_auth("alice".to_owned(), password.to_owned())
+                .subjects(false)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    };
+    assert_eq!(status("correct horse battery"), Ok(()));
+    let wrong = status("wrong horse battery");
+    assert!(
+        wrong.as_ref().is_err_and(|e| e.contains("401")),
+        "{wrong:?}"
+    );
 }

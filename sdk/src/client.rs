@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +33,9 @@ pub struct ClientConfig {
     pub registry_url: String,
     /// Basic-auth user and password for the registry.
     pub registry_auth: Option<(String, String)>,
+    /// PEM file of certificates to trust for an `https://` registry (its self-signed
+    /// certificate or its CA), besides the platform's root certificates.
+    pub registry_ca: Option<PathBuf>,
     /// Default registration policy of typed producers (`AutoRegister`).
     pub registration: Registration,
     /// Default subject strategy (`<topic>-value`).
@@ -46,6 +50,7 @@ impl ClientConfig {
             credentials: Credentials::None,
             registry_url: registry_url.into(),
             registry_auth: None,
+            registry_ca: None,
             registration: Registration::default(),
             subject_strategy: SubjectStrategy::default(),
         }
@@ -54,6 +59,13 @@ impl ClientConfig {
     /// The same configuration, connecting to the broker with `credentials`.
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = credentials;
+        self
+    }
+
+    /// The same configuration, trusting the certificates of the PEM file at `path` for an
+    /// `https://` registry (read by [`Client::connect`]).
+    pub fn with_registry_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.registry_ca = Some(path.into());
         self
     }
 }
@@ -83,6 +95,9 @@ impl Client {
             BrokerClient::connect_with(config.broker, config.trust.clone(), &config.credentials)
                 .await?;
         let mut registry = RegistryClient::new(config.registry_url.clone())?;
+        if let Some(ca) = &config.registry_ca {
+            registry = registry.with_ca_file(ca)?;
+        }
         if let Some((user, password)) = &config.registry_auth {
             registry = registry.with_basic_auth(user.clone(), password.clone());
         }

@@ -133,6 +133,9 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Schema registry for schema-ID validation; topics that validate need it.
     pub registry_url: Option<String>,
+    /// PEM file of certificates to trust for an `https://` registry, besides the platform's
+    /// root certificates.
+    pub registry_ca: Option<PathBuf>,
     /// HTTP address of `/metrics`; `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
     /// The endpoint's certificate and key.
@@ -157,6 +160,7 @@ impl BrokerConfig {
             listen,
             data_dir: data_dir.into(),
             registry_url: None,
+            registry_ca: None,
             metrics_listen: None,
             tls: TlsSource::Generated,
             retention_check_interval: Duration::from_secs(30),
@@ -207,7 +211,13 @@ pub async fn serve(
     let registry = config
         .registry_url
         .as_deref()
-        .map(RegistryClient::new)
+        .map(|url| {
+            let client = RegistryClient::new(url);
+            match &config.registry_ca {
+                Some(ca) => client.and_then(|client| client.with_ca_file(ca)),
+                None => client,
+            }
+        })
         .transpose()
         .map_err(|e| ServeError::Registry(e.to_string()))?;
     let broker = Arc::new(Broker::open(
@@ -638,7 +648,16 @@ async fn handle(conn: &ConnectionState, request: Request) -> Response {
                     }
                 }
             }
+            let describes_group = matches!(
+                &request,
+                Request::Group(herald_wire::groups::GroupRequest::Describe { .. })
+            );
             let response = conn.broker.handle(request).await;
+            let response = if describes_group {
+                conn.security.filter_description(&conn.session, response)
+            } else {
+                response
+            };
             match listing {
                 Some(listing) => conn.security.filter(&conn.session, listing, response),
                 None => response,

@@ -622,3 +622,69 @@ async fn a_client_certificate_authenticates_as_the_principal_its_subject_maps_to
     assert!(refused, "a certificate from an unknown CA is refused");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_description_shows_only_the_topics_the_reader_may_describe() {
+    use herald_wire::groups::GroupResponse;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    let admin = broker.client().await;
+    for topic in ["orders", "secret"] {
+        admin
+            .create_topic(topic, TopicConfig::default())
+            .await
+            .expect("create");
+    }
+    admin
+        .group(GroupRequest::Heartbeat {
+            group: "mixed".to_owned(),
+            member_id: None,
+            member_epoch: 0,
+            instance_id: None,
+            topics: vec!["orders".to_owned(), "secret".to_owned()],
+            owned: Vec::new(),
+        })
+        .await
+        .expect("join");
+    add_user(dir.path(), "alice", ALICE_PASSWORD);
+    admin
+        .create_acls(vec![
+            allow("alice", ResourceType::Group, "mixed", Operation::Describe),
+            allow("alice", ResourceType::Topic, "orders", Operation::Describe),
+        ])
+        .await
+        .expect("grant");
+    let alice = connect_as(&broker, "alice", ALICE_PASSWORD).await;
+    let describe = |client: BrokerClient| async move {
+        match client
+            .group(GroupRequest::Describe {
+                group: "mixed".to_owned(),
+            })
+            .await
+            .expect("describe")
+        {
+            GroupResponse::Description(description) => description,
+            other => panic!("{other:?}"),
+        }
+    };
+    let everything = describe(admin).await;
+    let topics = |d: &herald_wire::groups::GroupDescription| {
+        let mut topics: Vec<String> = d
+            .partitions
+            .iter()
+            .map(|p| p.partition.topic.clone())
+            .chain(
+                d.members
+                    .iter()
+                    .flat_map(|m| m.partitions.iter().map(|p| p.topic.clone())),
+            )
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    };
+    assert_eq!(topics(&everything), ["orders", "secret"]);
+    let seen = describe(alice).await;
+    assert_eq!(topics(&seen), ["orders"], "{seen:?}");
+    broker.stop().await;
+}

@@ -54,6 +54,7 @@ async fn start_registry(data_dir: &Path) -> String {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: data_dir.to_owned(),
         auth_file: None,
+        tls: None,
     };
     tokio::spawn(async move {
         let _ = herald_registry::serve(

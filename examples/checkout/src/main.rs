@@ -81,6 +81,7 @@ async fn servers(dir: &std::path::Path) -> anyhow::Result<ClientConfig> {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.join("registry"),
         auth_file: None,
+        tls: None,
     };
     tokio::spawn(herald_registry::serve(
         registry_config,

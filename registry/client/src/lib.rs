@@ -4,6 +4,8 @@
 //! It does not cache: callers that need an ID cache (the broker, the SDK) keep their own with
 //! their own bounds.
 
+use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -13,6 +15,9 @@ use serde_json::{json, Value};
 
 /// Requests that take longer fail with [`ClientError::Http`].
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest CA file [`RegistryClient::with_ca_file`] reads, in bytes (a whole public CA
+/// bundle is a few hundred KiB).
+pub const CA_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -32,6 +37,10 @@ pub enum ClientError {
     /// An answer that is not what the API promises.
     #[error("unexpected answer from the registry (HTTP {status}): {reason}")]
     Decode { status: u16, reason: String },
+    /// The CA file given to [`RegistryClient::with_ca_file`] cannot be read or holds no
+    /// usable PEM certificate.
+    #[error("registry CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
 }
 
 impl ClientError {
@@ -48,7 +57,7 @@ impl ClientError {
         match self {
             ClientError::Registry { status, .. } => *status >= 500,
             ClientError::Http(_) => true,
-            ClientError::Decode { .. } => false,
+            ClientError::Decode { .. } | ClientError::CaFile { .. } => false,
         }
     }
 }
@@ -168,16 +177,33 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
-    /// A client for the registry at `base_url` (e.g. `http://127.0.0.1:8081`).
+    /// A client for the registry at `base_url` (e.g. `http://127.0.0.1:8081`, or
+    /// `https://registry.example:8081`, trusted through the platform's root certificates or
+    /// [`RegistryClient::with_ca_file`]).
     pub fn new(base_url: impl Into<String>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
         Ok(Self {
-            http,
+            http: http_client(Vec::new())?,
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             basic_auth: None,
         })
+    }
+
+    /// Also trusts the certificates of the PEM file at `path` for an `https://` registry:
+    /// the registry's own self-signed certificate, or the CA that signed it. The platform's
+    /// root certificates stay trusted; a later call replaces the file given before.
+    pub fn with_ca_file(mut self, path: &Path) -> Result<Self, ClientError> {
+        let failed = |reason: String| ClientError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = read_bounded(path, CA_FILE_BYTES_MAX).map_err(|e| failed(e.to_string()))?;
+        let roots =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| failed(with_causes(&e)))?;
+        if roots.is_empty() {
+            return Err(failed("no PEM certificate in the file".to_owned()));
+        }
+        self.http = http_client(roots).map_err(|e| failed(with_causes(&e)))?;
+        Ok(self)
     }
 
     /// Sends HTTP basic-auth credentials with every request.
@@ -450,6 +476,45 @@ impl RegistryClient {
             .await?;
         Ok(())
     }
+}
+
+/// The HTTP client of every call: [`REQUEST_TIMEOUT`], and `extra_roots` trusted besides the
+/// platform's root certificates.
+fn http_client(extra_roots: Vec<reqwest::Certificate>) -> Result<reqwest::Client, reqwest::Error> {
+    extra_roots
+        .into_iter()
+        .fold(
+            reqwest::Client::builder().timeout(REQUEST_TIMEOUT),
+            reqwest::ClientBuilder::add_root_certificate,
+        )
+        .build()
+}
+
+/// The file at `path`, refused if longer than `limit` bytes.
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("longer than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `error` and its causes, joined by ": " (reqwest's own message is only its kind).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        cause = source.source();
+    }
+    text
 }
 
 fn error_from(status: StatusCode, body: &[u8]) -> ClientError {

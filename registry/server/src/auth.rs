@@ -11,7 +11,9 @@
 //! also register and soft-delete; `admin` may do everything (config, mode, permanent delete).
 //!
 //! Passwords are stored as salted, iterated PBKDF2-HMAC-SHA256 ([`hash_password`]) and
-//! checked in constant time. Files written before that hold `password_sha256` (unsalted
+//! checked in constant time. `password_hash` may also be the broker's SCRAM-SHA-256
+//! credential (`scram-sha256$...`, as in the broker's users; `herald user export` prints a
+//! user's as a `[[user]]` block), so one credential serves both servers. Files written before that hold `password_sha256` (unsalted
 //! SHA-256, hex): still accepted, compared in constant time, and named in a warning at load
 //! so operators rehash them. A successful check is remembered (keyed by a keyed hash of the
 //! credentials, never the password) so that a client sending basic auth with every request
@@ -49,6 +51,8 @@ const HASH_BYTES: usize = 32;
 /// Successful checks remembered; past this, one is forgotten to make room.
 pub const VERIFIED_CREDENTIALS_MAX: usize = 1024;
 const HASH_PREFIX: &str = "pbkdf2-sha256";
+/// The broker's credential text (`herald_auth::scram::Credential::to_text`).
+const SCRAM_PREFIX: &str = "scram-sha256$";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,6 +92,9 @@ enum Secret {
         hash: Vec<u8>,
     },
     LegacySha256([u8; 32]),
+    /// The broker's SCRAM-SHA-256 credential (`herald user add` stores it; `herald user
+    /// export` prints it as a registry user): the same password works on both.
+    Scram(herald_auth::scram::Credential),
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +205,11 @@ pub fn hash_password_with(password: &str, iterations: u32) -> Result<String, Aut
 }
 
 fn parse_hash(text: &str) -> Result<Secret, String> {
+    if text.starts_with(SCRAM_PREFIX) {
+        return herald_auth::scram::Credential::parse(text)
+            .map(Secret::Scram)
+            .map_err(|e| format!("password_hash: {e}"));
+    }
     let mut parts = text.split('$');
     let (Some(HASH_PREFIX), Some(iterations), Some(salt), Some(hash), None) = (
         parts.next(),
@@ -394,11 +406,20 @@ impl AuthConfig {
                 let computed: [u8; 32] = Sha256::digest(password.as_bytes()).into();
                 bool::from(computed.ct_eq(digest))
             }
+            // SCRAM's stored key is derived from the salted password: derive it again from the
+            // password given and compare.
+            Some(Secret::Scram(credential)) => herald_auth::scram::Credential::with_salt(
+                &password,
+                &credential.salt,
+                credential.iterations,
+            )
+            .is_ok_and(|derived| bool::from(derived.stored_key.ct_eq(&credential.stored_key))),
             None => {
                 // An unknown name costs what a known one does (the file's first PBKDF2
                 // user's iterations), so timing does not tell which names exist.
                 let iterations = self.users.iter().find_map(|u| match &u.secret {
                     Secret::Pbkdf2 { iterations, .. } => Some(*iterations),
+                    Secret::Scram(credential) => NonZeroU32::new(credential.iterations),
                     Secret::LegacySha256(_) => None,
                 });
                 if let Some(iterations) = iterations {
@@ -653,6 +674,34 @@ mod tests {
             config.authorize(Some(&writer), "DELETE", "/subjects/x", None),
             Err(Denied::Forbidden)
         );
+    }
+
+    #[test]
+    fn the_brokers_scram_credential_works_as_a_password_hash() {
+        let credential = herald_auth::scram::Credential::new(
+            "shared password",
+            herald_auth::scram::ITERATIONS_MIN,
+        )
+        .expect("credential")
+        .to_text();
+        let config = AuthConfig::parse(
+            &format!(
+                "[[user]]\nname = \"svc\"\npassword_hash = \"{credential}\"\nrole = \"write\"\n"
+            ),
+            "users.toml",
+        )
+        .expect("parse");
+        assert!(config
+            .authenticate(Some(&basic("svc", "shared password")))
+            .is_ok());
+        assert!(config
+            .authenticate(Some(&basic("svc", "another password")))
+            .is_err());
+        let broken = AuthConfig::parse(
+            "[[user]]\nname = \"svc\"\npassword_hash = \"scram-sha256$5$x$y$z\"\nrole = \"read\"\n",
+            "users.toml",
+        );
+        assert!(broken.is_err(), "a malformed credential is refused at load");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The HTTP server: the API router wrapped in limits, auth, content negotiation and metrics,
-//! plus `/metrics` and `/health`, served until a shutdown signal.
+//! plus `/metrics` and `/health`, served (over plain HTTP, or HTTPS with [`RegistryTls`])
+//! until a shutdown signal.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, ServiceExt};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use tower::Layer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::api::{router, ApiError};
@@ -33,14 +37,41 @@ pub const SUBJECT_LIST_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const REQUESTS_INFLIGHT_MAX: usize = 1024;
 /// A request that takes longer is answered 408 (a registration waits for one flush).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTPS connections served at once; a connection accepted beyond them is closed at once.
+pub const TLS_CONNECTIONS_MAX: usize = 1024;
+// Waiting for every connection to end takes all the permits at once (a `u32`).
+const _: () = assert!(TLS_CONNECTIONS_MAX <= u32::MAX as usize);
+/// A TLS handshake that takes longer is abandoned and its connection closed.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At shutdown, how long HTTPS connections may take to finish the requests they carry; the
+/// registry stops without those still open then.
+pub const TLS_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long accepting pauses after an error that is not one connection's (e.g. too many open
+/// files), so that it does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// The HTTP versions offered in the TLS handshake (ALPN), preferred first.
+const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// How to run a registry.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Address of the HTTP API (port 0 picks a free port).
     pub listen: SocketAddr,
+    /// Directory of the sled store, created if missing.
     pub data_dir: PathBuf,
     /// Basic-auth users file; `None` leaves the API open.
     pub auth_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate and key; `None` serves plain HTTP.
+    pub tls: Option<RegistryTls>,
+}
+
+/// The registry's certificate and private key, to serve its API over HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryTls {
+    /// PEM certificate chain: the registry's certificate first, then any intermediates.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the first certificate of `cert`.
+    pub key: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +90,10 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The certificate or key of [`ServerConfig::tls`] cannot be read or used; the message
+    /// names the file.
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -119,6 +154,7 @@ pub async fn serve(
         .as_deref()
         .map(AuthConfig::load)
         .transpose()?;
+    let tls = config.tls.as_ref().map(tls_config).transpose()?;
     let registry = Arc::new(Registry::open(Store::open(&config.data_dir)?)?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -127,14 +163,140 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), auth = auth.is_some(), "registry listening");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), auth = auth.is_some(), tls = tls.is_some(), "registry listening");
     on_bound(addr);
     let app = NormalizePathLayer::trim_trailing_slash().layer(app(registry, auth));
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    match tls {
+        None => {
+            axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        Some(tls) => serve_tls(listener, tls, app, shutdown).await,
+    }
     tracing::info!("registry stopped");
     Ok(())
+}
+
+/// The rustls configuration (ring provider, no client certificates) serving `tls`.
+fn tls_config(tls: &RegistryTls) -> Result<rustls::ServerConfig, ServeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain = CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(|e| tls_error(&tls.cert, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(&tls.cert, e))?;
+    if chain.is_empty() {
+        return Err(tls_error(&tls.cert, "no PEM certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| tls_error(&tls.key, e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ServeError::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| {
+        let reason = format!("cannot be served with the key {}: {e}", tls.key.display());
+        tls_error(&tls.cert, reason)
+    })?;
+    config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// [`ServeError::Tls`] for the file at `path`.
+fn tls_error(path: &Path, reason: impl std::fmt::Display) -> ServeError {
+    ServeError::Tls(format!("{}: {reason}", path.display()))
+}
+
+/// An accept error that is one connection's trouble only: the next connection is unaffected.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Serves `app` over HTTPS on `listener` until `shutdown` completes, then lets the open
+/// connections finish their requests for up to [`TLS_DRAIN_TIMEOUT`]. At most
+/// [`TLS_CONNECTIONS_MAX`] connections at once; HTTP/1.1 and HTTP/2.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: rustls::ServerConfig,
+    app: NormalizePath<Router>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let connections = Arc::new(tokio::sync::Semaphore::new(TLS_CONNECTIONS_MAX));
+    // Turns true at shutdown: every connection then finishes its requests and closes.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let service = TowerToHyperService::new(app);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "cannot accept a connection");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many HTTPS connections: closing a new one");
+            drop(socket);
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let http = auto::Builder::new(TokioExecutor::new());
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                // Shutdown (or the server gone): finish the requests under way, then close.
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%peer, %error, "HTTPS connection failed");
+            }
+        });
+    }
+    let _ = stop.send(true);
+    // Every permit back: every connection task has ended.
+    let all = connections.acquire_many(TLS_CONNECTIONS_MAX as u32);
+    if tokio::time::timeout(TLS_DRAIN_TIMEOUT, all).await.is_err() {
+        tracing::warn!(
+            "HTTPS connections still open {}s after shutdown: stopping without them",
+            TLS_DRAIN_TIMEOUT.as_secs()
+        );
+    }
 }
 
 async fn metrics_endpoint(State(shared): State<Shared>) -> Response {

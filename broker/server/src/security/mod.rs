@@ -420,6 +420,38 @@ impl Security {
         }
     }
 
+    /// Keeps in a group description only the partitions of topics the session's principal may
+    /// describe (the group's members may read topics it may not see).
+    pub fn filter_description(&self, session: &Session, response: Response) -> Response {
+        let Some(principal) = session.principal.get() else {
+            return response;
+        };
+        if !self.required {
+            return response;
+        }
+        match response {
+            Response::Group(GroupResponse::Description(mut description)) => {
+                let visible = |topic: &str| {
+                    self.allowed(
+                        session,
+                        principal,
+                        ResourceType::Topic,
+                        topic,
+                        Operation::Describe,
+                    )
+                };
+                description
+                    .partitions
+                    .retain(|lag| visible(&lag.partition.topic));
+                for member in &mut description.members {
+                    member.partitions.retain(|tp| visible(&tp.topic));
+                }
+                Response::Group(GroupResponse::Description(description))
+            }
+            other => other,
+        }
+    }
+
     /// One step of an authentication exchange on `session`. A failure's answer is to be sent
     /// after [`AUTHENTICATION_FAILURE_DELAY`]; `close` says the connection has failed too often
     /// (then close it at once, without the delay).

@@ -195,8 +195,9 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
             let credential = users
                 .credential(&name)
                 .with_context(|| format!("no user '{name}' in {}", data_dir.display()))?;
-            // TOML basic strings, escaped by the TOML serializer.
+            // TOML strings, quoted and escaped by the TOML serializer.
             let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();
+            eprintln!("note: this credential allows offline password guessing; keep the registry's users file readable by its owner only (chmod 600)");
             println!("[[user]]");
             println!("name = {}", quote(&name));
             println!("password_hash = {}", quote(&credential.to_text()));

@@ -652,7 +652,21 @@ async fn handle(conn: &ConnectionState, request: Request) -> Response {
                 &request,
                 Request::Group(herald_wire::groups::GroupRequest::Describe { .. })
             );
+            // A fetch may wait (long poll) up to a minute: a grant revoked meanwhile must not
+            // let its answer through. The check is the connection's cached decision.
+            let recheck = match &request {
+                Request::Fetch { .. } => Some(request.clone()),
+                _ => None,
+            };
             let response = conn.broker.handle(request).await;
+            if let Some(fetch) = recheck {
+                if let Err(refused) =
+                    conn.security
+                        .admit(&conn.session, &fetch, &conn.broker.metrics)
+                {
+                    return refused;
+                }
+            }
             let response = if describes_group {
                 conn.security.filter_description(&conn.session, response)
             } else {

@@ -688,3 +688,39 @@ async fn a_group_description_shows_only_the_topics_the_reader_may_describe() {
     assert_eq!(topics(&seen), ["orders"], "{seen:?}");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_revoked_during_a_long_poll_lets_no_data_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    let admin = broker.client().await;
+    admin
+        .create_topic("orders", TopicConfig::default())
+        .await
+        .expect("create");
+    add_user(dir.path(), "alice", ALICE_PASSWORD);
+    let grant = allow("alice", ResourceType::Topic, "orders", Operation::Read);
+    admin.create_acls(vec![grant.clone()]).await.expect("grant");
+    let alice = connect_as(&broker, "alice", ALICE_PASSWORD).await;
+    // Waits at the end of the partition for a record.
+    let poll = tokio::spawn(async move {
+        alice
+            .fetch("orders", 0, 0, 1 << 20, Duration::from_secs(10), 1)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    admin
+        .delete_acls(AclFilter {
+            principal: Some(Principal::user("alice").expect("principal")),
+            ..AclFilter::any()
+        })
+        .await
+        .expect("revoke");
+    admin
+        .produce("orders", 0, Durability::Memory, batch(None))
+        .await
+        .expect("produce");
+    let (code, message) = refusal(poll.await.expect("task"));
+    assert_eq!(code, ErrorCode::NotAuthorized, "{message}");
+    broker.stop().await;
+}

@@ -6,6 +6,7 @@
 //! - [`acl`]: Kafka-shaped access control — principals, resource patterns (literal and
 //!   prefixed), operations with their implications, allow and deny with deny winning, super
 //!   users and default deny — and the decision function.
+//! - [`source`]: which source a peer address counts as, for limits per source.
 //! - [`local`]: the credential a local `herald up` generates for its first super user.
 //!
 //! Nothing here opens a file or a socket or reads a clock; randomness (nonces, salts) comes
@@ -14,3 +15,4 @@
 pub mod acl;
 pub mod local;
 pub mod scram;
+pub mod source;

@@ -97,6 +97,17 @@ enum Secret {
     Scram(herald_auth::scram::Credential),
 }
 
+impl Secret {
+    /// PBKDF2 iterations a check of this secret takes.
+    fn iterations(&self) -> Option<NonZeroU32> {
+        match self {
+            Secret::Pbkdf2 { iterations, .. } => Some(*iterations),
+            Secret::Scram(credential) => NonZeroU32::new(credential.iterations),
+            Secret::LegacySha256(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct User {
     name: String,
@@ -140,6 +151,9 @@ pub struct AuthConfig {
     /// Password checks running at once (one per core): a flood of made-up credentials costs
     /// at most the cores, and the rest are answered 503 at once.
     checking: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The most PBKDF2 iterations any user's check takes: every check costs this much, so
+    /// that timing tells neither which names exist nor which kind of hash a user has.
+    cost_iterations: Option<NonZeroU32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -256,6 +270,15 @@ impl AuthConfig {
             path: shown.clone(),
             source,
         })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(metadata) = std::fs::metadata(path) {
+                if metadata.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(path = %shown, "the users file is readable by others: its hashes allow offline guessing (and SCRAM credentials more); chmod 600 it");
+                }
+            }
+        }
         Self::parse(&text, &shown)
     }
 
@@ -328,10 +351,12 @@ impl AuthConfig {
                 "users with unsalted password_sha256: replace each with a password_hash from `herald registry hash-password`"
             );
         }
+        let cost_iterations = users.iter().filter_map(|u| u.secret.iterations()).max();
         let mut key = [0u8; 32];
         ring_rand::SecureRandom::fill(&ring_rand::SystemRandom::new(), &mut key)
             .map_err(|_| AuthConfigError::Random)?;
         Ok(Self {
+            cost_iterations,
             users,
             cache_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             verified: Mutex::new(HashMap::new()),
@@ -339,6 +364,25 @@ impl AuthConfig {
                 std::thread::available_parallelism().map_or(1, usize::from),
             )),
         })
+    }
+
+    /// Spends the PBKDF2 iterations a check of `own` iterations (`None`: none) is short of
+    /// [`AuthConfig::cost_iterations`], on a throwaway derivation.
+    fn pad_cost(&self, own: Option<NonZeroU32>, password: &str) {
+        let Some(most) = self.cost_iterations else {
+            return;
+        };
+        let short = most.get() - own.map_or(0, NonZeroU32::get).min(most.get());
+        if let Some(short) = NonZeroU32::new(short) {
+            let mut sink = [0u8; HASH_BYTES];
+            pbkdf2::derive(
+                pbkdf2::PBKDF2_HMAC_SHA256,
+                short,
+                b"herald-equal-cost",
+                password.as_bytes(),
+                &mut sink,
+            );
+        }
     }
 
     /// The `(name, password)` of a basic `Authorization` header.
@@ -394,14 +438,17 @@ impl AuthConfig {
                 iterations,
                 salt,
                 hash,
-            }) => pbkdf2::verify(
-                pbkdf2::PBKDF2_HMAC_SHA256,
-                *iterations,
-                salt,
-                password.as_bytes(),
-                hash,
-            )
-            .is_ok(),
+            }) => {
+                self.pad_cost(Some(*iterations), &password);
+                pbkdf2::verify(
+                    pbkdf2::PBKDF2_HMAC_SHA256,
+                    *iterations,
+                    salt,
+                    password.as_bytes(),
+                    hash,
+                )
+                .is_ok()
+            }
             Some(Secret::LegacySha256(digest)) => {
                 let computed: [u8; 32] = Sha256::digest(password.as_bytes()).into();
                 bool::from(computed.ct_eq(digest))
@@ -415,23 +462,8 @@ impl AuthConfig {
             )
             .is_ok_and(|derived| bool::from(derived.stored_key.ct_eq(&credential.stored_key))),
             None => {
-                // An unknown name costs what a known one does (the file's first PBKDF2
-                // user's iterations), so timing does not tell which names exist.
-                let iterations = self.users.iter().find_map(|u| match &u.secret {
-                    Secret::Pbkdf2 { iterations, .. } => Some(*iterations),
-                    Secret::Scram(credential) => NonZeroU32::new(credential.iterations),
-                    Secret::LegacySha256(_) => None,
-                });
-                if let Some(iterations) = iterations {
-                    let mut sink = [0u8; HASH_BYTES];
-                    pbkdf2::derive(
-                        pbkdf2::PBKDF2_HMAC_SHA256,
-                        iterations,
-                        b"herald-unknown-user",
-                        password.as_bytes(),
-                        &mut sink,
-                    );
-                }
+                // An unknown name costs what the dearest known one does.
+                self.pad_cost(None, &password);
                 false
             }
         };

@@ -14,7 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, ServiceExt};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tower::Layer;
@@ -33,7 +33,8 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 4 * herald_schema::SCHEMA_BYTES_MAX;
 /// Most bytes of a subject list filtered for a user limited to subject prefixes (a million
 /// names of 64 bytes).
 pub const SUBJECT_LIST_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Requests handled at once; further requests wait for a slot (bounded by connections).
+/// Requests handled at once; further requests wait for a slot (over HTTPS bounded by the
+/// connections and their streams; plain HTTP, meant for loopback, has no connection bound).
 pub const REQUESTS_INFLIGHT_MAX: usize = 1024;
 /// A request that takes longer is answered 408 (a registration waits for one flush).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,9 +44,24 @@ pub const TLS_CONNECTIONS_MAX: usize = 1024;
 const _: () = assert!(TLS_CONNECTIONS_MAX <= u32::MAX as usize);
 /// A TLS handshake that takes longer is abandoned and its connection closed.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// At shutdown, how long HTTPS connections may take to finish the requests they carry; the
-/// registry stops without those still open then.
+/// At shutdown, how long HTTPS connections may take to finish the requests they carry; those
+/// still open then are aborted.
 pub const TLS_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTPS connections one source address may hold at once (IPv6 counted by /64): one host
+/// cannot take every slot.
+pub const TLS_CONNECTIONS_PER_SOURCE_MAX: usize = 64;
+/// An HTTP/1 connection that sends no complete request header for this long (idle keep-alive
+/// included) is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// An HTTPS connection older than this is asked to close (after its requests under way): no
+/// connection holds a slot forever, whatever it does.
+pub const TLS_CONNECTION_AGE_MAX: Duration = Duration::from_secs(600);
+/// HTTP/2 streams (requests) one connection may carry at once.
+pub const H2_STREAMS_MAX: u32 = 32;
+/// HTTP/2 keep-alive: a ping this often, and a connection whose peer does not answer one
+/// within [`H2_PING_TIMEOUT`] is closed.
+pub const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long accepting pauses after an error that is not one connection's (e.g. too many open
 /// files), so that it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -232,34 +248,60 @@ async fn serve_tls(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let connections = Arc::new(tokio::sync::Semaphore::new(TLS_CONNECTIONS_MAX));
+    let per_source = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        std::net::IpAddr,
+        usize,
+    >::new()));
     // Turns true at shutdown: every connection then finishes its requests and closes.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let service = TowerToHyperService::new(app);
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_STREAMS_MAX)
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    let http = Arc::new(http);
+    let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
+        // Ended connections' tasks are collected as we go.
+        while tasks.try_join_next().is_some() {}
         let (socket, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) if is_connection_error(&error) => continue,
             Err(error) => {
                 tracing::warn!(%error, "cannot accept a connection");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many HTTPS connections: closing a new one");
+            tracing::warn!(%peer, "{TLS_CONNECTIONS_MAX} HTTPS connections open: closing a new one");
+            drop(socket);
+            continue;
+        };
+        let Some(slot) = SourceSlot::take(&per_source, peer.ip()) else {
+            tracing::warn!(%peer, "{TLS_CONNECTIONS_PER_SOURCE_MAX} HTTPS connections open from this source: closing a new one");
             drop(socket);
             continue;
         };
         let acceptor = acceptor.clone();
         let service = service.clone();
+        let http = http.clone();
         let mut stopping = stopping.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket));
             let stream = match handshake.await {
                 Ok(Ok(stream)) => stream,
@@ -272,13 +314,17 @@ async fn serve_tls(
                     return;
                 }
             };
-            let http = auto::Builder::new(TokioExecutor::new());
             let connection = http.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let served = tokio::select! {
                 served = connection.as_mut() => served,
-                // Shutdown (or the server gone): finish the requests under way, then close.
+                // Shutdown (or the server gone), or the connection is old: finish the requests
+                // under way, then close.
                 _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                () = tokio::time::sleep(TLS_CONNECTION_AGE_MAX) => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
@@ -289,13 +335,55 @@ async fn serve_tls(
         });
     }
     let _ = stop.send(true);
-    // Every permit back: every connection task has ended.
-    let all = connections.acquire_many(TLS_CONNECTIONS_MAX as u32);
-    if tokio::time::timeout(TLS_DRAIN_TIMEOUT, all).await.is_err() {
+    let drained = tokio::time::timeout(TLS_DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(
-            "HTTPS connections still open {}s after shutdown: stopping without them",
+            "HTTPS connections still open {}s after shutdown: aborting them",
             TLS_DRAIN_TIMEOUT.as_secs()
         );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// One of a source's [`TLS_CONNECTIONS_PER_SOURCE_MAX`] connection slots, given back when
+/// dropped.
+struct SourceSlot {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    source: std::net::IpAddr,
+}
+
+impl SourceSlot {
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        address: std::net::IpAddr,
+    ) -> Option<Self> {
+        let source = herald_auth::source::source(address);
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = map.entry(source).or_insert(0);
+        if *count >= TLS_CONNECTIONS_PER_SOURCE_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            counts: counts.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = map.get_mut(&self.source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(&self.source);
+            }
+        }
     }
 }
 

@@ -157,3 +157,44 @@ fn a_ca_file_without_certificates_is_reported_with_its_path() {
         Err(ClientError::CaFile { .. })
     ));
 }
+
+/// One source cannot take every HTTPS slot: past `TLS_CONNECTIONS_PER_SOURCE_MAX` connections
+/// (here silent ones, stuck before their handshake) a new one is closed at once; and a
+/// shutdown does not wait for silent connections longer than their handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_holds_a_bounded_number_of_connections_and_silent_ones_do_not_block_shutdown() {
+    use herald_registry::server::{TLS_CONNECTIONS_PER_SOURCE_MAX, TLS_HANDSHAKE_TIMEOUT};
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(dir.path());
+    let served = Served::start(config(dir.path(), RegistryTls { cert, key })).await;
+    let mut silent = Vec::new();
+    for _ in 0..TLS_CONNECTIONS_PER_SOURCE_MAX {
+        silent.push(
+            tokio::net::TcpStream::connect(served.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    // Give the server time to accept them all.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut extra = tokio::net::TcpStream::connect(served.addr)
+        .await
+        .expect("connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), extra.read(&mut byte))
+        .await
+        .expect("the extra connection is closed at once, not left waiting");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without a byte: {read:?}"
+    );
+    let started = std::time::Instant::now();
+    served.stop().await;
+    assert!(
+        started.elapsed() < TLS_HANDSHAKE_TIMEOUT + std::time::Duration::from_secs(5),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}

@@ -13,22 +13,7 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Source addresses remembered; beyond, the oldest windows are forgotten first.
 pub const FAILURE_SOURCES_MAX: usize = 10_000;
 
-/// The source an address counts as: IPv4 addresses (also when mapped into IPv6) as they are,
-/// other IPv6 addresses by their /64 (one host usually holds a whole /64, and could otherwise
-/// move to a fresh address for every attempt).
-pub fn source(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut segments = v6.segments();
-                segments[4..].fill(0);
-                IpAddr::V6(std::net::Ipv6Addr::from(segments))
-            }
-        },
-    }
-}
+pub use herald_auth::source::source;
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -129,20 +114,6 @@ mod tests {
         // A new window starts from zero.
         limiter.failed(source(1), start + FAILURE_WINDOW);
         assert_eq!(limiter.check(source(1), start + FAILURE_WINDOW), Ok(()));
-    }
-
-    #[test]
-    fn ipv6_addresses_count_by_their_64_prefix() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("ip");
-        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
-        assert_eq!(super::source(a), super::source(b));
-        assert_ne!(super::source(a), super::source(other));
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
-        assert_eq!(
-            super::source(mapped),
-            "192.0.2.7".parse::<IpAddr>().expect("ip")
-        );
     }
 
     #[test]

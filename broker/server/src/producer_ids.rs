@@ -20,6 +20,9 @@ const KIND: meta::Kind = meta::Kind {
 };
 /// Named producers remembered.
 pub const NAMED_PRODUCERS_MAX: usize = 100_000;
+/// Named producers one principal may own (with authentication on): one user cannot use up
+/// [`NAMED_PRODUCERS_MAX`] for everyone.
+pub const NAMED_PRODUCERS_PER_PRINCIPAL_MAX: usize = 1000;
 /// Producer ids whose owner is remembered; beyond, the oldest (smallest) ids are forgotten
 /// (an id whose owner is forgotten may be used by anyone allowed to write its topic).
 pub const OWNED_IDS_MAX: usize = 100_000;
@@ -44,6 +47,8 @@ pub enum ProducerIdError {
     TooMany,
     #[error("producer name '{name}' belongs to {owner}")]
     NotOwner { name: String, owner: String },
+    #[error("User:{0} already owns {NAMED_PRODUCERS_PER_PRINCIPAL_MAX} named producers")]
+    TooManyForPrincipal(String),
 }
 
 impl From<MetaError> for ProducerIdError {
@@ -188,6 +193,19 @@ impl ProducerIds {
                 }
             }
         }
+        if let Some(owner) = owner {
+            let new_name = !name.is_empty() && !table.named.contains_key(name);
+            if new_name
+                && table
+                    .named
+                    .values()
+                    .filter(|named| named.owner.as_deref() == Some(owner))
+                    .count()
+                    >= NAMED_PRODUCERS_PER_PRINCIPAL_MAX
+            {
+                return Err(ProducerIdError::TooManyForPrincipal(owner.to_owned()));
+            }
+        }
         let mut next = table.clone();
         let answer = if name.is_empty() {
             let id = next.next_id;
@@ -310,6 +328,22 @@ mod tests {
             ids.owner(anonymous),
             ProducerOwner::Principal("bob".to_owned())
         );
+    }
+
+    #[test]
+    fn one_principal_cannot_use_up_the_named_producers_for_everyone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ids = ProducerIds::open(dir.path()).expect("open");
+        for n in 0..NAMED_PRODUCERS_PER_PRINCIPAL_MAX {
+            ids.init(&format!("p-{n}"), Some("mallory")).expect("init");
+        }
+        assert!(matches!(
+            ids.init("one-more", Some("mallory")),
+            Err(ProducerIdError::TooManyForPrincipal(_))
+        ));
+        // Her own names still work (a restart bumps the epoch), and others are not affected.
+        assert!(ids.init("p-0", Some("mallory")).is_ok());
+        assert!(ids.init("checkout", Some("alice")).is_ok());
     }
 
     #[test]

@@ -309,6 +309,9 @@ impl Broker {
             Err(e @ ProducerIdError::NotOwner { .. }) => {
                 error(ErrorCode::NotAuthorized, e.to_string())
             }
+            Err(e @ (ProducerIdError::TooMany | ProducerIdError::TooManyForPrincipal(_))) => {
+                error(ErrorCode::InvalidRequest, e.to_string())
+            }
             Err(e) => error(ErrorCode::Storage, e.to_string()),
         }
     }

@@ -471,7 +471,7 @@ impl Security {
             .limiter
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .check(peer, now)
+            .check(peer, None, now)
         {
             metrics.authentication_failures.increment(1);
             return Step {
@@ -504,12 +504,12 @@ impl Security {
                 close: true,
             };
         }
-        let failed = |exchange: &mut Exchange, reason: String, log: &str| {
+        let failed = |exchange: &mut Exchange, user: Option<&str>, reason: String, log: &str| {
             metrics.authentication_failures.increment(1);
             self.limiter
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .failed(peer, now);
+                .failed(peer, user, now);
             exchange.waiting = None;
             exchange.failures += 1;
             tracing::warn!(%peer, failures = exchange.failures, "authentication failed: {log}");
@@ -528,6 +528,7 @@ impl Security {
         if mechanism != scram::MECHANISM {
             return failed(
                 &mut exchange,
+                None,
                 format!(
                     "unsupported mechanism '{}'; this broker speaks {}",
                     mechanism.escape_debug(),
@@ -561,13 +562,37 @@ impl Security {
                 );
                 match started {
                     Ok((waiting, server_first)) => {
+                        // The name is known now: has this source used up its tries for it?
+                        let limited = self
+                            .limiter
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .check(peer, Some(waiting.user()), now);
+                        if let Err(wait) = limited {
+                            metrics.authentication_failures.increment(1);
+                            return Step {
+                                response: Response::Error(ErrorBody {
+                                    code: ErrorCode::AuthenticationFailed,
+                                    retry_after_ms: wait.as_millis().min(u128::from(u32::MAX))
+                                        as u32,
+                                    message: format!(
+                                        "too many failed authentications for this user from {peer}; try again in {} s",
+                                        wait.as_secs().max(1)
+                                    ),
+                                }),
+                                failed: true,
+                                close: true,
+                            };
+                        }
                         exchange.waiting = Some((waiting, used, now));
                         Step::answer(Response::Security(SecurityResponse::Authenticated {
                             message: server_first,
                             principal: None,
                         }))
                     }
-                    Err(error) => failed(&mut exchange, error.to_string(), &error.to_string()),
+                    Err(error) => {
+                        failed(&mut exchange, None, error.to_string(), &error.to_string())
+                    }
                 }
             }
             Some((waiting, used, _)) => {
@@ -578,6 +603,7 @@ impl Security {
                 if used.is_some() && current != used.as_ref() {
                     return failed(
                         &mut exchange,
+                        Some(&user),
                         "the user's credential changed during the exchange; authenticate again"
                             .to_owned(),
                         "credential changed during the exchange",
@@ -602,12 +628,22 @@ impl Security {
                                 principal: Some(principal.as_ref().clone()),
                             }))
                         }
-                        Err(error) => failed(&mut exchange, error.to_string(), &error.to_string()),
+                        Err(error) => failed(
+                            &mut exchange,
+                            Some(&user),
+                            error.to_string(),
+                            &error.to_string(),
+                        ),
                     },
                     Err(error) => {
                         // The claimed name may be a mistyped password: debug level only.
                         tracing::debug!(%peer, user = %user.escape_debug(), "authentication failed for this name");
-                        failed(&mut exchange, error.to_string(), &error.to_string())
+                        failed(
+                            &mut exchange,
+                            Some(&user),
+                            error.to_string(),
+                            &error.to_string(),
+                        )
                     }
                 }
             }

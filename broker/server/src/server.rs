@@ -47,6 +47,9 @@ use herald_wire::security::SecurityRequest;
 
 /// Connections served at once; more are refused at the handshake.
 pub const CONNECTIONS_MAX: usize = 1024;
+/// Connections one source address may hold at once (IPv6 counted by /64): one host cannot
+/// take every slot.
+pub const CONNECTIONS_PER_SOURCE_MAX: usize = 128;
 /// Request bytes one connection may have buffered (frames being read or handled); more wait.
 pub const CONNECTION_READ_BYTES_MAX: usize = 64 * 1024 * 1024;
 const _: () = assert!(herald_wire::limits::FRAME_BYTES_MAX <= CONNECTION_READ_BYTES_MAX);
@@ -276,6 +279,7 @@ pub async fn serve(
         config.retention_check_interval,
     ));
     let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let per_source = herald_auth::source::SourceSlots::new(CONNECTIONS_PER_SOURCE_MAX);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -287,6 +291,12 @@ pub async fn serve(
                     incoming.refuse();
                     continue;
                 };
+                let Some(slot) = per_source.take(incoming.remote_address().ip()) else {
+                    broker.metrics.connections_refused.increment(1);
+                    tracing::warn!(peer = %incoming.remote_address(), "{CONNECTIONS_PER_SOURCE_MAX} connections open from this source: refusing another");
+                    incoming.refuse();
+                    continue;
+                };
                 let broker = broker.clone();
                 let security = security.clone();
                 let responses = responses.clone();
@@ -295,6 +305,7 @@ pub async fn serve(
                     if let Err(error) = serve_connection(incoming, broker, security, responses, write_timeout).await {
                         tracing::debug!(%error, "connection ended");
                     }
+                    drop(slot);
                     drop(permit);
                 });
             }

@@ -724,3 +724,42 @@ async fn a_grant_revoked_during_a_long_poll_lets_no_data_through() {
     assert_eq!(code, ErrorCode::NotAuthorized, "{message}");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_holds_a_bounded_number_of_connections() {
+    use herald_broker::server::CONNECTIONS_PER_SOURCE_MAX;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS_PER_SOURCE_MAX {
+        held.push(anonymous(&broker).await);
+    }
+    let refused = BrokerClient::connect(
+        broker.bound.addr,
+        Trust::Fingerprint(broker.bound.fingerprint.clone()),
+    )
+    .await;
+    assert!(refused.is_err(), "one connection past the limit is refused");
+    let first = held.remove(0);
+    first.close();
+    // The slot comes back once the broker has seen the connection go.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = BrokerClient::connect(
+            broker.bound.addr,
+            Trust::Fingerprint(broker.bound.fingerprint.clone()),
+        )
+        .await;
+        if again.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot came back: {:?}",
+            again.err()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(held);
+    broker.stop().await;
+}

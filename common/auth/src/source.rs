@@ -37,3 +37,81 @@ mod tests {
         assert_eq!(source(v4), v4);
     }
 }
+
+/// Counts what each source holds at once (connections), up to a limit per source: a slot is
+/// taken with [`SourceSlots::take`] and given back when the [`SourceSlot`] is dropped. The map
+/// holds only sources with a slot taken, so it is bounded by the slots in use.
+#[derive(Debug, Clone)]
+pub struct SourceSlots {
+    limit: usize,
+    counts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
+}
+
+/// One slot of one source, given back when dropped.
+#[derive(Debug)]
+pub struct SourceSlot {
+    slots: SourceSlots,
+    source: IpAddr,
+}
+
+impl SourceSlots {
+    /// At most `limit` slots per source.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            counts: Default::default(),
+        }
+    }
+
+    /// A slot for the source of `address`, or `None` when it holds its limit already.
+    pub fn take(&self, address: IpAddr) -> Option<SourceSlot> {
+        let source = source(address);
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(source).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            slots: self.clone(),
+            source,
+        })
+    }
+
+    /// Slots the source of `address` holds.
+    pub fn held(&self, address: IpAddr) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(&source(address)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self.slots.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.source);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn a_source_holds_at_most_its_limit_and_gets_slots_back_when_dropped() {
+        let slots = SourceSlots::new(2);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let first = slots.take(a).expect("first");
+        let _second = slots.take(a).expect("second");
+        assert!(slots.take(a).is_none(), "a third is refused");
+        assert!(slots.take(b).is_some(), "another source is not affected");
+        drop(first);
+        assert_eq!(slots.held(a), 1);
+        assert!(slots.take(a).is_some(), "a slot given back is taken again");
+    }
+}

@@ -248,10 +248,7 @@ async fn serve_tls(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let connections = Arc::new(tokio::sync::Semaphore::new(TLS_CONNECTIONS_MAX));
-    let per_source = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
-        std::net::IpAddr,
-        usize,
-    >::new()));
+    let per_source = herald_auth::source::SourceSlots::new(TLS_CONNECTIONS_PER_SOURCE_MAX);
     // Turns true at shutdown: every connection then finishes its requests and closes.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let service = TowerToHyperService::new(app);
@@ -290,7 +287,7 @@ async fn serve_tls(
             drop(socket);
             continue;
         };
-        let Some(slot) = SourceSlot::take(&per_source, peer.ip()) else {
+        let Some(slot) = per_source.take(peer.ip()) else {
             tracing::warn!(%peer, "{TLS_CONNECTIONS_PER_SOURCE_MAX} HTTPS connections open from this source: closing a new one");
             drop(socket);
             continue;
@@ -346,44 +343,6 @@ async fn serve_tls(
         );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-    }
-}
-
-/// One of a source's [`TLS_CONNECTIONS_PER_SOURCE_MAX`] connection slots, given back when
-/// dropped.
-struct SourceSlot {
-    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-    source: std::net::IpAddr,
-}
-
-impl SourceSlot {
-    fn take(
-        counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-        address: std::net::IpAddr,
-    ) -> Option<Self> {
-        let source = herald_auth::source::source(address);
-        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = map.entry(source).or_insert(0);
-        if *count >= TLS_CONNECTIONS_PER_SOURCE_MAX {
-            return None;
-        }
-        *count += 1;
-        Some(Self {
-            counts: counts.clone(),
-            source,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = map.get_mut(&self.source) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                map.remove(&self.source);
-            }
-        }
     }
 }
 

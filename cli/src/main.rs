@@ -197,10 +197,11 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("no user '{name}' in {}", data_dir.display()))?;
             // TOML strings, quoted and escaped by the TOML serializer.
             let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();
-            eprintln!("note: this credential allows offline password guessing; keep the registry's users file readable by its owner only (chmod 600)");
+            eprintln!("note: the stored key allows offline password guessing; keep the registry's users file readable by its owner only (chmod 600)");
             println!("[[user]]");
             println!("name = {}", quote(&name));
-            println!("password_hash = {}", quote(&credential.to_text()));
+            // The stored key only: the server key would let a reader pose as the broker.
+            println!("password_hash = {}", quote(&credential.stored().to_text()));
             println!("role = {}", quote(&role));
             if !subjects.is_empty() {
                 let list: Vec<String> = subjects.iter().map(|s| quote(s)).collect();

@@ -91,7 +91,10 @@ fn an_exported_user_logs_in_to_the_registry_with_the_same_password() {
         "",
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("password_hash = \"scram-sha256$"), "{out}");
+    assert!(
+        out.contains("password_hash = \"scram-sha256-stored$"),
+        "{out}"
+    );
     let users = dir.path().join("registry-users.toml");
     std::fs::write(&users, &out).expect("write");
     let (_registry, url) = support::start(

@@ -242,6 +242,102 @@ impl Credential {
     }
 }
 
+/// What a server that only checks passwords (a basic-auth login, not a SCRAM exchange) needs
+/// of a [`Credential`]: the salt, the iteration count and the stored key — without the server
+/// key, so that whoever reads it cannot pose as the broker to SCRAM clients.
+///
+/// Text form: `scram-sha256-stored$<iterations>$<salt base64>$<stored key base64>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: [u8; 32],
+}
+
+/// The scheme of [`StoredKey::to_text`].
+pub const STORED_KEY_SCHEME: &str = "scram-sha256-stored";
+
+impl Credential {
+    /// The part a password-checking server needs (see [`StoredKey`]).
+    pub fn stored(&self) -> StoredKey {
+        StoredKey {
+            salt: self.salt.clone(),
+            iterations: self.iterations,
+            stored_key: self.stored_key,
+        }
+    }
+}
+
+impl StoredKey {
+    /// Whether `password` derives this stored key (compared in constant time).
+    pub fn verifies(&self, password: &str) -> bool {
+        match checked_iterations(u64::from(self.iterations)) {
+            Ok(rounds) if !self.salt.is_empty() => {
+                let keys = derive_keys(password, &self.salt, rounds);
+                bool::from(keys.stored_key.ct_eq(&self.stored_key))
+            }
+            _ => false,
+        }
+    }
+
+    /// `scram-sha256-stored$<iterations>$<salt base64>$<stored key base64>`.
+    pub fn to_text(&self) -> String {
+        format!(
+            "{STORED_KEY_SCHEME}${}${}${}",
+            self.iterations,
+            B64.encode(self.salt.as_slice()),
+            B64.encode(self.stored_key)
+        )
+    }
+
+    /// Reads [`StoredKey::to_text`]'s form, or a whole [`Credential`]'s (keeping what it needs).
+    pub fn parse(text: &str) -> Result<Self, ScramError> {
+        let text = text.trim();
+        if text.starts_with(&format!("{CREDENTIAL_SCHEME}$")) {
+            return Credential::parse(text).map(|credential| credential.stored());
+        }
+        let fields: Vec<&str> = text.split('$').collect();
+        let [scheme, iterations, salt, stored_key] = fields.as_slice() else {
+            return Err(malformed(
+                "stored key: expected scram-sha256-stored$<iterations>$<salt>$<stored key>",
+            ));
+        };
+        if *scheme != STORED_KEY_SCHEME {
+            return Err(malformed(
+                "stored key: unknown scheme, expected scram-sha256-stored",
+            ));
+        }
+        let iterations = parse_iterations(
+            iterations,
+            "stored key: the iteration count is not a positive decimal number",
+        )?;
+        let salt = B64
+            .decode(salt)
+            .map_err(|_| malformed("stored key: the salt is not base64"))?;
+        if salt.is_empty() {
+            return Err(malformed("stored key: the salt is empty"));
+        }
+        Ok(Self {
+            salt,
+            iterations: iterations.get(),
+            stored_key: key_from_base64(
+                stored_key,
+                "stored key: the stored key is not 32 bytes of base64",
+            )?,
+        })
+    }
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("salt", &B64.encode(self.salt.as_slice()))
+            .field("iterations", &self.iterations)
+            .field("stored_key", &"<redacted>")
+            .finish()
+    }
+}
+
 impl FromStr for Credential {
     type Err = ScramError;
 
@@ -1385,6 +1481,25 @@ mod tests {
         let mut fields: Vec<&str> = text.split('$').collect();
         fields[index] = value;
         fields.join("$")
+    }
+
+    #[test]
+    fn a_stored_key_checks_passwords_and_reads_both_forms() {
+        let credential = Credential::new("pencil", ITERATIONS_MIN).expect("credential");
+        let stored = credential.stored();
+        assert!(stored.verifies("pencil"));
+        assert!(!stored.verifies("pen"));
+        let text = stored.to_text();
+        assert!(text.starts_with("scram-sha256-stored$"), "{text}");
+        let server_key = B64.encode(credential.server_key);
+        assert!(
+            !text.contains(&server_key),
+            "no server key in the stored form"
+        );
+        assert_eq!(StoredKey::parse(&text), Ok(stored.clone()));
+        assert_eq!(StoredKey::parse(&credential.to_text()), Ok(stored));
+        assert!(StoredKey::parse("scram-sha256-stored$4096$$AAAA").is_err());
+        assert!(StoredKey::parse("scram-sha256-stored$5$c2FsdA$AAAA").is_err());
     }
 
     #[test]

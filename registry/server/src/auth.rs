@@ -11,9 +11,10 @@
 //! also register and soft-delete; `admin` may do everything (config, mode, permanent delete).
 //!
 //! Passwords are stored as salted, iterated PBKDF2-HMAC-SHA256 ([`hash_password`]) and
-//! checked in constant time. `password_hash` may also be the broker's SCRAM-SHA-256
-//! credential (`scram-sha256$...`, as in the broker's users; `herald user export` prints a
-//! user's as a `[[user]]` block), so one credential serves both servers. Files written before that hold `password_sha256` (unsalted
+//! checked in constant time. `password_hash` may also be a broker user's SCRAM-SHA-256
+//! stored key (`scram-sha256-stored$...`; `herald user export` prints a user's as a
+//! `[[user]]` block; a whole `scram-sha256$...` credential is accepted too), so one password
+//! serves both servers. Files written before that hold `password_sha256` (unsalted
 //! SHA-256, hex): still accepted, compared in constant time, and named in a warning at load
 //! so operators rehash them. A successful check is remembered (keyed by a keyed hash of the
 //! credentials, never the password) so that a client sending basic auth with every request
@@ -51,8 +52,9 @@ const HASH_BYTES: usize = 32;
 /// Successful checks remembered; past this, one is forgotten to make room.
 pub const VERIFIED_CREDENTIALS_MAX: usize = 1024;
 const HASH_PREFIX: &str = "pbkdf2-sha256";
-/// The broker's credential text (`herald_auth::scram::Credential::to_text`).
-const SCRAM_PREFIX: &str = "scram-sha256$";
+/// The broker's credential texts (`herald_auth::scram::StoredKey::to_text`, and a whole
+/// `Credential::to_text`).
+const SCRAM_PREFIX: &str = "scram-sha256";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,9 +94,10 @@ enum Secret {
         hash: Vec<u8>,
     },
     LegacySha256([u8; 32]),
-    /// The broker's SCRAM-SHA-256 credential (`herald user add` stores it; `herald user
-    /// export` prints it as a registry user): the same password works on both.
-    Scram(herald_auth::scram::Credential),
+    /// The stored key of a broker user's SCRAM-SHA-256 credential (`herald user export` prints
+    /// it as a registry user; a whole credential is accepted too): the same password works on
+    /// both servers.
+    Scram(herald_auth::scram::StoredKey),
 }
 
 impl Secret {
@@ -219,8 +222,8 @@ pub fn hash_password_with(password: &str, iterations: u32) -> Result<String, Aut
 }
 
 fn parse_hash(text: &str) -> Result<Secret, String> {
-    if text.starts_with(SCRAM_PREFIX) {
-        return herald_auth::scram::Credential::parse(text)
+    if text.trim_start().starts_with(SCRAM_PREFIX) {
+        return herald_auth::scram::StoredKey::parse(text)
             .map(Secret::Scram)
             .map_err(|e| format!("password_hash: {e}"));
     }

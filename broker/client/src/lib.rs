@@ -66,7 +66,11 @@ pub enum Credentials {
     None,
     /// A user and password, checked with a SCRAM-SHA-256 exchange right after the handshake
     /// (and after every reconnection).
-    Scram { user: String, password: String },
+    Scram {
+        user: String,
+        /// Wiped from memory when dropped.
+        password: zeroize::Zeroizing<String>,
+    },
     /// A client certificate presented in the TLS handshake, for a broker that maps client
     /// certificates to principals.
     Certificate {
@@ -100,7 +104,7 @@ impl Credentials {
     pub fn scram(user: impl Into<String>, password: impl Into<String>) -> Self {
         Credentials::Scram {
             user: user.into(),
-            password: password.into(),
+            password: zeroize::Zeroizing::new(password.into()),
         }
     }
 

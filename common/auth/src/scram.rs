@@ -665,7 +665,7 @@ impl ScramClient {
         let started = ScramClientStarted {
             client_first_bare,
             client_nonce: client_nonce.to_owned(),
-            password: password.to_owned(),
+            password: zeroize::Zeroizing::new(password.to_owned()),
         };
         Ok((started, client_first.into_bytes()))
     }
@@ -675,7 +675,8 @@ impl ScramClient {
 pub struct ScramClientStarted {
     client_first_bare: String,
     client_nonce: String,
-    password: String,
+    /// Wiped from memory when the state is dropped.
+    password: zeroize::Zeroizing<String>,
 }
 
 impl ScramClientStarted {

@@ -56,7 +56,8 @@ impl ClientError {
     pub fn retryable(&self) -> bool {
         match self {
             ClientError::Registry { status, .. } => *status >= 500,
-            ClientError::Http(_) => true,
+            // A certificate the client does not trust will not be trusted on a retry.
+            ClientError::Http(error) => !is_certificate_error(error),
             ClientError::Decode { .. } | ClientError::CaFile { .. } => false,
         }
     }
@@ -476,6 +477,42 @@ impl RegistryClient {
             .await?;
         Ok(())
     }
+}
+
+/// Whether `error` comes from a TLS certificate the client refused (or the server's refusal
+/// of the client's): a configuration problem, not a passing one. rustls' error sits in the
+/// chain, possibly inside an `io::Error` (whose `source` skips it, so it is unwrapped here).
+fn is_certificate_error(error: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        if let Some(tls) = rustls_error(current) {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::AlertReceived(
+                        rustls::AlertDescription::BadCertificate
+                            | rustls::AlertDescription::UnknownCA
+                            | rustls::AlertDescription::CertificateRequired
+                    )
+            );
+        }
+        next = current.source();
+    }
+    false
+}
+
+/// `error` as rustls' error, looking inside `io::Error`s wrapped in one another (at most a
+/// few: the depth is bounded).
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = error;
+    for _ in 0..8 {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        current = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
+    None
 }
 
 /// The HTTP client of every call: [`REQUEST_TIMEOUT`], and `extra_roots` trusted besides the

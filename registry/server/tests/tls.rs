@@ -102,6 +102,10 @@ async fn clients_that_trust_the_certificate_use_the_api_over_https() {
         matches!(refused, Err(ClientError::Http(_))),
         "a client that does not trust the certificate must fail the handshake: {refused:?}"
     );
+    assert!(
+        refused.as_ref().is_err_and(|e| !e.retryable()),
+        "an untrusted certificate is not worth retrying: {refused:?}"
+    );
 
     let plain = RegistryClient::new(format!("http://127.0.0.1:{port}")).expect("client");
     let refused = plain.schema_by_id(id).await;

@@ -96,6 +96,40 @@ pub(crate) fn encode<T: Serialize>(kind: Kind, payload: &T) -> std::io::Result<V
     Ok(bytes)
 }
 
+/// Why [`read_enveloped`] could not read a file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// The payload of the envelope at `path`, or `None` when the file does not exist yet. For
+/// files that only ever held envelopes: anything else there is corrupt.
+pub(crate) fn read_enveloped<T: DeserializeOwned>(
+    path: &Path,
+    kind: Kind,
+) -> Result<Option<T>, ReadError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ReadError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    };
+    match decode(path, &bytes, kind)? {
+        Some(payload) => Ok(Some(payload)),
+        None => Err(MetaError::corrupt(path, format!("not a {} file", kind.name)).into()),
+    }
+}
+
 /// Writes `payload` in an envelope to `dir/name`, atomically.
 pub(crate) fn write<T: Serialize>(
     dir: &Path,

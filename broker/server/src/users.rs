@@ -89,22 +89,15 @@ impl Users {
     /// Reads the users of `data_dir` (none if the file does not exist yet).
     pub fn open(data_dir: &Path) -> Result<Self, UsersError> {
         let path = data_dir.join(FILE);
-        let users = match std::fs::read(&path) {
-            Ok(bytes) => {
-                meta::decode::<UsersV1>(&path, &bytes, KIND)
-                    .map_err(|e| UsersError::Stored(e.to_string()))?
-                    .ok_or_else(|| {
-                        UsersError::Stored(format!("{} is not a users file", path.display()))
-                    })?
-                    .users
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
+        let users = match meta::read_enveloped::<UsersV1>(&path, KIND) {
+            Ok(stored) => stored.unwrap_or_default().users,
+            Err(meta::ReadError::Io { path, source }) => {
                 return Err(UsersError::Read {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
+                    path,
+                    reason: source.to_string(),
                 })
             }
+            Err(e) => return Err(UsersError::Stored(e.to_string())),
         };
         Ok(Self {
             dir: data_dir.to_owned(),

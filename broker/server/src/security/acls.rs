@@ -63,22 +63,15 @@ impl AclStore {
         seed: Option<&Path>,
     ) -> Result<Self, AclStoreError> {
         let path = data_dir.join(FILE);
-        let stored = match std::fs::read(&path) {
-            Ok(bytes) => {
-                meta::decode::<AclsV1>(&path, &bytes, KIND)
-                    .map_err(|e| AclStoreError::Stored(e.to_string()))?
-                    .ok_or_else(|| {
-                        AclStoreError::Stored(format!("{} is not an ACL file", path.display()))
-                    })?
-                    .entries
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
+        let stored = match meta::read_enveloped::<AclsV1>(&path, KIND) {
+            Ok(stored) => stored.unwrap_or_default().entries,
+            Err(meta::ReadError::Io { path, source }) => {
                 return Err(AclStoreError::Read {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
+                    path,
+                    reason: source.to_string(),
                 })
             }
+            Err(e) => return Err(AclStoreError::Stored(e.to_string())),
         };
         let store = Self {
             dir: data_dir.to_owned(),
@@ -334,6 +327,21 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.contains("acls.toml"), "{error}");
+    }
+
+    #[test]
+    fn a_damaged_acl_file_is_refused_naming_it_and_a_missing_one_is_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(AclStore::open(dir.path(), BTreeSet::new(), None)
+            .expect("no file yet")
+            .list(&AclFilter::any())
+            .is_empty());
+        std::fs::write(dir.path().join(FILE), "principal = alice").expect("write");
+        let error = AclStore::open(dir.path(), BTreeSet::new(), None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("acls.meta"), "{error}");
     }
 
     #[test]

@@ -180,7 +180,7 @@ pub(crate) async fn start_broker_as_user(
     group_session_ms: u64,
     auth: bool,
 ) -> anyhow::Result<StartedBroker> {
-    use herald_auth::acl::{AclEntry, Operation, PatternType, Permission, Principal, ResourceType};
+    use herald_auth::acl::{AclEntry, Operation, ResourceType};
     let (process, addr, fingerprint) = start_broker(group_session_ms, auth)?;
     if !auth {
         return Ok(StartedBroker {
@@ -208,18 +208,10 @@ pub(crate) async fn start_broker_as_user(
         &Credentials::from_local_file(&data_dir.join(herald_auth::local::LOCAL_CREDENTIALS_FILE))?,
     )
     .await?;
-    let principal = Principal::user(BENCH_USER)?;
     let entries = [ResourceType::Topic, ResourceType::Group]
         .into_iter()
         .map(|resource_type| {
-            AclEntry::new(
-                principal.clone(),
-                resource_type,
-                PatternType::Literal,
-                "*",
-                Operation::All,
-                Permission::Allow,
-            )
+            AclEntry::allow_literal(BENCH_USER, resource_type, "*", Operation::All)
         })
         .collect::<Result<Vec<_>, _>>()?;
     admin.create_acls(entries).await?;

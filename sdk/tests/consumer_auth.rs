@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use herald::consumer::{ConsumedRecord, ConsumerConfig, HandlerError, RawConsumer};
-use herald_auth::acl::{AclEntry, Operation, PatternType, Permission, Principal, ResourceType};
+use herald_auth::acl::{AclEntry, Operation, ResourceType};
 use herald_broker::users::Users;
 use herald_broker_client::{BrokerClient, Credentials};
 use herald_wire::batch::{BatchBuilder, Record};
@@ -18,15 +18,7 @@ use support::RunningBroker;
 const PASSWORD: &str = "billing service password";
 
 fn allow(resource_type: ResourceType, name: &str, operation: Operation) -> AclEntry {
-    AclEntry::new(
-        Principal::user("billing-svc").expect("principal"),
-        resource_type,
-        PatternType::Literal,
-        name,
-        operation,
-        Permission::Allow,
-    )
-    .expect("entry")
+    AclEntry::allow_literal("billing-svc", resource_type, name, operation).expect("entry")
 }
 
 /// Fails every record fatally: each must be dead-lettered.

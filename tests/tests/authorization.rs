@@ -61,15 +61,7 @@ const APIS: [Api; 15] = [
 ];
 
 fn entry(resource_type: ResourceType, name: &str, operation: Operation) -> AclEntry {
-    AclEntry::new(
-        Principal::user(USER).expect("principal"),
-        resource_type,
-        PatternType::Literal,
-        name,
-        operation,
-        Permission::Allow,
-    )
-    .expect("entry")
+    AclEntry::allow_literal(USER, resource_type, name, operation).expect("entry")
 }
 
 impl Api {

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::broker::{Broker, THROTTLE_RETRY_AFTER_MS};
 use crate::schema_cache::SchemaCache;
-use crate::security::access::{self, Access};
+use crate::security::access;
 use crate::security::{
     Security, SecurityConfig, Session, AUTHENTICATION_CLOSE_CODE, AUTHENTICATION_FAILURE_DELAY,
     AUTHENTICATION_TIMEOUT, UNAUTHENTICATED_FRAME_BYTES_MAX,
@@ -638,10 +638,7 @@ async fn handle(conn: &ConnectionState, request: Request) -> Response {
             conn.broker.init_producer(&name, owner)
         }
         request => {
-            let listing = match access::required(&request) {
-                Access::Filtered(listing) => Some(listing),
-                _ => None,
-            };
+            let listing = access::listing(&request);
             if let Request::DeleteTopic { name } = &request {
                 if let Err(refused) = conn.security.deleting_topic(name) {
                     return refused;

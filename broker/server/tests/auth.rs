@@ -56,15 +56,7 @@ async fn anonymous(broker: &RunningBroker) -> BrokerClient {
 }
 
 fn allow(user: &str, resource_type: ResourceType, name: &str, operation: Operation) -> AclEntry {
-    AclEntry::new(
-        Principal::user(user).expect("principal"),
-        resource_type,
-        PatternType::Literal,
-        name,
-        operation,
-        Permission::Allow,
-    )
-    .expect("entry")
+    AclEntry::allow_literal(user, resource_type, name, operation).expect("entry")
 }
 
 fn batch(producer: Option<(i64, i16, i32)>) -> Vec<u8> {

@@ -476,6 +476,24 @@ impl AclEntry {
         Ok(entry)
     }
 
+    /// The commonest entry: ALLOW `user` to perform `operation` on the resource of
+    /// `resource_type` named exactly `name`.
+    pub fn allow_literal(
+        user: &str,
+        resource_type: ResourceType,
+        name: impl Into<String>,
+        operation: Operation,
+    ) -> Result<Self, AclError> {
+        Self::new(
+            Principal::user(user)?,
+            resource_type,
+            PatternType::Literal,
+            name,
+            operation,
+            Permission::Allow,
+        )
+    }
+
     /// Checks the resource name: for topics, groups and subjects 1 to
     /// [`RESOURCE_NAME_BYTES_MAX`] bytes without control characters; for the cluster the
     /// literal [`CLUSTER_NAME`] or `*`. (The principal is valid by construction.)

@@ -69,6 +69,17 @@ pub enum Access<'a> {
     Filtered(Listing),
 }
 
+/// Which list `request` asks for, if it is a list API: what [`required`] answers
+/// [`Access::Filtered`] with, without building the rest (the server asks this of every
+/// request it hands the broker).
+pub fn listing(request: &Request) -> Option<Listing> {
+    match request {
+        Request::ListTopics => Some(Listing::Topics),
+        Request::Group(GroupRequest::List) => Some(Listing::Groups),
+        _ => None,
+    }
+}
+
 /// What `request` needs.
 pub fn required(request: &Request) -> Access<'_> {
     use Operation::{Alter, Create, Delete, Describe, Read, Write};
@@ -209,6 +220,22 @@ mod tests {
             required(&Request::InitProducer { name: "p".into() }),
             Access::Authenticated
         );
+    }
+
+    #[test]
+    fn listing_agrees_with_the_table() {
+        for request in [
+            Request::ListTopics,
+            Request::Group(GroupRequest::List),
+            Request::DescribeTopic { name: "t".into() },
+            Request::Group(GroupRequest::Describe { group: "g".into() }),
+        ] {
+            let from_table = match required(&request) {
+                Access::Filtered(listing) => Some(listing),
+                _ => None,
+            };
+            assert_eq!(listing(&request), from_table, "{request:?}");
+        }
     }
 
     #[test]

@@ -755,3 +755,47 @@ async fn one_source_holds_a_bounded_number_of_connections() {
     drop(held);
     broker.stop().await;
 }
+
+/// A fault on the way: when the topic's grants cannot be removed (the ACL file cannot be
+/// rewritten), the topic is not deleted — never a deleted topic whose grants survive for the
+/// next topic of the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_whose_grants_cannot_be_removed_is_not_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path()).await;
+    let admin = broker.client().await;
+    admin
+        .create_topic("orders", TopicConfig::default())
+        .await
+        .expect("create");
+    admin
+        .create_acls(vec![allow(
+            "alice",
+            ResourceType::Topic,
+            "orders",
+            Operation::Write,
+        )])
+        .await
+        .expect("grant");
+    // The ACL file can no longer be replaced: a directory stands where it goes.
+    let file = dir.path().join("acls.meta");
+    std::fs::remove_file(&file).expect("remove");
+    std::fs::create_dir(&file).expect("a directory in its place");
+    let (code, message) = refusal(admin.delete_topic("orders").await);
+    assert_eq!(code, ErrorCode::Storage, "{message}");
+    assert!(message.contains("not deleted"), "{message}");
+    assert!(
+        admin.describe_topic("orders").await.is_ok(),
+        "the topic is still there"
+    );
+    assert_eq!(
+        admin
+            .describe_acls(AclFilter::any())
+            .await
+            .expect("acls")
+            .len(),
+        1,
+        "and so is its grant"
+    );
+    broker.stop().await;
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald_broker::BrokerConfig;
-use herald_registry::{RegistryTls, ServerConfig};
+use herald_registry::{AuthSource, RegistryTls, ServerConfig};
 
 mod acl;
 mod admin;
@@ -92,8 +92,9 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
-    /// The broker's users (SCRAM-SHA-256 credentials in its data directory; passwords are
-    /// read from standard input and never stored).
+    /// Users of the broker and the registry: one file in the broker's data directory
+    /// (users.meta: SCRAM-SHA-256 credentials, never passwords, and each user's registry
+    /// role). The broker reads it; `herald registry serve --users FILE` reads the same file.
     User {
         #[command(subcommand)]
         command: UserCommand,
@@ -112,13 +113,39 @@ enum Command {
 enum UserCommand {
     /// Add a user; its password is read from standard input (one line).
     ///
-    /// Example: printf %s 'correct horse' | herald user add alice --data-dir ./herald-data/broker
+    /// Example: printf %s 'correct horse' | herald user add alice --registry-role write --subject team-a.
     Add {
         name: String,
         #[arg(long, default_value = "./herald-data/broker")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        registry: RegistryAccessArgs,
     },
-    /// List the users, one per line.
+    /// Set what a user may do on the registry (`--role none` takes it away).
+    ///
+    /// Example: herald user registry alice --role write --subject team-a. --subject shared.
+    Registry {
+        name: String,
+        #[arg(long, default_value = "./herald-data/broker")]
+        data_dir: PathBuf,
+        /// read, write, admin, or none.
+        #[arg(long, value_parser = ["read", "write", "admin", "none"])]
+        role: String,
+        /// Limit the role to subjects with this prefix (repeatable; none: every subject).
+        #[arg(long = "subject", value_name = "PREFIX")]
+        subjects: Vec<String>,
+    },
+    /// Move the users of a registry TOML users file (`--auth-file`) into the users file:
+    /// salted PBKDF2 hashes convert to SCRAM credentials exactly (same password), with their
+    /// roles and subject prefixes. Unsalted legacy hashes cannot be converted and are named.
+    ///
+    /// Example: herald user import registry-users.toml --data-dir ./herald-data/broker
+    Import {
+        file: PathBuf,
+        #[arg(long, default_value = "./herald-data/broker")]
+        data_dir: PathBuf,
+    },
+    /// List the users, one per line, with their registry access if any.
     List {
         #[arg(long, default_value = "./herald-data/broker")]
         data_dir: PathBuf,
@@ -152,6 +179,35 @@ enum UserCommand {
     },
 }
 
+/// A user's registry access, as `herald user add` takes it.
+#[derive(clap::Args)]
+struct RegistryAccessArgs {
+    /// What the user may do on the registry: read, write or admin (default: nothing).
+    #[arg(long, value_parser = ["read", "write", "admin"])]
+    registry_role: Option<String>,
+    /// Limit the registry role to subjects with this prefix (repeatable).
+    #[arg(long = "subject", value_name = "PREFIX", requires = "registry_role")]
+    subjects: Vec<String>,
+}
+
+/// The registry access `role` (`none`: no access) over `subjects` prefixes.
+fn registry_access(
+    role: Option<&str>,
+    subjects: Vec<String>,
+) -> anyhow::Result<Option<herald_auth::users::RegistryAccess>> {
+    use herald_auth::users::RegistryAccess;
+    match role {
+        None | Some("none") => {
+            anyhow::ensure!(
+                subjects.is_empty(),
+                "--subject limits a registry role: give one"
+            );
+            Ok(None)
+        }
+        Some(role) => Ok(Some(RegistryAccess::new(role.parse()?, subjects)?)),
+    }
+}
+
 /// One line of standard input, without its line ending.
 fn password_from_stdin() -> anyhow::Result<String> {
     let mut password = String::new();
@@ -164,16 +220,66 @@ fn password_from_stdin() -> anyhow::Result<String> {
 }
 
 fn user(command: UserCommand) -> anyhow::Result<()> {
-    use herald_broker::users::Users;
+    use herald_auth::users::Users;
     match command {
-        UserCommand::Add { name, data_dir } => {
+        UserCommand::Add {
+            name,
+            data_dir,
+            registry,
+        } => {
+            let access = registry_access(registry.registry_role.as_deref(), registry.subjects)?;
             let password = password_from_stdin()?;
-            Users::open(&data_dir)?.add(&name, &password)?;
+            Users::open(&data_dir)?.add(&name, &password, access)?;
             println!("added user {name}");
         }
+        UserCommand::Registry {
+            name,
+            data_dir,
+            role,
+            subjects,
+        } => {
+            let access = registry_access(Some(&role), subjects)?;
+            Users::open(&data_dir)?.set_registry(&name, access)?;
+            println!("set the registry access of {name}");
+        }
+        UserCommand::Import { file, data_dir } => {
+            let mut users = Users::open(&data_dir)?;
+            let mut refused = Vec::new();
+            let mut imported = 0;
+            for entry in herald_registry::auth::shared_users_of(&file)? {
+                let outcome = entry.converted.and_then(|(credential, access)| {
+                    users
+                        .insert(&entry.name, credential, Some(access))
+                        .map_err(|e| e.to_string())
+                });
+                match outcome {
+                    Ok(()) => imported += 1,
+                    Err(reason) => refused.push(format!("{}: {reason}", entry.name)),
+                }
+            }
+            println!(
+                "imported {imported} users into {}",
+                Users::path(&data_dir).display()
+            );
+            anyhow::ensure!(
+                refused.is_empty(),
+                "not imported:\n  {}",
+                refused.join("\n  ")
+            );
+        }
         UserCommand::List { data_dir } => {
-            for name in Users::open(&data_dir)?.names() {
-                println!("{name}");
+            for (name, user) in Users::open(&data_dir)?.iter() {
+                match &user.registry {
+                    None => println!("{name}"),
+                    Some(access) => match &access.subjects {
+                        None => println!("{name}\tregistry={}", access.role),
+                        Some(prefixes) => println!(
+                            "{name}\tregistry={} subjects={}",
+                            access.role,
+                            prefixes.join(",")
+                        ),
+                    },
+                }
             }
         }
         UserCommand::Remove { name, data_dir } => {
@@ -224,7 +330,14 @@ enum RegistryCommand {
         /// Directory of the registry's sled database.
         #[arg(long)]
         data_dir: PathBuf,
-        /// TOML file of basic-auth users and roles; without it the API is open.
+        /// The users file the broker keeps (its data directory's users.meta): basic-auth
+        /// users are checked against their SCRAM credentials and may do what their registry
+        /// role says (`herald user add --registry-role`, `herald user registry`). Changes apply
+        /// within a second. Without it or --auth-file the API is open.
+        #[arg(long, value_name = "FILE", conflicts_with = "auth_file")]
+        users: Option<PathBuf>,
+        /// Older TOML file of basic-auth users and roles (`herald user import` moves them into
+        /// the users file).
         #[arg(long)]
         auth_file: Option<PathBuf>,
         /// Serve HTTPS with this PEM certificate chain (with --tls-key); without both, plain
@@ -546,11 +659,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let mut broker_security = herald_broker::SecurityConfig::default();
             security.apply(SecurityFile::default(), &mut broker_security)?;
+            // On loopback the registry serves this machine's own clients, openly. Reachable
+            // from elsewhere, it authenticates against the broker's users (the generated
+            // admin administers it).
+            let auth = if registry_listen.ip().is_loopback() || !broker_security.authentication {
+                AuthSource::Open
+            } else {
+                let users = herald_auth::users::Users::path(&data_dir.join("broker"));
+                eprintln!(
+                    "the registry listens beyond loopback: it authenticates against {}",
+                    users.display()
+                );
+                AuthSource::Shared(users)
+            };
             let registry = ServerConfig {
                 listen: registry_listen,
                 data_dir: data_dir.join("registry"),
-                auth_file: None,
-                // Loopback, for this machine's own clients: plain HTTP.
+                auth,
+                // Plain HTTP (--tls-cert/--tls-key on `herald registry serve` for HTTPS).
                 tls: None,
             };
             // The broker validates against the registry's address as bound (a port 0 in
@@ -612,6 +738,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 RegistryCommand::Serve {
                     listen,
                     data_dir,
+                    users,
                     auth_file,
                     tls_cert,
                     tls_key,
@@ -624,10 +751,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     "--tls-cert and --tls-key go together: give both for HTTPS, or neither for plain HTTP"
                 ),
             };
+            let auth = match (users, auth_file) {
+                (Some(users), _) => AuthSource::Shared(users),
+                (None, Some(file)) => AuthSource::Toml(file),
+                (None, None) => AuthSource::Open,
+            };
             serve_registry(ServerConfig {
                 listen,
                 data_dir,
-                auth_file,
+                auth,
                 tls,
             })
             .await

@@ -131,3 +131,171 @@ fn an_exported_user_logs_in_to_the_registry_with_the_same_password() {
         "{wrong:?}"
     );
 }
+
+/// The registry status of a `GET /subjects` as `user`/`password` against `url`.
+fn registry_status(url: &str, user: &str, password: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        herald_registry_client::RegistryClient::new(url.to_owned())
+            .expect("client")
+            .with_basic_auth(user.to_owned(), password.to_owned())
+            .subjects(false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// One users file for both servers: a user added with a registry role logs in to a registry
+/// serving the broker's users.meta with its broker password; `herald user registry` and
+/// `herald user remove` apply to the running registry; `user list` shows the access.
+#[test]
+fn the_registry_serves_the_brokers_users_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("broker");
+    let data = data.to_str().expect("utf-8");
+    let (code, _, err) = herald_with_stdin(
+        dir.path(),
+        &[],
+        &[
+            "user",
+            "add",
+            "alice",
+            "--data-dir",
+            data,
+            "--registry-role",
+            "write",
+            "--subject",
+            "team-a.",
+        ],
+        "correct horse battery\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = herald_with_stdin(
+        dir.path(),
+        &[],
+        &["user", "add", "bob", "--data-dir", data],
+        "battery staple horse\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = herald(dir.path(), &["user", "list", "--data-dir", data]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["alice\tregistry=write subjects=team-a.", "bob"]
+    );
+    let users = dir.path().join("broker/users.meta");
+    let (_registry, url) = support::start(
+        &[
+            "registry",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--users",
+            users.to_str().expect("utf-8"),
+        ],
+        &dir.path().join("registry"),
+        "herald registry listening on ",
+    );
+    assert_eq!(
+        registry_status(&url, "alice", "correct horse battery"),
+        Ok(())
+    );
+    let wrong = registry_status(&url, "alice", "wrong horse battery");
+    assert!(
+        wrong.as_ref().is_err_and(|e| e.contains("401")),
+        "{wrong:?}"
+    );
+    let bob = registry_status(&url, "bob", "battery staple horse");
+    assert!(bob.as_ref().is_err_and(|e| e.contains("403")), "{bob:?}");
+    let (code, _, err) = herald(
+        dir.path(),
+        &[
+            "user",
+            "registry",
+            "bob",
+            "--role",
+            "read",
+            "--data-dir",
+            data,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = herald(dir.path(), &["user", "remove", "alice", "--data-dir", data]);
+    assert_eq!(code, 0, "{err}");
+    // Applied within a second or so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let bob = registry_status(&url, "bob", "battery staple horse");
+        let alice = registry_status(&url, "alice", "correct horse battery");
+        if bob.is_ok() && alice.as_ref().is_err_and(|e| e.contains("401")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "changes not applied: bob {bob:?}, alice {alice:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// `herald user import` moves a registry TOML users file into the users file: the same
+/// password then works against a registry serving it.
+#[test]
+fn registry_toml_users_are_imported_with_their_passwords() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, hash, err) = herald_with_stdin(
+        dir.path(),
+        &[],
+        &["registry", "hash-password"],
+        "old secret pw\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let toml = dir.path().join("registry-users.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[[user]]\nname = \"ci\"\n{}role = \"admin\"\n[[user]]\nname = \"old\"\npassword_sha256 = \"{}\"\nrole = \"read\"\n",
+            hash.trim_end().to_owned() + "\n",
+            "0".repeat(64)
+        ),
+    )
+    .expect("write");
+    let data = dir.path().join("broker");
+    let data = data.to_str().expect("utf-8");
+    let (code, out, err) = herald(
+        dir.path(),
+        &[
+            "user",
+            "import",
+            toml.to_str().expect("utf-8"),
+            "--data-dir",
+            data,
+        ],
+    );
+    assert_ne!(code, 0, "a user that cannot convert fails the command");
+    assert!(out.contains("imported 1 users"), "{out}");
+    assert!(
+        err.contains("old: ") && err.contains("password_sha256"),
+        "{err}"
+    );
+    let (_, out, _) = herald(dir.path(), &["user", "list", "--data-dir", data]);
+    assert_eq!(out.trim(), "ci\tregistry=admin");
+    let users = dir.path().join("broker/users.meta");
+    let (_registry, url) = support::start(
+        &[
+            "registry",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--users",
+            users.to_str().expect("utf-8"),
+        ],
+        &dir.path().join("registry"),
+        "herald registry listening on ",
+    );
+    assert_eq!(registry_status(&url, "ci", "old secret pw"), Ok(()));
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use herald::consumer::{ConsumedRecord, ConsumerConfig, HandlerError, RawConsumer};
 use herald_auth::acl::{AclEntry, Operation, ResourceType};
-use herald_broker::users::Users;
+use herald_auth::users::Users;
 use herald_broker_client::{BrokerClient, Credentials};
 use herald_wire::batch::{BatchBuilder, Record};
 use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
@@ -67,7 +67,7 @@ async fn dead_letters_are_written_as_the_consumers_user() {
         .expect("produce");
     Users::open(dir.path())
         .expect("users")
-        .add("billing-svc", PASSWORD)
+        .add("billing-svc", PASSWORD, None)
         .expect("add");
     admin
         .create_acls(vec![

@@ -430,45 +430,7 @@ impl Storage for FileStorage {
     }
 }
 
-/// Writes a secret readable by its owner only (0600 from its creation: never briefly readable
-/// by others) to `path`, atomically (a temporary file beside it, synced, renamed, the directory
-/// synced).
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&temporary);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options.open(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    match path.parent() {
-        Some(dir) => sync_dir(dir),
-        None => Ok(()),
-    }
-}
-
-/// Makes the entries of a directory durable (files created, renamed or removed in it).
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Writes `bytes` to `dir/name` atomically: a temporary file, synced, renamed over `name`,
-/// then the directory synced. Used for `topic.meta`, `producers.meta` and group offsets.
-pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let temporary = dir.join(format!("{name}.tmp"));
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, dir.join(name))?;
-    sync_dir(dir)
-}
+pub(crate) use herald_meta::{sync_dir, write_private};
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@
 //! shared with the client (ALPN, transport settings, frame-body reading, fingerprints) comes
 //! from `herald-quic`.
 //!
-//! [`security`] authenticates connections (SCRAM-SHA-256 against [`users`], or a client
+//! [`security`] authenticates connections (SCRAM-SHA-256 against `herald_auth::users`, or a client
 //! certificate) and checks every request against the ACLs before the broker sees it.
 //!
 //! Idempotent producers get ids from [`producer_ids::ProducerIds`]; the per-partition
@@ -27,14 +27,13 @@ mod clock;
 pub mod coordinator;
 pub mod fs;
 pub mod group_commit;
-mod meta;
+pub(crate) use herald_meta as meta;
 pub mod metrics;
 pub mod producer_ids;
 pub mod schema_cache;
 pub mod security;
 pub mod server;
 pub mod tls;
-pub mod users;
 
 pub use herald_broker_core::groups::{Assignor, GroupConfig};
 pub use security::SecurityConfig;

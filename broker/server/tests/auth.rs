@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use herald_auth::acl::{
     AclEntry, AclFilter, Operation, PatternType, Permission, Principal, ResourceType, CLUSTER_NAME,
 };
-use herald_broker::users::Users;
+use herald_auth::users::Users;
 use herald_broker_client::{BrokerClient, ConnectError, Credentials, RequestError, Trust};
 use herald_wire::batch::{BatchBuilder, Record};
 use herald_wire::groups::GroupRequest;
@@ -32,7 +32,7 @@ async fn start(dir: &Path) -> RunningBroker {
 fn add_user(dir: &Path, name: &str, password: &str) {
     Users::open(dir)
         .expect("users")
-        .add(name, password)
+        .add(name, password, None)
         .expect("add user");
 }
 

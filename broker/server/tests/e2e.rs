@@ -53,7 +53,7 @@ async fn start_registry(data_dir: &Path) -> String {
     let config = herald_registry::ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: data_dir.to_owned(),
-        auth_file: None,
+        auth: Default::default(),
         tls: None,
     };
     tokio::spawn(async move {

@@ -8,11 +8,14 @@
 //!   users and default deny — and the decision function.
 //! - [`source`]: which source a peer address counts as, for limits per source.
 //! - [`local`]: the credential a local `herald up` generates for its first super user.
+//! - [`users`]: the users file (`users.meta`) the broker and the registry both read.
 //!
-//! Nothing here opens a file or a socket or reads a clock; randomness (nonces, salts) comes
-//! from the caller or from `ring`'s system generator where a function says so.
+//! Apart from [`users`], which reads and writes its file, nothing here opens a file or a socket
+//! or reads a clock (the users watch takes `now`); randomness (nonces, salts) comes from the
+//! caller or from `ring`'s system generator where a function says so.
 
 pub mod acl;
 pub mod local;
 pub mod scram;
 pub mod source;
+pub mod users;

@@ -191,6 +191,28 @@ impl Credential {
         })
     }
 
+    /// A credential from a password already salted and iterated: `salted_password` is
+    /// PBKDF2-HMAC-SHA256 of the password with `salt` over `iterations` rounds (SCRAM's
+    /// SaltedPassword), which is exactly what the registry's `pbkdf2-sha256$` hashes hold, so
+    /// those convert to SCRAM credentials without knowing the password.
+    pub fn from_salted_password(
+        salted_password: &[u8; KEY_BYTES],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Result<Self, ScramError> {
+        let rounds = checked_iterations(u64::from(iterations))?;
+        if salt.is_empty() {
+            return Err(malformed("credential: the salt is empty"));
+        }
+        let keys = keys_of_salted(salted_password);
+        Ok(Self {
+            salt: salt.to_vec(),
+            iterations: rounds.get(),
+            stored_key: keys.stored_key,
+            server_key: keys.server_key,
+        })
+    }
+
     /// The storage form:
     /// `scram-sha256$<iterations>$<salt base64>$<stored key base64>$<server key base64>`.
     pub fn to_text(&self) -> String {
@@ -929,11 +951,16 @@ fn derive_keys(password: &str, salt: &[u8], iterations: NonZeroU32) -> DerivedKe
         password.as_bytes(),
         &mut salted_password,
     );
-    let client_key = hmac_sha256(&salted_password, b"Client Key");
+    keys_of_salted(&salted_password)
+}
+
+/// The keys SCRAM derives from a SaltedPassword (RFC 5802 §3).
+fn keys_of_salted(salted_password: &Key32) -> DerivedKeys {
+    let client_key = hmac_sha256(salted_password, b"Client Key");
     DerivedKeys {
         client_key,
         stored_key: sha256(&client_key),
-        server_key: hmac_sha256(&salted_password, b"Server Key"),
+        server_key: hmac_sha256(salted_password, b"Server Key"),
     }
 }
 

@@ -80,7 +80,7 @@ async fn servers(dir: &std::path::Path) -> anyhow::Result<ClientConfig> {
     let registry_config = herald_registry::ServerConfig {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.join("registry"),
-        auth_file: None,
+        auth: Default::default(),
         tls: None,
     };
     tokio::spawn(herald_registry::serve(

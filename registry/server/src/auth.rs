@@ -56,13 +56,8 @@ const HASH_PREFIX: &str = "pbkdf2-sha256";
 /// `Credential::to_text`).
 const SCRAM_PREFIX: &str = "scram-sha256";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Read,
-    Write,
-    Admin,
-}
+/// The registry roles, as the shared users file stores them.
+pub use herald_auth::users::RegistryRole as Role;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,8 +110,49 @@ impl Secret {
 struct User {
     name: String,
     secret: Secret,
-    identity: Identity,
+    /// `None`: a user of the shared users file without registry access (authenticates, may
+    /// do nothing).
+    identity: Option<Identity>,
 }
+
+/// The users as last read, and what the dearest check costs.
+#[derive(Debug)]
+struct UserTable {
+    users: Vec<User>,
+    /// The most PBKDF2 iterations any user's check takes: every check costs this much, so
+    /// that timing tells neither which names exist nor which kind of hash a user has.
+    cost_iterations: Option<NonZeroU32>,
+}
+
+impl UserTable {
+    fn new(users: Vec<User>) -> Self {
+        let cost_iterations = users.iter().filter_map(|u| u.secret.iterations()).max();
+        Self {
+            users,
+            cost_iterations,
+        }
+    }
+
+    /// The users of the shared users file: each checked by its SCRAM stored key.
+    fn of_shared(users: &herald_auth::users::Users) -> Self {
+        Self::new(
+            users
+                .iter()
+                .map(|(name, user)| User {
+                    name: name.to_owned(),
+                    secret: Secret::Scram(user.credential.stored()),
+                    identity: user.registry.as_ref().map(|access| Identity {
+                        role: access.role,
+                        subjects: access.subjects.clone().map(Into::into),
+                    }),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// How often the shared users file is looked at for changes (one `stat`).
+pub const USERS_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What an authenticated user may do: a role, and the subjects it applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,10 +179,17 @@ impl Identity {
     }
 }
 
-/// The users file, parsed, and the checks it has already passed.
+/// The users, and the checks they have already passed.
+///
+/// Two sources: a TOML users file ([`AuthConfig::load`], read once), or the users file the
+/// broker keeps too ([`AuthConfig::shared`], `users.meta`: SCRAM credentials with each user's
+/// registry access), read again when it changes so that `herald user add|passwd|remove|
+/// registry` apply to a running registry within [`USERS_RECHECK`].
 #[derive(Debug)]
 pub struct AuthConfig {
-    users: Vec<User>,
+    table: std::sync::RwLock<std::sync::Arc<UserTable>>,
+    /// The shared users file, when the users come from it.
+    watch: Option<Mutex<herald_auth::users::UsersWatch>>,
     /// Keys the remembered credentials: a random key per process, so the map holds no
     /// password-equivalent value.
     cache_key: hmac::Key,
@@ -154,9 +197,6 @@ pub struct AuthConfig {
     /// Password checks running at once (one per core): a flood of made-up credentials costs
     /// at most the cores, and the rest are answered 503 at once.
     checking: std::sync::Arc<tokio::sync::Semaphore>,
-    /// The most PBKDF2 iterations any user's check takes: every check costs this much, so
-    /// that timing tells neither which names exist nor which kind of hash a user has.
-    cost_iterations: Option<NonZeroU32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +221,8 @@ pub enum AuthConfigError {
     },
     #[error("cannot draw random bytes for a salt")]
     Random,
+    #[error(transparent)]
+    Shared(#[from] herald_auth::users::UsersError),
 }
 
 /// Why a request was refused.
@@ -341,10 +383,10 @@ impl AuthConfig {
             users.push(User {
                 name: entry.name,
                 secret,
-                identity: Identity {
+                identity: Some(Identity {
                     role: entry.role,
                     subjects: entry.subjects.map(Into::into),
-                },
+                }),
             });
         }
         if !legacy.is_empty() {
@@ -354,13 +396,38 @@ impl AuthConfig {
                 "users with unsalted password_sha256: replace each with a password_hash from `herald registry hash-password`"
             );
         }
-        let cost_iterations = users.iter().filter_map(|u| u.secret.iterations()).max();
+        Self::with_table(UserTable::new(users), None)
+    }
+
+    /// The users of the users file the broker keeps too (`users.meta`, see
+    /// [`herald_auth::users`]): each authenticates with its SCRAM password and may do what its
+    /// registry access says (users without one are refused every request, 403). The file is
+    /// read again when it changes.
+    pub fn shared(path: &Path) -> Result<Self, AuthConfigError> {
+        let shown = path.display().to_string();
+        if !path.exists() {
+            // The broker may create it at its first start.
+            tracing::warn!(path = %shown, "the users file does not exist yet: every request is refused until it does (`herald user add`)");
+        }
+        let mut watch = herald_auth::users::UsersWatch::open(path, USERS_RECHECK)?;
+        let (users, _) = watch.current(std::time::Instant::now());
+        let table = UserTable::of_shared(&users);
+        if table.users.iter().all(|u| u.identity.is_none()) {
+            tracing::warn!(path = %shown, "no user in the users file has registry access yet: every request is refused until one does (`herald user registry NAME --role read|write|admin`)");
+        }
+        Self::with_table(table, Some(Mutex::new(watch)))
+    }
+
+    fn with_table(
+        table: UserTable,
+        watch: Option<Mutex<herald_auth::users::UsersWatch>>,
+    ) -> Result<Self, AuthConfigError> {
         let mut key = [0u8; 32];
         ring_rand::SecureRandom::fill(&ring_rand::SystemRandom::new(), &mut key)
             .map_err(|_| AuthConfigError::Random)?;
         Ok(Self {
-            cost_iterations,
-            users,
+            table: std::sync::RwLock::new(std::sync::Arc::new(table)),
+            watch,
             cache_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             verified: Mutex::new(HashMap::new()),
             checking: std::sync::Arc::new(tokio::sync::Semaphore::new(
@@ -369,10 +436,28 @@ impl AuthConfig {
         })
     }
 
+    /// The current users: with a shared users file that changed, read again (and the
+    /// remembered checks forgotten, as passwords and access may have changed).
+    fn table(&self) -> std::sync::Arc<UserTable> {
+        if let Some(watch) = &self.watch {
+            let (users, changed) = watch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .current(std::time::Instant::now());
+            if changed {
+                let table = std::sync::Arc::new(UserTable::of_shared(&users));
+                *self.table.write().unwrap_or_else(|p| p.into_inner()) = table.clone();
+                self.verified().clear();
+                return table;
+            }
+        }
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Spends the PBKDF2 iterations a check of `own` iterations (`None`: none) is short of
-    /// [`AuthConfig::cost_iterations`], on a throwaway derivation.
-    fn pad_cost(&self, own: Option<NonZeroU32>, password: &str) {
-        let Some(most) = self.cost_iterations else {
+    /// the table's dearest check, on a throwaway derivation.
+    fn pad_cost(table: &UserTable, own: Option<NonZeroU32>, password: &str) {
+        let Some(most) = table.cost_iterations else {
             return;
         };
         let short = most.get() - own.map_or(0, NonZeroU32::get).min(most.get());
@@ -423,6 +508,8 @@ impl AuthConfig {
     /// no credentials).
     pub fn remembered(&self, authorization: Option<&str>) -> Option<Identity> {
         let (name, password) = Self::credentials(authorization)?;
+        // Looks for changes of a shared users file (forgetting what was remembered).
+        self.table();
         let key = self.remembered_key(&name, &password);
         self.verified().get(&key).cloned()
     }
@@ -431,18 +518,19 @@ impl AuthConfig {
     /// were checked before — run it off the async threads.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, Denied> {
         let (name, password) = Self::credentials(authorization).ok_or(Denied::Unauthenticated)?;
+        let table = self.table();
         let key = self.remembered_key(&name, &password);
         if let Some(identity) = self.verified().get(&key) {
             return Ok(identity.clone());
         }
-        let user = self.users.iter().find(|user| user.name == name);
+        let user = table.users.iter().find(|user| user.name == name);
         let matches = match user.map(|u| &u.secret) {
             Some(Secret::Pbkdf2 {
                 iterations,
                 salt,
                 hash,
             }) => {
-                self.pad_cost(Some(*iterations), &password);
+                Self::pad_cost(&table, Some(*iterations), &password);
                 pbkdf2::verify(
                     pbkdf2::PBKDF2_HMAC_SHA256,
                     *iterations,
@@ -458,22 +546,23 @@ impl AuthConfig {
             }
             // SCRAM's stored key is derived from the salted password: derive it again from the
             // password given and compare.
-            Some(Secret::Scram(credential)) => herald_auth::scram::Credential::with_salt(
-                &password,
-                &credential.salt,
-                credential.iterations,
-            )
-            .is_ok_and(|derived| bool::from(derived.stored_key.ct_eq(&credential.stored_key))),
+            Some(Secret::Scram(credential)) => {
+                Self::pad_cost(&table, NonZeroU32::new(credential.iterations), &password);
+                credential.verifies(&password)
+            }
             None => {
                 // An unknown name costs what the dearest known one does.
-                self.pad_cost(None, &password);
+                Self::pad_cost(&table, None, &password);
                 false
             }
         };
         let identity = user
             .filter(|_| matches)
-            .map(|u| u.identity.clone())
-            .ok_or(Denied::Unauthenticated)?;
+            .ok_or(Denied::Unauthenticated)?
+            .identity
+            .clone()
+            // Authenticated, but nothing granted on the registry.
+            .ok_or(Denied::Forbidden)?;
         let mut verified = self.verified();
         if verified.len() >= VERIFIED_CREDENTIALS_MAX {
             if let Some(evicted) = verified.keys().next().copied() {
@@ -496,6 +585,76 @@ impl AuthConfig {
         let identity = self.authenticate(authorization)?;
         permit(&identity, method, path, params)
     }
+}
+
+/// One user of a TOML users file, converted for the shared users file
+/// ([`herald_auth::users`]), or why it cannot be.
+#[derive(Debug)]
+pub struct SharedUser {
+    pub name: String,
+    pub converted: Result<
+        (
+            herald_auth::scram::Credential,
+            herald_auth::users::RegistryAccess,
+        ),
+        String,
+    >,
+}
+
+/// The users of the TOML users file at `path`, converted for the shared users file
+/// (`herald user import`). A salted PBKDF2 hash is SCRAM's SaltedPassword for the same
+/// password, salt and iteration count, so it converts to a whole SCRAM credential without the
+/// password; unsalted legacy digests and SCRAM stored keys (which lack the server key) cannot.
+pub fn shared_users_of(path: &Path) -> Result<Vec<SharedUser>, AuthConfigError> {
+    let config = AuthConfig::load(path)?;
+    let table = config.table();
+    Ok(table
+        .users
+        .iter()
+        .map(|user| {
+            let credential = match &user.secret {
+                Secret::Pbkdf2 {
+                    iterations,
+                    salt,
+                    hash,
+                } => <[u8; HASH_BYTES]>::try_from(hash.as_slice())
+                    .map_err(|_| "the hash is not 32 bytes".to_owned())
+                    .and_then(|salted| {
+                        herald_auth::scram::Credential::from_salted_password(
+                            &salted,
+                            salt,
+                            iterations.get(),
+                        )
+                        .map_err(|e| e.to_string())
+                    }),
+                Secret::LegacySha256(_) => Err(
+                    "an unsalted password_sha256 cannot be converted: add the user with `herald user add` and a password".to_owned(),
+                ),
+                Secret::Scram(_) => Err(
+                    "a SCRAM stored key (exported from a broker's users): the user is in that users file already".to_owned(),
+                ),
+            };
+            let converted = credential.and_then(|credential| {
+                let identity = user
+                    .identity
+                    .clone()
+                    .ok_or_else(|| "no registry role".to_owned())?;
+                let access = herald_auth::users::RegistryAccess::new(
+                    identity.role,
+                    identity
+                        .subjects
+                        .map(|prefixes| prefixes.to_vec())
+                        .unwrap_or_default(),
+                )
+                .map_err(|e| e.to_string())?;
+                Ok((credential, access))
+            });
+            SharedUser {
+                name: user.name.clone(),
+                converted,
+            }
+        })
+        .collect())
 }
 
 /// Whether `identity` may make the request: its role, then its subjects.
@@ -737,6 +896,115 @@ mod tests {
             "users.toml",
         );
         assert!(broken.is_err(), "a malformed credential is refused at load");
+    }
+
+    /// The users file the broker keeps serves the registry too: SCRAM passwords, each user's
+    /// registry role and prefixes; users without registry access authenticate but may do
+    /// nothing; changes apply within USERS_RECHECK, remembered checks included.
+    #[test]
+    fn the_shared_users_file_decides_and_is_read_again_when_it_changes() {
+        use herald_auth::users::{RegistryAccess, Users};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut users = Users::open(dir.path()).expect("users");
+        let team_a = RegistryAccess::new(Role::Write, vec!["team-a.".to_owned()]).expect("access");
+        users
+            .add("alice", "correct horse", Some(team_a))
+            .expect("alice");
+        users.add("bob", "battery staple", None).expect("bob");
+        let config = AuthConfig::shared(&Users::path(dir.path())).expect("shared");
+        let none = no_params();
+        let call = |who: &str, password: &str, method: &str, path: &str| {
+            config.authorize(Some(&basic(who, password)), method, path, Some(&none))
+        };
+        let register = |subject: &str| format!("/subjects/{subject}/versions");
+        assert_eq!(
+            call("alice", "correct horse", "POST", &register("team-a.x")),
+            Ok(())
+        );
+        assert_eq!(
+            call("alice", "correct horse", "POST", &register("team-b.x")),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            call("alice", "wrong horse", "GET", "/subjects"),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(
+            call("bob", "battery staple", "GET", "/subjects"),
+            Err(Denied::Forbidden),
+            "a broker-only user authenticates but may do nothing here"
+        );
+        assert_eq!(
+            call("bob", "wrong staple", "GET", "/subjects"),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(
+            call("carol", "battery staple", "GET", "/subjects"),
+            Err(Denied::Unauthenticated)
+        );
+        users.passwd("alice", "new password").expect("passwd");
+        users
+            .set_registry(
+                "bob",
+                Some(RegistryAccess::new(Role::Read, Vec::new()).expect("access")),
+            )
+            .expect("grant bob");
+        std::thread::sleep(USERS_RECHECK + std::time::Duration::from_millis(100));
+        assert_eq!(
+            call("alice", "correct horse", "GET", "/subjects"),
+            Err(Denied::Unauthenticated),
+            "the remembered check of the old password is forgotten"
+        );
+        assert_eq!(call("alice", "new password", "GET", "/subjects"), Ok(()));
+        assert_eq!(call("bob", "battery staple", "GET", "/subjects"), Ok(()));
+        assert_eq!(
+            call("bob", "battery staple", "POST", &register("team-a.x")),
+            Err(Denied::Forbidden)
+        );
+    }
+
+    /// `herald user import`: a salted PBKDF2 hash becomes the SCRAM credential the password
+    /// itself would give (both keys), with the role and prefixes; what cannot convert says why.
+    #[test]
+    fn toml_users_convert_to_shared_users_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users.toml");
+        let hashed = hash_password_with("pw for a", PBKDF2_ITERATIONS_MIN).expect("hash");
+        let stored = herald_auth::scram::Credential::new("pw", herald_auth::scram::ITERATIONS_MIN)
+            .expect("credential")
+            .stored()
+            .to_text();
+        let legacy = hex::encode(Sha256::digest(b"r"));
+        std::fs::write(
+            &path,
+            format!(
+                "[[user]]\nname = \"a\"\npassword_hash = \"{hashed}\"\nrole = \"write\"\nsubjects = [\"team-a.\"]\n[[user]]\nname = \"s\"\npassword_hash = \"{stored}\"\nrole = \"read\"\n[[user]]\nname = \"l\"\npassword_sha256 = \"{legacy}\"\nrole = \"read\"\n"
+            ),
+        )
+        .expect("write");
+        let converted = shared_users_of(&path).expect("read");
+        let outcome = |name: &str| {
+            &converted
+                .iter()
+                .find(|user| user.name == name)
+                .expect("listed")
+                .converted
+        };
+        let (credential, access) = outcome("a").as_ref().expect("a converts");
+        let from_password = herald_auth::scram::Credential::with_salt(
+            "pw for a",
+            &credential.salt,
+            credential.iterations,
+        )
+        .expect("derive");
+        assert_eq!(credential, &from_password);
+        assert_eq!(credential.iterations, PBKDF2_ITERATIONS_MIN);
+        assert_eq!(access.role, Role::Write);
+        assert_eq!(access.subjects, Some(vec!["team-a.".to_owned()]));
+        let stored_reason = outcome("s").as_ref().expect_err("stored key");
+        assert!(stored_reason.contains("stored key"), "{stored_reason}");
+        let legacy_reason = outcome("l").as_ref().expect_err("legacy");
+        assert!(legacy_reason.contains("password_sha256"), "{legacy_reason}");
     }
 
     #[test]

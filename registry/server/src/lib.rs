@@ -21,5 +21,5 @@ pub mod state;
 pub mod store;
 
 pub use registry::Registry;
-pub use server::{app, serve, RegistryTls, ServerConfig};
+pub use server::{app, serve, AuthSource, RegistryTls, ServerConfig};
 pub use store::Store;

@@ -75,10 +75,23 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory of the sled store, created if missing.
     pub data_dir: PathBuf,
-    /// Basic-auth users file; `None` leaves the API open.
-    pub auth_file: Option<PathBuf>,
+    /// Who may use the API.
+    pub auth: AuthSource,
     /// Serve HTTPS with this certificate and key; `None` serves plain HTTP.
     pub tls: Option<RegistryTls>,
+}
+
+/// Where the registry's basic-auth users come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AuthSource {
+    /// No users: the API is open (meant for loopback).
+    #[default]
+    Open,
+    /// A TOML users file with roles (`herald registry serve --auth-file`), read at start.
+    Toml(PathBuf),
+    /// The users file the broker keeps too (`users.meta`; `herald registry serve --users`),
+    /// read again when it changes.
+    Shared(PathBuf),
 }
 
 /// The registry's certificate and private key, to serve its API over HTTPS.
@@ -165,11 +178,11 @@ pub async fn serve(
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let auth = config
-        .auth_file
-        .as_deref()
-        .map(AuthConfig::load)
-        .transpose()?;
+    let auth = match &config.auth {
+        AuthSource::Open => None,
+        AuthSource::Toml(path) => Some(AuthConfig::load(path)?),
+        AuthSource::Shared(path) => Some(AuthConfig::shared(path)?),
+    };
     let tls = config.tls.as_ref().map(tls_config).transpose()?;
     let registry = Arc::new(Registry::open(Store::open(&config.data_dir)?)?);
     let listener = tokio::net::TcpListener::bind(config.listen)

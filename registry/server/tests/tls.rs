@@ -29,7 +29,7 @@ fn config(dir: &Path, tls: RegistryTls) -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.join("data"),
-        auth_file: None,
+        auth: Default::default(),
         tls: Some(tls),
     }
 }

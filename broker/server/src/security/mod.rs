@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use herald_auth::acl::{Operation, Principal, ResourceType};
 use herald_auth::local::{LocalCredentials, LOCAL_ADMIN_USER, LOCAL_CREDENTIALS_FILE};
@@ -35,9 +35,9 @@ use herald_wire::{ErrorCode, Request, Response};
 
 use crate::metrics::BrokerMetrics;
 use crate::producer_ids::ProducerOwner;
-use crate::users::{Users, UsersError};
 use access::{Access, Listing};
 use acls::{AclStore, AclStoreError};
+use herald_auth::users::{RegistryAccess, RegistryRole, Users, UsersError, UsersWatch};
 use limiter::FailureLimiter;
 pub use principals::{PrincipalRule, PrincipalRules};
 
@@ -107,47 +107,6 @@ pub enum SecurityError {
     Random,
 }
 
-/// The users file as last read, read again when it changes (so `herald user add` applies to a
-/// running broker at the next authentication).
-/// When, how long and which file: what tells a changed users file.
-type Stamp = (SystemTime, u64, u64);
-
-struct UsersWatch {
-    dir: PathBuf,
-    stamp: Option<Stamp>,
-    users: Arc<Users>,
-}
-
-impl UsersWatch {
-    fn stamp(dir: &Path) -> Option<Stamp> {
-        let metadata = std::fs::metadata(Users::path(dir)).ok()?;
-        // The file is replaced by a rename on every change: a new inode even when the size and
-        // the modification time (coarse on some file systems) are the same.
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
-        #[cfg(not(unix))]
-        let inode = 0;
-        Some((metadata.modified().ok()?, metadata.len(), inode))
-    }
-
-    /// The current users; a file that changed but cannot be read keeps the previous ones.
-    fn current(&mut self) -> Arc<Users> {
-        let stamp = Self::stamp(&self.dir);
-        if stamp != self.stamp {
-            match Users::open(&self.dir) {
-                Ok(users) => {
-                    self.users = Arc::new(users);
-                    self.stamp = stamp;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the users file again; keeping the users read before")
-                }
-            }
-        }
-        self.users.clone()
-    }
-}
-
 /// The broker's authentication and authorization.
 pub struct Security {
     required: bool,
@@ -168,7 +127,9 @@ impl Security {
         let mut users = Users::open(data_dir)?;
         if config.authentication && users.names().next().is_none() {
             let credentials = LocalCredentials::generate().map_err(|_| SecurityError::Random)?;
-            users.add(&credentials.user, &credentials.password)?;
+            // The first super user administers the registry too, when it reads this file.
+            let registry = RegistryAccess::new(RegistryRole::Admin, Vec::new())?;
+            users.add(&credentials.user, &credentials.password, Some(registry))?;
             let path = data_dir.join(LOCAL_CREDENTIALS_FILE);
             crate::fs::write_private(&path, credentials.to_text().as_bytes()).map_err(|e| {
                 SecurityError::Io {
@@ -185,11 +146,8 @@ impl Security {
         )?;
         Ok(Self {
             required: config.authentication,
-            users: Mutex::new(UsersWatch {
-                dir: data_dir.to_owned(),
-                stamp: UsersWatch::stamp(data_dir),
-                users: Arc::new(users),
-            }),
+            // Looked at on every authentication: a user added or removed applies at once.
+            users: Mutex::new(UsersWatch::watching(users, Duration::ZERO)),
             acls,
             secret: secret(data_dir)?,
             limiter: Mutex::new(FailureLimiter::default()),
@@ -492,7 +450,8 @@ impl Security {
             .users
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .current();
+            .current(now)
+            .0;
         let mut exchange = session.exchange.lock().unwrap_or_else(|p| p.into_inner());
         if exchange.failures >= FAILURES_PER_CONNECTION_MAX {
             return Step {
@@ -903,7 +862,7 @@ mod tests {
         let metrics = BrokerMetrics::new(Metrics::new());
         Users::open(dir.path())
             .expect("users")
-            .add("alice", "first password")
+            .add("alice", "first password", None)
             .expect("add");
         let session = security.session(local(), None);
         let (client, first) =

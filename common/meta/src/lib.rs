@@ -1,4 +1,5 @@
-//! Versioned metadata files: `topic.meta`, `producers.meta` and the group offset files.
+//! herald-meta: Herald's versioned metadata files (the broker's `topic.meta`, `producers.meta`,
+//! group offset files, `acls.meta`, and `users.meta`, which the registry reads too).
 //!
 //! A file is one line of JSON, an envelope around the payload:
 //!
@@ -9,30 +10,30 @@
 //! `kind` says which file it is, `version` the payload's format (a reader refuses versions
 //! newer than it knows, naming the file), `crc32c` is the CRC-32C of the payload's bytes
 //! exactly as they stand in the file (a damaged or hand-edited payload is refused). Files are
-//! written with [`write_atomically`].
+//! written with [`write_atomically`] ([`write_private`] for secrets).
 //!
 //! Files written before the envelope (TSV for producers and offsets, a `CreateTopic` wire
 //! body for topics) never start with `{`: [`decode`] answers `None` for them and the caller
 //! reads them with its old reader; its next write uses the envelope.
 
+use std::fs::File;
+use std::io::Write as _;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::fs::write_atomically;
-
 /// One kind of metadata file and the payload version this broker writes (and the newest it
 /// reads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Kind {
-    pub(crate) name: &'static str,
-    pub(crate) version: u32,
+pub struct Kind {
+    pub name: &'static str,
+    pub version: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum MetaError {
+pub enum MetaError {
     #[error("{path}: {kind} metadata format version {found} is newer than this broker reads (up to version {supported}); run a newer broker or restore the file from a backup")]
     UnsupportedVersion {
         path: String,
@@ -45,7 +46,7 @@ pub(crate) enum MetaError {
 }
 
 impl MetaError {
-    pub(crate) fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
+    pub fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
         MetaError::Corrupt {
             path: path.display().to_string(),
             reason: reason.into(),
@@ -77,12 +78,12 @@ struct Body<'a> {
 }
 
 /// Whether `bytes` hold an envelope (rather than a file written before it).
-pub(crate) fn is_versioned(bytes: &[u8]) -> bool {
+pub fn is_versioned(bytes: &[u8]) -> bool {
     bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// The file's bytes: the envelope around `payload`, at `kind.version`, ending in a newline.
-pub(crate) fn encode<T: Serialize>(kind: Kind, payload: &T) -> std::io::Result<Vec<u8>> {
+pub fn encode<T: Serialize>(kind: Kind, payload: &T) -> std::io::Result<Vec<u8>> {
     let raw: Box<RawValue> =
         serde_json::value::to_raw_value(payload).map_err(std::io::Error::other)?;
     let envelope = EnvelopeOut {
@@ -98,7 +99,7 @@ pub(crate) fn encode<T: Serialize>(kind: Kind, payload: &T) -> std::io::Result<V
 
 /// Why [`read_enveloped`] could not read a file.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     #[error("cannot read {path}: {source}")]
     Io {
         path: String,
@@ -110,7 +111,7 @@ pub(crate) enum ReadError {
 
 /// The payload of the envelope at `path`, or `None` when the file does not exist yet. For
 /// files that only ever held envelopes: anything else there is corrupt.
-pub(crate) fn read_enveloped<T: DeserializeOwned>(
+pub fn read_enveloped<T: DeserializeOwned>(
     path: &Path,
     kind: Kind,
 ) -> Result<Option<T>, ReadError> {
@@ -131,19 +132,14 @@ pub(crate) fn read_enveloped<T: DeserializeOwned>(
 }
 
 /// Writes `payload` in an envelope to `dir/name`, atomically.
-pub(crate) fn write<T: Serialize>(
-    dir: &Path,
-    name: &str,
-    kind: Kind,
-    payload: &T,
-) -> std::io::Result<()> {
+pub fn write<T: Serialize>(dir: &Path, name: &str, kind: Kind, payload: &T) -> std::io::Result<()> {
     write_atomically(dir, name, &encode(kind, payload)?)
 }
 
 /// Reads the envelope in `bytes` (the contents of `path`, named in errors): `Ok(None)` when
 /// the file predates envelopes (the caller reads it the old way), the payload otherwise. The
 /// kind must match, the version be within `1..=kind.version` and the CRC agree.
-pub(crate) fn decode<T: DeserializeOwned>(
+pub fn decode<T: DeserializeOwned>(
     path: &Path,
     bytes: &[u8],
     kind: Kind,
@@ -196,6 +192,45 @@ pub(crate) fn decode<T: DeserializeOwned>(
                 ),
             )
         })
+}
+
+/// Writes a secret readable by its owner only (0600 from its creation: never briefly readable
+/// by others) to `path`, atomically (a temporary file beside it, synced, renamed, the directory
+/// synced).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&temporary);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// Makes the entries of a directory durable (files created, renamed or removed in it).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `dir/name` atomically: a temporary file, synced, renamed over `name`,
+/// then the directory synced. Used for `topic.meta`, `producers.meta` and group offsets.
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, dir.join(name))?;
+    sync_dir(dir)
 }
 
 #[cfg(test)]

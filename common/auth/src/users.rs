@@ -1,0 +1,640 @@
+//! The users file both servers read: each user name with its salted SCRAM-SHA-256
+//! [`Credential`] (no password is stored) and, optionally, what the user may do on the schema
+//! registry ([`RegistryAccess`]: a role and subject prefixes).
+//!
+//! It is `users.meta` in the broker's data directory: a versioned [`herald_meta`] envelope,
+//! rewritten atomically on every change and created 0600, so it is never readable by others.
+//! `herald user add|list|remove|passwd|registry|import` edit it; the broker authenticates
+//! connections against it (SCRAM), and the registry, given the same file
+//! (`herald registry serve --users`), checks basic-auth passwords against the same credentials
+//! and authorizes by the user's registry access. One password, one file, both servers.
+//!
+//! Format versions: 1 held `{"users": {name: "scram-sha256$…"}}`; 2 (written now) holds
+//! `{"users": {name: {"credential": "scram-sha256$…", "registry": {"role": "write",
+//! "subjects": ["team-a."]}}}}`. Version 1 files are read unchanged (their users have no
+//! registry access) and rewritten as version 2 at the next change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use herald_meta as meta;
+use serde::{Deserialize, Serialize};
+
+use crate::acl::Principal;
+use crate::scram::{Credential, ScramError, ITERATIONS_DEFAULT};
+
+/// The users file's name in a data directory.
+pub const FILE: &str = "users.meta";
+/// The kind and format version of `users.meta`.
+const KIND: meta::Kind = meta::Kind {
+    name: "users",
+    version: 2,
+};
+/// Users one file holds.
+pub const USERS_MAX: usize = 10_000;
+/// Shortest password accepted (NIST SP 800-63B's minimum for chosen secrets).
+pub const PASSWORD_CHARS_MIN: usize = 8;
+/// Longest password accepted: a password is hashed on every connection by the client.
+pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// Subject prefixes one user's registry access may list.
+pub const SUBJECT_PREFIXES_MAX: usize = 64;
+/// Longest subject prefix.
+pub const SUBJECT_PREFIX_BYTES_MAX: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{0}")]
+    Stored(String),
+    #[error("cannot write {path}: {reason}")]
+    Write { path: String, reason: String },
+    #[error("invalid user name '{name}': {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("a password must have at least {PASSWORD_CHARS_MIN} characters and at most {PASSWORD_BYTES_MAX} bytes")]
+    WeakPassword,
+    #[error("user '{0}' already exists (change its password with `herald user passwd`)")]
+    Exists(String),
+    #[error("no user '{0}'")]
+    Unknown(String),
+    #[error("the users file already has {USERS_MAX} users")]
+    TooMany,
+    #[error("invalid registry access: {0}")]
+    InvalidAccess(String),
+    #[error("cannot derive the credential: {0}")]
+    Credential(#[from] ScramError),
+}
+
+/// What a user may do on the registry, highest last: `read` may use every GET and the
+/// non-mutating POSTs (lookup, compatibility), `write` may also register and soft-delete,
+/// `admin` may do everything (config, mode, permanent deletes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryRole {
+    Read,
+    Write,
+    Admin,
+}
+
+impl RegistryRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryRole::Read => "read",
+            RegistryRole::Write => "write",
+            RegistryRole::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for RegistryRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RegistryRole {
+    type Err = UsersError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "read" => Ok(RegistryRole::Read),
+            "write" => Ok(RegistryRole::Write),
+            "admin" => Ok(RegistryRole::Admin),
+            other => Err(UsersError::InvalidAccess(format!(
+                "unknown role '{other}' (read, write or admin)"
+            ))),
+        }
+    }
+}
+
+/// A user's access to the registry: a role, over every subject or only over subjects with
+/// one of the listed prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryAccess {
+    pub role: RegistryRole,
+    /// Subject prefixes the role is limited to; `None`: every subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subjects: Option<Vec<String>>,
+}
+
+impl RegistryAccess {
+    /// `role` over subjects with one of `prefixes` (every subject when there are none),
+    /// checked as [`RegistryAccess::check`] does.
+    pub fn new(role: RegistryRole, prefixes: Vec<String>) -> Result<Self, UsersError> {
+        let access = Self {
+            role,
+            subjects: (!prefixes.is_empty()).then_some(prefixes),
+        };
+        access.check()?;
+        Ok(access)
+    }
+
+    /// Prefixes must be non-empty (leave the list out for every subject) and within
+    /// [`SUBJECT_PREFIXES_MAX`] and [`SUBJECT_PREFIX_BYTES_MAX`].
+    pub fn check(&self) -> Result<(), UsersError> {
+        let Some(prefixes) = &self.subjects else {
+            return Ok(());
+        };
+        let invalid = |reason: String| Err(UsersError::InvalidAccess(reason));
+        if prefixes.is_empty() || prefixes.iter().any(String::is_empty) {
+            return invalid(
+                "subject prefixes must not be empty (leave them out for every subject)".to_owned(),
+            );
+        }
+        if prefixes.len() > SUBJECT_PREFIXES_MAX {
+            return invalid(format!(
+                "{} subject prefixes, at most {SUBJECT_PREFIXES_MAX}",
+                prefixes.len()
+            ));
+        }
+        if let Some(long) = prefixes.iter().find(|p| p.len() > SUBJECT_PREFIX_BYTES_MAX) {
+            return invalid(format!(
+                "a subject prefix of {} bytes, at most {SUBJECT_PREFIX_BYTES_MAX}",
+                long.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One user of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub credential: Credential,
+    /// What the user may do on the registry; `None`: nothing (the broker alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryAccess>,
+}
+
+/// A user as either version stores it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredUser {
+    Current(User),
+    /// Version 1: the credential alone.
+    Version1(Credential),
+}
+
+#[derive(Deserialize)]
+struct UsersIn {
+    users: BTreeMap<String, StoredUser>,
+}
+
+#[derive(Serialize)]
+struct UsersOut<'a> {
+    users: &'a BTreeMap<String, User>,
+}
+
+/// The users of one file.
+#[derive(Debug)]
+pub struct Users {
+    path: PathBuf,
+    users: BTreeMap<String, User>,
+}
+
+fn check_name(name: &str) -> Result<(), UsersError> {
+    let invalid = |reason: String| UsersError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    };
+    Principal::user(name).map_err(|e| invalid(e.to_string()))?;
+    if name.contains(char::is_whitespace) {
+        return Err(invalid("no whitespace".to_owned()));
+    }
+    Ok(())
+}
+
+fn check_password(password: &str) -> Result<(), UsersError> {
+    if password.chars().count() < PASSWORD_CHARS_MIN || password.len() > PASSWORD_BYTES_MAX {
+        return Err(UsersError::WeakPassword);
+    }
+    Ok(())
+}
+
+impl Users {
+    /// Where the users of the data directory `data_dir` are kept.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(FILE)
+    }
+
+    /// Reads the users of the data directory `data_dir` (none if the file does not exist yet).
+    pub fn open(data_dir: &Path) -> Result<Self, UsersError> {
+        Self::open_file(&Self::path(data_dir))
+    }
+
+    /// Reads the users file at `path` (none if it does not exist yet).
+    pub fn open_file(path: &Path) -> Result<Self, UsersError> {
+        let stored = match meta::read_enveloped::<UsersIn>(path, KIND) {
+            Ok(stored) => stored.map_or_else(BTreeMap::new, |file| file.users),
+            Err(meta::ReadError::Io { path, source }) => {
+                return Err(UsersError::Read {
+                    path,
+                    reason: source.to_string(),
+                })
+            }
+            Err(e) => return Err(UsersError::Stored(e.to_string())),
+        };
+        let mut users = BTreeMap::new();
+        for (name, user) in stored {
+            let user = match user {
+                StoredUser::Current(user) => user,
+                StoredUser::Version1(credential) => User {
+                    credential,
+                    registry: None,
+                },
+            };
+            if let Some(access) = &user.registry {
+                access.check().map_err(|e| {
+                    UsersError::Stored(format!("{}: user '{name}': {e}", path.display()))
+                })?;
+            }
+            users.insert(name, user);
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            users,
+        })
+    }
+
+    /// User names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
+    /// Users with their names, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &User)> {
+        self.users.iter().map(|(name, user)| (name.as_str(), user))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The stored credential of `name`.
+    pub fn credential(&self, name: &str) -> Option<&Credential> {
+        self.users.get(name).map(|user| &user.credential)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+
+    /// Adds a user with a fresh salted credential and, optionally, registry access.
+    pub fn add(
+        &mut self,
+        name: &str,
+        password: &str,
+        registry: Option<RegistryAccess>,
+    ) -> Result<(), UsersError> {
+        check_password(password)?;
+        self.check_new(name)?;
+        let credential = Credential::new(password, ITERATIONS_DEFAULT)?;
+        self.insert(name, credential, registry)
+    }
+
+    /// Adds a user whose credential was made elsewhere (`herald user import` converts the
+    /// registry's older password hashes).
+    pub fn insert(
+        &mut self,
+        name: &str,
+        credential: Credential,
+        registry: Option<RegistryAccess>,
+    ) -> Result<(), UsersError> {
+        self.check_new(name)?;
+        if let Some(access) = &registry {
+            access.check()?;
+        }
+        self.change(|users| {
+            users.insert(
+                name.to_owned(),
+                User {
+                    credential,
+                    registry,
+                },
+            );
+        })
+    }
+
+    fn check_new(&self, name: &str) -> Result<(), UsersError> {
+        check_name(name)?;
+        if self.users.contains_key(name) {
+            return Err(UsersError::Exists(name.to_owned()));
+        }
+        if self.users.len() >= USERS_MAX {
+            return Err(UsersError::TooMany);
+        }
+        Ok(())
+    }
+
+    /// Gives an existing user a new password (a new salt too); its registry access stays.
+    pub fn passwd(&mut self, name: &str, password: &str) -> Result<(), UsersError> {
+        check_password(password)?;
+        if !self.users.contains_key(name) {
+            return Err(UsersError::Unknown(name.to_owned()));
+        }
+        let credential = Credential::new(password, ITERATIONS_DEFAULT)?;
+        self.change(|users| {
+            if let Some(user) = users.get_mut(name) {
+                user.credential = credential;
+            }
+        })
+    }
+
+    /// Sets (or, with `None`, takes away) a user's registry access.
+    pub fn set_registry(
+        &mut self,
+        name: &str,
+        registry: Option<RegistryAccess>,
+    ) -> Result<(), UsersError> {
+        if !self.users.contains_key(name) {
+            return Err(UsersError::Unknown(name.to_owned()));
+        }
+        if let Some(access) = &registry {
+            access.check()?;
+        }
+        self.change(|users| {
+            if let Some(user) = users.get_mut(name) {
+                user.registry = registry;
+            }
+        })
+    }
+
+    pub fn remove(&mut self, name: &str) -> Result<(), UsersError> {
+        if !self.users.contains_key(name) {
+            return Err(UsersError::Unknown(name.to_owned()));
+        }
+        self.change(|users| {
+            users.remove(name);
+        })
+    }
+
+    /// Applies `edit` to a copy, writes it, and only then keeps it.
+    fn change(&mut self, edit: impl FnOnce(&mut BTreeMap<String, User>)) -> Result<(), UsersError> {
+        let mut users = self.users.clone();
+        edit(&mut users);
+        let write_error = |e: std::io::Error| UsersError::Write {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
+        };
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(write_error)?;
+        }
+        let bytes = meta::encode(KIND, &UsersOut { users: &users }).map_err(write_error)?;
+        // Readable by its owner only from its creation.
+        meta::write_private(&self.path, &bytes).map_err(write_error)?;
+        self.users = users;
+        Ok(())
+    }
+}
+
+/// What tells a changed users file: modification time, length and inode.
+type Stamp = (SystemTime, u64, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let metadata = std::fs::metadata(path).ok()?;
+    // The file is replaced by a rename on every change: a new inode even when the size and
+    // the modification time (coarse on some file systems) are the same.
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((metadata.modified().ok()?, metadata.len(), inode))
+}
+
+/// A users file as last read, read again when it changes, so `herald user add|passwd|remove`
+/// apply to a running server. The file is looked at (one `stat`) at most once per `recheck`.
+#[derive(Debug)]
+pub struct UsersWatch {
+    path: PathBuf,
+    recheck: Duration,
+    checked_at: Option<Instant>,
+    stamp: Option<Stamp>,
+    users: Arc<Users>,
+}
+
+impl UsersWatch {
+    /// Reads the users file at `path` (none if it does not exist yet) and watches it.
+    pub fn open(path: &Path, recheck: Duration) -> Result<Self, UsersError> {
+        let stamp = stamp(path);
+        let users = Users::open_file(path)?;
+        Ok(Self::new(users, stamp, recheck))
+    }
+
+    /// Watches the file `users` was read from (`users` as read just now).
+    pub fn watching(users: Users, recheck: Duration) -> Self {
+        let stamp = stamp(&users.path);
+        Self::new(users, stamp, recheck)
+    }
+
+    fn new(users: Users, stamp: Option<Stamp>, recheck: Duration) -> Self {
+        Self {
+            path: users.path.clone(),
+            recheck,
+            checked_at: None,
+            stamp,
+            users: Arc::new(users),
+        }
+    }
+
+    /// The current users (and whether they changed since the last call); a file that changed
+    /// but cannot be read keeps the previous ones.
+    pub fn current(&mut self, now: Instant) -> (Arc<Users>, bool) {
+        let due = self
+            .checked_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.recheck);
+        if !due {
+            return (self.users.clone(), false);
+        }
+        self.checked_at = Some(now);
+        let stamp = stamp(&self.path);
+        if stamp == self.stamp {
+            return (self.users.clone(), false);
+        }
+        match Users::open_file(&self.path) {
+            Ok(users) => {
+                self.users = Arc::new(users);
+                self.stamp = stamp;
+                (self.users.clone(), true)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the users file again; keeping the users read before");
+                (self.users.clone(), false)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scram::{nonce, ScramClient, ScramServer};
+
+    use super::*;
+
+    /// A SCRAM exchange of `user`/`password` against what `users` stores.
+    fn authenticates(users: &Users, user: &str, password: &str) -> bool {
+        let Ok(client_nonce) = nonce() else {
+            return false;
+        };
+        let Ok((client, first)) = ScramClient::new(user, password, &client_nonce) else {
+            return false;
+        };
+        let server_nonce = nonce().expect("nonce");
+        let Ok((server, server_first)) = ScramServer::start(
+            &first,
+            |name| users.credential(name).cloned(),
+            &server_nonce,
+            b"test secret test secret test secret",
+        ) else {
+            return false;
+        };
+        let Ok((client, client_final)) = client.step(&server_first) else {
+            return false;
+        };
+        let Ok((name, server_final)) = server.finish(&client_final) else {
+            return false;
+        };
+        name == user && client.finish(&server_final).is_ok()
+    }
+
+    #[test]
+    fn users_are_added_changed_removed_and_kept_across_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut users = Users::open(dir.path()).expect("open");
+        users.add("alice", "correct horse", None).expect("add");
+        assert!(matches!(
+            users.add("alice", "another one", None),
+            Err(UsersError::Exists(_))
+        ));
+        assert!(matches!(
+            users.add("bob", "short", None),
+            Err(UsersError::WeakPassword)
+        ));
+        assert!(matches!(
+            users.add("", "long enough", None),
+            Err(UsersError::InvalidName { .. })
+        ));
+        let mut users = Users::open(dir.path()).expect("reopen");
+        assert_eq!(users.names().collect::<Vec<_>>(), ["alice"]);
+        assert!(authenticates(&users, "alice", "correct horse"));
+        assert!(!authenticates(&users, "alice", "wrong horse"));
+        users.passwd("alice", "battery staple").expect("passwd");
+        assert!(!authenticates(&users, "alice", "correct horse"));
+        assert!(authenticates(&users, "alice", "battery staple"));
+        users.remove("alice").expect("remove");
+        assert!(matches!(users.remove("alice"), Err(UsersError::Unknown(_))));
+        assert_eq!(Users::open(dir.path()).expect("reopen").names().count(), 0);
+    }
+
+    #[test]
+    fn registry_access_is_kept_beside_the_credential_and_survives_a_password_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut users = Users::open(dir.path()).expect("open");
+        let team_a =
+            RegistryAccess::new(RegistryRole::Write, vec!["team-a.".to_owned()]).expect("access");
+        users
+            .add("alice", "correct horse", Some(team_a.clone()))
+            .expect("add");
+        users.add("bob", "correct horse", None).expect("add");
+        users.passwd("alice", "battery staple").expect("passwd");
+        let users = Users::open(dir.path()).expect("reopen");
+        assert_eq!(
+            users.user("alice").and_then(|u| u.registry.clone()),
+            Some(team_a)
+        );
+        assert_eq!(users.user("bob").and_then(|u| u.registry.clone()), None);
+        let mut users = users;
+        users
+            .set_registry(
+                "bob",
+                Some(RegistryAccess::new(RegistryRole::Admin, Vec::new()).expect("access")),
+            )
+            .expect("set");
+        users.set_registry("alice", None).expect("unset");
+        let users = Users::open(dir.path()).expect("reopen");
+        assert_eq!(
+            users
+                .user("bob")
+                .and_then(|u| u.registry.as_ref())
+                .map(|a| a.role),
+            Some(RegistryRole::Admin)
+        );
+        assert_eq!(users.user("alice").and_then(|u| u.registry.clone()), None);
+        assert!(matches!(
+            RegistryAccess::new(RegistryRole::Read, vec![String::new()]),
+            Err(UsersError::InvalidAccess(_))
+        ));
+        assert!(matches!(
+            RegistryAccess::new(
+                RegistryRole::Read,
+                vec!["p".to_owned(); SUBJECT_PREFIXES_MAX + 1]
+            ),
+            Err(UsersError::InvalidAccess(_))
+        ));
+    }
+
+    /// A file written by the format's first version (credentials alone) is read, its users
+    /// without registry access, and is rewritten in the current version at the next change.
+    #[test]
+    fn a_version_1_file_is_read_and_upgraded_at_the_next_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let credential = Credential::new("correct horse", 4096).expect("credential");
+        let v1 = meta::Kind {
+            name: "users",
+            version: 1,
+        };
+        let payload = serde_json::json!({ "users": { "alice": credential.to_text() } });
+        let bytes = meta::encode(v1, &payload).expect("encode");
+        std::fs::write(Users::path(dir.path()), bytes).expect("write");
+        let mut users = Users::open(dir.path()).expect("open v1");
+        assert!(authenticates(&users, "alice", "correct horse"));
+        assert_eq!(users.user("alice").and_then(|u| u.registry.clone()), None);
+        users.add("bob", "battery staple", None).expect("add");
+        let text = std::fs::read_to_string(Users::path(dir.path())).expect("read");
+        assert!(text.contains(r#""version":2"#), "{text}");
+        let users = Users::open(dir.path()).expect("open v2");
+        assert!(authenticates(&users, "alice", "correct horse"));
+        assert!(authenticates(&users, "bob", "battery staple"));
+    }
+
+    #[test]
+    fn a_watch_sees_changes_at_most_once_per_recheck() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = Users::path(dir.path());
+        let mut watch = UsersWatch::open(&path, Duration::from_secs(1)).expect("watch");
+        let start = Instant::now();
+        assert!(watch.current(start).0.is_empty());
+        let mut users = Users::open(dir.path()).expect("open");
+        users.add("alice", "correct horse", None).expect("add");
+        // Within the recheck interval the file is not looked at.
+        let (seen, changed) = watch.current(start + Duration::from_millis(500));
+        assert!(seen.is_empty() && !changed);
+        let (seen, changed) = watch.current(start + Duration::from_secs(1));
+        assert!(changed);
+        assert_eq!(seen.names().collect::<Vec<_>>(), ["alice"]);
+        let (_, changed) = watch.current(start + Duration::from_secs(3));
+        assert!(!changed, "an unchanged file is not read again");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_users_file_holds_no_password_and_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut users = Users::open(dir.path()).expect("open");
+        users.add("alice", "correct horse", None).expect("add");
+        let path = dir.path().join(FILE);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("correct horse"), "{text}");
+        assert!(text.contains("scram-sha256$"), "{text}");
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}

@@ -350,8 +350,10 @@ impl Group {
                 .get(owner)
                 .is_some_and(|m| m.owned.contains(partition));
             if moved && still_owned {
-                self.revoking
-                    .insert(partition.clone(), now_ms + self.config.revoke_timeout_ms);
+                self.revoking.insert(
+                    partition.clone(),
+                    now_ms.saturating_add(self.config.revoke_timeout_ms),
+                );
             }
         }
         self.target = new_target;

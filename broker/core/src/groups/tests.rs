@@ -109,6 +109,27 @@ fn a_revoke_times_out_and_expired_members_lose_everything() {
     assert!(group.is_empty());
 }
 
+/// The longest revoke timeout a configuration allows never wraps the deadline into the past
+/// (it did: `now + timeout` overflowed, so a member asked to give partitions up was expired at
+/// its next heartbeat).
+#[test]
+fn the_longest_revoke_timeout_does_not_wrap_the_deadline() {
+    let config = GroupConfig {
+        session_timeout_ms: i64::MAX,
+        revoke_timeout_ms: i64::MAX,
+        assignor: Assignor::RoundRobin,
+    };
+    let mut group = Group::new(config);
+    let a = join(&mut group, None, 1_000);
+    let a = beat(&mut group, &a, &a.partitions.clone(), 1_010).expect("beat");
+    let _b = join(&mut group, None, 1_020);
+    let stuck = a.partitions.clone();
+    assert!(
+        beat(&mut group, &a, &stuck, 1_030).is_ok(),
+        "a member still holding partitions to revoke stays until its deadline"
+    );
+}
+
 #[test]
 fn static_members_keep_their_partitions_across_a_restart() {
     let mut group = Group::new(GroupConfig::default());

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_broker_core::log::{LogConfig, PartitionLog, SEGMENT_BYTES_MAX};
+use herald_broker_core::storage::Storage as _;
 use herald_metrics::Metrics;
 use herald_wire::limits::{PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
 use herald_wire::messages::{
@@ -309,6 +310,17 @@ impl Broker {
             ));
         }
         let storage_error = |e: String| error(ErrorCode::Storage, e);
+        // Files an earlier topic of the name left (a deletion that failed half way, a crash)
+        // are never opened as part of this one.
+        if self.topics_dir.join(&name).exists() {
+            tracing::warn!(topic = %name, "removing files an earlier topic of this name left behind");
+            self.storage.remove_dir(&name).map_err(|e| {
+                storage_error(format!(
+                    "files of an earlier topic '{name}' remain and cannot be removed ({e}); remove {} by hand",
+                    self.topics_dir.join(&name).display()
+                ))
+            })?;
+        }
         let id = new_topic_id();
         let topic = open_topic(
             &self.storage,
@@ -359,15 +371,12 @@ impl Broker {
                 std::io::ErrorKind::NotFound => Ok(()),
                 _ => Err(e),
             })
-            .and_then(|()| std::fs::remove_dir_all(&dir))
-            .and_then(|()| crate::fs::sync_dir(&self.topics_dir));
+            .map_err(|e| format!("cannot delete {}: {e}", dir.display()))
+            // Through the storage: its cached read handles of the topic's files go too (one
+            // left open would serve the deleted segment to a topic created after).
+            .and_then(|()| self.storage.remove_dir(name).map_err(|e| e.to_string()));
         self.deleting().remove(name);
-        removed.map_err(|e| {
-            error(
-                ErrorCode::Storage,
-                format!("cannot delete {}: {e}", dir.display()),
-            )
-        })?;
+        removed.map_err(|e| error(ErrorCode::Storage, e))?;
         Ok(Response::TopicDeleted)
     }
 }
@@ -683,5 +692,132 @@ mod deletion_tests {
             matches!(produced, Response::Produced { base_offset: 0, .. }),
             "the new topic starts empty: {produced:?}"
         );
+    }
+
+    /// A topic of small segments: every ~3 KB record fills one.
+    fn small_segments() -> TopicConfig {
+        TopicConfig {
+            segment_bytes: SEGMENT_BYTES_MIN,
+            ..TopicConfig::default()
+        }
+    }
+
+    async fn produce_three(broker: &crate::broker::Broker, fill: u8) {
+        for _ in 0..3 {
+            let produced = broker
+                .handle(Request::Produce {
+                    topic: "t".into(),
+                    partition: 0,
+                    durability: Durability::Memory,
+                    batch: test_support::one_record(&[fill; 3000]),
+                })
+                .await;
+            assert!(
+                matches!(produced, Response::Produced { .. }),
+                "{produced:?}"
+            );
+        }
+    }
+
+    async fn first_batch(broker: &crate::broker::Broker) -> Vec<u8> {
+        match broker
+            .handle(Request::Fetch {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 4096,
+                max_wait_ms: 0,
+                min_bytes: 0,
+            })
+            .await
+        {
+            Response::Fetched { batches, .. } => batches,
+            other => panic!("fetch: {other:?}"),
+        }
+    }
+
+    /// A sealed segment read before its topic was deleted must not be served again from a
+    /// cached read handle once a topic of the same name has a segment of the same name.
+    #[tokio::test]
+    async fn a_recreated_topic_never_serves_the_deleted_ones_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = test_support::broker(dir.path());
+        let create = || Request::CreateTopic {
+            name: "t".into(),
+            config: small_segments(),
+        };
+        assert!(matches!(
+            broker.handle(create()).await,
+            Response::TopicCreated
+        ));
+        produce_three(&broker, b'o').await;
+        let old = first_batch(&broker).await;
+        assert!(
+            old.windows(3000).any(|w| w == [b'o'; 3000]),
+            "read the old segment"
+        );
+        let deleted = broker
+            .handle(Request::DeleteTopic { name: "t".into() })
+            .await;
+        assert!(matches!(deleted, Response::TopicDeleted), "{deleted:?}");
+        assert!(matches!(
+            broker.handle(create()).await,
+            Response::TopicCreated
+        ));
+        produce_three(&broker, b'n').await;
+        let new = first_batch(&broker).await;
+        assert!(
+            new.windows(3000).any(|w| w == [b'n'; 3000]),
+            "offset 0 of the new topic holds its own record, not the deleted topic's"
+        );
+    }
+
+    /// Files a deletion could not remove (or a crash left) are never opened as part of a
+    /// topic created later under the name: the create removes them first, or is refused.
+    #[tokio::test]
+    async fn leftover_files_of_a_deleted_topic_never_join_a_new_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = test_support::broker(dir.path());
+        let create = || Request::CreateTopic {
+            name: "t".into(),
+            config: small_segments(),
+        };
+        assert!(matches!(
+            broker.handle(create()).await,
+            Response::TopicCreated
+        ));
+        produce_three(&broker, b'o').await;
+        let topic_dir = broker.topics_dir.join("t");
+        let kept = dir.path().join("kept");
+        // What a deletion that failed half way leaves: the segments, no topic.meta.
+        copy_dir(&topic_dir, &kept);
+        let deleted = broker
+            .handle(Request::DeleteTopic { name: "t".into() })
+            .await;
+        assert!(matches!(deleted, Response::TopicDeleted), "{deleted:?}");
+        copy_dir(&kept, &topic_dir);
+        std::fs::remove_file(topic_dir.join(TOPIC_META_FILE)).expect("no meta");
+        assert!(matches!(
+            broker.handle(create()).await,
+            Response::TopicCreated
+        ));
+        let fetched = first_batch(&broker).await;
+        assert!(
+            fetched.is_empty(),
+            "the new topic starts empty, not with the leftover records"
+        );
+    }
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy");
+            }
+        }
     }
 }

@@ -623,10 +623,26 @@ fn main() {
         .with_ansi(style::stderr_is_terminal())
         .init();
     if let Err(error) = real_main() {
-        // One line: what went wrong, with its causes (`{:#}` joins them with ": ").
-        eprintln!("{} {error:#}", style::error("error:"));
+        eprintln!("{} {}", style::error("error:"), one_line(&error));
         std::process::exit(1);
     }
+}
+
+/// What went wrong, with its causes joined by ": " — a cause whose text the line already holds
+/// (errors that print their source, `"broker: {0}"`) is not said twice.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn real_main() -> anyhow::Result<()> {
@@ -856,6 +872,28 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        /// An error that prints its source, as `#[error("broker: {0}")]` with `#[from]` does.
+        #[derive(Debug)]
+        struct Wrapping(std::io::Error);
+        impl std::fmt::Display for Wrapping {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "broker: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapping {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = anyhow::Error::from(Wrapping(std::io::Error::other("disk full")))
+            .context("consuming orders");
+        assert_eq!(one_line(&error), "consuming orders: broker: disk full");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&plain), "outer: inner");
+    }
 
     fn parses(args: &[&str]) -> bool {
         Cli::try_parse_from(std::iter::once("herald").chain(args.iter().copied())).is_ok()

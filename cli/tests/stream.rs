@@ -151,6 +151,68 @@ fn produce_and_consume_json_lines_through_schemas() {
     );
 }
 
+/// Every group name the wire allows commits (a 130-byte name could not: its offsets file name
+/// passed NAME_MAX), and a commit the broker cannot store fails the command instead of
+/// exiting 0 with nothing saved.
+#[test]
+fn a_long_group_name_commits_and_a_failed_commit_fails_the_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_registry, url) = support::registry(&dir.path().join("registry"));
+    let data = dir.path().join("herald-data/broker");
+    let (_broker, addr, fingerprint) = support::broker(&data);
+    let env = support::server_env(&addr, &fingerprint, &url);
+    let run = |args: &[&str], input: &str| herald_with_stdin(dir.path(), &env, args, input);
+    support::register(
+        &url,
+        &[(
+            "orders-value",
+            herald_registry_client::NewSchema::avro(ORDER),
+        )],
+    );
+    let (code, _, err) = run(&["topic", "create", "orders"], "");
+    assert_eq!(code, 0, "{err}");
+    let input = "{\"id\":\"o-1\",\"total\":1}\n{\"id\":\"o-2\",\"total\":2}\n{\"id\":\"o-3\",\"total\":3}\n";
+    let (code, _, err) = run(&["produce", "orders"], input);
+    assert_eq!(code, 0, "{err}");
+    let long = "g".repeat(130);
+    let (code, out, err) = run(&["consume", "orders", "--group", &long, "--count", "2"], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(values(&out).len(), 2);
+    let (code, out, err) = run(&["consume", "orders", "--group", &long, "--count", "1"], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        values(&out),
+        vec![serde_json::json!({"id": "o-3", "total": 3, "note": null})],
+        "the long-named group resumed after its commit"
+    );
+    // An operator deletes the group (no live members): its offsets go with it, and a new
+    // run starts by the reset policy (earliest).
+    let (code, _, err) = run(&["group", "delete", &long], "");
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["consume", "orders", "--group", &long, "--count", "1"], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        values(&out),
+        vec![serde_json::json!({"id": "o-1", "total": 1, "note": null})],
+        "the deleted group's commits are gone"
+    );
+    // The broker can no longer store offsets: its groups directory is a file now.
+    let groups = data.join("groups");
+    std::fs::remove_dir_all(&groups).expect("remove groups");
+    std::fs::write(&groups, b"not a directory").expect("block groups");
+    let (code, _, err) = run(
+        &["consume", "orders", "--group", "other", "--count", "1"],
+        "",
+    );
+    assert_ne!(code, 0, "a failed commit fails the command: {err}");
+    assert!(err.contains("cannot persist offsets"), "{err}");
+    assert_eq!(
+        err.matches("cannot persist offsets").count(),
+        1,
+        "said once: {err}"
+    );
+}
+
 #[test]
 fn errors_are_one_plain_line_off_a_terminal() {
     let dir = tempfile::tempdir().expect("tempdir");

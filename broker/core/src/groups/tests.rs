@@ -130,6 +130,32 @@ fn the_longest_revoke_timeout_does_not_wrap_the_deadline() {
     );
 }
 
+/// A group holds at most MEMBERS_PER_GROUP_MAX members: one more join is refused (Full),
+/// and once a member leaves, a join is taken again.
+#[test]
+fn a_full_group_refuses_one_more_member() {
+    let mut group = Group::new(GroupConfig::default());
+    let first = join(&mut group, None, 0);
+    for now in 1..MEMBERS_PER_GROUP_MAX as i64 {
+        join(&mut group, None, now);
+    }
+    let request = Heartbeat {
+        member_id: None,
+        member_epoch: 0,
+        instance_id: None,
+        topics: topics(&["orders"]),
+        owned: BTreeSet::new(),
+    };
+    assert!(matches!(
+        group.heartbeat(request.clone(), &partitions(4), 5_000),
+        Err(GroupError::Full)
+    ));
+    group
+        .leave(&first.member_id, &partitions(4), 5_001)
+        .expect("leave");
+    assert!(group.heartbeat(request, &partitions(4), 5_002).is_ok());
+}
+
 #[test]
 fn static_members_keep_their_partitions_across_a_restart() {
     let mut group = Group::new(GroupConfig::default());

@@ -209,7 +209,7 @@ fn the_registry_serves_the_brokers_users_file() {
         wrong.as_ref().is_err_and(|e| e.contains("401")),
         "{wrong:?}"
     );
-    let bob = registry_status(&url, "bob", "battery staple horse");
+    let bob = register_as(&url, "bob", "battery staple horse", "team-b.orders-value");
     assert!(bob.as_ref().is_err_and(|e| e.contains("403")), "{bob:?}");
     let (code, _, err) = herald(
         dir.path(),
@@ -218,7 +218,7 @@ fn the_registry_serves_the_brokers_users_file() {
             "registry",
             "bob",
             "--role",
-            "read",
+            "write",
             "--data-dir",
             data,
         ],
@@ -229,7 +229,7 @@ fn the_registry_serves_the_brokers_users_file() {
     // Applied within a second or so.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let bob = registry_status(&url, "bob", "battery staple horse");
+        let bob = register_as(&url, "bob", "battery staple horse", "team-b.orders-value");
         let alice = registry_status(&url, "alice", "correct horse battery");
         if bob.is_ok() && alice.as_ref().is_err_and(|e| e.contains("401")) {
             break;
@@ -298,4 +298,106 @@ fn registry_toml_users_are_imported_with_their_passwords() {
         "herald registry listening on ",
     );
     assert_eq!(registry_status(&url, "ci", "old secret pw"), Ok(()));
+}
+
+/// Registers an Avro schema to `subject` as `user`/`password` at `url`.
+fn register_as(url: &str, user: &str, password: &str, subject: &str) -> Result<u32, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        herald_registry_client::RegistryClient::new(url.to_owned())
+            .expect("client")
+            .with_basic_auth(user.to_owned(), password.to_owned())
+            .register(
+                subject,
+                &herald_registry_client::NewSchema::avro(r#"{"type":"string"}"#),
+            )
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// SUBJECT ACLs granted with `herald acl add` (through the running broker, into its
+/// acls.meta) apply to a registry serving the same users: a user without a registry role may
+/// register exactly the subjects granted to it, once the grant is made.
+#[test]
+fn subject_acls_added_through_the_broker_apply_to_the_registry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("herald-data/broker");
+    // First start: the broker creates `admin`, which the CLI here uses for `acl add`.
+    let (_broker, addr, fingerprint) = support::broker(&data);
+    let (code, _, err) = herald_with_stdin(
+        dir.path(),
+        &[],
+        &[
+            "user",
+            "add",
+            "carol",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ],
+        "carol's long password\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let users = data.join("users.meta");
+    let (_registry, url) = support::start(
+        &[
+            "registry",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--users",
+            users.to_str().expect("utf-8"),
+        ],
+        &dir.path().join("registry"),
+        "herald registry listening on ",
+    );
+    let carol = |subject: &str| register_as(&url, "carol", "carol's long password", subject);
+    let refused = carol("team-c.orders-value");
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("403")),
+        "{refused:?}"
+    );
+    let env = [
+        ("HERALD_BROKER", addr.as_str()),
+        ("HERALD_BROKER_FINGERPRINT", fingerprint.as_str()),
+    ];
+    let (code, _, err) = herald_with_stdin(
+        dir.path(),
+        &env,
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "User:carol",
+            "--resource-type",
+            "subject",
+            "--pattern",
+            "prefixed",
+            "--name",
+            "team-c.",
+            "--operation",
+            "write",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match carol("team-c.orders-value") {
+            Ok(_) => break,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the grant did not apply: {e}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let other = carol("team-d.orders-value");
+    assert!(
+        other.as_ref().is_err_and(|e| e.contains("403")),
+        "{other:?}"
+    );
 }

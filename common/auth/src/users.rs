@@ -16,8 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use herald_meta as meta;
 use serde::{Deserialize, Serialize};
@@ -391,85 +390,27 @@ impl Users {
     }
 }
 
-/// What tells a changed users file: modification time, length and inode.
-type Stamp = (SystemTime, u64, u64);
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let metadata = std::fs::metadata(path).ok()?;
-    // The file is replaced by a rename on every change: a new inode even when the size and
-    // the modification time (coarse on some file systems) are the same.
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some((metadata.modified().ok()?, metadata.len(), inode))
-}
-
 /// A users file as last read, read again when it changes, so `herald user add|passwd|remove`
-/// apply to a running server. The file is looked at (one `stat`) at most once per `recheck`.
-#[derive(Debug)]
-pub struct UsersWatch {
-    path: PathBuf,
-    recheck: Duration,
-    checked_at: Option<Instant>,
-    stamp: Option<Stamp>,
-    users: Arc<Users>,
-}
+/// apply to a running server.
+pub type UsersWatch = crate::watch::FileWatch<Users>;
 
 impl UsersWatch {
     /// Reads the users file at `path` (none if it does not exist yet) and watches it.
     pub fn open(path: &Path, recheck: Duration) -> Result<Self, UsersError> {
-        let stamp = stamp(path);
-        let users = Users::open_file(path)?;
-        Ok(Self::new(users, stamp, recheck))
+        crate::watch::FileWatch::load(path, recheck, Users::open_file)
     }
 
     /// Watches the file `users` was read from (`users` as read just now).
     pub fn watching(users: Users, recheck: Duration) -> Self {
-        let stamp = stamp(&users.path);
-        Self::new(users, stamp, recheck)
-    }
-
-    fn new(users: Users, stamp: Option<Stamp>, recheck: Duration) -> Self {
-        Self {
-            path: users.path.clone(),
-            recheck,
-            checked_at: None,
-            stamp,
-            users: Arc::new(users),
-        }
-    }
-
-    /// The current users (and whether they changed since the last call); a file that changed
-    /// but cannot be read keeps the previous ones.
-    pub fn current(&mut self, now: Instant) -> (Arc<Users>, bool) {
-        let due = self
-            .checked_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= self.recheck);
-        if !due {
-            return (self.users.clone(), false);
-        }
-        self.checked_at = Some(now);
-        let stamp = stamp(&self.path);
-        if stamp == self.stamp {
-            return (self.users.clone(), false);
-        }
-        match Users::open_file(&self.path) {
-            Ok(users) => {
-                self.users = Arc::new(users);
-                self.stamp = stamp;
-                (self.users.clone(), true)
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the users file again; keeping the users read before");
-                (self.users.clone(), false)
-            }
-        }
+        let path = users.path.clone();
+        crate::watch::FileWatch::with_value(&path, users, recheck, Users::open_file)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use crate::scram::{nonce, ScramClient, ScramServer};
 
     use super::*;

@@ -35,6 +35,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use base64::Engine;
+use herald_auth::acl::{
+    Authorizer, Decision, DeniedBy, Operation, Principal, ResourceType, CLUSTER_NAME,
+};
 use ring::{hmac, pbkdf2, rand as ring_rand};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -110,9 +113,7 @@ impl Secret {
 struct User {
     name: String,
     secret: Secret,
-    /// `None`: a user of the shared users file without registry access (authenticates, may
-    /// do nothing).
-    identity: Option<Identity>,
+    identity: Identity,
 }
 
 /// The users as last read, and what the dearest check costs.
@@ -141,10 +142,15 @@ impl UserTable {
                 .map(|(name, user)| User {
                     name: name.to_owned(),
                     secret: Secret::Scram(user.credential.stored()),
-                    identity: user.registry.as_ref().map(|access| Identity {
-                        role: access.role,
-                        subjects: access.subjects.clone().map(Into::into),
-                    }),
+                    identity: Identity {
+                        role: user.registry.as_ref().map(|access| access.role),
+                        subjects: user
+                            .registry
+                            .as_ref()
+                            .and_then(|access| access.subjects.clone())
+                            .map(Into::into),
+                        principal: Principal::user(name).ok().map(std::sync::Arc::new),
+                    },
                 })
                 .collect(),
         )
@@ -154,20 +160,55 @@ impl UserTable {
 /// How often the shared users file is looked at for changes (one `stat`).
 pub const USERS_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// What an authenticated user may do: a role, and the subjects it applies to.
+/// What an authenticated user may do: a role and the subjects it applies to, and (with the
+/// shared users file) the principal that the stored SUBJECT ACLs may grant more to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    pub role: Role,
-    /// Subject prefixes the user is limited to; `None`: every subject.
+    /// `None`: no registry role (a user of the shared users file without one: only what the
+    /// ACLs grant it).
+    pub role: Option<Role>,
+    /// Subject prefixes the role is limited to; `None`: every subject.
     pub subjects: Option<std::sync::Arc<[String]>>,
+    /// `User:<name>`, for users of the shared users file.
+    pub principal: Option<std::sync::Arc<Principal>>,
 }
 
 impl Identity {
     /// An identity of `role` over every subject.
     pub fn unscoped(role: Role) -> Self {
         Self {
-            role,
+            role: Some(role),
             subjects: None,
+            principal: None,
+        }
+    }
+
+    /// Whether listings need no filtering: an unscoped role and no ACLs that could deny.
+    pub fn sees_every_subject(&self) -> bool {
+        self.role.is_some() && self.subjects.is_none() && self.principal.is_none()
+    }
+
+    /// Whether `GET /subjects` shows `subject`: not if a DENY entry keeps the principal from
+    /// describing it; else if the role covers it or an ALLOW entry lets it describe it.
+    pub fn lists(&self, subject: &str, acls: Option<&Authorizer>) -> bool {
+        let decision = match (acls, &self.principal) {
+            (Some(acls), Some(principal)) => Some(acls.authorize(
+                principal,
+                Operation::Describe,
+                ResourceType::Subject,
+                subject,
+            )),
+            _ => None,
+        };
+        match decision {
+            Some(Decision::Denied {
+                by: DeniedBy::Rule(_),
+                ..
+            }) => false,
+            decision => {
+                (self.role.is_some() && self.covers(subject))
+                    || decision.is_some_and(|d| d.is_allowed())
+            }
         }
     }
 
@@ -190,6 +231,9 @@ pub struct AuthConfig {
     table: std::sync::RwLock<std::sync::Arc<UserTable>>,
     /// The shared users file, when the users come from it.
     watch: Option<Mutex<herald_auth::users::UsersWatch>>,
+    /// The stored ACLs beside the shared users file (`acls.meta`), whose SUBJECT (and
+    /// CLUSTER) entries grant registry access; read again when they change.
+    acls: Option<Mutex<herald_auth::watch::FileWatch<Authorizer>>>,
     /// Keys the remembered credentials: a random key per process, so the map holds no
     /// password-equivalent value.
     cache_key: hmac::Key,
@@ -223,6 +267,8 @@ pub enum AuthConfigError {
     Random,
     #[error(transparent)]
     Shared(#[from] herald_auth::users::UsersError),
+    #[error("{0}")]
+    Acls(String),
 }
 
 /// Why a request was refused.
@@ -383,10 +429,11 @@ impl AuthConfig {
             users.push(User {
                 name: entry.name,
                 secret,
-                identity: Some(Identity {
-                    role: entry.role,
+                identity: Identity {
+                    role: Some(entry.role),
                     subjects: entry.subjects.map(Into::into),
-                }),
+                    principal: None,
+                },
             });
         }
         if !legacy.is_empty() {
@@ -396,7 +443,7 @@ impl AuthConfig {
                 "users with unsalted password_sha256: replace each with a password_hash from `herald registry hash-password`"
             );
         }
-        Self::with_table(UserTable::new(users), None)
+        Self::with_table(UserTable::new(users), None, None)
     }
 
     /// The users of the users file the broker keeps too (`users.meta`, see
@@ -412,15 +459,18 @@ impl AuthConfig {
         let mut watch = herald_auth::users::UsersWatch::open(path, USERS_RECHECK)?;
         let (users, _) = watch.current(std::time::Instant::now());
         let table = UserTable::of_shared(&users);
-        if table.users.iter().all(|u| u.identity.is_none()) {
-            tracing::warn!(path = %shown, "no user in the users file has registry access yet: every request is refused until one does (`herald user registry NAME --role read|write|admin`)");
+        if table.users.iter().all(|u| u.identity.role.is_none()) {
+            tracing::warn!(path = %shown, "no user in the users file has a registry role yet: only SUBJECT ACLs grant anything (`herald user registry NAME --role read|write|admin`)");
         }
-        Self::with_table(table, Some(Mutex::new(watch)))
+        let acls_path = path.with_file_name(herald_auth::stored_acls::FILE);
+        let acls = herald_auth::watch::FileWatch::load(&acls_path, USERS_RECHECK, read_acls)?;
+        Self::with_table(table, Some(Mutex::new(watch)), Some(Mutex::new(acls)))
     }
 
     fn with_table(
         table: UserTable,
         watch: Option<Mutex<herald_auth::users::UsersWatch>>,
+        acls: Option<Mutex<herald_auth::watch::FileWatch<Authorizer>>>,
     ) -> Result<Self, AuthConfigError> {
         let mut key = [0u8; 32];
         ring_rand::SecureRandom::fill(&ring_rand::SystemRandom::new(), &mut key)
@@ -428,12 +478,23 @@ impl AuthConfig {
         Ok(Self {
             table: std::sync::RwLock::new(std::sync::Arc::new(table)),
             watch,
+            acls,
             cache_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             verified: Mutex::new(HashMap::new()),
             checking: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, usize::from),
             )),
         })
+    }
+
+    /// The current stored ACLs (with a shared users file).
+    pub fn acls(&self) -> Option<std::sync::Arc<Authorizer>> {
+        let watch = self.acls.as_ref()?;
+        let (acls, _) = watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .current(std::time::Instant::now());
+        Some(acls)
     }
 
     /// The current users: with a shared users file that changed, read again (and the
@@ -560,9 +621,7 @@ impl AuthConfig {
             .filter(|_| matches)
             .ok_or(Denied::Unauthenticated)?
             .identity
-            .clone()
-            // Authenticated, but nothing granted on the registry.
-            .ok_or(Denied::Forbidden)?;
+            .clone();
         let mut verified = self.verified();
         if verified.len() >= VERIFIED_CREDENTIALS_MAX {
             if let Some(evicted) = verified.keys().next().copied() {
@@ -583,7 +642,7 @@ impl AuthConfig {
         params: Option<&HashMap<String, String>>,
     ) -> Result<(), Denied> {
         let identity = self.authenticate(authorization)?;
-        permit(&identity, method, path, params)
+        permit(&identity, self.acls().as_deref(), method, path, params)
     }
 }
 
@@ -635,12 +694,9 @@ pub fn shared_users_of(path: &Path) -> Result<Vec<SharedUser>, AuthConfigError> 
                 ),
             };
             let converted = credential.and_then(|credential| {
-                let identity = user
-                    .identity
-                    .clone()
-                    .ok_or_else(|| "no registry role".to_owned())?;
+                let identity = user.identity.clone();
                 let access = herald_auth::users::RegistryAccess::new(
-                    identity.role,
+                    identity.role.ok_or_else(|| "no registry role".to_owned())?,
                     identity
                         .subjects
                         .map(|prefixes| prefixes.to_vec())
@@ -657,14 +713,111 @@ pub fn shared_users_of(path: &Path) -> Result<Vec<SharedUser>, AuthConfigError> 
         .collect())
 }
 
-/// Whether `identity` may make the request: its role, then its subjects.
+/// The stored ACLs at `path` (none yet: no entries), as the registry decides with them: no
+/// super users (the registry's admins are its `admin` role).
+fn read_acls(path: &std::path::Path) -> Result<Authorizer, AuthConfigError> {
+    let entries =
+        herald_auth::stored_acls::read(path).map_err(|e| AuthConfigError::Acls(e.to_string()))?;
+    herald_auth::acl::Acls::from_entries(entries)
+        .and_then(|acls| Authorizer::new(acls, Default::default()))
+        .map_err(|e| AuthConfigError::Acls(format!("{}: {e}", path.display())))
+}
+
+/// Whether `identity` may make the request: a DENY entry of the stored ACLs for its principal
+/// refuses it; else its role (then its subjects) or an ALLOW entry permits it.
 pub fn permit(
+    identity: &Identity,
+    acls: Option<&Authorizer>,
+    method: &str,
+    path: &str,
+    params: Option<&HashMap<String, String>>,
+) -> Result<(), Denied> {
+    let by_acls = match (acls, &identity.principal) {
+        (Some(acls), Some(principal)) => match acl_question(method, path) {
+            AclQuestion::Ask(operation, resource_type, name) => {
+                match acls.authorize(principal, operation, resource_type, &name) {
+                    Decision::Denied {
+                        by: DeniedBy::Rule(_),
+                        ..
+                    } => return Err(Denied::Forbidden),
+                    decision => decision.is_allowed(),
+                }
+            }
+            AclQuestion::Free => true,
+            AclQuestion::Refused => false,
+        },
+        _ => false,
+    };
+    // Parameters that do not parse are decided by the role alone (as an admin operation).
+    if by_acls && params.is_some() {
+        return Ok(());
+    }
+    permit_by_role(identity, method, path, params)
+}
+
+/// What a request asks of the stored ACLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AclQuestion {
+    /// This operation on this resource.
+    Ask(Operation, ResourceType, String),
+    /// Nothing: any user of the shared file may (schemas by ID, global reads, the subject
+    /// list, which is filtered to what the user may DESCRIBE).
+    Free,
+    /// No entry grants it (a subject that does not decode, `HEAD /subjects`).
+    Refused,
+}
+
+/// What a request needs of the ACLs, as Kafka's operations on the SUBJECT it names (or on the
+/// cluster, named [`CLUSTER_NAME`], for what spans subjects): reads and lookups READ,
+/// registering WRITE, deletes DELETE, a subject's config ALTER; its mode, global settings and
+/// listings across subjects are the cluster's (ALTER, DESCRIBE).
+fn acl_question(method: &str, path: &str) -> AclQuestion {
+    let reads = matches!(method, "GET" | "HEAD");
+    let cluster =
+        |operation| AclQuestion::Ask(operation, ResourceType::Cluster, CLUSTER_NAME.to_owned());
+    let spans_subjects = path == "/schemas"
+        || (path.starts_with("/schemas/ids/")
+            && (path.ends_with("/subjects") || path.ends_with("/versions")));
+    if spans_subjects {
+        return if reads {
+            cluster(Operation::Describe)
+        } else {
+            AclQuestion::Refused
+        };
+    }
+    if path.starts_with("/mode") && !reads {
+        return cluster(Operation::Alter);
+    }
+    match subject_of(path) {
+        Subject::Named(subject) => {
+            let is_lookup = path.starts_with("/subjects/") && path.matches('/').count() == 2;
+            let operation = match method {
+                "GET" | "HEAD" => Operation::Read,
+                "POST" if path.starts_with("/compatibility/") || is_lookup => Operation::Read,
+                "POST" if path.starts_with("/subjects/") => Operation::Write,
+                "DELETE" if path.starts_with("/subjects/") => Operation::Delete,
+                _ => Operation::Alter,
+            };
+            AclQuestion::Ask(operation, ResourceType::Subject, subject)
+        }
+        Subject::Undecodable => AclQuestion::Refused,
+        Subject::None if path == "/subjects" && method == "HEAD" => AclQuestion::Refused,
+        Subject::None if reads => AclQuestion::Free,
+        Subject::None => cluster(Operation::Alter),
+    }
+}
+
+/// Whether the role of `identity` (and its subject prefixes) allow the request.
+fn permit_by_role(
     identity: &Identity,
     method: &str,
     path: &str,
     params: Option<&HashMap<String, String>>,
 ) -> Result<(), Denied> {
-    if identity.role < required_role(method, path, params) {
+    if identity
+        .role
+        .is_none_or(|role| role < required_role(method, path, params))
+    {
         return Err(Denied::Forbidden);
     }
     if identity.subjects.is_none() {
@@ -930,12 +1083,17 @@ mod tests {
             Err(Denied::Unauthenticated)
         );
         assert_eq!(
-            call("bob", "battery staple", "GET", "/subjects"),
+            call(
+                "bob",
+                "battery staple",
+                "GET",
+                "/subjects/team-a.x/versions"
+            ),
             Err(Denied::Forbidden),
-            "a broker-only user authenticates but may do nothing here"
+            "a broker-only user authenticates but is granted nothing here"
         );
         assert_eq!(
-            call("bob", "wrong staple", "GET", "/subjects"),
+            call("bob", "wrong staple", "GET", "/subjects/team-a.x/versions"),
             Err(Denied::Unauthenticated)
         );
         assert_eq!(
@@ -956,11 +1114,117 @@ mod tests {
             "the remembered check of the old password is forgotten"
         );
         assert_eq!(call("alice", "new password", "GET", "/subjects"), Ok(()));
-        assert_eq!(call("bob", "battery staple", "GET", "/subjects"), Ok(()));
+        assert_eq!(
+            call(
+                "bob",
+                "battery staple",
+                "GET",
+                "/subjects/team-a.x/versions"
+            ),
+            Ok(())
+        );
         assert_eq!(
             call("bob", "battery staple", "POST", &register("team-a.x")),
             Err(Denied::Forbidden)
         );
+    }
+
+    /// SUBJECT ACLs stored beside the shared users file grant registry access to users
+    /// without (or beyond) a role, DENY entries refuse what a role would allow, the subject
+    /// list shows what a user may describe, and grants apply within USERS_RECHECK.
+    #[test]
+    fn stored_subject_acls_grant_and_deny_registry_access() {
+        use herald_auth::acl::{AclEntry, PatternType, Permission};
+        use herald_auth::users::{RegistryAccess, Users};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut users = Users::open(dir.path()).expect("users");
+        users.add("bob", "battery staple", None).expect("bob");
+        users
+            .add(
+                "alice",
+                "correct horse",
+                Some(RegistryAccess::new(Role::Write, Vec::new()).expect("access")),
+            )
+            .expect("alice");
+        let principal = |name: &str| Principal::user(name).expect("principal");
+        let entry = |who: &str, pattern, name: &str, operation, permission| {
+            AclEntry::new(
+                principal(who),
+                ResourceType::Subject,
+                pattern,
+                name,
+                operation,
+                permission,
+            )
+            .expect("entry")
+        };
+        let mut entries = vec![
+            entry(
+                "bob",
+                PatternType::Prefixed,
+                "team-b.",
+                Operation::Write,
+                Permission::Allow,
+            ),
+            entry(
+                "alice",
+                PatternType::Literal,
+                "team-b.secret",
+                Operation::Write,
+                Permission::Deny,
+            ),
+        ];
+        herald_auth::stored_acls::write(dir.path(), &entries).expect("acls");
+        let config = AuthConfig::shared(&Users::path(dir.path())).expect("shared");
+        let none = no_params();
+        let call = |who: &str, password: &str, method: &str, path: &str| {
+            config.authorize(Some(&basic(who, password)), method, path, Some(&none))
+        };
+        let bob = |method: &str, path: &str| call("bob", "battery staple", method, path);
+        let register = |subject: &str| format!("/subjects/{subject}/versions");
+        assert_eq!(bob("POST", &register("team-b.orders")), Ok(()));
+        assert_eq!(
+            bob("POST", &register("team-a.orders")),
+            Err(Denied::Forbidden)
+        );
+        assert_eq!(
+            bob("GET", &register("team-b.orders")),
+            Err(Denied::Forbidden),
+            "WRITE does not imply READ"
+        );
+        assert_eq!(bob("PUT", "/config"), Err(Denied::Forbidden));
+        assert_eq!(
+            bob("GET", "/schemas/ids/1"),
+            Ok(()),
+            "schemas by ID are free"
+        );
+        assert_eq!(bob("GET", "/schemas"), Err(Denied::Forbidden));
+        assert_eq!(
+            call("alice", "correct horse", "POST", &register("team-b.orders")),
+            Ok(())
+        );
+        assert_eq!(
+            call("alice", "correct horse", "POST", &register("team-b.secret")),
+            Err(Denied::Forbidden),
+            "a DENY entry wins over the role"
+        );
+        let identity = config
+            .authenticate(Some(&basic("bob", "battery staple")))
+            .expect("bob");
+        let acls = config.acls();
+        assert!(identity.lists("team-b.orders", acls.as_deref()));
+        assert!(!identity.lists("team-a.orders", acls.as_deref()));
+        entries.push(entry(
+            "bob",
+            PatternType::Literal,
+            "team-a.orders",
+            Operation::Read,
+            Permission::Allow,
+        ));
+        herald_auth::stored_acls::write(dir.path(), &entries).expect("acls");
+        std::thread::sleep(USERS_RECHECK + std::time::Duration::from_millis(100));
+        assert_eq!(bob("GET", &register("team-a.orders")), Ok(()));
+        assert!(identity.lists("team-a.orders", config.acls().as_deref()));
     }
 
     /// `herald user import`: a salted PBKDF2 hash becomes the SCRAM credential the password

@@ -389,7 +389,11 @@ async fn record_metrics(State(shared): State<Shared>, request: Request, next: Ne
 
 /// `GET /subjects` for a user limited to subject prefixes: only the subjects it covers. The
 /// body is a JSON array of names (bounded by the request limits); anything else passes as is.
-async fn only_covered_subjects(response: Response, identity: &crate::auth::Identity) -> Response {
+async fn only_covered_subjects(
+    response: Response,
+    identity: &crate::auth::Identity,
+    acls: Option<&herald_auth::acl::Authorizer>,
+) -> Response {
     if !response.status().is_success() {
         return response;
     }
@@ -407,7 +411,7 @@ async fn only_covered_subjects(response: Response, identity: &crate::auth::Ident
         .map(|names| {
             names
                 .into_iter()
-                .filter(|name| identity.covers(name))
+                .filter(|name| identity.lists(name, acls))
                 .collect::<Vec<_>>()
         })
         .and_then(|names| serde_json::to_vec(&names).ok());
@@ -461,18 +465,25 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
             .unwrap_or(Err(Denied::Unauthenticated))
         }
     };
+    let acls = auth.acls();
     let decision = role.and_then(|identity| {
-        crate::auth::permit(&identity, request.method().as_str(), path, params.as_ref())
-            .map(|()| identity)
+        crate::auth::permit(
+            &identity,
+            acls.as_deref(),
+            request.method().as_str(),
+            path,
+            params.as_ref(),
+        )
+        .map(|()| identity)
     });
     match decision {
         Ok(identity) => {
-            let lists_subjects = identity.subjects.is_some()
+            let lists_subjects = !identity.sees_every_subject()
                 && request.method() == axum::http::Method::GET
                 && path == "/subjects";
             let response = next.run(request).await;
             if lists_subjects {
-                only_covered_subjects(response, &identity).await
+                only_covered_subjects(response, &identity, acls.as_deref()).await
             } else {
                 response
             }

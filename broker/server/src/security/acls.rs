@@ -1,5 +1,5 @@
-//! The broker's ACLs: an [`Authorizer`] kept in `acls.meta` in the data directory (a versioned
-//! [`crate::meta`] envelope, rewritten atomically before a change is applied), seeded at start
+//! The broker's ACLs: an [`Authorizer`] kept in `acls.meta` in the data directory
+//! ([`herald_auth::stored_acls`], rewritten atomically before a change is applied), seeded at start
 //! from an optional TOML file ([`herald_auth::acl::AclFile`]). Readers take a read lock;
 //! every change bumps a generation that per-connection decision caches compare against.
 
@@ -12,37 +12,18 @@ use herald_auth::acl::{
     AclEntry, AclError, AclFile, AclFilter, Acls, Authorizer, PatternType, Principal, ResourceType,
     ACLS_MAX,
 };
-use serde::{Deserialize, Serialize};
-
-use crate::meta;
-
-const FILE: &str = "acls.meta";
-/// The kind and format version of `acls.meta`.
-const KIND: meta::Kind = meta::Kind {
-    name: "acls",
-    version: 1,
-};
+use herald_auth::stored_acls::{self, StoredAclsError};
 /// Largest seed file read, in bytes.
 pub const ACL_SEED_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AclStoreError {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: String, reason: String },
-    #[error("{0}")]
-    Stored(String),
-    #[error("cannot write {path}: {reason}")]
-    Write { path: String, reason: String },
+    #[error(transparent)]
+    Stored(#[from] StoredAclsError),
     #[error("{path}: {reason}")]
     Seed { path: String, reason: String },
     #[error(transparent)]
     Invalid(#[from] AclError),
-}
-
-/// Version 1 payload of `acls.meta`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct AclsV1 {
-    entries: Vec<AclEntry>,
 }
 
 pub struct AclStore {
@@ -62,17 +43,7 @@ impl AclStore {
         super_users: BTreeSet<Principal>,
         seed: Option<&Path>,
     ) -> Result<Self, AclStoreError> {
-        let path = data_dir.join(FILE);
-        let stored = match meta::read_enveloped::<AclsV1>(&path, KIND) {
-            Ok(stored) => stored.unwrap_or_default().entries,
-            Err(meta::ReadError::Io { path, source }) => {
-                return Err(AclStoreError::Read {
-                    path,
-                    reason: source.to_string(),
-                })
-            }
-            Err(e) => return Err(AclStoreError::Stored(e.to_string())),
-        };
+        let stored = stored_acls::read(&stored_acls::path(data_dir))?;
         let store = Self {
             dir: data_dir.to_owned(),
             authorizer: RwLock::new(Authorizer::new(Acls::from_entries(stored)?, super_users)?),
@@ -157,13 +128,8 @@ impl AclStore {
         if !changed {
             return Ok(answer);
         }
-        let payload = AclsV1 {
-            entries: acls.iter().cloned().collect(),
-        };
-        meta::write(&self.dir, FILE, KIND, &payload).map_err(|e| AclStoreError::Write {
-            path: self.dir.join(FILE).display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let entries: Vec<AclEntry> = acls.iter().cloned().collect();
+        stored_acls::write(&self.dir, &entries)?;
         *self
             .authorizer
             .write()
@@ -336,7 +302,7 @@ mod tests {
             .expect("no file yet")
             .list(&AclFilter::any())
             .is_empty());
-        std::fs::write(dir.path().join(FILE), "principal = alice").expect("write");
+        std::fs::write(stored_acls::path(dir.path()), "principal = alice").expect("write");
         let error = AclStore::open(dir.path(), BTreeSet::new(), None)
             .err()
             .map(|e| e.to_string())

@@ -1,0 +1,110 @@
+//! A file read again when it changes: the users file and the stored ACLs, which one process
+//! (the CLI, the broker) rewrites and another (the broker, the registry) serves from.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What tells a changed file: modification time, length and inode.
+type Stamp = (SystemTime, u64, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let metadata = std::fs::metadata(path).ok()?;
+    // Herald's files are replaced by a rename on every change: a new inode even when the
+    // size and the modification time (coarse on some file systems) are the same.
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((metadata.modified().ok()?, metadata.len(), inode))
+}
+
+/// The value read from a file, read again (by `read`) when the file changes. The file is
+/// looked at (one `stat`) at most once per `recheck`.
+pub struct FileWatch<T> {
+    path: PathBuf,
+    recheck: Duration,
+    checked_at: Option<Instant>,
+    stamp: Option<Stamp>,
+    value: Arc<T>,
+    read: Reader<T>,
+}
+
+type Reader<T> = Box<dyn Fn(&Path) -> Result<T, String> + Send + Sync>;
+
+impl<T: std::fmt::Debug> std::fmt::Debug for FileWatch<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWatch")
+            .field("path", &self.path)
+            .field("value", &self.value)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> FileWatch<T> {
+    /// Reads `path` with `read` and watches it.
+    pub fn load<E: std::fmt::Display + 'static>(
+        path: &Path,
+        recheck: Duration,
+        read: impl Fn(&Path) -> Result<T, E> + Send + Sync + 'static,
+    ) -> Result<Self, E> {
+        let stamp = stamp(path);
+        let value = read(path)?;
+        Ok(Self::new(path, value, stamp, recheck, read))
+    }
+
+    /// Watches `path`, whose contents `value` was read from just now.
+    pub fn with_value<E: std::fmt::Display + 'static>(
+        path: &Path,
+        value: T,
+        recheck: Duration,
+        read: impl Fn(&Path) -> Result<T, E> + Send + Sync + 'static,
+    ) -> Self {
+        let stamp = stamp(path);
+        Self::new(path, value, stamp, recheck, read)
+    }
+
+    fn new<E: std::fmt::Display + 'static>(
+        path: &Path,
+        value: T,
+        stamp: Option<Stamp>,
+        recheck: Duration,
+        read: impl Fn(&Path) -> Result<T, E> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            path: path.to_owned(),
+            recheck,
+            checked_at: None,
+            stamp,
+            value: Arc::new(value),
+            read: Box::new(move |path| read(path).map_err(|e| e.to_string())),
+        }
+    }
+
+    /// The current value (and whether it changed since the last call); a file that changed
+    /// but cannot be read keeps the previous value.
+    pub fn current(&mut self, now: Instant) -> (Arc<T>, bool) {
+        let due = self
+            .checked_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.recheck);
+        if !due {
+            return (self.value.clone(), false);
+        }
+        self.checked_at = Some(now);
+        let stamp = stamp(&self.path);
+        if stamp == self.stamp {
+            return (self.value.clone(), false);
+        }
+        match (self.read)(&self.path) {
+            Ok(value) => {
+                self.value = Arc::new(value);
+                self.stamp = stamp;
+                (self.value.clone(), true)
+            }
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, "cannot read the file again; keeping what was read before");
+                (self.value.clone(), false)
+            }
+        }
+    }
+}

@@ -13,7 +13,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Router, ServiceExt};
+use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -33,29 +33,30 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 4 * herald_schema::SCHEMA_BYTES_MAX;
 /// Most bytes of a subject list filtered for a user limited to subject prefixes (a million
 /// names of 64 bytes).
 pub const SUBJECT_LIST_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Requests handled at once; further requests wait for a slot (over HTTPS bounded by the
-/// connections and their streams; plain HTTP, meant for loopback, has no connection bound).
+/// Requests handled at once; further requests wait for a slot (and the connections and their
+/// streams are bounded too).
 pub const REQUESTS_INFLIGHT_MAX: usize = 1024;
 /// A request that takes longer is answered 408 (a registration waits for one flush).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// HTTPS connections served at once; a connection accepted beyond them is closed at once.
-pub const TLS_CONNECTIONS_MAX: usize = 1024;
+/// Connections (HTTP or HTTPS) served at once; a connection accepted beyond them is closed at
+/// once.
+pub const CONNECTIONS_MAX: usize = 1024;
 // Waiting for every connection to end takes all the permits at once (a `u32`).
-const _: () = assert!(TLS_CONNECTIONS_MAX <= u32::MAX as usize);
+const _: () = assert!(CONNECTIONS_MAX <= u32::MAX as usize);
 /// A TLS handshake that takes longer is abandoned and its connection closed.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// At shutdown, how long HTTPS connections may take to finish the requests they carry; those
-/// still open then are aborted.
-pub const TLS_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// HTTPS connections one source address may hold at once (IPv6 counted by /64): one host
-/// cannot take every slot.
-pub const TLS_CONNECTIONS_PER_SOURCE_MAX: usize = 64;
+/// At shutdown, how long connections may take to finish the requests they carry; those still
+/// open then are aborted.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections one source address may hold at once (IPv6 counted by /64): one host cannot
+/// take every slot.
+pub const CONNECTIONS_PER_SOURCE_MAX: usize = 64;
 /// An HTTP/1 connection that sends no complete request header for this long (idle keep-alive
 /// included) is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// An HTTPS connection older than this is asked to close (after its requests under way): no
+/// A connection older than this is asked to close (after its requests under way): no
 /// connection holds a slot forever, whatever it does.
-pub const TLS_CONNECTION_AGE_MAX: Duration = Duration::from_secs(600);
+pub const CONNECTION_AGE_MAX: Duration = Duration::from_secs(600);
 /// HTTP/2 streams (requests) one connection may carry at once.
 pub const H2_STREAMS_MAX: u32 = 32;
 /// HTTP/2 keep-alive: a ping this often, and a connection whose peer does not answer one
@@ -195,14 +196,8 @@ pub async fn serve(
     tracing::info!(%addr, data_dir = %config.data_dir.display(), auth = auth.is_some(), tls = tls.is_some(), "registry listening");
     on_bound(addr);
     let app = NormalizePathLayer::trim_trailing_slash().layer(app(registry, auth));
-    match tls {
-        None => {
-            axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-                .with_graceful_shutdown(shutdown)
-                .await?
-        }
-        Some(tls) => serve_tls(listener, tls, app, shutdown).await,
-    }
+    let acceptor = tls.map(|tls| tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
+    serve_bounded(listener, acceptor, app, shutdown).await;
     tracing::info!("registry stopped");
     Ok(())
 }
@@ -250,18 +245,20 @@ fn is_connection_error(error: &std::io::Error) -> bool {
     )
 }
 
-/// Serves `app` over HTTPS on `listener` until `shutdown` completes, then lets the open
-/// connections finish their requests for up to [`TLS_DRAIN_TIMEOUT`]. At most
-/// [`TLS_CONNECTIONS_MAX`] connections at once; HTTP/1.1 and HTTP/2.
-async fn serve_tls(
+/// Serves `app` on `listener` — over HTTPS with `acceptor`, plain HTTP without — until
+/// `shutdown` completes, then lets the open connections finish their requests for up to
+/// [`DRAIN_TIMEOUT`]. At most [`CONNECTIONS_MAX`] connections at once and
+/// [`CONNECTIONS_PER_SOURCE_MAX`] per source; HTTP/1.1 and HTTP/2 (over plain HTTP by prior
+/// knowledge, h2c).
+async fn serve_bounded(
     listener: tokio::net::TcpListener,
-    tls: rustls::ServerConfig,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: NormalizePath<Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let connections = Arc::new(tokio::sync::Semaphore::new(TLS_CONNECTIONS_MAX));
-    let per_source = herald_auth::source::SourceSlots::new(TLS_CONNECTIONS_PER_SOURCE_MAX);
+    let scheme = if acceptor.is_some() { "HTTPS" } else { "HTTP" };
+    let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    let per_source = herald_auth::source::SourceSlots::new(CONNECTIONS_PER_SOURCE_MAX);
     // Turns true at shutdown: every connection then finishes its requests and closes.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let service = TowerToHyperService::new(app);
@@ -296,12 +293,12 @@ async fn serve_tls(
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "{TLS_CONNECTIONS_MAX} HTTPS connections open: closing a new one");
+            tracing::warn!(%peer, "{CONNECTIONS_MAX} {scheme} connections open: closing a new one");
             drop(socket);
             continue;
         };
         let Some(slot) = per_source.take(peer.ip()) else {
-            tracing::warn!(%peer, "{TLS_CONNECTIONS_PER_SOURCE_MAX} HTTPS connections open from this source: closing a new one");
+            tracing::warn!(%peer, "{CONNECTIONS_PER_SOURCE_MAX} {scheme} connections open from this source: closing a new one");
             drop(socket);
             continue;
         };
@@ -312,50 +309,63 @@ async fn serve_tls(
         tasks.spawn(async move {
             let _permit = permit;
             let _slot = slot;
+            let Some(acceptor) = acceptor else {
+                serve_connection(&http, socket, service, &mut stopping, peer).await;
+                return;
+            };
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket));
-            let stream = match handshake.await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
+            match handshake.await {
+                Ok(Ok(stream)) => {
+                    serve_connection(&http, stream, service, &mut stopping, peer).await
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let connection = http.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                // Shutdown (or the server gone), or the connection is old: finish the requests
-                // under way, then close.
-                _ = stopping.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-                () = tokio::time::sleep(TLS_CONNECTION_AGE_MAX) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = served {
-                tracing::debug!(%peer, %error, "HTTPS connection failed");
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
     let _ = stop.send(true);
-    let drained = tokio::time::timeout(TLS_DRAIN_TIMEOUT, async {
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
-            "HTTPS connections still open {}s after shutdown: aborting them",
-            TLS_DRAIN_TIMEOUT.as_secs()
+            "{scheme} connections still open {}s after shutdown: aborting them",
+            DRAIN_TIMEOUT.as_secs()
         );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Serves the requests of one connection until it ends, is [`CONNECTION_AGE_MAX`] old or the
+/// server stops (then the requests under way finish first).
+async fn serve_connection<S>(
+    http: &auto::Builder<TokioExecutor>,
+    stream: S,
+    service: TowerToHyperService<NormalizePath<Router>>,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        // Shutdown (or the server gone), or the connection is old: finish the requests
+        // under way, then close.
+        _ = stopping.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        () = tokio::time::sleep(CONNECTION_AGE_MAX) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = served {
+        tracing::debug!(%peer, %error, "connection failed");
     }
 }
 

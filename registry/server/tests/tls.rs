@@ -162,18 +162,18 @@ fn a_ca_file_without_certificates_is_reported_with_its_path() {
     ));
 }
 
-/// One source cannot take every HTTPS slot: past `TLS_CONNECTIONS_PER_SOURCE_MAX` connections
+/// One source cannot take every HTTPS slot: past `CONNECTIONS_PER_SOURCE_MAX` connections
 /// (here silent ones, stuck before their handshake) a new one is closed at once; and a
 /// shutdown does not wait for silent connections longer than their handshake timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_source_holds_a_bounded_number_of_connections_and_silent_ones_do_not_block_shutdown() {
-    use herald_registry::server::{TLS_CONNECTIONS_PER_SOURCE_MAX, TLS_HANDSHAKE_TIMEOUT};
+    use herald_registry::server::{CONNECTIONS_PER_SOURCE_MAX, TLS_HANDSHAKE_TIMEOUT};
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = self_signed(dir.path());
     let served = Served::start(config(dir.path(), RegistryTls { cert, key })).await;
     let mut silent = Vec::new();
-    for _ in 0..TLS_CONNECTIONS_PER_SOURCE_MAX {
+    for _ in 0..CONNECTIONS_PER_SOURCE_MAX {
         silent.push(
             tokio::net::TcpStream::connect(served.addr)
                 .await
@@ -197,6 +197,60 @@ async fn one_source_holds_a_bounded_number_of_connections_and_silent_ones_do_not
     served.stop().await;
     assert!(
         started.elapsed() < TLS_HANDSHAKE_TIMEOUT + std::time::Duration::from_secs(5),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
+
+/// Plain HTTP is bounded like HTTPS (it is what `herald up` serves): past
+/// `CONNECTIONS_PER_SOURCE_MAX` silent connections a new one is closed at once, once one of
+/// them closes the API answers again, and a shutdown does not wait for the silent ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_connections_are_bounded_per_source_too() {
+    use herald_registry::server::CONNECTIONS_PER_SOURCE_MAX;
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = Served::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().join("data"),
+        auth: Default::default(),
+        tls: None,
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..CONNECTIONS_PER_SOURCE_MAX {
+        silent.push(
+            tokio::net::TcpStream::connect(served.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut extra = tokio::net::TcpStream::connect(served.addr)
+        .await
+        .expect("connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), extra.read(&mut byte))
+        .await
+        .expect("the extra connection is closed at once, not left waiting");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without a byte: {read:?}"
+    );
+    // A slot freed is taken again: the API answers.
+    silent.pop();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let client = RegistryClient::new(format!("http://{}", served.addr)).expect("client");
+    client
+        .subjects(false)
+        .await
+        .expect("served once a slot is free");
+    drop(client);
+    let started = std::time::Instant::now();
+    served.stop().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
         "stopped in {:?}",
         started.elapsed()
     );

@@ -200,7 +200,7 @@ fn registry_access(
         None | Some("none") => {
             anyhow::ensure!(
                 subjects.is_empty(),
-                "--subject limits a registry role: give one"
+                "--subject limits a registry role, so it needs --role read, write or admin (not none)"
             );
             Ok(None)
         }
@@ -675,24 +675,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let mut broker_security = herald_broker::SecurityConfig::default();
             security.apply(SecurityFile::default(), &mut broker_security)?;
-            // On loopback the registry serves this machine's own clients, openly. Reachable
-            // from elsewhere, it authenticates against the broker's users (the generated
-            // admin administers it).
-            let auth = if registry_listen.ip().is_loopback() || !broker_security.authentication {
-                AuthSource::Open
-            } else {
-                let users = herald_auth::users::Users::path(&data_dir.join("broker"));
-                eprintln!(
-                    "the registry listens beyond loopback: it authenticates against {}",
-                    users.display()
-                );
-                AuthSource::Shared(users)
-            };
+            // The registry of `herald up` is plain HTTP for this machine's own clients (the
+            // broker validates against it without credentials): beyond loopback it would
+            // serve everyone, unauthenticated.
+            anyhow::ensure!(
+                registry_listen.ip().is_loopback() || !broker_security.authentication,
+                "herald up serves its registry without authentication or TLS, so only on a loopback address (not {registry_listen}); to serve it beyond this machine run `herald registry serve --users herald-data/broker/users.meta --tls-cert ... --tls-key ...` and the broker with `herald broker serve` (or accept an open registry with --insecure-no-auth)"
+            );
             let registry = ServerConfig {
                 listen: registry_listen,
                 data_dir: data_dir.join("registry"),
-                auth,
-                // Plain HTTP (--tls-cert/--tls-key on `herald registry serve` for HTTPS).
+                auth: AuthSource::Open,
+                // Loopback, for this machine's own clients: plain HTTP.
                 tls: None,
             };
             // The broker validates against the registry's address as bound (a port 0 in

@@ -135,3 +135,28 @@ fn up_serves_registry_and_validating_broker_on_one_data_dir() {
     assert!(status.contains("200"), "{status}");
     assert!(body.contains("herald_"), "{body}");
 }
+
+/// `herald up` keeps its open, plain-HTTP registry on loopback: asked for another address it
+/// refuses before binding anything, saying what to run instead.
+#[test]
+fn up_refuses_an_open_registry_beyond_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, err) = support::herald(
+        dir.path(),
+        &[
+            "up",
+            "--data-dir",
+            "./data",
+            "--registry-listen",
+            "0.0.0.0:0",
+            "--broker-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("only on a loopback address") && err.contains("--users"),
+        "{err}"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing was started");
+}

@@ -950,6 +950,16 @@ impl Acls {
     }
 }
 
+/// [`Authorizer::check`]'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Allowed,
+    /// A matching DENY entry refuses it.
+    Denied,
+    /// No entry allows it (default deny).
+    NotAllowed,
+}
+
 /// Why a request was allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedBy {
@@ -1115,6 +1125,28 @@ impl Authorizer {
             },
             Verdict::Deny(rule) => denied(DeniedBy::Rule(Arc::clone(rule))),
             Verdict::NoMatch => denied(DeniedBy::NoAllowRule),
+        }
+    }
+
+    /// [`Authorizer::authorize`]'s answer without building a reason: allowed, refused by a
+    /// DENY entry, or allowed by no entry.
+    pub fn check(
+        &self,
+        principal: &Principal,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> Check {
+        if principal.is_wildcard() {
+            return Check::NotAllowed;
+        }
+        if self.super_users.contains(principal) {
+            return Check::Allowed;
+        }
+        match self.acls.verdict(principal, operation, resource_type, name) {
+            Verdict::Allow(_) => Check::Allowed,
+            Verdict::Deny(_) => Check::Denied,
+            Verdict::NoMatch => Check::NotAllowed,
         }
     }
 

@@ -169,18 +169,23 @@ pub struct User {
     pub registry: Option<RegistryAccess>,
 }
 
-/// A user as either version stores it.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StoredUser {
-    Current(User),
-    /// Version 1: the credential alone.
-    Version1(Credential),
-}
-
+/// The file's users, each as either version stores it (version 1: the credential's text;
+/// version 2: a [`User`] object), decoded one by one so that an error names its user.
 #[derive(Deserialize)]
 struct UsersIn {
-    users: BTreeMap<String, StoredUser>,
+    users: BTreeMap<String, serde_json::Value>,
+}
+
+fn decode_user(stored: serde_json::Value) -> Result<User, String> {
+    match stored {
+        serde_json::Value::String(text) => Credential::parse(&text)
+            .map(|credential| User {
+                credential,
+                registry: None,
+            })
+            .map_err(|e| e.to_string()),
+        object => serde_json::from_value(object).map_err(|e| e.to_string()),
+    }
 }
 
 #[derive(Serialize)]
@@ -238,14 +243,10 @@ impl Users {
             Err(e) => return Err(UsersError::Stored(e.to_string())),
         };
         let mut users = BTreeMap::new();
-        for (name, user) in stored {
-            let user = match user {
-                StoredUser::Current(user) => user,
-                StoredUser::Version1(credential) => User {
-                    credential,
-                    registry: None,
-                },
-            };
+        for (name, stored) in stored {
+            let user = decode_user(stored).map_err(|e| {
+                UsersError::Stored(format!("{}: user '{name}': {e}", path.display()))
+            })?;
             if let Some(access) = &user.registry {
                 access.check().map_err(|e| {
                     UsersError::Stored(format!("{}: user '{name}': {e}", path.display()))
@@ -399,12 +400,6 @@ impl UsersWatch {
     pub fn open(path: &Path, recheck: Duration) -> Result<Self, UsersError> {
         crate::watch::FileWatch::load(path, recheck, Users::open_file)
     }
-
-    /// Watches the file `users` was read from (`users` as read just now).
-    pub fn watching(users: Users, recheck: Duration) -> Self {
-        let path = users.path.clone();
-        crate::watch::FileWatch::with_value(&path, users, recheck, Users::open_file)
-    }
 }
 
 #[cfg(test)]
@@ -539,6 +534,17 @@ mod tests {
         let users = Users::open(dir.path()).expect("open v2");
         assert!(authenticates(&users, "alice", "correct horse"));
         assert!(authenticates(&users, "bob", "battery staple"));
+    }
+
+    #[test]
+    fn a_damaged_user_entry_is_refused_naming_the_user() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let payload =
+            serde_json::json!({ "users": { "mallory": { "credential": "scram-sha256$1$x$y$z" } } });
+        let bytes = meta::encode(KIND, &payload).expect("encode");
+        std::fs::write(Users::path(dir.path()), bytes).expect("write");
+        let error = Users::open(dir.path()).expect_err("damaged");
+        assert!(error.to_string().contains("user 'mallory'"), "{error}");
     }
 
     #[test]

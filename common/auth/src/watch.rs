@@ -48,20 +48,10 @@ impl<T> FileWatch<T> {
         recheck: Duration,
         read: impl Fn(&Path) -> Result<T, E> + Send + Sync + 'static,
     ) -> Result<Self, E> {
+        // The stamp before the read: a change in between is seen at the next look.
         let stamp = stamp(path);
         let value = read(path)?;
         Ok(Self::new(path, value, stamp, recheck, read))
-    }
-
-    /// Watches `path`, whose contents `value` was read from just now.
-    pub fn with_value<E: std::fmt::Display + 'static>(
-        path: &Path,
-        value: T,
-        recheck: Duration,
-        read: impl Fn(&Path) -> Result<T, E> + Send + Sync + 'static,
-    ) -> Self {
-        let stamp = stamp(path);
-        Self::new(path, value, stamp, recheck, read)
     }
 
     fn new<E: std::fmt::Display + 'static>(

@@ -34,7 +34,7 @@ pub struct Kind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetaError {
-    #[error("{path}: {kind} metadata format version {found} is newer than this broker reads (up to version {supported}); run a newer broker or restore the file from a backup")]
+    #[error("{path}: {kind} metadata format version {found} is newer than this broker reads (up to version {supported}); run a newer Herald or restore the file from a backup")]
     UnsupportedVersion {
         path: String,
         kind: &'static str,
@@ -200,7 +200,8 @@ pub fn decode<T: DeserializeOwned>(
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension("tmp");
+    // A name of this process's own: two processes writing the file never share a temporary.
+    let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&temporary);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

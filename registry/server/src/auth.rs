@@ -35,9 +35,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use base64::Engine;
-use herald_auth::acl::{
-    Authorizer, Decision, DeniedBy, Operation, Principal, ResourceType, CLUSTER_NAME,
-};
+use herald_auth::acl::{Authorizer, Check, Operation, Principal, ResourceType, CLUSTER_NAME};
 use ring::{hmac, pbkdf2, rand as ring_rand};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -119,6 +117,8 @@ struct User {
 /// The users as last read, and what the dearest check costs.
 #[derive(Debug)]
 struct UserTable {
+    /// Which reading of the users this is: checks remembered under another are not used.
+    generation: u64,
     users: Vec<User>,
     /// The most PBKDF2 iterations any user's check takes: every check costs this much, so
     /// that timing tells neither which names exist nor which kind of hash a user has.
@@ -126,17 +126,19 @@ struct UserTable {
 }
 
 impl UserTable {
-    fn new(users: Vec<User>) -> Self {
+    fn new(generation: u64, users: Vec<User>) -> Self {
         let cost_iterations = users.iter().filter_map(|u| u.secret.iterations()).max();
         Self {
+            generation,
             users,
             cost_iterations,
         }
     }
 
     /// The users of the shared users file: each checked by its SCRAM stored key.
-    fn of_shared(users: &herald_auth::users::Users) -> Self {
+    fn of_shared(generation: u64, users: &herald_auth::users::Users) -> Self {
         Self::new(
+            generation,
             users
                 .iter()
                 .map(|(name, user)| User {
@@ -190,25 +192,20 @@ impl Identity {
 
     /// Whether `GET /subjects` shows `subject`: not if a DENY entry keeps the principal from
     /// describing it; else if the role covers it or an ALLOW entry lets it describe it.
-    pub fn lists(&self, subject: &str, acls: Option<&Authorizer>) -> bool {
-        let decision = match (acls, &self.principal) {
-            (Some(acls), Some(principal)) => Some(acls.authorize(
+    pub fn lists(&self, subject: &str, acls: Option<&RegistryAcls>) -> bool {
+        let check = match (acls, &self.principal) {
+            (Some(acls), Some(principal)) => acls.authorizer.check(
                 principal,
                 Operation::Describe,
                 ResourceType::Subject,
                 subject,
-            )),
-            _ => None,
+            ),
+            _ => Check::NotAllowed,
         };
-        match decision {
-            Some(Decision::Denied {
-                by: DeniedBy::Rule(_),
-                ..
-            }) => false,
-            decision => {
-                (self.role.is_some() && self.covers(subject))
-                    || decision.is_some_and(|d| d.is_allowed())
-            }
+        match check {
+            Check::Denied => false,
+            Check::Allowed => true,
+            Check::NotAllowed => self.role.is_some() && self.covers(subject),
         }
     }
 
@@ -217,6 +214,43 @@ impl Identity {
         self.subjects
             .as_ref()
             .is_none_or(|prefixes| prefixes.iter().any(|p| subject.starts_with(p.as_str())))
+    }
+}
+
+/// The stored ACLs as the registry decides with them.
+#[derive(Debug)]
+pub struct RegistryAcls {
+    /// No super users: the registry's admins are its `admin` role.
+    authorizer: Authorizer,
+    /// Principals (by name; `*` for `User:*`) that some SUBJECT entry allows something: they
+    /// may also read what needs no grant (schemas by ID, global settings).
+    subject_grantees: std::collections::HashSet<String>,
+}
+
+impl RegistryAcls {
+    fn new(entries: Vec<herald_auth::acl::AclEntry>) -> Result<Self, herald_auth::acl::AclError> {
+        let subject_grantees = entries
+            .iter()
+            .filter(|entry| {
+                entry.resource_type == ResourceType::Subject
+                    && entry.permission == herald_auth::acl::Permission::Allow
+            })
+            .map(|entry| entry.principal.name().to_owned())
+            .collect();
+        let authorizer = Authorizer::new(
+            herald_auth::acl::Acls::from_entries(entries)?,
+            Default::default(),
+        )?;
+        Ok(Self {
+            authorizer,
+            subject_grantees,
+        })
+    }
+
+    /// Whether some SUBJECT entry allows `principal` something.
+    fn grants_subjects_to(&self, principal: &Principal) -> bool {
+        self.subject_grantees.contains(principal.name())
+            || self.subject_grantees.contains(herald_auth::acl::WILDCARD)
     }
 }
 
@@ -233,11 +267,14 @@ pub struct AuthConfig {
     watch: Option<Mutex<herald_auth::users::UsersWatch>>,
     /// The stored ACLs beside the shared users file (`acls.meta`), whose SUBJECT (and
     /// CLUSTER) entries grant registry access; read again when they change.
-    acls: Option<Mutex<herald_auth::watch::FileWatch<Authorizer>>>,
+    acls: Option<Mutex<herald_auth::watch::FileWatch<RegistryAcls>>>,
+    /// Numbers the readings of the users.
+    generations: std::sync::atomic::AtomicU64,
     /// Keys the remembered credentials: a random key per process, so the map holds no
     /// password-equivalent value.
     cache_key: hmac::Key,
-    verified: Mutex<HashMap<[u8; 32], Identity>>,
+    /// Remembered checks, with the users' reading they were made against.
+    verified: Mutex<HashMap<[u8; 32], (u64, Identity)>>,
     /// Password checks running at once (one per core): a flood of made-up credentials costs
     /// at most the cores, and the rest are answered 503 at once.
     checking: std::sync::Arc<tokio::sync::Semaphore>,
@@ -443,7 +480,7 @@ impl AuthConfig {
                 "users with unsalted password_sha256: replace each with a password_hash from `herald registry hash-password`"
             );
         }
-        Self::with_table(UserTable::new(users), None, None)
+        Self::with_table(UserTable::new(0, users), None, None)
     }
 
     /// The users of the users file the broker keeps too (`users.meta`, see
@@ -458,7 +495,7 @@ impl AuthConfig {
         }
         let mut watch = herald_auth::users::UsersWatch::open(path, USERS_RECHECK)?;
         let (users, _) = watch.current(std::time::Instant::now());
-        let table = UserTable::of_shared(&users);
+        let table = UserTable::of_shared(0, &users);
         if table.users.iter().all(|u| u.identity.role.is_none()) {
             tracing::warn!(path = %shown, "no user in the users file has a registry role yet: only SUBJECT ACLs grant anything (`herald user registry NAME --role read|write|admin`)");
         }
@@ -470,7 +507,7 @@ impl AuthConfig {
     fn with_table(
         table: UserTable,
         watch: Option<Mutex<herald_auth::users::UsersWatch>>,
-        acls: Option<Mutex<herald_auth::watch::FileWatch<Authorizer>>>,
+        acls: Option<Mutex<herald_auth::watch::FileWatch<RegistryAcls>>>,
     ) -> Result<Self, AuthConfigError> {
         let mut key = [0u8; 32];
         ring_rand::SecureRandom::fill(&ring_rand::SystemRandom::new(), &mut key)
@@ -479,6 +516,7 @@ impl AuthConfig {
             table: std::sync::RwLock::new(std::sync::Arc::new(table)),
             watch,
             acls,
+            generations: std::sync::atomic::AtomicU64::new(1),
             cache_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             verified: Mutex::new(HashMap::new()),
             checking: std::sync::Arc::new(tokio::sync::Semaphore::new(
@@ -488,7 +526,7 @@ impl AuthConfig {
     }
 
     /// The current stored ACLs (with a shared users file).
-    pub fn acls(&self) -> Option<std::sync::Arc<Authorizer>> {
+    pub fn acls(&self) -> Option<std::sync::Arc<RegistryAcls>> {
         let watch = self.acls.as_ref()?;
         let (acls, _) = watch
             .lock()
@@ -501,12 +539,14 @@ impl AuthConfig {
     /// remembered checks forgotten, as passwords and access may have changed).
     fn table(&self) -> std::sync::Arc<UserTable> {
         if let Some(watch) = &self.watch {
-            let (users, changed) = watch
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .current(std::time::Instant::now());
+            // Held until the new table is in place: nobody reads the old one as current after.
+            let mut watch = watch.lock().unwrap_or_else(|p| p.into_inner());
+            let (users, changed) = watch.current(std::time::Instant::now());
             if changed {
-                let table = std::sync::Arc::new(UserTable::of_shared(&users));
+                let generation = self
+                    .generations
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let table = std::sync::Arc::new(UserTable::of_shared(generation, &users));
                 *self.table.write().unwrap_or_else(|p| p.into_inner()) = table.clone();
                 self.verified().clear();
                 return table;
@@ -556,7 +596,7 @@ impl AuthConfig {
         out
     }
 
-    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Identity>> {
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (u64, Identity)>> {
         self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -570,9 +610,12 @@ impl AuthConfig {
     pub fn remembered(&self, authorization: Option<&str>) -> Option<Identity> {
         let (name, password) = Self::credentials(authorization)?;
         // Looks for changes of a shared users file (forgetting what was remembered).
-        self.table();
+        let generation = self.table().generation;
         let key = self.remembered_key(&name, &password);
-        self.verified().get(&key).cloned()
+        self.verified()
+            .get(&key)
+            .filter(|(made_against, _)| *made_against == generation)
+            .map(|(_, identity)| identity.clone())
     }
 
     /// Checks the credentials of a basic `Authorization` header; slow (PBKDF2) unless they
@@ -581,7 +624,11 @@ impl AuthConfig {
         let (name, password) = Self::credentials(authorization).ok_or(Denied::Unauthenticated)?;
         let table = self.table();
         let key = self.remembered_key(&name, &password);
-        if let Some(identity) = self.verified().get(&key) {
+        if let Some((_, identity)) = self
+            .verified()
+            .get(&key)
+            .filter(|(made_against, _)| *made_against == table.generation)
+        {
             return Ok(identity.clone());
         }
         let user = table.users.iter().find(|user| user.name == name);
@@ -628,7 +675,9 @@ impl AuthConfig {
                 verified.remove(&evicted);
             }
         }
-        verified.insert(key, identity.clone());
+        // Remembered against the reading it was checked with: if the users were read again
+        // meanwhile, it is never used.
+        verified.insert(key, (table.generation, identity.clone()));
         Ok(identity)
     }
 
@@ -713,37 +762,45 @@ pub fn shared_users_of(path: &Path) -> Result<Vec<SharedUser>, AuthConfigError> 
         .collect())
 }
 
-/// The stored ACLs at `path` (none yet: no entries), as the registry decides with them: no
-/// super users (the registry's admins are its `admin` role).
-fn read_acls(path: &std::path::Path) -> Result<Authorizer, AuthConfigError> {
+/// The stored ACLs at `path` (none yet: no entries).
+fn read_acls(path: &std::path::Path) -> Result<RegistryAcls, AuthConfigError> {
     let entries =
         herald_auth::stored_acls::read(path).map_err(|e| AuthConfigError::Acls(e.to_string()))?;
-    herald_auth::acl::Acls::from_entries(entries)
-        .and_then(|acls| Authorizer::new(acls, Default::default()))
+    RegistryAcls::new(entries)
         .map_err(|e| AuthConfigError::Acls(format!("{}: {e}", path.display())))
 }
 
 /// Whether `identity` may make the request: a DENY entry of the stored ACLs for its principal
-/// refuses it; else its role (then its subjects) or an ALLOW entry permits it.
+/// refuses it; else its role (then its subjects) or ALLOW entries permit it.
 pub fn permit(
     identity: &Identity,
-    acls: Option<&Authorizer>,
+    acls: Option<&RegistryAcls>,
     method: &str,
     path: &str,
     params: Option<&HashMap<String, String>>,
 ) -> Result<(), Denied> {
+    // `HEAD /subjects` tells the unfiltered list's length.
+    if path == "/subjects" && method == "HEAD" && !identity.sees_every_subject() {
+        return Err(Denied::Forbidden);
+    }
     let by_acls = match (acls, &identity.principal) {
-        (Some(acls), Some(principal)) => match acl_question(method, path) {
-            AclQuestion::Ask(operation, resource_type, name) => {
-                match acls.authorize(principal, operation, resource_type, &name) {
-                    Decision::Denied {
-                        by: DeniedBy::Rule(_),
-                        ..
-                    } => return Err(Denied::Forbidden),
-                    decision => decision.is_allowed(),
+        (Some(acls), Some(principal)) => match acl_question(method, path, params) {
+            AclQuestion::Ask(operations, resource_type, name) => {
+                let checks = operations.iter().map(|operation| {
+                    acls.authorizer
+                        .check(principal, *operation, resource_type, &name)
+                });
+                let mut allowed = true;
+                for check in checks {
+                    match check {
+                        Check::Denied => return Err(Denied::Forbidden),
+                        Check::NotAllowed => allowed = false,
+                        Check::Allowed => {}
+                    }
                 }
+                allowed
             }
-            AclQuestion::Free => true,
+            AclQuestion::Free => acls.grants_subjects_to(principal),
             AclQuestion::Refused => false,
         },
         _ => false,
@@ -758,52 +815,70 @@ pub fn permit(
 /// What a request asks of the stored ACLs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum AclQuestion {
-    /// This operation on this resource.
-    Ask(Operation, ResourceType, String),
-    /// Nothing: any user of the shared file may (schemas by ID, global reads, the subject
-    /// list, which is filtered to what the user may DESCRIBE).
+    /// These operations (each) on this resource.
+    Ask(&'static [Operation], ResourceType, String),
+    /// What any user with a SUBJECT grant may do: schemas by ID, global reads, the subject
+    /// list (filtered to what the user may DESCRIBE).
     Free,
-    /// No entry grants it (a subject that does not decode, `HEAD /subjects`).
+    /// No entry grants it (a subject that does not decode, `HEAD /subjects`, a change across
+    /// subjects that is no setting).
     Refused,
+}
+
+/// Listings across subjects (every schema, or every subject and version of one ID).
+fn spans_subjects(path: &str) -> bool {
+    path == "/schemas"
+        || (path.starts_with("/schemas/ids/")
+            && (path.ends_with("/subjects") || path.ends_with("/versions")))
+}
+
+/// `POST /subjects/{subject}`: a lookup (whether a schema is registered), a read.
+fn is_subject_lookup(path: &str) -> bool {
+    path.starts_with("/subjects/") && path.matches('/').count() == 2
+}
+
+/// A mode change (IMPORT lets a registration choose IDs for everyone): not a subject's own.
+fn changes_mode(method: &str, path: &str) -> bool {
+    path.starts_with("/mode") && !matches!(method, "GET" | "HEAD")
 }
 
 /// What a request needs of the ACLs, as Kafka's operations on the SUBJECT it names (or on the
 /// cluster, named [`CLUSTER_NAME`], for what spans subjects): reads and lookups READ,
-/// registering WRITE, deletes DELETE, a subject's config ALTER; its mode, global settings and
-/// listings across subjects are the cluster's (ALTER, DESCRIBE).
-fn acl_question(method: &str, path: &str) -> AclQuestion {
+/// registering WRITE, deletes DELETE (a permanent one ALTER as well, as it needs the admin
+/// role), a subject's config ALTER; modes and global settings ALTER on the cluster, listings
+/// across subjects DESCRIBE on it.
+fn acl_question(method: &str, path: &str, params: Option<&HashMap<String, String>>) -> AclQuestion {
+    use Operation::{Alter, Delete, Describe, Read, Write};
     let reads = matches!(method, "GET" | "HEAD");
     let cluster =
-        |operation| AclQuestion::Ask(operation, ResourceType::Cluster, CLUSTER_NAME.to_owned());
-    let spans_subjects = path == "/schemas"
-        || (path.starts_with("/schemas/ids/")
-            && (path.ends_with("/subjects") || path.ends_with("/versions")));
-    if spans_subjects {
+        |operations| AclQuestion::Ask(operations, ResourceType::Cluster, CLUSTER_NAME.to_owned());
+    if spans_subjects(path) {
         return if reads {
-            cluster(Operation::Describe)
+            cluster(&[Describe])
         } else {
             AclQuestion::Refused
         };
     }
-    if path.starts_with("/mode") && !reads {
-        return cluster(Operation::Alter);
+    if changes_mode(method, path) {
+        return cluster(&[Alter]);
     }
     match subject_of(path) {
         Subject::Named(subject) => {
-            let is_lookup = path.starts_with("/subjects/") && path.matches('/').count() == 2;
-            let operation = match method {
-                "GET" | "HEAD" => Operation::Read,
-                "POST" if path.starts_with("/compatibility/") || is_lookup => Operation::Read,
-                "POST" if path.starts_with("/subjects/") => Operation::Write,
-                "DELETE" if path.starts_with("/subjects/") => Operation::Delete,
-                _ => Operation::Alter,
+            let permanent = params.is_some_and(|params| crate::api::flag(params, "permanent"));
+            let operations: &'static [Operation] = match method {
+                "GET" | "HEAD" => &[Read],
+                "POST" if path.starts_with("/compatibility/") || is_subject_lookup(path) => &[Read],
+                "POST" if path.starts_with("/subjects/") => &[Write],
+                "DELETE" if path.starts_with("/subjects/") && permanent => &[Delete, Alter],
+                "DELETE" if path.starts_with("/subjects/") => &[Delete],
+                _ => &[Alter],
             };
-            AclQuestion::Ask(operation, ResourceType::Subject, subject)
+            AclQuestion::Ask(operations, ResourceType::Subject, subject)
         }
         Subject::Undecodable => AclQuestion::Refused,
         Subject::None if path == "/subjects" && method == "HEAD" => AclQuestion::Refused,
         Subject::None if reads => AclQuestion::Free,
-        Subject::None => cluster(Operation::Alter),
+        Subject::None => cluster(&[Alter]),
     }
 }
 
@@ -823,12 +898,9 @@ fn permit_by_role(
     if identity.subjects.is_none() {
         return Ok(());
     }
-    // Listings across subjects show other teams' subject names and schemas; modes (IMPORT
-    // lets a registration choose IDs for everyone) are not a team's to change.
-    let spans_subjects = path == "/schemas"
-        || (path.starts_with("/schemas/ids/")
-            && (path.ends_with("/subjects") || path.ends_with("/versions")));
-    if spans_subjects || (path.starts_with("/mode") && !matches!(method, "GET" | "HEAD")) {
+    // Listings across subjects show other teams' subject names and schemas; modes are not a
+    // team's to change.
+    if spans_subjects(path) || changes_mode(method, path) {
         return Err(Denied::Forbidden);
     }
     match subject_of(path) {
@@ -896,13 +968,12 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 fn required_role(method: &str, path: &str, params: Option<&HashMap<String, String>>) -> Role {
-    let is_subject_lookup = path.starts_with("/subjects/") && path.matches('/').count() == 2;
     let Some(params) = params else {
         return Role::Admin;
     };
     match method {
         "GET" | "HEAD" => Role::Read,
-        "POST" if path.starts_with("/compatibility/") || is_subject_lookup => Role::Read,
+        "POST" if path.starts_with("/compatibility/") || is_subject_lookup(path) => Role::Read,
         "POST" if path.starts_with("/subjects/") => Role::Write,
         "DELETE" if path.starts_with("/subjects/") && !crate::api::flag(params, "permanent") => {
             Role::Write
@@ -1139,6 +1210,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut users = Users::open(dir.path()).expect("users");
         users.add("bob", "battery staple", None).expect("bob");
+        users.add("dave", "dave's password", None).expect("dave");
         users
             .add(
                 "alice",
@@ -1164,6 +1236,13 @@ mod tests {
                 PatternType::Prefixed,
                 "team-b.",
                 Operation::Write,
+                Permission::Allow,
+            ),
+            entry(
+                "bob",
+                PatternType::Prefixed,
+                "team-b.",
+                Operation::Delete,
                 Permission::Allow,
             ),
             entry(
@@ -1196,7 +1275,29 @@ mod tests {
         assert_eq!(
             bob("GET", "/schemas/ids/1"),
             Ok(()),
-            "schemas by ID are free"
+            "schemas by ID are free for users with a subject grant"
+        );
+        assert_eq!(
+            call("dave", "dave's password", "GET", "/schemas/ids/1"),
+            Err(Denied::Forbidden),
+            "but not for users granted nothing on the registry"
+        );
+        assert_eq!(bob("DELETE", "/subjects/team-b.orders"), Ok(()));
+        let permanent = HashMap::from([("permanent".to_owned(), "true".to_owned())]);
+        assert_eq!(
+            config.authorize(
+                Some(&basic("bob", "battery staple")),
+                "DELETE",
+                "/subjects/team-b.orders",
+                Some(&permanent)
+            ),
+            Err(Denied::Forbidden),
+            "a permanent delete needs ALTER as well"
+        );
+        assert_eq!(
+            call("alice", "correct horse", "HEAD", "/subjects"),
+            Err(Denied::Forbidden),
+            "the unfiltered list's length is not told"
         );
         assert_eq!(bob("GET", "/schemas"), Err(Denied::Forbidden));
         assert_eq!(

@@ -194,6 +194,9 @@ pub async fn serve(
         })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), auth = auth.is_some(), tls = tls.is_some(), "registry listening");
+    if auth.is_some() && tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "basic-auth passwords (the same as the broker's, with --users) reach this registry in clear text over plain HTTP: serve HTTPS with --tls-cert/--tls-key");
+    }
     on_bound(addr);
     let app = NormalizePathLayer::trim_trailing_slash().layer(app(registry, auth));
     let acceptor = tls.map(|tls| tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
@@ -402,7 +405,7 @@ async fn record_metrics(State(shared): State<Shared>, request: Request, next: Ne
 async fn only_covered_subjects(
     response: Response,
     identity: &crate::auth::Identity,
-    acls: Option<&herald_auth::acl::Authorizer>,
+    acls: Option<&crate::auth::RegistryAcls>,
 ) -> Response {
     if !response.status().is_success() {
         return response;
@@ -431,7 +434,13 @@ async fn only_covered_subjects(
             parts.headers.remove(header::CONTENT_LENGTH);
             Response::from_parts(parts, axum::body::Body::from(body))
         }
-        None => Response::from_parts(parts, axum::body::Body::from(bytes)),
+        // Never the unfiltered list.
+        None => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            50001,
+            "cannot list subjects",
+        )
+        .into_response(),
     }
 }
 
@@ -514,7 +523,7 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
         Err(Denied::Forbidden) => ApiError::new(
             StatusCode::FORBIDDEN,
             40301,
-            "Forbidden: this user's role does not allow the operation",
+            "Forbidden: neither this user's registry role nor an ACL allows the operation",
         )
         .into_response(),
     }

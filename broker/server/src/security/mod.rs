@@ -147,7 +147,7 @@ impl Security {
         Ok(Self {
             required: config.authentication,
             // Looked at on every authentication: a user added or removed applies at once.
-            users: Mutex::new(UsersWatch::watching(users, Duration::ZERO)),
+            users: Mutex::new(UsersWatch::open(&Users::path(data_dir), Duration::ZERO)?),
             acls,
             secret: secret(data_dir)?,
             limiter: Mutex::new(FailureLimiter::default()),

@@ -3,6 +3,7 @@
 
 mod broker;
 mod broker_groups;
+mod broker_iggy;
 mod broker_nats;
 mod codegen;
 mod fixed_rate;

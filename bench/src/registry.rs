@@ -94,6 +94,37 @@ fn spawn_server(router: Router) -> anyhow::Result<SocketAddr> {
     Ok(receiver.recv_timeout(Duration::from_secs(10))?)
 }
 
+/// Runs the registry as `herald registry serve` does (`herald_registry::serve`: its bounded
+/// connection loop, limits and middleware) over `data_dir`, on its own one-thread runtime in
+/// its own OS thread.
+fn spawn_registry(data_dir: PathBuf) -> anyhow::Result<SocketAddr> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let config = herald_registry::ServerConfig {
+                listen: "127.0.0.1:0".parse().expect("addr"),
+                data_dir,
+                auth: herald_registry::AuthSource::Open,
+                tls: None,
+            };
+            herald_registry::serve(
+                config,
+                move |addr| {
+                    let _ = sender.send(addr);
+                },
+                std::future::pending(),
+            )
+            .await
+            .expect("serve");
+        });
+    });
+    Ok(receiver.recv_timeout(Duration::from_secs(10))?)
+}
+
 struct LoadResult {
     requests: u64,
     elapsed: Duration,
@@ -159,8 +190,7 @@ fn load(
 
 fn lookup(options: &Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let registry = Arc::new(Registry::open(Store::open(dir.path())?)?);
-    let herald = spawn_server(app(registry, None))?;
+    let herald = spawn_registry(dir.path().to_owned())?;
     let client_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -45,10 +45,11 @@ pub fn transport() -> quinn::TransportConfig {
     transport.receive_window(quinn::VarInt::from_u32(64 * 1024 * 1024));
     transport.send_window(64 * 1024 * 1024);
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
-    // Let path-MTU discovery grow packets up to what the path carries: loopback carries 64 KiB
-    // datagrams, and on this kind of machine each datagram costs ~5 µs whatever its size, so
-    // 1,200-byte packets would cap a stream at ~250 MB/s. Real networks stop discovery at
-    // their own MTU.
+    // Path-MTU discovery may grow packets past the 1,200-byte minimum; in practice it stops at
+    // the peer's announced maximum UDP payload, quinn's default 1,472 (the endpoint setting),
+    // so loopback runs at Ethernet size too. Raising that setting to 16 KiB measured no
+    // better on loopback, and to 65,000 some 30 times worse (bench/RESULTS.md, issue 18):
+    // GSO and GRO already batch 1,472-byte datagrams.
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_DISCOVERY_UPPER_BOUND_BYTES);
     transport.mtu_discovery_config(Some(mtu));

@@ -52,6 +52,11 @@ pub(crate) struct Options {
     /// Produce as an idempotent producer (producer id, epoch, sequences), to measure its cost.
     #[arg(long)]
     idempotent: bool,
+    /// How produce requests travel: a QUIC stream each (per-request), or one long-lived
+    /// stream per partition whose requests the broker answers in order (pipeline; always so
+    /// with --idempotent).
+    #[arg(long, default_value = "per-request", value_parser = ["per-request", "pipeline"])]
+    streams: String,
     /// Also consume through a consumer group with this many members, and time a rebalance
     /// when one more joins (0 skips both).
     #[arg(long, default_value_t = 0)]
@@ -323,6 +328,8 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
         options.durability,
         if options.idempotent {
             "-idempotent"
+        } else if options.streams == "pipeline" {
+            "-pipeline"
         } else {
             ""
         }
@@ -332,15 +339,17 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
     } else {
         None
     };
-    println!("# herald: {} records of {} bytes in batches of {}, {} partition(s), window {}, durability {}, auth {}", options.records, options.record_bytes, options.batch_records, options.partitions, options.window, options.durability, options.auth);
+    println!("# herald: {} records of {} bytes in batches of {}, {} partition(s), window {}, durability {}, auth {}, streams {}", options.records, options.record_bytes, options.batch_records, options.partitions, options.window, options.durability, options.auth, if options.idempotent { "pipeline" } else { options.streams.as_str() });
 
     // Produce at full speed with a window of in-flight batches.
     let started = Instant::now();
     let mut in_flight = tokio::task::JoinSet::new();
     let mut latencies = Vec::with_capacity(batch_count);
-    if let Some(producer) = producer {
-        // Idempotent: each partition's batches go through one ordered pipeline so their
-        // sequences arrive in order; the window is shared across partitions.
+    if producer.is_some() || options.streams == "pipeline" {
+        // Each partition's batches go through one ordered pipeline (for an idempotent
+        // producer, so that their sequences arrive in order); the window is shared across
+        // partitions.
+        let prepared = encode_batch(0, options.batch_records, &value, None)?;
         let mut pipelines = Vec::new();
         for _ in 0..options.partitions {
             pipelines.push(client.pipeline().await?);
@@ -355,12 +364,15 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
             }
             let partition = n as u32 % options.partitions;
             let first_in_partition = (n / options.partitions as usize) * options.batch_records;
-            let batch = encode_batch(
-                first_in_partition,
-                options.batch_records,
-                &value,
-                Some(producer),
-            )?;
+            let batch = match producer {
+                Some(producer) => encode_batch(
+                    first_in_partition,
+                    options.batch_records,
+                    &value,
+                    Some(producer),
+                )?,
+                None => prepared.clone(),
+            };
             let request = herald_wire::Request::Produce {
                 topic: "bench".into(),
                 partition,

@@ -32,6 +32,8 @@ pub(crate) struct Workload {
 /// One transport the workload runs over.
 struct Transport {
     label: &'static str,
+    /// Whether the server's TCP listener speaks TLS (a plain client cannot talk to it).
+    tcp_tls: bool,
     /// `iggy-bench` arguments after the benchmark kind.
     args: fn(tcp: &str, quic: &str) -> Vec<String>,
 }
@@ -39,6 +41,7 @@ struct Transport {
 const TRANSPORTS: [Transport; 3] = [
     Transport {
         label: "tcp-tls",
+        tcp_tls: true,
         args: |tcp, _| {
             ["tcp", "--server-address", tcp, "--nodelay", "--tls"]
                 .map(str::to_owned)
@@ -47,6 +50,7 @@ const TRANSPORTS: [Transport; 3] = [
     },
     Transport {
         label: "quic",
+        tcp_tls: true,
         args: |_, quic| {
             ["quic", "--server-address", quic]
                 .map(str::to_owned)
@@ -55,6 +59,7 @@ const TRANSPORTS: [Transport; 3] = [
     },
     Transport {
         label: "tcp",
+        tcp_tls: false,
         args: |tcp, _| {
             ["tcp", "--server-address", tcp, "--nodelay"]
                 .map(str::to_owned)
@@ -90,8 +95,14 @@ fn binary(iggy_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Starts `iggy-server` with TCP+TLS (a generated certificate) and QUIC on loopback ports.
-fn start_server(iggy_dir: &Path, tcp: &str, quic: &str) -> anyhow::Result<IggyServer> {
+/// Starts `iggy-server` with TCP (with TLS and a generated certificate when `tcp_tls`) and
+/// QUIC on loopback ports.
+fn start_server(
+    iggy_dir: &Path,
+    tcp: &str,
+    quic: &str,
+    tcp_tls: bool,
+) -> anyhow::Result<IggyServer> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let certs = dir.path().join("certs");
@@ -105,7 +116,7 @@ fn start_server(iggy_dir: &Path, tcp: &str, quic: &str) -> anyhow::Result<IggySe
         .env("IGGY_SYSTEM_PATH", &data)
         .env("IGGY_HTTP_ENABLED", "false")
         .env("IGGY_TCP_ADDRESS", tcp)
-        .env("IGGY_TCP_TLS_ENABLED", "true")
+        .env("IGGY_TCP_TLS_ENABLED", tcp_tls.to_string())
         .env("IGGY_TCP_TLS_SELF_SIGNED", "true")
         .env("IGGY_TCP_TLS_CERT_FILE", certs.join("cert.pem"))
         .env("IGGY_TCP_TLS_KEY_FILE", certs.join("key.pem"))
@@ -150,7 +161,7 @@ pub(crate) fn run(workload: &Workload, iggy_dir: &Path) -> anyhow::Result<()> {
         // A fresh server per transport: every run starts from empty streams.
         let tcp = format!("127.0.0.1:{}", free_port()?);
         let quic = format!("127.0.0.1:{}", free_port()?);
-        let _server = start_server(iggy_dir, &tcp, &quic)?;
+        let _server = start_server(iggy_dir, &tcp, &quic, transport.tcp_tls)?;
         let mut command = Command::new(&bench);
         command
             .env("NO_COLOR", "1")

@@ -645,9 +645,25 @@ fn one_line(error: &anyhow::Error) -> String {
     line
 }
 
+/// Async worker threads: one fewer than the cores (at least one), unless `TOKIO_WORKER_THREADS`
+/// says otherwise. The core left over runs the broker's sync thread, its blocking file work
+/// and the clients on the machine; on two cores one worker produced 10-40 % more than two
+/// (fewer cross-thread wake-ups per request; bench/RESULTS.md, issue 18).
+fn worker_threads(cores: usize, configured: Option<&str>) -> usize {
+    configured
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|&threads: &usize| threads > 0)
+        .unwrap_or(cores.saturating_sub(1).max(1))
+}
+
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads(
+            cores,
+            std::env::var("TOKIO_WORKER_THREADS").ok().as_deref(),
+        ))
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -866,6 +882,16 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn one_core_is_left_to_the_rest_unless_configured() {
+        assert_eq!(worker_threads(2, None), 1);
+        assert_eq!(worker_threads(1, None), 1);
+        assert_eq!(worker_threads(16, None), 15);
+        assert_eq!(worker_threads(2, Some("2")), 2);
+        assert_eq!(worker_threads(2, Some("0")), 1, "0 is not a thread count");
+        assert_eq!(worker_threads(8, Some("many")), 7);
+    }
 
     #[test]
     fn an_error_line_says_each_cause_once() {

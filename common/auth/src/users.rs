@@ -291,7 +291,7 @@ impl Users {
         registry: Option<RegistryAccess>,
     ) -> Result<(), UsersError> {
         check_password(password)?;
-        self.check_new(name)?;
+        check_name(name)?;
         let credential = Credential::new(password, ITERATIONS_DEFAULT)?;
         self.insert(name, credential, registry)
     }
@@ -304,11 +304,17 @@ impl Users {
         credential: Credential,
         registry: Option<RegistryAccess>,
     ) -> Result<(), UsersError> {
-        self.check_new(name)?;
+        check_name(name)?;
         if let Some(access) = &registry {
             access.check()?;
         }
         self.change(|users| {
+            if users.contains_key(name) {
+                return Err(UsersError::Exists(name.to_owned()));
+            }
+            if users.len() >= USERS_MAX {
+                return Err(UsersError::TooMany);
+            }
             users.insert(
                 name.to_owned(),
                 User {
@@ -316,31 +322,20 @@ impl Users {
                     registry,
                 },
             );
+            Ok(())
         })
-    }
-
-    fn check_new(&self, name: &str) -> Result<(), UsersError> {
-        check_name(name)?;
-        if self.users.contains_key(name) {
-            return Err(UsersError::Exists(name.to_owned()));
-        }
-        if self.users.len() >= USERS_MAX {
-            return Err(UsersError::TooMany);
-        }
-        Ok(())
     }
 
     /// Gives an existing user a new password (a new salt too); its registry access stays.
     pub fn passwd(&mut self, name: &str, password: &str) -> Result<(), UsersError> {
         check_password(password)?;
-        if !self.users.contains_key(name) {
-            return Err(UsersError::Unknown(name.to_owned()));
-        }
         let credential = Credential::new(password, ITERATIONS_DEFAULT)?;
         self.change(|users| {
-            if let Some(user) = users.get_mut(name) {
-                user.credential = credential;
-            }
+            let user = users
+                .get_mut(name)
+                .ok_or_else(|| UsersError::Unknown(name.to_owned()))?;
+            user.credential = credential;
+            Ok(())
         })
     }
 
@@ -350,32 +345,34 @@ impl Users {
         name: &str,
         registry: Option<RegistryAccess>,
     ) -> Result<(), UsersError> {
-        if !self.users.contains_key(name) {
-            return Err(UsersError::Unknown(name.to_owned()));
-        }
         if let Some(access) = &registry {
             access.check()?;
         }
         self.change(|users| {
-            if let Some(user) = users.get_mut(name) {
-                user.registry = registry;
-            }
+            let user = users
+                .get_mut(name)
+                .ok_or_else(|| UsersError::Unknown(name.to_owned()))?;
+            user.registry = registry;
+            Ok(())
         })
     }
 
     pub fn remove(&mut self, name: &str) -> Result<(), UsersError> {
-        if !self.users.contains_key(name) {
-            return Err(UsersError::Unknown(name.to_owned()));
-        }
         self.change(|users| {
-            users.remove(name);
+            users
+                .remove(name)
+                .map(drop)
+                .ok_or_else(|| UsersError::Unknown(name.to_owned()))
         })
     }
 
-    /// Applies `edit` to a copy, writes it, and only then keeps it.
-    fn change(&mut self, edit: impl FnOnce(&mut BTreeMap<String, User>)) -> Result<(), UsersError> {
-        let mut users = self.users.clone();
-        edit(&mut users);
+    /// Under an exclusive lock on `<file>.lock` (so that two `herald user` commands at once
+    /// never lose one's change): reads the file again, applies `edit` to what it holds, writes
+    /// the result, and only then keeps it. Nothing is written when `edit` fails.
+    fn change(
+        &mut self,
+        edit: impl FnOnce(&mut BTreeMap<String, User>) -> Result<(), UsersError>,
+    ) -> Result<(), UsersError> {
         let write_error = |e: std::io::Error| UsersError::Write {
             path: self.path.display().to_string(),
             reason: e.to_string(),
@@ -383,6 +380,16 @@ impl Users {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(write_error)?;
         }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path.with_extension("lock"))
+            .map_err(write_error)?;
+        // Released when `lock` is dropped (closed) at the end of the change.
+        lock.lock().map_err(write_error)?;
+        let mut users = Self::open_file(&self.path)?.users;
+        edit(&mut users)?;
         let bytes = meta::encode(KIND, &UsersOut { users: &users }).map_err(write_error)?;
         // Readable by its owner only from its creation.
         meta::write_private(&self.path, &bytes).map_err(write_error)?;
@@ -534,6 +541,23 @@ mod tests {
         let users = Users::open(dir.path()).expect("open v2");
         assert!(authenticates(&users, "alice", "correct horse"));
         assert!(authenticates(&users, "bob", "battery staple"));
+    }
+
+    /// Two handles opened before either changed the file (two `herald user` commands at
+    /// once): each change is made to what the file holds then, so neither is lost.
+    #[test]
+    fn changes_through_stale_handles_are_not_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut first = Users::open(dir.path()).expect("open");
+        let mut second = Users::open(dir.path()).expect("open");
+        first.add("alice", "correct horse", None).expect("alice");
+        second.add("bob", "battery staple", None).expect("bob");
+        assert!(matches!(
+            first.add("bob", "another one!", None),
+            Err(UsersError::Exists(_))
+        ));
+        let users = Users::open(dir.path()).expect("reopen");
+        assert_eq!(users.names().collect::<Vec<_>>(), ["alice", "bob"]);
     }
 
     #[test]

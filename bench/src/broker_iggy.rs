@@ -232,7 +232,7 @@ fn parse_results(text: &str) -> Option<Results> {
     let line = text.lines().find(|l| l.contains("Producers Results:"))?;
     let number_before = |suffix: &str| -> Option<f64> {
         let end = line.find(suffix)?;
-        let start = line[..end].rfind(|c: char| c == ' ' || c == ':')? + 1;
+        let start = line[..end].rfind([' ', ':'])? + 1;
         line[start..end].trim().parse().ok()
     };
     let number_after = |label: &str| -> Option<f64> {

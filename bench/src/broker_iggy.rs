@@ -1,5 +1,6 @@
-//! The same produce workload against Apache Iggy, with Iggy's own tools: an `iggy-server` and
-//! `iggy-bench pinned-producer` built from Iggy's public repository (`--iggy-dir DIR`, the
+//! The same produce and consume workload against Apache Iggy, with Iggy's own tools: an
+//! `iggy-server`, `iggy-bench pinned-producer` and then `pinned-consumer` (reading what the
+//! producers wrote), built from Iggy's public repository (`--iggy-dir DIR`, the
 //! checkout with `target/release/`; bench/README.md says how to build it). Each of Iggy's
 //! pinned producers waits for every acknowledgement, so Herald's window of W requests in
 //! flight is W producers on W streams there. Transports: TCP with TLS and nodelay (the same
@@ -144,7 +145,7 @@ fn start_server(
 }
 
 /// Runs the workload over every transport (plain TCP only with fsync, as the issue's
-/// comparison has it) and prints a result line per transport.
+/// comparison has it) and prints a produce and a consume result line per transport.
 pub(crate) fn run(workload: &Workload, iggy_dir: &Path) -> anyhow::Result<()> {
     let bench = binary(iggy_dir, "iggy-bench")?;
     let batches = workload
@@ -162,56 +163,69 @@ pub(crate) fn run(workload: &Workload, iggy_dir: &Path) -> anyhow::Result<()> {
         let tcp = format!("127.0.0.1:{}", free_port()?);
         let quic = format!("127.0.0.1:{}", free_port()?);
         let _server = start_server(iggy_dir, &tcp, &quic, transport.tcp_tls)?;
-        let mut command = Command::new(&bench);
-        command
-            .env("NO_COLOR", "1")
-            .args(["--username", ROOT_USER, "--password", ROOT_PASSWORD])
-            .args(["--message-size", &workload.record_bytes.to_string()])
-            .args(["--messages-per-batch", &workload.batch_records.to_string()])
-            .args(["--message-batches", &batches.to_string()]);
-        if workload.fsync {
-            command.arg("--enforce-fsync");
-        }
-        let window = workload.window.to_string();
-        command
-            .args([
-                "pinned-producer",
-                "--streams",
-                &window,
-                "--producers",
-                &window,
-            ])
-            .args((transport.args)(&tcp, &quic))
-            .stdin(Stdio::null());
-        let output = command.output().context("running iggy-bench")?;
-        let text = strip_ansi(&format!(
+        let label = format!(
             "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-        anyhow::ensure!(
-            output.status.success(),
-            "iggy-bench over {} failed ({}):\n{text}",
             transport.label,
-            output.status
+            if workload.fsync { "-fsync" } else { "" }
         );
-        let results = parse_results(&text).with_context(|| {
-            format!(
-                "no 'Producers Results' line from iggy-bench over {}:\n{text}",
-                transport.label
-            )
-        })?;
-        println!(
-            "system=iggy-{}{} phase=produce records={} records_per_s={:.0} mb_per_s={:.1} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3}",
-            transport.label,
-            if workload.fsync { "-fsync" } else { "" },
-            batches * workload.batch_records * workload.window,
-            results.records_per_s,
-            results.mb_per_s,
-            results.p50_ms,
-            results.p99_ms,
-            results.p999_ms
-        );
+        let records = batches * workload.batch_records * workload.window;
+        // The producers fill the streams the consumers then read.
+        for (kind, actors, summary, phase) in [
+            (
+                "pinned-producer",
+                "--producers",
+                "Producers Results:",
+                "produce",
+            ),
+            (
+                "pinned-consumer",
+                "--consumers",
+                "Consumers Results:",
+                "consume",
+            ),
+        ] {
+            let mut command = Command::new(&bench);
+            command
+                .env("NO_COLOR", "1")
+                .args(["--username", ROOT_USER, "--password", ROOT_PASSWORD])
+                .args(["--message-size", &workload.record_bytes.to_string()])
+                .args(["--messages-per-batch", &workload.batch_records.to_string()])
+                .args(["--message-batches", &batches.to_string()]);
+            if workload.fsync {
+                command.arg("--enforce-fsync");
+            }
+            let window = workload.window.to_string();
+            command
+                .args([kind, "--streams", &window, actors, &window])
+                .args((transport.args)(&tcp, &quic))
+                .stdin(Stdio::null());
+            let output = command.output().context("running iggy-bench")?;
+            let text = strip_ansi(&format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+            anyhow::ensure!(
+                output.status.success(),
+                "iggy-bench {kind} over {} failed ({}):\n{text}",
+                transport.label,
+                output.status
+            );
+            let results = parse_results(&text, summary).with_context(|| {
+                format!(
+                    "no '{summary}' line from iggy-bench {kind} over {}:\n{text}",
+                    transport.label
+                )
+            })?;
+            println!(
+                "system=iggy-{label} phase={phase} records={records} records_per_s={:.0} mb_per_s={:.1} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3}",
+                results.records_per_s,
+                results.mb_per_s,
+                results.p50_ms,
+                results.p99_ms,
+                results.p999_ms
+            );
+        }
     }
     Ok(())
 }
@@ -226,10 +240,11 @@ struct Results {
     p999_ms: f64,
 }
 
-/// Reads `Producers Results: Total throughput: X MB/s, Y messages/s, … p50 latency: A ms, …
-/// p99 latency: B ms, p999 latency: C ms, …` from iggy-bench's output.
-fn parse_results(text: &str) -> Option<Results> {
-    let line = text.lines().find(|l| l.contains("Producers Results:"))?;
+/// Reads `<summary> Total throughput: X MB/s, Y messages/s, … p50 latency: A ms, … p99
+/// latency: B ms, p999 latency: C ms, …` (`summary` is `Producers Results:` or `Consumers
+/// Results:`) from iggy-bench's output.
+fn parse_results(text: &str, summary: &str) -> Option<Results> {
+    let line = text.lines().find(|l| l.contains(summary))?;
     let number_before = |suffix: &str| -> Option<f64> {
         let end = line.find(suffix)?;
         let start = line[..end].rfind([' ', ':'])? + 1;
@@ -280,7 +295,7 @@ mod tests {
         let line = "\u{1b}[32mProducers Results: Total throughput: 265.19 MB/s, 2651900 messages/s, average throughput per Producer: 265.19 MB/s, p50 latency: 0.36 ms, p90 latency: 0.40 ms, p95 latency: 0.42 ms, p99 latency: 0.51 ms, p999 latency: 0.90 ms, p9999 latency: 1.20 ms, average latency: 0.37 ms, median latency: 0.36 ms, min: 0.20 ms, max: 3.10 ms, std dev: 0.05 ms, total time: 7.54 s\u{1b}[0m";
         let text = format!("some log\n{line}\n");
         assert_eq!(
-            parse_results(&strip_ansi(&text)),
+            parse_results(&strip_ansi(&text), "Producers Results:"),
             Some(Results {
                 mb_per_s: 265.19,
                 records_per_s: 2_651_900.0,
@@ -289,6 +304,10 @@ mod tests {
                 p999_ms: 0.90,
             })
         );
-        assert_eq!(parse_results("nothing here"), None);
+        assert_eq!(
+            parse_results(&strip_ansi(&text), "Consumers Results:"),
+            None
+        );
+        assert_eq!(parse_results("nothing here", "Producers Results:"), None);
     }
 }

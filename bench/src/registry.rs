@@ -66,63 +66,65 @@ fn order_schema(extra: usize, fields: usize) -> String {
     )
 }
 
-/// Runs `router` on its own one-thread runtime in its own OS thread.
-fn spawn_server(router: Router) -> anyhow::Result<SocketAddr> {
+/// Runs the server `serve` makes on its own one-thread runtime in its own OS thread; `serve`
+/// sends its bound address on the sender it is given.
+fn on_own_thread<F>(
+    serve: impl FnOnce(std::sync::mpsc::Sender<SocketAddr>) -> F + Send + 'static,
+) -> anyhow::Result<SocketAddr>
+where
+    F: std::future::Future<Output = ()>,
+{
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            sender
-                .send(listener.local_addr().expect("addr"))
-                .expect("send");
-            let app =
-                tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(router);
-            axum::serve(
-                listener,
-                axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-            )
-            .await
-            .expect("serve");
-        });
+        runtime.block_on(serve(sender));
     });
     Ok(receiver.recv_timeout(Duration::from_secs(10))?)
 }
 
-/// Runs the registry as `herald registry serve` does (`herald_registry::serve`: its bounded
-/// connection loop, limits and middleware) over `data_dir`, on its own one-thread runtime in
-/// its own OS thread.
-fn spawn_registry(data_dir: PathBuf) -> anyhow::Result<SocketAddr> {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let config = herald_registry::ServerConfig {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-                data_dir,
-                auth: herald_registry::AuthSource::Open,
-                tls: None,
-            };
-            herald_registry::serve(
-                config,
-                move |addr| {
-                    let _ = sender.send(addr);
-                },
-                std::future::pending(),
-            )
+/// Runs `router` with `axum::serve` (the baseline's server).
+fn spawn_server(router: Router) -> anyhow::Result<SocketAddr> {
+    on_own_thread(|sender| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("serve");
-        });
-    });
-    Ok(receiver.recv_timeout(Duration::from_secs(10))?)
+            .expect("bind");
+        sender
+            .send(listener.local_addr().expect("addr"))
+            .expect("send");
+        let app =
+            tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(router);
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+        )
+        .await
+        .expect("serve");
+    })
+}
+
+/// Runs the registry as `herald registry serve` does (`herald_registry::serve`: its bounded
+/// connection loop, limits and middleware) over `data_dir`.
+fn spawn_registry(data_dir: PathBuf) -> anyhow::Result<SocketAddr> {
+    on_own_thread(|sender| async move {
+        let config = herald_registry::ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir,
+            auth: herald_registry::AuthSource::Open,
+            tls: None,
+        };
+        herald_registry::serve(
+            config,
+            move |addr| {
+                let _ = sender.send(addr);
+            },
+            std::future::pending(),
+        )
+        .await
+        .expect("serve");
+    })
 }
 
 struct LoadResult {

@@ -97,33 +97,8 @@ fn an_exported_user_logs_in_to_the_registry_with_the_same_password() {
     );
     let users = dir.path().join("registry-users.toml");
     std::fs::write(&users, &out).expect("write");
-    let (_registry, url) = support::start(
-        &[
-            "registry",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth-file",
-            users.to_str().expect("utf-8"),
-        ],
-        &dir.path().join("registry"),
-        "herald registry listening on ",
-    );
-    let status = |password: &str| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async {
-            herald_registry_client::RegistryClient::new(url.clone())
-                .expect("client")
-                .with_basic_auth("alice".to_owned(), password.to_owned())
-                .subjects(false)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    };
+    let (_registry, url) = registry_serving(dir.path(), "--auth-file", &users);
+    let status = |password: &str| registry_status(&url, "alice", password);
     assert_eq!(status("correct horse battery"), Ok(()));
     let wrong = status("wrong horse battery");
     assert!(
@@ -132,20 +107,51 @@ fn an_exported_user_logs_in_to_the_registry_with_the_same_password() {
     );
 }
 
-/// The registry status of a `GET /subjects` as `user`/`password` against `url`.
-fn registry_status(url: &str, user: &str, password: &str) -> Result<(), String> {
+/// A `herald registry serve` process in `dir` with `flag` (`--users` or `--auth-file`) set to
+/// `file`: the process and its URL.
+fn registry_serving(
+    dir: &std::path::Path,
+    flag: &str,
+    file: &std::path::Path,
+) -> (support::Server, String) {
+    support::start(
+        &[
+            "registry",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            flag,
+            file.to_str().expect("utf-8"),
+        ],
+        &dir.join("registry"),
+        "herald registry listening on ",
+    )
+}
+
+/// Runs `call` with a registry client logged in as `user`/`password` at `url`.
+fn as_user<T, F>(
+    url: &str,
+    user: &str,
+    password: &str,
+    call: impl FnOnce(herald_registry_client::RegistryClient) -> F,
+) -> Result<T, String>
+where
+    F: std::future::Future<Output = Result<T, herald_registry_client::ClientError>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
-        herald_registry_client::RegistryClient::new(url.to_owned())
-            .expect("client")
-            .with_basic_auth(user.to_owned(), password.to_owned())
-            .subjects(false)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    let client = herald_registry_client::RegistryClient::new(url.to_owned())
+        .expect("client")
+        .with_basic_auth(user.to_owned(), password.to_owned());
+    runtime.block_on(call(client)).map_err(|e| e.to_string())
+}
+
+/// The outcome of a `GET /subjects` as `user`/`password` against `url`.
+fn registry_status(url: &str, user: &str, password: &str) -> Result<(), String> {
+    as_user(url, user, password, |client| async move {
+        client.subjects(false).await.map(drop)
     })
 }
 
@@ -188,18 +194,7 @@ fn the_registry_serves_the_brokers_users_file() {
         ["alice\tregistry=write subjects=team-a.", "bob"]
     );
     let users = dir.path().join("broker/users.meta");
-    let (_registry, url) = support::start(
-        &[
-            "registry",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--users",
-            users.to_str().expect("utf-8"),
-        ],
-        &dir.path().join("registry"),
-        "herald registry listening on ",
-    );
+    let (_registry, url) = registry_serving(dir.path(), "--users", &users);
     assert_eq!(
         registry_status(&url, "alice", "correct horse battery"),
         Ok(())
@@ -285,37 +280,15 @@ fn registry_toml_users_are_imported_with_their_passwords() {
     let (_, out, _) = herald(dir.path(), &["user", "list", "--data-dir", data]);
     assert_eq!(out.trim(), "ci\tregistry=admin");
     let users = dir.path().join("broker/users.meta");
-    let (_registry, url) = support::start(
-        &[
-            "registry",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--users",
-            users.to_str().expect("utf-8"),
-        ],
-        &dir.path().join("registry"),
-        "herald registry listening on ",
-    );
+    let (_registry, url) = registry_serving(dir.path(), "--users", &users);
     assert_eq!(registry_status(&url, "ci", "old secret pw"), Ok(()));
 }
 
 /// Registers an Avro schema to `subject` as `user`/`password` at `url`.
 fn register_as(url: &str, user: &str, password: &str, subject: &str) -> Result<u32, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        herald_registry_client::RegistryClient::new(url.to_owned())
-            .expect("client")
-            .with_basic_auth(user.to_owned(), password.to_owned())
-            .register(
-                subject,
-                &herald_registry_client::NewSchema::avro(r#"{"type":"string"}"#),
-            )
-            .await
-            .map_err(|e| e.to_string())
+    let schema = herald_registry_client::NewSchema::avro(r#"{"type":"string"}"#);
+    as_user(url, user, password, |client| async move {
+        client.register(subject, &schema).await
     })
 }
 
@@ -342,18 +315,7 @@ fn subject_acls_added_through_the_broker_apply_to_the_registry() {
     );
     assert_eq!(code, 0, "{err}");
     let users = data.join("users.meta");
-    let (_registry, url) = support::start(
-        &[
-            "registry",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--users",
-            users.to_str().expect("utf-8"),
-        ],
-        &dir.path().join("registry"),
-        "herald registry listening on ",
-    );
+    let (_registry, url) = registry_serving(dir.path(), "--users", &users);
     let carol = |subject: &str| register_as(&url, "carol", "carol's long password", subject);
     let refused = carol("team-c.orders-value");
     assert!(

@@ -162,29 +162,18 @@ fn a_ca_file_without_certificates_is_reported_with_its_path() {
     ));
 }
 
-/// One source cannot take every HTTPS slot: past `CONNECTIONS_PER_SOURCE_MAX` connections
-/// (here silent ones, stuck before their handshake) a new one is closed at once; and a
-/// shutdown does not wait for silent connections longer than their handshake timeout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_source_holds_a_bounded_number_of_connections_and_silent_ones_do_not_block_shutdown() {
-    use herald_registry::server::{CONNECTIONS_PER_SOURCE_MAX, TLS_HANDSHAKE_TIMEOUT};
+/// Opens `CONNECTIONS_PER_SOURCE_MAX` silent connections to `addr` and checks that one more
+/// from the same source is closed at once; returns the silent ones.
+async fn fill_one_source(addr: SocketAddr) -> Vec<tokio::net::TcpStream> {
+    use herald_registry::server::CONNECTIONS_PER_SOURCE_MAX;
     use tokio::io::AsyncReadExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = self_signed(dir.path());
-    let served = Served::start(config(dir.path(), RegistryTls { cert, key })).await;
     let mut silent = Vec::new();
     for _ in 0..CONNECTIONS_PER_SOURCE_MAX {
-        silent.push(
-            tokio::net::TcpStream::connect(served.addr)
-                .await
-                .expect("connect"),
-        );
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
     }
     // Give the server time to accept them all.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let mut extra = tokio::net::TcpStream::connect(served.addr)
-        .await
-        .expect("connect");
+    let mut extra = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut byte = [0u8; 1];
     let read = tokio::time::timeout(std::time::Duration::from_secs(2), extra.read(&mut byte))
         .await
@@ -193,6 +182,19 @@ async fn one_source_holds_a_bounded_number_of_connections_and_silent_ones_do_not
         matches!(read, Ok(0) | Err(_)),
         "closed without a byte: {read:?}"
     );
+    silent
+}
+
+/// One source cannot take every HTTPS slot: past `CONNECTIONS_PER_SOURCE_MAX` connections
+/// (here silent ones, stuck before their handshake) a new one is closed at once; and a
+/// shutdown does not wait for silent connections longer than their handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_holds_a_bounded_number_of_connections_and_silent_ones_do_not_block_shutdown() {
+    use herald_registry::server::TLS_HANDSHAKE_TIMEOUT;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(dir.path());
+    let served = Served::start(config(dir.path(), RegistryTls { cert, key })).await;
+    let silent = fill_one_source(served.addr).await;
     let started = std::time::Instant::now();
     served.stop().await;
     assert!(
@@ -208,8 +210,6 @@ async fn one_source_holds_a_bounded_number_of_connections_and_silent_ones_do_not
 /// them closes the API answers again, and a shutdown does not wait for the silent ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_connections_are_bounded_per_source_too() {
-    use herald_registry::server::CONNECTIONS_PER_SOURCE_MAX;
-    use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let served = Served::start(ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -218,26 +218,7 @@ async fn plain_http_connections_are_bounded_per_source_too() {
         tls: None,
     })
     .await;
-    let mut silent = Vec::new();
-    for _ in 0..CONNECTIONS_PER_SOURCE_MAX {
-        silent.push(
-            tokio::net::TcpStream::connect(served.addr)
-                .await
-                .expect("connect"),
-        );
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let mut extra = tokio::net::TcpStream::connect(served.addr)
-        .await
-        .expect("connect");
-    let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(std::time::Duration::from_secs(2), extra.read(&mut byte))
-        .await
-        .expect("the extra connection is closed at once, not left waiting");
-    assert!(
-        matches!(read, Ok(0) | Err(_)),
-        "closed without a byte: {read:?}"
-    );
+    let mut silent = fill_one_source(served.addr).await;
     // A slot freed is taken again: the API answers.
     silent.pop();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

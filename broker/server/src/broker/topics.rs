@@ -702,6 +702,24 @@ mod deletion_tests {
         }
     }
 
+    /// Creates topic `t` of small segments.
+    async fn create_small(broker: &crate::broker::Broker) {
+        let created = broker
+            .handle(Request::CreateTopic {
+                name: "t".into(),
+                config: small_segments(),
+            })
+            .await;
+        assert!(matches!(created, Response::TopicCreated), "{created:?}");
+    }
+
+    async fn delete(broker: &crate::broker::Broker) {
+        let deleted = broker
+            .handle(Request::DeleteTopic { name: "t".into() })
+            .await;
+        assert!(matches!(deleted, Response::TopicDeleted), "{deleted:?}");
+    }
+
     async fn produce_three(broker: &crate::broker::Broker, fill: u8) {
         for _ in 0..3 {
             let produced = broker
@@ -742,28 +760,15 @@ mod deletion_tests {
     async fn a_recreated_topic_never_serves_the_deleted_ones_segments() {
         let dir = tempfile::tempdir().expect("tempdir");
         let broker = test_support::broker(dir.path());
-        let create = || Request::CreateTopic {
-            name: "t".into(),
-            config: small_segments(),
-        };
-        assert!(matches!(
-            broker.handle(create()).await,
-            Response::TopicCreated
-        ));
+        create_small(&broker).await;
         produce_three(&broker, b'o').await;
         let old = first_batch(&broker).await;
         assert!(
             old.windows(3000).any(|w| w == [b'o'; 3000]),
             "read the old segment"
         );
-        let deleted = broker
-            .handle(Request::DeleteTopic { name: "t".into() })
-            .await;
-        assert!(matches!(deleted, Response::TopicDeleted), "{deleted:?}");
-        assert!(matches!(
-            broker.handle(create()).await,
-            Response::TopicCreated
-        ));
+        delete(&broker).await;
+        create_small(&broker).await;
         produce_three(&broker, b'n').await;
         let new = first_batch(&broker).await;
         assert!(
@@ -778,29 +783,16 @@ mod deletion_tests {
     async fn leftover_files_of_a_deleted_topic_never_join_a_new_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let broker = test_support::broker(dir.path());
-        let create = || Request::CreateTopic {
-            name: "t".into(),
-            config: small_segments(),
-        };
-        assert!(matches!(
-            broker.handle(create()).await,
-            Response::TopicCreated
-        ));
+        create_small(&broker).await;
         produce_three(&broker, b'o').await;
         let topic_dir = broker.topics_dir.join("t");
         let kept = dir.path().join("kept");
         // What a deletion that failed half way leaves: the segments, no topic.meta.
         copy_dir(&topic_dir, &kept);
-        let deleted = broker
-            .handle(Request::DeleteTopic { name: "t".into() })
-            .await;
-        assert!(matches!(deleted, Response::TopicDeleted), "{deleted:?}");
+        delete(&broker).await;
         copy_dir(&kept, &topic_dir);
         std::fs::remove_file(topic_dir.join(TOPIC_META_FILE)).expect("no meta");
-        assert!(matches!(
-            broker.handle(create()).await,
-            Response::TopicCreated
-        ));
+        create_small(&broker).await;
         let fetched = first_batch(&broker).await;
         assert!(
             fetched.is_empty(),

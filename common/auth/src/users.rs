@@ -590,6 +590,30 @@ mod tests {
         assert!(!changed, "an unchanged file is not read again");
     }
 
+    /// A users file damaged while a server runs (a bad edit, a full disk) does not take the
+    /// users away: the watch keeps what it read before and reads the file again once mended.
+    #[test]
+    fn a_watch_keeps_the_users_while_the_file_cannot_be_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = Users::path(dir.path());
+        let mut users = Users::open(dir.path()).expect("open");
+        users.add("alice", "correct horse", None).expect("add");
+        let mut watch = UsersWatch::open(&path, Duration::ZERO).expect("watch");
+        let good = std::fs::read(&path).expect("read");
+        std::fs::write(&path, b"{ damaged").expect("damage");
+        let (seen, changed) = watch.current(Instant::now());
+        assert!(!changed);
+        assert_eq!(seen.names().collect::<Vec<_>>(), ["alice"]);
+        // Mended (a new inode, as every rewrite makes): read again.
+        std::fs::remove_file(&path).expect("remove");
+        std::fs::write(&path, good).expect("mend");
+        let mut users = Users::open(dir.path()).expect("open");
+        users.add("bob", "battery staple", None).expect("add");
+        let (seen, changed) = watch.current(Instant::now());
+        assert!(changed);
+        assert_eq!(seen.names().collect::<Vec<_>>(), ["alice", "bob"]);
+    }
+
     #[cfg(unix)]
     #[test]
     fn the_users_file_holds_no_password_and_is_readable_by_its_owner_only() {

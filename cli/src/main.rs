@@ -245,18 +245,28 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Import { file, data_dir } => {
             let mut users = Users::open(&data_dir)?;
             let mut refused = Vec::new();
-            let mut imported = 0;
+            let mut converted = Vec::new();
             for entry in herald_registry::auth::shared_users_of(&file)? {
-                let outcome = entry.converted.and_then(|(credential, access)| {
-                    users
-                        .insert(&entry.name, credential, Some(access))
-                        .map_err(|e| e.to_string())
-                });
-                match outcome {
-                    Ok(()) => imported += 1,
+                match entry.converted {
+                    Ok((credential, access)) => converted.push((
+                        entry.name,
+                        herald_auth::users::User {
+                            credential,
+                            registry: Some(access),
+                        },
+                    )),
                     Err(reason) => refused.push(format!("{}: {reason}", entry.name)),
                 }
             }
+            // One change of the file for them all.
+            let offered = converted.len();
+            let not_inserted = users.insert_many(converted)?;
+            let imported = offered - not_inserted.len();
+            refused.extend(
+                not_inserted
+                    .into_iter()
+                    .map(|(name, why)| format!("{name}: {why}")),
+            );
             println!(
                 "imported {imported} users into {}",
                 Users::path(&data_dir).display()
@@ -628,13 +638,13 @@ fn main() {
     }
 }
 
-/// What went wrong, with its causes joined by ": " — a cause whose text the line already holds
-/// (errors that print their source, `"broker: {0}"`) is not said twice.
+/// What went wrong, with its causes joined by ": " — a cause whose text the line already ends
+/// with (errors that print their source last, `"broker: {0}"`) is not said twice.
 fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        if line.contains(&text) {
+        if line.ends_with(&text) {
             continue;
         }
         if !line.is_empty() {

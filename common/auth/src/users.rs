@@ -291,39 +291,58 @@ impl Users {
         registry: Option<RegistryAccess>,
     ) -> Result<(), UsersError> {
         check_password(password)?;
-        check_name(name)?;
         let credential = Credential::new(password, ITERATIONS_DEFAULT)?;
         self.insert(name, credential, registry)
     }
 
-    /// Adds a user whose credential was made elsewhere (`herald user import` converts the
-    /// registry's older password hashes).
+    /// Adds a user whose credential was made elsewhere.
     pub fn insert(
         &mut self,
         name: &str,
         credential: Credential,
         registry: Option<RegistryAccess>,
     ) -> Result<(), UsersError> {
-        check_name(name)?;
-        if let Some(access) = &registry {
-            access.check()?;
+        let user = User {
+            credential,
+            registry,
+        };
+        match self.insert_many(vec![(name.to_owned(), user)])?.pop() {
+            Some((_, refused)) => Err(refused),
+            None => Ok(()),
         }
+    }
+
+    /// Adds users whose credentials were made elsewhere (`herald user import` converts the
+    /// registry's older password hashes), in one change of the file; returns the ones refused
+    /// (invalid name or access, already there, past [`USERS_MAX`]) with why.
+    pub fn insert_many(
+        &mut self,
+        new: Vec<(String, User)>,
+    ) -> Result<Vec<(String, UsersError)>, UsersError> {
+        let mut refused = Vec::new();
         self.change(|users| {
-            if users.contains_key(name) {
-                return Err(UsersError::Exists(name.to_owned()));
+            for (name, user) in new {
+                let invalid = check_name(&name).err().or_else(|| {
+                    user.registry
+                        .as_ref()
+                        .and_then(|access| access.check().err())
+                });
+                let why = match invalid {
+                    Some(error) => Some(error),
+                    None if users.contains_key(&name) => Some(UsersError::Exists(name.clone())),
+                    None if users.len() >= USERS_MAX => Some(UsersError::TooMany),
+                    None => None,
+                };
+                match why {
+                    Some(why) => refused.push((name, why)),
+                    None => {
+                        users.insert(name, user);
+                    }
+                }
             }
-            if users.len() >= USERS_MAX {
-                return Err(UsersError::TooMany);
-            }
-            users.insert(
-                name.to_owned(),
-                User {
-                    credential,
-                    registry,
-                },
-            );
             Ok(())
-        })
+        })?;
+        Ok(refused)
     }
 
     /// Gives an existing user a new password (a new salt too); its registry access stays.
@@ -556,6 +575,31 @@ mod tests {
             first.add("bob", "another one!", None),
             Err(UsersError::Exists(_))
         ));
+        let users = Users::open(dir.path()).expect("reopen");
+        assert_eq!(users.names().collect::<Vec<_>>(), ["alice", "bob"]);
+    }
+
+    /// An import is one change: what can go in does, what cannot is returned with why.
+    #[test]
+    fn many_users_go_in_at_once_and_the_refused_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut users = Users::open(dir.path()).expect("open");
+        users.add("alice", "correct horse", None).expect("alice");
+        let user = || User {
+            credential: Credential::new("battery staple", 4096).expect("credential"),
+            registry: None,
+        };
+        let refused = users
+            .insert_many(vec![
+                ("alice".to_owned(), user()),
+                ("bob".to_owned(), user()),
+                ("has space".to_owned(), user()),
+            ])
+            .expect("insert");
+        let names: Vec<&str> = refused.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["alice", "has space"]);
+        assert!(matches!(refused[0].1, UsersError::Exists(_)));
+        assert!(matches!(refused[1].1, UsersError::InvalidName { .. }));
         let users = Users::open(dir.path()).expect("reopen");
         assert_eq!(users.names().collect::<Vec<_>>(), ["alice", "bob"]);
     }

@@ -78,6 +78,10 @@ pub(crate) struct Options {
 }
 
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        options.window > 0 && options.batch_records > 0 && options.records > 0,
+        "--window, --batch-records and --records must be at least 1"
+    );
     let durability = match options.durability.as_str() {
         "memory" => Durability::Memory,
         "fsync" => Durability::Fsync,

@@ -1158,12 +1158,7 @@ impl Authorizer {
         resource_type: ResourceType,
         name: &str,
     ) -> bool {
-        !principal.is_wildcard()
-            && (self.super_users.contains(principal)
-                || matches!(
-                    self.acls.verdict(principal, operation, resource_type, name),
-                    Verdict::Allow(_)
-                ))
+        self.check(principal, operation, resource_type, name) == Check::Allowed
     }
 
     /// The `names` (of resources of `resource_type`) that `principal` may Describe, in their

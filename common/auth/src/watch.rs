@@ -92,6 +92,8 @@ impl<T> FileWatch<T> {
                 (self.value.clone(), true)
             }
             Err(error) => {
+                // Not read again until it changes again: one warning per bad version.
+                self.stamp = stamp;
                 tracing::warn!(path = %self.path.display(), %error, "cannot read the file again; keeping what was read before");
                 (self.value.clone(), false)
             }

@@ -200,8 +200,9 @@ pub fn decode<T: DeserializeOwned>(
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
-    // A name of this process's own: two processes writing the file never share a temporary.
-    let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
+    // One fixed name, removed first: a temporary a crashed writer left (it may hold a secret)
+    // does not linger. Writers of one file are serialised by their callers (users.lock).
+    let temporary = path.with_extension("tmp");
     let _ = std::fs::remove_file(&temporary);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

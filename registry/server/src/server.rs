@@ -400,8 +400,9 @@ async fn record_metrics(State(shared): State<Shared>, request: Request, next: Ne
     response
 }
 
-/// `GET /subjects` for a user limited to subject prefixes: only the subjects it covers. The
-/// body is a JSON array of names (bounded by the request limits); anything else passes as is.
+/// `GET /subjects` for a user whose list is filtered: only the subjects it may see. The body is
+/// a JSON array of names (bounded by the request limits); anything else is a 500, never the
+/// unfiltered list.
 async fn only_covered_subjects(
     response: Response,
     identity: &crate::auth::Identity,

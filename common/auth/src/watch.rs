@@ -100,3 +100,45 @@ impl<T> FileWatch<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A file that cannot be read is tried once per change, not at every look (the broker
+    /// looks at every authentication): its reader runs again only when the file changes.
+    #[test]
+    fn a_bad_file_is_read_once_per_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("value");
+        std::fs::write(&path, "1").expect("write");
+        let reads = Arc::new(AtomicUsize::new(0));
+        let counted = reads.clone();
+        let mut watch = FileWatch::load(&path, Duration::ZERO, move |path: &Path| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            std::fs::read_to_string(path)?
+                .trim()
+                .parse::<u32>()
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .expect("load");
+        assert_eq!(reads.load(Ordering::Relaxed), 1);
+        // Replaced (a new inode) by something unreadable.
+        std::fs::remove_file(&path).expect("remove");
+        std::fs::write(&path, "not a number").expect("write");
+        for _ in 0..5 {
+            let (value, changed) = watch.current(Instant::now());
+            assert_eq!((*value, changed), (1, false));
+        }
+        assert_eq!(
+            reads.load(Ordering::Relaxed),
+            2,
+            "tried once, not five times"
+        );
+        std::fs::remove_file(&path).expect("remove");
+        std::fs::write(&path, "2").expect("write");
+        assert_eq!(*watch.current(Instant::now()).0, 2);
+    }
+}

@@ -67,9 +67,9 @@ pub mod broker {
     pub const REJECTED_BATCHES: &str = "herald_broker_rejected_batches_total";
     /// Every `reason` of [`REJECTED_BATCHES`].
     pub const REJECT_REASONS: [&str; 4] = ["corrupt", "sequence", "fenced", "schema"];
-    /// Background syncs of `Memory`-durability appends started (counter; `topic`).
+    /// Background writebacks of `Memory`-durability appends started (counter; `topic`).
     pub const FLUSH_BEHIND_SYNCS: &str = "herald_broker_flush_behind_syncs_total";
-    /// Failed background syncs of `Memory`-durability appends (counter; `topic`).
+    /// Background writebacks of `Memory`-durability appends that failed to start (counter; `topic`).
     pub const FLUSH_BEHIND_ERRORS: &str = "herald_broker_flush_behind_errors_total";
     /// Bytes cut from torn or corrupt log tails at start (counter; `topic`).
     pub const RECOVERY_TRUNCATED_BYTES: &str = "herald_broker_recovery_truncated_bytes_total";
@@ -191,12 +191,12 @@ pub const DESCRIPTIONS: [Description; 29] = [
     described(
         broker::FLUSH_BEHIND_SYNCS,
         Kind::Counter,
-        "Background syncs of Memory-durability appends started, by topic.",
+        "Background writebacks of Memory-durability appends started (flush-behind), by topic.",
     ),
     described(
         broker::FLUSH_BEHIND_ERRORS,
         Kind::Counter,
-        "Background syncs of Memory-durability appends that failed, by topic.",
+        "Background writebacks of Memory-durability appends that failed to start, by topic.",
     ),
     described(
         broker::RECOVERY_TRUNCATED_BYTES,

@@ -31,6 +31,12 @@ pub struct StorageError {
 /// Makes a segment file durable without holding the partition (group commit syncs many).
 pub trait SyncHandle: Send + Sync {
     fn sync(&self) -> Result<(), StorageError>;
+    /// Starts writing the file's dirty data back without waiting for it (flush-behind): the
+    /// later sync finds less to do. Durable only after [`SyncHandle::sync`]. Where the
+    /// platform cannot start writeback alone, a sync.
+    fn start_writeback(&self) -> Result<(), StorageError> {
+        self.sync()
+    }
 }
 
 /// One open file of a partition.

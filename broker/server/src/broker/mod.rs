@@ -59,7 +59,7 @@ pub struct Partition {
     appended: tokio::sync::Notify,
     /// Bytes appended since the last sync (or flush-behind start) of the active segment.
     unflushed_bytes: AtomicU64,
-    /// A flush-behind sync is running (at most one per partition).
+    /// A flush-behind writeback start is running (at most one per partition).
     flushing: Arc<AtomicBool>,
     /// The log's fence (a shared clone): set by the first failed sync of the partition's
     /// segment, in the log or here (group commit, flush-behind); from then on the partition

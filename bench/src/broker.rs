@@ -353,7 +353,7 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
         // Each partition's batches go through one ordered pipeline (for an idempotent
         // producer, so that their sequences arrive in order); the window is shared across
         // partitions.
-        let prepared = encode_batch(0, options.batch_records, &value, None)?;
+        let prepared = bytes::Bytes::from(encode_batch(0, options.batch_records, &value, None)?);
         let mut pipelines = Vec::new();
         for _ in 0..options.partitions {
             pipelines.push(client.pipeline().await?);
@@ -374,7 +374,8 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
                     options.batch_records,
                     &value,
                     Some(producer),
-                )?,
+                )?
+                .into(),
                 None => prepared.clone(),
             };
             let request = herald_wire::Request::Produce {
@@ -394,7 +395,7 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
         // One batch encoded up front and sent again and again (the broker gives each its own
         // offsets), as Iggy's bench re-sends one prepared batch: the produce phase measures
         // the transport and the broker, not the encoder sharing their cores.
-        let prepared = encode_batch(0, options.batch_records, &value, None)?;
+        let prepared = bytes::Bytes::from(encode_batch(0, options.batch_records, &value, None)?);
         for n in 0..batch_count {
             if in_flight.len() >= options.window {
                 if let Some(done) = in_flight.join_next().await {
@@ -546,7 +547,7 @@ fn spawn_produce(
     client: &BrokerClient,
     partition: u32,
     durability: Durability,
-    batch: Vec<u8>,
+    batch: bytes::Bytes,
 ) {
     let client = client.clone();
     in_flight.spawn(async move {

@@ -347,7 +347,7 @@ async fn raw_produce(client: &BrokerClient, topic: &str, n: usize) -> anyhow::Re
             topic: topic.into(),
             partition: 0,
             durability: Durability::Memory,
-            batch,
+            batch: batch.into(),
         };
         waiting.push_back(pipeline.send(&request).await?);
     }

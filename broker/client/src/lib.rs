@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use herald_auth::acl::{AclEntry, AclFilter};
 use herald_auth::local::{LocalCredentials, LOCAL_CREDENTIALS_BYTES_MAX};
 use herald_auth::scram::{self, ScramClient, ScramError};
-use herald_wire::frame::{Frame, FrameHeader, FrameKind};
+use herald_wire::frame::{Frame, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::messages::{Durability, ErrorBody, OffsetSpec, TopicConfig, TopicDescription};
 use herald_wire::security::{SecurityRequest, SecurityResponse};
@@ -225,10 +226,10 @@ impl Pipeline {
         &self,
         request: &Request,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<Response, RequestError>>, RequestError> {
-        self.send_encoded(request.api(), request.encoded_len_hint(), |out| {
-            request.encode(out)
-        })
-        .await
+        let (head, tail) = Frame::encode_with_tail(request_header(request.api(), 0), |out| {
+            request.encode_split(out)
+        })?;
+        self.send_frame(request.api(), head, tail).await
     }
 
     /// Sends an `api` request whose body `write_body` appends (for a caller that keeps the
@@ -240,16 +241,21 @@ impl Pipeline {
         body_bytes_hint: usize,
         write_body: impl FnOnce(&mut Vec<u8>),
     ) -> Result<tokio::sync::oneshot::Receiver<Result<Response, RequestError>>, RequestError> {
-        let header = FrameHeader {
-            kind: FrameKind::Request,
-            api: api as u16,
-            request_id: 0,
-        };
-        let mut frame = Frame::encode_with(header, body_bytes_hint, write_body)?;
+        let frame = Frame::encode_with(request_header(api, 0), body_bytes_hint, write_body)?;
+        self.send_frame(api, frame, None).await
+    }
+
+    /// Sends an encoded frame (`head`, then `tail` if any) with the next request ID.
+    async fn send_frame(
+        &self,
+        api: Api,
+        mut head: Vec<u8>,
+        tail: Option<Bytes>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Response, RequestError>>, RequestError> {
         let mut send = self.send.lock().await;
         // The ID is taken under the stream lock, so IDs go out in order.
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        Frame::set_request_id(&mut frame, request_id);
+        Frame::set_request_id(&mut head, request_id);
         let (done, answer) = tokio::sync::oneshot::channel();
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -260,9 +266,7 @@ impl Pipeline {
             }
             pending.push_back((request_id, api, done));
         }
-        send.write_all(&frame)
-            .await
-            .map_err(|e| RequestError::Stream(e.to_string()))?;
+        write_frame(&mut send, head, tail).await?;
         Ok(answer)
     }
 }
@@ -295,7 +299,7 @@ pub fn refused(response: Response) -> Result<Response, RequestError> {
 pub struct Fetched {
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    pub batches: Vec<u8>,
+    pub batches: Bytes,
 }
 
 /// The QUIC client configuration [`BrokerClient::connect`] connects with: TLS 1.3 accepting
@@ -538,19 +542,11 @@ impl BrokerClient {
     async fn exchange(&self, request: &Request) -> Result<Response, RequestError> {
         let api = request.api();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let frame = Frame::encode_with(
-            FrameHeader {
-                kind: FrameKind::Request,
-                api: api as u16,
-                request_id,
-            },
-            request.encoded_len_hint(),
-            |out| request.encode(out),
-        )?;
+        let (head, tail) = Frame::encode_with_tail(request_header(api, request_id), |out| {
+            request.encode_split(out)
+        })?;
         let (mut send, mut recv) = self.connection.open_bi().await?;
-        send.write_all(&frame)
-            .await
-            .map_err(|e| RequestError::Stream(e.to_string()))?;
+        write_frame(&mut send, head, tail).await?;
         send.finish()
             .map_err(|e| RequestError::Stream(e.to_string()))?;
         let frame = read_frame(&mut recv).await?;
@@ -612,14 +608,14 @@ impl BrokerClient {
         topic: &str,
         partition: u32,
         durability: Durability,
-        batch: Vec<u8>,
+        batch: impl Into<Bytes>,
     ) -> Result<(i64, i64), RequestError> {
         match self
             .call(Request::Produce {
                 topic: topic.to_owned(),
                 partition,
                 durability,
-                batch,
+                batch: batch.into(),
             })
             .await?
         {
@@ -809,15 +805,40 @@ fn unexpected(api: Api, answer: Response) -> RequestError {
 
 /// Reads one length-prefixed frame, refusing lengths over the limit before allocating.
 pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Frame, RequestError> {
-    let mut prefix = [0u8; 4];
-    recv.read_exact(&mut prefix)
+    // The head first, then the body into a buffer of its own that the body's decoding keeps
+    // (a fetch's batches are a view into it): nothing is moved or copied after the read.
+    let mut head = [0u8; FRAME_HEADER_BYTES];
+    recv.read_exact(&mut head)
         .await
         .map_err(|e| RequestError::Stream(e.to_string()))?;
-    let length = Frame::announced_length(prefix)?;
+    let (length, header) = Frame::decode_head(head)?;
     let body = read_body(recv, length)
         .await
         .map_err(|e| RequestError::Stream(e.to_string()))?;
-    Ok(Frame::decode_owned(body)?)
+    Ok(Frame { header, body })
+}
+
+/// The header of a request frame for `api` (the ID may be set later).
+fn request_header(api: Api, request_id: u64) -> FrameHeader {
+    FrameHeader {
+        kind: FrameKind::Request,
+        api: api as u16,
+        request_id,
+    }
+}
+
+/// Writes a frame's `head` and then its `tail` (a produce's batch) as chunks quinn keeps
+/// as they are: neither is copied again on the way out.
+async fn write_frame(
+    send: &mut quinn::SendStream,
+    head: Vec<u8>,
+    tail: Option<Bytes>,
+) -> Result<(), RequestError> {
+    let written = match tail {
+        Some(tail) => send.write_all_chunks(&mut [Bytes::from(head), tail]).await,
+        None => send.write_chunk(Bytes::from(head)).await,
+    };
+    written.map_err(|e| RequestError::Stream(e.to_string()))
 }
 
 fn fingerprint_of_pem_file(path: &Path) -> Result<[u8; 32], ConnectError> {

@@ -22,13 +22,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-// `bytes::Bytes`, the chunk type quinn's writes take (axum re-exports it; this crate has no
-// direct dependency on `bytes`).
-use axum::body::Bytes;
+use bytes::Bytes;
 use herald_broker_core::groups::GroupConfig;
 use herald_metrics::{Counter, Metrics};
 use herald_registry_client::RegistryClient;
-use herald_wire::frame::{Frame, FrameHeader, FrameKind};
+use herald_wire::frame::{Frame, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use herald_wire::limits::{FETCH_BYTES_MAX, FRAME_BYTES_MAX};
 use herald_wire::messages::ErrorBody;
 use herald_wire::{Api, DecodeError, ErrorCode, Request, Response};
@@ -451,8 +449,9 @@ async fn serve_stream(
         // The in-flight permit (`_inflight`) lives until the response is written: a request
         // whose answer waits for budget or for the client to read it is still in flight, so a
         // client cannot pile up answers beyond the in-flight limit by not reading them.
+        let mut body = frame.body;
         let (reply, _inflight) = match (frame.header.kind, Api::from_code(frame.header.api)) {
-            (FrameKind::Request, Ok(api)) => match Request::decode(api, &frame.body) {
+            (FrameKind::Request, Ok(api)) => match decode_request(api, &mut body) {
                 Ok(Request::Security(SecurityRequest::Authenticate { mechanism, message })) => {
                     let step = conn.security.authenticate(&conn.session, &mechanism, &message, std::time::Instant::now(), &conn.broker.metrics);
                     if step.close {
@@ -464,7 +463,7 @@ async fn serve_stream(
                     if step.failed {
                         tokio::time::sleep(AUTHENTICATION_FAILURE_DELAY).await;
                     }
-                    respond(&mut send, &conn, header, Reply::Ready(step.response), &frame.body).await?;
+                    respond(&mut send, &conn, header, Reply::Ready(step.response), &body).await?;
                     continue;
                 }
                 Ok(request) => match conn.security.admit(&conn.session, &request, &conn.broker.metrics) {
@@ -479,10 +478,20 @@ async fn serve_stream(
             (FrameKind::Response, _) => (Reply::Ready(Response::error(ErrorCode::InvalidRequest, "clients send requests, not responses")), None),
             (_, Err(error)) => (Reply::Ready(Response::error(ErrorCode::UnsupportedVersion, error.to_string())), None),
         };
-        respond(&mut send, &conn, header, reply, &frame.body).await?;
+        respond(&mut send, &conn, header, reply, &body).await?;
     }
     send.finish()?;
     Ok(())
+}
+
+/// Decodes a request frame's body. A produce's batch is taken from it without a copy (the
+/// broker stamps it in place), leaving `body` empty; a fetch's body is kept, to be decoded
+/// again (see [`Refetch`]).
+fn decode_request(api: Api, body: &mut Vec<u8>) -> Result<Request, DecodeError> {
+    match api {
+        Api::Fetch => Request::decode(api, body),
+        _ => Request::decode_owned(api, std::mem::take(body)),
+    }
 }
 
 /// The next frame on a stream, or `None` when the client finished the stream between frames.
@@ -491,16 +500,16 @@ async fn next_frame(
     read_budget: &Arc<Semaphore>,
     most: usize,
 ) -> Result<Option<(Frame, OwnedSemaphorePermit)>, String> {
-    let mut prefix = [0u8; 4];
-    match recv.read_exact(&mut prefix).await {
+    let mut head = [0u8; FRAME_HEADER_BYTES];
+    match recv.read_exact(&mut head).await {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(error) => return Err(error.to_string()),
     }
-    let length = Frame::announced_length(prefix).map_err(|e| e.to_string())?;
+    let (length, header) = Frame::decode_head(head).map_err(|e| e.to_string())?;
     if length > most {
         return Err(format!(
-            "a frame of {length} bytes before authenticating; at most {most} until then"
+            "a frame body of {length} bytes before authenticating; at most {most} until then"
         ));
     }
     // Frame bodies buffered by one connection are bounded: a peer announcing large frames on
@@ -513,9 +522,7 @@ async fn next_frame(
     let body = herald_quic::read_body(recv, length)
         .await
         .map_err(|e| e.to_string())?;
-    Frame::decode_owned(body)
-        .map(|frame| Some((frame, permit)))
-        .map_err(|e| e.to_string())
+    Ok(Some((Frame { header, body }, permit)))
 }
 
 /// Answers on `send`: gets the answer (from the broker for a request in flight), holds its
@@ -816,33 +823,25 @@ fn saturating_after(from: Instant, after: Duration) -> Instant {
 /// batches (sent as they are, uncopied).
 struct Encoded {
     head: Vec<u8>,
-    batches: Option<Vec<u8>>,
+    batches: Option<Bytes>,
 }
 
 impl Encoded {
     fn new(header: FrameHeader, response: Response) -> Result<Self, DecodeError> {
-        let mut body_head = Vec::with_capacity(64);
-        let batches = response.encode_split(&mut body_head);
-        let body_len = body_head.len() + batches.as_ref().map_or(0, Vec::len);
-        let frame_head = Frame::encode_header(header, body_len)?;
-        let mut head = Vec::with_capacity(frame_head.len() + body_head.len());
-        head.extend_from_slice(&frame_head);
-        head.extend_from_slice(&body_head);
+        let (head, batches) = Frame::encode_with_tail(header, |out| response.encode_split(out))?;
         Ok(Self { head, batches })
     }
 
     /// The frame's length on the wire, length prefix included.
     fn len(&self) -> usize {
-        self.head.len() + self.batches.as_ref().map_or(0, Vec::len)
+        self.head.len() + self.batches.as_ref().map_or(0, Bytes::len)
     }
 
     /// The chunks to hand quinn, and how many of them count: the head, then the batches if
     /// any. A fixed array: writing allocates no list of chunks.
     fn into_chunks(self) -> ([Bytes; 2], usize) {
         match self.batches {
-            Some(batches) if !batches.is_empty() => {
-                ([Bytes::from(self.head), Bytes::from(batches)], 2)
-            }
+            Some(batches) if !batches.is_empty() => ([Bytes::from(self.head), batches], 2),
             _ => ([Bytes::from(self.head), Bytes::new()], 1),
         }
     }
@@ -1346,7 +1345,7 @@ mod tests {
         let fetched = |batches: Vec<u8>| Response::Fetched {
             high_watermark: 1,
             log_start_offset: 0,
-            batches,
+            batches: batches.into(),
         };
         let encoded = Encoded::new(header, fetched(vec![1; 1000])).expect("encodes");
         let len = encoded.len();

@@ -166,7 +166,7 @@ async fn a_stranger_may_send_no_large_frame_and_is_closed_if_it_does_not_authent
         topic: "orders".to_owned(),
         partition: 0,
         durability: Durability::Memory,
-        batch: vec![0; 1 << 20],
+        batch: vec![0; 1 << 20].into(),
     };
     // Refused from its length prefix, before its body is buffered: the answer is the
     // stream's frame error (header api 0), which the client reports as unexpected.

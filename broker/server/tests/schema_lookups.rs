@@ -180,7 +180,7 @@ async fn produce(broker: &Broker, batch: Vec<u8>) -> Response {
             topic: TOPIC.into(),
             partition: 0,
             durability: Durability::Memory,
-            batch,
+            batch: batch.into(),
         })
         .await
 }

@@ -1,5 +1,7 @@
 //! Frames: the length-prefixed, versioned envelope of every request and response.
 
+use bytes::Bytes;
+
 use crate::codec::{DecodeError, Reader};
 use crate::limits::FRAME_BYTES_MAX;
 
@@ -50,6 +52,22 @@ impl Frame {
         Ok(out)
     }
 
+    /// Encodes a frame whose body is what `write_head` appends followed by the payload it
+    /// returns, if any: the payload (a produce's batch, a fetch's batches) is not copied into
+    /// the frame but handed back, to be sent after it as its own chunk.
+    pub fn encode_with_tail(
+        header: FrameHeader,
+        write_head: impl FnOnce(&mut Vec<u8>) -> Option<Bytes>,
+    ) -> Result<(Vec<u8>, Option<Bytes>), DecodeError> {
+        let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + 64);
+        out.resize(FRAME_HEADER_BYTES, 0);
+        let tail = write_head(&mut out);
+        let body_len = out.len() - FRAME_HEADER_BYTES + tail.as_ref().map_or(0, Bytes::len);
+        let head = Self::encode_header(header, body_len)?;
+        out[..FRAME_HEADER_BYTES].copy_from_slice(&head);
+        Ok((out, tail))
+    }
+
     /// Rewrites the request ID of an encoded frame (an ID assigned after encoding).
     pub fn set_request_id(frame: &mut [u8], request_id: u64) {
         if let Some(field) = frame.get_mut(8..FRAME_HEADER_BYTES) {
@@ -82,14 +100,15 @@ impl Frame {
         Ok(out)
     }
 
-    /// Decodes an owned frame (after its length prefix) without copying the body.
-    pub fn decode_owned(mut bytes: Vec<u8>) -> Result<Self, DecodeError> {
-        let header = Self::decode(bytes.get(..FRAME_HEADER_BYTES - 4).unwrap_or(&bytes))?.header;
-        bytes.drain(..FRAME_HEADER_BYTES - 4);
-        Ok(Self {
-            header,
-            body: bytes,
-        })
+    /// Decodes the 16 bytes that start a frame: the body length that follows them (checked
+    /// against the limit) and the header. A reader takes these first and then the body into
+    /// a buffer of its own, which the body's decoding can keep without moving it.
+    pub fn decode_head(
+        head: [u8; FRAME_HEADER_BYTES],
+    ) -> Result<(usize, FrameHeader), DecodeError> {
+        let length = Self::announced_length([head[0], head[1], head[2], head[3]])?;
+        let header = Self::decode_header(&head[4..])?;
+        Ok((length - (FRAME_HEADER_BYTES - 4), header))
     }
 
     /// The length announced by a 4-byte prefix, checked against the limit.
@@ -113,6 +132,13 @@ impl Frame {
 
     /// Decodes the bytes after the length prefix.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let header = Self::decode_header(bytes)?;
+        let body = bytes[FRAME_HEADER_BYTES - 4..].to_vec();
+        Ok(Self { header, body })
+    }
+
+    /// The header at the start of `bytes` (after the length prefix).
+    fn decode_header(bytes: &[u8]) -> Result<FrameHeader, DecodeError> {
         let mut reader = Reader::new(bytes);
         let version = reader.u8("frame version")?;
         if version != PROTOCOL_VERSION {
@@ -130,14 +156,10 @@ impl Frame {
         };
         let api = reader.u16("api")?;
         let request_id = reader.u64("request id")?;
-        let body = reader.take(reader.remaining(), "body")?.to_vec();
-        Ok(Self {
-            header: FrameHeader {
-                kind,
-                api,
-                request_id,
-            },
-            body,
+        Ok(FrameHeader {
+            kind,
+            api,
+            request_id,
         })
     }
 }
@@ -156,7 +178,8 @@ mod tests {
             prop_assert_eq!(length, bytes.len() - 4);
             let frame = Frame::decode(&bytes[4..]).expect("decodes");
             prop_assert_eq!(&frame, &Frame { header, body: body.clone() });
-            prop_assert_eq!(Frame::decode_owned(bytes[4..].to_vec()).expect("decodes owned"), frame);
+            let head: [u8; FRAME_HEADER_BYTES] = bytes[..FRAME_HEADER_BYTES].try_into().expect("head");
+            prop_assert_eq!(Frame::decode_head(head).expect("decodes the head"), (body.len(), header));
             // Encoded with a late request ID: the same frame.
             let mut late = Frame::encode_with(FrameHeader { request_id: 0, ..header }, 0, |out| out.extend_from_slice(&body)).expect("encodes");
             Frame::set_request_id(&mut late, request_id);
@@ -166,7 +189,9 @@ mod tests {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64), prefix in any::<[u8; 4]>()) {
             let _ = Frame::decode(&bytes);
-            let _ = Frame::decode_owned(bytes.clone());
+            if let Ok(head) = <[u8; FRAME_HEADER_BYTES]>::try_from(bytes.get(..FRAME_HEADER_BYTES).unwrap_or(&[])) {
+                let _ = Frame::decode_head(head);
+            }
             let _ = Frame::announced_length(prefix);
         }
     }

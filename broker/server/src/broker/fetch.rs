@@ -52,7 +52,7 @@ impl Broker {
                 return Ok(Response::Fetched {
                     high_watermark: read.high_watermark,
                     log_start_offset: read.log_start_offset,
-                    batches: read.bytes,
+                    batches: read.bytes.into(),
                 });
             }
             let _ = tokio::time::timeout(deadline - now, notified).await;

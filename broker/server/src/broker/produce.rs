@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use herald_broker_core::log::{AppendError, PartitionLog};
 use herald_broker_core::validation::{validate_batch, BatchVerdict};
 use herald_wire::batch::BatchView;
@@ -35,9 +36,12 @@ impl Broker {
         topic_name: &str,
         partition_id: u32,
         durability: Durability,
-        mut batch: Vec<u8>,
+        batch: Bytes,
     ) -> Result<Response, Response> {
         let started = Instant::now();
+        // The request's batch is the only view of its frame's buffer: stamped in place, no
+        // copy (a shared one would be copied here).
+        let mut batch = BytesMut::from(batch);
         let (topic, partition) = self.partition(topic_name, partition_id)?;
         let record_count;
         {
@@ -300,7 +304,7 @@ mod tests {
                 topic: "t".into(),
                 partition: 0,
                 durability,
-                batch: batch(),
+                batch: batch().into(),
             })
         };
         assert!(code(&produce(Durability::Fsync).await).is_none());

@@ -685,7 +685,7 @@ mod deletion_tests {
                 topic: "t".into(),
                 partition: 0,
                 durability: Durability::Memory,
-                batch: batch(),
+                batch: batch().into(),
             })
             .await;
         assert!(
@@ -727,7 +727,7 @@ mod deletion_tests {
                     topic: "t".into(),
                     partition: 0,
                     durability: Durability::Memory,
-                    batch: test_support::one_record(&[fill; 3000]),
+                    batch: test_support::one_record(&[fill; 3000]).into(),
                 })
                 .await;
             assert!(
@@ -749,7 +749,7 @@ mod deletion_tests {
             })
             .await
         {
-            Response::Fetched { batches, .. } => batches,
+            Response::Fetched { batches, .. } => batches.to_vec(),
             other => panic!("fetch: {other:?}"),
         }
     }

@@ -189,7 +189,7 @@ mod tests {
                 topic: "orders".into(),
                 partition: 0,
                 durability: Durability::Memory,
-                batch: Vec::new()
+                batch: bytes::Bytes::new()
             }),
             t(Write)
         );

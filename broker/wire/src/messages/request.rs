@@ -1,7 +1,9 @@
 //! Requests: the [`Request`] enum, encoded into and decoded from request frame bodies.
 
+use bytes::Bytes;
+
 use crate::api::Api;
-use crate::codec::{put_bytes, put_string, DecodeError, Reader};
+use crate::codec::{put_string, DecodeError, Reader};
 use crate::groups::GroupRequest;
 use crate::limits::{BATCH_BYTES_MAX, PRODUCER_NAME_BYTES_MAX};
 use crate::security::SecurityRequest;
@@ -25,7 +27,9 @@ pub enum Request {
         topic: String,
         partition: u32,
         durability: Durability,
-        batch: Vec<u8>,
+        /// Shared, not copied: a client sends it as its own chunk after the frame's head, and
+        /// the broker's is a view into the frame it read (see [`Request::decode_owned`]).
+        batch: Bytes,
     },
     Fetch {
         topic: String,
@@ -85,13 +89,46 @@ impl Request {
         durability: Durability,
         batch: &[u8],
     ) {
+        Self::encode_produce_head(out, topic, partition, durability, batch.len());
+        out.extend_from_slice(batch);
+    }
+
+    /// Encodes into `out` everything but a trailing payload, which is returned to be sent
+    /// after it as is: a produce's batch goes to the transport without being copied into the
+    /// frame (the encoding is the same as [`Request::encode`]'s).
+    pub fn encode_split(&self, out: &mut Vec<u8>) -> Option<Bytes> {
+        match self {
+            Request::Produce {
+                topic,
+                partition,
+                durability,
+                batch,
+            } => {
+                Self::encode_produce_head(out, topic, *partition, *durability, batch.len());
+                Some(batch.clone())
+            }
+            other => {
+                other.encode(out);
+                None
+            }
+        }
+    }
+
+    /// A `Produce` body up to its batch's bytes: topic, partition, durability, batch length.
+    fn encode_produce_head(
+        out: &mut Vec<u8>,
+        topic: &str,
+        partition: u32,
+        durability: Durability,
+        batch_len: usize,
+    ) {
         put_string(out, topic);
         out.extend_from_slice(&partition.to_be_bytes());
         out.push(match durability {
             Durability::Memory => 0,
             Durability::Fsync => 1,
         });
-        put_bytes(out, batch);
+        out.extend_from_slice(&(batch_len as u32).to_be_bytes());
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -146,6 +183,42 @@ impl Request {
         }
     }
 
+    /// Decodes an owned body; a produce's batch is a view into it (no copy, no move), and
+    /// the only holder of that buffer, so the broker can stamp it in place.
+    pub fn decode_owned(api: Api, body: Vec<u8>) -> Result<Self, DecodeError> {
+        if api != Api::Produce {
+            return Self::decode(api, &body);
+        }
+        let mut r = Reader::new(&body);
+        let (topic, partition, durability) = Self::decode_produce_head(&mut r)?;
+        let batch_len = r.bytes("batch", BATCH_BYTES_MAX)?.len();
+        r.finish("request")?;
+        let start = body.len() - batch_len;
+        Ok(Request::Produce {
+            topic,
+            partition,
+            durability,
+            batch: Bytes::from(body).slice(start..),
+        })
+    }
+
+    fn decode_produce_head(r: &mut Reader<'_>) -> Result<(String, u32, Durability), DecodeError> {
+        Ok((
+            topic_name(r)?,
+            r.u32("partition")?,
+            match r.u8("durability")? {
+                0 => Durability::Memory,
+                1 => Durability::Fsync,
+                other => {
+                    return Err(DecodeError::Invalid {
+                        what: "durability",
+                        detail: other.to_string(),
+                    })
+                }
+            },
+        ))
+    }
+
     pub fn decode(api: Api, body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let request = match api {
@@ -160,21 +233,15 @@ impl Request {
             Api::DescribeTopic => Request::DescribeTopic {
                 name: topic_name(&mut r)?,
             },
-            Api::Produce => Request::Produce {
-                topic: topic_name(&mut r)?,
-                partition: r.u32("partition")?,
-                durability: match r.u8("durability")? {
-                    0 => Durability::Memory,
-                    1 => Durability::Fsync,
-                    other => {
-                        return Err(DecodeError::Invalid {
-                            what: "durability",
-                            detail: other.to_string(),
-                        })
-                    }
-                },
-                batch: r.bytes("batch", BATCH_BYTES_MAX)?.to_vec(),
-            },
+            Api::Produce => {
+                let (topic, partition, durability) = Self::decode_produce_head(&mut r)?;
+                Request::Produce {
+                    topic,
+                    partition,
+                    durability,
+                    batch: Bytes::copy_from_slice(r.bytes("batch", BATCH_BYTES_MAX)?),
+                }
+            }
             Api::Fetch => Request::Fetch {
                 topic: topic_name(&mut r)?,
                 partition: r.u32("partition")?,

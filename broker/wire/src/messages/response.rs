@@ -1,6 +1,8 @@
 //! Responses: the [`Response`] enum and its error answer, encoded into and decoded from
 //! response frame bodies.
 
+use bytes::Bytes;
+
 use crate::api::Api;
 use crate::codec::{put_bytes, put_string, DecodeError, Reader};
 use crate::error::ErrorCode;
@@ -39,7 +41,9 @@ pub enum Response {
     Fetched {
         high_watermark: i64,
         log_start_offset: i64,
-        batches: Vec<u8>,
+        /// Shared, not copied: the broker hands its read buffer to the transport, and a
+        /// client's answer is a view into the frame it read.
+        batches: Bytes,
     },
     Offset {
         offset: i64,
@@ -121,7 +125,7 @@ impl Response {
 
     /// Encodes into `out` everything but a trailing payload, which is returned to be sent
     /// as is: a fetch's batches go to the transport without being copied into the frame.
-    pub fn encode_split(self, out: &mut Vec<u8>) -> Option<Vec<u8>> {
+    pub fn encode_split(self, out: &mut Vec<u8>) -> Option<Bytes> {
         match self {
             Response::Fetched {
                 high_watermark,
@@ -141,8 +145,8 @@ impl Response {
         }
     }
 
-    /// Decodes an owned body; a fetch's batches are taken from it without a copy.
-    pub fn decode_owned(api: Api, mut body: Vec<u8>) -> Result<Self, DecodeError> {
+    /// Decodes an owned body; a fetch's batches are a view into it (no copy, no move).
+    pub fn decode_owned(api: Api, body: Vec<u8>) -> Result<Self, DecodeError> {
         const FETCHED_HEAD_BYTES: usize = 2 + 8 + 8 + 4;
         if api == Api::Fetch && body.len() >= FETCHED_HEAD_BYTES && body[..2] == [0, 0] {
             let mut r = Reader::new(&body[..FETCHED_HEAD_BYTES]);
@@ -172,11 +176,10 @@ impl Response {
                     }
                 });
             }
-            body.drain(..FETCHED_HEAD_BYTES);
             return Ok(Response::Fetched {
                 high_watermark,
                 log_start_offset,
-                batches: body,
+                batches: Bytes::from(body).slice(FETCHED_HEAD_BYTES..),
             });
         }
         Self::decode(api, &body)
@@ -224,9 +227,9 @@ impl Response {
             Api::Fetch => Response::Fetched {
                 high_watermark: r.i64("high watermark")?,
                 log_start_offset: r.i64("log start offset")?,
-                batches: r
-                    .bytes("batches", FETCH_BYTES_MAX + BATCH_BYTES_MAX)?
-                    .to_vec(),
+                batches: Bytes::copy_from_slice(
+                    r.bytes("batches", FETCH_BYTES_MAX + BATCH_BYTES_MAX)?,
+                ),
             },
             Api::ListOffsets => Response::Offset {
                 offset: r.i64("offset")?,

@@ -75,7 +75,10 @@ fn acl_filter() -> impl Strategy<Value = AclFilter> {
 
 fn security_request() -> impl Strategy<Value = SecurityRequest> {
     prop_oneof![
-        (".{0,16}", proptest::collection::vec(any::<u8>(), 0..200))
+        (
+            ".{0,8}", // at most 32 bytes (MECHANISM_BYTES_MAX) of UTF-8
+            proptest::collection::vec(any::<u8>(), 0..200)
+        )
             .prop_map(|(mechanism, message)| SecurityRequest::Authenticate { mechanism, message }),
         proptest::collection::vec(acl_entry(), 0..4)
             .prop_map(|entries| SecurityRequest::CreateAcls { entries }),
@@ -166,7 +169,7 @@ fn request() -> impl Strategy<Value = Request> {
                 } else {
                     Durability::Memory
                 },
-                batch
+                batch: batch.into()
             }),
         (
             name,
@@ -283,7 +286,7 @@ fn response() -> impl Strategy<Value = (Api, Response)> {
                 Response::Fetched {
                     high_watermark,
                     log_start_offset,
-                    batches
+                    batches: batches.into()
                 }
             )),
         (any::<i64>(), any::<i64>()).prop_map(|(offset, timestamp_ms)| (
@@ -456,12 +459,67 @@ fn group_response() -> impl Strategy<Value = (Api, GroupResponse)> {
     ]
 }
 
+/// A produce decoded from an owned body keeps its batch in that body's buffer: no copy, and
+/// the only view of it, so the broker takes it as mutable without copying either. A fetch
+/// answer's batches are likewise a view into the frame body.
+#[test]
+fn owned_decoding_takes_the_payload_without_copying_it() {
+    let request = Request::Produce {
+        topic: "t".into(),
+        partition: 3,
+        durability: Durability::Fsync,
+        batch: vec![7u8; 4096].into(),
+    };
+    let mut body = Vec::new();
+    request.encode(&mut body);
+    let buffer = body.as_ptr() as usize;
+    let Request::Produce { batch, .. } =
+        Request::decode_owned(Api::Produce, body).expect("decodes")
+    else {
+        panic!("a produce");
+    };
+    assert_eq!(batch.as_ptr() as usize, buffer + body_head_len("t"));
+    let writable = bytes::BytesMut::from(batch);
+    assert_eq!(
+        writable.as_ptr() as usize,
+        buffer + body_head_len("t"),
+        "taken as mutable without a copy"
+    );
+
+    let response = Response::Fetched {
+        high_watermark: 9,
+        log_start_offset: 0,
+        batches: vec![1u8; 4096].into(),
+    };
+    let mut body = Vec::new();
+    response.encode(&mut body);
+    let buffer = body.as_ptr() as usize;
+    let Response::Fetched { batches, .. } =
+        Response::decode_owned(Api::Fetch, body).expect("decodes")
+    else {
+        panic!("fetched");
+    };
+    assert_eq!(batches.as_ptr() as usize, buffer + 2 + 8 + 8 + 4);
+}
+
+/// Bytes of a produce body before its batch: topic (u16 length + bytes), partition, durability,
+/// batch length.
+fn body_head_len(topic: &str) -> usize {
+    2 + topic.len() + 4 + 1 + 4
+}
+
 proptest! {
     #[test]
     fn requests_round_trip(request in request()) {
         let mut body = Vec::new();
         request.encode(&mut body);
-        prop_assert_eq!(Request::decode(request.api(), &body).expect("decodes"), request);
+        prop_assert_eq!(&Request::decode(request.api(), &body).expect("decodes"), &request);
+        prop_assert_eq!(&Request::decode_owned(request.api(), body.clone()).expect("decodes owned"), &request);
+        let mut split = Vec::new();
+        if let Some(tail) = request.encode_split(&mut split) {
+            split.extend_from_slice(&tail);
+        }
+        prop_assert_eq!(split, body);
     }
 
     #[test]
@@ -483,6 +541,7 @@ proptest! {
         let _ = Request::decode(api, &bytes);
         let _ = Response::decode(api, &bytes);
         let _ = Response::decode_owned(api, bytes.clone());
+        let _ = Request::decode_owned(api, bytes.clone());
         let mut body = Vec::new();
         request.encode(&mut body);
         let cut = cut.min(body.len());

@@ -440,7 +440,14 @@ impl BrokerClient {
         }
         .parse()
         .map_err(|_| ConnectError::Tls("bind address".into()))?;
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(ConnectError::Endpoint)?;
+        let (socket, _) = herald_quic::bind_udp(bind).map_err(ConnectError::Endpoint)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(ConnectError::Endpoint)?;
         endpoint.set_default_client_config(config);
         let connection = endpoint
             .connect(addr, "herald")

@@ -232,10 +232,19 @@ pub async fn serve(
     if !security.required() {
         tracing::warn!("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this broker may read, write and delete every topic and group; use it for throwaway setups only");
     }
-    let socket = std::net::UdpSocket::bind(config.listen).map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let (socket, receive_buffer) =
+        herald_quic::bind_udp(config.listen).map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    if receive_buffer < herald_quic::SOCKET_RECEIVE_BUFFER_WARN_BYTES {
+        tracing::warn!(
+            receive_buffer,
+            wanted = herald_quic::SOCKET_BUFFER_BYTES,
+            "the kernel granted a small UDP receive buffer: bursts of large requests may be dropped and resent (raise net.core.rmem_max to {} or more)",
+            herald_quic::SOCKET_BUFFER_BYTES
+        );
+    }
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::new(tls::reset_key(&identity)),
         Some(tls::server_config(

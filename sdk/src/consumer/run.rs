@@ -584,7 +584,7 @@ impl RawConsumer {
         let source = FetchedBuffer::new(
             partition.topic.as_str(),
             partition.partition,
-            fetched.batches.into(),
+            fetched.batches,
         );
         // One clock read per fetch for the breaker's permissions (see `process`), and the
         // start of the handling the heartbeat task holds against `max_poll_interval`.

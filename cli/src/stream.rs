@@ -282,8 +282,7 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             let fetched = client
                 .fetch(&args.topic, *partition, *offset, 1 << 20, wait, 1)
                 .await?;
-            let source =
-                FetchedBuffer::new(args.topic.as_str(), *partition, fetched.batches.into());
+            let source = FetchedBuffer::new(args.topic.as_str(), *partition, fetched.batches);
             for view in batches(source.bytes()) {
                 let view = view?;
                 for (index, record) in view.records().enumerate() {

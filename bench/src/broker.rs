@@ -57,6 +57,10 @@ pub(crate) struct Options {
     /// with --idempotent).
     #[arg(long, default_value = "per-request", value_parser = ["per-request", "pipeline"])]
     streams: String,
+    /// Bytes each consume fetch asks for (the SDK consumer's default is 1 MiB); the next
+    /// fetch is in flight while one is checked
+    #[arg(long, default_value_t = 1024 * 1024)]
+    fetch_bytes: u32,
     /// Also consume through a consumer group with this many members, and time a rebalance
     /// when one more joins (0 skips both).
     #[arg(long, default_value_t = 0)]
@@ -79,8 +83,11 @@ pub(crate) struct Options {
 
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
     anyhow::ensure!(
-        options.window > 0 && options.batch_records > 0 && options.records > 0,
-        "--window, --batch-records and --records must be at least 1"
+        options.window > 0
+            && options.batch_records > 0
+            && options.records > 0
+            && options.fetch_bytes > 0,
+        "--window, --batch-records, --records and --fetch-bytes must be at least 1"
     );
     let durability = match options.durability.as_str() {
         "memory" => Durability::Memory,
@@ -425,34 +432,24 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
         latencies,
     );
 
-    // Consume everything back, checking every CRC and counting records.
+    // Consume everything back, checking every CRC and counting records: one reader per
+    // partition, all at once (as Iggy's bench runs one consumer per producer), each with the
+    // next fetch in flight while it checks the last one (as the SDK's consumer prefetches).
     let started = Instant::now();
+    let mut readers = tokio::task::JoinSet::new();
+    for partition in 0..options.partitions {
+        readers.spawn(consume_partition(
+            client.clone(),
+            partition,
+            options.fetch_bytes,
+        ));
+    }
     let mut consumed = 0usize;
     let mut fetch_latencies = Vec::new();
-    for partition in 0..options.partitions {
-        let mut offset = 0i64;
-        loop {
-            let sent = Instant::now();
-            let fetched = client
-                .fetch(
-                    "bench",
-                    partition,
-                    offset,
-                    4 * 1024 * 1024,
-                    Duration::ZERO,
-                    1,
-                )
-                .await?;
-            fetch_latencies.push(sent.elapsed());
-            if fetched.batches.is_empty() {
-                break;
-            }
-            for view in batches(&fetched.batches) {
-                let view = view?;
-                consumed += view.records().filter(|r| r.is_ok()).count();
-                offset = view.next_offset();
-            }
-        }
+    while let Some(read) = readers.join_next().await {
+        let (records, latencies) = read??;
+        consumed += records;
+        fetch_latencies.extend(latencies);
     }
     anyhow::ensure!(
         consumed == produced,
@@ -539,6 +536,43 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
     }
     client.close();
     Ok(())
+}
+
+/// Reads `partition` from offset 0 to its end, checking every batch's CRC and counting its
+/// records, with the next fetch in flight while one is checked. Returns the records read and
+/// each fetch's latency.
+async fn consume_partition(
+    client: BrokerClient,
+    partition: u32,
+    fetch_bytes: u32,
+) -> anyhow::Result<(usize, Vec<Duration>)> {
+    let fetch = |offset: i64| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let fetched = client
+                .fetch("bench", partition, offset, fetch_bytes, Duration::ZERO, 1)
+                .await;
+            (fetched, sent.elapsed())
+        })
+    };
+    let mut consumed = 0;
+    let mut latencies = Vec::new();
+    let mut next = fetch(0);
+    loop {
+        let (fetched, latency) = next.await?;
+        let fetched = fetched?;
+        latencies.push(latency);
+        // Where the next fetch starts, from the batch headers alone (as the SDK's consumer
+        // finds it); then it goes out before this one's records are checked.
+        let Some(end) = herald_wire::batch::next_offset_after(&fetched.batches) else {
+            return Ok((consumed, latencies));
+        };
+        next = fetch(end);
+        for view in batches(&fetched.batches) {
+            consumed += view?.records().filter(|r| r.is_ok()).count();
+        }
+    }
 }
 
 /// Sends one produce in the background; the task yields its ack latency.

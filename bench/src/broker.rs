@@ -433,16 +433,17 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
     );
 
     // Consume everything back, checking every CRC and counting records: one reader per
-    // partition, all at once (as Iggy's bench runs one consumer per producer), each with the
-    // next fetch in flight while it checks the last one (as the SDK's consumer prefetches).
+    // partition, all at once, each on a connection of its own (as Iggy's bench runs one
+    // consumer, with its own client, per producer), each with the next fetch in flight while
+    // it checks the last one (as the SDK's consumer prefetches).
+    let mut reader_clients = vec![client.clone()];
+    for _ in 1..options.partitions {
+        reader_clients.push(broker.client().await?);
+    }
     let started = Instant::now();
     let mut readers = tokio::task::JoinSet::new();
-    for partition in 0..options.partitions {
-        readers.spawn(consume_partition(
-            client.clone(),
-            partition,
-            options.fetch_bytes,
-        ));
+    for (partition, reader) in (0..options.partitions).zip(reader_clients) {
+        readers.spawn(consume_partition(reader, partition, options.fetch_bytes));
     }
     let mut consumed = 0usize;
     let mut fetch_latencies = Vec::new();

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,11 @@ pub const CONNECTIONS_PER_SOURCE_MAX: usize = 64;
 /// An HTTP/1 connection that sends no complete request header for this long (idle keep-alive
 /// included) is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection that sends no request this long after it opened (after its TLS handshake over
+/// HTTPS) is closed. hyper's header timeout starts only once the HTTP version is known, and
+/// the version is read from the first bytes with no deadline: without this, a connection that
+/// sends nothing held a slot until [`CONNECTION_AGE_MAX`].
+pub const FIRST_REQUEST_TIMEOUT: Duration = HEADER_READ_TIMEOUT;
 /// A connection older than this is asked to close (after its requests under way): no
 /// connection holds a slot forever, whatever it does.
 pub const CONNECTION_AGE_MAX: Duration = Duration::from_secs(600);
@@ -200,7 +206,7 @@ pub async fn serve(
     on_bound(addr);
     let app = NormalizePathLayer::trim_trailing_slash().layer(app(registry, auth));
     let acceptor = tls.map(|tls| tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
-    serve_bounded(listener, acceptor, app, shutdown).await;
+    serve_bounded(listener, acceptor, app, shutdown, FIRST_REQUEST_TIMEOUT).await;
     tracing::info!("registry stopped");
     Ok(())
 }
@@ -252,12 +258,14 @@ fn is_connection_error(error: &std::io::Error) -> bool {
 /// `shutdown` completes, then lets the open connections finish their requests for up to
 /// [`DRAIN_TIMEOUT`]. At most [`CONNECTIONS_MAX`] connections at once and
 /// [`CONNECTIONS_PER_SOURCE_MAX`] per source; HTTP/1.1 and HTTP/2 (over plain HTTP by prior
-/// knowledge, h2c).
+/// knowledge, h2c). A connection that sends no request within `first_request_timeout`
+/// ([`FIRST_REQUEST_TIMEOUT`]) is closed.
 async fn serve_bounded(
     listener: tokio::net::TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: NormalizePath<Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    first_request_timeout: Duration,
 ) {
     let scheme = if acceptor.is_some() { "HTTPS" } else { "HTTP" };
     let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
@@ -313,13 +321,15 @@ async fn serve_bounded(
             let _permit = permit;
             let _slot = slot;
             let Some(acceptor) = acceptor else {
-                serve_connection(&http, socket, service, &mut stopping, peer).await;
+                let deadline = first_request_timeout;
+                serve_connection(&http, socket, service, &mut stopping, peer, deadline).await;
                 return;
             };
             let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket));
             match handshake.await {
                 Ok(Ok(stream)) => {
-                    serve_connection(&http, stream, service, &mut stopping, peer).await
+                    let deadline = first_request_timeout;
+                    serve_connection(&http, stream, service, &mut stopping, peer, deadline).await
                 }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -342,20 +352,39 @@ async fn serve_bounded(
 }
 
 /// Serves the requests of one connection until it ends, is [`CONNECTION_AGE_MAX`] old or the
-/// server stops (then the requests under way finish first).
+/// server stops (then the requests under way finish first); closes it if no request came
+/// within `first_request_timeout`.
 async fn serve_connection<S>(
     http: &auto::Builder<TokioExecutor>,
     stream: S,
     service: TowerToHyperService<NormalizePath<Router>>,
     stopping: &mut tokio::sync::watch::Receiver<bool>,
     peer: SocketAddr,
+    first_request_timeout: Duration,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // Set by the first request the connection makes.
+    let requested = Arc::new(AtomicBool::new(false));
+    let seen = requested.clone();
+    let service = hyper::service::service_fn(move |request| {
+        seen.store(true, Ordering::Relaxed);
+        hyper::service::Service::call(&service, request)
+    });
+    let silent = async {
+        tokio::time::sleep(first_request_timeout).await;
+        if requested.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     let connection = http.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let served = tokio::select! {
         served = connection.as_mut() => served,
+        () = silent => {
+            tracing::debug!(%peer, "no request within {first_request_timeout:?}: closing the connection");
+            return;
+        }
         // Shutdown (or the server gone), or the connection is old: finish the requests
         // under way, then close.
         _ = stopping.changed() => {
@@ -554,4 +583,63 @@ async fn negotiate_content_type(request: Request, next: Next) -> Response {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    /// Sends one HTTP/1.1 request on `stream` and reads its answer's head.
+    async fn get(stream: &mut TcpStream) -> String {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: registry\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = vec![0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        String::from_utf8_lossy(&answer[..read]).into_owned()
+    }
+
+    /// A connection that never sends a byte is closed after the first-request timeout (it
+    /// held its slot for the connection's whole age before: hyper's header timeout starts only
+    /// once the HTTP version is read), while one that made a request stays open past it.
+    #[tokio::test]
+    async fn a_connection_that_sends_no_request_is_closed_and_one_that_did_is_kept() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = NormalizePathLayer::trim_trailing_slash()
+            .layer(Router::new().route("/", axum::routing::get(|| async { "ok" })));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let timeout = Duration::from_millis(300);
+        let server = tokio::spawn(serve_bounded(
+            listener,
+            None,
+            app,
+            async {
+                let _ = stopped.await;
+            },
+            timeout,
+        ));
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        let mut active = TcpStream::connect(addr).await.expect("connect");
+        assert!(get(&mut active).await.starts_with("HTTP/1.1 200"));
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte))
+            .await
+            .expect("the silent connection is closed well before its age limit");
+        assert_eq!(closed.expect("an orderly close"), 0);
+        // Past the timeout, the connection that made a request still answers.
+        tokio::time::sleep(timeout * 2).await;
+        assert!(get(&mut active).await.starts_with("HTTP/1.1 200"));
+        let _ = stop.send(());
+        server.await.expect("server stopped");
+    }
 }

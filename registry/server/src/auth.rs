@@ -185,9 +185,15 @@ impl Identity {
         }
     }
 
-    /// Whether listings need no filtering: an unscoped role and no ACLs that could deny.
-    pub fn sees_every_subject(&self) -> bool {
-        self.role.is_some() && self.subjects.is_none() && self.principal.is_none()
+    /// Whether listings need no filtering: an unscoped role, and no stored ACL entry that
+    /// could keep the principal from describing a subject.
+    pub fn sees_every_subject(&self, acls: Option<&RegistryAcls>) -> bool {
+        let unscoped = self.role.is_some() && self.subjects.is_none();
+        unscoped
+            && match (&self.principal, acls) {
+                (Some(principal), Some(acls)) => !acls.may_hide_subjects_from(principal),
+                _ => true,
+            }
     }
 
     /// Whether `GET /subjects` shows `subject`: not if a DENY entry keeps the principal from
@@ -225,6 +231,9 @@ pub struct RegistryAcls {
     /// Principals (by name; `*` for `User:*`) that some SUBJECT entry allows something: they
     /// may also read what needs no grant (schemas by ID, global settings).
     subject_grantees: std::collections::HashSet<String>,
+    /// Principals (by name; `*` for `User:*`) that some SUBJECT entry denies describing
+    /// (DESCRIBE or ALL): their subject listings must be filtered whatever their role.
+    subject_describe_denied: std::collections::HashSet<String>,
 }
 
 impl RegistryAcls {
@@ -237,6 +246,15 @@ impl RegistryAcls {
             })
             .map(|entry| entry.principal.name().to_owned())
             .collect();
+        let subject_describe_denied = entries
+            .iter()
+            .filter(|entry| {
+                entry.resource_type == ResourceType::Subject
+                    && entry.permission == herald_auth::acl::Permission::Deny
+                    && matches!(entry.operation, Operation::Describe | Operation::All)
+            })
+            .map(|entry| entry.principal.name().to_owned())
+            .collect();
         let authorizer = Authorizer::new(
             herald_auth::acl::Acls::from_entries(entries)?,
             Default::default(),
@@ -244,7 +262,16 @@ impl RegistryAcls {
         Ok(Self {
             authorizer,
             subject_grantees,
+            subject_describe_denied,
         })
+    }
+
+    /// Whether some SUBJECT entry may keep `principal` from describing a subject.
+    fn may_hide_subjects_from(&self, principal: &Principal) -> bool {
+        self.subject_describe_denied.contains(principal.name())
+            || self
+                .subject_describe_denied
+                .contains(herald_auth::acl::WILDCARD)
     }
 
     /// Whether some SUBJECT entry allows `principal` something.
@@ -780,7 +807,7 @@ pub fn permit(
     params: Option<&HashMap<String, String>>,
 ) -> Result<(), Denied> {
     // `HEAD /subjects` tells the unfiltered list's length.
-    if path == "/subjects" && method == "HEAD" && !identity.sees_every_subject() {
+    if path == "/subjects" && method == "HEAD" && !identity.sees_every_subject(acls) {
         return Err(Denied::Forbidden);
     }
     let by_acls = match (acls, &identity.principal) {
@@ -1296,8 +1323,8 @@ mod tests {
         );
         assert_eq!(
             call("alice", "correct horse", "HEAD", "/subjects"),
-            Err(Denied::Forbidden),
-            "the unfiltered list's length is not told"
+            Ok(()),
+            "an unscoped role that no entry keeps from describing sees the whole list"
         );
         assert_eq!(bob("GET", "/schemas"), Err(Denied::Forbidden));
         assert_eq!(
@@ -1326,6 +1353,34 @@ mod tests {
         std::thread::sleep(USERS_RECHECK + std::time::Duration::from_millis(100));
         assert_eq!(bob("GET", &register("team-a.orders")), Ok(()));
         assert!(identity.lists("team-a.orders", config.acls().as_deref()));
+        assert!(
+            !identity.sees_every_subject(config.acls().as_deref()),
+            "a scoped grant"
+        );
+        // Once an entry may hide a subject from alice, her list is filtered and its length
+        // not told.
+        let alice = config
+            .authenticate(Some(&basic("alice", "correct horse")))
+            .expect("alice");
+        assert!(alice.sees_every_subject(config.acls().as_deref()));
+        entries.push(entry(
+            "alice",
+            PatternType::Literal,
+            "team-b.secret",
+            Operation::Describe,
+            Permission::Deny,
+        ));
+        herald_auth::stored_acls::write(dir.path(), &entries).expect("acls");
+        std::thread::sleep(USERS_RECHECK + std::time::Duration::from_millis(100));
+        assert_eq!(
+            call("alice", "correct horse", "HEAD", "/subjects"),
+            Err(Denied::Forbidden),
+            "the unfiltered list's length is not told"
+        );
+        let acls = config.acls();
+        assert!(!alice.sees_every_subject(acls.as_deref()));
+        assert!(!alice.lists("team-b.secret", acls.as_deref()));
+        assert!(alice.lists("team-b.orders", acls.as_deref()));
     }
 
     /// `herald user import`: a salted PBKDF2 hash becomes the SCRAM credential the password

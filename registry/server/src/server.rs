@@ -527,7 +527,7 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
     });
     match decision {
         Ok(identity) => {
-            let lists_subjects = !identity.sees_every_subject()
+            let lists_subjects = !identity.sees_every_subject(acls.as_deref())
                 && request.method() == axum::http::Method::GET
                 && path == "/subjects";
             let response = next.run(request).await;

@@ -287,6 +287,7 @@ pub async fn serve(
     ));
     let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let per_source = herald_auth::source::SourceSlots::new(CONNECTIONS_PER_SOURCE_MAX);
+    let source_refusals = herald_auth::source::RefusalLog::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -300,7 +301,9 @@ pub async fn serve(
                 };
                 let Some(slot) = per_source.take(incoming.remote_address().ip()) else {
                     broker.metrics.connections_refused.increment(1);
-                    tracing::warn!(peer = %incoming.remote_address(), "{CONNECTIONS_PER_SOURCE_MAX} connections open from this source: refusing another");
+                    if let Some(unlogged) = source_refusals.refused(std::time::Instant::now()) {
+                        tracing::warn!(peer = %incoming.remote_address(), unlogged, "{CONNECTIONS_PER_SOURCE_MAX} connections open from this source: refusing another (`unlogged`: refusals since the last line)");
+                    }
                     incoming.refuse();
                     continue;
                 };

@@ -115,3 +115,61 @@ mod slot_tests {
         assert!(slots.take(a).is_some(), "a slot given back is taken again");
     }
 }
+
+/// Refusal warnings at most once per [`REFUSALS_LOG_INTERVAL`]: a peer opening connections as
+/// fast as it can must not flood the log with one line per refused connection. Free of I/O:
+/// the caller passes `now` and logs when told to, with the count of refusals not logged since.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    state: std::sync::Mutex<RefusalLogState>,
+}
+
+#[derive(Debug, Default)]
+struct RefusalLogState {
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+/// How often a kind of refusal may be logged.
+pub const REFUSALS_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl RefusalLog {
+    /// Counts one refusal at `now`. `Some(n)` when it is to be logged, `n` being the refusals
+    /// not logged since the last line; `None` when it is only counted.
+    pub fn refused(&self, now: std::time::Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let due = state
+            .last_logged
+            .is_none_or(|last| now.saturating_duration_since(last) >= REFUSALS_LOG_INTERVAL);
+        if !due {
+            state.unlogged = state.unlogged.saturating_add(1);
+            return None;
+        }
+        state.last_logged = Some(now);
+        Some(std::mem::take(&mut state.unlogged))
+    }
+}
+
+#[cfg(test)]
+mod refusal_log_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_flood_of_refusals_logs_one_line_a_second_with_the_count_skipped() {
+        let log = RefusalLog::default();
+        let start = Instant::now();
+        assert_eq!(log.refused(start), Some(0));
+        for n in 1..1000 {
+            assert_eq!(log.refused(start + Duration::from_micros(n)), None);
+        }
+        assert_eq!(log.refused(start + REFUSALS_LOG_INTERVAL), Some(999));
+        assert_eq!(
+            log.refused(start + REFUSALS_LOG_INTERVAL + Duration::from_millis(1)),
+            None
+        );
+        assert_eq!(log.refused(start + 3 * REFUSALS_LOG_INTERVAL), Some(1));
+        // A clock that reads earlier (another thread's `now`) counts, never panics.
+        assert_eq!(log.refused(start), None);
+    }
+}

@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use herald_auth::source::RefusalLog;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -270,6 +271,7 @@ async fn serve_bounded(
     let scheme = if acceptor.is_some() { "HTTPS" } else { "HTTP" };
     let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     let per_source = herald_auth::source::SourceSlots::new(CONNECTIONS_PER_SOURCE_MAX);
+    let (full_refusals, source_refusals) = (RefusalLog::default(), RefusalLog::default());
     // Turns true at shutdown: every connection then finishes its requests and closes.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let service = TowerToHyperService::new(app);
@@ -304,12 +306,16 @@ async fn serve_bounded(
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "{CONNECTIONS_MAX} {scheme} connections open: closing a new one");
+            if let Some(unlogged) = full_refusals.refused(Instant::now()) {
+                tracing::warn!(%peer, unlogged, "{CONNECTIONS_MAX} {scheme} connections open: closing a new one (`unlogged`: refusals since the last line)");
+            }
             drop(socket);
             continue;
         };
         let Some(slot) = per_source.take(peer.ip()) else {
-            tracing::warn!(%peer, "{CONNECTIONS_PER_SOURCE_MAX} {scheme} connections open from this source: closing a new one");
+            if let Some(unlogged) = source_refusals.refused(Instant::now()) {
+                tracing::warn!(%peer, unlogged, "{CONNECTIONS_PER_SOURCE_MAX} {scheme} connections open from this source: closing a new one (`unlogged`: refusals since the last line)");
+            }
             drop(socket);
             continue;
         };

@@ -342,41 +342,52 @@ impl Broker {
     /// Deletes a topic and finishes before answering: its name is reserved until its files
     /// are gone (a create of the same name meanwhile is asked to retry), and each partition
     /// is fenced under its lock, so a produce already past the topic lookup is either done
-    /// before the files go or refused — never written into a topic created after.
+    /// before the files go or refused — never written into a topic created after. A deletion
+    /// that cannot remove the topic's meta file fails and changes nothing.
     pub(super) fn delete_topic(&self, name: &str) -> Result<Response, Response> {
-        let removed = {
+        let dir = self.topics_dir.join(name);
+        let meta = dir.join(TOPIC_META_FILE);
+        let topic = {
             let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-            let removed = topics.remove(name);
-            if removed.is_some() {
-                self.deleting().insert(name.to_owned());
+            if !topics.contains_key(name) {
+                return Err(error(
+                    ErrorCode::UnknownTopic,
+                    format!("unknown topic '{name}'"),
+                ));
             }
-            removed
+            // The meta file goes first, while the topic is still in place: a deletion that
+            // cannot remove it fails and leaves the topic as it was (served now, and after a
+            // restart); once it is gone, a crash mid-delete leaves no half topic behind.
+            match std::fs::remove_file(&meta) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(error(
+                        ErrorCode::Storage,
+                        format!(
+                            "cannot delete topic '{name}': cannot remove {}: {e}",
+                            meta.display()
+                        ),
+                    ))
+                }
+            }
+            self.deleting().insert(name.to_owned());
+            topics.remove(name)
         };
-        let Some(topic) = removed else {
-            return Err(error(
-                ErrorCode::UnknownTopic,
-                format!("unknown topic '{name}'"),
-            ));
-        };
-        for partition in &topic.partitions {
+        for partition in topic.iter().flat_map(|topic| &topic.partitions) {
             partition
                 .log()
                 .fence()
                 .set(format!("topic '{name}' was deleted"));
         }
-        let dir = self.topics_dir.join(name);
-        // The meta file goes first so that a crash mid-delete leaves no half topic behind.
-        let removed = std::fs::remove_file(dir.join(TOPIC_META_FILE))
-            .or_else(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Ok(()),
-                _ => Err(e),
-            })
-            .map_err(|e| format!("cannot delete {}: {e}", dir.display()))
-            // Through the storage: its cached read handles of the topic's files go too (one
-            // left open would serve the deleted segment to a topic created after).
-            .and_then(|()| self.storage.remove_dir(name).map_err(|e| e.to_string()));
+        // Through the storage: its cached read handles of the topic's files go too (one left
+        // open would serve the deleted segment to a topic created after). The topic is deleted
+        // whatever comes of this: files left behind are removed by the next create of the
+        // name (or refuse it, naming them).
+        if let Err(e) = self.storage.remove_dir(name) {
+            tracing::warn!(topic = name, error = %e, "topic deleted, but some of its files remain: {}", dir.display());
+        }
         self.deleting().remove(name);
-        removed.map_err(|e| error(ErrorCode::Storage, e))?;
         Ok(Response::TopicDeleted)
     }
 }
@@ -775,6 +786,35 @@ mod deletion_tests {
             new.windows(3000).any(|w| w == [b'n'; 3000]),
             "offset 0 of the new topic holds its own record, not the deleted topic's"
         );
+    }
+
+    /// A deletion that cannot remove the topic's meta file fails and leaves the topic as it
+    /// was, served: it used to drop the topic from the running broker (fencing its
+    /// partitions) while the meta file that brings it back at the next start stayed.
+    #[tokio::test]
+    async fn a_deletion_that_cannot_remove_the_meta_file_leaves_the_topic_served() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = test_support::broker(dir.path());
+        create_small(&broker).await;
+        produce_three(&broker, b'o').await;
+        // A meta "file" that cannot be removed as a file, whoever runs the test (root too).
+        let meta = broker.topics_dir.join("t").join(TOPIC_META_FILE);
+        let saved = std::fs::read(&meta).expect("meta");
+        std::fs::remove_file(&meta).expect("remove");
+        std::fs::create_dir_all(meta.join("in-the-way")).expect("a directory in its place");
+        let refused = broker
+            .handle(Request::DeleteTopic { name: "t".into() })
+            .await;
+        assert!(
+            matches!(&refused, Response::Error(body) if body.code == ErrorCode::Storage && body.message.contains("topic.meta")),
+            "{refused:?}"
+        );
+        produce_three(&broker, b'n').await;
+        assert!(!first_batch(&broker).await.is_empty(), "still served");
+        // Once the meta file can go, the deletion goes through.
+        std::fs::remove_dir_all(&meta).expect("clear");
+        std::fs::write(&meta, saved).expect("meta back");
+        delete(&broker).await;
     }
 
     /// Files a deletion could not remove (or a crash left) are never opened as part of a

@@ -277,6 +277,23 @@ mod tests {
         }
     }
 
+    /// Syncs, but cannot start a background writeback.
+    struct FailingWriteback;
+
+    impl SyncHandle for FailingWriteback {
+        fn sync(&self) -> Result<(), StorageError> {
+            Ok(())
+        }
+
+        fn start_writeback(&self) -> Result<(), StorageError> {
+            Err(StorageError {
+                operation: "sync_file_range",
+                path: "segment".to_owned(),
+                reason: "EIO".to_owned(),
+            })
+        }
+    }
+
     fn batch() -> Vec<u8> {
         test_support::one_record(b"v")
     }
@@ -330,5 +347,58 @@ mod tests {
             let answer = produce(durability).await;
             assert_eq!(code(&answer), Some(ErrorCode::Storage), "{answer:?}");
         }
+    }
+
+    /// Memory appends past `FLUSH_BEHIND_BYTES` start a background writeback; one that cannot
+    /// be started fences the partition as a failed sync does (the kernel may have dropped the
+    /// pages it could not write), so nothing more is acknowledged on it.
+    #[tokio::test]
+    async fn a_flush_behind_writeback_that_fails_fences_the_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = test_support::broker(dir.path());
+        let created = broker
+            .handle(Request::CreateTopic {
+                name: "t".into(),
+                config: TopicConfig::default(),
+            })
+            .await;
+        assert!(matches!(created, Response::TopicCreated), "{created:?}");
+        let (_, partition) = broker.partition("t", 0).expect("partition");
+        {
+            let base = partition.log().active_base_offset();
+            *partition
+                .sync_handle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some((base, Arc::new(FailingWriteback)));
+        }
+        let large = test_support::one_record(&vec![7u8; 300 * 1024]);
+        let produce = |batch: &Vec<u8>| {
+            broker.handle(Request::Produce {
+                topic: "t".into(),
+                partition: 0,
+                durability: Durability::Memory,
+                batch: batch.clone().into(),
+            })
+        };
+        // Up to 1 MiB: acknowledged; the append past it starts the writeback that fails.
+        let mut appended = 0;
+        while appended < super::FLUSH_BEHIND_BYTES {
+            let answer = produce(&large).await;
+            assert!(code(&answer).is_none(), "{answer:?}");
+            appended += large.len() as u64;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let answer = produce(&batch()).await;
+            if code(&answer) == Some(ErrorCode::Storage) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still acknowledged after the failed writeback: {answer:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(partition.fence.reason().is_some());
     }
 }

@@ -145,23 +145,37 @@ fn options_view(options: &Options) -> Workload {
     }
 }
 
-pub(crate) struct HeraldProcess {
-    child: Child,
-    _dir: tempfile::TempDir,
+/// A process the bench started (a Herald broker or registry, or a peer's server) with its
+/// temporary directory: killed, and the directory removed, when dropped.
+pub(crate) struct BenchProcess {
+    pub(crate) child: Child,
+    dir: tempfile::TempDir,
 }
 
-impl HeraldProcess {
+impl BenchProcess {
     pub(crate) fn new(child: Child, dir: tempfile::TempDir) -> Self {
-        Self { child, _dir: dir }
+        Self { child, dir }
+    }
+
+    /// The process's temporary directory.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// The broker's data directory (`start_broker` serves `<dir>/data`).
     pub(crate) fn data_dir(&self) -> PathBuf {
-        self._dir.path().join("data")
+        self.dir.path().join("data")
     }
 }
 
-impl Drop for HeraldProcess {
+/// A loopback port free right now.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Drop for BenchProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -188,7 +202,7 @@ const BENCH_PASSWORD: &str = "bench password, long enough";
 /// A broker the bench started, and how to connect to it.
 pub(crate) struct StartedBroker {
     /// Kept for its lifetime: dropping it kills the broker.
-    pub(crate) _process: HeraldProcess,
+    pub(crate) _process: BenchProcess,
     pub(crate) addr: std::net::SocketAddr,
     pub(crate) fingerprint: String,
     pub(crate) credentials: Credentials,
@@ -259,7 +273,7 @@ pub(crate) async fn start_broker_as_user(
 pub(crate) fn start_broker(
     group_session_ms: u64,
     auth: bool,
-) -> anyhow::Result<(HeraldProcess, std::net::SocketAddr, String)> {
+) -> anyhow::Result<(BenchProcess, std::net::SocketAddr, String)> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("broker.toml");
     std::fs::write(
@@ -293,7 +307,7 @@ pub(crate) fn start_broker(
         .and_then(|w| w.strip_prefix("fingerprint="))
         .context("fingerprint")?
         .to_owned();
-    Ok((HeraldProcess { child, _dir: dir }, addr, fingerprint))
+    Ok((BenchProcess::new(child, dir), addr, fingerprint))
 }
 
 fn encode_batch(

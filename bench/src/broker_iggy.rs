@@ -8,12 +8,13 @@
 //! write (`--enforce-fsync`), over plain TCP too (the third column). The server runs
 //! on loopback ports chosen here, with a data directory of its own that is removed after.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+use crate::broker::{free_port, BenchProcess};
 
 /// How long the server may take to listen.
 const SERVER_START_MAX: Duration = Duration::from_secs(60);
@@ -35,55 +36,43 @@ struct Transport {
     label: &'static str,
     /// Whether the server's TCP listener speaks TLS (a plain client cannot talk to it).
     tcp_tls: bool,
-    /// `iggy-bench` arguments after the benchmark kind.
-    args: fn(tcp: &str, quic: &str) -> Vec<String>,
+    /// `iggy-bench`'s transport argument; it connects to the server's listener of that kind.
+    kind: &'static str,
+    /// Arguments after the server address.
+    extra: &'static [&'static str],
 }
 
 const TRANSPORTS: [Transport; 3] = [
     Transport {
         label: "tcp-tls",
         tcp_tls: true,
-        args: |tcp, _| {
-            ["tcp", "--server-address", tcp, "--nodelay", "--tls"]
-                .map(str::to_owned)
-                .to_vec()
-        },
+        kind: "tcp",
+        extra: &["--nodelay", "--tls"],
     },
     Transport {
         label: "quic",
         tcp_tls: true,
-        args: |_, quic| {
-            ["quic", "--server-address", quic]
-                .map(str::to_owned)
-                .to_vec()
-        },
+        kind: "quic",
+        extra: &[],
     },
     Transport {
         label: "tcp",
         tcp_tls: false,
-        args: |tcp, _| {
-            ["tcp", "--server-address", tcp, "--nodelay"]
-                .map(str::to_owned)
-                .to_vec()
-        },
+        kind: "tcp",
+        extra: &["--nodelay"],
     },
 ];
 
-struct IggyServer {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for IggyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Transport {
+    /// `iggy-bench` arguments after the benchmark kind.
+    fn args(&self, tcp: &str, quic: &str) -> Vec<String> {
+        let address = if self.kind == "quic" { quic } else { tcp };
+        [self.kind, "--server-address", address]
+            .iter()
+            .chain(self.extra)
+            .map(|arg| (*arg).to_owned())
+            .collect()
     }
-}
-
-/// A loopback port free right now.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn binary(iggy_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
@@ -103,7 +92,7 @@ fn start_server(
     tcp: &str,
     quic: &str,
     tcp_tls: bool,
-) -> anyhow::Result<IggyServer> {
+) -> anyhow::Result<BenchProcess> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let certs = dir.path().join("certs");
@@ -127,12 +116,11 @@ fn start_server(
         .stderr(log)
         .spawn()
         .context("starting iggy-server")?;
-    let mut server = IggyServer { child, _dir: dir };
+    let mut server = BenchProcess::new(child, dir);
     let started = Instant::now();
     while std::net::TcpStream::connect(tcp).is_err() {
         if let Some(status) = server.child.try_wait()? {
-            let log =
-                std::fs::read_to_string(server._dir.path().join("server.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(server.dir().join("server.log")).unwrap_or_default();
             anyhow::bail!("iggy-server exited ({status}):\n{log}");
         }
         anyhow::ensure!(
@@ -197,7 +185,7 @@ pub(crate) fn run(workload: &Workload, iggy_dir: &Path) -> anyhow::Result<()> {
             let window = workload.window.to_string();
             command
                 .args([kind, "--streams", &window, actors, &window])
-                .args((transport.args)(&tcp, &quic))
+                .args(transport.args(&tcp, &quic))
                 .stdin(Stdio::null());
             let output = command.output().context("running iggy-bench")?;
             let text = strip_ansi(&format!(
@@ -289,6 +277,32 @@ fn strip_ansi(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_transport_connects_to_its_listener_with_its_flags() {
+        let args = |label: &str| {
+            TRANSPORTS
+                .iter()
+                .find(|t| t.label == label)
+                .expect("transport")
+                .args("127.0.0.1:1", "127.0.0.1:2")
+        };
+        assert_eq!(
+            args("tcp-tls"),
+            [
+                "tcp",
+                "--server-address",
+                "127.0.0.1:1",
+                "--nodelay",
+                "--tls"
+            ]
+        );
+        assert_eq!(args("quic"), ["quic", "--server-address", "127.0.0.1:2"]);
+        assert_eq!(
+            args("tcp"),
+            ["tcp", "--server-address", "127.0.0.1:1", "--nodelay"]
+        );
+    }
 
     #[test]
     fn iggy_bench_summaries_are_read() {

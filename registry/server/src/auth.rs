@@ -238,23 +238,13 @@ pub struct RegistryAcls {
 
 impl RegistryAcls {
     fn new(entries: Vec<herald_auth::acl::AclEntry>) -> Result<Self, herald_auth::acl::AclError> {
-        let subject_grantees = entries
-            .iter()
-            .filter(|entry| {
-                entry.resource_type == ResourceType::Subject
-                    && entry.permission == herald_auth::acl::Permission::Allow
-            })
-            .map(|entry| entry.principal.name().to_owned())
-            .collect();
-        let subject_describe_denied = entries
-            .iter()
-            .filter(|entry| {
-                entry.resource_type == ResourceType::Subject
-                    && entry.permission == herald_auth::acl::Permission::Deny
-                    && matches!(entry.operation, Operation::Describe | Operation::All)
-            })
-            .map(|entry| entry.principal.name().to_owned())
-            .collect();
+        use herald_auth::acl::Permission;
+        let subject_grantees =
+            subject_principals(&entries, |entry| entry.permission == Permission::Allow);
+        let subject_describe_denied = subject_principals(&entries, |entry| {
+            entry.permission == Permission::Deny
+                && matches!(entry.operation, Operation::Describe | Operation::All)
+        });
         let authorizer = Authorizer::new(
             herald_auth::acl::Acls::from_entries(entries)?,
             Default::default(),
@@ -266,19 +256,32 @@ impl RegistryAcls {
         })
     }
 
-    /// Whether some SUBJECT entry may keep `principal` from describing a subject.
-    fn may_hide_subjects_from(&self, principal: &Principal) -> bool {
-        self.subject_describe_denied.contains(principal.name())
-            || self
-                .subject_describe_denied
-                .contains(herald_auth::acl::WILDCARD)
-    }
-
     /// Whether some SUBJECT entry allows `principal` something.
     fn grants_subjects_to(&self, principal: &Principal) -> bool {
-        self.subject_grantees.contains(principal.name())
-            || self.subject_grantees.contains(herald_auth::acl::WILDCARD)
+        names(&self.subject_grantees, principal)
     }
+
+    /// Whether some SUBJECT entry may keep `principal` from describing a subject.
+    fn may_hide_subjects_from(&self, principal: &Principal) -> bool {
+        names(&self.subject_describe_denied, principal)
+    }
+}
+
+/// The principals (by name; `*` for `User:*`) of the SUBJECT entries `keep` selects.
+fn subject_principals(
+    entries: &[herald_auth::acl::AclEntry],
+    keep: impl Fn(&herald_auth::acl::AclEntry) -> bool,
+) -> std::collections::HashSet<String> {
+    entries
+        .iter()
+        .filter(|entry| entry.resource_type == ResourceType::Subject && keep(entry))
+        .map(|entry| entry.principal.name().to_owned())
+        .collect()
+}
+
+/// Whether `set` (of principal names) names `principal`, or every user.
+fn names(set: &std::collections::HashSet<String>, principal: &Principal) -> bool {
+    set.contains(principal.name()) || set.contains(herald_auth::acl::WILDCARD)
 }
 
 /// The users, and the checks they have already passed.

@@ -441,13 +441,8 @@ impl BrokerClient {
         .parse()
         .map_err(|_| ConnectError::Tls("bind address".into()))?;
         let (socket, _) = herald_quic::bind_udp(bind).map_err(ConnectError::Endpoint)?;
-        let mut endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            None,
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(ConnectError::Endpoint)?;
+        let mut endpoint = herald_quic::endpoint(quinn::EndpointConfig::default(), None, socket)
+            .map_err(ConnectError::Endpoint)?;
         endpoint.set_default_client_config(config);
         let connection = endpoint
             .connect(addr, "herald")
@@ -526,6 +521,11 @@ impl BrokerClient {
     /// Who this connection acts as: `None` until [`BrokerClient::authenticate`] succeeded
     /// (also for a connection authenticated by its client certificate: the broker names
     /// that principal only in its own logs and decisions).
+    /// The QUIC connection's counters (packets, losses, path MTU, round-trip time).
+    pub fn transport_stats(&self) -> quinn::ConnectionStats {
+        self.connection.stats()
+    }
+
     pub fn principal(&self) -> Option<Principal> {
         self.principal
             .lock()

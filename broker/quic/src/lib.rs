@@ -4,13 +4,21 @@
 //!
 //! What lives here: the ALPN protocol both ends speak ([`ALPN`]), the quinn transport
 //! settings both ends use ([`transport`], with the path-MTU discovery bound), the UDP socket
-//! with buffers sized for bursts of large requests ([`bind_udp`]), reading a
+//! with buffers sized for bursts of large requests ([`bind_udp`]), the endpoint over it with
+//! large packets where the path carries them ([`endpoint`]), reading a
 //! frame's body off a stream into a buffer that grows with the data received ([`read_body`]),
 //! and certificate fingerprints, which the broker logs and clients pin ([`fingerprint`]).
 //! TLS configuration (certificates, pinning verifiers) stays with each end. The Raft
 //! transport of the cluster will live beside it.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
 
 use sha2::{Digest, Sha256};
 
@@ -50,6 +58,99 @@ pub fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<(std::net::UdpSoc
     Ok((socket, granted))
 }
 
+/// Most bytes one segmented (GSO) send may carry: the kernel refuses a UDP send over 65,507
+/// bytes of payload (IPv4's 64 KiB datagram limit) with `EMSGSIZE`.
+pub const GSO_SEND_BYTES_MAX: usize = 65_507;
+/// Largest UDP payload an endpoint accepts and announces (QUIC's `max_udp_payload_size`);
+/// path-MTU discovery grows packets up to it where the path carries them (loopback and
+/// jumbo-frame networks), and stays at ~1,472 on Ethernet. Four such packets fill one
+/// segmented send. Against quinn's default 1,472 on loopback: 1 KB records produced 1.6-1.8x
+/// and consumed 1.5-1.9x as fast, 100 B records 1.2x and 1.5-1.6x (one packet per ~16 KB
+/// instead of per ~1.4 KB: less packet processing, header protection and ACKs); 32 KB packets
+/// consumed slower again (bench/RESULTS.md, issue 18).
+pub const MAX_UDP_PAYLOAD_BYTES: u16 = (GSO_SEND_BYTES_MAX / 4) as u16;
+
+/// A QUIC endpoint on `socket` (from [`bind_udp`]) with packets up to
+/// [`MAX_UDP_PAYLOAD_BYTES`], whose segmented sends never exceed what the kernel takes.
+pub fn endpoint(
+    mut config: quinn::EndpointConfig,
+    server: Option<quinn::ServerConfig>,
+    socket: std::net::UdpSocket,
+) -> io::Result<quinn::Endpoint> {
+    config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD_BYTES)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "max UDP payload"))?;
+    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+    let socket = Arc::new(SplitSends {
+        inner: runtime.wrap_udp_socket(socket)?,
+    });
+    quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)
+}
+
+/// A UDP socket that cuts a segmented send larger than [`GSO_SEND_BYTES_MAX`] into sends the
+/// kernel takes. quinn batches up to 10 packets per send; with packets larger than 6.5 KB
+/// that can exceed what one send may carry, the kernel answers `EMSGSIZE`, and quinn-udp
+/// takes that for a lost MTU probe and drops the whole batch silently (loss recovery then
+/// stalls the stream: larger packets without this measured 25-30 % slower, not faster).
+#[derive(Debug)]
+struct SplitSends {
+    inner: Arc<dyn AsyncUdpSocket>,
+}
+
+impl AsyncUdpSocket for SplitSends {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        let segment = match transmit.segment_size {
+            Some(segment) if transmit.contents.len() > GSO_SEND_BYTES_MAX => segment,
+            _ => return self.inner.try_send(transmit),
+        };
+        let per_send = (GSO_SEND_BYTES_MAX / segment).max(1) * segment;
+        for (index, contents) in transmit.contents.chunks(per_send).enumerate() {
+            let part = Transmit {
+                contents,
+                segment_size: (contents.len() > segment).then_some(segment),
+                ..transmit.clone()
+            };
+            match self.inner.try_send(&part) {
+                Ok(()) => {}
+                // Nothing sent yet: quinn waits for the socket and sends the batch again.
+                Err(error) if index == 0 => return Err(error),
+                // Part sent: the rest counts as lost and QUIC's recovery sends it again.
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [io::IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
 /// Reads exactly `length` bytes (already checked against the frame limit) chunk by chunk into
 /// one buffer that grows as data arrives: no zero-filling, no up-front allocation of what a
 /// peer merely announced.
@@ -75,11 +176,9 @@ pub fn transport() -> quinn::TransportConfig {
     transport.receive_window(quinn::VarInt::from_u32(64 * 1024 * 1024));
     transport.send_window(64 * 1024 * 1024);
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
-    // Path-MTU discovery may grow packets past the 1,200-byte minimum; in practice it stops at
-    // the peer's announced maximum UDP payload, quinn's default 1,472 (the endpoint setting),
-    // so loopback runs at Ethernet size too. Raising that setting to 16 KiB measured no
-    // better on loopback, and to 65,000 some 30 times worse (bench/RESULTS.md, issue 18):
-    // GSO and GRO already batch 1,472-byte datagrams.
+    // Path-MTU discovery grows packets past the 1,200-byte minimum up to the smaller of this
+    // bound and the peer's announced maximum UDP payload (MAX_UDP_PAYLOAD_BYTES, see
+    // `endpoint`).
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_DISCOVERY_UPPER_BOUND_BYTES);
     transport.mtu_discovery_config(Some(mtu));
@@ -99,6 +198,142 @@ pub fn fingerprint(der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// Records what it is asked to send; refuses with `WouldBlock` from the `refuse_from`th send.
+    #[derive(Debug, Default)]
+    struct Recording {
+        sends: Mutex<Vec<(Option<usize>, Vec<u8>)>>,
+        refuse_from: Option<usize>,
+    }
+
+    impl AsyncUdpSocket for Recording {
+        fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+            unimplemented!("not polled in these tests")
+        }
+
+        fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+            let mut sends = self.sends.lock().expect("lock");
+            if self.refuse_from.is_some_and(|from| sends.len() >= from) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            sends.push((transmit.segment_size, transmit.contents.to_vec()));
+            Ok(())
+        }
+
+        fn poll_recv(
+            &self,
+            _: &mut Context,
+            _: &mut [io::IoSliceMut<'_>],
+            _: &mut [RecvMeta],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+
+        fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+            Ok("127.0.0.1:1".parse().expect("addr"))
+        }
+    }
+
+    fn transmit(contents: &[u8], segment_size: Option<usize>) -> Transmit<'_> {
+        Transmit {
+            destination: "127.0.0.1:2".parse().expect("addr"),
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        }
+    }
+
+    /// Ten full-size packets in one batch go out as sends of at most four (what the kernel
+    /// takes), in order, each segmented at the packet size; a last short packet stays last.
+    #[test]
+    fn a_batch_larger_than_one_send_is_cut_into_sends_the_kernel_takes() {
+        let inner = Arc::new(Recording::default());
+        let socket = SplitSends {
+            inner: inner.clone(),
+        };
+        let segment = usize::from(MAX_UDP_PAYLOAD_BYTES);
+        let contents: Vec<u8> = (0..9 * segment + 100).map(|i| (i % 251) as u8).collect();
+        socket
+            .try_send(&transmit(&contents, Some(segment)))
+            .expect("sent");
+        let sends = inner.sends.lock().expect("lock");
+        let shapes: Vec<_> = sends
+            .iter()
+            .map(|(seg, bytes)| (bytes.len(), *seg))
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                (4 * segment, Some(segment)),
+                (4 * segment, Some(segment)),
+                (segment + 100, Some(segment)),
+            ]
+        );
+        assert!(sends
+            .iter()
+            .all(|(_, bytes)| bytes.len() <= GSO_SEND_BYTES_MAX));
+        let joined: Vec<u8> = sends.iter().flat_map(|(_, bytes)| bytes.clone()).collect();
+        assert_eq!(joined, contents);
+    }
+
+    /// What fits in one send passes through untouched, a lone last packet unsegmented.
+    #[test]
+    fn a_batch_that_fits_is_sent_as_it_is() {
+        let inner = Arc::new(Recording::default());
+        let socket = SplitSends {
+            inner: inner.clone(),
+        };
+        let small = vec![7u8; 10 * 1472];
+        socket
+            .try_send(&transmit(&small, Some(1472)))
+            .expect("sent");
+        let segment = usize::from(MAX_UDP_PAYLOAD_BYTES);
+        let five = vec![9u8; 4 * segment + 10];
+        socket
+            .try_send(&transmit(&five, Some(segment)))
+            .expect("sent");
+        let sends = inner.sends.lock().expect("lock");
+        let shapes: Vec<_> = sends
+            .iter()
+            .map(|(seg, bytes)| (bytes.len(), *seg))
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                (10 * 1472, Some(1472)),
+                (4 * segment, Some(segment)),
+                (10, None)
+            ]
+        );
+    }
+
+    /// A full socket before anything went out is reported, so quinn retries the batch; once
+    /// part went out the rest is left to loss recovery instead of being sent twice.
+    #[test]
+    fn a_full_socket_is_reported_only_before_the_first_send() {
+        let segment = usize::from(MAX_UDP_PAYLOAD_BYTES);
+        let contents = vec![1u8; 8 * segment];
+        let refusing = Arc::new(Recording {
+            refuse_from: Some(0),
+            ..Recording::default()
+        });
+        let error = SplitSends { inner: refusing }
+            .try_send(&transmit(&contents, Some(segment)))
+            .expect_err("nothing sent");
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+        let half = Arc::new(Recording {
+            refuse_from: Some(1),
+            ..Recording::default()
+        });
+        SplitSends {
+            inner: half.clone(),
+        }
+        .try_send(&transmit(&contents, Some(segment)))
+        .expect("half sent counts as sent");
+        assert_eq!(half.sends.lock().expect("lock").len(), 1);
+    }
 
     /// The endpoint's socket gets the buffer asked for, or all the kernel allows
     /// (`net.core.rmem_max`; Linux reports twice what it counts).

@@ -245,14 +245,13 @@ pub async fn serve(
             herald_quic::SOCKET_BUFFER_BYTES
         );
     }
-    let endpoint = quinn::Endpoint::new(
+    let endpoint = herald_quic::endpoint(
         quinn::EndpointConfig::new(tls::reset_key(&identity)),
         Some(tls::server_config(
             &identity,
             config.security.client_ca.as_deref(),
         )?),
         socket,
-        Arc::new(quinn::TokioRuntime),
     )
     .map_err(|source| ServeError::Bind {
         addr: config.listen,

@@ -584,6 +584,9 @@ async fn consume_partition(
             return Ok((consumed, latencies));
         };
         next = fetch(end);
+        // Let the next fetch go out before checking this one: on one worker thread the
+        // request (and quinn's connection driver sending it) would otherwise wait for the check.
+        tokio::task::yield_now().await;
         for view in batches(&fetched.batches) {
             consumed += view?.records().filter(|r| r.is_ok()).count();
         }

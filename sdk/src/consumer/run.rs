@@ -579,6 +579,11 @@ impl RawConsumer {
         };
         if let Some(ahead_position) = ahead_position {
             *prefetch = Some(self.prefetch(after, ahead_position, wait));
+            // Let the prefetch's request go out before these records are checked and handled:
+            // on a runtime with one worker thread it (and quinn's connection driver sending
+            // it) would otherwise wait for the whole fetch's handling, and the broker would
+            // idle meanwhile (the broker bench's consume phase went 1.5x faster at 1 KB).
+            tokio::task::yield_now().await;
         }
         let high_watermark = fetched.high_watermark;
         let source = FetchedBuffer::new(

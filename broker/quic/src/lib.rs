@@ -70,6 +70,9 @@ pub const GSO_SEND_BYTES_MAX: usize = 65_507;
 /// consumed slower again (bench/RESULTS.md, issue 18).
 pub const MAX_UDP_PAYLOAD_BYTES: u16 = (GSO_SEND_BYTES_MAX / 4) as u16;
 
+/// The congestion window a connection starts with: ten packets of the largest size.
+pub const INITIAL_WINDOW_BYTES: u64 = 10 * MAX_UDP_PAYLOAD_BYTES as u64;
+
 /// A QUIC endpoint on `socket` (from [`bind_udp`]) with packets up to
 /// [`MAX_UDP_PAYLOAD_BYTES`], whose segmented sends never exceed what the kernel takes.
 pub fn endpoint(
@@ -182,6 +185,14 @@ pub fn transport() -> quinn::TransportConfig {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_DISCOVERY_UPPER_BOUND_BYTES);
     transport.mtu_discovery_config(Some(mtu));
+    // A congestion window of ten full-size packets to start with, as TCP's (Linux starts a
+    // loopback connection at ten 64 KiB segments). quinn's default of 14,720 bytes (raised to two
+    // packets once path-MTU discovery grows them) left two 16 KiB packets: the first large answer on a connection then waited out
+    // the peer's 25 ms delayed ACK before it could grow (a 29 ms first fetch in one bench run
+    // of two; bench/RESULTS.md, issue 18).
+    let mut congestion = quinn::congestion::CubicConfig::default();
+    congestion.initial_window(INITIAL_WINDOW_BYTES);
+    transport.congestion_controller_factory(Arc::new(congestion));
     // A dead peer is noticed within 10 s; keep-alives keep a quiet connection open.
     transport.keep_alive_interval(Some(Duration::from_secs(3)));
     transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(

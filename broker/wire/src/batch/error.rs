@@ -15,4 +15,8 @@ pub enum BatchError {
     RecordCountMismatch { declared: u32, actual: u32 },
     #[error("batch holds no records")]
     Empty,
+    #[error(
+        "batch attributes {0:#04x} are reserved for batches the broker writes: producers send 0"
+    )]
+    ReservedAttributes(u8),
 }

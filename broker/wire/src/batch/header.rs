@@ -21,6 +21,10 @@ pub struct BatchHeader {
     pub append_time_ms: i64,
     pub crc: u32,
     pub magic: u8,
+    /// Flags of the batch as a whole. Producers send 0; the bits are reserved for batches the
+    /// broker writes itself (the cluster's control batches), so a produced batch with any bit
+    /// set is refused (see [`BatchError::ReservedAttributes`](super::BatchError)).
+    pub attributes: u8,
     pub record_count: u32,
     pub first_timestamp_ms: i64,
     pub max_timestamp_ms: i64,
@@ -63,6 +67,7 @@ impl BatchHeader {
             append_time_ms: i64::from_be_bytes(be(h, 12)),
             crc: u32::from_be_bytes(be(h, 20)),
             magic: h[24],
+            attributes: h[25],
             record_count: u32::from_be_bytes(be(h, 26)),
             first_timestamp_ms: i64::from_be_bytes(be(h, 30)),
             max_timestamp_ms: i64::from_be_bytes(be(h, 38)),

@@ -36,6 +36,7 @@
 mod dedup;
 mod recovery;
 mod segment;
+mod truncate;
 
 use herald_wire::batch::{self, BatchError, BatchHeader, BatchView, LOG_OVERHEAD_BYTES};
 #[cfg(test)]
@@ -48,6 +49,7 @@ use herald_wire::dedup::KeyWindow;
 use segment::{file_name, Segment};
 
 pub use recovery::Recovery;
+pub use truncate::TruncateError;
 
 /// Largest segment: positions in the offset index are u32.
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64 - BATCH_BYTES_MAX as u64;
@@ -299,6 +301,10 @@ impl<S: Storage> PartitionLog<S> {
             .into());
         }
         view.validate_records()?;
+        let attributes = view.header().attributes;
+        if attributes != 0 {
+            return Err(BatchError::ReservedAttributes(attributes).into());
+        }
         let count = i64::from(view.record_count());
         // A batch without a producer (not idempotent) always appends.
         let producer = view.producer();

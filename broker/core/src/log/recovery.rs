@@ -127,7 +127,7 @@ impl<S: Storage> PartitionLog<S> {
     /// tail they describe — left there, one would be trusted once the log grows past it
     /// again, with producer state of records that are gone) or before its start (left by a
     /// retention run cut short).
-    fn remove_stray_snapshots(&mut self) -> Result<(), StorageError> {
+    pub(super) fn remove_stray_snapshots(&mut self) -> Result<(), StorageError> {
         let (start, end) = (self.log_start_offset(), self.high_watermark());
         for name in self.storage.list(&self.dir)? {
             let offset = name
@@ -141,7 +141,7 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Loads the newest usable producer snapshot and replays the batches after it.
-    fn restore_producers(&mut self) -> Result<(), StorageError> {
+    pub(super) fn restore_producers(&mut self) -> Result<(), StorageError> {
         let mut snapshots: Vec<i64> = self
             .storage
             .list(&self.dir)?
@@ -194,7 +194,7 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Verifies every batch of the active segment and truncates at the first bad one.
-    fn recover_active(
+    pub(super) fn recover_active(
         segment: &mut Segment<S::File>,
         interval: u64,
         recovery: &mut Recovery,

@@ -139,6 +139,23 @@ fn invalid_batches_are_refused_and_nothing_is_written() {
     let mut trailing = batch_of(&[1], 1);
     trailing.push(0);
     assert!(log.append(&mut trailing, 1).is_err());
+    // The attributes byte (25, under the CRC) is the broker's to set: a producer that sets a
+    // bit, with a CRC that matches, is refused and the error names the bits.
+    let mut flagged = batch_of(&[1], 1);
+    flagged[25] = 0x20;
+    let crc = crc32c::crc32c(&flagged[24..]);
+    flagged[20..24].copy_from_slice(&crc.to_be_bytes());
+    let refused = log
+        .append(&mut flagged, 1)
+        .expect_err("reserved attributes");
+    assert!(
+        matches!(
+            refused,
+            AppendError::Batch(BatchError::ReservedAttributes(0x20))
+        ),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("attributes 0x20"), "{refused}");
     assert_eq!(log.high_watermark(), 0);
     assert_eq!(storage.file_len(DIR, &file_name(0, "log")), Some(0));
 }
@@ -397,6 +414,7 @@ enum Step {
     Crash { keep_per_mille: u16 },
     Reopen,
     Retention { advance_ms: u16 },
+    Truncate { pick: u16 },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -406,6 +424,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u16..1000).prop_map(|keep_per_mille| Step::Crash { keep_per_mille }),
         1 => Just(Step::Reopen),
         1 => (0u16..2000).prop_map(|advance_ms| Step::Retention { advance_ms }),
+        1 => any::<u16>().prop_map(|pick| Step::Truncate { pick }),
     ]
 }
 
@@ -413,7 +432,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     /// The log is a window of a Vec: after crashes it holds at least every synced record and
-    /// at most every appended one, always a contiguous run with dense offsets.
+    /// at most every appended one, always a contiguous run with dense offsets; a truncation
+    /// at a batch boundary is the Vec's truncation, and survives crashes (removed segments
+    /// never come back).
     #[test]
     fn log_behaves_like_a_vec(steps in proptest::collection::vec(step(), 1..60)) {
         let storage = MemoryStorage::new();
@@ -423,6 +444,8 @@ proptest! {
         let mut synced = 0usize;
         let mut now = 0i64;
         let mut next_value = 0u64;
+        // Where each stored batch starts (its base offset), for truncations.
+        let mut boundaries: Vec<usize> = Vec::new();
         for step in steps {
             match step {
                 Step::Append(count) => {
@@ -431,6 +454,7 @@ proptest! {
                     now += 10;
                     let appended = log.append(&mut batch_of(&values, now), now).expect("append");
                     prop_assert_eq!(appended.base_offset, model.len() as i64);
+                    boundaries.push(model.len());
                     model.extend(values);
                 }
                 Step::Sync => {
@@ -446,6 +470,7 @@ proptest! {
                     prop_assert!(survived >= synced, "synced records lost: {survived} < {synced}");
                     prop_assert!(survived <= model.len());
                     model.truncate(survived);
+                    boundaries.retain(|b| *b < survived);
                     synced = survived;
                 }
                 Step::Reopen => {
@@ -457,6 +482,20 @@ proptest! {
                 Step::Retention { advance_ms } => {
                     now += i64::from(advance_ms);
                     log.enforce_retention(now).expect("retention");
+                }
+                Step::Truncate { pick } => {
+                    let start = log.log_start_offset() as usize;
+                    let candidates: Vec<usize> = boundaries
+                        .iter()
+                        .copied()
+                        .filter(|b| *b >= start)
+                        .chain(std::iter::once(model.len()))
+                        .collect();
+                    let cut = candidates[usize::from(pick) % candidates.len()];
+                    log.truncate_to(cut as i64).expect("truncate at a boundary");
+                    model.truncate(cut);
+                    boundaries.retain(|b| *b < cut);
+                    synced = synced.min(cut);
                 }
             }
             let start = log.log_start_offset();
@@ -728,4 +767,79 @@ fn only_the_active_segment_holds_open_files() {
     let start = log.log_start_offset();
     assert_eq!(read_all(&log, start), expected[start as usize..].to_vec());
     assert_eq!(storage.open_handles(), 3);
+}
+
+/// A cut is refused where it would split a batch or lies outside the log (nothing changes);
+/// at a boundary it removes whole later segments and the tail of the one holding it, survives
+/// a crash, and the producer table forgets the removed batches: their retries are stored
+/// again, not answered as duplicates, while a retry of a kept batch still is.
+#[test]
+fn truncation_cuts_between_batches_durably_and_forgets_removed_batches() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    // 20 batches of 3 records from producer 9 (offsets 0..60), over several 600-byte segments.
+    for n in 0..20u64 {
+        let values = [3 * n, 3 * n + 1, 3 * n + 2];
+        log.append(&mut idempotent_batch(9, 0, 3 * n as i32, &values), 1)
+            .expect("append");
+    }
+    log.sync_handle().expect("handle").sync().expect("sync");
+    let segments_before = log.segment_count();
+    assert!(segments_before >= 4, "{segments_before} segments");
+
+    assert_eq!(
+        log.truncate_to(31),
+        Err(TruncateError::InsideBatch {
+            offset: 31,
+            batch_base_offset: 30
+        })
+    );
+    assert!(matches!(
+        log.truncate_to(61),
+        Err(TruncateError::OutOfRange { offset: 61, .. })
+    ));
+    assert!(matches!(
+        log.truncate_to(-1),
+        Err(TruncateError::OutOfRange { .. })
+    ));
+    assert_eq!(log.high_watermark(), 60);
+    assert_eq!(log.truncate_to(60), Ok(0));
+
+    let removed = log.truncate_to(30).expect("cut at a boundary");
+    assert!(removed > 0);
+    assert_eq!(log.high_watermark(), 30);
+    assert!(log.segment_count() < segments_before);
+    assert_eq!(
+        read_all(&log, 0),
+        (0..30).map(|v| (v as i64, v)).collect::<Vec<_>>()
+    );
+
+    // The producer's retry of a kept batch is a duplicate; of the first removed one, new.
+    let kept = log
+        .append(&mut idempotent_batch(9, 0, 27, &[27, 28, 29]), 2)
+        .expect("retry of a kept batch");
+    assert!(kept.duplicate && kept.base_offset == 27);
+    let again = log
+        .append(&mut idempotent_batch(9, 0, 30, &[30, 31, 32]), 2)
+        .expect("retry of a removed batch");
+    assert!(!again.duplicate);
+    assert_eq!(again.base_offset, 30);
+
+    // A power cut after that: the removed segments do not come back.
+    log.sync_handle().expect("handle").sync().expect("sync");
+    drop(log);
+    storage.crash(|unsynced| unsynced);
+    let (mut log, recovery) =
+        PartitionLog::open(storage.clone(), DIR, small_config()).expect("reopen");
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(
+        read_all(&log, 0),
+        (0..33).map(|v| (v as i64, v)).collect::<Vec<_>>()
+    );
+
+    // Down to the very start: one empty segment stays, and appends go on from 0.
+    log.truncate_to(0).expect("cut everything");
+    assert_eq!((log.high_watermark(), log.segment_count()), (0, 1));
+    let first = log.append(&mut batch_of(&[7], 3), 3).expect("append");
+    assert_eq!(first.base_offset, 0);
 }

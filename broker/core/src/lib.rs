@@ -20,5 +20,6 @@
 pub mod groups;
 pub mod log;
 pub mod producers;
+pub mod replica;
 pub mod storage;
 pub mod validation;

@@ -1,0 +1,426 @@
+//! What a partition replica must remember about its Raft log that its batches do not say:
+//! the vote it cast, the term of every entry (as the list of leader changes: the first index
+//! of each term), and the last purged and committed entries. The batch header has no field
+//! outside its CRC for a term, so the terms live here, in the partition's `raft.meta`.
+//!
+//! Pure: no I/O. The caller persists [`ReplicaMeta::encode`] atomically, and must do so
+//! *before* writing the first batch of a new term ([`ReplicaMeta::note_entry`] says when):
+//! a batch on disk whose term the file does not know would be read back with the previous
+//! term, and a replica whose log ids are wrong breaks Raft's log matching silently.
+
+/// Most leader changes one replica's log may span. Terms of purged entries are dropped, so
+/// this bounds the elections within the retained log, not over the partition's life.
+pub const TERMS_MAX: usize = 65_536;
+const META_MAGIC: &[u8; 4] = b"HRM1";
+
+/// A position in a replica's Raft log: an entry's term and index (a Raft log id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    pub term: u64,
+    pub index: u64,
+}
+
+/// The vote a replica cast (or, committed, the leader it follows) in `term`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vote {
+    pub term: u64,
+    pub node_id: u64,
+    pub committed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaMetaError {
+    #[error(
+        "entry {index} of term {term} goes back from term {last_term}: terms only grow along a log"
+    )]
+    TermGoesBack {
+        index: u64,
+        term: u64,
+        last_term: u64,
+    },
+    #[error("entry {index} of a new term {term} does not follow term {last_term}, which starts at {last_first_index}")]
+    IndexGoesBack {
+        index: u64,
+        term: u64,
+        last_term: u64,
+        last_first_index: u64,
+    },
+    #[error("entry {index} of term {term} is purged already (up to {purged})")]
+    Purged { index: u64, term: u64, purged: u64 },
+    #[error(
+        "the log spans {TERMS_MAX} terms already: purge old entries before more leader changes"
+    )]
+    TooManyTerms,
+}
+
+/// A replica's Raft bookkeeping besides its batches; see the module documentation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaMeta {
+    pub vote: Option<Vote>,
+    pub committed: Option<LogPosition>,
+    purged: Option<LogPosition>,
+    /// (term, first index of that term), both ascending: the terms of the entries after
+    /// `purged`. Entry i has the term of the last element whose first index is <= i.
+    terms: Vec<(u64, u64)>,
+}
+
+impl ReplicaMeta {
+    /// The last purged entry (nothing at or before it is stored any more).
+    pub fn purged(&self) -> Option<LogPosition> {
+        self.purged
+    }
+
+    /// The term of entry `index`, if this replica knows it: purged entries are known only
+    /// for the last one. The caller knows where its log ends; past it the last term is
+    /// returned.
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        if let Some(purged) = self.purged {
+            if index < purged.index {
+                return None;
+            }
+            if index == purged.index {
+                return Some(purged.term);
+            }
+        }
+        let at = self.terms.partition_point(|&(_, first)| first <= index);
+        at.checked_sub(1).map(|i| self.terms[i].0)
+    }
+
+    /// The first entry of each term after the purged one, in log order (what openraft calls
+    /// the key log ids, with the last entry added by the caller).
+    pub fn term_starts(&self) -> impl Iterator<Item = LogPosition> + '_ {
+        self.terms
+            .iter()
+            .map(|&(term, index)| LogPosition { term, index })
+    }
+
+    /// Takes note of an entry about to be written at `position`, the next one of the log.
+    /// Returns `true` when it starts a new term: the caller must then persist this meta
+    /// before writing the entry.
+    pub fn note_entry(&mut self, position: LogPosition) -> Result<bool, ReplicaMetaError> {
+        let LogPosition { term, index } = position;
+        if let Some(purged) = self.purged {
+            if index <= purged.index {
+                return Err(ReplicaMetaError::Purged {
+                    index,
+                    term,
+                    purged: purged.index,
+                });
+            }
+        }
+        let last = self
+            .terms
+            .last()
+            .copied()
+            .or_else(|| self.purged.map(|purged| (purged.term, purged.index)));
+        match last {
+            Some((last_term, _)) if last_term == term => Ok(false),
+            Some((last_term, _)) if term < last_term => Err(ReplicaMetaError::TermGoesBack {
+                index,
+                term,
+                last_term,
+            }),
+            Some((last_term, last_first_index)) if index <= last_first_index => {
+                Err(ReplicaMetaError::IndexGoesBack {
+                    index,
+                    term,
+                    last_term,
+                    last_first_index,
+                })
+            }
+            _ if self.terms.len() >= TERMS_MAX => Err(ReplicaMetaError::TooManyTerms),
+            _ => {
+                self.terms.push((term, index));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Forgets the terms of entries after `last_kept` (every entry after the purged one when
+    /// `None`): the log was cut there.
+    pub fn truncate_after(&mut self, last_kept: Option<u64>) {
+        match last_kept {
+            Some(index) => self.terms.retain(|&(_, first)| first <= index),
+            None => self.terms.clear(),
+        }
+    }
+
+    /// Records that every entry up to and including `upto` is purged, and forgets the terms
+    /// that only covered those entries.
+    pub fn purge(&mut self, upto: LogPosition) {
+        if self.purged.is_some_and(|purged| purged.index >= upto.index) {
+            return;
+        }
+        self.purged = Some(upto);
+        // Keep a term if it still covers an entry after `upto`: it is the last one, or the
+        // next term starts after `upto + 1`.
+        let next = upto.index.saturating_add(1);
+        let starts: Vec<u64> = self.terms.iter().map(|&(_, first)| first).collect();
+        let mut kept = Vec::with_capacity(self.terms.len());
+        for (i, &entry) in self.terms.iter().enumerate() {
+            let covers_later = starts.get(i + 1).is_none_or(|&following| following > next);
+            if covers_later {
+                kept.push(entry);
+            }
+        }
+        self.terms = kept;
+    }
+
+    /// The bytes to persist: magic, CRC-32C of the body, body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(64 + 16 * self.terms.len());
+        match self.vote {
+            Some(vote) => {
+                body.push(1);
+                body.extend_from_slice(&vote.term.to_be_bytes());
+                body.extend_from_slice(&vote.node_id.to_be_bytes());
+                body.push(u8::from(vote.committed));
+            }
+            None => body.push(0),
+        }
+        for position in [self.committed, self.purged] {
+            match position {
+                Some(position) => {
+                    body.push(1);
+                    body.extend_from_slice(&position.term.to_be_bytes());
+                    body.extend_from_slice(&position.index.to_be_bytes());
+                }
+                None => body.push(0),
+            }
+        }
+        body.extend_from_slice(&(self.terms.len() as u32).to_be_bytes());
+        for &(term, first) in &self.terms {
+            body.extend_from_slice(&term.to_be_bytes());
+            body.extend_from_slice(&first.to_be_bytes());
+        }
+        let mut out = Vec::with_capacity(body.len() + 8);
+        out.extend_from_slice(META_MAGIC);
+        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes what [`ReplicaMeta::encode`] wrote; `None` if the bytes are damaged in any way
+    /// (wrong magic or CRC, truncated, trailing bytes, terms out of order or too many).
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let (magic, rest) = bytes.split_at_checked(4)?;
+        let (crc, body) = rest.split_at_checked(4)?;
+        if magic != META_MAGIC || u32::from_be_bytes(crc.try_into().ok()?) != crc32c::crc32c(body) {
+            return None;
+        }
+        let mut reader = Reader { body, at: 0 };
+        let vote = match reader.byte()? {
+            0 => None,
+            1 => Some(Vote {
+                term: reader.u64()?,
+                node_id: reader.u64()?,
+                committed: match reader.byte()? {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                },
+            }),
+            _ => return None,
+        };
+        let committed = reader.position()?;
+        let purged = reader.position()?;
+        let count = u32::from_be_bytes(reader.take(4)?.try_into().ok()?) as usize;
+        if count > TERMS_MAX {
+            return None;
+        }
+        let mut terms = Vec::with_capacity(count);
+        for _ in 0..count {
+            let entry = (reader.u64()?, reader.u64()?);
+            if terms
+                .last()
+                .is_some_and(|&(term, first)| entry.0 <= term || entry.1 <= first)
+            {
+                return None;
+            }
+            terms.push(entry);
+        }
+        if reader.at != body.len() {
+            return None;
+        }
+        Some(Self {
+            vote,
+            committed,
+            purged,
+            terms,
+        })
+    }
+}
+
+struct Reader<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let slice = self.body.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(slice)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn position(&mut self) -> Option<Option<LogPosition>> {
+        match self.byte()? {
+            0 => Some(None),
+            1 => Some(Some(LogPosition {
+                term: self.u64()?,
+                index: self.u64()?,
+            })),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Append `count` entries, in a new term when `new_term`.
+        Append { count: u8, new_term: bool },
+        /// Cut the log after `pick`-th kept entry (modulo), or everything.
+        Truncate { pick: u16 },
+        /// Purge up to the `pick`-th entry (modulo).
+        Purge { pick: u16 },
+        /// Persist and read back.
+        Reload,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (1u8..5, any::<bool>()).prop_map(|(count, new_term)| Op::Append { count, new_term }),
+            1 => any::<u16>().prop_map(|pick| Op::Truncate { pick }),
+            1 => any::<u16>().prop_map(|pick| Op::Purge { pick }),
+            1 => Just(Op::Reload),
+        ]
+    }
+
+    proptest! {
+        /// Against a model log (the term of every index, from 1): after any appends in growing
+        /// terms, cuts, purges and reloads, every entry after the purged one has the model's
+        /// term, the purged one too, the term starts are exactly the model's changes, and the
+        /// meta persists exactly.
+        #[test]
+        fn terms_follow_a_model_log(ops in proptest::collection::vec(op(), 1..80)) {
+            let mut meta = ReplicaMeta::default();
+            // model[i] = term of entry i + 1; entries up to `purged` are gone.
+            let mut model: Vec<u64> = Vec::new();
+            let mut purged = 0u64;
+            let mut term = 1u64;
+            for op in ops {
+                match op {
+                    Op::Append { count, new_term } => {
+                        if new_term {
+                            term += 1;
+                        }
+                        for _ in 0..count {
+                            let index = model.len() as u64 + 1;
+                            let starts = model.last() != Some(&term);
+                            let persisted = meta
+                                .note_entry(LogPosition { term, index })
+                                .expect("next entry");
+                            prop_assert_eq!(persisted, starts, "entry {} of term {}", index, term);
+                            model.push(term);
+                        }
+                    }
+                    Op::Truncate { pick } => {
+                        let kept = model.len() as u64 - purged;
+                        let cut = purged + u64::from(pick) % (kept + 1);
+                        meta.truncate_after(Some(cut));
+                        model.truncate(cut as usize);
+                    }
+                    Op::Purge { pick } => {
+                        let kept = model.len() as u64 - purged;
+                        if kept > 0 {
+                            let upto = purged + 1 + u64::from(pick) % kept;
+                            meta.purge(LogPosition { term: model[upto as usize - 1], index: upto });
+                            purged = upto;
+                        }
+                    }
+                    Op::Reload => {
+                        let bytes = meta.encode();
+                        prop_assert_eq!(ReplicaMeta::decode(&bytes), Some(meta.clone()));
+                    }
+                }
+                for index in purged.max(1)..=model.len() as u64 {
+                    prop_assert_eq!(meta.term_of(index), Some(model[index as usize - 1]), "index {}", index);
+                }
+                if purged > 1 {
+                    prop_assert_eq!(meta.term_of(purged - 1), None);
+                }
+                let expected: Vec<LogPosition> = (purged + 1..=model.len() as u64)
+                    .filter(|&i| i == 1 || model[i as usize - 1] != model[i as usize - 2])
+                    .map(|i| LogPosition { term: model[i as usize - 1], index: i })
+                    .collect();
+                // Terms of purged entries are forgotten: at most the one still covering the
+                // purged entry remains at or before it.
+                prop_assert!(meta.term_starts().filter(|p| p.index <= purged).count() <= 1);
+                let starts: Vec<LogPosition> = meta.term_starts().filter(|p| p.index > purged).collect();
+                prop_assert_eq!(&starts[..], &expected[..]);
+            }
+        }
+
+        /// Damaged bytes never decode into a meta (and never panic).
+        #[test]
+        fn damaged_meta_is_refused(flip in any::<usize>(), bit in 0u8..8, cut in any::<usize>()) {
+            let mut meta = ReplicaMeta {
+                vote: Some(Vote { term: 7, node_id: 2, committed: true }),
+                committed: Some(LogPosition { term: 6, index: 40 }),
+                ..ReplicaMeta::default()
+            };
+            for (term, index) in [(3, 1), (5, 10), (7, 30)] {
+                meta.note_entry(LogPosition { term, index }).expect("entry");
+            }
+            let bytes = meta.encode();
+            let mut flipped = bytes.clone();
+            let at = flip % flipped.len();
+            flipped[at] ^= 1 << bit;
+            prop_assert_eq!(ReplicaMeta::decode(&flipped), None);
+            let cut = cut % bytes.len();
+            prop_assert_eq!(ReplicaMeta::decode(&bytes[..cut]), None);
+        }
+    }
+
+    #[test]
+    fn entries_that_would_rewrite_history_are_refused() {
+        let mut meta = ReplicaMeta::default();
+        assert_eq!(meta.note_entry(LogPosition { term: 2, index: 1 }), Ok(true));
+        assert_eq!(
+            meta.note_entry(LogPosition { term: 2, index: 2 }),
+            Ok(false)
+        );
+        assert_eq!(meta.note_entry(LogPosition { term: 4, index: 3 }), Ok(true));
+        let back = meta
+            .note_entry(LogPosition { term: 3, index: 4 })
+            .expect_err("term 3 after 4");
+        assert!(back.to_string().contains("goes back from term 4"), "{back}");
+        assert!(matches!(
+            meta.note_entry(LogPosition { term: 5, index: 3 }),
+            Err(ReplicaMetaError::IndexGoesBack { .. })
+        ));
+        meta.purge(LogPosition { term: 4, index: 3 });
+        assert!(matches!(
+            meta.note_entry(LogPosition { term: 5, index: 2 }),
+            Err(ReplicaMetaError::Purged { purged: 3, .. })
+        ));
+        assert_eq!(meta.note_entry(LogPosition { term: 5, index: 4 }), Ok(true));
+        assert_eq!(
+            (meta.term_of(3), meta.term_of(4), meta.term_of(2)),
+            (Some(4), Some(5), None)
+        );
+    }
+}

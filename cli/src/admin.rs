@@ -390,9 +390,15 @@ const AUTHENTICATION_HINT: &str =
 
 #[derive(clap::Args)]
 pub(crate) struct BrokerArgs {
-    /// Broker QUIC address.
-    #[arg(long, env = "HERALD_BROKER", default_value = "127.0.0.1:7070")]
-    broker: SocketAddr,
+    /// Broker QUIC address, or a comma-separated bootstrap list of brokers (all are tried
+    /// at once; the first that answers is used).
+    #[arg(
+        long,
+        env = "HERALD_BROKER",
+        default_value = "127.0.0.1:7070",
+        value_delimiter = ','
+    )]
+    broker: Vec<SocketAddr>,
     /// SHA-256 fingerprint of the broker's certificate (as `herald up` prints it).
     #[arg(
         long,
@@ -492,9 +498,15 @@ impl BrokerArgs {
             }
             Credentials::None => String::new(),
         };
-        BrokerClient::connect_with(self.broker, trust, &credentials)
+        let addrs = self
+            .broker
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        BrokerClient::connect_any(&self.broker, trust, &credentials)
             .await
-            .with_context(|| format!("cannot connect to the broker at {}{who}", self.broker))
+            .with_context(|| format!("cannot connect to the broker at {addrs}{who}"))
     }
 }
 
@@ -817,6 +829,20 @@ mod tests {
             Ok(_) => panic!("{flags:?} should be refused"),
             Err(error) => format!("{error:#}"),
         }
+    }
+
+    #[test]
+    fn the_broker_flag_takes_a_bootstrap_list() {
+        let addr = |text: &str| text.parse::<SocketAddr>().expect("addr");
+        assert_eq!(broker_args(&[]).broker, [addr("127.0.0.1:7070")]);
+        assert_eq!(
+            broker_args(&["--broker", "127.0.0.1:1,127.0.0.2:2"]).broker,
+            [addr("127.0.0.1:1"), addr("127.0.0.2:2")]
+        );
+        assert_eq!(
+            broker_args(&["--broker", "127.0.0.1:1", "--broker", "[::1]:3"]).broker,
+            [addr("127.0.0.1:1"), addr("[::1]:3")]
+        );
     }
 
     #[test]

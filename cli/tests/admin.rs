@@ -98,6 +98,28 @@ fn schema_topic_and_group_commands() {
     assert!(err.contains("unknown group"), "{err}");
     let (code, _, _) = run(&[&["topic", "delete", "orders"][..], &broker_args].concat());
     assert_eq!(code, 0);
+    // A bootstrap list whose first broker never answers (a bound socket that reads nothing,
+    // as a paused node): the command goes through the one that does.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let list = format!("{},{addr}", silent.local_addr().expect("addr"));
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(&[
+        "topic",
+        "create",
+        "payments",
+        "--broker",
+        &list,
+        "--fingerprint",
+        &fingerprint,
+    ]);
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, out, _) = run(&[&["topic", "list"][..], &broker_args].concat());
+    assert_eq!((code, out.trim()), (0, "payments"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "the silent broker was waited for: {:?}",
+        started.elapsed()
+    );
     let (code, _, err) = run(&[
         "topic",
         "list",

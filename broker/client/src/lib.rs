@@ -154,7 +154,16 @@ pub enum ConnectError {
     /// includes the broker's message), or the broker could not prove it knows them.
     #[error("authentication failed: {0}")]
     Authentication(String),
+    /// A bootstrap list that names no address, or more than [`BOOTSTRAP_ADDRESSES_MAX`].
+    #[error("the bootstrap list names {0} brokers: give between 1 and {BOOTSTRAP_ADDRESSES_MAX}")]
+    BootstrapList(usize),
+    /// No broker of a bootstrap list could be reached: each address with why.
+    #[error("no broker of the bootstrap list answered: {}", .0.iter().map(|(addr, reason)| format!("{addr}: {reason}")).collect::<Vec<_>>().join("; "))]
+    NoneReachable(Vec<(SocketAddr, String)>),
 }
+
+/// Most addresses a bootstrap list may name (each is tried at once).
+pub const BOOTSTRAP_ADDRESSES_MAX: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -403,6 +412,52 @@ impl BrokerClient {
     /// Connects without credentials: [`BrokerClient::connect_with`] with [`Credentials::None`].
     pub async fn connect(addr: SocketAddr, trust: Trust) -> Result<Self, ConnectError> {
         Self::connect_with(addr, trust, &Credentials::None).await
+    }
+
+    /// Connects to whichever broker of `addrs` (a bootstrap list) answers first, trying all
+    /// at once (a broker that is down costs the handshake timeout, not a turn each), and
+    /// authenticates as [`BrokerClient::connect_with`] does. A refused authentication is
+    /// reported at once (every broker of a cluster checks the same credentials); if no broker
+    /// can be reached, the error names each address and why.
+    pub async fn connect_any(
+        addrs: &[SocketAddr],
+        trust: Trust,
+        credentials: &Credentials,
+    ) -> Result<Self, ConnectError> {
+        if addrs.is_empty() || addrs.len() > BOOTSTRAP_ADDRESSES_MAX {
+            return Err(ConnectError::BootstrapList(addrs.len()));
+        }
+        if let [addr] = addrs {
+            return Self::connect_with(*addr, trust, credentials).await;
+        }
+        // Dropped on return: the attempts still running are aborted.
+        let mut attempts = tokio::task::JoinSet::new();
+        let mut addr_of = std::collections::HashMap::new();
+        for &addr in addrs {
+            let (trust, credentials) = (trust.clone(), credentials.clone());
+            let task =
+                attempts.spawn(async move { Self::connect_with(addr, trust, &credentials).await });
+            addr_of.insert(task.id(), addr);
+        }
+        let mut failures = Vec::new();
+        while let Some(attempt) = attempts.join_next_with_id().await {
+            match attempt {
+                Ok((_, Ok(client))) => return Ok(client),
+                Ok((_, Err(error @ ConnectError::Authentication(_)))) => return Err(error),
+                Ok((id, Err(error))) => {
+                    if let Some(&addr) = addr_of.get(&id) {
+                        failures.push((addr, error.to_string()));
+                    }
+                }
+                Err(failed) => {
+                    if let Some(&addr) = addr_of.get(&failed.id()) {
+                        failures.push((addr, failed.to_string()));
+                    }
+                }
+            }
+        }
+        failures.sort_by_key(|(addr, _)| addrs.iter().position(|a| a == addr));
+        Err(ConnectError::NoneReachable(failures))
     }
 
     /// Connects and proves who the client is: a SCRAM exchange right after the handshake for

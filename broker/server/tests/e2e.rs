@@ -1121,6 +1121,52 @@ async fn large_packets_on_loopback_carry_mebibytes_without_loss() {
     assert_eq!(stats.path.lost_packets, 0, "{stats:?}");
 }
 
+/// A bootstrap list is tried all at once: a broker that never answers (a bound socket that
+/// reads nothing, as a paused node) does not hold the connection up; a list of only such
+/// brokers fails naming each; an empty list is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_list_connects_to_whichever_broker_answers() {
+    use herald_broker_client::ConnectError;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, _client) = broker_with_topic(dir.path(), "orders").await;
+    let silent = [
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"),
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"),
+    ];
+    let silent: Vec<SocketAddr> = silent
+        .iter()
+        .map(|socket| socket.local_addr().expect("addr"))
+        .collect();
+    let trust = Trust::Fingerprint(broker.bound.fingerprint.clone());
+    let credentials = broker.credentials.clone();
+    let started = std::time::Instant::now();
+    let client = BrokerClient::connect_any(
+        &[silent[0], broker.bound.addr, silent[1]],
+        trust.clone(),
+        &credentials,
+    )
+    .await
+    .expect("the answering broker");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.list_topics().await.expect("list").len(), 1);
+
+    assert!(matches!(
+        BrokerClient::connect_any(&[], trust.clone(), &credentials).await,
+        Err(ConnectError::BootstrapList(0))
+    ));
+    let Err(error) = BrokerClient::connect_any(&silent, trust, &credentials).await else {
+        panic!("nobody answers");
+    };
+    let text = error.to_string();
+    for addr in &silent {
+        assert!(text.contains(&addr.to_string()), "{text}");
+    }
+}
+
 /// A segment age past i64 milliseconds is not a duration the log can compare (it saturates to
 /// "never"): it is refused at creation with an error naming the field, not silently taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,9 @@ use crate::schemas::{Registration, SchemaError, Schemas, SubjectStrategy, SCHEMA
 /// Where the broker and registry are, and how typed producers pick their schema.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    pub broker: SocketAddr,
+    /// The broker, or a bootstrap list of brokers: all are tried at once, at connection and
+    /// at every reconnection, and the first that answers is used.
+    pub brokers: Vec<SocketAddr>,
     pub trust: Trust,
     /// How the client proves who it is to the broker, at connection and at every
     /// reconnection (`Credentials::None`).
@@ -45,7 +47,7 @@ pub struct ClientConfig {
 impl ClientConfig {
     pub fn new(broker: SocketAddr, trust: Trust, registry_url: impl Into<String>) -> Self {
         Self {
-            broker,
+            brokers: vec![broker],
             trust,
             credentials: Credentials::None,
             registry_url: registry_url.into(),
@@ -54,6 +56,13 @@ impl ClientConfig {
             registration: Registration::default(),
             subject_strategy: SubjectStrategy::default(),
         }
+    }
+
+    /// The same configuration, with `brokers` as its bootstrap list (see
+    /// [`ClientConfig::brokers`]).
+    pub fn with_bootstrap(mut self, brokers: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.brokers = brokers.into_iter().collect();
+        self
     }
 
     /// The same configuration, connecting to the broker with `credentials`.
@@ -92,7 +101,7 @@ impl Client {
     /// credentials) and prepares the registry client.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         let broker =
-            BrokerClient::connect_with(config.broker, config.trust.clone(), &config.credentials)
+            BrokerClient::connect_any(&config.brokers, config.trust.clone(), &config.credentials)
                 .await?;
         let mut registry = RegistryClient::new(config.registry_url.clone())?;
         if let Some(ca) = &config.registry_ca {
@@ -121,14 +130,15 @@ impl Client {
     /// Makes fresh broker connections for producers and consumers that must survive a broker
     /// restart; each one authenticates again with the configured credentials.
     pub fn connector(&self) -> Connector {
-        let addr = self.config.broker;
+        let brokers: Arc<[SocketAddr]> = self.config.brokers.clone().into();
         let trust = self.config.trust.clone();
         let credentials = self.config.credentials.clone();
         Arc::new(move || {
+            let brokers = brokers.clone();
             let trust = trust.clone();
             let credentials = credentials.clone();
             Box::pin(async move {
-                BrokerClient::connect_with(addr, trust, &credentials)
+                BrokerClient::connect_any(&brokers, trust, &credentials)
                     .await
                     .map_err(|e| e.to_string())
             })

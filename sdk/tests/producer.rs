@@ -278,3 +278,32 @@ async fn records_dropped_by_a_dedup_window_report_where_their_first_copy_is() {
     assert_eq!(send_batch(&["d", "a"]).await, [3, 0], "only duplicates");
     assert_eq!(send_batch(&["e"]).await, [4]);
 }
+
+/// A client given a bootstrap list connects through whichever broker answers (here the
+/// first never does: a bound socket that reads nothing, as a paused node), and its connector,
+/// which producers and consumers reconnect with, does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connects_and_reconnects_through_a_bootstrap_list() {
+    use herald::{Client, ClientConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = support::RunningBroker::start(dir.path()).await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let config = ClientConfig::new(broker.bound.addr, broker.trust(), "http://127.0.0.1:9")
+        .with_credentials(broker.credentials.clone())
+        .with_bootstrap([silent.local_addr().expect("addr"), broker.bound.addr]);
+    let started = std::time::Instant::now();
+    let client = Client::connect(config).await.expect("connects");
+    client
+        .broker()
+        .create_topic("orders", TopicConfig::default())
+        .await
+        .expect("create");
+    let again = (client.connector())().await.expect("reconnects");
+    assert_eq!(again.list_topics().await.expect("list").len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the silent broker was waited for: {:?}",
+        started.elapsed()
+    );
+    broker.stop().await;
+}

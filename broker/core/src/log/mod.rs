@@ -206,6 +206,10 @@ impl Fence {
     }
 }
 
+/// Most unused capacity a fetch answer may keep when the read window itself becomes the
+/// answer (see `collect`); past it the used part is copied into a buffer of its own size.
+pub const READ_WINDOW_SLACK_BYTES: usize = 64 * 1024;
+
 /// One partition's log over a [`Storage`].
 ///
 /// A failed append leaves the log exactly as before it: a partial write is cut back to the
@@ -574,9 +578,11 @@ impl<S: Storage> PartitionLog<S> {
             *out = segment.read_at(&self.storage, &self.dir, position, size)?;
             return Ok(size == available);
         }
-        if out.is_empty() {
+        if out.is_empty() && window.len() - used <= READ_WINDOW_SLACK_BYTES {
             // The window becomes the answer: a second copy of up to `max_bytes` (and a second
             // buffer) per fetch was a tenth of a fetch's time at 1 MiB (bench/RESULTS.md).
+            // Only when it is nearly all used: answers are charged to response budgets by
+            // their length, so a small answer must not keep a large window's capacity.
             let mut window = window;
             window.truncate(used);
             *out = window;

@@ -843,3 +843,34 @@ fn truncation_cuts_between_batches_durably_and_forgets_removed_batches() {
     let first = log.append(&mut batch_of(&[7], 3), 3).expect("append");
     assert_eq!(first.base_offset, 0);
 }
+
+/// A small answer read from a large window does not keep the window's capacity: answers are
+/// charged to the broker's response budgets by their length (one small batch before a 1 MiB
+/// one, read with room for both, returns only the small one).
+#[test]
+fn a_small_answer_does_not_keep_a_large_read_window() {
+    let storage = MemoryStorage::new();
+    let config = LogConfig {
+        segment_bytes: 64 * 1024 * 1024,
+        ..small_config()
+    };
+    let (mut log, _) = PartitionLog::open(storage, DIR, config).expect("open");
+    log.append(&mut batch_of(&[1], 1), 1).expect("small");
+    let mut builder = BatchBuilder::new();
+    builder.push(Record {
+        timestamp_ms: 2,
+        key: None,
+        value: Some(vec![7u8; 1024 * 1024]),
+        headers: Vec::new(),
+    });
+    log.append(&mut builder.encode().expect("batch"), 2)
+        .expect("large");
+    let small_len = batch_of(&[1], 1).len();
+    let read = log.read(0, small_len + 1000 * 1024).expect("read");
+    assert_eq!(read.bytes.len(), small_len, "only the small batch fits");
+    assert!(
+        read.bytes.capacity() <= small_len + READ_WINDOW_SLACK_BYTES,
+        "capacity {}",
+        read.bytes.capacity()
+    );
+}

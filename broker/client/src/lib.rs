@@ -477,10 +477,7 @@ impl BrokerClient {
         if let Credentials::Scram { user, password } = credentials {
             if let Err(error) = client.authenticate(user, password).await {
                 client.close();
-                return Err(ConnectError::Authentication(match error {
-                    RequestError::Authentication(reason) => reason,
-                    other => other.to_string(),
-                }));
+                return Err(login_failed(addr, error));
             }
         }
         Ok(client)
@@ -573,14 +570,14 @@ impl BrokerClient {
         }
     }
 
-    /// Who this connection acts as: `None` until [`BrokerClient::authenticate`] succeeded
-    /// (also for a connection authenticated by its client certificate: the broker names
-    /// that principal only in its own logs and decisions).
     /// The QUIC connection's counters (packets, losses, path MTU, round-trip time).
     pub fn transport_stats(&self) -> quinn::ConnectionStats {
         self.connection.stats()
     }
 
+    /// Who this connection acts as: `None` until [`BrokerClient::authenticate`] succeeded
+    /// (also for a connection authenticated by its client certificate: the broker names
+    /// that principal only in its own logs and decisions).
     pub fn principal(&self) -> Option<Principal> {
         self.principal
             .lock()
@@ -853,6 +850,22 @@ impl BrokerClient {
     }
 }
 
+/// Why a login to the broker at `addr` failed: a refusal (the broker refused the credentials,
+/// or could not prove it knows them) is [`ConnectError::Authentication`], which another
+/// broker would answer alike; a failure that may pass on a retry (the connection dropped, no
+/// answer in time, throttled) is a [`ConnectError::Connect`] to that broker, so a bootstrap
+/// list goes on to the others.
+fn login_failed(addr: SocketAddr, error: RequestError) -> ConnectError {
+    match error {
+        RequestError::Authentication(reason) => ConnectError::Authentication(reason),
+        error if error.retryable() => ConnectError::Connect {
+            addr,
+            reason: format!("the login did not complete: {error}"),
+        },
+        error => ConnectError::Authentication(error.to_string()),
+    }
+}
+
 /// A SCRAM error on the client's side of the exchange.
 fn scram_failed(error: ScramError) -> RequestError {
     RequestError::Authentication(error.to_string())
@@ -973,5 +986,50 @@ impl ServerCertVerifier for PinnedCertificate {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A login cut short by the transport is a failure to reach that broker (a bootstrap list
+    /// tries the others); a refusal is an authentication error (every broker refuses alike).
+    #[test]
+    fn a_login_cut_short_is_a_connection_failure_and_a_refusal_is_not() {
+        let addr: SocketAddr = "127.0.0.1:7070".parse().expect("addr");
+        for transient in [
+            RequestError::Stream("connection lost".into()),
+            RequestError::Timeout(Duration::from_secs(1)),
+            RequestError::Broker {
+                code: ErrorCode::Throttled,
+                message: "busy".into(),
+                retry_after_ms: 10,
+            },
+        ] {
+            let error = login_failed(addr, transient);
+            assert!(
+                matches!(&error, ConnectError::Connect { addr: a, .. } if *a == addr),
+                "{error:?}"
+            );
+            assert!(
+                error.to_string().contains("login did not complete"),
+                "{error}"
+            );
+        }
+        for refusal in [
+            RequestError::Broker {
+                code: ErrorCode::AuthenticationFailed,
+                message: "wrong password".into(),
+                retry_after_ms: 0,
+            },
+            RequestError::Authentication("server signature".into()),
+        ] {
+            let error = login_failed(addr, refusal);
+            assert!(
+                matches!(error, ConnectError::Authentication(_)),
+                "{error:?}"
+            );
+        }
     }
 }

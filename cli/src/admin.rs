@@ -390,8 +390,8 @@ const AUTHENTICATION_HINT: &str =
 
 #[derive(clap::Args)]
 pub(crate) struct BrokerArgs {
-    /// Broker QUIC address, or a comma-separated bootstrap list of brokers (all are tried
-    /// at once; the first that answers is used).
+    /// Broker QUIC address, or a comma-separated bootstrap list of one cluster's brokers (all
+    /// are tried at once; the first that answers is used).
     #[arg(
         long,
         env = "HERALD_BROKER",

@@ -25,8 +25,10 @@ use crate::schemas::{Registration, SchemaError, Schemas, SubjectStrategy, SCHEMA
 /// Where the broker and registry are, and how typed producers pick their schema.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The broker, or a bootstrap list of brokers: all are tried at once, at connection and
-    /// at every reconnection, and the first that answers is used.
+    /// The broker, or a bootstrap list of brokers of one cluster: all are tried at once, at
+    /// connection and at every reconnection, and the first that answers is used. Brokers that
+    /// do not share their logs (separate single brokers) do not belong in one list: a
+    /// reconnection may land on any of them.
     pub brokers: Vec<SocketAddr>,
     pub trust: Trust,
     /// How the client proves who it is to the broker, at connection and at every

@@ -414,7 +414,8 @@ impl BrokerClient {
         Self::connect_with(addr, trust, &Credentials::None).await
     }
 
-    /// Connects to whichever broker of `addrs` (a bootstrap list) answers first, trying all
+    /// Connects to whichever broker of `addrs` (a bootstrap list: brokers of one cluster, any
+    /// of which may answer) answers first, trying all
     /// at once (a broker that is down costs the handshake timeout, not a turn each), and
     /// authenticates as [`BrokerClient::connect_with`] does. A refused authentication is
     /// reported at once (every broker of a cluster checks the same credentials); if no broker

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use quinn::congestion::ControllerFactory;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
@@ -70,8 +71,8 @@ pub const GSO_SEND_BYTES_MAX: usize = 65_507;
 /// consumed slower again (bench/RESULTS.md, issue 18).
 pub const MAX_UDP_PAYLOAD_BYTES: u16 = (GSO_SEND_BYTES_MAX / 4) as u16;
 
-/// The congestion window a connection starts with: ten packets of the largest size.
-pub const INITIAL_WINDOW_BYTES: u64 = 10 * MAX_UDP_PAYLOAD_BYTES as u64;
+/// Packets in the congestion window a connection starts with, as TCP's initial window.
+pub const INITIAL_WINDOW_PACKETS: u64 = 10;
 
 /// A QUIC endpoint on `socket` (from [`bind_udp`]) with packets up to
 /// [`MAX_UDP_PAYLOAD_BYTES`], whose segmented sends never exceed what the kernel takes.
@@ -185,20 +186,133 @@ pub fn transport() -> quinn::TransportConfig {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_DISCOVERY_UPPER_BOUND_BYTES);
     transport.mtu_discovery_config(Some(mtu));
-    // A congestion window of ten full-size packets to start with, as TCP's (Linux starts a
-    // loopback connection at ten 64 KiB segments). quinn's default of 14,720 bytes (raised to two
-    // packets once path-MTU discovery grows them) left two 16 KiB packets: the first large answer on a connection then waited out
-    // the peer's 25 ms delayed ACK before it could grow (a 29 ms first fetch in one bench run
-    // of two; bench/RESULTS.md, issue 18).
-    let mut congestion = quinn::congestion::CubicConfig::default();
-    congestion.initial_window(INITIAL_WINDOW_BYTES);
-    transport.congestion_controller_factory(Arc::new(congestion));
+    // A congestion window of ten packets of the path's size to start with (see
+    // `TenPackets`).
+    transport.congestion_controller_factory(Arc::new(TenPacketsFactory));
     // A dead peer is noticed within 10 s; keep-alives keep a quiet connection open.
     transport.keep_alive_interval(Some(Duration::from_secs(3)));
     transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
         10_000,
     ))));
     transport
+}
+
+/// Builds [`TenPackets`] controllers.
+#[derive(Debug)]
+struct TenPacketsFactory;
+
+impl ControllerFactory for TenPacketsFactory {
+    fn build(
+        self: Arc<Self>,
+        now: std::time::Instant,
+        current_mtu: u16,
+    ) -> Box<dyn quinn::congestion::Controller> {
+        Box::new(TenPackets {
+            inner: cubic(now, current_mtu),
+            congested: false,
+            now,
+        })
+    }
+}
+
+/// quinn's CUBIC starting at [`INITIAL_WINDOW_PACKETS`] packets of `mtu` bytes.
+fn cubic(now: std::time::Instant, mtu: u16) -> Box<dyn quinn::congestion::Controller> {
+    let mut config = quinn::congestion::CubicConfig::default();
+    config.initial_window(INITIAL_WINDOW_PACKETS * u64::from(mtu));
+    Arc::new(config).build(now, mtu)
+}
+
+/// quinn's CUBIC with an initial window of [`INITIAL_WINDOW_PACKETS`] packets of the path's
+/// current size, which keeps up with path-MTU discovery until the first congestion event, as
+/// TCP's initial window counts segments (Linux starts a loopback connection at ten 64 KiB
+/// segments). quinn's default of 14,720 bytes, raised to two packets once discovery grows
+/// them, left two 16 KiB packets on loopback: the first large answer on a connection waited
+/// out the peer's 25 ms delayed ACK (29 ms first fetches in half the bench runs;
+/// bench/RESULTS.md, issue 18), while a fixed ten 16 KiB packets would be 111 packets on an
+/// Ethernet path.
+struct TenPackets {
+    inner: Box<dyn quinn::congestion::Controller>,
+    /// A congestion event happened: the window is CUBIC's alone from then on.
+    congested: bool,
+    /// The latest time the controller was told of, to build a fresh controller at.
+    now: std::time::Instant,
+}
+
+impl quinn::congestion::Controller for TenPackets {
+    fn on_sent(&mut self, now: std::time::Instant, bytes: u64, last_packet_number: u64) {
+        self.now = now;
+        self.inner.on_sent(now, bytes, last_packet_number);
+    }
+
+    fn on_ack(
+        &mut self,
+        now: std::time::Instant,
+        sent: std::time::Instant,
+        bytes: u64,
+        app_limited: bool,
+        rtt: &quinn_proto::RttEstimator,
+    ) {
+        self.now = now;
+        self.inner.on_ack(now, sent, bytes, app_limited, rtt);
+    }
+
+    fn on_end_acks(
+        &mut self,
+        now: std::time::Instant,
+        in_flight: u64,
+        app_limited: bool,
+        largest_packet_num_acked: Option<u64>,
+    ) {
+        self.now = now;
+        self.inner
+            .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        now: std::time::Instant,
+        sent: std::time::Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
+        self.congested = true;
+        self.inner
+            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        // Before any congestion CUBIC is in slow start with nothing but its window to
+        // remember, so a fresh one at the larger initial window loses nothing.
+        if !self.congested && self.inner.window() < INITIAL_WINDOW_PACKETS * u64::from(new_mtu) {
+            self.inner = cubic(self.now, new_mtu);
+        } else {
+            self.inner.on_mtu_update(new_mtu);
+        }
+    }
+
+    fn window(&self) -> u64 {
+        self.inner.window()
+    }
+
+    fn metrics(&self) -> quinn::congestion::ControllerMetrics {
+        self.inner.metrics()
+    }
+
+    fn clone_box(&self) -> Box<dyn quinn::congestion::Controller> {
+        Box::new(TenPackets {
+            inner: self.inner.clone_box(),
+            congested: self.congested,
+            now: self.now,
+        })
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.inner.initial_window()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
 }
 
 /// SHA-256 of a certificate's DER bytes, hex encoded.
@@ -254,6 +368,24 @@ mod tests {
             segment_size,
             src_ip: None,
         }
+    }
+
+    /// The window starts at ten packets of the path's size and follows path-MTU discovery up,
+    /// until a congestion event: from then on only CUBIC moves it.
+    #[test]
+    fn the_initial_window_is_ten_packets_of_the_path_size() {
+        let now = std::time::Instant::now();
+        let mut controller = Arc::new(TenPacketsFactory).build(now, 1200);
+        assert_eq!(controller.window(), 12_000);
+        controller.on_mtu_update(1472);
+        assert_eq!(controller.window(), 14_720);
+        controller.on_mtu_update(MAX_UDP_PAYLOAD_BYTES);
+        assert_eq!(controller.window(), 10 * u64::from(MAX_UDP_PAYLOAD_BYTES));
+        controller.on_congestion_event(now, now, false, 1000);
+        let after_loss = controller.window();
+        assert!(after_loss < 10 * u64::from(MAX_UDP_PAYLOAD_BYTES));
+        controller.on_mtu_update(20_000);
+        assert!(controller.window() < 10 * 20_000, "{}", controller.window());
     }
 
     /// Ten full-size packets in one batch go out as sends of at most four (what the kernel

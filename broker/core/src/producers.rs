@@ -190,51 +190,38 @@ impl ProducerTable {
                 body.extend_from_slice(&batch.base_offset.to_be_bytes());
             }
         }
-        let mut out = Vec::with_capacity(body.len() + 8);
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-        out.extend_from_slice(&body);
-        out
+        herald_wire::seal(SNAPSHOT_MAGIC, &body)
     }
 
     /// Decodes a snapshot; `None` if it is damaged in any way.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let (magic, rest) = bytes.split_at_checked(4)?;
-        let (crc, body) = rest.split_at_checked(4)?;
-        if magic != SNAPSHOT_MAGIC
-            || u32::from_be_bytes(crc.try_into().ok()?) != crc32c::crc32c(body)
-        {
-            return None;
-        }
-        let mut at = 0usize;
-        let mut take = |n: usize| -> Option<&[u8]> {
-            let slice = body.get(at..at + n)?;
-            at += n;
-            Some(slice)
-        };
-        let count = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-        if count > PRODUCERS_PER_PARTITION_MAX {
-            return None;
-        }
+        Self::read(bytes).ok()
+    }
+
+    fn read(bytes: &[u8]) -> Result<Self, herald_wire::DecodeError> {
+        const WHAT: &str = "producer snapshot";
+        let mut body = herald_wire::unseal(SNAPSHOT_MAGIC, bytes, WHAT)?;
+        let count = body.count(WHAT, PRODUCERS_PER_PARTITION_MAX)?;
         let mut entries = HashMap::with_capacity(count);
         for _ in 0..count {
-            let id = i64::from_be_bytes(take(8)?.try_into().ok()?);
-            let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
-            let last_sequence = i32::from_be_bytes(take(4)?.try_into().ok()?);
-            let last_seen_ms = i64::from_be_bytes(take(8)?.try_into().ok()?);
-            let batch_count = take(1)?[0] as usize;
+            let id = body.i64(WHAT)?;
+            let epoch = body.i16(WHAT)?;
+            let last_sequence = body.i32(WHAT)?;
+            let last_seen_ms = body.i64(WHAT)?;
+            let batch_count = usize::from(body.u8(WHAT)?);
             if batch_count > PRODUCER_BATCHES_REMEMBERED {
-                return None;
+                return Err(herald_wire::DecodeError::TooLarge {
+                    what: WHAT,
+                    size: batch_count,
+                    limit: PRODUCER_BATCHES_REMEMBERED,
+                });
             }
             let mut batches = VecDeque::with_capacity(batch_count);
             for _ in 0..batch_count {
-                let first_sequence = i32::from_be_bytes(take(4)?.try_into().ok()?);
-                let last_sequence = i32::from_be_bytes(take(4)?.try_into().ok()?);
-                let base_offset = i64::from_be_bytes(take(8)?.try_into().ok()?);
                 batches.push_back(BatchMeta {
-                    first_sequence,
-                    last_sequence,
-                    base_offset,
+                    first_sequence: body.i32(WHAT)?,
+                    last_sequence: body.i32(WHAT)?,
+                    base_offset: body.i64(WHAT)?,
                 });
             }
             entries.insert(
@@ -247,7 +234,8 @@ impl ProducerTable {
                 },
             );
         }
-        (at == body.len()).then_some(Self { entries })
+        body.finish(WHAT)?;
+        Ok(Self { entries })
     }
 }
 

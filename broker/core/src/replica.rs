@@ -86,12 +86,24 @@ impl ReplicaMeta {
         at.checked_sub(1).map(|i| self.terms[i].0)
     }
 
-    /// The first entry of each term after the purged one, in log order (what openraft calls
-    /// the key log ids, with the last entry added by the caller).
-    pub fn term_starts(&self) -> impl Iterator<Item = LogPosition> + '_ {
+    /// The first entry of each term among the entries after the purged one up to
+    /// `last_index` (the log's last entry), in log order: what openraft calls the key log ids,
+    /// with the last entry added by the caller. The first entry after the purged one is always
+    /// among them.
+    pub fn term_starts(&self, last_index: u64) -> impl Iterator<Item = LogPosition> + '_ {
+        let first = self
+            .purged
+            .map_or(1, |purged| purged.index.saturating_add(1));
         self.terms
             .iter()
-            .map(|&(term, index)| LogPosition { term, index })
+            .enumerate()
+            .filter_map(move |(i, &(term, start))| {
+                let end = self.terms.get(i + 1).map_or(last_index, |&(_, next)| {
+                    next.saturating_sub(1).min(last_index)
+                });
+                let index = start.max(first);
+                (index <= end).then_some(LogPosition { term, index })
+            })
     }
 
     /// Takes note of an entry about to be written at `position`, the next one of the log.
@@ -108,12 +120,7 @@ impl ReplicaMeta {
                 });
             }
         }
-        let last = self
-            .terms
-            .last()
-            .copied()
-            .or_else(|| self.purged.map(|purged| (purged.term, purged.index)));
-        match last {
+        match self.terms.last().copied() {
             Some((last_term, _)) if last_term == term => Ok(false),
             Some((last_term, _)) if term < last_term => Err(ReplicaMetaError::TermGoesBack {
                 index,
@@ -126,6 +133,15 @@ impl ReplicaMeta {
                     term,
                     last_term,
                     last_first_index,
+                })
+            }
+            // No term recorded after the purged entry (a purge dropped it, or a cut): this
+            // entry's term is recorded whatever it is, the purged entry's included.
+            None if self.purged.is_some_and(|purged| term < purged.term) => {
+                Err(ReplicaMetaError::TermGoesBack {
+                    index,
+                    term,
+                    last_term: self.purged.map_or(0, |purged| purged.term),
                 })
             }
             _ if self.terms.len() >= TERMS_MAX => Err(ReplicaMetaError::TooManyTerms),
@@ -193,28 +209,20 @@ impl ReplicaMeta {
             body.extend_from_slice(&term.to_be_bytes());
             body.extend_from_slice(&first.to_be_bytes());
         }
-        let mut out = Vec::with_capacity(body.len() + 8);
-        out.extend_from_slice(META_MAGIC);
-        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-        out.extend_from_slice(&body);
-        out
+        herald_wire::seal(META_MAGIC, &body)
     }
 
     /// Decodes what [`ReplicaMeta::encode`] wrote; `None` if the bytes are damaged in any way
     /// (wrong magic or CRC, truncated, trailing bytes, terms out of order or too many).
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let (magic, rest) = bytes.split_at_checked(4)?;
-        let (crc, body) = rest.split_at_checked(4)?;
-        if magic != META_MAGIC || u32::from_be_bytes(crc.try_into().ok()?) != crc32c::crc32c(body) {
-            return None;
-        }
-        let mut reader = Reader { body, at: 0 };
-        let vote = match reader.byte()? {
+        const WHAT: &str = "replica meta";
+        let mut body = herald_wire::unseal(META_MAGIC, bytes, WHAT).ok()?;
+        let vote = match body.u8(WHAT).ok()? {
             0 => None,
             1 => Some(Vote {
-                term: reader.u64()?,
-                node_id: reader.u64()?,
-                committed: match reader.byte()? {
+                term: body.u64(WHAT).ok()?,
+                node_id: body.u64(WHAT).ok()?,
+                committed: match body.u8(WHAT).ok()? {
                     0 => false,
                     1 => true,
                     _ => return None,
@@ -222,15 +230,12 @@ impl ReplicaMeta {
             }),
             _ => return None,
         };
-        let committed = reader.position()?;
-        let purged = reader.position()?;
-        let count = u32::from_be_bytes(reader.take(4)?.try_into().ok()?) as usize;
-        if count > TERMS_MAX {
-            return None;
-        }
-        let mut terms = Vec::with_capacity(count);
+        let committed = position(&mut body)?;
+        let purged = position(&mut body)?;
+        let count = body.count(WHAT, TERMS_MAX).ok()?;
+        let mut terms: Vec<(u64, u64)> = Vec::with_capacity(count);
         for _ in 0..count {
-            let entry = (reader.u64()?, reader.u64()?);
+            let entry = (body.u64(WHAT).ok()?, body.u64(WHAT).ok()?);
             if terms
                 .last()
                 .is_some_and(|&(term, first)| entry.0 <= term || entry.1 <= first)
@@ -239,9 +244,7 @@ impl ReplicaMeta {
             }
             terms.push(entry);
         }
-        if reader.at != body.len() {
-            return None;
-        }
+        body.finish(WHAT).ok()?;
         Some(Self {
             vote,
             committed,
@@ -251,35 +254,16 @@ impl ReplicaMeta {
     }
 }
 
-struct Reader<'a> {
-    body: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let slice = self.body.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(slice)
-    }
-
-    fn byte(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    fn position(&mut self) -> Option<Option<LogPosition>> {
-        match self.byte()? {
-            0 => Some(None),
-            1 => Some(Some(LogPosition {
-                term: self.u64()?,
-                index: self.u64()?,
-            })),
-            _ => None,
-        }
+/// An optional position: a presence byte, then term and index.
+fn position(body: &mut herald_wire::Reader<'_>) -> Option<Option<LogPosition>> {
+    const WHAT: &str = "replica meta position";
+    match body.u8(WHAT).ok()? {
+        0 => Some(None),
+        1 => Some(Some(LogPosition {
+            term: body.u64(WHAT).ok()?,
+            index: body.u64(WHAT).ok()?,
+        })),
+        _ => None,
     }
 }
 
@@ -330,10 +314,14 @@ mod tests {
                         for _ in 0..count {
                             let index = model.len() as u64 + 1;
                             let starts = model.last() != Some(&term);
+                            let before = meta.clone();
                             let persisted = meta
                                 .note_entry(LogPosition { term, index })
                                 .expect("next entry");
-                            prop_assert_eq!(persisted, starts, "entry {} of term {}", index, term);
+                            // Every new term is persisted; so is any change to the meta (a
+                            // term recorded again after a purge or a cut dropped it).
+                            prop_assert!(!starts || persisted, "entry {} of term {}", index, term);
+                            prop_assert_eq!(persisted, meta != before, "entry {} of term {}", index, term);
                             model.push(term);
                         }
                     }
@@ -342,6 +330,11 @@ mod tests {
                         let cut = purged + u64::from(pick) % (kept + 1);
                         meta.truncate_after(Some(cut));
                         model.truncate(cut as usize);
+                        // A new leader's entries may carry the last kept entry's term (or a
+                        // term below the removed ones).
+                        if let Some(&last) = model.last() {
+                            term = last;
+                        }
                     }
                     Op::Purge { pick } => {
                         let kept = model.len() as u64 - purged;
@@ -363,13 +356,13 @@ mod tests {
                     prop_assert_eq!(meta.term_of(purged - 1), None);
                 }
                 let expected: Vec<LogPosition> = (purged + 1..=model.len() as u64)
-                    .filter(|&i| i == 1 || model[i as usize - 1] != model[i as usize - 2])
+                    .filter(|&i| i == purged + 1 || model[i as usize - 1] != model[i as usize - 2])
                     .map(|i| LogPosition { term: model[i as usize - 1], index: i })
                     .collect();
                 // Terms of purged entries are forgotten: at most the one still covering the
                 // purged entry remains at or before it.
-                prop_assert!(meta.term_starts().filter(|p| p.index <= purged).count() <= 1);
-                let starts: Vec<LogPosition> = meta.term_starts().filter(|p| p.index > purged).collect();
+                prop_assert!(meta.terms.iter().filter(|&&(_, first)| first <= purged).count() <= 1);
+                let starts: Vec<LogPosition> = meta.term_starts(model.len() as u64).collect();
                 prop_assert_eq!(&starts[..], &expected[..]);
             }
         }
@@ -421,6 +414,27 @@ mod tests {
         assert_eq!(
             (meta.term_of(3), meta.term_of(4), meta.term_of(2)),
             (Some(4), Some(5), None)
+        );
+    }
+
+    /// A purge drops the purged entry's term when the next term starts right after it; a cut
+    /// back to the purged entry and an entry in that same term must still know its term.
+    #[test]
+    fn an_entry_after_a_cut_to_the_purged_one_keeps_its_term() {
+        let mut meta = ReplicaMeta::default();
+        meta.note_entry(LogPosition { term: 2, index: 1 })
+            .expect("entry");
+        meta.note_entry(LogPosition { term: 3, index: 6 })
+            .expect("entry");
+        meta.purge(LogPosition { term: 2, index: 5 });
+        meta.truncate_after(Some(5));
+        assert_eq!(meta.note_entry(LogPosition { term: 2, index: 6 }), Ok(true));
+        assert_eq!(meta.term_of(6), Some(2));
+        let reloaded = ReplicaMeta::decode(&meta.encode()).expect("decodes");
+        assert_eq!(reloaded.term_of(6), Some(2));
+        assert_eq!(
+            reloaded.term_starts(6).collect::<Vec<_>>(),
+            [LogPosition { term: 2, index: 6 }]
         );
     }
 }

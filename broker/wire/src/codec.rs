@@ -23,26 +23,28 @@ pub enum DecodeError {
     Trailing { what: &'static str, trailing: usize },
 }
 
-pub(crate) struct Reader<'a> {
+/// Bounds-checked big-endian reading of a byte string: every read says what it reads, for
+/// the error if the bytes end first.
+pub struct Reader<'a> {
     bytes: &'a [u8],
     position: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+    pub fn new(bytes: &'a [u8]) -> Self {
         Self { bytes, position: 0 }
     }
 
-    pub(crate) fn remaining(&self) -> usize {
+    pub fn remaining(&self) -> usize {
         self.bytes.len() - self.position
     }
 
     /// The bytes not read yet (without consuming them).
-    pub(crate) fn rest(&self) -> &'a [u8] {
+    pub fn rest(&self) -> &'a [u8] {
         self.bytes.get(self.position..).unwrap_or_default()
     }
 
-    pub(crate) fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < len {
             return Err(DecodeError::Truncated {
                 what,
@@ -54,34 +56,31 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    pub(crate) fn array<const N: usize>(
-        &mut self,
-        what: &'static str,
-    ) -> Result<[u8; N], DecodeError> {
+    pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
         let slice = self.take(N, what)?;
         let mut array = [0u8; N];
         array.copy_from_slice(slice);
         Ok(array)
     }
 
-    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+    pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.array::<1>(what)?[0])
     }
 
-    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+    pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array(what)?))
     }
 
-    pub(crate) fn i16(&mut self, what: &'static str) -> Result<i16, DecodeError> {
+    pub fn i16(&mut self, what: &'static str) -> Result<i16, DecodeError> {
         Ok(i16::from_be_bytes(self.array(what)?))
     }
 
-    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+    pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array(what)?))
     }
 
     /// A u32 element count, refused above `limit` (before anything is allocated for it).
-    pub(crate) fn count(&mut self, what: &'static str, limit: usize) -> Result<usize, DecodeError> {
+    pub fn count(&mut self, what: &'static str, limit: usize) -> Result<usize, DecodeError> {
         let count = self.u32(what)? as usize;
         if count > limit {
             return Err(DecodeError::TooLarge {
@@ -93,24 +92,20 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
-    pub(crate) fn i32(&mut self, what: &'static str) -> Result<i32, DecodeError> {
+    pub fn i32(&mut self, what: &'static str) -> Result<i32, DecodeError> {
         Ok(i32::from_be_bytes(self.array(what)?))
     }
 
-    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+    pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array(what)?))
     }
 
-    pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+    pub fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
         Ok(i64::from_be_bytes(self.array(what)?))
     }
 
     /// A u16-length-prefixed UTF-8 string of at most `limit` bytes.
-    pub(crate) fn string(
-        &mut self,
-        what: &'static str,
-        limit: usize,
-    ) -> Result<String, DecodeError> {
+    pub fn string(&mut self, what: &'static str, limit: usize) -> Result<String, DecodeError> {
         let len = self.u16(what)? as usize;
         if len > limit {
             return Err(DecodeError::TooLarge {
@@ -124,11 +119,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A u32-length-prefixed byte string of at most `limit` bytes.
-    pub(crate) fn bytes(
-        &mut self,
-        what: &'static str,
-        limit: usize,
-    ) -> Result<&'a [u8], DecodeError> {
+    pub fn bytes(&mut self, what: &'static str, limit: usize) -> Result<&'a [u8], DecodeError> {
         let len = self.u32(what)? as usize;
         if len > limit {
             return Err(DecodeError::TooLarge {
@@ -140,12 +131,52 @@ impl<'a> Reader<'a> {
         self.take(len, what)
     }
 
-    pub(crate) fn finish(&self, what: &'static str) -> Result<(), DecodeError> {
+    pub fn finish(&self, what: &'static str) -> Result<(), DecodeError> {
         match self.remaining() {
             0 => Ok(()),
             trailing => Err(DecodeError::Trailing { what, trailing }),
         }
     }
+}
+
+/// Size of a checksummed envelope's head: a 4-byte magic and the CRC-32C of the body.
+const ENVELOPE_HEAD_BYTES: usize = 8;
+
+/// A body in a checksummed envelope: `magic` (what the bytes are, and their version), the
+/// CRC-32C of the body, the body. For the small state files kept beside a log (producer
+/// snapshots, a replica's Raft meta), read back by [`unseal`].
+pub fn seal(magic: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENVELOPE_HEAD_BYTES + body.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&crc32c::crc32c(body).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A reader of the body [`seal`] wrapped with `magic`; an error if the magic differs or the
+/// checksum does not match (damage anywhere).
+pub fn unseal<'a>(
+    magic: &[u8; 4],
+    bytes: &'a [u8],
+    what: &'static str,
+) -> Result<Reader<'a>, DecodeError> {
+    let mut head = Reader::new(bytes);
+    let found: [u8; 4] = head.array(what)?;
+    let crc = head.u32(what)?;
+    let body = head.rest();
+    if &found != magic {
+        return Err(DecodeError::Invalid {
+            what,
+            detail: format!("magic {found:?}, expected {magic:?}"),
+        });
+    }
+    if crc != crc32c::crc32c(body) {
+        return Err(DecodeError::Invalid {
+            what,
+            detail: "checksum mismatch".to_owned(),
+        });
+    }
+    Ok(Reader::new(body))
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.

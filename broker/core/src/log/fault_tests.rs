@@ -456,3 +456,133 @@ fn a_failed_open_for_a_read_of_a_sealed_segment_fails_only_that_read() {
         .expect("appends go on");
     assert_eq!(read_all(&log, 0), numbered(0..n + 1));
 }
+
+/// Producer snapshots past a truncation are removed durably: a crash after the log regrew
+/// past them (without a roll, whose directory sync would hide the gap) must not bring one
+/// back, or the producer table would be restored from the removed history and a retry of a
+/// removed batch answered as a duplicate without being stored.
+#[test]
+fn snapshots_removed_by_a_truncation_stay_removed_through_a_crash() {
+    use super::tests::idempotent_batch;
+    let memory = MemoryStorage::new();
+    let (mut log, _) = PartitionLog::open(memory.clone(), DIR, small_config()).expect("open");
+    for n in 0..20u64 {
+        let values = [3 * n, 3 * n + 1, 3 * n + 2];
+        log.append(&mut idempotent_batch(9, 0, 3 * n as i32, &values), 1)
+            .expect("append");
+    }
+    log.sync_handle().expect("handle").sync().expect("sync");
+    drop(log);
+    let snapshots_past = |storage: &MemoryStorage, offset: i64| {
+        storage
+            .list(DIR)
+            .expect("list")
+            .iter()
+            .filter_map(|name| name.strip_suffix(".snapshot")?.parse::<i64>().ok())
+            .filter(|at| *at > offset)
+            .count()
+    };
+    assert!(
+        snapshots_past(&memory, 30) > 0,
+        "rolls left snapshots past 30"
+    );
+    // Large segments from here on: the regrowth below does not roll.
+    let large = LogConfig {
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
+    let (mut log, _) = PartitionLog::open(memory.clone(), DIR, large).expect("reopen");
+    log.truncate_to(30).expect("cut");
+    for n in 0..10u64 {
+        log.append(
+            &mut batch_of(&[1000 + 3 * n, 1001 + 3 * n, 1002 + 3 * n], 2),
+            2,
+        )
+        .expect("regrow");
+    }
+    log.sync_handle().expect("handle").sync().expect("sync");
+    drop(log);
+    memory.crash(|_| 0);
+    assert_eq!(
+        snapshots_past(&memory, 30),
+        0,
+        "a removed snapshot came back"
+    );
+    let (mut log, _) = PartitionLog::open(memory, DIR, large).expect("reopen after crash");
+    let retry = log
+        .append(&mut idempotent_batch(9, 0, 30, &[30, 31, 32]), 3)
+        .expect("retry of a removed batch");
+    assert!(!retry.duplicate, "answered from removed history: {retry:?}");
+}
+
+/// A truncation verifies the batches it keeps in the segment it cuts before removing
+/// anything: damage there (a sealed segment, read without checks at open) is reported and
+/// the log left as it was, instead of later segments removed and the damaged batch cut away
+/// with everything after it.
+#[test]
+fn a_truncation_over_damaged_kept_batches_changes_nothing() {
+    let memory = MemoryStorage::new();
+    let (mut log, _) = PartitionLog::open(memory.clone(), DIR, small_config()).expect("open");
+    for n in 0..20u64 {
+        log.append(&mut batch_of(&[3 * n, 3 * n + 1, 3 * n + 2], 1), 1)
+            .expect("append");
+    }
+    let segments = log.segment_count();
+    let keep = log
+        .segments
+        .iter()
+        .rposition(|s| s.base_offset < 30)
+        .expect("a segment below 30");
+    let (base, size, next) = {
+        let s = &log.segments[keep];
+        (s.base_offset, s.size, s.next_offset)
+    };
+    assert!(
+        base < 30 && next > 30 && size > 0,
+        "30 is inside segment {base}"
+    );
+    // Flip the last byte of the segment's first batch (a record byte under the CRC).
+    let first_size = batch_of(&[0, 1, 2], 1).len();
+    memory.corrupt(
+        DIR,
+        &segment::file_name(base, "log"),
+        first_size - 1,
+        &[0xff],
+    );
+    let error = log.truncate_to(30).expect_err("damaged kept batch");
+    assert!(error.to_string().contains("corrupt"), "{error}");
+    assert_eq!(log.high_watermark(), 60);
+    assert_eq!(log.segment_count(), segments);
+    assert!(
+        log.fence().reason().is_none(),
+        "nothing was changed to fence for"
+    );
+}
+
+/// A truncation whose removals fail part way fences the log, and the log stays usable as a
+/// fenced one: its last segment has its files (a sync handle is there to ask for), appends
+/// are refused, and a reopen recovers a log without holes.
+#[test]
+fn a_truncation_that_fails_midway_fences_and_keeps_the_last_segment_open() {
+    let (memory, storage) = faulty(7);
+    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    for n in 0..20u64 {
+        log.append(&mut batch_of(&[3 * n, 3 * n + 1, 3 * n + 2], 1), 1)
+            .expect("append");
+    }
+    log.sync_handle().expect("handle").sync().expect("sync");
+    // The second segment removal fails (its files: index, timeindex, log; then the next).
+    storage.fail_nth(Call::Remove, 4, Fault::Io);
+    log.truncate_to(30).expect_err("a removal fails");
+    assert!(log.fence().reason().is_some());
+    log.sync_handle().expect("the last segment has its files");
+    assert!(matches!(
+        log.append(&mut batch_of(&[99], 2), 2),
+        Err(AppendError::Fenced { .. })
+    ));
+    drop(log);
+    let (log, _) = PartitionLog::open(memory, DIR, small_config()).expect("reopen");
+    let end = log.high_watermark();
+    assert!(end >= 30, "{end}");
+    assert_eq!(read_all(&log, 0), numbered(0..end as u64));
+}

@@ -224,6 +224,8 @@ pub struct PartitionLog<S: Storage> {
     dedup: Option<KeyWindow>,
     fence: Fence,
     quarantine: Option<Quarantine>,
+    /// Counts the segments made active (rolls, truncations): see [`PartitionLog::active_segment`].
+    active_serial: u64,
 }
 
 impl<S: Storage> PartitionLog<S> {
@@ -262,9 +264,12 @@ impl<S: Storage> PartitionLog<S> {
         &self.config
     }
 
-    /// Base offset of the active segment (changes when the log rolls).
-    pub fn active_base_offset(&self) -> i64 {
-        self.active().base_offset
+    /// An id of the active segment, different for every segment this log has made active
+    /// (a roll, a truncation), so a cached [`PartitionLog::sync_handle`] can be told stale.
+    /// A base offset is not enough: after a truncation a roll can make a new segment active
+    /// at the base of one removed.
+    pub fn active_segment(&self) -> u64 {
+        self.active_serial
     }
 
     /// A handle that makes everything appended so far to the active segment durable. Whoever
@@ -454,6 +459,7 @@ impl<S: Storage> PartitionLog<S> {
                 // the new segment failed, appends would have gone on here.
                 self.active_mut().seal();
                 self.segments.push(fresh);
+                self.active_serial += 1;
                 Ok(())
             }
             Err(error) => {

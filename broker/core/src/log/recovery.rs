@@ -101,6 +101,7 @@ impl<S: Storage> PartitionLog<S> {
             dedup: None,
             fence: super::Fence::default(),
             quarantine: None,
+            active_serial: 0,
         };
         if let Some(quarantine) = quarantine {
             // Nothing is appended behind damage; the snapshots and segments past it stay on

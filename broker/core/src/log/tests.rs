@@ -874,3 +874,37 @@ fn a_small_answer_does_not_keep_a_large_read_window() {
         read.bytes.capacity()
     );
 }
+
+/// After a truncation removed the active segment, a roll can make a new segment active at
+/// the same base offset: the active segment's id still differs, so a sync handle cached by it
+/// (the broker caches one per active segment) is not taken for the new file's.
+#[test]
+fn a_new_segment_at_a_removed_base_has_a_new_id() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = PartitionLog::open(storage, DIR, small_config()).expect("open");
+    for n in 0..20u64 {
+        log.append(&mut batch_of(&[3 * n, 3 * n + 1, 3 * n + 2], 1), 1)
+            .expect("append");
+    }
+    let removed_base = log.segments[log.segments.len() - 1].base_offset;
+    let removed_id = log.active_segment();
+    log.truncate_to(removed_base - 3)
+        .expect("cut inside the segment before");
+    let kept_id = log.active_segment();
+    assert_ne!(kept_id, removed_id, "the kept segment is the active one now");
+    let mut next = removed_base - 3;
+    while log.segments[log.segments.len() - 1].base_offset < removed_base {
+        log.append(
+            &mut batch_of(&[next as u64, next as u64 + 1, next as u64 + 2], 1),
+            1,
+        )
+        .expect("append");
+        next += 3;
+    }
+    assert_eq!(
+        log.segments[log.segments.len() - 1].base_offset,
+        removed_base
+    );
+    assert_ne!(log.active_segment(), removed_id);
+    assert_ne!(log.active_segment(), kept_id);
+}

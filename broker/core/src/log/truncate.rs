@@ -3,6 +3,8 @@
 //! say. A replica of a replicated partition does this when its leader's log disagrees with
 //! the tail of its own (Raft's `truncate_after`); nothing else cuts acknowledged batches.
 
+use herald_wire::batch::BatchView;
+
 use super::segment::{file_name, Segment};
 use super::{PartitionLog, Recovery};
 use crate::storage::{Storage, StorageError, StorageFile};
@@ -20,6 +22,12 @@ pub enum TruncateError {
     },
     #[error("offset {offset} is inside the batch that starts at {batch_base_offset}: a log is cut between batches only")]
     InsideBatch { offset: i64, batch_base_offset: i64 },
+    #[error("the batch at position {position} of segment {segment}, which the cut would keep, is corrupt: {reason}")]
+    Corrupt {
+        segment: i64,
+        position: u64,
+        reason: String,
+    },
     #[error("the partition is fenced and is not cut until the broker recovers it from its log: {reason}")]
     Fenced { reason: String },
     #[error("the partition's log is quarantined at offset {damaged_at}: {reason}")]
@@ -68,6 +76,7 @@ impl<S: Storage> PartitionLog<S> {
             .partition_point(|s| s.base_offset <= offset)
             .saturating_sub(1);
         let position = self.batch_position(&self.segments[keep], offset)?;
+        self.verify_kept(&self.segments[keep], position)?;
         let size_before = self.size_bytes();
         if let Err(error) = self.cut(keep, position, offset) {
             self.fence.set(format!(
@@ -111,16 +120,53 @@ impl<S: Storage> PartitionLog<S> {
         .into())
     }
 
-    fn cut(&mut self, keep: usize, position: u64, offset: i64) -> Result<(), StorageError> {
-        // Newest first, each segment's log file last (see `Segment::remove_named`).
-        while self.segments.len() > keep + 1 {
-            let Some(mut segment) = self.segments.pop() else {
-                break;
+    /// Checks every batch of `segment` before `end` (the batches a cut there keeps): a sealed
+    /// segment is not read through at open, and the rebuild after the cut would cut at
+    /// damage it met, below the cut, after later segments were removed.
+    fn verify_kept(&self, segment: &Segment<S::File>, end: u64) -> Result<(), TruncateError> {
+        let mut position = 0u64;
+        while position < end {
+            let corrupt = |reason: String| TruncateError::Corrupt {
+                segment: segment.base_offset,
+                position,
+                reason,
             };
-            segment.seal();
-            Segment::<S::File>::remove_named(&self.storage, &self.dir, segment.base_offset)?;
+            let head = segment
+                .head_at(&self.storage, &self.dir, position)?
+                .filter(|head| head.size > 0)
+                .ok_or_else(|| corrupt("its header is cut short".to_owned()))?;
+            let bytes = segment.read_at(&self.storage, &self.dir, position, head.size)?;
+            BatchView::parse(&bytes).map_err(|error| corrupt(error.to_string()))?;
+            position += head.size as u64;
+        }
+        Ok(())
+    }
+
+    fn cut(&mut self, keep: usize, position: u64, offset: i64) -> Result<(), StorageError> {
+        // The segment holding the cut gets its files first: the last segment of a log always
+        // has them, also when a removal below fails and leaves the log fenced.
+        self.segments[keep].reopen(&self.storage, &self.dir)?;
+        // Newest first, each segment's log file last (see `Segment::remove_named`), and out of
+        // the log only once its files are gone.
+        while self.segments.len() > keep + 1 {
+            let base = self.active().base_offset;
+            if let Err(error) = Segment::<S::File>::remove_named(&self.storage, &self.dir, base) {
+                // The segment stays last (its log file is removed last, so it is still
+                // there): it gets its files back, as the last segment must have them.
+                let last = self.segments.len() - 1;
+                if let Err(reopen) = self.segments[last].reopen(&self.storage, &self.dir) {
+                    self.fence.set(format!(
+                        "a truncation could not remove segment {base} ({error}) nor reopen it ({reopen})"
+                    ));
+                }
+                return Err(error);
+            }
+            if let Some(mut removed) = self.segments.pop() {
+                removed.seal();
+            }
         }
         self.storage.sync_dir(&self.dir)?;
+        self.active_serial += 1;
         let interval = self.config.index_interval_bytes;
         let (storage, dir) = (&self.storage, self.dir.as_str());
         let Some(segment) = self.segments.last_mut() else {
@@ -146,6 +192,9 @@ impl<S: Storage> PartitionLog<S> {
             });
         }
         self.remove_stray_snapshots()?;
+        // Durable before anything is appended past the cut: a snapshot back from a crash would
+        // be trusted once the log grew past it again.
+        self.storage.sync_dir(&self.dir)?;
         self.restore_producers()?;
         self.restore_dedup()
     }

@@ -54,8 +54,9 @@ pub const THROTTLE_RETRY_AFTER_MS: u32 = 20;
 
 pub struct Partition {
     log: Mutex<PartitionLog<FileStorage>>,
-    /// Sync handle of the active segment, reused until the log rolls.
-    sync_handle: Mutex<Option<(i64, Arc<dyn SyncHandle>)>>,
+    /// Sync handle of the active segment (by `PartitionLog::active_segment`), reused until
+    /// another segment becomes active.
+    sync_handle: Mutex<Option<(u64, Arc<dyn SyncHandle>)>>,
     appended: tokio::sync::Notify,
     /// Bytes appended since the last sync (or flush-behind start) of the active segment.
     unflushed_bytes: AtomicU64,
@@ -79,14 +80,14 @@ impl Partition {
         log: &PartitionLog<FileStorage>,
     ) -> Result<Arc<dyn SyncHandle>, StorageError> {
         let mut cached = self.sync_handle.lock().unwrap_or_else(|p| p.into_inner());
-        let base = log.active_base_offset();
-        if let Some((cached_base, handle)) = cached.as_ref() {
-            if *cached_base == base {
+        let active = log.active_segment();
+        if let Some((cached_active, handle)) = cached.as_ref() {
+            if *cached_active == active {
                 return Ok(handle.clone());
             }
         }
         let handle = log.sync_handle()?;
-        *cached = Some((base, handle.clone()));
+        *cached = Some((active, handle.clone()));
         Ok(handle)
     }
 }

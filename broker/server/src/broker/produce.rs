@@ -263,7 +263,7 @@ mod tests {
     use herald_wire::messages::{Durability, TopicConfig};
     use herald_wire::{ErrorCode, Request, Response};
 
-    use crate::broker::test_support;
+    use crate::broker::{test_support, Broker, Partition};
 
     struct FailingSync;
 
@@ -298,6 +298,29 @@ mod tests {
         test_support::one_record(b"v")
     }
 
+    /// A broker over `dir` with topic `t` (the default configuration).
+    async fn broker_with_topic_t(dir: &std::path::Path) -> Broker {
+        let broker = test_support::broker(dir);
+        let created = broker
+            .handle(Request::CreateTopic {
+                name: "t".into(),
+                config: TopicConfig::default(),
+            })
+            .await;
+        assert!(matches!(created, Response::TopicCreated), "{created:?}");
+        broker
+    }
+
+    /// Makes `handle` the partition's cached sync handle for its active segment (`None`:
+    /// the log's own again).
+    fn use_sync_handle(partition: &Partition, handle: Option<Arc<dyn SyncHandle>>) {
+        let active = partition.log().active_segment();
+        *partition
+            .sync_handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = handle.map(|handle| (active, handle));
+    }
+
     fn code(response: &Response) -> Option<ErrorCode> {
         match response {
             Response::Error(body) => Some(body.code),
@@ -308,14 +331,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_failed_sync_the_partition_acknowledges_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let broker = test_support::broker(dir.path());
-        let created = broker
-            .handle(Request::CreateTopic {
-                name: "t".into(),
-                config: TopicConfig::default(),
-            })
-            .await;
-        assert!(matches!(created, Response::TopicCreated), "{created:?}");
+        let broker = broker_with_topic_t(dir.path()).await;
         let produce = |durability| {
             broker.handle(Request::Produce {
                 topic: "t".into(),
@@ -327,22 +343,13 @@ mod tests {
         assert!(code(&produce(Durability::Fsync).await).is_none());
         // The next sync of the segment fails.
         let (_, partition) = broker.partition("t", 0).expect("partition");
-        {
-            let base = partition.log().active_base_offset();
-            *partition
-                .sync_handle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some((base, Arc::new(FailingSync)));
-        }
+        use_sync_handle(&partition, Some(Arc::new(FailingSync)));
         assert_eq!(
             code(&produce(Durability::Fsync).await),
             Some(ErrorCode::Storage)
         );
         // A working handle again: the partition still acknowledges nothing.
-        *partition
-            .sync_handle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+        use_sync_handle(&partition, None);
         for durability in [Durability::Fsync, Durability::Memory] {
             let answer = produce(durability).await;
             assert_eq!(code(&answer), Some(ErrorCode::Storage), "{answer:?}");
@@ -355,22 +362,9 @@ mod tests {
     #[tokio::test]
     async fn a_flush_behind_writeback_that_fails_fences_the_partition() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let broker = test_support::broker(dir.path());
-        let created = broker
-            .handle(Request::CreateTopic {
-                name: "t".into(),
-                config: TopicConfig::default(),
-            })
-            .await;
-        assert!(matches!(created, Response::TopicCreated), "{created:?}");
+        let broker = broker_with_topic_t(dir.path()).await;
         let (_, partition) = broker.partition("t", 0).expect("partition");
-        {
-            let base = partition.log().active_base_offset();
-            *partition
-                .sync_handle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some((base, Arc::new(FailingWriteback)));
-        }
+        use_sync_handle(&partition, Some(Arc::new(FailingWriteback)));
         let large = test_support::one_record(&vec![7u8; 300 * 1024]);
         let produce = |batch: &Vec<u8>| {
             broker.handle(Request::Produce {

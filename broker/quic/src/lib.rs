@@ -360,6 +360,23 @@ mod tests {
         }
     }
 
+    /// A splitting socket over a recording one.
+    fn split_over_recording() -> (Arc<Recording>, SplitSends) {
+        let inner = Arc::new(Recording::default());
+        let socket = SplitSends {
+            inner: inner.clone(),
+        };
+        (inner, socket)
+    }
+
+    /// (bytes, segment size) of each recorded send.
+    fn shapes(sends: &[(Option<usize>, Vec<u8>)]) -> Vec<(usize, Option<usize>)> {
+        sends
+            .iter()
+            .map(|(segment, bytes)| (bytes.len(), *segment))
+            .collect()
+    }
+
     fn transmit(contents: &[u8], segment_size: Option<usize>) -> Transmit<'_> {
         Transmit {
             destination: "127.0.0.1:2".parse().expect("addr"),
@@ -392,20 +409,14 @@ mod tests {
     /// takes), in order, each segmented at the packet size; a last short packet stays last.
     #[test]
     fn a_batch_larger_than_one_send_is_cut_into_sends_the_kernel_takes() {
-        let inner = Arc::new(Recording::default());
-        let socket = SplitSends {
-            inner: inner.clone(),
-        };
+        let (inner, socket) = split_over_recording();
         let segment = usize::from(MAX_UDP_PAYLOAD_BYTES);
         let contents: Vec<u8> = (0..9 * segment + 100).map(|i| (i % 251) as u8).collect();
         socket
             .try_send(&transmit(&contents, Some(segment)))
             .expect("sent");
         let sends = inner.sends.lock().expect("lock");
-        let shapes: Vec<_> = sends
-            .iter()
-            .map(|(seg, bytes)| (bytes.len(), *seg))
-            .collect();
+        let shapes = shapes(&sends);
         assert_eq!(
             shapes,
             [
@@ -424,10 +435,7 @@ mod tests {
     /// What fits in one send passes through untouched, a lone last packet unsegmented.
     #[test]
     fn a_batch_that_fits_is_sent_as_it_is() {
-        let inner = Arc::new(Recording::default());
-        let socket = SplitSends {
-            inner: inner.clone(),
-        };
+        let (inner, socket) = split_over_recording();
         let small = vec![7u8; 10 * 1472];
         socket
             .try_send(&transmit(&small, Some(1472)))
@@ -438,10 +446,7 @@ mod tests {
             .try_send(&transmit(&five, Some(segment)))
             .expect("sent");
         let sends = inner.sends.lock().expect("lock");
-        let shapes: Vec<_> = sends
-            .iter()
-            .map(|(seg, bytes)| (bytes.len(), *seg))
-            .collect();
+        let shapes = shapes(&sends);
         assert_eq!(
             shapes,
             [

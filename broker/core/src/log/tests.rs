@@ -891,7 +891,10 @@ fn a_new_segment_at_a_removed_base_has_a_new_id() {
     log.truncate_to(removed_base - 3)
         .expect("cut inside the segment before");
     let kept_id = log.active_segment();
-    assert_ne!(kept_id, removed_id, "the kept segment is the active one now");
+    assert_ne!(
+        kept_id, removed_id,
+        "the kept segment is the active one now"
+    );
     let mut next = removed_base - 3;
     while log.segments[log.segments.len() - 1].base_offset < removed_base {
         log.append(

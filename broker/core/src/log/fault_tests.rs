@@ -288,8 +288,9 @@ fn run_with_faults(seed: u64) {
                 let survived = log.high_watermark() as usize;
                 assert!(
                     survived >= synced && survived <= acknowledged.len(),
-                    "{context}: {survived} records survived, synced {synced}, acknowledged {}",
-                    acknowledged.len()
+                    "{context}: {survived} records survived, synced {synced}, acknowledged {} ({:?})",
+                    acknowledged.len(),
+                    log.quarantine()
                 );
                 acknowledged.truncate(survived);
                 synced = survived;

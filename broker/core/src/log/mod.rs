@@ -1,18 +1,21 @@
 //! A partition's log: a directory of segments named by base offset.
 //!
-//! Each segment is three files: `<base:020>.log` (record batches exactly as produced, with
+//! Each segment is four files: `<base:020>.log` (record batches exactly as produced, with
 //! base offset and append time stamped), `<base:020>.index` (sparse offset index: 8-byte
-//! entries of relative offset u32 + byte position u32, one per `index_interval_bytes` of log)
-//! and `<base:020>.timeindex` (12-byte entries of max timestamp i64 + relative offset u32,
-//! whenever the max timestamp grows at an index point). Indexes are hints: they are rebuilt
-//! from the log when missing or damaged, and never trusted past the log's end.
+//! entries of relative offset u32 + byte position u32, one per `index_interval_bytes` of log),
+//! `<base:020>.timeindex` (12-byte entries of max timestamp i64 + relative offset u32,
+//! whenever the max timestamp grows at an index point) and `<base:020>.ordinal` (the ordinal
+//! of the segment's first batch in a checksummed header, then the relative ordinal u32 of
+//! each offset-index entry's batch: see [`PartitionLog::next_ordinal`]). Indexes are hints:
+//! they are rebuilt from the log when missing or damaged, and never trusted past the log's
+//! end; the ordinal header is checked against the previous segment at open.
 //!
 //! Invariants: offsets are dense and increasing across segments (each segment's base offset
 //! is the previous one's next offset); only the active (last) segment is appended to; on
 //! open, the active segment is verified batch by batch (length, CRC, offsets) and truncated
 //! at the first torn or corrupt batch.
 //!
-//! Open files: only the last segment keeps its three files open. Sealed segments keep none —
+//! Open files: only the last segment keeps its four files open. Sealed segments keep none —
 //! their indexes are in memory and their logs are read by name through
 //! [`Storage::read_at`], which the file storage serves from a bounded cache of open handles
 //! shared by all partitions — so a broker's descriptors grow with its partitions, not with
@@ -127,6 +130,12 @@ pub enum ReadError {
         offset: i64,
         damaged_at: i64,
         reason: String,
+    },
+    #[error("batch ordinal {ordinal} is out of range: the log holds [{log_start_ordinal}, {next_ordinal})")]
+    OrdinalOutOfRange {
+        ordinal: u64,
+        log_start_ordinal: u64,
+        next_ordinal: u64,
     },
     #[error("stored batch at position {position} of segment {segment} is corrupt: {error}")]
     Corrupt {
@@ -442,15 +451,17 @@ impl<S: Storage> PartitionLog<S> {
         }
         // Sealing makes the old segment durable: recovery only verifies the active one.
         let next = active.next_offset;
+        let next_ordinal = active.next_ordinal();
         let fence = self.fence.clone();
         let files = self.active_mut().files_mut()?;
         Self::sync_or_fence(&fence, &mut files.log)?;
         Self::sync_or_fence(&fence, &mut files.offset_index)?;
         Self::sync_or_fence(&fence, &mut files.time_index)?;
+        Self::sync_or_fence(&fence, &mut files.ordinal_index)?;
         // Producer state as of the new segment's start: recovery replays only what follows.
         self.write_snapshot(next)?;
         // The new files must exist after a crash before anything acknowledged lands in them.
-        let created = Segment::create(&self.storage, &self.dir, next)
+        let created = Segment::start(&self.storage, &self.dir, next, next_ordinal)
             .and_then(|fresh| self.storage.sync_dir(&self.dir).map(|()| fresh));
         match created {
             Ok(fresh) => {
@@ -513,21 +524,119 @@ impl<S: Storage> PartitionLog<S> {
             .segments
             .partition_point(|s| s.base_offset <= offset)
             .saturating_sub(1);
+        let (index, position) = match self.locate(&self.segments[index], offset)? {
+            Some(position) => (index, position),
+            // Past the end of that segment's batches: the next one starts with it.
+            None => (index + 1, 0),
+        };
+        done(self.read_from(index, position, max_bytes)?)
+    }
+
+    /// Whole batches from `position` of segment `index` on, into the following segments,
+    /// up to about `max_bytes` (at least one batch if any is there).
+    fn read_from(
+        &self,
+        index: usize,
+        mut position: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, ReadError> {
         let mut out = Vec::new();
-        for segment in &self.segments[index..] {
-            let start = if out.is_empty() {
-                self.locate(segment, offset)?
-            } else {
-                Some(0)
-            };
-            let Some(start) = start else { continue };
+        for segment in self.segments.iter().skip(index) {
             // Move on to the next segment only when this one was read to its end: batches
             // must come out contiguous.
-            if !self.collect(segment, start, max_bytes, &mut out)? {
+            if !self.collect(segment, position, max_bytes, &mut out)? {
                 break;
             }
+            position = 0;
         }
-        done(out)
+        Ok(out)
+    }
+
+    /// Ordinal of the log's first batch (see [`PartitionLog::next_ordinal`]).
+    pub fn log_start_ordinal(&self) -> u64 {
+        self.segments[0].base_ordinal
+    }
+
+    /// The ordinal the next stored batch gets. Batches are numbered in the order they are
+    /// stored, across the whole log and its history: the n-th batch ever kept has ordinal n
+    /// (a truncation gives the removed ordinals to the batches stored after it). A replicated
+    /// partition uses the ordinal as the batch's Raft index.
+    pub fn next_ordinal(&self) -> u64 {
+        self.active().next_ordinal()
+    }
+
+    /// The segment, position and header of the batch numbered `ordinal`.
+    fn find_ordinal(&self, ordinal: u64) -> Result<(usize, u64, BatchHeader), ReadError> {
+        let (start, end) = (self.log_start_ordinal(), self.next_ordinal());
+        if ordinal < start || ordinal >= end {
+            return Err(ReadError::OrdinalOutOfRange {
+                ordinal,
+                log_start_ordinal: start,
+                next_ordinal: end,
+            });
+        }
+        let index = self
+            .segments
+            .partition_point(|s| s.base_ordinal <= ordinal)
+            .saturating_sub(1);
+        let segment = &self.segments[index];
+        let (mut position, mut at) = segment.ordinal_position(ordinal);
+        while position < segment.size {
+            let Some(head) = segment
+                .head_at(&self.storage, &self.dir, position)?
+                .filter(|head| head.size > 0)
+            else {
+                break;
+            };
+            if at == ordinal {
+                if let Some(quarantine) = &self.quarantine {
+                    if head.base_offset >= quarantine.offset {
+                        return Err(ReadError::Quarantined {
+                            offset: head.base_offset,
+                            damaged_at: quarantine.offset,
+                            reason: quarantine.reason.clone(),
+                        });
+                    }
+                }
+                return Ok((index, position, head));
+            }
+            at += 1;
+            position += head.size as u64;
+        }
+        Err(StorageError {
+            operation: "read",
+            path: format!("{}/{}", self.dir, file_name(segment.base_offset, "log")),
+            reason: format!(
+                "the segment counts {} batches from ordinal {} but ordinal {ordinal} is not where its index points",
+                segment.batch_count, segment.base_ordinal
+            ),
+        }
+        .into())
+    }
+
+    /// The base offset of the batch numbered `ordinal`; the log's end (its high watermark)
+    /// for [`PartitionLog::next_ordinal`].
+    pub fn ordinal_offset(&self, ordinal: u64) -> Result<i64, ReadError> {
+        if ordinal == self.next_ordinal() {
+            return Ok(self.high_watermark());
+        }
+        Ok(self.find_ordinal(ordinal)?.2.base_offset)
+    }
+
+    /// Whole batches starting with the one numbered `ordinal`, up to about `max_bytes` (at
+    /// least that one), as stored; no bytes at [`PartitionLog::next_ordinal`].
+    pub fn read_ordinal(&self, ordinal: u64, max_bytes: usize) -> Result<Read, ReadError> {
+        let bytes = if ordinal == self.next_ordinal() {
+            Vec::new()
+        } else {
+            let (index, position, _) = self.find_ordinal(ordinal)?;
+            self.read_from(index, position, max_bytes)?
+        };
+        Ok(Read {
+            bytes,
+            high_watermark: self.high_watermark(),
+            log_start_offset: self.log_start_offset(),
+        })
     }
 
     /// Position of the batch holding `offset` in `segment`, if it is there.

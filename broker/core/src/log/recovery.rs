@@ -52,6 +52,7 @@ impl<S: Storage> PartitionLog<S> {
         let mut segments: Vec<Segment<S::File>> = Vec::with_capacity(bases.len());
         let last = bases.len().saturating_sub(1);
         let mut quarantine = None;
+        let mut first_unnumbered = false;
         for (i, base) in bases.into_iter().enumerate() {
             if let Some(previous) = segments.last() {
                 if previous.next_offset != base {
@@ -67,6 +68,40 @@ impl<S: Storage> PartitionLog<S> {
                 }
             }
             let mut segment = Segment::create(&storage, dir, base)?;
+            let follows = segments.last().map(Segment::next_ordinal);
+            match (segment.stored_base_ordinal()?, follows) {
+                (Some(found), None) => segment.base_ordinal = found,
+                (None, None) => {
+                    // A log from before batches were numbered, or a first segment whose header
+                    // went first in a removal cut short: numbered from 0 until the next
+                    // segment's header says where it ends, and only then written.
+                    segment.number_later()?;
+                    first_unnumbered = true;
+                }
+                (None, Some(follows)) => segment.number_from(follows)?,
+                (Some(found), Some(follows)) if found == follows => segment.base_ordinal = found,
+                (Some(found), Some(_))
+                    if first_unnumbered
+                        && segments.len() == 1
+                        && found >= segments[0].batch_count =>
+                {
+                    let first = found - segments[0].batch_count;
+                    segments[0].renumber(&storage, dir, first)?;
+                    first_unnumbered = false;
+                    segment.base_ordinal = found;
+                }
+                (Some(found), Some(follows)) => {
+                    quarantine = Some(Quarantine {
+                        offset: base,
+                        segment: base,
+                        reason: format!(
+                            "segment {base} starts at ordinal {found}, but the previous segment's batches end at ordinal {follows}"
+                        ),
+                    });
+                    segment.seal();
+                    break;
+                }
+            }
             if i == last {
                 Self::recover_active(&mut segment, config.index_interval_bytes, &mut recovery)?;
             } else if let Some(damage) =
@@ -86,11 +121,16 @@ impl<S: Storage> PartitionLog<S> {
             }
             segments.push(segment);
         }
+        if first_unnumbered {
+            if let Some(first) = segments.first_mut() {
+                first.renumber(&storage, dir, 0)?;
+            }
+        }
         match segments.last_mut() {
             // The last segment always has its files open (appends go there). It is sealed
             // here only when a gap after it quarantined the log.
             Some(last) => last.reopen(&storage, dir)?,
-            None => segments.push(Segment::create(&storage, dir, 0)?),
+            None => segments.push(Segment::start(&storage, dir, 0, 0)?),
         }
         let mut log = Self {
             storage,
@@ -299,6 +339,7 @@ impl<S: Storage> PartitionLog<S> {
             if indexed {
                 // Past the last index entry: advance without adding entries before the interval.
                 segment.size = position + (head.size as u64);
+                segment.batch_count += 1;
                 segment.next_offset = head.next_offset();
                 segment.max_timestamp_ms = segment.max_timestamp_ms.max(head.max_timestamp_ms);
                 segment.max_append_time_ms = segment.max_append_time_ms.max(head.append_time_ms);

@@ -502,8 +502,48 @@ proptest! {
             prop_assert_eq!(log.high_watermark(), model.len() as i64);
             let expected: Vec<(i64, u64)> = model.iter().enumerate().skip(start as usize).map(|(i, v)| (i as i64, *v)).collect();
             prop_assert_eq!(read_all(&log, start), expected);
+            check_ordinals(&log, &boundaries)?;
         }
     }
+}
+
+/// The n-th batch the model kept has ordinal n: the log numbers exactly the batches from its
+/// start, finds each by its number (by offset and by reading), and refuses numbers outside.
+fn check_ordinals(
+    log: &PartitionLog<MemoryStorage>,
+    boundaries: &[usize],
+) -> Result<(), TestCaseError> {
+    let start = log.log_start_offset() as usize;
+    let first = boundaries.iter().filter(|b| **b < start).count() as u64;
+    prop_assert_eq!(log.log_start_ordinal(), first);
+    prop_assert_eq!(log.next_ordinal(), boundaries.len() as u64);
+    for (ordinal, base) in boundaries.iter().enumerate().skip(first as usize) {
+        prop_assert_eq!(log.ordinal_offset(ordinal as u64), Ok(*base as i64));
+        let read = log
+            .read_ordinal(ordinal as u64, 100)
+            .expect("read by ordinal");
+        let view = batches(&read.bytes)
+            .next()
+            .expect("a batch")
+            .expect("valid");
+        prop_assert_eq!(view.base_offset(), *base as i64);
+    }
+    let end = log.next_ordinal();
+    prop_assert_eq!(log.ordinal_offset(end), Ok(log.high_watermark()));
+    prop_assert!(log
+        .read_ordinal(end, 100)
+        .expect("at the end")
+        .bytes
+        .is_empty());
+    let outside = |ordinal| {
+        matches!(
+            log.read_ordinal(ordinal, 100),
+            Err(ReadError::OrdinalOutOfRange { .. })
+        )
+    };
+    prop_assert!(outside(end + 1));
+    prop_assert!(first == 0 || outside(first - 1));
+    Ok(())
 }
 
 /// A seeded simulation: long random runs with faults; the seed is printed on failure.
@@ -720,7 +760,7 @@ fn only_the_active_segment_holds_open_files() {
         n += 2;
         assert_eq!(
             storage.open_handles(),
-            3,
+            4,
             "{} segments: the active segment's log and indexes only",
             log.segment_count()
         );
@@ -734,12 +774,12 @@ fn only_the_active_segment_holds_open_files() {
     );
     assert_eq!(
         storage.open_handles(),
-        3,
+        4,
         "reads of sealed segments keep none"
     );
     let handle = log.sync_handle().expect("handle");
     handle.sync().expect("sync");
-    assert_eq!(storage.open_handles(), 4, "a sync handle is one more");
+    assert_eq!(storage.open_handles(), 5, "a sync handle is one more");
     drop(handle);
     drop(log);
     assert_eq!(storage.open_handles(), 0);
@@ -748,7 +788,7 @@ fn only_the_active_segment_holds_open_files() {
     assert_eq!(recovery.truncated_bytes, 0, "{recovery:?}");
     assert_eq!(
         storage.open_handles(),
-        3,
+        4,
         "loading a sealed segment closes its files"
     );
     assert_eq!(read_all(&log, 0), expected);
@@ -760,13 +800,13 @@ fn only_the_active_segment_holds_open_files() {
         ..small_config()
     };
     let (mut log, _) = PartitionLog::open(storage.clone(), DIR, config).expect("reopen");
-    assert_eq!(storage.open_handles(), 3);
+    assert_eq!(storage.open_handles(), 4);
     assert_eq!(read_all(&log, 0), expected, "everything was synced");
     let retained = log.enforce_retention(1_000_000).expect("retention");
     assert!(retained.segments_deleted > 0, "{retained:?}");
     let start = log.log_start_offset();
     assert_eq!(read_all(&log, start), expected[start as usize..].to_vec());
-    assert_eq!(storage.open_handles(), 3);
+    assert_eq!(storage.open_handles(), 4);
 }
 
 /// A cut is refused where it would split a batch or lies outside the log (nothing changes);
@@ -910,4 +950,130 @@ fn a_new_segment_at_a_removed_base_has_a_new_id() {
     );
     assert_ne!(log.active_segment(), removed_id);
     assert_ne!(log.active_segment(), kept_id);
+}
+
+/// A log of 2-record batches over several segments with the oldest deleted by retention:
+/// returns it, its batches' base offsets by ordinal (from 0, including the deleted ones) and
+/// the segment bases left.
+fn numbered_log(storage: &MemoryStorage) -> (PartitionLog<MemoryStorage>, Vec<i64>, Vec<i64>) {
+    let config = LogConfig {
+        retention_bytes: Some(1_500),
+        ..small_config()
+    };
+    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, config).expect("open");
+    let mut bases = Vec::new();
+    for n in 0..60u64 {
+        bases.push(
+            log.append(&mut batch_of(&[2 * n, 2 * n + 1], 1), 1)
+                .expect("append")
+                .base_offset,
+        );
+    }
+    log.enforce_retention(1).expect("retention");
+    assert!(log.log_start_ordinal() > 0, "retention deleted segments");
+    log.sync_handle().expect("handle").sync().expect("sync");
+    let mut segments: Vec<i64> = storage
+        .names(DIR)
+        .iter()
+        .filter_map(|name| name.strip_suffix(".log")?.parse().ok())
+        .collect();
+    segments.sort_unstable();
+    (log, bases, segments)
+}
+
+fn assert_numbered(log: &PartitionLog<MemoryStorage>, bases: &[i64], first: u64) {
+    assert_eq!(log.log_start_ordinal(), first);
+    assert_eq!(log.next_ordinal(), bases.len() as u64);
+    for (ordinal, base) in bases.iter().enumerate().skip(first as usize) {
+        assert_eq!(
+            log.ordinal_offset(ordinal as u64),
+            Ok(*base),
+            "ordinal {ordinal}"
+        );
+    }
+}
+
+/// A log written before batches were numbered (no `.ordinal` files) opens numbered from 0,
+/// and keeps those numbers from then on.
+#[test]
+fn a_log_without_ordinal_files_is_numbered_from_its_first_batch() {
+    let storage = MemoryStorage::new();
+    let (log, bases, segments) = numbered_log(&storage);
+    let first = log.log_start_ordinal();
+    drop(log);
+    for base in &segments {
+        storage
+            .remove(DIR, &file_name(*base, "ordinal"))
+            .expect("remove");
+    }
+    let (log, recovery) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    assert_eq!(recovery.quarantined, None);
+    // Numbered from 0 at the first kept batch: the deleted ones are not known.
+    let kept = &bases[first as usize..];
+    assert_numbered(&log, kept, 0);
+    drop(log);
+    storage.crash(|_| 0);
+    let (log, _) = PartitionLog::open(storage, DIR, small_config()).expect("reopen");
+    assert_numbered(&log, kept, 0);
+}
+
+/// Retention removes a segment's `.ordinal` before its log: a removal cut short between the
+/// two leaves a first segment without a header. It is numbered back from where the next
+/// segment's header says it ends (before: from 0, and the log quarantined at the next
+/// segment, the numbers disagreeing).
+#[test]
+fn a_first_segment_without_its_header_is_numbered_from_the_next_one() {
+    let storage = MemoryStorage::new();
+    let (log, bases, segments) = numbered_log(&storage);
+    let first = log.log_start_ordinal();
+    drop(log);
+    storage
+        .remove(DIR, &file_name(segments[0], "ordinal"))
+        .expect("remove");
+    let (log, recovery) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    assert_eq!(recovery.quarantined, None);
+    assert_numbered(&log, &bases, first);
+    drop(log);
+    storage.crash(|_| 0);
+    let (log, _) = PartitionLog::open(storage, DIR, small_config()).expect("reopen");
+    assert_numbered(&log, &bases, first);
+}
+
+/// A segment whose (undamaged) header disagrees with where the previous segment's batches
+/// end: which is wrong is not known, so the log is served up to it and quarantined there.
+#[test]
+fn segments_whose_numbers_disagree_quarantine_the_log() {
+    let storage = MemoryStorage::new();
+    let (log, _, segments) = numbered_log(&storage);
+    drop(log);
+    let third = segments[2];
+    storage.corrupt(
+        DIR,
+        &file_name(third, "ordinal"),
+        0,
+        &herald_wire::seal(b"HORD", &7u64.to_be_bytes()),
+    );
+    let (log, recovery) = PartitionLog::open(storage, DIR, small_config()).expect("open");
+    let quarantine = recovery.quarantined.expect("quarantined");
+    assert_eq!(quarantine.offset, third);
+    assert!(
+        quarantine.reason.contains("starts at ordinal 7"),
+        "{quarantine:?}"
+    );
+    assert_eq!(log.high_watermark(), third);
+}
+
+/// The sparse ordinal index is a hint like the offset index: damaged, it is rebuilt, and
+/// every batch keeps its number.
+#[test]
+fn a_damaged_ordinal_index_is_rebuilt() {
+    let storage = MemoryStorage::new();
+    let (log, bases, segments) = numbered_log(&storage);
+    let first = log.log_start_ordinal();
+    drop(log);
+    // The second entry of the first segment claims a later batch than it points at.
+    storage.corrupt(DIR, &file_name(segments[0], "ordinal"), 20, &[0, 0, 0, 9]);
+    let (log, recovery) = PartitionLog::open(storage, DIR, small_config()).expect("open");
+    assert!(recovery.indexes_rebuilt >= 2, "{recovery:?}");
+    assert_numbered(&log, &bases, first);
 }

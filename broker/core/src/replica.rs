@@ -13,6 +13,8 @@
 pub const TERMS_MAX: usize = 65_536;
 const META_MAGIC: &[u8; 4] = b"HRM1";
 
+use crate::storage::{Storage, StorageError, StorageFile};
+
 /// A position in a replica's Raft log: an entry's term and index (a Raft log id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LogPosition {
@@ -52,6 +54,18 @@ pub enum ReplicaMetaError {
     )]
     TooManyTerms,
 }
+
+/// Why a replica's meta could not be loaded or saved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaFileError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{dir}/{META_FILE} is damaged (its checksum or layout is wrong): the replica's vote and terms are unknown, so it does not take part until an operator restores or removes the replica")]
+    Damaged { dir: String },
+}
+
+/// The file, in the partition's directory, that holds its [`ReplicaMeta`].
+pub const META_FILE: &str = "raft.meta";
 
 /// A replica's Raft bookkeeping besides its batches; see the module documentation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -180,6 +194,26 @@ impl ReplicaMeta {
             }
         }
         self.terms = kept;
+    }
+
+    /// The meta stored in `dir` ([`META_FILE`]); `None` when there is none (a replica that
+    /// never voted nor stored an entry).
+    pub fn load<S: Storage>(storage: &S, dir: &str) -> Result<Option<Self>, MetaFileError> {
+        if !storage.list(dir)?.iter().any(|name| name == META_FILE) {
+            return Ok(None);
+        }
+        let file = storage.open(dir, META_FILE, false)?;
+        let bytes = file.read_at(0, file.len() as usize)?;
+        Self::decode(&bytes)
+            .map(Some)
+            .ok_or(MetaFileError::Damaged {
+                dir: dir.to_owned(),
+            })
+    }
+
+    /// Stores the meta in `dir`, replacing what was there atomically and durably.
+    pub fn save<S: Storage>(&self, storage: &S, dir: &str) -> Result<(), StorageError> {
+        storage.replace(dir, META_FILE, &self.encode())
     }
 
     /// The bytes to persist: magic, CRC-32C of the body, body.
@@ -386,6 +420,54 @@ mod tests {
             let cut = cut % bytes.len();
             prop_assert_eq!(ReplicaMeta::decode(&bytes[..cut]), None);
         }
+    }
+
+    /// The meta file is replaced whole: a crash after a save finds it, a failed save leaves
+    /// the previous one, damage is reported (never read as "no meta": the vote would be lost
+    /// and the replica could vote twice in one term).
+    #[test]
+    fn the_meta_file_is_replaced_atomically_and_damage_is_refused() {
+        use crate::storage::faults::{Call, Fault, FaultyStorage};
+        use crate::storage::MemoryStorage;
+        const DIR: &str = "topic/0";
+        let memory = MemoryStorage::new();
+        let storage = FaultyStorage::new(memory.clone(), 1);
+        assert_eq!(ReplicaMeta::load(&storage, DIR), Ok(None));
+        let mut meta = ReplicaMeta {
+            vote: Some(Vote {
+                term: 3,
+                node_id: 1,
+                committed: false,
+            }),
+            ..ReplicaMeta::default()
+        };
+        meta.save(&storage, DIR).expect("save");
+        memory.crash(|_| 0);
+        assert_eq!(ReplicaMeta::load(&storage, DIR), Ok(Some(meta.clone())));
+
+        let mut next = meta.clone();
+        next.vote = Some(Vote {
+            term: 4,
+            node_id: 2,
+            committed: true,
+        });
+        next.note_entry(LogPosition { term: 4, index: 0 })
+            .expect("entry");
+        storage.fail_next(Call::Replace, Fault::NoSpace);
+        assert!(next.save(&storage, DIR).is_err());
+        memory.crash(|_| 0);
+        assert_eq!(ReplicaMeta::load(&storage, DIR), Ok(Some(meta)));
+        next.save(&storage, DIR).expect("save");
+        memory.crash(|_| 0);
+        assert_eq!(ReplicaMeta::load(&storage, DIR), Ok(Some(next)));
+
+        memory.corrupt(DIR, META_FILE, 9, &[0xff]);
+        assert_eq!(
+            ReplicaMeta::load(&storage, DIR),
+            Err(MetaFileError::Damaged {
+                dir: DIR.to_owned()
+            })
+        );
     }
 
     #[test]

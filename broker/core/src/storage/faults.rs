@@ -27,6 +27,8 @@ pub enum Call {
     Remove,
     CreateDir,
     SyncDir,
+    /// [`Storage::replace`]: a failed one leaves the old file as it was.
+    Replace,
 }
 
 /// What an injected fault does.
@@ -294,6 +296,16 @@ impl<S: Storage> Storage for FaultyStorage<S> {
     fn sync_dir(&self, dir: &str) -> Result<(), StorageError> {
         check(&self.plan, Call::SyncDir, "fsync", dir)?;
         self.inner.sync_dir(dir)
+    }
+
+    fn replace(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        check(
+            &self.plan,
+            Call::Replace,
+            "replace",
+            &format!("{dir}/{name}"),
+        )?;
+        self.inner.replace(dir, name, bytes)
     }
 }
 

@@ -81,6 +81,11 @@ pub trait Storage: Send + Sync {
     /// Makes the entries of `dir` durable: files created in it since the last call survive a
     /// crash, files removed from it stay removed.
     fn sync_dir(&self, dir: &str) -> Result<(), StorageError>;
+    /// Makes `bytes` the whole of `dir/name`, atomically and durably: after a crash at any
+    /// point the file holds its old bytes (or is missing, if it was) or all of `bytes`, never
+    /// a mix; on return the new bytes survive one. Handles open on the old file keep reading
+    /// the old bytes. For small state rewritten whole (a replica's Raft meta).
+    fn replace(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<(), StorageError>;
 }
 
 #[derive(Debug, Default)]
@@ -349,6 +354,21 @@ impl Storage for MemoryStorage {
         entries
             .unlinked
             .retain(|path, _| !path.starts_with(&prefix));
+        Ok(())
+    }
+
+    fn replace(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        // A new file renamed over the old one, its directory synced: the old data stays with
+        // the handles open on it.
+        let path = format!("{dir}/{name}");
+        let data = Arc::new(Mutex::new(MemoryFileData {
+            bytes: bytes.to_vec(),
+            synced_len: bytes.len(),
+        }));
+        let mut entries = lock(&self.entries);
+        entries.live.insert(path.clone(), data);
+        entries.unlinked.remove(&path);
+        entries.durable.insert(path);
         Ok(())
     }
 

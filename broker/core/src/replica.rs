@@ -433,7 +433,7 @@ mod tests {
         let memory = MemoryStorage::new();
         let storage = FaultyStorage::new(memory.clone(), 1);
         assert_eq!(ReplicaMeta::load(&storage, DIR), Ok(None));
-        let mut meta = ReplicaMeta {
+        let meta = ReplicaMeta {
             vote: Some(Vote {
                 term: 3,
                 node_id: 1,

@@ -192,8 +192,8 @@ impl<S: Storage> PartitionLog<S> {
             });
         }
         let base_offset = match rewritten {
-            Some(mut rewritten) => self.store(&mut rewritten, now_ms)?,
-            None => self.store(batch, now_ms)?,
+            Some(mut rewritten) => self.store(&mut rewritten, now_ms, now_ms)?,
+            None => self.store(batch, now_ms, now_ms)?,
         };
         if let Some(producer) = producer {
             self.producers.record(producer, count, base_offset, now_ms);

@@ -38,6 +38,7 @@
 
 mod dedup;
 mod recovery;
+mod replicated;
 mod segment;
 mod truncate;
 
@@ -111,6 +112,8 @@ pub enum AppendError {
     Storage(#[from] StorageError),
     #[error("the partition is fenced and acknowledges nothing until the broker restarts and recovers it from its log: {reason}")]
     Fenced { reason: String },
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -358,7 +361,7 @@ impl<S: Storage> PartitionLog<S> {
             let plan = Self::plan_deduplication(window, &view, now_ms)?;
             return self.append_deduplicated(batch, plan, now_ms);
         }
-        let base_offset = self.store(batch, now_ms)?;
+        let base_offset = self.store(batch, now_ms, now_ms)?;
         if let Some(producer) = producer {
             self.producers
                 .record(producer, count as u32, base_offset, now_ms);
@@ -372,15 +375,21 @@ impl<S: Storage> PartitionLog<S> {
         })
     }
 
-    /// Writes a validated batch at the end of the log; returns its base offset. On failure
-    /// the segment is put back as it was (files cut to their old lengths), or the log fenced.
-    fn store(&mut self, batch: &mut [u8], now_ms: i64) -> Result<i64, AppendError> {
+    /// Writes a validated batch at the end of the log, stamped with its base offset and
+    /// `append_time_ms`; returns its base offset. On failure the segment is put back as it
+    /// was (files cut to their old lengths), or the log fenced.
+    fn store(
+        &mut self,
+        batch: &mut [u8],
+        append_time_ms: i64,
+        now_ms: i64,
+    ) -> Result<i64, AppendError> {
         self.maybe_roll(batch.len() as u64, now_ms)?;
         let interval = self.config.index_interval_bytes;
         let fence = self.fence.clone();
         let segment = self.active_mut();
         let base_offset = segment.next_offset;
-        batch::stamp(batch, base_offset, now_ms);
+        batch::stamp(batch, base_offset, append_time_ms);
         // Just stamped and validated: the header is there.
         let Some(head) = BatchHeader::read(batch) else {
             debug_assert!(false, "a stamped, validated batch without a header");

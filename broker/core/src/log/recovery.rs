@@ -114,6 +114,14 @@ impl<S: Storage> PartitionLog<S> {
                 });
                 segments.push(segment);
                 break;
+            } else if segment.batch_count == 0 {
+                // An empty segment before the last: only a restart of the log cut short
+                // leaves one (`PartitionLog::reset_to`; a sealed segment was synced with its
+                // batches). The log is the segments after it.
+                segment.seal();
+                Segment::<S::File>::remove_named(&storage, dir, base)?;
+                first_unnumbered &= !segments.is_empty();
+                continue;
             } else {
                 // Loaded: its files are closed before the next segment's are opened, so
                 // opening a log holds at most one sealed segment's files at a time.

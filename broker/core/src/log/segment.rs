@@ -153,6 +153,17 @@ impl<F: StorageFile> Segment<F> {
         base_ordinal: u64,
     ) -> Result<Self, StorageError> {
         let mut segment = Self::create(storage, dir, base_offset)?;
+        // Files a failed attempt left under this name are not part of the new segment.
+        let files = segment.files_mut()?;
+        for file in [
+            &mut files.log,
+            &mut files.offset_index,
+            &mut files.time_index,
+        ] {
+            if !file.is_empty() {
+                file.truncate(0)?;
+            }
+        }
         segment.write_ordinal_header(base_ordinal)?;
         Ok(segment)
     }

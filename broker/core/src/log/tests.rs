@@ -415,6 +415,7 @@ enum Step {
     Reopen,
     Retention { advance_ms: u16 },
     Truncate { pick: u16 },
+    Reset { offset_gap: u8, ordinal_gap: u8 },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -425,7 +426,16 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Reopen),
         1 => (0u16..2000).prop_map(|advance_ms| Step::Retention { advance_ms }),
         1 => any::<u16>().prop_map(|pick| Step::Truncate { pick }),
+        1 => (0u8..3, 0u8..3).prop_map(|(offset_gap, ordinal_gap)| Step::Reset { offset_gap, ordinal_gap }),
     ]
+}
+
+/// A stored batch of the model: its ordinal and base offset.
+type Boundary = (u64, usize);
+
+/// The ordinal the first batch at or after `offset` had, if one is still in the model.
+fn ordinal_at(boundaries: &[Boundary], offset: usize) -> Option<u64> {
+    boundaries.iter().find(|b| b.1 >= offset).map(|b| b.0)
 }
 
 proptest! {
@@ -434,18 +444,21 @@ proptest! {
     /// The log is a window of a Vec: after crashes it holds at least every synced record and
     /// at most every appended one, always a contiguous run with dense offsets; a truncation
     /// at a batch boundary is the Vec's truncation, and survives crashes (removed segments
-    /// never come back).
+    /// never come back); a reset empties it durably and goes on at the offset and ordinal
+    /// given. Every batch keeps its ordinal throughout.
     #[test]
     fn log_behaves_like_a_vec(steps in proptest::collection::vec(step(), 1..60)) {
         let storage = MemoryStorage::new();
         let config = LogConfig { retention_ms: Some(3_000), ..small_config() };
         let (mut log, _) = PartitionLog::open(storage.clone(), DIR, config).expect("open");
+        // Values by offset (a reset past the end pads it with values never read).
         let mut model: Vec<u64> = Vec::new();
         let mut synced = 0usize;
         let mut now = 0i64;
         let mut next_value = 0u64;
-        // Where each stored batch starts (its base offset), for truncations.
-        let mut boundaries: Vec<usize> = Vec::new();
+        // Every stored batch still in the model, for truncations and ordinals.
+        let mut boundaries: Vec<Boundary> = Vec::new();
+        let mut next_ordinal = 0u64;
         for step in steps {
             match step {
                 Step::Append(count) => {
@@ -454,7 +467,8 @@ proptest! {
                     now += 10;
                     let appended = log.append(&mut batch_of(&values, now), now).expect("append");
                     prop_assert_eq!(appended.base_offset, model.len() as i64);
-                    boundaries.push(model.len());
+                    boundaries.push((next_ordinal, model.len()));
+                    next_ordinal += 1;
                     model.extend(values);
                 }
                 Step::Sync => {
@@ -470,7 +484,8 @@ proptest! {
                     prop_assert!(survived >= synced, "synced records lost: {survived} < {synced}");
                     prop_assert!(survived <= model.len());
                     model.truncate(survived);
-                    boundaries.retain(|b| *b < survived);
+                    next_ordinal = ordinal_at(&boundaries, survived).unwrap_or(next_ordinal);
+                    boundaries.retain(|b| b.1 < survived);
                     synced = survived;
                 }
                 Step::Reopen => {
@@ -487,41 +502,49 @@ proptest! {
                     let start = log.log_start_offset() as usize;
                     let candidates: Vec<usize> = boundaries
                         .iter()
-                        .copied()
+                        .map(|b| b.1)
                         .filter(|b| *b >= start)
                         .chain(std::iter::once(model.len()))
                         .collect();
                     let cut = candidates[usize::from(pick) % candidates.len()];
                     log.truncate_to(cut as i64).expect("truncate at a boundary");
                     model.truncate(cut);
-                    boundaries.retain(|b| *b < cut);
+                    next_ordinal = ordinal_at(&boundaries, cut).unwrap_or(next_ordinal);
+                    boundaries.retain(|b| b.1 < cut);
                     synced = synced.min(cut);
+                }
+                Step::Reset { offset_gap, ordinal_gap } => {
+                    let offset = model.len() + usize::from(offset_gap);
+                    next_ordinal += u64::from(ordinal_gap);
+                    log.reset_to(offset as i64, next_ordinal).expect("reset");
+                    model.resize(offset, u64::MAX);
+                    boundaries.clear();
+                    synced = model.len();
                 }
             }
             let start = log.log_start_offset();
             prop_assert_eq!(log.high_watermark(), model.len() as i64);
             let expected: Vec<(i64, u64)> = model.iter().enumerate().skip(start as usize).map(|(i, v)| (i as i64, *v)).collect();
             prop_assert_eq!(read_all(&log, start), expected);
-            check_ordinals(&log, &boundaries)?;
+            check_ordinals(&log, &boundaries, next_ordinal)?;
         }
     }
 }
 
-/// The n-th batch the model kept has ordinal n: the log numbers exactly the batches from its
-/// start, finds each by its number (by offset and by reading), and refuses numbers outside.
+/// The log numbers exactly the model's batches from its start, finds each by its number (by
+/// offset and by reading), and refuses numbers outside.
 fn check_ordinals(
     log: &PartitionLog<MemoryStorage>,
-    boundaries: &[usize],
+    boundaries: &[Boundary],
+    next_ordinal: u64,
 ) -> Result<(), TestCaseError> {
     let start = log.log_start_offset() as usize;
-    let first = boundaries.iter().filter(|b| **b < start).count() as u64;
+    let first = ordinal_at(boundaries, start).unwrap_or(next_ordinal);
     prop_assert_eq!(log.log_start_ordinal(), first);
-    prop_assert_eq!(log.next_ordinal(), boundaries.len() as u64);
-    for (ordinal, base) in boundaries.iter().enumerate().skip(first as usize) {
-        prop_assert_eq!(log.ordinal_offset(ordinal as u64), Ok(*base as i64));
-        let read = log
-            .read_ordinal(ordinal as u64, 100)
-            .expect("read by ordinal");
+    prop_assert_eq!(log.next_ordinal(), next_ordinal);
+    for (ordinal, base) in boundaries.iter().filter(|b| b.1 >= start) {
+        prop_assert_eq!(log.ordinal_offset(*ordinal), Ok(*base as i64));
+        let read = log.read_ordinal(*ordinal, 100).expect("read by ordinal");
         let view = batches(&read.bytes)
             .next()
             .expect("a batch")
@@ -1076,4 +1099,113 @@ fn a_damaged_ordinal_index_is_rebuilt() {
     let (log, recovery) = PartitionLog::open(storage, DIR, small_config()).expect("open");
     assert!(recovery.indexes_rebuilt >= 2, "{recovery:?}");
     assert_numbered(&log, &bases, first);
+}
+
+/// A batch a leader decided on is stored as it came: control batches too (never from
+/// producers), its append time kept, nothing refused as a duplicate; producer state follows,
+/// so a producer's retry of it sent to this replica (once it leads) is a duplicate.
+#[test]
+fn replicated_batches_are_stored_as_the_leader_stamped_them() {
+    use herald_wire::batch::{BatchWriter, ATTRIBUTE_CONTROL};
+    let storage = MemoryStorage::new();
+    let (mut log, _) = PartitionLog::open(storage, DIR, small_config()).expect("open");
+    let mut control = BatchWriter::new();
+    control
+        .push(5, Some(b"blank"), None, std::iter::empty())
+        .expect("record");
+    let control = control.finish_control().expect("control batch");
+    assert!(matches!(
+        log.append(&mut control.clone(), 10),
+        Err(AppendError::Batch(BatchError::ReservedAttributes(
+            ATTRIBUTE_CONTROL
+        )))
+    ));
+    let mut stamped = control.clone();
+    batch::stamp(&mut stamped, 99, 1234);
+    let appended = log
+        .append_replicated(&mut stamped, 10)
+        .expect("control batch");
+    assert_eq!((appended.base_offset, appended.append_time_ms), (0, 1234));
+
+    let mut data = idempotent_batch(7, 0, 0, &[1, 2]);
+    batch::stamp(&mut data, 0, 2000);
+    assert_eq!(
+        log.append_replicated(&mut data.clone(), 10)
+            .expect("data")
+            .base_offset,
+        1
+    );
+    // The same batch again is stored again: the leader decided it is new.
+    assert_eq!(
+        log.append_replicated(&mut data, 10)
+            .expect("again")
+            .base_offset,
+        3
+    );
+    let read = log.read(0, 4096).expect("read");
+    let stored: Vec<_> = batches(&read.bytes).map(|b| b.expect("valid")).collect();
+    assert_eq!(stored.len(), 3);
+    assert!(stored[0].is_control() && !stored[1].is_control());
+    assert_eq!(stored[1].append_time_ms(), 2000);
+    // Producer 7's state follows the stored batches: its batch 0 again is a retry, its
+    // next one (sequence 2) new.
+    let retry = log
+        .append(&mut idempotent_batch(7, 0, 0, &[1, 2]), 20)
+        .expect("retry");
+    assert!(retry.duplicate);
+    let next = log
+        .append(&mut idempotent_batch(7, 0, 2, &[3]), 20)
+        .expect("next");
+    assert_eq!((next.duplicate, next.base_offset), (false, 5));
+
+    let mut reserved = control;
+    reserved[25] = 0x40;
+    assert!(log.append_replicated(&mut reserved, 10).is_err());
+}
+
+/// A reset cut short between making the new first segment and removing the old, empty one
+/// leaves an empty segment before the last: opening removes it, whichever of the two comes
+/// first, and the log is one of the two.
+#[test]
+fn a_reset_cut_short_opens_as_one_log() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    for n in 0..30u64 {
+        log.append(&mut batch_of(&[n], 1), 1).expect("append");
+    }
+    log.reset_to(100, 40).expect("reset");
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.high_watermark(),
+            log.next_ordinal()
+        ),
+        (100, 100, 40)
+    );
+    assert_eq!(
+        log.append(&mut batch_of(&[7], 1), 1)
+            .expect("append")
+            .base_offset,
+        100
+    );
+    assert_eq!(log.ordinal_offset(40), Ok(100));
+    log.sync_handle().expect("handle").sync().expect("sync");
+    drop(log);
+    // An empty segment at 30 (the old log's end, emptied) still there, before the new one.
+    let mut leftover = Segment::start(&storage, DIR, 30, 30).expect("segment");
+    leftover.seal();
+    storage.sync_dir(DIR).expect("sync");
+    let (log, recovery) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    assert_eq!(recovery.quarantined, None);
+    assert_eq!((log.log_start_offset(), log.high_watermark()), (100, 101));
+    assert_eq!(read_all(&log, 100), vec![(100, 7)]);
+    assert!(!storage
+        .names(DIR)
+        .iter()
+        .any(|n| n.starts_with(&format!("{:020}", 30))));
+    drop(log);
+    storage.crash(|_| 0);
+    let (log, _) = PartitionLog::open(storage, DIR, small_config()).expect("open");
+    assert_eq!(read_all(&log, 100), vec![(100, 7)]);
+    assert_eq!(log.ordinal_offset(40), Ok(100));
 }

@@ -10,6 +10,11 @@ pub const BATCH_HEADER_BYTES: usize = 60;
 pub(super) const CRC_START: usize = 24;
 /// The batch format version this code writes and reads.
 pub const BATCH_MAGIC: u8 = 1;
+/// The attributes bit of a *control batch*: one the broker writes itself (a replicated
+/// partition's Raft entries that carry no records for consumers: a new leader's blank entry,
+/// a membership change). Its records are not data: consumers skip the batch (its offsets
+/// still count). Producers cannot send one (produced batches carry attributes 0).
+pub const ATTRIBUTE_CONTROL: u8 = 0x20;
 
 /// The fixed header of a stored batch, read without checking the CRC: what walking a log,
 /// indexing it or counting records needs. The one place that knows the header's layout.
@@ -49,6 +54,11 @@ pub struct ProducerStamp {
 }
 
 impl BatchHeader {
+    /// A control batch (see [`ATTRIBUTE_CONTROL`]): no data for consumers.
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTRIBUTE_CONTROL != 0
+    }
+
     /// The batch's producer, `None` when it was not written by an idempotent producer.
     pub fn producer(&self) -> Option<ProducerStamp> {
         (self.producer_id >= 0).then_some(ProducerStamp {

@@ -8,7 +8,7 @@
 //! 12     8    append_time_ms      i64  stamped by the broker (outside the CRC)
 //! 20     4    crc32c              u32  CRC32C of bytes 24..end
 //! 24     1    magic               = 1
-//! 25     1    attributes          reserved, 0
+//! 25     1    attributes          0; ATTRIBUTE_CONTROL (0x20) on broker-written control batches
 //! 26     4    record_count        u32
 //! 30     8    first_timestamp_ms  i64  producer clock
 //! 38     8    max_timestamp_ms    i64
@@ -46,8 +46,8 @@ mod tests;
 
 pub use error::BatchError;
 pub use header::{
-    batch_size, restamp_producer, stamp, BatchHeader, ProducerStamp, BATCH_HEADER_BYTES,
-    BATCH_MAGIC, LOG_OVERHEAD_BYTES,
+    batch_size, restamp_producer, stamp, BatchHeader, ProducerStamp, ATTRIBUTE_CONTROL,
+    BATCH_HEADER_BYTES, BATCH_MAGIC, LOG_OVERHEAD_BYTES,
 };
 pub use reader::{BatchView, Headers, RecordIter, RecordView};
 pub use scan::{batches, count_records, next_offset_after};

@@ -120,6 +120,11 @@ impl<'a> BatchView<'a> {
         self.header.crc
     }
 
+    /// A control batch, which consumers skip (see [`ATTRIBUTE_CONTROL`](super::ATTRIBUTE_CONTROL)).
+    pub fn is_control(&self) -> bool {
+        self.header().is_control()
+    }
+
     pub fn record_count(&self) -> u32 {
         self.header.record_count
     }

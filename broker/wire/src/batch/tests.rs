@@ -512,3 +512,28 @@ fn forged_record_sections_are_refused() {
         ))
     );
 }
+
+/// A control batch carries the control bit under its CRC (a flipped bit is caught like any
+/// other), reads back as control, and an ordinary batch does not.
+#[test]
+fn control_batches_are_flagged_under_the_crc() {
+    let mut writer = BatchWriter::new();
+    writer
+        .push(7, Some(b"blank"), None, std::iter::empty())
+        .expect("record");
+    let mut control = writer.finish_control().expect("control batch");
+    let view = BatchView::parse(&control).expect("valid");
+    assert!(view.is_control());
+    assert_eq!(view.header().attributes, ATTRIBUTE_CONTROL);
+    assert_eq!(view.producer(), None);
+    let mut data = BatchBuilder::new();
+    data.push(record(1));
+    assert!(!BatchView::parse(&data.encode().expect("batch"))
+        .expect("valid")
+        .is_control());
+    control[25] = 0;
+    assert!(
+        BatchView::parse(&control).is_err(),
+        "the attributes are checked"
+    );
+}

@@ -9,7 +9,8 @@ use crate::limits::{
 
 use super::error::BatchError;
 use super::header::{
-    restamp_producer, ProducerStamp, BATCH_HEADER_BYTES, BATCH_MAGIC, LOG_OVERHEAD_BYTES,
+    restamp_producer, ProducerStamp, ATTRIBUTE_CONTROL, BATCH_HEADER_BYTES, BATCH_MAGIC,
+    LOG_OVERHEAD_BYTES,
 };
 
 /// A header on a record.
@@ -187,7 +188,21 @@ impl BatchWriter {
     /// The finished batch stamped with `producer` (none: the -1s of a non-idempotent batch;
     /// base offset 0, append time -1, CRC filled in); fails when empty or past the batch size
     /// limit.
-    pub fn finish(mut self, producer: Option<ProducerStamp>) -> Result<Vec<u8>, BatchError> {
+    pub fn finish(self, producer: Option<ProducerStamp>) -> Result<Vec<u8>, BatchError> {
+        self.finish_with(producer, 0)
+    }
+
+    /// The finished batch as a control batch ([`ATTRIBUTE_CONTROL`]), which only the broker
+    /// writes: no producer, otherwise as [`BatchWriter::finish`].
+    pub fn finish_control(self) -> Result<Vec<u8>, BatchError> {
+        self.finish_with(None, ATTRIBUTE_CONTROL)
+    }
+
+    fn finish_with(
+        mut self,
+        producer: Option<ProducerStamp>,
+        attributes: u8,
+    ) -> Result<Vec<u8>, BatchError> {
         let (producer_id, producer_epoch, base_sequence) =
             producer.map_or((-1, -1, -1), |p| (p.id, p.epoch, p.base_sequence));
         if self.count == 0 {
@@ -207,7 +222,7 @@ impl BatchWriter {
         header[8..12].copy_from_slice(&length.to_be_bytes());
         header[12..20].copy_from_slice(&(-1i64).to_be_bytes());
         header[24] = BATCH_MAGIC;
-        header[25] = 0;
+        header[25] = attributes;
         header[26..30].copy_from_slice(&self.count.to_be_bytes());
         header[30..38].copy_from_slice(&self.first_timestamp.to_be_bytes());
         header[38..46].copy_from_slice(&self.max_timestamp.to_be_bytes());

@@ -1,0 +1,114 @@
+//! What a replicated partition's log does besides [`PartitionLog::append`]: storing batches
+//! exactly as its leader decided them ([`PartitionLog::append_replicated`]) and starting over
+//! at a later position when a snapshot covers everything it holds
+//! ([`PartitionLog::reset_to`]).
+
+use herald_wire::batch::{BatchError, BatchView, ATTRIBUTE_CONTROL};
+
+use super::segment::Segment;
+use super::{AppendError, Appended, PartitionLog, TruncateError};
+use crate::storage::{Storage, StorageError};
+
+impl<S: Storage> PartitionLog<S> {
+    /// Stores a batch its partition's leader decided on (a Raft entry): validated like a
+    /// produced batch, but control batches are allowed ([`ATTRIBUTE_CONTROL`]), nothing is
+    /// refused as a duplicate or out of sequence (the leader decided that before proposing
+    /// it; every replica stores the same entries), and the append time is the one the leader
+    /// stamped, so every replica holds the same bytes. The base offset is stamped here from
+    /// this log's end, which is the same on every replica holding the same batches.
+    /// Producer state follows the stored batches, as recovery rebuilds it.
+    ///
+    /// Logs with an idempotency-key window are refused: its decisions are not replicated yet.
+    pub fn append_replicated(
+        &mut self,
+        batch: &mut [u8],
+        now_ms: i64,
+    ) -> Result<Appended, AppendError> {
+        if let Some(reason) = self.fence.reason() {
+            return Err(AppendError::Fenced {
+                reason: reason.to_owned(),
+            });
+        }
+        if self.dedup.is_some() {
+            return Err(AppendError::Unsupported(
+                "a partition with an idempotency-key window is not replicated",
+            ));
+        }
+        let view = BatchView::parse(batch)?;
+        if view.size() != batch.len() {
+            return Err(BatchError::Decode(herald_wire::DecodeError::Trailing {
+                what: "batch",
+                trailing: batch.len() - view.size(),
+            })
+            .into());
+        }
+        view.validate_records()?;
+        let attributes = view.header().attributes;
+        if attributes & !ATTRIBUTE_CONTROL != 0 {
+            return Err(BatchError::ReservedAttributes(attributes).into());
+        }
+        let count = i64::from(view.record_count());
+        let producer = view.producer();
+        let append_time_ms = view.append_time_ms();
+        let base_offset = self.store(batch, append_time_ms, now_ms)?;
+        if let Some(producer) = producer {
+            self.producers
+                .record(producer, count as u32, base_offset, append_time_ms);
+        }
+        Ok(Appended {
+            base_offset,
+            last_offset: base_offset + count - 1,
+            append_time_ms,
+            duplicate: false,
+            record_offsets: Vec::new(),
+        })
+    }
+
+    /// Empties the log and starts it again at offset `offset`, numbering its batches from
+    /// `ordinal`: for a replica whose log a snapshot covers entirely (it installed one, or
+    /// everything it holds was purged), whose next entry has that ordinal and whose next
+    /// record that offset. Producer snapshots and state go with the batches.
+    ///
+    /// Crash-safe: the log is first cut to nothing (see [`PartitionLog::truncate_to`]); a
+    /// new first segment is then made and the old, empty one removed. A crash between the two
+    /// leaves an empty segment before the last one, which opening removes, so a log opened
+    /// after a crash is the old one emptied or the new one. A failure fences the log.
+    pub fn reset_to(&mut self, offset: i64, ordinal: u64) -> Result<(), TruncateError> {
+        if offset < 0 {
+            return Err(TruncateError::OutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset(),
+                high_watermark: self.high_watermark(),
+            });
+        }
+        self.truncate_to(self.log_start_offset())?;
+        let result = self.restart_at(offset, ordinal);
+        if let Err(error) = &result {
+            self.fence.set(format!(
+                "starting the log over at offset {offset} (ordinal {ordinal}) failed: {error}"
+            ));
+        }
+        Ok(result?)
+    }
+
+    /// The second half of [`PartitionLog::reset_to`], on a log holding one empty segment.
+    fn restart_at(&mut self, offset: i64, ordinal: u64) -> Result<(), StorageError> {
+        let old = self.segments[0].base_offset;
+        if old == offset {
+            self.segments[0].number_from(ordinal)?;
+            return self.storage.sync_dir(&self.dir);
+        }
+        let fresh = Segment::start(&self.storage, &self.dir, offset, ordinal)?;
+        self.storage.sync_dir(&self.dir)?;
+        self.segments.push(fresh);
+        if let Some(mut emptied) = (self.segments.len() > 1).then(|| self.segments.remove(0)) {
+            emptied.seal();
+            Segment::<S::File>::remove_named(&self.storage, &self.dir, old)?;
+        }
+        self.active_serial += 1;
+        self.remove_stray_snapshots()?;
+        self.storage.sync_dir(&self.dir)?;
+        self.restore_producers()?;
+        self.restore_dedup()
+    }
+}

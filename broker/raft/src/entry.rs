@@ -1,0 +1,85 @@
+//! A partition group's entries as stored batches, and back.
+//!
+//! A [`Proposal`]'s batch is stored as it is (one produced batch, one entry). openraft's own
+//! entries become one-record control batches (`ATTRIBUTE_CONTROL`, which consumers skip):
+//! the record's key names the kind, its value holds the membership (JSON) of a membership
+//! change. Reading back, the term comes from the replica's meta and the index from the
+//! batch's ordinal; neither is in the batch.
+
+use herald_wire::batch::{self, BatchError, BatchView, BatchWriter};
+use openraft::EntryPayload;
+
+use crate::types::{Entry, LogId, Membership, Proposal};
+
+/// The key of a blank entry's record (a new leader's first entry).
+pub const BLANK_KEY: &[u8] = b"herald.raft.blank";
+/// The key of a membership change's record.
+pub const MEMBERSHIP_KEY: &[u8] = b"herald.raft.membership";
+
+/// An entry that cannot be a stored batch, or a stored batch that is no entry.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error("invalid batch: {0}")]
+    Batch(#[from] BatchError),
+    #[error("a membership does not encode: {0}")]
+    EncodeMembership(serde_json::Error),
+    #[error("the stored membership of entry {index} does not decode: {error}")]
+    DecodeMembership {
+        index: u64,
+        error: serde_json::Error,
+    },
+    #[error("the stored control batch of entry {index} is of no known kind ({kind:?})")]
+    UnknownControl { index: u64, kind: String },
+    #[error("the stored batch of entry {index} holds no record")]
+    Empty { index: u64 },
+}
+
+type Payload = EntryPayload<Proposal, u64, openraft::BasicNode>;
+
+/// The batch stored for `payload`: a proposal's own batch, or a control batch stamped with
+/// `now_ms` as its append time.
+pub fn to_batch(payload: &Payload, now_ms: i64) -> Result<Vec<u8>, EntryError> {
+    let control = |key: &[u8], value: Option<&[u8]>| -> Result<Vec<u8>, EntryError> {
+        let mut writer = BatchWriter::new();
+        writer.push(now_ms, Some(key), value, std::iter::empty())?;
+        let mut batch = writer.finish_control()?;
+        batch::stamp(&mut batch, 0, now_ms);
+        Ok(batch)
+    };
+    match payload {
+        EntryPayload::Normal(proposal) => Ok(proposal.batch.clone()),
+        EntryPayload::Blank => control(BLANK_KEY, None),
+        EntryPayload::Membership(membership) => {
+            let value = serde_json::to_vec(membership).map_err(EntryError::EncodeMembership)?;
+            control(MEMBERSHIP_KEY, Some(&value))
+        }
+    }
+}
+
+/// The entry `log_id` stored as the batch `bytes` (exactly one batch).
+pub fn from_batch(bytes: &[u8], log_id: LogId) -> Result<Entry, EntryError> {
+    let index = log_id.index;
+    let view = BatchView::parse(bytes)?;
+    let payload = if view.is_control() {
+        let record = view.records().next().ok_or(EntryError::Empty { index })??;
+        match record.key {
+            Some(BLANK_KEY) => EntryPayload::Blank,
+            Some(MEMBERSHIP_KEY) => {
+                let membership: Membership = serde_json::from_slice(record.value.unwrap_or(&[]))
+                    .map_err(|error| EntryError::DecodeMembership { index, error })?;
+                EntryPayload::Membership(membership)
+            }
+            key => {
+                return Err(EntryError::UnknownControl {
+                    index,
+                    kind: String::from_utf8_lossy(key.unwrap_or_default()).into_owned(),
+                })
+            }
+        }
+    } else {
+        EntryPayload::Normal(Proposal {
+            batch: bytes.to_vec(),
+        })
+    };
+    Ok(openraft::Entry::<_, _> { log_id, payload })
+}

@@ -1,0 +1,509 @@
+//! A partition replica as openraft storage: [`LogStore`] (the Raft log = the partition's
+//! segment log) and [`StateMachine`] (what applying committed entries makes: the high
+//! watermark consumers read up to, the last membership), both over one shared [`Replica`].
+//!
+//! Ordering rules the log store keeps (see ARCHITECTURE.md, "Replication"):
+//! - the replica meta (`raft.meta`) names a new term before the first batch of that term is
+//!   written, so a stored batch never reads back with a wrong log id;
+//! - an append is acknowledged to openraft (its flush callback) only after the log is synced;
+//! - a purge that covers the whole log starts the log over after it
+//!   (`PartitionLog::reset_to`), at the offset the state machine has reached, so the next
+//!   entry lands where its leader's copy is.
+//!
+//! Blocking storage calls run under the replica's lock inside the async trait methods: each
+//! is short (one append, one read of at most [`ENTRIES_READ_BYTES_MAX`] bytes) and the
+//! partition's own appends already run this way in the broker.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::{Stream, TryStreamExt};
+use herald_broker_core::log::{LogConfig, OpenError, PartitionLog};
+use herald_broker_core::replica::{self, LogPosition, MetaFileError, ReplicaMeta};
+use herald_broker_core::storage::Storage;
+use herald_wire::batch::batches;
+use openraft::storage::{
+    EntryResponder, IOFlushed, LogState, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine,
+    Snapshot,
+};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader};
+
+use crate::entry;
+use crate::types::{Applied, Entry, LogId, StoredMembership, TypeConfig, Vote};
+
+/// Most bytes of batches one bounded read of entries gathers (a follower catching up is
+/// sent its entries in rounds); at least one entry is always read.
+pub const ENTRIES_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Why a replica could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Meta(#[from] MetaFileError),
+}
+
+/// What applying committed entries made (the state machine's state).
+#[derive(Debug, Clone, Default)]
+struct AppliedState {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    /// The offset after the last applied entry's records: consumers read below it.
+    high_watermark: i64,
+    /// The last snapshot built or installed, with its encoded data.
+    snapshot: Option<(Meta, Vec<u8>)>,
+}
+
+/// One partition replica: its log, its Raft bookkeeping and its applied state.
+pub struct Replica<S: Storage> {
+    log: PartitionLog<S>,
+    meta: ReplicaMeta,
+    storage: S,
+    dir: String,
+    applied: AppliedState,
+    clock: fn() -> i64,
+}
+
+impl<S: Storage + Clone> Replica<S> {
+    /// Opens the replica stored in `dir`: its log (recovered as any partition log is) and its
+    /// meta, whose terms past the log's end are dropped (a crash between a cut of the log and
+    /// the meta's rewrite leaves them).
+    pub fn open(storage: S, dir: &str, config: LogConfig) -> Result<Self, ReplicaError> {
+        let (log, _) = PartitionLog::open(storage.clone(), dir, config)?;
+        let mut meta = ReplicaMeta::load(&storage, dir)?.unwrap_or_default();
+        meta.truncate_after(log.next_ordinal().checked_sub(1));
+        Ok(Self {
+            log,
+            meta,
+            storage,
+            dir: dir.to_owned(),
+            applied: AppliedState::default(),
+            clock: wall_clock_ms,
+        })
+    }
+
+    /// The partition log (reads of records go through it).
+    pub fn log(&self) -> &PartitionLog<S> {
+        &self.log
+    }
+
+    /// The offset consumers may read up to: after the last applied (committed) entry.
+    pub fn high_watermark(&self) -> i64 {
+        self.applied.high_watermark
+    }
+
+    /// The index of the first entry still readable: after the log's start and the purged
+    /// entry.
+    fn first_index(&self) -> u64 {
+        let after_purged = self.meta.purged().map_or(0, |p| p.index + 1);
+        self.log.log_start_ordinal().max(after_purged)
+    }
+
+    fn log_id(&self, index: u64) -> io::Result<LogId> {
+        let term = self.meta.term_of(index).ok_or_else(|| {
+            io::Error::other(format!(
+                "{}: the term of entry {index} is not known (raft.meta does not cover it)",
+                self.dir
+            ))
+        })?;
+        Ok(LogId::new_term_index(term, index))
+    }
+
+    /// The entries `[start, end)` that the log holds, up to about `max_bytes` of batches (at
+    /// least one entry when any is there).
+    fn entries(&self, start: u64, end: u64, max_bytes: usize) -> io::Result<Vec<Entry>> {
+        let start = start.max(self.first_index());
+        let end = end.min(self.log.next_ordinal());
+        let mut out = Vec::new();
+        let mut index = start;
+        let mut bytes = 0usize;
+        while index < end && (out.is_empty() || bytes < max_bytes) {
+            let read = self
+                .log
+                .read_ordinal(index, max_bytes.saturating_sub(bytes).max(1))
+                .map_err(io::Error::other)?;
+            if read.bytes.is_empty() {
+                break;
+            }
+            bytes += read.bytes.len();
+            for view in batches(&read.bytes) {
+                if index >= end {
+                    break;
+                }
+                let view = view.map_err(io::Error::other)?;
+                let entry = entry::from_batch(view.as_bytes(), self.log_id(index)?)
+                    .map_err(io::Error::other)?;
+                out.push(entry);
+                index += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    fn log_state(&self) -> io::Result<LogState<TypeConfig>> {
+        let purged = self
+            .meta
+            .purged()
+            .map(|p| LogId::new_term_index(p.term, p.index));
+        let next = self.log.next_ordinal();
+        let last = if next > self.first_index() {
+            Some(self.log_id(next - 1)?)
+        } else {
+            purged
+        };
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
+    }
+
+    fn save_meta(&self) -> io::Result<()> {
+        self.meta
+            .save(&self.storage, &self.dir)
+            .map_err(io::Error::other)
+    }
+
+    /// Stores one entry at the log's end.
+    fn append_entry(&mut self, entry: &Entry) -> io::Result<()> {
+        let index = entry.log_id.index;
+        let term = entry.log_id.leader_id.term;
+        let next = self.log.next_ordinal();
+        if index != next {
+            // An empty log (nothing stored since its start, or everything purged) starts
+            // where the entries it is sent start.
+            if index > next && self.first_index() >= next {
+                let offset = self.log.high_watermark().max(self.applied.high_watermark);
+                self.log.reset_to(offset, index).map_err(io::Error::other)?;
+            } else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: entry {index} does not follow the log, whose next entry is {next}",
+                        self.dir
+                    ),
+                ));
+            }
+        }
+        if self
+            .meta
+            .note_entry(LogPosition { term, index })
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        {
+            self.save_meta()?;
+        }
+        let now = (self.clock)();
+        let mut batch = entry::to_batch(&entry.payload, now).map_err(io::Error::other)?;
+        self.log
+            .append_replicated(&mut batch, now)
+            .map_err(io::Error::other)?;
+        Ok(())
+    }
+
+    /// Makes everything appended durable; a failure fences the partition.
+    fn sync(&self) -> io::Result<()> {
+        let handle = self.log.sync_handle().map_err(io::Error::other)?;
+        handle.sync().map_err(|error| {
+            self.log.fence().set(format!("a sync failed: {error}"));
+            io::Error::other(error)
+        })
+    }
+
+    fn truncate_after(&mut self, last: Option<&LogId>) -> io::Result<()> {
+        let keep_until = match last {
+            Some(last) => last.index + 1,
+            None => self.first_index(),
+        };
+        if keep_until < self.log.next_ordinal() {
+            if keep_until < self.first_index() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: a cut after entry {} would remove purged entries (up to {})",
+                        self.dir,
+                        keep_until.saturating_sub(1),
+                        self.first_index().saturating_sub(1)
+                    ),
+                ));
+            }
+            let offset = self
+                .log
+                .ordinal_offset(keep_until)
+                .map_err(io::Error::other)?;
+            self.log.truncate_to(offset).map_err(io::Error::other)?;
+        }
+        self.meta.truncate_after(keep_until.checked_sub(1));
+        self.save_meta()
+    }
+
+    fn purge(&mut self, upto: &LogId) -> io::Result<()> {
+        self.meta.purge(LogPosition {
+            term: upto.leader_id.term,
+            index: upto.index,
+        });
+        self.save_meta()?;
+        if upto.index + 1 >= self.log.next_ordinal() {
+            // Nothing left: the log starts over after the purged entry, where the applied
+            // state (a snapshot installed, or entries applied) has its next offset.
+            let offset = self.log.high_watermark().max(self.applied.high_watermark);
+            self.log
+                .reset_to(offset, upto.index + 1)
+                .map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    fn vote(&self) -> Option<Vote> {
+        self.meta.vote.map(|vote| {
+            if vote.committed {
+                Vote::new_committed(vote.term, vote.node_id)
+            } else {
+                Vote::new(vote.term, vote.node_id)
+            }
+        })
+    }
+
+    /// Applies one committed entry: the high watermark moves past its records.
+    fn apply(&mut self, entry: &Entry) -> Applied {
+        let index = entry.log_id.index;
+        let before = self.applied.high_watermark;
+        let base_offset = self.log.ordinal_offset(index).unwrap_or(before);
+        let next_offset = self
+            .log
+            .ordinal_offset(index + 1)
+            .unwrap_or(base_offset)
+            .max(base_offset);
+        if let EntryPayload::Membership(membership) = &entry.payload {
+            self.applied.membership =
+                StoredMembership::new(Some(entry.log_id), membership.clone());
+        }
+        self.applied.last_applied = Some(entry.log_id);
+        self.applied.high_watermark = before.max(next_offset);
+        Applied {
+            base_offset,
+            next_offset,
+        }
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn lock<S: Storage>(replica: &Mutex<Replica<S>>) -> MutexGuard<'_, Replica<S>> {
+    replica
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn range_bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+/// The replica's Raft log (and, cloned, a reader of it).
+pub struct LogStore<S: Storage> {
+    replica: Arc<Mutex<Replica<S>>>,
+}
+
+impl<S: Storage> Clone for LogStore<S> {
+    fn clone(&self) -> Self {
+        Self {
+            replica: self.replica.clone(),
+        }
+    }
+}
+
+/// The replica's state machine.
+pub struct StateMachine<S: Storage> {
+    replica: Arc<Mutex<Replica<S>>>,
+}
+
+impl<S: Storage> Clone for StateMachine<S> {
+    fn clone(&self) -> Self {
+        Self {
+            replica: self.replica.clone(),
+        }
+    }
+}
+
+impl<S: Storage + Clone + 'static> Replica<S> {
+    /// The replica as openraft's log store and state machine, sharing it.
+    pub fn into_raft_storage(self) -> (LogStore<S>, StateMachine<S>, Arc<Mutex<Replica<S>>>) {
+        let replica = Arc::new(Mutex::new(self));
+        (
+            LogStore {
+                replica: replica.clone(),
+            },
+            StateMachine {
+                replica: replica.clone(),
+            },
+            replica,
+        )
+    }
+}
+
+impl<S: Storage + Clone + 'static> RaftLogReader<TypeConfig> for LogStore<S> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (start, end) = range_bounds(&range);
+        lock(&self.replica).entries(start, end, usize::MAX)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        lock(&self.replica).entries(start, end, ENTRIES_READ_BYTES_MAX)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(lock(&self.replica).vote())
+    }
+}
+
+impl<S: Storage + Clone + 'static> RaftLogStorage<TypeConfig> for LogStore<S> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        lock(&self.replica).log_state()
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let mut replica = lock(&self.replica);
+        replica.meta.vote = Some(replica::Vote {
+            term: vote.leader_id.term,
+            node_id: vote.leader_id.voted_for,
+            committed: vote.committed,
+        });
+        replica.save_meta()
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        {
+            let mut replica = lock(&self.replica);
+            for entry in entries {
+                replica.append_entry(&entry)?;
+            }
+            replica.sync()?;
+        }
+        callback.io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        lock(&self.replica).truncate_after(last_log_id.as_ref())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        lock(&self.replica).purge(&log_id)
+    }
+}
+
+/// The state machine's snapshot: where its records end. (The producer table joins it when
+/// replicated partitions decide idempotence on their leader.)
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotData {
+    high_watermark: i64,
+}
+
+type Meta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+type SnapshotOf = openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+
+impl<S: Storage + Clone + 'static> RaftSnapshotBuilder<TypeConfig> for StateMachine<S> {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf, io::Error> {
+        let mut replica = lock(&self.replica);
+        let meta = Meta {
+            last_log_id: replica.applied.last_applied,
+            last_membership: replica.applied.membership.clone(),
+        };
+        let data = serde_json::to_vec(&SnapshotData {
+            high_watermark: replica.applied.high_watermark,
+        })
+        .map_err(io::Error::other)?;
+        replica.applied.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: data,
+        })
+    }
+}
+
+impl<S: Storage + Clone + 'static> RaftStateMachine<TypeConfig> for StateMachine<S> {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let replica = lock(&self.replica);
+        Ok((
+            replica.applied.last_applied,
+            replica.applied.membership.clone(),
+        ))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let applied = lock(&self.replica).apply(&entry);
+            if let Some(responder) = responder {
+                responder.send(applied);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+        let data: SnapshotData = serde_json::from_slice(&snapshot)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut replica = lock(&self.replica);
+        replica.applied.last_applied = meta.last_log_id;
+        replica.applied.membership = meta.last_membership.clone();
+        replica.applied.high_watermark = data.high_watermark;
+        replica.applied.snapshot = Some((meta.clone(), snapshot));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf>, io::Error> {
+        Ok(lock(&self.replica)
+            .applied
+            .snapshot
+            .clone()
+            .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+    }
+}

@@ -1,0 +1,53 @@
+//! The Raft type configuration of a partition group.
+
+use std::fmt;
+
+/// A produced batch proposed to a partition group: its bytes as the leader stamped them
+/// (append time set; the base offset is stamped by each replica from its own log end, the
+/// same everywhere).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Proposal {
+    pub batch: Vec<u8>,
+}
+
+impl fmt::Debug for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Proposal({} bytes)", self.batch.len())
+    }
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Where an applied entry's records are in the partition: offsets `[base_offset,
+/// next_offset)` (empty for openraft's own entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Applied {
+    pub base_offset: i64,
+    pub next_offset: i64,
+}
+
+openraft::declare_raft_types!(
+    /// A partition group: node ids are the broker node ids, log ids (term, index).
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Term = u64,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+);
+
+/// An entry of a partition group.
+pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
+/// A log id (term, index) of a partition group.
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// A vote of a partition group.
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// A membership of a partition group.
+pub type Membership = openraft::Membership<u64, openraft::BasicNode>;
+/// A membership with the log id that set it.
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;

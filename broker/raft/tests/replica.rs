@@ -1,0 +1,195 @@
+//! A replica's Raft log over the partition log, beyond openraft's suite: what survives a
+//! crash (entries synced before their flush callback, terms and vote in raft.meta), control
+//! entries read back as openraft's own entries, produced batches as consumer records with
+//! dense offsets, and a replica that starts over after a purge past its end.
+
+use herald_broker_core::log::LogConfig;
+use herald_broker_core::storage::MemoryStorage;
+use herald_raft::types::{Entry, LogId, Membership, Vote};
+use herald_raft::{LogStore, Proposal, Replica, StateMachine, TypeConfig};
+use herald_wire::batch::{self, batches, BatchBuilder, Record};
+use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::type_config::TypeConfigExt;
+use openraft::{EntryPayload, RaftLogReader};
+
+const DIR: &str = "orders/0";
+
+fn open(storage: &MemoryStorage) -> (LogStore<MemoryStorage>, StateMachine<MemoryStorage>) {
+    let replica = Replica::open(storage.clone(), DIR, LogConfig::default()).expect("open");
+    let (log, state_machine, _) = replica.into_raft_storage();
+    (log, state_machine)
+}
+
+fn produced(values: &[&str], append_time_ms: i64) -> Proposal {
+    let mut builder = BatchBuilder::new();
+    for value in values {
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(value.as_bytes().to_vec()),
+            headers: Vec::new(),
+        });
+    }
+    let mut bytes = builder.encode().expect("batch");
+    batch::stamp(&mut bytes, 0, append_time_ms);
+    Proposal { batch: bytes }
+}
+
+fn entry(
+    term: u64,
+    index: u64,
+    payload: EntryPayload<Proposal, u64, openraft::BasicNode>,
+) -> Entry {
+    Entry {
+        log_id: LogId::new_term_index(term, index),
+        payload,
+    }
+}
+
+async fn append(log: &mut LogStore<MemoryStorage>, entries: Vec<Entry>) {
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(entries, IOFlushed::signal(tx))
+        .await
+        .expect("append");
+    rx.await.expect("callback").expect("flushed");
+}
+
+fn membership() -> Membership {
+    Membership::new_with_defaults(vec![[1, 2, 3].into_iter().collect()], [])
+}
+
+/// Entries over two terms, a vote, a crash that loses everything unsynced: every entry whose
+/// append returned is there with its log id (the second term's start was in raft.meta before
+/// its first batch), the vote too, and the control entries read back as what they were.
+#[tokio::test]
+async fn a_crash_keeps_every_flushed_entry_with_its_log_id() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = open(&storage);
+    log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+    append(
+        &mut log,
+        vec![
+            entry(1, 0, EntryPayload::Membership(membership())),
+            entry(1, 1, EntryPayload::Blank),
+            entry(1, 2, EntryPayload::Normal(produced(&["a", "b"], 100))),
+        ],
+    )
+    .await;
+    log.save_vote(&Vote::new_committed(2, 2))
+        .await
+        .expect("vote");
+    append(
+        &mut log,
+        vec![
+            entry(2, 3, EntryPayload::Blank),
+            entry(2, 4, EntryPayload::Normal(produced(&["c"], 200))),
+        ],
+    )
+    .await;
+    drop(log);
+    storage.crash(|_| 0);
+
+    let (mut log, _) = open(&storage);
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_log_id, Some(LogId::new_term_index(2, 4)));
+    assert_eq!(state.last_purged_log_id, None);
+    assert_eq!(
+        log.read_vote().await.expect("vote"),
+        Some(Vote::new_committed(2, 2))
+    );
+    let entries = log.try_get_log_entries(0..).await.expect("entries");
+    let ids: Vec<(u64, u64)> = entries
+        .iter()
+        .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+        .collect();
+    assert_eq!(ids, [(1, 0), (1, 1), (1, 2), (2, 3), (2, 4)]);
+    assert!(matches!(&entries[0].payload, EntryPayload::Membership(m) if *m == membership()));
+    assert!(matches!(entries[1].payload, EntryPayload::Blank));
+    assert!(matches!(&entries[4].payload, EntryPayload::Normal(p) if p.batch.len() > 60));
+}
+
+/// Applying committed entries moves the high watermark past their records, control records
+/// included (consumers skip those); produced records sit at dense offsets with the append
+/// time the leader stamped.
+#[tokio::test]
+async fn applied_entries_give_their_offsets_and_the_high_watermark() {
+    let storage = MemoryStorage::new();
+    let (mut log, mut state_machine) = open(&storage);
+    let entries = vec![
+        entry(1, 0, EntryPayload::Blank),
+        entry(1, 1, EntryPayload::Normal(produced(&["a", "b", "c"], 100))),
+        entry(1, 2, EntryPayload::Normal(produced(&["d"], 200))),
+    ];
+    append(&mut log, entries.clone()).await;
+    let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
+    state_machine.apply(stream).await.expect("apply");
+    let (applied, _) = state_machine.applied_state().await.expect("state");
+    assert_eq!(applied, Some(LogId::new_term_index(1, 2)));
+
+    let replica = Replica::open(storage.clone(), DIR, LogConfig::default()).expect("open");
+    let read = replica.log().read(0, 1 << 20).expect("read");
+    let stored: Vec<(bool, i64, i64, i64)> = batches(&read.bytes)
+        .map(|view| {
+            let view = view.expect("valid");
+            (
+                view.is_control(),
+                view.base_offset(),
+                view.next_offset(),
+                view.append_time_ms(),
+            )
+        })
+        .collect();
+    assert_eq!(stored.len(), 3);
+    assert!(stored[0].0 && !stored[1].0 && !stored[2].0);
+    assert_eq!(
+        stored[1..]
+            .iter()
+            .map(|s| (s.1, s.2, s.3))
+            .collect::<Vec<_>>(),
+        [(1, 4, 100), (4, 5, 200)]
+    );
+}
+
+/// A purge past the log's end (a snapshot covers everything) starts the log over after the
+/// purged entry, at the offset the applied state reached: the next entry its leader sends
+/// is accepted there, and all of it survives a crash.
+#[tokio::test]
+async fn a_purge_past_the_end_starts_the_log_over_after_it() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = open(&storage);
+    append(
+        &mut log,
+        vec![
+            entry(1, 0, EntryPayload::Blank),
+            entry(1, 1, EntryPayload::Normal(produced(&["a"], 1))),
+        ],
+    )
+    .await;
+    log.purge(LogId::new_term_index(3, 9)).await.expect("purge");
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(LogId::new_term_index(3, 9)));
+    assert_eq!(state.last_log_id, Some(LogId::new_term_index(3, 9)));
+    assert!(log.try_get_log_entries(0..).await.expect("read").is_empty());
+    append(
+        &mut log,
+        vec![entry(3, 10, EntryPayload::Normal(produced(&["z"], 5)))],
+    )
+    .await;
+    drop(log);
+    storage.crash(|_| 0);
+    let (mut log, _) = open(&storage);
+    let entries = log.try_get_log_entries(0..).await.expect("read");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].log_id, LogId::new_term_index(3, 10));
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_log_id, Some(LogId::new_term_index(3, 10)));
+    // An entry that does not follow is refused.
+    let (tx, _rx) = TypeConfig::oneshot();
+    let refused = log
+        .append(
+            vec![entry(3, 12, EntryPayload::Blank)],
+            IOFlushed::signal(tx),
+        )
+        .await;
+    assert!(refused.is_err());
+}

@@ -1,6 +1,7 @@
 //! Replication glue: the one crate that names openraft types (the rest of the broker does
 //! not). A replicated partition is one Raft group whose log *is* the partition's segment log:
 //!
+//! - [`config`]: openraft's configuration for a group ([`config::group_config`], timing);
 //! - [`types`]: the group's type configuration ([`TypeConfig`]): entries carry a produced
 //!   batch ([`Proposal`]), answers say where it landed ([`Applied`]), log ids are
 //!   (term, index) (`leader_id_std`);
@@ -15,6 +16,7 @@
 //! (`PartitionLog::next_ordinal`); record offsets stay what consumers use. See
 //! ARCHITECTURE.md, "Replication".
 
+pub mod config;
 pub mod entry;
 pub mod store;
 pub mod types;

@@ -276,8 +276,7 @@ impl<S: Storage + Clone> Replica<S> {
             .unwrap_or(base_offset)
             .max(base_offset);
         if let EntryPayload::Membership(membership) = &entry.payload {
-            self.applied.membership =
-                StoredMembership::new(Some(entry.log_id), membership.clone());
+            self.applied.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
         }
         self.applied.last_applied = Some(entry.log_id);
         self.applied.high_watermark = before.max(next_offset);

@@ -1,0 +1,282 @@
+//! Three replicas of one partition under real openraft, connected in process (a router that
+//! can cut a node off): a leader is elected, produced batches are acknowledged with their
+//! offsets, a leader cut off from the others acknowledges nothing while a new leader goes on,
+//! and once healed every replica holds the same batches at the same offsets — the cut-off
+//! leader's unacknowledged entry removed (Raft truncation over the segment log).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_broker_core::log::LogConfig;
+use herald_broker_core::storage::MemoryStorage;
+use herald_raft::config::{group_config, Timing};
+use herald_raft::store::Replica;
+use herald_raft::{Applied, Proposal, StateMachine, TypeConfig};
+use herald_wire::batch::{self, batches, BatchBuilder, Record};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{
+    ClientWriteError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use openraft::BasicNode;
+
+type Raft = openraft::Raft<TypeConfig, StateMachine<MemoryStorage>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("node {0} is cut off")]
+struct CutOff(u64);
+
+/// Delivers RPCs between the nodes of one process, except to or from a cut-off node.
+#[derive(Clone, Default)]
+struct Router {
+    nodes: Arc<Mutex<BTreeMap<u64, Raft>>>,
+    cut_off: Arc<Mutex<BTreeSet<u64>>>,
+}
+
+impl Router {
+    fn reach(&self, source: u64, target: u64) -> Result<Raft, Unreachable<TypeConfig>> {
+        let cut_off = self.cut_off.lock().expect("lock");
+        for node in [source, target] {
+            if cut_off.contains(&node) {
+                return Err(Unreachable::new(&CutOff(node)));
+            }
+        }
+        drop(cut_off);
+        self.nodes
+            .lock()
+            .expect("lock")
+            .get(&target)
+            .cloned()
+            .ok_or_else(|| Unreachable::new(&CutOff(target)))
+    }
+}
+
+struct Connection {
+    router: Router,
+    source: u64,
+    target: u64,
+}
+
+/// A node's view of the router: knows who sends.
+#[derive(Clone)]
+struct From {
+    router: Router,
+    source: u64,
+}
+
+impl RaftNetworkFactory<TypeConfig> for From {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Connection {
+        Connection {
+            router: self.router.clone(),
+            source: self.source,
+            target,
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Connection {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let raft = self.router.reach(self.source, self.target)?;
+        raft.append_entries(rpc)
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let raft = self.router.reach(self.source, self.target)?;
+        raft.vote(rpc)
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
+        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let raft = self.router.reach(self.source, self.target)?;
+        raft.install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
+    }
+}
+
+fn proposal(value: &str) -> Proposal {
+    let mut builder = BatchBuilder::new();
+    for part in ["a", "b"] {
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(format!("{value}-{part}").into_bytes()),
+            headers: Vec::new(),
+        });
+    }
+    let mut bytes = builder.encode().expect("batch");
+    batch::stamp(&mut bytes, 0, 1_000);
+    Proposal { batch: bytes }
+}
+
+/// Every data record a replica holds, as (offset, value).
+fn records(replica: &Mutex<Replica<MemoryStorage>>) -> Vec<(i64, String)> {
+    let replica = replica.lock().expect("lock");
+    let read = replica.log().read(0, 64 << 20).expect("read");
+    let mut out = Vec::new();
+    for view in batches(&read.bytes) {
+        let view = view.expect("valid batch");
+        if view.is_control() {
+            continue;
+        }
+        for (i, record) in view.records().enumerate() {
+            let value = record.expect("record").value.expect("value");
+            out.push((
+                view.base_offset() + i as i64,
+                String::from_utf8(value.to_vec()).expect("utf-8"),
+            ));
+        }
+    }
+    out
+}
+
+async fn leader_among(rafts: &BTreeMap<u64, Raft>, not: Option<u64>) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        for (id, raft) in rafts {
+            if Some(*id) == not {
+                continue;
+            }
+            let metrics = raft.metrics().borrow_watched().clone();
+            if metrics.current_leader == Some(*id) && Some(*id) != not {
+                return *id;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes `value` through whichever node leads (not `not`), again on another leader when the
+/// one asked was not leading (nothing was appended then); its acknowledged records.
+async fn write(rafts: &BTreeMap<u64, Raft>, not: Option<u64>, value: &str) -> Vec<(i64, String)> {
+    loop {
+        let leader = leader_among(rafts, not).await;
+        match rafts[&leader].client_write(proposal(value)).await {
+            Ok(written) => {
+                let Applied {
+                    base_offset,
+                    next_offset,
+                } = written.data;
+                assert_eq!(next_offset - base_offset, 2);
+                return vec![
+                    (base_offset, format!("{value}-a")),
+                    (base_offset + 1, format!("{value}-b")),
+                ];
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("writing {value} failed: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_elect_replicate_fail_over_and_converge() {
+    let timing = Timing {
+        heartbeat_ms: 50,
+        election_min_ms: 300,
+        election_max_ms: 600,
+    };
+    let config = Arc::new(group_config("orders-0", timing).expect("config"));
+    let router = Router::default();
+    let mut rafts = BTreeMap::new();
+    let mut replicas = BTreeMap::new();
+    for id in 1..=3u64 {
+        let replica =
+            Replica::open(MemoryStorage::new(), "orders/0", LogConfig::default()).expect("replica");
+        let (log, state_machine, shared) = replica.into_raft_storage();
+        let from = From {
+            router: router.clone(),
+            source: id,
+        };
+        let raft = Raft::new(id, config.clone(), from, log, state_machine)
+            .await
+            .expect("raft");
+        router.nodes.lock().expect("lock").insert(id, raft.clone());
+        rafts.insert(id, raft);
+        replicas.insert(id, shared);
+    }
+    let members: BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|id| (id, BasicNode::new(format!("node-{id}"))))
+        .collect();
+    rafts[&1].initialize(members).await.expect("initialize");
+
+    // Acknowledged writes: each batch of two records at the offsets its answer names.
+    let mut acknowledged: Vec<(i64, String)> = Vec::new();
+    for n in 0..20 {
+        acknowledged.extend(write(&rafts, None, &format!("first-{n}")).await);
+    }
+    let leader = leader_among(&rafts, None).await;
+
+    // The leader is cut off: what it is asked to write now is never acknowledged.
+    router.cut_off.lock().expect("lock").insert(leader);
+    let stale = rafts[&leader].clone();
+    let minority = tokio::spawn(async move {
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            stale.client_write(proposal("minority")),
+        )
+        .await
+    });
+    for n in 0..10 {
+        acknowledged.extend(write(&rafts, Some(leader), &format!("second-{n}")).await);
+    }
+    let successor = leader_among(&rafts, Some(leader)).await;
+    let minority = minority.await.expect("task");
+    assert!(
+        !matches!(minority, Ok(Ok(_))),
+        "a cut-off leader acknowledged a write"
+    );
+
+    // Healed: the old leader follows, its unacknowledged entry cut away.
+    router.cut_off.lock().expect("lock").clear();
+    let target = rafts[&successor].metrics().borrow_watched().last_log_index;
+    for raft in rafts.values() {
+        raft.wait(Some(Duration::from_secs(20)))
+            .applied_index_at_least(target, "caught up")
+            .await
+            .expect("every replica catches up");
+    }
+    let reference = records(&replicas[&successor]);
+    for (offset, value) in &acknowledged {
+        assert!(
+            reference.contains(&(*offset, value.clone())),
+            "acknowledged {value} at {offset} is missing"
+        );
+    }
+    assert!(!reference.iter().any(|(_, v)| v.starts_with("minority")));
+    for (id, replica) in &replicas {
+        assert_eq!(records(replica), reference, "replica {id} differs");
+    }
+    for raft in rafts.values() {
+        raft.shutdown().await.expect("shutdown");
+    }
+}

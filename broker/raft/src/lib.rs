@@ -8,6 +8,8 @@
 //! - [`entry`]: an entry as a stored batch and back — a produced batch is stored as it is,
 //!   openraft's own entries (a new leader's blank entry, a membership change) as one-record
 //!   control batches (`herald_wire::batch::ATTRIBUTE_CONTROL`), which consumers skip;
+//! - [`net`] and [`rpc`]: the transport between nodes (QUIC, mutual TLS, ALPN
+//!   `herald-raft/1`, one connection per node pair for every group) and its message bytes;
 //! - [`store`]: [`Replica`], a partition's log with its Raft bookkeeping
 //!   (`herald_broker_core::replica::ReplicaMeta`, kept in `raft.meta`), and [`LogStore`] and
 //!   [`StateMachine`], openraft's storage traits over one shared replica.
@@ -18,6 +20,8 @@
 
 pub mod config;
 pub mod entry;
+pub mod net;
+pub mod rpc;
 pub mod store;
 pub mod types;
 

@@ -1,0 +1,454 @@
+//! The Raft transport between nodes: QUIC with mutual TLS on its own ALPN ([`RAFT_ALPN`]),
+//! one connection per node pair shared by every group, one bidirectional stream per RPC.
+//!
+//! A node's certificate must chain to the cluster's CA ([`NodeTls::cluster_ca`]) on both
+//! ends: a server refuses a client without one, a client a server without one. Certificates
+//! name [`NODE_SERVER_NAME`], which clients ask for whatever address they dial.
+//!
+//! An RPC is a request (kind, group name, body) written and finished, then a response
+//! (status, body) read to its end, each bounded by [`RAFT_MESSAGE_BYTES_MAX`]. Bodies are
+//! JSON for openraft's small messages; entries travel as (term, index, kind, bytes) with a
+//! produced batch's bytes as they are ([`crate::rpc`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use herald_broker_core::storage::Storage;
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use openraft::BasicNode;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::rpc::{self, Kind, RpcError};
+use crate::store::StateMachine;
+use crate::types::TypeConfig;
+
+/// The ALPN protocol nodes speak to each other.
+pub const RAFT_ALPN: &[u8] = b"herald-raft/1";
+/// The name every node certificate carries and every node dials.
+pub const NODE_SERVER_NAME: &str = "herald-node";
+/// Largest request or response (an append carries at most `ENTRIES_READ_BYTES_MAX` of
+/// batches plus one batch; a snapshot is small).
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Most groups one node serves.
+pub const GROUPS_MAX: usize = 100_000;
+/// Most RPCs one peer connection carries at once.
+pub const RPC_STREAMS_MAX: u32 = 1024;
+/// How long a node waits for a peer's connection to be set up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the transport could not be set up or an RPC failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("invalid TLS configuration: {0}")]
+    Tls(String),
+    #[error("node {node} at {addr}: {reason}")]
+    Connect {
+        node: u64,
+        addr: String,
+        reason: String,
+    },
+    #[error("node {node}: {reason}")]
+    Rpc { node: u64, reason: String },
+    #[error("node {node} answered: {reason}")]
+    Remote { node: u64, reason: String },
+    #[error(transparent)]
+    Message(#[from] RpcError),
+    #[error("this node serves {GROUPS_MAX} groups already")]
+    TooManyGroups,
+}
+
+/// A node's TLS identity and the CA every node's certificate chains to.
+#[derive(Debug)]
+pub struct NodeTls {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub cluster_ca: Vec<CertificateDer<'static>>,
+}
+
+impl NodeTls {
+    fn roots(&self) -> Result<Arc<rustls::RootCertStore>, NetError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in &self.cluster_ca {
+            roots
+                .add(certificate.clone())
+                .map_err(|e| NetError::Tls(format!("cluster CA: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(NetError::Tls("no cluster CA certificate".to_owned()));
+        }
+        Ok(Arc::new(roots))
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server side of a node's Raft endpoint: TLS 1.3, a client certificate required and
+/// verified against the cluster CA.
+pub fn server_config(tls: &NodeTls) -> Result<quinn::ServerConfig, NetError> {
+    let failed = |e: &dyn std::fmt::Display| NetError::Tls(e.to_string());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(tls.roots()?, provider())
+            .build()
+            .map_err(|e| failed(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| failed(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(tls.chain.clone(), tls.key.clone_key())
+        .map_err(|e| failed(&e))?;
+    config.alpn_protocols = vec![RAFT_ALPN.to_vec()];
+    config.max_early_data_size = 0;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(|e| failed(&e))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    server.transport_config(Arc::new(transport()));
+    Ok(server)
+}
+
+/// The client side of a node's Raft endpoint: presents the node's certificate, trusts
+/// servers whose certificate chains to the cluster CA.
+pub fn client_config(tls: &NodeTls) -> Result<quinn::ClientConfig, NetError> {
+    let failed = |e: &dyn std::fmt::Display| NetError::Tls(e.to_string());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| failed(&e))?
+        .with_root_certificates(tls.roots()?)
+        .with_client_auth_cert(tls.chain.clone(), tls.key.clone_key())
+        .map_err(|e| failed(&e))?;
+    config.alpn_protocols = vec![RAFT_ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(|e| failed(&e))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(quic));
+    client.transport_config(Arc::new(transport()));
+    Ok(client)
+}
+
+fn transport() -> quinn::TransportConfig {
+    let mut transport = herald_quic::transport();
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(RPC_STREAMS_MAX));
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    // Peers that stop answering are noticed: RPCs time out by themselves, the connection is
+    // dropped after this much silence and dialled again.
+    transport.keep_alive_interval(Some(Duration::from_secs(1)));
+    transport
+}
+
+type GroupRaft<S> = openraft::Raft<TypeConfig, StateMachine<S>>;
+
+/// The groups a node serves, by name: where incoming RPCs go.
+pub struct Groups<S: Storage + Clone + 'static> {
+    groups: RwLock<HashMap<String, GroupRaft<S>>>,
+}
+
+impl<S: Storage + Clone + 'static> Default for Groups<S> {
+    fn default() -> Self {
+        Self {
+            groups: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<S: Storage + Clone + 'static> Groups<S> {
+    pub fn insert(&self, name: &str, raft: GroupRaft<S>) -> Result<(), NetError> {
+        let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
+        if groups.len() >= GROUPS_MAX && !groups.contains_key(name) {
+            return Err(NetError::TooManyGroups);
+        }
+        groups.insert(name.to_owned(), raft);
+        Ok(())
+    }
+
+    pub fn remove(&self, name: &str) -> Option<GroupRaft<S>> {
+        self.groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<GroupRaft<S>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
+
+/// Accepts peers' connections on `endpoint` (built with [`server_config`]) and answers their
+/// RPCs from `groups`, until the endpoint is closed.
+pub async fn serve<S: Storage + Clone + 'static>(
+    endpoint: quinn::Endpoint,
+    groups: Arc<Groups<S>>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let groups = groups.clone();
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::debug!(%error, "a Raft peer's connection failed to set up");
+                    return;
+                }
+            };
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                let groups = groups.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = answer(send, recv, &groups).await {
+                        tracing::debug!(%error, "a Raft RPC failed");
+                    }
+                });
+            }
+        });
+    }
+}
+
+async fn answer<S: Storage + Clone + 'static>(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    groups: &Groups<S>,
+) -> Result<(), NetError> {
+    let request = recv
+        .read_to_end(RAFT_MESSAGE_BYTES_MAX)
+        .await
+        .map_err(|e| NetError::Rpc {
+            node: 0,
+            reason: e.to_string(),
+        })?;
+    let (kind, group, body) = rpc::decode_request(&request)?;
+    let response = match groups.get(&group) {
+        None => rpc::encode_failure(&format!("this node does not serve group {group}")),
+        Some(raft) => match kind {
+            Kind::Append => {
+                let request = rpc::decode_append(body)?;
+                rpc::encode_answer(raft.append_entries(request).await)
+            }
+            Kind::Vote => {
+                let request: VoteRequest<TypeConfig> = rpc::decode_json(body)?;
+                rpc::encode_answer(raft.vote(request).await)
+            }
+            Kind::PreVote => {
+                let request: VoteRequest<TypeConfig> = rpc::decode_json(body)?;
+                rpc::encode_answer(raft.pre_vote(request).await)
+            }
+            Kind::Snapshot => {
+                let (vote, snapshot) = rpc::decode_snapshot(body)?;
+                rpc::encode_answer(raft.install_full_snapshot(vote, snapshot).await)
+            }
+        },
+    };
+    send.write_all(&response).await.map_err(|e| NetError::Rpc {
+        node: 0,
+        reason: e.to_string(),
+    })?;
+    send.finish().map_err(|e| NetError::Rpc {
+        node: 0,
+        reason: e.to_string(),
+    })?;
+    // Wait for the peer to read it all before the stream goes.
+    let _ = send.stopped().await;
+    Ok(())
+}
+
+/// This node's connections to its peers, one per peer, dialled on first use and again after
+/// one is lost.
+pub struct Peers {
+    endpoint: quinn::Endpoint,
+    connections: tokio::sync::Mutex<HashMap<u64, quinn::Connection>>,
+}
+
+impl Peers {
+    /// Peers reached from `endpoint` (its default client config from [`client_config`]).
+    pub fn new(endpoint: quinn::Endpoint) -> Arc<Self> {
+        Arc::new(Self {
+            endpoint,
+            connections: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn connection(&self, node: u64, addr: &str) -> Result<quinn::Connection, NetError> {
+        let connect_failed = |reason: String| NetError::Connect {
+            node,
+            addr: addr.to_owned(),
+            reason,
+        };
+        let mut connections = self.connections.lock().await;
+        if let Some(connection) = connections.get(&node) {
+            if connection.close_reason().is_none() {
+                return Ok(connection.clone());
+            }
+        }
+        let socket: SocketAddr = addr
+            .parse()
+            .map_err(|e: std::net::AddrParseError| connect_failed(e.to_string()))?;
+        let connecting = self
+            .endpoint
+            .connect(socket, NODE_SERVER_NAME)
+            .map_err(|e| connect_failed(e.to_string()))?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| connect_failed("timed out".to_owned()))?
+            .map_err(|e| connect_failed(e.to_string()))?;
+        connections.insert(node, connection.clone());
+        Ok(connection)
+    }
+
+    /// Sends one request to `node` and reads its answer, within `timeout`.
+    async fn call(
+        &self,
+        node: u64,
+        addr: &str,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, NetError> {
+        let failed = |reason: String| NetError::Rpc { node, reason };
+        let exchange = async {
+            let connection = self.connection(node, addr).await?;
+            let (mut send, mut recv) = connection
+                .open_bi()
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            send.write_all(&request)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            send.finish().map_err(|e| failed(e.to_string()))?;
+            recv.read_to_end(RAFT_MESSAGE_BYTES_MAX)
+                .await
+                .map_err(|e| failed(e.to_string()))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| failed(format!("no answer within {timeout:?}")))?
+    }
+}
+
+/// What a group's Raft uses to reach the other replicas: the node's [`Peers`], addressed by
+/// the group's membership (each node's `BasicNode::addr` is its Raft address).
+#[derive(Clone)]
+pub struct GroupNetwork {
+    group: String,
+    peers: Arc<Peers>,
+}
+
+impl GroupNetwork {
+    pub fn new(group: &str, peers: Arc<Peers>) -> Self {
+        Self {
+            group: group.to_owned(),
+            peers,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
+    type Network = Link;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Link {
+        Link {
+            group: self.group.clone(),
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// One group's link to one peer.
+pub struct Link {
+    group: String,
+    target: u64,
+    addr: String,
+    peers: Arc<Peers>,
+}
+
+impl Link {
+    async fn call(
+        &self,
+        kind: Kind,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, NetError> {
+        let request = rpc::encode_request(kind, &self.group, &body)?;
+        let response = self
+            .peers
+            .call(self.target, &self.addr, request, timeout)
+            .await?;
+        rpc::decode_response(&response)
+            .map(<[u8]>::to_vec)
+            .map_err(|e| match e {
+                RpcError::Remote(reason) => NetError::Remote {
+                    node: self.target,
+                    reason,
+                },
+                other => NetError::Message(other),
+            })
+    }
+}
+
+fn unreachable(error: NetError) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(&error))
+}
+
+impl RaftNetworkV2<TypeConfig> for Link {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = rpc::encode_append(&request).map_err(|e| unreachable(e.into()))?;
+        let answer = self
+            .call(Kind::Append, body, option.soft_ttl())
+            .await
+            .map_err(unreachable)?;
+        rpc::decode_json(&answer).map_err(|e| unreachable(e.into()))
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = rpc::encode_json(&request).map_err(|e| unreachable(e.into()))?;
+        let answer = self
+            .call(Kind::Vote, body, option.soft_ttl())
+            .await
+            .map_err(unreachable)?;
+        rpc::decode_json(&answer).map_err(|e| unreachable(e.into()))
+    }
+
+    async fn pre_vote(
+        &mut self,
+        request: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = rpc::encode_json(&request).map_err(|e| unreachable(e.into()))?;
+        let answer = self
+            .call(Kind::PreVote, body, option.soft_ttl())
+            .await
+            .map_err(unreachable)?;
+        rpc::decode_json(&answer).map_err(|e| unreachable(e.into()))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
+        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let streaming = |error: NetError| StreamingError::Unreachable(Unreachable::new(&error));
+        let body = rpc::encode_snapshot(&vote, &snapshot).map_err(|e| streaming(e.into()))?;
+        let answer = self
+            .call(Kind::Snapshot, body, option.soft_ttl())
+            .await
+            .map_err(streaming)?;
+        rpc::decode_json(&answer).map_err(|e| streaming(e.into()))
+    }
+}

@@ -588,7 +588,10 @@ async fn consume_partition(
         // request (and quinn's connection driver sending it) would otherwise wait for the check.
         tokio::task::yield_now().await;
         for view in batches(&fetched.batches) {
-            consumed += view?.records().filter(|r| r.is_ok()).count();
+            let view = view?;
+            if !view.is_control() {
+                consumed += view.records().filter(|r| r.is_ok()).count();
+            }
         }
     }
 }

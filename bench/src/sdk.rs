@@ -388,6 +388,10 @@ async fn raw_consume(
             .await?;
         for view in batches(&fetched.batches) {
             let view = view?;
+            if view.is_control() {
+                offset = view.next_offset();
+                continue;
+            }
             for record in view.records() {
                 // What a raw client must do itself: skip the framing, decode the message.
                 let value = record?.value.unwrap_or_default();

@@ -109,6 +109,10 @@ async fn read(client: &BrokerClient, selection: &Selection) -> anyhow::Result<Ve
             }
             for view in batches(&fetched.batches) {
                 let view = view?;
+                if view.is_control() {
+                    offset = view.next_offset();
+                    continue;
+                }
                 for (index, record) in view.records().enumerate() {
                     let dlq_offset = view.base_offset() + index as i64;
                     if dlq_offset >= offset {

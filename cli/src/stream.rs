@@ -285,6 +285,14 @@ pub(crate) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             let source = FetchedBuffer::new(args.topic.as_str(), *partition, fetched.batches);
             for view in batches(source.bytes()) {
                 let view = view?;
+                if view.is_control() {
+                    // A replicated partition's own batch: nothing to print, its offsets passed.
+                    if printed < limit && view.next_offset() > *offset {
+                        *offset = view.next_offset();
+                        progressed = true;
+                    }
+                    continue;
+                }
                 for (index, record) in view.records().enumerate() {
                     let record_offset = view.base_offset() + index as i64;
                     let record = record?;

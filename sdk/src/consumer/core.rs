@@ -161,6 +161,11 @@ impl PartitionProgress<'_> {
     pub fn handled(&mut self, offset: i64) {
         self.cursor.handled(offset);
     }
+
+    /// As [`ConsumerCore::on_skipped`].
+    pub fn skipped(&mut self, next_offset: i64) {
+        self.cursor.skipped(next_offset);
+    }
 }
 
 /// What the consumer knows of one owned partition.
@@ -554,6 +559,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Control batches between records (offsets 12 and 13 here) are passed as done: the
+    /// committable offset moves over them once the records before them are handled, not
+    /// before, and the next fetch starts after them.
+    #[test]
+    fn passed_control_offsets_count_as_done_in_order() {
+        let now = Instant::now();
+        let mut core = member(&[0], now);
+        core.on_start_position(&orders(0), 10);
+        let mut progress = core.partition_progress(&orders(0)).expect("owned");
+        progress.fetched(10, 1);
+        progress.fetched(11, 1);
+        progress.skipped(14);
+        progress.fetched(14, 1);
+        progress.handled(14);
+        assert_eq!(
+            core.committable(&orders(0)),
+            Some(10),
+            "10 and 11 outstanding"
+        );
+        assert_eq!(core.position(&orders(0)), Some(15));
+        for offset in [10, 11] {
+            core.on_handled(&orders(0), offset);
+        }
+        assert_eq!(core.committable(&orders(0)), Some(15));
     }
 
     #[test]

@@ -176,6 +176,9 @@ pub(super) struct FetchedRecords<'a> {
     current: Option<Reading<'a>>,
     /// The buffer was read to its end, or a corrupt batch ended the reading.
     ended: bool,
+    /// The end of the control batches read since the last record handed out (or since the
+    /// start), not yet taken by [`FetchedRecords::take_passed_control`].
+    passed_control: Option<i64>,
 }
 
 impl<'a> FetchedRecords<'a> {
@@ -187,7 +190,16 @@ impl<'a> FetchedRecords<'a> {
             expected_base: None,
             current: None,
             ended: false,
+            passed_control: None,
         }
+    }
+
+    /// Where the control batches read since the last call end, if any were: the broker's own
+    /// batches of a replicated partition (a new leader's, a membership change), which hold
+    /// no records for the handler. Their offsets are passed over: the caller reports them
+    /// skipped (before the record the last `next` returned, which comes after them).
+    pub(super) fn take_passed_control(&mut self) -> Option<i64> {
+        self.passed_control.take()
     }
 
     /// Ends the reading at `corruption` (noted on the buffer, unless a reading noted one
@@ -277,6 +289,10 @@ impl<'a> FetchedRecords<'a> {
         };
         self.next_batch = start + view.size();
         self.expected_base = Some(next);
+        if view.is_control() {
+            self.passed_control = Some(next);
+            return true;
+        }
         self.current = Some(Reading {
             start,
             size: view.size(),
@@ -547,6 +563,53 @@ mod tests {
             .map(|record| record.offset())
             .collect();
         (offsets, source.corruption().cloned())
+    }
+
+    /// A one-record control batch (a replicated partition's own entry) stamped at `base`.
+    fn control(base: i64) -> Vec<u8> {
+        let mut writer = herald_wire::batch::BatchWriter::new();
+        writer
+            .push(0, Some(b"herald.raft.blank"), None, std::iter::empty())
+            .expect("record");
+        let mut batch = writer.finish_control().expect("control batch");
+        herald_wire::batch::stamp(&mut batch, base, 0);
+        batch
+    }
+
+    /// Control batches hand out nothing; where they end is reported before the record after
+    /// them (or at the end), so the caller passes their offsets.
+    #[test]
+    fn control_batches_are_passed_over_and_reported() {
+        let mut bytes = control(9);
+        bytes.extend_from_slice(&stamped(&[10]));
+        bytes.extend_from_slice(&control(12));
+        bytes.extend_from_slice(&control(13));
+        bytes.extend_from_slice(&stamped(&[14]));
+        bytes.extend_from_slice(&control(16));
+        let source = FetchedBuffer::new("orders", 0, Bytes::from(bytes));
+        let mut records = FetchedRecords::new(&source, 9);
+        let mut seen = Vec::new();
+        loop {
+            let record = records.next();
+            seen.push((
+                record.as_ref().map(|r| r.offset()),
+                records.take_passed_control(),
+            ));
+            if record.is_none() {
+                break;
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                (Some(10), Some(10)),
+                (Some(11), None),
+                (Some(14), Some(14)),
+                (Some(15), None),
+                (None, Some(17)),
+            ]
+        );
+        assert_eq!(source.corruption(), None);
     }
 
     #[test]

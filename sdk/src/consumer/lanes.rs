@@ -52,7 +52,15 @@ impl RawConsumer {
             let Some(mut cursor) = core.partition_progress(partition) else {
                 return Ok(());
             };
-            for record in FetchedRecords::new(source, position) {
+            let mut records = FetchedRecords::new(source, position);
+            loop {
+                let record = records.next();
+                // Control batches read on the way (before this record, or at the end) hold
+                // nothing for the handler: their offsets are passed.
+                if let Some(next_offset) = records.take_passed_control() {
+                    cursor.skipped(next_offset);
+                }
+                let Some(record) = record else { break };
                 if progress.should_stop() {
                     break;
                 }
@@ -74,7 +82,13 @@ impl RawConsumer {
             let Some(mut cursor) = core.partition_progress(partition) else {
                 return Ok(());
             };
-            for record in FetchedRecords::new(source, position) {
+            let mut records = FetchedRecords::new(source, position);
+            loop {
+                let record = records.next();
+                if let Some(next_offset) = records.take_passed_control() {
+                    cursor.skipped(next_offset);
+                }
+                let Some(record) = record else { break };
                 let offset = record.offset();
                 let lane = match record.key() {
                     // `lanes_max` is at most `CONCURRENCY_MAX`: the cast is exact.

@@ -11,12 +11,17 @@
 //!   fence zombie commits, static members.
 //! - [`producers`]: idempotent-producer state (epochs, sequences, the last five batches)
 //!   that turns a retried batch into an acknowledgement of the original offsets.
+//! - [`replica`]: a replicated partition's Raft bookkeeping besides its batches (vote, terms,
+//!   purged entry), kept in `raft.meta`.
+//! - [`cluster`]: the cluster's metadata as a log of commands folded into an image (nodes,
+//!   topics, partition → replica assignment, producer ids), the same on every node.
 //! - [`validation`]: schema-ID checks of a batch against an oracle of allowed IDs, as a pure
 //!   function that says which IDs it still needs to learn.
 //!
 //! Time is always a parameter (`now_ms`); nothing here reads a clock, spawns a task or opens a
 //! socket. This crate never imports tokio, quinn or std::net.
 
+pub mod cluster;
 pub mod groups;
 pub mod log;
 pub mod producers;

@@ -188,7 +188,8 @@ pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
     &text[..cut]
 }
 
-pub(crate) fn put_string(out: &mut Vec<u8>, text: &str) {
+/// Appends `text` as a u16-length-prefixed string ([`Reader::string`] reads it), cut at 65,535 bytes.
+pub fn put_string(out: &mut Vec<u8>, text: &str) {
     let len = text.len().min(u16::MAX as usize);
     out.extend_from_slice(&(len as u16).to_be_bytes());
     out.extend_from_slice(&text.as_bytes()[..len]);

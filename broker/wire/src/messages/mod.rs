@@ -27,6 +27,6 @@ pub use crate::api::Api;
 pub use request::Request;
 pub use response::{ErrorBody, Response};
 pub use topic::{
-    Durability, OffsetSpec, PartitionDescription, SchemaValidation, SubjectStrategy, TopicConfig,
-    TopicDescription, TopicId, DEDUP_WINDOW_DEFAULT,
+    put_config, read_config, Durability, OffsetSpec, PartitionDescription, SchemaValidation,
+    SubjectStrategy, TopicConfig, TopicDescription, TopicId, DEDUP_WINDOW_DEFAULT,
 };

@@ -165,7 +165,8 @@ fn read_optional_u64(r: &mut Reader<'_>, what: &'static str) -> Result<Option<u6
     Ok((value >= 0).then_some(value as u64))
 }
 
-pub(super) fn put_config(out: &mut Vec<u8>, config: &TopicConfig) {
+/// Appends the encoding of `config` (as requests carry it).
+pub fn put_config(out: &mut Vec<u8>, config: &TopicConfig) {
     out.extend_from_slice(&config.partitions.to_be_bytes());
     put_optional_u64(out, config.retention.map(|d| d.as_millis() as u64));
     put_optional_u64(out, config.retention_bytes);
@@ -186,7 +187,8 @@ pub(super) fn put_config(out: &mut Vec<u8>, config: &TopicConfig) {
     }
 }
 
-pub(super) fn read_config(r: &mut Reader<'_>) -> Result<TopicConfig, DecodeError> {
+/// Reads what [`put_config`] wrote, refusing out-of-range values.
+pub fn read_config(r: &mut Reader<'_>) -> Result<TopicConfig, DecodeError> {
     let partitions = r.u32("partitions")?;
     if partitions == 0 || partitions > PARTITIONS_PER_TOPIC_MAX {
         return Err(DecodeError::Invalid {

@@ -1,0 +1,489 @@
+//! The cluster's metadata as a log of commands, as Kafka's KRaft keeps it: the controller
+//! group replicates an internal partition whose records are [`Command`]s, and every node
+//! folds the committed records, in offset order, into the same [`ClusterImage`] — nodes,
+//! topics with their incarnation ids, configs and partition → replica assignment. A
+//! command's offset is its identity: a producer id allocated by a command *is* that
+//! command's offset, so ids are unique cluster-wide without a counter of their own.
+//!
+//! Pure and deterministic: [`ClusterImage::apply`] decides from the image and the command
+//! alone (a refused command changes nothing and its refusal is the same on every node), so
+//! no clock, no randomness, no I/O. The proposer learns what became of its command from the
+//! outcome kept for its offset ([`ClusterImage::outcome`]).
+
+use std::collections::BTreeMap;
+
+use herald_wire::limits::TOPIC_NAME_BYTES_MAX;
+use herald_wire::messages::{put_config, read_config, TopicConfig, TopicId};
+use herald_wire::{put_string, DecodeError, Reader};
+
+/// Most nodes a cluster has.
+pub const NODES_MAX: usize = 64;
+/// Most topics a cluster has.
+pub const CLUSTER_TOPICS_MAX: usize = 10_000;
+/// Outcomes kept for proposers to look up, newest; older ones are forgotten.
+pub const OUTCOMES_KEPT: usize = 4_096;
+/// Longest address a node registers.
+pub const ADDRESS_BYTES_MAX: usize = 256;
+/// The key of every command record (its value is the command's encoding).
+pub const COMMAND_KEY: &[u8] = b"herald.cluster.command";
+
+/// A node as it registered: where clients and peers reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: u64,
+    /// The client protocol's address (`host:port`).
+    pub broker_addr: String,
+    /// The Raft transport's address.
+    pub raft_addr: String,
+}
+
+/// A change to the cluster's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A node joins (or changes its addresses).
+    RegisterNode(NodeInfo),
+    /// A topic is created with `replication_factor` replicas per partition, assigned when the
+    /// command is applied.
+    CreateTopic {
+        name: String,
+        id: TopicId,
+        config: TopicConfig,
+        replication_factor: u32,
+    },
+    /// The topic incarnation `id` of `name` is deleted.
+    DeleteTopic { name: String, id: TopicId },
+    /// A producer id is handed out: the command's offset.
+    AllocateProducerId,
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("topic {0} does not exist (or is another incarnation)")]
+    NoSuchTopic(String),
+    #[error(
+        "a replication factor of {requested} needs {requested} nodes; the cluster has {nodes}"
+    )]
+    NotEnoughNodes { requested: u32, nodes: usize },
+    #[error("the replication factor must be at least 1")]
+    ZeroReplicationFactor,
+    #[error("the cluster has {0} topics, the most it keeps")]
+    TooManyTopics(usize),
+    #[error("the cluster has {NODES_MAX} nodes, the most it keeps")]
+    TooManyNodes,
+    #[error("node address of {0} bytes is longer than {ADDRESS_BYTES_MAX}")]
+    AddressTooLong(usize),
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    NodeRegistered,
+    /// The replicas of each partition, the preferred leader first.
+    TopicCreated {
+        replicas: Vec<Vec<u64>>,
+    },
+    TopicDeleted,
+    ProducerId(i64),
+    Refused(CommandError),
+}
+
+/// A topic as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub id: TopicId,
+    pub config: TopicConfig,
+    /// Per partition, its replicas' node ids, the preferred leader first.
+    pub replicas: Vec<Vec<u64>>,
+}
+
+/// The cluster's metadata after the commands up to [`ClusterImage::next_offset`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterImage {
+    nodes: BTreeMap<u64, NodeInfo>,
+    topics: BTreeMap<String, TopicImage>,
+    next_offset: i64,
+    outcomes: BTreeMap<i64, Outcome>,
+}
+
+impl ClusterImage {
+    pub fn nodes(&self) -> &BTreeMap<u64, NodeInfo> {
+        &self.nodes
+    }
+
+    pub fn topics(&self) -> &BTreeMap<String, TopicImage> {
+        &self.topics
+    }
+
+    /// The offset after the last command applied.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// What became of the command at `offset`, while it is among the last
+    /// [`OUTCOMES_KEPT`].
+    pub fn outcome(&self, offset: i64) -> Option<&Outcome> {
+        self.outcomes.get(&offset)
+    }
+
+    /// Applies the command stored at `offset` (commands are applied in offset order, each
+    /// once: an offset below [`ClusterImage::next_offset`] is ignored and returns `None`).
+    pub fn apply(&mut self, offset: i64, command: &Command) -> Option<&Outcome> {
+        if offset < self.next_offset {
+            return None;
+        }
+        let outcome = match self.decide(offset, command) {
+            Ok(outcome) => outcome,
+            Err(refusal) => Outcome::Refused(refusal),
+        };
+        self.next_offset = offset + 1;
+        self.outcomes.insert(offset, outcome);
+        while self.outcomes.len() > OUTCOMES_KEPT {
+            self.outcomes.pop_first();
+        }
+        self.outcomes.get(&offset)
+    }
+
+    /// Records that the log's offsets up to `next_offset` hold no command (control records
+    /// of the controller's Raft group): the image has passed them.
+    pub fn pass(&mut self, next_offset: i64) {
+        self.next_offset = self.next_offset.max(next_offset);
+    }
+
+    fn decide(&mut self, offset: i64, command: &Command) -> Result<Outcome, CommandError> {
+        match command {
+            Command::RegisterNode(node) => {
+                for addr in [&node.broker_addr, &node.raft_addr] {
+                    if addr.len() > ADDRESS_BYTES_MAX {
+                        return Err(CommandError::AddressTooLong(addr.len()));
+                    }
+                }
+                if !self.nodes.contains_key(&node.id) && self.nodes.len() >= NODES_MAX {
+                    return Err(CommandError::TooManyNodes);
+                }
+                self.nodes.insert(node.id, node.clone());
+                Ok(Outcome::NodeRegistered)
+            }
+            Command::CreateTopic {
+                name,
+                id,
+                config,
+                replication_factor,
+            } => {
+                if self.topics.contains_key(name) {
+                    return Err(CommandError::TopicExists(name.clone()));
+                }
+                if self.topics.len() >= CLUSTER_TOPICS_MAX {
+                    return Err(CommandError::TooManyTopics(self.topics.len()));
+                }
+                let replicas = self.assign(config.partitions, *replication_factor)?;
+                self.topics.insert(
+                    name.clone(),
+                    TopicImage {
+                        id: *id,
+                        config: *config,
+                        replicas: replicas.clone(),
+                    },
+                );
+                Ok(Outcome::TopicCreated { replicas })
+            }
+            Command::DeleteTopic { name, id } => match self.topics.get(name) {
+                Some(topic) if topic.id == *id => {
+                    self.topics.remove(name);
+                    Ok(Outcome::TopicDeleted)
+                }
+                _ => Err(CommandError::NoSuchTopic(name.clone())),
+            },
+            Command::AllocateProducerId => Ok(Outcome::ProducerId(offset)),
+        }
+    }
+
+    /// Replicas for `partitions` new partitions: each partition's preferred leader is the
+    /// node leading the fewest partitions so far (ties: the lowest id), its followers the
+    /// next nodes after it in id order, so leaders and replicas spread evenly.
+    fn assign(&self, partitions: u32, factor: u32) -> Result<Vec<Vec<u64>>, CommandError> {
+        if factor == 0 {
+            return Err(CommandError::ZeroReplicationFactor);
+        }
+        let nodes: Vec<u64> = self.nodes.keys().copied().collect();
+        if (factor as usize) > nodes.len() {
+            return Err(CommandError::NotEnoughNodes {
+                requested: factor,
+                nodes: nodes.len(),
+            });
+        }
+        let mut leading: BTreeMap<u64, usize> = nodes.iter().map(|n| (*n, 0)).collect();
+        for topic in self.topics.values() {
+            for replicas in &topic.replicas {
+                if let Some(count) = replicas.first().and_then(|leader| leading.get_mut(leader)) {
+                    *count += 1;
+                }
+            }
+        }
+        let mut assignment = Vec::with_capacity(partitions as usize);
+        for _ in 0..partitions {
+            let Some((leader_at, _)) = nodes
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, node)| (leading.get(node).copied().unwrap_or(0), **node))
+            else {
+                return Err(CommandError::NotEnoughNodes {
+                    requested: factor,
+                    nodes: 0,
+                });
+            };
+            let replicas: Vec<u64> = (0..factor as usize)
+                .map(|i| nodes[(leader_at + i) % nodes.len()])
+                .collect();
+            if let Some(count) = leading.get_mut(&replicas[0]) {
+                *count += 1;
+            }
+            assignment.push(replicas);
+        }
+        Ok(assignment)
+    }
+}
+
+impl Command {
+    /// The command as a record value (the record's key is [`COMMAND_KEY`]).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Command::RegisterNode(node) => {
+                out.push(1);
+                out.extend_from_slice(&node.id.to_be_bytes());
+                put_string(&mut out, &node.broker_addr);
+                put_string(&mut out, &node.raft_addr);
+            }
+            Command::CreateTopic {
+                name,
+                id,
+                config,
+                replication_factor,
+            } => {
+                out.push(2);
+                put_string(&mut out, name);
+                out.extend_from_slice(&id.0);
+                put_config(&mut out, config);
+                out.extend_from_slice(&replication_factor.to_be_bytes());
+            }
+            Command::DeleteTopic { name, id } => {
+                out.push(3);
+                put_string(&mut out, name);
+                out.extend_from_slice(&id.0);
+            }
+            Command::AllocateProducerId => out.push(4),
+        }
+        out
+    }
+
+    /// Reads what [`Command::encode`] wrote; any damage or trailing byte is an error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let command = match r.u8("command kind")? {
+            1 => Command::RegisterNode(NodeInfo {
+                id: r.u64("node id")?,
+                broker_addr: r.string("broker address", ADDRESS_BYTES_MAX)?,
+                raft_addr: r.string("raft address", ADDRESS_BYTES_MAX)?,
+            }),
+            2 => Command::CreateTopic {
+                name: r.string("topic name", TOPIC_NAME_BYTES_MAX)?,
+                id: TopicId(r.array("topic id")?),
+                config: read_config(&mut r)?,
+                replication_factor: r.u32("replication factor")?,
+            },
+            3 => Command::DeleteTopic {
+                name: r.string("topic name", TOPIC_NAME_BYTES_MAX)?,
+                id: TopicId(r.array("topic id")?),
+            },
+            4 => Command::AllocateProducerId,
+            other => {
+                return Err(DecodeError::Invalid {
+                    what: "command kind",
+                    detail: other.to_string(),
+                })
+            }
+        };
+        r.finish("command")?;
+        Ok(command)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn node(id: u64) -> Command {
+        Command::RegisterNode(NodeInfo {
+            id,
+            broker_addr: format!("127.0.0.1:{}", 9000 + id),
+            raft_addr: format!("127.0.0.1:{}", 9100 + id),
+        })
+    }
+
+    fn create(name: &str, partitions: u32, replication_factor: u32) -> Command {
+        Command::CreateTopic {
+            name: name.to_owned(),
+            id: TopicId([name.len() as u8; 16]),
+            config: TopicConfig {
+                partitions,
+                ..TopicConfig::default()
+            },
+            replication_factor,
+        }
+    }
+
+    /// Applies `commands` from offset 0 on; their outcomes.
+    fn run(image: &mut ClusterImage, commands: &[Command]) -> Vec<Outcome> {
+        let start = image.next_offset();
+        commands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                image
+                    .apply(start + i as i64, c)
+                    .expect("new offset")
+                    .clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn commands_build_the_image_and_refusals_change_nothing() {
+        let mut image = ClusterImage::default();
+        let outcomes = run(
+            &mut image,
+            &[
+                node(1),
+                node(2),
+                node(3),
+                create("orders", 3, 3),
+                create("orders", 1, 1),
+            ],
+        );
+        assert_eq!(
+            outcomes[3],
+            Outcome::TopicCreated {
+                replicas: vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]]
+            }
+        );
+        assert_eq!(
+            outcomes[4],
+            Outcome::Refused(CommandError::TopicExists("orders".to_owned()))
+        );
+        let before = image.clone();
+        let refused = run(&mut image, &[create("audit", 1, 4)]);
+        assert_eq!(
+            refused[0],
+            Outcome::Refused(CommandError::NotEnoughNodes {
+                requested: 4,
+                nodes: 3
+            })
+        );
+        assert_eq!(image.topics(), before.topics());
+        // A producer id is the command's offset: unique, growing.
+        let ids = run(
+            &mut image,
+            &[Command::AllocateProducerId, Command::AllocateProducerId],
+        );
+        assert_eq!(ids, [Outcome::ProducerId(6), Outcome::ProducerId(7)]);
+        // Deleting needs the incarnation.
+        let wrong = Command::DeleteTopic {
+            name: "orders".to_owned(),
+            id: TopicId([0; 16]),
+        };
+        let right = Command::DeleteTopic {
+            name: "orders".to_owned(),
+            id: TopicId([6; 16]),
+        };
+        let deleted = run(&mut image, &[wrong, right]);
+        assert!(matches!(
+            deleted[0],
+            Outcome::Refused(CommandError::NoSuchTopic(_))
+        ));
+        assert_eq!(deleted[1], Outcome::TopicDeleted);
+        assert!(image.topics().is_empty());
+        // An offset applied before is not applied again.
+        assert_eq!(image.apply(3, &create("again", 1, 1)), None);
+        assert_eq!(image.outcome(7), Some(&Outcome::ProducerId(7)));
+    }
+
+    #[test]
+    fn damaged_commands_are_refused() {
+        let bytes = create("orders", 3, 2).encode();
+        for cut in 0..bytes.len() {
+            assert!(Command::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Command::decode(&trailing).is_err());
+        assert!(Command::decode(&[9]).is_err());
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            (1u64..8).prop_map(node),
+            ("[a-c]{1,2}", 1u32..6, 0u32..5).prop_map(|(n, p, f)| create(&n, p, f)),
+            "[a-c]{1,2}".prop_map(|n| Command::DeleteTopic {
+                id: TopicId([n.len() as u8; 16]),
+                name: n,
+            }),
+            Just(Command::AllocateProducerId),
+        ]
+    }
+
+    proptest! {
+        /// Any history: every command survives its encoding; two nodes applying the same
+        /// records hold the same image; every partition has as many distinct, registered
+        /// replicas as asked; preferred leaders differ by at most one partition per node
+        /// when topics are only created.
+        #[test]
+        fn every_node_folds_the_same_image(commands in proptest::collection::vec(command(), 1..40)) {
+            let mut first = ClusterImage::default();
+            let mut second = ClusterImage::default();
+            for (offset, command) in commands.iter().enumerate() {
+                let decoded = Command::decode(&command.encode()).expect("round trip");
+                prop_assert_eq!(&decoded, command);
+                first.apply(offset as i64, command);
+                second.apply(offset as i64, &decoded);
+            }
+            prop_assert_eq!(&first, &second);
+            for topic in first.topics().values() {
+                prop_assert_eq!(topic.replicas.len() as u32, topic.config.partitions);
+                for replicas in &topic.replicas {
+                    let mut distinct = replicas.clone();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    prop_assert_eq!(distinct.len(), replicas.len());
+                    prop_assert!(replicas.iter().all(|n| first.nodes().contains_key(n)));
+                }
+            }
+            // Without a registered node no topic can be placed.
+            if !commands.iter().any(|c| matches!(c, Command::RegisterNode(_))) {
+                prop_assert!(first.topics().is_empty());
+            }
+        }
+
+        #[test]
+        fn leaders_are_balanced(nodes in 1u64..7, topics in proptest::collection::vec(1u32..9, 1..6)) {
+            let mut image = ClusterImage::default();
+            let mut commands: Vec<Command> = (1..=nodes).map(node).collect();
+            for (i, partitions) in topics.iter().enumerate() {
+                commands.push(create(&format!("t{i}"), *partitions, 1));
+            }
+            run(&mut image, &commands);
+            let mut leading: BTreeMap<u64, usize> = (1..=nodes).map(|n| (n, 0)).collect();
+            for topic in image.topics().values() {
+                for replicas in &topic.replicas {
+                    *leading.entry(replicas[0]).or_default() += 1;
+                }
+            }
+            let most = leading.values().max().copied().unwrap_or(0);
+            let least = leading.values().min().copied().unwrap_or(0);
+            prop_assert!(most - least <= 1, "{leading:?}");
+        }
+    }
+}

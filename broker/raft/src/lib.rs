@@ -10,6 +10,8 @@
 //!   control batches (`herald_wire::batch::ATTRIBUTE_CONTROL`), which consumers skip;
 //! - [`net`] and [`rpc`]: the transport between nodes (QUIC, mutual TLS, ALPN
 //!   `herald-raft/1`, one connection per node pair for every group) and its message bytes;
+//! - [`node`]: a cluster node — the controller group, the metadata image folded from its
+//!   committed commands, and the partition groups the image assigns to the node;
 //! - [`store`]: [`Replica`], a partition's log with its Raft bookkeeping
 //!   (`herald_broker_core::replica::ReplicaMeta`, kept in `raft.meta`), and [`LogStore`] and
 //!   [`StateMachine`], openraft's storage traits over one shared replica.
@@ -21,6 +23,7 @@
 pub mod config;
 pub mod entry;
 pub mod net;
+pub mod node;
 pub mod rpc;
 pub mod store;
 pub mod types;

@@ -241,6 +241,16 @@ async fn answer<S: Storage + Clone + 'static>(
                 let (vote, snapshot) = rpc::decode_snapshot(body)?;
                 rpc::encode_answer(raft.install_full_snapshot(vote, snapshot).await)
             }
+            Kind::Forward => {
+                let proposal = crate::Proposal {
+                    batch: body.to_vec(),
+                };
+                rpc::encode_answer(
+                    raft.client_write(proposal)
+                        .await
+                        .map(|written| written.data),
+                )
+            }
         },
     };
     send.write_all(&response).await.map_err(|e| NetError::Rpc {
@@ -325,6 +335,30 @@ impl Peers {
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| failed(format!("no answer within {timeout:?}")))?
+    }
+}
+
+impl Peers {
+    /// Hands `proposal` to group `group`'s leader, node `leader` at `addr`: what it was
+    /// applied as, once committed there.
+    pub async fn forward(
+        &self,
+        leader: u64,
+        addr: &str,
+        group: &str,
+        proposal: &crate::Proposal,
+        timeout: Duration,
+    ) -> Result<crate::Applied, NetError> {
+        let request = rpc::encode_request(Kind::Forward, group, &proposal.batch)?;
+        let response = self.call(leader, addr, request, timeout).await?;
+        let body = rpc::decode_response(&response).map_err(|e| match e {
+            RpcError::Remote(reason) => NetError::Remote {
+                node: leader,
+                reason,
+            },
+            other => NetError::Message(other),
+        })?;
+        Ok(rpc::decode_json(body)?)
     }
 }
 

@@ -9,6 +9,7 @@
 //!                  (the batch as it is; the membership as JSON; nothing for a blank)
 //! snapshot body: u32 length | JSON {vote, meta} | u32 length | data
 //! vote bodies:   JSON
+//! forward body:  the proposed batch (answered with the `Applied` JSON)
 //! ```
 
 use herald_wire::{DecodeError, Reader};
@@ -33,6 +34,8 @@ pub enum Kind {
     Vote = 2,
     PreVote = 3,
     Snapshot = 4,
+    /// A proposal for the group's leader, from a node that is not it (body: the batch).
+    Forward = 5,
 }
 
 /// A message that does not decode, or a peer's failure.
@@ -85,6 +88,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<(Kind, String, &[u8]), RpcError> {
         2 => Kind::Vote,
         3 => Kind::PreVote,
         4 => Kind::Snapshot,
+        5 => Kind::Forward,
         other => return Err(RpcError::UnknownKind(other)),
     };
     let group = reader.string("group", GROUP_NAME_BYTES_MAX)?;

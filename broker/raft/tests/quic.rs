@@ -10,77 +10,21 @@ use std::time::Duration;
 use herald_broker_core::log::LogConfig;
 use herald_broker_core::storage::MemoryStorage;
 use herald_raft::config::{group_config, Timing};
+mod common;
+
+use common::{anonymous_client, endpoint, proposal, Ca};
 use herald_raft::net::{self, GroupNetwork, Groups, NodeTls, Peers};
 use herald_raft::store::Replica;
-use herald_raft::{Proposal, StateMachine, TypeConfig};
-use herald_wire::batch::{self, batches, BatchBuilder, Record};
+use herald_raft::{StateMachine, TypeConfig};
+use herald_wire::batch::batches;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::VoteRequest;
 use openraft::BasicNode;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 type Raft = openraft::Raft<TypeConfig, StateMachine<MemoryStorage>>;
 const GROUP: &str = "orders/0";
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let issuer =
-            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
-        Self { issuer }
-    }
-
-    fn node(&self) -> NodeTls {
-        let key = KeyPair::generate().expect("key");
-        let certificate = CertificateParams::new(vec![net::NODE_SERVER_NAME.to_owned()])
-            .expect("params")
-            .signed_by(&key, &self.issuer)
-            .expect("signed");
-        NodeTls {
-            chain: vec![certificate.der().clone()],
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            cluster_ca: vec![CertificateDer::from(self.issuer.der().to_vec())],
-        }
-    }
-}
-
-/// A client that trusts the cluster's CA and presents no certificate.
-fn anonymous_client(ca: &Ca) -> quinn::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca.issuer.der().to_vec()))
-        .expect("root");
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![net::RAFT_ALPN.to_vec()];
-    quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic"),
-    ))
-}
-
-fn endpoint(tls: &NodeTls) -> quinn::Endpoint {
-    let (socket, _) = herald_quic::bind_udp("127.0.0.1:0".parse().expect("addr")).expect("udp");
-    let mut endpoint = herald_quic::endpoint(
-        quinn::EndpointConfig::default(),
-        Some(net::server_config(tls).expect("server config")),
-        socket,
-    )
-    .expect("endpoint");
-    endpoint.set_default_client_config(net::client_config(tls).expect("client config"));
-    endpoint
-}
 
 struct Node {
     raft: Raft,
@@ -117,19 +61,6 @@ async fn start(id: u64, tls: &NodeTls) -> Node {
         endpoint,
         replica: shared,
     }
-}
-
-fn proposal(value: &str) -> Proposal {
-    let mut builder = BatchBuilder::new();
-    builder.push(Record {
-        timestamp_ms: 1,
-        key: None,
-        value: Some(value.as_bytes().to_vec()),
-        headers: Vec::new(),
-    });
-    let mut bytes = builder.encode().expect("batch");
-    batch::stamp(&mut bytes, 0, 1_000);
-    Proposal { batch: bytes }
 }
 
 async fn leader(nodes: &BTreeMap<u64, Node>) -> u64 {

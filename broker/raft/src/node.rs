@@ -1,0 +1,497 @@
+//! A cluster node: the controller group, the metadata image it folds from the controller's
+//! committed commands, and the partition groups the image assigns to this node.
+//!
+//! - The controller is a partition group like any other, over the internal partition
+//!   [`CONTROLLER_GROUP`], with every configured peer as a voter. Each node initializes it
+//!   with the same membership (openraft allows that; the vote picks one leader).
+//! - A follower task reads the controller replica's log up to its high watermark (what is
+//!   committed and applied), decodes each command record, folds it into the
+//!   [`ClusterImage`] and publishes the image; control records are passed over.
+//! - After each image, the node starts a group for each partition assigned to it (opening
+//!   its replica through the node's [`ReplicaOpener`]) and initializes it with the
+//!   partition's replicas as voters, as every replica does; groups of deleted topics stop.
+//! - [`Node::propose`] puts a command in the controller's log through its leader (this node,
+//!   or forwarded) and waits until this node's image has applied it: its outcome.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_broker_core::cluster::{ClusterImage, Command, NodeInfo, Outcome, COMMAND_KEY};
+use herald_broker_core::storage::Storage;
+use herald_wire::batch::{self, batches, BatchWriter};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::BasicNode;
+use tokio::sync::watch;
+
+use crate::config::{group_config, Timing};
+use crate::net::{GroupNetwork, Groups, NetError, Peers};
+use crate::store::{Replica, ReplicaError, StateMachine};
+use crate::types::TypeConfig;
+use crate::Proposal;
+
+/// The controller's group (and its replica's directory).
+pub const CONTROLLER_GROUP: &str = "__cluster/0";
+/// How long [`Node::propose`] keeps trying (leader elections included).
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most bytes of the controller log the follower reads at once.
+const METADATA_READ_BYTES: usize = 1024 * 1024;
+
+/// A group's Raft on this node.
+pub type GroupRaft<S> = openraft::Raft<TypeConfig, StateMachine<S>>;
+
+/// Opens the replica stored under a group's directory name (`topic/partition`, or
+/// [`CONTROLLER_GROUP`]), with the topic's config when it is a topic's.
+pub type ReplicaOpener<S> = Arc<
+    dyn Fn(&str, Option<&herald_wire::messages::TopicConfig>) -> Result<Replica<S>, ReplicaError>
+        + Send
+        + Sync,
+>;
+
+/// Why a node could not start or a proposal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("invalid group configuration: {0}")]
+    Config(String),
+    #[error("Raft: {0}")]
+    Raft(String),
+    #[error("node {0} is not among the configured peers")]
+    NotAPeer(u64),
+    #[error("the command was not applied within {PROPOSE_TIMEOUT:?}: {0}")]
+    Timeout(String),
+    #[error("the proposal does not encode: {0}")]
+    Encode(String),
+}
+
+/// How a node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: u64,
+    /// Where clients reach this node's broker.
+    pub broker_addr: String,
+    /// Every voter of the controller by id (this node included): its Raft address.
+    pub peers: BTreeMap<u64, String>,
+    pub timing: Timing,
+}
+
+/// A partition group this node runs.
+#[derive(Clone)]
+pub struct PartitionGroup<S: Storage + Clone + 'static> {
+    pub raft: GroupRaft<S>,
+    pub replica: Arc<Mutex<Replica<S>>>,
+    pub replicas: Vec<u64>,
+}
+
+struct Shared<S: Storage + Clone + 'static> {
+    config: NodeConfig,
+    groups: Arc<Groups<S>>,
+    peers: Arc<Peers>,
+    open: ReplicaOpener<S>,
+    partitions: Mutex<HashMap<(String, u32), PartitionGroup<S>>>,
+}
+
+/// A running cluster node (see the module documentation).
+pub struct Node<S: Storage + Clone + 'static> {
+    shared: Arc<Shared<S>>,
+    controller: GroupRaft<S>,
+    image: watch::Receiver<Arc<ClusterImage>>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+fn group_name(topic: &str, partition: u32) -> String {
+    format!("{topic}/{partition}")
+}
+
+fn raft_error(error: impl std::fmt::Display) -> NodeError {
+    NodeError::Raft(error.to_string())
+}
+
+impl<S: Storage + Clone + 'static> Node<S> {
+    /// Starts the node: its controller replica and group (served through `groups`, reached
+    /// through `peers`), the metadata follower, and its registration in the cluster (in the
+    /// background: it needs a controller leader).
+    pub async fn start(
+        config: NodeConfig,
+        groups: Arc<Groups<S>>,
+        peers: Arc<Peers>,
+        open: ReplicaOpener<S>,
+    ) -> Result<Self, NodeError> {
+        let raft_addr = config
+            .peers
+            .get(&config.id)
+            .cloned()
+            .ok_or(NodeError::NotAPeer(config.id))?;
+        let replica = open(CONTROLLER_GROUP, None)?;
+        let (log, state_machine, controller_replica) = replica.into_raft_storage();
+        let raft_config = group_config(CONTROLLER_GROUP, config.timing)
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let controller = GroupRaft::new(
+            config.id,
+            Arc::new(raft_config),
+            GroupNetwork::new(CONTROLLER_GROUP, peers.clone()),
+            log,
+            state_machine,
+        )
+        .await
+        .map_err(raft_error)?;
+        groups.insert(CONTROLLER_GROUP, controller.clone())?;
+        let members: BTreeMap<u64, BasicNode> = config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+            .collect();
+        initialize(&controller, members).await?;
+
+        let shared = Arc::new(Shared {
+            config,
+            groups,
+            peers,
+            open,
+            partitions: Mutex::new(HashMap::new()),
+        });
+        let (publish, image) = watch::channel(Arc::new(ClusterImage::default()));
+        let follower = tokio::spawn(follow(
+            shared.clone(),
+            controller.clone(),
+            controller_replica,
+            publish,
+        ));
+        let node = Self {
+            shared,
+            controller,
+            image,
+            follower,
+        };
+        let registration = Command::RegisterNode(NodeInfo {
+            id: node.shared.config.id,
+            broker_addr: node.shared.config.broker_addr.clone(),
+            raft_addr,
+        });
+        let proposer = node.proposer();
+        tokio::spawn(async move {
+            if let Err(error) = proposer.propose(&registration).await {
+                tracing::warn!(%error, "registering this node with the cluster failed");
+            }
+        });
+        Ok(node)
+    }
+
+    /// The metadata image as this node has applied it (it changes: `changed().await`).
+    pub fn image(&self) -> watch::Receiver<Arc<ClusterImage>> {
+        self.image.clone()
+    }
+
+    /// The group of `topic`'s `partition`, if this node holds a replica of it.
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<PartitionGroup<S>> {
+        lock(&self.shared.partitions)
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+    }
+
+    /// The controller's Raft on this node.
+    pub fn controller(&self) -> &GroupRaft<S> {
+        &self.controller
+    }
+
+    fn proposer(&self) -> Proposer<S> {
+        Proposer {
+            shared: self.shared.clone(),
+            controller: self.controller.clone(),
+            image: self.image.clone(),
+        }
+    }
+
+    /// Puts `command` in the controller's log and waits until this node applied it.
+    pub async fn propose(&self, command: &Command) -> Result<Outcome, NodeError> {
+        self.proposer().propose(command).await
+    }
+
+    /// Stops every group of this node and the metadata follower.
+    pub async fn shutdown(self) {
+        self.follower.abort();
+        let partitions: Vec<_> = lock(&self.shared.partitions).drain().collect();
+        for ((topic, partition), group) in partitions {
+            self.shared.groups.remove(&group_name(&topic, partition));
+            let _ = group.raft.shutdown().await;
+        }
+        self.shared.groups.remove(CONTROLLER_GROUP);
+        let _ = self.controller.shutdown().await;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Initializes a group with `members` unless it was already (every replica does this with
+/// the same members; openraft refuses all but the first on a node, which is fine).
+async fn initialize<S: Storage + Clone + 'static>(
+    raft: &GroupRaft<S>,
+    members: BTreeMap<u64, BasicNode>,
+) -> Result<(), NodeError> {
+    match raft.initialize(members).await {
+        Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(error) => Err(raft_error(error)),
+    }
+}
+
+struct Proposer<S: Storage + Clone + 'static> {
+    shared: Arc<Shared<S>>,
+    controller: GroupRaft<S>,
+    image: watch::Receiver<Arc<ClusterImage>>,
+}
+
+impl<S: Storage + Clone + 'static> Proposer<S> {
+    async fn propose(&self, command: &Command) -> Result<Outcome, NodeError> {
+        let proposal = command_proposal(command)?;
+        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        let mut last_failure = String::from("no controller leader");
+        let offset = loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::Timeout(last_failure));
+            }
+            let leader = self.controller.metrics().borrow_watched().current_leader;
+            let attempt = match leader {
+                None => Err("no controller leader yet".to_owned()),
+                Some(leader) if leader == self.shared.config.id => self
+                    .controller
+                    .client_write(proposal.clone())
+                    .await
+                    .map(|written| written.data)
+                    .map_err(|e| match e {
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                            "the leader changed".to_owned()
+                        }
+                        other => other.to_string(),
+                    }),
+                Some(leader) => match self.shared.config.peers.get(&leader) {
+                    None => Err(format!("leader {leader} is not a configured peer")),
+                    Some(addr) => self
+                        .shared
+                        .peers
+                        .forward(leader, addr, CONTROLLER_GROUP, &proposal, PROPOSE_TIMEOUT)
+                        .await
+                        .map_err(|e| e.to_string()),
+                },
+            };
+            match attempt {
+                Ok(applied) => break applied.base_offset,
+                Err(reason) => {
+                    last_failure = reason;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let mut image = self.image.clone();
+        loop {
+            if let Some(outcome) = image.borrow_and_update().outcome(offset) {
+                return Ok(outcome.clone());
+            }
+            if image.borrow().next_offset() > offset {
+                return Err(NodeError::Timeout(format!(
+                    "the outcome of the command at offset {offset} is no longer kept"
+                )));
+            }
+            if tokio::time::timeout_at(deadline, image.changed())
+                .await
+                .map_or(true, |changed| changed.is_err())
+            {
+                return Err(NodeError::Timeout(format!(
+                    "the command at offset {offset} is committed but not applied here yet"
+                )));
+            }
+        }
+    }
+}
+
+/// A command as the one-record batch proposed to the controller.
+fn command_proposal(command: &Command) -> Result<Proposal, NodeError> {
+    let mut writer = BatchWriter::new();
+    writer
+        .push(
+            0,
+            Some(COMMAND_KEY),
+            Some(&command.encode()),
+            std::iter::empty(),
+        )
+        .map_err(|e| NodeError::Encode(e.to_string()))?;
+    let mut batch = writer
+        .finish(None)
+        .map_err(|e| NodeError::Encode(e.to_string()))?;
+    batch::stamp(&mut batch, 0, wall_clock_ms());
+    Ok(Proposal { batch })
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Folds the controller's committed records into the image, publishes it, and starts or
+/// stops this node's partition groups to match.
+async fn follow<S: Storage + Clone + 'static>(
+    shared: Arc<Shared<S>>,
+    controller: GroupRaft<S>,
+    replica: Arc<Mutex<Replica<S>>>,
+    publish: watch::Sender<Arc<ClusterImage>>,
+) {
+    let mut image = ClusterImage::default();
+    let mut applied = controller.metrics();
+    loop {
+        let changed = fold(&replica, &mut image);
+        if changed {
+            publish.send_replace(Arc::new(image.clone()));
+            reconcile(&shared, &image).await;
+        }
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Applies the controller's committed records after the image's offset; whether any was.
+fn fold<S: Storage + Clone + 'static>(
+    replica: &Mutex<Replica<S>>,
+    image: &mut ClusterImage,
+) -> bool {
+    let mut changed = false;
+    loop {
+        let replica = lock(replica);
+        let high_watermark = replica.high_watermark();
+        let from = image.next_offset().max(replica.log().log_start_offset());
+        if from >= high_watermark {
+            return changed;
+        }
+        let read = match replica.log().read(from, METADATA_READ_BYTES) {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(%error, offset = from, "reading the cluster metadata failed");
+                return changed;
+            }
+        };
+        drop(replica);
+        if read.bytes.is_empty() {
+            return changed;
+        }
+        for view in batches(&read.bytes) {
+            let Ok(view) = view else {
+                tracing::warn!(offset = from, "a damaged cluster metadata batch");
+                return changed;
+            };
+            if view.base_offset() >= high_watermark {
+                return changed;
+            }
+            if view.is_control() {
+                image.pass(view.next_offset());
+                changed = true;
+                continue;
+            }
+            for (i, record) in view.records().enumerate() {
+                let offset = view.base_offset() + i as i64;
+                let command = record
+                    .ok()
+                    .filter(|r| r.key == Some(COMMAND_KEY))
+                    .and_then(|r| r.value)
+                    .map(Command::decode);
+                match command {
+                    Some(Ok(command)) => {
+                        image.apply(offset, &command);
+                    }
+                    _ => {
+                        tracing::warn!(offset, "an unreadable cluster metadata record is passed");
+                        image.pass(offset + 1);
+                    }
+                }
+                changed = true;
+            }
+        }
+    }
+}
+
+/// Starts the groups of the partitions the image assigns to this node and stops those of
+/// topics gone.
+async fn reconcile<S: Storage + Clone + 'static>(shared: &Shared<S>, image: &ClusterImage) {
+    let me = shared.config.id;
+    for (name, topic) in image.topics() {
+        for (partition, replicas) in topic.replicas.iter().enumerate() {
+            let partition = partition as u32;
+            let running = lock(&shared.partitions).contains_key(&(name.clone(), partition));
+            if running || !replicas.contains(&me) {
+                continue;
+            }
+            let members: Option<BTreeMap<u64, BasicNode>> = replicas
+                .iter()
+                .map(|id| {
+                    image
+                        .nodes()
+                        .get(id)
+                        .map(|node| (*id, BasicNode::new(node.raft_addr.clone())))
+                })
+                .collect();
+            let Some(members) = members else {
+                tracing::warn!(topic = %name, partition, "a replica's node is not registered");
+                continue;
+            };
+            match start_partition(shared, name, partition, &topic.config, members).await {
+                Ok(raft_and_replica) => {
+                    let (raft, replica) = raft_and_replica;
+                    lock(&shared.partitions).insert(
+                        (name.clone(), partition),
+                        PartitionGroup {
+                            raft,
+                            replica,
+                            replicas: replicas.clone(),
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(topic = %name, partition, %error, "starting a partition replica failed")
+                }
+            }
+        }
+    }
+    let gone: Vec<(String, u32)> = lock(&shared.partitions)
+        .keys()
+        .filter(|(name, _)| !image.topics().contains_key(name))
+        .cloned()
+        .collect();
+    for key in gone {
+        let removed = lock(&shared.partitions).remove(&key);
+        if let Some(group) = removed {
+            shared.groups.remove(&group_name(&key.0, key.1));
+            let _ = group.raft.shutdown().await;
+        }
+    }
+}
+
+async fn start_partition<S: Storage + Clone + 'static>(
+    shared: &Shared<S>,
+    topic: &str,
+    partition: u32,
+    config: &herald_wire::messages::TopicConfig,
+    members: BTreeMap<u64, BasicNode>,
+) -> Result<(GroupRaft<S>, Arc<Mutex<Replica<S>>>), NodeError> {
+    let name = group_name(topic, partition);
+    let replica = (shared.open)(&name, Some(config))?;
+    let (log, state_machine, shared_replica) = replica.into_raft_storage();
+    let raft_config =
+        group_config(&name, shared.config.timing).map_err(|e| NodeError::Config(e.to_string()))?;
+    let raft = GroupRaft::new(
+        shared.config.id,
+        Arc::new(raft_config),
+        GroupNetwork::new(&name, shared.peers.clone()),
+        log,
+        state_machine,
+    )
+    .await
+    .map_err(raft_error)?;
+    shared.groups.insert(&name, raft.clone())?;
+    initialize(&raft, members).await?;
+    Ok((raft, shared_replica))
+}

@@ -418,6 +418,80 @@ struct BrokerServeArgs {
     tls_key: Option<PathBuf>,
     #[command(flatten)]
     security: SecurityArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Running the broker as one node of a replicated cluster.
+#[derive(clap::Args, Default)]
+struct ClusterArgs {
+    /// This node's id in the cluster (with --peers): the broker becomes a cluster node.
+    #[arg(long, requires = "peers")]
+    node_id: Option<u64>,
+    /// Every node's Raft address, this one's included: ID=HOST:PORT,ID=HOST:PORT,...
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer, requires = "node_id")]
+    peers: Vec<(u64, SocketAddr)>,
+    /// Where this node's Raft endpoint listens (default: its own entry of --peers).
+    #[arg(long, requires = "node_id")]
+    raft_listen: Option<SocketAddr>,
+    /// PEM certificate of the cluster's CA, which signs every node's certificate.
+    #[arg(long, value_name = "FILE", requires = "node_id")]
+    cluster_ca: Option<PathBuf>,
+    /// PEM certificate of this node (signed by --cluster-ca, naming herald-node).
+    #[arg(long, value_name = "FILE", requires = "node_id")]
+    node_cert: Option<PathBuf>,
+    /// PEM private key of --node-cert.
+    #[arg(long, value_name = "FILE", requires = "node_id")]
+    node_key: Option<PathBuf>,
+}
+
+fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not ID=HOST:PORT"))?;
+    let id = id
+        .trim()
+        .parse::<u64>()
+        .map_err(|e| format!("node id '{id}': {e}"))?;
+    let addr = addr
+        .trim()
+        .parse::<SocketAddr>()
+        .map_err(|e| format!("address '{addr}': {e}"))?;
+    Ok((id, addr))
+}
+
+impl ClusterArgs {
+    fn into_config(self) -> anyhow::Result<Option<herald_broker::broker::ClusterConfig>> {
+        let Some(node_id) = self.node_id else {
+            return Ok(None);
+        };
+        let mut peers = std::collections::BTreeMap::new();
+        for (id, addr) in self.peers {
+            anyhow::ensure!(
+                peers.insert(id, addr).is_none(),
+                "--peers names node {id} twice"
+            );
+        }
+        let own = peers
+            .get(&node_id)
+            .copied()
+            .with_context(|| format!("--peers must name this node ({node_id}) too"))?;
+        let (Some(ca), Some(cert), Some(key)) = (self.cluster_ca, self.node_cert, self.node_key)
+        else {
+            anyhow::bail!(
+                "a cluster node needs --cluster-ca, --node-cert and --node-key (nodes authenticate each other with certificates the cluster's CA signed)"
+            );
+        };
+        Ok(Some(herald_broker::broker::ClusterConfig {
+            node_id,
+            peers,
+            raft_listen: self.raft_listen.unwrap_or(own),
+            ca,
+            cert,
+            key,
+            timing: herald_broker::broker::Timing::default(),
+        }))
+    }
 }
 
 /// How the broker authenticates and authorizes (flags shared by `herald up` and `herald
@@ -550,6 +624,7 @@ impl BrokerServeArgs {
             principal_rules: file.principal_rules,
         };
         self.security.apply(security, &mut config.security)?;
+        config.cluster = self.cluster.into_config()?;
         config.registry_url = self.registry.or(file.registry);
         config.registry_ca = self.registry_ca.or(file.registry_ca);
         config.metrics_listen = self.metrics_listen.or(file.metrics_listen);
@@ -627,7 +702,9 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // openraft warns on every heartbeat a peer that is down misses: its errors
+                // only, unless RUST_LOG asks for more.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(style::stderr_is_terminal())

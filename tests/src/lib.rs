@@ -87,7 +87,9 @@ impl HeraldProcess {
     /// of its stdout that starts with `announce_prefix`. A piped stderr is echoed to the test's
     /// output and kept for the error should that line not come.
     fn spawn(mut command: Command, announce_prefix: &'static str) -> anyhow::Result<Self> {
-        command.env("RUST_LOG", "warn").stdout(Stdio::piped());
+        command
+            .env("RUST_LOG", "warn,openraft=error")
+            .stdout(Stdio::piped());
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot spawn {:?}", command.get_program()))?;

@@ -270,15 +270,20 @@ async fn answer<S: Storage + Clone + 'static>(
 /// one is lost.
 pub struct Peers {
     endpoint: quinn::Endpoint,
-    connections: tokio::sync::Mutex<HashMap<u64, quinn::Connection>>,
+    /// Each peer's connection behind a lock of its own: dialling a peer that is down (which
+    /// takes up to [`CONNECT_TIMEOUT`]) holds up only the RPCs to that peer.
+    connections: std::sync::Mutex<HashMap<u64, Slot>>,
 }
+
+/// One peer's connection, once dialled.
+type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
 
 impl Peers {
     /// Peers reached from `endpoint` (its default client config from [`client_config`]).
     pub fn new(endpoint: quinn::Endpoint) -> Arc<Self> {
         Arc::new(Self {
             endpoint,
-            connections: tokio::sync::Mutex::new(HashMap::new()),
+            connections: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -288,8 +293,15 @@ impl Peers {
             addr: addr.to_owned(),
             reason,
         };
-        let mut connections = self.connections.lock().await;
-        if let Some(connection) = connections.get(&node) {
+        let slot = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node)
+            .or_default()
+            .clone();
+        let mut connection_slot = slot.lock().await;
+        if let Some(connection) = connection_slot.as_ref() {
             if connection.close_reason().is_none() {
                 return Ok(connection.clone());
             }
@@ -305,7 +317,7 @@ impl Peers {
             .await
             .map_err(|_| connect_failed("timed out".to_owned()))?
             .map_err(|e| connect_failed(e.to_string()))?;
-        connections.insert(node, connection.clone());
+        *connection_slot = Some(connection.clone());
         Ok(connection)
     }
 

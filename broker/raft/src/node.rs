@@ -87,6 +87,61 @@ pub struct PartitionGroup<S: Storage + Clone + 'static> {
     pub replicas: Vec<u64>,
 }
 
+/// Why a proposal to a partition group was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node does not lead the group; `leader` is who does, if known.
+    #[error("this node does not lead the group (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl<S: Storage + Clone + 'static> PartitionGroup<S> {
+    /// The node leading the group, as this node knows it.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Proposes a produced batch (its append time stamped) and waits until it is committed
+    /// and applied here: where its records are.
+    pub async fn propose(&self, proposal: Proposal) -> Result<crate::Applied, ProposeError> {
+        match self.raft.client_write(proposal).await {
+            Ok(written) => Ok(written.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(ProposeError::NotLeader {
+                    leader: forward.leader_id,
+                })
+            }
+            Err(failure) => Err(ProposeError::Failed(failure.to_string())),
+        }
+    }
+
+    /// A watch on the group's progress here (entries applied, leaders elected): changes
+    /// after this call wake [`GroupProgress::changed`].
+    pub fn progress(&self) -> GroupProgress {
+        GroupProgress {
+            metrics: self.raft.metrics(),
+        }
+    }
+}
+
+/// See [`PartitionGroup::progress`].
+pub struct GroupProgress {
+    metrics: openraft::type_config::alias::WatchReceiverOf<
+        TypeConfig,
+        openraft::RaftMetrics<TypeConfig>,
+    >,
+}
+
+impl GroupProgress {
+    /// Waits until the group changed since the last call (or since the watch was taken), or
+    /// `timeout` passes.
+    pub async fn changed(&mut self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.metrics.changed()).await;
+    }
+}
+
 struct Shared<S: Storage + Clone + 'static> {
     config: NodeConfig,
     groups: Arc<Groups<S>>,
@@ -126,7 +181,9 @@ impl<S: Storage + Clone + 'static> Node<S> {
             .get(&config.id)
             .cloned()
             .ok_or(NodeError::NotAPeer(config.id))?;
-        let replica = open(CONTROLLER_GROUP, None)?;
+        // The controller's commits are kept: a restarted node has its metadata image from its
+        // own log at once.
+        let replica = open(CONTROLLER_GROUP, None)?.keep_commits();
         let (log, state_machine, controller_replica) = replica.into_raft_storage();
         let raft_config = group_config(CONTROLLER_GROUP, config.timing)
             .map_err(|e| NodeError::Config(e.to_string()))?;
@@ -198,6 +255,11 @@ impl<S: Storage + Clone + 'static> Node<S> {
         &self.controller
     }
 
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.shared.config.id
+    }
+
     fn proposer(&self) -> Proposer<S> {
         Proposer {
             shared: self.shared.clone(),
@@ -212,7 +274,7 @@ impl<S: Storage + Clone + 'static> Node<S> {
     }
 
     /// Stops every group of this node and the metadata follower.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.follower.abort();
         let partitions: Vec<_> = lock(&self.shared.partitions).drain().collect();
         for ((topic, partition), group) in partitions {

@@ -193,3 +193,38 @@ async fn a_purge_past_the_end_starts_the_log_over_after_it() {
         .await;
     assert!(refused.is_err());
 }
+
+/// A replica keeping its commits reads the last one back after a crash (so it applies what
+/// was committed at once); one that does not keeps none (no file replacement per commit).
+#[tokio::test]
+async fn kept_commits_survive_a_crash_and_others_are_not_written() {
+    for keep in [true, false] {
+        let storage = MemoryStorage::new();
+        let replica = Replica::open(storage.clone(), DIR, LogConfig::default()).expect("open");
+        let replica = if keep {
+            replica.keep_commits()
+        } else {
+            replica
+        };
+        let (mut log, _, _) = replica.into_raft_storage();
+        append(&mut log, vec![entry(1, 0, EntryPayload::Blank)]).await;
+        log.save_committed(Some(LogId::new_term_index(1, 0)))
+            .await
+            .expect("save");
+        drop(log);
+        storage.crash(|_| 0);
+        let replica = Replica::open(storage, DIR, LogConfig::default()).expect("open");
+        let replica = if keep {
+            replica.keep_commits()
+        } else {
+            replica
+        };
+        let (mut log, _, _) = replica.into_raft_storage();
+        let expected = keep.then(|| LogId::new_term_index(1, 0));
+        assert_eq!(
+            log.read_committed().await.expect("read"),
+            expected,
+            "keep {keep}"
+        );
+    }
+}

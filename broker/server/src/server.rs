@@ -153,6 +153,8 @@ pub struct BrokerConfig {
     pub response_write_timeout: Duration,
     /// Authentication (on by default), super users, ACL seed, client certificates.
     pub security: SecurityConfig,
+    /// Set: this broker is a node of a replicated cluster (see `broker::cluster`).
+    pub cluster: Option<crate::broker::ClusterConfig>,
 }
 
 impl BrokerConfig {
@@ -169,6 +171,7 @@ impl BrokerConfig {
             producer_expiry: Duration::from_millis(crate::broker::PRODUCER_EXPIRY_MS as u64),
             response_write_timeout: RESPONSE_WRITE_TIMEOUT,
             security: SecurityConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -197,6 +200,8 @@ pub enum ServeError {
     Registry(String),
     #[error("security: {0}")]
     Security(#[from] crate::security::SecurityError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::broker::ClusterError),
 }
 
 /// Opens the data directory, binds, and serves until `shutdown` completes.
@@ -261,6 +266,20 @@ pub async fn serve(
         addr: config.listen,
         source,
     })?;
+    let cluster = match &config.cluster {
+        Some(cluster_config) => {
+            let cluster = crate::broker::Cluster::start(
+                cluster_config,
+                addr,
+                &config.data_dir,
+                config.producer_expiry.as_millis().min(i64::MAX as u128) as i64,
+            )
+            .await?;
+            broker.attach_cluster(cluster.clone());
+            Some(cluster)
+        }
+        None => None,
+    };
     let responses = BrokerResponseBudget::new(RESPONSE_BYTES_MAX);
     let metrics_addr = match config.metrics_listen {
         Some(listen) => Some(
@@ -321,6 +340,9 @@ pub async fn serve(
         }
     }
     retention.abort();
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
     endpoint.close(0u32.into(), b"shutting down");
     endpoint.wait_idle().await;
     tracing::info!("broker stopped");

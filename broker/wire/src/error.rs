@@ -37,6 +37,9 @@ pub enum ErrorCode {
     AuthenticationFailed,
     /// The principal may not perform the operation on the resource (the message names both).
     NotAuthorized,
+    /// This broker does not lead the partition (in a cluster): the message names the leader's
+    /// node and address when known. Send it there.
+    NotLeader,
     /// A code this client does not know (a newer broker); the number is kept.
     Unknown(u16),
 }
@@ -68,6 +71,7 @@ impl ErrorCode {
             ErrorCode::NotAuthenticated => 22,
             ErrorCode::AuthenticationFailed => 23,
             ErrorCode::NotAuthorized => 24,
+            ErrorCode::NotLeader => 25,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -98,6 +102,7 @@ impl ErrorCode {
             22 => ErrorCode::NotAuthenticated,
             23 => ErrorCode::AuthenticationFailed,
             24 => ErrorCode::NotAuthorized,
+            25 => ErrorCode::NotLeader,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -110,6 +115,7 @@ impl ErrorCode {
                 | ErrorCode::Storage
                 | ErrorCode::RegistryUnavailable
                 | ErrorCode::Internal
+                | ErrorCode::NotLeader
         )
     }
 }
@@ -119,7 +125,7 @@ mod tests {
     use super::*;
 
     /// Every code on the wire, as literals: a released number never moves.
-    const TABLE: [(ErrorCode, u16); 24] = [
+    const TABLE: [(ErrorCode, u16); 25] = [
         (ErrorCode::UnknownTopic, 1),
         (ErrorCode::UnknownPartition, 2),
         (ErrorCode::TopicAlreadyExists, 3),
@@ -144,6 +150,7 @@ mod tests {
         (ErrorCode::NotAuthenticated, 22),
         (ErrorCode::AuthenticationFailed, 23),
         (ErrorCode::NotAuthorized, 24),
+        (ErrorCode::NotLeader, 25),
     ];
 
     /// The row of `code` in `TABLE`. Exhaustive on purpose (no `_` arm): a new variant
@@ -174,6 +181,7 @@ mod tests {
             ErrorCode::NotAuthenticated => 21,
             ErrorCode::AuthenticationFailed => 22,
             ErrorCode::NotAuthorized => 23,
+            ErrorCode::NotLeader => 24,
             ErrorCode::Unknown(_) => return None,
         })
     }
@@ -221,7 +229,7 @@ mod tests {
             }
         }
         assert_eq!(ErrorCode::from_code(0), ErrorCode::Unknown(0));
-        assert_eq!(ErrorCode::from_code(25), ErrorCode::Unknown(25));
+        assert_eq!(ErrorCode::from_code(26), ErrorCode::Unknown(26));
         assert_eq!(ErrorCode::from_code(u16::MAX), ErrorCode::Unknown(u16::MAX));
         assert_eq!(row_of(ErrorCode::Unknown(7)), None);
     }

@@ -218,6 +218,24 @@ impl Fence {
     }
 }
 
+/// Checks a batch as a producer sent it: one whole batch (nothing after it), its CRC and
+/// every record readable, attributes 0 (the bits are the broker's).
+pub fn validate_produced(batch: &[u8]) -> Result<BatchView<'_>, BatchError> {
+    let view = BatchView::parse(batch)?;
+    if view.size() != batch.len() {
+        return Err(BatchError::Decode(herald_wire::DecodeError::Trailing {
+            what: "batch",
+            trailing: batch.len() - view.size(),
+        }));
+    }
+    view.validate_records()?;
+    let attributes = view.header().attributes;
+    if attributes != 0 {
+        return Err(BatchError::ReservedAttributes(attributes));
+    }
+    Ok(view)
+}
+
 /// Most unused capacity a fetch answer may keep when the read window itself becomes the
 /// answer (see `collect`); past it the used part is copied into a buffer of its own size.
 pub const READ_WINDOW_SLACK_BYTES: usize = 64 * 1024;
@@ -290,6 +308,17 @@ impl<S: Storage> PartitionLog<S> {
         self.active().log_file()?.sync_handle()
     }
 
+    /// What an append of `count` records from `producer` would be: new, a duplicate of a
+    /// stored batch, out of sequence or fenced (a replicated partition's leader decides this
+    /// before proposing the batch).
+    pub fn producer_check(
+        &self,
+        producer: herald_wire::batch::ProducerStamp,
+        count: u32,
+    ) -> SequenceCheck {
+        self.producers.check(producer, count)
+    }
+
     /// The damage that keeps part of the log unserved, if any (see [`Quarantine`]).
     pub fn quarantine(&self) -> Option<&Quarantine> {
         self.quarantine.as_ref()
@@ -313,19 +342,7 @@ impl<S: Storage> PartitionLog<S> {
                 reason: reason.to_owned(),
             });
         }
-        let view = BatchView::parse(batch)?;
-        if view.size() != batch.len() {
-            return Err(BatchError::Decode(herald_wire::DecodeError::Trailing {
-                what: "batch",
-                trailing: batch.len() - view.size(),
-            })
-            .into());
-        }
-        view.validate_records()?;
-        let attributes = view.header().attributes;
-        if attributes != 0 {
-            return Err(BatchError::ReservedAttributes(attributes).into());
-        }
+        let view = validate_produced(batch)?;
         let count = i64::from(view.record_count());
         // A batch without a producer (not idempotent) always appends.
         let producer = view.producer();

@@ -15,6 +15,7 @@
 //! The wall clock is `crate::clock::now_ms`; metadata files are written with
 //! `crate::fs::write_atomically`.
 
+mod cluster;
 mod fetch;
 mod produce;
 mod topics;
@@ -42,6 +43,9 @@ use crate::metrics::{BrokerMetrics, PartitionGauges, TopicMetrics};
 use crate::producer_ids::ProducerIds;
 use crate::schema_cache::SchemaCache;
 
+pub use cluster::{
+    Cluster, ClusterConfig, ClusterError, Timing, REPLICAS_DIR, REPLICATION_FACTOR_DEFAULT,
+};
 pub use produce::FLUSH_BEHIND_BYTES;
 use topics::{describe, load_topic_meta, open_topic, TOPIC_META_FILE};
 pub use topics::{validate_topic_name, DURATION_MAX, SEGMENT_BYTES_MIN, TOPICS_MAX};
@@ -114,6 +118,8 @@ pub struct Broker {
     coordinator: Coordinator,
     producer_expiry_ms: i64,
     pub metrics: BrokerMetrics,
+    /// Set when this broker is a node of a cluster (see `cluster`).
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +214,7 @@ impl Broker {
             coordinator,
             producer_expiry_ms,
             metrics,
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -245,6 +252,13 @@ impl Broker {
     }
 
     pub async fn handle(&self, request: Request) -> Response {
+        let request = match self.cluster.get().cloned() {
+            Some(cluster) => match self.handle_in_cluster(&cluster, request).await {
+                Ok(response) => return response,
+                Err(request) => request,
+            },
+            None => request,
+        };
         let result = match request {
             Request::CreateTopic { name, config } => self.create_topic(name, config),
             Request::DeleteTopic { name } => self.delete_topic(&name),
@@ -293,6 +307,63 @@ impl Broker {
             )),
         };
         result.unwrap_or_else(|response| response)
+    }
+
+    /// Answers the requests a cluster serves differently (topics, produce, fetch, offsets);
+    /// hands any other back.
+    async fn handle_in_cluster(
+        &self,
+        cluster: &Cluster,
+        request: Request,
+    ) -> Result<Response, Request> {
+        let result = match request {
+            Request::CreateTopic { name, config } => {
+                self.cluster_create_topic(cluster, name, config).await
+            }
+            Request::DeleteTopic { name } => self.cluster_delete_topic(cluster, &name).await,
+            Request::ListTopics => Ok(Response::Topics(self.cluster_topics(cluster))),
+            Request::DescribeTopic { name } => self
+                .cluster_topics(cluster)
+                .into_iter()
+                .find(|t| t.name == name)
+                .map(|t| Response::Topic(Box::new(t)))
+                .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic '{name}'"))),
+            Request::Produce {
+                topic,
+                partition,
+                batch,
+                ..
+            } => {
+                self.cluster_produce(cluster, &topic, partition, batch)
+                    .await
+            }
+            Request::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+                max_wait_ms,
+                min_bytes,
+            } => {
+                self.cluster_fetch(
+                    cluster,
+                    &topic,
+                    partition,
+                    offset,
+                    max_bytes,
+                    max_wait_ms,
+                    min_bytes,
+                )
+                .await
+            }
+            Request::ListOffsets {
+                topic,
+                partition,
+                spec,
+            } => self.cluster_list_offsets(cluster, &topic, partition, spec),
+            other => return Err(other),
+        };
+        Ok(result.unwrap_or_else(|response| response))
     }
 
     /// A producer id and epoch for `name`, handed to `owner` (see `ProducerIds::init`).

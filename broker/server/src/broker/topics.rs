@@ -139,7 +139,7 @@ impl TopicMetaV1 {
 }
 
 /// A fresh incarnation id (a version 7 UUID: random, and ordered by creation time).
-pub(super) fn new_topic_id() -> TopicId {
+pub(crate) fn new_topic_id() -> TopicId {
     TopicId(uuid::Uuid::now_v7().into_bytes())
 }
 
@@ -208,7 +208,7 @@ fn old_topic_meta(path: &Path, bytes: &[u8]) -> Result<(String, TopicConfig), Me
     }
 }
 
-fn log_config(config: &TopicConfig, producer_expiry_ms: i64) -> LogConfig {
+pub(crate) fn log_config(config: &TopicConfig, producer_expiry_ms: i64) -> LogConfig {
     LogConfig {
         segment_bytes: config.segment_bytes,
         segment_age_ms: u64::try_from(config.segment_age.as_millis()).unwrap_or(u64::MAX),
@@ -245,12 +245,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 }
 
 impl Broker {
-    pub(super) fn create_topic(
-        &self,
-        name: String,
-        config: TopicConfig,
-    ) -> Result<Response, Response> {
-        validate_topic_name(&name).map_err(|m| error(ErrorCode::InvalidRequest, m))?;
+    /// Checks a new topic's name and config (the registry it needs included).
+    pub(super) fn check_new_topic(&self, name: &str, config: &TopicConfig) -> Result<(), Response> {
+        validate_topic_name(name).map_err(|m| error(ErrorCode::InvalidRequest, m))?;
         if config.partitions == 0 || config.partitions > PARTITIONS_PER_TOPIC_MAX {
             return Err(error(
                 ErrorCode::InvalidTopicConfig,
@@ -291,6 +288,15 @@ impl Broker {
                 "schema validation needs a registry: start the broker with --registry URL",
             ));
         }
+        Ok(())
+    }
+
+    pub(super) fn create_topic(
+        &self,
+        name: String,
+        config: TopicConfig,
+    ) -> Result<Response, Response> {
+        self.check_new_topic(&name, &config)?;
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         if topics.contains_key(&name) {
             return Err(error(

@@ -1,0 +1,565 @@
+//! Cluster mode: a broker that is one node of a replicated cluster (`--node-id`, `--peers`).
+//! Topics are the cluster's (created and deleted through the controller, described from the
+//! metadata image); a partition's records go through its Raft group: produced on its leader
+//! (any other node answers `NotLeader` naming it), fetched from any replica up to that
+//! replica's high watermark (what is committed: no consumer sees a record a failover can
+//! undo).
+//!
+//! What single-node mode has and this does not yet: schema-ID validation, the dedup window,
+//! consumer groups kept by the cluster (they stay on the node a client talks to), a client
+//! metadata request (clients follow `NotLeader` messages or try their bootstrap list).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use herald_broker_core::cluster::{Command, CommandError, Outcome};
+use herald_broker_core::log::{validate_produced, ReadError};
+use herald_broker_core::producers::SequenceCheck;
+pub use herald_raft::config::Timing;
+use herald_raft::net::{self, Groups, NodeTls, Peers};
+use herald_raft::node::{Node, NodeConfig, PartitionGroup, ProposeError, ReplicaOpener};
+use herald_raft::store::Replica;
+use herald_raft::Proposal;
+use herald_wire::batch::{self, batches};
+use herald_wire::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX};
+use herald_wire::messages::{OffsetSpec, PartitionDescription, TopicConfig, TopicDescription};
+use herald_wire::{ErrorCode, Response};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::topics::{log_config, new_topic_id};
+use super::{error, throttled, Broker};
+use crate::clock::now_ms;
+use crate::fs::FileStorage;
+
+/// Most replicas a partition gets (fewer when the cluster has fewer nodes).
+pub const REPLICATION_FACTOR_DEFAULT: u32 = 3;
+/// Where replicas live under the data directory.
+pub const REPLICAS_DIR: &str = "replicas";
+
+/// How a broker joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: u64,
+    /// Every node's Raft address by id, this one included.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Where this node's Raft endpoint listens (its own entry of `peers` by default).
+    pub raft_listen: SocketAddr,
+    /// PEM files: the cluster CA's certificate, this node's certificate (signed by it, naming
+    /// `herald-node`) and key.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub timing: Timing,
+}
+
+/// Why cluster mode did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster TLS: {0}")]
+    Tls(String),
+    #[error("cannot listen for Raft on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Net(#[from] herald_raft::net::NetError),
+    #[error(transparent)]
+    Node(#[from] herald_raft::node::NodeError),
+}
+
+/// A running cluster node inside a broker.
+pub struct Cluster {
+    node: Node<FileStorage>,
+    /// Nodes configured (`--peers`).
+    size: u32,
+    endpoint: quinn::Endpoint,
+    /// One proposal at a time per partition: the producer check before a proposal sees
+    /// every batch proposed before it (no pipelining yet).
+    proposing: Mutex<HashMap<(String, u32), Turn>>,
+}
+
+/// A partition's turn to propose (see `Cluster::proposing`).
+type Turn = Arc<tokio::sync::Mutex<()>>;
+
+fn load_tls(config: &ClusterConfig) -> Result<NodeTls, ClusterError> {
+    let read = |path: &Path| -> Result<Vec<CertificateDer<'static>>, ClusterError> {
+        let certificates: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| ClusterError::Tls(format!("{}: {e}", path.display())))?
+            .collect();
+        certificates.map_err(|e| ClusterError::Tls(format!("{}: {e}", path.display())))
+    };
+    Ok(NodeTls {
+        chain: read(&config.cert)?,
+        key: PrivateKeyDer::from_pem_file(&config.key)
+            .map_err(|e| ClusterError::Tls(format!("{}: {e}", config.key.display())))?,
+        cluster_ca: read(&config.ca)?,
+    })
+}
+
+impl Cluster {
+    /// Starts this broker's node: its Raft endpoint, the controller and the metadata image.
+    pub async fn start(
+        config: &ClusterConfig,
+        broker_addr: SocketAddr,
+        data_dir: &Path,
+        producer_expiry_ms: i64,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let tls = load_tls(config)?;
+        let bind = |source| ClusterError::Bind {
+            addr: config.raft_listen,
+            source,
+        };
+        let (socket, _) = herald_quic::bind_udp(config.raft_listen).map_err(bind)?;
+        let mut endpoint = herald_quic::endpoint(
+            quinn::EndpointConfig::default(),
+            Some(net::server_config(&tls)?),
+            socket,
+        )
+        .map_err(bind)?;
+        endpoint.set_default_client_config(net::client_config(&tls)?);
+        let groups = Arc::new(Groups::default());
+        tokio::spawn(net::serve(endpoint.clone(), groups.clone()));
+        let root = data_dir.join(REPLICAS_DIR);
+        std::fs::create_dir_all(&root).map_err(bind)?;
+        let storage = FileStorage::new(root);
+        let open: ReplicaOpener<FileStorage> = Arc::new(move |dir, topic| {
+            let log = topic.map_or_else(Default::default, |t| log_config(t, producer_expiry_ms));
+            Replica::open(storage.clone(), dir, log)
+        });
+        let node = Node::start(
+            NodeConfig {
+                id: config.node_id,
+                broker_addr: broker_addr.to_string(),
+                peers: config
+                    .peers
+                    .iter()
+                    .map(|(id, addr)| (*id, addr.to_string()))
+                    .collect(),
+                timing: config.timing,
+            },
+            groups,
+            Peers::new(endpoint.clone()),
+            open,
+        )
+        .await?;
+        tracing::info!(node = config.node_id, raft = %config.raft_listen, "cluster node started");
+        Ok(Arc::new(Self {
+            node,
+            size: u32::try_from(config.peers.len()).unwrap_or(u32::MAX),
+            endpoint,
+            proposing: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Stops the node's groups and its Raft endpoint.
+    pub async fn shutdown(&self) {
+        self.node.shutdown().await;
+        self.endpoint.close(0u32.into(), b"shutting down");
+    }
+
+    fn unavailable(reason: impl std::fmt::Display) -> Response {
+        throttled(format!("the cluster cannot take this now: {reason}"))
+    }
+
+    /// The group of a partition this node holds, or why it cannot serve it here.
+    fn group(&self, topic: &str, partition: u32) -> Result<PartitionGroup<FileStorage>, Response> {
+        if let Some(group) = self.node.partition(topic, partition) {
+            return Ok(group);
+        }
+        let image = self.node.image().borrow().clone();
+        let Some(found) = image.topics().get(topic) else {
+            return Err(error(
+                ErrorCode::UnknownTopic,
+                format!("unknown topic '{topic}'"),
+            ));
+        };
+        match found.replicas.get(partition as usize) {
+            None => Err(error(
+                ErrorCode::UnknownPartition,
+                format!(
+                    "topic '{topic}' has {} partitions; {partition} does not exist",
+                    found.replicas.len()
+                ),
+            )),
+            Some(replicas) => Err(error(
+                ErrorCode::NotLeader,
+                format!(
+                    "this node holds no replica of {topic}/{partition}; its replicas are on {}",
+                    self.describe_nodes(replicas)
+                ),
+            )),
+        }
+    }
+
+    fn describe_nodes(&self, ids: &[u64]) -> String {
+        let image = self.node.image().borrow().clone();
+        ids.iter()
+            .map(|id| match image.nodes().get(id) {
+                Some(node) => format!("node {id} at {}", node.broker_addr),
+                None => format!("node {id}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn not_leader(&self, topic: &str, partition: u32, leader: Option<u64>) -> Response {
+        let hint = match leader {
+            Some(leader) => format!("its leader is {}", self.describe_nodes(&[leader])),
+            None => "it has no leader right now (an election is under way)".to_owned(),
+        };
+        error(
+            ErrorCode::NotLeader,
+            format!("this node does not lead {topic}/{partition}: {hint}"),
+        )
+    }
+
+    fn proposing(&self, topic: &str, partition: u32) -> Turn {
+        self.proposing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((topic.to_owned(), partition))
+            .or_default()
+            .clone()
+    }
+}
+
+impl Broker {
+    /// Makes this broker a cluster node: topic, produce and fetch requests go to the cluster.
+    pub fn attach_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster this broker is a node of, if it is one.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    pub(super) async fn cluster_create_topic(
+        &self,
+        cluster: &Cluster,
+        name: String,
+        config: TopicConfig,
+    ) -> Result<Response, Response> {
+        self.check_new_topic(&name, &config)?;
+        if name.starts_with("__") {
+            return Err(error(
+                ErrorCode::InvalidRequest,
+                format!("topic names starting with '__' are the cluster's own: '{name}'"),
+            ));
+        }
+        if config.dedup_window.is_some() || config.validation.key || config.validation.value {
+            return Err(error(
+                ErrorCode::InvalidTopicConfig,
+                "a cluster does not replicate dedup windows or schema validation yet: create the topic without them",
+            ));
+        }
+        // As many replicas as the cluster has nodes, up to the default: a topic created while
+        // nodes are still registering waits for them rather than getting fewer replicas.
+        let factor = REPLICATION_FACTOR_DEFAULT.min(cluster.size.max(1));
+        let registered = cluster.node.image().borrow().nodes().len() as u32;
+        if registered < factor {
+            return Err(throttled(format!(
+                "{registered} of the cluster's nodes have registered; topics get {factor} replicas: try again shortly"
+            )));
+        }
+        let command = Command::CreateTopic {
+            name: name.clone(),
+            id: new_topic_id(),
+            config,
+            replication_factor: factor,
+        };
+        match cluster.node.propose(&command).await {
+            Ok(Outcome::TopicCreated { .. }) => Ok(Response::TopicCreated),
+            Ok(Outcome::Refused(CommandError::TopicExists(_))) => Err(error(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            )),
+            Ok(Outcome::Refused(refusal)) => {
+                Err(error(ErrorCode::InvalidTopicConfig, refusal.to_string()))
+            }
+            Ok(other) => Err(error(
+                ErrorCode::Internal,
+                format!("the controller answered a creation with {other:?}"),
+            )),
+            Err(failure) => Err(Cluster::unavailable(failure)),
+        }
+    }
+
+    pub(super) async fn cluster_delete_topic(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+    ) -> Result<Response, Response> {
+        let id = cluster
+            .node
+            .image()
+            .borrow()
+            .topics()
+            .get(name)
+            .map(|t| t.id)
+            .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic '{name}'")))?;
+        let command = Command::DeleteTopic {
+            name: name.to_owned(),
+            id,
+        };
+        match cluster.node.propose(&command).await {
+            Ok(Outcome::TopicDeleted) => Ok(Response::TopicDeleted),
+            Ok(Outcome::Refused(refusal)) => {
+                Err(error(ErrorCode::UnknownTopic, refusal.to_string()))
+            }
+            Ok(other) => Err(error(
+                ErrorCode::Internal,
+                format!("the controller answered a deletion with {other:?}"),
+            )),
+            Err(failure) => Err(Cluster::unavailable(failure)),
+        }
+    }
+
+    /// Topics as the cluster knows them; partition figures from this node's replicas (zero
+    /// where it holds none), with each partition's replicas and leader in `problem` until
+    /// descriptions carry them.
+    pub(super) fn cluster_topics(&self, cluster: &Cluster) -> Vec<TopicDescription> {
+        let image = cluster.node.image().borrow().clone();
+        image
+            .topics()
+            .iter()
+            .map(|(name, topic)| TopicDescription {
+                name: name.clone(),
+                id: topic.id,
+                config: topic.config,
+                partitions: topic
+                    .replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(partition, replicas)| {
+                        let partition = partition as u32;
+                        let group = cluster.node.partition(name, partition);
+                        let leader = group.as_ref().and_then(PartitionGroup::leader);
+                        let placement = format!(
+                            "replicas: {}; leader: {}",
+                            cluster.describe_nodes(replicas),
+                            leader.map_or("none known here".to_owned(), |l| format!("node {l}"))
+                        );
+                        let (start, high_watermark, segments, size) =
+                            group.map_or((0, 0, 0, 0), |g| {
+                                let replica = g.replica.lock().unwrap_or_else(|p| p.into_inner());
+                                (
+                                    replica.log().log_start_offset(),
+                                    replica.high_watermark(),
+                                    replica.log().segment_count() as u32,
+                                    replica.log().size_bytes(),
+                                )
+                            });
+                        PartitionDescription {
+                            partition,
+                            log_start_offset: start,
+                            high_watermark,
+                            segments,
+                            size_bytes: size,
+                            problem: Some(placement),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    pub(super) async fn cluster_produce(
+        &self,
+        cluster: &Cluster,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+    ) -> Result<Response, Response> {
+        let group = cluster.group(topic, partition)?;
+        let leader = group.leader();
+        if leader != Some(cluster.node.id()) {
+            return Err(cluster.not_leader(topic, partition, leader));
+        }
+        let mut batch = BytesMut::from(batch);
+        let (producer, count) = {
+            let view = validate_produced(&batch)
+                .map_err(|e| error(ErrorCode::CorruptBatch, e.to_string()))?;
+            (view.producer(), view.record_count())
+        };
+        let turn = cluster.proposing(topic, partition);
+        let _turn = turn.lock().await;
+        if let Some(producer) = producer {
+            let check = group
+                .replica
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .log()
+                .producer_check(producer, count);
+            match check {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate { base_offset } => {
+                    return Ok(Response::Produced {
+                        base_offset,
+                        append_time_ms: now_ms(),
+                        record_offsets: Vec::new(),
+                    })
+                }
+                SequenceCheck::OutOfOrder { expected, received } => {
+                    return Err(error(
+                        ErrorCode::OutOfOrderSequence,
+                        format!("out of order sequence for producer {}: expected {expected}, received {received}", producer.id),
+                    ))
+                }
+                SequenceCheck::Fenced { current_epoch } => {
+                    return Err(error(
+                        ErrorCode::ProducerFenced,
+                        format!("producer {} epoch {} is fenced by epoch {current_epoch}", producer.id, producer.epoch),
+                    ))
+                }
+            }
+        }
+        let append_time_ms = now_ms();
+        batch::stamp(&mut batch, 0, append_time_ms);
+        match group
+            .propose(Proposal {
+                batch: batch.to_vec(),
+            })
+            .await
+        {
+            Ok(applied) => Ok(Response::Produced {
+                base_offset: applied.base_offset,
+                append_time_ms,
+                record_offsets: Vec::new(),
+            }),
+            Err(ProposeError::NotLeader { leader }) => {
+                Err(cluster.not_leader(topic, partition, leader))
+            }
+            Err(ProposeError::Failed(failure)) => Err(error(
+                ErrorCode::Storage,
+                format!("{topic}/{partition}: {failure}"),
+            )),
+        }
+    }
+
+    /// Committed batches from `offset`, from this node's replica, waiting up to
+    /// `max_wait_ms` for `min_bytes`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn cluster_fetch(
+        &self,
+        cluster: &Cluster,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+        min_bytes: u32,
+    ) -> Result<Response, Response> {
+        let group = cluster.group(topic, partition)?;
+        let max_bytes = (max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::from(max_wait_ms.min(FETCH_WAIT_MS_MAX)));
+        let wanted = (min_bytes as usize).max(1);
+        let mut progress = group.progress();
+        loop {
+            let (bytes, high_watermark, log_start_offset) = {
+                let replica = group.replica.lock().unwrap_or_else(|p| p.into_inner());
+                let high_watermark = replica.high_watermark();
+                let log_start_offset = replica.log().log_start_offset();
+                if offset > high_watermark || offset < log_start_offset {
+                    return Err(error(
+                        ErrorCode::OffsetOutOfRange,
+                        format!("offset {offset} is out of range: the log holds [{log_start_offset}, {high_watermark})"),
+                    ));
+                }
+                let bytes = if offset == high_watermark {
+                    Vec::new()
+                } else {
+                    let read = replica.log().read(offset, max_bytes).map_err(|e| match e {
+                        ReadError::OffsetOutOfRange { .. } => {
+                            error(ErrorCode::OffsetOutOfRange, e.to_string())
+                        }
+                        other => error(ErrorCode::Storage, other.to_string()),
+                    })?;
+                    committed_prefix(read.bytes, high_watermark)
+                };
+                (bytes, high_watermark, log_start_offset)
+            };
+            let now = Instant::now();
+            if bytes.len() >= wanted || now >= deadline {
+                return Ok(Response::Fetched {
+                    high_watermark,
+                    log_start_offset,
+                    batches: bytes.into(),
+                });
+            }
+            progress.changed(deadline - now).await;
+        }
+    }
+
+    pub(super) fn cluster_list_offsets(
+        &self,
+        cluster: &Cluster,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<Response, Response> {
+        let group = cluster.group(topic, partition)?;
+        let replica = group.replica.lock().unwrap_or_else(|p| p.into_inner());
+        let high_watermark = replica.high_watermark();
+        let (offset, timestamp_ms) = match spec {
+            OffsetSpec::Earliest => (replica.log().log_start_offset(), -1),
+            OffsetSpec::Latest => (high_watermark, -1),
+            OffsetSpec::Timestamp(ts) => replica
+                .log()
+                .offset_for_timestamp(ts)
+                .map_err(|e| error(ErrorCode::Storage, e.to_string()))?
+                .filter(|(offset, _)| *offset < high_watermark)
+                .unwrap_or((high_watermark, -1)),
+        };
+        Ok(Response::Offset {
+            offset,
+            timestamp_ms,
+        })
+    }
+}
+
+/// The whole batches of `bytes` below `high_watermark` (a batch is one Raft entry: all of it
+/// is committed or none).
+fn committed_prefix(mut bytes: Vec<u8>, high_watermark: i64) -> Vec<u8> {
+    let mut end = 0;
+    for view in batches(&bytes) {
+        match view {
+            Ok(view) if view.next_offset() <= high_watermark => end += view.size(),
+            _ => break,
+        }
+    }
+    bytes.truncate(end);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_wire::batch::{BatchBuilder, Record};
+
+    #[test]
+    fn only_committed_batches_are_served() {
+        let mut bytes = Vec::new();
+        for base in [0i64, 2, 4] {
+            let mut builder = BatchBuilder::new();
+            for _ in 0..2 {
+                builder.push(Record::default());
+            }
+            let mut encoded = builder.encode().expect("batch");
+            batch::stamp(&mut encoded, base, 0);
+            bytes.extend_from_slice(&encoded);
+        }
+        let size = bytes.len() / 3;
+        assert_eq!(committed_prefix(bytes.clone(), 6).len(), 3 * size);
+        assert_eq!(committed_prefix(bytes.clone(), 4).len(), 2 * size);
+        assert_eq!(committed_prefix(bytes.clone(), 3).len(), size);
+        assert!(committed_prefix(bytes, 1).is_empty());
+    }
+}

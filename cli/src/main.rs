@@ -10,6 +10,7 @@ use herald_registry::{AuthSource, RegistryTls, ServerConfig};
 
 mod acl;
 mod admin;
+mod cluster;
 mod dlq;
 mod schema_check;
 mod stream;
@@ -46,6 +47,11 @@ enum Command {
         broker_metrics_listen: SocketAddr,
         #[command(flatten)]
         security: SecurityArgs,
+    },
+    /// Cluster commands: a local cluster of brokers for trying replication.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Schema commands.
     Schema {
@@ -376,6 +382,29 @@ enum SchemaCommand {
     Check(schema_check::CheckArgs),
     #[command(flatten)]
     Admin(admin::SchemaAdmin),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Start a local cluster of brokers in this process: every partition replicated on up to
+    /// three nodes through Raft. Node i's broker listens on 127.0.0.1:(base-port + 2(i-1)), its
+    /// Raft endpoint on the port after; certificates for the nodes are generated into
+    /// <data-dir>/tls on first start. Clients take the brokers as a bootstrap list.
+    ///
+    /// Example: herald cluster up --nodes 3 --data-dir ./herald-cluster --insecure-no-auth
+    Up {
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Where the nodes keep their data (node-1, node-2, ... and tls).
+        #[arg(long, default_value = "./herald-cluster")]
+        data_dir: PathBuf,
+        /// Node 1's broker port; the others follow.
+        #[arg(long, default_value_t = 7170)]
+        base_port: u16,
+        #[command(flatten)]
+        security: SecurityArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -812,6 +841,32 @@ async fn run(command: Command) -> anyhow::Result<()> {
             broker.security = broker_security;
             let (registry_result, broker_result) = tokio::join!(registry, serve_broker(broker));
             registry_result.and(broker_result)
+        }
+        Command::Cluster {
+            command:
+                ClusterCommand::Up {
+                    nodes,
+                    data_dir,
+                    base_port,
+                    security,
+                },
+        } => {
+            let mut broker_security = herald_broker::SecurityConfig::default();
+            security.apply(SecurityFile::default(), &mut broker_security)?;
+            let configs = cluster::configs(nodes, &data_dir, base_port, &broker_security)?;
+            let brokers: Vec<String> = configs.iter().map(|c| c.listen.to_string()).collect();
+            println!(
+                "herald cluster of {nodes} nodes; clients: --broker {}",
+                brokers.join(",")
+            );
+            if broker_security.authentication {
+                println!("each node keeps its own users for now: log in to a node with the admin credentials in its data directory (node-N/admin.credentials), or try the cluster with --insecure-no-auth");
+            }
+            let results = futures::future::join_all(configs.into_iter().map(serve_broker)).await;
+            results
+                .into_iter()
+                .collect::<anyhow::Result<Vec<()>>>()
+                .map(|_| ())
         }
         Command::Schema {
             command: SchemaCommand::Check(args),

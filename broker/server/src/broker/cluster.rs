@@ -467,11 +467,19 @@ impl Broker {
                 let replica = group.replica.lock().unwrap_or_else(|p| p.into_inner());
                 let high_watermark = replica.high_watermark();
                 let log_start_offset = replica.log().log_start_offset();
-                if offset > high_watermark || offset < log_start_offset {
+                if offset < log_start_offset {
                     return Err(error(
                         ErrorCode::OffsetOutOfRange,
                         format!("offset {offset} is out of range: the log holds [{log_start_offset}, {high_watermark})"),
                     ));
+                }
+                if offset > high_watermark {
+                    // Not out of range: this replica may not have applied it yet (a node just
+                    // restarted learns the commit position from its leader), and a consumer
+                    // told "out of range" would apply its reset policy and skip records.
+                    return Err(throttled(format!(
+                        "offset {offset} is past what this replica of {topic}/{partition} has committed ({high_watermark}) yet"
+                    )));
                 }
                 let bytes = if offset == high_watermark {
                     Vec::new()

@@ -261,6 +261,33 @@ async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // Every node answers where partition 0 is: its three replicas, a leader among them, and
+    // every node's client address.
+    let addrs: Vec<String> = processes.values().map(|p| p.addr.to_string()).collect();
+    for (node, client) in &clients {
+        // A restarted node registers its new address in the background.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let metadata = loop {
+            let metadata = client.metadata(TOPIC).await?;
+            if metadata.nodes.iter().all(|n| addrs.contains(&n.addr)) || Instant::now() > deadline {
+                break metadata;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        anyhow::ensure!(metadata.nodes.len() == 3, "node {node}: {metadata:?}");
+        let placement = &metadata.partitions[0];
+        anyhow::ensure!(placement.replicas.len() == 3, "node {node}: {metadata:?}");
+        anyhow::ensure!(
+            placement
+                .leader
+                .is_some_and(|l| placement.replicas.contains(&l)),
+            "node {node}: {metadata:?}"
+        );
+        anyhow::ensure!(
+            metadata.nodes.iter().all(|n| addrs.contains(&n.addr)),
+            "node {node}: {metadata:?} names addresses not among {addrs:?}"
+        );
+    }
     // Past what a replica committed is "not yet", never "out of range" (a consumer would
     // apply its reset policy and skip records a node just restarted has not applied yet).
     for (node, client) in &clients {

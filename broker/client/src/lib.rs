@@ -26,7 +26,9 @@ use herald_auth::local::{LocalCredentials, LOCAL_CREDENTIALS_BYTES_MAX};
 use herald_auth::scram::{self, ScramClient, ScramError};
 use herald_wire::frame::{Frame, FrameHeader, FrameKind, FRAME_HEADER_BYTES};
 use herald_wire::groups::{GroupRequest, GroupResponse};
-use herald_wire::messages::{Durability, ErrorBody, OffsetSpec, TopicConfig, TopicDescription};
+use herald_wire::messages::{
+    Durability, ErrorBody, OffsetSpec, TopicConfig, TopicDescription, TopicMetadata,
+};
 use herald_wire::security::{SecurityRequest, SecurityResponse};
 use herald_wire::{Api, DecodeError, ErrorCode, Request, Response};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -752,6 +754,20 @@ impl BrokerClient {
         {
             Response::ProducerInit { producer_id, epoch } => Ok((producer_id, epoch)),
             other => Err(unexpected(Api::InitProducer, other)),
+        }
+    }
+
+    /// Where `topic`'s partitions are led: on a cluster, each partition's leader and replicas
+    /// with the nodes' addresses; on a single broker, no nodes (it serves every partition).
+    pub async fn metadata(&self, topic: &str) -> Result<TopicMetadata, RequestError> {
+        match self
+            .call(Request::Metadata {
+                topic: topic.to_owned(),
+            })
+            .await?
+        {
+            Response::Metadata(metadata) => Ok(metadata),
+            other => Err(unexpected(Api::Metadata, other)),
         }
     }
 

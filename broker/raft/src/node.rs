@@ -230,9 +230,12 @@ impl<S: Storage + Clone + 'static> Node<S> {
             raft_addr,
         });
         let proposer = node.proposer();
+        // Until it is in: clients learn this node's address (new after a restart on another
+        // port) from the registration.
         tokio::spawn(async move {
-            if let Err(error) = proposer.propose(&registration).await {
-                tracing::warn!(%error, "registering this node with the cluster failed");
+            while let Err(error) = proposer.propose(&registration).await {
+                tracing::warn!(%error, "registering this node with the cluster failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
         Ok(node)

@@ -25,6 +25,8 @@ pub enum Api {
     CreateAcls = 17,
     DescribeAcls = 18,
     DeleteAcls = 19,
+    /// Where a topic's partitions are led (a cluster's nodes and placement).
+    Metadata = 20,
 }
 
 impl Api {
@@ -49,6 +51,7 @@ impl Api {
             17 => Api::CreateAcls,
             18 => Api::DescribeAcls,
             19 => Api::DeleteAcls,
+            20 => Api::Metadata,
             other => return Err(DecodeError::UnknownApi(other)),
         })
     }
@@ -74,6 +77,7 @@ impl Api {
             Api::CreateAcls => "create_acls",
             Api::DescribeAcls => "describe_acls",
             Api::DeleteAcls => "delete_acls",
+            Api::Metadata => "metadata",
         }
     }
 }

@@ -26,7 +26,10 @@ use herald_raft::store::Replica;
 use herald_raft::Proposal;
 use herald_wire::batch::{self, batches};
 use herald_wire::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX};
-use herald_wire::messages::{OffsetSpec, PartitionDescription, TopicConfig, TopicDescription};
+use herald_wire::messages::{
+    NodeAddress, OffsetSpec, PartitionDescription, PartitionPlacement, TopicConfig,
+    TopicDescription, TopicMetadata,
+};
 use herald_wire::{ErrorCode, Response};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -368,6 +371,47 @@ impl Broker {
                     .collect(),
             })
             .collect()
+    }
+
+    /// Where `topic`'s partitions are led, as this node knows it, with the nodes' client
+    /// addresses.
+    pub(super) fn cluster_metadata(
+        &self,
+        cluster: &Cluster,
+        topic: &str,
+    ) -> Result<Response, Response> {
+        let image = cluster.node.image().borrow().clone();
+        let found = image
+            .topics()
+            .get(topic)
+            .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic '{topic}'")))?;
+        Ok(Response::Metadata(TopicMetadata {
+            nodes: image
+                .nodes()
+                .values()
+                .map(|node| NodeAddress {
+                    id: node.id,
+                    addr: node.broker_addr.clone(),
+                })
+                .collect(),
+            partitions: found
+                .replicas
+                .iter()
+                .enumerate()
+                .map(|(partition, replicas)| {
+                    let partition = partition as u32;
+                    PartitionPlacement {
+                        partition,
+                        leader: cluster
+                            .node
+                            .partition(topic, partition)
+                            .as_ref()
+                            .and_then(PartitionGroup::leader),
+                        replicas: replicas.clone(),
+                    }
+                })
+                .collect(),
+        }))
     }
 
     pub(super) async fn cluster_produce(

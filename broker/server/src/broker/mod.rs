@@ -297,6 +297,22 @@ impl Broker {
                 spec,
             } => self.list_offsets(&topic, partition, spec),
             Request::InitProducer { name } => Ok(self.init_producer(&name, None)),
+            // A single broker serves every partition itself.
+            Request::Metadata { topic } => self
+                .topic(&topic)
+                .map(|t| {
+                    Response::Metadata(herald_wire::messages::TopicMetadata {
+                        nodes: Vec::new(),
+                        partitions: (0..t.partitions.len() as u32)
+                            .map(|partition| herald_wire::messages::PartitionPlacement {
+                                partition,
+                                leader: None,
+                                replicas: Vec::new(),
+                            })
+                            .collect(),
+                    })
+                })
+                .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic '{topic}'"))),
             Request::Group(request) => self.handle_group(request),
             Request::Security(request) => Err(error(
                 ErrorCode::InvalidRequest,
@@ -321,6 +337,7 @@ impl Broker {
                 self.cluster_create_topic(cluster, name, config).await
             }
             Request::DeleteTopic { name } => self.cluster_delete_topic(cluster, &name).await,
+            Request::Metadata { topic } => self.cluster_metadata(cluster, &topic),
             Request::ListTopics => Ok(Response::Topics(self.cluster_topics(cluster))),
             Request::DescribeTopic { name } => self
                 .cluster_topics(cluster)

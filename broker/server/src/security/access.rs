@@ -5,7 +5,8 @@
 //! |---------------------------------|-----------------------------------------------------|
 //! | CreateTopic                     | CREATE on the topic                                 |
 //! | DeleteTopic                     | DELETE on the topic                                 |
-//! | DescribeTopic, ListOffsets      | DESCRIBE on the topic                               |
+//! | DescribeTopic, ListOffsets,     | DESCRIBE on the topic                               |
+//! | Metadata                        |                                                     |
 //! | ListTopics                      | answers only the topics the principal may DESCRIBE  |
 //! | Produce                         | WRITE on the topic                                  |
 //! | Fetch                           | READ on the topic                                   |
@@ -94,7 +95,9 @@ pub fn required(request: &Request) -> Access<'_> {
         Request::ListTopics => Access::Filtered(Listing::Topics),
         Request::Produce { topic, .. } => one(Topic, topic, Write),
         Request::Fetch { topic, .. } => one(Topic, topic, Read),
-        Request::ListOffsets { topic, .. } => one(Topic, topic, Describe),
+        Request::ListOffsets { topic, .. } | Request::Metadata { topic } => {
+            one(Topic, topic, Describe)
+        }
         Request::InitProducer { .. } => Access::Authenticated,
         Request::Group(group) => match group {
             GroupRequest::Heartbeat { group, topics, .. } => Access::All(with_topics(

@@ -25,7 +25,10 @@ mod tests;
 
 pub use crate::api::Api;
 pub use request::Request;
-pub use response::{ErrorBody, Response};
+pub use response::{
+    ErrorBody, NodeAddress, PartitionPlacement, Response, TopicMetadata, METADATA_NODES_MAX,
+    METADATA_REPLICAS_MAX,
+};
 pub use topic::{
     put_config, read_config, Durability, OffsetSpec, PartitionDescription, SchemaValidation,
     SubjectStrategy, TopicConfig, TopicDescription, TopicId, DEDUP_WINDOW_DEFAULT,

@@ -50,6 +50,10 @@ pub enum Request {
     InitProducer {
         name: String,
     },
+    /// Where the topic's partitions are led: which node, at which address.
+    Metadata {
+        topic: String,
+    },
     /// Consumer-group requests (APIs 9-14).
     Group(GroupRequest),
     /// Authentication and ACL administration (APIs 16-19).
@@ -67,6 +71,7 @@ impl Request {
             Request::Fetch { .. } => Api::Fetch,
             Request::ListOffsets { .. } => Api::ListOffsets,
             Request::InitProducer { .. } => Api::InitProducer,
+            Request::Metadata { .. } => Api::Metadata,
             Request::Group(group) => group.api(),
             Request::Security(security) => security.api(),
         }
@@ -137,9 +142,9 @@ impl Request {
                 put_string(out, name);
                 put_config(out, config);
             }
-            Request::DeleteTopic { name } | Request::DescribeTopic { name } => {
-                put_string(out, name)
-            }
+            Request::DeleteTopic { name }
+            | Request::DescribeTopic { name }
+            | Request::Metadata { topic: name } => put_string(out, name),
             Request::ListTopics => {}
             Request::Produce {
                 topic,
@@ -274,6 +279,9 @@ impl Request {
             }
             Api::InitProducer => Request::InitProducer {
                 name: r.string("producer name", PRODUCER_NAME_BYTES_MAX)?,
+            },
+            Api::Metadata => Request::Metadata {
+                topic: topic_name(&mut r)?,
             },
             Api::GroupHeartbeat
             | Api::LeaveGroup

@@ -8,7 +8,8 @@ use crate::codec::{put_bytes, put_string, DecodeError, Reader};
 use crate::error::ErrorCode;
 use crate::groups::GroupResponse;
 use crate::limits::{
-    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, ERROR_MESSAGE_BYTES_MAX, FETCH_BYTES_MAX, TOPICS_LISTED_MAX,
+    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, ERROR_MESSAGE_BYTES_MAX, FETCH_BYTES_MAX,
+    PARTITIONS_PER_TOPIC_MAX, TOPICS_LISTED_MAX,
 };
 use crate::security::SecurityResponse;
 
@@ -53,8 +54,39 @@ pub enum Response {
         producer_id: i64,
         epoch: i16,
     },
+    Metadata(TopicMetadata),
     Group(GroupResponse),
     Security(SecurityResponse),
+}
+
+/// Most nodes a metadata answer names.
+pub const METADATA_NODES_MAX: usize = 1024;
+/// Most replicas a partition has in a metadata answer.
+pub const METADATA_REPLICAS_MAX: usize = 64;
+
+/// A node of a cluster and where clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddress {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// Where one partition is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionPlacement {
+    pub partition: u32,
+    /// The node leading it, if one is known; `None` with no replicas means the broker
+    /// answering serves it itself (a single broker, not a cluster).
+    pub leader: Option<u64>,
+    /// Its replicas' nodes, the preferred leader first (empty on a single broker).
+    pub replicas: Vec<u64>,
+}
+
+/// Where a topic's partitions are led ([`Response::Metadata`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TopicMetadata {
+    pub nodes: Vec<NodeAddress>,
+    pub partitions: Vec<PartitionPlacement>,
 }
 
 impl Response {
@@ -117,6 +149,25 @@ impl Response {
             Response::ProducerInit { producer_id, epoch } => {
                 out.extend_from_slice(&producer_id.to_be_bytes());
                 out.extend_from_slice(&epoch.to_be_bytes());
+            }
+            Response::Metadata(metadata) => {
+                out.extend_from_slice(&(metadata.nodes.len() as u32).to_be_bytes());
+                for node in &metadata.nodes {
+                    out.extend_from_slice(&node.id.to_be_bytes());
+                    put_string(out, &node.addr);
+                }
+                out.extend_from_slice(&(metadata.partitions.len() as u32).to_be_bytes());
+                for placement in &metadata.partitions {
+                    out.extend_from_slice(&placement.partition.to_be_bytes());
+                    let leader = placement
+                        .leader
+                        .map_or(-1i64, |l| i64::try_from(l).unwrap_or(-1));
+                    out.extend_from_slice(&leader.to_be_bytes());
+                    out.extend_from_slice(&(placement.replicas.len() as u32).to_be_bytes());
+                    for replica in &placement.replicas {
+                        out.extend_from_slice(&replica.to_be_bytes());
+                    }
+                }
             }
             Response::Group(group) => group.encode(out),
             Response::Security(security) => security.encode(out),
@@ -239,6 +290,33 @@ impl Response {
                 producer_id: r.i64("producer id")?,
                 epoch: r.i16("epoch")?,
             },
+            Api::Metadata => {
+                let count = r.count("metadata nodes", METADATA_NODES_MAX)?;
+                let mut nodes = Vec::with_capacity(count.min(64));
+                for _ in 0..count {
+                    nodes.push(NodeAddress {
+                        id: r.u64("node id")?,
+                        addr: r.string("node address", 256)?,
+                    });
+                }
+                let count = r.count("partitions", PARTITIONS_PER_TOPIC_MAX as usize)?;
+                let mut partitions = Vec::with_capacity(count.min(1024));
+                for _ in 0..count {
+                    let partition = r.u32("partition")?;
+                    let leader = r.i64("leader")?;
+                    let replicas_count = r.count("replicas", METADATA_REPLICAS_MAX)?;
+                    let mut replicas = Vec::with_capacity(replicas_count);
+                    for _ in 0..replicas_count {
+                        replicas.push(r.u64("replica")?);
+                    }
+                    partitions.push(PartitionPlacement {
+                        partition,
+                        leader: u64::try_from(leader).ok(),
+                        replicas,
+                    });
+                }
+                Response::Metadata(TopicMetadata { nodes, partitions })
+            }
             Api::GroupHeartbeat
             | Api::LeaveGroup
             | Api::CommitOffsets

@@ -206,6 +206,7 @@ fn request() -> impl Strategy<Value = Request> {
                 spec
             }),
         ".{0,20}".prop_map(|name| Request::InitProducer { name }),
+        "[a-z]{1,8}".prop_map(|topic| Request::Metadata { topic }),
         group_request().prop_map(Request::Group),
         security_request().prop_map(Request::Security),
     ]
@@ -300,6 +301,34 @@ fn response() -> impl Strategy<Value = (Api, Response)> {
             Api::InitProducer,
             Response::ProducerInit { producer_id, epoch }
         )),
+        (
+            proptest::collection::vec((0u64..=i64::MAX as u64, "[0-9.:]{1,21}"), 0..4),
+            proptest::collection::vec(
+                (
+                    any::<u32>(),
+                    proptest::option::of(0u64..=i64::MAX as u64),
+                    proptest::collection::vec(any::<u64>(), 0..4)
+                ),
+                0..4
+            )
+        )
+            .prop_map(|(nodes, partitions)| (
+                Api::Metadata,
+                Response::Metadata(TopicMetadata {
+                    nodes: nodes
+                        .into_iter()
+                        .map(|(id, addr)| NodeAddress { id, addr })
+                        .collect(),
+                    partitions: partitions
+                        .into_iter()
+                        .map(|(partition, leader, replicas)| PartitionPlacement {
+                            partition,
+                            leader,
+                            replicas
+                        })
+                        .collect(),
+                })
+            )),
         group_response().prop_map(|(api, response)| (api, Response::Group(response))),
         security_response().prop_map(|(api, response)| (api, Response::Security(response))),
     ]

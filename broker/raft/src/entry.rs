@@ -47,7 +47,16 @@ pub fn to_batch(payload: &Payload, now_ms: i64) -> Result<Vec<u8>, EntryError> {
         Ok(batch)
     };
     match payload {
-        EntryPayload::Normal(proposal) => Ok(proposal.batch.clone()),
+        // A proposal is a produced batch: with the control bit it would read back as one of
+        // openraft's own entries.
+        EntryPayload::Normal(proposal) => {
+            match herald_wire::batch::BatchHeader::read(&proposal.batch) {
+                Some(head) if head.is_control() => {
+                    Err(BatchError::ReservedAttributes(head.attributes).into())
+                }
+                _ => Ok(proposal.batch.clone()),
+            }
+        }
         EntryPayload::Blank => control(BLANK_KEY, None),
         EntryPayload::Membership(membership) => {
             let value = serde_json::to_vec(membership).map_err(EntryError::EncodeMembership)?;
@@ -82,4 +91,24 @@ pub fn from_batch(bytes: &[u8], log_id: LogId) -> Result<Entry, EntryError> {
         })
     };
     Ok(openraft::Entry::<_, _> { log_id, payload })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_read_back_as_they_were_and_a_proposal_cannot_pose_as_a_control_entry() {
+        let log_id = LogId::new_term_index(2, 7);
+        let blank = to_batch(&EntryPayload::Blank, 5).expect("blank");
+        assert!(matches!(
+            from_batch(&blank, log_id).expect("entry").payload,
+            EntryPayload::Blank
+        ));
+        let control = Proposal { batch: blank };
+        assert!(matches!(
+            to_batch(&EntryPayload::Normal(control), 5),
+            Err(EntryError::Batch(BatchError::ReservedAttributes(_)))
+        ));
+    }
 }

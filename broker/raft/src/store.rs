@@ -75,8 +75,15 @@ impl<S: Storage + Clone> Replica<S> {
     /// the meta's rewrite leaves them).
     pub fn open(storage: S, dir: &str, config: LogConfig) -> Result<Self, ReplicaError> {
         let (log, _) = PartitionLog::open(storage.clone(), dir, config)?;
-        let mut meta = ReplicaMeta::load(&storage, dir)?.unwrap_or_default();
+        let stored = ReplicaMeta::load(&storage, dir)?.unwrap_or_default();
+        let mut meta = stored.clone();
         meta.truncate_after(log.next_ordinal().checked_sub(1));
+        if meta != stored {
+            // Durably, before any entry is stored: an entry later written at a trimmed index
+            // in the last kept term saves nothing (its term is not new), and the file's stale
+            // term would name it after the next crash.
+            meta.save(&storage, dir).map_err(MetaFileError::from)?;
+        }
         Ok(Self {
             log,
             meta,
@@ -135,7 +142,14 @@ impl<S: Storage + Clone> Replica<S> {
         while index < end && (out.is_empty() || bytes < max_bytes) {
             let read = self
                 .log
-                .read_ordinal(index, max_bytes.saturating_sub(bytes).max(1))
+                // In rounds: a read of one entry (openraft asks for `i..=i` to learn a log
+                // id) must not read the rest of the log.
+                .read_ordinal(
+                    index,
+                    max_bytes
+                        .saturating_sub(bytes)
+                        .clamp(1, ENTRIES_READ_BYTES_MAX),
+                )
                 .map_err(io::Error::other)?;
             if read.bytes.is_empty() {
                 break;

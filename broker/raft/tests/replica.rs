@@ -228,3 +228,35 @@ async fn kept_commits_survive_a_crash_and_others_are_not_written() {
         );
     }
 }
+
+/// A term the meta noted for an entry that never reached the log (a crash between the two)
+/// is dropped from the file at open, not only in memory: the entry later written at that
+/// index in the previous term (saving nothing, its term not being new) keeps that term after
+/// the next crash (it read back in the dropped term: a fabricated log id).
+#[tokio::test]
+async fn a_term_noted_for_a_lost_entry_is_dropped_durably_at_open() {
+    use herald_broker_core::replica::{LogPosition, ReplicaMeta};
+    let storage = MemoryStorage::new();
+    let (mut log, _) = open(&storage);
+    let first: Vec<Entry> = (0..10)
+        .map(|index| entry(1, index, EntryPayload::Blank))
+        .collect();
+    append(&mut log, first).await;
+    drop(log);
+    // Term 3 noted (and saved) for entry 10, then the crash before the entry was stored.
+    let mut meta = ReplicaMeta::load(&storage, DIR)
+        .expect("load")
+        .expect("meta");
+    assert_eq!(
+        meta.note_entry(LogPosition { term: 3, index: 10 }),
+        Ok(true)
+    );
+    meta.save(&storage, DIR).expect("save");
+    let (mut log, _) = open(&storage);
+    append(&mut log, vec![entry(1, 10, EntryPayload::Blank)]).await;
+    drop(log);
+    storage.crash(|_| 0);
+    let (mut log, _) = open(&storage);
+    let entries = log.try_get_log_entries(10..11).await.expect("read");
+    assert_eq!(entries[0].log_id, LogId::new_term_index(1, 10));
+}

@@ -117,7 +117,7 @@ impl<S: Storage + Clone> Replica<S> {
     /// The index of the first entry still readable: after the log's start and the purged
     /// entry.
     fn first_index(&self) -> u64 {
-        let after_purged = self.meta.purged().map_or(0, |p| p.index + 1);
+        let after_purged = self.meta.purged().map_or(0, |p| p.index.saturating_add(1));
         self.log.log_start_ordinal().max(after_purged)
     }
 
@@ -239,7 +239,7 @@ impl<S: Storage + Clone> Replica<S> {
 
     fn truncate_after(&mut self, last: Option<&LogId>) -> io::Result<()> {
         let keep_until = match last {
-            Some(last) => last.index + 1,
+            Some(last) => last.index.saturating_add(1),
             None => self.first_index(),
         };
         if keep_until < self.log.next_ordinal() {
@@ -270,12 +270,12 @@ impl<S: Storage + Clone> Replica<S> {
             index: upto.index,
         });
         self.save_meta()?;
-        if upto.index + 1 >= self.log.next_ordinal() {
+        if upto.index.saturating_add(1) >= self.log.next_ordinal() {
             // Nothing left: the log starts over after the purged entry, where the applied
             // state (a snapshot installed, or entries applied) has its next offset.
             let offset = self.log.high_watermark().max(self.applied.high_watermark);
             self.log
-                .reset_to(offset, upto.index + 1)
+                .reset_to(offset, upto.index.saturating_add(1))
                 .map_err(io::Error::other)?;
         }
         Ok(())
@@ -298,7 +298,7 @@ impl<S: Storage + Clone> Replica<S> {
         let base_offset = self.log.ordinal_offset(index).unwrap_or(before);
         let next_offset = self
             .log
-            .ordinal_offset(index + 1)
+            .ordinal_offset(index.saturating_add(1))
             .unwrap_or(base_offset)
             .max(base_offset);
         if let EntryPayload::Membership(membership) = &entry.payload {

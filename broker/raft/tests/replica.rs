@@ -260,3 +260,21 @@ async fn a_term_noted_for_a_lost_entry_is_dropped_durably_at_open() {
     let entries = log.try_get_log_entries(10..11).await.expect("read");
     assert_eq!(entries[0].log_id, LogId::new_term_index(1, 10));
 }
+
+/// Indexes come from the network: the largest ones are refused or handled, never an
+/// arithmetic overflow (a panic in debug builds).
+#[tokio::test]
+async fn the_largest_indexes_do_not_overflow() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = open(&storage);
+    append(&mut log, vec![entry(1, 0, EntryPayload::Blank)]).await;
+    log.truncate_after(Some(LogId::new_term_index(1, u64::MAX)))
+        .await
+        .expect("nothing after the last entry to cut");
+    log.purge(LogId::new_term_index(1, u64::MAX))
+        .await
+        .expect("purge");
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_log_id, Some(LogId::new_term_index(1, u64::MAX)));
+    assert!(log.try_get_log_entries(0..).await.expect("read").is_empty());
+}

@@ -456,10 +456,12 @@ impl Storage for FileStorage {
 
     fn replace(&self, dir: &str, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
         let path = self.path(dir, name);
-        // A read handle cached for the old file would go on serving its bytes.
+        let written = herald_meta::write_atomically(&self.root.join(dir), name, bytes)
+            .map_err(|e| error("replace", &path, e));
+        // After the rename: a read handle cached for the old file (also one a read racing the
+        // replacement opened) would go on serving its bytes.
         lock(&self.read_files).evict(&path);
-        herald_meta::write_atomically(&self.root.join(dir), name, bytes)
-            .map_err(|e| error("replace", &path, e))
+        written
     }
 }
 

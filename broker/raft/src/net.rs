@@ -351,6 +351,27 @@ impl Peers {
 }
 
 impl Peers {
+    /// Sends a `kind` request with `body` for group `group` to `node` at `addr` and decodes
+    /// the answer (a failure the peer reports is [`NetError::Remote`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange<T: serde::de::DeserializeOwned>(
+        &self,
+        node: u64,
+        addr: &str,
+        kind: Kind,
+        group: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<T, NetError> {
+        let request = rpc::encode_request(kind, group, body)?;
+        let response = self.call(node, addr, request, timeout).await?;
+        let answer = rpc::decode_response(&response).map_err(|e| match e {
+            RpcError::Remote(reason) => NetError::Remote { node, reason },
+            other => NetError::Message(other),
+        })?;
+        Ok(rpc::decode_json(answer)?)
+    }
+
     /// Hands `proposal` to group `group`'s leader, node `leader` at `addr`: what it was
     /// applied as, once committed there.
     pub async fn forward(
@@ -361,16 +382,8 @@ impl Peers {
         proposal: &crate::Proposal,
         timeout: Duration,
     ) -> Result<crate::Applied, NetError> {
-        let request = rpc::encode_request(Kind::Forward, group, &proposal.batch)?;
-        let response = self.call(leader, addr, request, timeout).await?;
-        let body = rpc::decode_response(&response).map_err(|e| match e {
-            RpcError::Remote(reason) => NetError::Remote {
-                node: leader,
-                reason,
-            },
-            other => NetError::Message(other),
-        })?;
-        Ok(rpc::decode_json(body)?)
+        self.exchange(leader, addr, Kind::Forward, group, &proposal.batch, timeout)
+            .await
     }
 }
 
@@ -413,26 +426,16 @@ pub struct Link {
 }
 
 impl Link {
-    async fn call(
+    /// One RPC to the peer: `body` (its encoding may have failed) out, the answer decoded.
+    async fn ask<T: serde::de::DeserializeOwned>(
         &self,
         kind: Kind,
-        body: Vec<u8>,
+        body: Result<Vec<u8>, RpcError>,
         timeout: Duration,
-    ) -> Result<Vec<u8>, NetError> {
-        let request = rpc::encode_request(kind, &self.group, &body)?;
-        let response = self
-            .peers
-            .call(self.target, &self.addr, request, timeout)
-            .await?;
-        rpc::decode_response(&response)
-            .map(<[u8]>::to_vec)
-            .map_err(|e| match e {
-                RpcError::Remote(reason) => NetError::Remote {
-                    node: self.target,
-                    reason,
-                },
-                other => NetError::Message(other),
-            })
+    ) -> Result<T, NetError> {
+        self.peers
+            .exchange(self.target, &self.addr, kind, &self.group, &body?, timeout)
+            .await
     }
 }
 
@@ -448,12 +451,10 @@ impl RaftNetworkV2<TypeConfig> for Link {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let body = rpc::encode_append(&request).map_err(|e| unreachable(e.into()))?;
-        let answer = self
-            .call(Kind::Append, body, option.soft_ttl())
+        let body = rpc::encode_append(&request);
+        self.ask(Kind::Append, body, option.soft_ttl())
             .await
-            .map_err(unreachable)?;
-        rpc::decode_json(&answer).map_err(|e| unreachable(e.into()))
+            .map_err(unreachable)
     }
 
     async fn vote(
@@ -461,12 +462,10 @@ impl RaftNetworkV2<TypeConfig> for Link {
         request: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let body = rpc::encode_json(&request).map_err(|e| unreachable(e.into()))?;
-        let answer = self
-            .call(Kind::Vote, body, option.soft_ttl())
+        let body = rpc::encode_json(&request);
+        self.ask(Kind::Vote, body, option.soft_ttl())
             .await
-            .map_err(unreachable)?;
-        rpc::decode_json(&answer).map_err(|e| unreachable(e.into()))
+            .map_err(unreachable)
     }
 
     async fn pre_vote(
@@ -474,12 +473,10 @@ impl RaftNetworkV2<TypeConfig> for Link {
         request: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let body = rpc::encode_json(&request).map_err(|e| unreachable(e.into()))?;
-        let answer = self
-            .call(Kind::PreVote, body, option.soft_ttl())
+        let body = rpc::encode_json(&request);
+        self.ask(Kind::PreVote, body, option.soft_ttl())
             .await
-            .map_err(unreachable)?;
-        rpc::decode_json(&answer).map_err(|e| unreachable(e.into()))
+            .map_err(unreachable)
     }
 
     async fn full_snapshot(
@@ -489,12 +486,9 @@ impl RaftNetworkV2<TypeConfig> for Link {
         _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let streaming = |error: NetError| StreamingError::Unreachable(Unreachable::new(&error));
-        let body = rpc::encode_snapshot(&vote, &snapshot).map_err(|e| streaming(e.into()))?;
-        let answer = self
-            .call(Kind::Snapshot, body, option.soft_ttl())
+        let body = rpc::encode_snapshot(&vote, &snapshot);
+        self.ask(Kind::Snapshot, body, option.soft_ttl())
             .await
-            .map_err(streaming)?;
-        rpc::decode_json(&answer).map_err(|e| streaming(e.into()))
+            .map_err(|error| StreamingError::Unreachable(Unreachable::new(&error)))
     }
 }

@@ -221,6 +221,12 @@ impl Fence {
 /// Checks a batch as a producer sent it: one whole batch (nothing after it), its CRC and
 /// every record readable, attributes 0 (the bits are the broker's).
 pub fn validate_produced(batch: &[u8]) -> Result<BatchView<'_>, BatchError> {
+    validate_whole(batch, 0)
+}
+
+/// One whole batch (nothing after it) with a valid CRC and readable records, and no
+/// attribute bit outside `allowed`.
+pub(super) fn validate_whole(batch: &[u8], allowed: u8) -> Result<BatchView<'_>, BatchError> {
     let view = BatchView::parse(batch)?;
     if view.size() != batch.len() {
         return Err(BatchError::Decode(herald_wire::DecodeError::Trailing {
@@ -230,7 +236,7 @@ pub fn validate_produced(batch: &[u8]) -> Result<BatchView<'_>, BatchError> {
     }
     view.validate_records()?;
     let attributes = view.header().attributes;
-    if attributes != 0 {
+    if attributes & !allowed != 0 {
         return Err(BatchError::ReservedAttributes(attributes));
     }
     Ok(view)

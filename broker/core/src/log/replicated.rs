@@ -3,7 +3,7 @@
 //! at a later position when a snapshot covers everything it holds
 //! ([`PartitionLog::reset_to`]).
 
-use herald_wire::batch::{BatchError, BatchView, ATTRIBUTE_CONTROL};
+use herald_wire::batch::ATTRIBUTE_CONTROL;
 
 use super::segment::Segment;
 use super::{AppendError, Appended, PartitionLog, TruncateError};
@@ -34,19 +34,7 @@ impl<S: Storage> PartitionLog<S> {
                 "a partition with an idempotency-key window is not replicated",
             ));
         }
-        let view = BatchView::parse(batch)?;
-        if view.size() != batch.len() {
-            return Err(BatchError::Decode(herald_wire::DecodeError::Trailing {
-                what: "batch",
-                trailing: batch.len() - view.size(),
-            })
-            .into());
-        }
-        view.validate_records()?;
-        let attributes = view.header().attributes;
-        if attributes & !ATTRIBUTE_CONTROL != 0 {
-            return Err(BatchError::ReservedAttributes(attributes).into());
-        }
+        let view = super::validate_whole(batch, ATTRIBUTE_CONTROL)?;
         let count = i64::from(view.record_count());
         let producer = view.producer();
         let append_time_ms = view.append_time_ms();

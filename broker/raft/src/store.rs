@@ -416,12 +416,17 @@ impl<S: Storage + Clone + 'static> RaftLogStorage<TypeConfig> for LogStore<S> {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let mut replica = lock(&self.replica);
-        replica.meta.vote = Some(replica::Vote {
+        // Saved first, then taken: a vote that failed to save is not read back as cast.
+        let mut meta = replica.meta.clone();
+        meta.vote = Some(replica::Vote {
             term: vote.leader_id.term,
             node_id: vote.leader_id.voted_for,
             committed: vote.committed,
         });
-        replica.save_meta()
+        meta.save(&replica.storage, &replica.dir)
+            .map_err(io::Error::other)?;
+        replica.meta = meta;
+        Ok(())
     }
 
     async fn append<I>(

@@ -278,3 +278,17 @@ async fn the_largest_indexes_do_not_overflow() {
     assert_eq!(state.last_log_id, Some(LogId::new_term_index(1, u64::MAX)));
     assert!(log.try_get_log_entries(0..).await.expect("read").is_empty());
 }
+
+/// A vote whose save failed (a full disk) is not read back as cast: the replica could
+/// otherwise act on a vote a restart forgets, and vote twice in one term.
+#[tokio::test]
+async fn a_vote_that_failed_to_save_is_not_cast() {
+    use herald_broker_core::storage::faults::{Call, Fault, FaultyStorage};
+    let storage = FaultyStorage::new(MemoryStorage::new(), 3);
+    let replica = Replica::open(storage.clone(), DIR, LogConfig::default()).expect("open");
+    let (mut log, _, _) = replica.into_raft_storage();
+    log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+    storage.fail_next(Call::Replace, Fault::NoSpace);
+    assert!(log.save_vote(&Vote::new(2, 3)).await.is_err());
+    assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(1, 1)));
+}

@@ -1,9 +1,10 @@
 //! The cluster's metadata as a log of commands, as Kafka's KRaft keeps it: the controller
 //! group replicates an internal partition whose records are [`Command`]s, and every node
 //! folds the committed records, in offset order, into the same [`ClusterImage`] — nodes,
-//! topics with their incarnation ids, configs and partition → replica assignment. A
-//! command's offset is its identity: a producer id allocated by a command *is* that
-//! command's offset, so ids are unique cluster-wide without a counter of their own.
+//! topics with their incarnation ids, configs and partition → replica assignment, and the
+//! idempotent-producer ids ([`ProducerIdTable`]: one counter for the whole cluster, named
+//! producers' epochs, owners), so ids are unique cluster-wide and every node knows whom an id
+//! belongs to.
 //!
 //! Pure and deterministic: [`ClusterImage::apply`] decides from the image and the command
 //! alone (a refused command changes nothing and its refusal is the same on every node), so
@@ -12,10 +13,14 @@
 
 use std::collections::BTreeMap;
 
-use herald_wire::limits::TOPIC_NAME_BYTES_MAX;
+use herald_wire::limits::{PRODUCER_NAME_BYTES_MAX, TOPIC_NAME_BYTES_MAX};
 use herald_wire::messages::{put_config, read_config, TopicConfig, TopicId};
 use herald_wire::{put_string, DecodeError, Reader};
 
+use crate::producer_ids::{ProducerIdRefusal, ProducerIdTable};
+
+/// Longest principal name a producer id's owner has.
+pub const PRINCIPAL_NAME_BYTES_MAX: usize = 1024;
 /// Most nodes a cluster has.
 pub const NODES_MAX: usize = 64;
 /// Most topics a cluster has.
@@ -52,8 +57,9 @@ pub enum Command {
     },
     /// The topic incarnation `id` of `name` is deleted.
     DeleteTopic { name: String, id: TopicId },
-    /// A producer id is handed out: the command's offset.
-    AllocateProducerId,
+    /// A producer id and epoch are handed out for `name` (empty: a fresh anonymous id) to
+    /// `owner` (the asking principal, with authentication on); see [`ProducerIdTable::init`].
+    InitProducer { name: String, owner: Option<String> },
 }
 
 /// Why a command changed nothing.
@@ -75,6 +81,8 @@ pub enum CommandError {
     TooManyNodes,
     #[error("node address of {0} bytes is longer than {ADDRESS_BYTES_MAX}")]
     AddressTooLong(usize),
+    #[error(transparent)]
+    Producer(#[from] ProducerIdRefusal),
 }
 
 /// What applying a command did.
@@ -86,7 +94,10 @@ pub enum Outcome {
         replicas: Vec<Vec<u64>>,
     },
     TopicDeleted,
-    ProducerId(i64),
+    Producer {
+        id: i64,
+        epoch: i16,
+    },
     Refused(CommandError),
 }
 
@@ -106,6 +117,7 @@ pub struct ClusterImage {
     topics: BTreeMap<String, TopicImage>,
     next_offset: i64,
     outcomes: BTreeMap<i64, Outcome>,
+    producers: ProducerIdTable,
 }
 
 impl ClusterImage {
@@ -115,6 +127,11 @@ impl ClusterImage {
 
     pub fn topics(&self) -> &BTreeMap<String, TopicImage> {
         &self.topics
+    }
+
+    /// Who holds which producer id.
+    pub fn producers(&self) -> &ProducerIdTable {
+        &self.producers
     }
 
     /// The offset after the last command applied.
@@ -134,7 +151,7 @@ impl ClusterImage {
         if offset < self.next_offset {
             return None;
         }
-        let outcome = match self.decide(offset, command) {
+        let outcome = match self.decide(command) {
             Ok(outcome) => outcome,
             Err(refusal) => Outcome::Refused(refusal),
         };
@@ -152,7 +169,7 @@ impl ClusterImage {
         self.next_offset = self.next_offset.max(next_offset);
     }
 
-    fn decide(&mut self, offset: i64, command: &Command) -> Result<Outcome, CommandError> {
+    fn decide(&mut self, command: &Command) -> Result<Outcome, CommandError> {
         match command {
             Command::RegisterNode(node) => {
                 for addr in [&node.broker_addr, &node.raft_addr] {
@@ -196,7 +213,10 @@ impl ClusterImage {
                 }
                 _ => Err(CommandError::NoSuchTopic(name.clone())),
             },
-            Command::AllocateProducerId => Ok(Outcome::ProducerId(offset)),
+            Command::InitProducer { name, owner } => {
+                let (id, epoch) = self.producers.init(name, owner.as_deref())?;
+                Ok(Outcome::Producer { id, epoch })
+            }
         }
     }
 
@@ -274,7 +294,17 @@ impl Command {
                 put_string(&mut out, name);
                 out.extend_from_slice(&id.0);
             }
-            Command::AllocateProducerId => out.push(4),
+            Command::InitProducer { name, owner } => {
+                out.push(5);
+                put_string(&mut out, name);
+                match owner {
+                    None => out.push(0),
+                    Some(owner) => {
+                        out.push(1);
+                        put_string(&mut out, owner);
+                    }
+                }
+            }
         }
         out
     }
@@ -298,7 +328,24 @@ impl Command {
                 name: r.string("topic name", TOPIC_NAME_BYTES_MAX)?,
                 id: TopicId(r.array("topic id")?),
             },
-            4 => Command::AllocateProducerId,
+            // Written by the first cluster nodes: an anonymous id.
+            4 => Command::InitProducer {
+                name: String::new(),
+                owner: None,
+            },
+            5 => Command::InitProducer {
+                name: r.string("producer name", PRODUCER_NAME_BYTES_MAX)?,
+                owner: match r.u8("producer owner presence")? {
+                    0 => None,
+                    1 => Some(r.string("producer owner", PRINCIPAL_NAME_BYTES_MAX)?),
+                    other => {
+                        return Err(DecodeError::Invalid {
+                            what: "producer owner presence",
+                            detail: other.to_string(),
+                        })
+                    }
+                },
+            },
             other => {
                 return Err(DecodeError::Invalid {
                     what: "command kind",
@@ -322,6 +369,13 @@ mod tests {
             broker_addr: format!("127.0.0.1:{}", 9000 + id),
             raft_addr: format!("127.0.0.1:{}", 9100 + id),
         })
+    }
+
+    fn producer(name: &str, owner: Option<&str>) -> Command {
+        Command::InitProducer {
+            name: name.to_owned(),
+            owner: owner.map(str::to_owned),
+        }
     }
 
     fn create(name: &str, partitions: u32, replication_factor: u32) -> Command {
@@ -384,12 +438,33 @@ mod tests {
             })
         );
         assert_eq!(image.topics(), before.topics());
-        // A producer id is the command's offset: unique, growing.
+        // Producer ids: one counter for the cluster; a named producer keeps its id and gets
+        // the next epoch; a name owned by another principal is refused.
         let ids = run(
             &mut image,
-            &[Command::AllocateProducerId, Command::AllocateProducerId],
+            &[
+                producer("", None),
+                producer("checkout", Some("alice")),
+                producer("checkout", Some("alice")),
+                producer("checkout", Some("mallory")),
+            ],
         );
-        assert_eq!(ids, [Outcome::ProducerId(6), Outcome::ProducerId(7)]);
+        assert_eq!(
+            ids[..3],
+            [
+                Outcome::Producer { id: 1, epoch: 0 },
+                Outcome::Producer { id: 2, epoch: 0 },
+                Outcome::Producer { id: 2, epoch: 1 },
+            ]
+        );
+        assert!(matches!(
+            ids[3],
+            Outcome::Refused(CommandError::Producer(ProducerIdRefusal::NotOwner { .. }))
+        ));
+        assert_eq!(
+            image.producers().owner(2),
+            crate::producer_ids::ProducerOwner::Principal("alice".to_owned())
+        );
         // Deleting needs the incarnation.
         let wrong = Command::DeleteTopic {
             name: "orders".to_owned(),
@@ -408,7 +483,10 @@ mod tests {
         assert!(image.topics().is_empty());
         // An offset applied before is not applied again.
         assert_eq!(image.apply(3, &create("again", 1, 1)), None);
-        assert_eq!(image.outcome(7), Some(&Outcome::ProducerId(7)));
+        assert_eq!(
+            image.outcome(6),
+            Some(&Outcome::Producer { id: 1, epoch: 0 })
+        );
     }
 
     #[test]
@@ -421,6 +499,14 @@ mod tests {
         trailing.push(0);
         assert!(Command::decode(&trailing).is_err());
         assert!(Command::decode(&[9]).is_err());
+        let named = producer("checkout", Some("alice")).encode();
+        for cut in 0..named.len() {
+            assert!(Command::decode(&named[..cut]).is_err(), "cut at {cut}");
+        }
+        assert_eq!(
+            Command::decode(&[4]).expect("the first nodes' anonymous id command"),
+            producer("", None)
+        );
     }
 
     fn command() -> impl Strategy<Value = Command> {
@@ -431,7 +517,8 @@ mod tests {
                 id: TopicId([n.len() as u8; 16]),
                 name: n,
             }),
-            Just(Command::AllocateProducerId),
+            ("[a-b]{0,1}", proptest::option::of("[x-y]"))
+                .prop_map(|(name, owner)| producer(&name, owner.as_deref())),
         ]
     }
 

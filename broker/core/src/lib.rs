@@ -24,6 +24,7 @@
 pub mod cluster;
 pub mod groups;
 pub mod log;
+pub mod producer_ids;
 pub mod producers;
 pub mod replica;
 pub mod storage;

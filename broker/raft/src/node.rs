@@ -93,6 +93,10 @@ pub enum ProposeError {
     /// This node does not lead the group; `leader` is who does, if known.
     #[error("this node does not lead the group (leader: {leader:?})")]
     NotLeader { leader: Option<u64> },
+    /// The proposal was appended here, then discarded when this node lost the lead: it may
+    /// or may not be committed by the new leader (`leader`, if known).
+    #[error("the proposal was discarded when the lead changed (leader: {leader:?}); it may still commit")]
+    Discarded { leader: Option<u64> },
     #[error("{0}")]
     Failed(String),
 }
@@ -110,6 +114,13 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
             Ok(written) => Ok(written.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(ProposeError::NotLeader {
+                    leader: forward.leader_id,
+                })
+            }
+            // Appended here, then cut when another leader's log won: it may still commit
+            // there, so only an idempotent resend is safe (the new leader deduplicates it).
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward))) => {
+                Err(ProposeError::Discarded {
                     leader: forward.leader_id,
                 })
             }

@@ -139,15 +139,18 @@ async fn three_nodes_place_replicate_and_remove_a_topic() {
         }
     }
 
-    // Producer ids are command offsets: distinct whichever node asks.
+    // Producer ids come from the controller's one counter: distinct whichever node asks.
     let mut ids = Vec::new();
     for node in &nodes {
         match node
-            .propose(&Command::AllocateProducerId)
+            .propose(&Command::InitProducer {
+                name: String::new(),
+                owner: None,
+            })
             .await
             .expect("id")
         {
-            Outcome::ProducerId(id) => ids.push(id),
+            Outcome::Producer { id, .. } => ids.push(id),
             other => panic!("no id: {other:?}"),
         }
     }

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
+use herald_broker_core::producer_ids::{Named, ProducerIdRefusal, ProducerIdTable};
+pub use herald_broker_core::producer_ids::{
+    ProducerOwner, NAMED_PRODUCERS_MAX, NAMED_PRODUCERS_PER_PRINCIPAL_MAX, OWNED_IDS_MAX,
+};
 
 use crate::meta::{self, MetaError};
 
@@ -18,15 +21,6 @@ const KIND: meta::Kind = meta::Kind {
     name: "producers",
     version: 1,
 };
-/// Named producers remembered.
-pub const NAMED_PRODUCERS_MAX: usize = 100_000;
-/// Named producers one principal may own (with authentication on): one user cannot use up
-/// [`NAMED_PRODUCERS_MAX`] for everyone.
-pub const NAMED_PRODUCERS_PER_PRINCIPAL_MAX: usize = 1000;
-/// Producer ids whose owner is remembered; beyond, the oldest (smallest) ids are forgotten
-/// (an id whose owner is forgotten may be used by anyone allowed to write its topic).
-pub const OWNED_IDS_MAX: usize = 100_000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerIdError {
     #[error("cannot read {path}: {reason}")]
@@ -41,14 +35,8 @@ pub enum ProducerIdError {
     Corrupt { path: String, reason: String },
     #[error("cannot persist producer ids: {0}")]
     Write(std::io::Error),
-    #[error("invalid producer name: {0}")]
-    InvalidName(String),
-    #[error("the broker already remembers {NAMED_PRODUCERS_MAX} named producers")]
-    TooMany,
-    #[error("producer name '{name}' belongs to {owner}")]
-    NotOwner { name: String, owner: String },
-    #[error("User:{0} already owns {NAMED_PRODUCERS_PER_PRINCIPAL_MAX} named producers")]
-    TooManyForPrincipal(String),
+    #[error(transparent)]
+    Refused(#[from] ProducerIdRefusal),
 }
 
 impl From<MetaError> for ProducerIdError {
@@ -69,30 +57,17 @@ impl From<MetaError> for ProducerIdError {
     }
 }
 
-/// A named producer's id and current epoch, and the principal it belongs to (with
-/// authentication on: the first that used the name; kept as long as the name is).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Named {
-    id: i64,
-    epoch: i16,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    owner: Option<String>,
+/// The table, the version 1 payload of `producers.meta` (a change of shape needs a new
+/// version in [`KIND`]).
+type Table = ProducerIdTable;
+
+/// Reading `producers.meta`.
+trait ReadTable: Sized {
+    fn read(path: &Path, bytes: &[u8]) -> Result<Self, ProducerIdError>;
+    fn decode_tsv(text: &str) -> Option<Self>;
 }
 
-/// The ids; also the version 1 payload of `producers.meta` (a change of shape needs a new
-/// version in [`KIND`]; `owners` was added compatibly: absent in older files).
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Table {
-    next_id: i64,
-    named: BTreeMap<String, Named>,
-    /// The principal each id was handed to (with authentication on), by id: a named producer
-    /// belongs to the principal that first used its name, and nobody else may fence it or
-    /// write under its id.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    owners: BTreeMap<i64, String>,
-}
-
-impl Table {
+impl ReadTable for Table {
     /// The contents of `producers.meta` at `path`: the envelope, or the TSV written before it
     /// (`next_id`, then `id<TAB>epoch<TAB>name` lines).
     fn read(path: &Path, bytes: &[u8]) -> Result<Self, ProducerIdError> {
@@ -133,17 +108,6 @@ impl Table {
     }
 }
 
-/// Whom a producer id was handed to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProducerOwner {
-    /// No such id was handed out yet: a batch claiming it is forged.
-    NeverIssued,
-    /// Handed out without authentication, or its owner was forgotten.
-    Unknown,
-    /// The principal (user name) it was handed to.
-    Principal(String),
-}
-
 pub struct ProducerIds {
     dir: PathBuf,
     table: Mutex<Table>,
@@ -154,11 +118,7 @@ impl ProducerIds {
         let path = dir.join(FILE);
         let table = match std::fs::read(&path) {
             Ok(bytes) => Table::read(&path, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Table {
-                next_id: 1,
-                named: BTreeMap::new(),
-                owners: BTreeMap::new(),
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Table::default(),
             Err(e) => {
                 return Err(ProducerIdError::Read {
                     path: path.display().to_string(),
@@ -172,92 +132,11 @@ impl ProducerIds {
         })
     }
 
-    /// A producer id and epoch for `name` (empty: an anonymous, fresh id), persisted first.
-    /// With an `owner` (the asking principal, when authentication is on), a named producer
-    /// already owned by someone else is refused ([`ProducerIdError::NotOwner`]), and the id
-    /// handed out is recorded as the owner's.
+    /// A producer id and epoch for `name` (see [`ProducerIdTable::init`]), persisted first.
     pub fn init(&self, name: &str, owner: Option<&str>) -> Result<(i64, i16), ProducerIdError> {
-        if name.chars().any(char::is_control) {
-            return Err(ProducerIdError::InvalidName(
-                "control characters are not allowed".to_owned(),
-            ));
-        }
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let (Some(owner), Some(named)) = (owner, table.named.get(name)) {
-            if let Some(current) = &named.owner {
-                if current != owner {
-                    return Err(ProducerIdError::NotOwner {
-                        name: name.to_owned(),
-                        owner: format!("User:{current}"),
-                    });
-                }
-            }
-        }
-        if let Some(owner) = owner {
-            let new_name = !name.is_empty() && !table.named.contains_key(name);
-            if new_name
-                && table
-                    .named
-                    .values()
-                    .filter(|named| named.owner.as_deref() == Some(owner))
-                    .count()
-                    >= NAMED_PRODUCERS_PER_PRINCIPAL_MAX
-            {
-                return Err(ProducerIdError::TooManyForPrincipal(owner.to_owned()));
-            }
-        }
         let mut next = table.clone();
-        let answer = if name.is_empty() {
-            let id = next.next_id;
-            next.next_id += 1;
-            (id, 0)
-        } else {
-            match next.named.get(name).map(|named| (named.id, named.epoch)) {
-                Some((id, epoch)) if epoch < i16::MAX => (id, epoch + 1),
-                // Epochs exhausted: a new id, which no zombie can share.
-                Some(_) | None => {
-                    if next.named.len() >= NAMED_PRODUCERS_MAX && !next.named.contains_key(name) {
-                        return Err(ProducerIdError::TooMany);
-                    }
-                    let id = next.next_id;
-                    next.next_id += 1;
-                    (id, 0)
-                }
-            }
-        };
-        if !name.is_empty() {
-            let (id, epoch) = answer;
-            let owner = owner
-                .map(str::to_owned)
-                .or_else(|| next.named.get(name).and_then(|named| named.owner.clone()));
-            next.named
-                .insert(name.to_owned(), Named { id, epoch, owner });
-        }
-        if let Some(owner) = owner {
-            next.owners.insert(answer.0, owner.to_owned());
-            if next.owners.len() > OWNED_IDS_MAX {
-                // Forget an anonymous id (named producers keep their owner with their name):
-                // the asking principal's oldest first, so that one principal asking for ids
-                // over and over forgets its own, not others'.
-                let named: std::collections::HashSet<i64> =
-                    next.named.values().map(|named| named.id).collect();
-                let forget = next
-                    .owners
-                    .iter()
-                    .find(|(id, who)| {
-                        **id != answer.0 && who.as_str() == owner && !named.contains(id)
-                    })
-                    .or_else(|| {
-                        next.owners
-                            .iter()
-                            .find(|(id, _)| **id != answer.0 && !named.contains(id))
-                    })
-                    .map(|(id, _)| *id);
-                if let Some(id) = forget {
-                    next.owners.remove(&id);
-                }
-            }
-        }
+        let answer = next.init(name, owner)?;
         meta::write(&self.dir, FILE, KIND, &next).map_err(ProducerIdError::Write)?;
         *table = next;
         Ok(answer)
@@ -265,14 +144,10 @@ impl ProducerIds {
 
     /// Whom producer id `id` was handed to.
     pub fn owner(&self, id: i64) -> ProducerOwner {
-        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if id >= table.next_id {
-            return ProducerOwner::NeverIssued;
-        }
-        match table.owners.get(&id) {
-            Some(owner) => ProducerOwner::Principal(owner.clone()),
-            None => ProducerOwner::Unknown,
-        }
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .owner(id)
     }
 }
 
@@ -307,7 +182,7 @@ mod tests {
         assert_eq!(ids.owner(id + 1), ProducerOwner::NeverIssued);
         assert!(matches!(
             ids.init("checkout", Some("mallory")),
-            Err(ProducerIdError::NotOwner { .. })
+            Err(ProducerIdError::Refused(ProducerIdRefusal::NotOwner { .. }))
         ));
         assert_eq!(ids.init("checkout", Some("alice")).expect("init"), (id, 1));
         let (anonymous, _) = ids.init("", Some("bob")).expect("init");
@@ -320,7 +195,7 @@ mod tests {
         assert!(
             matches!(
                 ids.init("checkout", Some("mallory")),
-                Err(ProducerIdError::NotOwner { .. })
+                Err(ProducerIdError::Refused(ProducerIdRefusal::NotOwner { .. }))
             ),
             "kept across restarts"
         );
@@ -339,7 +214,9 @@ mod tests {
         }
         assert!(matches!(
             ids.init("one-more", Some("mallory")),
-            Err(ProducerIdError::TooManyForPrincipal(_))
+            Err(ProducerIdError::Refused(
+                ProducerIdRefusal::TooManyForPrincipal(_)
+            ))
         ));
         // Her own names still work (a restart bumps the epoch), and others are not affected.
         assert!(ids.init("p-0", Some("mallory")).is_ok());

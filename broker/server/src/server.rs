@@ -675,7 +675,7 @@ async fn handle(conn: &ConnectionState, request: Request) -> Response {
                 .session
                 .principal()
                 .filter(|_| conn.security.required());
-            conn.broker.init_producer(&name, owner)
+            conn.broker.init_producer(&name, owner).await
         }
         request => {
             let listing = access::listing(&request);

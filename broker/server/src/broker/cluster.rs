@@ -27,7 +27,7 @@ use herald_raft::Proposal;
 use herald_wire::batch::{self, batches};
 use herald_wire::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX};
 use herald_wire::messages::{
-    NodeAddress, OffsetSpec, PartitionDescription, PartitionPlacement, TopicConfig,
+    ErrorBody, NodeAddress, OffsetSpec, PartitionDescription, PartitionPlacement, TopicConfig,
     TopicDescription, TopicMetadata,
 };
 use herald_wire::{ErrorCode, Response};
@@ -77,6 +77,15 @@ pub enum ClusterError {
 }
 
 /// A running cluster node inside a broker.
+/// How soon a client told `NotLeader` with the leader's name should retry (after looking the
+/// leader up again).
+const NOT_LEADER_RETRY_AFTER_MS: u32 = 20;
+/// How soon a client told `NotLeader` during an election should retry.
+const ELECTION_RETRY_AFTER_MS: u32 = 200;
+
+/// Longest a resend of a batch already in the leader's log waits for that batch to commit.
+pub(crate) const DUPLICATE_COMMIT_WAIT: Duration = Duration::from_secs(5);
+
 pub struct Cluster {
     node: Node<FileStorage>,
     /// Nodes configured (`--peers`).
@@ -211,15 +220,74 @@ impl Cluster {
             .join(", ")
     }
 
+    /// `NotLeader`, naming the leader if known, with a short retry delay: the client should
+    /// look the leader up again and retry soon (an election takes the election timeout at
+    /// most), not back off as from an overloaded broker.
     fn not_leader(&self, topic: &str, partition: u32, leader: Option<u64>) -> Response {
-        let hint = match leader {
-            Some(leader) => format!("its leader is {}", self.describe_nodes(&[leader])),
-            None => "it has no leader right now (an election is under way)".to_owned(),
+        let (hint, retry_after) = match leader {
+            Some(leader) => (
+                format!("its leader is {}", self.describe_nodes(&[leader])),
+                NOT_LEADER_RETRY_AFTER_MS,
+            ),
+            None => (
+                "it has no leader right now (an election is under way)".to_owned(),
+                ELECTION_RETRY_AFTER_MS,
+            ),
         };
-        error(
-            ErrorCode::NotLeader,
-            format!("this node does not lead {topic}/{partition}: {hint}"),
-        )
+        Response::Error(ErrorBody {
+            code: ErrorCode::NotLeader,
+            retry_after_ms: retry_after,
+            message: format!("this node does not lead {topic}/{partition}: {hint}"),
+        })
+    }
+
+    /// Waits until the batch at `offset` of this leader's log is committed (applied here), up
+    /// to [`DUPLICATE_COMMIT_WAIT`]: a producer's resend of a batch that a previous leader
+    /// appended but did not commit finds it in this leader's log, and is acknowledged only
+    /// once it cannot be undone (until then the batch may still be cut, if this node loses
+    /// the lead before committing it).
+    async fn committed(
+        &self,
+        group: &PartitionGroup<FileStorage>,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+    ) -> Result<(), Response> {
+        let deadline = tokio::time::Instant::now() + DUPLICATE_COMMIT_WAIT;
+        let mut progress = group.progress();
+        loop {
+            let high_watermark = group
+                .replica
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .high_watermark();
+            if high_watermark > offset {
+                return Ok(());
+            }
+            let leader = group.leader();
+            if leader != Some(self.node.id()) {
+                return Err(self.not_leader(topic, partition, leader));
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(throttled(format!(
+                    "{topic}/{partition}: the batch at offset {offset} (a resend of one already in the log) is not committed yet; retry"
+                )));
+            }
+            progress.changed(left).await;
+        }
+    }
+
+    /// Whom producer id `id` was handed to, as the committed controller log says.
+    pub(crate) fn producer_owner(
+        &self,
+        id: i64,
+    ) -> herald_broker_core::producer_ids::ProducerOwner {
+        use herald_broker_core::producer_ids::ProducerOwner;
+        match self.node.image().borrow().producers().owner(id) {
+            ProducerOwner::NeverIssued => ProducerOwner::NotYetKnown,
+            owner => owner,
+        }
     }
 
     fn proposing(&self, topic: &str, partition: u32) -> Turn {
@@ -289,6 +357,32 @@ impl Broker {
             Ok(other) => Err(error(
                 ErrorCode::Internal,
                 format!("the controller answered a creation with {other:?}"),
+            )),
+            Err(failure) => Err(Cluster::unavailable(failure)),
+        }
+    }
+
+    pub(super) async fn cluster_init_producer(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+        owner: Option<&str>,
+    ) -> Result<Response, Response> {
+        let command = Command::InitProducer {
+            name: name.to_owned(),
+            owner: owner.map(str::to_owned),
+        };
+        match cluster.node.propose(&command).await {
+            Ok(Outcome::Producer { id, epoch }) => Ok(Response::ProducerInit {
+                producer_id: id,
+                epoch,
+            }),
+            Ok(Outcome::Refused(CommandError::Producer(refusal))) => {
+                Err(super::producer_id_refused(&refusal))
+            }
+            Ok(other) => Err(error(
+                ErrorCode::Internal,
+                format!("the controller answered a producer id request with {other:?}"),
             )),
             Err(failure) => Err(Cluster::unavailable(failure)),
         }
@@ -444,11 +538,15 @@ impl Broker {
             match check {
                 SequenceCheck::Append => {}
                 SequenceCheck::Duplicate { base_offset } => {
-                    return Ok(Response::Produced {
-                        base_offset,
-                        append_time_ms: now_ms(),
-                        record_offsets: Vec::new(),
-                    })
+                    drop(_turn);
+                    return cluster
+                        .committed(&group, topic, partition, base_offset)
+                        .await
+                        .map(|()| Response::Produced {
+                            base_offset,
+                            append_time_ms: now_ms(),
+                            record_offsets: Vec::new(),
+                        });
                 }
                 SequenceCheck::OutOfOrder { expected, received } => {
                     return Err(error(
@@ -477,7 +575,9 @@ impl Broker {
                 append_time_ms,
                 record_offsets: Vec::new(),
             }),
-            Err(ProposeError::NotLeader { leader }) => {
+            // Whether it may still commit or not, the producer resends to the new leader,
+            // which deduplicates an idempotent batch.
+            Err(ProposeError::NotLeader { leader } | ProposeError::Discarded { leader }) => {
                 Err(cluster.not_leader(topic, partition, leader))
             }
             Err(ProposeError::Failed(failure)) => Err(error(

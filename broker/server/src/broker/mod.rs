@@ -137,6 +137,18 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::error(code, message)
 }
 
+/// The answer to an InitProducer the producer-id table refused.
+fn producer_id_refused(refusal: &herald_broker_core::producer_ids::ProducerIdRefusal) -> Response {
+    use herald_broker_core::producer_ids::ProducerIdRefusal;
+    let code = match refusal {
+        ProducerIdRefusal::NotOwner { .. } => ErrorCode::NotAuthorized,
+        ProducerIdRefusal::InvalidName(_)
+        | ProducerIdRefusal::TooMany
+        | ProducerIdRefusal::TooManyForPrincipal(_) => ErrorCode::InvalidRequest,
+    };
+    error(code, refusal.to_string())
+}
+
 fn throttled(message: impl Into<String>) -> Response {
     Response::Error(herald_wire::messages::ErrorBody {
         code: ErrorCode::Throttled,
@@ -296,7 +308,7 @@ impl Broker {
                 partition,
                 spec,
             } => self.list_offsets(&topic, partition, spec),
-            Request::InitProducer { name } => Ok(self.init_producer(&name, None)),
+            Request::InitProducer { name } => Ok(self.init_producer(&name, None).await),
             // A single broker serves every partition itself.
             Request::Metadata { topic } => self
                 .topic(&topic)
@@ -383,30 +395,34 @@ impl Broker {
         Ok(result.unwrap_or_else(|response| response))
     }
 
-    /// A producer id and epoch for `name`, handed to `owner` (see `ProducerIds::init`).
-    pub fn init_producer(
+    /// A producer id and epoch for `name`, handed to `owner` (see
+    /// [`ProducerIdTable::init`](herald_broker_core::producer_ids::ProducerIdTable::init)):
+    /// from this broker's `producers.meta`, or on a cluster from the controller (one counter
+    /// for every node).
+    pub async fn init_producer(
         &self,
         name: &str,
         owner: Option<&herald_auth::acl::Principal>,
     ) -> Response {
         use crate::producer_ids::ProducerIdError;
+        if let Some(cluster) = self.cluster.get() {
+            return self
+                .cluster_init_producer(cluster, name, owner.map(|p| p.name()))
+                .await
+                .unwrap_or_else(|response| response);
+        }
         match self.producer_ids.init(name, owner.map(|p| p.name())) {
             Ok((producer_id, epoch)) => Response::ProducerInit { producer_id, epoch },
-            Err(e @ ProducerIdError::InvalidName(_)) => {
-                error(ErrorCode::InvalidRequest, e.to_string())
-            }
-            Err(e @ ProducerIdError::NotOwner { .. }) => {
-                error(ErrorCode::NotAuthorized, e.to_string())
-            }
-            Err(e @ (ProducerIdError::TooMany | ProducerIdError::TooManyForPrincipal(_))) => {
-                error(ErrorCode::InvalidRequest, e.to_string())
-            }
+            Err(ProducerIdError::Refused(refusal)) => producer_id_refused(&refusal),
             Err(e) => error(ErrorCode::Storage, e.to_string()),
         }
     }
 
     /// Whom producer id `id` was handed to.
     pub fn producer_owner(&self, id: i64) -> crate::producer_ids::ProducerOwner {
+        if let Some(cluster) = self.cluster.get() {
+            return cluster.producer_owner(id);
+        }
         self.producer_ids.owner(id)
     }
 

@@ -320,6 +320,11 @@ impl Security {
                     format!("{principal} may not write as producer id {id}: no such id was handed out (ask for one with InitProducer)"),
                 ))
             }
+            ProducerOwner::NotYetKnown => Err(Response::Error(herald_wire::messages::ErrorBody {
+                code: ErrorCode::Throttled,
+                retry_after_ms: 100,
+                message: format!("producer id {id} is not known to this node yet (it lags the cluster's controller by a moment); retry"),
+            })),
             _ => {
                 if known.len() >= PRODUCER_IDS_CACHED_MAX {
                     known.clear();

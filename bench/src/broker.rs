@@ -20,22 +20,22 @@ use crate::report::report;
 pub(crate) struct Options {
     /// Records produced (and then consumed).
     #[arg(long, default_value_t = 2_000_000)]
-    records: usize,
+    pub(crate) records: usize,
     /// Value bytes per record.
     #[arg(long, default_value_t = 100)]
-    record_bytes: usize,
+    pub(crate) record_bytes: usize,
     /// Records per batch.
     #[arg(long, default_value_t = 1000)]
-    batch_records: usize,
+    pub(crate) batch_records: usize,
     /// Partitions of the topic (batches go round robin).
     #[arg(long, default_value_t = 1)]
-    partitions: u32,
+    pub(crate) partitions: u32,
     /// memory or fsync.
     #[arg(long, default_value = "memory")]
     durability: String,
     /// Produce requests in flight at once.
     #[arg(long, default_value_t = 8)]
-    window: usize,
+    pub(crate) window: usize,
     /// Target rates of the fixed-rate phases, records per second, comma separated. Each phase
     /// sends batches on an open-loop schedule and measures ack latency from each batch's
     /// intended send time. An empty value (`--rates ''`) skips the phases.
@@ -60,7 +60,7 @@ pub(crate) struct Options {
     /// Bytes each consume fetch asks for (the SDK consumer's default is 1 MiB); the next
     /// fetch is in flight while one is checked
     #[arg(long, default_value_t = 1024 * 1024)]
-    fetch_bytes: u32,
+    pub(crate) fetch_bytes: u32,
     /// Also consume through a consumer group with this many members, and time a rebalance
     /// when one more joins (0 skips both).
     #[arg(long, default_value_t = 0)]
@@ -79,6 +79,17 @@ pub(crate) struct Options {
     /// super user, so every request is checked against ACLs; off: `--insecure-no-auth`.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     auth: String,
+    /// After the single broker, run produce and consume against a cluster of this many
+    /// `herald broker serve` processes on this machine (replication factor min(3, N)), then
+    /// failovers and idle partitions (0: no cluster).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) cluster: u32,
+    /// Leader kills of the cluster's failover phase.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) failovers: usize,
+    /// Partitions of the idle topic whose heartbeat cost the cluster phase measures (0 skips).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) idle_partitions: u32,
 }
 
 pub(crate) fn run(options: Options) -> anyhow::Result<()> {
@@ -99,6 +110,9 @@ pub(crate) fn run(options: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(herald(&options, durability))?;
+    if options.cluster > 0 {
+        runtime.block_on(crate::broker_cluster::run(&options, durability))?;
+    }
     match options.peer.as_deref() {
         None => {}
         Some("iggy") => {
@@ -310,7 +324,7 @@ pub(crate) fn start_broker(
     Ok((BenchProcess::new(child, dir), addr, fingerprint))
 }
 
-fn encode_batch(
+pub(crate) fn encode_batch(
     first: usize,
     count: usize,
     value: &[u8],
@@ -556,7 +570,7 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
 /// Reads `partition` from offset 0 to its end, checking every batch's CRC and counting its
 /// records, with the next fetch in flight while one is checked. Returns the records read and
 /// each fetch's latency.
-async fn consume_partition(
+pub(crate) async fn consume_partition(
     client: BrokerClient,
     partition: u32,
     fetch_bytes: u32,

@@ -2,6 +2,7 @@
 //! meant to be quoted as a ratio against the other side of the same run.
 
 mod broker;
+mod broker_cluster;
 mod broker_groups;
 mod broker_iggy;
 mod broker_nats;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 use herald_auth::local::LOCAL_CREDENTIALS_FILE;
-use herald_broker_client::{BrokerClient, ConnectError, Credentials, RequestError, Trust};
+use herald_broker_client::{BrokerClient, ConnectError, Credentials, RequestError, Router, Trust};
 use herald_registry_client::{NewSchema, RegistryClient, Version};
 use herald_wire::groups::{GroupRequest, GroupResponse};
 use herald_wire::messages::{SchemaValidation, SubjectStrategy, TopicConfig};
@@ -485,11 +485,24 @@ impl BrokerArgs {
         Ok(Credentials::from_local_file(&path)?)
     }
 
-    pub(crate) async fn client(&self) -> anyhow::Result<BrokerClient> {
-        let trust = match &self.fingerprint {
+    fn trust(&self) -> Trust {
+        match &self.fingerprint {
             Some(fingerprint) => Trust::Fingerprint(fingerprint.clone()),
             None => Trust::CertificateFile(self.certificate.clone()),
-        };
+        }
+    }
+
+    /// A router over the bootstrap list, starting from a connection made by
+    /// [`BrokerArgs::client`]: produce requests go to each partition's leader on a cluster.
+    pub(crate) async fn router(&self) -> anyhow::Result<std::sync::Arc<Router>> {
+        let first = self.client().await?;
+        let dial =
+            herald_broker_client::dialer(self.broker.clone(), self.trust(), self.credentials()?);
+        Ok(std::sync::Arc::new(Router::new(dial, Some(first))))
+    }
+
+    pub(crate) async fn client(&self) -> anyhow::Result<BrokerClient> {
+        let trust = self.trust();
         let credentials = self.credentials()?;
         let who = match &credentials {
             Credentials::Scram { user, .. } => format!(" as {user}"),

@@ -86,8 +86,8 @@ pub(crate) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         .dynamic(latest.id, args.message.as_deref())
         .await
         .with_context(|| format!("schema {} of {subject}", latest.id))?;
-    let client = args.broker.client().await?;
-    let producer = RawProducer::new(client, &args.topic, ProducerConfig::default())
+    let router = args.broker.router().await?;
+    let producer = RawProducer::with_router(router, &args.topic, ProducerConfig::default())
         .await
         .with_context(|| format!("cannot produce to '{}'", args.topic))?;
     let mut deliveries = std::collections::VecDeque::new();

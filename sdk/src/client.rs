@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use herald_broker_client::{BrokerClient, ConnectError, Credentials, Trust};
+use herald_broker_client::{BrokerClient, ConnectError, Credentials, Router, Trust};
 use herald_registry_client::RegistryClient;
 use herald_wire::batch::Header;
 use herald_wire::headers;
@@ -95,6 +95,8 @@ pub enum ClientError {
 pub struct Client {
     config: ClientConfig,
     broker: BrokerClient,
+    /// Each partition's leader for the producers, shared by all of them.
+    router: Arc<Router>,
     schemas: Arc<Schemas>,
 }
 
@@ -112,9 +114,18 @@ impl Client {
         if let Some((user, password)) = &config.registry_auth {
             registry = registry.with_basic_auth(user.clone(), password.clone());
         }
+        let router = Arc::new(Router::new(
+            herald_broker_client::dialer(
+                config.brokers.clone(),
+                config.trust.clone(),
+                config.credentials.clone(),
+            ),
+            Some(broker.clone()),
+        ));
         Ok(Self {
             config,
             broker,
+            router,
             schemas: Arc::new(Schemas::new(registry)),
         })
     }
@@ -130,21 +141,14 @@ impl Client {
     }
 
     /// Makes fresh broker connections for producers and consumers that must survive a broker
-    /// restart; each one authenticates again with the configured credentials.
+    /// restart or follow a cluster's leaders; each one authenticates again with the
+    /// configured credentials.
     pub fn connector(&self) -> Connector {
-        let brokers: Arc<[SocketAddr]> = self.config.brokers.clone().into();
-        let trust = self.config.trust.clone();
-        let credentials = self.config.credentials.clone();
-        Arc::new(move || {
-            let brokers = brokers.clone();
-            let trust = trust.clone();
-            let credentials = credentials.clone();
-            Box::pin(async move {
-                BrokerClient::connect_any(&brokers, trust, &credentials)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        })
+        herald_broker_client::dialer(
+            self.config.brokers.clone(),
+            self.config.trust.clone(),
+            self.config.credentials.clone(),
+        )
     }
 
     /// A typed producer for `topic` with default settings.
@@ -170,7 +174,7 @@ impl Client {
             )
             .await
             .map_err(|e| ProduceError::Schema(e.to_string()))?;
-        let raw = RawProducer::with_reconnect(self.connector(), topic, options.config).await?;
+        let raw = RawProducer::with_router(self.router.clone(), topic, options.config).await?;
         Ok(Producer {
             raw,
             writer: Arc::new(writer),

@@ -298,7 +298,7 @@ async fn a_client_connects_and_reconnects_through_a_bootstrap_list() {
         .create_topic("orders", TopicConfig::default())
         .await
         .expect("create");
-    let again = (client.connector())().await.expect("reconnects");
+    let again = (client.connector())(None).await.expect("reconnects");
     assert_eq!(again.list_topics().await.expect("list").len(), 1);
     assert!(
         started.elapsed() < Duration::from_secs(5),

@@ -233,7 +233,18 @@ impl BrokerProcess {
 
     /// Starts with extra arguments (e.g. `--config FILE`).
     pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
-        let mut args = vec!["broker", "serve", "--listen", "127.0.0.1:0"];
+        Self::start_on_with(data_dir, "127.0.0.1:0".parse()?, extra_args)
+    }
+
+    /// Starts on a fixed address with extra arguments (a cluster node restarted where its
+    /// peers and clients expect it).
+    pub fn start_on_with(
+        data_dir: &Path,
+        listen: std::net::SocketAddr,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let listen = listen.to_string();
+        let mut args = vec!["broker", "serve", "--listen", &listen];
         args.extend_from_slice(extra_args);
         let process = HeraldProcess::start(&args, data_dir, BROKER_ANNOUNCE)?;
         Self::from_process(process, data_dir)

@@ -12,7 +12,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use herald_broker_client::{BrokerClient, RequestError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use herald::producer::{ProduceError, ProducerConfig, RawProducer};
+use herald_broker_client::{dialer, BrokerClient, Credentials, RequestError, Router};
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
@@ -20,11 +24,23 @@ use herald_wire::ErrorCode;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 const ROUNDS: usize = 3;
+/// Leader kills of the idempotent-producer loop; `HERALD_FAILOVER_ROUNDS` raises it locally.
+const IDEMPOTENT_ROUNDS_DEFAULT: usize = 3;
+const IDEMPOTENT_TOPIC: &str = "payments";
+const IDEMPOTENT_PARTITIONS: u32 = 3;
+/// Records the producer sends between two kills (so that every partition took records again).
+const PROGRESS_RECORDS: u64 = 600;
 const BATCHES_PER_ROUND: usize = 15;
 const TOPIC: &str = "replicated";
 
-/// Writes the CA's certificate and each node's certificate and key; their paths.
+/// Writes the CA's certificate and each node's certificate and key; their paths. Also one
+/// client-facing certificate and key (`client.pem`, `client.key`) that every node serves, so
+/// that one pinned fingerprint trusts the whole cluster.
 fn certificates(dir: &Path, nodes: usize) -> anyhow::Result<(String, Vec<(String, String)>)> {
+    let key = KeyPair::generate()?;
+    let client_facing = CertificateParams::new(vec!["herald".to_owned()])?.self_signed(&key)?;
+    std::fs::write(dir.join("client.pem"), client_facing.pem())?;
+    std::fs::write(dir.join("client.key"), key.serialize_pem())?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
@@ -64,17 +80,45 @@ struct Cluster {
     peers: String,
     ca: String,
     nodes: Vec<(String, String)>,
+    /// Each node's client address (kept across restarts).
+    listen: Vec<SocketAddr>,
 }
 
 impl Cluster {
+    /// Certificates, Raft and client addresses for `nodes` nodes (none started).
+    fn new(nodes: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (ca, certificates) = certificates(dir.path(), nodes)?;
+        let peers = raft_addrs(nodes)?
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("{}={addr}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(Self {
+            dir,
+            peers,
+            ca,
+            nodes: certificates,
+            listen: raft_addrs(nodes)?,
+        })
+    }
+
     fn start(&self, node: usize) -> anyhow::Result<BrokerProcess> {
         let data_dir = self.dir.path().join(format!("node-{node}"));
         std::fs::create_dir_all(&data_dir)?;
         let id = node.to_string();
         let (cert, key) = &self.nodes[node - 1];
-        BrokerProcess::start_with(
+        let client_cert = self.dir.path().join("client.pem").display().to_string();
+        let client_key = self.dir.path().join("client.key").display().to_string();
+        BrokerProcess::start_on_with(
             &data_dir,
+            self.listen[node - 1],
             &[
+                "--tls-cert",
+                &client_cert,
+                "--tls-key",
+                &client_key,
                 "--insecure-no-auth",
                 "--node-id",
                 &id,
@@ -154,13 +198,22 @@ async fn leader(
     }
 }
 
-/// Every data record a node serves (committed), as offset → value.
+/// Every data record a node serves (committed) of partition 0, as offset → value.
 async fn records(client: &BrokerClient) -> anyhow::Result<BTreeMap<i64, String>> {
+    partition_records(client, TOPIC, 0).await
+}
+
+/// Every data record a node serves (committed) of `topic`/`partition`, as offset → value.
+async fn partition_records(
+    client: &BrokerClient,
+    topic: &str,
+    partition: u32,
+) -> anyhow::Result<BTreeMap<i64, String>> {
     let mut out = BTreeMap::new();
     let mut offset = 0i64;
     loop {
         let fetched = client
-            .fetch(TOPIC, 0, offset, 1 << 20, Duration::ZERO, 1)
+            .fetch(topic, partition, offset, 1 << 20, Duration::ZERO, 1)
             .await?;
         if fetched.batches.is_empty() {
             return Ok(out);
@@ -182,20 +235,7 @@ async fn records(client: &BrokerClient) -> anyhow::Result<BTreeMap<i64, String>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (ca, nodes) = certificates(dir.path(), 3)?;
-    let peers = raft_addrs(3)?
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| format!("{}={addr}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let cluster = Cluster {
-        dir,
-        peers,
-        ca,
-        nodes,
-    };
+    let cluster = Cluster::new(3)?;
     let mut processes = BTreeMap::new();
     let mut clients = BTreeMap::new();
     for node in 1..=3 {
@@ -316,5 +356,301 @@ async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<
             }
         }
     }
+    Ok(())
+}
+
+/// The node leading `partition` of `topic`, as a live node's metadata names it.
+async fn leader_of(
+    processes: &BTreeMap<usize, BrokerProcess>,
+    topic: &str,
+    partition: u32,
+) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for process in processes.values() {
+            let Ok(client) = process.client().await else {
+                continue;
+            };
+            let metadata = client.metadata(topic).await;
+            client.close();
+            if let Some(leader) = metadata.ok().and_then(|m| {
+                m.partitions
+                    .iter()
+                    .find(|p| p.partition == partition)
+                    .and_then(|p| p.leader)
+            }) {
+                return Ok(usize::try_from(leader)?);
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{topic}/{partition} has no leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads `topic`/`partition` from offset 0 on, through whichever node answers, until `stop`:
+/// what a consumer saw, in order.
+async fn follow(
+    router: Arc<Router>,
+    topic: &str,
+    partition: u32,
+    stop: Arc<AtomicBool>,
+) -> Vec<(i64, String)> {
+    let mut seen = Vec::new();
+    let mut offset = 0i64;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(route) = router.any().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        match route
+            .client
+            .fetch(
+                topic,
+                partition,
+                offset,
+                1 << 20,
+                Duration::from_millis(200),
+                1,
+            )
+            .await
+        {
+            Ok(fetched) => {
+                for view in batches(&fetched.batches) {
+                    let Ok(view) = view else { break };
+                    if view.base_offset() != offset {
+                        break;
+                    }
+                    offset = view.next_offset();
+                    if view.is_control() {
+                        continue;
+                    }
+                    for (i, record) in view.records().enumerate() {
+                        let value = record
+                            .ok()
+                            .and_then(|r| r.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                            .unwrap_or_default();
+                        seen.push((view.base_offset() + i as i64, value));
+                    }
+                }
+            }
+            Err(error) => {
+                router.failed(topic, &route, &error);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    seen
+}
+
+/// Idempotent producers at `Fsync` over several partitions, through the SDK's leader-following
+/// router, while the leader of one partition after another is SIGKILLed and restarted:
+/// afterwards every node holds every acknowledged record at its acknowledged offset, no
+/// offset holds two different records on two nodes, nothing is stored twice (retries across
+/// a failover keep their producer id, epoch and sequence), and what a consumer read during
+/// the kills is a prefix of the final log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producers_lose_and_double_nothing_across_leader_kills() -> anyhow::Result<()> {
+    let rounds = std::env::var("HERALD_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(IDEMPOTENT_ROUNDS_DEFAULT);
+    let cluster = Cluster::new(3)?;
+    let mut processes = BTreeMap::new();
+    for node in 1..=3 {
+        processes.insert(node, cluster.start(node)?);
+    }
+    let trust = processes[&1].trust();
+    let router = Arc::new(Router::new(
+        dialer(cluster.listen.clone(), trust, Credentials::None),
+        None,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let created = match router.any().await {
+            Ok(route) => {
+                route
+                    .client
+                    .create_topic(
+                        IDEMPOTENT_TOPIC,
+                        TopicConfig {
+                            partitions: IDEMPOTENT_PARTITIONS,
+                            ..TopicConfig::default()
+                        },
+                    )
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match created {
+            Ok(())
+            | Err(RequestError::Broker {
+                code: ErrorCode::TopicAlreadyExists,
+                ..
+            }) => break,
+            Err(error) => {
+                anyhow::ensure!(Instant::now() < deadline, "topic not created: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let producer = RawProducer::with_router(
+        router.clone(),
+        IDEMPOTENT_TOPIC,
+        ProducerConfig {
+            durability: Durability::Fsync,
+            linger: Duration::from_millis(2),
+            ..ProducerConfig::default()
+        },
+    )
+    .await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let reader = tokio::spawn(follow(router.clone(), IDEMPOTENT_TOPIC, 0, stop.clone()));
+    let sender = {
+        let stop = stop.clone();
+        let sent = sent.clone();
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut deliveries = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("v-{n}");
+                match producer
+                    .send(None, Some(value.clone().into_bytes()), Vec::new())
+                    .await
+                {
+                    Ok(delivery) => deliveries.push((value, delivery)),
+                    Err(ProduceError::CircuitOpen { retry_after }) => {
+                        tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await;
+                    }
+                    Err(error) => return Err(anyhow::anyhow!("send {value}: {error}")),
+                }
+                n += 1;
+                sent.store(n, Ordering::Relaxed);
+                if n.is_multiple_of(20) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            producer.flush().await;
+            let mut acked = Vec::new();
+            let mut failed = Vec::new();
+            for (value, delivery) in deliveries {
+                match delivery.await {
+                    Ok(landed) => acked.push((landed.partition, landed.offset, value)),
+                    Err(error) => failed.push(format!("{value}: {error}")),
+                }
+            }
+            Ok::<_, anyhow::Error>((acked, failed))
+        })
+    };
+    // Before each kill, the producer has moved on since the last one (its sends block once a
+    // partition's queue is full, so progress means every partition takes records again).
+    let progressed = |since: u64| {
+        let sent = sent.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while sent.load(Ordering::Relaxed) < since + PROGRESS_RECORDS {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "the producer made no progress for 60 s after a failover"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok::<_, anyhow::Error>(sent.load(Ordering::Relaxed))
+        }
+    };
+    let mut mark = progressed(0).await?;
+    for round in 0..rounds {
+        let partition = round as u32 % IDEMPOTENT_PARTITIONS;
+        let lead = leader_of(&processes, IDEMPOTENT_TOPIC, partition).await?;
+        processes.remove(&lead).context("leader process")?.kill()?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        processes.insert(lead, cluster.start(lead)?);
+        mark = progressed(mark).await?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = sender.await??;
+    let consumed = reader.await?;
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} sends failed across the failovers, e.g. {:?}",
+        failed.len(),
+        failed.iter().take(3).collect::<Vec<_>>()
+    );
+    anyhow::ensure!(!acked.is_empty(), "nothing acknowledged");
+    let mut last = BTreeMap::new();
+    for (partition, offset, _) in &acked {
+        let entry = last.entry(*partition).or_insert(*offset);
+        *entry = (*entry).max(*offset);
+    }
+    let mut finals: BTreeMap<u32, BTreeMap<i64, String>> = BTreeMap::new();
+    for (node, process) in &processes {
+        let client = process.client().await?;
+        for partition in 0..IDEMPOTENT_PARTITIONS {
+            let wanted = last.get(&partition).copied().unwrap_or(-1);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let stored = loop {
+                let stored = partition_records(&client, IDEMPOTENT_TOPIC, partition).await;
+                if let Ok(stored) = stored {
+                    if stored.keys().next_back().is_some_and(|l| *l >= wanted) || wanted < 0 {
+                        break stored;
+                    }
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "node {node} did not catch up on partition {partition}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            for (p, offset, value) in &acked {
+                if *p == partition {
+                    anyhow::ensure!(
+                        stored.get(offset) == Some(value),
+                        "node {node}: acknowledged {value} at {partition}/{offset} holds {:?}",
+                        stored.get(offset)
+                    );
+                }
+            }
+            let mut values = std::collections::BTreeSet::new();
+            for value in stored.values() {
+                anyhow::ensure!(
+                    values.insert(value.clone()),
+                    "node {node}: {value} is stored twice in partition {partition}"
+                );
+            }
+            let agreed = finals.entry(partition).or_default();
+            for (offset, value) in &stored {
+                if let Some(other) = agreed.insert(*offset, value.clone()) {
+                    anyhow::ensure!(
+                        &other == value,
+                        "node {node}: {partition}/{offset} holds {value}, another node {other}"
+                    );
+                }
+            }
+        }
+        client.close();
+    }
+    let mut across = std::collections::BTreeSet::new();
+    for records in finals.values() {
+        for value in records.values() {
+            anyhow::ensure!(across.insert(value), "{value} is stored in two partitions");
+        }
+    }
+    let partition_zero = finals.get(&0).cloned().unwrap_or_default();
+    for (offset, value) in &consumed {
+        anyhow::ensure!(
+            partition_zero.get(offset) == Some(value),
+            "a consumer read {value} at 0/{offset}, which the final log holds as {:?}",
+            partition_zero.get(offset)
+        );
+    }
+    eprintln!(
+        "{rounds} leader kills: {} records acknowledged, {} read by the consumer",
+        acked.len(),
+        consumed.len()
+    );
     Ok(())
 }

@@ -3,11 +3,10 @@
 //! stored exactly once.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use herald::producer::{Connector, ProducerConfig, RawProducer};
-use herald_broker_client::{BrokerClient, Trust};
+use herald_broker_client::Trust;
 use herald_tests::BrokerProcess;
 use herald_wire::batch::batches;
 use herald_wire::messages::TopicConfig;
@@ -32,15 +31,8 @@ async fn producer_survives_broker_sigkills_exactly_once() -> anyhow::Result<()> 
         )
         .await?;
     setup.close();
-    let connector: Connector = Arc::new(move || {
-        let fingerprint = fingerprint.clone();
-        let credentials = credentials.clone();
-        Box::pin(async move {
-            BrokerClient::connect_with(listen, Trust::Fingerprint(fingerprint), &credentials)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    });
+    let connector: Connector =
+        herald_broker_client::dialer(vec![listen], Trust::Fingerprint(fingerprint), credentials);
     let config = ProducerConfig {
         batch_bytes_max: 4 * 1024,
         ..ProducerConfig::default()

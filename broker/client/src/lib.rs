@@ -43,6 +43,9 @@ pub use herald_quic::{
     READ_BUFFER_INITIAL_BYTES,
 };
 
+pub mod router;
+pub use router::{dialer, Dial, Route, Router};
+
 /// Who a connection acts as once authenticated (`User:<name>`).
 pub use herald_auth::acl::Principal;
 
@@ -362,9 +365,24 @@ pub fn quic_client_config_with(
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| ConnectError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport()));
+    let mut transport = transport();
+    // A broker killed outright sends nothing more (QUIC has no kernel state that would reset
+    // the connection): the client notices by silence. Keep-alives every second, so that
+    // silence means a dead or frozen broker, not a quiet connection, and a partition's
+    // requests move to its new leader within seconds of a failover.
+    transport.keep_alive_interval(Some(CLIENT_KEEP_ALIVE));
+    transport.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(CLIENT_IDLE_TIMEOUT)
+            .map_err(|e| ConnectError::Tls(format!("idle timeout: {e}")))?,
+    ));
+    config.transport_config(Arc::new(transport));
     Ok(config)
 }
+
+/// How often a client connection proves it is alive when it has nothing to send.
+pub const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// How long a client connection stays open without hearing from the broker.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A client certificate chain and its private key, read from PEM files.
 fn client_certificate(
@@ -864,6 +882,17 @@ impl BrokerClient {
 
     pub fn close(&self) {
         self.connection.close(0u32.into(), b"bye");
+    }
+
+    /// An id that tells this connection apart from every other of this process (clones share
+    /// it: they are the same connection).
+    pub fn stable_id(&self) -> usize {
+        self.connection.stable_id()
+    }
+
+    /// The broker's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.connection.remote_address()
     }
 }
 

@@ -145,9 +145,9 @@ impl Link {
         let Some(connector) = &self.connector else {
             return Err(ReconnectError::NoConnector);
         };
-        let fresh = match tokio::time::timeout(CONNECT_TIMEOUT, connector()).await {
+        let fresh = match tokio::time::timeout(CONNECT_TIMEOUT, connector(None)).await {
             Ok(Ok(client)) => client,
-            Ok(Err(reason)) => return Err(ReconnectError::Connect(reason)),
+            Ok(Err(reason)) => return Err(ReconnectError::Connect(reason.to_string())),
             Err(_) => return Err(ReconnectError::TimedOut(CONNECT_TIMEOUT)),
         };
         let (replaced, generation) = {

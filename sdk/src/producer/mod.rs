@@ -34,8 +34,8 @@
 //!
 //! What lives where (`impl RawProducer` is spread over two files):
 //! - `mod.rs` (here): the public API: `RawProducer` (start, `send`, `send_parts`, `flush`),
-//!   the `Connector` type, the state its partition senders share (the connection, replaced
-//!   once however many of them saw it fail), and the re-exports.
+//!   the `Connector` type, the state its partition senders share (the router to each
+//!   partition's leader), and the re-exports.
 //! - `config.rs`: `ProducerConfig`, `BufferFull`, `ProduceError` and the size limits.
 //! - `delivery.rs`: `Delivery`, the `DeliveryFuture`s of a batch's records and the batch
 //!   outcome (with its wakers) they share.
@@ -55,12 +55,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use herald_broker_client::BrokerClient;
+use herald_broker_client::{BrokerClient, Router};
 use herald_wire::batch::Header;
 use herald_wire::limits::BATCH_BYTES_MAX;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::consumer::CONNECT_TIMEOUT;
 use crate::partitioner::partition_for_key;
 use crate::policy::breaker::{Permission, SharedBreaker};
 use crate::policy::budget::RetryBudget;
@@ -72,36 +71,23 @@ pub use config::{BufferFull, ProduceError, ProducerConfig, PARTITION_QUEUE_MAX, 
 pub use delivery::{Delivery, DeliveryFuture};
 pub use pipeline::IN_FLIGHT_MAX;
 
-/// Makes a new connection to the broker (used after the current one fails). The one
-/// definition: the consumer's `Connector` is this type. A running producer gives each
-/// reconnection at most [`crate::consumer::CONNECT_TIMEOUT`].
-pub type Connector = Arc<
-    dyn Fn() -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<BrokerClient, String>> + Send>,
-        > + Send
-        + Sync,
->;
+/// Makes connections to brokers: `None` for any broker of the bootstrap list, `Some(addr)`
+/// for the node at `addr` (a partition's leader in a cluster); see
+/// [`herald_broker_client::dialer`]. The one definition: the consumer's `Connector` is this
+/// type. A running producer gives each dial at most [`herald_broker_client::router::DIAL_TIMEOUT`].
+pub type Connector = herald_broker_client::Dial;
 
 struct Shared {
-    /// The connection in use and its generation. Never locked across an await.
-    link: Mutex<Link>,
-    /// Held while a replacement connects, so that however many partition senders saw the
-    /// connection fail, it is replaced once.
-    connecting: tokio::sync::Mutex<()>,
-    connector: Option<Connector>,
+    /// Where each partition's batches go: its leader's connection (a cluster), or the one
+    /// broker's. A connection that failed is replaced once, however many partition senders
+    /// saw it fail.
+    router: Arc<Router>,
     topic: String,
     config: ProducerConfig,
     producer: (i64, i16),
     breaker: SharedBreaker,
     budget: Mutex<RetryBudget>,
     metrics: crate::metrics::ProducerMetrics,
-}
-
-/// The connection the partition senders share, and its generation: bumped by every
-/// replacement, so a sender asks to replace the connection it saw fail, not a newer one.
-struct Link {
-    generation: u64,
-    client: BrokerClient,
 }
 
 /// A producer of raw records for one topic.
@@ -119,32 +105,39 @@ pub struct RawProducer {
 }
 
 impl RawProducer {
-    /// Starts a producer for `topic`: learns its partitions and gets a producer id.
+    /// Starts a producer for `topic` on one connection (no reconnection, no leader
+    /// following): learns its partitions and gets a producer id.
     pub async fn new(
         client: BrokerClient,
         topic: &str,
         config: ProducerConfig,
     ) -> Result<Arc<Self>, ProduceError> {
-        Self::start(client, None, topic, config).await
+        Self::with_router(Arc::new(Router::fixed(client)), topic, config).await
     }
 
-    /// Like [`RawProducer::new`], reconnecting with `connector` whenever the connection fails
-    /// (a broker restart), so sends survive it.
+    /// Like [`RawProducer::new`], connecting with `connector`: to each partition's leader in
+    /// a cluster, and again whenever a connection fails (a broker restart, a failover), so
+    /// sends survive it.
     pub async fn with_reconnect(
         connector: Connector,
         topic: &str,
         config: ProducerConfig,
     ) -> Result<Arc<Self>, ProduceError> {
-        let client = connector().await.map_err(ProduceError::Setup)?;
-        Self::start(client, Some(connector), topic, config).await
+        Self::with_router(Arc::new(Router::new(connector, None)), topic, config).await
     }
 
-    async fn start(
-        client: BrokerClient,
-        connector: Option<Connector>,
+    /// Like [`RawProducer::with_reconnect`], sharing `router` (its connections and its
+    /// cache of partition leaders) with other producers.
+    pub async fn with_router(
+        router: Arc<Router>,
         topic: &str,
         config: ProducerConfig,
     ) -> Result<Arc<Self>, ProduceError> {
+        let client = router
+            .any()
+            .await
+            .map_err(|e| ProduceError::Setup(e.to_string()))?
+            .client;
         let description = client
             .describe_topic(topic)
             .await
@@ -155,12 +148,7 @@ impl RawProducer {
             .map_err(|e| ProduceError::Setup(e.to_string()))?;
         let partitions = description.partitions.len() as u32;
         let shared = Arc::new(Shared {
-            link: Mutex::new(Link {
-                generation: 0,
-                client,
-            }),
-            connecting: tokio::sync::Mutex::new(()),
-            connector,
+            router,
             topic: topic.to_owned(),
             breaker: SharedBreaker::new(config.breaker),
             budget: Mutex::new(RetryBudget::new(config.budget)),
@@ -306,40 +294,5 @@ impl Shared {
         if let Some(state) = self.breaker.record(success, now) {
             self.metrics.breaker_state.set(state.gauge());
         }
-    }
-
-    fn link(&self) -> std::sync::MutexGuard<'_, Link> {
-        self.link.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The connection in use (a clone: cheap, and nothing stays locked while it is used),
-    /// with its generation.
-    fn current(&self) -> (u64, BrokerClient) {
-        let link = self.link();
-        (link.generation, link.client.clone())
-    }
-
-    /// Replaces the connection of generation `failed` with a new one from the connector, at
-    /// most [`CONNECT_TIMEOUT`] in the making, unless it was replaced already: the senders
-    /// that saw it fail queue here, the first connects, the others find the newer generation
-    /// and use it. Best effort: without a connector, or when connecting fails, the connection
-    /// stays as it is and the next attempt fails (and comes back here) again. The connection
-    /// replaced is not closed: a sender's pipeline on it that still works finishes its window
-    /// there, and one that does not fails on its own.
-    async fn reconnect(&self, failed: u64) {
-        let Some(connector) = &self.connector else {
-            return;
-        };
-        let _connecting = self.connecting.lock().await;
-        let current = self.link().generation;
-        if current != failed {
-            return;
-        }
-        let Ok(Ok(fresh)) = tokio::time::timeout(CONNECT_TIMEOUT, connector()).await else {
-            return;
-        };
-        let mut link = self.link();
-        link.generation = link.generation.wrapping_add(1);
-        link.client = fresh;
     }
 }

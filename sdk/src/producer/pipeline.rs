@@ -43,7 +43,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_broker_client::{Pipeline, RequestError, REQUEST_TIMEOUT};
+use herald_broker_client::{Pipeline, RequestError, Route, REQUEST_TIMEOUT};
 use herald_wire::batch::{restamp_producer, ProducerStamp};
 use herald_wire::messages::{Request, Response};
 use herald_wire::{Api, ErrorCode};
@@ -56,6 +56,20 @@ use crate::policy::budget::RetryKind;
 use super::accumulator::Queued;
 use super::delivery::{Completer, Landed};
 use super::{ProduceError, Shared};
+
+/// Longest wait before a retry after a cluster node's connection was lost (or could not be
+/// made): the partition's new leader is elected within the election timeout, and the
+/// exponential backoff meant for an overloaded broker would wait out the failover many
+/// times over.
+pub(super) const FAILOVER_RETRY_DELAY_MAX: Duration = Duration::from_millis(250);
+
+/// Whether `error` is a lost connection (or one that could not be made), not an answer.
+fn connection_lost(error: &RequestError) -> bool {
+    matches!(
+        error,
+        RequestError::Connection(_) | RequestError::Stream(_) | RequestError::Timeout(_)
+    )
+}
 
 /// Batches of one partition in flight at once (Kafka's limit for idempotent producers: the
 /// broker remembers the last five batches per producer, so any of them can be resent).
@@ -101,10 +115,10 @@ pub(super) async fn partition_sender(
     let mut next_sequence: i32 = 0;
     let mut window: VecDeque<InFlight> = VecDeque::new();
     let mut pipeline: Option<Pipeline> = None;
-    // The generation of the connection the last request went over (the pipeline's, or the
-    // fresh producer id's): a failure replaces that connection, unless another sender has
-    // already replaced it.
-    let mut generation = shared.current().0;
+    // The connection the last request went over (the pipeline's, or the fresh producer
+    // id's): a failure is reported on it to the router, which replaces it (once, however
+    // many senders saw it fail) or forgets the partition's leader.
+    let mut route: Option<Route> = None;
     let mut closed = false;
     // Set when a batch failed for good: the broker's sequence for `producer` is unknown, so
     // nothing more goes out under it. The window's batches (none of them sent by then) are
@@ -118,9 +132,15 @@ pub(super) async fn partition_sender(
             }
         }
         let ready = if fresh_producer_needed {
-            let (current, client) = shared.current();
-            generation = current;
-            match client.init_producer("").await {
+            let fresh = match shared.router.any().await {
+                Ok(any) => {
+                    let client = any.client.clone();
+                    route = Some(any);
+                    client.init_producer("").await
+                }
+                Err(error) => Err(error),
+            };
+            match fresh {
                 Ok(fresh) => {
                     producer = fresh;
                     next_sequence = restamp_unsent(&mut window, producer);
@@ -140,16 +160,7 @@ pub(super) async fn partition_sender(
             Ok(())
         };
         let sent = match ready {
-            Ok(()) => {
-                send_unsent(
-                    &shared,
-                    partition,
-                    &mut pipeline,
-                    &mut generation,
-                    &mut window,
-                )
-                .await
-            }
+            Ok(()) => send_unsent(&shared, partition, &mut pipeline, &mut route, &mut window).await,
             Err(error) => Err(error),
         };
         let outcome = match sent {
@@ -194,7 +205,12 @@ pub(super) async fn partition_sender(
             }
             Err(error) => error,
         };
-        shared.on_outcome(now, false);
+        // A node answering that another leads the partition is healthy: a leader moved
+        // (an election, a failover), which neither opens the breaker nor spends the budget.
+        let moved = error.code() == Some(ErrorCode::NotLeader);
+        if !moved {
+            shared.on_outcome(now, false);
+        }
         let (attempts, started, front_sent) = window.front().map_or((1, now, false), |front| {
             (front.attempts.max(1), front.started, front.sent)
         });
@@ -204,35 +220,47 @@ pub(super) async fn partition_sender(
                 other => (ErrorCode::Internal, other.to_string()),
             };
             Err(ProduceError::Refused { code, message })
-        } else if !shared
-            .budget()
-            .try_retry(if matches!(error, RequestError::Timeout(_)) {
-                RetryKind::Timeout
-            } else {
-                RetryKind::Error
-            })
+        } else if !moved
+            && !shared
+                .budget()
+                .try_retry(if matches!(error, RequestError::Timeout(_)) {
+                    RetryKind::Timeout
+                } else {
+                    RetryKind::Error
+                })
         {
             Err(ProduceError::BudgetExhausted {
                 sent: front_sent,
                 last: error.to_string(),
             })
         } else {
-            match &error {
+            // The broker's own retry delay, when it gave one (throttled, or a leader moved),
+            // replaces the backoff step; the delivery timeout bounds both.
+            let hinted = match &error {
                 RequestError::Broker { retry_after_ms, .. } if *retry_after_ms > 0 => {
-                    Ok(Duration::from_millis(u64::from(*retry_after_ms)))
+                    Some(Duration::from_millis(u64::from(*retry_after_ms)))
                 }
-                _ => match shared.config.retry.decide(
+                _ => None,
+            };
+            match shared
+                .config
+                .retry
+                .decide(attempts, started.elapsed(), rand::random::<f64>())
+            {
+                RetryDecision::RetryAfter(delay) => Ok(match hinted {
+                    Some(hinted) => hinted,
+                    // A cluster's node lost: another takes the partition over within an
+                    // election timeout; retrying soon finds it.
+                    None if shared.router.is_cluster() && connection_lost(&error) => {
+                        delay.min(FAILOVER_RETRY_DELAY_MAX)
+                    }
+                    None => delay,
+                }),
+                RetryDecision::GiveUp(_) => Err(ProduceError::Timeout {
                     attempts,
-                    started.elapsed(),
-                    rand::random::<f64>(),
-                ) {
-                    RetryDecision::RetryAfter(delay) => Ok(delay),
-                    RetryDecision::GiveUp(_) => Err(ProduceError::Timeout {
-                        attempts,
-                        sent: front_sent,
-                        last: error.to_string(),
-                    }),
-                },
+                    sent: front_sent,
+                    last: error.to_string(),
+                }),
             }
         };
         match verdict {
@@ -244,17 +272,12 @@ pub(super) async fn partition_sender(
                     entry.answer = None;
                 }
                 shared.metrics.retried.increment(1);
-                tokio::time::sleep(delay).await;
-                let connection_lost = matches!(
-                    error,
-                    RequestError::Connection(_)
-                        | RequestError::Stream(_)
-                        | RequestError::Timeout(_)
-                );
-                if connection_lost {
-                    // Best effort: if the broker is still down, the next attempt fails again.
-                    shared.reconnect(generation).await;
+                // A lost connection is replaced and a moved leader looked up again before
+                // the next attempt (best effort: if the broker is still down, it fails again).
+                if let Some(route) = &route {
+                    shared.router.failed(&shared.topic, route, &error);
                 }
+                tokio::time::sleep(delay).await;
             }
             Err(failure) => {
                 // The failed batch may or may not be stored: reusing its sequence could make
@@ -430,21 +453,27 @@ fn admit(
 }
 
 /// Sends, in order, every batch of the window not yet sent on the current pipeline, opening
-/// one first if there is none (`generation`: set to the generation of its connection).
+/// one first if there is none, to the partition's leader (`route`: set to its connection).
 async fn send_unsent(
     shared: &Shared,
     partition: u32,
     pipeline: &mut Option<Pipeline>,
-    generation: &mut u64,
+    route: &mut Option<Route>,
     window: &mut VecDeque<InFlight>,
 ) -> Result<(), RequestError> {
     if window.iter().all(|entry| entry.answer.is_some()) {
         return Ok(());
     }
     if pipeline.is_none() {
-        let (current, client) = shared.current();
-        *generation = current;
-        match client.pipeline().await {
+        let opened = match shared.router.leader(&shared.topic, partition).await {
+            Ok(leader) => {
+                let client = leader.client.clone();
+                *route = Some(leader);
+                client.pipeline().await
+            }
+            Err(error) => Err(error),
+        };
+        match opened {
             Ok(open) => *pipeline = Some(open),
             Err(error) => {
                 // Without a pipeline, no answer is awaited: the front is among the batches

@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald::producer::Connector;
@@ -128,15 +127,7 @@ pub(crate) fn credentials(data_dir: &Path) -> Credentials {
 /// Connects to `addr`, trusting the certificate `trust` pins and authenticating with
 /// `credentials`, whenever a producer or consumer asks for a new connection.
 pub(crate) fn connector(addr: SocketAddr, trust: Trust, credentials: Credentials) -> Connector {
-    Arc::new(move || {
-        let trust = trust.clone();
-        let credentials = credentials.clone();
-        Box::pin(async move {
-            BrokerClient::connect_with(addr, trust, &credentials)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    })
+    herald_broker_client::dialer(vec![addr], trust, credentials)
 }
 
 /// Produces one batch to `topic`/`partition` whose record values are the numbers of `values`

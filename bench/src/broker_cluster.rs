@@ -168,17 +168,23 @@ impl Cluster {
         ))
     }
 
-    fn kill(&mut self, node: u64) -> anyhow::Result<()> {
+    /// SIGKILLs `node`; its arguments, for [`Cluster::restart`].
+    fn kill(&mut self, node: u64) -> anyhow::Result<Vec<String>> {
         let slot = self
             .nodes
             .get_mut(usize::try_from(node)? - 1)
             .context("no such node")?;
         let mut killed = slot.take().context("node not running")?;
-        // SIGKILL, then the slot keeps the arguments for the restart.
         killed.child.kill()?;
         killed.child.wait()?;
-        let args = std::mem::take(&mut killed.args);
-        drop(killed);
+        Ok(std::mem::take(&mut killed.args))
+    }
+
+    fn restart(&mut self, node: u64, args: Vec<String>) -> anyhow::Result<()> {
+        let slot = self
+            .nodes
+            .get_mut(usize::try_from(node)? - 1)
+            .context("no such node")?;
         let (child, _) = spawn(&args)?;
         *slot = Some(Node { child, args });
         Ok(())
@@ -417,7 +423,8 @@ pub(crate) async fn run(options: &Options, durability: Durability) -> anyhow::Re
 
     // Failovers: SIGKILL the leader of partition 0, then produce small batches to it
     // (each attempt given up after PROBE_TIMEOUT, as a client's request timeout would) until
-    // one is acknowledged; the node is restarted and the cluster settles before the next.
+    // one is acknowledged by a new leader; then the node is restarted and the cluster
+    // settles before the next.
     let probe = bytes::Bytes::from(encode_batch(0, 1, &value, None)?);
     let mut failovers = Vec::new();
     for _ in 0..options.failovers {
@@ -425,9 +432,10 @@ pub(crate) async fn run(options: &Options, durability: Durability) -> anyhow::Re
         // Route partition 0 to its current leader before the kill, as a running producer has.
         produce(&router, 0, durability, probe.clone(), PATIENCE).await?;
         let killed = Instant::now();
-        cluster.kill(leader)?;
+        let args = cluster.kill(leader)?;
         produce(&router, 0, durability, probe.clone(), PROBE_TIMEOUT).await?;
         failovers.push(killed.elapsed());
+        cluster.restart(leader, args)?;
         // The restarted node catches up; every partition has a leader again.
         tokio::time::sleep(Duration::from_secs(3)).await;
         leaders(&router, TOPIC, partitions).await?;

@@ -13,7 +13,7 @@ use herald_auth::local::LOCAL_CREDENTIALS_FILE;
 use herald_broker_client::{BrokerClient, ConnectError, Credentials, RequestError, Router, Trust};
 use herald_registry_client::{NewSchema, RegistryClient, Version};
 use herald_wire::groups::{GroupRequest, GroupResponse};
-use herald_wire::messages::{SchemaValidation, SubjectStrategy, TopicConfig};
+use herald_wire::messages::{SchemaValidation, SubjectStrategy, TopicConfig, TopicDescription};
 use herald_wire::ErrorCode;
 use serde_json::json;
 
@@ -388,7 +388,7 @@ const PASSWORD_ENV: &str = "HERALD_PASSWORD";
 const AUTHENTICATION_HINT: &str =
     "the broker requires authentication: run where `herald up` keeps ./herald-data, or pass --user with HERALD_PASSWORD set";
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub(crate) struct BrokerArgs {
     /// Broker QUIC address, or a comma-separated bootstrap list of one cluster's brokers (all
     /// are tried at once; the first that answers is used).
@@ -485,6 +485,17 @@ impl BrokerArgs {
         Ok(Credentials::from_local_file(&path)?)
     }
 
+    /// These arguments pointed at a local cluster's brokers (`herald cluster up`): its
+    /// addresses, and the one certificate its nodes serve clients.
+    pub(crate) fn local_cluster(&self, brokers: Vec<SocketAddr>, certificate: PathBuf) -> Self {
+        Self {
+            broker: brokers,
+            fingerprint: None,
+            certificate,
+            ..self.clone()
+        }
+    }
+
     fn trust(&self) -> Trust {
         match &self.fingerprint {
             Some(fingerprint) => Trust::Fingerprint(fingerprint.clone()),
@@ -499,6 +510,11 @@ impl BrokerArgs {
         let dial =
             herald_broker_client::dialer(self.broker.clone(), self.trust(), self.credentials()?);
         Ok(std::sync::Arc::new(Router::new(dial, Some(first))))
+    }
+
+    /// A connection to the one broker at `addr`, with these arguments' trust and credentials.
+    pub(crate) async fn client_at(&self, addr: SocketAddr) -> anyhow::Result<BrokerClient> {
+        Ok(BrokerClient::connect_with(addr, self.trust(), &self.credentials()?).await?)
     }
 
     pub(crate) async fn client(&self) -> anyhow::Result<BrokerClient> {
@@ -657,11 +673,25 @@ pub(crate) async fn topic(command: TopicAdmin) -> anyhow::Result<()> {
             }
         }
         TopicAdmin::Describe { broker, name } => {
-            let topic = broker.client().await?.describe_topic(&name).await?;
+            let router = broker.router().await?;
+            let topic = describe_from_leaders(&router, &name).await?;
             let partitions: Vec<serde_json::Value> = topic
                 .partitions
                 .iter()
-                .map(|p| json!({"partition": p.partition, "log_start_offset": p.log_start_offset, "high_watermark": p.high_watermark, "segments": p.segments, "size_bytes": p.size_bytes, "problem": p.problem}))
+                .map(|p| {
+                    let mut value = json!({"partition": p.partition, "log_start_offset": p.log_start_offset, "high_watermark": p.high_watermark, "segments": p.segments, "size_bytes": p.size_bytes, "problem": p.problem});
+                    if let Some(replication) = &p.replication {
+                        value["leader"] = json!(replication.leader);
+                        value["term"] = json!(replication.term);
+                        value["replicas"] = json!(replication.replicas);
+                        value["followers"] = replication
+                            .followers
+                            .iter()
+                            .map(|f| json!({"node": f.node, "batches_behind": f.batches_behind}))
+                            .collect();
+                    }
+                    value
+                })
                 .collect();
             let config = &topic.config;
             let value = json!({
@@ -684,6 +714,48 @@ pub(crate) async fn topic(command: TopicAdmin) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `name` as described by the broker; on a cluster, each partition as its leader describes it
+/// (only the leader knows how far each follower is behind; a partition whose leader cannot
+/// be reached keeps the first answer's view).
+pub(crate) async fn describe_from_leaders(
+    router: &Router,
+    name: &str,
+) -> anyhow::Result<TopicDescription> {
+    let mut topic = router.any().await?.client.describe_topic(name).await?;
+    let mut by_connection: std::collections::HashMap<usize, TopicDescription> =
+        std::collections::HashMap::new();
+    for partition in &mut topic.partitions {
+        if partition.replication.is_none() {
+            continue;
+        }
+        let Ok(route) = router.leader(name, partition.partition).await else {
+            continue;
+        };
+        let id = route.client.stable_id();
+        if let std::collections::hash_map::Entry::Vacant(slot) = by_connection.entry(id) {
+            match route.client.describe_topic(name).await {
+                Ok(described) => {
+                    slot.insert(described);
+                }
+                Err(error) => {
+                    router.failed(name, &route, &error);
+                    continue;
+                }
+            }
+        }
+        let from_leader = by_connection.get(&id).and_then(|described| {
+            described
+                .partitions
+                .iter()
+                .find(|p| p.partition == partition.partition)
+        });
+        if let Some(from_leader) = from_leader {
+            *partition = from_leader.clone();
+        }
+    }
+    Ok(topic)
 }
 
 #[derive(Subcommand)]

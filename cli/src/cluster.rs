@@ -68,6 +68,120 @@ fn client_certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
+/// Node `node`'s broker port (or Raft port, the one after) in a local cluster from `base_port`.
+fn local_port(base_port: u16, node: u64, raft: bool) -> anyhow::Result<u16> {
+    let offset = 2 * node.saturating_sub(1) + u64::from(raft);
+    u16::try_from(u64::from(base_port) + offset)
+        .ok()
+        .context("--base-port leaves no room for the nodes' ports")
+}
+
+/// The client addresses of a local cluster's `nodes` brokers.
+pub(crate) fn local_brokers(nodes: u64, base_port: u16) -> anyhow::Result<Vec<SocketAddr>> {
+    anyhow::ensure!(
+        (1..=LOCAL_NODES_MAX).contains(&nodes),
+        "--nodes must be within 1..={LOCAL_NODES_MAX}"
+    );
+    (1..=nodes)
+        .map(|node| {
+            Ok(SocketAddr::from((
+                [127, 0, 0, 1],
+                local_port(base_port, node, false)?,
+            )))
+        })
+        .collect()
+}
+
+/// The certificate a local cluster's nodes serve clients (see `client_certificate`).
+pub(crate) fn local_client_certificate(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls").join("broker.pem")
+}
+
+/// How long `cluster status` waits for a node before calling it unreachable.
+const STATUS_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `herald cluster status`: every node the cluster names (reachable or not), then per
+/// partition of every topic its leader, term, replicas and followers' lag.
+pub(crate) async fn status(broker: &crate::admin::BrokerArgs) -> anyhow::Result<()> {
+    let router = broker.router().await?;
+    let any = router.any().await?.client;
+    let topics = any.list_topics().await?;
+    let mut nodes = std::collections::BTreeMap::new();
+    for topic in &topics {
+        if let Ok(metadata) = any.metadata(&topic.name).await {
+            for node in metadata.nodes {
+                nodes.insert(node.id, node.addr);
+            }
+        }
+    }
+    if nodes.is_empty() && !topics.is_empty() {
+        println!(
+            "a single broker (not a cluster) at {}",
+            any.remote_address()
+        );
+    }
+    println!("nodes:");
+    for (id, addr) in &nodes {
+        let reachable = match addr.parse::<SocketAddr>() {
+            Ok(addr) => matches!(
+                tokio::time::timeout(STATUS_PROBE_TIMEOUT, broker.client_at(addr)).await,
+                Ok(Ok(_))
+            ),
+            Err(_) => false,
+        };
+        println!(
+            "  node {id} at {addr}: {}",
+            if reachable { "up" } else { "unreachable" }
+        );
+    }
+    if topics.is_empty() {
+        println!("no topics");
+    }
+    for topic in &topics {
+        let described = crate::admin::describe_from_leaders(&router, &topic.name).await?;
+        println!("{}:", topic.name);
+        for p in &described.partitions {
+            match &p.replication {
+                Some(replication) => {
+                    let lag = replication
+                        .followers
+                        .iter()
+                        .map(|f| match f.batches_behind {
+                            Some(behind) => format!("node {} {behind} behind", f.node),
+                            None => format!("node {} not matched yet", f.node),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    println!(
+                        "  {}: leader {} term {} replicas {:?} high watermark {}{}",
+                        p.partition,
+                        replication
+                            .leader
+                            .map_or("none".to_owned(), |l| format!("node {l}")),
+                        replication.term,
+                        replication.replicas,
+                        p.high_watermark,
+                        if lag.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; followers: {lag}")
+                        }
+                    );
+                }
+                None => println!(
+                    "  {}: high watermark {}{}",
+                    p.partition,
+                    p.high_watermark,
+                    p.problem
+                        .as_deref()
+                        .map_or(String::new(), |problem| format!(" ({problem})"))
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The brokers of a local cluster of `nodes`, their data under `data_dir`.
 pub(crate) fn configs(
     nodes: u64,
@@ -79,12 +193,7 @@ pub(crate) fn configs(
         (1..=LOCAL_NODES_MAX).contains(&nodes),
         "--nodes must be within 1..={LOCAL_NODES_MAX}"
     );
-    let port = |node: u64, raft: bool| -> anyhow::Result<u16> {
-        let offset = 2 * (node - 1) + u64::from(raft);
-        u16::try_from(u64::from(base_port) + offset)
-            .ok()
-            .context("--base-port leaves no room for the nodes' ports")
-    };
+    let port = |node: u64, raft: bool| local_port(base_port, node, raft);
     let (ca, tls) = certificates(&data_dir.join("tls"), nodes)?;
     let (client_cert, client_key) = client_certificate(&data_dir.join("tls"))?;
     let mut peers = std::collections::BTreeMap::new();

@@ -405,6 +405,25 @@ enum ClusterCommand {
         #[command(flatten)]
         security: SecurityArgs,
     },
+    /// Nodes (reachable or not), and per partition of every topic its leader, term, replicas
+    /// and how far each follower is behind (as its leader reports), against --broker
+    /// addresses or the local cluster of --data-dir.
+    ///
+    /// Example: herald cluster status --data-dir ./herald-cluster
+    Status {
+        #[command(flatten)]
+        broker: admin::BrokerArgs,
+        /// A local cluster's directory (`herald cluster up`): its brokers and certificate
+        /// instead of --broker and --certificate.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The local cluster's nodes (with --data-dir).
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// The local cluster's node 1 broker port (with --data-dir).
+        #[arg(long, default_value_t = 7170)]
+        base_port: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -867,6 +886,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .into_iter()
                 .collect::<anyhow::Result<Vec<()>>>()
                 .map(|_| ())
+        }
+        Command::Cluster {
+            command:
+                ClusterCommand::Status {
+                    broker,
+                    data_dir,
+                    nodes,
+                    base_port,
+                },
+        } => {
+            let broker = match data_dir {
+                Some(dir) => broker.local_cluster(
+                    cluster::local_brokers(nodes, base_port)?,
+                    cluster::local_client_certificate(&dir),
+                ),
+                None => broker,
+            };
+            cluster::status(&broker).await
         }
         Command::Schema {
             command: SchemaCommand::Check(args),

@@ -328,6 +328,67 @@ async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<
             "node {node}: {metadata:?} names addresses not among {addrs:?}"
         );
     }
+    // The leader of partition 0 describes it with its replicas, its term and every
+    // follower's lag; a settled cluster has both followers caught up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut settled = false;
+        for client in clients.values() {
+            let described = client.describe_topic(TOPIC).await?;
+            let replication = described.partitions[0]
+                .replication
+                .clone()
+                .context("a replicated partition describes its replication")?;
+            anyhow::ensure!(replication.replicas.len() == 3, "{replication:?}");
+            anyhow::ensure!(replication.term > 0, "{replication:?}");
+            if replication.followers.len() == 2
+                && replication
+                    .followers
+                    .iter()
+                    .all(|f| f.batches_behind == Some(0))
+            {
+                settled = true;
+            }
+        }
+        if settled {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no leader reported both followers caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // `herald cluster status` names every node and the partition's leader and followers.
+    let brokers: Vec<String> = cluster.listen.iter().map(SocketAddr::to_string).collect();
+    let fingerprint = processes
+        .values()
+        .next()
+        .context("a node")?
+        .fingerprint
+        .clone();
+    let status = std::process::Command::new(herald_tests::herald_binary()?)
+        .args([
+            "cluster",
+            "status",
+            "--broker",
+            &brokers.join(","),
+            "--fingerprint",
+            &fingerprint,
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&status.stdout);
+    anyhow::ensure!(
+        status.status.success(),
+        "cluster status failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    for node in 1..=3 {
+        anyhow::ensure!(text.contains(&format!("node {node} at")), "{text}");
+    }
+    anyhow::ensure!(text.contains(": up"), "{text}");
+    anyhow::ensure!(text.contains("0: leader node"), "{text}");
+    anyhow::ensure!(text.contains("behind"), "{text}");
     // Past what a replica committed is "not yet", never "out of range" (a consumer would
     // apply its reset policy and skip records a node just restarted has not applied yet).
     for (node, client) in &clients {

@@ -128,6 +128,34 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
         }
     }
 
+    /// Where the group stands, as this node knows it: the leader, the term, and on the leader
+    /// how many entries each follower is behind the leader's log end (`None` until matched).
+    pub fn status(&self) -> GroupStatus {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let followers = metrics
+            .replication
+            .as_ref()
+            .map(|replication| {
+                replication
+                    .iter()
+                    .filter(|(node, _)| **node != metrics.id)
+                    .map(|(node, matched)| {
+                        let behind = matched
+                            .as_ref()
+                            .map(|matched| last.saturating_sub(matched.index));
+                        (*node, behind)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        GroupStatus {
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            followers,
+        }
+    }
+
     /// A watch on the group's progress here (entries applied, leaders elected): changes
     /// after this call wake [`GroupProgress::changed`].
     pub fn progress(&self) -> GroupProgress {
@@ -135,6 +163,15 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
             metrics: self.raft.metrics(),
         }
     }
+}
+
+/// See [`PartitionGroup::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// Each follower and the entries it is behind (only on the leader).
+    pub followers: Vec<(u64, Option<u64>)>,
 }
 
 /// See [`PartitionGroup::progress`].

@@ -27,8 +27,8 @@ use herald_raft::Proposal;
 use herald_wire::batch::{self, batches};
 use herald_wire::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX};
 use herald_wire::messages::{
-    ErrorBody, NodeAddress, OffsetSpec, PartitionDescription, PartitionPlacement, TopicConfig,
-    TopicDescription, TopicMetadata,
+    ErrorBody, FollowerLag, NodeAddress, OffsetSpec, PartitionDescription, PartitionPlacement,
+    Replication, TopicConfig, TopicDescription, TopicMetadata,
 };
 use herald_wire::{ErrorCode, Response};
 use rustls::pki_types::pem::PemObject;
@@ -91,8 +91,9 @@ pub struct Cluster {
     /// Nodes configured (`--peers`).
     size: u32,
     endpoint: quinn::Endpoint,
-    /// One proposal at a time per partition: the producer check before a proposal sees
-    /// every batch proposed before it (no pipelining yet).
+    /// One idempotent proposal at a time per partition: the producer check before a
+    /// proposal sees every batch proposed before it (batches without a producer id are
+    /// proposed at once).
     proposing: Mutex<HashMap<(String, u32), Turn>>,
 }
 
@@ -419,8 +420,8 @@ impl Broker {
     }
 
     /// Topics as the cluster knows them; partition figures from this node's replicas (zero
-    /// where it holds none), with each partition's replicas and leader in `problem` until
-    /// descriptions carry them.
+    /// where it holds none), with each partition's replicas, leader and term as this node
+    /// knows them, and each follower's lag where this node leads.
     pub(super) fn cluster_topics(&self, cluster: &Cluster) -> Vec<TopicDescription> {
         let image = cluster.node.image().borrow().clone();
         image
@@ -437,12 +438,23 @@ impl Broker {
                     .map(|(partition, replicas)| {
                         let partition = partition as u32;
                         let group = cluster.node.partition(name, partition);
-                        let leader = group.as_ref().and_then(PartitionGroup::leader);
-                        let placement = format!(
-                            "replicas: {}; leader: {}",
-                            cluster.describe_nodes(replicas),
-                            leader.map_or("none known here".to_owned(), |l| format!("node {l}"))
-                        );
+                        let status = group.as_ref().map(PartitionGroup::status);
+                        let replication = Replication {
+                            leader: status.as_ref().and_then(|s| s.leader),
+                            term: status.as_ref().map_or(0, |s| s.term),
+                            replicas: replicas.clone(),
+                            followers: status
+                                .map(|s| {
+                                    s.followers
+                                        .into_iter()
+                                        .map(|(node, batches_behind)| FollowerLag {
+                                            node,
+                                            batches_behind,
+                                        })
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                        };
                         let (start, high_watermark, segments, size) =
                             group.map_or((0, 0, 0, 0), |g| {
                                 let replica = g.replica.lock().unwrap_or_else(|p| p.into_inner());
@@ -459,7 +471,8 @@ impl Broker {
                             high_watermark,
                             segments,
                             size_bytes: size,
-                            problem: Some(placement),
+                            problem: None,
+                            replication: Some(replication),
                         }
                     })
                     .collect(),
@@ -526,8 +539,14 @@ impl Broker {
                 .map_err(|e| error(ErrorCode::CorruptBatch, e.to_string()))?;
             (view.producer(), view.record_count())
         };
-        let turn = cluster.proposing(topic, partition);
-        let _turn = turn.lock().await;
+        // An idempotent batch's sequence is checked against every batch proposed before it,
+        // so its partition's proposals go one at a time; others go into Raft at once (openraft
+        // appends and replicates what is waiting together).
+        let turn = producer.map(|_| cluster.proposing(topic, partition));
+        let _turn = match &turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        };
         if let Some(producer) = producer {
             let check = group
                 .replica

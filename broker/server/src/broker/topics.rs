@@ -412,6 +412,7 @@ pub(super) fn describe(topic: &Topic) -> TopicDescription {
                 segments: log.segment_count() as u32,
                 size_bytes: log.size_bytes(),
                 problem: log.fence().reason().map(str::to_owned),
+                replication: None,
             }
         })
         .collect();

@@ -30,6 +30,7 @@ pub use response::{
     METADATA_REPLICAS_MAX,
 };
 pub use topic::{
-    put_config, read_config, Durability, OffsetSpec, PartitionDescription, SchemaValidation,
-    SubjectStrategy, TopicConfig, TopicDescription, TopicId, DEDUP_WINDOW_DEFAULT,
+    put_config, read_config, Durability, FollowerLag, OffsetSpec, PartitionDescription,
+    Replication, SchemaValidation, SubjectStrategy, TopicConfig, TopicDescription, TopicId,
+    DEDUP_WINDOW_DEFAULT,
 };

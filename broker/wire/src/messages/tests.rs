@@ -244,6 +244,22 @@ fn response() -> impl Strategy<Value = (Api, Response)> {
                                 size_bytes,
                                 problem: (segments % 3 == 0)
                                     .then(|| format!("quarantined at offset {high_watermark}")),
+                                replication: (segments % 2 == 0).then(|| Replication {
+                                    leader: (partition % 3 != 0)
+                                        .then_some(u64::from(partition % 3)),
+                                    term: u64::from(segments),
+                                    replicas: vec![1, 2, 3],
+                                    followers: vec![
+                                        FollowerLag {
+                                            node: 2,
+                                            batches_behind: Some(size_bytes % 7),
+                                        },
+                                        FollowerLag {
+                                            node: 3,
+                                            batches_behind: None,
+                                        },
+                                    ],
+                                }),
                             }
                         },
                     )

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::response::METADATA_REPLICAS_MAX;
 use crate::codec::{put_string, DecodeError, Reader};
 use crate::limits::{ERROR_MESSAGE_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
 
@@ -138,6 +139,32 @@ pub struct PartitionDescription {
     /// its log, or fenced after a failed write or sync (empty on the wire when healthy; at
     /// most `ERROR_MESSAGE_BYTES_MAX` bytes).
     pub problem: Option<String>,
+    /// On a cluster: where the partition is replicated, as the answering node knows it.
+    pub replication: Option<Replication>,
+}
+
+/// A replicated partition's placement and progress ([`PartitionDescription::replication`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Replication {
+    /// The node leading the partition, as the answering node knows it.
+    pub leader: Option<u64>,
+    /// The Raft term the answering node is in.
+    pub term: u64,
+    /// The nodes holding a replica, the preferred leader first (at most
+    /// [`super::METADATA_REPLICAS_MAX`]).
+    pub replicas: Vec<u64>,
+    /// How far each follower is behind the leader's log, in batches (Raft entries); only
+    /// when the answering node leads the partition (at most [`super::METADATA_REPLICAS_MAX`]).
+    pub followers: Vec<FollowerLag>,
+}
+
+/// One follower's distance from the leader's log end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerLag {
+    pub node: u64,
+    /// Batches the leader holds that the follower has not acknowledged; `None` while the
+    /// leader has not matched the follower's log yet (just elected, or the follower is down).
+    pub batches_behind: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,7 +282,69 @@ pub(super) fn put_description(out: &mut Vec<u8>, topic: &TopicDescription) {
             out,
             crate::codec::truncate_utf8(problem, ERROR_MESSAGE_BYTES_MAX),
         );
+        put_replication(out, p.replication.as_ref());
     }
+}
+
+/// A presence byte, then leader (0: none; node ids start at 1), term, replicas, followers
+/// (each: node, batches behind or -1).
+fn put_replication(out: &mut Vec<u8>, replication: Option<&Replication>) {
+    let Some(replication) = replication else {
+        out.push(0);
+        return;
+    };
+    out.push(1);
+    out.extend_from_slice(&replication.leader.unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&replication.term.to_be_bytes());
+    let replicas = &replication.replicas[..replication.replicas.len().min(METADATA_REPLICAS_MAX)];
+    out.extend_from_slice(&(replicas.len() as u32).to_be_bytes());
+    for node in replicas {
+        out.extend_from_slice(&node.to_be_bytes());
+    }
+    let followers =
+        &replication.followers[..replication.followers.len().min(METADATA_REPLICAS_MAX)];
+    out.extend_from_slice(&(followers.len() as u32).to_be_bytes());
+    for follower in followers {
+        out.extend_from_slice(&follower.node.to_be_bytes());
+        let behind = follower
+            .batches_behind
+            .map_or(-1, |behind| i64::try_from(behind).unwrap_or(i64::MAX));
+        out.extend_from_slice(&behind.to_be_bytes());
+    }
+}
+
+fn read_replication(r: &mut Reader<'_>) -> Result<Option<Replication>, DecodeError> {
+    match r.u8("replication presence")? {
+        0 => return Ok(None),
+        1 => {}
+        other => {
+            return Err(DecodeError::Invalid {
+                what: "replication presence",
+                detail: other.to_string(),
+            })
+        }
+    }
+    let leader = Some(r.u64("leader")?).filter(|id| *id != 0);
+    let term = r.u64("term")?;
+    let count = r.count("replicas", METADATA_REPLICAS_MAX)?;
+    let mut replicas = Vec::with_capacity(count);
+    for _ in 0..count {
+        replicas.push(r.u64("replica")?);
+    }
+    let count = r.count("followers", METADATA_REPLICAS_MAX)?;
+    let mut followers = Vec::with_capacity(count);
+    for _ in 0..count {
+        followers.push(FollowerLag {
+            node: r.u64("follower")?,
+            batches_behind: u64::try_from(r.i64("batches behind")?).ok(),
+        });
+    }
+    Ok(Some(Replication {
+        leader,
+        term,
+        replicas,
+        followers,
+    }))
 }
 
 pub(super) fn read_description(r: &mut Reader<'_>) -> Result<TopicDescription, DecodeError> {
@@ -273,6 +362,7 @@ pub(super) fn read_description(r: &mut Reader<'_>) -> Result<TopicDescription, D
             size_bytes: r.u64("size")?,
             problem: Some(r.string("partition problem", ERROR_MESSAGE_BYTES_MAX)?)
                 .filter(|problem| !problem.is_empty()),
+            replication: read_replication(r)?,
         });
     }
     Ok(TopicDescription {

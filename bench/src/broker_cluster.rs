@@ -270,7 +270,8 @@ async fn leaders(router: &Router, topic: &str, partitions: u32) -> anyhow::Resul
 }
 
 /// Produces `batch` to `partition` through its leader, following the cluster until it is
-/// acknowledged; each attempt waits at most `attempt_timeout`.
+/// acknowledged; each attempt (finding the leader, connecting, the request) is given up after
+/// `attempt_timeout`, as a client's request timeout would.
 async fn produce(
     router: &Router,
     partition: u32,
@@ -280,25 +281,32 @@ async fn produce(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let error = match router.leader(TOPIC, partition).await {
-            Ok(route) => {
-                let sent = tokio::time::timeout(
-                    attempt_timeout,
-                    route
-                        .client
-                        .produce(TOPIC, partition, durability, batch.clone()),
-                )
-                .await
-                .unwrap_or(Err(RequestError::Timeout(attempt_timeout)));
-                match sent {
-                    Ok(_) => return Ok(()),
-                    Err(error) => {
-                        router.failed(TOPIC, &route, &error);
-                        error
-                    }
-                }
+        let used = std::sync::Mutex::new(None);
+        let attempt = async {
+            let route = router.leader(TOPIC, partition).await?;
+            *used.lock().unwrap_or_else(|p| p.into_inner()) = Some(route.clone());
+            let sent = route
+                .client
+                .produce(TOPIC, partition, durability, batch.clone())
+                .await;
+            if let Err(error) = &sent {
+                router.failed(TOPIC, &route, error);
             }
-            Err(error) => error,
+            sent
+        };
+        let error = match tokio::time::timeout(attempt_timeout, attempt).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(error)) => error,
+            Err(_) => {
+                // Whatever it waited on (a dead leader's connection, a dial) is looked up
+                // afresh.
+                let error = RequestError::Timeout(attempt_timeout);
+                router.forget(TOPIC);
+                if let Some(route) = used.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    router.failed(TOPIC, &route, &error);
+                }
+                error
+            }
         };
         anyhow::ensure!(
             error.retryable() && Instant::now() < deadline,

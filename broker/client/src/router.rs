@@ -169,7 +169,9 @@ impl Router {
         };
         match destination.unwrap_or(Destination::Any) {
             Destination::Any => self.any().await,
-            Destination::Node(addr) => self.node(addr).await,
+            // A leader that cannot be reached has probably been replaced: its partitions are
+            // looked up again next time.
+            Destination::Node(addr) => self.node(addr).await.inspect_err(|_| self.forget(topic)),
         }
     }
 

@@ -19,7 +19,8 @@ use herald_broker_core::storage::Storage;
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::BasicNode;
@@ -240,6 +241,10 @@ async fn answer<S: Storage + Clone + 'static>(
             Kind::Snapshot => {
                 let (vote, snapshot) = rpc::decode_snapshot(body)?;
                 rpc::encode_answer(raft.install_full_snapshot(vote, snapshot).await)
+            }
+            Kind::TransferLeader => {
+                let request: TransferLeaderRequest<TypeConfig> = rpc::decode_json(body)?;
+                rpc::encode_answer(raft.handle_transfer_leader(request).await)
             }
             Kind::Forward => {
                 let proposal = crate::Proposal {
@@ -475,6 +480,17 @@ impl RaftNetworkV2<TypeConfig> for Link {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let body = rpc::encode_json(&request);
         self.ask(Kind::PreVote, body, option.soft_ttl())
+            .await
+            .map_err(unreachable)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        request: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = rpc::encode_json(&request);
+        self.ask(Kind::TransferLeader, body, option.soft_ttl())
             .await
             .map_err(unreachable)
     }

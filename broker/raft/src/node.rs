@@ -204,6 +204,42 @@ pub struct Node<S: Storage + Clone + 'static> {
     controller: GroupRaft<S>,
     image: watch::Receiver<Arc<ClusterImage>>,
     follower: tokio::task::JoinHandle<()>,
+    balancer: tokio::task::JoinHandle<()>,
+}
+
+/// How often a node checks whether it leads partitions whose preferred leader (the first
+/// replica the controller assigned) could lead them instead.
+pub const BALANCE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Hands the lead of every partition this node leads but is not the preferred leader of to
+/// that preferred leader, once it has every entry (a transfer to a follower behind would
+/// stall the partition while it catches up). Leaders follow election luck otherwise: after a
+/// failover the restarted node leads nothing, and one node may end up leading everything.
+async fn balance<S: Storage + Clone + 'static>(shared: Arc<Shared<S>>) {
+    let me = shared.config.id;
+    loop {
+        tokio::time::sleep(BALANCE_INTERVAL).await;
+        let groups: Vec<PartitionGroup<S>> = lock(&shared.partitions).values().cloned().collect();
+        for group in groups {
+            let Some(&preferred) = group.replicas.first() else {
+                continue;
+            };
+            if preferred == me {
+                continue;
+            }
+            let status = group.status();
+            if status.leader != Some(me) {
+                continue;
+            }
+            let caught_up = status
+                .followers
+                .iter()
+                .any(|(node, behind)| *node == preferred && *behind == Some(0));
+            if caught_up {
+                let _ = group.raft.trigger().transfer_leader(preferred).await;
+            }
+        }
+    }
 }
 
 fn group_name(topic: &str, partition: u32) -> String {
@@ -266,11 +302,13 @@ impl<S: Storage + Clone + 'static> Node<S> {
             controller_replica,
             publish,
         ));
+        let balancer = tokio::spawn(balance(shared.clone()));
         let node = Self {
             shared,
             controller,
             image,
             follower,
+            balancer,
         };
         let registration = Command::RegisterNode(NodeInfo {
             id: node.shared.config.id,
@@ -327,6 +365,7 @@ impl<S: Storage + Clone + 'static> Node<S> {
     /// Stops every group of this node and the metadata follower.
     pub async fn shutdown(&self) {
         self.follower.abort();
+        self.balancer.abort();
         let partitions: Vec<_> = lock(&self.shared.partitions).drain().collect();
         for ((topic, partition), group) in partitions {
             self.shared.groups.remove(&group_name(&topic, partition));

@@ -36,6 +36,8 @@ pub enum Kind {
     Snapshot = 4,
     /// A proposal for the group's leader, from a node that is not it (body: the batch).
     Forward = 5,
+    /// The leader hands the lead to this node (body: openraft's transfer request).
+    TransferLeader = 6,
 }
 
 /// A message that does not decode, or a peer's failure.
@@ -89,6 +91,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<(Kind, String, &[u8]), RpcError> {
         3 => Kind::PreVote,
         4 => Kind::Snapshot,
         5 => Kind::Forward,
+        6 => Kind::TransferLeader,
         other => return Err(RpcError::UnknownKind(other)),
     };
     let group = reader.string("group", GROUP_NAME_BYTES_MAX)?;

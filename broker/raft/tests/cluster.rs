@@ -158,6 +158,35 @@ async fn three_nodes_place_replicate_and_remove_a_topic() {
     ids.dedup();
     assert_eq!(ids.len(), 3);
 
+    // A partition led away from its preferred leader is handed back to it (the balancer):
+    // move partition 0's lead to another replica, then wait.
+    let preferred = replicas[0][0];
+    let current = |nodes: &[Node<MemoryStorage>]| {
+        nodes.iter().find_map(|node| {
+            let group = node.partition("orders", 0)?;
+            let status = group.status();
+            (status.leader == Some(node.id())).then_some(node.id())
+        })
+    };
+    let other = replicas[0][1];
+    for _ in 0..100 {
+        if current(&nodes) == Some(other) {
+            break;
+        }
+        if let Some(leader) = current(&nodes) {
+            let group = nodes[leader as usize - 1]
+                .partition("orders", 0)
+                .expect("group");
+            let _ = group.raft.trigger().transfer_leader(other).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(current(&nodes), Some(other), "the lead moved away");
+    eventually("the preferred leader leads again", || {
+        current(&nodes) == Some(preferred)
+    })
+    .await;
+
     let again = nodes[2]
         .propose(&create("orders", 1, 1))
         .await

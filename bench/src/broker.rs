@@ -469,21 +469,12 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
         reader_clients.push(broker.client().await?);
     }
     let started = Instant::now();
-    let mut readers = tokio::task::JoinSet::new();
-    for (partition, reader) in (0..options.partitions).zip(reader_clients) {
-        readers.spawn(consume_partition(reader, partition, options.fetch_bytes));
-    }
-    let mut consumed = 0usize;
-    let mut fetch_latencies = Vec::new();
-    while let Some(read) = readers.join_next().await {
-        let (records, latencies) = read??;
-        consumed += records;
-        fetch_latencies.extend(latencies);
-    }
-    anyhow::ensure!(
-        consumed == produced,
-        "consumed {consumed} of {produced} records"
-    );
+    let (consumed, fetch_latencies) = consume_partitions(
+        (0..options.partitions).zip(reader_clients).collect(),
+        options.fetch_bytes,
+        produced,
+    )
+    .await?;
     if options.consumers > 0 {
         let mut clients = Vec::new();
         for _ in 0..options.consumers {
@@ -570,7 +561,33 @@ async fn herald(options: &Options, durability: Durability) -> anyhow::Result<()>
 /// Reads `partition` from offset 0 to its end, checking every batch's CRC and counting its
 /// records, with the next fetch in flight while one is checked. Returns the records read and
 /// each fetch's latency.
-pub(crate) async fn consume_partition(
+/// Reads every partition back at once, one reader each (`readers`: partition and the
+/// connection to read it on), and checks that `expected` records came; the records read and
+/// every fetch's latency.
+pub(crate) async fn consume_partitions(
+    readers: Vec<(u32, BrokerClient)>,
+    fetch_bytes: u32,
+    expected: usize,
+) -> anyhow::Result<(usize, Vec<Duration>)> {
+    let mut running = tokio::task::JoinSet::new();
+    for (partition, reader) in readers {
+        running.spawn(consume_partition(reader, partition, fetch_bytes));
+    }
+    let mut consumed = 0usize;
+    let mut fetch_latencies = Vec::new();
+    while let Some(read) = running.join_next().await {
+        let (records, latencies) = read??;
+        consumed += records;
+        fetch_latencies.extend(latencies);
+    }
+    anyhow::ensure!(
+        consumed == expected,
+        "consumed {consumed} of {expected} records"
+    );
+    Ok((consumed, fetch_latencies))
+}
+
+async fn consume_partition(
     client: BrokerClient,
     partition: u32,
     fetch_bytes: u32,

@@ -21,7 +21,7 @@ use herald_wire::messages::{Durability, TopicConfig};
 use herald_wire::ErrorCode;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
-use crate::broker::{consume_partition, encode_batch, herald_binary, Options};
+use crate::broker::{consume_partitions, encode_batch, herald_binary, Options};
 use crate::report::{percentiles, report};
 
 const TOPIC: &str = "bench";
@@ -403,23 +403,13 @@ pub(crate) async fn run(options: &Options, durability: Durability) -> anyhow::Re
     );
 
     // Consume everything back from each partition's leader, one reader per partition.
-    let started = Instant::now();
-    let mut readers = tokio::task::JoinSet::new();
+    let mut readers = Vec::new();
     for partition in 0..partitions {
-        let client = router.leader(TOPIC, partition).await?.client;
-        readers.spawn(consume_partition(client, partition, options.fetch_bytes));
+        readers.push((partition, router.leader(TOPIC, partition).await?.client));
     }
-    let mut consumed = 0usize;
-    let mut fetch_latencies = Vec::new();
-    while let Some(read) = readers.join_next().await {
-        let (records, latencies) = read??;
-        consumed += records;
-        fetch_latencies.extend(latencies);
-    }
-    anyhow::ensure!(
-        consumed == produced,
-        "consumed {consumed} of {produced} records"
-    );
+    let started = Instant::now();
+    let (consumed, fetch_latencies) =
+        consume_partitions(readers, options.fetch_bytes, produced).await?;
     report(
         &label,
         "consume",

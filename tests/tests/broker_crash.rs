@@ -265,6 +265,28 @@ async fn a_paused_broker_resumes_without_losing_or_doubling_anything() -> anyhow
         acked.insert(offset, value);
     }
     signal("-STOP")?;
+    // A signal is delivered asynchronously (a thread inside a long fsync stops only when it
+    // leaves the kernel): the produce goes out once every thread of the broker has stopped.
+    let stat = format!("/proc/{}/task", broker.pid());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all_stopped = true;
+        for task in std::fs::read_dir(&stat)? {
+            let text = std::fs::read_to_string(task?.path().join("stat")).unwrap_or_default();
+            let state = text.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            if !state.is_some_and(|rest| rest.starts_with('T') || rest.starts_with('t')) {
+                all_stopped = false;
+            }
+        }
+        if all_stopped {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the broker did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let during = tokio::time::timeout(
         Duration::from_secs(2),
         client.produce("paused", 0, Durability::Fsync, record("during")?),

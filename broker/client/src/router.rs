@@ -27,6 +27,9 @@ use crate::{BrokerClient, ConnectError, Credentials, RequestError, Trust};
 pub const ROUTED_TOPICS_MAX: usize = 1024;
 /// Connections to distinct brokers one router keeps (a cluster's nodes).
 pub const ROUTED_CONNECTIONS_MAX: usize = 64;
+/// How long a metadata lookup waits for the connections it holds before it also asks on a
+/// fresh bootstrap connection.
+pub const REFRESH_HEDGE_AFTER: Duration = Duration::from_millis(250);
 /// How long one dial may take before the request that needed it fails (retryable).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,6 +67,12 @@ pub struct Route {
     pub client: BrokerClient,
     /// The broker this route was picked for (`None`: the bootstrap connection).
     pub node: Option<SocketAddr>,
+}
+
+/// One answer to a metadata lookup: from a held connection, or from a fresh bootstrap one.
+enum Asked {
+    Held(Route, Result<TopicMetadata, RequestError>),
+    Fresh(Result<(BrokerClient, TopicMetadata), RequestError>),
 }
 
 /// Where a partition's requests go.
@@ -240,46 +249,69 @@ impl Router {
             }
             held
         };
-        let mut last_error = None;
+        // If no held connection answers soon (they may all lead to a node that died without a
+        // word, which only the idle timeout reveals), a fresh bootstrap connection asks too.
+        let hedge_after = if held.is_empty() {
+            Duration::ZERO
+        } else {
+            REFRESH_HEDGE_AFTER
+        };
         let mut asking = tokio::task::JoinSet::new();
         for route in held {
             let topic = topic.to_owned();
             asking.spawn(async move {
                 let answer = route.client.metadata(&topic).await;
-                (route, answer)
+                Asked::Held(route, answer)
+            });
+        }
+        {
+            let (dial, topic) = (self.dial.clone(), topic.to_owned());
+            asking.spawn(async move {
+                tokio::time::sleep(hedge_after).await;
+                let client = match tokio::time::timeout(DIAL_TIMEOUT, dial(None)).await {
+                    Ok(Ok(client)) => client,
+                    Ok(Err(error)) => {
+                        return Asked::Fresh(Err(RequestError::Stream(format!(
+                            "cannot connect to any broker: {error}"
+                        ))))
+                    }
+                    Err(_) => return Asked::Fresh(Err(RequestError::Timeout(DIAL_TIMEOUT))),
+                };
+                let answer = client.metadata(&topic).await;
+                Asked::Fresh(answer.map(|metadata| (client, metadata)))
             });
         }
         let mut metadata = None;
+        let mut last_error = None;
         while let Some(asked) = asking.join_next().await {
-            let Ok((route, answer)) = asked else { continue };
-            match answer {
-                Ok(answer) => {
+            match asked {
+                Ok(Asked::Held(_, Ok(answer))) => {
                     metadata = Some(answer);
                     break;
                 }
-                Err(error) => {
+                Ok(Asked::Held(route, Err(error))) => {
+                    if !connection_lost(&error) {
+                        // An answer (an unknown topic, a refusal): the same from any broker.
+                        return Err(error);
+                    }
                     self.failed(topic, &route, &error);
                     last_error = Some(error);
                 }
+                Ok(Asked::Fresh(Ok((client, answer)))) => {
+                    // The bootstrap connection in use may be the silent one: this one answered.
+                    self.state().any = Some(client);
+                    metadata = Some(answer);
+                    break;
+                }
+                Ok(Asked::Fresh(Err(error))) => last_error = Some(error),
+                Err(_) => {}
             }
         }
         drop(asking);
-        let metadata = match metadata {
-            Some(metadata) => metadata,
-            None => {
-                if let Some(error) = last_error.filter(|e| !connection_lost(e)) {
-                    // An answer, not a lost connection (an unknown topic): the same anywhere.
-                    return Err(error);
-                }
-                let route = self.any().await?;
-                match route.client.metadata(topic).await {
-                    Ok(metadata) => metadata,
-                    Err(error) => {
-                        self.failed(topic, &route, &error);
-                        return Err(error);
-                    }
-                }
-            }
+        let Some(metadata) = metadata else {
+            return Err(last_error.unwrap_or(RequestError::Stream(
+                "no broker answered the metadata request".to_owned(),
+            )));
         };
         if !metadata.nodes.is_empty() {
             self.cluster

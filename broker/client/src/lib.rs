@@ -208,6 +208,15 @@ impl RequestError {
         }
     }
 
+    /// Whether the connection the request went on is gone (or could not be made), rather
+    /// than the broker having answered.
+    pub fn connection_lost(&self) -> bool {
+        matches!(
+            self,
+            RequestError::Connection(_) | RequestError::Stream(_) | RequestError::Timeout(_)
+        )
+    }
+
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             RequestError::Broker { code, .. } => Some(*code),

@@ -188,7 +188,7 @@ impl Router {
     /// or a failed connection forgets the topic's leaders, and a failed connection is dropped
     /// (if it is still the one in use). Other errors change nothing.
     pub fn failed(&self, topic: &str, route: &Route, error: &RequestError) {
-        let connection_lost = connection_lost(error);
+        let connection_lost = error.connection_lost();
         let moved = matches!(
             error.code(),
             Some(ErrorCode::NotLeader | ErrorCode::UnknownTopic | ErrorCode::UnknownPartition)
@@ -290,7 +290,7 @@ impl Router {
                     break;
                 }
                 Ok(Asked::Held(route, Err(error))) => {
-                    if !connection_lost(&error) {
+                    if !error.connection_lost() {
                         // An answer (an unknown topic, a refusal): the same from any broker.
                         return Err(error);
                     }
@@ -368,14 +368,6 @@ impl Router {
             Err(_) => Err(RequestError::Timeout(DIAL_TIMEOUT)),
         }
     }
-}
-
-/// Whether `error` says the connection it came on is gone (rather than an answer).
-fn connection_lost(error: &RequestError) -> bool {
-    matches!(
-        error,
-        RequestError::Connection(_) | RequestError::Stream(_) | RequestError::Timeout(_)
-    )
 }
 
 /// Each partition's destination in `metadata`: its leader's address, or the bootstrap

@@ -63,14 +63,6 @@ use super::{ProduceError, Shared};
 /// times over.
 pub(super) const FAILOVER_RETRY_DELAY_MAX: Duration = Duration::from_millis(250);
 
-/// Whether `error` is a lost connection (or one that could not be made), not an answer.
-fn connection_lost(error: &RequestError) -> bool {
-    matches!(
-        error,
-        RequestError::Connection(_) | RequestError::Stream(_) | RequestError::Timeout(_)
-    )
-}
-
 /// Batches of one partition in flight at once (Kafka's limit for idempotent producers: the
 /// broker remembers the last five batches per producer, so any of them can be resent).
 pub const IN_FLIGHT_MAX: usize = 5;
@@ -236,32 +228,18 @@ pub(super) async fn partition_sender(
         } else {
             // The broker's own retry delay, when it gave one (throttled, or a leader moved),
             // replaces the backoff step; the delivery timeout bounds both.
-            let hinted = match &error {
-                RequestError::Broker { retry_after_ms, .. } if *retry_after_ms > 0 => {
-                    Some(Duration::from_millis(u64::from(*retry_after_ms)))
-                }
-                _ => None,
-            };
-            match shared
-                .config
-                .retry
-                .decide(attempts, started.elapsed(), rand::random::<f64>())
-            {
-                RetryDecision::RetryAfter(delay) => Ok(match hinted {
-                    Some(hinted) => hinted,
-                    // A cluster's node lost: another takes the partition over within an
-                    // election timeout; retrying soon finds it.
-                    None if shared.router.is_cluster() && connection_lost(&error) => {
-                        delay.min(FAILOVER_RETRY_DELAY_MAX)
-                    }
-                    None => delay,
-                }),
-                RetryDecision::GiveUp(_) => Err(ProduceError::Timeout {
+            let decision =
+                shared
+                    .config
+                    .retry
+                    .decide(attempts, started.elapsed(), rand::random::<f64>());
+            retry_delay(decision, &error, shared.router.is_cluster()).ok_or_else(|| {
+                ProduceError::Timeout {
                     attempts,
                     sent: front_sent,
                     last: error.to_string(),
-                }),
-            }
+                }
+            })
         };
         match verdict {
             Ok(delay) => {
@@ -299,6 +277,25 @@ pub(super) async fn partition_sender(
             }
         }
     }
+}
+
+/// How long to wait before retrying after `error`, given the backoff's `decision` (`None`:
+/// give up, the delivery timeout has passed). The broker's own retry delay, when it gave one
+/// (throttled, or a leader moved), replaces the backoff step, and the delivery timeout bounds
+/// it too; in a cluster (`cluster`) a lost connection is retried within
+/// [`FAILOVER_RETRY_DELAY_MAX`]: another node takes the partition over within an election
+/// timeout.
+fn retry_delay(decision: RetryDecision, error: &RequestError, cluster: bool) -> Option<Duration> {
+    let RetryDecision::RetryAfter(delay) = decision else {
+        return None;
+    };
+    Some(match error {
+        RequestError::Broker { retry_after_ms, .. } if *retry_after_ms > 0 => {
+            Duration::from_millis(u64::from(*retry_after_ms))
+        }
+        error if cluster && error.connection_lost() => delay.min(FAILOVER_RETRY_DELAY_MAX),
+        _ => delay,
+    })
 }
 
 /// Completes a batch taken out of the window. Room in the buffer first, then the news: a
@@ -806,6 +803,45 @@ mod tests {
             Duration::from_secs(1)
         )));
         assert!(!refused_unstored(&RequestError::Stream("reset".to_owned())));
+    }
+
+    /// Catches: a broker's retry delay obeyed past the delivery timeout (a partition that
+    /// answered `NotLeader` forever was retried forever), and a cluster failover waiting out
+    /// the exponential backoff.
+    #[test]
+    fn retry_delays_follow_the_broker_within_the_delivery_timeout() {
+        use crate::policy::backoff::GiveUp;
+        let not_leader = RequestError::Broker {
+            code: ErrorCode::NotLeader,
+            message: String::new(),
+            retry_after_ms: 20,
+        };
+        let lost = RequestError::Timeout(Duration::from_secs(3));
+        let backoff = RetryDecision::RetryAfter(Duration::from_secs(6));
+        let passed = || {
+            RetryDecision::GiveUp(GiveUp::DeadlinePassed {
+                elapsed: Duration::from_secs(121),
+            })
+        };
+        assert_eq!(
+            retry_delay(backoff, &not_leader, true),
+            Some(Duration::from_millis(20))
+        );
+        assert_eq!(
+            retry_delay(passed(), &not_leader, true),
+            None,
+            "the deadline bounds it"
+        );
+        assert_eq!(
+            retry_delay(backoff, &lost, true),
+            Some(FAILOVER_RETRY_DELAY_MAX)
+        );
+        assert_eq!(
+            retry_delay(backoff, &lost, false),
+            Some(Duration::from_secs(6)),
+            "a single broker that went away is backed off from"
+        );
+        assert_eq!(retry_delay(passed(), &lost, true), None);
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!   committed commands, and the partition groups the image assigns to the node;
 //! - [`store`]: [`Replica`], a partition's log with its Raft bookkeeping
 //!   (`herald_broker_core::replica::ReplicaMeta`, kept in `raft.meta`), and [`LogStore`] and
-//!   [`StateMachine`], openraft's storage traits over one shared replica.
+//!   [`StateMachine`], openraft's storage traits over one shared replica; appends return
+//!   once written and a per-replica flusher (`flush`) syncs what arrived meanwhile with one
+//!   fsync off the async workers, then acknowledges each append in order.
 //!
 //! A Raft index is the batch's ordinal in the partition log
 //! (`PartitionLog::next_ordinal`); record offsets stay what consumers use. See
@@ -22,6 +24,7 @@
 
 pub mod config;
 pub mod entry;
+mod flush;
 pub mod net;
 pub mod node;
 pub mod rpc;

@@ -12,7 +12,8 @@
 //!
 //! Blocking storage calls run under the replica's lock inside the async trait methods: each
 //! is short (one append, one read of at most [`ENTRIES_READ_BYTES_MAX`] bytes) and the
-//! partition's own appends already run this way in the broker.
+//! partition's own appends already run this way in the broker. Syncs never do: a blocking
+//! task of the replica's flusher runs them (`crate::flush`).
 
 use std::fmt::Debug;
 use std::io;
@@ -31,6 +32,7 @@ use openraft::storage::{
 use openraft::{EntryPayload, OptionalSend, RaftLogReader};
 
 use crate::entry;
+use crate::flush::Flusher;
 use crate::types::{Applied, Entry, LogId, StoredMembership, TypeConfig, Vote};
 
 /// Most bytes of batches one bounded read of entries gathers (a follower catching up is
@@ -228,15 +230,6 @@ impl<S: Storage + Clone> Replica<S> {
         Ok(())
     }
 
-    /// Makes everything appended durable; a failure fences the partition.
-    fn sync(&self) -> io::Result<()> {
-        let handle = self.log.sync_handle().map_err(io::Error::other)?;
-        handle.sync().map_err(|error| {
-            self.log.fence().set(format!("a sync failed: {error}"));
-            io::Error::other(error)
-        })
-    }
-
     fn truncate_after(&mut self, last: Option<&LogId>) -> io::Result<()> {
         let keep_until = match last {
             Some(last) => last.index.saturating_add(1),
@@ -342,12 +335,14 @@ fn range_bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
 /// The replica's Raft log (and, cloned, a reader of it).
 pub struct LogStore<S: Storage> {
     replica: Arc<Mutex<Replica<S>>>,
+    flusher: Flusher,
 }
 
 impl<S: Storage> Clone for LogStore<S> {
     fn clone(&self) -> Self {
         Self {
             replica: self.replica.clone(),
+            flusher: self.flusher.clone(),
         }
     }
 }
@@ -368,10 +363,12 @@ impl<S: Storage> Clone for StateMachine<S> {
 impl<S: Storage + Clone + 'static> Replica<S> {
     /// The replica as openraft's log store and state machine, sharing it.
     pub fn into_raft_storage(self) -> (LogStore<S>, StateMachine<S>, Arc<Mutex<Replica<S>>>) {
+        let flusher = Flusher::new(self.log.fence().clone());
         let replica = Arc::new(Mutex::new(self));
         (
             LogStore {
                 replica: replica.clone(),
+                flusher,
             },
             StateMachine {
                 replica: replica.clone(),
@@ -438,14 +435,16 @@ impl<S: Storage + Clone + 'static> RaftLogStorage<TypeConfig> for LogStore<S> {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        {
+        let handle = {
             let mut replica = lock(&self.replica);
             for entry in entries {
                 replica.append_entry(&entry)?;
             }
-            replica.sync()?;
-        }
-        callback.io_completed(Ok(()));
+            replica.log.sync_handle().map_err(io::Error::other)?
+        };
+        // Durable later, off this task: the entries are readable now, and openraft counts
+        // them as stored (votes, commits) only once the callback says they are synced.
+        self.flusher.flush(handle, callback).await;
         Ok(())
     }
 

@@ -327,6 +327,13 @@ impl Peers {
     }
 
     /// Sends one request to `node` and reads its answer, within `timeout`.
+    ///
+    /// A connection on which nothing at all arrived while the request waited is closed (the
+    /// next call dials again): its peer is down, or was restarted and no longer knows the
+    /// connection (a restarted node cannot even reset it: its reset tokens are new), and it
+    /// would otherwise stay in use until the idle timeout, with every vote and append to a
+    /// live node lost meanwhile. A peer that is merely slow still sends acknowledgements and
+    /// keeps its connection.
     async fn call(
         &self,
         node: u64,
@@ -335,8 +342,13 @@ impl Peers {
         timeout: Duration,
     ) -> Result<Vec<u8>, NetError> {
         let failed = |reason: String| NetError::Rpc { node, reason };
+        let timed_out = || failed(format!("no answer within {timeout:?}"));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let connection = tokio::time::timeout_at(deadline, self.connection(node, addr))
+            .await
+            .map_err(|_| timed_out())??;
+        let heard = connection.stats().udp_rx.datagrams;
         let exchange = async {
-            let connection = self.connection(node, addr).await?;
             let (mut send, mut recv) = connection
                 .open_bi()
                 .await
@@ -349,9 +361,15 @@ impl Peers {
                 .await
                 .map_err(|e| failed(e.to_string()))
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| failed(format!("no answer within {timeout:?}")))?
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                if connection.stats().udp_rx.datagrams == heard {
+                    connection.close(quinn::VarInt::from_u32(0), b"peer silent");
+                }
+                Err(timed_out())
+            }
+        }
     }
 }
 

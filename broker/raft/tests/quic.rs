@@ -1,7 +1,8 @@
 //! Three replicas of one partition on three QUIC endpoints on 127.0.0.1 with mutual TLS:
 //! they elect a leader and replicate over the real transport, a leader that goes away
 //! (endpoint closed, Raft stopped) is replaced and writes go on, and a node whose certificate
-//! the cluster's CA did not sign gets no answer.
+//! the cluster's CA did not sign gets no answer; a peer killed and restarted at its address
+//! is reached again at once, not after the idle timeout.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use herald_broker_core::storage::MemoryStorage;
 use herald_raft::config::{group_config, Timing};
 mod common;
 
-use common::{anonymous_client, endpoint, proposal, Ca};
+use common::{anonymous_client, endpoint, endpoint_at, proposal, Ca};
 use herald_raft::net::{self, GroupNetwork, Groups, NodeTls, Peers};
 use herald_raft::store::Replica;
 use herald_raft::{StateMachine, TypeConfig};
@@ -33,13 +34,16 @@ struct Node {
 }
 
 async fn start(id: u64, tls: &NodeTls) -> Node {
+    start_on(id, endpoint(tls)).await
+}
+
+async fn start_on(id: u64, endpoint: quinn::Endpoint) -> Node {
     let timing = Timing {
         heartbeat_ms: 100,
         election_min_ms: 500,
         election_max_ms: 1_000,
     };
     let config = Arc::new(group_config(GROUP, timing).expect("config"));
-    let endpoint = endpoint(tls);
     let groups = Arc::new(Groups::default());
     tokio::spawn(net::serve(endpoint.clone(), groups.clone()));
     let peers = Peers::new(endpoint.clone());
@@ -186,5 +190,79 @@ async fn replicas_over_quic_elect_replicate_and_replace_a_lost_leader() {
     }
     for node in nodes.values() {
         node.raft.shutdown().await.expect("shutdown");
+    }
+}
+
+/// A peer killed and restarted at the same address: the old process sent no close, and the
+/// new one does not know the old connection (its stateless resets carry tokens of its own,
+/// which the caller ignores). The caller drops a connection on which nothing came back and
+/// dials again: the peer answers within a few timed-out calls, not after the transport's
+/// 10 s idle timeout.
+#[test]
+fn a_peer_restarted_at_its_address_is_dialled_again() {
+    let ca = Ca::new();
+    let tls = ca.node();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let caller = runtime();
+    let peers = caller.block_on(async { Peers::new(endpoint(&tls)) });
+    let vote = |addr: String, timeout: Duration| {
+        let peers = peers.clone();
+        caller.block_on(async move {
+            let mut network = GroupNetwork::new(GROUP, peers);
+            let mut link = network.new_client(2, &BasicNode::new(addr)).await;
+            link.vote(
+                VoteRequest::new(openraft::impls::Vote::new(1, 1), None),
+                RPCOption::new(timeout),
+            )
+            .await
+        })
+    };
+
+    // The first process of node 2, on a runtime of its own.
+    let first = runtime();
+    let node = first.block_on(start(2, &tls));
+    let addr = node.endpoint.local_addr().expect("addr");
+    vote(addr.to_string(), Duration::from_secs(5)).expect("the first process answers");
+    // Killed: its tasks stop where they are, nothing more is sent.
+    first.shutdown_timeout(Duration::from_secs(1));
+    drop(node);
+
+    let second = runtime();
+    let _restarted = second.block_on(async {
+        let started = std::time::Instant::now();
+        loop {
+            match herald_quic::bind_udp(addr) {
+                Ok((socket, _)) => {
+                    drop(socket);
+                    break;
+                }
+                Err(error) if started.elapsed() < Duration::from_secs(5) => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("{addr} stays taken: {error}"),
+            }
+        }
+        start_on(2, endpoint_at(&tls, addr)).await
+    });
+    let started = std::time::Instant::now();
+    let mut failed = 0;
+    loop {
+        match vote(addr.to_string(), Duration::from_millis(300)) {
+            Ok(_) => break,
+            Err(error) => {
+                failed += 1;
+                assert!(
+                    started.elapsed() < Duration::from_secs(3),
+                    "the restarted peer is still unreached after {failed} calls: {error}"
+                );
+            }
+        }
     }
 }

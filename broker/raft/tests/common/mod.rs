@@ -41,7 +41,12 @@ impl Ca {
 
 /// A node's Raft endpoint on 127.0.0.1 (server and client side).
 pub(crate) fn endpoint(tls: &NodeTls) -> quinn::Endpoint {
-    let (socket, _) = herald_quic::bind_udp("127.0.0.1:0".parse().expect("addr")).expect("udp");
+    endpoint_at(tls, "127.0.0.1:0".parse().expect("addr"))
+}
+
+/// A node's endpoint bound to `addr`.
+pub(crate) fn endpoint_at(tls: &NodeTls, addr: std::net::SocketAddr) -> quinn::Endpoint {
+    let (socket, _) = herald_quic::bind_udp(addr).expect("udp");
     let mut endpoint = herald_quic::endpoint(
         quinn::EndpointConfig::default(),
         Some(net::server_config(tls).expect("server config")),

@@ -86,11 +86,28 @@ fn certificates(dir: &Path, nodes: usize) -> anyhow::Result<()> {
 
 /// Starts `herald` with `args`; the fingerprint its first line announces.
 fn spawn(args: &[String]) -> anyhow::Result<(Child, String)> {
+    // HERALD_BENCH_NODE_LOG=FILTER keeps each node's log (RUST_LOG=FILTER) in
+    // `node-N.log` in the current directory, appended across restarts.
+    let (filter, stderr) = match std::env::var("HERALD_BENCH_NODE_LOG") {
+        Ok(filter) => {
+            let node = args
+                .iter()
+                .skip_while(|arg| *arg != "--node-id")
+                .nth(1)
+                .context("no --node-id")?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(format!("node-{node}.log"))?;
+            (filter, Stdio::from(file))
+        }
+        Err(_) => ("error".to_owned(), Stdio::null()),
+    };
     let mut child = Command::new(herald_binary()?)
         .args(args)
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", filter)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut line = String::new();
@@ -158,14 +175,27 @@ impl Cluster {
     }
 
     fn router(&self) -> Arc<Router> {
-        Arc::new(Router::new(
+        Arc::new(self.router_over(self.listen.clone()))
+    }
+
+    /// A router that knows only `node` (its metadata answers are that node's view).
+    fn router_to(&self, node: u64) -> anyhow::Result<Router> {
+        let listen = *self
+            .listen
+            .get(usize::try_from(node)? - 1)
+            .context("no such node")?;
+        Ok(self.router_over(vec![listen]))
+    }
+
+    fn router_over(&self, bootstrap: Vec<SocketAddr>) -> Router {
+        Router::new(
             dialer(
-                self.listen.clone(),
+                bootstrap,
                 Trust::Fingerprint(self.fingerprint.clone()),
                 Credentials::None,
             ),
             None,
-        ))
+        )
     }
 
     /// SIGKILLs `node`; its arguments, for [`Cluster::restart`].
@@ -316,6 +346,36 @@ async fn produce(
     }
 }
 
+/// How long after `killed` a surviving node (each asked on a connection of its own) names a
+/// leader of partition 0 other than `dead`: the election alone, without the client's part.
+async fn elected(survivors: &[Router], dead: u64, killed: Instant) -> anyhow::Result<Duration> {
+    loop {
+        for router in survivors {
+            let Ok(route) = router.any().await else {
+                continue;
+            };
+            match route.client.metadata(TOPIC).await {
+                Ok(metadata) => {
+                    let leader = metadata
+                        .partitions
+                        .iter()
+                        .find(|p| p.partition == 0)
+                        .and_then(|p| p.leader);
+                    if leader.is_some_and(|leader| leader != dead) {
+                        return Ok(killed.elapsed());
+                    }
+                }
+                Err(error) => router.failed(TOPIC, &route, &error),
+            }
+        }
+        anyhow::ensure!(
+            killed.elapsed() < PATIENCE,
+            "no new leader of {TOPIC}/0 named"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// CPU seconds (user + system) `pid` used so far, from `/proc/<pid>/stat`.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -425,14 +485,27 @@ pub(crate) async fn run(options: &Options, durability: Durability) -> anyhow::Re
     // settles before the next.
     let probe = bytes::Bytes::from(encode_batch(0, 1, &value, None)?);
     let mut failovers = Vec::new();
+    let mut elections = Vec::new();
     for _ in 0..options.failovers {
         let leader = leaders(&router, TOPIC, partitions).await?[0];
+        let survivors: Vec<Router> = (1..=size as u64)
+            .filter(|node| *node != leader)
+            .map(|node| cluster.router_to(node))
+            .collect::<anyhow::Result<_>>()?;
+        for survivor in &survivors {
+            survivor.any().await?;
+        }
         // Route partition 0 to its current leader before the kill, as a running producer has.
         produce(&router, 0, durability, probe.clone(), PATIENCE).await?;
         let killed = Instant::now();
         let args = cluster.kill(leader)?;
-        produce(&router, 0, durability, probe.clone(), PROBE_TIMEOUT).await?;
+        let (acked, election) = tokio::join!(
+            produce(&router, 0, durability, probe.clone(), PROBE_TIMEOUT),
+            elected(&survivors, leader, killed)
+        );
+        acked?;
         failovers.push(killed.elapsed());
+        elections.push(election?);
         cluster.restart(leader, args)?;
         // The restarted node catches up; every partition has a leader again.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -441,10 +514,13 @@ pub(crate) async fn run(options: &Options, durability: Durability) -> anyhow::Re
     if !failovers.is_empty() {
         let (p50, _, _) = percentiles(failovers.clone());
         let max = failovers.iter().max().copied().unwrap_or_default();
+        let (elected_p50, _, _) = percentiles(elections.clone());
+        let elected_max = elections.iter().max().copied().unwrap_or_default();
         println!(
-            "system={label} phase=failover runs={} p50_ms={p50:.0} max_ms={:.0}",
+            "system={label} phase=failover runs={} p50_ms={p50:.0} max_ms={:.0} elected_p50_ms={elected_p50:.0} elected_max_ms={:.0}",
             failovers.len(),
-            max.as_secs_f64() * 1000.0
+            max.as_secs_f64() * 1000.0,
+            elected_max.as_secs_f64() * 1000.0
         );
     }
 

@@ -14,17 +14,18 @@ pub struct Timing {
 }
 
 impl Default for Timing {
-    /// Heartbeats every 200 ms, elections after 0.8-1.6 s of silence (a busy group's appends
-    /// count as heartbeats). openraft's leader lease is the longest election timeout: a
-    /// follower refuses to vote until it heard nothing for that long, so a dead leader is
-    /// replaced 1.6-3.2 s after its last heartbeat (1.5-3 s elections took 3-6 s; failover is
-    /// meant to take at most 3 s at the median). Four heartbeats fit in the shortest timeout,
-    /// so a busy machine does not depose a live leader.
+    /// Heartbeats every 150 ms, elections after 0.5-1 s (a busy group's appends count as
+    /// heartbeats). openraft adds its leader lease, the longest election timeout, to the
+    /// follower's timeout: a follower stands only after 1.5-2 s without a leader, so a dead
+    /// leader is replaced 1.5-2 s after its last heartbeat (0.8-1.6 s elections took 2.4-3.2 s;
+    /// failover is meant to take at most 3 s at the median, the client's part included). A
+    /// live leader is deposed only by 1.5 s of silence; openraft requires the heartbeat, the
+    /// heartbeat suppression interval and its tick to fit in the shortest timeout.
     fn default() -> Self {
         Self {
-            heartbeat_ms: 200,
-            election_min_ms: 800,
-            election_max_ms: 1_600,
+            heartbeat_ms: 150,
+            election_min_ms: 500,
+            election_max_ms: 1_000,
         }
     }
 }

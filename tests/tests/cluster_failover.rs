@@ -4,7 +4,9 @@
 //! answer `NotLeader`); the leader is SIGKILLed and restarted, `ROUNDS` times, while the
 //! producer moves to whichever node leads. Afterwards every node holds every acknowledged
 //! record at its acknowledged offset, and no offset holds two different records on any two
-//! nodes. Raise `ROUNDS` locally for a longer loop.
+//! nodes. Raise `ROUNDS` locally for a longer loop. Idempotent SDK producers go through the
+//! same checks across leader kills and across leader pauses (SIGSTOP longer than an election,
+//! then SIGCONT).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +28,10 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 const ROUNDS: usize = 3;
 /// Leader kills of the idempotent-producer loop; `HERALD_FAILOVER_ROUNDS` raises it locally.
 const IDEMPOTENT_ROUNDS_DEFAULT: usize = 3;
+/// Leader pauses of the same loop; `HERALD_PAUSE_ROUNDS` raises it locally.
+const PAUSE_ROUNDS_DEFAULT: usize = 2;
+/// How long a paused leader stays stopped: longer than an election takes (1.5-2 s of silence).
+const PAUSE: Duration = Duration::from_secs(4);
 const IDEMPOTENT_TOPIC: &str = "payments";
 const IDEMPOTENT_PARTITIONS: u32 = 3;
 /// Records the producer sends between two kills (so that every partition took records again).
@@ -518,6 +524,72 @@ async fn idempotent_producers_lose_and_double_nothing_across_leader_kills() -> a
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(IDEMPOTENT_ROUNDS_DEFAULT);
+    failover_loop(Fault::Kill, rounds).await
+}
+
+/// The same loop and checks with the leader paused (SIGSTOP, as a stalled VM or a long GC
+/// pause looks) for longer than an election takes, then resumed: the others elect a new
+/// leader meanwhile, and the old one, back with a stale term, acknowledges nothing it cannot
+/// keep and follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producers_lose_and_double_nothing_across_leader_pauses() -> anyhow::Result<()> {
+    let rounds = std::env::var("HERALD_PAUSE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PAUSE_ROUNDS_DEFAULT);
+    failover_loop(Fault::Pause, rounds).await
+}
+
+/// What happens to a partition's leader in [`failover_loop`].
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGKILL, restarted on the same data and ports 2 s later.
+    Kill,
+    /// SIGSTOP for [`PAUSE`], then SIGCONT.
+    Pause,
+}
+
+fn signal(process: &BrokerProcess, name: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([name, &process.pid().to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill {name} {} failed", process.pid());
+    Ok(())
+}
+
+/// Whether a node other than `paused` names another node than `paused` as the leader of
+/// `partition` before `until`.
+async fn elected_without(
+    processes: &BTreeMap<usize, BrokerProcess>,
+    paused: usize,
+    partition: u32,
+    until: Instant,
+) -> bool {
+    while Instant::now() < until {
+        for (_, process) in processes.iter().filter(|(node, _)| **node != paused) {
+            let asked = tokio::time::timeout(Duration::from_secs(1), async {
+                let client = process.client().await.ok()?;
+                let metadata = client.metadata(IDEMPOTENT_TOPIC).await.ok();
+                client.close();
+                metadata?
+                    .partitions
+                    .iter()
+                    .find(|p| p.partition == partition)
+                    .and_then(|p| p.leader)
+            })
+            .await;
+            if let Ok(Some(leader)) = asked {
+                if usize::try_from(leader).is_ok_and(|leader| leader != paused) {
+                    return true;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn failover_loop(fault: Fault, rounds: usize) -> anyhow::Result<()> {
     let cluster = Cluster::new(3)?;
     let mut processes = BTreeMap::new();
     for node in 1..=3 {
@@ -627,9 +699,26 @@ async fn idempotent_producers_lose_and_double_nothing_across_leader_kills() -> a
     for round in 0..rounds {
         let partition = round as u32 % IDEMPOTENT_PARTITIONS;
         let lead = leader_of(&processes, IDEMPOTENT_TOPIC, partition).await?;
-        processes.remove(&lead).context("leader process")?.kill()?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        processes.insert(lead, cluster.start(lead)?);
+        match fault {
+            Fault::Kill => {
+                processes.remove(&lead).context("leader process")?.kill()?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                processes.insert(lead, cluster.start(lead)?);
+            }
+            Fault::Pause => {
+                let paused = processes.get(&lead).context("leader process")?;
+                signal(paused, "-STOP")?;
+                let stopped = Instant::now();
+                // The others elect a leader of their own while this one is stopped.
+                let elected = elected_without(&processes, lead, partition, stopped + PAUSE).await;
+                tokio::time::sleep_until((stopped + PAUSE).into()).await;
+                signal(paused, "-CONT")?;
+                anyhow::ensure!(
+                    elected,
+                    "no other node led {IDEMPOTENT_TOPIC}/{partition} while node {lead} was paused"
+                );
+            }
+        }
         mark = progressed(mark).await?;
     }
     stop.store(true, Ordering::Relaxed);
@@ -709,7 +798,7 @@ async fn idempotent_producers_lose_and_double_nothing_across_leader_kills() -> a
         );
     }
     eprintln!(
-        "{rounds} leader kills: {} records acknowledged, {} read by the consumer",
+        "{rounds} leader faults ({fault:?}): {} records acknowledged, {} read by the consumer",
         acked.len(),
         consumed.len()
     );

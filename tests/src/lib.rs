@@ -1,5 +1,6 @@
 //! Helpers for Herald's cross-crate integration tests: spawn the real `herald` binary on port
-//! 0, find the address it bound, kill it with SIGKILL, restart it on the same data directory.
+//! 0, find the address it bound, kill it with SIGKILL, restart it on the same data directory;
+//! a seeded UDP relay that drops, delays and cuts datagrams between cluster nodes ([`relay`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+pub mod relay;
 
 /// How long a started server may take to print its address.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use herald::producer::{ProduceError, ProducerConfig, RawProducer};
 use herald_broker_client::{dialer, BrokerClient, Credentials, RequestError, Router};
+use herald_tests::relay::{Relay, Weather};
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
@@ -30,6 +31,8 @@ const ROUNDS: usize = 3;
 const IDEMPOTENT_ROUNDS_DEFAULT: usize = 3;
 /// Leader pauses of the same loop; `HERALD_PAUSE_ROUNDS` raises it locally.
 const PAUSE_ROUNDS_DEFAULT: usize = 2;
+/// The relay's seed unless `HERALD_RELAY_SEED` names one.
+const RELAY_SEED_DEFAULT: u64 = 16;
 /// How long a paused leader stays stopped: longer than an election takes (1.5-2 s of silence).
 const PAUSE: Duration = Duration::from_secs(4);
 const IDEMPOTENT_TOPIC: &str = "payments";
@@ -88,6 +91,8 @@ struct Cluster {
     nodes: Vec<(String, String)>,
     /// Each node's client address (kept across restarts).
     listen: Vec<SocketAddr>,
+    /// Each node's own Raft address when its peers reach it through a relay.
+    raft_listen: Option<Vec<SocketAddr>>,
 }
 
 impl Cluster {
@@ -107,7 +112,32 @@ impl Cluster {
             ca,
             nodes: certificates,
             listen: raft_addrs(nodes)?,
+            raft_listen: None,
         })
+    }
+
+    /// The same with every node's peers reaching it through `relay` started here (seeded
+    /// with `seed`).
+    async fn relayed(nodes: usize, seed: u64) -> anyhow::Result<(Self, Relay)> {
+        let mut cluster = Self::new(nodes)?;
+        let own = raft_addrs(nodes)?;
+        let relay = Relay::start(
+            &own.iter()
+                .enumerate()
+                .map(|(i, addr)| (i as u64 + 1, *addr))
+                .collect(),
+            seed,
+        )
+        .await?;
+        cluster.peers = (1..=nodes as u64)
+            .map(|id| {
+                let front = relay.front(id).context("relay front")?;
+                Ok(format!("{id}={front}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .join(",");
+        cluster.raft_listen = Some(own);
+        Ok((cluster, relay))
     }
 
     fn start(&self, node: usize) -> anyhow::Result<BrokerProcess> {
@@ -117,27 +147,34 @@ impl Cluster {
         let (cert, key) = &self.nodes[node - 1];
         let client_cert = self.dir.path().join("client.pem").display().to_string();
         let client_key = self.dir.path().join("client.key").display().to_string();
-        BrokerProcess::start_on_with(
-            &data_dir,
-            self.listen[node - 1],
-            &[
-                "--tls-cert",
-                &client_cert,
-                "--tls-key",
-                &client_key,
-                "--insecure-no-auth",
-                "--node-id",
-                &id,
-                "--peers",
-                &self.peers,
-                "--cluster-ca",
-                &self.ca,
-                "--node-cert",
-                cert,
-                "--node-key",
-                key,
-            ],
-        )
+        let raft_listen = self
+            .raft_listen
+            .as_ref()
+            .and_then(|own| own.get(node - 1))
+            .map(ToString::to_string);
+        let mut extra = Vec::new();
+        if let Some(own) = &raft_listen {
+            extra.extend(["--raft-listen", own.as_str()]);
+        }
+        let mut args = vec![
+            "--tls-cert",
+            &client_cert,
+            "--tls-key",
+            &client_key,
+            "--insecure-no-auth",
+            "--node-id",
+            &id,
+            "--peers",
+            &self.peers,
+            "--cluster-ca",
+            &self.ca,
+            "--node-cert",
+            cert,
+            "--node-key",
+            key,
+        ];
+        args.extend(extra);
+        BrokerProcess::start_on_with(&data_dir, self.listen[node - 1], &args)
     }
 }
 
@@ -540,6 +577,21 @@ async fn idempotent_producers_lose_and_double_nothing_across_leader_pauses() -> 
     failover_loop(Fault::Pause, rounds).await
 }
 
+/// The leader of one partition after another is cut off from the other nodes (clients still
+/// reach it) while the network between the nodes drops 1 % of datagrams and delays each up to
+/// 2 ms (reordering them), through a seeded relay: a produce sent straight to the cut-off
+/// leader is never acknowledged, the others elect a leader meanwhile, and afterwards the same
+/// checks as across kills hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producers_lose_and_double_nothing_across_network_partitions(
+) -> anyhow::Result<()> {
+    let rounds = std::env::var("HERALD_PARTITION_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PAUSE_ROUNDS_DEFAULT);
+    failover_loop(Fault::Isolate, rounds).await
+}
+
 /// What happens to a partition's leader in [`failover_loop`].
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -547,6 +599,9 @@ enum Fault {
     Kill,
     /// SIGSTOP for [`PAUSE`], then SIGCONT.
     Pause,
+    /// Cut off from the other nodes (every datagram between them dropped) for [`PAUSE`],
+    /// with the network otherwise lossy and reordering; clients still reach it.
+    Isolate,
 }
 
 fn signal(process: &BrokerProcess, name: &str) -> anyhow::Result<()> {
@@ -590,7 +645,22 @@ async fn elected_without(
 }
 
 async fn failover_loop(fault: Fault, rounds: usize) -> anyhow::Result<()> {
-    let cluster = Cluster::new(3)?;
+    let (cluster, relay) = match fault {
+        Fault::Isolate => {
+            let seed = std::env::var("HERALD_RELAY_SEED")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(RELAY_SEED_DEFAULT);
+            eprintln!("relay seed {seed} (HERALD_RELAY_SEED replays it)");
+            let (cluster, relay) = Cluster::relayed(3, seed).await?;
+            relay.set_weather(Weather {
+                loss: 0.01,
+                delay_max: Duration::from_millis(2),
+            });
+            (cluster, Some(relay))
+        }
+        Fault::Kill | Fault::Pause => (Cluster::new(3)?, None),
+    };
     let mut processes = BTreeMap::new();
     for node in 1..=3 {
         processes.insert(node, cluster.start(node)?);
@@ -704,6 +774,36 @@ async fn failover_loop(fault: Fault, rounds: usize) -> anyhow::Result<()> {
                 processes.remove(&lead).context("leader process")?.kill()?;
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 processes.insert(lead, cluster.start(lead)?);
+            }
+            Fault::Isolate => {
+                let relay = relay.as_ref().context("no relay")?;
+                let cut = processes.get(&lead).context("leader process")?;
+                let client = cut.client().await?;
+                relay.isolate(lead as u64);
+                let isolated = Instant::now();
+                // A produce straight to the cut-off leader is never acknowledged: it cannot
+                // reach a majority.
+                let probe = tokio::time::timeout(
+                    PAUSE - Duration::from_millis(500),
+                    client.produce(
+                        IDEMPOTENT_TOPIC,
+                        partition,
+                        Durability::Fsync,
+                        batch(&format!("minority-{round}"))?,
+                    ),
+                )
+                .await;
+                let elected = elected_without(&processes, lead, partition, isolated + PAUSE).await;
+                tokio::time::sleep_until((isolated + PAUSE).into()).await;
+                relay.heal();
+                client.close();
+                if let Ok(Ok(acked)) = probe {
+                    anyhow::bail!("the cut-off leader {lead} acknowledged a produce: {acked:?}");
+                }
+                anyhow::ensure!(
+                    elected,
+                    "no other node led {IDEMPOTENT_TOPIC}/{partition} while node {lead} was cut off"
+                );
             }
             Fault::Pause => {
                 let paused = processes.get(&lead).context("leader process")?;

@@ -1,0 +1,271 @@
+//! A seeded UDP relay between cluster nodes, standing in for the network (`tc netem` is not
+//! available on these machines): each node's peers reach it through a front address of its
+//! own here, and every datagram between two nodes may be dropped, delayed (which reorders
+//! them) or, while the pair is cut apart, never delivered. The same seed makes the same
+//! choices for the same sequence of datagrams.
+//!
+//! A node sends from its Raft socket (`--raft-listen`, the real address) to its peers'
+//! front addresses (named in `--peers`); the relay forwards each datagram from a socket of
+//! its own per sender, so the receiver's answers come back through the relay too and go out
+//! again from the front address the sender dialled.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tokio::net::UdpSocket;
+
+/// Largest datagram relayed (QUIC's packets are at most 64 KiB).
+const DATAGRAM_BYTES_MAX: usize = 65_536;
+
+/// What the network does to datagrams that are not cut.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Weather {
+    /// Chance that a datagram is dropped, 0 to 1.
+    pub loss: f64,
+    /// Each datagram waits a random time up to this before it is sent on.
+    pub delay_max: Duration,
+}
+
+struct Rules {
+    weather: Weather,
+    /// Pairs of nodes (smaller id first) between which nothing passes.
+    cut: BTreeSet<(u64, u64)>,
+    rng: StdRng,
+    dropped: u64,
+    relayed: u64,
+}
+
+/// The relay of a whole cluster (dropped with its tasks when the value goes away).
+pub struct Relay {
+    rules: Arc<Mutex<Rules>>,
+    fronts: BTreeMap<u64, SocketAddr>,
+    tasks: Tasks,
+}
+
+/// The relay's loops, stopped together.
+type Tasks = Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for task in lock(&self.tasks).iter() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Relay {
+    /// A relay in front of each node of `nodes` (id → its real Raft address), deciding with
+    /// a generator seeded with `seed`.
+    pub async fn start(nodes: &BTreeMap<u64, SocketAddr>, seed: u64) -> anyhow::Result<Self> {
+        let rules = Arc::new(Mutex::new(Rules {
+            weather: Weather::default(),
+            cut: BTreeSet::new(),
+            rng: StdRng::seed_from_u64(seed),
+            dropped: 0,
+            relayed: 0,
+        }));
+        let senders: Arc<HashMap<SocketAddr, u64>> =
+            Arc::new(nodes.iter().map(|(id, addr)| (*addr, *id)).collect());
+        let mut fronts = BTreeMap::new();
+        let tasks = Tasks::default();
+        for (id, target) in nodes {
+            let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+            fronts.insert(*id, front.local_addr()?);
+            let task = tokio::spawn(front_loop(
+                front,
+                *id,
+                *target,
+                senders.clone(),
+                rules.clone(),
+                tasks.clone(),
+            ));
+            lock(&tasks).push(task);
+        }
+        Ok(Self {
+            rules,
+            fronts,
+            tasks,
+        })
+    }
+
+    /// The address node `id`'s peers reach it at.
+    pub fn front(&self, id: u64) -> Option<SocketAddr> {
+        self.fronts.get(&id).copied()
+    }
+
+    /// The network's loss and delay from now on.
+    pub fn set_weather(&self, weather: Weather) {
+        lock(&self.rules).weather = weather;
+    }
+
+    /// Nothing passes between `node` and any other node until [`Relay::heal`].
+    pub fn isolate(&self, node: u64) {
+        let mut rules = lock(&self.rules);
+        for other in self.fronts.keys().filter(|other| **other != node) {
+            rules.cut.insert(pair(node, *other));
+        }
+    }
+
+    /// Every cut is mended.
+    pub fn heal(&self) {
+        lock(&self.rules).cut.clear();
+    }
+
+    /// Datagrams relayed and dropped so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let rules = lock(&self.rules);
+        (rules.relayed, rules.dropped)
+    }
+}
+
+fn pair(a: u64, b: u64) -> (u64, u64) {
+    (a.min(b), a.max(b))
+}
+
+/// What becomes of one datagram from `from` to `to`: `None` dropped, else sent after a delay.
+fn fate(rules: &Mutex<Rules>, from: Option<u64>, to: u64) -> Option<Duration> {
+    let mut rules = lock(rules);
+    let cut = from.is_some_and(|from| rules.cut.contains(&pair(from, to)));
+    let weather = rules.weather;
+    if cut || (weather.loss > 0.0 && rules.rng.random_bool(weather.loss.min(1.0))) {
+        rules.dropped += 1;
+        return None;
+    }
+    rules.relayed += 1;
+    let max = u64::try_from(weather.delay_max.as_micros()).unwrap_or(u64::MAX);
+    Some(if max == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_micros(rules.rng.random_range(0..max))
+    })
+}
+
+fn send_later(socket: Arc<UdpSocket>, datagram: Vec<u8>, to: SocketAddr, delay: Duration) {
+    if delay.is_zero() {
+        // Sent now, in order; a full socket buffer drops it, as a network would.
+        let _ = socket.try_send_to(&datagram, to);
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = socket.send_to(&datagram, to).await;
+    });
+}
+
+/// Datagrams to node `id` at `target`, each from a socket of the relay per sender.
+async fn front_loop(
+    front: Arc<UdpSocket>,
+    id: u64,
+    target: SocketAddr,
+    senders: Arc<HashMap<SocketAddr, u64>>,
+    rules: Arc<Mutex<Rules>>,
+    tasks: Tasks,
+) {
+    let mut backs: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
+    loop {
+        let Ok((length, from)) = front.recv_from(&mut buffer).await else {
+            return;
+        };
+        let sender = senders.get(&from).copied();
+        let back = match backs.get(&from) {
+            Some(back) => back.clone(),
+            None => {
+                let Ok(socket) = UdpSocket::bind("127.0.0.1:0").await else {
+                    continue;
+                };
+                let back = Arc::new(socket);
+                backs.insert(from, back.clone());
+                let task = tokio::spawn(back_loop(
+                    back.clone(),
+                    front.clone(),
+                    from,
+                    sender,
+                    id,
+                    rules.clone(),
+                ));
+                lock(&tasks).push(task);
+                back
+            }
+        };
+        if let Some(delay) = fate(&rules, sender, id) {
+            send_later(back, buffer[..length].to_vec(), target, delay);
+        }
+    }
+}
+
+/// Node `id`'s answers to `peer` (node `sender`), sent on from the front address.
+async fn back_loop(
+    back: Arc<UdpSocket>,
+    front: Arc<UdpSocket>,
+    peer: SocketAddr,
+    sender: Option<u64>,
+    id: u64,
+    rules: Arc<Mutex<Rules>>,
+) {
+    let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
+    loop {
+        let Ok((length, _)) = back.recv_from(&mut buffer).await else {
+            return;
+        };
+        // From `id` to the sender: the same pair, the other direction.
+        let fate = match sender {
+            Some(sender) => fate(&rules, Some(id), sender),
+            None => fate(&rules, None, id),
+        };
+        if let Some(delay) = fate {
+            send_later(front.clone(), buffer[..length].to_vec(), peer, delay);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(seed: u64, weather: Weather) -> Mutex<Rules> {
+        Mutex::new(Rules {
+            weather,
+            cut: BTreeSet::new(),
+            rng: StdRng::seed_from_u64(seed),
+            dropped: 0,
+            relayed: 0,
+        })
+    }
+
+    #[test]
+    fn the_same_seed_makes_the_same_choices_and_a_cut_pair_hears_nothing() {
+        let weather = Weather {
+            loss: 0.3,
+            delay_max: Duration::from_millis(5),
+        };
+        let (a, b) = (rules(7, weather), rules(7, weather));
+        let first: Vec<_> = (0..200).map(|_| fate(&a, Some(1), 2)).collect();
+        let again: Vec<_> = (0..200).map(|_| fate(&b, Some(1), 2)).collect();
+        assert_eq!(first, again);
+        let dropped = first.iter().filter(|fate| fate.is_none()).count();
+        assert!(
+            (30..90).contains(&dropped),
+            "{dropped} of 200 dropped at 30 %"
+        );
+        assert!(first
+            .iter()
+            .flatten()
+            .all(|delay| *delay < Duration::from_millis(5)));
+
+        let calm = rules(7, Weather::default());
+        lock(&calm).cut.insert(pair(2, 1));
+        assert!((0..50).all(|_| fate(&calm, Some(1), 2).is_none()));
+        assert!((0..50).all(|_| fate(&calm, Some(2), 1).is_none()));
+        assert_eq!(fate(&calm, Some(1), 3), Some(Duration::ZERO));
+        assert_eq!(lock(&calm).dropped, 100);
+    }
+}

@@ -37,6 +37,10 @@ pub const CONTROLLER_GROUP: &str = "__cluster/0";
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most bytes of the controller log the follower reads at once.
 const METADATA_READ_BYTES: usize = 1024 * 1024;
+/// A partition replica writes its commit position to `raft.meta` at most this often (one
+/// file replacement each): a restarted replica serves what was committed up to about this
+/// long before its crash at once.
+pub const COMMIT_KEEP_INTERVAL_MS: u64 = 1_000;
 
 /// A group's Raft on this node.
 pub type GroupRaft<S> = openraft::Raft<TypeConfig, StateMachine<S>>;
@@ -630,7 +634,9 @@ async fn start_partition<S: Storage + Clone + 'static>(
     members: BTreeMap<u64, BasicNode>,
 ) -> Result<(GroupRaft<S>, Arc<Mutex<Replica<S>>>), NodeError> {
     let name = group_name(topic, partition);
-    let replica = (shared.open)(&name, Some(config))?;
+    // After a restart the replica serves consumers up to where it was a moment before at
+    // once, not from nothing until a leader is heard.
+    let replica = (shared.open)(&name, Some(config))?.keep_commits_every(COMMIT_KEEP_INTERVAL_MS);
     let (log, state_machine, shared_replica) = replica.into_raft_storage();
     let raft_config =
         group_config(&name, shared.config.timing).map_err(|e| NodeError::Config(e.to_string()))?;

@@ -67,8 +67,21 @@ pub struct Replica<S: Storage> {
     dir: String,
     applied: AppliedState,
     clock: fn() -> i64,
-    /// Whether the commit position is kept in `raft.meta` (see [`Replica::keep_commits`]).
-    keep_commits: bool,
+    /// Whether and how often the commit position is kept in `raft.meta` (see
+    /// [`Replica::keep_commits`]).
+    commits: CommitKeeping,
+    /// When (this replica's clock, ms) the commit position was last written.
+    commit_saved_ms: i64,
+}
+
+/// Whether a replica keeps its commit position in `raft.meta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CommitKeeping {
+    Never,
+    /// At every commit.
+    Always,
+    /// At most once per this many milliseconds (and whenever the meta is written anyway).
+    Every(i64),
 }
 
 impl<S: Storage + Clone> Replica<S> {
@@ -93,7 +106,8 @@ impl<S: Storage + Clone> Replica<S> {
             dir: dir.to_owned(),
             applied: AppliedState::default(),
             clock: wall_clock_ms,
-            keep_commits: false,
+            commits: CommitKeeping::Never,
+            commit_saved_ms: i64::MIN,
         })
     }
 
@@ -102,8 +116,36 @@ impl<S: Storage + Clone> Replica<S> {
     /// One file replacement per commit: for a group with few entries (the controller), not
     /// for a partition's.
     pub fn keep_commits(mut self) -> Self {
-        self.keep_commits = true;
+        self.commits = CommitKeeping::Always;
         self
+    }
+
+    /// Keeps the commit position in `raft.meta` at most once per `interval_ms`: after a
+    /// restart the replica applies (and serves consumers) up to where it was at most that
+    /// long before, at once, and the rest once a leader is heard. For partitions, whose
+    /// commits come with every produced batch.
+    pub fn keep_commits_every(mut self, interval_ms: u64) -> Self {
+        self.commits = CommitKeeping::Every(i64::try_from(interval_ms).unwrap_or(i64::MAX));
+        self
+    }
+
+    /// The kept commit position as far as this replica's log still holds it. A commit is
+    /// an entry a quorum stored, not necessarily this node: a crash may have taken entries it
+    /// named from this log (they were written, not yet synced), and the entries the log kept
+    /// up to there are the committed ones (committed entries are never cut).
+    fn kept_commit(&self) -> io::Result<Option<LogId>> {
+        if self.commits == CommitKeeping::Never {
+            return Ok(None);
+        }
+        let Some(kept) = self.meta.committed else {
+            return Ok(None);
+        };
+        let kept = LogId::new_term_index(kept.term, kept.index);
+        Ok(match self.log_state()?.last_log_id {
+            Some(last) if last.index < kept.index => Some(last),
+            Some(_) => Some(kept),
+            None => None,
+        })
     }
 
     /// The partition log (reads of records go through it).
@@ -450,23 +492,27 @@ impl<S: Storage + Clone + 'static> RaftLogStorage<TypeConfig> for LogStore<S> {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let mut replica = lock(&self.replica);
-        if !replica.keep_commits {
-            return Ok(());
-        }
+        let now = (replica.clock)();
+        let due = match replica.commits {
+            CommitKeeping::Never => return Ok(()),
+            CommitKeeping::Always => true,
+            CommitKeeping::Every(interval) => {
+                now.saturating_sub(replica.commit_saved_ms) >= interval
+            }
+        };
         replica.meta.committed = committed.map(|c| LogPosition {
             term: c.leader_id.term,
             index: c.index,
         });
-        replica.save_meta()
+        if due {
+            replica.save_meta()?;
+            replica.commit_saved_ms = now;
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        let replica = lock(&self.replica);
-        Ok(replica
-            .keep_commits
-            .then_some(replica.meta.committed)
-            .flatten()
-            .map(|c| LogId::new_term_index(c.term, c.index)))
+        lock(&self.replica).kept_commit()
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

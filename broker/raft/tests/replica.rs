@@ -292,3 +292,79 @@ async fn a_vote_that_failed_to_save_is_not_cast() {
     assert!(log.save_vote(&Vote::new(2, 3)).await.is_err());
     assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(1, 1)));
 }
+
+/// A kept commit position past what the log still holds after a crash (a commit is what a
+/// quorum stored, not necessarily this node's disk) reads back as the log's last entry: the
+/// entries kept up to there are the committed ones, and openraft re-applies up to the
+/// position read at startup (one it does not hold failed the start).
+#[tokio::test]
+async fn a_kept_commit_past_the_log_a_crash_left_reads_back_as_its_end() {
+    let storage = MemoryStorage::new();
+    let open_kept = || {
+        Replica::open(storage.clone(), DIR, LogConfig::default())
+            .expect("open")
+            .keep_commits()
+            .into_raft_storage()
+            .0
+    };
+    let mut log = open_kept();
+    append(
+        &mut log,
+        (0..5)
+            .map(|index| entry(1, index, EntryPayload::Blank))
+            .collect(),
+    )
+    .await;
+    log.save_committed(Some(LogId::new_term_index(1, 9)))
+        .await
+        .expect("save");
+    drop(log);
+    storage.crash(|_| 0);
+    let mut log = open_kept();
+    assert_eq!(
+        log.read_committed().await.expect("read"),
+        Some(LogId::new_term_index(1, 4))
+    );
+}
+
+/// A partition replica writes its commit position at most once per interval: the first at
+/// once, those right after it not, the next one after the interval again (a crash shows what
+/// is on disk).
+#[tokio::test]
+async fn commits_kept_every_interval_are_written_at_most_that_often() {
+    for pause in [false, true] {
+        let storage = MemoryStorage::new();
+        let open_every = || {
+            Replica::open(storage.clone(), DIR, LogConfig::default())
+                .expect("open")
+                .keep_commits_every(50)
+                .into_raft_storage()
+                .0
+        };
+        let mut log = open_every();
+        append(
+            &mut log,
+            (0..5)
+                .map(|index| entry(1, index, EntryPayload::Blank))
+                .collect(),
+        )
+        .await;
+        for index in 1..=4 {
+            if index == 3 && pause {
+                tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+            }
+            log.save_committed(Some(LogId::new_term_index(1, index)))
+                .await
+                .expect("save");
+        }
+        drop(log);
+        storage.crash(|_| 0);
+        let mut log = open_every();
+        let written = if pause { 3 } else { 1 };
+        assert_eq!(
+            log.read_committed().await.expect("read"),
+            Some(LogId::new_term_index(1, written)),
+            "pause {pause}"
+        );
+    }
+}

@@ -10,8 +10,8 @@ use super::{AppendError, Appended, PartitionLog, TruncateError};
 use crate::storage::{Storage, StorageError};
 
 impl<S: Storage> PartitionLog<S> {
-    /// Stores a batch its partition's leader decided on (a Raft entry): validated like a
-    /// produced batch, but control batches are allowed ([`ATTRIBUTE_CONTROL`]), nothing is
+    /// Stores a batch its partition's leader decided on (a Raft entry): its length, format,
+    /// CRC and attributes checked (the leader walked its records before proposing it), control batches are allowed ([`ATTRIBUTE_CONTROL`]), nothing is
     /// refused as a duplicate or out of sequence (the leader decided that before proposing
     /// it; every replica stores the same entries), and the append time is the one the leader
     /// stamped, so every replica holds the same bytes. The base offset is stamped here from
@@ -34,7 +34,9 @@ impl<S: Storage> PartitionLog<S> {
                 "a partition with an idempotency-key window is not replicated",
             ));
         }
-        let view = super::validate_whole(batch, ATTRIBUTE_CONTROL)?;
+        // The leader checked the records before proposing the batch; the CRC shows these
+        // are its bytes.
+        let view = super::validate_frame(batch, ATTRIBUTE_CONTROL)?;
         let count = i64::from(view.record_count());
         let producer = view.producer();
         let append_time_ms = view.append_time_ms();

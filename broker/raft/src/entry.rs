@@ -54,7 +54,7 @@ pub fn to_batch(payload: &Payload, now_ms: i64) -> Result<Vec<u8>, EntryError> {
                 Some(head) if head.is_control() => {
                     Err(BatchError::ReservedAttributes(head.attributes).into())
                 }
-                _ => Ok(proposal.batch.clone()),
+                _ => Ok(proposal.batch.to_vec()),
             }
         }
         EntryPayload::Blank => control(BLANK_KEY, None),
@@ -87,7 +87,7 @@ pub fn from_batch(bytes: &[u8], log_id: LogId) -> Result<Entry, EntryError> {
         }
     } else {
         EntryPayload::Normal(Proposal {
-            batch: bytes.to_vec(),
+            batch: bytes::Bytes::copy_from_slice(bytes),
         })
     };
     Ok(openraft::Entry::<_, _> { log_id, payload })
@@ -105,7 +105,9 @@ mod tests {
             from_batch(&blank, log_id).expect("entry").payload,
             EntryPayload::Blank
         ));
-        let control = Proposal { batch: blank };
+        let control = Proposal {
+            batch: blank.into(),
+        };
         assert!(matches!(
             to_batch(&EntryPayload::Normal(control), 5),
             Err(EntryError::Batch(BatchError::ReservedAttributes(_)))

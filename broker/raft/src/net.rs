@@ -248,7 +248,7 @@ async fn answer<S: Storage + Clone + 'static>(
             }
             Kind::Forward => {
                 let proposal = crate::Proposal {
-                    batch: body.to_vec(),
+                    batch: bytes::Bytes::copy_from_slice(body),
                 };
                 rpc::encode_answer(
                     raft.client_write(proposal)

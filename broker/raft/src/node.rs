@@ -480,7 +480,9 @@ fn command_proposal(command: &Command) -> Result<Proposal, NodeError> {
         .finish(None)
         .map_err(|e| NodeError::Encode(e.to_string()))?;
     batch::stamp(&mut batch, 0, wall_clock_ms());
-    Ok(Proposal { batch })
+    Ok(Proposal {
+        batch: batch.into(),
+    })
 }
 
 fn wall_clock_ms() -> i64 {

@@ -203,7 +203,7 @@ pub fn decode_append(body: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, Rp
         let bytes = reader.bytes("entry", RAFT_MESSAGE_BYTES_MAX)?;
         let payload = match kind {
             0 => EntryPayload::Normal(Proposal {
-                batch: bytes.to_vec(),
+                batch: bytes::Bytes::copy_from_slice(bytes),
             }),
             1 => EntryPayload::Blank,
             2 => EntryPayload::Membership(serde_json::from_slice(bytes)?),
@@ -283,7 +283,7 @@ mod tests {
                 Entry {
                     log_id: LogId::new_term_index(4, 12),
                     payload: EntryPayload::Normal(Proposal {
-                        batch: vec![7; 300],
+                        batch: vec![7; 300].into(),
                     }),
                 },
             ],

@@ -39,6 +39,83 @@ use crate::types::{Applied, Entry, LogId, StoredMembership, TypeConfig, Vote};
 /// sent its entries in rounds); at least one entry is always read.
 pub const ENTRIES_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// Bytes of batches a replica keeps of the entries it appended last, for reads of them
+/// (openraft reads each follower's entries back right after appending them).
+pub const RECENT_ENTRIES_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// The entries a replica appended last, contiguous, as they were appended (their batches
+/// shared, not copied): replication reads them here instead of from the segment files.
+#[derive(Default)]
+struct Recent {
+    entries: std::collections::VecDeque<Entry>,
+    bytes: usize,
+}
+
+fn entry_bytes(entry: &Entry) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(proposal) => proposal.batch.len(),
+        EntryPayload::Blank | EntryPayload::Membership(_) => 0,
+    }
+}
+
+impl Recent {
+    /// Keeps `entry`, appended after the last kept one (else the kept ones are dropped),
+    /// dropping the oldest past [`RECENT_ENTRIES_BYTES_MAX`].
+    fn push(&mut self, entry: &Entry) {
+        let follows = self
+            .entries
+            .back()
+            .is_none_or(|last| last.log_id.index.checked_add(1) == Some(entry.log_id.index));
+        if !follows {
+            self.clear();
+        }
+        self.bytes += entry_bytes(entry);
+        self.entries.push_back(entry.clone());
+        while self.bytes > RECENT_ENTRIES_BYTES_MAX && self.entries.len() > 1 {
+            if let Some(oldest) = self.entries.pop_front() {
+                self.bytes -= entry_bytes(&oldest);
+            }
+        }
+    }
+
+    fn get(&self, index: u64) -> Option<&Entry> {
+        let first = self.entries.front()?.log_id.index;
+        self.entries
+            .get(usize::try_from(index.checked_sub(first)?).ok()?)
+    }
+
+    /// Drops the kept entries from `index` on.
+    fn cut_from(&mut self, index: u64) {
+        while self
+            .entries
+            .back()
+            .is_some_and(|last| last.log_id.index >= index)
+        {
+            if let Some(cut) = self.entries.pop_back() {
+                self.bytes -= entry_bytes(&cut);
+            }
+        }
+    }
+
+    /// Drops the kept entries up to `index`.
+    fn drop_through(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|first| first.log_id.index <= index)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= entry_bytes(&old);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
+
 /// Why a replica could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
@@ -72,6 +149,8 @@ pub struct Replica<S: Storage> {
     commits: CommitKeeping,
     /// When (this replica's clock, ms) the commit position was last written.
     commit_saved_ms: i64,
+    /// The entries appended last (see [`Recent`]).
+    recent: Recent,
 }
 
 /// Whether a replica keeps its commit position in `raft.meta`.
@@ -108,6 +187,7 @@ impl<S: Storage + Clone> Replica<S> {
             clock: wall_clock_ms,
             commits: CommitKeeping::Never,
             commit_saved_ms: i64::MIN,
+            recent: Recent::default(),
         })
     }
 
@@ -184,6 +264,12 @@ impl<S: Storage + Clone> Replica<S> {
         let mut index = start;
         let mut bytes = 0usize;
         while index < end && (out.is_empty() || bytes < max_bytes) {
+            if let Some(recent) = self.recent.get(index) {
+                bytes += entry_bytes(recent);
+                out.push(recent.clone());
+                index += 1;
+                continue;
+            }
             let read = self
                 .log
                 // In rounds: a read of one entry (openraft asks for `i..=i` to learn a log
@@ -246,6 +332,7 @@ impl<S: Storage + Clone> Replica<S> {
             // where the entries it is sent start.
             if index > next && self.first_index() >= next {
                 let offset = self.log.high_watermark().max(self.applied.high_watermark);
+                self.recent.clear();
                 self.log.reset_to(offset, index).map_err(io::Error::other)?;
             } else {
                 return Err(io::Error::new(
@@ -269,6 +356,7 @@ impl<S: Storage + Clone> Replica<S> {
         self.log
             .append_replicated(&mut batch, now)
             .map_err(io::Error::other)?;
+        self.recent.push(entry);
         Ok(())
     }
 
@@ -293,6 +381,7 @@ impl<S: Storage + Clone> Replica<S> {
                 .log
                 .ordinal_offset(keep_until)
                 .map_err(io::Error::other)?;
+            self.recent.cut_from(keep_until);
             self.log.truncate_to(offset).map_err(io::Error::other)?;
         }
         self.meta.truncate_after(keep_until.checked_sub(1));
@@ -300,6 +389,7 @@ impl<S: Storage + Clone> Replica<S> {
     }
 
     fn purge(&mut self, upto: &LogId) -> io::Result<()> {
+        self.recent.drop_through(upto.index);
         self.meta.purge(LogPosition {
             term: upto.leader_id.term,
             index: upto.index,

@@ -4,10 +4,11 @@ use std::fmt;
 
 /// A produced batch proposed to a partition group: its bytes as the leader stamped them
 /// (append time set; the base offset is stamped by each replica from its own log end, the
-/// same everywhere).
+/// same everywhere). Shared, not copied, as openraft passes the entry around (the log, the
+/// replication to each follower, the recent entries a replica keeps for it).
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Proposal {
-    pub batch: Vec<u8>,
+    pub batch: bytes::Bytes,
 }
 
 impl fmt::Debug for Proposal {

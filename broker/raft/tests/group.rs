@@ -132,7 +132,9 @@ fn proposal(value: &str) -> Proposal {
     }
     let mut bytes = builder.encode().expect("batch");
     batch::stamp(&mut bytes, 0, 1_000);
-    Proposal { batch: bytes }
+    Proposal {
+        batch: bytes.into(),
+    }
 }
 
 /// Every data record a replica holds, as (offset, value).

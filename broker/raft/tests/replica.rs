@@ -32,7 +32,9 @@ fn produced(values: &[&str], append_time_ms: i64) -> Proposal {
     }
     let mut bytes = builder.encode().expect("batch");
     batch::stamp(&mut bytes, 0, append_time_ms);
-    Proposal { batch: bytes }
+    Proposal {
+        batch: bytes.into(),
+    }
 }
 
 fn entry(
@@ -367,4 +369,69 @@ async fn commits_kept_every_interval_are_written_at_most_that_often() {
             "pause {pause}"
         );
     }
+}
+
+/// The values of every entry read from `log` in `range`, with its log id: what replication
+/// sends, whether it came from the recent entries kept in memory or from the segments.
+async fn read_values(
+    log: &mut LogStore<MemoryStorage>,
+    range: std::ops::Range<u64>,
+) -> Vec<((u64, u64), Vec<String>)> {
+    log.try_get_log_entries(range)
+        .await
+        .expect("entries")
+        .into_iter()
+        .map(|entry| {
+            let values = match &entry.payload {
+                EntryPayload::Normal(proposal) => batches(&proposal.batch)
+                    .flat_map(|view| {
+                        view.expect("batch")
+                            .records()
+                            .map(|r| {
+                                let value = r.expect("record").value.expect("value").to_vec();
+                                String::from_utf8(value).expect("utf-8")
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            ((entry.log_id.leader_id.term, entry.log_id.index), values)
+        })
+        .collect()
+}
+
+/// Entries read back right after they were appended come from the recent entries a replica
+/// keeps (bounded by RECENT_ENTRIES_BYTES_MAX; older ones from the segments): after a cut
+/// and new entries at the cut indexes the reads give the new ones, and past the bound the
+/// older entries read from the segments the same as the newer from memory.
+#[tokio::test]
+async fn entries_read_back_after_a_cut_and_past_the_kept_bound_are_the_stored_ones() {
+    let storage = MemoryStorage::new();
+    let (mut log, _) = open(&storage);
+    let value = |n: u64| format!("{n}-{}", "x".repeat(700 * 1024));
+    let first: Vec<Entry> = (0..6)
+        .map(|n| entry(1, n, EntryPayload::Normal(produced(&[&value(n)], 10))))
+        .collect();
+    append(&mut log, first).await;
+    log.truncate_after(Some(LogId::new_term_index(1, 2)))
+        .await
+        .expect("cut");
+    let second: Vec<Entry> = (3..16)
+        .map(|n| entry(2, n, EntryPayload::Normal(produced(&[&value(n + 100)], 20))))
+        .collect();
+    append(&mut log, second).await;
+    let expected: Vec<((u64, u64), Vec<String>)> = (0..16)
+        .map(|n| {
+            let (term, shown) = if n < 3 { (1, n) } else { (2, n + 100) };
+            ((term, n), vec![value(shown)])
+        })
+        .collect();
+    // 16 entries of 700 KiB: more than RECENT_ENTRIES_BYTES_MAX, so the first come from the
+    // segments and the last from memory.
+    const { assert!(16 * 700 * 1024 > herald_raft::store::RECENT_ENTRIES_BYTES_MAX) };
+    assert_eq!(read_values(&mut log, 0..16).await, expected);
+    // Read alone too (a read that starts in memory, one that ends there).
+    assert_eq!(read_values(&mut log, 14..16).await, expected[14..16]);
+    assert_eq!(read_values(&mut log, 1..4).await, expected[1..4]);
 }

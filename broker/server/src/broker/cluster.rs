@@ -585,7 +585,7 @@ impl Broker {
         batch::stamp(&mut batch, 0, append_time_ms);
         match group
             .propose(Proposal {
-                batch: batch.to_vec(),
+                batch: batch.freeze(),
             })
             .await
         {

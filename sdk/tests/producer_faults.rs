@@ -2,8 +2,6 @@
 //! send is stored at most once, also when the batch in front of it fails for good.
 
 mod support;
-#[path = "support/udp_proxy.rs"]
-mod udp_proxy;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,8 +16,8 @@ use herald_broker_client::BrokerClient;
 use herald_wire::messages::TopicConfig;
 use tokio::time::Instant;
 
+use herald_netfault::{Relay, Weather, SINGLE};
 use support::RunningBroker;
-use udp_proxy::UdpProxy;
 
 /// The producer's delivery timeout: short, so that the outage outlasts it.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -44,18 +42,20 @@ async fn producer_through_proxy(
     dir: &Path,
     topic: &str,
     config: ProducerConfig,
-) -> (RunningBroker, BrokerClient, UdpProxy, Arc<RawProducer>) {
+) -> (RunningBroker, BrokerClient, Relay, Arc<RawProducer>) {
     let broker = RunningBroker::start(dir).await;
     let direct = broker.client().await;
     direct
         .create_topic(topic, TopicConfig::default())
         .await
         .expect("create");
-    let proxy = UdpProxy::start(broker.bound.addr, SEED)
-        .await
-        .expect("proxy");
+    let proxy = Relay::single(broker.bound.addr, SEED).await.expect("proxy");
     let producer = RawProducer::with_reconnect(
-        support::connector(proxy.addr(), broker.trust(), broker.credentials.clone()),
+        support::connector(
+            proxy.front(SINGLE).expect("front"),
+            broker.trust(),
+            broker.credentials.clone(),
+        ),
         topic,
         config,
     )
@@ -181,7 +181,7 @@ async fn batches_behind_a_failed_one_are_indeterminate_and_never_stored_twice() 
     next_value += 1;
 
     // The answers stop; a whole window of batches goes out (and is stored).
-    proxy.faults().lose_answers(true);
+    proxy.lose_answers(true);
     let mut in_flight = Vec::new();
     for _ in 0..IN_FLIGHT_MAX {
         in_flight.push((next_value, send_alone(&producer, next_value).await));
@@ -191,8 +191,8 @@ async fn batches_behind_a_failed_one_are_indeterminate_and_never_stored_twice() 
     // Past the delivery timeout the path heals, before any outcome is awaited: from here a
     // fresh producer id can be had (see above).
     tokio::time::sleep(HEAL_AFTER).await;
-    assert!(proxy.faults().lost() > 0, "the proxy lost the answers");
-    proxy.faults().lose_answers(false);
+    assert!(proxy.lost() > 0, "the proxy lost the answers");
+    proxy.lose_answers(false);
     let mut lost_window = Vec::new();
     for (value, delivery) in in_flight {
         let outcome = tokio::time::timeout_at(window_sent + RESOLVED_WITHIN, delivery)
@@ -270,10 +270,13 @@ async fn a_lossy_path_delivers_every_send_exactly_once() {
         },
     )
     .await;
-    proxy.faults().set_loss_per_mille(LOSS_PER_MILLE);
+    proxy.set_weather(Weather {
+        loss: f64::from(LOSS_PER_MILLE) / 1000.0,
+        delay_max: Duration::ZERO,
+    });
     let mut deliveries = Vec::new();
     let mut sent = 0u32;
-    while sent < RECORDS || (proxy.faults().lost() < LOSSES_WANTED && sent < RECORDS_MAX) {
+    while sent < RECORDS || (proxy.lost() < LOSSES_WANTED && sent < RECORDS_MAX) {
         let delivery = producer
             .send(None, Some(sent.to_be_bytes().to_vec()), Vec::new())
             .await
@@ -293,8 +296,8 @@ async fn a_lossy_path_delivers_every_send_exactly_once() {
         assert!(outcome.is_ok(), "value {value}: {outcome:?}");
         outcomes.insert(value, outcome);
     }
-    assert!(proxy.faults().lost() > 0, "the proxy lost datagrams");
-    proxy.faults().set_loss_per_mille(0);
+    assert!(proxy.lost() > 0, "the proxy lost datagrams");
+    proxy.set_weather(Weather::default());
     let stored = stored(&direct, "lossy").await;
     assert_at_most_once(&stored, &outcomes);
     let values: Vec<u32> = stored.iter().map(|(_, value)| *value).collect();

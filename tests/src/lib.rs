@@ -1,6 +1,6 @@
 //! Helpers for Herald's cross-crate integration tests: spawn the real `herald` binary on port
-//! 0, find the address it bound, kill it with SIGKILL, restart it on the same data directory;
-//! a seeded UDP relay that drops, delays and cuts datagrams between cluster nodes ([`relay`]).
+//! 0, find the address it bound, kill it with SIGKILL, restart it on the same data directory.
+//! (Network faults: `herald-netfault`.)
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-
-pub mod relay;
 
 /// How long a started server may take to print its address.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use herald::producer::{ProduceError, ProducerConfig, RawProducer};
 use herald_broker_client::{dialer, BrokerClient, Credentials, RequestError, Router};
-use herald_tests::relay::{Relay, Weather};
+use herald_netfault::{Relay, Weather};
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};

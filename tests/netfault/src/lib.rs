@@ -1,13 +1,17 @@
-//! A seeded UDP relay between cluster nodes, standing in for the network (`tc netem` is not
-//! available on these machines): each node's peers reach it through a front address of its
-//! own here, and every datagram between two nodes may be dropped, delayed (which reorders
-//! them) or, while the pair is cut apart, never delivered. The same seed makes the same
-//! choices for the same sequence of datagrams.
+//! A seeded UDP relay for fault tests, standing in for the network (`tc netem` is not
+//! available on these machines): each target (a broker, a cluster node) is reached through
+//! a front address of its own here, and every datagram may be dropped, delayed (which
+//! reorders them), or never delivered while its pair of nodes is cut apart or while answers
+//! are lost. The same seed makes the same sequence of choices; which datagram each choice
+//! falls on depends on timing (QUIC's retransmissions, how directions interleave), so a seed
+//! does not replay the very same losses.
 //!
-//! A node sends from its Raft socket (`--raft-listen`, the real address) to its peers'
-//! front addresses (named in `--peers`); the relay forwards each datagram from a socket of
-//! its own per sender, so the receiver's answers come back through the relay too and go out
-//! again from the front address the sender dialled.
+//! Senders are told apart by address: a cluster node sends from its Raft socket
+//! (`--raft-listen`, the real address) to its peers' front addresses (named in `--peers`), and
+//! the relay knows those addresses as the nodes; any other sender (a client) is anonymous, up
+//! to [`SENDERS_MAX`] per front. Each sender's datagrams are forwarded from a socket of the
+//! relay's own, so the target's answers come back through the relay too and go out again from
+//! the front address the sender used.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -20,6 +24,13 @@ use tokio::net::UdpSocket;
 
 /// Largest datagram relayed (QUIC's packets are at most 64 KiB).
 const DATAGRAM_BYTES_MAX: usize = 65_536;
+/// Senders forwarded per front at once; datagrams from any further one are dropped, so the
+/// relay's state stays bounded.
+pub const SENDERS_MAX: usize = 64;
+/// Pause after a socket error before reading again, so a failing socket does not spin.
+const ERROR_PAUSE: Duration = Duration::from_millis(5);
+/// The id [`Relay::single`] gives its one target.
+pub const SINGLE: u64 = 1;
 
 /// What the network does to datagrams that are not cut.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,6 +45,8 @@ struct Rules {
     weather: Weather,
     /// Pairs of nodes (smaller id first) between which nothing passes.
     cut: BTreeSet<(u64, u64)>,
+    /// Whether every datagram from a target back to its senders is lost.
+    answers_lost: bool,
     rng: StdRng,
     dropped: u64,
     relayed: u64,
@@ -64,10 +77,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Relay {
     /// A relay in front of each node of `nodes` (id → its real Raft address), deciding with
     /// a generator seeded with `seed`.
-    pub async fn start(nodes: &BTreeMap<u64, SocketAddr>, seed: u64) -> anyhow::Result<Self> {
+    pub async fn start(nodes: &BTreeMap<u64, SocketAddr>, seed: u64) -> std::io::Result<Self> {
         let rules = Arc::new(Mutex::new(Rules {
             weather: Weather::default(),
             cut: BTreeSet::new(),
+            answers_lost: false,
             rng: StdRng::seed_from_u64(seed),
             dropped: 0,
             relayed: 0,
@@ -96,6 +110,12 @@ impl Relay {
         })
     }
 
+    /// A relay in front of one target (a broker its clients reach through
+    /// [`Relay::front`]`(`[`SINGLE`]`)`).
+    pub async fn single(target: SocketAddr, seed: u64) -> std::io::Result<Self> {
+        Self::start(&BTreeMap::from([(SINGLE, target)]), seed).await
+    }
+
     /// The address node `id`'s peers reach it at.
     pub fn front(&self, id: u64) -> Option<SocketAddr> {
         self.fronts.get(&id).copied()
@@ -119,10 +139,15 @@ impl Relay {
         lock(&self.rules).cut.clear();
     }
 
-    /// Datagrams relayed and dropped so far.
-    pub fn counts(&self) -> (u64, u64) {
-        let rules = lock(&self.rules);
-        (rules.relayed, rules.dropped)
+    /// Loses (or, with `false`, no longer loses) every datagram from a target back to its
+    /// senders: requests still arrive and are handled, their answers never come.
+    pub fn lose_answers(&self, lose: bool) {
+        lock(&self.rules).answers_lost = lose;
+    }
+
+    /// Datagrams dropped so far (cut, answers lost, or the weather's loss).
+    pub fn lost(&self) -> u64 {
+        lock(&self.rules).dropped
     }
 }
 
@@ -131,9 +156,10 @@ fn pair(a: u64, b: u64) -> (u64, u64) {
 }
 
 /// What becomes of one datagram from `from` to `to`: `None` dropped, else sent after a delay.
-fn fate(rules: &Mutex<Rules>, from: Option<u64>, to: u64) -> Option<Duration> {
+fn fate(rules: &Mutex<Rules>, from: Option<u64>, to: u64, answer: bool) -> Option<Duration> {
     let mut rules = lock(rules);
-    let cut = from.is_some_and(|from| rules.cut.contains(&pair(from, to)));
+    let cut = (answer && rules.answers_lost)
+        || from.is_some_and(|from| rules.cut.contains(&pair(from, to)));
     let weather = rules.weather;
     if cut || (weather.loss > 0.0 && rules.rng.random_bool(weather.loss.min(1.0))) {
         rules.dropped += 1;
@@ -173,11 +199,13 @@ async fn front_loop(
     let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
     loop {
         let Ok((length, from)) = front.recv_from(&mut buffer).await else {
-            return;
+            tokio::time::sleep(ERROR_PAUSE).await;
+            continue;
         };
         let sender = senders.get(&from).copied();
         let back = match backs.get(&from) {
             Some(back) => back.clone(),
+            None if backs.len() >= SENDERS_MAX => continue,
             None => {
                 let Ok(socket) = UdpSocket::bind("127.0.0.1:0").await else {
                     continue;
@@ -196,7 +224,7 @@ async fn front_loop(
                 back
             }
         };
-        if let Some(delay) = fate(&rules, sender, id) {
+        if let Some(delay) = fate(&rules, sender, id, false) {
             send_later(back, buffer[..length].to_vec(), target, delay);
         }
     }
@@ -214,12 +242,13 @@ async fn back_loop(
     let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
     loop {
         let Ok((length, _)) = back.recv_from(&mut buffer).await else {
-            return;
+            tokio::time::sleep(ERROR_PAUSE).await;
+            continue;
         };
         // From `id` to the sender: the same pair, the other direction.
         let fate = match sender {
-            Some(sender) => fate(&rules, Some(id), sender),
-            None => fate(&rules, None, id),
+            Some(sender) => fate(&rules, Some(id), sender, true),
+            None => fate(&rules, None, id, true),
         };
         if let Some(delay) = fate {
             send_later(front.clone(), buffer[..length].to_vec(), peer, delay);
@@ -235,6 +264,7 @@ mod tests {
         Mutex::new(Rules {
             weather,
             cut: BTreeSet::new(),
+            answers_lost: false,
             rng: StdRng::seed_from_u64(seed),
             dropped: 0,
             relayed: 0,
@@ -248,8 +278,8 @@ mod tests {
             delay_max: Duration::from_millis(5),
         };
         let (a, b) = (rules(7, weather), rules(7, weather));
-        let first: Vec<_> = (0..200).map(|_| fate(&a, Some(1), 2)).collect();
-        let again: Vec<_> = (0..200).map(|_| fate(&b, Some(1), 2)).collect();
+        let first: Vec<_> = (0..200).map(|_| fate(&a, Some(1), 2, false)).collect();
+        let again: Vec<_> = (0..200).map(|_| fate(&b, Some(1), 2, false)).collect();
         assert_eq!(first, again);
         let dropped = first.iter().filter(|fate| fate.is_none()).count();
         assert!(
@@ -263,9 +293,13 @@ mod tests {
 
         let calm = rules(7, Weather::default());
         lock(&calm).cut.insert(pair(2, 1));
-        assert!((0..50).all(|_| fate(&calm, Some(1), 2).is_none()));
-        assert!((0..50).all(|_| fate(&calm, Some(2), 1).is_none()));
-        assert_eq!(fate(&calm, Some(1), 3), Some(Duration::ZERO));
+        assert!((0..50).all(|_| fate(&calm, Some(1), 2, false).is_none()));
+        assert!((0..50).all(|_| fate(&calm, Some(2), 1, true).is_none()));
+        assert_eq!(fate(&calm, Some(1), 3, false), Some(Duration::ZERO));
         assert_eq!(lock(&calm).dropped, 100);
+        lock(&calm).answers_lost = true;
+        assert_eq!(fate(&calm, Some(1), 3, true), None);
+        assert_eq!(fate(&calm, None, 3, true), None);
+        assert_eq!(fate(&calm, None, 3, false), Some(Duration::ZERO));
     }
 }

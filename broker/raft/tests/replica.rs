@@ -295,6 +295,26 @@ async fn a_vote_that_failed_to_save_is_not_cast() {
     assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(1, 1)));
 }
 
+/// The log of the replica in `storage`, keeping its commit positions as `keep` says.
+fn open_keeping(
+    storage: &MemoryStorage,
+    keep: fn(Replica<MemoryStorage>) -> Replica<MemoryStorage>,
+) -> LogStore<MemoryStorage> {
+    let replica = Replica::open(storage.clone(), DIR, LogConfig::default()).expect("open");
+    keep(replica).into_raft_storage().0
+}
+
+/// Five blank entries of term 1 (indexes 0-4), flushed.
+async fn five_entries(log: &mut LogStore<MemoryStorage>) {
+    append(
+        log,
+        (0..5)
+            .map(|index| entry(1, index, EntryPayload::Blank))
+            .collect(),
+    )
+    .await;
+}
+
 /// A kept commit position past what the log still holds after a crash (a commit is what a
 /// quorum stored, not necessarily this node's disk) reads back as the log's last entry: the
 /// entries kept up to there are the committed ones, and openraft re-applies up to the
@@ -302,27 +322,14 @@ async fn a_vote_that_failed_to_save_is_not_cast() {
 #[tokio::test]
 async fn a_kept_commit_past_the_log_a_crash_left_reads_back_as_its_end() {
     let storage = MemoryStorage::new();
-    let open_kept = || {
-        Replica::open(storage.clone(), DIR, LogConfig::default())
-            .expect("open")
-            .keep_commits()
-            .into_raft_storage()
-            .0
-    };
-    let mut log = open_kept();
-    append(
-        &mut log,
-        (0..5)
-            .map(|index| entry(1, index, EntryPayload::Blank))
-            .collect(),
-    )
-    .await;
+    let mut log = open_keeping(&storage, Replica::keep_commits);
+    five_entries(&mut log).await;
     log.save_committed(Some(LogId::new_term_index(1, 9)))
         .await
         .expect("save");
     drop(log);
     storage.crash(|_| 0);
-    let mut log = open_kept();
+    let mut log = open_keeping(&storage, Replica::keep_commits);
     assert_eq!(
         log.read_committed().await.expect("read"),
         Some(LogId::new_term_index(1, 4))
@@ -336,21 +343,9 @@ async fn a_kept_commit_past_the_log_a_crash_left_reads_back_as_its_end() {
 async fn commits_kept_every_interval_are_written_at_most_that_often() {
     for pause in [false, true] {
         let storage = MemoryStorage::new();
-        let open_every = || {
-            Replica::open(storage.clone(), DIR, LogConfig::default())
-                .expect("open")
-                .keep_commits_every(50)
-                .into_raft_storage()
-                .0
-        };
-        let mut log = open_every();
-        append(
-            &mut log,
-            (0..5)
-                .map(|index| entry(1, index, EntryPayload::Blank))
-                .collect(),
-        )
-        .await;
+        let every = |replica: Replica<MemoryStorage>| replica.keep_commits_every(50);
+        let mut log = open_keeping(&storage, every);
+        five_entries(&mut log).await;
         for index in 1..=4 {
             if index == 3 && pause {
                 tokio::time::sleep(std::time::Duration::from_millis(60)).await;
@@ -361,7 +356,7 @@ async fn commits_kept_every_interval_are_written_at_most_that_often() {
         }
         drop(log);
         storage.crash(|_| 0);
-        let mut log = open_every();
+        let mut log = open_keeping(&storage, every);
         let written = if pause { 3 } else { 1 };
         assert_eq!(
             log.read_committed().await.expect("read"),

@@ -93,6 +93,19 @@ struct Cluster {
     listen: Vec<SocketAddr>,
     /// Each node's own Raft address when its peers reach it through a relay.
     raft_listen: Option<Vec<SocketAddr>>,
+    /// Each node's `/metrics` address.
+    metrics: Vec<SocketAddr>,
+}
+
+/// Free TCP ports on 127.0.0.1 (the listeners are closed again before the nodes bind them).
+fn tcp_addrs(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<_, _>>()?)
 }
 
 impl Cluster {
@@ -113,6 +126,7 @@ impl Cluster {
             nodes: certificates,
             listen: raft_addrs(nodes)?,
             raft_listen: None,
+            metrics: tcp_addrs(nodes)?,
         })
     }
 
@@ -152,7 +166,8 @@ impl Cluster {
             .as_ref()
             .and_then(|own| own.get(node - 1))
             .map(ToString::to_string);
-        let mut extra = Vec::new();
+        let metrics = self.metrics[node - 1].to_string();
+        let mut extra = vec!["--metrics-listen", metrics.as_str()];
         if let Some(own) = &raft_listen {
             extra.extend(["--raft-listen", own.as_str()]);
         }
@@ -402,6 +417,35 @@ async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Every node's /metrics shows its replica's leader, term and high watermark; the
+    // leader's also each follower's lag.
+    let mut lag_lines = 0;
+    for addr in &cluster.metrics {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await?
+            .text()
+            .await?;
+        let labels = format!("{{topic=\"{TOPIC}\",partition=\"0\"}}");
+        for gauge in [
+            "herald_broker_replica_leader",
+            "herald_broker_replica_term",
+            "herald_broker_replica_high_watermark",
+        ] {
+            anyhow::ensure!(
+                text.contains(&format!("{gauge}{labels}")),
+                "{addr}: no {gauge}{labels} in {text}"
+            );
+        }
+        lag_lines += text
+            .lines()
+            .filter(|l| l.starts_with("herald_broker_replica_follower_lag_batches{"))
+            .filter(|l| l.contains(&format!("topic=\"{TOPIC}\"")))
+            .count();
+    }
+    anyhow::ensure!(
+        lag_lines >= 2,
+        "the leader shows {lag_lines} followers' lag"
+    );
     // `herald cluster status` names every node and the partition's leader and followers.
     let brokers: Vec<String> = cluster.listen.iter().map(SocketAddr::to_string).collect();
     let fingerprint = processes

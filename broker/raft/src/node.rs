@@ -343,6 +343,14 @@ impl<S: Storage + Clone + 'static> Node<S> {
             .cloned()
     }
 
+    /// Every partition group this node holds a replica of, with its topic and partition.
+    pub fn partitions(&self) -> Vec<(String, u32, PartitionGroup<S>)> {
+        lock(&self.shared.partitions)
+            .iter()
+            .map(|((topic, partition), group)| (topic.clone(), *partition, group.clone()))
+            .collect()
+    }
+
     /// The controller's Raft on this node.
     pub fn controller(&self) -> &GroupRaft<S> {
         &self.controller

@@ -9,7 +9,8 @@ use herald_metrics::broker::{
     AUTHENTICATIONS, BYTES_IN, BYTES_OUT, CONNECTIONS_REFUSED, DUPLICATE_BATCHES, FETCH_DURATION,
     FLUSH_BEHIND_ERRORS, FLUSH_BEHIND_SYNCS, HIGH_WATERMARK, PARTITION_BYTES, PARTITION_FENCED,
     PRODUCE_DURATION, RECORDS_IN, RECORDS_OUT, RECOVERY_TRUNCATED_BYTES, REJECTED_BATCHES,
-    REJECT_REASONS, REQUESTS_REFUSED, RESPONSE_BYTES_OUTSTANDING, RESPONSE_WRITE_TIMEOUTS,
+    REJECT_REASONS, REPLICA_FOLLOWER_LAG, REPLICA_HIGH_WATERMARK, REPLICA_LEADER, REPLICA_TERM,
+    REQUESTS_REFUSED, RESPONSE_BYTES_OUTSTANDING, RESPONSE_WRITE_TIMEOUTS,
     RETENTION_SEGMENTS_DELETED, SEGMENTS,
 };
 use herald_metrics::{Counter, Gauge, Histogram, Metrics};
@@ -150,9 +151,88 @@ impl PartitionGauges {
     }
 }
 
+/// A replica's place in its partition group, as [`record_replica`] records it.
+pub struct ReplicaState<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// On the leader: each follower and the batches it is behind (`None`: not matched yet).
+    pub followers: &'a [(u64, Option<u64>)],
+    pub high_watermark: i64,
+}
+
+/// Sets a cluster replica's gauges (leader, term, followers' lag, high watermark) in
+/// `metrics`, before `/metrics` renders.
+pub fn record_replica(metrics: &Metrics, replica: &ReplicaState<'_>) {
+    let partition = replica.partition.to_string();
+    let labels = [("topic", replica.topic), ("partition", partition.as_str())];
+    metrics
+        .gauge(REPLICA_LEADER, &labels)
+        .set(replica.leader.unwrap_or(0) as f64);
+    metrics
+        .gauge(REPLICA_TERM, &labels)
+        .set(replica.term as f64);
+    metrics
+        .gauge(REPLICA_HIGH_WATERMARK, &labels)
+        .set(replica.high_watermark as f64);
+    for (follower, behind) in replica.followers {
+        let follower = follower.to_string();
+        let labels = [
+            ("topic", replica.topic),
+            ("partition", partition.as_str()),
+            ("follower", follower.as_str()),
+        ];
+        metrics
+            .gauge(REPLICA_FOLLOWER_LAG, &labels)
+            .set(behind.map_or(-1.0, |behind| behind as f64));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_shows_its_leader_term_high_watermark_and_followers_lag() {
+        let metrics = Metrics::new();
+        record_replica(
+            &metrics,
+            &ReplicaState {
+                topic: "orders",
+                partition: 2,
+                leader: Some(3),
+                term: 7,
+                followers: &[(1, Some(0)), (2, None)],
+                high_watermark: 4_000,
+            },
+        );
+        let text = metrics.render();
+        for line in [
+            "herald_broker_replica_leader{topic=\"orders\",partition=\"2\"} 3\n",
+            "herald_broker_replica_term{topic=\"orders\",partition=\"2\"} 7\n",
+            "herald_broker_replica_high_watermark{topic=\"orders\",partition=\"2\"} 4000\n",
+            "herald_broker_replica_follower_lag_batches{topic=\"orders\",partition=\"2\",follower=\"1\"} 0\n",
+            "herald_broker_replica_follower_lag_batches{topic=\"orders\",partition=\"2\",follower=\"2\"} -1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+        // No leader known: 0.
+        record_replica(
+            &metrics,
+            &ReplicaState {
+                topic: "orders",
+                partition: 2,
+                leader: None,
+                term: 8,
+                followers: &[],
+                high_watermark: 4_000,
+            },
+        );
+        let text = metrics.render();
+        assert!(text.contains("herald_broker_replica_leader{topic=\"orders\",partition=\"2\"} 0\n"));
+        assert!(text.contains("herald_broker_replica_term{topic=\"orders\",partition=\"2\"} 8\n"));
+    }
 
     #[test]
     fn reject_reasons_match_their_labels() {

@@ -105,6 +105,20 @@ pub mod broker {
     /// Age in seconds of the oldest record a group has not committed (gauge; `group`, `topic`,
     /// `partition`).
     pub const GROUP_LAG_SECONDS: &str = "herald_broker_group_lag_seconds";
+    /// The node this replica knows as its partition's leader, 0 while none is known (gauge;
+    /// `topic`, `partition`; cluster nodes).
+    pub const REPLICA_LEADER: &str = "herald_broker_replica_leader";
+    /// The Raft term of a replica's partition group: every election raises it by one, so its
+    /// increase counts elections (gauge; `topic`, `partition`).
+    pub const REPLICA_TERM: &str = "herald_broker_replica_term";
+    /// On a partition's leader, the batches (Raft entries) each follower is behind; -1 while
+    /// the leader has not matched the follower's log yet (gauge; `topic`, `partition`,
+    /// `follower`). A node that stops leading stops updating these; the exporter drops them
+    /// after [`GAUGE_IDLE_TIMEOUT`](crate::GAUGE_IDLE_TIMEOUT).
+    pub const REPLICA_FOLLOWER_LAG: &str = "herald_broker_replica_follower_lag_batches";
+    /// The offset consumers of this replica may read up to: after the last committed batch
+    /// it applied (gauge; `topic`, `partition`).
+    pub const REPLICA_HIGH_WATERMARK: &str = "herald_broker_replica_high_watermark";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +141,7 @@ const fn described(name: &'static str, kind: Kind, help: &'static str) -> Descri
 }
 
 /// Every metric of both servers, with its help text.
-pub const DESCRIPTIONS: [Description; 29] = [
+pub const DESCRIPTIONS: [Description; 33] = [
     described(
         registry::REQUESTS,
         Kind::Counter,
@@ -268,6 +282,26 @@ pub const DESCRIPTIONS: [Description; 29] = [
         broker::GROUP_LAG_SECONDS,
         Kind::Gauge,
         "Age of the oldest record a group has not committed, per partition.",
+    ),
+    described(
+        broker::REPLICA_LEADER,
+        Kind::Gauge,
+        "The node a replica knows as its partition's leader (0: none known).",
+    ),
+    described(
+        broker::REPLICA_TERM,
+        Kind::Gauge,
+        "A replica's Raft term; each election raises it by one.",
+    ),
+    described(
+        broker::REPLICA_FOLLOWER_LAG,
+        Kind::Gauge,
+        "On the leader, batches each follower is behind (-1: not matched yet).",
+    ),
+    described(
+        broker::REPLICA_HIGH_WATERMARK,
+        Kind::Gauge,
+        "The offset a replica's consumers may read up to (after its last applied commit).",
     ),
 ];
 

@@ -180,6 +180,29 @@ impl Cluster {
         throttled(format!("the cluster cannot take this now: {reason}"))
     }
 
+    /// Sets the gauges of every replica this node holds (see `metrics::record_replica`).
+    pub(super) fn record_replicas(&self, metrics: &herald_metrics::Metrics) {
+        for (topic, partition, group) in self.node.partitions() {
+            let status = group.status();
+            let high_watermark = group
+                .replica
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .high_watermark();
+            crate::metrics::record_replica(
+                metrics,
+                &crate::metrics::ReplicaState {
+                    topic: &topic,
+                    partition,
+                    leader: status.leader,
+                    term: status.term,
+                    followers: &status.followers,
+                    high_watermark,
+                },
+            );
+        }
+    }
+
     /// The group of a partition this node holds, or why it cannot serve it here.
     fn group(&self, topic: &str, partition: u32) -> Result<PartitionGroup<FileStorage>, Response> {
         if let Some(group) = self.node.partition(topic, partition) {

@@ -559,11 +559,15 @@ impl Broker {
         deleted
     }
 
-    /// Refreshes gauges (segments, high watermarks, group lag) before `/metrics` renders.
+    /// Refreshes gauges (segments, high watermarks, group lag, cluster replicas) before
+    /// `/metrics` renders.
     pub fn update_gauges(&self) {
         let (partitions, ids) = self.topic_shapes();
         let now = now_ms();
         let recorder = self.metrics.recorder();
+        if let Some(cluster) = self.cluster() {
+            cluster.record_replicas(recorder);
+        }
         for group in self.coordinator.group_names() {
             let Ok(description) = self.describe_group(&group, &partitions, &ids, now) else {
                 continue;

@@ -197,9 +197,7 @@ pub(super) async fn partition_sender(
             }
             Err(error) => error,
         };
-        // A node answering that another leads the partition is healthy: a leader moved
-        // (an election, a failover), which neither opens the breaker nor spends the budget.
-        let moved = error.code() == Some(ErrorCode::NotLeader);
+        let moved = !counts_as_failure(&error);
         if !moved {
             shared.on_outcome(now, false);
         }
@@ -277,6 +275,14 @@ pub(super) async fn partition_sender(
             }
         }
     }
+}
+
+/// Whether `error` counts against the path: it opens the breaker and its retry spends the
+/// retry budget. A node answering that another leads the partition is healthy (a leader
+/// moved: an election, a failover), so `NotLeader` does neither; the delivery timeout still
+/// bounds its retries.
+fn counts_as_failure(error: &RequestError) -> bool {
+    error.code() != Some(ErrorCode::NotLeader)
 }
 
 /// How long to wait before retrying after `error`, given the backoff's `decision` (`None`:
@@ -808,6 +814,24 @@ mod tests {
     /// Catches: a broker's retry delay obeyed past the delivery timeout (a partition that
     /// answered `NotLeader` forever was retried forever), and a cluster failover waiting out
     /// the exponential backoff.
+    #[test]
+    fn a_moved_leader_is_no_failure_of_the_path_and_everything_else_is() {
+        let broker = |code| RequestError::Broker {
+            code,
+            retry_after_ms: 20,
+            message: String::new(),
+        };
+        assert!(!counts_as_failure(&broker(ErrorCode::NotLeader)));
+        for error in [
+            broker(ErrorCode::Throttled),
+            broker(ErrorCode::Storage),
+            broker(ErrorCode::CorruptBatch),
+            RequestError::Timeout(Duration::from_millis(5)),
+        ] {
+            assert!(counts_as_failure(&error), "{error}");
+        }
+    }
+
     #[test]
     fn retry_delays_follow_the_broker_within_the_delivery_timeout() {
         use crate::policy::backoff::GiveUp;

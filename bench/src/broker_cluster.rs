@@ -10,7 +10,7 @@
 //! (users and ACLs are not replicated yet).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,6 @@ use anyhow::Context;
 use herald_broker_client::{dialer, Credentials, RequestError, Router, Trust};
 use herald_wire::messages::{Durability, TopicConfig};
 use herald_wire::ErrorCode;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 use crate::broker::{consume_partitions, encode_batch, herald_binary, Options};
 use crate::report::{percentiles, report};
@@ -63,27 +62,6 @@ fn udp_addrs(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
         .collect::<Result<_, _>>()?)
 }
 
-/// The CA, each node's certificate and key (naming `herald-node`), and the certificate and
-/// key every node serves clients; written into `dir`.
-fn certificates(dir: &Path, nodes: usize) -> anyhow::Result<()> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
-    std::fs::write(dir.join("ca.pem"), ca.pem())?;
-    for node in 1..=nodes {
-        let key = KeyPair::generate()?;
-        let certificate =
-            CertificateParams::new(vec!["herald-node".to_owned()])?.signed_by(&key, &ca)?;
-        std::fs::write(dir.join(format!("node-{node}.pem")), certificate.pem())?;
-        std::fs::write(dir.join(format!("node-{node}.key")), key.serialize_pem())?;
-    }
-    let key = KeyPair::generate()?;
-    let client_facing = CertificateParams::new(vec!["herald".to_owned()])?.self_signed(&key)?;
-    std::fs::write(dir.join("client.pem"), client_facing.pem())?;
-    std::fs::write(dir.join("client.key"), key.serialize_pem())?;
-    Ok(())
-}
-
 /// Starts `herald` with `args`; the fingerprint its first line announces.
 fn spawn(args: &[String]) -> anyhow::Result<(Child, String)> {
     // HERALD_BENCH_NODE_LOG=FILTER keeps each node's log (RUST_LOG=FILTER) in
@@ -123,7 +101,7 @@ fn spawn(args: &[String]) -> anyhow::Result<(Child, String)> {
 impl Cluster {
     fn start(size: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        certificates(dir.path(), size)?;
+        herald_broker::tls::local_cluster_tls(dir.path(), size as u64)?;
         let raft = udp_addrs(size)?;
         let listen = udp_addrs(size)?;
         let peers = raft
@@ -155,9 +133,9 @@ impl Cluster {
                 "--node-key",
                 &path(&format!("node-{node}.key")),
                 "--tls-cert",
-                &path("client.pem"),
+                &path("broker.pem"),
                 "--tls-key",
-                &path("client.key"),
+                &path("broker.key"),
             ]
             .iter()
             .map(|s| s.to_string())

@@ -7,66 +7,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use herald_broker::tls::local_cluster_tls;
+
 use anyhow::Context;
 use herald_broker::broker::{ClusterConfig, Timing};
 use herald_broker::BrokerConfig;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 /// Most nodes `cluster up` starts.
 pub(crate) const LOCAL_NODES_MAX: u64 = 9;
-
-/// The TLS files of a local cluster: (CA certificate, per node (certificate, key)).
-fn certificates(dir: &Path, nodes: u64) -> anyhow::Result<(PathBuf, Vec<(PathBuf, PathBuf)>)> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let ca_cert = dir.join("ca.pem");
-    let ca_key = dir.join("ca.key");
-    // The CA's name and key are all a node certificate's chain needs: a kept CA signs new
-    // node certificates that chain to the kept `ca.pem`.
-    let ca_params = || -> anyhow::Result<CertificateParams> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Ok(params)
-    };
-    let ca = if ca_cert.exists() && ca_key.exists() {
-        let key = KeyPair::from_pem(&std::fs::read_to_string(&ca_key)?)
-            .with_context(|| format!("{} is not a private key", ca_key.display()))?;
-        Issuer::new(ca_params()?, key)
-    } else {
-        let key = KeyPair::generate()?;
-        let certificate = ca_params()?.self_signed(&key)?;
-        herald_meta::write_private(&ca_key, key.serialize_pem().as_bytes())?;
-        std::fs::write(&ca_cert, certificate.pem())?;
-        Issuer::new(ca_params()?, key)
-    };
-    let mut nodes_tls = Vec::new();
-    for node in 1..=nodes {
-        let cert = dir.join(format!("node-{node}.pem"));
-        let key = dir.join(format!("node-{node}.key"));
-        if !cert.exists() || !key.exists() {
-            let pair = KeyPair::generate()?;
-            let certificate =
-                CertificateParams::new(vec!["herald-node".to_owned()])?.signed_by(&pair, &ca)?;
-            herald_meta::write_private(&key, pair.serialize_pem().as_bytes())?;
-            std::fs::write(&cert, certificate.pem())?;
-        }
-        nodes_tls.push((cert, key));
-    }
-    Ok((ca_cert, nodes_tls))
-}
-
-/// The certificate every node of a local cluster serves clients with (one fingerprint for
-/// the whole bootstrap list), made once.
-fn client_certificate(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let cert = dir.join("broker.pem");
-    let key = dir.join("broker.key");
-    if !cert.exists() || !key.exists() {
-        let names = ["localhost", "herald", "127.0.0.1", "::1"].map(str::to_owned);
-        let generated = rcgen::generate_simple_self_signed(names.to_vec())?;
-        herald_meta::write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
-        std::fs::write(&cert, generated.cert.pem())?;
-    }
-    Ok((cert, key))
-}
 
 /// Node `node`'s broker port (or Raft port, the one after) in a local cluster from `base_port`.
 fn local_port(base_port: u16, node: u64, raft: bool) -> anyhow::Result<u16> {
@@ -92,7 +40,7 @@ pub(crate) fn local_brokers(nodes: u64, base_port: u16) -> anyhow::Result<Vec<So
         .collect()
 }
 
-/// The certificate a local cluster's nodes serve clients (see `client_certificate`).
+/// The certificate a local cluster's nodes serve clients (see `local_cluster_tls`).
 pub(crate) fn local_client_certificate(data_dir: &Path) -> PathBuf {
     data_dir.join("tls").join("broker.pem")
 }
@@ -194,14 +142,14 @@ pub(crate) fn configs(
         "--nodes must be within 1..={LOCAL_NODES_MAX}"
     );
     let port = |node: u64, raft: bool| local_port(base_port, node, raft);
-    let (ca, tls) = certificates(&data_dir.join("tls"), nodes)?;
-    let (client_cert, client_key) = client_certificate(&data_dir.join("tls"))?;
+    let tls = local_cluster_tls(&data_dir.join("tls"), nodes)?;
+    let (ca, (client_cert, client_key)) = (tls.ca, tls.client);
     let mut peers = std::collections::BTreeMap::new();
     for node in 1..=nodes {
         peers.insert(node, SocketAddr::from(([127, 0, 0, 1], port(node, true)?)));
     }
     let mut configs = Vec::new();
-    for (node, (cert, key)) in (1..=nodes).zip(tls) {
+    for (node, (cert, key)) in (1..=nodes).zip(tls.nodes) {
         let listen = SocketAddr::from(([127, 0, 0, 1], port(node, false)?));
         let mut config = BrokerConfig::new(listen, data_dir.join(format!("node-{node}")));
         config.security = security.clone();

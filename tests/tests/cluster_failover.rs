@@ -24,7 +24,6 @@ use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
 use herald_wire::ErrorCode;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 const ROUNDS: usize = 3;
 /// Leader kills of the idempotent-producer loop; `HERALD_FAILOVER_ROUNDS` raises it locally.
@@ -42,34 +41,19 @@ const PROGRESS_RECORDS: u64 = 600;
 const BATCHES_PER_ROUND: usize = 15;
 const TOPIC: &str = "replicated";
 
-/// Writes the CA's certificate and each node's certificate and key; their paths. Also one
-/// client-facing certificate and key (`client.pem`, `client.key`) that every node serves, so
-/// that one pinned fingerprint trusts the whole cluster.
+/// The cluster's CA, each node's certificate and key, and the one client-facing certificate
+/// every node serves (so that one pinned fingerprint trusts the whole cluster), as `herald
+/// cluster up` makes them; their paths.
 fn certificates(dir: &Path, nodes: usize) -> anyhow::Result<(String, Vec<(String, String)>)> {
-    let key = KeyPair::generate()?;
-    let client_facing = CertificateParams::new(vec!["herald".to_owned()])?.self_signed(&key)?;
-    std::fs::write(dir.join("client.pem"), client_facing.pem())?;
-    std::fs::write(dir.join("client.key"), key.serialize_pem())?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
-    let ca_path = dir.join("ca.pem");
-    std::fs::write(&ca_path, ca.pem())?;
-    let mut out = Vec::new();
-    for node in 1..=nodes {
-        let key = KeyPair::generate()?;
-        let certificate =
-            CertificateParams::new(vec!["herald-node".to_owned()])?.signed_by(&key, &ca)?;
-        let cert_path = dir.join(format!("node-{node}.pem"));
-        let key_path = dir.join(format!("node-{node}.key"));
-        std::fs::write(&cert_path, certificate.pem())?;
-        std::fs::write(&key_path, key.serialize_pem())?;
-        out.push((
-            cert_path.display().to_string(),
-            key_path.display().to_string(),
-        ));
-    }
-    Ok((ca_path.display().to_string(), out))
+    let tls = herald_broker::tls::local_cluster_tls(dir, nodes as u64)?;
+    let show = |path: &Path| path.display().to_string();
+    Ok((
+        show(&tls.ca),
+        tls.nodes
+            .iter()
+            .map(|(cert, key)| (show(cert), show(key)))
+            .collect(),
+    ))
 }
 
 /// Free UDP ports on 127.0.0.1 for the nodes' Raft endpoints (their peers must know them
@@ -159,8 +143,8 @@ impl Cluster {
         std::fs::create_dir_all(&data_dir)?;
         let id = node.to_string();
         let (cert, key) = &self.nodes[node - 1];
-        let client_cert = self.dir.path().join("client.pem").display().to_string();
-        let client_key = self.dir.path().join("client.key").display().to_string();
+        let client_cert = self.dir.path().join("broker.pem").display().to_string();
+        let client_key = self.dir.path().join("broker.key").display().to_string();
         let raft_listen = self
             .raft_listen
             .as_ref()

@@ -276,3 +276,94 @@ mod tests {
         assert_eq!(mode(&key), 0o600);
     }
 }
+
+/// The TLS files of a cluster whose nodes run on one machine (`herald cluster up`, tests,
+/// benchmarks): the cluster CA, each node's certificate and key for the others (naming
+/// `herald-node`), and the one certificate every node serves clients with, so that one
+/// fingerprint trusts the whole bootstrap list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalClusterTls {
+    pub ca: PathBuf,
+    /// Node `i + 1`'s certificate and key.
+    pub nodes: Vec<(PathBuf, PathBuf)>,
+    /// The client-facing certificate and key.
+    pub client: (PathBuf, PathBuf),
+}
+
+/// Makes (or reuses, when already in `dir`) the TLS files of a local cluster of `nodes`
+/// nodes. A kept CA key signs certificates for nodes added later that chain to the kept CA.
+pub fn local_cluster_tls(dir: &Path, nodes: u64) -> Result<LocalClusterTls, TlsError> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let generate_error = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let write = |path: &Path, bytes: &[u8], private: bool| {
+        let written = if private {
+            herald_meta::write_private(path, bytes).map_err(|e| e.to_string())
+        } else {
+            std::fs::write(path, bytes).map_err(|e| e.to_string())
+        };
+        written.map_err(|reason| TlsError::Write {
+            path: path.display().to_string(),
+            reason,
+        })
+    };
+    std::fs::create_dir_all(dir).map_err(|e| TlsError::Write {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let ca_cert = dir.join("ca.pem");
+    let ca_key = dir.join("ca.key");
+    let ca_params = || -> Result<CertificateParams, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate_error)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Ok(params)
+    };
+    let ca = if ca_cert.exists() && ca_key.exists() {
+        let pem = std::fs::read_to_string(&ca_key).map_err(|e| TlsError::Read {
+            path: ca_key.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let key = KeyPair::from_pem(&pem).map_err(|e| TlsError::Read {
+            path: ca_key.display().to_string(),
+            reason: format!("not a private key: {e}"),
+        })?;
+        Issuer::new(ca_params()?, key)
+    } else {
+        let key = KeyPair::generate().map_err(generate_error)?;
+        let certificate = ca_params()?.self_signed(&key).map_err(generate_error)?;
+        write(&ca_key, key.serialize_pem().as_bytes(), true)?;
+        write(&ca_cert, certificate.pem().as_bytes(), false)?;
+        Issuer::new(ca_params()?, key)
+    };
+    let mut node_files = Vec::new();
+    for node in 1..=nodes {
+        let cert = dir.join(format!("node-{node}.pem"));
+        let key = dir.join(format!("node-{node}.key"));
+        if !cert.exists() || !key.exists() {
+            let pair = KeyPair::generate().map_err(generate_error)?;
+            let certificate = CertificateParams::new(vec!["herald-node".to_owned()])
+                .and_then(|params| params.signed_by(&pair, &ca))
+                .map_err(generate_error)?;
+            write(&key, pair.serialize_pem().as_bytes(), true)?;
+            write(&cert, certificate.pem().as_bytes(), false)?;
+        }
+        node_files.push((cert, key));
+    }
+    let client_cert = dir.join("broker.pem");
+    let client_key = dir.join("broker.key");
+    if !client_cert.exists() || !client_key.exists() {
+        let names = ["localhost", "herald", "127.0.0.1", "::1"].map(str::to_owned);
+        let generated =
+            rcgen::generate_simple_self_signed(names.to_vec()).map_err(generate_error)?;
+        write(
+            &client_key,
+            generated.signing_key.serialize_pem().as_bytes(),
+            true,
+        )?;
+        write(&client_cert, generated.cert.pem().as_bytes(), false)?;
+    }
+    Ok(LocalClusterTls {
+        ca: ca_cert,
+        nodes: node_files,
+        client: (client_cert, client_key),
+    })
+}

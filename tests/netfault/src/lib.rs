@@ -1,4 +1,5 @@
-//! A seeded UDP relay for fault tests, standing in for the network (`tc netem` is not
+//! Free loopback ports for the nodes of a test or bench cluster ([`free_udp_addrs`],
+//! [`free_tcp_addrs`]), and a seeded UDP relay for fault tests, standing in for the network (`tc netem` is not
 //! available on these machines): each target (a broker, a cluster node) is reached through
 //! a front address of its own here, and every datagram may be dropped, delayed (which
 //! reorders them), or never delivered while its pair of nodes is cut apart or while answers
@@ -29,6 +30,9 @@ const DATAGRAM_BYTES_MAX: usize = 65_536;
 pub const SENDERS_MAX: usize = 64;
 /// Pause after a socket error before reading again, so a failing socket does not spin.
 const ERROR_PAUSE: Duration = Duration::from_millis(5);
+/// Datagrams held back (delayed) at once; past this a datagram to be delayed is dropped, as a
+/// full queue of a real network would.
+pub const DELAYED_MAX: usize = 4_096;
 /// The id [`Relay::single`] gives its one target.
 pub const SINGLE: u64 = 1;
 
@@ -50,6 +54,8 @@ struct Rules {
     rng: StdRng,
     dropped: u64,
     relayed: u64,
+    /// Datagrams waiting out their delay now.
+    delayed: usize,
 }
 
 /// The relay of a whole cluster (dropped with its tasks when the value goes away).
@@ -85,6 +91,7 @@ impl Relay {
             rng: StdRng::seed_from_u64(seed),
             dropped: 0,
             relayed: 0,
+            delayed: 0,
         }));
         let senders: Arc<HashMap<SocketAddr, u64>> =
             Arc::new(nodes.iter().map(|(id, addr)| (*addr, *id)).collect());
@@ -151,6 +158,29 @@ impl Relay {
     }
 }
 
+/// `count` free UDP ports on 127.0.0.1 (the sockets are closed again before a node binds
+/// them: nodes of a cluster must know each other's addresses before they start).
+pub fn free_udp_addrs(count: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let sockets: Vec<std::net::UdpSocket> = (0..count)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    sockets
+        .iter()
+        .map(std::net::UdpSocket::local_addr)
+        .collect()
+}
+
+/// `count` free TCP ports on 127.0.0.1 (closed again, as [`free_udp_addrs`]).
+pub fn free_tcp_addrs(count: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(std::net::TcpListener::local_addr)
+        .collect()
+}
+
 fn pair(a: u64, b: u64) -> (u64, u64) {
     (a.min(b), a.max(b))
 }
@@ -165,24 +195,38 @@ fn fate(rules: &Mutex<Rules>, from: Option<u64>, to: u64, answer: bool) -> Optio
         rules.dropped += 1;
         return None;
     }
-    rules.relayed += 1;
     let max = u64::try_from(weather.delay_max.as_micros()).unwrap_or(u64::MAX);
-    Some(if max == 0 {
-        Duration::ZERO
-    } else {
-        Duration::from_micros(rules.rng.random_range(0..max))
-    })
+    if max == 0 {
+        rules.relayed += 1;
+        return Some(Duration::ZERO);
+    }
+    if rules.delayed >= DELAYED_MAX {
+        rules.dropped += 1;
+        return None;
+    }
+    rules.relayed += 1;
+    rules.delayed += 1;
+    Some(Duration::from_micros(rules.rng.random_range(0..max)))
 }
 
-fn send_later(socket: Arc<UdpSocket>, datagram: Vec<u8>, to: SocketAddr, delay: Duration) {
+/// Sends `datagram` on after `delay` (one counted in [`Rules::delayed`] when not zero).
+fn send_later(
+    socket: Arc<UdpSocket>,
+    datagram: Vec<u8>,
+    to: SocketAddr,
+    delay: Duration,
+    rules: &Arc<Mutex<Rules>>,
+) {
     if delay.is_zero() {
         // Sent now, in order; a full socket buffer drops it, as a network would.
         let _ = socket.try_send_to(&datagram, to);
         return;
     }
+    let rules = rules.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         let _ = socket.send_to(&datagram, to).await;
+        lock(&rules).delayed -= 1;
     });
 }
 
@@ -225,7 +269,7 @@ async fn front_loop(
             }
         };
         if let Some(delay) = fate(&rules, sender, id, false) {
-            send_later(back, buffer[..length].to_vec(), target, delay);
+            send_later(back, buffer[..length].to_vec(), target, delay, &rules);
         }
     }
 }
@@ -251,7 +295,13 @@ async fn back_loop(
             None => fate(&rules, None, id, true),
         };
         if let Some(delay) = fate {
-            send_later(front.clone(), buffer[..length].to_vec(), peer, delay);
+            send_later(
+                front.clone(),
+                buffer[..length].to_vec(),
+                peer,
+                delay,
+                &rules,
+            );
         }
     }
 }
@@ -268,6 +318,7 @@ mod tests {
             rng: StdRng::seed_from_u64(seed),
             dropped: 0,
             relayed: 0,
+            delayed: 0,
         })
     }
 
@@ -290,6 +341,18 @@ mod tests {
             .iter()
             .flatten()
             .all(|delay| *delay < Duration::from_millis(5)));
+        // Held back at most DELAYED_MAX at once: past it, dropped.
+        let full = rules(
+            7,
+            Weather {
+                loss: 0.0,
+                ..weather
+            },
+        );
+        lock(&full).delayed = DELAYED_MAX;
+        assert_eq!(fate(&full, Some(1), 2, false), None);
+        lock(&full).delayed = DELAYED_MAX - 1;
+        assert!(fate(&full, Some(1), 2, false).is_some());
 
         let calm = rules(7, Weather::default());
         lock(&calm).cut.insert(pair(2, 1));

@@ -184,9 +184,10 @@ impl BenchProcess {
 
 /// A loopback port free right now.
 pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    herald_netfault::free_tcp_addrs(1)?
+        .first()
+        .map(|addr| addr.port())
+        .context("no free port")
 }
 
 impl Drop for BenchProcess {

@@ -51,17 +51,6 @@ struct Cluster {
     fingerprint: String,
 }
 
-/// Free UDP ports on 127.0.0.1 (the sockets are closed again before the nodes bind them).
-fn udp_addrs(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let sockets: Vec<std::net::UdpSocket> = (0..count)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    Ok(sockets
-        .iter()
-        .map(|s| s.local_addr())
-        .collect::<Result<_, _>>()?)
-}
-
 /// Starts `herald` with `args`; the fingerprint its first line announces.
 fn spawn(args: &[String]) -> anyhow::Result<(Child, String)> {
     // HERALD_BENCH_NODE_LOG=FILTER keeps each node's log (RUST_LOG=FILTER) in
@@ -102,8 +91,8 @@ impl Cluster {
     fn start(size: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         herald_broker::tls::local_cluster_tls(dir.path(), size as u64)?;
-        let raft = udp_addrs(size)?;
-        let listen = udp_addrs(size)?;
+        let raft = herald_netfault::free_udp_addrs(size)?;
+        let listen = herald_netfault::free_udp_addrs(size)?;
         let peers = raft
             .iter()
             .enumerate()

@@ -44,10 +44,7 @@ async fn start_broker(dir: &Path, listen: SocketAddr, groups: GroupConfig) -> Ru
 
 /// An address nothing listens on now, to serve on and come back to after a restart.
 fn free_port() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("local addr")
+    herald_netfault::free_udp_addrs(1).expect("a free port")[0]
 }
 
 fn groups(session_timeout_ms: i64) -> GroupConfig {

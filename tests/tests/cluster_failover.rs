@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use herald::producer::{ProduceError, ProducerConfig, RawProducer};
 use herald_broker_client::{dialer, BrokerClient, Credentials, RequestError, Router};
-use herald_netfault::{Relay, Weather};
+use herald_netfault::{free_tcp_addrs, free_udp_addrs, Relay, Weather};
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
@@ -56,18 +56,6 @@ fn certificates(dir: &Path, nodes: usize) -> anyhow::Result<(String, Vec<(String
     ))
 }
 
-/// Free UDP ports on 127.0.0.1 for the nodes' Raft endpoints (their peers must know them
-/// before they start).
-fn raft_addrs(nodes: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let sockets: Vec<std::net::UdpSocket> = (0..nodes)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    Ok(sockets
-        .iter()
-        .map(|s| s.local_addr())
-        .collect::<Result<_, _>>()?)
-}
-
 struct Cluster {
     dir: tempfile::TempDir,
     peers: String,
@@ -81,23 +69,12 @@ struct Cluster {
     metrics: Vec<SocketAddr>,
 }
 
-/// Free TCP ports on 127.0.0.1 (the listeners are closed again before the nodes bind them).
-fn tcp_addrs(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let listeners: Vec<std::net::TcpListener> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<_, _>>()?)
-}
-
 impl Cluster {
     /// Certificates, Raft and client addresses for `nodes` nodes (none started).
     fn new(nodes: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let (ca, certificates) = certificates(dir.path(), nodes)?;
-        let peers = raft_addrs(nodes)?
+        let peers = free_udp_addrs(nodes)?
             .iter()
             .enumerate()
             .map(|(i, addr)| format!("{}={addr}", i + 1))
@@ -108,9 +85,9 @@ impl Cluster {
             peers,
             ca,
             nodes: certificates,
-            listen: raft_addrs(nodes)?,
+            listen: free_udp_addrs(nodes)?,
             raft_listen: None,
-            metrics: tcp_addrs(nodes)?,
+            metrics: free_tcp_addrs(nodes)?,
         })
     }
 
@@ -118,7 +95,7 @@ impl Cluster {
     /// with `seed`).
     async fn relayed(nodes: usize, seed: u64) -> anyhow::Result<(Self, Relay)> {
         let mut cluster = Self::new(nodes)?;
-        let own = raft_addrs(nodes)?;
+        let own = free_udp_addrs(nodes)?;
         let relay = Relay::start(
             &own.iter()
                 .enumerate()
@@ -585,10 +562,7 @@ async fn follow(
 /// the kills is a prefix of the final log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producers_lose_and_double_nothing_across_leader_kills() -> anyhow::Result<()> {
-    let rounds = std::env::var("HERALD_FAILOVER_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(IDEMPOTENT_ROUNDS_DEFAULT);
+    let rounds = env_or("HERALD_FAILOVER_ROUNDS", IDEMPOTENT_ROUNDS_DEFAULT);
     failover_loop(Fault::Kill, rounds).await
 }
 
@@ -598,10 +572,7 @@ async fn idempotent_producers_lose_and_double_nothing_across_leader_kills() -> a
 /// keep and follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producers_lose_and_double_nothing_across_leader_pauses() -> anyhow::Result<()> {
-    let rounds = std::env::var("HERALD_PAUSE_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(PAUSE_ROUNDS_DEFAULT);
+    let rounds = env_or("HERALD_PAUSE_ROUNDS", PAUSE_ROUNDS_DEFAULT);
     failover_loop(Fault::Pause, rounds).await
 }
 
@@ -613,11 +584,16 @@ async fn idempotent_producers_lose_and_double_nothing_across_leader_pauses() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producers_lose_and_double_nothing_across_network_partitions(
 ) -> anyhow::Result<()> {
-    let rounds = std::env::var("HERALD_PARTITION_ROUNDS")
+    let rounds = env_or("HERALD_PARTITION_ROUNDS", PAUSE_ROUNDS_DEFAULT);
+    failover_loop(Fault::Isolate, rounds).await
+}
+
+/// The number in environment variable `name` (a count or seed raised locally), else `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(PAUSE_ROUNDS_DEFAULT);
-    failover_loop(Fault::Isolate, rounds).await
+        .unwrap_or(default)
 }
 
 /// What happens to a partition's leader in [`failover_loop`].
@@ -675,10 +651,7 @@ async fn elected_without(
 async fn failover_loop(fault: Fault, rounds: usize) -> anyhow::Result<()> {
     let (cluster, relay) = match fault {
         Fault::Isolate => {
-            let seed = std::env::var("HERALD_RELAY_SEED")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(RELAY_SEED_DEFAULT);
+            let seed = env_or("HERALD_RELAY_SEED", RELAY_SEED_DEFAULT);
             eprintln!("relay seed {seed} (HERALD_RELAY_SEED replays it)");
             let (cluster, relay) = Cluster::relayed(3, seed).await?;
             relay.set_weather(Weather {

@@ -460,6 +460,18 @@ impl Link {
             .exchange(self.target, &self.addr, kind, &self.group, &body?, timeout)
             .await
     }
+
+    /// A `kind` request whose body is `request` as JSON, within the call's soft deadline.
+    async fn ask_json<Q: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        kind: Kind,
+        request: &Q,
+        option: RPCOption,
+    ) -> Result<T, RPCError<TypeConfig>> {
+        self.ask(kind, rpc::encode_json(request), option.soft_ttl())
+            .await
+            .map_err(unreachable)
+    }
 }
 
 fn unreachable(error: NetError) -> RPCError<TypeConfig> {
@@ -485,10 +497,7 @@ impl RaftNetworkV2<TypeConfig> for Link {
         request: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let body = rpc::encode_json(&request);
-        self.ask(Kind::Vote, body, option.soft_ttl())
-            .await
-            .map_err(unreachable)
+        self.ask_json(Kind::Vote, &request, option).await
     }
 
     async fn pre_vote(
@@ -496,10 +505,7 @@ impl RaftNetworkV2<TypeConfig> for Link {
         request: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let body = rpc::encode_json(&request);
-        self.ask(Kind::PreVote, body, option.soft_ttl())
-            .await
-            .map_err(unreachable)
+        self.ask_json(Kind::PreVote, &request, option).await
     }
 
     async fn transfer_leader(
@@ -507,10 +513,7 @@ impl RaftNetworkV2<TypeConfig> for Link {
         request: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let body = rpc::encode_json(&request);
-        self.ask(Kind::TransferLeader, body, option.soft_ttl())
-            .await
-            .map_err(unreachable)
+        self.ask_json(Kind::TransferLeader, &request, option).await
     }
 
     async fn full_snapshot(

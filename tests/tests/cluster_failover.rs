@@ -6,7 +6,7 @@
 //! record at its acknowledged offset, and no offset holds two different records on any two
 //! nodes. Raise `ROUNDS` locally for a longer loop. Idempotent SDK producers go through the
 //! same checks across leader kills and across leader pauses (SIGSTOP longer than an election,
-//! then SIGCONT).
+//! then SIGCONT). A consumer group's commits survive SIGKILLs of its coordinator.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,6 +22,7 @@ use herald_broker_client::{dialer, BrokerClient, Credentials, RequestError, Rout
 use herald_netfault::{free_tcp_addrs, free_udp_addrs, Relay, Weather};
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
+use herald_wire::groups::{Commit, GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::{Durability, TopicConfig};
 use herald_wire::ErrorCode;
 
@@ -902,6 +903,340 @@ async fn failover_loop(fault: Fault, rounds: usize) -> anyhow::Result<()> {
         "{rounds} leader faults ({fault:?}): {} records acknowledged, {} read by the consumer",
         acked.len(),
         consumed.len()
+    );
+    Ok(())
+}
+
+/// Coordinator kills of the consumer-group loop; `HERALD_COORDINATOR_ROUNDS` raises it.
+const COORDINATOR_ROUNDS_DEFAULT: usize = 3;
+const GROUP: &str = "billing";
+const GROUP_TOPIC: &str = "invoices";
+const GROUP_TOPIC_PARTITIONS: u32 = 3;
+
+/// `request` answered by the first live node (other than `skip`) that answers anything but a
+/// retryable error, tried again for up to 60 s (an election, a coordinator catching up).
+async fn group_request(
+    processes: &BTreeMap<usize, BrokerProcess>,
+    skip: Option<usize>,
+    request: GroupRequest,
+) -> anyhow::Result<Result<GroupResponse, RequestError>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (node, process) in processes {
+            if Some(*node) == skip {
+                continue;
+            }
+            let Ok(client) = process.client().await else {
+                continue;
+            };
+            let answer = client.group(request.clone()).await;
+            client.close();
+            match answer {
+                Err(error) if error.retryable() => {
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "no answer to {request:?} within 60 s: {error}"
+                    );
+                }
+                answer => return Ok(answer),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The node leading `partition` of `topic` once every live node names the same leader and
+/// that is its preferred leader (the first replica), which the nodes' balancers move the lead
+/// to and then leave it with. (A node just restarted may name itself from its stored vote
+/// until it hears from the leader.)
+async fn preferred_leader_of(
+    processes: &BTreeMap<usize, BrokerProcess>,
+    topic: &str,
+    partition: u32,
+) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut named = std::collections::BTreeSet::new();
+        for process in processes.values() {
+            let placement = match process.client().await {
+                Ok(client) => {
+                    let metadata = client.metadata(topic).await;
+                    client.close();
+                    metadata
+                        .ok()
+                        .and_then(|m| m.partitions.into_iter().find(|p| p.partition == partition))
+                }
+                Err(_) => None,
+            };
+            named.insert(
+                placement
+                    .and_then(|p| p.leader.filter(|leader| p.replicas.first() == Some(leader))),
+            );
+        }
+        if let [Some(leader)] = named.into_iter().collect::<Vec<_>>()[..] {
+            return Ok(usize::try_from(leader)?);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{topic}/{partition} is not led by its preferred leader as every node sees it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Joins `GROUP` through a node other than `skip` and heartbeats until the member owns every
+/// partition of `GROUP_TOPIC`: its id and epoch.
+async fn join_group(
+    processes: &BTreeMap<usize, BrokerProcess>,
+    skip: Option<usize>,
+) -> anyhow::Result<(String, i32)> {
+    let mut member: Option<(String, i32)> = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = group_request(
+            processes,
+            skip,
+            GroupRequest::Heartbeat {
+                group: GROUP.to_owned(),
+                member_id: member.as_ref().map(|(id, _)| id.clone()),
+                member_epoch: member.as_ref().map_or(0, |(_, epoch)| *epoch),
+                instance_id: None,
+                topics: vec![GROUP_TOPIC.to_owned()],
+                owned: Vec::new(),
+            },
+        )
+        .await?;
+        match answer {
+            Ok(GroupResponse::Assignment {
+                member_id,
+                member_epoch,
+                partitions,
+                ..
+            }) => {
+                if partitions.len() == GROUP_TOPIC_PARTITIONS as usize {
+                    return Ok((member_id, member_epoch));
+                }
+                member = Some((member_id, member_epoch));
+            }
+            // The coordinator changed under the join: join again.
+            Err(RequestError::Broker {
+                code: ErrorCode::UnknownMember | ErrorCode::FencedMemberEpoch,
+                ..
+            }) => member = None,
+            other => anyhow::bail!("joining {GROUP}: {other:?}"),
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no assignment within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GROUP`'s committed offsets of `GROUP_TOPIC`'s partitions, asked through a node other
+/// than `skip`.
+async fn committed_offsets(
+    processes: &BTreeMap<usize, BrokerProcess>,
+    skip: Option<usize>,
+) -> anyhow::Result<Vec<Option<i64>>> {
+    let asked = (0..GROUP_TOPIC_PARTITIONS)
+        .map(|p| TopicPartition::new(GROUP_TOPIC, p))
+        .collect();
+    match group_request(
+        processes,
+        skip,
+        GroupRequest::FetchOffsets {
+            group: GROUP.to_owned(),
+            partitions: asked,
+        },
+    )
+    .await?
+    {
+        Ok(GroupResponse::Offsets(offsets)) => Ok(offsets.iter().map(|o| o.offset).collect()),
+        other => anyhow::bail!("fetching {GROUP}'s offsets: {other:?}"),
+    }
+}
+
+/// A consumer group's commits go through its coordinator (the leader of the group's partition
+/// of the internal groups topic, reached through any node); the coordinator is SIGKILLed
+/// (even rounds) or SIGSTOPped until another node leads (odd rounds), and every acknowledged
+/// commit must be what the new coordinator answers; the old member is unknown to it (it
+/// cannot commit) and rejoins; a paused coordinator that leads again has forgotten its
+/// earlier members too. The group is listed on every node and can be deleted at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commits_survive_coordinator_kills() -> anyhow::Result<()> {
+    use herald_broker::broker::{group_partition, GROUPS_TOPIC, GROUPS_TOPIC_PARTITIONS};
+    let rounds = env_or("HERALD_COORDINATOR_ROUNDS", COORDINATOR_ROUNDS_DEFAULT);
+    let cluster = Cluster::new(3)?;
+    let mut processes = BTreeMap::new();
+    for node in 1..=3 {
+        processes.insert(node, cluster.start(node)?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let client = processes[&1].client().await?;
+        let config = TopicConfig {
+            partitions: GROUP_TOPIC_PARTITIONS,
+            ..TopicConfig::default()
+        };
+        match client.create_topic(GROUP_TOPIC, config).await {
+            Ok(())
+            | Err(RequestError::Broker {
+                code: ErrorCode::TopicAlreadyExists,
+                ..
+            }) => break,
+            Err(error) => {
+                anyhow::ensure!(Instant::now() < deadline, "topic not created: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let shard = group_partition(GROUP, GROUPS_TOPIC_PARTITIONS);
+    let mut acked: Vec<Option<i64>> = vec![None; GROUP_TOPIC_PARTITIONS as usize];
+    for round in 0..rounds {
+        // The coordinator once the balancer has handed the lead back to its preferred node
+        // (after the previous round's restart), so that it stays put until killed.
+        let coordinator = preferred_leader_of(&processes, GROUPS_TOPIC, shard).await?;
+        // Joined and committed through another node: the request is handed on.
+        let (member_id, member_epoch) = join_group(&processes, Some(coordinator)).await?;
+        for step in 0..3i64 {
+            let offsets = (0..GROUP_TOPIC_PARTITIONS)
+                .map(|p| Commit {
+                    partition: TopicPartition::new(GROUP_TOPIC, p),
+                    offset: (round as i64) * 1000 + step * 10 + i64::from(p),
+                    metadata: format!("round {round}"),
+                })
+                .collect::<Vec<_>>();
+            let answer = group_request(
+                &processes,
+                Some(coordinator),
+                GroupRequest::Commit {
+                    group: GROUP.to_owned(),
+                    member_id: member_id.clone(),
+                    member_epoch,
+                    offsets: offsets.clone(),
+                },
+            )
+            .await?;
+            anyhow::ensure!(
+                matches!(answer, Ok(GroupResponse::Committed)),
+                "round {round}: commit answered {answer:?}"
+            );
+            acked = offsets.iter().map(|c| Some(c.offset)).collect();
+        }
+        // Odd rounds pause the coordinator (SIGSTOP) instead: it comes back, and once it
+        // leads again it must not take the member it knew before.
+        let paused = round % 2 == 1;
+        if paused {
+            signal(&processes[&coordinator], "-STOP")?;
+        } else {
+            processes
+                .remove(&coordinator)
+                .context("coordinator process")?
+                .kill()?;
+        }
+        let others = paused.then_some(coordinator);
+        // Every acknowledged commit is what the new coordinator answers.
+        let seen = committed_offsets(&processes, others).await?;
+        anyhow::ensure!(
+            seen == acked,
+            "round {round}: after the coordinator (node {coordinator}) was stopped the group's offsets are {seen:?}, acknowledged {acked:?}"
+        );
+        // The new coordinator does not know the old member: it cannot commit, and rejoins.
+        let stale_commit = GroupRequest::Commit {
+            group: GROUP.to_owned(),
+            member_id: member_id.clone(),
+            member_epoch,
+            offsets: vec![Commit {
+                partition: TopicPartition::new(GROUP_TOPIC, 0),
+                offset: 999_999,
+                metadata: String::new(),
+            }],
+        };
+        let refused = |answer: &Result<GroupResponse, RequestError>| {
+            matches!(
+                answer,
+                Err(RequestError::Broker {
+                    code: ErrorCode::UnknownMember,
+                    ..
+                })
+            )
+        };
+        let stale = group_request(&processes, others, stale_commit.clone()).await?;
+        anyhow::ensure!(
+            refused(&stale),
+            "round {round}: a member of the stopped coordinator committed: {stale:?}"
+        );
+        if paused {
+            signal(&processes[&coordinator], "-CONT")?;
+            // Led by the paused node again (its balancer takes the lead back): it forgot the
+            // members of its earlier lead.
+            let back = preferred_leader_of(&processes, GROUPS_TOPIC, shard).await?;
+            anyhow::ensure!(back == coordinator, "node {back} leads, not {coordinator}");
+            let stale = group_request(&processes, None, stale_commit).await?;
+            anyhow::ensure!(
+                refused(&stale),
+                "round {round}: a member of node {coordinator}'s earlier lead committed: {stale:?}"
+            );
+        }
+        let (rejoined, _) = join_group(&processes, None).await?;
+        anyhow::ensure!(rejoined != member_id, "a new member id after the failover");
+        group_request(
+            &processes,
+            None,
+            GroupRequest::Leave {
+                group: GROUP.to_owned(),
+                member_id: rejoined,
+            },
+        )
+        .await??;
+        if !paused {
+            processes.insert(coordinator, cluster.start(coordinator)?);
+        }
+    }
+    // Every node answers the same offsets (handed on to the coordinator or its own) and lists
+    // the group.
+    for node in processes.keys().copied().collect::<Vec<_>>() {
+        let client = processes[&node].client().await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let listed = client.group(GroupRequest::List).await;
+            let fetched = client
+                .group(GroupRequest::FetchOffsets {
+                    group: GROUP.to_owned(),
+                    partitions: (0..GROUP_TOPIC_PARTITIONS)
+                        .map(|p| TopicPartition::new(GROUP_TOPIC, p))
+                        .collect(),
+                })
+                .await;
+            let listed_ok = matches!(&listed, Ok(GroupResponse::Groups(names)) if names.iter().any(|n| n == GROUP));
+            let fetched_ok = matches!(&fetched, Ok(GroupResponse::Offsets(offsets))
+                if offsets.iter().map(|o| o.offset).collect::<Vec<_>>() == acked);
+            if listed_ok && fetched_ok {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "node {node}: listed {listed:?}, offsets {fetched:?}, acknowledged {acked:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        client.close();
+    }
+    // The member left: the group can be deleted, and its offsets go with it.
+    let deleted = group_request(
+        &processes,
+        None,
+        GroupRequest::Delete {
+            group: GROUP.to_owned(),
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        matches!(deleted, Ok(GroupResponse::Deleted)),
+        "deleting the group: {deleted:?}"
+    );
+    let after = committed_offsets(&processes, None).await?;
+    anyhow::ensure!(
+        after.iter().all(Option::is_none),
+        "a deleted group's offsets: {after:?}"
     );
     Ok(())
 }

@@ -107,6 +107,8 @@ pub struct Group {
     /// Revoked partitions still reported by their old owner, with the hand-over deadline.
     revoking: BTreeMap<TopicPartition, i64>,
     next_member: u64,
+    /// Part of every member id handed out (see [`Group::with_incarnation`]).
+    incarnation: Option<String>,
 }
 
 impl Group {
@@ -115,6 +117,14 @@ impl Group {
             config,
             ..Self::default()
         }
+    }
+
+    /// Member ids this group hands out carry `incarnation` (one per coordinator run), so that
+    /// a later coordinator never hands out the id of a member it does not know: that member
+    /// (still running, cut off) must stay unknown, not commit as the one that took its id.
+    pub fn with_incarnation(mut self, incarnation: impl Into<String>) -> Self {
+        self.incarnation = Some(incarnation.into());
+        self
     }
 
     /// Joins, heartbeats or rejoins. `partitions` gives every partition count by topic.
@@ -201,9 +211,13 @@ impl Group {
             return Err(GroupError::Full);
         }
         self.next_member += 1;
+        let number = match &self.incarnation {
+            Some(incarnation) => format!("{incarnation}-{}", self.next_member),
+            None => self.next_member.to_string(),
+        };
         let member_id = match &request.instance_id {
-            Some(instance) => format!("{instance}-{}", self.next_member),
-            None => format!("member-{}", self.next_member),
+            Some(instance) => format!("{instance}-{number}"),
+            None => format!("member-{number}"),
         };
         self.members.insert(
             member_id.clone(),

@@ -143,20 +143,36 @@ fn transport() -> quinn::TransportConfig {
 
 type GroupRaft<S> = openraft::Raft<TypeConfig, StateMachine<S>>;
 
-/// The groups a node serves, by name: where incoming RPCs go.
+/// Answers a client request handed on by another node ([`Kind::Request`]): the request's
+/// bytes in, the response's bytes out, both as the broker encodes them.
+pub type RequestHandler = Arc<
+    dyn Fn(Vec<u8>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The groups a node serves, by name: where incoming RPCs go; and who answers client
+/// requests handed on by other nodes.
 pub struct Groups<S: Storage + Clone + 'static> {
     groups: RwLock<HashMap<String, GroupRaft<S>>>,
+    requests: std::sync::OnceLock<RequestHandler>,
 }
 
 impl<S: Storage + Clone + 'static> Default for Groups<S> {
     fn default() -> Self {
         Self {
             groups: RwLock::new(HashMap::new()),
+            requests: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl<S: Storage + Clone + 'static> Groups<S> {
+    /// Sets who answers [`Kind::Request`] RPCs (once; until then they are refused).
+    pub fn answer_requests(&self, handler: RequestHandler) {
+        let _ = self.requests.set(handler);
+    }
+
     pub fn insert(&self, name: &str, raft: GroupRaft<S>) -> Result<(), NetError> {
         let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
         if groups.len() >= GROUPS_MAX && !groups.contains_key(name) {
@@ -223,40 +239,52 @@ async fn answer<S: Storage + Clone + 'static>(
             reason: e.to_string(),
         })?;
     let (kind, group, body) = rpc::decode_request(&request)?;
-    let response = match groups.get(&group) {
-        None => rpc::encode_failure(&format!("this node does not serve group {group}")),
-        Some(raft) => match kind {
-            Kind::Append => {
-                let request = rpc::decode_append(body)?;
-                rpc::encode_answer(raft.append_entries(request).await)
+    let response = if kind == Kind::Request {
+        match groups.requests.get() {
+            Some(handler) => {
+                let mut answered = vec![0u8];
+                answered.extend_from_slice(&handler(body.to_vec()).await);
+                answered
             }
-            Kind::Vote => {
-                let request: VoteRequest<TypeConfig> = rpc::decode_json(body)?;
-                rpc::encode_answer(raft.vote(request).await)
-            }
-            Kind::PreVote => {
-                let request: VoteRequest<TypeConfig> = rpc::decode_json(body)?;
-                rpc::encode_answer(raft.pre_vote(request).await)
-            }
-            Kind::Snapshot => {
-                let (vote, snapshot) = rpc::decode_snapshot(body)?;
-                rpc::encode_answer(raft.install_full_snapshot(vote, snapshot).await)
-            }
-            Kind::TransferLeader => {
-                let request: TransferLeaderRequest<TypeConfig> = rpc::decode_json(body)?;
-                rpc::encode_answer(raft.handle_transfer_leader(request).await)
-            }
-            Kind::Forward => {
-                let proposal = crate::Proposal {
-                    batch: bytes::Bytes::copy_from_slice(body),
-                };
-                rpc::encode_answer(
-                    raft.client_write(proposal)
-                        .await
-                        .map(|written| written.data),
-                )
-            }
-        },
+            None => rpc::encode_failure("this node does not answer client requests yet"),
+        }
+    } else {
+        match groups.get(&group) {
+            None => rpc::encode_failure(&format!("this node does not serve group {group}")),
+            Some(raft) => match kind {
+                Kind::Append => {
+                    let request = rpc::decode_append(body)?;
+                    rpc::encode_answer(raft.append_entries(request).await)
+                }
+                Kind::Vote => {
+                    let request: VoteRequest<TypeConfig> = rpc::decode_json(body)?;
+                    rpc::encode_answer(raft.vote(request).await)
+                }
+                Kind::PreVote => {
+                    let request: VoteRequest<TypeConfig> = rpc::decode_json(body)?;
+                    rpc::encode_answer(raft.pre_vote(request).await)
+                }
+                Kind::Snapshot => {
+                    let (vote, snapshot) = rpc::decode_snapshot(body)?;
+                    rpc::encode_answer(raft.install_full_snapshot(vote, snapshot).await)
+                }
+                Kind::TransferLeader => {
+                    let request: TransferLeaderRequest<TypeConfig> = rpc::decode_json(body)?;
+                    rpc::encode_answer(raft.handle_transfer_leader(request).await)
+                }
+                Kind::Forward => {
+                    let proposal = crate::Proposal {
+                        batch: bytes::Bytes::copy_from_slice(body),
+                    };
+                    rpc::encode_answer(
+                        raft.client_write(proposal)
+                            .await
+                            .map(|written| written.data),
+                    )
+                }
+                Kind::Request => rpc::encode_failure("a client request names no group"),
+            },
+        }
     };
     send.write_all(&response).await.map_err(|e| NetError::Rpc {
         node: 0,
@@ -374,8 +402,29 @@ impl Peers {
 }
 
 impl Peers {
-    /// Sends a `kind` request with `body` for group `group` to `node` at `addr` and decodes
-    /// the answer (a failure the peer reports is [`NetError::Remote`]).
+    /// Sends a `kind` request with `body` for group `group` to `node` at `addr`: the body of
+    /// its answer (a failure the peer reports is [`NetError::Remote`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn ask(
+        &self,
+        node: u64,
+        addr: &str,
+        kind: Kind,
+        group: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, NetError> {
+        let request = rpc::encode_request(kind, group, body)?;
+        let response = self.call(node, addr, request, timeout).await?;
+        rpc::decode_response(&response)
+            .map(<[u8]>::to_vec)
+            .map_err(|e| match e {
+                RpcError::Remote(reason) => NetError::Remote { node, reason },
+                other => NetError::Message(other),
+            })
+    }
+
+    /// [`Peers::ask`], the answer decoded from JSON.
     #[allow(clippy::too_many_arguments)]
     async fn exchange<T: serde::de::DeserializeOwned>(
         &self,
@@ -386,13 +435,21 @@ impl Peers {
         body: &[u8],
         timeout: Duration,
     ) -> Result<T, NetError> {
-        let request = rpc::encode_request(kind, group, body)?;
-        let response = self.call(node, addr, request, timeout).await?;
-        let answer = rpc::decode_response(&response).map_err(|e| match e {
-            RpcError::Remote(reason) => NetError::Remote { node, reason },
-            other => NetError::Message(other),
-        })?;
-        Ok(rpc::decode_json(answer)?)
+        let answer = self.ask(node, addr, kind, group, body, timeout).await?;
+        Ok(rpc::decode_json(&answer)?)
+    }
+
+    /// Hands a client request (`request`: its bytes as the broker encodes them) to `node` at
+    /// `addr`, which answers it as its own: the response's bytes.
+    pub async fn request(
+        &self,
+        node: u64,
+        addr: &str,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, NetError> {
+        self.ask(node, addr, Kind::Request, "", request, timeout)
+            .await
     }
 
     /// Hands `proposal` to group `group`'s leader, node `leader` at `addr`: what it was

@@ -35,8 +35,8 @@ use crate::Proposal;
 pub const CONTROLLER_GROUP: &str = "__cluster/0";
 /// How long [`Node::propose`] keeps trying (leader elections included).
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
-/// Most bytes of the controller log the follower reads at once.
-const METADATA_READ_BYTES: usize = 1024 * 1024;
+/// Most bytes of committed records [`read_committed`] reads at once.
+const COMMITTED_READ_BYTES: usize = 1024 * 1024;
 /// A partition replica writes its commit position to `raft.meta` at most this often (one
 /// file replacement each): a restarted replica serves what was committed up to about this
 /// long before its crash at once.
@@ -475,22 +475,7 @@ impl<S: Storage + Clone + 'static> Proposer<S> {
 
 /// A command as the one-record batch proposed to the controller.
 fn command_proposal(command: &Command) -> Result<Proposal, NodeError> {
-    let mut writer = BatchWriter::new();
-    writer
-        .push(
-            0,
-            Some(COMMAND_KEY),
-            Some(&command.encode()),
-            std::iter::empty(),
-        )
-        .map_err(|e| NodeError::Encode(e.to_string()))?;
-    let mut batch = writer
-        .finish(None)
-        .map_err(|e| NodeError::Encode(e.to_string()))?;
-    batch::stamp(&mut batch, 0, wall_clock_ms());
-    Ok(Proposal {
-        batch: batch.into(),
-    })
+    record_proposal(COMMAND_KEY, &command.encode())
 }
 
 fn wall_clock_ms() -> i64 {
@@ -526,58 +511,112 @@ fn fold<S: Storage + Clone + 'static>(
     replica: &Mutex<Replica<S>>,
     image: &mut ClusterImage,
 ) -> bool {
-    let mut changed = false;
+    let from = image.next_offset();
+    let next = read_committed(replica, from, |offset, record| match record {
+        Committed::Control => image.pass(offset + 1),
+        Committed::Record(record) => {
+            let command = Some(record)
+                .filter(|r| r.key == Some(COMMAND_KEY))
+                .and_then(|r| r.value)
+                .map(Command::decode);
+            match command {
+                Some(Ok(command)) => {
+                    image.apply(offset, &command);
+                }
+                _ => {
+                    tracing::warn!(offset, "an unreadable cluster metadata record is passed");
+                    image.pass(offset + 1);
+                }
+            }
+        }
+        Committed::Unreadable => {
+            tracing::warn!(offset, "an unreadable cluster metadata record is passed");
+            image.pass(offset + 1);
+        }
+    });
+    next > from
+}
+
+/// One committed offset as [`read_committed`] hands it over.
+pub enum Committed<'a> {
+    /// The last offset of a control batch (openraft's own entries: nothing to apply).
+    Control,
+    Record(herald_wire::batch::RecordView<'a>),
+    /// A record that does not decode (passed over).
+    Unreadable,
+}
+
+/// Hands every committed offset of `replica` from `from` (or its log start, if later) up to
+/// its high watermark to `visit`, in order: records, and each control batch once (at its last
+/// offset). The offset after the last one handed over (`from` if none).
+pub fn read_committed<S: Storage + Clone + 'static>(
+    replica: &Mutex<Replica<S>>,
+    from: i64,
+    mut visit: impl FnMut(i64, Committed<'_>),
+) -> i64 {
+    let mut next = from;
     loop {
         let replica = lock(replica);
         let high_watermark = replica.high_watermark();
-        let from = image.next_offset().max(replica.log().log_start_offset());
-        if from >= high_watermark {
-            return changed;
+        let start = next.max(replica.log().log_start_offset());
+        if start >= high_watermark {
+            return next;
         }
-        let read = match replica.log().read(from, METADATA_READ_BYTES) {
+        let read = match replica.log().read(start, COMMITTED_READ_BYTES) {
             Ok(read) => read,
             Err(error) => {
-                tracing::warn!(%error, offset = from, "reading the cluster metadata failed");
-                return changed;
+                tracing::warn!(%error, offset = start, "reading committed records failed");
+                return next;
             }
         };
         drop(replica);
         if read.bytes.is_empty() {
-            return changed;
+            return next;
         }
         for view in batches(&read.bytes) {
             let Ok(view) = view else {
-                tracing::warn!(offset = from, "a damaged cluster metadata batch");
-                return changed;
+                tracing::warn!(offset = start, "a damaged batch among committed records");
+                return next;
             };
             if view.base_offset() >= high_watermark {
-                return changed;
+                return next;
+            }
+            if view.next_offset() <= next {
+                continue;
             }
             if view.is_control() {
-                image.pass(view.next_offset());
-                changed = true;
+                visit(view.next_offset() - 1, Committed::Control);
+                next = view.next_offset();
                 continue;
             }
             for (i, record) in view.records().enumerate() {
                 let offset = view.base_offset() + i as i64;
-                let command = record
-                    .ok()
-                    .filter(|r| r.key == Some(COMMAND_KEY))
-                    .and_then(|r| r.value)
-                    .map(Command::decode);
-                match command {
-                    Some(Ok(command)) => {
-                        image.apply(offset, &command);
-                    }
-                    _ => {
-                        tracing::warn!(offset, "an unreadable cluster metadata record is passed");
-                        image.pass(offset + 1);
-                    }
+                if offset < next {
+                    continue;
                 }
-                changed = true;
+                match record {
+                    Ok(record) => visit(offset, Committed::Record(record)),
+                    Err(_) => visit(offset, Committed::Unreadable),
+                }
             }
+            next = view.next_offset();
         }
     }
+}
+
+/// A one-record batch (key, value) as a proposal, its append time stamped now.
+pub fn record_proposal(key: &[u8], value: &[u8]) -> Result<Proposal, NodeError> {
+    let mut writer = BatchWriter::new();
+    writer
+        .push(0, Some(key), Some(value), std::iter::empty())
+        .map_err(|e| NodeError::Encode(e.to_string()))?;
+    let mut batch = writer
+        .finish(None)
+        .map_err(|e| NodeError::Encode(e.to_string()))?;
+    batch::stamp(&mut batch, 0, wall_clock_ms());
+    Ok(Proposal {
+        batch: batch.into(),
+    })
 }
 
 /// Starts the groups of the partitions the image assigns to this node and stops those of

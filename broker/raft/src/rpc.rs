@@ -10,6 +10,8 @@
 //! snapshot body: u32 length | JSON {vote, meta} | u32 length | data
 //! vote bodies:   JSON
 //! forward body:  the proposed batch (answered with the `Applied` JSON)
+//! request body:  a client request another node received, as the broker encodes it (group
+//!                name empty; answered with the broker's encoded response)
 //! ```
 
 use herald_wire::{DecodeError, Reader};
@@ -38,6 +40,10 @@ pub enum Kind {
     Forward = 5,
     /// The leader hands the lead to this node (body: openraft's transfer request).
     TransferLeader = 6,
+    /// A client request for whatever this node serves that the sending node does not (a
+    /// consumer group this node coordinates), handed on with its answer handed back; the
+    /// bytes are the broker's own.
+    Request = 7,
 }
 
 /// A message that does not decode, or a peer's failure.
@@ -92,6 +98,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<(Kind, String, &[u8]), RpcError> {
         4 => Kind::Snapshot,
         5 => Kind::Forward,
         6 => Kind::TransferLeader,
+        7 => Kind::Request,
         other => return Err(RpcError::UnknownKind(other)),
     };
     let group = reader.string("group", GROUP_NAME_BYTES_MAX)?;

@@ -3,6 +3,10 @@
 //! atomically on every commit, so a restarted broker resumes every group from its committed
 //! offsets). Membership itself is not persisted: members rejoin after a restart.
 //!
+//! In a cluster the same state is kept without files: one coordinator per partition of the
+//! internal groups topic, whose committed offsets are folded from that partition's records
+//! ([`GroupRecord`], see `broker::cluster_groups`).
+//!
 //! An offsets file is a versioned [`crate::meta`] envelope; files from before it (TSV:
 //! `offset<TAB>partition<TAB>hex(metadata)<TAB>topic` lines) are still read, and the group's
 //! next commit rewrites them as an envelope.
@@ -72,7 +76,7 @@ struct OffsetsV1 {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct CommittedOffsetV1 {
+pub struct CommittedOffsetV1 {
     topic: String,
     partition: u32,
     offset: i64,
@@ -80,6 +84,44 @@ struct CommittedOffsetV1 {
     /// The topic incarnation (hyphenated UUID); absent in files from before topic ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     topic_id: Option<String>,
+}
+
+/// One change of the state a cluster keeps for its groups: a record of the internal groups
+/// topic (JSON, the record's key the group name). A coordinator builds it, the group's
+/// partition commits it, and every replica folds it ([`Coordinator::apply`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GroupRecord {
+    /// Offsets committed by a member of `group` (checked by the coordinator before).
+    Commit {
+        group: String,
+        offsets: Vec<CommittedOffsetV1>,
+        at_ms: i64,
+    },
+    /// `group` deleted (it had no live members), with its offsets.
+    Delete { group: String },
+    /// Nothing to apply: a new coordinator commits one before it answers, so that every
+    /// record before it is folded first.
+    Barrier,
+}
+
+impl GroupRecord {
+    /// The group the record is about (none for a barrier).
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            GroupRecord::Commit { group, .. } | GroupRecord::Delete { group } => Some(group),
+            GroupRecord::Barrier => None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // A derived serialization of strings and numbers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 impl OffsetsV1 {
@@ -132,10 +174,21 @@ struct Entry {
 }
 
 pub struct Coordinator {
-    dir: PathBuf,
+    /// Where offsets files go; `None` in a cluster, whose groups topic keeps them.
+    dir: Option<PathBuf>,
     config: GroupConfig,
     offsets_retention_ms: i64,
     groups: Mutex<BTreeMap<String, Entry>>,
+    /// Carried by every member id handed out (see `Group::with_incarnation`): new for each
+    /// coordinator opened, and again whenever it forgets its members.
+    incarnation: Mutex<String>,
+}
+
+/// A fresh coordinator incarnation: 48 random bits in hex (the tail of a UUIDv7, whose head
+/// is a timestamp).
+fn new_incarnation() -> String {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    id[id.len() - 12..].to_owned()
 }
 
 type Failure = (ErrorCode, String);
@@ -287,12 +340,58 @@ impl Coordinator {
             }
             entry.legacy_file = Some(name);
         }
-        Ok(Self {
-            dir,
+        let coordinator = Self {
+            dir: Some(dir),
             config,
             offsets_retention_ms: OFFSETS_RETENTION_MS,
-            groups: Mutex::new(groups),
-        })
+            groups: Mutex::new(BTreeMap::new()),
+            incarnation: Mutex::new(new_incarnation()),
+        };
+        for entry in groups.values_mut() {
+            entry.group = coordinator.new_group();
+        }
+        *coordinator.groups() = groups;
+        Ok(coordinator)
+    }
+
+    /// A coordinator without files: what it keeps comes from the records folded into it
+    /// ([`Coordinator::apply`]).
+    pub fn replicated(config: GroupConfig) -> Self {
+        Self {
+            dir: None,
+            config,
+            offsets_retention_ms: OFFSETS_RETENTION_MS,
+            groups: Mutex::new(BTreeMap::new()),
+            incarnation: Mutex::new(new_incarnation()),
+        }
+    }
+
+    /// An empty group whose member ids carry this coordinator's incarnation.
+    fn new_group(&self) -> Group {
+        let incarnation = self
+            .incarnation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Group::new(self.config).with_incarnation(incarnation)
+    }
+
+    /// A coordinator like this one (group settings, offsets retention) without files, for a
+    /// partition of a cluster's groups topic.
+    pub fn without_files(&self) -> Self {
+        Self {
+            offsets_retention_ms: self.offsets_retention_ms,
+            ..Self::replicated(self.config)
+        }
+    }
+
+    /// Forgets every member (each rejoins): a new coordinator of a cluster's group
+    /// partition knows the committed offsets, not who was a member under the previous one.
+    pub fn forget_members(&self) {
+        *self.incarnation.lock().unwrap_or_else(|p| p.into_inner()) = new_incarnation();
+        for entry in self.groups().values_mut() {
+            entry.group = self.new_group();
+        }
     }
 
     /// Keeps the offsets of member-less groups this long instead of `OFFSETS_RETENTION_MS`.
@@ -336,7 +435,7 @@ impl Coordinator {
             ));
         }
         let entry = groups.entry(group.to_owned()).or_insert_with(|| Entry {
-            group: Group::new(self.config),
+            group: self.new_group(),
             ..Entry::default()
         });
         entry.last_active_ms = Some(now_ms);
@@ -380,13 +479,50 @@ impl Coordinator {
     pub fn commit(
         &self,
         group: &str,
-        (member_id, member_epoch): (&str, i32),
+        member: (&str, i32),
         offsets: Vec<Commit>,
         partitions: &BTreeMap<String, u32>,
         ids: &TopicIds,
         now_ms: i64,
     ) -> Result<GroupResponse, Failure> {
         let mut groups = self.groups();
+        let record =
+            Self::commit_record(&mut groups, group, member, offsets, partitions, ids, now_ms)?;
+        self.store(&mut groups, &record)?;
+        Ok(GroupResponse::Committed)
+    }
+
+    /// Checks a commit as [`Coordinator::commit`] does, without storing it: the record that
+    /// stores it once replicated.
+    pub fn prepare_commit(
+        &self,
+        group: &str,
+        member: (&str, i32),
+        offsets: Vec<Commit>,
+        partitions: &BTreeMap<String, u32>,
+        ids: &TopicIds,
+        now_ms: i64,
+    ) -> Result<GroupRecord, Failure> {
+        Self::commit_record(
+            &mut self.groups(),
+            group,
+            member,
+            offsets,
+            partitions,
+            ids,
+            now_ms,
+        )
+    }
+
+    fn commit_record(
+        groups: &mut BTreeMap<String, Entry>,
+        group: &str,
+        (member_id, member_epoch): (&str, i32),
+        offsets: Vec<Commit>,
+        partitions: &BTreeMap<String, u32>,
+        ids: &TopicIds,
+        now_ms: i64,
+    ) -> Result<GroupRecord, Failure> {
         let entry = groups
             .get_mut(group)
             .ok_or_else(|| (ErrorCode::UnknownMember, format!("unknown group '{group}'")))?;
@@ -406,40 +542,86 @@ impl Coordinator {
                 ));
             }
         }
-        let mut committed = entry.committed.clone();
-        for Commit {
-            partition,
-            offset,
-            metadata,
-        } in offsets
-        {
-            let topic_id = ids.get(&partition.topic).copied();
-            committed.insert(
-                partition,
-                Position {
-                    offset,
-                    metadata,
-                    topic_id,
-                },
-            );
-        }
-        meta::write(
-            &self.dir,
-            &file_name(group),
-            KIND,
-            &OffsetsV1::new(group, &committed, now_ms),
-        )
-        .map_err(|e| (ErrorCode::Storage, format!("cannot persist offsets: {e}")))?;
-        entry.committed = committed;
-        entry.last_active_ms = Some(now_ms);
-        if let Some(legacy) = entry.legacy_file.take() {
-            if let Err(error) = std::fs::remove_file(self.dir.join(&legacy)) {
-                if error.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(group, file = legacy, %error, "cannot remove the old offsets file");
+        Ok(GroupRecord::Commit {
+            group: group.to_owned(),
+            offsets: offsets
+                .into_iter()
+                .map(|commit| CommittedOffsetV1 {
+                    topic_id: ids.get(&commit.partition.topic).map(|id| id.to_string()),
+                    topic: commit.partition.topic,
+                    partition: commit.partition.partition,
+                    offset: commit.offset,
+                    metadata: commit.metadata,
+                })
+                .collect(),
+            at_ms: now_ms,
+        })
+    }
+
+    /// Folds a committed record of a cluster's groups topic in (a commit may name a group
+    /// this coordinator has not seen: it is created, members or not).
+    pub fn apply(&self, record: &GroupRecord) -> Result<(), Failure> {
+        self.store(&mut self.groups(), record)
+    }
+
+    /// Stores what `record` says: in the group's offsets file first when there are files.
+    fn store(
+        &self,
+        groups: &mut BTreeMap<String, Entry>,
+        record: &GroupRecord,
+    ) -> Result<(), Failure> {
+        match record {
+            GroupRecord::Barrier => Ok(()),
+            GroupRecord::Delete { group } => {
+                let legacy = groups.get(group).and_then(|e| e.legacy_file.clone());
+                self.remove_files(group, legacy.as_deref()).map_err(|e| {
+                    (
+                        ErrorCode::Storage,
+                        format!("cannot delete the offsets of group '{group}': {e}"),
+                    )
+                })?;
+                groups.remove(group);
+                Ok(())
+            }
+            GroupRecord::Commit {
+                group,
+                offsets,
+                at_ms,
+            } => {
+                let entry = groups.entry(group.clone()).or_insert_with(|| Entry {
+                    group: self.new_group(),
+                    ..Entry::default()
+                });
+                let mut committed = entry.committed.clone();
+                committed.extend(
+                    OffsetsV1 {
+                        group: group.clone(),
+                        offsets: offsets.clone(),
+                        committed_at_ms: Some(*at_ms),
+                    }
+                    .into_committed(),
+                );
+                if let Some(dir) = &self.dir {
+                    meta::write(
+                        dir,
+                        &file_name(group),
+                        KIND,
+                        &OffsetsV1::new(group, &committed, *at_ms),
+                    )
+                    .map_err(|e| (ErrorCode::Storage, format!("cannot persist offsets: {e}")))?;
+                    if let Some(legacy) = entry.legacy_file.take() {
+                        if let Err(error) = std::fs::remove_file(dir.join(&legacy)) {
+                            if error.kind() != std::io::ErrorKind::NotFound {
+                                tracing::warn!(group, file = legacy, %error, "cannot remove the old offsets file");
+                            }
+                        }
+                    }
                 }
+                entry.committed = committed;
+                entry.last_active_ms = Some(*at_ms);
+                Ok(())
             }
         }
-        Ok(GroupResponse::Committed)
     }
 
     /// Committed positions; one committed to another incarnation of its topic reads as none,
@@ -565,6 +747,28 @@ impl Coordinator {
         now_ms: i64,
     ) -> Result<GroupResponse, Failure> {
         let mut groups = self.groups();
+        let record = Self::delete_record(&mut groups, group, partitions, now_ms)?;
+        self.store(&mut groups, &record)?;
+        Ok(GroupResponse::Deleted)
+    }
+
+    /// Checks a deletion as [`Coordinator::delete`] does, without deleting: the record that
+    /// deletes once replicated.
+    pub fn prepare_delete(
+        &self,
+        group: &str,
+        partitions: &BTreeMap<String, u32>,
+        now_ms: i64,
+    ) -> Result<GroupRecord, Failure> {
+        Self::delete_record(&mut self.groups(), group, partitions, now_ms)
+    }
+
+    fn delete_record(
+        groups: &mut BTreeMap<String, Entry>,
+        group: &str,
+        partitions: &BTreeMap<String, u32>,
+        now_ms: i64,
+    ) -> Result<GroupRecord, Failure> {
         let entry = groups.get_mut(group).ok_or_else(|| {
             (
                 ErrorCode::InvalidRequest,
@@ -581,21 +785,43 @@ impl Coordinator {
                 ),
             ));
         }
-        self.remove_files(group, entry.legacy_file.as_deref())
-            .map_err(|e| {
-                (
-                    ErrorCode::Storage,
-                    format!("cannot delete the offsets of group '{group}': {e}"),
-                )
-            })?;
-        groups.remove(group);
-        Ok(GroupResponse::Deleted)
+        Ok(GroupRecord::Delete {
+            group: group.to_owned(),
+        })
     }
 
     /// Deletes the groups that have had no member and no commit for the offsets retention;
     /// returns their names.
     pub fn expire_offsets(&self, partitions: &BTreeMap<String, u32>, now_ms: i64) -> Vec<String> {
         let mut groups = self.groups();
+        let mut expired = self.expired_in(&mut groups, partitions, now_ms);
+        expired.retain(|name| {
+            let record = GroupRecord::Delete {
+                group: name.clone(),
+            };
+            match self.store(&mut groups, &record) {
+                Ok(()) => true,
+                Err((_, error)) => {
+                    tracing::warn!(group = name, %error, "cannot remove the offsets of an expired group");
+                    false
+                }
+            }
+        });
+        expired
+    }
+
+    /// The groups that have had no member and no commit for the offsets retention, left in
+    /// place (a cluster deletes them through its groups topic).
+    pub fn expired(&self, partitions: &BTreeMap<String, u32>, now_ms: i64) -> Vec<String> {
+        self.expired_in(&mut self.groups(), partitions, now_ms)
+    }
+
+    fn expired_in(
+        &self,
+        groups: &mut BTreeMap<String, Entry>,
+        partitions: &BTreeMap<String, u32>,
+        now_ms: i64,
+    ) -> Vec<String> {
         let mut expired = Vec::new();
         for (name, entry) in groups.iter_mut() {
             entry.group.expire(partitions, now_ms);
@@ -608,31 +834,22 @@ impl Coordinator {
                 expired.push(name.clone());
             }
         }
-        expired.retain(|name| {
-            let legacy = groups.get(name).and_then(|e| e.legacy_file.clone());
-            match self.remove_files(name, legacy.as_deref()) {
-                Ok(()) => {
-                    groups.remove(name);
-                    true
-                }
-                Err(error) => {
-                    tracing::warn!(group = name, %error, "cannot remove the offsets of an expired group");
-                    false
-                }
-            }
-        });
         expired
     }
 
-    /// Removes a group's offsets files (current and legacy name), durably.
+    /// Removes a group's offsets files (current and legacy name), durably; nothing without
+    /// files.
     fn remove_files(&self, group: &str, legacy: Option<&str>) -> std::io::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
         for name in std::iter::once(file_name(group)).chain(legacy.map(str::to_owned)) {
-            match std::fs::remove_file(self.dir.join(&name)) {
+            match std::fs::remove_file(dir.join(&name)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
         }
-        crate::fs::sync_dir(&self.dir)
+        crate::fs::sync_dir(dir)
     }
 }
 
@@ -939,6 +1156,46 @@ mod coordinator_tests {
                 now_ms,
             )
             .expect("commit");
+    }
+
+    /// A member of an earlier coordinator (before a restart, or before a cluster's
+    /// coordinator moved) is unknown to the next one: the ids the next one hands out are
+    /// others, so such a member cannot commit as the member that took its place.
+    #[test]
+    fn member_ids_are_not_handed_out_again_by_a_later_coordinator() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partitions = BTreeMap::from([("orders".to_owned(), 2)]);
+        let first = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
+        let (before, epoch) = join(&first, &partitions);
+        drop(first);
+        let restarted = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
+        let (after, _) = join(&restarted, &partitions);
+        assert_ne!(
+            before, after,
+            "a restarted coordinator handed out an old member id"
+        );
+        let offsets = vec![Commit {
+            partition: TopicPartition::new("orders", 0),
+            offset: 1,
+            metadata: String::new(),
+        }];
+        let stale = restarted
+            .commit(
+                "g",
+                (&before, epoch),
+                offsets,
+                &partitions,
+                &TopicIds::new(),
+                0,
+            )
+            .expect_err("an earlier member");
+        assert_eq!(stale.0, ErrorCode::UnknownMember);
+
+        let replicated = Coordinator::replicated(GroupConfig::default());
+        let (led, _) = join(&replicated, &partitions);
+        replicated.forget_members();
+        let (next, _) = join(&replicated, &partitions);
+        assert_ne!(led, next, "a new lead handed out an old member id");
     }
 
     #[test]

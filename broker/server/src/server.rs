@@ -276,6 +276,7 @@ pub async fn serve(
             )
             .await?;
             broker.attach_cluster(cluster.clone());
+            cluster.serve(&broker);
             Some(cluster)
         }
         None => None,

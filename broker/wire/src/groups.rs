@@ -255,6 +255,19 @@ fn group_name(r: &mut Reader<'_>) -> Result<String, DecodeError> {
 }
 
 impl GroupRequest {
+    /// The group the request is about (`None` for a listing).
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            GroupRequest::Heartbeat { group, .. }
+            | GroupRequest::Leave { group, .. }
+            | GroupRequest::Commit { group, .. }
+            | GroupRequest::FetchOffsets { group, .. }
+            | GroupRequest::Describe { group }
+            | GroupRequest::Delete { group } => Some(group),
+            GroupRequest::List => None,
+        }
+    }
+
     pub fn api(&self) -> Api {
         match self {
             GroupRequest::Heartbeat { .. } => Api::GroupHeartbeat,

@@ -5,9 +5,10 @@
 //! replica's high watermark (what is committed: no consumer sees a record a failover can
 //! undo).
 //!
-//! What single-node mode has and this does not yet: schema-ID validation, the dedup window,
-//! consumer groups kept by the cluster (they stay on the node a client talks to), a client
-//! metadata request (clients follow `NotLeader` messages or try their bootstrap list).
+//! Consumer groups are kept by the internal groups topic (`cluster_groups`).
+//!
+//! What single-node mode has and this does not yet: schema-ID validation and the dedup
+//! window on replicated topics.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -95,7 +96,18 @@ pub struct Cluster {
     /// proposal sees every batch proposed before it (batches without a producer id are
     /// proposed at once).
     proposing: Mutex<HashMap<(String, u32), Turn>>,
+    /// The node link, for requests handed on to another node, and each node's Raft address.
+    peers: Arc<Peers>,
+    raft_addrs: BTreeMap<u64, String>,
+    /// Where requests handed on by other nodes are answered (set once the broker is known).
+    groups: Arc<Groups<FileStorage>>,
+    /// The consumer groups of the groups topic's partitions this node holds.
+    shards: super::cluster_groups::Shards,
+    shutting_down: std::sync::atomic::AtomicBool,
 }
+
+/// How often a node checks that the groups topic exists (and whether expired groups are due).
+const GROUPS_UPKEEP_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A partition's turn to propose (see `Cluster::proposing`).
 type Turn = Arc<tokio::sync::Mutex<()>>;
@@ -145,6 +157,7 @@ impl Cluster {
             let log = topic.map_or_else(Default::default, |t| log_config(t, producer_expiry_ms));
             Replica::open(storage.clone(), dir, log)
         });
+        let peers = Peers::new(endpoint.clone());
         let node = Node::start(
             NodeConfig {
                 id: config.node_id,
@@ -156,8 +169,8 @@ impl Cluster {
                     .collect(),
                 timing: config.timing,
             },
-            groups,
-            Peers::new(endpoint.clone()),
+            groups.clone(),
+            peers.clone(),
             open,
         )
         .await?;
@@ -167,11 +180,151 @@ impl Cluster {
             size: u32::try_from(config.peers.len()).unwrap_or(u32::MAX),
             endpoint,
             proposing: Mutex::new(HashMap::new()),
+            peers,
+            raft_addrs: config
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, addr.to_string()))
+                .collect(),
+            groups,
+            shards: Default::default(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// This node's id.
+    pub(super) fn id(&self) -> u64 {
+        self.node.id()
+    }
+
+    /// The cluster's metadata as this node has applied it.
+    pub(super) fn image(&self) -> Arc<herald_broker_core::cluster::ClusterImage> {
+        self.node.image().borrow().clone()
+    }
+
+    /// The group of a partition this node holds a replica of.
+    pub(super) fn partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Option<PartitionGroup<FileStorage>> {
+        self.node.partition(topic, partition)
+    }
+
+    /// The partitions of the groups topic this node holds replicas of.
+    pub(super) fn groups_partitions(&self) -> Vec<(u32, PartitionGroup<FileStorage>)> {
+        self.node
+            .partitions()
+            .into_iter()
+            .filter(|(topic, _, _)| topic == super::cluster_groups::GROUPS_TOPIC)
+            .map(|(_, partition, group)| (partition, group))
+            .collect()
+    }
+
+    /// The consumer groups of the groups topic's `partition` kept here (`make` gives the
+    /// coordinator the first time).
+    pub(super) fn shard(
+        &self,
+        partition: u32,
+        make: impl FnOnce() -> crate::coordinator::Coordinator,
+    ) -> Arc<super::cluster_groups::Shard> {
+        self.shards.get_or(partition, make)
+    }
+
+    /// Hands a client request (as `Broker::answer_handed_on` reads it) to node `node`: its
+    /// answer's bytes.
+    pub(super) async fn hand_on(
+        &self,
+        node: u64,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let addr = self
+            .raft_addrs
+            .get(&node)
+            .ok_or_else(|| format!("node {node} is not a configured peer"))?;
+        self.peers
+            .request(node, addr, &request, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Makes `broker` answer the requests other nodes hand on to this one, and starts the
+    /// cluster's upkeep of consumer groups: the groups topic created once enough nodes
+    /// registered, expired groups deleted.
+    pub fn serve(self: &Arc<Self>, broker: &Arc<Broker>) {
+        let weak = Arc::downgrade(broker);
+        self.groups.answer_requests(Arc::new(move |bytes| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(broker) => broker.answer_handed_on(bytes).await,
+                    None => {
+                        let mut out = Vec::new();
+                        error(ErrorCode::Throttled, "the broker is shutting down").encode(&mut out);
+                        out
+                    }
+                }
+            })
+        }));
+        let (cluster, broker) = (Arc::downgrade(self), Arc::downgrade(broker));
+        tokio::spawn(async move {
+            let mut last_expiry = Instant::now();
+            loop {
+                tokio::time::sleep(GROUPS_UPKEEP_INTERVAL).await;
+                let (Some(cluster), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else {
+                    return;
+                };
+                if cluster
+                    .shutting_down
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    return;
+                }
+                cluster.create_groups_topic().await;
+                if last_expiry.elapsed() >= super::cluster_groups::GROUP_EXPIRY_INTERVAL {
+                    last_expiry = Instant::now();
+                    let deleted = broker.cluster_expire_groups(&cluster).await;
+                    if deleted > 0 {
+                        tracing::info!(
+                            deleted,
+                            "deleted groups without members past the offsets retention"
+                        );
+                    }
+                }
+            }
+        });
+    }
+
+    /// Proposes the groups topic unless the cluster has it, once as many nodes registered as
+    /// it gets replicas.
+    async fn create_groups_topic(&self) {
+        use super::cluster_groups::{groups_topic_config, GROUPS_TOPIC};
+        let image = self.image();
+        if image.topics().contains_key(GROUPS_TOPIC) {
+            return;
+        }
+        let factor = REPLICATION_FACTOR_DEFAULT.min(self.size.max(1));
+        if (image.nodes().len() as u32) < factor {
+            return;
+        }
+        let command = Command::CreateTopic {
+            name: GROUPS_TOPIC.to_owned(),
+            id: new_topic_id(),
+            config: groups_topic_config(),
+            replication_factor: factor,
+        };
+        match self.node.propose(&command).await {
+            Ok(Outcome::TopicCreated { .. } | Outcome::Refused(CommandError::TopicExists(_))) => {}
+            Ok(other) => tracing::warn!(?other, "the groups topic was not created"),
+            Err(failure) => tracing::debug!(%failure, "the groups topic was not created yet"),
+        }
     }
 
     /// Stops the node's groups and its Raft endpoint.
     pub async fn shutdown(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.node.shutdown().await;
         self.endpoint.close(0u32.into(), b"shutting down");
     }
@@ -247,7 +400,7 @@ impl Cluster {
     /// `NotLeader`, naming the leader if known, with a short retry delay: the client should
     /// look the leader up again and retry soon (an election takes the election timeout at
     /// most), not back off as from an overloaded broker.
-    fn not_leader(&self, topic: &str, partition: u32, leader: Option<u64>) -> Response {
+    pub(super) fn not_leader(&self, topic: &str, partition: u32, leader: Option<u64>) -> Response {
         let (hint, retry_after) = match leader {
             Some(leader) => (
                 format!("its leader is {}", self.describe_nodes(&[leader])),
@@ -417,6 +570,12 @@ impl Broker {
         cluster: &Cluster,
         name: &str,
     ) -> Result<Response, Response> {
+        if name.starts_with("__") {
+            return Err(error(
+                ErrorCode::InvalidRequest,
+                format!("topic '{name}' is the cluster's own: it cannot be deleted"),
+            ));
+        }
         let id = cluster
             .node
             .image()
@@ -551,6 +710,12 @@ impl Broker {
         partition: u32,
         batch: Bytes,
     ) -> Result<Response, Response> {
+        if topic.starts_with("__") {
+            return Err(error(
+                ErrorCode::InvalidRequest,
+                format!("topic '{topic}' is the cluster's own: clients do not produce to it"),
+            ));
+        }
         let group = cluster.group(topic, partition)?;
         let leader = group.leader();
         if leader != Some(cluster.node.id()) {

@@ -16,6 +16,7 @@
 //! `crate::fs::write_atomically`.
 
 mod cluster;
+mod cluster_groups;
 mod fetch;
 mod produce;
 mod topics;
@@ -46,6 +47,7 @@ use crate::schema_cache::SchemaCache;
 pub use cluster::{
     Cluster, ClusterConfig, ClusterError, Timing, REPLICAS_DIR, REPLICATION_FACTOR_DEFAULT,
 };
+pub use cluster_groups::{group_partition, GROUPS_TOPIC, GROUPS_TOPIC_PARTITIONS};
 pub use produce::FLUSH_BEHIND_BYTES;
 use topics::{describe, load_topic_meta, open_topic, TOPIC_META_FILE};
 pub use topics::{validate_topic_name, DURATION_MAX, SEGMENT_BYTES_MIN, TOPICS_MAX};
@@ -390,6 +392,7 @@ impl Broker {
                 partition,
                 spec,
             } => self.cluster_list_offsets(cluster, &topic, partition, spec),
+            Request::Group(request) => self.cluster_group(cluster, request, 0).await,
             other => return Err(other),
         };
         Ok(result.unwrap_or_else(|response| response))

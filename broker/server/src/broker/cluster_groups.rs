@@ -1,0 +1,465 @@
+//! Consumer groups of a cluster: kept by the internal topic [`GROUPS_TOPIC`], replicated like
+//! any other (Kafka's `__consumer_offsets` shape), so a coordinator failover keeps every
+//! commit.
+//!
+//! - A group belongs to one partition of the topic ([`group_partition`]: CRC-32C of its name),
+//!   and its coordinator is that partition's leader. Commits and deletions are records of
+//!   that partition ([`GroupRecord`]), acknowledged once committed; every replica folds the
+//!   committed records into a file-less [`Coordinator`] (one per partition, a [`Shard`]).
+//! - Membership stays in the coordinator's memory, as on a single broker across a restart:
+//!   a new coordinator commits a barrier record first (so that it has folded every commit
+//!   before it answers), forgets the members it knew from an earlier lead, and members
+//!   rejoin when told they are unknown.
+//! - Any node answers a group request: one that does not lead the group's partition hands it
+//!   to the node that does over the node link ([`Peers::request`]) and hands the answer
+//!   back, so clients need not know where coordinators are.
+//!
+//! Why a partitioned topic and not the controller: commits are frequent and per group; a
+//! topic spreads them over as many leaders as it has partitions, and the controller's log
+//! stays small.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_broker_core::groups::Heartbeat;
+use herald_raft::node::{read_committed, record_proposal, Committed, PartitionGroup, ProposeError};
+use herald_wire::batch::BatchView;
+use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
+use herald_wire::messages::{Request, TopicConfig};
+use herald_wire::Api;
+use herald_wire::{ErrorCode, Response};
+
+use super::cluster::Cluster;
+use super::{error, throttled, Broker};
+use crate::clock::now_ms;
+use crate::coordinator::{Coordinator, GroupRecord, TopicIds};
+use crate::fs::FileStorage;
+
+/// The internal topic that keeps a cluster's consumer groups.
+pub const GROUPS_TOPIC: &str = "__groups";
+/// Partitions of [`GROUPS_TOPIC`]: as many coordinators, spread over the nodes. Fixed when
+/// the topic is created: groups are placed by it.
+pub const GROUPS_TOPIC_PARTITIONS: u32 = 6;
+/// How long a node waits for the coordinator it handed a request to.
+pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times one request may be handed on: a node holding no replica of the group's
+/// partition hands it to a replica, which hands it to the leader if it is not that.
+const FORWARD_HOPS_MAX: u8 = 2;
+/// How often a node deletes the groups it coordinates whose offsets retention passed.
+pub(super) const GROUP_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The partition of [`GROUPS_TOPIC`] (of `partitions`) that keeps `group`. Never change it:
+/// groups already placed would lose their offsets.
+pub fn group_partition(group: &str, partitions: u32) -> u32 {
+    crc32c::crc32c(group.as_bytes()) % partitions.max(1)
+}
+
+/// The groups topic's configuration: kept forever (a group's offsets go with a deletion
+/// record, not with age).
+pub(super) fn groups_topic_config() -> TopicConfig {
+    TopicConfig {
+        partitions: GROUPS_TOPIC_PARTITIONS,
+        retention: None,
+        segment_bytes: 64 * 1024 * 1024,
+        ..TopicConfig::default()
+    }
+}
+
+/// The groups of one partition of [`GROUPS_TOPIC`], on a node holding a replica of it.
+pub(super) struct Shard {
+    coordinator: Coordinator,
+    state: tokio::sync::Mutex<ShardState>,
+}
+
+#[derive(Default)]
+struct ShardState {
+    /// The next offset of the partition to fold.
+    folded: i64,
+    /// The term in which this node, leading, committed its barrier and forgot earlier
+    /// members; `None` until it did.
+    ready_term: Option<u64>,
+}
+
+impl Shard {
+    pub(super) fn new(coordinator: Coordinator) -> Self {
+        Self {
+            coordinator,
+            state: tokio::sync::Mutex::new(ShardState::default()),
+        }
+    }
+
+    /// Folds the partition's committed records not folded yet.
+    fn fold(&self, group: &PartitionGroup<FileStorage>, state: &mut ShardState) {
+        state.folded = read_committed(&group.replica, state.folded, |offset, committed| {
+            let Committed::Record(record) = committed else {
+                return;
+            };
+            match record.value.map(GroupRecord::decode) {
+                Some(Ok(record)) => {
+                    if let Err((_, failure)) = self.coordinator.apply(&record) {
+                        tracing::warn!(offset, %failure, "a consumer group record did not apply");
+                    }
+                }
+                _ => tracing::warn!(offset, "an unreadable consumer group record is passed"),
+            }
+        });
+    }
+
+    /// Brings this coordinator up to date before it answers: on the first request of a lead,
+    /// a barrier committed (every earlier record is then committed and applied here), the
+    /// members of an earlier lead forgotten; and every committed record folded.
+    async fn ready(
+        &self,
+        cluster: &Cluster,
+        group: &PartitionGroup<FileStorage>,
+        partition: u32,
+    ) -> Result<(), Response> {
+        let mut state = self.state.lock().await;
+        let term = group.status().term;
+        if state.ready_term != Some(term) {
+            let barrier = record_proposal(b"", &GroupRecord::Barrier.encode())
+                .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+            group
+                .propose(barrier)
+                .await
+                .map_err(|e| proposal_failed(cluster, partition, e))?;
+            self.coordinator.forget_members();
+            state.ready_term = Some(term);
+        }
+        self.fold(group, &mut state);
+        Ok(())
+    }
+
+    /// Commits `record` in the partition and folds it (with whatever came before it).
+    async fn commit(
+        &self,
+        cluster: &Cluster,
+        group: &PartitionGroup<FileStorage>,
+        partition: u32,
+        record: &GroupRecord,
+    ) -> Result<(), Response> {
+        let key = record.group().unwrap_or_default().as_bytes();
+        let proposal = record_proposal(key, &record.encode())
+            .map_err(|e| error(ErrorCode::InvalidRequest, e.to_string()))?;
+        group
+            .propose(proposal)
+            .await
+            .map_err(|e| proposal_failed(cluster, partition, e))?;
+        self.fold(group, &mut *self.state.lock().await);
+        Ok(())
+    }
+}
+
+fn proposal_failed(cluster: &Cluster, partition: u32, failure: ProposeError) -> Response {
+    match failure {
+        ProposeError::NotLeader { leader } | ProposeError::Discarded { leader } => {
+            cluster.not_leader(GROUPS_TOPIC, partition, leader)
+        }
+        ProposeError::Failed(failure) => error(
+            ErrorCode::Storage,
+            format!("{GROUPS_TOPIC}/{partition}: {failure}"),
+        ),
+    }
+}
+
+/// A group request handed on to another node: hops so far, the api, the request's body.
+fn encode_forwarded(request: &Request, hops: u8) -> Vec<u8> {
+    let mut out = vec![hops];
+    out.extend_from_slice(&(request.api() as u16).to_be_bytes());
+    request.encode(&mut out);
+    out
+}
+
+fn decode_forwarded(bytes: &[u8]) -> Result<(u8, Api, Request), String> {
+    let [hops, high, low, body @ ..] = bytes else {
+        return Err("a handed-on request shorter than its head".to_owned());
+    };
+    let api = Api::from_code(u16::from_be_bytes([*high, *low])).map_err(|e| e.to_string())?;
+    let request = Request::decode(api, body).map_err(|e| e.to_string())?;
+    Ok((*hops, api, request))
+}
+
+impl Broker {
+    /// Answers a group request in a cluster: here if this node coordinates the group, else
+    /// handed on to the node that does (`hops`: how many times it was handed on already).
+    pub(super) async fn cluster_group(
+        &self,
+        cluster: &Cluster,
+        request: GroupRequest,
+        hops: u8,
+    ) -> Result<Response, Response> {
+        let image = cluster.image();
+        let Some(topic) = image.topics().get(GROUPS_TOPIC) else {
+            return Err(throttled(format!(
+                "the cluster is still setting up its consumer groups (topic '{GROUPS_TOPIC}'): retry shortly"
+            )));
+        };
+        let Some(name) = request.group().map(str::to_owned) else {
+            return Ok(self.cluster_list_groups(cluster));
+        };
+        let partition = group_partition(&name, topic.replicas.len() as u32);
+        let held = cluster.partition(GROUPS_TOPIC, partition);
+        let target = match &held {
+            Some(group) => match group.leader() {
+                Some(leader) if leader == cluster.id() => None,
+                Some(leader) => Some(leader),
+                None => return Err(cluster.not_leader(GROUPS_TOPIC, partition, None)),
+            },
+            // Not a replica here: a replica knows the leader (the preferred one usually is).
+            None => topic
+                .replicas
+                .get(partition as usize)
+                .and_then(|replicas| replicas.first().copied()),
+        };
+        match (target, held) {
+            (None, Some(group)) => self.coordinate(cluster, &group, partition, request).await,
+            (Some(node), _) if hops < FORWARD_HOPS_MAX => {
+                let request = Request::Group(request);
+                let api = request.api();
+                let answer = cluster
+                    .hand_on(node, encode_forwarded(&request, hops + 1), FORWARD_TIMEOUT)
+                    .await
+                    .map_err(|failure| {
+                        throttled(format!(
+                            "the coordinator of group '{name}' (node {node}) did not answer: {failure}"
+                        ))
+                    })?;
+                Response::decode(api, &answer).map_err(|e| {
+                    error(
+                        ErrorCode::Internal,
+                        format!(
+                            "node {node} answered group '{name}' with a malformed response: {e}"
+                        ),
+                    )
+                })
+            }
+            (leader, _) => Err(cluster.not_leader(GROUPS_TOPIC, partition, leader)),
+        }
+    }
+
+    /// Answers a request another node handed on (see [`Broker::cluster_group`]).
+    pub(crate) async fn answer_handed_on(&self, bytes: Vec<u8>) -> Vec<u8> {
+        let response = match (decode_forwarded(&bytes), self.cluster()) {
+            (Err(reason), _) => error(ErrorCode::InvalidRequest, reason),
+            (Ok(_), None) => error(ErrorCode::Internal, "this broker is not a cluster node"),
+            (Ok((hops, _, Request::Group(request))), Some(cluster)) => self
+                .cluster_group(cluster, request, hops)
+                .await
+                .unwrap_or_else(|response| response),
+            (Ok((_, api, _)), Some(_)) => error(
+                ErrorCode::InvalidRequest,
+                format!("{} is not handed on between nodes", api.name()),
+            ),
+        };
+        let mut out = Vec::new();
+        response.encode(&mut out);
+        out
+    }
+
+    /// Every group of the partitions of the groups topic this node holds a replica of.
+    fn cluster_list_groups(&self, cluster: &Cluster) -> Response {
+        let mut names = BTreeSet::new();
+        for (partition, group) in cluster.groups_partitions() {
+            let shard = cluster.shard(partition, || self.coordinator.without_files());
+            if let Ok(mut state) = shard.state.try_lock() {
+                shard.fold(&group, &mut state);
+            }
+            if let GroupResponse::Groups(found) = shard.coordinator.list() {
+                names.extend(found);
+            }
+        }
+        Response::Group(GroupResponse::Groups(names.into_iter().collect()))
+    }
+
+    /// Answers `request` as the coordinator of its group (this node leads `partition`).
+    async fn coordinate(
+        &self,
+        cluster: &Cluster,
+        group: &PartitionGroup<FileStorage>,
+        partition: u32,
+        request: GroupRequest,
+    ) -> Result<Response, Response> {
+        let shard = cluster.shard(partition, || self.coordinator.without_files());
+        shard.ready(cluster, group, partition).await?;
+        let coordinator = &shard.coordinator;
+        let (partitions, ids) = cluster_topic_shapes(cluster);
+        let now = now_ms();
+        let failed = |(code, message): (ErrorCode, String)| error(code, message);
+        let answer = match request {
+            GroupRequest::Heartbeat {
+                group: name,
+                member_id,
+                member_epoch,
+                instance_id,
+                topics,
+                owned,
+            } => {
+                let heartbeat = Heartbeat {
+                    member_id,
+                    member_epoch,
+                    instance_id,
+                    topics: topics.into_iter().collect(),
+                    owned: owned.into_iter().collect(),
+                };
+                coordinator
+                    .heartbeat(&name, heartbeat, &partitions, now)
+                    .map_err(failed)?
+            }
+            GroupRequest::Leave {
+                group: name,
+                member_id,
+            } => coordinator
+                .leave(&name, &member_id, &partitions, now)
+                .map_err(failed)?,
+            GroupRequest::Commit {
+                group: name,
+                member_id,
+                member_epoch,
+                offsets,
+            } => {
+                let record = coordinator
+                    .prepare_commit(
+                        &name,
+                        (&member_id, member_epoch),
+                        offsets,
+                        &partitions,
+                        &ids,
+                        now,
+                    )
+                    .map_err(failed)?;
+                shard.commit(cluster, group, partition, &record).await?;
+                GroupResponse::Committed
+            }
+            GroupRequest::FetchOffsets {
+                group: name,
+                partitions: asked,
+            } => coordinator.fetch_offsets(&name, asked, &ids),
+            GroupRequest::Describe { group: name } => {
+                let bounds = |tp: &TopicPartition| {
+                    let found = cluster.partition(&tp.topic, tp.partition)?;
+                    let replica = found.replica.lock().unwrap_or_else(|p| p.into_inner());
+                    Some((replica.log().log_start_offset(), replica.high_watermark()))
+                };
+                let append_time = |tp: &TopicPartition, offset: i64| {
+                    let found = cluster.partition(&tp.topic, tp.partition)?;
+                    let replica = found.replica.lock().unwrap_or_else(|p| p.into_inner());
+                    let read = replica.log().read(offset, 1).ok()?;
+                    BatchView::parse(&read.bytes)
+                        .ok()
+                        .map(|view| view.append_time_ms())
+                };
+                GroupResponse::Description(
+                    coordinator
+                        .describe(&name, &partitions, &ids, now, bounds, append_time)
+                        .map_err(failed)?,
+                )
+            }
+            GroupRequest::Delete { group: name } => {
+                let record = coordinator
+                    .prepare_delete(&name, &partitions, now)
+                    .map_err(failed)?;
+                shard.commit(cluster, group, partition, &record).await?;
+                GroupResponse::Deleted
+            }
+            GroupRequest::List => return Ok(self.cluster_list_groups(cluster)),
+        };
+        Ok(Response::Group(answer))
+    }
+
+    /// Deletes, through the groups topic, the groups this node coordinates that have had no
+    /// member and no commit for the offsets retention; how many.
+    pub(super) async fn cluster_expire_groups(&self, cluster: &Cluster) -> usize {
+        let (partitions, _) = cluster_topic_shapes(cluster);
+        let mut deleted = 0;
+        for (partition, group) in cluster.groups_partitions() {
+            if group.leader() != Some(cluster.id()) {
+                continue;
+            }
+            let shard = cluster.shard(partition, || self.coordinator.without_files());
+            if shard.ready(cluster, &group, partition).await.is_err() {
+                continue;
+            }
+            for name in shard.coordinator.expired(&partitions, now_ms()) {
+                let record = GroupRecord::Delete { group: name };
+                match shard.commit(cluster, &group, partition, &record).await {
+                    Ok(()) => deleted += 1,
+                    Err(_) => break,
+                }
+            }
+        }
+        deleted
+    }
+}
+
+/// Each topic's partition count and incarnation, by name, as the cluster knows them.
+fn cluster_topic_shapes(cluster: &Cluster) -> (BTreeMap<String, u32>, TopicIds) {
+    let image = cluster.image();
+    let counts = image
+        .topics()
+        .iter()
+        .map(|(name, topic)| (name.clone(), topic.replicas.len() as u32))
+        .collect();
+    let ids = image
+        .topics()
+        .iter()
+        .map(|(name, topic)| (name.clone(), topic.id))
+        .collect();
+    (counts, ids)
+}
+
+/// The shards a node keeps, by partition of the groups topic.
+#[derive(Default)]
+pub(super) struct Shards {
+    shards: Mutex<HashMap<u32, Arc<Shard>>>,
+}
+
+impl Shards {
+    pub(super) fn get_or(&self, partition: u32, make: impl FnOnce() -> Coordinator) -> Arc<Shard> {
+        self.shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(partition)
+            .or_insert_with(|| Arc::new(Shard::new(make())))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_wire::groups::Commit;
+
+    #[test]
+    fn groups_are_placed_by_a_fixed_hash_of_their_name() {
+        // The placement is part of the stored format: these must never change.
+        assert_eq!(group_partition("orders", 6), crc32c::crc32c(b"orders") % 6);
+        assert_eq!(group_partition("", 6), 0);
+        assert_eq!(group_partition("anything", 1), 0);
+        assert_eq!(group_partition("anything", 0), 0);
+        let spread: BTreeSet<u32> = (0..100)
+            .map(|i| group_partition(&format!("group-{i}"), GROUPS_TOPIC_PARTITIONS))
+            .collect();
+        assert_eq!(spread.len(), GROUPS_TOPIC_PARTITIONS as usize);
+    }
+
+    #[test]
+    fn a_handed_on_request_round_trips_and_a_short_one_is_refused() {
+        let request = Request::Group(GroupRequest::Commit {
+            group: "g".to_owned(),
+            member_id: "m".to_owned(),
+            member_epoch: 3,
+            offsets: vec![Commit {
+                partition: TopicPartition::new("orders", 1),
+                offset: 42,
+                metadata: "x".to_owned(),
+            }],
+        });
+        let (hops, api, decoded) =
+            decode_forwarded(&encode_forwarded(&request, 1)).expect("decodes");
+        assert_eq!((hops, api), (1, Api::CommitOffsets));
+        assert_eq!(decoded, request);
+        assert!(decode_forwarded(&[1, 0]).is_err());
+        assert!(decode_forwarded(&[1, 0xff, 0xff]).is_err());
+    }
+}

@@ -649,6 +649,35 @@ async fn elected_without(
     false
 }
 
+/// Creates `topic` with `partitions` through any node, once the cluster can (its controller
+/// has a leader and every node registered).
+async fn create_topic(router: &Router, topic: &str, partitions: u32) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let created = match router.any().await {
+            Ok(route) => {
+                let config = TopicConfig {
+                    partitions,
+                    ..TopicConfig::default()
+                };
+                route.client.create_topic(topic, config).await
+            }
+            Err(error) => Err(error),
+        };
+        match created {
+            Ok(())
+            | Err(RequestError::Broker {
+                code: ErrorCode::TopicAlreadyExists,
+                ..
+            }) => return Ok(()),
+            Err(error) => {
+                anyhow::ensure!(Instant::now() < deadline, "topic not created: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 async fn failover_loop(fault: Fault, rounds: usize) -> anyhow::Result<()> {
     let (cluster, relay) = match fault {
         Fault::Isolate => {
@@ -672,35 +701,7 @@ async fn failover_loop(fault: Fault, rounds: usize) -> anyhow::Result<()> {
         dialer(cluster.listen.clone(), trust, Credentials::None),
         None,
     ));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let created = match router.any().await {
-            Ok(route) => {
-                route
-                    .client
-                    .create_topic(
-                        IDEMPOTENT_TOPIC,
-                        TopicConfig {
-                            partitions: IDEMPOTENT_PARTITIONS,
-                            ..TopicConfig::default()
-                        },
-                    )
-                    .await
-            }
-            Err(error) => Err(error),
-        };
-        match created {
-            Ok(())
-            | Err(RequestError::Broker {
-                code: ErrorCode::TopicAlreadyExists,
-                ..
-            }) => break,
-            Err(error) => {
-                anyhow::ensure!(Instant::now() < deadline, "topic not created: {error}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    create_topic(&router, IDEMPOTENT_TOPIC, IDEMPOTENT_PARTITIONS).await?;
     let producer = RawProducer::with_router(
         router.clone(),
         IDEMPOTENT_TOPIC,
@@ -1069,25 +1070,15 @@ async fn group_commits_survive_coordinator_kills() -> anyhow::Result<()> {
     for node in 1..=3 {
         processes.insert(node, cluster.start(node)?);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let client = processes[&1].client().await?;
-        let config = TopicConfig {
-            partitions: GROUP_TOPIC_PARTITIONS,
-            ..TopicConfig::default()
-        };
-        match client.create_topic(GROUP_TOPIC, config).await {
-            Ok(())
-            | Err(RequestError::Broker {
-                code: ErrorCode::TopicAlreadyExists,
-                ..
-            }) => break,
-            Err(error) => {
-                anyhow::ensure!(Instant::now() < deadline, "topic not created: {error}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    let router = Router::new(
+        dialer(
+            cluster.listen.clone(),
+            processes[&1].trust(),
+            Credentials::None,
+        ),
+        None,
+    );
+    create_topic(&router, GROUP_TOPIC, GROUP_TOPIC_PARTITIONS).await?;
     let shard = group_partition(GROUP, GROUPS_TOPIC_PARTITIONS);
     let mut acked: Vec<Option<i64>> = vec![None; GROUP_TOPIC_PARTITIONS as usize];
     for round in 0..rounds {
@@ -1239,4 +1230,234 @@ async fn group_commits_survive_coordinator_kills() -> anyhow::Result<()> {
         "a deleted group's offsets: {after:?}"
     );
     Ok(())
+}
+
+/// An SDK consumer in a group, connected to a node that is not its coordinator, handles
+/// every acknowledged record while the coordinator is SIGKILLed (and restarted) mid-run; it
+/// resumes from the commits acknowledged before the kill: no record below them is handled
+/// again. At the end its commits reach every partition's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_resumes_from_its_commits_across_a_coordinator_kill() -> anyhow::Result<()> {
+    use herald::consumer::{ConsumedRecord, ConsumerConfig};
+    use herald::{HandlerError, RawConsumer};
+    use herald_broker::broker::{group_partition, GROUPS_TOPIC, GROUPS_TOPIC_PARTITIONS};
+    const CONSUMING: &str = "ledger";
+    const RECORDS: usize = 300;
+
+    let cluster = Cluster::new(3)?;
+    let mut processes = BTreeMap::new();
+    for node in 1..=3 {
+        processes.insert(node, cluster.start(node)?);
+    }
+    let trust = processes[&1].trust();
+    let connector = dialer(cluster.listen.clone(), trust.clone(), Credentials::None);
+    let router = Arc::new(Router::new(connector.clone(), None));
+    create_topic(&router, GROUP_TOPIC, GROUP_TOPIC_PARTITIONS).await?;
+    let producer = RawProducer::with_router(
+        router.clone(),
+        GROUP_TOPIC,
+        ProducerConfig {
+            durability: Durability::Fsync,
+            ..ProducerConfig::default()
+        },
+    )
+    .await?;
+    let produce = |from: usize| {
+        let producer = producer.clone();
+        async move {
+            let mut deliveries = Vec::new();
+            for n in from..from + RECORDS {
+                let value = format!("r-{n}").into_bytes();
+                deliveries.push(producer.send(None, Some(value), Vec::new()).await?);
+            }
+            producer.flush().await;
+            let mut acked = Vec::new();
+            for delivery in deliveries {
+                let landed = delivery.await?;
+                acked.push((landed.partition, landed.offset));
+            }
+            Ok::<_, anyhow::Error>(acked)
+        }
+    };
+    let mut acked = produce(0).await?;
+
+    let shard = group_partition(CONSUMING, GROUPS_TOPIC_PARTITIONS);
+    let coordinator = preferred_leader_of(&processes, GROUPS_TOPIC, shard).await?;
+    let (&through, _) = processes
+        .iter()
+        .find(|(node, _)| **node != coordinator)
+        .context("a node besides the coordinator")?;
+    let consumer = RawConsumer::with_reconnect(
+        processes[&through].client().await?,
+        connector,
+        ConsumerConfig::new(CONSUMING, GROUP_TOPIC),
+    );
+    let handled: Arc<std::sync::Mutex<Vec<(u32, i64)>>> = Arc::default();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let run = {
+        let handled = handled.clone();
+        tokio::spawn(async move {
+            let handler = move |record: ConsumedRecord| {
+                let handled = handled.clone();
+                async move {
+                    handled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((record.partition(), record.offset()));
+                    // Slow enough that the kill lands mid-run.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    Ok::<(), HandlerError>(())
+                }
+            };
+            consumer
+                .run(handler, async move {
+                    let _ = stopped.wait_for(|stopped| *stopped).await;
+                })
+                .await
+        })
+    };
+    let count = |handled: &Arc<std::sync::Mutex<Vec<(u32, i64)>>>| {
+        handled.lock().unwrap_or_else(|p| p.into_inner()).len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&handled) < RECORDS / 3 {
+        anyhow::ensure!(Instant::now() < deadline, "the consumer handled nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What was committed (and acknowledged) before the kill.
+    let asked: Vec<TopicPartition> = (0..GROUP_TOPIC_PARTITIONS)
+        .map(|p| TopicPartition::new(GROUP_TOPIC, p))
+        .collect();
+    let before = match group_request(
+        &processes,
+        Some(coordinator),
+        GroupRequest::FetchOffsets {
+            group: CONSUMING.to_owned(),
+            partitions: asked.clone(),
+        },
+    )
+    .await?
+    {
+        Ok(GroupResponse::Offsets(offsets)) => offsets
+            .into_iter()
+            .map(|o| (o.partition.partition, o.offset.unwrap_or(0)))
+            .collect::<BTreeMap<u32, i64>>(),
+        other => anyhow::bail!("offsets before the kill: {other:?}"),
+    };
+    let handled_before = count(&handled);
+    processes
+        .remove(&coordinator)
+        .context("coordinator process")?
+        .kill()?;
+    acked.extend(produce(RECORDS).await?);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen: std::collections::BTreeSet<(u32, i64)> = handled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        if acked.iter().all(|record| seen.contains(record)) {
+            break;
+        }
+        anyhow::ensure!(!run.is_finished(), "the run ended early: {:?}", run.await);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} of {} acknowledged records handled",
+            acked.iter().filter(|r| seen.contains(r)).count(),
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    processes.insert(coordinator, cluster.start(coordinator)?);
+    stop.send_replace(true);
+    let summary = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .context("the run ends")??
+        .context("the run ends cleanly")?;
+    // Handled again only from the commits acknowledged before the kill on.
+    let mut times: BTreeMap<(u32, i64), usize> = BTreeMap::new();
+    for record in handled.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        *times.entry(*record).or_default() += 1;
+    }
+    for ((partition, offset), n) in &times {
+        anyhow::ensure!(
+            *n == 1 || *offset >= before.get(partition).copied().unwrap_or(0),
+            "{GROUP_TOPIC}/{partition} offset {offset} handled {n} times, below the commit {:?} acknowledged before the kill",
+            before.get(partition)
+        );
+    }
+    anyhow::ensure!(handled_before > 0 && summary.processed > 0, "{summary:?}");
+    // Its commits reach past every partition's last record.
+    let mut ends: BTreeMap<u32, i64> = BTreeMap::new();
+    for (partition, offset) in &acked {
+        let end = ends.entry(*partition).or_default();
+        *end = (*end).max(offset + 1);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = group_request(
+            &processes,
+            None,
+            GroupRequest::FetchOffsets {
+                group: CONSUMING.to_owned(),
+                partitions: asked.clone(),
+            },
+        )
+        .await?;
+        let committed: BTreeMap<u32, i64> = match &answer {
+            Ok(GroupResponse::Offsets(offsets)) => offsets
+                .iter()
+                .map(|o| (o.partition.partition, o.offset.unwrap_or(0)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        // At or past the last record: the position after it may also pass control batches
+        // (a new leader's first entry), which the consumer reads past.
+        if ends
+            .iter()
+            .all(|(p, end)| committed.get(p).is_some_and(|c| c >= end))
+        {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "committed {answer:?}, partition ends {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The coordinator's /metrics shows the group's lag on each partition: at most the
+    // control batches of leader changes after the run stopped (the restarted node takes its
+    // leads back).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut lags = Vec::new();
+        for addr in &cluster.metrics {
+            let Ok(answer) = reqwest::get(format!("http://{addr}/metrics")).await else {
+                continue;
+            };
+            let text = answer.text().await.unwrap_or_default();
+            lags.extend(
+                text.lines()
+                    .filter(|l| l.starts_with("herald_broker_group_lag_records{"))
+                    .filter(|l| l.contains(&format!("group=\"{CONSUMING}\"")))
+                    .map(str::to_owned),
+            );
+        }
+        let small = |line: &String| {
+            line.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|lag| lag <= 3.0)
+        };
+        if lags.len() == GROUP_TOPIC_PARTITIONS as usize && lags.iter().all(small) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the group's lag as the nodes show it: {lags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

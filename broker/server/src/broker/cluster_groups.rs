@@ -25,7 +25,7 @@ use std::time::Duration;
 use herald_broker_core::groups::Heartbeat;
 use herald_raft::node::{read_committed, record_proposal, Committed, PartitionGroup, ProposeError};
 use herald_wire::batch::BatchView;
-use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
+use herald_wire::groups::{GroupDescription, GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::{Request, TopicConfig};
 use herald_wire::Api;
 use herald_wire::{ErrorCode, Response};
@@ -335,26 +335,9 @@ impl Broker {
                 group: name,
                 partitions: asked,
             } => coordinator.fetch_offsets(&name, asked, &ids),
-            GroupRequest::Describe { group: name } => {
-                let bounds = |tp: &TopicPartition| {
-                    let found = cluster.partition(&tp.topic, tp.partition)?;
-                    let replica = found.replica.lock().unwrap_or_else(|p| p.into_inner());
-                    Some((replica.log().log_start_offset(), replica.high_watermark()))
-                };
-                let append_time = |tp: &TopicPartition, offset: i64| {
-                    let found = cluster.partition(&tp.topic, tp.partition)?;
-                    let replica = found.replica.lock().unwrap_or_else(|p| p.into_inner());
-                    let read = replica.log().read(offset, 1).ok()?;
-                    BatchView::parse(&read.bytes)
-                        .ok()
-                        .map(|view| view.append_time_ms())
-                };
-                GroupResponse::Description(
-                    coordinator
-                        .describe(&name, &partitions, &ids, now, bounds, append_time)
-                        .map_err(failed)?,
-                )
-            }
+            GroupRequest::Describe { group: name } => GroupResponse::Description(
+                describe(cluster, coordinator, &name, (&partitions, &ids), now).map_err(failed)?,
+            ),
             GroupRequest::Delete { group: name } => {
                 let record = coordinator
                     .prepare_delete(&name, &partitions, now)
@@ -389,6 +372,55 @@ impl Broker {
             }
         }
         deleted
+    }
+}
+
+/// `name` described by `coordinator`, with each partition's bounds and append times from this
+/// node's replica (a partition it holds no replica of is left out).
+fn describe(
+    cluster: &Cluster,
+    coordinator: &Coordinator,
+    name: &str,
+    (partitions, ids): (&BTreeMap<String, u32>, &TopicIds),
+    now: i64,
+) -> Result<GroupDescription, (ErrorCode, String)> {
+    let bounds = |tp: &TopicPartition| {
+        let found = cluster.partition(&tp.topic, tp.partition)?;
+        let replica = found.replica.lock().unwrap_or_else(|p| p.into_inner());
+        Some((replica.log().log_start_offset(), replica.high_watermark()))
+    };
+    let append_time = |tp: &TopicPartition, offset: i64| {
+        let found = cluster.partition(&tp.topic, tp.partition)?;
+        let replica = found.replica.lock().unwrap_or_else(|p| p.into_inner());
+        let read = replica.log().read(offset, 1).ok()?;
+        BatchView::parse(&read.bytes)
+            .ok()
+            .map(|view| view.append_time_ms())
+    };
+    coordinator.describe(name, partitions, ids, now, bounds, append_time)
+}
+
+impl Broker {
+    /// The groups this node coordinates (it leads their partition of the groups topic), each
+    /// described: for the lag gauges.
+    pub(super) fn cluster_group_lags(&self, cluster: &Cluster) -> Vec<GroupDescription> {
+        let (partitions, ids) = cluster_topic_shapes(cluster);
+        let now = now_ms();
+        let mut described = Vec::new();
+        for (partition, group) in cluster.groups_partitions() {
+            if group.leader() != Some(cluster.id()) {
+                continue;
+            }
+            let shard = cluster.shard(partition, || self.coordinator.without_files());
+            for name in shard.coordinator.group_names() {
+                if let Ok(description) =
+                    describe(cluster, &shard.coordinator, &name, (&partitions, &ids), now)
+                {
+                    described.push(description);
+                }
+            }
+        }
+        described
     }
 }
 

@@ -568,13 +568,20 @@ impl Broker {
         let (partitions, ids) = self.topic_shapes();
         let now = now_ms();
         let recorder = self.metrics.recorder();
-        if let Some(cluster) = self.cluster() {
-            cluster.record_replicas(recorder);
-        }
-        for group in self.coordinator.group_names() {
-            let Ok(description) = self.describe_group(&group, &partitions, &ids, now) else {
-                continue;
-            };
+        let described: Vec<_> = match self.cluster() {
+            Some(cluster) => {
+                cluster.record_replicas(recorder);
+                self.cluster_group_lags(cluster)
+            }
+            None => self
+                .coordinator
+                .group_names()
+                .iter()
+                .filter_map(|group| self.describe_group(group, &partitions, &ids, now).ok())
+                .collect(),
+        };
+        for description in described {
+            let group = description.group;
             for lag in description.partitions {
                 let partition = lag.partition.partition.to_string();
                 let labels = [

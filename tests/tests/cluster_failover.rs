@@ -68,6 +68,8 @@ struct Cluster {
     raft_listen: Option<Vec<SocketAddr>>,
     /// Each node's `/metrics` address.
     metrics: Vec<SocketAddr>,
+    /// More arguments for every node.
+    extra: Vec<String>,
 }
 
 impl Cluster {
@@ -89,6 +91,7 @@ impl Cluster {
             listen: free_udp_addrs(nodes)?,
             raft_listen: None,
             metrics: free_tcp_addrs(nodes)?,
+            extra: Vec::new(),
         })
     }
 
@@ -151,6 +154,7 @@ impl Cluster {
             key,
         ];
         args.extend(extra);
+        args.extend(self.extra.iter().map(String::as_str));
         BrokerProcess::start_on_with(&data_dir, self.listen[node - 1], &args)
     }
 }
@@ -652,16 +656,23 @@ async fn elected_without(
 /// Creates `topic` with `partitions` through any node, once the cluster can (its controller
 /// has a leader and every node registered).
 async fn create_topic(router: &Router, topic: &str, partitions: u32) -> anyhow::Result<()> {
+    let config = TopicConfig {
+        partitions,
+        ..TopicConfig::default()
+    };
+    create_topic_with(router, topic, config).await
+}
+
+/// [`create_topic`] with `config`.
+async fn create_topic_with(
+    router: &Router,
+    topic: &str,
+    config: TopicConfig,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let created = match router.any().await {
-            Ok(route) => {
-                let config = TopicConfig {
-                    partitions,
-                    ..TopicConfig::default()
-                };
-                route.client.create_topic(topic, config).await
-            }
+            Ok(route) => route.client.create_topic(topic, config).await,
             Err(error) => Err(error),
         };
         match created {
@@ -1460,4 +1471,124 @@ async fn a_consumer_resumes_from_its_commits_across_a_coordinator_kill() -> anyh
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// A replicated topic that validates its values' schema IDs: its leader checks each batch
+/// against the registry before proposing it. A registered ID is stored on every node; an
+/// unregistered one and a value without the schema-ID frame are refused, and stored nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_topic_checks_schema_ids_on_its_leader() -> anyhow::Result<()> {
+    use herald_wire::messages::SchemaValidation;
+    const VALIDATED: &str = "validated";
+    let registry_dir = tempfile::tempdir()?;
+    let registry = herald_tests::RegistryProcess::start(registry_dir.path())?;
+    let mut cluster = Cluster::new(3)?;
+    cluster.extra = vec!["--registry".to_owned(), registry.url.clone()];
+    let mut processes = BTreeMap::new();
+    let mut clients = BTreeMap::new();
+    for node in 1..=3 {
+        let process = cluster.start(node)?;
+        clients.insert(node, process.client().await?);
+        processes.insert(node, process);
+    }
+    let router = Router::new(
+        dialer(
+            cluster.listen.clone(),
+            processes[&1].trust(),
+            Credentials::None,
+        ),
+        None,
+    );
+    let config = TopicConfig {
+        validation: SchemaValidation {
+            value: true,
+            ..SchemaValidation::default()
+        },
+        ..TopicConfig::default()
+    };
+    create_topic_with(&router, VALIDATED, config).await?;
+    let registered: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{}/subjects/{VALIDATED}-value/versions",
+            registry.url
+        ))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .body(r#"{"schema": "\"string\""}"#)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = u32::try_from(registered["id"].as_u64().context("a schema id")?)?;
+    let framed = |id: u32| {
+        let mut value = vec![0u8];
+        value.extend_from_slice(&id.to_be_bytes());
+        value.extend_from_slice(&[6, b'a', b'b', b'c']);
+        value
+    };
+    // Each value through whichever node leads the partition: its answer.
+    let send = |value: Vec<u8>| {
+        let clients = &clients;
+        async move {
+            let mut builder = BatchBuilder::new();
+            builder.push(Record {
+                timestamp_ms: 1,
+                key: None,
+                value: Some(value),
+                headers: Vec::new(),
+            });
+            let batch = builder.encode()?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                for client in clients.values() {
+                    match client
+                        .produce(VALIDATED, 0, Durability::Fsync, batch.clone())
+                        .await
+                    {
+                        Err(RequestError::Broker {
+                            code:
+                                ErrorCode::NotLeader | ErrorCode::Throttled | ErrorCode::UnknownTopic,
+                            ..
+                        }) => {}
+                        answer => return Ok::<_, anyhow::Error>(answer),
+                    }
+                }
+                anyhow::ensure!(Instant::now() < deadline, "no leader took the batch");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (offset, _) = send(framed(id)).await??;
+    for (value, what) in [
+        (framed(id + 1000), "an unregistered schema ID"),
+        (b"plain".to_vec(), "a value without the schema-ID frame"),
+    ] {
+        let answer = send(value).await?;
+        anyhow::ensure!(
+            matches!(
+                answer,
+                Err(RequestError::Broker {
+                    code: ErrorCode::SchemaValidationFailed,
+                    ..
+                })
+            ),
+            "{what} was answered {answer:?}"
+        );
+    }
+    // Every node holds the one accepted record, and nothing else.
+    for (node, client) in &clients {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stored = partition_records(client, VALIDATED, 0).await?;
+            if stored.len() == 1 && stored.contains_key(&offset) {
+                break;
+            }
+            anyhow::ensure!(
+                stored.len() <= 1 && Instant::now() < deadline,
+                "node {node} holds {stored:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }

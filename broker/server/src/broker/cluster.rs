@@ -7,8 +7,8 @@
 //!
 //! Consumer groups are kept by the internal groups topic (`cluster_groups`).
 //!
-//! What single-node mode has and this does not yet: schema-ID validation and the dedup
-//! window on replicated topics.
+//! Schema IDs are validated by the leader before it proposes a batch. What single-node mode
+//! has and this does not yet: the dedup window on replicated topics.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -501,10 +501,10 @@ impl Broker {
                 format!("topic names starting with '__' are the cluster's own: '{name}'"),
             ));
         }
-        if config.dedup_window.is_some() || config.validation.key || config.validation.value {
+        if config.dedup_window.is_some() {
             return Err(error(
                 ErrorCode::InvalidTopicConfig,
-                "a cluster does not replicate dedup windows or schema validation yet: create the topic without them",
+                "a cluster does not replicate dedup windows yet: create the topic without one",
             ));
         }
         // As many replicas as the cluster has nodes, up to the default: a topic created while
@@ -722,9 +722,24 @@ impl Broker {
             return Err(cluster.not_leader(topic, partition, leader));
         }
         let mut batch = BytesMut::from(batch);
+        let validation = cluster
+            .image()
+            .topics()
+            .get(topic)
+            .map(|t| t.config.validation)
+            .unwrap_or_default();
         let (producer, count) = {
             let view = validate_produced(&batch)
                 .map_err(|e| error(ErrorCode::CorruptBatch, e.to_string()))?;
+            // Checked by the leader before proposing: the replicas store what it decided.
+            if validation.key || validation.value {
+                self.check_schemas(topic, &validation, &view)
+                    .await
+                    .map_err(|refusal| match refusal {
+                        super::produce::SchemaRefusal::Refused(response)
+                        | super::produce::SchemaRefusal::Unavailable(response) => response,
+                    })?;
+            }
             (view.producer(), view.record_count())
         };
         // An idempotent batch's sequence is checked against every batch proposed before it,

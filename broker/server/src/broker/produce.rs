@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use herald_broker_core::log::{AppendError, PartitionLog};
 use herald_broker_core::validation::{validate_batch, BatchVerdict};
 use herald_wire::batch::BatchView;
-use herald_wire::messages::Durability;
+use herald_wire::messages::{Durability, SchemaValidation};
 use herald_wire::{ErrorCode, Response};
 
 use super::{error, throttled, Broker, Partition, Topic};
@@ -29,6 +29,14 @@ use crate::metrics::Reject;
 /// slowest 1 % of acknowledgements at one request in flight 1.5× the rest; starting the
 /// writeback of each MiB spreads the same disk work evenly (bench/RESULTS.md, issue 18).
 pub const FLUSH_BEHIND_BYTES: u64 = 1024 * 1024;
+
+/// Why a batch's schema IDs were not accepted.
+pub(super) enum SchemaRefusal {
+    /// An ID is refused: the batch is invalid (counted as a schema rejection).
+    Refused(Response),
+    /// The registry could not be asked (busy, failing): retry.
+    Unavailable(Response),
+}
 
 impl Broker {
     pub(super) async fn produce(
@@ -67,7 +75,12 @@ impl Broker {
                 )
             })?;
             record_count = view.record_count();
-            self.check_schemas(&topic, &view).await?;
+            self.check_schemas(&topic.name, &topic.config.validation, &view)
+                .await
+                .map_err(|refusal| match refusal {
+                    SchemaRefusal::Refused(response) => reject(&topic, Reject::Schema, response),
+                    SchemaRefusal::Unavailable(response) => response,
+                })?;
         }
         let fenced = |reason: &str| {
             error(
@@ -146,14 +159,18 @@ impl Broker {
     /// time (see `herald_broker_core::validation`): each round's IDs are looked up in record
     /// order, and the first refused one ends the lookups, so the next round refuses the batch
     /// there without asking the registry about the IDs after it.
-    async fn check_schemas(&self, topic: &Topic, view: &BatchView<'_>) -> Result<(), Response> {
+    pub(super) async fn check_schemas(
+        &self,
+        topic: &str,
+        validation: &SchemaValidation,
+        view: &BatchView<'_>,
+    ) -> Result<(), SchemaRefusal> {
         use std::collections::BTreeMap;
 
         use herald_broker_core::validation::{Part, Verdict, VALIDATION_ROUNDS_MAX};
 
         use crate::schema_cache::LookupError;
 
-        let validation = &topic.config.validation;
         // What this produce learned, consulted before the cache: an entry evicted or expired
         // between rounds does not send us back to the registry. At most
         // SCHEMA_IDS_PER_BATCH_MAX entries (validate_batch refuses a batch with more).
@@ -162,33 +179,32 @@ impl Broker {
             let verdict = validate_batch(view, validation, |part, id| {
                 match learned.get(&(part, id)) {
                     Some(verdict) => verdict.clone(),
-                    None => self
-                        .schemas
-                        .cached(&topic.name, validation.strategy, part, id),
+                    None => self.schemas.cached(topic, validation.strategy, part, id),
                 }
             });
             match verdict {
                 BatchVerdict::Accepted => return Ok(()),
                 BatchVerdict::Refused(failure) => {
                     let message = format!("batch refused: {failure}");
-                    return Err(reject(
-                        topic,
-                        Reject::Schema,
-                        error(ErrorCode::SchemaValidationFailed, message),
-                    ));
+                    return Err(SchemaRefusal::Refused(error(
+                        ErrorCode::SchemaValidationFailed,
+                        message,
+                    )));
                 }
                 BatchVerdict::NeedLookups(missing) => {
                     for (part, id) in missing {
                         let verdict = self
                             .schemas
-                            .learn(&topic.name, validation.strategy, part, id)
+                            .learn(topic, validation.strategy, part, id)
                             .await
                             .map_err(|e| {
-                                if matches!(e, LookupError::Busy { .. }) {
-                                    throttled(e.to_string())
-                                } else {
-                                    error(ErrorCode::RegistryUnavailable, e.to_string())
-                                }
+                                SchemaRefusal::Unavailable(
+                                    if matches!(e, LookupError::Busy { .. }) {
+                                        throttled(e.to_string())
+                                    } else {
+                                        error(ErrorCode::RegistryUnavailable, e.to_string())
+                                    },
+                                )
                             })?;
                         let refused = matches!(verdict, Verdict::Refused { .. });
                         learned.insert((part, id), verdict);
@@ -201,7 +217,9 @@ impl Broker {
         }
         // Only if cached verdicts of the IDs this produce did not learn itself expired
         // between rounds: ask the caller to retry.
-        Err(throttled("schema cache is churning; retry"))
+        Err(SchemaRefusal::Unavailable(throttled(
+            "schema cache is churning; retry",
+        )))
     }
 
     /// Starts the background writeback of `partition`'s active segment once

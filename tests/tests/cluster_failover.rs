@@ -171,15 +171,23 @@ fn batch(value: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Produces `value` through whichever node leads partition 0 (trying each in turn while
-/// they answer `NotLeader` or cannot be reached); its offset.
-async fn produce(clients: &BTreeMap<usize, BrokerClient>, value: &str) -> anyhow::Result<i64> {
+/// they answer `NotLeader` or cannot be reached); its offset. Every other batch asks for
+/// `Memory` durability (acknowledged once a majority wrote it, synced or not: a SIGKILL does
+/// not lose what the kernel holds).
+async fn produce(
+    clients: &BTreeMap<usize, BrokerClient>,
+    value: &str,
+    n: usize,
+) -> anyhow::Result<i64> {
+    let durability = if n % 2 == 0 {
+        Durability::Fsync
+    } else {
+        Durability::Memory
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         for client in clients.values() {
-            match client
-                .produce(TOPIC, 0, Durability::Fsync, batch(value)?)
-                .await
-            {
+            match client.produce(TOPIC, 0, durability, batch(value)?).await {
                 Ok((base, _)) => return Ok(base),
                 // A restarted node may not know the topic for a moment (it is reading the
                 // cluster's metadata back).
@@ -289,7 +297,7 @@ async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<
     for round in 0..ROUNDS {
         for n in 0..BATCHES_PER_ROUND {
             let value = format!("round-{round}-{n}");
-            let offset = produce(&clients, &value).await?;
+            let offset = produce(&clients, &value, n).await?;
             acked.insert(offset, value);
         }
         let lead = leader(&clients, &mut acked, &format!("probe-{round}")).await?;
@@ -298,7 +306,7 @@ async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<
         processes.remove(&lead).context("leader process")?.kill()?;
         for n in 0..BATCHES_PER_ROUND {
             let value = format!("round-{round}-after-{n}");
-            let offset = produce(&clients, &value).await?;
+            let offset = produce(&clients, &value, n).await?;
             acked.insert(offset, value);
         }
         let process = cluster.start(lead)?;
@@ -310,7 +318,15 @@ async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<
     for (node, client) in &clients {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let stored = records(client).await?;
+            // A node just restarted may not have started its replica yet.
+            let stored = match records(client).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    anyhow::ensure!(Instant::now() < deadline, "node {node}: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             if stored.keys().next_back().is_some_and(|l| *l >= last) {
                 for (offset, value) in &acked {
                     anyhow::ensure!(

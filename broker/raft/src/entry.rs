@@ -86,9 +86,7 @@ pub fn from_batch(bytes: &[u8], log_id: LogId) -> Result<Entry, EntryError> {
             }
         }
     } else {
-        EntryPayload::Normal(Proposal {
-            batch: bytes::Bytes::copy_from_slice(bytes),
-        })
+        EntryPayload::Normal(Proposal::new(bytes::Bytes::copy_from_slice(bytes)))
     };
     Ok(openraft::Entry::<_, _> { log_id, payload })
 }
@@ -105,9 +103,7 @@ mod tests {
             from_batch(&blank, log_id).expect("entry").payload,
             EntryPayload::Blank
         ));
-        let control = Proposal {
-            batch: blank.into(),
-        };
+        let control = Proposal::new(blank);
         assert!(matches!(
             to_batch(&EntryPayload::Normal(control), 5),
             Err(EntryError::Batch(BatchError::ReservedAttributes(_)))

@@ -23,6 +23,8 @@ pub(crate) const FLUSHES_WAITING_MAX: usize = 1024;
 struct Waiting {
     handle: Arc<dyn SyncHandle>,
     callback: IOFlushed<TypeConfig>,
+    /// Whether its entries must be synced (else written is stored: `Memory` durability).
+    sync: bool,
     _place: OwnedSemaphorePermit,
 }
 
@@ -53,8 +55,22 @@ impl Flusher {
     }
 
     /// Calls `callback` once everything written to `handle`'s file so far is synced (or the
-    /// sync failed), after the callbacks of every earlier call.
-    pub(crate) async fn flush(&self, handle: Arc<dyn SyncHandle>, callback: IOFlushed<TypeConfig>) {
+    /// sync failed), after the callbacks of every earlier call. Without `must_sync`, once the
+    /// earlier calls completed, without a sync of its own (at once if none waits).
+    pub(crate) async fn flush(
+        &self,
+        handle: Arc<dyn SyncHandle>,
+        callback: IOFlushed<TypeConfig>,
+        must_sync: bool,
+    ) {
+        if !must_sync {
+            let queue = lock(&self.queue);
+            if queue.waiting.is_empty() && !queue.draining {
+                drop(queue);
+                callback.io_completed(Ok(()));
+                return;
+            }
+        }
         let place = match self.places.clone().acquire_owned().await {
             Ok(place) => place,
             // The semaphore is never closed; should it be, the sync happens here.
@@ -68,6 +84,7 @@ impl Flusher {
             queue.waiting.push_back(Waiting {
                 handle,
                 callback,
+                sync: must_sync,
                 _place: place,
             });
             !std::mem::replace(&mut queue.draining, true)
@@ -94,7 +111,7 @@ fn drain(queue: &Mutex<Queue>, fence: &Fence) {
         // syncs the sealed segment itself): each distinct file once, the latest last.
         let mut failure = None;
         let mut synced: Vec<&Arc<dyn SyncHandle>> = Vec::new();
-        for waiting in &round {
+        for waiting in round.iter().filter(|waiting| waiting.sync) {
             if synced.iter().any(|done| Arc::ptr_eq(done, &waiting.handle)) {
                 continue;
             }
@@ -185,7 +202,7 @@ mod tests {
         let (file, started, release) = held();
         let flusher = Flusher::new(Fence::default());
         let (first, mut first_done) = callback();
-        flusher.flush(file.clone(), first).await;
+        flusher.flush(file.clone(), first, true).await;
         // The first sync runs (held): the appends meanwhile wait for one more.
         tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(10)))
             .await
@@ -194,7 +211,7 @@ mod tests {
         let mut later = Vec::new();
         for _ in 0..3 {
             let (done, wait) = callback();
-            flusher.flush(file.clone(), done).await;
+            flusher.flush(file.clone(), done, true).await;
             later.push(wait);
         }
         assert!(
@@ -214,6 +231,41 @@ mod tests {
         );
     }
 
+    /// A `Memory` append is stored once written: at once when nothing waits, and after the
+    /// sync of the appends before it otherwise (callbacks stay in order), never with a sync
+    /// of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unsynced_append_completes_without_a_sync_in_order() {
+        let (file, started, release) = held();
+        let flusher = Flusher::new(Fence::default());
+        let (alone, alone_done) = callback();
+        flusher.flush(file.clone(), alone, false).await;
+        alone_done.await.expect("completed").expect("stored");
+        assert_eq!(file.syncs.load(Ordering::SeqCst), 0, "no sync for it");
+
+        let (synced, synced_done) = callback();
+        flusher.flush(file.clone(), synced, true).await;
+        tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(10)))
+            .await
+            .expect("joined")
+            .expect("the sync started");
+        let (behind, mut behind_done) = callback();
+        flusher.flush(file.clone(), behind, false).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            behind_done.try_recv().is_err(),
+            "completed before the synced append before it"
+        );
+        release.send(()).expect("release the sync");
+        synced_done.await.expect("completed").expect("synced");
+        behind_done.await.expect("completed").expect("stored");
+        assert_eq!(
+            file.syncs.load(Ordering::SeqCst),
+            1,
+            "only the synced append's sync"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_sync_fails_every_waiting_append_and_fences_the_log() {
         let (file, _started, release) = held();
@@ -222,8 +274,8 @@ mod tests {
         let flusher = Flusher::new(fence.clone());
         let (first, first_done) = callback();
         let (second, second_done) = callback();
-        flusher.flush(file.clone(), first).await;
-        flusher.flush(file.clone(), second).await;
+        flusher.flush(file.clone(), first, true).await;
+        flusher.flush(file.clone(), second, true).await;
         release.send(()).expect("release");
         release.send(()).expect("release");
         for done in [first_done, second_done] {

@@ -273,9 +273,7 @@ async fn answer<S: Storage + Clone + 'static>(
                     rpc::encode_answer(raft.handle_transfer_leader(request).await)
                 }
                 Kind::Forward => {
-                    let proposal = crate::Proposal {
-                        batch: bytes::Bytes::copy_from_slice(body),
-                    };
+                    let proposal = crate::Proposal::new(bytes::Bytes::copy_from_slice(body));
                     rpc::encode_answer(
                         raft.client_write(proposal)
                             .await

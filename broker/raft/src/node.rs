@@ -614,9 +614,7 @@ pub fn record_proposal(key: &[u8], value: &[u8]) -> Result<Proposal, NodeError> 
         .finish(None)
         .map_err(|e| NodeError::Encode(e.to_string()))?;
     batch::stamp(&mut batch, 0, wall_clock_ms());
-    Ok(Proposal {
-        batch: batch.into(),
-    })
+    Ok(Proposal::new(batch))
 }
 
 /// Starts the groups of the partitions the image assigns to this node and stops those of

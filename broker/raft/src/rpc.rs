@@ -5,7 +5,8 @@
 //! response: u8 status (0 answered, 1 failed) | body (JSON answer, or the failure as text)
 //! append body:   u32 length | JSON {vote, prev_log_id, leader_commit}
 //!                | u32 entry count | per entry: u64 term | u64 index | u8 kind
-//!                  (0 produced batch, 1 blank, 2 membership) | u32 length | bytes
+//!                  (0 produced batch, 3 the same counted as stored unsynced, 1 blank,
+//!                  2 membership) | u32 length | bytes
 //!                  (the batch as it is; the membership as JSON; nothing for a blank)
 //! snapshot body: u32 length | JSON {vote, meta} | u32 length | data
 //! vote bodies:   JSON
@@ -181,7 +182,7 @@ pub fn encode_append(request: &AppendEntriesRequest<TypeConfig>) -> Result<Vec<u
         out.extend_from_slice(&entry.log_id.index.to_be_bytes());
         match &entry.payload {
             EntryPayload::Normal(proposal) => {
-                out.push(0);
+                out.push(if proposal.sync { 0 } else { 3 });
                 put_bytes(&mut out, &proposal.batch)?;
             }
             EntryPayload::Blank => {
@@ -209,9 +210,10 @@ pub fn decode_append(body: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, Rp
         let kind = reader.u8("entry kind")?;
         let bytes = reader.bytes("entry", RAFT_MESSAGE_BYTES_MAX)?;
         let payload = match kind {
-            0 => EntryPayload::Normal(Proposal {
-                batch: bytes::Bytes::copy_from_slice(bytes),
-            }),
+            0 => EntryPayload::Normal(Proposal::new(bytes::Bytes::copy_from_slice(bytes))),
+            3 => {
+                EntryPayload::Normal(Proposal::new(bytes::Bytes::copy_from_slice(bytes)).unsynced())
+            }
             1 => EntryPayload::Blank,
             2 => EntryPayload::Membership(serde_json::from_slice(bytes)?),
             other => return Err(RpcError::UnknownKind(other)),
@@ -289,9 +291,11 @@ mod tests {
                 },
                 Entry {
                     log_id: LogId::new_term_index(4, 12),
-                    payload: EntryPayload::Normal(Proposal {
-                        batch: vec![7; 300].into(),
-                    }),
+                    payload: EntryPayload::Normal(Proposal::new(vec![7; 300])),
+                },
+                Entry {
+                    log_id: LogId::new_term_index(4, 13),
+                    payload: EntryPayload::Normal(Proposal::new(vec![8; 20]).unsynced()),
                 },
             ],
             leader_commit: Some(LogId::new_term_index(4, 10)),

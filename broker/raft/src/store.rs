@@ -570,16 +570,20 @@ impl<S: Storage + Clone + 'static> RaftLogStorage<TypeConfig> for LogStore<S> {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut must_sync = false;
         let handle = {
             let mut replica = lock(&self.replica);
             for entry in entries {
+                // openraft's own entries (blank, membership) are always synced.
+                must_sync |= !matches!(&entry.payload, EntryPayload::Normal(p) if !p.sync);
                 replica.append_entry(&entry)?;
             }
             replica.log.sync_handle().map_err(io::Error::other)?
         };
         // Durable later, off this task: the entries are readable now, and openraft counts
-        // them as stored (votes, commits) only once the callback says they are synced.
-        self.flusher.flush(handle, callback).await;
+        // them as stored (votes, commits) only once the callback says they are synced (or,
+        // for `Memory` batches, written).
+        self.flusher.flush(handle, callback, must_sync).await;
         Ok(())
     }
 

@@ -9,11 +9,37 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Proposal {
     pub batch: bytes::Bytes,
+    /// Whether a replica counts the entry as stored only once it is synced (`Fsync`
+    /// durability), or once written (`Memory`: it survives a process crash, not a machine's).
+    /// Entries read back from a log are taken to need it.
+    #[serde(default = "needs_sync")]
+    pub sync: bool,
+}
+
+fn needs_sync() -> bool {
+    true
+}
+
+impl Proposal {
+    /// A batch every replica syncs before counting it as stored.
+    pub fn new(batch: impl Into<bytes::Bytes>) -> Self {
+        Self {
+            batch: batch.into(),
+            sync: true,
+        }
+    }
+
+    /// The same batch, counted as stored once written (not synced).
+    pub fn unsynced(mut self) -> Self {
+        self.sync = false;
+        self
+    }
 }
 
 impl fmt::Debug for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Proposal({} bytes)", self.batch.len())
+        let sync = if self.sync { "" } else { ", unsynced" };
+        write!(f, "Proposal({} bytes{sync})", self.batch.len())
     }
 }
 

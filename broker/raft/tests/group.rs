@@ -132,9 +132,7 @@ fn proposal(value: &str) -> Proposal {
     }
     let mut bytes = builder.encode().expect("batch");
     batch::stamp(&mut bytes, 0, 1_000);
-    Proposal {
-        batch: bytes.into(),
-    }
+    Proposal::new(bytes)
 }
 
 /// Every data record a replica holds, as (offset, value).

@@ -32,9 +32,7 @@ fn produced(values: &[&str], append_time_ms: i64) -> Proposal {
     }
     let mut bytes = builder.encode().expect("batch");
     batch::stamp(&mut bytes, 0, append_time_ms);
-    Proposal {
-        batch: bytes.into(),
-    }
+    Proposal::new(bytes)
 }
 
 fn entry(

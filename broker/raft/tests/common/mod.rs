@@ -86,7 +86,5 @@ pub(crate) fn proposal(value: &str) -> Proposal {
     });
     let mut bytes = builder.encode().expect("batch");
     batch::stamp(&mut bytes, 0, 1_000);
-    Proposal {
-        batch: bytes.into(),
-    }
+    Proposal::new(bytes)
 }

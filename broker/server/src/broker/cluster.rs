@@ -28,8 +28,8 @@ use herald_raft::Proposal;
 use herald_wire::batch::{self, batches};
 use herald_wire::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX};
 use herald_wire::messages::{
-    ErrorBody, FollowerLag, NodeAddress, OffsetSpec, PartitionDescription, PartitionPlacement,
-    Replication, TopicConfig, TopicDescription, TopicMetadata,
+    Durability, ErrorBody, FollowerLag, NodeAddress, OffsetSpec, PartitionDescription,
+    PartitionPlacement, Replication, TopicConfig, TopicDescription, TopicMetadata,
 };
 use herald_wire::{ErrorCode, Response};
 use rustls::pki_types::pem::PemObject;
@@ -708,6 +708,7 @@ impl Broker {
         cluster: &Cluster,
         topic: &str,
         partition: u32,
+        durability: Durability,
         batch: Bytes,
     ) -> Result<Response, Response> {
         if topic.starts_with("__") {
@@ -786,12 +787,13 @@ impl Broker {
         }
         let append_time_ms = now_ms();
         batch::stamp(&mut batch, 0, append_time_ms);
-        match group
-            .propose(Proposal {
-                batch: batch.freeze(),
-            })
-            .await
-        {
+        let proposal = Proposal::new(batch.freeze());
+        let proposal = match durability {
+            Durability::Fsync => proposal,
+            // Acknowledged once a majority holds it, synced or not.
+            Durability::Memory => proposal.unsynced(),
+        };
+        match group.propose(proposal).await {
             Ok(applied) => Ok(Response::Produced {
                 base_offset: applied.base_offset,
                 append_time_ms,

@@ -362,10 +362,10 @@ impl Broker {
             Request::Produce {
                 topic,
                 partition,
+                durability,
                 batch,
-                ..
             } => {
-                self.cluster_produce(cluster, &topic, partition, batch)
+                self.cluster_produce(cluster, &topic, partition, durability, batch)
                     .await
             }
             Request::Fetch {

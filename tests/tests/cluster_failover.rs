@@ -179,7 +179,7 @@ async fn produce(
     value: &str,
     n: usize,
 ) -> anyhow::Result<i64> {
-    let durability = if n % 2 == 0 {
+    let durability = if n.is_multiple_of(2) {
         Durability::Fsync
     } else {
         Durability::Memory

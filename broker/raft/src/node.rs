@@ -132,6 +132,42 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
         }
     }
 
+    /// One step of retention on this replica, through Raft (every replica of the group runs
+    /// its own): where its log's retention limits would delete whole segments now, a
+    /// snapshot is asked for first if the last one does not reach that far (openraft purges
+    /// only what a snapshot covers, and sends it to a follower that needs purged entries),
+    /// then a purge up to the last entry of those segments, which deletes them
+    /// (`Replica::purge`). Never past what this replica has applied.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionStep, NodeError> {
+        let (horizon, applied) = {
+            let replica = lock(&self.replica);
+            (
+                replica.log().retention_horizon(now_ms),
+                replica.applied_index(),
+            )
+        };
+        let (Some(horizon), Some(applied)) = (horizon, applied) else {
+            return Ok(RetentionStep::Nothing);
+        };
+        let upto = horizon.min(applied);
+        let snapshot = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .snapshot
+            .map(|log_id| log_id.index);
+        if snapshot.is_none_or(|index| index < upto) {
+            self.raft.trigger().snapshot().await.map_err(raft_error)?;
+            return Ok(RetentionStep::Snapshot);
+        }
+        self.raft
+            .trigger()
+            .purge_log(upto)
+            .await
+            .map_err(raft_error)?;
+        Ok(RetentionStep::Purge { upto })
+    }
+
     /// Where the group stands, as this node knows it: the leader, the term, and on the leader
     /// how many entries each follower is behind the leader's log end (`None` until matched).
     pub fn status(&self) -> GroupStatus {
@@ -167,6 +203,17 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
             metrics: self.raft.metrics(),
         }
     }
+}
+
+/// What one step of [`PartitionGroup::enforce_retention`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionStep {
+    /// Nothing is past retention (or nothing applied yet).
+    Nothing,
+    /// A snapshot was asked for; the purge comes at a later step.
+    Snapshot,
+    /// A purge up to entry `upto` was asked for.
+    Purge { upto: u64 },
 }
 
 /// See [`PartitionGroup::status`].

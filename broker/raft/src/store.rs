@@ -6,7 +6,9 @@
 //! - the replica meta (`raft.meta`) names a new term before the first batch of that term is
 //!   written, so a stored batch never reads back with a wrong log id;
 //! - an append is acknowledged to openraft (its flush callback) only after the log is synced;
-//! - a purge that covers the whole log starts the log over after it
+//! - a purge deletes the whole segments it covers (retention goes through Raft: the node's
+//!   retention task snapshots, then purges up to the last entry retention lets go); one
+//!   that covers the whole log starts the log over after it
 //!   (`PartitionLog::reset_to`), at the offset the state machine has reached, so the next
 //!   entry lands where its leader's copy is.
 //!
@@ -237,6 +239,11 @@ impl<S: Storage + Clone> Replica<S> {
     }
 
     /// The offset consumers may read up to: after the last applied (committed) entry.
+    /// The index of the last entry applied, if any.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.applied.last_applied.map(|log_id| log_id.index)
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.applied.high_watermark
     }
@@ -398,6 +405,11 @@ impl<S: Storage + Clone> Replica<S> {
             index: upto.index,
         });
         self.save_meta()?;
+        // Whole segments up to the purged entry go (retention through Raft); the rest of
+        // the purged entries stay on disk, unread, until their segment is whole.
+        self.log
+            .remove_through_ordinal(upto.index)
+            .map_err(io::Error::other)?;
         if upto.index.saturating_add(1) >= self.log.next_ordinal() {
             // Nothing left: the log starts over after the purged entry, where the applied
             // state (a snapshot installed, or entries applied) has its next offset.

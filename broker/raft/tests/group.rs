@@ -138,7 +138,8 @@ fn proposal(value: &str) -> Proposal {
 /// Every data record a replica holds, as (offset, value).
 fn records(replica: &Mutex<Replica<MemoryStorage>>) -> Vec<(i64, String)> {
     let replica = replica.lock().expect("lock");
-    let read = replica.log().read(0, 64 << 20).expect("read");
+    let start = replica.log().log_start_offset();
+    let read = replica.log().read(start, 64 << 20).expect("read");
     let mut out = Vec::new();
     for view in batches(&read.bytes) {
         let view = view.expect("valid batch");
@@ -483,5 +484,180 @@ async fn seeded_faults_keep_every_acknowledged_batch() {
         for raft in sim.rafts.values() {
             raft.shutdown().await.expect("shutdown");
         }
+    }
+}
+
+/// Retention through Raft: every replica purges the whole segments its retention lets go
+/// (after a snapshot covering them); a follower cut off meanwhile, whose next entries the
+/// others no longer hold, is sent the snapshot, starts its log over where the leader's
+/// records went on, and afterwards holds what the others hold, at the same offsets. Nothing
+/// retention keeps is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_through_raft_and_a_lagging_follower_gets_the_snapshot() {
+    use herald_raft::node::{PartitionGroup, RetentionStep};
+    let timing = Timing {
+        heartbeat_ms: 50,
+        election_min_ms: 300,
+        election_max_ms: 600,
+    };
+    let config = Arc::new(group_config("orders-0", timing).expect("config"));
+    let log_config = LogConfig {
+        segment_bytes: 1024,
+        retention_ms: None,
+        retention_bytes: Some(4096),
+        ..LogConfig::default()
+    };
+    let router = Router::default();
+    let mut rafts = BTreeMap::new();
+    let mut groups = BTreeMap::new();
+    for id in 1..=3u64 {
+        let replica = Replica::open(MemoryStorage::new(), "orders/0", log_config).expect("replica");
+        let (log, state_machine, shared) = replica.into_raft_storage();
+        let from = From {
+            router: router.clone(),
+            source: id,
+        };
+        let raft = Raft::new(id, config.clone(), from, log, state_machine)
+            .await
+            .expect("raft");
+        router.nodes.lock().expect("lock").insert(id, raft.clone());
+        rafts.insert(id, raft.clone());
+        groups.insert(
+            id,
+            PartitionGroup {
+                raft,
+                replica: shared,
+                replicas: vec![1, 2, 3],
+            },
+        );
+    }
+    let members: BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|id| (id, BasicNode::new(format!("node-{id}"))))
+        .collect();
+    rafts[&1].initialize(members).await.expect("initialize");
+    let leader = leader_among(&rafts, None).await;
+    let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
+
+    let mut acknowledged: Vec<(i64, String)> = Vec::new();
+    for n in 0..20 {
+        acknowledged.extend(write(&rafts, None, &format!("early-{n}")).await);
+    }
+    router.cut_off.lock().expect("lock").insert(lagging);
+    let others: BTreeMap<u64, Raft> = rafts
+        .iter()
+        .filter(|(id, _)| **id != lagging)
+        .map(|(id, raft)| (*id, raft.clone()))
+        .collect();
+    for n in 0..200 {
+        acknowledged.extend(write(&others, None, &format!("late-{n}")).await);
+    }
+    // Retention on the two that go on, until both purged past the lagging one's log end.
+    let lagging_end = groups[&lagging]
+        .replica
+        .lock()
+        .expect("lock")
+        .log()
+        .next_ordinal();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut past = true;
+        for group in groups
+            .iter()
+            .filter(|(id, _)| **id != lagging)
+            .map(|(_, group)| group)
+        {
+            let step = group.enforce_retention(0).await.expect("retention step");
+            let start = group
+                .replica
+                .lock()
+                .expect("lock")
+                .log()
+                .log_start_ordinal();
+            past &= start > lagging_end && step != RetentionStep::Snapshot;
+        }
+        if past {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replicas did not purge past entry {lagging_end}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let leader = leader_among(&others, None).await;
+    let start_offset = groups[&leader]
+        .replica
+        .lock()
+        .expect("lock")
+        .log()
+        .log_start_offset();
+    assert!(start_offset > 0, "retention deleted segments");
+    let size = groups[&leader]
+        .replica
+        .lock()
+        .expect("lock")
+        .log()
+        .size_bytes();
+    assert!(
+        size < 4096 + 2048,
+        "the log is kept near its retention size: {size}"
+    );
+
+    // Healed: the lagging follower gets the snapshot and what follows it.
+    router.cut_off.lock().expect("lock").clear();
+    for n in 0..5 {
+        acknowledged.extend(write(&rafts, None, &format!("after-{n}")).await);
+    }
+    let target = rafts[&leader].metrics().borrow_watched().last_log_index;
+    for raft in rafts.values() {
+        raft.wait(Some(Duration::from_secs(20)))
+            .applied_index_at_least(target, "caught up")
+            .await
+            .expect("every replica catches up");
+    }
+    // The lagging follower took the snapshot: its log starts over at or past where the
+    // leader's starts (its own old entries, and the ones purged, are not there).
+    let lagging_start = groups[&lagging]
+        .replica
+        .lock()
+        .expect("lock")
+        .log()
+        .log_start_offset();
+    assert!(
+        lagging_start >= start_offset,
+        "the lagging follower starts at {lagging_start}, the leader at {start_offset}"
+    );
+    assert!(rafts[&lagging]
+        .metrics()
+        .borrow_watched()
+        .snapshot
+        .is_some());
+    let reference = records(&groups[&leader].replica);
+    for (offset, value) in acknowledged.iter().filter(|(o, _)| *o >= start_offset) {
+        assert!(
+            reference.contains(&(*offset, value.clone())),
+            "retained {value} at {offset} is missing"
+        );
+    }
+    for (id, group) in &groups {
+        let held = records(&group.replica);
+        let first = held.first().map(|(offset, _)| *offset).unwrap_or(i64::MAX);
+        let common: Vec<_> = reference
+            .iter()
+            .filter(|(o, _)| *o >= first)
+            .cloned()
+            .collect();
+        assert!(!held.is_empty(), "replica {id} holds nothing");
+        assert_eq!(
+            held, common,
+            "replica {id} differs from the leader where both hold records"
+        );
+        assert!(
+            held.iter().any(|(_, v)| v == "after-4-b"),
+            "replica {id} has the records after the heal"
+        );
+    }
+    for raft in rafts.values() {
+        raft.shutdown().await.expect("shutdown");
     }
 }

@@ -1082,6 +1082,10 @@ async fn retention_loop(broker: Arc<Broker>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
+        // A cluster's partitions purge through Raft (whole segments, every replica alike).
+        if let Some(cluster) = broker.cluster().cloned() {
+            cluster.enforce_retention().await;
+        }
         let deleted = broker.enforce_retention();
         if deleted > 0 {
             tracing::info!(segments = deleted, "retention deleted segments");

@@ -794,10 +794,16 @@ impl<S: Storage> PartitionLog<S> {
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<Retained, StorageError> {
         self.producers
             .expire(now_ms, self.config.producer_expiry_ms);
-        let mut retained = Retained::default();
-        while self.segments.len() > 1 {
-            let oldest = &self.segments[0];
-            let total = self.size_bytes();
+        let due = self.segments_past_retention(now_ms);
+        self.remove_oldest(due)
+    }
+
+    /// How many of the oldest segments the retention limits let go now (the active one
+    /// never): expired by age, or while the log without them is still over its size limit.
+    fn segments_past_retention(&self, now_ms: i64) -> usize {
+        let mut total = self.size_bytes();
+        let mut due = 0;
+        for oldest in &self.segments[..self.segments.len().saturating_sub(1)] {
             let expired = self.config.retention_ms.is_some_and(|ms| {
                 oldest.max_append_time_ms != i64::MIN
                     && now_ms.saturating_sub(oldest.max_append_time_ms) >= saturating_ms(ms)
@@ -809,6 +815,36 @@ impl<S: Storage> PartitionLog<S> {
             if !expired && !oversized {
                 break;
             }
+            total -= oldest.size;
+            due += 1;
+        }
+        due
+    }
+
+    /// The last batch ordinal of the segments the retention limits let go now, if any: where
+    /// a replicated partition purges up to (through Raft, every replica alike), instead of
+    /// deleting on its own.
+    pub fn retention_horizon(&self, now_ms: i64) -> Option<u64> {
+        let due = self.segments_past_retention(now_ms);
+        (due > 0).then(|| self.segments[due].base_ordinal.saturating_sub(1))
+    }
+
+    /// Deletes the oldest sealed segments whose batches all have ordinals up to `ordinal`
+    /// (a replicated partition's purge; the active segment stays).
+    pub fn remove_through_ordinal(&mut self, ordinal: u64) -> Result<Retained, StorageError> {
+        let due = self.segments[1..]
+            .iter()
+            .take_while(|next| next.base_ordinal <= ordinal.saturating_add(1))
+            .count();
+        self.remove_oldest(due)
+    }
+
+    /// Deletes the `count` oldest segments (never the active one), with the producer
+    /// snapshots inside them.
+    fn remove_oldest(&mut self, count: usize) -> Result<Retained, StorageError> {
+        let mut retained = Retained::default();
+        for _ in 0..count.min(self.segments.len().saturating_sub(1)) {
+            let oldest = &self.segments[0];
             oldest.remove_files(&self.storage, &self.dir)?;
             // Its log file is gone (removed last): the segment leaves the log now, even if
             // what follows fails — a sealed segment is read by name, so one kept without its

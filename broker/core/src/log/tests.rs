@@ -234,6 +234,50 @@ fn damaged_or_missing_indexes_are_rebuilt() {
     assert_eq!(log.offset_for_timestamp(120).expect("ok"), Some((20, 120)));
 }
 
+/// A replicated partition asks where retention would cut (the last batch ordinal of the
+/// segments it lets go) and deletes through Raft's purge up to there: the same segments as
+/// retention itself deletes, and a purge point inside a segment keeps that segment.
+#[test]
+fn the_retention_horizon_names_what_retention_deletes_and_a_purge_deletes_it() {
+    let config = LogConfig {
+        retention_ms: Some(1_000),
+        ..small_config()
+    };
+    let (mut log, _) = PartitionLog::open(MemoryStorage::new(), DIR, config).expect("open");
+    for n in 0..20u64 {
+        log.append(&mut batch_of(&[n], 1), n as i64 * 100)
+            .expect("append");
+    }
+    assert_eq!(log.retention_horizon(1_000), None, "nothing old enough yet");
+    let horizon = log.retention_horizon(2_500).expect("a horizon");
+    let segments = log.segment_count();
+    // A purge short of the horizon's segment end keeps that segment.
+    let kept = log
+        .remove_through_ordinal(horizon.saturating_sub(1))
+        .expect("purge");
+    let start_before = log.log_start_ordinal();
+    let removed = log.remove_through_ordinal(horizon).expect("purge");
+    assert!(removed.segments_deleted > 0);
+    assert_eq!(
+        log.log_start_ordinal(),
+        horizon + 1,
+        "starts after the horizon"
+    );
+    assert!(start_before <= horizon + 1);
+    assert_eq!(
+        log.segment_count() + kept.segments_deleted + removed.segments_deleted,
+        segments
+    );
+    assert_eq!(
+        log.retention_horizon(2_500),
+        None,
+        "nothing more to let go then"
+    );
+    // Never the active segment, whatever the ordinal.
+    log.remove_through_ordinal(u64::MAX).expect("purge");
+    assert_eq!(log.segment_count(), 1);
+}
+
 #[test]
 fn retention_deletes_whole_sealed_segments_by_age_and_size() {
     let config = LogConfig {

@@ -296,6 +296,26 @@ impl Cluster {
         });
     }
 
+    /// One step of retention on every partition replica this node holds, through Raft (see
+    /// `PartitionGroup::enforce_retention`): how many purges it asked for.
+    pub async fn enforce_retention(&self) -> usize {
+        let now = now_ms();
+        let mut purges = 0;
+        for (topic, partition, group) in self.node.partitions() {
+            match group.enforce_retention(now).await {
+                Ok(herald_raft::node::RetentionStep::Purge { upto }) => {
+                    tracing::debug!(topic, partition, upto, "retention purges up to an entry");
+                    purges += 1;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(topic, partition, %error, "retention through Raft failed")
+                }
+            }
+        }
+        purges
+    }
+
     /// Proposes the groups topic unless the cluster has it, once as many nodes registered as
     /// it gets replicas.
     async fn create_groups_topic(&self) {

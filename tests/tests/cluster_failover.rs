@@ -1608,3 +1608,96 @@ async fn a_replicated_topic_checks_schema_ids_on_its_leader() -> anyhow::Result<
     }
     Ok(())
 }
+
+/// ACL entries are the cluster's (kept by the controller): added through one node, every
+/// node lists them; removed through another, gone from every node; a deleted topic's literal
+/// grants go with it everywhere while a prefixed DENY stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_entries_are_the_same_on_every_node() -> anyhow::Result<()> {
+    use herald_auth::acl::{
+        AclEntry, AclFilter, Operation, PatternType, Permission, Principal, ResourceType,
+    };
+    const AUDITED: &str = "audited";
+    let cluster = Cluster::new(3)?;
+    let mut processes = BTreeMap::new();
+    let mut clients = BTreeMap::new();
+    for node in 1..=3 {
+        let process = cluster.start(node)?;
+        clients.insert(node, process.client().await?);
+        processes.insert(node, process);
+    }
+    let router = Router::new(
+        dialer(
+            cluster.listen.clone(),
+            processes[&1].trust(),
+            Credentials::None,
+        ),
+        None,
+    );
+    create_topic(&router, AUDITED, 1).await?;
+    let alice = Principal::user("alice")?;
+    let grant = AclEntry::new(
+        alice.clone(),
+        ResourceType::Topic,
+        PatternType::Literal,
+        AUDITED,
+        Operation::Read,
+        Permission::Allow,
+    )?;
+    let deny = AclEntry::new(
+        Principal::user("mallory")?,
+        ResourceType::Topic,
+        PatternType::Prefixed,
+        "aud",
+        Operation::Write,
+        Permission::Deny,
+    )?;
+    let group_grant = AclEntry::new(
+        alice,
+        ResourceType::Group,
+        PatternType::Literal,
+        "billing",
+        Operation::Read,
+        Permission::Allow,
+    )?;
+    let added = clients[&1]
+        .create_acls(vec![grant.clone(), deny.clone(), group_grant.clone()])
+        .await?;
+    anyhow::ensure!(added == 3, "{added} entries added");
+    // Every node lists what the cluster has (each follows the controller).
+    let everywhere = |expected: Vec<AclEntry>| {
+        let clients = &clients;
+        async move {
+            let mut expected = expected;
+            expected.sort();
+            for (node, client) in clients {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let mut listed = client.describe_acls(AclFilter::any()).await?;
+                    listed.sort();
+                    if listed == expected {
+                        break;
+                    }
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "node {node} lists {listed:?}, the cluster has {expected:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    everywhere(vec![grant.clone(), deny.clone(), group_grant.clone()]).await?;
+    let removed = clients[&3]
+        .delete_acls(AclFilter {
+            resource_type: Some(ResourceType::Group),
+            ..AclFilter::any()
+        })
+        .await?;
+    anyhow::ensure!(removed == vec![group_grant], "removed {removed:?}");
+    everywhere(vec![grant, deny.clone()]).await?;
+    clients[&2].delete_topic(AUDITED).await?;
+    everywhere(vec![deny]).await?;
+    Ok(())
+}

@@ -4,17 +4,23 @@
 //! topics with their incarnation ids, configs and partition → replica assignment, and the
 //! idempotent-producer ids ([`ProducerIdTable`]: one counter for the whole cluster, named
 //! producers' epochs, owners), so ids are unique cluster-wide and every node knows whom an id
-//! belongs to.
+//! belongs to — and the ACL entries, the same on every node (a deleted topic's literal
+//! ALLOW entries go with it, as on a single broker).
 //!
 //! Pure and deterministic: [`ClusterImage::apply`] decides from the image and the command
 //! alone (a refused command changes nothing and its refusal is the same on every node), so
 //! no clock, no randomness, no I/O. The proposer learns what became of its command from the
 //! outcome kept for its offset ([`ClusterImage::outcome`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use herald_auth::acl::{
+    AclEntry, AclFilter, PatternType, Permission, ResourceType, ACLS_MAX, WILDCARD,
+};
 
 use herald_wire::limits::{PRODUCER_NAME_BYTES_MAX, TOPIC_NAME_BYTES_MAX};
 use herald_wire::messages::{put_config, read_config, TopicConfig, TopicId};
+use herald_wire::security::{put_entries, put_filter, read_entries, read_filter};
 use herald_wire::{put_string, DecodeError, Reader};
 
 use crate::producer_ids::{ProducerIdRefusal, ProducerIdTable};
@@ -60,6 +66,10 @@ pub enum Command {
     /// A producer id and epoch are handed out for `name` (empty: a fresh anonymous id) to
     /// `owner` (the asking principal, with authentication on); see [`ProducerIdTable::init`].
     InitProducer { name: String, owner: Option<String> },
+    /// ACL entries are added (those already there change nothing).
+    AddAcls { entries: Vec<AclEntry> },
+    /// The ACL entries `filter` matches are removed.
+    RemoveAcls { filter: AclFilter },
 }
 
 /// Why a command changed nothing.
@@ -83,6 +93,10 @@ pub enum CommandError {
     AddressTooLong(usize),
     #[error(transparent)]
     Producer(#[from] ProducerIdRefusal),
+    #[error("invalid ACL entry: {0}")]
+    InvalidAcl(String),
+    #[error("the cluster has {0} ACL entries; adding these would pass {ACLS_MAX}")]
+    TooManyAcls(usize),
 }
 
 /// What applying a command did.
@@ -98,6 +112,9 @@ pub enum Outcome {
         id: i64,
         epoch: i16,
     },
+    /// How many of the entries were not there already.
+    AclsAdded(u32),
+    AclsRemoved(Vec<AclEntry>),
     Refused(CommandError),
 }
 
@@ -118,6 +135,7 @@ pub struct ClusterImage {
     next_offset: i64,
     outcomes: BTreeMap<i64, Outcome>,
     producers: ProducerIdTable,
+    acls: BTreeSet<AclEntry>,
 }
 
 impl ClusterImage {
@@ -132,6 +150,11 @@ impl ClusterImage {
     /// Who holds which producer id.
     pub fn producers(&self) -> &ProducerIdTable {
         &self.producers
+    }
+
+    /// The cluster's ACL entries.
+    pub fn acls(&self) -> &BTreeSet<AclEntry> {
+        &self.acls
     }
 
     /// The offset after the last command applied.
@@ -209,6 +232,19 @@ impl ClusterImage {
             Command::DeleteTopic { name, id } => match self.topics.get(name) {
                 Some(topic) if topic.id == *id => {
                     self.topics.remove(name);
+                    // A topic created again under the name does not inherit its grants.
+                    // Prefixed entries, `*` and DENY entries stay (removing a DENY could
+                    // only open access).
+                    if name != WILDCARD {
+                        let grants = AclFilter {
+                            resource_type: Some(ResourceType::Topic),
+                            pattern_type: Some(PatternType::Literal),
+                            name: Some(name.clone()),
+                            permission: Some(Permission::Allow),
+                            ..AclFilter::any()
+                        };
+                        self.acls.retain(|entry| !grants.matches(entry));
+                    }
                     Ok(Outcome::TopicDeleted)
                 }
                 _ => Err(CommandError::NoSuchTopic(name.clone())),
@@ -216,6 +252,33 @@ impl ClusterImage {
             Command::InitProducer { name, owner } => {
                 let (id, epoch) = self.producers.init(name, owner.as_deref())?;
                 Ok(Outcome::Producer { id, epoch })
+            }
+            Command::AddAcls { entries } => {
+                for entry in entries {
+                    entry
+                        .validate()
+                        .map_err(|e| CommandError::InvalidAcl(e.to_string()))?;
+                }
+                let new: BTreeSet<&AclEntry> =
+                    entries.iter().filter(|e| !self.acls.contains(e)).collect();
+                if self.acls.len() + new.len() > ACLS_MAX {
+                    return Err(CommandError::TooManyAcls(self.acls.len()));
+                }
+                let added = new.len() as u32;
+                self.acls.extend(new.into_iter().cloned());
+                Ok(Outcome::AclsAdded(added))
+            }
+            Command::RemoveAcls { filter } => {
+                let removed: Vec<AclEntry> = self
+                    .acls
+                    .iter()
+                    .filter(|entry| filter.matches(entry))
+                    .cloned()
+                    .collect();
+                for entry in &removed {
+                    self.acls.remove(entry);
+                }
+                Ok(Outcome::AclsRemoved(removed))
             }
         }
     }
@@ -294,6 +357,14 @@ impl Command {
                 put_string(&mut out, name);
                 out.extend_from_slice(&id.0);
             }
+            Command::AddAcls { entries } => {
+                out.push(6);
+                put_entries(&mut out, entries);
+            }
+            Command::RemoveAcls { filter } => {
+                out.push(7);
+                put_filter(&mut out, filter);
+            }
             Command::InitProducer { name, owner } => {
                 out.push(5);
                 put_string(&mut out, name);
@@ -345,6 +416,12 @@ impl Command {
                         })
                     }
                 },
+            },
+            6 => Command::AddAcls {
+                entries: read_entries(&mut r, ACLS_MAX)?,
+            },
+            7 => Command::RemoveAcls {
+                filter: read_filter(&mut r)?,
             },
             other => {
                 return Err(DecodeError::Invalid {
@@ -519,7 +596,98 @@ mod tests {
             }),
             ("[a-b]{0,1}", proptest::option::of("[x-y]"))
                 .prop_map(|(name, owner)| producer(&name, owner.as_deref())),
+            proptest::collection::vec(("[a-c]{1,2}", any::<bool>()), 0..3).prop_map(|grants| {
+                Command::AddAcls {
+                    entries: grants
+                        .into_iter()
+                        .map(|(topic, deny)| acl(&topic, PatternType::Literal, deny))
+                        .collect(),
+                }
+            }),
+            proptest::option::of("[a-c]{1,2}").prop_map(|name| Command::RemoveAcls {
+                filter: AclFilter {
+                    name,
+                    ..AclFilter::any()
+                },
+            }),
         ]
+    }
+
+    fn acl(topic: &str, pattern: PatternType, deny: bool) -> AclEntry {
+        AclEntry::new(
+            herald_auth::acl::Principal::user("alice").expect("principal"),
+            ResourceType::Topic,
+            pattern,
+            topic,
+            herald_auth::acl::Operation::Read,
+            if deny {
+                Permission::Deny
+            } else {
+                Permission::Allow
+            },
+        )
+        .expect("entry")
+    }
+
+    /// ACL entries: added once (a second add counts nothing), removed by filter, and a
+    /// deleted topic's literal ALLOW entries go with it while its DENY and prefixed entries
+    /// stay.
+    #[test]
+    fn acl_entries_follow_their_commands_and_topic_deletions() {
+        let mut image = ClusterImage::default();
+        let grant = acl("orders", PatternType::Literal, false);
+        let deny = acl("orders", PatternType::Literal, true);
+        let prefixed = acl("ord", PatternType::Prefixed, false);
+        let other = acl("payments", PatternType::Literal, false);
+        let everything = vec![grant.clone(), deny.clone(), prefixed.clone(), other.clone()];
+        let outcomes = run(
+            &mut image,
+            &[
+                node(1),
+                create("orders", 1, 1),
+                Command::AddAcls {
+                    entries: everything.clone(),
+                },
+                Command::AddAcls {
+                    entries: vec![grant.clone()],
+                },
+            ],
+        );
+        assert_eq!(outcomes[2], Outcome::AclsAdded(4));
+        assert_eq!(outcomes[3], Outcome::AclsAdded(0), "already there");
+        let id = image.topics()["orders"].id;
+        let outcomes = run(
+            &mut image,
+            &[
+                Command::DeleteTopic {
+                    name: "orders".to_owned(),
+                    id,
+                },
+                Command::RemoveAcls {
+                    filter: AclFilter {
+                        name: Some("payments".to_owned()),
+                        ..AclFilter::any()
+                    },
+                },
+            ],
+        );
+        assert_eq!(outcomes[1], Outcome::AclsRemoved(vec![other]));
+        assert_eq!(
+            image.acls().iter().cloned().collect::<Vec<_>>(),
+            {
+                let mut kept = vec![deny, prefixed];
+                kept.sort();
+                kept
+            },
+            "the deleted topic's literal grant went with it"
+        );
+        let bytes = Command::AddAcls {
+            entries: everything,
+        }
+        .encode();
+        for cut in 0..bytes.len() {
+            assert!(Command::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     proptest! {

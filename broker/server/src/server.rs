@@ -276,7 +276,15 @@ pub async fn serve(
             )
             .await?;
             broker.attach_cluster(cluster.clone());
-            cluster.serve(&broker);
+            // The cluster's ACLs are the controller's: this node's store follows them, and a
+            // seed file's entries are proposed to the controller.
+            let seed = match &config.security.acl_seed {
+                Some(path) => crate::security::acls::read_seed(path)
+                    .map_err(crate::security::SecurityError::from)?,
+                None => Vec::new(),
+            };
+            cluster.serve(&broker, seed);
+            tokio::spawn(follow_cluster_acls(cluster.clone(), security.clone()));
             Some(cluster)
         }
         None => None,
@@ -670,6 +678,21 @@ async fn answer(
 /// removed with it.
 async fn handle(conn: &ConnectionState, request: Request) -> Response {
     match request {
+        // A cluster's ACLs change through its controller; listings come from this node's
+        // copy, which follows it.
+        Request::Security(
+            request @ (herald_wire::security::SecurityRequest::CreateAcls { .. }
+            | herald_wire::security::SecurityRequest::DeleteAcls { .. }),
+        ) if conn.broker.cluster().is_some() => {
+            let Some(cluster) = conn.broker.cluster() else {
+                return conn.security.administer(request);
+            };
+            let answer = cluster.administer_acls(request).await;
+            if let Err(error) = conn.security.acls().follow(cluster.image().acls()) {
+                tracing::error!(%error, "the cluster's ACL entries could not be taken");
+            }
+            answer
+        }
         Request::Security(request) => conn.security.administer(request),
         Request::InitProducer { name } => {
             let owner = conn
@@ -680,8 +703,10 @@ async fn handle(conn: &ConnectionState, request: Request) -> Response {
         }
         request => {
             let listing = access::listing(&request);
+            // (A cluster's controller removes a deleted topic's grants itself.)
             if let Request::DeleteTopic { name } = &request {
-                if let Err(refused) = conn.security.deleting_topic(name) {
+                if conn.broker.cluster().is_some() {
+                } else if let Err(refused) = conn.security.deleting_topic(name) {
                     return refused;
                 }
             }
@@ -1075,6 +1100,21 @@ impl Held {
             .saturating_sub(charge.0 as usize);
         drop(self.connection.split(excess));
         drop(self.broker.split(excess));
+    }
+}
+
+/// Keeps this node's ACL store the same as the cluster's (every change the controller's log
+/// makes, made here), until the node stops.
+async fn follow_cluster_acls(cluster: Arc<crate::broker::Cluster>, security: Arc<Security>) {
+    let mut image = cluster.image_watch();
+    loop {
+        let entries = image.borrow_and_update().acls().clone();
+        if let Err(error) = security.acls().follow(&entries) {
+            tracing::error!(%error, "the cluster's ACL entries could not be taken");
+        }
+        if image.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -275,14 +275,14 @@ fn read_entry(r: &mut Reader<'_>) -> Result<AclEntry, DecodeError> {
     })
 }
 
-fn put_entries(out: &mut Vec<u8>, entries: &[AclEntry]) {
+pub fn put_entries(out: &mut Vec<u8>, entries: &[AclEntry]) {
     out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for entry in entries {
         put_entry(out, entry);
     }
 }
 
-fn read_entries(r: &mut Reader<'_>, limit: usize) -> Result<Vec<AclEntry>, DecodeError> {
+pub fn read_entries(r: &mut Reader<'_>, limit: usize) -> Result<Vec<AclEntry>, DecodeError> {
     let count = r.count("ACL entries", limit)?;
     // Each entry takes at least 8 bytes: never reserve more than the body could hold.
     let mut entries = Vec::with_capacity(count.min(r.remaining() / 8));
@@ -304,7 +304,7 @@ fn present(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> 
     }
 }
 
-fn put_filter(out: &mut Vec<u8>, filter: &AclFilter) {
+pub fn put_filter(out: &mut Vec<u8>, filter: &AclFilter) {
     put_present(out, filter.principal.is_some());
     if let Some(principal) = &filter.principal {
         put_string(out, &principal.to_string());
@@ -331,7 +331,7 @@ fn put_filter(out: &mut Vec<u8>, filter: &AclFilter) {
     }
 }
 
-fn read_filter(r: &mut Reader<'_>) -> Result<AclFilter, DecodeError> {
+pub fn read_filter(r: &mut Reader<'_>) -> Result<AclFilter, DecodeError> {
     let mut filter = AclFilter::any();
     if present(r, "principal present")? {
         filter.principal = Some(parse_principal(

@@ -198,8 +198,63 @@ impl Cluster {
     }
 
     /// The cluster's metadata as this node has applied it.
-    pub(super) fn image(&self) -> Arc<herald_broker_core::cluster::ClusterImage> {
+    pub fn image(&self) -> Arc<herald_broker_core::cluster::ClusterImage> {
         self.node.image().borrow().clone()
+    }
+
+    /// A watch on the cluster's metadata as this node applies it.
+    pub fn image_watch(
+        &self,
+    ) -> tokio::sync::watch::Receiver<Arc<herald_broker_core::cluster::ClusterImage>> {
+        self.node.image()
+    }
+
+    /// Adds or removes ACL entries through the controller (an ACL listing is answered from
+    /// the node's copy): the answer once this node applied the change.
+    pub async fn administer_acls(
+        &self,
+        request: herald_wire::security::SecurityRequest,
+    ) -> Response {
+        use herald_wire::limits::ACLS_LISTED_MAX;
+        use herald_wire::security::{SecurityRequest, SecurityResponse};
+        let command = match request {
+            SecurityRequest::CreateAcls { entries } => Command::AddAcls { entries },
+            SecurityRequest::DeleteAcls { filter } => {
+                let matching = self
+                    .image()
+                    .acls()
+                    .iter()
+                    .filter(|entry| filter.matches(entry))
+                    .count();
+                if matching > ACLS_LISTED_MAX {
+                    return error(
+                        ErrorCode::TooLarge,
+                        format!("{matching} ACL entries match, more than one answer lists ({ACLS_LISTED_MAX}); narrow the filter"),
+                    );
+                }
+                Command::RemoveAcls { filter }
+            }
+            other => {
+                return error(
+                    ErrorCode::InvalidRequest,
+                    format!("{} does not change the cluster's ACLs", other.api().name()),
+                )
+            }
+        };
+        match self.node.propose(&command).await {
+            Ok(Outcome::AclsAdded(added)) => {
+                Response::Security(SecurityResponse::AclsCreated { added })
+            }
+            Ok(Outcome::AclsRemoved(removed)) => {
+                Response::Security(SecurityResponse::AclsDeleted(removed))
+            }
+            Ok(Outcome::Refused(refusal)) => error(ErrorCode::InvalidRequest, refusal.to_string()),
+            Ok(other) => error(
+                ErrorCode::Internal,
+                format!("the controller answered an ACL change with {other:?}"),
+            ),
+            Err(failure) => Cluster::unavailable(failure),
+        }
     }
 
     /// The group of a partition this node holds a replica of.
@@ -250,9 +305,14 @@ impl Cluster {
     }
 
     /// Makes `broker` answer the requests other nodes hand on to this one, and starts the
-    /// cluster's upkeep of consumer groups: the groups topic created once enough nodes
-    /// registered, expired groups deleted.
-    pub fn serve(self: &Arc<Self>, broker: &Arc<Broker>) {
+    /// cluster's upkeep: the groups topic created once enough nodes registered, expired
+    /// groups deleted, the entries of this node's ACL seed file (`acl_seed`) added to the
+    /// cluster's.
+    pub fn serve(
+        self: &Arc<Self>,
+        broker: &Arc<Broker>,
+        acl_seed: Vec<herald_auth::acl::AclEntry>,
+    ) {
         let weak = Arc::downgrade(broker);
         self.groups.answer_requests(Arc::new(move |bytes| {
             let weak = weak.clone();
@@ -270,6 +330,7 @@ impl Cluster {
         let (cluster, broker) = (Arc::downgrade(self), Arc::downgrade(broker));
         tokio::spawn(async move {
             let mut last_expiry = Instant::now();
+            let mut seed = (!acl_seed.is_empty()).then_some(acl_seed);
             loop {
                 tokio::time::sleep(GROUPS_UPKEEP_INTERVAL).await;
                 let (Some(cluster), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else {
@@ -282,6 +343,18 @@ impl Cluster {
                     return;
                 }
                 cluster.create_groups_topic().await;
+                if let Some(entries) = seed.take() {
+                    let command = Command::AddAcls {
+                        entries: entries.clone(),
+                    };
+                    match cluster.node.propose(&command).await {
+                        Ok(Outcome::AclsAdded(added)) => {
+                            tracing::info!(added, "the ACL seed file's entries are the cluster's");
+                        }
+                        Ok(other) => tracing::error!(?other, "the ACL seed file was refused"),
+                        Err(_) => seed = Some(entries),
+                    }
+                }
                 if last_expiry.elapsed() >= super::cluster_groups::GROUP_EXPIRY_INTERVAL {
                     last_expiry = Instant::now();
                     let deleted = broker.cluster_expire_groups(&cluster).await;

@@ -116,6 +116,24 @@ impl AclStore {
         })
     }
 
+    /// Makes the entries exactly `entries` (a cluster node following its controller's: no
+    /// file is written, the controller's log keeps them); whether they changed.
+    pub fn follow(&self, entries: &BTreeSet<AclEntry>) -> Result<bool, AclStoreError> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let current: BTreeSet<AclEntry> = self.read().acls().iter().cloned().collect();
+        if current == *entries {
+            return Ok(false);
+        }
+        let acls = Acls::from_entries(entries.iter().cloned())?;
+        *self
+            .authorizer
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .acls_mut() = acls;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
+    }
+
     /// Applies `edit` to a copy, writes the copy, and only then keeps it. Nothing changes (and
     /// nothing is written) when `edit` fails or says it changed nothing.
     fn change<T>(
@@ -141,7 +159,7 @@ impl AclStore {
 }
 
 /// The entries of a TOML seed file (`[[acl]]` tables; see [`AclFile`]).
-fn read_seed(path: &Path) -> Result<Vec<AclEntry>, AclStoreError> {
+pub(crate) fn read_seed(path: &Path) -> Result<Vec<AclEntry>, AclStoreError> {
     let failed = |reason: String| AclStoreError::Seed {
         path: path.display().to_string(),
         reason,

@@ -162,6 +162,30 @@ pub struct ReplicaState<'a> {
     pub high_watermark: i64,
 }
 
+/// The followers' lag a replica's gauges show (see [`ReplicaState::followers`]): on the
+/// leader, what it measured; on a node that led the partition at the last scrape
+/// (`reported_before`) but no longer does, every other replica as unknown (-1), so that its
+/// last figures do not linger as if current; else none.
+pub fn followers_to_report(
+    measured: &[(u64, Option<u64>)],
+    leads: bool,
+    reported_before: bool,
+    replicas: &[u64],
+    me: u64,
+) -> Vec<(u64, Option<u64>)> {
+    if leads {
+        return measured.to_vec();
+    }
+    if !reported_before {
+        return Vec::new();
+    }
+    replicas
+        .iter()
+        .filter(|replica| **replica != me)
+        .map(|replica| (*replica, None))
+        .collect()
+}
+
 /// Sets a cluster replica's gauges (leader, term, followers' lag, high watermark) in
 /// `metrics`, before `/metrics` renders.
 pub fn record_replica(metrics: &Metrics, replica: &ReplicaState<'_>) {
@@ -192,6 +216,22 @@ pub fn record_replica(metrics: &Metrics, replica: &ReplicaState<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node that stops leading shows its former followers' lag as unknown once (not the
+    /// last figures it measured), and nothing after that; the leader shows what it measured.
+    #[test]
+    fn a_former_leader_reports_its_followers_lag_as_unknown() {
+        let measured = [(2, Some(5)), (3, None)];
+        assert_eq!(
+            followers_to_report(&measured, true, false, &[1, 2, 3], 1),
+            measured.to_vec()
+        );
+        assert_eq!(
+            followers_to_report(&[], false, true, &[1, 2, 3], 1),
+            vec![(2, None), (3, None)]
+        );
+        assert!(followers_to_report(&[], false, false, &[1, 2, 3], 1).is_empty());
+    }
 
     #[test]
     fn a_replica_shows_its_leader_term_high_watermark_and_followers_lag() {

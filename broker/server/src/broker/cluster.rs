@@ -104,6 +104,9 @@ pub struct Cluster {
     /// The consumer groups of the groups topic's partitions this node holds.
     shards: super::cluster_groups::Shards,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// The partitions whose followers' lag this node reported at the last scrape (it led
+    /// them): see `metrics::followers_to_report`.
+    lag_reported: Mutex<std::collections::HashSet<(String, u32)>>,
 }
 
 /// How often a node checks that the groups topic exists (and whether expired groups are due).
@@ -189,6 +192,7 @@ impl Cluster {
             groups,
             shards: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            lag_reported: Mutex::default(),
         }))
     }
 
@@ -428,8 +432,26 @@ impl Cluster {
 
     /// Sets the gauges of every replica this node holds (see `metrics::record_replica`).
     pub(super) fn record_replicas(&self, metrics: &herald_metrics::Metrics) {
+        let me = self.node.id();
         for (topic, partition, group) in self.node.partitions() {
             let status = group.status();
+            let leads = status.leader == Some(me);
+            let reported_before = {
+                let mut reported = self.lag_reported.lock().unwrap_or_else(|p| p.into_inner());
+                let key = (topic.clone(), partition);
+                if leads {
+                    !reported.insert(key)
+                } else {
+                    reported.remove(&key)
+                }
+            };
+            let followers = crate::metrics::followers_to_report(
+                &status.followers,
+                leads,
+                reported_before,
+                &group.replicas,
+                me,
+            );
             let high_watermark = group
                 .replica
                 .lock()
@@ -442,7 +464,7 @@ impl Cluster {
                     partition,
                     leader: status.leader,
                     term: status.term,
-                    followers: &status.followers,
+                    followers: &followers,
                     high_watermark,
                 },
             );

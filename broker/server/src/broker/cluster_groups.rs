@@ -46,6 +46,10 @@ pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times one request may be handed on: a node holding no replica of the group's
 /// partition hands it to a replica, which hands it to the leader if it is not that.
 const FORWARD_HOPS_MAX: u8 = 2;
+/// Longest a coordinator waits for one of its records (a commit, a deletion, its barrier)
+/// to commit: a leader cut off from its followers commits nothing, and its callers get a
+/// retryable answer instead of waiting until it learns it lost the lead.
+pub(super) const GROUP_RECORD_COMMIT_WAIT: Duration = Duration::from_secs(10);
 /// How often a node deletes the groups it coordinates whose offsets retention passed.
 pub(super) const GROUP_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -120,10 +124,7 @@ impl Shard {
         if state.ready_term != Some(term) {
             let barrier = record_proposal(b"", &GroupRecord::Barrier.encode())
                 .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
-            group
-                .propose(barrier)
-                .await
-                .map_err(|e| proposal_failed(cluster, partition, e))?;
+            propose(cluster, group, partition, barrier).await?;
             self.coordinator.forget_members();
             state.ready_term = Some(term);
         }
@@ -142,12 +143,26 @@ impl Shard {
         let key = record.group().unwrap_or_default().as_bytes();
         let proposal = record_proposal(key, &record.encode())
             .map_err(|e| error(ErrorCode::InvalidRequest, e.to_string()))?;
-        group
-            .propose(proposal)
-            .await
-            .map_err(|e| proposal_failed(cluster, partition, e))?;
+        propose(cluster, group, partition, proposal).await?;
         self.fold(group, &mut *self.state.lock().await);
         Ok(())
+    }
+}
+
+/// Proposes one record of the groups topic's `partition`, waiting at most
+/// [`GROUP_RECORD_COMMIT_WAIT`] for it to commit.
+async fn propose(
+    cluster: &Cluster,
+    group: &PartitionGroup<FileStorage>,
+    partition: u32,
+    proposal: herald_raft::Proposal,
+) -> Result<(), Response> {
+    match tokio::time::timeout(GROUP_RECORD_COMMIT_WAIT, group.propose(proposal)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(failure)) => Err(proposal_failed(cluster, partition, failure)),
+        Err(_) => Err(throttled(format!(
+            "{GROUPS_TOPIC}/{partition}: not committed within {GROUP_RECORD_COMMIT_WAIT:?} (is a majority of its replicas reachable?); retry"
+        ))),
     }
 }
 

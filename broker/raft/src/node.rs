@@ -134,8 +134,9 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
 
     /// One step of retention on this replica, through Raft (every replica of the group runs
     /// its own): where its log's retention limits would delete whole segments now, a
-    /// snapshot is asked for first if the last one does not reach that far (openraft purges
-    /// only what a snapshot covers, and sends it to a follower that needs purged entries),
+    /// snapshot ending there is asked for first if the last one does not reach that far
+    /// (openraft purges only what a snapshot covers, and sends it to a follower that needs
+    /// purged entries, which then gets every entry after it),
     /// then a purge up to the last entry of those segments, which deletes them
     /// (`Replica::purge`). Never past what this replica has applied.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionStep, NodeError> {
@@ -157,6 +158,7 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
             .snapshot
             .map(|log_id| log_id.index);
         if snapshot.is_none_or(|index| index < upto) {
+            lock(&self.replica).snapshot_at(upto);
             self.raft.trigger().snapshot().await.map_err(raft_error)?;
             return Ok(RetentionStep::Snapshot);
         }

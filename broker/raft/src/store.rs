@@ -139,6 +139,9 @@ struct AppliedState {
     high_watermark: i64,
     /// The last snapshot built or installed, with its encoded data.
     snapshot: Option<(Meta, Vec<u8>)>,
+    /// Where the next snapshot is taken, if not at the last applied entry: the last entry
+    /// retention lets go (see [`Replica::snapshot_at`]).
+    snapshot_point: Option<u64>,
 }
 
 /// One partition replica: its log, its Raft bookkeeping and its applied state.
@@ -239,6 +242,34 @@ impl<S: Storage + Clone> Replica<S> {
     }
 
     /// The offset consumers may read up to: after the last applied (committed) entry.
+    /// Makes the next snapshot end at entry `index` (applied already) instead of the last
+    /// applied one: retention snapshots where it cuts, so that a follower sent the snapshot
+    /// gets every entry after it by replication — records retention keeps are never left
+    /// out of a replica.
+    pub fn snapshot_at(&mut self, index: u64) {
+        self.applied.snapshot_point = Some(index);
+    }
+
+    /// Where a snapshot built now ends: its last entry's id and the offset after its records.
+    fn snapshot_end(&mut self) -> io::Result<(Option<LogId>, i64)> {
+        let applied = self.applied.last_applied;
+        let membership_index = self.applied.membership.log_id().as_ref().map(|id| id.index);
+        let point = self.applied.snapshot_point.take().filter(|point| {
+            applied.is_some_and(|applied| applied.index >= *point)
+                && membership_index.is_none_or(|m| m <= *point)
+                && *point >= self.first_index()
+        });
+        match point {
+            Some(point) => Ok((
+                Some(self.log_id(point)?),
+                self.log
+                    .ordinal_offset(point.saturating_add(1))
+                    .map_err(io::Error::other)?,
+            )),
+            None => Ok((applied, self.applied.high_watermark)),
+        }
+    }
+
     /// The index of the last entry applied, if any.
     pub fn applied_index(&self) -> Option<u64> {
         self.applied.last_applied.map(|log_id| log_id.index)
@@ -648,14 +679,13 @@ impl<S: Storage + Clone + 'static> RaftSnapshotBuilder<TypeConfig> for StateMach
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf, io::Error> {
         let mut replica = lock(&self.replica);
+        let (last_log_id, high_watermark) = replica.snapshot_end()?;
         let meta = Meta {
-            last_log_id: replica.applied.last_applied,
+            last_log_id,
             last_membership: replica.applied.membership.clone(),
         };
-        let data = serde_json::to_vec(&SnapshotData {
-            high_watermark: replica.applied.high_watermark,
-        })
-        .map_err(io::Error::other)?;
+        let data =
+            serde_json::to_vec(&SnapshotData { high_watermark }).map_err(io::Error::other)?;
         replica.applied.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,

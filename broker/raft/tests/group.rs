@@ -615,17 +615,17 @@ async fn retention_purges_through_raft_and_a_lagging_follower_gets_the_snapshot(
             .await
             .expect("every replica catches up");
     }
-    // The lagging follower took the snapshot: its log starts over at or past where the
-    // leader's starts (its own old entries, and the ones purged, are not there).
+    // The lagging follower took the snapshot: its log starts over where the leader's starts
+    // (its own old entries and the purged ones are not there; every retained one is).
     let lagging_start = groups[&lagging]
         .replica
         .lock()
         .expect("lock")
         .log()
         .log_start_offset();
-    assert!(
-        lagging_start >= start_offset,
-        "the lagging follower starts at {lagging_start}, the leader at {start_offset}"
+    assert_eq!(
+        lagging_start, start_offset,
+        "the lagging follower starts where the leader's log does (the snapshot ends where retention cut), not later"
     );
     assert!(rafts[&lagging]
         .metrics()

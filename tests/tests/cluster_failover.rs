@@ -1256,6 +1256,26 @@ async fn group_commits_survive_coordinator_kills() -> anyhow::Result<()> {
         after.iter().all(Option::is_none),
         "a deleted group's offsets: {after:?}"
     );
+    // The groups topic holds every group's offsets: clients neither read nor write it.
+    let client = processes.values().next().context("a node")?.client().await?;
+    let read = client
+        .fetch(GROUPS_TOPIC, shard, 0, 1 << 20, Duration::ZERO, 1)
+        .await;
+    let written = client
+        .produce(GROUPS_TOPIC, shard, Durability::Fsync, batch("forged")?)
+        .await;
+    for (what, answer) in [("read", read.map(|_| ())), ("written", written.map(|_| ()))] {
+        anyhow::ensure!(
+            matches!(
+                answer,
+                Err(RequestError::Broker {
+                    code: ErrorCode::InvalidRequest,
+                    ..
+                })
+            ),
+            "the groups topic was {what}: {answer:?}"
+        );
+    }
     Ok(())
 }
 

@@ -41,6 +41,12 @@ pub const RAFT_MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
 pub const GROUPS_MAX: usize = 100_000;
 /// Most RPCs one peer connection carries at once.
 pub const RPC_STREAMS_MAX: u32 = 1024;
+/// Client requests other nodes handed on that this node answers at once; past it one is
+/// refused (the node link's streams are the Raft traffic's first).
+pub const HANDED_ON_REQUESTS_MAX: usize = 256;
+/// Longest this node works on a client request another node handed on (the sender waits a
+/// little longer, so an answer it gives up on is not worked on for long after).
+pub const HANDED_ON_REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
 /// How long a node waits for a peer's connection to be set up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -156,6 +162,8 @@ pub type RequestHandler = Arc<
 pub struct Groups<S: Storage + Clone + 'static> {
     groups: RwLock<HashMap<String, GroupRaft<S>>>,
     requests: std::sync::OnceLock<RequestHandler>,
+    /// Places for handed-on client requests ([`HANDED_ON_REQUESTS_MAX`]).
+    request_places: tokio::sync::Semaphore,
 }
 
 impl<S: Storage + Clone + 'static> Default for Groups<S> {
@@ -163,6 +171,7 @@ impl<S: Storage + Clone + 'static> Default for Groups<S> {
         Self {
             groups: RwLock::new(HashMap::new()),
             requests: std::sync::OnceLock::new(),
+            request_places: tokio::sync::Semaphore::new(HANDED_ON_REQUESTS_MAX),
         }
     }
 }
@@ -240,13 +249,24 @@ async fn answer<S: Storage + Clone + 'static>(
         })?;
     let (kind, group, body) = rpc::decode_request(&request)?;
     let response = if kind == Kind::Request {
-        match groups.requests.get() {
-            Some(handler) => {
-                let mut answered = vec![0u8];
-                answered.extend_from_slice(&handler(body.to_vec()).await);
-                answered
+        match (groups.requests.get(), groups.request_places.try_acquire()) {
+            (Some(handler), Ok(_place)) => {
+                match tokio::time::timeout(HANDED_ON_REQUEST_TIMEOUT, handler(body.to_vec())).await
+                {
+                    Ok(answer) => {
+                        let mut answered = vec![0u8];
+                        answered.extend_from_slice(&answer);
+                        answered
+                    }
+                    Err(_) => rpc::encode_failure(&format!(
+                        "not answered within {HANDED_ON_REQUEST_TIMEOUT:?}"
+                    )),
+                }
             }
-            None => rpc::encode_failure("this node does not answer client requests yet"),
+            (None, _) => rpc::encode_failure("this node does not answer client requests yet"),
+            (Some(_), Err(_)) => rpc::encode_failure(&format!(
+                "this node already works on {HANDED_ON_REQUESTS_MAX} requests handed on to it"
+            )),
         }
     } else {
         match groups.get(&group) {

@@ -387,10 +387,13 @@ impl Coordinator {
 
     /// Forgets every member (each rejoins): a new coordinator of a cluster's group
     /// partition knows the committed offsets, not who was a member under the previous one.
-    pub fn forget_members(&self) {
+    /// Every group counts as active at `now_ms`: a live group that has not committed for
+    /// longer than the offsets retention is not expired before its members could rejoin.
+    pub fn forget_members(&self, now_ms: i64) {
         *self.incarnation.lock().unwrap_or_else(|p| p.into_inner()) = new_incarnation();
         for entry in self.groups().values_mut() {
             entry.group = self.new_group();
+            entry.last_active_ms = Some(entry.last_active_ms.map_or(now_ms, |t| t.max(now_ms)));
         }
     }
 
@@ -1193,9 +1196,34 @@ mod coordinator_tests {
 
         let replicated = Coordinator::replicated(GroupConfig::default());
         let (led, _) = join(&replicated, &partitions);
-        replicated.forget_members();
+        replicated.forget_members(0);
         let (next, _) = join(&replicated, &partitions);
         assert_ne!(led, next, "a new lead handed out an old member id");
+    }
+
+    /// A group whose last commit is older than the offsets retention but whose members were
+    /// live under the previous coordinator is not expired by the next one before they could
+    /// rejoin: forgetting the members counts as activity.
+    #[test]
+    fn a_new_coordinator_does_not_expire_groups_whose_members_it_forgot() {
+        let day = 24 * 3600 * 1000;
+        let coordinator = Coordinator::replicated(GroupConfig::default());
+        coordinator
+            .apply(&GroupRecord::Commit {
+                group: "quiet".to_owned(),
+                offsets: Vec::new(),
+                at_ms: 0,
+            })
+            .expect("applied");
+        let partitions = BTreeMap::new();
+        let now = 8 * day;
+        coordinator.forget_members(now);
+        assert!(coordinator.expired(&partitions, now + 1).is_empty());
+        assert_eq!(
+            coordinator.expired(&partitions, now + OFFSETS_RETENTION_MS),
+            vec!["quiet".to_owned()],
+            "still expires a retention after"
+        );
     }
 
     #[test]

@@ -688,7 +688,12 @@ async fn handle(conn: &ConnectionState, request: Request) -> Response {
                 return conn.security.administer(request);
             };
             let answer = cluster.administer_acls(request).await;
-            if let Err(error) = conn.security.acls().follow(cluster.image().acls()) {
+            let image = cluster.image();
+            if let Err(error) = conn
+                .security
+                .acls()
+                .follow(image.acls(), image.next_offset())
+            {
                 tracing::error!(%error, "the cluster's ACL entries could not be taken");
             }
             answer
@@ -1108,8 +1113,11 @@ impl Held {
 async fn follow_cluster_acls(cluster: Arc<crate::broker::Cluster>, security: Arc<Security>) {
     let mut image = cluster.image_watch();
     loop {
-        let entries = image.borrow_and_update().acls().clone();
-        if let Err(error) = security.acls().follow(&entries) {
+        let (entries, version) = {
+            let image = image.borrow_and_update();
+            (image.acls().clone(), image.next_offset())
+        };
+        if let Err(error) = security.acls().follow(&entries, version) {
             tracing::error!(%error, "the cluster's ACL entries could not be taken");
         }
         if image.changed().await.is_err() {

@@ -42,6 +42,12 @@ use crate::fs::FileStorage;
 
 /// Most replicas a partition gets (fewer when the cluster has fewer nodes).
 pub const REPLICATION_FACTOR_DEFAULT: u32 = 3;
+/// Whether `topic` is one of the cluster's own (`__groups`, ...): clients neither produce to,
+/// read, nor delete it.
+pub(super) fn is_internal_topic(topic: &str) -> bool {
+    topic.starts_with("__")
+}
+
 /// Where replicas live under the data directory.
 pub const REPLICAS_DIR: &str = "replicas";
 
@@ -347,6 +353,7 @@ impl Cluster {
                     return;
                 }
                 cluster.create_groups_topic().await;
+                broker.cluster_fold_groups(&cluster).await;
                 if let Some(entries) = seed.take() {
                     let command = Command::AddAcls {
                         entries: entries.clone(),
@@ -433,7 +440,17 @@ impl Cluster {
     /// Sets the gauges of every replica this node holds (see `metrics::record_replica`).
     pub(super) fn record_replicas(&self, metrics: &herald_metrics::Metrics) {
         let me = self.node.id();
-        for (topic, partition, group) in self.node.partitions() {
+        let partitions = self.node.partitions();
+        // Partitions this node no longer holds are forgotten.
+        self.lag_reported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(topic, partition)| {
+                partitions
+                    .iter()
+                    .any(|(t, p, _)| t == topic && p == partition)
+            });
+        for (topic, partition, group) in partitions {
             let status = group.status();
             let leads = status.leader == Some(me);
             let reported_before = {
@@ -610,7 +627,7 @@ impl Broker {
         config: TopicConfig,
     ) -> Result<Response, Response> {
         self.check_new_topic(&name, &config)?;
-        if name.starts_with("__") {
+        if is_internal_topic(&name) {
             return Err(error(
                 ErrorCode::InvalidRequest,
                 format!("topic names starting with '__' are the cluster's own: '{name}'"),
@@ -685,7 +702,7 @@ impl Broker {
         cluster: &Cluster,
         name: &str,
     ) -> Result<Response, Response> {
-        if name.starts_with("__") {
+        if is_internal_topic(name) {
             return Err(error(
                 ErrorCode::InvalidRequest,
                 format!("topic '{name}' is the cluster's own: it cannot be deleted"),
@@ -826,7 +843,7 @@ impl Broker {
         durability: Durability,
         batch: Bytes,
     ) -> Result<Response, Response> {
-        if topic.starts_with("__") {
+        if is_internal_topic(topic) {
             return Err(error(
                 ErrorCode::InvalidRequest,
                 format!("topic '{topic}' is the cluster's own: clients do not produce to it"),
@@ -939,6 +956,7 @@ impl Broker {
         max_wait_ms: u32,
         min_bytes: u32,
     ) -> Result<Response, Response> {
+        refuse_internal_reads(topic)?;
         let group = cluster.group(topic, partition)?;
         let max_bytes = (max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
         let deadline =
@@ -996,6 +1014,7 @@ impl Broker {
         partition: u32,
         spec: OffsetSpec,
     ) -> Result<Response, Response> {
+        refuse_internal_reads(topic)?;
         let group = cluster.group(topic, partition)?;
         let replica = group.replica.lock().unwrap_or_else(|p| p.into_inner());
         let high_watermark = replica.high_watermark();
@@ -1014,6 +1033,18 @@ impl Broker {
             timestamp_ms,
         })
     }
+}
+
+/// Internal topics hold other clients' state (every group's committed offsets): not read by
+/// clients, whatever their grants.
+fn refuse_internal_reads(topic: &str) -> Result<(), Response> {
+    if is_internal_topic(topic) {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            format!("topic '{topic}' is the cluster's own: clients do not read it"),
+        ));
+    }
+    Ok(())
 }
 
 /// The whole batches of `bytes` below `high_watermark` (a batch is one Raft entry: all of it

@@ -41,15 +41,17 @@ pub const GROUPS_TOPIC: &str = "__groups";
 /// Partitions of [`GROUPS_TOPIC`]: as many coordinators, spread over the nodes. Fixed when
 /// the topic is created: groups are placed by it.
 pub const GROUPS_TOPIC_PARTITIONS: u32 = 6;
-/// How long a node waits for the coordinator it handed a request to.
-pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node waits for the coordinator it handed a request to: longer than the
+/// coordinator works on one (`HANDED_ON_REQUEST_TIMEOUT`), which is longer than the most a
+/// request waits for its records (a barrier and a commit, [`GROUP_RECORD_COMMIT_WAIT`] each).
+pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 /// How many times one request may be handed on: a node holding no replica of the group's
 /// partition hands it to a replica, which hands it to the leader if it is not that.
 const FORWARD_HOPS_MAX: u8 = 2;
 /// Longest a coordinator waits for one of its records (a commit, a deletion, its barrier)
 /// to commit: a leader cut off from its followers commits nothing, and its callers get a
 /// retryable answer instead of waiting until it learns it lost the lead.
-pub(super) const GROUP_RECORD_COMMIT_WAIT: Duration = Duration::from_secs(10);
+pub(super) const GROUP_RECORD_COMMIT_WAIT: Duration = Duration::from_secs(5);
 /// How often a node deletes the groups it coordinates whose offsets retention passed.
 pub(super) const GROUP_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -125,7 +127,7 @@ impl Shard {
             let barrier = record_proposal(b"", &GroupRecord::Barrier.encode())
                 .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
             propose(cluster, group, partition, barrier).await?;
-            self.coordinator.forget_members();
+            self.coordinator.forget_members(now_ms());
             state.ready_term = Some(term);
         }
         self.fold(group, &mut state);
@@ -270,6 +272,16 @@ impl Broker {
         let mut out = Vec::new();
         response.encode(&mut out);
         out
+    }
+
+    /// Folds what the groups topic's partitions held here committed since the last fold (in
+    /// the background, so that a replica that becomes coordinator has little left to read).
+    pub(super) async fn cluster_fold_groups(&self, cluster: &Cluster) {
+        for (partition, group) in cluster.groups_partitions() {
+            let shard = cluster.shard(partition, || self.coordinator.without_files());
+            let mut state = shard.state.lock().await;
+            shard.fold(&group, &mut state);
+        }
     }
 
     /// Every group of the partitions of the groups topic this node holds a replica of.
@@ -476,6 +488,14 @@ impl Shards {
 mod tests {
     use super::*;
     use herald_wire::groups::Commit;
+
+    /// A request handed on is waited for longer than the coordinator works on it, which is
+    /// longer than the most it waits for its records (a barrier and a commit).
+    #[test]
+    fn waits_nest() {
+        assert!(FORWARD_TIMEOUT > herald_raft::net::HANDED_ON_REQUEST_TIMEOUT);
+        assert!(herald_raft::net::HANDED_ON_REQUEST_TIMEOUT > GROUP_RECORD_COMMIT_WAIT * 2);
+    }
 
     #[test]
     fn groups_are_placed_by_a_fixed_hash_of_their_name() {

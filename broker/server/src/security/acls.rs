@@ -31,8 +31,9 @@ pub struct AclStore {
     authorizer: RwLock<Authorizer>,
     /// Bumped by every change.
     generation: AtomicU64,
-    /// One change at a time: each writes the whole set before applying it.
-    writing: Mutex<()>,
+    /// One change at a time: each writes the whole set before applying it. Holds the
+    /// version of the cluster's entries last followed (see [`AclStore::follow`]).
+    writing: Mutex<Option<i64>>,
 }
 
 impl AclStore {
@@ -48,7 +49,7 @@ impl AclStore {
             dir: data_dir.to_owned(),
             authorizer: RwLock::new(Authorizer::new(Acls::from_entries(stored)?, super_users)?),
             generation: AtomicU64::new(0),
-            writing: Mutex::new(()),
+            writing: Mutex::new(None),
         };
         if let Some(seed) = seed {
             let entries = read_seed(seed)?;
@@ -116,10 +117,21 @@ impl AclStore {
         })
     }
 
-    /// Makes the entries exactly `entries` (a cluster node following its controller's: no
-    /// file is written, the controller's log keeps them); whether they changed.
-    pub fn follow(&self, entries: &BTreeSet<AclEntry>) -> Result<bool, AclStoreError> {
-        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+    /// Makes the entries exactly `entries`, the cluster's as of `version` (the controller
+    /// log's offset they were read at): a cluster node following its controller's, no file
+    /// written (the controller's log keeps them). An older version than one followed before
+    /// changes nothing (two followers of one node may read the cluster's entries at different
+    /// times). Whether they changed.
+    pub fn follow(
+        &self,
+        entries: &BTreeSet<AclEntry>,
+        version: i64,
+    ) -> Result<bool, AclStoreError> {
+        let mut followed = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if followed.is_some_and(|seen| seen >= version) {
+            return Ok(false);
+        }
+        *followed = Some(version);
         let current: BTreeSet<AclEntry> = self.read().acls().iter().cloned().collect();
         if current == *entries {
             return Ok(false);
@@ -326,6 +338,27 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.contains("acls.meta"), "{error}");
+    }
+
+    /// Following the cluster's entries: a newer version replaces them, an older one read late
+    /// by another follower does not put them back.
+    #[test]
+    fn following_takes_newer_versions_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = AclStore::open(dir.path(), BTreeSet::new(), None).expect("open");
+        let grant = entry("orders", PatternType::Literal, Operation::Read);
+        let with: BTreeSet<AclEntry> = [grant.clone()].into();
+        assert!(store.follow(&with, 5).expect("follow"));
+        assert!(allowed(&store, Operation::Read, "orders"));
+        assert!(
+            store.follow(&BTreeSet::new(), 7).expect("follow"),
+            "removed at 7"
+        );
+        assert!(
+            !store.follow(&with, 6).expect("follow"),
+            "an older read changes nothing"
+        );
+        assert!(!allowed(&store, Operation::Read, "orders"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use herald::producer::{ProduceError, ProducerConfig, RawProducer};
-use herald_broker_client::{dialer, BrokerClient, Credentials, RequestError, Router};
+use herald_broker_client::{dialer, BrokerClient, Credentials, Dial, RequestError, Router};
 use herald_netfault::{free_tcp_addrs, free_udp_addrs, Relay, Weather};
 use herald_tests::BrokerProcess;
 use herald_wire::batch::{batches, BatchBuilder, Record};
@@ -119,6 +119,19 @@ impl Cluster {
         Ok((cluster, relay))
     }
 
+    /// Starts every node: their processes by node number.
+    fn start_all(&self) -> anyhow::Result<BTreeMap<usize, BrokerProcess>> {
+        (1..=self.nodes.len())
+            .map(|node| Ok((node, self.start(node)?)))
+            .collect()
+    }
+
+    /// Dials any node (or a named one), trusting the certificate every node serves clients.
+    fn dialer(&self, processes: &BTreeMap<usize, BrokerProcess>) -> anyhow::Result<Dial> {
+        let trust = processes.values().next().context("a node")?.trust();
+        Ok(dialer(self.listen.clone(), trust, Credentials::None))
+    }
+
     fn start(&self, node: usize) -> anyhow::Result<BrokerProcess> {
         let data_dir = self.dir.path().join(format!("node-{node}"));
         std::fs::create_dir_all(&data_dir)?;
@@ -168,6 +181,17 @@ fn batch(value: &str) -> anyhow::Result<Vec<u8>> {
         headers: Vec::new(),
     });
     Ok(builder.encode()?)
+}
+
+/// A connection to each node, by node number.
+async fn clients_of(
+    processes: &BTreeMap<usize, BrokerProcess>,
+) -> anyhow::Result<BTreeMap<usize, BrokerClient>> {
+    let mut clients = BTreeMap::new();
+    for (node, process) in processes {
+        clients.insert(*node, process.client().await?);
+    }
+    Ok(clients)
 }
 
 /// Produces `value` through whichever node leads partition 0 (trying each in turn while
@@ -268,13 +292,8 @@ async fn partition_records(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<()> {
     let cluster = Cluster::new(3)?;
-    let mut processes = BTreeMap::new();
-    let mut clients = BTreeMap::new();
-    for node in 1..=3 {
-        let process = cluster.start(node)?;
-        clients.insert(node, process.client().await?);
-        processes.insert(node, process);
-    }
+    let mut processes = cluster.start_all()?;
+    let mut clients = clients_of(&processes).await?;
     // Created through node 2 once the controller has a leader and every node registered.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -719,15 +738,8 @@ async fn failover_loop(fault: Fault, rounds: usize) -> anyhow::Result<()> {
         }
         Fault::Kill | Fault::Pause => (Cluster::new(3)?, None),
     };
-    let mut processes = BTreeMap::new();
-    for node in 1..=3 {
-        processes.insert(node, cluster.start(node)?);
-    }
-    let trust = processes[&1].trust();
-    let router = Arc::new(Router::new(
-        dialer(cluster.listen.clone(), trust, Credentials::None),
-        None,
-    ));
+    let mut processes = cluster.start_all()?;
+    let router = Arc::new(Router::new(cluster.dialer(&processes)?, None));
     create_topic(&router, IDEMPOTENT_TOPIC, IDEMPOTENT_PARTITIONS).await?;
     let producer = RawProducer::with_router(
         router.clone(),
@@ -1093,18 +1105,8 @@ async fn group_commits_survive_coordinator_kills() -> anyhow::Result<()> {
     use herald_broker::broker::{group_partition, GROUPS_TOPIC, GROUPS_TOPIC_PARTITIONS};
     let rounds = env_or("HERALD_COORDINATOR_ROUNDS", COORDINATOR_ROUNDS_DEFAULT);
     let cluster = Cluster::new(3)?;
-    let mut processes = BTreeMap::new();
-    for node in 1..=3 {
-        processes.insert(node, cluster.start(node)?);
-    }
-    let router = Router::new(
-        dialer(
-            cluster.listen.clone(),
-            processes[&1].trust(),
-            Credentials::None,
-        ),
-        None,
-    );
+    let mut processes = cluster.start_all()?;
+    let router = Router::new(cluster.dialer(&processes)?, None);
     create_topic(&router, GROUP_TOPIC, GROUP_TOPIC_PARTITIONS).await?;
     let shard = group_partition(GROUP, GROUPS_TOPIC_PARTITIONS);
     let mut acked: Vec<Option<i64>> = vec![None; GROUP_TOPIC_PARTITIONS as usize];
@@ -1257,7 +1259,12 @@ async fn group_commits_survive_coordinator_kills() -> anyhow::Result<()> {
         "a deleted group's offsets: {after:?}"
     );
     // The groups topic holds every group's offsets: clients neither read nor write it.
-    let client = processes.values().next().context("a node")?.client().await?;
+    let client = processes
+        .values()
+        .next()
+        .context("a node")?
+        .client()
+        .await?;
     let read = client
         .fetch(GROUPS_TOPIC, shard, 0, 1 << 20, Duration::ZERO, 1)
         .await;
@@ -1292,12 +1299,8 @@ async fn a_consumer_resumes_from_its_commits_across_a_coordinator_kill() -> anyh
     const RECORDS: usize = 300;
 
     let cluster = Cluster::new(3)?;
-    let mut processes = BTreeMap::new();
-    for node in 1..=3 {
-        processes.insert(node, cluster.start(node)?);
-    }
-    let trust = processes[&1].trust();
-    let connector = dialer(cluster.listen.clone(), trust.clone(), Credentials::None);
+    let mut processes = cluster.start_all()?;
+    let connector = cluster.dialer(&processes)?;
     let router = Arc::new(Router::new(connector.clone(), None));
     create_topic(&router, GROUP_TOPIC, GROUP_TOPIC_PARTITIONS).await?;
     let producer = RawProducer::with_router(
@@ -1520,21 +1523,9 @@ async fn a_replicated_topic_checks_schema_ids_on_its_leader() -> anyhow::Result<
     let registry = herald_tests::RegistryProcess::start(registry_dir.path())?;
     let mut cluster = Cluster::new(3)?;
     cluster.extra = vec!["--registry".to_owned(), registry.url.clone()];
-    let mut processes = BTreeMap::new();
-    let mut clients = BTreeMap::new();
-    for node in 1..=3 {
-        let process = cluster.start(node)?;
-        clients.insert(node, process.client().await?);
-        processes.insert(node, process);
-    }
-    let router = Router::new(
-        dialer(
-            cluster.listen.clone(),
-            processes[&1].trust(),
-            Credentials::None,
-        ),
-        None,
-    );
+    let processes = cluster.start_all()?;
+    let clients = clients_of(&processes).await?;
+    let router = Router::new(cluster.dialer(&processes)?, None);
     let config = TopicConfig {
         validation: SchemaValidation {
             value: true,
@@ -1639,21 +1630,9 @@ async fn acl_entries_are_the_same_on_every_node() -> anyhow::Result<()> {
     };
     const AUDITED: &str = "audited";
     let cluster = Cluster::new(3)?;
-    let mut processes = BTreeMap::new();
-    let mut clients = BTreeMap::new();
-    for node in 1..=3 {
-        let process = cluster.start(node)?;
-        clients.insert(node, process.client().await?);
-        processes.insert(node, process);
-    }
-    let router = Router::new(
-        dialer(
-            cluster.listen.clone(),
-            processes[&1].trust(),
-            Credentials::None,
-        ),
-        None,
-    );
+    let processes = cluster.start_all()?;
+    let clients = clients_of(&processes).await?;
+    let router = Router::new(cluster.dialer(&processes)?, None);
     create_topic(&router, AUDITED, 1).await?;
     let alice = Principal::user("alice")?;
     let grant = AclEntry::new(

@@ -17,7 +17,8 @@ use std::sync::Mutex;
 
 use herald_broker_core::groups::{Group, GroupConfig, GroupError, Heartbeat, TopicPartition};
 use herald_wire::groups::{
-    Commit, CommittedOffset, GroupDescription, GroupResponse, MemberDescription, PartitionLag,
+    Commit, CommittedOffset, GroupDescription, GroupRequest, GroupResponse, MemberDescription,
+    PartitionLag,
 };
 use herald_wire::limits::GROUP_NAME_BYTES_MAX;
 use herald_wire::messages::TopicId;
@@ -475,6 +476,51 @@ impl Coordinator {
             .leave(member_id, partitions, now_ms)
             .map_err(group_error)?;
         Ok(GroupResponse::Left)
+    }
+
+    /// Answers the group requests a coordinator answers from its own state — joins and
+    /// heartbeats, leaves, committed offsets, descriptions (`describe` makes them: their
+    /// partition bounds come from wherever the partitions are) and the listing — the same on
+    /// a single broker and in a cluster. Commits and deletions are handed back: a single
+    /// broker writes them to files, a cluster to its groups topic.
+    pub fn answer(
+        &self,
+        request: GroupRequest,
+        (partitions, ids): (&BTreeMap<String, u32>, &TopicIds),
+        now_ms: i64,
+        describe: impl FnOnce(&str) -> Result<GroupDescription, Failure>,
+    ) -> Result<Result<GroupResponse, Failure>, Box<GroupRequest>> {
+        Ok(match request {
+            GroupRequest::Heartbeat {
+                group,
+                member_id,
+                member_epoch,
+                instance_id,
+                topics,
+                owned,
+            } => {
+                let heartbeat = Heartbeat {
+                    member_id,
+                    member_epoch,
+                    instance_id,
+                    topics: topics.into_iter().collect(),
+                    owned: owned.into_iter().collect(),
+                };
+                self.heartbeat(&group, heartbeat, partitions, now_ms)
+            }
+            GroupRequest::Leave { group, member_id } => {
+                self.leave(&group, &member_id, partitions, now_ms)
+            }
+            GroupRequest::FetchOffsets {
+                group,
+                partitions: asked,
+            } => Ok(self.fetch_offsets(&group, asked, ids)),
+            GroupRequest::Describe { group } => describe(&group).map(GroupResponse::Description),
+            GroupRequest::List => Ok(self.list()),
+            other @ (GroupRequest::Commit { .. } | GroupRequest::Delete { .. }) => {
+                return Err(Box::new(other))
+            }
+        })
     }
 
     /// Commits offsets after checking the member owns every partition at its epoch; the file

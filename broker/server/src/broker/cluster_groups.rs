@@ -22,7 +22,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_broker_core::groups::Heartbeat;
 use herald_raft::node::{read_committed, record_proposal, Committed, PartitionGroup, ProposeError};
 use herald_wire::batch::BatchView;
 use herald_wire::groups::{GroupDescription, GroupRequest, GroupResponse, TopicPartition};
@@ -313,38 +312,17 @@ impl Broker {
         let (partitions, ids) = cluster_topic_shapes(cluster);
         let now = now_ms();
         let failed = |(code, message): (ErrorCode, String)| error(code, message);
-        let answer = match request {
-            GroupRequest::Heartbeat {
-                group: name,
-                member_id,
-                member_epoch,
-                instance_id,
-                topics,
-                owned,
-            } => {
-                let heartbeat = Heartbeat {
-                    member_id,
-                    member_epoch,
-                    instance_id,
-                    topics: topics.into_iter().collect(),
-                    owned: owned.into_iter().collect(),
-                };
-                coordinator
-                    .heartbeat(&name, heartbeat, &partitions, now)
-                    .map_err(failed)?
-            }
-            GroupRequest::Leave {
-                group: name,
-                member_id,
-            } => coordinator
-                .leave(&name, &member_id, &partitions, now)
-                .map_err(failed)?,
-            GroupRequest::Commit {
+        let answered = coordinator.answer(request, (&partitions, &ids), now, |name| {
+            describe(cluster, coordinator, name, (&partitions, &ids), now)
+        });
+        let answer = match answered.map_err(|unanswered| *unanswered) {
+            Ok(answer) => answer.map_err(failed)?,
+            Err(GroupRequest::Commit {
                 group: name,
                 member_id,
                 member_epoch,
                 offsets,
-            } => {
+            }) => {
                 let record = coordinator
                     .prepare_commit(
                         &name,
@@ -358,21 +336,19 @@ impl Broker {
                 shard.commit(cluster, group, partition, &record).await?;
                 GroupResponse::Committed
             }
-            GroupRequest::FetchOffsets {
-                group: name,
-                partitions: asked,
-            } => coordinator.fetch_offsets(&name, asked, &ids),
-            GroupRequest::Describe { group: name } => GroupResponse::Description(
-                describe(cluster, coordinator, &name, (&partitions, &ids), now).map_err(failed)?,
-            ),
-            GroupRequest::Delete { group: name } => {
+            Err(GroupRequest::Delete { group: name }) => {
                 let record = coordinator
                     .prepare_delete(&name, &partitions, now)
                     .map_err(failed)?;
                 shard.commit(cluster, group, partition, &record).await?;
                 GroupResponse::Deleted
             }
-            GroupRequest::List => return Ok(self.cluster_list_groups(cluster)),
+            Err(other) => {
+                return Err(error(
+                    ErrorCode::Internal,
+                    format!("{} was not answered", other.api().name()),
+                ))
+            }
         };
         Ok(Response::Group(answer))
     }

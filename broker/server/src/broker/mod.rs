@@ -26,13 +26,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use herald_broker_core::groups::{GroupConfig, Heartbeat};
+use herald_broker_core::groups::GroupConfig;
 use herald_broker_core::log::{Fence, PartitionLog};
 use herald_broker_core::storage::{StorageError, SyncHandle};
 use herald_metrics::broker::{GROUP_LAG_RECORDS, GROUP_LAG_SECONDS};
 use herald_metrics::Metrics;
 use herald_wire::batch::BatchView;
-use herald_wire::groups::{GroupRequest, GroupResponse, TopicPartition};
+use herald_wire::groups::{GroupRequest, TopicPartition};
 use herald_wire::messages::{TopicConfig, TopicId};
 use herald_wire::{ErrorCode, Request, Response};
 
@@ -451,36 +451,19 @@ impl Broker {
         let (partitions, ids) = self.topic_shapes();
         let now = now_ms();
         let failed = |(code, message): (ErrorCode, String)| error(code, message);
-        let answer = match request {
-            GroupRequest::Heartbeat {
-                group,
-                member_id,
-                member_epoch,
-                instance_id,
-                topics,
-                owned,
-            } => {
-                let heartbeat = Heartbeat {
-                    member_id,
-                    member_epoch,
-                    instance_id,
-                    topics: topics.into_iter().collect(),
-                    owned: owned.into_iter().collect(),
-                };
-                self.coordinator
-                    .heartbeat(&group, heartbeat, &partitions, now)
-                    .map_err(failed)?
-            }
-            GroupRequest::Leave { group, member_id } => self
-                .coordinator
-                .leave(&group, &member_id, &partitions, now)
-                .map_err(failed)?,
-            GroupRequest::Commit {
+        let answered = self
+            .coordinator
+            .answer(request, (&partitions, &ids), now, |group| {
+                self.describe_group(group, &partitions, &ids, now)
+            });
+        let answer = match answered.map_err(|unanswered| *unanswered) {
+            Ok(answer) => answer.map_err(failed)?,
+            Err(GroupRequest::Commit {
                 group,
                 member_id,
                 member_epoch,
                 offsets,
-            } => self
+            }) => self
                 .coordinator
                 .commit(
                     &group,
@@ -491,18 +474,16 @@ impl Broker {
                     now,
                 )
                 .map_err(failed)?,
-            GroupRequest::FetchOffsets { group, partitions } => {
-                self.coordinator.fetch_offsets(&group, partitions, &ids)
-            }
-            GroupRequest::Describe { group } => GroupResponse::Description(
-                self.describe_group(&group, &partitions, &ids, now)
-                    .map_err(failed)?,
-            ),
-            GroupRequest::List => self.coordinator.list(),
-            GroupRequest::Delete { group } => self
+            Err(GroupRequest::Delete { group }) => self
                 .coordinator
                 .delete(&group, &partitions, now)
                 .map_err(failed)?,
+            Err(other) => {
+                return Err(error(
+                    ErrorCode::Internal,
+                    format!("{} was not answered", other.api().name()),
+                ))
+            }
         };
         Ok(Response::Group(answer))
     }

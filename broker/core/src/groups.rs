@@ -6,6 +6,7 @@
 //! static members (an instance id) keep their partitions across restarts within the session
 //! timeout. Pure: time is a parameter; persistence of committed offsets is the caller's.
 
+use herald_wire::limits::GROUP_NAME_BYTES_MAX;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use herald_wire::groups::TopicPartition;
@@ -215,8 +216,13 @@ impl Group {
             Some(incarnation) => format!("{incarnation}-{}", self.next_member),
             None => self.next_member.to_string(),
         };
+        // A member id travels as a group name does: a long instance id is cut so that its
+        // member id still fits.
         let member_id = match &request.instance_id {
-            Some(instance) => format!("{instance}-{number}"),
+            Some(instance) => {
+                let room = GROUP_NAME_BYTES_MAX.saturating_sub(number.len() + 1);
+                format!("{}-{number}", herald_wire::truncate_utf8(instance, room))
+            }
             None => format!("member-{number}"),
         };
         self.members.insert(

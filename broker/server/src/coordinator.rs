@@ -99,8 +99,14 @@ pub enum GroupRecord {
         offsets: Vec<CommittedOffsetV1>,
         at_ms: i64,
     },
-    /// `group` deleted (it had no live members), with its offsets.
-    Delete { group: String },
+    /// `group` deleted (it had no live members), with its offsets — unless, when
+    /// `unless_committed_after` is set, a commit later than that was applied before this
+    /// record (the group came back while its expiry was on its way).
+    Delete {
+        group: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unless_committed_after: Option<i64>,
+    },
     /// Nothing to apply: a new coordinator commits one before it answers, so that every
     /// record before it is folded first.
     Barrier,
@@ -110,7 +116,7 @@ impl GroupRecord {
     /// The group the record is about (none for a barrier).
     pub fn group(&self) -> Option<&str> {
         match self {
-            GroupRecord::Commit { group, .. } | GroupRecord::Delete { group } => Some(group),
+            GroupRecord::Commit { group, .. } | GroupRecord::Delete { group, .. } => Some(group),
             GroupRecord::Barrier => None,
         }
     }
@@ -172,6 +178,8 @@ struct Entry {
     /// Its last member or commit (ms); `None` when unknown (loaded from an older file: the
     /// first expiry sweep starts counting).
     last_active_ms: Option<i64>,
+    /// When its last commit was stored (ms), as the commit record says.
+    last_commit_ms: Option<i64>,
 }
 
 pub struct Coordinator {
@@ -621,7 +629,16 @@ impl Coordinator {
     ) -> Result<(), Failure> {
         match record {
             GroupRecord::Barrier => Ok(()),
-            GroupRecord::Delete { group } => {
+            GroupRecord::Delete {
+                group,
+                unless_committed_after,
+            } => {
+                let committed_since = groups.get(group).and_then(|e| e.last_commit_ms);
+                if let (Some(after), Some(last)) = (unless_committed_after, committed_since) {
+                    if last > *after {
+                        return Ok(());
+                    }
+                }
                 let legacy = groups.get(group).and_then(|e| e.legacy_file.clone());
                 self.remove_files(group, legacy.as_deref()).map_err(|e| {
                     (
@@ -668,6 +685,7 @@ impl Coordinator {
                 }
                 entry.committed = committed;
                 entry.last_active_ms = Some(*at_ms);
+                entry.last_commit_ms = Some(*at_ms);
                 Ok(())
             }
         }
@@ -836,6 +854,7 @@ impl Coordinator {
         }
         Ok(GroupRecord::Delete {
             group: group.to_owned(),
+            unless_committed_after: None,
         })
     }
 
@@ -847,6 +866,7 @@ impl Coordinator {
         expired.retain(|name| {
             let record = GroupRecord::Delete {
                 group: name.clone(),
+                unless_committed_after: None,
             };
             match self.store(&mut groups, &record) {
                 Ok(()) => true,
@@ -857,6 +877,20 @@ impl Coordinator {
             }
         });
         expired
+    }
+
+    /// The record that deletes `group` for its offsets retention, through a cluster's groups
+    /// topic: unless a commit later than its last one is applied first.
+    pub fn expiry_record(&self, group: &str) -> GroupRecord {
+        GroupRecord::Delete {
+            group: group.to_owned(),
+            unless_committed_after: Some(
+                self.groups()
+                    .get(group)
+                    .and_then(|e| e.last_commit_ms)
+                    .unwrap_or(i64::MIN),
+            ),
+        }
     }
 
     /// The groups that have had no member and no commit for the offsets retention, left in
@@ -1269,6 +1303,38 @@ mod coordinator_tests {
             coordinator.expired(&partitions, now + OFFSETS_RETENTION_MS),
             vec!["quiet".to_owned()],
             "still expires a retention after"
+        );
+    }
+
+    /// An expiry on its way does not delete a group that committed meanwhile.
+    #[test]
+    fn an_expiry_record_spares_a_group_that_committed_since() {
+        let coordinator = Coordinator::replicated(GroupConfig::default());
+        let commit = |at_ms| GroupRecord::Commit {
+            group: "g".to_owned(),
+            offsets: Vec::new(),
+            at_ms,
+        };
+        coordinator.apply(&commit(0)).expect("applied");
+        let expiry = coordinator.expiry_record("g");
+        coordinator.apply(&commit(5)).expect("applied");
+        coordinator.apply(&expiry).expect("applied");
+        assert_eq!(coordinator.group_names(), vec!["g".to_owned()], "spared");
+        let expiry = coordinator.expiry_record("g");
+        coordinator.apply(&expiry).expect("applied");
+        assert!(
+            coordinator.group_names().is_empty(),
+            "deleted when nothing came since"
+        );
+        let record = GroupRecord::decode(&expiry.encode()).expect("round trip");
+        assert_eq!(record, expiry);
+        let old = GroupRecord::decode(br#"{"kind":"delete","group":"g"}"#).expect("older form");
+        assert_eq!(
+            old,
+            GroupRecord::Delete {
+                group: "g".to_owned(),
+                unless_committed_after: None
+            }
         );
     }
 

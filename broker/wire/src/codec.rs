@@ -180,7 +180,7 @@ pub fn unseal<'a>(
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
+pub fn truncate_utf8(text: &str, max: usize) -> &str {
     let mut cut = max.min(text.len());
     while !text.is_char_boundary(cut) {
         cut -= 1;

@@ -40,6 +40,27 @@ fn join(group: &mut Group, instance: Option<&str>, now: i64) -> Assignment {
     group.heartbeat(request, &partitions(4), now).expect("join")
 }
 
+/// A member id fits where group names do (the wire's bound), however long the static
+/// instance id it is made from, and still names a fresh incarnation.
+#[test]
+fn a_long_instance_id_makes_a_member_id_that_fits() {
+    let mut group = Group::new(GroupConfig::default()).with_incarnation("0123456789ab");
+    let instance = "é".repeat(GROUP_NAME_BYTES_MAX / 2);
+    let member = join(&mut group, Some(&instance), 0);
+    assert!(
+        member.member_id.len() <= GROUP_NAME_BYTES_MAX,
+        "{}",
+        member.member_id.len()
+    );
+    assert!(
+        member.member_id.ends_with("-0123456789ab-1"),
+        "{}",
+        member.member_id
+    );
+    let short = join(&mut group, Some("checkout"), 0);
+    assert_eq!(short.member_id, "checkout-0123456789ab-2");
+}
+
 #[test]
 fn partitions_move_only_after_their_owner_lets_go() {
     let mut group = Group::new(GroupConfig::default());

@@ -367,7 +367,7 @@ impl Broker {
                 continue;
             }
             for name in shard.coordinator.expired(&partitions, now_ms()) {
-                let record = GroupRecord::Delete { group: name };
+                let record = shard.coordinator.expiry_record(&name);
                 match shard.commit(cluster, &group, partition, &record).await {
                     Ok(()) => deleted += 1,
                     Err(_) => break,

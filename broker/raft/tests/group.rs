@@ -199,20 +199,32 @@ async fn write(rafts: &BTreeMap<u64, Raft>, not: Option<u64>, value: &str) -> Ve
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_elect_replicate_fail_over_and_converge() {
-    let timing = Timing {
-        heartbeat_ms: 50,
-        election_min_ms: 300,
-        election_max_ms: 600,
-    };
-    let config = Arc::new(group_config("orders-0", timing).expect("config"));
+/// The timing the in-process tests run with: elections in well under a second.
+const FAST: Timing = Timing {
+    heartbeat_ms: 50,
+    election_min_ms: 300,
+    election_max_ms: 600,
+};
+
+/// Makes nodes 1, 2 and 3 the voters of a fresh group (through node 1).
+async fn initialize_three(rafts: &BTreeMap<u64, Raft>) {
+    let members: BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|id| (id, BasicNode::new(format!("node-{id}"))))
+        .collect();
+    rafts[&1].initialize(members).await.expect("initialize");
+}
+
+type Replicas = BTreeMap<u64, Arc<Mutex<Replica<MemoryStorage>>>>;
+
+/// Three replicas of one partition over fresh memory storage with `log`, connected through
+/// a new router, initialized with all three as voters.
+async fn three_replicas(log: LogConfig) -> (Router, BTreeMap<u64, Raft>, Replicas) {
+    let config = Arc::new(group_config("orders-0", FAST).expect("config"));
     let router = Router::default();
     let mut rafts = BTreeMap::new();
     let mut replicas = BTreeMap::new();
     for id in 1..=3u64 {
-        let replica =
-            Replica::open(MemoryStorage::new(), "orders/0", LogConfig::default()).expect("replica");
+        let replica = Replica::open(MemoryStorage::new(), "orders/0", log).expect("replica");
         let (log, state_machine, shared) = replica.into_raft_storage();
         let from = From {
             router: router.clone(),
@@ -225,10 +237,13 @@ async fn three_replicas_elect_replicate_fail_over_and_converge() {
         rafts.insert(id, raft);
         replicas.insert(id, shared);
     }
-    let members: BTreeMap<u64, BasicNode> = (1..=3)
-        .map(|id| (id, BasicNode::new(format!("node-{id}"))))
-        .collect();
-    rafts[&1].initialize(members).await.expect("initialize");
+    initialize_three(&rafts).await;
+    (router, rafts, replicas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_elect_replicate_fail_over_and_converge() {
+    let (router, rafts, replicas) = three_replicas(LogConfig::default()).await;
 
     // Acknowledged writes: each batch of two records at the offsets its answer names.
     let mut acknowledged: Vec<(i64, String)> = Vec::new();
@@ -383,13 +398,8 @@ async fn seeded_faults_keep_every_acknowledged_batch() {
     };
     for seed in seeds {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let timing = Timing {
-            heartbeat_ms: 50,
-            election_min_ms: 300,
-            election_max_ms: 600,
-        };
         let mut sim = Simulation {
-            config: Arc::new(group_config("orders-0", timing).expect("config")),
+            config: Arc::new(group_config("orders-0", FAST).expect("config")),
             router: Router::default(),
             storages: BTreeMap::new(),
             rafts: BTreeMap::new(),
@@ -398,10 +408,7 @@ async fn seeded_faults_keep_every_acknowledged_batch() {
         for id in 1..=3u64 {
             sim.start(id).await;
         }
-        let members: BTreeMap<u64, BasicNode> = (1..=3)
-            .map(|id| (id, BasicNode::new(format!("node-{id}"))))
-            .collect();
-        sim.rafts[&1].initialize(members).await.expect("initialize");
+        initialize_three(&sim.rafts).await;
         leader_among(&sim.rafts, None).await;
 
         let mut acknowledged: Vec<(i64, String)> = Vec::new();
@@ -495,46 +502,24 @@ async fn seeded_faults_keep_every_acknowledged_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_purges_through_raft_and_a_lagging_follower_gets_the_snapshot() {
     use herald_raft::node::{PartitionGroup, RetentionStep};
-    let timing = Timing {
-        heartbeat_ms: 50,
-        election_min_ms: 300,
-        election_max_ms: 600,
-    };
-    let config = Arc::new(group_config("orders-0", timing).expect("config"));
     let log_config = LogConfig {
         segment_bytes: 1024,
         retention_ms: None,
         retention_bytes: Some(4096),
         ..LogConfig::default()
     };
-    let router = Router::default();
-    let mut rafts = BTreeMap::new();
-    let mut groups = BTreeMap::new();
-    for id in 1..=3u64 {
-        let replica = Replica::open(MemoryStorage::new(), "orders/0", log_config).expect("replica");
-        let (log, state_machine, shared) = replica.into_raft_storage();
-        let from = From {
-            router: router.clone(),
-            source: id,
-        };
-        let raft = Raft::new(id, config.clone(), from, log, state_machine)
-            .await
-            .expect("raft");
-        router.nodes.lock().expect("lock").insert(id, raft.clone());
-        rafts.insert(id, raft.clone());
-        groups.insert(
-            id,
-            PartitionGroup {
-                raft,
-                replica: shared,
+    let (router, rafts, replicas) = three_replicas(log_config).await;
+    let groups: BTreeMap<u64, PartitionGroup<MemoryStorage>> = rafts
+        .iter()
+        .map(|(id, raft)| {
+            let group = PartitionGroup {
+                raft: raft.clone(),
+                replica: replicas[id].clone(),
                 replicas: vec![1, 2, 3],
-            },
-        );
-    }
-    let members: BTreeMap<u64, BasicNode> = (1..=3)
-        .map(|id| (id, BasicNode::new(format!("node-{id}"))))
+            };
+            (*id, group)
+        })
         .collect();
-    rafts[&1].initialize(members).await.expect("initialize");
     let leader = leader_among(&rafts, None).await;
     let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
 

@@ -508,6 +508,29 @@ async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<
     Ok(())
 }
 
+/// How each live node places `partition` of `topic` (`None` where a node did not answer).
+async fn placements(
+    processes: &BTreeMap<usize, BrokerProcess>,
+    topic: &str,
+    partition: u32,
+) -> Vec<Option<herald_wire::messages::PartitionPlacement>> {
+    let mut placements = Vec::new();
+    for process in processes.values() {
+        let placement = match process.client().await {
+            Ok(client) => {
+                let metadata = client.metadata(topic).await;
+                client.close();
+                metadata
+                    .ok()
+                    .and_then(|m| m.partitions.into_iter().find(|p| p.partition == partition))
+            }
+            Err(_) => None,
+        };
+        placements.push(placement);
+    }
+    placements
+}
+
 /// The node leading `partition` of `topic`, as a live node's metadata names it.
 async fn leader_of(
     processes: &BTreeMap<usize, BrokerProcess>,
@@ -516,20 +539,9 @@ async fn leader_of(
 ) -> anyhow::Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        for process in processes.values() {
-            let Ok(client) = process.client().await else {
-                continue;
-            };
-            let metadata = client.metadata(topic).await;
-            client.close();
-            if let Some(leader) = metadata.ok().and_then(|m| {
-                m.partitions
-                    .iter()
-                    .find(|p| p.partition == partition)
-                    .and_then(|p| p.leader)
-            }) {
-                return Ok(usize::try_from(leader)?);
-            }
+        let placements = placements(processes, topic, partition).await;
+        if let Some(leader) = placements.into_iter().flatten().find_map(|p| p.leader) {
+            return Ok(usize::try_from(leader)?);
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -996,23 +1008,15 @@ async fn preferred_leader_of(
 ) -> anyhow::Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let mut named = std::collections::BTreeSet::new();
-        for process in processes.values() {
-            let placement = match process.client().await {
-                Ok(client) => {
-                    let metadata = client.metadata(topic).await;
-                    client.close();
-                    metadata
-                        .ok()
-                        .and_then(|m| m.partitions.into_iter().find(|p| p.partition == partition))
-                }
-                Err(_) => None,
-            };
-            named.insert(
-                placement
-                    .and_then(|p| p.leader.filter(|leader| p.replicas.first() == Some(leader))),
-            );
-        }
+        let named: std::collections::BTreeSet<Option<u64>> =
+            placements(processes, topic, partition)
+                .await
+                .into_iter()
+                .map(|placement| {
+                    placement
+                        .and_then(|p| p.leader.filter(|leader| p.replicas.first() == Some(leader)))
+                })
+                .collect();
         if let [Some(leader)] = named.into_iter().collect::<Vec<_>>()[..] {
             return Ok(usize::try_from(leader)?);
         }

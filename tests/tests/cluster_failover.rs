@@ -1704,3 +1704,70 @@ async fn acl_entries_are_the_same_on_every_node() -> anyhow::Result<()> {
     everywhere(vec![deny]).await?;
     Ok(())
 }
+
+/// With more nodes than replicas, a node holding no replica of a group's partition of the
+/// groups topic still answers the group's requests (handing them to a replica, which hands
+/// them to the leader), also while one of those replicas is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_groups_replica_answers_through_the_others() -> anyhow::Result<()> {
+    use herald_broker::broker::{group_partition, GROUPS_TOPIC, GROUPS_TOPIC_PARTITIONS};
+    let cluster = Cluster::new(4)?;
+    let mut processes = cluster.start_all()?;
+    let router = Router::new(cluster.dialer(&processes)?, None);
+    create_topic(&router, GROUP_TOPIC, GROUP_TOPIC_PARTITIONS).await?;
+    let shard = group_partition(GROUP, GROUPS_TOPIC_PARTITIONS);
+    leader_of(&processes, GROUPS_TOPIC, shard).await?;
+    let replicas: Vec<u64> = placements(&processes, GROUPS_TOPIC, shard)
+        .await
+        .into_iter()
+        .flatten()
+        .map(|p| p.replicas)
+        .next()
+        .context("the groups partition's replicas")?;
+    let outsider = (1..=4usize)
+        .find(|node| !replicas.contains(&(*node as u64)))
+        .context("a node without a replica")?;
+    // Every request goes through the outsider only (the others stay up in `processes`).
+    let mut alive: BTreeMap<usize, BrokerProcess> = BTreeMap::new();
+    alive.insert(
+        outsider,
+        processes
+            .remove(&outsider)
+            .context("the outsider's process")?,
+    );
+    let (member_id, member_epoch) = join_group(&alive, None).await?;
+    let offsets: Vec<Commit> = (0..GROUP_TOPIC_PARTITIONS)
+        .map(|p| Commit {
+            partition: TopicPartition::new(GROUP_TOPIC, p),
+            offset: 40 + i64::from(p),
+            metadata: String::new(),
+        })
+        .collect();
+    let committed = group_request(
+        &alive,
+        None,
+        GroupRequest::Commit {
+            group: GROUP.to_owned(),
+            member_id,
+            member_epoch,
+            offsets,
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        matches!(committed, Ok(GroupResponse::Committed)),
+        "commit through node {outsider}: {committed:?}"
+    );
+    // The preferred replica (the usual leader) goes down: the outsider still answers.
+    let first = usize::try_from(replicas[0])?;
+    processes
+        .remove(&first)
+        .context("the first replica")?
+        .kill()?;
+    let seen = committed_offsets(&alive, None).await?;
+    anyhow::ensure!(
+        seen == vec![Some(40), Some(41), Some(42)],
+        "through node {outsider} with node {first} down: {seen:?}"
+    );
+    Ok(())
+}

@@ -113,6 +113,8 @@ pub struct Cluster {
     /// The partitions whose followers' lag this node reported at the last scrape (it led
     /// them): see `metrics::followers_to_report`.
     lag_reported: Mutex<std::collections::HashSet<(String, u32)>>,
+    /// Turns taken among the replicas a request is handed to (see `Cluster::next_turn`).
+    turns: std::sync::atomic::AtomicUsize,
 }
 
 /// How often a node checks that the groups topic exists (and whether expired groups are due).
@@ -199,7 +201,14 @@ impl Cluster {
             shards: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             lag_reported: Mutex::default(),
+            turns: std::sync::atomic::AtomicUsize::new(0),
         }))
+    }
+
+    /// A number that goes up by one with every call: which of several equal choices to take.
+    pub(super) fn next_turn(&self) -> usize {
+        self.turns
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This node's id.

@@ -222,11 +222,12 @@ impl Broker {
                 Some(leader) => Some(leader),
                 None => return Err(cluster.not_leader(GROUPS_TOPIC, partition, None)),
             },
-            // Not a replica here: a replica knows the leader (the preferred one usually is).
-            None => topic
-                .replicas
-                .get(partition as usize)
-                .and_then(|replicas| replicas.first().copied()),
+            // Not a replica here: a replica knows the leader. Each request goes to the next
+            // replica in turn, so that a client retrying while one is down reaches another.
+            None => topic.replicas.get(partition as usize).and_then(|replicas| {
+                let turn = cluster.next_turn() % replicas.len().max(1);
+                replicas.get(turn).copied()
+            }),
         };
         match (target, held) {
             (None, Some(group)) => self.coordinate(cluster, &group, partition, request).await,

@@ -271,7 +271,15 @@ pub struct PartitionLog<S: Storage> {
     quarantine: Option<Quarantine>,
     /// Counts the segments made active (rolls, truncations): see [`PartitionLog::active_segment`].
     active_serial: u64,
+    /// The append time (the leader's) at which a replicated log last expired idle producers
+    /// (see [`PRODUCER_EXPIRY_CHECK_MS`]).
+    producers_expired_at_ms: i64,
 }
+
+/// How often, in the append times of the batches it stores, a replicated log forgets idle
+/// producers: by the times its leader stamped, so every replica forgets the same producers
+/// at about the same batch (a single broker does it on its retention sweep).
+pub const PRODUCER_EXPIRY_CHECK_MS: i64 = 10_000;
 
 impl<S: Storage> PartitionLog<S> {
     fn active(&self) -> &Segment<S::File> {

@@ -150,6 +150,7 @@ impl<S: Storage> PartitionLog<S> {
             fence: super::Fence::default(),
             quarantine: None,
             active_serial: 0,
+            producers_expired_at_ms: i64::MIN,
         };
         if let Some(quarantine) = quarantine {
             // Nothing is appended behind damage; the snapshots and segments past it stay on

@@ -6,7 +6,7 @@
 use herald_wire::batch::ATTRIBUTE_CONTROL;
 
 use super::segment::Segment;
-use super::{AppendError, Appended, PartitionLog, TruncateError};
+use super::{AppendError, Appended, PartitionLog, TruncateError, PRODUCER_EXPIRY_CHECK_MS};
 use crate::storage::{Storage, StorageError};
 
 impl<S: Storage> PartitionLog<S> {
@@ -16,7 +16,8 @@ impl<S: Storage> PartitionLog<S> {
     /// it; every replica stores the same entries), and the append time is the one the leader
     /// stamped, so every replica holds the same bytes. The base offset is stamped here from
     /// this log's end, which is the same on every replica holding the same batches.
-    /// Producer state follows the stored batches, as recovery rebuilds it.
+    /// Producer state follows the stored batches, as recovery rebuilds it, and producers idle
+    /// for the producer expiry (in the batches' append times) are forgotten as they go.
     ///
     /// Logs with an idempotency-key window are refused: its decisions are not replicated yet.
     pub fn append_replicated(
@@ -44,6 +45,11 @@ impl<S: Storage> PartitionLog<S> {
         if let Some(producer) = producer {
             self.producers
                 .record(producer, count as u32, base_offset, append_time_ms);
+        }
+        if append_time_ms.saturating_sub(self.producers_expired_at_ms) >= PRODUCER_EXPIRY_CHECK_MS {
+            self.producers
+                .expire(append_time_ms, self.config.producer_expiry_ms);
+            self.producers_expired_at_ms = append_time_ms;
         }
         Ok(Appended {
             base_offset,

@@ -1207,6 +1207,32 @@ fn replicated_batches_are_stored_as_the_leader_stamped_them() {
     assert!(log.append_replicated(&mut reserved, 10).is_err());
 }
 
+/// A replicated log forgets producers idle past the producer expiry by the append times of
+/// the batches it stores (its leader's clock, the same on every replica), not only on a
+/// retention sweep: the table stays bounded by activity.
+#[test]
+fn a_replicated_log_expires_idle_producers_by_append_time() {
+    let config = LogConfig {
+        producer_expiry_ms: 60_000,
+        ..small_config()
+    };
+    let (mut log, _) = PartitionLog::open(MemoryStorage::new(), DIR, config).expect("open");
+    for producer in 1..=3 {
+        let mut data = idempotent_batch(producer, 0, 0, &[1]);
+        batch::stamp(&mut data, 0, 1_000);
+        log.append_replicated(&mut data, 0).expect("append");
+    }
+    assert_eq!(log.producer_count(), 3);
+    let mut later = idempotent_batch(4, 0, 0, &[2]);
+    batch::stamp(&mut later, 0, 30_000);
+    log.append_replicated(&mut later, 0).expect("append");
+    assert_eq!(log.producer_count(), 4, "not idle long enough");
+    let mut much_later = batch_of(&[3], 0);
+    batch::stamp(&mut much_later, 0, 61_000 + PRODUCER_EXPIRY_CHECK_MS);
+    log.append_replicated(&mut much_later, 0).expect("append");
+    assert_eq!(log.producer_count(), 1, "the three idle ones are forgotten");
+}
+
 /// A reset cut short between making the new first segment and removing the old, empty one
 /// leaves an empty segment before the last: opening removes it, whichever of the two comes
 /// first, and the log is one of the two.

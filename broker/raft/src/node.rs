@@ -138,10 +138,12 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
     /// (openraft purges only what a snapshot covers, and sends it to a follower that needs
     /// purged entries, which then gets every entry after it),
     /// then a purge up to the last entry of those segments, which deletes them
-    /// (`Replica::purge`). Never past what this replica has applied.
+    /// (`Replica::purge`). Never past what this replica has applied. Also lets an idle
+    /// replica's recent entries go (`Replica::drop_idle_recent`).
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionStep, NodeError> {
         let (horizon, applied) = {
-            let replica = lock(&self.replica);
+            let mut replica = lock(&self.replica);
+            replica.drop_idle_recent();
             (
                 replica.log().retention_horizon(now_ms),
                 replica.applied_index(),

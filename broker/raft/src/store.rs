@@ -42,11 +42,19 @@ use crate::types::{Applied, Entry, LogId, StoredMembership, TypeConfig, Vote};
 pub const ENTRIES_READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Bytes of batches a replica keeps of the entries it appended last, for reads of them
-/// (openraft reads each follower's entries back right after appending them). Held by every
-/// replica that takes writes, so per node up to this times its active partitions: enough
-/// for the entries in flight (a window of 8 batches of 100 KB is 0.8 MB), no more (8 MiB
-/// measured no faster).
-pub const RECENT_ENTRIES_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// (openraft reads each follower's entries back right after appending them): enough for the
+/// entries in flight of a busy partition (32 batches of 100 KB is 3.2 MB; at 2 MiB, 32 in
+/// flight were read back from the segments and the cluster's produce fell by half).
+pub const RECENT_ENTRIES_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Bytes of recent entries all the replicas of one process keep together: past it, a
+/// replica appending keeps only its newest entry.
+pub const RECENT_ENTRIES_NODE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// A replica that appended nothing for this long drops its recent entries (at the next
+/// retention step): its followers read them long ago.
+pub const RECENT_ENTRIES_IDLE_MS: i64 = 10_000;
+
+/// Bytes of recent entries every replica of this process holds.
+static RECENT_ENTRIES_HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The entries a replica appended last, contiguous, as they were appended (their batches
 /// shared, not copied): replication reads them here instead of from the segment files.
@@ -54,6 +62,14 @@ pub const RECENT_ENTRIES_BYTES_MAX: usize = 2 * 1024 * 1024;
 struct Recent {
     entries: std::collections::VecDeque<Entry>,
     bytes: usize,
+    /// When the last entry was kept (the replica's clock, ms).
+    pushed_ms: i64,
+}
+
+impl Drop for Recent {
+    fn drop(&mut self) {
+        self.clear();
+    }
 }
 
 fn entry_bytes(entry: &Entry) -> usize {
@@ -65,8 +81,9 @@ fn entry_bytes(entry: &Entry) -> usize {
 
 impl Recent {
     /// Keeps `entry`, appended after the last kept one (else the kept ones are dropped),
-    /// dropping the oldest past [`RECENT_ENTRIES_BYTES_MAX`].
-    fn push(&mut self, entry: &Entry) {
+    /// dropping the oldest past [`RECENT_ENTRIES_BYTES_MAX`] or, while this process holds
+    /// more than [`RECENT_ENTRIES_NODE_BYTES_MAX`], all but the newest.
+    fn push(&mut self, entry: &Entry, now_ms: i64) {
         let follows = self
             .entries
             .back()
@@ -74,12 +91,34 @@ impl Recent {
         if !follows {
             self.clear();
         }
-        self.bytes += entry_bytes(entry);
+        self.add(entry_bytes(entry));
         self.entries.push_back(entry.clone());
-        while self.bytes > RECENT_ENTRIES_BYTES_MAX && self.entries.len() > 1 {
+        self.pushed_ms = now_ms;
+        let over_node = || {
+            RECENT_ENTRIES_HELD.load(std::sync::atomic::Ordering::Relaxed)
+                > RECENT_ENTRIES_NODE_BYTES_MAX
+        };
+        while (self.bytes > RECENT_ENTRIES_BYTES_MAX || over_node()) && self.entries.len() > 1 {
             if let Some(oldest) = self.entries.pop_front() {
-                self.bytes -= entry_bytes(&oldest);
+                self.remove(entry_bytes(&oldest));
             }
+        }
+    }
+
+    fn add(&mut self, bytes: usize) {
+        self.bytes += bytes;
+        RECENT_ENTRIES_HELD.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn remove(&mut self, bytes: usize) {
+        self.bytes -= bytes;
+        RECENT_ENTRIES_HELD.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Drops everything kept if nothing was pushed for [`RECENT_ENTRIES_IDLE_MS`].
+    fn drop_if_idle(&mut self, now_ms: i64) {
+        if now_ms.saturating_sub(self.pushed_ms) >= RECENT_ENTRIES_IDLE_MS {
+            self.clear();
         }
     }
 
@@ -97,7 +136,7 @@ impl Recent {
             .is_some_and(|last| last.log_id.index >= index)
         {
             if let Some(cut) = self.entries.pop_back() {
-                self.bytes -= entry_bytes(&cut);
+                self.remove(entry_bytes(&cut));
             }
         }
     }
@@ -110,14 +149,15 @@ impl Recent {
             .is_some_and(|first| first.log_id.index <= index)
         {
             if let Some(old) = self.entries.pop_front() {
-                self.bytes -= entry_bytes(&old);
+                self.remove(entry_bytes(&old));
             }
         }
     }
 
     fn clear(&mut self) {
         self.entries.clear();
-        self.bytes = 0;
+        let held = self.bytes;
+        self.remove(held);
     }
 }
 
@@ -270,6 +310,13 @@ impl<S: Storage + Clone> Replica<S> {
         }
     }
 
+    /// Drops the entries kept for replication if this replica appended nothing for
+    /// [`RECENT_ENTRIES_IDLE_MS`] (by its own clock).
+    pub fn drop_idle_recent(&mut self) {
+        let now = (self.clock)();
+        self.recent.drop_if_idle(now);
+    }
+
     /// The index of the last entry applied, if any.
     pub fn applied_index(&self) -> Option<u64> {
         self.applied.last_applied.map(|log_id| log_id.index)
@@ -397,7 +444,7 @@ impl<S: Storage + Clone> Replica<S> {
         self.log
             .append_replicated(&mut batch, now)
             .map_err(io::Error::other)?;
-        self.recent.push(entry);
+        self.recent.push(entry, now);
         Ok(())
     }
 
@@ -740,5 +787,54 @@ impl<S: Storage + Clone + 'static> RaftStateMachine<TypeConfig> for StateMachine
             .snapshot
             .clone()
             .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    fn entry(index: u64, bytes: usize) -> Entry {
+        Entry {
+            log_id: LogId::new_term_index(1, index),
+            payload: EntryPayload::Normal(crate::Proposal::new(vec![0u8; bytes])),
+        }
+    }
+
+    /// Recent entries stay within their per-replica bound, count towards the process's
+    /// total while kept (and no longer once dropped), and an idle replica drops them.
+    #[test]
+    fn recent_entries_are_bounded_counted_and_dropped_when_idle() {
+        let before = RECENT_ENTRIES_HELD.load(Ordering::Relaxed);
+        let mut recent = Recent::default();
+        let size = RECENT_ENTRIES_BYTES_MAX / 4;
+        for index in 0..10 {
+            recent.push(&entry(index, size), 1_000);
+        }
+        assert!(recent.bytes <= RECENT_ENTRIES_BYTES_MAX, "{}", recent.bytes);
+        assert_eq!(
+            recent.get(9).map(|e| e.log_id.index),
+            Some(9),
+            "the newest kept"
+        );
+        assert!(recent.get(0).is_none(), "the oldest dropped");
+        assert_eq!(
+            RECENT_ENTRIES_HELD.load(Ordering::Relaxed) - before,
+            recent.bytes,
+            "counted while kept"
+        );
+        recent.drop_if_idle(1_000 + RECENT_ENTRIES_IDLE_MS - 1);
+        assert!(recent.get(9).is_some(), "not idle yet");
+        recent.drop_if_idle(1_000 + RECENT_ENTRIES_IDLE_MS);
+        assert!(recent.get(9).is_none(), "dropped when idle");
+        assert_eq!(RECENT_ENTRIES_HELD.load(Ordering::Relaxed), before);
+        recent.push(&entry(10, size), 2_000);
+        drop(recent);
+        assert_eq!(
+            RECENT_ENTRIES_HELD.load(Ordering::Relaxed),
+            before,
+            "a dropped replica's entries no longer count"
+        );
     }
 }

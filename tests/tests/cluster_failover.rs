@@ -1707,7 +1707,7 @@ async fn acl_entries_are_the_same_on_every_node() -> anyhow::Result<()> {
 
 /// With more nodes than replicas, a node holding no replica of a group's partition of the
 /// groups topic still answers the group's requests (handing them to a replica, which hands
-/// them to the leader), also while one of those replicas is down.
+/// them to the leader) and lists the group, also while one of those replicas is down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_the_groups_replica_answers_through_the_others() -> anyhow::Result<()> {
     use herald_broker::broker::{group_partition, GROUPS_TOPIC, GROUPS_TOPIC_PARTITIONS};
@@ -1757,6 +1757,12 @@ async fn a_node_without_the_groups_replica_answers_through_the_others() -> anyho
     anyhow::ensure!(
         matches!(committed, Ok(GroupResponse::Committed)),
         "commit through node {outsider}: {committed:?}"
+    );
+    // Its listing names the group, whose partition it holds no replica of.
+    let listed = group_request(&alive, None, GroupRequest::List).await?;
+    anyhow::ensure!(
+        matches!(&listed, Ok(GroupResponse::Groups(names)) if names.iter().any(|n| n == GROUP)),
+        "listing through node {outsider}: {listed:?}"
     );
     // The preferred replica (the usual leader) goes down: the outsider still answers.
     let first = usize::try_from(replicas[0])?;

@@ -212,7 +212,7 @@ impl Broker {
             )));
         };
         let Some(name) = request.group().map(str::to_owned) else {
-            return Ok(self.cluster_list_groups(cluster));
+            return Ok(self.cluster_list_groups(cluster, topic, hops).await);
         };
         let partition = group_partition(&name, topic.replicas.len() as u32);
         let held = cluster.partition(GROUPS_TOPIC, partition);
@@ -284,16 +284,49 @@ impl Broker {
         }
     }
 
-    /// Every group of the partitions of the groups topic this node holds a replica of.
-    fn cluster_list_groups(&self, cluster: &Cluster) -> Response {
+    /// Every group of the cluster: those of the groups topic's partitions this node holds a
+    /// replica of, and (unless the listing was handed on already, `hops`) those of the other
+    /// partitions, asked of one of their replicas each, in turn. A partition whose replicas
+    /// did not answer is missing from the listing (it is not refused).
+    async fn cluster_list_groups(
+        &self,
+        cluster: &Cluster,
+        topic: &herald_broker_core::cluster::TopicImage,
+        hops: u8,
+    ) -> Response {
         let mut names = BTreeSet::new();
-        for (partition, group) in cluster.groups_partitions() {
-            let shard = cluster.shard(partition, || self.coordinator.without_files());
+        let held = cluster.groups_partitions();
+        for (partition, group) in &held {
+            let shard = cluster.shard(*partition, || self.coordinator.without_files());
             if let Ok(mut state) = shard.state.try_lock() {
-                shard.fold(&group, &mut state);
+                shard.fold(group, &mut state);
             }
             if let GroupResponse::Groups(found) = shard.coordinator.list() {
                 names.extend(found);
+            }
+        }
+        if hops == 0 {
+            // One node asked per partition not held here; a node asked once lists every
+            // partition it holds.
+            let mut asked: BTreeSet<u64> = BTreeSet::new();
+            let request = Request::Group(GroupRequest::List);
+            for (partition, replicas) in topic.replicas.iter().enumerate() {
+                if held.iter().any(|(p, _)| *p as usize == partition) || replicas.is_empty() {
+                    continue;
+                }
+                if replicas.iter().any(|node| asked.contains(node)) {
+                    continue;
+                }
+                let node = replicas[cluster.next_turn() % replicas.len()];
+                asked.insert(node);
+                let answer = cluster
+                    .hand_on(node, encode_forwarded(&request, 1), FORWARD_TIMEOUT)
+                    .await
+                    .ok()
+                    .and_then(|bytes| Response::decode(request.api(), &bytes).ok());
+                if let Some(Response::Group(GroupResponse::Groups(found))) = answer {
+                    names.extend(found);
+                }
             }
         }
         Response::Group(GroupResponse::Groups(names.into_iter().collect()))

@@ -132,6 +132,25 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
         }
     }
 
+    /// Confirms this node still leads the group by its leader lease (no round trip while the
+    /// lease holds: a leader cut off from its followers fails this once its lease ran out,
+    /// well before it hears of a new term) and that its state machine applied everything
+    /// committed when the lease was checked; else who leads, as far as it knows.
+    pub async fn confirm_lead(&self) -> Result<(), Option<u64>> {
+        match self
+            .raft
+            .ensure_linearizable(openraft::raft::ReadPolicy::LeaseRead)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) => Err(self.leader().filter(|leader| *leader != self.raft_id())),
+        }
+    }
+
+    fn raft_id(&self) -> u64 {
+        self.raft.metrics().borrow_watched().id
+    }
+
     /// One step of retention on this replica, through Raft (every replica of the group runs
     /// its own): where its log's retention limits would delete whole segments now, a
     /// snapshot ending there is asked for first if the last one does not reach that far

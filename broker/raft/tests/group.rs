@@ -646,3 +646,35 @@ async fn retention_purges_through_raft_and_a_lagging_follower_gets_the_snapshot(
         raft.shutdown().await.expect("shutdown");
     }
 }
+
+/// A leader confirms its lead by its lease: at once while its followers answer, and no more
+/// once it has been cut off from them longer than the lease (before it hears of a new term),
+/// so what it answers from memory stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leader_stops_confirming_its_lead() {
+    use herald_raft::node::PartitionGroup;
+    let (router, rafts, replicas) = three_replicas(LogConfig::default()).await;
+    write(&rafts, None, "first").await;
+    let leader = leader_among(&rafts, None).await;
+    let group = PartitionGroup {
+        raft: rafts[&leader].clone(),
+        replica: replicas[&leader].clone(),
+        replicas: vec![1, 2, 3],
+    };
+    assert_eq!(group.confirm_lead().await, Ok(()));
+    router.cut_off.lock().expect("lock").insert(leader);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if group.confirm_lead().await.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a leader cut off for 10 s still confirms its lead"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for raft in rafts.values() {
+        raft.shutdown().await.expect("shutdown");
+    }
+}

@@ -342,6 +342,12 @@ impl Broker {
     ) -> Result<Response, Response> {
         let shard = cluster.shard(partition, || self.coordinator.without_files());
         shard.ready(cluster, group, partition).await?;
+        // A leader cut off from its followers must not answer from its memory (members,
+        // offsets) after another node may have taken over.
+        group
+            .confirm_lead()
+            .await
+            .map_err(|leader| cluster.not_leader(GROUPS_TOPIC, partition, leader))?;
         let coordinator = &shard.coordinator;
         let (partitions, ids) = cluster_topic_shapes(cluster);
         let now = now_ms();

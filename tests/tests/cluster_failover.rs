@@ -1552,8 +1552,8 @@ async fn a_replicated_topic_checks_schema_ids_on_its_leader() -> anyhow::Result<
         .await?;
     let id = u32::try_from(registered["id"].as_u64().context("a schema id")?)?;
     let framed = |id: u32| {
-        let mut value = vec![0u8];
-        value.extend_from_slice(&id.to_be_bytes());
+        let mut value = Vec::new();
+        herald_wire::schema_id::write_schema_id(&mut value, id);
         value.extend_from_slice(&[6, b'a', b'b', b'c']);
         value
     };

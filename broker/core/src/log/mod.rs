@@ -798,6 +798,14 @@ impl<S: Storage> PartitionLog<S> {
         Ok(None)
     }
 
+    /// The append time of the batch holding `offset`, if the log holds it (group lag by age).
+    pub fn append_time_at(&self, offset: i64) -> Option<i64> {
+        let read = self.read(offset, 1).ok()?;
+        BatchView::parse(&read.bytes)
+            .ok()
+            .map(|view| view.append_time_ms())
+    }
+
     /// Deletes whole sealed segments past the retention limits.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<Retained, StorageError> {
         self.producers

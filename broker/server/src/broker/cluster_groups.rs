@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_raft::node::{read_committed, record_proposal, Committed, PartitionGroup, ProposeError};
-use herald_wire::batch::BatchView;
 use herald_wire::groups::{GroupDescription, GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::{Request, TopicConfig};
 use herald_wire::Api;
@@ -435,10 +434,7 @@ fn describe(
     let append_time = |tp: &TopicPartition, offset: i64| {
         let found = cluster.partition(&tp.topic, tp.partition)?;
         let replica = found.replica.lock().unwrap_or_else(|p| p.into_inner());
-        let read = replica.log().read(offset, 1).ok()?;
-        BatchView::parse(&read.bytes)
-            .ok()
-            .map(|view| view.append_time_ms())
+        replica.log().append_time_at(offset)
     };
     coordinator.describe(name, partitions, ids, now, bounds, append_time)
 }

@@ -31,7 +31,6 @@ use herald_broker_core::log::{Fence, PartitionLog};
 use herald_broker_core::storage::{StorageError, SyncHandle};
 use herald_metrics::broker::{GROUP_LAG_RECORDS, GROUP_LAG_SECONDS};
 use herald_metrics::Metrics;
-use herald_wire::batch::BatchView;
 use herald_wire::groups::{GroupRequest, TopicPartition};
 use herald_wire::messages::{TopicConfig, TopicId};
 use herald_wire::{ErrorCode, Request, Response};
@@ -502,10 +501,8 @@ impl Broker {
         };
         let append_time = |tp: &TopicPartition, offset: i64| {
             let (_, found) = self.partition(&tp.topic, tp.partition).ok()?;
-            let read = found.log().read(offset, 1).ok()?;
-            BatchView::parse(&read.bytes)
-                .ok()
-                .map(|view| view.append_time_ms())
+            let time = found.log().append_time_at(offset);
+            time
         };
         self.coordinator
             .describe(group, partitions, ids, now, bounds, append_time)

@@ -161,24 +161,31 @@ impl Relay {
 /// `count` free UDP ports on 127.0.0.1 (the sockets are closed again before a node binds
 /// them: nodes of a cluster must know each other's addresses before they start).
 pub fn free_udp_addrs(count: usize) -> std::io::Result<Vec<SocketAddr>> {
-    let sockets: Vec<std::net::UdpSocket> = (0..count)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    sockets
-        .iter()
-        .map(std::net::UdpSocket::local_addr)
-        .collect()
+    free_addrs(
+        count,
+        || std::net::UdpSocket::bind("127.0.0.1:0"),
+        std::net::UdpSocket::local_addr,
+    )
 }
 
 /// `count` free TCP ports on 127.0.0.1 (closed again, as [`free_udp_addrs`]).
 pub fn free_tcp_addrs(count: usize) -> std::io::Result<Vec<SocketAddr>> {
-    let listeners: Vec<std::net::TcpListener> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(std::net::TcpListener::local_addr)
-        .collect()
+    free_addrs(
+        count,
+        || std::net::TcpListener::bind("127.0.0.1:0"),
+        std::net::TcpListener::local_addr,
+    )
+}
+
+/// The addresses of `count` sockets bound at once (so that no two are the same), closed
+/// again when this returns.
+fn free_addrs<T>(
+    count: usize,
+    bind: impl Fn() -> std::io::Result<T>,
+    address: impl Fn(&T) -> std::io::Result<SocketAddr>,
+) -> std::io::Result<Vec<SocketAddr>> {
+    let sockets: Vec<T> = (0..count).map(|_| bind()).collect::<Result<_, _>>()?;
+    sockets.iter().map(address).collect()
 }
 
 fn pair(a: u64, b: u64) -> (u64, u64) {

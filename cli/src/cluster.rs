@@ -130,6 +130,49 @@ pub(crate) async fn status(broker: &crate::admin::BrokerArgs) -> anyhow::Result<
     Ok(())
 }
 
+/// How often `cluster move --wait` looks at the partition's replicas.
+const MOVE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `herald cluster move`: records the move; with `wait`, waits until the partition's
+/// replicas are `replicas` (the move finished) or `wait` passed.
+pub(crate) async fn move_partition(
+    broker: &crate::admin::BrokerArgs,
+    topic: &str,
+    partition: u32,
+    replicas: &[u64],
+    wait: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
+    let router = broker.router().await?;
+    let any = router.any().await?.client;
+    any.move_partition(topic, partition, replicas).await?;
+    println!("partition {partition} of {topic} moves to nodes {replicas:?}");
+    let Some(wait) = wait else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut wanted = replicas.to_vec();
+    wanted.sort_unstable();
+    loop {
+        let metadata = any.metadata(topic).await?;
+        let mut now: Vec<u64> = metadata
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .map(|p| p.replicas.clone())
+            .unwrap_or_default();
+        now.sort_unstable();
+        if now == wanted {
+            println!("moved: nodes {replicas:?} hold partition {partition} of {topic}");
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the move did not finish within {wait:?}: the partition's replicas are still {now:?}"
+        );
+        tokio::time::sleep(MOVE_POLL_INTERVAL).await;
+    }
+}
+
 /// The brokers of a local cluster of `nodes`, their data under `data_dir`.
 pub(crate) fn configs(
     nodes: u64,
@@ -165,6 +208,7 @@ pub(crate) fn configs(
             cert,
             key,
             timing: Timing::default(),
+            join: false,
         });
         configs.push(config);
     }

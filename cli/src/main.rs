@@ -424,6 +424,28 @@ enum ClusterCommand {
         #[arg(long, default_value_t = 7170)]
         base_port: u16,
     },
+    /// Move a partition to other nodes (e.g. onto a node started with --join): the new
+    /// replicas copy the partition as learners, then replace the old ones as its voters, and
+    /// the replicas left out delete their copy. With --wait, returns once the move finished.
+    ///
+    /// Example: herald cluster move --broker 127.0.0.1:7170 --topic orders --partition 0 --replicas 4,2,3 --wait
+    Move {
+        #[command(flatten)]
+        broker: admin::BrokerArgs,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: u32,
+        /// The node ids to hold the partition, the preferred leader first.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u64>,
+        /// Wait until every named node holds the partition and no other does.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -491,6 +513,11 @@ struct ClusterArgs {
     /// PEM private key of --node-cert.
     #[arg(long, value_name = "FILE", requires = "node_id")]
     node_key: Option<PathBuf>,
+    /// Join a running cluster through the other nodes of --peers instead of founding one
+    /// with them: the node registers, follows the cluster's metadata, and holds the
+    /// partitions moved onto it (herald cluster move).
+    #[arg(long, requires = "node_id")]
+    join: bool,
 }
 
 fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
@@ -538,6 +565,7 @@ impl ClusterArgs {
             cert,
             key,
             timing: herald_broker::broker::Timing::default(),
+            join: self.join,
         }))
     }
 }
@@ -904,6 +932,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 None => broker,
             };
             cluster::status(&broker).await
+        }
+        Command::Cluster {
+            command:
+                ClusterCommand::Move {
+                    broker,
+                    topic,
+                    partition,
+                    replicas,
+                    wait,
+                    timeout_secs,
+                },
+        } => {
+            let timeout = wait.then(|| std::time::Duration::from_secs(timeout_secs));
+            cluster::move_partition(&broker, &topic, partition, &replicas, timeout).await
         }
         Command::Schema {
             command: SchemaCommand::Check(args),

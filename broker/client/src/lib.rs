@@ -672,6 +672,27 @@ impl BrokerClient {
         .map(drop)
     }
 
+    /// Moves a cluster partition to `replicas` (node ids, the preferred leader first): `Ok`
+    /// once the move is recorded; the partition's leader carries it out in the background.
+    pub async fn move_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        replicas: &[u64],
+    ) -> Result<(), RequestError> {
+        match self
+            .call(Request::MovePartition {
+                topic: topic.to_owned(),
+                partition,
+                replicas: replicas.to_vec(),
+            })
+            .await?
+        {
+            Response::PartitionMoving => Ok(()),
+            other => Err(unexpected(Api::MovePartition, other)),
+        }
+    }
+
     pub async fn list_topics(&self) -> Result<Vec<TopicDescription>, RequestError> {
         match self.call(Request::ListTopics).await? {
             Response::Topics(topics) => Ok(topics),

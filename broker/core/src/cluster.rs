@@ -70,6 +70,23 @@ pub enum Command {
     AddAcls { entries: Vec<AclEntry> },
     /// The ACL entries `filter` matches are removed.
     RemoveAcls { filter: AclFilter },
+    /// Partition `partition` of the topic incarnation `id` of `name` is to be held by
+    /// `replicas` (the preferred leader first): a move starts. The partition's leader adds
+    /// the new replicas as learners, makes the new set the group's voters, then proposes
+    /// [`Command::FinishMove`].
+    MovePartition {
+        name: String,
+        id: TopicId,
+        partition: u32,
+        replicas: Vec<u64>,
+    },
+    /// The partition's Raft group has `replicas` as its voters: the move to them is done.
+    FinishMove {
+        name: String,
+        id: TopicId,
+        partition: u32,
+        replicas: Vec<u64>,
+    },
 }
 
 /// Why a command changed nothing.
@@ -97,6 +114,30 @@ pub enum CommandError {
     InvalidAcl(String),
     #[error("the cluster has {0} ACL entries; adding these would pass {ACLS_MAX}")]
     TooManyAcls(usize),
+    #[error("topic {topic} has {partitions} partitions; there is no partition {partition}")]
+    NoSuchPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+    #[error("node {0} is not a registered node of the cluster")]
+    UnknownNode(u64),
+    #[error("node {0} is named twice among the replicas")]
+    ReplicaTwice(u64),
+    #[error("a partition needs at least one replica and at most {NODES_MAX}")]
+    ReplicaCount,
+    #[error("partition {partition} of {topic} is already moving to {target:?}")]
+    MoveUnderWay {
+        topic: String,
+        partition: u32,
+        target: Vec<u64>,
+    },
+    #[error("partition {partition} of {topic} is not moving to {replicas:?}")]
+    NotMovingThere {
+        topic: String,
+        partition: u32,
+        replicas: Vec<u64>,
+    },
 }
 
 /// What applying a command did.
@@ -115,6 +156,9 @@ pub enum Outcome {
     /// How many of the entries were not there already.
     AclsAdded(u32),
     AclsRemoved(Vec<AclEntry>),
+    /// The partition moves to the replicas asked for (nothing to do when it has them).
+    MoveStarted,
+    MoveFinished,
     Refused(CommandError),
 }
 
@@ -123,8 +167,32 @@ pub enum Outcome {
 pub struct TopicImage {
     pub id: TopicId,
     pub config: TopicConfig,
-    /// Per partition, its replicas' node ids, the preferred leader first.
+    /// Per partition, its replicas' node ids, the preferred leader first: the voters of its
+    /// Raft group (while a move is under way, those before it).
     pub replicas: Vec<Vec<u64>>,
+    /// Per partition, the replicas it was created with: they (and only they) initialize the
+    /// partition's group. A replica a move added joins the existing group as a learner.
+    pub founders: Vec<Vec<u64>>,
+    /// The partitions being moved, and the replicas each moves to.
+    pub moves: BTreeMap<u32, Vec<u64>>,
+}
+
+impl TopicImage {
+    /// Every node that holds or is to hold a replica of `partition`: its replicas and, while
+    /// it moves, the replicas it moves to.
+    pub fn holders(&self, partition: u32) -> Vec<u64> {
+        let mut holders = self
+            .replicas
+            .get(partition as usize)
+            .cloned()
+            .unwrap_or_default();
+        for node in self.moves.get(&partition).into_iter().flatten() {
+            if !holders.contains(node) {
+                holders.push(*node);
+            }
+        }
+        holders
+    }
 }
 
 /// The cluster's metadata after the commands up to [`ClusterImage::next_offset`].
@@ -225,6 +293,8 @@ impl ClusterImage {
                         id: *id,
                         config: *config,
                         replicas: replicas.clone(),
+                        founders: replicas.clone(),
+                        moves: BTreeMap::new(),
                     },
                 );
                 Ok(Outcome::TopicCreated { replicas })
@@ -280,7 +350,95 @@ impl ClusterImage {
                 }
                 Ok(Outcome::AclsRemoved(removed))
             }
+            Command::MovePartition {
+                name,
+                id,
+                partition,
+                replicas,
+            } => {
+                self.check_replicas(replicas)?;
+                let topic = self.partition_of(name, *id, *partition)?;
+                if let Some(target) = topic.moves.get(partition) {
+                    if target == replicas {
+                        return Ok(Outcome::MoveStarted);
+                    }
+                    return Err(CommandError::MoveUnderWay {
+                        topic: name.clone(),
+                        partition: *partition,
+                        target: target.clone(),
+                    });
+                }
+                let current = &mut topic.replicas[*partition as usize];
+                let mut same = current.clone();
+                let mut asked = replicas.clone();
+                same.sort_unstable();
+                asked.sort_unstable();
+                if same == asked {
+                    // The same replicas, perhaps another preferred leader: no data moves.
+                    current.clone_from(replicas);
+                } else {
+                    topic.moves.insert(*partition, replicas.clone());
+                }
+                Ok(Outcome::MoveStarted)
+            }
+            Command::FinishMove {
+                name,
+                id,
+                partition,
+                replicas,
+            } => {
+                let topic = self.partition_of(name, *id, *partition)?;
+                if topic.moves.get(partition) != Some(replicas) {
+                    return Err(CommandError::NotMovingThere {
+                        topic: name.clone(),
+                        partition: *partition,
+                        replicas: replicas.clone(),
+                    });
+                }
+                topic.moves.remove(partition);
+                topic.replicas[*partition as usize].clone_from(replicas);
+                Ok(Outcome::MoveFinished)
+            }
         }
+    }
+
+    /// The topic incarnation `id` of `name`, if it has `partition`.
+    fn partition_of(
+        &mut self,
+        name: &str,
+        id: TopicId,
+        partition: u32,
+    ) -> Result<&mut TopicImage, CommandError> {
+        let topic = self
+            .topics
+            .get_mut(name)
+            .filter(|topic| topic.id == id)
+            .ok_or_else(|| CommandError::NoSuchTopic(name.to_owned()))?;
+        if partition as usize >= topic.replicas.len() {
+            return Err(CommandError::NoSuchPartition {
+                topic: name.to_owned(),
+                partition,
+                partitions: topic.replicas.len() as u32,
+            });
+        }
+        Ok(topic)
+    }
+
+    /// Refuses a replica list that is empty, too long, names a node twice or an unknown node.
+    fn check_replicas(&self, replicas: &[u64]) -> Result<(), CommandError> {
+        if replicas.is_empty() || replicas.len() > NODES_MAX {
+            return Err(CommandError::ReplicaCount);
+        }
+        let mut seen = BTreeSet::new();
+        for node in replicas {
+            if !seen.insert(*node) {
+                return Err(CommandError::ReplicaTwice(*node));
+            }
+            if !self.nodes.contains_key(node) {
+                return Err(CommandError::UnknownNode(*node));
+            }
+        }
+        Ok(())
     }
 
     /// Replicas for `partitions` new partitions: each partition's preferred leader is the
@@ -365,6 +523,24 @@ impl Command {
                 out.push(7);
                 put_filter(&mut out, filter);
             }
+            Command::MovePartition {
+                name,
+                id,
+                partition,
+                replicas,
+            } => {
+                out.push(8);
+                put_placement(&mut out, name, id, *partition, replicas);
+            }
+            Command::FinishMove {
+                name,
+                id,
+                partition,
+                replicas,
+            } => {
+                out.push(9);
+                put_placement(&mut out, name, id, *partition, replicas);
+            }
             Command::InitProducer { name, owner } => {
                 out.push(5);
                 put_string(&mut out, name);
@@ -423,6 +599,24 @@ impl Command {
             7 => Command::RemoveAcls {
                 filter: read_filter(&mut r)?,
             },
+            8 => {
+                let (name, id, partition, replicas) = read_placement(&mut r)?;
+                Command::MovePartition {
+                    name,
+                    id,
+                    partition,
+                    replicas,
+                }
+            }
+            9 => {
+                let (name, id, partition, replicas) = read_placement(&mut r)?;
+                Command::FinishMove {
+                    name,
+                    id,
+                    partition,
+                    replicas,
+                }
+            }
             other => {
                 return Err(DecodeError::Invalid {
                     what: "command kind",
@@ -433,6 +627,34 @@ impl Command {
         r.finish("command")?;
         Ok(command)
     }
+}
+
+/// A partition and its replicas, as the move commands carry them.
+fn put_placement(out: &mut Vec<u8>, name: &str, id: &TopicId, partition: u32, replicas: &[u64]) {
+    put_string(out, name);
+    out.extend_from_slice(&id.0);
+    out.extend_from_slice(&partition.to_be_bytes());
+    out.extend_from_slice(&(replicas.len() as u32).to_be_bytes());
+    for node in replicas {
+        out.extend_from_slice(&node.to_be_bytes());
+    }
+}
+
+fn read_placement(r: &mut Reader<'_>) -> Result<(String, TopicId, u32, Vec<u64>), DecodeError> {
+    let name = r.string("topic name", TOPIC_NAME_BYTES_MAX)?;
+    let id = TopicId(r.array("topic id")?);
+    let partition = r.u32("partition")?;
+    let count = r.u32("replica count")? as usize;
+    if count > NODES_MAX {
+        return Err(DecodeError::Invalid {
+            what: "replica count",
+            detail: count.to_string(),
+        });
+    }
+    let replicas = (0..count)
+        .map(|_| r.u64("replica"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((name, id, partition, replicas))
 }
 
 #[cfg(test)]
@@ -610,6 +832,13 @@ mod tests {
                     ..AclFilter::any()
                 },
             }),
+            (
+                "[a-c]{1,2}",
+                0u32..3,
+                proptest::collection::vec(1u64..8, 0..4),
+                any::<bool>()
+            )
+                .prop_map(|(n, p, r, finish)| move_to(&n, p, &r, finish)),
         ]
     }
 
@@ -690,6 +919,112 @@ mod tests {
         }
     }
 
+    fn move_to(name: &str, partition: u32, replicas: &[u64], finish: bool) -> Command {
+        let (name, id, replicas) = (
+            name.to_owned(),
+            TopicId([name.len() as u8; 16]),
+            replicas.to_vec(),
+        );
+        if finish {
+            Command::FinishMove {
+                name,
+                id,
+                partition,
+                replicas,
+            }
+        } else {
+            Command::MovePartition {
+                name,
+                id,
+                partition,
+                replicas,
+            }
+        }
+    }
+
+    /// A move names its target; the replicas stay the group's voters until it finishes, and
+    /// meanwhile both sets hold the partition; only the creation's replicas initialize it; a
+    /// second move, a finish to another target, unknown nodes, repeated nodes and missing
+    /// partitions are refused and change nothing.
+    #[test]
+    fn a_partition_moves_to_new_replicas_in_two_steps() {
+        let mut image = ClusterImage::default();
+        run(
+            &mut image,
+            &[node(1), node(2), node(3), node(4), create("orders", 2, 3)],
+        );
+        let before = image.topics()["orders"].clone();
+        assert_eq!(before.replicas[0], vec![1, 2, 3]);
+        let outcomes = run(
+            &mut image,
+            &[
+                move_to("orders", 0, &[4, 2, 3], false),
+                move_to("orders", 0, &[4, 2, 3], false),
+                move_to("orders", 0, &[1, 2, 4], false),
+                move_to("orders", 0, &[1, 2, 4], true),
+                move_to("orders", 1, &[5, 2, 3], false),
+                move_to("orders", 1, &[2, 2, 3], false),
+                move_to("orders", 1, &[], false),
+                move_to("orders", 7, &[1], false),
+                move_to("orders", 1, &[1], true),
+            ],
+        );
+        assert_eq!(outcomes[0], Outcome::MoveStarted);
+        assert_eq!(
+            outcomes[1],
+            Outcome::MoveStarted,
+            "the same move again is no change"
+        );
+        assert!(matches!(
+            outcomes[2],
+            Outcome::Refused(CommandError::MoveUnderWay { .. })
+        ));
+        assert!(matches!(
+            outcomes[3],
+            Outcome::Refused(CommandError::NotMovingThere { .. })
+        ));
+        assert_eq!(outcomes[4], Outcome::Refused(CommandError::UnknownNode(5)));
+        assert_eq!(outcomes[5], Outcome::Refused(CommandError::ReplicaTwice(2)));
+        assert_eq!(outcomes[6], Outcome::Refused(CommandError::ReplicaCount));
+        assert!(matches!(
+            outcomes[7],
+            Outcome::Refused(CommandError::NoSuchPartition { partition: 7, .. })
+        ));
+        assert!(matches!(
+            outcomes[8],
+            Outcome::Refused(CommandError::NotMovingThere { .. })
+        ));
+        let moving = &image.topics()["orders"];
+        assert_eq!(
+            moving.replicas, before.replicas,
+            "voters until the move finishes"
+        );
+        assert_eq!(moving.holders(0), vec![1, 2, 3, 4]);
+        assert_eq!(moving.holders(1), before.replicas[1]);
+        let done = run(&mut image, &[move_to("orders", 0, &[4, 2, 3], true)]);
+        assert_eq!(done[0], Outcome::MoveFinished);
+        let moved = &image.topics()["orders"];
+        assert_eq!(moved.replicas[0], vec![4, 2, 3]);
+        assert!(moved.moves.is_empty());
+        assert_eq!(moved.holders(0), vec![4, 2, 3]);
+        assert_eq!(moved.founders, before.founders, "founders never change");
+        // The same replicas in another order: the preferred leader changes, nothing moves.
+        let reordered = run(&mut image, &[move_to("orders", 0, &[2, 3, 4], false)]);
+        assert_eq!(reordered[0], Outcome::MoveStarted);
+        assert_eq!(image.topics()["orders"].replicas[0], vec![2, 3, 4]);
+        assert!(image.topics()["orders"].moves.is_empty());
+        for finish in [false, true] {
+            let bytes = move_to("orders", 1, &[1, 2], finish).encode();
+            assert_eq!(
+                Command::decode(&bytes).expect("round trip"),
+                move_to("orders", 1, &[1, 2], finish)
+            );
+            for cut in 0..bytes.len() {
+                assert!(Command::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
     proptest! {
         /// Any history: every command survives its encoding; two nodes applying the same
         /// records hold the same image; every partition has as many distinct, registered
@@ -708,6 +1043,10 @@ mod tests {
             prop_assert_eq!(&first, &second);
             for topic in first.topics().values() {
                 prop_assert_eq!(topic.replicas.len() as u32, topic.config.partitions);
+                for (partition, target) in &topic.moves {
+                    prop_assert!((*partition as usize) < topic.replicas.len());
+                    prop_assert!(target.iter().all(|n| first.nodes().contains_key(n)));
+                }
                 for replicas in &topic.replicas {
                     let mut distinct = replicas.clone();
                     distinct.sort_unstable();

@@ -7,19 +7,33 @@
 //! - A follower task reads the controller replica's log up to its high watermark (what is
 //!   committed and applied), decodes each command record, folds it into the
 //!   [`ClusterImage`] and publishes the image; control records are passed over.
-//! - After each image, the node starts a group for each partition assigned to it (opening
-//!   its replica through the node's [`ReplicaOpener`]) and initializes it with the
-//!   partition's replicas as voters, as every replica does; groups of deleted topics stop.
+//!   A node started to join a running cluster ([`NodeConfig::join`]) does not initialize
+//!   the controller: it registers through its peers, and the controller's leader adds every
+//!   registered node that is not a voter as a learner, so it folds the same image.
+//! - After each image, the node starts a group for each partition it holds (opening its
+//!   replica through the node's [`ReplicaStore`], which empties a directory left by an
+//!   earlier incarnation of the topic); the replicas a topic was created with initialize the
+//!   group with themselves as voters, as every one of them does. Groups of deleted topics,
+//!   of another incarnation and of partitions moved away stop, and their replicas are removed.
+//! - Moving a partition (the steward): while the image names a partition's new replicas, its
+//!   leader adds the new ones as learners, makes the new set the voters once they caught up
+//!   (openraft's joint consensus; a removed leader hands its lead on), and proposes that the
+//!   move finished once that membership is committed. Membership changes of a group come from
+//!   its leader's one steward task, one at a time.
 //! - [`Node::propose`] puts a command in the controller's log through its leader (this node,
 //!   or forwarded) and waits until this node's image has applied it: its outcome.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_broker_core::cluster::{ClusterImage, Command, NodeInfo, Outcome, COMMAND_KEY};
+use herald_broker_core::cluster::{
+    ClusterImage, Command, NodeInfo, Outcome, TopicImage, COMMAND_KEY,
+};
+use herald_broker_core::log::LogConfig;
 use herald_broker_core::storage::Storage;
 use herald_wire::batch::{self, batches, BatchWriter};
+use herald_wire::messages::{TopicConfig, TopicId};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::BasicNode;
@@ -27,7 +41,7 @@ use tokio::sync::watch;
 
 use crate::config::{group_config, Timing};
 use crate::net::{GroupNetwork, Groups, NetError, Peers};
-use crate::store::{Replica, ReplicaError, StateMachine};
+use crate::store::{open_incarnation, Replica, ReplicaError, StateMachine};
 use crate::types::TypeConfig;
 use crate::Proposal;
 
@@ -45,13 +59,50 @@ pub const COMMIT_KEEP_INTERVAL_MS: u64 = 1_000;
 /// A group's Raft on this node.
 pub type GroupRaft<S> = openraft::Raft<TypeConfig, StateMachine<S>>;
 
-/// Opens the replica stored under a group's directory name (`topic/partition`, or
-/// [`CONTROLLER_GROUP`]), with the topic's config when it is a topic's.
-pub type ReplicaOpener<S> = Arc<
-    dyn Fn(&str, Option<&herald_wire::messages::TopicConfig>) -> Result<Replica<S>, ReplicaError>
-        + Send
-        + Sync,
->;
+/// Where a node keeps its replicas, under each group's directory name (`topic/partition`,
+/// or [`CONTROLLER_GROUP`]), and the log settings a topic's config gives its replicas.
+pub struct ReplicaStore<S: Storage + Clone + 'static> {
+    storage: S,
+    log_config: LogConfigOf,
+}
+
+/// The log settings of a topic's replicas.
+type LogConfigOf = Box<dyn Fn(&TopicConfig) -> LogConfig + Send + Sync>;
+
+impl<S: Storage + Clone + 'static> ReplicaStore<S> {
+    pub fn new(
+        storage: S,
+        log_config: impl Fn(&TopicConfig) -> LogConfig + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            storage,
+            log_config: Box::new(log_config),
+        })
+    }
+
+    fn open_controller(&self) -> Result<Replica<S>, ReplicaError> {
+        Replica::open(self.storage.clone(), CONTROLLER_GROUP, LogConfig::default())
+    }
+
+    fn open_partition(&self, dir: &str, topic: &TopicImage) -> Result<Replica<S>, ReplicaError> {
+        open_incarnation(
+            self.storage.clone(),
+            dir,
+            (self.log_config)(&topic.config),
+            &topic.id.0,
+        )
+    }
+
+    /// Removes a replica this node no longer holds (its group stopped).
+    fn remove(&self, dir: &str) -> Result<(), ReplicaError> {
+        self.storage
+            .remove_dir(dir)
+            .map_err(|source| ReplicaError::Storage {
+                dir: dir.to_owned(),
+                source,
+            })
+    }
+}
 
 /// Why a node could not start or a proposal failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,9 +129,13 @@ pub struct NodeConfig {
     pub id: u64,
     /// Where clients reach this node's broker.
     pub broker_addr: String,
-    /// Every voter of the controller by id (this node included): its Raft address.
+    /// Every voter of the controller by id (this node included): its Raft address. A
+    /// joining node names the nodes it reaches the cluster through, and itself.
     pub peers: BTreeMap<u64, String>,
     pub timing: Timing,
+    /// This node joins a running cluster: it does not initialize the controller (its peers
+    /// did), it is added to it as a learner once registered, and holds partitions moved to it.
+    pub join: bool,
 }
 
 /// A partition group this node runs.
@@ -88,7 +143,10 @@ pub struct NodeConfig {
 pub struct PartitionGroup<S: Storage + Clone + 'static> {
     pub raft: GroupRaft<S>,
     pub replica: Arc<Mutex<Replica<S>>>,
+    /// Its replicas as the image has them (the preferred leader first).
     pub replicas: Vec<u64>,
+    /// The topic incarnation the replica belongs to.
+    pub topic_id: TopicId,
 }
 
 /// Why a proposal to a partition group was not applied.
@@ -268,7 +326,7 @@ struct Shared<S: Storage + Clone + 'static> {
     config: NodeConfig,
     groups: Arc<Groups<S>>,
     peers: Arc<Peers>,
-    open: ReplicaOpener<S>,
+    store: Arc<ReplicaStore<S>>,
     partitions: Mutex<HashMap<(String, u32), PartitionGroup<S>>>,
 }
 
@@ -279,6 +337,7 @@ pub struct Node<S: Storage + Clone + 'static> {
     image: watch::Receiver<Arc<ClusterImage>>,
     follower: tokio::task::JoinHandle<()>,
     balancer: tokio::task::JoinHandle<()>,
+    steward: tokio::task::JoinHandle<()>,
 }
 
 /// How often a node checks whether it leads partitions whose preferred leader (the first
@@ -332,7 +391,7 @@ impl<S: Storage + Clone + 'static> Node<S> {
         config: NodeConfig,
         groups: Arc<Groups<S>>,
         peers: Arc<Peers>,
-        open: ReplicaOpener<S>,
+        store: Arc<ReplicaStore<S>>,
     ) -> Result<Self, NodeError> {
         let raft_addr = config
             .peers
@@ -341,7 +400,7 @@ impl<S: Storage + Clone + 'static> Node<S> {
             .ok_or(NodeError::NotAPeer(config.id))?;
         // The controller's commits are kept: a restarted node has its metadata image from its
         // own log at once.
-        let replica = open(CONTROLLER_GROUP, None)?.keep_commits();
+        let replica = store.open_controller()?.keep_commits();
         let (log, state_machine, controller_replica) = replica.into_raft_storage();
         let raft_config = group_config(CONTROLLER_GROUP, config.timing)
             .map_err(|e| NodeError::Config(e.to_string()))?;
@@ -360,13 +419,15 @@ impl<S: Storage + Clone + 'static> Node<S> {
             .iter()
             .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
             .collect();
-        initialize(&controller, members).await?;
+        if !config.join {
+            initialize(&controller, members).await?;
+        }
 
         let shared = Arc::new(Shared {
             config,
             groups,
             peers,
-            open,
+            store,
             partitions: Mutex::new(HashMap::new()),
         });
         let (publish, image) = watch::channel(Arc::new(ClusterImage::default()));
@@ -377,12 +438,18 @@ impl<S: Storage + Clone + 'static> Node<S> {
             publish,
         ));
         let balancer = tokio::spawn(balance(shared.clone()));
+        let steward = tokio::spawn(steward(Proposer {
+            shared: shared.clone(),
+            controller: controller.clone(),
+            image: image.clone(),
+        }));
         let node = Self {
             shared,
             controller,
             image,
             follower,
             balancer,
+            steward,
         };
         let registration = Command::RegisterNode(NodeInfo {
             id: node.shared.config.id,
@@ -448,6 +515,7 @@ impl<S: Storage + Clone + 'static> Node<S> {
     pub async fn shutdown(&self) {
         self.follower.abort();
         self.balancer.abort();
+        self.steward.abort();
         let partitions: Vec<_> = lock(&self.shared.partitions).drain().collect();
         for ((topic, partition), group) in partitions {
             self.shared.groups.remove(&group_name(&topic, partition));
@@ -485,13 +553,14 @@ impl<S: Storage + Clone + 'static> Proposer<S> {
         let proposal = command_proposal(command)?;
         let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
         let mut last_failure = String::from("no controller leader");
+        let mut attempts = 0usize;
         let offset = loop {
             if tokio::time::Instant::now() >= deadline {
                 return Err(NodeError::Timeout(last_failure));
             }
             let leader = self.controller.metrics().borrow_watched().current_leader;
+            attempts += 1;
             let attempt = match leader {
-                None => Err("no controller leader yet".to_owned()),
                 Some(leader) if leader == self.shared.config.id => self
                     .controller
                     .client_write(proposal.clone())
@@ -503,15 +572,35 @@ impl<S: Storage + Clone + 'static> Proposer<S> {
                         }
                         other => other.to_string(),
                     }),
-                Some(leader) => match self.shared.config.peers.get(&leader) {
-                    None => Err(format!("leader {leader} is not a configured peer")),
+                Some(leader) => match self.raft_addr(leader) {
+                    None => Err(format!("the address of leader {leader} is not known")),
                     Some(addr) => self
                         .shared
                         .peers
-                        .forward(leader, addr, CONTROLLER_GROUP, &proposal, PROPOSE_TIMEOUT)
+                        .forward(leader, &addr, CONTROLLER_GROUP, &proposal, PROPOSE_TIMEOUT)
                         .await
                         .map_err(|e| e.to_string()),
                 },
+                // No leader heard of yet (a joining node hears of none until it is a
+                // learner): the configured peers in turn; one that leads takes it.
+                None => {
+                    let others: Vec<(&u64, &String)> = self
+                        .shared
+                        .config
+                        .peers
+                        .iter()
+                        .filter(|(id, _)| **id != self.shared.config.id)
+                        .collect();
+                    match others.get(attempts % others.len().max(1)) {
+                        None => Err("no controller leader yet".to_owned()),
+                        Some((peer, addr)) => self
+                            .shared
+                            .peers
+                            .forward(**peer, addr, CONTROLLER_GROUP, &proposal, PROPOSE_TIMEOUT)
+                            .await
+                            .map_err(|e| format!("no controller leader known; peer {peer}: {e}")),
+                    }
+                }
             };
             match attempt {
                 Ok(applied) => break applied.base_offset,
@@ -540,6 +629,19 @@ impl<S: Storage + Clone + 'static> Proposer<S> {
                 )));
             }
         }
+    }
+}
+
+impl<S: Storage + Clone + 'static> Proposer<S> {
+    /// Node `node`'s Raft address: configured, or as it registered.
+    fn raft_addr(&self, node: u64) -> Option<String> {
+        self.shared.config.peers.get(&node).cloned().or_else(|| {
+            self.image
+                .borrow()
+                .nodes()
+                .get(&node)
+                .map(|info| info.raft_addr.clone())
+        })
     }
 }
 
@@ -687,39 +789,53 @@ pub fn record_proposal(key: &[u8], value: &[u8]) -> Result<Proposal, NodeError> 
     Ok(Proposal::new(batch))
 }
 
-/// Starts the groups of the partitions the image assigns to this node and stops those of
-/// topics gone.
+/// Starts the groups of the partitions this node holds and stops (and removes the replicas
+/// of) those it no longer holds: topics gone or created again, partitions moved away.
 async fn reconcile<S: Storage + Clone + 'static>(shared: &Shared<S>, image: &ClusterImage) {
     let me = shared.config.id;
+    let gone: Vec<(String, u32)> = lock(&shared.partitions)
+        .iter()
+        .filter(|((name, partition), group)| {
+            image.topics().get(name).is_none_or(|topic| {
+                topic.id != group.topic_id || !topic.holders(*partition).contains(&me)
+            })
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in gone {
+        let removed = lock(&shared.partitions).remove(&key);
+        if let Some(group) = removed {
+            let name = group_name(&key.0, key.1);
+            shared.groups.remove(&name);
+            let _ = group.raft.shutdown().await;
+            drop(group);
+            match shared.store.remove(&name) {
+                Ok(()) => {
+                    tracing::info!(group = %name, "a replica this node no longer holds is removed")
+                }
+                Err(error) => tracing::warn!(group = %name, %error, "removing a replica failed"),
+            }
+        }
+    }
     for (name, topic) in image.topics() {
         for (partition, replicas) in topic.replicas.iter().enumerate() {
             let partition = partition as u32;
-            let running = lock(&shared.partitions).contains_key(&(name.clone(), partition));
-            if running || !replicas.contains(&me) {
+            if !topic.holders(partition).contains(&me) {
                 continue;
             }
-            let members: Option<BTreeMap<u64, BasicNode>> = replicas
-                .iter()
-                .map(|id| {
-                    image
-                        .nodes()
-                        .get(id)
-                        .map(|node| (*id, BasicNode::new(node.raft_addr.clone())))
-                })
-                .collect();
-            let Some(members) = members else {
-                tracing::warn!(topic = %name, partition, "a replica's node is not registered");
+            if let Some(group) = lock(&shared.partitions).get_mut(&(name.clone(), partition)) {
+                group.replicas.clone_from(replicas);
                 continue;
-            };
-            match start_partition(shared, name, partition, &topic.config, members).await {
-                Ok(raft_and_replica) => {
-                    let (raft, replica) = raft_and_replica;
+            }
+            match start_partition(shared, image, name, partition, topic).await {
+                Ok((raft, replica)) => {
                     lock(&shared.partitions).insert(
                         (name.clone(), partition),
                         PartitionGroup {
                             raft,
                             replica,
                             replicas: replicas.clone(),
+                            topic_id: topic.id,
                         },
                     );
                 }
@@ -729,44 +845,207 @@ async fn reconcile<S: Storage + Clone + 'static>(shared: &Shared<S>, image: &Clu
             }
         }
     }
-    let gone: Vec<(String, u32)> = lock(&shared.partitions)
-        .keys()
-        .filter(|(name, _)| !image.topics().contains_key(name))
-        .cloned()
-        .collect();
-    for key in gone {
-        let removed = lock(&shared.partitions).remove(&key);
-        if let Some(group) = removed {
-            shared.groups.remove(&group_name(&key.0, key.1));
-            let _ = group.raft.shutdown().await;
-        }
+}
+
+/// The members a partition's group is initialized with, if this node initializes it: only
+/// the replicas the topic was created with, and only while the partition never moved (a
+/// replica a move added, or a founder whose replica was lost since, joins the running
+/// group instead).
+fn founding_members(
+    image: &ClusterImage,
+    topic: &TopicImage,
+    partition: u32,
+    me: u64,
+) -> Option<BTreeMap<u64, BasicNode>> {
+    let founders = topic.founders.get(partition as usize)?;
+    let replicas = topic.replicas.get(partition as usize)?;
+    let as_set = |nodes: &Vec<u64>| nodes.iter().copied().collect::<BTreeSet<u64>>();
+    if !founders.contains(&me)
+        || as_set(founders) != as_set(replicas)
+        || topic.moves.contains_key(&partition)
+    {
+        return None;
     }
+    founders
+        .iter()
+        .map(|id| {
+            image
+                .nodes()
+                .get(id)
+                .map(|node| (*id, BasicNode::new(node.raft_addr.clone())))
+        })
+        .collect()
 }
 
 async fn start_partition<S: Storage + Clone + 'static>(
     shared: &Shared<S>,
-    topic: &str,
+    image: &ClusterImage,
+    name: &str,
     partition: u32,
-    config: &herald_wire::messages::TopicConfig,
-    members: BTreeMap<u64, BasicNode>,
+    topic: &TopicImage,
 ) -> Result<(GroupRaft<S>, Arc<Mutex<Replica<S>>>), NodeError> {
-    let name = group_name(topic, partition);
+    let group = group_name(name, partition);
     // After a restart the replica serves consumers up to where it was a moment before at
     // once, not from nothing until a leader is heard.
-    let replica = (shared.open)(&name, Some(config))?.keep_commits_every(COMMIT_KEEP_INTERVAL_MS);
+    let replica = shared
+        .store
+        .open_partition(&group, topic)?
+        .keep_commits_every(COMMIT_KEEP_INTERVAL_MS);
     let (log, state_machine, shared_replica) = replica.into_raft_storage();
     let raft_config =
-        group_config(&name, shared.config.timing).map_err(|e| NodeError::Config(e.to_string()))?;
+        group_config(&group, shared.config.timing).map_err(|e| NodeError::Config(e.to_string()))?;
     let raft = GroupRaft::new(
         shared.config.id,
         Arc::new(raft_config),
-        GroupNetwork::new(&name, shared.peers.clone()),
+        GroupNetwork::new(&group, shared.peers.clone()),
         log,
         state_machine,
     )
     .await
     .map_err(raft_error)?;
-    shared.groups.insert(&name, raft.clone())?;
-    initialize(&raft, members).await?;
+    shared.groups.insert(&group, raft.clone())?;
+    if let Some(members) = founding_members(image, topic, partition, shared.config.id) {
+        initialize(&raft, members).await?;
+    }
     Ok((raft, shared_replica))
+}
+
+/// How often the steward looks for membership work (and at once after an image change).
+pub const STEWARD_INTERVAL: Duration = Duration::from_millis(500);
+/// A new replica is made a voter once it is at most this many entries behind the leader.
+pub const MOVE_CATCH_UP_ENTRIES: u64 = 64;
+
+/// Membership work, on whichever groups this node leads, one change at a time: the
+/// controller's leader adds every registered node that is not a member as a learner; a
+/// partition's leader carries out the image's move of that partition (see
+/// [`move_partition`]).
+async fn steward<S: Storage + Clone + 'static>(proposer: Proposer<S>) {
+    let mut image = proposer.image.clone();
+    loop {
+        let _ = tokio::time::timeout(STEWARD_INTERVAL, image.changed()).await;
+        let current = image.borrow_and_update().clone();
+        let me = proposer.shared.config.id;
+        let controller = proposer.controller.metrics().borrow_watched().clone();
+        if controller.current_leader == Some(me) {
+            let members: BTreeSet<u64> = controller
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect();
+            for (id, node) in current.nodes() {
+                if members.contains(id) {
+                    continue;
+                }
+                match proposer
+                    .controller
+                    .add_learner(*id, BasicNode::new(node.raft_addr.clone()), false)
+                    .await
+                {
+                    Ok(_) => tracing::info!(node = id, "a registered node follows the controller"),
+                    Err(error) => {
+                        tracing::warn!(node = id, %error, "adding a controller learner failed")
+                    }
+                }
+            }
+        }
+        let groups: Vec<(String, u32, PartitionGroup<S>)> = lock(&proposer.shared.partitions)
+            .iter()
+            .map(|((topic, partition), group)| (topic.clone(), *partition, group.clone()))
+            .collect();
+        for (name, partition, group) in groups {
+            let Some(topic) = current
+                .topics()
+                .get(&name)
+                .filter(|t| t.id == group.topic_id)
+            else {
+                continue;
+            };
+            let Some(target) = topic.moves.get(&partition) else {
+                continue;
+            };
+            if group.leader() != Some(me) {
+                continue;
+            }
+            if let Err(error) = move_partition(
+                &proposer, &current, &name, partition, topic.id, target, &group,
+            )
+            .await
+            {
+                tracing::warn!(topic = %name, partition, %error, "a partition move step failed");
+            }
+        }
+    }
+}
+
+/// One step of moving a partition this node leads to `target`: once the committed
+/// membership's voters are the target, the move is reported finished; else the new
+/// replicas are added as learners, and once each is at most [`MOVE_CATCH_UP_ENTRIES`]
+/// behind, the voters are replaced (joint consensus, returning once the final membership is
+/// committed; a leader not among them hands its lead on after that).
+async fn move_partition<S: Storage + Clone + 'static>(
+    proposer: &Proposer<S>,
+    image: &ClusterImage,
+    name: &str,
+    partition: u32,
+    id: TopicId,
+    target: &[u64],
+    group: &PartitionGroup<S>,
+) -> Result<(), NodeError> {
+    let wanted: BTreeSet<u64> = target.iter().copied().collect();
+    let finish = Command::FinishMove {
+        name: name.to_owned(),
+        id,
+        partition,
+        replicas: target.to_vec(),
+    };
+    let metrics = group.raft.metrics().borrow_watched().clone();
+    let committed = metrics.committed_membership_config.membership().clone();
+    let committed_voters: BTreeSet<u64> = committed.voter_ids().collect();
+    if committed.get_joint_config().len() == 1 && committed_voters == wanted {
+        proposer.propose(&finish).await?;
+        return Ok(());
+    }
+    let members: BTreeSet<u64> = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
+    for node in wanted.difference(&members) {
+        let addr = image
+            .nodes()
+            .get(node)
+            .map(|info| info.raft_addr.clone())
+            .ok_or_else(|| NodeError::Raft(format!("node {node} is not registered")))?;
+        group
+            .raft
+            .add_learner(*node, BasicNode::new(addr), false)
+            .await
+            .map_err(raft_error)?;
+        tracing::info!(
+            topic = name,
+            partition,
+            node,
+            "a new replica is added as a learner"
+        );
+    }
+    let status = group.status();
+    let me = proposer.shared.config.id;
+    let caught_up = wanted.iter().filter(|node| **node != me).all(|node| {
+        status.followers.iter().any(|(follower, behind)| {
+            follower == node && behind.is_some_and(|b| b <= MOVE_CATCH_UP_ENTRIES)
+        })
+    });
+    if !caught_up {
+        return Ok(());
+    }
+    group
+        .raft
+        .change_membership(wanted, false)
+        .await
+        .map_err(raft_error)?;
+    tracing::info!(topic = name, partition, replicas = ?target, "the partition's voters are its new replicas");
+    proposer.propose(&finish).await?;
+    Ok(())
 }

@@ -168,6 +168,55 @@ pub enum ReplicaError {
     Open(#[from] OpenError),
     #[error(transparent)]
     Meta(#[from] MetaFileError),
+    #[error("replica directory {dir}: {source}")]
+    Storage {
+        dir: String,
+        source: herald_broker_core::storage::StorageError,
+    },
+}
+
+/// The file in a topic replica's directory naming the topic incarnation it belongs to.
+pub const INCARNATION_FILE: &str = "topic.id";
+
+/// Opens the replica in `dir` for the topic incarnation `incarnation`: a directory left by
+/// another incarnation of the topic's name (deleted while this node was away, or not yet
+/// removed) is emptied first, so that a topic created again starts with no records, no
+/// Raft state and no membership of its predecessor. A directory from before incarnations were
+/// recorded is taken as this one's.
+pub fn open_incarnation<S: Storage + Clone + 'static>(
+    storage: S,
+    dir: &str,
+    config: LogConfig,
+    incarnation: &[u8; 16],
+) -> Result<Replica<S>, ReplicaError> {
+    let failed = |source| ReplicaError::Storage {
+        dir: dir.to_owned(),
+        source,
+    };
+    let recorded = storage
+        .list(dir)
+        .unwrap_or_default()
+        .iter()
+        .any(|name| name == INCARNATION_FILE);
+    let ours = recorded
+        && storage
+            .read_at(dir, INCARNATION_FILE, 0, incarnation.len() + 1)
+            .map_err(failed)?
+            == incarnation;
+    if recorded && !ours {
+        tracing::info!(
+            dir,
+            "a replica of an earlier incarnation of the topic is removed"
+        );
+        storage.remove_dir(dir).map_err(failed)?;
+    }
+    if !ours {
+        storage.create_dir(dir).map_err(failed)?;
+        storage
+            .replace(dir, INCARNATION_FILE, incarnation)
+            .map_err(failed)?;
+    }
+    Replica::open(storage, dir, config)
 }
 
 /// What applying committed entries made (the state machine's state).

@@ -15,8 +15,7 @@ use herald_broker_core::log::LogConfig;
 use herald_broker_core::storage::MemoryStorage;
 use herald_raft::config::Timing;
 use herald_raft::net::{self, Groups, Peers};
-use herald_raft::node::{Node, NodeConfig, ReplicaOpener};
-use herald_raft::store::Replica;
+use herald_raft::node::{Node, NodeConfig, ReplicaStore};
 use herald_wire::messages::{TopicConfig, TopicId};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
@@ -43,6 +42,231 @@ fn create(name: &str, partitions: u32, replication_factor: u32) -> Command {
     }
 }
 
+const TIMING: Timing = Timing {
+    heartbeat_ms: 100,
+    election_min_ms: 500,
+    election_max_ms: 1_000,
+};
+
+/// Node `id` on `endpoint`, its replicas in `storage`.
+async fn start_node(
+    id: u64,
+    endpoint: &quinn::Endpoint,
+    peers: &BTreeMap<u64, String>,
+    storage: MemoryStorage,
+    join: bool,
+) -> Node<MemoryStorage> {
+    let groups = Arc::new(Groups::default());
+    tokio::spawn(net::serve(endpoint.clone(), groups.clone()));
+    let config = NodeConfig {
+        id,
+        broker_addr: format!("127.0.0.1:{}", 9000 + id),
+        peers: peers.clone(),
+        timing: TIMING,
+        join,
+    };
+    Node::start(
+        config,
+        groups,
+        Peers::new(endpoint.clone()),
+        ReplicaStore::new(storage, |_| LogConfig::default()),
+    )
+    .await
+    .expect("node starts")
+}
+
+/// Writes `value` to `topic`'s partition 0 through whichever node leads it: its index.
+async fn write_through_leader(nodes: &[&Node<MemoryStorage>], topic: &str, value: &str) -> u64 {
+    for _ in 0..1_000 {
+        let leader = nodes.iter().find_map(|node| {
+            let group = node.partition(topic, 0)?;
+            (group.leader() == Some(node.id())).then_some(group)
+        });
+        if let Some(group) = leader {
+            match group.raft.client_write(proposal(value)).await {
+                Ok(response) => return response.log_id.index,
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
+                Err(error) => panic!("write {value}: {error}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no leader of {topic}/0 acknowledged {value}");
+}
+
+/// The values of the records in a replica, in offset order.
+fn values(node: &Node<MemoryStorage>, topic: &str) -> Vec<String> {
+    let group = node.partition(topic, 0).expect("a replica");
+    let replica = group.replica.lock().expect("replica");
+    let read = replica.log().read(0, 1 << 20).expect("read");
+    herald_wire::batch::batches(&read.bytes)
+        .filter_map(Result::ok)
+        .filter(|view| !view.is_control())
+        .flat_map(|view| {
+            view.records()
+                .filter_map(Result::ok)
+                .filter_map(|record| {
+                    record
+                        .value
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A node started later with `join` registers through its peers, follows the controller as a
+/// learner, and takes a partition moved onto it: it gets every record as a learner, the new
+/// replicas become the voters (the old preferred leader among those removed), the move is
+/// reported finished on every node, the removed replica's data is deleted, and the partition
+/// keeps taking writes that reach the new replica. A deleted topic's replicas are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_takes_a_moved_partition_and_the_old_replica_goes() {
+    let ca = Ca::new();
+    let endpoints: Vec<quinn::Endpoint> = (0..4).map(|_| endpoint(&ca.node())).collect();
+    let all: BTreeMap<u64, String> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as u64 + 1, e.local_addr().expect("addr").to_string()))
+        .collect();
+    let founders: BTreeMap<u64, String> =
+        all.clone().into_iter().filter(|(id, _)| *id <= 3).collect();
+    let storages: Vec<MemoryStorage> = (0..4).map(|_| MemoryStorage::new()).collect();
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let i = id as usize - 1;
+        nodes.push(start_node(id, &endpoints[i], &founders, storages[i].clone(), false).await);
+    }
+    for node in &nodes {
+        let image = node.image();
+        eventually("the founders registered", || {
+            image.borrow().nodes().len() == 3
+        })
+        .await;
+    }
+    let Outcome::TopicCreated { replicas } = nodes[0]
+        .propose(&create("orders", 1, 3))
+        .await
+        .expect("proposed")
+    else {
+        panic!("not created");
+    };
+    assert_eq!(replicas[0][0], 1, "node 1 is the preferred leader");
+    let founders_refs: Vec<&Node<MemoryStorage>> = nodes.iter().collect();
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let value = format!("before-{i}");
+        write_through_leader(&founders_refs, "orders", &value).await;
+        written.push(value);
+    }
+
+    let joiner = start_node(4, &endpoints[3], &all, storages[3].clone(), true).await;
+    for node in nodes.iter().chain([&joiner]) {
+        let image = node.image();
+        eventually("every node, the joiner too, sees four nodes", || {
+            image.borrow().nodes().len() == 4
+        })
+        .await;
+    }
+    assert!(
+        joiner.partition("orders", 0).is_none(),
+        "nothing is placed on a new node"
+    );
+    let joined_controller = joiner.controller().metrics().borrow_watched().clone();
+    assert!(
+        !joined_controller
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == 4),
+        "a joining node is the controller's learner, not a voter"
+    );
+
+    let moved = joiner
+        .propose(&Command::MovePartition {
+            name: "orders".to_owned(),
+            id: TopicId([7; 16]),
+            partition: 0,
+            replicas: vec![4, 2, 3],
+        })
+        .await
+        .expect("proposed");
+    assert_eq!(moved, Outcome::MoveStarted);
+    for node in nodes.iter().chain([&joiner]) {
+        let image = node.image();
+        eventually("the move finished", || {
+            let image = image.borrow();
+            let topic = &image.topics()["orders"];
+            topic.replicas[0] == [4, 2, 3] && topic.moves.is_empty()
+        })
+        .await;
+    }
+    eventually("node 1 dropped its replica and its data", || {
+        nodes[0].partition("orders", 0).is_none() && storages[0].names("orders/0").is_empty()
+    })
+    .await;
+    let group = joiner
+        .partition("orders", 0)
+        .expect("the joiner holds the partition");
+    let voters: Vec<u64> = group
+        .raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, [2, 3, 4]);
+    assert_eq!(
+        values(&joiner, "orders"),
+        written,
+        "the new replica holds every record"
+    );
+
+    let holders: Vec<&Node<MemoryStorage>> = vec![&nodes[1], &nodes[2], &joiner];
+    for i in 0..5 {
+        let value = format!("after-{i}");
+        let index = write_through_leader(&holders, "orders", &value).await;
+        written.push(value);
+        joiner
+            .partition("orders", 0)
+            .expect("group")
+            .raft
+            .wait(Some(Duration::from_secs(20)))
+            .applied_index_at_least(Some(index), "replicated")
+            .await
+            .expect("the new replica applies it");
+    }
+    assert_eq!(values(&joiner, "orders"), written);
+    assert_eq!(values(&nodes[1], "orders"), written);
+    // The preferred leader is the first new replica: the balancer hands it the lead.
+    eventually("the new preferred leader leads", || {
+        joiner.partition("orders", 0).and_then(|g| g.leader()) == Some(4)
+    })
+    .await;
+
+    let deleted = nodes[1]
+        .propose(&Command::DeleteTopic {
+            name: "orders".to_owned(),
+            id: TopicId([7; 16]),
+        })
+        .await
+        .expect("proposed");
+    assert_eq!(deleted, Outcome::TopicDeleted);
+    for (node, storage) in [&nodes[1], &nodes[2], &joiner]
+        .into_iter()
+        .zip(&storages[1..])
+    {
+        eventually("a deleted topic's replicas are removed", || {
+            node.partition("orders", 0).is_none() && storage.names("orders/0").is_empty()
+        })
+        .await;
+    }
+    for node in nodes.into_iter().chain([joiner]) {
+        node.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_place_replicate_and_remove_a_topic() {
     let ca = Ca::new();
@@ -52,29 +276,10 @@ async fn three_nodes_place_replicate_and_remove_a_topic() {
         .enumerate()
         .map(|(i, e)| (i as u64 + 1, e.local_addr().expect("addr").to_string()))
         .collect();
-    let timing = Timing {
-        heartbeat_ms: 100,
-        election_min_ms: 500,
-        election_max_ms: 1_000,
-    };
     let mut nodes = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
-        let groups = Arc::new(Groups::default());
-        tokio::spawn(net::serve(endpoint.clone(), groups.clone()));
-        let storage = MemoryStorage::new();
-        let open: ReplicaOpener<MemoryStorage> =
-            Arc::new(move |dir, _config| Replica::open(storage.clone(), dir, LogConfig::default()));
-        let config = NodeConfig {
-            id: i as u64 + 1,
-            broker_addr: format!("127.0.0.1:{}", 9000 + i),
-            peers: peers.clone(),
-            timing,
-        };
-        nodes.push(
-            Node::start(config, groups, Peers::new(endpoint.clone()), open)
-                .await
-                .expect("node starts"),
-        );
+        let node = start_node(i as u64 + 1, endpoint, &peers, MemoryStorage::new(), false);
+        nodes.push(node.await);
     }
     for node in &nodes {
         let image = node.image();

@@ -516,6 +516,7 @@ async fn retention_purges_through_raft_and_a_lagging_follower_gets_the_snapshot(
                 raft: raft.clone(),
                 replica: replicas[id].clone(),
                 replicas: vec![1, 2, 3],
+                topic_id: herald_wire::messages::TopicId([1; 16]),
             };
             (*id, group)
         })
@@ -660,6 +661,7 @@ async fn a_cut_off_leader_stops_confirming_its_lead() {
         raft: rafts[&leader].clone(),
         replica: replicas[&leader].clone(),
         replicas: vec![1, 2, 3],
+        topic_id: herald_wire::messages::TopicId([1; 16]),
     };
     assert_eq!(group.confirm_lead().await, Ok(()));
     router.cut_off.lock().expect("lock").insert(leader);

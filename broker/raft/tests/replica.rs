@@ -5,6 +5,7 @@
 
 use herald_broker_core::log::LogConfig;
 use herald_broker_core::storage::MemoryStorage;
+use herald_raft::store::open_incarnation;
 use herald_raft::types::{Entry, LogId, Membership, Vote};
 use herald_raft::{LogStore, Proposal, Replica, StateMachine, TypeConfig};
 use herald_wire::batch::{self, batches, BatchBuilder, Record};
@@ -427,4 +428,46 @@ async fn entries_read_back_after_a_cut_and_past_the_kept_bound_are_the_stored_on
     // Read alone too (a read that starts in memory, one that ends there).
     assert_eq!(read_values(&mut log, 14..16).await, expected[14..16]);
     assert_eq!(read_values(&mut log, 1..4).await, expected[1..4]);
+}
+
+/// A replica directory records its topic incarnation: opened again for the same one it keeps
+/// its entries and Raft state; opened for another (the topic's name deleted and created again
+/// while this node was away) it starts empty, with no vote and no entry of its predecessor.
+#[tokio::test]
+async fn a_replica_of_an_earlier_topic_incarnation_starts_over() {
+    let storage = MemoryStorage::new();
+    let first = [1u8; 16];
+    let replica =
+        open_incarnation(storage.clone(), DIR, LogConfig::default(), &first).expect("open");
+    let (mut log, _, _) = replica.into_raft_storage();
+    log.save_vote(&Vote::new(3, 1)).await.expect("vote");
+    append(
+        &mut log,
+        vec![
+            entry(1, 0, EntryPayload::Membership(membership())),
+            entry(1, 1, EntryPayload::Normal(produced(&["a", "b"], 5))),
+        ],
+    )
+    .await;
+    drop(log);
+
+    let again = open_incarnation(storage.clone(), DIR, LogConfig::default(), &first).expect("open");
+    let (mut log, _, _) = again.into_raft_storage();
+    assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(3, 1)));
+    assert_eq!(
+        log.get_log_state().await.expect("state").last_log_id,
+        Some(LogId::new_term_index(1, 1))
+    );
+    drop(log);
+
+    let other =
+        open_incarnation(storage.clone(), DIR, LogConfig::default(), &[2u8; 16]).expect("open");
+    let (mut log, _, _) = other.into_raft_storage();
+    assert_eq!(log.read_vote().await.expect("vote"), None);
+    assert_eq!(log.get_log_state().await.expect("state").last_log_id, None);
+    assert!(log
+        .try_get_log_entries(0..5)
+        .await
+        .expect("read")
+        .is_empty());
 }

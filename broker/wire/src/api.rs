@@ -27,6 +27,8 @@ pub enum Api {
     DeleteAcls = 19,
     /// Where a topic's partitions are led (a cluster's nodes and placement).
     Metadata = 20,
+    /// Moves a cluster partition to other replicas.
+    MovePartition = 21,
 }
 
 impl Api {
@@ -52,6 +54,7 @@ impl Api {
             18 => Api::DescribeAcls,
             19 => Api::DeleteAcls,
             20 => Api::Metadata,
+            21 => Api::MovePartition,
             other => return Err(DecodeError::UnknownApi(other)),
         })
     }
@@ -78,6 +81,7 @@ impl Api {
             Api::DescribeAcls => "describe_acls",
             Api::DeleteAcls => "delete_acls",
             Api::Metadata => "metadata",
+            Api::MovePartition => "move_partition",
         }
     }
 }

@@ -22,8 +22,7 @@ use herald_broker_core::log::{validate_produced, ReadError};
 use herald_broker_core::producers::SequenceCheck;
 pub use herald_raft::config::Timing;
 use herald_raft::net::{self, Groups, NodeTls, Peers};
-use herald_raft::node::{Node, NodeConfig, PartitionGroup, ProposeError, ReplicaOpener};
-use herald_raft::store::Replica;
+use herald_raft::node::{Node, NodeConfig, PartitionGroup, ProposeError, ReplicaStore};
 use herald_raft::Proposal;
 use herald_wire::batch::{self, batches};
 use herald_wire::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX};
@@ -65,6 +64,10 @@ pub struct ClusterConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub timing: Timing,
+    /// This node joins a running cluster through `peers` (the nodes it first reaches, and
+    /// itself) instead of founding it with them: it is added as a learner of the
+    /// controller and holds the partitions moved onto it.
+    pub join: bool,
 }
 
 /// Why cluster mode did not start.
@@ -163,10 +166,8 @@ impl Cluster {
         tokio::spawn(net::serve(endpoint.clone(), groups.clone()));
         let root = data_dir.join(REPLICAS_DIR);
         std::fs::create_dir_all(&root).map_err(bind)?;
-        let storage = FileStorage::new(root);
-        let open: ReplicaOpener<FileStorage> = Arc::new(move |dir, topic| {
-            let log = topic.map_or_else(Default::default, |t| log_config(t, producer_expiry_ms));
-            Replica::open(storage.clone(), dir, log)
+        let store = ReplicaStore::new(FileStorage::new(root), move |topic| {
+            log_config(topic, producer_expiry_ms)
         });
         let peers = Peers::new(endpoint.clone());
         let node = Node::start(
@@ -179,10 +180,11 @@ impl Cluster {
                     .map(|(id, addr)| (*id, addr.to_string()))
                     .collect(),
                 timing: config.timing,
+                join: config.join,
             },
             groups.clone(),
             peers.clone(),
-            open,
+            store,
         )
         .await?;
         tracing::info!(node = config.node_id, raft = %config.raft_listen, "cluster node started");
@@ -316,9 +318,16 @@ impl Cluster {
         let addr = self
             .raft_addrs
             .get(&node)
-            .ok_or_else(|| format!("node {node} is not a configured peer"))?;
+            .cloned()
+            .or_else(|| {
+                self.image()
+                    .nodes()
+                    .get(&node)
+                    .map(|info| info.raft_addr.clone())
+            })
+            .ok_or_else(|| format!("node {node} is neither a configured peer nor registered"))?;
         self.peers
-            .request(node, addr, &request, timeout)
+            .request(node, &addr, &request, timeout)
             .await
             .map_err(|e| e.to_string())
     }
@@ -737,6 +746,47 @@ impl Broker {
             Ok(other) => Err(error(
                 ErrorCode::Internal,
                 format!("the controller answered a deletion with {other:?}"),
+            )),
+            Err(failure) => Err(Cluster::unavailable(failure)),
+        }
+    }
+
+    /// Moves `topic`'s `partition` to `replicas` (see `Command::MovePartition`): answered once
+    /// the move is recorded; the partition's leader carries it out.
+    pub(super) async fn cluster_move_partition(
+        &self,
+        cluster: &Cluster,
+        topic: &str,
+        partition: u32,
+        replicas: Vec<u64>,
+    ) -> Result<Response, Response> {
+        let id = cluster
+            .node
+            .image()
+            .borrow()
+            .topics()
+            .get(topic)
+            .map(|t| t.id)
+            .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic '{topic}'")))?;
+        let command = Command::MovePartition {
+            name: topic.to_owned(),
+            id,
+            partition,
+            replicas,
+        };
+        match cluster.node.propose(&command).await {
+            Ok(Outcome::MoveStarted) => Ok(Response::PartitionMoving),
+            Ok(Outcome::Refused(refusal)) => Err(error(
+                match refusal {
+                    CommandError::NoSuchTopic(_) => ErrorCode::UnknownTopic,
+                    CommandError::NoSuchPartition { .. } => ErrorCode::UnknownPartition,
+                    _ => ErrorCode::InvalidRequest,
+                },
+                refusal.to_string(),
+            )),
+            Ok(other) => Err(error(
+                ErrorCode::Internal,
+                format!("the controller answered a partition move with {other:?}"),
             )),
             Err(failure) => Err(Cluster::unavailable(failure)),
         }

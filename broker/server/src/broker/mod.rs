@@ -326,6 +326,10 @@ impl Broker {
                     })
                 })
                 .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic '{topic}'"))),
+            Request::MovePartition { .. } => Err(error(
+                ErrorCode::InvalidRequest,
+                "this broker is not a cluster node: its partitions have no replicas to move",
+            )),
             Request::Group(request) => self.handle_group(request),
             Request::Security(request) => Err(error(
                 ErrorCode::InvalidRequest,
@@ -350,6 +354,14 @@ impl Broker {
                 self.cluster_create_topic(cluster, name, config).await
             }
             Request::DeleteTopic { name } => self.cluster_delete_topic(cluster, &name).await,
+            Request::MovePartition {
+                topic,
+                partition,
+                replicas,
+            } => {
+                self.cluster_move_partition(cluster, &topic, partition, replicas)
+                    .await
+            }
             Request::Metadata { topic } => self.cluster_metadata(cluster, &topic),
             Request::ListTopics => Ok(Response::Topics(self.cluster_topics(cluster))),
             Request::DescribeTopic { name } => self

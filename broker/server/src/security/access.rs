@@ -99,6 +99,8 @@ pub fn required(request: &Request) -> Access<'_> {
             one(Topic, topic, Describe)
         }
         Request::InitProducer { .. } => Access::Authenticated,
+        // As Kafka's partition reassignment: an operator's.
+        Request::MovePartition { .. } => one(Cluster, CLUSTER_NAME, Alter),
         Request::Group(group) => match group {
             GroupRequest::Heartbeat { group, topics, .. } => Access::All(with_topics(
                 Check::new(Group, group, Read),

@@ -8,6 +8,7 @@ use crate::groups::GroupRequest;
 use crate::limits::{BATCH_BYTES_MAX, PRODUCER_NAME_BYTES_MAX};
 use crate::security::SecurityRequest;
 
+use super::response::METADATA_REPLICAS_MAX;
 use super::topic::{put_config, read_config, topic_name, Durability, OffsetSpec, TopicConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,13 @@ pub enum Request {
     Metadata {
         topic: String,
     },
+    /// Moves a partition of a cluster's topic to `replicas` (node ids, the preferred leader
+    /// first): answered once the move is recorded; the data follows in the background.
+    MovePartition {
+        topic: String,
+        partition: u32,
+        replicas: Vec<u64>,
+    },
     /// Consumer-group requests (APIs 9-14).
     Group(GroupRequest),
     /// Authentication and ACL administration (APIs 16-19).
@@ -72,6 +80,7 @@ impl Request {
             Request::ListOffsets { .. } => Api::ListOffsets,
             Request::InitProducer { .. } => Api::InitProducer,
             Request::Metadata { .. } => Api::Metadata,
+            Request::MovePartition { .. } => Api::MovePartition,
             Request::Group(group) => group.api(),
             Request::Security(security) => security.api(),
         }
@@ -183,6 +192,18 @@ impl Request {
                 out.extend_from_slice(&timestamp.to_be_bytes());
             }
             Request::InitProducer { name } => put_string(out, name),
+            Request::MovePartition {
+                topic,
+                partition,
+                replicas,
+            } => {
+                put_string(out, topic);
+                out.extend_from_slice(&partition.to_be_bytes());
+                out.extend_from_slice(&(replicas.len() as u32).to_be_bytes());
+                for node in replicas {
+                    out.extend_from_slice(&node.to_be_bytes());
+                }
+            }
             Request::Group(group) => group.encode(out),
             Request::Security(security) => security.encode(out),
         }
@@ -283,6 +304,26 @@ impl Request {
             Api::Metadata => Request::Metadata {
                 topic: topic_name(&mut r)?,
             },
+            Api::MovePartition => {
+                let topic = topic_name(&mut r)?;
+                let partition = r.u32("partition")?;
+                let count = r.u32("replica count")? as usize;
+                if count > METADATA_REPLICAS_MAX {
+                    return Err(DecodeError::TooLarge {
+                        what: "replicas",
+                        size: count,
+                        limit: METADATA_REPLICAS_MAX,
+                    });
+                }
+                let replicas = (0..count)
+                    .map(|_| r.u64("replica"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Request::MovePartition {
+                    topic,
+                    partition,
+                    replicas,
+                }
+            }
             Api::GroupHeartbeat
             | Api::LeaveGroup
             | Api::CommitOffsets

@@ -55,6 +55,8 @@ pub enum Response {
         epoch: i16,
     },
     Metadata(TopicMetadata),
+    /// A partition move is recorded (or the partition had those replicas already).
+    PartitionMoving,
     Group(GroupResponse),
     Security(SecurityResponse),
 }
@@ -110,7 +112,10 @@ impl Response {
         }
         out.extend_from_slice(&0u16.to_be_bytes());
         match self {
-            Response::Error(_) | Response::TopicCreated | Response::TopicDeleted => {}
+            Response::Error(_)
+            | Response::TopicCreated
+            | Response::TopicDeleted
+            | Response::PartitionMoving => {}
             Response::Topics(topics) => {
                 out.extend_from_slice(&(topics.len() as u32).to_be_bytes());
                 for topic in topics {
@@ -252,6 +257,7 @@ impl Response {
         let response = match api {
             Api::CreateTopic => Response::TopicCreated,
             Api::DeleteTopic => Response::TopicDeleted,
+            Api::MovePartition => Response::PartitionMoving,
             Api::ListTopics => {
                 let count = r.count("topic list", TOPICS_LISTED_MAX)?;
                 let mut topics = Vec::with_capacity(count.min(1024));

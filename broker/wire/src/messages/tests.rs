@@ -207,6 +207,16 @@ fn request() -> impl Strategy<Value = Request> {
             }),
         ".{0,20}".prop_map(|name| Request::InitProducer { name }),
         "[a-z]{1,8}".prop_map(|topic| Request::Metadata { topic }),
+        (
+            "[a-z]{1,8}",
+            any::<u32>(),
+            proptest::collection::vec(any::<u64>(), 0..5)
+        )
+            .prop_map(|(topic, partition, replicas)| Request::MovePartition {
+                topic,
+                partition,
+                replicas
+            }),
         group_request().prop_map(Request::Group),
         security_request().prop_map(Request::Security),
     ]
@@ -277,6 +287,7 @@ fn response() -> impl Strategy<Value = (Api, Response)> {
         )),
         Just((Api::CreateTopic, Response::TopicCreated)),
         Just((Api::DeleteTopic, Response::TopicDeleted)),
+        Just((Api::MovePartition, Response::PartitionMoving)),
         proptest::collection::vec(description(), 0..3)
             .prop_map(|topics| (Api::ListTopics, Response::Topics(topics))),
         description().prop_map(|topic| (Api::DescribeTopic, Response::Topic(Box::new(topic)))),

@@ -133,6 +133,15 @@ impl Cluster {
     }
 
     fn start(&self, node: usize) -> anyhow::Result<BrokerProcess> {
+        self.start_with(node, &self.peers, false)
+    }
+
+    /// Starts node `node` to join the running cluster, naming `peers` (its own entry too).
+    fn start_joining(&self, node: usize, peers: &str) -> anyhow::Result<BrokerProcess> {
+        self.start_with(node, peers, true)
+    }
+
+    fn start_with(&self, node: usize, peers: &str, join: bool) -> anyhow::Result<BrokerProcess> {
         let data_dir = self.dir.path().join(format!("node-{node}"));
         std::fs::create_dir_all(&data_dir)?;
         let id = node.to_string();
@@ -158,7 +167,7 @@ impl Cluster {
             "--node-id",
             &id,
             "--peers",
-            &self.peers,
+            peers,
             "--cluster-ca",
             &self.ca,
             "--node-cert",
@@ -167,6 +176,9 @@ impl Cluster {
             key,
         ];
         args.extend(extra);
+        if join {
+            args.push("--join");
+        }
         args.extend(self.extra.iter().map(String::as_str));
         BrokerProcess::start_on_with(&data_dir, self.listen[node - 1], &args)
     }
@@ -1775,5 +1787,194 @@ async fn a_node_without_the_groups_replica_answers_through_the_others() -> anyho
         seen == vec![Some(40), Some(41), Some(42)],
         "through node {outsider} with node {first} down: {seen:?}"
     );
+    Ok(())
+}
+
+/// A fourth node started with `--join` takes a partition moved onto it by `herald cluster
+/// move --wait` while an idempotent producer keeps writing to it; the move replaces the
+/// partition's preferred leader (which leads it when the move starts). Afterwards every
+/// acknowledged record is at its offset on each new replica, nothing failed, every node's
+/// metadata names the new replicas, and the replica moved away is deleted from its node's
+/// data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_onto_a_joining_node_while_it_takes_writes() -> anyhow::Result<()> {
+    const MOVED: &str = "moved";
+    let mut cluster = Cluster::new(4)?;
+    let everyone = cluster.peers.clone();
+    cluster.peers = everyone.split(',').take(3).collect::<Vec<_>>().join(",");
+    let mut processes: BTreeMap<usize, BrokerProcess> = (1..=3)
+        .map(|node| Ok((node, cluster.start(node)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let router = Arc::new(Router::new(cluster.dialer(&processes)?, None));
+    create_topic(&router, MOVED, 1).await?;
+    let producer = RawProducer::with_router(
+        router.clone(),
+        MOVED,
+        ProducerConfig {
+            durability: Durability::Fsync,
+            linger: Duration::from_millis(2),
+            ..ProducerConfig::default()
+        },
+    )
+    .await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let (stop, sent, producer) = (stop.clone(), sent.clone(), producer.clone());
+        tokio::spawn(async move {
+            let mut deliveries = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("v-{n}");
+                match producer
+                    .send(None, Some(value.clone().into_bytes()), Vec::new())
+                    .await
+                {
+                    Ok(delivery) => deliveries.push((value, delivery)),
+                    Err(ProduceError::CircuitOpen { retry_after }) => {
+                        tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await;
+                    }
+                    Err(error) => return Err(anyhow::anyhow!("send {value}: {error}")),
+                }
+                n += 1;
+                sent.store(n, Ordering::Relaxed);
+                if n.is_multiple_of(20) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            producer.flush().await;
+            let mut acked = BTreeMap::new();
+            let mut failed = Vec::new();
+            for (value, delivery) in deliveries {
+                match delivery.await {
+                    Ok(landed) => {
+                        acked.insert(landed.offset, value);
+                    }
+                    Err(error) => failed.push(format!("{value}: {error}")),
+                }
+            }
+            Ok::<_, anyhow::Error>((acked, failed))
+        })
+    };
+    let progressed = |since: u64| {
+        let sent = sent.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while sent.load(Ordering::Relaxed) < since + PROGRESS_RECORDS {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "the producer made no progress for 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok::<_, anyhow::Error>(sent.load(Ordering::Relaxed))
+        }
+    };
+    let mark = progressed(0).await?;
+
+    processes.insert(4, cluster.start_joining(4, &everyone)?);
+    let before = placements(&processes, MOVED, 0)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
+        .context("a placement")?
+        .replicas;
+    // The preferred leader (the first replica) goes; node 4 comes first.
+    let removed = before[0];
+    let target: Vec<u64> = std::iter::once(4)
+        .chain(before[1..].iter().copied())
+        .collect();
+    let brokers: Vec<String> = cluster.listen.iter().map(SocketAddr::to_string).collect();
+    let fingerprint = processes[&1].fingerprint.clone();
+    let replicas = target
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let moved = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(herald_tests::herald_binary()?)
+            .args([
+                "cluster",
+                "move",
+                "--broker",
+                &brokers.join(","),
+                "--fingerprint",
+                &fingerprint,
+                "--topic",
+                MOVED,
+                "--partition",
+                "0",
+                "--replicas",
+                &replicas,
+                "--wait",
+                "--timeout-secs",
+                "120",
+            ])
+            .output()
+            .map_err(anyhow::Error::from)
+    })
+    .await??;
+    anyhow::ensure!(
+        moved.status.success(),
+        "cluster move failed: {}{}",
+        String::from_utf8_lossy(&moved.stdout),
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    anyhow::ensure!(String::from_utf8_lossy(&moved.stdout).contains("moved: nodes"));
+    // The producer goes on at the new replicas.
+    progressed(mark).await?;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = sender.await??;
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} sends failed across the move, e.g. {:?}",
+        failed.len(),
+        failed.iter().take(3).collect::<Vec<_>>()
+    );
+    let last = *acked.keys().next_back().context("nothing acknowledged")?;
+    for node in &target {
+        let client = processes[&(*node as usize)].client().await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stored = loop {
+            let stored = partition_records(&client, MOVED, 0).await?;
+            if stored.keys().next_back().is_some_and(|end| *end >= last)
+                || Instant::now() > deadline
+            {
+                break stored;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        for (offset, value) in &acked {
+            anyhow::ensure!(
+                stored.get(offset) == Some(value),
+                "node {node}: offset {offset} holds {:?}, acknowledged {value}",
+                stored.get(offset)
+            );
+        }
+    }
+    for placement in placements(&processes, MOVED, 0).await {
+        let placement = placement.context("every node answers")?;
+        anyhow::ensure!(
+            placement.replicas == target,
+            "{placement:?} after the move to {target:?}"
+        );
+    }
+    let gone = cluster
+        .dir
+        .path()
+        .join(format!("node-{removed}"))
+        .join(herald_broker::broker::REPLICAS_DIR)
+        .join(MOVED)
+        .join("0");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gone.exists() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} is still there",
+            gone.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }

@@ -880,13 +880,17 @@ impl Broker {
                 .enumerate()
                 .map(|(partition, replicas)| {
                     let partition = partition as u32;
+                    // A node holding no replica of the partition (more nodes than replicas,
+                    // or moved away) names its preferred leader, which the balancer keeps
+                    // leading: a client sent there either is served or is told the leader.
+                    // Naming none would send it back to this node, which cannot serve it.
+                    let leader = match cluster.node.partition(topic, partition) {
+                        Some(group) => group.leader(),
+                        None => replicas.first().copied(),
+                    };
                     PartitionPlacement {
                         partition,
-                        leader: cluster
-                            .node
-                            .partition(topic, partition)
-                            .as_ref()
-                            .and_then(PartitionGroup::leader),
+                        leader,
                         replicas: replicas.clone(),
                     }
                 })

@@ -544,8 +544,23 @@ impl<S: Storage + Clone> Replica<S> {
             self.log
                 .reset_to(offset, upto.index.saturating_add(1))
                 .map_err(io::Error::other)?;
+            // The producers of the purged batches: as the snapshot ending here has them.
+            if let Some(state) = self.snapshot_producers_at(offset) {
+                self.log
+                    .adopt_producer_state(&state)
+                    .map_err(io::Error::other)?;
+            }
         }
         Ok(())
+    }
+
+    /// The producer state of the last snapshot, if it ends at `offset`.
+    fn snapshot_producers_at(&self, offset: i64) -> Option<Vec<u8>> {
+        let (_, data) = self.applied.snapshot.as_ref()?;
+        let data: SnapshotData = serde_json::from_slice(data).ok()?;
+        (data.high_watermark == offset)
+            .then_some(data.producers)
+            .flatten()
     }
 
     fn vote(&self) -> Option<Vote> {
@@ -760,11 +775,16 @@ impl<S: Storage + Clone + 'static> RaftLogStorage<TypeConfig> for LogStore<S> {
     }
 }
 
-/// The state machine's snapshot: where its records end. (The producer table joins it when
-/// replicated partitions decide idempotence on their leader.)
+/// The state machine's snapshot: where its records end, and the idempotent-producer table
+/// as the records before that leave it (encoded as the log keeps it), which a replica that
+/// installs the snapshot and starts its log over after it adopts: it knows every producer's
+/// last batches without holding them, so a producer's retry is still a duplicate there.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotData {
     high_watermark: i64,
+    /// Absent from snapshots of replicas before producer state was kept in them.
+    #[serde(default)]
+    producers: Option<Vec<u8>>,
 }
 
 type Meta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
@@ -780,8 +800,17 @@ impl<S: Storage + Clone + 'static> RaftSnapshotBuilder<TypeConfig> for StateMach
             last_log_id,
             last_membership: replica.applied.membership.clone(),
         };
-        let data =
-            serde_json::to_vec(&SnapshotData { high_watermark }).map_err(io::Error::other)?;
+        let producers = match replica.log.producer_state_before(high_watermark) {
+            Ok(state) => Some(state),
+            // A log that starts after the snapshot's end (it started over at a later
+            // snapshot) has the state of that one.
+            Err(_) => replica.snapshot_producers_at(high_watermark),
+        };
+        let data = serde_json::to_vec(&SnapshotData {
+            high_watermark,
+            producers,
+        })
+        .map_err(io::Error::other)?;
         replica.applied.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,

@@ -534,6 +534,37 @@ async fn retention_purges_through_raft_and_a_lagging_follower_gets_the_snapshot(
         .filter(|(id, _)| **id != lagging)
         .map(|(id, raft)| (*id, raft.clone()))
         .collect();
+    // An idempotent producer's batch that retention purges before the lagging follower
+    // sees it: the snapshot carries the producer's state.
+    let producer_batch = {
+        let mut builder = BatchBuilder::new().idempotent(42, 0, 0);
+        for value in ["p-a", "p-b"] {
+            builder.push(Record {
+                timestamp_ms: 1,
+                key: None,
+                value: Some(value.as_bytes().to_vec()),
+                headers: Vec::new(),
+            });
+        }
+        let mut bytes = builder.encode().expect("batch");
+        batch::stamp(&mut bytes, 0, 1_000);
+        bytes
+    };
+    let producer_offset = loop {
+        let leader = leader_among(&others, None).await;
+        match others[&leader]
+            .client_write(Proposal::new(producer_batch.clone()))
+            .await
+        {
+            Ok(written) => break written.data.base_offset,
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("writing the producer's batch failed: {error}"),
+        }
+    };
+    acknowledged.push((producer_offset, "p-a".to_owned()));
+    acknowledged.push((producer_offset + 1, "p-b".to_owned()));
     for n in 0..200 {
         acknowledged.extend(write(&others, None, &format!("late-{n}")).await);
     }
@@ -618,6 +649,29 @@ async fn retention_purges_through_raft_and_a_lagging_follower_gets_the_snapshot(
         .borrow_watched()
         .snapshot
         .is_some());
+    assert!(
+        producer_offset < lagging_start,
+        "the producer's batch was purged"
+    );
+    // The lagging follower never held the producer's batch, yet knows it: a retry of it
+    // (were this replica to lead) is a duplicate at its offset.
+    let stamp = herald_wire::batch::ProducerStamp {
+        id: 42,
+        epoch: 0,
+        base_sequence: 0,
+    };
+    assert_eq!(
+        groups[&lagging]
+            .replica
+            .lock()
+            .expect("lock")
+            .log()
+            .producer_check(stamp, 2),
+        herald_broker_core::producers::SequenceCheck::Duplicate {
+            base_offset: producer_offset
+        },
+        "the snapshot brought the producer's state"
+    );
     let reference = records(&groups[&leader].replica);
     for (offset, value) in acknowledged.iter().filter(|(o, _)| *o >= start_offset) {
         assert!(

@@ -192,28 +192,39 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Loads the newest usable producer snapshot and replays the batches after it.
     pub(super) fn restore_producers(&mut self) -> Result<(), StorageError> {
+        self.producers = self.producers_before(self.high_watermark())?;
+        Ok(())
+    }
+
+    /// The producer table as the batches before `end` leave it: the newest usable producer
+    /// snapshot at or before `end`, and the batches from there up to `end` replayed.
+    pub(super) fn producers_before(&self, end: i64) -> Result<ProducerTable, StorageError> {
         let mut snapshots: Vec<i64> = self
             .storage
             .list(&self.dir)?
             .iter()
             .filter_map(|name| name.strip_suffix(".snapshot"))
             .filter_map(|offset| offset.parse::<i64>().ok())
-            .filter(|offset| *offset >= self.log_start_offset() && *offset <= self.high_watermark())
+            .filter(|offset| *offset >= self.log_start_offset() && *offset <= end)
             .collect();
         snapshots.sort_unstable();
         let mut from = self.log_start_offset();
-        self.producers = ProducerTable::default();
+        let mut producers = ProducerTable::default();
         for offset in snapshots.into_iter().rev() {
             let file = self
                 .storage
                 .open(&self.dir, &file_name(offset, "snapshot"), false)?;
             if let Some(table) = ProducerTable::decode(&file.read_at(0, file.len() as usize)?) {
-                self.producers = table;
+                producers = table;
                 from = offset;
                 break;
             }
         }
-        for segment in self.segments.iter().filter(|s| s.next_offset > from) {
+        for segment in self
+            .segments
+            .iter()
+            .filter(|s| s.next_offset > from && s.base_offset < end)
+        {
             let mut position = if segment.base_offset >= from {
                 0
             } else {
@@ -223,24 +234,19 @@ impl<S: Storage> PartitionLog<S> {
                 let Some(head) = segment.head_at(&self.storage, &self.dir, position)? else {
                     break;
                 };
-                if (head.size as u64) == 0 {
+                if (head.size as u64) == 0 || head.base_offset >= end {
                     break;
                 }
                 if head.base_offset >= from {
                     let count = (head.next_offset() - head.base_offset) as u32;
                     if let Some(producer) = head.producer() {
-                        self.producers.record(
-                            producer,
-                            count,
-                            head.base_offset,
-                            head.append_time_ms,
-                        );
+                        producers.record(producer, count, head.base_offset, head.append_time_ms);
                     }
                 }
                 position += head.size as u64;
             }
         }
-        Ok(())
+        Ok(producers)
     }
 
     /// Verifies every batch of the active segment and truncates at the first bad one.

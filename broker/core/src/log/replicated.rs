@@ -7,6 +7,7 @@ use herald_wire::batch::ATTRIBUTE_CONTROL;
 
 use super::segment::Segment;
 use super::{AppendError, Appended, PartitionLog, TruncateError, PRODUCER_EXPIRY_CHECK_MS};
+use crate::producers::ProducerTable;
 use crate::storage::{Storage, StorageError};
 
 impl<S: Storage> PartitionLog<S> {
@@ -85,6 +86,45 @@ impl<S: Storage> PartitionLog<S> {
             ));
         }
         Ok(result?)
+    }
+
+    /// The idempotent-producer table as the batches before `end` leave it, encoded: what a
+    /// replicated partition's snapshot ending at `end` carries, so that a replica that
+    /// installs it (and holds none of those batches) still knows every producer's last
+    /// batches.
+    pub fn producer_state_before(&self, end: i64) -> Result<Vec<u8>, StorageError> {
+        if end < self.log_start_offset() || end > self.high_watermark() {
+            return Err(StorageError {
+                operation: "producer state",
+                path: self.dir.clone(),
+                reason: format!(
+                    "offset {end} is outside the log ({}..{})",
+                    self.log_start_offset(),
+                    self.high_watermark()
+                ),
+            });
+        }
+        Ok(self.producers_before(end)?.encode())
+    }
+
+    /// Takes `state` (from [`PartitionLog::producer_state_before`] of the log's current end,
+    /// on another replica) as the producer table of this log, which holds no batch (it was
+    /// just [reset](PartitionLog::reset_to)): kept durably as the producer snapshot at the
+    /// log's end, so that a restart finds it. Refused if the log holds batches or `state`
+    /// does not decode.
+    pub fn adopt_producer_state(&mut self, state: &[u8]) -> Result<(), StorageError> {
+        let end = self.high_watermark();
+        let refused = |reason: &str| StorageError {
+            operation: "adopt producer state",
+            path: self.dir.clone(),
+            reason: reason.to_owned(),
+        };
+        if end != self.log_start_offset() {
+            return Err(refused("the log holds batches"));
+        }
+        self.producers =
+            ProducerTable::decode(state).ok_or_else(|| refused("it does not decode"))?;
+        self.write_snapshot(end)
     }
 
     /// The second half of [`PartitionLog::reset_to`], on a log holding one empty segment.

@@ -1280,3 +1280,53 @@ fn a_reset_cut_short_opens_as_one_log() {
     assert_eq!(read_all(&log, 100), vec![(100, 7)]);
     assert_eq!(log.ordinal_offset(40), Ok(100));
 }
+
+/// The producer state a replicated snapshot carries is the table as of the snapshot's end,
+/// not the log's: a replica that starts over there and adopts it treats a producer's retry of
+/// a batch before the end as a duplicate (at its original offset) and its next batch as new,
+/// knows nothing of batches after the end, and keeps the table across a reopen.
+#[test]
+fn a_reset_replica_adopts_the_producer_state_of_the_snapshot_end() {
+    let source = MemoryStorage::new();
+    let (mut leader, _) = PartitionLog::open(source, DIR, small_config()).expect("open");
+    let mut first = idempotent_batch(7, 0, 0, &[1, 2]);
+    batch::stamp(&mut first, 0, 2000);
+    leader.append_replicated(&mut first, 10).expect("first");
+    let mut other = idempotent_batch(8, 0, 0, &[3]);
+    batch::stamp(&mut other, 0, 2001);
+    leader.append_replicated(&mut other, 10).expect("other");
+    let end = leader.high_watermark();
+    let mut later = idempotent_batch(7, 0, 2, &[4]);
+    batch::stamp(&mut later, 0, 2002);
+    leader.append_replicated(&mut later, 10).expect("later");
+    let state = leader.producer_state_before(end).expect("state");
+
+    let storage = MemoryStorage::new();
+    let (mut replica, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
+    replica.reset_to(end, 9).expect("reset");
+    assert_eq!(
+        replica.producer_count(),
+        0,
+        "a reset forgets every producer"
+    );
+    replica.adopt_producer_state(&state).expect("adopt");
+    drop(replica);
+    let (mut replica, _) = PartitionLog::open(storage, DIR, small_config()).expect("reopen");
+    assert_eq!(replica.producer_count(), 2);
+    let retry = replica
+        .append(&mut idempotent_batch(7, 0, 0, &[1, 2]), 20)
+        .expect("retry");
+    assert_eq!((retry.duplicate, retry.base_offset), (true, 0));
+    let next = replica
+        .append(&mut idempotent_batch(7, 0, 2, &[4]), 20)
+        .expect("next");
+    assert_eq!(
+        (next.duplicate, next.base_offset),
+        (false, end),
+        "the batch after the end is new here"
+    );
+    assert!(
+        replica.adopt_producer_state(&state).is_err(),
+        "a log holding batches adopts nothing"
+    );
+}

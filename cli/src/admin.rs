@@ -487,11 +487,24 @@ impl BrokerArgs {
 
     /// These arguments pointed at a local cluster's brokers (`herald cluster up`): its
     /// addresses, and the one certificate its nodes serve clients.
-    pub(crate) fn local_cluster(&self, brokers: Vec<SocketAddr>, certificate: PathBuf) -> Self {
+    /// The brokers of a local cluster (`herald cluster up`), trusted by its certificate, and
+    /// logged in as its admin (`credentials`, when the cluster made one and neither --user nor
+    /// --credentials says otherwise).
+    pub(crate) fn local_cluster(
+        &self,
+        brokers: Vec<SocketAddr>,
+        certificate: PathBuf,
+        credentials: PathBuf,
+    ) -> Self {
+        let credentials = match (&self.user, &self.credentials) {
+            (None, None) if credentials.exists() => Some(credentials),
+            _ => self.credentials.clone(),
+        };
         Self {
             broker: brokers,
             fingerprint: None,
             certificate,
+            credentials,
             ..self.clone()
         }
     }

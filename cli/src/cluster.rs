@@ -130,6 +130,40 @@ pub(crate) async fn status(broker: &crate::admin::BrokerArgs) -> anyhow::Result<
     Ok(())
 }
 
+/// With authentication on, one admin for the whole local cluster: its credentials in
+/// `data_dir/admin.credentials` (made on first start), and the same user in every node's
+/// users file, so one login works on every node. Nodes whose users file has users already
+/// keep them.
+pub(crate) fn local_cluster_admin(data_dir: &Path, nodes: u64) -> anyhow::Result<PathBuf> {
+    use herald_auth::local::{LocalCredentials, LOCAL_CREDENTIALS_FILE};
+    use herald_auth::users::{RegistryAccess, RegistryRole, Users};
+    let path = data_dir.join(LOCAL_CREDENTIALS_FILE);
+    let credentials = match std::fs::read_to_string(&path) {
+        Ok(text) => LocalCredentials::parse(&text)?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)?;
+            let credentials = LocalCredentials::generate()?;
+            herald_meta::write_private(&path, credentials.to_text().as_bytes())?;
+            credentials
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context(path.display().to_string())),
+    };
+    for node in 1..=nodes {
+        let node_dir = data_dir.join(format!("node-{node}"));
+        std::fs::create_dir_all(&node_dir)?;
+        let mut users = Users::open(&node_dir)?;
+        if users.names().next().is_none() {
+            let registry = RegistryAccess::new(RegistryRole::Admin, Vec::new())?;
+            users.add(&credentials.user, &credentials.password, Some(registry))?;
+            herald_meta::write_private(
+                &node_dir.join(LOCAL_CREDENTIALS_FILE),
+                credentials.to_text().as_bytes(),
+            )?;
+        }
+    }
+    Ok(path)
+}
+
 /// How often `cluster move --wait` looks at the partition's replicas.
 const MOVE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 

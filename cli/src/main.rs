@@ -126,6 +126,8 @@ enum UserCommand {
         data_dir: PathBuf,
         #[command(flatten)]
         registry: RegistryAccessArgs,
+        #[command(flatten)]
+        online: OnlineArgs,
     },
     /// Set what a user may do on the registry (`--role none` takes it away).
     ///
@@ -155,18 +157,24 @@ enum UserCommand {
     List {
         #[arg(long, default_value = "./herald-data/broker")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        online: OnlineArgs,
     },
     /// Remove a user.
     Remove {
         name: String,
         #[arg(long, default_value = "./herald-data/broker")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        online: OnlineArgs,
     },
     /// Give a user a new password, read from standard input (one line).
     Passwd {
         name: String,
         #[arg(long, default_value = "./herald-data/broker")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        online: OnlineArgs,
     },
     /// Print a user as a `[[user]]` block for the registry's users file (`--auth-file`), with
     /// the same SCRAM-SHA-256 credential: the same password then works on both servers.
@@ -183,6 +191,21 @@ enum UserCommand {
         #[arg(long = "subject", value_name = "PREFIX")]
         subjects: Vec<String>,
     },
+}
+
+/// `herald user` against a running broker or cluster instead of a data directory's file.
+#[derive(clap::Args)]
+struct OnlineArgs {
+    /// Change the users of the running broker (or cluster: its users are the same on every
+    /// node) named by --broker, over the client protocol (needs ALTER on the cluster; the
+    /// password is turned into a SCRAM credential here and never sent), instead of the file
+    /// under --data-dir.
+    ///
+    /// Example: printf %s 'correct horse' | herald user add alice --online --broker 127.0.0.1:7170,127.0.0.1:7172
+    #[arg(long)]
+    online: bool,
+    #[command(flatten)]
+    broker: admin::BrokerArgs,
 }
 
 /// A user's registry access, as `herald user add` takes it.
@@ -225,13 +248,60 @@ fn password_from_stdin() -> anyhow::Result<String> {
     Ok(password)
 }
 
-fn user(command: UserCommand) -> anyhow::Result<()> {
+/// `herald user ... --online`: the change over the client protocol; `None` if `command` is
+/// not one of those (it edits the users file).
+async fn user_online(command: &UserCommand) -> Option<anyhow::Result<()>> {
     use herald_auth::users::Users;
+    let online = match command {
+        UserCommand::Add { online, .. }
+        | UserCommand::Passwd { online, .. }
+        | UserCommand::Remove { online, .. }
+        | UserCommand::List { online, .. } => online,
+        _ => return None,
+    };
+    if !online.online {
+        return None;
+    }
+    let result = async {
+        if let UserCommand::Add { registry, .. } = command {
+            anyhow::ensure!(
+                registry.registry_role.is_none(),
+                "--registry-role is kept in a users file: give it without --online"
+            );
+        }
+        let client = online.broker.router().await?.any().await?.client;
+        match command {
+            UserCommand::Add { name, .. } | UserCommand::Passwd { name, .. } => {
+                let credential = Users::credential_for(&password_from_stdin()?)?;
+                client.alter_user(name, &credential.to_text()).await?;
+                println!("set the credential of user {name}");
+            }
+            UserCommand::Remove { name, .. } => {
+                client.delete_user(name).await?;
+                println!("removed user {name}");
+            }
+            _ => {
+                for name in client.list_users().await? {
+                    println!("{name}");
+                }
+            }
+        }
+        Ok(())
+    };
+    Some(result.await)
+}
+
+async fn user(command: UserCommand) -> anyhow::Result<()> {
+    use herald_auth::users::Users;
+    if let Some(result) = user_online(&command).await {
+        return result;
+    }
     match command {
         UserCommand::Add {
             name,
             data_dir,
             registry,
+            ..
         } => {
             let access = registry_access(registry.registry_role.as_deref(), registry.subjects)?;
             let password = password_from_stdin()?;
@@ -283,7 +353,7 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
                 refused.join("\n  ")
             );
         }
-        UserCommand::List { data_dir } => {
+        UserCommand::List { data_dir, .. } => {
             for (name, user) in Users::open(&data_dir)?.iter() {
                 match &user.registry {
                     None => println!("{name}"),
@@ -298,11 +368,11 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        UserCommand::Remove { name, data_dir } => {
+        UserCommand::Remove { name, data_dir, .. } => {
             Users::open(&data_dir)?.remove(&name)?;
             println!("removed user {name}");
         }
-        UserCommand::Passwd { name, data_dir } => {
+        UserCommand::Passwd { name, data_dir, .. } => {
             let password = password_from_stdin()?;
             Users::open(&data_dir)?.passwd(&name, &password)?;
             println!("changed the password of {name}");
@@ -907,7 +977,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 brokers.join(",")
             );
             if broker_security.authentication {
-                println!("each node keeps its own users for now: log in to a node with the admin credentials in its data directory (node-N/admin.credentials), or try the cluster with --insecure-no-auth");
+                let credentials = cluster::local_cluster_admin(&data_dir, nodes)?;
+                println!(
+                    "log in on any node with the admin credentials in {} (--credentials); users added with `herald user add NAME --online` are the same on every node",
+                    credentials.display()
+                );
             }
             let results = futures::future::join_all(configs.into_iter().map(serve_broker)).await;
             results
@@ -928,6 +1002,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Some(dir) => broker.local_cluster(
                     cluster::local_brokers(nodes, base_port)?,
                     cluster::local_client_certificate(&dir),
+                    dir.join(herald_auth::local::LOCAL_CREDENTIALS_FILE),
                 ),
                 None => broker,
             };
@@ -978,7 +1053,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::User { command } => user(command),
+        Command::User { command } => user(command).await,
         Command::Acl { command } => acl::run(command).await,
         Command::Registry {
             command:

@@ -40,9 +40,12 @@ enum Api {
     CreateAcls,
     DescribeAcls,
     DeleteAcls,
+    AlterUser,
+    DeleteUser,
+    ListUsers,
 }
 
-const APIS: [Api; 15] = [
+const APIS: [Api; 18] = [
     Api::CreateTopic,
     Api::DeleteTopic,
     Api::DescribeTopic,
@@ -58,6 +61,9 @@ const APIS: [Api; 15] = [
     Api::CreateAcls,
     Api::DescribeAcls,
     Api::DeleteAcls,
+    Api::AlterUser,
+    Api::DeleteUser,
+    Api::ListUsers,
 ];
 
 fn entry(resource_type: ResourceType, name: &str, operation: Operation) -> AclEntry {
@@ -86,8 +92,10 @@ impl Api {
             ],
             Api::DescribeGroup => vec![entry(Group, "readers", Describe)],
             Api::DeleteGroup => vec![entry(Group, "finished", Delete)],
-            Api::CreateAcls | Api::DeleteAcls => vec![entry(Cluster, CLUSTER_NAME, Alter)],
-            Api::DescribeAcls => vec![entry(Cluster, CLUSTER_NAME, Describe)],
+            Api::CreateAcls | Api::DeleteAcls | Api::AlterUser | Api::DeleteUser => {
+                vec![entry(Cluster, CLUSTER_NAME, Alter)]
+            }
+            Api::DescribeAcls | Api::ListUsers => vec![entry(Cluster, CLUSTER_NAME, Describe)],
         }
     }
 
@@ -181,6 +189,14 @@ impl Api {
                 .await
                 .map(drop),
             Api::DescribeAcls => client.describe_acls(AclFilter::any()).await.map(drop),
+            Api::AlterUser => {
+                let credential = herald_auth::users::Users::credential_for("carol's password")
+                    .expect("credential")
+                    .to_text();
+                client.alter_user("carol", &credential).await
+            }
+            Api::DeleteUser => client.delete_user("doomed-user").await,
+            Api::ListUsers => client.list_users().await.map(drop),
             Api::DeleteAcls => client
                 .delete_acls(AclFilter {
                     name: Some("granted-by-alice".to_owned()),
@@ -250,7 +266,8 @@ async fn state(admin: &BrokerClient) -> String {
         })
         .unwrap_or_default();
     let acls = admin.describe_acls(AclFilter::any()).await.expect("acls");
-    format!("topics {topics:?} end {end} groups {groups:?} committed {committed:?} members {members} acls {acls:?}")
+    let users = admin.list_users().await.expect("users");
+    format!("topics {topics:?} end {end} groups {groups:?} committed {committed:?} members {members} acls {acls:?} users {users:?}")
 }
 
 /// `herald user add USER --data-dir DIR`, the password on stdin.
@@ -313,6 +330,12 @@ async fn every_broker_api_is_refused_without_its_permission_and_works_with_it() 
         })
         .await?;
     add_user(dir.path())?;
+    admin
+        .alter_user(
+            "doomed-user",
+            &herald_auth::users::Users::credential_for("doomed password")?.to_text(),
+        )
+        .await?;
     let alice = BrokerClient::connect_with(
         broker.addr,
         broker.trust(),
@@ -363,6 +386,12 @@ async fn list_apis_show_only_what_the_user_may_describe() -> anyhow::Result<()> 
         admin.create_topic(topic, TopicConfig::default()).await?;
     }
     add_user(dir.path())?;
+    admin
+        .alter_user(
+            "doomed-user",
+            &herald_auth::users::Users::credential_for("doomed password")?.to_text(),
+        )
+        .await?;
     let alice = BrokerClient::connect_with(
         broker.addr,
         broker.trust(),

@@ -70,6 +70,9 @@ struct Cluster {
     metrics: Vec<SocketAddr>,
     /// More arguments for every node.
     extra: Vec<String>,
+    /// Authentication on (every node's users file holds the same admin, written by
+    /// [`Cluster::shared_admin`]); off (`--insecure-no-auth`) otherwise.
+    auth: bool,
 }
 
 impl Cluster {
@@ -92,6 +95,7 @@ impl Cluster {
             raft_listen: None,
             metrics: free_tcp_addrs(nodes)?,
             extra: Vec::new(),
+            auth: false,
         })
     }
 
@@ -117,6 +121,28 @@ impl Cluster {
             .join(",");
         cluster.raft_listen = Some(own);
         Ok((cluster, relay))
+    }
+
+    /// Turns authentication on with one admin for every node (as `herald cluster up` does):
+    /// the same user in each node's users file and its credentials file, where a test's
+    /// broker client finds them.
+    fn shared_admin(&mut self) -> anyhow::Result<()> {
+        let credentials = herald_auth::local::LocalCredentials::generate()?;
+        for node in 1..=self.nodes.len() {
+            let data_dir = self.dir.path().join(format!("node-{node}"));
+            std::fs::create_dir_all(&data_dir)?;
+            herald_auth::users::Users::open(&data_dir)?.add(
+                &credentials.user,
+                &credentials.password,
+                None,
+            )?;
+            std::fs::write(
+                data_dir.join(herald_auth::local::LOCAL_CREDENTIALS_FILE),
+                credentials.to_text(),
+            )?;
+        }
+        self.auth = true;
+        Ok(())
     }
 
     /// Starts every node: their processes by node number.
@@ -163,7 +189,6 @@ impl Cluster {
             &client_cert,
             "--tls-key",
             &client_key,
-            "--insecure-no-auth",
             "--node-id",
             &id,
             "--peers",
@@ -176,6 +201,9 @@ impl Cluster {
             key,
         ];
         args.extend(extra);
+        if !self.auth {
+            args.push("--insecure-no-auth");
+        }
         if join {
             args.push("--join");
         }
@@ -1975,6 +2003,133 @@ async fn a_partition_moves_onto_a_joining_node_while_it_takes_writes() -> anyhow
             gone.display()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Users are the cluster's: a user added through one node (as its SCRAM credential, made on
+/// the client) authenticates on every node; a new password replaces the old one everywhere;
+/// a removed user is refused everywhere; only an operator (ALTER on the cluster) changes
+/// users, and every node lists the same ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_the_same_on_every_node() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(3)?;
+    cluster.shared_admin()?;
+    let processes = cluster.start_all()?;
+    let admins = clients_of(&processes).await?;
+    let credential = |password: &str| -> anyhow::Result<String> {
+        Ok(herald_auth::users::Users::credential_for(password)?.to_text())
+    };
+    // With `herald user add --online` through node 2, once its controller has a leader.
+    let admin_file = cluster
+        .dir
+        .path()
+        .join("node-2")
+        .join(herald_auth::local::LOCAL_CREDENTIALS_FILE);
+    let (node_2, fingerprint) = (
+        processes[&2].addr.to_string(),
+        processes[&2].fingerprint.clone(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (node_2, fingerprint, admin_file) =
+            (node_2.clone(), fingerprint.clone(), admin_file.clone());
+        let added = tokio::task::spawn_blocking(move || {
+            let mut child = std::process::Command::new(herald_tests::herald_binary()?)
+                .args(["user", "add", "alice", "--online", "--broker", &node_2])
+                .args(["--fingerprint", &fingerprint, "--credentials"])
+                .arg(&admin_file)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(b"correct horse\n")?;
+            Ok::<_, anyhow::Error>(child.wait_with_output()?)
+        })
+        .await??;
+        if added.status.success() {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "herald user add --online failed: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let login = |node: usize, password: &str| {
+        let process = &processes[&node];
+        let (addr, trust) = (process.addr, process.trust());
+        let credentials = Credentials::Scram {
+            user: "alice".to_owned(),
+            password: password.to_owned().into(),
+        };
+        async move { BrokerClient::connect_with(addr, trust, &credentials).await }
+    };
+    // Every node, within a moment (each follows the controller's image).
+    let on_every_node = |password: &'static str, works: bool| {
+        let login = &login;
+        async move {
+            for node in 1..=3 {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let result = login(node, password).await;
+                    if result.is_ok() == works {
+                        break;
+                    }
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "node {node}: alice with {password:?} {} ({:?})",
+                        if works { "is refused" } else { "still logs in" },
+                        result.err()
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    on_every_node("correct horse", true).await?;
+    for (node, admin) in &admins {
+        let names = admin.list_users().await?;
+        anyhow::ensure!(
+            names.contains(&"alice".to_owned()) && names.contains(&"admin".to_owned()),
+            "node {node} lists {names:?}"
+        );
+    }
+    // alice may not change users (she has no ALTER on the cluster).
+    let alice = login(3, "correct horse").await?;
+    match alice
+        .alter_user("mallory", &credential("mallory's own")?)
+        .await
+    {
+        Err(RequestError::Broker {
+            code: ErrorCode::NotAuthorized,
+            ..
+        }) => {}
+        other => anyhow::bail!("alice changed users: {other:?}"),
+    }
+    // A new password, set through node 3, replaces the old one on every node.
+    admins[&3]
+        .alter_user("alice", &credential("battery staple")?)
+        .await?;
+    on_every_node("correct horse", false).await?;
+    on_every_node("battery staple", true).await?;
+    // Removed through node 1: refused everywhere.
+    admins[&1].delete_user("alice").await?;
+    on_every_node("battery staple", false).await?;
+    match admins[&2].delete_user("alice").await {
+        Err(RequestError::Broker {
+            code: ErrorCode::InvalidRequest,
+            message,
+            ..
+        }) => anyhow::ensure!(message.contains("alice"), "{message}"),
+        other => anyhow::bail!("a second removal answered {other:?}"),
     }
     Ok(())
 }

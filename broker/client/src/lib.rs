@@ -888,6 +888,45 @@ impl BrokerClient {
         }
     }
 
+    /// Sets user `name`'s SCRAM-SHA-256 credential (`Credential::to_text`, made here: the
+    /// password never leaves the client), adding the user if new. On a cluster the user is
+    /// the same on every node.
+    pub async fn alter_user(&self, name: &str, credential: &str) -> Result<(), RequestError> {
+        match self
+            .call(Request::Security(SecurityRequest::AlterUser {
+                name: name.to_owned(),
+                credential: credential.to_owned(),
+            }))
+            .await?
+        {
+            Response::Security(SecurityResponse::UserAltered) => Ok(()),
+            other => Err(unexpected(Api::AlterUser, other)),
+        }
+    }
+
+    pub async fn delete_user(&self, name: &str) -> Result<(), RequestError> {
+        match self
+            .call(Request::Security(SecurityRequest::DeleteUser {
+                name: name.to_owned(),
+            }))
+            .await?
+        {
+            Response::Security(SecurityResponse::UserDeleted) => Ok(()),
+            other => Err(unexpected(Api::DeleteUser, other)),
+        }
+    }
+
+    /// The names of the users that authenticate on the broker this client is connected to.
+    pub async fn list_users(&self) -> Result<Vec<String>, RequestError> {
+        match self
+            .call(Request::Security(SecurityRequest::ListUsers))
+            .await?
+        {
+            Response::Security(SecurityResponse::Users(names)) => Ok(names),
+            other => Err(unexpected(Api::ListUsers, other)),
+        }
+    }
+
     /// The ACL entries `filter` matches.
     pub async fn describe_acls(&self, filter: AclFilter) -> Result<Vec<AclEntry>, RequestError> {
         match self

@@ -4,8 +4,8 @@
 //! topics with their incarnation ids, configs and partition → replica assignment, and the
 //! idempotent-producer ids ([`ProducerIdTable`]: one counter for the whole cluster, named
 //! producers' epochs, owners), so ids are unique cluster-wide and every node knows whom an id
-//! belongs to — and the ACL entries, the same on every node (a deleted topic's literal
-//! ALLOW entries go with it, as on a single broker).
+//! belongs to — the ACL entries, the same on every node (a deleted topic's literal ALLOW
+//! entries go with it, as on a single broker), and the users with their SCRAM credentials.
 //!
 //! Pure and deterministic: [`ClusterImage::apply`] decides from the image and the command
 //! alone (a refused command changes nothing and its refusal is the same on every node), so
@@ -18,7 +18,11 @@ use herald_auth::acl::{
     AclEntry, AclFilter, PatternType, Permission, ResourceType, ACLS_MAX, WILDCARD,
 };
 
-use herald_wire::limits::{PRODUCER_NAME_BYTES_MAX, TOPIC_NAME_BYTES_MAX};
+use herald_auth::scram::Credential;
+use herald_auth::users::{check_name, USERS_MAX};
+use herald_wire::limits::{
+    CREDENTIAL_TEXT_BYTES_MAX, PRODUCER_NAME_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
+};
 use herald_wire::messages::{put_config, read_config, TopicConfig, TopicId};
 use herald_wire::security::{put_entries, put_filter, read_entries, read_filter};
 use herald_wire::{put_string, DecodeError, Reader};
@@ -80,6 +84,10 @@ pub enum Command {
         partition: u32,
         replicas: Vec<u64>,
     },
+    /// `name`'s SCRAM credential (its text form) is set, the user added if new.
+    PutUser { name: String, credential: String },
+    /// The user `name` is removed.
+    DeleteUser { name: String },
     /// The partition's Raft group has `replicas` as its voters: the move to them is done.
     FinishMove {
         name: String,
@@ -120,6 +128,12 @@ pub enum CommandError {
         partition: u32,
         partitions: u32,
     },
+    #[error("invalid user: {0}")]
+    InvalidUser(String),
+    #[error("the cluster has no user {0}")]
+    NoSuchUser(String),
+    #[error("the cluster has {USERS_MAX} users, the most it keeps")]
+    TooManyUsers,
     #[error("node {0} is not a registered node of the cluster")]
     UnknownNode(u64),
     #[error("node {0} is named twice among the replicas")]
@@ -159,6 +173,11 @@ pub enum Outcome {
     /// The partition moves to the replicas asked for (nothing to do when it has them).
     MoveStarted,
     MoveFinished,
+    /// Whether the user is new.
+    UserPut {
+        added: bool,
+    },
+    UserDeleted,
     Refused(CommandError),
 }
 
@@ -204,6 +223,8 @@ pub struct ClusterImage {
     outcomes: BTreeMap<i64, Outcome>,
     producers: ProducerIdTable,
     acls: BTreeSet<AclEntry>,
+    /// Each user's SCRAM credential, in its text form.
+    users: BTreeMap<String, String>,
 }
 
 impl ClusterImage {
@@ -223,6 +244,11 @@ impl ClusterImage {
     /// The cluster's ACL entries.
     pub fn acls(&self) -> &BTreeSet<AclEntry> {
         &self.acls
+    }
+
+    /// The cluster's users and their SCRAM credentials (text form).
+    pub fn users(&self) -> &BTreeMap<String, String> {
+        &self.users
     }
 
     /// The offset after the last command applied.
@@ -381,6 +407,21 @@ impl ClusterImage {
                 }
                 Ok(Outcome::MoveStarted)
             }
+            Command::PutUser { name, credential } => {
+                check_name(name).map_err(|e| CommandError::InvalidUser(e.to_string()))?;
+                Credential::parse(credential)
+                    .map_err(|e| CommandError::InvalidUser(format!("{name}: {e}")))?;
+                let added = !self.users.contains_key(name);
+                if added && self.users.len() >= USERS_MAX {
+                    return Err(CommandError::TooManyUsers);
+                }
+                self.users.insert(name.clone(), credential.clone());
+                Ok(Outcome::UserPut { added })
+            }
+            Command::DeleteUser { name } => match self.users.remove(name) {
+                Some(_) => Ok(Outcome::UserDeleted),
+                None => Err(CommandError::NoSuchUser(name.clone())),
+            },
             Command::FinishMove {
                 name,
                 id,
@@ -541,6 +582,15 @@ impl Command {
                 out.push(9);
                 put_placement(&mut out, name, id, *partition, replicas);
             }
+            Command::PutUser { name, credential } => {
+                out.push(10);
+                put_string(&mut out, name);
+                put_string(&mut out, credential);
+            }
+            Command::DeleteUser { name } => {
+                out.push(11);
+                put_string(&mut out, name);
+            }
             Command::InitProducer { name, owner } => {
                 out.push(5);
                 put_string(&mut out, name);
@@ -617,6 +667,13 @@ impl Command {
                     replicas,
                 }
             }
+            10 => Command::PutUser {
+                name: r.string("user name", PRINCIPAL_NAME_BYTES_MAX)?,
+                credential: r.string("credential", CREDENTIAL_TEXT_BYTES_MAX)?,
+            },
+            11 => Command::DeleteUser {
+                name: r.string("user name", PRINCIPAL_NAME_BYTES_MAX)?,
+            },
             other => {
                 return Err(DecodeError::Invalid {
                     what: "command kind",
@@ -1019,6 +1076,62 @@ mod tests {
                 Command::decode(&bytes).expect("round trip"),
                 move_to("orders", 1, &[1, 2], finish)
             );
+            for cut in 0..bytes.len() {
+                assert!(Command::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+    }
+
+    /// Users: put (new, then a new credential for the same name), refused with an invalid
+    /// name or credential, deleted once (a second deletion is refused), round-tripped.
+    #[test]
+    fn users_are_put_replaced_and_deleted() {
+        let credential = |password: &str| {
+            herald_auth::scram::Credential::new(password, herald_auth::scram::ITERATIONS_MIN)
+                .expect("credential")
+                .to_text()
+        };
+        let (first, second) = (credential("correct horse"), credential("battery staple"));
+        let put = |name: &str, credential: &str| Command::PutUser {
+            name: name.to_owned(),
+            credential: credential.to_owned(),
+        };
+        let delete = |name: &str| Command::DeleteUser {
+            name: name.to_owned(),
+        };
+        let mut image = ClusterImage::default();
+        let outcomes = run(
+            &mut image,
+            &[
+                put("alice", &first),
+                put("alice", &second),
+                put("bob smith", &first),
+                put("carol", "not a credential"),
+                delete("alice"),
+                delete("alice"),
+            ],
+        );
+        assert_eq!(outcomes[0], Outcome::UserPut { added: true });
+        assert_eq!(outcomes[1], Outcome::UserPut { added: false });
+        assert!(matches!(
+            outcomes[2],
+            Outcome::Refused(CommandError::InvalidUser(_))
+        ));
+        assert!(matches!(
+            outcomes[3],
+            Outcome::Refused(CommandError::InvalidUser(_))
+        ));
+        assert_eq!(outcomes[4], Outcome::UserDeleted);
+        assert_eq!(
+            outcomes[5],
+            Outcome::Refused(CommandError::NoSuchUser("alice".to_owned()))
+        );
+        assert!(image.users().is_empty());
+        run(&mut image, &[put("dave", &second)]);
+        assert_eq!(image.users().get("dave"), Some(&second));
+        for command in [put("dave", &second), delete("dave")] {
+            let bytes = command.encode();
+            assert_eq!(Command::decode(&bytes).expect("round trip"), command);
             for cut in 0..bytes.len() {
                 assert!(Command::decode(&bytes[..cut]).is_err(), "cut at {cut}");
             }

@@ -678,24 +678,19 @@ async fn answer(
 /// removed with it.
 async fn handle(conn: &ConnectionState, request: Request) -> Response {
     match request {
-        // A cluster's ACLs change through its controller; listings come from this node's
-        // copy, which follows it.
+        // A cluster's ACLs and users change through its controller; listings come from
+        // this node's copy, which follows it.
         Request::Security(
             request @ (herald_wire::security::SecurityRequest::CreateAcls { .. }
-            | herald_wire::security::SecurityRequest::DeleteAcls { .. }),
+            | herald_wire::security::SecurityRequest::DeleteAcls { .. }
+            | herald_wire::security::SecurityRequest::AlterUser { .. }
+            | herald_wire::security::SecurityRequest::DeleteUser { .. }),
         ) if conn.broker.cluster().is_some() => {
             let Some(cluster) = conn.broker.cluster() else {
                 return conn.security.administer(request);
             };
-            let answer = cluster.administer_acls(request).await;
-            let image = cluster.image();
-            if let Err(error) = conn
-                .security
-                .acls()
-                .follow(image.acls(), image.next_offset())
-            {
-                tracing::error!(%error, "the cluster's ACL entries could not be taken");
-            }
+            let answer = cluster.administer(request).await;
+            follow_cluster_security(&cluster.image(), &conn.security);
             answer
         }
         Request::Security(request) => conn.security.administer(request),
@@ -1113,17 +1108,20 @@ impl Held {
 async fn follow_cluster_acls(cluster: Arc<crate::broker::Cluster>, security: Arc<Security>) {
     let mut image = cluster.image_watch();
     loop {
-        let (entries, version) = {
-            let image = image.borrow_and_update();
-            (image.acls().clone(), image.next_offset())
-        };
-        if let Err(error) = security.acls().follow(&entries, version) {
-            tracing::error!(%error, "the cluster's ACL entries could not be taken");
-        }
+        let current = image.borrow_and_update().clone();
+        follow_cluster_security(&current, &security);
         if image.changed().await.is_err() {
             return;
         }
     }
+}
+
+/// Takes the cluster's ACL entries and users as `image` has them.
+fn follow_cluster_security(image: &herald_broker_core::cluster::ClusterImage, security: &Security) {
+    if let Err(error) = security.acls().follow(image.acls(), image.next_offset()) {
+        tracing::error!(%error, "the cluster's ACL entries could not be taken");
+    }
+    security.follow_users(image.users(), image.next_offset());
 }
 
 async fn retention_loop(broker: Arc<Broker>, interval: Duration) {

@@ -29,6 +29,10 @@ pub enum Api {
     Metadata = 20,
     /// Moves a cluster partition to other replicas.
     MovePartition = 21,
+    /// Sets a user's SCRAM credential (adding the user if new).
+    AlterUser = 22,
+    DeleteUser = 23,
+    ListUsers = 24,
 }
 
 impl Api {
@@ -55,6 +59,9 @@ impl Api {
             19 => Api::DeleteAcls,
             20 => Api::Metadata,
             21 => Api::MovePartition,
+            22 => Api::AlterUser,
+            23 => Api::DeleteUser,
+            24 => Api::ListUsers,
             other => return Err(DecodeError::UnknownApi(other)),
         })
     }
@@ -82,6 +89,9 @@ impl Api {
             Api::DeleteAcls => "delete_acls",
             Api::Metadata => "metadata",
             Api::MovePartition => "move_partition",
+            Api::AlterUser => "alter_user",
+            Api::DeleteUser => "delete_user",
+            Api::ListUsers => "list_users",
         }
     }
 }

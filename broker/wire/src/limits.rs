@@ -48,3 +48,7 @@ const _: () = assert!(BATCH_BYTES_MAX + 1024 <= FRAME_BYTES_MAX);
 const _: () = assert!(ACLS_LISTED_MAX * 600 < FRAME_BYTES_MAX);
 const _: () = assert!(FETCH_BYTES_MAX + 1024 <= FRAME_BYTES_MAX);
 const _: () = assert!(VALUE_BYTES_MAX + KEY_BYTES_MAX < BATCH_BYTES_MAX);
+/// Longest SCRAM credential text an `AlterUser` request carries.
+pub const CREDENTIAL_TEXT_BYTES_MAX: usize = 1024;
+/// Most user names a `ListUsers` answer names.
+pub const USERS_LISTED_MAX: usize = 10_000;

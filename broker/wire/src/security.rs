@@ -6,6 +6,9 @@
 //! CreateAcls    (17)  count: u32, entry*                     -> added: u32
 //! DescribeAcls  (18)  filter                                 -> count: u32, entry*
 //! DeleteAcls    (19)  filter                                 -> count: u32, entry* (those removed)
+//! AlterUser     (22)  name: string, credential: string       -> (empty)
+//! DeleteUser    (23)  name: string                           -> (empty)
+//! ListUsers     (24)  (empty)                                -> count: u32, name: string*
 //!
 //! entry  = principal: string, resource type: u8, pattern type: u8, name: string,
 //!          operation: u8, permission: u8
@@ -14,7 +17,8 @@
 //!
 //! A SCRAM exchange takes two `Authenticate` round trips on one connection (see
 //! [`herald_auth::scram`]); the second answer carries the server's signature and the
-//! authenticated principal.
+//! authenticated principal. `AlterUser` carries a SCRAM-SHA-256 credential in its text form
+//! (salt, iterations, stored and server keys: never the password), made on the client.
 
 use std::str::FromStr;
 
@@ -26,7 +30,8 @@ use herald_auth::acl::{
 use crate::api::Api;
 use crate::codec::{put_bytes, put_string, DecodeError, Reader};
 use crate::limits::{
-    ACLS_LISTED_MAX, ACLS_PER_REQUEST_MAX, AUTH_MESSAGE_BYTES_MAX, MECHANISM_BYTES_MAX,
+    ACLS_LISTED_MAX, ACLS_PER_REQUEST_MAX, AUTH_MESSAGE_BYTES_MAX, CREDENTIAL_TEXT_BYTES_MAX,
+    MECHANISM_BYTES_MAX, USERS_LISTED_MAX,
 };
 
 /// `User:` plus the longest name.
@@ -35,13 +40,31 @@ const PRINCIPAL_TEXT_BYTES_MAX: usize = PRINCIPAL_NAME_BYTES_MAX + 5;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecurityRequest {
     /// One step of an authentication exchange.
-    Authenticate { mechanism: String, message: Vec<u8> },
+    Authenticate {
+        mechanism: String,
+        message: Vec<u8>,
+    },
     /// Adds entries (those already present are kept once).
-    CreateAcls { entries: Vec<AclEntry> },
+    CreateAcls {
+        entries: Vec<AclEntry>,
+    },
     /// The entries the filter matches.
-    DescribeAcls { filter: AclFilter },
+    DescribeAcls {
+        filter: AclFilter,
+    },
     /// Removes the entries the filter matches.
-    DeleteAcls { filter: AclFilter },
+    DeleteAcls {
+        filter: AclFilter,
+    },
+    /// Sets `name`'s credential (its text form), adding the user if new.
+    AlterUser {
+        name: String,
+        credential: String,
+    },
+    DeleteUser {
+        name: String,
+    },
+    ListUsers,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +79,9 @@ pub enum SecurityResponse {
     },
     Acls(Vec<AclEntry>),
     AclsDeleted(Vec<AclEntry>),
+    UserAltered,
+    UserDeleted,
+    Users(Vec<String>),
 }
 
 impl SecurityRequest {
@@ -65,6 +91,9 @@ impl SecurityRequest {
             SecurityRequest::CreateAcls { .. } => Api::CreateAcls,
             SecurityRequest::DescribeAcls { .. } => Api::DescribeAcls,
             SecurityRequest::DeleteAcls { .. } => Api::DeleteAcls,
+            SecurityRequest::AlterUser { .. } => Api::AlterUser,
+            SecurityRequest::DeleteUser { .. } => Api::DeleteUser,
+            SecurityRequest::ListUsers => Api::ListUsers,
         }
     }
 
@@ -78,6 +107,12 @@ impl SecurityRequest {
             SecurityRequest::DescribeAcls { filter } | SecurityRequest::DeleteAcls { filter } => {
                 put_filter(out, filter)
             }
+            SecurityRequest::AlterUser { name, credential } => {
+                put_string(out, name);
+                put_string(out, credential);
+            }
+            SecurityRequest::DeleteUser { name } => put_string(out, name),
+            SecurityRequest::ListUsers => {}
         }
     }
 
@@ -98,6 +133,14 @@ impl SecurityRequest {
             Api::DeleteAcls => SecurityRequest::DeleteAcls {
                 filter: read_filter(r)?,
             },
+            Api::AlterUser => SecurityRequest::AlterUser {
+                name: r.string("user name", PRINCIPAL_NAME_BYTES_MAX)?,
+                credential: r.string("credential", CREDENTIAL_TEXT_BYTES_MAX)?,
+            },
+            Api::DeleteUser => SecurityRequest::DeleteUser {
+                name: r.string("user name", PRINCIPAL_NAME_BYTES_MAX)?,
+            },
+            Api::ListUsers => SecurityRequest::ListUsers,
             other => {
                 return Err(DecodeError::Invalid {
                     what: "security api",
@@ -125,6 +168,13 @@ impl SecurityResponse {
             SecurityResponse::Acls(entries) | SecurityResponse::AclsDeleted(entries) => {
                 put_entries(out, entries)
             }
+            SecurityResponse::UserAltered | SecurityResponse::UserDeleted => {}
+            SecurityResponse::Users(names) => {
+                out.extend_from_slice(&(names.len() as u32).to_be_bytes());
+                for name in names {
+                    put_string(out, name);
+                }
+            }
         }
     }
 
@@ -147,6 +197,23 @@ impl SecurityResponse {
             },
             Api::DescribeAcls => SecurityResponse::Acls(read_entries(r, ACLS_LISTED_MAX)?),
             Api::DeleteAcls => SecurityResponse::AclsDeleted(read_entries(r, ACLS_LISTED_MAX)?),
+            Api::AlterUser => SecurityResponse::UserAltered,
+            Api::DeleteUser => SecurityResponse::UserDeleted,
+            Api::ListUsers => {
+                let count = r.u32("user count")? as usize;
+                if count > USERS_LISTED_MAX {
+                    return Err(DecodeError::TooLarge {
+                        what: "users",
+                        size: count,
+                        limit: USERS_LISTED_MAX,
+                    });
+                }
+                SecurityResponse::Users(
+                    (0..count)
+                        .map(|_| r.string("user name", PRINCIPAL_NAME_BYTES_MAX))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
             other => {
                 return Err(DecodeError::Invalid {
                     what: "security api",

@@ -200,7 +200,8 @@ pub struct Users {
     users: BTreeMap<String, User>,
 }
 
-fn check_name(name: &str) -> Result<(), UsersError> {
+/// Refuses a name that is no user principal's or holds whitespace.
+pub fn check_name(name: &str) -> Result<(), UsersError> {
     let invalid = |reason: String| UsersError::InvalidName {
         name: name.to_owned(),
         reason,
@@ -283,6 +284,13 @@ impl Users {
         self.users.get(name)
     }
 
+    /// A fresh salted credential for `password` (refused if too short or too long): what a
+    /// client sends a broker to set a user's password, the password staying with it.
+    pub fn credential_for(password: &str) -> Result<Credential, UsersError> {
+        check_password(password)?;
+        Ok(Credential::new(password, ITERATIONS_DEFAULT)?)
+    }
+
     /// Adds a user with a fresh salted credential and, optionally, registry access.
     pub fn add(
         &mut self,
@@ -356,6 +364,37 @@ impl Users {
             user.credential = credential;
             Ok(())
         })
+    }
+
+    /// Sets a user's credential (made elsewhere: a client over the wire), adding the user
+    /// (with no registry access) if new; an existing user's registry access stays. Whether
+    /// the user is new.
+    pub fn set_credential(
+        &mut self,
+        name: &str,
+        credential: Credential,
+    ) -> Result<bool, UsersError> {
+        check_name(name)?;
+        let mut added = false;
+        self.change(|users| {
+            let count = users.len();
+            match users.get_mut(name) {
+                Some(user) => user.credential = credential,
+                None if count >= USERS_MAX => return Err(UsersError::TooMany),
+                None => {
+                    added = true;
+                    users.insert(
+                        name.to_owned(),
+                        User {
+                            credential,
+                            registry: None,
+                        },
+                    );
+                }
+            }
+            Ok(())
+        })?;
+        Ok(added)
     }
 
     /// Sets (or, with `None`, takes away) a user's registry access.

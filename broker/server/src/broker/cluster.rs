@@ -232,10 +232,9 @@ impl Cluster {
 
     /// Adds or removes ACL entries through the controller (an ACL listing is answered from
     /// the node's copy): the answer once this node applied the change.
-    pub async fn administer_acls(
-        &self,
-        request: herald_wire::security::SecurityRequest,
-    ) -> Response {
+    /// Changes the cluster's ACLs or users through its controller: the answer a single
+    /// broker's `Security::administer` would give.
+    pub async fn administer(&self, request: herald_wire::security::SecurityRequest) -> Response {
         use herald_wire::limits::ACLS_LISTED_MAX;
         use herald_wire::security::{SecurityRequest, SecurityResponse};
         let command = match request {
@@ -255,10 +254,17 @@ impl Cluster {
                 }
                 Command::RemoveAcls { filter }
             }
+            SecurityRequest::AlterUser { name, credential } => {
+                Command::PutUser { name, credential }
+            }
+            SecurityRequest::DeleteUser { name } => Command::DeleteUser { name },
             other => {
                 return error(
                     ErrorCode::InvalidRequest,
-                    format!("{} does not change the cluster's ACLs", other.api().name()),
+                    format!(
+                        "{} does not change the cluster's ACLs or users",
+                        other.api().name()
+                    ),
                 )
             }
         };
@@ -269,10 +275,12 @@ impl Cluster {
             Ok(Outcome::AclsRemoved(removed)) => {
                 Response::Security(SecurityResponse::AclsDeleted(removed))
             }
+            Ok(Outcome::UserPut { .. }) => Response::Security(SecurityResponse::UserAltered),
+            Ok(Outcome::UserDeleted) => Response::Security(SecurityResponse::UserDeleted),
             Ok(Outcome::Refused(refusal)) => error(ErrorCode::InvalidRequest, refusal.to_string()),
             Ok(other) => error(
                 ErrorCode::Internal,
-                format!("the controller answered an ACL change with {other:?}"),
+                format!("the controller answered an ACL or user change with {other:?}"),
             ),
             Err(failure) => Cluster::unavailable(failure),
         }

@@ -127,7 +127,13 @@ pub fn required(request: &Request) -> Access<'_> {
             SecurityRequest::CreateAcls { .. } | SecurityRequest::DeleteAcls { .. } => {
                 one(Cluster, CLUSTER_NAME, Alter)
             }
-            SecurityRequest::DescribeAcls { .. } => one(Cluster, CLUSTER_NAME, Describe),
+            SecurityRequest::DescribeAcls { .. } | SecurityRequest::ListUsers => {
+                one(Cluster, CLUSTER_NAME, Describe)
+            }
+            // As Kafka's AlterUserScramCredentials: an operator's.
+            SecurityRequest::AlterUser { .. } | SecurityRequest::DeleteUser { .. } => {
+                one(Cluster, CLUSTER_NAME, Alter)
+            }
         },
     }
 }

@@ -18,17 +18,17 @@ pub mod acls;
 pub mod limiter;
 pub mod principals;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use herald_auth::acl::{Operation, Principal, ResourceType};
 use herald_auth::local::{LocalCredentials, LOCAL_ADMIN_USER, LOCAL_CREDENTIALS_FILE};
 use herald_auth::scram::{self, Credential, ScramServer, ScramServerWaiting};
 use herald_wire::groups::GroupResponse;
-use herald_wire::limits::ACLS_LISTED_MAX;
+use herald_wire::limits::{ACLS_LISTED_MAX, USERS_LISTED_MAX};
 use herald_wire::messages::ErrorBody;
 use herald_wire::security::{SecurityRequest, SecurityResponse};
 use herald_wire::{ErrorCode, Request, Response};
@@ -107,10 +107,20 @@ pub enum SecurityError {
     Random,
 }
 
+/// A cluster's users by name, with their credentials.
+type ClusterUsers = BTreeMap<String, Credential>;
+
 /// The broker's authentication and authorization.
 pub struct Security {
     required: bool,
     users: Mutex<UsersWatch>,
+    /// The users file (`herald user` edits it; so does `AlterUser` on a single broker).
+    users_path: PathBuf,
+    /// A cluster node's users as the cluster keeps them (`None` on a single broker), with
+    /// the metadata version they are from: a name there authenticates with the cluster's
+    /// credential; the users file adds names the cluster does not have (the node's own
+    /// generated admin).
+    cluster_users: RwLock<Option<(i64, Arc<ClusterUsers>)>>,
     acls: AclStore,
     secret: [u8; SECRET_BYTES],
     limiter: Mutex<FailureLimiter>,
@@ -148,6 +158,8 @@ impl Security {
             required: config.authentication,
             // Looked at on every authentication: a user added or removed applies at once.
             users: Mutex::new(UsersWatch::open(&Users::path(data_dir), Duration::ZERO)?),
+            users_path: Users::path(data_dir),
+            cluster_users: RwLock::new(None),
             acls,
             secret: secret(data_dir)?,
             limiter: Mutex::new(FailureLimiter::default()),
@@ -518,7 +530,7 @@ impl Security {
                 let started = ScramServer::start(
                     message,
                     |name| {
-                        used = users.credential(name).cloned();
+                        used = self.credential(&users, name);
                         used.clone()
                     },
                     &nonce,
@@ -563,8 +575,8 @@ impl Security {
                 let user = waiting.user().to_owned();
                 // The credential must still be the one the exchange started with (no
                 // `herald user passwd` or `remove` in between).
-                let current = users.credential(&user);
-                if used.is_some() && current != used.as_ref() {
+                let current = self.credential(&users, &user);
+                if used.is_some() && current != used {
                     return failed(
                         &mut exchange,
                         Some(&user),
@@ -650,11 +662,96 @@ impl Security {
                     Err(e) => stored(e),
                 }
             }
+            SecurityRequest::AlterUser { name, credential } => {
+                let credential = match Credential::parse(&credential) {
+                    Ok(credential) => credential,
+                    Err(e) => {
+                        return Response::error(
+                            ErrorCode::InvalidRequest,
+                            format!("the credential of user {name}: {e}"),
+                        )
+                    }
+                };
+                match Users::open_file(&self.users_path)
+                    .and_then(|mut users| users.set_credential(&name, credential))
+                {
+                    Ok(_) => Response::Security(SecurityResponse::UserAltered),
+                    Err(e) => users_refusal(e),
+                }
+            }
+            SecurityRequest::DeleteUser { name } => {
+                match Users::open_file(&self.users_path).and_then(|mut users| users.remove(&name)) {
+                    Ok(()) => Response::Security(SecurityResponse::UserDeleted),
+                    Err(e) => users_refusal(e),
+                }
+            }
+            SecurityRequest::ListUsers => {
+                let names = self.user_names();
+                if names.len() > USERS_LISTED_MAX {
+                    return Response::error(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "{} users, more than one answer lists ({USERS_LISTED_MAX})",
+                            names.len()
+                        ),
+                    );
+                }
+                Response::Security(SecurityResponse::Users(names))
+            }
             SecurityRequest::Authenticate { .. } => Response::error(
                 ErrorCode::InvalidRequest,
                 "authentication is answered by the connection, not as administration",
             ),
         }
+    }
+
+    /// `name`'s credential: the cluster's if it has the user, else the users file's.
+    fn credential(&self, file: &Users, name: &str) -> Option<Credential> {
+        let cluster = self
+            .cluster_users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|(_, users)| users.get(name).cloned());
+        cluster.or_else(|| file.credential(name).cloned())
+    }
+
+    /// Every user name that authenticates here: the cluster's and the users file's.
+    fn user_names(&self) -> Vec<String> {
+        let mut names: BTreeSet<String> = self
+            .users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .current(Instant::now())
+            .0
+            .names()
+            .map(str::to_owned)
+            .collect();
+        if let Some((_, users)) = &*self.cluster_users.read().unwrap_or_else(|p| p.into_inner()) {
+            names.extend(users.keys().cloned());
+        }
+        names.into_iter().collect()
+    }
+
+    /// Takes the cluster's users (name → credential text) as of metadata version `version`;
+    /// an older version than the one taken changes nothing (a late reader cannot bring back
+    /// a removed user). A credential that does not parse is left out (the cluster checked
+    /// each when it was put). Whether anything changed.
+    pub fn follow_users(&self, users: &BTreeMap<String, String>, version: i64) -> bool {
+        let mut current = self
+            .cluster_users
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().is_some_and(|(seen, _)| *seen >= version) {
+            return false;
+        }
+        let parsed: ClusterUsers = users
+            .iter()
+            .filter_map(|(name, text)| Some((name.clone(), Credential::parse(text).ok()?)))
+            .collect();
+        let changed = current.as_ref().is_none_or(|(_, old)| **old != parsed);
+        *current = Some((version, Arc::new(parsed)));
+        changed
     }
 
     /// Called before topic `name` is deleted: its literal ALLOW entries go first, so that a
@@ -679,6 +776,17 @@ impl Security {
             )),
         }
     }
+}
+
+/// A users-file change refused or failed, as an answer.
+fn users_refusal(error: UsersError) -> Response {
+    let code = match &error {
+        UsersError::Write { .. } | UsersError::Read { .. } | UsersError::Stored(_) => {
+            ErrorCode::Storage
+        }
+        _ => ErrorCode::InvalidRequest,
+    };
+    Response::error(code, error.to_string())
 }
 
 /// The answer to one authentication step.

@@ -331,9 +331,13 @@ impl Request {
             | Api::DescribeGroup
             | Api::ListGroups
             | Api::DeleteGroup => Request::Group(GroupRequest::decode(api, &mut r)?),
-            Api::Authenticate | Api::CreateAcls | Api::DescribeAcls | Api::DeleteAcls => {
-                Request::Security(SecurityRequest::decode(api, &mut r)?)
-            }
+            Api::Authenticate
+            | Api::CreateAcls
+            | Api::DescribeAcls
+            | Api::DeleteAcls
+            | Api::AlterUser
+            | Api::DeleteUser
+            | Api::ListUsers => Request::Security(SecurityRequest::decode(api, &mut r)?),
         };
         r.finish("request")?;
         Ok(request)

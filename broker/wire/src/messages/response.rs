@@ -330,9 +330,13 @@ impl Response {
             | Api::DescribeGroup
             | Api::ListGroups
             | Api::DeleteGroup => Response::Group(GroupResponse::decode(api, &mut r)?),
-            Api::Authenticate | Api::CreateAcls | Api::DescribeAcls | Api::DeleteAcls => {
-                Response::Security(SecurityResponse::decode(api, &mut r)?)
-            }
+            Api::Authenticate
+            | Api::CreateAcls
+            | Api::DescribeAcls
+            | Api::DeleteAcls
+            | Api::AlterUser
+            | Api::DeleteUser
+            | Api::ListUsers => Response::Security(SecurityResponse::decode(api, &mut r)?),
         };
         r.finish("response")?;
         Ok(response)

@@ -84,6 +84,10 @@ fn security_request() -> impl Strategy<Value = SecurityRequest> {
             .prop_map(|entries| SecurityRequest::CreateAcls { entries }),
         acl_filter().prop_map(|filter| SecurityRequest::DescribeAcls { filter }),
         acl_filter().prop_map(|filter| SecurityRequest::DeleteAcls { filter }),
+        ("[a-z]{1,12}", ".{0,60}")
+            .prop_map(|(name, credential)| SecurityRequest::AlterUser { name, credential }),
+        "[a-z]{1,12}".prop_map(|name| SecurityRequest::DeleteUser { name }),
+        Just(SecurityRequest::ListUsers),
     ]
 }
 
@@ -102,6 +106,10 @@ fn security_response() -> impl Strategy<Value = (Api, SecurityResponse)> {
             .prop_map(|entries| (Api::DescribeAcls, SecurityResponse::Acls(entries))),
         proptest::collection::vec(acl_entry(), 0..4)
             .prop_map(|entries| (Api::DeleteAcls, SecurityResponse::AclsDeleted(entries))),
+        Just((Api::AlterUser, SecurityResponse::UserAltered)),
+        Just((Api::DeleteUser, SecurityResponse::UserDeleted)),
+        proptest::collection::vec("[a-z]{1,12}", 0..4)
+            .prop_map(|names| (Api::ListUsers, SecurityResponse::Users(names))),
     ]
 }
 

@@ -2133,3 +2133,172 @@ async fn users_are_the_same_on_every_node() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A batch whose records carry the idempotency keys `keys` (as values too).
+fn keyed(keys: &[&str], producer: Option<(i64, i16, i32)>) -> anyhow::Result<Vec<u8>> {
+    let mut builder = match producer {
+        Some((id, epoch, sequence)) => BatchBuilder::new().idempotent(id, epoch, sequence),
+        None => BatchBuilder::new(),
+    };
+    for key in keys {
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(key.as_bytes().to_vec()),
+            headers: vec![herald_wire::batch::Header {
+                key: herald_wire::headers::IDEMPOTENCY_KEY.into(),
+                value: key.as_bytes().to_vec(),
+            }],
+        });
+    }
+    Ok(builder.encode()?)
+}
+
+/// Produces `batch` to partition 0 of `topic` through whichever node leads it: the offset of
+/// each of its records (dropped duplicates where their first copy is).
+async fn produce_keyed(
+    processes: &BTreeMap<usize, BrokerProcess>,
+    topic: &str,
+    batch: Vec<u8>,
+) -> anyhow::Result<Vec<i64>> {
+    let count = batches(&batch).next().context("a batch")??.record_count() as i64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for process in processes.values() {
+            let Ok(client) = process.client().await else {
+                continue;
+            };
+            let answer = client
+                .request(&herald_wire::Request::Produce {
+                    topic: topic.to_owned(),
+                    partition: 0,
+                    durability: Durability::Fsync,
+                    batch: batch.clone().into(),
+                })
+                .await;
+            client.close();
+            match answer {
+                Ok(herald_wire::Response::Produced {
+                    base_offset,
+                    record_offsets,
+                    ..
+                }) => {
+                    return Ok(if record_offsets.is_empty() {
+                        (base_offset..base_offset + count).collect()
+                    } else {
+                        record_offsets
+                    })
+                }
+                Ok(herald_wire::Response::Error(_)) | Err(_) => {}
+                Ok(other) => anyhow::bail!("a produce answered {other:?}"),
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no node took the batch within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A replicated topic with an idempotency-key window: its leader drops records whose key it
+/// stored within the window (pointing them at their first copy), every replica keeps the
+/// same window, so after the leader is SIGKILLed the new leader drops the same keys; an
+/// idempotent producer's batch of duplicates only moves its sequence on every replica (its
+/// next batch is in order, not refused); every node stores the same records at the same
+/// offsets, each key once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_dedup_window_survives_a_leader_kill() -> anyhow::Result<()> {
+    const DEDUPED: &str = "deduped";
+    let cluster = Cluster::new(3)?;
+    let mut processes = cluster.start_all()?;
+    let router = Router::new(cluster.dialer(&processes)?, None);
+    create_topic_with(
+        &router,
+        DEDUPED,
+        TopicConfig {
+            dedup_window: Some(Duration::from_secs(600)),
+            ..TopicConfig::default()
+        },
+    )
+    .await?;
+    // Offsets from the first record's (the partition's Raft entries come before it).
+    let first = produce_keyed(&processes, DEDUPED, keyed(&["a", "b", "a"], None)?).await?;
+    let at = |offsets: Vec<i64>| -> Vec<i64> { offsets.iter().map(|o| o - first[0]).collect() };
+    assert_eq!(at(first.clone()), [0, 1, 0]);
+    assert_eq!(
+        at(produce_keyed(&processes, DEDUPED, keyed(&["b", "c"], None)?).await?),
+        [1, 2]
+    );
+    assert_eq!(
+        at(produce_keyed(&processes, DEDUPED, keyed(&["a", "c"], None)?).await?),
+        [0, 2],
+        "duplicates only: nothing stored"
+    );
+    let lead = leader_of(&processes, DEDUPED, 0).await?;
+    processes.remove(&lead).context("leader")?.kill()?;
+    // The new leader's window is the old one's ("d" goes after the new leader's own Raft
+    // entry).
+    let after = at(produce_keyed(&processes, DEDUPED, keyed(&["c", "d"], None)?).await?);
+    anyhow::ensure!(after[0] == 2 && after[1] > 2, "{after:?}");
+    processes.insert(lead, cluster.start(lead)?);
+    // An idempotent producer: a batch of duplicates only, then its next batch.
+    let (id, epoch) = {
+        let client = processes
+            .values()
+            .next()
+            .context("a node")?
+            .client()
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.init_producer("").await {
+                Ok(ids) => break ids,
+                Err(error) => {
+                    anyhow::ensure!(Instant::now() < deadline, "no producer id: {error}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    };
+    let duplicates = keyed(&["a", "b"], Some((id, epoch, 0)))?;
+    assert_eq!(
+        at(produce_keyed(&processes, DEDUPED, duplicates).await?),
+        [0, 1]
+    );
+    let next = produce_keyed(&processes, DEDUPED, keyed(&["e"], Some((id, epoch, 2)))?).await?;
+    anyhow::ensure!(
+        next.len() == 1 && next[0] > first[0] + 3,
+        "the next batch is stored: {next:?}"
+    );
+    // Every node holds each key once, at the same offsets.
+    let mut reference: Option<BTreeMap<i64, String>> = None;
+    for (node, process) in &processes {
+        let client = process.client().await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stored = loop {
+            let stored = partition_records(&client, DEDUPED, 0).await?;
+            if stored.len() >= 5 || Instant::now() > deadline {
+                break stored;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let values: Vec<&str> = stored.values().map(String::as_str).collect();
+        anyhow::ensure!(
+            values == ["a", "b", "c", "d", "e"],
+            "node {node} holds {stored:?}"
+        );
+        anyhow::ensure!(
+            stored.get(&next[0]).map(String::as_str) == Some("e"),
+            "node {node}: {stored:?}"
+        );
+        match &reference {
+            None => reference = Some(stored),
+            Some(reference) => anyhow::ensure!(
+                &stored == reference,
+                "node {node} differs: {stored:?} vs {reference:?}"
+            ),
+        }
+    }
+    Ok(())
+}

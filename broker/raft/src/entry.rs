@@ -15,6 +15,11 @@ use crate::types::{Entry, LogId, Membership, Proposal};
 pub const BLANK_KEY: &[u8] = b"herald.raft.blank";
 /// The key of a membership change's record.
 pub const MEMBERSHIP_KEY: &[u8] = b"herald.raft.membership";
+/// The key of a sequence marker's record: a proposal that is a one-record control batch
+/// carrying an idempotent producer's stamp (its batch was all duplicates under an
+/// idempotency-key window; every replica's producer state moves on with it, consumers pass
+/// over it). The only control batch a proposal may be.
+pub const SEQUENCE_MARKER_KEY: &[u8] = b"herald.producer.sequence";
 
 /// An entry that cannot be a stored batch, or a stored batch that is no entry.
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +52,9 @@ pub fn to_batch(payload: &Payload, now_ms: i64) -> Result<Vec<u8>, EntryError> {
         Ok(batch)
     };
     match payload {
-        // A proposal is a produced batch: with the control bit it would read back as one of
-        // openraft's own entries.
         EntryPayload::Normal(proposal) => {
-            match herald_wire::batch::BatchHeader::read(&proposal.batch) {
-                Some(head) if head.is_control() => {
-                    Err(BatchError::ReservedAttributes(head.attributes).into())
-                }
-                _ => Ok(proposal.batch.to_vec()),
-            }
+            check_proposal(proposal)?;
+            Ok(proposal.batch.to_vec())
         }
         EntryPayload::Blank => control(BLANK_KEY, None),
         EntryPayload::Membership(membership) => {
@@ -63,6 +62,28 @@ pub fn to_batch(payload: &Payload, now_ms: i64) -> Result<Vec<u8>, EntryError> {
             control(MEMBERSHIP_KEY, Some(&value))
         }
     }
+}
+
+/// Refuses a proposal that would read back as one of openraft's own entries: a control
+/// batch other than a sequence marker ([`SEQUENCE_MARKER_KEY`]).
+pub fn check_proposal(proposal: &Proposal) -> Result<(), EntryError> {
+    match herald_wire::batch::BatchHeader::read(&proposal.batch) {
+        Some(head) if head.is_control() && !is_sequence_marker(&proposal.batch) => {
+            Err(BatchError::ReservedAttributes(head.attributes).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `bytes` is a control batch whose first record is a sequence marker's.
+fn is_sequence_marker(bytes: &[u8]) -> bool {
+    BatchView::parse(bytes).is_ok_and(|view| {
+        view.is_control()
+            && view
+                .records()
+                .next()
+                .is_some_and(|record| record.is_ok_and(|r| r.key == Some(SEQUENCE_MARKER_KEY)))
+    })
 }
 
 /// The entry `log_id` stored as the batch `bytes` (exactly one batch).
@@ -77,6 +98,9 @@ pub fn from_batch(bytes: &[u8], log_id: LogId) -> Result<Entry, EntryError> {
                 let membership: Membership = serde_json::from_slice(record.value.unwrap_or(&[]))
                     .map_err(|error| EntryError::DecodeMembership { index, error })?;
                 EntryPayload::Membership(membership)
+            }
+            Some(SEQUENCE_MARKER_KEY) => {
+                EntryPayload::Normal(Proposal::new(bytes::Bytes::copy_from_slice(bytes)))
             }
             key => {
                 return Err(EntryError::UnknownControl {
@@ -108,5 +132,23 @@ mod tests {
             to_batch(&EntryPayload::Normal(control), 5),
             Err(EntryError::Batch(BatchError::ReservedAttributes(_)))
         ));
+        // A sequence marker is a proposal, and reads back as one.
+        let mut writer = BatchWriter::new();
+        writer
+            .push(0, Some(SEQUENCE_MARKER_KEY), None, std::iter::empty())
+            .expect("record");
+        let marker = writer
+            .finish_control_for(herald_wire::batch::ProducerStamp {
+                id: 9,
+                epoch: 0,
+                base_sequence: 4,
+            })
+            .expect("marker");
+        let stored = to_batch(&EntryPayload::Normal(Proposal::new(marker.clone())), 5)
+            .expect("a marker is stored");
+        match from_batch(&stored, log_id).expect("entry").payload {
+            EntryPayload::Normal(proposal) => assert_eq!(&proposal.batch[..], &marker[..]),
+            other => panic!("a marker read back as {other:?}"),
+        }
     }
 }

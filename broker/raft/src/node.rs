@@ -172,6 +172,8 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
     /// Proposes a produced batch (its append time stamped) and waits until it is committed
     /// and applied here: where its records are.
     pub async fn propose(&self, proposal: Proposal) -> Result<crate::Applied, ProposeError> {
+        // Refused here, not by the log store, where a failed write stops the group.
+        crate::entry::check_proposal(&proposal).map_err(|e| ProposeError::Failed(e.to_string()))?;
         match self.raft.client_write(proposal).await {
             Ok(written) => Ok(written.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {

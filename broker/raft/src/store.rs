@@ -326,6 +326,17 @@ impl<S: Storage + Clone> Replica<S> {
     }
 
     /// The partition log (reads of records go through it).
+    /// What the log's idempotency-key window decides for a produced batch, now (`None`
+    /// without a window): the partition's leader proposes only the records it keeps.
+    pub fn plan_dedup(
+        &mut self,
+        batch: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<herald_broker_core::log::DedupPlan>, herald_broker_core::log::AppendError>
+    {
+        self.log.plan_dedup(batch, now_ms)
+    }
+
     pub fn log(&self) -> &PartitionLog<S> {
         &self.log
     }

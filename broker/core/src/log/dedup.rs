@@ -19,7 +19,7 @@ enum Placement {
 }
 
 /// What the dedup window decided for one batch.
-pub(super) struct DedupPlan {
+pub struct DedupPlan {
     /// (producer id, epoch, base sequence) of the batch as sent.
     producer: Option<ProducerStamp>,
     /// Records in the batch as sent.
@@ -31,7 +31,83 @@ pub(super) struct DedupPlan {
     rewritten: Option<Vec<u8>>,
 }
 
+impl DedupPlan {
+    /// How many of the batch's records are kept (stored).
+    pub fn kept(&self) -> usize {
+        self.kept_keys.len()
+    }
+
+    /// Records in the batch as sent.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The batch of the kept records when some were dropped (`None`: all are kept, or none
+    /// is): its base sequence moved up by the records dropped.
+    pub fn take_rewritten(&mut self) -> Option<Vec<u8>> {
+        self.rewritten.take()
+    }
+
+    /// Where each record of the batch is once the kept ones are stored at `base_offset`
+    /// (empty when every record is kept: each is at `base_offset + index`).
+    pub fn record_offsets(&self, base_offset: i64) -> Vec<i64> {
+        if self.kept_keys.len() == self.count as usize {
+            return Vec::new();
+        }
+        self.placements
+            .iter()
+            .map(|placement| match placement {
+                Placement::Kept(index) => base_offset + index,
+                Placement::Stored(offset) => *offset,
+            })
+            .collect()
+    }
+
+    /// The highest offset of a stored record a dropped one points at, if any: it must be
+    /// committed before the batch is acknowledged (a replicated partition's leader may
+    /// hold it uncommitted, from a previous leader).
+    pub fn last_stored(&self) -> Option<i64> {
+        self.placements
+            .iter()
+            .filter_map(|placement| match placement {
+                Placement::Stored(offset) => Some(*offset),
+                Placement::Kept(_) => None,
+            })
+            .max()
+    }
+}
+
 impl<S: Storage> PartitionLog<S> {
+    /// What this log's idempotency-key window decides for `batch` (already validated), now:
+    /// `None` without a window. For a replicated partition's leader, which proposes what is
+    /// kept (every replica's window takes the kept records' keys as it stores them, see
+    /// [`PartitionLog::append_replicated`]); the window itself does not change.
+    pub fn plan_dedup(
+        &mut self,
+        batch: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<DedupPlan>, AppendError> {
+        let Some(window) = self.dedup.as_mut() else {
+            return Ok(None);
+        };
+        let view = batch::BatchView::parse(batch)?;
+        Self::plan_deduplication(window, &view, now_ms).map(Some)
+    }
+
+    /// Puts the idempotency keys of a stored batch's records into the window (a replicated
+    /// partition's batches hold only records the leader kept).
+    pub(super) fn remember_keys(&mut self, view: &BatchView<'_>, base_offset: i64) {
+        let Some(window) = self.dedup.as_mut() else {
+            return;
+        };
+        for (index, record) in view.records().enumerate() {
+            let Ok(record) = record else { continue };
+            if let Some(key) = record.header(IDEMPOTENCY_KEY) {
+                window.insert(key, base_offset + index as i64, view.append_time_ms());
+            }
+        }
+    }
+
     /// Rebuilds the idempotency-key window from the last two segments' records (the window is
     /// minutes; a segment spans far more unless it is tiny), relative to the newest append.
     pub(super) fn restore_dedup(&mut self) -> Result<(), StorageError> {
@@ -149,32 +225,14 @@ impl<S: Storage> PartitionLog<S> {
     pub(super) fn append_deduplicated(
         &mut self,
         batch: &mut [u8],
-        plan: DedupPlan,
+        mut plan: DedupPlan,
         now_ms: i64,
     ) -> Result<Appended, AppendError> {
-        let DedupPlan {
-            producer,
-            count,
-            placements,
-            kept_keys,
-            rewritten,
-        } = plan;
-        let kept = kept_keys.len() as i64;
-        let record_offsets = |base_offset: i64| -> Vec<i64> {
-            if kept == i64::from(count) {
-                return Vec::new();
-            }
-            placements
-                .iter()
-                .map(|placement| match placement {
-                    Placement::Kept(index) => base_offset + index,
-                    Placement::Stored(offset) => *offset,
-                })
-                .collect()
-        };
+        let (producer, count) = (plan.producer, plan.count);
+        let kept = plan.kept() as i64;
         if kept == 0 {
             // Every record is a duplicate: all placements are stored offsets.
-            let record_offsets = record_offsets(self.high_watermark());
+            let record_offsets = plan.record_offsets(self.high_watermark());
             let base_offset = record_offsets
                 .first()
                 .copied()
@@ -191,7 +249,7 @@ impl<S: Storage> PartitionLog<S> {
                 record_offsets,
             });
         }
-        let base_offset = match rewritten {
+        let base_offset = match plan.take_rewritten() {
             Some(mut rewritten) => self.store(&mut rewritten, now_ms, now_ms)?,
             None => self.store(batch, now_ms, now_ms)?,
         };
@@ -204,7 +262,7 @@ impl<S: Storage> PartitionLog<S> {
             "a dedup plan appended without a dedup window"
         );
         if let Some(window) = self.dedup.as_mut() {
-            for (index, key) in kept_keys.iter().enumerate() {
+            for (index, key) in plan.kept_keys.iter().enumerate() {
                 if let Some(key) = key {
                     window.insert(key, base_offset + index as i64, now_ms);
                 }
@@ -215,7 +273,7 @@ impl<S: Storage> PartitionLog<S> {
             last_offset: base_offset + kept - 1,
             append_time_ms: now_ms,
             duplicate: false,
-            record_offsets: record_offsets(base_offset),
+            record_offsets: plan.record_offsets(base_offset),
         })
     }
 }

@@ -52,6 +52,7 @@ use crate::storage::{Storage, StorageError, StorageFile, SyncHandle};
 use herald_wire::dedup::KeyWindow;
 use segment::{file_name, Segment};
 
+pub use dedup::DedupPlan;
 pub use recovery::Recovery;
 pub use truncate::TruncateError;
 
@@ -112,8 +113,6 @@ pub enum AppendError {
     Storage(#[from] StorageError),
     #[error("the partition is fenced and acknowledges nothing until the broker restarts and recovers it from its log: {reason}")]
     Fenced { reason: String },
-    #[error("not supported: {0}")]
-    Unsupported(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

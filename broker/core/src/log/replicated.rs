@@ -20,7 +20,9 @@ impl<S: Storage> PartitionLog<S> {
     /// Producer state follows the stored batches, as recovery rebuilds it, and producers idle
     /// for the producer expiry (in the batches' append times) are forgotten as they go.
     ///
-    /// Logs with an idempotency-key window are refused: its decisions are not replicated yet.
+    /// With an idempotency-key window, the keys of the stored records go into it at their
+    /// offsets and the leader's append time (the leader proposes only the records its window
+    /// kept, see [`PartitionLog::plan_dedup`]), so every replica's window is the same.
     pub fn append_replicated(
         &mut self,
         batch: &mut [u8],
@@ -31,11 +33,6 @@ impl<S: Storage> PartitionLog<S> {
                 reason: reason.to_owned(),
             });
         }
-        if self.dedup.is_some() {
-            return Err(AppendError::Unsupported(
-                "a partition with an idempotency-key window is not replicated",
-            ));
-        }
         // The leader checked the records before proposing the batch; the CRC shows these
         // are its bytes.
         let view = super::validate_frame(batch, ATTRIBUTE_CONTROL)?;
@@ -43,6 +40,10 @@ impl<S: Storage> PartitionLog<S> {
         let producer = view.producer();
         let append_time_ms = view.append_time_ms();
         let base_offset = self.store(batch, append_time_ms, now_ms)?;
+        if self.dedup.is_some() {
+            let view = herald_wire::batch::BatchView::parse(batch)?;
+            self.remember_keys(&view, base_offset);
+        }
         if let Some(producer) = producer {
             self.producers
                 .record(producer, count as u32, base_offset, append_time_ms);

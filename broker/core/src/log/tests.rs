@@ -1330,3 +1330,72 @@ fn a_reset_replica_adopts_the_producer_state_of_the_snapshot_end() {
         "a log holding batches adopts nothing"
     );
 }
+
+/// A replicated partition with an idempotency-key window: the leader plans which records
+/// its window drops and proposes the kept ones; a replica storing that batch puts its keys
+/// in its own window at the same offsets, so its plan for the same keys (were it to lead
+/// next) drops them onto the same stored records; the answer's record offsets point the
+/// dropped records there, and a batch of duplicates only keeps nothing.
+#[test]
+fn replicas_keep_the_same_dedup_window_as_their_leader() {
+    let (mut leader, _) =
+        PartitionLog::open(MemoryStorage::new(), DIR, dedup_config()).expect("open");
+    let (mut follower, _) =
+        PartitionLog::open(MemoryStorage::new(), DIR, dedup_config()).expect("open");
+    let mut replicate = |leader: &mut PartitionLog<MemoryStorage>, batch: &[u8], now: i64| {
+        let mut plan = leader
+            .plan_dedup(batch, now)
+            .expect("plan")
+            .expect("a window");
+        let mut proposed = plan.take_rewritten().unwrap_or_else(|| batch.to_vec());
+        batch::stamp(&mut proposed, 0, now);
+        let kept = plan.kept();
+        let base = if kept == 0 {
+            None
+        } else {
+            let on_leader = leader
+                .append_replicated(&mut proposed.clone(), now)
+                .expect("leader")
+                .base_offset;
+            let on_follower = follower
+                .append_replicated(&mut proposed, now)
+                .expect("follower")
+                .base_offset;
+            assert_eq!(on_leader, on_follower);
+            Some(on_leader)
+        };
+        (plan, base)
+    };
+    let (plan, base) = replicate(&mut leader, &keyed_batch(&["a", "b", "a"], None), 1_000);
+    assert_eq!(
+        (plan.kept(), base),
+        (2, Some(0)),
+        "a repeated key in one batch is kept once"
+    );
+    assert_eq!(plan.record_offsets(0), vec![0, 1, 0]);
+    let (plan, base) = replicate(&mut leader, &keyed_batch(&["b", "c"], None), 2_000);
+    assert_eq!((plan.kept(), base), (1, Some(2)));
+    assert_eq!(plan.record_offsets(2), vec![1, 2]);
+    assert_eq!(plan.last_stored(), Some(1));
+    let (plan, base) = replicate(&mut leader, &keyed_batch(&["a", "c"], None), 3_000);
+    assert_eq!(
+        (plan.kept(), base),
+        (0, None),
+        "only duplicates: nothing to propose"
+    );
+    assert_eq!(plan.record_offsets(3), vec![0, 2]);
+    // The follower's own window, as it would plan once it leads: the same decisions.
+    let mut own = follower
+        .plan_dedup(&keyed_batch(&["c", "a", "d"], None), 4_000)
+        .expect("plan")
+        .expect("a window");
+    assert_eq!(own.kept(), 1);
+    assert_eq!(own.record_offsets(3), vec![2, 0, 3]);
+    assert!(own.take_rewritten().is_some());
+    // Past the window, a key is new again.
+    let later = follower
+        .plan_dedup(&keyed_batch(&["a"], None), 1_000 + 120_000 + 1)
+        .expect("plan")
+        .expect("a window");
+    assert_eq!(later.kept(), 1);
+}

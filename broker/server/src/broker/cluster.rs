@@ -659,12 +659,6 @@ impl Broker {
                 format!("topic names starting with '__' are the cluster's own: '{name}'"),
             ));
         }
-        if config.dedup_window.is_some() {
-            return Err(error(
-                ErrorCode::InvalidTopicConfig,
-                "a cluster does not replicate dedup windows yet: create the topic without one",
-            ));
-        }
         // As many replicas as the cluster has nodes, up to the default: a topic created while
         // nodes are still registering waits for them rather than getting fewer replicas.
         let factor = REPLICATION_FACTOR_DEFAULT.min(cluster.size.max(1));
@@ -926,11 +920,11 @@ impl Broker {
             return Err(cluster.not_leader(topic, partition, leader));
         }
         let mut batch = BytesMut::from(batch);
-        let validation = cluster
+        let (validation, dedup) = cluster
             .image()
             .topics()
             .get(topic)
-            .map(|t| t.config.validation)
+            .map(|t| (t.config.validation, t.config.dedup_window.is_some()))
             .unwrap_or_default();
         let (producer, count) = {
             let view = validate_produced(&batch)
@@ -947,9 +941,10 @@ impl Broker {
             (view.producer(), view.record_count())
         };
         // An idempotent batch's sequence is checked against every batch proposed before it,
-        // so its partition's proposals go one at a time; others go into Raft at once (openraft
-        // appends and replicates what is waiting together).
-        let turn = producer.map(|_| cluster.proposing(topic, partition));
+        // and a batch under an idempotency-key window against every key proposed before it,
+        // so their partition's proposals go one at a time; others go into Raft at once
+        // (openraft appends and replicates what is waiting together).
+        let turn = (producer.is_some() || dedup).then(|| cluster.proposing(topic, partition));
         let _turn = match &turn {
             Some(turn) => Some(turn.lock().await),
             None => None,
@@ -989,6 +984,43 @@ impl Broker {
             }
         }
         let append_time_ms = now_ms();
+        // The idempotency-key window: only the records it keeps are proposed (each replica's
+        // window takes their keys as it stores them).
+        let plan = if dedup {
+            let planned = group
+                .replica
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .plan_dedup(&batch, append_time_ms)
+                .map_err(|e| error(ErrorCode::CorruptBatch, e.to_string()))?;
+            match planned {
+                Some(mut plan) => {
+                    // A dropped record's first copy may be uncommitted here (a previous
+                    // leader's): acknowledged only once it cannot be undone.
+                    if let Some(stored) = plan.last_stored() {
+                        cluster.committed(&group, topic, partition, stored).await?;
+                    }
+                    match (plan.kept(), plan.take_rewritten(), producer) {
+                        // Duplicates only, and no sequence to move on: nothing to store.
+                        (0, _, None) => {
+                            let record_offsets = plan.record_offsets(0);
+                            return Ok(Response::Produced {
+                                base_offset: record_offsets.first().copied().unwrap_or(0),
+                                append_time_ms,
+                                record_offsets,
+                            });
+                        }
+                        (0, _, Some(producer)) => batch = sequence_marker(producer, count)?,
+                        (_, Some(rewritten), _) => batch = BytesMut::from(&rewritten[..]),
+                        (_, None, _) => {}
+                    }
+                    Some(plan)
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
         batch::stamp(&mut batch, 0, append_time_ms);
         let proposal = Proposal::new(batch.freeze());
         let proposal = match durability {
@@ -997,10 +1029,23 @@ impl Broker {
             Durability::Memory => proposal.unsynced(),
         };
         match group.propose(proposal).await {
-            Ok(applied) => Ok(Response::Produced {
-                base_offset: applied.base_offset,
-                append_time_ms,
-                record_offsets: Vec::new(),
+            Ok(applied) => Ok(match plan {
+                None => Response::Produced {
+                    base_offset: applied.base_offset,
+                    append_time_ms,
+                    record_offsets: Vec::new(),
+                },
+                Some(plan) => {
+                    let record_offsets = plan.record_offsets(applied.base_offset);
+                    Response::Produced {
+                        base_offset: record_offsets
+                            .first()
+                            .copied()
+                            .unwrap_or(applied.base_offset),
+                        append_time_ms,
+                        record_offsets,
+                    }
+                }
             }),
             // Whether it may still commit or not, the producer resends to the new leader,
             // which deduplicates an idempotent batch.
@@ -1108,6 +1153,30 @@ impl Broker {
 
 /// Internal topics hold other clients' state (every group's committed offsets): not read by
 /// clients, whatever their grants.
+/// What a replicated partition stores for an idempotent batch whose records were all
+/// duplicates: a one-record control batch stamped with the batch's last sequence (`count`
+/// records from its base), so every replica's producer state moves on as the producer did;
+/// consumers pass over it.
+fn sequence_marker(producer: batch::ProducerStamp, count: u32) -> Result<BytesMut, Response> {
+    let mut writer = batch::BatchWriter::new();
+    let last = batch::ProducerStamp {
+        base_sequence: producer
+            .base_sequence
+            .wrapping_add(count.saturating_sub(1) as i32),
+        ..producer
+    };
+    writer
+        .push(
+            0,
+            Some(herald_raft::entry::SEQUENCE_MARKER_KEY),
+            None,
+            std::iter::empty(),
+        )
+        .and_then(|()| writer.finish_control_for(last))
+        .map(|bytes| BytesMut::from(&bytes[..]))
+        .map_err(|e| error(ErrorCode::Internal, e.to_string()))
+}
+
 fn refuse_internal_reads(topic: &str) -> Result<(), Response> {
     if is_internal_topic(topic) {
         return Err(error(

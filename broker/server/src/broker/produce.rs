@@ -108,7 +108,6 @@ impl Broker {
                 ),
                 AppendError::Storage(_) => error(ErrorCode::Storage, e.to_string()),
                 AppendError::Fenced { reason } => fenced(&reason),
-                AppendError::Unsupported(_) => error(ErrorCode::InvalidRequest, e.to_string()),
             })?;
             if appended.duplicate {
                 topic.metrics.duplicate_batches.increment(1);

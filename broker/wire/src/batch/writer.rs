@@ -198,6 +198,13 @@ impl BatchWriter {
         self.finish_with(None, ATTRIBUTE_CONTROL)
     }
 
+    /// A control batch carrying `producer`'s stamp: a replicated partition's record that
+    /// a producer's sequence moved on without storing a record (all its records were
+    /// duplicates of stored ones), so every replica's producer state moves with it.
+    pub fn finish_control_for(self, producer: ProducerStamp) -> Result<Vec<u8>, BatchError> {
+        self.finish_with(Some(producer), ATTRIBUTE_CONTROL)
+    }
+
     fn finish_with(
         mut self,
         producer: Option<ProducerStamp>,

@@ -240,13 +240,12 @@ async fn answer<S: Storage + Clone + 'static>(
     mut recv: quinn::RecvStream,
     groups: &Groups<S>,
 ) -> Result<(), NetError> {
-    let request = recv
-        .read_to_end(RAFT_MESSAGE_BYTES_MAX)
-        .await
-        .map_err(|e| NetError::Rpc {
+    let request = bytes::Bytes::from(recv.read_to_end(RAFT_MESSAGE_BYTES_MAX).await.map_err(
+        |e| NetError::Rpc {
             node: 0,
             reason: e.to_string(),
-        })?;
+        },
+    )?);
     let (kind, group, body) = rpc::decode_request(&request)?;
     let response = if kind == Kind::Request {
         match (groups.requests.get(), groups.request_places.try_acquire()) {
@@ -273,7 +272,7 @@ async fn answer<S: Storage + Clone + 'static>(
             None => rpc::encode_failure(&format!("this node does not serve group {group}")),
             Some(raft) => match kind {
                 Kind::Append => {
-                    let request = rpc::decode_append(body)?;
+                    let request = rpc::decode_append(&request.slice_ref(body))?;
                     rpc::encode_answer(raft.append_entries(request).await)
                 }
                 Kind::Vote => {
@@ -384,7 +383,7 @@ impl Peers {
         &self,
         node: u64,
         addr: &str,
-        request: Vec<u8>,
+        mut request: Vec<bytes::Bytes>,
         timeout: Duration,
     ) -> Result<Vec<u8>, NetError> {
         let failed = |reason: String| NetError::Rpc { node, reason };
@@ -399,7 +398,7 @@ impl Peers {
                 .open_bi()
                 .await
                 .map_err(|e| failed(e.to_string()))?;
-            send.write_all(&request)
+            send.write_all_chunks(&mut request)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             send.finish().map_err(|e| failed(e.to_string()))?;
@@ -433,6 +432,18 @@ impl Peers {
         timeout: Duration,
     ) -> Result<Vec<u8>, NetError> {
         let request = rpc::encode_request(kind, group, body)?;
+        self.ask_chunks(node, addr, vec![request.into()], timeout)
+            .await
+    }
+
+    /// [`Peers::ask`] of a request already encoded, as the chunks it is sent in.
+    async fn ask_chunks(
+        &self,
+        node: u64,
+        addr: &str,
+        request: Vec<bytes::Bytes>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, NetError> {
         let response = self.call(node, addr, request, timeout).await?;
         rpc::decode_response(&response)
             .map(<[u8]>::to_vec)
@@ -561,10 +572,16 @@ impl RaftNetworkV2<TypeConfig> for Link {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let body = rpc::encode_append(&request);
-        self.ask(Kind::Append, body, option.soft_ttl())
+        // The batches go out as they are held (shared with the log's recent entries), not
+        // copied into one message.
+        let chunks = rpc::append_request_chunks(&self.group, &request)
+            .map_err(|e| unreachable(NetError::Message(e)))?;
+        let answer = self
+            .peers
+            .ask_chunks(self.target, &self.addr, chunks, option.soft_ttl())
             .await
-            .map_err(unreachable)
+            .map_err(unreachable)?;
+        rpc::decode_json(&answer).map_err(|e| unreachable(NetError::Message(e)))
     }
 
     async fn vote(

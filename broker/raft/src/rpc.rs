@@ -15,6 +15,7 @@
 //!                name empty; answered with the broker's encoded response)
 //! ```
 
+use bytes::Bytes;
 use herald_wire::{DecodeError, Reader};
 use openraft::raft::AppendEntriesRequest;
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf};
@@ -79,15 +80,21 @@ fn bounded(message: Vec<u8>) -> Result<Vec<u8>, RpcError> {
 }
 
 pub fn encode_request(kind: Kind, group: &str, body: &[u8]) -> Result<Vec<u8>, RpcError> {
+    let mut out = request_head(kind, group, body.len())?;
+    out.extend_from_slice(body);
+    bounded(out)
+}
+
+/// A request's kind and group, with room for `body_len` more bytes.
+fn request_head(kind: Kind, group: &str, body_len: usize) -> Result<Vec<u8>, RpcError> {
     if group.len() > GROUP_NAME_BYTES_MAX {
         return Err(RpcError::GroupName(group.len()));
     }
-    let mut out = Vec::with_capacity(3 + group.len() + body.len());
+    let mut out = Vec::with_capacity(3 + group.len() + body_len);
     out.push(kind as u8);
     out.extend_from_slice(&(group.len() as u16).to_be_bytes());
     out.extend_from_slice(group.as_bytes());
-    out.extend_from_slice(body);
-    bounded(out)
+    Ok(out)
 }
 
 pub fn decode_request(bytes: &[u8]) -> Result<(Kind, String, &[u8]), RpcError> {
@@ -160,30 +167,35 @@ struct AppendHead {
     leader_commit: Option<LogId>,
 }
 
-pub fn encode_append(request: &AppendEntriesRequest<TypeConfig>) -> Result<Vec<u8>, RpcError> {
+/// An append request for group `group` as the chunks it is sent in (the bytes are
+/// [`encode_request`] of [`encode_append`]): each produced batch is a chunk of its own,
+/// shared with the entry rather than copied, and the heads between them small buffers.
+pub fn append_request_chunks(
+    group: &str,
+    request: &AppendEntriesRequest<TypeConfig>,
+) -> Result<Vec<Bytes>, RpcError> {
     let head = serde_json::to_vec(&AppendHead {
         vote: request.vote,
         prev_log_id: request.prev_log_id,
         leader_commit: request.leader_commit,
     })?;
-    let payload_bytes: usize = request
-        .entries
-        .iter()
-        .map(|entry| match &entry.payload {
-            EntryPayload::Normal(proposal) => proposal.batch.len(),
-            _ => 64,
-        })
-        .sum();
-    let mut out = Vec::with_capacity(8 + head.len() + payload_bytes + 21 * request.entries.len());
+    let mut chunks = Vec::with_capacity(2 * request.entries.len() + 1);
+    let mut out = request_head(Kind::Append, group, 8 + head.len())?;
     put_bytes(&mut out, &head)?;
     out.extend_from_slice(&(request.entries.len() as u32).to_be_bytes());
+    let mut total = 0usize;
     for entry in &request.entries {
         out.extend_from_slice(&entry.log_id.leader_id.term.to_be_bytes());
         out.extend_from_slice(&entry.log_id.index.to_be_bytes());
         match &entry.payload {
             EntryPayload::Normal(proposal) => {
                 out.push(if proposal.sync { 0 } else { 3 });
-                put_bytes(&mut out, &proposal.batch)?;
+                let len = u32::try_from(proposal.batch.len())
+                    .map_err(|_| RpcError::TooLarge(proposal.batch.len()))?;
+                out.extend_from_slice(&len.to_be_bytes());
+                total += out.len() + proposal.batch.len();
+                chunks.push(Bytes::from(std::mem::take(&mut out)));
+                chunks.push(proposal.batch.clone());
             }
             EntryPayload::Blank => {
                 out.push(1);
@@ -194,11 +206,32 @@ pub fn encode_append(request: &AppendEntriesRequest<TypeConfig>) -> Result<Vec<u
                 put_bytes(&mut out, &serde_json::to_vec(membership)?)?;
             }
         }
+        if total > RAFT_MESSAGE_BYTES_MAX {
+            return Err(RpcError::TooLarge(total));
+        }
     }
-    bounded(out)
+    total += out.len();
+    if !out.is_empty() {
+        chunks.push(Bytes::from(out));
+    }
+    if total > RAFT_MESSAGE_BYTES_MAX {
+        return Err(RpcError::TooLarge(total));
+    }
+    Ok(chunks)
 }
 
-pub fn decode_append(body: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, RpcError> {
+/// The body of an append request, in one buffer (see [`append_request_chunks`], which
+/// sends the same bytes without copying the batches).
+pub fn encode_append(request: &AppendEntriesRequest<TypeConfig>) -> Result<Vec<u8>, RpcError> {
+    let chunks = append_request_chunks("", request)?;
+    let mut out: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+    // Without the request head of an empty group name (kind and a zero length).
+    out.drain(..3);
+    Ok(out)
+}
+
+/// Reads an append request's body; each produced batch is a view into `body` (not copied).
+pub fn decode_append(body: &Bytes) -> Result<AppendEntriesRequest<TypeConfig>, RpcError> {
     let mut reader = Reader::new(body);
     let head: AppendHead =
         serde_json::from_slice(reader.bytes("append head", RAFT_MESSAGE_BYTES_MAX)?)?;
@@ -210,10 +243,8 @@ pub fn decode_append(body: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, Rp
         let kind = reader.u8("entry kind")?;
         let bytes = reader.bytes("entry", RAFT_MESSAGE_BYTES_MAX)?;
         let payload = match kind {
-            0 => EntryPayload::Normal(Proposal::new(bytes::Bytes::copy_from_slice(bytes))),
-            3 => {
-                EntryPayload::Normal(Proposal::new(bytes::Bytes::copy_from_slice(bytes)).unsynced())
-            }
+            0 => EntryPayload::Normal(Proposal::new(body.slice_ref(bytes))),
+            3 => EntryPayload::Normal(Proposal::new(body.slice_ref(bytes)).unsynced()),
             1 => EntryPayload::Blank,
             2 => EntryPayload::Membership(serde_json::from_slice(bytes)?),
             other => return Err(RpcError::UnknownKind(other)),
@@ -311,9 +342,13 @@ mod tests {
             &encode_append(&sent).expect("encode"),
         )
         .expect("request");
+        let chunks = append_request_chunks("orders/3", &sent).expect("chunks");
+        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        assert_eq!(joined, bytes, "the chunks are the request's bytes");
+        let bytes = Bytes::from(bytes);
         let (kind, group, body) = decode_request(&bytes).expect("decode");
         assert_eq!((kind, group.as_str()), (Kind::Append, "orders/3"));
-        let received = decode_append(body).expect("append");
+        let received = decode_append(&bytes.slice_ref(body)).expect("append");
         assert_eq!(received.vote, sent.vote);
         assert_eq!(received.prev_log_id, sent.prev_log_id);
         assert_eq!(received.leader_commit, sent.leader_commit);
@@ -323,13 +358,13 @@ mod tests {
     /// Any cut or flipped kind is an error, never a panic or a different request.
     #[test]
     fn damaged_messages_are_refused() {
-        let body = encode_append(&request()).expect("encode");
+        let body = Bytes::from(encode_append(&request()).expect("encode"));
         for cut in 0..body.len() {
-            assert!(decode_append(&body[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_append(&body.slice(..cut)).is_err(), "cut at {cut}");
         }
-        let mut trailing = body.clone();
+        let mut trailing = body.to_vec();
         trailing.push(0);
-        assert!(decode_append(&trailing).is_err());
+        assert!(decode_append(&Bytes::from(trailing)).is_err());
         assert!(matches!(
             decode_request(&[9, 0, 0]),
             Err(RpcError::UnknownKind(9))

@@ -330,6 +330,9 @@ struct Shared<S: Storage + Clone + 'static> {
     peers: Arc<Peers>,
     store: Arc<ReplicaStore<S>>,
     partitions: Mutex<HashMap<(String, u32), PartitionGroup<S>>>,
+    /// Held while groups start or stop: the metadata follower and the steward both do, and
+    /// a replica must never be opened by two groups at once.
+    reconciling: tokio::sync::Mutex<()>,
 }
 
 /// A running cluster node (see the module documentation).
@@ -431,6 +434,7 @@ impl<S: Storage + Clone + 'static> Node<S> {
             peers,
             store,
             partitions: Mutex::new(HashMap::new()),
+            reconciling: tokio::sync::Mutex::new(()),
         });
         let (publish, image) = watch::channel(Arc::new(ClusterImage::default()));
         let follower = tokio::spawn(follow(
@@ -794,6 +798,7 @@ pub fn record_proposal(key: &[u8], value: &[u8]) -> Result<Proposal, NodeError> 
 /// Starts the groups of the partitions this node holds and stops (and removes the replicas
 /// of) those it no longer holds: topics gone or created again, partitions moved away.
 async fn reconcile<S: Storage + Clone + 'static>(shared: &Shared<S>, image: &ClusterImage) {
+    let _reconciling = shared.reconciling.lock().await;
     let me = shared.config.id;
     let gone: Vec<(String, u32)> = lock(&shared.partitions)
         .iter()
@@ -917,15 +922,23 @@ pub const STEWARD_INTERVAL: Duration = Duration::from_millis(500);
 /// A new replica is made a voter once it is at most this many entries behind the leader.
 pub const MOVE_CATCH_UP_ENTRIES: u64 = 64;
 
+/// How long a partition group whose Raft stopped (openraft stops a group whose log store
+/// failed a write or a sync: a full disk, a failed fsync) waits before it is started again
+/// from its storage, and between two tries.
+pub const GROUP_RESTART_DELAY: Duration = Duration::from_secs(2);
+
 /// Membership work, on whichever groups this node leads, one change at a time: the
 /// controller's leader adds every registered node that is not a member as a learner; a
 /// partition's leader carries out the image's move of that partition (see
-/// [`move_partition`]).
+/// [`move_partition`]). Also restarts partition groups that stopped on a storage failure
+/// (see [`restart_stopped`]).
 async fn steward<S: Storage + Clone + 'static>(proposer: Proposer<S>) {
     let mut image = proposer.image.clone();
+    let mut stopped = HashMap::new();
     loop {
         let _ = tokio::time::timeout(STEWARD_INTERVAL, image.changed()).await;
         let current = image.borrow_and_update().clone();
+        restart_stopped(&proposer.shared, &current, &mut stopped).await;
         let me = proposer.shared.config.id;
         let controller = proposer.controller.metrics().borrow_watched().clone();
         if controller.current_leader == Some(me) {
@@ -975,6 +988,63 @@ async fn steward<S: Storage + Clone + 'static>(proposer: Proposer<S>) {
             .await
             {
                 tracing::warn!(topic = %name, partition, %error, "a partition move step failed");
+            }
+        }
+    }
+}
+
+/// Starts again, from its storage, each partition group whose Raft stopped at least
+/// [`GROUP_RESTART_DELAY`] ago (`stopped`: when each was first seen stopped), and every
+/// partition this node holds whose group is not running (a start that failed, as on a disk
+/// still full), at most once per delay. Reopening recovers the log (a torn tail is cut, the
+/// fence a failed write set is gone) and the group catches up from its leader: a disk freed
+/// up brings the replica back without a process restart.
+async fn restart_stopped<S: Storage + Clone + 'static>(
+    shared: &Shared<S>,
+    image: &ClusterImage,
+    stopped: &mut HashMap<(String, u32), tokio::time::Instant>,
+) {
+    let now = tokio::time::Instant::now();
+    let dead: Vec<(String, u32)> = lock(&shared.partitions)
+        .iter()
+        .filter(|(_, group)| group.raft.metrics().borrow_watched().running_state.is_err())
+        .map(|(key, _)| key.clone())
+        .collect();
+    stopped.retain(|key, _| dead.contains(key) || !lock(&shared.partitions).contains_key(key));
+    let mut due = false;
+    let reconciling = shared.reconciling.lock().await;
+    for key in dead {
+        let since = *stopped.entry(key.clone()).or_insert(now);
+        if now.duration_since(since) < GROUP_RESTART_DELAY {
+            continue;
+        }
+        let Some(group) = lock(&shared.partitions).remove(&key) else {
+            continue;
+        };
+        let name = group_name(&key.0, key.1);
+        tracing::warn!(group = %name, "a partition replica stopped on a storage failure: starting it again from its storage");
+        shared.groups.remove(&name);
+        let _ = group.raft.shutdown().await;
+        stopped.insert(key, now);
+        due = true;
+    }
+    drop(reconciling);
+    let me = shared.config.id;
+    let missing = image.topics().iter().any(|(name, topic)| {
+        (0..topic.replicas.len() as u32).any(|partition| {
+            topic.holders(partition).contains(&me)
+                && !lock(&shared.partitions).contains_key(&(name.clone(), partition))
+                && stopped
+                    .get(&(name.clone(), partition))
+                    .is_none_or(|at| now.duration_since(*at) >= GROUP_RESTART_DELAY)
+        })
+    });
+    if due || missing {
+        reconcile(shared, image).await;
+        let running = lock(&shared.partitions);
+        for (key, at) in stopped.iter_mut() {
+            if !running.contains_key(key) {
+                *at = now;
             }
         }
     }

@@ -12,7 +12,8 @@ use std::time::Duration;
 use common::{endpoint, proposal, Ca};
 use herald_broker_core::cluster::{Command, CommandError, Outcome};
 use herald_broker_core::log::LogConfig;
-use herald_broker_core::storage::MemoryStorage;
+use herald_broker_core::storage::faults::{Call, FaultyStorage};
+use herald_broker_core::storage::{MemoryStorage, Storage};
 use herald_raft::config::Timing;
 use herald_raft::net::{self, Groups, Peers};
 use herald_raft::node::{Node, NodeConfig, ReplicaStore};
@@ -49,13 +50,13 @@ const TIMING: Timing = Timing {
 };
 
 /// Node `id` on `endpoint`, its replicas in `storage`.
-async fn start_node(
+async fn start_node<S: Storage + Clone + 'static>(
     id: u64,
     endpoint: &quinn::Endpoint,
     peers: &BTreeMap<u64, String>,
-    storage: MemoryStorage,
+    storage: S,
     join: bool,
-) -> Node<MemoryStorage> {
+) -> Node<S> {
     let groups = Arc::new(Groups::default());
     tokio::spawn(net::serve(endpoint.clone(), groups.clone()));
     let config = NodeConfig {
@@ -76,7 +77,11 @@ async fn start_node(
 }
 
 /// Writes `value` to `topic`'s partition 0 through whichever node leads it: its index.
-async fn write_through_leader(nodes: &[&Node<MemoryStorage>], topic: &str, value: &str) -> u64 {
+async fn write_through_leader<S: Storage + Clone + 'static>(
+    nodes: &[&Node<S>],
+    topic: &str,
+    value: &str,
+) -> u64 {
     for _ in 0..1_000 {
         let leader = nodes.iter().find_map(|node| {
             let group = node.partition(topic, 0)?;
@@ -95,7 +100,7 @@ async fn write_through_leader(nodes: &[&Node<MemoryStorage>], topic: &str, value
 }
 
 /// The values of the records in a replica, in offset order.
-fn values(node: &Node<MemoryStorage>, topic: &str) -> Vec<String> {
+fn values<S: Storage + Clone + 'static>(node: &Node<S>, topic: &str) -> Vec<String> {
     let group = node.partition(topic, 0).expect("a replica");
     let replica = group.replica.lock().expect("replica");
     let read = replica.log().read(0, 1 << 20).expect("read");
@@ -414,6 +419,84 @@ async fn three_nodes_place_replicate_and_remove_a_topic() {
         })
         .await;
     }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A follower whose disk fills up stops its replica of the partition (openraft stops a group
+/// whose log store fails a write) while the other two go on acknowledging; once the disk has
+/// room again the node starts the replica again from its storage, without a process
+/// restart, and it catches up: it holds every record the others acknowledged meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_disk_filled_comes_back_once_it_has_room() {
+    let ca = Ca::new();
+    let endpoints: Vec<quinn::Endpoint> = (0..3).map(|_| endpoint(&ca.node())).collect();
+    let peers: BTreeMap<u64, String> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as u64 + 1, e.local_addr().expect("addr").to_string()))
+        .collect();
+    let storages: Vec<FaultyStorage<MemoryStorage>> = (0..3)
+        .map(|i| FaultyStorage::new(MemoryStorage::new(), i + 1))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        nodes.push(start_node(i as u64 + 1, endpoint, &peers, storages[i].clone(), false).await);
+    }
+    for node in &nodes {
+        let image = node.image();
+        eventually("every node registered", || {
+            image.borrow().nodes().len() == 3
+        })
+        .await;
+    }
+    let outcome = nodes[0]
+        .propose(&create("orders", 1, 3))
+        .await
+        .expect("proposed");
+    assert!(
+        matches!(outcome, Outcome::TopicCreated { .. }),
+        "{outcome:?}"
+    );
+    let all: Vec<&Node<FaultyStorage<MemoryStorage>>> = nodes.iter().collect();
+    let mut written = Vec::new();
+    for i in 0..10 {
+        let value = format!("before-{i}");
+        write_through_leader(&all, "orders", &value).await;
+        written.push(value);
+    }
+    // Node 1, the preferred leader, leads; node 3's disk fills up.
+    eventually("node 1 leads", || {
+        nodes[0].partition("orders", 0).and_then(|g| g.leader()) == Some(1)
+    })
+    .await;
+    storages[2].fail_rate(Call::Append, 1_000_000);
+    let healthy: Vec<&Node<FaultyStorage<MemoryStorage>>> = nodes[..2].iter().collect();
+    for i in 0..10 {
+        let value = format!("full-{i}");
+        write_through_leader(&healthy, "orders", &value).await;
+        written.push(value);
+    }
+    eventually("node 3's replica stopped on the failed write", || {
+        nodes[2]
+            .partition("orders", 0)
+            .is_none_or(|group| group.raft.metrics().borrow_watched().running_state.is_err())
+    })
+    .await;
+    storages[2].heal();
+    for i in 0..5 {
+        let value = format!("after-{i}");
+        write_through_leader(&healthy, "orders", &value).await;
+        written.push(value);
+    }
+    eventually("node 3's replica is back and holds every record", || {
+        nodes[2]
+            .partition("orders", 0)
+            .is_some_and(|group| group.raft.metrics().borrow_watched().running_state.is_ok())
+            && values(&nodes[2], "orders") == written
+    })
+    .await;
     for node in nodes {
         node.shutdown().await;
     }

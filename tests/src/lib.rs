@@ -478,3 +478,29 @@ pub fn assert_each_once<I: Ord + std::fmt::Debug>(
          (id, times) {repeated:?}"
     );
 }
+
+/// A tmpfs mounted for a test (a small disk to fill), unmounted on drop. Mounting needs root:
+/// `None` where `mount` is refused.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, bytes: u64) -> Option<Self> {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Self {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}

@@ -9,12 +9,10 @@
 //! Mounting a tmpfs needs root; where `mount` is refused the test says so and passes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use herald_broker_client::BrokerClient;
-use herald_tests::BrokerProcess;
+use herald_tests::{BrokerProcess, Tmpfs};
 use herald_wire::batch::{batches, BatchBuilder, Record};
 use herald_wire::messages::{Durability, TopicConfig};
 
@@ -24,31 +22,6 @@ const DISK_BYTES: u64 = 6 * 1024 * 1024;
 const FILLER_BYTES: usize = 2 * 1024 * 1024;
 const RECORD_BYTES: usize = 20 * 1024;
 const RECORDS_AFTER: usize = 30;
-
-/// A mounted tmpfs, unmounted on drop.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path) -> Option<Self> {
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={DISK_BYTES}"), "tmpfs"])
-            .arg(path)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then(|| Self {
-            path: path.to_owned(),
-        })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
 
 fn record_batch(value: &str) -> anyhow::Result<Vec<u8>> {
     let mut builder = BatchBuilder::new();
@@ -106,7 +79,7 @@ fn assert_acknowledged_stored(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_produces_and_loses_nothing_acknowledged() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let Some(disk) = Tmpfs::mount(dir.path()) else {
+    let Some(disk) = Tmpfs::mount(dir.path(), DISK_BYTES) else {
         println!("skipped: mounting a tmpfs needs root (mount -t tmpfs was refused)");
         return Ok(());
     };

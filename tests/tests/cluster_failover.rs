@@ -2302,3 +2302,122 @@ async fn a_replicated_dedup_window_survives_a_leader_kill() -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// A node whose disk fills up (its data directory on a small tmpfs, filled with a file) while
+/// the cluster takes writes: the other two acknowledge every produce (whichever node led the
+/// partition), nothing acknowledged is lost, and once the file is removed the node starts
+/// its stopped replicas again by itself (no restart) and holds every acknowledged record at
+/// its offset. Needs root to mount the tmpfs; says so and passes where `mount` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_disk_fills_up_catches_up_once_it_has_room() -> anyhow::Result<()> {
+    const FULL: &str = "full";
+    const DISK_BYTES: u64 = 24 * 1024 * 1024;
+    const RECORD_BYTES: usize = 16 * 1024;
+    let cluster = Cluster::new(3)?;
+    let third = cluster.dir.path().join("node-3");
+    std::fs::create_dir_all(&third)?;
+    let Some(disk) = herald_tests::Tmpfs::mount(&third, DISK_BYTES) else {
+        println!("skipped: mounting a tmpfs needs root (mount -t tmpfs was refused)");
+        return Ok(());
+    };
+    let processes = cluster.start_all()?;
+    let router = Router::new(cluster.dialer(&processes)?, None);
+    create_topic(&router, FULL, 1).await?;
+    let record = |value: &str| -> anyhow::Result<Vec<u8>> {
+        let mut bytes = value.as_bytes().to_vec();
+        bytes.resize(RECORD_BYTES, b'.');
+        let mut builder = BatchBuilder::new();
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(bytes),
+            headers: Vec::new(),
+        });
+        Ok(builder.encode()?)
+    };
+    let clients = clients_of(&processes).await?;
+    // Through whichever node leads (`produce` tries each in turn).
+    let send = |value: String| {
+        let clients = &clients;
+        async move {
+            let batch = record(&value)?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                for client in clients.values() {
+                    if let Ok((base, _)) = client
+                        .produce(FULL, 0, Durability::Fsync, batch.clone())
+                        .await
+                    {
+                        return Ok::<_, anyhow::Error>((base, value));
+                    }
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "no node took {value} within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let mut acked = BTreeMap::new();
+    for n in 0..10 {
+        let (base, value) = send(format!("before-{n}")).await?;
+        acked.insert(base, value);
+    }
+    // Node 3's disk fills up.
+    let filler = disk.path.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler)?;
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+    }
+    for n in 0..40 {
+        let (base, value) = send(format!("full-{n}")).await?;
+        acked.insert(base, value);
+    }
+    std::fs::remove_file(&filler)?;
+    for n in 0..10 {
+        let (base, value) = send(format!("after-{n}")).await?;
+        acked.insert(base, value);
+    }
+    let last = *acked.keys().next_back().context("acknowledged records")?;
+    let stored_on = |node: usize| {
+        let processes = &processes;
+        async move {
+            let client = processes[&node].client().await?;
+            let stored = partition_records(&client, FULL, 0).await;
+            client.close();
+            stored
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        let stored = stored_on(3).await.unwrap_or_default();
+        if stored.keys().next_back().is_some_and(|end| *end >= last) || Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for node in [1, 2] {
+        let others = stored_on(node).await?;
+        for (offset, value) in &acked {
+            anyhow::ensure!(
+                others.get(offset) == Some(&format!("{value:.<RECORD_BYTES$}")),
+                "node {node} lost {value} at {offset}"
+            );
+        }
+    }
+    for (offset, value) in &acked {
+        anyhow::ensure!(
+            stored.get(offset) == Some(&format!("{value:.<RECORD_BYTES$}")),
+            "node 3 holds {:?} at {offset}, acknowledged {value}",
+            stored.get(offset).map(|v| v.trim_end_matches('.'))
+        );
+    }
+    // The nodes stop before the tmpfs goes.
+    drop(processes);
+    drop(disk);
+    Ok(())
+}

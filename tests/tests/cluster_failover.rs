@@ -1074,6 +1074,18 @@ async fn join_group(
     processes: &BTreeMap<usize, BrokerProcess>,
     skip: Option<usize>,
 ) -> anyhow::Result<(String, i32)> {
+    join_as(processes, skip, GROUP, GROUP_TOPIC, GROUP_TOPIC_PARTITIONS).await
+}
+
+/// Joins `group` (through a node other than `skip`) on `topic` and heartbeats until the
+/// member owns all `partitions` of it: its id and epoch.
+async fn join_as(
+    processes: &BTreeMap<usize, BrokerProcess>,
+    skip: Option<usize>,
+    group: &str,
+    topic: &str,
+    partitions: u32,
+) -> anyhow::Result<(String, i32)> {
     let mut member: Option<(String, i32)> = None;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -1081,11 +1093,11 @@ async fn join_group(
             processes,
             skip,
             GroupRequest::Heartbeat {
-                group: GROUP.to_owned(),
+                group: group.to_owned(),
                 member_id: member.as_ref().map(|(id, _)| id.clone()),
                 member_epoch: member.as_ref().map_or(0, |(_, epoch)| *epoch),
                 instance_id: None,
-                topics: vec![GROUP_TOPIC.to_owned()],
+                topics: vec![topic.to_owned()],
                 owned: Vec::new(),
             },
         )
@@ -1094,10 +1106,10 @@ async fn join_group(
             Ok(GroupResponse::Assignment {
                 member_id,
                 member_epoch,
-                partitions,
+                partitions: assigned,
                 ..
             }) => {
-                if partitions.len() == GROUP_TOPIC_PARTITIONS as usize {
+                if assigned.len() == partitions as usize {
                     return Ok((member_id, member_epoch));
                 }
                 member = Some((member_id, member_epoch));
@@ -1107,7 +1119,7 @@ async fn join_group(
                 code: ErrorCode::UnknownMember | ErrorCode::FencedMemberEpoch,
                 ..
             }) => member = None,
-            other => anyhow::bail!("joining {GROUP}: {other:?}"),
+            other => anyhow::bail!("joining {group}: {other:?}"),
         }
         anyhow::ensure!(Instant::now() < deadline, "no assignment within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -2419,5 +2431,119 @@ async fn a_node_whose_disk_fills_up_catches_up_once_it_has_room() -> anyhow::Res
     // The nodes stop before the tmpfs goes.
     drop(processes);
     drop(disk);
+    Ok(())
+}
+
+/// The groups topic stays bounded and keeps every commit: a group commits offsets with long
+/// metadata until its partition of the groups topic passes its checkpoint size; the
+/// coordinator restates the group's offsets and marks a checkpoint, every replica purges
+/// the segments before it (each node's copy of the groups topic shrinks), and after the
+/// coordinator is SIGKILLed the new one (reading only what is left) answers the last
+/// acknowledged commit for every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_groups_topic_is_checkpointed_purged_and_keeps_every_commit() -> anyhow::Result<()> {
+    use herald_broker::broker::{group_partition, GROUPS_TOPIC, GROUPS_TOPIC_PARTITIONS};
+    const WIDE: &str = "ledger";
+    const WIDE_PARTITIONS: u32 = 30;
+    const ARCHIVISTS: &str = "archivists";
+    const COMMITS: i64 = 60;
+    let mut cluster = Cluster::new(3)?;
+    let config = cluster.dir.path().join("broker.toml");
+    std::fs::write(&config, "retention_check_interval_ms = 500\n")?;
+    cluster.extra = vec!["--config".to_owned(), config.display().to_string()];
+    let mut processes = cluster.start_all()?;
+    let router = Router::new(cluster.dialer(&processes)?, None);
+    create_topic(&router, WIDE, WIDE_PARTITIONS).await?;
+    let shard = group_partition(ARCHIVISTS, GROUPS_TOPIC_PARTITIONS);
+    let coordinator = preferred_leader_of(&processes, GROUPS_TOPIC, shard).await?;
+    let (member_id, member_epoch) =
+        join_as(&processes, None, ARCHIVISTS, WIDE, WIDE_PARTITIONS).await?;
+    let groups_bytes = |node: usize| -> u64 {
+        let dir = cluster
+            .dir
+            .path()
+            .join(format!("node-{node}"))
+            .join(herald_broker::broker::REPLICAS_DIR)
+            .join(GROUPS_TOPIC)
+            .join(shard.to_string());
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let mut largest = 0;
+    for n in 0..COMMITS {
+        let offsets = (0..WIDE_PARTITIONS)
+            .map(|p| Commit {
+                partition: TopicPartition::new(WIDE, p),
+                offset: n * 1_000 + i64::from(p),
+                metadata: format!("{n:0>3000}"),
+            })
+            .collect::<Vec<_>>();
+        let answer = group_request(
+            &processes,
+            None,
+            GroupRequest::Commit {
+                group: ARCHIVISTS.to_owned(),
+                member_id: member_id.clone(),
+                member_epoch,
+                offsets,
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            matches!(answer, Ok(GroupResponse::Committed)),
+            "commit {n}: {answer:?}"
+        );
+        largest = largest.max(groups_bytes(coordinator));
+    }
+    anyhow::ensure!(
+        largest > 4 << 20,
+        "the groups partition grew to {largest} bytes only"
+    );
+    // Every node's copy shrinks below the checkpoint size.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for node in 1..=3 {
+        while groups_bytes(node) > 3 << 20 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "node {node} still holds {} bytes of the groups partition (largest {largest})",
+                groups_bytes(node)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    processes
+        .remove(&coordinator)
+        .context("coordinator")?
+        .kill()?;
+    let asked: Vec<TopicPartition> = (0..WIDE_PARTITIONS)
+        .map(|p| TopicPartition::new(WIDE, p))
+        .collect();
+    let answer = group_request(
+        &processes,
+        None,
+        GroupRequest::FetchOffsets {
+            group: ARCHIVISTS.to_owned(),
+            partitions: asked,
+        },
+    )
+    .await?;
+    let Ok(GroupResponse::Offsets(offsets)) = answer else {
+        anyhow::bail!("fetching the offsets answered {answer:?}");
+    };
+    for (p, committed) in offsets.iter().enumerate() {
+        anyhow::ensure!(
+            committed.offset == Some((COMMITS - 1) * 1_000 + p as i64)
+                && committed.metadata == format!("{:0>3000}", COMMITS - 1),
+            "partition {p}: the new coordinator answers {:?}",
+            committed.offset
+        );
+    }
     Ok(())
 }

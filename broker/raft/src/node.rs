@@ -220,13 +220,25 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
     /// (`Replica::purge`). Never past what this replica has applied. Also lets an idle
     /// replica's recent entries go (`Replica::drop_idle_recent`).
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionStep, NodeError> {
+        self.purge_through(|log| log.retention_horizon(now_ms))
+            .await
+    }
+
+    /// [`PartitionGroup::enforce_retention`] up to the whole segments before `offset`
+    /// (`PartitionLog::horizon_before`) instead of what the retention limits let go: for a
+    /// partition whose state is restated from `offset` on.
+    pub async fn purge_before(&self, offset: i64) -> Result<RetentionStep, NodeError> {
+        self.purge_through(|log| log.horizon_before(offset)).await
+    }
+
+    async fn purge_through(
+        &self,
+        horizon: impl FnOnce(&herald_broker_core::log::PartitionLog<S>) -> Option<u64>,
+    ) -> Result<RetentionStep, NodeError> {
         let (horizon, applied) = {
             let mut replica = lock(&self.replica);
             replica.drop_idle_recent();
-            (
-                replica.log().retention_horizon(now_ms),
-                replica.applied_index(),
-            )
+            (horizon(replica.log()), replica.applied_index())
         };
         let (Some(horizon), Some(applied)) = (horizon, applied) else {
             return Ok(RetentionStep::Nothing);
@@ -784,10 +796,17 @@ pub fn read_committed<S: Storage + Clone + 'static>(
 
 /// A one-record batch (key, value) as a proposal, its append time stamped now.
 pub fn record_proposal(key: &[u8], value: &[u8]) -> Result<Proposal, NodeError> {
+    records_proposal(&[(key, value)])
+}
+
+/// A batch of `records` (key, value) as one proposal, its append time stamped now.
+pub fn records_proposal(records: &[(&[u8], &[u8])]) -> Result<Proposal, NodeError> {
     let mut writer = BatchWriter::new();
-    writer
-        .push(0, Some(key), Some(value), std::iter::empty())
-        .map_err(|e| NodeError::Encode(e.to_string()))?;
+    for (key, value) in records {
+        writer
+            .push(0, Some(key), Some(value), std::iter::empty())
+            .map_err(|e| NodeError::Encode(e.to_string()))?;
+    }
     let mut batch = writer
         .finish(None)
         .map_err(|e| NodeError::Encode(e.to_string()))?;

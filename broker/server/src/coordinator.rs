@@ -110,14 +110,21 @@ pub enum GroupRecord {
     /// Nothing to apply: a new coordinator commits one before it answers, so that every
     /// record before it is folded first.
     Barrier,
+    /// Every group of the partition has its committed offsets restated in the records from
+    /// offset `cut` on (written just before this one by the coordinator, with no commit in
+    /// between): the partition's records before `cut` may be purged.
+    Checkpoint { cut: i64 },
 }
+
+/// Most offsets one restating record holds (a group with more gets several records).
+pub const RESTATED_OFFSETS_PER_RECORD_MAX: usize = 1_000;
 
 impl GroupRecord {
     /// The group the record is about (none for a barrier).
     pub fn group(&self) -> Option<&str> {
         match self {
             GroupRecord::Commit { group, .. } | GroupRecord::Delete { group, .. } => Some(group),
-            GroupRecord::Barrier => None,
+            GroupRecord::Barrier | GroupRecord::Checkpoint { .. } => None,
         }
     }
 
@@ -615,6 +622,31 @@ impl Coordinator {
         })
     }
 
+    /// Every group's committed offsets as commit records (at most
+    /// [`RESTATED_OFFSETS_PER_RECORD_MAX`] offsets each, stamped with the group's last
+    /// commit time): folded into an empty coordinator they give the same offsets, and
+    /// folded into this one they change nothing. What a checkpoint of the groups topic
+    /// writes before the records it lets go are purged.
+    pub fn restatement(&self) -> Vec<GroupRecord> {
+        let groups = self.groups();
+        let mut records = Vec::new();
+        for (name, entry) in groups.iter() {
+            if entry.committed.is_empty() {
+                continue;
+            }
+            let at_ms = entry.last_commit_ms.unwrap_or(0);
+            let offsets = OffsetsV1::new(name, &entry.committed, at_ms).offsets;
+            for chunk in offsets.chunks(RESTATED_OFFSETS_PER_RECORD_MAX) {
+                records.push(GroupRecord::Commit {
+                    group: name.clone(),
+                    offsets: chunk.to_vec(),
+                    at_ms,
+                });
+            }
+        }
+        records
+    }
+
     /// Folds a committed record of a cluster's groups topic in (a commit may name a group
     /// this coordinator has not seen: it is created, members or not).
     pub fn apply(&self, record: &GroupRecord) -> Result<(), Failure> {
@@ -628,7 +660,7 @@ impl Coordinator {
         record: &GroupRecord,
     ) -> Result<(), Failure> {
         match record {
-            GroupRecord::Barrier => Ok(()),
+            GroupRecord::Barrier | GroupRecord::Checkpoint { .. } => Ok(()),
             GroupRecord::Delete {
                 group,
                 unless_committed_after,
@@ -684,8 +716,10 @@ impl Coordinator {
                     }
                 }
                 entry.committed = committed;
-                entry.last_active_ms = Some(*at_ms);
-                entry.last_commit_ms = Some(*at_ms);
+                // A restating record carries the time of the group's last commit: it never
+                // moves the group's activity back.
+                entry.last_active_ms = entry.last_active_ms.max(Some(*at_ms));
+                entry.last_commit_ms = entry.last_commit_ms.max(Some(*at_ms));
                 Ok(())
             }
         }
@@ -1303,6 +1337,82 @@ mod coordinator_tests {
             coordinator.expired(&partitions, now + OFFSETS_RETENTION_MS),
             vec!["quiet".to_owned()],
             "still expires a retention after"
+        );
+    }
+
+    /// A checkpoint's restatement: folded into an empty coordinator it gives every group's
+    /// offsets (overwritten ones as last committed, deleted groups gone, a group with more
+    /// offsets than one record holds in several records), and folded into the coordinator it
+    /// came from it changes nothing, activity times included.
+    #[test]
+    fn a_restatement_rebuilds_every_groups_offsets_and_changes_nothing_here() {
+        let offset = |topic: &str, partition: u32, offset: i64| CommittedOffsetV1 {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            metadata: format!("m{offset}"),
+            topic_id: None,
+        };
+        let commit = |group: &str, offsets: Vec<CommittedOffsetV1>, at_ms| GroupRecord::Commit {
+            group: group.to_owned(),
+            offsets,
+            at_ms,
+        };
+        let source = Coordinator::replicated(GroupConfig::default());
+        let many: Vec<CommittedOffsetV1> = (0..(RESTATED_OFFSETS_PER_RECORD_MAX as u32 + 5))
+            .map(|p| offset("wide", p, i64::from(p)))
+            .collect();
+        for record in [
+            commit("a", vec![offset("t", 0, 5), offset("t", 1, 7)], 10),
+            commit("a", vec![offset("t", 0, 9)], 20),
+            commit("b", vec![offset("u", 0, 1)], 30),
+            GroupRecord::Delete {
+                group: "b".to_owned(),
+                unless_committed_after: None,
+            },
+            commit("c", many, 40),
+        ] {
+            source.apply(&record).expect("applied");
+        }
+        source.forget_members(1_000);
+        let snapshot =
+            |coordinator: &Coordinator| -> Vec<(String, Committed, Option<i64>, Option<i64>)> {
+                coordinator
+                    .groups()
+                    .iter()
+                    .map(|(name, entry)| {
+                        (
+                            name.clone(),
+                            entry.committed.clone(),
+                            entry.last_commit_ms,
+                            entry.last_active_ms,
+                        )
+                    })
+                    .collect()
+            };
+        let before = snapshot(&source);
+        let restated = source.restatement();
+        assert_eq!(restated.len(), 3, "a once, c in two records");
+        let rebuilt = Coordinator::replicated(GroupConfig::default());
+        for record in &restated {
+            let decoded = GroupRecord::decode(&record.encode()).expect("round trip");
+            rebuilt.apply(&decoded).expect("applied");
+            source.apply(&decoded).expect("applied");
+        }
+        assert_eq!(
+            snapshot(&source),
+            before,
+            "nothing changed where it came from"
+        );
+        let offsets_only = |all: Vec<(String, Committed, Option<i64>, Option<i64>)>| {
+            all.into_iter()
+                .map(|(n, c, at, _)| (n, c, at))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(offsets_only(snapshot(&rebuilt)), offsets_only(before));
+        assert_eq!(
+            GroupRecord::decode(&GroupRecord::Checkpoint { cut: 42 }.encode()).expect("marker"),
+            GroupRecord::Checkpoint { cut: 42 }
         );
     }
 

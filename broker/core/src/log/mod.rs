@@ -844,6 +844,17 @@ impl<S: Storage> PartitionLog<S> {
         (due > 0).then(|| self.segments[due].base_ordinal.saturating_sub(1))
     }
 
+    /// The last batch ordinal of the sealed segments that hold only records before
+    /// `offset`, if any: where a replicated partition whose state is restated from `offset`
+    /// on (the groups topic after a checkpoint) purges up to.
+    pub fn horizon_before(&self, offset: i64) -> Option<u64> {
+        let due = self.segments[..self.segments.len().saturating_sub(1)]
+            .iter()
+            .take_while(|segment| segment.next_offset <= offset)
+            .count();
+        (due > 0).then(|| self.segments[due].base_ordinal.saturating_sub(1))
+    }
+
     /// Deletes the oldest sealed segments whose batches all have ordinals up to `ordinal`
     /// (a replicated partition's purge; the active segment stays).
     pub fn remove_through_ordinal(&mut self, ordinal: u64) -> Result<Retained, StorageError> {

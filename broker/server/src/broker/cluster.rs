@@ -392,6 +392,7 @@ impl Cluster {
                         Err(_) => seed = Some(entries),
                     }
                 }
+                broker.cluster_checkpoint_groups(&cluster).await;
                 if last_expiry.elapsed() >= super::cluster_groups::GROUP_EXPIRY_INTERVAL {
                     last_expiry = Instant::now();
                     let deleted = broker.cluster_expire_groups(&cluster).await;
@@ -412,7 +413,19 @@ impl Cluster {
         let now = now_ms();
         let mut purges = 0;
         for (topic, partition, group) in self.node.partitions() {
-            match group.enforce_retention(now).await {
+            // The groups topic purges what its last checkpoint restated, nothing else.
+            let step = if topic == super::cluster_groups::GROUPS_TOPIC {
+                match self.shards.get(partition) {
+                    Some(shard) => match shard.checkpoint().await {
+                        Some(cut) => group.purge_before(cut).await,
+                        None => continue,
+                    },
+                    None => continue,
+                }
+            } else {
+                group.enforce_retention(now).await
+            };
+            match step {
                 Ok(herald_raft::node::RetentionStep::Purge { upto }) => {
                     tracing::debug!(topic, partition, upto, "retention purges up to an entry");
                     purges += 1;

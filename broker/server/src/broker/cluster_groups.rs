@@ -14,6 +14,13 @@
 //!   to the node that does over the node link ([`Peers::request`]) and hands the answer
 //!   back, so clients need not know where coordinators are.
 //!
+//! - The topic stays bounded: once a partition's log passes
+//!   [`GROUPS_CHECKPOINT_SEGMENTS`] segments (and twice its last restatement), its
+//!   coordinator restates every group's committed offsets (no commit in between), then a
+//!   checkpoint record naming where the restatement starts; every replica purges the whole
+//!   segments before that point through Raft (`PartitionGroup::purge_before`), so a new
+//!   coordinator reads little.
+//!
 //! Why a partitioned topic and not the controller: commits are frequent and per group; a
 //! topic spreads them over as many leaders as it has partitions, and the controller's log
 //! stays small.
@@ -22,7 +29,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_raft::node::{read_committed, record_proposal, Committed, PartitionGroup, ProposeError};
+use herald_raft::node::{
+    read_committed, record_proposal, records_proposal, Committed, PartitionGroup, ProposeError,
+};
 use herald_wire::groups::{GroupDescription, GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::{Request, TopicConfig};
 use herald_wire::Api;
@@ -50,6 +59,15 @@ const FORWARD_HOPS_MAX: u8 = 2;
 /// to commit: a leader cut off from its followers commits nothing, and its callers get a
 /// retryable answer instead of waiting until it learns it lost the lead.
 pub(super) const GROUP_RECORD_COMMIT_WAIT: Duration = Duration::from_secs(5);
+/// A partition of the groups topic whose log holds this many segments' worth of bytes (and
+/// at least twice its last restatement) is checkpointed (its groups restated, the segments
+/// before purged).
+pub(super) const GROUPS_CHECKPOINT_SEGMENTS: u64 = 4;
+/// At most one checkpoint of a partition per this interval (a restatement larger than the
+/// threshold does not start another at once).
+pub(super) const GROUPS_CHECKPOINT_INTERVAL_MIN: Duration = Duration::from_secs(60);
+/// Most bytes of restating records one proposal carries.
+const RESTATEMENT_BATCH_BYTES: usize = 1024 * 1024;
 /// How often a node deletes the groups it coordinates whose offsets retention passed.
 pub(super) const GROUP_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -59,13 +77,16 @@ pub fn group_partition(group: &str, partitions: u32) -> u32 {
     crc32c::crc32c(group.as_bytes()) % partitions.max(1)
 }
 
-/// The groups topic's configuration: kept forever (a group's offsets go with a deletion
-/// record, not with age).
+/// Segment size of the groups topic: what a checkpoint's purge deletes at a time.
+pub(super) const GROUPS_SEGMENT_BYTES: u64 = 1024 * 1024;
+
+/// The groups topic's configuration: no retention by age or size (a group's offsets go with
+/// a deletion record, and old records with a checkpoint, see the module documentation).
 pub(super) fn groups_topic_config() -> TopicConfig {
     TopicConfig {
         partitions: GROUPS_TOPIC_PARTITIONS,
         retention: None,
-        segment_bytes: 64 * 1024 * 1024,
+        segment_bytes: GROUPS_SEGMENT_BYTES,
         ..TopicConfig::default()
     }
 }
@@ -74,6 +95,10 @@ pub(super) fn groups_topic_config() -> TopicConfig {
 pub(super) struct Shard {
     coordinator: Coordinator,
     state: tokio::sync::Mutex<ShardState>,
+    /// Shared by the records that change groups (commits, deletions) while they are
+    /// proposed; a checkpoint holds it alone, so that no commit falls between the state it
+    /// restates and its checkpoint record.
+    writes: tokio::sync::RwLock<()>,
 }
 
 #[derive(Default)]
@@ -83,6 +108,12 @@ struct ShardState {
     /// The term in which this node, leading, committed its barrier and forgot earlier
     /// members; `None` until it did.
     ready_term: Option<u64>,
+    /// Where the last checkpoint folded here restates the groups from: the records before
+    /// may be purged.
+    checkpoint: Option<i64>,
+    /// When this node last wrote a checkpoint, and how many bytes it restated.
+    checkpointed_at: Option<std::time::Instant>,
+    restated_bytes: u64,
 }
 
 impl Shard {
@@ -90,6 +121,7 @@ impl Shard {
         Self {
             coordinator,
             state: tokio::sync::Mutex::new(ShardState::default()),
+            writes: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -100,6 +132,7 @@ impl Shard {
                 return;
             };
             match record.value.map(GroupRecord::decode) {
+                Some(Ok(GroupRecord::Checkpoint { cut })) => state.checkpoint = Some(cut),
                 Some(Ok(record)) => {
                     if let Err((_, failure)) = self.coordinator.apply(&record) {
                         tracing::warn!(offset, %failure, "a consumer group record did not apply");
@@ -143,9 +176,104 @@ impl Shard {
         let key = record.group().unwrap_or_default().as_bytes();
         let proposal = record_proposal(key, &record.encode())
             .map_err(|e| error(ErrorCode::InvalidRequest, e.to_string()))?;
+        let writing = self.writes.read().await;
         propose(cluster, group, partition, proposal).await?;
+        drop(writing);
         self.fold(group, &mut *self.state.lock().await);
         Ok(())
+    }
+
+    /// Where the records of this partition may be purged up to, as the last checkpoint folded
+    /// here says.
+    pub(super) async fn checkpoint(&self) -> Option<i64> {
+        self.state.lock().await.checkpoint
+    }
+
+    /// Checkpoints the partition this node leads if its log passed
+    /// [`GROUPS_CHECKPOINT_SEGMENTS`] segments' worth of bytes and twice its last
+    /// restatement (and no checkpoint was written here within
+    /// [`GROUPS_CHECKPOINT_INTERVAL_MIN`]): with no commit in between, every group's
+    /// committed offsets restated ([`Coordinator::restatement`]), then the checkpoint record
+    /// naming the offset they start at. Whether it wrote one.
+    async fn checkpoint_if_due(
+        &self,
+        cluster: &Cluster,
+        group: &PartitionGroup<FileStorage>,
+        partition: u32,
+        segment_bytes: u64,
+    ) -> Result<bool, Response> {
+        let size = group
+            .replica
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .log()
+            .size_bytes();
+        {
+            let state = self.state.lock().await;
+            let threshold = GROUPS_CHECKPOINT_SEGMENTS
+                .saturating_mul(segment_bytes)
+                .max(state.restated_bytes.saturating_mul(2));
+            if size < threshold
+                || state
+                    .checkpointed_at
+                    .is_some_and(|at| at.elapsed() < GROUPS_CHECKPOINT_INTERVAL_MIN)
+            {
+                return Ok(false);
+            }
+        }
+        let _alone = self.writes.write().await;
+        self.ready(cluster, group, partition).await?;
+        let cut = group
+            .replica
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .high_watermark();
+        let records: Vec<(Vec<u8>, Vec<u8>)> = self
+            .coordinator
+            .restatement()
+            .iter()
+            .map(|record| {
+                (
+                    record.group().unwrap_or_default().as_bytes().to_vec(),
+                    record.encode(),
+                )
+            })
+            .collect();
+        let mut start = 0;
+        while start < records.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < records.len() && (end == start || bytes < RESTATEMENT_BATCH_BYTES) {
+                bytes += records[end].0.len() + records[end].1.len();
+                end += 1;
+            }
+            let batch: Vec<(&[u8], &[u8])> = records[start..end]
+                .iter()
+                .map(|(key, value)| (key.as_slice(), value.as_slice()))
+                .collect();
+            let proposal =
+                records_proposal(&batch).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+            propose(cluster, group, partition, proposal).await?;
+            start = end;
+        }
+        let marker = record_proposal(b"", &GroupRecord::Checkpoint { cut }.encode())
+            .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        propose(cluster, group, partition, marker).await?;
+        let mut state = self.state.lock().await;
+        state.checkpointed_at = Some(std::time::Instant::now());
+        state.restated_bytes = records
+            .iter()
+            .map(|(key, value)| (key.len() + value.len()) as u64)
+            .sum();
+        self.fold(group, &mut state);
+        tracing::info!(
+            partition,
+            cut,
+            restated = records.len(),
+            log_bytes = size,
+            "the groups topic's partition is checkpointed; the records before may be purged"
+        );
+        Ok(true)
     }
 }
 
@@ -392,6 +520,32 @@ impl Broker {
         Ok(Response::Group(answer))
     }
 
+    /// Checkpoints each partition of the groups topic this node leads whose log is due
+    /// (see `Shard::checkpoint_if_due`); how many it checkpointed.
+    pub(super) async fn cluster_checkpoint_groups(&self, cluster: &Cluster) -> usize {
+        let segment_bytes = cluster
+            .image()
+            .topics()
+            .get(GROUPS_TOPIC)
+            .map_or(GROUPS_SEGMENT_BYTES, |topic| topic.config.segment_bytes);
+        let mut written = 0;
+        for (partition, group) in cluster.groups_partitions() {
+            if group.leader() != Some(cluster.id()) {
+                continue;
+            }
+            let shard = cluster.shard(partition, || self.coordinator.without_files());
+            match shard
+                .checkpoint_if_due(cluster, &group, partition, segment_bytes)
+                .await
+            {
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                Err(_) => tracing::warn!(partition, "checkpointing the groups topic failed"),
+            }
+        }
+        written
+    }
+
     /// Deletes, through the groups topic, the groups this node coordinates that have had no
     /// member and no commit for the offsets retention; how many.
     pub(super) async fn cluster_expire_groups(&self, cluster: &Cluster) -> usize {
@@ -493,6 +647,15 @@ impl Shards {
             .entry(partition)
             .or_insert_with(|| Arc::new(Shard::new(make())))
             .clone()
+    }
+
+    /// The shard of `partition`, if this node made one.
+    pub(super) fn get(&self, partition: u32) -> Option<Arc<Shard>> {
+        self.shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+            .cloned()
     }
 }
 

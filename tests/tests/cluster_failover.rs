@@ -776,6 +776,50 @@ async fn create_topic_with(
     }
 }
 
+/// What an idempotent producer acknowledged, (partition, offset, value), and what failed.
+type Sent = (Vec<(u32, i64, String)>, Vec<String>);
+
+/// Sends `v-0`, `v-1`, ... through `producer` until `stop`, counting them in `sent`; then
+/// flushes and waits for every delivery.
+fn spawn_sender(
+    producer: Arc<RawProducer>,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<anyhow::Result<Sent>> {
+    tokio::spawn(async move {
+        let mut deliveries = Vec::new();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let value = format!("v-{n}");
+            match producer
+                .send(None, Some(value.clone().into_bytes()), Vec::new())
+                .await
+            {
+                Ok(delivery) => deliveries.push((value, delivery)),
+                Err(ProduceError::CircuitOpen { retry_after }) => {
+                    tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await;
+                }
+                Err(error) => return Err(anyhow::anyhow!("send {value}: {error}")),
+            }
+            n += 1;
+            sent.store(n, Ordering::Relaxed);
+            if n.is_multiple_of(20) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        producer.flush().await;
+        let mut acked = Vec::new();
+        let mut failed = Vec::new();
+        for (value, delivery) in deliveries {
+            match delivery.await {
+                Ok(landed) => acked.push((landed.partition, landed.offset, value)),
+                Err(error) => failed.push(format!("{value}: {error}")),
+            }
+        }
+        Ok((acked, failed))
+    })
+}
+
 async fn failover_loop(fault: Fault, rounds: usize) -> anyhow::Result<()> {
     let (cluster, relay) = match fault {
         Fault::Isolate => {
@@ -806,43 +850,7 @@ async fn failover_loop(fault: Fault, rounds: usize) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let reader = tokio::spawn(follow(router.clone(), IDEMPOTENT_TOPIC, 0, stop.clone()));
-    let sender = {
-        let stop = stop.clone();
-        let sent = sent.clone();
-        let producer = producer.clone();
-        tokio::spawn(async move {
-            let mut deliveries = Vec::new();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let value = format!("v-{n}");
-                match producer
-                    .send(None, Some(value.clone().into_bytes()), Vec::new())
-                    .await
-                {
-                    Ok(delivery) => deliveries.push((value, delivery)),
-                    Err(ProduceError::CircuitOpen { retry_after }) => {
-                        tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await;
-                    }
-                    Err(error) => return Err(anyhow::anyhow!("send {value}: {error}")),
-                }
-                n += 1;
-                sent.store(n, Ordering::Relaxed);
-                if n.is_multiple_of(20) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-            producer.flush().await;
-            let mut acked = Vec::new();
-            let mut failed = Vec::new();
-            for (value, delivery) in deliveries {
-                match delivery.await {
-                    Ok(landed) => acked.push((landed.partition, landed.offset, value)),
-                    Err(error) => failed.push(format!("{value}: {error}")),
-                }
-            }
-            Ok::<_, anyhow::Error>((acked, failed))
-        })
-    };
+    let sender = spawn_sender(producer.clone(), stop.clone(), sent.clone());
     // Before each kill, the producer has moved on since the last one (its sends block once a
     // partition's queue is full, so progress means every partition takes records again).
     let progressed = |since: u64| {
@@ -1859,43 +1867,7 @@ async fn a_partition_moves_onto_a_joining_node_while_it_takes_writes() -> anyhow
     .await?;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let sender = {
-        let (stop, sent, producer) = (stop.clone(), sent.clone(), producer.clone());
-        tokio::spawn(async move {
-            let mut deliveries = Vec::new();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let value = format!("v-{n}");
-                match producer
-                    .send(None, Some(value.clone().into_bytes()), Vec::new())
-                    .await
-                {
-                    Ok(delivery) => deliveries.push((value, delivery)),
-                    Err(ProduceError::CircuitOpen { retry_after }) => {
-                        tokio::time::sleep(retry_after.min(Duration::from_secs(1))).await;
-                    }
-                    Err(error) => return Err(anyhow::anyhow!("send {value}: {error}")),
-                }
-                n += 1;
-                sent.store(n, Ordering::Relaxed);
-                if n.is_multiple_of(20) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-            producer.flush().await;
-            let mut acked = BTreeMap::new();
-            let mut failed = Vec::new();
-            for (value, delivery) in deliveries {
-                match delivery.await {
-                    Ok(landed) => {
-                        acked.insert(landed.offset, value);
-                    }
-                    Err(error) => failed.push(format!("{value}: {error}")),
-                }
-            }
-            Ok::<_, anyhow::Error>((acked, failed))
-        })
-    };
+    let sender = spawn_sender(producer.clone(), stop.clone(), sent.clone());
     let progressed = |since: u64| {
         let sent = sent.clone();
         async move {
@@ -1965,7 +1937,11 @@ async fn a_partition_moves_onto_a_joining_node_while_it_takes_writes() -> anyhow
     // The producer goes on at the new replicas.
     progressed(mark).await?;
     stop.store(true, Ordering::Relaxed);
-    let (acked, failed) = sender.await??;
+    let (landed, failed) = sender.await??;
+    let acked: BTreeMap<i64, String> = landed
+        .into_iter()
+        .map(|(_, offset, value)| (offset, value))
+        .collect();
     anyhow::ensure!(
         failed.is_empty(),
         "{} sends failed across the move, e.g. {:?}",

@@ -76,6 +76,27 @@ async fn start_node<S: Storage + Clone + 'static>(
     .expect("node starts")
 }
 
+/// Nodes 1, 2, ... on `endpoints`, founding the cluster of `peers`, each over its storage;
+/// once every one of them sees them all registered.
+async fn start_registered<S: Storage + Clone + 'static>(
+    endpoints: &[quinn::Endpoint],
+    peers: &BTreeMap<u64, String>,
+    storages: Vec<S>,
+) -> Vec<Node<S>> {
+    let mut nodes = Vec::new();
+    for (i, (endpoint, storage)) in endpoints.iter().zip(storages).enumerate() {
+        nodes.push(start_node(i as u64 + 1, endpoint, peers, storage, false).await);
+    }
+    for node in &nodes {
+        let image = node.image();
+        eventually("every node registered", || {
+            image.borrow().nodes().len() == nodes.len()
+        })
+        .await;
+    }
+    nodes
+}
+
 /// Writes `value` to `topic`'s partition 0 through whichever node leads it: its index.
 async fn write_through_leader<S: Storage + Clone + 'static>(
     nodes: &[&Node<S>],
@@ -137,18 +158,7 @@ async fn a_joining_node_takes_a_moved_partition_and_the_old_replica_goes() {
     let founders: BTreeMap<u64, String> =
         all.clone().into_iter().filter(|(id, _)| *id <= 3).collect();
     let storages: Vec<MemoryStorage> = (0..4).map(|_| MemoryStorage::new()).collect();
-    let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        let i = id as usize - 1;
-        nodes.push(start_node(id, &endpoints[i], &founders, storages[i].clone(), false).await);
-    }
-    for node in &nodes {
-        let image = node.image();
-        eventually("the founders registered", || {
-            image.borrow().nodes().len() == 3
-        })
-        .await;
-    }
+    let nodes = start_registered(&endpoints[..3], &founders, storages[..3].to_vec()).await;
     let Outcome::TopicCreated { replicas } = nodes[0]
         .propose(&create("orders", 1, 3))
         .await
@@ -281,18 +291,8 @@ async fn three_nodes_place_replicate_and_remove_a_topic() {
         .enumerate()
         .map(|(i, e)| (i as u64 + 1, e.local_addr().expect("addr").to_string()))
         .collect();
-    let mut nodes = Vec::new();
-    for (i, endpoint) in endpoints.iter().enumerate() {
-        let node = start_node(i as u64 + 1, endpoint, &peers, MemoryStorage::new(), false);
-        nodes.push(node.await);
-    }
-    for node in &nodes {
-        let image = node.image();
-        eventually("every node registered", || {
-            image.borrow().nodes().len() == 3
-        })
-        .await;
-    }
+    let storages = (0..3).map(|_| MemoryStorage::new()).collect();
+    let nodes = start_registered(&endpoints, &peers, storages).await;
 
     let outcome = nodes[1]
         .propose(&create("orders", 3, 3))
@@ -440,17 +440,7 @@ async fn a_replica_whose_disk_filled_comes_back_once_it_has_room() {
     let storages: Vec<FaultyStorage<MemoryStorage>> = (0..3)
         .map(|i| FaultyStorage::new(MemoryStorage::new(), i + 1))
         .collect();
-    let mut nodes = Vec::new();
-    for (i, endpoint) in endpoints.iter().enumerate() {
-        nodes.push(start_node(i as u64 + 1, endpoint, &peers, storages[i].clone(), false).await);
-    }
-    for node in &nodes {
-        let image = node.image();
-        eventually("every node registered", || {
-            image.borrow().nodes().len() == 3
-        })
-        .await;
-    }
+    let nodes = start_registered(&endpoints, &peers, storages.clone()).await;
     let outcome = nodes[0]
         .propose(&create("orders", 1, 3))
         .await

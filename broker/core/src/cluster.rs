@@ -140,7 +140,7 @@ pub enum CommandError {
     ReplicaTwice(u64),
     #[error("a partition needs at least one replica and at most {NODES_MAX}")]
     ReplicaCount,
-    #[error("partition {partition} of {topic} is already moving to {target:?}")]
+    #[error("partition {partition} of {topic} is already moving to {target:?} (move it to its current replicas to call that off)")]
     MoveUnderWay {
         topic: String,
         partition: u32,
@@ -173,6 +173,8 @@ pub enum Outcome {
     /// The partition moves to the replicas asked for (nothing to do when it has them).
     MoveStarted,
     MoveFinished,
+    /// A move under way was called off: the partition keeps its replicas.
+    MoveCancelled,
     /// Whether the user is new.
     UserPut {
         added: bool,
@@ -387,6 +389,18 @@ impl ClusterImage {
                 if let Some(target) = topic.moves.get(partition) {
                     if target == replicas {
                         return Ok(Outcome::MoveStarted);
+                    }
+                    let current = &mut topic.replicas[*partition as usize];
+                    let mut same = current.clone();
+                    let mut asked = replicas.clone();
+                    same.sort_unstable();
+                    asked.sort_unstable();
+                    if same == asked {
+                        // Back to the replicas it has: the move is called off (the
+                        // partition's leader drops the learners it added for it).
+                        topic.moves.remove(partition);
+                        current.clone_from(replicas);
+                        return Ok(Outcome::MoveCancelled);
                     }
                     return Err(CommandError::MoveUnderWay {
                         topic: name.clone(),
@@ -1065,6 +1079,23 @@ mod tests {
         assert!(moved.moves.is_empty());
         assert_eq!(moved.holders(0), vec![4, 2, 3]);
         assert_eq!(moved.founders, before.founders, "founders never change");
+        // A move called off: back to the replicas it has.
+        let mut current = image.topics()["orders"].replicas[1].clone();
+        let elsewhere: Vec<u64> = (1..=4)
+            .filter(|n| !current.contains(n))
+            .chain([current[0]])
+            .collect();
+        current.reverse();
+        let called_off = run(
+            &mut image,
+            &[
+                move_to("orders", 1, &elsewhere, false),
+                move_to("orders", 1, &current, false),
+            ],
+        );
+        assert_eq!(called_off, [Outcome::MoveStarted, Outcome::MoveCancelled]);
+        assert!(image.topics()["orders"].moves.is_empty());
+        assert_eq!(image.topics()["orders"].replicas[1], current);
         // The same replicas in another order: the preferred leader changes, nothing moves.
         let reordered = run(&mut image, &[move_to("orders", 0, &[2, 3, 4], false)]);
         assert_eq!(reordered[0], Outcome::MoveStarted);

@@ -995,12 +995,13 @@ async fn steward<S: Storage + Clone + 'static>(proposer: Proposer<S>) {
             else {
                 continue;
             };
-            let Some(target) = topic.moves.get(&partition) else {
-                continue;
-            };
             if group.leader() != Some(me) {
                 continue;
             }
+            let Some(target) = topic.moves.get(&partition) else {
+                drop_stray_learners(&group, &topic.holders(partition), &name, partition).await;
+                continue;
+            };
             if let Err(error) = move_partition(
                 &proposer, &current, &name, partition, topic.id, target, &group,
             )
@@ -1066,6 +1067,37 @@ async fn restart_stopped<S: Storage + Clone + 'static>(
                 *at = now;
             }
         }
+    }
+}
+
+/// Removes from a group this node leads the learners that hold no replica of it any more
+/// (a move called off): the leader stops sending them entries.
+async fn drop_stray_learners<S: Storage + Clone + 'static>(
+    group: &PartitionGroup<S>,
+    holders: &[u64],
+    name: &str,
+    partition: u32,
+) {
+    let metrics = group.raft.metrics().borrow_watched().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let stray: BTreeSet<u64> = membership
+        .nodes()
+        .map(|(id, _)| *id)
+        .filter(|id| !voters.contains(id) && !holders.contains(id))
+        .collect();
+    if stray.is_empty() {
+        return;
+    }
+    match group
+        .raft
+        .change_membership(openraft::ChangeMembers::RemoveNodes(stray.clone()), false)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(topic = name, partition, learners = ?stray, "learners of a called-off move removed")
+        }
+        Err(error) => tracing::warn!(topic = name, partition, %error, "removing learners failed"),
     }
 }
 

@@ -491,3 +491,96 @@ async fn a_replica_whose_disk_filled_comes_back_once_it_has_room() {
         node.shutdown().await;
     }
 }
+
+/// A move onto a node that went away stays under way (its learner never catches up); moving
+/// the partition back to the replicas it has calls it off, and the leader drops the learner
+/// it added, so it stops sending it entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_onto_a_lost_node_is_called_off_and_its_learner_dropped() {
+    let ca = Ca::new();
+    let endpoints: Vec<quinn::Endpoint> = (0..4).map(|_| endpoint(&ca.node())).collect();
+    let all: BTreeMap<u64, String> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as u64 + 1, e.local_addr().expect("addr").to_string()))
+        .collect();
+    let founders: BTreeMap<u64, String> =
+        all.clone().into_iter().filter(|(id, _)| *id <= 3).collect();
+    let storages: Vec<MemoryStorage> = (0..3).map(|_| MemoryStorage::new()).collect();
+    let nodes = start_registered(&endpoints[..3], &founders, storages).await;
+    let joiner = start_node(4, &endpoints[3], &all, MemoryStorage::new(), true).await;
+    let image = joiner.image();
+    eventually("the joiner registered", || {
+        image.borrow().nodes().len() == 4
+    })
+    .await;
+    assert!(matches!(
+        nodes[0]
+            .propose(&create("orders", 1, 3))
+            .await
+            .expect("proposed"),
+        Outcome::TopicCreated { .. }
+    ));
+    let refs: Vec<&Node<MemoryStorage>> = nodes.iter().collect();
+    write_through_leader(&refs, "orders", "first").await;
+    // The joiner goes away before the move.
+    joiner.shutdown().await;
+    let current = nodes[0].image().borrow().topics()["orders"].replicas[0].clone();
+    let target: Vec<u64> = std::iter::once(4)
+        .chain(current[1..].iter().copied())
+        .collect();
+    let move_to = |replicas: Vec<u64>| Command::MovePartition {
+        name: "orders".to_owned(),
+        id: TopicId([7; 16]),
+        partition: 0,
+        replicas,
+    };
+    assert_eq!(
+        nodes[1].propose(&move_to(target)).await.expect("proposed"),
+        Outcome::MoveStarted
+    );
+    let learner_of = |node: &Node<MemoryStorage>| {
+        node.partition("orders", 0).is_some_and(|group| {
+            let metrics = group.raft.metrics().borrow_watched().clone();
+            metrics.current_leader == Some(node.id())
+                && metrics
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .any(|(id, _)| *id == 4)
+        })
+    };
+    eventually("the leader added node 4 as a learner", || {
+        nodes.iter().any(learner_of)
+    })
+    .await;
+    assert_eq!(
+        nodes[2]
+            .propose(&move_to(current.clone()))
+            .await
+            .expect("proposed"),
+        Outcome::MoveCancelled
+    );
+    eventually("the learner is dropped", || {
+        nodes.iter().any(|node| {
+            node.partition("orders", 0).is_some_and(|group| {
+                let metrics = group.raft.metrics().borrow_watched().clone();
+                metrics.current_leader == Some(node.id())
+                    && !metrics
+                        .membership_config
+                        .membership()
+                        .nodes()
+                        .any(|(id, _)| *id == 4)
+            })
+        })
+    })
+    .await;
+    assert_eq!(
+        nodes[0].image().borrow().topics()["orders"].replicas[0],
+        current
+    );
+    write_through_leader(&refs, "orders", "after").await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -790,7 +790,7 @@ impl Broker {
             replicas,
         };
         match cluster.node.propose(&command).await {
-            Ok(Outcome::MoveStarted) => Ok(Response::PartitionMoving),
+            Ok(Outcome::MoveStarted | Outcome::MoveCancelled) => Ok(Response::PartitionMoving),
             Ok(Outcome::Refused(refusal)) => Err(error(
                 match refusal {
                     CommandError::NoSuchTopic(_) => ErrorCode::UnknownTopic,

@@ -1885,6 +1885,21 @@ async fn a_partition_moves_onto_a_joining_node_while_it_takes_writes() -> anyhow
     let mark = progressed(0).await?;
 
     processes.insert(4, cluster.start_joining(4, &everyone)?);
+    // Once the cluster knows node 4 (it registers through its peers).
+    let node_1 = processes[&1].client().await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !node_1
+        .metadata(MOVED)
+        .await
+        .is_ok_and(|metadata| metadata.nodes.iter().any(|node| node.id == 4))
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node 4 did not register within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node_1.close();
     let before = placements(&processes, MOVED, 0)
         .await
         .into_iter()

@@ -25,7 +25,7 @@ use herald_wire::limits::{
 };
 use herald_wire::messages::{put_config, read_config, TopicConfig, TopicId};
 use herald_wire::security::{put_entries, put_filter, read_entries, read_filter};
-use herald_wire::{put_string, DecodeError, Reader};
+use herald_wire::{put_node_ids, put_string, DecodeError, Reader};
 
 use crate::producer_ids::{ProducerIdRefusal, ProducerIdTable};
 
@@ -705,26 +705,14 @@ fn put_placement(out: &mut Vec<u8>, name: &str, id: &TopicId, partition: u32, re
     put_string(out, name);
     out.extend_from_slice(&id.0);
     out.extend_from_slice(&partition.to_be_bytes());
-    out.extend_from_slice(&(replicas.len() as u32).to_be_bytes());
-    for node in replicas {
-        out.extend_from_slice(&node.to_be_bytes());
-    }
+    put_node_ids(out, replicas);
 }
 
 fn read_placement(r: &mut Reader<'_>) -> Result<(String, TopicId, u32, Vec<u64>), DecodeError> {
     let name = r.string("topic name", TOPIC_NAME_BYTES_MAX)?;
     let id = TopicId(r.array("topic id")?);
     let partition = r.u32("partition")?;
-    let count = r.u32("replica count")? as usize;
-    if count > NODES_MAX {
-        return Err(DecodeError::Invalid {
-            what: "replica count",
-            detail: count.to_string(),
-        });
-    }
-    let replicas = (0..count)
-        .map(|_| r.u64("replica"))
-        .collect::<Result<Vec<_>, _>>()?;
+    let replicas = r.node_ids("replicas", NODES_MAX)?;
     Ok((name, id, partition, replicas))
 }
 

@@ -92,6 +92,12 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
+    /// A u32 count (at most `limit`) and that many u64 node ids ([`put_node_ids`] writes them).
+    pub fn node_ids(&mut self, what: &'static str, limit: usize) -> Result<Vec<u64>, DecodeError> {
+        let count = self.count(what, limit)?;
+        (0..count).map(|_| self.u64(what)).collect()
+    }
+
     pub fn i32(&mut self, what: &'static str) -> Result<i32, DecodeError> {
         Ok(i32::from_be_bytes(self.array(what)?))
     }
@@ -193,6 +199,14 @@ pub fn put_string(out: &mut Vec<u8>, text: &str) {
     let len = text.len().min(u16::MAX as usize);
     out.extend_from_slice(&(len as u16).to_be_bytes());
     out.extend_from_slice(&text.as_bytes()[..len]);
+}
+
+/// Appends node ids as a u32 count and u64s ([`Reader::node_ids`] reads them).
+pub fn put_node_ids(out: &mut Vec<u8>, ids: &[u64]) {
+    out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
 }
 
 pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {

@@ -48,7 +48,7 @@ pub mod security;
 
 pub use api::Api;
 pub use batch::{BatchBuilder, BatchError, BatchHeader, BatchView, Header, Record, RecordView};
-pub use codec::{put_string, seal, truncate_utf8, unseal, DecodeError, Reader};
+pub use codec::{put_node_ids, put_string, seal, truncate_utf8, unseal, DecodeError, Reader};
 pub use error::ErrorCode;
 pub use frame::{Frame, FrameHeader, FrameKind, PROTOCOL_VERSION};
 pub use messages::{Request, Response};

@@ -200,14 +200,7 @@ impl SecurityResponse {
             Api::AlterUser => SecurityResponse::UserAltered,
             Api::DeleteUser => SecurityResponse::UserDeleted,
             Api::ListUsers => {
-                let count = r.u32("user count")? as usize;
-                if count > USERS_LISTED_MAX {
-                    return Err(DecodeError::TooLarge {
-                        what: "users",
-                        size: count,
-                        limit: USERS_LISTED_MAX,
-                    });
-                }
+                let count = r.count("users", USERS_LISTED_MAX)?;
                 SecurityResponse::Users(
                     (0..count)
                         .map(|_| r.string("user name", PRINCIPAL_NAME_BYTES_MAX))

@@ -199,10 +199,7 @@ impl Request {
             } => {
                 put_string(out, topic);
                 out.extend_from_slice(&partition.to_be_bytes());
-                out.extend_from_slice(&(replicas.len() as u32).to_be_bytes());
-                for node in replicas {
-                    out.extend_from_slice(&node.to_be_bytes());
-                }
+                crate::codec::put_node_ids(out, replicas);
             }
             Request::Group(group) => group.encode(out),
             Request::Security(security) => security.encode(out),
@@ -307,17 +304,7 @@ impl Request {
             Api::MovePartition => {
                 let topic = topic_name(&mut r)?;
                 let partition = r.u32("partition")?;
-                let count = r.u32("replica count")? as usize;
-                if count > METADATA_REPLICAS_MAX {
-                    return Err(DecodeError::TooLarge {
-                        what: "replicas",
-                        size: count,
-                        limit: METADATA_REPLICAS_MAX,
-                    });
-                }
-                let replicas = (0..count)
-                    .map(|_| r.u64("replica"))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let replicas = r.node_ids("replicas", METADATA_REPLICAS_MAX)?;
                 Request::MovePartition {
                     topic,
                     partition,

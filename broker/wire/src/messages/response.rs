@@ -168,10 +168,7 @@ impl Response {
                         .leader
                         .map_or(-1i64, |l| i64::try_from(l).unwrap_or(-1));
                     out.extend_from_slice(&leader.to_be_bytes());
-                    out.extend_from_slice(&(placement.replicas.len() as u32).to_be_bytes());
-                    for replica in &placement.replicas {
-                        out.extend_from_slice(&replica.to_be_bytes());
-                    }
+                    crate::codec::put_node_ids(out, &placement.replicas);
                 }
             }
             Response::Group(group) => group.encode(out),
@@ -310,11 +307,7 @@ impl Response {
                 for _ in 0..count {
                     let partition = r.u32("partition")?;
                     let leader = r.i64("leader")?;
-                    let replicas_count = r.count("replicas", METADATA_REPLICAS_MAX)?;
-                    let mut replicas = Vec::with_capacity(replicas_count);
-                    for _ in 0..replicas_count {
-                        replicas.push(r.u64("replica")?);
-                    }
+                    let replicas = r.node_ids("replicas", METADATA_REPLICAS_MAX)?;
                     partitions.push(PartitionPlacement {
                         partition,
                         leader: u64::try_from(leader).ok(),

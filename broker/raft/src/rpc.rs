@@ -167,11 +167,19 @@ struct AppendHead {
     leader_commit: Option<LogId>,
 }
 
-/// An append request for group `group` as the chunks it is sent in (the bytes are
-/// [`encode_request`] of [`encode_append`]): each produced batch is a chunk of its own,
+/// An append request for group `group` as the chunks it is sent in (the request head and
+/// the append body of the module documentation): each produced batch is a chunk of its own,
 /// shared with the entry rather than copied, and the heads between them small buffers.
 pub fn append_request_chunks(
     group: &str,
+    request: &AppendEntriesRequest<TypeConfig>,
+) -> Result<Vec<Bytes>, RpcError> {
+    append_chunks(request_head(Kind::Append, group, 0)?, request)
+}
+
+/// An append body after `out` (a request's head, or nothing), as chunks.
+fn append_chunks(
+    mut out: Vec<u8>,
     request: &AppendEntriesRequest<TypeConfig>,
 ) -> Result<Vec<Bytes>, RpcError> {
     let head = serde_json::to_vec(&AppendHead {
@@ -180,7 +188,6 @@ pub fn append_request_chunks(
         leader_commit: request.leader_commit,
     })?;
     let mut chunks = Vec::with_capacity(2 * request.entries.len() + 1);
-    let mut out = request_head(Kind::Append, group, 8 + head.len())?;
     put_bytes(&mut out, &head)?;
     out.extend_from_slice(&(request.entries.len() as u32).to_be_bytes());
     let mut total = 0usize;
@@ -220,14 +227,12 @@ pub fn append_request_chunks(
     Ok(chunks)
 }
 
-/// The body of an append request, in one buffer (see [`append_request_chunks`], which
-/// sends the same bytes without copying the batches).
-pub fn encode_append(request: &AppendEntriesRequest<TypeConfig>) -> Result<Vec<u8>, RpcError> {
-    let chunks = append_request_chunks("", request)?;
-    let mut out: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
-    // Without the request head of an empty group name (kind and a zero length).
-    out.drain(..3);
-    Ok(out)
+/// The body of an append request, in one buffer (what [`append_request_chunks`] sends after
+/// the request's head, without copying the batches).
+#[cfg(test)]
+fn encode_append(request: &AppendEntriesRequest<TypeConfig>) -> Result<Vec<u8>, RpcError> {
+    let chunks = append_chunks(Vec::new(), request)?;
+    Ok(chunks.iter().flat_map(|c| c.iter().copied()).collect())
 }
 
 /// Reads an append request's body; each produced batch is a view into `body` (not copied).

@@ -298,8 +298,7 @@ impl Users {
         password: &str,
         registry: Option<RegistryAccess>,
     ) -> Result<(), UsersError> {
-        check_password(password)?;
-        let credential = Credential::new(password, ITERATIONS_DEFAULT)?;
+        let credential = Self::credential_for(password)?;
         self.insert(name, credential, registry)
     }
 
@@ -355,8 +354,7 @@ impl Users {
 
     /// Gives an existing user a new password (a new salt too); its registry access stays.
     pub fn passwd(&mut self, name: &str, password: &str) -> Result<(), UsersError> {
-        check_password(password)?;
-        let credential = Credential::new(password, ITERATIONS_DEFAULT)?;
+        let credential = Self::credential_for(password)?;
         self.change(|users| {
             let user = users
                 .get_mut(name)

@@ -386,38 +386,29 @@ impl ClusterImage {
             } => {
                 self.check_replicas(replicas)?;
                 let topic = self.partition_of(name, *id, *partition)?;
-                if let Some(target) = topic.moves.get(partition) {
-                    if target == replicas {
-                        return Ok(Outcome::MoveStarted);
-                    }
-                    let current = &mut topic.replicas[*partition as usize];
-                    let mut same = current.clone();
-                    let mut asked = replicas.clone();
-                    same.sort_unstable();
-                    asked.sort_unstable();
-                    if same == asked {
-                        // Back to the replicas it has: the move is called off (the
-                        // partition's leader drops the learners it added for it).
+                let current = &mut topic.replicas[*partition as usize];
+                let same = same_nodes(current, replicas);
+                match topic.moves.get(partition) {
+                    Some(target) if target == replicas => {}
+                    // Back to the replicas it has: the move is called off (the partition's
+                    // leader drops the learners it added for it).
+                    Some(_) if same => {
                         topic.moves.remove(partition);
                         current.clone_from(replicas);
                         return Ok(Outcome::MoveCancelled);
                     }
-                    return Err(CommandError::MoveUnderWay {
-                        topic: name.clone(),
-                        partition: *partition,
-                        target: target.clone(),
-                    });
-                }
-                let current = &mut topic.replicas[*partition as usize];
-                let mut same = current.clone();
-                let mut asked = replicas.clone();
-                same.sort_unstable();
-                asked.sort_unstable();
-                if same == asked {
+                    Some(target) => {
+                        return Err(CommandError::MoveUnderWay {
+                            topic: name.clone(),
+                            partition: *partition,
+                            target: target.clone(),
+                        })
+                    }
                     // The same replicas, perhaps another preferred leader: no data moves.
-                    current.clone_from(replicas);
-                } else {
-                    topic.moves.insert(*partition, replicas.clone());
+                    None if same => current.clone_from(replicas),
+                    None => {
+                        topic.moves.insert(*partition, replicas.clone());
+                    }
                 }
                 Ok(Outcome::MoveStarted)
             }
@@ -698,6 +689,12 @@ impl Command {
         r.finish("command")?;
         Ok(command)
     }
+}
+
+/// Whether `a` and `b` name the same nodes (in any order).
+pub fn same_nodes(a: &[u64], b: &[u64]) -> bool {
+    let set = |nodes: &[u64]| nodes.iter().copied().collect::<BTreeSet<u64>>();
+    set(a) == set(b)
 }
 
 /// A partition and its replicas, as the move commands carry them.

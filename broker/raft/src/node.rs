@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_broker_core::cluster::{
-    ClusterImage, Command, NodeInfo, Outcome, TopicImage, COMMAND_KEY,
+    same_nodes, ClusterImage, Command, NodeInfo, Outcome, TopicImage, COMMAND_KEY,
 };
 use herald_broker_core::log::LogConfig;
 use herald_broker_core::storage::Storage;
@@ -511,6 +511,11 @@ impl<S: Storage + Clone + 'static> Node<S> {
         &self.controller
     }
 
+    /// Node `node`'s Raft address: configured in this node's peers, or as it registered.
+    pub fn raft_addr(&self, node: u64) -> Option<String> {
+        raft_addr(&self.shared, &self.image, node)
+    }
+
     /// This node's id.
     pub fn id(&self) -> u64 {
         self.shared.config.id
@@ -653,14 +658,23 @@ impl<S: Storage + Clone + 'static> Proposer<S> {
 impl<S: Storage + Clone + 'static> Proposer<S> {
     /// Node `node`'s Raft address: configured, or as it registered.
     fn raft_addr(&self, node: u64) -> Option<String> {
-        self.shared.config.peers.get(&node).cloned().or_else(|| {
-            self.image
-                .borrow()
-                .nodes()
-                .get(&node)
-                .map(|info| info.raft_addr.clone())
-        })
+        raft_addr(&self.shared, &self.image, node)
     }
+}
+
+/// Node `node`'s Raft address: configured, or as it registered.
+fn raft_addr<S: Storage + Clone + 'static>(
+    shared: &Shared<S>,
+    image: &watch::Receiver<Arc<ClusterImage>>,
+    node: u64,
+) -> Option<String> {
+    shared.config.peers.get(&node).cloned().or_else(|| {
+        image
+            .borrow()
+            .nodes()
+            .get(&node)
+            .map(|info| info.raft_addr.clone())
+    })
 }
 
 /// A command as the one-record batch proposed to the controller.
@@ -885,9 +899,8 @@ fn founding_members(
 ) -> Option<BTreeMap<u64, BasicNode>> {
     let founders = topic.founders.get(partition as usize)?;
     let replicas = topic.replicas.get(partition as usize)?;
-    let as_set = |nodes: &Vec<u64>| nodes.iter().copied().collect::<BTreeSet<u64>>();
     if !founders.contains(&me)
-        || as_set(founders) != as_set(replicas)
+        || !same_nodes(founders, replicas)
         || topic.moves.contains_key(&partition)
     {
         return None;

@@ -105,9 +105,8 @@ pub struct Cluster {
     /// proposal sees every batch proposed before it (batches without a producer id are
     /// proposed at once).
     proposing: Mutex<HashMap<(String, u32), Turn>>,
-    /// The node link, for requests handed on to another node, and each node's Raft address.
+    /// The node link, for requests handed on to another node.
     peers: Arc<Peers>,
-    raft_addrs: BTreeMap<u64, String>,
     /// Where requests handed on by other nodes are answered (set once the broker is known).
     groups: Arc<Groups<FileStorage>>,
     /// The consumer groups of the groups topic's partitions this node holds.
@@ -194,11 +193,6 @@ impl Cluster {
             endpoint,
             proposing: Mutex::new(HashMap::new()),
             peers,
-            raft_addrs: config
-                .peers
-                .iter()
-                .map(|(id, addr)| (*id, addr.to_string()))
-                .collect(),
             groups,
             shards: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
@@ -324,15 +318,8 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<Vec<u8>, String> {
         let addr = self
-            .raft_addrs
-            .get(&node)
-            .cloned()
-            .or_else(|| {
-                self.image()
-                    .nodes()
-                    .get(&node)
-                    .map(|info| info.raft_addr.clone())
-            })
+            .node
+            .raft_addr(node)
             .ok_or_else(|| format!("node {node} is neither a configured peer nor registered"))?;
         self.peers
             .request(node, &addr, &request, timeout)
@@ -525,6 +512,15 @@ impl Cluster {
                 },
             );
         }
+    }
+
+    /// The current incarnation of topic `name`, or `UnknownTopic`.
+    fn topic_id(&self, name: &str) -> Result<herald_wire::messages::TopicId, Response> {
+        self.image()
+            .topics()
+            .get(name)
+            .map(|t| t.id)
+            .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic '{name}'")))
     }
 
     /// The group of a partition this node holds, or why it cannot serve it here.
@@ -741,14 +737,7 @@ impl Broker {
                 format!("topic '{name}' is the cluster's own: it cannot be deleted"),
             ));
         }
-        let id = cluster
-            .node
-            .image()
-            .borrow()
-            .topics()
-            .get(name)
-            .map(|t| t.id)
-            .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic '{name}'")))?;
+        let id = cluster.topic_id(name)?;
         let command = Command::DeleteTopic {
             name: name.to_owned(),
             id,
@@ -775,14 +764,7 @@ impl Broker {
         partition: u32,
         replicas: Vec<u64>,
     ) -> Result<Response, Response> {
-        let id = cluster
-            .node
-            .image()
-            .borrow()
-            .topics()
-            .get(topic)
-            .map(|t| t.id)
-            .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("unknown topic '{topic}'")))?;
+        let id = cluster.topic_id(topic)?;
         let command = Command::MovePartition {
             name: topic.to_owned(),
             id,

@@ -16,7 +16,8 @@ use herald_broker_core::storage::faults::{Call, FaultyStorage};
 use herald_broker_core::storage::{MemoryStorage, Storage};
 use herald_raft::config::Timing;
 use herald_raft::net::{self, Groups, Peers};
-use herald_raft::node::{Node, NodeConfig, ReplicaStore};
+use herald_raft::node::{Node, NodeConfig, ProposeError, ReplicaStore};
+use herald_raft::Proposal;
 use herald_wire::messages::{TopicConfig, TopicId};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
@@ -347,6 +348,45 @@ async fn three_nodes_place_replicate_and_remove_a_topic() {
                 .await
                 .expect("every replica applies it");
         }
+    }
+
+    // A proposal that would read back as one of openraft's own entries (a control batch
+    // other than a sequence marker) is refused with its reason, and the group goes on: a
+    // log store that failed to decode it would have stopped the group.
+    let leader = nodes
+        .iter()
+        .find_map(|node| {
+            let group = node.partition("orders", 0)?;
+            (group.leader() == Some(node.id())).then_some(group)
+        })
+        .expect("partition 0 led");
+    let mut writer = herald_wire::batch::BatchWriter::new();
+    writer
+        .push(
+            0,
+            Some(herald_raft::entry::BLANK_KEY),
+            None,
+            std::iter::empty(),
+        )
+        .expect("record");
+    let control = Proposal::new(bytes::Bytes::from(
+        writer.finish_control().expect("control batch"),
+    ));
+    match leader.propose(control).await {
+        Err(ProposeError::Failed(reason)) => {
+            assert!(reason.contains("attributes"), "reason: {reason}")
+        }
+        other => panic!("a control batch was not refused: {other:?}"),
+    }
+    let index = write_through_leader(&nodes.iter().collect::<Vec<_>>(), "orders", "after").await;
+    for node in &nodes {
+        let group = node.partition("orders", 0).expect("group");
+        group
+            .raft
+            .wait(Some(Duration::from_secs(20)))
+            .applied_index_at_least(Some(index), "replicated after the refusal")
+            .await
+            .expect("the group still replicates");
     }
 
     // Producer ids come from the controller's one counter: distinct whichever node asks.

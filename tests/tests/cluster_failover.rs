@@ -1787,6 +1787,7 @@ async fn a_node_without_the_groups_replica_answers_through_the_others() -> anyho
     let outsider = (1..=4usize)
         .find(|node| !replicas.contains(&(*node as u64)))
         .context("a node without a replica")?;
+    outsiders_name_leaders(&cluster, &processes).await?;
     // Every request goes through the outsider only (the others stay up in `processes`).
     let mut alive: BTreeMap<usize, BrokerProcess> = BTreeMap::new();
     alive.insert(
@@ -1835,6 +1836,70 @@ async fn a_node_without_the_groups_replica_answers_through_the_others() -> anyho
         seen == vec![Some(40), Some(41), Some(42)],
         "through node {outsider} with node {first} down: {seen:?}"
     );
+    Ok(())
+}
+
+/// For each partition of a topic on four nodes (three replicas each), the node holding no
+/// replica of it names a leader among its replicas in its metadata, and a client that knows
+/// only that node produces to the partition (a leader named by no one sent such a client
+/// back to the same node forever).
+async fn outsiders_name_leaders(
+    cluster: &Cluster,
+    processes: &BTreeMap<usize, BrokerProcess>,
+) -> anyhow::Result<()> {
+    const SPREAD: &str = "spread";
+    let router = Router::new(cluster.dialer(processes)?, None);
+    create_topic(&router, SPREAD, 4).await?;
+    for partition in 0..4 {
+        leader_of(processes, SPREAD, partition).await?;
+        let replicas = placements(processes, SPREAD, partition)
+            .await
+            .into_iter()
+            .flatten()
+            .map(|p| p.replicas)
+            .next()
+            .context("the partition's replicas")?;
+        let outsider = (1..=4usize)
+            .find(|node| !replicas.contains(&(*node as u64)))
+            .context("a node without a replica")?;
+        let client = processes[&outsider].client().await?;
+        let metadata = client.metadata(SPREAD).await?;
+        client.close();
+        let named = metadata
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .and_then(|p| p.leader);
+        anyhow::ensure!(
+            named.is_some_and(|leader| replicas.contains(&leader)),
+            "node {outsider} names {named:?} as the leader of {SPREAD}/{partition} (replicas {replicas:?})"
+        );
+        let only = dialer(
+            vec![cluster.listen[outsider - 1]],
+            processes[&outsider].trust(),
+            Credentials::None,
+        );
+        let router = Router::new(only, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let route = router.leader(SPREAD, partition).await?;
+            match route
+                .client
+                .produce(SPREAD, partition, Durability::Fsync, batch("outside")?)
+                .await
+            {
+                Ok(_) => break,
+                Err(error) => {
+                    router.failed(SPREAD, &route, &error);
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "a client of node {outsider} could not produce to {SPREAD}/{partition}: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
     Ok(())
 }
 

@@ -136,7 +136,7 @@ pub(crate) async fn status(broker: &crate::admin::BrokerArgs) -> anyhow::Result<
 /// keep them.
 pub(crate) fn local_cluster_admin(data_dir: &Path, nodes: u64) -> anyhow::Result<PathBuf> {
     use herald_auth::local::{LocalCredentials, LOCAL_CREDENTIALS_FILE};
-    use herald_auth::users::{RegistryAccess, RegistryRole, Users};
+    use herald_auth::users::Users;
     let path = data_dir.join(LOCAL_CREDENTIALS_FILE);
     let credentials = match std::fs::read_to_string(&path) {
         Ok(text) => LocalCredentials::parse(&text)?,
@@ -153,12 +153,7 @@ pub(crate) fn local_cluster_admin(data_dir: &Path, nodes: u64) -> anyhow::Result
         std::fs::create_dir_all(&node_dir)?;
         let mut users = Users::open(&node_dir)?;
         if users.names().next().is_none() {
-            let registry = RegistryAccess::new(RegistryRole::Admin, Vec::new())?;
-            users.add(&credentials.user, &credentials.password, Some(registry))?;
-            herald_meta::write_private(
-                &node_dir.join(LOCAL_CREDENTIALS_FILE),
-                credentials.to_text().as_bytes(),
-            )?;
+            users.add_local_admin(&credentials, &node_dir)?;
         }
     }
     Ok(path)

@@ -131,15 +131,7 @@ impl Cluster {
         for node in 1..=self.nodes.len() {
             let data_dir = self.dir.path().join(format!("node-{node}"));
             std::fs::create_dir_all(&data_dir)?;
-            herald_auth::users::Users::open(&data_dir)?.add(
-                &credentials.user,
-                &credentials.password,
-                None,
-            )?;
-            std::fs::write(
-                data_dir.join(herald_auth::local::LOCAL_CREDENTIALS_FILE),
-                credentials.to_text(),
-            )?;
+            herald_auth::users::Users::open(&data_dir)?.add_local_admin(&credentials, &data_dir)?;
         }
         self.auth = true;
         Ok(())

@@ -22,6 +22,7 @@ use herald_meta as meta;
 use serde::{Deserialize, Serialize};
 
 use crate::acl::Principal;
+use crate::local::{LocalCredentials, LOCAL_CREDENTIALS_FILE};
 use crate::scram::{Credential, ScramError, ITERATIONS_DEFAULT};
 
 /// The users file's name in a data directory.
@@ -300,6 +301,27 @@ impl Users {
     ) -> Result<(), UsersError> {
         let credential = Self::credential_for(password)?;
         self.insert(name, credential, registry)
+    }
+
+    /// Adds `credentials` as the data directory's first super user (the registry's admin too,
+    /// when the registry reads this file) and writes them to `data_dir`'s
+    /// [`LOCAL_CREDENTIALS_FILE`], readable by its owner only, where the CLI and the SDK on
+    /// this machine find them: that file's path.
+    pub fn add_local_admin(
+        &mut self,
+        credentials: &LocalCredentials,
+        data_dir: &Path,
+    ) -> Result<PathBuf, UsersError> {
+        let registry = RegistryAccess::new(RegistryRole::Admin, Vec::new())?;
+        self.add(&credentials.user, &credentials.password, Some(registry))?;
+        let path = data_dir.join(LOCAL_CREDENTIALS_FILE);
+        meta::write_private(&path, credentials.to_text().as_bytes()).map_err(|e| {
+            UsersError::Write {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(path)
     }
 
     /// Adds a user whose credential was made elsewhere.

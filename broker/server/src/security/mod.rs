@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use herald_auth::acl::{Operation, Principal, ResourceType};
-use herald_auth::local::{LocalCredentials, LOCAL_ADMIN_USER, LOCAL_CREDENTIALS_FILE};
+use herald_auth::local::{LocalCredentials, LOCAL_ADMIN_USER};
 use herald_auth::scram::{self, Credential, ScramServer, ScramServerWaiting};
 use herald_wire::groups::GroupResponse;
 use herald_wire::limits::{ACLS_LISTED_MAX, USERS_LISTED_MAX};
@@ -37,7 +37,7 @@ use crate::metrics::BrokerMetrics;
 use crate::producer_ids::ProducerOwner;
 use access::{Access, Listing};
 use acls::{AclStore, AclStoreError};
-use herald_auth::users::{RegistryAccess, RegistryRole, Users, UsersError, UsersWatch};
+use herald_auth::users::{Users, UsersError, UsersWatch};
 use limiter::FailureLimiter;
 pub use principals::{PrincipalRule, PrincipalRules};
 
@@ -137,16 +137,7 @@ impl Security {
         let mut users = Users::open(data_dir)?;
         if config.authentication && users.names().next().is_none() {
             let credentials = LocalCredentials::generate().map_err(|_| SecurityError::Random)?;
-            // The first super user administers the registry too, when it reads this file.
-            let registry = RegistryAccess::new(RegistryRole::Admin, Vec::new())?;
-            users.add(&credentials.user, &credentials.password, Some(registry))?;
-            let path = data_dir.join(LOCAL_CREDENTIALS_FILE);
-            crate::fs::write_private(&path, credentials.to_text().as_bytes()).map_err(|e| {
-                SecurityError::Io {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                }
-            })?;
+            let path = users.add_local_admin(&credentials, data_dir)?;
             tracing::warn!(credentials = %path.display(), "no users yet: created user '{}', a super user; its password is in the credentials file (readable by this account only)", credentials.user);
         }
         let acls = AclStore::open(
@@ -908,6 +899,7 @@ fn secret(data_dir: &Path) -> Result<[u8; SECRET_BYTES], SecurityError> {
 mod tests {
     use std::net::Ipv4Addr;
 
+    use herald_auth::local::LOCAL_CREDENTIALS_FILE;
     use herald_auth::scram::{nonce, ScramClient, MECHANISM};
     use herald_metrics::Metrics;
     use proptest::prelude::*;

@@ -50,6 +50,18 @@ const TIMING: Timing = Timing {
     election_max_ms: 1_000,
 };
 
+/// `count` node endpoints on 127.0.0.1 with certificates of `ca`, and the peers map naming
+/// them as nodes 1, 2, ...
+fn endpoints_of(ca: &Ca, count: usize) -> (Vec<quinn::Endpoint>, BTreeMap<u64, String>) {
+    let endpoints: Vec<quinn::Endpoint> = (0..count).map(|_| endpoint(&ca.node())).collect();
+    let peers = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as u64 + 1, e.local_addr().expect("addr").to_string()))
+        .collect();
+    (endpoints, peers)
+}
+
 /// Node `id` on `endpoint`, its replicas in `storage`.
 async fn start_node<S: Storage + Clone + 'static>(
     id: u64,
@@ -150,14 +162,8 @@ fn values<S: Storage + Clone + 'static>(node: &Node<S>, topic: &str) -> Vec<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_takes_a_moved_partition_and_the_old_replica_goes() {
     let ca = Ca::new();
-    let endpoints: Vec<quinn::Endpoint> = (0..4).map(|_| endpoint(&ca.node())).collect();
-    let all: BTreeMap<u64, String> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (i as u64 + 1, e.local_addr().expect("addr").to_string()))
-        .collect();
-    let founders: BTreeMap<u64, String> =
-        all.clone().into_iter().filter(|(id, _)| *id <= 3).collect();
+    let (endpoints, all) = endpoints_of(&ca, 4);
+    let founders: BTreeMap<u64, String> = all.clone().into_iter().take(3).collect();
     let storages: Vec<MemoryStorage> = (0..4).map(|_| MemoryStorage::new()).collect();
     let nodes = start_registered(&endpoints[..3], &founders, storages[..3].to_vec()).await;
     let Outcome::TopicCreated { replicas } = nodes[0]
@@ -286,12 +292,7 @@ async fn a_joining_node_takes_a_moved_partition_and_the_old_replica_goes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_place_replicate_and_remove_a_topic() {
     let ca = Ca::new();
-    let endpoints: Vec<quinn::Endpoint> = (0..3).map(|_| endpoint(&ca.node())).collect();
-    let peers: BTreeMap<u64, String> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (i as u64 + 1, e.local_addr().expect("addr").to_string()))
-        .collect();
+    let (endpoints, peers) = endpoints_of(&ca, 3);
     let storages = (0..3).map(|_| MemoryStorage::new()).collect();
     let nodes = start_registered(&endpoints, &peers, storages).await;
 
@@ -471,12 +472,7 @@ async fn three_nodes_place_replicate_and_remove_a_topic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_disk_filled_comes_back_once_it_has_room() {
     let ca = Ca::new();
-    let endpoints: Vec<quinn::Endpoint> = (0..3).map(|_| endpoint(&ca.node())).collect();
-    let peers: BTreeMap<u64, String> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (i as u64 + 1, e.local_addr().expect("addr").to_string()))
-        .collect();
+    let (endpoints, peers) = endpoints_of(&ca, 3);
     let storages: Vec<FaultyStorage<MemoryStorage>> = (0..3)
         .map(|i| FaultyStorage::new(MemoryStorage::new(), i + 1))
         .collect();
@@ -538,14 +534,8 @@ async fn a_replica_whose_disk_filled_comes_back_once_it_has_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_onto_a_lost_node_is_called_off_and_its_learner_dropped() {
     let ca = Ca::new();
-    let endpoints: Vec<quinn::Endpoint> = (0..4).map(|_| endpoint(&ca.node())).collect();
-    let all: BTreeMap<u64, String> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (i as u64 + 1, e.local_addr().expect("addr").to_string()))
-        .collect();
-    let founders: BTreeMap<u64, String> =
-        all.clone().into_iter().filter(|(id, _)| *id <= 3).collect();
+    let (endpoints, all) = endpoints_of(&ca, 4);
+    let founders: BTreeMap<u64, String> = all.clone().into_iter().take(3).collect();
     let storages: Vec<MemoryStorage> = (0..3).map(|_| MemoryStorage::new()).collect();
     let nodes = start_registered(&endpoints[..3], &founders, storages).await;
     let joiner = start_node(4, &endpoints[3], &all, MemoryStorage::new(), true).await;

@@ -13,7 +13,7 @@ use herald_broker_core::storage::MemoryStorage;
 use herald_raft::config::{group_config, Timing};
 use herald_raft::store::Replica;
 use herald_raft::{Applied, Proposal, StateMachine, TypeConfig};
-use herald_wire::batch::{self, batches, BatchBuilder, Record};
+use herald_wire::batch::{batches, BatchBuilder};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{
     ClientWriteError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
@@ -24,6 +24,10 @@ use openraft::raft::{
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::BasicNode;
+
+mod common;
+
+use common::stamped;
 
 type Raft = openraft::Raft<TypeConfig, StateMachine<MemoryStorage>>;
 
@@ -121,18 +125,9 @@ impl RaftNetworkV2<TypeConfig> for Connection {
 }
 
 fn proposal(value: &str) -> Proposal {
-    let mut builder = BatchBuilder::new();
-    for part in ["a", "b"] {
-        builder.push(Record {
-            timestamp_ms: 1,
-            key: None,
-            value: Some(format!("{value}-{part}").into_bytes()),
-            headers: Vec::new(),
-        });
-    }
-    let mut bytes = builder.encode().expect("batch");
-    batch::stamp(&mut bytes, 0, 1_000);
-    Proposal::new(bytes)
+    let values = [format!("{value}-a"), format!("{value}-b")];
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    Proposal::new(stamped(BatchBuilder::new(), &values, 1_000))
 }
 
 /// Every data record a replica holds, as (offset, value).
@@ -536,20 +531,11 @@ async fn retention_purges_through_raft_and_a_lagging_follower_gets_the_snapshot(
         .collect();
     // An idempotent producer's batch that retention purges before the lagging follower
     // sees it: the snapshot carries the producer's state.
-    let producer_batch = {
-        let mut builder = BatchBuilder::new().idempotent(42, 0, 0);
-        for value in ["p-a", "p-b"] {
-            builder.push(Record {
-                timestamp_ms: 1,
-                key: None,
-                value: Some(value.as_bytes().to_vec()),
-                headers: Vec::new(),
-            });
-        }
-        let mut bytes = builder.encode().expect("batch");
-        batch::stamp(&mut bytes, 0, 1_000);
-        bytes
-    };
+    let producer_batch = stamped(
+        BatchBuilder::new().idempotent(42, 0, 0),
+        &["p-a", "p-b"],
+        1_000,
+    );
     let producer_offset = loop {
         let leader = leader_among(&others, None).await;
         match others[&leader]

@@ -8,10 +8,14 @@ use herald_broker_core::storage::MemoryStorage;
 use herald_raft::store::open_incarnation;
 use herald_raft::types::{Entry, LogId, Membership, Vote};
 use herald_raft::{LogStore, Proposal, Replica, StateMachine, TypeConfig};
-use herald_wire::batch::{self, batches, BatchBuilder, Record};
+use herald_wire::batch::{batches, BatchBuilder};
 use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::type_config::TypeConfigExt;
 use openraft::{EntryPayload, RaftLogReader};
+
+mod common;
+
+use common::stamped;
 
 const DIR: &str = "orders/0";
 
@@ -22,18 +26,7 @@ fn open(storage: &MemoryStorage) -> (LogStore<MemoryStorage>, StateMachine<Memor
 }
 
 fn produced(values: &[&str], append_time_ms: i64) -> Proposal {
-    let mut builder = BatchBuilder::new();
-    for value in values {
-        builder.push(Record {
-            timestamp_ms: 1,
-            key: None,
-            value: Some(value.as_bytes().to_vec()),
-            headers: Vec::new(),
-        });
-    }
-    let mut bytes = builder.encode().expect("batch");
-    batch::stamp(&mut bytes, 0, append_time_ms);
-    Proposal::new(bytes)
+    Proposal::new(stamped(BatchBuilder::new(), values, append_time_ms))
 }
 
 fn entry(

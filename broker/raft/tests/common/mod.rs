@@ -77,14 +77,21 @@ pub(crate) fn anonymous_client(ca: &Ca) -> quinn::ClientConfig {
 
 /// A produced batch of one record holding `value`, its append time stamped.
 pub(crate) fn proposal(value: &str) -> Proposal {
-    let mut builder = BatchBuilder::new();
-    builder.push(Record {
-        timestamp_ms: 1,
-        key: None,
-        value: Some(value.as_bytes().to_vec()),
-        headers: Vec::new(),
-    });
+    Proposal::new(stamped(BatchBuilder::new(), &[value], 1_000))
+}
+
+/// `builder`'s batch (plain or a producer's) of one record per value, its append time
+/// stamped `append_time_ms`.
+pub(crate) fn stamped(mut builder: BatchBuilder, values: &[&str], append_time_ms: i64) -> Vec<u8> {
+    for value in values {
+        builder.push(Record {
+            timestamp_ms: 1,
+            key: None,
+            value: Some(value.as_bytes().to_vec()),
+            headers: Vec::new(),
+        });
+    }
     let mut bytes = builder.encode().expect("batch");
-    batch::stamp(&mut bytes, 0, 1_000);
-    Proposal::new(bytes)
+    batch::stamp(&mut bytes, 0, append_time_ms);
+    bytes
 }

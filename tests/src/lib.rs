@@ -323,6 +323,41 @@ impl BrokerProcess {
     }
 }
 
+/// A batch of one record whose value is `value` (producers' timestamp 1, no key).
+pub fn one_record(value: impl Into<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
+    let mut builder = herald_wire::batch::BatchBuilder::new();
+    builder.push(herald_wire::batch::Record {
+        timestamp_ms: 1,
+        key: None,
+        value: Some(value.into()),
+        headers: Vec::new(),
+    });
+    Ok(builder.encode()?)
+}
+
+/// A batch of one record whose value is `tag` padded with dots to `bytes`.
+pub fn padded_record(tag: &str, bytes: usize) -> anyhow::Result<Vec<u8>> {
+    let mut value = tag.as_bytes().to_vec();
+    value.resize(bytes.max(value.len()), b'.');
+    one_record(value)
+}
+
+/// Runs `command` with `input` on its standard input (closed after it): its output.
+pub fn run_with_input(command: &mut Command, input: &str) -> anyhow::Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    Ok(child.wait_with_output()?)
+}
+
 /// The pinned Confluent Python client the interop tests drive.
 pub const CONFLUENT_CLIENT_REQUIREMENT: &str =
     "confluent-kafka[avro,protobuf,schemaregistry]==2.16.0";

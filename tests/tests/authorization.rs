@@ -4,8 +4,7 @@
 //! permission (by the generated admin, over the ACL API), the same call works. The user is
 //! added with the real `herald user add` while the broker runs.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use herald_auth::acl::{
@@ -13,7 +12,6 @@ use herald_auth::acl::{
 };
 use herald_broker_client::{BrokerClient, Credentials, RequestError};
 use herald_tests::{herald_binary, BrokerProcess};
-use herald_wire::batch::{BatchBuilder, Record};
 use herald_wire::groups::{Commit, GroupRequest, GroupResponse, TopicPartition};
 use herald_wire::messages::{Durability, OffsetSpec, TopicConfig};
 use herald_wire::ErrorCode;
@@ -220,14 +218,7 @@ fn member(response: GroupResponse) -> (String, i32) {
 }
 
 fn one_record() -> Vec<u8> {
-    let mut builder = BatchBuilder::new();
-    builder.push(Record {
-        timestamp_ms: 1,
-        key: None,
-        value: Some(b"v".to_vec()),
-        headers: Vec::new(),
-    });
-    builder.encode().expect("batch")
+    herald_tests::one_record("v").expect("batch")
 }
 
 /// Everything a refused call could have changed, as the admin sees it.
@@ -272,19 +263,17 @@ async fn state(admin: &BrokerClient) -> String {
 
 /// `herald user add USER --data-dir DIR`, the password on stdin.
 fn add_user(data_dir: &std::path::Path) -> anyhow::Result<()> {
-    let mut child = Command::new(herald_binary()?)
-        .args(["user", "add", USER, "--data-dir"])
-        .arg(data_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("stdin"))?
-        .write_all(format!("{PASSWORD}\n").as_bytes())?;
-    anyhow::ensure!(child.wait()?.success(), "herald user add failed");
+    let added = herald_tests::run_with_input(
+        Command::new(herald_binary()?)
+            .args(["user", "add", USER, "--data-dir"])
+            .arg(data_dir),
+        &format!("{PASSWORD}\n"),
+    )?;
+    anyhow::ensure!(
+        added.status.success(),
+        "herald user add failed: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use herald_broker_client::BrokerClient;
 use herald_tests::{BrokerProcess, Tmpfs};
-use herald_wire::batch::{batches, BatchBuilder, Record};
+use herald_wire::batch::batches;
 use herald_wire::messages::{Durability, TopicConfig};
 
 /// The tmpfs: small enough to fill in a second, large enough for the broker's own files.
@@ -24,16 +24,7 @@ const RECORD_BYTES: usize = 20 * 1024;
 const RECORDS_AFTER: usize = 30;
 
 fn record_batch(value: &str) -> anyhow::Result<Vec<u8>> {
-    let mut builder = BatchBuilder::new();
-    let mut bytes = value.as_bytes().to_vec();
-    bytes.resize(RECORD_BYTES, b'.');
-    builder.push(Record {
-        timestamp_ms: 1,
-        key: None,
-        value: Some(bytes),
-        headers: Vec::new(),
-    });
-    Ok(builder.encode()?)
+    herald_tests::padded_record(value, RECORD_BYTES)
 }
 
 /// Every stored record, offset → the value's tag, failing on any torn or corrupt batch.

@@ -205,14 +205,7 @@ impl Cluster {
 }
 
 fn batch(value: &str) -> anyhow::Result<Vec<u8>> {
-    let mut builder = BatchBuilder::new();
-    builder.push(Record {
-        timestamp_ms: 1,
-        key: None,
-        value: Some(value.as_bytes().to_vec()),
-        headers: Vec::new(),
-    });
-    Ok(builder.encode()?)
+    herald_tests::one_record(value)
 }
 
 /// A connection to each node, by node number.
@@ -2095,21 +2088,13 @@ async fn users_are_the_same_on_every_node() -> anyhow::Result<()> {
         let (node_2, fingerprint, admin_file) =
             (node_2.clone(), fingerprint.clone(), admin_file.clone());
         let added = tokio::task::spawn_blocking(move || {
-            let mut child = std::process::Command::new(herald_tests::herald_binary()?)
-                .args(["user", "add", "alice", "--online", "--broker", &node_2])
-                .args(["--fingerprint", &fingerprint, "--credentials"])
-                .arg(&admin_file)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()?;
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .context("stdin")?
-                .write_all(b"correct horse\n")?;
-            Ok::<_, anyhow::Error>(child.wait_with_output()?)
+            herald_tests::run_with_input(
+                std::process::Command::new(herald_tests::herald_binary()?)
+                    .args(["user", "add", "alice", "--online", "--broker", &node_2])
+                    .args(["--fingerprint", &fingerprint, "--credentials"])
+                    .arg(&admin_file),
+                "correct horse\n",
+            )
         })
         .await??;
         if added.status.success() {
@@ -2383,18 +2368,7 @@ async fn a_node_whose_disk_fills_up_catches_up_once_it_has_room() -> anyhow::Res
     let processes = cluster.start_all()?;
     let router = Router::new(cluster.dialer(&processes)?, None);
     create_topic(&router, FULL, 1).await?;
-    let record = |value: &str| -> anyhow::Result<Vec<u8>> {
-        let mut bytes = value.as_bytes().to_vec();
-        bytes.resize(RECORD_BYTES, b'.');
-        let mut builder = BatchBuilder::new();
-        builder.push(Record {
-            timestamp_ms: 1,
-            key: None,
-            value: Some(bytes),
-            headers: Vec::new(),
-        });
-        Ok(builder.encode()?)
-    };
+    let record = |value: &str| herald_tests::padded_record(value, RECORD_BYTES);
     let clients = clients_of(&processes).await?;
     // Through whichever node leads (`produce` tries each in turn).
     let send = |value: String| {

@@ -243,21 +243,13 @@ async fn typed_events_round_trip_evolve_and_dead_letter() -> anyhow::Result<()> 
 
 /// Runs the interop script with `args`, feeding `input` lines; returns its output lines.
 fn confluent(args: &[&str], input: &str) -> anyhow::Result<Vec<String>> {
-    use std::io::Write;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/sdk_payloads.py");
-    let mut child = std::process::Command::new(herald_tests::interop_python()?)
-        .arg(script)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("stdin"))?
-        .write_all(input.as_bytes())?;
-    let output = child.wait_with_output()?;
+    let output = herald_tests::run_with_input(
+        std::process::Command::new(herald_tests::interop_python()?)
+            .arg(script)
+            .args(args),
+        input,
+    )?;
     anyhow::ensure!(
         output.status.success(),
         "interop script failed: {}",

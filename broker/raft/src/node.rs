@@ -22,6 +22,9 @@
 //!   its leader's one steward task, one at a time.
 //! - [`Node::propose`] puts a command in the controller's log through its leader (this node,
 //!   or forwarded) and waits until this node's image has applied it: its outcome.
+//! - A group openraft stopped on a storage failure (a full disk, a failed fsync), a
+//!   partition's or the controller's, is started again from its storage after
+//!   [`GROUP_RESTART_DELAY`] (the steward), and catches up from its leader.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -345,12 +348,61 @@ struct Shared<S: Storage + Clone + 'static> {
     /// Held while groups start or stop: the metadata follower and the steward both do, and
     /// a replica must never be opened by two groups at once.
     reconciling: tokio::sync::Mutex<()>,
+    /// The controller's group on this node: replaced when it starts again after a storage
+    /// failure (see [`restart_controller`]), which also counts up `controller_restarts`.
+    controller: Mutex<ControllerGroup<S>>,
+    controller_restarts: watch::Sender<u64>,
+}
+
+impl<S: Storage + Clone + 'static> Shared<S> {
+    fn controller(&self) -> ControllerGroup<S> {
+        lock(&self.controller).clone()
+    }
+}
+
+/// The controller's Raft on a node and its replica (which the metadata follower reads).
+struct ControllerGroup<S: Storage + Clone + 'static> {
+    raft: GroupRaft<S>,
+    replica: Arc<Mutex<Replica<S>>>,
+}
+
+impl<S: Storage + Clone + 'static> Clone for ControllerGroup<S> {
+    fn clone(&self) -> Self {
+        Self {
+            raft: self.raft.clone(),
+            replica: self.replica.clone(),
+        }
+    }
+}
+
+/// Opens the controller's replica (its commits kept: a restarted node has its metadata image
+/// from its own log at once) and starts its group, served through `groups`.
+async fn open_controller<S: Storage + Clone + 'static>(
+    config: &NodeConfig,
+    groups: &Groups<S>,
+    peers: &Arc<Peers>,
+    store: &ReplicaStore<S>,
+) -> Result<ControllerGroup<S>, NodeError> {
+    let replica = store.open_controller()?.keep_commits();
+    let (log, state_machine, replica) = replica.into_raft_storage();
+    let raft_config = group_config(CONTROLLER_GROUP, config.timing)
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let raft = GroupRaft::new(
+        config.id,
+        Arc::new(raft_config),
+        GroupNetwork::new(CONTROLLER_GROUP, peers.clone()),
+        log,
+        state_machine,
+    )
+    .await
+    .map_err(raft_error)?;
+    groups.insert(CONTROLLER_GROUP, raft.clone())?;
+    Ok(ControllerGroup { raft, replica })
 }
 
 /// A running cluster node (see the module documentation).
 pub struct Node<S: Storage + Clone + 'static> {
     shared: Arc<Shared<S>>,
-    controller: GroupRaft<S>,
     image: watch::Receiver<Arc<ClusterImage>>,
     follower: tokio::task::JoinHandle<()>,
     balancer: tokio::task::JoinHandle<()>,
@@ -415,29 +467,14 @@ impl<S: Storage + Clone + 'static> Node<S> {
             .get(&config.id)
             .cloned()
             .ok_or(NodeError::NotAPeer(config.id))?;
-        // The controller's commits are kept: a restarted node has its metadata image from its
-        // own log at once.
-        let replica = store.open_controller()?.keep_commits();
-        let (log, state_machine, controller_replica) = replica.into_raft_storage();
-        let raft_config = group_config(CONTROLLER_GROUP, config.timing)
-            .map_err(|e| NodeError::Config(e.to_string()))?;
-        let controller = GroupRaft::new(
-            config.id,
-            Arc::new(raft_config),
-            GroupNetwork::new(CONTROLLER_GROUP, peers.clone()),
-            log,
-            state_machine,
-        )
-        .await
-        .map_err(raft_error)?;
-        groups.insert(CONTROLLER_GROUP, controller.clone())?;
+        let controller = open_controller(&config, &groups, &peers, &store).await?;
         let members: BTreeMap<u64, BasicNode> = config
             .peers
             .iter()
             .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
             .collect();
         if !config.join {
-            initialize(&controller, members).await?;
+            initialize(&controller.raft, members).await?;
         }
 
         let shared = Arc::new(Shared {
@@ -447,23 +484,18 @@ impl<S: Storage + Clone + 'static> Node<S> {
             store,
             partitions: Mutex::new(HashMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
+            controller: Mutex::new(controller),
+            controller_restarts: watch::Sender::new(0),
         });
         let (publish, image) = watch::channel(Arc::new(ClusterImage::default()));
-        let follower = tokio::spawn(follow(
-            shared.clone(),
-            controller.clone(),
-            controller_replica,
-            publish,
-        ));
+        let follower = tokio::spawn(follow(shared.clone(), publish));
         let balancer = tokio::spawn(balance(shared.clone()));
         let steward = tokio::spawn(steward(Proposer {
             shared: shared.clone(),
-            controller: controller.clone(),
             image: image.clone(),
         }));
         let node = Self {
             shared,
-            controller,
             image,
             follower,
             balancer,
@@ -506,9 +538,9 @@ impl<S: Storage + Clone + 'static> Node<S> {
             .collect()
     }
 
-    /// The controller's Raft on this node.
-    pub fn controller(&self) -> &GroupRaft<S> {
-        &self.controller
+    /// The controller's Raft on this node (another one after it restarted).
+    pub fn controller(&self) -> GroupRaft<S> {
+        self.shared.controller().raft
     }
 
     /// Node `node`'s Raft address: configured in this node's peers, or as it registered.
@@ -524,7 +556,6 @@ impl<S: Storage + Clone + 'static> Node<S> {
     fn proposer(&self) -> Proposer<S> {
         Proposer {
             shared: self.shared.clone(),
-            controller: self.controller.clone(),
             image: self.image.clone(),
         }
     }
@@ -545,7 +576,7 @@ impl<S: Storage + Clone + 'static> Node<S> {
             let _ = group.raft.shutdown().await;
         }
         self.shared.groups.remove(CONTROLLER_GROUP);
-        let _ = self.controller.shutdown().await;
+        let _ = self.shared.controller().raft.shutdown().await;
     }
 }
 
@@ -567,7 +598,6 @@ async fn initialize<S: Storage + Clone + 'static>(
 
 struct Proposer<S: Storage + Clone + 'static> {
     shared: Arc<Shared<S>>,
-    controller: GroupRaft<S>,
     image: watch::Receiver<Arc<ClusterImage>>,
 }
 
@@ -581,11 +611,11 @@ impl<S: Storage + Clone + 'static> Proposer<S> {
             if tokio::time::Instant::now() >= deadline {
                 return Err(NodeError::Timeout(last_failure));
             }
-            let leader = self.controller.metrics().borrow_watched().current_leader;
+            let controller = self.shared.controller().raft;
+            let leader = controller.metrics().borrow_watched().current_leader;
             attempts += 1;
             let attempt = match leader {
-                Some(leader) if leader == self.shared.config.id => self
-                    .controller
+                Some(leader) if leader == self.shared.config.id => controller
                     .client_write(proposal.clone())
                     .await
                     .map(|written| written.data)
@@ -692,20 +722,38 @@ fn wall_clock_ms() -> i64 {
 /// stops this node's partition groups to match.
 async fn follow<S: Storage + Clone + 'static>(
     shared: Arc<Shared<S>>,
-    controller: GroupRaft<S>,
-    replica: Arc<Mutex<Replica<S>>>,
     publish: watch::Sender<Arc<ClusterImage>>,
 ) {
     let mut image = ClusterImage::default();
-    let mut applied = controller.metrics();
+    let mut restarts = shared.controller_restarts.subscribe();
     loop {
-        let changed = fold(&replica, &mut image);
-        if changed {
-            publish.send_replace(Arc::new(image.clone()));
-            reconcile(&shared, &image).await;
-        }
-        if applied.changed().await.is_err() {
-            return;
+        // The controller as it runs now; again after each restart (the image goes on from
+        // the offset it reached: the restarted replica holds the same log).
+        let ControllerGroup { raft, replica } = shared.controller();
+        let mut applied = raft.metrics();
+        drop(raft);
+        loop {
+            if fold(&replica, &mut image) {
+                publish.send_replace(Arc::new(image.clone()));
+                reconcile(&shared, &image).await;
+            }
+            tokio::select! {
+                changed = applied.changed() => {
+                    // This Raft is gone: wait for the one started in its place.
+                    if changed.is_err() {
+                        if restarts.changed().await.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+                restarted = restarts.changed() => {
+                    if restarted.is_err() {
+                        return;
+                    }
+                    break;
+                }
+            }
         }
     }
 }
@@ -967,12 +1015,15 @@ pub const GROUP_RESTART_DELAY: Duration = Duration::from_secs(2);
 async fn steward<S: Storage + Clone + 'static>(proposer: Proposer<S>) {
     let mut image = proposer.image.clone();
     let mut stopped = HashMap::new();
+    let mut controller_stopped = None;
     loop {
         let _ = tokio::time::timeout(STEWARD_INTERVAL, image.changed()).await;
         let current = image.borrow_and_update().clone();
+        restart_controller(&proposer.shared, &mut controller_stopped).await;
         restart_stopped(&proposer.shared, &current, &mut stopped).await;
         let me = proposer.shared.config.id;
-        let controller = proposer.controller.metrics().borrow_watched().clone();
+        let controller_raft = proposer.shared.controller().raft;
+        let controller = controller_raft.metrics().borrow_watched().clone();
         if controller.current_leader == Some(me) {
             let members: BTreeSet<u64> = controller
                 .membership_config
@@ -984,8 +1035,7 @@ async fn steward<S: Storage + Clone + 'static>(proposer: Proposer<S>) {
                 if members.contains(id) {
                     continue;
                 }
-                match proposer
-                    .controller
+                match controller_raft
                     .add_learner(*id, BasicNode::new(node.raft_addr.clone()), false)
                     .await
                 {
@@ -1022,6 +1072,50 @@ async fn steward<S: Storage + Clone + 'static>(proposer: Proposer<S>) {
             {
                 tracing::warn!(topic = %name, partition, %error, "a partition move step failed");
             }
+        }
+    }
+}
+
+/// Starts the controller's group again, from its storage, once its Raft stopped (a storage
+/// failure: a full disk, a failed fsync) at least [`GROUP_RESTART_DELAY`] ago (`stopped`:
+/// when it was first seen stopped), and again after each delay while it cannot be opened.
+/// The group catches up from its leader; the metadata follower reads the new replica from
+/// where its image is.
+async fn restart_controller<S: Storage + Clone + 'static>(
+    shared: &Shared<S>,
+    stopped: &mut Option<tokio::time::Instant>,
+) {
+    let current = shared.controller();
+    if current
+        .raft
+        .metrics()
+        .borrow_watched()
+        .running_state
+        .is_ok()
+    {
+        *stopped = None;
+        return;
+    }
+    let now = tokio::time::Instant::now();
+    let since = *stopped.get_or_insert(now);
+    if now.duration_since(since) < GROUP_RESTART_DELAY {
+        return;
+    }
+    tracing::warn!(
+        "the controller replica stopped on a storage failure: starting it again from its storage"
+    );
+    shared.groups.remove(CONTROLLER_GROUP);
+    let _ = current.raft.shutdown().await;
+    drop(current);
+    match open_controller(&shared.config, &shared.groups, &shared.peers, &shared.store).await {
+        Ok(group) => {
+            *lock(&shared.controller) = group;
+            shared.controller_restarts.send_modify(|count| *count += 1);
+            *stopped = None;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "starting the controller replica again failed; trying again");
+            *stopped = Some(now);
         }
     }
 }

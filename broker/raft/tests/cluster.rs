@@ -528,6 +528,71 @@ async fn a_replica_whose_disk_filled_comes_back_once_it_has_room() {
     }
 }
 
+/// A node whose disk fills up while the controller commits a change stops its controller
+/// replica (openraft stops the group on the failed write) while the other two go on; once
+/// the disk has room again the node starts its controller again from its storage, without a
+/// process restart, catches up and applies every change made meanwhile (its metadata names
+/// the topics created while it was out, and it runs their partitions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_replica_whose_disk_filled_comes_back_once_it_has_room() {
+    let ca = Ca::new();
+    let (endpoints, peers) = endpoints_of(&ca, 3);
+    let storages: Vec<FaultyStorage<MemoryStorage>> = (0..3)
+        .map(|i| FaultyStorage::new(MemoryStorage::new(), i + 1))
+        .collect();
+    let nodes = start_registered(&endpoints, &peers, storages.clone()).await;
+    let created = |outcome: Result<Outcome, _>| {
+        assert!(
+            matches!(outcome, Ok(Outcome::TopicCreated { .. })),
+            "{outcome:?}"
+        )
+    };
+    created(nodes[0].propose(&create("before", 1, 3)).await);
+    storages[2].fail_rate(Call::Append, 1_000_000);
+    created(nodes[0].propose(&create("during", 1, 2)).await);
+    eventually("node 3's controller stopped on the failed write", || {
+        nodes[2]
+            .controller()
+            .metrics()
+            .borrow_watched()
+            .running_state
+            .is_err()
+    })
+    .await;
+    storages[2].heal();
+    created(nodes[1].propose(&create("after", 1, 3)).await);
+    let image = nodes[2].image();
+    eventually(
+        "node 3 applied every change and runs the new partition",
+        || {
+            let image = image.borrow();
+            ["before", "during", "after"]
+                .iter()
+                .all(|name| image.topics().contains_key(*name))
+                && nodes[2].partition("after", 0).is_some()
+                && nodes[2]
+                    .controller()
+                    .metrics()
+                    .borrow_watched()
+                    .running_state
+                    .is_ok()
+        },
+    )
+    .await;
+    // It takes part again: a change proposed through it is applied everywhere.
+    created(nodes[2].propose(&create("through-3", 1, 3)).await);
+    for node in &nodes {
+        let image = node.image();
+        eventually("every node applied the change made through node 3", || {
+            image.borrow().topics().contains_key("through-3")
+        })
+        .await;
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
 /// A move onto a node that went away stays under way (its learner never catches up); moving
 /// the partition back to the replicas it has calls it off, and the leader drops the learner
 /// it added, so it stops sending it entries.

@@ -95,7 +95,18 @@ pub enum Command {
         partition: u32,
         replicas: Vec<u64>,
     },
+    /// Node `id` leaves the cluster for good: it must hold no replica (move them away
+    /// first). The controller's leader then removes it from the controller's members,
+    /// making a caught-up learner a voter in its place if the voters fall below
+    /// [`CONTROLLER_VOTERS`]. Its id is never taken again.
+    RemoveNode { id: u64 },
 }
+
+/// Voters the controller keeps when it has the nodes: a removed voter is replaced by a
+/// learner while fewer remain (three survive the loss of one).
+pub const CONTROLLER_VOTERS: usize = 3;
+/// Partitions a refused node removal names (of those the node still holds).
+pub const HELD_PARTITIONS_NAMED_MAX: usize = 10;
 
 /// Why a command changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,6 +163,17 @@ pub enum CommandError {
         partition: u32,
         replicas: Vec<u64>,
     },
+    #[error("node {node} still holds {count} partition replicas ({}); move them to other nodes first (herald cluster move)", named.join(", "))]
+    NodeHoldsReplicas {
+        node: u64,
+        count: usize,
+        /// The first [`HELD_PARTITIONS_NAMED_MAX`] of them, as `topic/partition`.
+        named: Vec<String>,
+    },
+    #[error("node {0} is the cluster's last node")]
+    LastNode(u64),
+    #[error("node {0} was removed from the cluster; its id is not taken again (start the node under a new id)")]
+    NodeRemoved(u64),
 }
 
 /// What applying a command did.
@@ -180,6 +202,7 @@ pub enum Outcome {
         added: bool,
     },
     UserDeleted,
+    NodeRemoved,
     Refused(CommandError),
 }
 
@@ -227,11 +250,18 @@ pub struct ClusterImage {
     acls: BTreeSet<AclEntry>,
     /// Each user's SCRAM credential, in its text form.
     users: BTreeMap<String, String>,
+    /// Nodes removed from the cluster (their ids are not taken again).
+    removed: BTreeSet<u64>,
 }
 
 impl ClusterImage {
     pub fn nodes(&self) -> &BTreeMap<u64, NodeInfo> {
         &self.nodes
+    }
+
+    /// The nodes removed from the cluster.
+    pub fn removed(&self) -> &BTreeSet<u64> {
+        &self.removed
     }
 
     pub fn topics(&self) -> &BTreeMap<String, TopicImage> {
@@ -295,6 +325,9 @@ impl ClusterImage {
                     if addr.len() > ADDRESS_BYTES_MAX {
                         return Err(CommandError::AddressTooLong(addr.len()));
                     }
+                }
+                if self.removed.contains(&node.id) {
+                    return Err(CommandError::NodeRemoved(node.id));
                 }
                 if !self.nodes.contains_key(&node.id) && self.nodes.len() >= NODES_MAX {
                     return Err(CommandError::TooManyNodes);
@@ -444,6 +477,36 @@ impl ClusterImage {
                 topic.moves.remove(partition);
                 topic.replicas[*partition as usize].clone_from(replicas);
                 Ok(Outcome::MoveFinished)
+            }
+            Command::RemoveNode { id } => {
+                if self.removed.contains(id) {
+                    return Err(CommandError::NodeRemoved(*id));
+                }
+                if !self.nodes.contains_key(id) {
+                    return Err(CommandError::UnknownNode(*id));
+                }
+                if self.nodes.len() == 1 {
+                    return Err(CommandError::LastNode(*id));
+                }
+                let held: Vec<String> = self
+                    .topics
+                    .iter()
+                    .flat_map(|(name, topic)| {
+                        (0..topic.replicas.len() as u32)
+                            .filter(|p| topic.holders(*p).contains(id))
+                            .map(move |p| format!("{name}/{p}"))
+                    })
+                    .collect();
+                if !held.is_empty() {
+                    return Err(CommandError::NodeHoldsReplicas {
+                        node: *id,
+                        count: held.len(),
+                        named: held.into_iter().take(HELD_PARTITIONS_NAMED_MAX).collect(),
+                    });
+                }
+                self.nodes.remove(id);
+                self.removed.insert(*id);
+                Ok(Outcome::NodeRemoved)
             }
         }
     }
@@ -596,6 +659,10 @@ impl Command {
                 out.push(11);
                 put_string(&mut out, name);
             }
+            Command::RemoveNode { id } => {
+                out.push(12);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
             Command::InitProducer { name, owner } => {
                 out.push(5);
                 put_string(&mut out, name);
@@ -678,6 +745,9 @@ impl Command {
             },
             11 => Command::DeleteUser {
                 name: r.string("user name", PRINCIPAL_NAME_BYTES_MAX)?,
+            },
+            12 => Command::RemoveNode {
+                id: r.u64("node id")?,
             },
             other => {
                 return Err(DecodeError::Invalid {
@@ -895,6 +965,7 @@ mod tests {
                 any::<bool>()
             )
                 .prop_map(|(n, p, r, finish)| move_to(&n, p, &r, finish)),
+            (1u64..8).prop_map(|id| Command::RemoveNode { id }),
         ]
     }
 
@@ -995,6 +1066,78 @@ mod tests {
                 partition,
                 replicas,
             }
+        }
+    }
+
+    /// A node leaves only once it holds no replica (the refusal names what it holds, a
+    /// partition moving onto it included), never the last node; once removed it is gone
+    /// from the nodes, cannot register again under its id, is not placed on, and a second
+    /// removal is refused.
+    #[test]
+    fn a_node_is_removed_once_it_holds_no_replica() {
+        let mut image = ClusterImage::default();
+        run(
+            &mut image,
+            &[node(1), node(2), node(3), node(4), create("orders", 1, 3)],
+        );
+        assert_eq!(image.topics()["orders"].replicas[0], vec![1, 2, 3]);
+        let remove = |id| Command::RemoveNode { id };
+        let outcomes = run(
+            &mut image,
+            &[
+                remove(1),
+                remove(9),
+                move_to("orders", 0, &[4, 2, 3], false),
+                remove(4),
+            ],
+        );
+        assert_eq!(
+            outcomes[0],
+            Outcome::Refused(CommandError::NodeHoldsReplicas {
+                node: 1,
+                count: 1,
+                named: vec!["orders/0".to_owned()],
+            })
+        );
+        assert_eq!(outcomes[1], Outcome::Refused(CommandError::UnknownNode(9)));
+        assert_eq!(
+            outcomes[3],
+            Outcome::Refused(CommandError::NodeHoldsReplicas {
+                node: 4,
+                count: 1,
+                named: vec!["orders/0".to_owned()],
+            }),
+            "a partition moving onto the node is held by it"
+        );
+        let before = image.clone();
+        let outcomes = run(
+            &mut image,
+            &[
+                move_to("orders", 0, &[4, 2, 3], true),
+                remove(1),
+                remove(1),
+                node(1),
+                move_to("orders", 0, &[1, 2, 3], false),
+                create("payments", 1, 3),
+            ],
+        );
+        assert_ne!(image, before);
+        assert_eq!(outcomes[1], Outcome::NodeRemoved);
+        assert_eq!(outcomes[2], Outcome::Refused(CommandError::NodeRemoved(1)));
+        assert_eq!(outcomes[3], Outcome::Refused(CommandError::NodeRemoved(1)));
+        assert_eq!(outcomes[4], Outcome::Refused(CommandError::UnknownNode(1)));
+        assert_eq!(image.nodes().keys().copied().collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(image.removed().iter().copied().collect::<Vec<_>>(), [1]);
+        assert!(image.topics()["payments"].replicas[0]
+            .iter()
+            .all(|n| *n != 1));
+        let mut last = ClusterImage::default();
+        let outcomes = run(&mut last, &[node(5), remove(5)]);
+        assert_eq!(outcomes[1], Outcome::Refused(CommandError::LastNode(5)));
+        let bytes = remove(7).encode();
+        assert_eq!(Command::decode(&bytes).expect("decodes"), remove(7));
+        for cut in 0..bytes.len() {
+            assert!(Command::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
     }
 

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use herald_broker_core::cluster::{
     same_nodes, ClusterImage, Command, NodeInfo, Outcome, TopicImage, COMMAND_KEY,
+    CONTROLLER_VOTERS,
 };
 use herald_broker_core::log::LogConfig;
 use herald_broker_core::storage::Storage;
@@ -269,29 +270,7 @@ impl<S: Storage + Clone + 'static> PartitionGroup<S> {
     /// Where the group stands, as this node knows it: the leader, the term, and on the leader
     /// how many entries each follower is behind the leader's log end (`None` until matched).
     pub fn status(&self) -> GroupStatus {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let last = metrics.last_log_index.unwrap_or(0);
-        let followers = metrics
-            .replication
-            .as_ref()
-            .map(|replication| {
-                replication
-                    .iter()
-                    .filter(|(node, _)| **node != metrics.id)
-                    .map(|(node, matched)| {
-                        let behind = matched
-                            .as_ref()
-                            .map(|matched| last.saturating_sub(matched.index));
-                        (*node, behind)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        GroupStatus {
-            leader: metrics.current_leader,
-            term: metrics.current_term,
-            followers,
-        }
+        status_of(&self.raft)
     }
 
     /// A watch on the group's progress here (entries applied, leaders elected): changes
@@ -321,6 +300,33 @@ pub struct GroupStatus {
     pub term: u64,
     /// Each follower and the entries it is behind (only on the leader).
     pub followers: Vec<(u64, Option<u64>)>,
+}
+
+/// Where `raft`'s group stands, as this node knows it (see [`PartitionGroup::status`]).
+fn status_of<S: Storage + Clone + 'static>(raft: &GroupRaft<S>) -> GroupStatus {
+    let metrics = raft.metrics().borrow_watched().clone();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let followers = metrics
+        .replication
+        .as_ref()
+        .map(|replication| {
+            replication
+                .iter()
+                .filter(|(node, _)| **node != metrics.id)
+                .map(|(node, matched)| {
+                    let behind = matched
+                        .as_ref()
+                        .map(|matched| last.saturating_sub(matched.index));
+                    (*node, behind)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    GroupStatus {
+        leader: metrics.current_leader,
+        term: metrics.current_term,
+        followers,
+    }
 }
 
 /// See [`PartitionGroup::progress`].
@@ -510,9 +516,18 @@ impl<S: Storage + Clone + 'static> Node<S> {
         // Until it is in: clients learn this node's address (new after a restart on another
         // port) from the registration.
         tokio::spawn(async move {
-            while let Err(error) = proposer.propose(&registration).await {
-                tracing::warn!(%error, "registering this node with the cluster failed; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            loop {
+                match proposer.propose(&registration).await {
+                    Ok(Outcome::Refused(refusal)) => {
+                        tracing::error!(%refusal, "the cluster refused to register this node");
+                        return;
+                    }
+                    Ok(_) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, "registering this node with the cluster failed; trying again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
             }
         });
         Ok(node)
@@ -1031,6 +1046,7 @@ async fn steward<S: Storage + Clone + 'static>(proposer: Proposer<S>) {
                 .nodes()
                 .map(|(id, _)| *id)
                 .collect();
+            change_controller_members(&controller_raft, &current).await;
             for (id, node) in current.nodes() {
                 if members.contains(id) {
                     continue;
@@ -1074,6 +1090,87 @@ async fn steward<S: Storage + Clone + 'static>(proposer: Proposer<S>) {
             }
         }
     }
+}
+
+/// One change of the controller's members this node (its leader) makes, see
+/// [`plan_controller_change`].
+async fn change_controller_members<S: Storage + Clone + 'static>(
+    raft: &GroupRaft<S>,
+    image: &ClusterImage,
+) {
+    let metrics = raft.metrics().borrow_watched().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let learners: BTreeSet<u64> = membership
+        .nodes()
+        .map(|(id, _)| *id)
+        .filter(|id| !voters.contains(id))
+        .collect();
+    let caught_up: BTreeSet<u64> = status_of(raft)
+        .followers
+        .into_iter()
+        .filter(|(_, behind)| behind.is_some_and(|b| b <= MOVE_CATCH_UP_ENTRIES))
+        .map(|(node, _)| node)
+        .collect();
+    let joint = membership.get_joint_config().len() > 1;
+    let Some(change) = plan_controller_change(&voters, &learners, image, &caught_up, joint) else {
+        return;
+    };
+    let result = match &change {
+        ControllerChange::Voters(next) => raft.change_membership(next.clone(), false).await,
+        ControllerChange::RemoveLearners(gone) => {
+            raft.change_membership(openraft::ChangeMembers::RemoveNodes(gone.clone()), false)
+                .await
+        }
+    };
+    match result {
+        Ok(_) => tracing::info!(?change, "the controller's members changed"),
+        Err(error) => tracing::warn!(?change, %error, "changing the controller's members failed"),
+    }
+}
+
+/// A change of the controller's members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControllerChange {
+    /// These become the voters (a removed voter leaves the members).
+    Voters(BTreeSet<u64>),
+    /// These learners (removed nodes) leave the members.
+    RemoveLearners(BTreeSet<u64>),
+}
+
+/// What the controller's leader changes next in the controller's members, given its
+/// `voters` and `learners`, the learners `caught_up` with it and whether a change is under
+/// way (`joint`: then nothing). Removed nodes leave; while fewer than [`CONTROLLER_VOTERS`]
+/// voters remain and registered learners caught up, the lowest ids among them become voters.
+/// Founding voters not registered yet stay (only a removal takes a voter out), and the
+/// voters never become empty.
+pub fn plan_controller_change(
+    voters: &BTreeSet<u64>,
+    learners: &BTreeSet<u64>,
+    image: &ClusterImage,
+    caught_up: &BTreeSet<u64>,
+    joint: bool,
+) -> Option<ControllerChange> {
+    if joint {
+        return None;
+    }
+    let removed = image.removed();
+    let mut next: BTreeSet<u64> = voters.difference(removed).copied().collect();
+    let wanted = CONTROLLER_VOTERS.min(image.nodes().len());
+    let candidates = learners
+        .iter()
+        .filter(|id| image.nodes().contains_key(id) && caught_up.contains(id));
+    for id in candidates {
+        if next.len() >= wanted {
+            break;
+        }
+        next.insert(*id);
+    }
+    if !next.is_empty() && next != *voters {
+        return Some(ControllerChange::Voters(next));
+    }
+    let gone: BTreeSet<u64> = learners.intersection(removed).copied().collect();
+    (!gone.is_empty()).then_some(ControllerChange::RemoveLearners(gone))
 }
 
 /// Starts the controller's group again, from its storage, once its Raft stopped (a storage
@@ -1278,4 +1375,87 @@ async fn move_partition<S: Storage + Clone + 'static>(
     tracing::info!(topic = name, partition, replicas = ?target, "the partition's voters are its new replicas");
     proposer.propose(&finish).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(registered: &[u64], removed: &[u64]) -> ClusterImage {
+        let mut image = ClusterImage::default();
+        let mut offset = 0;
+        let mut apply = |image: &mut ClusterImage, command: Command| {
+            image.apply(offset, &command);
+            offset += 1;
+        };
+        for id in registered.iter().chain(removed) {
+            let node = NodeInfo {
+                id: *id,
+                broker_addr: format!("127.0.0.1:{}", 9000 + id),
+                raft_addr: format!("127.0.0.1:{}", 9100 + id),
+            };
+            apply(&mut image, Command::RegisterNode(node));
+        }
+        for id in removed {
+            apply(&mut image, Command::RemoveNode { id: *id });
+        }
+        image
+    }
+
+    fn set(ids: &[u64]) -> BTreeSet<u64> {
+        ids.iter().copied().collect()
+    }
+
+    /// Removed voters leave (a caught-up learner takes the place), learners become voters
+    /// only while fewer than three vote and only once caught up, removed learners leave,
+    /// nothing changes during a joint change, and voters that did not register yet stay.
+    #[test]
+    fn the_controller_keeps_three_voters_and_drops_removed_nodes() {
+        let plan = |voters: &[u64], learners: &[u64], image: &ClusterImage, caught: &[u64]| {
+            plan_controller_change(&set(voters), &set(learners), image, &set(caught), false)
+        };
+        let removed_1 = image(&[2, 3, 4], &[1]);
+        assert_eq!(
+            plan(&[1, 2, 3], &[4], &removed_1, &[2, 3, 4]),
+            Some(ControllerChange::Voters(set(&[2, 3, 4])))
+        );
+        assert_eq!(
+            plan(&[1, 2, 3], &[4], &removed_1, &[2, 3]),
+            Some(ControllerChange::Voters(set(&[2, 3]))),
+            "a learner behind is not made a voter yet; the removed voter leaves anyway"
+        );
+        assert_eq!(
+            plan(&[2, 3], &[4], &removed_1, &[2, 3, 4]),
+            Some(ControllerChange::Voters(set(&[2, 3, 4])))
+        );
+        assert_eq!(plan(&[2, 3, 4], &[], &removed_1, &[2, 3, 4]), None);
+        let grown = image(&[1, 2, 3, 4, 5], &[]);
+        assert_eq!(
+            plan(&[1], &[2, 3, 4, 5], &grown, &[3, 4, 5]),
+            Some(ControllerChange::Voters(set(&[1, 3, 4]))),
+            "a cluster grown from one node gets three voters, lowest caught-up ids first"
+        );
+        assert_eq!(plan(&[1, 2, 3], &[4, 5], &grown, &[2, 3, 4, 5]), None);
+        assert_eq!(
+            plan(&[1, 2, 3, 4, 5], &[], &grown, &[]),
+            None,
+            "more founding voters stay"
+        );
+        let starting = image(&[1], &[]);
+        assert_eq!(
+            plan(&[1, 2, 3], &[], &starting, &[]),
+            None,
+            "founding voters that did not register yet stay"
+        );
+        let removed_learner = image(&[1, 2, 3], &[4]);
+        assert_eq!(
+            plan(&[1, 2, 3], &[4], &removed_learner, &[2, 3, 4]),
+            Some(ControllerChange::RemoveLearners(set(&[4])))
+        );
+        assert_eq!(
+            plan_controller_change(&set(&[1, 2, 3]), &set(&[4]), &removed_1, &set(&[4]), true),
+            None,
+            "one change at a time"
+        );
+    }
 }

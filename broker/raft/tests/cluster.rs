@@ -204,6 +204,16 @@ async fn a_joining_node_takes_a_moved_partition_and_the_old_replica_goes() {
         "a joining node is the controller's learner, not a voter"
     );
 
+    assert!(
+        matches!(
+            nodes[1].propose(&Command::RemoveNode { id: 1 }).await,
+            Ok(Outcome::Refused(CommandError::NodeHoldsReplicas {
+                node: 1,
+                ..
+            }))
+        ),
+        "a node holding a replica is not removed"
+    );
     let moved = joiner
         .propose(&Command::MovePartition {
             name: "orders".to_owned(),
@@ -284,6 +294,43 @@ async fn a_joining_node_takes_a_moved_partition_and_the_old_replica_goes() {
         })
         .await;
     }
+
+    // Node 1, holding nothing now, leaves: the controller's voters become 2, 3 and the
+    // joiner (a caught-up learner takes the removed voter's place).
+    assert_eq!(
+        nodes[1]
+            .propose(&Command::RemoveNode { id: 1 })
+            .await
+            .expect("proposed"),
+        Outcome::NodeRemoved
+    );
+    for node in [&nodes[1], &nodes[2], &joiner] {
+        let image = node.image();
+        eventually("node 1 is gone from every image", || {
+            image.borrow().nodes().keys().copied().collect::<Vec<_>>() == [2, 3, 4]
+        })
+        .await;
+    }
+    let controller = nodes[1].controller();
+    eventually(
+        "the controller's members are 2, 3 and 4, all voters",
+        || {
+            let metrics = controller.metrics().borrow_watched().clone();
+            let membership = metrics.membership_config.membership();
+            membership.voter_ids().collect::<Vec<_>>() == [2, 3, 4]
+                && membership.nodes().count() == 3
+                && membership.get_joint_config().len() == 1
+        },
+    )
+    .await;
+    // With nodes 1 and 2 gone, nodes 3 and 4 are a majority of the controller's voters:
+    // a change still commits (it could not if node 4 were still a learner).
+    nodes[0].shutdown().await;
+    nodes[1].shutdown().await;
+    assert!(matches!(
+        joiner.propose(&create("later", 1, 1)).await,
+        Ok(Outcome::TopicCreated { .. })
+    ));
     for node in nodes.into_iter().chain([joiner]) {
         node.shutdown().await;
     }

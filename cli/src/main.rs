@@ -516,6 +516,18 @@ enum ClusterCommand {
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
+    /// Remove a node from the cluster for good, once it holds no replica (move its partitions
+    /// away first): it leaves the controller (a caught-up node takes its vote), clients stop
+    /// being sent to it, and its id is not taken again. Stop its process afterwards.
+    ///
+    /// Example: herald cluster remove-node --broker 127.0.0.1:7170 --node 1
+    RemoveNode {
+        #[command(flatten)]
+        broker: admin::BrokerArgs,
+        /// The node's id.
+        #[arg(long)]
+        node: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1021,6 +1033,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let timeout = wait.then(|| std::time::Duration::from_secs(timeout_secs));
             cluster::move_partition(&broker, &topic, partition, &replicas, timeout).await
+        }
+        Command::Cluster {
+            command: ClusterCommand::RemoveNode { broker, node },
+        } => {
+            let router = broker.router().await?;
+            router.any().await?.client.remove_node(node).await?;
+            println!("node {node} left the cluster; stop its process");
+            Ok(())
         }
         Command::Schema {
             command: SchemaCommand::Check(args),

@@ -1864,39 +1864,78 @@ async fn outsiders_name_leaders(
             processes[&outsider].trust(),
             Credentials::None,
         );
-        let router = Router::new(only, None);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let route = router.leader(SPREAD, partition).await?;
-            match route
-                .client
-                .produce(SPREAD, partition, Durability::Fsync, batch("outside")?)
-                .await
-            {
-                Ok(_) => break,
-                Err(error) => {
-                    router.failed(SPREAD, &route, &error);
-                    anyhow::ensure!(
-                        Instant::now() < deadline,
-                        "a client of node {outsider} could not produce to {SPREAD}/{partition}: {error}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        produce_via(&Router::new(only, None), SPREAD, partition, "outside")
+            .await
+            .with_context(|| format!("a client of node {outsider} only"))?;
     }
     Ok(())
 }
+
+/// Produces `value` to `topic`/`partition` through `router` (following its leader hints,
+/// for up to 30 s): the offset.
+async fn produce_via(
+    router: &Router,
+    topic: &str,
+    partition: u32,
+    value: &str,
+) -> anyhow::Result<i64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let route = router.leader(topic, partition).await?;
+        match route
+            .client
+            .produce(topic, partition, Durability::Fsync, batch(value)?)
+            .await
+        {
+            Ok((offset, _)) => return Ok(offset),
+            Err(error) => {
+                router.failed(topic, &route, &error);
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "could not produce to {topic}/{partition} within 30 s: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Runs the `herald` CLI with `args` and every node as `--broker` (trusting the nodes'
+/// certificate), off the runtime's threads: its output.
+async fn herald_cli(
+    cluster: &Cluster,
+    processes: &BTreeMap<usize, BrokerProcess>,
+    args: &[&str],
+) -> anyhow::Result<std::process::Output> {
+    let brokers: Vec<String> = cluster.listen.iter().map(SocketAddr::to_string).collect();
+    let fingerprint = processes
+        .values()
+        .next()
+        .context("a node")?
+        .fingerprint
+        .clone();
+    let mut command = std::process::Command::new(herald_tests::herald_binary()?);
+    command.args(args).args([
+        "--broker",
+        &brokers.join(","),
+        "--fingerprint",
+        &fingerprint,
+    ]);
+    Ok(tokio::task::spawn_blocking(move || command.output()).await??)
+}
+
+/// The topic the move test moves.
+const MOVED: &str = "moved";
 
 /// A fourth node started with `--join` takes a partition moved onto it by `herald cluster
 /// move --wait` while an idempotent producer keeps writing to it; the move replaces the
 /// partition's preferred leader (which leads it when the move starts). Afterwards every
 /// acknowledged record is at its offset on each new replica, nothing failed, every node's
 /// metadata names the new replicas, and the replica moved away is deleted from its node's
-/// data directory.
+/// data directory. Then the node moved away from is drained and removed (see
+/// [`drain_and_remove`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_moves_onto_a_joining_node_while_it_takes_writes() -> anyhow::Result<()> {
-    const MOVED: &str = "moved";
     let mut cluster = Cluster::new(4)?;
     let everyone = cluster.peers.clone();
     cluster.peers = everyone.split(',').take(3).collect::<Vec<_>>().join(",");
@@ -1962,36 +2001,29 @@ async fn a_partition_moves_onto_a_joining_node_while_it_takes_writes() -> anyhow
     let target: Vec<u64> = std::iter::once(4)
         .chain(before[1..].iter().copied())
         .collect();
-    let brokers: Vec<String> = cluster.listen.iter().map(SocketAddr::to_string).collect();
-    let fingerprint = processes[&1].fingerprint.clone();
     let replicas = target
         .iter()
         .map(u64::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let moved = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(herald_tests::herald_binary()?)
-            .args([
-                "cluster",
-                "move",
-                "--broker",
-                &brokers.join(","),
-                "--fingerprint",
-                &fingerprint,
-                "--topic",
-                MOVED,
-                "--partition",
-                "0",
-                "--replicas",
-                &replicas,
-                "--wait",
-                "--timeout-secs",
-                "120",
-            ])
-            .output()
-            .map_err(anyhow::Error::from)
-    })
-    .await??;
+    let moved = herald_cli(
+        &cluster,
+        &processes,
+        &[
+            "cluster",
+            "move",
+            "--topic",
+            MOVED,
+            "--partition",
+            "0",
+            "--replicas",
+            &replicas,
+            "--wait",
+            "--timeout-secs",
+            "120",
+        ],
+    )
+    .await?;
     anyhow::ensure!(
         moved.status.success(),
         "cluster move failed: {}{}",
@@ -2057,6 +2089,111 @@ async fn a_partition_moves_onto_a_joining_node_while_it_takes_writes() -> anyhow
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    drain_and_remove(&cluster, processes, removed, &target).await
+}
+
+/// Node `removed` (holding no replica of the moved topic any more) leaves the cluster: the
+/// CLI's removal is refused, naming what it holds, while it still holds replicas of the
+/// groups topic; each of those moves to node 4; then the removal goes through, and every
+/// node's metadata leaves it out. Its process is killed and so is another founding node's:
+/// the two left (node 4 voting in the controller in the removed node's place) still create
+/// a topic and take writes on the moved partition (held by `moved_to`).
+async fn drain_and_remove(
+    cluster: &Cluster,
+    mut processes: BTreeMap<usize, BrokerProcess>,
+    removed: u64,
+    moved_to: &[u64],
+) -> anyhow::Result<()> {
+    use herald_broker::broker::{GROUPS_TOPIC, GROUPS_TOPIC_PARTITIONS};
+    let node = removed.to_string();
+    let remove = ["cluster", "remove-node", "--node", node.as_str()];
+    let refused = herald_cli(cluster, &processes, &remove).await?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    anyhow::ensure!(
+        !refused.status.success()
+            && stderr.contains("still holds")
+            && stderr.contains(GROUPS_TOPIC),
+        "a removal while node {removed} holds replicas: {stderr}"
+    );
+    let router = Router::new(cluster.dialer(&processes)?, None);
+    let mut moving = Vec::new();
+    for partition in 0..GROUPS_TOPIC_PARTITIONS {
+        let replicas = placements(&processes, GROUPS_TOPIC, partition)
+            .await
+            .into_iter()
+            .flatten()
+            .next()
+            .context("the groups partition's replicas")?
+            .replicas;
+        if replicas.contains(&removed) {
+            let target: Vec<u64> = replicas
+                .iter()
+                .map(|n| if *n == removed { 4 } else { *n })
+                .collect();
+            router
+                .any()
+                .await?
+                .client
+                .move_partition(GROUPS_TOPIC, partition, &target)
+                .await?;
+            moving.push(partition);
+        }
+    }
+    anyhow::ensure!(
+        !moving.is_empty(),
+        "node {removed} held no groups partition"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for partition in moving {
+        while placements(&processes, GROUPS_TOPIC, partition)
+            .await
+            .into_iter()
+            .any(|p| p.is_none_or(|p| p.replicas.contains(&removed)))
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{GROUPS_TOPIC}/{partition} did not move off node {removed} within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let done = herald_cli(cluster, &processes, &remove).await?;
+    anyhow::ensure!(
+        done.status.success(),
+        "removing node {removed}: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for process in processes.values() {
+        let client = process.client().await?;
+        while client
+            .metadata(MOVED)
+            .await?
+            .nodes
+            .iter()
+            .any(|n| n.id == removed)
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "a node still names node {removed}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        client.close();
+    }
+    let second = *moved_to
+        .iter()
+        .find(|n| **n != 4)
+        .context("another founding node")?;
+    for node in [removed, second] {
+        processes
+            .remove(&usize::try_from(node)?)
+            .context("the node's process")?
+            .kill()?;
+    }
+    let router = Router::new(cluster.dialer(&processes)?, None);
+    create_topic(&router, "after-removal", 1).await?;
+    produce_via(&router, MOVED, 0, "after-removal").await?;
     Ok(())
 }
 

@@ -693,6 +693,14 @@ impl BrokerClient {
         }
     }
 
+    /// Removes node `node` from a cluster for good: refused while it holds a replica.
+    pub async fn remove_node(&self, node: u64) -> Result<(), RequestError> {
+        match self.call(Request::RemoveNode { node }).await? {
+            Response::NodeRemoved => Ok(()),
+            other => Err(unexpected(Api::RemoveNode, other)),
+        }
+    }
+
     pub async fn list_topics(&self) -> Result<Vec<TopicDescription>, RequestError> {
         match self.call(Request::ListTopics).await? {
             Response::Topics(topics) => Ok(topics),

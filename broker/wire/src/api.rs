@@ -33,6 +33,8 @@ pub enum Api {
     AlterUser = 22,
     DeleteUser = 23,
     ListUsers = 24,
+    /// Removes a node from a cluster for good (it must hold no replica).
+    RemoveNode = 25,
 }
 
 impl Api {
@@ -62,6 +64,7 @@ impl Api {
             22 => Api::AlterUser,
             23 => Api::DeleteUser,
             24 => Api::ListUsers,
+            25 => Api::RemoveNode,
             other => return Err(DecodeError::UnknownApi(other)),
         })
     }
@@ -92,6 +95,7 @@ impl Api {
             Api::AlterUser => "alter_user",
             Api::DeleteUser => "delete_user",
             Api::ListUsers => "list_users",
+            Api::RemoveNode => "remove_node",
         }
     }
 }

@@ -789,6 +789,30 @@ impl Broker {
         }
     }
 
+    /// Removes node `node` from the cluster for good (see `Command::RemoveNode`): refused,
+    /// with what it still holds, while it holds a replica.
+    pub(super) async fn cluster_remove_node(
+        &self,
+        cluster: &Cluster,
+        node: u64,
+    ) -> Result<Response, Response> {
+        match cluster
+            .node
+            .propose(&Command::RemoveNode { id: node })
+            .await
+        {
+            Ok(Outcome::NodeRemoved) => Ok(Response::NodeRemoved),
+            Ok(Outcome::Refused(refusal)) => {
+                Err(error(ErrorCode::InvalidRequest, refusal.to_string()))
+            }
+            Ok(other) => Err(error(
+                ErrorCode::Internal,
+                format!("the controller answered a node removal with {other:?}"),
+            )),
+            Err(failure) => Err(Cluster::unavailable(failure)),
+        }
+    }
+
     /// Topics as the cluster knows them; partition figures from this node's replicas (zero
     /// where it holds none), with each partition's replicas, leader and term as this node
     /// knows them, and each follower's lag where this node leads.

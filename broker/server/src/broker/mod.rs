@@ -330,6 +330,10 @@ impl Broker {
                 ErrorCode::InvalidRequest,
                 "this broker is not a cluster node: its partitions have no replicas to move",
             )),
+            Request::RemoveNode { .. } => Err(error(
+                ErrorCode::InvalidRequest,
+                "this broker is not a cluster node: it has no other nodes to remove",
+            )),
             Request::Group(request) => self.handle_group(request),
             Request::Security(request) => Err(error(
                 ErrorCode::InvalidRequest,
@@ -362,6 +366,7 @@ impl Broker {
                 self.cluster_move_partition(cluster, &topic, partition, replicas)
                     .await
             }
+            Request::RemoveNode { node } => self.cluster_remove_node(cluster, node).await,
             Request::Metadata { topic } => self.cluster_metadata(cluster, &topic),
             Request::ListTopics => Ok(Response::Topics(self.cluster_topics(cluster))),
             Request::DescribeTopic { name } => self

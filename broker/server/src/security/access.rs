@@ -99,8 +99,10 @@ pub fn required(request: &Request) -> Access<'_> {
             one(Topic, topic, Describe)
         }
         Request::InitProducer { .. } => Access::Authenticated,
-        // As Kafka's partition reassignment: an operator's.
-        Request::MovePartition { .. } => one(Cluster, CLUSTER_NAME, Alter),
+        // As Kafka's partition reassignment and broker unregistration: an operator's.
+        Request::MovePartition { .. } | Request::RemoveNode { .. } => {
+            one(Cluster, CLUSTER_NAME, Alter)
+        }
         Request::Group(group) => match group {
             GroupRequest::Heartbeat { group, topics, .. } => Access::All(with_topics(
                 Check::new(Group, group, Read),

@@ -62,6 +62,10 @@ pub enum Request {
         partition: u32,
         replicas: Vec<u64>,
     },
+    /// Removes node `node` from the cluster for good: refused while it holds a replica.
+    RemoveNode {
+        node: u64,
+    },
     /// Consumer-group requests (APIs 9-14).
     Group(GroupRequest),
     /// Authentication and ACL administration (APIs 16-19).
@@ -81,6 +85,7 @@ impl Request {
             Request::InitProducer { .. } => Api::InitProducer,
             Request::Metadata { .. } => Api::Metadata,
             Request::MovePartition { .. } => Api::MovePartition,
+            Request::RemoveNode { .. } => Api::RemoveNode,
             Request::Group(group) => group.api(),
             Request::Security(security) => security.api(),
         }
@@ -201,6 +206,7 @@ impl Request {
                 out.extend_from_slice(&partition.to_be_bytes());
                 crate::codec::put_node_ids(out, replicas);
             }
+            Request::RemoveNode { node } => out.extend_from_slice(&node.to_be_bytes()),
             Request::Group(group) => group.encode(out),
             Request::Security(security) => security.encode(out),
         }
@@ -311,6 +317,9 @@ impl Request {
                     replicas,
                 }
             }
+            Api::RemoveNode => Request::RemoveNode {
+                node: r.u64("node id")?,
+            },
             Api::GroupHeartbeat
             | Api::LeaveGroup
             | Api::CommitOffsets

@@ -57,6 +57,8 @@ pub enum Response {
     Metadata(TopicMetadata),
     /// A partition move is recorded (or the partition had those replicas already).
     PartitionMoving,
+    /// A node left the cluster.
+    NodeRemoved,
     Group(GroupResponse),
     Security(SecurityResponse),
 }
@@ -115,7 +117,8 @@ impl Response {
             Response::Error(_)
             | Response::TopicCreated
             | Response::TopicDeleted
-            | Response::PartitionMoving => {}
+            | Response::PartitionMoving
+            | Response::NodeRemoved => {}
             Response::Topics(topics) => {
                 out.extend_from_slice(&(topics.len() as u32).to_be_bytes());
                 for topic in topics {
@@ -255,6 +258,7 @@ impl Response {
             Api::CreateTopic => Response::TopicCreated,
             Api::DeleteTopic => Response::TopicDeleted,
             Api::MovePartition => Response::PartitionMoving,
+            Api::RemoveNode => Response::NodeRemoved,
             Api::ListTopics => {
                 let count = r.count("topic list", TOPICS_LISTED_MAX)?;
                 let mut topics = Vec::with_capacity(count.min(1024));

@@ -225,6 +225,7 @@ fn request() -> impl Strategy<Value = Request> {
                 partition,
                 replicas
             }),
+        any::<u64>().prop_map(|node| Request::RemoveNode { node }),
         group_request().prop_map(Request::Group),
         security_request().prop_map(Request::Security),
     ]
@@ -296,6 +297,7 @@ fn response() -> impl Strategy<Value = (Api, Response)> {
         Just((Api::CreateTopic, Response::TopicCreated)),
         Just((Api::DeleteTopic, Response::TopicDeleted)),
         Just((Api::MovePartition, Response::PartitionMoving)),
+        Just((Api::RemoveNode, Response::NodeRemoved)),
         proptest::collection::vec(description(), 0..3)
             .prop_map(|topics| (Api::ListTopics, Response::Topics(topics))),
         description().prop_map(|topic| (Api::DescribeTopic, Response::Topic(Box::new(topic)))),

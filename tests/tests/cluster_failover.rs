@@ -1143,6 +1143,96 @@ async fn committed_offsets(
     }
 }
 
+/// Waits until every node lists `GROUP` and answers `acked` as its offsets of
+/// `GROUP_TOPIC` (handed on to the coordinator, or its own).
+async fn every_node_answers(
+    processes: &BTreeMap<usize, BrokerProcess>,
+    acked: &[Option<i64>],
+) -> anyhow::Result<()> {
+    for node in processes.keys().copied().collect::<Vec<_>>() {
+        let client = processes[&node].client().await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let listed = client.group(GroupRequest::List).await;
+            let fetched = client
+                .group(GroupRequest::FetchOffsets {
+                    group: GROUP.to_owned(),
+                    partitions: (0..GROUP_TOPIC_PARTITIONS)
+                        .map(|p| TopicPartition::new(GROUP_TOPIC, p))
+                        .collect(),
+                })
+                .await;
+            let listed_ok = matches!(&listed, Ok(GroupResponse::Groups(names)) if names.iter().any(|n| n == GROUP));
+            let fetched_ok = matches!(&fetched, Ok(GroupResponse::Offsets(offsets))
+                if offsets.iter().map(|o| o.offset).collect::<Vec<_>>() == acked);
+            if listed_ok && fetched_ok {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "node {node}: listed {listed:?}, offsets {fetched:?}, acknowledged {acked:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        client.close();
+    }
+    Ok(())
+}
+
+/// A coordinator cut off from the other nodes by the relay (clients still reach it)
+/// acknowledges no commit sent straight to it; the other two elect a coordinator, where the
+/// member joins again and commits; once the relay heals, every node (the cut-off one too)
+/// answers those commits, and nothing of what the cut-off coordinator was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_coordinator_acknowledges_no_commit() -> anyhow::Result<()> {
+    use herald_broker::broker::{group_partition, GROUPS_TOPIC, GROUPS_TOPIC_PARTITIONS};
+    let seed = env_or("HERALD_RELAY_SEED", 11u64);
+    let (cluster, relay) = Cluster::relayed(3, seed).await?;
+    let processes = cluster.start_all()?;
+    let router = Router::new(cluster.dialer(&processes)?, None);
+    create_topic(&router, GROUP_TOPIC, GROUP_TOPIC_PARTITIONS).await?;
+    let shard = group_partition(GROUP, GROUPS_TOPIC_PARTITIONS);
+    let coordinator = preferred_leader_of(&processes, GROUPS_TOPIC, shard).await?;
+    let commit = |(member_id, member_epoch): &(String, i32), base: i64| GroupRequest::Commit {
+        group: GROUP.to_owned(),
+        member_id: member_id.clone(),
+        member_epoch: *member_epoch,
+        offsets: (0..GROUP_TOPIC_PARTITIONS)
+            .map(|p| Commit {
+                partition: TopicPartition::new(GROUP_TOPIC, p),
+                offset: base + i64::from(p),
+                metadata: String::new(),
+            })
+            .collect(),
+    };
+    let member = join_group(&processes, Some(coordinator)).await?;
+    let first = group_request(&processes, Some(coordinator), commit(&member, 100)).await?;
+    anyhow::ensure!(
+        matches!(first, Ok(GroupResponse::Committed)),
+        "the first commit: {first:?}"
+    );
+    let cut = processes[&coordinator].client().await?;
+    relay.isolate(coordinator as u64);
+    // Straight to the cut-off coordinator: not acknowledged (its lease runs out; what it
+    // writes reaches no majority).
+    let probe =
+        tokio::time::timeout(Duration::from_secs(10), cut.group(commit(&member, 500))).await;
+    anyhow::ensure!(
+        !matches!(probe, Ok(Ok(GroupResponse::Committed))),
+        "the cut-off coordinator (node {coordinator}) acknowledged a commit"
+    );
+    // The other two: a new coordinator, which does not know the member; it joins again.
+    let member = join_group(&processes, Some(coordinator)).await?;
+    let second = group_request(&processes, Some(coordinator), commit(&member, 200)).await?;
+    anyhow::ensure!(
+        matches!(second, Ok(GroupResponse::Committed)),
+        "a commit through the majority: {second:?}"
+    );
+    relay.heal();
+    cut.close();
+    every_node_answers(&processes, &[Some(200), Some(201), Some(202)]).await
+}
+
 /// A consumer group's commits go through its coordinator (the leader of the group's partition
 /// of the internal groups topic, reached through any node); the coordinator is SIGKILLed
 /// (even rounds) or SIGSTOPped until another node leads (odd rounds), and every acknowledged
@@ -1262,33 +1352,7 @@ async fn group_commits_survive_coordinator_kills() -> anyhow::Result<()> {
     }
     // Every node answers the same offsets (handed on to the coordinator or its own) and lists
     // the group.
-    for node in processes.keys().copied().collect::<Vec<_>>() {
-        let client = processes[&node].client().await?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let listed = client.group(GroupRequest::List).await;
-            let fetched = client
-                .group(GroupRequest::FetchOffsets {
-                    group: GROUP.to_owned(),
-                    partitions: (0..GROUP_TOPIC_PARTITIONS)
-                        .map(|p| TopicPartition::new(GROUP_TOPIC, p))
-                        .collect(),
-                })
-                .await;
-            let listed_ok = matches!(&listed, Ok(GroupResponse::Groups(names)) if names.iter().any(|n| n == GROUP));
-            let fetched_ok = matches!(&fetched, Ok(GroupResponse::Offsets(offsets))
-                if offsets.iter().map(|o| o.offset).collect::<Vec<_>>() == acked);
-            if listed_ok && fetched_ok {
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "node {node}: listed {listed:?}, offsets {fetched:?}, acknowledged {acked:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        client.close();
-    }
+    every_node_answers(&processes, &acked).await?;
     // The member left: the group can be deleted, and its offsets go with it.
     let deleted = group_request(
         &processes,

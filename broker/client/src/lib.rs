@@ -352,7 +352,7 @@ pub fn quic_client_config_with(
         }
         Trust::CertificateFile(path) => fingerprint_of_pem_file(path)?,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = herald_quic::crypto_provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ConnectError::Tls(e.to_string()))?

@@ -95,7 +95,7 @@ impl NodeTls {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    herald_quic::crypto_provider()
 }
 
 /// The server side of a node's Raft endpoint: TLS 1.3, a client certificate required and

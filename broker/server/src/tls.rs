@@ -135,7 +135,7 @@ pub fn server_config(
     identity: &Identity,
     client_ca: Option<&Path>,
 ) -> Result<quinn::ServerConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = herald_quic::crypto_provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?;

@@ -59,7 +59,7 @@ pub(crate) fn endpoint_at(tls: &NodeTls, addr: std::net::SocketAddr) -> quinn::E
 
 /// A client that trusts the cluster's CA and presents no certificate.
 pub(crate) fn anonymous_client(ca: &Ca) -> quinn::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = herald_quic::crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from(ca.issuer.der().to_vec()))

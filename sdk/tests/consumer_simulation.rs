@@ -193,10 +193,8 @@ impl Broker {
                 headers: Vec::new(),
             });
         }
-        let mut batch = builder.encode().expect("a valid batch");
-        let appended = self.logs[number]
-            .append(&mut batch, now_ms)
-            .expect("append");
+        let batch = builder.encode().expect("a valid batch");
+        let appended = self.logs[number].append(&batch, now_ms).expect("append");
         assert_eq!(appended.base_offset, self.values[number].len() as i64);
         self.values[number].extend(values);
         self.stats.produced += count as usize;

@@ -41,20 +41,21 @@ pub enum EntryError {
 
 type Payload = EntryPayload<Proposal, u64, openraft::BasicNode>;
 
-/// The batch stored for `payload`: a proposal's own batch, or a control batch stamped with
-/// `now_ms` as its append time.
-pub fn to_batch(payload: &Payload, now_ms: i64) -> Result<Vec<u8>, EntryError> {
-    let control = |key: &[u8], value: Option<&[u8]>| -> Result<Vec<u8>, EntryError> {
+/// The batch stored for `payload`: a proposal's own batch (shared, not copied), or a
+/// control batch stamped with `now_ms` as its append time.
+pub fn to_batch(payload: &Payload, now_ms: i64) -> Result<std::borrow::Cow<'_, [u8]>, EntryError> {
+    use std::borrow::Cow;
+    let control = |key: &[u8], value: Option<&[u8]>| -> Result<Cow<'_, [u8]>, EntryError> {
         let mut writer = BatchWriter::new();
         writer.push(now_ms, Some(key), value, std::iter::empty())?;
         let mut batch = writer.finish_control()?;
         batch::stamp(&mut batch, 0, now_ms);
-        Ok(batch)
+        Ok(Cow::Owned(batch))
     };
     match payload {
         EntryPayload::Normal(proposal) => {
             check_proposal(proposal)?;
-            Ok(proposal.batch.to_vec())
+            Ok(Cow::Borrowed(&proposal.batch[..]))
         }
         EntryPayload::Blank => control(BLANK_KEY, None),
         EntryPayload::Membership(membership) => {
@@ -127,7 +128,7 @@ mod tests {
             from_batch(&blank, log_id).expect("entry").payload,
             EntryPayload::Blank
         ));
-        let control = Proposal::new(blank);
+        let control = Proposal::new(blank.into_owned());
         assert!(matches!(
             to_batch(&EntryPayload::Normal(control), 5),
             Err(EntryError::Batch(BatchError::ReservedAttributes(_)))
@@ -144,8 +145,8 @@ mod tests {
                 base_sequence: 4,
             })
             .expect("marker");
-        let stored = to_batch(&EntryPayload::Normal(Proposal::new(marker.clone())), 5)
-            .expect("a marker is stored");
+        let payload = EntryPayload::Normal(Proposal::new(marker.clone()));
+        let stored = to_batch(&payload, 5).expect("a marker is stored");
         match from_batch(&stored, log_id).expect("entry").payload {
             EntryPayload::Normal(proposal) => assert_eq!(&proposal.batch[..], &marker[..]),
             other => panic!("a marker read back as {other:?}"),

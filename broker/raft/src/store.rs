@@ -500,9 +500,9 @@ impl<S: Storage + Clone> Replica<S> {
             self.save_meta()?;
         }
         let now = (self.clock)();
-        let mut batch = entry::to_batch(&entry.payload, now).map_err(io::Error::other)?;
+        let batch = entry::to_batch(&entry.payload, now).map_err(io::Error::other)?;
         self.log
-            .append_replicated(&mut batch, now)
+            .append_replicated(&batch, now)
             .map_err(io::Error::other)?;
         self.recent.push(entry, now);
         Ok(())

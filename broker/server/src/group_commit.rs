@@ -260,7 +260,7 @@ mod tests {
         let (mut log, _) = PartitionLog::open(storage.clone(), "t/0", config).expect("open");
         let mut acknowledged = Vec::new();
         for n in 0..20u64 {
-            log.append(&mut batch(n * 3, 3), n as i64).expect("append");
+            log.append(&batch(n * 3, 3), n as i64).expect("append");
             commit
                 .sync(log.sync_handle().expect("handle"))
                 .await
@@ -268,7 +268,7 @@ mod tests {
             acknowledged.extend(n * 3..n * 3 + 3);
         }
         // Appended but never synced: not acknowledged, may be lost.
-        log.append(&mut batch(60, 3), 100).expect("append");
+        log.append(&batch(60, 3), 100).expect("append");
         drop(log);
         storage.crash(|_| 0);
         let (log, _) = PartitionLog::open(storage.clone(), "t/0", config).expect("reopen");
@@ -277,7 +277,7 @@ mod tests {
         // The same appends without the sync are lost by the same crash.
         let unsynced = MemoryStorage::new();
         let (mut log, _) = PartitionLog::open(unsynced.clone(), "t/0", config).expect("open");
-        log.append(&mut batch(0, 3), 0).expect("append");
+        log.append(&batch(0, 3), 0).expect("append");
         drop(log);
         unsynced.crash(|_| 0);
         let (log, _) = PartitionLog::open(unsynced, "t/0", config).expect("reopen");

@@ -224,7 +224,7 @@ impl<S: Storage> PartitionLog<S> {
     /// replay them from).
     pub(super) fn append_deduplicated(
         &mut self,
-        batch: &mut [u8],
+        batch: &[u8],
         mut plan: DedupPlan,
         now_ms: i64,
     ) -> Result<Appended, AppendError> {
@@ -250,7 +250,7 @@ impl<S: Storage> PartitionLog<S> {
             });
         }
         let base_offset = match plan.take_rewritten() {
-            Some(mut rewritten) => self.store(&mut rewritten, now_ms, now_ms)?,
+            Some(rewritten) => self.store(&rewritten, now_ms, now_ms)?,
             None => self.store(batch, now_ms, now_ms)?,
         };
         if let Some(producer) = producer {

@@ -25,17 +25,17 @@ fn a_partial_write_is_cut_back_and_later_offsets_do_not_shift() {
     let (memory, storage) = faulty(1);
     let (mut log, _) =
         PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("open");
-    log.append(&mut batch_of(&[0, 1], 1), 1).expect("append");
+    log.append(&batch_of(&[0, 1], 1), 1).expect("append");
     storage.fail_next(Call::Append, Fault::Partial);
     let values: Vec<u64> = (100..150).collect();
     let error = log
-        .append(&mut batch_of(&values, 2), 2)
+        .append(&batch_of(&values, 2), 2)
         .expect_err("the disk is full");
     assert!(matches!(error, AppendError::Storage(_)), "{error}");
     assert_eq!(log.high_watermark(), 2);
     // Space again: every later append lands where the log says.
     for n in 2..6u64 {
-        log.append(&mut batch_of(&[n], 3), 3).expect("append");
+        log.append(&batch_of(&[n], 3), 3).expect("append");
     }
     assert_eq!(read_all(&log, 0), numbered(0..6));
     log.sync_handle().expect("handle").sync().expect("sync");
@@ -55,11 +55,11 @@ fn a_failed_index_write_cuts_the_batch_back() {
         PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("open");
     // Append calls of a first batch: the log, then its offset-index entry.
     storage.fail_nth(Call::Append, 1, Fault::NoSpace);
-    log.append(&mut batch_of(&[7], 1), 1)
+    log.append(&batch_of(&[7], 1), 1)
         .expect_err("the index write fails");
     assert_eq!(log.high_watermark(), 0);
     for n in 0..3u64 {
-        log.append(&mut batch_of(&[n], 2), 2).expect("append");
+        log.append(&batch_of(&[n], 2), 2).expect("append");
     }
     assert_eq!(read_all(&log, 0), numbered(0..3));
     drop(log);
@@ -75,18 +75,18 @@ fn a_failed_cut_back_fences_the_log_until_it_is_reopened() {
     let (memory, storage) = faulty(3);
     let (mut log, _) =
         PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("open");
-    log.append(&mut batch_of(&[0, 1], 1), 1).expect("append");
+    log.append(&batch_of(&[0, 1], 1), 1).expect("append");
     storage.fail_next(Call::Append, Fault::Partial);
     storage.fail_next(Call::Truncate, Fault::Io);
-    log.append(&mut batch_of(&[9; 40], 2), 2)
+    log.append(&batch_of(&[9; 40], 2), 2)
         .expect_err("the disk is full");
     assert!(log.fence().reason().is_some(), "fenced");
-    let refused = log.append(&mut batch_of(&[2], 3), 3).expect_err("fenced");
+    let refused = log.append(&batch_of(&[2], 3), 3).expect_err("fenced");
     assert!(matches!(refused, AppendError::Fenced { .. }), "{refused}");
     drop(log);
     let (mut log, _) = PartitionLog::open(memory, DIR, LogConfig::default()).expect("reopen");
     assert_eq!(read_all(&log, 0), numbered(0..2));
-    log.append(&mut batch_of(&[2], 4), 4)
+    log.append(&batch_of(&[2], 4), 4)
         .expect("a reopened log appends");
     assert_eq!(read_all(&log, 0), numbered(0..3));
 }
@@ -99,19 +99,19 @@ fn a_failed_sync_fences_the_log() {
     let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
     let mut n = 0u64;
     loop {
-        let mut batch = batch_of(&[n], 1);
+        let batch = batch_of(&[n], 1);
         if log.size_bytes() + batch.len() as u64 > small_config().segment_bytes {
             storage.fail_next(Call::Sync, Fault::Io);
             let error = log
-                .append(&mut batch, 1)
+                .append(&batch, 1)
                 .expect_err("sealing syncs, and the sync fails");
             assert!(matches!(error, AppendError::Storage(_)), "{error}");
             break;
         }
-        log.append(&mut batch, 1).expect("append");
+        log.append(&batch, 1).expect("append");
         n += 1;
     }
-    let refused = log.append(&mut batch_of(&[n], 1), 1).expect_err("fenced");
+    let refused = log.append(&batch_of(&[n], 1), 1).expect_err("fenced");
     assert!(matches!(refused, AppendError::Fenced { .. }), "{refused}");
     drop(log);
     let (log, _) = PartitionLog::open(memory, DIR, small_config()).expect("reopen");
@@ -126,7 +126,7 @@ fn a_new_segment_survives_a_crash() {
     let (mut log, _) = PartitionLog::open(memory.clone(), DIR, small_config()).expect("open");
     let mut n = 0u64;
     while log.segment_count() < 3 {
-        log.append(&mut batch_of(&[n], 1), 1).expect("append");
+        log.append(&batch_of(&[n], 1), 1).expect("append");
         n += 1;
     }
     log.sync_handle().expect("handle").sync().expect("sync");
@@ -143,14 +143,14 @@ fn a_new_segment_survives_a_crash() {
 fn snapshots_past_a_truncated_end_are_removed() {
     let memory = MemoryStorage::new();
     let (mut log, _) = PartitionLog::open(memory.clone(), DIR, dedup_config()).expect("open");
-    log.append(&mut keyed_batch(&["a"], Some((1, 0, 0))), 1)
+    log.append(&keyed_batch(&["a"], Some((1, 0, 0))), 1)
         .expect("append");
     log.sync_handle().expect("handle").sync().expect("sync");
-    log.append(&mut keyed_batch(&["b"], Some((1, 0, 1))), 2)
+    log.append(&keyed_batch(&["b"], Some((1, 0, 1))), 2)
         .expect("append");
     // Only duplicates: the producer's sequence advances through a snapshot at the log end.
     let all_duplicates = log
-        .append(&mut keyed_batch(&["b"], Some((1, 0, 2))), 3)
+        .append(&keyed_batch(&["b"], Some((1, 0, 2))), 3)
         .expect("append");
     assert!(all_duplicates.duplicate);
     drop(log);
@@ -158,16 +158,16 @@ fn snapshots_past_a_truncated_end_are_removed() {
     memory.crash(|_| 0);
     let (mut log, _) = PartitionLog::open(memory.clone(), DIR, dedup_config()).expect("reopen");
     assert_eq!(log.high_watermark(), 1);
-    log.append(&mut keyed_batch(&["c"], Some((2, 0, 0))), 4)
+    log.append(&keyed_batch(&["c"], Some((2, 0, 0))), 4)
         .expect("append");
-    log.append(&mut keyed_batch(&["d"], Some((2, 0, 1))), 5)
+    log.append(&keyed_batch(&["d"], Some((2, 0, 1))), 5)
         .expect("append");
     drop(log);
     let (mut log, _) = PartitionLog::open(memory, DIR, dedup_config()).expect("reopen");
     // Producer 1's batch of sequence 1 was lost: its resend is stored, not "acknowledged"
     // at offset 1 (producer 2's record).
     let resent = log
-        .append(&mut keyed_batch(&["b"], Some((1, 0, 1))), 6)
+        .append(&keyed_batch(&["b"], Some((1, 0, 1))), 6)
         .expect("append");
     assert!(!resent.duplicate, "{resent:?}");
     assert_eq!(resent.base_offset, 3);
@@ -183,26 +183,26 @@ fn a_roll_cut_short_leaves_a_log_that_opens() {
     let mut n = 0u64;
     // Fill until one more single record fits, but not two.
     loop {
-        let mut batch = batch_of(&[n], 1);
+        let batch = batch_of(&[n], 1);
         if log.size_bytes() + 2 * batch.len() as u64 > small_config().segment_bytes {
             break;
         }
-        log.append(&mut batch, 1).expect("append");
+        log.append(&batch, 1).expect("append");
         n += 1;
     }
     // A big batch needs a roll; the new segment's offset index cannot be created.
     storage.fail_nth(Call::Open, 2, Fault::NoSpace);
     let big: Vec<u64> = (1000..1010).collect();
-    log.append(&mut batch_of(&big, 1), 1)
+    log.append(&batch_of(&big, 1), 1)
         .expect_err("the roll fails");
     assert_eq!(log.segment_count(), 1);
     // A single record still fits in the old segment.
-    log.append(&mut batch_of(&[n], 1), 1).expect("append");
+    log.append(&batch_of(&[n], 1), 1).expect("append");
     n += 1;
     drop(log);
     let (mut log, _) = PartitionLog::open(memory, DIR, small_config()).expect("reopen");
     assert_eq!(read_all(&log, 0), numbered(0..n));
-    log.append(&mut batch_of(&[n], 1), 1).expect("append");
+    log.append(&batch_of(&[n], 1), 1).expect("append");
     assert_eq!(read_all(&log, 0), numbered(0..n + 1));
 }
 
@@ -315,7 +315,7 @@ fn run_with_faults(seed: u64) {
                 let values: Vec<u64> = (0..=next(4))
                     .map(|v| acknowledged.len() as u64 * 10 + v)
                     .collect();
-                match log.append(&mut batch_of(&values, now), now) {
+                match log.append(&batch_of(&values, now), now) {
                     Ok(appended) => {
                         assert_eq!(appended.base_offset, acknowledged.len() as i64, "{context}");
                         acknowledged.extend(values);
@@ -370,8 +370,7 @@ fn log_with_segments(memory: &MemoryStorage, segments: usize) -> u64 {
     let (mut log, _) = PartitionLog::open(memory.clone(), DIR, small_config()).expect("open");
     let mut n = 0u64;
     while log.segment_count() < segments {
-        log.append(&mut batch_of(&[n, n + 1], 1), 1)
-            .expect("append");
+        log.append(&batch_of(&[n, n + 1], 1), 1).expect("append");
         n += 2;
     }
     log.sync_handle().expect("handle").sync().expect("sync");
@@ -400,7 +399,7 @@ fn a_flipped_byte_in_a_sealed_segment_quarantines_the_partition() {
         matches!(refused, ReadError::Quarantined { .. }),
         "{refused}"
     );
-    let appended = log.append(&mut batch_of(&[1], 1), 1).expect_err("fenced");
+    let appended = log.append(&batch_of(&[1], 1), 1).expect_err("fenced");
     assert!(matches!(appended, AppendError::Fenced { .. }), "{appended}");
     // The files past the damage are kept for the operator.
     drop(log);
@@ -446,15 +445,14 @@ fn a_failed_open_for_a_read_of_a_sealed_segment_fails_only_that_read() {
     let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
     let mut n = 0u64;
     while log.segment_count() < 3 {
-        log.append(&mut batch_of(&[n], 1), 1).expect("append");
+        log.append(&batch_of(&[n], 1), 1).expect("append");
         n += 1;
     }
     storage.fail_next(Call::Open, Fault::Io);
     let error = log.read(0, 1024).expect_err("the open fails");
     assert!(matches!(error, ReadError::Storage(_)), "{error}");
     assert_eq!(read_all(&log, 0), numbered(0..n));
-    log.append(&mut batch_of(&[n], 1), 1)
-        .expect("appends go on");
+    log.append(&batch_of(&[n], 1), 1).expect("appends go on");
     assert_eq!(read_all(&log, 0), numbered(0..n + 1));
 }
 
@@ -469,7 +467,7 @@ fn snapshots_removed_by_a_truncation_stay_removed_through_a_crash() {
     let (mut log, _) = PartitionLog::open(memory.clone(), DIR, small_config()).expect("open");
     for n in 0..20u64 {
         let values = [3 * n, 3 * n + 1, 3 * n + 2];
-        log.append(&mut idempotent_batch(9, 0, 3 * n as i32, &values), 1)
+        log.append(&idempotent_batch(9, 0, 3 * n as i32, &values), 1)
             .expect("append");
     }
     log.sync_handle().expect("handle").sync().expect("sync");
@@ -495,11 +493,8 @@ fn snapshots_removed_by_a_truncation_stay_removed_through_a_crash() {
     let (mut log, _) = PartitionLog::open(memory.clone(), DIR, large).expect("reopen");
     log.truncate_to(30).expect("cut");
     for n in 0..10u64 {
-        log.append(
-            &mut batch_of(&[1000 + 3 * n, 1001 + 3 * n, 1002 + 3 * n], 2),
-            2,
-        )
-        .expect("regrow");
+        log.append(&batch_of(&[1000 + 3 * n, 1001 + 3 * n, 1002 + 3 * n], 2), 2)
+            .expect("regrow");
     }
     log.sync_handle().expect("handle").sync().expect("sync");
     drop(log);
@@ -511,7 +506,7 @@ fn snapshots_removed_by_a_truncation_stay_removed_through_a_crash() {
     );
     let (mut log, _) = PartitionLog::open(memory, DIR, large).expect("reopen after crash");
     let retry = log
-        .append(&mut idempotent_batch(9, 0, 30, &[30, 31, 32]), 3)
+        .append(&idempotent_batch(9, 0, 30, &[30, 31, 32]), 3)
         .expect("retry of a removed batch");
     assert!(!retry.duplicate, "answered from removed history: {retry:?}");
 }
@@ -525,7 +520,7 @@ fn a_truncation_over_damaged_kept_batches_changes_nothing() {
     let memory = MemoryStorage::new();
     let (mut log, _) = PartitionLog::open(memory.clone(), DIR, small_config()).expect("open");
     for n in 0..20u64 {
-        log.append(&mut batch_of(&[3 * n, 3 * n + 1, 3 * n + 2], 1), 1)
+        log.append(&batch_of(&[3 * n, 3 * n + 1, 3 * n + 2], 1), 1)
             .expect("append");
     }
     let segments = log.segment_count();
@@ -568,7 +563,7 @@ fn a_truncation_that_fails_midway_fences_and_keeps_the_last_segment_open() {
     let (memory, storage) = faulty(7);
     let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
     for n in 0..20u64 {
-        log.append(&mut batch_of(&[3 * n, 3 * n + 1, 3 * n + 2], 1), 1)
+        log.append(&batch_of(&[3 * n, 3 * n + 1, 3 * n + 2], 1), 1)
             .expect("append");
     }
     log.sync_handle().expect("handle").sync().expect("sync");
@@ -578,7 +573,7 @@ fn a_truncation_that_fails_midway_fences_and_keeps_the_last_segment_open() {
     assert!(log.fence().reason().is_some());
     log.sync_handle().expect("the last segment has its files");
     assert!(matches!(
-        log.append(&mut batch_of(&[99], 2), 2),
+        log.append(&batch_of(&[99], 2), 2),
         Err(AppendError::Fenced { .. })
     ));
     drop(log);

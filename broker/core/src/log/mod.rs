@@ -358,7 +358,7 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Validates `batch`, stamps its base offset and append time, and appends it.
-    pub fn append(&mut self, batch: &mut [u8], now_ms: i64) -> Result<Appended, AppendError> {
+    pub fn append(&mut self, batch: &[u8], now_ms: i64) -> Result<Appended, AppendError> {
         if let Some(reason) = self.fence.reason() {
             return Err(AppendError::Fenced {
                 reason: reason.to_owned(),
@@ -415,11 +415,13 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Writes a validated batch at the end of the log, stamped with its base offset and
-    /// `append_time_ms`; returns its base offset. On failure the segment is put back as it
-    /// was (files cut to their old lengths), or the log fenced.
+    /// `append_time_ms`; returns its base offset. The stamp goes on a copy of the header,
+    /// written with the rest of the batch: the batch itself is not changed (a replica's
+    /// entry is shared with what replication sends). On failure the segment is put back as
+    /// it was (files cut to their old lengths), or the log fenced.
     fn store(
         &mut self,
-        batch: &mut [u8],
+        batch: &[u8],
         append_time_ms: i64,
         now_ms: i64,
     ) -> Result<i64, AppendError> {
@@ -428,15 +430,24 @@ impl<S: Storage> PartitionLog<S> {
         let fence = self.fence.clone();
         let segment = self.active_mut();
         let base_offset = segment.next_offset;
-        batch::stamp(batch, base_offset, append_time_ms);
-        // Just stamped and validated: the header is there.
-        let Some(head) = BatchHeader::read(batch) else {
-            debug_assert!(false, "a stamped, validated batch without a header");
+        // Validated: the header is there.
+        let (Some(header), Some(body)) = (
+            batch.get(..batch::BATCH_HEADER_BYTES),
+            batch.get(batch::BATCH_HEADER_BYTES..),
+        ) else {
+            debug_assert!(false, "a validated batch without a header");
+            return Err(AppendError::Batch(BatchError::Empty));
+        };
+        let mut stamped = [0u8; batch::BATCH_HEADER_BYTES];
+        stamped.copy_from_slice(header);
+        batch::stamp(&mut stamped, base_offset, append_time_ms);
+        let Some(head) = BatchHeader::read(&stamped) else {
+            debug_assert!(false, "a stamped header that does not read");
             return Err(AppendError::Batch(BatchError::Empty));
         };
         let mark = segment.mark();
         let written = segment
-            .append_log(batch)
+            .append_log_parts(&[&stamped, body])
             .and_then(|()| segment.index_batch(mark.size, &head, interval));
         if let Err(error) = written {
             if let Err(undo) = segment.roll_back(&mark) {

@@ -25,7 +25,7 @@ impl<S: Storage> PartitionLog<S> {
     /// kept, see [`PartitionLog::plan_dedup`]), so every replica's window is the same.
     pub fn append_replicated(
         &mut self,
-        batch: &mut [u8],
+        batch: &[u8],
         now_ms: i64,
     ) -> Result<Appended, AppendError> {
         if let Some(reason) = self.fence.reason() {

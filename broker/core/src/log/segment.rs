@@ -274,8 +274,9 @@ impl<F: StorageFile> Segment<F> {
     }
 
     /// Appends `bytes` to the active segment's log file.
-    pub(super) fn append_log(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
-        self.files_mut()?.log.append(bytes)
+    /// Appends `parts` to the segment's log as one append of their concatenation.
+    pub(super) fn append_log_parts(&mut self, parts: &[&[u8]]) -> Result<(), StorageError> {
+        self.files_mut()?.log.append_parts(parts)
     }
 
     /// Reads `len` bytes of the segment's log at `position` (fewer only at the file's end):

@@ -74,7 +74,7 @@ fn append_read_roll_and_reopen() {
     for n in 0..30u64 {
         let appended = log
             .append(
-                &mut batch_of(&[n * 2, n * 2 + 1], 1000 + n as i64 * 10),
+                &batch_of(&[n * 2, n * 2 + 1], 1000 + n as i64 * 10),
                 5_000 + n as i64,
             )
             .expect("append");
@@ -118,7 +118,7 @@ fn append_read_roll_and_reopen() {
 fn a_batch_larger_than_max_bytes_is_served_whole() {
     let (mut log, _) =
         PartitionLog::open(MemoryStorage::new(), DIR, LogConfig::default()).expect("open");
-    log.append(&mut batch_of(&(0..50).collect::<Vec<_>>(), 1), 1)
+    log.append(&batch_of(&(0..50).collect::<Vec<_>>(), 1), 1)
         .expect("append");
     let read = log.read(0, 10).expect("read");
     assert_eq!(batches(&read.bytes).count(), 1);
@@ -133,21 +133,19 @@ fn invalid_batches_are_refused_and_nothing_is_written() {
     let last = bad.len() - 1;
     bad[last] ^= 0xff;
     assert!(matches!(
-        log.append(&mut bad, 1),
+        log.append(&bad, 1),
         Err(AppendError::Batch(BatchError::CrcMismatch { .. }))
     ));
     let mut trailing = batch_of(&[1], 1);
     trailing.push(0);
-    assert!(log.append(&mut trailing, 1).is_err());
+    assert!(log.append(&trailing, 1).is_err());
     // The attributes byte (25, under the CRC) is the broker's to set: a producer that sets a
     // bit, with a CRC that matches, is refused and the error names the bits.
     let mut flagged = batch_of(&[1], 1);
     flagged[25] = 0x20;
     let crc = crc32c::crc32c(&flagged[24..]);
     flagged[20..24].copy_from_slice(&crc.to_be_bytes());
-    let refused = log
-        .append(&mut flagged, 1)
-        .expect_err("reserved attributes");
+    let refused = log.append(&flagged, 1).expect_err("reserved attributes");
     assert!(
         matches!(
             refused,
@@ -166,11 +164,11 @@ fn recovery_truncates_a_torn_and_a_corrupt_tail() {
     let (mut log, _) =
         PartitionLog::open(storage.clone(), DIR, LogConfig::default()).expect("open");
     for n in 0..5u64 {
-        log.append(&mut batch_of(&[n], 1), 1).expect("append");
+        log.append(&batch_of(&[n], 1), 1).expect("append");
     }
     log.sync_handle().expect("handle").sync().expect("sync");
     for n in 5..8u64 {
-        log.append(&mut batch_of(&[n], 1), 1).expect("append");
+        log.append(&batch_of(&[n], 1), 1).expect("append");
     }
     drop(log);
     // A torn tail: half of the unsynced bytes survive.
@@ -208,7 +206,7 @@ fn damaged_or_missing_indexes_are_rebuilt() {
     let storage = MemoryStorage::new();
     let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
     for n in 0..40u64 {
-        log.append(&mut batch_of(&[n], 100 + n as i64), 1)
+        log.append(&batch_of(&[n], 100 + n as i64), 1)
             .expect("append");
     }
     let expected = read_all(&log, 0);
@@ -245,7 +243,7 @@ fn the_retention_horizon_names_what_retention_deletes_and_a_purge_deletes_it() {
     };
     let (mut log, _) = PartitionLog::open(MemoryStorage::new(), DIR, config).expect("open");
     for n in 0..20u64 {
-        log.append(&mut batch_of(&[n], 1), n as i64 * 100)
+        log.append(&batch_of(&[n], 1), n as i64 * 100)
             .expect("append");
     }
     assert_eq!(log.retention_horizon(1_000), None, "nothing old enough yet");
@@ -286,7 +284,7 @@ fn retention_deletes_whole_sealed_segments_by_age_and_size() {
     };
     let (mut log, _) = PartitionLog::open(MemoryStorage::new(), DIR, config).expect("open");
     for n in 0..20u64 {
-        log.append(&mut batch_of(&[n], 1), n as i64 * 100)
+        log.append(&batch_of(&[n], 1), n as i64 * 100)
             .expect("append");
     }
     let segments = log.segment_count();
@@ -318,7 +316,7 @@ fn retention_deletes_whole_sealed_segments_by_age_and_size() {
     };
     let (mut log, _) = PartitionLog::open(MemoryStorage::new(), "t/1", config).expect("open");
     for n in 0..40u64 {
-        log.append(&mut batch_of(&[n], 1), 1).expect("append");
+        log.append(&batch_of(&[n], 1), 1).expect("append");
     }
     log.enforce_retention(1).expect("retention");
     assert!(
@@ -339,10 +337,10 @@ fn segments_roll_by_age() {
         },
     )
     .expect("open");
-    log.append(&mut batch_of(&[1], 1), 0).expect("append");
-    log.append(&mut batch_of(&[2], 1), 50).expect("append");
+    log.append(&batch_of(&[1], 1), 0).expect("append");
+    log.append(&batch_of(&[2], 1), 50).expect("append");
     assert_eq!(log.segment_count(), 1);
-    log.append(&mut batch_of(&[3], 1), 100).expect("append");
+    log.append(&batch_of(&[3], 1), 100).expect("append");
     assert_eq!(log.segment_count(), 2);
 }
 
@@ -371,11 +369,11 @@ fn idempotent_retries_are_acknowledged_not_stored_and_survive_reopen_and_rolls()
     let mut sequence = 0;
     for n in 0..20u64 {
         let first = log
-            .append(&mut idempotent_batch(9, 0, sequence, &[n]), 1)
+            .append(&idempotent_batch(9, 0, sequence, &[n]), 1)
             .expect("append");
         assert!(!first.duplicate);
         let retry = log
-            .append(&mut idempotent_batch(9, 0, sequence, &[n]), 2)
+            .append(&idempotent_batch(9, 0, sequence, &[n]), 2)
             .expect("retry");
         assert!(
             retry.duplicate && retry.base_offset == first.base_offset,
@@ -389,7 +387,7 @@ fn idempotent_retries_are_acknowledged_not_stored_and_survive_reopen_and_rolls()
     );
     assert_eq!(log.high_watermark(), 20);
     let gap = log
-        .append(&mut idempotent_batch(9, 0, sequence + 1, &[99]), 3)
+        .append(&idempotent_batch(9, 0, sequence + 1, &[99]), 3)
         .expect_err("gap");
     assert!(
         matches!(
@@ -405,18 +403,18 @@ fn idempotent_retries_are_acknowledged_not_stored_and_survive_reopen_and_rolls()
     drop(log);
     let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("reopen");
     let retry = log
-        .append(&mut idempotent_batch(9, 0, sequence - 1, &[19]), 4)
+        .append(&idempotent_batch(9, 0, sequence - 1, &[19]), 4)
         .expect("retry after reopen");
     assert!(retry.duplicate && retry.base_offset == 19);
     let next = log
-        .append(&mut idempotent_batch(9, 0, sequence, &[20]), 5)
+        .append(&idempotent_batch(9, 0, sequence, &[20]), 5)
         .expect("next after reopen");
     assert!(!next.duplicate && next.base_offset == 20);
     // A new epoch fences the old one.
-    log.append(&mut idempotent_batch(9, 1, 0, &[21]), 6)
+    log.append(&idempotent_batch(9, 1, 0, &[21]), 6)
         .expect("new epoch");
     let fenced = log
-        .append(&mut idempotent_batch(9, 0, sequence + 1, &[22]), 7)
+        .append(&idempotent_batch(9, 0, sequence + 1, &[22]), 7)
         .expect_err("zombie");
     assert!(
         matches!(
@@ -441,7 +439,7 @@ fn idempotent_retries_are_acknowledged_not_stored_and_survive_reopen_and_rolls()
     let (mut log, _) =
         PartitionLog::open(storage, DIR, small_config()).expect("reopen with damaged snapshots");
     let retry = log
-        .append(&mut idempotent_batch(9, 1, 0, &[21]), 8)
+        .append(&idempotent_batch(9, 1, 0, &[21]), 8)
         .expect("retry");
     assert!(retry.duplicate && retry.base_offset == 21);
     assert_eq!(
@@ -509,7 +507,7 @@ proptest! {
                     let values: Vec<u64> = (0..count).map(|i| next_value + u64::from(i)).collect();
                     next_value += u64::from(count);
                     now += 10;
-                    let appended = log.append(&mut batch_of(&values, now), now).expect("append");
+                    let appended = log.append(&batch_of(&values, now), now).expect("append");
                     prop_assert_eq!(appended.base_offset, model.len() as i64);
                     boundaries.push((next_ordinal, model.len()));
                     next_ordinal += 1;
@@ -651,7 +649,7 @@ fn seeded_simulation_with_faults() {
                 _ => {
                     let values: Vec<u64> =
                         (0..=next(4)).map(|v| model.len() as u64 * 10 + v).collect();
-                    log.append(&mut batch_of(&values, round), round)
+                    log.append(&batch_of(&values, round), round)
                         .expect("append");
                     model.extend(values);
                 }
@@ -714,20 +712,20 @@ fn the_key_window_drops_records_seen_within_it() {
     let storage = MemoryStorage::new();
     let (mut log, _) = PartitionLog::open(storage.clone(), DIR, dedup_config()).expect("open");
     let first = log
-        .append(&mut keyed_batch(&["a", "b"], None), 1_000)
+        .append(&keyed_batch(&["a", "b"], None), 1_000)
         .expect("append");
     assert_eq!((first.base_offset, first.duplicate), (0, false));
     assert!(first.record_offsets.is_empty(), "nothing dropped: dense");
     // "b" again, plus a repeat inside the batch: only "c" is stored; each record is reported
     // where its first copy is.
     let second = log
-        .append(&mut keyed_batch(&["b", "c", "c"], None), 2_000)
+        .append(&keyed_batch(&["b", "c", "c"], None), 2_000)
         .expect("append");
     assert_eq!((second.base_offset, second.last_offset), (2, 2));
     assert_eq!(second.record_offsets, [1, 2, 2]);
     // Only duplicates: acknowledged with the original offsets, nothing stored.
     let third = log
-        .append(&mut keyed_batch(&["a", "c", "a"], None), 3_000)
+        .append(&keyed_batch(&["a", "c", "a"], None), 3_000)
         .expect("append");
     assert!(third.duplicate);
     assert_eq!(third.base_offset, 0);
@@ -735,7 +733,7 @@ fn the_key_window_drops_records_seen_within_it() {
     assert_eq!(stored_values(&log), ["a", "b", "c"]);
     // After the window the key is new again.
     let later = log
-        .append(&mut keyed_batch(&["a"], None), 1_000 + 120_000)
+        .append(&keyed_batch(&["a"], None), 1_000 + 120_000)
         .expect("append");
     assert!(!later.duplicate);
     assert_eq!(stored_values(&log), ["a", "b", "c", "a"]);
@@ -744,7 +742,7 @@ fn the_key_window_drops_records_seen_within_it() {
     drop(log);
     let (mut log, _) = PartitionLog::open(storage, DIR, dedup_config()).expect("reopen");
     let again = log
-        .append(&mut keyed_batch(&["c", "d"], None), 121_500)
+        .append(&keyed_batch(&["c", "d"], None), 121_500)
         .expect("append");
     assert_eq!(again.last_offset - again.base_offset, 0, "c was dropped");
     assert_eq!(stored_values(&log), ["a", "b", "c", "a", "d"]);
@@ -755,30 +753,30 @@ fn an_idempotent_producer_keeps_its_sequence_through_dropped_records() {
     let storage = MemoryStorage::new();
     let (mut log, _) = PartitionLog::open(storage.clone(), DIR, dedup_config()).expect("open");
     let producer = |sequence| Some((7, 0, sequence));
-    log.append(&mut keyed_batch(&["a", "b"], producer(0)), 1)
+    log.append(&keyed_batch(&["a", "b"], producer(0)), 1)
         .expect("append");
     // Sequences 2..=4; "a" is dropped, the stored batch keeps the last sequence (4).
-    let mut partial = keyed_batch(&["a", "c", "d"], producer(2));
-    let stored = log.append(&mut partial.clone(), 2).expect("append");
+    let partial = keyed_batch(&["a", "c", "d"], producer(2));
+    let stored = log.append(&partial.clone(), 2).expect("append");
     assert!(!stored.duplicate);
     // A retry of that batch is recognised as a duplicate, not a gap.
-    let retry = log.append(&mut partial, 3).expect("retry");
+    let retry = log.append(&partial, 3).expect("retry");
     assert!(retry.duplicate);
     // Sequences 5..=6 all duplicates: nothing stored, but the sequence advances...
     let all_seen = log
-        .append(&mut keyed_batch(&["c", "d"], producer(5)), 4)
+        .append(&keyed_batch(&["c", "d"], producer(5)), 4)
         .expect("append");
     assert!(all_seen.duplicate);
     // ...so the producer continues at 7, also after a restart (snapshot at the log end).
     drop(log);
     let (mut log, _) = PartitionLog::open(storage, DIR, dedup_config()).expect("reopen");
     let next = log
-        .append(&mut keyed_batch(&["e"], producer(7)), 5)
+        .append(&keyed_batch(&["e"], producer(7)), 5)
         .expect("append");
     assert!(!next.duplicate);
     assert_eq!(stored_values(&log), ["a", "b", "c", "d", "e"]);
     assert!(matches!(
-        log.append(&mut keyed_batch(&["f"], producer(9)), 6),
+        log.append(&keyed_batch(&["f"], producer(9)), 6),
         Err(AppendError::OutOfOrderSequence { expected: 8, .. })
     ));
 }
@@ -795,12 +793,12 @@ fn huge_durations_do_not_wrap_into_roll_or_delete_everything() {
         ..small_config()
     };
     let (mut log, _) = PartitionLog::open(storage, DIR, config).expect("open");
-    log.append(&mut batch_of(&[1], 1000), 1000).expect("append");
-    log.append(&mut batch_of(&[2], 1001), 2000).expect("append");
+    log.append(&batch_of(&[1], 1000), 1000).expect("append");
+    log.append(&batch_of(&[2], 1001), 2000).expect("append");
     assert_eq!(log.segment_count(), 1, "no roll by age");
     // Fill a few segments by size, then run retention much later.
     for n in 0..30u64 {
-        log.append(&mut batch_of(&[n, n + 1], 3000), 3000 + n as i64)
+        log.append(&batch_of(&[n, n + 1], 3000), 3000 + n as i64)
             .expect("append");
     }
     let segments = log.segment_count();
@@ -822,7 +820,7 @@ fn only_the_active_segment_holds_open_files() {
     let mut n = 0u64;
     while log.segment_count() < 40 {
         // Record v has timestamp 1000 + v.
-        log.append(&mut batch_of(&[n, n + 1], 1000 + n as i64), 1 + n as i64)
+        log.append(&batch_of(&[n, n + 1], 1000 + n as i64), 1 + n as i64)
             .expect("append");
         n += 2;
         assert_eq!(
@@ -887,7 +885,7 @@ fn truncation_cuts_between_batches_durably_and_forgets_removed_batches() {
     // 20 batches of 3 records from producer 9 (offsets 0..60), over several 600-byte segments.
     for n in 0..20u64 {
         let values = [3 * n, 3 * n + 1, 3 * n + 2];
-        log.append(&mut idempotent_batch(9, 0, 3 * n as i32, &values), 1)
+        log.append(&idempotent_batch(9, 0, 3 * n as i32, &values), 1)
             .expect("append");
     }
     log.sync_handle().expect("handle").sync().expect("sync");
@@ -923,11 +921,11 @@ fn truncation_cuts_between_batches_durably_and_forgets_removed_batches() {
 
     // The producer's retry of a kept batch is a duplicate; of the first removed one, new.
     let kept = log
-        .append(&mut idempotent_batch(9, 0, 27, &[27, 28, 29]), 2)
+        .append(&idempotent_batch(9, 0, 27, &[27, 28, 29]), 2)
         .expect("retry of a kept batch");
     assert!(kept.duplicate && kept.base_offset == 27);
     let again = log
-        .append(&mut idempotent_batch(9, 0, 30, &[30, 31, 32]), 2)
+        .append(&idempotent_batch(9, 0, 30, &[30, 31, 32]), 2)
         .expect("retry of a removed batch");
     assert!(!again.duplicate);
     assert_eq!(again.base_offset, 30);
@@ -947,7 +945,7 @@ fn truncation_cuts_between_batches_durably_and_forgets_removed_batches() {
     // Down to the very start: one empty segment stays, and appends go on from 0.
     log.truncate_to(0).expect("cut everything");
     assert_eq!((log.high_watermark(), log.segment_count()), (0, 1));
-    let first = log.append(&mut batch_of(&[7], 3), 3).expect("append");
+    let first = log.append(&batch_of(&[7], 3), 3).expect("append");
     assert_eq!(first.base_offset, 0);
 }
 
@@ -962,7 +960,7 @@ fn a_small_answer_does_not_keep_a_large_read_window() {
         ..small_config()
     };
     let (mut log, _) = PartitionLog::open(storage, DIR, config).expect("open");
-    log.append(&mut batch_of(&[1], 1), 1).expect("small");
+    log.append(&batch_of(&[1], 1), 1).expect("small");
     let mut builder = BatchBuilder::new();
     builder.push(Record {
         timestamp_ms: 2,
@@ -970,7 +968,7 @@ fn a_small_answer_does_not_keep_a_large_read_window() {
         value: Some(vec![7u8; 1024 * 1024]),
         headers: Vec::new(),
     });
-    log.append(&mut builder.encode().expect("batch"), 2)
+    log.append(&builder.encode().expect("batch"), 2)
         .expect("large");
     let small_len = batch_of(&[1], 1).len();
     let read = log.read(0, small_len + 1000 * 1024).expect("read");
@@ -990,7 +988,7 @@ fn a_new_segment_at_a_removed_base_has_a_new_id() {
     let storage = MemoryStorage::new();
     let (mut log, _) = PartitionLog::open(storage, DIR, small_config()).expect("open");
     for n in 0..20u64 {
-        log.append(&mut batch_of(&[3 * n, 3 * n + 1, 3 * n + 2], 1), 1)
+        log.append(&batch_of(&[3 * n, 3 * n + 1, 3 * n + 2], 1), 1)
             .expect("append");
     }
     let removed_base = log.segments[log.segments.len() - 1].base_offset;
@@ -1005,7 +1003,7 @@ fn a_new_segment_at_a_removed_base_has_a_new_id() {
     let mut next = removed_base - 3;
     while log.segments[log.segments.len() - 1].base_offset < removed_base {
         log.append(
-            &mut batch_of(&[next as u64, next as u64 + 1, next as u64 + 2], 1),
+            &batch_of(&[next as u64, next as u64 + 1, next as u64 + 2], 1),
             1,
         )
         .expect("append");
@@ -1031,7 +1029,7 @@ fn numbered_log(storage: &MemoryStorage) -> (PartitionLog<MemoryStorage>, Vec<i6
     let mut bases = Vec::new();
     for n in 0..60u64 {
         bases.push(
-            log.append(&mut batch_of(&[2 * n, 2 * n + 1], 1), 1)
+            log.append(&batch_of(&[2 * n, 2 * n + 1], 1), 1)
                 .expect("append")
                 .base_offset,
         );
@@ -1159,31 +1157,27 @@ fn replicated_batches_are_stored_as_the_leader_stamped_them() {
         .expect("record");
     let control = control.finish_control().expect("control batch");
     assert!(matches!(
-        log.append(&mut control.clone(), 10),
+        log.append(&control.clone(), 10),
         Err(AppendError::Batch(BatchError::ReservedAttributes(
             ATTRIBUTE_CONTROL
         )))
     ));
     let mut stamped = control.clone();
     batch::stamp(&mut stamped, 99, 1234);
-    let appended = log
-        .append_replicated(&mut stamped, 10)
-        .expect("control batch");
+    let appended = log.append_replicated(&stamped, 10).expect("control batch");
     assert_eq!((appended.base_offset, appended.append_time_ms), (0, 1234));
 
     let mut data = idempotent_batch(7, 0, 0, &[1, 2]);
     batch::stamp(&mut data, 0, 2000);
     assert_eq!(
-        log.append_replicated(&mut data.clone(), 10)
+        log.append_replicated(&data.clone(), 10)
             .expect("data")
             .base_offset,
         1
     );
     // The same batch again is stored again: the leader decided it is new.
     assert_eq!(
-        log.append_replicated(&mut data, 10)
-            .expect("again")
-            .base_offset,
+        log.append_replicated(&data, 10).expect("again").base_offset,
         3
     );
     let read = log.read(0, 4096).expect("read");
@@ -1194,17 +1188,17 @@ fn replicated_batches_are_stored_as_the_leader_stamped_them() {
     // Producer 7's state follows the stored batches: its batch 0 again is a retry, its
     // next one (sequence 2) new.
     let retry = log
-        .append(&mut idempotent_batch(7, 0, 0, &[1, 2]), 20)
+        .append(&idempotent_batch(7, 0, 0, &[1, 2]), 20)
         .expect("retry");
     assert!(retry.duplicate);
     let next = log
-        .append(&mut idempotent_batch(7, 0, 2, &[3]), 20)
+        .append(&idempotent_batch(7, 0, 2, &[3]), 20)
         .expect("next");
     assert_eq!((next.duplicate, next.base_offset), (false, 5));
 
     let mut reserved = control;
     reserved[25] = 0x40;
-    assert!(log.append_replicated(&mut reserved, 10).is_err());
+    assert!(log.append_replicated(&reserved, 10).is_err());
 }
 
 /// A replicated log forgets producers idle past the producer expiry by the append times of
@@ -1220,16 +1214,16 @@ fn a_replicated_log_expires_idle_producers_by_append_time() {
     for producer in 1..=3 {
         let mut data = idempotent_batch(producer, 0, 0, &[1]);
         batch::stamp(&mut data, 0, 1_000);
-        log.append_replicated(&mut data, 0).expect("append");
+        log.append_replicated(&data, 0).expect("append");
     }
     assert_eq!(log.producer_count(), 3);
     let mut later = idempotent_batch(4, 0, 0, &[2]);
     batch::stamp(&mut later, 0, 30_000);
-    log.append_replicated(&mut later, 0).expect("append");
+    log.append_replicated(&later, 0).expect("append");
     assert_eq!(log.producer_count(), 4, "not idle long enough");
     let mut much_later = batch_of(&[3], 0);
     batch::stamp(&mut much_later, 0, 61_000 + PRODUCER_EXPIRY_CHECK_MS);
-    log.append_replicated(&mut much_later, 0).expect("append");
+    log.append_replicated(&much_later, 0).expect("append");
     assert_eq!(log.producer_count(), 1, "the three idle ones are forgotten");
 }
 
@@ -1241,7 +1235,7 @@ fn a_reset_cut_short_opens_as_one_log() {
     let storage = MemoryStorage::new();
     let (mut log, _) = PartitionLog::open(storage.clone(), DIR, small_config()).expect("open");
     for n in 0..30u64 {
-        log.append(&mut batch_of(&[n], 1), 1).expect("append");
+        log.append(&batch_of(&[n], 1), 1).expect("append");
     }
     log.reset_to(100, 40).expect("reset");
     assert_eq!(
@@ -1253,7 +1247,7 @@ fn a_reset_cut_short_opens_as_one_log() {
         (100, 100, 40)
     );
     assert_eq!(
-        log.append(&mut batch_of(&[7], 1), 1)
+        log.append(&batch_of(&[7], 1), 1)
             .expect("append")
             .base_offset,
         100
@@ -1291,14 +1285,14 @@ fn a_reset_replica_adopts_the_producer_state_of_the_snapshot_end() {
     let (mut leader, _) = PartitionLog::open(source, DIR, small_config()).expect("open");
     let mut first = idempotent_batch(7, 0, 0, &[1, 2]);
     batch::stamp(&mut first, 0, 2000);
-    leader.append_replicated(&mut first, 10).expect("first");
+    leader.append_replicated(&first, 10).expect("first");
     let mut other = idempotent_batch(8, 0, 0, &[3]);
     batch::stamp(&mut other, 0, 2001);
-    leader.append_replicated(&mut other, 10).expect("other");
+    leader.append_replicated(&other, 10).expect("other");
     let end = leader.high_watermark();
     let mut later = idempotent_batch(7, 0, 2, &[4]);
     batch::stamp(&mut later, 0, 2002);
-    leader.append_replicated(&mut later, 10).expect("later");
+    leader.append_replicated(&later, 10).expect("later");
     let state = leader.producer_state_before(end).expect("state");
 
     let storage = MemoryStorage::new();
@@ -1314,11 +1308,11 @@ fn a_reset_replica_adopts_the_producer_state_of_the_snapshot_end() {
     let (mut replica, _) = PartitionLog::open(storage, DIR, small_config()).expect("reopen");
     assert_eq!(replica.producer_count(), 2);
     let retry = replica
-        .append(&mut idempotent_batch(7, 0, 0, &[1, 2]), 20)
+        .append(&idempotent_batch(7, 0, 0, &[1, 2]), 20)
         .expect("retry");
     assert_eq!((retry.duplicate, retry.base_offset), (true, 0));
     let next = replica
-        .append(&mut idempotent_batch(7, 0, 2, &[4]), 20)
+        .append(&idempotent_batch(7, 0, 2, &[4]), 20)
         .expect("next");
     assert_eq!(
         (next.duplicate, next.base_offset),
@@ -1354,11 +1348,11 @@ fn replicas_keep_the_same_dedup_window_as_their_leader() {
             None
         } else {
             let on_leader = leader
-                .append_replicated(&mut proposed.clone(), now)
+                .append_replicated(&proposed.clone(), now)
                 .expect("leader")
                 .base_offset;
             let on_follower = follower
-                .append_replicated(&mut proposed, now)
+                .append_replicated(&proposed, now)
                 .expect("follower")
                 .base_offset;
             assert_eq!(on_leader, on_follower);

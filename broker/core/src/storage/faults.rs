@@ -201,6 +201,11 @@ impl<F: StorageFile> StorageFile for FaultyFile<F> {
         self.inner.len()
     }
 
+    /// One append call (one fault decision) for all parts, as one write of them would be.
+    fn append_parts(&mut self, parts: &[&[u8]]) -> Result<(), StorageError> {
+        self.append(&parts.concat())
+    }
+
     fn append(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         let decision = {
             let mut plan = lock(&self.plan);

@@ -46,6 +46,11 @@ pub trait StorageFile: Send {
         self.len() == 0
     }
     fn append(&mut self, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Appends `parts` one after the other, as one append of their concatenation would
+    /// (a file may write them with one call).
+    fn append_parts(&mut self, parts: &[&[u8]]) -> Result<(), StorageError> {
+        parts.iter().try_for_each(|part| self.append(part))
+    }
     /// Reads exactly `len` bytes at `position` (fewer only at end of file).
     fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>, StorageError>;
     fn truncate(&mut self, len: u64) -> Result<(), StorageError>;

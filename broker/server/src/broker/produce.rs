@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use herald_broker_core::log::{AppendError, PartitionLog};
 use herald_broker_core::validation::{validate_batch, BatchVerdict};
 use herald_wire::batch::BatchView;
@@ -47,9 +47,6 @@ impl Broker {
         batch: Bytes,
     ) -> Result<Response, Response> {
         let started = Instant::now();
-        // The request's batch is the only view of its frame's buffer: stamped in place, no
-        // copy (a shared one would be copied here).
-        let mut batch = BytesMut::from(batch);
         let (topic, partition) = self.partition(topic_name, partition_id)?;
         let record_count;
         {
@@ -90,7 +87,7 @@ impl Broker {
         };
         let (appended, handle) = {
             let mut log = partition.log();
-            let appended = log.append(&mut batch, now_ms()).map_err(|e| match e {
+            let appended = log.append(&batch, now_ms()).map_err(|e| match e {
                 AppendError::OutOfOrderSequence { .. } => reject(
                     &topic,
                     Reject::Sequence,

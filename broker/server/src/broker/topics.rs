@@ -690,7 +690,7 @@ mod deletion_tests {
             broker.handle(create()).await,
             Response::TopicCreated
         ));
-        let refused = old.log().append(&mut batch(), 1);
+        let refused = old.log().append(&batch(), 1);
         assert!(
             matches!(
                 refused,

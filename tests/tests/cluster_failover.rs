@@ -2158,7 +2158,8 @@ async fn a_partition_moves_onto_a_joining_node_while_it_takes_writes() -> anyhow
 
 /// Node `removed` (holding no replica of the moved topic any more) leaves the cluster: the
 /// CLI's removal is refused, naming what it holds, while it still holds replicas of the
-/// groups topic; each of those moves to node 4; then the removal goes through, and every
+/// groups topic; each of those moves to node 4 (the node SIGKILLed and restarted while
+/// they move); then the removal goes through, and every
 /// node's metadata leaves it out. Its process is killed and so is another founding node's:
 /// the two left (node 4 voting in the controller in the removed node's place) still create
 /// a topic and take writes on the moved partition (held by `moved_to`).
@@ -2207,6 +2208,15 @@ async fn drain_and_remove(
         !moving.is_empty(),
         "node {removed} held no groups partition"
     );
+    // The node being drained crashes mid-move (it leads some of those partitions) and comes
+    // back: the moves still finish (whoever leads carries each on).
+    let node = usize::try_from(removed)?;
+    processes
+        .remove(&node)
+        .context("the drained node's process")?
+        .kill()?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    processes.insert(node, cluster.start(node)?);
     let deadline = Instant::now() + Duration::from_secs(120);
     for partition in moving {
         while placements(&processes, GROUPS_TOPIC, partition)

@@ -24,7 +24,7 @@ pub use herald_raft::config::Timing;
 use herald_raft::net::{self, Groups, NodeTls, Peers};
 use herald_raft::node::{Node, NodeConfig, PartitionGroup, ProposeError, ReplicaStore};
 use herald_raft::Proposal;
-use herald_wire::batch::{self, batches};
+use herald_wire::batch;
 use herald_wire::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX};
 use herald_wire::messages::{
     Durability, ErrorBody, FollowerLag, NodeAddress, OffsetSpec, PartitionDescription,
@@ -1207,15 +1207,12 @@ fn refuse_internal_reads(topic: &str) -> Result<(), Response> {
 }
 
 /// The whole batches of `bytes` below `high_watermark` (a batch is one Raft entry: all of it
-/// is committed or none).
+/// is committed or none), found by their headers: served as stored, as a single broker
+/// serves them (consumers check each batch's CRC; this computed the CRC of every fetched
+/// byte once more, and a damaged batch cut the answer short before it, so a consumer was
+/// sent nothing at that offset forever instead of being told of the damage).
 fn committed_prefix(mut bytes: Vec<u8>, high_watermark: i64) -> Vec<u8> {
-    let mut end = 0;
-    for view in batches(&bytes) {
-        match view {
-            Ok(view) if view.next_offset() <= high_watermark => end += view.size(),
-            _ => break,
-        }
-    }
+    let end = batch::prefix_before(&bytes, high_watermark);
     bytes.truncate(end);
     bytes
 }

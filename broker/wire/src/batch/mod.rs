@@ -50,5 +50,5 @@ pub use header::{
     BATCH_HEADER_BYTES, BATCH_MAGIC, LOG_OVERHEAD_BYTES,
 };
 pub use reader::{BatchView, Headers, RecordIter, RecordView};
-pub use scan::{batches, count_records, next_offset_after};
+pub use scan::{batches, count_records, next_offset_after, prefix_before};
 pub use writer::{BatchBuilder, BatchWriter, Header, Record};

@@ -21,6 +21,16 @@ pub fn next_offset_after(bytes: &[u8]) -> Option<i64> {
         .map(|header| header.next_offset())
 }
 
+/// How many bytes at the start of `bytes` are whole batches whose records all lie before
+/// `end_offset` (headers only, CRCs unchecked: a replica serves what it committed as it is,
+/// and consumers check each batch).
+pub fn prefix_before(bytes: &[u8], end_offset: i64) -> usize {
+    batch_headers(bytes)
+        .take_while(|header| header.next_offset() <= end_offset)
+        .map(|header| header.size)
+        .sum()
+}
+
 /// The headers of the whole batches at the start of `bytes`, without checking CRCs.
 fn batch_headers(bytes: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
     let mut rest = bytes;

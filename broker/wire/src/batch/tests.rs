@@ -126,6 +126,38 @@ fn the_offset_after_a_fetch_comes_from_its_last_whole_batch() {
     assert_eq!(next_offset_after(&[]), None);
 }
 
+/// The prefix below an offset holds whole batches only, found by their headers: a batch
+/// reaching past the offset ends it, and so does a torn one; a damaged CRC is not looked at
+/// (consumers check it).
+#[test]
+fn the_prefix_before_an_offset_is_whole_batches_by_their_headers() {
+    let mut bytes = Vec::new();
+    let mut sizes = Vec::new();
+    for (base, count) in [(10i64, 2usize), (12, 3), (15, 1)] {
+        let mut builder = BatchBuilder::new();
+        for _ in 0..count {
+            builder.push(Record::default());
+        }
+        let mut batch = builder.encode().expect("encodes");
+        stamp(&mut batch, base, 0);
+        sizes.push(batch.len());
+        bytes.extend_from_slice(&batch);
+    }
+    assert_eq!(prefix_before(&bytes, 16), bytes.len());
+    assert_eq!(prefix_before(&bytes, 15), sizes[0] + sizes[1]);
+    assert_eq!(prefix_before(&bytes, 14), sizes[0]);
+    assert_eq!(prefix_before(&bytes, 11), 0);
+    assert_eq!(
+        prefix_before(&bytes[..bytes.len() - 1], 16),
+        sizes[0] + sizes[1]
+    );
+    let mut damaged = bytes.clone();
+    damaged[sizes[0] - 1] ^= 0xff;
+    assert!(batches(&damaged).any(|batch| batch.is_err()), "the damage is real");
+    assert_eq!(prefix_before(&damaged, 16), bytes.len());
+    assert_eq!(prefix_before(&[], 16), 0);
+}
+
 #[test]
 fn a_refused_push_leaves_the_batch_as_it_was() {
     let mut writer = BatchWriter::new();

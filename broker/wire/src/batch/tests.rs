@@ -153,7 +153,10 @@ fn the_prefix_before_an_offset_is_whole_batches_by_their_headers() {
     );
     let mut damaged = bytes.clone();
     damaged[sizes[0] - 1] ^= 0xff;
-    assert!(batches(&damaged).any(|batch| batch.is_err()), "the damage is real");
+    assert!(
+        batches(&damaged).any(|batch| batch.is_err()),
+        "the damage is real"
+    );
     assert_eq!(prefix_before(&damaged, 16), bytes.len());
     assert_eq!(prefix_before(&[], 16), 0);
 }

@@ -38,7 +38,10 @@ use sha2::{Digest, Sha256};
 
 // The QUIC plumbing the broker shares lives in herald-quic; re-exported so these paths keep
 // working for the client's users.
-pub use herald_quic::{fingerprint, read_body, transport, ALPN, MTU_DISCOVERY_UPPER_BOUND_BYTES};
+pub use herald_quic::{
+    fingerprint, read_body, transport, ALPN, MTU_DISCOVERY_UPPER_BOUND_BYTES,
+    READ_BUFFER_INITIAL_BYTES,
+};
 
 pub mod router;
 pub use router::{dialer, Dial, Route, Router};

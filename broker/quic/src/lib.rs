@@ -44,6 +44,8 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub const ALPN: &[u8] = b"herald/1";
 /// Largest UDP payload path-MTU discovery may try (IPv4's maximum is 65,507).
 pub const MTU_DISCOVERY_UPPER_BOUND_BYTES: u16 = 65_000;
+/// Capacity a frame buffer starts with; it grows with the data actually received.
+pub const READ_BUFFER_INITIAL_BYTES: usize = 64 * 1024;
 
 /// Receive and send buffer asked for each endpoint's UDP socket. A 1 MiB request arrives as
 /// ~700 datagrams in a burst; in the kernel's default buffer (208 KiB on most Linux systems)
@@ -177,56 +179,14 @@ pub async fn read_body(
     recv: &mut quinn::RecvStream,
     length: usize,
 ) -> Result<Vec<u8>, quinn::ReadError> {
-    let mut chunks = Chunks::default();
-    while chunks.len < length {
-        match recv.read_chunk(length - chunks.len, true).await? {
-            Some(chunk) => chunks.push(chunk.bytes),
+    let mut body = Vec::with_capacity(length.min(READ_BUFFER_INITIAL_BYTES));
+    while body.len() < length {
+        match recv.read_chunk(length - body.len(), true).await? {
+            Some(chunk) => body.extend_from_slice(&chunk.bytes),
             None => return Err(quinn::ReadError::ClosedStream),
         }
     }
-    Ok(chunks.concat())
-}
-
-/// Reads a stream to its end, refusing more than `limit` bytes: what came, in one buffer.
-/// As [`read_body`], the chunks quinn hands over are kept until the end and copied once into
-/// a buffer of the exact size (quinn's own `read_to_end` zeroes a buffer first).
-pub async fn read_to_end(
-    recv: &mut quinn::RecvStream,
-    limit: usize,
-) -> Result<Vec<u8>, quinn::ReadToEndError> {
-    let mut chunks = Chunks::default();
-    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
-        chunks.push(chunk.bytes);
-        if chunks.len > limit {
-            return Err(quinn::ReadToEndError::TooLong);
-        }
-    }
-    Ok(chunks.concat())
-}
-
-/// Received chunks, kept as quinn's buffers until the whole frame is there: memory grows only
-/// with what was received (never with a length the peer claims), and the bytes are copied
-/// once, into a buffer of the exact size (growing one buffer as chunks come copies what it
-/// holds at every doubling).
-#[derive(Default)]
-struct Chunks {
-    parts: Vec<bytes::Bytes>,
-    len: usize,
-}
-
-impl Chunks {
-    fn push(&mut self, chunk: bytes::Bytes) {
-        self.len += chunk.len();
-        self.parts.push(chunk);
-    }
-
-    fn concat(self) -> Vec<u8> {
-        let mut whole = Vec::with_capacity(self.len);
-        for part in &self.parts {
-            whole.extend_from_slice(part);
-        }
-        whole
-    }
+    Ok(body)
 }
 
 /// Transport settings shared by both ends: windows large enough for 8 MiB batches in flight

@@ -240,14 +240,12 @@ async fn answer<S: Storage + Clone + 'static>(
     mut recv: quinn::RecvStream,
     groups: &Groups<S>,
 ) -> Result<(), NetError> {
-    let request = bytes::Bytes::from(
-        herald_quic::read_to_end(&mut recv, RAFT_MESSAGE_BYTES_MAX)
-            .await
-            .map_err(|e| NetError::Rpc {
-                node: 0,
-                reason: e.to_string(),
-            })?,
-    );
+    let request = bytes::Bytes::from(recv.read_to_end(RAFT_MESSAGE_BYTES_MAX).await.map_err(
+        |e| NetError::Rpc {
+            node: 0,
+            reason: e.to_string(),
+        },
+    )?);
     let (kind, group, body) = rpc::decode_request(&request)?;
     let response = if kind == Kind::Request {
         match (groups.requests.get(), groups.request_places.try_acquire()) {
@@ -404,7 +402,7 @@ impl Peers {
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             send.finish().map_err(|e| failed(e.to_string()))?;
-            herald_quic::read_to_end(&mut recv, RAFT_MESSAGE_BYTES_MAX)
+            recv.read_to_end(RAFT_MESSAGE_BYTES_MAX)
                 .await
                 .map_err(|e| failed(e.to_string()))
         };

@@ -558,6 +558,15 @@ impl<S: Storage + Clone + 'static> Node<S> {
         self.shared.controller().raft
     }
 
+    /// Whether the controller, as this node knows it, still counts `node` among its members
+    /// (or is changing its members): a removed node is gone once this is false.
+    pub fn controller_holds(&self, node: u64) -> bool {
+        let controller = self.controller();
+        let metrics = controller.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        membership.get_joint_config().len() > 1 || membership.nodes().any(|(id, _)| *id == node)
+    }
+
     /// Node `node`'s Raft address: configured in this node's peers, or as it registered.
     pub fn raft_addr(&self, node: u64) -> Option<String> {
         raft_addr(&self.shared, &self.image, node)
@@ -1116,16 +1125,25 @@ async fn change_controller_members<S: Storage + Clone + 'static>(
     let Some(change) = plan_controller_change(&voters, &learners, image, &caught_up, joint) else {
         return;
     };
-    let result = match &change {
-        ControllerChange::Voters(next) => raft.change_membership(next.clone(), false).await,
-        ControllerChange::RemoveLearners(gone) => {
-            raft.change_membership(openraft::ChangeMembers::RemoveNodes(gone.clone()), false)
-                .await
+    let changing = async {
+        match &change {
+            ControllerChange::Voters(next) => raft.change_membership(next.clone(), false).await,
+            ControllerChange::RemoveLearners(gone) => {
+                raft.change_membership(openraft::ChangeMembers::RemoveNodes(gone.clone()), false)
+                    .await
+            }
         }
     };
-    match result {
-        Ok(_) => tracing::info!(?change, "the controller's members changed"),
-        Err(error) => tracing::warn!(?change, %error, "changing the controller's members failed"),
+    // Bounded: the steward also restarts stopped groups and carries moves on.
+    match tokio::time::timeout(PROPOSE_TIMEOUT, changing).await {
+        Ok(Ok(_)) => tracing::info!(?change, "the controller's members changed"),
+        Ok(Err(error)) => {
+            tracing::warn!(?change, %error, "changing the controller's members failed")
+        }
+        Err(_) => tracing::warn!(
+            ?change,
+            "changing the controller's members did not commit within {PROPOSE_TIMEOUT:?}"
+        ),
     }
 }
 
@@ -1157,14 +1175,27 @@ pub fn plan_controller_change(
     let removed = image.removed();
     let mut next: BTreeSet<u64> = voters.difference(removed).copied().collect();
     let wanted = CONTROLLER_VOTERS.min(image.nodes().len());
+    let registered = |id: &&u64| image.nodes().contains_key(id);
     let candidates = learners
         .iter()
-        .filter(|id| image.nodes().contains_key(id) && caught_up.contains(id));
+        .filter(registered)
+        .filter(|id| caught_up.contains(id));
     for id in candidates {
         if next.len() >= wanted {
             break;
         }
         next.insert(*id);
+    }
+    // A removed voter leaves only with its replacement (a registered learner that has not
+    // caught up yet is waited for): fewer voters would leave the controller one failure
+    // from losing its majority. With no learner to take the place, it leaves alone.
+    let replacement_pending = next.len() < wanted
+        && learners
+            .iter()
+            .filter(registered)
+            .any(|id| !next.contains(id));
+    if replacement_pending && next.len() < voters.len() {
+        return None;
     }
     if !next.is_empty() && next != *voters {
         return Some(ControllerChange::Voters(next));
@@ -1421,12 +1452,17 @@ mod tests {
         );
         assert_eq!(
             plan(&[1, 2, 3], &[4], &removed_1, &[2, 3]),
-            Some(ControllerChange::Voters(set(&[2, 3]))),
-            "a learner behind is not made a voter yet; the removed voter leaves anyway"
+            None,
+            "the removed voter waits for its replacement to catch up"
         );
         assert_eq!(
             plan(&[2, 3], &[4], &removed_1, &[2, 3, 4]),
             Some(ControllerChange::Voters(set(&[2, 3, 4])))
+        );
+        assert_eq!(
+            plan(&[1, 2, 3], &[], &image(&[2, 3], &[1]), &[2, 3]),
+            Some(ControllerChange::Voters(set(&[2, 3]))),
+            "with no learner to take its place a removed voter leaves alone"
         );
         assert_eq!(plan(&[2, 3, 4], &[], &removed_1, &[2, 3, 4]), None);
         let grown = image(&[1, 2, 3, 4, 5], &[]);

@@ -531,11 +531,8 @@ mod tests {
             .count()
     }
 
-    /// Flush-behind starts the writeback of a segment through its sync handle, and a failure
-    /// to start it is reported (the partition is then fenced), not swallowed.
-    #[cfg(target_os = "linux")]
-    /// Parts appended with one vectored write land whole and in order (large ones too, where
-    /// the kernel may take less than asked at once), and the length counts them all.
+    /// Parts appended with one vectored write land whole and in order, and the length counts
+    /// them all.
     #[test]
     fn appended_parts_read_back_as_one_append() {
         let root = tempfile::tempdir().expect("tempdir");
@@ -551,6 +548,9 @@ mod tests {
         assert_eq!(file.read_at(0, expected.len()).expect("read"), expected);
     }
 
+    /// Flush-behind starts the writeback of a segment through its sync handle, and a failure
+    /// to start it is reported (the partition is then fenced), not swallowed.
+    #[cfg(target_os = "linux")]
     #[test]
     fn starting_writeback_succeeds_on_a_segment_and_reports_a_failure() {
         let root = tempfile::tempdir().expect("tempdir");

@@ -92,6 +92,9 @@ pub enum ClusterError {
 const NOT_LEADER_RETRY_AFTER_MS: u32 = 20;
 /// How soon a client told `NotLeader` during an election should retry.
 const ELECTION_RETRY_AFTER_MS: u32 = 200;
+/// How long a node removal waits for the controller to let the node go (see
+/// `cluster_remove_node`).
+const REMOVE_NODE_WAIT: Duration = Duration::from_secs(30);
 
 /// Longest a resend of a batch already in the leader's log waits for that batch to commit.
 pub(crate) const DUPLICATE_COMMIT_WAIT: Duration = Duration::from_secs(5);
@@ -801,7 +804,21 @@ impl Broker {
             .propose(&Command::RemoveNode { id: node })
             .await
         {
-            Ok(Outcome::NodeRemoved) => Ok(Response::NodeRemoved),
+            // Answered once the controller let it go (a caught-up node took its vote), so
+            // that stopping it then cannot cost the controller its majority; asking again
+            // waits again.
+            Ok(Outcome::NodeRemoved | Outcome::Refused(CommandError::NodeRemoved(_))) => {
+                let deadline = Instant::now() + REMOVE_NODE_WAIT;
+                while cluster.node.controller_holds(node) {
+                    if Instant::now() >= deadline {
+                        return Err(throttled(format!(
+                            "node {node} is removed from the cluster's metadata, but the controller has not let it go within {REMOVE_NODE_WAIT:?} (is the node to take its vote catching up?); do not stop it yet: ask again to wait"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Response::NodeRemoved)
+            }
             Ok(Outcome::Refused(refusal)) => {
                 Err(error(ErrorCode::InvalidRequest, refusal.to_string()))
             }

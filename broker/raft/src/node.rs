@@ -1232,7 +1232,10 @@ async fn restart_controller<S: Storage + Clone + 'static>(
     tracing::warn!(
         "the controller replica stopped on a storage failure: starting it again from its storage"
     );
-    shared.groups.remove(CONTROLLER_GROUP);
+    // Under the lock groups start and stop by; the controller's entry in the routing table
+    // is replaced by the new group's, never removed (a table full of partition groups would
+    // then refuse it back).
+    let _reconciling = shared.reconciling.lock().await;
     let _ = current.raft.shutdown().await;
     drop(current);
     match open_controller(&shared.config, &shared.groups, &shared.peers, &shared.store).await {

@@ -533,6 +533,28 @@ async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<
     Ok(())
 }
 
+/// The replicas of `topic`'s `partition` as the first live node to answer names them.
+async fn replicas_of(
+    processes: &BTreeMap<usize, BrokerProcess>,
+    topic: &str,
+    partition: u32,
+) -> anyhow::Result<Vec<u64>> {
+    placements(processes, topic, partition)
+        .await
+        .into_iter()
+        .flatten()
+        .map(|p| p.replicas)
+        .next()
+        .with_context(|| format!("the replicas of {topic}/{partition}"))
+}
+
+/// A node of a four-node cluster that holds none of `replicas`.
+fn outsider_of(replicas: &[u64]) -> anyhow::Result<usize> {
+    (1..=4usize)
+        .find(|node| !replicas.contains(&(*node as u64)))
+        .context("a node without a replica")
+}
+
 /// How each live node places `partition` of `topic` (`None` where a node did not answer).
 async fn placements(
     processes: &BTreeMap<usize, BrokerProcess>,
@@ -1826,16 +1848,8 @@ async fn a_node_without_the_groups_replica_answers_through_the_others() -> anyho
     create_topic(&router, GROUP_TOPIC, GROUP_TOPIC_PARTITIONS).await?;
     let shard = group_partition(GROUP, GROUPS_TOPIC_PARTITIONS);
     leader_of(&processes, GROUPS_TOPIC, shard).await?;
-    let replicas: Vec<u64> = placements(&processes, GROUPS_TOPIC, shard)
-        .await
-        .into_iter()
-        .flatten()
-        .map(|p| p.replicas)
-        .next()
-        .context("the groups partition's replicas")?;
-    let outsider = (1..=4usize)
-        .find(|node| !replicas.contains(&(*node as u64)))
-        .context("a node without a replica")?;
+    let replicas: Vec<u64> = replicas_of(&processes, GROUPS_TOPIC, shard).await?;
+    let outsider = outsider_of(&replicas)?;
     outsiders_name_leaders(&cluster, &processes).await?;
     // Every request goes through the outsider only (the others stay up in `processes`).
     let mut alive: BTreeMap<usize, BrokerProcess> = BTreeMap::new();
@@ -1901,16 +1915,8 @@ async fn outsiders_name_leaders(
     create_topic(&router, SPREAD, 4).await?;
     for partition in 0..4 {
         leader_of(processes, SPREAD, partition).await?;
-        let replicas = placements(processes, SPREAD, partition)
-            .await
-            .into_iter()
-            .flatten()
-            .map(|p| p.replicas)
-            .next()
-            .context("the partition's replicas")?;
-        let outsider = (1..=4usize)
-            .find(|node| !replicas.contains(&(*node as u64)))
-            .context("a node without a replica")?;
+        let replicas = replicas_of(processes, SPREAD, partition).await?;
+        let outsider = outsider_of(&replicas)?;
         let client = processes[&outsider].client().await?;
         let metadata = client.metadata(SPREAD).await?;
         client.close();
@@ -2053,13 +2059,7 @@ async fn a_partition_moves_onto_a_joining_node_while_it_takes_writes() -> anyhow
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     node_1.close();
-    let before = placements(&processes, MOVED, 0)
-        .await
-        .into_iter()
-        .flatten()
-        .next()
-        .context("a placement")?
-        .replicas;
+    let before = replicas_of(&processes, MOVED, 0).await?;
     // The preferred leader (the first replica) goes; node 4 comes first.
     let removed = before[0];
     let target: Vec<u64> = std::iter::once(4)
@@ -2183,13 +2183,7 @@ async fn drain_and_remove(
     let router = Router::new(cluster.dialer(&processes)?, None);
     let mut moving = Vec::new();
     for partition in 0..GROUPS_TOPIC_PARTITIONS {
-        let replicas = placements(&processes, GROUPS_TOPIC, partition)
-            .await
-            .into_iter()
-            .flatten()
-            .next()
-            .context("the groups partition's replicas")?
-            .replicas;
+        let replicas = replicas_of(&processes, GROUPS_TOPIC, partition).await?;
         if replicas.contains(&removed) {
             let target: Vec<u64> = replicas
                 .iter()

@@ -62,6 +62,13 @@ fn endpoints_of(ca: &Ca, count: usize) -> (Vec<quinn::Endpoint>, BTreeMap<u64, S
     (endpoints, peers)
 }
 
+/// `count` in-memory storages whose faults can be switched on, seeded 1, 2, ...
+fn faulty_storages(count: u64) -> Vec<FaultyStorage<MemoryStorage>> {
+    (0..count)
+        .map(|i| FaultyStorage::new(MemoryStorage::new(), i + 1))
+        .collect()
+}
+
 /// Node `id` on `endpoint`, its replicas in `storage`.
 async fn start_node<S: Storage + Clone + 'static>(
     id: u64,
@@ -520,9 +527,7 @@ async fn three_nodes_place_replicate_and_remove_a_topic() {
 async fn a_replica_whose_disk_filled_comes_back_once_it_has_room() {
     let ca = Ca::new();
     let (endpoints, peers) = endpoints_of(&ca, 3);
-    let storages: Vec<FaultyStorage<MemoryStorage>> = (0..3)
-        .map(|i| FaultyStorage::new(MemoryStorage::new(), i + 1))
-        .collect();
+    let storages = faulty_storages(3);
     let nodes = start_registered(&endpoints, &peers, storages.clone()).await;
     let outcome = nodes[0]
         .propose(&create("orders", 1, 3))
@@ -584,9 +589,7 @@ async fn a_replica_whose_disk_filled_comes_back_once_it_has_room() {
 async fn a_controller_replica_whose_disk_filled_comes_back_once_it_has_room() {
     let ca = Ca::new();
     let (endpoints, peers) = endpoints_of(&ca, 3);
-    let storages: Vec<FaultyStorage<MemoryStorage>> = (0..3)
-        .map(|i| FaultyStorage::new(MemoryStorage::new(), i + 1))
-        .collect();
+    let storages = faulty_storages(3);
     let nodes = start_registered(&endpoints, &peers, storages.clone()).await;
     let created = |outcome: Result<Outcome, _>| {
         assert!(

@@ -1203,7 +1203,7 @@ async fn every_node_answers(
 
 /// A coordinator cut off from the other nodes by the relay (clients still reach it)
 /// acknowledges no commit sent straight to it; the other two elect a coordinator, where the
-/// member joins again and commits; once the relay heals, every node (the cut-off one too)
+/// member goes on committing; once the relay heals, every node (the cut-off one too)
 /// answers those commits, and nothing of what the cut-off coordinator was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_coordinator_acknowledges_no_commit() -> anyhow::Result<()> {
@@ -1243,8 +1243,8 @@ async fn a_cut_off_coordinator_acknowledges_no_commit() -> anyhow::Result<()> {
         !matches!(probe, Ok(Ok(GroupResponse::Committed))),
         "the cut-off coordinator (node {coordinator}) acknowledged a commit"
     );
-    // The other two: a new coordinator, which does not know the member; it joins again.
-    let member = join_group(&processes, Some(coordinator)).await?;
+    // The other two: a new coordinator, which knows the member from its replicated
+    // membership: it goes on with the same id and epoch.
     let second = group_request(&processes, Some(coordinator), commit(&member, 200)).await?;
     anyhow::ensure!(
         matches!(second, Ok(GroupResponse::Committed)),
@@ -1258,9 +1258,10 @@ async fn a_cut_off_coordinator_acknowledges_no_commit() -> anyhow::Result<()> {
 /// A consumer group's commits go through its coordinator (the leader of the group's partition
 /// of the internal groups topic, reached through any node); the coordinator is SIGKILLed
 /// (even rounds) or SIGSTOPped until another node leads (odd rounds), and every acknowledged
-/// commit must be what the new coordinator answers; the old member is unknown to it (it
-/// cannot commit) and rejoins; a paused coordinator that leads again has forgotten its
-/// earlier members too. The group is listed on every node and can be deleted at the end.
+/// commit must be what the new coordinator answers; the member goes on committing through it
+/// with the same id and epoch, then leaves; a paused coordinator that leads again goes by the
+/// replicated membership (a member that joined meanwhile commits, the one that left does
+/// not). The group is listed on every node and can be deleted at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commits_survive_coordinator_kills() -> anyhow::Result<()> {
     use herald_broker::broker::{group_partition, GROUPS_TOPIC, GROUPS_TOPIC_PARTITIONS};
@@ -1320,17 +1321,41 @@ async fn group_commits_survive_coordinator_kills() -> anyhow::Result<()> {
             seen == acked,
             "round {round}: after the coordinator (node {coordinator}) was stopped the group's offsets are {seen:?}, acknowledged {acked:?}"
         );
-        // The new coordinator does not know the old member: it cannot commit, and rejoins.
-        let stale_commit = GroupRequest::Commit {
-            group: GROUP.to_owned(),
-            member_id: member_id.clone(),
-            member_epoch,
-            offsets: vec![Commit {
-                partition: TopicPartition::new(GROUP_TOPIC, 0),
-                offset: 999_999,
-                metadata: String::new(),
-            }],
+        // The member goes on with the new coordinator: same id, same epoch (its membership
+        // is replicated, as its commits are).
+        let commit_all = |member: &str, epoch: i32, base: i64| {
+            let offsets: Vec<Commit> = (0..GROUP_TOPIC_PARTITIONS)
+                .map(|p| Commit {
+                    partition: TopicPartition::new(GROUP_TOPIC, p),
+                    offset: (round as i64) * 1000 + base + i64::from(p),
+                    metadata: format!("round {round}"),
+                })
+                .collect();
+            let acked: Vec<Option<i64>> = offsets.iter().map(|c| Some(c.offset)).collect();
+            let request = GroupRequest::Commit {
+                group: GROUP.to_owned(),
+                member_id: member.to_owned(),
+                member_epoch: epoch,
+                offsets,
+            };
+            (request, acked)
         };
+        let (request, offsets) = commit_all(&member_id, member_epoch, 500);
+        let answer = group_request(&processes, others, request).await?;
+        anyhow::ensure!(
+            matches!(answer, Ok(GroupResponse::Committed)),
+            "round {round}: the member's commit through the new coordinator answered {answer:?}"
+        );
+        acked = offsets;
+        group_request(
+            &processes,
+            others,
+            GroupRequest::Leave {
+                group: GROUP.to_owned(),
+                member_id: member_id.clone(),
+            },
+        )
+        .await??;
         let refused = |answer: &Result<GroupResponse, RequestError>| {
             matches!(
                 answer,
@@ -1340,34 +1365,37 @@ async fn group_commits_survive_coordinator_kills() -> anyhow::Result<()> {
                 })
             )
         };
-        let stale = group_request(&processes, others, stale_commit.clone()).await?;
-        anyhow::ensure!(
-            refused(&stale),
-            "round {round}: a member of the stopped coordinator committed: {stale:?}"
-        );
         if paused {
+            // A member joins while node {coordinator} is stopped; once the node leads again
+            // (its balancer takes the lead back) it goes by the replicated membership, not
+            // by what it remembers: the newcomer commits, the member that left does not.
+            let (newcomer, newcomer_epoch) = join_group(&processes, others).await?;
             signal(&processes[&coordinator], "-CONT")?;
-            // Led by the paused node again (its balancer takes the lead back): it forgot the
-            // members of its earlier lead.
             let back = preferred_leader_of(&processes, GROUPS_TOPIC, shard).await?;
             anyhow::ensure!(back == coordinator, "node {back} leads, not {coordinator}");
-            let stale = group_request(&processes, None, stale_commit).await?;
+            let (stale, _) = commit_all(&member_id, member_epoch, 900);
+            let stale = group_request(&processes, None, stale).await?;
             anyhow::ensure!(
                 refused(&stale),
-                "round {round}: a member of node {coordinator}'s earlier lead committed: {stale:?}"
+                "round {round}: a member that left while node {coordinator} was stopped committed through it: {stale:?}"
             );
+            let (request, offsets) = commit_all(&newcomer, newcomer_epoch, 700);
+            let answer = group_request(&processes, None, request).await?;
+            anyhow::ensure!(
+                matches!(answer, Ok(GroupResponse::Committed)),
+                "round {round}: the member that joined while node {coordinator} was stopped: {answer:?}"
+            );
+            acked = offsets;
+            group_request(
+                &processes,
+                None,
+                GroupRequest::Leave {
+                    group: GROUP.to_owned(),
+                    member_id: newcomer,
+                },
+            )
+            .await??;
         }
-        let (rejoined, _) = join_group(&processes, None).await?;
-        anyhow::ensure!(rejoined != member_id, "a new member id after the failover");
-        group_request(
-            &processes,
-            None,
-            GroupRequest::Leave {
-                group: GROUP.to_owned(),
-                member_id: rejoined,
-            },
-        )
-        .await??;
         if !paused {
             processes.insert(coordinator, cluster.start(coordinator)?);
         }
@@ -2704,7 +2732,30 @@ async fn the_groups_topic_is_checkpointed_purged_and_keeps_every_commit() -> any
             .unwrap_or(0)
     };
     let mut largest = 0;
+    let owned: Vec<TopicPartition> = (0..WIDE_PARTITIONS)
+        .map(|p| TopicPartition::new(WIDE, p))
+        .collect();
     for n in 0..COMMITS {
+        // A consumer heartbeats while it commits (a slow run must not end its session).
+        if n % 10 == 0 {
+            let beat = group_request(
+                &processes,
+                None,
+                GroupRequest::Heartbeat {
+                    group: ARCHIVISTS.to_owned(),
+                    member_id: Some(member_id.clone()),
+                    member_epoch,
+                    instance_id: None,
+                    topics: vec![WIDE.to_owned()],
+                    owned: owned.clone(),
+                },
+            )
+            .await?;
+            anyhow::ensure!(
+                matches!(beat, Ok(GroupResponse::Assignment { .. })),
+                "heartbeat before commit {n}: {beat:?}"
+            );
+        }
         let offsets = (0..WIDE_PARTITIONS)
             .map(|p| Commit {
                 partition: TopicPartition::new(WIDE, p),

@@ -7,6 +7,7 @@
 //! timeout. Pure: time is a parameter; persistence of committed offsets is the caller's.
 
 use herald_wire::limits::GROUP_NAME_BYTES_MAX;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use herald_wire::groups::TopicPartition;
@@ -97,6 +98,44 @@ struct Member {
     last_heartbeat_ms: i64,
 }
 
+/// A member as a replicated [`Membership`] keeps it (its last heartbeat is not kept: a
+/// coordinator that takes the group over counts every session from then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberState {
+    pub id: String,
+    pub epoch: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    pub topics: BTreeSet<String>,
+    /// (topic, partition) pairs the member consumes.
+    pub owned: BTreeSet<(String, u32)>,
+}
+
+/// Everything of a group's state that a coordinator taking it over needs to go on where the
+/// previous one was (members, epochs, target assignment, revocations in flight): what a
+/// cluster replicates whenever it changes, so that members keep their ids, epochs and
+/// partitions across a coordinator failover (as Kafka's KIP-848 persists member records).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Membership {
+    pub generation: i32,
+    pub members: Vec<MemberState>,
+    /// (topic, partition, owner).
+    pub target: Vec<(String, u32, String)>,
+    /// (topic, partition, hand-over deadline in ms since the epoch).
+    pub revoking: Vec<(String, u32, i64)>,
+    pub next_member: u64,
+}
+
+impl Membership {
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+fn pair(partition: &TopicPartition) -> (String, u32) {
+    (partition.topic.clone(), partition.partition)
+}
+
 /// A group's live state.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Group {
@@ -126,6 +165,82 @@ impl Group {
     pub fn with_incarnation(mut self, incarnation: impl Into<String>) -> Self {
         self.incarnation = Some(incarnation.into());
         self
+    }
+
+    /// The group's state as a coordinator taking it over needs it.
+    pub fn membership(&self) -> Membership {
+        Membership {
+            generation: self.generation,
+            members: self
+                .members
+                .iter()
+                .map(|(id, member)| MemberState {
+                    id: id.clone(),
+                    epoch: member.epoch,
+                    instance_id: member.instance_id.clone(),
+                    topics: member.topics.clone(),
+                    owned: member.owned.iter().map(pair).collect(),
+                })
+                .collect(),
+            target: self
+                .target
+                .iter()
+                .map(|(partition, owner)| {
+                    (partition.topic.clone(), partition.partition, owner.clone())
+                })
+                .collect(),
+            revoking: self
+                .revoking
+                .iter()
+                .map(|(partition, deadline)| {
+                    (partition.topic.clone(), partition.partition, *deadline)
+                })
+                .collect(),
+            next_member: self.next_member,
+        }
+    }
+
+    /// The group `membership` describes, taken over at `now_ms`: every member's session
+    /// counts from then (Kafka's new coordinator does the same), so members that keep
+    /// heartbeating go on with their ids, epochs and partitions.
+    pub fn restore(config: GroupConfig, membership: &Membership, now_ms: i64) -> Self {
+        let partition = |topic: &String, number: u32| TopicPartition::new(topic.as_str(), number);
+        Self {
+            config,
+            generation: membership.generation,
+            members: membership
+                .members
+                .iter()
+                .map(|member| {
+                    (
+                        member.id.clone(),
+                        Member {
+                            epoch: member.epoch,
+                            instance_id: member.instance_id.clone(),
+                            topics: member.topics.clone(),
+                            owned: member
+                                .owned
+                                .iter()
+                                .map(|(topic, number)| partition(topic, *number))
+                                .collect(),
+                            last_heartbeat_ms: now_ms,
+                        },
+                    )
+                })
+                .collect(),
+            target: membership
+                .target
+                .iter()
+                .map(|(topic, number, owner)| (partition(topic, *number), owner.clone()))
+                .collect(),
+            revoking: membership
+                .revoking
+                .iter()
+                .map(|(topic, number, deadline)| (partition(topic, *number), *deadline))
+                .collect(),
+            next_member: membership.next_member,
+            incarnation: None,
+        }
     }
 
     /// Joins, heartbeats or rejoins. `partitions` gives every partition count by topic.

@@ -5,7 +5,9 @@
 //!
 //! In a cluster the same state is kept without files: one coordinator per partition of the
 //! internal groups topic, whose committed offsets are folded from that partition's records
-//! ([`GroupRecord`], see `broker::cluster_groups`).
+//! ([`GroupRecord`], see `broker::cluster_groups`). There membership is replicated too: every
+//! change of a group's members, epochs or assignment is a record, so that a coordinator taking
+//! the partition over goes on with the same members ([`Coordinator::take_over`]).
 //!
 //! An offsets file is a versioned [`crate::meta`] envelope; files from before it (TSV:
 //! `offset<TAB>partition<TAB>hex(metadata)<TAB>topic` lines) are still read, and the group's
@@ -15,7 +17,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use herald_broker_core::groups::{Group, GroupConfig, GroupError, Heartbeat, TopicPartition};
+use herald_broker_core::groups::{
+    Group, GroupConfig, GroupError, Heartbeat, Membership, TopicPartition,
+};
 use herald_wire::groups::{
     Commit, CommittedOffset, GroupDescription, GroupRequest, GroupResponse, MemberDescription,
     PartitionLag,
@@ -110,6 +114,14 @@ pub enum GroupRecord {
     /// Nothing to apply: a new coordinator commits one before it answers, so that every
     /// record before it is folded first.
     Barrier,
+    /// The group's membership (members, epochs, assignment) after a change, numbered by the
+    /// coordinator that wrote it: a replica keeps the highest-numbered one it folded, which
+    /// a coordinator taking the partition over restores.
+    Members {
+        group: String,
+        version: u64,
+        membership: Membership,
+    },
     /// Every group of the partition has its committed offsets restated in the records from
     /// offset `cut` on (written just before this one by the coordinator, with no commit in
     /// between): the partition's records before `cut` may be purged.
@@ -123,7 +135,9 @@ impl GroupRecord {
     /// The group the record is about (none for a barrier).
     pub fn group(&self) -> Option<&str> {
         match self {
-            GroupRecord::Commit { group, .. } | GroupRecord::Delete { group, .. } => Some(group),
+            GroupRecord::Commit { group, .. }
+            | GroupRecord::Delete { group, .. }
+            | GroupRecord::Members { group, .. } => Some(group),
             GroupRecord::Barrier | GroupRecord::Checkpoint { .. } => None,
         }
     }
@@ -187,6 +201,10 @@ struct Entry {
     last_active_ms: Option<i64>,
     /// When its last commit was stored (ms), as the commit record says.
     last_commit_ms: Option<i64>,
+    /// In a cluster: the highest-numbered membership record folded (what a coordinator taking
+    /// the group over restores), and the last number this node gave one while leading.
+    replicated: Option<(u64, Membership)>,
+    members_version: u64,
 }
 
 pub struct Coordinator {
@@ -401,16 +419,48 @@ impl Coordinator {
         }
     }
 
-    /// Forgets every member (each rejoins): a new coordinator of a cluster's group
-    /// partition knows the committed offsets, not who was a member under the previous one.
-    /// Every group counts as active at `now_ms`: a live group that has not committed for
-    /// longer than the offsets retention is not expired before its members could rejoin.
-    pub fn forget_members(&self, now_ms: i64) {
-        *self.incarnation.lock().unwrap_or_else(|p| p.into_inner()) = new_incarnation();
+    /// Takes the groups over as a new coordinator of a cluster's group partition: each group
+    /// goes on from the membership last replicated for it (members keep their ids, epochs
+    /// and partitions; sessions count from `now_ms`), whatever this node remembers from an
+    /// earlier lead. Member ids handed out from now on carry a new incarnation. Every group
+    /// counts as active at `now_ms`: a live group that has not committed for longer than the
+    /// offsets retention is not expired before its members heartbeat again.
+    pub fn take_over(&self, now_ms: i64) {
+        let incarnation = new_incarnation();
+        *self.incarnation.lock().unwrap_or_else(|p| p.into_inner()) = incarnation.clone();
         for entry in self.groups().values_mut() {
-            entry.group = self.new_group();
+            entry.group = match &entry.replicated {
+                Some((version, membership)) => {
+                    entry.members_version = *version;
+                    Group::restore(self.config, membership, now_ms)
+                        .with_incarnation(incarnation.clone())
+                }
+                None => Group::new(self.config).with_incarnation(incarnation.clone()),
+            };
             entry.last_active_ms = Some(entry.last_active_ms.map_or(now_ms, |t| t.max(now_ms)));
         }
+    }
+
+    /// The record that replicates `group`'s membership if it changed here since the last one
+    /// folded (a join, a leave, an expiry, a new assignment): numbered above every earlier
+    /// one. `None` when nothing changed.
+    pub fn membership_record(&self, group: &str) -> Option<GroupRecord> {
+        let mut groups = self.groups();
+        let entry = groups.get_mut(group)?;
+        let membership = entry.group.membership();
+        let (replicated_version, unchanged) = match &entry.replicated {
+            Some((version, replicated)) => (*version, *replicated == membership),
+            None => (0, membership.is_empty()),
+        };
+        if unchanged {
+            return None;
+        }
+        entry.members_version = entry.members_version.max(replicated_version) + 1;
+        Some(GroupRecord::Members {
+            group: group.to_owned(),
+            version: entry.members_version,
+            membership,
+        })
     }
 
     /// Keeps the offsets of member-less groups this long instead of `OFFSETS_RETENTION_MS`.
@@ -622,15 +672,24 @@ impl Coordinator {
         })
     }
 
-    /// Every group's committed offsets as commit records (at most
-    /// [`RESTATED_OFFSETS_PER_RECORD_MAX`] offsets each, stamped with the group's last
-    /// commit time): folded into an empty coordinator they give the same offsets, and
-    /// folded into this one they change nothing. What a checkpoint of the groups topic
+    /// Every group's replicated membership (if it has members) and committed offsets as
+    /// records (at most [`RESTATED_OFFSETS_PER_RECORD_MAX`] offsets each, stamped with the
+    /// group's last commit time): folded into an empty coordinator they give the same
+    /// memberships and offsets, and folded into this one they change nothing. What a checkpoint of the groups topic
     /// writes before the records it lets go are purged.
     pub fn restatement(&self) -> Vec<GroupRecord> {
         let groups = self.groups();
         let mut records = Vec::new();
         for (name, entry) in groups.iter() {
+            if let Some((version, membership)) = &entry.replicated {
+                if !membership.is_empty() {
+                    records.push(GroupRecord::Members {
+                        group: name.clone(),
+                        version: *version,
+                        membership: membership.clone(),
+                    });
+                }
+            }
             if entry.committed.is_empty() {
                 continue;
             }
@@ -661,6 +720,24 @@ impl Coordinator {
     ) -> Result<(), Failure> {
         match record {
             GroupRecord::Barrier | GroupRecord::Checkpoint { .. } => Ok(()),
+            GroupRecord::Members {
+                group,
+                version,
+                membership,
+            } => {
+                // A group deleted while an empty membership was on its way stays deleted.
+                if !groups.contains_key(group) && membership.is_empty() {
+                    return Ok(());
+                }
+                let entry = groups.entry(group.clone()).or_insert_with(|| Entry {
+                    group: self.new_group(),
+                    ..Entry::default()
+                });
+                if entry.replicated.as_ref().is_none_or(|(v, _)| v < version) {
+                    entry.replicated = Some((*version, membership.clone()));
+                }
+                Ok(())
+            }
             GroupRecord::Delete {
                 group,
                 unless_committed_after,
@@ -1310,7 +1387,7 @@ mod coordinator_tests {
 
         let replicated = Coordinator::replicated(GroupConfig::default());
         let (led, _) = join(&replicated, &partitions);
-        replicated.forget_members(0);
+        replicated.take_over(0);
         let (next, _) = join(&replicated, &partitions);
         assert_ne!(led, next, "a new lead handed out an old member id");
     }
@@ -1331,12 +1408,88 @@ mod coordinator_tests {
             .expect("applied");
         let partitions = BTreeMap::new();
         let now = 8 * day;
-        coordinator.forget_members(now);
+        coordinator.take_over(now);
         assert!(coordinator.expired(&partitions, now + 1).is_empty());
         assert_eq!(
             coordinator.expired(&partitions, now + OFFSETS_RETENTION_MS),
             vec!["quiet".to_owned()],
             "still expires a retention after"
+        );
+    }
+
+    /// A cluster's coordinator replicates each membership change as a record; a replica that
+    /// folded them and takes the partition over knows the members (they commit with their
+    /// ids and epochs), ignores an older record folded late, and does not take a member that
+    /// left. Nothing changed: no record. The restatement carries the membership.
+    #[test]
+    fn a_coordinator_taking_over_goes_on_with_the_replicated_members() {
+        let partitions = BTreeMap::from([("orders".to_owned(), 2)]);
+        let ids = TopicIds::new();
+        let leader = Coordinator::replicated(GroupConfig::default());
+        let follower = Coordinator::replicated(GroupConfig::default());
+        let (first, epoch) = join(&leader, &partitions);
+        let joined = leader.membership_record("g").expect("a join is a change");
+        assert!(leader.membership_record("zzz").is_none(), "no such group");
+        let (second, _) = join(&leader, &partitions);
+        let both = leader.membership_record("g").expect("a second join");
+        for record in [&joined, &both] {
+            let decoded = GroupRecord::decode(&record.encode()).expect("round trip");
+            leader.apply(&decoded).expect("applied");
+            follower.apply(&decoded).expect("applied");
+        }
+        assert!(
+            leader.membership_record("g").is_none(),
+            "nothing changed since the last record folded"
+        );
+        // The first record folded again (late, or restated) does not undo the second.
+        follower.apply(&joined).expect("applied");
+        follower.take_over(10);
+        let commit = |coordinator: &Coordinator, member: &str, partition: u32| {
+            coordinator.commit(
+                "g",
+                (member, epoch),
+                vec![Commit {
+                    partition: TopicPartition::new("orders", partition),
+                    offset: 7,
+                    metadata: String::new(),
+                }],
+                &partitions,
+                &ids,
+                10,
+            )
+        };
+        // Range assignment, sticky: the first member keeps partition 0; partition 1 goes to
+        // the second once the first lets it go.
+        commit(&follower, &first, 0).expect("the first member is known after the take-over");
+        let refused = commit(&follower, &second, 0).expect_err("not the second one's");
+        assert_eq!(refused.0, ErrorCode::NotPartitionOwner, "{refused:?}");
+        // The first member leaves at the leader; a node that led before and takes over again
+        // goes by the records, not by what it remembers.
+        leader.leave("g", &first, &partitions, 20).expect("left");
+        let left = leader.membership_record("g").expect("a leave is a change");
+        follower.apply(&left).expect("applied");
+        let restated = leader.restatement();
+        assert!(
+            restated.contains(&both) && !restated.contains(&left),
+            "the leader restates what it folded, not what is on its way"
+        );
+        leader.apply(&left).expect("applied");
+        assert!(
+            leader.restatement().contains(&left),
+            "a checkpoint keeps the membership"
+        );
+        follower.take_over(30);
+        let gone = commit(&follower, &first, 0).expect_err("it left");
+        assert_eq!(gone.0, ErrorCode::UnknownMember, "{gone:?}");
+        let rebuilt = Coordinator::replicated(GroupConfig::default());
+        for record in leader.restatement() {
+            rebuilt.apply(&record).expect("applied");
+        }
+        rebuilt.take_over(40);
+        assert_eq!(
+            rebuilt.groups()["g"].group.membership(),
+            follower.groups()["g"].group.membership(),
+            "the restatement rebuilds the membership"
         );
     }
 
@@ -1374,7 +1527,7 @@ mod coordinator_tests {
         ] {
             source.apply(&record).expect("applied");
         }
-        source.forget_members(1_000);
+        source.take_over(1_000);
         let snapshot =
             |coordinator: &Coordinator| -> Vec<(String, Committed, Option<i64>, Option<i64>)> {
                 coordinator

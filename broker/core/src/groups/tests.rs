@@ -88,6 +88,70 @@ fn partitions_move_only_after_their_owner_lets_go() {
     assert!(b.partitions.is_disjoint(&a3.partitions));
 }
 
+/// A group taken over from its replicated membership (mid-revocation) goes on as the old
+/// one would: same members, epochs and partitions, the hand-over still waits for the old
+/// owner, sessions count from the take-over, and new member ids do not repeat old ones.
+#[test]
+fn a_group_restored_from_its_membership_goes_on_where_it_was() {
+    let config = GroupConfig {
+        session_timeout_ms: 1_000,
+        ..GroupConfig::default()
+    };
+    let mut group = Group::new(config).with_incarnation("aaaaaaaaaaaa");
+    let a = join(&mut group, None, 0);
+    let a = beat(&mut group, &a, &a.partitions.clone(), 10).expect("beat");
+    let b = join(&mut group, None, 20);
+    assert!(b.partitions.is_empty(), "b waits for a's revocation");
+    let membership = group.membership();
+    assert_eq!(membership.members.len(), 2);
+    assert_eq!(
+        membership.revoking.len(),
+        2,
+        "two partitions on their way to b"
+    );
+    // Taken over long after the last heartbeat: the sessions count from the take-over.
+    let mut restored = Group::restore(config, &membership, 5_000).with_incarnation("bbbbbbbbbbbb");
+    assert_eq!(restored.membership(), membership, "nothing lost on the way");
+    assert_eq!(restored.generation, group.generation);
+    let b_again = beat(&mut restored, &b, &BTreeSet::new(), 5_100).expect("b is known");
+    assert!(b_again.partitions.is_empty(), "a has not let go yet");
+    let a2 = beat(&mut restored, &a, &a.partitions.clone(), 5_200).expect("a is known");
+    assert_eq!(a2.partitions.len(), 2, "a is told to give up two");
+    for partition in &a2.partitions {
+        restored
+            .authorize_commit(&a.member_id, a.member_epoch, partition)
+            .expect("a commits what it keeps");
+    }
+    let a3 = beat(&mut restored, &a2, &a2.partitions.clone(), 5_300).expect("a lets go");
+    let b3 = beat(&mut restored, &b, &BTreeSet::new(), 5_400).expect("b takes its share");
+    assert_eq!(b3.partitions.len(), 2);
+    assert!(b3.partitions.is_disjoint(&a3.partitions));
+    let c = join(&mut restored, None, 5_500);
+    assert!(
+        c.member_id.contains("bbbbbbbbbbbb")
+            && c.member_id != a.member_id
+            && c.member_id != b.member_id,
+        "{}",
+        c.member_id
+    );
+    // Sessions go on counting from each member's last heartbeat.
+    let _ = beat(&mut restored, &c, &BTreeSet::new(), 6_000).expect("c beats");
+    beat(&mut restored, &a3, &a3.partitions.clone(), 6_250).expect("a beat at 5,300: still in");
+    assert!(
+        matches!(
+            beat(&mut restored, &b3, &b3.partitions.clone(), 6_500),
+            Err(GroupError::UnknownMember(_))
+        ),
+        "b was silent from 5,400 to 6,500"
+    );
+    // The replicated form survives its encoding.
+    let json = serde_json::to_vec(&membership).expect("encode");
+    assert_eq!(
+        serde_json::from_slice::<Membership>(&json).expect("decode"),
+        membership
+    );
+}
+
 #[test]
 fn a_revoke_times_out_and_expired_members_lose_everything() {
     let config = GroupConfig {

@@ -6,10 +6,14 @@
 //!   and its coordinator is that partition's leader. Commits and deletions are records of
 //!   that partition ([`GroupRecord`]), acknowledged once committed; every replica folds the
 //!   committed records into a file-less [`Coordinator`] (one per partition, a [`Shard`]).
-//! - Membership stays in the coordinator's memory, as on a single broker across a restart:
-//!   a new coordinator commits a barrier record first (so that it has folded every commit
-//!   before it answers), forgets the members it knew from an earlier lead, and members
-//!   rejoin when told they are unknown.
+//! - Membership is replicated the same way: a request that changes a group's members, epochs
+//!   or assignment (a join, a leave, an expiry, a rebalance) is answered once a
+//!   [`GroupRecord::Members`] record with the whole new membership is committed. A new
+//!   coordinator commits a barrier record first (so that it has folded every record before
+//!   it answers), then takes every group over from its last replicated membership — not from
+//!   what it remembers of an earlier lead — so members keep their ids, epochs and partitions
+//!   across a failover or a lead handed back by the balancer (as Kafka's KIP-848 coordinator
+//!   does); heartbeats that change nothing write nothing.
 //! - Any node answers a group request: one that does not lead the group's partition hands it
 //!   to the node that does over the node link ([`Peers::request`]) and hands the answer
 //!   back, so clients need not know where coordinators are.
@@ -144,8 +148,9 @@ impl Shard {
     }
 
     /// Brings this coordinator up to date before it answers: on the first request of a lead,
-    /// a barrier committed (every earlier record is then committed and applied here), the
-    /// members of an earlier lead forgotten; and every committed record folded.
+    /// a barrier committed (every earlier record is then committed and folded here) and the
+    /// groups taken over from their replicated memberships; and every committed record
+    /// folded.
     async fn ready(
         &self,
         cluster: &Cluster,
@@ -158,7 +163,8 @@ impl Shard {
             let barrier = record_proposal(b"", &GroupRecord::Barrier.encode())
                 .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
             propose(cluster, group, partition, barrier).await?;
-            self.coordinator.forget_members(now_ms());
+            self.fold(group, &mut state);
+            self.coordinator.take_over(now_ms());
             state.ready_term = Some(term);
         }
         self.fold(group, &mut state);
@@ -181,6 +187,21 @@ impl Shard {
         drop(writing);
         self.fold(group, &mut *self.state.lock().await);
         Ok(())
+    }
+
+    /// Commits the record of `name`'s membership if it changed here since the last one
+    /// folded: before a request that changed it is answered.
+    async fn replicate_membership(
+        &self,
+        cluster: &Cluster,
+        group: &PartitionGroup<FileStorage>,
+        partition: u32,
+        name: &str,
+    ) -> Result<(), Response> {
+        match self.coordinator.membership_record(name) {
+            Some(record) => self.commit(cluster, group, partition, &record).await,
+            None => Ok(()),
+        }
     }
 
     /// Where the records of this partition may be purged up to, as the last checkpoint folded
@@ -479,35 +500,49 @@ impl Broker {
         let (partitions, ids) = cluster_topic_shapes(cluster);
         let now = now_ms();
         let failed = |(code, message): (ErrorCode, String)| error(code, message);
+        let name = request.group().unwrap_or_default().to_owned();
         let answered = coordinator.answer(request, (&partitions, &ids), now, |name| {
             describe(cluster, coordinator, name, (&partitions, &ids), now)
         });
         let answer = match answered.map_err(|unanswered| *unanswered) {
-            Ok(answer) => answer.map_err(failed)?,
+            Ok(answer) => {
+                // A join, a leave or an expiry seen on the way is replicated before the
+                // answer (a refusal included: it may have expired members first).
+                shard
+                    .replicate_membership(cluster, group, partition, &name)
+                    .await?;
+                answer.map_err(failed)?
+            }
             Err(GroupRequest::Commit {
                 group: name,
                 member_id,
                 member_epoch,
                 offsets,
             }) => {
-                let record = coordinator
-                    .prepare_commit(
-                        &name,
-                        (&member_id, member_epoch),
-                        offsets,
-                        &partitions,
-                        &ids,
-                        now,
-                    )
-                    .map_err(failed)?;
-                shard.commit(cluster, group, partition, &record).await?;
+                let record = coordinator.prepare_commit(
+                    &name,
+                    (&member_id, member_epoch),
+                    offsets,
+                    &partitions,
+                    &ids,
+                    now,
+                );
+                shard
+                    .replicate_membership(cluster, group, partition, &name)
+                    .await?;
+                shard
+                    .commit(cluster, group, partition, &record.map_err(failed)?)
+                    .await?;
                 GroupResponse::Committed
             }
             Err(GroupRequest::Delete { group: name }) => {
-                let record = coordinator
-                    .prepare_delete(&name, &partitions, now)
-                    .map_err(failed)?;
-                shard.commit(cluster, group, partition, &record).await?;
+                let record = coordinator.prepare_delete(&name, &partitions, now);
+                shard
+                    .replicate_membership(cluster, group, partition, &name)
+                    .await?;
+                shard
+                    .commit(cluster, group, partition, &record.map_err(failed)?)
+                    .await?;
                 GroupResponse::Deleted
             }
             Err(other) => {
@@ -559,7 +594,19 @@ impl Broker {
             if shard.ready(cluster, &group, partition).await.is_err() {
                 continue;
             }
-            for name in shard.coordinator.expired(&partitions, now_ms()) {
+            let expired = shard.coordinator.expired(&partitions, now_ms());
+            // Members whose sessions ended are dropped from the replicated memberships too
+            // (a coordinator taking over would count their sessions again).
+            for name in shard.coordinator.group_names() {
+                if shard
+                    .replicate_membership(cluster, &group, partition, &name)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            for name in expired {
                 let record = shard.coordinator.expiry_record(&name);
                 match shard.commit(cluster, &group, partition, &record).await {
                     Ok(()) => deleted += 1,

@@ -423,6 +423,11 @@ impl Group {
         self.members.is_empty()
     }
 
+    /// The topics `member_id` subscribes to, if it is a member.
+    pub fn member_topics(&self, member_id: &str) -> Option<&BTreeSet<String>> {
+        self.members.get(member_id).map(|member| &member.topics)
+    }
+
     /// The partitions `member_id` may consume: its target partitions that no other live
     /// member still reports owning.
     fn grantable(&self, member_id: &str) -> BTreeSet<TopicPartition> {

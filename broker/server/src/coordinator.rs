@@ -115,11 +115,14 @@ pub enum GroupRecord {
     /// record before it is folded first.
     Barrier,
     /// The group's membership (members, epochs, assignment) after a change, numbered by the
-    /// coordinator that wrote it: a replica keeps the highest-numbered one it folded, which
-    /// a coordinator taking the partition over restores.
+    /// term of the coordinator that wrote it and its count in that term: a replica keeps the
+    /// highest-numbered one it folded, which a coordinator taking the partition over
+    /// restores. (A later term's coordinator folded every earlier term's records before it
+    /// wrote one, so its numbers are above all of them, on every replica.)
     Members {
         group: String,
-        version: u64,
+        term: u64,
+        number: u64,
         membership: Membership,
     },
     /// Every group of the partition has its committed offsets restated in the records from
@@ -127,6 +130,17 @@ pub enum GroupRecord {
     /// between): the partition's records before `cut` may be purged.
     Checkpoint { cut: i64 },
 }
+
+/// Most bytes a group's replicated membership record may take (its members' ids, instance
+/// ids, topics and partitions): a join or subscription that would make it larger is refused,
+/// so that every change of the group can still be replicated.
+pub const MEMBERSHIP_RECORD_BYTES_MAX: usize = 3 * 1024 * 1024;
+const _: () = assert!(
+    MEMBERSHIP_RECORD_BYTES_MAX + GROUP_NAME_BYTES_MAX < herald_wire::limits::VALUE_BYTES_MAX
+);
+
+/// A membership record's number: (term, count in the term).
+type MembersVersion = (u64, u64);
 
 /// Most offsets one restating record holds (a group with more gets several records).
 pub const RESTATED_OFFSETS_PER_RECORD_MAX: usize = 1_000;
@@ -203,8 +217,8 @@ struct Entry {
     last_commit_ms: Option<i64>,
     /// In a cluster: the highest-numbered membership record folded (what a coordinator taking
     /// the group over restores), and the last number this node gave one while leading.
-    replicated: Option<(u64, Membership)>,
-    members_version: u64,
+    replicated: Option<(MembersVersion, Membership)>,
+    proposed: MembersVersion,
 }
 
 pub struct Coordinator {
@@ -214,8 +228,11 @@ pub struct Coordinator {
     offsets_retention_ms: i64,
     groups: Mutex<BTreeMap<String, Entry>>,
     /// Carried by every member id handed out (see `Group::with_incarnation`): new for each
-    /// coordinator opened, and again whenever it forgets its members.
+    /// coordinator opened, and again whenever it takes its groups over.
     incarnation: Mutex<String>,
+    /// The term this node last took its groups over in (a cluster's coordinator): the first
+    /// half of the numbers of the membership records it writes.
+    term: Mutex<u64>,
 }
 
 /// A fresh coordinator incarnation: 48 random bits in hex (the tail of a UUIDv7, whose head
@@ -380,6 +397,7 @@ impl Coordinator {
             offsets_retention_ms: OFFSETS_RETENTION_MS,
             groups: Mutex::new(BTreeMap::new()),
             incarnation: Mutex::new(new_incarnation()),
+            term: Mutex::new(0),
         };
         for entry in groups.values_mut() {
             entry.group = coordinator.new_group();
@@ -397,6 +415,7 @@ impl Coordinator {
             offsets_retention_ms: OFFSETS_RETENTION_MS,
             groups: Mutex::new(BTreeMap::new()),
             incarnation: Mutex::new(new_incarnation()),
+            term: Mutex::new(0),
         }
     }
 
@@ -419,46 +438,59 @@ impl Coordinator {
         }
     }
 
-    /// Takes the groups over as a new coordinator of a cluster's group partition: each group
+    /// Takes the groups over as the coordinator of a cluster's group partition in `term`
+    /// (after every record of earlier terms is folded): each group
     /// goes on from the membership last replicated for it (members keep their ids, epochs
     /// and partitions; sessions count from `now_ms`), whatever this node remembers from an
     /// earlier lead. Member ids handed out from now on carry a new incarnation. Every group
     /// counts as active at `now_ms`: a live group that has not committed for longer than the
     /// offsets retention is not expired before its members heartbeat again.
-    pub fn take_over(&self, now_ms: i64) {
+    pub fn take_over(&self, now_ms: i64, term: u64) {
         let incarnation = new_incarnation();
         *self.incarnation.lock().unwrap_or_else(|p| p.into_inner()) = incarnation.clone();
+        *self.term.lock().unwrap_or_else(|p| p.into_inner()) = term;
         for entry in self.groups().values_mut() {
             entry.group = match &entry.replicated {
                 Some((version, membership)) => {
-                    entry.members_version = *version;
+                    entry.proposed = *version;
                     Group::restore(self.config, membership, now_ms)
                         .with_incarnation(incarnation.clone())
                 }
-                None => Group::new(self.config).with_incarnation(incarnation.clone()),
+                None => {
+                    entry.proposed = (0, 0);
+                    Group::new(self.config).with_incarnation(incarnation.clone())
+                }
             };
             entry.last_active_ms = Some(entry.last_active_ms.map_or(now_ms, |t| t.max(now_ms)));
         }
     }
 
-    /// The record that replicates `group`'s membership if it changed here since the last one
-    /// folded (a join, a leave, an expiry, a new assignment): numbered above every earlier
-    /// one. `None` when nothing changed.
+    /// The record that replicates `group`'s membership as it is here, numbered above every
+    /// earlier one, if it differs from the last one folded (a join, a leave, an expiry, a new
+    /// assignment) or one this node wrote is still on its way (which may differ from what is
+    /// here now: the latest state must follow it). `None` when there is nothing to replicate.
     pub fn membership_record(&self, group: &str) -> Option<GroupRecord> {
+        let term = *self.term.lock().unwrap_or_else(|p| p.into_inner());
         let mut groups = self.groups();
         let entry = groups.get_mut(group)?;
         let membership = entry.group.membership();
-        let (replicated_version, unchanged) = match &entry.replicated {
+        let (folded, unchanged) = match &entry.replicated {
             Some((version, replicated)) => (*version, *replicated == membership),
-            None => (0, membership.is_empty()),
+            None => ((0, 0), membership.is_empty()),
         };
-        if unchanged {
+        if unchanged && entry.proposed <= folded {
             return None;
         }
-        entry.members_version = entry.members_version.max(replicated_version) + 1;
+        let last = entry.proposed.max(folded);
+        entry.proposed = if last.0 == term {
+            (term, last.1 + 1)
+        } else {
+            (term.max(last.0), 1)
+        };
         Some(GroupRecord::Members {
             group: group.to_owned(),
-            version: entry.members_version,
+            term: entry.proposed.0,
+            number: entry.proposed.1,
             membership,
         })
     }
@@ -508,10 +540,36 @@ impl Coordinator {
             ..Entry::default()
         });
         entry.last_active_ms = Some(now_ms);
+        // In a cluster a join or a new subscription must leave a membership that can still be
+        // replicated: checked on a copy kept to go back to.
+        let grows = request
+            .member_id
+            .as_ref()
+            .is_none_or(|member| entry.group.member_topics(member) != Some(&request.topics));
+        let before = (self.dir.is_none() && grows).then(|| entry.group.clone());
         let assignment = entry
             .group
             .heartbeat(request, partitions, now_ms)
             .map_err(group_error)?;
+        if let Some(before) = before {
+            let bytes = serde_json::to_vec(&entry.group.membership()).map_or(0, |b| b.len());
+            if bytes > MEMBERSHIP_RECORD_BYTES_MAX {
+                entry.group = before;
+                // A refused first join leaves no group behind.
+                if entry.group.is_empty()
+                    && entry.committed.is_empty()
+                    && entry.replicated.is_none()
+                {
+                    groups.remove(group);
+                }
+                return Err((
+                    ErrorCode::GroupFull,
+                    format!(
+                        "group '{group}' would take {bytes} bytes to replicate its members, more than {MEMBERSHIP_RECORD_BYTES_MAX}: subscribe to fewer topics or use fewer members"
+                    ),
+                ));
+            }
+        }
         Ok(GroupResponse::Assignment {
             member_id: assignment.member_id,
             member_epoch: assignment.member_epoch,
@@ -681,25 +739,25 @@ impl Coordinator {
         let groups = self.groups();
         let mut records = Vec::new();
         for (name, entry) in groups.iter() {
-            if let Some((version, membership)) = &entry.replicated {
-                if !membership.is_empty() {
-                    records.push(GroupRecord::Members {
+            if !entry.committed.is_empty() {
+                let at_ms = entry.last_commit_ms.unwrap_or(0);
+                let offsets = OffsetsV1::new(name, &entry.committed, at_ms).offsets;
+                for chunk in offsets.chunks(RESTATED_OFFSETS_PER_RECORD_MAX) {
+                    records.push(GroupRecord::Commit {
                         group: name.clone(),
-                        version: *version,
-                        membership: membership.clone(),
+                        offsets: chunk.to_vec(),
+                        at_ms,
                     });
                 }
             }
-            if entry.committed.is_empty() {
-                continue;
-            }
-            let at_ms = entry.last_commit_ms.unwrap_or(0);
-            let offsets = OffsetsV1::new(name, &entry.committed, at_ms).offsets;
-            for chunk in offsets.chunks(RESTATED_OFFSETS_PER_RECORD_MAX) {
-                records.push(GroupRecord::Commit {
+            // After the group's offsets: an empty membership of a group the folding replica
+            // does not know yet would be passed over.
+            if let Some(((term, number), membership)) = &entry.replicated {
+                records.push(GroupRecord::Members {
                     group: name.clone(),
-                    offsets: chunk.to_vec(),
-                    at_ms,
+                    term: *term,
+                    number: *number,
+                    membership: membership.clone(),
                 });
             }
         }
@@ -722,9 +780,11 @@ impl Coordinator {
             GroupRecord::Barrier | GroupRecord::Checkpoint { .. } => Ok(()),
             GroupRecord::Members {
                 group,
-                version,
+                term,
+                number,
                 membership,
             } => {
+                let version = (*term, *number);
                 // A group deleted while an empty membership was on its way stays deleted.
                 if !groups.contains_key(group) && membership.is_empty() {
                     return Ok(());
@@ -733,8 +793,8 @@ impl Coordinator {
                     group: self.new_group(),
                     ..Entry::default()
                 });
-                if entry.replicated.as_ref().is_none_or(|(v, _)| v < version) {
-                    entry.replicated = Some((*version, membership.clone()));
+                if entry.replicated.as_ref().is_none_or(|(v, _)| *v < version) {
+                    entry.replicated = Some((version, membership.clone()));
                 }
                 Ok(())
             }
@@ -747,6 +807,15 @@ impl Coordinator {
                     if last > *after {
                         return Ok(());
                     }
+                }
+                // A member joined (as replicated before this record) while the deletion was on
+                // its way: the group lives on.
+                let joined = groups
+                    .get(group)
+                    .and_then(|e| e.replicated.as_ref())
+                    .is_some_and(|(_, membership)| !membership.is_empty());
+                if joined {
+                    return Ok(());
                 }
                 let legacy = groups.get(group).and_then(|e| e.legacy_file.clone());
                 self.remove_files(group, legacy.as_deref()).map_err(|e| {
@@ -1387,7 +1456,7 @@ mod coordinator_tests {
 
         let replicated = Coordinator::replicated(GroupConfig::default());
         let (led, _) = join(&replicated, &partitions);
-        replicated.take_over(0);
+        replicated.take_over(0, 1);
         let (next, _) = join(&replicated, &partitions);
         assert_ne!(led, next, "a new lead handed out an old member id");
     }
@@ -1408,7 +1477,7 @@ mod coordinator_tests {
             .expect("applied");
         let partitions = BTreeMap::new();
         let now = 8 * day;
-        coordinator.take_over(now);
+        coordinator.take_over(now, 1);
         assert!(coordinator.expired(&partitions, now + 1).is_empty());
         assert_eq!(
             coordinator.expired(&partitions, now + OFFSETS_RETENTION_MS),
@@ -1419,31 +1488,39 @@ mod coordinator_tests {
 
     /// A cluster's coordinator replicates each membership change as a record; a replica that
     /// folded them and takes the partition over knows the members (they commit with their
-    /// ids and epochs), ignores an older record folded late, and does not take a member that
-    /// left. Nothing changed: no record. The restatement carries the membership.
+    /// ids and epochs) and ignores an older record folded late; a node that led before and
+    /// takes over again goes by the records, not by its memory; a later term's records win
+    /// over an earlier term's whatever their count. Nothing changed: no record.
     #[test]
     fn a_coordinator_taking_over_goes_on_with_the_replicated_members() {
         let partitions = BTreeMap::from([("orders".to_owned(), 2)]);
         let ids = TopicIds::new();
         let leader = Coordinator::replicated(GroupConfig::default());
         let follower = Coordinator::replicated(GroupConfig::default());
+        leader.take_over(0, 3);
         let (first, epoch) = join(&leader, &partitions);
         let joined = leader.membership_record("g").expect("a join is a change");
         assert!(leader.membership_record("zzz").is_none(), "no such group");
         let (second, _) = join(&leader, &partitions);
         let both = leader.membership_record("g").expect("a second join");
-        for record in [&joined, &both] {
+        let numbers = |record: &GroupRecord| match record {
+            GroupRecord::Members { term, number, .. } => (*term, *number),
+            other => panic!("not a membership record: {other:?}"),
+        };
+        assert_eq!((numbers(&joined), numbers(&both)), ((3, 1), (3, 2)));
+        // Folded out of order on the follower: the later one wins.
+        for record in [&both, &joined] {
             let decoded = GroupRecord::decode(&record.encode()).expect("round trip");
-            leader.apply(&decoded).expect("applied");
             follower.apply(&decoded).expect("applied");
+        }
+        for record in [&joined, &both] {
+            leader.apply(record).expect("applied");
         }
         assert!(
             leader.membership_record("g").is_none(),
             "nothing changed since the last record folded"
         );
-        // The first record folded again (late, or restated) does not undo the second.
-        follower.apply(&joined).expect("applied");
-        follower.take_over(10);
+        follower.take_over(10, 4);
         let commit = |coordinator: &Coordinator, member: &str, partition: u32| {
             coordinator.commit(
                 "g",
@@ -1458,39 +1535,149 @@ mod coordinator_tests {
                 10,
             )
         };
-        // Range assignment, sticky: the first member keeps partition 0; partition 1 goes to
-        // the second once the first lets it go.
+        // Range assignment, sticky: the first member keeps partition 0.
         commit(&follower, &first, 0).expect("the first member is known after the take-over");
         let refused = commit(&follower, &second, 0).expect_err("not the second one's");
         assert_eq!(refused.0, ErrorCode::NotPartitionOwner, "{refused:?}");
-        // The first member leaves at the leader; a node that led before and takes over again
-        // goes by the records, not by what it remembers.
-        leader.leave("g", &first, &partitions, 20).expect("left");
-        let left = leader.membership_record("g").expect("a leave is a change");
-        follower.apply(&left).expect("applied");
-        let restated = leader.restatement();
-        assert!(
-            restated.contains(&both) && !restated.contains(&left),
-            "the leader restates what it folded, not what is on its way"
-        );
-        leader.apply(&left).expect("applied");
-        assert!(
-            leader.restatement().contains(&left),
-            "a checkpoint keeps the membership"
-        );
-        follower.take_over(30);
-        let gone = commit(&follower, &first, 0).expect_err("it left");
-        assert_eq!(gone.0, ErrorCode::UnknownMember, "{gone:?}");
-        let rebuilt = Coordinator::replicated(GroupConfig::default());
-        for record in leader.restatement() {
-            rebuilt.apply(&record).expect("applied");
+        // The first member leaves under the follower's lead (term 4, count 1): a count below
+        // the leader's earlier records, and still the later change.
+        follower.leave("g", &first, &partitions, 20).expect("left");
+        let left = follower
+            .membership_record("g")
+            .expect("a leave is a change");
+        assert_eq!(numbers(&left), (4, 1));
+        for coordinator in [&leader, &follower] {
+            coordinator.apply(&left).expect("applied");
         }
-        rebuilt.take_over(40);
-        assert_eq!(
-            rebuilt.groups()["g"].group.membership(),
-            follower.groups()["g"].group.membership(),
-            "the restatement rebuilds the membership"
+        // The old leader leads again: it remembers the first member, the records do not.
+        leader.take_over(30, 5);
+        let gone = commit(&leader, &first, 0).expect_err("it left");
+        assert_eq!(gone.0, ErrorCode::UnknownMember, "{gone:?}");
+        let (third, _) = join(&leader, &partitions);
+        assert!(third.ends_with("-3"), "ids go on counting: {third}");
+    }
+
+    /// A join in flight (its record not committed) and a leave that brings the group back to
+    /// what was folded: the leave is replicated too, or the join would be restored.
+    #[test]
+    fn a_change_undone_before_its_record_commits_is_replicated_as_well() {
+        let partitions = BTreeMap::from([("orders".to_owned(), 2)]);
+        let coordinator = Coordinator::replicated(GroupConfig::default());
+        coordinator.take_over(0, 1);
+        let (member, _) = join(&coordinator, &partitions);
+        let joined = coordinator.membership_record("g").expect("a join");
+        coordinator
+            .leave("g", &member, &partitions, 1)
+            .expect("left");
+        let left = coordinator
+            .membership_record("g")
+            .expect("a leave while the join is on its way");
+        for record in [&joined, &left] {
+            coordinator.apply(record).expect("applied");
+        }
+        assert!(coordinator.membership_record("g").is_none());
+        coordinator.take_over(2, 2);
+        assert!(coordinator.groups()["g"].group.is_empty(), "the leave won");
+    }
+
+    /// A checkpoint restates every membership, an empty one too, after the group's offsets:
+    /// a replica rebuilt from it numbers nothing below what its peers hold; a deletion on its
+    /// way does not remove a group a member joined meanwhile.
+    #[test]
+    fn memberships_are_restated_and_a_joined_group_is_not_deleted() {
+        let partitions = BTreeMap::from([("orders".to_owned(), 2)]);
+        let source = Coordinator::replicated(GroupConfig::default());
+        source.take_over(0, 7);
+        let (member, epoch) = join(&source, &partitions);
+        source
+            .apply(&source.membership_record("g").expect("joined"))
+            .expect("applied");
+        let record = source
+            .prepare_commit(
+                "g",
+                (&member, epoch),
+                vec![Commit {
+                    partition: TopicPartition::new("orders", 0),
+                    offset: 3,
+                    metadata: String::new(),
+                }],
+                &partitions,
+                &TopicIds::new(),
+                5,
+            )
+            .expect("commit");
+        source.apply(&record).expect("applied");
+        source.leave("g", &member, &partitions, 6).expect("left");
+        source
+            .apply(&source.membership_record("g").expect("left"))
+            .expect("applied");
+        let restated = source.restatement();
+        assert!(
+            matches!(restated.last(), Some(GroupRecord::Members { membership, term: 7, number: 2, .. }) if membership.is_empty()),
+            "{restated:?}"
         );
+        let rebuilt = Coordinator::replicated(GroupConfig::default());
+        for record in &restated {
+            rebuilt.apply(record).expect("applied");
+        }
+        assert_eq!(
+            rebuilt.groups()["g"].replicated,
+            source.groups()["g"].replicated
+        );
+        // A deletion checked while the group was empty, folded after a member's join.
+        let deletion = source
+            .prepare_delete("g", &partitions, 7)
+            .expect("an empty group");
+        source.take_over(8, 8);
+        join(&source, &partitions);
+        source
+            .apply(&source.membership_record("g").expect("joined"))
+            .expect("applied");
+        source.apply(&deletion).expect("applied");
+        assert_eq!(source.group_names(), vec!["g".to_owned()], "it lives on");
+    }
+
+    /// A join that would make the group's membership too large to replicate is refused and
+    /// changes nothing; a single broker (nothing to replicate) takes it.
+    #[test]
+    fn a_membership_too_large_to_replicate_is_refused() {
+        let partitions = BTreeMap::from([("orders".to_owned(), 2)]);
+        let coordinator = Coordinator::replicated(GroupConfig::default());
+        let topics: Vec<String> = (0..1_000).map(|n| format!("{n:0>240}")).collect();
+        let heartbeat = |topics: &[String]| Heartbeat {
+            member_id: None,
+            member_epoch: 0,
+            instance_id: None,
+            topics: topics.iter().cloned().collect(),
+            owned: Default::default(),
+        };
+        let mut joined = 0;
+        let refusal = loop {
+            match coordinator.heartbeat("wide", heartbeat(&topics), &partitions, 0) {
+                Ok(_) => joined += 1,
+                Err(refusal) => break refusal,
+            }
+            assert!(joined < 100, "never refused");
+        };
+        assert_eq!(refusal.0, ErrorCode::GroupFull, "{refusal:?}");
+        assert!(refusal.1.contains("bytes to replicate"), "{}", refusal.1);
+        let record = coordinator.membership_record("wide").expect("members");
+        assert!(record.encode().len() <= MEMBERSHIP_RECORD_BYTES_MAX + GROUP_NAME_BYTES_MAX);
+        assert_eq!(
+            coordinator.groups()["wide"].group.assignments().len(),
+            joined
+        );
+        // The first join alone too large: no group is left behind.
+        let huge: Vec<String> = (0..14_000).map(|n| format!("{n:0>240}")).collect();
+        assert!(coordinator
+            .heartbeat("huge", heartbeat(&huge), &partitions, 0)
+            .is_err());
+        assert!(!coordinator.group_names().contains(&"huge".to_owned()));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let single = Coordinator::open(dir.path(), GroupConfig::default()).expect("open");
+        single
+            .heartbeat("huge", heartbeat(&huge), &partitions, 0)
+            .expect("nothing to replicate on a single broker");
     }
 
     /// A checkpoint's restatement: folded into an empty coordinator it gives every group's
@@ -1527,7 +1714,7 @@ mod coordinator_tests {
         ] {
             source.apply(&record).expect("applied");
         }
-        source.take_over(1_000);
+        source.take_over(1_000, 1);
         let snapshot =
             |coordinator: &Coordinator| -> Vec<(String, Committed, Option<i64>, Option<i64>)> {
                 coordinator

@@ -127,12 +127,9 @@ fn a_group_restored_from_its_membership_goes_on_where_it_was() {
     assert_eq!(b3.partitions.len(), 2);
     assert!(b3.partitions.is_disjoint(&a3.partitions));
     let c = join(&mut restored, None, 5_500);
-    assert!(
-        c.member_id.contains("bbbbbbbbbbbb")
-            && c.member_id != a.member_id
-            && c.member_id != b.member_id,
-        "{}",
-        c.member_id
+    assert_eq!(
+        c.member_id, "member-bbbbbbbbbbbb-3",
+        "the new incarnation, and the count goes on"
     );
     // Sessions go on counting from each member's last heartbeat.
     let _ = beat(&mut restored, &c, &BTreeSet::new(), 6_000).expect("c beats");

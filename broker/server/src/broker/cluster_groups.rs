@@ -20,7 +20,8 @@
 //!
 //! - The topic stays bounded: once a partition's log passes
 //!   [`GROUPS_CHECKPOINT_SEGMENTS`] segments (and twice its last restatement), its
-//!   coordinator restates every group's committed offsets (no commit in between), then a
+//!   coordinator restates every group's committed offsets and membership (no change in
+//!   between), then a
 //!   checkpoint record naming where the restatement starts; every replica purges the whole
 //!   segments before that point through Raft (`PartitionGroup::purge_before`), so a new
 //!   coordinator reads little.
@@ -54,7 +55,8 @@ pub const GROUPS_TOPIC: &str = "__groups";
 pub const GROUPS_TOPIC_PARTITIONS: u32 = 6;
 /// How long a node waits for the coordinator it handed a request to: longer than the
 /// coordinator works on one (`HANDED_ON_REQUEST_TIMEOUT`), which is longer than the most a
-/// request waits for its records (a barrier and a commit, [`GROUP_RECORD_COMMIT_WAIT`] each).
+/// request waits for its records (a barrier, then one proposal carrying its membership and
+/// commit records, [`GROUP_RECORD_COMMIT_WAIT`] each).
 pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 /// How many times one request may be handed on: a node holding no replica of the group's
 /// partition hands it to a replica, which hands it to the leader if it is not that.
@@ -99,9 +101,11 @@ pub(super) fn groups_topic_config() -> TopicConfig {
 pub(super) struct Shard {
     coordinator: Coordinator,
     state: tokio::sync::Mutex<ShardState>,
-    /// Shared by the records that change groups (commits, deletions) while they are
-    /// proposed; a checkpoint holds it alone, so that no commit falls between the state it
-    /// restates and its checkpoint record.
+    /// Shared by the requests that change groups (joins, leaves, commits, deletions), from
+    /// before they change the coordinator's state until their records are committed; held
+    /// alone by a checkpoint (no change falls between the state it restates and its
+    /// checkpoint record) and by a take-over (no change made under an earlier term is lost
+    /// when the groups are restored from their records).
     writes: tokio::sync::RwLock<()>,
 }
 
@@ -109,8 +113,8 @@ pub(super) struct Shard {
 struct ShardState {
     /// The next offset of the partition to fold.
     folded: i64,
-    /// The term in which this node, leading, committed its barrier and forgot earlier
-    /// members; `None` until it did.
+    /// The term in which this node, leading, committed its barrier and took its groups over
+    /// from their records; `None` until it did.
     ready_term: Option<u64>,
     /// Where the last checkpoint folded here restates the groups from: the records before
     /// may be purged.
@@ -149,9 +153,25 @@ impl Shard {
 
     /// Brings this coordinator up to date before it answers: on the first request of a lead,
     /// a barrier committed (every earlier record is then committed and folded here) and the
-    /// groups taken over from their replicated memberships; and every committed record
-    /// folded.
+    /// groups taken over from their replicated memberships, with no change in flight; and
+    /// every committed record folded.
     async fn ready(
+        &self,
+        cluster: &Cluster,
+        group: &PartitionGroup<FileStorage>,
+        partition: u32,
+    ) -> Result<(), Response> {
+        let due = self.state.lock().await.ready_term != Some(group.status().term);
+        if due {
+            let _alone = self.writes.write().await;
+            self.take_over_if_due(cluster, group, partition).await?;
+        }
+        self.fold(group, &mut *self.state.lock().await);
+        Ok(())
+    }
+
+    /// [`Shard::ready`]'s take-over, for a caller holding [`Shard::writes`] alone.
+    async fn take_over_if_due(
         &self,
         cluster: &Cluster,
         group: &PartitionGroup<FileStorage>,
@@ -164,44 +184,63 @@ impl Shard {
                 .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
             propose(cluster, group, partition, barrier).await?;
             self.fold(group, &mut state);
-            self.coordinator.take_over(now_ms());
+            self.coordinator.take_over(now_ms(), term);
             state.ready_term = Some(term);
         }
         self.fold(group, &mut state);
         Ok(())
     }
 
-    /// Commits `record` in the partition and folds it (with whatever came before it).
+    /// Commits `records` (one proposal) and folds them (with whatever came before them). The
+    /// caller holds [`Shard::writes`].
     async fn commit(
         &self,
         cluster: &Cluster,
         group: &PartitionGroup<FileStorage>,
         partition: u32,
-        record: &GroupRecord,
+        records: &[GroupRecord],
     ) -> Result<(), Response> {
-        let key = record.group().unwrap_or_default().as_bytes();
-        let proposal = record_proposal(key, &record.encode())
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records
+            .iter()
+            .map(|record| {
+                (
+                    record.group().unwrap_or_default().as_bytes().to_vec(),
+                    record.encode(),
+                )
+            })
+            .collect();
+        let batch: Vec<(&[u8], &[u8])> = encoded
+            .iter()
+            .map(|(key, value)| (key.as_slice(), value.as_slice()))
+            .collect();
+        let proposal = records_proposal(&batch)
             .map_err(|e| error(ErrorCode::InvalidRequest, e.to_string()))?;
-        let writing = self.writes.read().await;
         propose(cluster, group, partition, proposal).await?;
-        drop(writing);
         self.fold(group, &mut *self.state.lock().await);
         Ok(())
     }
 
-    /// Commits the record of `name`'s membership if it changed here since the last one
-    /// folded: before a request that changed it is answered.
-    async fn replicate_membership(
+    /// Commits the record of `name`'s membership, if it changed here, together with `then`
+    /// (a commit or a deletion checked against it) in one proposal; the caller holds
+    /// [`Shard::writes`].
+    async fn replicate(
         &self,
         cluster: &Cluster,
         group: &PartitionGroup<FileStorage>,
         partition: u32,
         name: &str,
+        then: Option<GroupRecord>,
     ) -> Result<(), Response> {
-        match self.coordinator.membership_record(name) {
-            Some(record) => self.commit(cluster, group, partition, &record).await,
-            None => Ok(()),
+        let records: Vec<GroupRecord> = self
+            .coordinator
+            .membership_record(name)
+            .into_iter()
+            .chain(then)
+            .collect();
+        if records.is_empty() {
+            return Ok(());
         }
+        self.commit(cluster, group, partition, &records).await
     }
 
     /// Where the records of this partition may be purged up to, as the last checkpoint folded
@@ -243,7 +282,7 @@ impl Shard {
             }
         }
         let _alone = self.writes.write().await;
-        self.ready(cluster, group, partition).await?;
+        self.take_over_if_due(cluster, group, partition).await?;
         let cut = group
             .replica
             .lock()
@@ -295,6 +334,14 @@ impl Shard {
             "the groups topic's partition is checkpointed; the records before may be purged"
         );
         Ok(true)
+    }
+}
+
+/// A checked record, or why it was refused (to answer once the membership is replicated).
+fn split<T, E>(checked: Result<T, E>) -> (Option<T>, Result<(), E>) {
+    match checked {
+        Ok(record) => (Some(record), Ok(())),
+        Err(refused) => (None, Err(refused)),
     }
 }
 
@@ -501,6 +548,15 @@ impl Broker {
         let now = now_ms();
         let failed = |(code, message): (ErrorCode, String)| error(code, message);
         let name = request.group().unwrap_or_default().to_owned();
+        let joining = matches!(
+            &request,
+            GroupRequest::Heartbeat {
+                member_id: None,
+                ..
+            }
+        );
+        // From the change of the coordinator's state until its record is committed.
+        let _changing = shard.writes.read().await;
         let answered = coordinator.answer(request, (&partitions, &ids), now, |name| {
             describe(cluster, coordinator, name, (&partitions, &ids), now)
         });
@@ -508,9 +564,17 @@ impl Broker {
             Ok(answer) => {
                 // A join, a leave or an expiry seen on the way is replicated before the
                 // answer (a refusal included: it may have expired members first).
-                shard
-                    .replicate_membership(cluster, group, partition, &name)
-                    .await?;
+                let replicated = shard
+                    .replicate(cluster, group, partition, &name, None)
+                    .await;
+                if let (Err(_), true, Ok(GroupResponse::Assignment { member_id, .. })) =
+                    (&replicated, joining, &answer)
+                {
+                    // The member never learns its id: it must not hold partitions until its
+                    // session ends.
+                    let _ = coordinator.leave(&name, member_id, &partitions, now);
+                }
+                replicated?;
                 answer.map_err(failed)?
             }
             Err(GroupRequest::Commit {
@@ -527,22 +591,20 @@ impl Broker {
                     &ids,
                     now,
                 );
+                let (record, refused) = split(record);
                 shard
-                    .replicate_membership(cluster, group, partition, &name)
+                    .replicate(cluster, group, partition, &name, record)
                     .await?;
-                shard
-                    .commit(cluster, group, partition, &record.map_err(failed)?)
-                    .await?;
+                refused.map_err(failed)?;
                 GroupResponse::Committed
             }
             Err(GroupRequest::Delete { group: name }) => {
                 let record = coordinator.prepare_delete(&name, &partitions, now);
+                let (record, refused) = split(record);
                 shard
-                    .replicate_membership(cluster, group, partition, &name)
+                    .replicate(cluster, group, partition, &name, record)
                     .await?;
-                shard
-                    .commit(cluster, group, partition, &record.map_err(failed)?)
-                    .await?;
+                refused.map_err(failed)?;
                 GroupResponse::Deleted
             }
             Err(other) => {
@@ -594,22 +656,22 @@ impl Broker {
             if shard.ready(cluster, &group, partition).await.is_err() {
                 continue;
             }
+            let _changing = shard.writes.read().await;
             let expired = shard.coordinator.expired(&partitions, now_ms());
             // Members whose sessions ended are dropped from the replicated memberships too
-            // (a coordinator taking over would count their sessions again).
+            // (a coordinator taking over would count their sessions again); an expired
+            // group's deletion goes with its membership.
             for name in shard.coordinator.group_names() {
-                if shard
-                    .replicate_membership(cluster, &group, partition, &name)
+                let deletion = expired
+                    .contains(&name)
+                    .then(|| shard.coordinator.expiry_record(&name));
+                let deleting = deletion.is_some();
+                match shard
+                    .replicate(cluster, &group, partition, &name, deletion)
                     .await
-                    .is_err()
                 {
-                    break;
-                }
-            }
-            for name in expired {
-                let record = shard.coordinator.expiry_record(&name);
-                match shard.commit(cluster, &group, partition, &record).await {
-                    Ok(()) => deleted += 1,
+                    Ok(()) => deleted += usize::from(deleting),
+                    // Most likely the lead is gone: the next sweep goes on.
                     Err(_) => break,
                 }
             }
@@ -716,6 +778,7 @@ mod tests {
     #[test]
     fn waits_nest() {
         assert!(FORWARD_TIMEOUT > herald_raft::net::HANDED_ON_REQUEST_TIMEOUT);
+        // A barrier, then one proposal (a membership record with the commit or deletion).
         assert!(herald_raft::net::HANDED_ON_REQUEST_TIMEOUT > GROUP_RECORD_COMMIT_WAIT * 2);
     }
 

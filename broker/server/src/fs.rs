@@ -317,31 +317,9 @@ impl StorageFile for FsFile {
 
     /// One `writev` for all parts (more only where the kernel writes less than asked).
     fn append_parts(&mut self, parts: &[&[u8]]) -> Result<(), StorageError> {
-        let mut slices: Vec<std::io::IoSlice<'_>> = parts
-            .iter()
-            .map(|part| std::io::IoSlice::new(part))
-            .collect();
-        let mut rest = &mut slices[..];
-        let total: usize = parts.iter().map(|part| part.len()).sum();
-        while !rest.is_empty() {
-            let written = match self.file.write_vectored(rest) {
-                Ok(0) => {
-                    return Err(error(
-                        "append",
-                        &self.path,
-                        std::io::Error::from(std::io::ErrorKind::WriteZero),
-                    ))
-                }
-                Ok(written) => written,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // What went before the failure is on the file: the caller cuts it back.
-                    return Err(error("append", &self.path, e));
-                }
-            };
-            std::io::IoSlice::advance_slices(&mut rest, written);
-        }
-        self.len += total as u64;
+        // What went before a failure is on the file: the caller cuts it back.
+        write_parts(&mut self.file, parts).map_err(|e| error("append", &self.path, e))?;
+        self.len += parts.iter().map(|part| part.len() as u64).sum::<u64>();
         Ok(())
     }
 
@@ -497,6 +475,28 @@ impl Storage for FileStorage {
 
 pub(crate) use herald_meta::{sync_dir, write_private};
 
+/// Writes every part, in order, in as few vectored writes as `writer` takes: a short write
+/// goes on from where it stopped, an interrupted one is tried again, and a writer that takes
+/// nothing is an error (`WriteZero`).
+fn write_parts(writer: &mut impl Write, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> = parts
+        .iter()
+        .map(|part| std::io::IoSlice::new(part))
+        .collect();
+    let mut rest = &mut slices[..];
+    // Empty parts are dropped first: a writer given only empty slices writes 0 bytes.
+    std::io::IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        match writer.write_vectored(rest) {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+            Ok(written) => std::io::IoSlice::advance_slices(&mut rest, written),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use herald_broker_core::log::{LogConfig, PartitionLog};
@@ -505,6 +505,61 @@ mod tests {
     use super::*;
 
     const DIR: &str = "t/0";
+
+    /// A writer that takes at most `step` bytes per call (of the first slice only) and is
+    /// interrupted every third call.
+    struct Dribble {
+        written: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl Write for Dribble {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(3) {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let taken = buf.len().min(self.step);
+            self.written.extend_from_slice(&buf[..taken]);
+            Ok(taken)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Short and interrupted writes go on where they stopped: every byte once, in order;
+    /// empty parts write nothing; a writer that takes nothing is an error.
+    #[test]
+    fn parts_are_written_whole_through_short_and_interrupted_writes() {
+        let parts: [&[u8]; 5] = [b"", b"header--", b"", b"body of the batch", b"!"];
+        let whole: Vec<u8> = parts.concat();
+        for step in [1, 2, 3, 7, 64] {
+            let mut dribble = Dribble {
+                written: Vec::new(),
+                step,
+                calls: 0,
+            };
+            write_parts(&mut dribble, &parts).expect("written");
+            assert_eq!(dribble.written, whole, "{step} bytes a call");
+        }
+        let mut none = Dribble {
+            written: Vec::new(),
+            step: 1,
+            calls: 0,
+        };
+        write_parts(&mut none, &[b"", b""]).expect("nothing to write");
+        assert_eq!(none.calls, 0);
+        let mut full = Dribble {
+            written: Vec::new(),
+            step: 0,
+            calls: 0,
+        };
+        let refused = write_parts(&mut full, &[b"x"]).expect_err("takes nothing");
+        assert_eq!(refused.kind(), std::io::ErrorKind::WriteZero);
+    }
 
     fn write(storage: &FileStorage, name: &str, bytes: &[u8]) {
         let mut file = storage.open(DIR, name, true).expect("open");

@@ -472,6 +472,43 @@ async fn acknowledged_records_survive_sigkill_of_the_leader() -> anyhow::Result<
         lag_lines >= 2,
         "the leader shows {lag_lines} followers' lag"
     );
+    // A node counts what it takes and serves as a single broker does: every node served
+    // the reads above, and the last round's writes went to a node not restarted since.
+    let mut records_in = 0.0;
+    for addr in &cluster.metrics {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await?
+            .text()
+            .await?;
+        let labels = format!("{{topic=\"{TOPIC}\"}}");
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("{name}{labels} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        records_in += value("herald_broker_records_in_total");
+        for served in [
+            "herald_broker_records_out_total",
+            "herald_broker_bytes_out_total",
+        ] {
+            anyhow::ensure!(
+                value(served) > 0.0,
+                "{addr}: {served}{labels} is 0 or missing"
+            );
+        }
+        anyhow::ensure!(
+            text.lines().any(
+                |l| l.starts_with("herald_broker_fetch_duration_seconds_count")
+                    && !l.ends_with(" 0")
+            ),
+            "{addr}: no fetch durations"
+        );
+    }
+    anyhow::ensure!(
+        records_in >= BATCHES_PER_ROUND as f64,
+        "the nodes count {records_in} records in"
+    );
     // `herald cluster status` names every node and the partition's leader and followers.
     let brokers: Vec<String> = cluster.listen.iter().map(SocketAddr::to_string).collect();
     let fingerprint = processes

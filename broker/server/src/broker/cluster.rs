@@ -7,8 +7,9 @@
 //!
 //! Consumer groups are kept by the internal groups topic (`cluster_groups`).
 //!
-//! Schema IDs are validated by the leader before it proposes a batch. What single-node mode
-//! has and this does not yet: the dedup window on replicated topics.
+//! Schema IDs are validated by the leader before it proposes a batch, and an idempotency-key
+//! window decides on the leader which records are proposed. Produce and fetch are counted
+//! in the same per-topic metrics as on a single broker (`Cluster::topic_metrics`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use herald_broker_core::cluster::{Command, CommandError, Outcome};
 use herald_broker_core::log::{validate_produced, ReadError};
 use herald_broker_core::producers::SequenceCheck;
+use herald_metrics::Metrics;
 pub use herald_raft::config::Timing;
 use herald_raft::net::{self, Groups, NodeTls, Peers};
 use herald_raft::node::{Node, NodeConfig, PartitionGroup, ProposeError, ReplicaStore};
@@ -38,6 +40,7 @@ use super::topics::{log_config, new_topic_id};
 use super::{error, throttled, Broker};
 use crate::clock::now_ms;
 use crate::fs::FileStorage;
+use crate::metrics::{Reject, TopicMetrics};
 
 /// Most replicas a partition gets (fewer when the cluster has fewer nodes).
 pub const REPLICATION_FACTOR_DEFAULT: u32 = 3;
@@ -120,6 +123,9 @@ pub struct Cluster {
     lag_reported: Mutex<std::collections::HashSet<(String, u32)>>,
     /// Turns taken among the replicas a request is handed to (see `Cluster::next_turn`).
     turns: std::sync::atomic::AtomicUsize,
+    /// Each topic's produce and fetch counters, as a single broker keeps them (registered
+    /// on first use; at most the topics the cluster has, see `Cluster::topic_metrics`).
+    topic_metrics: Mutex<HashMap<String, Arc<TopicMetrics>>>,
 }
 
 /// How often a node checks that the groups topic exists (and whether expired groups are due).
@@ -200,6 +206,7 @@ impl Cluster {
             shards: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             lag_reported: Mutex::default(),
+            topic_metrics: Mutex::default(),
             turns: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
@@ -464,6 +471,20 @@ impl Cluster {
 
     fn unavailable(reason: impl std::fmt::Display) -> Response {
         throttled(format!("the cluster cannot take this now: {reason}"))
+    }
+
+    /// The produce and fetch counters of `topic` (one of the cluster's), registered with
+    /// `recorder` on first use; the handles of topics gone from the cluster are dropped then.
+    pub(super) fn topic_metrics(&self, recorder: &Metrics, topic: &str) -> Arc<TopicMetrics> {
+        let mut known = self.topic_metrics.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(metrics) = known.get(topic) {
+            return metrics.clone();
+        }
+        let image = self.image();
+        known.retain(|name, _| image.topics().contains_key(name));
+        let metrics = Arc::new(TopicMetrics::new(recorder, topic));
+        known.insert(topic.to_owned(), metrics.clone());
+        metrics
     }
 
     /// Sets the gauges of every replica this node holds (see `metrics::record_replica`).
@@ -950,11 +971,17 @@ impl Broker {
                 format!("topic '{topic}' is the cluster's own: clients do not produce to it"),
             ));
         }
+        let started = Instant::now();
         let group = cluster.group(topic, partition)?;
         let leader = group.leader();
         if leader != Some(cluster.node.id()) {
             return Err(cluster.not_leader(topic, partition, leader));
         }
+        let metrics = cluster.topic_metrics(self.metrics.recorder(), topic);
+        let rejected = |reason: Reject, response: Response| {
+            metrics.rejected(reason).increment(1);
+            response
+        };
         let mut batch = BytesMut::from(batch);
         let (validation, dedup) = cluster
             .image()
@@ -963,15 +990,21 @@ impl Broker {
             .map(|t| (t.config.validation, t.config.dedup_window.is_some()))
             .unwrap_or_default();
         let (producer, count) = {
-            let view = validate_produced(&batch)
-                .map_err(|e| error(ErrorCode::CorruptBatch, e.to_string()))?;
+            let view = validate_produced(&batch).map_err(|e| {
+                rejected(
+                    Reject::Corrupt,
+                    error(ErrorCode::CorruptBatch, e.to_string()),
+                )
+            })?;
             // Checked by the leader before proposing: the replicas store what it decided.
             if validation.key || validation.value {
                 self.check_schemas(topic, &validation, &view)
                     .await
                     .map_err(|refusal| match refusal {
-                        super::produce::SchemaRefusal::Refused(response)
-                        | super::produce::SchemaRefusal::Unavailable(response) => response,
+                        super::produce::SchemaRefusal::Refused(response) => {
+                            rejected(Reject::Schema, response)
+                        }
+                        super::produce::SchemaRefusal::Unavailable(response) => response,
                     })?;
             }
             (view.producer(), view.record_count())
@@ -996,6 +1029,7 @@ impl Broker {
                 SequenceCheck::Append => {}
                 SequenceCheck::Duplicate { base_offset } => {
                     drop(_turn);
+                    metrics.duplicate_batches.increment(1);
                     return cluster
                         .committed(&group, topic, partition, base_offset)
                         .await
@@ -1006,16 +1040,16 @@ impl Broker {
                         });
                 }
                 SequenceCheck::OutOfOrder { expected, received } => {
-                    return Err(error(
+                    return Err(rejected(Reject::Sequence, error(
                         ErrorCode::OutOfOrderSequence,
                         format!("out of order sequence for producer {}: expected {expected}, received {received}", producer.id),
-                    ))
+                    )))
                 }
                 SequenceCheck::Fenced { current_epoch } => {
-                    return Err(error(
+                    return Err(rejected(Reject::Fenced, error(
                         ErrorCode::ProducerFenced,
                         format!("producer {} epoch {} is fenced by epoch {current_epoch}", producer.id, producer.epoch),
-                    ))
+                    )))
                 }
             }
         }
@@ -1028,7 +1062,12 @@ impl Broker {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .plan_dedup(&batch, append_time_ms)
-                .map_err(|e| error(ErrorCode::CorruptBatch, e.to_string()))?;
+                .map_err(|e| {
+                    rejected(
+                        Reject::Corrupt,
+                        error(ErrorCode::CorruptBatch, e.to_string()),
+                    )
+                })?;
             match planned {
                 Some(mut plan) => {
                     // A dropped record's first copy may be uncommitted here (a previous
@@ -1058,13 +1097,27 @@ impl Broker {
             None
         };
         batch::stamp(&mut batch, 0, append_time_ms);
+        // What is stored: the records the window kept (none for a sequence marker).
+        let stored_records = match &plan {
+            Some(plan) => plan.kept() as u64,
+            None => u64::from(count),
+        };
+        let stored_bytes = batch.len() as u64;
         let proposal = Proposal::new(batch.freeze());
         let proposal = match durability {
             Durability::Fsync => proposal,
             // Acknowledged once a majority holds it, synced or not.
             Durability::Memory => proposal.unsynced(),
         };
-        match group.propose(proposal).await {
+        let proposed = group.propose(proposal).await;
+        if proposed.is_ok() {
+            metrics.records_in.increment(stored_records);
+            metrics.bytes_in.increment(stored_bytes);
+            self.metrics
+                .produce_duration(durability)
+                .record(started.elapsed());
+        }
+        match proposed {
             Ok(applied) => Ok(match plan {
                 None => Response::Produced {
                     base_offset: applied.base_offset,
@@ -1109,6 +1162,7 @@ impl Broker {
         min_bytes: u32,
     ) -> Result<Response, Response> {
         refuse_internal_reads(topic)?;
+        let started = Instant::now();
         let group = cluster.group(topic, partition)?;
         let max_bytes = (max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
         let deadline =
@@ -1149,6 +1203,10 @@ impl Broker {
             };
             let now = Instant::now();
             if bytes.len() >= wanted || now >= deadline {
+                let metrics = cluster.topic_metrics(self.metrics.recorder(), topic);
+                metrics.records_out.increment(batch::count_records(&bytes));
+                metrics.bytes_out.increment(bytes.len() as u64);
+                self.metrics.fetch_duration.record(started.elapsed());
                 return Ok(Response::Fetched {
                     high_watermark,
                     log_start_offset,

@@ -238,6 +238,7 @@ pub(crate) fn configs(
             key,
             timing: Timing::default(),
             join: false,
+            advertise: None,
         });
         configs.push(config);
     }

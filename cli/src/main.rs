@@ -600,6 +600,24 @@ struct ClusterArgs {
     /// partitions moved onto it (herald cluster move).
     #[arg(long, requires = "node_id")]
     join: bool,
+    /// Where clients reach this node's broker, as metadata names it (default: --listen; needed
+    /// when that is 0.0.0.0 or translated).
+    #[arg(long, value_name = "HOST:PORT", requires = "node_id")]
+    advertise: Option<String>,
+}
+
+/// The cluster settings of the broker's TOML config file (the flags win over them).
+#[derive(Default)]
+struct ClusterFile {
+    node_id: Option<u64>,
+    /// "ID=HOST:PORT" for every node, this one's included.
+    peers: Option<Vec<String>>,
+    raft_listen: Option<SocketAddr>,
+    cluster_ca: Option<PathBuf>,
+    node_cert: Option<PathBuf>,
+    node_key: Option<PathBuf>,
+    join: Option<bool>,
+    advertise: Option<String>,
 }
 
 fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
@@ -618,12 +636,30 @@ fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
 }
 
 impl ClusterArgs {
-    fn into_config(self) -> anyhow::Result<Option<herald_broker::broker::ClusterConfig>> {
-        let Some(node_id) = self.node_id else {
+    /// The cluster settings from these flags, or where a flag is not given from `file`:
+    /// `None` when neither names a node id (not a cluster node).
+    fn into_config(
+        self,
+        file: ClusterFile,
+    ) -> anyhow::Result<Option<herald_broker::broker::ClusterConfig>> {
+        let Some(node_id) = self.node_id.or(file.node_id) else {
+            anyhow::ensure!(
+                file.peers.is_none() && file.raft_listen.is_none() && file.advertise.is_none(),
+                "the config's cluster settings need node_id too"
+            );
             return Ok(None);
         };
+        let listed = if self.peers.is_empty() {
+            file.peers
+                .unwrap_or_default()
+                .iter()
+                .map(|peer| parse_peer(peer).map_err(|e| anyhow::anyhow!("peers in --config: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?
+        } else {
+            self.peers
+        };
         let mut peers = std::collections::BTreeMap::new();
-        for (id, addr) in self.peers {
+        for (id, addr) in listed {
             anyhow::ensure!(
                 peers.insert(id, addr).is_none(),
                 "--peers names node {id} twice"
@@ -633,8 +669,11 @@ impl ClusterArgs {
             .get(&node_id)
             .copied()
             .with_context(|| format!("--peers must name this node ({node_id}) too"))?;
-        let (Some(ca), Some(cert), Some(key)) = (self.cluster_ca, self.node_cert, self.node_key)
-        else {
+        let (Some(ca), Some(cert), Some(key)) = (
+            self.cluster_ca.or(file.cluster_ca),
+            self.node_cert.or(file.node_cert),
+            self.node_key.or(file.node_key),
+        ) else {
             anyhow::bail!(
                 "a cluster node needs --cluster-ca, --node-cert and --node-key (nodes authenticate each other with certificates the cluster's CA signed)"
             );
@@ -642,12 +681,13 @@ impl ClusterArgs {
         Ok(Some(herald_broker::broker::ClusterConfig {
             node_id,
             peers,
-            raft_listen: self.raft_listen.unwrap_or(own),
+            raft_listen: self.raft_listen.or(file.raft_listen).unwrap_or(own),
             ca,
             cert,
             key,
             timing: herald_broker::broker::Timing::default(),
-            join: self.join,
+            join: self.join || file.join.unwrap_or(false),
+            advertise: self.advertise.or(file.advertise),
         }))
     }
 }
@@ -752,6 +792,16 @@ struct BrokerFile {
     acl_file: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     principal_rules: Option<Vec<String>>,
+    // Cluster settings, as the cluster flags.
+    node_id: Option<u64>,
+    /// "ID=HOST:PORT" for every node, this one's included.
+    peers: Option<Vec<String>>,
+    raft_listen: Option<SocketAddr>,
+    cluster_ca: Option<PathBuf>,
+    node_cert: Option<PathBuf>,
+    node_key: Option<PathBuf>,
+    join: Option<bool>,
+    advertise: Option<String>,
 }
 
 impl BrokerServeArgs {
@@ -782,7 +832,16 @@ impl BrokerServeArgs {
             principal_rules: file.principal_rules,
         };
         self.security.apply(security, &mut config.security)?;
-        config.cluster = self.cluster.into_config()?;
+        config.cluster = self.cluster.into_config(ClusterFile {
+            node_id: file.node_id,
+            peers: file.peers,
+            raft_listen: file.raft_listen,
+            cluster_ca: file.cluster_ca,
+            node_cert: file.node_cert,
+            node_key: file.node_key,
+            join: file.join,
+            advertise: file.advertise,
+        })?;
         config.registry_url = self.registry.or(file.registry);
         config.registry_ca = self.registry_ca.or(file.registry_ca);
         config.metrics_listen = self.metrics_listen.or(file.metrics_listen);

@@ -73,6 +73,10 @@ struct Cluster {
     /// Authentication on (every node's users file holds the same admin, written by
     /// [`Cluster::shared_admin`]); off (`--insecure-no-auth`) otherwise.
     auth: bool,
+    /// Nodes given their cluster settings in a TOML config file instead of flags.
+    in_file: std::collections::BTreeSet<usize>,
+    /// What nodes advertise to clients (in their file if they have one, else as a flag).
+    advertise: BTreeMap<usize, String>,
 }
 
 impl Cluster {
@@ -96,6 +100,8 @@ impl Cluster {
             metrics: free_tcp_addrs(nodes)?,
             extra: Vec::new(),
             auth: false,
+            in_file: Default::default(),
+            advertise: BTreeMap::new(),
         })
     }
 
@@ -176,28 +182,51 @@ impl Cluster {
         if let Some(own) = &raft_listen {
             extra.extend(["--raft-listen", own.as_str()]);
         }
-        let mut args = vec![
-            "--tls-cert",
-            &client_cert,
-            "--tls-key",
-            &client_key,
-            "--node-id",
-            &id,
-            "--peers",
-            peers,
-            "--cluster-ca",
-            &self.ca,
-            "--node-cert",
-            cert,
-            "--node-key",
-            key,
-        ];
+        let mut args = vec!["--tls-cert", &client_cert, "--tls-key", &client_key];
+        let config = data_dir.join("cluster.toml").display().to_string();
+        let advertised = self.advertise.get(&node);
+        if self.in_file.contains(&node) {
+            anyhow::ensure!(
+                !self.extra.iter().any(|a| a == "--config"),
+                "a node configured by its file takes no other --config"
+            );
+            let list: Vec<String> = peers.split(',').map(|p| format!("{p:?}")).collect();
+            let mut text = format!(
+                "node_id = {node}\npeers = [{}]\ncluster_ca = {:?}\nnode_cert = {cert:?}\nnode_key = {key:?}\njoin = {join}\n",
+                list.join(", "),
+                self.ca
+            );
+            if let Some(own) = &raft_listen {
+                text.push_str(&format!("raft_listen = {own:?}\n"));
+            }
+            if let Some(addr) = advertised {
+                text.push_str(&format!("advertise = {addr:?}\n"));
+            }
+            std::fs::write(&config, text)?;
+            args.extend(["--config", config.as_str()]);
+        } else {
+            args.extend([
+                "--node-id",
+                &id,
+                "--peers",
+                peers,
+                "--cluster-ca",
+                &self.ca,
+                "--node-cert",
+                cert,
+                "--node-key",
+                key,
+            ]);
+            if let Some(addr) = advertised {
+                args.extend(["--advertise", addr.as_str()]);
+            }
+            if join {
+                args.push("--join");
+            }
+        }
         args.extend(extra);
         if !self.auth {
             args.push("--insecure-no-auth");
-        }
-        if join {
-            args.push("--join");
         }
         args.extend(self.extra.iter().map(String::as_str));
         BrokerProcess::start_on_with(&data_dir, self.listen[node - 1], &args)
@@ -1118,6 +1147,62 @@ async fn preferred_leader_of(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Nodes configured by their TOML file (node id, peers, certificates, what to advertise)
+/// form a cluster as flag-configured ones do, and metadata names each node where it said
+/// clients reach it (in its file for node 1, as a flag for node 2), the others where they
+/// listen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_configured_by_file_advertise_what_they_are_told() -> anyhow::Result<()> {
+    const NAMED: &str = "named";
+    let mut cluster = Cluster::new(3)?;
+    cluster.in_file = [1, 3].into();
+    let told: BTreeMap<usize, String> = [1, 2]
+        .into_iter()
+        .map(|node| {
+            (
+                node,
+                format!("localhost:{}", cluster.listen[node - 1].port()),
+            )
+        })
+        .collect();
+    cluster.advertise = told.clone();
+    let processes = cluster.start_all()?;
+    let router = Router::new(cluster.dialer(&processes)?, None);
+    create_topic(&router, NAMED, 1).await?;
+    let expected: BTreeMap<u64, String> = (1..=3usize)
+        .map(|node| {
+            let addr = told
+                .get(&node)
+                .cloned()
+                .unwrap_or_else(|| cluster.listen[node - 1].to_string());
+            (node as u64, addr)
+        })
+        .collect();
+    for (node, process) in &processes {
+        let client = process.client().await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let named: BTreeMap<u64, String> = client
+                .metadata(NAMED)
+                .await?
+                .nodes
+                .into_iter()
+                .map(|n| (n.id, n.addr))
+                .collect();
+            if named == expected {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "node {node} names {named:?}, not {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        client.close();
+    }
+    Ok(())
 }
 
 /// Joins `GROUP` through a node other than `skip` and heartbeats until the member owns every

@@ -71,6 +71,31 @@ pub struct ClusterConfig {
     /// itself) instead of founding it with them: it is added as a learner of the
     /// controller and holds the partitions moved onto it.
     pub join: bool,
+    /// Where clients reach this node's broker (HOST:PORT), as metadata names it to them:
+    /// needed when the broker listens on an unspecified address (0.0.0.0, ::) or behind a
+    /// translated one; the address it listens on by default.
+    pub advertise: Option<String>,
+}
+
+/// The address metadata names for a node whose broker listens on `bound`: `advertise` if
+/// given, else `bound`, which must then be one a client can dial.
+pub(crate) fn advertised_addr(
+    advertise: Option<&str>,
+    bound: SocketAddr,
+) -> Result<String, ClusterError> {
+    match advertise.map(str::trim) {
+        Some("") => Err(ClusterError::Advertise(
+            "the advertised address is empty: give HOST:PORT".to_owned(),
+        )),
+        Some(addr) if !addr.contains(':') => Err(ClusterError::Advertise(format!(
+            "the advertised address '{addr}' has no port: give HOST:PORT"
+        ))),
+        Some(addr) => Ok(addr.to_owned()),
+        None if bound.ip().is_unspecified() => Err(ClusterError::Advertise(format!(
+            "the broker listens on {bound}, which no client can dial: give the address clients reach this node at (--advertise HOST:PORT, or advertise in --config)"
+        ))),
+        None => Ok(bound.to_string()),
+    }
 }
 
 /// Why cluster mode did not start.
@@ -83,6 +108,8 @@ pub enum ClusterError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("advertised address: {0}")]
+    Advertise(String),
     #[error(transparent)]
     Net(#[from] herald_raft::net::NetError),
     #[error(transparent)]
@@ -157,6 +184,7 @@ impl Cluster {
         data_dir: &Path,
         producer_expiry_ms: i64,
     ) -> Result<Arc<Self>, ClusterError> {
+        let advertised = advertised_addr(config.advertise.as_deref(), broker_addr)?;
         let tls = load_tls(config)?;
         let bind = |source| ClusterError::Bind {
             addr: config.raft_listen,
@@ -181,7 +209,7 @@ impl Cluster {
         let node = Node::start(
             NodeConfig {
                 id: config.node_id,
-                broker_addr: broker_addr.to_string(),
+                broker_addr: advertised,
                 peers: config
                     .peers
                     .iter()
@@ -1296,6 +1324,31 @@ fn committed_prefix(mut bytes: Vec<u8>, high_watermark: i64) -> Vec<u8> {
 mod tests {
     use super::*;
     use herald_wire::batch::{BatchBuilder, Record};
+
+    /// A node names the address it was told to advertise, else the one it listens on; one
+    /// listening on every interface must be told (0.0.0.0 in metadata sends clients
+    /// nowhere), and an address without a port is refused.
+    #[test]
+    fn a_node_advertises_a_dialable_address() {
+        let loopback: SocketAddr = "127.0.0.1:7070".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:7070".parse().expect("addr");
+        let any6: SocketAddr = "[::]:7070".parse().expect("addr");
+        assert_eq!(
+            advertised_addr(None, loopback).expect("bound"),
+            "127.0.0.1:7070"
+        );
+        assert_eq!(
+            advertised_addr(Some("broker-1.internal:9000"), any).expect("told"),
+            "broker-1.internal:9000"
+        );
+        for unspecified in [any, any6] {
+            let refused = advertised_addr(None, unspecified).expect_err("no client dials it");
+            assert!(refused.to_string().contains("--advertise"), "{refused}");
+        }
+        for bad in ["", "  ", "broker-1"] {
+            assert!(advertised_addr(Some(bad), loopback).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn only_committed_batches_are_served() {

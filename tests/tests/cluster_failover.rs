@@ -2766,6 +2766,32 @@ async fn a_node_whose_disk_fills_up_catches_up_once_it_has_room() -> anyhow::Res
         let (base, value) = send(format!("full-{n}")).await?;
         acked.insert(base, value);
     }
+    // Node 3 says what keeps its replica from serving (as a single broker reports a fenced
+    // log), while writes keep coming.
+    let problem_on_3 = || async {
+        let client = processes[&3].client().await?;
+        let described = client.describe_topic(FULL).await;
+        client.close();
+        Ok::<_, anyhow::Error>(described?.partitions[0].problem.clone())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut extra = 0;
+    let problem = loop {
+        if let Some(problem) = problem_on_3().await? {
+            break problem;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node 3 describes its replica on a full disk without a problem"
+        );
+        let (base, value) = send(format!("full-extra-{extra}")).await?;
+        acked.insert(base, value);
+        extra += 1;
+    };
+    anyhow::ensure!(
+        problem.contains("space") || problem.contains("stopped"),
+        "node 3's problem: {problem}"
+    );
     std::fs::remove_file(&filler)?;
     for n in 0..10 {
         let (base, value) = send(format!("after-{n}")).await?;
@@ -2789,6 +2815,12 @@ async fn a_node_whose_disk_fills_up_catches_up_once_it_has_room() -> anyhow::Res
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    // Caught up, it reports no problem.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(problem) = problem_on_3().await? {
+        anyhow::ensure!(Instant::now() < deadline, "node 3 still reports {problem}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for node in [1, 2] {
         let others = stored_on(node).await?;
         for (offset, value) in &acked {

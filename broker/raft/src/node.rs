@@ -300,6 +300,8 @@ pub struct GroupStatus {
     pub term: u64,
     /// Each follower and the entries it is behind (only on the leader).
     pub followers: Vec<(u64, Option<u64>)>,
+    /// Why the group stopped on this node (its storage failed), until it is restarted.
+    pub stopped: Option<String>,
 }
 
 /// Where `raft`'s group stands, as this node knows it (see [`PartitionGroup::status`]).
@@ -326,6 +328,11 @@ fn status_of<S: Storage + Clone + 'static>(raft: &GroupRaft<S>) -> GroupStatus {
         leader: metrics.current_leader,
         term: metrics.current_term,
         followers,
+        stopped: metrics
+            .running_state
+            .as_ref()
+            .err()
+            .map(ToString::to_string),
     }
 }
 

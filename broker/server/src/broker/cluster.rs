@@ -899,6 +899,7 @@ impl Broker {
                         let partition = partition as u32;
                         let group = cluster.node.partition(name, partition);
                         let status = group.as_ref().map(PartitionGroup::status);
+                        let stopped = status.as_ref().and_then(|s| s.stopped.clone());
                         let replication = Replication {
                             leader: status.as_ref().and_then(|s| s.leader),
                             term: status.as_ref().map_or(0, |s| s.term),
@@ -915,23 +916,30 @@ impl Broker {
                                 })
                                 .unwrap_or_default(),
                         };
-                        let (start, high_watermark, segments, size) =
-                            group.map_or((0, 0, 0, 0), |g| {
+                        let (start, high_watermark, segments, size, fenced) =
+                            group.map_or((0, 0, 0, 0, None), |g| {
                                 let replica = g.replica.lock().unwrap_or_else(|p| p.into_inner());
                                 (
                                     replica.log().log_start_offset(),
                                     replica.high_watermark(),
                                     replica.log().segment_count() as u32,
                                     replica.log().size_bytes(),
+                                    replica.log().fence().reason().map(str::to_owned),
                                 )
                             });
+                        // What keeps this replica from serving, as a single broker reports a
+                        // fenced log: its log fenced (a failed sync), or its group stopped
+                        // (restarted from storage shortly).
+                        let problem = fenced.or(stopped.map(|reason| {
+                            format!("this replica stopped ({reason}); it restarts from its storage shortly")
+                        }));
                         PartitionDescription {
                             partition,
                             log_start_offset: start,
                             high_watermark,
                             segments,
                             size_bytes: size,
-                            problem: None,
+                            problem,
                             replication: Some(replication),
                         }
                     })

@@ -251,7 +251,7 @@ fn password_from_stdin() -> anyhow::Result<String> {
 /// `herald user ... --online`: the change over the client protocol; `None` if `command` is
 /// not one of those (it edits the users file).
 async fn user_online(command: &UserCommand) -> Option<anyhow::Result<()>> {
-    use herald_auth::users::Users;
+    use herald_auth::users::{RegistryChange, Users};
     let online = match command {
         UserCommand::Add { online, .. }
         | UserCommand::Passwd { online, .. }
@@ -263,17 +263,25 @@ async fn user_online(command: &UserCommand) -> Option<anyhow::Result<()>> {
         return None;
     }
     let result = async {
-        if let UserCommand::Add { registry, .. } = command {
-            anyhow::ensure!(
-                registry.registry_role.is_none(),
-                "--registry-role is kept in a users file: give it without --online"
-            );
-        }
+        // `add` sets the registry access it is given (a new user without one has none);
+        // `passwd` keeps it.
+        let registry = match command {
+            UserCommand::Add { registry, .. } => {
+                match registry_access(registry.registry_role.as_deref(), registry.subjects.clone())?
+                {
+                    Some(access) => RegistryChange::Set(access),
+                    None => RegistryChange::Keep,
+                }
+            }
+            _ => RegistryChange::Keep,
+        };
         let client = online.broker.router().await?.any().await?.client;
         match command {
             UserCommand::Add { name, .. } | UserCommand::Passwd { name, .. } => {
                 let credential = Users::credential_for(&password_from_stdin()?)?;
-                client.alter_user(name, &credential.to_text()).await?;
+                client
+                    .alter_user_with(name, &credential.to_text(), registry)
+                    .await?;
                 println!("set the credential of user {name}");
             }
             UserCommand::Remove { name, .. } => {

@@ -187,11 +187,14 @@ pub struct RegistryProcess {
 impl RegistryProcess {
     /// Starts a registry on `127.0.0.1:0` over `data_dir` and waits for its address.
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
-        let process = HeraldProcess::start(
-            &["registry", "serve", "--listen", "127.0.0.1:0"],
-            data_dir,
-            "herald registry listening on ",
-        )?;
+        Self::start_with(data_dir, &[])
+    }
+
+    /// [`RegistryProcess::start`] with more arguments (`--users FILE`, ...).
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec!["registry", "serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let process = HeraldProcess::start(&args, data_dir, "herald registry listening on ")?;
         let url = process.announced.clone();
         Ok(Self { process, url })
     }

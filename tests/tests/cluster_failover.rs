@@ -2446,6 +2446,7 @@ async fn users_are_the_same_on_every_node() -> anyhow::Result<()> {
             herald_tests::run_with_input(
                 std::process::Command::new(herald_tests::herald_binary()?)
                     .args(["user", "add", "alice", "--online", "--broker", &node_2])
+                    .args(["--registry-role", "write", "--subject", "team-a."])
                     .args(["--fingerprint", &fingerprint, "--credentials"])
                     .arg(&admin_file),
                 "correct horse\n",
@@ -2495,6 +2496,84 @@ async fn users_are_the_same_on_every_node() -> anyhow::Result<()> {
         }
     };
     on_every_node("correct horse", true).await?;
+    // Every node keeps a copy of the cluster's users, with their registry roles, where a
+    // registry reads them: alice writes team-a. subjects there, and nothing else.
+    let mirror = |node: usize| {
+        cluster
+            .dir
+            .path()
+            .join(format!("node-{node}"))
+            .join(herald_broker::security::CLUSTER_MIRROR_DIR)
+            .join(herald_auth::users::FILE)
+    };
+    let writer = herald_auth::users::RegistryAccess::new(
+        herald_auth::users::RegistryRole::Write,
+        vec!["team-a.".to_owned()],
+    )?;
+    for node in 1..=3 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let users = herald_auth::users::Users::open_file(&mirror(node))?;
+            if users.user("alice").and_then(|u| u.registry.as_ref()) == Some(&writer) {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "node {node}'s copy of the cluster's users: {:?}",
+                users.names().collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let users_file = mirror(1).display().to_string();
+    let registry = herald_tests::RegistryProcess::start_with(
+        &cluster.dir.path().join("registry"),
+        &["--users", &users_file],
+    )?;
+    let http = reqwest::Client::new();
+    let register = |subject: &'static str, password: &'static str| {
+        let (http, url) = (&http, registry.url.clone());
+        async move {
+            let status = http
+                .post(format!("{url}/subjects/{subject}/versions"))
+                .basic_auth("alice", Some(password))
+                .header("content-type", "application/vnd.schemaregistry.v1+json")
+                .body(r#"{"schema":"\"string\""}"#)
+                .send()
+                .await?
+                .status();
+            Ok::<_, anyhow::Error>(status.as_u16())
+        }
+    };
+    let mine = register("team-a.orders-value", "correct horse").await?;
+    anyhow::ensure!(mine == 200, "alice registering under team-a.: {mine}");
+    let theirs = register("team-b.orders-value", "correct horse").await?;
+    anyhow::ensure!(theirs == 403, "alice registering under team-b.: {theirs}");
+    // A SUBJECT grant made through the cluster reaches the registry too.
+    {
+        use herald_auth::acl::{AclEntry, Operation, PatternType, Permission, Principal};
+        let grant = AclEntry::new(
+            Principal::user("alice")?,
+            herald_auth::acl::ResourceType::Subject,
+            PatternType::Prefixed,
+            "team-b.",
+            Operation::Write,
+            Permission::Allow,
+        )?;
+        admins[&2].create_acls(vec![grant]).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let granted = register("team-b.orders-value", "correct horse").await?;
+        if granted == 200 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "alice under team-b. after the cluster's grant: {granted}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for (node, admin) in &admins {
         let names = admin.list_users().await?;
         anyhow::ensure!(
@@ -2520,9 +2599,21 @@ async fn users_are_the_same_on_every_node() -> anyhow::Result<()> {
         .await?;
     on_every_node("correct horse", false).await?;
     on_every_node("battery staple", true).await?;
-    // Removed through node 1: refused everywhere.
+    // Removed through node 1: refused everywhere, the registry included.
     admins[&1].delete_user("alice").await?;
     on_every_node("battery staple", false).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = register("team-a.orders-value", "battery staple").await?;
+        if status == 401 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the registry still answers a removed user {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     match admins[&2].delete_user("alice").await {
         Err(RequestError::Broker {
             code: ErrorCode::InvalidRequest,

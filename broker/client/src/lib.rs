@@ -900,10 +900,23 @@ impl BrokerClient {
     /// password never leaves the client), adding the user if new. On a cluster the user is
     /// the same on every node.
     pub async fn alter_user(&self, name: &str, credential: &str) -> Result<(), RequestError> {
+        self.alter_user_with(name, credential, herald_auth::users::RegistryChange::Keep)
+            .await
+    }
+
+    /// [`BrokerClient::alter_user`], changing the user's registry access as `registry` says
+    /// (on a cluster, what a registry reading the cluster's users lets the user do).
+    pub async fn alter_user_with(
+        &self,
+        name: &str,
+        credential: &str,
+        registry: herald_auth::users::RegistryChange,
+    ) -> Result<(), RequestError> {
         match self
             .call(Request::Security(SecurityRequest::AlterUser {
                 name: name.to_owned(),
                 credential: credential.to_owned(),
+                registry,
             }))
             .await?
         {

@@ -19,12 +19,14 @@ use herald_auth::acl::{
 };
 
 use herald_auth::scram::Credential;
-use herald_auth::users::{check_name, USERS_MAX};
+use herald_auth::users::{check_name, RegistryAccess, RegistryChange, USERS_MAX};
 use herald_wire::limits::{
     CREDENTIAL_TEXT_BYTES_MAX, PRODUCER_NAME_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
 };
 use herald_wire::messages::{put_config, read_config, TopicConfig, TopicId};
-use herald_wire::security::{put_entries, put_filter, read_entries, read_filter};
+use herald_wire::security::{
+    put_entries, put_filter, put_registry_change, read_entries, read_filter, read_registry_change,
+};
 use herald_wire::{put_node_ids, put_string, DecodeError, Reader};
 
 use crate::producer_ids::{ProducerIdRefusal, ProducerIdTable};
@@ -84,8 +86,13 @@ pub enum Command {
         partition: u32,
         replicas: Vec<u64>,
     },
-    /// `name`'s SCRAM credential (its text form) is set, the user added if new.
-    PutUser { name: String, credential: String },
+    /// `name`'s SCRAM credential (its text form) is set, the user added if new, and its
+    /// registry access changed as `registry` says.
+    PutUser {
+        name: String,
+        credential: String,
+        registry: RegistryChange,
+    },
     /// The user `name` is removed.
     DeleteUser { name: String },
     /// The partition's Raft group has `replicas` as its voters: the move to them is done.
@@ -248,10 +255,19 @@ pub struct ClusterImage {
     outcomes: BTreeMap<i64, Outcome>,
     producers: ProducerIdTable,
     acls: BTreeSet<AclEntry>,
-    /// Each user's SCRAM credential, in its text form.
-    users: BTreeMap<String, String>,
+    /// Each user's SCRAM credential (text form) and registry access.
+    users: BTreeMap<String, ClusterUser>,
     /// Nodes removed from the cluster (their ids are not taken again).
     removed: BTreeSet<u64>,
+}
+
+/// A user of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterUser {
+    /// The SCRAM credential, in its text form.
+    pub credential: String,
+    /// What the user may do on a registry that reads the cluster's users; `None`: nothing.
+    pub registry: Option<RegistryAccess>,
 }
 
 impl ClusterImage {
@@ -278,8 +294,8 @@ impl ClusterImage {
         &self.acls
     }
 
-    /// The cluster's users and their SCRAM credentials (text form).
-    pub fn users(&self) -> &BTreeMap<String, String> {
+    /// The cluster's users: their SCRAM credentials (text form) and registry access.
+    pub fn users(&self) -> &BTreeMap<String, ClusterUser> {
         &self.users
     }
 
@@ -445,15 +461,30 @@ impl ClusterImage {
                 }
                 Ok(Outcome::MoveStarted)
             }
-            Command::PutUser { name, credential } => {
+            Command::PutUser {
+                name,
+                credential,
+                registry,
+            } => {
                 check_name(name).map_err(|e| CommandError::InvalidUser(e.to_string()))?;
                 Credential::parse(credential)
                     .map_err(|e| CommandError::InvalidUser(format!("{name}: {e}")))?;
-                let added = !self.users.contains_key(name);
+                registry
+                    .check()
+                    .map_err(|e| CommandError::InvalidUser(format!("{name}: {e}")))?;
+                let current = self.users.get(name);
+                let added = current.is_none();
                 if added && self.users.len() >= USERS_MAX {
                     return Err(CommandError::TooManyUsers);
                 }
-                self.users.insert(name.clone(), credential.clone());
+                let access = registry.apply(current.and_then(|user| user.registry.clone()));
+                self.users.insert(
+                    name.clone(),
+                    ClusterUser {
+                        credential: credential.clone(),
+                        registry: access,
+                    },
+                );
                 Ok(Outcome::UserPut { added })
             }
             Command::DeleteUser { name } => match self.users.remove(name) {
@@ -650,10 +681,15 @@ impl Command {
                 out.push(9);
                 put_placement(&mut out, name, id, *partition, replicas);
             }
-            Command::PutUser { name, credential } => {
-                out.push(10);
+            Command::PutUser {
+                name,
+                credential,
+                registry,
+            } => {
+                out.push(13);
                 put_string(&mut out, name);
                 put_string(&mut out, credential);
+                put_registry_change(&mut out, registry);
             }
             Command::DeleteUser { name } => {
                 out.push(11);
@@ -739,9 +775,16 @@ impl Command {
                     replicas,
                 }
             }
+            // Written before users had registry access.
             10 => Command::PutUser {
                 name: r.string("user name", PRINCIPAL_NAME_BYTES_MAX)?,
                 credential: r.string("credential", CREDENTIAL_TEXT_BYTES_MAX)?,
+                registry: RegistryChange::Keep,
+            },
+            13 => Command::PutUser {
+                name: r.string("user name", PRINCIPAL_NAME_BYTES_MAX)?,
+                credential: r.string("credential", CREDENTIAL_TEXT_BYTES_MAX)?,
+                registry: read_registry_change(&mut r)?,
             },
             11 => Command::DeleteUser {
                 name: r.string("user name", PRINCIPAL_NAME_BYTES_MAX)?,
@@ -1254,6 +1297,7 @@ mod tests {
         let put = |name: &str, credential: &str| Command::PutUser {
             name: name.to_owned(),
             credential: credential.to_owned(),
+            registry: RegistryChange::Keep,
         };
         let delete = |name: &str| Command::DeleteUser {
             name: name.to_owned(),
@@ -1287,8 +1331,54 @@ mod tests {
         );
         assert!(image.users().is_empty());
         run(&mut image, &[put("dave", &second)]);
-        assert_eq!(image.users().get("dave"), Some(&second));
-        for command in [put("dave", &second), delete("dave")] {
+        assert_eq!(
+            image.users().get("dave").map(|u| &u.credential),
+            Some(&second)
+        );
+        // Registry access: set with a credential, kept by a new password, cleared.
+        let writer = RegistryAccess::new(
+            herald_auth::users::RegistryRole::Write,
+            vec!["team-a.".to_owned()],
+        )
+        .expect("access");
+        let with = |change: RegistryChange| Command::PutUser {
+            name: "dave".to_owned(),
+            credential: first.clone(),
+            registry: change,
+        };
+        let access = |image: &ClusterImage| image.users()["dave"].registry.clone();
+        run(&mut image, &[with(RegistryChange::Set(writer.clone()))]);
+        assert_eq!(access(&image), Some(writer.clone()));
+        run(&mut image, &[put("dave", &second)]);
+        assert_eq!(
+            access(&image),
+            Some(writer.clone()),
+            "a new password keeps it"
+        );
+        run(&mut image, &[with(RegistryChange::Clear)]);
+        assert_eq!(access(&image), None);
+        let bad = RegistryAccess {
+            role: herald_auth::users::RegistryRole::Read,
+            subjects: Some(vec![String::new()]),
+        };
+        assert!(matches!(
+            run(&mut image, &[with(RegistryChange::Set(bad))])[0],
+            Outcome::Refused(CommandError::InvalidUser(_))
+        ));
+        // A user put before registry access existed (kind 10) reads as keeping it.
+        let mut old = vec![10u8];
+        herald_wire::put_string(&mut old, "erin");
+        herald_wire::put_string(&mut old, &first);
+        assert_eq!(
+            Command::decode(&old).expect("older form"),
+            put("erin", &first)
+        );
+        for command in [
+            put("dave", &second),
+            with(RegistryChange::Set(writer)),
+            with(RegistryChange::Clear),
+            delete("dave"),
+        ] {
             let bytes = command.encode();
             assert_eq!(Command::decode(&bytes).expect("round trip"), command);
             for cut in 0..bytes.len() {

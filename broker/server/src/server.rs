@@ -1118,8 +1118,10 @@ async fn follow_cluster_acls(cluster: Arc<crate::broker::Cluster>, security: Arc
 
 /// Takes the cluster's ACL entries and users as `image` has them.
 fn follow_cluster_security(image: &herald_broker_core::cluster::ClusterImage, security: &Security) {
-    if let Err(error) = security.acls().follow(image.acls(), image.next_offset()) {
-        tracing::error!(%error, "the cluster's ACL entries could not be taken");
+    match security.acls().follow(image.acls(), image.next_offset()) {
+        Ok(true) => security.mirror_cluster_acls(image.acls()),
+        Ok(false) => {}
+        Err(error) => tracing::error!(%error, "the cluster's ACL entries could not be taken"),
     }
     security.follow_users(image.users(), image.next_offset());
 }

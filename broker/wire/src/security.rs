@@ -6,13 +6,17 @@
 //! CreateAcls    (17)  count: u32, entry*                     -> added: u32
 //! DescribeAcls  (18)  filter                                 -> count: u32, entry*
 //! DeleteAcls    (19)  filter                                 -> count: u32, entry* (those removed)
-//! AlterUser     (22)  name: string, credential: string       -> (empty)
+//! AlterUser     (22)  name: string, credential: string,
+//!                     [registry change]                      -> (empty)
 //! DeleteUser    (23)  name: string                           -> (empty)
 //! ListUsers     (24)  (empty)                                -> count: u32, name: string*
 //!
 //! entry  = principal: string, resource type: u8, pattern type: u8, name: string,
 //!          operation: u8, permission: u8
 //! filter = one presence byte (0 or 1) before each of the entry's six fields
+//! registry change = 0 keep | 1 set, role: u8 (0 read, 1 write, 2 admin),
+//!          prefix count: u32 (0: every subject), prefix: string* | 2 clear
+//!          (absent, as older clients send it: keep)
 //! ```
 //!
 //! A SCRAM exchange takes two `Authenticate` round trips on one connection (see
@@ -25,6 +29,10 @@ use std::str::FromStr;
 use herald_auth::acl::{
     AclEntry, AclFilter, Operation, PatternType, Permission, Principal, ResourceType,
     PRINCIPAL_NAME_BYTES_MAX, RESOURCE_NAME_BYTES_MAX,
+};
+
+use herald_auth::users::{
+    RegistryAccess, RegistryChange, RegistryRole, SUBJECT_PREFIXES_MAX, SUBJECT_PREFIX_BYTES_MAX,
 };
 
 use crate::api::Api;
@@ -56,10 +64,12 @@ pub enum SecurityRequest {
     DeleteAcls {
         filter: AclFilter,
     },
-    /// Sets `name`'s credential (its text form), adding the user if new.
+    /// Sets `name`'s credential (its text form), adding the user if new, and changes its
+    /// registry access as `registry` says.
     AlterUser {
         name: String,
         credential: String,
+        registry: RegistryChange,
     },
     DeleteUser {
         name: String,
@@ -107,9 +117,14 @@ impl SecurityRequest {
             SecurityRequest::DescribeAcls { filter } | SecurityRequest::DeleteAcls { filter } => {
                 put_filter(out, filter)
             }
-            SecurityRequest::AlterUser { name, credential } => {
+            SecurityRequest::AlterUser {
+                name,
+                credential,
+                registry,
+            } => {
                 put_string(out, name);
                 put_string(out, credential);
+                put_registry_change(out, registry);
             }
             SecurityRequest::DeleteUser { name } => put_string(out, name),
             SecurityRequest::ListUsers => {}
@@ -136,6 +151,11 @@ impl SecurityRequest {
             Api::AlterUser => SecurityRequest::AlterUser {
                 name: r.string("user name", PRINCIPAL_NAME_BYTES_MAX)?,
                 credential: r.string("credential", CREDENTIAL_TEXT_BYTES_MAX)?,
+                registry: if r.remaining() == 0 {
+                    RegistryChange::Keep
+                } else {
+                    read_registry_change(r)?
+                },
             },
             Api::DeleteUser => SecurityRequest::DeleteUser {
                 name: r.string("user name", PRINCIPAL_NAME_BYTES_MAX)?,
@@ -332,6 +352,60 @@ fn read_entry(r: &mut Reader<'_>) -> Result<AclEntry, DecodeError> {
     .map_err(|e| DecodeError::Invalid {
         what: "ACL entry",
         detail: e.to_string(),
+    })
+}
+
+/// Writes a user's registry change (see the module's grammar).
+pub fn put_registry_change(out: &mut Vec<u8>, change: &RegistryChange) {
+    match change {
+        RegistryChange::Keep => out.push(0),
+        RegistryChange::Set(access) => {
+            out.push(1);
+            out.push(match access.role {
+                RegistryRole::Read => 0,
+                RegistryRole::Write => 1,
+                RegistryRole::Admin => 2,
+            });
+            let prefixes = access.subjects.as_deref().unwrap_or_default();
+            out.extend_from_slice(&(prefixes.len() as u32).to_be_bytes());
+            for prefix in prefixes {
+                put_string(out, prefix);
+            }
+        }
+        RegistryChange::Clear => out.push(2),
+    }
+}
+
+/// Reads what [`put_registry_change`] wrote; an access [`RegistryAccess::check`] refuses is
+/// an error.
+pub fn read_registry_change(r: &mut Reader<'_>) -> Result<RegistryChange, DecodeError> {
+    let invalid = |what: &'static str, detail: String| DecodeError::Invalid { what, detail };
+    Ok(match r.u8("registry change")? {
+        0 => RegistryChange::Keep,
+        1 => {
+            let role = match r.u8("registry role")? {
+                0 => RegistryRole::Read,
+                1 => RegistryRole::Write,
+                2 => RegistryRole::Admin,
+                other => return Err(invalid("registry role", other.to_string())),
+            };
+            let count = r.u32("subject prefix count")? as usize;
+            if count > SUBJECT_PREFIXES_MAX {
+                return Err(invalid(
+                    "subject prefix count",
+                    format!("{count}, at most {SUBJECT_PREFIXES_MAX}"),
+                ));
+            }
+            let prefixes = (0..count)
+                .map(|_| r.string("subject prefix", SUBJECT_PREFIX_BYTES_MAX))
+                .collect::<Result<Vec<_>, _>>()?;
+            RegistryChange::Set(
+                RegistryAccess::new(role, prefixes)
+                    .map_err(|e| invalid("registry access", e.to_string()))?,
+            )
+        }
+        2 => RegistryChange::Clear,
+        other => return Err(invalid("registry change", other.to_string())),
     })
 }
 

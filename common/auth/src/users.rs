@@ -160,6 +160,37 @@ impl RegistryAccess {
     }
 }
 
+/// What setting a user's credential does to its registry access (a user added with `Keep`
+/// has none).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RegistryChange {
+    /// The access stays as it is.
+    #[default]
+    Keep,
+    Set(RegistryAccess),
+    /// The user may do nothing on the registry.
+    Clear,
+}
+
+impl RegistryChange {
+    /// The access a user has after this change, having had `current`.
+    pub fn apply(&self, current: Option<RegistryAccess>) -> Option<RegistryAccess> {
+        match self {
+            RegistryChange::Keep => current,
+            RegistryChange::Set(access) => Some(access.clone()),
+            RegistryChange::Clear => None,
+        }
+    }
+
+    /// The access it sets is valid (see [`RegistryAccess::check`]).
+    pub fn check(&self) -> Result<(), UsersError> {
+        match self {
+            RegistryChange::Set(access) => access.check(),
+            RegistryChange::Keep | RegistryChange::Clear => Ok(()),
+        }
+    }
+}
+
 /// One user of the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -386,20 +417,25 @@ impl Users {
         })
     }
 
-    /// Sets a user's credential (made elsewhere: a client over the wire), adding the user
-    /// (with no registry access) if new; an existing user's registry access stays. Whether
-    /// the user is new.
+    /// Sets a user's credential (made elsewhere: a client over the wire), adding the user if
+    /// new, and changes its registry access as `registry` says (a new user with `Keep` has
+    /// none), in one change of the file. Whether the user is new.
     pub fn set_credential(
         &mut self,
         name: &str,
         credential: Credential,
+        registry: &RegistryChange,
     ) -> Result<bool, UsersError> {
         check_name(name)?;
+        registry.check()?;
         let mut added = false;
         self.change(|users| {
             let count = users.len();
             match users.get_mut(name) {
-                Some(user) => user.credential = credential,
+                Some(user) => {
+                    user.credential = credential;
+                    user.registry = registry.apply(user.registry.take());
+                }
                 None if count >= USERS_MAX => return Err(UsersError::TooMany),
                 None => {
                     added = true;
@@ -407,7 +443,7 @@ impl Users {
                         name.to_owned(),
                         User {
                             credential,
-                            registry: None,
+                            registry: registry.apply(None),
                         },
                     );
                 }
@@ -433,6 +469,31 @@ impl Users {
             user.registry = registry;
             Ok(())
         })
+    }
+
+    /// Makes the file hold exactly `users` (a copy of users kept elsewhere: a cluster node
+    /// writes the cluster's for a registry to read); nothing is written if it holds them
+    /// already. Whether it changed.
+    pub fn replace_all(&mut self, users: BTreeMap<String, User>) -> Result<bool, UsersError> {
+        for (name, user) in &users {
+            check_name(name)?;
+            if let Some(access) = &user.registry {
+                access.check()?;
+            }
+        }
+        if users.len() > USERS_MAX {
+            return Err(UsersError::TooMany);
+        }
+        let stored = Self::open_file(&self.path)?;
+        if stored.users == users {
+            self.users = stored.users;
+            return Ok(false);
+        }
+        self.change(|current| {
+            *current = users;
+            Ok(())
+        })?;
+        Ok(true)
     }
 
     pub fn remove(&mut self, name: &str) -> Result<(), UsersError> {
@@ -494,6 +555,51 @@ mod tests {
     use crate::scram::{nonce, ScramClient, ScramServer};
 
     use super::*;
+
+    /// A credential set over the wire changes the registry access as told (a new user with
+    /// `Keep` has none, a new password keeps it, `Clear` takes it away); `replace_all` makes
+    /// the file hold exactly what it is given and writes nothing when it holds it already.
+    #[test]
+    fn credentials_set_elsewhere_change_registry_access_as_told() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut users = Users::open(dir.path()).expect("open");
+        let credential = || Users::credential_for("correct horse battery").expect("credential");
+        let writer =
+            RegistryAccess::new(RegistryRole::Write, vec!["team-a.".to_owned()]).expect("access");
+        let access = |users: &Users| users.user("alice").and_then(|u| u.registry.clone());
+        assert!(users
+            .set_credential("alice", credential(), &RegistryChange::Keep)
+            .expect("added"));
+        assert_eq!(access(&users), None);
+        users
+            .set_credential("alice", credential(), &RegistryChange::Set(writer.clone()))
+            .expect("set");
+        assert_eq!(access(&users), Some(writer.clone()));
+        users
+            .set_credential("alice", credential(), &RegistryChange::Keep)
+            .expect("kept");
+        assert_eq!(
+            access(&Users::open(dir.path()).expect("reread")),
+            Some(writer)
+        );
+        users
+            .set_credential("alice", credential(), &RegistryChange::Clear)
+            .expect("cleared");
+        assert_eq!(access(&users), None);
+        let copy = dir.path().join("copy").join(FILE);
+        let mut mirror = Users::open_file(&copy).expect("open");
+        let wanted: BTreeMap<String, User> = users
+            .iter()
+            .map(|(name, user)| (name.to_owned(), user.clone()))
+            .collect();
+        assert!(mirror.replace_all(wanted.clone()).expect("written"));
+        assert!(
+            !mirror.replace_all(wanted).expect("same"),
+            "nothing to write"
+        );
+        assert!(mirror.replace_all(BTreeMap::new()).expect("emptied"));
+        assert!(Users::open_file(&copy).expect("reread").is_empty());
+    }
 
     /// A SCRAM exchange of `user`/`password` against what `users` stores.
     fn authenticates(users: &Users, user: &str, password: &str) -> bool {

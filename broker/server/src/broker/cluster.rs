@@ -286,9 +286,15 @@ impl Cluster {
                 }
                 Command::RemoveAcls { filter }
             }
-            SecurityRequest::AlterUser { name, credential } => {
-                Command::PutUser { name, credential }
-            }
+            SecurityRequest::AlterUser {
+                name,
+                credential,
+                registry,
+            } => Command::PutUser {
+                name,
+                credential,
+                registry,
+            },
             SecurityRequest::DeleteUser { name } => Command::DeleteUser { name },
             other => {
                 return error(

@@ -37,7 +37,7 @@ use crate::metrics::BrokerMetrics;
 use crate::producer_ids::ProducerOwner;
 use access::{Access, Listing};
 use acls::{AclStore, AclStoreError};
-use herald_auth::users::{Users, UsersError, UsersWatch};
+use herald_auth::users::{User, Users, UsersError, UsersWatch};
 use limiter::FailureLimiter;
 pub use principals::{PrincipalRule, PrincipalRules};
 
@@ -108,7 +108,11 @@ pub enum SecurityError {
 }
 
 /// A cluster's users by name, with their credentials.
-type ClusterUsers = BTreeMap<String, Credential>;
+type ClusterUsers = BTreeMap<String, User>;
+
+/// The directory under a cluster node's data directory with the copy of the cluster's users
+/// and ACL entries a registry reads (see [`Security::mirror_dir`]).
+pub const CLUSTER_MIRROR_DIR: &str = "cluster";
 
 /// The broker's authentication and authorization.
 pub struct Security {
@@ -653,7 +657,11 @@ impl Security {
                     Err(e) => stored(e),
                 }
             }
-            SecurityRequest::AlterUser { name, credential } => {
+            SecurityRequest::AlterUser {
+                name,
+                credential,
+                registry,
+            } => {
                 let credential = match Credential::parse(&credential) {
                     Ok(credential) => credential,
                     Err(e) => {
@@ -664,7 +672,7 @@ impl Security {
                     }
                 };
                 match Users::open_file(&self.users_path)
-                    .and_then(|mut users| users.set_credential(&name, credential))
+                    .and_then(|mut users| users.set_credential(&name, credential, &registry))
                 {
                     Ok(_) => Response::Security(SecurityResponse::UserAltered),
                     Err(e) => users_refusal(e),
@@ -703,7 +711,7 @@ impl Security {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .and_then(|(_, users)| users.get(name).cloned());
+            .and_then(|(_, users)| users.get(name).map(|user| user.credential.clone()));
         cluster.or_else(|| file.credential(name).cloned())
     }
 
@@ -724,11 +732,16 @@ impl Security {
         names.into_iter().collect()
     }
 
-    /// Takes the cluster's users (name → credential text) as of metadata version `version`;
-    /// an older version than the one taken changes nothing (a late reader cannot bring back
-    /// a removed user). A credential that does not parse is left out (the cluster checked
-    /// each when it was put). Whether anything changed.
-    pub fn follow_users(&self, users: &BTreeMap<String, String>, version: i64) -> bool {
+    /// Takes the cluster's users (credential text and registry access by name) as of
+    /// metadata version `version`; an older version than the one taken changes nothing (a
+    /// late reader cannot bring back a removed user). A credential that does not parse is
+    /// left out (the cluster checked each when it was put). When they changed, the copy a
+    /// registry reads is rewritten (see [`Security::mirror_cluster`]). Whether they changed.
+    pub fn follow_users(
+        &self,
+        users: &BTreeMap<String, herald_broker_core::cluster::ClusterUser>,
+        version: i64,
+    ) -> bool {
         let mut current = self
             .cluster_users
             .write()
@@ -738,11 +751,47 @@ impl Security {
         }
         let parsed: ClusterUsers = users
             .iter()
-            .filter_map(|(name, text)| Some((name.clone(), Credential::parse(text).ok()?)))
+            .filter_map(|(name, user)| {
+                let credential = Credential::parse(&user.credential).ok()?;
+                Some((
+                    name.clone(),
+                    User {
+                        credential,
+                        registry: user.registry.clone(),
+                    },
+                ))
+            })
             .collect();
         let changed = current.as_ref().is_none_or(|(_, old)| **old != parsed);
+        if changed {
+            let path = self.mirror_dir().join(herald_auth::users::FILE);
+            if let Err(error) =
+                Users::open_file(&path).and_then(|mut file| file.replace_all(parsed.clone()))
+            {
+                tracing::error!(%error, path = %path.display(), "the registry's copy of the cluster's users could not be written");
+            }
+        }
         *current = Some((version, Arc::new(parsed)));
         changed
+    }
+
+    /// Where a cluster node keeps a copy of the cluster's users and ACL entries, in the
+    /// files a registry reads (`herald registry serve --users <data-dir>/cluster/users.meta`
+    /// reads the users with their registry roles, and the SUBJECT ACLs beside them): the
+    /// cluster's own copy is its controller's log, which a registry cannot read.
+    pub fn mirror_dir(&self) -> PathBuf {
+        self.users_path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(CLUSTER_MIRROR_DIR)
+    }
+
+    /// Rewrites the copy of the cluster's ACL entries (see [`Security::mirror_dir`]).
+    pub fn mirror_cluster_acls(&self, entries: &BTreeSet<herald_auth::acl::AclEntry>) {
+        let entries: Vec<_> = entries.iter().cloned().collect();
+        if let Err(error) = herald_auth::stored_acls::write(&self.mirror_dir(), &entries) {
+            tracing::error!(%error, "the registry's copy of the cluster's ACL entries could not be written");
+        }
     }
 
     /// Called before topic `name` is deleted: its literal ALLOW entries go first, so that a

@@ -84,8 +84,30 @@ fn security_request() -> impl Strategy<Value = SecurityRequest> {
             .prop_map(|entries| SecurityRequest::CreateAcls { entries }),
         acl_filter().prop_map(|filter| SecurityRequest::DescribeAcls { filter }),
         acl_filter().prop_map(|filter| SecurityRequest::DeleteAcls { filter }),
-        ("[a-z]{1,12}", ".{0,60}")
-            .prop_map(|(name, credential)| SecurityRequest::AlterUser { name, credential }),
+        (
+            "[a-z]{1,12}",
+            ".{0,60}",
+            0u8..3,
+            proptest::collection::vec("[a-z.]{1,8}", 0..3),
+            0u8..3
+        )
+            .prop_map(|(name, credential, role, subjects, change)| {
+                use herald_auth::users::{RegistryAccess, RegistryChange, RegistryRole};
+                let role = [RegistryRole::Read, RegistryRole::Write, RegistryRole::Admin]
+                    [usize::from(role)];
+                let registry = match change {
+                    0 => RegistryChange::Keep,
+                    1 => RegistryChange::Set(
+                        RegistryAccess::new(role, subjects).expect("valid prefixes"),
+                    ),
+                    _ => RegistryChange::Clear,
+                };
+                SecurityRequest::AlterUser {
+                    name,
+                    credential,
+                    registry,
+                }
+            }),
         "[a-z]{1,12}".prop_map(|name| SecurityRequest::DeleteUser { name }),
         Just(SecurityRequest::ListUsers),
     ]
@@ -528,6 +550,25 @@ fn group_response() -> impl Strategy<Value = (Api, GroupResponse)> {
 /// A produce decoded from an owned body keeps its batch in that body's buffer: no copy, and
 /// the only view of it, so the broker takes it as mutable without copying either. A fetch
 /// answer's batches are likewise a view into the frame body.
+/// An `AlterUser` from a client before registry changes (name and credential only) keeps
+/// the user's registry access; a bad change byte is refused.
+#[test]
+fn an_alter_user_without_a_registry_change_keeps_the_access() {
+    let mut body = Vec::new();
+    crate::put_string(&mut body, "alice");
+    crate::put_string(&mut body, "credential text");
+    assert_eq!(
+        Request::decode(Api::AlterUser, &body).expect("older form"),
+        Request::Security(SecurityRequest::AlterUser {
+            name: "alice".to_owned(),
+            credential: "credential text".to_owned(),
+            registry: herald_auth::users::RegistryChange::Keep,
+        })
+    );
+    body.push(7);
+    assert!(Request::decode(Api::AlterUser, &body).is_err());
+}
+
 #[test]
 fn owned_decoding_takes_the_payload_without_copying_it() {
     let request = Request::Produce {

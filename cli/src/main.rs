@@ -211,8 +211,9 @@ struct OnlineArgs {
 /// A user's registry access, as `herald user add` takes it.
 #[derive(clap::Args)]
 struct RegistryAccessArgs {
-    /// What the user may do on the registry: read, write or admin (default: nothing).
-    #[arg(long, value_parser = ["read", "write", "admin"])]
+    /// What the user may do on the registry: read, write or admin (default: nothing; with
+    /// --online, none takes an existing user's role away and leaving it out keeps it).
+    #[arg(long, value_parser = ["read", "write", "admin", "none"])]
     registry_role: Option<String>,
     /// Limit the registry role to subjects with this prefix (repeatable).
     #[arg(long = "subject", value_name = "PREFIX", requires = "registry_role")]
@@ -267,10 +268,11 @@ async fn user_online(command: &UserCommand) -> Option<anyhow::Result<()>> {
         // `passwd` keeps it.
         let registry = match command {
             UserCommand::Add { registry, .. } => {
-                match registry_access(registry.registry_role.as_deref(), registry.subjects.clone())?
-                {
-                    Some(access) => RegistryChange::Set(access),
-                    None => RegistryChange::Keep,
+                let role = registry.registry_role.as_deref();
+                match (role, registry_access(role, registry.subjects.clone())?) {
+                    (_, Some(access)) => RegistryChange::Set(access),
+                    (Some("none"), None) => RegistryChange::Clear,
+                    (_, None) => RegistryChange::Keep,
                 }
             }
             _ => RegistryChange::Keep,
@@ -586,31 +588,31 @@ struct BrokerServeArgs {
 #[derive(clap::Args, Default)]
 struct ClusterArgs {
     /// This node's id in the cluster (with --peers): the broker becomes a cluster node.
-    #[arg(long, requires = "peers")]
+    #[arg(long)]
     node_id: Option<u64>,
     /// Every node's Raft address, this one's included: ID=HOST:PORT,ID=HOST:PORT,...
-    #[arg(long, value_delimiter = ',', value_parser = parse_peer, requires = "node_id")]
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
     peers: Vec<(u64, SocketAddr)>,
     /// Where this node's Raft endpoint listens (default: its own entry of --peers).
-    #[arg(long, requires = "node_id")]
+    #[arg(long)]
     raft_listen: Option<SocketAddr>,
     /// PEM certificate of the cluster's CA, which signs every node's certificate.
-    #[arg(long, value_name = "FILE", requires = "node_id")]
+    #[arg(long, value_name = "FILE")]
     cluster_ca: Option<PathBuf>,
     /// PEM certificate of this node (signed by --cluster-ca, naming herald-node).
-    #[arg(long, value_name = "FILE", requires = "node_id")]
+    #[arg(long, value_name = "FILE")]
     node_cert: Option<PathBuf>,
     /// PEM private key of --node-cert.
-    #[arg(long, value_name = "FILE", requires = "node_id")]
+    #[arg(long, value_name = "FILE")]
     node_key: Option<PathBuf>,
     /// Join a running cluster through the other nodes of --peers instead of founding one
     /// with them: the node registers, follows the cluster's metadata, and holds the
     /// partitions moved onto it (herald cluster move).
-    #[arg(long, requires = "node_id")]
+    #[arg(long)]
     join: bool,
     /// Where clients reach this node's broker, as metadata names it (default: --listen; needed
     /// when that is 0.0.0.0 or translated).
-    #[arg(long, value_name = "HOST:PORT", requires = "node_id")]
+    #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
 }
 
@@ -651,9 +653,24 @@ impl ClusterArgs {
         file: ClusterFile,
     ) -> anyhow::Result<Option<herald_broker::broker::ClusterConfig>> {
         let Some(node_id) = self.node_id.or(file.node_id) else {
+            let flags = !self.peers.is_empty()
+                || self.raft_listen.is_some()
+                || self.cluster_ca.is_some()
+                || self.node_cert.is_some()
+                || self.node_key.is_some()
+                || self.join
+                || self.advertise.is_some();
+            let in_file = file.peers.is_some()
+                || file.raft_listen.is_some()
+                || file.cluster_ca.is_some()
+                || file.node_cert.is_some()
+                || file.node_key.is_some()
+                || file.join.is_some()
+                || file.advertise.is_some();
             anyhow::ensure!(
-                file.peers.is_none() && file.raft_listen.is_none() && file.advertise.is_none(),
-                "the config's cluster settings need node_id too"
+                !flags && !in_file,
+                "cluster settings ({}) need a node id: --node-id, or node_id in --config",
+                if flags { "flags" } else { "in --config" }
             );
             return Ok(None);
         };
@@ -670,13 +687,12 @@ impl ClusterArgs {
         for (id, addr) in listed {
             anyhow::ensure!(
                 peers.insert(id, addr).is_none(),
-                "--peers names node {id} twice"
+                "the peers (--peers or peers in --config) name node {id} twice"
             );
         }
-        let own = peers
-            .get(&node_id)
-            .copied()
-            .with_context(|| format!("--peers must name this node ({node_id}) too"))?;
+        let own = peers.get(&node_id).copied().with_context(|| {
+            format!("the peers (--peers or peers in --config) must name this node ({node_id}) too")
+        })?;
         let (Some(ca), Some(cert), Some(key)) = (
             self.cluster_ca.or(file.cluster_ca),
             self.node_cert.or(file.node_cert),
@@ -1265,6 +1281,49 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    /// Cluster settings from the config file and flags together, the flags winning; cluster
+    /// settings without a node id anywhere are refused instead of starting a single broker.
+    #[test]
+    fn cluster_settings_merge_from_file_and_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("broker.toml");
+        let serve = |extra: &[&str]| -> anyhow::Result<BrokerConfig> {
+            let mut args = vec!["herald", "broker", "serve", "--data-dir", "d", "--config"];
+            let path = config.to_str().expect("utf-8");
+            args.push(path);
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args)?.command {
+                Command::Broker {
+                    command: BrokerCommand::Serve(serve),
+                } => serve.into_config(),
+                _ => anyhow::bail!("not broker serve"),
+            }
+        };
+        std::fs::write(
+            &config,
+            "peers = [\"1=127.0.0.1:7170\", \"2=127.0.0.1:7172\"]\ncluster_ca = \"ca.pem\"\nnode_cert = \"n.pem\"\nnode_key = \"n.key\"\njoin = true\nadvertise = \"file:1\"\n",
+        )
+        .expect("config");
+        let merged = serve(&["--node-id", "2", "--advertise", "flag:2"])
+            .expect("node id by flag, the rest from the file")
+            .cluster
+            .expect("a cluster node");
+        assert_eq!(merged.node_id, 2);
+        assert_eq!(merged.peers.len(), 2);
+        assert_eq!(
+            merged.raft_listen.port(),
+            7172,
+            "its own entry of the file's peers"
+        );
+        assert!(merged.join);
+        assert_eq!(merged.advertise.as_deref(), Some("flag:2"), "the flag wins");
+        let refused = serve(&[]).expect_err("settings without a node id");
+        assert!(refused.to_string().contains("node id"), "{refused}");
+        std::fs::write(&config, "node_id = 1\n").expect("config");
+        let refused = serve(&[]).expect_err("a node without peers");
+        assert!(refused.to_string().contains("peers"), "{refused}");
+    }
 
     #[test]
     fn one_core_is_left_to_the_rest_unless_configured() {

@@ -681,6 +681,17 @@ impl Command {
                 out.push(9);
                 put_placement(&mut out, name, id, *partition, replicas);
             }
+            // Keep is written as before registry access existed, so that a node not yet
+            // upgraded still reads every password change.
+            Command::PutUser {
+                name,
+                credential,
+                registry: RegistryChange::Keep,
+            } => {
+                out.push(10);
+                put_string(&mut out, name);
+                put_string(&mut out, credential);
+            }
             Command::PutUser {
                 name,
                 credential,
@@ -1373,6 +1384,10 @@ mod tests {
             Command::decode(&old).expect("older form"),
             put("erin", &first)
         );
+        // And a change that keeps the access is still written that way (a node not yet
+        // upgraded reads it); only a change of access takes the new kind.
+        assert_eq!(put("erin", &first).encode(), old);
+        assert_eq!(with(RegistryChange::Clear).encode()[0], 13);
         for command in [
             put("dave", &second),
             with(RegistryChange::Set(writer)),

@@ -1118,12 +1118,11 @@ async fn follow_cluster_acls(cluster: Arc<crate::broker::Cluster>, security: Arc
 
 /// Takes the cluster's ACL entries and users as `image` has them.
 fn follow_cluster_security(image: &herald_broker_core::cluster::ClusterImage, security: &Security) {
-    match security.acls().follow(image.acls(), image.next_offset()) {
-        Ok(true) => security.mirror_cluster_acls(image.acls()),
-        Ok(false) => {}
-        Err(error) => tracing::error!(%error, "the cluster's ACL entries could not be taken"),
+    if let Err(error) = security.acls().follow(image.acls(), image.next_offset()) {
+        tracing::error!(%error, "the cluster's ACL entries could not be taken");
     }
     security.follow_users(image.users(), image.next_offset());
+    security.mirror_cluster(image);
 }
 
 async fn retention_loop(broker: Arc<Broker>, interval: Duration) {

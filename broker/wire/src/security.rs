@@ -16,7 +16,7 @@
 //! filter = one presence byte (0 or 1) before each of the entry's six fields
 //! registry change = 0 keep | 1 set, role: u8 (0 read, 1 write, 2 admin),
 //!          prefix count: u32 (0: every subject), prefix: string* | 2 clear
-//!          (absent, as older clients send it: keep)
+//!          (keep is sent as nothing, as older clients send it)
 //! ```
 //!
 //! A SCRAM exchange takes two `Authenticate` round trips on one connection (see
@@ -124,7 +124,10 @@ impl SecurityRequest {
             } => {
                 put_string(out, name);
                 put_string(out, credential);
-                put_registry_change(out, registry);
+                // Nothing for Keep: a broker from before registry changes reads the request.
+                if *registry != RegistryChange::Keep {
+                    put_registry_change(out, registry);
+                }
             }
             SecurityRequest::DeleteUser { name } => put_string(out, name),
             SecurityRequest::ListUsers => {}

@@ -83,14 +83,32 @@ pub(crate) fn advertised_addr(
     advertise: Option<&str>,
     bound: SocketAddr,
 ) -> Result<String, ClusterError> {
+    let bad = |addr: &str, why: &str| {
+        Err(ClusterError::Advertise(format!(
+            "'{addr}' {why}: give HOST:PORT (an IPv6 address in brackets)"
+        )))
+    };
     match advertise.map(str::trim) {
-        Some("") => Err(ClusterError::Advertise(
-            "the advertised address is empty: give HOST:PORT".to_owned(),
-        )),
-        Some(addr) if !addr.contains(':') => Err(ClusterError::Advertise(format!(
-            "the advertised address '{addr}' has no port: give HOST:PORT"
-        ))),
-        Some(addr) => Ok(addr.to_owned()),
+        Some(addr) if addr.len() > herald_broker_core::cluster::ADDRESS_BYTES_MAX => bad(
+            addr,
+            &format!(
+                "is longer than {} bytes",
+                herald_broker_core::cluster::ADDRESS_BYTES_MAX
+            ),
+        ),
+        Some(addr) => {
+            let Some((host, port)) = addr.rsplit_once(':') else {
+                return bad(addr, "has no port");
+            };
+            let bracketed = host.starts_with('[') && host.ends_with(']');
+            if host.is_empty() || (host.contains(':') && !bracketed) {
+                return bad(addr, "has no host, or an IPv6 host without brackets");
+            }
+            match port.parse::<u16>() {
+                Ok(port) if port > 0 => Ok(addr.to_owned()),
+                _ => bad(addr, "has no valid port (1-65535)"),
+            }
+        }
         None if bound.ip().is_unspecified() => Err(ClusterError::Advertise(format!(
             "the broker listens on {bound}, which no client can dial: give the address clients reach this node at (--advertise HOST:PORT, or advertise in --config)"
         ))),
@@ -1071,14 +1089,16 @@ impl Broker {
                 SequenceCheck::Append => {}
                 SequenceCheck::Duplicate { base_offset } => {
                     drop(_turn);
-                    metrics.duplicate_batches.increment(1);
                     return cluster
                         .committed(&group, topic, partition, base_offset)
                         .await
-                        .map(|()| Response::Produced {
-                            base_offset,
-                            append_time_ms: now_ms(),
-                            record_offsets: Vec::new(),
+                        .map(|()| {
+                            metrics.duplicate_batches.increment(1);
+                            Response::Produced {
+                                base_offset,
+                                append_time_ms: now_ms(),
+                                record_offsets: Vec::new(),
+                            }
                         });
                 }
                 SequenceCheck::OutOfOrder { expected, received } => {
@@ -1120,6 +1140,7 @@ impl Broker {
                     match (plan.kept(), plan.take_rewritten(), producer) {
                         // Duplicates only, and no sequence to move on: nothing to store.
                         (0, _, None) => {
+                            metrics.duplicate_batches.increment(1);
                             let record_offsets = plan.record_offsets(0);
                             return Ok(Response::Produced {
                                 base_offset: record_offsets.first().copied().unwrap_or(0),
@@ -1153,6 +1174,10 @@ impl Broker {
         };
         let proposed = group.propose(proposal).await;
         if proposed.is_ok() {
+            if stored_records == 0 && plan.is_some() {
+                // Every record was a duplicate (a sequence marker went in its place).
+                metrics.duplicate_batches.increment(1);
+            }
             metrics.records_in.increment(stored_records);
             metrics.bytes_in.increment(stored_bytes);
             self.metrics
@@ -1359,9 +1384,26 @@ mod tests {
             let refused = advertised_addr(None, unspecified).expect_err("no client dials it");
             assert!(refused.to_string().contains("--advertise"), "{refused}");
         }
-        for bad in ["", "  ", "broker-1"] {
+        for bad in [
+            "",
+            "  ",
+            "broker-1",
+            "broker-1:",
+            "broker-1:abc",
+            "broker-1:0",
+            "broker-1:70000",
+            ":7070",
+            "::1:7070",
+            "[::1]",
+        ] {
             assert!(advertised_addr(Some(bad), loopback).is_err(), "{bad:?}");
         }
+        assert_eq!(
+            advertised_addr(Some("[::1]:7070"), loopback).expect("IPv6"),
+            "[::1]:7070"
+        );
+        let long = format!("{}:7070", "h".repeat(300));
+        assert!(advertised_addr(Some(&long), loopback).is_err());
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct Security {
     /// credential; the users file adds names the cluster does not have (the node's own
     /// generated admin).
     cluster_users: RwLock<Option<(i64, Arc<ClusterUsers>)>>,
+    /// The metadata version the registry's copy of the cluster's users and ACL entries was
+    /// last written from (see [`Security::mirror_cluster`]), held while it is written.
+    mirrored: Mutex<i64>,
     acls: AclStore,
     secret: [u8; SECRET_BYTES],
     limiter: Mutex<FailureLimiter>,
@@ -155,6 +158,7 @@ impl Security {
             users: Mutex::new(UsersWatch::open(&Users::path(data_dir), Duration::ZERO)?),
             users_path: Users::path(data_dir),
             cluster_users: RwLock::new(None),
+            mirrored: Mutex::new(0),
             acls,
             secret: secret(data_dir)?,
             limiter: Mutex::new(FailureLimiter::default()),
@@ -735,8 +739,7 @@ impl Security {
     /// Takes the cluster's users (credential text and registry access by name) as of
     /// metadata version `version`; an older version than the one taken changes nothing (a
     /// late reader cannot bring back a removed user). A credential that does not parse is
-    /// left out (the cluster checked each when it was put). When they changed, the copy a
-    /// registry reads is rewritten (see [`Security::mirror_cluster`]). Whether they changed.
+    /// left out (the cluster checked each when it was put). Whether they changed.
     pub fn follow_users(
         &self,
         users: &BTreeMap<String, herald_broker_core::cluster::ClusterUser>,
@@ -763,14 +766,6 @@ impl Security {
             })
             .collect();
         let changed = current.as_ref().is_none_or(|(_, old)| **old != parsed);
-        if changed {
-            let path = self.mirror_dir().join(herald_auth::users::FILE);
-            if let Err(error) =
-                Users::open_file(&path).and_then(|mut file| file.replace_all(parsed.clone()))
-            {
-                tracing::error!(%error, path = %path.display(), "the registry's copy of the cluster's users could not be written");
-            }
-        }
         *current = Some((version, Arc::new(parsed)));
         changed
     }
@@ -786,12 +781,47 @@ impl Security {
             .join(CLUSTER_MIRROR_DIR)
     }
 
-    /// Rewrites the copy of the cluster's ACL entries (see [`Security::mirror_dir`]).
-    pub fn mirror_cluster_acls(&self, entries: &BTreeSet<herald_auth::acl::AclEntry>) {
-        let entries: Vec<_> = entries.iter().cloned().collect();
-        if let Err(error) = herald_auth::stored_acls::write(&self.mirror_dir(), &entries) {
-            tracing::error!(%error, "the registry's copy of the cluster's ACL entries could not be written");
+    /// Brings the registry's copy of the cluster's users and ACL entries (see
+    /// [`Security::mirror_dir`]) to `image`, unless it was written from that version or a
+    /// later one already (two followers may read images out of order). Files already
+    /// holding what they should are not rewritten; a failed write is tried again with the
+    /// next image (the version moves on only once both files are written). An image that
+    /// has folded nothing yet (version 0) writes nothing: it would empty the copy.
+    pub fn mirror_cluster(&self, image: &herald_broker_core::cluster::ClusterImage) {
+        let version = image.next_offset();
+        let mut mirrored = self.mirrored.lock().unwrap_or_else(|p| p.into_inner());
+        if version <= *mirrored {
+            return;
         }
+        let dir = self.mirror_dir();
+        let users: BTreeMap<String, User> = image
+            .users()
+            .iter()
+            .filter_map(|(name, user)| {
+                let credential = Credential::parse(&user.credential).ok()?;
+                Some((
+                    name.clone(),
+                    User {
+                        credential,
+                        registry: user.registry.clone(),
+                    },
+                ))
+            })
+            .collect();
+        let path = dir.join(herald_auth::users::FILE);
+        if let Err(error) = Users::open_file(&path).and_then(|mut file| file.replace_all(users)) {
+            tracing::error!(%error, path = %path.display(), "the registry's copy of the cluster's users could not be written; tried again at the next change");
+            return;
+        }
+        let entries: Vec<_> = image.acls().iter().cloned().collect();
+        let stored = herald_auth::stored_acls::read(&herald_auth::stored_acls::path(&dir));
+        if !stored.is_ok_and(|stored| stored == entries) {
+            if let Err(error) = herald_auth::stored_acls::write(&dir, &entries) {
+                tracing::error!(%error, dir = %dir.display(), "the registry's copy of the cluster's ACL entries could not be written; tried again at the next change");
+                return;
+            }
+        }
+        *mirrored = version;
     }
 
     /// Called before topic `name` is deleted: its literal ALLOW entries go first, so that a

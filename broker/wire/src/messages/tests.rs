@@ -565,6 +565,15 @@ fn an_alter_user_without_a_registry_change_keeps_the_access() {
             registry: herald_auth::users::RegistryChange::Keep,
         })
     );
+    // A Keep is sent as the older form, which an older broker reads.
+    let mut sent = Vec::new();
+    Request::Security(SecurityRequest::AlterUser {
+        name: "alice".to_owned(),
+        credential: "credential text".to_owned(),
+        registry: herald_auth::users::RegistryChange::Keep,
+    })
+    .encode(&mut sent);
+    assert!(sent.ends_with(&body), "{sent:?}");
     body.push(7);
     assert!(Request::decode(Api::AlterUser, &body).is_err());
 }

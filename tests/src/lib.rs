@@ -324,6 +324,12 @@ impl BrokerProcess {
     pub fn kill(self) -> anyhow::Result<()> {
         self.process.kill()
     }
+
+    /// The broker's exit status if it has exited (it never does on its own unless it must
+    /// stop: a node the cluster refused).
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.process.child.try_wait()
+    }
 }
 
 /// A batch of one record whose value is `value` (producers' timestamp 1, no key).

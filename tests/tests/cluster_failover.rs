@@ -2412,6 +2412,21 @@ async fn drain_and_remove(
     let router = Router::new(cluster.dialer(&processes)?, None);
     create_topic(&router, "after-removal", 1).await?;
     produce_via(&router, MOVED, 0, "after-removal").await?;
+    // The removed node started again is refused by the cluster and stops (it ran on outside
+    // the cluster before, answering nothing useful).
+    let mut again = cluster.start(usize::try_from(removed)?)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = again.try_wait()? {
+            break status;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the removed node {removed}, started again, still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    anyhow::ensure!(!status.success(), "the removed node exited with {status}");
     Ok(())
 }
 

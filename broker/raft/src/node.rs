@@ -123,6 +123,10 @@ pub enum NodeError {
     NotAPeer(u64),
     #[error("the command was not applied within {PROPOSE_TIMEOUT:?}: {0}")]
     Timeout(String),
+    /// The command is committed (at `offset` of the controller's log) but this node has not
+    /// applied it within the wait: its outcome is not known here yet.
+    #[error("the command at offset {offset} is committed but not applied here within {PROPOSE_TIMEOUT:?}")]
+    NotAppliedHere { offset: i64 },
     #[error("the proposal does not encode: {0}")]
     Encode(String),
 }
@@ -420,6 +424,8 @@ pub struct Node<S: Storage + Clone + 'static> {
     follower: tokio::task::JoinHandle<()>,
     balancer: tokio::task::JoinHandle<()>,
     steward: tokio::task::JoinHandle<()>,
+    /// Why the cluster refused to register this node (it was removed), once it did.
+    refused: watch::Receiver<Option<String>>,
 }
 
 /// How often a node checks whether it leads partitions whose preferred leader (the first
@@ -507,12 +513,14 @@ impl<S: Storage + Clone + 'static> Node<S> {
             shared: shared.clone(),
             image: image.clone(),
         }));
+        let (refusal, refused) = watch::channel(None);
         let node = Self {
             shared,
             image,
             follower,
             balancer,
             steward,
+            refused,
         };
         let registration = Command::RegisterNode(NodeInfo {
             id: node.shared.config.id,
@@ -520,16 +528,57 @@ impl<S: Storage + Clone + 'static> Node<S> {
             raft_addr,
         });
         let proposer = node.proposer();
+        let id = node.shared.config.id;
         // Until it is in: clients learn this node's address (new after a restart on another
-        // port) from the registration.
+        // port) from the registration. A node removed from the cluster is refused: by the
+        // controller's answer, or by its own copy of the metadata naming it removed (a
+        // removed node no longer receives the controller's log, so it never learns the
+        // answer to a registration it sends; one that is committed is not sent again).
         tokio::spawn(async move {
+            let mut image = proposer.image.clone();
+            let removed = |image: &ClusterImage| {
+                image
+                    .removed()
+                    .contains(&id)
+                    .then(|| herald_broker_core::cluster::CommandError::NodeRemoved(id).to_string())
+            };
+            let mut committed: Option<i64> = None;
             loop {
+                let known = image.borrow_and_update().clone();
+                if let Some(refused) = removed(&known) {
+                    tracing::error!(%refused, "the cluster refused to register this node");
+                    let _ = refusal.send(Some(refused));
+                    return;
+                }
+                if let Some(offset) = committed {
+                    match known.outcome(offset) {
+                        Some(Outcome::Refused(refused)) => {
+                            tracing::error!(%refused, "the cluster refused to register this node");
+                            let _ = refusal.send(Some(refused.to_string()));
+                            return;
+                        }
+                        Some(_) => return,
+                        None if known.next_offset() > offset => return,
+                        None => {
+                            let _ = tokio::time::timeout(PROPOSE_TIMEOUT, image.changed()).await;
+                            continue;
+                        }
+                    }
+                }
                 match proposer.propose(&registration).await {
-                    Ok(Outcome::Refused(refusal)) => {
-                        tracing::error!(%refusal, "the cluster refused to register this node");
+                    Ok(Outcome::Refused(refused)) => {
+                        tracing::error!(%refused, "the cluster refused to register this node");
+                        let _ = refusal.send(Some(refused.to_string()));
                         return;
                     }
                     Ok(_) => return,
+                    Err(NodeError::NotAppliedHere { offset }) => {
+                        tracing::warn!(
+                            offset,
+                            "this node's registration is committed; waiting to learn its outcome"
+                        );
+                        committed = Some(offset);
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "registering this node with the cluster failed; trying again");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -538,6 +587,12 @@ impl<S: Storage + Clone + 'static> Node<S> {
             }
         });
         Ok(node)
+    }
+
+    /// Why the cluster refused to register this node (a removed node's id is never taken
+    /// again), once it did: such a node must stop, it is no longer part of the cluster.
+    pub fn refused(&self) -> watch::Receiver<Option<String>> {
+        self.refused.clone()
     }
 
     /// The metadata image as this node has applied it (it changes: `changed().await`).
@@ -708,9 +763,7 @@ impl<S: Storage + Clone + 'static> Proposer<S> {
                 .await
                 .map_or(true, |changed| changed.is_err())
             {
-                return Err(NodeError::Timeout(format!(
-                    "the command at offset {offset} is committed but not applied here yet"
-                )));
+                return Err(NodeError::NotAppliedHere { offset });
             }
         }
     }

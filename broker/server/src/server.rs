@@ -316,9 +316,26 @@ pub async fn serve(
     let per_source = herald_auth::source::SourceSlots::new(CONNECTIONS_PER_SOURCE_MAX);
     let source_refusals = herald_auth::source::RefusalLog::default();
     tokio::pin!(shutdown);
+    // A node the cluster refuses (removed) stops serving: it is no longer part of it.
+    let refused = {
+        let cluster = cluster.clone();
+        async move {
+            match cluster {
+                Some(cluster) => cluster.refused().await,
+                None => std::future::pending().await,
+            }
+        }
+    };
+    tokio::pin!(refused);
+    let mut outcome = Ok(());
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            reason = &mut refused => {
+                tracing::error!(reason, "the cluster refused this node: stopping");
+                outcome = Err(ServeError::Cluster(crate::broker::ClusterError::Refused(reason)));
+                break;
+            }
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let Ok(permit) = connections.clone().try_acquire_owned() else {
@@ -355,7 +372,7 @@ pub async fn serve(
     endpoint.close(0u32.into(), b"shutting down");
     endpoint.wait_idle().await;
     tracing::info!("broker stopped");
-    Ok(())
+    outcome
 }
 
 /// What the streams of one connection share.

@@ -128,6 +128,8 @@ pub enum ClusterError {
     },
     #[error("advertised address: {0}")]
     Advertise(String),
+    #[error("the cluster refused this node: {0}")]
+    Refused(String),
     #[error(transparent)]
     Net(#[from] herald_raft::net::NetError),
     #[error(transparent)]
@@ -510,6 +512,20 @@ impl Cluster {
             Ok(Outcome::TopicCreated { .. } | Outcome::Refused(CommandError::TopicExists(_))) => {}
             Ok(other) => tracing::warn!(?other, "the groups topic was not created"),
             Err(failure) => tracing::debug!(%failure, "the groups topic was not created yet"),
+        }
+    }
+
+    /// Completes once the cluster refused to register this node (it was removed): why.
+    pub async fn refused(&self) -> String {
+        let mut refused = self.node.refused();
+        loop {
+            if let Some(reason) = refused.borrow_and_update().clone() {
+                return reason;
+            }
+            if refused.changed().await.is_err() {
+                // The registration ended without a refusal: never.
+                std::future::pending::<()>().await;
+            }
         }
     }
 

@@ -616,20 +616,6 @@ struct ClusterArgs {
     advertise: Option<String>,
 }
 
-/// The cluster settings of the broker's TOML config file (the flags win over them).
-#[derive(Default)]
-struct ClusterFile {
-    node_id: Option<u64>,
-    /// "ID=HOST:PORT" for every node, this one's included.
-    peers: Option<Vec<String>>,
-    raft_listen: Option<SocketAddr>,
-    cluster_ca: Option<PathBuf>,
-    node_cert: Option<PathBuf>,
-    node_key: Option<PathBuf>,
-    join: Option<bool>,
-    advertise: Option<String>,
-}
-
 fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
     let (id, addr) = text
         .split_once('=')
@@ -650,7 +636,7 @@ impl ClusterArgs {
     /// `None` when neither names a node id (not a cluster node).
     fn into_config(
         self,
-        file: ClusterFile,
+        file: &BrokerFile,
     ) -> anyhow::Result<Option<herald_broker::broker::ClusterConfig>> {
         let Some(node_id) = self.node_id.or(file.node_id) else {
             let flags = !self.peers.is_empty()
@@ -676,6 +662,7 @@ impl ClusterArgs {
         };
         let listed = if self.peers.is_empty() {
             file.peers
+                .clone()
                 .unwrap_or_default()
                 .iter()
                 .map(|peer| parse_peer(peer).map_err(|e| anyhow::anyhow!("peers in --config: {e}")))
@@ -694,9 +681,9 @@ impl ClusterArgs {
             format!("the peers (--peers or peers in --config) must name this node ({node_id}) too")
         })?;
         let (Some(ca), Some(cert), Some(key)) = (
-            self.cluster_ca.or(file.cluster_ca),
-            self.node_cert.or(file.node_cert),
-            self.node_key.or(file.node_key),
+            self.cluster_ca.or_else(|| file.cluster_ca.clone()),
+            self.node_cert.or_else(|| file.node_cert.clone()),
+            self.node_key.or_else(|| file.node_key.clone()),
         ) else {
             anyhow::bail!(
                 "a cluster node needs --cluster-ca, --node-cert and --node-key (nodes authenticate each other with certificates the cluster's CA signed)"
@@ -711,7 +698,7 @@ impl ClusterArgs {
             key,
             timing: herald_broker::broker::Timing::default(),
             join: self.join || file.join.unwrap_or(false),
-            advertise: self.advertise.or(file.advertise),
+            advertise: self.advertise.or_else(|| file.advertise.clone()),
         }))
     }
 }
@@ -839,6 +826,7 @@ impl BrokerServeArgs {
             }
             None => BrokerFile::default(),
         };
+        let cluster = self.cluster.into_config(&file)?;
         let listen = self
             .listen
             .or(file.listen)
@@ -848,6 +836,7 @@ impl BrokerServeArgs {
             .or(file.data_dir)
             .context("--data-dir (or data_dir in --config) is required")?;
         let mut config = BrokerConfig::new(listen, data_dir);
+        config.cluster = cluster;
         let security = SecurityFile {
             insecure_no_auth: file.insecure_no_auth,
             super_users: file.super_users,
@@ -856,16 +845,6 @@ impl BrokerServeArgs {
             principal_rules: file.principal_rules,
         };
         self.security.apply(security, &mut config.security)?;
-        config.cluster = self.cluster.into_config(ClusterFile {
-            node_id: file.node_id,
-            peers: file.peers,
-            raft_listen: file.raft_listen,
-            cluster_ca: file.cluster_ca,
-            node_cert: file.node_cert,
-            node_key: file.node_key,
-            join: file.join,
-            advertise: file.advertise,
-        })?;
         config.registry_url = self.registry.or(file.registry);
         config.registry_ca = self.registry_ca.or(file.registry_ca);
         config.metrics_listen = self.metrics_listen.or(file.metrics_listen);

@@ -110,6 +110,26 @@ pub enum SecurityError {
 /// A cluster's users by name, with their credentials.
 type ClusterUsers = BTreeMap<String, User>;
 
+/// The cluster's users as a users file holds them; a credential that does not parse is left
+/// out (the cluster checked each when it was put).
+fn parse_cluster_users(
+    users: &BTreeMap<String, herald_broker_core::cluster::ClusterUser>,
+) -> ClusterUsers {
+    users
+        .iter()
+        .filter_map(|(name, user)| {
+            let credential = Credential::parse(&user.credential).ok()?;
+            Some((
+                name.clone(),
+                User {
+                    credential,
+                    registry: user.registry.clone(),
+                },
+            ))
+        })
+        .collect()
+}
+
 /// The directory under a cluster node's data directory with the copy of the cluster's users
 /// and ACL entries a registry reads (see [`Security::mirror_dir`]).
 pub const CLUSTER_MIRROR_DIR: &str = "cluster";
@@ -752,19 +772,7 @@ impl Security {
         if current.as_ref().is_some_and(|(seen, _)| *seen >= version) {
             return false;
         }
-        let parsed: ClusterUsers = users
-            .iter()
-            .filter_map(|(name, user)| {
-                let credential = Credential::parse(&user.credential).ok()?;
-                Some((
-                    name.clone(),
-                    User {
-                        credential,
-                        registry: user.registry.clone(),
-                    },
-                ))
-            })
-            .collect();
+        let parsed = parse_cluster_users(users);
         let changed = current.as_ref().is_none_or(|(_, old)| **old != parsed);
         *current = Some((version, Arc::new(parsed)));
         changed
@@ -794,20 +802,7 @@ impl Security {
             return;
         }
         let dir = self.mirror_dir();
-        let users: BTreeMap<String, User> = image
-            .users()
-            .iter()
-            .filter_map(|(name, user)| {
-                let credential = Credential::parse(&user.credential).ok()?;
-                Some((
-                    name.clone(),
-                    User {
-                        credential,
-                        registry: user.registry.clone(),
-                    },
-                ))
-            })
-            .collect();
+        let users = parse_cluster_users(image.users());
         let path = dir.join(herald_auth::users::FILE);
         if let Err(error) = Users::open_file(&path).and_then(|mut file| file.replace_all(users)) {
             tracing::error!(%error, path = %path.display(), "the registry's copy of the cluster's users could not be written; tried again at the next change");

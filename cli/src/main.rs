@@ -537,6 +537,10 @@ enum ClusterCommand {
         /// The node's id.
         #[arg(long)]
         node: u64,
+        /// How long to keep asking while the controller has not let the node go yet (its
+        /// replacement voter catching up), in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
     },
 }
 
@@ -1097,10 +1101,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cluster::move_partition(&broker, &topic, partition, &replicas, timeout).await
         }
         Command::Cluster {
-            command: ClusterCommand::RemoveNode { broker, node },
+            command:
+                ClusterCommand::RemoveNode {
+                    broker,
+                    node,
+                    timeout_secs,
+                },
         } => {
             let router = broker.router().await?;
-            router.any().await?.client.remove_node(node).await?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+            // Asking again waits again (the removal itself is done once): a busy controller
+            // may take longer than one answer's wait to let the node go.
+            loop {
+                match router.any().await?.client.remove_node(node).await {
+                    Ok(()) => break,
+                    Err(error) if error.retryable() && std::time::Instant::now() < deadline => {
+                        eprintln!("waiting: {error}");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
             println!("node {node} left the cluster; stop its process");
             Ok(())
         }

@@ -142,9 +142,10 @@ pub enum ClusterError {
 const NOT_LEADER_RETRY_AFTER_MS: u32 = 20;
 /// How soon a client told `NotLeader` during an election should retry.
 const ELECTION_RETRY_AFTER_MS: u32 = 200;
-/// How long a node removal waits for the controller to let the node go (see
-/// `cluster_remove_node`).
-const REMOVE_NODE_WAIT: Duration = Duration::from_secs(30);
+/// How long a node removal is answered within, its proposal included, while it waits for
+/// the controller to let the node go (see `cluster_remove_node`): well within a client's
+/// 30 s request timeout, so the client hears "ask again" rather than nothing.
+const REMOVE_NODE_WAIT: Duration = Duration::from_secs(20);
 
 /// Longest a resend of a batch already in the leader's log waits for that batch to commit.
 pub(crate) const DUPLICATE_COMMIT_WAIT: Duration = Duration::from_secs(5);
@@ -888,6 +889,7 @@ impl Broker {
         cluster: &Cluster,
         node: u64,
     ) -> Result<Response, Response> {
+        let deadline = Instant::now() + REMOVE_NODE_WAIT;
         match cluster
             .node
             .propose(&Command::RemoveNode { id: node })
@@ -897,7 +899,6 @@ impl Broker {
             // that stopping it then cannot cost the controller its majority; asking again
             // waits again.
             Ok(Outcome::NodeRemoved | Outcome::Refused(CommandError::NodeRemoved(_))) => {
-                let deadline = Instant::now() + REMOVE_NODE_WAIT;
                 while cluster.node.controller_holds(node) {
                     if Instant::now() >= deadline {
                         return Err(throttled(format!(
@@ -1379,6 +1380,15 @@ fn committed_prefix(mut bytes: Vec<u8>, high_watermark: i64) -> Vec<u8> {
 mod tests {
     use super::*;
     use herald_wire::batch::{BatchBuilder, Record};
+
+    /// A node removal is answered (done, or "ask again") before a client gives up on it.
+    #[test]
+    fn a_removal_is_answered_within_a_clients_timeout() {
+        assert!(
+            REMOVE_NODE_WAIT + Duration::from_secs(5) <= herald_broker_client::REQUEST_TIMEOUT,
+            "{REMOVE_NODE_WAIT:?}"
+        );
+    }
 
     /// A node names the address it was told to advertise, else the one it listens on; one
     /// listening on every interface must be told (0.0.0.0 in metadata sends clients

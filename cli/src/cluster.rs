@@ -45,6 +45,65 @@ pub(crate) fn local_client_certificate(data_dir: &Path) -> PathBuf {
     data_dir.join("tls").join("broker.pem")
 }
 
+/// `herald cluster remove-node`: asks the nodes other than `node` (the node itself stops
+/// learning what the controller does once it is out), in turn, until one answers that the
+/// controller let it go; a node answering "ask again" (the controller has not let it go
+/// yet) is asked again until `timeout`.
+pub(crate) async fn remove_node(
+    broker: &crate::admin::BrokerArgs,
+    node: u64,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    let router = broker.router().await?;
+    let any = router.any().await?.client;
+    let mut others: Vec<SocketAddr> = Vec::new();
+    for topic in any.list_topics().await? {
+        if let Ok(metadata) = any.metadata(&topic.name).await {
+            for known in metadata.nodes {
+                if known.id != node {
+                    if let Ok(addr) = known.addr.parse::<SocketAddr>() {
+                        if !others.contains(&addr) {
+                            others.push(addr);
+                        }
+                    }
+                }
+            }
+        }
+        if !others.is_empty() {
+            break;
+        }
+    }
+    let mut turn = 0usize;
+    loop {
+        let client = match others.get(turn % others.len().max(1)) {
+            Some(addr) => broker.client_at(*addr).await,
+            // No other node named yet: whichever the bootstrap list reaches.
+            None => Ok(router.any().await?.client),
+        };
+        turn += 1;
+        let answer = match client {
+            Ok(client) => client.remove_node(node).await.map_err(anyhow::Error::from),
+            Err(error) => Err(error),
+        };
+        match answer {
+            Ok(()) => return Ok(()),
+            Err(error) if std::time::Instant::now() < deadline && retryable(&error) => {
+                eprintln!("waiting: {error:#}");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A failure worth asking again: a retryable broker answer, or a node not reached.
+fn retryable(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<herald_broker_client::RequestError>()
+        .is_none_or(herald_broker_client::RequestError::retryable)
+}
+
 /// How long `cluster status` waits for a node before calling it unreachable.
 const STATUS_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 

@@ -1108,20 +1108,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     timeout_secs,
                 },
         } => {
-            let router = broker.router().await?;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
-            // Asking again waits again (the removal itself is done once): a busy controller
-            // may take longer than one answer's wait to let the node go.
-            loop {
-                match router.any().await?.client.remove_node(node).await {
-                    Ok(()) => break,
-                    Err(error) if error.retryable() && std::time::Instant::now() < deadline => {
-                        eprintln!("waiting: {error}");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    }
-                    Err(error) => return Err(error.into()),
-                }
-            }
+            cluster::remove_node(&broker, node, std::time::Duration::from_secs(timeout_secs))
+                .await?;
             println!("node {node} left the cluster; stop its process");
             Ok(())
         }

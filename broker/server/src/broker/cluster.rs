@@ -890,11 +890,23 @@ impl Broker {
         node: u64,
     ) -> Result<Response, Response> {
         let deadline = Instant::now() + REMOVE_NODE_WAIT;
-        match cluster
-            .node
-            .propose(&Command::RemoveNode { id: node })
-            .await
-        {
+        if node == cluster.id() {
+            // Once out of the controller it no longer learns what the controller does.
+            return Err(error(
+                ErrorCode::InvalidRequest,
+                format!("this is node {node}: ask another node to remove it"),
+            ));
+        }
+        // Asked again: the removal is done already, only the wait is left.
+        let outcome = if cluster.image().removed().contains(&node) {
+            Ok(Outcome::NodeRemoved)
+        } else {
+            cluster
+                .node
+                .propose(&Command::RemoveNode { id: node })
+                .await
+        };
+        match outcome {
             // Answered once the controller let it go (a caught-up node took its vote), so
             // that stopping it then cannot cost the controller its majority; asking again
             // waits again.

@@ -200,21 +200,8 @@ impl Shard {
         partition: u32,
         records: &[GroupRecord],
     ) -> Result<(), Response> {
-        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records
-            .iter()
-            .map(|record| {
-                (
-                    record.group().unwrap_or_default().as_bytes().to_vec(),
-                    record.encode(),
-                )
-            })
-            .collect();
-        let batch: Vec<(&[u8], &[u8])> = encoded
-            .iter()
-            .map(|(key, value)| (key.as_slice(), value.as_slice()))
-            .collect();
-        let proposal = records_proposal(&batch)
-            .map_err(|e| error(ErrorCode::InvalidRequest, e.to_string()))?;
+        // A record too large for a batch comes from what a client sent (its commit).
+        let proposal = proposal_of(&encoded(records), ErrorCode::InvalidRequest)?;
         propose(cluster, group, partition, proposal).await?;
         self.fold(group, &mut *self.state.lock().await);
         Ok(())
@@ -288,17 +275,7 @@ impl Shard {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .high_watermark();
-        let records: Vec<(Vec<u8>, Vec<u8>)> = self
-            .coordinator
-            .restatement()
-            .iter()
-            .map(|record| {
-                (
-                    record.group().unwrap_or_default().as_bytes().to_vec(),
-                    record.encode(),
-                )
-            })
-            .collect();
+        let records = encoded(&self.coordinator.restatement());
         let mut start = 0;
         while start < records.len() {
             let mut end = start;
@@ -307,12 +284,7 @@ impl Shard {
                 bytes += records[end].0.len() + records[end].1.len();
                 end += 1;
             }
-            let batch: Vec<(&[u8], &[u8])> = records[start..end]
-                .iter()
-                .map(|(key, value)| (key.as_slice(), value.as_slice()))
-                .collect();
-            let proposal =
-                records_proposal(&batch).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+            let proposal = proposal_of(&records[start..end], ErrorCode::Internal)?;
             propose(cluster, group, partition, proposal).await?;
             start = end;
         }
@@ -335,6 +307,32 @@ impl Shard {
         );
         Ok(true)
     }
+}
+
+/// Each record as the groups topic stores it: (the group's name, the record's JSON).
+fn encoded(records: &[GroupRecord]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    records
+        .iter()
+        .map(|record| {
+            (
+                record.group().unwrap_or_default().as_bytes().to_vec(),
+                record.encode(),
+            )
+        })
+        .collect()
+}
+
+/// One proposal of `records` (see [`encoded`]); one that does not make a batch is answered
+/// with `code`.
+fn proposal_of(
+    records: &[(Vec<u8>, Vec<u8>)],
+    code: ErrorCode,
+) -> Result<herald_raft::Proposal, Response> {
+    let batch: Vec<(&[u8], &[u8])> = records
+        .iter()
+        .map(|(key, value)| (key.as_slice(), value.as_slice()))
+        .collect();
+    records_proposal(&batch).map_err(|e| error(code, e.to_string()))
 }
 
 /// A checked record, or why it was refused (to answer once the membership is replicated).
